@@ -1,0 +1,50 @@
+"""What a driver is, split by capability.
+
+A driver owns one connection to one physical bus (a TCP connection, a serial
+port) and speaks to one or more devices on it. The agent holds one lock per
+`bus_key`, so two operations never interleave on the same wire, and checks
+every write against the device profile before it calls `write`.
+
+Drivers are asyncio: blocking libraries (pyserial) run in a worker thread.
+Every failure leaves a driver as `tme.errors.DriverError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from tme.drivers.profile import DeviceProfile
+
+Value = float | int | bool | str
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """The part every driver has: a bus identity and an explicit start and stop."""
+
+    bus_key: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class PointReader(Protocol):
+    async def read_points(
+        self, profile: DeviceProfile, unit: int, points: list[str]
+    ) -> dict[str, Value]: ...
+
+
+@runtime_checkable
+class PointWriter(Protocol):
+    async def write_point(
+        self, profile: DeviceProfile, unit: int, point: str, value: Value
+    ) -> None: ...
+
+
+@runtime_checkable
+class CommandRunner(Protocol):
+    async def run_command(
+        self, profile: DeviceProfile, command: str, args: list[Any]
+    ) -> str: ...

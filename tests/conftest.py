@@ -1,0 +1,76 @@
+"""Fixtures every test may use.
+
+Tests marked `external_service` talk to real servers on localhost. Off CI they
+skip when the server is absent; with CI=true a missing server fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+SERVICES = {
+    "postgresql": ("127.0.0.1", 5432),
+    "rabbitmq": ("127.0.0.1", 5672),
+    "mosquitto": ("127.0.0.1", 1883),
+}
+POSTGRES_URL = os.environ.get("TME_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+RABBITMQ_URL = os.environ.get("TME_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+MQTT_URL = os.environ.get("TME_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str) -> None:
+    """Skip (off CI) or fail (on CI) when a real server is not listening."""
+    host, port = SERVICES[name]
+    if _listening(host, port):
+        return
+    message = f"{name} is not listening on {host}:{port}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: external services are required)")
+    pytest.skip(message)
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> object:
+    """Poll `predicate` until it returns something truthy, or fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)  # polling interval of a deadline wait, not a synchronisation sleep
+
+
+@pytest.fixture
+def rabbitmq_url() -> str:
+    require_service("rabbitmq")
+    return RABBITMQ_URL
+
+
+@pytest.fixture
+def mqtt_url() -> str:
+    require_service("mosquitto")
+    return MQTT_URL
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    require_service("postgresql")
+    return POSTGRES_URL

@@ -1,0 +1,70 @@
+"""The message bus contract between controller and gateways (RabbitMQ layer).
+
+Two implementations, chosen by URL: `amqp://` (RabbitMQ through pika) and
+`memory://` (in-process, for the embedded mode and fast tests). One contract
+test suite runs against both.
+
+Delivery is at-least-once. A handler returns normally to ack the delivery (only
+after its effect is durable); raising `Reject` dead-letters it without requeue
+(malformed input); any other exception requeues it, and the queue's delivery
+limit dead-letters it once it has failed too often.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tme.errors import BusError
+
+
+@dataclass(frozen=True)
+class Delivery:
+    body: bytes
+    routing_key: str
+    message_id: str | None = None
+    headers: dict[str, object] = field(default_factory=dict)
+    redelivered: bool = False
+
+
+Handler = Callable[[Delivery], None]
+
+
+class Reject(BusError):
+    """Raised by a handler: this message can never be processed; dead-letter it."""
+
+
+class Unroutable(BusError):
+    """The broker confirmed a publish that no queue took (mandatory)."""
+
+
+class Consumer(Protocol):
+    def stop(self) -> None: ...
+
+
+class Bus(Protocol):
+    def start(self) -> None:
+        """Connect and declare the topology (exchanges, dead-letter queue)."""
+
+    def stop(self) -> None: ...
+
+    def declare_site(self, site: str) -> None:
+        """Declare the durable quorum queue of a site, bound to the dispatch exchange."""
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        message_id: str | None = None,
+    ) -> None:
+        """Publish and wait for the broker's confirm. Raises Unroutable or BusError."""
+
+    def publish_many(
+        self, exchange: str, messages: list[tuple[str, bytes, str | None]]
+    ) -> list[BusError | None]:
+        """Publish (routing_key, body, message_id) messages pipelined; one result each."""
+
+    def consume(self, queue: str, handler: Handler, prefetch: int = 50) -> Consumer:
+        """Call handler for each delivery on its own thread until the consumer stops."""

@@ -1,0 +1,5 @@
+"""`tme db ...` (placeholder until migrations land)."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

@@ -1,0 +1,39 @@
+"""The `tme` command: one Typer app, one sub-app per resource.
+
+Errors reach the user as one readable line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from tme.cli import config_cmd, db, serve, task
+from tme.cli.output import fail
+from tme.errors import TMEError
+
+app = typer.Typer(
+    name="tme",
+    help="TME: define, schedule and run tasks on machines at remote sites.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(task.app, name="task", help="Create, list, update and delete tasks.")
+app.add_typer(config_cmd.app, name="config", help="Show the effective configuration.")
+app.add_typer(db.app, name="db", help="Database schema migrations.")
+serve.register(app)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except TMEError as exc:
+        fail(exc.message)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    run()

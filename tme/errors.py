@@ -1,0 +1,197 @@
+"""The one error tree of TME.
+
+Errors carry fields, not only text, so the API, the CLI and the SDK can render
+them without parsing messages. Library exceptions (pika, paho, pymodbus,
+pyserial) are translated into these where they enter TME, never further in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TMEError(Exception):
+    """Base of every error TME raises on purpose."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class ConfigError(TMEError):
+    """A setting is unknown, of the wrong type or out of range.
+
+    `key` is the dotted setting name, `source` the file or variable it came from.
+    """
+
+    code = "config_error"
+
+    def __init__(self, message: str, *, key: str = "", source: str = "") -> None:
+        super().__init__(message, details={"key": key, "source": source})
+        self.key = key
+        self.source = source
+
+
+class SchemaOutOfDate(TMEError):
+    """The database schema is not at the revision this code expects."""
+
+    code = "schema_out_of_date"
+
+
+class IllegalTransition(TMEError):
+    """A run was asked to move to a state its current state does not allow."""
+
+    code = "illegal_transition"
+
+    def __init__(self, current: str, requested: str, reason: str = "") -> None:
+        current, requested = str(current), str(requested)
+        message = f"a run in state {current!r} cannot move to {requested!r}"
+        if reason:
+            message += f": {reason}"
+        super().__init__(message, details={"current": current, "requested": requested})
+        self.current = current
+        self.requested = requested
+
+
+# --- errors an API call answers with; the SDK raises the same classes ---------
+
+
+class APIError(TMEError):
+    """An error the REST API answered with (or would answer with)."""
+
+    status_code = 500
+    code = "internal_error"
+
+
+class BadRequest(APIError):
+    status_code = 400
+    code = "bad_request"
+
+
+class AuthError(APIError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(APIError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(APIError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(APIError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(APIError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class ValidationError(APIError):
+    """The request was understood but its content is invalid.
+
+    `field_errors` lists each problem as {"field": "a.b", "message": "...", "type": "..."}.
+    """
+
+    status_code = 422
+    code = "validation_error"
+
+    def __init__(
+        self, message: str, *, field_errors: list[dict[str, Any]] | None = None
+    ) -> None:
+        super().__init__(message, details=field_errors or [])
+        self.field_errors = field_errors or []
+
+
+class Unavailable(APIError):
+    status_code = 503
+    code = "unavailable"
+
+
+class TransportError(TMEError):
+    """The TME server could not be reached (SDK side)."""
+
+    code = "transport_error"
+
+
+API_ERRORS_BY_STATUS: dict[int, type[APIError]] = {
+    cls.status_code: cls
+    for cls in (BadRequest, AuthError, Forbidden, NotFound, Conflict, PayloadTooLarge,
+                ValidationError, Unavailable)
+}
+
+
+def api_error_from_response(status: int, body: Any) -> APIError:
+    """Rebuild the typed error from an API error response (used by the SDK)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        error = {"code": "http_error", "message": f"HTTP {status}", "details": body}
+    message = str(error.get("message") or f"HTTP {status}")
+    cls = API_ERRORS_BY_STATUS.get(status)
+    if cls is None:
+        cls = BadRequest if 400 <= status < 500 else APIError
+    if cls is ValidationError:
+        details = error.get("details")
+        exc: APIError = ValidationError(
+            message, field_errors=details if isinstance(details, list) else []
+        )
+    else:
+        exc = cls(message, details=error.get("details"))
+    exc.code = str(error.get("code") or exc.code)
+    exc.status_code = status
+    return exc
+
+
+# --- the edge -----------------------------------------------------------------
+
+
+class DriverError(TMEError):
+    """A machine operation failed in its driver.
+
+    `modbus_exception` holds the Modbus exception code when the device answered
+    with one; `retryable` tells whether trying again may help (I/O errors, busy).
+    """
+
+    code = "driver_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        modbus_exception: int | None = None,
+        retryable: bool = False,
+        details: Any = None,
+    ) -> None:
+        super().__init__(message, details=details)
+        self.modbus_exception = modbus_exception
+        self.retryable = retryable
+
+
+class EnvelopeViolation(TMEError):
+    """A write fell outside the device profile's safety envelope; nothing was sent."""
+
+    code = "envelope_violation"
+
+
+class UnknownName(TMEError):
+    """A registry lookup failed; the message suggests the closest known name."""
+
+    code = "unknown_name"
+
+
+class BusError(TMEError):
+    """A message bus (RabbitMQ, memory, MQTT) failed to take or give a message."""
+
+    code = "bus_error"

@@ -1,0 +1,308 @@
+"""The task contract shared by the REST API, the SDK, the CLI and the docs.
+
+Field names follow ../DESIGN ("A task, as the API takes it"): extend them, never
+rename them. Every input model refuses unknown fields and bounds its sizes, so a
+bad request is answered with a 422 that names the field and nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from tme.states import STATUS_WORDS, RunState
+
+OPS = ("external", "noop", "sleep", "shell", "modbus.read", "modbus.write", "serial.command")
+Op = Literal["external", "noop", "sleep", "shell", "modbus.read", "modbus.write", "serial.command"]
+MACHINE_OPS = frozenset(OPS) - {"external"}
+# Ops that act on a device through a driver, so the target must name the device.
+DEVICE_OPS = frozenset({"modbus.read", "modbus.write", "serial.command"})
+
+# Names travel in MQTT topics and AMQP routing keys: no wildcards, separators or spaces.
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")]
+PointName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+MAX_PARAMS_BYTES = 64 * 1024
+MAX_LOG_BYTES = 256 * 1024
+MAX_DEPENDENCIES = 50
+
+
+class Input(BaseModel):
+    """Base of every request body: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Target(Input):
+    site: Name
+    agent: Name | None = None
+    device: Name | None = None
+
+
+class Schedule(Input):
+    """When a task fires: exactly one of `cron`, `every_s` or `at`."""
+
+    cron: str | None = Field(default=None, max_length=120)
+    every_s: float | None = Field(default=None, gt=0, le=366 * 86400)
+    at: datetime | None = None
+    timezone: str = Field(default="UTC", max_length=64)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Schedule:
+        kinds = [k for k in ("cron", "every_s", "at") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of cron, every_s or at")
+        _check_timezone(self.timezone)
+        if self.cron is not None:
+            _check_cron(self.cron, self.timezone)
+        return self
+
+
+def _check_timezone(name: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+
+
+def _check_cron(expr: str, timezone: str) -> None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(expr, timezone=timezone)
+    except ValueError as exc:
+        raise ValueError(f"invalid cron expression {expr!r}: {exc}") from exc
+
+
+class Dependency(Input):
+    task: int = Field(gt=0)
+    on: Literal["success", "failure", "any"] = "success"
+
+
+class Retries(Input):
+    max: int = Field(default=0, ge=0, le=20)
+    backoff_s: float = Field(default=1.0, ge=0, le=3600)
+
+
+# --- op parameters --------------------------------------------------------------
+
+
+class NoParams(Input):
+    pass
+
+
+class SleepParams(Input):
+    seconds: float = Field(ge=0, le=86400)
+
+
+class ModbusReadParams(Input):
+    point: PointName | None = None
+    points: list[PointName] | None = Field(default=None, min_length=1, max_length=125)
+
+    @model_validator(mode="after")
+    def _one(self) -> ModbusReadParams:
+        if (self.point is None) == (self.points is None):
+            raise ValueError("give exactly one of point or points")
+        return self
+
+
+class ModbusWriteParams(Input):
+    point: PointName
+    value: float | int | bool
+    verify: bool = False
+
+
+class SerialCommandParams(Input):
+    command: PointName
+    args: list[str | int | float] = Field(default_factory=list, max_length=16)
+
+
+PARAMS_MODELS: dict[str, type[Input] | None] = {
+    "external": None,  # free-form, bounded in size
+    "noop": NoParams,
+    "sleep": SleepParams,
+    "shell": NoParams,
+    "modbus.read": ModbusReadParams,
+    "modbus.write": ModbusWriteParams,
+    "serial.command": SerialCommandParams,
+}
+
+
+def _check_params_size(params: dict[str, Any]) -> None:
+    if len(json.dumps(params, default=str)) > MAX_PARAMS_BYTES:
+        raise ValueError(f"params are larger than {MAX_PARAMS_BYTES} bytes")
+
+
+def validate_task_shape(
+    op: str, target: Target | None, params: dict[str, Any], cmd: str | None
+) -> dict[str, Any]:
+    """Check what an op needs (target, params, cmd); return the normalised params."""
+    _check_params_size(params)
+    if op in MACHINE_OPS and (target is None or target.agent is None):
+        raise ValueError(f"op {op!r} needs a target with site and agent")
+    if op in DEVICE_OPS and (target is None or target.device is None):
+        raise ValueError(f"op {op!r} needs a target device")
+    if op == "shell" and not cmd:
+        raise ValueError("op 'shell' needs cmd")
+    if op != "shell" and cmd:
+        raise ValueError("cmd is only for op 'shell'")
+    model = PARAMS_MODELS[op]
+    if model is None:
+        return params
+    return model.model_validate(params).model_dump(exclude_none=True)
+
+
+class TaskCreate(Input):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=4000)
+    op: Op = "external"
+    target: Target | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    cmd: str | None = Field(default=None, max_length=4000)
+    schedule: Schedule | None = None
+    depends_on: list[Dependency] = Field(default_factory=list, max_length=MAX_DEPENDENCIES)
+    timeout_s: float | None = Field(default=None, gt=0, le=86400)
+    retries: Retries = Field(default_factory=Retries)
+    priority: int = Field(default=5, ge=0, le=9)
+    assigned_to: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _shape(self) -> TaskCreate:
+        self.params = validate_task_shape(self.op, self.target, self.params, self.cmd)
+        return self
+
+
+StatusWord = Literal["started", "complete", "fail"]
+
+
+class TaskUpdate(Input):
+    """PATCH (and the seed's PUT): change fields and/or report an external task's status."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=4000)
+    target: Target | None = None
+    params: dict[str, Any] | None = None
+    cmd: str | None = Field(default=None, max_length=4000)
+    schedule: Schedule | None = None
+    depends_on: list[Dependency] | None = Field(default=None, max_length=MAX_DEPENDENCIES)
+    timeout_s: float | None = Field(default=None, gt=0, le=86400)
+    retries: Retries | None = None
+    priority: int | None = Field(default=None, ge=0, le=9)
+    assigned_to: str | None = Field(default=None, max_length=200)
+    # status report (external tasks): started -> running, complete -> succeeded, fail -> failed
+    status: StatusWord | None = None
+    log: str | None = Field(default=None, max_length=MAX_LOG_BYTES)
+    details: dict[str, Any] | None = None
+
+    @field_validator("details")
+    @classmethod
+    def _bounded_details(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            _check_params_size(value)
+        return value
+
+    @property
+    def field_changes(self) -> dict[str, Any]:
+        report = {"status", "log", "details"}
+        return {k: getattr(self, k) for k in self.model_fields_set - report}
+
+    @model_validator(mode="after")
+    def _something(self) -> TaskUpdate:
+        if not self.model_fields_set:
+            raise ValueError("the update is empty: give at least one field")
+        if (self.log is not None or self.details is not None) and self.status is None:
+            raise ValueError("log and details are reported with a status")
+        return self
+
+    @property
+    def run_state(self) -> RunState | None:
+        return STATUS_WORDS[self.status] if self.status else None
+
+
+# --- what the API answers -------------------------------------------------------
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+
+class TaskPublic(Output):
+    id: int
+    name: str
+    description: str = ""
+    op: str
+    target: Target | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    cmd: str | None = None
+    schedule: Schedule | None = None
+    depends_on: list[Dependency] = Field(default_factory=list)
+    timeout_s: float | None = None
+    retries: Retries = Field(default_factory=Retries)
+    priority: int = 5
+    assigned_to: str | None = None
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    latest_run_id: str | None = None
+
+
+class RunEventPublic(Output):
+    at: datetime
+    from_state: str | None
+    to_state: str
+    reason: str = ""
+    source: str = ""
+
+
+class RunLogLine(Output):
+    at: datetime
+    line: str
+
+
+class RunPublic(Output):
+    id: str
+    task_id: int
+    state: str
+    attempt: int = 1
+    reason: str = ""
+    result: dict[str, Any] | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RunDetail(RunPublic):
+    events: list[RunEventPublic] = Field(default_factory=list)
+    log: list[RunLogLine] = Field(default_factory=list)
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

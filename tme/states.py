@@ -1,0 +1,108 @@
+"""The run state machine, in one place.
+
+    pending -> waiting -> queued -> dispatched -> delivered -> accepted -> running
+    -> succeeded | failed | timed_out | canceled | skipped | rejected | expired | lost
+
+Every hop of the path is at-least-once and events may arrive out of order (an
+agent's "running" can overtake the gateway's "delivered"), so a run may jump
+forward over states it never reported, but never move back, and a final state
+never changes. Moving to the state a run is already in is a no-op, which makes
+re-applied events harmless.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tme.errors import IllegalTransition
+
+
+class RunState(StrEnum):
+    pending = "pending"
+    waiting = "waiting"
+    queued = "queued"
+    dispatched = "dispatched"
+    delivered = "delivered"
+    accepted = "accepted"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    timed_out = "timed_out"
+    canceled = "canceled"
+    skipped = "skipped"
+    rejected = "rejected"
+    expired = "expired"
+    lost = "lost"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATES
+
+
+ACTIVE_ORDER: tuple[RunState, ...] = (
+    RunState.pending,
+    RunState.waiting,
+    RunState.queued,
+    RunState.dispatched,
+    RunState.delivered,
+    RunState.accepted,
+    RunState.running,
+)
+FINAL_STATES: frozenset[RunState] = frozenset(
+    {
+        RunState.succeeded,
+        RunState.failed,
+        RunState.timed_out,
+        RunState.canceled,
+        RunState.skipped,
+        RunState.rejected,
+        RunState.expired,
+        RunState.lost,
+    }
+)
+SUCCESS_STATES = frozenset({RunState.succeeded})
+FAILURE_STATES = FINAL_STATES - SUCCESS_STATES - {RunState.skipped, RunState.canceled}
+
+# Final states that only make sense before the agent started the work: an agent
+# rejects or a command expires before it runs; a step is skipped before it is queued.
+_LATEST_SOURCE: dict[RunState, RunState] = {
+    RunState.rejected: RunState.accepted,
+    RunState.expired: RunState.accepted,
+    RunState.skipped: RunState.waiting,
+}
+
+# The words of the seed's status report, and what they mean here.
+STATUS_WORDS: dict[str, RunState] = {
+    "started": RunState.running,
+    "complete": RunState.succeeded,
+    "fail": RunState.failed,
+}
+
+
+def _rank(state: RunState) -> int:
+    return len(ACTIVE_ORDER) if state.is_final else ACTIVE_ORDER.index(state)
+
+
+def check_transition(current: RunState | str, requested: RunState | str) -> bool:
+    """Return True when the move changes the state, False when it is a no-op.
+
+    Raises IllegalTransition when the move is not allowed.
+    """
+    cur, req = RunState(current), RunState(requested)
+    if cur == req:
+        return False
+    if cur.is_final:
+        raise IllegalTransition(cur, req, "a final state never changes")
+    if _rank(req) < _rank(cur):
+        raise IllegalTransition(cur, req, "a run never moves backwards")
+    latest = _LATEST_SOURCE.get(req)
+    if latest is not None and _rank(cur) > _rank(latest):
+        raise IllegalTransition(cur, req, f"only possible up to {latest.value!r}")
+    return True
+
+
+def can_transition(current: RunState | str, requested: RunState | str) -> bool:
+    try:
+        return check_transition(current, requested)
+    except IllegalTransition:
+        return False
