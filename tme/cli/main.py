@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from tme.cli import config_cmd, db, serve, task
+from tme.cli import config_cmd, db, edge, serve, sim, task
 from tme.cli.output import fail
 from tme.errors import TMEError
 
@@ -22,6 +22,9 @@ app = typer.Typer(
 app.add_typer(task.app, name="task", help="Create, list, update and delete tasks.")
 app.add_typer(config_cmd.app, name="config", help="Show the effective configuration.")
 app.add_typer(db.app, name="db", help="Database schema migrations.")
+app.add_typer(sim.app, name="sim", help="Simulated machines for tests and demos.")
+app.add_typer(edge.agent_app, name="agent", help="Run a device agent, or list agents.")
+app.add_typer(edge.gateway_app, name="gateway", help="Run a site gateway.")
 serve.register(app)
 
 
