@@ -1,0 +1,251 @@
+"""A small MQTT link over paho-mqtt 2.x, shared by the device agent and the site gateway.
+
+What it adds to paho, and why:
+- a persistent session (3.1.1 clean_session=False; 5 clean_start=False plus a session
+  expiry), so QoS 1 messages queued while a client was away reach it when it returns;
+- `connect_async` + `loop_start`, so a broker that is down at start is retried;
+- subscriptions restored in on_connect, because a reconnect may land on a fresh session;
+- every callback wrapped: an exception in a paho callback ends paho's loop thread and with
+  it every reconnect, silently;
+- optional manual acks, so a receiver acks a QoS 1 message only once its effect is durable;
+- an explicit offline state on stop, because a graceful DISCONNECT suppresses the will.
+
+Handlers run on paho's thread unless a loop is given, in which case they are handed to
+that asyncio loop with `call_soon_threadsafe`. Either way they must not block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from tme.errors import BusError, ConfigError
+
+log = logging.getLogger(__name__)
+
+QOS = 1  # at-least-once on every TME topic; receivers dedup by message id
+KEEPALIVE_S = 30  # the broker declares a silent client dead (and sends its will) after 45 s
+SESSION_EXPIRY_S = 7 * 24 * 3600  # MQTT 5: keep a client's queued commands for a week away
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 30
+
+ProtocolName = Literal["3.1.1", "5"]
+
+
+@dataclass(frozen=True)
+class MqttMessage:
+    """One received message; `mid`/`qos` are what a manual ack needs."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    retain: bool
+
+
+Handler = Callable[[MqttMessage], None]
+
+
+@dataclass(frozen=True)
+class MqttEndpoint:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_mqtt_url(url: str) -> MqttEndpoint:
+    """`mqtt://[user[:password]@]host[:port]` -> endpoint; only the mqtt scheme is known."""
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise ConfigError(f"not an MQTT URL (mqtt://host:port): {url!r}", key="mqtt.url")
+    return MqttEndpoint(
+        host=parts.hostname,
+        port=parts.port or 1883,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+class MqttLink:
+    """One persistent MQTT connection with a will, restored subscriptions and safe callbacks."""
+
+    def __init__(
+        self,
+        url: str,
+        client_id: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        protocol: ProtocolName = "3.1.1",
+        manual_ack: bool = False,
+        keepalive_s: int = KEEPALIVE_S,
+    ) -> None:
+        self.endpoint = parse_mqtt_url(url)
+        self.client_id = client_id
+        self.protocol = protocol
+        self.keepalive_s = keepalive_s
+        self.connected = threading.Event()
+        self._subscriptions: dict[str, tuple[Handler, asyncio.AbstractEventLoop | None]] = {}
+        self._on_connect_hooks: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+        self._started = False
+        self._client = self._build_client(
+            username or self.endpoint.username, password or self.endpoint.password, manual_ack
+        )
+
+    def _build_client(
+        self, username: str | None, password: str | None, manual_ack: bool
+    ) -> paho.Client:
+        v5 = self.protocol == "5"
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=None if v5 else False,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            manual_ack=manual_ack,
+        )
+        if username:
+            client.username_pw_set(username, password)
+        client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        client.on_connect = self._guard(self._handle_connect)
+        client.on_disconnect = self._guard(self._handle_disconnect)
+        client.on_message = self._guard(self._handle_message)
+        return client
+
+    # --- set-up (before start) ------------------------------------------------
+
+    def set_will(self, topic: str, payload: bytes, retain: bool = True) -> None:
+        """The message the broker publishes if this client vanishes without DISCONNECT."""
+        self._client.will_set(topic, payload, qos=QOS, retain=retain)
+
+    def subscribe(
+        self, topic: str, handler: Handler, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        """Deliver messages on `topic` to handler (on `loop` if given); kept across reconnects."""
+        with self._lock:
+            self._subscriptions[topic] = (handler, loop)
+        if self.connected.is_set():
+            self._client.subscribe(topic, qos=QOS)
+
+    def on_connected(self, hook: Callable[[], None]) -> None:
+        """Call hook (on paho's thread, must not block) after every successful (re)connect."""
+        self._on_connect_hooks.append(hook)
+
+    # --- life cycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; a broker that is down is retried until stop."""
+        kwargs: dict[str, Any] = {}
+        if self.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            kwargs = {"clean_start": False, "properties": props}
+        self._client.connect_async(
+            self.endpoint.host, self.endpoint.port, keepalive=self.keepalive_s, **kwargs
+        )
+        self._client.loop_start()
+        self._started = True
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)
+
+    def stop(self, final: tuple[str, bytes] | None = None, timeout: float = 5.0) -> None:
+        """Publish `final` (topic, payload; retained) if connected, then disconnect cleanly."""
+        if not self._started:
+            return
+        if final is not None and self.connected.is_set():
+            info = self._client.publish(final[0], final[1], qos=QOS, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("mqtt %s: final state not published: %s", self.client_id, exc)
+        self.connected.clear()  # before DISCONNECT, so on_disconnect does not warn
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._started = False
+
+    # --- traffic --------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> paho.MQTTMessageInfo:
+        """Queue a QoS 1 publish (paho keeps it in memory while disconnected)."""
+        info = self._client.publish(topic, payload, qos=QOS, retain=retain)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            raise BusError(f"mqtt publish to {topic} refused: {paho.error_string(info.rc)}")
+        return info
+
+    def publish_wait(
+        self, topic: str, payload: bytes, timeout: float, retain: bool = False
+    ) -> bool:
+        """Publish and wait for the broker's PUBACK; False when it did not come in time."""
+        info = self.publish(topic, payload, retain=retain)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
+
+    def ack(self, message: MqttMessage) -> None:
+        """Acknowledge a message received with manual acks (no-op for QoS 0)."""
+        if message.qos > 0:
+            self._client.ack(message.mid, message.qos)
+
+    # --- paho callbacks (paho's thread) -----------------------------------------
+
+    def _guard(self, callback: Callable[..., None]) -> Callable[..., None]:
+        def guarded(*args: Any) -> None:
+            try:
+                callback(*args)
+            except Exception:
+                log.exception("mqtt %s: callback %s failed", self.client_id, callback.__name__)
+
+        return guarded
+
+    def _handle_connect(
+        self, client: paho.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warning("mqtt %s: connect refused: %s", self.client_id, reason)
+            return
+        with self._lock:
+            topics = list(self._subscriptions)
+        for topic in topics:
+            client.subscribe(topic, qos=QOS)
+        self.connected.set()
+        log.info("mqtt %s: connected to %s", self.client_id, self.endpoint.host)
+        for hook in self._on_connect_hooks:
+            self._guard(hook)()
+
+    def _handle_disconnect(self, *_args: Any) -> None:
+        if self.connected.is_set():
+            log.warning("mqtt %s: disconnected; reconnecting", self.client_id)
+        self.connected.clear()
+
+    def _handle_message(self, _client: paho.Client, _ud: Any, msg: paho.MQTTMessage) -> None:
+        message = MqttMessage(msg.topic, bytes(msg.payload), msg.qos, msg.mid, bool(msg.retain))
+        target = self._route(msg.topic)
+        if target is None:
+            log.warning("mqtt %s: message on unexpected topic %s", self.client_id, msg.topic)
+            self.ack(message)
+            return
+        handler, loop = target
+        if loop is None:
+            handler(message)
+        else:
+            loop.call_soon_threadsafe(self._guard(handler), message)
+
+    def _route(self, topic: str) -> tuple[Handler, asyncio.AbstractEventLoop | None] | None:
+        with self._lock:
+            for pattern, target in self._subscriptions.items():
+                if paho.topic_matches_sub(pattern, topic):
+                    return target
+        return None
