@@ -1,0 +1,54 @@
+"""Engineering values <-> Modbus registers, following a point's type, scale and word order.
+
+The byte work is pymodbus's `convert_to/from_registers`; this module adds the
+scale and the rounding, so the driver and the simulator agree on one encoding.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pymodbus.client.mixin import ModbusClientMixin
+
+from tme.drivers.profile import PointSpec
+
+_DT = ModbusClientMixin.DATATYPE
+DATATYPES = {
+    "int16": _DT.INT16,
+    "uint16": _DT.UINT16,
+    "int32": _DT.INT32,
+    "uint32": _DT.UINT32,
+    "float32": _DT.FLOAT32,
+}
+
+
+def to_registers(
+    value: float, type_: str, word_order: Literal["big", "little"] = "big", scale: float = 1.0
+) -> list[int]:
+    """Encode an engineering value (already checked against the envelope) into registers."""
+    raw: float = value / scale
+    if type_ != "float32":
+        raw = int(round(raw))
+    return ModbusClientMixin.convert_to_registers(raw, DATATYPES[type_], word_order=word_order)
+
+
+def from_registers(
+    registers: list[int],
+    type_: str,
+    word_order: Literal["big", "little"] = "big",
+    scale: float = 1.0,
+) -> float | int:
+    """Decode registers into an engineering value (int when the scale keeps it whole)."""
+    raw = ModbusClientMixin.convert_from_registers(registers, DATATYPES[type_], word_order=word_order)
+    assert isinstance(raw, int | float)
+    if scale == 1:
+        return raw
+    return round(raw * scale, 9)  # 123 * 0.1 reads as 12.3, not 12.300000000000001
+
+
+def encode_point(spec: PointSpec, value: float) -> list[int]:
+    return to_registers(value, spec.type, spec.word_order, spec.scale)
+
+
+def decode_point(spec: PointSpec, registers: list[int]) -> float | int:
+    return from_registers(registers, spec.type, spec.word_order, spec.scale)

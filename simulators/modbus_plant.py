@@ -1,0 +1,210 @@
+"""The simulated plant: pump, tank and conveyor served over Modbus TCP and RTU.
+
+One datastore (pymodbus SimDevice, units 1..3, see `layout`) is shared by a TCP
+server and, optionally, an RTU server on `socket://` or on a pty pair, so a
+write over one link is read back over the other. Tests inspect the machine
+through `memory` / `read_register`, never through TME, and count the requests
+that reached it in `requests`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import SimDevice
+
+from tme.simulators import layout
+from tme.simulators.faults import Fault, FaultBook
+from tme.simulators.memory import PlantMemory, WordOrder
+from tme.simulators.physics import PlantPhysics
+from tme.simulators.ptybridge import PtyBridge
+from tme.simulators.threaded import running_in_thread
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request that reached the plant (as decoded by the server)."""
+
+    unit: int
+    function_code: int
+    address: int
+    count: int
+    link: str  # "tcp" or "rtu"
+
+    @property
+    def is_write(self) -> bool:
+        return self.function_code in {5, 6, 15, 16, 22, 23}
+
+
+class PlantSimulator:
+    """`rtu` is None, "socket://HOST:PORT" (port 0 picks a free one) or "pty"."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, rtu: str | None = None,
+        tick_s: float | None = 0.1,
+    ) -> None:
+        self.host, self.port = host, port
+        self.rtu, self.rtu_url = rtu, ""
+        self.tick_s = tick_s
+        self.faults = FaultBook()
+        self.requests: list[RequestRecord] = []
+        self._servers: list[Any] = []
+        self._bridge: PtyBridge | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+
+    # --- lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen (returns once accepting connections) and start the physics timer."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        tcp = ModbusTcpServer(self._devices(), address=(self.host, self.port),
+                              trace_pdu=partial(self._trace, "tcp"))
+        await self._serve(tcp)
+        self.port = tcp.transport.sockets[0].getsockname()[1]
+        self.memory = PlantMemory(tcp.context)
+        self.physics = PlantPhysics(self.memory)
+        self.physics.reset()
+        if self.rtu:
+            await self._start_rtu(tcp.context)
+        if self.tick_s:
+            self._ticker = asyncio.create_task(self._run_physics(self.tick_s))
+
+    async def _start_rtu(self, datastore: Any) -> None:
+        port = self.rtu
+        if port == "pty":
+            self._bridge = PtyBridge()
+            self._bridge.open()
+            port = self._bridge.device_path
+        rtu = ModbusSerialServer(self._devices(), port=port, framer=FramerType.RTU,
+                                 baudrate=115200, trace_pdu=partial(self._trace, "rtu"))
+        rtu.context = datastore  # one plant behind both links, not two copies
+        await self._serve(rtu)
+        if self._bridge is not None:
+            self.rtu_url = self._bridge.client_path
+        else:
+            bound = rtu.transport.sockets[0].getsockname()
+            self.rtu_url = f"socket://{bound[0]}:{bound[1]}"
+
+    async def _serve(self, server: Any) -> None:
+        await server.serve_forever(background=True)
+        self._servers.append(server)
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        for server in self._servers:
+            await server.shutdown()
+        self._servers.clear()
+        if self._bridge is not None:
+            self._bridge.close()
+
+    @classmethod
+    @contextlib.contextmanager
+    def run_in_thread(cls, *args: Any, **kwargs: Any) -> Iterator[PlantSimulator]:
+        """A plant on its own loop thread, for synchronous code and other loops."""
+        with running_in_thread(cls(*args, **kwargs), name="tme-plant-sim") as sim:
+            yield sim
+
+    def _devices(self) -> list[SimDevice]:
+        return [
+            SimDevice(id=unit, simdata=layout.device_blocks(unit), action=partial(self._action, unit))
+            for unit in layout.UNITS
+        ]
+
+    async def _run_physics(self, tick_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(tick_s)  # the plant's clock, not a synchronisation
+            now = loop.time()
+            self.physics.step(now - last)
+            last = now
+
+    # --- requests and faults ----------------------------------------------------
+
+    def _trace(self, link: str, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
+        if not sending:
+            count = getattr(pdu, "count", 0) or len(getattr(pdu, "registers", []) or []) or 1
+            self.requests.append(
+                RequestRecord(pdu.dev_id, pdu.function_code, getattr(pdu, "address", 0), count, link)
+            )
+        return pdu
+
+    async def _action(
+        self, unit: int, function_code: int, _start: int, address: int, count: int,
+        _registers: list[int], _values: Any,
+    ) -> ExcCodes | None:
+        fault = self.faults.take(unit, function_code, address, count)
+        if fault is None:
+            return None
+        if fault.delay_s:
+            await asyncio.sleep(fault.delay_s)  # the fault itself: a device that answers late
+        if fault.drop:
+            self._drop_now()
+        if fault.exception is not None:
+            return ExcCodes(fault.exception)
+        return None
+
+    def inject_fault(self, unit: int | None = None, **fields: Any) -> Fault:
+        """Add a fault (see `Fault`); safe to call from any thread."""
+        return self.faults.add(Fault(unit=unit, **fields))
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def drop_connections(self) -> None:
+        """Close every client connection now, as a device reboot or a cut cable would."""
+        if self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._drop_now()
+            return
+        done = threading.Event()
+        self._loop.call_soon_threadsafe(lambda: (self._drop_now(), done.set()))
+        done.wait(5)
+
+    def _drop_now(self) -> None:
+        for server in self._servers:
+            for connection in list(server.active_connections.values()):
+                connection.close()
+
+    # --- the machine's state, read and set directly -------------------------------
+
+    def read_register(
+        self, unit: int, address: int, table: str = "holding_register", type_: str = "uint16",
+        word_order: WordOrder = "big",
+    ) -> float | int:
+        return self.memory.get_value(unit, table, address, type_, word_order)
+
+    def write_register(
+        self, unit: int, address: int, value: float, table: str = "holding_register",
+        type_: str = "uint16", word_order: WordOrder = "big",
+    ) -> None:
+        self.memory.set_value(unit, table, address, value, type_, word_order)
+
+    def read_bit(self, unit: int, address: int, table: str = "coil") -> bool:
+        return self.memory.get_bit(unit, table, address)
+
+    def write_bit(self, unit: int, address: int, value: bool, table: str = "coil") -> None:
+        self.memory.set_bit(unit, table, address, value)
+
+    def request_count(self, unit: int | None = None, *, writes_only: bool = False) -> int:
+        return sum(
+            1 for r in list(self.requests)
+            if (unit is None or r.unit == unit) and (r.is_write or not writes_only)
+        )
