@@ -1,0 +1,137 @@
+"""`tme.AsyncClient`: the asyncio twin of `tme.Client`.
+
+Same calls, same errors, same results (all built in `tme.client.calls`); only
+sending, iterating and pausing are awaited here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from tme.client import calls
+from tme.client.base import Connection, WaitDeadline
+from tme.schemas import Page, RunDetail, RunPublic, TaskCreate, TaskPublic
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """See `tme.Client`; pass `http_client=httpx.AsyncClient(transport=httpx.ASGITransport(app),
+    base_url=...)` to talk to an app in-process."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.connection = Connection.resolve(url, token, http_client)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(timeout=timeout)
+        self.tasks = AsyncTasks(self)
+        self.runs = AsyncRuns(self)
+
+    @property
+    def url(self) -> str:
+        return self.connection.url
+
+    async def send(self, call: calls.Call[T]) -> T:
+        with self.connection.translate_errors():
+            response = await self._http.request(**self.connection.request_args(call))
+        return call.parse(response)
+
+    async def iterate(self, call: calls.Call[Page[T]]) -> AsyncIterator[T]:
+        next_call: calls.Call[Page[T]] | None = call
+        while next_call is not None:
+            page = await self.send(next_call)
+            for item in page.items:
+                yield item
+            next_call = next_call.next_page(page.next_cursor)
+
+    async def health(self) -> dict[str, Any]:
+        return dict(await self.send(calls.health()))
+
+    async def ready(self) -> dict[str, Any]:
+        return dict(await self.send(calls.ready()))
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class AsyncTasks:
+    """`client.tasks` of AsyncClient; see `tme.client.sync.Tasks` for each method."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self, task: TaskCreate | None = None, *, idempotency_key: str | None = None, **fields: Any
+    ) -> TaskPublic:
+        return await self._client.send(calls.create_task(task, fields, idempotency_key))
+
+    async def get(self, task_id: int) -> TaskPublic:
+        return await self._client.send(calls.get_task(task_id))
+
+    def list(
+        self,
+        status: str | None = None,
+        site: str | None = None,
+        agent: str | None = None,
+        op: str | None = None,
+        search: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[TaskPublic]:
+        """`async for task in client.tasks.list(...)`: every matching task, all pages."""
+        filters = {"status": status, "site": site, "agent": agent, "op": op, "search": search}
+        return self._client.iterate(calls.list_tasks(page_size, **filters))
+
+    async def update(self, task_id: int, **fields: Any) -> TaskPublic:
+        return await self._client.send(calls.update_task(task_id, fields))
+
+    async def report(
+        self,
+        task_id: int,
+        status: str,
+        log: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> TaskPublic:
+        return await self._client.send(calls.report_task(task_id, status, log, details))
+
+    async def delete(self, task_id: int) -> None:
+        await self._client.send(calls.delete_task(task_id))
+
+    async def wait(self, task_id: int, timeout: float = 60.0, poll_s: float = 0.2) -> TaskPublic:
+        deadline = WaitDeadline(task_id, timeout, poll_s)
+        while not deadline.done(task := await self.get(task_id)):
+            await asyncio.sleep(deadline.pause())  # polling interval of a deadline wait
+        return task
+
+    def runs(self, task_id: int, page_size: int = 100) -> AsyncIterator[RunPublic]:
+        return self._client.iterate(calls.list_runs(task_id, page_size))
+
+
+class AsyncRuns:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def get(self, run_id: str) -> RunDetail:
+        return await self._client.send(calls.get_run(run_id))

@@ -1,0 +1,98 @@
+"""What the sync and async clients share apart from the calls: where the server is,
+how a request is addressed and authorised, how network failures surface, and the
+bookkeeping of waiting for a task to finish.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from tme import __version__
+from tme.client.calls import Call
+from tme.errors import TransportError
+from tme.schemas import TaskPublic
+from tme.states import FINAL_STATES, STATUS_WORDS
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+_FINAL_WORDS = {s.value for s in FINAL_STATES} | {
+    word for word, state in STATUS_WORDS.items() if state in FINAL_STATES
+}
+
+
+@dataclass(frozen=True)
+class Connection:
+    """The server a client talks to and the token it presents."""
+
+    url: str
+    token: str | None
+
+    @classmethod
+    def resolve(
+        cls, url: str | None, token: str | None, http_client: httpx.BaseTransport | Any = None
+    ) -> Connection:
+        """Explicit arguments win, then the given HTTP client's base URL, then TME_URL/TME_TOKEN.
+
+        Read when a client is built, never at import, so tests and scripts can set
+        the environment late.
+        """
+        base = str(getattr(http_client, "base_url", "") or "")
+        resolved = url or base or os.environ.get("TME_URL") or DEFAULT_URL
+        return cls(resolved.rstrip("/"), token or os.environ.get("TME_TOKEN") or None)
+
+    def request_args(self, call: Call[Any]) -> dict[str, Any]:
+        """Keyword arguments for httpx's `request()` (shared by both clients)."""
+        headers = {"User-Agent": f"tme-sdk/{__version__}", **call.headers}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return {
+            "method": call.method,
+            "url": self.url + call.path,
+            "params": call.params or None,
+            "json": call.json,
+            "headers": headers,
+        }
+
+    @contextmanager
+    def translate_errors(self) -> Iterator[None]:
+        """Turn httpx's network failures into TME's TransportError, once, where they enter."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise TransportError(f"TME at {self.url} did not answer in time ({exc})") from exc
+        except (httpx.TransportError, httpx.InvalidURL) as exc:
+            raise TransportError(f"cannot reach TME at {self.url}: {exc}") from exc
+
+
+def is_final(status: str) -> bool:
+    """Whether a task status is one that never changes (its latest run settled)."""
+    return status in _FINAL_WORDS
+
+
+class WaitDeadline:
+    """The deadline of `tasks.wait()`: tells when a task is done and how long to pause."""
+
+    def __init__(self, task_id: int, timeout: float, poll_s: float) -> None:
+        self.task_id = task_id
+        self.timeout = timeout
+        self.poll_s = max(poll_s, 0.01)
+        self.deadline = time.monotonic() + timeout
+        self.last: TaskPublic | None = None
+
+    def done(self, task: TaskPublic) -> bool:
+        self.last = task
+        return is_final(task.status)
+
+    def pause(self) -> float:
+        """Seconds to sleep before the next poll; TimeoutError once the deadline passed."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            status = self.last.status if self.last else "unknown"
+            raise TimeoutError(f"task {self.task_id} still {status!r} after {self.timeout:g}s")
+        return min(self.poll_s, remaining)

@@ -1,0 +1,169 @@
+"""What each SDK call sends and how its answer is read, free of any I/O.
+
+The sync and async clients differ only in how they send a request; everything
+else (paths, query parameters, bodies, error translation, response models) lives
+here once, so both clients behave the same by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+import pydantic
+
+from tme.errors import APIError, ValidationError, api_error_from_response
+from tme.schemas import Page, RunDetail, RunPublic, TaskCreate, TaskPublic, TaskUpdate
+
+T = TypeVar("T")
+API = "/api/v1"
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One HTTP request and the function that turns its response into a result."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: dict[str, Any] = field(default_factory=dict)
+    json: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def next_page(self, cursor: str | None) -> Call[T] | None:
+        """The same listing call for the page after this one, or None at the end."""
+        if not cursor:
+            return None
+        return replace(self, params={**self.params, "cursor": cursor})
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return response.text
+
+
+def check(response: httpx.Response) -> None:
+    """Raise the typed error (NotFound, Conflict, ValidationError, ...) of a failed call."""
+    if response.is_success:
+        return
+    raise api_error_from_response(response.status_code, _body(response))
+
+
+def _parser(model: type[pydantic.BaseModel]) -> Callable[[httpx.Response], Any]:
+    def parse(response: httpx.Response) -> Any:
+        check(response)
+        try:
+            return model.model_validate(_body(response))
+        except pydantic.ValidationError as exc:
+            # A 2xx answer that is not TME's: a wrong URL or a proxy page.
+            raise APIError(
+                f"unexpected answer from {response.request.url}: {exc.error_count()} problem(s)",
+                details=_field_errors(exc),
+            ) from exc
+
+    return parse
+
+
+def _no_content(response: httpx.Response) -> None:
+    check(response)
+
+
+def _json(response: httpx.Response) -> Any:
+    check(response)
+    return _body(response)
+
+
+def _field_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"], "type": err["type"]}
+        for err in exc.errors()
+    ]
+
+
+def validated(model: type[pydantic.BaseModel], fields: Mapping[str, Any]) -> Any:
+    """Build a request model, raising TME's ValidationError (same shape as the API's 422)."""
+    try:
+        return model.model_validate(dict(fields))
+    except pydantic.ValidationError as exc:
+        errors = _field_errors(exc)
+        summary = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)
+        raise ValidationError(f"invalid {model.__name__}: {summary}", field_errors=errors) from exc
+
+
+# --- tasks ---------------------------------------------------------------------
+
+_task = _parser(TaskPublic)
+_task_page = _parser(Page[TaskPublic])
+_run_page = _parser(Page[RunPublic])
+_run_detail = _parser(RunDetail)
+
+
+def create_task(
+    task: TaskCreate | None, fields: Mapping[str, Any], idempotency_key: str | None
+) -> Call[TaskPublic]:
+    if task is None:
+        task = validated(TaskCreate, fields)
+    elif fields:
+        task = validated(TaskCreate, {**task.model_dump(exclude_unset=True), **fields})
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    body = task.model_dump(mode="json", exclude_none=True)
+    return Call("POST", f"{API}/tasks", _task, json=body, headers=headers)
+
+
+def get_task(task_id: int) -> Call[TaskPublic]:
+    return Call("GET", f"{API}/tasks/{int(task_id)}", _task)
+
+
+def list_tasks(page_size: int = 100, **filters: str | None) -> Call[Page[TaskPublic]]:
+    """Filters: status, site, agent, op and search (sent as `q`); None means any."""
+    unknown = set(filters) - {"status", "site", "agent", "op", "search"}
+    if unknown:
+        raise TypeError(f"unknown task filter(s): {', '.join(sorted(unknown))}")
+    params: dict[str, Any] = {
+        ("q" if k == "search" else k): v for k, v in filters.items() if v is not None
+    }
+    params["limit"] = page_size
+    return Call("GET", f"{API}/tasks", _task_page, params=params)
+
+
+def update_task(task_id: int, fields: Mapping[str, Any]) -> Call[TaskPublic]:
+    update: TaskUpdate = validated(TaskUpdate, fields)
+    body = update.model_dump(mode="json", exclude_unset=True)
+    return Call("PATCH", f"{API}/tasks/{int(task_id)}", _task, json=body)
+
+
+def report_task(
+    task_id: int, status: str, log: str | None, details: dict[str, Any] | None
+) -> Call[TaskPublic]:
+    fields: dict[str, Any] = {"status": status}
+    if log is not None:
+        fields["log"] = log
+    if details is not None:
+        fields["details"] = details
+    return update_task(task_id, fields)
+
+
+def delete_task(task_id: int) -> Call[None]:
+    return Call("DELETE", f"{API}/tasks/{int(task_id)}", _no_content)
+
+
+def list_runs(task_id: int, page_size: int = 100) -> Call[Page[RunPublic]]:
+    params = {"limit": page_size}
+    return Call("GET", f"{API}/tasks/{int(task_id)}/runs", _run_page, params=params)
+
+
+def get_run(run_id: str) -> Call[RunDetail]:
+    return Call("GET", f"{API}/runs/{quote(str(run_id), safe='')}", _run_detail)
+
+
+def health() -> Call[Any]:
+    return Call("GET", "/healthz", _json)
+
+
+def ready() -> Call[Any]:
+    return Call("GET", "/readyz", _json)

@@ -1,0 +1,157 @@
+"""`tme.Client`: the blocking Python SDK of the TME REST API."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from tme.client import calls
+from tme.client.base import Connection, WaitDeadline
+from tme.schemas import Page, RunDetail, RunPublic, TaskCreate, TaskPublic
+
+T = TypeVar("T")
+
+
+class Client:
+    """A connection to one TME server.
+
+    `url` and `token` fall back to TME_URL and TME_TOKEN (then http://127.0.0.1:8000).
+    Pass `http_client` (any httpx.Client, e.g. FastAPI's TestClient) to talk to an
+    app in-process; a client built here is closed by `close()`, a given one is not.
+    Errors are the typed ones of `tme.errors`; an unreachable server raises
+    `TransportError`.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self.connection = Connection.resolve(url, token, http_client)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client(timeout=timeout)
+        self.tasks = Tasks(self)
+        self.runs = Runs(self)
+
+    @property
+    def url(self) -> str:
+        return self.connection.url
+
+    def send(self, call: calls.Call[T]) -> T:
+        """Send one call and return its parsed result (the low-level entry point)."""
+        with self.connection.translate_errors():
+            response = self._http.request(**self.connection.request_args(call))
+        return call.parse(response)
+
+    def iterate(self, call: calls.Call[Page[T]]) -> Iterator[T]:
+        """Yield the items of every page of a listing, fetching pages as they are needed."""
+        next_call: calls.Call[Page[T]] | None = call
+        while next_call is not None:
+            page = self.send(next_call)
+            yield from page.items
+            next_call = next_call.next_page(page.next_cursor)
+
+    def health(self) -> dict[str, Any]:
+        """The server's liveness answer (GET /healthz)."""
+        return dict(self.send(calls.health()))
+
+    def ready(self) -> dict[str, Any]:
+        """The server's readiness answer (GET /readyz): raises Unavailable when not ready."""
+        return dict(self.send(calls.ready()))
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Tasks:
+    """`client.tasks`: define, find, change, report on and delete tasks."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        task: TaskCreate | None = None,
+        *,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> TaskPublic:
+        """Create a task from a TaskCreate and/or its fields (name=..., op=..., ...).
+
+        With `idempotency_key`, repeating the call returns the same task instead
+        of a second one; reusing the key with another body raises Conflict.
+        """
+        return self._client.send(calls.create_task(task, fields, idempotency_key))
+
+    def get(self, task_id: int) -> TaskPublic:
+        return self._client.send(calls.get_task(task_id))
+
+    def list(
+        self,
+        status: str | None = None,
+        site: str | None = None,
+        agent: str | None = None,
+        op: str | None = None,
+        search: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[TaskPublic]:
+        """Iterate over every matching task, across all pages."""
+        filters = {"status": status, "site": site, "agent": agent, "op": op, "search": search}
+        return self._client.iterate(calls.list_tasks(page_size, **filters))
+
+    def update(self, task_id: int, **fields: Any) -> TaskPublic:
+        """Change some fields of a task (the fields of TaskUpdate)."""
+        return self._client.send(calls.update_task(task_id, fields))
+
+    def report(
+        self,
+        task_id: int,
+        status: str,
+        log: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> TaskPublic:
+        """Report an external task's progress: status is started, complete or fail."""
+        return self._client.send(calls.report_task(task_id, status, log, details))
+
+    def delete(self, task_id: int) -> None:
+        self._client.send(calls.delete_task(task_id))
+
+    def wait(self, task_id: int, timeout: float = 60.0, poll_s: float = 0.2) -> TaskPublic:
+        """Return the task once its status is final; raise TimeoutError after `timeout` s."""
+        deadline = WaitDeadline(task_id, timeout, poll_s)
+        while not deadline.done(task := self.get(task_id)):
+            time.sleep(deadline.pause())  # polling interval of a deadline wait
+        return task
+
+    def runs(self, task_id: int, page_size: int = 100) -> Iterator[RunPublic]:
+        """Iterate over a task's runs, newest first."""
+        return self._client.iterate(calls.list_runs(task_id, page_size))
+
+
+class Runs:
+    """`client.runs`: one run with its state changes and log."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def get(self, run_id: str) -> RunDetail:
+        return self._client.send(calls.get_run(run_id))
