@@ -1,0 +1,277 @@
+"""Load the settings of a TME process: default.yaml < override.yaml < environment.
+
+Every layer is merged into one mapping while remembering where each leaf came
+from, so a bad value is reported with its dotted key and its file or variable,
+and `tme config show` can say why a setting has the value it has.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+from pydantic import BaseModel, SecretStr
+
+from tme.config_errors import describe_validation_error, field_at, source_of, where
+from tme.errors import ConfigError
+from tme.settings_models import Settings
+
+__all__ = ["ConfigError", "Settings", "effective_items", "load_settings"]
+
+DEFAULT_FILE = "default.yaml"
+OVERRIDE_FILE = "override.yaml"
+# The seed read this plain variable; kept as a lower-precedence alias.
+WORKER_COUNT_ALIAS = "WORKER_COUNT"
+# Placeholders people paste from examples; refused in production like empty keys.
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "changethis", "secret", "password", "guest"}
+MIN_SECRET_KEY_LENGTH = 16
+
+Sources = dict[str, str]
+
+
+def load_settings(
+    config_dir: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read, merge and validate every layer; raise ConfigError naming key and source."""
+    env = os.environ if environ is None else environ
+    # The built-in defaults are the lowest layer, so a partial mapping in a file or variable
+    # (logging.loggers) merges into the default one instead of replacing it.
+    data: dict[str, Any] = Settings().model_dump()
+    sources: Sources = {}
+    folder = _config_folder(config_dir, env)
+    if folder is not None:
+        for name, label in ((DEFAULT_FILE, "default.yaml"), (OVERRIDE_FILE, "override")):
+            path = folder / name
+            if path.is_file():
+                _merge(data, _read_yaml(path), f"{label} ({path})", sources)
+    for layer, source in _env_layers(env):
+        _merge(data, layer, source, sources)
+    try:
+        settings = Settings.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise describe_validation_error(exc, sources) from None
+    _read_secret_files(settings, sources)
+    settings._sources = {key: source_of(key, sources) for key, _ in _leaves(settings, "")}
+    _refuse_weak_secrets(settings)
+    return settings
+
+
+def effective_items(settings: Settings) -> list[tuple[str, str, str]]:
+    """(dotted key, value with secrets masked, source) for every setting, in model order."""
+    return [
+        (key, _show(value), settings.sources.get(key) or source_of(key, settings.sources))
+        for key, value in _leaves(settings, "")
+    ]
+
+
+# --- layers -------------------------------------------------------------------
+
+
+def _config_folder(
+    config_dir: str | os.PathLike[str] | None, env: Mapping[str, str]
+) -> Path | None:
+    if config_dir is None and env.get("TME_CONFIG_DIR"):
+        config_dir, origin = env["TME_CONFIG_DIR"], "env TME_CONFIG_DIR"
+    else:
+        origin = "config_dir"
+    if config_dir is None:
+        local = Path("configs")
+        return local.resolve() if local.is_dir() else None
+    folder = Path(config_dir).expanduser().resolve()
+    if not folder.is_dir():
+        raise ConfigError(f"config folder {folder} does not exist (from {origin})", source=origin)
+    return folder
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}", source=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})", source=str(path)) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        kind = type(loaded).__name__
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections, not a {kind}", source=str(path)
+        )
+    return loaded
+
+
+def _env_layers(env: Mapping[str, str]) -> Iterator[tuple[dict[str, Any], str]]:
+    """One layer per variable, the WORKER_COUNT alias first so TME_ variables win."""
+    if WORKER_COUNT_ALIAS in env:
+        value = _parse_env_value(env[WORKER_COUNT_ALIAS], ("agent", "worker_count"))
+        yield {"agent": {"worker_count": value}}, f"env {WORKER_COUNT_ALIAS}"
+    for name in sorted(env):
+        if not name.startswith("TME_") or not ("__" in name or name == "TME_ENVIRONMENT"):
+            continue  # TME_URL, TME_TOKEN, TME_CONFIG_DIR, ... are not settings
+        path = tuple(part.lower() for part in name[4:].split("__"))
+        if not all(path):
+            raise ConfigError(f"env {name}: empty part in the setting name", source=f"env {name}")
+        layer: dict[str, Any] = {path[-1]: _parse_env_value(env[name], path)}
+        for part in reversed(path[:-1]):
+            layer = {part: layer}
+        yield layer, f"env {name}"
+
+
+def _parse_env_value(raw: str, path: tuple[str, ...]) -> Any:
+    """Text settings take the variable as is; others read it as a YAML scalar or flow list."""
+    annotation = field_at(path)[0]
+    if annotation in (str, SecretStr):
+        return raw
+    try:
+        return yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        return raw
+
+
+def _merge(
+    base: dict[str, Any], layer: Mapping[Any, Any], source: str, sources: Sources, prefix: str = ""
+) -> None:
+    """Deep-merge `layer` into `base`: mappings merge key by key, anything else replaces."""
+    for raw_key, value in layer.items():
+        key = str(raw_key)
+        dotted = prefix + key
+        if isinstance(value, dict) and value and isinstance(base.get(key), dict):
+            _merge(base[key], value, source, sources, dotted + ".")
+            continue
+        for old in [k for k in sources if k == dotted or k.startswith(dotted + ".")]:
+            del sources[old]
+        base[key] = copy.deepcopy(value)
+        _record(value, dotted, source, sources)
+
+
+def _record(value: Any, dotted: str, source: str, sources: Sources) -> None:
+    if isinstance(value, dict) and value:
+        for key, inner in value.items():
+            _record(inner, f"{dotted}.{key}", source, sources)
+    else:
+        sources[dotted] = source
+
+
+# --- after validation ---------------------------------------------------------
+
+
+def _models(model: BaseModel, prefix: str) -> Iterator[tuple[str, BaseModel]]:
+    yield prefix, model
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            yield from _models(value, f"{prefix}{name}.")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    yield from _models(item, f"{prefix}{name}.{index}.")
+
+
+def _read_secret_files(settings: Settings, sources: Sources) -> None:
+    """Replace each secret whose `<name>_file` is set by the stripped content of that file."""
+    for prefix, model in _models(settings, ""):
+        fields = type(model).model_fields
+        for name in fields:
+            secret = name.removesuffix("_file")
+            if secret == name or fields.get(secret, None) is None:
+                continue
+            path = getattr(model, name)
+            if fields[secret].annotation is not SecretStr or not path:
+                continue
+            key = prefix + name
+            source = source_of(key, sources)
+            try:
+                content = Path(path).expanduser().read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+                raise ConfigError(
+                    f'{key}: cannot read secret file "{path}" ({reason}) (from {where(source)})',
+                    key=key,
+                    source=source,
+                ) from None
+            if not content:
+                raise ConfigError(
+                    f'{key}: secret file "{path}" is empty (from {where(source)})',
+                    key=key,
+                    source=source,
+                )
+            setattr(model, secret, SecretStr(content))
+            sources[prefix + secret] = f"file ({path})"
+
+
+def _refuse_weak_secrets(settings: Settings) -> None:
+    if settings.environment != "production":
+        return
+    problems = _weak_secrets(settings)
+    if problems:
+        first = problems[0].split(" ", 1)[0]
+        raise ConfigError(
+            "production mode refuses empty or default secrets: " + ", ".join(problems),
+            key=first,
+            source=settings.sources.get(first, "default"),
+        )
+
+
+def _weak_secrets(s: Settings) -> list[str]:
+    problems: list[str] = []
+    key = s.auth.secret_key.get_secret_value()
+    if not key:
+        problems.append("auth.secret_key (empty)")
+    elif key.lower() in PLACEHOLDER_SECRETS or len(key) < MIN_SECRET_KEY_LENGTH:
+        problems.append(f"auth.secret_key (a placeholder or under {MIN_SECRET_KEY_LENGTH} chars)")
+    broker_url = pydantic.AnyUrl(s.broker.url) if s.broker.url else None
+    if broker_url is None or broker_url.scheme != "memory":
+        password = broker_url.password if broker_url else s.broker.password.get_secret_value()
+        if not password or password == "guest":
+            problems.append('broker.password (empty or the default "guest")')
+    if s.mqtt.username and not s.mqtt.password.get_secret_value():
+        problems.append("mqtt.password (empty while mqtt.username is set)")
+    email = s.notifications.email
+    if email.enabled and email.username and not email.password.get_secret_value():
+        problems.append("notifications.email.password (empty while username is set)")
+    for index, hook in enumerate(s.notifications.webhooks):
+        if not hook.secret.get_secret_value():
+            problems.append(f"notifications.webhooks.{index}.secret (empty: payloads are signed)")
+    if s.error_tracking.enabled and not s.error_tracking.dsn.get_secret_value():
+        problems.append("error_tracking.dsn (empty while error tracking is enabled)")
+    return problems
+
+
+# --- showing ------------------------------------------------------------------
+
+
+def _leaves(value: Any, key: str) -> Iterator[tuple[str, Any]]:
+    """Every leaf setting; lists of sub-settings (webhooks) and mappings are expanded."""
+    if isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _leaves(getattr(value, name), _join(key, name))
+    elif isinstance(value, list) and value and all(isinstance(i, BaseModel) for i in value):
+        for index, item in enumerate(value):
+            yield from _leaves(item, _join(key, str(index)))
+    elif isinstance(value, dict) and value:
+        for name, inner in value.items():
+            yield from _leaves(inner, _join(key, str(name)))
+    else:
+        yield key, value
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return "****" if value.get_secret_value() else ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return "" if value is None else str(value)

@@ -1,0 +1,239 @@
+"""Typed settings of every TME process, one model per section of configs/default.yaml.
+
+The defaults here are the built-in defaults and must equal configs/default.yaml
+(a unit test holds them together). Secrets are `SecretStr` so they never reach a
+log line, an error message or `tme config show` in clear text; each secret has a
+sibling `<name>_file` setting naming a file that holds it (container secrets).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+
+# Port 0 asks the OS for a free port, which tests of the HTTP server rely on.
+HttpPort = Annotated[int, Field(ge=0, le=65535)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=1)]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys are errors, numbers are accepted for strings."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+
+class HttpSettings(Section):
+    host: str = "0.0.0.0"
+    port: HttpPort = 8000
+    max_body_bytes: Count = 1_048_576
+    public_url: str = ""
+    cors_origins: list[str] = []
+
+
+class DatabaseSettings(Section):
+    url: str = Field(default="sqlite:///data/tme.db", validate_default=True)
+    echo: bool = False
+    pool_size: Count = 5
+
+    @field_validator("url")
+    @classmethod
+    def _absolute_sqlite_path(cls, url: str) -> str:
+        # A relative SQLite path would follow the process's working directory when the
+        # engine is created; resolving it once, at load, pins it and shows it in full.
+        prefix = "sqlite:///"
+        path = url[len(prefix) :] if url.startswith(prefix) else ""
+        if not path or path.startswith(":memory:") or Path(path).is_absolute():
+            return url
+        return prefix + str(Path.cwd() / path)
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file, or None for a server database or an in-memory one."""
+        if not self.url.startswith("sqlite:///") or ":memory:" in self.url:
+            return None
+        return Path(self.url[len("sqlite:///") :].split("?", 1)[0])
+
+    def ensure_parent_dir(self) -> None:
+        """Create the folder of a SQLite file; called when the engine is made, not at load."""
+        if self.sqlite_path is not None:
+            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+
+
+class BrokerSettings(Section):
+    url: str = ""
+    host: str = "127.0.0.1"
+    port: Port = 5672
+    user: str = "guest"
+    password: SecretStr = SecretStr("guest")
+    password_file: str = ""
+    vhost: str = "/"
+    heartbeat_s: Seconds = 30
+    blocked_connection_timeout_s: Seconds = 60
+    prefetch: Count = 50
+    delivery_limit: Count = 5
+    confirm_timeout_s: Seconds = 10
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if url and urlsplit(url).scheme not in {"amqp", "amqps", "memory"}:
+            raise ValueError("must be an amqp://, amqps:// or memory:// URL, or empty")
+        return url
+
+    @property
+    def effective_url(self) -> str:
+        """The URL to connect with: `url` when set, else built from the parts."""
+        if self.url:
+            return self.url
+        user = quote(self.user, safe="")
+        password = quote(self.password.get_secret_value(), safe="")
+        vhost = quote(self.vhost, safe="")
+        return f"amqp://{user}:{password}@{self.host}:{self.port}/{vhost}"
+
+
+class MqttSettings(Section):
+    url: str = ""
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    password_file: str = ""
+    keepalive_s: Seconds = 30
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    session_expiry_s: Annotated[int, Field(ge=0)] = 3600
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_as_text(cls, value: Any) -> Any:
+        # YAML reads `protocol: 5` as a number.
+        return str(value) if isinstance(value, int | float) else value
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if url and urlsplit(url).scheme not in {"mqtt", "mqtts", "ws", "wss"}:
+            raise ValueError("must be an mqtt://, mqtts://, ws:// or wss:// URL, or empty")
+        return url
+
+    @property
+    def effective_url(self) -> str:
+        """The URL to connect with: `url` when set, else built from the parts."""
+        if self.url:
+            return self.url
+        credentials = ""
+        if self.username:
+            credentials = quote(self.username, safe="")
+            if self.password.get_secret_value():
+                credentials += ":" + quote(self.password.get_secret_value(), safe="")
+            credentials += "@"
+        return f"mqtt://{credentials}{self.host}:{self.port}"
+
+
+class AgentSettings(Section):
+    worker_count: Count = 4
+    allow_shell: bool = False
+
+
+class TaskSettings(Section):
+    default_timeout_s: Seconds = 30
+    max_timeout_s: Seconds = 86_400
+    queue_timeout_s: Seconds = 300
+    max_retries: Annotated[int, Field(ge=0)] = 10
+
+
+class AuthSettings(Section):
+    secret_key: SecretStr = SecretStr("")
+    secret_key_file: str = ""
+    token_ttl_days: Count = 90
+    session_ttl_hours: Count = 12
+    login_attempts_per_minute: Count = 10
+
+
+class LoggingSettings(Section):
+    level: LogLevel = "INFO"
+    format: Literal["console", "json"] = "console"
+    file: str = ""
+    max_bytes: Count = 10_485_760
+    backups: Annotated[int, Field(ge=0)] = 5
+    loggers: dict[str, LogLevel] = {"pika": "WARNING", "amqtt": "WARNING"}
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _upper_levels(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {k: v.upper() if isinstance(v, str) else v for k, v in value.items()}
+
+
+class EmailSettings(Section):
+    enabled: bool = False
+    smtp_host: str = ""
+    smtp_port: Port = 587
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    password_file: str = ""
+    starttls: bool = True
+    from_addr: str = ""
+    to: list[str] = []
+    timeout_s: Seconds = 10
+
+
+class WebhookSettings(Section):
+    url: str
+    secret: SecretStr = SecretStr("")
+    secret_file: str = ""
+    events: list[str] = []
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if urlsplit(url).scheme not in {"http", "https"}:
+            raise ValueError("must be an http:// or https:// URL")
+        return url
+
+
+class NotificationSettings(Section):
+    email: EmailSettings = Field(default_factory=EmailSettings)
+    webhooks: list[WebhookSettings] = []
+    webhook_timeout_s: Seconds = 10
+
+
+class ErrorTrackingSettings(Section):
+    enabled: bool = False
+    dsn: SecretStr = SecretStr("")
+    dsn_file: str = ""
+    sample_rate: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+
+
+class Settings(Section):
+    """Every setting of a TME process; `load_settings` builds it from files and environment."""
+
+    environment: Literal["local", "production"] = "local"
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    tasks: TaskSettings = Field(default_factory=TaskSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    error_tracking: ErrorTrackingSettings = Field(default_factory=ErrorTrackingSettings)
+
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Dotted key -> where its value came from; keys not listed are built-in defaults."""
+        return self._sources
