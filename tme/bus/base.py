@@ -52,6 +52,19 @@ class Bus(Protocol):
     def declare_site(self, site: str) -> None:
         """Declare the durable quorum queue of a site, bound to the dispatch exchange."""
 
+    def declare_queue(self, queue: str, exchange: str, binding: str) -> None:
+        """Declare a durable quorum queue bound to `exchange` with the `binding` pattern.
+
+        Queues on tme.dispatch and tme.events get the delivery limit and dead-lettering;
+        queues on tme.dead keep what they receive (taps of dead letters).
+        """
+
+    def declare_events_queue(self, queue: str = "tme.controller.events") -> None:
+        """Declare the controller's events queue, bound to tme.events with `#`."""
+
+    def delete_queue(self, queue: str) -> None:
+        """Delete a queue and its messages (decommissioned sites, test cleanup)."""
+
     def publish(
         self,
         exchange: str,

@@ -1,0 +1,81 @@
+"""The amqp:// bus: RabbitMQ through pika, with confirms, quorum queues and reconnects."""
+
+from __future__ import annotations
+
+import threading
+
+from tme.bus.amqp_admin import admin_channel, connection_parameters, declare_queue, declare_topology
+from tme.bus.amqp_consumer import AmqpConsumer
+from tme.bus.amqp_publisher import ConfirmingPublisher
+from tme.bus.base import Handler
+from tme.bus.options import BusOptions
+from tme.bus.topology import CONTROLLER_EVENTS_QUEUE
+from tme.errors import BusError
+from tme.protocol import DISPATCH_EXCHANGE, EVENTS_EXCHANGE, site_queue, site_routing_key
+
+
+class AmqpBus:
+    """One publishing connection plus one connection per consumer, each on its own thread."""
+
+    def __init__(self, url: str, options: BusOptions) -> None:
+        self.url = url
+        self.options = options
+        self._admin = connection_parameters(url, options, "admin")
+        self._publisher: ConfirmingPublisher | None = None
+        self._consumers: list[AmqpConsumer] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with admin_channel(self._admin) as channel:
+            declare_topology(channel)
+        if self._publisher is None:
+            parameters = connection_parameters(self.url, self.options, "publisher")
+            self._publisher = ConfirmingPublisher(parameters, self.options)
+            self._publisher.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            consumers, self._consumers = self._consumers, []
+        for consumer in consumers:
+            consumer.stop()
+        if self._publisher is not None:
+            self._publisher.stop()
+            self._publisher = None
+
+    def declare_queue(self, queue: str, exchange: str, binding: str) -> None:
+        with admin_channel(self._admin) as channel:
+            declare_queue(channel, queue, exchange, binding, self.options.delivery_limit)
+
+    def declare_site(self, site: str) -> None:
+        self.declare_queue(site_queue(site), DISPATCH_EXCHANGE, site_routing_key(site))
+
+    def declare_events_queue(self, queue: str = CONTROLLER_EVENTS_QUEUE) -> None:
+        self.declare_queue(queue, EVENTS_EXCHANGE, "#")
+
+    def delete_queue(self, queue: str) -> None:
+        with admin_channel(self._admin) as channel:
+            channel.queue_delete(queue)
+
+    def publish(
+        self, exchange: str, routing_key: str, body: bytes, message_id: str | None = None
+    ) -> None:
+        (error,) = self.publish_many(exchange, [(routing_key, body, message_id)])
+        if error is not None:
+            raise error
+
+    def publish_many(
+        self, exchange: str, messages: list[tuple[str, bytes, str | None]]
+    ) -> list[BusError | None]:
+        if self._publisher is None:
+            raise BusError("the bus is not started")
+        return self._publisher.publish_many(exchange, messages)
+
+    def consume(self, queue: str, handler: Handler, prefetch: int | None = None) -> AmqpConsumer:
+        parameters = connection_parameters(self.url, self.options, f"consumer:{queue}")
+        consumer = AmqpConsumer(
+            parameters, self.options, queue, handler, prefetch or self.options.prefetch
+        )
+        consumer.start()
+        with self._lock:
+            self._consumers.append(consumer)
+        return consumer

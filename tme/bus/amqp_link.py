@@ -1,0 +1,153 @@
+"""One RabbitMQ connection on its own I/O thread, reopened with capped backoff.
+
+pika connections are not thread-safe, so each link owns a SelectConnection and
+the thread running its IOLoop; other threads reach it only through `call`,
+which goes through `add_callback_threadsafe`. The IOLoop lives as long as the
+link, so heartbeats are serviced all the time and a dropped connection is
+replaced by a new one on the same loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import pika
+from pika.adapters.select_connection import IOLoop
+from pika.channel import Channel
+
+from tme.bus.options import BusOptions
+from tme.errors import BusError
+
+log = logging.getLogger(__name__)
+
+
+class AmqpLink:
+    """Keeps one channel open; tells its owner when it opens and when it is lost.
+
+    `on_channel(channel)` and `on_lost(error)` run on the I/O thread.
+    """
+
+    def __init__(
+        self,
+        parameters: pika.ConnectionParameters,
+        name: str,
+        options: BusOptions,
+        on_channel: Callable[[Channel], None],
+        on_lost: Callable[[BusError], None],
+    ) -> None:
+        self.name = name
+        self.opened = 0  # channels opened so far; more than one means it reconnected
+        self._parameters = parameters
+        self._options = options
+        self._on_channel = on_channel
+        self._on_lost = on_lost
+        self._ioloop = IOLoop()
+        self._connection: pika.SelectConnection | None = None
+        self._channel: Channel | None = None
+        self._failures = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"tme-bus-{name}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def call(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the I/O thread (the only way in from other threads)."""
+        self._ioloop.add_callback_threadsafe(callback)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close the connection and end the I/O thread."""
+        if not self._thread.is_alive():
+            return
+        self.call(self._shutdown)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("bus link %s did not stop within %ss", self.name, timeout)
+
+    def _run(self) -> None:
+        self._connect()
+        self._ioloop.start()
+        self._ioloop.close()
+
+    def _connect(self) -> None:
+        if self._stopping:
+            return
+        self._connection = pika.SelectConnection(
+            self._parameters,
+            on_open_callback=self._on_connection_open,
+            on_open_error_callback=self._on_connection_failed,
+            on_close_callback=self._on_connection_closed,
+            custom_ioloop=self._ioloop,
+        )
+
+    def _on_connection_open(self, connection: pika.SelectConnection) -> None:
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_channel_open(self, channel: Channel) -> None:
+        self._failures = 0
+        self.opened += 1
+        self._channel = channel
+        channel.add_on_close_callback(self._on_channel_closed)
+        self._on_channel(channel)
+
+    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
+        if channel is not self._channel:
+            return
+        self._channel = None
+        if not self._stopping:
+            self._on_lost(_as_bus_error(self.name, reason))
+        # A channel closed by the broker (e.g. a missing queue) leaves the connection
+        # open; closing it goes through the one reconnect path.
+        if self._connection is not None and self._connection.is_open:
+            self._connection.close()
+
+    def _on_connection_failed(
+        self, connection: pika.SelectConnection, error: BaseException
+    ) -> None:
+        self._connection = None
+        if self._stopping:
+            self._ioloop.stop()
+            return
+        self._on_lost(_as_bus_error(self.name, error))
+        self._schedule_reconnect(error)
+
+    def _on_connection_closed(
+        self, connection: pika.SelectConnection, error: BaseException
+    ) -> None:
+        self._connection = None
+        if self._stopping:
+            self._ioloop.stop()
+            return
+        if self._channel is not None:
+            self._channel = None
+            self._on_lost(_as_bus_error(self.name, error))
+        self._schedule_reconnect(error)
+
+    def _schedule_reconnect(self, error: BaseException) -> None:
+        delay = min(
+            self._options.reconnect_max_s, self._options.reconnect_min_s * 2**self._failures
+        )
+        self._failures += 1
+        # Log the first failure loudly and the rest quietly until it recovers.
+        level = logging.WARNING if self._failures == 1 else logging.DEBUG
+        log.log(level, "bus link %s lost (%s); reconnecting in %.1fs", self.name, error, delay)
+        self._ioloop.call_later(delay, self._connect)
+
+    def _shutdown(self) -> None:
+        self._stopping = True
+        connection = self._connection
+        if connection is not None and not (connection.is_closed or connection.is_closing):
+            connection.close()  # the close callback stops the loop
+        elif connection is None:
+            self._ioloop.stop()
+
+
+def _as_bus_error(name: str, error: BaseException) -> BusError:
+    """Translate a pika close reason into TME's error, keeping the broker's text."""
+    if isinstance(error, BusError):
+        return error
+    text = str(error) or type(error).__name__
+    return BusError(f"bus link {name}: {text}", details={"reason": type(error).__name__})

@@ -1,0 +1,169 @@
+"""The memory:// bus: the Bus contract over an in-process MemoryBroker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from tme.bus.base import Delivery, Handler, Reject
+from tme.bus.memory_broker import MemoryBroker, StoredMessage, broker_for
+from tme.bus.options import BusOptions
+from tme.bus.topology import (
+    CONTROLLER_EVENTS_QUEUE,
+    DEAD_LETTER_QUEUE,
+    EXCHANGES,
+)
+from tme.errors import BusError
+from tme.protocol import (
+    DEAD_LETTER_EXCHANGE,
+    DISPATCH_EXCHANGE,
+    EVENTS_EXCHANGE,
+    site_queue,
+    site_routing_key,
+)
+
+log = logging.getLogger(__name__)
+
+
+class MemoryConsumer:
+    """One thread taking messages from one queue and running the handler on them."""
+
+    def __init__(
+        self,
+        broker: MemoryBroker,
+        queue: str,
+        handler: Handler,
+        on_stop: Callable[[MemoryConsumer], None] | None = None,
+    ) -> None:
+        self._broker = broker
+        self._on_stop = on_stop
+        self._queue = queue
+        self._handler = handler
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"tme-bus-memory-consumer:{queue}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._broker.changed:
+            self._broker.changed.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+        if self._on_stop is not None:
+            self._on_stop(self)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                message = self._next()
+            except BusError as exc:
+                log.warning("memory consumer of %s stops: %s", self._queue, exc.message)
+                return
+            if message is not None:
+                self._handle(message)
+
+    def _next(self) -> StoredMessage | None:
+        with self._broker.changed:
+            message = self._broker.take(self._queue)
+            if message is None:
+                # A bounded wait so a missed notify can never wedge the thread.
+                self._broker.changed.wait(timeout=1.0)
+            return message
+
+    def _handle(self, message: StoredMessage) -> None:
+        headers = dict(message.headers)
+        if message.delivery_count:
+            headers["x-delivery-count"] = message.delivery_count
+        delivery = Delivery(
+            body=message.body,
+            routing_key=message.routing_key,
+            message_id=message.message_id,
+            headers=headers,
+            redelivered=message.delivery_count > 0,
+        )
+        try:
+            self._handler(delivery)
+        except Reject as exc:
+            log.warning("dead-lettering %s from %s: %s", message.message_id, self._queue, exc)
+            self._broker.reject(self._queue, message)
+        except Exception:
+            log.exception("handler failed on %s from %s; requeued", message.message_id, self._queue)
+            self._broker.requeue(self._queue, message)
+
+
+class MemoryBus:
+    """Same semantics as the AMQP bus, in-process; consumers run on their own threads."""
+
+    def __init__(self, url: str, options: BusOptions) -> None:
+        self.url = url
+        self.options = options
+        self._broker: MemoryBroker | None = None
+        self._consumers: list[MemoryConsumer] = []
+        self._lock = threading.Lock()
+
+    @property
+    def broker(self) -> MemoryBroker:
+        if self._broker is None:
+            raise BusError("the bus is not started")
+        return self._broker
+
+    def start(self) -> None:
+        self._broker = broker_for(self.url)
+        for exchange in EXCHANGES:
+            self._broker.declare_exchange(exchange)
+        self.declare_queue(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE, "#")
+
+    def stop(self) -> None:
+        with self._lock:
+            consumers, self._consumers = self._consumers, []
+        for consumer in consumers:
+            consumer.stop()
+
+    def declare_queue(self, queue: str, exchange: str, binding: str) -> None:
+        if exchange == DEAD_LETTER_EXCHANGE:
+            self.broker.declare_queue(queue, None, None)
+        else:
+            self.broker.declare_queue(queue, self.options.delivery_limit, DEAD_LETTER_EXCHANGE)
+        self.broker.bind(queue, exchange, binding)
+
+    def declare_site(self, site: str) -> None:
+        self.declare_queue(site_queue(site), DISPATCH_EXCHANGE, site_routing_key(site))
+
+    def declare_events_queue(self, queue: str = CONTROLLER_EVENTS_QUEUE) -> None:
+        self.declare_queue(queue, EVENTS_EXCHANGE, "#")
+
+    def delete_queue(self, queue: str) -> None:
+        self.broker.delete_queue(queue)
+
+    def publish(
+        self, exchange: str, routing_key: str, body: bytes, message_id: str | None = None
+    ) -> None:
+        self.broker.publish(exchange, StoredMessage(bytes(body), routing_key, message_id))
+
+    def publish_many(
+        self, exchange: str, messages: list[tuple[str, bytes, str | None]]
+    ) -> list[BusError | None]:
+        results: list[BusError | None] = []
+        for routing_key, body, message_id in messages:
+            try:
+                self.publish(exchange, routing_key, body, message_id)
+                results.append(None)
+            except BusError as exc:
+                results.append(exc)
+        return results
+
+    def consume(self, queue: str, handler: Handler, prefetch: int = 50) -> MemoryConsumer:
+        if queue not in self.broker.queues:
+            raise BusError(f"queue {queue!r} does not exist")
+        consumer = MemoryConsumer(self.broker, queue, handler, on_stop=self._forget)
+        with self._lock:
+            self._consumers.append(consumer)
+        return consumer
+
+    def _forget(self, consumer: MemoryConsumer) -> None:
+        with self._lock:
+            if consumer in self._consumers:
+                self._consumers.remove(consumer)
