@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pymodbus.client.mixin import ModbusClientMixin
-
 from tme.drivers.profile import PointSpec
 
 _DT = ModbusClientMixin.DATATYPE
@@ -28,7 +27,7 @@ def to_registers(
     """Encode an engineering value (already checked against the envelope) into registers."""
     raw: float = value / scale
     if type_ != "float32":
-        raw = int(round(raw))
+        raw = round(raw)
     return ModbusClientMixin.convert_to_registers(raw, DATATYPES[type_], word_order=word_order)
 
 
@@ -39,7 +38,9 @@ def from_registers(
     scale: float = 1.0,
 ) -> float | int:
     """Decode registers into an engineering value (int when the scale keeps it whole)."""
-    raw = ModbusClientMixin.convert_from_registers(registers, DATATYPES[type_], word_order=word_order)
+    raw = ModbusClientMixin.convert_from_registers(
+        registers, DATATYPES[type_], word_order=word_order
+    )
     assert isinstance(raw, int | float)
     if scale == 1:
         return raw

@@ -23,20 +23,33 @@ def _refuse(reason: str, message: str, **details: Any) -> EnvelopeViolation:
 def _number(value: Any, what: str) -> float:
     """Accept int and float (never bool or text): a wrong type must not become a value."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _refuse("wrong_type", f"{what} needs a number, got {type(value).__name__}",
-                      value=repr(value))
+        raise _refuse(
+            "wrong_type", f"{what} needs a number, got {type(value).__name__}", value=repr(value)
+        )
     if not math.isfinite(value):
-        raise _refuse("not_finite", f"{what} must be a finite number, got {value}", value=str(value))
+        raise _refuse(
+            "not_finite", f"{what} must be a finite number, got {value}", value=str(value)
+        )
     return float(value)
 
 
 def _in_range(value: float, low: float | None, high: float | None, what: str) -> None:
     if low is not None and value < low:
-        raise _refuse("below_min", f"{what}: {value} is below the minimum {low}",
-                      value=value, min=low, max=high)
+        raise _refuse(
+            "below_min",
+            f"{what}: {value} is below the minimum {low}",
+            value=value,
+            min=low,
+            max=high,
+        )
     if high is not None and value > high:
-        raise _refuse("above_max", f"{what}: {value} is above the maximum {high}",
-                      value=value, min=low, max=high)
+        raise _refuse(
+            "above_max",
+            f"{what}: {value} is above the maximum {high}",
+            value=value,
+            min=low,
+            max=high,
+        )
 
 
 def check_point_write(profile: DeviceProfile, name: str, value: Any) -> float | int | bool:
@@ -50,8 +63,12 @@ def check_point_write(profile: DeviceProfile, name: str, value: Any) -> float | 
     if spec.type == "bool":
         if isinstance(value, bool):
             return value
-        raise _refuse("wrong_type", f"{what} needs true or false, got {type(value).__name__}",
-                      point=name, value=repr(value))
+        raise _refuse(
+            "wrong_type",
+            f"{what} needs true or false, got {type(value).__name__}",
+            point=name,
+            value=repr(value),
+        )
     number = _number(value, what)
     _in_range(number, spec.min, spec.max, what)
     raw = number / spec.scale
@@ -59,8 +76,12 @@ def check_point_write(profile: DeviceProfile, name: str, value: Any) -> float | 
     if spec.type != "float32":
         raw = round(raw)
     if not low <= raw <= high:
-        raise _refuse("out_of_type_range", f"{what}: {value} does not fit a {spec.type}",
-                      point=name, value=number)
+        raise _refuse(
+            "out_of_type_range",
+            f"{what}: {value} does not fit a {spec.type}",
+            point=name,
+            value=number,
+        )
     if spec.type != "float32" and spec.scale == 1:
         return int(raw)
     return number
@@ -71,8 +92,9 @@ def _check_arg(spec: ArgSpec, value: Any, what: str) -> Any:
         if not isinstance(value, str):
             raise _refuse("wrong_type", f"{what} needs text", value=repr(value))
         if spec.choices is not None and value not in spec.choices:
-            raise _refuse("not_allowed", f"{what}: {value!r} is not one of {spec.choices}",
-                          value=value)
+            raise _refuse(
+                "not_allowed", f"{what}: {value!r} is not one of {spec.choices}", value=value
+            )
         if any(c in value for c in "\r\n"):
             raise _refuse("not_allowed", f"{what} must not contain line breaks", value=repr(value))
         return value
@@ -91,11 +113,17 @@ def check_command_args(profile: DeviceProfile, name: str, args: list[Any]) -> li
     """Return the validated arguments of serial command `name`, or raise."""
     command = profile.commands.get(name)
     if command is None:
-        raise _refuse("unknown_command", f"unknown command {name!r} on device profile "
-                      f"{profile.name!r}", command=name)
+        raise _refuse(
+            "unknown_command",
+            f"unknown command {name!r} on device profile {profile.name!r}",
+            command=name,
+        )
     if len(args) != len(command.args):
-        raise _refuse("wrong_arg_count", f"command {name!r} takes {len(command.args)} "
-                      f"argument(s), got {len(args)}", command=name)
+        raise _refuse(
+            "wrong_arg_count",
+            f"command {name!r} takes {len(command.args)} argument(s), got {len(args)}",
+            command=name,
+        )
     return [
         _check_arg(spec, value, f"command {name!r} argument {i}")
         for i, (spec, value) in enumerate(zip(command.args, args, strict=True))

@@ -118,13 +118,27 @@ class DeviceProfile(_Strict):
     def public_points(self) -> list[dict[str, Any]]:
         """Describe points and commands for the fleet API (no addresses: those stay at the edge)."""
         rows: list[dict[str, Any]] = [
-            {"name": n, "kind": "point", "type": p.type, "unit": p.unit, "access": p.access,
-             "min": p.min, "max": p.max}
+            {
+                "name": n,
+                "kind": "point",
+                "type": p.type,
+                "unit": p.unit,
+                "access": p.access,
+                "min": p.min,
+                "max": p.max,
+            }
             for n, p in self.points.items()
         ]
         rows += [
-            {"name": n, "kind": "command", "type": c.parse, "unit": c.unit, "access": c.access,
-             "min": None, "max": None}
+            {
+                "name": n,
+                "kind": "command",
+                "type": c.parse,
+                "unit": c.unit,
+                "access": c.access,
+                "min": None,
+                "max": None,
+            }
             for n, c in self.commands.items()
         ]
         return rows
@@ -155,5 +169,7 @@ def load_profile(path: str | Path) -> DeviceProfile:
     except OSError as exc:
         raise ConfigError(f"cannot read device profile {path}: {exc}", source=str(path)) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"device profile {path} is not valid YAML: {exc}", source=str(path)) from None
+        raise ConfigError(
+            f"device profile {path} is not valid YAML: {exc}", source=str(path)
+        ) from None
     return parse_profile(data, source=str(path))

@@ -13,9 +13,14 @@ from dataclasses import dataclass
 
 # Function code -> table, as the simulator's action hook sees the request.
 FUNCTION_TABLES = {
-    1: "coil", 5: "coil", 15: "coil",
+    1: "coil",
+    5: "coil",
+    15: "coil",
     2: "discrete_input",
-    3: "holding_register", 6: "holding_register", 16: "holding_register", 23: "holding_register",
+    3: "holding_register",
+    6: "holding_register",
+    16: "holding_register",
+    23: "holding_register",
     4: "input_register",
 }
 

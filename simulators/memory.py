@@ -49,7 +49,12 @@ class PlantMemory:
         registers[index] = (registers[index] | mask) if value else (registers[index] & ~mask)
 
     def get_value(
-        self, unit: int, table: str, address: int, type_: str = "uint16", word_order: WordOrder = "big"
+        self,
+        unit: int,
+        table: str,
+        address: int,
+        type_: str = "uint16",
+        word_order: WordOrder = "big",
     ) -> float | int:
         regs = self.get_registers(unit, table, address, WIDTH[type_])
         return from_registers(regs, type_, word_order)

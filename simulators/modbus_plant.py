@@ -22,13 +22,18 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import SimDevice
-
 from tme.simulators import layout
 from tme.simulators.faults import Fault, FaultBook
 from tme.simulators.memory import PlantMemory, WordOrder
 from tme.simulators.physics import PlantPhysics
 from tme.simulators.ptybridge import PtyBridge
 from tme.simulators.threaded import running_in_thread
+
+
+def _bound_address(server: Any) -> tuple[str, int]:
+    # the listening socket of a server started on port 0 tells which port it got
+    host, port = server.transport.sockets[0].getsockname()[:2]
+    return str(host), int(port)
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,11 @@ class PlantSimulator:
     """`rtu` is None, "socket://HOST:PORT" (port 0 picks a free one) or "pty"."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, *, rtu: str | None = None,
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        rtu: str | None = None,
         tick_s: float | None = 0.1,
     ) -> None:
         self.host, self.port = host, port
@@ -70,10 +79,11 @@ class PlantSimulator:
         """Listen (returns once accepting connections) and start the physics timer."""
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        tcp = ModbusTcpServer(self._devices(), address=(self.host, self.port),
-                              trace_pdu=partial(self._trace, "tcp"))
+        tcp = ModbusTcpServer(
+            self._devices(), address=(self.host, self.port), trace_pdu=partial(self._trace, "tcp")
+        )
         await self._serve(tcp)
-        self.port = tcp.transport.sockets[0].getsockname()[1]
+        self.port = _bound_address(tcp)[1]
         self.memory = PlantMemory(tcp.context)
         self.physics = PlantPhysics(self.memory)
         self.physics.reset()
@@ -83,19 +93,24 @@ class PlantSimulator:
             self._ticker = asyncio.create_task(self._run_physics(self.tick_s))
 
     async def _start_rtu(self, datastore: Any) -> None:
-        port = self.rtu
+        port = self.rtu or ""
         if port == "pty":
             self._bridge = PtyBridge()
             self._bridge.open()
             port = self._bridge.device_path
-        rtu = ModbusSerialServer(self._devices(), port=port, framer=FramerType.RTU,
-                                 baudrate=115200, trace_pdu=partial(self._trace, "rtu"))
+        rtu = ModbusSerialServer(
+            self._devices(),
+            port=port,
+            framer=FramerType.RTU,
+            baudrate=115200,
+            trace_pdu=partial(self._trace, "rtu"),
+        )
         rtu.context = datastore  # one plant behind both links, not two copies
         await self._serve(rtu)
         if self._bridge is not None:
             self.rtu_url = self._bridge.client_path
         else:
-            bound = rtu.transport.sockets[0].getsockname()
+            bound = _bound_address(rtu)
             self.rtu_url = f"socket://{bound[0]}:{bound[1]}"
 
     async def _serve(self, server: Any) -> None:
@@ -122,7 +137,9 @@ class PlantSimulator:
 
     def _devices(self) -> list[SimDevice]:
         return [
-            SimDevice(id=unit, simdata=layout.device_blocks(unit), action=partial(self._action, unit))
+            SimDevice(
+                id=unit, simdata=layout.device_blocks(unit), action=partial(self._action, unit)
+            )
             for unit in layout.UNITS
         ]
 
@@ -141,13 +158,21 @@ class PlantSimulator:
         if not sending:
             count = getattr(pdu, "count", 0) or len(getattr(pdu, "registers", []) or []) or 1
             self.requests.append(
-                RequestRecord(pdu.dev_id, pdu.function_code, getattr(pdu, "address", 0), count, link)
+                RequestRecord(
+                    pdu.dev_id, pdu.function_code, getattr(pdu, "address", 0), count, link
+                )
             )
         return pdu
 
     async def _action(
-        self, unit: int, function_code: int, _start: int, address: int, count: int,
-        _registers: list[int], _values: Any,
+        self,
+        unit: int,
+        function_code: int,
+        _start: int,
+        address: int,
+        count: int,
+        _registers: list[int],
+        _values: Any,
     ) -> ExcCodes | None:
         fault = self.faults.take(unit, function_code, address, count)
         if fault is None:
@@ -175,7 +200,12 @@ class PlantSimulator:
             self._drop_now()
             return
         done = threading.Event()
-        self._loop.call_soon_threadsafe(lambda: (self._drop_now(), done.set()))
+
+        def drop_and_signal() -> None:
+            self._drop_now()
+            done.set()
+
+        self._loop.call_soon_threadsafe(drop_and_signal)
         done.wait(5)
 
     def _drop_now(self) -> None:
@@ -186,14 +216,23 @@ class PlantSimulator:
     # --- the machine's state, read and set directly -------------------------------
 
     def read_register(
-        self, unit: int, address: int, table: str = "holding_register", type_: str = "uint16",
+        self,
+        unit: int,
+        address: int,
+        table: str = "holding_register",
+        type_: str = "uint16",
         word_order: WordOrder = "big",
     ) -> float | int:
         return self.memory.get_value(unit, table, address, type_, word_order)
 
     def write_register(
-        self, unit: int, address: int, value: float, table: str = "holding_register",
-        type_: str = "uint16", word_order: WordOrder = "big",
+        self,
+        unit: int,
+        address: int,
+        value: float,
+        table: str = "holding_register",
+        type_: str = "uint16",
+        word_order: WordOrder = "big",
     ) -> None:
         self.memory.set_value(unit, table, address, value, type_, word_order)
 
@@ -205,6 +244,7 @@ class PlantSimulator:
 
     def request_count(self, unit: int | None = None, *, writes_only: bool = False) -> int:
         return sum(
-            1 for r in list(self.requests)
+            1
+            for r in list(self.requests)
             if (unit is None or r.unit == unit) and (r.is_write or not writes_only)
         )

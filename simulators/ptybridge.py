@@ -8,6 +8,7 @@ the running event loop. Closing the bridge is unplugging the cable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pty
 import tty
@@ -61,8 +62,6 @@ class PtyBridge:
             if self._loop is not None:
                 self._loop.remove_reader(master)
             for fd in (master, slave):
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
         self._ends = []

@@ -1,0 +1,46 @@
+"""Where pymodbus failures become `DriverError`: once, here, and nowhere further in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymodbus.exceptions import ModbusException
+
+from tme.errors import DriverError
+
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge (still processing)",
+    6: "server device busy",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+# Worth another try later: the device is busy or failing for now, or a gateway lost its path.
+# Codes 1-3 say the request itself is wrong; repeating it cannot help.
+RETRYABLE_CODES = {4, 5, 6, 10, 11}
+
+
+def from_exception_response(response: Any, what: str) -> DriverError:
+    code = int(response.exception_code)
+    name = EXCEPTION_NAMES.get(code, "unknown exception")
+    return DriverError(
+        f"{what}: device answered Modbus exception {code} ({name})",
+        modbus_exception=code,
+        retryable=code in RETRYABLE_CODES,
+        details={"exception_code": code},
+    )
+
+
+def from_library_error(exc: BaseException, what: str) -> DriverError:
+    """I/O failures, timeouts and lost connections: the request may not have arrived."""
+    if isinstance(exc, TimeoutError):
+        text = "no answer in time"
+    elif isinstance(exc, ModbusException):
+        text = str(exc).replace("Modbus Error: ", "")
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return DriverError(f"{what}: {text}", retryable=True, details={"io_error": text})

@@ -1,0 +1,93 @@
+"""Serial line driver: commands named in the device profile, sent as text lines.
+
+What to say comes from the profile (request template, argument rules, how to
+parse the reply); how bytes move is `LineChannel`. pyserial blocks, so each
+exchange runs in a worker thread; a lock keeps one exchange on the wire at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from tme.drivers.base import Value
+from tme.drivers.profile import CommandSpec, DeviceProfile
+from tme.drivers.serial_line import MAX_LINE_BYTES, LineChannel
+
+from tme.errors import DriverError
+
+ERROR_PREFIX = "ERR"  # how a line instrument reports a refused command
+
+
+class SerialDriver:
+    def __init__(
+        self,
+        port: str,
+        *,
+        baudrate: int = 9600,
+        terminator: str = "\n",
+        timeout_s: float = 1.0,
+        max_line_bytes: int = MAX_LINE_BYTES,
+    ) -> None:
+        self.bus_key = f"serial:{port}"
+        self._channel = LineChannel(
+            port,
+            baudrate=baudrate,
+            terminator=terminator.encode(),
+            timeout_s=timeout_s,
+            max_line_bytes=max_line_bytes,
+        )
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._channel.open)
+
+    async def stop(self) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self._channel.close)
+
+    async def run_command(self, profile: DeviceProfile, command: str, args: list[Any]) -> str:
+        """Send a profile command; return the reply text (its pattern's group, if any)."""
+        checked = profile.check_command(command, args)  # raises EnvelopeViolation: nothing sent
+        spec = profile.commands[command]
+        request = spec.request.format(*checked)
+        async with self._lock:
+            reply = await asyncio.to_thread(self._channel.exchange, request)
+        if reply.startswith(ERROR_PREFIX):
+            raise DriverError(
+                f"{command!r}: device refused {request!r}: {reply}", details={"reply": reply}
+            )
+        text = extract(spec, reply, command)
+        parse_reply(spec, text, command)  # a reply that does not parse is an error now, not later
+        return text
+
+    async def query(self, profile: DeviceProfile, command: str, args: list[Any]) -> Value:
+        """Like run_command, but parsed as the profile says (float, int or str)."""
+        text = await self.run_command(profile, command, args)
+        return parse_reply(profile.commands[command], text, command)
+
+
+def extract(spec: CommandSpec, reply: str, command: str) -> str:
+    if spec.response is None:
+        return reply
+    match = re.search(spec.response, reply)
+    if match is None:
+        raise DriverError(f"{command!r}: reply {reply!r} does not match {spec.response!r}")
+    return match.group(1) if match.groups() else match.group(0)
+
+
+def parse_reply(spec: CommandSpec, text: str, command: str) -> Value:
+    try:
+        if spec.parse == "float":
+            return float(text)
+        if spec.parse == "int":
+            return int(text)
+    except ValueError:
+        raise DriverError(f"{command!r}: reply {text!r} is not a {spec.parse}") from None
+    return text
+
+
+def serial_driver(port: str, **options: Any) -> SerialDriver:
+    return SerialDriver(port, **options)

@@ -1,0 +1,92 @@
+"""How bytes move on a line-oriented serial link: one request line, one reply line.
+
+Blocking pyserial code; the driver runs it in a worker thread. Reads are bounded
+twice: by a deadline for the whole reply (pyserial's own timeout restarts with
+every byte, so a chatty device would never time out) and by a maximum line
+length (a device that never sends the terminator cannot grow memory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import serial
+
+from tme.errors import DriverError
+
+MAX_LINE_BYTES = 4096  # far longer than any reply of a line instrument; the buffer cap
+POLL_S = 0.05  # pyserial read timeout per chunk: how often the deadline is checked
+
+
+class LineChannel:
+    def __init__(
+        self,
+        url: str,
+        *,
+        baudrate: int = 9600,
+        terminator: bytes = b"\n",
+        timeout_s: float = 1.0,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        encoding: str = "ascii",
+    ) -> None:
+        self.url = url
+        self.baudrate = baudrate
+        self.terminator = terminator
+        self.timeout_s = timeout_s
+        self.max_line_bytes = max_line_bytes
+        self.encoding = encoding
+        self._port: Any = None
+
+    def open(self) -> None:
+        if self._port is not None:
+            return
+        try:
+            self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=POLL_S)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise DriverError(
+                f"cannot open serial link {self.url}: {exc}", retryable=True
+            ) from None
+
+    def close(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            # closing a link that already failed may fail again; it is closed either way
+            with contextlib.suppress(serial.SerialException, OSError):
+                port.close()
+
+    def exchange(self, request: str) -> str:
+        """Send one request line and return the reply line without its terminator."""
+        self.open()
+        try:
+            self._port.reset_input_buffer()  # a late reply to an earlier request is stale
+            self._port.write(request.encode(self.encoding) + self.terminator)
+            return self._read_line().decode(self.encoding, errors="replace").strip()
+        except (serial.SerialException, OSError) as exc:
+            self.close()  # reopened on the next request
+            raise DriverError(f"serial link {self.url} failed: {exc}", retryable=True) from None
+
+    def _read_line(self) -> bytes:
+        buffer = bytearray()
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            chunk = self._port.read(max(1, min(self._port.in_waiting, self.max_line_bytes)))
+            buffer += chunk
+            end = buffer.find(self.terminator)
+            if end >= 0:
+                return bytes(buffer[:end])
+            if len(buffer) > self.max_line_bytes:
+                self._port.reset_input_buffer()
+                raise DriverError(
+                    f"serial link {self.url}: reply longer than {self.max_line_bytes} bytes "
+                    "without a line end",
+                    retryable=True,
+                    details={"bytes_discarded": len(buffer)},
+                )
+            if time.monotonic() > deadline:
+                raise DriverError(
+                    f"serial link {self.url}: no complete reply within {self.timeout_s}s",
+                    retryable=True,
+                    details={"partial": bytes(buffer[:64]).hex()},
+                )
