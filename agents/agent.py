@@ -1,0 +1,141 @@
+"""The device agent: takes commands from its MQTT cmd topic and runs each at most once.
+
+Commands arrive on paho's thread and are handed to the agent's asyncio loop. There a
+command is decoded, deduplicated against the persistent record and acked to the
+broker only once it is recorded (so a crash before that leaves it with the broker).
+Events go out on the evt topic at QoS 1, in order.
+
+Import rule: the agent runs on small devices; nothing here (or below) imports the
+controller, the UI, sqlmodel, sqlalchemy, fastapi or nicegui.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from tme.agents.agent_config import AgentConfig
+from tme.agents.command_record import CommandRecord
+from tme.agents.devices import DeviceSet, build_devices
+from tme.agents.executor import CommandExecutor
+from tme.agents.presence import PresenceAnnouncer
+
+from tme.mqtt import MqttLink, MqttMessage
+from tme.protocol import Command, Event, ProtocolError, cmd_topic, evt_topic
+
+log = logging.getLogger(__name__)
+
+RECORD_FILE = "commands.sqlite3"
+DRAIN_TIMEOUT_S = 10.0  # on stop, how long running operations may take to finish
+
+
+class DeviceAgent:
+    def __init__(self, config: AgentConfig, devices: DeviceSet | None = None) -> None:
+        self.config = config
+        self.devices = devices if devices is not None else build_devices(config.devices)
+        self.link = MqttLink(
+            config.mqtt.url,
+            f"tme-agent-{config.site}-{config.agent}",
+            username=config.mqtt.username,
+            password=config.mqtt.password,
+            protocol=config.mqtt.protocol,
+            manual_ack=True,
+        )
+        self.presence = PresenceAnnouncer(
+            self.link, config.site, config.agent, "agent", self.devices.describe()
+        )
+        self._evt_topic = evt_topic(config.site, config.agent)
+        self._record: CommandRecord | None = None
+        self._executor: CommandExecutor | None = None
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+
+    async def start(self) -> None:
+        state_dir = self.config.state_dir
+        self._record = CommandRecord(state_dir / RECORD_FILE)
+        self._record.prune()
+        self._executor = CommandExecutor(
+            self._record,
+            self.devices,
+            self._publish_event,
+            worker_count=self.config.worker_count,
+            allow_shell=self.config.allow_shell,
+        )
+        await self.devices.start()
+        for command in self._record.unfinished("started"):
+            self._executor.outcome_unknown(command)
+        self.presence.install()
+        loop = asyncio.get_running_loop()
+        self.link.subscribe(
+            cmd_topic(self.config.site, self.config.agent), self._on_message, loop=loop
+        )
+        self.link.start()
+        log.info("agent %s/%s started", self.config.site, self.config.agent)
+
+    async def stop(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=DRAIN_TIMEOUT_S)
+        for task in self._tasks.values():
+            task.cancel()
+        self.link.stop(final=self.presence.final())
+        await self.devices.stop()
+        if self._record is not None:
+            self._record.close()
+            self._record = None
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    def _publish_event(self, event: Event) -> None:
+        self.link.publish(self._evt_topic, event.to_json())
+
+    # --- intake (on the agent's loop) ---------------------------------------------
+
+    def _on_message(self, message: MqttMessage) -> None:
+        try:
+            self._take(message)
+        finally:
+            self.link.ack(message)  # recorded, answered or dropped: the broker may forget it
+
+    def _take(self, message: MqttMessage) -> None:
+        assert self._record is not None and self._executor is not None
+        if message.retain:
+            log.warning(
+                "dropped a retained command on %s (commands are never retained)", message.topic
+            )
+            return
+        try:
+            command: Command = Command.from_json(message.payload)
+        except ProtocolError as exc:
+            log.warning("dropped a malformed command on %s: %s", message.topic, exc.message)
+            return
+        if (command.site, command.agent) != (self.config.site, self.config.agent):
+            log.warning(
+                "dropped command %s addressed to %s/%s", command.id, command.site, command.agent
+            )
+            return
+        if command.id in self._tasks:
+            return  # a duplicate of a command running right now; its events are on the way
+        entry = self._record.get(command.id)
+        if entry is not None and entry.final_event is not None:
+            log.info("command %s seen before: answering from the record", command.id)
+            self._publish_event(entry.final_event)
+            return
+        if entry is not None and entry.stage == "started":
+            self._executor.outcome_unknown(entry.command)
+            return
+        self._record.add(command)  # new, or received by an earlier process and never started
+        task = asyncio.get_running_loop().create_task(self._executor.execute(command))
+        self._tasks[command.id] = task
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[Any]) -> None:
+        for command_id, known in list(self._tasks.items()):
+            if known is task:
+                del self._tasks[command_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("command task failed", exc_info=task.exception())

@@ -1,0 +1,148 @@
+"""The gateway's command side: journaled commands -> MQTT, held while their agent is offline.
+
+One thread walks the journal's open entries whenever something changed (a new
+command, an agent came online, MQTT reconnected) and at least once a second:
+- reports `delivered` once per command;
+- expires a command never sent before its not_after (source gateway);
+- holds commands for an agent whose presence says offline;
+- sends pending commands, and re-sends sent ones not yet answered by the agent
+  after a reconnect, an agent's return, or `resend_after_s` (the agent dedups).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+
+from tme.agents.bus_publisher import BusPublisher, Outgoing
+from tme.agents.journal import Journal, JournalEntry
+
+from tme.protocol import EVENTS_EXCHANGE, Event, EventType, cmd_topic
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0  # expiry of held commands is noticed within a second
+RESEND_AFTER_S = 30.0  # an unanswered command is offered again this often (agents dedup)
+
+SendCommand = Callable[[str, bytes], None]  # (topic, payload) -> queued at QoS 1
+
+
+def event_routing_key(site: str, agent: str, kind: str) -> str:
+    return f"{site}.{agent}.{kind}"
+
+
+class CommandDispatcher:
+    def __init__(
+        self,
+        site: str,
+        journal: Journal,
+        publisher: BusPublisher,
+        send: SendCommand,
+        resend_after_s: float = RESEND_AFTER_S,
+    ) -> None:
+        self.site = site
+        self.journal = journal
+        self.publisher = publisher
+        self.send = send
+        self.resend_after_s = resend_after_s
+        self.offline: set[str] = set()  # agents whose last presence said offline
+        self._lock = threading.Lock()
+        self._resend: set[str] = set()
+        self._resend_all = True  # after a start, every unanswered command is offered again
+        self._reported: set[tuple[str, str]] = set()  # (command, event) queued to the bus
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tme-gw-dispatch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def agent_presence(self, agent: str, online: bool) -> None:
+        with self._lock:
+            if online:
+                self.offline.discard(agent)
+                self._resend.add(agent)
+            else:
+                self.offline.add(agent)
+        self.wake()
+
+    def resend_all(self) -> None:
+        with self._lock:
+            self._resend_all = True
+        self.wake()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(TICK_S)
+            self._wake.clear()
+            try:
+                self.dispatch_open_entries()
+            except Exception:
+                log.exception("dispatch pass failed; retrying next tick")
+
+    def dispatch_open_entries(self) -> None:
+        with self._lock:
+            resend_all, self._resend_all = self._resend_all, False
+            resend, self._resend = self._resend, set()
+            offline = set(self.offline)
+        now = time.time()
+        for entry in self.journal.open_entries():
+            if not entry.delivered:
+                self._report(entry, "delivered", partial(self.journal.mark_delivered, entry.id))
+            if entry.state == "pending" and now > entry.not_after:
+                self._report(
+                    entry,
+                    "expired",
+                    partial(self.journal.close_entry, entry.id, "expired"),
+                    reason="not delivered before not_after: the agent was offline",
+                )
+                continue
+            if entry.agent in offline:
+                continue
+            due = entry.sent_at is None or now - entry.sent_at > self.resend_after_s
+            if entry.state == "pending" or resend_all or entry.agent in resend or due:
+                self.send(cmd_topic(self.site, entry.agent), entry.body)
+                self.journal.mark_sent(entry.id)
+
+    def _report(
+        self, entry: JournalEntry, type_: EventType, after: Callable[[], None], reason: str = ""
+    ) -> None:
+        key = (entry.id, type_)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+
+        def confirmed() -> None:
+            after()
+            self._reported.discard(key)
+
+        event = Event(
+            command_id=entry.id,
+            type=type_,
+            site=self.site,
+            agent=entry.agent,
+            source="gateway",
+            reason=reason,
+            not_started=type_ == "expired",
+        )
+        self.publisher.submit(
+            Outgoing(
+                EVENTS_EXCHANGE,
+                event_routing_key(self.site, entry.agent, type_),
+                event.to_json(),
+                event.id,
+                after=confirmed,
+            )
+        )

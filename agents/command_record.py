@@ -1,0 +1,93 @@
+"""The agent's persistent record of the commands it has seen (SQLite, stdlib only).
+
+This is what makes execution at-most-once per command id although every hop
+delivers at-least-once: a command id found here is never run again. A command
+moves received -> started -> final; `started` is written *before* the machine is
+touched, so after a crash a command found started-but-not-final is reported as
+failed with an unknown outcome instead of being run a second time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tme.protocol import Command, Event
+
+Stage = Literal["received", "started", "final"]
+KEEP_FINAL_S = 14 * 24 * 3600  # longer than any redelivery can take (journals, sessions)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS commands (
+    id TEXT PRIMARY KEY,
+    stage TEXT NOT NULL,
+    command TEXT NOT NULL,
+    final_event TEXT,
+    updated REAL NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    command: Command
+    stage: Stage
+    final_event: Event | None
+
+
+class CommandRecord:
+    """One SQLite file in the agent's state_dir; used from the agent's event-loop thread."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a record lost in a power cut = a rerun
+        self._db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, command_id: str) -> Entry | None:
+        row = self._db.execute(
+            "SELECT stage, command, final_event FROM commands WHERE id = ?", (command_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        final = Event.from_json(row[2]) if row[2] else None
+        return Entry(Command.from_json(row[1]), row[0], final)
+
+    def add(self, command: Command) -> bool:
+        """Record a new command as received; False when its id is already known."""
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO commands (id, stage, command, updated) VALUES (?, ?, ?, ?)",
+            (command.id, "received", command.model_dump_json(), time.time()),
+        )
+        return cursor.rowcount == 1
+
+    def mark_started(self, command_id: str) -> None:
+        self._set(command_id, "started", None)
+
+    def finish(self, event: Event) -> None:
+        self._set(event.command_id, "final", event.model_dump_json())
+
+    def _set(self, command_id: str, stage: Stage, final_event: str | None) -> None:
+        self._db.execute(
+            "UPDATE commands SET stage = ?, final_event = COALESCE(?, final_event), updated = ?"
+            " WHERE id = ?",
+            (stage, final_event, time.time(), command_id),
+        )
+
+    def unfinished(self, stage: Stage) -> list[Command]:
+        rows = self._db.execute("SELECT command FROM commands WHERE stage = ?", (stage,))
+        return [Command.from_json(row[0]) for row in rows]
+
+    def prune(self, older_than_s: float = KEEP_FINAL_S) -> int:
+        cursor = self._db.execute(
+            "DELETE FROM commands WHERE stage = 'final' AND updated < ?",
+            (time.time() - older_than_s,),
+        )
+        return cursor.rowcount

@@ -1,0 +1,102 @@
+"""The gateway's return path: agent events and presence from MQTT -> the tme.events exchange.
+
+Runs on paho's thread, so it only checks and hands over: the bus publisher confirms,
+then the MQTT message is acked (paho manual ack). Until then the broker keeps it, so a
+gateway that dies in between gets it again. A message whose site/agent differs from
+the topic it came on (an agent speaking for another) or that does not decode is
+logged and dropped (acked), never forwarded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from tme.agents.bus_publisher import BusPublisher, Outgoing
+from tme.agents.command_dispatch import CommandDispatcher, event_routing_key
+from tme.agents.journal import Journal
+
+from tme.mqtt import MqttMessage
+from tme.protocol import EVENTS_EXCHANGE, Event, Presence, ProtocolError, parse_topic
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", Event, Presence)
+
+
+class EventForwarder:
+    def __init__(
+        self,
+        site: str,
+        journal: Journal,
+        publisher: BusPublisher,
+        dispatcher: CommandDispatcher,
+        ack: Callable[[MqttMessage], None],
+    ) -> None:
+        self.site = site
+        self.journal = journal
+        self.publisher = publisher
+        self.dispatcher = dispatcher
+        self.ack = ack
+
+    def on_event(self, message: MqttMessage) -> None:
+        event = self._decode(message, Event, "evt")
+        if event is None:
+            return
+        if event.source != "agent":
+            return self._drop(message, f"event {event.id} claims source {event.source!r}")
+
+        def confirmed() -> None:
+            self.journal.close_entry(event.command_id, "done")
+            self.ack(message)
+
+        self.publisher.submit(
+            Outgoing(
+                EVENTS_EXCHANGE,
+                event_routing_key(event.site, event.agent, event.type),
+                message.payload,
+                event.id,
+                after=confirmed,
+            )
+        )
+
+    def on_presence(self, message: MqttMessage) -> None:
+        if not message.payload:  # a cleared retained state: nothing to say
+            self.ack(message)
+            return
+        presence = self._decode(message, Presence, "state")
+        if presence is None:
+            return
+        if presence.role == "agent":
+            self.dispatcher.agent_presence(presence.agent, presence.state == "online")
+        self.publisher.submit(
+            Outgoing(
+                EVENTS_EXCHANGE,
+                event_routing_key(presence.site, presence.agent, "presence"),
+                message.payload,
+                presence.id,
+                after=lambda: self.ack(message),
+            )
+        )
+
+    def _decode(self, message: MqttMessage, cls: type[M], kind: str) -> M | None:
+        try:
+            site, agent, topic_kind = parse_topic(message.topic)
+            decoded: M = cls.from_json(message.payload)
+        except ProtocolError as exc:
+            self._drop(message, f"malformed {kind} message: {exc.message}")
+            return None
+        if topic_kind != kind or (decoded.site, decoded.agent) != (site, agent):
+            self._drop(
+                message, f"{kind} for {decoded.site}/{decoded.agent} arrived on {message.topic}"
+            )
+            return None
+        if site != self.site:
+            self._drop(message, f"{kind} from another site on {message.topic}")
+            return None
+        return decoded
+
+    def _drop(self, message: MqttMessage, why: str) -> None:
+        log.warning("dropped MQTT message on %s: %s", message.topic, why)
+        self.ack(message)

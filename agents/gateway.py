@@ -1,0 +1,107 @@
+"""The site gateway: the bridge between a site's RabbitMQ queue and its agents' MQTT topics.
+
+Commands: bus consumer -> journal (durable) -> return, which acks RabbitMQ -> the
+dispatcher sends them on (see command_dispatch). Events and presence: MQTT -> bus
+with confirms -> MQTT ack (see event_forwarder). A restart of RabbitMQ, the MQTT
+broker or the gateway loses no command: the journal re-offers whatever no agent
+has answered, and agents dedup by command id.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from tme.agents.bus_publisher import BusPublisher
+from tme.agents.command_dispatch import RESEND_AFTER_S, CommandDispatcher
+from tme.agents.event_forwarder import EventForwarder
+from tme.agents.journal import Journal
+from tme.agents.presence import PresenceAnnouncer
+
+from tme.bus import Bus, Consumer, Delivery, Reject, open_bus
+from tme.mqtt import MqttLink, ProtocolName
+from tme.protocol import Command, ProtocolError, site_queue
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE = "journal.sqlite3"
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    site: str
+    bus_url: str
+    mqtt_url: str
+    state_dir: Path
+    name: str = "gateway"
+    mqtt_protocol: ProtocolName = "3.1.1"
+    resend_after_s: float = RESEND_AFTER_S
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, bus: Bus | None = None) -> None:
+        self.config = config
+        self.bus = bus if bus is not None else open_bus(config.bus_url)
+        self.link = MqttLink(
+            config.mqtt_url,
+            f"tme-gw-{config.site}-{config.name}",
+            protocol=config.mqtt_protocol,
+            manual_ack=True,
+        )
+        self.presence = PresenceAnnouncer(self.link, config.site, config.name, "gateway")
+        self.journal: Journal | None = None
+        self._consumer: Consumer | None = None
+        self._publisher: BusPublisher | None = None
+        self._dispatcher: CommandDispatcher | None = None
+
+    def start(self) -> None:
+        site = self.config.site
+        self.journal = Journal(self.config.state_dir / JOURNAL_FILE)
+        self.journal.prune()
+        self.bus.start()
+        self.bus.declare_site(site)
+        self._publisher = BusPublisher(self.bus)
+        self._dispatcher = CommandDispatcher(
+            site, self.journal, self._publisher, self._send_command, self.config.resend_after_s
+        )
+        forwarder = EventForwarder(
+            site, self.journal, self._publisher, self._dispatcher, self.link.ack
+        )
+        self.presence.install()
+        self.link.on_connected(self._dispatcher.resend_all)
+        self.link.subscribe(f"tme/v1/{site}/+/evt", forwarder.on_event)
+        self.link.subscribe(f"tme/v1/{site}/+/state", forwarder.on_presence)
+        self._publisher.start()
+        self._dispatcher.start()
+        self.link.start()
+        self._consumer = self.bus.consume(site_queue(site), self._on_command)
+        log.info("gateway %s of site %s started", self.config.name, site)
+
+    def stop(self) -> None:
+        if self._consumer is not None:
+            self._consumer.stop()
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+        self.link.stop(final=self.presence.final())
+        if self._publisher is not None:
+            self._publisher.stop()
+        self.bus.stop()
+        if self.journal is not None:
+            self.journal.close()
+
+    def _send_command(self, topic: str, payload: bytes) -> None:
+        self.link.publish(topic, payload)
+
+    def _on_command(self, delivery: Delivery) -> None:
+        """Journal, then return (the bus acks); anything undecodable is dead-lettered."""
+        assert self.journal is not None and self._dispatcher is not None
+        try:
+            command: Command = Command.from_json(delivery.body)
+        except ProtocolError as exc:
+            log.warning("dead-lettering a malformed command: %s", exc.message)
+            raise Reject(exc.message) from exc
+        if command.site != self.config.site:
+            raise Reject(f"command {command.id} is for site {command.site!r}")
+        if self.journal.add(command, delivery.body):
+            self._dispatcher.wake()

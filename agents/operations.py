@@ -1,0 +1,94 @@
+"""Running one checked command against its driver (or a builtin op) and shaping its result.
+
+The caller holds the bus lock and enforces the timeout; this module only says what
+to do on the machine. `log` reports a line to the controller as a `log` event.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+from tme.agents.checks import Plan, read_points_of
+from tme.agents.devices import Device
+
+from tme.errors import DriverError
+
+LogLine = Callable[[str], None]
+
+
+async def run_plan(plan: Plan, log: LogLine, *, allow_shell: bool) -> dict[str, Any]:
+    command = plan.command
+    if plan.device is None:
+        return await _run_builtin(plan, allow_shell)
+    if command.op == "modbus.read":
+        return await read_values(plan.device, read_points_of(command, plan.device), log)
+    if command.op == "modbus.write":
+        return await _write(plan, plan.device, log)
+    return await _serial(plan, plan.device, log)
+
+
+async def _run_builtin(plan: Plan, allow_shell: bool) -> dict[str, Any]:
+    from tme.drivers.builtin import run_builtin
+
+    command = plan.command
+    outcome = run_builtin(
+        command.op,
+        command.params,
+        command.cmd,
+        allow_shell=allow_shell,
+        timeout_s=command.timeout_s,
+    )
+    if inspect.isawaitable(outcome):
+        outcome = await outcome
+    return dict(outcome)
+
+
+async def read_values(device: Device, points: list[str], log: LogLine) -> dict[str, Any]:
+    """Read points; the result gives each value with its unit."""
+    log(f"reading {', '.join(points)} from {device.name}")
+    values = await device.driver.read_points(device.profile, device.unit, points)
+    return {
+        "values": {
+            name: {"value": value, "unit": device.profile.points[name].unit}
+            for name, value in values.items()
+        }
+    }
+
+
+async def _write(plan: Plan, device: Device, log: LogLine) -> dict[str, Any]:
+    point = str(plan.command.params["point"])
+    log(f"writing {point} = {plan.value} on {device.name}")
+    await device.driver.write_point(device.profile, device.unit, point, plan.value)
+    result: dict[str, Any] = {
+        "point": point,
+        "written": plan.value,
+        "unit": device.profile.points[point].unit,
+    }
+    if plan.command.params.get("verify"):
+        read = await device.driver.read_points(device.profile, device.unit, [point])
+        back = read.get(point)
+        if not values_match(plan.value, back, device.profile.points[point].scale):
+            raise DriverError(f"verify failed: wrote {plan.value} to {point}, read back {back}")
+        log(f"verified {point} = {back}")
+        result["read_back"] = back
+    return result
+
+
+def values_match(written: Any, read: Any, scale: float) -> bool:
+    """Equal within half a raw step (scaled registers round) or float32 precision."""
+    if isinstance(written, bool) or isinstance(read, bool):
+        return bool(written) == bool(read) and type(written) is type(read)
+    if not isinstance(written, int | float) or not isinstance(read, int | float):
+        return False
+    return math.isclose(float(written), float(read), rel_tol=1e-6, abs_tol=abs(scale) / 2)
+
+
+async def _serial(plan: Plan, device: Device, log: LogLine) -> dict[str, Any]:
+    name = str(plan.command.params["command"])
+    log(f"sending {name} to {device.name}")
+    response = await device.driver.run_command(device.profile, name, plan.args or [])
+    spec = device.profile.commands.get(name)
+    return {"command": name, "response": response, "unit": spec.unit if spec else ""}
