@@ -1,5 +1,343 @@
-"""`tme task ...` (placeholder until the SDK lands)."""
+"""`tme task ...`: define, inspect, change, wait for and delete tasks on a TME server.
+
+Every command talks to the server through the SDK (`tme.Client`), prints a table
+by default and JSON with --json, and reports errors as one line (exit 2 when the
+input is wrong, 1 otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import islice
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+import yaml
+
+from tme.cli.common import (
+    JsonOption,
+    TokenOption,
+    UrlOption,
+    connect,
+    extra_options,
+    option,
+    usage_error,
+)
+from tme.cli.output import console, fail, print_json, print_table
+from tme.schemas import OPS
 
 app = typer.Typer(no_args_is_help=True)
+
+IdArg = Annotated[int, typer.Argument(help="Task id.", show_default=False)]
+StatusFilter = Annotated[str | None, typer.Option("--status", help="Only tasks in this status.")]
+SiteFilter = Annotated[str | None, typer.Option("--site", help="Only tasks for this site.")]
+AgentFilter = Annotated[str | None, typer.Option("--agent", help="Only tasks for this agent.")]
+OpFilter = Annotated[str | None, typer.Option("--op", help="Only tasks with this op.")]
+SearchFilter = Annotated[str | None, typer.Option("--search", help="Text in name or description.")]
+
+
+def _opt(flag: str, help: str, kind: Any = str) -> Any:
+    return Annotated[kind | None, typer.Option(flag, help=help, show_default=False)]
+
+
+FIELD_OPTIONS = [
+    option("name", _opt("--name", "Task name.")),
+    option("description", _opt("--description", "Free text.")),
+    option("op", _opt("--op", f"{', '.join(OPS)} (default external; shell with --cmd).")),
+    option("site", _opt("--site", "Target site.")),
+    option("agent", _opt("--agent", "Target agent.")),
+    option("device", _opt("--device", "Target device.")),
+    option("param", _opt("--param", "key=value, repeatable; values are YAML scalars.", list[str])),
+    option("cmd", _opt("--cmd", "Shell command (op shell).")),
+    option("cron", _opt("--cron", "Cron schedule, e.g. '0 6 * * 1-5'.")),
+    option("every", _opt("--every", "Run every SECONDS.", float)),
+    option("at", _opt("--at", "Run once at an ISO time.")),
+    option("timezone", _opt("--timezone", "Time zone of the schedule (default UTC).")),
+    option("timeout", _opt("--timeout", "Run timeout in seconds.", float)),
+    option("priority", _opt("--priority", "0 (low) .. 9 (high).", int)),
+    option("retries", _opt("--retries", "Retries after a failed run.", int)),
+    option("assigned_to", _opt("--assigned-to", "Who is responsible.")),
+    option("depends_on", _opt("--depends-on", "ID[:success|failure|any], repeatable.", list[str])),
+]
+UPDATE_OPTIONS = [p for p in FIELD_OPTIONS if p.name != "op"]  # a task's op never changes
+# Options copied to the body under the field name the API uses.
+_PLAIN = {
+    "name": "name",
+    "description": "description",
+    "op": "op",
+    "cmd": "cmd",
+    "timeout": "timeout_s",
+    "priority": "priority",
+    "assigned_to": "assigned_to",
+}
+
+
+# --- turning options into API fields --------------------------------------------
+
+
+def task_fields(opts: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """The fields the options change, merged into `base` (the file or current task)."""
+    fields = {_PLAIN[k]: v for k, v in opts.items() if k in _PLAIN and v is not None}
+    if "op" in opts and opts["cmd"] and not opts["op"] and base.get("op") in (None, "external"):
+        fields["op"] = "shell"  # the seed's tasks were shell commands given by `cmd`
+    merged = {
+        "target": _merge(base.get("target"), site=opts["site"], agent=opts["agent"],
+                         device=opts["device"]),
+        "params": _params(opts["param"] or [], base.get("params")),
+        "schedule": _schedule(opts, base.get("schedule")),
+        "retries": _merge(base.get("retries"), max=opts["retries"]),
+        "depends_on": [_dependency(d) for d in opts["depends_on"]] or None,
+    }  # fmt: skip
+    fields.update({k: v for k, v in merged.items() if v is not None})
+    return fields
+
+
+def _merge(base: dict[str, Any] | None, **given: Any) -> dict[str, Any] | None:
+    changes = {k: v for k, v in given.items() if v is not None}
+    return {**(base or {}), **changes} if changes else None
+
+
+def _params(pairs: list[str], base: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not pairs:
+        return None
+    params = dict(base or {})
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            usage_error(f"--param {pair!r}: expected key=value")
+        params[key.strip()] = _scalar(raw)
+    return params
+
+
+def _scalar(raw: str) -> Any:
+    """'12' -> 12, 'true' -> True, '1.5' -> 1.5, anything else stays text."""
+    try:
+        return yaml.safe_load(raw) if raw.strip() else raw
+    except yaml.YAMLError:
+        return raw
+
+
+def _schedule(opts: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any] | None:
+    kinds = {"cron": opts["cron"], "every_s": opts["every"], "at": opts["at"]}
+    given = {k: v for k, v in kinds.items() if v is not None}
+    timezone = opts["timezone"]
+    if not given and timezone is None:
+        return None
+    if not given and not base:
+        usage_error("--timezone needs --cron, --every or --at")
+    schedule = given or {k: v for k, v in (base or {}).items() if k in kinds and v is not None}
+    zone = timezone or (base or {}).get("timezone")
+    return {**schedule, "timezone": zone} if zone else schedule
+
+
+def _dependency(text: str) -> dict[str, Any]:
+    task, _, on = text.partition(":")
+    if not task.strip().isdigit() or on not in ("", "success", "failure", "any"):
+        usage_error(f"--depends-on {text!r}: expected ID[:success|failure|any]")
+    return {"task": int(task), "on": on or "success"}
+
+
+def _load_body(path: Path) -> dict[str, Any]:
+    """A whole task body from a YAML or JSON file (JSON is YAML)."""
+    try:
+        body = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        usage_error(f"--file {path}: {exc}".splitlines()[0])
+    if not isinstance(body, dict):
+        usage_error(f"--file {path}: expected a mapping of task fields")
+    return body
+
+
+def _details(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        details = json.loads(text)
+    except ValueError as exc:
+        usage_error(f"--details is not JSON: {exc}")
+    if not isinstance(details, dict):
+        usage_error("--details must be a JSON object")
+    return details
+
+
+# --- rendering --------------------------------------------------------------------
+
+
+def _target_text(target: Any) -> str:
+    if target is None:
+        return ""
+    return "/".join(p for p in (target.site, target.agent, target.device) if p)
+
+
+def _schedule_text(schedule: Any) -> str:
+    if schedule is None:
+        return ""
+    if schedule.cron:
+        return f"cron {schedule.cron} ({schedule.timezone})"
+    if schedule.every_s:
+        return f"every {schedule.every_s:g}s"
+    return f"at {schedule.at.isoformat()}"
+
+
+def _when(value: Any) -> str:
+    return value.isoformat(timespec="seconds") if value else ""
+
+
+def _task_rows(tasks: list[Any]) -> list[list[Any]]:
+    return [
+        [t.id, t.name, t.op, _target_text(t.target), t.status, _schedule_text(t.schedule)]
+        for t in tasks
+    ]
+
+
+def _show_task(task: Any, runs: list[Any]) -> None:
+    skip = {"target", "schedule", "created_at", "updated_at", "started_at", "finished_at"}
+    rows = [[k, json.dumps(v) if isinstance(v, dict | list) else v]
+            for k, v in task.model_dump(mode="json").items() if k not in skip]  # fmt: skip
+    rows += [["target", _target_text(task.target)], ["schedule", _schedule_text(task.schedule)]]
+    rows += [[k, _when(getattr(task, k))] for k in sorted(skip - {"target", "schedule"})]
+    print_table(f"Task {task.id}", ["field", "value"], rows)
+    run_rows = [[r.id, r.state, r.attempt, _when(r.created_at), _when(r.finished_at), r.reason]
+                for r in runs]  # fmt: skip
+    print_table(
+        "Latest runs", ["run", "state", "attempt", "created", "finished", "reason"], run_rows
+    )
+
+
+# --- commands ------------------------------------------------------------------------
+
+
+@app.command("list")
+def list_tasks(
+    status: StatusFilter = None,
+    site: SiteFilter = None,
+    agent: AgentFilter = None,
+    op: OpFilter = None,
+    search: SearchFilter = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most N tasks; 0 = all.")] = 100,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List tasks, newest first."""
+    page_size = min(limit, 100) if limit > 0 else 100
+    with connect(url, token) as client:
+        found = client.tasks.list(status, site, agent, op, search, page_size=page_size)
+        tasks = list(islice(found, limit) if limit > 0 else found)
+    if as_json:
+        print_json([t.model_dump(mode="json") for t in tasks])
+    else:
+        print_table(
+            "Tasks", ["id", "name", "op", "target", "status", "schedule"], _task_rows(tasks)
+        )
+
+
+@app.command("show")
+def show(
+    task_id: IdArg,
+    runs: Annotated[int, typer.Option("--runs", help="How many latest runs to show.")] = 10,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a task's definition and its latest runs."""
+    with connect(url, token) as client:
+        task = client.tasks.get(task_id)
+        latest = list(islice(client.tasks.runs(task_id, page_size=max(runs, 1)), max(runs, 0)))
+    if as_json:
+        print_json({"task": task.model_dump(mode="json"),
+                    "runs": [r.model_dump(mode="json") for r in latest]})  # fmt: skip
+    else:
+        _show_task(task, latest)
+
+
+@app.command("create")
+@extra_options(FIELD_OPTIONS, into="fields")
+def create(
+    fields: dict[str, Any],
+    file: Annotated[
+        Path | None, typer.Option("--file", help="A whole task body (YAML or JSON).")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="Repeat safely: same key, same task.")
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a task and print its id."""
+    from tme.client.calls import validated
+    from tme.schemas import TaskCreate
+
+    base = _load_body(file) if file else {}
+    with connect(url, token) as client:
+        body = validated(TaskCreate, {**base, **task_fields(fields, base)})
+        task = client.tasks.create(body, idempotency_key=idempotency_key)
+    if as_json:
+        print_json(task.model_dump(mode="json"))
+    else:
+        typer.echo(task.id)
+
+
+@app.command("update")
+@extra_options(UPDATE_OPTIONS, into="fields")
+def update(
+    task_id: IdArg,
+    fields: dict[str, Any],
+    status: Annotated[
+        str | None, typer.Option("--status", help="Report: started, complete or fail.")
+    ] = None,
+    log: Annotated[str | None, typer.Option("--log", help="Log text sent with --status.")] = None,
+    details: Annotated[
+        str | None, typer.Option("--details", help="JSON object sent with --status.")
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a task's fields and/or report an external task's status."""
+    report = {"status": status, "log": log, "details": _details(details)}
+    with connect(url, token) as client:
+        current = client.tasks.get(task_id).model_dump(mode="json")
+        changes = task_fields(fields, current)
+        changes.update({k: v for k, v in report.items() if v is not None})
+        task = client.tasks.update(task_id, **changes)
+    if as_json:
+        print_json(task.model_dump(mode="json"))
+    else:
+        console.print(f"task {task.id} updated; status {task.status}", highlight=False)
+
+
+@app.command("delete")
+def delete(
+    task_id: IdArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Delete a task (and its schedule)."""
+    if not yes and not typer.confirm(f"Delete task {task_id}?"):
+        fail("not deleted")
+    with connect(url, token) as client:
+        client.tasks.delete(task_id)
+    console.print(f"task {task_id} deleted", highlight=False)
+
+
+@app.command("wait")
+def wait(
+    task_id: IdArg,
+    timeout: Annotated[float, typer.Option("--timeout", help="Give up after SECONDS.")] = 60.0,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Wait until a task's latest run is final; exit 0 only if it succeeded."""
+    with connect(url, token) as client:
+        task = client.tasks.wait(task_id, timeout=timeout)
+    if as_json:
+        print_json(task.model_dump(mode="json"))
+    else:
+        console.print(f"task {task.id} {task.status}", highlight=False)
+    if task.status not in ("succeeded", "complete"):
+        raise typer.Exit(1)

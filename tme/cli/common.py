@@ -1,0 +1,114 @@
+"""What every CLI command that talks to a TME server shares.
+
+The connection options (--url/TME_URL, --token/TME_TOKEN), --json, building a
+client, and turning SDK errors into one readable line and an exit code: 2 when
+the input was wrong (usage or validation), 1 for everything else. No traceback
+reaches the user, including when the server cannot be reached.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from tme.cli.output import fail
+from tme.errors import APIError, TMEError, ValidationError
+
+if TYPE_CHECKING:
+    from tme.client import Client
+
+USAGE_EXIT = 2  # like click's own usage errors, so scripts can tell "fix your input"
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", envvar="TME_URL", help="TME server (default http://127.0.0.1:8000)."),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", envvar="TME_TOKEN", help="API token.", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def usage_error(message: str) -> NoReturn:
+    """A value the user typed cannot be understood: one line, exit 2."""
+    fail(message, USAGE_EXIT)
+
+
+def describe(exc: TMEError) -> str:
+    """One line for an error; a validation error names each field that is wrong."""
+    if isinstance(exc, ValidationError) and exc.field_errors:
+        fields = "; ".join(
+            f"{e.get('field') or 'body'}: {e.get('message', '')}" for e in exc.field_errors
+        )
+        return exc.message if fields in exc.message else f"{exc.message} ({fields})"
+    if isinstance(exc, APIError):
+        return f"{exc.message} [{exc.code}]"
+    return exc.message
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn what the SDK raises into one line and the right exit code."""
+    try:
+        yield
+    except ValidationError as exc:
+        fail(describe(exc), USAGE_EXIT)
+    except TMEError as exc:
+        fail(describe(exc))
+    except TimeoutError as exc:
+        fail(str(exc))
+
+
+@contextmanager
+def connect(url: str | None, token: str | None) -> Iterator[Client]:
+    """A client for the duration of one command, with its errors made readable."""
+    from tme.client import Client  # the SDK loads only for commands that use it
+
+    with cli_errors(), Client(url, token) as client:
+        yield client
+
+
+def extra_options(params: Sequence[inspect.Parameter], into: str) -> Callable[[F], F]:
+    """Add a shared group of typer options to a command and hand them over as one dict.
+
+    Commands that accept the same fields (task create and update) declare them
+    once; typer reads the combined signature, the command receives
+    `into={name: value}`.
+    """
+    names = [p.name for p in params]
+
+    def decorate(func: F) -> F:
+        signature = inspect.signature(func, eval_str=True)
+        kept = [p for p in signature.parameters.values() if p.name != into]
+
+        @functools.wraps(func)
+        def command(*args: Any, **kwargs: Any) -> Any:
+            group = {name: kwargs.pop(name, None) for name in names}
+            return func(*args, **{into: group}, **kwargs)
+
+        # Arguments first, then the shared group, then the command's own options;
+        # keyword-only throughout since typer passes every value by name.
+        required = [p for p in kept if p.default is inspect.Parameter.empty]
+        optional = [p for p in kept if p.default is not inspect.Parameter.empty]
+        ordered = [*required, *params, *optional]
+        command.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in ordered]
+        )
+        return command  # type: ignore[return-value]
+
+    return decorate
+
+
+def option(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+    """A keyword-only parameter for `extra_options` (annotation: Annotated[T, typer.Option])."""
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
