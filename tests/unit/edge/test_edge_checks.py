@@ -1,0 +1,79 @@
+"""The agent's checks before a command may run: envelope, devices, ops, expiry."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tme.agents.checks import Refused, check_command, is_expired
+from tme.agents.devices import Device, DeviceSet
+from tme.agents.operations import values_match
+from tme.drivers.profile import load_profile
+
+from tme.protocol import Command, utcnow
+
+PUMP = Path(__file__).parents[3] / "configs" / "profiles" / "pump.yaml"
+
+
+class NoBus:
+    bus_key = "none"
+
+
+def devices() -> DeviceSet:
+    return DeviceSet({"pump1": Device("pump1", NoBus(), 1, load_profile(PUMP))})
+
+
+def command(op: str, **fields: Any) -> Command:
+    return Command(
+        task_id=1,
+        site="s",
+        agent="a",
+        op=op,
+        timeout_s=5,
+        not_after=utcnow() + timedelta(minutes=1),
+        **fields,
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"point": "speed_setpoint", "value": 3001}, "above the maximum"),
+        ({"point": "speed_setpoint", "value": "fast"}, "needs a number"),
+        ({"point": "actual_speed", "value": 10}, "read-only"),
+        ({"point": "nope", "value": 1}, "unknown point"),
+        ({"point": "run", "value": 1}, "true or false"),
+        ({"value": 1}, "params.point"),
+    ],
+)
+def test_out_of_envelope_writes_are_refused(params: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(Refused, match=fragment):
+        check_command(command("modbus.write", device="pump1", params=params), devices(), False)
+
+
+def test_in_envelope_write_is_planned_with_the_checked_value() -> None:
+    plan = check_command(
+        command("modbus.write", device="pump1", params={"point": "speed_setpoint", "value": 1200}),
+        devices(),
+        False,
+    )
+    assert plan.device is not None and plan.value == 1200
+
+
+def test_unknown_device_op_and_disabled_shell_are_refused() -> None:
+    with pytest.raises(Refused, match="unknown device"):
+        check_command(command("modbus.read", device="pump9"), devices(), False)
+    with pytest.raises(Refused, match="unknown op"):
+        check_command(command("format_disk"), devices(), True)
+    with pytest.raises(Refused, match="disabled"):
+        check_command(command("shell", cmd="true"), devices(), False)
+    assert check_command(command("shell", cmd="true"), devices(), True).device is None
+
+
+def test_expiry_and_verify_comparison() -> None:
+    assert is_expired(command("noop").model_copy(update={"not_after": utcnow() - timedelta(1)}))
+    assert not is_expired(command("noop"))
+    assert values_match(1200, 1200, 1.0) and not values_match(1200, 1100, 1.0)
+    assert values_match(12.5, 12.46, 0.1) and not values_match(True, 1, 1.0)

@@ -1,0 +1,98 @@
+"""Agent config validation, the agent's command record and the gateway's journal."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from tme.agents.agent_config import load_agent_config, parse_agent_config
+from tme.agents.command_record import CommandRecord
+from tme.agents.journal import Journal
+
+from tme.errors import ConfigError
+from tme.mqtt import parse_mqtt_url
+from tme.protocol import Command, Event, utcnow
+
+
+def command(**overrides: object) -> Command:
+    fields: dict[str, object] = dict(
+        task_id=1,
+        site="s1",
+        agent="a1",
+        op="noop",
+        timeout_s=5,
+        not_after=utcnow() + timedelta(minutes=5),
+    )
+    fields.update(overrides)
+    return Command.model_validate(fields)
+
+
+def test_config_error_names_the_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_agent_config({"site": "s", "agent": "a", "worker_count": 0})
+    assert info.value.key == "worker_count"
+    with pytest.raises(ConfigError) as info:
+        parse_agent_config({"site": "s", "agent": "a", "devices": {"p": {"connection": {}}}})
+    assert info.value.key == "devices.p.driver"
+    with pytest.raises(ConfigError) as info:
+        parse_agent_config({"site": "s/x", "agent": "a"})
+    assert info.value.key == "site"
+
+
+def test_config_file_resolves_relative_paths(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "site: s1\nagent: a1\nmqtt: mqtt://u:p@localhost:1884\nstate_dir: st\n"
+        "devices:\n  pump1: {driver: modbus_tcp, connection: {port: 5020}, profile: pump.yaml}\n"
+    )
+    config = load_agent_config(path)
+    assert config.state_dir == tmp_path / "st"
+    assert config.devices["pump1"].profile == tmp_path / "pump.yaml"
+    assert config.mqtt.url == "mqtt://u:p@localhost:1884"
+
+
+def test_mqtt_url_carries_credentials() -> None:
+    endpoint = parse_mqtt_url("mqtt://user:s%40cret@host:1884")
+    assert (endpoint.host, endpoint.port, endpoint.username, endpoint.password) == (
+        "host",
+        1884,
+        "user",
+        "s@cret",
+    )
+    with pytest.raises(ConfigError):
+        parse_mqtt_url("http://host")
+
+
+def test_record_dedups_and_keeps_the_final_event(tmp_path: Path) -> None:
+    record = CommandRecord(tmp_path / "r.sqlite3")
+    cmd = command()
+    assert record.add(cmd) is True
+    assert record.add(cmd) is False
+    record.mark_started(cmd.id)
+    assert [c.id for c in record.unfinished("started")] == [cmd.id]
+    final = Event(command_id=cmd.id, type="succeeded", site="s1", agent="a1", result={"x": 1})
+    record.finish(final)
+    record.close()
+    reopened = CommandRecord(tmp_path / "r.sqlite3")  # survives a restart
+    entry = reopened.get(cmd.id)
+    assert entry is not None and entry.stage == "final" and entry.final_event == final
+    assert reopened.unfinished("started") == []
+    reopened.close()
+
+
+def test_journal_moves_entries_and_dedups(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    cmd = command()
+    assert journal.add(cmd, cmd.to_json()) is True
+    assert journal.add(cmd, cmd.to_json()) is False
+    (entry,) = journal.open_entries()
+    assert (entry.state, entry.delivered, entry.agent) == ("pending", False, "a1")
+    journal.mark_sent(cmd.id)
+    journal.mark_delivered(cmd.id)
+    (entry,) = journal.open_entries()
+    assert entry.state == "sent" and entry.delivered and entry.sent_at is not None
+    journal.close_entry(cmd.id, "done")
+    journal.mark_sent(cmd.id)  # a closed entry is never reopened
+    assert journal.open_entries() == [] and journal.get_state(cmd.id) == "done"
+    journal.close()
