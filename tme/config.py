@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pydantic
 import yaml
@@ -227,10 +228,10 @@ def _weak_secrets(s: Settings) -> list[str]:
         problems.append("auth.secret_key (empty)")
     elif key.lower() in PLACEHOLDER_SECRETS or len(key) < MIN_SECRET_KEY_LENGTH:
         problems.append(f"auth.secret_key (a placeholder or under {MIN_SECRET_KEY_LENGTH} chars)")
-    broker_url = pydantic.AnyUrl(s.broker.url) if s.broker.url else None
-    if broker_url is None or broker_url.scheme != "memory":
-        password = broker_url.password if broker_url else s.broker.password.get_secret_value()
-        if not password or password == "guest":
+    broker_url = urlsplit(s.broker.url)
+    if broker_url.scheme != "memory":
+        password = broker_url.password if s.broker.url else s.broker.password.get_secret_value()
+        if not password or unquote(password) == "guest":
             problems.append('broker.password (empty or the default "guest")')
     if s.mqtt.username and not s.mqtt.password.get_secret_value():
         problems.append("mqtt.password (empty while mqtt.username is set)")
