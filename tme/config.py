@@ -12,13 +12,13 @@ import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pydantic
 import yaml
 from pydantic import BaseModel, SecretStr
 
-from tme.config_errors import describe_validation_error, field_at, source_of, where
+from tme.config_errors import describe_validation_error, field_at, source_of
+from tme.config_secrets import read_secret_files, refuse_weak_secrets
 from tme.errors import ConfigError
 from tme.settings_models import Settings
 
@@ -28,9 +28,6 @@ DEFAULT_FILE = "default.yaml"
 OVERRIDE_FILE = "override.yaml"
 # The seed read this plain variable; kept as a lower-precedence alias.
 WORKER_COUNT_ALIAS = "WORKER_COUNT"
-# Placeholders people paste from examples; refused in production like empty keys.
-PLACEHOLDER_SECRETS = {"changeme", "change-me", "changethis", "secret", "password", "guest"}
-MIN_SECRET_KEY_LENGTH = 16
 
 Sources = dict[str, str]
 
@@ -56,9 +53,9 @@ def load_settings(
         settings = Settings.model_validate(data)
     except pydantic.ValidationError as exc:
         raise describe_validation_error(exc, sources) from None
-    _read_secret_files(settings, sources)
+    read_secret_files(settings, sources)
     settings._sources = {key: source_of(key, sources) for key, _ in _leaves(settings, "")}
-    _refuse_weak_secrets(settings)
+    refuse_weak_secrets(settings)
     return settings
 
 
@@ -159,91 +156,6 @@ def _record(value: Any, dotted: str, source: str, sources: Sources) -> None:
             _record(inner, f"{dotted}.{key}", source, sources)
     else:
         sources[dotted] = source
-
-
-# --- after validation ---------------------------------------------------------
-
-
-def _models(model: BaseModel, prefix: str) -> Iterator[tuple[str, BaseModel]]:
-    yield prefix, model
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if isinstance(value, BaseModel):
-            yield from _models(value, f"{prefix}{name}.")
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                if isinstance(item, BaseModel):
-                    yield from _models(item, f"{prefix}{name}.{index}.")
-
-
-def _read_secret_files(settings: Settings, sources: Sources) -> None:
-    """Replace each secret whose `<name>_file` is set by the stripped content of that file."""
-    for prefix, model in _models(settings, ""):
-        fields = type(model).model_fields
-        for name in fields:
-            secret = name.removesuffix("_file")
-            if secret == name or fields.get(secret, None) is None:
-                continue
-            path = getattr(model, name)
-            if fields[secret].annotation is not SecretStr or not path:
-                continue
-            key = prefix + name
-            source = source_of(key, sources)
-            try:
-                content = Path(path).expanduser().read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                reason = exc.strerror or type(exc).__name__
-                raise ConfigError(
-                    f'{key}: cannot read secret file "{path}" ({reason}) (from {where(source)})',
-                    key=key,
-                    source=source,
-                ) from None
-            if not content:
-                raise ConfigError(
-                    f'{key}: secret file "{path}" is empty (from {where(source)})',
-                    key=key,
-                    source=source,
-                )
-            setattr(model, secret, SecretStr(content))
-            sources[prefix + secret] = f"file ({path})"
-
-
-def _refuse_weak_secrets(settings: Settings) -> None:
-    if settings.environment != "production":
-        return
-    problems = _weak_secrets(settings)
-    if problems:
-        first = problems[0].split(" ", 1)[0]
-        raise ConfigError(
-            "production mode refuses empty or default secrets: " + ", ".join(problems),
-            key=first,
-            source=settings.sources.get(first, "default"),
-        )
-
-
-def _weak_secrets(s: Settings) -> list[str]:
-    problems: list[str] = []
-    key = s.auth.secret_key.get_secret_value()
-    if not key:
-        problems.append("auth.secret_key (empty)")
-    elif key.lower() in PLACEHOLDER_SECRETS or len(key) < MIN_SECRET_KEY_LENGTH:
-        problems.append(f"auth.secret_key (a placeholder or under {MIN_SECRET_KEY_LENGTH} chars)")
-    broker_url = urlsplit(s.broker.url)
-    if broker_url.scheme != "memory":
-        password = broker_url.password if s.broker.url else s.broker.password.get_secret_value()
-        if not password or unquote(password) == "guest":
-            problems.append('broker.password (empty or the default "guest")')
-    if s.mqtt.username and not s.mqtt.password.get_secret_value():
-        problems.append("mqtt.password (empty while mqtt.username is set)")
-    email = s.notifications.email
-    if email.enabled and email.username and not email.password.get_secret_value():
-        problems.append("notifications.email.password (empty while username is set)")
-    for index, hook in enumerate(s.notifications.webhooks):
-        if not hook.secret.get_secret_value():
-            problems.append(f"notifications.webhooks.{index}.secret (empty: payloads are signed)")
-    if s.error_tracking.enabled and not s.error_tracking.dsn.get_secret_value():
-        problems.append("error_tracking.dsn (empty while error tracking is enabled)")
-    return problems
 
 
 # --- showing ------------------------------------------------------------------
