@@ -1,0 +1,179 @@
+"""The site gateway against real RabbitMQ and Mosquitto, with a real agent."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from edge_helpers import make_command, unique
+from tme.agents.gateway import Gateway, GatewayConfig
+
+from tme.bus import Bus, Delivery, open_bus
+from tme.mqtt import MqttLink
+from tme.protocol import (
+    DISPATCH_EXCHANGE,
+    EVENTS_EXCHANGE,
+    Event,
+    Presence,
+    decode_any,
+    evt_topic,
+    site_queue,
+    site_routing_key,
+    state_topic,
+    utcnow,
+)
+
+pytestmark = pytest.mark.external_service
+
+
+class EventTap:
+    """A queue on tme.events bound to one site; collects what the gateway forwarded."""
+
+    def __init__(self, bus: Bus, site: str) -> None:
+        self.queue = unique("tme.test.events")
+        self.items: list[Event | Presence] = []
+        self._cond = threading.Condition()
+        bus.declare_queue(self.queue, EVENTS_EXCHANGE, f"{site}.#")
+        self.consumer = bus.consume(self.queue, self._take)
+
+    def _take(self, delivery: Delivery) -> None:
+        with self._cond:
+            self.items.append(decode_any(delivery.body))  # type: ignore[arg-type]
+            self._cond.notify_all()
+
+    def events(self, command_id: str) -> list[Event]:
+        with self._cond:
+            return [i for i in self.items if isinstance(i, Event) and i.command_id == command_id]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+        with self._cond:
+            if not self._cond.wait_for(predicate, timeout):
+                pytest.fail(f"timed out; tap saw {[getattr(i, 'type', i) for i in self.items]}")
+
+    def wait_type(self, command_id: str, type_: str, timeout: float = 20.0) -> list[Event]:
+        self.wait_for(lambda: any(e.type == type_ for e in self.events(command_id)), timeout)
+        return self.events(command_id)
+
+
+@pytest.fixture
+def site_setup(rabbitmq_url: str, mqtt_url: str, tmp_path: Path) -> Iterator[dict]:
+    site = unique("site")
+    bus = open_bus(rabbitmq_url)
+    bus.start()
+    bus.declare_site(site)
+    tap = EventTap(bus, site)
+    gateways: list[Gateway] = []
+
+    def gateway() -> Gateway:
+        gw = Gateway(
+            GatewayConfig(
+                site=site, bus_url=rabbitmq_url, mqtt_url=mqtt_url, state_dir=tmp_path / "gw"
+            )
+        )
+        gw.start()
+        assert gw.link.wait_connected(10)
+        gateways.append(gw)
+        return gw
+
+    def dispatch(command: object) -> None:
+        bus.publish(
+            DISPATCH_EXCHANGE,
+            site_routing_key(site),
+            command.to_json(),  # type: ignore[attr-defined]
+            command.id,
+        )  # type: ignore[attr-defined]
+
+    yield {"site": site, "bus": bus, "tap": tap, "gateway": gateway, "dispatch": dispatch}
+    for gw in gateways:
+        gw.stop()
+    tap.consumer.stop()
+    bus.delete_queue(tap.queue)
+    bus.delete_queue(site_queue(site))
+    bus.stop()
+
+
+def test_command_reaches_agent_and_events_come_back(site_setup, agent_factory) -> None:
+    site, tap = site_setup["site"], site_setup["tap"]
+    agent = unique("agent")
+    site_setup["gateway"]()
+    agent_factory(site, agent)
+    cmd = make_command(site, agent, "noop")
+    site_setup["dispatch"](cmd)
+    events = tap.wait_type(cmd.id, "succeeded")
+    types = [e.type for e in events]
+    assert types == ["delivered", "accepted", "started", "succeeded"]
+    assert events[0].source == "gateway" and events[-1].source == "agent"
+    tap.wait_for(lambda: any(isinstance(i, Presence) and i.agent == agent for i in tap.items))
+
+
+def test_offline_agent_gets_command_when_it_returns(site_setup, agent_factory) -> None:
+    site, tap = site_setup["site"], site_setup["tap"]
+    agent = unique("agent")
+    agent_factory(site, agent).stop()  # leaves a retained offline presence
+    gw = site_setup["gateway"]()
+    tap.wait_for(
+        lambda: any(
+            isinstance(i, Presence) and i.agent == agent and i.state == "offline" for i in tap.items
+        )
+    )
+    cmd = make_command(site, agent, "noop")
+    site_setup["dispatch"](cmd)
+    tap.wait_type(cmd.id, "delivered")
+    assert gw.journal is not None and gw.journal.get_state(cmd.id) == "pending"  # held
+    agent_factory(site, agent)
+    events = tap.wait_type(cmd.id, "succeeded")
+    assert [e.type for e in events].count("started") == 1
+
+
+def test_held_command_expires_at_the_gateway(site_setup, agent_factory) -> None:
+    site, tap = site_setup["site"], site_setup["tap"]
+    agent = unique("agent")
+    agent_factory(site, agent).stop()
+    site_setup["gateway"]()
+    tap.wait_for(lambda: any(isinstance(i, Presence) and i.agent == agent for i in tap.items))
+    cmd = make_command(site, agent, "noop", not_after=utcnow() + timedelta(seconds=1))
+    site_setup["dispatch"](cmd)
+    events = tap.wait_type(cmd.id, "expired")
+    assert events[-1].source == "gateway" and events[-1].not_started
+
+
+def test_gateway_restart_loses_nothing(site_setup, agent_factory) -> None:
+    site, tap = site_setup["site"], site_setup["tap"]
+    agent = unique("agent")
+    agent_factory(site, agent).stop()
+    first = site_setup["gateway"]()
+    tap.wait_for(lambda: any(isinstance(i, Presence) and i.agent == agent for i in tap.items))
+    cmd = make_command(site, agent, "noop")
+    site_setup["dispatch"](cmd)
+    tap.wait_type(cmd.id, "delivered")  # journaled and acked: RabbitMQ no longer has it
+    first.stop()
+    agent_factory(site, agent)
+    site_setup["gateway"]()  # only the journal knows the command now
+    events = tap.wait_type(cmd.id, "succeeded")
+    assert [e.type for e in events].count("started") == 1
+
+
+def test_wrong_topic_and_malformed_messages_are_dropped(site_setup, mqtt_url) -> None:
+    site, tap = site_setup["site"], site_setup["tap"]
+    site_setup["gateway"]()
+    site_setup["dispatch"](type("Junk", (), {"to_json": lambda self: b"not json", "id": "x"})())
+    liar = MqttLink(mqtt_url, unique("tme-test-liar"))
+    liar.start()
+    try:
+        assert liar.wait_connected(10)
+        spoofed = Event(command_id="c-spoof", type="succeeded", site=site, agent="agent-b")
+        assert liar.publish_wait(evt_topic(site, "agent-a"), spoofed.to_json(), 10)
+        assert liar.publish_wait(evt_topic(site, "agent-a"), b"{garbage", 10)
+        assert liar.publish_wait(state_topic(site, "agent-a"), b'{"kind": "presence"}', 10)
+        honest = Event(command_id="c-ok", type="succeeded", site=site, agent="agent-a")
+        assert liar.publish_wait(evt_topic(site, "agent-a"), honest.to_json(), 10)
+    finally:
+        liar.stop()
+    tap.wait_type("c-ok", "succeeded")  # forwarded in order: anything earlier is already in
+    assert tap.events("c-spoof") == []
+    after_junk = make_command(site, "agent-a", "noop")
+    site_setup["dispatch"](after_junk)  # the bus consumer survived the junk command
+    tap.wait_type(after_junk.id, "delivered")
