@@ -1,0 +1,49 @@
+"""Register encoding round-trips for every type, scale and word order."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+from tme.drivers.codec import from_registers, to_registers
+
+INT_RANGES = {
+    "int16": (-(2**15), 2**15 - 1),
+    "uint16": (0, 2**16 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+}
+
+
+@given(
+    type_and_raw=st.sampled_from(sorted(INT_RANGES)).flatmap(
+        lambda t: st.tuples(st.just(t), st.integers(*INT_RANGES[t]))
+    ),
+    word_order=st.sampled_from(["big", "little"]),
+)
+def test_integer_round_trip(type_and_raw, word_order) -> None:
+    type_, raw = type_and_raw
+    registers = to_registers(raw, type_, word_order)
+    assert all(0 <= r <= 0xFFFF for r in registers)
+    assert len(registers) == (1 if type_.endswith("16") else 2)
+    assert from_registers(registers, type_, word_order) == raw
+
+
+@given(st.floats(width=32, allow_nan=False), st.sampled_from(["big", "little"]))
+def test_float32_round_trip(value, word_order) -> None:
+    assert (
+        from_registers(to_registers(value, "float32", word_order), "float32", word_order) == value
+    )
+
+
+@given(st.integers(-32768, 32767))
+def test_scaled_int16_round_trip(raw) -> None:
+    engineering = raw * 0.1
+    decoded = from_registers(to_registers(engineering, "int16", scale=0.1), "int16", scale=0.1)
+    assert math.isclose(decoded, engineering, abs_tol=1e-9)
+
+
+def test_word_order_swaps_the_registers() -> None:
+    assert to_registers(0x00010002, "uint32", "big") == [1, 2]
+    assert to_registers(0x00010002, "uint32", "little") == [2, 1]

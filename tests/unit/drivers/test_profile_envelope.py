@@ -1,0 +1,134 @@
+"""Device profiles: validation errors name the file and field; every envelope refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tme.drivers.profile import load_profile, parse_profile
+
+from tme.errors import ConfigError, EnvelopeViolation
+
+PROFILES = Path(__file__).resolve().parents[3] / "configs" / "profiles"
+
+
+@pytest.fixture
+def pump():
+    return load_profile(PROFILES / "pump.yaml")
+
+
+@pytest.fixture
+def tank():
+    return load_profile(PROFILES / "tank.yaml")
+
+
+def test_example_profiles_load() -> None:
+    names = {load_profile(p).name for p in PROFILES.glob("*.yaml")}
+    assert {"pump", "tank", "conveyor", "instrument"} <= names
+
+
+def test_validation_error_names_file_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\npoints:\n  p: {address: 1, table: coil, type: float32}\n")
+    with pytest.raises(ConfigError) as info:
+        load_profile(bad)
+    assert str(bad) in info.value.message
+    assert "points.p" in info.value.message
+    assert info.value.source == str(bad)
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        {"address": -1, "table": "holding_register"},
+        {"address": 0, "table": "registers"},
+        {"address": 0, "table": "input_register", "access": "rw"},
+        {"address": 0, "table": "holding_register", "min": 5, "max": 1},
+        {"address": 0, "table": "holding_register", "scale": 0},
+        {"address": 0, "table": "holding_register", "colour": "red"},
+    ],
+)
+def test_invalid_points_are_refused(point: dict) -> None:
+    with pytest.raises(ConfigError):
+        parse_profile({"name": "x", "points": {"p": point}})
+
+
+def test_yaml_syntax_error_names_file(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml"):
+        load_profile(bad)
+
+
+@pytest.mark.parametrize(
+    ("point", "value", "reason"),
+    [
+        ("no_such_point", 1, "unknown_point"),
+        ("actual_speed", 1, "read_only"),
+        ("running", True, "read_only"),
+        ("speed_setpoint", "fast", "wrong_type"),
+        ("speed_setpoint", True, "wrong_type"),
+        ("speed_setpoint", None, "wrong_type"),
+        ("speed_setpoint", float("nan"), "not_finite"),
+        ("speed_setpoint", float("inf"), "not_finite"),
+        ("speed_setpoint", -1, "below_min"),
+        ("speed_setpoint", 3000.5, "above_max"),
+        ("run", 1, "wrong_type"),
+    ],
+)
+def test_every_envelope_refusal_names_its_reason(pump, point, value, reason) -> None:
+    with pytest.raises(EnvelopeViolation) as info:
+        pump.check_write(point, value)
+    assert info.value.details["reason"] == reason
+
+
+def test_accepted_writes_return_engineering_values(pump, tank) -> None:
+    assert pump.check_write("speed_setpoint", 1200) == 1200
+    assert pump.check_write("run", True) is True
+    assert tank.check_write("high_level_limit", 85.5) == 85.5
+
+
+def test_type_range_is_checked_without_explicit_limits() -> None:
+    profile = parse_profile(
+        {
+            "name": "x",
+            "points": {
+                "p": {"address": 0, "table": "holding_register", "type": "int16", "access": "rw"}
+            },
+        }
+    )
+    assert profile.check_write("p", -32768) == -32768
+    with pytest.raises(EnvelopeViolation) as info:
+        profile.check_write("p", 40000)
+    assert info.value.details["reason"] == "out_of_type_range"
+
+
+def test_command_arguments_are_checked() -> None:
+    instrument = load_profile(PROFILES / "instrument.yaml")
+    assert instrument.check_command("set_voltage", [12]) == [12.0]
+    cases = [
+        ("nope", [], "unknown_command"),
+        ("set_voltage", [], "wrong_arg_count"),
+        ("set_voltage", ["12"], "wrong_type"),
+        ("set_voltage", [31], "above_max"),
+        ("set_voltage", [-0.1], "below_min"),
+        ("output", ["MAYBE"], "not_allowed"),
+    ]
+    for name, args, reason in cases:
+        with pytest.raises(EnvelopeViolation) as info:
+            instrument.check_command(name, args)
+        assert info.value.details["reason"] == reason, name
+
+
+def test_public_points_hide_addresses(pump) -> None:
+    rows = {row["name"]: row for row in pump.public_points()}
+    assert rows["speed_setpoint"] == {
+        "name": "speed_setpoint",
+        "kind": "point",
+        "type": "uint16",
+        "unit": "rpm",
+        "access": "rw",
+        "min": 0,
+        "max": 3000,
+    }
+    assert all("address" not in row for row in rows.values())

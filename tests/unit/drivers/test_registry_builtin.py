@@ -1,0 +1,70 @@
+"""Driver registry names, and the builtin ops (shell only when allowed)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from tme.drivers.base import Driver
+from tme.drivers.builtin import run_builtin
+from tme.drivers.registry import create_driver
+
+from tme.errors import ConfigError, DriverError, EnvelopeViolation, UnknownName
+
+
+def test_unknown_driver_suggests_the_closest_name() -> None:
+    with pytest.raises(UnknownName, match="did you mean 'modbus_tcp'"):
+        create_driver("modbus_tpc", host="127.0.0.1")
+
+
+def test_known_drivers_are_built_lazily_and_not_connected() -> None:
+    driver = create_driver("modbus_tcp", host="127.0.0.1", port=1502)
+    assert isinstance(driver, Driver)
+    assert driver.bus_key == "tcp:127.0.0.1:1502"
+    assert create_driver("serial", port="loop://").bus_key == "serial:loop://"
+
+
+def test_bad_connection_settings_are_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="modbus_tcp"):
+        create_driver("modbus_tcp", hots="127.0.0.1")
+
+
+async def test_noop_and_sleep() -> None:
+    assert await run_builtin("noop", {}) == {"ok": True}
+    assert (await run_builtin("sleep", {"seconds": 0}))["slept_s"] >= 0
+
+
+async def test_sleep_is_cancellable() -> None:
+    task = asyncio.create_task(run_builtin("sleep", {"seconds": 60}))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+
+
+async def test_shell_refused_unless_allowed(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    with pytest.raises(EnvelopeViolation):
+        await run_builtin("shell", {}, f"touch {marker}", allow_shell=False)
+    assert not marker.exists()
+    result = await run_builtin("shell", {}, f"touch {marker}; echo hi", allow_shell=True)
+    assert marker.exists()
+    assert result["exit_code"] == 0 and result["stdout"] == "hi\n"
+
+
+async def test_shell_timeout_kills_the_process(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    with pytest.raises(DriverError, match="timed out"):
+        await run_builtin(
+            "shell", {}, f"echo $$ > {pid_file}; exec sleep 60", allow_shell=True, timeout_s=0.5
+        )
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+async def test_unknown_builtin_op() -> None:
+    with pytest.raises(UnknownName):
+        await run_builtin("reboot", {})
