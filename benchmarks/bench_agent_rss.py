@@ -46,7 +46,7 @@ def main() -> None:
         config = Path(tmp) / "agent.yaml"
         config.write_text(f"site: {site}\nagent: {agent}\nmqtt: {args.mqtt}\nstate_dir: st\n")
         process = subprocess.Popen(
-            [sys.executable, "-m", "tme.cli.main", "agent", "-c", str(config)],
+            [sys.executable, "-m", "tme.agents", "-c", str(config)],
             stderr=subprocess.DEVNULL,
         )
         try:

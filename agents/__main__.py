@@ -1,0 +1,34 @@
+"""`python -m tme.agents --config agent.yaml`: the agent without the full CLI (smaller RSS)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from tme.agents.agent import DeviceAgent
+from tme.agents.agent_config import load_agent_config
+
+
+async def _main(config_path: str) -> None:
+    agent = DeviceAgent(load_agent_config(config_path))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await agent.run_until(stop)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tme.agents")
+    parser.add_argument("--config", "-c", required=True)
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(_main(args.config))
+
+
+if __name__ == "__main__":
+    main()
