@@ -56,7 +56,7 @@ def test_invalid_points_are_refused(point: dict) -> None:
 def test_yaml_syntax_error_names_file(tmp_path: Path) -> None:
     bad = tmp_path / "broken.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(ConfigError, match="broken.yaml"):
+    with pytest.raises(ConfigError, match=r"broken\.yaml"):
         load_profile(bad)
 
 
