@@ -9,7 +9,7 @@ from tme.bus.amqp_consumer import AmqpConsumer
 from tme.bus.amqp_publisher import ConfirmingPublisher
 from tme.bus.base import Handler
 from tme.bus.options import BusOptions
-from tme.bus.topology import CONTROLLER_EVENTS_QUEUE
+from tme.bus.topology import CONTROLLER_EVENTS_QUEUE, EXCHANGES
 from tme.errors import BusError
 from tme.protocol import DISPATCH_EXCHANGE, EVENTS_EXCHANGE, site_queue, site_routing_key
 
@@ -68,6 +68,9 @@ class AmqpBus:
     ) -> list[BusError | None]:
         if self._publisher is None:
             raise BusError("the bus is not started")
+        if exchange not in EXCHANGES:
+            # Publishing to a missing exchange closes the channel; refuse it up front.
+            raise BusError(f"exchange {exchange!r} is not a TME exchange ({', '.join(EXCHANGES)})")
         return self._publisher.publish_many(exchange, messages)
 
     def consume(self, queue: str, handler: Handler, prefetch: int | None = None) -> AmqpConsumer:

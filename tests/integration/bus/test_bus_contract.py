@@ -1,0 +1,272 @@
+"""The Bus contract, run against every transport (memory, and RabbitMQ when available)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable
+
+import pytest
+from bus_recorder import Recorder
+
+from tme.bus import Bus, Delivery, Reject, Unroutable
+from tme.errors import BusError
+from tme.protocol import (
+    DEAD_LETTER_EXCHANGE,
+    DISPATCH_EXCHANGE,
+    EVENTS_EXCHANGE,
+    Event,
+    ProtocolError,
+    decode_any,
+    site_queue,
+    site_routing_key,
+)
+
+BusFactory = Callable[..., Bus]
+
+
+def _dead_letter_tap(bus: Bus, site: str) -> Recorder:
+    """Consume this site's dead letters from a queue of the test's own on tme.dead."""
+    tap = f"tme.test.dead.{site}"
+    bus.declare_queue(tap, DEAD_LETTER_EXCHANGE, site_routing_key(site))
+    recorder = Recorder()
+    bus.consume(tap, recorder)
+    return recorder
+
+
+def test_round_trip(make_bus: BusFactory, site: str) -> None:
+    bus = make_bus()
+    bus.declare_site(site)
+    got = Recorder()
+    bus.consume(site_queue(site), got)
+
+    bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), b'{"hello": 1}', message_id="m-1")
+
+    got.wait_for(lambda ds: len(ds) == 1)
+    (delivery,) = got.deliveries
+    assert delivery.body == b'{"hello": 1}'
+    assert delivery.message_id == "m-1"
+    assert delivery.routing_key == site_routing_key(site)
+    assert not delivery.redelivered
+
+
+def test_publish_to_undeclared_site_is_unroutable(make_bus: BusFactory, site: str) -> None:
+    bus = make_bus()
+    with pytest.raises(Unroutable):
+        bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), b"{}", message_id="lost")
+
+
+def test_publish_to_unknown_exchange_is_a_bus_error(make_bus: BusFactory, site: str) -> None:
+    bus = make_bus()
+    with pytest.raises(BusError):
+        bus.publish(f"no.such.{site}", "x", b"{}")
+    bus.declare_site(site)
+    bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), b"{}")  # the bus still works
+
+
+def test_publish_many_returns_one_result_each_and_all_arrive(
+    make_bus: BusFactory, site: str
+) -> None:
+    bus = make_bus()
+    bus.declare_site(site)
+    good = [(site_routing_key(site), b"%d" % i, f"m-{i}") for i in range(300)]
+    stray = (site_routing_key(f"{site}-absent"), b"x", "stray")
+    messages = [*good[:150], stray, *good[150:]]
+
+    results = bus.publish_many(DISPATCH_EXCHANGE, messages)
+
+    assert len(results) == len(messages)
+    assert isinstance(results[150], Unroutable)
+    assert results[:150] + results[151:] == [None] * 300
+    got = Recorder()
+    bus.consume(site_queue(site), got)
+    got.wait_for_ids({f"m-{i}" for i in range(300)})
+    assert "stray" not in got.ids()
+
+
+def test_ack_only_when_the_handler_returns(make_bus: BusFactory, site: str) -> None:
+    bus = make_bus()
+    bus.declare_site(site)
+    failed_once: set[str | None] = set()
+
+    def fail_first_time(delivery: Delivery) -> None:
+        if delivery.message_id not in failed_once:
+            failed_once.add(delivery.message_id)
+            raise RuntimeError("database is down")
+
+    got = Recorder(fail=fail_first_time)
+    bus.consume(site_queue(site), got)
+    bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), b"{}", message_id="again")
+
+    got.wait_for(lambda ds: len(ds) >= 2)
+    first, second = got.deliveries[:2]
+    assert (first.message_id, second.message_id) == ("again", "again")
+    assert not first.redelivered
+    assert second.redelivered
+
+
+def test_reject_dead_letters_without_redelivery(make_bus: BusFactory, site: str) -> None:
+    bus = make_bus()
+    bus.declare_site(site)
+    dead = _dead_letter_tap(bus, site)
+
+    def refuse(delivery: Delivery) -> None:
+        raise Reject("cannot ever process this")
+
+    got = Recorder(fail=refuse)
+    bus.consume(site_queue(site), got)
+    bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), b"bad", message_id="poison")
+
+    dead.wait_for_ids({"poison"})
+    assert got.ids() == ["poison"]
+    assert dead.deliveries[0].body == b"bad"
+    assert dead.deliveries[0].headers.get("x-first-death-reason") == "rejected"
+
+
+def test_delivery_limit_dead_letters_a_message_that_keeps_failing(
+    make_bus: BusFactory, site: str
+) -> None:
+    bus = make_bus(delivery_limit=2)
+    bus.declare_site(site)
+    dead = _dead_letter_tap(bus, site)
+
+    def always_fail(delivery: Delivery) -> None:
+        raise RuntimeError("handler bug")
+
+    got = Recorder(fail=always_fail)
+    bus.consume(site_queue(site), got)
+    bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), b"{}", message_id="doomed")
+
+    dead.wait_for_ids({"doomed"})
+    # The first delivery plus `delivery_limit` redeliveries, then the dead-letter queue.
+    assert got.ids() == ["doomed"] * 3
+    assert dead.deliveries[0].headers.get("x-first-death-reason") == "delivery_limit"
+
+
+def test_dead_letters_are_kept_in_the_dead_letter_queue(make_bus: BusFactory, site: str) -> None:
+    from tme.bus.topology import DEAD_LETTER_QUEUE
+
+    bus = make_bus()
+    bus.declare_site(site)
+    bus.consume(site_queue(site), Recorder(fail=lambda d: (_ for _ in ()).throw(Reject("no"))))
+    marker = f"kept-{uuid.uuid4().hex}"
+    found = threading.Event()
+
+    def look(delivery: Delivery) -> None:
+        if delivery.message_id == marker:
+            found.set()
+        else:
+            raise RuntimeError("not ours: leave it for its owner")  # requeued untouched
+
+    bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), b"{}", message_id=marker)
+    consumer = bus.consume(DEAD_LETTER_QUEUE, look, prefetch=1)
+    assert found.wait(10), "the rejected message never reached tme.dead.letters"
+    consumer.stop()
+
+
+def test_malformed_message_never_kills_the_consumer(make_bus: BusFactory, site: str) -> None:
+    bus = make_bus()
+    bus.declare_site(site)
+    dead = _dead_letter_tap(bus, site)
+    events: list[Event] = []
+
+    def journal(delivery: Delivery) -> None:
+        try:
+            message = decode_any(delivery.body)
+        except ProtocolError as exc:
+            raise Reject(str(exc)) from exc
+        assert isinstance(message, Event)
+        events.append(message)
+
+    got = Recorder(fail=journal)
+    bus.consume(site_queue(site), got)
+    good = Event(command_id="c-1", type="accepted", site=site, agent="a")
+    rk = site_routing_key(site)
+    bus.publish_many(
+        DISPATCH_EXCHANGE,
+        [
+            (rk, b"\xff not json", "junk-1"),
+            (rk, b'{"kind": "nope"}', "junk-2"),
+            (rk, good.to_json(), good.id),
+        ],
+    )
+
+    got.wait_for_ids({good.id})
+    dead.wait_for_ids({"junk-1", "junk-2"})
+    assert [e.id for e in events] == [good.id]
+
+
+def test_consumer_stop_is_clean_and_leaves_later_messages_queued(
+    make_bus: BusFactory, site: str
+) -> None:
+    bus = make_bus()
+    bus.declare_site(site)
+    before = set(threading.enumerate())
+    first = Recorder()
+    consumer = bus.consume(site_queue(site), first)
+    bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), b"{}", message_id="one")
+    first.wait_for_ids({"one"})
+
+    consumer.stop()
+    assert [t for t in threading.enumerate() if t not in before] == []
+
+    bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), b"{}", message_id="two")
+    second = Recorder()
+    bus.consume(site_queue(site), second)
+    second.wait_for_ids({"two"})
+    assert first.ids() == ["one"]
+    assert second.ids() == ["two"]
+
+
+def test_consume_of_a_missing_queue_raises(make_bus: BusFactory, site: str) -> None:
+    bus = make_bus()
+    with pytest.raises(BusError):
+        bus.consume(f"tme.test.absent.{site}", Recorder())
+
+
+def test_queued_messages_outlive_the_bus(make_bus: BusFactory, site: str) -> None:
+    sender = make_bus()
+    sender.declare_site(site)
+    sender.publish(DISPATCH_EXCHANGE, site_routing_key(site), b"{}", message_id="kept")
+    sender.stop()
+
+    receiver = make_bus()
+    got = Recorder()
+    receiver.consume(site_queue(site), got)
+    got.wait_for_ids({"kept"})
+
+
+def test_events_exchange_routes_by_topic_pattern(make_bus: BusFactory, site: str) -> None:
+    bus = make_bus()
+    everything, one_agent = f"tme.test.all.{site}", f"tme.test.one.{site}"
+    bus.declare_queue(everything, EVENTS_EXCHANGE, f"{site}.#")
+    bus.declare_queue(one_agent, EVENTS_EXCHANGE, f"{site}.*.pump1")
+    all_got, one_got = Recorder(), Recorder()
+    bus.consume(everything, all_got)
+    bus.consume(one_agent, one_got)
+
+    bus.publish_many(
+        EVENTS_EXCHANGE,
+        [
+            (f"{site}.skid.pump1", b"{}", "e1"),
+            (f"{site}.skid.pump2", b"{}", "e2"),
+            (f"{site}.skid.pump1.extra", b"{}", "e3"),
+            (site, b"{}", "e4"),
+        ],
+    )
+
+    all_got.wait_for_ids({"e1", "e2", "e3", "e4"})
+    one_got.wait_for_ids({"e1"})
+    bus.publish(EVENTS_EXCHANGE, f"{site}.skid.pump1", b"{}", message_id="e5")
+    one_got.wait_for_ids({"e5"})
+    assert sorted(one_got.ids()) == ["e1", "e5"]  # e2 and e3 never matched `*.pump1`
+
+
+def test_controller_events_queue_takes_every_event(make_bus: BusFactory, site: str) -> None:
+    bus = make_bus()
+    queue = f"tme.test.controller.{site}"
+    bus.declare_events_queue(queue)
+    got = Recorder()
+    bus.consume(queue, got)
+    bus.publish(EVENTS_EXCHANGE, f"site.{site}.agent.evt", b"{}", message_id="ev")
+    got.wait_for_ids({"ev"})
