@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
+from rich.markup import escape
 
 from tme.cli.output import fail
 from tme.errors import APIError, TMEError, ValidationError
@@ -39,16 +40,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def usage_error(message: str) -> NoReturn:
     """A value the user typed cannot be understood: one line, exit 2."""
-    fail(message, USAGE_EXIT)
+    fail(escape(message), USAGE_EXIT)
 
 
 def describe(exc: TMEError) -> str:
     """One line for an error; a validation error names each field that is wrong."""
     if isinstance(exc, ValidationError) and exc.field_errors:
-        fields = "; ".join(
-            f"{e.get('field') or 'body'}: {e.get('message', '')}" for e in exc.field_errors
-        )
-        return exc.message if fields in exc.message else f"{exc.message} ({fields})"
+        from tme.client.calls import summarize
+
+        named = all(str(e.get("field", "")) in exc.message for e in exc.field_errors)
+        return exc.message if named else f"{exc.message} ({summarize(exc.field_errors)})"
     if isinstance(exc, APIError):
         return f"{exc.message} [{exc.code}]"
     return exc.message
@@ -59,12 +60,13 @@ def cli_errors() -> Iterator[None]:
     """Turn what the SDK raises into one line and the right exit code."""
     try:
         yield
+    # fail() prints rich markup; server text is escaped so "[conflict]" stays visible.
     except ValidationError as exc:
-        fail(describe(exc), USAGE_EXIT)
+        fail(escape(describe(exc)), USAGE_EXIT)
     except TMEError as exc:
-        fail(describe(exc))
+        fail(escape(describe(exc)))
     except TimeoutError as exc:
-        fail(str(exc))
+        fail(escape(str(exc)))
 
 
 @contextmanager

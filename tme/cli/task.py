@@ -87,7 +87,7 @@ def task_fields(opts: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         "params": _params(opts["param"] or [], base.get("params")),
         "schedule": _schedule(opts, base.get("schedule")),
         "retries": _merge(base.get("retries"), max=opts["retries"]),
-        "depends_on": [_dependency(d) for d in opts["depends_on"]] or None,
+        "depends_on": [_dependency(d) for d in opts["depends_on"] or []] or None,
     }  # fmt: skip
     fields.update({k: v for k, v in merged.items() if v is not None})
     return fields

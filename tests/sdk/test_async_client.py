@@ -1,0 +1,69 @@
+"""tme.AsyncClient against the real controller app, in-process through httpx's ASGITransport."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+import tme
+from tme.errors import Conflict, NotFound, TransportError, ValidationError
+
+
+@pytest.fixture
+async def aclient(app: Any) -> AsyncIterator[tme.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    http = httpx.AsyncClient(transport=transport, base_url="http://tme.test")
+    async with http, tme.AsyncClient(http_client=http) as client:
+        yield client
+
+
+def unique() -> str:
+    return f"async-{uuid.uuid4().hex[:10]}"
+
+
+async def test_create_get_update_report_wait_delete(aclient: tme.AsyncClient) -> None:
+    task = await aclient.tasks.create(name=unique(), params={"a": 1})
+    assert (await aclient.tasks.get(task.id)).params == {"a": 1}
+    assert (await aclient.tasks.update(task.id, assigned_to="ops")).assigned_to == "ops"
+    await aclient.tasks.report(task.id, "started")
+    await aclient.tasks.report(task.id, "complete", details={"ok": True})
+    assert (await aclient.tasks.wait(task.id, timeout=5)).status == "succeeded"
+    runs = [run async for run in aclient.tasks.runs(task.id)]
+    assert (await aclient.runs.get(runs[0].id)).result == {"ok": True}
+    await aclient.tasks.delete(task.id)
+    with pytest.raises(NotFound):
+        await aclient.tasks.get(task.id)
+
+
+async def test_list_iterates_across_pages(aclient: tme.AsyncClient) -> None:
+    marker = unique()
+    ids = {(await aclient.tasks.create(name=f"{marker}-{i}")).id for i in range(5)}
+    listed = [t.id async for t in aclient.tasks.list(search=marker, page_size=2)]
+    assert sorted(listed) == sorted(ids)
+
+
+async def test_wait_times_out(aclient: tme.AsyncClient) -> None:
+    task = await aclient.tasks.create(name=unique())
+    with pytest.raises(TimeoutError):
+        await aclient.tasks.wait(task.id, timeout=0.2, poll_s=0.05)
+
+
+async def test_typed_errors(aclient: tme.AsyncClient) -> None:
+    key, name = uuid.uuid4().hex, unique()
+    await aclient.tasks.create(name=name, idempotency_key=key)
+    with pytest.raises(Conflict):
+        await aclient.tasks.create(name=name + "x", idempotency_key=key)
+    with pytest.raises(ValidationError) as caught:
+        await aclient.tasks.create(name=name, depends_on=[{"task": 987_654}])
+    assert caught.value.field_errors[0]["field"] == "depends_on.0.task"
+    assert (await aclient.health())["status"] == "ok"
+
+
+async def test_unreachable_server(closed_port_url: str) -> None:
+    async with tme.AsyncClient(closed_port_url, timeout=2) as client:
+        with pytest.raises(TransportError):
+            await client.tasks.get(1)

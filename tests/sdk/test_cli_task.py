@@ -1,0 +1,182 @@
+"""`tme task ...` end to end: the CLI talks to a running controller over HTTP."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import tme
+from tme.cli.main import app
+
+runner = CliRunner()
+
+
+def tme_cli(*args: str, input: str | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args), input=input)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def unique() -> str:
+    return f"cli-{uuid.uuid4().hex[:10]}"
+
+
+def assert_one_line_error(code: int, stderr: str, expected_code: int, *needles: str) -> None:
+    assert code == expected_code, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), stderr
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_create_prints_id_and_sends_every_option(live_url: str, tmp_path: Path) -> None:
+    with tme.Client(live_url) as client:
+        before = client.tasks.create(name=unique()).id
+    code, out, err = tme_cli(
+        "task", "create", "--url", live_url, "--name", "set pump", "--op", "modbus.write",
+        "--site", "plant-1", "--agent", "skid-a", "--device", "pump1",
+        "--param", "point=speed_setpoint", "--param", "value=1200", "--param", "verify=true",
+        "--cron", "0 6 * * 1-5", "--timezone", "Europe/Berlin", "--timeout", "30",
+        "--retries", "2", "--priority", "7", "--assigned-to", "ops",
+        "--depends-on", f"{before}:any", "--description", "morning start-up",
+    )  # fmt: skip
+    assert code == 0, err
+    with tme.Client(live_url) as client:
+        task = client.tasks.get(int(out.strip()))
+    assert task.params == {"point": "speed_setpoint", "value": 1200, "verify": True}
+    assert task.target is not None and task.target.device == "pump1"
+    assert task.schedule is not None
+    assert (task.schedule.cron, task.schedule.timezone) == ("0 6 * * 1-5", "Europe/Berlin")
+    assert [(d.task, d.on) for d in task.depends_on] == [(before, "any")]
+    assert (task.timeout_s, task.retries.max, task.priority) == (30, 2, 7)
+    assert (task.assigned_to, task.description) == ("ops", "morning start-up")
+
+
+def test_create_from_file_with_override_and_json(live_url: str, tmp_path: Path) -> None:
+    body = tmp_path / "task.yaml"
+    body.write_text(
+        "name: from file\nop: sleep\ntarget: {site: s1, agent: a1}\nparams: {seconds: 5}\n",
+        encoding="utf-8",
+    )
+    code, out, err = tme_cli(
+        "task", "create", "--url", live_url, "--file", str(body), "--param", "seconds=2", "--json"
+    )
+    assert code == 0, err
+    task = json.loads(out)
+    assert (task["name"], task["op"], task["params"]) == ("from file", "sleep", {"seconds": 2})
+
+
+def test_idempotency_key_on_the_command_line(live_url: str) -> None:
+    key, name = uuid.uuid4().hex, unique()
+    first = tme_cli("task", "create", "--url", live_url, "--name", name, "--idempotency-key", key)
+    again = tme_cli("task", "create", "--url", live_url, "--name", name, "--idempotency-key", key)
+    assert first[0] == again[0] == 0 and first[1] == again[1]
+    code, _, err = tme_cli(
+        "task", "create", "--url", live_url, "--name", name + "x", "--idempotency-key", key
+    )
+    assert_one_line_error(code, err, 1, "conflict")
+
+
+def test_list_and_show_tables_and_json(live_url: str) -> None:
+    marker = unique()
+    with tme.Client(live_url) as client:
+        ids = [client.tasks.create(name=f"{marker}-{i}").id for i in range(3)]
+        client.tasks.report(ids[0], "complete", log="ok")
+
+    code, out, err = tme_cli("task", "list", "--url", live_url, "--search", marker, "--json")
+    assert code == 0, err
+    assert sorted(t["id"] for t in json.loads(out)) == sorted(ids)
+
+    code, out, _ = tme_cli("task", "list", "--url", live_url, "--search", marker, "--limit", "2")
+    assert code == 0 and "Tasks" in out and marker in out
+
+    code, out, err = tme_cli("task", "show", str(ids[0]), "--url", live_url, "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["task"]["id"] == ids[0]
+    assert [r["state"] for r in shown["runs"]] == ["succeeded"]
+
+    code, out, _ = tme_cli("task", "show", str(ids[0]), "--url", live_url)
+    assert code == 0 and "Latest runs" in out and "succeeded" in out
+
+
+def test_update_fields_and_report_status(live_url: str) -> None:
+    with tme.Client(live_url) as client:
+        task = client.tasks.create(name=unique(), target={"site": "s1"}, params={"a": 1})
+    code, out, err = tme_cli(
+        "task", "update", str(task.id), "--url", live_url, "--agent", "ag1",
+        "--param", "b=2.5", "--every", "30", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    changed = json.loads(out)
+    assert changed["target"] == {"site": "s1", "agent": "ag1", "device": None}
+    assert changed["params"] == {"a": 1, "b": 2.5}
+    assert changed["schedule"]["every_s"] == 30
+
+    code, out, err = tme_cli(
+        "task", "update", str(task.id), "--url", live_url,
+        "--status", "fail", "--log", "jammed", "--details", '{"code": 7}',
+    )  # fmt: skip
+    assert code == 0 and "failed" in out, err
+    with tme.Client(live_url) as client:
+        run = next(client.tasks.runs(task.id))
+        assert client.runs.get(run.id).result == {"code": 7}
+
+    code, out, _ = tme_cli("task", "wait", str(task.id), "--url", live_url, "--timeout", "5")
+    assert code == 1 and "failed" in out  # a failed task is a failed wait
+
+
+def test_delete_asks_unless_yes(live_url: str) -> None:
+    with tme.Client(live_url) as client:
+        task_id = client.tasks.create(name=unique()).id
+    code, _, _ = tme_cli("task", "delete", str(task_id), "--url", live_url, input="n\n")
+    assert code == 1
+    code, out, _ = tme_cli("task", "delete", str(task_id), "--url", live_url, "--yes")
+    assert code == 0 and "deleted" in out
+    code, _, err = tme_cli("task", "show", str(task_id), "--url", live_url)
+    assert_one_line_error(code, err, 1, str(task_id), "not_found")
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["--name", ""], ["name"]),
+        (["--name", "x", "--priority", "12"], ["priority"]),
+        (["--name", "x", "--param", "novalue"], ["--param", "key=value"]),
+        (["--name", "x", "--depends-on", "abc:maybe"], ["--depends-on"]),
+        (["--name", "x", "--op", "modbus.read"], ["target"]),
+        (["--name", "x", "--cron", "not a cron"], ["schedule", "cron"]),
+        (["--name", "x", "--depends-on", "987654"], ["depends_on.0.task", "does not exist"]),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    live_url: str, args: list[str], needles: list[str]
+) -> None:
+    code, out, err = tme_cli("task", "create", "--url", live_url, *args)
+    assert_one_line_error(code, err, 2, *needles)
+    assert out == ""
+
+
+def test_bad_file_and_details_are_usage_errors(live_url: str, tmp_path: Path) -> None:
+    code, _, err = tme_cli("task", "create", "--url", live_url, "--file", str(tmp_path / "no.yaml"))
+    assert_one_line_error(code, err, 2, "--file")
+    code, _, err = tme_cli("task", "update", "1", "--url", live_url, "--status", "fail",
+                           "--details", "[1]")  # fmt: skip
+    assert_one_line_error(code, err, 2, "--details")
+
+
+def test_unreachable_server_is_one_line_and_exit_1(closed_port_url: str) -> None:
+    for args in (["list"], ["show", "1"], ["create", "--name", "x"], ["delete", "1", "--yes"]):
+        code, _, err = tme_cli("task", *args, "--url", closed_port_url)
+        assert_one_line_error(code, err, 1, "cannot reach TME", closed_port_url)
+
+
+def test_url_from_environment(live_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TME_URL", live_url)
+    code, out, err = tme_cli("task", "list", "--json")
+    assert code == 0, err
+    assert isinstance(json.loads(out), list)

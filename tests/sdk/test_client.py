@@ -1,0 +1,167 @@
+"""tme.Client against the real controller app: in-process (TestClient) and over HTTP (uvicorn).
+
+Each test runs twice, once per way of reaching the app, so the SDK is known to work
+both embedded in a test and against a running server.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+import tme
+from tme.errors import Conflict, NotFound, TransportError, ValidationError
+from tme.schemas import TaskCreate, TaskPublic
+
+
+@pytest.fixture(params=["in_process", "live"])
+def client(request: pytest.FixtureRequest) -> Iterator[tme.Client]:
+    if request.param == "in_process":
+        sdk = tme.Client(http_client=request.getfixturevalue("test_client"))
+    else:
+        sdk = tme.Client(request.getfixturevalue("live_url"))
+    with sdk:
+        yield sdk
+
+
+def unique(prefix: str = "sdk") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def test_create_get_update_delete(client: tme.Client) -> None:
+    name = unique()
+    created = client.tasks.create(
+        name=name, description="level check", target={"site": "plant-1"}, params={"k": 1}
+    )
+    assert created.id > 0 and created.op == "external"
+
+    fetched = client.tasks.get(created.id)
+    assert (fetched.name, fetched.description, fetched.params) == (name, "level check", {"k": 1})
+    assert fetched.target is not None and fetched.target.site == "plant-1"
+
+    updated = client.tasks.update(created.id, description="changed", priority=8)
+    assert (updated.description, updated.priority) == ("changed", 8)
+    assert client.tasks.get(created.id).priority == 8
+
+    client.tasks.delete(created.id)
+    with pytest.raises(NotFound):
+        client.tasks.get(created.id)
+
+
+def test_create_from_model_with_overrides(client: tme.Client) -> None:
+    body = TaskCreate(name=unique(), priority=2)
+    task = client.tasks.create(body, priority=7)
+    assert (task.name, task.priority) == (body.name, 7)
+
+
+def test_list_iterates_across_pages_and_filters(client: tme.Client) -> None:
+    marker = unique("page")
+    ids = {client.tasks.create(name=f"{marker}-{i}").id for i in range(7)}
+    client.tasks.create(name=unique("other"))
+
+    listed = list(client.tasks.list(search=marker, page_size=3))  # 3 pages
+    assert {t.id for t in listed} == ids
+    assert len(listed) == len(ids)  # no page read twice
+
+    first = min(ids)
+    client.tasks.report(first, "started")
+    running = list(client.tasks.list(status="running", search=marker, page_size=2))
+    assert [t.id for t in running] == [first]
+
+
+def test_report_runs_and_run_detail(client: tme.Client) -> None:
+    task = client.tasks.create(name=unique())
+    assert client.tasks.report(task.id, "started").status == "running"
+    done = client.tasks.report(task.id, "complete", log="all good", details={"level": 3.5})
+    assert done.status == "succeeded"
+
+    runs = list(client.tasks.runs(task.id))
+    assert [r.state for r in runs] == ["succeeded"]
+    detail = client.runs.get(runs[0].id)
+    assert detail.result == {"level": 3.5}
+    assert [line.line for line in detail.log] == ["all good"]
+    assert [e.to_state for e in detail.events][-2:] == ["running", "succeeded"]
+
+
+def test_wait_returns_final_task_and_times_out(client: tme.Client) -> None:
+    task = client.tasks.create(name=unique())
+    with pytest.raises(TimeoutError, match=str(task.id)):
+        client.tasks.wait(task.id, timeout=0.3, poll_s=0.05)
+    client.tasks.report(task.id, "fail", log="pump did not start")
+    assert client.tasks.wait(task.id, timeout=5).status == "failed"
+
+
+def test_wait_sees_a_report_made_while_waiting(live_url: str) -> None:
+    with tme.Client(live_url) as waiter, tme.Client(live_url) as reporter:
+        task = reporter.tasks.create(name=unique())
+        result: dict[str, object] = {}
+        polled = threading.Event()
+        original_get = waiter.tasks.get
+
+        def get_and_signal(task_id: int) -> TaskPublic:
+            found = original_get(task_id)
+            polled.set()
+            return found
+
+        waiter.tasks.get = get_and_signal  # type: ignore[method-assign]
+        thread = threading.Thread(
+            target=lambda: result.update(task=waiter.tasks.wait(task.id, timeout=10, poll_s=0.05))
+        )
+        thread.start()
+        assert polled.wait(5), "wait() never polled"
+        reporter.tasks.report(task.id, "complete")
+        thread.join(10)
+        assert not thread.is_alive()
+        assert getattr(result["task"], "status", None) == "succeeded"
+
+
+def test_not_found(client: tme.Client) -> None:
+    with pytest.raises(NotFound) as caught:
+        client.tasks.get(987_654)
+    assert caught.value.status_code == 404 and caught.value.code == "not_found"
+    with pytest.raises(NotFound):
+        client.tasks.delete(987_654)
+    with pytest.raises(NotFound):
+        client.runs.get("no-such-run")
+
+
+def test_idempotency_key_replays_and_conflicts(client: tme.Client) -> None:
+    key = uuid.uuid4().hex
+    name = unique()
+    first = client.tasks.create(name=name, idempotency_key=key)
+    again = client.tasks.create(name=name, idempotency_key=key)
+    assert again.id == first.id
+    with pytest.raises(Conflict) as caught:
+        client.tasks.create(name=name + "-other", idempotency_key=key)
+    assert caught.value.status_code == 409
+
+
+def test_server_validation_error_carries_field_errors(client: tme.Client) -> None:
+    with pytest.raises(ValidationError) as caught:
+        client.tasks.create(name=unique(), depends_on=[{"task": 987_654, "on": "success"}])
+    fields = [e["field"] for e in caught.value.field_errors]
+    assert fields == ["depends_on.0.task"]
+    assert caught.value.status_code == 422
+
+
+def test_local_validation_error_names_fields(client: tme.Client) -> None:
+    with pytest.raises(ValidationError) as caught:
+        client.tasks.create(name="", priority=42)
+    assert {e["field"] for e in caught.value.field_errors} == {"name", "priority"}
+    with pytest.raises(ValidationError) as caught:
+        client.tasks.update(1, op="noop")
+    assert caught.value.field_errors[0]["message"] == "unknown field"
+
+
+def test_health_and_ready(client: tme.Client) -> None:
+    assert client.health()["status"] == "ok"
+    assert client.ready()["status"] == "ready"
+
+
+def test_unreachable_server_raises_transport_error(closed_port_url: str) -> None:
+    with tme.Client(closed_port_url, timeout=2) as client, pytest.raises(TransportError) as caught:
+        client.tasks.get(1)
+    assert closed_port_url in caught.value.message

@@ -1,0 +1,84 @@
+"""What the SDK puts on the wire and how it reads answers the app cannot produce yet
+(auth, size limits, outages, answers that are not TME's), with httpx.MockTransport.
+
+Everything the controller can answer is tested against the real app in the other files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+import tme
+from tme.errors import APIError, AuthError, Forbidden, PayloadTooLarge, TransportError, Unavailable
+
+TASK = {"id": 3, "name": "t", "op": "external", "status": "pending",
+        "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-01T00:00:00Z"}  # fmt: skip
+
+
+def client_answering(handler: Callable[[httpx.Request], httpx.Response]) -> tme.Client:
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    return tme.Client("http://tme.test/base/", token="s3cret", http_client=http)
+
+
+def test_token_key_and_path_prefix_are_sent() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json=TASK)
+
+    client_answering(handler).tasks.create(name="t", idempotency_key="k-1")
+    request = seen[0]
+    assert str(request.url) == "http://tme.test/base/api/v1/tasks"
+    assert request.headers["Authorization"] == "Bearer s3cret"
+    assert request.headers["Idempotency-Key"] == "k-1"
+    assert request.headers["User-Agent"].startswith("tme-sdk/")
+
+
+def test_url_and_token_fall_back_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TME_URL", "http://from-env:9000/")
+    monkeypatch.setenv("TME_TOKEN", "env-token")
+    with tme.Client() as client:
+        assert client.connection.url == "http://from-env:9000"
+        assert client.connection.token == "env-token"
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(401, AuthError), (403, Forbidden), (413, PayloadTooLarge), (503, Unavailable)],
+)
+def test_error_statuses_become_typed_errors(status: int, error: type[APIError]) -> None:
+    body = {"error": {"code": "x_code", "message": "refused here", "details": {"a": 1}}}
+    client = client_answering(lambda _: httpx.Response(status, json=body))
+    with pytest.raises(error) as caught:
+        client.tasks.get(3)
+    assert (caught.value.message, caught.value.code, caught.value.details) == (
+        "refused here", "x_code", {"a": 1},
+    )  # fmt: skip
+
+
+def test_answers_that_are_not_tme_raise_api_error() -> None:
+    proxy_page = client_answering(lambda _: httpx.Response(502, text="<html>bad gateway</html>"))
+    with pytest.raises(APIError, match="HTTP 502"):
+        proxy_page.tasks.get(3)
+    wrong_app = client_answering(lambda _: httpx.Response(200, json={"hello": "world"}))
+    with pytest.raises(APIError, match="unexpected answer"):
+        wrong_app.tasks.get(3)
+
+
+def test_timeout_becomes_transport_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    with pytest.raises(TransportError, match="did not answer in time"):
+        client_answering(handler).health()
+
+
+def test_unknown_list_filter_is_refused() -> None:
+    from tme.client import calls
+
+    with pytest.raises(TypeError, match="colour"):
+        calls.list_tasks(colour="red")
