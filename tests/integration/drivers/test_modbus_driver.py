@@ -13,10 +13,10 @@ from conftest import wait_until
 from tme.drivers.modbus import ModbusDriver, modbus_rtu, modbus_tcp
 from tme.drivers.profile import DeviceProfile, load_profile
 from tme.simulators.modbus_plant import PlantSimulator
-from tme.simulators.pytest_plugin import plant_sim, still_plant_sim  # noqa: F401
 
 from tme.errors import DriverError, EnvelopeViolation
 
+pytest_plugins = ["tme.simulators.pytest_plugin"]
 PROFILES = Path(__file__).resolve().parents[3] / "configs" / "profiles"
 PUMP, TANK, CONVEYOR = 1, 2, 3
 
@@ -26,7 +26,7 @@ def profile(name: str) -> DeviceProfile:
 
 
 @pytest.fixture
-async def driver(still_plant_sim: PlantSimulator) -> AsyncIterator[ModbusDriver]:  # noqa: F811
+async def driver(still_plant_sim: PlantSimulator) -> AsyncIterator[ModbusDriver]:
     drv = modbus_tcp("127.0.0.1", still_plant_sim.port, timeout_s=0.5, retries=0)
     await drv.start()
     yield drv
@@ -35,7 +35,7 @@ async def driver(still_plant_sim: PlantSimulator) -> AsyncIterator[ModbusDriver]
 
 async def test_reads_every_table_type_scale_and_word_order(
     still_plant_sim: PlantSimulator,
-    driver: ModbusDriver,  # noqa: F811
+    driver: ModbusDriver,
 ) -> None:
     sim = still_plant_sim
     sim.write_bit(PUMP, 0, True, "coil")
@@ -70,7 +70,7 @@ async def test_reads_every_table_type_scale_and_word_order(
 
 async def test_writes_reach_the_machine(
     still_plant_sim: PlantSimulator,
-    driver: ModbusDriver,  # noqa: F811
+    driver: ModbusDriver,
 ) -> None:
     sim = still_plant_sim
     await driver.write_point(profile("pump"), PUMP, "speed_setpoint", 1500)
@@ -103,7 +103,7 @@ async def test_refused_writes_send_no_frame(
     still_plant_sim: PlantSimulator,
     driver: ModbusDriver,
     point: str,
-    value: object,  # noqa: F811
+    value: object,
 ) -> None:
     with pytest.raises(EnvelopeViolation):
         await driver.write_point(profile("pump"), PUMP, point, value)  # type: ignore[arg-type]
@@ -113,7 +113,7 @@ async def test_refused_writes_send_no_frame(
 
 async def test_exception_response_carries_the_code(
     still_plant_sim: PlantSimulator,
-    driver: ModbusDriver,  # noqa: F811
+    driver: ModbusDriver,
 ) -> None:
     still_plant_sim.inject_fault(PUMP, table="holding_register", address=0, exception=6)
     with pytest.raises(DriverError) as info:
@@ -131,7 +131,7 @@ async def test_exception_response_carries_the_code(
 
 async def test_slow_reply_times_out(
     still_plant_sim: PlantSimulator,
-    driver: ModbusDriver,  # noqa: F811
+    driver: ModbusDriver,
 ) -> None:
     still_plant_sim.inject_fault(PUMP, delay_s=2.0, remaining=1)
     with pytest.raises(DriverError) as info:
@@ -141,7 +141,7 @@ async def test_slow_reply_times_out(
 
 async def test_dropped_connection_fails_then_reconnects(
     still_plant_sim: PlantSimulator,
-    driver: ModbusDriver,  # noqa: F811
+    driver: ModbusDriver,
 ) -> None:
     still_plant_sim.write_register(PUMP, 0, 777)
     still_plant_sim.inject_fault(PUMP, drop=True, remaining=1)
@@ -168,7 +168,7 @@ async def test_rtu_round_trip(link: str) -> None:
             await drv.stop()
 
 
-async def test_plant_physics_follow_the_pump(plant_sim: PlantSimulator) -> None:  # noqa: F811
+async def test_plant_physics_follow_the_pump(plant_sim: PlantSimulator) -> None:
     drv = modbus_tcp("127.0.0.1", plant_sim.port, timeout_s=1.0)
     await drv.start()
     try:

@@ -1,0 +1,91 @@
+"""The serial driver against the simulated instrument, over socket:// and a pty."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tme.drivers.profile import load_profile
+from tme.drivers.serial import SerialDriver
+from tme.simulators.instrument import SerialInstrument
+
+from tme.errors import DriverError, EnvelopeViolation
+
+pytest_plugins = ["tme.simulators.pytest_plugin"]
+PROFILE = load_profile(Path(__file__).resolve().parents[3] / "configs/profiles/instrument.yaml")
+
+
+@pytest.fixture(params=["socket", "pty"])
+def instrument(request: pytest.FixtureRequest) -> SerialInstrument:
+    name = "instrument_sim" if request.param == "socket" else "instrument_pty_sim"
+    return request.getfixturevalue(name)
+
+
+async def test_command_round_trip(instrument: SerialInstrument) -> None:
+    driver = SerialDriver(instrument.url, timeout_s=2.0)
+    await driver.start()
+    try:
+        assert await driver.run_command(PROFILE, "identify", []) == "TME,SIM-PSU,0001,1.0"
+        assert await driver.run_command(PROFILE, "set_voltage", [12.5]) == "OK"
+        await driver.run_command(PROFILE, "output", ["ON"])
+        assert await driver.query(PROFILE, "measure_voltage", []) == 12.5
+        assert instrument.device.voltage_setpoint == 12.5 and instrument.device.output_on
+    finally:
+        await driver.stop()
+
+
+async def test_refused_command_sends_nothing(instrument_sim: SerialInstrument) -> None:
+    driver = SerialDriver(instrument_sim.url, timeout_s=2.0)
+    await driver.start()
+    try:
+        with pytest.raises(EnvelopeViolation):
+            await driver.run_command(PROFILE, "set_voltage", [31])
+        with pytest.raises(EnvelopeViolation):
+            await driver.run_command(PROFILE, "output", ["ON\nSOUR:VOLT 30"])
+        assert instrument_sim.requests == []
+    finally:
+        await driver.stop()
+
+
+async def test_device_error_reply_is_a_driver_error(instrument_sim: SerialInstrument) -> None:
+    profile = PROFILE.model_copy(
+        update={
+            "commands": {
+                **PROFILE.commands,
+                "bad": PROFILE.commands["identify"].model_copy(update={"request": "FOO"}),
+            }
+        }
+    )
+    driver = SerialDriver(instrument_sim.url, timeout_s=2.0)
+    await driver.start()
+    try:
+        with pytest.raises(DriverError, match="ERR unknown command"):
+            await driver.run_command(profile, "bad", [])
+    finally:
+        await driver.stop()
+
+
+async def test_silent_device_times_out(instrument: SerialInstrument) -> None:
+    instrument.mode = "silent"
+    driver = SerialDriver(instrument.url, timeout_s=0.3)
+    await driver.start()
+    try:
+        with pytest.raises(DriverError, match="no complete reply") as info:
+            await driver.run_command(PROFILE, "identify", [])
+        assert info.value.retryable
+        instrument.mode = "normal"
+        assert await driver.run_command(PROFILE, "identify", []) == "TME,SIM-PSU,0001,1.0"
+    finally:
+        await driver.stop()
+
+
+async def test_reply_without_line_end_is_bounded(instrument: SerialInstrument) -> None:
+    instrument.mode = "spew"
+    driver = SerialDriver(instrument.url, timeout_s=5.0, max_line_bytes=1024)
+    await driver.start()
+    try:
+        with pytest.raises(DriverError, match="longer than 1024 bytes") as info:
+            await driver.run_command(PROFILE, "identify", [])
+        assert info.value.details["bytes_discarded"] <= 2 * 1024
+    finally:
+        await driver.stop()
