@@ -220,10 +220,10 @@ class MqttLink:
             topics = list(self._subscriptions)
         for topic in topics:
             client.subscribe(topic, qos=QOS)
+        for hook in self._on_connect_hooks:  # before `connected`: a stop must come after these
+            self._guard(hook)()
         self.connected.set()
         log.info("mqtt %s: connected to %s", self.client_id, self.endpoint.host)
-        for hook in self._on_connect_hooks:
-            self._guard(hook)()
 
     def _handle_disconnect(self, *_args: Any) -> None:
         if self.connected.is_set():

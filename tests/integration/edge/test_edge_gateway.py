@@ -58,6 +58,12 @@ class EventTap:
         return self.events(command_id)
 
 
+def _offline(tap: EventTap, agent: str) -> bool:
+    return any(
+        isinstance(i, Presence) and i.agent == agent and i.state == "offline" for i in tap.items
+    )
+
+
 @pytest.fixture
 def site_setup(rabbitmq_url: str, mqtt_url: str, tmp_path: Path) -> Iterator[dict]:
     site = unique("site")
@@ -133,7 +139,7 @@ def test_held_command_expires_at_the_gateway(site_setup, agent_factory) -> None:
     agent = unique("agent")
     agent_factory(site, agent).stop()
     site_setup["gateway"]()
-    tap.wait_for(lambda: any(isinstance(i, Presence) and i.agent == agent for i in tap.items))
+    tap.wait_for(lambda: _offline(tap, agent))
     cmd = make_command(site, agent, "noop", not_after=utcnow() + timedelta(seconds=1))
     site_setup["dispatch"](cmd)
     events = tap.wait_type(cmd.id, "expired")
@@ -145,7 +151,7 @@ def test_gateway_restart_loses_nothing(site_setup, agent_factory) -> None:
     agent = unique("agent")
     agent_factory(site, agent).stop()
     first = site_setup["gateway"]()
-    tap.wait_for(lambda: any(isinstance(i, Presence) and i.agent == agent for i in tap.items))
+    tap.wait_for(lambda: _offline(tap, agent))
     cmd = make_command(site, agent, "noop")
     site_setup["dispatch"](cmd)
     tap.wait_type(cmd.id, "delivered")  # journaled and acked: RabbitMQ no longer has it
