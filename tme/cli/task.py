@@ -192,11 +192,12 @@ def _task_rows(tasks: list[Any]) -> list[list[Any]]:
 
 
 def _show_task(task: Any, runs: list[Any]) -> None:
-    skip = {"target", "schedule", "created_at", "updated_at", "started_at", "finished_at"}
+    skip = {"target", "schedule", "created_at", "started_at", "finished_at", "updated_at"}
     rows = [[k, json.dumps(v) if isinstance(v, dict | list) else v]
             for k, v in task.model_dump(mode="json").items() if k not in skip]  # fmt: skip
     rows += [["target", _target_text(task.target)], ["schedule", _schedule_text(task.schedule)]]
-    rows += [[k, _when(getattr(task, k))] for k in sorted(skip - {"target", "schedule"})]
+    times = ("created_at", "started_at", "finished_at", "updated_at")
+    rows += [[k, _when(getattr(task, k))] for k in times]
     print_table(f"Task {task.id}", ["field", "value"], rows)
     run_rows = [[r.id, r.state, r.attempt, _when(r.created_at), _when(r.finished_at), r.reason]
                 for r in runs]  # fmt: skip
