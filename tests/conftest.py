@@ -20,7 +20,9 @@ SERVICES = {
     "rabbitmq": ("127.0.0.1", 5672),
     "mosquitto": ("127.0.0.1", 1883),
 }
-POSTGRES_URL = os.environ.get("TME_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "TME_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 RABBITMQ_URL = os.environ.get("TME_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 MQTT_URL = os.environ.get("TME_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 
@@ -74,3 +76,77 @@ def mqtt_url() -> str:
 def postgres_url() -> str:
     require_service("postgresql")
     return POSTGRES_URL
+
+
+# --- the controller app ---------------------------------------------------------
+
+
+@pytest.fixture
+def app_settings(tmp_path):  # type: ignore[no-untyped-def]
+    from tme.config import Settings
+
+    return Settings(database={"url": f"sqlite:///{tmp_path}/tme.db"}, broker={"url": "memory://"})
+
+
+@pytest.fixture
+def app_engine(app_settings):  # type: ignore[no-untyped-def]
+    from tme.controller.store.db import make_engine, upgrade
+
+    engine = make_engine(app_settings.database.url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def app(app_settings, app_engine):  # type: ignore[no-untyped-def]
+    """A controller app on a fresh, upgraded SQLite database."""
+    from tme.controller.app import create_app
+
+    return create_app(app_settings, engine=app_engine)
+
+
+@pytest.fixture
+def test_client(app):  # type: ignore[no-untyped-def]
+    """An httpx.Client talking to the app in-process (its lifespan runs)."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
+def live_url(app):  # type: ignore[no-untyped-def]
+    """The app served by a real uvicorn server on a free port, in a thread."""
+    import threading
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, timeout=15, what="uvicorn to start")
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_database_url():  # type: ignore[no-untyped-def]
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    import uuid
+
+    require_service("postgresql")
+    import psycopg
+
+    name = f"tme_test_{uuid.uuid4().hex[:12]}"
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -108,9 +108,7 @@ class ValidationError(APIError):
     status_code = 422
     code = "validation_error"
 
-    def __init__(
-        self, message: str, *, field_errors: list[dict[str, Any]] | None = None
-    ) -> None:
+    def __init__(self, message: str, *, field_errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message, details=field_errors or [])
         self.field_errors = field_errors or []
 
@@ -128,8 +126,16 @@ class TransportError(TMEError):
 
 API_ERRORS_BY_STATUS: dict[int, type[APIError]] = {
     cls.status_code: cls
-    for cls in (BadRequest, AuthError, Forbidden, NotFound, Conflict, PayloadTooLarge,
-                ValidationError, Unavailable)
+    for cls in (
+        BadRequest,
+        AuthError,
+        Forbidden,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        ValidationError,
+        Unavailable,
+    )
 }
 
 

@@ -162,7 +162,12 @@ def decode_any(data: bytes | str) -> Command | Event | Presence:
         kind = json.loads(data).get("kind")
     except (ValueError, AttributeError) as exc:
         raise ProtocolError(f"not a JSON object: {exc}") from exc
-    cls = {"command": Command, "event": Event, "presence": Presence}.get(kind)
+    classes: dict[str, type[Command] | type[Event] | type[Presence]] = {
+        "command": Command,
+        "event": Event,
+        "presence": Presence,
+    }
+    cls = classes.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"unknown message kind {kind!r}")
     result: Command | Event | Presence = cls.from_json(data)

@@ -115,7 +115,12 @@ def test_deep_merge_keeps_sibling_keys(tmp_path: Path) -> None:
     assert (settings.http.host, settings.http.port) == ("10.0.0.1", 8200)
     assert settings.notifications.email.smtp_host == "mail.example.com"
     assert settings.notifications.email.smtp_port == 2525
-    assert settings.logging.loggers == {"pika": "ERROR", "amqtt": "WARNING", "urllib3": "INFO"}
+    assert settings.logging.loggers == {
+        "pika": "ERROR",
+        "amqtt": "WARNING",
+        "alembic": "WARNING",
+        "urllib3": "INFO",
+    }
     assert settings.sources["http.host"].startswith("default.yaml (")
     assert settings.sources["logging.loggers.amqtt"] == "default"
 

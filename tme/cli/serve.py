@@ -1,7 +1,62 @@
-"""`tme controller` and `tme demo` (placeholder)."""
+"""`tme controller` (serve the API) and `tme openapi` (export the OpenAPI document)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Any
 
 import typer
 
 
+def serve_controller(
+    settings: Any, *, host: str | None = None, port: int | None = None, app: Any = None
+) -> None:
+    """Serve the controller app with uvicorn until interrupted."""
+    import uvicorn
+
+    from tme.logs import configure_logging
+
+    configure_logging(settings.logging)
+    if app is None:
+        app = build_checked_app(settings)
+    uvicorn.run(
+        app,
+        host=host or settings.http.host,
+        port=port or settings.http.port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+def build_checked_app(settings: Any) -> Any:
+    """The controller app, after checking the schema so a stale one fails in one line."""
+    from tme.controller.app import create_app
+    from tme.controller.store.db import check_schema, make_engine
+
+    engine = make_engine(settings.database.url)
+    try:
+        check_schema(engine)
+    finally:
+        engine.dispose()
+    return create_app(settings)
+
+
 def register(app: typer.Typer) -> None:
-    pass
+    @app.command("controller")
+    def controller(
+        host: Annotated[str | None, typer.Option(help="Bind address (http.host).")] = None,
+        port: Annotated[int | None, typer.Option(help="Port (http.port).")] = None,
+    ) -> None:
+        """Serve the REST API (and, later, the dashboard) of the controller."""
+        from tme.config import load_settings
+
+        serve_controller(load_settings(), host=host, port=port)
+
+    @app.command("openapi")
+    def openapi() -> None:
+        """Print the OpenAPI document of the REST API as JSON."""
+        from tme.config import Settings
+        from tme.controller.app import create_app
+
+        sys.stdout.write(json.dumps(create_app(Settings()).openapi(), indent=2) + "\n")

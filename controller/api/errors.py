@@ -1,0 +1,125 @@
+"""One error shape for every 4xx and 5xx: {"error": {"code", "message", "details"}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tme.errors import APIError, IllegalTransition
+
+log = logging.getLogger("tme.api")
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    fields: list[dict[str, Any]] = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        kind = str(err.get("type", "value_error"))
+        message = str(err.get("msg", "invalid"))
+        if kind == "extra_forbidden":
+            message = "unknown field"
+        message = message.removeprefix("Value error, ")
+        fields.append({"field": _field_name(loc), "message": message, "type": kind})
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+    unknown = [f["field"] for f in fields if f["type"] == "extra_forbidden"]
+    if unknown:
+        summary = f"unknown field(s): {', '.join(unknown)}" + (
+            f"; {summary}" if len(unknown) < len(fields) else ""
+        )
+    return f"invalid request: {summary}", fields
+
+
+async def _validation(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return error_response(
+            400,
+            "malformed_json",
+            "the request body is not valid JSON",
+            [
+                {"field": "body", "message": str(e.get("msg")), "type": "json_invalid"}
+                for e in errors
+            ],
+        )
+    message, fields = describe_validation(errors)
+    return error_response(422, "validation_error", message, fields)
+
+
+async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, APIError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details)
+
+
+async def _illegal(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, IllegalTransition)
+    return error_response(409, exc.code, exc.message, exc.details)
+
+
+async def _http(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    if exc.status_code == 404 and message == "Not Found":
+        message = "no such path"
+    return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
+
+
+async def _integrity(_request: Request, exc: Exception) -> JSONResponse:
+    log.warning("conflicting write: %s", exc)
+    return error_response(409, "conflict", "the write conflicted with a concurrent one; retry")
+
+
+async def _db_down(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("database unavailable: %s", exc)
+    return error_response(
+        503, "unavailable", "the database is unavailable", None, {"Retry-After": "5"}
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "internal error; the controller log has details")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(IllegalTransition, _illegal)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(IntegrityError, _integrity)
+    app.add_exception_handler(OperationalError, _db_down)
+    app.add_exception_handler(Exception, _unexpected)

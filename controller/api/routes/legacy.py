@@ -1,0 +1,79 @@
+"""The documented task paths, kept exactly as the seed describes them.
+
+    POST /tasks/create          201, the new task (with its id)
+    GET  /tasks/                a JSON list of tasks (Link: rel="next" when there are more)
+    PUT|PATCH /task/<id>/       update fields or report status (started/complete/fail)
+    DELETE /task/<id>[/]        204
+
+They share their bodies and behaviour with /api/v1/tasks.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from tme.controller.api.deps import RunReadyDep, SessionDep, TaskId
+from tme.controller.api.routes.tasks import (
+    IdempotencyKey,
+    create_and_commit,
+    delete_and_commit,
+    update_and_commit,
+)
+from tme.controller.services import tasks as service
+from tme.controller.services.tasks import TaskFilters, to_public
+
+from tme.schemas import TaskCreate, TaskPublic, TaskUpdate
+
+router = APIRouter(tags=["tasks (documented paths)"])
+
+
+@router.post("/tasks/create", status_code=201, response_model=TaskPublic)
+def create_task(
+    body: TaskCreate,
+    response: Response,
+    session: SessionDep,
+    on_run_ready: RunReadyDep,
+    idempotency_key: IdempotencyKey = None,
+) -> TaskPublic:
+    return create_and_commit(session, body, response, idempotency_key, on_run_ready)
+
+
+@router.get("/tasks/", response_model=list[TaskPublic])
+def list_tasks(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    status: Annotated[str | None, Query(max_length=16)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> list[TaskPublic]:
+    rows, next_cursor = service.list_tasks(
+        session, TaskFilters(status=status), limit=limit, cursor=cursor
+    )
+    if next_cursor:
+        next_url = request.url.include_query_params(cursor=next_cursor)
+        response.headers["Link"] = f'<{next_url}>; rel="next"'
+    return [to_public(t) for t in rows]
+
+
+@router.get("/task/{task_id}/", response_model=TaskPublic)
+def get_task(task_id: TaskId, session: SessionDep) -> TaskPublic:
+    return to_public(service.get_task(session, task_id))
+
+
+@router.put("/task/{task_id}/", response_model=TaskPublic)
+@router.patch("/task/{task_id}/", response_model=TaskPublic)
+@router.put("/task/{task_id}", response_model=TaskPublic, include_in_schema=False)
+@router.patch("/task/{task_id}", response_model=TaskPublic, include_in_schema=False)
+def update_task(task_id: TaskId, body: TaskUpdate, session: SessionDep) -> TaskPublic:
+    """Update fields and/or report status. PUT and PATCH behave alike, as in the seed."""
+    return update_and_commit(session, task_id, body)
+
+
+@router.delete("/task/{task_id}", status_code=204, response_class=Response)
+@router.delete(
+    "/task/{task_id}/", status_code=204, response_class=Response, include_in_schema=False
+)
+def delete_task(task_id: TaskId, session: SessionDep) -> Response:
+    return delete_and_commit(session, task_id)

@@ -1,0 +1,111 @@
+"""/api/v1/tasks: create, list (filters, keyset pages), get, patch, delete, runs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from tme.controller.api.deps import RunReadyDep, SessionDep, TaskId
+from tme.controller.services import tasks as service
+from tme.controller.services.queries import list_runs
+from tme.controller.services.tasks import TaskFilters, to_public
+
+from tme.schemas import Page, RunPublic, TaskCreate, TaskPublic, TaskUpdate
+
+router = APIRouter(prefix="/api/v1", tags=["tasks"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Same key and body returns the same task; another body is 409",
+    ),
+]
+
+
+def create_and_commit(
+    session: SessionDep,
+    body: TaskCreate,
+    response: Response,
+    key: str | None,
+    on_run_ready: RunReadyDep,
+) -> TaskPublic:
+    task, created = service.create_task(
+        session, body, idempotency_key=key, on_run_ready=on_run_ready
+    )
+    session.commit()
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/api/v1/tasks/{task.id}"
+    return to_public(task)
+
+
+def update_and_commit(session: SessionDep, task_id: int, body: TaskUpdate) -> TaskPublic:
+    task = service.update_task(session, task_id, body)
+    session.commit()
+    return to_public(task)
+
+
+def delete_and_commit(session: SessionDep, task_id: int) -> Response:
+    service.delete_task(session, task_id)
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.post("/tasks", status_code=201, response_model=TaskPublic)
+def create_task(
+    body: TaskCreate,
+    response: Response,
+    session: SessionDep,
+    on_run_ready: RunReadyDep,
+    idempotency_key: IdempotencyKey = None,
+) -> TaskPublic:
+    return create_and_commit(session, body, response, idempotency_key, on_run_ready)
+
+
+@router.get("/tasks", response_model=Page[TaskPublic])
+def list_tasks(
+    session: SessionDep,
+    status: Annotated[str | None, Query(max_length=16)] = None,
+    site: Annotated[str | None, Query(max_length=64)] = None,
+    agent: Annotated[str | None, Query(max_length=64)] = None,
+    op: Annotated[str | None, Query(max_length=32)] = None,
+    q: Annotated[
+        str | None, Query(max_length=200, description="search name and description")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> Page[TaskPublic]:
+    filters = TaskFilters(status=status, site=site, agent=agent, op=op, search=q)
+    rows, next_cursor = service.list_tasks(session, filters, limit=limit, cursor=cursor)
+    return Page[TaskPublic](items=[to_public(t) for t in rows], next_cursor=next_cursor)
+
+
+@router.get("/tasks/{task_id}", response_model=TaskPublic)
+def get_task(task_id: TaskId, session: SessionDep) -> TaskPublic:
+    return to_public(service.get_task(session, task_id))
+
+
+@router.patch("/tasks/{task_id}", response_model=TaskPublic)
+def patch_task(task_id: TaskId, body: TaskUpdate, session: SessionDep) -> TaskPublic:
+    return update_and_commit(session, task_id, body)
+
+
+@router.delete("/tasks/{task_id}", status_code=204, response_class=Response)
+def delete_task(task_id: TaskId, session: SessionDep) -> Response:
+    return delete_and_commit(session, task_id)
+
+
+@router.get("/tasks/{task_id}/runs", response_model=Page[RunPublic])
+def task_runs(
+    task_id: TaskId,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> Page[RunPublic]:
+    service.get_task(session, task_id)
+    rows, next_cursor = list_runs(session, task_id, limit=limit, cursor=cursor)
+    return Page[RunPublic](
+        items=[RunPublic.model_validate(r) for r in rows], next_cursor=next_cursor
+    )

@@ -1,0 +1,54 @@
+"""The controller's FastAPI application.
+
+`create_app(settings)` builds the app; nothing connects until its lifespan runs.
+The engine is made (and the schema checked) at start-up, so a controller on an
+out-of-date database refuses to start and says which command fixes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+from tme.controller.api import errors
+from tme.controller.api.limits import BodySizeLimit
+from tme.controller.api.routes import health, legacy, runs, tasks
+from tme.controller.store.db import check_schema, make_engine
+
+import tme
+
+DESCRIPTION = """
+TME stores tasks for machines at remote sites, runs them on schedule or when their
+dependencies settle, and records every run. Every error has one shape:
+`{"error": {"code", "message", "details"}}`.
+"""
+
+
+def create_app(settings: Any, *, engine: Engine | None = None) -> FastAPI:
+    """Build the controller app. Pass `engine` to share one (tests, the demo)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_engine = app.state.engine is None
+        if own_engine:
+            app.state.engine = make_engine(settings.database.url, echo=settings.database.echo)
+        check_schema(app.state.engine)
+        try:
+            yield
+        finally:
+            if own_engine:
+                app.state.engine.dispose()
+
+    app = FastAPI(title="TME", version=tme.__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.readiness_checks = {}
+    app.state.on_run_ready = None
+    errors.install(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.http.max_body_bytes)
+    for router in (health.router, legacy.router, tasks.router, runs.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,37 @@
+"""Keyset pagination: page 1,000 costs what page 1 costs.
+
+A cursor is the opaque, URL-safe encoding of the last row's sort key.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from tme.errors import ValidationError
+
+MAX_PAGE = 1000
+
+
+def encode_cursor(*key: Any) -> str:
+    raw = json.dumps(list(key), separators=(",", ":"), default=str).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        key = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _bad_cursor() from exc
+    if not isinstance(key, list) or len(key) != arity:
+        raise _bad_cursor()
+    return key
+
+
+def _bad_cursor() -> ValidationError:
+    return ValidationError(
+        "invalid cursor: pass the next_cursor of a previous page unchanged",
+        field_errors=[{"field": "cursor", "message": "invalid cursor", "type": "value_error"}],
+    )

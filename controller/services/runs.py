@@ -1,0 +1,112 @@
+"""Moving runs between states: the one place that writes a transition.
+
+Every transition goes through `transition`, which checks it against the state
+machine in tme.states, records a RunEvent with its time and reason, keeps the
+run's timestamps and its task's denormalised status in step, and applies a wire
+event at most once (by event id).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, select
+from tme.controller.store.models import Run, RunEvent, RunLog, Task, utcnow
+
+from tme.states import RunState, check_transition
+
+
+def start_run(session: Session, task: Task, *, reason: str, source: str, attempt: int = 1) -> Run:
+    """Create a run of `task` in state pending and make it the task's latest run."""
+    run = Run(task_id=task.id or 0, state=RunState.pending, attempt=attempt)
+    session.add(run)
+    session.add(
+        RunEvent(
+            run_id=run.id,
+            at=run.created_at,
+            from_state=None,
+            to_state=RunState.pending,
+            reason=reason,
+            source=source,
+        )
+    )
+    task.latest_run_id = run.id
+    task.status = RunState.pending
+    task.started_at = None
+    task.finished_at = None
+    task.updated_at = run.created_at
+    session.add(task)
+    return run
+
+
+def already_applied(session: Session, event_id: str | None) -> bool:
+    if event_id is None:
+        return False
+    found = session.exec(select(RunEvent.id).where(RunEvent.event_id == event_id)).first()
+    return found is not None
+
+
+def transition(
+    session: Session,
+    run: Run,
+    to_state: RunState | str,
+    *,
+    reason: str = "",
+    source: str = "controller",
+    at: datetime | None = None,
+    event_id: str | None = None,
+    result: dict[str, Any] | None = None,
+) -> bool:
+    """Move `run` to `to_state`; False when it was already there or the event was seen.
+
+    Raises tme.errors.IllegalTransition for a move the state machine refuses.
+    """
+    if already_applied(session, event_id):
+        return False
+    target = RunState(to_state)
+    if not check_transition(run.state, target):
+        return False
+    at = at or utcnow()
+    session.add(
+        RunEvent(
+            run_id=run.id,
+            at=at,
+            from_state=run.state,
+            to_state=target,
+            reason=reason,
+            source=source,
+            event_id=event_id,
+        )
+    )
+    run.state = target
+    run.updated_at = at
+    if reason:
+        run.reason = reason
+    if result is not None:
+        run.result = result
+    if target == RunState.running and run.started_at is None:
+        run.started_at = at
+    if target.is_final:
+        run.finished_at = at
+    session.add(run)
+    _mirror_on_task(session, run)
+    return True
+
+
+def _mirror_on_task(session: Session, run: Run) -> None:
+    task = session.get(Task, run.task_id)
+    if task is None or task.latest_run_id != run.id:
+        return
+    task.status = run.state
+    task.started_at = run.started_at
+    task.finished_at = run.finished_at
+    task.updated_at = run.updated_at
+    session.add(task)
+
+
+def append_log(session: Session, run: Run, text: str, at: datetime | None = None) -> None:
+    """Store log output, one row per line."""
+    at = at or utcnow()
+    for line in text.splitlines() or [""]:
+        session.add(RunLog(run_id=run.id, at=at, line=line))

@@ -1,0 +1,308 @@
+"""Task use cases shared by the documented /tasks paths and /api/v1.
+
+Each function takes an open session; the caller's transaction makes the whole
+use case atomic, so a refused request writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, or_
+from sqlmodel import Session, col, select
+from tme.controller.services import runs as run_service
+from tme.controller.services.paging import MAX_PAGE, decode_cursor, encode_cursor
+from tme.controller.store.models import IdempotencyKey, Run, Task, TaskDependency, utcnow
+
+from tme.errors import Conflict, NotFound, ValidationError
+from tme.schemas import (
+    Dependency,
+    Target,
+    TaskCreate,
+    TaskPublic,
+    TaskUpdate,
+    validate_task_shape,
+)
+from tme.states import RunState
+
+# Called with (session, run, task) when a new run is ready to go to an agent;
+# the dispatcher installs one that queues it and writes the outbox row.
+RunReadyHook = Callable[[Session, Run, Task], None]
+
+
+@dataclass(frozen=True)
+class TaskFilters:
+    status: str | None = None
+    site: str | None = None
+    agent: str | None = None
+    op: str | None = None
+    search: str | None = None
+
+
+def to_public(task: Task) -> TaskPublic:
+    target = Target(site=task.site, agent=task.agent, device=task.device) if task.site else None
+    return TaskPublic.model_validate(
+        {**task.model_dump(), "target": target, "retries": task.retries or {}}
+    )
+
+
+def get_task(session: Session, task_id: int) -> Task:
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"task {task_id} does not exist", details={"task_id": task_id})
+    return task
+
+
+def request_hash(data: TaskCreate) -> str:
+    canonical = json.dumps(data.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def create_task(
+    session: Session,
+    data: TaskCreate,
+    *,
+    idempotency_key: str | None = None,
+    on_run_ready: RunReadyHook | None = None,
+) -> tuple[Task, bool]:
+    """Store a new task; return it and whether it was created (False: idempotent replay)."""
+    if idempotency_key is not None:
+        replay = _idempotent_replay(session, idempotency_key, request_hash(data))
+        if replay is not None:
+            return replay, False
+    _check_dependencies(session, None, data.depends_on)
+    task = Task(
+        name=data.name,
+        description=data.description,
+        op=data.op,
+        params=data.params,
+        cmd=data.cmd,
+        schedule=data.schedule.model_dump(mode="json") if data.schedule else None,
+        depends_on=[d.model_dump() for d in data.depends_on],
+        timeout_s=data.timeout_s,
+        retries=data.retries.model_dump(),
+        priority=data.priority,
+        assigned_to=data.assigned_to,
+        **_target_columns(data.target),
+    )
+    session.add(task)
+    session.flush()  # assigns the id
+    _store_edges(session, task, data.depends_on)
+    if idempotency_key is not None:
+        session.add(
+            IdempotencyKey(
+                key=idempotency_key, request_hash=request_hash(data), task_id=task.id or 0
+            )
+        )
+    if data.schedule is None and not data.depends_on:
+        run = run_service.start_run(session, task, reason="created", source="api")
+        if on_run_ready is not None:
+            on_run_ready(session, run, task)
+    return task, True
+
+
+def _idempotent_replay(session: Session, key: str, digest: str) -> Task | None:
+    stored = session.get(IdempotencyKey, key)
+    if stored is None:
+        return None
+    if stored.request_hash != digest:
+        raise Conflict(
+            "this Idempotency-Key was already used with a different request body",
+            details={"idempotency_key": key, "task_id": stored.task_id},
+        )
+    task = session.get(Task, stored.task_id)
+    if task is None:
+        raise Conflict(
+            "this Idempotency-Key belongs to a task that was deleted",
+            details={"idempotency_key": key, "task_id": stored.task_id},
+        )
+    return task
+
+
+def _target_columns(target: Target | None) -> dict[str, Any]:
+    if target is None:
+        return {"site": None, "agent": None, "device": None}
+    return {"site": target.site, "agent": target.agent, "device": target.device}
+
+
+def _check_dependencies(session: Session, task_id: int | None, deps: list[Dependency]) -> None:
+    errors = []
+    for index, dep in enumerate(deps):
+        if dep.task == task_id:
+            errors.append(
+                _field_error(f"depends_on.{index}.task", "a task cannot depend on itself")
+            )
+        elif session.get(Task, dep.task) is None:
+            errors.append(
+                _field_error(f"depends_on.{index}.task", f"task {dep.task} does not exist")
+            )
+    if errors:
+        raise ValidationError("invalid dependencies", field_errors=errors)
+    if task_id is not None:
+        cycle = _find_cycle(session, task_id, [d.task for d in deps])
+        if cycle:
+            path = " -> ".join(str(t) for t in cycle)
+            raise ValidationError(
+                f"dependency cycle: {path}",
+                field_errors=[_field_error("depends_on", f"dependency cycle: {path}")],
+            )
+
+
+def _find_cycle(session: Session, start: int, first_hops: list[int]) -> list[int] | None:
+    """Depth-first search from start's new predecessors back to start."""
+    stack: list[tuple[int, list[int]]] = [(t, [start, t]) for t in first_hops]
+    seen: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if node == start:
+            return path
+        if node in seen:
+            continue
+        seen.add(node)
+        predecessors = session.exec(
+            select(TaskDependency.predecessor_id).where(TaskDependency.task_id == node)
+        ).all()
+        stack.extend((p, [*path, p]) for p in predecessors)
+    return None
+
+
+def _store_edges(session: Session, task: Task, deps: list[Dependency]) -> None:
+    for old in session.exec(select(TaskDependency).where(TaskDependency.task_id == task.id)):
+        session.delete(old)
+    session.flush()
+    for dep in deps:
+        session.add(TaskDependency(task_id=task.id or 0, predecessor_id=dep.task, on=dep.on))
+
+
+def _field_error(field: str, message: str) -> dict[str, str]:
+    return {"field": field, "message": message, "type": "value_error"}
+
+
+def update_task(session: Session, task_id: int, update: TaskUpdate) -> Task:
+    """Change fields and/or apply a status report (external tasks)."""
+    task = get_task(session, task_id)
+    changes = update.field_changes
+    if changes:
+        _apply_field_changes(session, task, changes)
+    if update.run_state is not None:
+        _report_status(session, task, update)
+    task.updated_at = utcnow()
+    session.add(task)
+    return task
+
+
+def _apply_field_changes(session: Session, task: Task, changes: dict[str, Any]) -> None:
+    target = changes.pop("target", _UNSET)
+    if target is not _UNSET:
+        task.site, task.agent, task.device = _target_columns(target).values()
+    current_target = (
+        _target_columns(None)
+        if not task.site
+        else {"site": task.site, "agent": task.agent, "device": task.device}
+    )
+    params = changes.get("params", task.params) or {}
+    cmd = changes.get("cmd", task.cmd)
+    try:
+        target_model = Target(**current_target) if current_target["site"] else None
+        changes["params"] = validate_task_shape(task.op, target_model, params, cmd)
+    except ValueError as exc:
+        raise ValidationError(
+            f"invalid task: {_plain(exc)}", field_errors=[_field_error("params", _plain(exc))]
+        ) from exc
+    if "depends_on" in changes:
+        deps = changes["depends_on"] or []
+        _check_dependencies(session, task.id, deps)
+        _store_edges(session, task, deps)
+        changes["depends_on"] = [d.model_dump() for d in deps]
+    if "schedule" in changes:
+        schedule = changes["schedule"]
+        changes["schedule"] = schedule.model_dump(mode="json") if schedule else None
+    if "retries" in changes:
+        changes["retries"] = changes["retries"].model_dump() if changes["retries"] else {}
+    for key, value in changes.items():
+        setattr(task, key, value)
+
+
+_UNSET: Any = object()
+
+
+def _plain(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        return "; ".join(str(e.get("msg")) for e in errors())
+    return str(exc)
+
+
+def _report_status(session: Session, task: Task, update: TaskUpdate) -> None:
+    if task.op != "external":
+        raise Conflict(
+            f"the status of a {task.op} task is reported by its agent, not through the API",
+            details={"task_id": task.id, "op": task.op},
+        )
+    state = update.run_state
+    assert state is not None
+    run = session.get(Run, task.latest_run_id) if task.latest_run_id else None
+    if run is None or (RunState(run.state).is_final and state == RunState.running):
+        attempt = 1 if run is None else run.attempt + 1
+        run = run_service.start_run(
+            session, task, reason="status report", source="api", attempt=attempt
+        )
+    details = update.details
+    reason = str(details.get("reason", "")) if details else ""
+    run_service.transition(
+        session,
+        run,
+        state,
+        reason=reason or f"reported {update.status}",
+        source="api",
+        result=details,
+    )
+    if update.log:
+        run_service.append_log(session, run, update.log)
+
+
+def delete_task(session: Session, task_id: int) -> None:
+    task = get_task(session, task_id)
+    dependents = sorted(
+        session.exec(
+            select(TaskDependency.task_id).where(TaskDependency.predecessor_id == task_id)
+        ).all()
+    )
+    if dependents:
+        raise Conflict(
+            f"task {task_id} is a dependency of tasks {dependents}; change or delete them first",
+            details={"task_id": task_id, "dependents": dependents},
+        )
+    session.delete(task)
+
+
+def list_tasks(
+    session: Session, filters: TaskFilters, *, limit: int = 100, cursor: str | None = None
+) -> tuple[list[Task], str | None]:
+    """Newest first, keyset-paginated by id."""
+    limit = max(1, min(limit, MAX_PAGE))
+    query = select(Task)
+    if filters.status:
+        query = query.where(Task.status == filters.status)
+    if filters.site:
+        query = query.where(Task.site == filters.site)
+    if filters.agent:
+        query = query.where(Task.agent == filters.agent)
+    if filters.op:
+        query = query.where(Task.op == filters.op)
+    if filters.search:
+        pattern = f"%{filters.search.lower()}%"
+        query = query.where(
+            or_(func.lower(Task.name).like(pattern), func.lower(Task.description).like(pattern))
+        )
+    if cursor:
+        (last_id,) = decode_cursor(cursor, 1)
+        query = query.where(col(Task.id) < int(last_id))
+    rows = list(session.exec(query.order_by(col(Task.id).desc()).limit(limit + 1)).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (encode_cursor(rows[-1].id) if more and rows else None)

@@ -1,0 +1,211 @@
+"""The controller's tables (SQLModel).
+
+Tasks say what to do; runs are executions of a task; run events record every
+state transition with its time and reason. Fleet tables (sites, agents, devices)
+are filled from presence. The outbox holds commands to publish, written in the
+same transaction as the run moving to queued.
+
+Every timestamp is stored as UTC and read back timezone-aware.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Index,
+    Integer,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Store naive UTC, return aware UTC (SQLite keeps no time zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+# 64-bit ids on PostgreSQL; SQLite only autoincrements a column declared INTEGER.
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def _ts(nullable: bool = False, index: bool = False) -> Any:
+    if nullable:
+        return Field(default=None, sa_type=UTCDateTime, nullable=True, index=index)
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=index)
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        Index("ix_tasks_status_id", "status", "id"),
+        Index("ix_tasks_site_id", "site", "id"),
+        Index("ix_tasks_agent_id", "agent", "id"),
+        Index("ix_tasks_op_id", "op", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInt)
+    name: str = Field(max_length=200)
+    description: str = Field(default="", max_length=4000)
+    op: str = Field(max_length=32)
+    site: str | None = Field(default=None, max_length=64)
+    agent: str | None = Field(default=None, max_length=64)
+    device: str | None = Field(default=None, max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    cmd: str | None = Field(default=None, max_length=4000)
+    schedule: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    depends_on: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    timeout_s: float | None = None
+    retries: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    priority: int = 5
+    assigned_to: str | None = Field(default=None, max_length=200)
+    # Denormalised from the latest run so list filters use an index.
+    status: str = Field(default="idle", max_length=16)
+    latest_run_id: str | None = Field(default=None, max_length=36)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    started_at: datetime | None = _ts(nullable=True)
+    finished_at: datetime | None = _ts(nullable=True)
+
+
+class TaskDependency(SQLModel, table=True):
+    """An edge: `task_id` runs after `predecessor_id` settles with outcome `on`."""
+
+    __tablename__ = "task_dependencies"
+
+    task_id: int = Field(
+        foreign_key="tasks.id", primary_key=True, sa_type=BigInt, ondelete="CASCADE"
+    )
+    predecessor_id: int = Field(
+        foreign_key="tasks.id", primary_key=True, sa_type=BigInt, index=True
+    )
+    on: str = Field(default="success", max_length=8)
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_task_created", "task_id", "created_at", "id"),)
+
+    # The run id is also the command id the agent dedups by.
+    id: str = Field(default_factory=new_uuid, primary_key=True, max_length=36)
+    task_id: int = Field(foreign_key="tasks.id", sa_type=BigInt, ondelete="CASCADE")
+    state: str = Field(default="pending", max_length=16, index=True)
+    attempt: int = 1
+    reason: str = Field(default="", max_length=2000)
+    result: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    not_after: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    started_at: datetime | None = _ts(nullable=True)
+    finished_at: datetime | None = _ts(nullable=True)
+
+
+class RunEvent(SQLModel, table=True):
+    """One state transition of a run (or a late result beside a final state)."""
+
+    __tablename__ = "run_events"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInt)
+    run_id: str = Field(foreign_key="runs.id", max_length=36, index=True, ondelete="CASCADE")
+    at: datetime = _ts()
+    from_state: str | None = Field(default=None, max_length=16)
+    to_state: str = Field(max_length=16)
+    reason: str = Field(default="", max_length=2000)
+    source: str = Field(default="", max_length=32)
+    # Id of the wire event that caused it, so a redelivered event is applied once.
+    event_id: str | None = Field(default=None, max_length=36, unique=True)
+
+
+class RunLog(SQLModel, table=True):
+    __tablename__ = "run_logs"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInt)
+    run_id: str = Field(foreign_key="runs.id", max_length=36, index=True, ondelete="CASCADE")
+    at: datetime = _ts()
+    line: str
+
+
+class IdempotencyKey(SQLModel, table=True):
+    __tablename__ = "idempotency_keys"
+
+    key: str = Field(primary_key=True, max_length=200)
+    request_hash: str = Field(max_length=64)
+    task_id: int = Field(sa_type=BigInt)
+    created_at: datetime = _ts()
+
+
+class Outbox(SQLModel, table=True):
+    """A command waiting to be published to RabbitMQ with a confirm."""
+
+    __tablename__ = "outbox"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInt)
+    run_id: str = Field(max_length=36, index=True)
+    site: str = Field(max_length=64)
+    body: str
+    created_at: datetime = _ts()
+    published_at: datetime | None = _ts(nullable=True, index=True)
+    attempts: int = 0
+    last_error: str = Field(default="", max_length=2000)
+
+
+class Site(SQLModel, table=True):
+    __tablename__ = "sites"
+
+    name: str = Field(primary_key=True, max_length=64)
+    created_at: datetime = _ts()
+    last_seen: datetime | None = _ts(nullable=True)
+
+
+class Agent(SQLModel, table=True):
+    __tablename__ = "agents"
+    __table_args__ = (UniqueConstraint("site", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(max_length=64, index=True)
+    name: str = Field(max_length=64)
+    role: str = Field(default="agent", max_length=16)
+    online: bool = False
+    last_seen: datetime | None = _ts(nullable=True)
+    state_changed_at: datetime | None = _ts(nullable=True)
+
+
+class Device(SQLModel, table=True):
+    __tablename__ = "devices"
+    __table_args__ = (UniqueConstraint("site", "agent", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    site: str = Field(max_length=64, index=True)
+    agent: str = Field(max_length=64)
+    name: str = Field(max_length=64)
+    driver: str = Field(default="", max_length=32)
+    profile: str = Field(default="", max_length=200)
+    points: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    updated_at: datetime = _ts()
