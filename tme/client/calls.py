@@ -79,20 +79,32 @@ def _json(response: httpx.Response) -> Any:
 
 
 def _field_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"], "type": err["type"]}
-        for err in exc.errors()
-    ]
+    """Pydantic's errors in the API's 422 shape, worded as the API words them."""
+    errors = []
+    for err in exc.errors():
+        message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        errors.append(
+            {"field": field, "message": message.removeprefix("Value error, "), "type": err["type"]}
+        )
+    return errors
+
+
+def summarize(field_errors: list[dict[str, Any]]) -> str:
+    """'a.b: message; c: message': one line naming every field that is wrong."""
+    return "; ".join(f"{e.get('field') or 'body'}: {e.get('message', '')}" for e in field_errors)
 
 
 def validated(model: type[pydantic.BaseModel], fields: Mapping[str, Any]) -> Any:
-    """Build a request model, raising TME's ValidationError (same shape as the API's 422)."""
+    """Build a request model, raising TME's ValidationError (same shape as the API's 422).
+
+    Checking here gives the same answer the server would, without a round trip.
+    """
     try:
         return model.model_validate(dict(fields))
     except pydantic.ValidationError as exc:
         errors = _field_errors(exc)
-        summary = "; ".join(f"{e['field'] or 'body'}: {e['message']}" for e in errors)
-        raise ValidationError(f"invalid {model.__name__}: {summary}", field_errors=errors) from exc
+        raise ValidationError(f"invalid request: {summarize(errors)}", field_errors=errors) from exc
 
 
 # --- tasks ---------------------------------------------------------------------
