@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, select
-from tme.controller.store.models import Run, RunEvent, RunLog, Task, utcnow
 
+from tme.controller.store.models import Run, RunEvent, RunLog, Task, utcnow
+from tme.errors import IllegalTransition
 from tme.states import RunState, check_transition
 
 
@@ -110,3 +111,56 @@ def append_log(session: Session, run: Run, text: str, at: datetime | None = None
     at = at or utcnow()
     for line in text.splitlines() or [""]:
         session.add(RunLog(run_id=run.id, at=at, line=line))
+
+
+def record_hop(
+    session: Session,
+    run: Run,
+    state: RunState | str,
+    *,
+    reason: str = "",
+    source: str = "controller",
+    at: datetime | None = None,
+    event_id: str | None = None,
+    result: dict[str, Any] | None = None,
+) -> bool:
+    """Apply a hop reported by the path (dispatcher, gateway, agent), tolerating reordering.
+
+    A hop that moves the run forward is a transition. A hop that arrives after the
+    run moved past it (a late "delivered") is still recorded with its time, and a
+    final outcome that arrives after another final state (a result after a timeout)
+    is kept beside it as a late result; neither changes the run's state.
+    """
+    if already_applied(session, event_id):
+        return False
+    target = RunState(state)
+    try:
+        return transition(
+            session,
+            run,
+            target,
+            reason=reason,
+            source=source,
+            at=at,
+            event_id=event_id,
+            result=result,
+        )
+    except IllegalTransition:
+        pass
+    late = "late result" if target.is_final else "out of order"
+    note = f"{late}: {reason}" if reason else late
+    session.add(
+        RunEvent(
+            run_id=run.id,
+            at=at or utcnow(),
+            from_state=run.state,
+            to_state=target,
+            reason=note[:2000],
+            source=source,
+            event_id=event_id,
+        )
+    )
+    if target.is_final and result is not None:
+        run.result = {**(run.result or {}), "late_result": result}
+        session.add(run)
+    return False
