@@ -13,12 +13,14 @@ from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
+
+import tme
+from tme.bus import Bus
 from tme.controller.api import errors
 from tme.controller.api.limits import BodySizeLimit
 from tme.controller.api.routes import health, legacy, runs, tasks
+from tme.controller.runtime import ControllerRuntime
 from tme.controller.store.db import check_schema, make_engine
-
-import tme
 
 DESCRIPTION = """
 TME stores tasks for machines at remote sites, runs them on schedule or when their
@@ -27,8 +29,14 @@ dependencies settle, and records every run. Every error has one shape:
 """
 
 
-def create_app(settings: Any, *, engine: Engine | None = None) -> FastAPI:
-    """Build the controller app. Pass `engine` to share one (tests, the demo)."""
+def create_app(
+    settings: Any, *, engine: Engine | None = None, bus: Bus | None = None, runtime: bool = True
+) -> FastAPI:
+    """Build the controller app.
+
+    Pass `engine` or `bus` to share them (tests, the demo); `runtime=False` serves
+    the API without dispatching to machines.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,9 +44,17 @@ def create_app(settings: Any, *, engine: Engine | None = None) -> FastAPI:
         if own_engine:
             app.state.engine = make_engine(settings.database.url, echo=settings.database.echo)
         check_schema(app.state.engine)
+        moving = ControllerRuntime(settings, app.state.engine, bus) if runtime else None
+        if moving is not None:
+            moving.start()
+            app.state.runtime = moving
+            app.state.on_run_ready = moving.on_run_ready
+            app.state.readiness_checks["broker"] = moving.check_bus
         try:
             yield
         finally:
+            if moving is not None:
+                moving.stop()
             if own_engine:
                 app.state.engine.dispose()
 
@@ -47,6 +63,7 @@ def create_app(settings: Any, *, engine: Engine | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.readiness_checks = {}
     app.state.on_run_ready = None
+    app.state.runtime = None
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.http.max_body_bytes)
     for router in (health.router, legacy.router, tasks.router, runs.router):

@@ -1,0 +1,98 @@
+"""Apply what comes back from the sites to the database, idempotently.
+
+Agent and gateway events move runs (through `record_hop`, which tolerates
+reordering and keeps final states final); presence updates sites, agents and
+devices. Applying the same message twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlmodel import Session, select
+
+from tme.controller.services.runs import append_log, record_hop
+from tme.controller.store.models import Agent, Device, Run, Site, utcnow
+from tme.protocol import Event, Presence
+from tme.states import RunState
+
+log = logging.getLogger("tme.events")
+
+EVENT_STATES: dict[str, RunState] = {
+    "delivered": RunState.delivered,
+    "accepted": RunState.accepted,
+    "rejected": RunState.rejected,
+    "expired": RunState.expired,
+    "started": RunState.running,
+    "succeeded": RunState.succeeded,
+    "failed": RunState.failed,
+    "timed_out": RunState.timed_out,
+    "canceled": RunState.canceled,
+}
+
+
+def apply_event(session: Session, event: Event) -> bool:
+    """Apply one run event; False when it changed nothing (duplicate, unknown run, log only)."""
+    run = session.get(Run, event.command_id)
+    if run is None:
+        log.warning("event %s for unknown run %s dropped", event.type, event.command_id)
+        return False
+    if event.line is not None:
+        append_log(session, run, event.line, at=event.at)
+    state = EVENT_STATES.get(event.type)
+    if state is None:  # progress, log, stop_requested: information only
+        return False
+    reason = event.reason or event.type
+    return record_hop(
+        session,
+        run,
+        state,
+        reason=reason,
+        source=event.source,
+        at=event.at,
+        event_id=event.id,
+        result=event.result,
+    )
+
+
+def apply_presence(session: Session, presence: Presence) -> None:
+    now = utcnow()
+    site = session.get(Site, presence.site) or Site(name=presence.site)
+    site.last_seen = max(site.last_seen or presence.at, presence.at)
+    session.add(site)
+    agent = session.exec(
+        select(Agent).where(Agent.site == presence.site, Agent.name == presence.agent)
+    ).first() or Agent(site=presence.site, name=presence.agent, role=presence.role)
+    if agent.state_changed_at is not None and presence.at < agent.state_changed_at:
+        return  # an older presence overtaken by a newer one: keep the newer state
+    online = presence.state == "online"
+    agent.online = online
+    agent.role = presence.role
+    agent.last_seen = presence.at
+    agent.state_changed_at = presence.at
+    session.add(agent)
+    if online and presence.devices:
+        _replace_devices(session, presence, now)
+
+
+def _replace_devices(session: Session, presence: Presence, now: object) -> None:
+    known = {
+        d.name: d
+        for d in session.exec(
+            select(Device).where(Device.site == presence.site, Device.agent == presence.agent)
+        )
+    }
+    for described in presence.devices:
+        name = str(described.get("name", ""))
+        if not name:
+            continue
+        device = known.pop(name, None) or Device(
+            site=presence.site, agent=presence.agent, name=name
+        )
+        device.driver = str(described.get("driver", ""))[:32]
+        device.profile = str(described.get("profile", ""))[:200]
+        device.points = list(described.get("points", []))
+        device.updated_at = presence.at
+        session.add(device)
+    for gone in known.values():
+        session.delete(gone)

@@ -1,0 +1,59 @@
+"""Queue a machine run: move it to queued and write its command to the outbox.
+
+Both happen in the caller's transaction, so a run is queued exactly when its
+command is durably waiting to be published (the transactional outbox).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import event
+from sqlmodel import Session
+
+from tme.controller.services.runs import transition
+from tme.controller.store.models import Outbox, Run, Task, utcnow
+from tme.protocol import Command
+from tme.schemas import MACHINE_OPS
+from tme.states import RunState
+
+
+class OutboxWriter:
+    """The run-ready hook of the task service; wakes the dispatcher after commit."""
+
+    def __init__(self, settings: Any, wake: threading.Event) -> None:
+        self.default_timeout_s = float(settings.tasks.default_timeout_s)
+        self.queue_timeout_s = float(settings.tasks.queue_timeout_s)
+        self.wake = wake
+
+    def __call__(self, session: Session, run: Run, task: Task) -> None:
+        if task.op not in MACHINE_OPS or not task.site or not task.agent:
+            return  # external tasks are reported through the API, not dispatched
+        queue_run(session, run, task, self.default_timeout_s, self.queue_timeout_s)
+        event.listen(session, "after_commit", lambda _s: self.wake.set(), once=True)
+
+
+def queue_run(
+    session: Session, run: Run, task: Task, default_timeout_s: float, queue_timeout_s: float
+) -> None:
+    now = utcnow()
+    timeout_s = task.timeout_s or default_timeout_s
+    run.not_after = now + timedelta(seconds=queue_timeout_s)
+    command = Command(
+        id=run.id,
+        task_id=task.id or 0,
+        attempt=run.attempt,
+        site=task.site or "",
+        agent=task.agent or "",
+        device=task.device,
+        op=task.op,
+        params=task.params,
+        cmd=task.cmd,
+        timeout_s=timeout_s,
+        not_after=run.not_after,
+        created_at=now,
+    )
+    transition(session, run, RunState.queued, reason="waiting for dispatch", at=now)
+    session.add(Outbox(run_id=run.id, site=command.site, body=command.to_json().decode()))

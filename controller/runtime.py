@@ -1,0 +1,65 @@
+"""The controller's moving parts beside the API: the bus, the dispatcher and the
+event consumer. Started and stopped explicitly by the app's lifespan."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from tme.bus import Bus, open_bus
+from tme.controller.dispatcher import Dispatcher
+from tme.controller.event_consumer import EventConsumer
+from tme.controller.outbox import OutboxWriter
+
+log = logging.getLogger("tme.controller")
+
+
+class ControllerRuntime:
+    def __init__(self, settings: Any, engine: Engine, bus: Bus | None = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._own_bus = bus is None
+        self.bus = (
+            bus
+            if bus is not None
+            else open_bus(
+                settings.broker.effective_url,
+                heartbeat_s=settings.broker.heartbeat_s,
+                blocked_connection_timeout_s=settings.broker.blocked_connection_timeout_s,
+                prefetch=settings.broker.prefetch,
+                delivery_limit=settings.broker.delivery_limit,
+                confirm_timeout_s=settings.broker.confirm_timeout_s,
+            )
+        )
+        wake = threading.Event()
+        self.on_run_ready = OutboxWriter(settings, wake)
+        self.dispatcher = Dispatcher(engine, self.bus, wake)
+        self.events = EventConsumer(engine, self.bus)
+
+    def start(self) -> None:
+        if self._own_bus:
+            self.bus.start()
+        self.events.start()
+        self.dispatcher.start()
+        log.info("controller runtime started (broker %s)", _safe_url(self.settings))
+
+    def stop(self) -> None:
+        self.dispatcher.stop()
+        self.events.stop()
+        if self._own_bus:
+            self.bus.stop()
+
+    def check_bus(self) -> None:
+        """Readiness: the broker answers a declaration."""
+        self.bus.declare_events_queue()
+
+
+def _safe_url(settings: Any) -> str:
+    url = str(settings.broker.effective_url)
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,53 @@
+"""A whole TME per test: controller, gateway, three agents and simulated machines."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import tme
+from tme.stack import LocalStack, StackConfig
+
+PROFILES = Path(__file__).resolve().parents[2] / "configs" / "profiles"
+
+
+def _stack(tmp_path: Path, bus_url: str, mqtt_url: str | None) -> Iterator[LocalStack]:
+    config = StackConfig(
+        database_url=f"sqlite:///{tmp_path}/tme.db",
+        state_dir=tmp_path / "state",
+        profiles_dir=PROFILES,
+        site=f"site-{uuid.uuid4().hex[:8]}",
+        bus_url=bus_url,
+        mqtt_url=mqtt_url,
+    )
+    with LocalStack(config) as stack:
+        yield stack
+
+
+@pytest.fixture
+def real_stack(tmp_path: Path, rabbitmq_url: str, mqtt_url: str) -> Iterator[LocalStack]:
+    """Over the real RabbitMQ and Mosquitto on this machine."""
+    yield from _stack(tmp_path, rabbitmq_url, mqtt_url)
+
+
+@pytest.fixture
+def embedded_stack(tmp_path: Path) -> Iterator[LocalStack]:
+    """The `tme demo` configuration: memory bus and embedded MQTT broker."""
+    yield from _stack(tmp_path, "memory://", None)
+
+
+@pytest.fixture
+def client_of() -> Iterator[object]:
+    clients: list[tme.Client] = []
+
+    def make(stack: LocalStack) -> tme.Client:
+        client = tme.Client(stack.url)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()

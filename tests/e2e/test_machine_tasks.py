@@ -1,0 +1,112 @@
+"""Tasks created through the REST API act on simulated machines over the real path.
+
+The machine is checked by reading the simulator directly, never through TME.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tme.stack import LocalStack
+
+pytestmark = pytest.mark.external_service
+
+PUMP_UNIT, SPEED_SETPOINT = 1, 0  # configs/profiles/pump.yaml
+
+
+def _target(stack: LocalStack, agent: str, device: str) -> dict[str, str]:
+    return {"site": stack.config.site, "agent": agent, "device": device}
+
+
+def test_write_task_changes_the_register(real_stack, client_of) -> None:
+    client = client_of(real_stack)
+    task = client.tasks.create(
+        name="set pump speed",
+        op="modbus.write",
+        target=_target(real_stack, "skid-a", "pump1"),
+        params={"point": "speed_setpoint", "value": 1234, "verify": True},
+    )
+    done = client.tasks.wait(task.id, timeout=30)
+    assert done.status == "succeeded", client.runs.get(done.latest_run_id)
+    assert real_stack.plant.read_register(PUMP_UNIT, SPEED_SETPOINT) == 1234
+    detail = client.runs.get(done.latest_run_id)
+    hops = [e.to_state for e in detail.events]
+    for hop in ("queued", "dispatched", "delivered", "accepted", "running", "succeeded"):
+        assert hop in hops, hops
+
+
+def test_read_task_returns_the_simulator_value(real_stack, client_of) -> None:
+    real_stack.plant.write_register(PUMP_UNIT, SPEED_SETPOINT, 777)
+    client = client_of(real_stack)
+    task = client.tasks.create(
+        name="read setpoint",
+        op="modbus.read",
+        target=_target(real_stack, "skid-a", "pump1"),
+        params={"point": "speed_setpoint"},
+    )
+    done = client.tasks.wait(task.id, timeout=30)
+    assert done.status == "succeeded"
+    result = client.runs.get(done.latest_run_id).result
+    assert "777" in str(result), result
+
+
+def test_serial_command_returns_the_instrument_answer(real_stack, client_of) -> None:
+    client = client_of(real_stack)
+    task = client.tasks.create(
+        name="identify",
+        op="serial.command",
+        target=_target(real_stack, "lab-c", "meter1"),
+        params={"command": "identify"},
+    )
+    done = client.tasks.wait(task.id, timeout=30)
+    assert done.status == "succeeded", client.runs.get(done.latest_run_id)
+    assert "TME" in str(client.runs.get(done.latest_run_id).result).upper()
+
+
+def test_out_of_envelope_write_is_rejected_and_nothing_changes(real_stack, client_of) -> None:
+    before = real_stack.plant.read_register(PUMP_UNIT, SPEED_SETPOINT)
+    writes_before = real_stack.plant.request_count(PUMP_UNIT, writes_only=True)
+    client = client_of(real_stack)
+    task = client.tasks.create(
+        name="overspeed",
+        op="modbus.write",
+        target=_target(real_stack, "skid-a", "pump1"),
+        params={"point": "speed_setpoint", "value": 9000},
+    )
+    done = client.tasks.wait(task.id, timeout=30)
+    assert done.status == "rejected"
+    assert "max" in client.runs.get(done.latest_run_id).reason.lower()
+    assert real_stack.plant.read_register(PUMP_UNIT, SPEED_SETPOINT) == before
+    assert real_stack.plant.request_count(PUMP_UNIT, writes_only=True) == writes_before
+
+
+def test_modbus_exception_fails_the_run_and_the_agent_keeps_serving(real_stack, client_of) -> None:
+    client = client_of(real_stack)
+    real_stack.plant.inject_fault(
+        PUMP_UNIT, table="holding_register", address=SPEED_SETPOINT, exception=4
+    )
+    target = _target(real_stack, "skid-a", "pump1")
+    task = client.tasks.create(
+        name="faulty read", op="modbus.read", target=target, params={"point": "speed_setpoint"}
+    )
+    done = client.tasks.wait(task.id, timeout=30)
+    assert done.status == "failed"
+    assert "4" in client.runs.get(done.latest_run_id).reason
+    real_stack.plant.clear_faults()
+    again = client.tasks.create(
+        name="read after fault", op="modbus.read", target=target, params={"point": "speed_setpoint"}
+    )
+    assert client.tasks.wait(again.id, timeout=30).status == "succeeded"
+
+
+def test_demo_configuration_runs_a_write(embedded_stack, client_of) -> None:
+    """memory:// bus and the embedded MQTT 3.1.1 broker, as `tme demo` runs."""
+    client = client_of(embedded_stack)
+    task = client.tasks.create(
+        name="set pump speed",
+        op="modbus.write",
+        target=_target(embedded_stack, "skid-a", "pump1"),
+        params={"point": "speed_setpoint", "value": 1500},
+    )
+    assert client.tasks.wait(task.id, timeout=30).status == "succeeded"
+    assert embedded_stack.plant.read_register(PUMP_UNIT, SPEED_SETPOINT) == 1500

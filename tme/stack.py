@@ -1,0 +1,202 @@
+"""A whole TME in one process: controller, gateway, agents and simulated machines.
+
+`tme demo`, the end-to-end tests and the benchmarks assemble the same stack:
+
+    controller (REST API, dispatcher, event consumer)  --bus-->  site gateway
+    --MQTT-->  agents: skid-a (pump and tank), line-b (conveyor), lab-c (instrument)
+    --Modbus TCP / serial-->  simulated plant and instrument
+
+The bus is `memory://` or RabbitMQ; MQTT is an embedded broker or a real one.
+Everything started here is stopped by `stop()` (or leaving the `with` block).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+START_TIMEOUT_S = 20.0
+
+
+@dataclass
+class StackConfig:
+    database_url: str
+    state_dir: Path
+    profiles_dir: Path
+    site: str = "plant-1"
+    bus_url: str = "memory://"
+    mqtt_url: str | None = None  # None: start the embedded broker
+    http_host: str = "127.0.0.1"
+    http_port: int = 0  # 0: a free port
+    settings_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def agent_layout(
+    site: str, profiles: Path, plant_port: int, instrument_url: str
+) -> list[dict[str, Any]]:
+    """The three demo agents and the simulated devices each one drives."""
+    tcp = {"host": "127.0.0.1", "port": plant_port, "timeout_s": 2}
+
+    def modbus(unit: int, profile: str) -> dict[str, Any]:
+        return {
+            "driver": "modbus_tcp",
+            "connection": tcp,
+            "unit": unit,
+            "profile": str(profiles / profile),
+        }
+
+    return [
+        {
+            "site": site,
+            "agent": "skid-a",
+            "devices": {"pump1": modbus(1, "pump.yaml"), "tank1": modbus(2, "tank.yaml")},
+        },
+        {"site": site, "agent": "line-b", "devices": {"conveyor1": modbus(3, "conveyor.yaml")}},
+        {
+            "site": site,
+            "agent": "lab-c",
+            "devices": {
+                "meter1": {
+                    "driver": "serial",
+                    "connection": {"port": instrument_url, "timeout_s": 2},
+                    "profile": str(profiles / "instrument.yaml"),
+                }
+            },
+        },
+    ]
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self._exit = ExitStack()
+        self.plant: Any = None
+        self.instrument: Any = None
+        self.mqtt_url = config.mqtt_url or ""
+        self.url = ""
+        self.app: Any = None
+        self.agents: dict[str, Any] = {}
+        self.gateway: Any = None
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._start_machines()
+        self._start_mqtt()
+        self._start_controller()
+        self._start_gateway()
+        self._start_agents()
+
+    def stop(self) -> None:
+        self._exit.close()
+
+    # --- parts -------------------------------------------------------------------
+
+    def _start_machines(self) -> None:
+        from tme.simulators.instrument import SerialInstrument
+        from tme.simulators.modbus_plant import PlantSimulator
+
+        self.plant = self._exit.enter_context(PlantSimulator.run_in_thread())
+        self.instrument = self._exit.enter_context(SerialInstrument.run_in_thread())
+
+    def _start_mqtt(self) -> None:
+        if self.config.mqtt_url:
+            return
+        from tme.embedded_broker import EmbeddedBroker
+
+        broker = EmbeddedBroker()
+        broker.start()
+        self._exit.callback(broker.stop)
+        self.mqtt_url = broker.url
+
+    def _start_controller(self) -> None:
+        import uvicorn
+
+        from tme.config import Settings
+        from tme.controller.app import create_app
+        from tme.controller.store.db import make_engine, upgrade
+
+        cfg = self.config
+        settings = Settings.model_validate(
+            {
+                **cfg.settings_overrides,
+                "database": {"url": cfg.database_url},
+                "broker": {"url": cfg.bus_url},
+                "http": {"host": cfg.http_host, "port": cfg.http_port},
+            }
+        )
+        engine = make_engine(settings.database.url)
+        upgrade(engine)
+        self._exit.callback(engine.dispose)
+        self.settings, self.engine = settings, engine
+        self.app = create_app(settings, engine=engine)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((cfg.http_host, cfg.http_port))
+        self._exit.callback(sock.close)
+        server = uvicorn.Server(uvicorn.Config(self.app, log_config=None, access_log=False))
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="tme-http", daemon=True
+        )
+        thread.start()
+        self._exit.callback(thread.join, 15)
+        self._exit.callback(setattr, server, "should_exit", True)
+        _wait(lambda: server.started or not thread.is_alive(), "the controller to start")
+        if not server.started:
+            raise RuntimeError("the controller did not start; see the log above")
+        host, port = sock.getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+
+    def _start_gateway(self) -> None:
+        from tme.agents.gateway import Gateway, GatewayConfig
+
+        cfg = self.config
+        gateway = Gateway(
+            GatewayConfig(
+                site=cfg.site,
+                bus_url=cfg.bus_url,
+                mqtt_url=self.mqtt_url,
+                state_dir=cfg.state_dir / f"gateway-{cfg.site}",
+            )
+        )
+        gateway.start()
+        self._exit.callback(gateway.stop)
+        self.gateway = gateway
+
+    def _start_agents(self) -> None:
+        from tme.agents.agent import DeviceAgent
+        from tme.agents.agent_config import parse_agent_config
+        from tme.agents.runner import AgentThread
+
+        cfg = self.config
+        for data in agent_layout(cfg.site, cfg.profiles_dir, self.plant.port, self.instrument.url):
+            data.update(
+                mqtt=self.mqtt_url,
+                state_dir=str(cfg.state_dir / f"agent-{data['agent']}"),
+                worker_count=self.settings.agent.worker_count,
+            )
+            runner = AgentThread(DeviceAgent(parse_agent_config(data, source="demo"))).start()
+            self._exit.callback(runner.stop)
+            self.agents[data["agent"]] = runner
+
+
+def _wait(predicate: Any, what: str, timeout: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.05)  # start-up poll: uvicorn offers no event to wait on
