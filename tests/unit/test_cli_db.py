@@ -1,0 +1,72 @@
+"""`tme db upgrade|current`, and `tme controller` refusing a database without the schema."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import inspect
+from typer.testing import CliRunner
+
+from tme.cli.main import app
+from tme.controller.store.db import current_revision, head_revision, make_engine
+
+ROOT = Path(__file__).resolve().parents[2]
+TME = Path(sys.executable).with_name("tme")
+
+
+def test_upgrade_a_fresh_database_then_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/fresh/tme.db"
+    runner = CliRunner()
+    first = runner.invoke(app, ["db", "upgrade", "--url", url])
+    assert first.exit_code == 0, first.output
+    assert "upgraded from empty" in first.output and head_revision() in first.output
+
+    engine = make_engine(url)
+    try:
+        assert current_revision(engine) == head_revision()
+        assert {"tasks", "runs", "run_events", "idempotency_keys"} <= set(
+            inspect(engine).get_table_names()
+        )
+    finally:
+        engine.dispose()
+
+    second = runner.invoke(app, ["db", "upgrade", "--url", url])
+    assert second.exit_code == 0, second.output
+    assert "already at" in second.output
+
+    current = runner.invoke(app, ["db", "current", "--url", url])
+    assert current.exit_code == 0
+    assert f"database: {head_revision()}" in current.output
+
+
+def test_current_on_an_empty_database(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["db", "current", "--url", f"sqlite:///{tmp_path}/e.db"])
+    assert result.exit_code == 0
+    assert "database: empty" in result.output
+
+
+def test_controller_refuses_an_empty_database(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "TME_DATABASE__URL": f"sqlite:///{tmp_path}/empty.db",
+        "TME_HTTP__PORT": "0",
+        "NO_COLOR": "1",
+        "COLUMNS": "400",
+    }
+    done = subprocess.run(
+        [str(TME), "controller"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert "tme db upgrade" in lines[0] and "empty" in lines[0]

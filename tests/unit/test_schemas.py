@@ -1,0 +1,234 @@
+"""TaskCreate / TaskUpdate validation: what each op needs, schedules, dependencies, limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from tme.schemas import MAX_DEPENDENCIES, MAX_PARAMS_BYTES, Schedule, TaskCreate, TaskUpdate
+from tme.states import RunState
+
+SITE = {"site": "plant-1", "agent": "skid-a"}
+DEVICE = {**SITE, "device": "pump1"}
+
+
+def create(**fields: Any) -> TaskCreate:
+    return TaskCreate.model_validate({"name": "t", **fields})
+
+
+def refused(match: str, **fields: Any) -> None:
+    with pytest.raises(ValidationError, match=match):
+        create(**fields)
+
+
+# --- ops, targets, params ---------------------------------------------------------
+
+
+def test_defaults_are_an_external_task() -> None:
+    task = create()
+    assert task.op == "external" and task.target is None and task.params == {}
+    assert task.priority == 5 and task.retries.max == 0 and task.depends_on == []
+
+
+def test_external_params_are_free_form_but_bounded() -> None:
+    assert create(params={"anything": [1, 2, {"x": "y"}]}).params["anything"][2] == {"x": "y"}
+    refused("larger than", params={"blob": "x" * (MAX_PARAMS_BYTES + 1)})
+
+
+@pytest.mark.parametrize(
+    ("op", "target", "params", "cmd"),
+    [
+        ("noop", SITE, {}, None),
+        ("sleep", SITE, {"seconds": 1.5}, None),
+        ("shell", SITE, {}, "echo hi"),
+        ("modbus.read", DEVICE, {"point": "tank_level"}, None),
+        ("modbus.read", DEVICE, {"points": ["a", "b.c"]}, None),
+        ("modbus.write", DEVICE, {"point": "speed_setpoint", "value": 1200, "verify": True}, None),
+        ("serial.command", DEVICE, {"command": "READ", "args": [1, "x", 2.5]}, None),
+    ],
+)
+def test_each_op_accepts_its_shape(
+    op: str, target: dict[str, str], params: dict[str, Any], cmd: str | None
+) -> None:
+    task = create(op=op, target=target, params=params, cmd=cmd)
+    assert task.op == op and task.target is not None and task.target.site == "plant-1"
+
+
+@pytest.mark.parametrize("op", ["noop", "sleep", "shell", "modbus.read", "modbus.write"])
+def test_machine_ops_need_site_and_agent(op: str) -> None:
+    refused("needs a target with site and agent", op=op)
+    refused("needs a target with site and agent", op=op, target={"site": "plant-1"})
+
+
+@pytest.mark.parametrize("op", ["modbus.read", "modbus.write", "serial.command"])
+def test_device_ops_need_a_device(op: str) -> None:
+    refused("needs a target device", op=op, target=SITE)
+
+
+def test_shell_needs_cmd_and_only_shell_takes_it() -> None:
+    refused("needs cmd", op="shell", target=SITE)
+    refused("needs cmd", op="shell", target=SITE, cmd="")
+    refused("only for op 'shell'", cmd="ls")
+    refused("only for op 'shell'", op="noop", target=SITE, cmd="ls")
+
+
+@pytest.mark.parametrize(
+    ("op", "params", "match"),
+    [
+        ("noop", {"x": 1}, "Extra inputs"),
+        ("sleep", {}, "seconds"),
+        ("sleep", {"seconds": -1}, "greater than or equal"),
+        ("sleep", {"seconds": 86401}, "less than or equal"),
+        ("modbus.read", {}, "exactly one of point or points"),
+        ("modbus.read", {"point": "a", "points": ["b"]}, "exactly one of point or points"),
+        ("modbus.read", {"points": []}, "at least 1"),
+        ("modbus.read", {"point": "bad name"}, "pattern"),
+        ("modbus.read", {"point": "a/#"}, "pattern"),
+        ("modbus.write", {"point": "speed"}, "value"),
+        ("modbus.write", {"value": 3}, "point"),
+        ("serial.command", {"command": "X", "args": list(range(17))}, "at most 16"),
+    ],
+)
+def test_op_params_are_checked(op: str, params: dict[str, Any], match: str) -> None:
+    refused(match, op=op, target=DEVICE, params=params)
+
+
+@pytest.mark.parametrize("bad", ["plant 1", "plant/1", "+", "#", "", "-lead", "x" * 65])
+def test_target_names_are_topic_safe(bad: str) -> None:
+    refused("site", target={"site": bad})
+
+
+def test_unknown_fields_and_ops_are_refused() -> None:
+    refused("Extra inputs", colour="red")
+    refused("Extra inputs", target={"site": "s", "rack": "r"})
+    refused("op", op="modbus.erase")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", ""),
+        ("name", "x" * 201),
+        ("description", "x" * 4001),
+        ("cmd", "x" * 4001),
+        ("timeout_s", 0),
+        ("timeout_s", 86401),
+        ("priority", -1),
+        ("priority", 10),
+        ("assigned_to", "x" * 201),
+        ("retries", {"max": 21}),
+        ("retries", {"backoff_s": -1}),
+    ],
+)
+def test_bounds(field: str, value: Any) -> None:
+    refused(field, **{field: value})
+
+
+def test_name_is_required_and_stripped() -> None:
+    with pytest.raises(ValidationError, match="name"):
+        TaskCreate.model_validate({})
+    assert create(name="  pump  ").name == "pump"
+
+
+# --- schedules ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"cron": "0 6 * * 1-5", "timezone": "Europe/Berlin"},
+        {"cron": "*/5 * * * *"},
+        {"every_s": 30},
+        {"at": "2030-01-01T06:00:00Z"},
+    ],
+)
+def test_schedule_kinds(schedule: dict[str, Any]) -> None:
+    assert create(schedule=schedule).schedule is not None
+
+
+@pytest.mark.parametrize(
+    ("schedule", "match"),
+    [
+        ({}, "exactly one of cron, every_s or at"),
+        ({"timezone": "UTC"}, "exactly one of cron, every_s or at"),
+        ({"cron": "* * * * *", "every_s": 5}, "exactly one of cron, every_s or at"),
+        ({"every_s": 0}, "greater than 0"),
+        ({"every_s": 366 * 86400 + 1}, "less than or equal"),
+        ({"cron": "61 * * * *"}, "invalid cron expression"),
+        ({"cron": "not a cron"}, "invalid cron expression"),
+        ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "unknown time zone"),
+        ({"every_s": 5, "timezone": "Nowhere/Land"}, "unknown time zone"),
+        ({"at": "tomorrow-ish"}, "datetime"),
+    ],
+)
+def test_bad_schedules(schedule: dict[str, Any], match: str) -> None:
+    refused(match, schedule=schedule)
+
+
+def test_schedule_defaults_to_utc() -> None:
+    assert Schedule(every_s=10).timezone == "UTC"
+
+
+# --- dependencies ---------------------------------------------------------------------
+
+
+def test_dependencies() -> None:
+    task = create(depends_on=[{"task": 3}, {"task": 4, "on": "failure"}, {"task": 5, "on": "any"}])
+    assert [(d.task, d.on) for d in task.depends_on] == [(3, "success"), (4, "failure"), (5, "any")]
+
+
+@pytest.mark.parametrize(
+    ("deps", "match"),
+    [
+        ([{"task": 0}], "greater than 0"),
+        ([{"task": -2}], "greater than 0"),
+        ([{"task": 1, "on": "maybe"}], "on"),
+        ([{"on": "success"}], "task"),
+        ([{"task": i + 1} for i in range(MAX_DEPENDENCIES + 1)], "at most"),
+    ],
+)
+def test_bad_dependencies(deps: list[dict[str, Any]], match: str) -> None:
+    refused(match, depends_on=deps)
+
+
+# --- updates ---------------------------------------------------------------------------
+
+
+def test_update_carries_only_given_fields() -> None:
+    update = TaskUpdate.model_validate({"name": "new", "priority": 2})
+    assert update.field_changes == {"name": "new", "priority": 2}
+    assert update.run_state is None
+
+
+@pytest.mark.parametrize(
+    ("word", "state"),
+    [("started", RunState.running), ("complete", RunState.succeeded), ("fail", RunState.failed)],
+)
+def test_status_report_maps_words(word: str, state: RunState) -> None:
+    update = TaskUpdate.model_validate({"status": word, "log": "line", "details": {"rc": 1}})
+    assert update.run_state == state
+    assert update.field_changes == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ({}, "the update is empty"),
+        ({"log": "out"}, "reported with a status"),
+        ({"details": {"a": 1}}, "reported with a status"),
+        ({"status": "done"}, "status"),
+        ({"status": "running"}, "status"),
+        ({"op": "noop"}, "Extra inputs"),
+        ({"id": 3}, "Extra inputs"),
+        ({"priority": 11}, "priority"),
+        ({"name": ""}, "name"),
+        ({"status": "fail", "details": {"x": "y" * (MAX_PARAMS_BYTES + 1)}}, "larger than"),
+        ({"schedule": {"cron": "nope"}}, "invalid cron"),
+        ({"depends_on": [{"task": 0}]}, "greater than 0"),
+    ],
+)
+def test_bad_updates(body: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValidationError, match=match):
+        TaskUpdate.model_validate(body)
