@@ -161,7 +161,14 @@ class LoggingSettings(Section):
     file: str = ""
     max_bytes: Count = 10_485_760
     backups: Annotated[int, Field(ge=0)] = 5
-    loggers: dict[str, LogLevel] = {"pika": "WARNING", "amqtt": "WARNING", "alembic": "WARNING"}
+    loggers: dict[str, LogLevel] = {
+        "pika": "WARNING",
+        "amqtt": "WARNING",
+        "transitions": "WARNING",
+        "alembic": "WARNING",
+        "httpx": "WARNING",
+        "pymodbus": "WARNING",
+    }
 
     @field_validator("level", mode="before")
     @classmethod

@@ -118,7 +118,10 @@ def test_deep_merge_keeps_sibling_keys(tmp_path: Path) -> None:
     assert settings.logging.loggers == {
         "pika": "ERROR",
         "amqtt": "WARNING",
+        "transitions": "WARNING",
         "alembic": "WARNING",
+        "httpx": "WARNING",
+        "pymodbus": "WARNING",
         "urllib3": "INFO",
     }
     assert settings.sources["http.host"].startswith("default.yaml (")

@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from tme.cli import config_cmd, db, edge, serve, sim, task
+from tme.cli import config_cmd, db, demo, edge, serve, sim, task
 from tme.cli.output import fail
 from tme.errors import TMEError
 
@@ -26,6 +26,7 @@ app.add_typer(sim.app, name="sim", help="Simulated machines for tests and demos.
 app.add_typer(edge.agent_app, name="agent", help="Run a device agent, or list agents.")
 app.add_typer(edge.gateway_app, name="gateway", help="Run a site gateway.")
 serve.register(app)
+demo.register(app)
 
 
 def run() -> None:

@@ -1,0 +1,153 @@
+"""`tme demo`: the whole of TME in one process, on simulated machines.
+
+SQLite, the in-process bus, an embedded MQTT broker (or real servers with
+--broker/--mqtt), one site gateway and three agents driving a simulated pump,
+tank, conveyor and serial instrument, seeded with example tasks.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tme.cli.output import console
+
+EXAMPLE_TASKS = [
+    {
+        "name": "read tank 1 level",
+        "op": "modbus.read",
+        "target": {"agent": "skid-a", "device": "tank1"},
+        "params": {"point": "level"},
+    },
+    {
+        "name": "set pump 1 to 1200 rpm",
+        "op": "modbus.write",
+        "target": {"agent": "skid-a", "device": "pump1"},
+        "params": {"point": "speed_setpoint", "value": 1200, "verify": True},
+    },
+    {
+        "name": "start pump 1",
+        "op": "modbus.write",
+        "target": {"agent": "skid-a", "device": "pump1"},
+        "params": {"point": "run", "value": True},
+    },
+    {
+        "name": "identify the meter",
+        "op": "serial.command",
+        "target": {"agent": "lab-c", "device": "meter1"},
+        "params": {"command": "identify"},
+    },
+    {
+        "name": "read conveyor position",
+        "op": "modbus.read",
+        "target": {"agent": "line-b", "device": "conveyor1"},
+        "params": {"point": "position"},
+    },
+    {
+        "name": "pump 1 overspeed (refused by the safety envelope)",
+        "op": "modbus.write",
+        "target": {"agent": "skid-a", "device": "pump1"},
+        "params": {"point": "speed_setpoint", "value": 9000},
+    },
+    {
+        "name": "manual inspection (reported by a person)",
+        "op": "external",
+        "assigned_to": "operator",
+    },
+]
+
+
+def seed_examples(url: str, site: str) -> list[int]:
+    import tme
+
+    ids = []
+    with tme.Client(url) as client:
+        for example in EXAMPLE_TASKS:
+            body = dict(example)
+            if "target" in body:
+                body["target"] = {"site": site, **body["target"]}
+            ids.append(client.tasks.create(**body).id)
+    return ids
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo(
+        port: Annotated[int, typer.Option(help="HTTP port of the controller.")] = 8000,
+        host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+        broker: Annotated[str, typer.Option(help="Bus URL: memory:// or amqp://...")] = "memory://",
+        mqtt: Annotated[str | None, typer.Option(help="MQTT URL (default: embedded)")] = None,
+        data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its state.")] = Path(
+            "data/demo"
+        ),
+        site: Annotated[str, typer.Option(help="Name of the simulated site.")] = "plant-1",
+        seed: Annotated[bool, typer.Option(help="Create the example tasks.")] = True,
+    ) -> None:
+        """Run TME with simulated machines in one process; Ctrl-C stops it."""
+        from tme.config import load_settings
+        from tme.logs import configure_logging
+        from tme.stack import LocalStack, StackConfig
+
+        settings = load_settings()
+        configure_logging(settings.logging)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        profiles = _profiles_dir()
+        config = StackConfig(
+            database_url=f"sqlite:///{data_dir.resolve()}/tme.db",
+            state_dir=data_dir.resolve() / "state",
+            profiles_dir=profiles,
+            site=site,
+            bus_url=broker,
+            mqtt_url=mqtt,
+            http_host=host,
+            http_port=port,
+        )
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with LocalStack(config) as stack:
+            if seed:
+                seed_examples(stack.url, site)
+            _print_welcome(stack)
+            try:
+                stop.wait()
+            except KeyboardInterrupt:
+                pass
+            console.print("stopping TME demo...")
+        console.print("stopped.")
+
+
+def _profiles_dir() -> Path:
+    import os
+
+    base = Path(os.environ.get("TME_CONFIG_DIR", "configs"))
+    profiles = base / "profiles"
+    if not (profiles / "pump.yaml").is_file():
+        from tme.errors import ConfigError
+
+        raise ConfigError(
+            f"device profiles not found in {profiles.resolve()}: run `tme demo` from the TME "
+            "folder or set TME_CONFIG_DIR to the configs folder",
+            key="profiles",
+        )
+    return profiles.resolve()
+
+
+def _print_welcome(stack: object) -> None:
+    url = getattr(stack, "url", "")
+    mqtt = getattr(stack, "mqtt_url", "")
+    console.print(
+        f"""
+[bold green]TME demo is running[/]
+  dashboard and API  {url}/
+  API docs           {url}/docs
+  MQTT broker        {mqtt}
+  try:               curl {url}/tasks/
+                     tme task list --url {url}
+Ctrl-C stops it.
+""",
+        highlight=False,
+    )
