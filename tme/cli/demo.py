@@ -10,13 +10,13 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from tme.cli.output import console
 
-EXAMPLE_TASKS = [
+EXAMPLE_TASKS: list[dict[str, Any]] = [
     {
         "name": "read tank 1 level",
         "op": "modbus.read",
@@ -67,7 +67,7 @@ def seed_examples(url: str, site: str) -> list[int]:
     ids = []
     with tme.Client(url) as client:
         for example in EXAMPLE_TASKS:
-            body = dict(example)
+            body: dict[str, Any] = dict(example)
             if "target" in body:
                 body["target"] = {"site": site, **body["target"]}
             ids.append(client.tasks.create(**body).id)
