@@ -72,24 +72,29 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+def _label(revisions: tuple[str, ...]) -> str | None:
+    return "+".join(sorted(revisions)) or None
+
+
 def head_revision() -> str:
-    script = ScriptDirectory(str(MIGRATIONS))
-    head = script.get_current_head()
-    assert head is not None
-    return head
+    """The newest revision(s) of the migrations ("a+b" while two branches stand side by side)."""
+    heads = ScriptDirectory(str(MIGRATIONS)).get_heads()
+    label = _label(tuple(heads))
+    assert label is not None
+    return label
 
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        return _label(tuple(MigrationContext.configure(connection).get_current_heads()))
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "heads") -> None:
     command.upgrade(alembic_config(engine), revision)
 
 
 def check_schema(engine: Engine) -> None:
-    """Raise SchemaOutOfDate unless the database is at the newest migration."""
+    """Raise SchemaOutOfDate unless the database is at the newest migration(s)."""
     current, head = current_revision(engine), head_revision()
     if current != head:
         where = "empty" if current is None else f"at revision {current}"
