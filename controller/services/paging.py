@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import datetime
 from typing import Any
 
 from tme.errors import ValidationError
@@ -28,6 +29,28 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     if not isinstance(key, list) or len(key) != arity:
         raise _bad_cursor()
     return key
+
+
+def decode_id_cursor(cursor: str) -> int:
+    """The last id of a page ordered by id; anything else is a client error, not a 500."""
+    (last_id,) = decode_cursor(cursor, 1)
+    if type(last_id) is not int or not 0 < last_id < 2**63:
+        raise _bad_cursor()
+    return last_id
+
+
+def decode_time_id_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (timestamp, id) of the last row of a page ordered by time then id."""
+    when, row_id = decode_cursor(cursor, 2)
+    if not isinstance(when, str) or not isinstance(row_id, str):
+        raise _bad_cursor()
+    try:
+        at = datetime.fromisoformat(when)
+    except ValueError as exc:
+        raise _bad_cursor() from exc
+    if at.tzinfo is None:  # cursors are written with their UTC offset
+        raise _bad_cursor()
+    return at, row_id
 
 
 def _bad_cursor() -> ValidationError:

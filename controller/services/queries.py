@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
-from tme.controller.services.paging import MAX_PAGE, decode_cursor, encode_cursor
-from tme.controller.store.models import Run, RunEvent, RunLog
 
+from tme.controller.services.paging import MAX_PAGE, decode_time_id_cursor, encode_cursor
+from tme.controller.store.models import Run, RunEvent, RunLog
 from tme.errors import NotFound
 from tme.schemas import RunDetail, RunEventPublic, RunLogLine, RunPublic
 
@@ -22,18 +20,13 @@ def list_runs(
     limit = max(1, min(limit, MAX_PAGE))
     query = select(Run).where(Run.task_id == task_id)
     if cursor:
-        created, run_id = decode_cursor(cursor, 2)
-        try:
-            when = datetime.fromisoformat(str(created))
-        except ValueError:
-            when = None
-        if when is not None:
-            query = query.where(
-                or_(
-                    col(Run.created_at) < when,
-                    and_(col(Run.created_at) == when, col(Run.id) < run_id),
-                )
+        when, run_id = decode_time_id_cursor(cursor)
+        query = query.where(
+            or_(
+                col(Run.created_at) < when,
+                and_(col(Run.created_at) == when, col(Run.id) < run_id),
             )
+        )
     query = query.order_by(col(Run.created_at).desc(), col(Run.id).desc()).limit(limit + 1)
     rows = list(session.exec(query).all())
     more = len(rows) > limit

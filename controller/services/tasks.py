@@ -14,10 +14,10 @@ from typing import Any
 
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
-from tme.controller.services import runs as run_service
-from tme.controller.services.paging import MAX_PAGE, decode_cursor, encode_cursor
-from tme.controller.store.models import IdempotencyKey, Run, Task, TaskDependency, utcnow
 
+from tme.controller.services import runs as run_service
+from tme.controller.services.paging import MAX_PAGE, decode_id_cursor, encode_cursor
+from tme.controller.store.models import IdempotencyKey, Run, Task, TaskDependency, utcnow
 from tme.errors import Conflict, NotFound, ValidationError
 from tme.schemas import (
     Dependency,
@@ -141,7 +141,8 @@ def _check_dependencies(session: Session, task_id: int | None, deps: list[Depend
                 _field_error(f"depends_on.{index}.task", f"task {dep.task} does not exist")
             )
     if errors:
-        raise ValidationError("invalid dependencies", field_errors=errors)
+        problems = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise ValidationError(f"invalid dependencies: {problems}", field_errors=errors)
     if task_id is not None:
         cycle = _find_cycle(session, task_id, [d.task for d in deps])
         if cycle:
@@ -295,13 +296,17 @@ def list_tasks(
     if filters.op:
         query = query.where(Task.op == filters.op)
     if filters.search:
-        pattern = f"%{filters.search.lower()}%"
+        # % and _ in a search are characters to find, not LIKE wildcards
+        escaped = filters.search.lower().replace("\\", "\\\\").replace("%", "\\%")
+        pattern = "%" + escaped.replace("_", "\\_") + "%"
         query = query.where(
-            or_(func.lower(Task.name).like(pattern), func.lower(Task.description).like(pattern))
+            or_(
+                func.lower(Task.name).like(pattern, escape="\\"),
+                func.lower(Task.description).like(pattern, escape="\\"),
+            )
         )
     if cursor:
-        (last_id,) = decode_cursor(cursor, 1)
-        query = query.where(col(Task.id) < int(last_id))
+        query = query.where(col(Task.id) < decode_id_cursor(cursor))
     rows = list(session.exec(query.order_by(col(Task.id).desc()).limit(limit + 1)).all())
     more = len(rows) > limit
     rows = rows[:limit]
