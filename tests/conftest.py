@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
-import time
-from collections.abc import Callable
 
 import pytest
+from waiting import wait_until
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -44,20 +43,6 @@ def require_service(name: str) -> None:
     if IN_CI:
         pytest.fail(message + " (CI=true: external services are required)")
     pytest.skip(message)
-
-
-def wait_until(
-    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = ""
-) -> object:
-    """Poll `predicate` until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(interval)  # polling interval of a deadline wait, not a synchronisation sleep
 
 
 @pytest.fixture

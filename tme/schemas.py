@@ -306,3 +306,41 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class SitePublic(Output):
+    name: str
+    last_seen: datetime | None = None
+    agents: int = 0
+    agents_online: int = 0
+
+
+class AgentPublic(Output):
+    site: str
+    name: str
+    role: str = "agent"
+    online: bool
+    last_seen: datetime | None = None
+    state_changed_at: datetime | None = None
+
+
+class PointPublic(Output):
+    """A device point or command as its profile describes it (addresses are not exposed)."""
+
+    model_config = ConfigDict(extra="allow", from_attributes=True)
+
+    name: str
+    type: str | None = None
+    unit: str | None = None
+    access: str | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class DevicePublic(Output):
+    site: str
+    agent: str
+    name: str
+    profile: str = ""
+    points: list[PointPublic] = Field(default_factory=list)
+    updated_at: datetime | None = None

@@ -7,6 +7,7 @@ tank, conveyor and serial instrument, seeded with example tasks.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from pathlib import Path
@@ -112,10 +113,8 @@ def register(app: typer.Typer) -> None:
             if seed:
                 seed_examples(stack.url, site)
             _print_welcome(stack)
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 stop.wait()
-            except KeyboardInterrupt:
-                pass
             console.print("stopping TME demo...")
         console.print("stopped.")
 

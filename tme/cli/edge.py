@@ -26,10 +26,15 @@ def _setup_logging(verbose: bool) -> None:
 
 @agent_app.callback(invoke_without_command=True)
 def agent(
-    config: Path = typer.Option(..., "--config", "-c", help="Agent config file (YAML)."),
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, "--config", "-c", help="Agent config file (YAML)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Run a device agent: take commands over MQTT and run them on its devices."""
+    """Run a device agent (`tme agent --config FILE`), or list agents (`tme agent list`)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if config is None:
+        raise typer.BadParameter("give --config FILE to run an agent", param_hint="--config")
     from tme.agents.agent import DeviceAgent
     from tme.agents.agent_config import load_agent_config
 
@@ -49,20 +54,30 @@ def agent(
 @gateway_app.callback(invoke_without_command=True)
 def gateway(
     site: str = typer.Option(..., "--site", help="The site whose queue this gateway serves."),
-    broker: str = typer.Option(
-        "amqp://guest:guest@127.0.0.1:5672/%2F", "--broker", help="Message bus URL."
+    broker: str | None = typer.Option(
+        None, "--broker", help="Message bus URL (default: the broker settings)."
     ),
-    mqtt: str = typer.Option("mqtt://127.0.0.1:1883", "--mqtt", help="MQTT broker URL."),
+    mqtt: str | None = typer.Option(
+        None, "--mqtt", help="MQTT broker URL (default: the mqtt settings)."
+    ),
     state_dir: Path = typer.Option(Path("state/gateway"), "--state-dir"),
     name: str = typer.Option("gateway", "--name", help="This gateway's name within the site."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run a site gateway: bus queue -> MQTT commands, MQTT events -> bus."""
     from tme.agents.gateway import Gateway, GatewayConfig
+    from tme.config import load_settings
 
     _setup_logging(verbose)
+    settings = load_settings()
     gw = Gateway(
-        GatewayConfig(site=site, name=name, bus_url=broker, mqtt_url=mqtt, state_dir=state_dir)
+        GatewayConfig(
+            site=site,
+            name=name,
+            bus_url=broker or settings.broker.effective_url,
+            mqtt_url=mqtt or settings.mqtt.effective_url,
+            state_dir=state_dir,
+        )
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

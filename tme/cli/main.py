@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from tme.cli import config_cmd, db, demo, edge, serve, sim, task
+from tme.cli import config_cmd, db, demo, edge, fleet, serve, sim, task
 from tme.cli.output import fail
 from tme.errors import TMEError
 
@@ -25,6 +25,9 @@ app.add_typer(db.app, name="db", help="Database schema migrations.")
 app.add_typer(sim.app, name="sim", help="Simulated machines for tests and demos.")
 app.add_typer(edge.agent_app, name="agent", help="Run a device agent, or list agents.")
 app.add_typer(edge.gateway_app, name="gateway", help="Run a site gateway.")
+edge.agent_app.command("list")(fleet.list_agents)
+app.add_typer(fleet.device_app, name="device", help="List devices and their points.")
+app.add_typer(fleet.site_app, name="site", help="List sites.")
 serve.register(app)
 demo.register(app)
 

@@ -15,7 +15,16 @@ import httpx
 
 from tme.client import calls
 from tme.client.base import Connection, WaitDeadline
-from tme.schemas import Page, RunDetail, RunPublic, TaskCreate, TaskPublic
+from tme.schemas import (
+    AgentPublic,
+    DevicePublic,
+    Page,
+    RunDetail,
+    RunPublic,
+    SitePublic,
+    TaskCreate,
+    TaskPublic,
+)
 
 T = TypeVar("T")
 
@@ -37,6 +46,7 @@ class AsyncClient:
         self._http = http_client or httpx.AsyncClient(timeout=timeout)
         self.tasks = AsyncTasks(self)
         self.runs = AsyncRuns(self)
+        self.fleet = AsyncFleet(self)
 
     @property
     def url(self) -> str:
@@ -135,3 +145,23 @@ class AsyncRuns:
 
     async def get(self, run_id: str) -> RunDetail:
         return await self._client.send(calls.get_run(run_id))
+
+
+class AsyncFleet:
+    """`client.fleet`: sites, agents (online state from presence) and devices."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def sites(self) -> list[SitePublic]:
+        return await self._client.send(calls.list_sites())
+
+    async def agents(
+        self, site: str | None = None, online: bool | None = None
+    ) -> list[AgentPublic]:
+        return await self._client.send(calls.list_agents(site, online))
+
+    async def devices(
+        self, site: str | None = None, agent: str | None = None
+    ) -> list[DevicePublic]:
+        return await self._client.send(calls.list_devices(site, agent))

@@ -16,7 +16,17 @@ import httpx
 import pydantic
 
 from tme.errors import APIError, ValidationError, api_error_from_response
-from tme.schemas import Page, RunDetail, RunPublic, TaskCreate, TaskPublic, TaskUpdate
+from tme.schemas import (
+    AgentPublic,
+    DevicePublic,
+    Page,
+    RunDetail,
+    RunPublic,
+    SitePublic,
+    TaskCreate,
+    TaskPublic,
+    TaskUpdate,
+)
 
 T = TypeVar("T")
 API = "/api/v1"
@@ -179,3 +189,41 @@ def health() -> Call[Any]:
 
 def ready() -> Call[Any]:
     return Call("GET", "/readyz", _json)
+
+
+# --- fleet ---------------------------------------------------------------------
+
+
+def _list_of(model: type[pydantic.BaseModel]) -> Callable[[httpx.Response], Any]:
+    def parse(response: httpx.Response) -> Any:
+        check(response)
+        body = _body(response)
+        if not isinstance(body, list):
+            raise APIError(f"unexpected answer from {response.request.url}: not a list")
+        return [model.model_validate(item) for item in body]
+
+    return parse
+
+
+def list_sites() -> Call[list[SitePublic]]:
+    return Call("GET", f"{API}/sites", _list_of(SitePublic))
+
+
+def list_agents(site: str | None = None, online: bool | None = None) -> Call[list[AgentPublic]]:
+    params: dict[str, Any] = {"site": site, "online": online}
+    return Call(
+        "GET",
+        f"{API}/agents",
+        _list_of(AgentPublic),
+        params={k: v for k, v in params.items() if v is not None},
+    )
+
+
+def list_devices(site: str | None = None, agent: str | None = None) -> Call[list[DevicePublic]]:
+    params = {"site": site, "agent": agent}
+    return Call(
+        "GET",
+        f"{API}/devices",
+        _list_of(DevicePublic),
+        params={k: v for k, v in params.items() if v is not None},
+    )

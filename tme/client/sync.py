@@ -11,7 +11,16 @@ import httpx
 
 from tme.client import calls
 from tme.client.base import Connection, WaitDeadline
-from tme.schemas import Page, RunDetail, RunPublic, TaskCreate, TaskPublic
+from tme.schemas import (
+    AgentPublic,
+    DevicePublic,
+    Page,
+    RunDetail,
+    RunPublic,
+    SitePublic,
+    TaskCreate,
+    TaskPublic,
+)
 
 T = TypeVar("T")
 
@@ -39,6 +48,7 @@ class Client:
         self._http = http_client or httpx.Client(timeout=timeout)
         self.tasks = Tasks(self)
         self.runs = Runs(self)
+        self.fleet = Fleet(self)
 
     @property
     def url(self) -> str:
@@ -155,3 +165,19 @@ class Runs:
 
     def get(self, run_id: str) -> RunDetail:
         return self._client.send(calls.get_run(run_id))
+
+
+class Fleet:
+    """`client.fleet`: sites, agents (online state from presence) and devices."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def sites(self) -> list[SitePublic]:
+        return self._client.send(calls.list_sites())
+
+    def agents(self, site: str | None = None, online: bool | None = None) -> list[AgentPublic]:
+        return self._client.send(calls.list_agents(site, online))
+
+    def devices(self, site: str | None = None, agent: str | None = None) -> list[DevicePublic]:
+        return self._client.send(calls.list_devices(site, agent))

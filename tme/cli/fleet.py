@@ -1,0 +1,76 @@
+"""`tme agent list`, `tme device list`, `tme site list`: the fleet as presence reports it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tme.cli.common import JsonOption, TokenOption, UrlOption, connect
+from tme.cli.output import print_json, print_table
+
+device_app = typer.Typer(no_args_is_help=True)
+site_app = typer.Typer(no_args_is_help=True)
+
+SiteFilter = Annotated[str | None, typer.Option("--site", help="Only this site.")]
+
+
+def list_agents(
+    site: SiteFilter = None,
+    online: Annotated[
+        bool | None, typer.Option("--online/--offline", help="Filter by state.")
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List agents and gateways with their online state and last seen time."""
+    with connect(url, token) as client:
+        agents = client.fleet.agents(site=site, online=online)
+    if as_json:
+        print_json([a.model_dump(mode="json") for a in agents])
+        return
+    rows = [
+        (a.site, a.name, a.role, "online" if a.online else "offline", a.last_seen) for a in agents
+    ]
+    print_table("Agents", ["site", "name", "role", "state", "last seen"], rows)
+
+
+@device_app.command("list")
+def list_devices(
+    site: SiteFilter = None,
+    agent: Annotated[str | None, typer.Option("--agent", help="Only this agent.")] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List devices with their points (type, unit, access, limits)."""
+    with connect(url, token) as client:
+        devices = client.fleet.devices(site=site, agent=agent)
+    if as_json:
+        print_json([d.model_dump(mode="json") for d in devices])
+        return
+    rows = []
+    for d in devices:
+        for p in d.points:
+            limits = "" if p.min is None and p.max is None else f"{p.min}..{p.max}"
+            rows.append((d.site, d.agent, d.name, p.name, p.type, p.unit, p.access, limits))
+    print_table(
+        "Device points",
+        ["site", "agent", "device", "point", "type", "unit", "access", "limits"],
+        rows,
+    )
+
+
+@site_app.command("list")
+def list_sites(
+    url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False
+) -> None:
+    """List sites with how many of their agents are online."""
+    with connect(url, token) as client:
+        sites = client.fleet.sites()
+    if as_json:
+        print_json([s.model_dump(mode="json") for s in sites])
+        return
+    rows = [(s.name, f"{s.agents_online}/{s.agents}", s.last_seen) for s in sites]
+    print_table("Sites", ["site", "agents online", "last seen"], rows)
