@@ -69,8 +69,25 @@ class AmqpLink:
 
     def _run(self) -> None:
         self._connect()
-        self._ioloop.start()
+        while True:
+            try:
+                self._ioloop.start()
+                break
+            except Exception as exc:
+                # A callback raised out of pika: the connection's state is unknown,
+                # so it is dropped and replaced; the link itself must not die.
+                log.exception("bus link %s: I/O loop error", self.name)
+                if self._stopping:
+                    break
+                self._abandon_connection(exc)
         self._ioloop.close()
+
+    def _abandon_connection(self, error: BaseException) -> None:
+        self._connection = None
+        if self._channel is not None:
+            self._channel = None
+            self._on_lost(_as_bus_error(self.name, error))
+        self._schedule_reconnect(error)
 
     def _connect(self) -> None:
         if self._stopping:
@@ -139,9 +156,11 @@ class AmqpLink:
     def _shutdown(self) -> None:
         self._stopping = True
         connection = self._connection
-        if connection is not None and not (connection.is_closed or connection.is_closing):
+        if connection is not None and connection.is_open:
             connection.close()  # the close callback stops the loop
-        elif connection is None:
+        elif connection is None or not connection.is_closing:
+            # Closing a connection that is still opening trips an assertion inside
+            # pika 1.4, so a half-open one is abandoned with the loop instead.
             self._ioloop.stop()
 
 

@@ -11,19 +11,22 @@ from tme.bus import Delivery
 
 
 class Recorder:
-    """A handler that records deliveries and lets a test wait for them with a deadline."""
+    """A handler that runs `inner` (if any), then records the delivery for waiting tests."""
 
-    def __init__(self, fail: Callable[[Delivery], None] | None = None) -> None:
+    def __init__(self, inner: Callable[[Delivery], None] | None = None) -> None:
         self.deliveries: list[Delivery] = []
-        self._fail = fail
+        self._inner = inner
         self._changed = threading.Condition()
 
     def __call__(self, delivery: Delivery) -> None:
-        with self._changed:
-            self.deliveries.append(delivery)
-            self._changed.notify_all()
-        if self._fail is not None:
-            self._fail(delivery)
+        # Recorded after the inner handler ran, so a waiting test sees its effects too.
+        try:
+            if self._inner is not None:
+                self._inner(delivery)
+        finally:
+            with self._changed:
+                self.deliveries.append(delivery)
+                self._changed.notify_all()
 
     def ids(self) -> list[str | None]:
         with self._changed:

@@ -94,7 +94,7 @@ def test_ack_only_when_the_handler_returns(make_bus: BusFactory, site: str) -> N
             failed_once.add(delivery.message_id)
             raise RuntimeError("database is down")
 
-    got = Recorder(fail=fail_first_time)
+    got = Recorder(inner=fail_first_time)
     bus.consume(site_queue(site), got)
     bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), b"{}", message_id="again")
 
@@ -113,7 +113,7 @@ def test_reject_dead_letters_without_redelivery(make_bus: BusFactory, site: str)
     def refuse(delivery: Delivery) -> None:
         raise Reject("cannot ever process this")
 
-    got = Recorder(fail=refuse)
+    got = Recorder(inner=refuse)
     bus.consume(site_queue(site), got)
     bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), b"bad", message_id="poison")
 
@@ -133,7 +133,7 @@ def test_delivery_limit_dead_letters_a_message_that_keeps_failing(
     def always_fail(delivery: Delivery) -> None:
         raise RuntimeError("handler bug")
 
-    got = Recorder(fail=always_fail)
+    got = Recorder(inner=always_fail)
     bus.consume(site_queue(site), got)
     bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), b"{}", message_id="doomed")
 
@@ -148,7 +148,7 @@ def test_dead_letters_are_kept_in_the_dead_letter_queue(make_bus: BusFactory, si
 
     bus = make_bus()
     bus.declare_site(site)
-    bus.consume(site_queue(site), Recorder(fail=lambda d: (_ for _ in ()).throw(Reject("no"))))
+    bus.consume(site_queue(site), Recorder(inner=lambda d: (_ for _ in ()).throw(Reject("no"))))
     marker = f"kept-{uuid.uuid4().hex}"
     found = threading.Event()
 
@@ -178,7 +178,7 @@ def test_malformed_message_never_kills_the_consumer(make_bus: BusFactory, site: 
         assert isinstance(message, Event)
         events.append(message)
 
-    got = Recorder(fail=journal)
+    got = Recorder(inner=journal)
     bus.consume(site_queue(site), got)
     good = Event(command_id="c-1", type="accepted", site=site, agent="a")
     rk = site_routing_key(site)
@@ -259,10 +259,17 @@ def test_events_exchange_routes_by_topic_pattern(make_bus: BusFactory, site: str
     one_got.wait_for_ids({"e1"})
     bus.publish(EVENTS_EXCHANGE, f"{site}.skid.pump1", b"{}", message_id="e5")
     one_got.wait_for_ids({"e5"})
-    assert sorted(one_got.ids()) == ["e1", "e5"]  # e2 and e3 never matched `*.pump1`
+    # At-least-once: a duplicate may appear, but e2 and e3 never matched `*.pump1`.
+    assert set(one_got.ids()) == {"e1", "e5"}
 
 
-def test_controller_events_queue_takes_every_event(make_bus: BusFactory, site: str) -> None:
+def test_controller_events_queue_takes_every_event(
+    make_bus: BusFactory, site: str, bus_url: str
+) -> None:
+    if not bus_url.startswith("memory://"):
+        # A `#` queue on the shared tme.events would take every other test's events, and
+        # RabbitMQ 3.10 crashes publishing channels when such a queue is deleted mid-publish.
+        pytest.skip("a catch-all binding on a shared broker disturbs concurrent test runs")
     bus = make_bus()
     queue = f"tme.test.controller.{site}"
     bus.declare_events_queue(queue)
