@@ -61,6 +61,8 @@ class Gateway:
         self.journal.prune()
         self.bus.start()
         self.bus.declare_site(site)
+        # Events must have somewhere to go before the controller first runs.
+        self.bus.declare_events_queue()
         self._publisher = BusPublisher(self.bus)
         self._dispatcher = CommandDispatcher(
             site, self.journal, self._publisher, self._send_command, self.config.resend_after_s
