@@ -93,6 +93,30 @@ class Dependency(Input):
 class Retries(Input):
     max: int = Field(default=0, ge=0, le=20)
     backoff_s: float = Field(default=1.0, ge=0, le=3600)
+    # The wait before retry n is backoff_s * factor**(n-1), at most backoff_max_s, then
+    # spread by +-jitter (a fraction) so many failed runs do not retry in step.
+    factor: float = Field(default=2.0, ge=1, le=10)
+    backoff_max_s: float = Field(default=300.0, ge=0, le=86400)
+    jitter: float = Field(default=0.1, ge=0, le=1)
+
+
+class Misfire(Input):
+    """What a schedule does with a slot it could not fire on time (controller down, busy)."""
+
+    grace_s: float = Field(default=60.0, ge=0, le=7 * 86400)
+    # Beyond the grace: skip (machine tasks' default: a pump must not start hours late)
+    # or run once for all the slots missed. Every missed slot is recorded as a skipped run.
+    policy: Literal["skip", "run_once"] = "skip"
+
+
+class Overlap(Input):
+    """What a new run does while earlier runs of the task are still active."""
+
+    policy: Literal["skip", "queue", "allow"] = "skip"
+    max: int = Field(default=1, ge=1, le=100)  # active runs allowed at once (policy allow)
+
+
+TriggerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
 
 
 # --- op parameters --------------------------------------------------------------
@@ -176,6 +200,12 @@ class TaskCreate(Input):
     retries: Retries = Field(default_factory=Retries)
     priority: int = Field(default=5, ge=0, le=9)
     assigned_to: str | None = Field(default=None, max_length=200)
+    # scheduling and workflows (None: the default for the task's op)
+    misfire: Misfire | None = None
+    overlap: Overlap | None = None
+    trigger: TriggerName | None = None
+    queue_timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
+    deadline_s: float | None = Field(default=None, gt=0, le=30 * 86400)
 
     @model_validator(mode="after")
     def _shape(self) -> TaskCreate:
@@ -200,6 +230,11 @@ class TaskUpdate(Input):
     retries: Retries | None = None
     priority: int | None = Field(default=None, ge=0, le=9)
     assigned_to: str | None = Field(default=None, max_length=200)
+    misfire: Misfire | None = None
+    overlap: Overlap | None = None
+    trigger: TriggerName | None = None
+    queue_timeout_s: float | None = Field(default=None, gt=0, le=7 * 86400)
+    deadline_s: float | None = Field(default=None, gt=0, le=30 * 86400)
     # status report (external tasks): started -> running, complete -> succeeded, fail -> failed
     status: StatusWord | None = None
     log: str | None = Field(default=None, max_length=MAX_LOG_BYTES)
@@ -257,6 +292,13 @@ class TaskPublic(Output):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     latest_run_id: str | None = None
+    misfire: Misfire | None = None
+    overlap: Overlap | None = None
+    trigger: str | None = None
+    queue_timeout_s: float | None = None
+    deadline_s: float | None = None
+    paused: bool = False
+    next_fire_times: list[datetime] = Field(default_factory=list)
 
 
 class RunEventPublic(Output):
@@ -286,6 +328,8 @@ class RunPublic(Output):
 
 
 class RunDetail(RunPublic):
+    workflow_id: str | None = None
+    cause: str | None = None
     events: list[RunEventPublic] = Field(default_factory=list)
     log: list[RunLogLine] = Field(default_factory=list)
 
@@ -344,3 +388,10 @@ class DevicePublic(Output):
     profile: str = ""
     points: list[PointPublic] = Field(default_factory=list)
     updated_at: datetime | None = None
+
+
+class TriggerFired(Output):
+    """The answer to firing a named trigger: the runs it started, one per bound task."""
+
+    trigger: str
+    runs: list[RunPublic] = Field(default_factory=list)
