@@ -28,10 +28,10 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mqtt", default="mqtt://127.0.0.1:1883")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     site, agent = f"bench-{uuid.uuid4().hex[:8]}", "rss"
     online = threading.Event()
 

@@ -1,0 +1,1 @@
+"""TME's benchmarks: printed figures compared with a baseline measured in the same run."""
