@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from waiting import wait_until
 from tme.drivers.modbus import ModbusDriver, modbus_rtu, modbus_tcp
 from tme.drivers.profile import DeviceProfile, load_profile
 from tme.simulators.modbus_plant import PlantSimulator
