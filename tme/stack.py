@@ -81,6 +81,7 @@ class LocalStack:
         self.url = ""
         self.app: Any = None
         self.agents: dict[str, Any] = {}
+        self._agent_configs: dict[str, Any] = {}
         self.gateway: Any = None
 
     def __enter__(self) -> LocalStack:
@@ -178,9 +179,7 @@ class LocalStack:
         self.gateway = gateway
 
     def _start_agents(self) -> None:
-        from tme.agents.agent import DeviceAgent
         from tme.agents.agent_config import parse_agent_config
-        from tme.agents.runner import AgentThread
 
         cfg = self.config
         for data in agent_layout(cfg.site, cfg.profiles_dir, self.plant.port, self.instrument.url):
@@ -189,9 +188,24 @@ class LocalStack:
                 state_dir=str(cfg.state_dir / f"agent-{data['agent']}"),
                 worker_count=self.settings.agent.worker_count,
             )
-            runner = AgentThread(DeviceAgent(parse_agent_config(data, source="demo"))).start()
-            self._exit.callback(runner.stop)
-            self.agents[data["agent"]] = runner
+            self._agent_configs[data["agent"]] = parse_agent_config(data, source="demo")
+            self.start_agent(data["agent"])
+        self._exit.callback(self._stop_agents)
+
+    def start_agent(self, name: str) -> None:
+        """Start (or start again) one of the stack's agents; its command record persists."""
+        from tme.agents.agent import DeviceAgent
+        from tme.agents.runner import AgentThread
+
+        self.agents[name] = AgentThread(DeviceAgent(self._agent_configs[name])).start()
+
+    def stop_agent(self, name: str) -> None:
+        """Stop an agent cleanly (it publishes offline)."""
+        self.agents.pop(name).stop()
+
+    def _stop_agents(self) -> None:
+        for name in list(self.agents):
+            self.stop_agent(name)
 
 
 def _wait(predicate: Any, what: str, timeout: float = START_TIMEOUT_S) -> None:

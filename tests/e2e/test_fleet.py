@@ -43,5 +43,5 @@ def test_agent_going_away_is_shown_offline(embedded_stack, client_of) -> None:
         return found[0].online if found else None
 
     wait_until(lambda: state("line-b") is True, timeout=15, what="line-b online")
-    embedded_stack.agents["line-b"].stop()
+    embedded_stack.stop_agent("line-b")
     wait_until(lambda: state("line-b") is False, timeout=15, what="line-b offline")

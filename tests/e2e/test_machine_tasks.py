@@ -6,12 +6,14 @@ The machine is checked by reading the simulator directly, never through TME.
 from __future__ import annotations
 
 import pytest
+from waiting import wait_until
 
 from tme.stack import LocalStack
 
 pytestmark = pytest.mark.external_service
 
 PUMP_UNIT, SPEED_SETPOINT = 1, 0  # configs/profiles/pump.yaml
+CONVEYOR_UNIT = 3  # configs/profiles/conveyor.yaml
 
 
 def _target(stack: LocalStack, agent: str, device: str) -> dict[str, str]:
@@ -110,3 +112,24 @@ def test_demo_configuration_runs_a_write(embedded_stack, client_of) -> None:
     )
     assert client.tasks.wait(task.id, timeout=30).status == "succeeded"
     assert embedded_stack.plant.read_register(PUMP_UNIT, SPEED_SETPOINT) == 1500
+
+
+def test_command_for_an_offline_agent_waits_and_runs_once(real_stack, client_of) -> None:
+    client = client_of(real_stack)
+    real_stack.stop_agent("line-b")
+    wait_until(lambda: not _online(client, real_stack, "line-b"), what="line-b offline")
+    task = client.tasks.create(
+        name="set conveyor speed",
+        op="modbus.write",
+        target=_target(real_stack, "line-b", "conveyor1"),
+        params={"point": "speed_setpoint", "value": 1.5},
+    )
+    wait_until(lambda: client.tasks.get(task.id).status == "delivered", what="held at gateway")
+    writes_before = real_stack.plant.request_count(CONVEYOR_UNIT, writes_only=True)
+    real_stack.start_agent("line-b")
+    assert client.tasks.wait(task.id, timeout=30).status == "succeeded"
+    assert real_stack.plant.request_count(CONVEYOR_UNIT, writes_only=True) == writes_before + 1
+
+
+def _online(client, stack: LocalStack, name: str) -> bool:
+    return any(a.online for a in client.fleet.agents(site=stack.config.site) if a.name == name)
