@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from tme.bus.base import Bus, Consumer, Delivery, Reject
 from tme.controller.event_apply import apply_event, apply_presence
 from tme.controller.store.db import session_scope
-from tme.protocol import Event, Presence, ProtocolError, decode_any
+from tme.protocol import EVENTS_EXCHANGE, Event, Presence, ProtocolError, decode_any
 
 log = logging.getLogger("tme.events")
 
@@ -25,16 +25,29 @@ Listener = Callable[[Event | Presence], None]
 
 
 class EventConsumer:
-    def __init__(self, engine: Engine, bus: Bus, prefetch: int = 200) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        bus: Bus,
+        prefetch: int = 200,
+        queue: str = EVENTS_QUEUE,
+        binding: str = "#",
+    ) -> None:
+        """`queue` and `binding` default to the controller's queue taking every event."""
         self.engine = engine
         self.bus = bus
         self.prefetch = prefetch
+        self.queue = queue
+        self.binding = binding
         self.listeners: list[Listener] = []
         self._consumer: Consumer | None = None
 
     def start(self) -> None:
-        self.bus.declare_events_queue(EVENTS_QUEUE)
-        self._consumer = self.bus.consume(EVENTS_QUEUE, self.handle, prefetch=self.prefetch)
+        if self.queue == EVENTS_QUEUE and self.binding == "#":
+            self.bus.declare_events_queue(EVENTS_QUEUE)
+        else:
+            self.bus.declare_queue(self.queue, EVENTS_EXCHANGE, self.binding)
+        self._consumer = self.bus.consume(self.queue, self.handle, prefetch=self.prefetch)
 
     def stop(self) -> None:
         if self._consumer is not None:
