@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tme.errors import APIError, IllegalTransition
@@ -91,6 +91,11 @@ async def _illegal(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        # FastAPI's answer to a body it cannot decode (not UTF-8): same as malformed JSON
+        return error_response(
+            400, "malformed_json", "the request body is not valid JSON (or not UTF-8)"
+        )
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":
@@ -101,6 +106,15 @@ async def _http(_request: Request, exc: Exception) -> JSONResponse:
 async def _integrity(_request: Request, exc: Exception) -> JSONResponse:
     log.warning("conflicting write: %s", exc)
     return error_response(409, "conflict", "the write conflicted with a concurrent one; retry")
+
+
+async def _unstorable(_request: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value validation let through (out of range, bad bytes):
+    # the client's input, so a 422 and not a 500; the transaction was rolled back.
+    log.warning("value refused by the database: %s", exc)
+    return error_response(
+        422, "validation_error", "invalid request: a value cannot be stored (out of range?)"
+    )
 
 
 async def _db_down(_request: Request, exc: Exception) -> JSONResponse:
@@ -121,5 +135,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(IllegalTransition, _illegal)
     app.add_exception_handler(StarletteHTTPException, _http)
     app.add_exception_handler(IntegrityError, _integrity)
+    app.add_exception_handler(DataError, _unstorable)
     app.add_exception_handler(OperationalError, _db_down)
     app.add_exception_handler(Exception, _unexpected)

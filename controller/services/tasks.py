@@ -70,6 +70,7 @@ def create_task(
     on_run_ready: RunReadyHook | None = None,
 ) -> tuple[Task, bool]:
     """Store a new task; return it and whether it was created (False: idempotent replay)."""
+    _check_storable(data)
     if idempotency_key is not None:
         replay = _idempotent_replay(session, idempotency_key, request_hash(data))
         if replay is not None:
@@ -136,7 +137,7 @@ def _check_dependencies(session: Session, task_id: int | None, deps: list[Depend
             errors.append(
                 _field_error(f"depends_on.{index}.task", "a task cannot depend on itself")
             )
-        elif session.get(Task, dep.task) is None:
+        elif dep.task > MAX_ID or session.get(Task, dep.task) is None:
             errors.append(
                 _field_error(f"depends_on.{index}.task", f"task {dep.task} does not exist")
             )
@@ -179,12 +180,50 @@ def _store_edges(session: Session, task: Task, deps: list[Dependency]) -> None:
         session.add(TaskDependency(task_id=task.id or 0, predecessor_id=dep.task, on=dep.on))
 
 
+# Ids are 64-bit signed in both dialects; a larger one names no task.
+MAX_ID = 2**63 - 1
+# Fields a PATCH may not clear with null: the columns are NOT NULL.
+_REQUIRED_ON_UPDATE = ("name", "description", "priority")
+_TEXT_FIELDS = ("name", "description", "cmd", "assigned_to", "log")
+_JSON_FIELDS = ("params", "details")
+
+
+def _check_storable(data: TaskCreate | TaskUpdate) -> None:
+    """Refuse, as a 422 that names the field, values no database column can hold.
+
+    PostgreSQL text cannot hold NUL characters and its JSON cannot hold NaN or
+    Infinity (which Python's JSON parser accepts); SQLite would store both, so the
+    check keeps the two dialects answering alike.
+    """
+    errors = []
+    fields_set = data.model_fields_set
+    for name in _REQUIRED_ON_UPDATE:
+        if isinstance(data, TaskUpdate) and name in fields_set and getattr(data, name) is None:
+            errors.append(_field_error(name, "may not be null"))
+    for name in _TEXT_FIELDS:
+        value = getattr(data, name, None)
+        if isinstance(value, str) and "\x00" in value:
+            errors.append(_field_error(name, "may not contain NUL characters"))
+    for name in _JSON_FIELDS:
+        value = getattr(data, name, None)
+        if value is None:
+            continue
+        try:
+            json.dumps(value, allow_nan=False, default=str)
+        except ValueError:
+            errors.append(_field_error(name, "numbers must be finite (no NaN or Infinity)"))
+    if errors:
+        problems = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise ValidationError(f"invalid request: {problems}", field_errors=errors)
+
+
 def _field_error(field: str, message: str) -> dict[str, str]:
     return {"field": field, "message": message, "type": "value_error"}
 
 
 def update_task(session: Session, task_id: int, update: TaskUpdate) -> Task:
     """Change fields and/or apply a status report (external tasks)."""
+    _check_storable(update)
     task = get_task(session, task_id)
     changes = update.field_changes
     if changes:

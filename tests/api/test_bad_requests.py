@@ -1,0 +1,332 @@
+"""Bad requests: each answers its 4xx in the one error shape, names the problem, writes nothing.
+
+Row counts of every task table are compared before and after each request through
+the app's own engine; no request may end in a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from api_helpers import assert_error, row_counts
+from fastapi.testclient import TestClient
+
+from tme.controller.services.paging import encode_cursor
+
+JSON = {"content-type": "application/json"}
+MACHINE = {"site": "plant-1", "agent": "skid-a"}
+Ids = dict[str, int]
+
+
+@dataclass(frozen=True)
+class Bad:
+    method: str
+    path: str  # may name {E} (pending external task), {F} (finished), {M} (machine), {D}
+    status: int
+    words: tuple[str, ...]
+    json: Any = None  # a value, or a function of the ids
+    content: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _chunks() -> Iterator[bytes]:
+    for _ in range(11):  # 11 x 100 kB > 1 MiB, with no Content-Length
+        yield b" " * 100_000
+
+
+CASES: dict[str, Bad] = {
+    "malformed json": Bad(
+        "POST", "/api/v1/tasks", 400, ("not valid JSON",), content=b'{"name": ', headers=JSON
+    ),
+    "not utf-8": Bad(
+        "POST", "/tasks/create", 400, ("not valid JSON",), content=b"\xff\xfe\x00", headers=JSON
+    ),
+    "body is a list": Bad("POST", "/api/v1/tasks", 422, ("body",), json=[1, 2]),
+    "empty body": Bad(
+        "POST", "/tasks/create", 422, ("body", "required"), content=b"", headers=JSON
+    ),
+    "wrong type name": Bad("POST", "/api/v1/tasks", 422, ("name", "string"), json={"name": 5}),
+    "wrong type params": Bad(
+        "POST", "/api/v1/tasks", 422, ("params",), json={"name": "x", "params": [1]}
+    ),
+    "unknown field": Bad(
+        "POST",
+        "/tasks/create",
+        422,
+        ("unknown field", "colour"),
+        json={"name": "x", "colour": "red"},
+    ),
+    "unknown field in update": Bad(
+        "PATCH", "/task/{E}/", 422, ("unknown field", "op"), json={"op": "noop"}
+    ),
+    "missing name": Bad(
+        "POST", "/api/v1/tasks", 422, ("name", "required"), json={"description": "no name"}
+    ),
+    "oversize content-length": Bad(
+        "POST",
+        "/api/v1/tasks",
+        413,
+        ("larger than 1048576",),
+        json={"name": "x", "description": "y" * 1_100_000},
+    ),
+    "oversize chunked": Bad(
+        "POST", "/tasks/create", 413, ("larger than 1048576",), content=_chunks(), headers=JSON
+    ),
+    "too long name": Bad(
+        "POST", "/api/v1/tasks", 422, ("name", "at most 200"), json={"name": "n" * 201}
+    ),
+    "too long log": Bad(
+        "PUT", "/task/{E}/", 422, ("log",), json={"status": "fail", "log": "l" * (256 * 1024 + 1)}
+    ),
+    "priority out of range": Bad(
+        "POST", "/api/v1/tasks", 422, ("priority",), json={"name": "x", "priority": 10}
+    ),
+    "timeout out of range": Bad(
+        "PATCH", "/api/v1/tasks/{E}", 422, ("timeout_s",), json={"timeout_s": -1}
+    ),
+    "infinite number": Bad(
+        "POST",
+        "/api/v1/tasks",
+        422,
+        ("priority", "finite"),
+        content=b'{"name": "x", "priority": 1e400}',
+        headers=JSON,
+    ),
+    "nan in params": Bad(
+        "POST",
+        "/tasks/create",
+        422,
+        ("params", "finite"),
+        content=b'{"name": "x", "params": {"v": NaN}}',
+        headers=JSON,
+    ),
+    "nul in name": Bad(
+        "POST",
+        "/api/v1/tasks",
+        422,
+        ("name", "NUL"),
+        content=b'{"name": "a\\u0000b"}',
+        headers=JSON,
+    ),
+    "null name in update": Bad("PATCH", "/task/{E}/", 422, ("name", "null"), json={"name": None}),
+    "null priority in update": Bad(
+        "PUT", "/task/{E}/", 422, ("priority", "null"), json={"priority": None}
+    ),
+    "id not an integer": Bad("GET", "/api/v1/tasks/abc", 422, ("task_id", "integer")),
+    "id zero": Bad("PATCH", "/task/0/", 422, ("task_id", "greater than 0"), json={"name": "x"}),
+    "id negative": Bad("DELETE", "/task/-3", 422, ("task_id", "greater than 0")),
+    "id huge": Bad("GET", "/api/v1/tasks/99999999999999999999", 422, ("task_id",)),
+    "unknown id get": Bad("GET", "/api/v1/tasks/424242", 404, ("task 424242 does not exist",)),
+    "unknown id update": Bad("PUT", "/task/424242/", 404, ("task 424242",), json={"name": "x"}),
+    "unknown id delete": Bad("DELETE", "/task/424242/", 404, ("task 424242",)),
+    "unknown run": Bad("GET", "/api/v1/runs/not-a-run", 404, ("run not-a-run",)),
+    "run id too long": Bad("GET", "/api/v1/runs/" + "r" * 65, 422, ("run_id",)),
+    "unknown path": Bad("GET", "/api/v2/tasks", 404, ("no such path",)),
+    "wrong method": Bad(
+        "PUT", "/api/v1/tasks/{E}", 405, ("method not allowed",), json={"name": "x"}
+    ),
+    "bad cursor garbage": Bad("GET", "/api/v1/tasks?cursor=%21%21%21", 422, ("invalid cursor",)),
+    "bad cursor shape": Bad(
+        "GET", "/tasks/?cursor=" + encode_cursor("abc"), 422, ("invalid cursor",)
+    ),
+    "bad runs cursor": Bad(
+        "GET", "/api/v1/tasks/{E}/runs?cursor=" + encode_cursor("x", "y"), 422, ("invalid cursor",)
+    ),
+    "limit zero": Bad("GET", "/api/v1/tasks?limit=0", 422, ("limit",)),
+    "limit too big": Bad("GET", "/tasks/?limit=100000", 422, ("limit",)),
+    "fail after complete": Bad(
+        "PUT", "/task/{F}/", 409, ("'succeeded'", "'failed'", "final"), json={"status": "fail"}
+    ),
+    "status of a machine task": Bad(
+        "PATCH", "/task/{M}/", 409, ("reported by its agent",), json={"status": "started"}
+    ),
+    "idempotency conflict": Bad(
+        "POST",
+        "/api/v1/tasks",
+        409,
+        ("different request body",),
+        json={"name": "not the first body"},
+        headers={"Idempotency-Key": "used-key"},
+    ),
+    "idempotency key too long": Bad(
+        "POST",
+        "/tasks/create",
+        422,
+        ("idempotency-key",),
+        json={"name": "x"},
+        headers={"Idempotency-Key": "k" * 201},
+    ),
+    "bad cron": Bad(
+        "POST",
+        "/api/v1/tasks",
+        422,
+        ("invalid cron expression",),
+        json={"name": "x", "schedule": {"cron": "61 * * * *"}},
+    ),
+    "unknown timezone": Bad(
+        "POST",
+        "/tasks/create",
+        422,
+        ("unknown time zone", "Mars/Base"),
+        json={"name": "x", "schedule": {"cron": "0 6 * * *", "timezone": "Mars/Base"}},
+    ),
+    "two schedule kinds": Bad(
+        "PATCH",
+        "/api/v1/tasks/{E}",
+        422,
+        ("exactly one of",),
+        json={"schedule": {"every_s": 5, "cron": "* * * * *"}},
+    ),
+    "dependency on a missing task": Bad(
+        "POST",
+        "/api/v1/tasks",
+        422,
+        ("task 777777 does not exist",),
+        json={"name": "x", "depends_on": [{"task": 777777}]},
+    ),
+    "dependency id beyond 64 bits": Bad(
+        "POST",
+        "/api/v1/tasks",
+        422,
+        ("does not exist",),
+        json={"name": "x", "depends_on": [{"task": 2**64}]},
+    ),
+    "dependency cycle": Bad(
+        "PATCH",
+        "/task/{E}/",
+        422,
+        ("dependency cycle",),
+        json=lambda i: {"depends_on": [{"task": i["D"]}]},
+    ),
+    "self dependency": Bad(
+        "PATCH",
+        "/api/v1/tasks/{E}",
+        422,
+        ("cannot depend on itself",),
+        json=lambda i: {"depends_on": [{"task": i["E"]}]},
+    ),
+    "bad dependency outcome": Bad(
+        "POST",
+        "/api/v1/tasks",
+        422,
+        ("on",),
+        json=lambda i: {"name": "x", "depends_on": [{"task": i["E"], "on": "maybe"}]},
+    ),
+    "delete a dependency": Bad("DELETE", "/task/{E}", 409, ("is a dependency of",)),
+    "empty update": Bad("PATCH", "/task/{E}/", 422, ("update is empty",), json={}),
+    "log without status": Bad("PUT", "/task/{E}/", 422, ("with a status",), json={"log": "x"}),
+    "unknown status word": Bad("PUT", "/task/{E}/", 422, ("status",), json={"status": "done"}),
+    "shell without cmd": Bad(
+        "POST",
+        "/api/v1/tasks",
+        422,
+        ("needs cmd",),
+        json={"name": "x", "op": "shell", "target": MACHINE},
+    ),
+    "cmd on a non-shell op": Bad(
+        "POST",
+        "/tasks/create",
+        422,
+        ("cmd is only for op 'shell'",),
+        json={"name": "x", "cmd": "rm -rf /"},
+    ),
+    "cmd added to a non-shell task": Bad(
+        "PATCH", "/task/{E}/", 422, ("only for op 'shell'",), json={"cmd": "ls"}
+    ),
+    "machine op without target": Bad(
+        "POST", "/api/v1/tasks", 422, ("needs a target",), json={"name": "x", "op": "noop"}
+    ),
+    "machine task loses its agent": Bad(
+        "PATCH", "/api/v1/tasks/{M}", 422, ("needs a target",), json={"target": {"site": "plant-1"}}
+    ),
+    "device op without device": Bad(
+        "POST",
+        "/api/v1/tasks",
+        422,
+        ("needs a target device",),
+        json={"name": "x", "op": "modbus.read", "target": MACHINE, "params": {"point": "level"}},
+    ),
+    "bad params for op": Bad(
+        "POST",
+        "/api/v1/tasks",
+        422,
+        ("seconds",),
+        json={"name": "x", "op": "sleep", "target": MACHINE, "params": {"secs": 1}},
+    ),
+    "topic wildcard in site": Bad(
+        "POST",
+        "/api/v1/tasks",
+        422,
+        ("target.site",),
+        json={"name": "x", "target": {"site": "plant/#"}},
+    ),
+    "unknown op": Bad("POST", "/api/v1/tasks", 422, ("op",), json={"name": "x", "op": "launch"}),
+}
+
+
+@pytest.fixture
+def world(test_client: TestClient) -> Ids:
+    """Tasks the bad requests aim at; none of them has work in flight to a machine."""
+
+    def make(url: str = "/api/v1/tasks", **body: Any) -> int:
+        response = test_client.post(url, json={"name": "setup", **body})
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
+    ids = {
+        "E": make(),
+        "F": make(),
+        "M": make(op="noop", target=MACHINE, schedule={"every_s": 3600}),
+    }
+    ids["D"] = make(depends_on=[{"task": ids["E"]}])
+    make("/tasks/create", name="keyed")
+    keyed = test_client.post(
+        "/tasks/create", json={"name": "keyed"}, headers={"Idempotency-Key": "used-key"}
+    )
+    assert keyed.status_code == 201
+    for word in ("started", "complete"):
+        assert test_client.put(f"/task/{ids['F']}/", json={"status": word}).status_code == 200
+    return ids
+
+
+def test_enough_distinct_cases() -> None:
+    assert len(CASES) >= 25
+    assert {c.status for c in CASES.values()} >= {400, 404, 405, 409, 413, 422}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_request(name: str, test_client: TestClient, world: Ids, app_engine: Any) -> None:
+    case = CASES[name]
+    kwargs: dict[str, Any] = {"headers": case.headers}
+    if case.content is not None:
+        kwargs["content"] = case.content
+    elif case.json is not None:
+        kwargs["json"] = case.json(world) if callable(case.json) else case.json
+    before = row_counts(app_engine)
+    response = test_client.request(case.method, case.path.format(**world), **kwargs)
+    assert response.status_code < 500, response.text
+    assert_error(response, case.status, *case.words)
+    assert row_counts(app_engine) == before, "a refused request wrote rows"
+
+
+def test_error_details_name_the_field(test_client: TestClient) -> None:
+    response = test_client.post("/api/v1/tasks", json={"name": "", "priority": 99, "x": 1})
+    error = assert_error(response, 422, "unknown field", "x")
+    assert {d["field"] for d in error["details"]} == {"name", "priority", "x"}
+    assert all({"field", "message", "type"} <= set(d) for d in error["details"])
+
+
+def test_oversize_refused_before_reading(
+    test_client: TestClient, counts: Callable[[], dict[str, int]]
+) -> None:
+    """A Content-Length over the limit is answered without waiting for the body."""
+    before = counts()
+    response = test_client.post(
+        "/tasks/create", content=b"{}", headers={**JSON, "content-length": str(2 * 1024 * 1024)}
+    )
+    error = assert_error(response, 413, "larger than")
+    assert error["details"] == {"max_bytes": 1_048_576}
+    assert counts() == before

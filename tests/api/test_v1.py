@@ -1,0 +1,179 @@
+"""/api/v1: tasks list (filters, pages), get, patch, delete, runs, idempotency, health, docs."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from api_helpers import assert_error
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from tme.controller.store.db import make_engine
+
+DEVICE = {"site": "north", "agent": "a1", "device": "pump1"}
+
+
+def create(client: TestClient, **fields: Any) -> dict[str, Any]:
+    response = client.post("/api/v1/tasks", json={"name": "task", **fields})
+    assert response.status_code == 201, response.text
+    assert response.headers["location"] == f"/api/v1/tasks/{response.json()['id']}"
+    return response.json()
+
+
+def ids(client: TestClient, **params: Any) -> list[int]:
+    """Every id of a filtered listing, following next_cursor page by page."""
+    found: list[int] = []
+    cursor = None
+    while True:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/api/v1/tasks", params=query)
+        assert page.status_code == 200, page.text
+        found.extend(t["id"] for t in page.json()["items"])
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            return found
+
+
+def scheduled(**fields: Any) -> dict[str, Any]:
+    """A machine task that waits for its schedule, so nothing is dispatched meanwhile."""
+    return {"schedule": {"every_s": 3600}, **fields}
+
+
+def test_list_filters_and_pages(test_client: TestClient) -> None:
+    a = create(
+        test_client,
+        name="Tank level",
+        **scheduled(op="modbus.read", target=DEVICE, params={"point": "level"}),
+    )["id"]
+    b = create(
+        test_client,
+        name="pump speed",
+        description="tank pump",
+        **scheduled(
+            op="modbus.write",
+            target={**DEVICE, "agent": "a2"},
+            params={"point": "speed", "value": 3},
+        ),
+    )["id"]
+    c = create(
+        test_client,
+        name="wait",
+        **scheduled(op="sleep", target={"site": "south", "agent": "a1"}, params={"seconds": 1}),
+    )["id"]
+    d = create(test_client, name="manual")["id"]
+    assert ids(test_client, limit=1) == [d, c, b, a]
+    assert ids(test_client, site="north", limit=1) == [b, a]
+    assert ids(test_client, agent="a1") == [c, a]
+    assert ids(test_client, op="sleep") == [c]
+    assert ids(test_client, q="TANK", limit=1) == [b, a]
+    assert ids(test_client, status="pending") == [d]
+    assert ids(test_client, status="idle", site="north") == [b, a]
+    assert ids(test_client, site="nowhere") == []
+    page = test_client.get("/api/v1/tasks", params={"limit": 2}).json()
+    assert len(page["items"]) == 2 and page["next_cursor"]
+
+
+def test_get_patch_delete(test_client: TestClient) -> None:
+    task = create(test_client, description="first")
+    url = f"/api/v1/tasks/{task['id']}"
+    assert test_client.get(url).json() == task
+    patched = test_client.patch(url, json={"description": "second", "timeout_s": 5})
+    assert patched.status_code == 200
+    assert patched.json()["description"] == "second" and patched.json()["timeout_s"] == 5
+    assert patched.json()["updated_at"] > task["updated_at"]
+    assert test_client.get(url).json()["description"] == "second"
+    cleared = test_client.patch(url, json={"timeout_s": None}).json()
+    assert cleared["timeout_s"] is None
+    assert test_client.delete(url).status_code == 204
+    assert_error(test_client.get(url), 404, "does not exist")
+    assert_error(test_client.delete(url), 404)
+
+
+def test_runs_and_run_detail(test_client: TestClient) -> None:
+    task = create(test_client)
+    legacy = f"/task/{task['id']}/"
+    test_client.put(legacy, json={"status": "started"})
+    test_client.put(legacy, json={"status": "complete"})
+    for _ in range(2):
+        test_client.put(legacy, json={"status": "started"})
+        test_client.put(legacy, json={"status": "fail", "log": "bad"})
+    url = f"/api/v1/tasks/{task['id']}/runs"
+    first = test_client.get(url, params={"limit": 2}).json()
+    assert [r["attempt"] for r in first["items"]] == [3, 2]
+    rest = test_client.get(url, params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert [r["attempt"] for r in rest["items"]] == [1] and rest["next_cursor"] is None
+    assert [r["state"] for r in first["items"] + rest["items"]] == ["failed", "failed", "succeeded"]
+    detail = test_client.get(f"/api/v1/runs/{first['items'][0]['id']}").json()
+    assert detail["task_id"] == task["id"]
+    assert [e["to_state"] for e in detail["events"]] == ["pending", "running", "failed"]
+    assert [line["line"] for line in detail["log"]] == ["bad"]
+    assert_error(test_client.get("/api/v1/runs/no-such-run"), 404, "no-such-run")
+    assert_error(test_client.get("/api/v1/tasks/987654/runs"), 404, "task 987654")
+
+
+def test_idempotency_key(test_client: TestClient, counts: Callable[[], dict[str, int]]) -> None:
+    body = {"name": "once", "params": {"batch": 7}}
+    headers = {"Idempotency-Key": "order-42"}
+    first = test_client.post("/api/v1/tasks", json=body, headers=headers)
+    assert first.status_code == 201 and "idempotent-replayed" not in first.headers
+    before = counts()
+    again = test_client.post("/tasks/create", json=body, headers=headers)
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"]
+    assert counts() == before  # no second row anywhere
+    other = test_client.post("/api/v1/tasks", json={**body, "name": "twice"}, headers=headers)
+    error = assert_error(other, 409, "idempotency-key", "different request body")
+    assert error["details"]["task_id"] == first.json()["id"]
+    assert counts() == before
+
+
+def test_health_and_readiness(test_client: TestClient) -> None:
+    assert test_client.get("/healthz").json() == {"status": "ok"}
+    ready = test_client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready" and ready.json()["checks"]["database"] == "ok"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_database_unreachable(app: FastAPI) -> None:
+    with TestClient(app) as client:
+        down = make_engine(f"postgresql://postgres@127.0.0.1:{_closed_port()}/tme")
+        real, app.state.engine = app.state.engine, down
+        try:
+            error = assert_error(client.get("/readyz"), 503, "not reachable")
+            assert error["details"]["database"].startswith("error:")
+            assert client.get("/healthz").status_code == 200  # alive, just not ready
+            listing = client.get("/api/v1/tasks")
+            assert_error(listing, 503, "database is unavailable")
+            assert listing.headers["retry-after"] == "5"
+            assert_error(client.post("/tasks/create", json={"name": "x"}), 503)
+        finally:
+            app.state.engine = real
+            down.dispose()
+        assert client.get("/readyz").status_code == 200
+
+
+def test_openapi_and_docs(test_client: TestClient) -> None:
+    spec = test_client.get("/openapi.json").json()
+    assert spec["info"]["title"] == "TME"
+    for path in (
+        "/api/v1/tasks",
+        "/api/v1/tasks/{task_id}",
+        "/api/v1/runs/{run_id}",
+        "/tasks/create",
+        "/tasks/",
+        "/task/{task_id}/",
+        "/healthz",
+        "/readyz",
+    ):
+        assert path in spec["paths"], path
+    assert "TaskCreate" in spec["components"]["schemas"]
+    docs = test_client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
