@@ -84,26 +84,45 @@ def app_engine(app_settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def app(app_settings, app_engine):  # type: ignore[no-untyped-def]
-    """A controller app on a fresh, upgraded SQLite database."""
+def admin_credentials(app_engine):  # type: ignore[no-untyped-def]
+    """An admin user (all sites) and its API token in the app's database."""
+    from tme.controller.services.bootstrap import create_admin
+
+    return create_admin(app_engine)
+
+
+@pytest.fixture
+def admin_token(admin_credentials) -> str:  # type: ignore[no-untyped-def]
+    return str(admin_credentials.token)
+
+
+@pytest.fixture
+def app(app_settings, app_engine, admin_token):  # type: ignore[no-untyped-def]
+    """A controller app on a fresh, upgraded SQLite database, with an admin and its token."""
     from tme.controller.app import create_app
 
     return create_app(app_settings, engine=app_engine)
 
 
 @pytest.fixture
-def test_client(app):  # type: ignore[no-untyped-def]
-    """An httpx.Client talking to the app in-process (its lifespan runs)."""
+def test_client(app, admin_token):  # type: ignore[no-untyped-def]
+    """An httpx.Client talking to the app in-process (its lifespan runs), as the admin."""
     from fastapi.testclient import TestClient
 
-    with TestClient(app) as client:
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    with TestClient(app, headers=headers) as client:
         yield client
 
 
 @pytest.fixture
-def live_url(app):  # type: ignore[no-untyped-def]
-    """The app served by a real uvicorn server on a free port, in a thread."""
+def live_url(app, admin_token, monkeypatch):  # type: ignore[no-untyped-def]
+    """The app served by a real uvicorn server on a free port, in a thread.
+
+    TME_TOKEN is set to the admin's token, so SDK and CLI calls are authorised.
+    """
     import threading
+
+    monkeypatch.setenv("TME_TOKEN", admin_token)
 
     import uvicorn
 

@@ -8,8 +8,12 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+
+from tme.controller.services.roles import Principal
 from tme.controller.services.tasks import RunReadyHook
 from tme.controller.store.db import session_scope
+from tme.controller.store.models import Run, Task
+from tme.errors import AuthError, NotFound
 
 MAX_ID = 2**63 - 1
 
@@ -36,4 +40,42 @@ def get_settings(request: Request) -> Any:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 RunReadyDep = Annotated[RunReadyHook | None, Depends(get_run_ready_hook)]
-TaskId = Annotated[int, Path(gt=0, le=MAX_ID, description="The task's id")]
+
+
+def current_principal(request: Request) -> Principal:
+    """Who the request acts as, admitted by the enforcement middleware (none: refuse)."""
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):
+        raise AuthError("authentication required")
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def visible_task_id(
+    task_id: Annotated[int, Path(gt=0, le=MAX_ID, description="The task's id")],
+    session: SessionDep,
+    principal: PrincipalDep,
+) -> int:
+    """A task of a site outside the principal's grant answers 404, as if it did not exist."""
+    task = session.get(Task, task_id)
+    if task is not None and not principal.sees_site(task.site):
+        raise NotFound(f"task {task_id} does not exist", details={"task_id": task_id})
+    return task_id
+
+
+def visible_run_id(
+    run_id: Annotated[str, Path(min_length=1, max_length=64, description="The run's id")],
+    session: SessionDep,
+    principal: PrincipalDep,
+) -> str:
+    run = session.get(Run, run_id)
+    task = session.get(Task, run.task_id) if run is not None else None
+    if task is not None and not principal.sees_site(task.site):
+        raise NotFound(f"run {run_id} does not exist", details={"run_id": run_id})
+    return run_id
+
+
+TaskId = Annotated[int, Depends(visible_task_id)]
+RunId = Annotated[str, Depends(visible_run_id)]

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
+from tme.controller.services import policies
 from tme.controller.services import runs as run_service
 from tme.controller.services.paging import MAX_PAGE, decode_id_cursor, encode_cursor
 from tme.controller.store.models import IdempotencyKey, Run, Task, TaskDependency, utcnow
@@ -41,12 +42,19 @@ class TaskFilters:
     agent: str | None = None
     op: str | None = None
     search: str | None = None
+    # Sites the caller may see; None: every site (tasks without a site included).
+    sites: tuple[str, ...] | None = None
 
 
 def to_public(task: Task) -> TaskPublic:
     target = Target(site=task.site, agent=task.agent, device=task.device) if task.site else None
     return TaskPublic.model_validate(
-        {**task.model_dump(), "target": target, "retries": task.retries or {}}
+        {
+            **task.model_dump(),
+            "target": target,
+            "retries": task.retries or {},
+            **policies.public_fields(task),
+        }
     )
 
 
@@ -93,13 +101,14 @@ def create_task(
     session.add(task)
     session.flush()  # assigns the id
     _store_edges(session, task, data.depends_on)
+    policies.store_policy(session, task, data)
     if idempotency_key is not None:
         session.add(
             IdempotencyKey(
                 key=idempotency_key, request_hash=request_hash(data), task_id=task.id or 0
             )
         )
-    if data.schedule is None and not data.depends_on:
+    if data.schedule is None and not data.depends_on and data.trigger is None:
         run = run_service.start_run(session, task, reason="created", source="api")
         if on_run_ready is not None:
             on_run_ready(session, run, task)
@@ -236,6 +245,11 @@ def update_task(session: Session, task_id: int, update: TaskUpdate) -> Task:
 
 
 def _apply_field_changes(session: Session, task: Task, changes: dict[str, Any]) -> None:
+    policy_changes = {k: changes.pop(k) for k in policies.POLICY_FIELDS if k in changes}
+    if policy_changes:
+        policies.apply_policy_changes(session, task, policy_changes)
+    if "schedule" in changes:
+        policies.schedule_changed(session, task)
     target = changes.pop("target", _UNSET)
     if target is not _UNSET:
         task.site, task.agent, task.device = _target_columns(target).values()
@@ -326,6 +340,8 @@ def list_tasks(
     """Newest first, keyset-paginated by id."""
     limit = max(1, min(limit, MAX_PAGE))
     query = select(Task)
+    if filters.sites is not None:
+        query = query.where(col(Task.site).in_(filters.sites))
     if filters.status:
         query = query.where(Task.status == filters.status)
     if filters.site:

@@ -209,3 +209,8 @@ class Device(SQLModel, table=True):
     profile: str = Field(default="", max_length=200)
     points: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
     updated_at: datetime = _ts()
+
+
+# Scheduling and workflow tables (task policies, schedule slots, run links, the
+# scheduler lease) live in their own module, registered the same way.
+from tme.controller.store import workflow_models  # noqa: E402, F401

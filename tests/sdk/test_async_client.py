@@ -14,9 +14,10 @@ from tme.errors import Conflict, NotFound, TransportError, ValidationError
 
 
 @pytest.fixture
-async def aclient(app: Any) -> AsyncIterator[tme.AsyncClient]:
+async def aclient(app: Any, admin_token: str) -> AsyncIterator[tme.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
-    http = httpx.AsyncClient(transport=transport, base_url="http://tme.test")
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    http = httpx.AsyncClient(transport=transport, base_url="http://tme.test", headers=headers)
     async with http, tme.AsyncClient(http_client=http) as client:
         yield client
 

@@ -13,16 +13,17 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from tme.controller.api.deps import RunReadyDep, SessionDep, TaskId
+
+from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId
 from tme.controller.api.routes.tasks import (
     IdempotencyKey,
     create_and_commit,
     delete_and_commit,
     update_and_commit,
 )
+from tme.controller.services import access
 from tme.controller.services import tasks as service
 from tme.controller.services.tasks import TaskFilters, to_public
-
 from tme.schemas import TaskCreate, TaskPublic, TaskUpdate
 
 router = APIRouter(tags=["tasks (documented paths)"])
@@ -34,9 +35,10 @@ def create_task(
     response: Response,
     session: SessionDep,
     on_run_ready: RunReadyDep,
+    principal: PrincipalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
-    return create_and_commit(session, body, response, idempotency_key, on_run_ready)
+    return create_and_commit(session, body, response, idempotency_key, on_run_ready, principal)
 
 
 @router.get("/tasks/", response_model=list[TaskPublic])
@@ -44,12 +46,16 @@ def list_tasks(
     request: Request,
     response: Response,
     session: SessionDep,
+    principal: PrincipalDep,
     status: Annotated[str | None, Query(max_length=16)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> list[TaskPublic]:
     rows, next_cursor = service.list_tasks(
-        session, TaskFilters(status=status), limit=limit, cursor=cursor
+        session,
+        TaskFilters(status=status, sites=access.site_scope(principal)),
+        limit=limit,
+        cursor=cursor,
     )
     if next_cursor:
         next_url = request.url.include_query_params(cursor=next_cursor)
@@ -66,9 +72,11 @@ def get_task(task_id: TaskId, session: SessionDep) -> TaskPublic:
 @router.patch("/task/{task_id}/", response_model=TaskPublic)
 @router.put("/task/{task_id}", response_model=TaskPublic, include_in_schema=False)
 @router.patch("/task/{task_id}", response_model=TaskPublic, include_in_schema=False)
-def update_task(task_id: TaskId, body: TaskUpdate, session: SessionDep) -> TaskPublic:
+def update_task(
+    task_id: TaskId, body: TaskUpdate, session: SessionDep, principal: PrincipalDep
+) -> TaskPublic:
     """Update fields and/or report status. PUT and PATCH behave alike, as in the seed."""
-    return update_and_commit(session, task_id, body)
+    return update_and_commit(session, task_id, body, principal)
 
 
 @router.delete("/task/{task_id}", status_code=204, response_class=Response)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Path
-from tme.controller.api.deps import SessionDep
+from tme.controller.api.deps import RunId, SessionDep
 from tme.controller.services.queries import get_run_detail
-
 from tme.schemas import RunDetail
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
-
-RunId = Annotated[str, Path(min_length=1, max_length=64, description="The run's id")]
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail)

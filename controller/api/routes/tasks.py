@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
-from tme.controller.api.deps import RunReadyDep, SessionDep, TaskId
+
+from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId
+from tme.controller.services import access
 from tme.controller.services import tasks as service
 from tme.controller.services.queries import list_runs
 from tme.controller.services.tasks import TaskFilters, to_public
-
 from tme.schemas import Page, RunPublic, TaskCreate, TaskPublic, TaskUpdate
 
 router = APIRouter(prefix="/api/v1", tags=["tasks"])
@@ -30,7 +31,9 @@ def create_and_commit(
     response: Response,
     key: str | None,
     on_run_ready: RunReadyDep,
+    principal: PrincipalDep,
 ) -> TaskPublic:
+    access.check_task_create(principal, body)
     task, created = service.create_task(
         session, body, idempotency_key=key, on_run_ready=on_run_ready
     )
@@ -41,7 +44,10 @@ def create_and_commit(
     return to_public(task)
 
 
-def update_and_commit(session: SessionDep, task_id: int, body: TaskUpdate) -> TaskPublic:
+def update_and_commit(
+    session: SessionDep, task_id: int, body: TaskUpdate, principal: PrincipalDep
+) -> TaskPublic:
+    access.check_task_update(principal, body.field_changes)
     task = service.update_task(session, task_id, body)
     session.commit()
     return to_public(task)
@@ -59,14 +65,16 @@ def create_task(
     response: Response,
     session: SessionDep,
     on_run_ready: RunReadyDep,
+    principal: PrincipalDep,
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
-    return create_and_commit(session, body, response, idempotency_key, on_run_ready)
+    return create_and_commit(session, body, response, idempotency_key, on_run_ready, principal)
 
 
 @router.get("/tasks", response_model=Page[TaskPublic])
 def list_tasks(
     session: SessionDep,
+    principal: PrincipalDep,
     status: Annotated[str | None, Query(max_length=16)] = None,
     site: Annotated[str | None, Query(max_length=64)] = None,
     agent: Annotated[str | None, Query(max_length=64)] = None,
@@ -77,7 +85,9 @@ def list_tasks(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Page[TaskPublic]:
-    filters = TaskFilters(status=status, site=site, agent=agent, op=op, search=q)
+    filters = TaskFilters(
+        status=status, site=site, agent=agent, op=op, search=q, sites=access.site_scope(principal)
+    )
     rows, next_cursor = service.list_tasks(session, filters, limit=limit, cursor=cursor)
     return Page[TaskPublic](items=[to_public(t) for t in rows], next_cursor=next_cursor)
 
@@ -88,8 +98,10 @@ def get_task(task_id: TaskId, session: SessionDep) -> TaskPublic:
 
 
 @router.patch("/tasks/{task_id}", response_model=TaskPublic)
-def patch_task(task_id: TaskId, body: TaskUpdate, session: SessionDep) -> TaskPublic:
-    return update_and_commit(session, task_id, body)
+def patch_task(
+    task_id: TaskId, body: TaskUpdate, session: SessionDep, principal: PrincipalDep
+) -> TaskPublic:
+    return update_and_commit(session, task_id, body, principal)
 
 
 @router.delete("/tasks/{task_id}", status_code=204, response_class=Response)

@@ -1,0 +1,251 @@
+"""Authentication and authorisation of every request, in one place.
+
+An ASGI middleware, so it sees every route: API routes, the documentation pages
+and whatever is mounted later. It finds the route the request will reach, looks
+up the permission the route declared (controller/api/policy.py) and refuses
+before the route runs: no or bad credentials 401, a role without the right 403,
+a route that declared nothing 403 for everyone. The principal it admits is put
+in `request.state.principal` for the site checks the routes make. Changes that
+went through are written to the audit log afterwards, with their outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi.routing import RouteContext, iter_route_contexts
+from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute, Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tme.controller.api.errors import error_response
+from tme.controller.api.policy import COOKIE_METHODS, COOKIE_PATHS, permission_for
+from tme.controller.services import audit
+from tme.controller.services.roles import Permission, Principal
+from tme.controller.services.sessions import SESSION_COOKIE, token_of_cookie
+from tme.controller.services.tokens import resolve_token
+from tme.controller.store.db import session_scope
+from tme.errors import AuthError
+
+log = logging.getLogger("tme.auth")
+
+DB_DOWN = "the database is unavailable, so credentials cannot be checked"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_AUDITED_BODY = 65_536  # read the fields of bodies up to this size for the audit row
+
+
+def find_route(routes: list[BaseRoute], scope: Scope) -> tuple[RouteContext | None, bool]:
+    """The route the router will dispatch to, and whether the method matched (else 405).
+
+    Included routers are walked to their routes, each with its full path.
+    """
+    partial = None
+    for route in iter_route_contexts(routes):
+        match, _child = route.matches(scope)
+        if match == Match.FULL:
+            return route, True
+        if match == Match.PARTIAL and partial is None:
+            partial = route
+    return partial, False
+
+
+def client_of(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+class Enforce:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request = HTTPConnection(scope)
+        state = request.app.state
+        route, method_ok = find_route(request.app.router.routes, scope)
+        method = str(scope.get("method", "GET"))
+        needed = permission_for(route, method) if route is not None and method_ok else None
+        if needed is Permission.public:
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await run_in_threadpool(self._authenticate, request, method)
+        except AuthError as exc:
+            await self._refuse(scope, receive, send, 401, exc.message, route)
+            return
+        except OperationalError:
+            log.error("database unavailable: credentials cannot be checked")
+            retry = {"Retry-After": "5"}
+            unavailable = error_response(503, "unavailable", DB_DOWN, None, retry)
+            await unavailable(scope, receive, send)
+            return
+        if route is not None and method_ok:
+            if needed is None:
+                log.error("route %s declares no permission: refused", getattr(route, "path", ""))
+                await self._refuse(
+                    scope, receive, send, 403, "this route is closed", route, principal
+                )
+                return
+            if not principal.can(needed):
+                message = f"your role ({principal.role}) may not do this ({needed})"
+                await self._refuse(scope, receive, send, 403, message, route, principal)
+                return
+        scope.setdefault("state", {})["principal"] = principal
+        if method in SAFE_METHODS or route is None or not method_ok or state.engine is None:
+            await self.app(scope, receive, send)
+            return
+        await self._audited(scope, receive, send, principal, route, needed)
+
+    def _authenticate(self, request: HTTPConnection, method: str) -> Principal:
+        """The principal of a bearer token, else of a session cookie (reads only)."""
+        state = request.app.state
+        header = request.headers.get("authorization")
+        if header is not None:
+            scheme, _, value = header.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                raise AuthError("use Authorization: Bearer <token>")
+            return self._resolve(request, value.strip(), "bearer token")
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie is None:
+            raise AuthError("authentication required: send Authorization: Bearer <token>")
+        if method not in COOKIE_METHODS and request.url.path not in COOKIE_PATHS:
+            raise AuthError("a session cookie only reads; changes need a bearer token")
+        origin = request.headers.get("origin")
+        if origin and origin.split("://", 1)[-1] != request.headers.get("host"):
+            raise AuthError("cross-site request refused")
+        ttl_s = int(state.settings.auth.session_ttl_hours) * 3600
+        try:
+            token = token_of_cookie(cookie, state.session_key, ttl_s)
+        except AuthError as exc:
+            self._audit_refusal(request, "session cookie", exc)
+            raise
+        return self._resolve(request, token, "session cookie")
+
+    def _resolve(self, request: HTTPConnection, token: str, kind: str) -> Principal:
+        try:
+            with session_scope(request.app.state.engine) as session:
+                return resolve_token(session, token)
+        except AuthError as exc:
+            self._audit_refusal(request, kind, exc)
+            raise
+
+    def _audit_refusal(self, request: HTTPConnection, kind: str, exc: AuthError) -> None:
+        details = {"reason": exc.message, "credential": kind, "path": request.url.path}
+        if isinstance(exc.details, dict):
+            details.update(exc.details)
+        audit.record(
+            request.app.state.engine,
+            "auth.token_refused",
+            target=f"{request.scope.get('method', 'GET')} {request.url.path}",
+            outcome="refused",
+            client=client_of(request.scope),
+            details=details,
+        )
+
+    async def _refuse(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        status: int,
+        message: str,
+        route: RouteContext | None,
+        principal: Principal | None = None,
+    ) -> None:
+        headers = {"WWW-Authenticate": 'Bearer realm="tme"'} if status == 401 else None
+        code = "unauthorized" if status == 401 else "forbidden"
+        if principal is not None:
+            await run_in_threadpool(
+                audit.record,
+                HTTPConnection(scope).app.state.engine,
+                "access.refused",
+                actor=principal.username,
+                target=f"{scope.get('method', 'GET')} {scope['path']}",
+                outcome="refused",
+                client=client_of(scope),
+                details={"reason": message},
+            )
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await error_response(status, code, message, None, headers)(scope, receive, send)
+
+    async def _audited(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        principal: Principal,
+        route: RouteContext,
+        needed: Permission | None,
+    ) -> None:
+        """Run the route, then record the change with its outcome."""
+        seen: dict[str, Any] = {"body": b"", "status": 500, "location": ""}
+
+        async def tap_receive() -> Message:
+            message = await receive()
+            if message["type"] == "http.request" and len(seen["body"]) < MAX_AUDITED_BODY:
+                seen["body"] += message.get("body", b"")
+            return message
+
+        async def tap_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                for key, value in message.get("headers", []):
+                    if key == b"location":
+                        seen["location"] = value.decode("latin-1")
+            await send(message)
+
+        try:
+            await self.app(scope, tap_receive, tap_send)
+        finally:
+            await run_in_threadpool(self._record_change, scope, principal, route, needed, seen)
+
+    def _record_change(
+        self,
+        scope: Scope,
+        principal: Principal,
+        route: RouteContext,
+        needed: Permission | None,
+        seen: dict[str, Any],
+    ) -> None:
+        status = int(seen["status"])
+        details: dict[str, Any] = {"status": status, **_body_summary(seen["body"])}
+        if seen["location"]:
+            details["location"] = seen["location"]
+        if principal.token_id is not None:
+            details["token_id"] = principal.token_id
+        try:
+            audit.record(
+                HTTPConnection(scope).app.state.engine,
+                f"{needed or 'change'}:{getattr(route, 'name', '')}",
+                actor=principal.username,
+                target=f"{scope['method']} {scope['path']}",
+                outcome="ok" if status < 400 else "failed",
+                client=client_of(scope),
+                details=details,
+            )
+        except Exception:  # the change stands; a lost audit row is logged loudly
+            log.exception("could not write the audit row of %s %s", scope["method"], scope["path"])
+
+
+def _body_summary(body: bytes) -> dict[str, Any]:
+    """Which fields a change set (and a status report's word), never the whole body."""
+    if not body or len(body) >= MAX_AUDITED_BODY:
+        return {}
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    summary: dict[str, Any] = {"fields": sorted(str(k) for k in data)[:50]}
+    if isinstance(data.get("status"), str):
+        summary["reported_status"] = data["status"][:16]
+    return summary

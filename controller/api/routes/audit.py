@@ -1,0 +1,116 @@
+"""/api/v1/audit (admin): the audit log, newest first, as JSON pages or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict
+
+from tme.controller.api.deps import SessionDep
+from tme.controller.services import audit
+from tme.controller.store.security_models import AuditEntry
+
+router = APIRouter(prefix="/api/v1", tags=["audit"])
+
+CSV_COLUMNS = ["id", "at", "actor", "action", "target", "outcome", "client", "details", "hash"]
+MAX_CSV_ROWS = 100_000
+
+
+class AuditEntryPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    client: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryPublic]
+    next_before_id: int | None = None
+
+
+Text = Annotated[str | None, Query(max_length=64)]
+
+
+def _filters(
+    actor: Text = None,
+    action: Annotated[str | None, Query(max_length=64, description="prefix, e.g. auth.")] = None,
+    outcome: Annotated[Literal["ok", "failed", "refused"] | None, Query()] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> audit.AuditFilters:
+    return audit.AuditFilters(actor, action, outcome, _aware(since), _aware(until))
+
+
+def _aware(when: datetime | None) -> datetime | None:
+    from datetime import UTC
+
+    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
+
+
+def _csv(rows: list[AuditEntry]) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        values = row.model_dump()
+        values["at"] = row.at.isoformat()
+        values["details"] = json.dumps(row.details, sort_keys=True)
+        writer.writerow([values[c] for c in CSV_COLUMNS])
+    headers = {"Content-Disposition": 'attachment; filename="tme-audit.csv"'}
+    return Response(out.getvalue(), media_type="text/csv", headers=headers)
+
+
+_CSV_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
+}
+
+
+@router.get("/audit", response_model=AuditPage, responses=_CSV_DOC)
+def list_audit(
+    session: SessionDep,
+    actor: Text = None,
+    action: Annotated[str | None, Query(max_length=64, description="prefix, e.g. auth.")] = None,
+    outcome: Annotated[Literal["ok", "failed", "refused"] | None, Query()] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_id: Annotated[int | None, Query(gt=0, le=2**63 - 1)] = None,
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+) -> Any:
+    filters = _filters(actor, action, outcome, since, until)
+    if format == "csv":
+        return _csv(audit.query(session, filters, limit=MAX_CSV_ROWS, before_id=before_id))
+    rows = audit.query(session, filters, limit=limit + 1, before_id=before_id)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return AuditPage(
+        items=[AuditEntryPublic.model_validate(r) for r in rows],
+        next_before_id=rows[-1].id if more and rows else None,
+    )
+
+
+@router.get("/audit.csv", response_class=Response, responses=_CSV_DOC)
+def export_audit(
+    session: SessionDep,
+    actor: Text = None,
+    action: Annotated[str | None, Query(max_length=64, description="prefix, e.g. auth.")] = None,
+    outcome: Annotated[Literal["ok", "failed", "refused"] | None, Query()] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Response:
+    filters = _filters(actor, action, outcome, since, until)
+    return _csv(audit.query(session, filters, limit=MAX_CSV_ROWS))

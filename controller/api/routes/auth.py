@@ -1,0 +1,122 @@
+"""/api/v1/auth: log in (a session token and cookie), log out, and who am I.
+
+Login is limited per username and per client address; a wrong username and a
+wrong password get the same answer, and both are written to the audit log.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from tme.controller.api.deps import PrincipalDep, SessionDep
+from tme.controller.api.enforce import client_of
+from tme.controller.api.errors import error_response
+from tme.controller.services import audit
+from tme.controller.services.roles import Principal
+from tme.controller.services.sessions import (
+    clear_session_cookie,
+    set_session_cookie,
+    start_session,
+)
+from tme.controller.services.tokens import revoke_token
+from tme.controller.services.users import authenticate, get_user
+from tme.errors import AuthError
+from tme.schemas import ErrorResponse
+
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class PrincipalPublic(BaseModel):
+    username: str
+    role: str
+    sites: list[str]
+    token_kind: str = "api"
+
+
+class SessionPublic(PrincipalPublic):
+    token: str = Field(description="A bearer token for this session; the cookie carries it too")
+    expires_at: datetime
+
+
+def _public(principal: Principal) -> PrincipalPublic:
+    return PrincipalPublic(
+        username=principal.username,
+        role=principal.role.value,
+        sites=list(principal.sites),
+        token_kind=principal.token_kind,
+    )
+
+
+@router.post(
+    "/login",
+    response_model=SessionPublic,
+    responses={401: {"model": ErrorResponse}, 429: {"model": ErrorResponse}},
+)
+def login(
+    body: LoginRequest, request: Request, response: Response, session: SessionDep
+) -> SessionPublic | JSONResponse:
+    state = request.app.state
+    client = client_of(request.scope)
+    wait = state.login_limiter.allow(body.username, client)
+    if wait is not None:
+        audit.record(
+            state.engine,
+            "auth.login_limited",
+            actor=body.username[:64],
+            outcome="refused",
+            client=client,
+        )
+        retry = str(max(1, int(wait + 0.999)))
+        return error_response(
+            429,
+            "too_many_requests",
+            "too many login attempts; wait a minute",
+            {"retry_after_s": int(retry)},
+            {"Retry-After": retry},
+        )
+    try:
+        principal = authenticate(session, body.username, body.password)
+    except AuthError:
+        audit.record(
+            state.engine,
+            "auth.login_failed",
+            actor=body.username[:64],
+            outcome="refused",
+            client=client,
+        )
+        raise
+    user = get_user(session, principal.username)
+    new = start_session(session, user, state.session_key, state.settings.auth.session_ttl_hours)
+    session.commit()
+    audit.record(state.engine, "auth.login", actor=user.username, client=client)
+    set_session_cookie(response, new, secure=request.url.scheme == "https")
+    return SessionPublic(
+        **_public(principal).model_dump(), token=new.token, expires_at=new.expires_at
+    )
+
+
+@router.post("/logout", status_code=204, response_class=Response)
+def logout(session: SessionDep, principal: PrincipalDep) -> Response:
+    """End this session (its token is revoked) and clear the cookie."""
+    if principal.token_kind == "session" and principal.token_id is not None:
+        revoke_token(session, principal.token_id)
+        session.commit()
+    response = Response(status_code=204)
+    clear_session_cookie(response)
+    return response  # the enforcement middleware audits it like every change
+
+
+@router.get("/me", response_model=PrincipalPublic)
+def me(principal: PrincipalDep) -> PrincipalPublic:
+    return _public(principal)
