@@ -64,6 +64,11 @@ class Schedule(Input):
         _check_timezone(self.timezone)
         if self.cron is not None:
             _check_cron(self.cron, self.timezone)
+        if self.at is not None and self.at.tzinfo is None:
+            from zoneinfo import ZoneInfo
+
+            # A wall-clock time means that time in the schedule's zone.
+            self.at = self.at.replace(tzinfo=ZoneInfo(self.timezone))
         return self
 
 
@@ -86,7 +91,7 @@ def _check_cron(expr: str, timezone: str) -> None:
 
 
 class Dependency(Input):
-    task: int = Field(gt=0)
+    task: int = Field(gt=0, le=2**63 - 1)
     on: Literal["success", "failure", "any"] = "success"
 
 
@@ -164,7 +169,11 @@ PARAMS_MODELS: dict[str, type[Input] | None] = {
 
 
 def _check_params_size(params: dict[str, Any]) -> None:
-    if len(json.dumps(params, default=str)) > MAX_PARAMS_BYTES:
+    try:
+        encoded = json.dumps(params, default=str, allow_nan=False)
+    except ValueError as exc:
+        raise ValueError("numbers must be finite (no NaN or Infinity)") from exc
+    if len(encoded) > MAX_PARAMS_BYTES:
         raise ValueError(f"params are larger than {MAX_PARAMS_BYTES} bytes")
 
 
