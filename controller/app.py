@@ -18,7 +18,7 @@ import tme
 from tme.bus import Bus
 from tme.controller.api import errors, security
 from tme.controller.api.limits import BodySizeLimit
-from tme.controller.api.routes import fleet, health, legacy, runs, tasks
+from tme.controller.api.routes import fleet, health, legacy, runs, scheduling, tasks
 from tme.controller.runtime import ControllerRuntime
 from tme.controller.store.db import check_schema, make_engine
 
@@ -68,5 +68,6 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.http.max_body_bytes)
     for router in (health.router, legacy.router, tasks.router, runs.router, fleet.router):
         app.include_router(router)
+    app.include_router(scheduling.router)
     security.install(app, settings)  # last: every route above is behind it
     return app

@@ -12,7 +12,8 @@ from sqlalchemy.engine import Engine
 from tme.bus import Bus, open_bus
 from tme.controller.dispatcher import Dispatcher
 from tme.controller.event_consumer import EventConsumer
-from tme.controller.outbox import OutboxWriter
+from tme.controller.run_ready import RunReady
+from tme.controller.scheduling import Scheduling
 
 log = logging.getLogger("tme.controller")
 
@@ -35,18 +36,22 @@ class ControllerRuntime:
             )
         )
         wake = threading.Event()
-        self.on_run_ready = OutboxWriter(settings, wake)
+        self.on_run_ready = RunReady(settings, wake)
         self.dispatcher = Dispatcher(engine, self.bus, wake)
         self.events = EventConsumer(engine, self.bus)
+        self.scheduling = Scheduling(engine, self.on_run_ready, settings)
+        self.events.listeners.append(self.scheduling.on_event)
 
     def start(self) -> None:
         if self._own_bus:
             self.bus.start()
         self.events.start()
         self.dispatcher.start()
+        self.scheduling.start()
         log.info("controller runtime started (broker %s)", _safe_url(self.settings))
 
     def stop(self) -> None:
+        self.scheduling.stop()
         self.dispatcher.stop()
         self.events.stop()
         if self._own_bus:

@@ -1,0 +1,138 @@
+"""Run control: run now, pause and resume a schedule, named triggers, cancel, retry.
+
+POST /api/v1/tasks/{id}/run            start a run now (the overlap policy applies)
+POST /api/v1/tasks/{id}/pause|resume   stop or restart firing its schedule
+POST /api/v1/triggers/{name}           start every task bound to the trigger
+POST /api/v1/runs/{id}/cancel[?force]  cancel at once, or ask the agent to stop
+POST /api/v1/runs/{id}/retry           run a settled step again in its workflow run
+GET  /api/v1/workflows/{id}            the runs of one workflow run
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from sqlmodel import Session, col, select
+
+from tme.controller.api.deps import RunReadyDep, SessionDep, TaskId
+from tme.controller.services import cancel as cancel_service
+from tme.controller.services import tasks as task_service
+from tme.controller.services.launch import launch_run
+from tme.controller.services.policies import get_policy, schedule_changed
+from tme.controller.store.models import Run, Task
+from tme.controller.store.workflow_models import RunLink, TaskPolicy
+from tme.errors import Conflict, NotFound
+from tme.schemas import RunPublic, TaskPublic, TriggerFired
+
+router = APIRouter(prefix="/api/v1", tags=["run control"])
+
+RUN_CONTROL: dict[str, Any] = {"x-permission": "run.control"}
+TASK_READ: dict[str, Any] = {"x-permission": "task.read"}
+RunId = Annotated[str, Path(min_length=1, max_length=64, description="The run's id")]
+TriggerPath = Annotated[
+    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$", description="The trigger's name")
+]
+
+
+def _wake_scheduler(request: Request) -> None:
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is not None:
+        runtime.scheduling.wake()
+
+
+def _run_public(session: Session, run: Run) -> RunPublic:
+    return RunPublic.model_validate(run)
+
+
+@router.post(
+    "/tasks/{task_id}/run", status_code=201, response_model=RunPublic, openapi_extra=RUN_CONTROL
+)
+def run_now(task_id: TaskId, session: SessionDep, on_run_ready: RunReadyDep) -> RunPublic:
+    task = task_service.get_task(session, task_id)
+    run = launch_run(
+        session, task, cause="manual", reason="run now", hook=on_run_ready, source="api"
+    )
+    session.commit()
+    return _run_public(session, run)
+
+
+def _set_paused(request: Request, session: Session, task_id: int, paused: bool) -> TaskPublic:
+    task = task_service.get_task(session, task_id)
+    if not task.schedule:
+        raise Conflict(f"task {task_id} has no schedule", details={"task_id": task_id})
+    policy = get_policy(session, task)
+    if policy.paused != paused:
+        policy.paused = paused
+        schedule_changed(session, task)  # a resumed schedule owes nothing for the pause
+    session.commit()
+    _wake_scheduler(request)
+    return task_service.to_public(task)
+
+
+@router.post("/tasks/{task_id}/pause", response_model=TaskPublic, openapi_extra=RUN_CONTROL)
+def pause(task_id: TaskId, request: Request, session: SessionDep) -> TaskPublic:
+    return _set_paused(request, session, task_id, True)
+
+
+@router.post("/tasks/{task_id}/resume", response_model=TaskPublic, openapi_extra=RUN_CONTROL)
+def resume(task_id: TaskId, request: Request, session: SessionDep) -> TaskPublic:
+    return _set_paused(request, session, task_id, False)
+
+
+@router.post("/triggers/{name}", response_model=TriggerFired, openapi_extra=RUN_CONTROL)
+def fire_trigger(name: TriggerPath, session: SessionDep, on_run_ready: RunReadyDep) -> TriggerFired:
+    bound = session.exec(
+        select(Task)
+        .join(TaskPolicy, col(TaskPolicy.task_id) == col(Task.id))
+        .where(TaskPolicy.trigger == name)
+        .order_by(col(Task.id))
+    ).all()
+    runs = [
+        launch_run(
+            session,
+            task,
+            cause="trigger",
+            reason=f"trigger {name}",
+            hook=on_run_ready,
+            source="api",
+        )
+        for task in bound
+    ]
+    session.commit()
+    return TriggerFired(trigger=name, runs=[_run_public(session, r) for r in runs])
+
+
+@router.post("/runs/{run_id}/cancel", response_model=RunPublic, openapi_extra=RUN_CONTROL)
+def cancel(
+    run_id: RunId,
+    session: SessionDep,
+    force: Annotated[bool, Query(description="mark it canceled even if the agent is gone")] = False,
+) -> RunPublic:
+    run = cancel_service.cancel_run(session, run_id, force=force)
+    session.commit()
+    return _run_public(session, run)
+
+
+@router.post(
+    "/runs/{run_id}/retry", status_code=201, response_model=RunPublic, openapi_extra=RUN_CONTROL
+)
+def retry(run_id: RunId, session: SessionDep, on_run_ready: RunReadyDep) -> RunPublic:
+    run = cancel_service.retry_run(session, run_id, on_run_ready)
+    session.commit()
+    return _run_public(session, run)
+
+
+@router.get("/workflows/{workflow_id}", response_model=list[RunPublic], openapi_extra=TASK_READ)
+def workflow_runs(workflow_id: RunId, session: SessionDep) -> list[RunPublic]:
+    rows = session.exec(
+        select(Run)
+        .join(RunLink, col(RunLink.run_id) == col(Run.id))
+        .where(RunLink.workflow_id == workflow_id)
+        .order_by(col(Run.created_at))
+    ).all()
+    if not rows:
+        raise NotFound(
+            f"workflow run {workflow_id} does not exist", details={"workflow_id": workflow_id}
+        )
+    return [_run_public(session, r) for r in rows]

@@ -1,0 +1,89 @@
+"""Automatic retries: when a settled run is tried again, and how long to wait.
+
+Retried on failed and timed_out, never on rejected (the agent refused it: trying
+again changes nothing) nor on lost (the outcome is unknown). A write is retried
+only when the agent reported that it never started it, because a second write
+after a half-done first one may harm the machine. The wait grows exponentially
+with jitter up to a cap; a retry that could not start before the task's total
+deadline is not planned.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, select
+
+from tme.controller.services.runs import start_run, transition
+from tme.controller.services.tasks import RunReadyHook
+from tme.controller.store.models import Run, Task, utcnow
+from tme.controller.store.workflow_models import RunLink
+from tme.schemas import Retries
+from tme.states import RunState
+
+RETRY_ON = frozenset({RunState.failed, RunState.timed_out})
+WRITE_OPS = frozenset({"modbus.write", "serial.command", "shell"})
+
+
+def backoff_s(retries: Retries, attempt: int, rng: random.Random | None = None) -> float:
+    """The wait before the retry that follows attempt `attempt` (1-based)."""
+    base = min(retries.backoff_s * retries.factor ** (attempt - 1), retries.backoff_max_s)
+    spread = (rng or random).uniform(-retries.jitter, retries.jitter)
+    return max(0.0, base * (1 + spread))
+
+
+def retry_refusal(task: Task, run: Run, link: RunLink, retries: Retries) -> str | None:
+    """Why this run is not retried, or None when it is."""
+    state = RunState(run.state)
+    if state not in RETRY_ON:
+        return f"not retried after {state.value}"
+    if run.attempt > retries.max:
+        return f"retries exhausted ({retries.max})"
+    if task.op in WRITE_OPS and not link.not_started:
+        return "a write is retried only when the agent reports it never started"
+    return None
+
+
+def plan_retry(session: Session, task: Task, run: Run, link: RunLink) -> Run | None:
+    retries = Retries.model_validate(task.retries or {})
+    if retry_refusal(task, run, link, retries) is not None:
+        return None
+    delay = backoff_s(retries, run.attempt)
+    due = utcnow() + timedelta(seconds=delay)
+    if link.deadline_at is not None and due > link.deadline_at:
+        return None
+    retry = start_run(
+        session,
+        task,
+        reason=f"retry {run.attempt} of {retries.max} after {run.state}, in {delay:.2f} s",
+        source="controller",
+        attempt=run.attempt + 1,
+    )
+    session.add(
+        RunLink(
+            run_id=retry.id,
+            workflow_id=link.workflow_id,
+            cause="retry",
+            first_run_id=link.first_run_id,
+            deadline_at=link.deadline_at,
+            retry_at=due,
+        )
+    )
+    transition(session, retry, RunState.waiting, reason=f"retry due at {due.isoformat()}")
+    return retry
+
+
+def start_due_retries(session: Session, hook: RunReadyHook | None, now: datetime) -> int:
+    rows = session.exec(
+        select(RunLink, Run)
+        .join(Run, col(Run.id) == col(RunLink.run_id))
+        .where(col(RunLink.retry_at).is_not(None), col(RunLink.retry_at) <= now)
+    ).all()
+    for link, run in rows:
+        link.retry_at = None
+        session.add(link)
+        task = session.get(Task, run.task_id)
+        if run.state == RunState.waiting and task is not None and hook is not None:
+            hook(session, run, task)
+    return len(rows)

@@ -1,0 +1,40 @@
+"""The controller's run-ready hook: link a new run to its workflow run, then queue it.
+
+Every run handed to an agent passes here (created tasks, schedules, triggers,
+workflow steps, retries). A run without a link yet starts its own workflow run.
+A task's own queue timeout replaces the default one.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sqlalchemy import event
+from sqlmodel import Session
+
+from tme.controller.outbox import queue_run
+from tme.controller.services.launch import link_run
+from tme.controller.store.models import Run, Task
+from tme.controller.store.workflow_models import RunLink, TaskPolicy
+from tme.schemas import MACHINE_OPS
+
+
+class RunReady:
+    def __init__(self, settings: Any, wake: threading.Event) -> None:
+        self.default_timeout_s = float(settings.tasks.default_timeout_s)
+        self.queue_timeout_s = float(settings.tasks.queue_timeout_s)
+        self.wake = wake
+
+    def __call__(self, session: Session, run: Run, task: Task) -> None:
+        session.flush()  # rows added earlier in this transaction become visible to get()
+        policy = session.get(TaskPolicy, task.id)
+        if session.get(RunLink, run.id) is None:
+            link_run(
+                session, run, cause="created", deadline_s=policy.deadline_s if policy else None
+            )
+        if task.op not in MACHINE_OPS or not task.site or not task.agent:
+            return  # external tasks are reported through the API, not dispatched
+        queue_timeout_s = (policy.queue_timeout_s if policy else None) or self.queue_timeout_s
+        queue_run(session, run, task, self.default_timeout_s, queue_timeout_s)
+        event.listen(session, "after_commit", lambda _s: self.wake.set(), once=True)

@@ -1,0 +1,134 @@
+"""APScheduler inside the controller, its jobs kept in step with the tasks' schedules.
+
+One job per scheduled, unpaused task (id "task:<id>", the module-level fire
+function by reference, the task id as argument), stored by SQLAlchemyJobStore in
+the controller's own database. The job's name carries the schedule's version (when
+it was last set or resumed), so a change made while no scheduler ran is noticed at
+start. Only the lease holder runs this (see scheduler_lease).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from tme.controller.sched_triggers import build_trigger
+from tme.controller.schedule_fire import JOB_FUNCTION
+from tme.controller.store.models import Task
+from tme.controller.store.workflow_models import TaskPolicy
+
+log = logging.getLogger("tme.scheduler")
+
+JOBS_TABLE = "tme_scheduler_jobs"
+FIRE_THREADS = 4  # fires only write a few rows; more threads would just contend for the DB
+
+
+def job_id(task_id: int) -> str:
+    return f"task:{task_id}"
+
+
+def _version(changed_at: datetime) -> str:
+    return changed_at.astimezone(UTC).isoformat()
+
+
+class ScheduleKeeper:
+    def __init__(self, engine: Engine, key: str) -> None:
+        self.engine = engine
+        self.key = key
+        self.scheduler: BackgroundScheduler | None = None
+        self._seen: datetime | None = None
+
+    def start(self) -> None:
+        self.scheduler = BackgroundScheduler(
+            timezone=UTC,
+            jobstores={"default": SQLAlchemyJobStore(engine=self.engine, tablename=JOBS_TABLE)},
+            executors={"default": ThreadPoolExecutor(FIRE_THREADS)},
+            # Coalesce and no grace: after any delay a job runs once, and the fire
+            # function accounts for every slot itself (schedule_fire).
+            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
+        )
+        self.scheduler.start(paused=True)
+        self.sync_all()
+        self.scheduler.resume()
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=True)
+            self.scheduler = None
+
+    def sync_all(self) -> int:
+        """Make the stored jobs match every task's schedule; return how many jobs there are."""
+        assert self.scheduler is not None
+        jobs = {job.id: job.name for job in self.scheduler.get_jobs()}
+        wanted = 0
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(
+                    Task.id, Task.schedule, TaskPolicy.paused, TaskPolicy.schedule_changed_at
+                ).join(TaskPolicy, col(TaskPolicy.task_id) == col(Task.id), isouter=True)
+            ).all()
+        for task_id, schedule, paused, changed_at in rows:
+            jid = job_id(task_id)
+            if not schedule or paused or changed_at is None:
+                if jid in jobs:
+                    self._remove(task_id)
+                continue
+            wanted += 1
+            if jobs.get(jid) != _version(changed_at):
+                self._put(task_id, schedule, changed_at)
+            self._seen = max(filter(None, [self._seen, changed_at]))
+        known = {job_id(r[0]) for r in rows}
+        for jid in set(jobs) - known:  # tasks deleted while no scheduler ran
+            self._remove(int(jid.split(":", 1)[1]))
+        log.info("scheduler started with %d schedules", wanted)
+        return wanted
+
+    def sync_changes(self) -> int:
+        """Apply schedules set, changed, paused or resumed since the last look."""
+        if self.scheduler is None:
+            return 0
+        with Session(self.engine) as session:
+            query = select(
+                Task.id, Task.schedule, TaskPolicy.paused, TaskPolicy.schedule_changed_at
+            )
+            query = query.join(TaskPolicy, col(TaskPolicy.task_id) == col(Task.id))
+            if self._seen is not None:
+                query = query.where(col(TaskPolicy.schedule_changed_at) > self._seen)
+            rows = session.exec(query).all()
+        for task_id, schedule, paused, changed_at in rows:
+            if schedule and not paused:
+                self._put(task_id, schedule, changed_at)
+            else:
+                self._remove(task_id)
+            self._seen = max(filter(None, [self._seen, changed_at]))
+        return len(rows)
+
+    def forget(self, task_id: int) -> None:
+        """A deleted task: drop its job."""
+        if self.scheduler is not None:
+            self._remove(task_id)
+
+    def _put(self, task_id: int, schedule: dict[str, Any], changed_at: datetime) -> None:
+        assert self.scheduler is not None
+        self.scheduler.add_job(
+            JOB_FUNCTION,
+            trigger=build_trigger(schedule, changed_at),
+            args=[self.key, task_id],
+            id=job_id(task_id),
+            name=_version(changed_at),
+            replace_existing=True,
+        )
+
+    def _remove(self, task_id: int) -> None:
+        assert self.scheduler is not None
+        with contextlib.suppress(JobLookupError):
+            self.scheduler.remove_job(job_id(task_id))

@@ -1,0 +1,144 @@
+"""The controller's scheduling side, started and stopped by ControllerRuntime.
+
+One thread holds (or waits for) the scheduler lease. While this controller holds
+it, APScheduler fires schedules and the same thread keeps jobs in step with the
+tasks, settles workflow steps, starts due retries and enforces timeouts. Another
+controller on the same database says that it stands by, and takes over once the
+lease expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from tme.controller.retries import start_due_retries
+from tme.controller.schedule_fire import FireContext, register, unregister
+from tme.controller.scheduler import ScheduleKeeper
+from tme.controller.scheduler_lease import Lease
+from tme.controller.services.tasks import RunReadyHook
+from tme.controller.store.db import session_scope
+from tme.controller.store.models import utcnow
+from tme.controller.store.workflow_models import RunLink
+from tme.controller.watchdog import GRACE_S, check_timeouts
+from tme.controller.workflow import settle_pending
+from tme.protocol import FINAL_EVENT_TYPES, Event, Presence
+
+log = logging.getLogger("tme.scheduler")
+
+LEASE_TTL_S = 15.0  # a dead controller's schedules resume elsewhere within this
+TICK_S = 0.5  # workflow steps, retries and timeouts are looked at this often (or on a wake)
+
+
+class Scheduling:
+    def __init__(
+        self,
+        engine: Engine,
+        hook: RunReadyHook | None,
+        settings: Any,
+        *,
+        lease_ttl_s: float = LEASE_TTL_S,
+        tick_s: float = TICK_S,
+    ) -> None:
+        self.engine = engine
+        self.hook = hook
+        self.default_timeout_s = float(settings.tasks.default_timeout_s)
+        self.watchdog_grace_s = GRACE_S
+        self.tick_s = tick_s
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease = Lease(engine, self.holder, lease_ttl_s)
+        self.key = str(engine.url)
+        self.keeper = ScheduleKeeper(engine, self.key)
+        self.leading = False
+        self._context = FireContext(engine, hook, self.lease)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._renew_every = lease_ttl_s / 3
+        self._renewed_at = 0.0
+        self._told_standby = False
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="tme-scheduling", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+        if self.leading:
+            self._step_down()
+            self.lease.release()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def on_event(self, message: Event | Presence) -> None:
+        """Event-consumer listener: keep an agent's "never started" and settle at once."""
+        if not isinstance(message, Event) or message.type not in FINAL_EVENT_TYPES:
+            return
+        if message.not_started:
+            with session_scope(self.engine) as session:
+                link = session.get(RunLink, message.command_id)
+                if link is not None:
+                    link.not_started = True
+                    session.add(link)
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() - self._renewed_at >= self._renew_every or not self.leading:
+                    self._hold_lease()
+                    self._renewed_at = time.monotonic()
+                if self.leading:
+                    self.step()
+            except Exception:  # the loop must survive a database hiccup; the next tick retries
+                log.exception("scheduling pass failed")
+            self._wake.wait(self.tick_s)
+            self._wake.clear()
+
+    def step(self) -> None:
+        """One pass of the leader's work (also called by tests to avoid waiting a tick)."""
+        self.keeper.sync_changes()
+        with session_scope(self.engine) as session:
+            settle_pending(session, self.hook)
+        with session_scope(self.engine) as session:
+            now = utcnow()
+            start_due_retries(session, self.hook, now)
+            check_timeouts(session, now, self.default_timeout_s, self.watchdog_grace_s)
+
+    def _hold_lease(self) -> None:
+        held = self.lease.try_acquire()
+        if held and not self.leading:
+            log.info("this controller (%s) now schedules", self.holder)
+            register(self.key, self._context)
+            self.keeper.start()
+            self.leading, self._told_standby = True, False
+        elif not held and self.leading:
+            log.warning("scheduler lease lost; this controller stops scheduling")
+            self._step_down()
+        elif not held and not self._told_standby:
+            current = self.lease.current()
+            who = current.holder if current else "another controller"
+            until = current.expires_at.isoformat() if current else "?"
+            log.warning(
+                "another controller (%s) schedules on this database; this one stands by"
+                " and takes over if its lease expires (now %s)",
+                who,
+                until,
+            )
+            self._told_standby = True
+
+    def _step_down(self) -> None:
+        self.leading = False
+        unregister(self.key, self._context)
+        self.keeper.stop()

@@ -1,0 +1,117 @@
+"""Cancel a run, and retry a settled one by hand.
+
+A run not yet handed to the broker is canceled at once (its outbox row is
+withdrawn). A run already on its way is asked to stop: a cancel command follows
+the same path (outbox, broker, gateway, agent), and the agent stops the operation
+and reports `canceled`. `force` marks it canceled at once even if the agent is
+gone; the stop request still goes out.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from tme.controller.services.launch import link_run
+from tme.controller.services.runs import start_run, transition
+from tme.controller.services.tasks import RunReadyHook
+from tme.controller.store.models import Outbox, Run, Task, utcnow
+from tme.controller.store.workflow_models import RunLink
+from tme.errors import Conflict, NotFound
+from tme.protocol import Command
+from tme.states import RunState
+
+BEFORE_BROKER = frozenset({RunState.pending, RunState.waiting, RunState.queued})
+CANCEL_TTL_S = 300.0  # a stop request older than this is pointless: the run timed out by then
+
+
+def get_run(session: Session, run_id: str) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} does not exist", details={"run_id": run_id})
+    return run
+
+
+def cancel_run(session: Session, run_id: str, *, force: bool = False) -> Run:
+    run = get_run(session, run_id)
+    state = RunState(run.state)
+    if state.is_final:
+        raise Conflict(
+            f"run {run_id} already finished ({state.value}); nothing to cancel",
+            details={"run_id": run_id, "state": state.value},
+        )
+    task = session.get(Task, run.task_id)
+    rows = list(session.exec(select(Outbox).where(Outbox.run_id == run_id)).all())
+    now = utcnow()
+    for row in rows:
+        if row.published_at is None:
+            row.published_at, row.last_error = now, "canceled before dispatch"
+            session.add(row)
+    link = session.get(RunLink, run_id) or link_run(session, run, cause="manual")
+    link.cancel_requested_at, link.retry_at = now, None
+    session.add(link)
+    if rows and task is not None and task.site and task.agent:
+        session.add(_stop_request(run, task))
+    if state in BEFORE_BROKER:
+        transition(session, run, RunState.canceled, reason="canceled before dispatch", source="api")
+    elif force:
+        reason = "force-canceled; the agent was asked to stop but may not have answered"
+        transition(session, run, RunState.canceled, reason=reason, source="api")
+    return run
+
+
+def _stop_request(run: Run, task: Task) -> Outbox:
+    now = utcnow()
+    command = Command(
+        task_id=task.id or 0,
+        attempt=run.attempt,
+        site=task.site or "",
+        agent=task.agent or "",
+        op="cancel",
+        params={"command_id": run.id},
+        timeout_s=5.0,
+        not_after=now + timedelta(seconds=CANCEL_TTL_S),
+        created_at=now,
+    )
+    return Outbox(run_id=command.id, site=command.site, body=command.to_json().decode())
+
+
+def retry_run(session: Session, run_id: str, hook: RunReadyHook | None) -> Run:
+    """Run a settled step again in its workflow run; its dependents follow from there."""
+    run = get_run(session, run_id)
+    if not RunState(run.state).is_final:
+        raise Conflict(
+            f"run {run_id} is still {run.state}; retry it once it has finished",
+            details={"run_id": run_id, "state": run.state},
+        )
+    task = session.get(Task, run.task_id)
+    if task is None:
+        raise NotFound(f"task {run.task_id} does not exist", details={"task_id": run.task_id})
+    link = session.get(RunLink, run.id)
+    latest = session.exec(
+        select(Run.attempt).where(Run.task_id == run.task_id).order_by(col(Run.attempt).desc())
+    ).first()
+    retry = start_run(
+        session,
+        task,
+        reason=f"retry of run {run.id} requested",
+        source="api",
+        attempt=(latest or run.attempt) + 1,
+    )
+    link_run(
+        session,
+        retry,
+        cause="retry",
+        workflow_id=link.workflow_id if link else run.id,
+        first_run_id=link.first_run_id if link else run.id,
+    )
+    if hook is not None:
+        hook(session, retry, task)
+    return retry
+
+
+def run_extra(session: Session, run_id: str) -> dict[str, Any]:
+    link = session.get(RunLink, run_id)
+    return {"workflow_id": link.workflow_id, "cause": link.cause} if link else {}

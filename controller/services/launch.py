@@ -1,0 +1,152 @@
+"""Starting runs the way schedules, triggers, "run now" and workflows do.
+
+`launch_run` applies the task's overlap policy (skip, queue, or allow up to N
+active runs), links the run to its workflow run and hands it to the run-ready hook
+(which queues machine runs to the outbox). A run that is not started is still
+recorded, as skipped with its reason or as waiting in the overlap queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, select
+
+from tme.controller.services.policies import overlap_of
+from tme.controller.services.runs import start_run, transition
+from tme.controller.services.tasks import RunReadyHook
+from tme.controller.store.models import Run, Task
+from tme.controller.store.workflow_models import RunLink, TaskPolicy
+from tme.states import FINAL_STATES, RunState
+
+FINAL_VALUES = [s.value for s in FINAL_STATES]
+
+
+@dataclass(frozen=True)
+class _Latest:
+    """A task's latest-run columns, put back when a recorded-only run must not replace them."""
+
+    run_id: str | None
+    status: str
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, task: Task) -> _Latest:
+        return cls(task.latest_run_id, task.status, task.started_at, task.finished_at)
+
+    def restore(self, session: Session, task: Task) -> None:
+        if self.run_id is None:
+            return
+        task.latest_run_id, task.status = self.run_id, self.status
+        task.started_at, task.finished_at = self.started_at, self.finished_at
+        session.add(task)
+
+
+def link_run(
+    session: Session,
+    run: Run,
+    *,
+    cause: str,
+    workflow_id: str | None = None,
+    first_run_id: str | None = None,
+    deadline_s: float | None = None,
+    deadline_at: datetime | None = None,
+) -> RunLink:
+    if deadline_at is None and deadline_s:
+        deadline_at = run.created_at + timedelta(seconds=deadline_s)
+    link = RunLink(
+        run_id=run.id,
+        workflow_id=workflow_id or run.id,
+        cause=cause,
+        first_run_id=first_run_id or run.id,
+        deadline_at=deadline_at,
+    )
+    session.add(link)
+    return link
+
+
+def active_runs(session: Session, task_id: int) -> list[Run]:
+    return list(
+        session.exec(
+            select(Run)
+            .where(Run.task_id == task_id, col(Run.state).not_in(FINAL_VALUES))
+            .order_by(col(Run.created_at))
+        ).all()
+    )
+
+
+def record_skipped(session: Session, task: Task, reason: str, *, cause: str) -> Run:
+    """A run that never starts, recorded with why; the task's latest run stays as it was."""
+    latest = _Latest.of(task)
+    run = start_run(session, task, reason=reason, source="controller")
+    link_run(session, run, cause=cause).settled = True
+    transition(session, run, RunState.skipped, reason=reason)
+    latest.restore(session, task)
+    return run
+
+
+def launch_run(
+    session: Session,
+    task: Task,
+    *,
+    cause: str,
+    reason: str,
+    hook: RunReadyHook | None,
+    source: str = "controller",
+) -> Run:
+    """Start a new workflow run of `task` now, as its overlap policy allows."""
+    policy = session.get(TaskPolicy, task.id)
+    overlap = overlap_of(policy)
+    active = active_runs(session, task.id or 0)
+    allowed = overlap.max if overlap.policy == "allow" else 1
+    if len(active) >= allowed and overlap.policy != "queue":
+        busy = active[-1]
+        return record_skipped(
+            session,
+            task,
+            f"{reason}: skipped, run {busy.id} is still {busy.state} (overlap {overlap.policy})",
+            cause=cause,
+        )
+    run = start_run(session, task, reason=reason, source=source)
+    link = link_run(session, run, cause=cause, deadline_s=policy.deadline_s if policy else None)
+    if active and overlap.policy == "queue":
+        link.held = True
+        transition(
+            session,
+            run,
+            RunState.waiting,
+            reason=f"overlap queue: waiting for run {active[-1].id} to finish",
+        )
+        return run
+    if hook is not None:
+        hook(session, run, task)
+    return run
+
+
+def release_held(session: Session, task: Task, hook: RunReadyHook | None) -> Run | None:
+    """Start the oldest run waiting in the task's overlap queue once nothing else is active."""
+    held = session.exec(
+        select(Run)
+        .join(RunLink, col(RunLink.run_id) == col(Run.id))
+        .where(Run.task_id == task.id, col(RunLink.held), Run.state == RunState.waiting)
+        .order_by(col(Run.created_at))
+    ).first()
+    if held is None:
+        return None
+    others = [r for r in active_runs(session, task.id or 0) if r.id != held.id]
+    if any(not _is_held(session, r) for r in others):
+        return None
+    link = session.get(RunLink, held.id)
+    assert link is not None
+    link.held = False
+    session.add(link)
+    if hook is not None:
+        hook(session, held, task)
+    return held
+
+
+def _is_held(session: Session, run: Run) -> bool:
+    link = session.get(RunLink, run.id)
+    return bool(link and link.held)

@@ -1,0 +1,94 @@
+"""A task's scheduling policy: misfire, overlap, trigger, timeouts, pause; and its defaults.
+
+Stored in `task_policies` beside the task. A machine task's default misfire policy
+is skip (a pump must not start hours late); other tasks run once when late.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import object_session
+from sqlmodel import Session
+
+from tme.controller.sched_triggers import build_trigger, next_fire_times
+from tme.controller.store.models import Task, utcnow
+from tme.controller.store.workflow_models import TaskPolicy
+from tme.schemas import MACHINE_OPS, Misfire, Overlap, TaskCreate
+
+POLICY_FIELDS = ("misfire", "overlap", "trigger", "queue_timeout_s", "deadline_s")
+NEXT_FIRE_COUNT = 3
+
+
+def default_misfire(op: str) -> Misfire:
+    return Misfire(policy="skip" if op in MACHINE_OPS else "run_once")
+
+
+def misfire_of(task: Task, policy: TaskPolicy | None) -> Misfire:
+    if policy is not None and policy.misfire:
+        return Misfire.model_validate(policy.misfire)
+    return default_misfire(task.op)
+
+
+def overlap_of(policy: TaskPolicy | None) -> Overlap:
+    if policy is not None and policy.overlap:
+        return Overlap.model_validate(policy.overlap)
+    return Overlap()
+
+
+def get_policy(session: Session, task: Task) -> TaskPolicy:
+    """The task's policy row, created on first use (tasks made before it existed)."""
+    policy = session.get(TaskPolicy, task.id)
+    if policy is None:
+        policy = TaskPolicy(task_id=task.id or 0, schedule_changed_at=task.created_at)
+        session.add(policy)
+    return policy
+
+
+def store_policy(session: Session, task: Task, data: TaskCreate) -> TaskPolicy:
+    policy = get_policy(session, task)
+    apply_policy_changes(session, task, {k: getattr(data, k) for k in POLICY_FIELDS})
+    policy.schedule_changed_at = utcnow()
+    return policy
+
+
+def apply_policy_changes(session: Session, task: Task, changes: dict[str, Any]) -> None:
+    """Write changed policy fields (models are stored as JSON)."""
+    policy = get_policy(session, task)
+    for key, value in changes.items():
+        if key in ("misfire", "overlap"):
+            value = value.model_dump() if value is not None else None
+        setattr(policy, key, value)
+    session.add(policy)
+
+
+def schedule_changed(session: Session, task: Task) -> None:
+    """Slots before now are not owed; the scheduler picks the change up."""
+    policy = get_policy(session, task)
+    policy.schedule_changed_at = utcnow()
+    policy.last_slot_at = None
+    session.add(policy)
+
+
+def public_fields(task: Task, now: datetime | None = None) -> dict[str, Any]:
+    """The policy fields of TaskPublic, with the next fire times of an active schedule."""
+    session = object_session(task)
+    policy = session.get(TaskPolicy, task.id) if session is not None else None
+    fields: dict[str, Any] = {
+        "misfire": misfire_of(task, policy),
+        "overlap": overlap_of(policy),
+        "paused": bool(policy and policy.paused),
+    }
+    if policy is not None:
+        fields.update(
+            trigger=policy.trigger,
+            queue_timeout_s=policy.queue_timeout_s,
+            deadline_s=policy.deadline_s,
+        )
+    if task.schedule and not fields["paused"]:
+        anchor = policy.schedule_changed_at if policy else task.created_at
+        after = max(filter(None, [now or utcnow(), policy.last_slot_at if policy else None]))
+        trigger = build_trigger(task.schedule, anchor)
+        fields["next_fire_times"] = next_fire_times(trigger, after, NEXT_FIRE_COUNT)
+    return fields

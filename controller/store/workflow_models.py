@@ -1,0 +1,87 @@
+"""Tables of scheduling and workflows, beside the core tables of models.py.
+
+A task's scheduling policy and schedule bookkeeping live in `task_policies` (one
+row per task); every handled schedule slot is one `schedule_slots` row, unique per
+(task, slot), so a slot is fired or recorded as missed exactly once whatever
+restarts. `run_links` ties a run to its workflow run and records why it exists.
+`scheduler_lease` elects the one controller that schedules; `workflow_cursor`
+remembers how far the workflow engine has read the run events.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON
+from sqlmodel import Field, SQLModel
+
+from tme.controller.store.models import BigInt, UTCDateTime, utcnow
+
+
+def _when(nullable: bool = True, index: bool = False) -> Any:
+    if nullable:
+        return Field(default=None, sa_type=UTCDateTime, nullable=True, index=index)
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False, index=index)
+
+
+class TaskPolicy(SQLModel, table=True):
+    __tablename__ = "task_policies"
+
+    task_id: int = Field(
+        foreign_key="tasks.id", primary_key=True, sa_type=BigInt, ondelete="CASCADE"
+    )
+    misfire: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    overlap: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    trigger: str | None = Field(default=None, max_length=64, index=True)
+    queue_timeout_s: float | None = None
+    deadline_s: float | None = None
+    paused: bool = False
+    # When the schedule was last set, changed or resumed: slots before it are not owed.
+    schedule_changed_at: datetime = _when(nullable=False, index=True)
+    last_slot_at: datetime | None = _when()
+
+
+class ScheduleSlot(SQLModel, table=True):
+    """One schedule slot handled: fired (run_id) or missed (a skipped run)."""
+
+    __tablename__ = "schedule_slots"
+
+    task_id: int = Field(
+        foreign_key="tasks.id", primary_key=True, sa_type=BigInt, ondelete="CASCADE"
+    )
+    slot_at: datetime = Field(sa_type=UTCDateTime, primary_key=True)
+    run_id: str | None = Field(default=None, max_length=36)
+    outcome: str = Field(default="fired", max_length=16)
+
+
+class RunLink(SQLModel, table=True):
+    """Where a run belongs: its workflow run, its cause, its retry chain and its deadline."""
+
+    __tablename__ = "run_links"
+
+    run_id: str = Field(foreign_key="runs.id", primary_key=True, max_length=36, ondelete="CASCADE")
+    workflow_id: str = Field(max_length=36, index=True)
+    cause: str = Field(default="manual", max_length=16)
+    first_run_id: str = Field(max_length=36)  # the first attempt of a retry chain
+    deadline_at: datetime | None = _when()  # total deadline across retries
+    retry_at: datetime | None = _when(index=True)  # a planned automatic retry
+    held: bool = False  # waiting for an earlier run of its task (overlap policy queue)
+    not_started: bool = False  # the agent said the operation never touched the machine
+    settled: bool = False  # the workflow engine has acted on its final state
+    cancel_requested_at: datetime | None = _when()
+
+
+class SchedulerLease(SQLModel, table=True):
+    __tablename__ = "scheduler_lease"
+
+    name: str = Field(primary_key=True, max_length=32)
+    holder: str = Field(max_length=200)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+
+
+class WorkflowCursor(SQLModel, table=True):
+    __tablename__ = "workflow_cursor"
+
+    name: str = Field(primary_key=True, max_length=32)
+    last_event_id: int = Field(default=0, sa_type=BigInt)

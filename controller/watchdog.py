@@ -1,0 +1,68 @@
+"""The controller's timeouts, for runs whose agent or gateway stays silent.
+
+- queue timeout: a run not accepted by an agent by its not_after is expired (the
+  agent refuses the command if it arrives later);
+- run timeout: a run accepted or running past its timeout (plus a grace, so the
+  agent's own timeout report normally wins) is timed_out, or lost for a write,
+  whose outcome on the machine is then unknown;
+- total deadline: a run still active past its task's deadline is timed_out.
+A result that arrives afterwards is kept beside the final state as a late result.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlmodel import Session, col, select
+
+from tme.controller.retries import WRITE_OPS
+from tme.controller.services.runs import record_hop
+from tme.controller.store.models import Run, Task
+from tme.controller.store.workflow_models import RunLink
+from tme.states import FINAL_STATES, RunState
+
+WAITING_FOR_AGENT = [RunState.queued, RunState.dispatched, RunState.delivered]
+AT_AGENT = [RunState.accepted, RunState.running]
+FINAL_VALUES = [s.value for s in FINAL_STATES]
+GRACE_S = 5.0  # the agent enforces timeouts itself; the controller steps in this much later
+
+
+def check_timeouts(
+    session: Session, now: datetime, default_timeout_s: float, grace_s: float = GRACE_S
+) -> int:
+    changed = 0
+    grace = timedelta(seconds=grace_s)
+    for run in session.exec(
+        select(Run).where(col(Run.state).in_(WAITING_FOR_AGENT), col(Run.not_after) < now - grace)
+    ):
+        changed += record_hop(
+            session,
+            run,
+            RunState.expired,
+            reason="queue timeout: no agent accepted it by not_after",
+        )
+    for run, task in session.exec(
+        select(Run, Task)
+        .join(Task, col(Task.id) == col(Run.task_id))
+        .where(col(Run.state).in_(AT_AGENT))
+    ):
+        timeout = timedelta(seconds=task.timeout_s or default_timeout_s)
+        since = run.started_at or run.updated_at
+        if now <= since + timeout + grace:
+            continue
+        silent = f"controller watchdog: no result {timeout.total_seconds():g} s after it started"
+        if task.op in WRITE_OPS:
+            changed += record_hop(
+                session, run, RunState.lost, reason=silent + "; a write's outcome is unknown"
+            )
+        else:
+            changed += record_hop(session, run, RunState.timed_out, reason=silent)
+    for run in session.exec(
+        select(Run)
+        .join(RunLink, col(RunLink.run_id) == col(Run.id))
+        .where(col(RunLink.deadline_at) < now, col(Run.state).not_in(FINAL_VALUES))
+    ):
+        changed += record_hop(
+            session, run, RunState.timed_out, reason="total deadline across retries passed"
+        )
+    return changed

@@ -1,0 +1,152 @@
+"""The workflow engine: what happens after a run settles.
+
+It reads final transitions from run_events (past a stored cursor) and, once per
+run (the link's `settled` flag, claimed in the same transaction):
+- plans an automatic retry (retries.decide_retry), which joins the same workflow run;
+- starts, keeps waiting, or skips each dependent task in the same workflow run: a
+  join waits for all its predecessors; a step whose condition can no longer hold
+  is skipped with the reason, and that skip settles in turn;
+- starts the next run waiting in the task's overlap queue.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlmodel import Session, col, select
+
+from tme.controller.retries import plan_retry
+from tme.controller.services.launch import link_run, release_held
+from tme.controller.services.runs import start_run, transition
+from tme.controller.services.tasks import RunReadyHook
+from tme.controller.store.models import Run, RunEvent, Task, TaskDependency
+from tme.controller.store.workflow_models import RunLink, WorkflowCursor
+from tme.states import FAILURE_STATES, FINAL_STATES, RunState
+
+log = logging.getLogger("tme.workflow")
+
+CURSOR = "workflow"
+BATCH = 500
+# Events are re-read this far behind the cursor: on PostgreSQL a lower id may commit
+# after a higher one. Settling is idempotent, so a re-read costs one lookup.
+LOOKBACK = 200
+FINAL_VALUES = [s.value for s in FINAL_STATES]
+
+
+def settle_pending(session: Session, hook: RunReadyHook | None) -> int:
+    """Settle runs whose final transition is past the cursor; return how many settled."""
+    cursor = session.get(WorkflowCursor, CURSOR) or WorkflowCursor(name=CURSOR)
+    rows = session.exec(
+        select(RunEvent.id, RunEvent.run_id, RunEvent.from_state)
+        .where(
+            col(RunEvent.id) > cursor.last_event_id - LOOKBACK,
+            col(RunEvent.to_state).in_(FINAL_VALUES),
+        )
+        .order_by(col(RunEvent.id))
+        .limit(BATCH + LOOKBACK)
+    ).all()
+    settled = 0
+    for event_id, run_id, from_state in rows:
+        cursor.last_event_id = max(cursor.last_event_id, event_id or 0)
+        if from_state is not None and RunState(from_state).is_final:
+            continue  # a late result beside a final state
+        run = session.get(Run, run_id)
+        if run is not None and settle_run(session, run, hook):
+            settled += 1
+    session.add(cursor)
+    return settled
+
+
+def ensure_link(session: Session, run: Run) -> RunLink:
+    link = session.get(RunLink, run.id)
+    return link if link is not None else link_run(session, run, cause="manual")
+
+
+def settle_run(session: Session, run: Run, hook: RunReadyHook | None) -> bool:
+    link = ensure_link(session, run)
+    if link.settled or not RunState(run.state).is_final:
+        return False
+    link.settled = True
+    session.add(link)
+    task = session.get(Task, run.task_id)
+    if task is None:
+        return True
+    plan_retry(session, task, run, link)
+    advance_dependents(session, task.id or 0, link.workflow_id, hook)
+    release_held(session, task, hook)
+    return True
+
+
+def latest_in(session: Session, task_id: int, workflow_id: str) -> Run | None:
+    return session.exec(
+        select(Run)
+        .join(RunLink, col(RunLink.run_id) == col(Run.id))
+        .where(Run.task_id == task_id, RunLink.workflow_id == workflow_id)
+        .order_by(col(Run.created_at).desc(), col(Run.attempt).desc())
+    ).first()
+
+
+def condition_holds(on: str, state: RunState) -> bool:
+    if on == "success":
+        return state == RunState.succeeded
+    if on == "failure":
+        return state in FAILURE_STATES
+    return state.is_final  # any: the predecessor completed, whatever its outcome
+
+
+def advance_dependents(
+    session: Session, task_id: int, workflow_id: str, hook: RunReadyHook | None
+) -> None:
+    dependents = session.exec(
+        select(TaskDependency.task_id).where(TaskDependency.predecessor_id == task_id)
+    ).all()
+    for dependent in sorted(set(dependents)):
+        decide_step(session, dependent, workflow_id, hook)
+
+
+def decide_step(
+    session: Session, task_id: int, workflow_id: str, hook: RunReadyHook | None
+) -> None:
+    """Start, keep waiting or skip one dependent task in this workflow run."""
+    task = session.get(Task, task_id)
+    if task is None:
+        return
+    waiting_for, blockers = [], []
+    for edge in session.exec(select(TaskDependency).where(TaskDependency.task_id == task_id)):
+        before = latest_in(session, edge.predecessor_id, workflow_id)
+        if before is None or not RunState(before.state).is_final:
+            waiting_for.append(str(edge.predecessor_id))
+        elif not condition_holds(edge.on, RunState(before.state)):
+            blockers.append(f"task {edge.predecessor_id} {before.state}, needs {edge.on}")
+    existing = latest_in(session, task_id, workflow_id)
+    if existing is not None and RunState(existing.state).is_final:
+        if existing.state != RunState.skipped or blockers or waiting_for:
+            return  # it ran (or stays skipped) in this workflow run
+        existing = None  # skipped earlier; a retried predecessor now lets it run
+    elif existing is not None and existing.state != RunState.waiting:
+        return  # already started in this workflow run
+    run = existing or _new_step(session, task, workflow_id)
+    if blockers:
+        transition(
+            session, run, RunState.skipped, reason="condition cannot hold: " + "; ".join(blockers)
+        )
+    elif waiting_for:
+        transition(
+            session, run, RunState.waiting, reason="waiting for tasks " + ", ".join(waiting_for)
+        )
+    elif hook is not None:
+        hook(session, run, task)
+
+
+def _new_step(session: Session, task: Task, workflow_id: str) -> Run:
+    attempt = 1
+    run = start_run(
+        session,
+        task,
+        reason=f"workflow {workflow_id}: dependencies settled",
+        attempt=attempt,
+        source="controller",
+    )
+    link_run(session, run, cause="dependency", workflow_id=workflow_id)
+    session.flush()
+    return run
