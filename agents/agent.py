@@ -18,9 +18,8 @@ from typing import Any
 from tme.agents.agent_config import AgentConfig
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet, build_devices
-from tme.agents.executor import CommandExecutor
+from tme.agents.executor import CANCEL_OP, CommandExecutor, make_event
 from tme.agents.presence import PresenceAnnouncer
-
 from tme.mqtt import MqttLink, MqttMessage
 from tme.protocol import Command, Event, ProtocolError, cmd_topic, evt_topic
 
@@ -118,6 +117,9 @@ class DeviceAgent:
                 "dropped command %s addressed to %s/%s", command.id, command.site, command.agent
             )
             return
+        if command.op == CANCEL_OP:
+            self._cancel(command)
+            return
         if command.id in self._tasks:
             return  # a duplicate of a command running right now; its events are on the way
         entry = self._record.get(command.id)
@@ -132,6 +134,31 @@ class DeviceAgent:
         task = asyncio.get_running_loop().create_task(self._executor.execute(command))
         self._tasks[command.id] = task
         task.add_done_callback(self._forget)
+
+    def _cancel(self, request: Command) -> None:
+        """A stop request: stop the named command if it runs, refuse it if it comes later.
+
+        The request itself is answered (so the gateway closes its journal entry);
+        the named command's own `canceled` event reports what happened to it.
+        """
+        assert self._record is not None and self._executor is not None
+        target = str(request.params.get("command_id", ""))
+        running = self._tasks.get(target)
+        entry = self._record.get(target)
+        if running is not None:
+            self._executor.request_stop(target)
+            running.cancel()
+            answer = "stop requested"
+        elif entry is None and target:
+            placeholder = request.model_copy(update={"id": target})
+            self._record.add(placeholder)
+            self._executor.finish(
+                placeholder, "canceled", reason="canceled before it arrived", not_started=True
+            )
+            answer = "canceled before it arrived"
+        else:
+            answer = "nothing to stop: it already finished"
+        self._publish_event(make_event(request, "succeeded", reason=answer))
 
     def _forget(self, task: asyncio.Task[Any]) -> None:
         for command_id, known in list(self._tasks.items()):

@@ -17,7 +17,6 @@ from tme.agents.checks import Plan, Refused, check_command, is_expired
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet
 from tme.agents.operations import run_plan
-
 from tme.errors import DriverError, TMEError
 from tme.protocol import Command, Event, EventType
 
@@ -30,6 +29,9 @@ def make_event(command: Command, type_: EventType, **fields: Any) -> Event:
     return Event(
         command_id=command.id, type=type_, site=command.site, agent=command.agent, **fields
     )
+
+
+CANCEL_OP = "cancel"  # a stop request naming another command (params.command_id)
 
 
 class CommandExecutor:
@@ -47,6 +49,11 @@ class CommandExecutor:
         self.publish = publish
         self.allow_shell = allow_shell
         self._workers = asyncio.Semaphore(worker_count)
+        self._stop_requested: set[str] = set()
+
+    def request_stop(self, command_id: str) -> None:
+        """Mark a command as stopped on request, before its task is cancelled."""
+        self._stop_requested.add(command_id)
 
     def finish(self, command: Command, type_: EventType, **fields: Any) -> Event:
         """Record the final event, then publish it (the record is what a duplicate gets)."""
@@ -56,7 +63,23 @@ class CommandExecutor:
         return event
 
     async def execute(self, command: Command) -> Event:
-        """Run a newly recorded command to its final event."""
+        """Run a newly recorded command to its final event (or `canceled` on request)."""
+        try:
+            return await self._execute(command)
+        except asyncio.CancelledError:
+            if command.id not in self._stop_requested:
+                raise  # the agent is stopping: a restart answers from the record
+            self._stop_requested.discard(command.id)
+            entry = self.record.get(command.id)
+            started = entry is not None and entry.stage == "started"
+            return self.finish(
+                command,
+                "canceled",
+                reason="stopped on request" if started else "canceled before it started",
+                not_started=not started,
+            )
+
+    async def _execute(self, command: Command) -> Event:
         if is_expired(command):
             return self.finish(
                 command, "expired", reason="received after not_after", not_started=True
