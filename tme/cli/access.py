@@ -1,0 +1,218 @@
+"""`tme user create|list|disable` and `tme token create|list|revoke`.
+
+They work on the database directly, like `tme db upgrade`, because they are how
+access begins: `tme user create admin --role admin` makes the first admin. Each
+change is written to the audit log as done from the command line.
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from tme.cli.common import JsonOption, cli_errors
+from tme.cli.output import console, print_json, print_table
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlmodel import Session
+
+user_app = typer.Typer(no_args_is_help=True)
+token_app = typer.Typer(no_args_is_help=True)
+
+DbOption = Annotated[
+    str | None, typer.Option("--db", help="Database URL (default: database.url setting).")
+]
+SitesOption = Annotated[str, typer.Option("--sites", help='Comma-separated sites, or "*" for all.')]
+
+
+@contextmanager
+def database(url: str | None) -> Iterator[tuple[Engine, Session]]:
+    """One transaction on the configured database, errors turned into one line."""
+    from tme.config import load_settings
+    from tme.controller.store.db import check_schema, make_engine, session_scope
+
+    with cli_errors():
+        engine = make_engine(url or load_settings().database.url)
+        try:
+            check_schema(engine)
+            with session_scope(engine) as session:
+                yield engine, session
+        finally:
+            engine.dispose()
+
+
+def audit_cli(engine: Engine, action: str, target: str, details: dict[str, object]) -> None:
+    from tme.controller.services import audit
+
+    audit.record(
+        engine,
+        action,
+        actor=f"cli:{getpass.getuser()}",
+        target=target,
+        client="cli",
+        details=details,
+    )
+
+
+@user_app.command("create")
+def user_create(
+    username: Annotated[str, typer.Argument(help="Login name.")],
+    role: Annotated[str, typer.Option("--role", help="viewer, operator, engineer or admin.")],
+    sites: SitesOption = "*",
+    password: Annotated[
+        str | None,
+        typer.Option("--password", envvar="TME_NEW_PASSWORD", help="Default: prompt."),
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Create a user (the first admin: `tme user create admin --role admin`)."""
+    from tme.controller.services.users import create_user
+
+    if password is None:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    with database(db) as (engine, session):
+        user = create_user(session, username, password, role, sites)
+        session.commit()
+        audit_cli(engine, "user.create", f"user:{username}", {"role": role, "sites": user.sites})
+    console.print(f"user {username} created ({role}, sites {', '.join(user.sites)})")
+
+
+@user_app.command("list")
+def user_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List users."""
+    from tme.controller.services.users import list_users
+
+    with database(db) as (_engine, session):
+        users = list_users(session)
+    rows = [
+        {
+            "username": u.username,
+            "role": u.role,
+            "sites": u.sites,
+            "disabled": u.disabled,
+            "last_login_at": u.last_login_at,
+        }
+        for u in users
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        "users",
+        ["username", "role", "sites", "disabled", "last login"],
+        [
+            [r["username"], r["role"], ",".join(r["sites"]), r["disabled"], r["last_login_at"]]
+            for r in rows
+        ],
+    )
+
+
+@user_app.command("disable")
+def user_disable(username: Annotated[str, typer.Argument()], db: DbOption = None) -> None:
+    """Disable a user and revoke their tokens and sessions."""
+    from tme.controller.services.users import disable_user
+
+    with database(db) as (engine, session):
+        disable_user(session, username)
+        session.commit()
+        audit_cli(engine, "user.disable", f"user:{username}", {})
+    console.print(f"user {username} disabled; their tokens are revoked")
+
+
+@token_app.command("create")
+def token_create(
+    username: Annotated[str, typer.Argument(help="The user the token acts as.")],
+    name: Annotated[str, typer.Option("--name", help="What the token is for.")],
+    role: Annotated[str | None, typer.Option("--role", help="Default: the user's.")] = None,
+    sites: Annotated[str | None, typer.Option("--sites", help="Default: the user's.")] = None,
+    days: Annotated[
+        int | None, typer.Option("--days", min=1, help="Default: auth.token_ttl_days.")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Make an API token; it is printed once and cannot be shown again."""
+    from tme.config import load_settings
+    from tme.controller.services.tokens import create_token
+
+    ttl = days or load_settings().auth.token_ttl_days
+    with database(db) as (engine, session):
+        issued = create_token(session, username, name, days=ttl, role=role, sites=sites)
+        session.commit()
+        row = issued.row
+        audit_cli(
+            engine,
+            "token.create",
+            f"token:{row.id}",
+            {"user": username, "name": name, "role": row.role, "sites": row.sites},
+        )
+    console.print(
+        f"token {row.id} for {username} ({row.role}, sites {', '.join(row.sites)}), "
+        f"expires {row.expires_at:%Y-%m-%d}:",
+        highlight=False,
+    )
+    typer.echo(issued.value)
+
+
+@token_app.command("list")
+def token_list(
+    username: Annotated[str | None, typer.Option("--user", help="Only this user's.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List API tokens (never their values)."""
+    from tme.controller.services.tokens import list_tokens
+
+    with database(db) as (_engine, session):
+        pairs = list_tokens(session, username)
+    rows = [
+        {
+            "id": t.id,
+            "user": u.username,
+            "name": t.name,
+            "role": t.role,
+            "sites": t.sites,
+            "expires_at": t.expires_at,
+            "last_used_at": t.last_used_at,
+            "revoked_at": t.revoked_at,
+        }
+        for t, u in pairs
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    print_table(
+        "API tokens",
+        ["id", "user", "name", "role", "sites", "expires", "last used", "revoked"],
+        [
+            [
+                r["id"],
+                r["user"],
+                r["name"],
+                r["role"],
+                ",".join(r["sites"]),
+                r["expires_at"],
+                r["last_used_at"],
+                r["revoked_at"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="Token id (tme token list).")], db: DbOption = None
+) -> None:
+    """Revoke a token at once."""
+    from tme.controller.services.tokens import revoke_token
+
+    with database(db) as (engine, session):
+        revoke_token(session, token_id)
+        session.commit()
+        audit_cli(engine, "token.revoke", f"token:{token_id}", {})
+    console.print(f"token {token_id} revoked")

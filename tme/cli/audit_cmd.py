@@ -1,0 +1,43 @@
+"""`tme audit verify`: check the audit log's hash chain for edited or removed rows."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tme.cli.access import DbOption, database
+from tme.cli.output import console, fail
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("verify")
+def verify(db: DbOption = None) -> None:
+    """Exit 1 and name each broken row when a row was edited or removed."""
+    from tme.controller.services.audit import verify_chain
+
+    with database(db) as (_engine, session):
+        count, problems = verify_chain(session)
+    if problems:
+        for problem in problems[:50]:
+            console.print(f"row {problem.entry_id}: {problem.problem}", highlight=False)
+        fail(f"audit log tampered: {len(problems)} problem(s) in {count} rows")
+    console.print(f"audit log intact: {count} rows, chain verified")
+
+
+@app.command("tail")
+def tail(
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20, db: DbOption = None
+) -> None:
+    """Show the newest rows."""
+    from tme.controller.services.audit import AuditFilters, query
+
+    with database(db) as (_engine, session):
+        rows = query(session, AuditFilters(), limit=limit)
+    for row in reversed(rows):
+        console.print(
+            f"{row.id} {row.at:%Y-%m-%d %H:%M:%S} {row.actor or '-'} {row.action} "
+            f"{row.target} {row.outcome} {row.client}",
+            highlight=False,
+        )
