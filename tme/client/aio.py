@@ -24,6 +24,7 @@ from tme.schemas import (
     SitePublic,
     TaskCreate,
     TaskPublic,
+    TriggerFired,
 )
 
 T = TypeVar("T")
@@ -47,6 +48,7 @@ class AsyncClient:
         self.tasks = AsyncTasks(self)
         self.runs = AsyncRuns(self)
         self.fleet = AsyncFleet(self)
+        self.triggers = AsyncTriggers(self)
 
     @property
     def url(self) -> str:
@@ -138,6 +140,15 @@ class AsyncTasks:
     def runs(self, task_id: int, page_size: int = 100) -> AsyncIterator[RunPublic]:
         return self._client.iterate(calls.list_runs(task_id, page_size))
 
+    async def run(self, task_id: int) -> RunPublic:
+        return await self._client.send(calls.run_task(task_id))
+
+    async def pause(self, task_id: int) -> TaskPublic:
+        return await self._client.send(calls.pause_task(task_id))
+
+    async def resume(self, task_id: int) -> TaskPublic:
+        return await self._client.send(calls.resume_task(task_id))
+
 
 class AsyncRuns:
     def __init__(self, client: AsyncClient) -> None:
@@ -145,6 +156,23 @@ class AsyncRuns:
 
     async def get(self, run_id: str) -> RunDetail:
         return await self._client.send(calls.get_run(run_id))
+
+    async def cancel(self, run_id: str, force: bool = False) -> RunPublic:
+        return await self._client.send(calls.cancel_run(run_id, force))
+
+    async def retry(self, run_id: str) -> RunPublic:
+        return await self._client.send(calls.retry_run(run_id))
+
+    async def workflow(self, workflow_id: str) -> list[RunPublic]:
+        return await self._client.send(calls.workflow_runs(workflow_id))
+
+
+class AsyncTriggers:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def fire(self, name: str) -> TriggerFired:
+        return await self._client.send(calls.fire_trigger(name))
 
 
 class AsyncFleet:

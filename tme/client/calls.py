@@ -26,6 +26,7 @@ from tme.schemas import (
     TaskCreate,
     TaskPublic,
     TaskUpdate,
+    TriggerFired,
 )
 
 T = TypeVar("T")
@@ -181,6 +182,42 @@ def list_runs(task_id: int, page_size: int = 100) -> Call[Page[RunPublic]]:
 
 def get_run(run_id: str) -> Call[RunDetail]:
     return Call("GET", f"{API}/runs/{quote(str(run_id), safe='')}", _run_detail)
+
+
+# --- run control ---------------------------------------------------------------
+
+_run = _parser(RunPublic)
+_trigger = _parser(TriggerFired)
+
+
+def run_task(task_id: int) -> Call[RunPublic]:
+    return Call("POST", f"{API}/tasks/{int(task_id)}/run", _run)
+
+
+def pause_task(task_id: int) -> Call[TaskPublic]:
+    return Call("POST", f"{API}/tasks/{int(task_id)}/pause", _task)
+
+
+def resume_task(task_id: int) -> Call[TaskPublic]:
+    return Call("POST", f"{API}/tasks/{int(task_id)}/resume", _task)
+
+
+def cancel_run(run_id: str, force: bool = False) -> Call[RunPublic]:
+    params = {"force": "true"} if force else {}
+    return Call("POST", f"{API}/runs/{quote(str(run_id), safe='')}/cancel", _run, params=params)
+
+
+def retry_run(run_id: str) -> Call[RunPublic]:
+    return Call("POST", f"{API}/runs/{quote(str(run_id), safe='')}/retry", _run)
+
+
+def workflow_runs(workflow_id: str) -> Call[list[RunPublic]]:
+    path = f"{API}/workflows/{quote(str(workflow_id), safe='')}"
+    return Call("GET", path, _list_of(RunPublic))
+
+
+def fire_trigger(name: str) -> Call[TriggerFired]:
+    return Call("POST", f"{API}/triggers/{quote(str(name), safe='')}", _trigger)
 
 
 def health() -> Call[Any]:

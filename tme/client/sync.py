@@ -20,6 +20,7 @@ from tme.schemas import (
     SitePublic,
     TaskCreate,
     TaskPublic,
+    TriggerFired,
 )
 
 T = TypeVar("T")
@@ -49,6 +50,7 @@ class Client:
         self.tasks = Tasks(self)
         self.runs = Runs(self)
         self.fleet = Fleet(self)
+        self.triggers = Triggers(self)
 
     @property
     def url(self) -> str:
@@ -156,6 +158,18 @@ class Tasks:
         """Iterate over a task's runs, newest first."""
         return self._client.iterate(calls.list_runs(task_id, page_size))
 
+    def run(self, task_id: int) -> RunPublic:
+        """Start a run now (the task's overlap policy applies)."""
+        return self._client.send(calls.run_task(task_id))
+
+    def pause(self, task_id: int) -> TaskPublic:
+        """Stop firing the task's schedule until `resume`."""
+        return self._client.send(calls.pause_task(task_id))
+
+    def resume(self, task_id: int) -> TaskPublic:
+        """Fire the schedule again; slots during the pause are not owed."""
+        return self._client.send(calls.resume_task(task_id))
+
 
 class Runs:
     """`client.runs`: one run with its state changes and log."""
@@ -165,6 +179,28 @@ class Runs:
 
     def get(self, run_id: str) -> RunDetail:
         return self._client.send(calls.get_run(run_id))
+
+    def cancel(self, run_id: str, force: bool = False) -> RunPublic:
+        """Cancel a queued run at once, or ask the agent to stop a running one."""
+        return self._client.send(calls.cancel_run(run_id, force))
+
+    def retry(self, run_id: str) -> RunPublic:
+        """Run a finished step again in its workflow run."""
+        return self._client.send(calls.retry_run(run_id))
+
+    def workflow(self, workflow_id: str) -> list[RunPublic]:
+        """Every run of one workflow run, oldest first."""
+        return self._client.send(calls.workflow_runs(workflow_id))
+
+
+class Triggers:
+    """`client.triggers`: fire a named trigger, starting every task bound to it."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def fire(self, name: str) -> TriggerFired:
+        return self._client.send(calls.fire_trigger(name))
 
 
 class Fleet:
