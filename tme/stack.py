@@ -79,6 +79,9 @@ class LocalStack:
         self.instrument: Any = None
         self.mqtt_url = config.mqtt_url or ""
         self.url = ""
+        # The admin made at start: its password (printed once by `tme demo`) and token.
+        self.admin_password = ""
+        self.token = ""
         self.app: Any = None
         self.agents: dict[str, Any] = {}
         self._agent_configs: dict[str, Any] = {}
@@ -144,6 +147,7 @@ class LocalStack:
         upgrade(engine)
         self._exit.callback(engine.dispose)
         self.settings, self.engine = settings, engine
+        self._make_admin(engine)
         self.app = create_app(settings, engine=engine)
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -161,6 +165,23 @@ class LocalStack:
             raise RuntimeError("the controller did not start; see the log above")
         host, port = sock.getsockname()[:2]
         self.url = f"http://{host}:{port}"
+
+    def _make_admin(self, engine: Any) -> None:
+        """An admin on a fresh database; a reused one keeps its users (a new token is made)."""
+        from datetime import timedelta
+
+        from tme.controller.services.bootstrap import create_admin
+        from tme.controller.services.tokens import issue_token
+        from tme.controller.services.users import get_user, list_users
+        from tme.controller.store.db import session_scope
+
+        with session_scope(engine) as session:
+            if list_users(session):
+                issued = issue_token(session, get_user(session, "admin"), "demo", ttl=timedelta(1))
+                self.token = issued.value
+                return
+        credentials = create_admin(engine)
+        self.admin_password, self.token = credentials.password, credentials.token
 
     def _start_gateway(self) -> None:
         from tme.agents.gateway import Gateway, GatewayConfig

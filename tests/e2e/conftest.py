@@ -44,7 +44,7 @@ def client_of() -> Iterator[object]:
     clients: list[tme.Client] = []
 
     def make(stack: LocalStack) -> tme.Client:
-        client = tme.Client(stack.url)
+        client = tme.Client(stack.url, stack.token)
         clients.append(client)
         return client
 

@@ -29,7 +29,11 @@ def test_agents_devices_and_sites_from_presence(embedded_stack, client_of) -> No
     sites = {s.name: s for s in client.fleet.sites()}
     assert sites[site].agents_online == 3
 
-    result = CliRunner().invoke(cli, ["agent", "list", "--url", embedded_stack.url, "--json"])
+    result = CliRunner().invoke(
+        cli,
+        ["agent", "list", "--url", embedded_stack.url, "--json"],
+        env={"TME_TOKEN": embedded_stack.token},
+    )
     assert result.exit_code == 0, result.output
     assert {a["name"] for a in json.loads(result.output) if a["site"] == site} >= {"skid-a"}
 

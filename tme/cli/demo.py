@@ -62,11 +62,11 @@ EXAMPLE_TASKS: list[dict[str, Any]] = [
 ]
 
 
-def seed_examples(url: str, site: str) -> list[int]:
+def seed_examples(url: str, site: str, token: str | None = None) -> list[int]:
     import tme
 
     ids = []
-    with tme.Client(url) as client:
+    with tme.Client(url, token) as client:
         for example in EXAMPLE_TASKS:
             body: dict[str, Any] = dict(example)
             if "target" in body:
@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         with LocalStack(config) as stack:
             if seed:
-                seed_examples(stack.url, site)
+                seed_examples(stack.url, site, stack.token)
             _print_welcome(stack)
             with contextlib.suppress(KeyboardInterrupt):
                 stop.wait()
@@ -138,14 +138,23 @@ def _profiles_dir() -> Path:
 def _print_welcome(stack: object) -> None:
     url = getattr(stack, "url", "")
     mqtt = getattr(stack, "mqtt_url", "")
+    password = getattr(stack, "admin_password", "")
+    token = getattr(stack, "token", "")
+    login = (
+        f"user admin, password {password} (shown only now)"
+        if password
+        else "user admin, with the password printed when this database was made"
+    )
     console.print(
         f"""
 [bold green]TME demo is running[/]
   dashboard and API  {url}/
   API docs           {url}/docs
   MQTT broker        {mqtt}
-  try:               curl {url}/tasks/
-                     tme task list --url {url}
+  log in             {login}
+  API token          {token}
+  try:               curl -H "Authorization: Bearer $TME_TOKEN" {url}/tasks/
+                     TME_TOKEN={token} tme task list --url {url}
 Ctrl-C stops it.
 """,
         highlight=False,
