@@ -342,3 +342,9 @@ def wait(
         console.print(f"task {task.id} {task.status}", highlight=False)
     if task.status not in ("succeeded", "complete"):
         raise typer.Exit(1)
+
+
+# Run control on a task (run now, pause, resume) is defined beside `tme run`.
+from tme.cli.run_cmd import register_task_commands  # noqa: E402
+
+register_task_commands(app)

@@ -1,0 +1,137 @@
+"""Run control from the command line, over the SDK.
+
+tme task run|pause|resume ID      start a run now; stop or restart a schedule
+tme run show|cancel|retry RUN_ID  one run; cancel it (--force); run it again
+tme trigger fire NAME             start every task bound to a named trigger
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from tme.cli.common import JsonOption, TokenOption, UrlOption, connect
+from tme.cli.output import console, print_json, print_table
+from tme.schemas import RunPublic, TaskPublic
+
+run_app = typer.Typer(no_args_is_help=True)
+trigger_app = typer.Typer(no_args_is_help=True)
+
+TaskIdArg = Annotated[int, typer.Argument(help="Task id.", show_default=False)]
+RunIdArg = Annotated[str, typer.Argument(help="Run id.", show_default=False)]
+
+
+def _print_run(run: RunPublic, as_json: bool, what: str) -> None:
+    if as_json:
+        print_json(run.model_dump(mode="json"))
+        return
+    reason = f" ({escape(run.reason)})" if run.reason else ""
+    console.print(
+        f"{what}: run {run.id} of task {run.task_id} is {run.state}{reason}", highlight=False
+    )
+
+
+def _print_schedule(task: TaskPublic, as_json: bool) -> None:
+    if as_json:
+        print_json(task.model_dump(mode="json"))
+        return
+    state = "paused" if task.paused else "active"
+    upcoming = ", ".join(t.isoformat() for t in task.next_fire_times) or "none"
+    console.print(f"task {task.id} schedule {state}; next fires: {upcoming}", highlight=False)
+
+
+def register_task_commands(app: typer.Typer) -> None:
+    """Add `run`, `pause` and `resume` to `tme task`."""
+
+    @app.command("run")
+    def run_now(
+        task_id: TaskIdArg,
+        url: UrlOption = None,
+        token: TokenOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Start a run of the task now (its overlap policy applies)."""
+        with connect(url, token) as client:
+            _print_run(client.tasks.run(task_id), as_json, "started")
+
+    @app.command("pause")
+    def pause(
+        task_id: TaskIdArg,
+        url: UrlOption = None,
+        token: TokenOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Stop firing the task's schedule."""
+        with connect(url, token) as client:
+            _print_schedule(client.tasks.pause(task_id), as_json)
+
+    @app.command("resume")
+    def resume(
+        task_id: TaskIdArg,
+        url: UrlOption = None,
+        token: TokenOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Fire the task's schedule again (slots during the pause are not owed)."""
+        with connect(url, token) as client:
+            _print_schedule(client.tasks.resume(task_id), as_json)
+
+
+@run_app.command("show")
+def show(
+    run_id: RunIdArg, url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False
+) -> None:
+    """Show a run with its state changes and log."""
+    with connect(url, token) as client:
+        detail = client.runs.get(run_id)
+    if as_json:
+        print_json(detail.model_dump(mode="json"))
+        return
+    _print_run(detail, False, "run")
+    rows = [(e.at.isoformat(), e.from_state, e.to_state, e.source, e.reason) for e in detail.events]
+    print_table("transitions", ["at", "from", "to", "source", "reason"], rows)
+    for line in detail.log:
+        console.print(f"{line.at.isoformat()}  {escape(line.line)}", highlight=False)
+
+
+@run_app.command("cancel")
+def cancel(
+    run_id: RunIdArg,
+    force: Annotated[
+        bool, typer.Option("--force", help="Mark it canceled even if the agent is gone.")
+    ] = False,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel a queued run at once, or ask the agent to stop a running one."""
+    with connect(url, token) as client:
+        _print_run(client.runs.cancel(run_id, force=force), as_json, "cancel")
+
+
+@run_app.command("retry")
+def retry(
+    run_id: RunIdArg, url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False
+) -> None:
+    """Run a finished step again in its workflow run."""
+    with connect(url, token) as client:
+        _print_run(client.runs.retry(run_id), as_json, "retry")
+
+
+@trigger_app.command("fire")
+def fire(
+    name: Annotated[str, typer.Argument(help="Trigger name.", show_default=False)],
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Start every task bound to the named trigger."""
+    with connect(url, token) as client:
+        fired = client.triggers.fire(name)
+    if as_json:
+        print_json(fired.model_dump(mode="json"))
+        return
+    rows = [(r.task_id, r.id, r.state, r.reason) for r in fired.runs]
+    print_table(f"trigger {name}: {len(rows)} run(s)", ["task", "run", "state", "reason"], rows)
