@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -39,25 +40,37 @@ def one_off_time(value: Any, zone: ZoneInfo) -> datetime:
     return when.replace(tzinfo=zone) if when.tzinfo is None else when
 
 
+def _walk(trigger: BaseTrigger, after: datetime) -> Iterator[datetime]:
+    """Fire times strictly after `after`, in UTC, oldest first.
+
+    Each step asks for the first fire time after the previous one (compared in UTC,
+    so the repeated autumn hour cannot loop), and a wall-clock time seen twice in a
+    row (02:30 in the repeated hour) fires once, as cron does.
+    """
+    last = after.astimezone(UTC)
+    last_wall: datetime | None = None
+    while True:
+        when = trigger.get_next_fire_time(None, last + TICK)
+        if when is None or when.astimezone(UTC) <= last:
+            return
+        last = when.astimezone(UTC)
+        wall = when.replace(tzinfo=None)
+        if wall == last_wall:
+            continue
+        last_wall = wall
+        yield last
+
+
 def slots_between(
-    trigger: BaseTrigger, after: datetime, until: datetime, limit: int = 100_000
+    trigger: BaseTrigger, after: datetime, until: datetime, limit: int = 1_000_000
 ) -> Iterator[datetime]:
     """Fire times t with after < t <= until, in UTC, oldest first (at most `limit`)."""
-    when = trigger.get_next_fire_time(None, after + TICK)
-    count = 0
-    while when is not None and when <= until and count < limit:
-        if when > after:
-            yield when.astimezone(UTC)
-            count += 1
-        when = trigger.get_next_fire_time(when, when + TICK)
+    for count, when in enumerate(_walk(trigger, after)):
+        if when > until or count >= limit:
+            return
+        yield when
 
 
 def next_fire_times(trigger: BaseTrigger, after: datetime, count: int = 3) -> list[datetime]:
     """The next `count` fire times after `after` (fewer for a one-off)."""
-    found: list[datetime] = []
-    when = trigger.get_next_fire_time(None, after + TICK)
-    while when is not None and len(found) < count:
-        if when > after:
-            found.append(when.astimezone(UTC))
-        when = trigger.get_next_fire_time(when, when + TICK)
-    return found
+    return list(islice(_walk(trigger, after), count))

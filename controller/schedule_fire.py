@@ -90,7 +90,7 @@ def handle_due_slots(
         return 0
     after = max(policy.last_slot_at or policy.schedule_changed_at, policy.schedule_changed_at)
     trigger = build_trigger(task.schedule, policy.schedule_changed_at)
-    recent: deque[datetime] = deque(maxlen=MAX_MISSED_RECORDS + 1)
+    recent: deque[datetime] = deque(maxlen=MAX_MISSED_RECORDS)
     older = 0
     for slot in slots_between(trigger, after, now):
         if len(recent) == recent.maxlen:

@@ -1,0 +1,116 @@
+"""Every schedule slot is handled once: fired, or recorded as skipped with the reason.
+
+Fixed times stand in for the clock, so a "controller restart" is a call after a gap.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlmodel import Session, col, select
+
+from tme.controller.schedule_fire import MAX_MISSED_RECORDS, handle_due_slots
+from tme.controller.services.policies import get_policy
+from tme.controller.services.tasks import create_task
+from tme.controller.store.models import Run
+from tme.controller.store.workflow_models import ScheduleSlot
+from tme.schemas import TaskCreate
+
+T0 = datetime(2025, 1, 6, 12, tzinfo=UTC)
+
+
+def scheduled(session: Session, **fields: object) -> int:
+    data = TaskCreate.model_validate({"name": "tick", "schedule": {"every_s": 10}, **fields})
+    task, _ = create_task(session, data)
+    get_policy(session, task).schedule_changed_at = T0
+    session.commit()
+    assert task.id is not None
+    return task.id
+
+
+def runs(session: Session, task_id: int) -> list[Run]:
+    return list(
+        session.exec(select(Run).where(Run.task_id == task_id).order_by(col(Run.created_at)))
+    )
+
+
+def test_on_time_fires_one_run_per_slot(session: Session) -> None:
+    task_id = scheduled(session, overlap={"policy": "allow", "max": 10})
+    for second in (10, 20, 30):
+        assert (
+            handle_due_slots(session, task_id, T0 + timedelta(seconds=second, milliseconds=5), None)
+            == 1
+        )
+    assert [r.state for r in runs(session, task_id)] == ["pending"] * 3
+
+
+def test_calling_again_repeats_nothing(session: Session) -> None:
+    task_id = scheduled(session)
+    assert handle_due_slots(session, task_id, T0 + timedelta(seconds=11), None) == 1
+    assert handle_due_slots(session, task_id, T0 + timedelta(seconds=11), None) == 0
+    assert len(runs(session, task_id)) == 1
+
+
+def test_restart_within_grace_fires_once_and_records_the_others(session: Session) -> None:
+    task_id = scheduled(session, misfire={"grace_s": 60, "policy": "skip"})
+    # down for 45 s: slots 10..40 are within the grace; one run, no burst
+    assert handle_due_slots(session, task_id, T0 + timedelta(seconds=45), None) == 1
+    states = [r.state for r in runs(session, task_id)]
+    assert states.count("skipped") == 3 and states.count("pending") == 1
+    assert all("superseded" in r.reason for r in runs(session, task_id) if r.state == "skipped")
+
+
+def test_restart_beyond_grace_with_skip_records_every_slot(session: Session) -> None:
+    task_id = scheduled(session, misfire={"grace_s": 5, "policy": "skip"})
+    started = handle_due_slots(session, task_id, T0 + timedelta(seconds=66), None)
+    assert started == 0  # every slot (10..60) is more than 5 s late
+    skipped = runs(session, task_id)
+    assert len(skipped) == 6
+    assert all(r.state == "skipped" and "beyond the misfire grace" in r.reason for r in skipped)
+    slots = session.exec(select(ScheduleSlot).where(ScheduleSlot.task_id == task_id)).all()
+    assert len(slots) == 6 and {s.outcome for s in slots} == {"missed"}
+
+
+def test_restart_beyond_grace_with_run_once_fires_one(session: Session) -> None:
+    task_id = scheduled(session, misfire={"grace_s": 5, "policy": "run_once"})
+    assert handle_due_slots(session, task_id, T0 + timedelta(seconds=65), None) == 1
+    states = [r.state for r in runs(session, task_id)]
+    assert states.count("pending") == 1 and states.count("skipped") == 5
+
+
+def test_machine_tasks_skip_late_slots_by_default(session: Session) -> None:
+    target = {"site": "s1", "agent": "a1"}
+    task_id = scheduled(session, op="noop", target=target, misfire={"grace_s": 1})
+    assert handle_due_slots(session, task_id, T0 + timedelta(seconds=35), None) == 0
+    assert {r.state for r in runs(session, task_id)} == {"skipped"}
+
+
+def test_a_long_outage_is_summarised_not_dropped(session: Session) -> None:
+    task_id = scheduled(session, misfire={"grace_s": 1, "policy": "skip"})
+    handle_due_slots(session, task_id, T0 + timedelta(hours=1, seconds=5), None)
+    recorded = runs(session, task_id)
+    assert len(recorded) == MAX_MISSED_RECORDS + 1
+    summary = [r for r in recorded if "each is summarised" in r.reason]
+    assert len(summary) == 1 and "missed 260 schedule slots" in summary[0].reason
+
+
+@pytest.mark.parametrize(
+    "policy,expected", [("skip", ["pending", "skipped"]), ("queue", ["pending", "waiting"])]
+)
+def test_overlap_policy(session: Session, policy: str, expected: list[str]) -> None:
+    task_id = scheduled(session, overlap={"policy": policy})
+    handle_due_slots(session, task_id, T0 + timedelta(seconds=10), None)
+    handle_due_slots(session, task_id, T0 + timedelta(seconds=20), None)
+    assert [r.state for r in runs(session, task_id)] == expected
+
+
+def test_paused_schedule_fires_nothing(session: Session) -> None:
+    task_id = scheduled(session)
+    from tme.controller.store.models import Task
+
+    task = session.get(Task, task_id)
+    assert task is not None
+    get_policy(session, task).paused = True
+    assert handle_due_slots(session, task_id, T0 + timedelta(seconds=30), None) == 0
+    assert runs(session, task_id) == []

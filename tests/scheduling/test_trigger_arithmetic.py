@@ -1,0 +1,53 @@
+"""Schedule arithmetic with fixed times: cron across DST, interval, one-off in another zone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tme.controller.sched_triggers import build_trigger, next_fire_times, slots_between
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def test_cron_keeps_local_time_across_the_spring_dst_change() -> None:
+    # 06:00 Berlin is 05:00 UTC in winter and 04:00 UTC from 30 March 2025 (CEST).
+    trigger = build_trigger({"cron": "0 6 * * *", "timezone": "Europe/Berlin"}, utc(2025, 1, 1))
+    fires = next_fire_times(trigger, utc(2025, 3, 29), 3)
+    assert fires == [utc(2025, 3, 29, 5), utc(2025, 3, 30, 4), utc(2025, 3, 31, 4)]
+
+
+def test_cron_in_the_skipped_hour_fires_once_that_day() -> None:
+    trigger = build_trigger({"cron": "30 2 * * *", "timezone": "Europe/Berlin"}, utc(2025, 1, 1))
+    fires = list(slots_between(trigger, utc(2025, 3, 29), utc(2025, 4, 1)))
+    assert len(fires) == 3  # 29, 30 (02:30 does not exist: fires at 03:30 CEST), 31
+    assert fires[1] == utc(2025, 3, 30, 1, 30)
+
+
+def test_cron_in_the_repeated_autumn_hour_fires_once() -> None:
+    trigger = build_trigger({"cron": "30 2 * * *", "timezone": "Europe/Berlin"}, utc(2025, 1, 1))
+    fires = list(slots_between(trigger, utc(2025, 10, 25, 12), utc(2025, 10, 26, 12)))
+    assert len(fires) == 1
+
+
+def test_interval_counts_from_its_anchor() -> None:
+    anchor = utc(2025, 1, 1, 12)
+    trigger = build_trigger({"every_s": 30}, anchor)
+    slots = list(slots_between(trigger, anchor, anchor + timedelta(seconds=95)))
+    assert slots == [anchor + timedelta(seconds=s) for s in (30, 60, 90)]
+
+
+def test_one_off_in_another_zone() -> None:
+    trigger = build_trigger(
+        {"at": "2025-07-01T08:00:00", "timezone": "America/New_York"}, utc(2025, 1, 1)
+    )
+    assert next_fire_times(trigger, utc(2025, 6, 1), 3) == [utc(2025, 7, 1, 12)]
+    assert next_fire_times(trigger, utc(2025, 7, 1, 12), 3) == []  # once, and only once
+
+
+def test_one_off_with_its_own_offset_wins_over_the_zone() -> None:
+    trigger = build_trigger(
+        {"at": "2025-07-01T08:00:00+09:00", "timezone": "Europe/Berlin"}, utc(2025, 1, 1)
+    )
+    assert next_fire_times(trigger, utc(2025, 1, 1)) == [utc(2025, 6, 30, 23)]
