@@ -16,9 +16,11 @@ from sqlalchemy.engine import Engine
 
 import tme
 from tme.bus import Bus
+from tme.controller import events_stream, metrics, notifications_api, reports_api
 from tme.controller.api import errors, security
 from tme.controller.api.limits import BodySizeLimit
 from tme.controller.api.routes import fleet, health, legacy, runs, scheduling, tasks
+from tme.controller.observers import Observers
 from tme.controller.runtime import ControllerRuntime
 from tme.controller.store.db import check_schema, make_engine
 
@@ -30,12 +32,18 @@ dependencies settle, and records every run. Every error has one shape:
 
 
 def create_app(
-    settings: Any, *, engine: Engine | None = None, bus: Bus | None = None, runtime: bool = True
+    settings: Any,
+    *,
+    engine: Engine | None = None,
+    bus: Bus | None = None,
+    runtime: bool = True,
+    dashboard: bool = False,
 ) -> FastAPI:
     """Build the controller app.
 
     Pass `engine` or `bus` to share them (tests, the demo); `runtime=False` serves
-    the API without dispatching to machines.
+    the API without dispatching to machines; `dashboard=True` mounts the NiceGUI
+    dashboard at /ui (once per process: NiceGUI keeps one set of pages).
     """
 
     @asynccontextmanager
@@ -45,6 +53,8 @@ def create_app(
             app.state.engine = make_engine(settings.database.url, echo=settings.database.echo)
         check_schema(app.state.engine)
         moving = ControllerRuntime(settings, app.state.engine, bus) if runtime else None
+        observers = Observers(app, settings)
+        observers.start(moving)
         if moving is not None:
             moving.start()
             app.state.runtime = moving
@@ -55,6 +65,7 @@ def create_app(
         finally:
             if moving is not None:
                 moving.stop()
+            observers.stop()
             if own_engine:
                 app.state.engine.dispose()
 
@@ -69,5 +80,12 @@ def create_app(
     for router in (health.router, legacy.router, tasks.router, runs.router, fleet.router):
         app.include_router(router)
     app.include_router(scheduling.router)
+    for router in (events_stream.router, reports_api.router, notifications_api.router):
+        app.include_router(router)
+    app.include_router(metrics.router)
+    if dashboard:
+        from tme.ui.mount import mount_dashboard
+
+        mount_dashboard(app, settings)
     security.install(app, settings)  # last: every route above is behind it
     return app

@@ -1,0 +1,183 @@
+"""What changed since a point: run transitions and agent presence.
+
+The database is the record of run changes: they are read from `run_events` by id,
+so a reader resumes exactly where it stopped whoever wrote them (the API, the
+dispatcher, the event consumer, another process). Presence has no change table,
+so the feed keeps the latest agent changes in a bounded ring numbered in arrival
+order. Bus threads only ring a doorbell; waiting readers (the SSE stream, the
+dashboard, notifications) wake at once instead of at their next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from tme.controller.store.models import Run, RunEvent, Task
+from tme.protocol import Event, Presence
+
+# Presence changes kept for readers that resume; a reader further behind than this
+# misses agent changes (never run changes, which come from the database).
+RING_SIZE = 2000
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class RunChange:
+    event_id: int
+    run_id: str
+    task_id: int
+    task_name: str
+    op: str
+    site: str | None
+    agent: str | None
+    device: str | None
+    from_state: str | None
+    to_state: str
+    reason: str
+    at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["at"] = self.at.isoformat()
+        return data
+
+
+@dataclass(frozen=True)
+class AgentChange:
+    seq: int
+    site: str
+    agent: str
+    role: str
+    state: str
+    at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["at"] = self.at.isoformat()
+        return data
+
+
+class ChangeFeed:
+    def __init__(self, engine: Engine, ring_size: int = RING_SIZE) -> None:
+        self.engine = engine
+        self._ring: deque[AgentChange] = deque(maxlen=ring_size)
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    # --- writers (any thread) ---------------------------------------------------
+
+    def on_message(self, message: Event | Presence) -> None:
+        """EventConsumer listener: called on a bus thread after the message was applied."""
+        if isinstance(message, Presence):
+            with self._lock:
+                self._seq += 1
+                self._ring.append(
+                    AgentChange(
+                        self._seq,
+                        message.site,
+                        message.agent,
+                        message.role,
+                        message.state,
+                        message.at,
+                    )
+                )
+        self.ring_bell()
+
+    def ring_bell(self) -> None:
+        """Wake every waiting reader; safe from any thread."""
+        with self._lock:
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+
+    # --- readers ------------------------------------------------------------------
+
+    async def wait(self, timeout: float) -> None:
+        """Return when the bell rings or after `timeout` seconds."""
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._waiters.add(waiter)
+        try:
+            await asyncio.wait_for(waiter[1].wait(), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            with self._lock:
+                self._waiters.discard(waiter)
+
+    @property
+    def agent_seq(self) -> int:
+        return self._seq
+
+    def agents_after(self, seq: int, site: str | None = None) -> list[AgentChange]:
+        with self._lock:
+            return [c for c in self._ring if c.seq > seq and (site is None or c.site == site)]
+
+    def last_run_event_id(self) -> int:
+        with Session(self.engine) as session:
+            return int(session.exec(select(func.max(RunEvent.id))).one() or 0)
+
+    def runs_after(
+        self,
+        after_id: int,
+        *,
+        site: str | None = None,
+        task_id: int | None = None,
+        states: frozenset[str] | None = None,
+        limit: int = BATCH,
+    ) -> tuple[list[RunChange], int]:
+        """Run changes with an id above `after_id`, and the last id read (filtered or not).
+
+        The id read is returned separately so a filtered reader still moves past
+        changes it does not want.
+        """
+        query = (
+            select(RunEvent, Run.task_id, Task)
+            .join(Run, col(Run.id) == col(RunEvent.run_id))
+            .join(Task, col(Task.id) == col(Run.task_id))
+            .where(col(RunEvent.id) > after_id)
+            .order_by(col(RunEvent.id))
+            .limit(limit)
+        )
+        with Session(self.engine) as session:
+            rows = session.exec(query).all()
+        last = after_id
+        changes = []
+        for event, run_task_id, task in rows:
+            last = max(last, event.id or 0)
+            if site is not None and task.site != site:
+                continue
+            if task_id is not None and run_task_id != task_id:
+                continue
+            if states is not None and event.to_state not in states:
+                continue
+            changes.append(_run_change(event, task))
+        return changes, last
+
+
+def _run_change(event: RunEvent, task: Task) -> RunChange:
+    return RunChange(
+        event_id=event.id or 0,
+        run_id=event.run_id,
+        task_id=task.id or 0,
+        task_name=task.name,
+        op=task.op,
+        site=task.site,
+        agent=task.agent,
+        device=task.device,
+        from_state=event.from_state,
+        to_state=event.to_state,
+        reason=event.reason,
+        at=event.at,
+    )

@@ -1,0 +1,88 @@
+"""GET /api/v1/events: Server-Sent Events of run and agent changes.
+
+Each event's id is `<run event id>-<agent change number>`, the position of the
+stream after it. A client that reconnects with `Last-Event-ID` (browsers'
+EventSource do so by themselves) gets every run change it missed, read from the
+database, and the agent changes still held in the controller's ring. Without
+it the stream starts at the present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+
+from tme.controller.change_feed import ChangeFeed
+from tme.errors import ValidationError
+
+router = APIRouter(prefix="/api/v1", tags=["events"])
+
+# How long a quiet stream waits before checking the database anyway (changes
+# written by another process ring no bell here) and how often it sends a comment
+# so proxies keep the connection open.
+POLL_S = 0.5
+KEEPALIVE_S = 15.0
+
+
+def parse_position(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    run_part, sep, agent_part = value.strip().partition("-")
+    if not sep or not run_part.isdigit() or not agent_part.isdigit():
+        raise ValidationError(
+            "invalid Last-Event-ID: pass the id of an event from this stream unchanged",
+            field_errors=[
+                {"field": "Last-Event-ID", "message": "invalid event id", "type": "value_error"}
+            ],
+        )
+    return int(run_part), int(agent_part)
+
+
+@router.get(
+    "/events", response_class=EventSourceResponse, openapi_extra={"x-permission": "task.read"}
+)
+async def events(
+    request: Request,
+    site: Annotated[str | None, Query(max_length=64)] = None,
+    task: Annotated[int | None, Query(gt=0)] = None,
+    state: Annotated[
+        str | None, Query(max_length=200, description="comma-separated run states")
+    ] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
+) -> AsyncIterator[ServerSentEvent]:
+    feed: ChangeFeed = request.app.state.change_feed
+    position = parse_position(last_event_id)
+    if position is None:
+        position = (await run_in_threadpool(feed.last_run_event_id), feed.agent_seq)
+    states = frozenset(s.strip() for s in state.split(",") if s.strip()) if state else None
+    run_id, agent_seq = position
+    if agent_seq > feed.agent_seq:  # the controller restarted: its ring starts again
+        agent_seq = 0
+    quiet = 0.0
+    yield ServerSentEvent(comment="tme events", retry=2000)
+    while not await request.is_disconnected():
+        changes, run_id = await run_in_threadpool(
+            feed.runs_after, run_id, site=site, task_id=task, states=states
+        )
+        for change in changes:
+            yield ServerSentEvent(
+                event="run", id=f"{change.event_id}-{agent_seq}", data=change.as_json()
+            )
+        top = feed.agent_seq
+        agents = [] if task is not None or states else feed.agents_after(agent_seq, site)
+        for agent in agents:
+            agent_seq = agent.seq
+            yield ServerSentEvent(event="agent", id=f"{run_id}-{agent_seq}", data=agent.as_json())
+        agent_seq = max(agent_seq, top)
+        if changes or agents:
+            quiet = 0.0
+            continue
+        if quiet >= KEEPALIVE_S:
+            quiet = 0.0
+            yield ServerSentEvent(comment="keep-alive")
+        await feed.wait(POLL_S)
+        quiet += POLL_S

@@ -1,0 +1,95 @@
+"""GET /metrics for Prometheus: runs by state, dispatch latency, queue depth,
+agents online, driver errors.
+
+Counts come from the database when Prometheus scrapes (a collector), so they are
+right whichever process changed them; dispatch latency and driver errors are
+observed from the events the controller applies. Each app has its own registry,
+so many apps in one process (tests) never collide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from tme.controller.store.models import Agent, Outbox, Run
+from tme.protocol import Event, Presence
+
+router = APIRouter(tags=["metrics"])
+
+# Outcomes that point at the driver or the machine rather than at the task.
+DRIVER_ERROR_EVENTS = frozenset({"failed", "timed_out"})
+
+
+class StoreCollector(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with Session(self.engine) as session:
+            states = session.exec(select(Run.state, func.count()).group_by(Run.state)).all()
+            depth = session.exec(
+                select(func.count()).select_from(Outbox).where(col(Outbox.published_at).is_(None))
+            ).one()
+            agents = session.exec(
+                select(Agent.site, func.count())
+                .where(Agent.online == True)  # noqa: E712
+                .where(Agent.role == "agent")
+                .group_by(Agent.site)
+            ).all()
+        runs = GaugeMetricFamily("tme_runs", "Runs stored, by state", labels=["state"])
+        for state, count in states:
+            runs.add_metric([state], count)
+        yield runs
+        yield GaugeMetricFamily("tme_queue_depth", "Commands waiting to be published", value=depth)
+        online = GaugeMetricFamily("tme_agents_online", "Agents online, by site", labels=["site"])
+        for site, count in agents:
+            online.add_metric([site], count)
+        yield online
+
+
+class Metrics:
+    def __init__(self, engine: Engine) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(StoreCollector(engine))
+        self.dispatch_latency = Histogram(
+            "tme_dispatch_latency_seconds",
+            "From a run's creation to its acceptance by the agent",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.driver_errors = Counter(
+            "tme_driver_errors",
+            "Runs that failed or timed out on a machine",
+            ["site", "source"],
+            registry=self.registry,
+        )
+        self.engine = engine
+
+    def on_message(self, message: Event | Presence) -> None:
+        """EventConsumer listener (bus thread): prometheus-client is thread-safe."""
+        if not isinstance(message, Event):
+            return
+        if message.type in DRIVER_ERROR_EVENTS:
+            self.driver_errors.labels(site=message.site or "", source=message.source).inc()
+        if message.type == "accepted":
+            with Session(self.engine) as session:
+                run = session.get(Run, message.command_id)
+            if run is not None:
+                latency = (message.at - run.created_at).total_seconds()
+                self.dispatch_latency.observe(max(0.0, latency))
+
+
+@router.get("/metrics", include_in_schema=False, openapi_extra={"x-permission": "health.read"})
+def metrics(request: Request) -> Response:
+    collected: Any = request.app.state.metrics
+    return Response(generate_latest(collected.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,1 @@
+"""Notifications: rules, email over SMTP, signed webhooks, and the delivery record."""

@@ -1,0 +1,51 @@
+"""Notification rules and the record of every delivery attempt."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON
+from sqlmodel import Field, SQLModel
+
+from tme.controller.store.models import BigInt, UTCDateTime, utcnow
+
+# What a rule can fire on: a run ending badly, or an agent going offline.
+NOTIFY_EVENTS = ("failed", "timed_out", "lost", "agent_offline")
+CHANNELS = ("email", "webhook")
+
+
+class NotificationRule(SQLModel, table=True):
+    __tablename__ = "notification_rules"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100)
+    # None: every task (a global rule); agent_offline ignores it.
+    task_id: int | None = Field(default=None, sa_type=BigInt, index=True)
+    events: list[str] = Field(default_factory=list, sa_type=JSON)
+    channel: str = Field(max_length=16)
+    # Comma-separated addresses for email, the URL for a webhook.
+    target: str = Field(max_length=2000)
+    # HMAC key of a webhook; kept to sign every payload, never shown by the API.
+    secret: str = Field(default="", max_length=200)
+    enabled: bool = True
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class NotificationDelivery(SQLModel, table=True):
+    __tablename__ = "notification_deliveries"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInt)
+    # "<rule key>|<event key>": the same event never notifies one rule twice.
+    dedup_key: str = Field(max_length=300, unique=True)
+    rule: str = Field(max_length=120)
+    channel: str = Field(max_length=16)
+    target: str = Field(max_length=2000)
+    event: str = Field(max_length=32)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    status: str = Field(default="pending", max_length=16, index=True)
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    last_error: str = Field(default="", max_length=2000)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime, nullable=True)

@@ -1,0 +1,76 @@
+"""/api/v1/reports/summary (JSON) and /api/v1/reports/summary.csv over a chosen period."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import PlainTextResponse
+
+from tme.controller import reports
+from tme.controller.api.deps import SessionDep
+from tme.controller.store.models import utcnow
+from tme.errors import ValidationError
+
+router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+READ = {"x-permission": "task.read"}
+
+Since = Annotated[datetime | None, Query(description="start (ISO 8601); default: `days` ago")]
+Until = Annotated[datetime | None, Query(description="end (ISO 8601); default: now")]
+Days = Annotated[int, Query(ge=1, le=366, description="period length when `since` is absent")]
+GroupBy = Annotated[str, Query(pattern="^(op|agent|site|task)$")]
+
+
+def period(since: datetime | None, until: datetime | None, days: int) -> tuple[datetime, datetime]:
+    end = until or utcnow()
+    start = since or end - timedelta(days=days)
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValidationError(
+            "since and until need a UTC offset, e.g. 2026-01-01T00:00:00Z",
+            field_errors=[{"field": "since", "message": "no UTC offset", "type": "value_error"}],
+        )
+    if start >= end:
+        raise ValidationError(
+            "since must be before until",
+            field_errors=[{"field": "since", "message": "after until", "type": "value_error"}],
+        )
+    return start, end
+
+
+@router.get("/summary", openapi_extra=READ)
+def summary(
+    session: SessionDep,
+    since: Since = None,
+    until: Until = None,
+    days: Days = 7,
+    group_by: GroupBy = "op",
+) -> dict[str, Any]:
+    start, end = period(since, until, days)
+    report = reports.summary(session, start, end, group_by)
+    return {
+        "since": report.start,
+        "until": report.end,
+        "group_by": report.group_by,
+        "groups": [vars(g) for g in report.groups],
+        "busiest_hours": [{"hour": h, "runs": n} for h, n in report.busiest_hours],
+        "top_failure_reasons": [{"reason": r, "runs": n} for r, n in report.top_failure_reasons],
+    }
+
+
+@router.get("/summary.csv", openapi_extra=READ, response_class=PlainTextResponse)
+def summary_csv(
+    session: SessionDep,
+    since: Since = None,
+    until: Until = None,
+    days: Days = 7,
+    group_by: GroupBy = "op",
+) -> PlainTextResponse:
+    start, end = period(since, until, days)
+    report = reports.summary(session, start, end, group_by)
+    name = f"tme-report-{start:%Y%m%d}-{end:%Y%m%d}-{group_by}.csv"
+    return PlainTextResponse(
+        reports.summary_csv(report),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

@@ -1,0 +1,222 @@
+"""Each dashboard page and action under NiceGUI's simulated user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nicegui import ui
+from nicegui.testing import User
+from sqlmodel import Session, select
+
+from tme.controller.services import runs as run_service
+from tme.controller.services.tasks import create_task
+from tme.controller.store.models import Run, Task
+from tme.protocol import Presence
+from tme.schemas import TaskCreate
+
+
+def _task(board: Any, **fields: Any) -> int:
+    body = TaskCreate.model_validate(
+        {
+            "name": "read tank level",
+            "op": "modbus.read",
+            "target": {"site": "plant-x", "agent": "skid-a", "device": "tank1"},
+            "params": {"point": "level"},
+            **fields,
+        }
+    )
+    with Session(board.engine) as session:
+        task, _ = create_task(session, body)
+        session.commit()
+        return task.id or 0
+
+
+def _latest_run(board: Any, task_id: int) -> str:
+    with Session(board.engine) as session:
+        task = session.get(Task, task_id)
+        assert task is not None and task.latest_run_id
+        return task.latest_run_id
+
+
+def _move(board: Any, run_id: str, state: str, reason: str = "") -> None:
+    with Session(board.engine) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        run_service.transition(session, run, state, reason=reason or state, source="agent")
+        session.commit()
+
+
+async def test_a_visitor_without_a_session_is_sent_to_the_login_page(user: User) -> None:
+    await user.open("/tasks")
+    await user.should_see("Sign in to the dashboard")
+    await user.should_not_see("New task")
+
+
+async def test_overview_shows_runs_by_state_and_agents(user: User, board, sign_in) -> None:
+    _task(board)
+    board.change_feed.on_message(Presence(site="plant-x", agent="skid-a", state="online"))
+    from tme.controller.event_apply import apply_presence
+
+    with Session(board.engine) as session:
+        apply_presence(session, Presence(site="plant-x", agent="skid-a", state="online"))
+        session.commit()
+    sign_in(user, "viewer")
+    await user.open("/")
+    await user.should_see("Overview")
+    await user.should_see("pending: 1")
+    await user.should_see("1 / 1")
+
+
+async def test_tasks_list_filters_from_the_url(user: User, board, sign_in) -> None:
+    _task(board, name="alpha pump")
+    _task(board, name="beta conveyor")
+    sign_in(user, "viewer")
+    await user.open("/tasks?q=beta")
+    await user.should_see("beta conveyor")
+    await user.should_not_see("alpha pump")
+
+
+async def test_a_viewer_sees_no_action_buttons(user: User, board, sign_in) -> None:
+    _task(board)
+    sign_in(user, "viewer")
+    await user.open("/tasks")
+    await user.should_see("read tank level")
+    for label in ("New task", "Run now", "Cancel", "Delete"):
+        await user.should_not_see(label)
+
+
+async def test_an_operator_sees_the_actions(user: User, board, sign_in) -> None:
+    _task(board)
+    sign_in(user, "operator")
+    await user.open("/tasks")
+    for label in ("New task", "Run now", "Cancel", "Delete"):
+        await user.should_see(label)
+
+
+async def test_create_form_refuses_what_the_api_refuses(user: User, board, sign_in) -> None:
+    sign_in(user, "operator")
+    await user.open("/tasks")
+    user.find("New task").click()
+    user.find(marker="task-name").type("write without a value")
+    user.find(marker="task-op").click()
+    user.find("modbus.write").click()
+    user.find(marker="task-site").type("plant-x")
+    user.find(marker="task-agent").type("skid-a")
+    user.find(marker="task-device").type("pump1")
+    user.find(marker="task-params").clear().type('{"point": "speed_setpoint"}')
+    user.find("Create").click()
+    await user.should_see("value")  # the schema's own message about the missing value
+    with Session(board.engine) as session:
+        assert session.exec(select(Task)).all() == []
+
+
+async def test_create_form_creates_a_task(user: User, board, sign_in) -> None:
+    sign_in(user, "operator")
+    await user.open("/tasks")
+    user.find("New task").click()
+    user.find(marker="task-name").type("set pump speed")
+    user.find(marker="task-op").click()
+    user.find("modbus.write").click()
+    user.find(marker="task-site").type("plant-x")
+    user.find(marker="task-agent").type("skid-a")
+    user.find(marker="task-device").type("pump1")
+    user.find(marker="task-params").clear().type('{"point": "speed_setpoint", "value": 1200}')
+    user.find("Create").click()
+    await user.should_see("Task 1: set pump speed")
+    with Session(board.engine) as session:
+        task = session.exec(select(Task)).one()
+        assert task.params == {"point": "speed_setpoint", "value": 1200, "verify": False} or (
+            task.params["value"] == 1200
+        )
+
+
+async def test_state_change_reaches_the_open_tasks_page(user: User, board, sign_in) -> None:
+    task_id = _task(board)
+    sign_in(user, "viewer")
+    await user.open("/tasks")
+    chip = next(iter(user.find(ui.badge).elements))
+    assert chip.text == "pending"
+    _move(board, _latest_run(board, task_id), "canceled")
+    await user.should_see("canceled")  # without reloading: the live hub updated the chip
+
+
+async def test_run_now_and_cancel(user: User, board, sign_in) -> None:
+    task_id = _task(board)
+    _move(board, _latest_run(board, task_id), "canceled")
+    sign_in(user, "operator")
+    await user.open("/tasks")
+    user.find("Run now").click()
+    await user.should_see("done")
+    with Session(board.engine) as session:
+        assert session.get(Task, task_id).status == "pending"  # type: ignore[union-attr]
+    user.find("Cancel").click()
+    with Session(board.engine) as session:
+        assert session.get(Task, task_id).status == "canceled"  # type: ignore[union-attr]
+
+
+async def test_delete_asks_for_confirmation(user: User, board, sign_in) -> None:
+    task_id = _task(board)
+    sign_in(user, "operator")
+    await user.open("/tasks")
+    user.find("Delete").click()
+    await user.should_see(f"Delete task {task_id}")
+    with Session(board.engine) as session:
+        assert session.get(Task, task_id) is not None
+    user.find(marker="confirm-delete").click()
+    with Session(board.engine) as session:
+        assert session.get(Task, task_id) is None
+
+
+async def test_task_page_shows_definition_schedule_and_runs(user: User, board, sign_in) -> None:
+    task_id = _task(board, schedule={"cron": "0 6 * * 1-5"})
+    sign_in(user, "viewer")
+    await user.open(f"/tasks/{task_id}")
+    await user.should_see("Definition")
+    await user.should_see("06:00:00")  # a next fire time
+
+
+async def test_run_page_shows_timeline_result_and_reason(user: User, board, sign_in) -> None:
+    task_id = _task(board)
+    run_id = _latest_run(board, task_id)
+    sign_in(user, "viewer")
+    await user.open(f"/runs/{run_id}")
+    await user.should_see("pending")
+    _move(board, run_id, "failed", reason="modbus timeout on unit 2")
+    await user.should_see("modbus timeout on unit 2")
+
+
+async def test_fleet_page_shows_presence(user: User, board, sign_in) -> None:
+    from tme.controller.event_apply import apply_presence
+
+    with Session(board.engine) as session:
+        apply_presence(session, Presence(site="plant-x", agent="line-b", state="online"))
+        session.commit()
+    sign_in(user, "viewer")
+    await user.open("/fleet")
+    await user.should_see("line-b")
+    await user.should_see("online")
+    with Session(board.engine) as session:
+        apply_presence(session, Presence(site="plant-x", agent="line-b", state="offline"))
+        session.commit()
+    board.change_feed.on_message(Presence(site="plant-x", agent="line-b", state="offline"))
+    await user.should_see("offline")
+
+
+async def test_reports_page_and_csv_link(user: User, board, sign_in) -> None:
+    task_id = _task(board)
+    run_id = _latest_run(board, task_id)
+    for state in ("queued", "dispatched", "running", "succeeded"):
+        _move(board, run_id, state)
+    sign_in(user, "viewer")
+    await user.open("/reports?days=7&group_by=op")
+    await user.should_see("Export CSV")
+    table = user.find(ui.table).elements.pop()
+    assert [(r["key"], r["runs"], r["success_rate"]) for r in table.rows] == [
+        ("modbus.read", 1, 1.0)
+    ]
+
+
+async def test_audit_is_for_admins(user: User, board, sign_in) -> None:
+    sign_in(user, "operator")
+    await user.open("/audit")
+    await user.should_see("The audit log is for administrators.")

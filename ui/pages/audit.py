@@ -1,0 +1,60 @@
+"""Audit (admin): the audit log, filterable by actor, action and outcome."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import Request
+from nicegui import ui
+
+from tme.controller.services.audit import AuditFilters, query
+from tme.ui.context import dashboard
+from tme.ui.theme import frame, sign_in_first
+
+
+def register() -> None:
+    @ui.page("/audit")
+    def audit_page(request: Request, actor: str = "", action: str = "", outcome: str = "") -> None:
+        viewer = sign_in_first(request)
+        if viewer is None:
+            return
+        with frame("Audit", viewer):
+            if not viewer.can("audit.read"):
+                ui.label("The audit log is for administrators.")
+                return
+            with dashboard().session() as session:
+                entries = query(
+                    session,
+                    AuditFilters(
+                        actor=actor or None, action=action or None, outcome=outcome or None
+                    ),
+                    limit=200,
+                )
+            with ui.row().classes("items-end gap-2"):
+                actor_in = ui.input("Actor", value=actor)
+                action_in = ui.input("Action starts with", value=action)
+                outcome_in = ui.select(
+                    ["", "ok", "failed", "refused"], value=outcome, label="Outcome"
+                )
+
+                def apply() -> None:
+                    pairs = {
+                        "actor": actor_in.value,
+                        "action": action_in.value,
+                        "outcome": outcome_in.value,
+                    }
+                    ui.navigate.to("/audit?" + urlencode({k: v for k, v in pairs.items() if v}))
+
+                ui.button("Filter", on_click=apply).props("outline")
+            rows = [
+                {
+                    "id": e.id,
+                    "at": e.at.strftime("%Y-%m-%d %H:%M:%S"),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "target": e.target,
+                    "outcome": e.outcome,
+                }
+                for e in entries
+            ]
+            ui.table(rows=rows, row_key="id").classes("w-full")

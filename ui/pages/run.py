@@ -1,0 +1,113 @@
+"""One run: the timeline of its state transitions, the live log, result values with units."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from nicegui import ui
+from sqlmodel import col, select
+
+from tme.controller.services.queries import get_run_detail
+from tme.controller.store.models import Device, RunLog, Task
+from tme.errors import NotFound
+from tme.ui import live
+from tme.ui.context import dashboard
+from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
+
+
+def units_of(session: Any, task: Task) -> dict[str, str]:
+    """Point name -> unit, from the device profile presence reported."""
+    if not task.device:
+        return {}
+    device = session.exec(
+        select(Device).where(
+            Device.site == task.site, Device.agent == task.agent, Device.name == task.device
+        )
+    ).first()
+    points = device.points if device is not None else []
+    return {str(p.get("name")): str(p.get("unit") or "") for p in points}
+
+
+def result_rows(result: dict[str, Any] | None, units: dict[str, str], point: str | None) -> list:
+    rows = []
+    for key, value in (result or {}).items():
+        unit = units.get(key) or (units.get(point or "") if key == "value" else "")
+        rows.append((key, value, unit or ""))
+    return rows
+
+
+def register() -> None:
+    @ui.page("/runs/{run_id}")
+    def run_page(request: Request, run_id: str) -> None:
+        viewer = sign_in_first(request)
+        if viewer is None:
+            return
+        with dashboard().session() as session:
+            try:
+                detail = get_run_detail(session, run_id)
+            except NotFound:
+                detail = None
+            task = session.get(Task, detail.task_id) if detail else None
+            if detail is None or task is None or not viewer.principal.sees_site(task.site):
+                with frame("Run not found", viewer):
+                    ui.label(f"There is no run {run_id}.")
+                return
+            units = units_of(session, task)
+        with frame(f"Run {run_id[:8]} of {task.name}", viewer):
+            with ui.row().classes("items-center gap-2"):
+                state = state_chip(detail.state)
+                ui.link(f"task {task.id}", href(f"/tasks/{task.id}"))
+                reason = ui.label(detail.reason).classes("text-gray-700")
+            ui.label("Timeline").classes("text-lg")
+            timeline = ui.timeline(side="right").classes("w-full")
+            with timeline:
+                for event in detail.events:
+                    ui.timeline_entry(
+                        event.reason, title=event.to_state, subtitle=event.at.isoformat()
+                    )
+            ui.label("Result").classes("text-lg")
+            result_box = ui.column()
+
+            def show_result(result: dict[str, Any] | None) -> None:
+                result_box.clear()
+                with result_box:
+                    if not result:
+                        ui.label("no result yet").classes("text-gray-500")
+                    for key, value, unit in result_rows(result, units, task.params.get("point")):
+                        ui.label(f"{key}: {value} {unit}".strip())
+
+            show_result(detail.result)
+            ui.label("Log").classes("text-lg")
+            log = ui.log(max_lines=1000).classes("w-full h-48")
+            last_log = {"id": 0}
+            with dashboard().session() as session:
+                for line in session.exec(
+                    select(RunLog).where(RunLog.run_id == run_id).order_by(col(RunLog.id))
+                ):
+                    log.push(f"{line.at:%H:%M:%S} {line.line}")
+                    last_log["id"] = line.id or 0
+
+        def on_runs(changes: list[live.RunChange]) -> None:
+            mine = [c for c in changes if c.run_id == run_id]
+            for change in mine:
+                set_chip(state, change.to_state)
+                reason.text = change.reason
+                with timeline:
+                    ui.timeline_entry(
+                        change.reason, title=change.to_state, subtitle=change.at.isoformat()
+                    )
+            if mine:
+                with dashboard().session() as session:
+                    fresh = get_run_detail(session, run_id)
+                    lines = session.exec(
+                        select(RunLog)
+                        .where(RunLog.run_id == run_id, col(RunLog.id) > last_log["id"])
+                        .order_by(col(RunLog.id))
+                    ).all()
+                for line in lines:
+                    log.push(f"{line.at:%H:%M:%S} {line.line}")
+                    last_log["id"] = line.id or 0
+                show_result(fresh.result)
+
+        live.run_changes.subscribe(on_runs)

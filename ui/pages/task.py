@@ -1,0 +1,145 @@
+"""One task: definition, schedule with next fire times, dependencies, run history
+with a duration chart; new runs and state changes appear live."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from fastapi import Request
+from nicegui import ui
+from sqlmodel import select
+
+from tme.controller.services.queries import list_runs
+from tme.controller.services.tasks import get_task, to_public
+from tme.controller.store.models import Run, TaskDependency
+from tme.errors import NotFound
+from tme.ui import live
+from tme.ui.context import dashboard
+from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
+
+
+def next_fire_times(schedule: dict | None, count: int = 5) -> list[datetime]:
+    """The next times a cron or interval schedule fires (none for other tasks)."""
+    if not schedule:
+        return []
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    tz = schedule.get("timezone") or "UTC"
+    if schedule.get("cron"):
+        trigger = CronTrigger.from_crontab(schedule["cron"], timezone=tz)
+    elif schedule.get("every_s"):
+        trigger = IntervalTrigger(seconds=float(schedule["every_s"]), timezone=tz)
+    else:
+        return []
+    times: list[datetime] = []
+    previous = None
+    now = datetime.now(trigger.timezone)
+    for _ in range(count):
+        fire = trigger.get_next_fire_time(previous, previous or now)
+        if fire is None:
+            break
+        times.append(fire)
+        previous = fire
+    return times
+
+
+def duration(run: Run) -> float | None:
+    if run.started_at and run.finished_at:
+        return round((run.finished_at - run.started_at).total_seconds(), 3)
+    return None
+
+
+def register() -> None:
+    @ui.page("/tasks/{task_id}")
+    def task_page(request: Request, task_id: int) -> None:
+        viewer = sign_in_first(request)
+        if viewer is None:
+            return
+        board = dashboard()
+        with board.session() as session:
+            try:
+                task = get_task(session, task_id)
+            except NotFound:
+                task = None
+            if task is None or not viewer.principal.sees_site(task.site):
+                with frame("Task not found", viewer):
+                    ui.label(f"There is no task {task_id}.")
+                return
+            public = to_public(task)
+            runs, _ = list_runs(session, task_id, limit=50)
+            predecessors = session.exec(
+                select(TaskDependency).where(TaskDependency.task_id == task_id)
+            ).all()
+            dependents = session.exec(
+                select(TaskDependency).where(TaskDependency.predecessor_id == task_id)
+            ).all()
+        with frame(f"Task {task_id}: {public.name}", viewer):
+            with ui.row().classes("items-center gap-2"):
+                ui.label("Status")
+                status = state_chip(public.status)
+            with ui.card().classes("w-full"):
+                ui.label("Definition").classes("font-medium")
+                ui.code(json.dumps(public.model_dump(mode="json"), indent=2), language="json")
+            with ui.card().classes("w-full"):
+                ui.label("Schedule").classes("font-medium")
+                fires = next_fire_times(task.schedule)
+                if not fires:
+                    ui.label("Runs when created, triggered or when its dependencies settle.")
+                for when in fires:
+                    ui.label(when.isoformat())
+            with ui.card().classes("w-full"):
+                ui.label("Dependencies").classes("font-medium")
+                for dep in predecessors:
+                    with ui.row():
+                        ui.link(f"task {dep.predecessor_id}", href(f"/tasks/{dep.predecessor_id}"))
+                        ui.label(f"→ this task, on {dep.on}")
+                for dep in dependents:
+                    with ui.row():
+                        ui.label(f"this task → on {dep.on}")
+                        ui.link(f"task {dep.task_id}", href(f"/tasks/{dep.task_id}"))
+                if not predecessors and not dependents:
+                    ui.label("none").classes("text-gray-500")
+            durations = [(r.created_at.strftime("%m-%d %H:%M:%S"), duration(r)) for r in runs]
+            chart = ui.echart(
+                {
+                    "title": {"text": "Run duration (s)", "textStyle": {"fontSize": 14}},
+                    "xAxis": {"type": "category", "data": [d for d, _ in reversed(durations)]},
+                    "yAxis": {"type": "value"},
+                    "series": [{"type": "line", "data": [v for _, v in reversed(durations)]}],
+                }
+            ).classes("w-full h-56")
+            ui.label("Runs").classes("text-lg")
+            history = ui.column().classes("w-full gap-1")
+            chips: dict[str, ui.badge] = {}
+
+            def add_run_row(run_id: str, state: str, when: str, reason: str) -> None:
+                with history, ui.row().classes("items-center gap-3") as row:
+                    chips[run_id] = state_chip(state)
+                    ui.link(run_id[:8], href(f"/runs/{run_id}"))
+                    ui.label(when).classes("text-sm text-gray-600")
+                    ui.label(reason).classes("text-sm")
+                row.move(target_index=0)
+
+            for run in reversed(runs):
+                add_run_row(run.id, run.state, run.created_at.isoformat(), run.reason)
+
+        def on_runs(changes: list[live.RunChange]) -> None:
+            for change in changes:
+                if change.task_id != task_id:
+                    continue
+                if change.run_id in chips:
+                    set_chip(chips[change.run_id], change.to_state)
+                else:
+                    add_run_row(change.run_id, change.to_state, change.at.isoformat(), "")
+                set_chip(status, change.to_state)
+            if any(c.task_id == task_id and c.to_state in ("succeeded", "failed") for c in changes):
+                with dashboard().session() as session:
+                    latest, _ = list_runs(session, task_id, limit=50)
+                points = [(r.created_at.strftime("%m-%d %H:%M:%S"), duration(r)) for r in latest]
+                chart.options["xAxis"]["data"] = [d for d, _ in reversed(points)]
+                chart.options["series"][0]["data"] = [v for _, v in reversed(points)]
+                chart.update()
+
+        live.run_changes.subscribe(on_runs)

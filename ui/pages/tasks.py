@@ -1,0 +1,182 @@
+"""Tasks: a live list with filters and search kept in the URL, keyset pages,
+state chips, the create form and the run now / cancel / delete actions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlencode
+
+from fastapi import Request
+from nicegui import ui
+
+from tme.controller.services.tasks import TaskFilters, list_tasks
+from tme.controller.store.models import Task
+from tme.errors import TMEError
+from tme.ui import actions, live
+from tme.ui.context import dashboard
+from tme.ui.session import Viewer
+from tme.ui.task_form import OP_CHOICES, validate
+from tme.ui.theme import STATE_COLORS, frame, href, set_chip, sign_in_first, state_chip
+
+PAGE_SIZE = 50
+
+
+def register() -> None:
+    @ui.page("/tasks")
+    def tasks_page(
+        request: Request, status: str = "", site: str = "", q: str = "", cursor: str = ""
+    ) -> None:
+        viewer = sign_in_first(request)
+        if viewer is None:
+            return
+        filters = TaskFilters(status=status or None, site=site or None, search=q or None)
+        try:
+            with dashboard().session() as session:
+                rows, next_cursor = list_tasks(session, filters, limit=PAGE_SIZE, cursor=cursor)
+        except TMEError as exc:
+            rows, next_cursor = [], None
+            ui.notify(str(exc), type="negative")
+        rows = [t for t in rows if viewer.principal.sees_site(t.site)]
+        with frame("Tasks", viewer):
+            _filter_bar(status, site, q)
+            if viewer.can("task.write"):
+                ui.button("New task", icon="add", on_click=lambda: _create_dialog(viewer))
+            chips = _task_rows(rows, viewer)
+            with ui.row().classes("gap-4"):
+                if cursor:
+                    ui.link("First page", href("/tasks?" + _query(status, site, q)))
+                if next_cursor:
+                    more = _query(status, site, q, next_cursor)
+                    ui.link("Next page", href(f"/tasks?{more}"))
+
+        def on_runs(changes: list[live.RunChange]) -> None:
+            seen = [c.task_id for c in changes if c.task_id in chips]
+            if not seen:
+                return
+            for task_id, state in actions.task_statuses(seen).items():
+                set_chip(chips[task_id], state)  # only the changed rows go to the browser
+
+        live.run_changes.subscribe(on_runs)
+
+
+def _query(status: str, site: str, q: str, cursor: str = "") -> str:
+    pairs = {"status": status, "site": site, "q": q, "cursor": cursor}
+    return urlencode({k: v for k, v in pairs.items() if v})
+
+
+def _filter_bar(status: str, site: str, q: str) -> None:
+    with ui.row().classes("items-end gap-2"):
+        state = ui.select(["", "idle", *STATE_COLORS], value=status, label="State").classes("w-36")
+        site_in = ui.input("Site", value=site).classes("w-36")
+        search = ui.input("Search", value=q).classes("w-64")
+
+        def apply() -> None:
+            ui.navigate.to("/tasks?" + _query(state.value or "", site_in.value, search.value))
+
+        search.on("keydown.enter", apply)
+        ui.button("Filter", on_click=apply).props("outline")
+
+
+def _task_rows(rows: list[Task], viewer: Viewer) -> dict[int, ui.badge]:
+    chips: dict[int, ui.badge] = {}
+    with ui.grid(columns="4rem 1fr 9rem 14rem 7rem auto").classes("w-full items-center gap-x-4"):
+        for head in ("Id", "Name", "Op", "Target", "State", ""):
+            ui.label(head).classes("font-medium text-gray-600")
+        for task in rows:
+            tid = task.id or 0
+            ui.label(str(tid))
+            ui.link(task.name, href(f"/tasks/{tid}"))
+            ui.label(task.op)
+            ui.label("/".join(p for p in (task.site, task.agent, task.device) if p) or "-")
+            chips[tid] = state_chip(task.status)
+            with ui.row().classes("gap-1"):
+                _action_buttons(task, viewer)
+        if not rows:
+            ui.label("No tasks match.").classes("text-gray-500")
+    return chips
+
+
+def _action_buttons(task: Task, viewer: Viewer) -> None:
+    tid = task.id or 0
+    if viewer.can("run.control", task.site):
+        ui.button("Run now", on_click=_act(viewer, "run.control", task.site, actions.run_now, tid))
+        ui.button("Cancel", on_click=_act(viewer, "run.control", task.site, actions.cancel, tid))
+    if viewer.can("task.write", task.site):
+
+        def confirm() -> None:
+            with ui.dialog() as dialog, ui.card():
+                ui.label(f"Delete task {tid} ({task.name})? Its runs go with it.")
+                with ui.row():
+                    ui.button("Cancel", on_click=dialog.close).props("flat")
+                    delete = _act(viewer, "task.write", task.site, actions.delete, tid)
+
+                    def confirmed() -> None:
+                        dialog.close()
+                        delete()
+                        ui.navigate.reload()
+
+                    ui.button("Delete", color="negative", on_click=confirmed).mark("confirm-delete")
+            dialog.open()
+
+        ui.button("Delete", on_click=confirm).props("flat color=negative")
+
+
+def _act(
+    viewer: Viewer, permission: str, site: str | None, action: Callable[..., object], tid: int
+) -> Callable[[], None]:
+    def run() -> None:
+        principal = viewer.still(permission, site)
+        if principal is None:
+            ui.notify("your session ended or no longer allows this", type="negative")
+            return
+        try:
+            action(principal, tid)
+        except TMEError as exc:
+            ui.notify(exc.message, type="warning")
+            return
+        ui.notify("done", type="positive")
+
+    return run
+
+
+def _create_dialog(viewer: Viewer) -> None:
+    with ui.dialog() as dialog, ui.card().classes("w-[32rem]"):
+        ui.label("New task").classes("text-lg")
+        fields = {
+            "name": ui.input("Name").classes("w-full"),
+            "op": ui.select(OP_CHOICES, value="modbus.read", label="Op").classes("w-full"),
+            "site": ui.input("Site").classes("w-full"),
+            "agent": ui.input("Agent").classes("w-full"),
+            "device": ui.input("Device").classes("w-full"),
+            "params": ui.input("Params (JSON)", value="{}").classes("w-full"),
+            "cron": ui.input("Schedule (cron, optional)").classes("w-full"),
+            "timeout_s": ui.input("Timeout (s, optional)").classes("w-full"),
+        }
+        for key, field in fields.items():
+            field.mark(f"task-{key}")
+        problems = ui.column().classes("text-negative text-sm")
+
+        def submit() -> None:
+            problems.clear()
+            body, errors = validate({k: f.value for k, f in fields.items()})
+            principal = viewer.still("task.write")
+            if principal is None:
+                errors = ["your session ended or does not allow creating tasks"]
+            if body is None or errors or principal is None:
+                with problems:
+                    for line in errors:
+                        ui.label(line)
+                return
+            try:
+                task_id = actions.create_task(principal, body)
+            except TMEError as exc:
+                with problems:
+                    ui.label(exc.message)
+                return
+            dialog.close()
+            ui.navigate.to(f"/tasks/{task_id}")
+
+        with ui.row():
+            ui.button("Create", on_click=submit).props('id="create-task"')
+            ui.button("Close", on_click=dialog.close).props("flat")
+    dialog.open()

@@ -1,0 +1,46 @@
+"""The task form: fields to the same TaskCreate body the API takes, with its messages."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ValidationError as SchemaError
+
+from tme.schemas import OPS, TaskCreate
+
+
+def form_body(values: dict[str, Any]) -> dict[str, Any]:
+    """Turn the form's text fields into an API request body (blank fields are left out)."""
+    body: dict[str, Any] = {"name": values.get("name") or "", "op": values.get("op")}
+    if values.get("description"):
+        body["description"] = values["description"]
+    target = {k: values.get(k) for k in ("site", "agent", "device") if values.get(k)}
+    if target:
+        body["target"] = target
+    if values.get("params"):
+        body["params"] = json.loads(values["params"])
+    if values.get("cmd"):
+        body["cmd"] = values["cmd"]
+    if values.get("cron"):
+        body["schedule"] = {"cron": values["cron"]}
+    if values.get("timeout_s"):
+        body["timeout_s"] = float(values["timeout_s"])
+    return body
+
+
+def validate(values: dict[str, Any]) -> tuple[TaskCreate | None, list[str]]:
+    """The task, or the problems the API would answer 422 with."""
+    try:
+        return TaskCreate.model_validate(form_body(values)), []
+    except json.JSONDecodeError as exc:
+        return None, [f"params: not JSON ({exc.msg})"]
+    except ValueError as exc:
+        if isinstance(exc, SchemaError):
+            return None, [
+                f"{'.'.join(str(p) for p in e['loc']) or 'task'}: {e['msg']}" for e in exc.errors()
+            ]
+        return None, [str(exc)]
+
+
+OP_CHOICES = list(OPS)

@@ -1,0 +1,91 @@
+"""The frame every dashboard page shares: header, navigation, who is signed in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fastapi import Request
+from nicegui import ui
+
+from tme.ui.session import Viewer, current_principal
+
+# The dashboard is mounted under this path; links carry it, NiceGUI's own
+# navigation adds it by itself. Tests run the pages unmounted ("").
+PREFIX = {"path": "/ui"}
+
+NAV = (
+    ("Overview", "/", "task.read"),
+    ("Tasks", "/tasks", "task.read"),
+    ("Fleet", "/fleet", "fleet.read"),
+    ("Reports", "/reports", "task.read"),
+    ("Audit", "/audit", "audit.read"),
+)
+
+STATE_COLORS = {
+    "idle": "grey",
+    "pending": "blue-grey",
+    "waiting": "blue-grey",
+    "queued": "indigo",
+    "dispatched": "indigo",
+    "delivered": "indigo",
+    "accepted": "blue",
+    "running": "blue",
+    "succeeded": "positive",
+    "failed": "negative",
+    "timed_out": "negative",
+    "lost": "negative",
+    "rejected": "orange",
+    "expired": "orange",
+    "canceled": "grey",
+    "skipped": "grey",
+    "online": "positive",
+    "offline": "negative",
+}
+
+
+def href(path: str) -> str:
+    return PREFIX["path"] + path
+
+
+def state_chip(state: str) -> ui.badge:
+    return ui.badge(state, color=STATE_COLORS.get(state, "grey")).classes("state-chip")
+
+
+def set_chip(chip: ui.badge, state: str) -> None:
+    chip.text = state
+    chip.props(f"color={STATE_COLORS.get(state, 'grey')}")
+
+
+def sign_in_first(request: Request) -> Viewer | None:
+    """The page's viewer, or None after sending the browser to the login page."""
+    principal = current_principal(request)
+    if principal is None:
+        ui.navigate.to(f"/login?next={request.url.path}")
+        return None
+    return Viewer(request, principal)
+
+
+LOGOUT_JS = """
+fetch('/api/v1/auth/logout', {method: 'POST', credentials: 'same-origin'})
+  .finally(() => { window.location.href = '%s'; });
+"""
+
+
+@contextmanager
+def frame(title: str, viewer: Viewer) -> Iterator[None]:
+    ui.page_title(f"{title} · TME")
+    principal = viewer.principal
+    with ui.header().classes("items-center gap-4 bg-slate-800 px-4"):
+        ui.label("TME").classes("text-xl font-bold")
+        for label, path, permission in NAV:
+            if viewer.can(permission):
+                ui.link(label, href(path)).classes("text-white no-underline")
+        ui.space()
+        ui.label(f"{principal.username} · {principal.role}").classes("text-sm")
+        ui.button("Log out", on_click=lambda: ui.run_javascript(LOGOUT_JS % href("/login"))).props(
+            "flat color=white dense"
+        )
+    with ui.column().classes("w-full p-4 gap-4"):
+        ui.label(title).classes("text-2xl font-medium")
+        yield
