@@ -34,6 +34,8 @@ class StackConfig:
     http_host: str = "127.0.0.1"
     http_port: int = 0  # 0: a free port
     settings_overrides: dict[str, Any] = field(default_factory=dict)
+    # The NiceGUI dashboard at /ui; once per process, so tests leave it off.
+    dashboard: bool = False
 
 
 def agent_layout(
@@ -148,7 +150,7 @@ class LocalStack:
         self._exit.callback(engine.dispose)
         self.settings, self.engine = settings, engine
         self._make_admin(engine)
-        self.app = create_app(settings, engine=engine)
+        self.app = create_app(settings, engine=engine, dashboard=cfg.dashboard)
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((cfg.http_host, cfg.http_port))
