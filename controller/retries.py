@@ -70,7 +70,12 @@ def plan_retry(session: Session, task: Task, run: Run, link: RunLink) -> Run | N
             retry_at=due,
         )
     )
-    transition(session, retry, RunState.waiting, reason=f"retry due at {due.isoformat()}")
+    transition(
+        session,
+        retry,
+        RunState.waiting,
+        reason=f"retry {run.attempt} of {retries.max} in {delay:.2f} s, at {due.isoformat()}",
+    )
     return retry
 
 

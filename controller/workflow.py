@@ -125,14 +125,12 @@ def decide_step(
         existing = None  # skipped earlier; a retried predecessor now lets it run
     elif existing is not None and existing.state != RunState.waiting:
         return  # already started in this workflow run
+    if waiting_for and not blockers:
+        return  # a join waits for all its predecessors in this workflow run
     run = existing or _new_step(session, task, workflow_id)
     if blockers:
         transition(
             session, run, RunState.skipped, reason="condition cannot hold: " + "; ".join(blockers)
-        )
-    elif waiting_for:
-        transition(
-            session, run, RunState.waiting, reason="waiting for tasks " + ", ".join(waiting_for)
         )
     elif hook is not None:
         hook(session, run, task)

@@ -1,0 +1,142 @@
+"""Workflow runs over the API: chains, branches, joins, cycles, retries, cancel, triggers.
+
+External tasks stand in for machines: their outcome is reported through the API,
+so each step settles exactly when the test says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from waiting import wait_until
+
+
+def make(client: Any, name: str, **fields: Any) -> dict[str, Any]:
+    response = client.post("/api/v1/tasks", json={"name": name, **fields})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def after(task: dict[str, Any], on: str = "success") -> dict[str, Any]:
+    return {"depends_on": [{"task": task["id"], "on": on}]}
+
+
+def runs_of(client: Any, task: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(client.get(f"/api/v1/tasks/{task['id']}/runs").json()["items"])
+
+
+def state_of(client: Any, task: dict[str, Any]) -> str | None:
+    runs = runs_of(client, task)
+    return runs[0]["state"] if runs else None
+
+
+def report(client: Any, task: dict[str, Any], status: str) -> None:
+    assert client.patch(f"/api/v1/tasks/{task['id']}", json={"status": status}).status_code == 200
+
+
+def test_chain_a_ok_then_b_runs_in_the_same_workflow(test_client) -> None:
+    a = make(test_client, "A", trigger="chain")
+    b = make(test_client, "B", **after(a))
+    assert state_of(test_client, b) is None  # a dependent does not run by itself
+    fired = test_client.post("/api/v1/triggers/chain").json()
+    assert [r["task_id"] for r in fired["runs"]] == [a["id"]]
+    report(test_client, a, "complete")
+    wait_until(lambda: state_of(test_client, b) == "pending", what="B to start")
+    workflow = test_client.get(f"/api/v1/workflows/{fired['runs'][0]['id']}").json()
+    assert {r["task_id"] for r in workflow} == {a["id"], b["id"]}
+
+
+def test_failure_runs_the_failure_branch_and_skips_the_success_branch(test_client) -> None:
+    a = make(test_client, "A", trigger="branch")
+    ok = make(test_client, "on success", **after(a, "success"))
+    bad = make(test_client, "on failure", **after(a, "failure"))
+    test_client.post("/api/v1/triggers/branch")
+    report(test_client, a, "fail")
+    wait_until(lambda: state_of(test_client, bad) == "pending", what="the failure branch")
+    wait_until(lambda: state_of(test_client, ok) == "skipped", what="the success branch skipped")
+    assert "needs success" in runs_of(test_client, ok)[0]["reason"]
+
+
+def test_retried_step_continues_the_workflow(test_client) -> None:
+    a = make(test_client, "A", trigger="again")
+    b = make(test_client, "B", **after(a))
+    first = test_client.post("/api/v1/triggers/again").json()["runs"][0]
+    report(test_client, a, "fail")
+    wait_until(lambda: state_of(test_client, b) == "skipped", what="B skipped")
+    retry = test_client.post(f"/api/v1/runs/{first['id']}/retry")
+    assert retry.status_code == 201 and retry.json()["attempt"] == 2
+    report(test_client, a, "complete")
+    wait_until(lambda: state_of(test_client, b) == "pending", what="B to run after the retry")
+
+
+def test_join_waits_for_both_predecessors(test_client) -> None:
+    root = make(test_client, "root", trigger="join")
+    left = make(test_client, "left", **after(root))
+    right = make(test_client, "right", **after(root))
+    join = make(
+        test_client,
+        "join",
+        depends_on=[{"task": left["id"], "on": "success"}, {"task": right["id"], "on": "any"}],
+    )
+    test_client.post("/api/v1/triggers/join")
+    report(test_client, root, "complete")
+    wait_until(lambda: state_of(test_client, right) == "pending", what="both branches")
+    report(test_client, left, "complete")
+    test_client.app.state.runtime.scheduling.step()  # settle now: the join must still wait
+    assert state_of(test_client, join) is None
+    report(test_client, right, "fail")
+    wait_until(lambda: state_of(test_client, join) == "pending", what="the join to start")
+
+
+def test_cycle_is_refused_naming_it(test_client) -> None:
+    a = make(test_client, "A", trigger="cycle")
+    b = make(test_client, "B", **after(a))
+    response = test_client.patch(f"/api/v1/tasks/{a['id']}", json=after(b))
+    assert response.status_code == 422
+    assert f"{a['id']} -> {b['id']} -> {a['id']}" in response.json()["error"]["message"]
+
+
+def test_retries_with_backoff_then_give_up(test_client) -> None:
+    task = make(
+        test_client, "flaky", trigger="flaky", retries={"max": 2, "backoff_s": 0.2, "jitter": 0}
+    )
+    test_client.post("/api/v1/triggers/flaky")
+    report(test_client, task, "fail")
+    wait_until(lambda: len(runs_of(test_client, task)) == 2, what="the first retry")
+    retry = runs_of(test_client, task)[0]
+    assert retry["attempt"] == 2 and "in 0.20 s" in retry["reason"]
+    report(test_client, task, "fail")
+    wait_until(lambda: len(runs_of(test_client, task)) == 3, what="the second retry")
+    assert "in 0.40 s" in runs_of(test_client, task)[0]["reason"]  # exponential
+    report(test_client, task, "fail")
+    wait_until(lambda: state_of(test_client, task) == "failed", what="the last attempt")
+    assert len(runs_of(test_client, task)) == 3  # max 2 retries: no fourth run
+
+
+def test_run_now_and_cancel_a_queued_run(test_client) -> None:
+    task = make(test_client, "manual", trigger="never", overlap={"policy": "queue"})
+    first = test_client.post(f"/api/v1/tasks/{task['id']}/run").json()
+    second = test_client.post(f"/api/v1/tasks/{task['id']}/run").json()
+    assert second["state"] == "waiting"  # overlap queue
+    canceled = test_client.post(f"/api/v1/runs/{second['id']}/cancel")
+    assert canceled.status_code == 200 and canceled.json()["state"] == "canceled"
+    again = test_client.post(f"/api/v1/runs/{second['id']}/cancel")
+    assert again.status_code == 409
+    assert first["state"] == "pending"
+
+
+def test_overlap_queue_starts_the_next_run_when_the_first_finishes(test_client) -> None:
+    target = {"site": "nowhere", "agent": "ghost"}
+    task = make(test_client, "queued", op="noop", target=target, overlap={"policy": "queue"})
+    first = runs_of(test_client, task)[0]  # created tasks run at once
+    waiting = test_client.post(f"/api/v1/tasks/{task['id']}/run").json()
+    assert waiting["state"] == "waiting"
+    stopped = test_client.post(f"/api/v1/runs/{first['id']}/cancel", params={"force": "true"})
+    assert stopped.json()["state"] == "canceled"
+    wait_until(
+        lambda: (
+            test_client.get(f"/api/v1/runs/{waiting['id']}").json()["state"]
+            in ("queued", "dispatched")
+        ),
+        what="the queued run to start",
+    )
