@@ -15,7 +15,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from sqlmodel import Session, col, select
 
-from tme.controller.api.deps import RunReadyDep, SessionDep, TaskId
+from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId
+from tme.controller.api.deps import RunId as VisibleRunId
 from tme.controller.services import cancel as cancel_service
 from tme.controller.services import tasks as task_service
 from tme.controller.services.launch import launch_run
@@ -105,7 +106,7 @@ def fire_trigger(name: TriggerPath, session: SessionDep, on_run_ready: RunReadyD
 
 @router.post("/runs/{run_id}/cancel", response_model=RunPublic, openapi_extra=RUN_CONTROL)
 def cancel(
-    run_id: RunId,
+    run_id: VisibleRunId,
     session: SessionDep,
     force: Annotated[bool, Query(description="mark it canceled even if the agent is gone")] = False,
 ) -> RunPublic:
@@ -117,20 +118,26 @@ def cancel(
 @router.post(
     "/runs/{run_id}/retry", status_code=201, response_model=RunPublic, openapi_extra=RUN_CONTROL
 )
-def retry(run_id: RunId, session: SessionDep, on_run_ready: RunReadyDep) -> RunPublic:
+def retry(run_id: VisibleRunId, session: SessionDep, on_run_ready: RunReadyDep) -> RunPublic:
     run = cancel_service.retry_run(session, run_id, on_run_ready)
     session.commit()
     return _run_public(session, run)
 
 
 @router.get("/workflows/{workflow_id}", response_model=list[RunPublic], openapi_extra=TASK_READ)
-def workflow_runs(workflow_id: RunId, session: SessionDep) -> list[RunPublic]:
+def workflow_runs(
+    workflow_id: RunId, session: SessionDep, principal: PrincipalDep
+) -> list[RunPublic]:
     rows = session.exec(
         select(Run)
         .join(RunLink, col(RunLink.run_id) == col(Run.id))
         .where(RunLink.workflow_id == workflow_id)
         .order_by(col(Run.created_at))
     ).all()
+    # runs of tasks on sites outside the caller's grant are not theirs to see
+    rows = [
+        r for r in rows if principal.sees_site(getattr(session.get(Task, r.task_id), "site", None))
+    ]
     if not rows:
         raise NotFound(
             f"workflow run {workflow_id} does not exist", details={"workflow_id": workflow_id}
