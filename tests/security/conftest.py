@@ -1,0 +1,39 @@
+"""Principals of every role for the access-control tests, made in the app's database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+from security_helpers import SITE_A, SITE_B
+
+
+@pytest.fixture
+def make_token(app_engine) -> Callable[..., str]:  # type: ignore[no-untyped-def]
+    """make_token(role, sites) -> a bearer token of a new user with that grant."""
+    from tme.controller.services.bootstrap import make_user_with_token
+
+    def make(role: str, sites: str = "*") -> str:
+        name = f"{role}-{uuid.uuid4().hex[:8]}"
+        return make_user_with_token(app_engine, name, role, sites).token
+
+    return make
+
+
+@pytest.fixture
+def principals(make_token) -> dict[str, dict[str, str]]:  # type: ignore[no-untyped-def]
+    """Headers per principal of the role matrix (None: no Authorization header)."""
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    return {
+        "no token": {},
+        "bad token": bearer("tme_0000000000000000_not-a-real-secret"),
+        "viewer": bearer(make_token("viewer")),
+        "operator of another site": bearer(make_token("operator", SITE_B)),
+        "operator": bearer(make_token("operator", SITE_A)),
+        "engineer": bearer(make_token("engineer")),
+        "admin": bearer(make_token("admin")),
+    }
