@@ -1,0 +1,102 @@
+"""The controller's watchdog and cancel, on the store: silent agents, writes, queued runs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from types import SimpleNamespace
+
+from sqlmodel import Session, select
+
+from tme.controller.outbox import queue_run
+from tme.controller.retries import backoff_s
+from tme.controller.services.cancel import cancel_run
+from tme.controller.services.runs import record_hop
+from tme.controller.services.tasks import create_task
+from tme.controller.store.models import Outbox, Run, RunEvent, utcnow
+from tme.controller.watchdog import check_timeouts
+from tme.protocol import Command
+from tme.schemas import Retries, TaskCreate
+
+TARGET = {"site": "s1", "agent": "a1", "device": "pump1"}
+
+
+def queued(session: Session, **fields: object) -> Run:
+    data = TaskCreate.model_validate({"name": "t", "op": "noop", "target": TARGET, **fields})
+    task, _ = create_task(session, data, on_run_ready=lambda s, r, t: queue_run(s, r, t, 30, 60))
+    run = session.get(Run, task.latest_run_id)
+    assert run is not None
+    return run
+
+
+def test_silent_running_read_is_timed_out_and_a_late_result_kept(session: Session) -> None:
+    run = queued(session, timeout_s=1)
+    record_hop(session, run, "running", source="agent", at=utcnow() - timedelta(seconds=10))
+    assert check_timeouts(session, utcnow(), 30, grace_s=1) == 1
+    assert run.state == "timed_out" and "watchdog" in run.reason
+    record_hop(session, run, "succeeded", source="agent", result={"ok": 1})
+    assert run.state == "timed_out" and run.result == {"late_result": {"ok": 1}}
+
+
+def test_silent_write_is_lost_not_timed_out(session: Session) -> None:
+    params = {"point": "speed_setpoint", "value": 5}
+    data = TaskCreate.model_validate(
+        {"name": "w", "op": "modbus.write", "target": TARGET, "params": params, "timeout_s": 1}
+    )
+    task, _ = create_task(session, data, on_run_ready=lambda s, r, t: queue_run(s, r, t, 30, 60))
+    run = session.get(Run, task.latest_run_id)
+    assert run is not None
+    record_hop(session, run, "running", source="agent", at=utcnow() - timedelta(seconds=10))
+    check_timeouts(session, utcnow(), 30, grace_s=1)
+    assert run.state == "lost" and "unknown" in run.reason
+
+
+def test_queue_timeout_expires_an_unaccepted_run(session: Session) -> None:
+    run = queued(session)
+    record_hop(session, run, "dispatched")
+    check_timeouts(session, utcnow() + timedelta(seconds=120), 30, grace_s=1)
+    assert run.state == "expired"
+
+
+def test_cancel_of_a_queued_run_is_immediate_and_withdraws_the_command(session: Session) -> None:
+    run = queued(session)
+    cancel_run(session, run.id)
+    assert run.state == "canceled"
+    rows = session.exec(select(Outbox)).all()
+    command_row = next(r for r in rows if r.run_id == run.id)
+    assert command_row.published_at is not None and "canceled" in command_row.last_error
+    stop = [Command.from_json(r.body) for r in rows if r.run_id != run.id]
+    assert [(c.op, c.params) for c in stop] == [("cancel", {"command_id": run.id})]
+
+
+def test_cancel_of_a_running_run_asks_the_agent_and_force_marks_it(session: Session) -> None:
+    run = queued(session)
+    record_hop(session, run, "running", source="agent")
+    cancel_run(session, run.id)
+    assert run.state == "running"  # the agent reports when it stopped
+    cancel_run(session, run.id, force=True)
+    assert run.state == "canceled"
+    events = session.exec(select(RunEvent).where(RunEvent.run_id == run.id)).all()
+    assert "force-canceled" in events[-1].reason
+
+
+def test_backoff_grows_exponentially_within_its_cap_and_jitter() -> None:
+    policy = Retries(max=5, backoff_s=1, factor=2, backoff_max_s=5, jitter=0.1)
+    rng = SimpleNamespace(uniform=lambda a, b: b)  # the top of the jitter band
+    waits = [backoff_s(policy, n, rng) for n in (1, 2, 3, 4)]  # type: ignore[arg-type]
+    assert [round(w, 2) for w in waits] == [1.1, 2.2, 4.4, 5.5]
+
+
+def test_a_write_is_retried_only_when_the_agent_never_started_it() -> None:
+    from tme.controller.retries import retry_refusal
+    from tme.controller.store.models import Task
+    from tme.controller.store.workflow_models import RunLink
+
+    task = Task(name="w", op="modbus.write")
+    policy = Retries(max=3)
+    failed = Run(task_id=1, state="failed")
+    link = RunLink(run_id=failed.id, workflow_id=failed.id, first_run_id=failed.id)
+    assert "never started" in str(retry_refusal(task, failed, link, policy))
+    link.not_started = True
+    assert retry_refusal(task, failed, link, policy) is None
+    for state in ("rejected", "lost", "expired"):
+        assert retry_refusal(task, Run(task_id=1, state=state), link, policy) is not None
