@@ -1,0 +1,101 @@
+"""Login (rate limit, same answer for any wrong credential) and what site grants hide."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from security_helpers import SITE_A, SITE_B, create_task
+from sqlmodel import select
+
+from tme.controller.services.bootstrap import make_user_with_token
+from tme.controller.services.login_limit import LoginLimiter
+from tme.controller.store.db import session_scope
+from tme.controller.store.security_models import AuditEntry
+
+
+@pytest.fixture
+def app_settings(tmp_path):  # type: ignore[no-untyped-def]
+    from tme.config import Settings
+
+    return Settings(
+        database={"url": f"sqlite:///{tmp_path}/tme.db"},
+        broker={"url": "memory://"},
+        auth={"login_attempts_per_minute": 3},
+    )
+
+
+@pytest.fixture
+def anonymous(app):  # type: ignore[no-untyped-def]
+    with TestClient(app) as client:
+        yield client
+
+
+def _login(client: TestClient, username: str, password: str) -> int:
+    body = {"username": username, "password": password}
+    return client.post("/api/v1/auth/login", json=body).status_code
+
+
+def test_login_is_limited_per_user(anonymous, app_engine) -> None:  # type: ignore[no-untyped-def]
+    creds = make_user_with_token(app_engine, "frank", "viewer")
+    assert [_login(anonymous, "frank", "wrong-password") for _ in range(3)] == [401] * 3
+    response = anonymous.post(
+        "/api/v1/auth/login", json={"username": "frank", "password": creds.password}
+    )
+    assert response.status_code == 429  # even the right password waits
+    assert int(response.headers["retry-after"]) >= 1
+    assert _login(anonymous, "nobody", "wrong-password") == 429  # same client address
+    with session_scope(app_engine) as session:
+        actions = [e.action for e in session.exec(select(AuditEntry))]
+    assert actions.count("auth.login_failed") == 3 and "auth.login_limited" in actions
+
+
+def test_limiter_counts_user_and_client_separately() -> None:
+    now = [0.0]
+    limiter = LoginLimiter(2, clock=lambda: now[0])
+    assert limiter.allow("u", "1.1.1.1") is None
+    assert limiter.allow("u", "2.2.2.2") is None
+    assert limiter.allow("u", "3.3.3.3") is not None  # the user's limit, from any address
+    assert limiter.allow("v", "4.4.4.4") is None
+    assert limiter.allow("w", "4.4.4.4") is None
+    assert limiter.allow("x", "4.4.4.4") is not None  # the address's limit, any user
+    now[0] = 61.0
+    assert limiter.allow("u", "3.3.3.3") is None  # a minute later
+
+
+def test_unknown_user_and_wrong_password_answer_alike(anonymous, app_engine) -> None:  # type: ignore[no-untyped-def]
+    make_user_with_token(app_engine, "gina", "viewer")
+    a = anonymous.post("/api/v1/auth/login", json={"username": "gina", "password": "nope-nope"})
+    b = anonymous.post("/api/v1/auth/login", json={"username": "ghost", "password": "nope-nope"})
+    assert a.status_code == b.status_code == 401
+    assert a.json() == b.json()
+
+
+def test_site_grants_hide_and_refuse(anonymous, admin_token, make_token) -> None:  # type: ignore[no-untyped-def]
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    mine, theirs = create_task(anonymous, admin, SITE_A), create_task(anonymous, admin, SITE_B)
+    siteless = create_task(anonymous, admin, None)
+    operator = {"Authorization": f"Bearer {make_token('operator', SITE_A)}"}
+    listed = {t["id"] for t in anonymous.get("/api/v1/tasks", headers=operator).json()["items"]}
+    assert listed == {mine["id"]}
+    legacy = {t["id"] for t in anonymous.get("/tasks/", headers=operator).json()}
+    assert legacy == {mine["id"]}
+    for task in (theirs, siteless):
+        assert anonymous.get(f"/api/v1/tasks/{task['id']}", headers=operator).status_code == 404
+        assert anonymous.delete(f"/task/{task['id']}", headers=operator).status_code == 404
+    run = theirs["latest_run_id"]
+    assert anonymous.get(f"/api/v1/runs/{run}", headers=operator).status_code == 404
+    assert anonymous.post("/tasks/create", json={"name": "x"}, headers=operator).status_code == 403
+    other = {"name": "x", "target": {"site": SITE_B}}
+    assert anonymous.post("/api/v1/tasks", json=other, headers=operator).status_code == 403
+    moved = anonymous.patch(
+        f"/api/v1/tasks/{mine['id']}", json={"target": {"site": SITE_B}}, headers=operator
+    )
+    assert moved.status_code == 403
+    scheduled = {"name": "x", "target": {"site": SITE_A}, "schedule": {"every_s": 60}}
+    assert anonymous.post("/api/v1/tasks", json=scheduled, headers=operator).status_code == 403
+    ok = anonymous.post(
+        "/api/v1/tasks", json={**other, "target": {"site": SITE_A}}, headers=operator
+    )
+    assert ok.status_code == 201
+    viewer = {"Authorization": f"Bearer {make_token('viewer', SITE_A)}"}
+    assert anonymous.post("/api/v1/tasks", json={"name": "x"}, headers=viewer).status_code == 403
