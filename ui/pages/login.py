@@ -38,5 +38,5 @@ def register() -> None:
             username = ui.input("Username").classes("w-full").props('autocomplete="username"')
             password = ui.input("Password", password=True).classes("w-full")
             password.props('autocomplete="current-password"').on("keydown.enter", submit)
-            ui.button("Sign in", on_click=submit).classes("w-full").props('id="sign-in"')
+            ui.button("Sign in", on_click=submit).classes("w-full sign-in")
             message = ui.label("").classes("text-negative text-sm")

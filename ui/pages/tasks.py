@@ -153,7 +153,7 @@ def _create_dialog(viewer: Viewer) -> None:
             "timeout_s": ui.input("Timeout (s, optional)").classes("w-full"),
         }
         for key, field in fields.items():
-            field.mark(f"task-{key}")
+            field.mark(f"task-{key}").classes(f"task-{key}")
         problems = ui.column().classes("text-negative text-sm")
 
         def submit() -> None:
