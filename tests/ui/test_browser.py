@@ -71,7 +71,7 @@ def test_operator_creates_a_write_task_and_watches_it_succeed(browser, stack) ->
         browser.save_screenshot(str(SCREENSHOT_DIR / "task-succeeded.png"))
 
 
-def _walk_through(browser, stack, wait, By, Keys, ec, WebDriverWait) -> None:  # noqa: N803
+def _walk_through(browser, stack, wait, By, Keys, ec, WebDriverWait) -> None:
     browser.get(stack.url + "/")  # `/` leads to the dashboard, which asks to sign in
     wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "button.sign-in")))
     fields = browser.find_elements(By.CSS_SELECTOR, "input")
@@ -111,7 +111,7 @@ def _walk_through(browser, stack, wait, By, Keys, ec, WebDriverWait) -> None:  #
         ec.visibility_of_element_located(
             (
                 By.XPATH,
-                "//*[contains(@class, 'text-2xl')][contains(., 'set pump speed from the dashboard')]",
+                "//*[contains(@class, 'text-2xl')][contains(., 'set pump speed')]",
             )
         )
     )
