@@ -140,5 +140,5 @@ class Scheduling:
 
     def _step_down(self) -> None:
         self.leading = False
+        self.keeper.stop()  # waits for fires in flight, which still need the context
         unregister(self.key, self._context)
-        self.keeper.stop()
