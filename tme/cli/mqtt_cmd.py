@@ -13,6 +13,11 @@ from tme.cli.output import console, fail
 app = typer.Typer(no_args_is_help=True)
 
 
+@app.callback()
+def mqtt() -> None:
+    """MQTT broker files for a site (keeps `acl` a subcommand)."""
+
+
 def _agents_of(site: str, db: str | None) -> list[str]:
     from sqlmodel import select
 
