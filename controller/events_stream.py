@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
@@ -28,7 +28,10 @@ POLL_S = 0.5
 KEEPALIVE_S = 15.0
 
 
-def parse_position(value: str | None) -> tuple[int, int] | None:
+def parse_position(
+    value: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
+) -> tuple[int, int] | None:
+    """A dependency, so a bad id is refused with 422 before the stream starts."""
     if not value:
         return None
     run_part, sep, agent_part = value.strip().partition("-")
@@ -52,10 +55,9 @@ async def events(
     state: Annotated[
         str | None, Query(max_length=200, description="comma-separated run states")
     ] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
+    position: Annotated[tuple[int, int] | None, Depends(parse_position)] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     feed: ChangeFeed = request.app.state.change_feed
-    position = parse_position(last_event_id)
     if position is None:
         position = (await run_in_threadpool(feed.last_run_event_id), feed.agent_seq)
     states = frozenset(s.strip() for s in state.split(",") if s.strip()) if state else None

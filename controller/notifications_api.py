@@ -19,12 +19,16 @@ MANAGE = {"x-permission": "schedule.manage"}
 EventName = Literal["failed", "timed_out", "lost", "agent_offline"]
 
 
+def _default_events() -> list[EventName]:
+    return ["failed", "timed_out", "lost"]
+
+
 class RuleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
     task_id: int | None = Field(default=None, gt=0, description="None: every task")
-    events: list[EventName] = Field(default_factory=lambda: ["failed", "timed_out", "lost"])
+    events: list[EventName] = Field(default_factory=_default_events)
     channel: Literal["email", "webhook"]
     target: str = Field(min_length=1, max_length=2000, description="addresses or URL")
     secret: str = Field(default="", max_length=200, description="HMAC key of a webhook")

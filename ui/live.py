@@ -32,7 +32,10 @@ class LiveHub:
             self.run_cursor = await run.io_bound(feed.last_run_event_id)
             self.agent_cursor = feed.agent_seq
             return
-        runs, self.run_cursor = await run.io_bound(feed.runs_after, self.run_cursor)
+        found = await run.io_bound(feed.runs_after, self.run_cursor)
+        if found is None:  # the UI loop is shutting down
+            return
+        runs, self.run_cursor = found
         agents = feed.agents_after(self.agent_cursor)
         if agents:
             self.agent_cursor = agents[-1].seq

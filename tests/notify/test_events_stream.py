@@ -1,0 +1,103 @@
+"""GET /api/v1/events over real HTTP: run changes as they happen, filters, and
+resuming after a disconnect with Last-Event-ID."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+
+@pytest.fixture
+def token(admin_token: str) -> str:
+    return admin_token
+
+
+def _events(url: str, token: str, count: int, last_id: str | None = None, **params: str):
+    """Read `count` events (id, kind, data) from the stream, then disconnect."""
+    headers = {"Authorization": f"Bearer {token}"}
+    if last_id:
+        headers["Last-Event-ID"] = last_id
+    found: list[tuple[str, str, dict]] = []
+    with httpx.stream(
+        "GET", f"{url}/api/v1/events", params=params, headers=headers, timeout=15
+    ) as response:
+        assert response.status_code == 200, response.read()
+        fields: dict[str, str] = {}
+        for line in response.iter_lines():
+            if line == "":
+                if "data" in fields:
+                    found.append(
+                        (fields.get("id", ""), fields.get("event", ""), json.loads(fields["data"]))
+                    )
+                    if len(found) == count:
+                        return found
+                fields = {}
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value.lstrip(" ")
+    return found
+
+
+def _create(url: str, token: str, name: str, site: str = "plant-x") -> int:
+    body = {"name": name, "op": "external", "target": None}
+    if site:
+        body = {"name": name, "op": "noop", "target": {"site": site, "agent": "a1"}}
+    response = httpx.post(
+        f"{url}/api/v1/tasks", json=body, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def test_stream_sends_changes_and_resumes_with_last_event_id(live_url, token) -> None:
+    import threading
+
+    first: list = []
+    reader = threading.Thread(target=lambda: first.extend(_events(live_url, token, 1)))
+    reader.start()
+    # the reader starts at the present; wait for it to be connected before changing anything
+    _wait_connected(live_url, token)
+    task_a = _create(live_url, token, "first")
+    reader.join(timeout=15)
+    assert first and first[0][1] == "run" and first[0][2]["task_id"] == task_a
+    resume_from = first[0][0]
+    task_b = _create(live_url, token, "made while nobody listened")
+    missed = _events(live_url, token, 1, last_id=resume_from, task=str(task_b))
+    assert [(kind, data["task_id"], data["to_state"]) for _, kind, data in missed] == [
+        ("run", task_b, "pending")
+    ]
+
+
+def test_stream_filters_by_site_and_state(live_url, token) -> None:
+    _create(live_url, token, "elsewhere", site="other-site")
+    wanted = _create(live_url, token, "here", site="plant-x")
+    events = _events(live_url, token, 1, last_id="0-0", site="plant-x", state="pending")
+    assert [(d["task_id"], d["site"], d["to_state"]) for _, _, d in events] == [
+        (wanted, "plant-x", "pending")
+    ]
+
+
+def test_a_malformed_last_event_id_is_a_client_error(live_url, token) -> None:
+    response = httpx.get(
+        f"{live_url}/api/v1/events",
+        headers={"Authorization": f"Bearer {token}", "Last-Event-ID": "yesterday"},
+    )
+    assert response.status_code == 422
+
+
+def test_stream_needs_a_token(live_url) -> None:
+    assert httpx.get(f"{live_url}/api/v1/events").status_code == 401
+
+
+def _wait_connected(url: str, token: str) -> Iterator[None] | None:
+    """The stream's opening comment proves a reader is past its starting point."""
+    with httpx.stream(
+        "GET", f"{url}/api/v1/events", headers={"Authorization": f"Bearer {token}"}, timeout=15
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith(":"):
+                return None
+    return None

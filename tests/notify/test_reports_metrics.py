@@ -1,0 +1,95 @@
+"""The reports API (JSON and CSV) and /metrics, over the controller app in-process."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+from typing import Any
+
+from sqlmodel import Session
+
+from tme.controller.reports import percentile
+from tme.controller.services import runs as run_service
+from tme.controller.services.tasks import create_task
+from tme.controller.store.models import Run, utcnow
+from tme.schemas import TaskCreate
+
+
+def _finish(engine: Any, op: str, outcome: str, seconds: float, reason: str = "") -> None:
+    target = {"site": "plant-x", "agent": "skid-a", "device": "tank1"}
+    params = {"point": "level"} if op == "modbus.read" else {}
+    body = TaskCreate.model_validate(
+        {"name": f"{op} {outcome}", "op": op, "target": target, "params": params}
+    )
+    with Session(engine) as session:
+        task, _ = create_task(session, body)
+        run = session.get(Run, task.latest_run_id)
+        assert run is not None
+        start = utcnow() - timedelta(seconds=seconds)
+        run_service.transition(session, run, "queued")
+        run_service.transition(session, run, "running", at=start)
+        run_service.transition(
+            session, run, outcome, reason=reason or outcome, at=start + timedelta(seconds=seconds)
+        )
+        session.commit()
+
+
+def test_percentile_is_nearest_rank() -> None:
+    assert percentile([], 0.5) is None
+    assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert percentile([float(i) for i in range(1, 101)], 0.95) == 95.0
+
+
+def test_summary_groups_by_op_with_rates_and_durations(test_client, app_engine) -> None:
+    _finish(app_engine, "modbus.read", "succeeded", 1.0)
+    _finish(app_engine, "modbus.read", "succeeded", 3.0)
+    _finish(app_engine, "modbus.read", "failed", 2.0, reason="modbus timeout")
+    _finish(app_engine, "noop", "succeeded", 0.5)
+    answer = test_client.get("/api/v1/reports/summary", params={"days": 7, "group_by": "op"})
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    groups = {g["key"]: g for g in report["groups"]}
+    assert groups["modbus.read"]["runs"] == 3
+    assert groups["modbus.read"]["success_rate"] == round(2 / 3, 4)
+    assert groups["modbus.read"]["p50_s"] == 2.0
+    assert groups["modbus.read"]["p95_s"] == 3.0
+    assert groups["noop"]["success_rate"] == 1.0
+    assert report["top_failure_reasons"] == [{"reason": "modbus timeout", "runs": 1}]
+    assert sum(h["runs"] for h in report["busiest_hours"]) == 4
+
+
+def test_summary_csv_exports_the_same_rows(test_client, app_engine) -> None:
+    _finish(app_engine, "noop", "succeeded", 0.5)
+    answer = test_client.get("/api/v1/reports/summary.csv", params={"group_by": "site"})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/csv")
+    assert "attachment" in answer.headers["content-disposition"]
+    rows = list(csv.reader(io.StringIO(answer.text)))
+    assert rows[0][:3] == ["site", "runs", "succeeded"]
+    assert rows[1][:3] == ["plant-x", "1", "1"]
+
+
+def test_summary_refuses_a_backwards_period(test_client) -> None:
+    answer = test_client.get(
+        "/api/v1/reports/summary",
+        params={"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
+    )
+    assert answer.status_code == 422
+
+
+def test_metrics_counts_runs_by_state_and_queue_depth(test_client, app_engine) -> None:
+    _finish(app_engine, "noop", "failed", 0.1)
+    answer = test_client.get("/metrics")
+    assert answer.status_code == 200
+    text = answer.text
+    assert 'tme_runs{state="failed"} 1.0' in text
+    assert "tme_queue_depth" in text
+    assert "tme_dispatch_latency_seconds_bucket" in text
+
+
+def test_metrics_needs_a_token(app) -> None:
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as anonymous:
+        assert anonymous.get("/metrics").status_code == 401
