@@ -61,6 +61,7 @@ def register() -> None:
                 reason = ui.label(detail.reason).classes("text-gray-700")
             ui.label("Timeline").classes("text-lg")
             timeline = ui.timeline(side="right").classes("w-full")
+            shown = {(e.to_state, e.at.isoformat()) for e in detail.events}
             with timeline:
                 for event in detail.events:
                     ui.timeline_entry(
@@ -89,8 +90,13 @@ def register() -> None:
                     last_log["id"] = line.id or 0
 
         def on_runs(changes: list[live.RunChange]) -> None:
-            mine = [c for c in changes if c.run_id == run_id]
+            mine = [
+                c
+                for c in changes
+                if c.run_id == run_id and (c.to_state, c.at.isoformat()) not in shown
+            ]
             for change in mine:
+                shown.add((change.to_state, change.at.isoformat()))
                 set_chip(state, change.to_state)
                 reason.text = change.reason
                 with timeline:
