@@ -33,7 +33,7 @@ def _status(client: TestClient, token: str, path: str = "/api/v1/tasks") -> int:
 def test_expired_revoked_and_tampered_tokens_are_refused(anonymous, app_engine) -> None:  # type: ignore[no-untyped-def]
     creds = make_user_with_token(app_engine, "alice", "viewer")
     assert _status(anonymous, creds.token) == 200
-    key_id, secret = creds.token.split("_")[1:]
+    key_id, secret = creds.token.split("_", 2)[1:]
     flipped = secret[:-1] + ("A" if secret[-1] != "A" else "B")
     assert _status(anonymous, f"tme_{key_id}_{flipped}") == 401  # tampered secret
     assert _status(anonymous, f"tme_{'0' * 16}_{secret}") == 401  # unknown key id
