@@ -7,7 +7,7 @@ import threading
 from tme.bus.amqp_admin import admin_channel, connection_parameters, declare_queue, declare_topology
 from tme.bus.amqp_consumer import AmqpConsumer
 from tme.bus.amqp_publisher import ConfirmingPublisher
-from tme.bus.base import Handler
+from tme.bus.base import BatchHandler, Handler
 from tme.bus.options import BusOptions
 from tme.bus.topology import CONTROLLER_EVENTS_QUEUE, EXCHANGES
 from tme.errors import BusError
@@ -74,9 +74,24 @@ class AmqpBus:
         return self._publisher.publish_many(exchange, messages)
 
     def consume(self, queue: str, handler: Handler, prefetch: int | None = None) -> AmqpConsumer:
+        return self._consume(queue, handler, None, prefetch or self.options.prefetch, 1)
+
+    def consume_batch(
+        self, queue: str, handler: BatchHandler, prefetch: int = 200, max_batch: int = 100
+    ) -> AmqpConsumer:
+        return self._consume(queue, None, handler, prefetch, max_batch)
+
+    def _consume(
+        self,
+        queue: str,
+        handler: Handler | None,
+        batch_handler: BatchHandler | None,
+        prefetch: int,
+        max_batch: int,
+    ) -> AmqpConsumer:
         parameters = connection_parameters(self.url, self.options, f"consumer:{queue}")
         consumer = AmqpConsumer(
-            parameters, self.options, queue, handler, prefetch or self.options.prefetch
+            parameters, self.options, queue, handler, prefetch, batch_handler, max_batch
         )
         consumer.start()
         with self._lock:

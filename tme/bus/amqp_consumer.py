@@ -20,7 +20,7 @@ from pika.frame import Method
 from pika.spec import Basic, BasicProperties
 
 from tme.bus.amqp_link import AmqpLink
-from tme.bus.base import Delivery, Handler, Reject
+from tme.bus.base import BatchHandler, Delivery, Handler, Reject
 from tme.bus.options import BusOptions
 from tme.bus.topology import PUBLISH_SEQ_HEADER
 from tme.errors import BusError
@@ -36,17 +36,22 @@ class AmqpConsumer:
         parameters: pika.ConnectionParameters,
         options: BusOptions,
         queue_name: str,
-        handler: Handler,
+        handler: Handler | None,
         prefetch: int,
+        batch_handler: BatchHandler | None = None,
+        max_batch: int = 1,
     ) -> None:
         self.queue = queue_name
         self._handler = handler
+        self._batch_handler = batch_handler
+        self._max_batch = max_batch if batch_handler is not None else 1
         self._prefetch = prefetch
         self._timeout = options.confirm_timeout_s
         self._link = AmqpLink(
             parameters, f"consumer:{queue_name}", options, self._on_channel, self._on_lost
         )
         self._work: queue.SimpleQueue[tuple[int, int, Delivery] | None] = queue.SimpleQueue()
+        self._carry: tuple[int, int, Delivery] | None = None
         self._generation = 0  # bumped per channel; acks for an older channel are void
         self._channel: Channel | None = None
         self._consuming = threading.Event()
@@ -121,31 +126,67 @@ class AmqpConsumer:
             self._first_error = error
             self._consuming.set()
 
-    def _settle(self, generation: int, tag: int, outcome: str) -> None:
+    def _settle(self, generation: int, settle: list[tuple[int, str]]) -> None:
         channel = self._channel
         if generation != self._generation or channel is None or not channel.is_open:
-            return  # that channel is gone; the broker has requeued the delivery already
-        if outcome == ACK:
-            channel.basic_ack(tag)
-        elif outcome == REJECT:
-            channel.basic_reject(tag, requeue=False)
-        else:
-            channel.basic_nack(tag, requeue=True)
+            return  # that channel is gone; the broker has requeued the deliveries already
+        for tag, outcome in settle:
+            if outcome == ACK:
+                channel.basic_ack(tag)
+            elif outcome == REJECT:
+                channel.basic_reject(tag, requeue=False)
+            else:
+                channel.basic_nack(tag, requeue=True)
 
     # --- worker thread ------------------------------------------------------
 
     def _run_handlers(self) -> None:
         while not self._stopping:
-            item = self._work.get()
-            if item is None or self._stopping:
+            batch = self._take_batch()
+            if batch is None or self._stopping:
                 return
-            generation, tag, delivery = item
+            generation = batch[0][0]
             if generation != self._generation:
                 continue  # delivered on a lost channel; it comes again on the new one
-            outcome = self._call_handler(delivery)
-            self._link.call(partial(self._settle, generation, tag, outcome))
+            outcomes = self._call(batch)
+            settle = [
+                (tag, outcome) for (_g, tag, _d), outcome in zip(batch, outcomes, strict=True)
+            ]
+            self._link.call(partial(self._settle, generation, settle))
+
+    def _take_batch(self) -> list[tuple[int, int, Delivery]] | None:
+        """The next delivery and whatever else has arrived on the same channel, up to the max."""
+        first, self._carry = self._carry or self._work.get(), None
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < self._max_batch:
+            try:
+                item = self._work.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._stopping = True
+                break
+            if item[0] != first[0]:
+                self._carry = item  # from another channel: it starts the next batch
+                break
+            batch.append(item)
+        return batch
+
+    def _call(self, batch: list[tuple[int, int, Delivery]]) -> list[str]:
+        deliveries = [delivery for _g, _t, delivery in batch]
+        if self._batch_handler is None:
+            return [self._call_handler(delivery) for delivery in deliveries]
+        try:
+            results = self._batch_handler(deliveries)
+        except Exception:
+            log.exception("batch handler failed on %d from %s; requeued", len(batch), self.queue)
+            return [REQUEUE] * len(batch)
+        return [ACK if result is None else REJECT for result in results]
 
     def _call_handler(self, delivery: Delivery) -> str:
+        assert self._handler is not None
         try:
             self._handler(delivery)
         except Reject as exc:

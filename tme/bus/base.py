@@ -29,6 +29,9 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], None]
+# Takes a batch, returns one outcome per delivery: None acks it, a Reject dead-letters it.
+# Raising requeues the whole batch (nothing of it was applied).
+BatchHandler = Callable[[list[Delivery]], list["Reject | None"]]
 
 
 class Reject(BusError):
@@ -81,3 +84,12 @@ class Bus(Protocol):
 
     def consume(self, queue: str, handler: Handler, prefetch: int = 50) -> Consumer:
         """Call handler for each delivery on its own thread until the consumer stops."""
+
+    def consume_batch(
+        self, queue: str, handler: BatchHandler, prefetch: int = 200, max_batch: int = 100
+    ) -> Consumer:
+        """Like consume, but hand over what has arrived (up to max_batch) in one call.
+
+        Lets a handler make one durable write for many deliveries and have them all
+        acked after it; nothing is held back waiting for a batch to fill.
+        """

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from tme.bus.base import Delivery, Handler, Reject
+from tme.bus.base import BatchHandler, Delivery, Handler, Reject
 from tme.bus.memory_broker import MemoryBroker, StoredMessage, broker_for
 from tme.bus.options import BusOptions
 from tme.bus.topology import (
@@ -33,13 +33,17 @@ class MemoryConsumer:
         self,
         broker: MemoryBroker,
         queue: str,
-        handler: Handler,
+        handler: Handler | None,
         on_stop: Callable[[MemoryConsumer], None] | None = None,
+        batch_handler: BatchHandler | None = None,
+        max_batch: int = 1,
     ) -> None:
         self._broker = broker
         self._on_stop = on_stop
         self._queue = queue
         self._handler = handler
+        self._batch_handler = batch_handler
+        self._max_batch = max_batch if batch_handler is not None else 1
         self._stopping = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"tme-bus-memory-consumer:{queue}", daemon=True
@@ -58,40 +62,68 @@ class MemoryConsumer:
     def _run(self) -> None:
         while not self._stopping.is_set():
             try:
-                message = self._next()
+                messages = self._next()
             except BusError as exc:
                 log.warning("memory consumer of %s stops: %s", self._queue, exc.message)
                 return
-            if message is not None:
+            if self._batch_handler is not None and messages:
+                self._handle_batch(self._batch_handler, messages)
+            for message in messages if self._batch_handler is None else []:
                 self._handle(message)
 
-    def _next(self) -> StoredMessage | None:
+    def _next(self) -> list[StoredMessage]:
         with self._broker.changed:
-            message = self._broker.take(self._queue)
-            if message is None:
+            messages: list[StoredMessage] = []
+            while len(messages) < self._max_batch:
+                message = self._broker.take(self._queue)
+                if message is None:
+                    break
+                messages.append(message)
+            if not messages:
                 # A bounded wait so a missed notify can never wedge the thread.
                 self._broker.changed.wait(timeout=1.0)
-            return message
+            return messages
 
-    def _handle(self, message: StoredMessage) -> None:
+    @staticmethod
+    def _delivery(message: StoredMessage) -> Delivery:
         headers = dict(message.headers)
         if message.delivery_count:
             headers["x-delivery-count"] = message.delivery_count
-        delivery = Delivery(
+        return Delivery(
             body=message.body,
             routing_key=message.routing_key,
             message_id=message.message_id,
             headers=headers,
             redelivered=message.delivery_count > 0,
         )
+
+    def _handle(self, message: StoredMessage) -> None:
+        assert self._handler is not None
         try:
-            self._handler(delivery)
+            self._handler(self._delivery(message))
         except Reject as exc:
             log.warning("dead-lettering %s from %s: %s", message.message_id, self._queue, exc)
             self._broker.reject(self._queue, message)
         except Exception:
             log.exception("handler failed on %s from %s; requeued", message.message_id, self._queue)
             self._broker.requeue(self._queue, message)
+
+    def _handle_batch(self, handler: BatchHandler, messages: list[StoredMessage]) -> None:
+        try:
+            results = handler([self._delivery(m) for m in messages])
+        except Exception:
+            log.exception(
+                "batch handler failed on %d from %s; requeued", len(messages), self._queue
+            )
+            for message in messages:
+                self._broker.requeue(self._queue, message)
+            return
+        for message, result in zip(messages, results, strict=True):
+            if result is not None:
+                log.warning(
+                    "dead-lettering %s from %s: %s", message.message_id, self._queue, result
+                )
+                self._broker.reject(self._queue, message)
 
 
 class MemoryBus:
@@ -159,6 +191,23 @@ class MemoryBus:
         if queue not in self.broker.queues:
             raise BusError(f"queue {queue!r} does not exist")
         consumer = MemoryConsumer(self.broker, queue, handler, on_stop=self._forget)
+        with self._lock:
+            self._consumers.append(consumer)
+        return consumer
+
+    def consume_batch(
+        self, queue: str, handler: BatchHandler, prefetch: int = 200, max_batch: int = 100
+    ) -> MemoryConsumer:
+        if queue not in self.broker.queues:
+            raise BusError(f"queue {queue!r} does not exist")
+        consumer = MemoryConsumer(
+            self.broker,
+            queue,
+            None,
+            on_stop=self._forget,
+            batch_handler=handler,
+            max_batch=max_batch,
+        )
         with self._lock:
             self._consumers.append(consumer)
         return consumer

@@ -1,0 +1,112 @@
+"""consume_batch, on every transport: batches are handed over, settled per outcome.
+
+Publishing before consuming makes the messages wait in the queue, so the consumer
+takes them in batches; the tests check batching happened and every message is
+settled as its outcome says (ack, dead-letter) or requeued when the handler raises.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from bus_recorder import Recorder
+
+from tme.bus import Bus, Delivery, Reject
+from tme.protocol import DEAD_LETTER_EXCHANGE, DISPATCH_EXCHANGE, site_queue, site_routing_key
+
+BusFactory = Callable[..., Bus]
+
+
+class BatchRecorder:
+    """A batch handler recording each batch; `outcome` decides per delivery."""
+
+    def __init__(self, outcome: Callable[[Delivery], Reject | None] = lambda d: None) -> None:
+        self.batches: list[list[Delivery]] = []
+        self.outcome = outcome
+        self.fail_first = False
+        self._changed = threading.Condition()
+
+    def __call__(self, deliveries: list[Delivery]) -> list[Reject | None]:
+        with self._changed:
+            self.batches.append(deliveries)
+            self._changed.notify_all()
+            if self.fail_first and len(self.batches) == 1:
+                raise RuntimeError("database down")
+        return [self.outcome(d) for d in deliveries]
+
+    def ids(self) -> list[str | None]:
+        with self._changed:
+            return [d.message_id for batch in self.batches for d in batch]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        with self._changed:
+            if not self._changed.wait_for(predicate, timeout):
+                pytest.fail(f"timed out; got {[len(b) for b in self.batches]} per batch")
+
+    def wait_for_ids(self, ids: set[str], timeout: float = 10.0) -> None:
+        self.wait_for(lambda: ids <= {d.message_id for b in self.batches for d in b}, timeout)
+
+
+def _publish(bus: Bus, site: str, count: int, prefix: str = "m") -> set[str]:
+    messages = [(site_routing_key(site), b"%d" % i, f"{prefix}-{i}") for i in range(count)]
+    assert bus.publish_many(DISPATCH_EXCHANGE, messages) == [None] * count
+    return {m[2] for m in messages if m[2] is not None}
+
+
+def test_waiting_messages_arrive_in_batches_and_are_acked(make_bus: BusFactory, site: str) -> None:
+    bus = make_bus()
+    bus.declare_site(site)
+    ids = _publish(bus, site, 200)
+    handler = BatchRecorder()
+
+    consumer = bus.consume_batch(site_queue(site), handler, prefetch=200, max_batch=50)
+    handler.wait_for_ids(ids)
+    consumer.stop()
+
+    assert sorted(handler.ids()) == sorted(ids)  # each once: acked, never redelivered
+    assert max(len(b) for b in handler.batches) > 1
+    assert all(len(b) <= 50 for b in handler.batches)
+    again = BatchRecorder()
+    bus.consume_batch(site_queue(site), again)
+    _publish(bus, site, 1, prefix="probe")
+    again.wait_for_ids({"probe-0"})
+    assert again.ids() == ["probe-0"]  # nothing of the first 200 came back
+
+
+def test_a_rejected_delivery_is_dead_lettered_the_rest_acked(
+    make_bus: BusFactory, site: str
+) -> None:
+    bus = make_bus()
+    bus.declare_site(site)
+    tap = f"tme.test.dead.{site}"
+    bus.declare_queue(tap, DEAD_LETTER_EXCHANGE, site_routing_key(site))
+    dead = Recorder()
+    bus.consume(tap, dead)
+    ids = _publish(bus, site, 20)
+    handler = BatchRecorder(lambda d: Reject("poison") if d.message_id == "m-7" else None)
+
+    bus.consume_batch(site_queue(site), handler, max_batch=20)
+    handler.wait_for_ids(ids)
+    dead.wait_for_ids({"m-7"})
+
+    assert dead.ids() == ["m-7"]
+    assert sorted(handler.ids()) == sorted(ids)
+
+
+def test_a_failing_batch_is_requeued_whole(make_bus: BusFactory, site: str) -> None:
+    bus = make_bus()
+    bus.declare_site(site)
+    ids = _publish(bus, site, 10)
+    handler = BatchRecorder()
+    handler.fail_first = True
+
+    bus.consume_batch(site_queue(site), handler, max_batch=100)
+    handler.wait_for(lambda: sum(len(b) for b in handler.batches[1:]) >= len(handler.batches[0]))
+
+    first = {d.message_id for d in handler.batches[0]}
+    later = [d for b in handler.batches[1:] for d in b]
+    assert first <= {d.message_id for d in later}  # everything of the failed batch came again
+    assert all(d.redelivered for d in later if d.message_id in first)
+    assert set(handler.ids()) == ids
