@@ -1,8 +1,11 @@
 """Consume tme.events: decode, apply in one transaction, then ack.
 
-A message that can never be applied (not JSON, wrong version or shape) is
-dead-lettered with `Reject`; a database failure raises, so the bus redelivers
-the message and, past the delivery limit, dead-letters it.
+Deliveries come in batches (whatever has arrived, up to MAX_BATCH): every event of a
+batch is applied in one transaction and all of them are acked after its commit, so
+the database sees one commit per batch instead of one per event. A message that can
+never be applied (not JSON, wrong version or shape) is dead-lettered with `Reject`;
+a database failure raises, so the bus redelivers the batch (applying is idempotent
+by event id) and, past the delivery limit, dead-letters what keeps failing.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from tme.protocol import EVENTS_EXCHANGE, Event, Presence, ProtocolError, decode
 log = logging.getLogger("tme.events")
 
 EVENTS_QUEUE = "tme.controller.events"
+MAX_BATCH = 200  # events per transaction; a batch is only what has already arrived
 
 Listener = Callable[[Event | Presence], None]
 
@@ -47,7 +51,9 @@ class EventConsumer:
             self.bus.declare_events_queue(EVENTS_QUEUE)
         else:
             self.bus.declare_queue(self.queue, EVENTS_EXCHANGE, self.binding)
-        self._consumer = self.bus.consume(self.queue, self.handle, prefetch=self.prefetch)
+        self._consumer = self.bus.consume_batch(
+            self.queue, self.handle_batch, prefetch=self.prefetch, max_batch=MAX_BATCH
+        )
 
     def stop(self) -> None:
         if self._consumer is not None:
@@ -55,21 +61,48 @@ class EventConsumer:
             self._consumer = None
 
     def handle(self, delivery: Delivery) -> None:
-        try:
-            message = decode_any(delivery.body)
-        except ProtocolError as exc:
-            log.warning("dead-lettering a malformed event (%s): %s", delivery.routing_key, exc)
-            raise Reject(str(exc)) from exc
-        if not isinstance(message, Event | Presence):
-            log.warning("dead-lettering a %s on the events exchange", message.kind)
-            raise Reject(f"unexpected {message.kind} on the events exchange")
-        with session_scope(self.engine) as session:
-            if isinstance(message, Event):
-                apply_event(session, message)
+        """One delivery: apply it in its own transaction; raise Reject if malformed."""
+        (outcome,) = self.handle_batch([delivery])
+        if outcome is not None:
+            raise outcome
+
+    def handle_batch(self, deliveries: list[Delivery]) -> list[Reject | None]:
+        """Apply the well-formed messages in one transaction; one outcome per delivery."""
+        outcomes: list[Reject | None] = []
+        messages: list[Event | Presence] = []
+        for delivery in deliveries:
+            decoded = _decode(delivery)
+            if isinstance(decoded, Reject):
+                outcomes.append(decoded)
             else:
-                apply_presence(session, message)
-        for listener in self.listeners:
-            try:
-                listener(message)
-            except Exception:  # a listener (dashboard, metrics) never blocks the ack
-                log.exception("event listener failed")
+                outcomes.append(None)
+                messages.append(decoded)
+        if messages:
+            self._apply(messages)
+        return outcomes
+
+    def _apply(self, messages: list[Event | Presence]) -> None:
+        with session_scope(self.engine) as session:
+            for message in messages:
+                if isinstance(message, Event):
+                    apply_event(session, message)
+                else:
+                    apply_presence(session, message)
+        for message in messages:
+            for listener in self.listeners:
+                try:
+                    listener(message)
+                except Exception:  # a listener (dashboard, metrics) never blocks the ack
+                    log.exception("event listener failed")
+
+
+def _decode(delivery: Delivery) -> Event | Presence | Reject:
+    try:
+        message = decode_any(delivery.body)
+    except ProtocolError as exc:
+        log.warning("dead-lettering a malformed event (%s): %s", delivery.routing_key, exc)
+        return Reject(str(exc))
+    if not isinstance(message, Event | Presence):
+        log.warning("dead-lettering a %s on the events exchange", message.kind)
+        return Reject(f"unexpected {message.kind} on the events exchange")
+    return message
