@@ -1,5 +1,9 @@
 """One thread that publishes the gateway's messages to the bus, in order, until confirmed.
 
+Whatever is queued when the thread comes round is published as one pipelined batch
+(one confirm round trip for the lot, not one per message); each message's `after`
+step runs once its own confirm arrived.
+
 A bus publish waits for the broker's confirm, which must never happen on paho's
 thread; and a failed publish is retried rather than dropped, because what waits
 behind it (an MQTT ack, a journal update) must only happen after the confirm.
@@ -20,6 +24,7 @@ from tme.errors import BusError
 log = logging.getLogger(__name__)
 
 RETRY_MIN_S, RETRY_MAX_S = 0.2, 10.0  # back off while the bus is down, without busy-looping
+MAX_BATCH = 500  # messages per confirm round trip
 
 
 @dataclass(frozen=True)
@@ -53,31 +58,68 @@ class BusPublisher:
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            item = self._queue.get()
-            if item is None:
+            batch = self._take_batch()
+            if batch is None:
                 return
-            if self._publish_until_confirmed(item) and item.after is not None:
+            for item in self._publish_until_confirmed(batch):
+                if item.after is None:
+                    continue
                 try:
                     item.after()
                 except Exception:
                     log.exception("after-confirm step of %s failed", item.message_id)
 
-    def _publish_until_confirmed(self, item: Outgoing) -> bool:
+    def _take_batch(self) -> list[Outgoing] | None:
+        """What is queued now, up to MAX_BATCH: one confirm round trip for all of it."""
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self._stopping.set()
+                break
+            batch.append(item)
+        return batch
+
+    def _publish_until_confirmed(self, batch: list[Outgoing]) -> list[Outgoing]:
+        """Publish pipelined, retry what failed; return the confirmed items in their order."""
         delay = RETRY_MIN_S
         failures = 0
-        while not self._stopping.is_set():
+        pending = batch
+        confirmed: set[int] = set()
+        while pending:
+            errors = self._publish_many(pending)
+            done = [item for item, error in zip(pending, errors, strict=True) if error is None]
+            confirmed.update(id(item) for item in done)
+            failed = [item for item, error in zip(pending, errors, strict=True) if error]
+            pending = failed
+            if not pending:
+                break
+            failures += 1
+            if failures == 1:  # log once, then quietly until it recovers
+                first = next(e for e in errors if e is not None)
+                log.warning("bus publish of %d failed, retrying: %s", len(failed), first.message)
+            if self._stopping.wait(delay):
+                break
+            delay = min(delay * 2, RETRY_MAX_S)
+        if failures and not pending:
+            log.info("bus publish recovered after %d failures", failures)
+        return [item for item in batch if id(item) in confirmed]
+
+    def _publish_many(self, items: list[Outgoing]) -> list[BusError | None]:
+        errors: list[BusError | None] = [None] * len(items)
+        for exchange in dict.fromkeys(item.exchange for item in items):
+            where = [i for i, item in enumerate(items) if item.exchange == exchange]
+            messages = [(items[i].routing_key, items[i].body, items[i].message_id) for i in where]
             try:
-                self._bus.publish(item.exchange, item.routing_key, item.body, item.message_id)
+                results = self._bus.publish_many(exchange, messages)
             except BusError as exc:
-                failures += 1
-                if failures == 1:  # log once, then quietly until it recovers
-                    log.warning(
-                        "bus publish %s failed, retrying: %s", item.routing_key, exc.message
-                    )
-                self._stopping.wait(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-                continue
-            if failures:
-                log.info("bus publish recovered after %d failures", failures)
-            return True
-        return False
+                results = [exc] * len(where)
+            for i, result in zip(where, results, strict=True):
+                errors[i] = result
+        return errors
