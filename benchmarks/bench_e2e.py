@@ -1,0 +1,467 @@
+"""End-to-end throughput and latency of TME beside raw pika and a Celery peer.
+
+    .venv/bin/python -m benchmarks.bench_e2e [--quick] [--agents 10 100]
+    python benchmarks/bench_e2e.py --quick
+
+A task is `modbus.write` of the pump's speed setpoint with `verify: true` (write, then
+read back) on a simulated plant; its latency runs from just before it is created to
+the moment the controller committed its final state (a listener on the event
+consumer). Everything runs against the real RabbitMQ and Mosquitto: the controller
+(REST API, dispatcher, event consumer) in this process, the gateway, the agents and
+the plants in child processes. In the same run and on the same broker: raw pika
+publish/consume of as many messages, and a Celery worker (2 processes) doing the same
+Modbus write and read-back with pymodbus. Figures are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python benchmarks/bench_e2e.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.e2e_procs import Child, agent_idle_rss, own_mosquitto, start_child
+from benchmarks.e2e_roles import SETPOINT, task_fields
+
+AMQP = os.environ.get("TME_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+MQTT = os.environ.get("TME_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
+SHARED_MQTT = MQTT
+FINAL = {"succeeded", "failed", "timed_out", "rejected", "expired", "canceled"}
+AGENTS_PER_PROCESS = 50
+PLANTS = 2
+REST_THREADS = 8
+SERVICE_CHUNK = 100  # tasks per transaction on the service-level path
+PACED_RATE = 100.0
+
+
+@dataclass
+class Row:
+    name: str
+    count: int
+    rate: float | None = None
+    p50: float | None = None
+    p99: float | None = None
+    note: str = ""
+
+
+@dataclass
+class Finals:
+    """Commit times of final states, fed by the controller's event consumer."""
+
+    at: dict[str, float] = field(default_factory=dict)
+    outcome: dict[str, str] = field(default_factory=dict)
+    changed: threading.Condition = field(default_factory=threading.Condition)
+
+    def listener(self, message: Any) -> None:
+        if getattr(message, "type", None) not in FINAL:
+            return
+        now = time.time()
+        with self.changed:
+            if message.command_id not in self.at:
+                self.at[message.command_id] = now
+                self.outcome[message.command_id] = message.type
+                self.changed.notify_all()
+
+    def wait_for(self, run_ids: list[str], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not all(r in self.at for r in run_ids):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.changed.wait(min(left, 1.0))
+        return True
+
+    def measure(self, name: str, created: dict[str, float], timeout: float) -> Row:
+        ids = list(created)
+        complete = self.wait_for(ids, timeout)
+        done = [r for r in ids if r in self.at]
+        latencies = sorted((self.at[r] - created[r]) * 1000 for r in done)
+        bad = sum(1 for r in done if self.outcome[r] != "succeeded")
+        span = max(self.at[r] for r in done) - min(created.values()) if done else 0
+        notes = [] if complete else [f"{len(ids) - len(done)} unfinished"]
+        if bad:
+            notes.append(f"{bad} not succeeded")
+        return Row(
+            name, len(ids), len(done) / span if span else None, *_p(latencies), "; ".join(notes)
+        )
+
+
+def _p(latencies: list[float]) -> tuple[float | None, float | None]:
+    if not latencies:
+        return None, None
+    if len(latencies) == 1:
+        return latencies[0], latencies[0]
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return q[49], q[98]
+
+
+# --- the controller, in this process --------------------------------------------------
+
+
+@contextmanager
+def controller(database_url: str, finals: Finals, site: str) -> Iterator[Any]:
+    import uvicorn
+
+    from tme.config import Settings
+    from tme.controller.app import create_app
+    from tme.controller.store.db import make_engine, upgrade
+
+    settings = Settings.model_validate(
+        {"database": {"url": database_url}, "broker": {"url": AMQP}, "http": {"port": 0}}
+    )
+    engine = make_engine(database_url)
+    upgrade(engine)
+    app = create_app(settings, engine=engine)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name="bench-http", daemon=True)
+    thread.start()
+    _until(lambda: server.started, 30, "the controller")
+    events = app.state.runtime.events
+    # Our own events queue, bound to this site only: other controllers on a shared
+    # broker (tests running beside the benchmark) must not take this run's events.
+    events.stop()
+    events.queue, events.binding = f"tme.bench.events.{site}", f"{site}.#"
+    events.start()
+    events.listeners.append(finals.listener)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    from tme.controller.services.bootstrap import create_admin
+
+    token = create_admin(engine).token
+    try:
+        yield app, engine, f"http://127.0.0.1:{port}", token
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        engine.dispose()
+        _delete_queue(f"tme.bench.events.{site}")
+
+
+def _delete_queue(queue: str) -> None:
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP))
+    connection.channel().queue_delete(queue)
+    connection.close()
+
+
+def _progress(text: str) -> None:
+    print(f"  .. {time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+
+
+def _until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.05)  # start-up only; nothing to wait on
+
+
+def _agents_online(engine: Any, site: str) -> int:
+    from sqlmodel import Session, col, func, select
+
+    from tme.controller.store.models import Agent
+
+    with Session(engine) as session:
+        query = select(func.count()).where(Agent.site == site, col(Agent.online).is_(True))
+        return int(session.exec(query).one())
+
+
+# --- ways of creating tasks ----------------------------------------------------------
+
+
+def create_by_service(app: Any, site: str, agents: int, first: int, count: int) -> dict[str, float]:
+    """In-process task service, SERVICE_CHUNK tasks per transaction (no HTTP)."""
+    from tme.controller.services.tasks import create_task
+    from tme.controller.store.db import session_scope
+    from tme.schemas import TaskCreate
+
+    created: dict[str, float] = {}
+    hook = app.state.on_run_ready
+    for start in range(first, first + count, SERVICE_CHUNK):
+        sent = time.time()
+        ids = []
+        with session_scope(app.state.engine) as session:
+            for i in range(start, min(start + SERVICE_CHUNK, first + count)):
+                data = TaskCreate.model_validate(task_fields(site, agents, i))
+                task, _ = create_task(session, data, on_run_ready=hook)
+                ids.append(str(task.latest_run_id))
+        created.update((r, sent) for r in ids)
+    return created
+
+
+def create_by_rest(
+    url: str, token: str, site: str, agents: int, count: int, stack: ExitStack
+) -> tuple[dict[str, float], float]:
+    """REST_THREADS SDK clients in a child process; returns the runs and the creation rate."""
+    import json
+
+    load = start_child(
+        stack,
+        "rest-load",
+        "--url", url, "--token", token, "--site", site, "--agents", str(agents),
+        "--count", str(count), "--threads", str(REST_THREADS),
+    )  # fmt: skip
+    load.send("go")
+    result = json.loads(load.read_line(timeout=600))
+    load.stop()
+    rate = count / (result["ended"] - result["started"])
+    return {run: sent for run, sent in result["created"]}, rate
+
+
+def create_paced(url: str, token: str, site: str, agents: int, seconds: float) -> dict[str, float]:
+    """One SDK client at PACED_RATE tasks/s; latency is measured per task."""
+    import tme
+
+    created: dict[str, float] = {}
+    with tme.Client(url, token, timeout=30) as client:
+        start = time.monotonic()
+        for i in range(int(seconds * PACED_RATE)):
+            pause = start + i / PACED_RATE - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)  # pacing the load is the point here
+            sent = time.time()
+            task = client.tasks.create(**task_fields(site, agents, 100_000 + i))
+            created[str(task.latest_run_id)] = sent
+    return created
+
+
+# --- one TME scenario ----------------------------------------------------------------
+
+
+def tme_scenario(agents: int, count: int, paced_s: float, ports: list[int], db: str) -> list[Row]:
+    site = f"bench-{uuid.uuid4().hex[:8]}"
+    finals = Finals()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="tme-bench-") as tmp, ExitStack() as stack:
+        url_db = db or f"sqlite:///{tmp}/tme.db"
+        app, engine, url, token = stack.enter_context(controller(url_db, finals, site))
+        start_child(
+            stack,
+            "gateway",
+            "--site",
+            site,
+            "--bus",
+            AMQP,
+            "--mqtt",
+            MQTT,
+            "--state-dir",
+            f"{tmp}/gw",
+        )
+        plant_args = [a for p in ports for a in ("--plant-port", str(p))]
+        for first in range(0, agents, AGENTS_PER_PROCESS):
+            n = min(AGENTS_PER_PROCESS, agents - first)
+            start_child(
+                stack, "agents", "--site", site, "--mqtt", MQTT, "--state-dir", f"{tmp}/agents",
+                "--first", str(first), "--count", str(n), *plant_args,
+            )  # fmt: skip
+        _until(lambda: _agents_online(engine, site) == agents, 120, f"{agents} agents online")
+        label = f"TME {agents} agents"
+        _progress(f"{label}: online")
+        finals.measure("warm-up", create_by_service(app, site, agents, 0, 50), 60)
+        created = create_by_service(app, site, agents, 1_000_000, count)
+        rows.append(finals.measure(f"{label}, service create", created, 180))
+        created, rate = create_by_rest(url, token, site, agents, count, stack)
+        row = finals.measure(f"{label}, REST create ({REST_THREADS} thr)", created, 180)
+        row.note = "; ".join(filter(None, [f"API took {rate:,.0f} creates/s", row.note]))
+        rows.append(row)
+        created = create_paced(url, token, site, agents, paced_s)
+        rows.append(finals.measure(f"{label}, REST paced {PACED_RATE:.0f}/s", created, 120))
+    return rows
+
+
+# --- the peers -----------------------------------------------------------------------
+
+
+def raw_pika(count: int) -> Row:
+    """Persistent messages through a quorum queue: publish all, consume and ack all."""
+    import pika
+
+    from tme.protocol import Command, utcnow
+
+    body = Command(
+        task_id=1, site="bench", agent="a000", op="modbus.write", timeout_s=30, not_after=utcnow()
+    ).to_json()
+    queue = f"tme-bench-raw-{uuid.uuid4().hex[:8]}"
+    done = threading.Event()
+    ready = threading.Event()
+
+    def consume() -> None:
+        connection = pika.BlockingConnection(pika.URLParameters(AMQP))
+        channel = connection.channel()
+        channel.basic_qos(prefetch_count=200)
+        seen = 0
+
+        def on_message(ch: Any, method: Any, _props: Any, _body: bytes) -> None:
+            nonlocal seen
+            seen += 1
+            ch.basic_ack(method.delivery_tag)
+            if seen == count:
+                done.set()
+                ch.stop_consuming()
+
+        channel.basic_consume(queue, on_message)
+        ready.set()
+        channel.start_consuming()
+        connection.close()
+
+    connection = pika.BlockingConnection(pika.URLParameters(AMQP))
+    channel = connection.channel()
+    channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    consumer = threading.Thread(target=consume, daemon=True)
+    consumer.start()
+    ready.wait(30)
+    props = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
+    started = time.perf_counter()
+    for _ in range(count):
+        channel.basic_publish("", queue, body, props)
+    finished = done.wait(300)
+    elapsed = time.perf_counter() - started
+    consumer.join(30)
+    channel.queue_delete(queue)
+    connection.close()
+    note = "unconfirmed publish, one consumer" + ("" if finished else "; TIMED OUT")
+    return Row("raw pika publish+consume", count, count / elapsed, note=note)
+
+
+def celery_peer(count: int, paced_s: float, plant_port: int) -> list[Row]:
+    import subprocess
+
+    queue = f"tme-bench-celery-{uuid.uuid4().hex[:8]}"
+    os.environ.update(
+        TME_BENCH_CELERY_QUEUE=queue,
+        TME_BENCH_CELERY_BROKER=AMQP.replace("%2F", ""),
+        TME_BENCH_PLANT_PORT=str(plant_port),
+    )
+    from benchmarks import celery_peer as peer
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "benchmarks.celery_peer", "worker", "-c", "2",
+         "-P", "prefork", "-Q", queue, "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "--loglevel", "WARNING"],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        peer.noop.apply_async(queue=queue).get(timeout=60)
+        peer.write_and_verify.apply_async((1,), queue=queue).get(timeout=30)
+        started = time.perf_counter()
+        results = [
+            peer.write_and_verify.apply_async((SETPOINT,), queue=queue) for i in range(count)
+        ]
+        for result in results:
+            result.get(timeout=300)
+        rate = count / (time.perf_counter() - started)
+        latencies = []
+        start = time.monotonic()
+        for i in range(int(paced_s * PACED_RATE)):
+            pause = start + i / PACED_RATE - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            sent = time.perf_counter()
+            peer.write_and_verify.apply_async((SETPOINT,), queue=queue).get(timeout=30)
+            latencies.append((time.perf_counter() - sent) * 1000)
+        latencies.sort()
+        return [
+            Row("Celery 2 procs, write+verify", count, rate, note="burst, rpc:// results"),
+            Row(f"Celery paced {PACED_RATE:.0f}/s", len(latencies), None, *_p(latencies)),
+        ]
+    finally:
+        worker.terminate()
+        worker.wait(60)
+        peer.app.close()
+
+
+# --- the run -------------------------------------------------------------------------
+
+
+def print_table(rows: list[Row]) -> None:
+    def ms(v: float | None) -> str:
+        return f"{v:8.1f}" if v is not None else f"{'-':>8}"
+
+    print(f"\n{'scenario':<42} {'n':>6} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8}  note")
+    print("-" * 100)
+    for r in rows:
+        rate = f"{r.rate:9,.0f}" if r.rate is not None else f"{'-':>9}"
+        print(f"{r.name:<42} {r.count:>6} {rate} {ms(r.p50)} {ms(r.p99)}  {r.note}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run (fewer tasks)")
+    parser.add_argument("--agents", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--count", type=int, help="tasks per throughput run")
+    parser.add_argument("--database", default="", help="controller DB URL (default: SQLite)")
+    parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument(
+        "--mqtt",
+        default="own",
+        help="MQTT broker URL, or 'own' (default): start a Mosquitto configured for a site",
+    )
+    args = parser.parse_args(argv)
+    count = args.count or (1_000 if args.quick else 5_000)
+    paced_s = 3.0 if args.quick else 10.0
+    rows: list[Row] = []
+    global MQTT
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tme-bench-mq-") as mq:
+        MQTT = own_mosquitto(stack, Path(mq)) if args.mqtt == "own" else args.mqtt
+        print(f"MQTT broker: {MQTT}", file=sys.stderr)
+        ports = [int(start_child(stack, "plant").first.split()[1]) for _ in range(PLANTS)]
+        if not args.skip_peers:
+            rows.append(raw_pika(count))
+            print_table(rows[-1:])
+            rows.extend(celery_peer(count, paced_s, ports[0]))
+            print_table(rows[-2:])
+        for agents in args.agents:
+            rows.extend(tme_scenario(agents, count, paced_s, ports, args.database))
+            print_table(rows[-3:])
+        rss = agent_idle_rss(MQTT, ports[0])
+        rows.append(Row("agent idle RSS (1 modbus device)", 1, None, note=f"{rss:.1f} MB"))
+    print(f"\n== end-to-end, {count} tasks per burst, {os.cpu_count()} CPUs ==")
+    print_table(rows)
+    summarise(rows)
+
+
+def summarise(rows: list[Row]) -> None:
+    by = {r.name: r for r in rows}
+    celery = by.get("Celery 2 procs, write+verify")
+    print("\ntargets (issue 3):")
+    for r in rows:
+        if r.name.startswith("TME") and "paced" not in r.name and r.rate:
+            vs = f", {r.rate / celery.rate:.2f}x Celery" if celery and celery.rate else ""
+            ok = r.rate >= 1500 and (not celery or r.rate >= 2 * (celery.rate or 0))
+            print(
+                f"  {'MET ' if ok else 'MISS'} >= 1,500/s and >= 2x Celery: {r.name}: {r.rate:,.0f}/s{vs}"
+            )
+        if "TME" in r.name and "paced" in r.name and r.p50 is not None and r.p99 is not None:
+            ok = r.p50 <= 10 and r.p99 <= 50
+            print(
+                f"  {'MET ' if ok else 'MISS'} p50 <= 10 ms, p99 <= 50 ms: {r.name}: {r.p50:.1f} / {r.p99:.1f} ms"
+            )
+        if r.name.startswith("agent idle RSS"):
+            mb = float(r.note.split()[0])
+            print(f"  {_met(mb <= 40)} agent idle RSS <= 40 MB: {mb:.1f} MB")
+
+
+def _met(ok: bool) -> str:
+    return "MET " if ok else "MISS"
+
+
+__all__ = ["Child", "main"]
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""The processes of the end-to-end benchmark besides the controller.
+
+    python -m benchmarks.e2e_roles gateway --site S --bus URL --mqtt URL --state-dir D
+    python -m benchmarks.e2e_roles agents --site S --mqtt URL --state-dir D --first 0 --count 50
+        --plant-port P [--plant-port P2 ...]
+    python -m benchmarks.e2e_roles plant
+    python -m benchmarks.e2e_roles rest-load --url URL --site S --agents N --count C --threads T
+
+Each prints `ready` once started (rest-load prints one JSON line of its results) and
+stops cleanly when its stdin closes, so the benchmark never leaves a process behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+PROFILES = Path(__file__).resolve().parents[1] / "configs" / "profiles"
+WORKERS_PER_AGENT = 4
+SETPOINT = 1200  # rpm, inside the pump profile's envelope
+
+
+def task_fields(site: str, agents: int, i: int) -> dict[str, Any]:
+    """Task i of a run: write the pump's speed setpoint on agent i mod N and read it back.
+
+    Every writer writes the same value: many agents (and the Celery peer's two
+    processes) share one register, and a read-back must not see another's write.
+    """
+    return {
+        "name": f"bench {i}",
+        "op": "modbus.write",
+        "target": {"site": site, "agent": agent_name(i % agents), "device": "pump1"},
+        "params": {"point": "speed_setpoint", "value": SETPOINT, "verify": True},
+        "timeout_s": 30,
+    }
+
+
+def agent_name(i: int) -> str:
+    return f"a{i:03d}"
+
+
+def _serve_until_stdin_closes(stack: ExitStack) -> None:
+    with stack:
+        print("ready", flush=True)
+        sys.stdin.read()  # the benchmark closes our stdin to stop us
+
+
+def run_gateway(args: argparse.Namespace) -> None:
+    from tme.agents.gateway import Gateway, GatewayConfig
+
+    gateway = Gateway(
+        GatewayConfig(
+            site=args.site, bus_url=args.bus, mqtt_url=args.mqtt, state_dir=Path(args.state_dir)
+        )
+    )
+    stack = ExitStack()
+    gateway.start()
+    stack.callback(gateway.stop)
+    _serve_until_stdin_closes(stack)
+
+
+def run_agents(args: argparse.Namespace) -> None:
+    from tme.agents.agent import DeviceAgent
+    from tme.agents.agent_config import parse_agent_config
+    from tme.agents.runner import AgentThread
+
+    stack = ExitStack()
+    for i in range(args.first, args.first + args.count):
+        port = args.plant_port[i % len(args.plant_port)]
+        device = {
+            "driver": "modbus_tcp",
+            "connection": {"host": "127.0.0.1", "port": port, "timeout_s": 5},
+            "unit": 1,
+            "profile": str(PROFILES / "pump.yaml"),
+        }
+        data = {
+            "site": args.site,
+            "agent": agent_name(i),
+            "mqtt": args.mqtt,
+            "state_dir": str(Path(args.state_dir) / agent_name(i)),
+            "worker_count": WORKERS_PER_AGENT,
+            "devices": {"pump1": device},
+        }
+        runner = AgentThread(DeviceAgent(parse_agent_config(data, source="bench"))).start()
+        stack.callback(runner.stop)
+    _serve_until_stdin_closes(stack)
+
+
+def run_plant(args: argparse.Namespace) -> None:
+    """A frozen plant (no physics ticks): registers change only when written."""
+    from tme.simulators.modbus_plant import PlantSimulator
+
+    stack = ExitStack()
+    plant = stack.enter_context(PlantSimulator.run_in_thread(tick_s=None))
+    print(f"port {plant.port}", flush=True)
+    _serve_until_stdin_closes(stack)
+
+
+def run_rest_load(args: argparse.Namespace) -> None:
+    """Create tasks through the REST API from several threads; print when each was sent."""
+    import tme
+
+    created: list[tuple[str, float]] = []
+    lock = threading.Lock()
+    counter = iter(range(args.count))
+
+    def worker() -> None:
+        with tme.Client(args.url, args.token, timeout=60) as client:
+            mine: list[tuple[str, float]] = []
+            for i in _locked(counter, lock):
+                sent = time.time()
+                task = client.tasks.create(**task_fields(args.site, args.agents, i))
+                mine.append((str(task.latest_run_id), sent))
+        with lock:
+            created.extend(mine)
+
+    print("ready", flush=True)
+    sys.stdin.readline()  # "go"
+    started = time.time()
+    threads = [threading.Thread(target=worker) for _ in range(args.threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(json.dumps({"started": started, "ended": time.time(), "created": created}), flush=True)
+
+
+def _locked(counter: Any, lock: threading.Lock) -> Any:
+    while True:
+        with lock:
+            i = next(counter, None)
+        if i is None:
+            return
+        yield i
+
+
+ROLES: dict[str, Callable[[argparse.Namespace], None]] = {
+    "gateway": run_gateway,
+    "agents": run_agents,
+    "plant": run_plant,
+    "rest-load": run_rest_load,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e_roles")
+    parser.add_argument("role", choices=sorted(ROLES))
+    parser.add_argument("--site", default="")
+    parser.add_argument("--bus", default="")
+    parser.add_argument("--mqtt", default="")
+    parser.add_argument("--state-dir", default="")
+    parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--count", type=int, default=0)
+    parser.add_argument("--plant-port", type=int, action="append", default=[])
+    parser.add_argument("--url", default="")
+    parser.add_argument("--token", default="")
+    parser.add_argument("--agents", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")
+    ROLES[args.role](args)
+
+
+if __name__ == "__main__":
+    main()
