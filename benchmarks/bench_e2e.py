@@ -444,14 +444,12 @@ def summarise(rows: list[Row]) -> None:
         if r.name.startswith("TME") and "paced" not in r.name and r.rate:
             vs = f", {r.rate / celery.rate:.2f}x Celery" if celery and celery.rate else ""
             ok = r.rate >= 1500 and (not celery or r.rate >= 2 * (celery.rate or 0))
-            print(
-                f"  {'MET ' if ok else 'MISS'} >= 1,500/s and >= 2x Celery: {r.name}: {r.rate:,.0f}/s{vs}"
-            )
+            mark = "MET " if ok else "MISS"
+            print(f"  {mark} >= 1,500/s and >= 2x Celery: {r.name}: {r.rate:,.0f}/s{vs}")
         if "TME" in r.name and "paced" in r.name and r.p50 is not None and r.p99 is not None:
             ok = r.p50 <= 10 and r.p99 <= 50
-            print(
-                f"  {'MET ' if ok else 'MISS'} p50 <= 10 ms, p99 <= 50 ms: {r.name}: {r.p50:.1f} / {r.p99:.1f} ms"
-            )
+            mark, got = "MET " if ok else "MISS", f"{r.p50:.1f} / {r.p99:.1f} ms"
+            print(f"  {mark} p50 <= 10 ms, p99 <= 50 ms: {r.name}: {got}")
         if r.name.startswith("agent idle RSS"):
             mb = float(r.note.split()[0])
             print(f"  {_met(mb <= 40)} agent idle RSS <= 40 MB: {mb:.1f} MB")
