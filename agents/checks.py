@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tme.agents.devices import Device, DeviceSet
-
 from tme.errors import TMEError
 from tme.protocol import Command, utcnow
 

@@ -19,7 +19,6 @@ from functools import partial
 
 from tme.agents.bus_publisher import BusPublisher, Outgoing
 from tme.agents.journal import Journal, JournalEntry
-
 from tme.protocol import EVENTS_EXCHANGE, Event, EventType, cmd_topic
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tme.agents.agent_config import DeviceConfig
-
 from tme.errors import ConfigError, TMEError
 
 if TYPE_CHECKING:

@@ -16,7 +16,6 @@ from typing import TypeVar
 from tme.agents.bus_publisher import BusPublisher, Outgoing
 from tme.agents.command_dispatch import CommandDispatcher, event_routing_key
 from tme.agents.journal import Journal
-
 from tme.mqtt import MqttMessage
 from tme.protocol import EVENTS_EXCHANGE, Event, Presence, ProtocolError, parse_topic
 

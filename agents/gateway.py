@@ -18,7 +18,6 @@ from tme.agents.command_dispatch import RESEND_AFTER_S, CommandDispatcher
 from tme.agents.event_forwarder import EventForwarder
 from tme.agents.journal import Journal
 from tme.agents.presence import PresenceAnnouncer
-
 from tme.bus import Bus, Consumer, Delivery, Reject, open_bus
 from tme.mqtt import MqttLink, ProtocolName
 from tme.protocol import Command, ProtocolError, site_queue

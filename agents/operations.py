@@ -13,7 +13,6 @@ from typing import Any
 
 from tme.agents.checks import Plan, read_points_of
 from tme.agents.devices import Device
-
 from tme.errors import DriverError
 
 LogLine = Callable[[str], None]

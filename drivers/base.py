@@ -45,6 +45,4 @@ class PointWriter(Protocol):
 
 @runtime_checkable
 class CommandRunner(Protocol):
-    async def run_command(
-        self, profile: DeviceProfile, command: str, args: list[Any]
-    ) -> str: ...
+    async def run_command(self, profile: DeviceProfile, command: str, args: list[Any]) -> str: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pymodbus.client.mixin import ModbusClientMixin
+
 from tme.drivers.profile import PointSpec
 
 _DT = ModbusClientMixin.DATATYPE

@@ -15,11 +15,11 @@ from typing import Any
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
+
 from tme.drivers.base import Value
 from tme.drivers.codec import decode_point, encode_point
 from tme.drivers.modbus_errors import from_exception_response, from_library_error
 from tme.drivers.profile import DeviceProfile, PointSpec
-
 from tme.errors import DriverError
 
 log = logging.getLogger(__name__)

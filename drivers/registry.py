@@ -13,7 +13,6 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from tme.drivers.base import Driver
-
 from tme.errors import ConfigError, UnknownName
 
 ENTRY_POINT_GROUP = "tme.drivers"

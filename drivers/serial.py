@@ -14,7 +14,6 @@ from typing import Any
 from tme.drivers.base import Value
 from tme.drivers.profile import CommandSpec, DeviceProfile
 from tme.drivers.serial_line import MAX_LINE_BYTES, LineChannel
-
 from tme.errors import DriverError
 
 ERROR_PREFIX = "ERR"  # how a line instrument reports a refused command

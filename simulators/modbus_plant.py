@@ -22,6 +22,7 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import SimDevice
+
 from tme.simulators import layout
 from tme.simulators.faults import Fault, FaultBook
 from tme.simulators.memory import PlantMemory, WordOrder

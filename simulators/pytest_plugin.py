@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from tme.simulators.instrument import SerialInstrument
 from tme.simulators.modbus_plant import PlantSimulator
 

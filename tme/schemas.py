@@ -168,13 +168,13 @@ PARAMS_MODELS: dict[str, type[Input] | None] = {
 }
 
 
-def _check_params_size(params: dict[str, Any]) -> None:
+def _check_params_size(params: dict[str, Any], what: str = "params") -> None:
     try:
         encoded = json.dumps(params, default=str, allow_nan=False)
     except ValueError as exc:
-        raise ValueError("numbers must be finite (no NaN or Infinity)") from exc
+        raise ValueError(f"{what}: numbers must be finite (no NaN or Infinity)") from exc
     if len(encoded) > MAX_PARAMS_BYTES:
-        raise ValueError(f"params are larger than {MAX_PARAMS_BYTES} bytes")
+        raise ValueError(f"{what} are larger than {MAX_PARAMS_BYTES} bytes")
 
 
 def validate_task_shape(
@@ -253,7 +253,7 @@ class TaskUpdate(Input):
     @classmethod
     def _bounded_details(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None:
-            _check_params_size(value)
+            _check_params_size(value, "details")
         return value
 
     @property

@@ -211,13 +211,9 @@ class Device(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
-# Access-control tables live in their own module; importing it here registers them
-# with the metadata everywhere the models are loaded (migrations, tests).
+# Access-control, notification, scheduling and workflow tables live in their own
+# modules; importing them here registers them with the metadata everywhere the
+# models are loaded (migrations, tests).
+from tme.controller.notifications import models as notification_models  # noqa: E402, F401, I001
 from tme.controller.store import security_models  # noqa: E402, F401
-
-# Scheduling and workflow tables (task policies, schedule slots, run links, the
-# scheduler lease) live in their own module, registered the same way.
 from tme.controller.store import workflow_models  # noqa: E402, F401
-
-# Notification rules and deliveries, registered the same way.
-from tme.controller.notifications import models as notification_models  # noqa: E402, F401

@@ -191,7 +191,7 @@ CASES: dict[str, Bad] = {
         "POST",
         "/api/v1/tasks",
         422,
-        ("does not exist",),
+        ("depends_on.0.task",),
         json={"name": "x", "depends_on": [{"task": 2**64}]},
     ),
     "dependency cycle": Bad(

@@ -106,6 +106,7 @@ def register(app: typer.Typer) -> None:
             mqtt_url=mqtt,
             http_host=host,
             http_port=port,
+            dashboard=True,
         )
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -158,4 +159,5 @@ def _print_welcome(stack: object) -> None:
 Ctrl-C stops it.
 """,
         highlight=False,
+        soft_wrap=True,
     )

@@ -9,7 +9,20 @@ import sys
 
 import typer
 
-from tme.cli import config_cmd, db, demo, edge, fleet, serve, sim, task
+from tme.cli import (
+    access,
+    audit_cmd,
+    config_cmd,
+    db,
+    demo,
+    edge,
+    fleet,
+    mqtt_cmd,
+    run_cmd,
+    serve,
+    sim,
+    task,
+)
 from tme.cli.output import fail
 from tme.errors import TMEError
 
@@ -28,6 +41,12 @@ app.add_typer(edge.gateway_app, name="gateway", help="Run a site gateway.")
 edge.agent_app.command("list")(fleet.list_agents)
 app.add_typer(fleet.device_app, name="device", help="List devices and their points.")
 app.add_typer(fleet.site_app, name="site", help="List sites.")
+app.add_typer(run_cmd.run_app, name="run", help="Show, cancel and retry runs.")
+app.add_typer(run_cmd.trigger_app, name="trigger", help="Fire named triggers.")
+app.add_typer(access.user_app, name="user", help="Users and roles (works on the database).")
+app.add_typer(access.token_app, name="token", help="API tokens (works on the database).")
+app.add_typer(audit_cmd.app, name="audit", help="Verify and read the audit log.")
+app.add_typer(mqtt_cmd.app, name="mqtt", help="Mosquitto password and ACL files for a site.")
 serve.register(app)
 demo.register(app)
 

@@ -39,7 +39,7 @@ def build_checked_app(settings: Any) -> Any:
         check_schema(engine)
     finally:
         engine.dispose()
-    return create_app(settings)
+    return create_app(settings, dashboard=True)
 
 
 def register(app: typer.Typer) -> None:

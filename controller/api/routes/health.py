@@ -7,6 +7,7 @@ from collections.abc import Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+
 from tme.controller.api.errors import error_response
 
 router = APIRouter(tags=["health"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 from sqlmodel import SQLModel
+
 from tme.controller.store import models  # noqa: F401  (registers the tables)
 
 config = context.config

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from waiting import wait_until
+
 from tme.drivers.modbus import ModbusDriver, modbus_rtu, modbus_tcp
 from tme.drivers.profile import DeviceProfile, load_profile
-from tme.simulators.modbus_plant import PlantSimulator
-
 from tme.errors import DriverError, EnvelopeViolation
+from tme.simulators.modbus_plant import PlantSimulator
 
 pytest_plugins = ["tme.simulators.pytest_plugin"]
 PROFILES = Path(__file__).resolve().parents[3] / "configs" / "profiles"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tme.drivers.profile import load_profile
 from tme.drivers.serial import SerialDriver
-from tme.simulators.instrument import SerialInstrument
-
 from tme.errors import DriverError, EnvelopeViolation
+from tme.simulators.instrument import SerialInstrument
 
 pytest_plugins = ["tme.simulators.pytest_plugin"]
 PROFILE = load_profile(Path(__file__).resolve().parents[3] / "configs/profiles/instrument.yaml")

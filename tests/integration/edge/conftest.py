@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from edge_helpers import Watcher, unique
+
 from tme.agents.agent import DeviceAgent
 from tme.agents.agent_config import parse_agent_config
 from tme.agents.runner import AgentThread

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from edge_helpers import make_command, unique
-from tme.agents.gateway import Gateway, GatewayConfig
 
+from tme.agents.gateway import Gateway, GatewayConfig
 from tme.bus import Bus, Delivery, open_bus
 from tme.mqtt import MqttLink
 from tme.protocol import (

@@ -6,6 +6,7 @@ import math
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from tme.drivers.codec import from_registers, to_registers
 
 INT_RANGES = {

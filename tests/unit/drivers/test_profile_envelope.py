@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tme.drivers.profile import load_profile, parse_profile
 
+from tme.drivers.profile import load_profile, parse_profile
 from tme.errors import ConfigError, EnvelopeViolation
 
 PROFILES = Path(__file__).resolve().parents[3] / "configs" / "profiles"

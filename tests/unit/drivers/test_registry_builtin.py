@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+
 from tme.drivers.base import Driver
 from tme.drivers.builtin import run_builtin
 from tme.drivers.registry import create_driver
-
 from tme.errors import ConfigError, DriverError, EnvelopeViolation, UnknownName
 
 

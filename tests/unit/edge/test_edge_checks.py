@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tme.agents.checks import Refused, check_command, is_expired
 from tme.agents.devices import Device, DeviceSet
 from tme.agents.operations import values_match
 from tme.drivers.profile import load_profile
-
 from tme.protocol import Command, utcnow
 
 PUMP = Path(__file__).parents[3] / "configs" / "profiles" / "pump.yaml"

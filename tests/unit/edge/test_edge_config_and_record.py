@@ -6,10 +6,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+
 from tme.agents.agent_config import load_agent_config, parse_agent_config
 from tme.agents.command_record import CommandRecord
 from tme.agents.journal import Journal
-
 from tme.errors import ConfigError
 from tme.mqtt import parse_mqtt_url
 from tme.protocol import Command, Event, utcnow

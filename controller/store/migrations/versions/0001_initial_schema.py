@@ -9,8 +9,9 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 import sqlmodel
-import tme.controller.store.models
 from alembic import op
+
+import tme.controller.store.models
 
 revision: str = "0001"
 down_revision: str | None = None
