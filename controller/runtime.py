@@ -38,7 +38,12 @@ class ControllerRuntime:
         wake = threading.Event()
         self.on_run_ready = RunReady(settings, wake)
         self.dispatcher = Dispatcher(engine, self.bus, wake)
-        self.events = EventConsumer(engine, self.bus)
+        self.events = EventConsumer(
+            engine,
+            self.bus,
+            queue=settings.broker.events_queue,
+            binding=settings.broker.events_binding,
+        )
         self.scheduling = Scheduling(engine, self.on_run_ready, settings)
         self.events.listeners.append(self.scheduling.on_event)
 

@@ -78,6 +78,8 @@ class BrokerSettings(Section):
     prefetch: Count = 50
     delivery_limit: Count = 5
     confirm_timeout_s: Seconds = 10
+    events_queue: str = "tme.controller.events"
+    events_binding: str = "#"
 
     @field_validator("url")
     @classmethod

@@ -141,13 +141,21 @@ class LocalStack:
             {
                 **cfg.settings_overrides,
                 "database": {"url": cfg.database_url},
-                "broker": {"url": cfg.bus_url},
+                # Each stack takes only its own site's events, so stacks sharing a
+                # broker (tests, benchmarks) never consume one another's.
+                "broker": {
+                    "url": cfg.bus_url,
+                    "events_queue": f"tme.controller.events.{cfg.site}",
+                    "events_binding": f"{cfg.site}.#",
+                },
                 "http": {"host": cfg.http_host, "port": cfg.http_port},
             }
         )
         engine = make_engine(settings.database.url)
         upgrade(engine)
         self._exit.callback(engine.dispose)
+        if cfg.bus_url.startswith("amqp"):
+            self._exit.callback(_delete_queue, cfg.bus_url, settings.broker.events_queue)
         self.settings, self.engine = settings, engine
         self._make_admin(engine)
         self.app = create_app(settings, engine=engine, dashboard=cfg.dashboard)
@@ -229,6 +237,18 @@ class LocalStack:
     def _stop_agents(self) -> None:
         for name in list(self.agents):
             self.stop_agent(name)
+
+
+def _delete_queue(bus_url: str, queue: str) -> None:
+    """Remove the stack's own events queue from a shared broker."""
+    from tme.bus import open_bus
+
+    bus = open_bus(bus_url)
+    bus.start()
+    try:
+        bus.delete_queue(queue)
+    finally:
+        bus.stop()
 
 
 def _wait(predicate: Any, what: str, timeout: float = START_TIMEOUT_S) -> None:
