@@ -103,7 +103,12 @@ def test_a_failing_batch_is_requeued_whole(make_bus: BusFactory, site: str) -> N
     handler.fail_first = True
 
     bus.consume_batch(site_queue(site), handler, max_batch=100)
-    handler.wait_for(lambda: sum(len(b) for b in handler.batches[1:]) >= len(handler.batches[0]))
+    handler.wait_for(
+        lambda: (
+            bool(handler.batches)
+            and sum(len(b) for b in handler.batches[1:]) >= len(handler.batches[0])
+        )
+    )
 
     first = {d.message_id for d in handler.batches[0]}
     later = [d for b in handler.batches[1:] for d in b]
