@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlmodel import Session, col, select
 
 from tme.controller.store.models import Agent, Device, Site
 from tme.schemas import AgentPublic, DevicePublic, SitePublic
 
 
-def list_sites(session: Session) -> list[SitePublic]:
+def list_sites(session: Session, sites_in: Sequence[str] | None = None) -> list[SitePublic]:
+    """`sites_in` limits the answer to those sites (a caller's grant); None: all."""
     agents = session.exec(select(Agent)).all()
-    sites = session.exec(select(Site).order_by(col(Site.name))).all()
+    query = select(Site).order_by(col(Site.name))
+    if sites_in is not None:
+        query = query.where(col(Site.name).in_(sites_in))
+    sites = session.exec(query).all()
     return [
         SitePublic(
             name=site.name,
@@ -25,9 +31,14 @@ def list_sites(session: Session) -> list[SitePublic]:
 
 
 def list_agents(
-    session: Session, site: str | None = None, online: bool | None = None
+    session: Session,
+    site: str | None = None,
+    online: bool | None = None,
+    sites_in: Sequence[str] | None = None,
 ) -> list[AgentPublic]:
     query = select(Agent).order_by(col(Agent.site), col(Agent.name))
+    if sites_in is not None:
+        query = query.where(col(Agent.site).in_(sites_in))
     if site:
         query = query.where(Agent.site == site)
     if online is not None:
@@ -36,9 +47,14 @@ def list_agents(
 
 
 def list_devices(
-    session: Session, site: str | None = None, agent: str | None = None
+    session: Session,
+    site: str | None = None,
+    agent: str | None = None,
+    sites_in: Sequence[str] | None = None,
 ) -> list[DevicePublic]:
     query = select(Device).order_by(col(Device.site), col(Device.agent), col(Device.name))
+    if sites_in is not None:
+        query = query.where(col(Device.site).in_(sites_in))
     if site:
         query = query.where(Device.site == site)
     if agent:

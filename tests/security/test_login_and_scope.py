@@ -99,3 +99,26 @@ def test_site_grants_hide_and_refuse(anonymous, admin_token, make_token) -> None
     assert ok.status_code == 201
     viewer = {"Authorization": f"Bearer {make_token('viewer', SITE_A)}"}
     assert anonymous.post("/api/v1/tasks", json={"name": "x"}, headers=viewer).status_code == 403
+
+
+def test_fleet_lists_show_only_granted_sites(anonymous, app_engine) -> None:  # type: ignore[no-untyped-def]
+    from tme.controller.event_apply import apply_presence
+    from tme.protocol import Presence
+
+    with session_scope(app_engine) as session:
+        for site in (SITE_A, SITE_B):
+            apply_presence(
+                session,
+                Presence(
+                    site=site,
+                    agent="skid",
+                    state="online",
+                    devices=[{"name": "pump1", "points": []}],
+                ),
+            )
+    creds = make_user_with_token(app_engine, "olga", "operator", [SITE_A])
+    headers = {"Authorization": f"Bearer {creds.token}"}
+    for path in ("/api/v1/sites", "/api/v1/agents", "/api/v1/devices"):
+        rows = anonymous.get(path, headers=headers).json()
+        sites = {row.get("site", row.get("name")) for row in rows}
+        assert sites == {SITE_A}, (path, rows)

@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from tme.controller.api.deps import SessionDep
+from tme.controller.api.deps import PrincipalDep, SessionDep
 from tme.controller.services import fleet
+from tme.controller.services.access import site_scope
 from tme.schemas import AgentPublic, DevicePublic, SitePublic
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"])
@@ -16,21 +17,25 @@ SiteQuery = Annotated[str | None, Query(max_length=64)]
 
 
 @router.get("/sites", response_model=list[SitePublic])
-def list_sites(session: SessionDep) -> list[SitePublic]:
-    return fleet.list_sites(session)
+def list_sites(session: SessionDep, principal: PrincipalDep) -> list[SitePublic]:
+    return fleet.list_sites(session, sites_in=site_scope(principal))
 
 
 @router.get("/agents", response_model=list[AgentPublic])
 def list_agents(
-    session: SessionDep, site: SiteQuery = None, online: bool | None = None
+    session: SessionDep,
+    principal: PrincipalDep,
+    site: SiteQuery = None,
+    online: bool | None = None,
 ) -> list[AgentPublic]:
-    return fleet.list_agents(session, site=site, online=online)
+    return fleet.list_agents(session, site=site, online=online, sites_in=site_scope(principal))
 
 
 @router.get("/devices", response_model=list[DevicePublic])
 def list_devices(
     session: SessionDep,
+    principal: PrincipalDep,
     site: SiteQuery = None,
     agent: Annotated[str | None, Query(max_length=64)] = None,
 ) -> list[DevicePublic]:
-    return fleet.list_devices(session, site=site, agent=agent)
+    return fleet.list_devices(session, site=site, agent=agent, sites_in=site_scope(principal))
