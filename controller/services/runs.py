@@ -65,7 +65,20 @@ def transition(
     """
     if already_applied(session, event_id):
         return False
-    target = RunState(to_state)
+    return _apply(session, run, RunState(to_state), reason, source, at, event_id, result)
+
+
+def _apply(
+    session: Session,
+    run: Run,
+    target: RunState,
+    reason: str,
+    source: str,
+    at: datetime | None,
+    event_id: str | None,
+    result: dict[str, Any] | None,
+) -> bool:
+    """The transition itself, once the event is known to be new."""
     if not check_transition(run.state, target):
         return False
     at = at or utcnow()
@@ -135,16 +148,7 @@ def record_hop(
         return False
     target = RunState(state)
     try:
-        return transition(
-            session,
-            run,
-            target,
-            reason=reason,
-            source=source,
-            at=at,
-            event_id=event_id,
-            result=result,
-        )
+        return _apply(session, run, target, reason, source, at, event_id, result)
     except IllegalTransition:
         pass
     late = "late result" if target.is_final else "out of order"
