@@ -404,3 +404,25 @@ class TriggerFired(Output):
 
     trigger: str
     runs: list[RunPublic] = Field(default_factory=list)
+
+
+class PointValue(Output):
+    """A device point's latest known value, from the newest succeeded run that read it."""
+
+    name: str
+    kind: str = "point"  # point or command (a serial command's reply)
+    value: Any = None  # None: no succeeded run has read it yet
+    unit: str | None = None
+    at: datetime | None = None  # when that run finished
+    run_id: str | None = None
+    task_id: int | None = None
+    op: str | None = None
+
+
+class DeviceValues(Output):
+    """GET /api/v1/devices/{device}/values: each point of one device with its latest value."""
+
+    site: str
+    agent: str
+    name: str
+    points: list[PointValue] = Field(default_factory=list)

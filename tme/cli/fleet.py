@@ -1,4 +1,5 @@
-"""`tme agent list`, `tme device list`, `tme site list`: the fleet as presence reports it."""
+"""`tme agent list`, `tme device list`, `tme site list`: the fleet as presence reports it;
+`tme device values NAME`: each point's latest value."""
 
 from __future__ import annotations
 
@@ -58,6 +59,34 @@ def list_devices(
     print_table(
         "Device points",
         ["site", "agent", "device", "point", "type", "unit", "access", "limits"],
+        rows,
+    )
+
+
+@device_app.command("values")
+def device_values(
+    name: Annotated[str, typer.Argument(help="The device's name.")],
+    site: Annotated[str | None, typer.Option("--site", help="Its site (among namesakes).")] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="Its agent (among namesakes).")
+    ] = None,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show each point of a device with its latest value, when and from which run."""
+    with connect(url, token) as client:
+        device = client.fleet.values(name, site=site, agent=agent)
+    if as_json:
+        print_json(device.model_dump(mode="json"))
+        return
+    rows = [
+        (p.name, "-" if p.value is None else p.value, p.unit or "", p.at or "", p.run_id or "")
+        for p in device.points
+    ]
+    print_table(
+        f"{device.site}/{device.agent}/{device.name}",
+        ["point", "value", "unit", "at", "run"],
         rows,
     )
 

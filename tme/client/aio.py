@@ -18,6 +18,7 @@ from tme.client.base import Connection, WaitDeadline
 from tme.schemas import (
     AgentPublic,
     DevicePublic,
+    DeviceValues,
     Page,
     RunDetail,
     RunPublic,
@@ -193,3 +194,9 @@ class AsyncFleet:
         self, site: str | None = None, agent: str | None = None
     ) -> list[DevicePublic]:
         return await self._client.send(calls.list_devices(site, agent))
+
+    async def values(
+        self, device: str, site: str | None = None, agent: str | None = None
+    ) -> DeviceValues:
+        """Each point of `device` with its latest value, from succeeded runs."""
+        return await self._client.send(calls.device_values(device, site, agent))

@@ -19,6 +19,7 @@ from tme.errors import APIError, ValidationError, api_error_from_response
 from tme.schemas import (
     AgentPublic,
     DevicePublic,
+    DeviceValues,
     Page,
     RunDetail,
     RunPublic,
@@ -262,5 +263,17 @@ def list_devices(site: str | None = None, agent: str | None = None) -> Call[list
         "GET",
         f"{API}/devices",
         _list_of(DevicePublic),
+        params={k: v for k, v in params.items() if v is not None},
+    )
+
+
+def device_values(
+    name: str, site: str | None = None, agent: str | None = None
+) -> Call[DeviceValues]:
+    params = {"site": site, "agent": agent}
+    return Call(
+        "GET",
+        f"{API}/devices/{quote(name, safe='')}/values",
+        _parser(DeviceValues),
         params={k: v for k, v in params.items() if v is not None},
     )

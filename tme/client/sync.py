@@ -14,6 +14,7 @@ from tme.client.base import Connection, WaitDeadline
 from tme.schemas import (
     AgentPublic,
     DevicePublic,
+    DeviceValues,
     Page,
     RunDetail,
     RunPublic,
@@ -217,3 +218,9 @@ class Fleet:
 
     def devices(self, site: str | None = None, agent: str | None = None) -> list[DevicePublic]:
         return self._client.send(calls.list_devices(site, agent))
+
+    def values(
+        self, device: str, site: str | None = None, agent: str | None = None
+    ) -> DeviceValues:
+        """Each point of `device` with its latest value, from succeeded runs."""
+        return self._client.send(calls.device_values(device, site, agent))

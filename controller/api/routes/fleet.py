@@ -1,19 +1,23 @@
-"""/api/v1/sites, /api/v1/agents, /api/v1/devices: the fleet as presence reports it."""
+"""/api/v1/sites, /api/v1/agents, /api/v1/devices: the fleet as presence reports it;
+/api/v1/devices/{device}/values: each point's latest value from succeeded runs."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from tme.controller.api.deps import PrincipalDep, SessionDep
-from tme.controller.services import fleet
+from tme.controller.services import fleet, point_values
 from tme.controller.services.access import site_scope
-from tme.schemas import AgentPublic, DevicePublic, SitePublic
+from tme.schemas import AgentPublic, DevicePublic, DeviceValues, SitePublic
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"])
 
 SiteQuery = Annotated[str | None, Query(max_length=64)]
+AgentQuery = Annotated[str | None, Query(max_length=64)]
+DeviceName = Annotated[str, Path(min_length=1, max_length=64, description="The device's name")]
+FLEET_READ = {"x-permission": "fleet.read"}
 
 
 @router.get("/sites", response_model=list[SitePublic])
@@ -36,6 +40,25 @@ def list_devices(
     session: SessionDep,
     principal: PrincipalDep,
     site: SiteQuery = None,
-    agent: Annotated[str | None, Query(max_length=64)] = None,
+    agent: AgentQuery = None,
 ) -> list[DevicePublic]:
     return fleet.list_devices(session, site=site, agent=agent, sites_in=site_scope(principal))
+
+
+@router.get("/devices/{device}/values", response_model=DeviceValues, openapi_extra=FLEET_READ)
+def device_values(
+    device: DeviceName,
+    session: SessionDep,
+    principal: PrincipalDep,
+    site: SiteQuery = None,
+    agent: AgentQuery = None,
+) -> DeviceValues:
+    """Each point of the device with its latest value (value, unit, when, which run).
+
+    A device on another site than the caller's grant does not exist for them (404);
+    `site` and `agent` pick one device when several agents have one of that name.
+    """
+    found = point_values.find_device(
+        session, device, site=site, agent=agent, sites_in=site_scope(principal)
+    )
+    return point_values.latest_values(session, found)

@@ -1,0 +1,136 @@
+"""The latest value of each device point, from the results of succeeded runs.
+
+Nothing new is stored: a device's points were last seen in the result of the
+newest succeeded run that read them (`modbus.read`), wrote and read them back
+(`modbus.write` with verify) or asked the device (`serial.command`). Runs are read
+newest first, a page at a time, until every point has a value or `MAX_SCAN` runs
+were read, so a device that is polled often answers from its first page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from tme.controller.store.models import Device, Run, Task
+from tme.errors import Conflict, NotFound
+from tme.schemas import DevicePublic, DeviceValues, PointValue
+from tme.states import RunState
+
+VALUE_OPS = ("modbus.read", "modbus.write", "serial.command")
+PAGE = 200
+# Bounds the scan for points no recent run touched; past it they show no value.
+MAX_SCAN = 5000
+
+Reading = tuple[Any, str | None]  # value and unit, as the run's result gave them
+
+
+def find_device(
+    session: Session,
+    name: str,
+    *,
+    site: str | None = None,
+    agent: str | None = None,
+    sites_in: Sequence[str] | None = None,
+) -> Device:
+    """The one device called `name` the caller may see; `site`/`agent` pick among namesakes."""
+    query = select(Device).where(Device.name == name)
+    if sites_in is not None:
+        query = query.where(col(Device.site).in_(sites_in))
+    if site:
+        query = query.where(Device.site == site)
+    if agent:
+        query = query.where(Device.agent == agent)
+    found = list(session.exec(query.order_by(col(Device.site), col(Device.agent))).all())
+    if not found:
+        raise NotFound(f"device {name!r} does not exist", details={"device": name})
+    if len(found) > 1:
+        places = ", ".join(f"{d.site}/{d.agent}" for d in found)
+        raise Conflict(
+            f"device {name!r} is on several agents ({places}): give site and agent",
+            details={"device": name, "on": [f"{d.site}/{d.agent}" for d in found]},
+        )
+    return found[0]
+
+
+def readings_of(op: str, result: dict[str, Any] | None) -> dict[str, Reading]:
+    """Point name -> (value, unit) from one succeeded run's result."""
+    if not isinstance(result, dict):
+        return {}
+    if op == "modbus.read" and isinstance(result.get("values"), dict):
+        return {
+            str(name): (entry.get("value"), entry.get("unit"))
+            for name, entry in result["values"].items()
+            if isinstance(entry, dict) and "value" in entry
+        }
+    if op == "modbus.write" and "read_back" in result and result.get("point"):
+        return {str(result["point"]): (result["read_back"], result.get("unit"))}
+    if op == "serial.command" and result.get("command") and "response" in result:
+        return {str(result["command"]): (result["response"], result.get("unit"))}
+    return {}
+
+
+def _typed(value: Any, kind: str | None) -> Any:
+    """A serial reply is text; show it as the number its command parses to."""
+    if not isinstance(value, str) or kind not in ("float", "int"):
+        return value
+    try:
+        return int(value) if kind == "int" else float(value)
+    except ValueError:
+        return value
+
+
+def _succeeded_runs(session: Session, device: Device | DevicePublic) -> Iterator[tuple[Run, str]]:
+    query = (
+        select(Run, Task.op)
+        .join(Task, col(Task.id) == col(Run.task_id))
+        .where(
+            Task.site == device.site,
+            Task.agent == device.agent,
+            Task.device == device.name,
+            col(Task.op).in_(VALUE_OPS),
+            Run.state == RunState.succeeded,
+        )
+        .order_by(col(Run.finished_at).desc(), col(Run.id).desc())
+    )
+    for offset in range(0, MAX_SCAN, PAGE):
+        rows = session.exec(query.offset(offset).limit(PAGE)).all()
+        yield from rows
+        if len(rows) < PAGE:
+            return
+
+
+def latest_values(session: Session, device: Device | DevicePublic) -> DeviceValues:
+    """Each point of `device` (profile order) with its latest value, or none yet."""
+    described = [p if isinstance(p, dict) else p.model_dump() for p in device.points]
+    points = [p for p in described if p.get("name")]
+    wanted = {str(p["name"]) for p in points}
+    latest: dict[str, PointValue] = {}
+    for run, op in _succeeded_runs(session, device):
+        for name, (value, unit) in readings_of(op, run.result).items():
+            if name in latest or name not in wanted:
+                continue
+            latest[name] = PointValue(
+                name=name,
+                value=value,
+                unit=unit,
+                at=run.finished_at,
+                run_id=run.id,
+                task_id=run.task_id,
+                op=op,
+            )
+        if len(latest) == len(wanted):
+            break
+    rows = []
+    for point in points:
+        name, kind = str(point["name"]), str(point.get("kind") or "point")
+        found = latest.get(name)
+        if found is None:
+            rows.append(PointValue(name=name, kind=kind, unit=point.get("unit")))
+            continue
+        value = _typed(found.value, point.get("type")) if kind == "command" else found.value
+        unit = found.unit or point.get("unit")
+        rows.append(found.model_copy(update={"kind": kind, "value": value, "unit": unit}))
+    return DeviceValues(site=device.site, agent=device.agent, name=device.name, points=rows)
