@@ -1,11 +1,12 @@
-"""What changed since a point: run transitions and agent presence.
+"""What changed since a point: run transitions, run log lines and agent presence.
 
-The database is the record of run changes: they are read from `run_events` by id,
-so a reader resumes exactly where it stopped whoever wrote them (the API, the
-dispatcher, the event consumer, another process). Presence has no change table,
-so the feed keeps the latest agent changes in a bounded ring numbered in arrival
-order. Bus threads only ring a doorbell; waiting readers (the SSE stream, the
-dashboard, notifications) wake at once instead of at their next poll.
+The database is the record of run changes: they are read from `run_events` (and
+log lines from `run_logs`) by id, so a reader resumes exactly where it stopped
+whoever wrote them (the API, the dispatcher, the event consumer, another process).
+Presence has no change table, so the feed keeps the latest agent changes in a
+bounded ring numbered in arrival order. Bus threads only ring a doorbell; waiting
+readers (the SSE stream, the dashboard, notifications) wake at once instead of at
+their next poll.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from tme.controller.store.models import Run, RunEvent, Task
+from tme.controller.store.models import Run, RunEvent, RunLog, Task
 from tme.protocol import Event, Presence
 
 # Presence changes kept for readers that resume; a reader further behind than this
@@ -49,6 +50,16 @@ class RunChange:
         data = asdict(self)
         data["at"] = self.at.isoformat()
         return data
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line an agent logged for a run (between its state changes)."""
+
+    log_id: int
+    run_id: str
+    line: str
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,18 @@ class ChangeFeed:
     def last_run_event_id(self) -> int:
         with Session(self.engine) as session:
             return int(session.exec(select(func.max(RunEvent.id))).one() or 0)
+
+    def last_log_id(self) -> int:
+        with Session(self.engine) as session:
+            return int(session.exec(select(func.max(RunLog.id))).one() or 0)
+
+    def logs_after(self, after_id: int, limit: int = BATCH) -> tuple[list[LogLine], int]:
+        """Log lines with an id above `after_id`, oldest first, and the last id read."""
+        query = select(RunLog).where(col(RunLog.id) > after_id).order_by(col(RunLog.id))
+        with Session(self.engine) as session:
+            rows = session.exec(query.limit(limit)).all()
+        lines = [LogLine(row.id or 0, row.run_id, row.line, row.at) for row in rows]
+        return lines, (lines[-1].log_id if lines else after_id)
 
     def runs_after(
         self,

@@ -1,20 +1,27 @@
-"""What the dashboard's buttons do, through the same services as the API.
+"""What the dashboard's buttons do: the controller's own services, as the API calls them.
 
-Each action checks the viewer's session and permission again, runs in one
-transaction, and is written to the audit log like an API change.
+Run now, cancel and retry are the same service calls as `POST /api/v1/tasks/{id}/run`,
+`POST /api/v1/runs/{id}/cancel` and `POST /api/v1/runs/{id}/retry` (overlap policy,
+workflow links, outbox withdrawal and stop requests included), so the dashboard
+and the API cannot drift apart. Each action runs in one transaction after the page
+checked the viewer's session and permission again, and is written to the audit log
+like an API change. An action returns a note to show instead of "done", or None.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sqlmodel import col, select
+
 from tme.controller.services import audit
-from tme.controller.services import runs as run_service
+from tme.controller.services import cancel as cancel_service
 from tme.controller.services import tasks as task_service
 from tme.controller.services.access import check_task_create
+from tme.controller.services.launch import launch_run
 from tme.controller.services.roles import Principal
 from tme.controller.store.db import session_scope
-from tme.controller.store.models import Run, Task
+from tme.controller.store.models import Task
 from tme.errors import Conflict
 from tme.schemas import TaskCreate
 from tme.states import RunState
@@ -43,45 +50,57 @@ def create_task(principal: Principal, body: TaskCreate) -> int:
     return task_id
 
 
-def run_now(principal: Principal, task_id: int) -> str:
+def run_now(principal: Principal, task_id: int) -> str | None:
+    """Start a run now as the task's overlap policy allows (a refused start is recorded)."""
     board = dashboard()
     with session_scope(board.engine) as session:
         task = task_service.get_task(session, task_id)
-        latest = session.get(Run, task.latest_run_id) if task.latest_run_id else None
-        if latest is not None and not RunState(latest.state).is_final:
-            raise Conflict(f"task {task_id} is already {latest.state}")
-        attempt = 1
-        run = run_service.start_run(
+        run = launch_run(
             session,
             task,
+            cause="manual",
             reason=f"run now by {principal.username}",
+            hook=board.on_run_ready,
             source="dashboard",
-            attempt=attempt,
         )
-        if board.on_run_ready is not None and task.op != "external":
-            board.on_run_ready(session, run, task)
         session.commit()
-        run_id = run.id
+        run_id, state, reason = run.id, run.state, run.reason
     _audit(principal, "run.control:run_now", f"task {task_id}", run=run_id)
-    return run_id
+    if state == RunState.skipped:
+        raise Conflict(reason, details={"task_id": task_id, "run_id": run_id})
+    return None
 
 
-def cancel(principal: Principal, task_id: int) -> None:
+def cancel_run(principal: Principal, run_id: str) -> str | None:
+    """Cancel at once before dispatch; a run on its way is asked to stop."""
+    with session_scope(dashboard().engine) as session:
+        run = cancel_service.cancel_run(session, run_id)
+        session.commit()
+        state = run.state
+    _audit(principal, "run.control:cancel", f"run {run_id}")
+    if state != RunState.canceled:
+        return f"asked the agent to stop run {run_id[:8]}"
+    return None
+
+
+def cancel(principal: Principal, task_id: int) -> str | None:
+    """Cancel the task's latest run."""
+    with session_scope(dashboard().engine) as session:
+        run_id = task_service.get_task(session, task_id).latest_run_id
+    if run_id is None:
+        raise Conflict(f"task {task_id} has no run to cancel", details={"task_id": task_id})
+    return cancel_run(principal, run_id)
+
+
+def retry(principal: Principal, run_id: str) -> str:
+    """Run a settled step again in its workflow run; returns the new run's id."""
     board = dashboard()
     with session_scope(board.engine) as session:
-        task = task_service.get_task(session, task_id)
-        run = session.get(Run, task.latest_run_id) if task.latest_run_id else None
-        if run is None or RunState(run.state).is_final:
-            raise Conflict(f"task {task_id} has no run to cancel")
-        run_service.transition(
-            session,
-            run,
-            RunState.canceled,
-            reason=f"canceled by {principal.username}",
-            source="dashboard",
-        )
+        run = cancel_service.retry_run(session, run_id, board.on_run_ready)
         session.commit()
-    _audit(principal, "run.control:cancel", f"task {task_id}")
+        new_id = run.id
+    _audit(principal, "run.control:retry", f"run {run_id}", run=new_id)
+    return new_id
 
 
 def delete(principal: Principal, task_id: int) -> None:
@@ -93,8 +112,6 @@ def delete(principal: Principal, task_id: int) -> None:
 
 
 def task_statuses(task_ids: list[int]) -> dict[int, str]:
-    from sqlmodel import col, select
-
     with session_scope(dashboard().engine) as session:
         rows = session.exec(select(Task.id, Task.status).where(col(Task.id).in_(task_ids)))
         return {int(i or 0): s for i, s in rows}

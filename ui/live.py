@@ -1,27 +1,42 @@
 """Changes to every open page, within a second, without reloading.
 
-One global timer on the UI loop reads the change feed (run transitions from the
-database by id, agent presence from the ring the bus thread fills) and emits
-them as NiceGUI events; pages subscribe and update only the rows that changed.
-Nothing here runs on a library thread, so no element is touched from one.
+One global timer on the UI loop reads the change feed (run transitions and run log
+lines from the database by id, agent presence from the ring the bus thread fills)
+and emits them as NiceGUI events; pages subscribe and update only the rows that
+changed. Nothing here runs on a library thread, so no element is touched from one.
 """
 
 from __future__ import annotations
 
 from nicegui import Event, app, run
 
-from tme.controller.change_feed import AgentChange, RunChange
+from tme.controller.change_feed import AgentChange, ChangeFeed, LogLine, RunChange
 from tme.ui.context import dashboard
 
 TICK_S = 0.25  # well inside the one second a change may take to reach a page
 
 run_changes: Event[list[RunChange]] = Event()
 agent_changes: Event[list[AgentChange]] = Event()
+log_lines: Event[list[LogLine]] = Event()
+
+
+def _read(
+    feed: ChangeFeed, run_cursor: int, log_cursor: int
+) -> tuple[list[RunChange], int, list[LogLine], int]:
+    """Both database reads of one tick, in one trip to a worker thread."""
+    runs, run_cursor = feed.runs_after(run_cursor)
+    lines, log_cursor = feed.logs_after(log_cursor)
+    return runs, run_cursor, lines, log_cursor
+
+
+def _start(feed: ChangeFeed) -> tuple[int, int]:
+    return feed.last_run_event_id(), feed.last_log_id()
 
 
 class LiveHub:
     def __init__(self) -> None:
         self.run_cursor: int | None = None
+        self.log_cursor = 0
         self.agent_cursor = 0
 
     async def tick(self) -> None:
@@ -29,25 +44,30 @@ class LiveHub:
         if feed is None:  # the controller is still starting
             return
         if self.run_cursor is None:
-            self.run_cursor = await run.io_bound(feed.last_run_event_id)
+            started = await run.io_bound(_start, feed)
+            if started is None:  # the UI loop is shutting down
+                return
+            self.run_cursor, self.log_cursor = started
             self.agent_cursor = feed.agent_seq
             return
-        found = await run.io_bound(feed.runs_after, self.run_cursor)
+        found = await run.io_bound(_read, feed, self.run_cursor, self.log_cursor)
         if found is None:  # the UI loop is shutting down
             return
-        runs, self.run_cursor = found
+        runs, self.run_cursor, lines, self.log_cursor = found
         agents = feed.agents_after(self.agent_cursor)
         if agents:
             self.agent_cursor = agents[-1].seq
             agent_changes.emit(agents)
+        if lines:
+            log_lines.emit(lines)
         if runs:
             run_changes.emit(runs)
 
 
 def start_live_updates() -> LiveHub:
     """Fresh events (no subscriber of an earlier set of pages) and the global timer."""
-    global run_changes, agent_changes
-    run_changes, agent_changes = Event(), Event()
+    global run_changes, agent_changes, log_lines
+    run_changes, agent_changes, log_lines = Event(), Event(), Event()
     hub = LiveHub()
     app.timer(TICK_S, hub.tick)
     return hub

@@ -10,8 +10,9 @@ from nicegui import ui
 
 from tme.ui.session import Viewer, current_principal
 
-# The dashboard is mounted under this path; links carry it, NiceGUI's own
-# navigation adds it by itself. Tests run the pages unmounted ("").
+# The dashboard is mounted under this path. ui.link and ui.navigate add it by
+# themselves (the page's window.path_prefix); URLs the page's own JavaScript opens
+# must carry it. Tests run the pages unmounted ("").
 PREFIX = {"path": "/ui"}
 
 NAV = (
@@ -45,6 +46,12 @@ STATE_COLORS = {
 
 
 def href(path: str) -> str:
+    """A ui.link target: the dashboard path as is (ui.link puts the mount path before it)."""
+    return path
+
+
+def url(path: str) -> str:
+    """A URL for the browser's own JavaScript (window.location): with the mount path."""
     return PREFIX["path"] + path
 
 
@@ -83,7 +90,7 @@ def frame(title: str, viewer: Viewer) -> Iterator[None]:
                 ui.link(label, href(path)).classes("text-white no-underline")
         ui.space()
         ui.label(f"{principal.username} · {principal.role}").classes("text-sm")
-        ui.button("Log out", on_click=lambda: ui.run_javascript(LOGOUT_JS % href("/login"))).props(
+        ui.button("Log out", on_click=lambda: ui.run_javascript(LOGOUT_JS % url("/login"))).props(
             "flat color=white dense"
         )
     with ui.column().classes("w-full p-4 gap-4"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def register_pages() -> None:
-    from tme.ui.pages import audit, fleet, login, overview, reports, run, task, tasks
+    from tme.ui.pages import audit, fleet, login, overview, reports, run, task, tasks, workflow
 
-    for module in (login, overview, tasks, task, run, fleet, reports, audit):
+    for module in (login, overview, tasks, task, run, workflow, fleet, reports, audit):
         module.register()

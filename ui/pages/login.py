@@ -6,7 +6,7 @@ import json
 
 from nicegui import ui
 
-from tme.ui.theme import href
+from tme.ui.theme import url
 
 LOGIN_JS = """
 const r = await fetch('/api/v1/auth/login', {
@@ -23,8 +23,8 @@ def register() -> None:
     def login_page(next: str = "/") -> None:
         ui.page_title("Sign in · TME")
         target = next if next.startswith("/") and not next.startswith("//") else "/"
-        if not target.startswith(href("/")):
-            target = href(target)
+        if not target.startswith(url("/")):
+            target = url(target)
 
         async def submit() -> None:
             body = json.dumps({"username": username.value, "password": password.value})

@@ -1,4 +1,5 @@
-"""One run: the timeline of its state transitions, the live log, result values with units."""
+"""One run: the timeline of its state transitions, the live log, result values with units,
+its workflow run, and cancel or retry."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from nicegui import ui
 from sqlmodel import col, select
 
 from tme.controller.services.queries import get_run_detail
+from tme.controller.services.workflow_graph import workflow_of
 from tme.controller.store.models import Device, RunLog, Task
 from tme.errors import NotFound
-from tme.ui import live
+from tme.ui import actions, live
 from tme.ui.context import dashboard
+from tme.ui.control import guarded
+from tme.ui.session import Viewer
 from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
 
 
@@ -54,11 +58,15 @@ def register() -> None:
                     ui.label(f"There is no run {run_id}.")
                 return
             units = units_of(session, task)
+            workflow_id = workflow_of(session, run_id)
         with frame(f"Run {run_id[:8]} of {task.name}", viewer):
             with ui.row().classes("items-center gap-2"):
                 state = state_chip(detail.state)
                 ui.link(f"task {task.id}", href(f"/tasks/{task.id}"))
+                ui.link("workflow run", href(f"/workflows/{workflow_id}"))
                 reason = ui.label(detail.reason).classes("text-gray-700")
+            if viewer.can("run.control", task.site):
+                _control_buttons(viewer, task.site, run_id)
             ui.label("Timeline").classes("text-lg")
             timeline = ui.timeline(side="right").classes("w-full")
             shown = {(e.to_state, e.at.isoformat()) for e in detail.events}
@@ -89,6 +97,12 @@ def register() -> None:
                     log.push(f"{line.at:%H:%M:%S} {line.line}")
                     last_log["id"] = line.id or 0
 
+        def on_log(lines: list[live.LogLine]) -> None:
+            for line in lines:  # lines arrive between state changes, as the agent logs them
+                if line.run_id == run_id and line.log_id > last_log["id"]:
+                    log.push(f"{line.at:%H:%M:%S} {line.line}")
+                    last_log["id"] = line.log_id
+
         def on_runs(changes: list[live.RunChange]) -> None:
             mine = [
                 c
@@ -117,3 +131,21 @@ def register() -> None:
                 show_result(fresh.result)
 
         live.run_changes.subscribe(on_runs)
+        live.log_lines.subscribe(on_log)
+
+
+def _control_buttons(viewer: Viewer, site: str | None, run_id: str) -> None:
+    """Cancel and retry, through the same services as the API; the service refuses what
+    the run's state does not allow (cancel a finished run, retry an unfinished one)."""
+
+    def open_retry(new_id: object) -> None:
+        ui.navigate.to(f"/runs/{new_id}")
+
+    with ui.row().classes("gap-2"):
+        ui.button(
+            "Cancel run", on_click=guarded(viewer, "run.control", site, actions.cancel_run, run_id)
+        )
+        ui.button(
+            "Retry",
+            on_click=guarded(viewer, "run.control", site, actions.retry, run_id, then=open_retry),
+        )

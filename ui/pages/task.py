@@ -12,6 +12,7 @@ from sqlmodel import select
 
 from tme.controller.services.queries import list_runs
 from tme.controller.services.tasks import get_task, to_public
+from tme.controller.services.workflow_graph import workflow_of, workflows_of
 from tme.controller.store.models import Run, TaskDependency
 from tme.errors import NotFound
 from tme.ui import live
@@ -75,6 +76,7 @@ def register() -> None:
             dependents = session.exec(
                 select(TaskDependency).where(TaskDependency.predecessor_id == task_id)
             ).all()
+            workflows = workflows_of(session, [r.id for r in runs])
         with frame(f"Task {task_id}: {public.name}", viewer):
             with ui.row().classes("items-center gap-2"):
                 ui.label("Status")
@@ -115,9 +117,13 @@ def register() -> None:
             chips: dict[str, ui.badge] = {}
 
             def add_run_row(run_id: str, state: str, when: str, reason: str) -> None:
+                if run_id not in workflows:
+                    with dashboard().session() as session:
+                        workflows[run_id] = workflow_of(session, run_id)
                 with history, ui.row().classes("items-center gap-3") as row:
                     chips[run_id] = state_chip(state)
                     ui.link(run_id[:8], href(f"/runs/{run_id}"))
+                    ui.link("workflow", href(f"/workflows/{workflows[run_id]}")).classes("text-sm")
                     ui.label(when).classes("text-sm text-gray-600")
                     ui.label(reason).classes("text-sm")
                 row.move(target_index=0)

@@ -3,7 +3,6 @@ state chips, the create form and the run now / cancel / delete actions."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from urllib.parse import urlencode
 
 from fastapi import Request
@@ -14,6 +13,7 @@ from tme.controller.store.models import Task
 from tme.errors import TMEError
 from tme.ui import actions, live
 from tme.ui.context import dashboard
+from tme.ui.control import guarded
 from tme.ui.session import Viewer
 from tme.ui.task_form import OP_CHOICES, validate
 from tme.ui.theme import STATE_COLORS, frame, href, set_chip, sign_in_first, state_chip
@@ -99,8 +99,10 @@ def _task_rows(rows: list[Task], viewer: Viewer) -> dict[int, ui.badge]:
 def _action_buttons(task: Task, viewer: Viewer) -> None:
     tid = task.id or 0
     if viewer.can("run.control", task.site):
-        ui.button("Run now", on_click=_act(viewer, "run.control", task.site, actions.run_now, tid))
-        ui.button("Cancel", on_click=_act(viewer, "run.control", task.site, actions.cancel, tid))
+        ui.button(
+            "Run now", on_click=guarded(viewer, "run.control", task.site, actions.run_now, tid)
+        )
+        ui.button("Cancel", on_click=guarded(viewer, "run.control", task.site, actions.cancel, tid))
     if viewer.can("task.write", task.site):
 
         def confirm() -> None:
@@ -108,7 +110,7 @@ def _action_buttons(task: Task, viewer: Viewer) -> None:
                 ui.label(f"Delete task {tid} ({task.name})? Its runs go with it.")
                 with ui.row():
                     ui.button("Cancel", on_click=dialog.close).props("flat")
-                    delete = _act(viewer, "task.write", task.site, actions.delete, tid)
+                    delete = guarded(viewer, "task.write", task.site, actions.delete, tid)
 
                     def confirmed() -> None:
                         dialog.close()
@@ -119,24 +121,6 @@ def _action_buttons(task: Task, viewer: Viewer) -> None:
             dialog.open()
 
         ui.button("Delete", on_click=confirm).props("flat color=negative")
-
-
-def _act(
-    viewer: Viewer, permission: str, site: str | None, action: Callable[..., object], tid: int
-) -> Callable[[], None]:
-    def run() -> None:
-        principal = viewer.still(permission, site)
-        if principal is None:
-            ui.notify("your session ended or no longer allows this", type="negative")
-            return
-        try:
-            action(principal, tid)
-        except TMEError as exc:
-            ui.notify(exc.message, type="warning")
-            return
-        ui.notify("done", type="positive")
-
-    return run
 
 
 def _create_dialog(viewer: Viewer) -> None:
