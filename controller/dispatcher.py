@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from tme.bus.base import Bus
-from tme.controller.services.runs import record_hop
+from tme.controller.services.runs import load_runs, record_hop
 from tme.controller.store.db import session_scope
-from tme.controller.store.models import Outbox, Run, utcnow
+from tme.controller.store.models import Outbox, utcnow
 from tme.errors import BusError
 from tme.protocol import DISPATCH_EXCHANGE, site_routing_key
 from tme.states import RunState
@@ -88,18 +89,26 @@ class Dispatcher:
         return sum(1 for r in results if r is None)
 
     def _record(self, rows: list[Outbox], results: list[BusError | None]) -> None:
+        """One transaction for the batch: stamp the outbox rows, move the confirmed runs."""
         now = utcnow()
-        failures = 0
+        confirmed = [row for row, error in zip(rows, results, strict=True) if error is None]
+        failed = [(row, error) for row, error in zip(rows, results, strict=True) if error]
         with session_scope(self.engine) as session:
-            for row, error in zip(rows, results, strict=True):
-                row = session.merge(row)
-                row.attempts += 1
-                if error is not None:
-                    failures += 1
-                    row.last_error = str(error)[:2000]
-                    continue
-                row.published_at = now
-                run = session.get(Run, row.run_id)
+            runs = load_runs(session, (row.run_id for row in confirmed))
+            if confirmed:
+                session.execute(
+                    update(Outbox)
+                    .where(col(Outbox.id).in_([row.id for row in confirmed]))
+                    .values(published_at=now, attempts=col(Outbox.attempts) + 1)
+                )
+            for row, error in failed:
+                session.execute(
+                    update(Outbox)
+                    .where(col(Outbox.id) == row.id)
+                    .values(last_error=str(error)[:2000], attempts=col(Outbox.attempts) + 1)
+                )
+            for row in confirmed:
+                run = runs.get(row.run_id)
                 if run is not None:
                     record_hop(
                         session,
@@ -109,6 +118,6 @@ class Dispatcher:
                         source="controller",
                         at=now,
                     )
-        if failures and not self._failing:
-            log.warning("%d of %d commands not confirmed; will retry", failures, len(rows))
-        self._failing = failures > 0
+        if failed and not self._failing:
+            log.warning("%d of %d commands not confirmed; will retry", len(failed), len(rows))
+        self._failing = bool(failed)

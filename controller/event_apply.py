@@ -11,7 +11,7 @@ import logging
 
 from sqlmodel import Session, select
 
-from tme.controller.services.runs import append_log, record_hop
+from tme.controller.services.runs import append_log, applied_event_ids, load_runs, record_hop
 from tme.controller.store.models import Agent, Device, Run, Site, utcnow
 from tme.protocol import Event, Presence
 from tme.states import RunState
@@ -31,9 +31,30 @@ EVENT_STATES: dict[str, RunState] = {
 }
 
 
-def apply_event(session: Session, event: Event) -> bool:
-    """Apply one run event; False when it changed nothing (duplicate, unknown run, log only)."""
-    run = session.get(Run, event.command_id)
+def apply_messages(session: Session, messages: list[Event | Presence]) -> None:
+    """Apply a batch in arrival order, loading its runs and seen event ids up front."""
+    events = [m for m in messages if isinstance(m, Event)]
+    runs = load_runs(session, (e.command_id for e in events))
+    seen = applied_event_ids(session, (e.id for e in events))
+    for message in messages:
+        if isinstance(message, Event):
+            apply_event(session, message, runs=runs, seen=seen)
+        else:
+            apply_presence(session, message)
+
+
+def apply_event(
+    session: Session,
+    event: Event,
+    *,
+    runs: dict[str, Run] | None = None,
+    seen: set[str] | None = None,
+) -> bool:
+    """Apply one run event; False when it changed nothing (duplicate, unknown run, log only).
+
+    `runs` and `seen` come from `apply_messages` for a batch; alone, it looks them up.
+    """
+    run = runs.get(event.command_id) if runs is not None else session.get(Run, event.command_id)
     if run is None:
         log.warning("event %s for unknown run %s dropped", event.type, event.command_id)
         return False
@@ -52,6 +73,7 @@ def apply_event(session: Session, event: Event) -> bool:
         at=event.at,
         event_id=event.id,
         result=event.result,
+        seen=seen,
     )
 
 

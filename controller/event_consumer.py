@@ -16,7 +16,7 @@ from collections.abc import Callable
 from sqlalchemy.engine import Engine
 
 from tme.bus.base import Bus, Consumer, Delivery, Reject
-from tme.controller.event_apply import apply_event, apply_presence
+from tme.controller.event_apply import apply_messages
 from tme.controller.store.db import session_scope
 from tme.protocol import EVENTS_EXCHANGE, Event, Presence, ProtocolError, decode_any
 
@@ -83,11 +83,7 @@ class EventConsumer:
 
     def _apply(self, messages: list[Event | Presence]) -> None:
         with session_scope(self.engine) as session:
-            for message in messages:
-                if isinstance(message, Event):
-                    apply_event(session, message)
-                else:
-                    apply_presence(session, message)
+            apply_messages(session, messages)
         for message in messages:
             for listener in self.listeners:
                 try:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
 
 from tme.controller.retries import plan_retry
 from tme.controller.services.launch import link_run, release_held
-from tme.controller.services.runs import start_run, transition
+from tme.controller.services.runs import load_runs, start_run, transition
 from tme.controller.services.tasks import RunReadyHook
 from tme.controller.store.models import Run, RunEvent, Task, TaskDependency
 from tme.controller.store.workflow_models import RunLink, WorkflowCursor
@@ -34,25 +35,40 @@ FINAL_VALUES = [s.value for s in FINAL_STATES]
 
 
 def settle_pending(session: Session, hook: RunReadyHook | None) -> int:
-    """Settle runs whose final transition is past the cursor; return how many settled."""
+    """Settle runs whose final transition is past the cursor; return how many settled.
+
+    Only runs not settled yet are read (a run without a link counts as unsettled),
+    so re-reading LOOKBACK events behind the cursor costs one query, not a lookup each.
+    """
     cursor = session.get(WorkflowCursor, CURSOR) or WorkflowCursor(name=CURSOR)
+    last = session.exec(
+        select(func.max(RunEvent.id)).where(
+            col(RunEvent.id) > cursor.last_event_id,
+            col(RunEvent.to_state).in_(FINAL_VALUES),
+        )
+    ).one()
     rows = session.exec(
         select(RunEvent.id, RunEvent.run_id, RunEvent.from_state)
+        .outerjoin(RunLink, col(RunLink.run_id) == col(RunEvent.run_id))
         .where(
             col(RunEvent.id) > cursor.last_event_id - LOOKBACK,
             col(RunEvent.to_state).in_(FINAL_VALUES),
+            or_(col(RunLink.run_id).is_(None), col(RunLink.settled).is_(False)),
         )
         .order_by(col(RunEvent.id))
         .limit(BATCH + LOOKBACK)
     ).all()
+    runs = load_runs(session, (run_id for _id, run_id, _from in rows), lock=False)
     settled = 0
     for event_id, run_id, from_state in rows:
         cursor.last_event_id = max(cursor.last_event_id, event_id or 0)
         if from_state is not None and RunState(from_state).is_final:
             continue  # a late result beside a final state
-        run = session.get(Run, run_id)
+        run = runs.get(run_id)
         if run is not None and settle_run(session, run, hook):
             settled += 1
+    if len(rows) < BATCH + LOOKBACK and last is not None:
+        cursor.last_event_id = max(cursor.last_event_id, last)  # all between were settled
     session.add(cursor)
     return settled
 

@@ -8,10 +8,11 @@ event at most once (by event id).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tme.controller.store.models import Run, RunEvent, RunLog, Task, utcnow
 from tme.errors import IllegalTransition
@@ -46,6 +47,44 @@ def already_applied(session: Session, event_id: str | None) -> bool:
         return False
     found = session.exec(select(RunEvent.id).where(RunEvent.event_id == event_id)).first()
     return found is not None
+
+
+def applied_event_ids(session: Session, event_ids: Iterable[str | None]) -> set[str]:
+    """The ids among `event_ids` already recorded: one query for a whole batch."""
+    wanted = sorted({e for e in event_ids if e is not None})
+    found: set[str] = set()
+    for chunk in _chunks(wanted):
+        query = select(RunEvent.event_id).where(col(RunEvent.event_id).in_(chunk))
+        found.update(e for e in session.exec(query) if e is not None)
+    return found
+
+
+def load_runs(session: Session, run_ids: Iterable[str], *, lock: bool = True) -> dict[str, Run]:
+    """Runs by id with their tasks, in a few queries, for a batch of hops.
+
+    The rows are locked in id order (on PostgreSQL; SQLite has one writer anyway),
+    so the dispatcher and the event consumer, which both move runs, always take
+    their locks in the same order and never deadlock. The tasks land in the
+    session's identity map, so mirroring a run on its task costs no query.
+    """
+    runs: dict[str, Run] = {}
+    for chunk in _chunks(sorted(set(run_ids))):
+        query = select(Run).where(col(Run.id).in_(chunk)).order_by(col(Run.id))
+        runs.update((run.id, run) for run in session.exec(_locked(query, lock)))
+    task_ids = sorted({run.task_id for run in runs.values()})
+    for chunk in _chunks(task_ids):
+        query = select(Task).where(col(Task.id).in_(chunk)).order_by(col(Task.id))
+        list(session.exec(_locked(query, lock)))
+    return runs
+
+
+def _locked(query: Any, lock: bool) -> Any:
+    return query.with_for_update() if lock else query
+
+
+def _chunks(values: list[Any], size: int = 500) -> Iterator[list[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 def transition(
@@ -136,6 +175,7 @@ def record_hop(
     at: datetime | None = None,
     event_id: str | None = None,
     result: dict[str, Any] | None = None,
+    seen: set[str] | None = None,
 ) -> bool:
     """Apply a hop reported by the path (dispatcher, gateway, agent), tolerating reordering.
 
@@ -143,9 +183,17 @@ def record_hop(
     run moved past it (a late "delivered") is still recorded with its time, and a
     final outcome that arrives after another final state (a result after a timeout)
     is kept beside it as a late result; neither changes the run's state.
+
+    `seen`, for a batch, holds the event ids already recorded (from
+    `applied_event_ids`) and gains this one, instead of a query per hop.
     """
-    if already_applied(session, event_id):
-        return False
+    if seen is None:
+        if already_applied(session, event_id):
+            return False
+    elif event_id is not None:
+        if event_id in seen:
+            return False
+        seen.add(event_id)
     target = RunState(state)
     try:
         return _apply(session, run, target, reason, source, at, event_id, result)

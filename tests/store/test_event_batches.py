@@ -1,0 +1,68 @@
+"""A batch of agent events is applied with its runs and seen event ids loaded up front:
+duplicates inside one batch and across batches count once, several hops of one run
+in one batch all land in order, an unknown run is skipped, and presence mixes in."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from tme.controller.event_apply import apply_messages
+from tme.controller.services import tasks as service
+from tme.controller.store.db import session_scope
+from tme.controller.store.models import Agent, Run, RunEvent, Task
+from tme.protocol import Event, Presence
+from tme.schemas import TaskCreate
+
+
+def _runs(engine: Engine, count: int) -> list[str]:
+    ids = []
+    with session_scope(engine) as session:
+        for i in range(count):
+            task, _ = service.create_task(session, TaskCreate(name=f"pump {i}"))
+            assert task.latest_run_id is not None
+            ids.append(task.latest_run_id)
+    return ids
+
+
+def _event(run_id: str, kind: str, **fields: object) -> Event:
+    return Event(command_id=run_id, type=kind, site="s1", agent="a1", **fields)  # type: ignore[arg-type]
+
+
+def _hops(engine: Engine, run_id: str) -> list[str]:
+    with session_scope(engine) as session:
+        query = select(RunEvent.to_state).where(RunEvent.run_id == run_id)
+        return list(session.exec(query.order_by(col(RunEvent.id))))
+
+
+def test_one_batch_applies_every_hop_of_several_runs_once(engine: Engine) -> None:
+    first, second = _runs(engine, 2)
+    accepted = _event(first, "accepted")
+    batch: list[Event | Presence] = [
+        accepted,
+        _event(second, "accepted"),
+        accepted,  # the same event twice in one batch
+        _event(first, "started"),
+        Presence(site="s1", agent="a1", state="online"),
+        _event(first, "succeeded", result={"value": 1200}),
+        _event("no-such-run", "started"),
+    ]
+    with session_scope(engine) as session:
+        apply_messages(session, batch)
+    assert _hops(engine, first) == ["pending", "accepted", "running", "succeeded"]
+    assert _hops(engine, second) == ["pending", "accepted"]
+    with session_scope(engine) as session:
+        run = session.get(Run, first)
+        assert run is not None and run.result == {"value": 1200}
+        task = session.get(Task, run.task_id)
+        assert task is not None and task.status == "succeeded"  # mirrored on its task
+        assert session.exec(select(Agent).where(Agent.name == "a1")).one().online
+
+
+def test_a_redelivered_batch_changes_nothing(engine: Engine) -> None:
+    (run_id,) = _runs(engine, 1)
+    batch: list[Event | Presence] = [_event(run_id, "accepted"), _event(run_id, "started")]
+    for _ in range(2):
+        with session_scope(engine) as session:
+            apply_messages(session, batch)
+    assert _hops(engine, run_id) == ["pending", "accepted", "running"]
