@@ -281,7 +281,41 @@ def tme_scenario(agents: int, count: int, paced_s: float, ports: list[int], db: 
         rows.append(row)
         created = create_paced(url, token, site, agents, paced_s)
         rows.append(finals.measure(f"{label}, REST paced {PACED_RATE:.0f}/s", created, 120))
+        print_hops(f"{label}, REST paced", hop_breakdown(engine, created, finals))
     return rows
+
+
+def hop_breakdown(
+    engine: Any, created: dict[str, float], finals: Finals
+) -> list[tuple[str, float, float]]:
+    """Median and p99 time spent in each hop of the runs (from their recorded events)."""
+    from sqlmodel import Session, col, select
+
+    from tme.controller.store.models import RunEvent
+
+    spans: dict[str, list[float]] = {}
+    ids = list(created)
+    with Session(engine) as session:
+        events: dict[str, list[RunEvent]] = {}
+        for start in range(0, len(ids), 500):
+            query = select(RunEvent).where(col(RunEvent.run_id).in_(ids[start : start + 500]))
+            for event in session.exec(query):
+                events.setdefault(event.run_id, []).append(event)
+    for run_id, hops in events.items():
+        previous, at = "created", created[run_id]
+        for event in sorted(hops, key=lambda e: (e.at, e.id or 0)):
+            now = event.at.timestamp()
+            spans.setdefault(f"{previous} -> {event.to_state}", []).append((now - at) * 1000)
+            previous, at = event.to_state, now
+        if run_id in finals.at:
+            spans.setdefault(f"{previous} -> recorded", []).append((finals.at[run_id] - at) * 1000)
+    return [(name, *_p(sorted(values))) for name, values in spans.items()]  # type: ignore[misc]
+
+
+def print_hops(label: str, hops: list[tuple[str, float, float]]) -> None:
+    print(f"\n  hops of {label} (ms, p50 / p99):")
+    for name, p50, p99 in hops:
+        print(f"    {name:<32} {p50:8.1f} {p99:8.1f}")
 
 
 # --- the peers -----------------------------------------------------------------------
