@@ -35,4 +35,5 @@ if ! listening 1883; then
   mosquitto -d -c /etc/mosquitto/mosquitto.conf || true
   wait_for 1883 Mosquitto 15 || status=1
 fi
+ensure_pkg chromium chromium && ensure_pkg chromedriver chromium-driver || status=1  # the dashboard's browser test
 exit $status

@@ -1,12 +1,16 @@
 """A real headless Chromium against a whole TME: log in, create a write task on the
-simulated pump, and watch it reach succeeded without reloading the page."""
+simulated pump, watch it reach succeeded without reloading the page, then see its
+workflow graph drawn with the step coloured by state and the pump's new setpoint
+among the fleet page's latest values."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -29,11 +33,21 @@ FLAGS = (
 pytestmark = pytest.mark.slow
 
 
+def _missing(reason: str) -> NoReturn:
+    """Skip on a laptop without the browser; in CI (CI=true) it must be there, so fail."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (scripts/start-services.sh installs them)")
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def browser() -> Iterator[object]:
     if not (shutil.which(CHROMIUM) and shutil.which(DRIVER)):
-        pytest.skip("Debian's chromium and chromium-driver are not installed")
-    webdriver = pytest.importorskip("selenium.webdriver")
+        _missing("Debian's chromium and chromium-driver are not installed")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        _missing("selenium is not installed (the dev extra)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in FLAGS:
@@ -121,3 +135,14 @@ def _walk_through(browser, stack, wait, By, Keys, ec, WebDriverWait) -> None:
     # The same document all along: the chip changed live, nothing reloaded the page.
     assert browser.execute_script("return window.performance.timeOrigin") == page_id
     assert stack.plant.read_register(1, 0) == 1350
+
+    browser.find_element(By.XPATH, "//a[normalize-space(.)='workflow']").click()
+    # Mermaid drew the graph: the step's node carries its state's class (and colour).
+    node = (By.CSS_SELECTOR, "svg g.node.succeeded")
+    wait.until(ec.visibility_of_element_located(node))
+    browser.save_screenshot(str(SCREENSHOT_DIR / "workflow-run.png"))
+
+    browser.get(stack.url + "/ui/fleet")
+    value = (By.XPATH, "//*[contains(@class, 'point-value')][normalize-space(.)='1350']")
+    wait.until(ec.visibility_of_element_located(value))
+    browser.save_screenshot(str(SCREENSHOT_DIR / "fleet-values.png"))
