@@ -6,14 +6,15 @@ broker only once it is recorded (so a crash before that leaves it with the broke
 Events go out on the evt topic at QoS 1, in order.
 
 Import rule: the agent runs on small devices; nothing here (or below) imports the
-controller, the UI, sqlmodel, sqlalchemy, fastapi or nicegui.
+controller, the UI, sqlmodel, sqlalchemy, fastapi or nicegui. The wire-message models
+(tme.protocol, pydantic) load with the first command: an idle agent does not need them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tme.agents.agent_config import AgentConfig
 from tme.agents.command_record import CommandRecord
@@ -21,7 +22,10 @@ from tme.agents.devices import DeviceSet, build_devices
 from tme.agents.executor import CANCEL_OP, CommandExecutor, make_event
 from tme.agents.presence import PresenceAnnouncer
 from tme.mqtt import MqttLink, MqttMessage
-from tme.protocol import Command, Event, ProtocolError, cmd_topic, evt_topic
+from tme.topics import cmd_topic, evt_topic
+
+if TYPE_CHECKING:
+    from tme.protocol import Command, Event
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,8 @@ class DeviceAgent:
             self.link.ack(message)  # recorded, answered or dropped: the broker may forget it
 
     def _take(self, message: MqttMessage) -> None:
+        from tme.protocol import Command, ProtocolError
+
         assert self._record is not None and self._executor is not None
         if message.retain:
             log.warning(

@@ -2,97 +2,133 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic import ValidationError as _PydanticError
 
+from tme.drivers.fields import Fields, Problems, join
 from tme.errors import ConfigError
 from tme.mqtt import parse_mqtt_url
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"  # site/agent/device names become MQTT topic levels
+MQTT_PROTOCOLS = ("3.1.1", "5")
 
 
-class MqttSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+@dataclass(frozen=True)
+class MqttSettings:
     url: str = "mqtt://127.0.0.1:1883"
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     protocol: Literal["3.1.1", "5"] = "3.1.1"
 
-    @field_validator("url")
-    @classmethod
-    def _mqtt_url(cls, value: str) -> str:
-        try:
-            parse_mqtt_url(value)
-        except ConfigError as exc:
-            raise ValueError(exc.message) from exc
-        return value
 
-
-class DeviceConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+@dataclass(frozen=True)
+class DeviceConfig:
     driver: str
-    connection: dict[str, Any] = Field(default_factory=dict)
-    unit: int = Field(default=1, ge=0, le=255)
+    connection: dict[str, Any] = field(default_factory=dict)
+    unit: int = 1
     profile: Path | None = None
 
 
-class AgentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    site: str = Field(pattern=NAME_PATTERN)
-    agent: str = Field(pattern=NAME_PATTERN)
-    mqtt: MqttSettings = Field(default_factory=MqttSettings)
-    worker_count: int = Field(default=4, ge=1, le=256)
+@dataclass(frozen=True)
+class AgentConfig:
+    site: str
+    agent: str
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    worker_count: int = 4
     state_dir: Path = Path("state")
     allow_shell: bool = False
-    devices: dict[str, DeviceConfig] = Field(default_factory=dict)
-
-    @field_validator("mqtt", mode="before")
-    @classmethod
-    def _url_shorthand(cls, value: Any) -> Any:
-        return {"url": value} if isinstance(value, str) else value
-
-    @field_validator("devices")
-    @classmethod
-    def _device_names(cls, value: dict[str, DeviceConfig]) -> dict[str, DeviceConfig]:
-        for name in value:
-            if "/" in name or "+" in name or "#" in name or not name:
-                raise ValueError(f"device name {name!r} may not contain / + #")
-        return value
+    devices: dict[str, DeviceConfig] = field(default_factory=dict)
 
 
 def parse_agent_config(
     data: Any, source: str = "<config>", base_dir: Path | None = None
 ) -> AgentConfig:
-    """Validate a mapping; relative paths (state_dir, profiles) resolve against base_dir."""
-    try:
-        config = AgentConfig.model_validate(data)
-    except _PydanticError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"{source}: {key}: {first['msg']}", key=key, source=source) from exc
+    """Validate a mapping; relative paths (state_dir, profiles) resolve against base_dir.
+
+    Every problem is named by its key; the error's `key` is the first one.
+    """
+    problems = Problems()
+    config = _agent(Fields(data, "", problems))
+    if problems:
+        raise ConfigError(f"{source}: {problems.text()}", key=problems.first_key, source=source)
     if base_dir is not None:
         config = _resolve_paths(config, base_dir)
     return config
 
 
+def _agent(fields: Fields) -> AgentConfig:
+    config = AgentConfig(
+        site=fields.text("site", pattern=NAME_PATTERN),
+        agent=fields.text("agent", pattern=NAME_PATTERN),
+        mqtt=_mqtt(fields),
+        worker_count=fields.integer("worker_count", 4, low=1, high=256),
+        state_dir=fields.path("state_dir", "state"),
+        allow_shell=fields.flag("allow_shell", False),
+        devices={
+            str(name): _device(Fields(device, join("devices", str(name)), fields.problems))
+            for name, device in _device_names(fields).items()
+        },
+    )
+    fields.done()
+    return config
+
+
+def _mqtt(parent: Fields) -> MqttSettings:
+    value = parent.raw("mqtt")
+    if value is None:
+        return MqttSettings()
+    if isinstance(value, str):  # the shorthand `mqtt: mqtt://host:1883`
+        value = {"url": value}
+    if isinstance(value, dict) and type(value.get("protocol")) is int:
+        value = {**value, "protocol": str(value["protocol"])}  # YAML reads `5` as a number
+    fields = Fields(value, "mqtt", parent.problems)
+    url = fields.text("url", MqttSettings.url)
+    try:
+        parse_mqtt_url(url)
+    except ConfigError as exc:
+        fields.problems.add("mqtt.url", exc.message)
+    settings = MqttSettings(
+        url=url,
+        username=fields.text("username", None, optional=True),
+        password=fields.text("password", None, optional=True),
+        protocol=fields.text("protocol", "3.1.1", choices=MQTT_PROTOCOLS),
+    )
+    fields.done()
+    return settings
+
+
+def _device_names(fields: Fields) -> dict[str, Any]:
+    devices = fields.mapping("devices")
+    for name in devices:
+        if not isinstance(name, str) or not name or any(c in name for c in "/+#"):
+            fields.problems.add(join("devices", str(name)), "a device name may not contain / + #")
+    return devices
+
+
+def _device(fields: Fields) -> DeviceConfig:
+    device = DeviceConfig(
+        driver=fields.text("driver"),
+        connection=fields.mapping("connection"),
+        unit=fields.integer("unit", 1, low=0, high=255),
+        profile=fields.path("profile", None, optional=True),
+    )
+    fields.done()
+    return device
+
+
 def _resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
     devices = {
-        name: device.model_copy(
-            update={"profile": base / device.profile}
-            if device.profile is not None and not device.profile.is_absolute()
-            else {}
-        )
+        name: dataclasses.replace(device, profile=base / device.profile)
+        if device.profile is not None and not device.profile.is_absolute()
+        else device
         for name, device in config.devices.items()
     }
     state_dir = config.state_dir if config.state_dir.is_absolute() else base / config.state_dir
-    return config.model_copy(update={"devices": devices, "state_dir": state_dir})
+    return dataclasses.replace(config, devices=devices, state_dir=state_dir)
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:

@@ -6,11 +6,13 @@ A refusal here becomes a `rejected` (or `expired`) event; no frame reaches the b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tme.agents.devices import Device, DeviceSet
 from tme.errors import TMEError
-from tme.protocol import Command, utcnow
+
+if TYPE_CHECKING:  # tme.protocol (pydantic) loads with the first command, not at start
+    from tme.protocol import Command
 
 BUILTIN_OPS = frozenset({"noop", "sleep", "shell"})
 DEVICE_OPS = frozenset({"modbus.read", "modbus.write", "serial.command"})
@@ -35,6 +37,8 @@ class Plan:
 
 
 def is_expired(command: Command) -> bool:
+    from tme.protocol import utcnow
+
     return utcnow() > command.not_after
 
 

@@ -13,9 +13,10 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from tme.protocol import Command, Event
+if TYPE_CHECKING:  # tme.protocol (pydantic) loads when a command is read back, not at start
+    from tme.protocol import Command, Event
 
 Stage = Literal["received", "started", "final"]
 KEEP_FINAL_S = 14 * 24 * 3600  # longer than any redelivery can take (journals, sessions)
@@ -57,6 +58,8 @@ class CommandRecord:
         ).fetchone()
         if row is None:
             return None
+        from tme.protocol import Command, Event
+
         final = Event.from_json(row[2]) if row[2] else None
         return Entry(Command.from_json(row[1]), row[0], final)
 
@@ -82,7 +85,11 @@ class CommandRecord:
         )
 
     def unfinished(self, stage: Stage) -> list[Command]:
-        rows = self._db.execute("SELECT command FROM commands WHERE stage = ?", (stage,))
+        rows = self._db.execute("SELECT command FROM commands WHERE stage = ?", (stage,)).fetchall()
+        if not rows:
+            return []
+        from tme.protocol import Command
+
         return [Command.from_json(row[0]) for row in rows]
 
     def prune(self, older_than_s: float = KEEP_FINAL_S) -> int:

@@ -11,21 +11,25 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tme.agents.checks import Plan, Refused, check_command, is_expired
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet
 from tme.agents.operations import run_plan
 from tme.errors import DriverError, TMEError
-from tme.protocol import Command, Event, EventType
+
+if TYPE_CHECKING:  # tme.protocol (pydantic) loads with the first command, not at start
+    from tme.protocol import Command, Event, EventType
 
 log = logging.getLogger(__name__)
 
-EventSink = Callable[[Event], None]
+EventSink = Callable[["Event"], None]
 
 
 def make_event(command: Command, type_: EventType, **fields: Any) -> Event:
+    from tme.protocol import Event
+
     return Event(
         command_id=command.id, type=type_, site=command.site, agent=command.agent, **fields
     )

@@ -3,16 +3,48 @@
 `online` is re-published on every (re)connect: if the connection dropped long enough
 for the broker to publish the will, the retained state says offline until we say
 otherwise. A graceful stop publishes `offline` itself, since DISCONNECT cancels the will.
+
+The message is tme.protocol's `Presence`, written here as plain JSON: an idle device
+agent says nothing but presence, and building it without the pydantic model keeps the
+agent from loading pydantic (about 10 MB) before its first command. A unit test holds
+this encoding to the model, field for field.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from tme.mqtt import MqttLink
-from tme.protocol import Presence, state_topic
+from tme.topics import state_topic
 
 Role = Literal["agent", "gateway"]
+PROTOCOL_VERSION = 1  # tme.protocol.PROTOCOL_VERSION; the test above checks they agree
+
+
+def presence_json(
+    site: str,
+    name: str,
+    role: Role,
+    state: Literal["online", "offline"],
+    devices: list[dict[str, Any]],
+) -> bytes:
+    """A `Presence` message as its model would serialise it (UTC time with a Z)."""
+    at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    message = {
+        "v": PROTOCOL_VERSION,
+        "id": str(uuid.uuid4()),
+        "kind": "presence",
+        "site": site,
+        "agent": name,
+        "role": role,
+        "state": state,
+        "at": at,
+        "devices": devices,
+    }
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class PresenceAnnouncer:
@@ -30,13 +62,8 @@ class PresenceAnnouncer:
         self._devices = devices or []
 
     def message(self, state: Literal["online", "offline"]) -> bytes:
-        return Presence(
-            site=self._site,
-            agent=self._name,
-            role=self._role,
-            state=state,
-            devices=self._devices if state == "online" else [],
-        ).to_json()
+        devices = self._devices if state == "online" else []
+        return presence_json(self._site, self._name, self._role, state, devices)
 
     def install(self) -> None:
         """Set the will and the re-announce hook; call before the link starts."""

@@ -9,18 +9,22 @@ check again as a second line of defence.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tme.drivers.fields import Fields, Problems, join
 from tme.errors import ConfigError, EnvelopeViolation
 
 Table = Literal["coil", "discrete_input", "input_register", "holding_register"]
 PointType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32"]
 ArgType = Literal["int", "float", "str", "bool"]
+TABLES = ("coil", "discrete_input", "input_register", "holding_register")
+POINT_TYPES = ("bool", "int16", "uint16", "int32", "uint32", "float32")
+ARG_TYPES = ("int", "float", "str", "bool")
+ACCESS = ("r", "rw")
 
 # Raw limits of each register type: a scaled value must still fit in its registers.
 RAW_LIMITS: dict[str, tuple[float, float]] = {
@@ -33,14 +37,11 @@ RAW_LIMITS: dict[str, tuple[float, float]] = {
 BIT_TABLES = {"coil", "discrete_input"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PointSpec(_Strict):
+@dataclass(frozen=True)
+class PointSpec:
     """One register or coil. `scale` turns raw into engineering units: eng = raw * scale."""
 
-    address: int = Field(ge=0, le=65535)
+    address: int
     table: Table
     type: PointType = "uint16"
     unit: str = ""
@@ -51,48 +52,39 @@ class PointSpec(_Strict):
     max: float | None = None
     description: str = ""
 
-    @model_validator(mode="after")
-    def _consistent(self) -> PointSpec:
-        if (self.table in BIT_TABLES) != (self.type == "bool"):
-            raise ValueError(f"type {self.type!r} does not fit table {self.table!r}")
-        if self.access == "rw" and self.table in {"discrete_input", "input_register"}:
-            raise ValueError(f"a {self.table} cannot be written (access must be 'r')")
-        if self.scale == 0 or not math.isfinite(self.scale):
-            raise ValueError("scale must be a finite non-zero number")
-        if self.min is not None and self.max is not None and self.min > self.max:
-            raise ValueError("min is greater than max")
-        return self
-
     @property
     def register_count(self) -> int:
         return 2 if self.type in {"int32", "uint32", "float32"} else 1
 
 
-class ArgSpec(_Strict):
+@dataclass(frozen=True)
+class ArgSpec:
     type: ArgType = "float"
     min: float | None = None
     max: float | None = None
     choices: list[str] | None = None
 
 
-class CommandSpec(_Strict):
+@dataclass(frozen=True)
+class CommandSpec:
     """One serial command: a request template filled with its arguments."""
 
     request: str
     access: Literal["r", "rw"] = "r"
-    args: list[ArgSpec] = []
+    args: list[ArgSpec] = field(default_factory=list)
     parse: Literal["float", "int", "str"] = "str"
     response: str | None = None  # optional regex; its first group (or the whole match) is kept
     unit: str = ""
     description: str = ""
 
 
-class DeviceProfile(_Strict):
+@dataclass(frozen=True)
+class DeviceProfile:
     name: str
     description: str = ""
-    unit: int | None = Field(default=None, ge=0, le=247)  # default Modbus unit id, if any
-    points: dict[str, PointSpec] = {}
-    commands: dict[str, CommandSpec] = {}
+    unit: int | None = None  # default Modbus unit id, if any (0..247)
+    points: dict[str, PointSpec] = field(default_factory=dict)
+    commands: dict[str, CommandSpec] = field(default_factory=dict)
 
     def point(self, name: str) -> PointSpec:
         try:
@@ -144,21 +136,97 @@ class DeviceProfile(_Strict):
         return rows
 
 
-def _field_errors(exc: pydantic.ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-    )
-
-
 def parse_profile(data: Any, source: str = "<memory>") -> DeviceProfile:
     """Validate a profile mapping; the error names the source and each bad field."""
-    try:
-        return DeviceProfile.model_validate(data)
-    except pydantic.ValidationError as exc:
-        first = ".".join(str(p) for p in exc.errors()[0]["loc"])
+    problems = Problems()
+    profile = _profile(Fields(data, "", problems))
+    if problems:
         raise ConfigError(
-            f"invalid device profile {source}: {_field_errors(exc)}", key=first, source=source
-        ) from None
+            f"invalid device profile {source}: {problems.text()}",
+            key=problems.first_key,
+            source=source,
+        )
+    return profile
+
+
+def _profile(fields: Fields) -> DeviceProfile:
+    name = fields.text("name")
+    description = fields.text("description", "")
+    unit = fields.integer("unit", None, low=0, high=247, optional=True)
+    points = {
+        str(n): _point(Fields(p, join("points", str(n)), fields.problems))
+        for n, p in fields.mapping("points").items()
+    }
+    commands = {
+        str(n): _command(Fields(c, join("commands", str(n)), fields.problems))
+        for n, c in fields.mapping("commands").items()
+    }
+    fields.done()
+    return DeviceProfile(name, description, unit, points, commands)
+
+
+def _point(fields: Fields) -> PointSpec:
+    before = len(fields.problems)
+    spec = PointSpec(
+        address=fields.integer("address", low=0, high=65535),
+        table=fields.text("table", choices=TABLES),
+        type=fields.text("type", "uint16", choices=POINT_TYPES),
+        unit=fields.text("unit", ""),
+        scale=fields.number("scale", 1.0),
+        word_order=fields.text("word_order", "big", choices=("big", "little")),
+        access=fields.text("access", "r", choices=ACCESS),
+        min=fields.number("min", None, optional=True),
+        max=fields.number("max", None, optional=True),
+        description=fields.text("description", ""),
+    )
+    fields.done()
+    if len(fields.problems) == before:
+        problem = _inconsistency(spec)
+        if problem:
+            fields.problems.add(fields.key, problem)
+    return spec
+
+
+def _inconsistency(spec: PointSpec) -> str | None:
+    """What no single field shows: a point whose fields do not fit together."""
+    if (spec.table in BIT_TABLES) != (spec.type == "bool"):
+        return f"type {spec.type!r} does not fit table {spec.table!r}"
+    if spec.access == "rw" and spec.table in {"discrete_input", "input_register"}:
+        return f"a {spec.table} cannot be written (access must be 'r')"
+    if spec.scale == 0 or not math.isfinite(spec.scale):
+        return "scale must be a finite non-zero number"
+    if spec.min is not None and spec.max is not None and spec.min > spec.max:
+        return "min is greater than max"
+    return None
+
+
+def _command(fields: Fields) -> CommandSpec:
+    args = [
+        _arg(Fields(a, join(fields.key, f"args.{i}"), fields.problems))
+        for i, a in enumerate(fields.sequence("args"))
+    ]
+    spec = CommandSpec(
+        request=fields.text("request"),
+        access=fields.text("access", "r", choices=ACCESS),
+        args=args,
+        parse=fields.text("parse", "str", choices=("float", "int", "str")),
+        response=fields.text("response", None, optional=True),
+        unit=fields.text("unit", ""),
+        description=fields.text("description", ""),
+    )
+    fields.done()
+    return spec
+
+
+def _arg(fields: Fields) -> ArgSpec:
+    spec = ArgSpec(
+        type=fields.text("type", "float", choices=ARG_TYPES),
+        min=fields.number("min", None, optional=True),
+        max=fields.number("max", None, optional=True),
+        choices=fields.texts("choices"),
+    )
+    fields.done()
+    return spec
 
 
 def load_profile(path: str | Path) -> DeviceProfile:

@@ -4,7 +4,8 @@ Every message is JSON, frozen and versioned, with a UUID `id` that is also its
 idempotency key and UTC timestamps. All correlation travels in the payload, never
 only in MQTT 5 properties, so MQTT 3.1.1 (the embedded broker) works the same.
 
-Topics and routing keys are built here too, so no other module spells them.
+Topics (built in tme.topics, re-exported here) and routing keys are spelled here too,
+so no other module spells them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as _PydanticError
 
 from tme.errors import TMEError
+from tme.topics import cmd_topic as cmd_topic
+from tme.topics import evt_topic as evt_topic
+from tme.topics import state_topic as state_topic
 
 PROTOCOL_VERSION = 1
 
@@ -39,18 +43,6 @@ def site_routing_key(site: str) -> str:
 
 def site_queue(site: str) -> str:
     return f"tme.site.{site}"
-
-
-def cmd_topic(site: str, agent: str) -> str:
-    return f"tme/v1/{site}/{agent}/cmd"
-
-
-def evt_topic(site: str, agent: str) -> str:
-    return f"tme/v1/{site}/{agent}/evt"
-
-
-def state_topic(site: str, agent: str) -> str:
-    return f"tme/v1/{site}/{agent}/state"
 
 
 def parse_topic(topic: str) -> tuple[str, str, str]:

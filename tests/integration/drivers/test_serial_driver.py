@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -48,14 +49,8 @@ async def test_refused_command_sends_nothing(instrument_sim: SerialInstrument) -
 
 
 async def test_device_error_reply_is_a_driver_error(instrument_sim: SerialInstrument) -> None:
-    profile = PROFILE.model_copy(
-        update={
-            "commands": {
-                **PROFILE.commands,
-                "bad": PROFILE.commands["identify"].model_copy(update={"request": "FOO"}),
-            }
-        }
-    )
+    bad = dataclasses.replace(PROFILE.commands["identify"], request="FOO")
+    profile = dataclasses.replace(PROFILE, commands={**PROFILE.commands, "bad": bad})
     driver = SerialDriver(instrument_sim.url, timeout_s=2.0)
     await driver.start()
     try:

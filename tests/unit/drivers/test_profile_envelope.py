@@ -53,6 +53,26 @@ def test_invalid_points_are_refused(point: dict) -> None:
         parse_profile({"name": "x", "points": {"p": point}})
 
 
+def test_every_bad_field_is_named_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_profile(
+            {
+                "points": {"p": {"address": 70000, "table": "holding_register", "max": "high"}},
+                "commands": {"c": {"request": "X {0}", "args": [{"type": "int", "choices": [1]}]}},
+            }
+        )
+    for key in ("name", "points.p.address", "points.p.max", "commands.c.args.0.choices"):
+        assert f"{key}: " in info.value.message, key
+
+
+@pytest.mark.parametrize("limit", [float("nan"), float("inf")])
+def test_a_limit_must_be_finite(limit: float) -> None:
+    # a NaN maximum would compare false with every value and let any write through
+    point = {"address": 0, "table": "holding_register", "access": "rw", "max": limit}
+    with pytest.raises(ConfigError, match=r"points\.p\.max"):
+        parse_profile({"name": "x", "points": {"p": point}})
+
+
 def test_yaml_syntax_error_names_file(tmp_path: Path) -> None:
     bad = tmp_path / "broken.yaml"
     bad.write_text("name: [unclosed\n")

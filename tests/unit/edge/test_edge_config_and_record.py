@@ -40,6 +40,39 @@ def test_config_error_names_the_key() -> None:
     assert info.value.key == "site"
 
 
+def test_config_reports_every_problem_with_its_key() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_agent_config(
+            {
+                "site": "s",
+                "agent": "a",
+                "allow_shell": "yes",
+                "mqtt": {"url": "http://broker", "protocol": "4"},
+                "devices": {"p": {"driver": "modbus_tcp", "unit": 300, "colour": "red"}},
+                "workers": 2,
+            }
+        )
+    message = info.value.message
+    for key in (
+        "allow_shell",
+        "mqtt.url",
+        "mqtt.protocol",
+        "devices.p.unit",
+        "devices.p.colour",
+        "workers",
+    ):
+        assert f"{key}: " in message, key
+    assert info.value.key == "mqtt.url"  # the first problem, in the order of the fields
+
+
+def test_config_takes_the_mqtt_shorthand_and_a_numeric_protocol() -> None:
+    config = parse_agent_config({"site": "s", "agent": "a", "mqtt": "mqtt://h:1884"})
+    assert config.mqtt.url == "mqtt://h:1884" and config.mqtt.protocol == "3.1.1"
+    config = parse_agent_config({"site": "s", "agent": "a", "mqtt": {"protocol": 5}})
+    assert config.mqtt.protocol == "5"
+    assert "password" not in repr(parse_agent_config({"site": "s", "agent": "a"}).mqtt)
+
+
 def test_config_file_resolves_relative_paths(tmp_path: Path) -> None:
     path = tmp_path / "agent.yaml"
     path.write_text(
