@@ -5,6 +5,9 @@ stream after it. A client that reconnects with `Last-Event-ID` (browsers'
 EventSource do so by themselves) gets every run change it missed, read from the
 database, and the agent changes still held in the controller's ring. Without
 it the stream starts at the present.
+
+A caller scoped to sites gets changes of those sites only, whatever it filters
+on; asking for a site outside its grant is 404, as for another site's object.
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from tme.controller.api.deps import MAX_ID, PrincipalDep
 from tme.controller.change_feed import ChangeFeed
-from tme.errors import ValidationError
+from tme.controller.services.access import check_site_filter
+from tme.controller.store.db import session_scope
+from tme.controller.store.models import Task
+from tme.errors import NotFound, ValidationError
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -45,13 +52,36 @@ def parse_position(
     return int(run_part), int(agent_part)
 
 
+def granted_site(
+    principal: PrincipalDep, site: Annotated[str | None, Query(max_length=64)] = None
+) -> str | None:
+    """A dependency, so a site outside the grant is refused before the stream starts."""
+    check_site_filter(principal, site)
+    return site
+
+
+def granted_task(
+    request: Request,
+    principal: PrincipalDep,
+    task: Annotated[int | None, Query(gt=0, le=MAX_ID)] = None,
+) -> int | None:
+    """A task of a site outside the grant is 404 here too (its events would never come)."""
+    if task is not None:
+        with session_scope(request.app.state.engine) as session:
+            found = session.get(Task, task)
+        if found is not None and not principal.sees_site(found.site):
+            raise NotFound(f"task {task} does not exist", details={"task_id": task})
+    return task
+
+
 @router.get(
     "/events", response_class=EventSourceResponse, openapi_extra={"x-permission": "task.read"}
 )
 async def events(
     request: Request,
-    site: Annotated[str | None, Query(max_length=64)] = None,
-    task: Annotated[int | None, Query(gt=0)] = None,
+    principal: PrincipalDep,
+    site: Annotated[str | None, Depends(granted_site)] = None,
+    task: Annotated[int | None, Depends(granted_task)] = None,
     state: Annotated[
         str | None, Query(max_length=200, description="comma-separated run states")
     ] = None,
@@ -70,12 +100,14 @@ async def events(
         changes, run_id = await run_in_threadpool(
             feed.runs_after, run_id, site=site, task_id=task, states=states
         )
+        changes = [c for c in changes if principal.sees_site(c.site)]
         for change in changes:
             yield ServerSentEvent(
                 event="run", id=f"{change.event_id}-{agent_seq}", data=change.as_json()
             )
         top = feed.agent_seq
         agents = [] if task is not None or states else feed.agents_after(agent_seq, site)
+        agents = [a for a in agents if principal.sees_site(a.site)]
         for agent in agents:
             agent_seq = agent.seq
             yield ServerSentEvent(event="agent", id=f"{run_id}-{agent_seq}", data=agent.as_json())

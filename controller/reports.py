@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
@@ -61,14 +62,24 @@ def _key(task: Task, group_by: str) -> str:
     return str(value) if value else "(none)"
 
 
-def summary(session: Session, start: datetime, end: datetime, group_by: str = "op") -> Summary:
+def summary(
+    session: Session,
+    start: datetime,
+    end: datetime,
+    group_by: str = "op",
+    sites_in: Sequence[str] | None = None,
+) -> Summary:
+    """`sites_in` limits the report to tasks of those sites (a caller's grant); None: all."""
     finals = [s.value for s in RunState if s.is_final]
-    rows = session.exec(
+    query = (
         select(Run, Task)
         .join(Task, col(Task.id) == col(Run.task_id))
         .where(col(Run.finished_at) >= start, col(Run.finished_at) < end)
         .where(col(Run.state).in_(finals))
-    ).all()
+    )
+    if sites_in is not None:
+        query = query.where(col(Task.site).in_(sites_in))
+    rows = session.exec(query).all()
     durations: dict[str, list[float]] = defaultdict(list)
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     hours: Counter[int] = Counter()

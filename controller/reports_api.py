@@ -1,4 +1,7 @@
-"""/api/v1/reports/summary (JSON) and /api/v1/reports/summary.csv over a chosen period."""
+"""/api/v1/reports/summary (JSON) and /api/v1/reports/summary.csv over a chosen period.
+
+Both count only runs of tasks on the caller's granted sites.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from tme.controller import reports
-from tme.controller.api.deps import SessionDep
+from tme.controller.api.deps import PrincipalDep, SessionDep
+from tme.controller.services.access import site_scope
 from tme.controller.store.models import utcnow
 from tme.errors import ValidationError
 
@@ -41,13 +45,14 @@ def period(since: datetime | None, until: datetime | None, days: int) -> tuple[d
 @router.get("/summary", openapi_extra=READ)
 def summary(
     session: SessionDep,
+    principal: PrincipalDep,
     since: Since = None,
     until: Until = None,
     days: Days = 7,
     group_by: GroupBy = "op",
 ) -> dict[str, Any]:
     start, end = period(since, until, days)
-    report = reports.summary(session, start, end, group_by)
+    report = reports.summary(session, start, end, group_by, sites_in=site_scope(principal))
     return {
         "since": report.start,
         "until": report.end,
@@ -61,13 +66,14 @@ def summary(
 @router.get("/summary.csv", openapi_extra=READ, response_class=PlainTextResponse)
 def summary_csv(
     session: SessionDep,
+    principal: PrincipalDep,
     since: Since = None,
     until: Until = None,
     days: Days = 7,
     group_by: GroupBy = "op",
 ) -> PlainTextResponse:
     start, end = period(since, until, days)
-    report = reports.summary(session, start, end, group_by)
+    report = reports.summary(session, start, end, group_by, sites_in=site_scope(principal))
     name = f"tme-report-{start:%Y%m%d}-{end:%Y%m%d}-{group_by}.csv"
     return PlainTextResponse(
         reports.summary_csv(report),

@@ -22,6 +22,8 @@ class NotificationRule(SQLModel, table=True):
     name: str = Field(max_length=100)
     # None: every task (a global rule); agent_offline ignores it.
     task_id: int | None = Field(default=None, sa_type=BigInt, index=True)
+    # The site the rule watches (a task's rule: the task's site); None: every site.
+    site: str | None = Field(default=None, max_length=64, index=True)
     events: list[str] = Field(default_factory=list, sa_type=JSON)
     channel: str = Field(max_length=16)
     # Comma-separated addresses for email, the URL for a webhook.
@@ -42,6 +44,8 @@ class NotificationDelivery(SQLModel, table=True):
     channel: str = Field(max_length=16)
     target: str = Field(max_length=2000)
     event: str = Field(max_length=32)
+    # The site of the run or agent the event is about: who may read the delivery.
+    site: str | None = Field(default=None, max_length=64, index=True)
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     status: str = Field(default="pending", max_length=16, index=True)
     attempts: int = 0

@@ -88,17 +88,20 @@ class Notifier:
         for change, (event, key, payload) in described:
             task_id = change.task_id if isinstance(change, RunChange) else None
             for rule in rules:
-                if rule.fires_on(event, task_id):
-                    made += self._record(rule, event, key, payload)
+                if rule.fires_on(event, task_id, change.site):
+                    made += self._record(rule, event, key, payload, change.site)
         return made
 
-    def _record(self, rule: Rule, event: str, key: str, payload: dict[str, Any]) -> int:
+    def _record(
+        self, rule: Rule, event: str, key: str, payload: dict[str, Any], site: str | None
+    ) -> int:
         row = NotificationDelivery(
             dedup_key=f"{rule.key}|{key}"[:300],
             rule=rule.key,
             channel=rule.channel,
             target=rule.target,
             event=event,
+            site=site,
             payload=payload,
         )
         try:

@@ -25,9 +25,12 @@ class Rule:
     events: frozenset[str]
     task_id: int | None = None
     secret: str = ""
+    site: str | None = None  # None: every site
 
-    def fires_on(self, event: str, task_id: int | None) -> bool:
+    def fires_on(self, event: str, task_id: int | None, site: str | None = None) -> bool:
         if event not in self.events:
+            return False
+        if self.site is not None and site != self.site:
             return False
         return self.task_id is None or event == "agent_offline" or self.task_id == task_id
 
@@ -41,6 +44,7 @@ def active_rules(session: Session, settings: Any) -> list[Rule]:
             events=frozenset(r.events or NOTIFY_EVENTS),
             task_id=r.task_id,
             secret=r.secret,
+            site=r.site,
         )
         for r in session.exec(select(NotificationRule).where(NotificationRule.enabled == True))  # noqa: E712
     ]

@@ -7,19 +7,24 @@ schedules may set one.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from sqlmodel import col
 
 from tme.controller.services.roles import Permission, Principal
-from tme.errors import Forbidden
+from tme.errors import Forbidden, NotFound
+
+Query = TypeVar("Query", bound=Any)
 
 
-def check_target_site(principal: Principal, site: str | None) -> None:
+def check_target_site(principal: Principal, site: str | None, field: str = "target.site") -> None:
     if principal.sees_site(site):
         return
     granted = ", ".join(principal.sites) or "none"
     if site is None:
         raise Forbidden(
-            f"your access covers sites {granted} only: give target.site",
+            f"your access covers sites {granted} only: give {field}",
             details={"sites": list(principal.sites)},
         )
     raise Forbidden(
@@ -54,3 +59,26 @@ def check_task_update(principal: Principal, changes: dict[str, Any]) -> None:
 def site_scope(principal: Principal) -> tuple[str, ...] | None:
     """The sites a listing is limited to; None: all (tasks without a site included)."""
     return None if principal.all_sites else principal.sites
+
+
+def within_scope(query: Query, site_column: Any, principal: Principal) -> Query:
+    """`query` limited to rows whose `site_column` is in the grant (rows without a site
+    need all sites, as `Principal.sees_site` says)."""
+    sites = site_scope(principal)
+    return query if sites is None else query.where(col(site_column).in_(sites))
+
+
+def check_site_filter(principal: Principal, site: str | None) -> None:
+    """A `site` filter naming a site outside the grant: 404, like another site's object."""
+    if site is not None and not principal.sees_site(site):
+        raise NotFound(f"site {site!r} does not exist", details={"site": site})
+
+
+def check_all_in_scope(principal: Principal, sites: Iterable[str | None], what: str) -> None:
+    """Refuse an action reaching any site outside the grant, without naming those sites."""
+    if not all(principal.sees_site(site) for site in sites):
+        granted = ", ".join(principal.sites) or "none"
+        raise Forbidden(
+            f"{what} reaches sites outside your access (yours: {granted})",
+            details={"sites": list(principal.sites)},
+        )

@@ -101,3 +101,51 @@ def _wait_connected(url: str, token: str) -> Iterator[None] | None:
             if line.startswith(":"):
                 return None
     return None
+
+
+def _until_agent(url: str, token: str) -> list[tuple[str, dict]]:
+    """(kind, data) of every event from the start up to the first agent event."""
+    found: list[tuple[str, dict]] = []
+    with httpx.stream(
+        "GET",
+        f"{url}/api/v1/events",
+        headers={"Authorization": f"Bearer {token}", "Last-Event-ID": "0-0"},
+        timeout=15,
+    ) as response:
+        assert response.status_code == 200, response.read()
+        kind = ""
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                kind = line.partition(":")[2].strip()
+            elif line.startswith("data:"):
+                found.append((kind, json.loads(line.partition(":")[2])))
+                if kind == "agent":
+                    return found
+    return found
+
+
+def test_stream_sends_only_the_granted_sites(live_url, token, app, app_engine) -> None:
+    """Run and agent events of other sites never reach a scoped reader, whatever it asks."""
+    from tme.controller.services.bootstrap import make_user_with_token
+    from tme.protocol import Presence
+
+    scoped = make_user_with_token(app_engine, "scoped-viewer", "viewer", ["plant-x"]).token
+    elsewhere = _create(live_url, token, "elsewhere", site="other-site")
+    here = _create(live_url, token, "here", site="plant-x")
+    feed = app.state.change_feed
+    feed.on_message(Presence(site="other-site", agent="b1", state="online"))
+    feed.on_message(Presence(site="plant-x", agent="a1", state="online"))
+
+    admin_sees = _until_agent(live_url, token)
+    assert {d["site"] for _, d in admin_sees} == {"other-site", "plant-x"}
+    assert admin_sees[-1][1]["agent"] == "b1"
+
+    events = _until_agent(live_url, scoped)
+    assert {d["site"] for _, d in events} == {"plant-x"}
+    assert {d["task_id"] for kind, d in events if kind == "run"} == {here}
+    assert events[-1][1]["agent"] == "a1"
+
+    headers = {"Authorization": f"Bearer {scoped}"}
+    for params in ({"site": "other-site"}, {"task": str(elsewhere)}):
+        answer = httpx.get(f"{live_url}/api/v1/events", params=params, headers=headers)
+        assert answer.status_code == 404, (params, answer.text)

@@ -196,3 +196,29 @@ def test_agent_offline_notifies_once(app_engine, feed, http_receiver, start_noti
     assert body["agent"]["agent"] == "skid-a"
     wait_until(lambda: _deliveries(app_engine) and _deliveries(app_engine)[0].delivered_at, 10)
     assert len(_deliveries(app_engine)) == 1
+
+
+def test_a_site_rule_fires_only_on_its_site(
+    app_engine, feed, http_receiver, start_notifier
+) -> None:
+    """A rule watching one site (a scoped engineer's) hears nothing of the others, and
+    each delivery records the site it is about, so its readers can be scoped too."""
+    _add_rule(
+        app_engine,
+        name="plant-x only",
+        channel="webhook",
+        target=http_receiver.url,
+        events=["agent_offline"],
+        site="plant-x",
+    )
+    start_notifier(Settings())
+    feed.on_message(Presence(site="plant-y", agent="line-b", state="offline"))
+    feed.on_message(Presence(site="plant-x", agent="skid-a", state="offline"))
+    assert http_receiver.delivered.wait(10)
+    wait_until(lambda: _deliveries(app_engine) and _deliveries(app_engine)[-1].delivered_at, 10)
+    assert [(d.site, d.payload["agent"]["agent"]) for d in _deliveries(app_engine)] == [
+        ("plant-x", "skid-a")
+    ]
+    assert [http_receiver.body(i)["agent"]["site"] for i in range(len(http_receiver.requests))] == [
+        "plant-x"
+    ]

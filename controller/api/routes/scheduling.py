@@ -19,6 +19,7 @@ from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskI
 from tme.controller.api.deps import RunId as VisibleRunId
 from tme.controller.services import cancel as cancel_service
 from tme.controller.services import tasks as task_service
+from tme.controller.services.access import check_all_in_scope
 from tme.controller.services.launch import launch_run
 from tme.controller.services.policies import get_policy, schedule_changed
 from tme.controller.store.models import Run, Task
@@ -82,13 +83,17 @@ def resume(task_id: TaskId, request: Request, session: SessionDep) -> TaskPublic
 
 
 @router.post("/triggers/{name}", response_model=TriggerFired, openapi_extra=RUN_CONTROL)
-def fire_trigger(name: TriggerPath, session: SessionDep, on_run_ready: RunReadyDep) -> TriggerFired:
+def fire_trigger(
+    name: TriggerPath, session: SessionDep, principal: PrincipalDep, on_run_ready: RunReadyDep
+) -> TriggerFired:
+    """Start every bound task, or none: a trigger reaching a site outside the grant is 403."""
     bound = session.exec(
         select(Task)
         .join(TaskPolicy, col(TaskPolicy.task_id) == col(Task.id))
         .where(TaskPolicy.trigger == name)
         .order_by(col(Task.id))
     ).all()
+    check_all_in_scope(principal, (task.site for task in bound), f"trigger {name!r}")
     runs = [
         launch_run(
             session,
