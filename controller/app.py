@@ -22,6 +22,7 @@ from tme.controller.api.limits import BodySizeLimit
 from tme.controller.api.routes import fleet, health, legacy, runs, scheduling, tasks
 from tme.controller.observers import Observers
 from tme.controller.runtime import ControllerRuntime
+from tme.controller.services import audit
 from tme.controller.store.db import check_schema, make_engine
 
 DESCRIPTION = """
@@ -52,6 +53,7 @@ def create_app(
         if own_engine:
             app.state.engine = make_engine(settings.database.url, echo=settings.database.echo)
         check_schema(app.state.engine)
+        audit.use_key(app.state.engine, settings)
         moving = ControllerRuntime(settings, app.state.engine, bus) if runtime else None
         observers = Observers(app, settings)
         observers.start(moving)

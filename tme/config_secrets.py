@@ -81,6 +81,11 @@ def _weak_secrets(s: Settings) -> list[str]:
         problems.append("auth.secret_key (empty)")
     elif key.lower() in PLACEHOLDER_SECRETS or len(key) < MIN_SECRET_KEY_LENGTH:
         problems.append(f"auth.secret_key (a placeholder or under {MIN_SECRET_KEY_LENGTH} chars)")
+    audit = s.auth.audit_key.get_secret_value()
+    if not audit:
+        problems.append("auth.audit_key (empty)")
+    elif audit.lower() in PLACEHOLDER_SECRETS or len(audit) < MIN_SECRET_KEY_LENGTH:
+        problems.append(f"auth.audit_key (a placeholder or under {MIN_SECRET_KEY_LENGTH} chars)")
     broker_url = urlsplit(s.broker.url)
     if broker_url.scheme != "memory":
         password = broker_url.password if s.broker.url else s.broker.password.get_secret_value()

@@ -152,6 +152,8 @@ class TaskSettings(Section):
 class AuthSettings(Section):
     secret_key: SecretStr = SecretStr("")
     secret_key_file: str = ""
+    audit_key: SecretStr = SecretStr("")
+    audit_key_file: str = ""
     token_ttl_days: Count = 90
     session_ttl_hours: Count = 12
     login_attempts_per_minute: Count = 10

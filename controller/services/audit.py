@@ -1,16 +1,22 @@
-"""The audit log: who changed what, when and from where, hash-chained.
+"""The audit log: who changed what, when and from where, in a keyed (HMAC) chain.
 
-Each row's hash covers its fields and the previous row's hash, so editing a row
-breaks its own hash and deleting one breaks the next row's link; `verify_chain`
-finds both. Rows are appended in their own short transaction under a lock, so
-two writers never chain to the same predecessor.
+Each row's MAC covers its fields and the previous row's MAC, under the audit key
+(`auth.audit_key`), so editing a row breaks its own MAC, deleting one breaks the
+next row's link, and someone with write access to the database but not the key
+cannot recompute the chain. A one-row head record, updated in the same
+transaction as each append and MACed under a domain of its own, names the newest
+row: removing rows from the end (which leaves a valid chain) is caught there.
+Rows are appended under a lock, so two writers never chain to the same predecessor.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import json
 import threading
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,13 +27,45 @@ from sqlmodel import Session, col, select
 
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import utcnow
-from tme.controller.store.security_models import AuditEntry
+from tme.controller.store.security_models import AuditEntry, AuditHead
 
 _APPEND_LOCK = threading.Lock()
 _PG_LOCK_ID = 0x746D6561  # "tmea": one advisory lock shared by every controller process
 
+# Local mode without `auth.audit_key` still chains with a key, a public one;
+# production refuses to start without a real key (tme/config_secrets.py).
+LOCAL_KEY = b"tme-local-audit-key: public, set auth.audit_key"
+# Distinct prefixes, so a row's MAC can never pass for a head's, or the reverse.
+ROW_DOMAIN = b"tme.audit.row.v1\n"
+HEAD_DOMAIN = b"tme.audit.head.v1\n"
 
-def row_hash(entry: AuditEntry) -> str:
+_KEYS: weakref.WeakKeyDictionary[Engine, bytes] = weakref.WeakKeyDictionary()
+
+
+def audit_key(settings: Any) -> bytes:
+    """The audit key of a process's settings (LOCAL_KEY when none is set)."""
+    value = str(settings.auth.audit_key.get_secret_value())
+    return value.encode() if value else LOCAL_KEY
+
+
+def use_key(engine: Engine, settings: Any) -> None:
+    """Chain rows appended through `engine` with the audit key of `settings`."""
+    _KEYS[engine] = audit_key(settings)
+
+
+@functools.cache
+def _configured_key() -> bytes:
+    from tme.config import load_settings
+
+    return audit_key(load_settings())
+
+
+def key_for(engine: Engine) -> bytes:
+    """The key given with `use_key`, else the one of the process's configuration."""
+    return _KEYS.get(engine) or _configured_key()
+
+
+def _canonical(entry: AuditEntry) -> bytes:
     fields = [
         entry.id,
         entry.at.isoformat(),
@@ -39,8 +77,16 @@ def row_hash(entry: AuditEntry) -> str:
         entry.details,
         entry.prev_hash,
     ]
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def row_mac(entry: AuditEntry, key: bytes) -> str:
+    return hmac.new(key, ROW_DOMAIN + _canonical(entry), hashlib.sha256).hexdigest()
+
+
+def head_mac(last_id: int, last_hash: str, key: bytes) -> str:
+    message = HEAD_DOMAIN + f"{last_id}\n{last_hash}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
 def record(
@@ -53,7 +99,8 @@ def record(
     client: str = "",
     details: dict[str, Any] | None = None,
 ) -> AuditEntry:
-    """Append one row and commit it."""
+    """Append one row, move the head to it, and commit both."""
+    key = key_for(engine)
     with _APPEND_LOCK, session_scope(engine) as session:
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
@@ -71,9 +118,13 @@ def record(
         )
         session.add(entry)
         session.flush()
-        session.refresh(entry)  # read back as stored, so the hash covers what verify reads
-        entry.hash = row_hash(entry)
+        session.refresh(entry)  # read back as stored, so the MAC covers what verify reads
+        entry.hash = row_mac(entry, key)
         session.add(entry)
+        head = session.get(AuditHead, 1) or AuditHead(id=1, mac="")
+        head.last_id, head.last_hash = entry.id or 0, entry.hash
+        head.mac = head_mac(head.last_id, head.last_hash, key)
+        session.add(head)
     return entry
 
 
@@ -83,9 +134,39 @@ class ChainProblem:
     problem: str
 
 
-def verify_chain(session: Session, batch: int = 1000) -> tuple[int, list[ChainProblem]]:
-    """Check every row; return how many were read and what is wrong."""
+def _row_problem(entry: AuditEntry, key: bytes) -> str | None:
+    if hmac.compare_digest(entry.hash, row_mac(entry, key)):
+        return None
+    plain = hashlib.sha256(_canonical(entry)).hexdigest()
+    if hmac.compare_digest(entry.hash, plain):
+        return "row edited (MAC mismatch: chained without the audit key)"
+    return "row edited (MAC mismatch)"
+
+
+def _head_problems(
+    head: AuditHead | None, seen: dict[int, str], newest_id: int, key: bytes
+) -> list[ChainProblem]:
+    if head is None:
+        missing = ChainProblem(newest_id, "head record missing: rows may have been removed")
+        return [missing] if newest_id else []
+    if not hmac.compare_digest(head.mac, head_mac(head.last_id, head.last_hash, key)):
+        return [ChainProblem(head.last_id, "head record edited (MAC mismatch)")]
+    if head.last_id not in seen:
+        return [ChainProblem(head.last_id, "newest rows removed: the head's row is missing")]
+    if seen[head.last_id] != head.last_hash:
+        return [ChainProblem(head.last_id, "row differs from the head record")]
+    return []
+
+
+def verify_chain(session: Session, key: bytes, batch: int = 1000) -> tuple[int, list[ChainProblem]]:
+    """Check every row and the head; return how many rows were read and what is wrong.
+
+    The head is read first: rows appended while this runs come after it and are
+    checked by their MACs like the others.
+    """
+    head = session.get(AuditHead, 1)
     problems: list[ChainProblem] = []
+    seen: dict[int, str] = {}
     previous = ""
     count, last_id = 0, 0
     while True:
@@ -96,13 +177,15 @@ def verify_chain(session: Session, batch: int = 1000) -> tuple[int, list[ChainPr
             .limit(batch)
         ).all()
         if not rows:
-            return count, problems
+            return count, problems + _head_problems(head, seen, last_id, key)
         for entry in rows:
             entry_id = entry.id or 0
             if entry.prev_hash != previous:
                 problems.append(ChainProblem(entry_id, "previous row missing or changed"))
-            if entry.hash != row_hash(entry):
-                problems.append(ChainProblem(entry_id, "row edited (hash mismatch)"))
+            if (problem := _row_problem(entry, key)) is not None:
+                problems.append(ChainProblem(entry_id, problem))
+            if head is not None and entry_id == head.last_id:
+                seen[entry_id] = entry.hash
             previous, last_id = entry.hash, entry_id
             count += 1
 

@@ -63,3 +63,18 @@ class AuditEntry(SQLModel, table=True):
     details: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     prev_hash: str = Field(default="", max_length=64)
     hash: str = Field(max_length=64)
+
+
+class AuditHead(SQLModel, table=True):
+    """The newest row of the audit log, under its own MAC: one row, updated with each append.
+
+    A log cut short at its end still chains correctly; the head, which names the
+    newest row and its MAC, is what shows rows are missing.
+    """
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(default=1, primary_key=True)
+    last_id: int = Field(default=0, sa_type=BigInt)
+    last_hash: str = Field(default="", max_length=64)
+    mac: str = Field(max_length=64)

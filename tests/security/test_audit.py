@@ -1,19 +1,52 @@
-"""The audit log records changes with who, what and where, and its chain catches tampering."""
+"""The audit log records changes with who, what and where, and its keyed chain catches
+tampering: an edited, removed or newest-removed row, and a chain recomputed without the key."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
-from sqlmodel import select
+from sqlmodel import col, select
 from typer.testing import CliRunner
 
 from tme.cli.audit_cmd import app as audit_cli
-from tme.controller.services.audit import verify_chain
+from tme.config import Settings, load_settings
+from tme.controller.services.audit import head_mac, row_mac, verify_chain
 from tme.controller.store.db import session_scope
-from tme.controller.store.security_models import AuditEntry
+from tme.controller.store.security_models import AuditEntry, AuditHead
+from tme.errors import ConfigError
+
+KEY = "audit-key-for-these-tests-0123456789"
+
+
+@pytest.fixture
+def app_settings(tmp_path):  # type: ignore[no-untyped-def]
+    return Settings(
+        database={"url": f"sqlite:///{tmp_path}/tme.db"},
+        broker={"url": "memory://"},
+        auth={"audit_key": KEY},
+    )
+
+
+@pytest.fixture(autouse=True)
+def audit_key_env(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`tme audit verify` reads the key from the environment, as an operator would give it."""
+    monkeypatch.setenv("TME_AUTH__AUDIT_KEY", KEY)
+
+
+def _verify(engine) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def]
+    with session_scope(engine) as session:
+        return [(p.entry_id, p.problem) for p in verify_chain(session, KEY.encode())[1]]
+
+
+def _rows(engine) -> list[AuditEntry]:  # type: ignore[no-untyped-def]
+    with session_scope(engine) as session:
+        return list(session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all())
 
 
 def _changes(test_client: TestClient) -> int:
@@ -53,26 +86,144 @@ def test_api_lists_filters_and_exports_csv(test_client, make_token) -> None:  # 
     assert test_client.get("/api/v1/audit", headers=engineer).status_code == 403
 
 
+def test_untouched_log_verifies(test_client, app_engine, app_settings) -> None:  # type: ignore[no-untyped-def]
+    _changes(test_client)
+    assert len(_rows(app_engine)) >= 4
+    assert _verify(app_engine) == []
+    result = CliRunner().invoke(audit_cli, ["verify", "--db", app_settings.database.url])
+    assert result.exit_code == 0, result.output
+    assert "audit log intact" in result.output
+
+
+def test_rows_are_keyed_with_the_configured_key(test_client, app_engine) -> None:  # type: ignore[no-untyped-def]
+    _changes(test_client)
+    rows = _rows(app_engine)
+    assert all(r.hash == row_mac(r, KEY.encode()) for r in rows)
+    with session_scope(app_engine) as session:
+        problems = verify_chain(session, b"another-key-entirely-0123456789")[1]
+    assert len(problems) == len(rows) + 1  # every row and the head fail under another key
+
+
 def test_edited_row_is_detected(test_client, app_engine, app_settings) -> None:  # type: ignore[no-untyped-def]
     _changes(test_client)
-    with session_scope(app_engine) as session:
-        assert verify_chain(session)[1] == []
-    runner = CliRunner()
-    db = ["verify", "--db", app_settings.database.url]
-    assert runner.invoke(audit_cli, db).exit_code == 0
     with app_engine.begin() as connection:
         connection.execute(text("UPDATE audit_log SET actor = 'someone' WHERE id = 2"))
-    with session_scope(app_engine) as session:
-        problems = verify_chain(session)[1]
-    assert [(p.entry_id, "edited" in p.problem) for p in problems] == [(2, True)]
-    result = runner.invoke(audit_cli, db)
+    assert [(i, "edited" in p) for i, p in _verify(app_engine)] == [(2, True)]
+    result = CliRunner().invoke(audit_cli, ["verify", "--db", app_settings.database.url])
     assert result.exit_code == 1 and "row 2" in result.output
 
 
-def test_removed_row_is_detected(test_client, app_engine) -> None:  # type: ignore[no-untyped-def]
+def test_removed_middle_row_is_detected(test_client, app_engine) -> None:  # type: ignore[no-untyped-def]
     _changes(test_client)
     with app_engine.begin() as connection:
         connection.execute(text("DELETE FROM audit_log WHERE id = 3"))
-    with session_scope(app_engine) as session:
-        problems = verify_chain(session)[1]
-    assert [(p.entry_id, "missing" in p.problem) for p in problems] == [(4, True)]
+    assert [(i, "missing" in p) for i, p in _verify(app_engine)] == [(4, True)]
+
+
+def test_removed_newest_row_is_detected(test_client, app_engine, app_settings) -> None:  # type: ignore[no-untyped-def]
+    _changes(test_client)
+    newest = _rows(app_engine)[-1].id
+    with app_engine.begin() as connection:
+        connection.execute(text("DELETE FROM audit_log WHERE id = :id"), {"id": newest})
+    assert [(i, "newest rows removed" in p) for i, p in _verify(app_engine)] == [(newest, True)]
+    result = CliRunner().invoke(audit_cli, ["verify", "--db", app_settings.database.url])
+    assert result.exit_code == 1 and f"row {newest}" in result.output
+
+
+def test_removed_newest_row_and_head_are_detected(test_client, app_engine) -> None:  # type: ignore[no-untyped-def]
+    _changes(test_client)
+    rows = _rows(app_engine)
+    with app_engine.begin() as connection:
+        connection.execute(text("DELETE FROM audit_log WHERE id = :id"), {"id": rows[-1].id})
+        connection.execute(text("DELETE FROM audit_head"))
+    assert [(i, "head record missing" in p) for i, p in _verify(app_engine)] == [
+        (rows[-2].id, True)
+    ]
+
+
+def test_a_row_mac_cannot_stand_in_for_the_head(test_client, app_engine) -> None:  # type: ignore[no-untyped-def]
+    """Cut the newest row and point the head at the row before with a MAC the attacker
+    holds (the removed row's): the head's own domain makes it fail."""
+    _changes(test_client)
+    rows = _rows(app_engine)
+    with app_engine.begin() as connection:
+        connection.execute(text("DELETE FROM audit_log WHERE id = :id"), {"id": rows[-1].id})
+        connection.execute(
+            text("UPDATE audit_head SET last_id = :id, last_hash = :hash, mac = :mac"),
+            {"id": rows[-2].id, "hash": rows[-2].hash, "mac": rows[-1].hash},
+        )
+    assert [(i, "head record edited" in p) for i, p in _verify(app_engine)] == [(rows[-2].id, True)]
+
+
+def _rechain(engine, mac_of) -> None:  # type: ignore[no-untyped-def]
+    """What someone with write access to the database does: edit, then recompute."""
+    with session_scope(engine) as session:
+        rows = session.exec(select(AuditEntry).order_by(col(AuditEntry.id))).all()
+        rows[1].actor = "someone-else"
+        previous = ""
+        for row in rows:
+            row.prev_hash = previous
+            row.hash = mac_of(row)
+            previous = row.hash
+            session.add(row)
+        head = session.get(AuditHead, 1)
+        assert head is not None
+        head.last_hash = previous
+        head.mac = hashlib.sha256(f"{head.last_id}{previous}".encode()).hexdigest()
+        session.add(head)
+
+
+def test_chain_recomputed_with_a_wrong_key_is_detected(
+    test_client, app_engine, app_settings
+) -> None:  # type: ignore[no-untyped-def]
+    _changes(test_client)
+    wrong = b"guessed-audit-key-0123456789"
+    _rechain(app_engine, lambda row: row_mac(row, wrong))
+    with session_scope(app_engine) as session:  # the forger's head, under the same wrong key
+        head = session.get(AuditHead, 1)
+        assert head is not None
+        head.mac = head_mac(head.last_id, head.last_hash, wrong)
+    problems = _verify(app_engine)
+    count = len(_rows(app_engine))
+    assert len(problems) == count + 1 and all("edited" in p for _, p in problems)
+    result = CliRunner().invoke(audit_cli, ["verify", "--db", app_settings.database.url])
+    assert result.exit_code == 1 and "audit log tampered" in result.output
+
+
+def test_chain_recomputed_as_plain_sha256_is_detected(test_client, app_engine) -> None:  # type: ignore[no-untyped-def]
+    """The chain as it was before it had a key: anyone could recompute it."""
+    import json
+
+    def plain(row: AuditEntry) -> str:
+        fields = [row.id, row.at.isoformat(), row.actor, row.action, row.target, row.outcome,
+                  row.client, row.details, row.prev_hash]  # fmt: skip
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    _changes(test_client)
+    _rechain(app_engine, plain)
+    problems = _verify(app_engine)
+    assert problems and all("without the audit key" in p for _, p in problems[:-1])
+    assert "head record edited" in problems[-1][1]
+
+
+def test_audit_key_is_a_secret_refused_empty_in_production(tmp_path: Path) -> None:
+    from tme.config import effective_items
+
+    base = {
+        "TME_ENVIRONMENT": "production",
+        "TME_AUTH__SECRET_KEY": "a-strong-session-signing-key-0123",
+        "TME_BROKER__PASSWORD": "rabbit-pass",
+    }
+    for weak in ({}, {"TME_AUTH__AUDIT_KEY": "changeme"}, {"TME_AUTH__AUDIT_KEY": "short"}):
+        with pytest.raises(ConfigError) as info:
+            load_settings(config_dir=tmp_path, environ={**base, **weak})
+        assert "auth.audit_key" in info.value.message
+    key_file = tmp_path / "audit_key"
+    key_file.write_text(KEY + "\n", encoding="utf-8")
+    settings = load_settings(
+        config_dir=tmp_path, environ={**base, "TME_AUTH__AUDIT_KEY_FILE": str(key_file)}
+    )
+    assert settings.auth.audit_key.get_secret_value() == KEY
+    items = {key: value for key, value, _source in effective_items(settings)}
+    assert items["auth.audit_key"] == "****"

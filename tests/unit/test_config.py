@@ -401,10 +401,10 @@ def test_production_accepts_real_secrets(tmp_path: Path) -> None:
         "override.yaml",
         f"environment: production\nauth: {{secret_key_file: {key_file}}}\n",
     )
-    settings = load(tmp_path, TME_BROKER__PASSWORD="rabbit-pass")
+    settings = load(tmp_path, TME_BROKER__PASSWORD="rabbit-pass", TME_AUTH__AUDIT_KEY=STRONG_KEY)
     assert settings.environment == "production"
     assert settings.auth.secret_key.get_secret_value() == STRONG_KEY
-    memory = load(tmp_path, TME_BROKER__URL="memory://")
+    memory = load(tmp_path, TME_BROKER__URL="memory://", TME_AUTH__AUDIT_KEY=STRONG_KEY)
     assert memory.broker.effective_url == "memory://"
 
 
@@ -475,7 +475,7 @@ def test_every_key_in_default_yaml_has_a_comment() -> None:
 
 def test_override_example_is_valid(tmp_path: Path) -> None:
     write(tmp_path, "override.yaml", (REPO_CONFIGS / "override.example.yaml").read_text())
-    for name in ("tme_broker_password", "tme_secret_key", "tme_webhook"):
+    for name in ("tme_broker_password", "tme_secret_key", "tme_audit_key", "tme_webhook"):
         write(tmp_path, name, STRONG_KEY)
     text = (tmp_path / "override.yaml").read_text().replace("/run/secrets", str(tmp_path))
     (tmp_path / "override.yaml").write_text(text)

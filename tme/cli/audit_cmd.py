@@ -1,4 +1,7 @@
-"""`tme audit verify`: check the audit log's hash chain for edited or removed rows."""
+"""`tme audit verify`: check the audit log's keyed chain for edited or removed rows.
+
+It needs the controller's audit key (`auth.audit_key`, e.g. TME_AUTH__AUDIT_KEY).
+"""
 
 from __future__ import annotations
 
@@ -15,15 +18,19 @@ app = typer.Typer(no_args_is_help=True)
 @app.command("verify")
 def verify(db: DbOption = None) -> None:
     """Exit 1 and name each broken row when a row was edited or removed."""
-    from tme.controller.services.audit import verify_chain
+    from tme.config import load_settings
+    from tme.controller.services.audit import audit_key, verify_chain
+    from tme.controller.store.security_models import AuditHead
 
     with database(db) as (_engine, session):
-        count, problems = verify_chain(session)
+        count, problems = verify_chain(session, audit_key(load_settings()))
+        head = session.get(AuditHead, 1)
+        newest = head.last_id if head is not None else 0
     if problems:
         for problem in problems[:50]:
             console.print(f"row {problem.entry_id}: {problem.problem}", highlight=False)
         fail(f"audit log tampered: {len(problems)} problem(s) in {count} rows")
-    console.print(f"audit log intact: {count} rows, chain verified")
+    console.print(f"audit log intact: {count} rows, chain verified to row {newest}")
 
 
 @app.command("tail")
