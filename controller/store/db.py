@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import make_url
 from sqlmodel import Session, create_engine
 
+from tme.controller.store import sqlite_gate
 from tme.errors import SchemaOutOfDate
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -36,6 +37,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         engine = create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        sqlite_gate.install(engine)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg"))

@@ -1,0 +1,90 @@
+"""One writer at a time on a SQLite file, handed over the moment it is free.
+
+SQLite lets one connection write at a time. Another that tries gets SQLITE_BUSY,
+and its busy handler sleeps and retries (1, 2, 5, 10 ... up to 100 ms between
+tries), so with several writer threads in one controller (API, dispatcher, event
+consumer, scheduler) a write could wait tens of milliseconds for a lock freed long
+before. The gate is an in-process lock taken at a connection's first write and
+given back when the connection returns to the pool (after its commit or rollback):
+the next writer wakes at once. Reads never take it; WAL lets them run beside the
+writer. A thread that already holds the gate may take it again (a nested session).
+Past the timeout a writer goes on without the gate and SQLite decides, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
+
+HELD = "tme_write_gate"
+WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
+
+
+class WriteGate:
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.waiting = 0  # writers waiting now (for tests and diagnostics)
+        self._free = threading.Condition()
+        self._owner: int | None = None
+        self._depth = 0
+
+    @property
+    def held(self) -> bool:
+        return self._depth > 0
+
+    def enter(self) -> bool:
+        """Wait for the gate; False when it stayed closed past the timeout."""
+        me = threading.get_ident()
+        with self._free:
+            if self._depth and self._owner != me:
+                self.waiting += 1
+                try:
+                    opened = self._free.wait_for(lambda: self._depth == 0, self.timeout_s)
+                finally:
+                    self.waiting -= 1
+                if not opened:
+                    log.warning("SQLite writer waited %.0f s for the write gate", self.timeout_s)
+                    return False
+            self._owner = me
+            self._depth += 1
+            return True
+
+    def leave(self) -> None:
+        with self._free:
+            self._depth = max(0, self._depth - 1)
+            if self._depth == 0:
+                self._owner = None
+                self._free.notify()
+
+
+def install(engine: Engine, timeout_s: float = 30.0) -> WriteGate:
+    gate = WriteGate(timeout_s)
+
+    def before_cursor_execute(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if conn.info.get(HELD) or not statement.lstrip()[:7].upper().startswith(WRITES):
+            return
+        if gate.enter():
+            conn.info[HELD] = True
+
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None and record.info.pop(HELD, False):
+            gate.leave()
+
+    event.listen(engine, "before_cursor_execute", before_cursor_execute)
+    event.listen(engine, "checkin", checkin)
+    _GATES[engine] = gate
+    return gate
+
+
+def gate_of(engine: Engine) -> WriteGate | None:
+    return _GATES.get(engine)
+
+
+_GATES: weakref.WeakKeyDictionary[Engine, WriteGate] = weakref.WeakKeyDictionary()
