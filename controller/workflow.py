@@ -59,13 +59,15 @@ def settle_pending(session: Session, hook: RunReadyHook | None) -> int:
         .limit(BATCH + LOOKBACK)
     ).all()
     runs = load_runs(session, (run_id for _id, run_id, _from in rows), lock=False)
+    _load_links(session, list(runs))
+    predecessors = _predecessors_among(session, {run.task_id for run in runs.values()})
     settled = 0
     for event_id, run_id, from_state in rows:
         cursor.last_event_id = max(cursor.last_event_id, event_id or 0)
         if from_state is not None and RunState(from_state).is_final:
             continue  # a late result beside a final state
         run = runs.get(run_id)
-        if run is not None and settle_run(session, run, hook):
+        if run is not None and settle_run(session, run, hook, predecessors):
             settled += 1
     if len(rows) < BATCH + LOOKBACK and last is not None:
         cursor.last_event_id = max(cursor.last_event_id, last)  # all between were settled
@@ -73,12 +75,38 @@ def settle_pending(session: Session, hook: RunReadyHook | None) -> int:
     return settled
 
 
+def _load_links(session: Session, run_ids: list[str]) -> None:
+    """Bring the runs' links into the session, so settling them looks none up."""
+    for start in range(0, len(run_ids), 500):
+        chunk = run_ids[start : start + 500]
+        list(session.exec(select(RunLink).where(col(RunLink.run_id).in_(chunk))))
+
+
+def _predecessors_among(session: Session, task_ids: set[int]) -> set[int]:
+    """Which of these tasks have dependents (the others have no step to advance)."""
+    found: set[int] = set()
+    ordered = sorted(task_ids)
+    for start in range(0, len(ordered), 500):
+        query = select(TaskDependency.predecessor_id).where(
+            col(TaskDependency.predecessor_id).in_(ordered[start : start + 500])
+        )
+        found.update(session.exec(query.distinct()))
+    return found
+
+
 def ensure_link(session: Session, run: Run) -> RunLink:
     link = session.get(RunLink, run.id)
     return link if link is not None else link_run(session, run, cause="manual")
 
 
-def settle_run(session: Session, run: Run, hook: RunReadyHook | None) -> bool:
+def settle_run(
+    session: Session,
+    run: Run,
+    hook: RunReadyHook | None,
+    predecessors: set[int] | None = None,
+) -> bool:
+    """Settle one final run once. `predecessors`, from a batch, names the tasks that
+    have dependents; without it the dependents are looked up."""
     link = ensure_link(session, run)
     if link.settled or not RunState(run.state).is_final:
         return False
@@ -88,7 +116,8 @@ def settle_run(session: Session, run: Run, hook: RunReadyHook | None) -> bool:
     if task is None:
         return True
     plan_retry(session, task, run, link)
-    advance_dependents(session, task.id or 0, link.workflow_id, hook)
+    if predecessors is None or task.id in predecessors:
+        advance_dependents(session, task.id or 0, link.workflow_id, hook)
     release_held(session, task, hook)
     return True
 
