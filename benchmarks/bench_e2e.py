@@ -119,8 +119,16 @@ def controller(database_url: str, finals: Finals, site: str) -> Iterator[Any]:
     from tme.controller.app import create_app
     from tme.controller.store.db import make_engine, upgrade
 
+    # Our own events queue, bound to this site only: other controllers on a shared
+    # broker (tests running beside the benchmark) must not take this run's events,
+    # nor this one theirs.
+    broker = {
+        "url": AMQP,
+        "events_queue": f"tme.bench.events.{site}",
+        "events_binding": f"{site}.#",
+    }
     settings = Settings.model_validate(
-        {"database": {"url": database_url}, "broker": {"url": AMQP}, "http": {"port": 0}}
+        {"database": {"url": database_url}, "broker": broker, "http": {"port": 0}}
     )
     engine = make_engine(database_url)
     upgrade(engine)
@@ -131,13 +139,7 @@ def controller(database_url: str, finals: Finals, site: str) -> Iterator[Any]:
     thread = threading.Thread(target=server.run, name="bench-http", daemon=True)
     thread.start()
     _until(lambda: server.started, 30, "the controller")
-    events = app.state.runtime.events
-    # Our own events queue, bound to this site only: other controllers on a shared
-    # broker (tests running beside the benchmark) must not take this run's events.
-    events.stop()
-    events.queue, events.binding = f"tme.bench.events.{site}", f"{site}.#"
-    events.start()
-    events.listeners.append(finals.listener)
+    app.state.runtime.events.listeners.append(finals.listener)
     port = server.servers[0].sockets[0].getsockname()[1]
     from tme.controller.services.bootstrap import create_admin
 
