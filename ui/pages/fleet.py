@@ -9,6 +9,7 @@ from fastapi import Request
 from nicegui import ui
 
 from tme.controller.services import fleet, point_values
+from tme.controller.services.access import site_scope
 from tme.schemas import DevicePublic
 from tme.ui import live
 from tme.ui.context import dashboard
@@ -21,11 +22,11 @@ def register() -> None:
         viewer = sign_in_first(request)
         if viewer is None:
             return
-        sees = viewer.principal.sees_site
+        granted = site_scope(viewer.principal)  # the API's fleet lists: the grant's sites
         with dashboard().session() as session:
-            sites = [s for s in fleet.list_sites(session) if sees(s.name)]
-            agents = [a for a in fleet.list_agents(session) if sees(a.site)]
-            devices = [d for d in fleet.list_devices(session) if sees(d.site)]
+            sites = fleet.list_sites(session, sites_in=granted)
+            agents = fleet.list_agents(session, sites_in=granted)
+            devices = fleet.list_devices(session, sites_in=granted)
         chips: dict[tuple[str, str], tuple[ui.badge, ui.label]] = {}
         with frame("Fleet", viewer):
             ui.label("Sites").classes("text-lg")

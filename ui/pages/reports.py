@@ -10,6 +10,7 @@ from fastapi import Request
 from nicegui import ui
 
 from tme.controller import reports
+from tme.controller.services.access import site_scope
 from tme.controller.store.models import utcnow
 from tme.ui.context import dashboard
 from tme.ui.theme import frame, href, sign_in_first
@@ -27,7 +28,13 @@ def register() -> None:
         group_by = group_by if group_by in reports.GROUPINGS else "op"
         end = utcnow()
         with dashboard().session() as session:
-            report = reports.summary(session, end - timedelta(days=days), end, group_by)
+            report = reports.summary(
+                session,
+                end - timedelta(days=days),
+                end,
+                group_by,
+                sites_in=site_scope(viewer.principal),  # the API's report: the grant's sites
+            )
         with frame("Reports", viewer):
             with ui.row().classes("items-end gap-2"):
                 period = ui.select(PERIODS, value=days, label="Period").classes("w-40")

@@ -8,12 +8,12 @@ from datetime import datetime
 
 from fastapi import Request
 from nicegui import ui
-from sqlmodel import select
+from sqlmodel import col, select
 
 from tme.controller.services.queries import list_runs
 from tme.controller.services.tasks import get_task, to_public
 from tme.controller.services.workflow_graph import workflow_of, workflows_of
-from tme.controller.store.models import Run, TaskDependency
+from tme.controller.store.models import Run, Task, TaskDependency
 from tme.errors import NotFound
 from tme.ui import live
 from tme.ui.context import dashboard
@@ -76,6 +76,17 @@ def register() -> None:
             dependents = session.exec(
                 select(TaskDependency).where(TaskDependency.predecessor_id == task_id)
             ).all()
+            # an edge to a task on a site outside the grant is not the viewer's to see
+            others = {d.predecessor_id for d in predecessors} | {d.task_id for d in dependents}
+            seen = {
+                other
+                for other, site in session.exec(
+                    select(Task.id, Task.site).where(col(Task.id).in_(others))
+                )
+                if viewer.principal.sees_site(site)
+            }
+            predecessors = [d for d in predecessors if d.predecessor_id in seen]
+            dependents = [d for d in dependents if d.task_id in seen]
             workflows = workflows_of(session, [r.id for r in runs])
         with frame(f"Task {task_id}: {public.name}", viewer):
             with ui.row().classes("items-center gap-2"):

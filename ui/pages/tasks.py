@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from fastapi import Request
 from nicegui import ui
 
+from tme.controller.services.access import site_scope
 from tme.controller.services.tasks import TaskFilters, list_tasks
 from tme.controller.store.models import Task
 from tme.errors import TMEError
@@ -29,14 +30,20 @@ def register() -> None:
         viewer = sign_in_first(request)
         if viewer is None:
             return
-        filters = TaskFilters(status=status or None, site=site or None, search=q or None)
+        # the grant limits the query itself (as the API's list does), so a page is full
+        # of the viewer's tasks and the next-page cursor skips no one else's
+        filters = TaskFilters(
+            status=status or None,
+            site=site or None,
+            search=q or None,
+            sites=site_scope(viewer.principal),
+        )
         try:
             with dashboard().session() as session:
                 rows, next_cursor = list_tasks(session, filters, limit=PAGE_SIZE, cursor=cursor)
         except TMEError as exc:
             rows, next_cursor = [], None
             ui.notify(str(exc), type="negative")
-        rows = [t for t in rows if viewer.principal.sees_site(t.site)]
         with frame("Tasks", viewer):
             _filter_bar(status, site, q)
             if viewer.can("task.write"):
