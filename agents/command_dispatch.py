@@ -97,7 +97,9 @@ class CommandDispatcher:
             resend, self._resend = self._resend, set()
             offline = set(self.offline)
         now = time.time()
-        for entry in self.journal.open_entries():
+        entries = self.journal.entries_needing_action(now - self.resend_after_s, resend, resend_all)
+        sent: list[str] = []
+        for entry in entries:
             if not entry.delivered:
                 self._report(entry, "delivered", partial(self.journal.mark_delivered, entry.id))
             if entry.state == "pending" and now > entry.not_after:
@@ -113,7 +115,9 @@ class CommandDispatcher:
             due = entry.sent_at is None or now - entry.sent_at > self.resend_after_s
             if entry.state == "pending" or resend_all or entry.agent in resend or due:
                 self.send(cmd_topic(self.site, entry.agent), entry.body)
-                self.journal.mark_sent(entry.id)
+                sent.append(entry.id)
+        if sent:
+            self.journal.mark_sent_many(sent)
 
     def _report(
         self, entry: JournalEntry, type_: EventType, after: Callable[[], None], reason: str = ""

@@ -76,7 +76,7 @@ class Gateway:
         self._publisher.start()
         self._dispatcher.start()
         self.link.start()
-        self._consumer = self.bus.consume(site_queue(site), self._on_command)
+        self._consumer = self.bus.consume_batch(site_queue(site), self._on_commands)
         log.info("gateway %s of site %s started", self.config.name, site)
 
     def stop(self) -> None:
@@ -94,15 +94,25 @@ class Gateway:
     def _send_command(self, topic: str, payload: bytes) -> None:
         self.link.publish(topic, payload)
 
-    def _on_command(self, delivery: Delivery) -> None:
-        """Journal, then return (the bus acks); anything undecodable is dead-lettered."""
+    def _on_commands(self, deliveries: list[Delivery]) -> list[Reject | None]:
+        """Journal what arrived in one synced write, then return (the bus acks it all);
+        anything undecodable or for another site is dead-lettered."""
         assert self.journal is not None and self._dispatcher is not None
-        try:
-            command: Command = Command.from_json(delivery.body)
-        except ProtocolError as exc:
-            log.warning("dead-lettering a malformed command: %s", exc.message)
-            raise Reject(exc.message) from exc
-        if command.site != self.config.site:
-            raise Reject(f"command {command.id} is for site {command.site!r}")
-        if self.journal.add(command, delivery.body):
+        outcomes: list[Reject | None] = []
+        commands: list[tuple[Command, bytes]] = []
+        for delivery in deliveries:
+            try:
+                command: Command = Command.from_json(delivery.body)
+            except ProtocolError as exc:
+                log.warning("dead-lettering a malformed command: %s", exc.message)
+                outcomes.append(Reject(exc.message))
+                continue
+            if command.site != self.config.site:
+                log.warning("dead-lettering command %s for site %r", command.id, command.site)
+                outcomes.append(Reject(f"command {command.id} is for site {command.site!r}"))
+                continue
+            outcomes.append(None)
+            commands.append((command, delivery.body))
+        if commands and any(self.journal.add_many(commands)):
             self._dispatcher.wake()
+        return outcomes

@@ -5,6 +5,11 @@ journal, not the queue, is what guarantees it reaches its agent. An entry moves
 pending (held or not yet sent) -> sent -> done (the agent answered: any event from
 it proves it recorded the command) or expired (never sent before not_after).
 `delivered` records that the `delivered` event reached the bus.
+
+Only journaling a command must be on disk before its ack, so that write alone is
+synced (and a batch of commands shares one sync). Later updates are not synced
+each: one lost in a power cut leaves the entry open, so the command is offered
+again and answered from the agent's record, never run twice.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ CREATE TABLE IF NOT EXISTS journal (
     delivered INTEGER NOT NULL DEFAULT 0,
     sent_at REAL,
     updated REAL NOT NULL
-)
+);
+CREATE INDEX IF NOT EXISTS journal_open ON journal (state) WHERE state IN ('pending', 'sent');
 """
 
 
@@ -55,8 +61,8 @@ class Journal:
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")  # the ack to RabbitMQ relies on it
-            self._db.execute(_SCHEMA)
+            self._db.execute("PRAGMA synchronous=NORMAL")  # `add_many` syncs its own commit
+            self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
@@ -64,20 +70,61 @@ class Journal:
 
     def add(self, command: Command, body: bytes) -> bool:
         """Journal a command; False if its id is already journaled (a redelivery)."""
+        return self.add_many([(command, body)])[0]
+
+    def add_many(self, commands: list[tuple[Command, bytes]]) -> list[bool]:
+        """Journal commands in one synced transaction; per command, whether it was new."""
+        now = time.time()
+        added = []
         with self._lock:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO journal (id, agent, body, not_after, state, updated)"
-                " VALUES (?, ?, ?, ?, 'pending', ?)",
-                (command.id, command.agent, body, command.not_after.timestamp(), time.time()),
-            )
-        return cursor.rowcount == 1
+            self._db.execute("PRAGMA synchronous=FULL")  # the ack to RabbitMQ relies on it
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for command, body in commands:
+                        cursor = self._db.execute(
+                            "INSERT OR IGNORE INTO journal"
+                            " (id, agent, body, not_after, state, updated)"
+                            " VALUES (?, ?, ?, ?, 'pending', ?)",
+                            (command.id, command.agent, body, command.not_after.timestamp(), now),
+                        )
+                        added.append(cursor.rowcount == 1)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+        return added
 
     def open_entries(self) -> list[JournalEntry]:
         """Entries not closed yet, oldest first."""
+        return self._select("WHERE state IN ('pending', 'sent')", ())
+
+    def entries_needing_action(
+        self, resend_sent_before: float, resend_agents: set[str], resend_all: bool
+    ) -> list[JournalEntry]:
+        """Open entries the dispatcher has something to do with, oldest first: pending
+        ones, sent ones whose `delivered` is not reported yet, and sent ones to offer
+        again (sent before `resend_sent_before`, of `resend_agents`, or all of them)."""
+        if resend_all:
+            return self.open_entries()
+        agents = sorted(resend_agents)
+        marks = ", ".join("?" for _ in agents)
+        again = f" OR agent IN ({marks})" if agents else ""
+        return self._select(
+            "WHERE state = 'pending' OR (state = 'sent'"
+            f" AND (delivered = 0 OR sent_at < ?{again}))",
+            (resend_sent_before, *agents),
+        )
+
+    def _select(self, where: str, params: tuple[object, ...]) -> list[JournalEntry]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, agent, body, not_after, state, delivered, sent_at FROM journal"
-                " WHERE state IN ('pending', 'sent') ORDER BY rowid"
+                "SELECT id, agent, body, not_after, state, delivered, sent_at FROM journal "
+                + where
+                + " ORDER BY rowid",
+                params,
             ).fetchall()
         return [JournalEntry(r[0], r[1], bytes(r[2]), r[3], r[4], bool(r[5]), r[6]) for r in rows]
 
@@ -89,11 +136,16 @@ class Journal:
         return row[0] if row else None
 
     def mark_sent(self, command_id: str) -> None:
-        self._update(
-            "UPDATE journal SET state = 'sent', sent_at = ?, updated = ? "
-            "WHERE id = ? AND state IN ('pending', 'sent')",
-            (time.time(), time.time(), command_id),
-        )
+        self.mark_sent_many([command_id])
+
+    def mark_sent_many(self, command_ids: list[str]) -> None:
+        now = time.time()
+        with self._lock:
+            self._db.executemany(
+                "UPDATE journal SET state = 'sent', sent_at = ?, updated = ? "
+                "WHERE id = ? AND state IN ('pending', 'sent')",
+                [(now, now, command_id) for command_id in command_ids],
+            )
 
     def mark_delivered(self, command_id: str) -> None:
         self._update(
