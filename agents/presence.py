@@ -3,25 +3,17 @@
 `online` is re-published on every (re)connect: if the connection dropped long enough
 for the broker to publish the will, the retained state says offline until we say
 otherwise. A graceful stop publishes `offline` itself, since DISCONNECT cancels the will.
-
-The message is tme.protocol's `Presence`, written here as plain JSON: an idle device
-agent says nothing but presence, and building it without the pydantic model keeps the
-agent from loading pydantic (about 10 MB) before its first command. A unit test holds
-this encoding to the model, field for field.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from tme.mqtt import MqttLink
+from tme.protocol import Presence
 from tme.topics import state_topic
 
 Role = Literal["agent", "gateway"]
-PROTOCOL_VERSION = 1  # tme.protocol.PROTOCOL_VERSION; the test above checks they agree
 
 
 def presence_json(
@@ -31,20 +23,9 @@ def presence_json(
     state: Literal["online", "offline"],
     devices: list[dict[str, Any]],
 ) -> bytes:
-    """A `Presence` message as its model would serialise it (UTC time with a Z)."""
-    at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    message = {
-        "v": PROTOCOL_VERSION,
-        "id": str(uuid.uuid4()),
-        "kind": "presence",
-        "site": site,
-        "agent": name,
-        "role": role,
-        "state": state,
-        "at": at,
-        "devices": devices,
-    }
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
+    """A `Presence` message, encoded for the state topic."""
+    message = Presence(site=site, agent=name, role=role, state=state, devices=devices)
+    return message.to_json()
 
 
 class PresenceAnnouncer:

@@ -10,12 +10,12 @@ so no other module spells them.
 
 from __future__ import annotations
 
+import copy
 import uuid
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic import ValidationError as _PydanticError
+import msgspec
 
 from tme.errors import TMEError
 from tme.topics import cmd_topic as cmd_topic
@@ -59,27 +59,75 @@ class ProtocolError(TMEError):
     code = "protocol_error"
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+# An aware timestamp, ISO 8601 on the wire ("...Z" for UTC); a naive one is refused.
+UTCDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+
+_ENCODER = msgspec.json.Encoder()
+_DECODERS: dict[type[Message], msgspec.json.Decoder[Any]] = {}
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of the wire messages: a frozen msgspec struct, encoded and checked by msgspec.
+
+    Unknown fields are ignored on decode (a newer sender may add some). Decoding is lax
+    like pydantic's: "5" for an int and unix seconds for a time are accepted. The
+    constructor does not check types; the decoder does, on every hop.
+    """
 
     v: int = PROTOCOL_VERSION
-    id: str = Field(default_factory=new_id)
+    id: str = msgspec.field(default_factory=new_id)
 
     def to_json(self) -> bytes:
-        return self.model_dump_json().encode()
+        return _ENCODER.encode(self)
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Any:
         try:
-            msg = cls.model_validate_json(data)
-        except _PydanticError as exc:
-            raise ProtocolError(f"malformed {cls.__name__}: {exc.errors()[:3]}") from exc
+            msg = cls._json_decoder().decode(data)
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"malformed {cls.__name__}: {exc}") from exc
+        return cls._checked(msg)
+
+    @classmethod
+    def model_validate(cls, obj: Any) -> Self:
+        """A message from a dict of Python values (datetimes or ISO strings), checked."""
+        try:
+            msg = msgspec.convert(obj, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ProtocolError(f"malformed {cls.__name__}: {exc}") from exc
+        return cls._checked(msg)
+
+    @classmethod
+    def _checked(cls, msg: Self) -> Self:
         if msg.v != PROTOCOL_VERSION:
             raise ProtocolError(f"unsupported protocol version {msg.v}")
         return msg
 
+    @classmethod
+    def _json_decoder(cls) -> msgspec.json.Decoder[Any]:
+        decoder = _DECODERS.get(cls)
+        if decoder is None:  # built once per class, on its first decode
+            decoder = _DECODERS[cls] = msgspec.json.Decoder(cls, strict=False)
+        return decoder
 
-class Command(Message):
+    # pydantic-style names kept for callers written against the earlier pydantic models
+
+    def model_dump_json(self) -> str:
+        return self.to_json().decode()
+
+    def model_dump(self, *, mode: Literal["python", "json"] = "python") -> dict[str, Any]:
+        """The fields as a dict: Python values (a deep copy), or JSON ones for mode="json"."""
+        if mode == "json":
+            result: dict[str, Any] = msgspec.to_builtins(self)
+            return result
+        return copy.deepcopy(msgspec.structs.asdict(self))
+
+    def model_copy(self, *, update: dict[str, Any] | None = None) -> Self:
+        """A copy with some fields replaced (not re-checked, as with pydantic)."""
+        return msgspec.structs.replace(self, **(update or {}))
+
+
+class Command(Message, frozen=True, kw_only=True):
     """Do one operation on one agent. `id` is the run id and the command id."""
 
     kind: Literal["command"] = "command"
@@ -89,11 +137,11 @@ class Command(Message):
     agent: str
     device: str | None = None
     op: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
     cmd: str | None = None
     timeout_s: float
-    not_after: datetime  # the agent refuses (expired) a command it receives after this
-    created_at: datetime = Field(default_factory=utcnow)
+    not_after: UTCDatetime  # the agent refuses (expired) a command it receives after this
+    created_at: UTCDatetime = msgspec.field(default_factory=utcnow)
 
 
 EventType = Literal[
@@ -116,7 +164,7 @@ FINAL_EVENT_TYPES = frozenset(
 )
 
 
-class Event(Message):
+class Event(Message, frozen=True, kw_only=True):
     """Something that happened to a command, reported back to the controller."""
 
     kind: Literal["event"] = "event"
@@ -125,7 +173,7 @@ class Event(Message):
     site: str
     agent: str
     source: Literal["agent", "gateway", "controller"] = "agent"
-    at: datetime = Field(default_factory=utcnow)
+    at: UTCDatetime = msgspec.field(default_factory=utcnow)
     reason: str = ""
     result: dict[str, Any] | None = None
     line: str | None = None
@@ -134,7 +182,7 @@ class Event(Message):
     not_started: bool = False
 
 
-class Presence(Message):
+class Presence(Message, frozen=True, kw_only=True):
     """An agent or gateway going online or offline (retained on its state topic)."""
 
     kind: Literal["presence"] = "presence"
@@ -142,17 +190,24 @@ class Presence(Message):
     agent: str
     role: Literal["agent", "gateway"] = "agent"
     state: Literal["online", "offline"]
-    at: datetime = Field(default_factory=utcnow)
-    devices: list[dict[str, Any]] = Field(default_factory=list)
+    at: UTCDatetime = msgspec.field(default_factory=utcnow)
+    devices: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
+class _Kind(msgspec.Struct):
+    """Only the `kind` of a message; decoding it skips every other field."""
+
+    kind: Any = None
+
+
+_KIND_DECODER = msgspec.json.Decoder(_Kind)
 
 
 def decode_any(data: bytes | str) -> Command | Event | Presence:
     """Decode a message whose kind is not known in advance."""
-    import json
-
     try:
-        kind = json.loads(data).get("kind")
-    except (ValueError, AttributeError) as exc:
+        kind = _KIND_DECODER.decode(data).kind
+    except msgspec.DecodeError as exc:
         raise ProtocolError(f"not a JSON object: {exc}") from exc
     classes: dict[str, type[Command] | type[Event] | type[Presence]] = {
         "command": Command,

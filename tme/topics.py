@@ -1,7 +1,7 @@
 """MQTT topics of protocol version 1: tme/v1/<site>/<agent>/<cmd|evt|state>.
 
-Kept apart from tme.protocol (which re-exports them) so the device agent can name its
-topics without importing pydantic: an idle agent holds no wire-message models.
+Kept apart from tme.protocol (which re-exports them): plain string functions with no
+imports, for modules that name topics but never build a message.
 """
 
 from __future__ import annotations

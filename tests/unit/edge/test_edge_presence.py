@@ -1,29 +1,60 @@
-"""Presence is written without the pydantic model; it must stay exactly that model."""
+"""Presence as the edge processes announce it: the protocol's `Presence` message."""
 
 from __future__ import annotations
 
-import json
+from datetime import timedelta
 
-from tme.agents.presence import PROTOCOL_VERSION, presence_json
-from tme.protocol import PROTOCOL_VERSION as WIRE_VERSION
-from tme.protocol import Presence
+from tme.agents.presence import PresenceAnnouncer
+from tme.protocol import Presence, decode_any, state_topic
 
 
-def test_presence_json_is_the_protocol_model_byte_for_byte() -> None:
-    devices = [{"name": "pump1", "profile": "pump", "points": [{"name": "°C", "min": 0.0}]}]
-    raw = presence_json("s1", "a1", "agent", "online", devices)
-    message = Presence.from_json(raw)
+class RecordingLink:
+    """The part of MqttLink the announcer uses, recording what it was asked to do."""
+
+    def __init__(self) -> None:
+        self.will: tuple[str, bytes] | None = None
+        self.published: list[tuple[str, bytes, bool]] = []
+        self.hooks: list[object] = []
+
+    def set_will(self, topic: str, payload: bytes, retain: bool = True) -> None:
+        self.will = (topic, payload)
+
+    def on_connected(self, hook: object) -> None:
+        self.hooks.append(hook)
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.published.append((topic, payload, retain))
+
+
+DEVICES = [{"name": "pump1", "profile": "pump", "points": [{"name": "°C", "min": 0.0}]}]
+
+
+def test_online_is_a_retained_presence_with_the_devices() -> None:
+    link = RecordingLink()
+    announcer = PresenceAnnouncer(link, "s1", "a1", "agent", DEVICES)
+    announcer.install()
+    assert link.hooks == [announcer.announce_online]
+    announcer.announce_online()
+    [(topic, raw, retain)] = link.published
+    message = decode_any(raw)
+    assert isinstance(message, Presence) and topic == state_topic("s1", "a1") and retain
     assert (message.site, message.agent, message.role, message.state) == (
         "s1",
         "a1",
         "agent",
         "online",
     )
-    assert message.devices == devices and message.at.utcoffset() is not None
-    assert message.to_json() == raw  # same fields, order, time format and escaping
+    assert message.devices == DEVICES and message.at.utcoffset() == timedelta(0)
+    assert "°C".encode() in raw  # UTF-8 on the wire, not \\u escapes
 
 
-def test_presence_json_has_every_field_of_the_model() -> None:
-    raw = presence_json("s1", "gw", "gateway", "offline", [])
-    assert set(json.loads(raw)) == set(Presence.model_fields)
-    assert PROTOCOL_VERSION == WIRE_VERSION
+def test_the_will_and_the_final_state_say_offline_without_devices() -> None:
+    link = RecordingLink()
+    announcer = PresenceAnnouncer(link, "s1", "gw", "gateway", DEVICES)
+    announcer.install()
+    assert link.will is not None
+    topic, final = announcer.final()
+    for raw in (link.will[1], final):
+        message = Presence.from_json(raw)
+        assert (message.role, message.state, message.devices) == ("gateway", "offline", [])
+    assert topic == link.will[0] == state_topic("s1", "gw")
