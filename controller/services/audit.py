@@ -104,7 +104,8 @@ def record(
     with _APPEND_LOCK, session_scope(engine) as session:
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
-        last = session.exec(select(AuditEntry).order_by(col(AuditEntry.id).desc())).first()
+        newest = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(1)
+        last = session.exec(newest).first()
         entry = AuditEntry(
             at=utcnow(),
             actor=actor[:64],
