@@ -174,12 +174,15 @@ def _until(predicate: Any, timeout: float, what: str) -> None:
 
 
 def _agents_online(engine: Any, site: str) -> int:
+    """Device agents of the site online (the gateway reports its presence too)."""
     from sqlmodel import Session, col, func, select
 
     from tme.controller.store.models import Agent
 
     with Session(engine) as session:
-        query = select(func.count()).where(Agent.site == site, col(Agent.online).is_(True))
+        query = select(func.count()).where(
+            Agent.site == site, Agent.role == "agent", col(Agent.online).is_(True)
+        )
         return int(session.exec(query).one())
 
 
