@@ -20,6 +20,7 @@ from tme.controller.retries import plan_retry
 from tme.controller.services.launch import link_run, release_held
 from tme.controller.services.runs import load_runs, start_run, transition
 from tme.controller.services.tasks import RunReadyHook
+from tme.controller.store.db import keep_loaded
 from tme.controller.store.models import Run, RunEvent, Task, TaskDependency
 from tme.controller.store.workflow_models import RunLink, WorkflowCursor
 from tme.states import FAILURE_STATES, FINAL_STATES, RunState
@@ -79,7 +80,7 @@ def _load_links(session: Session, run_ids: list[str]) -> None:
     """Bring the runs' links into the session, so settling them looks none up."""
     for start in range(0, len(run_ids), 500):
         chunk = run_ids[start : start + 500]
-        list(session.exec(select(RunLink).where(col(RunLink.run_id).in_(chunk))))
+        keep_loaded(session, session.exec(select(RunLink).where(col(RunLink.run_id).in_(chunk))))
 
 
 def _predecessors_among(session: Session, task_ids: set[int]) -> set[int]:

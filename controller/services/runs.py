@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from tme.controller.store.db import keep_loaded
 from tme.controller.store.models import Run, RunEvent, RunLog, Task, utcnow
 from tme.errors import IllegalTransition
 from tme.states import RunState, check_transition
@@ -74,7 +75,8 @@ def load_runs(session: Session, run_ids: Iterable[str], *, lock: bool = True) ->
     task_ids = sorted({run.task_id for run in runs.values()})
     for chunk in _chunks(task_ids):
         query = select(Task).where(col(Task.id).in_(chunk)).order_by(col(Task.id))
-        list(session.exec(_locked(query, lock)))
+        keep_loaded(session, session.exec(_locked(query, lock)))
+    keep_loaded(session, runs.values())
     return runs
 
 

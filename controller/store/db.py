@@ -6,7 +6,7 @@ applies the migrations (Alembic), and `tme demo` upgrades by itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,15 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def keep_loaded(session: Session, objects: Iterable[Any]) -> None:
+    """Hold objects loaded ahead for a batch in the session for its lifetime.
+
+    The identity map references objects weakly: rows read only to warm it are
+    dropped at once, and each later `session.get` becomes a query (and a flush).
+    """
+    session.info.setdefault("tme.kept", []).extend(objects)
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -4,6 +4,7 @@ in one batch all land in order, an unknown run is skipped, and presence mixes in
 
 from __future__ import annotations
 
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
@@ -66,3 +67,27 @@ def test_a_redelivered_batch_changes_nothing(engine: Engine) -> None:
         with session_scope(engine) as session:
             apply_messages(session, batch)
     assert _hops(engine, run_id) == ["pending", "accepted", "running"]
+
+
+def _selects_applying(engine: Engine, run_ids: list[str]) -> int:
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    batch: list[Event | Presence] = [_event(run_id, "accepted") for run_id in run_ids]
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with session_scope(engine) as session:
+            apply_messages(session, batch)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return sum(1 for s in statements if s.lstrip().upper().startswith("SELECT"))
+
+
+def test_a_batch_reads_its_runs_and_tasks_up_front_whatever_its_size(engine: Engine) -> None:
+    """Mirroring each hop on its task finds the task already loaded: a batch of 20
+    runs reads no more than a batch of 2 (no query, and no autoflush, per event)."""
+    small = _selects_applying(engine, _runs(engine, 2))
+    large = _selects_applying(engine, _runs(engine, 20))
+    assert large == small
