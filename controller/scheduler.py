@@ -46,6 +46,9 @@ class ScheduleKeeper:
         self.key = key
         self.scheduler: BackgroundScheduler | None = None
         self._seen: datetime | None = None
+        # Ids of the jobs this keeper holds: a task that never had a schedule (most
+        # tasks) costs no job-store lookup when its policy row changes.
+        self._jobs: set[str] = set()
 
     def start(self) -> None:
         self.scheduler = BackgroundScheduler(
@@ -69,6 +72,7 @@ class ScheduleKeeper:
         """Make the stored jobs match every task's schedule; return how many jobs there are."""
         assert self.scheduler is not None
         jobs = {job.id: job.name for job in self.scheduler.get_jobs()}
+        self._jobs = set(jobs)
         wanted = 0
         with Session(self.engine) as session:
             rows = session.exec(
@@ -107,7 +111,7 @@ class ScheduleKeeper:
         for task_id, schedule, paused, changed_at in rows:
             if schedule and not paused:
                 self._put(task_id, schedule, changed_at)
-            else:
+            elif job_id(task_id) in self._jobs:
                 self._remove(task_id)
             self._seen = max(filter(None, [self._seen, changed_at]))
         return len(rows)
@@ -127,8 +131,10 @@ class ScheduleKeeper:
             name=_version(changed_at),
             replace_existing=True,
         )
+        self._jobs.add(job_id(task_id))
 
     def _remove(self, task_id: int) -> None:
         assert self.scheduler is not None
-        with contextlib.suppress(JobLookupError):
+        self._jobs.discard(job_id(task_id))
+        with contextlib.suppress(JobLookupError):  # an "at" job removes itself once fired
             self.scheduler.remove_job(job_id(task_id))
