@@ -63,6 +63,7 @@ class Scheduling:
         self._thread: threading.Thread | None = None
         self._renew_every = lease_ttl_s / 3
         self._renewed_at = 0.0
+        self._housekeeping_at = 0.0
         self._told_standby = False
 
     def start(self) -> None:
@@ -100,17 +101,25 @@ class Scheduling:
                     self._hold_lease()
                     self._renewed_at = time.monotonic()
                 if self.leading:
-                    self.step()
+                    # A wake (a run settled) advances workflows at once; retries and
+                    # timeouts, which scan every run in flight, wait for their tick.
+                    due = time.monotonic() >= self._housekeeping_at
+                    self.step(housekeeping=due)
+                    if due:
+                        self._housekeeping_at = time.monotonic() + self.tick_s
             except Exception:  # the loop must survive a database hiccup; the next tick retries
                 log.exception("scheduling pass failed")
             self._wake.wait(self.tick_s)
             self._wake.clear()
 
-    def step(self) -> None:
-        """One pass of the leader's work (also called by tests to avoid waiting a tick)."""
+    def step(self, *, housekeeping: bool = True) -> None:
+        """One pass of the leader's work (also called by tests to avoid waiting a tick):
+        schedules and workflow steps, then (with `housekeeping`) retries and timeouts."""
         self.keeper.sync_changes()
         with session_scope(self.engine) as session:
             settle_pending(session, self.hook)
+        if not housekeeping:
+            return
         with session_scope(self.engine) as session:
             now = utcnow()
             start_due_retries(session, self.hook, now)
