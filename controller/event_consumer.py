@@ -26,6 +26,7 @@ EVENTS_QUEUE = "tme.controller.events"
 MAX_BATCH = 200  # events per transaction; a batch is only what has already arrived
 
 Listener = Callable[[Event | Presence], None]
+BatchListener = Callable[[list[Event | Presence]], None]
 
 
 class EventConsumer:
@@ -44,6 +45,7 @@ class EventConsumer:
         self.queue = queue
         self.binding = binding
         self.listeners: list[Listener] = []
+        self.batch_listeners: list[BatchListener] = []
         self._consumer: Consumer | None = None
 
     def start(self) -> None:
@@ -84,11 +86,16 @@ class EventConsumer:
     def _apply(self, messages: list[Event | Presence]) -> None:
         with session_scope(self.engine) as session:
             apply_messages(session, messages)
+        for batch_listener in self.batch_listeners:
+            try:
+                batch_listener(messages)
+            except Exception:  # a listener (dashboard, metrics) never blocks the ack
+                log.exception("event listener failed")
         for message in messages:
             for listener in self.listeners:
                 try:
                     listener(message)
-                except Exception:  # a listener (dashboard, metrics) never blocks the ack
+                except Exception:
                     log.exception("event listener failed")
 
 

@@ -75,17 +75,27 @@ class Metrics:
         )
         self.engine = engine
 
-    def on_message(self, message: Event | Presence) -> None:
-        """EventConsumer listener (bus thread): prometheus-client is thread-safe."""
-        if not isinstance(message, Event):
+    def on_batch(self, messages: list[Event | Presence]) -> None:
+        """EventConsumer batch listener (bus thread): prometheus-client is thread-safe.
+
+        The runs accepted in the batch are read in one query for their creation time.
+        """
+        accepted: dict[str, Event] = {}
+        for message in messages:
+            if not isinstance(message, Event):
+                continue
+            if message.type in DRIVER_ERROR_EVENTS:
+                self.driver_errors.labels(site=message.site or "", source=message.source).inc()
+            if message.type == "accepted":
+                accepted.setdefault(message.command_id, message)
+        if not accepted:
             return
-        if message.type in DRIVER_ERROR_EVENTS:
-            self.driver_errors.labels(site=message.site or "", source=message.source).inc()
-        if message.type == "accepted":
-            with Session(self.engine) as session:
-                run = session.get(Run, message.command_id)
-            if run is not None:
-                latency = (message.at - run.created_at).total_seconds()
+        with Session(self.engine) as session:
+            query = select(Run.id, Run.created_at).where(col(Run.id).in_(list(accepted)))
+            created = dict(session.exec(query).all())
+        for run_id, event in accepted.items():
+            if run_id in created:
+                latency = (event.at - created[run_id]).total_seconds()
                 self.dispatch_latency.observe(max(0.0, latency))
 
 

@@ -27,7 +27,7 @@ class Observers:
         state.metrics = Metrics(state.engine)
         if runtime is not None:
             runtime.events.listeners.append(state.change_feed.on_message)
-            runtime.events.listeners.append(state.metrics.on_message)
+            runtime.events.batch_listeners.append(state.metrics.on_batch)
             self.notifier = Notifier(state.engine, self.settings, state.change_feed)
             self.notifier.start()
 

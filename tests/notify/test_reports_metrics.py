@@ -93,3 +93,30 @@ def test_metrics_needs_a_token(app) -> None:
 
     with TestClient(app) as anonymous:
         assert anonymous.get("/metrics").status_code == 401
+
+
+def test_metrics_observe_dispatch_latency_and_driver_errors_from_a_batch(app_engine) -> None:
+    from tme.controller.metrics import Metrics
+    from tme.protocol import Event, Presence
+
+    with Session(app_engine) as session:
+        ids = []
+        for i in range(3):
+            task, _ = create_task(session, TaskCreate(name=f"pump {i}"))
+            ids.append(str(task.latest_run_id))
+        session.commit()
+    metrics = Metrics(app_engine)
+    accepted = [Event(command_id=r, type="accepted", site="plant-x", agent="skid-a") for r in ids]
+    failed = Event(command_id=ids[0], type="failed", site="plant-x", agent="skid-a")
+    batch: list[Event | Presence] = [
+        *accepted,
+        accepted[0],  # redelivered in the same batch: observed once
+        Event(command_id="no-such-run", type="accepted", site="plant-x", agent="skid-a"),
+        Presence(site="plant-x", agent="skid-a", state="online"),
+        failed,
+    ]
+    metrics.on_batch(batch)
+    registry = metrics.registry
+    assert registry.get_sample_value("tme_dispatch_latency_seconds_count") == 3
+    labels = {"site": "plant-x", "source": failed.source}
+    assert registry.get_sample_value("tme_driver_errors_total", labels) == 1

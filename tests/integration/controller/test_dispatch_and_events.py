@@ -149,6 +149,12 @@ def test_what_was_never_confirmed_is_published_again_after_a_restart(app_engine,
 def test_event_consumer_dead_letters_garbage_and_applies_events_once(app_engine, bus, site):
     (run_id,) = _queue_tasks(app_engine, site, 1)
     consumer = EventConsumer(app_engine, bus, queue=f"tme.test.events.{site}", binding=f"{site}.#")
+    batches: list[list[Any]] = []
+
+    def broken(_messages: list[Any]) -> None:
+        raise RuntimeError("a listener's bug")
+
+    consumer.batch_listeners.extend([broken, batches.append])  # the broken one stops nothing
     consumer.start()
     key = f"{site}.skid-a.accepted"
     accepted = Event(command_id=run_id, type="accepted", site=site, agent="skid-a")
@@ -169,6 +175,8 @@ def test_event_consumer_dead_letters_garbage_and_applies_events_once(app_engine,
         started = Event(command_id=run_id, type="started", site=site, agent="skid-a")
         bus.publish(EVENTS_EXCHANGE, key, started.to_json())
         wait_until(lambda: _states(app_engine, [run_id]) == {"running"}, what="running")
+        told = lambda: [m.type for batch in batches for m in batch]  # noqa: E731
+        wait_until(lambda: "started" in told(), what="batch listeners told of the events")
     finally:
         consumer.stop()
     with session_scope(app_engine) as session:
