@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy tme
+	$(BIN)/mypy tme controller agents drivers ui simulators
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
