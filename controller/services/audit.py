@@ -6,7 +6,8 @@ next row's link, and someone with write access to the database but not the key
 cannot recompute the chain. A one-row head record, updated in the same
 transaction as each append and MACed under a domain of its own, names the newest
 row: removing rows from the end (which leaves a valid chain) is caught there.
-Rows are appended under a lock, so two writers never chain to the same predecessor.
+Rows are appended by one writer at a time (group commit: rows asked for meanwhile
+go in the next transaction), so two writers never chain to the same predecessor.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from tme.controller.store.db import session_scope
 from tme.controller.store.models import utcnow
 from tme.controller.store.security_models import AuditEntry, AuditHead
 
-_APPEND_LOCK = threading.Lock()
 _PG_LOCK_ID = 0x746D6561  # "tmea": one advisory lock shared by every controller process
 
 # Local mode without `auth.audit_key` still chains with a key, a public one;
@@ -99,34 +99,112 @@ def record(
     client: str = "",
     details: dict[str, Any] | None = None,
 ) -> AuditEntry:
-    """Append one row, move the head to it, and commit both."""
+    """Append one row, move the head to it, and commit both; return once committed."""
+    fields = {
+        "actor": actor[:64],
+        "action": action[:64],
+        "target": target[:200],
+        "outcome": outcome[:16],
+        "client": client[:100],
+        "details": details or {},
+    }
+    return _APPENDER.append(engine, _Append(fields))
+
+
+@dataclass
+class _Append:
+    fields: dict[str, Any]
+    done: bool = False
+    entry: AuditEntry | None = None
+    error: BaseException | None = None
+
+
+class _GroupAppender:
+    """Group commit: rows asked for while a write is in progress go in the next one.
+
+    Each caller still returns only after its own row is committed; under concurrent
+    requests one transaction (and one wait for the database's write lock) carries
+    many rows, where one per row would queue the requests behind each other.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting: list[tuple[Engine, _Append]] = []
+        self._writing = False
+
+    def append(self, engine: Engine, item: _Append) -> AuditEntry:
+        with self._cond:
+            self._waiting.append((engine, item))
+            while not item.done:
+                if self._writing:
+                    self._cond.wait()
+                    continue
+                self._writing = True
+                batch, self._waiting = self._waiting, []
+                self._cond.release()
+                try:
+                    _write_batch(batch)
+                finally:
+                    self._cond.acquire()
+                    self._writing = False
+                    self._cond.notify_all()
+        if item.error is not None:
+            raise item.error
+        assert item.entry is not None
+        return item.entry
+
+
+_APPENDER = _GroupAppender()
+
+
+def _write_batch(batch: list[tuple[Engine, _Append]]) -> None:
+    """Write each engine's rows in one transaction; if that fails, row by row, so one
+    bad row fails only its own caller. Every item ends done, with an entry or an error."""
+    by_engine: dict[Engine, list[_Append]] = {}
+    for engine, item in batch:
+        by_engine.setdefault(engine, []).append(item)
+    for engine, items in by_engine.items():
+        groups = [items] if len(items) == 1 else [items, *([item] for item in items)]
+        for group in groups:
+            if all(item.done for item in group):
+                continue
+            try:
+                entries = _append_rows(engine, [item.fields for item in group])
+            except BaseException as exc:  # handed to the caller(s), who raise it
+                if len(group) == 1 or group is not items:
+                    for item in group:
+                        item.error, item.done = exc, True
+                continue
+            for item, entry in zip(group, entries, strict=True):
+                item.entry, item.done = entry, True
+            if group is items:
+                break
+
+
+def _append_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[AuditEntry]:
     key = key_for(engine)
-    with _APPEND_LOCK, session_scope(engine) as session:
+    entries: list[AuditEntry] = []
+    with session_scope(engine) as session:
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
         newest = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(1)
         last = session.exec(newest).first()
-        entry = AuditEntry(
-            at=utcnow(),
-            actor=actor[:64],
-            action=action[:64],
-            target=target[:200],
-            outcome=outcome[:16],
-            client=client[:100],
-            details=details or {},
-            prev_hash=last.hash if last else "",
-            hash="",
-        )
-        session.add(entry)
-        session.flush()
-        session.refresh(entry)  # read back as stored, so the MAC covers what verify reads
-        entry.hash = row_mac(entry, key)
-        session.add(entry)
+        previous = last.hash if last else ""
+        for fields in rows:
+            entry = AuditEntry(at=utcnow(), prev_hash=previous, hash="", **fields)
+            session.add(entry)
+            session.flush()
+            session.refresh(entry)  # read back as stored, so the MAC covers what verify reads
+            entry.hash = row_mac(entry, key)
+            session.add(entry)
+            entries.append(entry)
+            previous = entry.hash
+        newest_entry = entries[-1]
         head = session.get(AuditHead, 1) or AuditHead(id=1, mac="")
-        head.last_id, head.last_hash = entry.id or 0, entry.hash
+        head.last_id, head.last_hash = newest_entry.id or 0, newest_entry.hash
         head.mac = head_mac(head.last_id, head.last_hash, key)
         session.add(head)
-    return entry
+    return entries
 
 
 @dataclass(frozen=True)
