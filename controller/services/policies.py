@@ -13,6 +13,7 @@ from sqlalchemy.orm import object_session
 from sqlmodel import Session
 
 from tme.controller.sched_triggers import build_trigger, next_fire_times
+from tme.controller.store.db import keep_loaded
 from tme.controller.store.models import Task, utcnow
 from tme.controller.store.workflow_models import TaskPolicy
 from tme.schemas import MACHINE_OPS, Misfire, Overlap, TaskCreate
@@ -43,19 +44,24 @@ def get_policy(session: Session, task: Task) -> TaskPolicy:
     if policy is None:
         policy = TaskPolicy(task_id=task.id or 0, schedule_changed_at=task.created_at)
         session.add(policy)
+        keep_loaded(session, [policy])  # later lookups in this session find it
     return policy
 
 
 def store_policy(session: Session, task: Task, data: TaskCreate) -> TaskPolicy:
-    policy = get_policy(session, task)
-    apply_policy_changes(session, task, {k: getattr(data, k) for k in POLICY_FIELDS})
-    policy.schedule_changed_at = utcnow()
+    """The policy row of a task just created (none exists yet: no lookup)."""
+    policy = TaskPolicy(task_id=task.id or 0, schedule_changed_at=utcnow())
+    session.add(policy)
+    keep_loaded(session, [policy])
+    apply_policy_changes(session, task, {k: getattr(data, k) for k in POLICY_FIELDS}, policy)
     return policy
 
 
-def apply_policy_changes(session: Session, task: Task, changes: dict[str, Any]) -> None:
+def apply_policy_changes(
+    session: Session, task: Task, changes: dict[str, Any], policy: TaskPolicy | None = None
+) -> None:
     """Write changed policy fields (models are stored as JSON)."""
-    policy = get_policy(session, task)
+    policy = policy if policy is not None else get_policy(session, task)
     for key, value in changes.items():
         if key in ("misfire", "overlap"):
             value = value.model_dump() if value is not None else None

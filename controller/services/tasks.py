@@ -100,7 +100,8 @@ def create_task(
     )
     session.add(task)
     session.flush()  # assigns the id
-    _store_edges(session, task, data.depends_on)
+    if data.depends_on:  # a new task has no edges to replace
+        _store_edges(session, task, data.depends_on)
     policies.store_policy(session, task, data)
     if idempotency_key is not None:
         session.add(
