@@ -106,7 +106,8 @@ def agent_idle_rss(mqtt: str, plant_port: int) -> float:
 def own_mosquitto(stack: ExitStack, tmp: Path) -> str:
     """A Mosquitto of the run's own, configured as configs/mosquitto advises for a site:
     a raised per-client queue (the default drops QoS 1 messages past 1,000 queued) and
-    more messages in flight, so the gateway's confirm-then-ack intake is not capped at 20."""
+    more messages in flight, so the gateway's confirm-then-ack intake is not capped at 20,
+    and TCP_NODELAY, so a small packet is not held for the peer's delayed ACK (~40 ms)."""
     import socket
 
     with socket.socket() as probe:
@@ -116,6 +117,7 @@ def own_mosquitto(stack: ExitStack, tmp: Path) -> str:
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
         "max_queued_messages 100000\nmax_queued_bytes 0\nmax_inflight_messages 1000\n"
+        "set_tcp_nodelay true\n"
     )
     process = subprocess.Popen(
         ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
