@@ -96,9 +96,7 @@ class EmbeddedBroker:
         loop.close()
 
     async def _start_broker(self) -> None:
-        from amqtt.broker import Broker  # optional extra; the broker must be built in its loop
-
-        self._broker = Broker(self._config())
+        self._broker = _broker_class()(self._config())  # built in its own loop
         await self._broker.start()
 
     def stop(self) -> None:
@@ -127,3 +125,23 @@ class EmbeddedBroker:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+def _broker_class() -> Any:
+    """amqtt's Broker, keeping retained messages to the client's own subscriptions.
+
+    amqtt (0.12) sends a client that connects the retained messages matching every
+    filter any client subscribed to, not only its own: each agent got the others'
+    retained presence (the gateway's `+/state` filter) and logged it as unexpected.
+    """
+    from amqtt.broker import Broker  # optional extra, imported only when started
+
+    class OwnSubscriptionsBroker(Broker):
+        async def _publish_retained_messages_for_subscription(
+            self, subscription: tuple[str, int], session: Any
+        ) -> None:
+            subscribers = self._subscriptions.get(subscription[0], [])
+            if any(s.client_id == session.client_id for s, _qos in subscribers):
+                await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    return OwnSubscriptionsBroker
