@@ -6,8 +6,9 @@ broker only once it is recorded (so a crash before that leaves it with the broke
 Events go out on the evt topic at QoS 1, in order.
 
 Import rule: the agent runs on small devices; nothing here (or below) imports the
-controller, the UI, sqlmodel, sqlalchemy, fastapi or nicegui. The wire-message models
-(tme.protocol, pydantic) load with the first command: an idle agent does not need them.
+controller, the UI, sqlmodel, sqlalchemy, fastapi or nicegui. The wire messages
+(tme.protocol) are msgspec structs and load with this module (presence needs them);
+the agent never loads pydantic.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from tme.agents.devices import Device, DeviceSet
 from tme.errors import TMEError
 
-if TYPE_CHECKING:  # tme.protocol (pydantic) loads with the first command, not at start
+if TYPE_CHECKING:  # for annotations; is_expired imports tme.protocol when it runs
     from tme.protocol import Command
 
 BUILTIN_OPS = frozenset({"noop", "sleep", "shell"})

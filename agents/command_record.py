@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-if TYPE_CHECKING:  # tme.protocol (pydantic) loads when a command is read back, not at start
+if TYPE_CHECKING:  # for annotations; tme.protocol is imported where a command is read back
     from tme.protocol import Command, Event
 
 Stage = Literal["received", "started", "final"]

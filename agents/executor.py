@@ -19,7 +19,7 @@ from tme.agents.devices import DeviceSet
 from tme.agents.operations import run_plan
 from tme.errors import DriverError, TMEError
 
-if TYPE_CHECKING:  # tme.protocol (pydantic) loads with the first command, not at start
+if TYPE_CHECKING:  # for annotations; make_event imports tme.protocol when it builds an event
     from tme.protocol import Command, Event, EventType
 
 log = logging.getLogger(__name__)
