@@ -11,12 +11,11 @@ import io
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from tme.controller.store.models import Agent, Run, Task, utcnow
+from tme.controller.store.models import Run, Task
 from tme.states import RunState
 
 GROUPINGS = ("op", "agent", "site", "task")
@@ -122,40 +121,3 @@ def summary_csv(report: Summary) -> str:
     for row in report.groups:
         writer.writerow(list(asdict(row).values()))
     return out.getvalue()
-
-
-# --- the overview -------------------------------------------------------------
-
-
-def runs_by_state(session: Session) -> dict[str, int]:
-    return dict(session.exec(select(Run.state, func.count()).group_by(Run.state)).all())
-
-
-def runs_per_minute(session: Session, minutes: int = 60) -> list[tuple[str, int]]:
-    """Runs created per minute over the last `minutes`, oldest first, zeros included."""
-    now = utcnow().replace(second=0, microsecond=0)
-    since = now - timedelta(minutes=minutes - 1)
-    created = session.exec(select(Run.created_at).where(col(Run.created_at) >= since)).all()
-    counts = Counter(at.replace(second=0, microsecond=0) for at in created)
-    return [
-        ((since + timedelta(minutes=i)).strftime("%H:%M"), counts[since + timedelta(minutes=i)])
-        for i in range(minutes)
-    ]
-
-
-def recent_failures(session: Session, hours: int = 24, limit: int = 20) -> list[tuple[Run, Task]]:
-    since = utcnow() - timedelta(hours=hours)
-    return list(
-        session.exec(
-            select(Run, Task)
-            .join(Task, col(Task.id) == col(Run.task_id))
-            .where(col(Run.finished_at) >= since, col(Run.state).in_(list(FAILED)))
-            .order_by(col(Run.finished_at).desc())
-            .limit(limit)
-        ).all()
-    )
-
-
-def agents_online(session: Session) -> tuple[int, int]:
-    agents = session.exec(select(Agent.online).where(Agent.role == "agent")).all()
-    return sum(1 for a in agents if a), len(agents)
