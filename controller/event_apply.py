@@ -58,9 +58,15 @@ def apply_event(
     if run is None:
         log.warning("event %s for unknown run %s dropped", event.type, event.command_id)
         return False
-    if event.line is not None:
-        append_log(session, run, event.line, at=event.at)
+    if seen is None:
+        seen = applied_event_ids(session, [event.id])
     state = EVENT_STATES.get(event.type)
+    if event.line is not None:
+        if event.id in seen:
+            return False  # redelivered: its lines (and any hop) are recorded already
+        append_log(session, run, event.line, at=event.at, event_id=event.id)
+        if state is None:
+            seen.add(event.id)  # a hop adds its id itself, in record_hop
     if state is None:  # progress, log, stop_requested: information only
         return False
     reason = event.reason or event.type

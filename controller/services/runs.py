@@ -44,19 +44,19 @@ def start_run(session: Session, task: Task, *, reason: str, source: str, attempt
 
 
 def already_applied(session: Session, event_id: str | None) -> bool:
-    if event_id is None:
-        return False
-    found = session.exec(select(RunEvent.id).where(RunEvent.event_id == event_id)).first()
-    return found is not None
+    """Whether an event with this id moved a run or left log lines already."""
+    return event_id is not None and bool(applied_event_ids(session, [event_id]))
 
 
 def applied_event_ids(session: Session, event_ids: Iterable[str | None]) -> set[str]:
-    """The ids among `event_ids` already recorded: one query for a whole batch."""
+    """The ids among `event_ids` already recorded (as a hop or with log lines): two
+    queries for a whole batch."""
     wanted = sorted({e for e in event_ids if e is not None})
     found: set[str] = set()
     for chunk in _chunks(wanted):
-        query = select(RunEvent.event_id).where(col(RunEvent.event_id).in_(chunk))
-        found.update(e for e in session.exec(query) if e is not None)
+        for column in (RunEvent.event_id, RunLog.event_id):
+            query = select(column).where(col(column).in_(chunk)).distinct()
+            found.update(e for e in session.exec(query) if e is not None)
     return found
 
 
@@ -160,11 +160,17 @@ def _mirror_on_task(session: Session, run: Run) -> None:
     session.add(task)
 
 
-def append_log(session: Session, run: Run, text: str, at: datetime | None = None) -> None:
-    """Store log output, one row per line."""
+def append_log(
+    session: Session,
+    run: Run,
+    text: str,
+    at: datetime | None = None,
+    event_id: str | None = None,
+) -> None:
+    """Store log output, one row per line, with the event that carried it."""
     at = at or utcnow()
     for line in text.splitlines() or [""]:
-        session.add(RunLog(run_id=run.id, at=at, line=line))
+        session.add(RunLog(run_id=run.id, at=at, line=line, event_id=event_id))
 
 
 def record_hop(

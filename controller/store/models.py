@@ -150,6 +150,8 @@ class RunLog(SQLModel, table=True):
     run_id: str = Field(foreign_key="runs.id", max_length=36, index=True, ondelete="CASCADE")
     at: datetime = _ts()
     line: str
+    # The agent event that carried the line: a redelivered event appends nothing.
+    event_id: str | None = Field(default=None, max_length=36, index=True)
 
 
 class IdempotencyKey(SQLModel, table=True):

@@ -8,10 +8,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from tme.controller.event_apply import apply_messages
+from tme.controller.event_apply import apply_event, apply_messages
 from tme.controller.services import tasks as service
 from tme.controller.store.db import session_scope
-from tme.controller.store.models import Agent, Run, RunEvent, Task
+from tme.controller.store.models import Agent, Run, RunEvent, RunLog, Task
 from tme.protocol import Event, Presence
 from tme.schemas import TaskCreate
 
@@ -91,3 +91,32 @@ def test_a_batch_reads_its_runs_and_tasks_up_front_whatever_its_size(engine: Eng
     small = _selects_applying(engine, _runs(engine, 2))
     large = _selects_applying(engine, _runs(engine, 20))
     assert large == small
+
+
+def _log_lines(engine: Engine, run_id: str) -> list[str]:
+    with session_scope(engine) as session:
+        query = select(RunLog.line).where(RunLog.run_id == run_id).order_by(col(RunLog.id))
+        return list(session.exec(query))
+
+
+def test_a_redelivered_log_event_appends_its_lines_once(engine: Engine) -> None:
+    (run_id,) = _runs(engine, 1)
+    line = _event(run_id, "log", line="flushing\nvalve open")
+    finished = _event(run_id, "succeeded", line="done")
+    with session_scope(engine) as session:
+        apply_messages(session, [line, line, finished])  # twice in one batch
+    with session_scope(engine) as session:
+        apply_messages(session, [line, finished])  # and again in a later one
+    with session_scope(engine) as session:  # one at a time, outside a batch
+        assert apply_event(session, line) is False
+        assert apply_event(session, finished) is False
+    assert _log_lines(engine, run_id) == ["flushing", "valve open", "done"]
+    assert _hops(engine, run_id)[-1] == "succeeded"
+
+
+def test_a_single_event_with_a_line_records_both_line_and_hop(engine: Engine) -> None:
+    (run_id,) = _runs(engine, 1)
+    with session_scope(engine) as session:
+        assert apply_event(session, _event(run_id, "accepted", line="checked the envelope"))
+    assert _log_lines(engine, run_id) == ["checked the envelope"]
+    assert _hops(engine, run_id) == ["pending", "accepted"]
