@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import threading
 
-from tme.bus.amqp_admin import admin_channel, connection_parameters, declare_queue, declare_topology
+from tme.bus.amqp_admin import (
+    admin_channel,
+    connection_parameters,
+    declare_queue,
+    declare_topology,
+    queue_exists,
+)
 from tme.bus.amqp_consumer import AmqpConsumer
 from tme.bus.amqp_publisher import ConfirmingPublisher
 from tme.bus.base import BatchHandler, Handler
@@ -26,8 +32,9 @@ class AmqpBus:
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        with admin_channel(self._admin) as channel:
-            declare_topology(channel)
+        if self.options.declare_topology:
+            with admin_channel(self._admin) as channel:
+                declare_topology(channel)
         if self._publisher is None:
             parameters = connection_parameters(self.url, self.options, "publisher")
             self._publisher = ConfirmingPublisher(parameters, self.options)
@@ -51,6 +58,10 @@ class AmqpBus:
 
     def declare_events_queue(self, queue: str = CONTROLLER_EVENTS_QUEUE) -> None:
         self.declare_queue(queue, EVENTS_EXCHANGE, "#")
+
+    def queue_exists(self, queue: str) -> bool:
+        with admin_channel(self._admin) as channel:
+            return queue_exists(channel, queue)
 
     def delete_queue(self, queue: str) -> None:
         with admin_channel(self._admin) as channel:

@@ -7,6 +7,8 @@ queue redeclared with other arguments) raised to the caller as BusError.
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -18,6 +20,8 @@ from tme.bus.options import BusOptions
 from tme.bus.topology import DEAD_LETTER_QUEUE, EXCHANGES, queue_arguments
 from tme.errors import BusError
 from tme.protocol import DEAD_LETTER_EXCHANGE
+
+NOT_FOUND = 404  # AMQP reply code of a passive declare of something that does not exist
 
 
 def connection_parameters(url: str, options: BusOptions, role: str) -> pika.URLParameters:
@@ -61,6 +65,42 @@ def declare_queue(
 ) -> None:
     channel.queue_declare(queue, durable=True, arguments=queue_arguments(exchange, delivery_limit))
     channel.queue_bind(queue, exchange, routing_key=binding)
+
+
+def queue_exists(channel: BlockingChannel, queue: str) -> bool:
+    """A passive declare: RabbitMQ answers it without checking permissions, 404 if absent."""
+    _PassiveCheckFilter.install()
+    _PassiveCheckFilter.checking.active = True
+    try:
+        channel.queue_declare(queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == NOT_FOUND:
+            return False
+        raise
+    finally:
+        _PassiveCheckFilter.checking.active = False
+    return True
+
+
+class _PassiveCheckFilter(logging.Filter):
+    """pika warns about every channel the broker closes; the 404 closing a passive check is
+    an answer, and a gateway waiting for its queue would repeat that warning every check.
+    A BlockingConnection does its I/O on the calling thread, so a thread-local flag picks
+    out exactly the records of a check in progress."""
+
+    checking = threading.local()
+    _installed = False
+    _lock = threading.Lock()
+
+    @classmethod
+    def install(cls) -> None:
+        with cls._lock:
+            if not cls._installed:
+                logging.getLogger("pika.channel").addFilter(cls())
+                cls._installed = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.checking, "active", False)
 
 
 def _describe(exc: BaseException) -> str:

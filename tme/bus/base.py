@@ -48,7 +48,11 @@ class Consumer(Protocol):
 
 class Bus(Protocol):
     def start(self) -> None:
-        """Connect and declare the topology (exchanges, dead-letter queue)."""
+        """Connect and declare the topology (exchanges, dead-letter queue).
+
+        With the bus option declare_topology=False it only connects: the topology is
+        someone else's (the controller's), and this bus's user may not configure it.
+        """
 
     def stop(self) -> None: ...
 
@@ -64,6 +68,9 @@ class Bus(Protocol):
 
     def declare_events_queue(self, queue: str = "tme.controller.events") -> None:
         """Declare the controller's events queue, bound to tme.events with `#`."""
+
+    def queue_exists(self, queue: str) -> bool:
+        """Whether `queue` exists: a passive check, which needs no permission on the queue."""
 
     def delete_queue(self, queue: str) -> None:
         """Delete a queue and its messages (decommissioned sites, test cleanup)."""

@@ -144,6 +144,8 @@ class MemoryBus:
 
     def start(self) -> None:
         self._broker = broker_for(self.url)
+        if not self.options.declare_topology:
+            return
         for exchange in EXCHANGES:
             self._broker.declare_exchange(exchange)
         self.declare_queue(DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE, "#")
@@ -166,6 +168,9 @@ class MemoryBus:
 
     def declare_events_queue(self, queue: str = CONTROLLER_EVENTS_QUEUE) -> None:
         self.declare_queue(queue, EVENTS_EXCHANGE, "#")
+
+    def queue_exists(self, queue: str) -> bool:
+        return queue in self.broker.queues
 
     def delete_queue(self, queue: str) -> None:
         self.broker.delete_queue(queue)

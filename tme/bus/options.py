@@ -31,6 +31,9 @@ class BusOptions:
     # Reconnect backoff: first retry after reconnect_min_s, doubling up to reconnect_max_s.
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 10.0
+    # Whether `start` declares the exchanges and the dead-letter queue. The controller
+    # does; a gateway whose RabbitMQ user may configure nothing (least privilege) does not.
+    declare_topology: bool = True
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> BusOptions:
@@ -54,5 +57,9 @@ class BusOptions:
             value = getattr(self, name)
             if not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"bus option {name} must be a number > 0", key=name)
+        if not isinstance(self.declare_topology, bool):
+            raise ConfigError(
+                "bus option declare_topology must be true or false", key="declare_topology"
+            )
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ConfigError("reconnect_max_s must be >= reconnect_min_s", key="reconnect_max_s")
