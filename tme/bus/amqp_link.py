@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 
 import pika
 from pika.adapters.select_connection import IOLoop
@@ -47,6 +48,7 @@ class AmqpLink:
         self._connection: pika.SelectConnection | None = None
         self._channel: Channel | None = None
         self._failures = 0
+        self._close_reason: BaseException | None = None  # why the broker closed the channel
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"tme-bus-{name}", daemon=True)
 
@@ -104,17 +106,25 @@ class AmqpLink:
         connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_channel_open(self, channel: Channel) -> None:
-        self._failures = 0
         self.opened += 1
         self._channel = channel
         channel.add_on_close_callback(self._on_channel_closed)
+        # The backoff starts over once the channel has stayed open a while, not as soon as
+        # it opens: one the broker closes at once (publishing to an exchange that does not
+        # exist yet) would otherwise be reopened five times a second, warning each time.
+        self._ioloop.call_later(self._options.reconnect_max_s, partial(self._healthy, channel))
         self._on_channel(channel)
+
+    def _healthy(self, channel: Channel) -> None:
+        if channel.is_open and self._channel is channel:
+            self._failures = 0
 
     def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
         if channel is not self._channel:
             return
         self._channel = None
         if not self._stopping:
+            self._close_reason = reason
             self._on_lost(_as_bus_error(self.name, reason))
         # A channel closed by the broker (e.g. a missing queue) leaves the connection
         # open; closing it goes through the one reconnect path.
@@ -141,7 +151,9 @@ class AmqpLink:
         if self._channel is not None:
             self._channel = None
             self._on_lost(_as_bus_error(self.name, error))
-        self._schedule_reconnect(error)
+        # When the broker closed the channel, that is the reason, not our closing after it.
+        reason, self._close_reason = self._close_reason or error, None
+        self._schedule_reconnect(reason)
 
     def _schedule_reconnect(self, error: BaseException) -> None:
         delay = min(
