@@ -4,6 +4,11 @@ Rows are published in pipelined batches (one confirm round trip per batch, not
 per message). A row is marked published only after the broker confirmed it, so
 whatever was never confirmed (a crash, a broker outage) is published again after
 a restart; the gateway and agent deduplicate by command id.
+
+Site queues are declared here, because a gateway may declare nothing (its RabbitMQ
+user may not configure anything): before the first dispatch to a site, at start-up
+for every site the database knows, and when a site's gateway announces itself. A
+site whose commands come back unroutable (its queue was deleted) is declared again.
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
-from tme.bus.base import Bus
+from tme.bus.base import Bus, Unroutable
 from tme.controller.services.runs import load_runs, record_hop
 from tme.controller.store.db import session_scope
-from tme.controller.store.models import Outbox, utcnow
+from tme.controller.store.models import Outbox, Site, utcnow
 from tme.errors import BusError
-from tme.protocol import DISPATCH_EXCHANGE, site_routing_key
+from tme.protocol import DISPATCH_EXCHANGE, Event, Presence, site_routing_key
 from tme.states import RunState
 
 log = logging.getLogger("tme.dispatcher")
@@ -39,7 +44,11 @@ class Dispatcher:
         self.wake = wake or threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._sites: set[str] = set()
+        self._sites: set[str] = set()  # sites whose queue this process has declared
+        self._wanted: set[str] = set()  # sites to declare on the next pass
+        self._wanted_lock = threading.Lock()
+        self._known_sites_loaded = False
+        self._declare_failing = False
         self._failing = False
 
     def start(self) -> None:
@@ -65,8 +74,23 @@ class Dispatcher:
             self.wake.wait(pause)
             self.wake.clear()
 
+    def on_message(self, message: Event | Presence) -> None:
+        """Event listener: a gateway that announces itself gets its site's queue declared,
+        so a gateway that declares nothing can consume before the first command."""
+        if isinstance(message, Presence) and message.role == "gateway":
+            self.want_site_queue(message.site)
+
+    def want_site_queue(self, site: str) -> None:
+        """Declare `site`'s queue on the dispatcher's next pass (any thread)."""
+        if site in self._sites:
+            return
+        with self._wanted_lock:
+            self._wanted.add(site)
+        self.wake.set()
+
     def dispatch_pending(self) -> int:
         """Publish one batch of unpublished rows; return how many were confirmed."""
+        self._declare_wanted_sites()
         with session_scope(self.engine) as session:
             rows = list(
                 session.exec(
@@ -78,15 +102,43 @@ class Dispatcher:
             )
         if not rows:
             return 0
-        for site in {row.site for row in rows} - self._sites:
-            self.bus.declare_site(site)
-            self._sites.add(site)
+        self._declare_sites({row.site for row in rows})
         results = self.bus.publish_many(
             DISPATCH_EXCHANGE,
             [(site_routing_key(r.site), r.body.encode(), r.run_id) for r in rows],
         )
+        for row, error in zip(rows, results, strict=True):
+            if isinstance(error, Unroutable):
+                self._sites.discard(row.site)  # its queue is gone: declare it again
         self._record(rows, results)
         return sum(1 for r in results if r is None)
+
+    def _declare_sites(self, sites: set[str]) -> None:
+        for site in sorted(sites - self._sites):
+            self.bus.declare_site(site)
+            self._sites.add(site)
+
+    def _declare_wanted_sites(self) -> None:
+        """The sites the database knows (first pass) and those announced since; a failure
+        is retried on the next pass and never holds up dispatching."""
+        if not self._known_sites_loaded:
+            with session_scope(self.engine) as session:
+                known = set(session.exec(select(Site.name)).all())
+            with self._wanted_lock:
+                self._wanted |= known
+            self._known_sites_loaded = True
+        with self._wanted_lock:
+            wanted, self._wanted = self._wanted, set()
+        try:
+            self._declare_sites(wanted)
+        except BusError as exc:
+            with self._wanted_lock:
+                self._wanted |= wanted - self._sites
+            if not self._declare_failing:
+                log.warning("could not declare site queues yet, will retry: %s", exc.message)
+            self._declare_failing = True
+            return
+        self._declare_failing = False
 
     def _record(self, rows: list[Outbox], results: list[BusError | None]) -> None:
         """One transaction for the batch: stamp the outbox rows, move the confirmed runs."""

@@ -46,6 +46,7 @@ class ControllerRuntime:
         )
         self.scheduling = Scheduling(engine, self.on_run_ready, settings)
         self.events.listeners.append(self.scheduling.on_event)
+        self.events.listeners.append(self.dispatcher.on_message)
 
     def start(self) -> None:
         if self._own_bus:
