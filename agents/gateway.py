@@ -5,6 +5,13 @@ dispatcher sends them on (see command_dispatch). Events and presence: MQTT -> bu
 with confirms -> MQTT ack (see event_forwarder). A restart of RabbitMQ, the MQTT
 broker or the gateway loses no command: the journal re-offers whatever no agent
 has answered, and agents dedup by command id.
+
+By default a gateway declares the topology it uses (exchanges, its site's queue,
+the controller's events queue), so a laptop or a fresh broker needs no set-up.
+With `declare_topology=False` it declares nothing, so its RabbitMQ user needs no
+configure permission (scripts/rabbitmq-users.sh): it waits for the controller to
+declare its site's queue (see site_queue), and retries events until the
+controller's queue takes them.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from tme.agents.command_dispatch import RESEND_AFTER_S, CommandDispatcher
 from tme.agents.event_forwarder import EventForwarder
 from tme.agents.journal import Journal
 from tme.agents.presence import PresenceAnnouncer
+from tme.agents.site_queue import SiteQueueConsumer
 from tme.bus import Bus, Consumer, Delivery, Reject, open_bus
+from tme.errors import BusError
 from tme.mqtt import MqttLink, ProtocolName
 from tme.protocol import Command, ProtocolError, site_queue
 
@@ -36,12 +45,18 @@ class GatewayConfig:
     name: str = "gateway"
     mqtt_protocol: ProtocolName = "3.1.1"
     resend_after_s: float = RESEND_AFTER_S
+    # False: declare nothing on RabbitMQ (a least-privilege user); the controller does.
+    declare_topology: bool = True
 
 
 class Gateway:
     def __init__(self, config: GatewayConfig, bus: Bus | None = None) -> None:
         self.config = config
-        self.bus = bus if bus is not None else open_bus(config.bus_url)
+        self.bus = (
+            bus
+            if bus is not None
+            else open_bus(config.bus_url, declare_topology=config.declare_topology)
+        )
         self.link = MqttLink(
             config.mqtt_url,
             f"tme-gw-{config.site}-{config.name}",
@@ -51,6 +66,7 @@ class Gateway:
         self.presence = PresenceAnnouncer(self.link, config.site, config.name, "gateway")
         self.journal: Journal | None = None
         self._consumer: Consumer | None = None
+        self._site_queue: SiteQueueConsumer | None = None
         self._publisher: BusPublisher | None = None
         self._dispatcher: CommandDispatcher | None = None
 
@@ -58,10 +74,7 @@ class Gateway:
         site = self.config.site
         self.journal = Journal(self.config.state_dir / JOURNAL_FILE)
         self.journal.prune()
-        self.bus.start()
-        self.bus.declare_site(site)
-        # Events must have somewhere to go before the controller first runs.
-        self.bus.declare_events_queue()
+        self._start_bus()
         self._publisher = BusPublisher(self.bus)
         self._dispatcher = CommandDispatcher(
             site, self.journal, self._publisher, self._send_command, self.config.resend_after_s
@@ -76,10 +89,23 @@ class Gateway:
         self._publisher.start()
         self._dispatcher.start()
         self.link.start()
-        self._consumer = self.bus.consume_batch(site_queue(site), self._on_commands)
+        if self.config.declare_topology:
+            self._consumer = self.bus.consume_batch(site_queue(site), self._on_commands)
+        else:
+            self._site_queue = SiteQueueConsumer(self.bus, site_queue(site), self._on_commands)
+            self._site_queue.start()
         log.info("gateway %s of site %s started", self.config.name, site)
 
+    @property
+    def consuming(self) -> bool:
+        """Whether the gateway consumes its site's queue (it may still wait for it)."""
+        if self._site_queue is not None:
+            return self._site_queue.consuming.is_set()
+        return self._consumer is not None
+
     def stop(self) -> None:
+        if self._site_queue is not None:
+            self._site_queue.stop()
         if self._consumer is not None:
             self._consumer.stop()
         if self._dispatcher is not None:
@@ -90,6 +116,26 @@ class Gateway:
         self.bus.stop()
         if self.journal is not None:
             self.journal.close()
+
+    def _start_bus(self) -> None:
+        if not self.config.declare_topology:
+            # Opened with declare_topology=False, the bus only connects (a bus handed in
+            # brings its own options).
+            self.bus.start()
+            return
+        try:
+            self.bus.start()
+            self.bus.declare_site(self.config.site)
+            # Events must have somewhere to go before the controller first runs.
+            self.bus.declare_events_queue()
+        except BusError as exc:
+            if "ACCESS_REFUSED" not in exc.message:
+                raise
+            raise BusError(
+                f"{exc.message}; a gateway whose RabbitMQ user may not configure the topology "
+                "(scripts/rabbitmq-users.sh) needs gateway.declare_topology: false",
+                details=exc.details,
+            ) from exc
 
     def _send_command(self, topic: str, payload: bytes) -> None:
         self.link.publish(topic, payload)

@@ -142,6 +142,10 @@ class AgentSettings(Section):
     allow_shell: bool = False
 
 
+class GatewaySettings(Section):
+    declare_topology: bool = True
+
+
 class TaskSettings(Section):
     default_timeout_s: Seconds = 30
     max_timeout_s: Seconds = 86_400
@@ -235,6 +239,7 @@ class Settings(Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     agent: AgentSettings = Field(default_factory=AgentSettings)
     tasks: TaskSettings = Field(default_factory=TaskSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

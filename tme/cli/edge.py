@@ -22,6 +22,10 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
+    if not verbose:
+        # pika logs every connection step at INFO (a gateway waiting for its queue opens
+        # one per check); the other processes quiet it the same way (logging.loggers).
+        logging.getLogger("pika").setLevel(logging.WARNING)
 
 
 @agent_app.callback(invoke_without_command=True)
@@ -62,6 +66,12 @@ def gateway(
     ),
     state_dir: Path = typer.Option(Path("state/gateway"), "--state-dir"),
     name: str = typer.Option("gateway", "--name", help="This gateway's name within the site."),
+    declare_topology: bool | None = typer.Option(
+        None,
+        "--declare-topology/--no-declare-topology",
+        help="Declare the RabbitMQ topology at start, or leave it to the controller "
+        "(default: the gateway.declare_topology setting).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run a site gateway: bus queue -> MQTT commands, MQTT events -> bus."""
@@ -77,6 +87,9 @@ def gateway(
             bus_url=broker or settings.broker.effective_url,
             mqtt_url=mqtt or settings.mqtt.effective_url,
             state_dir=state_dir,
+            declare_topology=(
+                settings.gateway.declare_topology if declare_topology is None else declare_topology
+            ),
         )
     )
     stop = threading.Event()
