@@ -46,8 +46,6 @@ POLICY: dict[tuple[str, str], Permission] = {
     ("GET", "/api/v1/runs/{run_id}"): P.task_read,
     # run control
     ("POST", "/api/v1/runs/{run_id}/cancel"): P.run_control,
-    ("POST", "/api/v1/tasks/{task_id}/cancel"): P.run_control,
-    ("POST", "/api/v1/tasks/{task_id}/trigger"): P.run_control,
     ("POST", "/api/v1/tasks/{task_id}/run"): P.run_control,
     # the fleet
     ("GET", "/api/v1/sites"): P.fleet_read,

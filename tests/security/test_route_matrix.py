@@ -14,7 +14,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from security_helpers import SITE_A, create_task
 
-from tme.controller.api.policy import permission_for, route_methods, route_path
+from tme.controller.api.policy import POLICY, permission_for, route_methods, route_path
 from tme.controller.services.roles import Permission, Principal, Role
 
 # Streams never end; only their refusals are requested.
@@ -64,6 +64,13 @@ def test_every_route_declares_a_permission(app) -> None:  # type: ignore[no-unty
         if permission_for(_route_context(app, method, path), method) is None
     ]
     assert not undeclared, f"routes without a permission (refused for everyone): {undeclared}"
+
+
+def test_every_policy_entry_names_a_served_route() -> None:
+    """A stale entry would hand its permission to whatever route later takes its path."""
+    served = {(method, path) for method, path in ROUTES} | {("*", path) for _m, path in ROUTES}
+    stale = sorted(f"{m} {p}" for m, p in POLICY if (m, p) not in served)
+    assert not stale, f"policy entries for routes the app does not serve: {stale}"
 
 
 def test_only_healthz_and_login_are_public(app) -> None:  # type: ignore[no-untyped-def]
