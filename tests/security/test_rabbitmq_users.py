@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pika
@@ -37,6 +38,11 @@ from tme.agents.runner import AgentThread
 from tme.bus import Bus, Delivery, open_bus
 from tme.bus.amqp_admin import admin_channel
 from tme.bus.topology import CONTROLLER_EVENTS_QUEUE
+from tme.config import Settings
+from tme.controller.runtime import ControllerRuntime
+from tme.controller.services.tasks import create_task
+from tme.controller.store.db import session_scope
+from tme.controller.store.models import Run
 from tme.errors import BusError
 from tme.protocol import (
     DISPATCH_EXCHANGE,
@@ -49,6 +55,7 @@ from tme.protocol import (
     site_routing_key,
     utcnow,
 )
+from tme.schemas import TaskCreate
 
 pytestmark = pytest.mark.external_service
 
@@ -447,3 +454,34 @@ def test_gateway_started_before_the_controller_ever_ran_catches_up(
             events.consumer.stop()
     finally:
         controller_bus.stop()
+
+
+def test_controller_on_its_scripted_user_serves_a_gateway_that_declares_nothing(
+    broker: Broker, edge: Edge, app_engine: Any
+) -> None:
+    """The whole path on least-privilege users: the gateway starts first; the controller
+    declares its site's queue when the gateway announces itself, before any command."""
+    settings = Settings.model_validate(
+        {"broker": {"url": broker.controller_url, "confirm_timeout_s": 10}}
+    )
+    runtime = ControllerRuntime(settings, app_engine)
+    gateway = edge.gateway()
+    runtime.start()
+    try:
+        wait_until(lambda: gateway.consuming, timeout=45, what="the gateway consuming")
+        edge.agent("skid-a")
+        body = TaskCreate.model_validate(
+            {"name": "noop", "op": "noop", "target": {"site": broker.site, "agent": "skid-a"}}
+        )
+        with session_scope(app_engine) as session:
+            task, _ = create_task(session, body, on_run_ready=runtime.on_run_ready)
+            run_id = task.latest_run_id
+
+        def state() -> str | None:
+            with session_scope(app_engine) as session:
+                run = session.get(Run, run_id)
+                return run.state if run is not None else None
+
+        wait_until(lambda: state() == "succeeded", timeout=30, what="the run succeeding")
+    finally:
+        runtime.stop()
