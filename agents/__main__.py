@@ -8,11 +8,13 @@ import logging
 import signal
 
 from tme.agents.agent import DeviceAgent
-from tme.agents.agent_config import load_agent_config
+from tme.agents.agent_config import load_agent_config, track_errors
 
 
 async def _main(config_path: str) -> None:
-    agent = DeviceAgent(load_agent_config(config_path))
+    config = load_agent_config(config_path)
+    track_errors(config)
+    agent = DeviceAgent(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

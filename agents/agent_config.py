@@ -34,6 +34,15 @@ class DeviceConfig:
 
 
 @dataclass(frozen=True)
+class ErrorTracking:
+    """Report unhandled errors to a Sentry-compatible service (needs the `errors` extra)."""
+
+    enabled: bool = False
+    dsn: str = field(default="", repr=False)
+    sample_rate: float = 1.0
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     site: str
     agent: str
@@ -42,6 +51,7 @@ class AgentConfig:
     state_dir: Path = Path("state")
     allow_shell: bool = False
     devices: dict[str, DeviceConfig] = field(default_factory=dict)
+    error_tracking: ErrorTracking = field(default_factory=ErrorTracking)
 
 
 def parse_agent_config(
@@ -72,9 +82,27 @@ def _agent(fields: Fields) -> AgentConfig:
             str(name): _device(Fields(device, join("devices", str(name)), fields.problems))
             for name, device in _device_names(fields).items()
         },
+        error_tracking=_error_tracking(fields),
     )
     fields.done()
     return config
+
+
+def _error_tracking(parent: Fields) -> ErrorTracking:
+    if parent.raw("error_tracking") is None:
+        return ErrorTracking()
+    fields = Fields(parent.mapping("error_tracking"), "error_tracking", parent.problems)
+    tracking = ErrorTracking(
+        enabled=fields.flag("enabled", False),
+        dsn=fields.text("dsn", ""),
+        sample_rate=fields.number("sample_rate", 1.0),
+    )
+    if not 0.0 <= tracking.sample_rate <= 1.0:
+        fields.problems.add("error_tracking.sample_rate", "must be between 0.0 and 1.0")
+    if tracking.enabled and not tracking.dsn:
+        fields.problems.add("error_tracking.dsn", "is needed when error tracking is enabled")
+    fields.done()
+    return tracking
 
 
 def _mqtt(parent: Fields) -> MqttSettings:
@@ -142,3 +170,17 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level", source=str(path))
     return parse_agent_config(data, source=str(path), base_dir=path.parent)
+
+
+def track_errors(config: AgentConfig) -> bool:
+    """Log unhandled errors of the agent process and, when configured, report them."""
+    from tme.error_tracking import install
+
+    tracking = config.error_tracking
+    return install(
+        f"agent {config.site}/{config.agent}",
+        enabled=tracking.enabled,
+        dsn=tracking.dsn,
+        sample_rate=tracking.sample_rate,
+        integrations=False,
+    )

@@ -30,6 +30,29 @@ def _log_unhandled(
 
 def install_error_tracking(settings: Any, *, process: str) -> bool:
     """Hook unhandled errors once per process; True when a tracking service is on."""
+    tracking = settings.error_tracking
+    return install(
+        process,
+        enabled=tracking.enabled,
+        dsn=tracking.dsn.get_secret_value(),
+        sample_rate=tracking.sample_rate,
+        environment=settings.environment,
+    )
+
+
+def install(
+    process: str,
+    *,
+    enabled: bool = False,
+    dsn: str = "",
+    sample_rate: float = 1.0,
+    environment: str = "local",
+    integrations: bool = True,
+) -> bool:
+    """The same for a process without TME settings (the device agent has its own file).
+
+    `integrations=False` keeps sentry-sdk from loading the web frameworks it finds
+    installed (FastAPI, pydantic...), which a device agent never uses."""
     if not _installed.get("hooks"):
         previous = sys.excepthook
 
@@ -44,9 +67,7 @@ def install_error_tracking(settings: Any, *, process: str) -> bool:
         sys.excepthook = excepthook
         threading.excepthook = thread_hook
         _installed["hooks"] = True
-    tracking = settings.error_tracking
-    dsn = tracking.dsn.get_secret_value()
-    if not tracking.enabled or not dsn or _installed.get("sentry"):
+    if not enabled or not dsn or _installed.get("sentry"):
         return bool(_installed.get("sentry"))
     try:
         import sentry_sdk
@@ -57,9 +78,10 @@ def install_error_tracking(settings: Any, *, process: str) -> bool:
         return False
     sentry_sdk.init(
         dsn=dsn,
-        sample_rate=tracking.sample_rate,
-        environment=settings.environment,
+        sample_rate=sample_rate,
+        environment=environment,
         server_name=process,
+        auto_enabling_integrations=integrations,
     )
     _installed["sentry"] = True
     return True

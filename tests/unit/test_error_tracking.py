@@ -64,6 +64,22 @@ def _run(enabled: bool, dsn: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+AGENT_SCRIPT = """
+import sys, threading
+from tme.agents.agent_config import parse_agent_config, track_errors
+config = parse_agent_config(
+    {{"site": "s1", "agent": "a1", "error_tracking": {{"enabled": True, "dsn": "{dsn}"}}}}
+)
+print("reporting" if track_errors(config) else "logging only")
+worker = threading.Thread(target=lambda: 1 / 0, name="tme-test-worker")
+worker.start()
+worker.join()
+import sentry_sdk
+sentry_sdk.flush(10)
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("pydantic", "sqlmodel", "fastapi")))
+"""
+
+
 def test_an_unhandled_thread_error_is_logged_with_process_and_thread() -> None:
     done = _run(False, "")
     assert done.stdout.strip() == "logging only"
@@ -82,3 +98,22 @@ def test_with_a_dsn_the_error_reaches_the_tracking_service(receiver) -> None:  #
     path, body = next((p, b) for p, b in received if b"ZeroDivisionError" in b)
     assert path.startswith("/api/42/")
     assert b'"server_name":"controller"' in body.replace(b" ", b"")
+
+
+def test_the_agent_reports_from_its_own_config_file_settings(receiver) -> None:  # type: ignore[no-untyped-def]
+    dsn, received = receiver
+    done = subprocess.run(
+        [sys.executable, "-c", AGENT_SCRIPT.format(dsn=dsn)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    reported, heavy = done.stdout.strip().splitlines()
+    assert reported == "reporting"
+    assert heavy == "[]"  # error tracking loads nothing of the controller's stack
+    assert "unhandled ZeroDivisionError in agent s1/a1 (thread tme-test-worker)" in done.stderr
+    wait_until(
+        lambda: any(b"ZeroDivisionError" in body for _path, body in received),
+        what="the agent's error at the receiver",
+    )

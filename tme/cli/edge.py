@@ -40,10 +40,12 @@ def agent(
     if config is None:
         raise typer.BadParameter("give --config FILE to run an agent", param_hint="--config")
     from tme.agents.agent import DeviceAgent
-    from tme.agents.agent_config import load_agent_config
+    from tme.agents.agent_config import load_agent_config, track_errors
 
     _setup_logging(verbose)
-    agent_ = DeviceAgent(load_agent_config(config))
+    agent_config = load_agent_config(config)
+    track_errors(agent_config)
+    agent_ = DeviceAgent(agent_config)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -77,9 +79,11 @@ def gateway(
     """Run a site gateway: bus queue -> MQTT commands, MQTT events -> bus."""
     from tme.agents.gateway import Gateway, GatewayConfig
     from tme.config import load_settings
+    from tme.error_tracking import install_error_tracking as install_settings_tracking
 
     _setup_logging(verbose)
     settings = load_settings()
+    install_settings_tracking(settings, process="gateway")
     gw = Gateway(
         GatewayConfig(
             site=site,

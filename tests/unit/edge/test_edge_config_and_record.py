@@ -73,6 +73,29 @@ def test_config_takes_the_mqtt_shorthand_and_a_numeric_protocol() -> None:
     assert "password" not in repr(parse_agent_config({"site": "s", "agent": "a"}).mqtt)
 
 
+def test_config_error_tracking_section() -> None:
+    config = parse_agent_config(
+        {
+            "site": "s",
+            "agent": "a",
+            "error_tracking": {"enabled": True, "dsn": "https://k@errors.example/1"},
+        }
+    )
+    assert config.error_tracking.enabled and config.error_tracking.sample_rate == 1.0
+    assert "errors.example" not in repr(config)  # the DSN holds a key
+    assert not parse_agent_config({"site": "s", "agent": "a"}).error_tracking.enabled
+    with pytest.raises(ConfigError) as info:
+        parse_agent_config(
+            {
+                "site": "s",
+                "agent": "a",
+                "error_tracking": {"enabled": True, "sample_rate": 2, "colour": "red"},
+            }
+        )
+    for key in ("error_tracking.sample_rate", "error_tracking.dsn", "error_tracking.colour"):
+        assert f"{key}: " in info.value.message, key
+
+
 def test_config_file_resolves_relative_paths(tmp_path: Path) -> None:
     path = tmp_path / "agent.yaml"
     path.write_text(
