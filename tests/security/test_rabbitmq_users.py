@@ -366,6 +366,24 @@ def test_gateway_user_can_neither_delete_nor_read_nor_publish_elsewhere(
             channel.exchange_declare(exchange, passive=True)
 
 
+def controller_arrives(bus: Bus, broker: Broker, gateway: Any, what: str) -> ControllerQueue:
+    """The controller declares its queue and the site's: the waiting gateway starts
+    consuming, and its presence, published before, reaches the controller."""
+    bus.declare_events_queue()
+    bus.declare_site(broker.site)
+    events = ControllerQueue(bus)
+    try:
+        wait_until(lambda: gateway.consuming, timeout=30, what="the gateway consuming")
+        events.wait_for(
+            lambda i: isinstance(i, Presence) and i.role == "gateway" and i.state == "online",
+            what,
+        )
+    except BaseException:
+        events.consumer.stop()
+        raise
+    return events
+
+
 def test_gateway_started_first_waits_for_its_queue_and_keeps_its_events(
     broker: Broker,
     controller_bus: Bus,
@@ -391,15 +409,10 @@ def test_gateway_started_first_waits_for_its_queue_and_keeps_its_events(
     )
     assert not gateway.consuming
 
-    controller_bus.declare_events_queue()
-    controller_bus.declare_site(broker.site)
-    events = ControllerQueue(controller_bus)
+    events = controller_arrives(
+        controller_bus, broker, gateway, "the presence published before the controller's queue"
+    )
     try:
-        wait_until(lambda: gateway.consuming, timeout=30, what="the gateway consuming")
-        events.wait_for(
-            lambda i: isinstance(i, Presence) and i.role == "gateway" and i.state == "online",
-            "the presence published before the controller's queue existed",
-        )
         edge.agent("skid-a")
         command = noop(broker.site, "skid-a")
         controller_bus.publish(
@@ -441,17 +454,10 @@ def test_gateway_started_before_the_controller_ever_ran_catches_up(
     controller_bus = open_bus(broker.controller_url, confirm_timeout_s=10)
     controller_bus.start()
     try:
-        controller_bus.declare_events_queue()
-        controller_bus.declare_site(broker.site)
-        events = ControllerQueue(controller_bus)
-        try:
-            wait_until(lambda: gateway.consuming, timeout=30, what="the gateway consuming")
-            events.wait_for(
-                lambda i: isinstance(i, Presence) and i.role == "gateway" and i.state == "online",
-                "the presence published before the exchange existed",
-            )
-        finally:
-            events.consumer.stop()
+        events = controller_arrives(
+            controller_bus, broker, gateway, "the presence published before the exchange"
+        )
+        events.consumer.stop()
     finally:
         controller_bus.stop()
 

@@ -33,13 +33,6 @@ from tme.protocol import (
 from tme.schemas import TaskCreate
 
 
-@pytest.fixture(params=["memory", pytest.param("amqp", marks=pytest.mark.external_service)])
-def bus_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "amqp":
-        return str(request.getfixturevalue("rabbitmq_url"))
-    return f"memory://dispatch-{uuid.uuid4().hex[:8]}"
-
-
 @pytest.fixture
 def site() -> str:
     return f"site-{uuid.uuid4().hex[:10]}"

@@ -22,13 +22,6 @@ from tme.protocol import Presence, site_queue
 from tme.schemas import TaskCreate
 
 
-@pytest.fixture(params=["memory", pytest.param("amqp", marks=pytest.mark.external_service)])
-def bus_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "amqp":
-        return str(request.getfixturevalue("rabbitmq_url"))
-    return f"memory://site-queues-{uuid.uuid4().hex[:8]}"
-
-
 @pytest.fixture
 def sites() -> list[str]:
     return [f"site-{uuid.uuid4().hex[:10]}" for _ in range(2)]
