@@ -237,13 +237,18 @@ def succeeded(command: Command) -> Callable[[Event | Presence], bool]:
     return lambda i: isinstance(i, Event) and i.command_id == command.id and i.type == "succeeded"
 
 
+def declare_as_controller(bus: Bus, broker: Broker) -> None:
+    """What the controller's user declares: its queue and both sites' queues."""
+    bus.declare_events_queue()
+    bus.declare_site(broker.site)
+    bus.declare_site(broker.other)
+
+
 def test_non_declaring_gateway_runs_commands_with_the_scripted_users(
     broker: Broker, controller_bus: Bus, edge: Edge
 ) -> None:
     # the controller's user declares its queue and both sites' queues (the gateways cannot)
-    controller_bus.declare_events_queue()
-    controller_bus.declare_site(broker.site)
-    controller_bus.declare_site(broker.other)
+    declare_as_controller(controller_bus, broker)
     events = ControllerQueue(controller_bus)
     try:
         gateway = edge.gateway()
@@ -313,9 +318,7 @@ def bind(queue: str, exchange: str, key: str) -> Action:
 def test_gateway_user_can_neither_delete_nor_read_nor_publish_elsewhere(
     broker: Broker, controller_bus: Bus, tmp_path: Path
 ) -> None:
-    controller_bus.declare_events_queue()
-    controller_bus.declare_site(broker.site)
-    controller_bus.declare_site(broker.other)
+    declare_as_controller(controller_bus, broker)
     own_queue, other_queue = site_queue(broker.site), site_queue(broker.other)
 
     # what a non-declaring gateway does: ask whether its queue exists, consume it, publish
