@@ -35,7 +35,8 @@ def apply_messages(session: Session, messages: list[Event | Presence]) -> None:
     """Apply a batch in arrival order, loading its runs and seen event ids up front."""
     events = [m for m in messages if isinstance(m, Event)]
     runs = load_runs(session, (e.command_id for e in events))
-    seen = applied_event_ids(session, (e.id for e in events))
+    with_lines = [e.id for e in events if e.line is not None]
+    seen = applied_event_ids(session, (e.id for e in events), with_lines)
     for message in messages:
         if isinstance(message, Event):
             apply_event(session, message, runs=runs, seen=seen)
@@ -59,7 +60,7 @@ def apply_event(
         log.warning("event %s for unknown run %s dropped", event.type, event.command_id)
         return False
     if seen is None:
-        seen = applied_event_ids(session, [event.id])
+        seen = applied_event_ids(session, [event.id], [event.id] if event.line is not None else [])
     state = EVENT_STATES.get(event.type)
     if event.line is not None:
         if event.id in seen:

@@ -44,17 +44,20 @@ def start_run(session: Session, task: Task, *, reason: str, source: str, attempt
 
 
 def already_applied(session: Session, event_id: str | None) -> bool:
-    """Whether an event with this id moved a run or left log lines already."""
+    """Whether an event with this id moved a run already."""
     return event_id is not None and bool(applied_event_ids(session, [event_id]))
 
 
-def applied_event_ids(session: Session, event_ids: Iterable[str | None]) -> set[str]:
-    """The ids among `event_ids` already recorded (as a hop or with log lines): two
-    queries for a whole batch."""
-    wanted = sorted({e for e in event_ids if e is not None})
+def applied_event_ids(
+    session: Session, event_ids: Iterable[str | None], with_lines: Iterable[str] = ()
+) -> set[str]:
+    """The ids among `event_ids` already recorded as hops, and among `with_lines` (the
+    events that carried log lines) already in the log: one query each for a batch,
+    none on the log for a batch without lines."""
     found: set[str] = set()
-    for chunk in _chunks(wanted):
-        for column in (RunEvent.event_id, RunLog.event_id):
+    for column, ids in ((RunEvent.event_id, event_ids), (RunLog.event_id, with_lines)):
+        wanted = sorted({e for e in ids if e is not None})
+        for chunk in _chunks(wanted):
             query = select(column).where(col(column).in_(chunk)).distinct()
             found.update(e for e in session.exec(query) if e is not None)
     return found
