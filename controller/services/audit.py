@@ -164,21 +164,25 @@ def _write_batch(batch: list[tuple[Engine, _Append]]) -> None:
     for engine, item in batch:
         by_engine.setdefault(engine, []).append(item)
     for engine, items in by_engine.items():
-        groups = [items] if len(items) == 1 else [items, *([item] for item in items)]
-        for group in groups:
-            if all(item.done for item in group):
+        try:
+            entries = _append_rows(engine, [item.fields for item in items])
+        except BaseException as exc:  # handed to the caller(s), who raise it
+            if len(items) == 1:
+                items[0].error, items[0].done = exc, True
                 continue
-            try:
-                entries = _append_rows(engine, [item.fields for item in group])
-            except BaseException as exc:  # handed to the caller(s), who raise it
-                if len(group) == 1 or group is not items:
-                    for item in group:
-                        item.error, item.done = exc, True
-                continue
-            for item, entry in zip(group, entries, strict=True):
-                item.entry, item.done = entry, True
-            if group is items:
-                break
+            for item in items:
+                _write_alone(engine, item)
+            continue
+        for item, entry in zip(items, entries, strict=True):
+            item.entry, item.done = entry, True
+
+
+def _write_alone(engine: Engine, item: _Append) -> None:
+    try:
+        (item.entry,) = _append_rows(engine, [item.fields])
+    except BaseException as exc:
+        item.error = exc
+    item.done = True
 
 
 def _append_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[AuditEntry]:
