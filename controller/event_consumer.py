@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.engine import Engine
 
@@ -87,16 +88,17 @@ class EventConsumer:
         with session_scope(self.engine) as session:
             apply_messages(session, messages)
         for batch_listener in self.batch_listeners:
-            try:
-                batch_listener(messages)
-            except Exception:  # a listener (dashboard, metrics) never blocks the ack
-                log.exception("event listener failed")
+            _tell(batch_listener, messages)
         for message in messages:
             for listener in self.listeners:
-                try:
-                    listener(message)
-                except Exception:
-                    log.exception("event listener failed")
+                _tell(listener, message)
+
+
+def _tell(listener: Callable[[Any], None], what: Any) -> None:
+    try:
+        listener(what)
+    except Exception:  # a listener (dashboard, metrics) never blocks the ack
+        log.exception("event listener failed")
 
 
 def _decode(delivery: Delivery) -> Event | Presence | Reject:

@@ -79,11 +79,11 @@ def gateway(
     """Run a site gateway: bus queue -> MQTT commands, MQTT events -> bus."""
     from tme.agents.gateway import Gateway, GatewayConfig
     from tme.config import load_settings
-    from tme.error_tracking import install_error_tracking as install_settings_tracking
+    from tme.error_tracking import install_error_tracking
 
     _setup_logging(verbose)
     settings = load_settings()
-    install_settings_tracking(settings, process="gateway")
+    install_error_tracking(settings, process="gateway")
     gw = Gateway(
         GatewayConfig(
             site=site,
