@@ -36,6 +36,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as `python benchmarks/bench_e2e.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.cpu_meter import CpuMeter, broker_pids
 from benchmarks.e2e_procs import Child, agent_idle_rss, own_mosquitto, start_child
 from benchmarks.e2e_roles import SETPOINT, task_fields
 
@@ -58,6 +59,7 @@ class Row:
     p50: float | None = None
     p99: float | None = None
     note: str = ""
+    cpu: str = ""  # CPU per task by process (CpuMeter.report), for the throughput rows
 
 
 @dataclass
@@ -280,14 +282,17 @@ def offered(created: dict[str, float]) -> str:
 # --- one TME scenario ----------------------------------------------------------------
 
 
-def tme_scenario(agents: int, count: int, paced_s: float, ports: list[int], db: str) -> list[Row]:
+def tme_scenario(
+    agents: int, count: int, paced_s: float, plants: dict[int, int], db: str
+) -> list[Row]:
+    """`plants` maps each simulated plant's port to its process id."""
     site = f"bench-{uuid.uuid4().hex[:8]}"
     finals = Finals()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tme-bench-") as tmp, ExitStack() as stack:
         url_db = db or f"sqlite:///{tmp}/tme.db"
         app, engine, url, token = stack.enter_context(controller(url_db, finals, site))
-        start_child(
+        gateway = start_child(
             stack,
             "gateway",
             "--site",
@@ -299,21 +304,37 @@ def tme_scenario(agents: int, count: int, paced_s: float, ports: list[int], db: 
             "--state-dir",
             f"{tmp}/gw",
         )
-        plant_args = [a for p in ports for a in ("--plant-port", str(p))]
+        plant_args = [a for p in plants for a in ("--plant-port", str(p))]
+        agent_pids = []
         for first in range(0, agents, AGENTS_PER_PROCESS):
             n = min(AGENTS_PER_PROCESS, agents - first)
-            start_child(
+            agent_pids.append(start_child(
                 stack, "agents", "--site", site, "--mqtt", MQTT, "--state-dir", f"{tmp}/agents",
                 "--first", str(first), "--count", str(n), *plant_args,
-            )  # fmt: skip
+            ).process.pid)  # fmt: skip
         _until(lambda: _agents_online(engine, site) == agents, 120, f"{agents} agents online")
         label = f"TME {agents} agents"
         _progress(f"{label}: online")
         finals.measure("warm-up", create_by_service(app, site, agents, 0, 50), 60)
+        groups = {
+            "controller": [os.getpid()],
+            "gateway": [gateway.process.pid],
+            "agents": agent_pids,
+            "plants": list(plants.values()),
+            **broker_pids(),
+        }
+        meter = CpuMeter(groups)
+        meter.start()
         created = create_by_service(app, site, agents, 1_000_000, count)
-        rows.append(finals.measure(f"{label}, service create", created, 180))
+        row = finals.measure(f"{label}, service create", created, 180)
+        meter.stop()
+        row.cpu = meter.report(len(created), len(created) / row.rate if row.rate else 0.0)
+        rows.append(row)
+        meter.start()
         created, rate = create_by_rest(url, token, site, agents, count, stack)
         row = finals.measure(f"{label}, REST create ({REST_THREADS} thr)", created, 180)
+        meter.stop()
+        row.cpu = meter.report(len(created), len(created) / row.rate if row.rate else 0.0)
         row.note = "; ".join(filter(None, [f"API took {rate:,.0f} creates/s", row.note]))
         rows.append(row)
         for how, create in (
@@ -475,6 +496,8 @@ def print_table(rows: list[Row]) -> None:
     for r in rows:
         rate = f"{r.rate:9,.0f}" if r.rate is not None else f"{'-':>9}"
         print(f"{r.name:<42} {r.count:>6} {rate} {ms(r.p50)} {ms(r.p99)}  {r.note}")
+        if r.cpu:
+            print(f"{'':<6}{r.cpu}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -497,14 +520,18 @@ def main(argv: list[str] | None = None) -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tme-bench-mq-") as mq:
         MQTT = own_mosquitto(stack, Path(mq)) if args.mqtt == "own" else args.mqtt
         print(f"MQTT broker: {MQTT}", file=sys.stderr)
-        ports = [int(start_child(stack, "plant").first.split()[1]) for _ in range(PLANTS)]
+        plants = {}
+        for _ in range(PLANTS):
+            plant = start_child(stack, "plant")
+            plants[int(plant.first.split()[1])] = plant.process.pid
+        ports = list(plants)
         if not args.skip_peers:
             rows.append(raw_pika(count))
             print_table(rows[-1:])
             rows.extend(celery_peer(count, paced_s, ports[0]))
             print_table(rows[-2:])
         for agents in args.agents:
-            rows.extend(tme_scenario(agents, count, paced_s, ports, args.database))
+            rows.extend(tme_scenario(agents, count, paced_s, plants, args.database))
             print_table(rows[-4:])
         rss = agent_idle_rss(MQTT, ports[0])
         rows.append(Row("agent idle RSS (1 modbus device)", 1, None, note=f"{rss:.1f} MB"))
