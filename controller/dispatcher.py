@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
 from tme.bus.base import Bus, Unroutable
-from tme.controller.services.runs import load_runs, record_hop
+from tme.controller.services.hop_batch import HopBatch
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Outbox, Site, utcnow
 from tme.errors import BusError
@@ -146,7 +146,7 @@ class Dispatcher:
         confirmed = [row for row, error in zip(rows, results, strict=True) if error is None]
         failed = [(row, error) for row, error in zip(rows, results, strict=True) if error]
         with session_scope(self.engine) as session:
-            runs = load_runs(session, (row.run_id for row in confirmed))
+            batch = HopBatch(session, (row.run_id for row in confirmed))
             if confirmed:
                 session.execute(
                     update(Outbox)
@@ -160,16 +160,15 @@ class Dispatcher:
                     .values(last_error=str(error)[:2000], attempts=col(Outbox.attempts) + 1)
                 )
             for row in confirmed:
-                run = runs.get(row.run_id)
-                if run is not None:
-                    record_hop(
-                        session,
-                        run,
+                if row.run_id in batch.runs:
+                    batch.record(
+                        row.run_id,
                         RunState.dispatched,
                         reason="confirmed by broker",
                         source="controller",
                         at=now,
                     )
+            batch.write()
         if failed and not self._failing:
             log.warning("%d of %d commands not confirmed; will retry", len(failed), len(rows))
         self._failing = bool(failed)

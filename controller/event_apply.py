@@ -1,8 +1,9 @@
 """Apply what comes back from the sites to the database, idempotently.
 
-Agent and gateway events move runs (through `record_hop`, which tolerates
-reordering and keeps final states final); presence updates sites, agents and
-devices. Applying the same message twice changes nothing the second time.
+Agent and gateway events move runs by the rules of `runs.record_hop` (reordering
+tolerated, final states kept final), written in bulk by HopBatch; presence updates
+sites, agents and devices. Applying the same message twice changes nothing the
+second time.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import logging
 
 from sqlmodel import Session, select
 
-from tme.controller.services.runs import append_log, applied_event_ids, load_runs, record_hop
-from tme.controller.store.models import Agent, Device, Run, Site, utcnow
+from tme.controller.services.hop_batch import HopBatch
+from tme.controller.services.runs import applied_event_ids
+from tme.controller.store.models import Agent, Device, Site, utcnow
 from tme.protocol import Event, Presence
 from tme.states import RunState
 
@@ -31,56 +33,53 @@ EVENT_STATES: dict[str, RunState] = {
 }
 
 
-def apply_messages(session: Session, messages: list[Event | Presence]) -> None:
-    """Apply a batch in arrival order, loading its runs and seen event ids up front."""
+def apply_messages(session: Session, messages: list[Event | Presence]) -> list[bool]:
+    """Apply a batch in arrival order; for each message, whether it moved a run.
+
+    The batch's runs and the event ids already applied are read up front, and every
+    hop and log line is written at the end in one statement per table (HopBatch).
+    """
     events = [m for m in messages if isinstance(m, Event)]
-    runs = load_runs(session, (e.command_id for e in events))
+    batch = HopBatch(session, (e.command_id for e in events))
     with_lines = [e.id for e in events if e.line is not None]
     seen = applied_event_ids(session, (e.id for e in events), with_lines)
+    moved = []
     for message in messages:
         if isinstance(message, Event):
-            apply_event(session, message, runs=runs, seen=seen)
+            moved.append(_apply_event(batch, message, seen))
         else:
             apply_presence(session, message)
+            moved.append(False)
+    batch.write()
+    return moved
 
 
-def apply_event(
-    session: Session,
-    event: Event,
-    *,
-    runs: dict[str, Run] | None = None,
-    seen: set[str] | None = None,
-) -> bool:
-    """Apply one run event; False when it changed nothing (duplicate, unknown run, log only).
+def apply_event(session: Session, event: Event) -> bool:
+    """Apply one run event; False when it changed nothing (duplicate, unknown run, log only)."""
+    (moved,) = apply_messages(session, [event])
+    return moved
 
-    `runs` and `seen` come from `apply_messages` for a batch; alone, it looks them up.
-    """
-    run = runs.get(event.command_id) if runs is not None else session.get(Run, event.command_id)
-    if run is None:
+
+def _apply_event(batch: HopBatch, event: Event, seen: set[str]) -> bool:
+    if event.command_id not in batch.runs:
         log.warning("event %s for unknown run %s dropped", event.type, event.command_id)
         return False
-    if seen is None:
-        seen = applied_event_ids(session, [event.id], [event.id] if event.line is not None else [])
     state = EVENT_STATES.get(event.type)
+    if event.id in seen:
+        return False  # redelivered: its lines and its hop are recorded already
+    seen.add(event.id)
     if event.line is not None:
-        if event.id in seen:
-            return False  # redelivered: its lines (and any hop) are recorded already
-        append_log(session, run, event.line, at=event.at, event_id=event.id)
-        if state is None:
-            seen.add(event.id)  # a hop adds its id itself, in record_hop
+        batch.log(event.command_id, event.line, at=event.at, event_id=event.id)
     if state is None:  # progress, log, stop_requested: information only
         return False
-    reason = event.reason or event.type
-    return record_hop(
-        session,
-        run,
+    return batch.record(
+        event.command_id,
         state,
-        reason=reason,
+        reason=event.reason or event.type,
         source=event.source,
         at=event.at,
         event_id=event.id,
         result=event.result,
-        seen=seen,
     )
 
 

@@ -123,21 +123,42 @@ def _apply(
     result: dict[str, Any] | None,
 ) -> bool:
     """The transition itself, once the event is known to be new."""
-    if not check_transition(run.state, target):
+    row = move(run, target, reason, source, at, event_id, result)
+    if row is None:
         return False
+    session.add(RunEvent(**row))
+    session.add(run)
+    _mirror_on_task(session, run)
+    return True
+
+
+def move(
+    run: Any,
+    target: RunState,
+    reason: str,
+    source: str,
+    at: datetime | None,
+    event_id: str | None,
+    result: dict[str, Any] | None,
+) -> dict[str, Any] | None:
+    """Move `run` (a Run, or a RunView of a batch) to `target` in place and return its
+    run_events row; None when it is there already.
+
+    Raises tme.errors.IllegalTransition for a move the state machine refuses.
+    """
+    if not check_transition(run.state, target):
+        return None
     at = at or utcnow()
-    session.add(
-        RunEvent(
-            run_id=run.id,
-            at=at,
-            from_state=run.state,
-            to_state=target,
-            reason=reason,
-            source=source,
-            event_id=event_id,
-        )
-    )
-    run.state = target
+    row = {
+        "run_id": run.id,
+        "at": at,
+        "from_state": run.state,
+        "to_state": target.value,
+        "reason": reason,
+        "source": source,
+        "event_id": event_id,
+    }
+    run.state = target.value
     run.updated_at = at
     if reason:
         run.reason = reason
@@ -147,9 +168,33 @@ def _apply(
         run.started_at = at
     if target.is_final:
         run.finished_at = at
-    session.add(run)
-    _mirror_on_task(session, run)
-    return True
+    return row
+
+
+def late_hop(
+    run: Any,
+    target: RunState,
+    reason: str,
+    source: str,
+    at: datetime | None,
+    event_id: str | None,
+    result: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The run_events row of a hop that arrived after the run moved past it; a late final
+    result is kept on the run beside the state it reached first."""
+    late = "late result" if target.is_final else "out of order"
+    note = f"{late}: {reason}" if reason else late
+    if target.is_final and result is not None:
+        run.result = {**(run.result or {}), "late_result": result}
+    return {
+        "run_id": run.id,
+        "at": at or utcnow(),
+        "from_state": run.state,
+        "to_state": target.value,
+        "reason": note[:2000],
+        "source": source,
+        "event_id": event_id,
+    }
 
 
 def _mirror_on_task(session: Session, run: Run) -> None:
@@ -210,20 +255,7 @@ def record_hop(
         return _apply(session, run, target, reason, source, at, event_id, result)
     except IllegalTransition:
         pass
-    late = "late result" if target.is_final else "out of order"
-    note = f"{late}: {reason}" if reason else late
-    session.add(
-        RunEvent(
-            run_id=run.id,
-            at=at or utcnow(),
-            from_state=run.state,
-            to_state=target,
-            reason=note[:2000],
-            source=source,
-            event_id=event_id,
-        )
-    )
+    session.add(RunEvent(**late_hop(run, target, reason, source, at, event_id, result)))
     if target.is_final and result is not None:
-        run.result = {**(run.result or {}), "late_result": result}
         session.add(run)
     return False

@@ -120,3 +120,57 @@ def test_a_single_event_with_a_line_records_both_line_and_hop(engine: Engine) ->
         assert apply_event(session, _event(run_id, "accepted", line="checked the envelope"))
     assert _log_lines(engine, run_id) == ["checked the envelope"]
     assert _hops(engine, run_id) == ["pending", "accepted"]
+
+
+def _writes_applying(engine: Engine, run_ids: list[str]) -> int:
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    batch: list[Event | Presence] = []
+    for run_id in run_ids:
+        batch += [_event(run_id, "accepted", line="envelope checked"), _event(run_id, "started")]
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with session_scope(engine) as session:
+            apply_messages(session, batch)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return sum(1 for s in statements if s.lstrip().upper().startswith(("INSERT", "UPDATE")))
+
+
+def test_a_batch_writes_one_statement_per_table_whatever_its_size(engine: Engine) -> None:
+    """Events, log lines, runs and tasks: one executemany each, for 2 runs or 40."""
+    assert _writes_applying(engine, _runs(engine, 2)) == 4
+    assert _writes_applying(engine, _runs(engine, 40)) == 4
+
+
+def test_a_batch_mirrors_a_hop_only_on_the_task_whose_latest_run_it_is(engine: Engine) -> None:
+    from tme.controller.services.runs import start_run
+
+    first, other = _runs(engine, 2)
+    with session_scope(engine) as session:
+        run = session.get(Run, first)
+        assert run is not None
+        task = session.get(Task, run.task_id)
+        assert task is not None
+        newer = start_run(session, task, reason="again", source="api").id
+    batch: list[Event | Presence] = [
+        _event(first, "timed_out", reason="no answer"),
+        _event(first, "succeeded", result={"value": 7}),  # a result after the timeout
+        _event(other, "succeeded", result={"value": 8}),
+    ]
+    with session_scope(engine) as session:
+        apply_messages(session, batch)
+    with session_scope(engine) as session:
+        old = session.get(Run, first)
+        assert old is not None and old.state == "timed_out"
+        assert old.result == {"late_result": {"value": 7}}
+        task = session.get(Task, old.task_id)
+        assert task is not None and task.latest_run_id == newer
+        assert task.status == "pending"  # its latest run, not the one that timed out
+        done = session.get(Run, other)
+        assert done is not None and done.result == {"value": 8}
+        assert session.get(Task, done.task_id).status == "succeeded"  # type: ignore[union-attr]
+    assert _hops(engine, first)[-2:] == ["timed_out", "succeeded"]
