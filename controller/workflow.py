@@ -61,14 +61,16 @@ def settle_pending(session: Session, hook: RunReadyHook | None) -> int:
     ).all()
     runs = load_runs(session, (run_id for _id, run_id, _from in rows), lock=False)
     _load_links(session, list(runs))
-    predecessors = _predecessors_among(session, {run.task_id for run in runs.values()})
+    task_ids = {run.task_id for run in runs.values()}
+    predecessors = _predecessors_among(session, task_ids)
+    holding = _holding_among(session, task_ids)
     settled = 0
     for event_id, run_id, from_state in rows:
         cursor.last_event_id = max(cursor.last_event_id, event_id or 0)
         if from_state is not None and RunState(from_state).is_final:
             continue  # a late result beside a final state
         run = runs.get(run_id)
-        if run is not None and settle_run(session, run, hook, predecessors):
+        if run is not None and settle_run(session, run, hook, predecessors, holding):
             settled += 1
     if len(rows) < BATCH + LOOKBACK and last is not None:
         cursor.last_event_id = max(cursor.last_event_id, last)  # all between were settled
@@ -95,6 +97,22 @@ def _predecessors_among(session: Session, task_ids: set[int]) -> set[int]:
     return found
 
 
+def _holding_among(session: Session, task_ids: set[int]) -> set[int]:
+    """Which of these tasks have runs waiting in their overlap queue (the others have
+    none to release). Runs are held only by a schedule or trigger firing, never while
+    settling, so what this finds stays true for the batch."""
+    found: set[int] = set()
+    ordered = sorted(task_ids)
+    for start in range(0, len(ordered), 500):
+        query = (
+            select(Run.task_id)
+            .join(RunLink, col(RunLink.run_id) == col(Run.id))
+            .where(col(Run.task_id).in_(ordered[start : start + 500]), col(RunLink.held))
+        )
+        found.update(session.exec(query.distinct()))
+    return found
+
+
 def ensure_link(session: Session, run: Run) -> RunLink:
     link = session.get(RunLink, run.id)
     return link if link is not None else link_run(session, run, cause="manual")
@@ -105,9 +123,11 @@ def settle_run(
     run: Run,
     hook: RunReadyHook | None,
     predecessors: set[int] | None = None,
+    holding: set[int] | None = None,
 ) -> bool:
-    """Settle one final run once. `predecessors`, from a batch, names the tasks that
-    have dependents; without it the dependents are looked up."""
+    """Settle one final run once. `predecessors` and `holding`, from a batch, name the
+    tasks that have dependents and those with runs held in their overlap queue; without
+    them both are looked up."""
     link = ensure_link(session, run)
     if link.settled or not RunState(run.state).is_final:
         return False
@@ -119,7 +139,8 @@ def settle_run(
     plan_retry(session, task, run, link)
     if predecessors is None or task.id in predecessors:
         advance_dependents(session, task.id or 0, link.workflow_id, hook)
-    release_held(session, task, hook)
+    if holding is None or task.id in holding:
+        release_held(session, task, hook)
     return True
 
 
