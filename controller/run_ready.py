@@ -10,11 +10,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, inspect
 from sqlmodel import Session
 
 from tme.controller.outbox import queue_run
 from tme.controller.services.launch import link_run
+from tme.controller.store.db import find, noted
 from tme.controller.store.models import Run, Task
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
 from tme.schemas import MACHINE_OPS
@@ -27,9 +28,13 @@ class RunReady:
         self.wake = wake
 
     def __call__(self, session: Session, run: Run, task: Task) -> None:
-        session.flush()  # rows added earlier in this transaction become visible to get()
-        policy = session.get(TaskPolicy, task.id)
-        if session.get(RunLink, run.id) is None:
+        policy = find(session, TaskPolicy, task.id)
+        # A run not flushed yet can have no link but one noted in this transaction.
+        if inspect(run).pending:
+            link = noted(session, RunLink, run.id)
+        else:
+            link = find(session, RunLink, run.id)
+        if link is None:
             link_run(
                 session, run, cause="created", deadline_s=policy.deadline_s if policy else None
             )

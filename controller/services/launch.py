@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 from tme.controller.services.policies import overlap_of
 from tme.controller.services.runs import start_run, transition
 from tme.controller.services.tasks import RunReadyHook
+from tme.controller.store.db import remember_new
 from tme.controller.store.models import Run, Task
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
 from tme.states import FINAL_STATES, RunState
@@ -64,6 +65,7 @@ def link_run(
         deadline_at=deadline_at,
     )
     session.add(link)
+    remember_new(session, link.run_id, link)
     return link
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import object_session
 from sqlmodel import Session
 
 from tme.controller.sched_triggers import build_trigger, next_fire_times
-from tme.controller.store.db import keep_loaded
+from tme.controller.store.db import remember_new
 from tme.controller.store.models import Task, utcnow
 from tme.controller.store.workflow_models import TaskPolicy
 from tme.schemas import MACHINE_OPS, Misfire, Overlap, TaskCreate
@@ -44,7 +44,7 @@ def get_policy(session: Session, task: Task) -> TaskPolicy:
     if policy is None:
         policy = TaskPolicy(task_id=task.id or 0, schedule_changed_at=task.created_at)
         session.add(policy)
-        keep_loaded(session, [policy])  # later lookups in this session find it
+        remember_new(session, policy.task_id, policy)  # later lookups in this session find it
     return policy
 
 
@@ -52,7 +52,7 @@ def store_policy(session: Session, task: Task, data: TaskCreate) -> TaskPolicy:
     """The policy row of a task just created (none exists yet: no lookup)."""
     policy = TaskPolicy(task_id=task.id or 0, schedule_changed_at=utcnow())
     session.add(policy)
-    keep_loaded(session, [policy])
+    remember_new(session, policy.task_id, policy)
     apply_policy_changes(session, task, {k: getattr(data, k) for k in POLICY_FIELDS}, policy)
     return policy
 

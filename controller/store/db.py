@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -22,6 +22,8 @@ from sqlmodel import Session, create_engine
 
 from tme.controller.store import sqlite_gate
 from tme.errors import SchemaOutOfDate
+
+T = TypeVar("T")
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -74,6 +76,25 @@ def keep_loaded(session: Session, objects: Iterable[Any]) -> None:
     dropped at once, and each later `session.get` becomes a query (and a flush).
     """
     session.info.setdefault("tme.kept", []).extend(objects)
+
+
+def remember_new(session: Session, key: Any, obj: Any) -> None:
+    """Note an object added in this transaction under its primary key, so `find` sees it
+    before any flush (`session.get` finds only what was flushed, flushing to look)."""
+    session.info.setdefault("tme.new", {})[(type(obj), key)] = obj
+
+
+def noted(session: Session, model: type[T], key: Any) -> T | None:
+    """The object `remember_new` noted in this transaction under this key, if any."""
+    found: T | None = session.info.get("tme.new", {}).get((model, key))
+    return found
+
+
+def find(session: Session, model: type[T], key: Any) -> T | None:
+    """`session.get`, answered without a query or a flush for an object `remember_new`
+    noted in this transaction."""
+    found = noted(session, model, key)
+    return found if found is not None else session.get(model, key)
 
 
 def alembic_config(engine: Engine) -> Config:
