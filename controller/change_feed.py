@@ -163,7 +163,9 @@ class ChangeFeed:
         """Run changes with an id above `after_id`, and the last id read (filtered or not).
 
         The id read is returned separately so a filtered reader still moves past
-        changes it does not want.
+        changes it does not want. `states` is filtered in the query: a reader that wants
+        only failures (the notifier) reads only those, and moves past the rest up to
+        the newest id there was when it looked.
         """
         query = (
             select(RunEvent, Run.task_id, Task)
@@ -174,6 +176,16 @@ class ChangeFeed:
             .limit(limit)
         )
         with Session(self.engine) as session:
+            newest = None
+            if states is not None:
+                newest = session.exec(
+                    select(func.max(RunEvent.id)).where(col(RunEvent.id) > after_id)
+                ).one()
+                if newest is None:
+                    return [], after_id
+                query = query.where(
+                    col(RunEvent.id) <= newest, col(RunEvent.to_state).in_(sorted(states))
+                )
             rows = session.exec(query).all()
         last = after_id
         changes = []
@@ -183,9 +195,9 @@ class ChangeFeed:
                 continue
             if task_id is not None and run_task_id != task_id:
                 continue
-            if states is not None and event.to_state not in states:
-                continue
             changes.append(_run_change(event, task))
+        if newest is not None and len(rows) < limit:
+            last = newest  # every wanted change up to the newest was read
         return changes, last
 
 

@@ -21,7 +21,13 @@ from sqlmodel import Session, col, select
 from tme.controller.change_feed import AgentChange, ChangeFeed, RunChange
 from tme.controller.notifications import senders
 from tme.controller.notifications.models import NotificationDelivery
-from tme.controller.notifications.rules import Rule, active_rules, describe, subject_and_text
+from tme.controller.notifications.rules import (
+    RUN_EVENTS,
+    Rule,
+    active_rules,
+    describe,
+    subject_and_text,
+)
 from tme.controller.store.models import utcnow
 
 log = logging.getLogger("tme.notify")
@@ -73,7 +79,7 @@ class Notifier:
 
     def record_new_changes(self) -> int:
         changes: list[RunChange | AgentChange] = []
-        runs, self._run_cursor = self.feed.runs_after(self._run_cursor)
+        runs, self._run_cursor = self.feed.runs_after(self._run_cursor, states=RUN_EVENTS)
         changes.extend(runs)
         agents = self.feed.agents_after(self._agent_cursor)
         if agents:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import Session, select
 from waiting import wait_until
 
@@ -19,7 +20,7 @@ from tme.controller.notifications.models import NotificationDelivery, Notificati
 from tme.controller.notifications.notifier import Notifier
 from tme.controller.services import runs as run_service
 from tme.controller.services.tasks import create_task
-from tme.controller.store.models import Run
+from tme.controller.store.models import Run, RunEvent
 from tme.protocol import Presence
 from tme.schemas import TaskCreate
 
@@ -222,3 +223,36 @@ def test_a_site_rule_fires_only_on_its_site(
     assert [http_receiver.body(i)["agent"]["site"] for i in range(len(http_receiver.requests))] == [
         "plant-x"
     ]
+
+
+def test_a_filtered_feed_reads_only_wanted_changes_and_moves_past_the_rest(
+    app_engine, feed
+) -> None:  # type: ignore[no-untyped-def]
+    """The notifier reads failures only: the changes of a run that succeeds are never
+    loaded, and its cursor still moves past them."""
+    start = feed.last_run_event_id()
+    body = TaskCreate.model_validate(
+        {"name": "flush", "op": "noop", "target": {"site": "plant-x", "agent": "skid-a"}}
+    )
+    with Session(app_engine) as session:
+        task, _ = create_task(session, body)
+        run = session.get(Run, task.latest_run_id)
+        assert run is not None
+        for state in ("queued", "running", "succeeded"):
+            run_service.transition(session, run, state)
+        session.commit()
+    newest = feed.last_run_event_id()
+    loaded: list[object] = []
+    listener = lambda target, _context: loaded.append(target)  # noqa: E731
+    event.listen(RunEvent, "load", listener)
+    try:
+        changes, cursor = feed.runs_after(start, states=frozenset({"failed", "timed_out"}))
+    finally:
+        event.remove(RunEvent, "load", listener)
+    assert changes == [] and cursor == newest
+    assert loaded == []  # the succeeded run's four changes were never read
+    failed_task = _fail_a_run(app_engine)
+    changes, cursor = feed.runs_after(cursor, states=frozenset({"failed", "timed_out"}))
+    assert [(c.task_id, c.to_state) for c in changes] == [(failed_task, "failed")]
+    assert cursor == feed.last_run_event_id()
+    assert feed.runs_after(cursor, states=frozenset({"failed"})) == ([], cursor)
