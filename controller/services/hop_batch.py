@@ -28,6 +28,33 @@ RUNS = Run.__table__
 TASKS = Task.__table__
 CHUNK = 500
 
+# Built once: constructing a statement costs more CPU than executing a small one.
+INSERT_EVENTS = insert(RunEvent.__table__)
+INSERT_LOGS = insert(RunLog.__table__)
+UPDATE_RUNS = (
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("b_id"))
+    .values(
+        state=bindparam("b_state"),
+        reason=bindparam("b_reason"),
+        result=bindparam("b_result", type_=RUNS.c.result.type),
+        updated_at=bindparam("b_updated_at", type_=RUNS.c.updated_at.type),
+        started_at=bindparam("b_started_at", type_=RUNS.c.started_at.type),
+        finished_at=bindparam("b_finished_at", type_=RUNS.c.finished_at.type),
+    )
+)
+# A task mirrors a run only while that run is its latest.
+MIRROR_ON_TASKS = (
+    update(TASKS)
+    .where(and_(TASKS.c.id == bindparam("b_task_id"), TASKS.c.latest_run_id == bindparam("b_id")))
+    .values(
+        status=bindparam("b_state"),
+        started_at=bindparam("b_started_at", type_=TASKS.c.started_at.type),
+        finished_at=bindparam("b_finished_at", type_=TASKS.c.finished_at.type),
+        updated_at=bindparam("b_updated_at", type_=TASKS.c.updated_at.type),
+    )
+)
+
 
 @dataclass(slots=True)
 class RunView:
@@ -108,43 +135,15 @@ class HopBatch:
         """One statement per table for everything recorded."""
         session = self.session
         if self._events:
-            session.execute(insert(RunEvent.__table__), self._events)
+            session.execute(INSERT_EVENTS, self._events)
         if self._logs:
-            session.execute(insert(RunLog.__table__), self._logs)
+            session.execute(INSERT_LOGS, self._logs)
         if self._changed:
-            session.execute(
-                update(RUNS)
-                .where(RUNS.c.id == bindparam("b_id"))
-                .values(
-                    state=bindparam("b_state"),
-                    reason=bindparam("b_reason"),
-                    result=bindparam("b_result", type_=RUNS.c.result.type),
-                    updated_at=bindparam("b_updated_at", type_=RUNS.c.updated_at.type),
-                    started_at=bindparam("b_started_at", type_=RUNS.c.started_at.type),
-                    finished_at=bindparam("b_finished_at", type_=RUNS.c.finished_at.type),
-                ),
-                [_params(run) for run in sorted(self._changed.values(), key=lambda r: r.id)],
-            )
+            changed = sorted(self._changed.values(), key=lambda r: r.id)
+            session.execute(UPDATE_RUNS, [_params(run) for run in changed])
         if self._moved:
-            session.execute(
-                update(TASKS)
-                .where(
-                    and_(
-                        TASKS.c.id == bindparam("b_task_id"),
-                        TASKS.c.latest_run_id == bindparam("b_id"),
-                    )
-                )
-                .values(
-                    status=bindparam("b_state"),
-                    started_at=bindparam("b_started_at", type_=TASKS.c.started_at.type),
-                    finished_at=bindparam("b_finished_at", type_=TASKS.c.finished_at.type),
-                    updated_at=bindparam("b_updated_at", type_=TASKS.c.updated_at.type),
-                ),
-                [
-                    _params(run)
-                    for run in sorted(self._moved.values(), key=lambda r: (r.task_id, r.id))
-                ],
-            )
+            moved = sorted(self._moved.values(), key=lambda r: (r.task_id, r.id))
+            session.execute(MIRROR_ON_TASKS, [_params(run) for run in moved])
         self._events, self._logs, self._changed, self._moved = [], [], {}, {}
 
 
