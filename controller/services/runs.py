@@ -149,15 +149,7 @@ def move(
     if not check_transition(run.state, target):
         return None
     at = at or utcnow()
-    row = {
-        "run_id": run.id,
-        "at": at,
-        "from_state": run.state,
-        "to_state": target.value,
-        "reason": reason,
-        "source": source,
-        "event_id": event_id,
-    }
+    row = _event_row(run, target, reason, source, at, event_id)
     run.state = target.value
     run.updated_at = at
     if reason:
@@ -186,12 +178,19 @@ def late_hop(
     note = f"{late}: {reason}" if reason else late
     if target.is_final and result is not None:
         run.result = {**(run.result or {}), "late_result": result}
+    return _event_row(run, target, note[:2000], source, at or utcnow(), event_id)
+
+
+def _event_row(
+    run: Any, target: RunState, reason: str, source: str, at: datetime, event_id: str | None
+) -> dict[str, Any]:
+    """A run_events row of `run` (before it moves) going to `target`."""
     return {
         "run_id": run.id,
-        "at": at or utcnow(),
+        "at": at,
         "from_state": run.state,
         "to_state": target.value,
-        "reason": note[:2000],
+        "reason": reason,
         "source": source,
         "event_id": event_id,
     }

@@ -49,7 +49,13 @@ def start_notifier(app_engine, feed) -> Iterator[Any]:  # type: ignore[no-untype
         notifier.stop()
 
 
-def _fail_a_run(engine: Any, name: str = "read tank level", reason: str = "modbus timeout") -> int:
+def _fail_a_run(
+    engine: Any,
+    name: str = "read tank level",
+    reason: str = "modbus timeout",
+    outcome: str = "failed",
+) -> int:
+    """A run of a new task that ends in `outcome` (failed unless told) after the usual hops."""
     body = TaskCreate.model_validate(
         {"name": name, "op": "noop", "target": {"site": "plant-x", "agent": "skid-a"}}
     )
@@ -59,7 +65,7 @@ def _fail_a_run(engine: Any, name: str = "read tank level", reason: str = "modbu
         assert run is not None
         for state in ("queued", "dispatched", "running"):
             run_service.transition(session, run, state)
-        run_service.transition(session, run, "failed", reason=reason, source="agent")
+        run_service.transition(session, run, outcome, reason=reason, source="agent")
         session.commit()
         return task.id or 0
 
@@ -231,16 +237,7 @@ def test_a_filtered_feed_reads_only_wanted_changes_and_moves_past_the_rest(
     """The notifier reads failures only: the changes of a run that succeeds are never
     loaded, and its cursor still moves past them."""
     start = feed.last_run_event_id()
-    body = TaskCreate.model_validate(
-        {"name": "flush", "op": "noop", "target": {"site": "plant-x", "agent": "skid-a"}}
-    )
-    with Session(app_engine) as session:
-        task, _ = create_task(session, body)
-        run = session.get(Run, task.latest_run_id)
-        assert run is not None
-        for state in ("queued", "running", "succeeded"):
-            run_service.transition(session, run, state)
-        session.commit()
+    _fail_a_run(app_engine, "flush", reason="", outcome="succeeded")
     newest = feed.last_run_event_id()
     loaded: list[object] = []
     listener = lambda target, _context: loaded.append(target)  # noqa: E731
@@ -250,7 +247,7 @@ def test_a_filtered_feed_reads_only_wanted_changes_and_moves_past_the_rest(
     finally:
         event.remove(RunEvent, "load", listener)
     assert changes == [] and cursor == newest
-    assert loaded == []  # the succeeded run's four changes were never read
+    assert loaded == []  # the succeeded run's five changes were never read
     failed_task = _fail_a_run(app_engine)
     changes, cursor = feed.runs_after(cursor, states=frozenset({"failed", "timed_out"}))
     assert [(c.task_id, c.to_state) for c in changes] == [(failed_task, "failed")]
