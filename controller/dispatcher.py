@@ -22,6 +22,7 @@ from sqlmodel import col, select
 
 from tme.bus.base import Bus, Unroutable
 from tme.controller.services.hop_batch import HopBatch
+from tme.controller.services.runs import Hop
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Outbox, Site, utcnow
 from tme.errors import BusError
@@ -159,15 +160,10 @@ class Dispatcher:
                     .where(col(Outbox.id) == row.id)
                     .values(last_error=str(error)[:2000], attempts=col(Outbox.attempts) + 1)
                 )
+            hop = Hop(RunState.dispatched, "confirmed by broker", "controller", now)
             for row in confirmed:
                 if row.run_id in batch.runs:
-                    batch.record(
-                        row.run_id,
-                        RunState.dispatched,
-                        reason="confirmed by broker",
-                        source="controller",
-                        at=now,
-                    )
+                    batch.record(row.run_id, hop)
             batch.write()
         if failed and not self._failing:
             log.warning("%d of %d commands not confirmed; will retry", len(failed), len(rows))

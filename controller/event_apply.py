@@ -13,7 +13,7 @@ import logging
 from sqlmodel import Session, select
 
 from tme.controller.services.hop_batch import HopBatch
-from tme.controller.services.runs import applied_event_ids
+from tme.controller.services.runs import Hop, applied_event_ids
 from tme.controller.store.models import Agent, Device, Site, utcnow
 from tme.protocol import Event, Presence
 from tme.states import RunState
@@ -72,15 +72,8 @@ def _apply_event(batch: HopBatch, event: Event, seen: set[str]) -> bool:
         batch.log(event.command_id, event.line, at=event.at, event_id=event.id)
     if state is None:  # progress, log, stop_requested: information only
         return False
-    return batch.record(
-        event.command_id,
-        state,
-        reason=event.reason or event.type,
-        source=event.source,
-        at=event.at,
-        event_id=event.id,
-        result=event.result,
-    )
+    hop = Hop(state, event.reason or event.type, event.source, event.at, event.id, event.result)
+    return batch.record(event.command_id, hop)
 
 
 def apply_presence(session: Session, presence: Presence) -> None:

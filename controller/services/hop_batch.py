@@ -19,10 +19,9 @@ from typing import Any
 from sqlalchemy import and_, bindparam, insert, select, update
 from sqlmodel import Session
 
-from tme.controller.services.runs import late_hop, move
+from tme.controller.services.runs import Hop, late_hop, move
 from tme.controller.store.models import Run, RunEvent, RunLog, Task, utcnow
 from tme.errors import IllegalTransition
-from tme.states import RunState
 
 RUNS = Run.__table__
 TASKS = Task.__table__
@@ -96,26 +95,15 @@ class HopBatch:
         self._changed: dict[str, RunView] = {}
         self._moved: dict[str, RunView] = {}
 
-    def record(
-        self,
-        run_id: str,
-        state: RunState | str,
-        *,
-        reason: str = "",
-        source: str = "controller",
-        at: datetime | None = None,
-        event_id: str | None = None,
-        result: dict[str, Any] | None = None,
-    ) -> bool:
+    def record(self, run_id: str, hop: Hop) -> bool:
         """`runs.record_hop` for a run of the batch (the caller deduplicates event ids):
         True when the run moved; a late hop is recorded beside the state it reached."""
         run = self.runs[run_id]
-        target = RunState(state)
         try:
-            row = move(run, target, reason, source, at, event_id, result)
+            row = move(run, hop)
         except IllegalTransition:
-            self._events.append(late_hop(run, target, reason, source, at, event_id, result))
-            if target.is_final and result is not None:
+            self._events.append(late_hop(run, hop))
+            if hop.target.is_final and hop.result is not None:
                 self._changed[run.id] = run
             return False
         if row is None:

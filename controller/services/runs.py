@@ -9,6 +9,7 @@ event at most once (by event id).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,18 @@ from tme.controller.store.db import keep_loaded
 from tme.controller.store.models import Run, RunEvent, RunLog, Task, utcnow
 from tme.errors import IllegalTransition
 from tme.states import RunState, check_transition
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """A move of a run as reported: where to, why, by whom, when, and its wire event."""
+
+    target: RunState
+    reason: str = ""
+    source: str = "controller"
+    at: datetime | None = None
+    event_id: str | None = None
+    result: dict[str, Any] | None = None
 
 
 def start_run(session: Session, task: Task, *, reason: str, source: str, attempt: int = 1) -> Run:
@@ -109,21 +122,12 @@ def transition(
     """
     if already_applied(session, event_id):
         return False
-    return _apply(session, run, RunState(to_state), reason, source, at, event_id, result)
+    return _apply(session, run, Hop(RunState(to_state), reason, source, at, event_id, result))
 
 
-def _apply(
-    session: Session,
-    run: Run,
-    target: RunState,
-    reason: str,
-    source: str,
-    at: datetime | None,
-    event_id: str | None,
-    result: dict[str, Any] | None,
-) -> bool:
+def _apply(session: Session, run: Run, hop: Hop) -> bool:
     """The transition itself, once the event is known to be new."""
-    row = move(run, target, reason, source, at, event_id, result)
+    row = move(run, hop)
     if row is None:
         return False
     session.add(RunEvent(**row))
@@ -132,30 +136,23 @@ def _apply(
     return True
 
 
-def move(
-    run: Any,
-    target: RunState,
-    reason: str,
-    source: str,
-    at: datetime | None,
-    event_id: str | None,
-    result: dict[str, Any] | None,
-) -> dict[str, Any] | None:
-    """Move `run` (a Run, or a RunView of a batch) to `target` in place and return its
-    run_events row; None when it is there already.
+def move(run: Any, hop: Hop) -> dict[str, Any] | None:
+    """Move `run` (a Run, or a RunView of a batch) as `hop` says, in place, and return
+    its run_events row; None when it is there already.
 
     Raises tme.errors.IllegalTransition for a move the state machine refuses.
     """
+    target = hop.target
     if not check_transition(run.state, target):
         return None
-    at = at or utcnow()
-    row = _event_row(run, target, reason, source, at, event_id)
+    at = hop.at or utcnow()
+    row = _event_row(run, hop, hop.reason, at)
     run.state = target.value
     run.updated_at = at
-    if reason:
-        run.reason = reason
-    if result is not None:
-        run.result = result
+    if hop.reason:
+        run.reason = hop.reason
+    if hop.result is not None:
+        run.result = hop.result
     if target == RunState.running and run.started_at is None:
         run.started_at = at
     if target.is_final:
@@ -163,36 +160,26 @@ def move(
     return row
 
 
-def late_hop(
-    run: Any,
-    target: RunState,
-    reason: str,
-    source: str,
-    at: datetime | None,
-    event_id: str | None,
-    result: dict[str, Any] | None,
-) -> dict[str, Any]:
+def late_hop(run: Any, hop: Hop) -> dict[str, Any]:
     """The run_events row of a hop that arrived after the run moved past it; a late final
     result is kept on the run beside the state it reached first."""
-    late = "late result" if target.is_final else "out of order"
-    note = f"{late}: {reason}" if reason else late
-    if target.is_final and result is not None:
-        run.result = {**(run.result or {}), "late_result": result}
-    return _event_row(run, target, note[:2000], source, at or utcnow(), event_id)
+    late = "late result" if hop.target.is_final else "out of order"
+    note = f"{late}: {hop.reason}" if hop.reason else late
+    if hop.target.is_final and hop.result is not None:
+        run.result = {**(run.result or {}), "late_result": hop.result}
+    return _event_row(run, hop, note[:2000], hop.at or utcnow())
 
 
-def _event_row(
-    run: Any, target: RunState, reason: str, source: str, at: datetime, event_id: str | None
-) -> dict[str, Any]:
-    """A run_events row of `run` (before it moves) going to `target`."""
+def _event_row(run: Any, hop: Hop, reason: str, at: datetime) -> dict[str, Any]:
+    """A run_events row of `run` (before it moves) going where `hop` says."""
     return {
         "run_id": run.id,
         "at": at,
         "from_state": run.state,
-        "to_state": target.value,
+        "to_state": hop.target.value,
         "reason": reason,
-        "source": source,
-        "event_id": event_id,
+        "source": hop.source,
+        "event_id": hop.event_id,
     }
 
 
@@ -249,12 +236,12 @@ def record_hop(
         if event_id in seen:
             return False
         seen.add(event_id)
-    target = RunState(state)
+    hop = Hop(RunState(state), reason, source, at, event_id, result)
     try:
-        return _apply(session, run, target, reason, source, at, event_id, result)
+        return _apply(session, run, hop)
     except IllegalTransition:
         pass
-    session.add(RunEvent(**late_hop(run, target, reason, source, at, event_id, result)))
-    if target.is_final and result is not None:
+    session.add(RunEvent(**late_hop(run, hop)))
+    if hop.target.is_final and result is not None:
         session.add(run)
     return False
