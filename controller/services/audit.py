@@ -186,25 +186,35 @@ def _write_alone(engine: Engine, item: _Append) -> None:
 
 
 def _append_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[AuditEntry]:
+    """Chain `rows` after the newest row, which the head names (a log from before the
+    head existed is read for its newest row once). Each row's MAC is computed from the
+    values as they are stored: `record` gives details in their JSON form, and `at` and
+    the id are what the row holds, so nothing is read back."""
     key = key_for(engine)
     entries: list[AuditEntry] = []
     with session_scope(engine) as session:
         if session.get_bind().dialect.name == "postgresql":
             session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
-        newest = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(1)
-        last = session.exec(newest).first()
-        previous = last.hash if last else ""
+        head = session.get(AuditHead, 1)
+        if head is None:
+            newest = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(1)
+            last = session.exec(newest).first()
+            previous = last.hash if last else ""
+            head = AuditHead(id=1, mac="")
+        else:
+            previous = head.last_hash
         for fields in rows:
-            entry = AuditEntry(at=utcnow(), prev_hash=previous, hash="", **fields)
+            # Details in the form they are stored and read back in (a tuple becomes a
+            # list), so the MAC computed here matches the row `verify_chain` reads.
+            stored = {**fields, "details": json.loads(json.dumps(fields["details"]))}
+            entry = AuditEntry(at=utcnow(), prev_hash=previous, hash="", **stored)
             session.add(entry)
-            session.flush()
-            session.refresh(entry)  # read back as stored, so the MAC covers what verify reads
+            session.flush()  # assigns the id the MAC covers
             entry.hash = row_mac(entry, key)
             session.add(entry)
             entries.append(entry)
             previous = entry.hash
         newest_entry = entries[-1]
-        head = session.get(AuditHead, 1) or AuditHead(id=1, mac="")
         head.last_id, head.last_hash = newest_entry.id or 0, newest_entry.hash
         head.mac = head_mac(head.last_id, head.last_hash, key)
         session.add(head)
