@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from sqlmodel import col, select
 
 from tme.bus import Bus, open_bus
 from tme.config import Settings
@@ -17,7 +18,7 @@ from tme.controller.dispatcher import Dispatcher
 from tme.controller.outbox import OutboxWriter
 from tme.controller.services.tasks import create_task
 from tme.controller.store.db import session_scope
-from tme.controller.store.models import Site
+from tme.controller.store.models import Outbox, Site
 from tme.protocol import Presence, site_queue
 from tme.schemas import TaskCreate
 
@@ -72,5 +73,17 @@ def test_a_deleted_site_queue_is_declared_again(app_engine, bus, sites) -> None:
     bus.delete_queue(site_queue(site))
     _queue_task(app_engine, site)
     assert dispatcher.dispatch_pending() == 0  # unroutable: kept in the outbox
+    (kept,) = _outbox(app_engine, published=False)
+    assert kept.attempts == 1 and "no queue bound" in kept.last_error
     assert dispatcher.dispatch_pending() == 1  # declared again, then published
     assert bus.queue_exists(site_queue(site))
+    assert _outbox(app_engine, published=False) == []
+    sent = {row.id: row for row in _outbox(app_engine, published=True)}[kept.id]
+    assert sent.attempts == 2 and sent.published_at is not None
+
+
+def _outbox(engine: Any, *, published: bool) -> list[Outbox]:
+    with session_scope(engine) as session:
+        column = col(Outbox.published_at)
+        where = column.is_not(None) if published else column.is_(None)
+        return list(session.exec(select(Outbox).where(where)).all())
