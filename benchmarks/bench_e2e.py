@@ -197,7 +197,7 @@ def _agents_online(engine: Any, site: str) -> int:
 
 def create_by_service(app: Any, site: str, agents: int, first: int, count: int) -> dict[str, float]:
     """In-process task service, SERVICE_CHUNK tasks per transaction (no HTTP)."""
-    from tme.controller.services.tasks import create_task
+    from tme.controller.services.tasks import create_tasks
     from tme.controller.store.db import session_scope
     from tme.schemas import TaskCreate
 
@@ -205,12 +205,11 @@ def create_by_service(app: Any, site: str, agents: int, first: int, count: int) 
     hook = app.state.on_run_ready
     for start in range(first, first + count, SERVICE_CHUNK):
         sent = time.time()
-        ids = []
+        numbers = range(start, min(start + SERVICE_CHUNK, first + count))
+        items = [TaskCreate.model_validate(task_fields(site, agents, i)) for i in numbers]
         with session_scope(app.state.engine) as session:
-            for i in range(start, min(start + SERVICE_CHUNK, first + count)):
-                data = TaskCreate.model_validate(task_fields(site, agents, i))
-                task, _ = create_task(session, data, on_run_ready=hook)
-                ids.append(str(task.latest_run_id))
+            made = create_tasks(session, items, on_run_ready=hook)
+            ids = [str(task.latest_run_id) for task, _ in made]
         created.update((r, sent) for r in ids)
     return created
 

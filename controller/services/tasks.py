@@ -78,42 +78,79 @@ def create_task(
     on_run_ready: RunReadyHook | None = None,
 ) -> tuple[Task, bool]:
     """Store a new task; return it and whether it was created (False: idempotent replay)."""
-    _check_storable(data)
-    if idempotency_key is not None:
-        replay = _idempotent_replay(session, idempotency_key, request_hash(data))
-        if replay is not None:
-            return replay, False
-    _check_dependencies(session, None, data.depends_on)
-    task = Task(
-        name=data.name,
-        description=data.description,
-        op=data.op,
-        params=data.params,
-        cmd=data.cmd,
-        schedule=data.schedule.model_dump(mode="json") if data.schedule else None,
-        depends_on=[d.model_dump() for d in data.depends_on],
-        timeout_s=data.timeout_s,
-        retries=data.retries.model_dump(),
-        priority=data.priority,
-        assigned_to=data.assigned_to,
-        **_target_columns(data.target),
+    ((task, created),) = create_tasks(
+        session, [data], idempotency_keys=[idempotency_key], on_run_ready=on_run_ready
     )
-    session.add(task)
-    session.flush()  # assigns the id
+    return task, created
+
+
+def create_tasks(
+    session: Session,
+    items: list[TaskCreate],
+    *,
+    idempotency_keys: list[str | None] | None = None,
+    on_run_ready: RunReadyHook | None = None,
+) -> list[tuple[Task, bool]]:
+    """Store new tasks in the caller's transaction; for each, the task and whether it was
+    created (False: an idempotent replay of its key).
+
+    Every item is checked before its task is added, and the tasks are flushed together
+    for their ids: each table's rows go to the database in one statement per flush, not
+    one per task.
+    """
+    keys = idempotency_keys if idempotency_keys is not None else [None] * len(items)
+    results: list[tuple[Task, bool]] = []
+    new: list[tuple[Task, TaskCreate, str | None]] = []
+    for data, key in zip(items, keys, strict=True):
+        _check_storable(data)
+        if key is not None:
+            replay = _idempotent_replay(session, key, request_hash(data))
+            if replay is not None:
+                results.append((replay, False))
+                continue
+        _check_dependencies(session, None, data.depends_on)
+        task = Task(
+            name=data.name,
+            description=data.description,
+            op=data.op,
+            params=data.params,
+            cmd=data.cmd,
+            schedule=data.schedule.model_dump(mode="json") if data.schedule else None,
+            depends_on=[d.model_dump() for d in data.depends_on],
+            timeout_s=data.timeout_s,
+            retries=data.retries.model_dump(),
+            priority=data.priority,
+            assigned_to=data.assigned_to,
+            **_target_columns(data.target),
+        )
+        session.add(task)
+        new.append((task, data, key))
+        results.append((task, True))
+    if new:
+        session.flush()  # assigns the ids
+    for task, data, key in new:
+        _stored(session, task, data, key, on_run_ready)
+    return results
+
+
+def _stored(
+    session: Session,
+    task: Task,
+    data: TaskCreate,
+    key: str | None,
+    on_run_ready: RunReadyHook | None,
+) -> None:
+    """What a new task brings once it has its id: edges, policy, idempotency key, and
+    its first run when it starts at once."""
     if data.depends_on:  # a new task has no edges to replace
         _store_edges(session, task, data.depends_on)
     policies.store_policy(session, task, data)
-    if idempotency_key is not None:
-        session.add(
-            IdempotencyKey(
-                key=idempotency_key, request_hash=request_hash(data), task_id=task.id or 0
-            )
-        )
+    if key is not None:
+        session.add(IdempotencyKey(key=key, request_hash=request_hash(data), task_id=task.id or 0))
     if data.schedule is None and not data.depends_on and data.trigger is None:
         run = run_service.start_run(session, task, reason="created", source="api")
         if on_run_ready is not None:
             on_run_ready(session, run, task)
-    return task, True
 
 
 def _idempotent_replay(session: Session, key: str, digest: str) -> Task | None:
