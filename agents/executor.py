@@ -36,6 +36,43 @@ def make_event(command: Command, type_: EventType, **fields: Any) -> Event:
 
 
 CANCEL_OP = "cancel"  # a stop request naming another command (params.command_id)
+# A command's log lines wait this long for its next event to ride on (a Modbus write
+# and its read-back take a few ms, so their lines go with the final event instead of
+# one message each); a slower operation's lines go on their own after this delay.
+LINE_DELAY_S = 0.05
+MAX_HELD_LINES = 100  # held lines go at once past this many
+
+
+class _HeldLines:
+    """Log lines of a running command, sent with its final event or after LINE_DELAY_S.
+
+    Called on the agent's event loop (operations log from their coroutines)."""
+
+    def __init__(self, command: Command, publish: EventSink) -> None:
+        self.command = command
+        self.publish = publish
+        self._lines: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, line: str) -> None:
+        self._lines.append(line)
+        if len(self._lines) >= MAX_HELD_LINES:
+            self.send()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(LINE_DELAY_S, self.send)
+
+    def take(self) -> str | None:
+        """The held lines as one text (None when there are none), no longer held."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        lines, self._lines = self._lines, []
+        return "\n".join(lines) if lines else None
+
+    def send(self) -> None:
+        text = self.take()
+        if text is not None:
+            self.publish(make_event(self.command, "log", line=text))
 
 
 class CommandExecutor:
@@ -59,8 +96,14 @@ class CommandExecutor:
         """Mark a command as stopped on request, before its task is cancelled."""
         self._stop_requested.add(command_id)
 
-    def finish(self, command: Command, type_: EventType, **fields: Any) -> Event:
-        """Record the final event, then publish it (the record is what a duplicate gets)."""
+    def finish(
+        self, command: Command, type_: EventType, lines: _HeldLines | None = None, **fields: Any
+    ) -> Event:
+        """Record the final event, then publish it (the record is what a duplicate gets);
+        log lines still held go with it."""
+        text = lines.take() if lines is not None else None
+        if text is not None:
+            fields["line"] = text
         event = make_event(command, type_, **fields)
         self.record.finish(event)
         self.publish(event)
@@ -107,29 +150,31 @@ class CommandExecutor:
         self.record.mark_started(command.id)
         self.publish(make_event(command, "started"))
 
-        def log_line(line: str) -> None:
-            self.publish(make_event(command, "log", line=line))
-
+        lines = _HeldLines(command, self.publish)
         try:
             result = await asyncio.wait_for(
-                run_plan(plan, log_line, allow_shell=self.allow_shell), command.timeout_s
+                run_plan(plan, lines.add, allow_shell=self.allow_shell), command.timeout_s
             )
         except TimeoutError:
             return self.finish(
                 command,
                 "timed_out",
+                lines,
                 reason=f"no result within {command.timeout_s} s; operation cancelled",
             )
         except DriverError as exc:
             return self.finish(
-                command, "failed", reason=_driver_reason(exc), result=_driver_details(exc)
+                command, "failed", lines, reason=_driver_reason(exc), result=_driver_details(exc)
             )
         except TMEError as exc:
-            return self.finish(command, "failed", reason=exc.message)
+            return self.finish(command, "failed", lines, reason=exc.message)
+        except asyncio.CancelledError:
+            lines.send()  # stopped on request: what it logged so far still goes
+            raise
         except Exception as exc:
             log.exception("command %s (%s) crashed", command.id, command.op)
-            return self.finish(command, "failed", reason=f"agent error: {exc!r}")
-        return self.finish(command, "succeeded", result=result)
+            return self.finish(command, "failed", lines, reason=f"agent error: {exc!r}")
+        return self.finish(command, "succeeded", lines, result=result)
 
     def outcome_unknown(self, command: Command) -> Event:
         """A command recorded as started by an earlier process that never finished it."""

@@ -1,7 +1,8 @@
 """Running one checked command against its driver (or a builtin op) and shaping its result.
 
 The caller holds the bus lock and enforces the timeout; this module only says what
-to do on the machine. `log` reports a line to the controller as a `log` event.
+to do on the machine. `log` reports a line to the controller (held briefly by the
+executor, so it rides on the command's next event).
 """
 
 from __future__ import annotations
