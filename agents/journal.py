@@ -25,6 +25,7 @@ from tme.protocol import Command
 
 State = Literal["pending", "sent", "done", "expired"]
 KEEP_CLOSED_S = 7 * 24 * 3600  # closed entries answer "have I seen this id" for a week
+CLOSED_MEMO = 10_000  # recently closed ids remembered in memory
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -59,6 +60,10 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
+        # Ids this process closed lately: an entry never reopens (adding is INSERT OR
+        # IGNORE) until `prune` deletes it, so the command's later events skip the write.
+        # Oldest first, at most CLOSED_MEMO (a forgotten id costs one idle UPDATE).
+        self._closed: dict[str, None] = {}
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # `add_many` syncs its own commit
@@ -153,17 +158,25 @@ class Journal:
         )
 
     def close_entry(self, command_id: str, state: Literal["done", "expired"]) -> None:
+        """Close an open entry; the agent's later events for it cost no write."""
+        if command_id in self._closed:
+            return
         self._update(
             "UPDATE journal SET state = ?, updated = ? "
             "WHERE id = ? AND state IN ('pending', 'sent')",
             (state, time.time(), command_id),
         )
+        self._closed[command_id] = None
+        if len(self._closed) > CLOSED_MEMO:
+            del self._closed[next(iter(self._closed))]
 
     def prune(self, older_than_s: float = KEEP_CLOSED_S) -> None:
-        self._update(
-            "DELETE FROM journal WHERE state IN ('done', 'expired') AND updated < ?",
-            (time.time() - older_than_s,),
-        )
+        with self._lock:
+            self._db.execute(
+                "DELETE FROM journal WHERE state IN ('done', 'expired') AND updated < ?",
+                (time.time() - older_than_s,),
+            )
+            self._closed.clear()  # a pruned id may be journaled (and closed) anew
 
     def _update(self, sql: str, params: tuple[object, ...]) -> None:
         with self._lock:

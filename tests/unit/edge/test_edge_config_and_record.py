@@ -152,3 +152,20 @@ def test_journal_moves_entries_and_dedups(tmp_path: Path) -> None:
     journal.mark_sent(cmd.id)  # a closed entry is never reopened
     assert journal.open_entries() == [] and journal.get_state(cmd.id) == "done"
     journal.close()
+
+
+def test_journal_closes_an_entry_with_one_write_however_many_events(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite3")
+    cmd = command()
+    journal.add(cmd, cmd.to_json())
+    writes: list[str] = []
+    journal._db.set_trace_callback(writes.append)
+    for _event in ("accepted", "started", "succeeded"):
+        journal.close_entry(cmd.id, "done")
+    assert sum(1 for w in writes if w.startswith("UPDATE")) == 1
+    journal._db.set_trace_callback(None)
+    journal.prune(older_than_s=-1)  # gone; journaled again, it must close again
+    assert journal.add(cmd, cmd.to_json()) is True
+    journal.close_entry(cmd.id, "done")
+    assert journal.get_state(cmd.id) == "done"
+    journal.close()
