@@ -64,11 +64,20 @@ class CommandRecord:
         return Entry(Command.from_json(row[1]), row[0], final)
 
     def add(self, command: Command) -> bool:
-        """Record a new command as received; False when its id is already known."""
-        cursor = self._db.execute(
-            "INSERT OR IGNORE INTO commands (id, stage, command, updated) VALUES (?, ?, ?, ?)",
-            (command.id, "received", command.model_dump_json(), time.time()),
-        )
+        """Record a new command as received; False when its id is already known.
+
+        This write alone is not synced: lost in a power cut, it only lets the redelivered
+        command run once (it never started). `mark_started`, synced before the machine
+        is touched, carries it to disk with it (WAL frames are synced in order).
+        """
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO commands (id, stage, command, updated) VALUES (?, ?, ?, ?)",
+                (command.id, "received", command.model_dump_json(), time.time()),
+            )
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
         return cursor.rowcount == 1
 
     def mark_started(self, command_id: str) -> None:

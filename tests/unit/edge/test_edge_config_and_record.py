@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -135,6 +136,37 @@ def test_record_dedups_and_keeps_the_final_event(tmp_path: Path) -> None:
     assert entry is not None and entry.stage == "final" and entry.final_event == final
     assert reopened.unfinished("started") == []
     reopened.close()
+
+
+class _SyncSpy:
+    """The record's connection, noting the sync mode each write commits under."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.writes: list[tuple[str, int]] = []
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql.startswith(("INSERT", "UPDATE")):
+            mode = int(self.db.execute("PRAGMA synchronous").fetchone()[0])
+            self.writes.append((sql.split()[0], mode))
+        return self.db.execute(sql, *args)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def test_record_syncs_before_the_machine_is_touched_not_on_receipt(tmp_path: Path) -> None:
+    """Receipt is written without a sync of its own (NORMAL = 1); the started and final
+    stages are synced (FULL = 2), which carries the receipt to disk with them."""
+    record = CommandRecord(tmp_path / "r.sqlite3")
+    spy = _SyncSpy(record._db)
+    record._db = spy  # type: ignore[assignment]
+    cmd = command()
+    record.add(cmd)
+    record.mark_started(cmd.id)
+    record.finish(Event(command_id=cmd.id, type="succeeded", site="s1", agent="a1"))
+    assert spy.writes == [("INSERT", 1), ("UPDATE", 2), ("UPDATE", 2)]
+    record.close()
 
 
 def test_journal_moves_entries_and_dedups(tmp_path: Path) -> None:
