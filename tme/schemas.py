@@ -34,6 +34,7 @@ PointName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\
 MAX_PARAMS_BYTES = 64 * 1024
 MAX_LOG_BYTES = 256 * 1024
 MAX_DEPENDENCIES = 50
+MAX_BATCH_TASKS = 500  # tasks per POST /api/v1/tasks/batch
 
 
 class Input(BaseModel):
@@ -222,6 +223,12 @@ class TaskCreate(Input):
         return self
 
 
+class TaskBatchCreate(Input):
+    """POST /api/v1/tasks/batch: tasks created together, all or none."""
+
+    tasks: list[TaskCreate] = Field(min_length=1, max_length=MAX_BATCH_TASKS)
+
+
 StatusWord = Literal["started", "complete", "fail"]
 
 
@@ -344,6 +351,10 @@ class RunDetail(RunPublic):
 
 
 T = TypeVar("T")
+
+
+class TaskBatchPublic(Output):
+    tasks: list[TaskPublic]
 
 
 class Page(BaseModel, Generic[T]):

@@ -38,6 +38,7 @@ POLICY: dict[tuple[str, str], Permission] = {
     ("DELETE", "/task/{task_id}"): P.task_write,
     ("DELETE", "/task/{task_id}/"): P.task_write,
     ("POST", "/api/v1/tasks"): P.task_write,
+    ("POST", "/api/v1/tasks/batch"): P.task_write,
     ("GET", "/api/v1/tasks"): P.task_read,
     ("GET", "/api/v1/tasks/{task_id}"): P.task_read,
     ("PATCH", "/api/v1/tasks/{task_id}"): P.task_write,

@@ -90,25 +90,26 @@ def create_tasks(
     *,
     idempotency_keys: list[str | None] | None = None,
     on_run_ready: RunReadyHook | None = None,
+    numbered: bool = False,
 ) -> list[tuple[Task, bool]]:
     """Store new tasks in the caller's transaction; for each, the task and whether it was
     created (False: an idempotent replay of its key).
 
     Every item is checked before its task is added, and the tasks are flushed together
     for their ids: each table's rows go to the database in one statement per flush, not
-    one per task.
+    one per task. With `numbered`, an error names the item (`tasks.<index>`).
     """
     keys = idempotency_keys if idempotency_keys is not None else [None] * len(items)
     results: list[tuple[Task, bool]] = []
     new: list[tuple[Task, TaskCreate, str | None]] = []
-    for data, key in zip(items, keys, strict=True):
-        _check_storable(data)
-        if key is not None:
-            replay = _idempotent_replay(session, key, request_hash(data))
-            if replay is not None:
-                results.append((replay, False))
-                continue
-        _check_dependencies(session, None, data.depends_on)
+    for index, (data, key) in enumerate(zip(items, keys, strict=True)):
+        try:
+            replay = _checked(session, data, key)
+        except (ValidationError, Conflict) as exc:
+            raise _for_item(exc, index) if numbered else exc from None
+        if replay is not None:
+            results.append((replay, False))
+            continue
         task = Task(
             name=data.name,
             description=data.description,
@@ -131,6 +132,26 @@ def create_tasks(
     for task, data, key in new:
         _stored(session, task, data, key, on_run_ready)
     return results
+
+
+def _checked(session: Session, data: TaskCreate, key: str | None) -> Task | None:
+    """Refuse an item that cannot be stored; return the task its key already made."""
+    _check_storable(data)
+    if key is not None:
+        replay = _idempotent_replay(session, key, request_hash(data))
+        if replay is not None:
+            return replay
+    _check_dependencies(session, None, data.depends_on)
+    return None
+
+
+def _for_item(exc: ValidationError | Conflict, index: int) -> ValidationError | Conflict:
+    """The same error, naming the item of a batch it is about."""
+    where = f"tasks.{index}"
+    if isinstance(exc, ValidationError):
+        fields = [{**e, "field": f"{where}.{e.get('field', '')}"} for e in exc.field_errors]
+        return ValidationError(f"{where}: {exc.message}", field_errors=fields)
+    return Conflict(f"{where}: {exc.message}", details={**(exc.details or {}), "index": index})
 
 
 def _stored(

@@ -68,3 +68,9 @@ async def test_unreachable_server(closed_port_url: str) -> None:
     async with tme.AsyncClient(closed_port_url, timeout=2) as client:
         with pytest.raises(TransportError):
             await client.tasks.get(1)
+
+
+async def test_create_many(aclient: tme.AsyncClient) -> None:
+    names = [unique(), unique()]
+    made = await aclient.tasks.create_many([{"name": n} for n in names])
+    assert [t.name for t in made] == names

@@ -165,3 +165,19 @@ def test_unreachable_server_raises_transport_error(closed_port_url: str) -> None
     with tme.Client(closed_port_url, timeout=2) as client, pytest.raises(TransportError) as caught:
         client.tasks.get(1)
     assert closed_port_url in caught.value.message
+
+
+def test_create_many_makes_every_task_or_none(client: tme.Client) -> None:
+    names = [unique("batch") for _ in range(3)]
+    made = client.tasks.create_many(
+        [TaskCreate(name=names[0]), {"name": names[1]}, {"name": names[2], "priority": 1}],
+        idempotency_key=unique("key"),
+    )
+    assert [t.name for t in made] == names and all(isinstance(t, TaskPublic) for t in made)
+    assert made[2].priority == 1 and client.tasks.get(made[1].id).name == names[1]
+    with pytest.raises(ValidationError, match=r"tasks\.1"):
+        client.tasks.create_many([{"name": unique()}, {"name": ""}])  # checked before sending
+    bad = {"name": unique(), "depends_on": [{"task": 999_999_999, "on": "success"}]}
+    with pytest.raises(ValidationError, match=r"tasks\.1"):
+        client.tasks.create_many([{"name": "never stored"}, bad])
+    assert [t for t in client.tasks.list(search="never stored")] == []

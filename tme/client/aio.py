@@ -7,7 +7,7 @@ sending, iterating and pausing are awaited here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -100,6 +100,11 @@ class AsyncTasks:
         self, task: TaskCreate | None = None, *, idempotency_key: str | None = None, **fields: Any
     ) -> TaskPublic:
         return await self._client.send(calls.create_task(task, fields, idempotency_key))
+
+    async def create_many(
+        self, tasks: list[TaskCreate | Mapping[str, Any]], *, idempotency_key: str | None = None
+    ) -> list[TaskPublic]:
+        return await self._client.send(calls.create_tasks(tasks, idempotency_key))
 
     async def get(self, task_id: int) -> TaskPublic:
         return await self._client.send(calls.get_task(task_id))

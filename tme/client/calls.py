@@ -24,6 +24,8 @@ from tme.schemas import (
     RunDetail,
     RunPublic,
     SitePublic,
+    TaskBatchCreate,
+    TaskBatchPublic,
     TaskCreate,
     TaskPublic,
     TaskUpdate,
@@ -122,6 +124,7 @@ def validated(model: type[pydantic.BaseModel], fields: Mapping[str, Any]) -> Any
 # --- tasks ---------------------------------------------------------------------
 
 _task = _parser(TaskPublic)
+_task_batch = _parser(TaskBatchPublic)
 _task_page = _parser(Page[TaskPublic])
 _run_page = _parser(Page[RunPublic])
 _run_detail = _parser(RunDetail)
@@ -137,6 +140,22 @@ def create_task(
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
     body = task.model_dump(mode="json", exclude_none=True)
     return Call("POST", f"{API}/tasks", _task, json=body, headers=headers)
+
+
+def create_tasks(
+    tasks: list[TaskCreate | Mapping[str, Any]], idempotency_key: str | None
+) -> Call[list[TaskPublic]]:
+    """All the tasks in one request and one transaction (all or none)."""
+    items = [t.model_dump(exclude_unset=True) if isinstance(t, TaskCreate) else t for t in tasks]
+    batch: TaskBatchCreate = validated(TaskBatchCreate, {"tasks": items})
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    body = batch.model_dump(mode="json", exclude_none=True)
+
+    def parse(response: httpx.Response) -> list[TaskPublic]:
+        answer: TaskBatchPublic = _task_batch(response)
+        return answer.tasks
+
+    return Call("POST", f"{API}/tasks/batch", parse, json=body, headers=headers)
 
 
 def get_task(task_id: int) -> Call[TaskPublic]:

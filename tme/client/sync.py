@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -114,6 +114,19 @@ class Tasks:
         of a second one; reusing the key with another body raises Conflict.
         """
         return self._client.send(calls.create_task(task, fields, idempotency_key))
+
+    def create_many(
+        self,
+        tasks: list[TaskCreate | Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[TaskPublic]:
+        """Create up to 500 tasks in one request and one transaction: all or none.
+
+        An error names the item (`tasks.<index>`). With `idempotency_key`, repeating
+        the call returns the same tasks.
+        """
+        return self._client.send(calls.create_tasks(tasks, idempotency_key))
 
     def get(self, task_id: int) -> TaskPublic:
         return self._client.send(calls.get_task(task_id))

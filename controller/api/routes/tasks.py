@@ -11,7 +11,16 @@ from tme.controller.services import access
 from tme.controller.services import tasks as service
 from tme.controller.services.queries import list_runs
 from tme.controller.services.tasks import TaskFilters, to_public
-from tme.schemas import Page, RunPublic, TaskCreate, TaskPublic, TaskUpdate
+from tme.errors import TMEError
+from tme.schemas import (
+    Page,
+    RunPublic,
+    TaskBatchCreate,
+    TaskBatchPublic,
+    TaskCreate,
+    TaskPublic,
+    TaskUpdate,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["tasks"])
 
@@ -21,6 +30,14 @@ IdempotencyKey = Annotated[
         alias="Idempotency-Key",
         max_length=200,
         description="Same key and body returns the same task; another body is 409",
+    ),
+]
+BatchIdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=190,
+        description="Same key and body returns the same tasks; another body is 409",
     ),
 ]
 
@@ -69,6 +86,33 @@ def create_task(
     idempotency_key: IdempotencyKey = None,
 ) -> TaskPublic:
     return create_and_commit(session, body, response, idempotency_key, on_run_ready, principal)
+
+
+@router.post("/tasks/batch", status_code=201, response_model=TaskBatchPublic)
+def create_task_batch(
+    body: TaskBatchCreate,
+    response: Response,
+    session: SessionDep,
+    on_run_ready: RunReadyDep,
+    principal: PrincipalDep,
+    idempotency_key: BatchIdempotencyKey = None,
+) -> TaskBatchPublic:
+    """Create up to MAX_BATCH_TASKS tasks in one transaction: all or none. An error names
+    the item (`tasks.<index>`); item i of a keyed batch uses the key `<key>:<i>`."""
+    for index, item in enumerate(body.tasks):
+        try:
+            access.check_task_create(principal, item)
+        except TMEError as exc:
+            exc.details = {**(exc.details or {}), "index": index}
+            raise
+    keys = [f"{idempotency_key}:{i}" if idempotency_key else None for i in range(len(body.tasks))]
+    made = service.create_tasks(
+        session, body.tasks, idempotency_keys=keys, on_run_ready=on_run_ready, numbered=True
+    )
+    session.commit()
+    if idempotency_key and not any(created for _task, created in made):
+        response.headers["Idempotent-Replayed"] = "true"
+    return TaskBatchPublic(tasks=[to_public(task) for task, _created in made])
 
 
 @router.get("/tasks", response_model=Page[TaskPublic])
