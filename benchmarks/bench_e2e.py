@@ -12,6 +12,11 @@ the plants in child processes. In the same run and on the same broker: raw pika
 publish/consume of as many messages, and a Celery worker (2 processes) doing the same
 Modbus write and read-back with pymodbus. Figures are printed, never asserted.
 
+Bursts are created three ways: in-process (the task service, 100 per transaction), through
+the REST API one task per request (8 client threads), and through POST /api/v1/tasks/batch
+(100 per request). Each burst row has a line of CPU milliseconds per task spent by each
+process on the path (benchmarks/cpu_meter.py).
+
 The paced rows create one task at a time at 100/s, through the REST API and in-process
 (the delivery path without a request in front of it); their note says what rate the
 caller managed to offer, which is lower when each create takes longer than 10 ms.
@@ -233,6 +238,22 @@ def create_by_rest(
     return {run: sent for run, sent in result["created"]}, rate
 
 
+def create_by_rest_batch(
+    url: str, token: str, site: str, agents: int, first: int, count: int
+) -> dict[str, float]:
+    """One SDK client, SERVICE_CHUNK tasks per request (POST /api/v1/tasks/batch)."""
+    import tme
+
+    created: dict[str, float] = {}
+    with tme.Client(url, token, timeout=60) as client:
+        for start in range(first, first + count, SERVICE_CHUNK):
+            numbers = range(start, min(start + SERVICE_CHUNK, first + count))
+            sent = time.time()
+            made = client.tasks.create_many([task_fields(site, agents, i) for i in numbers])
+            created.update((str(task.latest_run_id), sent) for task in made)
+    return created
+
+
 def create_paced(url: str, token: str, site: str, agents: int, seconds: float) -> dict[str, float]:
     """One SDK client at PACED_RATE tasks/s; latency is measured per task."""
     import tme
@@ -323,19 +344,30 @@ def tme_scenario(
             **broker_pids(),
         }
         meter = CpuMeter(groups)
-        meter.start()
-        created = create_by_service(app, site, agents, 1_000_000, count)
-        row = finals.measure(f"{label}, service create", created, 180)
-        meter.stop()
-        row.cpu = meter.report(len(created), len(created) / row.rate if row.rate else 0.0)
-        rows.append(row)
-        meter.start()
-        created, rate = create_by_rest(url, token, site, agents, count, stack)
-        row = finals.measure(f"{label}, REST create ({REST_THREADS} thr)", created, 180)
-        meter.stop()
-        row.cpu = meter.report(len(created), len(created) / row.rate if row.rate else 0.0)
-        row.note = "; ".join(filter(None, [f"API took {rate:,.0f} creates/s", row.note]))
-        rows.append(row)
+
+        def burst(name: str, create: Any) -> Row:
+            meter.start()
+            created = create()
+            row = finals.measure(f"{label}, {name}", created, 180)
+            meter.stop()
+            row.cpu = meter.report(len(created), len(created) / row.rate if row.rate else 0.0)
+            rows.append(row)
+            return row
+
+        burst("service create", lambda: create_by_service(app, site, agents, 1_000_000, count))
+        api: list[float] = []
+
+        def rest() -> dict[str, float]:
+            created, rate = create_by_rest(url, token, site, agents, count, stack)
+            api.append(rate)
+            return created
+
+        row = burst(f"REST create ({REST_THREADS} thr)", rest)
+        row.note = "; ".join(filter(None, [f"API took {api[0]:,.0f} creates/s", row.note]))
+        burst(
+            f"REST batch create ({SERVICE_CHUNK}/req)",
+            lambda: create_by_rest_batch(url, token, site, agents, 2_000_000, count),
+        )
         for how, create in (
             ("REST", lambda: create_paced(url, token, site, agents, paced_s)),
             ("service", lambda: create_paced_service(app, site, agents, paced_s)),
@@ -531,7 +563,7 @@ def main(argv: list[str] | None = None) -> None:
             print_table(rows[-2:])
         for agents in args.agents:
             rows.extend(tme_scenario(agents, count, paced_s, plants, args.database))
-            print_table(rows[-4:])
+            print_table(rows[-5:])
         rss = agent_idle_rss(MQTT, ports[0])
         rows.append(Row("agent idle RSS (1 modbus device)", 1, None, note=f"{rss:.1f} MB"))
     print(f"\n== end-to-end, {count} tasks per burst, {os.cpu_count()} CPUs ==")
