@@ -26,20 +26,22 @@ def _pump(sim: PlantSimulator) -> dict[str, Any]:
     return {"pump1": {"driver": "modbus_tcp", "connection": connection, "profile": str(PUMP)}}
 
 
-def _write(site: str, agent: str, value: int) -> Any:
+def _events_writing(names, agent_factory, watcher_factory, sim, value: int) -> list[Any]:  # type: ignore[no-untyped-def]
+    """What an agent driving the plant reports for a write of the pump's setpoint."""
+    site, agent = names
+    watcher = watcher_factory([evt_topic(site, agent)])
+    runner = agent_factory(site, agent, devices=_pump(sim))
     params = {"point": "speed_setpoint", "value": value, "verify": True}
-    return make_command(site, agent, "modbus.write", device="pump1", params=params)
+    cmd = make_command(site, agent, "modbus.write", device="pump1", params=params)
+    send(runner.agent.link, cmd)
+    events: list[Any] = watcher.wait_final(cmd.id)
+    return events
 
 
 def test_a_quick_write_reports_its_lines_with_the_final_event(
     names, agent_factory, watcher_factory, still_plant_sim
 ) -> None:  # type: ignore[no-untyped-def]
-    site, agent = names
-    watcher = watcher_factory([evt_topic(site, agent)])
-    runner = agent_factory(site, agent, devices=_pump(still_plant_sim))
-    cmd = _write(site, agent, 1200)
-    send(runner.agent.link, cmd)
-    events = watcher.wait_final(cmd.id)
+    events = _events_writing(names, agent_factory, watcher_factory, still_plant_sim, 1200)
     assert [e.type for e in events] == ["accepted", "started", "succeeded"]
     assert (
         events[-1].line == "writing speed_setpoint = 1200 on pump1\nverified speed_setpoint = 1200"
@@ -49,13 +51,8 @@ def test_a_quick_write_reports_its_lines_with_the_final_event(
 def test_a_slow_operation_sends_what_it_logged_before_it_ends(
     names, agent_factory, watcher_factory, still_plant_sim
 ) -> None:  # type: ignore[no-untyped-def]
-    site, agent = names
-    watcher = watcher_factory([evt_topic(site, agent)])
-    runner = agent_factory(site, agent, devices=_pump(still_plant_sim))
     still_plant_sim.inject_fault(table="holding_register", delay_s=LINE_DELAY_S * 10, remaining=1)
-    cmd = _write(site, agent, 900)
-    send(runner.agent.link, cmd)
-    events = watcher.wait_final(cmd.id)
+    events = _events_writing(names, agent_factory, watcher_factory, still_plant_sim, 900)
     assert [e.type for e in events] == ["accepted", "started", "log", "succeeded"]
     assert events[2].line == "writing speed_setpoint = 900 on pump1"
     assert events[3].line == "verified speed_setpoint = 900"
