@@ -1,0 +1,167 @@
+"""The controller's CPU per task, stage by stage, with no network: where a task's
+milliseconds go before any broker or agent is involved.
+
+    .venv/bin/python -m benchmarks.bench_controller [--tasks 2000]
+
+Each stage runs twice on the same database kind in the same run: the way the
+controller does it, and the one-object-at-a-time ORM way it replaced (the baseline):
+- create: `create_tasks`, 100 tasks per transaction, vs `create_task` once per task;
+- dispatch: confirmed outbox rows recorded by HopBatch vs `record_hop` per run;
+- hops: delivered, accepted, started, succeeded applied by `apply_messages` (HopBatch)
+  in batches of 200 vs ORM objects moved by `record_hop` per event (runs, tasks and
+  seen event ids still read up front per batch);
+- settle: the workflow step for every finished run (batched lookups only).
+Figures are CPU milliseconds of this thread per task; printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import col
+
+from benchmarks.e2e_roles import task_fields
+from tme.config import Settings
+from tme.controller.dispatcher import UNPUBLISHED, Dispatcher
+from tme.controller.event_apply import EVENT_STATES, apply_messages
+from tme.controller.run_ready import RunReady
+from tme.controller.services.runs import applied_event_ids, load_runs, record_hop
+from tme.controller.services.tasks import create_task, create_tasks
+from tme.controller.store.db import make_engine, session_scope, upgrade
+from tme.controller.store.models import Outbox, utcnow
+from tme.controller.workflow import settle_pending
+from tme.protocol import Event
+from tme.schemas import TaskCreate
+from tme.states import RunState
+
+SITE = "bench-site"
+CREATE_CHUNK, DISPATCH_CHUNK, EVENT_CHUNK = 100, 500, 200
+HOPS = ("delivered", "accepted", "started", "succeeded")
+
+
+class Stages:
+    """CPU ms per task of each (stage, way) measured."""
+
+    def __init__(self, tasks: int) -> None:
+        self.tasks = tasks
+        self.ms: dict[tuple[str, str], float] = {}
+
+    @contextmanager
+    def stage(self, name: str, way: str) -> Iterator[None]:
+        started = time.thread_time()
+        yield
+        self.ms[(name, way)] = (time.thread_time() - started) * 1000 / self.tasks
+
+    def print(self) -> None:
+        names = list(dict.fromkeys(name for name, _way in self.ms))
+        print(f"\n{'stage':<22} {'controller':>11} {'baseline':>11}  (CPU ms per task)")
+        print("-" * 60)
+        for name in names:
+            now, before = self.ms.get((name, "controller")), self.ms.get((name, "baseline"))
+            cells = [f"{v:11.3f}" if v is not None else f"{'-':>11}" for v in (now, before)]
+            ratio = f"  {before / now:4.1f}x less" if now and before else ""
+            print(f"{name:<22} {cells[0]} {cells[1]}{ratio}")
+        for way in ("controller", "baseline"):
+            total = sum(v for (_n, w), v in self.ms.items() if w == way)
+            print(f"{'total, ' + way:<22} {total:11.3f}")
+
+
+def run_ids_created(engine: Any, hook: Any, tasks: int, batched: bool) -> list[str]:
+    items = [TaskCreate.model_validate(task_fields(SITE, 10, i)) for i in range(tasks)]
+    ids: list[str] = []
+    for start in range(0, tasks, CREATE_CHUNK):
+        chunk = items[start : start + CREATE_CHUNK]
+        with session_scope(engine) as session:
+            if batched:
+                made = create_tasks(session, chunk, on_run_ready=hook)
+            else:
+                made = [create_task(session, item, on_run_ready=hook) for item in chunk]
+            ids.extend(str(task.latest_run_id) for task, _ in made)
+    return ids
+
+
+def dispatch_recorded(engine: Any, batched: bool) -> None:
+    dispatcher = Dispatcher(engine, bus=None)  # type: ignore[arg-type]  # records only
+    while True:
+        with session_scope(engine) as session:
+            rows = list(session.execute(UNPUBLISHED).all())
+        if not rows:
+            return
+        if batched:
+            dispatcher._record(rows, [None] * len(rows))
+            continue
+        with session_scope(engine) as session:
+            runs = load_runs(session, (row.run_id for row in rows))
+            now = utcnow()
+            query = select(Outbox).where(col(Outbox.id).in_([row.id for row in rows]))
+            for outbox in session.execute(query).scalars():
+                outbox.published_at = now
+                run = runs[outbox.run_id]
+                record_hop(session, run, RunState.dispatched, reason="confirmed by broker", at=now)
+
+
+def hops_applied(engine: Any, run_ids: list[str], kind: str, batched: bool) -> None:
+    events = [
+        Event(command_id=r, type=kind, site=SITE, agent="a000")  # type: ignore[arg-type]
+        for r in run_ids
+    ]
+    for start in range(0, len(events), EVENT_CHUNK):
+        chunk = events[start : start + EVENT_CHUNK]
+        with session_scope(engine) as session:
+            if batched:
+                apply_messages(session, list(chunk))
+                continue
+            runs = load_runs(session, (e.command_id for e in chunk))
+            seen = applied_event_ids(session, (e.id for e in chunk))
+            for e in chunk:
+                run = runs[e.command_id]
+                record_hop(session, run, EVENT_STATES[kind], event_id=e.id, seen=seen)
+
+
+def settled(engine: Any, hook: Any) -> None:
+    while True:
+        with session_scope(engine) as session:
+            if not settle_pending(session, hook):
+                return
+
+
+def measure(database: str, tasks: int, way: str, stages: Stages) -> None:
+    engine = make_engine(database)
+    upgrade(engine)
+    hook = RunReady(Settings.model_validate({"database": {"url": database}}), threading.Event())
+    batched = way == "controller"
+    with stages.stage("create", way):
+        ids = run_ids_created(engine, hook, tasks, batched)
+    with stages.stage("dispatch confirmed", way):
+        dispatch_recorded(engine, batched)
+    for kind in HOPS:
+        with stages.stage(f"hop {kind}", way):
+            hops_applied(engine, ids, kind, batched)
+    if batched:
+        with stages.stage("settle", way):
+            settled(engine, hook)
+    engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=2000)
+    args = parser.parse_args(argv)
+    stages = Stages(args.tasks)
+    with tempfile.TemporaryDirectory(prefix="tme-bench-ctl-") as tmp:
+        for way in ("controller", "baseline"):  # each on a new SQLite file of its own
+            measure(f"sqlite:///{Path(tmp) / way}.db", args.tasks, way, stages)
+    print(f"\n== controller stages, {args.tasks} tasks, SQLite ==")
+    stages.print()
+
+
+if __name__ == "__main__":
+    main()
