@@ -24,6 +24,7 @@ from tme.controller.store import sqlite_gate
 from tme.errors import SchemaOutOfDate
 
 T = TypeVar("T")
+NOTES = "tme.new"  # session.info key of `remember_new`
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -80,13 +81,27 @@ def keep_loaded(session: Session, objects: Iterable[Any]) -> None:
 
 def remember_new(session: Session, key: Any, obj: Any) -> None:
     """Note an object added in this transaction under its primary key, so `find` sees it
-    before any flush (`session.get` finds only what was flushed, flushing to look)."""
-    session.info.setdefault("tme.new", {})[(type(obj), key)] = obj
+    before any flush (`session.get` finds only what was flushed, flushing to look).
+
+    The notes end with the transaction (commit or rollback): what a rolled-back
+    transaction added must never be found, and after a commit `session.get` finds it
+    in the identity map, where `keep_loaded` holds it.
+    """
+    keep_loaded(session, [obj])
+    notes = session.info.get(NOTES)
+    if notes is None:
+        notes = session.info[NOTES] = {}
+        event.listen(session, "after_transaction_end", _forget_notes, once=True)
+    notes[(type(obj), key)] = obj
+
+
+def _forget_notes(session: Session, _transaction: Any) -> None:
+    session.info.pop(NOTES, None)
 
 
 def noted(session: Session, model: type[T], key: Any) -> T | None:
     """The object `remember_new` noted in this transaction under this key, if any."""
-    found: T | None = session.info.get("tme.new", {}).get((model, key))
+    found: T | None = session.info.get(NOTES, {}).get((model, key))
     return found
 
 
