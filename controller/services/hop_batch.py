@@ -19,8 +19,8 @@ from typing import Any
 from sqlalchemy import and_, bindparam, insert, select, update
 from sqlmodel import Session
 
-from tme.controller.services.runs import Hop, late_hop, move
-from tme.controller.store.models import Run, RunEvent, RunLog, Task, utcnow
+from tme.controller.services.runs import Hop, late_hop, log_rows, move
+from tme.controller.store.models import Run, RunEvent, RunLog, Task
 from tme.errors import IllegalTransition
 
 RUNS = Run.__table__
@@ -115,9 +115,7 @@ class HopBatch:
 
     def log(self, run_id: str, text: str, at: datetime | None, event_id: str | None) -> None:
         """Log output of a run of the batch, one row per line (as `runs.append_log`)."""
-        at = at or utcnow()
-        for line in text.splitlines() or [""]:
-            self._logs.append({"run_id": run_id, "at": at, "line": line, "event_id": event_id})
+        self._logs.extend(log_rows(run_id, text, at, event_id))
 
     def write(self) -> None:
         """One statement per table for everything recorded."""

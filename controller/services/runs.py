@@ -202,9 +202,17 @@ def append_log(
     event_id: str | None = None,
 ) -> None:
     """Store log output, one row per line, with the event that carried it."""
+    for row in log_rows(run.id, text, at, event_id):
+        session.add(RunLog(**row))
+
+
+def log_rows(
+    run_id: str, text: str, at: datetime | None, event_id: str | None
+) -> list[dict[str, Any]]:
+    """The run_logs rows of some output: one per line (an empty text is one empty line)."""
     at = at or utcnow()
-    for line in text.splitlines() or [""]:
-        session.add(RunLog(run_id=run.id, at=at, line=line, event_id=event_id))
+    lines = text.splitlines() or [""]
+    return [{"run_id": run_id, "at": at, "line": line, "event_id": event_id} for line in lines]
 
 
 def record_hop(
