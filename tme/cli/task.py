@@ -8,6 +8,7 @@ input is wrong, 1 otherwise).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any
@@ -138,15 +139,26 @@ def _dependency(text: str) -> dict[str, Any]:
     return {"task": int(task), "on": on or "success"}
 
 
-def _load_body(path: Path) -> dict[str, Any]:
-    """A whole task body from a YAML or JSON file (JSON is YAML)."""
+def _load_bodies(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The task bodies in a YAML or JSON file (JSON is YAML), and whether it held many.
+
+    A file holds one task (a mapping of its fields), a list of tasks, or
+    `{"tasks": [...]}` (the body of POST /api/v1/tasks/batch).
+    """
     try:
-        body = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         usage_error(f"--file {path}: {exc}".splitlines()[0])
-    if not isinstance(body, dict):
-        usage_error(f"--file {path}: expected a mapping of task fields")
-    return body
+    if isinstance(loaded, dict) and set(loaded) == {"tasks"}:
+        loaded = loaded["tasks"]
+    if isinstance(loaded, dict):
+        return [loaded], False
+    if not isinstance(loaded, list) or not loaded:
+        usage_error(f"--file {path}: expected a mapping of task fields or a list of them")
+    for index, item in enumerate(loaded):
+        if not isinstance(item, dict):
+            usage_error(f"--file {path}: task {index} is not a mapping of task fields")
+    return loaded, True
 
 
 def _details(text: str | None) -> dict[str, Any] | None:
@@ -184,11 +196,12 @@ def _when(value: Any) -> str:
     return value.isoformat(timespec="seconds") if value else ""
 
 
-def _task_rows(tasks: list[Any]) -> list[list[Any]]:
-    return [
+def _print_tasks(tasks: list[Any]) -> None:
+    rows = [
         [t.id, t.name, t.op, _target_text(t.target), t.status, _schedule_text(t.schedule)]
         for t in tasks
     ]
+    print_table("Tasks", ["id", "name", "op", "target", "status", "schedule"], rows)
 
 
 def _show_task(task: Any, runs: list[Any]) -> None:
@@ -229,9 +242,7 @@ def list_tasks(
     if as_json:
         print_json([t.model_dump(mode="json") for t in tasks])
     else:
-        print_table(
-            "Tasks", ["id", "name", "op", "target", "status", "schedule"], _task_rows(tasks)
-        )
+        _print_tasks(tasks)
 
 
 @app.command("show")
@@ -258,7 +269,11 @@ def show(
 def create(
     fields: dict[str, Any],
     file: Annotated[
-        Path | None, typer.Option("--file", help="A whole task body (YAML or JSON).")
+        Path | None,
+        typer.Option(
+            "--file",
+            help="A task body (YAML or JSON), or a list of them: created together, all or none.",
+        ),
     ] = None,
     idempotency_key: Annotated[
         str | None, typer.Option("--idempotency-key", help="Repeat safely: same key, same task.")
@@ -267,18 +282,30 @@ def create(
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Create a task and print its id."""
+    """Create a task and print its id; a --file of many tasks prints them as a table.
+
+    The options override the file's fields, in every task of a list.
+    """
     from tme.client.calls import validated
     from tme.schemas import TaskCreate
 
-    base = _load_body(file) if file else {}
+    bodies, many = _load_bodies(file) if file else ([{}], False)
+    merged: list[TaskCreate | Mapping[str, Any]] = [
+        {**body, **task_fields(fields, body)} for body in bodies
+    ]
     with connect(url, token) as client:
-        body = validated(TaskCreate, {**base, **task_fields(fields, base)})
-        task = client.tasks.create(body, idempotency_key=idempotency_key)
+        if many:
+            tasks = client.tasks.create_many(merged, idempotency_key=idempotency_key)
+        else:
+            body = validated(TaskCreate, dict(merged[0]))
+            tasks = [client.tasks.create(body, idempotency_key=idempotency_key)]
     if as_json:
-        print_json(task.model_dump(mode="json"))
+        dumped = [t.model_dump(mode="json") for t in tasks]
+        print_json(dumped if many else dumped[0])
+    elif many:
+        _print_tasks(tasks)
     else:
-        typer.echo(task.id)
+        typer.echo(tasks[0].id)
 
 
 @app.command("update")
