@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -42,8 +41,9 @@ if __package__ in (None, ""):  # run as `python benchmarks/bench_e2e.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cpu_meter import CpuMeter, broker_pids
+from benchmarks.e2e_peers import Row, celery_peer, percentiles, raw_pika
 from benchmarks.e2e_procs import Child, agent_idle_rss, own_mosquitto, start_child
-from benchmarks.e2e_roles import SETPOINT, task_fields
+from benchmarks.e2e_roles import task_fields
 
 AMQP = os.environ.get("TME_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 MQTT = os.environ.get("TME_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
@@ -54,17 +54,6 @@ PLANTS = 2
 REST_THREADS = 8
 SERVICE_CHUNK = 100  # tasks per transaction on the service-level path
 PACED_RATE = 100.0
-
-
-@dataclass
-class Row:
-    name: str
-    count: int
-    rate: float | None = None
-    p50: float | None = None
-    p99: float | None = None
-    note: str = ""
-    cpu: str = ""  # CPU per task by process (CpuMeter.report), for the throughput rows
 
 
 @dataclass
@@ -106,17 +95,12 @@ class Finals:
         if bad:
             notes.append(f"{bad} not succeeded")
         return Row(
-            name, len(ids), len(done) / span if span else None, *_p(latencies), "; ".join(notes)
+            name,
+            len(ids),
+            len(done) / span if span else None,
+            *percentiles(latencies),
+            "; ".join(notes),
         )
-
-
-def _p(latencies: list[float]) -> tuple[float | None, float | None]:
-    if not latencies:
-        return None, None
-    if len(latencies) == 1:
-        return latencies[0], latencies[0]
-    q = statistics.quantiles(latencies, n=100, method="inclusive")
-    return q[49], q[98]
 
 
 # --- the controller, in this process --------------------------------------------------
@@ -404,115 +388,13 @@ def hop_breakdown(
             previous, at = event.to_state, now
         if run_id in finals.at:
             spans.setdefault(f"{previous} -> recorded", []).append((finals.at[run_id] - at) * 1000)
-    return [(name, *_p(sorted(values))) for name, values in spans.items()]  # type: ignore[misc]
+    return [(name, *percentiles(sorted(values))) for name, values in spans.items()]  # type: ignore[misc]
 
 
 def print_hops(label: str, hops: list[tuple[str, float, float]]) -> None:
     print(f"\n  hops of {label} (ms, p50 / p99):")
     for name, p50, p99 in hops:
         print(f"    {name:<32} {p50:8.1f} {p99:8.1f}")
-
-
-# --- the peers -----------------------------------------------------------------------
-
-
-def raw_pika(count: int) -> Row:
-    """Persistent messages through a quorum queue: publish all, consume and ack all."""
-    import pika
-
-    from tme.protocol import Command, utcnow
-
-    body = Command(
-        task_id=1, site="bench", agent="a000", op="modbus.write", timeout_s=30, not_after=utcnow()
-    ).to_json()
-    queue = f"tme-bench-raw-{uuid.uuid4().hex[:8]}"
-    done = threading.Event()
-    ready = threading.Event()
-
-    def consume() -> None:
-        connection = pika.BlockingConnection(pika.URLParameters(AMQP))
-        channel = connection.channel()
-        channel.basic_qos(prefetch_count=200)
-        seen = 0
-
-        def on_message(ch: Any, method: Any, _props: Any, _body: bytes) -> None:
-            nonlocal seen
-            seen += 1
-            ch.basic_ack(method.delivery_tag)
-            if seen == count:
-                done.set()
-                ch.stop_consuming()
-
-        channel.basic_consume(queue, on_message)
-        ready.set()
-        channel.start_consuming()
-        connection.close()
-
-    connection = pika.BlockingConnection(pika.URLParameters(AMQP))
-    channel = connection.channel()
-    channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
-    consumer = threading.Thread(target=consume, daemon=True)
-    consumer.start()
-    ready.wait(30)
-    props = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
-    started = time.perf_counter()
-    for _ in range(count):
-        channel.basic_publish("", queue, body, props)
-    finished = done.wait(300)
-    elapsed = time.perf_counter() - started
-    consumer.join(30)
-    channel.queue_delete(queue)
-    connection.close()
-    note = "unconfirmed publish, one consumer" + ("" if finished else "; TIMED OUT")
-    return Row("raw pika publish+consume", count, count / elapsed, note=note)
-
-
-def celery_peer(count: int, paced_s: float, plant_port: int) -> list[Row]:
-    import subprocess
-
-    queue = f"tme-bench-celery-{uuid.uuid4().hex[:8]}"
-    os.environ.update(
-        TME_BENCH_CELERY_QUEUE=queue,
-        TME_BENCH_CELERY_BROKER=AMQP.replace("%2F", ""),
-        TME_BENCH_PLANT_PORT=str(plant_port),
-    )
-    from benchmarks import celery_peer as peer
-
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "benchmarks.celery_peer", "worker", "-c", "2",
-         "-P", "prefork", "-Q", queue, "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "--loglevel", "WARNING"],
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        peer.noop.apply_async(queue=queue).get(timeout=60)
-        peer.write_and_verify.apply_async((1,), queue=queue).get(timeout=30)
-        started = time.perf_counter()
-        results = [
-            peer.write_and_verify.apply_async((SETPOINT,), queue=queue) for i in range(count)
-        ]
-        for result in results:
-            result.get(timeout=300)
-        rate = count / (time.perf_counter() - started)
-        latencies = []
-        start = time.monotonic()
-        for i in range(int(paced_s * PACED_RATE)):
-            pause = start + i / PACED_RATE - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            sent = time.perf_counter()
-            peer.write_and_verify.apply_async((SETPOINT,), queue=queue).get(timeout=30)
-            latencies.append((time.perf_counter() - sent) * 1000)
-        latencies.sort()
-        return [
-            Row("Celery 2 procs, write+verify", count, rate, note="burst, rpc:// results"),
-            Row(f"Celery paced {PACED_RATE:.0f}/s", len(latencies), None, *_p(latencies)),
-        ]
-    finally:
-        worker.terminate()
-        worker.wait(60)
-        peer.app.close()
 
 
 # --- the run -------------------------------------------------------------------------
@@ -557,9 +439,9 @@ def main(argv: list[str] | None = None) -> None:
             plants[int(plant.first.split()[1])] = plant.process.pid
         ports = list(plants)
         if not args.skip_peers:
-            rows.append(raw_pika(count))
+            rows.append(raw_pika(AMQP, count))
             print_table(rows[-1:])
-            rows.extend(celery_peer(count, paced_s, ports[0]))
+            rows.extend(celery_peer(AMQP, count, paced_s, PACED_RATE, ports[0]))
             print_table(rows[-2:])
         for agents in args.agents:
             rows.extend(tme_scenario(agents, count, paced_s, plants, args.database))

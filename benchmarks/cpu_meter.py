@@ -9,7 +9,7 @@ every task may cost the whole machine at most 2,000 / 1,500 = 1.3 ms of CPU.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import psutil
 
@@ -31,7 +31,7 @@ def broker_pids() -> dict[str, list[int]]:
 class CpuMeter:
     """CPU seconds (user + system) of named groups of processes between start and stop."""
 
-    def __init__(self, groups: dict[str, Iterable[int]]) -> None:
+    def __init__(self, groups: Mapping[str, Iterable[int]]) -> None:
         self.groups = {name: [_process(pid) for pid in pids] for name, pids in groups.items()}
         self._start: dict[str, float] = {}
         self.used: dict[str, float] = {}
