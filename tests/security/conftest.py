@@ -10,6 +10,15 @@ from security_helpers import SITE_A, SITE_B
 
 
 @pytest.fixture
+def anonymous(app):  # type: ignore[no-untyped-def]
+    """A client of the app with no credentials (each test adds its own headers)."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture
 def make_token(app_engine) -> Callable[..., str]:  # type: ignore[no-untyped-def]
     """make_token(role, sites) -> a bearer token of a new user with that grant."""
     from tme.controller.services.bootstrap import make_user_with_token

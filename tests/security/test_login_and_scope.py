@@ -24,12 +24,6 @@ def app_settings(tmp_path):  # type: ignore[no-untyped-def]
     )
 
 
-@pytest.fixture
-def anonymous(app):  # type: ignore[no-untyped-def]
-    with TestClient(app) as client:
-        yield client
-
-
 def _login(client: TestClient, username: str, password: str) -> int:
     body = {"username": username, "password": password}
     return client.post("/api/v1/auth/login", json=body).status_code

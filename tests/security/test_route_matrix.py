@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from fastapi.routing import iter_route_contexts
-from fastapi.testclient import TestClient
 from security_helpers import SITE_A, create_task
 
 from tme.controller.api.policy import POLICY, permission_for, route_methods, route_path
@@ -42,12 +41,6 @@ def _routes() -> list[tuple[str, str]]:
 
 
 ROUTES = _routes()
-
-
-@pytest.fixture
-def anonymous(app):  # type: ignore[no-untyped-def]
-    with TestClient(app) as client:
-        yield client
 
 
 def _route_context(app: Any, method: str, path: str) -> Any:

@@ -9,7 +9,6 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 from security_helpers import SITE_A, SITE_B
 from sqlmodel import Session, func, select
@@ -19,12 +18,6 @@ from tme.controller.services import runs as run_service
 from tme.controller.services.tasks import create_task
 from tme.controller.store.models import Run, utcnow
 from tme.schemas import TaskCreate
-
-
-@pytest.fixture
-def anonymous(app):  # type: ignore[no-untyped-def]
-    with TestClient(app) as client:
-        yield client
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from security_helpers import SITE_A, SITE_B
 from sqlmodel import col, func, select
 
@@ -16,12 +15,6 @@ from tme.controller.store.models import Task
 from tme.controller.store.security_models import AuditEntry
 
 URL = "/api/v1/tasks/batch"
-
-
-@pytest.fixture
-def anonymous(app):  # type: ignore[no-untyped-def]
-    with TestClient(app) as client:
-        yield client
 
 
 def _bearer(token: str) -> dict[str, str]:

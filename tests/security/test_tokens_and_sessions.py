@@ -20,12 +20,6 @@ from tme.controller.store.security_models import ApiToken, AuditEntry
 from tme.errors import AuthError, Forbidden
 
 
-@pytest.fixture
-def anonymous(app):  # type: ignore[no-untyped-def]
-    with TestClient(app) as client:
-        yield client
-
-
 def _status(client: TestClient, token: str, path: str = "/api/v1/tasks") -> int:
     return client.get(path, headers={"Authorization": f"Bearer {token}"}).status_code
 
