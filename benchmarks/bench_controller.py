@@ -8,8 +8,8 @@ controller does it, and the one-object-at-a-time ORM way it replaced (the baseli
 - create: `create_tasks`, 100 tasks per transaction, vs `create_task` once per task;
 - dispatch: confirmed outbox rows recorded by HopBatch vs `record_hop` per run;
 - hops: delivered, accepted, started, succeeded applied by `apply_messages` (HopBatch)
-  in batches of 200 vs ORM objects moved by `record_hop` per event (runs, tasks and
-  seen event ids still read up front per batch);
+  in batches of 200 vs ORM objects moved by `record_hop` per event (runs and tasks
+  still read up front per batch, each event id looked up as it is applied);
 - settle: the workflow step for every finished run (batched lookups only).
 Figures are CPU milliseconds of this thread per task; printed, never asserted.
 """
@@ -33,7 +33,7 @@ from tme.config import Settings
 from tme.controller.dispatcher import UNPUBLISHED, Dispatcher
 from tme.controller.event_apply import EVENT_STATES, apply_messages
 from tme.controller.run_ready import RunReady
-from tme.controller.services.runs import applied_event_ids, load_runs, record_hop
+from tme.controller.services.runs import load_runs, record_hop
 from tme.controller.services.tasks import create_task, create_tasks
 from tme.controller.store.db import make_engine, session_scope, upgrade
 from tme.controller.store.models import Outbox, utcnow
@@ -120,10 +120,8 @@ def hops_applied(engine: Any, run_ids: list[str], kind: str, batched: bool) -> N
                 apply_messages(session, list(chunk))
                 continue
             runs = load_runs(session, (e.command_id for e in chunk))
-            seen = applied_event_ids(session, (e.id for e in chunk))
             for e in chunk:
-                run = runs[e.command_id]
-                record_hop(session, run, EVENT_STATES[kind], event_id=e.id, seen=seen)
+                record_hop(session, runs[e.command_id], EVENT_STATES[kind], event_id=e.id)
 
 
 def settled(engine: Any, hook: Any) -> None:

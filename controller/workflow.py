@@ -59,7 +59,7 @@ def settle_pending(session: Session, hook: RunReadyHook | None) -> int:
         .order_by(col(RunEvent.id))
         .limit(BATCH + LOOKBACK)
     ).all()
-    runs = load_runs(session, (run_id for _id, run_id, _from in rows), lock=False)
+    runs = load_runs(session, (run_id for _id, run_id, _from in rows))
     _load_links(session, list(runs))
     task_ids = {run.task_id for run in runs.values()}
     predecessors = _predecessors_among(session, task_ids)

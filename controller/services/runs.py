@@ -76,28 +76,22 @@ def applied_event_ids(
     return found
 
 
-def load_runs(session: Session, run_ids: Iterable[str], *, lock: bool = True) -> dict[str, Run]:
-    """Runs by id with their tasks, in a few queries, for a batch of hops.
+def load_runs(session: Session, run_ids: Iterable[str]) -> dict[str, Run]:
+    """Runs by id with their tasks, in a few queries, for settling a batch.
 
-    The rows are locked in id order (on PostgreSQL; SQLite has one writer anyway),
-    so the dispatcher and the event consumer, which both move runs, always take
-    their locks in the same order and never deadlock. The tasks land in the
-    session's identity map, so mirroring a run on its task costs no query.
+    Not locked: the writers of hops (HopBatch) lock the runs they move. The tasks
+    land in the session's identity map, so reading a run's task costs no query.
     """
     runs: dict[str, Run] = {}
     for chunk in _chunks(sorted(set(run_ids))):
         query = select(Run).where(col(Run.id).in_(chunk)).order_by(col(Run.id))
-        runs.update((run.id, run) for run in session.exec(_locked(query, lock)))
+        runs.update((run.id, run) for run in session.exec(query))
     task_ids = sorted({run.task_id for run in runs.values()})
     for chunk in _chunks(task_ids):
         query = select(Task).where(col(Task.id).in_(chunk)).order_by(col(Task.id))
-        keep_loaded(session, session.exec(_locked(query, lock)))
+        keep_loaded(session, session.exec(query))
     keep_loaded(session, runs.values())
     return runs
-
-
-def _locked(query: Any, lock: bool) -> Any:
-    return query.with_for_update() if lock else query
 
 
 def _chunks(values: list[Any], size: int = 500) -> Iterator[list[Any]]:
@@ -225,25 +219,17 @@ def record_hop(
     at: datetime | None = None,
     event_id: str | None = None,
     result: dict[str, Any] | None = None,
-    seen: set[str] | None = None,
 ) -> bool:
-    """Apply a hop reported by the path (dispatcher, gateway, agent), tolerating reordering.
+    """Apply a hop reported by the path (watchdog, one event at a time), tolerating reordering.
 
     A hop that moves the run forward is a transition. A hop that arrives after the
     run moved past it (a late "delivered") is still recorded with its time, and a
     final outcome that arrives after another final state (a result after a timeout)
-    is kept beside it as a late result; neither changes the run's state.
-
-    `seen`, for a batch, holds the event ids already recorded (from
-    `applied_event_ids`) and gains this one, instead of a query per hop.
+    is kept beside it as a late result; neither changes the run's state. Batches of
+    hops (the event consumer, the dispatcher) go through HopBatch by the same rules.
     """
-    if seen is None:
-        if already_applied(session, event_id):
-            return False
-    elif event_id is not None:
-        if event_id in seen:
-            return False
-        seen.add(event_id)
+    if already_applied(session, event_id):
+        return False
     hop = Hop(RunState(state), reason, source, at, event_id, result)
     try:
         return _apply(session, run, hop)
