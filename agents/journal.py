@@ -159,16 +159,17 @@ class Journal:
 
     def close_entry(self, command_id: str, state: Literal["done", "expired"]) -> None:
         """Close an open entry; the agent's later events for it cost no write."""
-        if command_id in self._closed:
-            return
-        self._update(
-            "UPDATE journal SET state = ?, updated = ? "
-            "WHERE id = ? AND state IN ('pending', 'sent')",
-            (state, time.time(), command_id),
-        )
-        self._closed[command_id] = None
-        if len(self._closed) > CLOSED_MEMO:
-            del self._closed[next(iter(self._closed))]
+        with self._lock:  # the bus consumer and the event forwarder both close entries
+            if command_id in self._closed:
+                return
+            self._db.execute(
+                "UPDATE journal SET state = ?, updated = ? "
+                "WHERE id = ? AND state IN ('pending', 'sent')",
+                (state, time.time(), command_id),
+            )
+            self._closed[command_id] = None
+            if len(self._closed) > CLOSED_MEMO:
+                del self._closed[next(iter(self._closed))]
 
     def prune(self, older_than_s: float = KEEP_CLOSED_S) -> None:
         with self._lock:
