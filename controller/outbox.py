@@ -7,7 +7,7 @@ command is durably waiting to be published (the transactional outbox).
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import event
@@ -19,6 +19,8 @@ from tme.protocol import Command
 from tme.schemas import MACHINE_OPS
 from tme.states import RunState
 
+QUEUED_REASON = "waiting for dispatch"
+
 
 class OutboxWriter:
     """The run-ready hook of the task service; wakes the dispatcher after commit."""
@@ -29,7 +31,7 @@ class OutboxWriter:
         self.wake = wake
 
     def __call__(self, session: Session, run: Run, task: Task) -> None:
-        if task.op not in MACHINE_OPS or not task.site or not task.agent:
+        if not dispatched_to_agent(task):
             return  # external tasks are reported through the API, not dispatched
         queue_run(session, run, task, self.default_timeout_s, self.queue_timeout_s)
         event.listen(session, "after_commit", lambda _s: self.wake.set(), once=True)
@@ -39,12 +41,21 @@ def queue_run(
     session: Session, run: Run, task: Task, default_timeout_s: float, queue_timeout_s: float
 ) -> None:
     now = utcnow()
-    timeout_s = task.timeout_s or default_timeout_s
     run.not_after = now + timedelta(seconds=queue_timeout_s)
-    command = Command(
-        id=run.id,
+    timeout_s = task.timeout_s or default_timeout_s
+    command = command_of(run.id, run.attempt, task, timeout_s, run.not_after)
+    transition(session, run, RunState.queued, reason=QUEUED_REASON, at=now)
+    session.add(Outbox(run_id=run.id, site=command.site, body=command.to_json().decode()))
+
+
+def command_of(
+    run_id: str, attempt: int, task: Task, timeout_s: float, not_after: datetime
+) -> Command:
+    """The command of a run of `task` (which has its id by now), created now."""
+    return Command(
+        id=run_id,
         task_id=task.id or 0,
-        attempt=run.attempt,
+        attempt=attempt,
         site=task.site or "",
         agent=task.agent or "",
         device=task.device,
@@ -52,8 +63,10 @@ def queue_run(
         params=task.params,
         cmd=task.cmd,
         timeout_s=timeout_s,
-        not_after=run.not_after,
-        created_at=now,
+        not_after=not_after,
     )
-    transition(session, run, RunState.queued, reason="waiting for dispatch", at=now)
-    session.add(Outbox(run_id=run.id, site=command.site, body=command.to_json().decode()))
+
+
+def dispatched_to_agent(task: Task) -> bool:
+    """Whether runs of `task` go to an agent; external tasks are reported through the API."""
+    return task.op in MACHINE_OPS and bool(task.site) and bool(task.agent)

@@ -15,8 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
-from tme.controller.services.runs import start_run, transition
-from tme.controller.services.tasks import RunReadyHook
+from tme.controller.services.runs import RunReadyHook, start_run, transition
 from tme.controller.store.models import Run, Task, utcnow
 from tme.controller.store.workflow_models import RunLink
 from tme.schemas import Retries

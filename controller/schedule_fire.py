@@ -29,7 +29,7 @@ from tme.controller.sched_triggers import build_trigger, slots_between
 from tme.controller.scheduler_lease import Lease
 from tme.controller.services.launch import launch_run, record_skipped
 from tme.controller.services.policies import get_policy, misfire_of
-from tme.controller.services.tasks import RunReadyHook
+from tme.controller.services.runs import RunReadyHook
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Task, utcnow
 from tme.controller.store.workflow_models import ScheduleSlot

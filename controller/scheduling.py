@@ -23,7 +23,7 @@ from tme.controller.retries import start_due_retries
 from tme.controller.schedule_fire import FireContext, register, unregister
 from tme.controller.scheduler import ScheduleKeeper
 from tme.controller.scheduler_lease import Lease
-from tme.controller.services.tasks import RunReadyHook
+from tme.controller.services.runs import RunReadyHook
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import utcnow
 from tme.controller.store.workflow_models import RunLink

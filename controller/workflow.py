@@ -18,8 +18,7 @@ from sqlmodel import Session, col, select
 
 from tme.controller.retries import plan_retry
 from tme.controller.services.launch import link_run, release_held
-from tme.controller.services.runs import load_runs, start_run, transition
-from tme.controller.services.tasks import RunReadyHook
+from tme.controller.services.runs import RunReadyHook, load_runs, start_run, transition
 from tme.controller.store.db import keep_loaded
 from tme.controller.store.models import Run, RunEvent, Task, TaskDependency
 from tme.controller.store.workflow_models import RunLink, WorkflowCursor

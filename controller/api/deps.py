@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from tme.controller.services.roles import Principal
-from tme.controller.services.tasks import RunReadyHook
+from tme.controller.services.runs import RunReadyHook
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Run, Task
 from tme.errors import AuthError, NotFound

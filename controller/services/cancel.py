@@ -15,8 +15,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from tme.controller.services.launch import link_run
-from tme.controller.services.runs import start_run, transition
-from tme.controller.services.tasks import RunReadyHook
+from tme.controller.services.runs import RunReadyHook, start_run, transition
 from tme.controller.store.models import Outbox, Run, Task, utcnow
 from tme.controller.store.workflow_models import RunLink
 from tme.errors import Conflict, NotFound

@@ -14,8 +14,7 @@ from datetime import datetime, timedelta
 from sqlmodel import Session, col, select
 
 from tme.controller.services.policies import overlap_of
-from tme.controller.services.runs import start_run, transition
-from tme.controller.services.tasks import RunReadyHook
+from tme.controller.services.runs import RunReadyHook, start_run, transition
 from tme.controller.store.db import remember_new
 from tme.controller.store.models import Run, Task
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
@@ -55,18 +54,41 @@ def link_run(
     deadline_s: float | None = None,
     deadline_at: datetime | None = None,
 ) -> RunLink:
-    if deadline_at is None and deadline_s:
-        deadline_at = run.created_at + timedelta(seconds=deadline_s)
-    link = RunLink(
-        run_id=run.id,
-        workflow_id=workflow_id or run.id,
+    link = new_link(
+        run.id,
+        run.created_at,
         cause=cause,
-        first_run_id=first_run_id or run.id,
+        workflow_id=workflow_id,
+        first_run_id=first_run_id,
+        deadline_s=deadline_s,
         deadline_at=deadline_at,
     )
     session.add(link)
     remember_new(session, link.run_id, link)
     return link
+
+
+def new_link(
+    run_id: str,
+    created_at: datetime,
+    *,
+    cause: str,
+    workflow_id: str | None = None,
+    first_run_id: str | None = None,
+    deadline_s: float | None = None,
+    deadline_at: datetime | None = None,
+) -> RunLink:
+    """The link of a run (not added to any session): a run of its own workflow run and
+    retry chain unless told otherwise, with its deadline from the run's creation."""
+    if deadline_at is None and deadline_s:
+        deadline_at = created_at + timedelta(seconds=deadline_s)
+    return RunLink(
+        run_id=run_id,
+        workflow_id=workflow_id or run_id,
+        cause=cause,
+        first_run_id=first_run_id or run_id,
+        deadline_at=deadline_at,
+    )
 
 
 def active_runs(session: Session, task_id: int) -> list[Run]:

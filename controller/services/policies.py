@@ -50,10 +50,16 @@ def get_policy(session: Session, task: Task) -> TaskPolicy:
 
 def store_policy(session: Session, task: Task, data: TaskCreate) -> TaskPolicy:
     """The policy row of a task just created (none exists yet: no lookup)."""
-    policy = TaskPolicy(task_id=task.id or 0, schedule_changed_at=utcnow())
+    policy = new_policy(task.id or 0, data)
     session.add(policy)
     remember_new(session, policy.task_id, policy)
-    apply_policy_changes(session, task, {k: getattr(data, k) for k in POLICY_FIELDS}, policy)
+    return policy
+
+
+def new_policy(task_id: int, data: TaskCreate) -> TaskPolicy:
+    """The policy of a task being created (not added to any session)."""
+    policy = TaskPolicy(task_id=task_id, schedule_changed_at=utcnow())
+    _set_fields(policy, {k: getattr(data, k) for k in POLICY_FIELDS})
     return policy
 
 
@@ -62,11 +68,15 @@ def apply_policy_changes(
 ) -> None:
     """Write changed policy fields (models are stored as JSON)."""
     policy = policy if policy is not None else get_policy(session, task)
+    _set_fields(policy, changes)
+    session.add(policy)
+
+
+def _set_fields(policy: TaskPolicy, changes: dict[str, Any]) -> None:
     for key, value in changes.items():
         if key in ("misfire", "overlap"):
             value = value.model_dump() if value is not None else None
         setattr(policy, key, value)
-    session.add(policy)
 
 
 def schedule_changed(session: Session, task: Task) -> None:

@@ -8,7 +8,7 @@ event at most once (by event id).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,10 @@ from tme.controller.store.db import keep_loaded
 from tme.controller.store.models import Run, RunEvent, RunLog, Task, utcnow
 from tme.errors import IllegalTransition
 from tme.states import RunState, check_transition
+
+# Called with (session, run, task) when a new run is ready to go to an agent;
+# the controller installs one that links it to its workflow run and queues it.
+RunReadyHook = Callable[[Session, Run, Task], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,16 +41,7 @@ def start_run(session: Session, task: Task, *, reason: str, source: str, attempt
     """Create a run of `task` in state pending and make it the task's latest run."""
     run = Run(task_id=task.id or 0, state=RunState.pending, attempt=attempt)
     session.add(run)
-    session.add(
-        RunEvent(
-            run_id=run.id,
-            at=run.created_at,
-            from_state=None,
-            to_state=RunState.pending,
-            reason=reason,
-            source=source,
-        )
-    )
+    session.add(RunEvent(**pending_row(run.id, run.created_at, reason, source)))
     task.latest_run_id = run.id
     task.status = RunState.pending
     task.started_at = None
@@ -54,6 +49,19 @@ def start_run(session: Session, task: Task, *, reason: str, source: str, attempt
     task.updated_at = run.created_at
     session.add(task)
     return run
+
+
+def pending_row(run_id: str, at: datetime, reason: str, source: str) -> dict[str, Any]:
+    """The run_events row of a run coming into being, in state pending."""
+    return {
+        "run_id": run_id,
+        "at": at,
+        "from_state": None,
+        "to_state": RunState.pending.value,
+        "reason": reason,
+        "source": source,
+        "event_id": None,
+    }
 
 
 def already_applied(session: Session, event_id: str | None) -> bool:
