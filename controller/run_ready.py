@@ -13,12 +13,12 @@ from typing import Any
 from sqlalchemy import event, inspect
 from sqlmodel import Session
 
-from tme.controller.outbox import queue_run
+from tme.controller.outbox import dispatched_to_agent, queue_run
 from tme.controller.services.launch import link_run
+from tme.controller.services.task_start import StartBatch
 from tme.controller.store.db import find, noted
 from tme.controller.store.models import Run, Task
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
-from tme.schemas import MACHINE_OPS
 
 
 class RunReady:
@@ -26,6 +26,11 @@ class RunReady:
         self.default_timeout_s = float(settings.tasks.default_timeout_s)
         self.queue_timeout_s = float(settings.tasks.queue_timeout_s)
         self.wake = wake
+
+    def start_batch(self) -> StartBatch:
+        """For new tasks: their first runs built before the transaction writes, linked and
+        queued by the same rules as here."""
+        return StartBatch(self.default_timeout_s, self.queue_timeout_s, self.wake)
 
     def __call__(self, session: Session, run: Run, task: Task) -> None:
         policy = find(session, TaskPolicy, task.id)
@@ -38,7 +43,7 @@ class RunReady:
             link_run(
                 session, run, cause="created", deadline_s=policy.deadline_s if policy else None
             )
-        if task.op not in MACHINE_OPS or not task.site or not task.agent:
+        if not dispatched_to_agent(task):
             return  # external tasks are reported through the API, not dispatched
         queue_timeout_s = (policy.queue_timeout_s if policy else None) or self.queue_timeout_s
         queue_run(session, run, task, self.default_timeout_s, queue_timeout_s)

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
@@ -18,6 +17,8 @@ from sqlmodel import Session, col, select
 from tme.controller.services import policies
 from tme.controller.services import runs as run_service
 from tme.controller.services.paging import MAX_PAGE, decode_id_cursor, encode_cursor
+from tme.controller.services.runs import RunReadyHook
+from tme.controller.services.task_start import StartBatch
 from tme.controller.store.models import IdempotencyKey, Run, Task, TaskDependency, utcnow
 from tme.errors import Conflict, NotFound, ValidationError
 from tme.schemas import (
@@ -30,9 +31,12 @@ from tme.schemas import (
 )
 from tme.states import RunState
 
-# Called with (session, run, task) when a new run is ready to go to an agent;
-# the dispatcher installs one that queues it and writes the outbox row.
-RunReadyHook = Callable[[Session, Run, Task], None]
+
+@runtime_checkable
+class StartsBatches(Protocol):
+    """A run-ready hook that can also start new tasks built before the first write."""
+
+    def start_batch(self) -> StartBatch: ...
 
 
 @dataclass(frozen=True)
@@ -96,12 +100,17 @@ def create_tasks(
     created (False: an idempotent replay of its key).
 
     Every item is checked before its task is added, and the tasks are flushed together
-    for their ids: each table's rows go to the database in one statement per flush, not
-    one per task. With `numbered`, an error names the item (`tasks.<index>`).
+    for their ids. With the controller's hook, the rows of a task without dependencies
+    (its policy, first run, hops, link and command) are built before that flush, the
+    transaction's first write, and go in one statement per table after it (StartBatch);
+    a task with dependencies is stored after the flush, its edges checked.
+    With `numbered`, an error names the item (`tasks.<index>`).
     """
     keys = idempotency_keys if idempotency_keys is not None else [None] * len(items)
+    batch = on_run_ready.start_batch() if isinstance(on_run_ready, StartsBatches) else None
     results: list[tuple[Task, bool]] = []
     new: list[tuple[Task, TaskCreate, str | None]] = []
+    added = False
     for index, (data, key) in enumerate(zip(items, keys, strict=True)):
         try:
             replay = _checked(session, data, key)
@@ -125,10 +134,16 @@ def create_tasks(
             **_target_columns(data.target),
         )
         session.add(task)
-        new.append((task, data, key))
+        added = True
+        if batch is not None and not data.depends_on:
+            batch.plan(task, data, (key, request_hash(data)) if key is not None else None)
+        else:
+            new.append((task, data, key))
         results.append((task, True))
-    if new:
+    if added:
         session.flush()  # assigns the ids
+    if batch is not None:
+        batch.write(session)
     for task, data, key in new:
         _stored(session, task, data, key, on_run_ready)
     return results
