@@ -26,6 +26,7 @@ from tme.controller.services.hop_batch import RunView
 from tme.controller.services.launch import new_link
 from tme.controller.services.policies import new_policy
 from tme.controller.services.runs import Hop, move, pending_row
+from tme.controller.store.db import adopt_written
 from tme.controller.store.models import (
     IdempotencyKey,
     Outbox,
@@ -67,7 +68,7 @@ class _Start:
 @dataclass(slots=True)
 class _Planned:
     task: Task
-    policy: dict[str, Any]
+    policy: TaskPolicy  # its row is written by INSERTS, then the object joins the session
     key: dict[str, Any] | None
     start: _Start | None
 
@@ -91,7 +92,7 @@ class StartBatch:
         self._planned.append(
             _Planned(
                 task,
-                _columns(new_policy(0, data)),
+                new_policy(0, data),
                 _columns(IdempotencyKey(key=key[0], request_hash=key[1], task_id=0))
                 if key
                 else None,
@@ -134,7 +135,8 @@ class StartBatch:
         rows["events"] = self._events
         for planned in self._planned:
             task_id = planned.task.id
-            rows["policies"].append({**planned.policy, "task_id": task_id})
+            planned.policy.task_id = task_id or 0
+            rows["policies"].append(_columns(planned.policy))
             if planned.key is not None:
                 rows["keys"].append({**planned.key, "task_id": task_id})
             start = planned.start
@@ -149,6 +151,8 @@ class StartBatch:
         for name, statement in INSERTS:
             if rows[name]:
                 session.execute(statement, rows[name])
+        # Reading a new task back (its public form shows its policy) takes no query.
+        adopt_written(session, [planned.policy for planned in self._planned])
         if rows["outbox"]:
             event.listen(session, "after_commit", lambda _s: self.wake.set(), once=True)
         self._planned, self._events = [], []

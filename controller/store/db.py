@@ -18,6 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import make_url
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, create_engine
 
 from tme.controller.store import sqlite_gate
@@ -77,6 +78,17 @@ def keep_loaded(session: Session, objects: Iterable[Any]) -> None:
     dropped at once, and each later `session.get` becomes a query (and a flush).
     """
     session.info.setdefault("tme.kept", []).extend(objects)
+
+
+def adopt_written(session: Session, objects: Iterable[Any]) -> None:
+    """Objects whose rows this transaction wrote with Core statements, each with its
+    primary key set: put in the session as loaded and unchanged, so `session.get` finds
+    them without a query, and a commit writes nothing more for them."""
+    kept = list(objects)
+    for obj in kept:
+        make_transient_to_detached(obj)
+        session.add(obj)
+    keep_loaded(session, kept)
 
 
 def remember_new(session: Session, key: Any, obj: Any) -> None:

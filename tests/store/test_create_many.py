@@ -15,7 +15,7 @@ from sqlmodel import col, func, select
 
 from tme.config import Settings
 from tme.controller.run_ready import RunReady
-from tme.controller.services.tasks import create_tasks
+from tme.controller.services.tasks import create_tasks, to_public
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Outbox, Task
 from tme.errors import ValidationError
@@ -152,3 +152,24 @@ def test_replayed_keys_return_the_stored_tasks_beside_new_ones(engine: Engine) -
     with session_scope(engine) as session:
         names = list(session.exec(select(Task.name).order_by(col(Task.id))))
     assert names == ["set pump speed 1", "set pump speed 2"]
+
+
+def test_new_tasks_read_back_without_a_query(engine: Engine) -> None:
+    """A created task's public form (with its policy) comes from what the transaction
+    wrote: reading back a batch of new tasks costs no query per task."""
+    hook = RunReady(Settings(), threading.Event())
+    statements: list[str] = []
+    with session_scope(engine) as session:
+        made = create_tasks(session, [_write(i) for i in range(5)], on_run_ready=hook)
+        session.commit()
+
+        def note(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+            statements.append(statement)
+
+        event.listen(engine, "before_cursor_execute", note)
+        try:
+            public = [to_public(task) for task, _created in made]
+        finally:
+            event.remove(engine, "before_cursor_execute", note)
+    assert statements == []
+    assert [p.status for p in public] == ["queued"] * 5
