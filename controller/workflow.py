@@ -12,11 +12,13 @@ run (the link's `settled` flag, claimed in the same transaction):
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from sqlalchemy import func, or_
+from sqlalchemy import bindparam, func, or_, update
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
-from tme.controller.retries import plan_retry
+from tme.controller.retries import RETRY_ON, plan_retry
 from tme.controller.services.launch import link_run, release_held
 from tme.controller.services.runs import RunReadyHook, load_runs, start_run, transition
 from tme.controller.store.db import keep_loaded
@@ -32,6 +34,33 @@ BATCH = 500
 # after a higher one. Settling is idempotent, so a re-read costs one lookup.
 LOOKBACK = 200
 FINAL_VALUES = [s.value for s in FINAL_STATES]
+LINKS, EVENTS, RUNS = RunLink.__table__, RunEvent.__table__, Run.__table__
+# Final hops past the cursor of runs not settled yet (a run without a link counts as
+# unsettled), with what deciding how to settle them needs.
+FINAL_HOPS = (
+    core_select(
+        EVENTS.c.id,
+        EVENTS.c.run_id,
+        EVENTS.c.from_state,
+        EVENTS.c.to_state,
+        RUNS.c.task_id,
+        LINKS.c.run_id.label("linked"),
+    )
+    .join(RUNS, RUNS.c.id == EVENTS.c.run_id)
+    .outerjoin(LINKS, LINKS.c.run_id == EVENTS.c.run_id)
+    .where(
+        EVENTS.c.id > bindparam("after"),
+        EVENTS.c.to_state.in_(FINAL_VALUES),
+        or_(LINKS.c.run_id.is_(None), LINKS.c.settled.is_(False)),
+    )
+    .order_by(EVENTS.c.id)
+    .limit(bindparam("limit"))
+)
+MARK_SETTLED = (
+    update(LINKS)
+    .where(LINKS.c.run_id.in_(bindparam("ids", expanding=True)), LINKS.c.settled.is_(False))
+    .values(settled=True)
+)
 
 
 def settle_pending(session: Session, hook: RunReadyHook | None) -> int:
@@ -47,34 +76,49 @@ def settle_pending(session: Session, hook: RunReadyHook | None) -> int:
             col(RunEvent.to_state).in_(FINAL_VALUES),
         )
     ).one()
-    rows = session.exec(
-        select(RunEvent.id, RunEvent.run_id, RunEvent.from_state)
-        .outerjoin(RunLink, col(RunLink.run_id) == col(RunEvent.run_id))
-        .where(
-            col(RunEvent.id) > cursor.last_event_id - LOOKBACK,
-            col(RunEvent.to_state).in_(FINAL_VALUES),
-            or_(col(RunLink.run_id).is_(None), col(RunLink.settled).is_(False)),
-        )
-        .order_by(col(RunEvent.id))
-        .limit(BATCH + LOOKBACK)
+    rows = session.execute(
+        FINAL_HOPS,
+        {"after": cursor.last_event_id - LOOKBACK, "limit": BATCH + LOOKBACK},
     ).all()
-    runs = load_runs(session, (run_id for _id, run_id, _from in rows))
-    _load_links(session, list(runs))
-    task_ids = {run.task_id for run in runs.values()}
+    settling = [r for r in rows if r.from_state is None or not RunState(r.from_state).is_final]
+    task_ids = {r.task_id for r in settling}
     predecessors = _predecessors_among(session, task_ids)
     holding = _holding_among(session, task_ids)
-    settled = 0
-    for event_id, run_id, from_state in rows:
-        cursor.last_event_id = max(cursor.last_event_id, event_id or 0)
-        if from_state is not None and RunState(from_state).is_final:
-            continue  # a late result beside a final state
-        run = runs.get(run_id)
+    plain = {r.run_id for r in settling if _only_settles(r, predecessors, holding)}
+    settled = _mark_settled(session, plain)
+    runs = load_runs(session, {r.run_id for r in settling} - plain)
+    _load_links(session, list(runs))
+    for row in rows:
+        cursor.last_event_id = max(cursor.last_event_id, row.id or 0)
+    for row in settling:  # in the order the runs settled
+        run = runs.get(row.run_id)
         if run is not None and settle_run(session, run, hook, predecessors, holding):
             settled += 1
     if len(rows) < BATCH + LOOKBACK and last is not None:
         cursor.last_event_id = max(cursor.last_event_id, last)  # all between were settled
     session.add(cursor)
     return settled
+
+
+def _only_settles(row: Any, predecessors: set[int], holding: set[int]) -> bool:
+    """Whether settling this run only marks its link settled: it has a link, its outcome
+    is never retried, its task has no dependents and no runs held in its queue (what
+    `settle_run` would find, without loading the run and its task)."""
+    return (
+        row.linked is not None
+        and RunState(row.to_state) not in RETRY_ON
+        and row.task_id not in predecessors
+        and row.task_id not in holding
+    )
+
+
+def _mark_settled(session: Session, run_ids: set[str]) -> int:
+    """Settle links in one statement per chunk; return how many were still unsettled."""
+    ordered, count = sorted(run_ids), 0
+    for start in range(0, len(ordered), 500):
+        result = session.execute(MARK_SETTLED, {"ids": ordered[start : start + 500]})
+        count += result.rowcount  # type: ignore[attr-defined]
+    return count
 
 
 def _load_links(session: Session, run_ids: list[str]) -> None:
