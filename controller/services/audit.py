@@ -187,9 +187,12 @@ def _write_alone(engine: Engine, item: _Append) -> None:
 
 def _append_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[AuditEntry]:
     """Chain `rows` after the newest row, which the head names (a log from before the
-    head existed is read for its newest row once). Each row's MAC is computed from the
-    values as they are stored: `record` gives details in their JSON form, and `at` and
-    the id are what the row holds, so nothing is read back."""
+    head existed is read for its newest row once). Each row gets the next id and its
+    MAC before anything is written, computed from the values as they are stored
+    (`record` gives details in their JSON form), so the transaction writes the rows and
+    the head in one flush and reads nothing back. Appends are serialised (in-process,
+    and by an advisory lock on PostgreSQL); an id taken meanwhile by another writer
+    fails the INSERT rather than forking the chain."""
     key = key_for(engine)
     entries: list[AuditEntry] = []
     with session_scope(engine) as session:
@@ -199,23 +202,21 @@ def _append_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[AuditEntry]
         if head is None:
             newest = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(1)
             last = session.exec(newest).first()
-            previous = last.hash if last else ""
+            previous, last_id = (last.hash, last.id or 0) if last else ("", 0)
             head = AuditHead(id=1, mac="")
         else:
-            previous = head.last_hash
+            previous, last_id = head.last_hash, head.last_id
         for fields in rows:
             # Details in the form they are stored and read back in (a tuple becomes a
             # list), so the MAC computed here matches the row `verify_chain` reads.
             stored = {**fields, "details": json.loads(json.dumps(fields["details"]))}
-            entry = AuditEntry(at=utcnow(), prev_hash=previous, hash="", **stored)
-            session.add(entry)
-            session.flush()  # assigns the id the MAC covers
+            last_id += 1
+            entry = AuditEntry(id=last_id, at=utcnow(), prev_hash=previous, hash="", **stored)
             entry.hash = row_mac(entry, key)
-            session.add(entry)
             entries.append(entry)
             previous = entry.hash
-        newest_entry = entries[-1]
-        head.last_id, head.last_hash = newest_entry.id or 0, newest_entry.hash
+        session.add_all(entries)
+        head.last_id, head.last_hash = last_id, previous
         head.mac = head_mac(head.last_id, head.last_hash, key)
         session.add(head)
     return entries

@@ -56,13 +56,24 @@ def test_appends_waiting_behind_a_write_share_the_next_transaction(app_engine) -
     audit.record(app_engine, "first")  # the chain has a head before the race
     held = _HeldWrite(app_engine)
     commits = _commits(app_engine)
+    writes: list[str] = []
+
+    def note(_conn, _cursor, statement: str, *_args) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith(("INSERT", "UPDATE")):
+            writes.append(" ".join(statement.split()[:3]))
+
+    event.listen(app_engine, "before_cursor_execute", note)
     held.run(
         [
             threading.Thread(target=audit.record, args=(app_engine, f"change {i}"))
             for i in range(WRITERS + 1)
         ]
     )
+    event.remove(app_engine, "before_cursor_execute", note)
     assert len(commits) == 2  # the held write, then all the others together
+    # Each transaction: its rows in one INSERT (ids and MACs known before writing, no
+    # row written twice), then the head.
+    assert writes == ["INSERT INTO audit_log", "UPDATE audit_head SET"] * 2
     with session_scope(app_engine) as session:
         assert verify_chain(session, KEY) == (WRITERS + 2, [])
 
