@@ -17,7 +17,8 @@ from tme.config import Settings
 from tme.controller.run_ready import RunReady
 from tme.controller.services.tasks import create_tasks, to_public
 from tme.controller.store.db import session_scope
-from tme.controller.store.models import Outbox, Task
+from tme.controller.store.models import Outbox, Task, TaskDependency
+from tme.controller.store.workflow_models import TaskPolicy
 from tme.errors import ValidationError
 from tme.protocol import Command
 from tme.schemas import TaskCreate
@@ -173,3 +174,26 @@ def test_new_tasks_read_back_without_a_query(engine: Engine) -> None:
             event.remove(engine, "before_cursor_execute", note)
     assert statements == []
     assert [p.status for p in public] == ["queued"] * 5
+
+
+def test_a_call_mixing_dependent_and_plain_tasks_stores_both(engine: Engine) -> None:
+    """A task with dependencies is stored after the flush with its edge; the plain
+    tasks of the same call go through the batch; each gets its own policy."""
+    hook = RunReady(Settings(), threading.Event())
+    with session_scope(engine) as session:
+        ((first, _),) = create_tasks(session, [_write(0)], on_run_ready=hook)
+        first_id = first.id
+    dependent = TaskCreate.model_validate(
+        {**_write(1).model_dump(), "depends_on": [{"task": first_id, "on": "success"}]}
+    )
+    with session_scope(engine) as session:
+        made = create_tasks(session, [_write(2), dependent, _write(3)], on_run_ready=hook)
+        ids = [task.id for task, _ in made]
+    with session_scope(engine) as session:
+        statuses = [session.get(Task, i).status for i in ids]  # type: ignore[union-attr]
+        edges = session.exec(select(TaskDependency.task_id, TaskDependency.predecessor_id)).all()
+        policies = session.exec(
+            select(func.count()).select_from(TaskPolicy).where(col(TaskPolicy.task_id).in_(ids))
+        ).one()
+    assert statuses == ["queued", "idle", "queued"]  # the dependent waits for its predecessor
+    assert edges == [(ids[1], first_id)] and policies == 3
