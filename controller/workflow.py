@@ -56,6 +56,20 @@ FINAL_HOPS = (
     .order_by(EVENTS.c.id)
     .limit(bindparam("limit"))
 )
+DEPS = TaskDependency.__table__
+# Built once, like the statements above: which of some tasks have dependents, and
+# which have runs held in their overlap queue.
+WITH_DEPENDENTS = (
+    core_select(DEPS.c.predecessor_id)
+    .where(DEPS.c.predecessor_id.in_(bindparam("ids", expanding=True)))
+    .distinct()
+)
+HOLDING = (
+    core_select(RUNS.c.task_id)
+    .join(LINKS, LINKS.c.run_id == RUNS.c.id)
+    .where(RUNS.c.task_id.in_(bindparam("ids", expanding=True)), LINKS.c.held.is_(True))
+    .distinct()
+)
 MARK_SETTLED = (
     update(LINKS)
     .where(LINKS.c.run_id.in_(bindparam("ids", expanding=True)), LINKS.c.settled.is_(False))
@@ -130,29 +144,21 @@ def _load_links(session: Session, run_ids: list[str]) -> None:
 
 def _predecessors_among(session: Session, task_ids: set[int]) -> set[int]:
     """Which of these tasks have dependents (the others have no step to advance)."""
-    found: set[int] = set()
-    ordered = sorted(task_ids)
-    for start in range(0, len(ordered), 500):
-        query = select(TaskDependency.predecessor_id).where(
-            col(TaskDependency.predecessor_id).in_(ordered[start : start + 500])
-        )
-        found.update(session.exec(query.distinct()))
-    return found
+    return _tasks_among(session, WITH_DEPENDENTS, task_ids)
 
 
 def _holding_among(session: Session, task_ids: set[int]) -> set[int]:
     """Which of these tasks have runs waiting in their overlap queue (the others have
     none to release). Runs are held only by a schedule or trigger firing, never while
     settling, so what this finds stays true for the batch."""
+    return _tasks_among(session, HOLDING, task_ids)
+
+
+def _tasks_among(session: Session, query: Any, task_ids: set[int]) -> set[int]:
     found: set[int] = set()
     ordered = sorted(task_ids)
     for start in range(0, len(ordered), 500):
-        query = (
-            select(Run.task_id)
-            .join(RunLink, col(RunLink.run_id) == col(Run.id))
-            .where(col(Run.task_id).in_(ordered[start : start + 500]), col(RunLink.held))
-        )
-        found.update(session.exec(query.distinct()))
+        found.update(session.execute(query, {"ids": ordered[start : start + 500]}).scalars())
     return found
 
 

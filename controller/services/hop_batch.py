@@ -69,6 +69,14 @@ class RunView:
     finished_at: datetime | None
 
 
+LOAD_RUNS = (
+    select(*[RUNS.c[name] for name in RunView.__slots__])
+    .where(RUNS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(RUNS.c.id)
+    .with_for_update()
+)
+
+
 class HopBatch:
     """Runs of one transaction, moved in memory and written by `write()`.
 
@@ -79,16 +87,9 @@ class HopBatch:
     def __init__(self, session: Session, run_ids: Iterable[str]) -> None:
         self.session = session
         self.runs: dict[str, RunView] = {}
-        columns = [RUNS.c[name] for name in RunView.__slots__]
         wanted = sorted(set(run_ids))
         for start in range(0, len(wanted), CHUNK):
-            query = (
-                select(*columns)
-                .where(RUNS.c.id.in_(wanted[start : start + CHUNK]))
-                .order_by(RUNS.c.id)
-                .with_for_update()
-            )
-            for row in session.execute(query):
+            for row in session.execute(LOAD_RUNS, {"ids": wanted[start : start + CHUNK]}):
                 self.runs[row.id] = RunView(*row)
         self._events: list[dict[str, Any]] = []
         self._logs: list[dict[str, Any]] = []

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from tme.controller.store.db import keep_loaded
@@ -69,6 +71,16 @@ def already_applied(session: Session, event_id: str | None) -> bool:
     return event_id is not None and bool(applied_event_ids(session, [event_id]))
 
 
+def _seen_ids(column: Any) -> Any:
+    """Which of the given event ids `column` holds (built once: a statement costs more
+    to build than to run for a handful of ids)."""
+    return sa_select(column).where(column.in_(bindparam("ids", expanding=True))).distinct()
+
+
+EVENT_IDS_SEEN = _seen_ids(RunEvent.__table__.c.event_id)
+LINE_EVENT_IDS_SEEN = _seen_ids(RunLog.__table__.c.event_id)
+
+
 def applied_event_ids(
     session: Session, event_ids: Iterable[str | None], with_lines: Iterable[str] = ()
 ) -> set[str]:
@@ -76,11 +88,11 @@ def applied_event_ids(
     events that carried log lines) already in the log: one query each for a batch,
     none on the log for a batch without lines."""
     found: set[str] = set()
-    for column, ids in ((RunEvent.event_id, event_ids), (RunLog.event_id, with_lines)):
+    for query, ids in ((EVENT_IDS_SEEN, event_ids), (LINE_EVENT_IDS_SEEN, with_lines)):
         wanted = sorted({e for e in ids if e is not None})
         for chunk in _chunks(wanted):
-            query = select(column).where(col(column).in_(chunk)).distinct()
-            found.update(e for e in session.exec(query) if e is not None)
+            seen = session.execute(query, {"ids": chunk}).scalars()
+            found.update(e for e in seen if e is not None)
     return found
 
 
