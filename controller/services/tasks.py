@@ -189,6 +189,23 @@ def _stored(
             on_run_ready(session, run, task)
 
 
+def claim_batch_key(
+    session: Session, key: str, items: list[TaskCreate], made: list[tuple[Task, bool]]
+) -> None:
+    """Hold `key` for this batch as a whole, once its items (under `<key>:<i>`) were
+    created or replayed: the same key with another batch (more or fewer tasks) or for a
+    single task is refused, where the items' keys alone would let the extra ones in."""
+    digest = hashlib.sha256("\n".join(map(request_hash, items)).encode()).hexdigest()
+    stored = session.get(IdempotencyKey, key)
+    if stored is None:
+        session.add(IdempotencyKey(key=key, request_hash=digest, task_id=made[0][0].id or 0))
+    elif stored.request_hash != digest:
+        raise Conflict(
+            "this Idempotency-Key was already used with a different batch of tasks",
+            details={"idempotency_key": key, "tasks": len(items)},
+        )
+
+
 def _idempotent_replay(session: Session, key: str, digest: str) -> Task | None:
     stored = session.get(IdempotencyKey, key)
     if stored is None:

@@ -1,5 +1,6 @@
 """POST /api/v1/tasks/batch: many tasks in one request and one transaction, all or none;
-an error names the item; a keyed batch replays as a whole; site grants hold per item."""
+an error names the item; a keyed batch replays as a whole and its key holds no other
+batch; site grants hold per item."""
 
 from __future__ import annotations
 
@@ -72,6 +73,23 @@ def test_a_keyed_batch_replays_as_a_whole(test_client) -> None:  # type: ignore[
     changed = {"tasks": [_write(0), _write(5)]}
     conflict = test_client.post(URL, json=changed, headers=headers)
     assert assert_error(conflict, 409, "tasks.1")["details"]["index"] == 1
+
+
+def test_a_batch_key_stands_for_the_whole_batch(test_client, app_engine) -> None:  # type: ignore[no-untyped-def]
+    """A longer or shorter batch, or a single task, under a batch's key is refused and
+    creates nothing: the items' own keys would have let the extra ones in."""
+    headers = {"Idempotency-Key": "morning-setpoints"}
+    body = {"tasks": [_write(0), _write(1)]}
+    assert test_client.post(URL, json=body, headers=headers).status_code == 201
+    longer = {"tasks": [_write(0), _write(1), _write(2)]}
+    assert_error(test_client.post(URL, json=longer, headers=headers), 409, "different batch")
+    shorter = {"tasks": [_write(0)]}
+    assert_error(test_client.post(URL, json=shorter, headers=headers), 409, "different batch")
+    single = test_client.post("/api/v1/tasks", json=_write(0), headers=headers)
+    assert_error(single, 409, "different request body")
+    assert _task_count(app_engine) == 2
+    again = test_client.post(URL, json=body, headers=headers)
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
 
 
 def test_an_item_outside_the_callers_sites_refuses_the_batch(app, app_engine) -> None:  # type: ignore[no-untyped-def]

@@ -98,7 +98,8 @@ def create_task_batch(
     idempotency_key: BatchIdempotencyKey = None,
 ) -> TaskBatchPublic:
     """Create up to MAX_BATCH_TASKS tasks in one transaction: all or none. An error names
-    the item (`tasks.<index>`); item i of a keyed batch uses the key `<key>:<i>`."""
+    the item (`tasks.<index>`); item i of a keyed batch uses the key `<key>:<i>`, and
+    the key itself stands for the whole batch (another batch under it is a 409)."""
     for index, item in enumerate(body.tasks):
         try:
             access.check_task_create(principal, item)
@@ -109,6 +110,8 @@ def create_task_batch(
     made = service.create_tasks(
         session, body.tasks, idempotency_keys=keys, on_run_ready=on_run_ready, numbered=True
     )
+    if idempotency_key:  # refused here, nothing of the batch is committed
+        service.claim_batch_key(session, idempotency_key, body.tasks, made)
     session.commit()
     if idempotency_key and not any(created for _task, created in made):
         response.headers["Idempotent-Replayed"] = "true"
