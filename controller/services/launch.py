@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -44,25 +45,9 @@ class _Latest:
         session.add(task)
 
 
-def link_run(
-    session: Session,
-    run: Run,
-    *,
-    cause: str,
-    workflow_id: str | None = None,
-    first_run_id: str | None = None,
-    deadline_s: float | None = None,
-    deadline_at: datetime | None = None,
-) -> RunLink:
-    link = new_link(
-        run.id,
-        run.created_at,
-        cause=cause,
-        workflow_id=workflow_id,
-        first_run_id=first_run_id,
-        deadline_s=deadline_s,
-        deadline_at=deadline_at,
-    )
+def link_run(session: Session, run: Run, *, cause: str, **placement: Any) -> RunLink:
+    """Link `run` in this transaction; `placement` as `new_link` takes it."""
+    link = new_link(run.id, run.created_at, cause=cause, **placement)
     session.add(link)
     remember_new(session, link.run_id, link)
     return link
