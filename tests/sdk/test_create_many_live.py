@@ -1,5 +1,6 @@
-"""client.tasks.create_many over real HTTP, sync and async: Task objects in order, a keyed
-batch replays as a whole, the same key with other tasks is a Conflict naming the item."""
+"""client.tasks.create_many over real HTTP, sync and async: from a list or any iterable,
+Task objects in order, a keyed batch replays as a whole, the same key with other tasks
+is a Conflict naming the item."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def test_sync_create_many_replays_a_keyed_batch(live_url: str) -> None:
 async def test_async_create_many_returns_tasks_in_order(live_url: str) -> None:
     names = _names(3)
     async with tme.AsyncClient(live_url) as client:
-        made = await client.tasks.create_many([{"name": n} for n in names])
+        made = await client.tasks.create_many({"name": n} for n in names)  # any iterable
         assert all(isinstance(t, TaskPublic) for t in made)
         assert [t.name for t in made] == names
         assert [(await client.tasks.get(t.id)).name for t in made] == names

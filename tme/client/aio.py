@@ -7,7 +7,7 @@ sending, iterating and pausing are awaited here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -102,7 +102,7 @@ class AsyncTasks:
         return await self._client.send(calls.create_task(task, fields, idempotency_key))
 
     async def create_many(
-        self, tasks: list[TaskCreate | Mapping[str, Any]], *, idempotency_key: str | None = None
+        self, tasks: Iterable[TaskCreate | Mapping[str, Any]], *, idempotency_key: str | None = None
     ) -> list[TaskPublic]:
         return await self._client.send(calls.create_tasks(tasks, idempotency_key))
 

@@ -7,7 +7,7 @@ here once, so both clients behave the same by construction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -143,7 +143,7 @@ def create_task(
 
 
 def create_tasks(
-    tasks: list[TaskCreate | Mapping[str, Any]], idempotency_key: str | None
+    tasks: Iterable[TaskCreate | Mapping[str, Any]], idempotency_key: str | None
 ) -> Call[list[TaskPublic]]:
     """All the tasks in one request and one transaction (all or none)."""
     items = [t.model_dump(exclude_unset=True) if isinstance(t, TaskCreate) else t for t in tasks]

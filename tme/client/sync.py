@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -117,7 +117,7 @@ class Tasks:
 
     def create_many(
         self,
-        tasks: list[TaskCreate | Mapping[str, Any]],
+        tasks: Iterable[TaskCreate | Mapping[str, Any]],
         *,
         idempotency_key: str | None = None,
     ) -> list[TaskPublic]:
