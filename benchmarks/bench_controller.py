@@ -10,7 +10,11 @@ controller does it, and the one-object-at-a-time ORM way it replaced (the baseli
 - hops: delivered, accepted, started, succeeded applied by `apply_messages` (HopBatch)
   in batches of 200 vs ORM objects moved by `record_hop` per event (runs and tasks
   still read up front per batch, each event id looked up as it is applied);
-- settle: the workflow step for every finished run (batched lookups only).
+- settle: the workflow step for every finished run (batched lookups only);
+- create, 1 per tx: one task per transaction, as a REST create does, its rows built
+  before the first write (StartBatch) vs the run-ready hook given ORM objects; below
+  the table, how long each such create held SQLite's writer slot (the write gate),
+  which the dispatcher and the event consumer wait for.
 Figures are CPU milliseconds of this thread per task; printed, never asserted.
 """
 
@@ -37,6 +41,7 @@ from tme.controller.services.runs import load_runs, record_hop
 from tme.controller.services.tasks import create_task, create_tasks
 from tme.controller.store.db import make_engine, session_scope, upgrade
 from tme.controller.store.models import Outbox, utcnow
+from tme.controller.store.sqlite_gate import gate_of
 from tme.controller.workflow import settle_pending
 from tme.protocol import Event
 from tme.schemas import TaskCreate
@@ -45,6 +50,7 @@ from tme.states import RunState
 SITE = "bench-site"
 CREATE_CHUNK, DISPATCH_CHUNK, EVENT_CHUNK = 100, 500, 200
 HOPS = ("delivered", "accepted", "started", "succeeded")
+LONE = "create, 1 per tx"
 
 
 class Stages:
@@ -53,6 +59,7 @@ class Stages:
     def __init__(self, tasks: int) -> None:
         self.tasks = tasks
         self.ms: dict[tuple[str, str], float] = {}
+        self.gate_ms: dict[str, float] = {}  # SQLite's writer slot held per lone create
 
     @contextmanager
     def stage(self, name: str, way: str) -> Iterator[None]:
@@ -69,9 +76,11 @@ class Stages:
             cells = [f"{v:11.3f}" if v is not None else f"{'-':>11}" for v in (now, before)]
             ratio = f"  {before / now:4.1f}x less" if now and before else ""
             print(f"{name:<22} {cells[0]} {cells[1]}{ratio}")
-        for way in ("controller", "baseline"):
-            total = sum(v for (_n, w), v in self.ms.items() if w == way)
+        for way in ("controller", "baseline"):  # a task's path: lone creates are apart
+            total = sum(v for (n, w), v in self.ms.items() if w == way and n != LONE)
             print(f"{'total, ' + way:<22} {total:11.3f}")
+        held = "  ".join(f"{way} {ms:.3f}" for way, ms in self.gate_ms.items())
+        print(f"\nwrite gate held per lone create (ms, wall): {held}")
 
 
 def run_ids_created(engine: Any, hook: Any, tasks: int, batched: bool) -> list[str]:
@@ -86,6 +95,19 @@ def run_ids_created(engine: Any, hook: Any, tasks: int, batched: bool) -> list[s
                 made = [create_task(session, item, on_run_ready=hook) for item in chunk]
             ids.extend(str(task.latest_run_id) for task, _ in made)
     return ids
+
+
+def created_one_per_transaction(engine: Any, hook: Any, tasks: int, batched: bool) -> float:
+    """Each task in a transaction of its own, as a REST create does; returns the write
+    gate's hold per task in ms (wall). The baseline hands the hook ORM objects."""
+    plain = (lambda session, run, task: hook(session, run, task)) if not batched else hook
+    gate = gate_of(engine)
+    held = gate.held_s if gate else 0.0
+    for i in range(tasks):
+        item = TaskCreate.model_validate(task_fields(SITE, 10, 1_000_000 + i))
+        with session_scope(engine) as session:
+            create_tasks(session, [item], on_run_ready=plain)
+    return ((gate.held_s if gate else 0.0) - held) * 1000 / tasks
 
 
 def dispatch_recorded(engine: Any, batched: bool) -> None:
@@ -146,6 +168,8 @@ def measure(database: str, tasks: int, way: str, stages: Stages) -> None:
     if batched:
         with stages.stage("settle", way):
             settled(engine, hook)
+    with stages.stage(LONE, way):  # last: its runs stay queued
+        stages.gate_ms[way] = created_one_per_transaction(engine, hook, tasks, batched)
     engine.dispose()
 
 

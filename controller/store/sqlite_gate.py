@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -31,6 +32,8 @@ class WriteGate:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self.waiting = 0  # writers waiting now (for tests and diagnostics)
+        self.held_s = 0.0  # how long the gate has been held in all (for benchmarks)
+        self._since = 0.0
         self._free = threading.Condition()
         self._owner: int | None = None
         self._depth = 0
@@ -54,10 +57,14 @@ class WriteGate:
                     return False
             self._owner = me
             self._depth += 1
+            if self._depth == 1:
+                self._since = time.perf_counter()
             return True
 
     def leave(self) -> None:
         with self._free:
+            if self._depth == 1:
+                self.held_s += time.perf_counter() - self._since
             self._depth = max(0, self._depth - 1)
             if self._depth == 0:
                 self._owner = None
