@@ -17,7 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -28,6 +29,13 @@ router = APIRouter(tags=["metrics"])
 
 # Outcomes that point at the driver or the machine rather than at the task.
 DRIVER_ERROR_EVENTS = frozenset({"failed", "timed_out"})
+
+
+# Built once (the listener runs on every batch the event consumer applies).
+RUNS = Run.__table__
+CREATED_AT = sa_select(RUNS.c.id, RUNS.c.created_at).where(
+    RUNS.c.id.in_(bindparam("ids", expanding=True))
+)
 
 
 class StoreCollector(Collector):
@@ -90,9 +98,9 @@ class Metrics:
                 accepted.setdefault(message.command_id, message)
         if not accepted:
             return
-        with Session(self.engine) as session:
-            query = select(Run.id, Run.created_at).where(col(Run.id).in_(list(accepted)))
-            created = dict(session.exec(query).all())
+        with self.engine.connect() as connection:
+            rows = connection.execute(CREATED_AT, {"ids": list(accepted)})
+            created = {row.id: row.created_at for row in rows}
         for run_id, event in accepted.items():
             if run_id in created:
                 latency = (event.at - created[run_id]).total_seconds()
