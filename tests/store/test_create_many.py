@@ -76,15 +76,25 @@ def test_the_rows_of_a_call_go_in_one_statement_per_table_however_many(engine: E
 
 
 def _rows_of_one_task(engine: Engine, hook: object, key: str) -> dict[str, list[dict[str, object]]]:
-    """What creating one task stored, without ids, times and the run id."""
-    with session_scope(engine) as session:
-        ((task, _),) = create_tasks(
-            session,
-            [_write(1)],
-            idempotency_keys=[key],
-            on_run_ready=hook,  # type: ignore[arg-type]
-        )
-        task_id, run_id = task.id, task.latest_run_id
+    """What creating one task stored, without ids, times and the run id; under "writes",
+    whether the task was written twice (the one-object path updates it with its run)."""
+    writes: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        writes.append(" ".join(statement.split()[:2]))
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        with session_scope(engine) as session:
+            ((task, _),) = create_tasks(
+                session,
+                [_write(1)],
+                idempotency_keys=[key],
+                on_run_ready=hook,  # type: ignore[arg-type]
+            )
+            task_id, run_id = task.id, task.latest_run_id
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
     volatile = {
         *("id", "task_id", "run_id", "latest_run_id", "workflow_id", "first_run_id", "key"),
         *("at", "created_at", "updated_at", "not_after", "schedule_changed_at"),
@@ -112,6 +122,7 @@ def _rows_of_one_task(engine: Engine, hook: object, key: str) -> dict[str, list[
                         if k not in ("id", "task_id", "not_after", "created_at")}]  # fmt: skip
     for table in ("runs", "run_links"):
         assert rows[table], f"no {table} row"
+    rows["writes"] = [{"task updated": "UPDATE tasks" in writes}]
     return rows
 
 
@@ -127,7 +138,11 @@ def test_a_task_started_in_a_batch_stores_what_one_started_object_by_object_does
     def hook(session: object, run: object, task: object) -> None:  # a plain hook
         one_by_one(session, run, task)  # type: ignore[arg-type]
 
-    assert _rows_of_one_task(engine, batched, "k-batch") == _rows_of_one_task(engine, hook, "k-orm")
+    from_batch = _rows_of_one_task(engine, batched, "k-batch")
+    from_objects = _rows_of_one_task(engine, hook, "k-orm")
+    assert from_batch.pop("writes") == [{"task updated": False}]  # the batch path ran
+    assert from_objects.pop("writes") == [{"task updated": True}]
+    assert from_batch == from_objects
     assert batched.wake.is_set() and one_by_one.wake.is_set()
 
 
