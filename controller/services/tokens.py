@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from tme.controller.services.roles import ALL_SITES, Principal, Role, parse_sites
@@ -24,6 +25,14 @@ from tme.errors import AuthError, Forbidden, NotFound, ValidationError
 PREFIX = "tme"
 # Skip writing last_used_at on every request; a minute of precision is plenty.
 LAST_USED_PRECISION = timedelta(minutes=1)
+
+
+# Every request resolves its token: one query for the token and its user, built once.
+TOKEN_AND_USER = (
+    select(ApiToken, User)
+    .outerjoin(User, col(User.id) == col(ApiToken.user_id))
+    .where(col(ApiToken.key_id) == bindparam("key_id"))
+)
 
 
 @dataclass(frozen=True)
@@ -122,7 +131,8 @@ def resolve_token(session: Session, value: str, *, now: datetime | None = None) 
     parts = _split(value)
     if parts is None:
         raise AuthError("malformed token")
-    row = session.exec(select(ApiToken).where(ApiToken.key_id == parts[0])).first()
+    found = session.exec(TOKEN_AND_USER, params={"key_id": parts[0]}).first()
+    row, user = found if found is not None else (None, None)
     if row is None or not hmac.compare_digest(row.secret_hash, _digest(parts[1])):
         raise AuthError("unknown token")
     now = now or utcnow()
@@ -130,7 +140,6 @@ def resolve_token(session: Session, value: str, *, now: datetime | None = None) 
         raise AuthError("revoked token", details={"token_id": row.id})
     if row.expires_at <= now:
         raise AuthError("expired token", details={"token_id": row.id})
-    user = session.get(User, row.user_id)
     if user is None or user.disabled:
         raise AuthError("token of a disabled user", details={"token_id": row.id})
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_PRECISION:
