@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import event, insert
@@ -60,9 +60,9 @@ class _Start:
 
     run: dict[str, Any]
     link: dict[str, Any]
-    timeout_s: float | None = None  # with not_after and outbox: it goes to an agent
-    not_after: datetime | None = None
-    outbox: dict[str, Any] | None = None  # its body is encoded once the task has its id
+    # For a run that goes to an agent: its timeout and outbox row, whose body (the
+    # command) is encoded once the task has its id; the run row holds its not_after.
+    outbox: tuple[float, dict[str, Any]] | None = None
 
 
 @dataclass(slots=True)
@@ -105,12 +105,12 @@ class StartBatch:
         run = RunView(new_uuid(), 0, RunState.pending.value, "", None, now, None, None)
         self._events.append(pending_row(run.id, now, "created", "api"))
         link = _columns(new_link(run.id, now, cause="created", deadline_s=data.deadline_s))
-        start = _Start({}, link)
+        start, not_after = _Start({}, link), None
         if dispatched_to_agent(task):
-            start.timeout_s = task.timeout_s or self.default_timeout_s
             queue_s = data.queue_timeout_s or self.queue_timeout_s
-            start.not_after = now + timedelta(seconds=queue_s)
-            start.outbox = _columns(Outbox(run_id=run.id, site=task.site or "", body=""))
+            not_after = now + timedelta(seconds=queue_s)
+            row = _columns(Outbox(run_id=run.id, site=task.site or "", body=""))
+            start.outbox = (task.timeout_s or self.default_timeout_s, row)
             queued = move(run, Hop(RunState.queued, QUEUED_REASON, at=now))
             self._events.extend([queued] if queued else [])
         start.run = {
@@ -120,7 +120,7 @@ class StartBatch:
             "attempt": 1,
             "reason": run.reason,
             "result": None,
-            "not_after": start.not_after,
+            "not_after": not_after,
             "created_at": now,
             "updated_at": run.updated_at,
             "started_at": None,
@@ -144,10 +144,11 @@ class StartBatch:
                 continue
             rows["runs"].append({**start.run, "task_id": task_id})
             rows["links"].append(start.link)
-            if start.outbox is not None and start.timeout_s and start.not_after:
-                run_id = start.run["id"]
-                command = command_of(run_id, 1, planned.task, start.timeout_s, start.not_after)
-                rows["outbox"].append({**start.outbox, "body": command.to_json().decode()})
+            if start.outbox is not None:
+                timeout_s, outbox = start.outbox
+                run = start.run
+                command = command_of(run["id"], 1, planned.task, timeout_s, run["not_after"])
+                rows["outbox"].append({**outbox, "body": command.to_json().decode()})
         for name, statement in INSERTS:
             if rows[name]:
                 session.execute(statement, rows[name])
