@@ -287,9 +287,10 @@ def offered(created: dict[str, float]) -> str:
 
 
 def tme_scenario(
-    agents: int, count: int, paced_s: float, plants: dict[int, int], db: str
+    agents: int, count: int, paced_s: float, plants: dict[int, int], db: str, parts: str = "all"
 ) -> list[Row]:
-    """`plants` maps each simulated plant's port to its process id."""
+    """`plants` maps each simulated plant's port to its process id; `parts` is "all",
+    "bursts" or "paced"."""
     site = f"bench-{uuid.uuid4().hex[:8]}"
     finals = Finals()
     rows: list[Row] = []
@@ -338,30 +339,47 @@ def tme_scenario(
             rows.append(row)
             return row
 
-        burst("service create", lambda: create_by_service(app, site, agents, 1_000_000, count))
-        api: list[float] = []
-
-        def rest() -> dict[str, float]:
-            created, rate = create_by_rest(url, token, site, agents, count, stack)
-            api.append(rate)
-            return created
-
-        row = burst(f"REST create ({REST_THREADS} thr)", rest)
-        row.note = "; ".join(filter(None, [f"API took {api[0]:,.0f} creates/s", row.note]))
-        burst(
-            f"REST batch create ({SERVICE_CHUNK}/req)",
-            lambda: create_by_rest_batch(url, token, site, agents, 2_000_000, count),
-        )
-        for how, create in (
-            ("REST", lambda: create_paced(url, token, site, agents, paced_s)),
-            ("service", lambda: create_paced_service(app, site, agents, paced_s)),
-        ):
-            created = create()
-            row = finals.measure(f"{label}, {how} paced {PACED_RATE:.0f}/s", created, 120)
-            row.note = "; ".join(filter(None, [offered(created), row.note]))
-            rows.append(row)
-            print_hops(f"{label}, {how} paced", hop_breakdown(engine, created, finals))
+        if parts in ("all", "bursts"):
+            bursts(burst, label, app, url, token, site, agents, count, stack)
+        if parts in ("all", "paced"):
+            for how, create in (
+                ("REST", lambda: create_paced(url, token, site, agents, paced_s)),
+                ("service", lambda: create_paced_service(app, site, agents, paced_s)),
+            ):
+                created = create()
+                row = finals.measure(f"{label}, {how} paced {PACED_RATE:.0f}/s", created, 120)
+                row.note = "; ".join(filter(None, [offered(created), row.note]))
+                rows.append(row)
+                print_hops(f"{label}, {how} paced", hop_breakdown(engine, created, finals))
     return rows
+
+
+def bursts(
+    burst: Any,
+    label: str,
+    app: Any,
+    url: str,
+    token: str,
+    site: str,
+    agents: int,
+    count: int,
+    stack: ExitStack,
+) -> None:
+    """The three throughput rows: in-process, REST one per request, REST batches."""
+    burst("service create", lambda: create_by_service(app, site, agents, 1_000_000, count))
+    api: list[float] = []
+
+    def rest() -> dict[str, float]:
+        created, rate = create_by_rest(url, token, site, agents, count, stack)
+        api.append(rate)
+        return created
+
+    row = burst(f"REST create ({REST_THREADS} thr)", rest)
+    row.note = "; ".join(filter(None, [f"API took {api[0]:,.0f} creates/s", row.note]))
+    burst(
+        f"REST batch create ({SERVICE_CHUNK}/req)",
+        lambda: create_by_rest_batch(url, token, site, agents, 2_000_000, count),
+    )
 
 
 def hop_breakdown(
@@ -414,6 +432,7 @@ def print_table(rows: list[Row]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global PACED_RATE
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (fewer tasks)")
     parser.add_argument("--agents", type=int, nargs="+", default=[10, 100])
@@ -421,13 +440,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database", default="", help="controller DB URL (default: SQLite)")
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument(
+        "--only", choices=("all", "bursts", "paced"), default="all", help="which TME rows to run"
+    )
+    parser.add_argument("--rate", type=float, default=PACED_RATE, help="paced rows' tasks/s")
+    parser.add_argument("--paced-s", type=float, help="seconds per paced row (3 quick, 10)")
+    parser.add_argument(
         "--mqtt",
         default="own",
         help="MQTT broker URL, or 'own' (default): start a Mosquitto configured for a site",
     )
     args = parser.parse_args(argv)
+    PACED_RATE = args.rate
     count = args.count or (1_000 if args.quick else 5_000)
-    paced_s = 3.0 if args.quick else 10.0
+    paced_s = args.paced_s or (3.0 if args.quick else 10.0)
     rows: list[Row] = []
     global MQTT
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tme-bench-mq-") as mq:
@@ -444,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.extend(celery_peer(AMQP, count, paced_s, PACED_RATE, ports[0]))
             print_table(rows[-2:])
         for agents in args.agents:
-            rows.extend(tme_scenario(agents, count, paced_s, plants, args.database))
+            rows.extend(tme_scenario(agents, count, paced_s, plants, args.database, args.only))
             print_table(rows[-5:])
         rss = agent_idle_rss(MQTT, ports[0])
         rows.append(Row("agent idle RSS (1 modbus device)", 1, None, note=f"{rss:.1f} MB"))
