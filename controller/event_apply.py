@@ -9,12 +9,16 @@ second time.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
+from sqlalchemy import bindparam, update
 from sqlmodel import Session, select
 
 from tme.controller.services.hop_batch import HopBatch
 from tme.controller.services.runs import Hop, applied_event_ids
 from tme.controller.store.models import Agent, Device, Site, utcnow
+from tme.controller.store.workflow_models import RunLink
+from tme.controller.workflow import Finished, settle_finished
 from tme.protocol import Event, Presence
 from tme.states import RunState
 
@@ -33,30 +37,53 @@ EVENT_STATES: dict[str, RunState] = {
 }
 
 
-def apply_messages(session: Session, messages: list[Event | Presence]) -> list[bool]:
-    """Apply a batch in arrival order; for each message, whether it moved a run.
+LINKS = RunLink.__table__
+# Built once: the agent said these runs never touched the machine (a retry may follow).
+NOT_STARTED = (
+    update(LINKS)
+    .where(LINKS.c.run_id.in_(bindparam("ids", expanding=True)))
+    .values(not_started=True)
+)
+
+
+@dataclass(slots=True)
+class Applied:
+    moved: list[bool]  # for each message, whether it moved a run
+    to_settle: int  # runs made final here that are left for the workflow pass
+
+
+def apply_messages(session: Session, messages: list[Event | Presence]) -> Applied:
+    """Apply a batch in arrival order.
 
     The batch's runs and the event ids already applied are read up front, and every
     hop and log line is written at the end in one statement per table (HopBatch).
+    Runs that reach a final state are settled in the same transaction when settling
+    only marks their link (workflow.settle_finished); the others are counted in
+    `to_settle`, for the workflow pass.
     """
     events = [m for m in messages if isinstance(m, Event)]
     batch = HopBatch(session, (e.command_id for e in events))
     with_lines = [e.id for e in events if e.line is not None]
     seen = applied_event_ids(session, (e.id for e in events), with_lines)
-    moved = []
+    moved, not_started = [], set()
     for message in messages:
         if isinstance(message, Event):
             moved.append(_apply_event(batch, message, seen))
+            if moved[-1] and message.not_started:
+                not_started.add(message.command_id)
         else:
             apply_presence(session, message)
             moved.append(False)
     batch.write()
-    return moved
+    if not_started:
+        session.execute(NOT_STARTED, {"ids": sorted(not_started)})
+    finished = (Finished(r.id, r.task_id, r.state, r.id) for r in batch.finished)
+    return Applied(moved, settle_finished(session, finished))
 
 
 def apply_event(session: Session, event: Event) -> bool:
     """Apply one run event; False when it changed nothing (duplicate, unknown run, log only)."""
-    (moved,) = apply_messages(session, [event])
+    (moved,) = apply_messages(session, [event]).moved
     return moved
 
 

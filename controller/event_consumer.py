@@ -47,6 +47,9 @@ class EventConsumer:
         self.binding = binding
         self.listeners: list[Listener] = []
         self.batch_listeners: list[BatchListener] = []
+        # Called after a commit that left finished runs for the workflow pass
+        # (the controller wakes its scheduling thread).
+        self.on_to_settle: Callable[[], None] | None = None
         self._consumer: Consumer | None = None
 
     def start(self) -> None:
@@ -86,7 +89,9 @@ class EventConsumer:
 
     def _apply(self, messages: list[Event | Presence]) -> None:
         with session_scope(self.engine) as session:
-            apply_messages(session, messages)
+            applied = apply_messages(session, messages)
+        if applied.to_settle and self.on_to_settle is not None:
+            self.on_to_settle()
         for batch_listener in self.batch_listeners:
             _tell(batch_listener, messages)
         for message in messages:

@@ -45,7 +45,7 @@ class ControllerRuntime:
             binding=settings.broker.events_binding,
         )
         self.scheduling = Scheduling(engine, self.on_run_ready, settings)
-        self.events.listeners.append(self.scheduling.on_event)
+        self.events.on_to_settle = self.scheduling.wake
         self.events.listeners.append(self.dispatcher.on_message)
 
     def start(self) -> None:

@@ -26,10 +26,8 @@ from tme.controller.scheduler_lease import Lease
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import utcnow
-from tme.controller.store.workflow_models import RunLink
 from tme.controller.watchdog import GRACE_S, check_timeouts
 from tme.controller.workflow import settle_pending
-from tme.protocol import FINAL_EVENT_TYPES, Event, Presence
 
 log = logging.getLogger("tme.scheduler")
 
@@ -80,18 +78,6 @@ class Scheduling:
             self.lease.release()
 
     def wake(self) -> None:
-        self._wake.set()
-
-    def on_event(self, message: Event | Presence) -> None:
-        """Event-consumer listener: keep an agent's "never started" and settle at once."""
-        if not isinstance(message, Event) or message.type not in FINAL_EVENT_TYPES:
-            return
-        if message.not_started:
-            with session_scope(self.engine) as session:
-                link = session.get(RunLink, message.command_id)
-                if link is not None:
-                    link.not_started = True
-                    session.add(link)
         self._wake.set()
 
     def _loop(self) -> None:

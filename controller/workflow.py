@@ -12,7 +12,8 @@ run (the link's `settled` flag, claimed in the same transaction):
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, func, or_, update
 from sqlalchemy import select as core_select
@@ -95,10 +96,7 @@ def settle_pending(session: Session, hook: RunReadyHook | None) -> int:
         {"after": cursor.last_event_id - LOOKBACK, "limit": BATCH + LOOKBACK},
     ).all()
     settling = [r for r in rows if r.from_state is None or not RunState(r.from_state).is_final]
-    task_ids = {r.task_id for r in settling}
-    predecessors = _predecessors_among(session, task_ids)
-    holding = _holding_among(session, task_ids)
-    plain = {r.run_id for r in settling if _only_settles(r, predecessors, holding)}
+    plain, predecessors, holding = _plain_among(session, settling)
     settled = _mark_settled(session, plain)
     runs = load_runs(session, {r.run_id for r in settling} - plain)
     _load_links(session, list(runs))
@@ -112,6 +110,35 @@ def settle_pending(session: Session, hook: RunReadyHook | None) -> int:
         cursor.last_event_id = max(cursor.last_event_id, last)  # all between were settled
     session.add(cursor)
     return settled
+
+
+class Finished(NamedTuple):
+    """A run that has just reached a final state, as settling it needs to see it."""
+
+    run_id: str
+    task_id: int
+    to_state: str
+    linked: str | None  # its link's run id; None: the run has no link yet
+
+
+def settle_finished(session: Session, finished: Iterable[Finished]) -> int:
+    """Settle, in the transaction that made them final, the runs whose settling only marks
+    their link (see `_only_settles`); return how many are left for `settle_pending`."""
+    finished = list(finished)
+    if not finished:
+        return 0
+    plain, _predecessors, _holding = _plain_among(session, finished)
+    return len(finished) - _mark_settled(session, plain)
+
+
+def _plain_among(session: Session, rows: list[Any]) -> tuple[set[str], set[int], set[int]]:
+    """The runs among `rows` whose settling only marks their link, with the rows' tasks
+    that have dependents and those with runs held in their overlap queue."""
+    task_ids = {r.task_id for r in rows}
+    predecessors = _predecessors_among(session, task_ids)
+    holding = _holding_among(session, task_ids)
+    plain = {r.run_id for r in rows if _only_settles(r, predecessors, holding)}
+    return plain, predecessors, holding
 
 
 def _only_settles(row: Any, predecessors: set[int], holding: set[int]) -> bool:

@@ -95,6 +95,7 @@ class HopBatch:
         self._logs: list[dict[str, Any]] = []
         self._changed: dict[str, RunView] = {}
         self._moved: dict[str, RunView] = {}
+        self.finished: list[RunView] = []  # runs moved into a final state, in that order
 
     def record(self, run_id: str, hop: Hop) -> bool:
         """`runs.record_hop` for a run of the batch (the caller deduplicates event ids):
@@ -112,6 +113,8 @@ class HopBatch:
         self._events.append(row)
         self._changed[run.id] = run
         self._moved[run.id] = run
+        if hop.target.is_final:
+            self.finished.append(run)
         return True
 
     def log(self, run_id: str, text: str, at: datetime | None, event_id: str | None) -> None:

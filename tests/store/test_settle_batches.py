@@ -1,6 +1,8 @@
 """Settling finished runs in a batch: a run whose settling only marks its link (an
 outcome never retried, a task without dependents or held runs) is settled by one
-statement for the batch, without loading it; the others are settled one by one."""
+statement for the batch, without loading it; the others are settled one by one.
+The event consumer settles such runs in the transaction that finished them and
+leaves (and wakes the workflow pass for) only the others."""
 
 from __future__ import annotations
 
@@ -10,7 +12,11 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
+from tme.bus.base import Delivery
+from tme.bus.registry import open_bus
 from tme.config import Settings
+from tme.controller.event_apply import Applied, apply_messages
+from tme.controller.event_consumer import EventConsumer
 from tme.controller.run_ready import RunReady
 from tme.controller.services.runs import transition
 from tme.controller.services.tasks import create_tasks
@@ -18,6 +24,7 @@ from tme.controller.store.db import session_scope
 from tme.controller.store.models import Run
 from tme.controller.store.workflow_models import RunLink
 from tme.controller.workflow import settle_pending
+from tme.protocol import Event
 from tme.schemas import TaskCreate
 from tme.states import RunState
 
@@ -84,3 +91,76 @@ def test_a_run_that_may_be_retried_is_settled_with_its_retry(engine: Engine) -> 
         (task_id,) = session.exec(select(Run.task_id).where(Run.id == failed[0]))
         attempts = sorted(session.exec(select(Run.attempt).where(Run.task_id == task_id)))
     assert attempts == [1, 2]
+
+
+# --- settling in the transaction that applies the final event ----------------------
+
+
+def _write_tasks(engine: Engine, count: int, **fields: object) -> list[tuple[int, str]]:
+    """`count` queued modbus writes for agent a1 of site s1: (task id, run id) each."""
+    target = {"site": "s1", "agent": "a1", "device": "pump1"}
+    write = {"op": "modbus.write", "target": target, "params": {"point": "speed", "value": 1}}
+    items = [TaskCreate.model_validate({"name": f"w{i}", **write, **fields}) for i in range(count)]
+    with session_scope(engine) as session:
+        made = create_tasks(session, items, on_run_ready=RunReady(Settings(), threading.Event()))
+        return [(task.id or 0, str(task.latest_run_id)) for task, _ in made]
+
+
+def _finish(engine: Engine, run_id: str, kind: str, **fields: object) -> Applied:
+    started = Event(command_id=run_id, type="started", site="s1", agent="a1")
+    final = Event(command_id=run_id, type=kind, site="s1", agent="a1", **fields)  # type: ignore[arg-type]
+    with session_scope(engine) as session:
+        return apply_messages(session, [started, final])
+
+
+def test_a_plain_run_is_settled_by_the_event_that_finished_it(engine: Engine) -> None:
+    """No workflow pass needed: the consumer's transaction marks its link settled."""
+    ((_, run_id),) = _write_tasks(engine, 1)
+    applied = _finish(engine, run_id, "succeeded", result={"value": 1})
+    assert applied.to_settle == 0
+    assert _unsettled(engine, [run_id]) == []
+
+
+def test_runs_with_more_to_do_are_left_for_the_workflow_pass(engine: Engine) -> None:
+    """A retried outcome, a task with a dependent: counted in to_settle, settled by the
+    workflow pass (which plans the retry)."""
+    ((predecessor, after_id),) = _write_tasks(engine, 1)
+    dependent = {"name": "flush", "depends_on": [{"task": predecessor, "on": "success"}]}
+    with session_scope(engine) as session:
+        create_tasks(session, [TaskCreate.model_validate(dependent)], on_run_ready=None)
+    ((retried, failed_id),) = _write_tasks(engine, 1, retries={"max": 2})
+    assert _finish(engine, after_id, "succeeded").to_settle == 1
+    assert _finish(engine, failed_id, "failed", not_started=True).to_settle == 1
+    assert sorted(_unsettled(engine, [after_id, failed_id])) == sorted([after_id, failed_id])
+    with session_scope(engine) as session:
+        assert settle_pending(session, None) == 2
+    with session_scope(engine) as session:
+        attempts = sorted(session.exec(select(Run.attempt).where(Run.task_id == retried)))
+    assert attempts == [1, 2]  # a write that never started is retried
+
+
+def test_never_started_is_recorded_with_the_final_event(engine: Engine) -> None:
+    """The agent's "never started" lands in the same transaction as the failure, so no
+    workflow pass can settle the run before it is known (a write would not be retried)."""
+    ((_, quiet), (_, told)) = _write_tasks(engine, 2, retries={"max": 2})
+    _finish(engine, quiet, "failed")
+    _finish(engine, told, "failed", not_started=True)
+    with session_scope(engine) as session:
+        flags = dict(session.exec(select(RunLink.run_id, RunLink.not_started)).all())
+    assert (flags[quiet], flags[told]) == (False, True)
+
+
+def test_the_consumer_wakes_the_workflow_pass_only_for_what_is_left(engine: Engine) -> None:
+    ((_, plain), (_, retried)) = _write_tasks(engine, 2, retries={"max": 2})
+    consumer = EventConsumer(engine, open_bus("memory://settle"))  # the bus is not used here
+    woken: list[int] = []
+    consumer.on_to_settle = lambda: woken.append(1)
+
+    def deliver(run_id: str, kind: str) -> None:
+        body = Event(command_id=run_id, type=kind, site="s1", agent="a1").to_json()
+        assert consumer.handle_batch([Delivery(body=body, routing_key="s1.a1")]) == [None]
+
+    deliver(plain, "succeeded")
+    assert woken == []
+    deliver(retried, "failed")
+    assert woken == [1]
