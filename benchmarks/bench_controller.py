@@ -14,7 +14,10 @@ controller does it, and the one-object-at-a-time ORM way it replaced (the baseli
 - create, 1 per tx: one task per transaction, as a REST create does, its rows built
   before the first write (StartBatch) vs the run-ready hook given ORM objects; below
   the table, how long each such create held SQLite's writer slot (the write gate),
-  which the dispatcher and the event consumer wait for.
+  which the dispatcher and the event consumer wait for;
+- 4 hops, 1 per tx: those tasks' four hops applied one event per transaction, as the
+  event consumer does when events arrive apart (at 100 tasks/s, most batches hold one),
+  including settling the finished run.
 Figures are CPU milliseconds of this thread per task; printed, never asserted.
 """
 
@@ -51,6 +54,8 @@ SITE = "bench-site"
 CREATE_CHUNK, DISPATCH_CHUNK, EVENT_CHUNK = 100, 500, 200
 HOPS = ("delivered", "accepted", "started", "succeeded")
 LONE = "create, 1 per tx"
+LONE_HOPS = "4 hops, 1 per tx"
+ALONE = (LONE, LONE_HOPS)  # stages of a task on its own, apart from the batched path
 
 
 class Stages:
@@ -77,7 +82,7 @@ class Stages:
             ratio = f"  {before / now:4.1f}x less" if now and before else ""
             print(f"{name:<22} {cells[0]} {cells[1]}{ratio}")
         for way in ("controller", "baseline"):  # a task's path: lone creates are apart
-            total = sum(v for (n, w), v in self.ms.items() if w == way and n != LONE)
+            total = sum(v for (n, w), v in self.ms.items() if w == way and n not in ALONE)
             print(f"{'total, ' + way:<22} {total:11.3f}")
         held = "  ".join(f"{way} {ms:.3f}" for way, ms in self.gate_ms.items())
         print(f"\nwrite gate held per lone create (ms, wall): {held}")
@@ -97,17 +102,21 @@ def run_ids_created(engine: Any, hook: Any, tasks: int, batched: bool) -> list[s
     return ids
 
 
-def created_one_per_transaction(engine: Any, hook: Any, tasks: int, batched: bool) -> float:
+def created_one_per_transaction(
+    engine: Any, hook: Any, tasks: int, batched: bool
+) -> tuple[float, list[str]]:
     """Each task in a transaction of its own, as a REST create does; returns the write
-    gate's hold per task in ms (wall). The baseline hands the hook ORM objects."""
+    gate's hold per task in ms (wall) and the runs. The baseline hands the hook ORM objects."""
     plain = (lambda session, run, task: hook(session, run, task)) if not batched else hook
     gate = gate_of(engine)
     held = gate.held_s if gate else 0.0
+    ids = []
     for i in range(tasks):
         item = TaskCreate.model_validate(task_fields(SITE, 10, 1_000_000 + i))
         with session_scope(engine) as session:
-            create_tasks(session, [item], on_run_ready=plain)
-    return ((gate.held_s if gate else 0.0) - held) * 1000 / tasks
+            ((task, _),) = create_tasks(session, [item], on_run_ready=plain)
+            ids.append(str(task.latest_run_id))
+    return ((gate.held_s if gate else 0.0) - held) * 1000 / tasks, ids
 
 
 def dispatch_recorded(engine: Any, batched: bool) -> None:
@@ -130,13 +139,15 @@ def dispatch_recorded(engine: Any, batched: bool) -> None:
                 record_hop(session, run, RunState.dispatched, reason="confirmed by broker", at=now)
 
 
-def hops_applied(engine: Any, run_ids: list[str], kind: str, batched: bool) -> None:
+def hops_applied(
+    engine: Any, run_ids: list[str], kind: str, batched: bool, chunk_size: int = EVENT_CHUNK
+) -> None:
     events = [
         Event(command_id=r, type=kind, site=SITE, agent="a000")  # type: ignore[arg-type]
         for r in run_ids
     ]
-    for start in range(0, len(events), EVENT_CHUNK):
-        chunk = events[start : start + EVENT_CHUNK]
+    for start in range(0, len(events), chunk_size):
+        chunk = events[start : start + chunk_size]
         with session_scope(engine) as session:
             if batched:
                 apply_messages(session, list(chunk))
@@ -168,8 +179,11 @@ def measure(database: str, tasks: int, way: str, stages: Stages) -> None:
     if batched:
         with stages.stage("settle", way):
             settled(engine, hook)
-    with stages.stage(LONE, way):  # last: its runs stay queued
-        stages.gate_ms[way] = created_one_per_transaction(engine, hook, tasks, batched)
+    with stages.stage(LONE, way):
+        stages.gate_ms[way], lone = created_one_per_transaction(engine, hook, tasks, batched)
+    with stages.stage(LONE_HOPS, way):  # as events arrive at a low rate: one per batch
+        for kind in HOPS:
+            hops_applied(engine, lone, kind, batched, chunk_size=1)
     engine.dispose()
 
 
