@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, or_, update
+from sqlalchemy import bindparam, func, literal, or_, union_all, update
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
@@ -59,17 +59,16 @@ FINAL_HOPS = (
 )
 DEPS = TaskDependency.__table__
 # Built once, like the statements above: which of some tasks have dependents, and
-# which have runs held in their overlap queue.
-WITH_DEPENDENTS = (
-    core_select(DEPS.c.predecessor_id)
+# which have runs held in their overlap queue, in one query.
+DEPENDENTS, HELD = 1, 2
+TASKS_WITH_MORE = union_all(
+    core_select(DEPS.c.predecessor_id, literal(DEPENDENTS))
     .where(DEPS.c.predecessor_id.in_(bindparam("ids", expanding=True)))
-    .distinct()
-)
-HOLDING = (
-    core_select(RUNS.c.task_id)
+    .distinct(),
+    core_select(RUNS.c.task_id, literal(HELD))
     .join(LINKS, LINKS.c.run_id == RUNS.c.id)
     .where(RUNS.c.task_id.in_(bindparam("ids", expanding=True)), LINKS.c.held.is_(True))
-    .distinct()
+    .distinct(),
 )
 MARK_SETTLED = (
     update(LINKS)
@@ -125,18 +124,15 @@ def settle_finished(session: Session, finished: Iterable[Finished]) -> int:
     """Settle, in the transaction that made them final, the runs whose settling only marks
     their link (see `_only_settles`); return how many are left for `settle_pending`."""
     finished = list(finished)
-    if not finished:
-        return 0
-    plain, _predecessors, _holding = _plain_among(session, finished)
+    candidates = [f for f in finished if RunState(f.to_state) not in RETRY_ON]
+    plain = _plain_among(session, candidates)[0] if candidates else set()
     return len(finished) - _mark_settled(session, plain)
 
 
 def _plain_among(session: Session, rows: list[Any]) -> tuple[set[str], set[int], set[int]]:
     """The runs among `rows` whose settling only marks their link, with the rows' tasks
     that have dependents and those with runs held in their overlap queue."""
-    task_ids = {r.task_id for r in rows}
-    predecessors = _predecessors_among(session, task_ids)
-    holding = _holding_among(session, task_ids)
+    predecessors, holding = _tasks_with_more(session, {r.task_id for r in rows})
     plain = {r.run_id for r in rows if _only_settles(r, predecessors, holding)}
     return plain, predecessors, holding
 
@@ -169,24 +165,18 @@ def _load_links(session: Session, run_ids: list[str]) -> None:
         keep_loaded(session, session.exec(select(RunLink).where(col(RunLink.run_id).in_(chunk))))
 
 
-def _predecessors_among(session: Session, task_ids: set[int]) -> set[int]:
-    """Which of these tasks have dependents (the others have no step to advance)."""
-    return _tasks_among(session, WITH_DEPENDENTS, task_ids)
-
-
-def _holding_among(session: Session, task_ids: set[int]) -> set[int]:
-    """Which of these tasks have runs waiting in their overlap queue (the others have
-    none to release). Runs are held only by a schedule or trigger firing, never while
-    settling, so what this finds stays true for the batch."""
-    return _tasks_among(session, HOLDING, task_ids)
-
-
-def _tasks_among(session: Session, query: Any, task_ids: set[int]) -> set[int]:
-    found: set[int] = set()
+def _tasks_with_more(session: Session, task_ids: set[int]) -> tuple[set[int], set[int]]:
+    """Which of these tasks have dependents (the others have no step to advance), and
+    which have runs waiting in their overlap queue (the others have none to release).
+    Runs are held only by a schedule or trigger firing, never while settling, so what
+    this finds stays true for the batch."""
+    found: dict[int, set[int]] = {DEPENDENTS: set(), HELD: set()}
     ordered = sorted(task_ids)
     for start in range(0, len(ordered), 500):
-        found.update(session.execute(query, {"ids": ordered[start : start + 500]}).scalars())
-    return found
+        rows = session.execute(TASKS_WITH_MORE, {"ids": ordered[start : start + 500]})
+        for task_id, why in rows:
+            found[why].add(task_id)
+    return found[DEPENDENTS], found[HELD]
 
 
 def ensure_link(session: Session, run: Run) -> RunLink:
