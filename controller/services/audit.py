@@ -18,11 +18,11 @@ import hmac
 import json
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, insert, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -65,7 +65,7 @@ def key_for(engine: Engine) -> bytes:
     return _KEYS.get(engine) or _configured_key()
 
 
-def _canonical(entry: AuditEntry) -> bytes:
+def _canonical(entry: AuditEntry | Appended) -> bytes:
     fields = [
         entry.id,
         entry.at.isoformat(),
@@ -80,7 +80,7 @@ def _canonical(entry: AuditEntry) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
-def row_mac(entry: AuditEntry, key: bytes) -> str:
+def row_mac(entry: AuditEntry | Appended, key: bytes) -> str:
     return hmac.new(key, ROW_DOMAIN + _canonical(entry), hashlib.sha256).hexdigest()
 
 
@@ -98,7 +98,7 @@ def record(
     outcome: str = "ok",
     client: str = "",
     details: dict[str, Any] | None = None,
-) -> AuditEntry:
+) -> Appended:
     """Append one row, move the head to it, and commit both; return once committed."""
     fields = {
         "actor": actor[:64],
@@ -115,7 +115,7 @@ def record(
 class _Append:
     fields: dict[str, Any]
     done: bool = False
-    entry: AuditEntry | None = None
+    entry: Appended | None = None
     error: BaseException | None = None
 
 
@@ -132,7 +132,7 @@ class _GroupAppender:
         self._waiting: list[tuple[Engine, _Append]] = []
         self._writing = False
 
-    def append(self, engine: Engine, item: _Append) -> AuditEntry:
+    def append(self, engine: Engine, item: _Append) -> Appended:
         with self._cond:
             self._waiting.append((engine, item))
             while not item.done:
@@ -185,40 +185,71 @@ def _write_alone(engine: Engine, item: _Append) -> None:
     item.done = True
 
 
-def _append_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[AuditEntry]:
+AUDIT, HEADS = AuditEntry.__table__, AuditHead.__table__
+# Built once: an append is a handful of small statements.
+READ_HEAD = select(HEADS.c.last_id, HEADS.c.last_hash).where(HEADS.c.id == 1)
+NEWEST_ROW = select(AUDIT.c.id, AUDIT.c.hash).order_by(AUDIT.c.id.desc()).limit(1)
+INSERT_ROWS = insert(AUDIT)
+INSERT_HEAD = insert(HEADS)
+MOVE_HEAD = (
+    update(HEADS)
+    .where(HEADS.c.id == 1)
+    .values(
+        last_id=bindparam("b_last_id"), last_hash=bindparam("b_last_hash"), mac=bindparam("b_mac")
+    )
+)
+
+
+@dataclass(frozen=True)
+class Appended:
+    """A row as appended: the fields `verify_chain` checks its MAC over."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    outcome: str
+    client: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+def _append_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[Appended]:
     """Chain `rows` after the newest row, which the head names (a log from before the
     head existed is read for its newest row once). Each row gets the next id and its
     MAC before anything is written, computed from the values as they are stored
-    (`record` gives details in their JSON form), so the transaction writes the rows and
-    the head in one flush and reads nothing back. Appends are serialised (in-process,
-    and by an advisory lock on PostgreSQL); an id taken meanwhile by another writer
-    fails the INSERT rather than forking the chain."""
+    (`record` gives details in their JSON form), so the transaction writes the rows in
+    one INSERT, moves the head, and reads nothing back. Appends are serialised
+    (in-process, and by an advisory lock on PostgreSQL); an id taken meanwhile by
+    another writer fails the INSERT rather than forking the chain."""
     key = key_for(engine)
-    entries: list[AuditEntry] = []
+    entries: list[Appended] = []
     with session_scope(engine) as session:
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
-        head = session.get(AuditHead, 1)
-        if head is None:
-            newest = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(1)
-            last = session.exec(newest).first()
-            previous, last_id = (last.hash, last.id or 0) if last else ("", 0)
-            head = AuditHead(id=1, mac="")
-        else:
-            previous, last_id = head.last_hash, head.last_id
+        connection = session.connection()
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
+        head = connection.execute(READ_HEAD).first()
+        last = head or connection.execute(NEWEST_ROW).first()
+        last_id, previous = (int(last[0]), str(last[1])) if last else (0, "")
         for fields in rows:
             # Details in the form they are stored and read back in (a tuple becomes a
             # list), so the MAC computed here matches the row `verify_chain` reads.
-            stored = {**fields, "details": json.loads(json.dumps(fields["details"]))}
+            details = json.loads(json.dumps(fields["details"]))
             last_id += 1
-            entry = AuditEntry(id=last_id, at=utcnow(), prev_hash=previous, hash="", **stored)
-            entry.hash = row_mac(entry, key)
+            unsigned = Appended(
+                last_id, utcnow(), **{**fields, "details": details}, prev_hash=previous, hash=""
+            )
+            entry = replace(unsigned, hash=row_mac(unsigned, key))
             entries.append(entry)
             previous = entry.hash
-        session.add_all(entries)
-        head.last_id, head.last_hash = last_id, previous
-        head.mac = head_mac(head.last_id, head.last_hash, key)
-        session.add(head)
+        connection.execute(INSERT_ROWS, [asdict(entry) for entry in entries])
+        moved = {"last_id": last_id, "last_hash": previous, "mac": head_mac(last_id, previous, key)}
+        if head is None:
+            connection.execute(INSERT_HEAD, {"id": 1, **moved})
+        else:
+            connection.execute(MOVE_HEAD, {f"b_{name}": value for name, value in moved.items()})
     return entries
 
 

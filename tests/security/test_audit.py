@@ -141,6 +141,23 @@ def test_removed_newest_row_and_head_are_detected(test_client, app_engine) -> No
     ]
 
 
+def test_a_log_from_before_the_head_chains_on_from_its_newest_row(test_client, app_engine) -> None:  # type: ignore[no-untyped-def]
+    """A log written before the head record existed: the next append links to its
+    newest row, and the head is created naming the new one."""
+    _changes(test_client)
+    with app_engine.begin() as connection:
+        connection.execute(text("DELETE FROM audit_head"))
+    before = _rows(app_engine)
+    test_client.post("/api/v1/tasks", json={"name": "after the head"})
+    after = _rows(app_engine)
+    assert len(after) == len(before) + 1
+    assert after[-1].prev_hash == before[-1].hash
+    with session_scope(app_engine) as session:
+        head = session.get(AuditHead, 1)
+        assert head is not None and (head.last_id, head.last_hash) == (after[-1].id, after[-1].hash)
+    assert _verify(app_engine) == []
+
+
 def test_a_row_mac_cannot_stand_in_for_the_head(test_client, app_engine) -> None:  # type: ignore[no-untyped-def]
     """Cut the newest row and point the head at the row before with a MAC the attacker
     holds (the removed row's): the head's own domain makes it fail."""
