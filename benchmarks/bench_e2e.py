@@ -20,6 +20,10 @@ process on the path (benchmarks/cpu_meter.py).
 The paced rows create one task at a time at 100/s, through the REST API and in-process
 (the delivery path without a request in front of it); their note says what rate the
 caller managed to offer, which is lower when each create takes longer than 10 ms.
+
+    --only paced --rate 20 --paced-s 5     the delivery path's floor, hop by hop
+    TME_BENCH_PROFILE=/tmp/prof ...        a CPU profile (yappi) of each child process
+                                           (gateway, agents, plants) into that directory
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -51,6 +52,33 @@ def _serve_until_stdin_closes(stack: ExitStack) -> None:
     with stack:
         print("ready", flush=True)
         sys.stdin.read()  # the benchmark closes our stdin to stop us
+        _write_profile()
+
+
+PROFILE_DIR = os.environ.get("TME_BENCH_PROFILE", "")  # profile each role process into it
+
+
+def _start_profile() -> None:
+    if PROFILE_DIR:
+        import yappi
+
+        yappi.set_clock_type("cpu")
+        yappi.start()
+
+
+def _write_profile() -> None:
+    """CPU profile of this process (all threads), most costly functions first."""
+    if not PROFILE_DIR:
+        return
+    import yappi
+
+    yappi.stop()
+    path = Path(PROFILE_DIR) / f"{sys.argv[1]}-{os.getpid()}.txt"
+    columns = {0: ("name", 110), 1: ("ncall", 9), 2: ("tsub", 9), 3: ("ttot", 9)}
+    with path.open("w") as out:
+        for key in ("ttot", "tsub"):
+            stats = yappi.get_func_stats()
+            stats.sort(key).print_all(out=out, columns=columns)
 
 
 def run_gateway(args: argparse.Namespace) -> None:
@@ -166,6 +194,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")
+    _start_profile()
     ROLES[args.role](args)
 
 
