@@ -18,10 +18,11 @@ import hmac
 import json
 import threading
 import weakref
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import bindparam, insert, text, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -65,7 +66,7 @@ def key_for(engine: Engine) -> bytes:
     return _KEYS.get(engine) or _configured_key()
 
 
-def _canonical(entry: AuditEntry | Appended) -> bytes:
+def _canonical(entry: AuditEntry | AuditEntryPublic) -> bytes:
     fields = [
         entry.id,
         entry.at.isoformat(),
@@ -80,7 +81,7 @@ def _canonical(entry: AuditEntry | Appended) -> bytes:
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str).encode()
 
 
-def row_mac(entry: AuditEntry | Appended, key: bytes) -> str:
+def row_mac(entry: AuditEntry | AuditEntryPublic, key: bytes) -> str:
     return hmac.new(key, ROW_DOMAIN + _canonical(entry), hashlib.sha256).hexdigest()
 
 
@@ -98,7 +99,7 @@ def record(
     outcome: str = "ok",
     client: str = "",
     details: dict[str, Any] | None = None,
-) -> Appended:
+) -> AuditEntryPublic:
     """Append one row, move the head to it, and commit both; return once committed."""
     fields = {
         "actor": actor[:64],
@@ -115,7 +116,7 @@ def record(
 class _Append:
     fields: dict[str, Any]
     done: bool = False
-    entry: Appended | None = None
+    entry: AuditEntryPublic | None = None
     error: BaseException | None = None
 
 
@@ -132,7 +133,7 @@ class _GroupAppender:
         self._waiting: list[tuple[Engine, _Append]] = []
         self._writing = False
 
-    def append(self, engine: Engine, item: _Append) -> Appended:
+    def append(self, engine: Engine, item: _Append) -> AuditEntryPublic:
         with self._cond:
             self._waiting.append((engine, item))
             while not item.done:
@@ -200,9 +201,10 @@ MOVE_HEAD = (
 )
 
 
-@dataclass(frozen=True)
-class Appended:
-    """A row as appended: the fields `verify_chain` checks its MAC over."""
+class AuditEntryPublic(BaseModel):
+    """An audit row as appended and as the API shows it: the fields its MAC covers."""
+
+    model_config = ConfigDict(from_attributes=True, frozen=True)
 
     id: int
     at: datetime
@@ -216,7 +218,7 @@ class Appended:
     hash: str
 
 
-def _append_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[Appended]:
+def _append_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[AuditEntryPublic]:
     """Chain `rows` after the newest row, which the head names (a log from before the
     head existed is read for its newest row once). Each row gets the next id and its
     MAC before anything is written, computed from the values as they are stored
@@ -225,7 +227,7 @@ def _append_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[Appended]:
     (in-process, and by an advisory lock on PostgreSQL); an id taken meanwhile by
     another writer fails the INSERT rather than forking the chain."""
     key = key_for(engine)
-    entries: list[Appended] = []
+    entries: list[AuditEntryPublic] = []
     with session_scope(engine) as session:
         connection = session.connection()
         if connection.dialect.name == "postgresql":
@@ -238,13 +240,17 @@ def _append_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[Appended]:
             # list), so the MAC computed here matches the row `verify_chain` reads.
             details = json.loads(json.dumps(fields["details"]))
             last_id += 1
-            unsigned = Appended(
-                last_id, utcnow(), **{**fields, "details": details}, prev_hash=previous, hash=""
+            unsigned = AuditEntryPublic(
+                id=last_id,
+                at=utcnow(),
+                **{**fields, "details": details},
+                prev_hash=previous,
+                hash="",
             )
-            entry = replace(unsigned, hash=row_mac(unsigned, key))
+            entry = unsigned.model_copy(update={"hash": row_mac(unsigned, key)})
             entries.append(entry)
             previous = entry.hash
-        connection.execute(INSERT_ROWS, [asdict(entry) for entry in entries])
+        connection.execute(INSERT_ROWS, [entry.model_dump() for entry in entries])
         moved = {"last_id": last_id, "last_hash": previous, "mac": head_mac(last_id, previous, key)}
         if head is None:
             connection.execute(INSERT_HEAD, {"id": 1, **moved})

@@ -10,31 +10,17 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from tme.controller.api.deps import SessionDep
 from tme.controller.services import audit
+from tme.controller.services.audit import AuditEntryPublic
 from tme.controller.store.security_models import AuditEntry
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 
 CSV_COLUMNS = ["id", "at", "actor", "action", "target", "outcome", "client", "details", "hash"]
 MAX_CSV_ROWS = 100_000
-
-
-class AuditEntryPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    at: datetime
-    actor: str
-    action: str
-    target: str
-    outcome: str
-    client: str
-    details: dict[str, Any]
-    prev_hash: str
-    hash: str
 
 
 class AuditPage(BaseModel):
