@@ -45,9 +45,18 @@ if __package__ in (None, ""):  # run as `python benchmarks/bench_e2e.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.cpu_meter import CpuMeter, broker_pids
+from benchmarks.e2e_load import (
+    REST_THREADS,
+    SERVICE_CHUNK,
+    create_by_rest,
+    create_by_rest_batch,
+    create_by_service,
+    create_paced,
+    create_paced_service,
+    offered,
+)
 from benchmarks.e2e_peers import Row, celery_peer, percentiles, raw_pika
 from benchmarks.e2e_procs import Child, agent_idle_rss, own_mosquitto, start_child
-from benchmarks.e2e_roles import task_fields
 
 AMQP = os.environ.get("TME_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 MQTT = os.environ.get("TME_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
@@ -55,9 +64,7 @@ SHARED_MQTT = MQTT
 FINAL = {"succeeded", "failed", "timed_out", "rejected", "expired", "canceled"}
 AGENTS_PER_PROCESS = 50
 PLANTS = 2
-REST_THREADS = 8
-SERVICE_CHUNK = 100  # tasks per transaction on the service-level path
-PACED_RATE = 100.0
+PACED_RATE = 100.0  # the latency target's rate
 
 
 @dataclass
@@ -185,116 +192,20 @@ def _agents_online(engine: Any, site: str) -> int:
         return int(session.exec(query).one())
 
 
-# --- ways of creating tasks ----------------------------------------------------------
-
-
-def create_by_service(app: Any, site: str, agents: int, first: int, count: int) -> dict[str, float]:
-    """In-process task service, SERVICE_CHUNK tasks per transaction (no HTTP)."""
-    from tme.controller.services.tasks import create_tasks
-    from tme.controller.store.db import session_scope
-    from tme.schemas import TaskCreate
-
-    created: dict[str, float] = {}
-    hook = app.state.on_run_ready
-    for start in range(first, first + count, SERVICE_CHUNK):
-        sent = time.time()
-        numbers = range(start, min(start + SERVICE_CHUNK, first + count))
-        items = [TaskCreate.model_validate(task_fields(site, agents, i)) for i in numbers]
-        with session_scope(app.state.engine) as session:
-            made = create_tasks(session, items, on_run_ready=hook)
-            ids = [str(task.latest_run_id) for task, _ in made]
-        created.update((r, sent) for r in ids)
-    return created
-
-
-def create_by_rest(
-    url: str, token: str, site: str, agents: int, count: int, stack: ExitStack
-) -> tuple[dict[str, float], float]:
-    """REST_THREADS SDK clients in a child process; returns the runs and the creation rate."""
-    import json
-
-    load = start_child(
-        stack,
-        "rest-load",
-        "--url", url, "--token", token, "--site", site, "--agents", str(agents),
-        "--count", str(count), "--threads", str(REST_THREADS),
-    )  # fmt: skip
-    load.send("go")
-    result = json.loads(load.read_line(timeout=600))
-    load.stop()
-    rate = count / (result["ended"] - result["started"])
-    return {run: sent for run, sent in result["created"]}, rate
-
-
-def create_by_rest_batch(
-    url: str, token: str, site: str, agents: int, first: int, count: int
-) -> dict[str, float]:
-    """One SDK client, SERVICE_CHUNK tasks per request (POST /api/v1/tasks/batch)."""
-    import tme
-
-    created: dict[str, float] = {}
-    with tme.Client(url, token, timeout=60) as client:
-        for start in range(first, first + count, SERVICE_CHUNK):
-            numbers = range(start, min(start + SERVICE_CHUNK, first + count))
-            sent = time.time()
-            made = client.tasks.create_many([task_fields(site, agents, i) for i in numbers])
-            created.update((str(task.latest_run_id), sent) for task in made)
-    return created
-
-
-def create_paced(url: str, token: str, site: str, agents: int, seconds: float) -> dict[str, float]:
-    """One SDK client at PACED_RATE tasks/s; latency is measured per task."""
-    import tme
-
-    with tme.Client(url, token, timeout=30) as client:
-
-        def create(i: int) -> str:
-            task = client.tasks.create(**task_fields(site, agents, 100_000 + i))
-            return str(task.latest_run_id)
-
-        return _paced(seconds, create)
-
-
-def create_paced_service(app: Any, site: str, agents: int, seconds: float) -> dict[str, float]:
-    """In-process creates (one transaction each) at PACED_RATE tasks/s: the delivery
-    path's latency without the REST request in front of it."""
-
-    def create(i: int) -> str:
-        (run_id,) = create_by_service(app, site, agents, 200_000 + i, 1)
-        return run_id
-
-    return _paced(seconds, create)
-
-
-def _paced(seconds: float, create: Any) -> dict[str, float]:
-    """Call create(i) at PACED_RATE per second (one caller: a slow create falls behind)."""
-    created: dict[str, float] = {}
-    start = time.monotonic()
-    for i in range(int(seconds * PACED_RATE)):
-        pause = start + i / PACED_RATE - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)  # pacing the load is the point here
-        sent = time.time()
-        created[create(i)] = sent
-    return created
-
-
-def offered(created: dict[str, float]) -> str:
-    """What rate the paced caller managed to offer (below PACED_RATE when it fell behind)."""
-    sent = sorted(created.values())
-    if len(sent) < 2 or sent[-1] == sent[0]:
-        return ""
-    return f"offered {(len(sent) - 1) / (sent[-1] - sent[0]):.0f}/s"
-
-
 # --- one TME scenario ----------------------------------------------------------------
 
 
 def tme_scenario(
-    agents: int, count: int, paced_s: float, plants: dict[int, int], db: str, parts: str = "all"
+    agents: int,
+    count: int,
+    paced_s: float,
+    plants: dict[int, int],
+    db: str,
+    parts: str = "all",
+    rate: float = PACED_RATE,
 ) -> list[Row]:
     """`plants` maps each simulated plant's port to its process id; `parts` is "all",
-    "bursts" or "paced"."""
+    "bursts" or "paced"; the paced rows create `rate` tasks per second."""
     site = f"bench-{uuid.uuid4().hex[:8]}"
     finals = Finals()
     rows: list[Row] = []
@@ -347,11 +258,11 @@ def tme_scenario(
             bursts(burst, label, app, url, token, site, agents, count, stack)
         if parts in ("all", "paced"):
             for how, create in (
-                ("REST", lambda: create_paced(url, token, site, agents, paced_s)),
-                ("service", lambda: create_paced_service(app, site, agents, paced_s)),
+                ("REST", lambda: create_paced(url, token, site, agents, paced_s, rate)),
+                ("service", lambda: create_paced_service(app, site, agents, paced_s, rate)),
             ):
                 created = create()
-                row = finals.measure(f"{label}, {how} paced {PACED_RATE:.0f}/s", created, 120)
+                row = finals.measure(f"{label}, {how} paced {rate:.0f}/s", created, 120)
                 row.note = "; ".join(filter(None, [offered(created), row.note]))
                 rows.append(row)
                 print_hops(f"{label}, {how} paced", hop_breakdown(engine, created, finals))
@@ -436,7 +347,6 @@ def print_table(rows: list[Row]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    global PACED_RATE
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (fewer tasks)")
     parser.add_argument("--agents", type=int, nargs="+", default=[10, 100])
@@ -454,7 +364,6 @@ def main(argv: list[str] | None = None) -> None:
         help="MQTT broker URL, or 'own' (default): start a Mosquitto configured for a site",
     )
     args = parser.parse_args(argv)
-    PACED_RATE = args.rate
     count = args.count or (1_000 if args.quick else 5_000)
     paced_s = args.paced_s or (3.0 if args.quick else 10.0)
     rows: list[Row] = []
@@ -470,19 +379,21 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_peers:
             rows.append(raw_pika(AMQP, count))
             print_table(rows[-1:])
-            rows.extend(celery_peer(AMQP, count, paced_s, PACED_RATE, ports[0]))
+            rows.extend(celery_peer(AMQP, count, paced_s, args.rate, ports[0]))
             print_table(rows[-2:])
         for agents in args.agents:
-            rows.extend(tme_scenario(agents, count, paced_s, plants, args.database, args.only))
+            rows.extend(
+                tme_scenario(agents, count, paced_s, plants, args.database, args.only, args.rate)
+            )
             print_table(rows[-5:])
         rss = agent_idle_rss(MQTT, ports[0])
         rows.append(Row("agent idle RSS (1 modbus device)", 1, None, note=f"{rss:.1f} MB"))
     print(f"\n== end-to-end, {count} tasks per burst, {os.cpu_count()} CPUs ==")
     print_table(rows)
-    summarise(rows)
+    summarise(rows, args.rate)
 
 
-def summarise(rows: list[Row]) -> None:
+def summarise(rows: list[Row], rate: float = PACED_RATE) -> None:
     by = {r.name: r for r in rows}
     celery = by.get("Celery 2 procs, write+verify")
     print("\ntargets (issue 3):")
@@ -492,7 +403,9 @@ def summarise(rows: list[Row]) -> None:
             ok = r.rate >= 1500 and (not celery or r.rate >= 2 * (celery.rate or 0))
             mark = "MET " if ok else "MISS"
             print(f"  {mark} >= 1,500/s and >= 2x Celery: {r.name}: {r.rate:,.0f}/s{vs}")
-        if "TME" in r.name and "paced" in r.name and r.p50 is not None and r.p99 is not None:
+        if rate != PACED_RATE and "TME" in r.name and "paced" in r.name:
+            print(f"  (latency target is at {PACED_RATE:.0f}/s: {r.name} is not compared)")
+        elif "TME" in r.name and "paced" in r.name and r.p50 is not None and r.p99 is not None:
             ok = r.p50 <= 10 and r.p99 <= 50
             mark, got = "MET " if ok else "MISS", f"{r.p50:.1f} / {r.p99:.1f} ms"
             print(f"  {mark} p50 <= 10 ms, p99 <= 50 ms: {r.name}: {got}")
