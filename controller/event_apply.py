@@ -77,6 +77,7 @@ def apply_messages(session: Session, messages: list[Event | Presence]) -> Applie
     batch.write()
     if not_started:
         session.execute(NOT_STARTED, {"ids": sorted(not_started)})
+    # Taken as linked: settling marks only existing links, and one missing counts as left.
     finished = (Finished(r.id, r.task_id, r.state, r.id) for r in batch.finished)
     return Applied(moved, settle_finished(session, finished))
 
