@@ -17,7 +17,9 @@ controller does it, and the one-object-at-a-time ORM way it replaced (the baseli
   which the dispatcher and the event consumer wait for;
 - 4 hops, 1 per tx: those tasks' four hops applied one event per transaction, as the
   event consumer does when events arrive apart (at 100 tasks/s, most batches hold one),
-  including settling the finished run.
+  including settling the finished run;
+- audit row, 1 per change: the row each REST change appends (HMAC chain, its own
+  transaction), controller only.
 Figures are CPU milliseconds of this thread per task; printed, never asserted.
 """
 
@@ -40,6 +42,7 @@ from tme.config import Settings
 from tme.controller.dispatcher import UNPUBLISHED, Dispatcher
 from tme.controller.event_apply import EVENT_STATES, apply_messages
 from tme.controller.run_ready import RunReady
+from tme.controller.services import audit
 from tme.controller.services.runs import load_runs, record_hop
 from tme.controller.services.tasks import create_task, create_tasks
 from tme.controller.store.db import make_engine, session_scope, upgrade
@@ -55,7 +58,8 @@ CREATE_CHUNK, DISPATCH_CHUNK, EVENT_CHUNK = 100, 500, 200
 HOPS = ("delivered", "accepted", "started", "succeeded")
 LONE = "create, 1 per tx"
 LONE_HOPS = "4 hops, 1 per tx"
-ALONE = (LONE, LONE_HOPS)  # stages of a task on its own, apart from the batched path
+AUDITED = "audit row, 1 per change"
+ALONE = (LONE, LONE_HOPS, AUDITED)  # stages of a task on its own, apart from the batched path
 
 
 class Stages:
@@ -157,6 +161,20 @@ def hops_applied(
                 record_hop(session, runs[e.command_id], EVENT_STATES[kind], event_id=e.id)
 
 
+def audited(engine: Any, tasks: int) -> None:
+    """The audit row a REST create leaves, appended on its own (no other writer waiting)."""
+    details = {"status": 201, "fields": ["name", "op", "target", "params"], "token_id": 1}
+    for i in range(tasks):
+        audit.record(
+            engine,
+            "tasks.create:create_task",
+            actor="admin",
+            target="POST /api/v1/tasks",
+            client="127.0.0.1",
+            details={**details, "location": f"/api/v1/tasks/{i}"},
+        )
+
+
 def settled(engine: Any, hook: Any) -> None:
     while True:
         with session_scope(engine) as session:
@@ -184,6 +202,9 @@ def measure(database: str, tasks: int, way: str, stages: Stages) -> None:
     with stages.stage(LONE_HOPS, way):  # as events arrive at a low rate: one per batch
         for kind in HOPS:
             hops_applied(engine, lone, kind, batched, chunk_size=1)
+    if batched:
+        with stages.stage(AUDITED, way):
+            audited(engine, tasks)
     engine.dispose()
 
 
