@@ -21,7 +21,13 @@ from sqlmodel import Session, col, select
 
 from tme.controller.retries import RETRY_ON, plan_retry
 from tme.controller.services.launch import link_run, release_held
-from tme.controller.services.runs import RunReadyHook, load_runs, start_run, transition
+from tme.controller.services.runs import (
+    RunReadyHook,
+    chunks,
+    load_runs,
+    start_run,
+    transition,
+)
 from tme.controller.store.db import keep_loaded
 from tme.controller.store.models import Run, RunEvent, Task, TaskDependency
 from tme.controller.store.workflow_models import RunLink, WorkflowCursor
@@ -151,17 +157,16 @@ def _only_settles(row: Any, predecessors: set[int], holding: set[int]) -> bool:
 
 def _mark_settled(session: Session, run_ids: set[str]) -> int:
     """Settle links in one statement per chunk; return how many were still unsettled."""
-    ordered, count = sorted(run_ids), 0
-    for start in range(0, len(ordered), 500):
-        result = session.execute(MARK_SETTLED, {"ids": ordered[start : start + 500]})
+    count = 0
+    for chunk in chunks(sorted(run_ids)):
+        result = session.execute(MARK_SETTLED, {"ids": chunk})
         count += result.rowcount  # type: ignore[attr-defined]
     return count
 
 
 def _load_links(session: Session, run_ids: list[str]) -> None:
     """Bring the runs' links into the session, so settling them looks none up."""
-    for start in range(0, len(run_ids), 500):
-        chunk = run_ids[start : start + 500]
+    for chunk in chunks(run_ids):
         keep_loaded(session, session.exec(select(RunLink).where(col(RunLink.run_id).in_(chunk))))
 
 
@@ -171,10 +176,8 @@ def _tasks_with_more(session: Session, task_ids: set[int]) -> tuple[set[int], se
     Runs are held only by a schedule or trigger firing, never while settling, so what
     this finds stays true for the batch."""
     found: dict[int, set[int]] = {DEPENDENTS: set(), HELD: set()}
-    ordered = sorted(task_ids)
-    for start in range(0, len(ordered), 500):
-        rows = session.execute(TASKS_WITH_MORE, {"ids": ordered[start : start + 500]})
-        for task_id, why in rows:
+    for chunk in chunks(sorted(task_ids)):
+        for task_id, why in session.execute(TASKS_WITH_MORE, {"ids": chunk}):
             found[why].add(task_id)
     return found[DEPENDENTS], found[HELD]
 

@@ -19,13 +19,12 @@ from typing import Any
 from sqlalchemy import and_, bindparam, insert, select, update
 from sqlmodel import Session
 
-from tme.controller.services.runs import Hop, late_hop, log_rows, move
+from tme.controller.services.runs import Hop, chunks, late_hop, log_rows, move
 from tme.controller.store.models import Run, RunEvent, RunLog, Task
 from tme.errors import IllegalTransition
 
 RUNS = Run.__table__
 TASKS = Task.__table__
-CHUNK = 500
 
 # Built once: constructing a statement costs more CPU than executing a small one.
 INSERT_EVENTS = insert(RunEvent.__table__)
@@ -88,8 +87,8 @@ class HopBatch:
         self.session = session
         self.runs: dict[str, RunView] = {}
         wanted = sorted(set(run_ids))
-        for start in range(0, len(wanted), CHUNK):
-            for row in session.execute(LOAD_RUNS, {"ids": wanted[start : start + CHUNK]}):
+        for chunk in chunks(wanted):
+            for row in session.execute(LOAD_RUNS, {"ids": chunk}):
                 self.runs[row.id] = RunView(*row)
         self._events: list[dict[str, Any]] = []
         self._logs: list[dict[str, Any]] = []

@@ -90,7 +90,7 @@ def applied_event_ids(
     found: set[str] = set()
     for query, ids in ((EVENT_IDS_SEEN, event_ids), (LINE_EVENT_IDS_SEEN, with_lines)):
         wanted = sorted({e for e in ids if e is not None})
-        for chunk in _chunks(wanted):
+        for chunk in chunks(wanted):
             seen = session.execute(query, {"ids": chunk}).scalars()
             found.update(e for e in seen if e is not None)
     return found
@@ -103,18 +103,19 @@ def load_runs(session: Session, run_ids: Iterable[str]) -> dict[str, Run]:
     land in the session's identity map, so reading a run's task costs no query.
     """
     runs: dict[str, Run] = {}
-    for chunk in _chunks(sorted(set(run_ids))):
+    for chunk in chunks(sorted(set(run_ids))):
         query = select(Run).where(col(Run.id).in_(chunk)).order_by(col(Run.id))
         runs.update((run.id, run) for run in session.exec(query))
     task_ids = sorted({run.task_id for run in runs.values()})
-    for chunk in _chunks(task_ids):
+    for chunk in chunks(task_ids):
         query = select(Task).where(col(Task.id).in_(chunk)).order_by(col(Task.id))
         keep_loaded(session, session.exec(query))
     keep_loaded(session, runs.values())
     return runs
 
 
-def _chunks(values: list[Any], size: int = 500) -> Iterator[list[Any]]:
+def chunks(values: list[Any], size: int = 500) -> Iterator[list[Any]]:
+    """`values` in slices small enough for one IN (...) list each."""
     for start in range(0, len(values), size):
         yield values[start : start + size]
 
