@@ -34,7 +34,12 @@ class OutboxWriter:
         if not dispatched_to_agent(task):
             return  # external tasks are reported through the API, not dispatched
         queue_run(session, run, task, self.default_timeout_s, self.queue_timeout_s)
-        event.listen(session, "after_commit", lambda _s: self.wake.set(), once=True)
+        wake_after_commit(session, self.wake)
+
+
+def wake_after_commit(session: Session, wake: threading.Event) -> None:
+    """Wake the dispatcher once this transaction, which wrote outbox rows, commits."""
+    event.listen(session, "after_commit", lambda _s: wake.set(), once=True)
 
 
 def queue_run(

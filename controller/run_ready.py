@@ -10,10 +10,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from sqlalchemy import event, inspect
+from sqlalchemy import inspect
 from sqlmodel import Session
 
-from tme.controller.outbox import dispatched_to_agent, queue_run
+from tme.controller.outbox import dispatched_to_agent, queue_run, wake_after_commit
 from tme.controller.services.launch import link_run
 from tme.controller.services.task_start import StartBatch
 from tme.controller.store.db import find, noted
@@ -47,4 +47,4 @@ class RunReady:
             return  # external tasks are reported through the API, not dispatched
         queue_timeout_s = (policy.queue_timeout_s if policy else None) or self.queue_timeout_s
         queue_run(session, run, task, self.default_timeout_s, queue_timeout_s)
-        event.listen(session, "after_commit", lambda _s: self.wake.set(), once=True)
+        wake_after_commit(session, self.wake)

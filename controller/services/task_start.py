@@ -18,10 +18,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event, insert
+from sqlalchemy import insert
 from sqlmodel import Session, SQLModel
 
-from tme.controller.outbox import QUEUED_REASON, command_of, dispatched_to_agent
+from tme.controller.outbox import (
+    QUEUED_REASON,
+    command_of,
+    dispatched_to_agent,
+    wake_after_commit,
+)
 from tme.controller.services.hop_batch import RunView
 from tme.controller.services.launch import new_link
 from tme.controller.services.policies import new_policy
@@ -155,7 +160,7 @@ class StartBatch:
         # Reading a new task back (its public form shows its policy) takes no query.
         adopt_written(session, [planned.policy for planned in self._planned])
         if rows["outbox"]:
-            event.listen(session, "after_commit", lambda _s: self.wake.set(), once=True)
+            wake_after_commit(session, self.wake)
         self._planned, self._events = [], []
 
 
