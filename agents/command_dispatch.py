@@ -147,5 +147,6 @@ class CommandDispatcher:
                 event.to_json(),
                 event.id,
                 after=confirmed,
+                pack_site=self.site,
             )
         )

@@ -57,6 +57,7 @@ class EventForwarder:
                 message.payload,
                 event.id,
                 after=confirmed,
+                pack_site=event.site,
             )
         )
 

@@ -1,11 +1,13 @@
 """Consume tme.events: decode, apply in one transaction, then ack.
 
-Deliveries come in batches (whatever has arrived, up to MAX_BATCH): every event of a
-batch is applied in one transaction and all of them are acked after its commit, so
-the database sees one commit per batch instead of one per event. A message that can
-never be applied (not JSON, wrong version or shape) is dead-lettered with `Reject`;
-a database failure raises, so the bus redelivers the batch (applying is idempotent
-by event id) and, past the delivery limit, dead-letters what keeps failing.
+Deliveries come in batches (whatever has arrived, up to MAX_BATCH): their events are
+applied in transactions of up to MAX_BATCH events and all of them are acked after the
+last commit, so the database sees one commit per batch instead of one per event. A
+delivery is one event, one presence or a gateway's EventBatch (its events in order).
+A message that can never be applied (not JSON, wrong version or shape, a batch with
+an event of another site) is dead-lettered with `Reject`, as a whole; a database
+failure raises, so the bus redelivers the batch (applying is idempotent by event id)
+and, past the delivery limit, dead-letters what keeps failing.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from sqlalchemy.engine import Engine
 from tme.bus.base import Bus, Consumer, Delivery, Reject
 from tme.controller.event_apply import apply_messages
 from tme.controller.store.db import session_scope
-from tme.protocol import EVENTS_EXCHANGE, Event, Presence, ProtocolError, decode_any
+from tme.protocol import EVENTS_EXCHANGE, Event, Presence, ProtocolError, decode_events
 
 log = logging.getLogger("tme.events")
 
 EVENTS_QUEUE = "tme.controller.events"
-MAX_BATCH = 200  # events per transaction; a batch is only what has already arrived
+MAX_BATCH = 200  # deliveries taken at once, events per transaction; never waited for
 
 Listener = Callable[[Event | Presence], None]
 BatchListener = Callable[[list[Event | Presence]], None]
@@ -82,9 +84,9 @@ class EventConsumer:
                 outcomes.append(decoded)
             else:
                 outcomes.append(None)
-                messages.append(decoded)
-        if messages:
-            self._apply(messages)
+                messages.extend(decoded)
+        for start in range(0, len(messages), MAX_BATCH):
+            self._apply(messages[start : start + MAX_BATCH])
         return outcomes
 
     def _apply(self, messages: list[Event | Presence]) -> None:
@@ -106,13 +108,9 @@ def _tell(listener: Callable[[Any], None], what: Any) -> None:
         log.exception("event listener failed")
 
 
-def _decode(delivery: Delivery) -> Event | Presence | Reject:
+def _decode(delivery: Delivery) -> list[Event | Presence] | Reject:
     try:
-        message = decode_any(delivery.body)
+        return decode_events(delivery.body)
     except ProtocolError as exc:
         log.warning("dead-lettering a malformed event (%s): %s", delivery.routing_key, exc)
         return Reject(str(exc))
-    if not isinstance(message, Event | Presence):
-        log.warning("dead-lettering a %s on the events exchange", message.kind)
-        return Reject(f"unexpected {message.kind} on the events exchange")
-    return message

@@ -194,6 +194,48 @@ class Presence(Message, frozen=True, kw_only=True):
     devices: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
+class EventBatch(Message, frozen=True, kw_only=True):
+    """Events of one site in one bus message: what a gateway forwards in one confirm round.
+
+    Only the gateway -> tme.events leg carries batches (agents send one event per MQTT
+    message); each event keeps its own id, so applying a batch twice changes nothing.
+    """
+
+    kind: Literal["events"] = "events"
+    site: str
+    events: list[Event]
+
+    @classmethod
+    def _checked(cls, msg: Self) -> Self:
+        msg = super()._checked(msg)
+        for event in msg.events:
+            Event._checked(event)
+        strangers = sorted({e.site for e in msg.events if e.site != msg.site})
+        if strangers:
+            raise ProtocolError(f"a batch of site {msg.site!r} holds events of {strangers}")
+        return msg
+
+
+def pack_events(site: str, bodies: list[bytes]) -> tuple[str, bytes]:
+    """An EventBatch of encoded events, each forwarded byte for byte: (batch id, JSON)."""
+    batch_id = new_id()
+    batch = {
+        "v": PROTOCOL_VERSION,
+        "id": batch_id,
+        "kind": "events",
+        "site": site,
+        "events": [msgspec.Raw(body) for body in bodies],
+    }
+    return batch_id, _ENCODER.encode(batch)
+
+
+def batch_routing_key(site: str) -> str:
+    """`<site>.gateway.batch`: the site's gateway speaking (as for its own presence), in
+    the `<site>.<agent>.<kind>` shape a gateway's RabbitMQ user may publish. A binding on
+    `#` or `<site>.#` takes batches; one on an agent's or a kind's keys does not."""
+    return f"{site}.gateway.batch"
+
+
 class _Kind(msgspec.Struct):
     """Only the `kind` of a message; decoding it skips every other field."""
 
@@ -203,19 +245,34 @@ class _Kind(msgspec.Struct):
 _KIND_DECODER = msgspec.json.Decoder(_Kind)
 
 
-def decode_any(data: bytes | str) -> Command | Event | Presence:
+AnyMessage = Command | Event | EventBatch | Presence
+
+
+def decode_any(data: bytes | str) -> AnyMessage:
     """Decode a message whose kind is not known in advance."""
     try:
         kind = _KIND_DECODER.decode(data).kind
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"not a JSON object: {exc}") from exc
-    classes: dict[str, type[Command] | type[Event] | type[Presence]] = {
+    classes: dict[str, type[AnyMessage]] = {
         "command": Command,
         "event": Event,
+        "events": EventBatch,
         "presence": Presence,
     }
     cls = classes.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"unknown message kind {kind!r}")
-    result: Command | Event | Presence = cls.from_json(data)
+    result: AnyMessage = cls.from_json(data)
     return result
+
+
+def decode_events(data: bytes | str) -> list[Event | Presence]:
+    """What one tme.events message carries, in order: an event, a presence or a batch's
+    events. Raises ProtocolError for anything else (a command has no business there)."""
+    message = decode_any(data)
+    if isinstance(message, EventBatch):
+        return list(message.events)
+    if isinstance(message, Command):
+        raise ProtocolError("unexpected command on the events exchange")
+    return [message]

@@ -50,7 +50,7 @@ from tme.protocol import (
     Command,
     Event,
     Presence,
-    decode_any,
+    decode_events,
     site_queue,
     site_routing_key,
     utcnow,
@@ -165,7 +165,7 @@ class ControllerQueue:
 
     def _take(self, delivery: Delivery) -> None:
         with self._cond:
-            self.items.append(decode_any(delivery.body))  # type: ignore[arg-type]
+            self.items.extend(decode_events(delivery.body))
             self._cond.notify_all()
 
     def wait_for(self, predicate: Callable[[Event | Presence], bool], what: str) -> None:

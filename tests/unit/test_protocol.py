@@ -23,11 +23,14 @@ from tme.protocol import (
     PROTOCOL_VERSION,
     Command,
     Event,
+    EventBatch,
     EventType,
     Message,
     Presence,
     ProtocolError,
     decode_any,
+    decode_events,
+    pack_events,
     utcnow,
 )
 
@@ -324,3 +327,41 @@ def test_decode_any_picks_the_class_by_kind() -> None:
     command = Command(task_id=1, site="s", agent="a", op="noop", timeout_s=1, not_after=utcnow())
     assert isinstance(decode_any(presence.to_json()), Presence)
     assert isinstance(decode_any(command.to_json()), Command)
+
+
+def _encoded_event(site: str, **fields: Any) -> bytes:
+    return Event(command_id="c", type="accepted", site=site, agent="a", **fields).to_json()
+
+
+def test_an_event_batch_decodes_to_its_events_in_order() -> None:
+    bodies = [_encoded_event("s"), _encoded_event("s", reason="second")]
+    batch_id, body = pack_events("s", bodies)
+    batch = decode_any(body)
+    assert isinstance(batch, EventBatch) and batch.id == batch_id and batch.site == "s"
+    assert decode_events(body) == [Event.from_json(b) for b in bodies]
+
+
+@pytest.mark.parametrize(
+    ("bodies", "words"),
+    [
+        ([_encoded_event("elsewhere")], ["site 's'", "elsewhere"]),
+        ([_encoded_event("s", v=9)], ["unsupported protocol version 9"]),
+        ([b'{"kind": "event"}'], ["malformed EventBatch"]),
+    ],
+)
+def test_a_bad_event_spoils_its_whole_batch(bodies: list[bytes], words: list[str]) -> None:
+    _, body = pack_events("s", bodies)
+    with pytest.raises(ProtocolError) as info:
+        decode_events(body)
+    for word in words:
+        assert word in info.value.message
+
+
+def test_decode_events_takes_what_the_events_exchange_carries_and_refuses_a_command() -> None:
+    presence = Presence(site="s", agent="a", state="online")
+    assert decode_events(presence.to_json()) == [presence]
+    event = Event.from_json(_encoded_event("s"))
+    assert decode_events(event.to_json()) == [event]
+    command = Command(task_id=1, site="s", agent="a", op="noop", timeout_s=1, not_after=utcnow())
+    with pytest.raises(ProtocolError, match="unexpected command"):
+        decode_events(command.to_json())

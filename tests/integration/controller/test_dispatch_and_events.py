@@ -27,6 +27,8 @@ from tme.protocol import (
     EVENTS_EXCHANGE,
     Command,
     Event,
+    batch_routing_key,
+    pack_events,
     site_queue,
     site_routing_key,
 )
@@ -177,3 +179,35 @@ def test_event_consumer_dead_letters_garbage_and_applies_events_once(app_engine,
             select(RunEvent).where(RunEvent.run_id == run_id, RunEvent.to_state == "accepted")
         ).all()
         assert len(events) == 1
+
+
+def test_a_gateways_event_batch_is_applied_in_order_and_a_bad_one_dead_lettered(
+    app_engine, bus, site, monkeypatch
+):
+    """A batch's events apply like single ones (transactions of MAX_BATCH events: 2 here);
+    a batch holding another site's event is dead-lettered whole, and the consumer goes on."""
+    monkeypatch.setattr("tme.controller.event_consumer.MAX_BATCH", 2)
+    first, second = _queue_tasks(app_engine, site, 2)
+    consumer = EventConsumer(app_engine, bus, queue=f"tme.test.events.{site}", binding=f"{site}.#")
+    consumer.start()
+
+    def event(run_id: str, type_: str, event_site: str = site) -> bytes:
+        return Event(command_id=run_id, type=type_, site=event_site, agent="skid-a").to_json()
+
+    try:
+        foreign_id, foreign = pack_events(site, [event(second, "accepted", "elsewhere")])
+        bus.publish(EVENTS_EXCHANGE, batch_routing_key(site), foreign, foreign_id)
+        types = ["delivered", "accepted", "started", "succeeded"]
+        batch_id, body = pack_events(site, [event(first, t) for t in types])
+        bus.publish(EVENTS_EXCHANGE, batch_routing_key(site), body, batch_id)
+        bus.publish(EVENTS_EXCHANGE, batch_routing_key(site), body, batch_id)  # redelivered
+        wait_until(lambda: _states(app_engine, [first]) == {"succeeded"}, what="succeeded")
+    finally:
+        consumer.stop()
+    with session_scope(app_engine) as session:
+        hops = session.exec(
+            select(RunEvent.to_state).where(RunEvent.run_id == first).order_by(col(RunEvent.id))
+        ).all()
+        assert list(hops)[-4:] == ["delivered", "accepted", "running", "succeeded"]
+        assert len(hops) == len(set(hops))  # the redelivered batch changed nothing
+        assert session.get(Run, second).state == "queued"  # type: ignore[union-attr]

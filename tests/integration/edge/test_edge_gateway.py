@@ -18,7 +18,7 @@ from tme.protocol import (
     EVENTS_EXCHANGE,
     Event,
     Presence,
-    decode_any,
+    decode_events,
     evt_topic,
     site_queue,
     site_routing_key,
@@ -41,7 +41,7 @@ class EventTap:
 
     def _take(self, delivery: Delivery) -> None:
         with self._cond:
-            self.items.append(decode_any(delivery.body))  # type: ignore[arg-type]
+            self.items.extend(decode_events(delivery.body))
             self._cond.notify_all()
 
     def events(self, command_id: str) -> list[Event]:
