@@ -258,7 +258,7 @@ def tme_scenario(
             bursts(burst, label, app, url, token, site, agents, count, stack)
         if parts in ("all", "paced"):
             for how, create in (
-                ("REST", lambda: create_paced(url, token, site, agents, paced_s, rate)),
+                ("REST", lambda: create_paced(url, token, site, agents, paced_s, rate, stack)),
                 ("service", lambda: create_paced_service(app, site, agents, paced_s, rate)),
             ):
                 created = create()

@@ -38,16 +38,27 @@ def create_by_service(app: Any, site: str, agents: int, first: int, count: int) 
 
 
 def create_by_rest(
-    url: str, token: str, site: str, agents: int, count: int, stack: ExitStack
+    url: str,
+    token: str,
+    site: str,
+    agents: int,
+    count: int,
+    stack: ExitStack,
+    *,
+    first: int = 0,
+    rate: float = 0.0,
 ) -> tuple[dict[str, float], float]:
-    """REST_THREADS SDK clients in a child process; returns the runs and the creation rate."""
+    """REST_THREADS SDK clients in a child process (the load never shares the controller's
+    interpreter), as fast as they go or paced at `rate` tasks/s; returns the runs and
+    the creation rate."""
     import json
 
     load = start_child(
         stack,
         "rest-load",
         "--url", url, "--token", token, "--site", site, "--agents", str(agents),
-        "--count", str(count), "--threads", str(REST_THREADS),
+        "--count", str(count), "--threads", str(REST_THREADS), "--first", str(first),
+        "--rate", str(rate),
     )  # fmt: skip
     load.send("go")
     result = json.loads(load.read_line(timeout=600))
@@ -73,18 +84,12 @@ def create_by_rest_batch(
 
 
 def create_paced(
-    url: str, token: str, site: str, agents: int, seconds: float, rate: float
+    url: str, token: str, site: str, agents: int, seconds: float, rate: float, stack: ExitStack
 ) -> dict[str, float]:
-    """One SDK client at `rate` tasks/s; latency is measured per task."""
-    import tme
-
-    with tme.Client(url, token, timeout=30) as client:
-
-        def create(i: int) -> str:
-            task = client.tasks.create(**task_fields(site, agents, 100_000 + i))
-            return str(task.latest_run_id)
-
-        return _paced(seconds, rate, create)
+    """SDK clients in a child process sending at `rate` tasks/s; latency is per task."""
+    count = int(seconds * rate)
+    created, _ = create_by_rest(url, token, site, agents, count, stack, first=100_000, rate=rate)
+    return created
 
 
 def create_paced_service(

@@ -5,6 +5,7 @@
         --plant-port P [--plant-port P2 ...]
     python -m benchmarks.e2e_roles plant
     python -m benchmarks.e2e_roles rest-load --url URL --site S --agents N --count C --threads T
+        [--first F] [--rate R]
 
 Each prints `ready` once started (rest-load prints one JSON line of its results) and
 stops cleanly when its stdin closes, so the benchmark never leaves a process behind.
@@ -133,19 +134,28 @@ def run_plant(args: argparse.Namespace) -> None:
 
 
 def run_rest_load(args: argparse.Namespace) -> None:
-    """Create tasks through the REST API from several threads; print when each was sent."""
+    """Create tasks through the REST API from several threads; print when each was sent.
+
+    With --rate, task i is sent at i/rate s after the start (open loop: a slow answer
+    does not hold back the next send while a thread is free), else as fast as it goes.
+    """
     import tme
 
     created: list[tuple[str, float]] = []
     lock = threading.Lock()
     counter = iter(range(args.count))
+    started = 0.0
 
     def worker() -> None:
         with tme.Client(args.url, args.token, timeout=60) as client:
             mine: list[tuple[str, float]] = []
             for i in _locked(counter, lock):
+                if args.rate:
+                    pause = started + i / args.rate - time.time()
+                    if pause > 0:
+                        time.sleep(pause)  # pacing the load is the point here
                 sent = time.time()
-                task = client.tasks.create(**task_fields(args.site, args.agents, i))
+                task = client.tasks.create(**task_fields(args.site, args.agents, args.first + i))
                 mine.append((str(task.latest_run_id), sent))
         with lock:
             created.extend(mine)
@@ -192,6 +202,7 @@ def main() -> None:
     parser.add_argument("--token", default="")
     parser.add_argument("--agents", type=int, default=1)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--rate", type=float, default=0.0, help="rest-load: tasks/s (0: no pacing)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")
     _start_profile()

@@ -39,6 +39,7 @@ QOS = 1  # at-least-once on every TME topic; receivers dedup by message id
 KEEPALIVE_S = 30  # the broker declares a silent client dead (and sends its will) after 45 s
 SESSION_EXPIRY_S = 7 * 24 * 3600  # MQTT 5: keep a client's queued commands for a week away
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 30
+ROUTES_REMEMBERED = 4096  # topics whose subscription is remembered
 
 ProtocolName = Literal["3.1.1", "5"]
 
@@ -98,6 +99,7 @@ class MqttLink:
         self.keepalive_s = keepalive_s
         self.connected = threading.Event()
         self._subscriptions: dict[str, tuple[Handler, asyncio.AbstractEventLoop | None]] = {}
+        self._routes: dict[str, tuple[Handler, asyncio.AbstractEventLoop | None] | None] = {}
         self._on_connect_hooks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._started = False
@@ -137,6 +139,7 @@ class MqttLink:
         """Deliver messages on `topic` to handler (on `loop` if given); kept across reconnects."""
         with self._lock:
             self._subscriptions[topic] = (handler, loop)
+            self._routes.clear()
         if self.connected.is_set():
             self._client.subscribe(topic, qos=QOS)
 
@@ -247,11 +250,20 @@ class MqttLink:
             loop.call_soon_threadsafe(self._guard(handler), message)
 
     def _route(self, topic: str) -> tuple[Handler, asyncio.AbstractEventLoop | None] | None:
+        """The subscription a topic matches; remembered per topic (matching a pattern costs
+        more than the rest of taking a message), forgotten when subscriptions change."""
         with self._lock:
+            if topic in self._routes:
+                return self._routes[topic]
+            found = None
             for pattern, target in self._subscriptions.items():
                 if paho.topic_matches_sub(pattern, topic):
-                    return target
-        return None
+                    found = target
+                    break
+            if len(self._routes) >= ROUTES_REMEMBERED:  # topics are open-ended: stay bounded
+                self._routes.clear()
+            self._routes[topic] = found
+            return found
 
 
 def _no_delay(_client: Any, _userdata: Any, sock: Any) -> None:
