@@ -53,7 +53,12 @@ def link_run(session: Session, run: Run, *, cause: str, **placement: Any) -> Run
     return link
 
 
-def new_link(
+def new_link(run_id: str, created_at: datetime, *, cause: str, **placement: Any) -> RunLink:
+    """The link of a run (not added to any session), by the rules of `link_values`."""
+    return RunLink(**link_values(run_id, created_at, cause=cause, **placement))
+
+
+def link_values(
     run_id: str,
     created_at: datetime,
     *,
@@ -62,18 +67,18 @@ def new_link(
     first_run_id: str | None = None,
     deadline_s: float | None = None,
     deadline_at: datetime | None = None,
-) -> RunLink:
-    """The link of a run (not added to any session): a run of its own workflow run and
-    retry chain unless told otherwise, with its deadline from the run's creation."""
+) -> dict[str, Any]:
+    """What a new link sets (the rest keeps its defaults): a run of its own workflow run
+    and retry chain unless told otherwise, with its deadline from the run's creation."""
     if deadline_at is None and deadline_s:
         deadline_at = created_at + timedelta(seconds=deadline_s)
-    return RunLink(
-        run_id=run_id,
-        workflow_id=workflow_id or run_id,
-        cause=cause,
-        first_run_id=first_run_id or run_id,
-        deadline_at=deadline_at,
-    )
+    return {
+        "run_id": run_id,
+        "workflow_id": workflow_id or run_id,
+        "cause": cause,
+        "first_run_id": first_run_id or run_id,
+        "deadline_at": deadline_at,
+    }
 
 
 def active_runs(session: Session, task_id: int) -> list[Run]:

@@ -28,7 +28,7 @@ from tme.controller.outbox import (
     wake_after_commit,
 )
 from tme.controller.services.hop_batch import RunView
-from tme.controller.services.launch import new_link
+from tme.controller.services.launch import link_values
 from tme.controller.services.policies import new_policy
 from tme.controller.services.runs import Hop, move, pending_row
 from tme.controller.store.db import adopt_written
@@ -41,6 +41,7 @@ from tme.controller.store.models import (
     new_uuid,
     utcnow,
 )
+from tme.controller.store.rows import new_row
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
 from tme.schemas import TaskCreate
 from tme.states import RunState
@@ -98,7 +99,7 @@ class StartBatch:
             _Planned(
                 task,
                 new_policy(0, data),
-                _columns(IdempotencyKey(key=key[0], request_hash=key[1], task_id=0))
+                new_row(IdempotencyKey, key=key[0], request_hash=key[1], task_id=0)
                 if key
                 else None,
                 self._start(task, data) if starts else None,
@@ -109,12 +110,14 @@ class StartBatch:
         now = utcnow()
         run = RunView(new_uuid(), 0, RunState.pending.value, "", None, now, None, None)
         self._events.append(pending_row(run.id, now, "created", "api"))
-        link = _columns(new_link(run.id, now, cause="created", deadline_s=data.deadline_s))
+        link = new_row(
+            RunLink, **link_values(run.id, now, cause="created", deadline_s=data.deadline_s)
+        )
         start, not_after = _Start({}, link), None
         if dispatched_to_agent(task):
             queue_s = data.queue_timeout_s or self.queue_timeout_s
             not_after = now + timedelta(seconds=queue_s)
-            row = _columns(Outbox(run_id=run.id, site=task.site or "", body=""))
+            row = new_row(Outbox, run_id=run.id, site=task.site or "", body="")
             start.outbox = (task.timeout_s or self.default_timeout_s, row)
             queued = move(run, Hop(RunState.queued, QUEUED_REASON, at=now))
             self._events.extend([queued] if queued else [])
