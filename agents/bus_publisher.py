@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 RETRY_MIN_S, RETRY_MAX_S = 0.2, 10.0  # back off while the bus is down, without busy-looping
 MAX_BATCH = 500  # messages per confirm round trip
 PACK_MAX = 100  # events per EventBatch message
+PACK_MAX_BYTES = 256 * 1024  # and bytes: events with long results or log lines go fewer
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ def pack(items: list[Outgoing]) -> list[WireMessage]:
     """One message per item, except that neighbouring events of a site share one."""
     wire: list[WireMessage] = []
     run: list[int] = []  # neighbouring packable items not yet written
+    size = 0  # their bytes
 
     def close_run() -> None:
         if len(run) == 1:
@@ -156,11 +158,17 @@ def pack(items: list[Outgoing]) -> list[WireMessage]:
         run.clear()
 
     for i, item in enumerate(items):
-        if run and (item.pack_site != items[run[0]].pack_site or len(run) >= PACK_MAX):
+        if run and (
+            item.pack_site != items[run[0]].pack_site
+            or len(run) >= PACK_MAX
+            or size + len(item.body) > PACK_MAX_BYTES
+        ):
             close_run()
+            size = 0
         if item.pack_site is None:
             wire.append(WireMessage((item.routing_key, item.body, item.message_id), [i]))
         else:
             run.append(i)
+            size += len(item.body)
     close_run()
     return wire

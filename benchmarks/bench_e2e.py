@@ -17,9 +17,11 @@ the REST API one task per request (8 client threads), and through POST /api/v1/t
 (100 per request). Each burst row has a line of CPU milliseconds per task spent by each
 process on the path (benchmarks/cpu_meter.py).
 
-The paced rows create one task at a time at 100/s, through the REST API and in-process
-(the delivery path without a request in front of it); their note says what rate the
-caller managed to offer, which is lower when each create takes longer than 10 ms.
+The paced rows create tasks at 100/s: through the REST API from a child process (task i
+sent at i/100 s, 8 client threads, so a slow answer does not hold back the next send
+while a thread is free), and in-process one at a time (the delivery path without a
+request in front of it); their note says what rate was offered, lower when the
+creates could not keep up.
 
     --only paced --rate 20 --paced-s 5     the delivery path's floor, hop by hop
     TME_BENCH_PROFILE=/tmp/prof ...        a CPU profile (yappi) of each child process

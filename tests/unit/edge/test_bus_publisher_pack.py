@@ -58,3 +58,10 @@ def test_a_batch_forwards_each_event_byte_for_byte() -> None:
     )
     (wire,) = pack(items)
     assert json.loads(wire.message[1])["events"][1] == extra
+
+
+def test_a_batch_stays_under_pack_max_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = len(_item("s", 0).body)
+    monkeypatch.setattr(bus_publisher, "PACK_MAX_BYTES", 2 * body + 1)
+    wire = pack([_item("s", n) for n in range(5)])
+    assert [w.members for w in wire] == [[0, 1], [2, 3], [4]]
