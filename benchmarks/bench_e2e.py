@@ -263,8 +263,12 @@ def tme_scenario(
                 ("REST", lambda: create_paced(url, token, site, agents, paced_s, rate, stack)),
                 ("service", lambda: create_paced_service(app, site, agents, paced_s, rate)),
             ):
+                meter.start()
+                began = time.monotonic()
                 created = create()
                 row = finals.measure(f"{label}, {how} paced {rate:.0f}/s", created, 120)
+                meter.stop()
+                row.cpu = meter.report(len(created), time.monotonic() - began)
                 row.note = "; ".join(filter(None, [offered(created), row.note]))
                 rows.append(row)
                 print_hops(f"{label}, {how} paced", hop_breakdown(engine, created, finals))
