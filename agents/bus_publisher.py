@@ -5,7 +5,7 @@ Whatever is queued when the thread comes round is published as one pipelined bat
 step runs once its own confirm arrived. Events queued next to each other travel
 packed in one EventBatch message (up to PACK_MAX): under load the broker, the
 gateway and the controller handle a tenth of the messages; an event queued alone
-goes as it came.
+goes as it came. Events that are not final wait up to LINGER_S for company.
 
 A bus publish waits for the broker's confirm, which must never happen on paho's
 thread; and a failed publish is retried rather than dropped, because what waits
@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,11 @@ RETRY_MIN_S, RETRY_MAX_S = 0.2, 10.0  # back off while the bus is down, without 
 MAX_BATCH = 500  # messages per confirm round trip
 PACK_MAX = 100  # events per EventBatch message
 PACK_MAX_BYTES = 256 * 1024  # and bytes: events with long results or log lines go fewer
+# How long a batch of events that are not final waits for more. At low rates a command's
+# delivered, accepted and started come within a few ms: one message instead of three,
+# which halves what the broker and the controller spend per task; a final event (the
+# one a task's latency ends on) never waits, and takes what waits with it.
+LINGER_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class Outgoing:
     after: Callable[[], None] | None = None  # runs once the broker confirmed
     # Set for an event (body: its JSON) of this site: it may travel in an EventBatch.
     pack_site: str | None = None
+    # An event that is not final may wait up to LINGER_S for others to travel with.
+    may_wait: bool = False
 
 
 class BusPublisher:
@@ -78,20 +86,31 @@ class BusPublisher:
                     log.exception("after-confirm step of %s failed", item.message_id)
 
     def _take_batch(self) -> list[Outgoing] | None:
-        """What is queued now, up to MAX_BATCH: one confirm round trip for all of it."""
+        """What is queued now, up to MAX_BATCH: one confirm round trip for all of it.
+
+        A batch of events that may wait (none final) waits up to LINGER_S for more, so
+        a command's delivered, accepted and started travel together at low rates too;
+        an item that may not wait (a final event, a presence) ends the wait at once.
+        """
         first = self._queue.get()
         if first is None:
             return None
         batch = [first]
+        urgent = not first.may_wait
+        deadline = time.monotonic() + LINGER_S
         while len(batch) < MAX_BATCH:
             try:
-                item = self._queue.get_nowait()
+                if urgent:
+                    item = self._queue.get_nowait()
+                else:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
             if item is None:
                 self._stopping.set()
                 break
             batch.append(item)
+            urgent = urgent or not item.may_wait
         return batch
 
     def _publish_until_confirmed(self, batch: list[Outgoing]) -> list[Outgoing]:

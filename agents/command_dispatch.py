@@ -19,7 +19,7 @@ from functools import partial
 
 from tme.agents.bus_publisher import BusPublisher, Outgoing
 from tme.agents.journal import Journal, JournalEntry
-from tme.protocol import EVENTS_EXCHANGE, Event, EventType, cmd_topic
+from tme.protocol import EVENTS_EXCHANGE, FINAL_EVENT_TYPES, Event, EventType, cmd_topic
 
 log = logging.getLogger(__name__)
 
@@ -148,5 +148,6 @@ class CommandDispatcher:
                 event.id,
                 after=confirmed,
                 pack_site=self.site,
+                may_wait=type_ not in FINAL_EVENT_TYPES,
             )
         )

@@ -17,7 +17,14 @@ from tme.agents.bus_publisher import BusPublisher, Outgoing
 from tme.agents.command_dispatch import CommandDispatcher, event_routing_key
 from tme.agents.journal import Journal
 from tme.mqtt import MqttMessage
-from tme.protocol import EVENTS_EXCHANGE, Event, Presence, ProtocolError, parse_topic
+from tme.protocol import (
+    EVENTS_EXCHANGE,
+    FINAL_EVENT_TYPES,
+    Event,
+    Presence,
+    ProtocolError,
+    parse_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +65,7 @@ class EventForwarder:
                 event.id,
                 after=confirmed,
                 pack_site=event.site,
+                may_wait=event.type not in FINAL_EVENT_TYPES,
             )
         )
 

@@ -1,6 +1,7 @@
 """The gateway's bus publisher on both transports: neighbouring events travel packed in
 one EventBatch, each keeps its id and its after-confirm step; a presence between them
-goes on its own, in its place."""
+goes on its own, in its place. Events that are not final wait for company up to
+LINGER_S; a final event or a presence ends the wait at once."""
 
 from __future__ import annotations
 
@@ -9,16 +10,27 @@ from collections.abc import Callable
 
 from bus_recorder import Recorder
 
+from tme.agents import bus_publisher
 from tme.agents.bus_publisher import BusPublisher, Outgoing
 from tme.agents.command_dispatch import event_routing_key
-from tme.protocol import EVENTS_EXCHANGE, Event, Presence, batch_routing_key, decode_events
+from tme.bus.base import Bus, Consumer
+from tme.protocol import (
+    EVENTS_EXCHANGE,
+    FINAL_EVENT_TYPES,
+    Event,
+    Presence,
+    batch_routing_key,
+    decode_events,
+)
 
 
 def _event(site: str, n: int) -> Event:
     return Event(command_id=f"cmd-{n}", type="accepted", site=site, agent=f"agent-{n % 3}")
 
 
-def _outgoing(site: str, message: Event | Presence, after: Callable[[], None]) -> Outgoing:
+def _outgoing(
+    site: str, message: Event | Presence, after: Callable[[], None] | None = None
+) -> Outgoing:
     packable = isinstance(message, Event)
     kind = message.type if isinstance(message, Event) else "presence"
     return Outgoing(
@@ -28,6 +40,7 @@ def _outgoing(site: str, message: Event | Presence, after: Callable[[], None]) -
         message.id,
         after=after,
         pack_site=site if packable else None,
+        may_wait=isinstance(message, Event) and message.type not in FINAL_EVENT_TYPES,
     )
 
 
@@ -67,3 +80,52 @@ def test_neighbouring_events_travel_in_one_batch_and_each_is_confirmed(make_bus,
     received = [m for d in recorder.deliveries for m in decode_events(d.body)]
     assert [m.id for m in received] == [m.id for m in sent]
     assert sorted(confirmed) == sorted(m.id for m in sent)
+
+
+def _tap(bus: Bus, site: str) -> tuple[Recorder, Consumer]:
+    queue = f"tme.test.gw.{site}"
+    bus.declare_queue(queue, EVENTS_EXCHANGE, f"{site}.#")
+    recorder = Recorder()
+    return recorder, bus.consume(queue, recorder)
+
+
+def test_a_final_event_ends_the_wait_and_takes_the_waiting_ones_along(make_bus, site, monkeypatch):
+    monkeypatch.setattr(bus_publisher, "LINGER_S", 60.0)  # only a final event ends it here
+    bus = make_bus()
+    recorder, consumer = _tap(bus, site)
+    publisher = BusPublisher(bus)
+    publisher.start()
+    started = Event(command_id="c", type="started", site=site, agent="a")
+    succeeded = Event(command_id="c", type="succeeded", site=site, agent="a")
+    try:
+        publisher.submit(_outgoing(site, started))
+        publisher.submit(_outgoing(site, succeeded))
+        recorder.wait_for(lambda ds: len(ds) >= 1)
+    finally:
+        publisher.stop()
+        consumer.stop()
+    (delivery,) = recorder.deliveries
+    assert [e.id for e in decode_events(delivery.body)] == [started.id, succeeded.id]
+
+
+def test_a_presence_ends_the_wait_and_a_lone_event_goes_after_linger_s(make_bus, site, monkeypatch):
+    monkeypatch.setattr(bus_publisher, "LINGER_S", 60.0)
+    bus = make_bus()
+    recorder, consumer = _tap(bus, site)
+    publisher = BusPublisher(bus)
+    publisher.start()
+    accepted = Event(command_id="c", type="accepted", site=site, agent="a")
+    presence = Presence(site=site, agent="a", state="online")
+    try:
+        publisher.submit(_outgoing(site, accepted))
+        publisher.submit(_outgoing(site, presence))
+        recorder.wait_for(lambda ds: len(ds) >= 2)  # long before LINGER_S
+        monkeypatch.setattr(bus_publisher, "LINGER_S", 0.05)
+        alone = Event(command_id="d", type="accepted", site=site, agent="a")
+        publisher.submit(_outgoing(site, alone))
+        recorder.wait_for(lambda ds: len(ds) >= 3)
+    finally:
+        publisher.stop()
+        consumer.stop()
+    ids = [m.id for d in recorder.deliveries for m in decode_events(d.body)]
+    assert ids == [accepted.id, presence.id, alone.id]
