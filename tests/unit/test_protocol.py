@@ -292,11 +292,7 @@ def _event_json(**changes: Any) -> str:
 def test_from_json_raises_protocol_error_naming_what_was_wrong(
     data: str | bytes, words: list[str]
 ) -> None:
-    with pytest.raises(ProtocolError) as info:
-        Event.from_json(data)
-    for word in words:
-        assert word in info.value.message
-    assert info.value.code == "protocol_error"
+    assert _refusal(Event.from_json, data, words).code == "protocol_error"
 
 
 @pytest.mark.parametrize(
@@ -316,10 +312,7 @@ def test_from_json_raises_protocol_error_naming_what_was_wrong(
 def test_decode_any_raises_protocol_error_naming_what_was_wrong(
     data: str, words: list[str]
 ) -> None:
-    with pytest.raises(ProtocolError) as info:
-        decode_any(data)
-    for word in words:
-        assert word in info.value.message
+    _refusal(decode_any, data, words)
 
 
 def test_decode_any_picks_the_class_by_kind() -> None:
@@ -351,10 +344,7 @@ def test_an_event_batch_decodes_to_its_events_in_order() -> None:
 )
 def test_a_bad_event_spoils_its_whole_batch(bodies: list[bytes], words: list[str]) -> None:
     _, body = pack_events("s", bodies)
-    with pytest.raises(ProtocolError) as info:
-        decode_events(body)
-    for word in words:
-        assert word in info.value.message
+    _refusal(decode_events, body, words)
 
 
 def test_decode_events_takes_what_the_events_exchange_carries_and_refuses_a_command() -> None:
@@ -365,3 +355,12 @@ def test_decode_events_takes_what_the_events_exchange_carries_and_refuses_a_comm
     command = Command(task_id=1, site="s", agent="a", op="noop", timeout_s=1, not_after=utcnow())
     with pytest.raises(ProtocolError, match="unexpected command"):
         decode_events(command.to_json())
+
+
+def _refusal(decode: Any, data: str | bytes, words: list[str]) -> ProtocolError:
+    """The ProtocolError decoding `data` raises; its message names every one of `words`."""
+    with pytest.raises(ProtocolError) as info:
+        decode(data)
+    for word in words:
+        assert word in info.value.message
+    return info.value
