@@ -72,6 +72,11 @@ class BusPublisher:
     def submit(self, item: Outgoing) -> None:
         self._queue.put(item)
 
+    @property
+    def backlog(self) -> int:
+        """Items submitted and not yet taken into a batch (diagnostics, tests)."""
+        return self._queue.qsize()
+
     def _run(self) -> None:
         while not self._stopping.is_set():
             batch = self._take_batch()

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable
 
 from bus_recorder import Recorder
+from waiting import wait_until
 
 from tme.agents import bus_publisher
 from tme.agents.bus_publisher import BusPublisher, Outgoing
@@ -99,6 +100,7 @@ def test_a_final_event_ends_the_wait_and_takes_the_waiting_ones_along(make_bus, 
     succeeded = Event(command_id="c", type="succeeded", site=site, agent="a")
     try:
         publisher.submit(_outgoing(site, started))
+        wait_until(lambda: publisher.backlog == 0, what="started taken, and waiting")
         publisher.submit(_outgoing(site, succeeded))
         recorder.wait_for(lambda ds: len(ds) >= 1)
     finally:
