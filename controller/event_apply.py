@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import bindparam, update
 from sqlmodel import Session, select
 
-from tme.controller.services.hop_batch import HopBatch
+from tme.controller.services.hop_batch import HopBatch, RunView
 from tme.controller.services.runs import Hop, applied_event_ids
 from tme.controller.store.models import Agent, Device, Site, utcnow
 from tme.controller.store.workflow_models import RunLink
@@ -50,6 +50,7 @@ NOT_STARTED = (
 class Applied:
     moved: list[bool]  # for each message, whether it moved a run
     to_settle: int  # runs made final here that are left for the workflow pass
+    runs: dict[str, RunView]  # the batch's runs by id, as applying left them
 
 
 def apply_messages(session: Session, messages: list[Event | Presence]) -> Applied:
@@ -79,7 +80,7 @@ def apply_messages(session: Session, messages: list[Event | Presence]) -> Applie
         session.execute(NOT_STARTED, {"ids": sorted(not_started)})
     # Taken as linked: settling marks only existing links, and one missing counts as left.
     finished = (Finished(r.id, r.task_id, r.state, r.id) for r in batch.finished)
-    return Applied(moved, settle_finished(session, finished))
+    return Applied(moved, settle_finished(session, finished), batch.runs)
 
 
 def apply_event(session: Session, event: Event) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from tme.bus.base import Bus, Consumer, Delivery, Reject
-from tme.controller.event_apply import apply_messages
+from tme.controller.event_apply import Applied, apply_messages
 from tme.controller.store.db import session_scope
 from tme.protocol import EVENTS_EXCHANGE, Event, Presence, ProtocolError, decode_events
 
@@ -29,7 +29,8 @@ EVENTS_QUEUE = "tme.controller.events"
 MAX_BATCH = 200  # deliveries taken at once, events per transaction; never waited for
 
 Listener = Callable[[Event | Presence], None]
-BatchListener = Callable[[list[Event | Presence]], None]
+# Told of each applied batch with what applying it found (the batch's runs).
+BatchListener = Callable[[list[Event | Presence], Applied], None]
 
 
 class EventConsumer:
@@ -95,15 +96,15 @@ class EventConsumer:
         if applied.to_settle and self.on_to_settle is not None:
             self.on_to_settle()
         for batch_listener in self.batch_listeners:
-            _tell(batch_listener, messages)
+            _tell(batch_listener, messages, applied)
         for message in messages:
             for listener in self.listeners:
                 _tell(listener, message)
 
 
-def _tell(listener: Callable[[Any], None], what: Any) -> None:
+def _tell(listener: Callable[..., None], *what: Any) -> None:
     try:
-        listener(what)
+        listener(*what)
     except Exception:  # a listener (dashboard, metrics) never blocks the ack
         log.exception("event listener failed")
 

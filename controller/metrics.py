@@ -17,11 +17,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
-from sqlalchemy import bindparam, func
-from sqlalchemy import select as sa_select
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from tme.controller.event_apply import Applied
 from tme.controller.store.models import Agent, Outbox, Run
 from tme.protocol import Event, Presence
 
@@ -29,13 +29,6 @@ router = APIRouter(tags=["metrics"])
 
 # Outcomes that point at the driver or the machine rather than at the task.
 DRIVER_ERROR_EVENTS = frozenset({"failed", "timed_out"})
-
-
-# Built once (the listener runs on every batch the event consumer applies).
-RUNS = Run.__table__
-CREATED_AT = sa_select(RUNS.c.id, RUNS.c.created_at).where(
-    RUNS.c.id.in_(bindparam("ids", expanding=True))
-)
 
 
 class StoreCollector(Collector):
@@ -83,11 +76,9 @@ class Metrics:
         )
         self.engine = engine
 
-    def on_batch(self, messages: list[Event | Presence]) -> None:
+    def on_batch(self, messages: list[Event | Presence], applied: Applied) -> None:
         """EventConsumer batch listener (bus thread): prometheus-client is thread-safe.
-
-        The runs accepted in the batch are read in one query for their creation time.
-        """
+        A run's creation time comes from the batch's runs, as applying read them."""
         accepted: dict[str, Event] = {}
         for message in messages:
             if not isinstance(message, Event):
@@ -96,14 +87,10 @@ class Metrics:
                 self.driver_errors.labels(site=message.site or "", source=message.source).inc()
             if message.type == "accepted":
                 accepted.setdefault(message.command_id, message)
-        if not accepted:
-            return
-        with self.engine.connect() as connection:
-            rows = connection.execute(CREATED_AT, {"ids": list(accepted)})
-            created = {row.id: row.created_at for row in rows}
         for run_id, event in accepted.items():
-            if run_id in created:
-                latency = (event.at - created[run_id]).total_seconds()
+            run = applied.runs.get(run_id)
+            if run is not None and run.created_at is not None:
+                latency = (event.at - run.created_at).total_seconds()
                 self.dispatch_latency.observe(max(0.0, latency))
 
 

@@ -66,6 +66,7 @@ class RunView:
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    created_at: datetime | None = None  # read, never written by a hop
 
 
 LOAD_RUNS = (
@@ -136,5 +137,8 @@ class HopBatch:
         self._events, self._logs, self._changed, self._moved = [], [], {}, {}
 
 
+WRITTEN = [name for name in RunView.__slots__ if name != "created_at"]
+
+
 def _params(run: RunView) -> dict[str, Any]:
-    return {f"b_{name}": getattr(run, name) for name in RunView.__slots__}
+    return {f"b_{name}": getattr(run, name) for name in WRITTEN}

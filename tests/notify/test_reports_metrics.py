@@ -96,6 +96,7 @@ def test_metrics_needs_a_token(app) -> None:
 
 
 def test_metrics_observe_dispatch_latency_and_driver_errors_from_a_batch(app_engine) -> None:
+    from tme.controller.event_apply import apply_messages
     from tme.controller.metrics import Metrics
     from tme.protocol import Event, Presence
 
@@ -115,7 +116,10 @@ def test_metrics_observe_dispatch_latency_and_driver_errors_from_a_batch(app_eng
         Presence(site="plant-x", agent="skid-a", state="online"),
         failed,
     ]
-    metrics.on_batch(batch)
+    with Session(app_engine) as session:
+        applied = apply_messages(session, batch)  # as the event consumer does, then tells
+        session.commit()
+    metrics.on_batch(batch, applied)
     registry = metrics.registry
     assert registry.get_sample_value("tme_dispatch_latency_seconds_count") == 3
     labels = {"site": "plant-x", "source": failed.source}

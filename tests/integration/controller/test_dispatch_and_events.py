@@ -146,10 +146,13 @@ def test_event_consumer_dead_letters_garbage_and_applies_events_once(app_engine,
     consumer = EventConsumer(app_engine, bus, queue=f"tme.test.events.{site}", binding=f"{site}.#")
     batches: list[list[Any]] = []
 
-    def broken(_messages: list[Any]) -> None:
+    def broken(_messages: list[Any], _applied: Any) -> None:
         raise RuntimeError("a listener's bug")
 
-    consumer.batch_listeners.extend([broken, batches.append])  # the broken one stops nothing
+    def told_of(messages: list[Any], _applied: Any) -> None:
+        batches.append(messages)
+
+    consumer.batch_listeners.extend([broken, told_of])  # the broken one stops nothing
     consumer.start()
     key = f"{site}.skid-a.accepted"
     accepted = Event(command_id=run_id, type="accepted", site=site, agent="skid-a")
