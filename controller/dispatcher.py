@@ -5,6 +5,14 @@ per message). A row is marked published only after the broker confirmed it, so
 whatever was never confirmed (a crash, a broker outage) is published again after
 a restart; the gateway and agent deduplicate by command id.
 
+Confirms are recorded together, at most RECORD_DELAY_S after the first of them
+(or at once past BATCH rows, a failed publish or a stop): recording is a write
+transaction, and one per pass kept the next command waiting behind it and the
+other writers behind the write gate. Until then the confirmed rows are held here
+and never published twice; a crash before recording publishes them again, as above.
+The dispatched hop keeps the time of its confirm; the gateway's delivered hop may
+be recorded before it (hops tolerate reordering).
+
 Site queues are declared here, because a gateway may declare nothing (its RabbitMQ
 user may not configure anything): before the first dispatch to a site, at start-up
 for every site the database knows, and when a site's gateway announces itself. A
@@ -15,6 +23,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, bindparam, select, update
@@ -34,6 +44,7 @@ log = logging.getLogger("tme.dispatcher")
 BATCH = (
     500  # rows per confirm round trip: large enough to amortise it, small enough to stay responsive
 )
+RECORD_DELAY_S = 0.05  # how late a confirm may be recorded, to share a transaction
 IDLE_POLL_S = 1.0  # fallback poll; new rows normally wake the dispatcher at once
 RETRY_PAUSE_S = 2.0  # after a broker failure, before trying again
 
@@ -48,9 +59,9 @@ UNPUBLISHED = (
 )
 PUBLISHED = (
     update(OUTBOX)
-    .where(OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
+    .where(OUTBOX.c.id == bindparam("b_id"))
     .values(
-        published_at=bindparam("now", type_=OUTBOX.c.published_at.type),
+        published_at=bindparam("at", type_=OUTBOX.c.published_at.type),
         attempts=OUTBOX.c.attempts + 1,
     )
 )
@@ -74,6 +85,8 @@ class Dispatcher:
         self._known_sites_loaded = False
         self._declare_failing = False
         self._failing = False
+        self._confirmed: dict[int, tuple[Row[Any], datetime]] = {}  # by outbox id, unrecorded
+        self._first_confirmed = 0.0  # monotonic time of the oldest unrecorded confirm
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="tme-dispatcher", daemon=True)
@@ -88,15 +101,29 @@ class Dispatcher:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                published = self.dispatch_pending()
+                published = self.publish_pending()
+                if self._confirmed and self._record_due_in() <= 0:
+                    self.record_confirmed()
             except Exception:  # the loop must survive anything; the next pass retries
                 log.exception("dispatch pass failed")
                 published = 0
             if published >= BATCH:
                 continue
             pause = RETRY_PAUSE_S if self._failing else IDLE_POLL_S
+            if self._confirmed:
+                pause = max(0.0, min(pause, self._record_due_in()))
             self.wake.wait(pause)
             self.wake.clear()
+        try:
+            self.record_confirmed()
+        except Exception:  # published again at the next start: the edge deduplicates
+            log.exception("could not record the last confirms before stopping")
+
+    def _record_due_in(self) -> float:
+        """Seconds until the held confirms are to be recorded (<= 0: now)."""
+        if len(self._confirmed) >= BATCH:
+            return 0.0
+        return self._first_confirmed + RECORD_DELAY_S - time.monotonic()
 
     def on_message(self, message: Event | Presence) -> None:
         """Event listener: a gateway that announces itself gets its site's queue declared,
@@ -113,10 +140,23 @@ class Dispatcher:
         self.wake.set()
 
     def dispatch_pending(self) -> int:
-        """Publish one batch of unpublished rows; return how many were confirmed."""
+        """Publish one batch of unpublished rows and record it; return how many were
+        confirmed."""
+        published = self.publish_pending()
+        self.record_confirmed()
+        return published
+
+    def publish_pending(self) -> int:
+        """Publish one batch of the unpublished rows not held as confirmed; hold the
+        confirmed ones, record the failed ones (with all held) at once."""
         self._declare_wanted_sites()
+        if len(self._confirmed) >= BATCH:
+            return 0  # recorded first (bounds what is held while recording fails)
         with session_scope(self.engine) as session:
-            rows = list(session.execute(UNPUBLISHED).all())
+            query = (
+                UNPUBLISHED.limit(BATCH + len(self._confirmed)) if self._confirmed else UNPUBLISHED
+            )
+            rows = [r for r in session.execute(query) if r.id not in self._confirmed][:BATCH]
         if not rows:
             return 0
         self._declare_sites({row.site for row in rows})
@@ -124,11 +164,33 @@ class Dispatcher:
             DISPATCH_EXCHANGE,
             [(site_routing_key(r.site), r.body.encode(), r.run_id) for r in rows],
         )
+        now = utcnow()
+        failed = []
         for row, error in zip(rows, results, strict=True):
+            if error is None:
+                if not self._confirmed:
+                    self._first_confirmed = time.monotonic()
+                self._confirmed[row.id] = (row, now)
+                continue
+            failed.append((row, error))
             if isinstance(error, Unroutable):
                 self._sites.discard(row.site)  # its queue is gone: declare it again
-        self._record(rows, results)
-        return sum(1 for r in results if r is None)
+        if failed:
+            self._record(failed)
+            if not self._failing:
+                log.warning("%d of %d commands not confirmed; will retry", len(failed), len(rows))
+        self._failing = bool(failed)
+        return len(rows) - len(failed)
+
+    @property
+    def held(self) -> int:
+        """Confirmed rows not recorded yet."""
+        return len(self._confirmed)
+
+    def record_confirmed(self) -> None:
+        """Record the held confirms now (one transaction)."""
+        if self._confirmed:
+            self._record([])
 
     def _declare_sites(self, sites: set[str]) -> None:
         for site in sorted(sites - self._sites):
@@ -157,23 +219,21 @@ class Dispatcher:
             return
         self._declare_failing = False
 
-    def _record(self, rows: list[Row[Any]], results: list[BusError | None]) -> None:
-        """One transaction for the batch: stamp the outbox rows, move the confirmed runs."""
-        now = utcnow()
-        confirmed = [row for row, error in zip(rows, results, strict=True) if error is None]
-        failed = [(row, error) for row, error in zip(rows, results, strict=True) if error]
+    def _record(self, failed: list[tuple[Row[Any], BusError]]) -> None:
+        """One transaction: stamp the held confirmed rows and move their runs (each hop
+        at its confirm's time), count the failed attempts; then hold nothing."""
+        confirmed = sorted(self._confirmed.values(), key=lambda held: held[0].id)
         with session_scope(self.engine) as session:
-            batch = HopBatch(session, (row.run_id for row in confirmed))
+            batch = HopBatch(session, (row.run_id for row, _ in confirmed))
             if confirmed:
-                session.execute(PUBLISHED, {"ids": [row.id for row in confirmed], "now": now})
+                stamps = [{"b_id": row.id, "at": at} for row, at in confirmed]
+                session.execute(PUBLISHED, stamps)
             if failed:
                 errors = [{"b_id": row.id, "error": str(error)[:2000]} for row, error in failed]
                 session.execute(NOT_CONFIRMED, errors)
-            hop = Hop(RunState.dispatched, "confirmed by broker", "controller", now)
-            for row in confirmed:
+            for row, at in confirmed:
                 if row.run_id in batch.runs:
+                    hop = Hop(RunState.dispatched, "confirmed by broker", "controller", at)
                     batch.record(row.run_id, hop)
             batch.write()
-        if failed and not self._failing:
-            log.warning("%d of %d commands not confirmed; will retry", len(failed), len(rows))
-        self._failing = bool(failed)
+        self._confirmed.clear()

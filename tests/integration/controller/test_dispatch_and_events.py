@@ -141,6 +141,57 @@ def test_what_was_never_confirmed_is_published_again_after_a_restart(app_engine,
         assert len(hops) == 2
 
 
+def test_confirms_of_several_passes_are_recorded_together_and_never_published_twice(
+    app_engine, bus, site
+):
+    bus.declare_site(site)
+    collector = Collector()
+    consumer = bus.consume(site_queue(site), collector)
+    dispatcher = Dispatcher(app_engine, bus)
+    try:
+        first = _queue_tasks(app_engine, site, 2)
+        assert dispatcher.publish_pending() == 2
+        second = _queue_tasks(app_engine, site, 1)
+        assert dispatcher.publish_pending() == 1  # the held two are not published again
+        assert dispatcher.publish_pending() == 0
+        commands = collector.wait_for(3)
+        assert _states(app_engine, first + second) == {"queued"}  # confirmed, held
+        dispatcher.record_confirmed()
+    finally:
+        consumer.stop()
+    assert sorted(c.id for c in commands) == sorted(first + second)
+    assert _states(app_engine, first + second) == {"dispatched"}
+    with session_scope(app_engine) as session:
+        rows = session.exec(select(Outbox).where(col(Outbox.run_id).in_(first + second))).all()
+        assert all(r.published_at is not None and r.attempts == 1 for r in rows)
+        hops = session.exec(
+            select(RunEvent).where(
+                col(RunEvent.run_id).in_(first), RunEvent.to_state == "dispatched"
+            )
+        ).all()
+    # Each hop keeps the time of its own confirm, not that of the recording.
+    published = {r.run_id: r.published_at for r in rows}
+    assert {h.run_id: h.at for h in hops} == {r: published[r] for r in first}
+
+
+def test_a_stopping_dispatcher_records_the_confirms_it_holds(app_engine, bus, site, monkeypatch):
+    monkeypatch.setattr("tme.controller.dispatcher.RECORD_DELAY_S", 3600.0)
+    run_ids = _queue_tasks(app_engine, site, 2)
+    bus.declare_site(site)
+    collector = Collector()
+    consumer = bus.consume(site_queue(site), collector)
+    dispatcher = Dispatcher(app_engine, bus)
+    dispatcher.start()
+    try:
+        collector.wait_for(2)
+        wait_until(lambda: dispatcher.held == 2, what="both confirms held")
+        assert _states(app_engine, run_ids) == {"queued"}
+    finally:
+        dispatcher.stop()
+        consumer.stop()
+    assert _states(app_engine, run_ids) == {"dispatched"}
+
+
 def test_event_consumer_dead_letters_garbage_and_applies_events_once(app_engine, bus, site):
     (run_id,) = _queue_tasks(app_engine, site, 1)
     consumer = EventConsumer(app_engine, bus, queue=f"tme.test.events.{site}", binding=f"{site}.#")
