@@ -17,7 +17,7 @@ from fastapi import APIRouter, Query, Request, Response
 from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId
 from tme.controller.api.routes.tasks import (
     IdempotencyKey,
-    create_and_commit,
+    create_answer,
     delete_and_commit,
     update_and_commit,
 )
@@ -30,15 +30,14 @@ router = APIRouter(tags=["tasks (documented paths)"])
 
 
 @router.post("/tasks/create", status_code=201, response_model=TaskPublic)
-def create_task(
+async def create_task(
+    request: Request,
     body: TaskCreate,
-    response: Response,
-    session: SessionDep,
     on_run_ready: RunReadyDep,
     principal: PrincipalDep,
     idempotency_key: IdempotencyKey = None,
-) -> TaskPublic:
-    return create_and_commit(session, body, response, idempotency_key, on_run_ready, principal)
+) -> Response:
+    return await create_answer(request, body, idempotency_key, on_run_ready, principal)
 
 
 @router.get("/tasks/", response_model=list[TaskPublic])
