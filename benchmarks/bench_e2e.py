@@ -76,6 +76,10 @@ class Finals:
     at: dict[str, float] = field(default_factory=dict)
     outcome: dict[str, str] = field(default_factory=dict)
     changed: threading.Condition = field(default_factory=threading.Condition)
+    # The runs wait_for still waits for: the listener wakes it once, when the last is
+    # final (waking it per final state to check them all cost the controller's process
+    # a burst's square).
+    waiting: set[str] = field(default_factory=set)
 
     def listener(self, message: Any) -> None:
         if getattr(message, "type", None) not in FINAL:
@@ -85,17 +89,17 @@ class Finals:
             if message.command_id not in self.at:
                 self.at[message.command_id] = now
                 self.outcome[message.command_id] = message.type
-                self.changed.notify_all()
+                if message.command_id in self.waiting:
+                    self.waiting.discard(message.command_id)
+                    if not self.waiting:
+                        self.changed.notify_all()
 
     def wait_for(self, run_ids: list[str], timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
         with self.changed:
-            while not all(r in self.at for r in run_ids):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.changed.wait(min(left, 1.0))
-        return True
+            self.waiting = {r for r in run_ids if r not in self.at}
+            done = self.changed.wait_for(lambda: not self.waiting, timeout)
+            self.waiting = set()
+            return done
 
     def measure(self, name: str, created: dict[str, float], timeout: float) -> Row:
         ids = list(created)
