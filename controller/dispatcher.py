@@ -35,6 +35,7 @@ from tme.controller.services.hop_batch import HopBatch
 from tme.controller.services.runs import Hop
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Outbox, Site, utcnow
+from tme.controller.store.sqlite_gate import pipeline_writes
 from tme.errors import BusError
 from tme.protocol import DISPATCH_EXCHANGE, Event, Presence, site_routing_key
 from tme.states import RunState
@@ -99,6 +100,10 @@ class Dispatcher:
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
+        with pipeline_writes():
+            self._run()
+
+    def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 published = self.publish_pending()

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from tme.bus.base import Bus, Consumer, Delivery, Reject
 from tme.controller.event_apply import Applied, apply_messages
 from tme.controller.store.db import session_scope
+from tme.controller.store.sqlite_gate import pipeline_writes
 from tme.protocol import EVENTS_EXCHANGE, Event, Presence, ProtocolError, decode_events
 
 log = logging.getLogger("tme.events")
@@ -91,7 +92,7 @@ class EventConsumer:
         return outcomes
 
     def _apply(self, messages: list[Event | Presence]) -> None:
-        with session_scope(self.engine) as session:
+        with pipeline_writes(), session_scope(self.engine) as session:
             applied = apply_messages(session, messages)
         if applied.to_settle and self.on_to_settle is not None:
             self.on_to_settle()

@@ -9,6 +9,14 @@ given back when the connection returns to the pool (after its commit or rollback
 the next writer wakes at once. Reads never take it; WAL lets them run beside the
 writer. A thread that already holds the gate may take it again (a nested session).
 Past the timeout a writer goes on without the gate and SQLite decides, as before.
+
+Writers that finish work already under way, the dispatcher (a command confirmed by
+the broker) and the event consumer (what the machines answered), write within
+`pipeline_writes()` and go before waiting API writers (a new task): when the
+API floods the gate, commands still reach the machines and results are still
+recorded promptly, and the flood waits instead (its clients feel the back-pressure).
+A pipeline writer waits at most for the one write in progress; API writers are not
+starved, since a pipeline writer reads between its writes.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -26,6 +36,18 @@ log = logging.getLogger(__name__)
 
 HELD = "tme_write_gate"
 WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
+_THREAD = threading.local()
+
+
+@contextmanager
+def pipeline_writes() -> Iterator[None]:
+    """The calling thread's writes within go before those of waiting API writers."""
+    before = getattr(_THREAD, "pipeline", False)
+    _THREAD.pipeline = True
+    try:
+        yield
+    finally:
+        _THREAD.pipeline = before
 
 
 class WriteGate:
@@ -34,7 +56,10 @@ class WriteGate:
         self.waiting = 0  # writers waiting now (for tests and diagnostics)
         self.held_s = 0.0  # how long the gate has been held in all (for benchmarks)
         self._since = 0.0
-        self._free = threading.Condition()
+        self._lock = threading.Lock()
+        self._free = threading.Condition(self._lock)  # for API writers
+        self._free_first = threading.Condition(self._lock)  # for pipeline writers
+        self._first_waiting = 0
         self._owner: int | None = None
         self._depth = 0
 
@@ -45,13 +70,22 @@ class WriteGate:
     def enter(self) -> bool:
         """Wait for the gate; False when it stayed closed past the timeout."""
         me = threading.get_ident()
-        with self._free:
-            if self._depth and self._owner != me:
+        first = getattr(_THREAD, "pipeline", False)
+        with self._lock:
+            if self._owner != me and (self._depth or (self._first_waiting and not first)):
                 self.waiting += 1
+                self._first_waiting += first
+                opened = False
                 try:
-                    opened = self._free.wait_for(lambda: self._depth == 0, self.timeout_s)
+                    opened = (self._free_first if first else self._free).wait_for(
+                        lambda: self._depth == 0 and (first or not self._first_waiting),
+                        self.timeout_s,
+                    )
                 finally:
                     self.waiting -= 1
+                    self._first_waiting -= first
+                    if first and not opened and not self._first_waiting and not self._depth:
+                        self._free.notify()  # a pipeline writer gave up on a free gate
                 if not opened:
                     log.warning("SQLite writer waited %.0f s for the write gate", self.timeout_s)
                     return False
@@ -62,13 +96,13 @@ class WriteGate:
             return True
 
     def leave(self) -> None:
-        with self._free:
+        with self._lock:
             if self._depth == 1:
                 self.held_s += time.perf_counter() - self._since
             self._depth = max(0, self._depth - 1)
             if self._depth == 0:
                 self._owner = None
-                self._free.notify()
+                (self._free_first if self._first_waiting else self._free).notify()
 
 
 def install(engine: Engine, timeout_s: float = 30.0) -> WriteGate:

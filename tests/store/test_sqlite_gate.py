@@ -5,6 +5,7 @@ moment the first commits or rolls back; readers are never held up by it."""
 from __future__ import annotations
 
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 
 from sqlmodel import Session, select
@@ -12,7 +13,7 @@ from waiting import wait_until
 
 from tme.controller.store.db import make_engine, session_scope, upgrade
 from tme.controller.store.models import Site
-from tme.controller.store.sqlite_gate import gate_of
+from tme.controller.store.sqlite_gate import gate_of, pipeline_writes
 
 
 def _engine(tmp_path: Path):  # type: ignore[no-untyped-def]
@@ -92,3 +93,36 @@ def test_many_writer_threads_all_commit(tmp_path: Path) -> None:
         assert len(session.exec(select(Site)).all()) == 120
     gate = gate_of(engine)
     assert gate is not None and not gate.held
+
+
+def test_a_pipeline_writer_goes_before_waiting_api_writers(tmp_path: Path) -> None:
+    """The dispatcher and the event consumer finish work under way: when the gate opens,
+    a waiting pipeline writer takes it before API writers that waited longer."""
+    engine = _engine(tmp_path)
+    gate = gate_of(engine)
+    assert gate is not None
+    order: list[str] = []
+
+    def write(name: str, pipeline: bool) -> None:
+        with ExitStack() as stack:
+            if pipeline:
+                stack.enter_context(pipeline_writes())
+            with session_scope(engine) as session:
+                session.add(Site(name=name))
+                session.flush()
+                order.append(name)
+
+    threads = []
+    with session_scope(engine) as session:
+        session.add(Site(name="holder"))
+        session.flush()  # holds the gate while the others line up
+        for n, (name, pipeline) in enumerate(
+            [("api-1", False), ("api-2", False), ("dispatcher", True)], start=1
+        ):
+            threads.append(threading.Thread(target=write, args=(name, pipeline)))
+            threads[-1].start()
+            wait_until(lambda n=n: gate.waiting == n, what=f"{name} waiting on the gate")
+    for thread in threads:
+        thread.join(10)
+    assert order == ["dispatcher", "api-1", "api-2"]
+    assert not gate.held and gate.waiting == 0
