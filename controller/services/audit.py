@@ -16,7 +16,6 @@ import functools
 import hashlib
 import hmac
 import json
-import threading
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from tme.controller.store.db import session_scope
+from tme.controller.store.group_commit import GroupCommit, by_key
 from tme.controller.store.models import utcnow
 from tme.controller.store.security_models import AuditEntry, AuditHead
 
@@ -109,81 +109,7 @@ def record(
         "client": client[:100],
         "details": details or {},
     }
-    return _APPENDER.append(engine, _Append(fields))
-
-
-@dataclass
-class _Append:
-    fields: dict[str, Any]
-    done: bool = False
-    entry: AuditEntryPublic | None = None
-    error: BaseException | None = None
-
-
-class _GroupAppender:
-    """Group commit: rows asked for while a write is in progress go in the next one.
-
-    Each caller still returns only after its own row is committed; under concurrent
-    requests one transaction (and one wait for the database's write lock) carries
-    many rows, where one per row would queue the requests behind each other.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._waiting: list[tuple[Engine, _Append]] = []
-        self._writing = False
-
-    def append(self, engine: Engine, item: _Append) -> AuditEntryPublic:
-        with self._cond:
-            self._waiting.append((engine, item))
-            while not item.done:
-                if self._writing:
-                    self._cond.wait()
-                    continue
-                self._writing = True
-                batch, self._waiting = self._waiting, []
-                self._cond.release()
-                try:
-                    _write_batch(batch)
-                finally:
-                    self._cond.acquire()
-                    self._writing = False
-                    self._cond.notify_all()
-        if item.error is not None:
-            raise item.error
-        assert item.entry is not None
-        return item.entry
-
-
-_APPENDER = _GroupAppender()
-
-
-def _write_batch(batch: list[tuple[Engine, _Append]]) -> None:
-    """Write each engine's rows in one transaction; if that fails, row by row, so one
-    bad row fails only its own caller. Every item ends done, with an entry or an error."""
-    by_engine: dict[Engine, list[_Append]] = {}
-    for engine, item in batch:
-        by_engine.setdefault(engine, []).append(item)
-    for engine, items in by_engine.items():
-        try:
-            entries = _append_rows(engine, [item.fields for item in items])
-        except BaseException as exc:  # handed to the caller(s), who raise it
-            if len(items) == 1:
-                items[0].error, items[0].done = exc, True
-                continue
-            for item in items:
-                _write_alone(engine, item)
-            continue
-        for item, entry in zip(items, entries, strict=True):
-            item.entry, item.done = entry, True
-
-
-def _write_alone(engine: Engine, item: _Append) -> None:
-    try:
-        (item.entry,) = _append_rows(engine, [item.fields])
-    except BaseException as exc:
-        item.error = exc
-    item.done = True
+    return _APPENDER.submit((engine, fields))
 
 
 AUDIT, HEADS = AuditEntry.__table__, AuditHead.__table__
@@ -257,6 +183,13 @@ def _append_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[AuditEntryP
         else:
             connection.execute(MOVE_HEAD, {f"b_{name}": value for name, value in moved.items()})
     return entries
+
+
+# Group commit: rows asked for while a write is in progress go in the next one, one
+# transaction per database; a row that cannot be written fails only its own caller.
+_APPENDER: GroupCommit[tuple[Engine, dict[str, Any]], AuditEntryPublic] = GroupCommit(
+    by_key(_append_rows)
+)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from tme.controller.services import tasks as service
 from tme.controller.services.queries import list_runs
 from tme.controller.services.roles import Principal
 from tme.controller.services.runs import RunReadyHook
+from tme.controller.services.task_commit import create_committed
 from tme.controller.services.tasks import TaskFilters, to_public
-from tme.controller.store.db import session_scope
 from tme.errors import TMEError
 from tme.schemas import (
     Page,
@@ -59,7 +59,8 @@ async def create_answer(
     The most frequent write gets the shortest way: a plain `def` route with a session
     dependency takes four hops between the event loop and the thread pool (the
     session's opening and closing, the route, the check of its return value), each
-    a thread hand-over that, under load, waits its turn for the interpreter.
+    a thread hand-over that, under load, waits its turn for the interpreter. The
+    transaction is shared with the creates of other requests meanwhile (task_commit).
     """
     engine = request.app.state.engine
     public, created = await run_in_threadpool(
@@ -84,12 +85,7 @@ def _create_committed(
     principal: Principal,
 ) -> tuple[TaskPublic, bool]:
     access.check_task_create(principal, body)
-    with session_scope(engine) as session:
-        task, created = service.create_task(
-            session, body, idempotency_key=key, on_run_ready=on_run_ready
-        )
-        session.commit()
-        return to_public(task), created
+    return create_committed(engine, body, idempotency_key=key, on_run_ready=on_run_ready)
 
 
 def update_and_commit(
