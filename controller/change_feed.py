@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 
 from tme.controller.store.models import Run, RunEvent, RunLog, Task
 from tme.protocol import Event, Presence
+from tme.states import is_late
 
 # Presence changes kept for readers that resume; a reader further behind than this
 # misses agent changes (never run changes, which come from the database).
@@ -46,9 +47,17 @@ class RunChange:
     reason: str
     at: datetime
 
+    @property
+    def late(self) -> bool:
+        """A hop recorded after the run had moved past it (a confirm recorded after the
+        gateway's delivered, a result after a final state): the run's state is still
+        `from_state`, so a reader showing the state keeps it."""
+        return is_late(self.from_state, self.to_state)
+
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["at"] = self.at.isoformat()
+        data["late"] = self.late
         return data
 
 

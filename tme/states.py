@@ -101,6 +101,12 @@ def check_transition(current: RunState | str, requested: RunState | str) -> bool
     return True
 
 
+def is_late(from_state: RunState | str | None, to_state: RunState | str) -> bool:
+    """Whether a recorded hop came after the run had moved past it (it changed no state:
+    the run stayed in `from_state`)."""
+    return from_state is not None and not can_transition(from_state, to_state)
+
+
 def can_transition(current: RunState | str, requested: RunState | str) -> bool:
     try:
         return check_transition(current, requested)

@@ -73,8 +73,8 @@ def describe(change: RunChange | AgentChange) -> tuple[str, str, dict[str, Any]]
             return None
         key = f"agent:{change.site}/{change.agent}@{change.at.isoformat()}"
         return "agent_offline", key, {"event": "agent_offline", "agent": change.as_json()}
-    if change.to_state not in RUN_EVENTS or change.from_state == change.to_state:
-        return None
+    if change.to_state not in RUN_EVENTS or change.from_state == change.to_state or change.late:
+        return None  # only a change of the run's state
     key = f"run:{change.run_id}:{change.to_state}"
     return change.to_state, key, {"event": change.to_state, "run": change.as_json()}
 

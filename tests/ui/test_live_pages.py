@@ -228,3 +228,41 @@ async def test_a_viewer_gets_no_run_controls(user: User, board, sign_in) -> None
     await user.should_see("Timeline")
     for label in ("Cancel run", "Retry"):
         await user.should_not_see(label)
+
+
+# --- late hops ---------------------------------------------------------------------
+
+
+def _late_dispatch(board: Any, run_id: str) -> None:
+    """The dispatcher's confirm, recorded after the run finished (as a late hop)."""
+    from tme.controller.services.hop_batch import HopBatch
+    from tme.controller.services.runs import Hop
+    from tme.states import RunState
+
+    with Session(board.engine) as session:
+        batch = HopBatch(session, [run_id])
+        assert not batch.record(run_id, Hop(RunState.dispatched, "confirmed by broker"))
+        batch.write()
+        session.commit()
+
+
+async def test_a_late_hop_shows_in_the_timeline_and_leaves_the_state(
+    user: User, board, sign_in
+) -> None:
+    task_id = _task(board)
+    run_id = _latest_run(board, task_id)
+    _move(board, run_id, "queued", "delivered", "running", "succeeded")
+    sign_in(user, "viewer")
+    await user.open(f"/runs/{run_id}")
+    await user.should_see("succeeded")
+    _late_dispatch(board, run_id)
+    await user.should_see(marker="late-hop", retries=LIVE)
+    chips = [e.text for e in user.find(marker="run-state").elements]
+    assert chips == ["succeeded"]
+
+    await user.open(f"/tasks/{task_id}")
+    await user.should_see("succeeded")
+    _late_dispatch(board, run_id)  # another one, while the task page follows the runs
+    later = _new_run(board, task_id)
+    await user.should_see(later[:8], retries=LIVE)  # the changes up to here were taken
+    await user.should_not_see("dispatched")

@@ -18,6 +18,7 @@ from tme.states import (
     RunState,
     can_transition,
     check_transition,
+    is_late,
 )
 
 ALL = list(RunState)
@@ -145,3 +146,10 @@ def test_random_sequences_only_move_forward(requests: list[RunState]) -> None:
     ranks = [len(ACTIVE) if s.is_final else ACTIVE.index(s) for s in history]
     assert ranks == sorted(ranks), f"moved backwards: {history}"
     assert sum(s.is_final for s in set(history)) <= 1, "more than one final state"
+
+
+def test_a_confirm_after_the_result_and_a_result_after_a_timeout_are_late() -> None:
+    assert is_late("succeeded", "dispatched") and is_late("delivered", "dispatched")
+    assert is_late("timed_out", "failed")
+    assert not is_late("queued", "delivered") and not is_late("running", "succeeded")
+    assert not is_late(None, "pending")  # a run's first hop

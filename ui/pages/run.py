@@ -13,6 +13,7 @@ from tme.controller.services.queries import get_run_detail
 from tme.controller.services.workflow_graph import workflow_of
 from tme.controller.store.models import Device, RunLog, Task
 from tme.errors import NotFound
+from tme.states import is_late
 from tme.ui import actions, live
 from tme.ui.context import dashboard
 from tme.ui.control import guarded
@@ -61,7 +62,7 @@ def register() -> None:
             workflow_id = workflow_of(session, run_id)
         with frame(f"Run {run_id[:8]} of {task.name}", viewer):
             with ui.row().classes("items-center gap-2"):
-                state = state_chip(detail.state)
+                state = state_chip(detail.state).mark("run-state")
                 ui.link(f"task {task.id}", href(f"/tasks/{task.id}"))
                 ui.link("workflow run", href(f"/workflows/{workflow_id}"))
                 reason = ui.label(detail.reason).classes("text-gray-700")
@@ -72,9 +73,8 @@ def register() -> None:
             shown = {(e.to_state, e.at.isoformat()) for e in detail.events}
             with timeline:
                 for event in detail.events:
-                    ui.timeline_entry(
-                        event.reason, title=event.to_state, subtitle=event.at.isoformat()
-                    )
+                    late = is_late(event.from_state, event.to_state)
+                    hop_entry(event.reason, event.to_state, event.at.isoformat(), late)
             ui.label("Result").classes("text-lg")
             result_box = ui.column()
 
@@ -111,12 +111,11 @@ def register() -> None:
             ]
             for change in mine:
                 shown.add((change.to_state, change.at.isoformat()))
-                set_chip(state, change.to_state)
-                reason.text = change.reason
+                if not change.late:  # a late hop is in the timeline, the state stays
+                    set_chip(state, change.to_state)
+                    reason.text = change.reason
                 with timeline:
-                    ui.timeline_entry(
-                        change.reason, title=change.to_state, subtitle=change.at.isoformat()
-                    )
+                    hop_entry(change.reason, change.to_state, change.at.isoformat(), change.late)
             if mine:
                 with dashboard().session() as session:
                     fresh = get_run_detail(session, run_id)
@@ -149,3 +148,10 @@ def _control_buttons(viewer: Viewer, site: str | None, run_id: str) -> None:
             "Retry",
             on_click=guarded(viewer, "run.control", site, actions.retry, run_id, then=open_retry),
         )
+
+
+def hop_entry(reason: str, state: str, at: str, late: bool) -> None:
+    """One hop of the timeline; a late one (it changed no state) greyed and marked."""
+    entry = ui.timeline_entry(reason, title=state, subtitle=at, color="grey" if late else None)
+    if late:
+        entry.mark("late-hop")

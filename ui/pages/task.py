@@ -144,8 +144,8 @@ def register() -> None:
 
         def on_runs(changes: list[live.RunChange]) -> None:
             for change in changes:
-                if change.task_id != task_id:
-                    continue
+                if change.task_id != task_id or change.late:
+                    continue  # a late hop changed no state
                 if change.run_id in chips:
                     set_chip(chips[change.run_id], change.to_state)
                 else:
