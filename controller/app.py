@@ -19,6 +19,7 @@ from tme.bus import Bus
 from tme.controller import events_stream, metrics, notifications_api, reports_api
 from tme.controller.api import errors, security
 from tme.controller.api.limits import BodySizeLimit
+from tme.controller.api.principal_cache import PrincipalCache
 from tme.controller.api.routes import fleet, health, legacy, runs, scheduling, tasks
 from tme.controller.observers import Observers
 from tme.controller.runtime import ControllerRuntime
@@ -74,6 +75,7 @@ def create_app(
     app = FastAPI(title="TME", version=tme.__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = engine
+    app.state.principals = PrincipalCache()
     app.state.readiness_checks = {}
     app.state.on_run_ready = None
     app.state.runtime = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from fastapi.routing import RouteContext, iter_route_contexts
@@ -24,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tme.controller.api.errors import error_response
 from tme.controller.api.policy import COOKIE_METHODS, COOKIE_PATHS, permission_for
+from tme.controller.api.principal_cache import PrincipalCache
 from tme.controller.services import audit
 from tme.controller.services.roles import Permission, Principal
 from tme.controller.services.sessions import SESSION_COOKIE, token_of_cookie
@@ -53,6 +55,17 @@ def find_route(routes: list[BaseRoute], scope: Scope) -> tuple[RouteContext | No
     return partial, False
 
 
+def bearer_token(request: HTTPConnection) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, else None."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
 def client_of(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else ""
@@ -74,8 +87,11 @@ class Enforce:
         if needed is Permission.public:
             await self.app(scope, receive, send)
             return
+        cache: PrincipalCache | None = getattr(state, "principals", None)
+        token = bearer_token(request)
+        cached = cache.get(token) if cache is not None and token else None
         try:
-            principal = await run_in_threadpool(self._authenticate, request, method)
+            principal = cached or await self._authenticated(request, method, token, cache)
         except AuthError as exc:
             await self._refuse(scope, receive, send, 401, exc.message, route)
             return
@@ -102,15 +118,28 @@ class Enforce:
             return
         await self._audited(scope, receive, send, principal, route, needed)
 
+    async def _authenticated(
+        self,
+        request: HTTPConnection,
+        method: str,
+        token: str | None,
+        cache: PrincipalCache | None,
+    ) -> Principal:
+        """Resolve the credentials on the thread pool; keep a bearer token's principal."""
+        resolved_at = time.monotonic()
+        principal = await run_in_threadpool(self._authenticate, request, method)
+        if cache is not None and token:
+            cache.put(token, principal, resolved_at)
+        return principal
+
     def _authenticate(self, request: HTTPConnection, method: str) -> Principal:
         """The principal of a bearer token, else of a session cookie (reads only)."""
         state = request.app.state
-        header = request.headers.get("authorization")
-        if header is not None:
-            scheme, _, value = header.partition(" ")
-            if scheme.lower() != "bearer" or not value.strip():
+        if request.headers.get("authorization") is not None:
+            token = bearer_token(request)
+            if token is None:
                 raise AuthError("use Authorization: Bearer <token>")
-            return self._resolve(request, value.strip(), "bearer token")
+            return self._resolve(request, token, "bearer token")
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie is None:
             raise AuthError("authentication required: send Authorization: Bearer <token>")
