@@ -59,18 +59,27 @@ def test_a_lone_item_is_written_at_once() -> None:
     assert writer.groups == [["a"]] and commit.writes == 1
 
 
-def test_items_asked_for_during_a_write_go_together_in_the_next() -> None:
-    writer = Recorder()
+def _asked_during_a_write(
+    commit: GroupCommit[str, str], writer: Recorder, later: list[str]
+) -> dict[str, Any]:
+    """Each item's outcome: "first" is written, `later` asked for while that write is in
+    progress, then the writes go on."""
     writer.go.clear()  # the first write stays in progress
-    commit: GroupCommit[str, str] = GroupCommit(writer)
     outcomes: dict[str, Any] = {}
     threads = _submit_in_threads(commit, ["first"], outcomes)
     wait_until(lambda: commit.writing, what="the first write in progress")
-    threads += _submit_in_threads(commit, ["b", "c", "d"], outcomes)
-    wait_until(lambda: commit.queued == 3, what="three items waiting")
+    threads += _submit_in_threads(commit, later, outcomes)
+    wait_until(lambda: commit.queued == len(later), what="the later items waiting")
     writer.go.set()
     for thread in threads:
         thread.join(10)
+    return outcomes
+
+
+def test_items_asked_for_during_a_write_go_together_in_the_next() -> None:
+    writer = Recorder()
+    commit: GroupCommit[str, str] = GroupCommit(writer)
+    outcomes = _asked_during_a_write(commit, writer, ["b", "c", "d"])
     assert writer.groups[0] == ["first"]
     assert sorted(writer.groups[1]) == ["b", "c", "d"] and len(writer.groups) == 2
     assert outcomes == {"first": "FIRST", "b": "B", "c": "C", "d": "D"}
@@ -78,16 +87,8 @@ def test_items_asked_for_during_a_write_go_together_in_the_next() -> None:
 
 def test_a_group_is_at_most_max_group_items() -> None:
     writer = Recorder()
-    writer.go.clear()
     commit: GroupCommit[str, str] = GroupCommit(writer, max_group=2)
-    outcomes: dict[str, Any] = {}
-    threads = _submit_in_threads(commit, ["first"], outcomes)
-    wait_until(lambda: commit.writing, what="the first write in progress")
-    threads += _submit_in_threads(commit, ["b", "c", "d"], outcomes)
-    wait_until(lambda: commit.queued == 3, what="three items waiting")
-    writer.go.set()
-    for thread in threads:
-        thread.join(10)
+    outcomes = _asked_during_a_write(commit, writer, ["b", "c", "d"])
     assert [len(group) for group in writer.groups] == [1, 2, 1]
     assert len(outcomes) == 4
 

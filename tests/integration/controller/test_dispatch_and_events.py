@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -87,20 +88,34 @@ def _states(engine: Any, run_ids: list[str]) -> set[str]:
         return {session.get(Run, r).state for r in run_ids}  # type: ignore[union-attr]
 
 
-def test_outbox_is_published_with_confirms_and_runs_become_dispatched(app_engine, bus, site):
-    run_ids = _queue_tasks(app_engine, site, 3)
-    assert _states(app_engine, run_ids) == {"queued"}
+@contextmanager
+def _commands_of(bus: Bus, site: str) -> Iterator[Collector]:
+    """The site's queue, declared, its commands collected while inside."""
     bus.declare_site(site)
     collector = Collector()
     consumer = bus.consume(site_queue(site), collector)
-    dispatcher = Dispatcher(app_engine, bus)
+    try:
+        yield collector
+    finally:
+        consumer.stop()
+
+
+@contextmanager
+def _dispatching(engine: Any, bus: Bus) -> Iterator[Dispatcher]:
+    dispatcher = Dispatcher(engine, bus)
     dispatcher.start()
     try:
-        commands = collector.wait_for(3)
-        wait_until(lambda: _states(app_engine, run_ids) == {"dispatched"}, what="dispatched")
+        yield dispatcher
     finally:
         dispatcher.stop()
-        consumer.stop()
+
+
+def test_outbox_is_published_with_confirms_and_runs_become_dispatched(app_engine, bus, site):
+    run_ids = _queue_tasks(app_engine, site, 3)
+    assert _states(app_engine, run_ids) == {"queued"}
+    with _commands_of(bus, site) as collector, _dispatching(app_engine, bus):
+        commands = collector.wait_for(3)
+        wait_until(lambda: _states(app_engine, run_ids) == {"dispatched"}, what="dispatched")
     assert sorted(c.id for c in commands) == sorted(run_ids)
     assert {(c.site, c.agent, c.device, c.op) for c in commands} == {
         (site, "skid-a", "pump1", "modbus.read")
@@ -119,16 +134,9 @@ def test_what_was_never_confirmed_is_published_again_after_a_restart(app_engine,
         bus.publish_many(
             DISPATCH_EXCHANGE, [(site_routing_key(site), r.body.encode(), r.run_id) for r in rows]
         )
-    collector = Collector()
-    consumer = bus.consume(site_queue(site), collector)
-    restarted = Dispatcher(app_engine, bus)
-    restarted.start()
-    try:
+    with _commands_of(bus, site) as collector, _dispatching(app_engine, bus):  # restarted
         commands = collector.wait_for(4)
         wait_until(lambda: _states(app_engine, run_ids) == {"dispatched"}, what="dispatched")
-    finally:
-        restarted.stop()
-        consumer.stop()
     # Each command went out twice with the same id (the edge deduplicates by it) ...
     assert sorted(c.id for c in commands) == sorted(run_ids * 2)
     # ... and each run was dispatched once.
@@ -144,11 +152,8 @@ def test_what_was_never_confirmed_is_published_again_after_a_restart(app_engine,
 def test_confirms_of_several_passes_are_recorded_together_and_never_published_twice(
     app_engine, bus, site
 ):
-    bus.declare_site(site)
-    collector = Collector()
-    consumer = bus.consume(site_queue(site), collector)
-    dispatcher = Dispatcher(app_engine, bus)
-    try:
+    dispatcher = Dispatcher(app_engine, bus)  # not started: its passes are made here
+    with _commands_of(bus, site) as collector:
         first = _queue_tasks(app_engine, site, 2)
         assert dispatcher.publish_pending() == 2
         second = _queue_tasks(app_engine, site, 1)
@@ -157,8 +162,6 @@ def test_confirms_of_several_passes_are_recorded_together_and_never_published_tw
         commands = collector.wait_for(3)
         assert _states(app_engine, first + second) == {"queued"}  # confirmed, held
         dispatcher.record_confirmed()
-    finally:
-        consumer.stop()
     assert sorted(c.id for c in commands) == sorted(first + second)
     assert _states(app_engine, first + second) == {"dispatched"}
     with session_scope(app_engine) as session:
@@ -177,18 +180,10 @@ def test_confirms_of_several_passes_are_recorded_together_and_never_published_tw
 def test_a_stopping_dispatcher_records_the_confirms_it_holds(app_engine, bus, site, monkeypatch):
     monkeypatch.setattr("tme.controller.dispatcher.RECORD_DELAY_S", 3600.0)
     run_ids = _queue_tasks(app_engine, site, 2)
-    bus.declare_site(site)
-    collector = Collector()
-    consumer = bus.consume(site_queue(site), collector)
-    dispatcher = Dispatcher(app_engine, bus)
-    dispatcher.start()
-    try:
+    with _commands_of(bus, site) as collector, _dispatching(app_engine, bus) as dispatcher:
         collector.wait_for(2)
         wait_until(lambda: dispatcher.held == 2, what="both confirms held")
         assert _states(app_engine, run_ids) == {"queued"}
-    finally:
-        dispatcher.stop()
-        consumer.stop()
     assert _states(app_engine, run_ids) == {"dispatched"}
 
 
