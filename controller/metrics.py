@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from sqlalchemy import func
@@ -22,7 +22,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from tme.controller.event_apply import Applied
+from tme.controller.services.task_commit import CREATES
 from tme.controller.store.models import Agent, Outbox, Run
+from tme.controller.store.sqlite_gate import gate_of
 from tme.protocol import Event, Presence
 
 router = APIRouter(tags=["metrics"])
@@ -35,7 +37,7 @@ class StoreCollector(Collector):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         with Session(self.engine) as session:
             states = session.exec(select(Run.state, func.count()).group_by(Run.state)).all()
             depth = session.exec(
@@ -56,6 +58,41 @@ class StoreCollector(Collector):
         for site, count in agents:
             online.add_metric([site], count)
         yield online
+        yield from _write_gate(self.engine)
+        yield from _create_groups()
+
+
+def _write_gate(engine: Engine) -> Iterator[Metric]:
+    """SQLite's one writer: how busy it is and how long writes wait for it."""
+    gate = gate_of(engine)
+    if gate is None:
+        return
+    yield CounterMetricFamily(
+        "tme_sqlite_write_seconds",
+        "Time SQLite's one writer was held (a rate near 1: writes queue for it)",
+        value=gate.held_s,
+    )
+    yield CounterMetricFamily(
+        "tme_sqlite_write_wait_seconds",
+        "Time writes waited for SQLite's writer",
+        value=gate.waited_s,
+    )
+    yield CounterMetricFamily(
+        "tme_sqlite_writes", "Write transactions on SQLite", value=gate.writes
+    )
+    yield GaugeMetricFamily("tme_sqlite_writes_waiting", "Writes waiting now", value=gate.waiting)
+
+
+def _create_groups() -> Iterator[Metric]:
+    """REST creates and the transactions that carried them (group commit)."""
+    yield CounterMetricFamily(
+        "tme_api_create_transactions",
+        "Transactions that stored tasks created one per request",
+        value=CREATES.writes,
+    )
+    yield CounterMetricFamily(
+        "tme_api_creates", "Tasks created one per request", value=CREATES.submitted
+    )
 
 
 class Metrics:

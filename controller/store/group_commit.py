@@ -41,6 +41,7 @@ class GroupCommit(Generic[T, R]):
         self._waiting: list[_Slot[T, R]] = []
         self._writing = False
         self.writes = 0  # groups written so far (for diagnostics and tests)
+        self.submitted = 0  # items asked for so far
 
     @property
     def queued(self) -> int:
@@ -55,6 +56,7 @@ class GroupCommit(Generic[T, R]):
         """Write `item` (with whatever else is waiting); its result, or raise its error."""
         slot: _Slot[T, R] = _Slot(item)
         with self._cond:
+            self.submitted += 1
             self._waiting.append(slot)
             while not slot.done:
                 if self._writing:

@@ -54,7 +54,11 @@ class WriteGate:
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
         self.waiting = 0  # writers waiting now (for tests and diagnostics)
-        self.held_s = 0.0  # how long the gate has been held in all (for benchmarks)
+        # Totals since start, for /metrics and benchmarks: the rate of held_s is the
+        # share of time SQLite's one writer was busy (near 1: writes queue).
+        self.held_s = 0.0
+        self.waited_s = 0.0
+        self.writes = 0
         self._since = 0.0
         self._lock = threading.Lock()
         self._free = threading.Condition(self._lock)  # for API writers
@@ -76,12 +80,14 @@ class WriteGate:
                 self.waiting += 1
                 self._first_waiting += first
                 opened = False
+                began = time.perf_counter()
                 try:
                     opened = (self._free_first if first else self._free).wait_for(
                         lambda: self._depth == 0 and (first or not self._first_waiting),
                         self.timeout_s,
                     )
                 finally:
+                    self.waited_s += time.perf_counter() - began
                     self.waiting -= 1
                     self._first_waiting -= first
                     if first and not opened and not self._first_waiting and not self._depth:
@@ -93,6 +99,7 @@ class WriteGate:
             self._depth += 1
             if self._depth == 1:
                 self._since = time.perf_counter()
+                self.writes += 1
             return True
 
     def leave(self) -> None:

@@ -88,6 +88,32 @@ def test_metrics_counts_runs_by_state_and_queue_depth(test_client, app_engine) -
     assert "tme_dispatch_latency_seconds_bucket" in text
 
 
+def test_metrics_show_how_busy_sqlites_writer_is_and_how_creates_were_grouped(
+    test_client,
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def samples() -> dict[str, float]:
+        text = test_client.get("/metrics").text
+        families = text_string_to_metric_families(text)
+        return {s.name: s.value for family in families for s in family.samples}
+
+    before = samples()
+    body = {"name": "note the shift change", "op": "external"}
+    assert test_client.post("/api/v1/tasks", json=body).status_code == 201
+    after = samples()
+    assert after["tme_api_creates_total"] == before["tme_api_creates_total"] + 1
+    assert (
+        after["tme_api_create_transactions_total"]
+        >= before["tme_api_create_transactions_total"] + 1
+    )
+    # The create and its audit row: at least two write transactions, each held a while.
+    assert after["tme_sqlite_writes_total"] >= before["tme_sqlite_writes_total"] + 2
+    assert after["tme_sqlite_write_seconds_total"] > before["tme_sqlite_write_seconds_total"]
+    assert after["tme_sqlite_write_wait_seconds_total"] >= 0
+    assert after["tme_sqlite_writes_waiting"] == 0
+
+
 def test_metrics_needs_a_token(app) -> None:
     from fastapi.testclient import TestClient
 
