@@ -67,32 +67,29 @@ def _write_gate(engine: Engine) -> Iterator[Metric]:
     gate = gate_of(engine)
     if gate is None:
         return
-    yield CounterMetricFamily(
-        "tme_sqlite_write_seconds",
-        "Time SQLite's one writer was held (a rate near 1: writes queue for it)",
-        value=gate.held_s,
-    )
-    yield CounterMetricFamily(
-        "tme_sqlite_write_wait_seconds",
-        "Time writes waited for SQLite's writer",
-        value=gate.waited_s,
-    )
-    yield CounterMetricFamily(
-        "tme_sqlite_writes", "Write transactions on SQLite", value=gate.writes
+    yield from _counters(
+        (
+            "tme_sqlite_write_seconds",
+            "Time SQLite's one writer was held (near 1/s: writes queue)",
+            gate.held_s,
+        ),
+        ("tme_sqlite_write_wait_seconds", "Time writes waited for SQLite's writer", gate.waited_s),
+        ("tme_sqlite_writes", "Write transactions on SQLite", gate.writes),
     )
     yield GaugeMetricFamily("tme_sqlite_writes_waiting", "Writes waiting now", value=gate.waiting)
 
 
 def _create_groups() -> Iterator[Metric]:
     """REST creates and the transactions that carried them (group commit)."""
-    yield CounterMetricFamily(
-        "tme_api_create_transactions",
-        "Transactions that stored tasks created one per request",
-        value=CREATES.writes,
+    yield from _counters(
+        ("tme_api_create_transactions", "Transactions that stored REST creates", CREATES.writes),
+        ("tme_api_creates", "Tasks created one per request", CREATES.submitted),
     )
-    yield CounterMetricFamily(
-        "tme_api_creates", "Tasks created one per request", value=CREATES.submitted
-    )
+
+
+def _counters(*counters: tuple[str, str, float]) -> Iterator[Metric]:
+    for name, documentation, value in counters:
+        yield CounterMetricFamily(name, documentation, value=value)
 
 
 class Metrics:
