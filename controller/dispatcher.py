@@ -58,6 +58,8 @@ UNPUBLISHED = (
     .order_by(OUTBOX.c.id)
     .limit(BATCH)
 )
+# While confirms are held (at most BATCH of them), their rows are still unpublished.
+UNPUBLISHED_PAST_HELD = UNPUBLISHED.limit(2 * BATCH)
 PUBLISHED = (
     update(OUTBOX)
     .where(OUTBOX.c.id == bindparam("b_id"))
@@ -158,9 +160,7 @@ class Dispatcher:
         if len(self._confirmed) >= BATCH:
             return 0  # recorded first (bounds what is held while recording fails)
         with session_scope(self.engine) as session:
-            query = (
-                UNPUBLISHED.limit(BATCH + len(self._confirmed)) if self._confirmed else UNPUBLISHED
-            )
+            query = UNPUBLISHED_PAST_HELD if self._confirmed else UNPUBLISHED
             rows = [r for r in session.execute(query) if r.id not in self._confirmed][:BATCH]
         if not rows:
             return 0
