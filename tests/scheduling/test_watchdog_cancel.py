@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from types import SimpleNamespace
+from typing import Any
 
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
+from tme.config import Settings
 from tme.controller.outbox import queue_run
 from tme.controller.retries import backoff_s
+from tme.controller.run_ready import RunReady
 from tme.controller.services.cancel import cancel_run
 from tme.controller.services.runs import record_hop
 from tme.controller.services.tasks import create_task
@@ -55,6 +61,52 @@ def test_queue_timeout_expires_an_unaccepted_run(session: Session) -> None:
     record_hop(session, run, "dispatched")
     check_timeouts(session, utcnow() + timedelta(seconds=120), 30, grace_s=1)
     assert run.state == "expired"
+
+
+def linked(session: Session, **fields: object) -> Run:
+    """A queued run as the controller starts one: linked, with its task's deadline."""
+    data = TaskCreate.model_validate({"name": "t", "op": "noop", "target": TARGET, **fields})
+    task, _ = create_task(session, data, on_run_ready=RunReady(Settings(), threading.Event()))
+    session.commit()
+    run = session.get(Run, task.latest_run_id)
+    assert run is not None
+    return run
+
+
+def test_a_run_past_its_total_deadline_is_timed_out(session: Session) -> None:
+    run = linked(session, deadline_s=60, timeout_s=3600)
+    record_hop(session, run, "running", source="agent")  # its own timeout is far off
+    done = linked(session, deadline_s=60)
+    record_hop(session, done, "succeeded", source="agent")
+    assert check_timeouts(session, utcnow() + timedelta(seconds=30), 3600) == 0
+    assert check_timeouts(session, utcnow() + timedelta(seconds=90), 3600) == 1
+    assert run.state == "timed_out" and "deadline" in run.reason
+    assert done.state == "succeeded"
+
+
+def test_a_watchdog_pass_reads_the_active_runs_not_every_run(
+    session: Session, engine: Engine
+) -> None:
+    """Each pass runs twice a second for the life of the controller: none of its queries
+    may read the whole runs table, which grows with every run ever kept (SQLite plans)."""
+    statements: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, params: Any, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, params))
+
+    linked(session, deadline_s=60)
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        check_timeouts(session, utcnow(), 30)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert len(statements) == 3  # queue timeout, run timeout, total deadline
+    connection = session.connection()
+    for statement, params in statements:
+        plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params).all()
+        scans = [row[-1] for row in plan if str(row[-1]).startswith("SCAN")]
+        assert scans == [], f"{statement} reads a whole table: {scans}"
 
 
 def test_cancel_of_a_queued_run_is_immediate_and_withdraws_the_command(session: Session) -> None:
