@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 from tme.agents.agent_config import AgentConfig
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet, build_devices
+from tme.agents.event_packer import EventPacker
 from tme.agents.executor import CANCEL_OP, CommandExecutor, make_event
 from tme.agents.presence import PresenceAnnouncer
 from tme.mqtt import MqttLink, MqttMessage
-from tme.topics import cmd_topic, evt_topic
+from tme.topics import cmd_topic, evt_topic, state_topic
 
 if TYPE_CHECKING:
     from tme.protocol import Command, Event
@@ -50,6 +51,7 @@ class DeviceAgent:
             self.link, config.site, config.agent, "agent", self.devices.describe()
         )
         self._evt_topic = evt_topic(config.site, config.agent)
+        self.events = EventPacker(config.site, self._send_events)
         self._record: CommandRecord | None = None
         self._executor: CommandExecutor | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
@@ -73,6 +75,9 @@ class DeviceAgent:
         self.link.subscribe(
             cmd_topic(self.config.site, self.config.agent), self._on_message, loop=loop
         )
+        self.link.subscribe(
+            state_topic(self.config.site, self.config.gateway), self._on_gateway_state, loop=loop
+        )
         self.link.start()
         log.info("agent %s/%s started", self.config.site, self.config.agent)
 
@@ -81,6 +86,7 @@ class DeviceAgent:
             await asyncio.wait(list(self._tasks.values()), timeout=DRAIN_TIMEOUT_S)
         for task in self._tasks.values():
             task.cancel()
+        self.events.flush()
         self.link.stop(final=self.presence.final())
         await self.devices.stop()
         if self._record is not None:
@@ -95,7 +101,16 @@ class DeviceAgent:
             await self.stop()
 
     def _publish_event(self, event: Event) -> None:
-        self.link.publish(self._evt_topic, event.to_json())
+        self.events.publish(event)
+
+    def _send_events(self, payload: bytes) -> None:
+        self.link.publish(self._evt_topic, payload)
+
+    def _on_gateway_state(self, message: MqttMessage) -> None:
+        try:
+            self.events.on_gateway_state(message)
+        finally:
+            self.link.ack(message)
 
     # --- intake (on the agent's loop) ---------------------------------------------
 

@@ -47,6 +47,8 @@ class AgentConfig:
     site: str
     agent: str
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    # The site gateway's name: its presence says whether it takes packed events.
+    gateway: str = "gateway"
     worker_count: int = 4
     state_dir: Path = Path("state")
     allow_shell: bool = False
@@ -75,6 +77,7 @@ def _agent(fields: Fields) -> AgentConfig:
         site=fields.text("site", pattern=NAME_PATTERN),
         agent=fields.text("agent", pattern=NAME_PATTERN),
         mqtt=_mqtt(fields),
+        gateway=fields.text("gateway", "gateway", pattern=NAME_PATTERN),
         worker_count=fields.integer("worker_count", 4, low=1, high=256),
         state_dir=fields.path("state_dir", "state"),
         allow_shell=fields.flag("allow_shell", False),

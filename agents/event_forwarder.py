@@ -4,11 +4,13 @@ Runs on paho's thread, so it only checks and hands over: the bus publisher confi
 then the MQTT message is acked (paho manual ack). Until then the broker keeps it, so a
 gateway that dies in between gets it again. A message whose site/agent differs from
 the topic it came on (an agent speaking for another) or that does not decode is
-logged and dropped (acked), never forwarded.
+logged and dropped (acked), never forwarded; for an agent's EventBatch that holds for
+the whole batch when any one of its events fails the check.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import TypeVar
@@ -23,6 +25,7 @@ from tme.protocol import (
     Event,
     Presence,
     ProtocolError,
+    decode_agent_events,
     parse_topic,
 )
 
@@ -47,27 +50,42 @@ class EventForwarder:
         self.ack = ack
 
     def on_event(self, message: MqttMessage) -> None:
-        event = self._decode(message, Event, "evt")
-        if event is None:
-            return
-        if event.source != "agent":
-            return self._drop(message, f"event {event.id} claims source {event.source!r}")
+        """An agent's event, or its EventBatch: each event is checked and forwarded on its
+        own (the bus publisher packs them again with the site's others); the MQTT message
+        is acked once the broker confirmed all of them."""
+        try:
+            site, agent, kind = parse_topic(message.topic)
+            events = decode_agent_events(message.payload)
+        except ProtocolError as exc:
+            return self._drop(message, f"malformed evt message: {exc.message}")
+        for event, _body in events:
+            problem = self._misplaced(event, site, agent, kind, "evt", message.topic)
+            if problem is None and event.source != "agent":
+                problem = f"event {event.id} claims source {event.source!r}"
+            if problem is not None:
+                return self._drop(message, problem)
+        if not events:
+            return self.ack(message)
+        waiting = [len(events)]
 
-        def confirmed() -> None:
+        def confirmed(event: Event) -> None:
             self.journal.close_entry(event.command_id, "done")
-            self.ack(message)
+            waiting[0] -= 1
+            if waiting[0] == 0:
+                self.ack(message)
 
-        self.publisher.submit(
-            Outgoing(
-                EVENTS_EXCHANGE,
-                event_routing_key(event.site, event.agent, event.type),
-                message.payload,
-                event.id,
-                after=confirmed,
-                pack_site=event.site,
-                may_wait=event.type not in FINAL_EVENT_TYPES,
+        for event, body in events:
+            self.publisher.submit(
+                Outgoing(
+                    EVENTS_EXCHANGE,
+                    event_routing_key(event.site, event.agent, event.type),
+                    body,
+                    event.id,
+                    after=functools.partial(confirmed, event),
+                    pack_site=event.site,
+                    may_wait=event.type not in FINAL_EVENT_TYPES,
+                )
             )
-        )
 
     def on_presence(self, message: MqttMessage) -> None:
         if not message.payload:  # a cleared retained state: nothing to say
@@ -95,15 +113,27 @@ class EventForwarder:
         except ProtocolError as exc:
             self._drop(message, f"malformed {kind} message: {exc.message}")
             return None
-        if topic_kind != kind or (decoded.site, decoded.agent) != (site, agent):
-            self._drop(
-                message, f"{kind} for {decoded.site}/{decoded.agent} arrived on {message.topic}"
-            )
-            return None
-        if site != self.site:
-            self._drop(message, f"{kind} from another site on {message.topic}")
+        problem = self._misplaced(decoded, site, agent, topic_kind, kind, message.topic)
+        if problem is not None:
+            self._drop(message, problem)
             return None
         return decoded
+
+    def _misplaced(
+        self,
+        decoded: Event | Presence,
+        site: str,
+        agent: str,
+        topic_kind: str,
+        kind: str,
+        topic: str,
+    ) -> str | None:
+        """Why a message may not have come on its topic, or None when it may."""
+        if topic_kind != kind or (decoded.site, decoded.agent) != (site, agent):
+            return f"{kind} for {decoded.site}/{decoded.agent} arrived on {topic}"
+        if site != self.site:
+            return f"{kind} from another site on {topic}"
+        return None
 
     def _drop(self, message: MqttMessage, why: str) -> None:
         log.warning("dropped MQTT message on %s: %s", message.topic, why)

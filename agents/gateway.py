@@ -29,7 +29,7 @@ from tme.agents.site_queue import SiteQueueConsumer
 from tme.bus import Bus, Consumer, Delivery, Reject, open_bus
 from tme.errors import BusError
 from tme.mqtt import MqttLink, ProtocolName
-from tme.protocol import Command, ProtocolError, site_queue
+from tme.protocol import EVENT_BATCHES, Command, ProtocolError, site_queue
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,9 @@ class Gateway:
             protocol=config.mqtt_protocol,
             manual_ack=True,
         )
-        self.presence = PresenceAnnouncer(self.link, config.site, config.name, "gateway")
+        self.presence = PresenceAnnouncer(
+            self.link, config.site, config.name, "gateway", features=[EVENT_BATCHES]
+        )
         self.journal: Journal | None = None
         self._consumer: Consumer | None = None
         self._site_queue: SiteQueueConsumer | None = None

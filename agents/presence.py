@@ -22,9 +22,12 @@ def presence_json(
     role: Role,
     state: Literal["online", "offline"],
     devices: list[dict[str, Any]],
+    features: list[str] | None = None,
 ) -> bytes:
     """A `Presence` message, encoded for the state topic."""
-    message = Presence(site=site, agent=name, role=role, state=state, devices=devices)
+    message = Presence(
+        site=site, agent=name, role=role, state=state, devices=devices, features=features or []
+    )
     return message.to_json()
 
 
@@ -36,15 +39,21 @@ class PresenceAnnouncer:
         name: str,
         role: Role,
         devices: list[dict[str, Any]] | None = None,
+        features: list[str] | None = None,
     ) -> None:
         self.link = link
         self.topic = state_topic(site, name)
         self._site, self._name, self._role = site, name, role
         self._devices = devices or []
+        self._features = features or []
 
     def message(self, state: Literal["online", "offline"]) -> bytes:
-        devices = self._devices if state == "online" else []
-        return presence_json(self._site, self._name, self._role, state, devices)
+        """Devices and features are said while online; offline says nothing of them."""
+        if state == "online":
+            return presence_json(
+                self._site, self._name, self._role, state, self._devices, self._features
+            )
+        return presence_json(self._site, self._name, self._role, state, [])
 
     def install(self) -> None:
         """Set the will and the re-announce hook; call before the link starts."""

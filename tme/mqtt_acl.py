@@ -2,6 +2,7 @@
 themselves and reach only their own topics.
 
     agent A    reads  tme/v1/<site>/A/cmd        writes tme/v1/<site>/A/evt, .../A/state
+               and the gateway's state (it says whether the gateway takes packed events)
     gateway    reads  tme/v1/<site>/<each agent>/evt and /state
                writes tme/v1/<site>/<each agent>/cmd and its own state
 
@@ -45,7 +46,7 @@ def site_accounts(site: str, agents: list[str], gateway: str = "gateway") -> lis
         MqttAccount(
             agent_username(site, agent),
             secrets.token_urlsafe(18),
-            reads=(cmd_topic(site, agent),),
+            reads=(cmd_topic(site, agent), state_topic(site, gateway)),
             writes=(evt_topic(site, agent), state_topic(site, agent)),
         )
         for agent in sorted(set(agents))

@@ -182,6 +182,12 @@ class Event(Message, frozen=True, kw_only=True):
     not_started: bool = False
 
 
+# A gateway whose online presence lists this takes EventBatch messages on its agents'
+# evt topics, besides single events. An agent packs its events only while its gateway
+# says so: an older gateway would drop a batch as malformed.
+EVENT_BATCHES = "event_batches"
+
+
 class Presence(Message, frozen=True, kw_only=True):
     """An agent or gateway going online or offline (retained on its state topic)."""
 
@@ -192,13 +198,15 @@ class Presence(Message, frozen=True, kw_only=True):
     state: Literal["online", "offline"]
     at: UTCDatetime = msgspec.field(default_factory=utcnow)
     devices: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    # What this process understands beyond protocol version 1's minimum (EVENT_BATCHES).
+    features: list[str] = msgspec.field(default_factory=list)
 
 
 class EventBatch(Message, frozen=True, kw_only=True):
-    """Events of one site in one bus message: what a gateway forwards in one confirm round.
+    """Events of one site in one message: what a gateway forwards in one confirm round,
+    and what an agent sends on its evt topic to a gateway announcing EVENT_BATCHES.
 
-    Only the gateway -> tme.events leg carries batches (agents send one event per MQTT
-    message); each event keeps its own id, so applying a batch twice changes nothing.
+    Each event keeps its own id, so applying a batch twice changes nothing.
     """
 
     kind: Literal["events"] = "events"
@@ -227,6 +235,35 @@ def pack_events(site: str, bodies: list[bytes]) -> tuple[str, bytes]:
         "events": [msgspec.Raw(body) for body in bodies],
     }
     return batch_id, _ENCODER.encode(batch)
+
+
+class _RawBatch(msgspec.Struct):
+    """An EventBatch whose events stay undecoded bytes (each is decoded on its own)."""
+
+    site: str
+    events: list[msgspec.Raw]
+    v: int = PROTOCOL_VERSION
+
+
+_RAW_BATCH_DECODER = msgspec.json.Decoder(_RawBatch)
+
+
+def decode_agent_events(data: bytes) -> list[tuple[Event, bytes]]:
+    """What an agent sent on its evt topic: one event, or a batch's events, each with its
+    own JSON (forwarded byte for byte). Raises ProtocolError for anything else."""
+    try:
+        kind = _KIND_DECODER.decode(data).kind
+    except msgspec.DecodeError:
+        kind = None  # not JSON: the event decoder below says what is wrong
+    if kind != "events":
+        return [(Event.from_json(data), data)]
+    try:
+        raw = _RAW_BATCH_DECODER.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"malformed EventBatch: {exc}") from exc
+    pairs = [(Event.from_json(body), body) for body in map(bytes, raw.events)]
+    EventBatch._checked(EventBatch(v=raw.v, site=raw.site, events=[e for e, _ in pairs]))
+    return pairs
 
 
 def batch_routing_key(site: str) -> str:

@@ -122,7 +122,7 @@ def test_agents_reach_only_their_own_topics(site_broker) -> None:  # type: ignor
         gateway.subscribe(f"tme/v1/{site}/+/evt", f"tme/v1/{site}/+/state")
         b.subscribe(cmd_topic(site, "b"))
         a.subscribe(cmd_topic(site, "b"))  # refused by the ACL: a never gets b's commands
-        a.subscribe(cmd_topic(site, "a"))
+        a.subscribe(cmd_topic(site, "a"), state_topic(site, "gateway"))
         # a forges b's events and state, then sends its own; ordered on one connection,
         # so when the gateway has a's own event, the forged ones would have come first
         a.publish(evt_topic(site, "b"), b"forged event")
@@ -135,6 +135,9 @@ def test_agents_reach_only_their_own_topics(site_broker) -> None:  # type: ignor
         assert b.next_message() == (cmd_topic(site, "b"), b"real command")
         gateway.publish(cmd_topic(site, "a"), b"for a")
         assert a.next_message() == (cmd_topic(site, "a"), b"for a")  # not b's command
+        # agents read the gateway's state (whether it takes packed events), not each other's
+        gateway.publish(state_topic(site, "gateway"), b"gateway online")
+        assert a.next_message() == (state_topic(site, "gateway"), b"gateway online")
         for peer in peers.values():
             assert peer.received.empty()
     finally:

@@ -81,6 +81,7 @@ class RefPresence(RefMessage):
     state: Literal["online", "offline"]
     at: datetime = Field(default_factory=utcnow)
     devices: list[dict[str, Any]] = Field(default_factory=list)
+    features: list[str] = Field(default_factory=list)  # added after the move to msgspec
 
 
 REFERENCE: dict[type[Message], type[RefMessage]] = {
@@ -150,6 +151,7 @@ presences = st.builds(
     state=st.sampled_from(["online", "offline"]),
     at=aware_times,
     devices=st.lists(json_objects, max_size=3),
+    features=st.lists(texts, max_size=3),
 )
 messages = commands | events | presences
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tme.mqtt import MqttLink, MqttMessage
-from tme.protocol import Command, Event, Presence, cmd_topic, decode_any, utcnow
+from tme.protocol import Command, Event, EventBatch, Presence, cmd_topic, decode_any, utcnow
 
 
 def unique(prefix: str) -> str:
@@ -46,7 +46,11 @@ class Watcher:
         with self._cond:
             self.raw.append(message)
             if message.payload:
-                self.messages.append(decode_any(message.payload))  # type: ignore[arg-type]
+                decoded = decode_any(message.payload)
+                if isinstance(decoded, EventBatch):  # an agent packing for its gateway
+                    self.messages.extend(decoded.events)
+                else:
+                    self.messages.append(decoded)  # type: ignore[arg-type]
             self._cond.notify_all()
 
     def events(self, command_id: str) -> list[Event]:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 from edge_helpers import make_command, unique
+from waiting import wait_until
 
+from tme.agents import event_packer
 from tme.agents.gateway import Gateway, GatewayConfig
 from tme.bus import Bus, Delivery, open_bus
 from tme.mqtt import MqttLink
@@ -20,6 +22,7 @@ from tme.protocol import (
     Presence,
     decode_events,
     evt_topic,
+    pack_events,
     site_queue,
     site_routing_key,
     state_topic,
@@ -113,6 +116,51 @@ def test_command_reaches_agent_and_events_come_back(site_setup, agent_factory) -
     assert types == ["delivered", "accepted", "started", "succeeded"]
     assert events[0].source == "gateway" and events[-1].source == "agent"
     tap.wait_for(lambda: any(isinstance(i, Presence) and i.agent == agent for i in tap.items))
+
+
+def test_agent_packs_its_events_for_a_gateway_that_takes_them(
+    site_setup, agent_factory, watcher_factory, monkeypatch
+) -> None:
+    """The gateway's presence says it takes batches; the agent then sends a command's
+    events in one MQTT message, and the gateway forwards each of them."""
+    monkeypatch.setattr(event_packer, "LINGER_S", 30.0)  # events wait for the final one
+    site, tap = site_setup["site"], site_setup["tap"]
+    agent = unique("agent")
+    watcher = watcher_factory([evt_topic(site, agent)])
+    site_setup["gateway"]()
+    runner = agent_factory(site, agent)
+    wait_until(lambda: runner.agent.events.packing, what="the gateway's presence at the agent")
+    cmd = make_command(site, agent, "noop")
+    site_setup["dispatch"](cmd)
+    events = tap.wait_type(cmd.id, "succeeded")
+    assert [e.type for e in events] == ["delivered", "accepted", "started", "succeeded"]
+    assert [e.type for e in watcher.wait_final(cmd.id)] == ["accepted", "started", "succeeded"]
+    assert len(watcher.raw) == 1  # all three in one MQTT message
+
+
+def test_a_batch_with_a_spoofed_event_is_dropped_whole(site_setup, mqtt_url) -> None:
+    site, tap = site_setup["site"], site_setup["tap"]
+    site_setup["gateway"]()
+    liar = MqttLink(mqtt_url, unique("tme-test-liar"))
+    liar.start()
+
+    def batch(*events: Event) -> bytes:
+        return pack_events(site, [e.to_json() for e in events])[1]
+
+    def agent_a(command_id: str, type_: str) -> Event:
+        return Event(command_id=command_id, type=type_, site=site, agent="agent-a")  # type: ignore[arg-type]
+
+    try:
+        assert liar.wait_connected(10)
+        spoofed = Event(command_id="c-spoof", type="succeeded", site=site, agent="agent-b")
+        mixed = batch(agent_a("c-mixed", "accepted"), spoofed, agent_a("c-mixed", "succeeded"))
+        assert liar.publish_wait(evt_topic(site, "agent-a"), mixed, 10)
+        honest = batch(agent_a("c-ok", "accepted"), agent_a("c-ok", "succeeded"))
+        assert liar.publish_wait(evt_topic(site, "agent-a"), honest, 10)
+    finally:
+        liar.stop()
+    assert [e.type for e in tap.wait_type("c-ok", "succeeded")] == ["accepted", "succeeded"]
+    assert tap.events("c-spoof") == [] and tap.events("c-mixed") == []  # forwarded in order
 
 
 def test_offline_agent_gets_command_when_it_returns(site_setup, agent_factory) -> None:
