@@ -242,6 +242,10 @@ def tme_scenario(
         label = f"TME {agents} agents"
         _progress(f"{label}: online")
         finals.measure("warm-up", create_by_service(app, site, agents, 0, 50), 60)
+        # and the REST path, whose first requests after a start are slower (see
+        # controller/app.py): the rows measure a controller that has served before
+        rest_warm_up, _ = create_by_rest(url, token, site, agents, 40, stack, first=500)
+        finals.measure("warm-up", rest_warm_up, 60)
         groups = {
             "controller": [os.getpid()],
             "gateway": [gateway.process.pid],
