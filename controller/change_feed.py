@@ -46,6 +46,9 @@ class RunChange:
     to_state: str
     reason: str
     at: datetime
+    # Whether the run was its task's latest when the change was read: the task's status
+    # follows that run's changes only (an older run can still change, e.g. time out).
+    latest: bool = True
 
     @property
     def late(self) -> bool:
@@ -224,4 +227,5 @@ def _run_change(event: RunEvent, task: Task) -> RunChange:
         to_state=event.to_state,
         reason=event.reason,
         at=event.at,
+        latest=task.latest_run_id == event.run_id,
     )

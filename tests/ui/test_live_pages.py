@@ -266,3 +266,17 @@ async def test_a_late_hop_shows_in_the_timeline_and_leaves_the_state(
     later = _new_run(board, task_id)
     await user.should_see(later[:8], retries=LIVE)  # the changes up to here were taken
     await user.should_not_see("dispatched")
+
+
+async def test_the_task_status_follows_its_latest_run_only(user: User, board, sign_in) -> None:
+    task_id = _task(board, overlap={"policy": "allow", "max": 2})  # two at once
+    older = _latest_run(board, task_id)
+    sign_in(user, "viewer")
+    await user.open(f"/tasks/{task_id}")
+    later = _new_run(board, task_id)
+    await user.should_see(later[:8], retries=LIVE)
+    _succeed(board, later)
+    await user.should_see(marker="task-status", content="succeeded", retries=LIVE)
+    _move(board, older, "queued", "dispatched")  # the older run is still on its way
+    await user.should_see("dispatched", retries=LIVE)  # its row took the change
+    assert [e.text for e in user.find(marker="task-status").elements] == ["succeeded"]

@@ -91,7 +91,7 @@ def register() -> None:
         with frame(f"Task {task_id}: {public.name}", viewer):
             with ui.row().classes("items-center gap-2"):
                 ui.label("Status")
-                status = state_chip(public.status)
+                status = state_chip(public.status).mark("task-status")
             with ui.card().classes("w-full"):
                 ui.label("Definition").classes("font-medium")
                 ui.code(json.dumps(public.model_dump(mode="json"), indent=2), language="json")
@@ -150,7 +150,8 @@ def register() -> None:
                     set_chip(chips[change.run_id], change.to_state)
                 else:
                     add_run_row(change.run_id, change.to_state, change.at.isoformat(), "")
-                set_chip(status, change.to_state)
+                if change.latest:  # the task's status follows its latest run only
+                    set_chip(status, change.to_state)
             if any(c.task_id == task_id and c.to_state in ("succeeded", "failed") for c in changes):
                 with dashboard().session() as session:
                     latest, _ = list_runs(session, task_id, limit=50)
