@@ -5,8 +5,9 @@ and whatever is mounted later. It finds the route the request will reach, looks
 up the permission the route declared (controller/api/policy.py) and refuses
 before the route runs: no or bad credentials 401, a role without the right 403,
 a route that declared nothing 403 for everyone. The principal it admits is put
-in `request.state.principal` for the site checks the routes make. Changes that
-went through are written to the audit log afterwards, with their outcome.
+in `request.state.principal` for the site checks the routes make. Every change is
+written to the audit log with its outcome: afterwards, or, for a route that commits
+the row with its change (a task create), in the change's own transaction.
 """
 
 from __future__ import annotations
@@ -214,8 +215,18 @@ class Enforce:
         route: RouteContext,
         needed: Permission | None,
     ) -> None:
-        """Run the route, then record the change with its outcome."""
+        """Run the route, then record the change with its outcome, unless the route
+        committed the row with the change itself (audit.ChangeAudit)."""
         seen: dict[str, Any] = {"body": b"", "status": 500, "location": ""}
+        pending = audit.ChangeAudit(
+            action=f"{needed or 'change'}:{getattr(route, 'name', '')}",
+            actor=principal.username,
+            target=f"{scope['method']} {scope['path']}",
+            client=client_of(scope),
+            token_id=principal.token_id,
+            body_summary=lambda: _body_summary(seen["body"]),
+        )
+        scope.setdefault("state", {})["change_audit"] = pending
 
         async def tap_receive() -> Message:
             message = await receive()
@@ -234,32 +245,15 @@ class Enforce:
         try:
             await self.app(scope, tap_receive, tap_send)
         finally:
-            await run_in_threadpool(self._record_change, scope, principal, route, needed, seen)
+            if not pending.written:
+                await run_in_threadpool(self._record_change, scope, pending, seen)
 
     def _record_change(
-        self,
-        scope: Scope,
-        principal: Principal,
-        route: RouteContext,
-        needed: Permission | None,
-        seen: dict[str, Any],
+        self, scope: Scope, pending: audit.ChangeAudit, seen: dict[str, Any]
     ) -> None:
-        status = int(seen["status"])
-        details: dict[str, Any] = {"status": status, **_body_summary(seen["body"])}
-        if seen["location"]:
-            details["location"] = seen["location"]
-        if principal.token_id is not None:
-            details["token_id"] = principal.token_id
+        fields = pending.fields(int(seen["status"]), seen["location"])
         try:
-            audit.record(
-                HTTPConnection(scope).app.state.engine,
-                f"{needed or 'change'}:{getattr(route, 'name', '')}",
-                actor=principal.username,
-                target=f"{scope['method']} {scope['path']}",
-                outcome="ok" if status < 400 else "failed",
-                client=client_of(scope),
-                details=details,
-            )
+            audit.record(HTTPConnection(scope).app.state.engine, **fields)
         except Exception:  # the change stands; a lost audit row is logged loudly
             log.exception("could not write the audit row of %s %s", scope["method"], scope["path"])
 

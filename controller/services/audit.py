@@ -7,7 +7,9 @@ cannot recompute the chain. A one-row head record, updated in the same
 transaction as each append and MACed under a domain of its own, names the newest
 row: removing rows from the end (which leaves a valid chain) is caught there.
 Rows are appended by one writer at a time (group commit: rows asked for meanwhile
-go in the next transaction), so two writers never chain to the same predecessor.
+go in the next transaction; across processes an advisory lock on PostgreSQL, the one
+writer on SQLite), so two writers never chain to the same predecessor. A REST create
+appends its row in its own transaction instead (ChangeAudit, services/task_commit).
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import hashlib
 import hmac
 import json
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import bindparam, insert, text, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
 from tme.controller.store.db import session_scope
@@ -90,6 +93,26 @@ def head_mac(last_id: int, last_hash: str, key: bytes) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
+def entry_fields(
+    action: str,
+    *,
+    actor: str = "",
+    target: str = "",
+    outcome: str = "ok",
+    client: str = "",
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The fields of a row to append, cut to their columns' sizes."""
+    return {
+        "actor": actor[:64],
+        "action": action[:64],
+        "target": target[:200],
+        "outcome": outcome[:16],
+        "client": client[:100],
+        "details": details or {},
+    }
+
+
 def record(
     engine: Engine,
     action: str,
@@ -101,15 +124,45 @@ def record(
     details: dict[str, Any] | None = None,
 ) -> AuditEntryPublic:
     """Append one row, move the head to it, and commit both; return once committed."""
-    fields = {
-        "actor": actor[:64],
-        "action": action[:64],
-        "target": target[:200],
-        "outcome": outcome[:16],
-        "client": client[:100],
-        "details": details or {},
-    }
+    fields = entry_fields(
+        action, actor=actor, target=target, outcome=outcome, client=client, details=details
+    )
     return _APPENDER.submit((engine, fields))
+
+
+@dataclass
+class ChangeAudit:
+    """The row an API change will get, known before the route runs but for its outcome.
+
+    A route that commits its change itself appends the row in the change's transaction
+    (`fields`, then `append_rows`) and marks it `written`: the change and its row are
+    committed together or not at all. Otherwise the security middleware appends it once
+    the response is out, with the status the route answered.
+    """
+
+    action: str
+    actor: str
+    target: str
+    client: str
+    token_id: int | None
+    body_summary: Callable[[], dict[str, Any]]  # the fields the request's body set
+    written: bool = False
+
+    def fields(self, status: int, location: str = "") -> dict[str, Any]:
+        details: dict[str, Any] = {"status": status, **self.body_summary()}
+        if location:
+            details["location"] = location
+        if self.token_id is not None:
+            details["token_id"] = self.token_id
+        outcome = "ok" if status < 400 else "failed"
+        return entry_fields(
+            self.action,
+            actor=self.actor,
+            target=self.target,
+            outcome=outcome,
+            client=self.client,
+            details=details,
+        )
 
 
 AUDIT, HEADS = AuditEntry.__table__, AuditHead.__table__
@@ -144,45 +197,58 @@ class AuditEntryPublic(BaseModel):
     hash: str
 
 
-def _append_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[AuditEntryPublic]:
-    """Chain `rows` after the newest row, which the head names (a log from before the
-    head existed is read for its newest row once). Each row gets the next id and its
-    MAC before anything is written, computed from the values as they are stored
-    (`record` gives details in their JSON form), so the transaction writes the rows in
-    one INSERT, moves the head, and reads nothing back. Appends are serialised
-    (in-process, and by an advisory lock on PostgreSQL); an id taken meanwhile by
-    another writer fails the INSERT rather than forking the chain."""
-    key = key_for(engine)
+def lock_chain(connection: Connection) -> None:
+    """Serialise appends across controller processes (PostgreSQL; SQLite's one writer
+    does it there). Taken first in a transaction that will append, so it is never
+    waited for while holding other locks."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
+
+
+def append_rows(
+    connection: Connection, key: bytes, rows: list[dict[str, Any]]
+) -> list[AuditEntryPublic]:
+    """Chain `rows` after the newest row in the caller's transaction (which commits
+    them), the head naming the last. A log from before the head existed is read for
+    its newest row once. Each row gets the next id and its MAC before anything is
+    written, computed from the values as they are stored (`record` gives details in
+    their JSON form), so the rows go in one INSERT, the head moves, and nothing is
+    read back. An id taken meanwhile by another writer fails the INSERT rather than
+    forking the chain."""
+    lock_chain(connection)
     entries: list[AuditEntryPublic] = []
-    with session_scope(engine) as session:
-        connection = session.connection()
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
-        head = connection.execute(READ_HEAD).first()
-        last = head or connection.execute(NEWEST_ROW).first()
-        last_id, previous = (int(last[0]), str(last[1])) if last else (0, "")
-        for fields in rows:
-            # Details in the form they are stored and read back in (a tuple becomes a
-            # list), so the MAC computed here matches the row `verify_chain` reads.
-            details = json.loads(json.dumps(fields["details"]))
-            last_id += 1
-            unsigned = AuditEntryPublic(
-                id=last_id,
-                at=utcnow(),
-                **{**fields, "details": details},
-                prev_hash=previous,
-                hash="",
-            )
-            entry = unsigned.model_copy(update={"hash": row_mac(unsigned, key)})
-            entries.append(entry)
-            previous = entry.hash
-        connection.execute(INSERT_ROWS, [entry.model_dump() for entry in entries])
-        moved = {"last_id": last_id, "last_hash": previous, "mac": head_mac(last_id, previous, key)}
-        if head is None:
-            connection.execute(INSERT_HEAD, {"id": 1, **moved})
-        else:
-            connection.execute(MOVE_HEAD, {f"b_{name}": value for name, value in moved.items()})
+    head = connection.execute(READ_HEAD).first()
+    last = head or connection.execute(NEWEST_ROW).first()
+    last_id, previous = (int(last[0]), str(last[1])) if last else (0, "")
+    for fields in rows:
+        # Details in the form they are stored and read back in (a tuple becomes a
+        # list), so the MAC computed here matches the row `verify_chain` reads.
+        details = json.loads(json.dumps(fields["details"]))
+        last_id += 1
+        unsigned = AuditEntryPublic(
+            id=last_id,
+            at=utcnow(),
+            **{**fields, "details": details},
+            prev_hash=previous,
+            hash="",
+        )
+        entry = unsigned.model_copy(update={"hash": row_mac(unsigned, key)})
+        entries.append(entry)
+        previous = entry.hash
+    connection.execute(INSERT_ROWS, [entry.model_dump() for entry in entries])
+    moved = {"last_id": last_id, "last_hash": previous, "mac": head_mac(last_id, previous, key)}
+    if head is None:
+        connection.execute(INSERT_HEAD, {"id": 1, **moved})
+    else:
+        connection.execute(MOVE_HEAD, {f"b_{name}": value for name, value in moved.items()})
     return entries
+
+
+def _append_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[AuditEntryPublic]:
+    """Append `rows` in a transaction of their own (serialised in-process by the group
+    commit below, across processes by `lock_chain`)."""
+    with session_scope(engine) as session:
+        return append_rows(session.connection(), key_for(engine), rows)
 
 
 # Group commit: rows asked for while a write is in progress go in the next one, one

@@ -11,12 +11,17 @@ all of them, as a batch create does, while each request still answers only once 
 own task is committed. A lone create is written at once. When a group's transaction
 fails (a refused item, two requests with one idempotency key), each of its creates
 is tried alone, so each request gets its own answer, exactly as without grouping.
+
+A request's audit row (audit.ChangeAudit) is appended in the same transaction, so a
+task and the row saying who created it are committed together or not at all, and a
+create costs one transaction, not two.
 """
 
 from __future__ import annotations
 
 from sqlalchemy.engine import Engine
 
+from tme.controller.services import audit
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.tasks import create_tasks, to_public
 from tme.controller.store.db import session_scope
@@ -24,7 +29,8 @@ from tme.controller.store.group_commit import GroupCommit, by_key
 from tme.schemas import TaskCreate, TaskPublic
 
 Place = tuple[Engine, RunReadyHook | None]  # the database and the app's run-ready hook
-Create = tuple[TaskCreate, str | None]  # the task and its idempotency key
+# The task, its idempotency key and the audit row of the request that asks for it.
+Create = tuple[TaskCreate, str | None, audit.ChangeAudit | None]
 
 
 def create_committed(
@@ -33,23 +39,40 @@ def create_committed(
     *,
     idempotency_key: str | None = None,
     on_run_ready: RunReadyHook | None = None,
+    change: audit.ChangeAudit | None = None,
 ) -> tuple[TaskPublic, bool]:
     """Store and commit a new task; its public form and whether it was created (False:
-    an idempotent replay of its key). Raises what `create_task` raises for it."""
-    return CREATES.submit(((engine, on_run_ready), (data, idempotency_key)))
+    an idempotent replay of its key). Raises what `create_task` raises for it. With
+    `change`, its audit row (answered 201, at the task's location) is committed with
+    the task, and `change.written` is set once it is."""
+    return CREATES.submit(((engine, on_run_ready), (data, idempotency_key, change)))
 
 
 def _create_group(place: Place, creates: list[Create]) -> list[tuple[TaskPublic, bool]]:
     engine, on_run_ready = place
+    changes = [change for _data, _key, change in creates]
     with session_scope(engine) as session:
+        if any(changes):
+            audit.lock_chain(session.connection())
         made = create_tasks(
             session,
-            [data for data, _key in creates],
-            idempotency_keys=[key for _data, key in creates],
+            [data for data, _key, _change in creates],
+            idempotency_keys=[key for _data, key, _change in creates],
             on_run_ready=on_run_ready,
         )
+        rows = [
+            change.fields(201, f"/api/v1/tasks/{task.id}")
+            for (task, _created), change in zip(made, changes, strict=True)
+            if change is not None
+        ]
+        if rows:
+            audit.append_rows(session.connection(), audit.key_for(engine), rows)
         session.commit()
-        return [(to_public(task), created) for task, created in made]
+        answers = [(to_public(task), created) for task, created in made]
+    for change in changes:
+        if change is not None:
+            change.written = True
+    return answers
 
 
 # The creates of this process (its `queued` and `writes` for diagnostics and tests).

@@ -107,8 +107,8 @@ def test_metrics_show_how_busy_sqlites_writer_is_and_how_creates_were_grouped(
         after["tme_api_create_transactions_total"]
         >= before["tme_api_create_transactions_total"] + 1
     )
-    # The create and its audit row: at least two write transactions, each held a while.
-    assert after["tme_sqlite_writes_total"] >= before["tme_sqlite_writes_total"] + 2
+    # The create, with its audit row: a write transaction, held a while.
+    assert after["tme_sqlite_writes_total"] >= before["tme_sqlite_writes_total"] + 1
     assert after["tme_sqlite_write_seconds_total"] > before["tme_sqlite_write_seconds_total"]
     assert after["tme_sqlite_write_wait_seconds_total"] >= 0
     assert after["tme_sqlite_writes_waiting"] == 0

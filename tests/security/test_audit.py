@@ -69,6 +69,28 @@ def test_changes_are_recorded_with_who_what_where(test_client, app_engine) -> No
     assert changes[2].details["fields"] == ["description"]
 
 
+def test_a_task_is_never_committed_without_its_audit_row(
+    test_client, app_engine, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A REST create and its audit row share one transaction: when the row cannot be
+    appended the task is not stored, and the request fails instead of leaving a change
+    nobody can account for."""
+    from tme.controller.services import audit
+    from tme.controller.store.models import Task
+
+    def broken(*_args, **_kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the audit log cannot be written")
+
+    monkeypatch.setattr(audit, "append_rows", broken)
+    with TestClient(
+        test_client.app, headers=test_client.headers, raise_server_exceptions=False
+    ) as client:
+        answer = client.post("/api/v1/tasks", json={"name": "unaccounted"})
+    assert answer.status_code == 500
+    with session_scope(app_engine) as session:
+        assert session.exec(select(Task).where(Task.name == "unaccounted")).all() == []
+
+
 def test_api_lists_filters_and_exports_csv(test_client, make_token) -> None:  # type: ignore[no-untyped-def]
     _changes(test_client)
     page = test_client.get("/api/v1/audit", params={"action": "task.write", "limit": 2}).json()

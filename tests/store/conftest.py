@@ -32,6 +32,8 @@ TABLES = (
     "devices",
     "agents",
     "sites",
+    "audit_log",
+    "audit_head",
 )
 
 

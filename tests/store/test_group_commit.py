@@ -15,10 +15,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 from waiting import wait_until
 
+from tme.controller.services import audit
+from tme.controller.services.audit import ChangeAudit, verify_chain
 from tme.controller.services.task_commit import CREATES, create_committed
 from tme.controller.store.db import session_scope
 from tme.controller.store.group_commit import GroupCommit, by_key
 from tme.controller.store.models import Site, Task
+from tme.controller.store.security_models import AuditEntry
 from tme.errors import ValidationError
 from tme.schemas import TaskCreate
 
@@ -194,3 +197,58 @@ def test_concurrent_creates_share_a_transaction_and_each_gets_its_own_answer(
     assert created["keyed"][0].id == created["again"][0].id
     with Session(engine) as session:
         assert session.exec(select(func.count()).select_from(Task)).one() == 3
+
+
+def _change(label: str) -> ChangeAudit:
+    """The audit row the security layer prepares for a create request."""
+    return ChangeAudit(
+        action="task.write:create_task",
+        actor=f"user-{label}",
+        target="POST /api/v1/tasks",
+        client="10.0.0.7",
+        token_id=7,
+        body_summary=lambda: {"fields": ["name", "op", "params", "target"]},
+    )
+
+
+def test_creates_commit_their_audit_rows_with_them(engine: Engine) -> None:
+    """Each request's audit row goes in its create's (shared) transaction, chained like
+    any other; a refused create writes none here (the security layer then records its
+    failure), and no audit transaction of its own is written."""
+    changes = {label: _change(label) for label in ("first", "plain", "orphan")}
+    asks = [
+        ("first", _read("first")),
+        ("plain", _read("plain")),
+        ("orphan", _read("orphan", depends_on=[{"task": 999_999}])),
+    ]
+    outcomes: dict[str, Any] = {}
+
+    def create(label: str, data: TaskCreate) -> None:
+        try:
+            outcomes[label] = create_committed(engine, data, change=changes[label])
+        except Exception as exc:  # each request's own error is what is checked
+            outcomes[label] = exc
+
+    appends = audit._APPENDER.submitted
+    threads = []
+    with _writes_held(engine):
+        for label, data in asks:
+            threads.append(threading.Thread(target=create, args=(label, data)))
+            threads[-1].start()
+            if label == "first":
+                wait_until(lambda: CREATES.writing, what="the first create writing")
+        wait_until(lambda: CREATES.queued == 2, what="two creates queued behind the first")
+    for thread in threads:
+        thread.join(30)
+    assert isinstance(outcomes["orphan"], ValidationError)
+    assert [changes[label].written for label in ("first", "plain", "orphan")] == [1, 1, 0]
+    assert audit._APPENDER.submitted == appends  # no audit transaction of their own
+    with Session(engine) as session:
+        rows = session.exec(select(AuditEntry).order_by(AuditEntry.id)).all()  # type: ignore[arg-type]
+        assert verify_chain(session, audit.key_for(engine))[1] == []
+    by_actor = {row.actor: row for row in rows}
+    assert sorted(by_actor) == ["user-first", "user-plain"]
+    for label in ("first", "plain"):
+        row, (public, _created) = by_actor[f"user-{label}"], outcomes[label]
+        assert (row.outcome, row.details["status"], row.details["token_id"]) == ("ok", 201, 7)
+        assert row.details["location"] == f"/api/v1/tasks/{public.id}"

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId
 from tme.controller.services import access
 from tme.controller.services import tasks as service
+from tme.controller.services.audit import ChangeAudit
 from tme.controller.services.queries import list_runs
 from tme.controller.services.roles import Principal
 from tme.controller.services.runs import RunReadyHook
@@ -63,8 +64,9 @@ async def create_answer(
     transaction is shared with the creates of other requests meanwhile (task_commit).
     """
     engine = request.app.state.engine
+    change = request.scope.get("state", {}).get("change_audit")  # from the security layer
     public, created = await run_in_threadpool(
-        _create_committed, engine, body, key, on_run_ready, principal
+        _create_committed, engine, body, key, on_run_ready, principal, change
     )
     headers = {"Location": f"/api/v1/tasks/{public.id}"}
     if not created:
@@ -83,9 +85,12 @@ def _create_committed(
     key: str | None,
     on_run_ready: RunReadyHook | None,
     principal: Principal,
+    change: ChangeAudit | None,
 ) -> tuple[TaskPublic, bool]:
     access.check_task_create(principal, body)
-    return create_committed(engine, body, idempotency_key=key, on_run_ready=on_run_ready)
+    return create_committed(
+        engine, body, idempotency_key=key, on_run_ready=on_run_ready, change=change
+    )
 
 
 def update_and_commit(
