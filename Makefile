@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy tme controller agents drivers ui simulators
+	$(BIN)/mypy tme controller agents drivers ui simulators benchmarks
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit

@@ -46,7 +46,7 @@ def run(url: str = DEFAULT_URL, count: int = 20_000, per_message_count: int = 2_
     raw = pika.BlockingConnection(pika.URLParameters(url))
     try:
         print(f"RabbitMQ publish throughput, {len(body)}-byte messages to a quorum queue")
-        batch = [(key, body, str(i)) for i in range(count)]
+        batch: list[tuple[str, bytes, str | None]] = [(key, body, str(i)) for i in range(count)]
 
         def pipelined() -> None:
             errors = [r for r in bus.publish_many(DISPATCH_EXCHANGE, batch) if r is not None]

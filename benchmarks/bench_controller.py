@@ -124,7 +124,7 @@ def created_one_per_transaction(
 
 
 def dispatch_recorded(engine: Any, batched: bool) -> None:
-    dispatcher = Dispatcher(engine, bus=None)  # type: ignore[arg-type]  # records only
+    dispatcher = Dispatcher(engine, bus=None)  # records only
     while True:
         with session_scope(engine) as session:
             rows = list(session.execute(UNPUBLISHED).all())

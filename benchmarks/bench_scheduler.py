@@ -20,7 +20,7 @@ import random
 import statistics
 import tempfile
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -42,7 +42,7 @@ def register(engine: Engine, count: int, schedule: dict[str, object], spread_s: 
         conn.execute(text("DELETE FROM tasks"))
         conn.execute(text("DELETE FROM tme_scheduler_jobs")) if _has_jobs(conn) else None
         conn.execute(
-            insert(Task.__table__),  # type: ignore[attr-defined]
+            insert(Task.__table__),
             [
                 {
                     "name": f"s{i}", "op": "external", "schedule": schedule, "params": {},
@@ -54,7 +54,7 @@ def register(engine: Engine, count: int, schedule: dict[str, object], spread_s: 
         )  # fmt: skip
         ids = [row[0] for row in conn.execute(text("SELECT id FROM tasks ORDER BY id"))]
         conn.execute(
-            insert(TaskPolicy.__table__),  # type: ignore[attr-defined]
+            insert(TaskPolicy.__table__),
             [
                 {
                     "task_id": task_id,
@@ -70,7 +70,7 @@ def register(engine: Engine, count: int, schedule: dict[str, object], spread_s: 
 def _has_jobs(conn: object) -> bool:
     from sqlalchemy import inspect
 
-    return "tme_scheduler_jobs" in inspect(conn).get_table_names()  # type: ignore[arg-type]
+    return "tme_scheduler_jobs" in inspect(conn).get_table_names()
 
 
 def start(engine: Engine) -> tuple[Scheduling, float]:
@@ -94,8 +94,7 @@ def lateness(engine: Engine, since: object) -> list[float]:
     return [(_ts(created) - _ts(slot)).total_seconds() for slot, created in rows]
 
 
-def _ts(value: object) -> object:
-    from datetime import UTC, datetime
+def _ts(value: object) -> datetime:
 
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
