@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import httpx
 
 from tme.client import calls
-from tme.client.base import Connection, WaitDeadline
+from tme.client.base import Connection, WaitDeadline, shared_ssl_context
 from tme.schemas import (
     AgentPublic,
     DevicePublic,
@@ -45,7 +45,7 @@ class AsyncClient:
     ) -> None:
         self.connection = Connection.resolve(url, token, http_client)
         self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(timeout=timeout)
+        self._http = http_client or httpx.AsyncClient(timeout=timeout, verify=shared_ssl_context())
         self.tasks = AsyncTasks(self)
         self.runs = AsyncRuns(self)
         self.fleet = AsyncFleet(self)

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import httpx
 
 from tme.client import calls
-from tme.client.base import Connection, WaitDeadline
+from tme.client.base import Connection, WaitDeadline, shared_ssl_context
 from tme.schemas import (
     AgentPublic,
     DevicePublic,
@@ -47,7 +47,7 @@ class Client:
     ) -> None:
         self.connection = Connection.resolve(url, token, http_client)
         self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(timeout=timeout)
+        self._http = http_client or httpx.Client(timeout=timeout, verify=shared_ssl_context())
         self.tasks = Tasks(self)
         self.runs = Runs(self)
         self.fleet = Fleet(self)
