@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECORD_FILE = "commands.sqlite3"
+PRUNE_EVERY_S = 3600.0  # final records past their keep time are deleted this often
 DRAIN_TIMEOUT_S = 10.0  # on stop, how long running operations may take to finish
 
 
@@ -55,11 +56,12 @@ class DeviceAgent:
         self._record: CommandRecord | None = None
         self._executor: CommandExecutor | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._pruning: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         state_dir = self.config.state_dir
         self._record = CommandRecord(state_dir / RECORD_FILE)
-        self._record.prune()
+        self._prune()
         self._executor = CommandExecutor(
             self._record,
             self.devices,
@@ -82,6 +84,8 @@ class DeviceAgent:
         log.info("agent %s/%s started", self.config.site, self.config.agent)
 
     async def stop(self) -> None:
+        if self._pruning is not None:
+            self._pruning.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=DRAIN_TIMEOUT_S)
         for task in self._tasks.values():
@@ -99,6 +103,17 @@ class DeviceAgent:
             await stop.wait()
         finally:
             await self.stop()
+
+    def _prune(self) -> None:
+        """Delete final records past their keep time, now and every PRUNE_EVERY_S: an
+        agent that runs for months keeps two weeks of them, not every command."""
+        if self._record is None:
+            return  # stopped
+        try:
+            self._record.prune()
+        except Exception:  # the next round tries again; the record itself is intact
+            log.exception("pruning the command record failed")
+        self._pruning = asyncio.get_running_loop().call_later(PRUNE_EVERY_S, self._prune)
 
     def _publish_event(self, event: Event) -> None:
         self.events.publish(event)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 1.0  # expiry of held commands is noticed within a second
 RESEND_AFTER_S = 30.0  # an unanswered command is offered again this often (agents dedup)
+PRUNE_EVERY_S = 3600.0  # closed entries past the journal's keep time are deleted this often
 
 SendCommand = Callable[[str, bytes], None]  # (topic, payload) -> queued at QoS 1
 
@@ -83,11 +84,17 @@ class CommandDispatcher:
         self.wake()
 
     def _run(self) -> None:
+        # The journal is pruned at the gateway's start and then every PRUNE_EVERY_S, so a
+        # gateway that runs for months keeps a week of closed entries, not all of them.
+        next_prune = time.monotonic() + PRUNE_EVERY_S
         while not self._stopping.is_set():
             self._wake.wait(TICK_S)
             self._wake.clear()
             try:
                 self.dispatch_open_entries()
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY_S
+                    self.journal.prune()
             except Exception:
                 log.exception("dispatch pass failed; retrying next tick")
 

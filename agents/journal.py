@@ -117,9 +117,11 @@ class Journal:
         agents = sorted(resend_agents)
         marks = ", ".join("?" for _ in agents)
         again = f" OR agent IN ({marks})" if agents else ""
+        # `state IN (...)` first: it reads the open entries' (partial) index; an OR of
+        # the states alone read every entry kept, each time the dispatcher woke.
         return self._select(
-            "WHERE state = 'pending' OR (state = 'sent'"
-            f" AND (delivered = 0 OR sent_at < ?{again}))",
+            "WHERE state IN ('pending', 'sent') AND (state = 'pending'"
+            f" OR delivered = 0 OR sent_at < ?{again})",
             (resend_sent_before, *agents),
         )
 

@@ -155,3 +155,28 @@ def test_graceful_stop_publishes_offline(names, agent_factory, watcher_factory) 
     watcher.wait_for(lambda: any(getattr(m, "state", "") == "online" for m in watcher.messages))
     runner.stop()
     watcher.wait_for(lambda: getattr(watcher.messages[-1], "state", "") == "offline")
+
+
+def test_a_running_agent_prunes_its_record(names, agent_factory, tmp_path, monkeypatch) -> None:
+    """Final records past their keep time go while the agent runs, not only at start."""
+    import sqlite3
+
+    from waiting import wait_until
+
+    from tme.agents import agent as agent_module
+
+    monkeypatch.setattr(agent_module, "PRUNE_EVERY_S", 0.05)
+    site, agent = names
+    runner = agent_factory(site, agent)
+    path = runner.agent.config.state_dir / agent_module.RECORD_FILE
+    with sqlite3.connect(path) as db:  # an old final record, as if from two weeks ago
+        db.execute(
+            "INSERT INTO commands (id, stage, command, final_event, updated)"
+            " VALUES ('old', 'final', '{}', '{}', 0)"
+        )
+
+    def kept() -> int:
+        with sqlite3.connect(path) as db:
+            return int(db.execute("SELECT count(*) FROM commands WHERE id = 'old'").fetchone()[0])
+
+    wait_until(lambda: kept() == 0, what="the old record pruned")

@@ -52,3 +52,56 @@ def test_only_entries_needing_action_are_read(tmp_path: Path) -> None:
     late = journal.entries_needing_action(now + 1, set(), False)  # sent before: due again
     assert {e.id for e in late} == {pending.id, quiet.id, undelivered.id, other_agent.id}
     journal.close()
+
+
+def test_the_dispatchers_queries_read_the_open_entries_not_every_entry(tmp_path: Path) -> None:
+    """The dispatcher asks at every wake; closed entries stay for a week. Its queries
+    must use the open entries' index (SQLite plans), not read every entry kept."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    seen: list[str] = []
+    journal._db.set_trace_callback(seen.append)
+    journal.entries_needing_action(time.time(), {"a1", "a2"}, resend_all=False)
+    journal.entries_needing_action(time.time(), set(), resend_all=False)
+    journal.entries_needing_action(time.time(), set(), resend_all=True)
+    journal._db.set_trace_callback(None)
+    selects = [s for s in seen if s.lstrip().upper().startswith("SELECT")]
+    assert len(selects) == 3
+    for statement in selects:
+        plan = journal._db.execute(f"EXPLAIN QUERY PLAN {statement}").fetchall()
+        assert not [row for row in plan if str(row[-1]).startswith("SCAN")], (statement, plan)
+    journal.close()
+
+
+class _Publisher:
+    def submit(self, item: object) -> None:
+        pass
+
+
+def test_a_running_gateway_prunes_its_journal(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Not only at start: closed entries past the keep time go while the gateway runs,
+    and open ones stay."""
+    from waiting import wait_until
+
+    from tme.agents import command_dispatch
+
+    monkeypatch.setattr(command_dispatch, "PRUNE_EVERY_S", 0.0)
+    monkeypatch.setattr(command_dispatch, "TICK_S", 0.02)
+    journal = Journal(tmp_path / "j.sqlite3")
+    closed, still_open = _command(), _command()
+    for cmd in (closed, still_open):
+        journal.add(cmd, cmd.to_json())
+    journal.close_entry(closed.id, "done")
+    journal._update("UPDATE journal SET updated = 0 WHERE id = ?", (closed.id,))  # long ago
+    dispatcher = command_dispatch.CommandDispatcher(
+        "s1",
+        journal,
+        _Publisher(),
+        lambda _topic, _payload: None,  # type: ignore[arg-type]
+    )
+    dispatcher.start()
+    try:
+        wait_until(lambda: journal.get_state(closed.id) is None, what="the old entry pruned")
+        assert journal.get_state(still_open.id) in ("pending", "sent")
+    finally:
+        dispatcher.stop()
+        journal.close()
