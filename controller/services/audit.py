@@ -93,23 +93,13 @@ def head_mac(last_id: int, last_hash: str, key: bytes) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def entry_fields(
-    action: str,
-    *,
-    actor: str = "",
-    target: str = "",
-    outcome: str = "ok",
-    client: str = "",
-    details: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The fields of a row to append, cut to their columns' sizes."""
+# Column sizes: longer values are cut to them before a row's MAC is computed.
+_SIZES = {"actor": 64, "action": 64, "target": 200, "outcome": 16, "client": 100}
+
+
+def _cut(fields: dict[str, Any]) -> dict[str, Any]:
     return {
-        "actor": actor[:64],
-        "action": action[:64],
-        "target": target[:200],
-        "outcome": outcome[:16],
-        "client": client[:100],
-        "details": details or {},
+        name: value[: _SIZES[name]] if name in _SIZES else value for name, value in fields.items()
     }
 
 
@@ -124,10 +114,8 @@ def record(
     details: dict[str, Any] | None = None,
 ) -> AuditEntryPublic:
     """Append one row, move the head to it, and commit both; return once committed."""
-    fields = entry_fields(
-        action, actor=actor, target=target, outcome=outcome, client=client, details=details
-    )
-    return _APPENDER.submit((engine, fields))
+    fields = {"actor": actor, "action": action, "target": target, "outcome": outcome}
+    return _APPENDER.submit((engine, _cut({**fields, "client": client, "details": details or {}})))
 
 
 @dataclass
@@ -154,14 +142,15 @@ class ChangeAudit:
             details["location"] = location
         if self.token_id is not None:
             details["token_id"] = self.token_id
-        outcome = "ok" if status < 400 else "failed"
-        return entry_fields(
-            self.action,
-            actor=self.actor,
-            target=self.target,
-            outcome=outcome,
-            client=self.client,
-            details=details,
+        return _cut(
+            {
+                "actor": self.actor,
+                "action": self.action,
+                "target": self.target,
+                "outcome": "ok" if status < 400 else "failed",
+                "client": self.client,
+                "details": details,
+            }
         )
 
 

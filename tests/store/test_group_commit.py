@@ -161,6 +161,18 @@ def _writes_held(engine: Engine) -> Iterator[None]:
         yield
 
 
+def _queued_behind_the_first(engine: Engine, creates: list[threading.Thread]) -> None:
+    """Run the creates so that all but the first queue behind its write, then let go."""
+    with _writes_held(engine):
+        creates[0].start()
+        wait_until(lambda: CREATES.writing, what="the first create writing")
+        for create in creates[1:]:
+            create.start()
+        wait_until(lambda: CREATES.queued == len(creates) - 1, what="the others queued")
+    for create in creates:
+        create.join(30)
+
+
 def test_concurrent_creates_share_a_transaction_and_each_gets_its_own_answer(
     engine: Engine,
 ) -> None:
@@ -179,16 +191,7 @@ def test_concurrent_creates_share_a_transaction_and_each_gets_its_own_answer(
         ("again", _read("keyed"), "k-1"),  # the same request again: a replay
         ("orphan", _read("orphan", depends_on=[{"task": 999_999}]), None),
     ]
-    threads = []
-    with _writes_held(engine):
-        for label, data, key in asks:
-            threads.append(threading.Thread(target=create, args=(label, data, key)))
-            threads[-1].start()
-            if label == "first":
-                wait_until(lambda: CREATES.writing, what="the first create writing")
-        wait_until(lambda: CREATES.queued == 4, what="four creates queued behind the first")
-    for thread in threads:
-        thread.join(30)
+    _queued_behind_the_first(engine, [threading.Thread(target=create, args=ask) for ask in asks])
     assert isinstance(outcomes["orphan"], ValidationError)
     created = {label: outcomes[label] for label in ("first", "plain", "keyed", "again")}
     made = {label: was_created for label, (_public, was_created) in created.items()}
@@ -230,16 +233,7 @@ def test_creates_commit_their_audit_rows_with_them(engine: Engine) -> None:
             outcomes[label] = exc
 
     appends = audit._APPENDER.submitted
-    threads = []
-    with _writes_held(engine):
-        for label, data in asks:
-            threads.append(threading.Thread(target=create, args=(label, data)))
-            threads[-1].start()
-            if label == "first":
-                wait_until(lambda: CREATES.writing, what="the first create writing")
-        wait_until(lambda: CREATES.queued == 2, what="two creates queued behind the first")
-    for thread in threads:
-        thread.join(30)
+    _queued_behind_the_first(engine, [threading.Thread(target=create, args=ask) for ask in asks])
     assert isinstance(outcomes["orphan"], ValidationError)
     assert [changes[label].written for label in ("first", "plain", "orphan")] == [1, 1, 0]
     assert audit._APPENDER.submitted == appends  # no audit transaction of their own
