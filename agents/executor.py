@@ -152,9 +152,10 @@ class CommandExecutor:
 
         lines = _HeldLines(command, self.publish)
         try:
-            result = await asyncio.wait_for(
-                run_plan(plan, lines.add, allow_shell=self.allow_shell), command.timeout_s
-            )
+            # asyncio.timeout, not wait_for: the operation runs in this task, where
+            # wait_for would make a task of its own for every command.
+            async with asyncio.timeout(command.timeout_s):
+                result = await run_plan(plan, lines.add, allow_shell=self.allow_shell)
         except TimeoutError:
             return self.finish(
                 command,

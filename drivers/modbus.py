@@ -63,7 +63,8 @@ class ModbusDriver:
         async with self._lock:
             try:
                 client = await self._connect()
-                response = await asyncio.wait_for(call(client), self._guard_s)
+                async with asyncio.timeout(self._guard_s):  # no task per request
+                    response = await call(client)
             except DriverError as exc:
                 self._note_failure(exc)
                 raise
