@@ -49,11 +49,9 @@ class PresenceAnnouncer:
 
     def message(self, state: Literal["online", "offline"]) -> bytes:
         """Devices and features are said while online; offline says nothing of them."""
-        if state == "online":
-            return presence_json(
-                self._site, self._name, self._role, state, self._devices, self._features
-            )
-        return presence_json(self._site, self._name, self._role, state, [])
+        online = state == "online"
+        devices, features = (self._devices, self._features) if online else ([], [])
+        return presence_json(self._site, self._name, self._role, state, devices, features)
 
     def install(self) -> None:
         """Set the will and the re-announce hook; call before the link starts."""
