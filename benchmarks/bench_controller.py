@@ -38,6 +38,7 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from benchmarks.e2e_roles import task_fields
+from tme.bus.registry import open_bus
 from tme.config import Settings
 from tme.controller.dispatcher import UNPUBLISHED, Dispatcher
 from tme.controller.event_apply import EVENT_STATES, apply_messages
@@ -124,14 +125,16 @@ def created_one_per_transaction(
 
 
 def dispatch_recorded(engine: Any, batched: bool) -> None:
-    dispatcher = Dispatcher(engine, bus=None)  # records only
+    dispatcher = Dispatcher(engine, open_bus("memory://"))  # records only: nothing is published
     while True:
         with session_scope(engine) as session:
             rows = list(session.execute(UNPUBLISHED).all())
         if not rows:
             return
-        if batched:
-            dispatcher._record(rows, [None] * len(rows))
+        if batched:  # as if the broker had confirmed them all: held, then recorded together
+            now = utcnow()
+            dispatcher._confirmed.update((row.id, (row, now)) for row in rows)
+            dispatcher.record_confirmed()
             continue
         with session_scope(engine) as session:
             runs = load_runs(session, (row.run_id for row in rows))
