@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy tme controller agents drivers ui simulators benchmarks
+	$(BIN)/python scripts/typecheck.py
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit

@@ -7,7 +7,6 @@ executor, so it rides on the command's next event).
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -34,16 +33,13 @@ async def _run_builtin(plan: Plan, allow_shell: bool) -> dict[str, Any]:
     from tme.drivers.builtin import run_builtin
 
     command = plan.command
-    outcome = run_builtin(
+    return await run_builtin(
         command.op,
         command.params,
         command.cmd,
         allow_shell=allow_shell,
         timeout_s=command.timeout_s,
     )
-    if inspect.isawaitable(outcome):
-        outcome = await outcome
-    return dict(outcome)
 
 
 async def read_values(device: Device, points: list[str], log: LogLine) -> dict[str, Any]:

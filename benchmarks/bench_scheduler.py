@@ -30,6 +30,7 @@ from sqlalchemy.engine import Engine
 from tme.controller.scheduling import Scheduling
 from tme.controller.store.db import make_engine, upgrade
 from tme.controller.store.models import Task, utcnow
+from tme.controller.store.rows import table_of
 from tme.controller.store.workflow_models import TaskPolicy
 
 SETTINGS = SimpleNamespace(tasks=SimpleNamespace(default_timeout_s=30))
@@ -42,7 +43,7 @@ def register(engine: Engine, count: int, schedule: dict[str, object], spread_s: 
         conn.execute(text("DELETE FROM tasks"))
         conn.execute(text("DELETE FROM tme_scheduler_jobs")) if _has_jobs(conn) else None
         conn.execute(
-            insert(Task.__table__),
+            insert(table_of(Task)),
             [
                 {
                     "name": f"s{i}", "op": "external", "schedule": schedule, "params": {},
@@ -54,7 +55,7 @@ def register(engine: Engine, count: int, schedule: dict[str, object], spread_s: 
         )  # fmt: skip
         ids = [row[0] for row in conn.execute(text("SELECT id FROM tasks ORDER BY id"))]
         conn.execute(
-            insert(TaskPolicy.__table__),
+            insert(table_of(TaskPolicy)),
             [
                 {
                     "task_id": task_id,

@@ -35,6 +35,7 @@ from tme.controller.services.hop_batch import HopBatch
 from tme.controller.services.runs import Hop
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Outbox, Site, utcnow
+from tme.controller.store.rows import table_of
 from tme.controller.store.sqlite_gate import pipeline_writes
 from tme.errors import BusError
 from tme.protocol import DISPATCH_EXCHANGE, Event, Presence, site_routing_key
@@ -51,7 +52,7 @@ RETRY_PAUSE_S = 2.0  # after a broker failure, before trying again
 
 # Built once (building a statement costs more than running it on a small batch);
 # rows are read as plain columns, not ORM objects.
-OUTBOX = Outbox.__table__
+OUTBOX = table_of(Outbox)
 UNPUBLISHED = (
     select(OUTBOX.c.id, OUTBOX.c.run_id, OUTBOX.c.site, OUTBOX.c.body)
     .where(OUTBOX.c.published_at.is_(None))
@@ -207,7 +208,7 @@ class Dispatcher:
         is retried on the next pass and never holds up dispatching."""
         if not self._known_sites_loaded:
             with session_scope(self.engine) as session:
-                known = set(session.execute(select(Site.__table__.c.name)).scalars())
+                known = set(session.execute(select(table_of(Site).c.name)).scalars())
             with self._wanted_lock:
                 self._wanted |= known
             self._known_sites_loaded = True

@@ -17,6 +17,7 @@ from sqlmodel import Session, select
 from tme.controller.services.hop_batch import HopBatch, RunView
 from tme.controller.services.runs import Hop, applied_event_ids
 from tme.controller.store.models import Agent, Device, Site, utcnow
+from tme.controller.store.rows import table_of
 from tme.controller.store.workflow_models import RunLink
 from tme.controller.workflow import Finished, settle_finished
 from tme.protocol import Event, Presence
@@ -37,7 +38,7 @@ EVENT_STATES: dict[str, RunState] = {
 }
 
 
-LINKS = RunLink.__table__
+LINKS = table_of(RunLink)
 # Built once: the agent said these runs never touched the machine (a retry may follow).
 NOT_STARTED = (
     update(LINKS)

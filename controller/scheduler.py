@@ -18,18 +18,28 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from tme.controller.sched_triggers import build_trigger
 from tme.controller.schedule_fire import JOB_FUNCTION
 from tme.controller.store.models import Task
+from tme.controller.store.rows import table_of
 from tme.controller.store.workflow_models import TaskPolicy
 
 log = logging.getLogger("tme.scheduler")
 
 JOBS_TABLE = "tme_scheduler_jobs"
 FIRE_THREADS = 4  # fires only write a few rows; more threads would just contend for the DB
+
+
+TASKS, POLICIES = table_of(Task), table_of(TaskPolicy)
+# Each task's schedule and its version, joined to its policy by the caller (all tasks
+# at start, those whose schedule changed since the last look afterwards).
+SCHEDULES = select(
+    TASKS.c.id, TASKS.c.schedule, POLICIES.c.paused, POLICIES.c.schedule_changed_at
+).select_from(TASKS)
 
 
 def job_id(task_id: int) -> str:
@@ -75,11 +85,7 @@ class ScheduleKeeper:
         self._jobs = set(jobs)
         wanted = 0
         with Session(self.engine) as session:
-            rows = session.exec(
-                select(
-                    Task.id, Task.schedule, TaskPolicy.paused, TaskPolicy.schedule_changed_at
-                ).join(TaskPolicy, col(TaskPolicy.task_id) == col(Task.id), isouter=True)
-            ).all()
+            rows = session.execute(SCHEDULES.outerjoin(POLICIES)).all()
         for task_id, schedule, paused, changed_at in rows:
             jid = job_id(task_id)
             if not schedule or paused or changed_at is None:
@@ -100,14 +106,11 @@ class ScheduleKeeper:
         """Apply schedules set, changed, paused or resumed since the last look."""
         if self.scheduler is None:
             return 0
+        query = SCHEDULES.join(POLICIES)
+        if self._seen is not None:
+            query = query.where(POLICIES.c.schedule_changed_at > self._seen)
         with Session(self.engine) as session:
-            query = select(
-                Task.id, Task.schedule, TaskPolicy.paused, TaskPolicy.schedule_changed_at
-            )
-            query = query.join(TaskPolicy, col(TaskPolicy.task_id) == col(Task.id))
-            if self._seen is not None:
-                query = query.where(col(TaskPolicy.schedule_changed_at) > self._seen)
-            rows = session.exec(query).all()
+            rows = session.execute(query).all()
         for task_id, schedule, paused, changed_at in rows:
             if schedule and not paused:
                 self._put(task_id, schedule, changed_at)

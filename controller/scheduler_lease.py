@@ -17,10 +17,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from tme.controller.store.models import utcnow
+from tme.controller.store.rows import table_of
 from tme.controller.store.workflow_models import SchedulerLease
 
 LEASE_NAME = "scheduler"
-_T = SchedulerLease.__table__
+_T = table_of(SchedulerLease)
 
 
 class Lease:

@@ -30,6 +30,7 @@ from tme.controller.services.runs import (
 )
 from tme.controller.store.db import keep_loaded
 from tme.controller.store.models import Run, RunEvent, Task, TaskDependency
+from tme.controller.store.rows import table_of
 from tme.controller.store.workflow_models import RunLink, WorkflowCursor
 from tme.states import FAILURE_STATES, FINAL_STATES, RunState
 
@@ -41,7 +42,7 @@ BATCH = 500
 # after a higher one. Settling is idempotent, so a re-read costs one lookup.
 LOOKBACK = 200
 FINAL_VALUES = [s.value for s in FINAL_STATES]
-LINKS, EVENTS, RUNS = RunLink.__table__, RunEvent.__table__, Run.__table__
+LINKS, EVENTS, RUNS = table_of(RunLink), table_of(RunEvent), table_of(Run)
 # Final hops past the cursor of runs not settled yet (a run without a link counts as
 # unsettled), with what deciding how to settle them needs.
 FINAL_HOPS = (
@@ -63,7 +64,7 @@ FINAL_HOPS = (
     .order_by(EVENTS.c.id)
     .limit(bindparam("limit"))
 )
-DEPS = TaskDependency.__table__
+DEPS = table_of(TaskDependency)
 # Built once, like the statements above: which of some tasks have dependents, and
 # which have runs held in their overlap queue, in one query.
 DEPENDENTS, HELD = 1, 2

@@ -32,6 +32,7 @@ from sqlmodel import Session, col, select
 from tme.controller.store.db import session_scope
 from tme.controller.store.group_commit import GroupCommit, by_key
 from tme.controller.store.models import utcnow
+from tme.controller.store.rows import table_of
 from tme.controller.store.security_models import AuditEntry, AuditHead
 
 _PG_LOCK_ID = 0x746D6561  # "tmea": one advisory lock shared by every controller process
@@ -154,7 +155,7 @@ class ChangeAudit:
         )
 
 
-AUDIT, HEADS = AuditEntry.__table__, AuditHead.__table__
+AUDIT, HEADS = table_of(AuditEntry), table_of(AuditHead)
 # Built once: an append is a handful of small statements.
 READ_HEAD = select(HEADS.c.last_id, HEADS.c.last_hash).where(HEADS.c.id == 1)
 NEWEST_ROW = select(AUDIT.c.id, AUDIT.c.hash).order_by(AUDIT.c.id.desc()).limit(1)

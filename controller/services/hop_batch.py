@@ -21,14 +21,15 @@ from sqlmodel import Session
 
 from tme.controller.services.runs import Hop, chunks, late_hop, log_rows, move
 from tme.controller.store.models import Run, RunEvent, RunLog, Task
+from tme.controller.store.rows import table_of
 from tme.errors import IllegalTransition
 
-RUNS = Run.__table__
-TASKS = Task.__table__
+RUNS = table_of(Run)
+TASKS = table_of(Task)
 
 # Built once: constructing a statement costs more CPU than executing a small one.
-INSERT_EVENTS = insert(RunEvent.__table__)
-INSERT_LOGS = insert(RunLog.__table__)
+INSERT_EVENTS = insert(table_of(RunEvent))
+INSERT_LOGS = insert(table_of(RunLog))
 UPDATE_RUNS = (
     update(RUNS)
     .where(RUNS.c.id == bindparam("b_id"))

@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from tme.controller.store.db import keep_loaded
 from tme.controller.store.models import Run, RunEvent, RunLog, Task, utcnow
+from tme.controller.store.rows import table_of
 from tme.errors import IllegalTransition
 from tme.states import RunState, check_transition
 
@@ -77,8 +78,8 @@ def _seen_ids(column: Any) -> Any:
     return sa_select(column).where(column.in_(bindparam("ids", expanding=True))).distinct()
 
 
-EVENT_IDS_SEEN = _seen_ids(RunEvent.__table__.c.event_id)
-LINE_EVENT_IDS_SEEN = _seen_ids(RunLog.__table__.c.event_id)
+EVENT_IDS_SEEN = _seen_ids(table_of(RunEvent).c.event_id)
+LINE_EVENT_IDS_SEEN = _seen_ids(table_of(RunLog).c.event_id)
 
 
 def applied_event_ids(
@@ -108,8 +109,8 @@ def load_runs(session: Session, run_ids: Iterable[str]) -> dict[str, Run]:
         runs.update((run.id, run) for run in session.exec(query))
     task_ids = sorted({run.task_id for run in runs.values()})
     for chunk in chunks(task_ids):
-        query = select(Task).where(col(Task.id).in_(chunk)).order_by(col(Task.id))
-        keep_loaded(session, session.exec(query))
+        tasks = select(Task).where(col(Task.id).in_(chunk)).order_by(col(Task.id))
+        keep_loaded(session, session.exec(tasks))
     keep_loaded(session, runs.values())
     return runs
 

@@ -41,14 +41,14 @@ from tme.controller.store.models import (
     new_uuid,
     utcnow,
 )
-from tme.controller.store.rows import new_row
+from tme.controller.store.rows import new_row, table_of
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
 from tme.schemas import TaskCreate
 from tme.states import RunState
 
 # Built once, in the order the foreign keys need.
 INSERTS = [
-    (name, insert(model.__table__))
+    (name, insert(table_of(model)))
     for name, model in (
         ("policies", TaskPolicy),
         ("keys", IdempotencyKey),
@@ -169,6 +169,6 @@ class StartBatch:
 
 def _columns(row: SQLModel) -> dict[str, Any]:
     """A model's column values as an INSERT's parameters (an unset id left to the DB)."""
-    table = row.__table__  # type: ignore[attr-defined]
+    table = table_of(row)
     values = {c.key: getattr(row, c.key) for c in table.columns}
     return {k: v for k, v in values.items() if v is not None or not table.c[k].primary_key}

@@ -11,10 +11,17 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from pydantic_core import PydanticUndefined
+from sqlalchemy import Table
 from sqlmodel import SQLModel
+
+
+def table_of(model: type[SQLModel] | SQLModel) -> Table:
+    """The Core table of a table model (or of a row's model): SQLModel sets `__table__`
+    on each table class but does not declare it to type checkers."""
+    return cast(Table, model.__table__)  # type: ignore[union-attr]
 
 
 @cache
@@ -22,7 +29,7 @@ def _defaults(
     model: type[SQLModel],
 ) -> tuple[dict[str, Any], dict[str, Callable[[], Any]], frozenset[str], frozenset[str]]:
     """(plain defaults, default factories, primary key columns, columns) of a table model."""
-    table = model.__table__  # type: ignore[attr-defined]
+    table = table_of(model)
     plain: dict[str, Any] = {}
     factories: dict[str, Callable[[], Any]] = {}
     for column in table.columns:

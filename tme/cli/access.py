@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -105,10 +105,7 @@ def user_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     print_table(
         "users",
         ["username", "role", "sites", "disabled", "last login"],
-        [
-            [r["username"], r["role"], ",".join(r["sites"]), r["disabled"], r["last_login_at"]]
-            for r in rows
-        ],
+        [_cells(r) for r in rows],
     )
 
 
@@ -188,19 +185,7 @@ def token_list(
     print_table(
         "API tokens",
         ["id", "user", "name", "role", "sites", "expires", "last used", "revoked"],
-        [
-            [
-                r["id"],
-                r["user"],
-                r["name"],
-                r["role"],
-                ",".join(r["sites"]),
-                r["expires_at"],
-                r["last_used_at"],
-                r["revoked_at"],
-            ]
-            for r in rows
-        ],
+        [_cells(r) for r in rows],
     )
 
 
@@ -216,3 +201,8 @@ def token_revoke(
         session.commit()
         audit_cli(engine, "token.revoke", f"token:{token_id}", {})
     console.print(f"token {token_id} revoked")
+
+
+def _cells(row: dict[str, Any]) -> list[Any]:
+    """A JSON row's values as table cells, in its order; a list of sites as one cell."""
+    return [",".join(value) if isinstance(value, list) else value for value in row.values()]
