@@ -12,7 +12,9 @@ A result that arrives afterwards is kept beside the final state as a late result
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any, TypeVar, Unpack
 
+from sqlalchemy import Select
 from sqlmodel import Session, col, select
 
 from tme.controller.retries import WRITE_OPS
@@ -36,7 +38,11 @@ def check_timeouts(
     changed = 0
     grace = timedelta(seconds=grace_s)
     for run in session.exec(
-        select(Run).where(col(Run.state).in_(WAITING_FOR_AGENT), col(Run.not_after) < now - grace)
+        _locked(
+            select(Run).where(
+                col(Run.state).in_(WAITING_FOR_AGENT), col(Run.not_after) < now - grace
+            )
+        )
     ):
         changed += record_hop(
             session,
@@ -45,9 +51,11 @@ def check_timeouts(
             reason="queue timeout: no agent accepted it by not_after",
         )
     for run, task in session.exec(
-        select(Run, Task)
-        .join(Task, col(Task.id) == col(Run.task_id))
-        .where(col(Run.state).in_(AT_AGENT))
+        _locked(
+            select(Run, Task)
+            .join(Task, col(Task.id) == col(Run.task_id))
+            .where(col(Run.state).in_(AT_AGENT))
+        )
     ):
         timeout = timedelta(seconds=task.timeout_s or default_timeout_s)
         since = run.started_at or run.updated_at
@@ -61,11 +69,23 @@ def check_timeouts(
         else:
             changed += record_hop(session, run, RunState.timed_out, reason=silent)
     for run in session.exec(
-        select(Run)
-        .join(RunLink, col(RunLink.run_id) == col(Run.id))
-        .where(col(RunLink.deadline_at) < now, col(Run.state).in_(ACTIVE_VALUES))
+        _locked(
+            select(Run)
+            .join(RunLink, col(RunLink.run_id) == col(Run.id))
+            .where(col(RunLink.deadline_at) < now, col(Run.state).in_(ACTIVE_VALUES))
+        )
     ):
         changed += record_hop(
             session, run, RunState.timed_out, reason="total deadline across retries passed"
         )
     return changed
+
+
+Q = TypeVar("Q", bound=Select[Unpack[tuple[Any, ...]]])
+
+
+def _locked(query: Q) -> Q:
+    """The runs a pass may move, locked in id order, as HopBatch locks them (so the two
+    never deadlock on PostgreSQL; on SQLite the read takes the write gate): an answer
+    being committed for one of them is waited for, and the run is read as it left it."""
+    return query.order_by(col(Run.id)).with_for_update(of=Run)

@@ -27,7 +27,10 @@ CANCEL_TTL_S = 300.0  # a stop request older than this is pointless: the run tim
 
 
 def get_run(session: Session, run_id: str) -> Run:
-    run = session.get(Run, run_id)
+    """The run, locked for this transaction: what is decided from its state is written
+    before an agent's answer can change it (that answer waits, then applies to what
+    was written: a final state stays final)."""
+    run = session.get(Run, run_id, with_for_update=True)
     if run is None:
         raise NotFound(f"run {run_id} does not exist", details={"run_id": run_id})
     return run

@@ -18,7 +18,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from tme.controller.store.db import keep_loaded
-from tme.controller.store.models import Run, RunEvent, RunLog, Task, utcnow
+from tme.controller.store.models import REASON_MAX, Run, RunEvent, RunLog, Task, utcnow
 from tme.controller.store.rows import table_of
 from tme.errors import IllegalTransition
 from tme.states import RunState, check_transition
@@ -162,11 +162,12 @@ def move(run: Any, hop: Hop) -> dict[str, Any] | None:
     if not check_transition(run.state, target):
         return None
     at = hop.at or utcnow()
-    row = _event_row(run, hop, hop.reason, at)
+    reason = hop.reason[:REASON_MAX]  # an agent's reason may be longer than the column
+    row = _event_row(run, hop, reason, at)
     run.state = target.value
     run.updated_at = at
-    if hop.reason:
-        run.reason = hop.reason
+    if reason:
+        run.reason = reason
     if hop.result is not None:
         run.result = hop.result
     if target == RunState.running and run.started_at is None:
@@ -183,7 +184,7 @@ def late_hop(run: Any, hop: Hop) -> dict[str, Any]:
     note = f"{late}: {hop.reason}" if hop.reason else late
     if hop.target.is_final and hop.result is not None:
         run.result = {**(run.result or {}), "late_result": hop.result}
-    return _event_row(run, hop, note[:2000], hop.at or utcnow())
+    return _event_row(run, hop, note[:REASON_MAX], hop.at or utcnow())
 
 
 def _event_row(run: Any, hop: Hop, reason: str, at: datetime) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
+REASON_MAX = 2000  # characters of a run's (and a hop's) reason; longer ones are cut
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Store naive UTC, return aware UTC (SQLite keeps no time zone)."""
@@ -118,7 +120,7 @@ class Run(SQLModel, table=True):
     task_id: int = Field(foreign_key="tasks.id", sa_type=BigInt, ondelete="CASCADE")
     state: str = Field(default="pending", max_length=16, index=True)
     attempt: int = 1
-    reason: str = Field(default="", max_length=2000)
+    reason: str = Field(default="", max_length=REASON_MAX)
     result: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     not_after: datetime | None = _ts(nullable=True)
     created_at: datetime = _ts()
@@ -137,7 +139,7 @@ class RunEvent(SQLModel, table=True):
     at: datetime = _ts()
     from_state: str | None = Field(default=None, max_length=16)
     to_state: str = Field(max_length=16)
-    reason: str = Field(default="", max_length=2000)
+    reason: str = Field(default="", max_length=REASON_MAX)
     source: str = Field(default="", max_length=32)
     # Id of the wire event that caused it, so a redelivered event is applied once.
     event_id: str | None = Field(default=None, max_length=36, unique=True)

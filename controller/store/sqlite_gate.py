@@ -6,9 +6,14 @@ tries), so with several writer threads in one controller (API, dispatcher, event
 consumer, scheduler) a write could wait tens of milliseconds for a lock freed long
 before. The gate is an in-process lock taken at a connection's first write and
 given back when the connection returns to the pool (after its commit or rollback):
-the next writer wakes at once. Reads never take it; WAL lets them run beside the
-writer. A thread that already holds the gate may take it again (a nested session).
-Past the timeout a writer goes on without the gate and SQLite decides, as before.
+the next writer wakes at once. Plain reads never take it; WAL lets them run beside
+the writer. A locking read (`SELECT ... FOR UPDATE`, whose clause SQLite drops) takes
+it as a write does: what it reads decides what its transaction writes, so no other
+writer may commit in between (on PostgreSQL the clause locks the rows read). Without
+this, the dispatcher could read a run as queued, the event consumer commit its
+result, and the dispatcher then write `dispatched` over the final state. A thread
+that already holds the gate may take it again (a nested session). Past the timeout
+a writer goes on without the gate and SQLite decides, as before.
 
 Writers that finish work already under way, the dispatcher (a command confirmed by
 the broker) and the event consumer (what the machines answered), write within
@@ -115,8 +120,12 @@ class WriteGate:
 def install(engine: Engine, timeout_s: float = 30.0) -> WriteGate:
     gate = WriteGate(timeout_s)
 
-    def before_cursor_execute(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if conn.info.get(HELD) or not statement.lstrip()[:7].upper().startswith(WRITES):
+    def before_cursor_execute(
+        conn: Any, _cursor: Any, statement: str, _params: Any, context: Any, *_args: Any
+    ) -> None:
+        if conn.info.get(HELD):
+            return
+        if not statement.lstrip()[:7].upper().startswith(WRITES) and not _locks(context):
             return
         if gate.enter():
             conn.info[HELD] = True
@@ -129,6 +138,12 @@ def install(engine: Engine, timeout_s: float = 30.0) -> WriteGate:
     event.listen(engine, "checkin", checkin)
     _GATES[engine] = gate
     return gate
+
+
+def _locks(context: Any) -> bool:
+    """Whether a statement is a locking read: compiled from a select with_for_update()."""
+    compiled = getattr(context, "compiled", None)
+    return getattr(getattr(compiled, "statement", None), "_for_update_arg", None) is not None
 
 
 def gate_of(engine: Engine) -> WriteGate | None:
