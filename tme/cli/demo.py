@@ -121,19 +121,25 @@ def register(app: typer.Typer) -> None:
 
 
 def _profiles_dir() -> Path:
+    """The example device profiles: in $TME_CONFIG_DIR when set, else in ./configs, else
+    in the configs folder of the checkout TME is installed from (`make demo` installs
+    it editable), so the demo also starts from another folder."""
     import os
 
-    base = Path(os.environ.get("TME_CONFIG_DIR", "configs"))
-    profiles = base / "profiles"
-    if not (profiles / "pump.yaml").is_file():
-        from tme.errors import ConfigError
+    if os.environ.get("TME_CONFIG_DIR"):
+        bases = [Path(os.environ["TME_CONFIG_DIR"])]
+    else:
+        bases = [Path("configs"), Path(__file__).resolve().parents[2] / "configs"]
+    for base in bases:
+        if (base / "profiles" / "pump.yaml").is_file():
+            return (base / "profiles").resolve()
+    from tme.errors import ConfigError
 
-        raise ConfigError(
-            f"device profiles not found in {profiles.resolve()}: run `tme demo` from the TME "
-            "folder or set TME_CONFIG_DIR to the configs folder",
-            key="profiles",
-        )
-    return profiles.resolve()
+    raise ConfigError(
+        f"device profiles not found in {(bases[0] / 'profiles').resolve()}: run `tme demo` "
+        "from the TME folder or set TME_CONFIG_DIR to the configs folder",
+        key="profiles",
+    )
 
 
 def _print_welcome(stack: object) -> None:
