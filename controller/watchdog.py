@@ -12,7 +12,7 @@ A result that arrives afterwards is kept beside the final state as a late result
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar
 
 from sqlalchemy import Select
 from sqlmodel import Session, col, select
@@ -81,7 +81,7 @@ def check_timeouts(
     return changed
 
 
-Q = TypeVar("Q", bound=Select[Unpack[tuple[Any, ...]]])
+Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])
 
 
 def _locked(query: Q) -> Q:
