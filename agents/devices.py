@@ -82,8 +82,14 @@ class DeviceSet:
 
 
 def build_devices(configs: dict[str, DeviceConfig]) -> DeviceSet:
-    """Create drivers and load profiles; errors name the device's config key."""
+    """Create drivers and load profiles; errors name the device's config key.
+
+    Devices on one bus (same bus_key: one serial port, one TCP gateway) share one
+    driver, so the port is opened once and one reader sees every reply. They must
+    then name the same driver and the same connection settings.
+    """
     devices: dict[str, Device] = {}
+    buses: dict[str, tuple[str, DeviceConfig, Any]] = {}  # bus_key -> first device, its config
     for name, cfg in configs.items():
         key = f"devices.{name}"
         if cfg.profile is None:
@@ -96,5 +102,29 @@ def build_devices(configs: dict[str, DeviceConfig]) -> DeviceSet:
             driver = create_driver(cfg.driver, **cfg.connection)
         except TMEError as exc:
             raise ConfigError(f"{key}: {exc.message}", key=key) from exc
+        bus_key = str(driver.bus_key)
+        if bus_key in buses:
+            first, first_cfg, driver = buses[bus_key]  # building a driver opens nothing
+            _check_same_bus(key, cfg, first, first_cfg, bus_key)
+        else:
+            buses[bus_key] = (name, cfg, driver)
         devices[name] = Device(name=name, driver=driver, unit=cfg.unit, profile=profile)
     return DeviceSet(devices)
+
+
+def _check_same_bus(
+    key: str, cfg: DeviceConfig, first: str, first_cfg: DeviceConfig, bus_key: str
+) -> None:
+    if cfg.driver != first_cfg.driver:
+        raise ConfigError(
+            f"{key}.driver: bus {bus_key} is already used by device {first!r} with driver "
+            f"{first_cfg.driver!r}; one bus has one driver, got {cfg.driver!r}",
+            key=f"{key}.driver",
+        )
+    if cfg.connection != first_cfg.connection:
+        raise ConfigError(
+            f"{key}.connection: bus {bus_key} is already used by device {first!r} with "
+            f"connection {first_cfg.connection}; devices on one bus share it, got "
+            f"{cfg.connection}",
+            key=f"{key}.connection",
+        )

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tme.agents.checks import Plan, read_points_of
 from tme.agents.devices import Device
 from tme.errors import DriverError
 
+if TYPE_CHECKING:
+    from tme.drivers.profile import PointSpec
+
 LogLine = Callable[[str], None]
+FLOAT32_EPSILON = 2.0**-23  # float32's relative precision: a read-back may differ by one ulp
 
 
 async def run_plan(plan: Plan, log: LogLine, *, allow_shell: bool) -> dict[str, Any]:
@@ -66,20 +70,29 @@ async def _write(plan: Plan, device: Device, log: LogLine) -> dict[str, Any]:
     if plan.command.params.get("verify"):
         read = await device.driver.read_points(device.profile, device.unit, [point])
         back = read.get(point)
-        if not values_match(plan.value, back, device.profile.points[point].scale):
+        if not values_match(plan.value, back, device.profile.points[point]):
             raise DriverError(f"verify failed: wrote {plan.value} to {point}, read back {back}")
         log(f"verified {point} = {back}")
         result["read_back"] = back
     return result
 
 
-def values_match(written: Any, read: Any, scale: float) -> bool:
-    """Equal within half a raw step (scaled registers round) or float32 precision."""
-    if isinstance(written, bool) or isinstance(read, bool):
-        return bool(written) == bool(read) and type(written) is type(read)
+def values_match(written: Any, read: Any, spec: PointSpec) -> bool:
+    """Whether the read-back is what the registers hold after writing `written`.
+
+    The expected value is decode(encode(written)): integer registers compare exactly
+    (1,000,000 is not 999,999), a float32 within its own precision (250.0 is not 250.4).
+    """
+    if spec.type == "bool" or isinstance(written, bool) or isinstance(read, bool):
+        return type(written) is bool and type(read) is bool and written == read
     if not isinstance(written, int | float) or not isinstance(read, int | float):
         return False
-    return math.isclose(float(written), float(read), rel_tol=1e-6, abs_tol=abs(scale) / 2)
+    from tme.drivers.codec import wire_value  # pymodbus's codec: only agents with Modbus load it
+
+    expected = wire_value(spec, written)
+    if spec.type == "float32":
+        return math.isclose(expected, read, rel_tol=FLOAT32_EPSILON, abs_tol=0.0)
+    return expected == read
 
 
 async def _serial(plan: Plan, device: Device, log: LogLine) -> dict[str, Any]:

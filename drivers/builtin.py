@@ -17,6 +17,7 @@ from typing import Any
 from tme.errors import DriverError, EnvelopeViolation, UnknownName
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of stdout/stderr kept in a result: results travel over MQTT
+READ_CHUNK = 64 * 1024  # what one pipe read may hold in memory beyond the kept output
 BUILTIN_OPS = ("noop", "sleep", "shell")
 
 
@@ -68,7 +69,9 @@ async def _shell(cmd: Any, timeout_s: float | None) -> dict[str, Any]:
     else:
         raise DriverError("shell needs a command (text or list of words) in 'cmd'")
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
+        (stdout, stdout_dropped), (stderr, stderr_dropped) = await asyncio.wait_for(
+            _bounded_output(process), timeout_s
+        )
     except (TimeoutError, asyncio.CancelledError):
         await _kill(process)
         task = asyncio.current_task()
@@ -81,9 +84,34 @@ async def _shell(cmd: Any, timeout_s: float | None) -> dict[str, Any]:
     return {
         "ok": process.returncode == 0,
         "exit_code": process.returncode,
-        "stdout": stdout[:OUTPUT_LIMIT].decode(errors="replace"),
-        "stderr": stderr[:OUTPUT_LIMIT].decode(errors="replace"),
+        "stdout": stdout.decode(errors="replace"),
+        "stderr": stderr.decode(errors="replace"),
+        "stdout_dropped_bytes": stdout_dropped,
+        "stderr_dropped_bytes": stderr_dropped,
     }
+
+
+async def _bounded_output(
+    process: asyncio.subprocess.Process,
+) -> tuple[tuple[bytes, int], tuple[bytes, int]]:
+    """Read both pipes to their end, each kept up to OUTPUT_LIMIT, then wait for the exit.
+
+    Reading on past the limit keeps the process from blocking on a full pipe.
+    """
+    kept = await asyncio.gather(_read_bounded(process.stdout), _read_bounded(process.stderr))
+    await process.wait()
+    return kept
+
+
+async def _read_bounded(stream: asyncio.StreamReader | None) -> tuple[bytes, int]:
+    """The first OUTPUT_LIMIT bytes of a pipe, and how many more were read and dropped."""
+    kept = bytearray()
+    dropped = 0
+    while stream is not None and (chunk := await stream.read(READ_CHUNK)):
+        room = OUTPUT_LIMIT - len(kept)
+        kept += chunk[:room]
+        dropped += max(0, len(chunk) - room)
+    return bytes(kept), dropped
 
 
 async def _kill(process: asyncio.subprocess.Process) -> None:

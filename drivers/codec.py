@@ -54,3 +54,12 @@ def encode_point(spec: PointSpec, value: float) -> list[int]:
 
 def decode_point(spec: PointSpec, registers: list[int]) -> float | int:
     return from_registers(registers, spec.type, spec.word_order, spec.scale)
+
+
+def wire_value(spec: PointSpec, value: float) -> float | int:
+    """What the device holds after `value` is written: rounded to what its registers carry.
+
+    An integer register keeps whole raw steps (eng = raw * scale); a float32 keeps
+    about 7 significant digits. The value must already fit the register type.
+    """
+    return decode_point(spec, encode_point(spec, value))

@@ -26,18 +26,26 @@ def _number(value: Any, what: str) -> float:
         raise _refuse(
             "wrong_type", f"{what} needs a number, got {type(value).__name__}", value=repr(value)
         )
-    if not math.isfinite(value):
-        raise _refuse(
-            "not_finite", f"{what} must be a finite number, got {value}", value=str(value)
-        )
-    return float(value)
+    try:
+        number = float(value)  # an int beyond float range (10**400) raises OverflowError
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        # str() of a huge int is refused by Python itself past 4300 digits: name its size
+        size = f"an integer of {value.bit_length()} bits" if isinstance(value, int) else ""
+        text = size or str(value)
+        raise _refuse("not_finite", f"{what} must be a finite number, got {text}", value=text)
+    return number
 
 
-def _in_range(value: float, low: float | None, high: float | None, what: str) -> None:
+def _in_range(
+    value: float, low: float | None, high: float | None, what: str, shown: str = ""
+) -> None:
+    shown = shown or str(value)
     if low is not None and value < low:
         raise _refuse(
             "below_min",
-            f"{what}: {value} is below the minimum {low}",
+            f"{what}: {shown} is below the minimum {low}",
             value=value,
             min=low,
             max=high,
@@ -45,7 +53,7 @@ def _in_range(value: float, low: float | None, high: float | None, what: str) ->
     if high is not None and value > high:
         raise _refuse(
             "above_max",
-            f"{what}: {value} is above the maximum {high}",
+            f"{what}: {shown} is above the maximum {high}",
             value=value,
             min=low,
             max=high,
@@ -53,7 +61,8 @@ def _in_range(value: float, low: float | None, high: float | None, what: str) ->
 
 
 def check_point_write(profile: DeviceProfile, name: str, value: Any) -> float | int | bool:
-    """Return the engineering value to write, or raise naming the reason."""
+    """Return the engineering value the device will receive, or raise naming the reason."""
+    from tme.drivers.codec import wire_value  # pymodbus: loaded only when a point is written
     from tme.drivers.profile import RAW_LIMITS
 
     spec: PointSpec = profile.point(name)
@@ -82,9 +91,13 @@ def check_point_write(profile: DeviceProfile, name: str, value: Any) -> float | 
             point=name,
             value=number,
         )
-    if spec.type != "float32" and spec.scale == 1:
-        return int(raw)
-    return number
+    if spec.type == "float32":
+        # float32 keeps ~7 digits, far below any limit's meaning: the value is checked as given
+        return number
+    # the limits hold for what the device receives: the value rounded to a whole raw step
+    sent = wire_value(spec, number)
+    _in_range(sent, spec.min, spec.max, what, shown=f"{number} (sent as {sent}, a whole raw step)")
+    return sent
 
 
 def _check_arg(spec: ArgSpec, value: Any, what: str) -> Any:

@@ -19,26 +19,50 @@ from pymodbus.framer import FramerType
 from tme.drivers.base import Value
 from tme.drivers.codec import decode_point, encode_point
 from tme.drivers.modbus_errors import from_exception_response, from_library_error
-from tme.drivers.profile import DeviceProfile, PointSpec
+from tme.drivers.profile import BIT_TABLES, DeviceProfile, PointSpec
 from tme.errors import DriverError
 
 log = logging.getLogger(__name__)
 Client = AsyncModbusTcpClient | AsyncModbusSerialClient
+# The guard catches a hang outside pymodbus's own wait of timeout_s (a stuck connect).
+GUARD_MARGIN_S = 1.0
+READ_METHODS = {
+    "coil": "read_coils",
+    "discrete_input": "read_discrete_inputs",
+    "input_register": "read_input_registers",
+    "holding_register": "read_holding_registers",
+}
 
 
 class ModbusDriver:
-    """What TCP and RTU share: a connection, a lock for the wire, error translation."""
+    """What TCP and RTU share: a connection, a lock for the wire, error translation.
+
+    pymodbus never repeats a request (its client gets retries=0): a write reaches the
+    machine at most once. Reads are retried here, `read_retries` times, on a fresh
+    connection. After a timeout or an I/O error the client is closed and dropped, so
+    a late reply cannot be taken as the answer to the next request: a new TCP
+    connection never sees it, and a serial line is first given `settle_s` to go quiet,
+    then reopened (pyserial empties its input buffer on open). RTU frames carry no
+    transaction id, so on a serial line that quiet time is the only protection.
+    """
 
     bus_key: str
 
     def __init__(
-        self, make_client: Callable[[], Client], bus_key: str, timeout_s: float, retries: int
+        self,
+        make_client: Callable[[], Client],
+        bus_key: str,
+        timeout_s: float,
+        read_retries: int,
+        settle_s: float = 0.0,
     ) -> None:
         self.bus_key = bus_key
         self._make_client = make_client
         self._client: Client | None = None
-        # pymodbus waits timeout_s per try; the guard catches a hang outside those waits
-        self._guard_s = timeout_s * (retries + 1) + 1.0
+        self._guard_s = timeout_s + GUARD_MARGIN_S
+        self._read_retries = read_retries
+        self._settle_s = settle_s
+        self._quiet_at = 0.0  # loop time before which a new serial client must not open
         self._lock = asyncio.Lock()
         self._failing = False
 
@@ -47,37 +71,67 @@ class ModbusDriver:
             await self._connect()
 
     async def stop(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        async with self._lock:
+            self._drop_client()
 
     async def _connect(self) -> Client:
         if self._client is None:
+            await self._let_line_settle()
             self._client = self._make_client()
         if not self._client.connected and not await self._client.connect():
             raise DriverError(f"cannot connect to {self.bus_key}", retryable=True)
         return self._client
 
-    async def _request(self, what: str, call: Callable[[Client], Awaitable[Any]]) -> Any:
-        """Send one request; reconnect first when the link dropped."""
+    async def _let_line_settle(self) -> None:
+        wait_s = self._quiet_at - asyncio.get_running_loop().time()
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)  # a late reply still on the line ends in this wait
+
+    def _drop_client(self) -> None:
+        """Close the connection; the next request opens a new one with an empty buffer."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _abandon_client(self) -> None:
+        """After a request without a usable answer: its reply may still be on its way."""
+        self._drop_client()
+        self._quiet_at = asyncio.get_running_loop().time() + self._settle_s
+
+    async def _request(
+        self, what: str, call: Callable[[Client], Awaitable[Any]], *, retries: int = 0
+    ) -> Any:
+        """Send one request (and repeat it up to `retries` times if no answer came)."""
         async with self._lock:
-            try:
-                client = await self._connect()
-                async with asyncio.timeout(self._guard_s):  # no task per request
-                    response = await call(client)
-            except DriverError as exc:
-                self._note_failure(exc)
-                raise
-            except (ModbusException, OSError, TimeoutError) as exc:
-                error = from_library_error(exc, what)
-                self._note_failure(error)
-                raise error from None
+            for attempt in range(retries + 1):
+                try:
+                    response = await self._exchange(what, call)
+                    break
+                except DriverError as exc:
+                    if attempt == retries:
+                        self._note_failure(exc)
+                        raise
         if response.isError():
             raise from_exception_response(response, what)
         if self._failing:
             log.info("modbus %s answers again", self.bus_key)
             self._failing = False
         return response
+
+    async def _exchange(self, what: str, call: Callable[[Client], Awaitable[Any]]) -> Any:
+        try:
+            client = await self._connect()
+            async with asyncio.timeout(self._guard_s):  # no task per request
+                return await call(client)
+        except DriverError:
+            self._abandon_client()
+            raise
+        except (ModbusException, OSError, TimeoutError) as exc:
+            self._abandon_client()
+            raise from_library_error(exc, what) from None
+        except asyncio.CancelledError:
+            self._abandon_client()  # cut off mid-request: its reply may still arrive
+            raise
 
     def _note_failure(self, error: DriverError) -> None:
         # log the start of an outage once, not every failed poll during it
@@ -92,23 +146,16 @@ class ModbusDriver:
 
     async def _read(self, spec: PointSpec, unit: int, name: str) -> Value:
         what = f"read {name!r} (unit {unit})"
-        address, count = spec.address, spec.register_count
-        if spec.table == "coil":
-            rr = await self._request(what, lambda c: c.read_coils(address, count=1, device_id=unit))
+        method, address = READ_METHODS[spec.table], spec.address
+        count = 1 if spec.table in BIT_TABLES else spec.register_count
+        # a read changes nothing on the machine, so it may be repeated
+        rr = await self._request(
+            what,
+            lambda c: getattr(c, method)(address, count=count, device_id=unit),
+            retries=self._read_retries,
+        )
+        if spec.table in BIT_TABLES:
             return bool(rr.bits[0])
-        if spec.table == "discrete_input":
-            rr = await self._request(
-                what, lambda c: c.read_discrete_inputs(address, count=1, device_id=unit)
-            )
-            return bool(rr.bits[0])
-        if spec.table == "input_register":
-            rr = await self._request(
-                what, lambda c: c.read_input_registers(address, count=count, device_id=unit)
-            )
-        else:
-            rr = await self._request(
-                what, lambda c: c.read_holding_registers(address, count=count, device_id=unit)
-            )
         return decode_point(spec, list(rr.registers))
 
     async def write_point(
@@ -123,6 +170,7 @@ class ModbusDriver:
             await self._request(what, lambda c: c.write_coil(address, flag, device_id=unit))
             return
         registers = encode_point(spec, float(accepted))
+        # never repeated: a retried write can land after a newer one (see ModbusDriver)
         if len(registers) == 1:
             await self._request(
                 what, lambda c: c.write_register(address, registers[0], device_id=unit)
@@ -136,9 +184,9 @@ class ModbusDriver:
 def modbus_tcp(
     host: str, port: int = 502, timeout_s: float = 2.0, retries: int = 1
 ) -> ModbusDriver:
-    """A Modbus TCP driver; `bus_key` is "tcp:HOST:PORT"."""
+    """A Modbus TCP driver; `bus_key` is "tcp:HOST:PORT". `retries` repeats reads only."""
     return ModbusDriver(
-        lambda: AsyncModbusTcpClient(host, port=port, timeout=timeout_s, retries=retries),
+        lambda: AsyncModbusTcpClient(host, port=port, timeout=timeout_s, retries=0),
         f"tcp:{host}:{port}",
         timeout_s,
         retries,
@@ -153,7 +201,11 @@ def modbus_rtu(
     timeout_s: float = 1.0,
     retries: int = 1,
 ) -> ModbusDriver:
-    """A Modbus RTU driver on a serial URL, a pty path or socket://HOST:PORT."""
+    """A Modbus RTU driver on a serial URL, a pty path or socket://HOST:PORT.
+
+    `retries` repeats reads only. After a request goes unanswered the line gets one
+    more timeout_s to go quiet: a reply up to twice the timeout late is discarded.
+    """
     return ModbusDriver(
         lambda: AsyncModbusSerialClient(
             port,
@@ -162,9 +214,10 @@ def modbus_rtu(
             parity=parity,
             stopbits=stopbits,
             timeout=timeout_s,
-            retries=retries,
+            retries=0,
         ),
         f"serial:{port}",
         timeout_s,
         retries,
+        settle_s=timeout_s,
     )

@@ -8,7 +8,9 @@ exchange runs in a worker thread; a lock keeps one exchange on the wire at a tim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import Callable
 from typing import Any
 
 from tme.drivers.base import Value
@@ -53,7 +55,7 @@ class SerialDriver:
         spec = profile.commands[command]
         request = spec.request.format(*checked)
         async with self._lock:
-            reply = await asyncio.to_thread(self._channel.exchange, request)
+            reply = await _to_thread_holding_on(self._channel.exchange, request)
         if reply.startswith(ERROR_PREFIX):
             raise DriverError(
                 f"{command!r}: device refused {request!r}: {reply}", details={"reply": reply}
@@ -66,6 +68,25 @@ class SerialDriver:
         """Like run_command, but parsed as the profile says (float, int or str)."""
         text = await self.run_command(profile, command, args)
         return parse_reply(profile.commands[command], text, command)
+
+
+async def _to_thread_holding_on(work: Callable[[str], str], request: str) -> str:
+    """Run `work` in a thread; if cancelled, still wait for the thread before re-raising.
+
+    A worker thread cannot be stopped: it reads the port until its own deadline. The
+    caller holds the bus lock, so keeping it until then means no other exchange runs
+    beside the abandoned one.
+    """
+    exchange = asyncio.ensure_future(asyncio.to_thread(work, request))
+    try:
+        return await asyncio.shield(exchange)
+    except asyncio.CancelledError:
+        while not exchange.done():
+            with contextlib.suppress(asyncio.CancelledError):  # bounded by the read deadline
+                await asyncio.wait({exchange})
+        if not exchange.cancelled():
+            exchange.exception()  # its failure is not news to anyone: the caller gave up
+        raise
 
 
 def extract(spec: CommandSpec, reply: str, command: str) -> str:

@@ -32,7 +32,7 @@ class Fault:
     address: int | None = None
     exception: int | None = None  # Modbus exception code to answer with (e.g. 2, 4, 6)
     delay_s: float = 0.0  # answer this late (longer than the client's timeout = no answer in time)
-    drop: bool = False  # close every client connection instead of answering
+    drop: bool = False  # close every client connection instead of answering; nothing applied
     remaining: int | None = None  # how many requests it still applies to; None = until cleared
 
     def matches(self, unit: int, table: str, address: int, count: int) -> bool:

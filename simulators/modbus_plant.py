@@ -181,7 +181,10 @@ class PlantSimulator:
         if fault.delay_s:
             await asyncio.sleep(fault.delay_s)  # the fault itself: a device that answers late
         if fault.drop:
+            # a device that resets mid-request: nothing is applied and no answer is sent
+            # (the exception code only stops pymodbus applying a write; its connection is gone)
             self._drop_now()
+            return ExcCodes.DEVICE_FAILURE
         if fault.exception is not None:
             return ExcCodes(fault.exception)
         return None

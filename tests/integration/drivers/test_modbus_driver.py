@@ -184,3 +184,16 @@ async def test_plant_physics_follow_the_pump(plant_sim: PlantSimulator) -> None:
         )
     finally:
         await drv.stop()
+
+
+async def test_dropped_write_is_not_applied(
+    still_plant_sim: PlantSimulator,
+    driver: ModbusDriver,
+) -> None:
+    """The drop fault closes the connection instead of answering: the write never lands."""
+    still_plant_sim.inject_fault(PUMP, table="holding_register", drop=True, remaining=1)
+    with pytest.raises(DriverError):
+        await driver.write_point(profile("pump"), PUMP, "speed_setpoint", 1200)
+    assert still_plant_sim.read_register(PUMP, 0) == 0
+    await driver.write_point(profile("pump"), PUMP, "speed_setpoint", 1300)
+    assert still_plant_sim.read_register(PUMP, 0) == 1300

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from tme.drivers.base import Driver
-from tme.drivers.builtin import run_builtin
+from tme.drivers.builtin import OUTPUT_LIMIT, run_builtin
 from tme.drivers.registry import create_driver
 from tme.errors import ConfigError, DriverError, EnvelopeViolation, UnknownName
 
@@ -68,3 +69,23 @@ async def test_shell_timeout_kills_the_process(tmp_path: Path) -> None:
 async def test_unknown_builtin_op() -> None:
     with pytest.raises(UnknownName):
         await run_builtin("reboot", {})
+
+
+async def test_shell_output_is_bounded_while_it_is_read() -> None:
+    """Only OUTPUT_LIMIT bytes per pipe are kept in memory, not the whole output."""
+    total = 32 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        result = await run_builtin(
+            "shell",
+            {},
+            f"head -c {total} /dev/zero; head -c {total} /dev/zero >&2",
+            allow_shell=True,
+            timeout_s=60,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024
+    assert len(result["stdout"]) == len(result["stderr"]) == OUTPUT_LIMIT
+    assert result["stdout_dropped_bytes"] == result["stderr_dropped_bytes"] == total - OUTPUT_LIMIT

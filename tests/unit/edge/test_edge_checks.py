@@ -75,5 +75,6 @@ def test_unknown_device_op_and_disabled_shell_are_refused() -> None:
 def test_expiry_and_verify_comparison() -> None:
     assert is_expired(command("noop").model_copy(update={"not_after": utcnow() - timedelta(1)}))
     assert not is_expired(command("noop"))
-    assert values_match(1200, 1200, 1.0) and not values_match(1200, 1100, 1.0)
-    assert values_match(12.5, 12.46, 0.1) and not values_match(True, 1, 1.0)
+    speed = load_profile(PUMP).points["speed_setpoint"]
+    assert values_match(1200, 1200, speed) and not values_match(1200, 1100, speed)
+    assert not values_match(True, 1, speed)
