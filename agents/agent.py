@@ -81,6 +81,11 @@ class DeviceAgent:
             state_topic(self.config.site, self.config.gateway), self._on_gateway_state, loop=loop
         )
         self.link.start()
+        # Recorded but never started (they waited for a worker when the last process
+        # stopped, and their `accepted` may have closed the gateway's journal entry, so
+        # nobody offers them again): run them now; past their not_after they expire.
+        for command in self._record.unfinished("received"):
+            self._launch(command)
         log.info("agent %s/%s started", self.config.site, self.config.agent)
 
     async def stop(self) -> None:
@@ -168,6 +173,11 @@ class DeviceAgent:
             self._executor.outcome_unknown(entry.command)
             return
         self._record.add(command)  # new, or received by an earlier process and never started
+        self._launch(command)
+
+    def _launch(self, command: Command) -> None:
+        """Run a recorded command in a task of its own (a stop request may cancel it)."""
+        assert self._executor is not None
         task = asyncio.get_running_loop().create_task(self._executor.execute(command))
         self._tasks[command.id] = task
         task.add_done_callback(self._forget)

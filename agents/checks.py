@@ -5,6 +5,7 @@ A refusal here becomes a `rejected` (or `expired`) event; no frame reaches the b
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ def is_expired(command: Command) -> bool:
 
 def check_command(command: Command, devices: DeviceSet, allow_shell: bool) -> Plan:
     """Return the plan to run, or raise Refused naming the reason."""
+    _check_timeout(command.timeout_s)
     if command.op in BUILTIN_OPS:
         if command.op == "shell" and not allow_shell:
             raise Refused("shell commands are disabled on this agent (allow_shell: false)")
@@ -69,7 +71,7 @@ def _check_device_op(command: Command, device: Device) -> Plan:
     if command.op == "modbus.write":
         if "point" not in params or "value" not in params:
             raise Refused("modbus.write needs params.point and params.value")
-        value = profile.check_write(params["point"], params["value"])
+        value = profile.check_write(_point_name(params["point"], "modbus.write"), params["value"])
         return Plan(command, device, value=value)
     name = params.get("command")
     if not isinstance(name, str):
@@ -81,10 +83,30 @@ def _check_device_op(command: Command, device: Device) -> Plan:
 
 
 def read_points_of(command: Command, device: Device) -> list[str]:
-    """params.points, or params.point, or every point of the profile."""
+    """params.points, or params.point, or every point of the profile (Refused when
+    what names the points is not a name or a list of names)."""
     params = command.params
-    if isinstance(params.get("points"), list):
-        return [str(p) for p in params["points"]]
-    if "point" in params:
-        return [str(params["point"])]
+    points = params.get("points")
+    if points is not None:
+        if not isinstance(points, list):
+            raise Refused("modbus.read params.points must be a list of point names")
+        return [_point_name(p, "modbus.read") for p in points]
+    if params.get("point") is not None:
+        return [_point_name(params["point"], "modbus.read")]
     return list(device.profile.points)
+
+
+def _point_name(point: Any, op: str) -> str:
+    """A point name as the command gave it; anything but text is refused (a list or an
+    object would otherwise reach the profile's lookups and crash the check)."""
+    if not isinstance(point, str):
+        raise Refused(f"{op} point names must be text, got {type(point).__name__} {point!r}")
+    return point
+
+
+def _check_timeout(timeout_s: Any) -> None:
+    """A timeout the agent can enforce: a finite number of seconds above zero (the lax
+    decoder takes "inf" and "nan", which would let an operation run unbounded)."""
+    finite = isinstance(timeout_s, int | float) and not isinstance(timeout_s, bool)
+    if not finite or not math.isfinite(timeout_s) or timeout_s <= 0:
+        raise Refused(f"timeout_s must be a finite number of seconds above 0, got {timeout_s!r}")

@@ -4,14 +4,20 @@ One thread walks the journal's open entries whenever something changed (a new
 command, an agent came online, MQTT reconnected) and at least once a second:
 - reports `delivered` once per command;
 - expires a command never sent before its not_after (source gateway);
+- gives up on a sent command no agent answered long after it could have run
+  (`timed_out`, outcome unknown: it was sent, so it may have run);
 - holds commands for an agent whose presence says offline;
 - sends pending commands, and re-sends sent ones not yet answered by the agent
   after a reconnect, an agent's return, or `resend_after_s` (the agent dedups).
+Nothing is sent while MQTT is down (paho would only pile the publishes up in
+memory); the reconnect offers every open entry again. An entry is marked sent
+before it goes out, and one send that fails does not hold up the others.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -19,15 +25,33 @@ from functools import partial
 
 from tme.agents.bus_publisher import BusPublisher, Outgoing
 from tme.agents.journal import Journal, JournalEntry
-from tme.protocol import EVENTS_EXCHANGE, FINAL_EVENT_TYPES, Event, EventType, cmd_topic
+from tme.protocol import (
+    EVENTS_EXCHANGE,
+    FINAL_EVENT_TYPES,
+    Command,
+    Event,
+    EventType,
+    ProtocolError,
+    cmd_topic,
+)
 
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0  # expiry of held commands is noticed within a second
 RESEND_AFTER_S = 30.0  # an unanswered command is offered again this often (agents dedup)
 PRUNE_EVERY_S = 3600.0  # closed entries past the journal's keep time are deleted this often
+# A sent command cannot start after its not_after nor run past its timeout; its answer
+# may still trail that while its agent is cut off. Past this margin the controller's own
+# watchdog has long settled the run: the entry is closed rather than offered forever.
+GIVE_UP_MARGIN_S = 600.0
+REMEMBERED_FAILURES = 10_000  # ids whose failed send was logged (logged once each)
 
 SendCommand = Callable[[str, bytes], None]  # (topic, payload) -> queued at QoS 1
+IsConnected = Callable[[], bool]
+
+
+def _always_connected() -> bool:
+    return True
 
 
 def event_routing_key(site: str, agent: str, kind: str) -> str:
@@ -42,17 +66,20 @@ class CommandDispatcher:
         publisher: BusPublisher,
         send: SendCommand,
         resend_after_s: float = RESEND_AFTER_S,
+        connected: IsConnected = _always_connected,
     ) -> None:
         self.site = site
         self.journal = journal
         self.publisher = publisher
         self.send = send
         self.resend_after_s = resend_after_s
+        self.connected = connected  # whether a send goes out now (not into paho's memory)
         self.offline: set[str] = set()  # agents whose last presence said offline
         self._lock = threading.Lock()
         self._resend: set[str] = set()
         self._resend_all = True  # after a start, every unanswered command is offered again
         self._reported: set[tuple[str, str]] = set()  # (command, event) queued to the bus
+        self._send_failures: set[str] = set()  # ids whose failed send was logged
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tme-gw-dispatch", daemon=True)
@@ -105,7 +132,7 @@ class CommandDispatcher:
             offline = set(self.offline)
         now = time.time()
         entries = self.journal.entries_needing_action(now - self.resend_after_s, resend, resend_all)
-        sent: list[str] = []
+        to_send: list[JournalEntry] = []
         for entry in entries:
             if not entry.delivered:
                 self._report(entry, "delivered", partial(self.journal.mark_delivered, entry.id))
@@ -117,14 +144,59 @@ class CommandDispatcher:
                     reason="not delivered before not_after: the agent was offline",
                 )
                 continue
+            if entry.state == "sent" and self._give_up_if_unanswered(entry, now):
+                continue
             if entry.agent in offline:
                 continue
             due = entry.sent_at is None or now - entry.sent_at > self.resend_after_s
             if entry.state == "pending" or resend_all or entry.agent in resend or due:
+                to_send.append(entry)
+        # While MQTT is down a publish only waits in paho's memory, and each round would
+        # add another copy; the reconnect's resend_all offers every open entry again.
+        if to_send and self.connected():
+            self._send_entries(to_send)
+
+    def _send_entries(self, entries: list[JournalEntry]) -> None:
+        # Marked sent first: a crash after a send must not leave the entry pending, which
+        # would be reported past not_after as "expired, never started" though it may run.
+        # A resend is harmless (agents dedup by command id).
+        self.journal.mark_sent_many([entry.id for entry in entries])
+        for entry in entries:
+            try:
                 self.send(cmd_topic(self.site, entry.agent), entry.body)
-                sent.append(entry.id)
-        if sent:
-            self.journal.mark_sent_many(sent)
+            except Exception:  # one entry's failure must not hold up the others
+                self._send_failed(entry)
+            else:
+                self._send_failures.discard(entry.id)
+
+    def _send_failed(self, entry: JournalEntry) -> None:
+        """Log a failed send once per command; it is offered again with the others."""
+        if entry.id in self._send_failures:
+            return
+        if len(self._send_failures) >= REMEMBERED_FAILURES:
+            self._send_failures.clear()
+        self._send_failures.add(entry.id)
+        log.exception("sending command %s to agent %r failed", entry.id, entry.agent)
+
+    def _give_up_if_unanswered(self, entry: JournalEntry, now: float) -> bool:
+        """Close a sent entry no agent answered long after it could have run, reporting
+        `timed_out` with an unknown outcome (it was sent: it may have run)."""
+        if now <= entry.not_after + GIVE_UP_MARGIN_S:
+            return False  # the common case, decided without decoding the command
+        timeout_s = _timeout_of(entry)
+        if now <= entry.not_after + timeout_s + GIVE_UP_MARGIN_S:
+            return False
+        self._report(
+            entry,
+            "timed_out",
+            partial(self.journal.close_entry, entry.id, "unanswered"),
+            reason=(
+                f"sent to agent {entry.agent!r} but never answered by {GIVE_UP_MARGIN_S:g} s"
+                f" after its not_after and timeout ({timeout_s:g} s): outcome unknown,"
+                " it may have run; the gateway stopped offering it"
+            ),
+        )
+        return True
 
     def _report(
         self, entry: JournalEntry, type_: EventType, after: Callable[[], None], reason: str = ""
@@ -158,3 +230,14 @@ class CommandDispatcher:
                 may_wait=type_ not in FINAL_EVENT_TYPES,
             )
         )
+
+
+def _timeout_of(entry: JournalEntry) -> float:
+    """The command's timeout, 0 when it has none the agent would enforce (the agent
+    rejects a non-finite or non-positive one)."""
+    try:
+        command: Command = Command.from_json(entry.body)
+    except ProtocolError:
+        return 0.0
+    timeout_s = command.timeout_s
+    return timeout_s if math.isfinite(timeout_s) and timeout_s > 0 else 0.0

@@ -135,6 +135,10 @@ class CommandExecutor:
             plan = check_command(command, self.devices, self.allow_shell)
         except Refused as exc:
             return self.finish(command, "rejected", reason=exc.reason, not_started=True)
+        except Exception as exc:  # a check that crashed: answer, or it is offered again forever
+            log.exception("checking command %s (%s) crashed", command.id, command.op)
+            reason = f"the agent could not check this command ({exc!r}); it was not run"
+            return self.finish(command, "rejected", reason=reason, not_started=True)
         self.publish(make_event(command, "accepted"))
         async with self._workers:
             lock = self.devices.bus_lock(plan.device) if plan.device else contextlib.nullcontext()

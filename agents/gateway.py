@@ -16,9 +16,11 @@ controller's queue takes them.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tme.agents.bus_publisher import BusPublisher
 from tme.agents.command_dispatch import RESEND_AFTER_S, CommandDispatcher
@@ -30,6 +32,9 @@ from tme.bus import Bus, Consumer, Delivery, Reject, open_bus
 from tme.errors import BusError
 from tme.mqtt import MqttLink, ProtocolName
 from tme.protocol import EVENT_BATCHES, Command, ProtocolError, site_queue
+
+if TYPE_CHECKING:  # pydantic loads on the first command, for the API's name rule
+    from pydantic import TypeAdapter
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +84,12 @@ class Gateway:
         self._start_bus()
         self._publisher = BusPublisher(self.bus)
         self._dispatcher = CommandDispatcher(
-            site, self.journal, self._publisher, self._send_command, self.config.resend_after_s
+            site,
+            self.journal,
+            self._publisher,
+            self._send_command,
+            self.config.resend_after_s,
+            connected=self.link.is_connected,
         )
         forwarder = EventForwarder(
             site, self.journal, self._publisher, self._dispatcher, self.link.ack
@@ -144,7 +154,8 @@ class Gateway:
 
     def _on_commands(self, deliveries: list[Delivery]) -> list[Reject | None]:
         """Journal what arrived in one synced write, then return (the bus acks it all);
-        anything undecodable or for another site is dead-lettered."""
+        anything undecodable, for another site, or whose site or agent is not a valid
+        name (it could go on no MQTT topic) is dead-lettered."""
         assert self.journal is not None and self._dispatcher is not None
         outcomes: list[Reject | None] = []
         commands: list[tuple[Command, bytes]] = []
@@ -155,12 +166,44 @@ class Gateway:
                 log.warning("dead-lettering a malformed command: %s", exc.message)
                 outcomes.append(Reject(exc.message))
                 continue
-            if command.site != self.config.site:
-                log.warning("dead-lettering command %s for site %r", command.id, command.site)
-                outcomes.append(Reject(f"command {command.id} is for site {command.site!r}"))
+            refusal = self._refusal(command)
+            if refusal is not None:
+                log.warning("dead-lettering command %s: %s", command.id, refusal)
+                outcomes.append(Reject(f"command {command.id}: {refusal}"))
                 continue
             outcomes.append(None)
             commands.append((command, delivery.body))
         if commands and any(self.journal.add_many(commands)):
             self._dispatcher.wake()
         return outcomes
+
+    def _refusal(self, command: Command) -> str | None:
+        """Why a decoded command is not for this gateway to journal, or None."""
+        for what, name in (("site", command.site), ("agent", command.agent)):
+            if not _is_name(name):  # it could go on no topic: it would stall the dispatcher
+                return f"invalid {what} name {name!r}"
+        if command.site != self.config.site:
+            return f"it is for site {command.site!r}"
+        return None
+
+
+@functools.cache
+def _name_check() -> TypeAdapter[str]:
+    """The API's own rule for site/agent names (tme.schemas.Name), built on first use."""
+    from pydantic import TypeAdapter
+
+    from tme.schemas import Name
+
+    return TypeAdapter(Name)
+
+
+def _is_name(value: str) -> bool:
+    """Whether a name is one the API takes: nothing that is invalid in an MQTT topic
+    (a wildcard, a separator) or an AMQP routing key reaches the journal."""
+    from pydantic import ValidationError
+
+    try:
+        _name_check().validate_python(value)
+    except ValidationError:
+        return False
+    return True

@@ -3,7 +3,8 @@
 A command is journaled before the gateway acks it to RabbitMQ, so from then on the
 journal, not the queue, is what guarantees it reaches its agent. An entry moves
 pending (held or not yet sent) -> sent -> done (the agent answered: any event from
-it proves it recorded the command) or expired (never sent before not_after).
+it proves it recorded the command), expired (never sent before not_after) or
+unanswered (sent, but no answer long after it could have run: given up).
 `delivered` records that the `delivered` event reached the bus.
 
 Only journaling a command must be on disk before its ack, so that write alone is
@@ -23,7 +24,8 @@ from typing import Literal
 
 from tme.protocol import Command
 
-State = Literal["pending", "sent", "done", "expired"]
+State = Literal["pending", "sent", "done", "expired", "unanswered"]
+Closed = Literal["done", "expired", "unanswered"]
 KEEP_CLOSED_S = 7 * 24 * 3600  # closed entries answer "have I seen this id" for a week
 CLOSED_MEMO = 10_000  # recently closed ids remembered in memory
 
@@ -159,16 +161,21 @@ class Journal:
             "UPDATE journal SET delivered = 1, updated = ? WHERE id = ?", (time.time(), command_id)
         )
 
-    def close_entry(self, command_id: str, state: Literal["done", "expired"]) -> None:
+    def close_entry(self, command_id: str, state: Closed) -> None:
         """Close an open entry; the agent's later events for it cost no write."""
         with self._lock:  # the bus consumer and the event forwarder both close entries
             if command_id in self._closed:
                 return
-            self._db.execute(
+            cursor = self._db.execute(
                 "UPDATE journal SET state = ?, updated = ? "
                 "WHERE id = ? AND state IN ('pending', 'sent')",
                 (state, time.time(), command_id),
             )
+            if cursor.rowcount != 1:
+                # No open entry: already closed, or not journaled yet (an answer that
+                # overtook its command, as a cancel's may). Remembered, the entry
+                # journaled later would skip this write and be offered forever.
+                return
             self._closed[command_id] = None
             if len(self._closed) > CLOSED_MEMO:
                 del self._closed[next(iter(self._closed))]
@@ -176,7 +183,8 @@ class Journal:
     def prune(self, older_than_s: float = KEEP_CLOSED_S) -> None:
         with self._lock:
             self._db.execute(
-                "DELETE FROM journal WHERE state IN ('done', 'expired') AND updated < ?",
+                "DELETE FROM journal WHERE state IN ('done', 'expired', 'unanswered')"
+                " AND updated < ?",
                 (time.time() - older_than_s,),
             )
             self._closed.clear()  # a pruned id may be journaled (and closed) anew

@@ -165,6 +165,12 @@ class MqttLink:
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
 
+    def is_connected(self) -> bool:
+        """Whether the session is up right now: true from the broker's CONNACK on (so
+        already inside an on_connected hook, where `connected` is not set yet), false
+        from a lost connection on. While false, a publish only waits in paho's memory."""
+        return self._client.is_connected()
+
     def stop(self, final: tuple[str, bytes] | None = None, timeout: float = 5.0) -> None:
         """Publish `final` (topic, payload; retained) if connected, then disconnect cleanly."""
         if not self._started:
@@ -183,7 +189,8 @@ class MqttLink:
     # --- traffic --------------------------------------------------------------
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> paho.MQTTMessageInfo:
-        """Queue a QoS 1 publish (paho keeps it in memory while disconnected)."""
+        """Queue a QoS 1 publish (paho keeps it in memory while disconnected: a sender
+        that would repeat itself during an outage checks `is_connected` first)."""
         info = self._client.publish(topic, payload, qos=QOS, retain=retain)
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             raise BusError(f"mqtt publish to {topic} refused: {paho.error_string(info.rc)}")

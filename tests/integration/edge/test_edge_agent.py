@@ -180,3 +180,34 @@ def test_a_running_agent_prunes_its_record(names, agent_factory, tmp_path, monke
             return int(db.execute("SELECT count(*) FROM commands WHERE id = 'old'").fetchone()[0])
 
     wait_until(lambda: kept() == 0, what="the old record pruned")
+
+
+def test_a_command_waiting_for_a_worker_runs_after_a_restart(
+    names, agent_factory, watcher_factory, monkeypatch
+) -> None:
+    """B is accepted (so the gateway closed its journal entry) but waits for the only
+    worker when the agent stops; nobody offers it again, so the next process runs it."""
+    from tme.agents import agent as agent_module
+
+    monkeypatch.setattr(agent_module, "DRAIN_TIMEOUT_S", 0.2)  # A is cut off, not awaited
+    site, agent = names
+    watcher = watcher_factory([evt_topic(site, agent)])
+    runner = agent_factory(site, agent, worker_count=1)
+    running = make_command(site, agent, "sleep", params={"seconds": 60}, timeout_s=120)
+    waiting = make_command(site, agent, "noop")
+    send(runner.agent.link, running)
+    watcher.wait_for(lambda: any(e.type == "started" for e in watcher.events(running.id)))
+    send(runner.agent.link, waiting)
+    watcher.wait_for(lambda: any(e.type == "accepted" for e in watcher.events(waiting.id)))
+    runner.stop()
+    agent_factory(site, agent, worker_count=1)  # same state_dir; nothing is sent again
+
+    def types(command_id: str) -> list[str]:
+        return sorted(e.type for e in watcher.events(command_id))
+
+    # Events published before the link connected may arrive after later ones (paho
+    # re-sends its queue only after CONNACK): wait for all of them, in any order.
+    watcher.wait_for(lambda: types(waiting.id) == ["accepted", "accepted", "started", "succeeded"])
+    watcher.wait_for(lambda: "failed" in types(running.id))
+    (cut_off,) = [e for e in watcher.events(running.id) if e.type == "failed"]
+    assert "outcome unknown" in cut_off.reason

@@ -231,3 +231,49 @@ def test_wrong_topic_and_malformed_messages_are_dropped(site_setup, mqtt_url) ->
     after_junk = make_command(site, "agent-a", "noop")
     site_setup["dispatch"](after_junk)  # the bus consumer survived the junk command
     tap.wait_type(after_junk.id, "delivered")
+
+
+@pytest.mark.parametrize("bad_agent", ["bad+agent", "bad#", "a/b"])
+def test_a_command_for_an_invalid_agent_name_is_dead_lettered_and_holds_up_nothing(
+    site_setup, agent_factory, bad_agent: str
+) -> None:
+    """A name that cannot be an MQTT topic level would make every dispatch pass fail at
+    its send; it is refused at intake, and the commands after it go on."""
+    site, tap = site_setup["site"], site_setup["tap"]
+    agent = unique("agent")
+    gw = site_setup["gateway"]()
+    agent_factory(site, agent)
+    bad = make_command(site, bad_agent, "noop")
+    good = make_command(site, agent, "noop")
+    site_setup["dispatch"](bad)
+    site_setup["dispatch"](good)
+    tap.wait_type(good.id, "succeeded")
+    assert gw.journal is not None and gw.journal.get_state(bad.id) is None
+    assert tap.events(bad.id) == []
+
+
+def test_the_gateway_queues_no_command_while_mqtt_is_down(
+    site_setup, rabbitmq_url: str, tmp_path: Path
+) -> None:
+    """paho would keep every publish in memory until a reconnect; the gateway journals
+    and reports `delivered` as usual but sends nothing until MQTT is up."""
+    site, tap = site_setup["site"], site_setup["tap"]
+    config = GatewayConfig(
+        site=site,
+        bus_url=rabbitmq_url,
+        mqtt_url="mqtt://127.0.0.1:9",  # nothing listens there: MQTT stays down
+        state_dir=tmp_path / "gw-down",
+        resend_after_s=0.0,
+    )
+    gw = Gateway(config)
+    gw.start()
+    try:
+        cmd = make_command(site, unique("agent"), "noop")
+        site_setup["dispatch"](cmd)
+        tap.wait_type(cmd.id, "delivered")
+        assert gw._dispatcher is not None and gw.journal is not None
+        gw._dispatcher.dispatch_open_entries()  # one more pass, whatever the thread did
+        assert gw.journal.get_state(cmd.id) == "pending"
+        assert len(gw.link._client._out_messages) == 0
+    finally:
+        gw.stop()

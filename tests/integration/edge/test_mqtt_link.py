@@ -26,3 +26,19 @@ def test_link_socket_has_nagle_off(mqtt_url: str) -> None:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         link.stop()
+
+
+def test_the_link_says_it_is_connected_inside_its_connect_hooks(mqtt_url: str) -> None:
+    """A hook that sends (the gateway's resend_all) must see the link as up, although
+    `connected` is set only after the hooks ran."""
+    link = MqttLink(mqtt_url, f"tme-test-hook-{uuid.uuid4().hex[:8]}")
+    seen_in_hook: list[bool] = []
+    link.on_connected(lambda: seen_in_hook.append(link.is_connected()))
+    assert not link.is_connected()
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        assert seen_in_hook == [True] and link.is_connected()
+    finally:
+        link.stop()
+    assert not link.is_connected()

@@ -78,3 +78,28 @@ def test_expiry_and_verify_comparison() -> None:
     speed = load_profile(PUMP).points["speed_setpoint"]
     assert values_match(1200, 1200, speed) and not values_match(1200, 1100, speed)
     assert not values_match(True, 1, speed)
+
+
+@pytest.mark.parametrize(
+    ("op", "params"),
+    [
+        ("modbus.write", {"point": ["speed_setpoint"], "value": 1}),
+        ("modbus.write", {"point": {"name": "speed_setpoint"}, "value": 1}),
+        ("modbus.read", {"point": ["speed_setpoint"]}),
+        ("modbus.read", {"points": [["speed_setpoint"]]}),
+        ("modbus.read", {"points": "speed_setpoint"}),
+    ],
+)
+def test_a_point_that_is_not_a_name_is_refused(op: str, params: dict[str, Any]) -> None:
+    with pytest.raises(Refused, match="point"):
+        check_command(command(op, device="pump1", params=params), devices(), False)
+
+
+@pytest.mark.parametrize("timeout", ['"inf"', '"nan"', '"-inf"', "0", "-5"])
+def test_a_timeout_the_agent_cannot_enforce_is_refused(timeout: str) -> None:
+    """The lax decoder takes "inf" and "nan" for a float."""
+    body = command("noop").to_json().decode().replace('"timeout_s":5', f'"timeout_s":{timeout}')
+    assert f'"timeout_s":{timeout}' in body
+    decoded = Command.from_json(body)
+    with pytest.raises(Refused, match="timeout_s"):
+        check_command(decoded, devices(), False)

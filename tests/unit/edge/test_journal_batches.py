@@ -105,3 +105,16 @@ def test_a_running_gateway_prunes_its_journal(tmp_path: Path, monkeypatch) -> No
     finally:
         dispatcher.stop()
         journal.close()
+
+
+def test_an_answer_that_overtakes_its_command_does_not_keep_it_open(tmp_path: Path) -> None:
+    """A cancel's answer may arrive before its target is journaled: closing an id with
+    no entry must not be remembered, or the entry journaled later stays open (and is
+    offered to its agent every resend_after_s)."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    cmd = _command()
+    journal.close_entry(cmd.id, "done")  # the answer first: nothing to close yet
+    assert journal.add(cmd, cmd.to_json()) is True
+    journal.close_entry(cmd.id, "done")  # its events again, once it is journaled
+    assert journal.get_state(cmd.id) == "done"
+    journal.close()
