@@ -17,6 +17,9 @@ Site queues are declared here, because a gateway may declare nothing (its Rabbit
 user may not configure anything): before the first dispatch to a site, at start-up
 for every site the database knows, and when a site's gateway announces itself. A
 site whose commands come back unroutable (its queue was deleted) is declared again.
+A site whose queue cannot be declared (e.g. it exists with other arguments) fails
+alone: its rows are counted as failed attempts and wait RETRY_PAUSE_S for the next
+try, while the other sites' rows are published.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.engine import Engine
 
-from tme.bus.base import Bus, Unroutable
+from tme.bus.base import Bus, Unreachable, Unroutable
 from tme.controller.services.hop_batch import HopBatch
 from tme.controller.services.runs import Hop
 from tme.controller.store.db import session_scope
@@ -87,7 +90,10 @@ class Dispatcher:
         self._wanted: set[str] = set()  # sites to declare on the next pass
         self._wanted_lock = threading.Lock()
         self._known_sites_loaded = False
-        self._declare_failing = False
+        # Sites whose queue could not be declared: monotonic time of the next attempt.
+        # Their rows wait meanwhile, so they never fill a batch and hold up other sites.
+        self._undeclarable: dict[str, float] = {}
+        self._unreachable = False  # declaring the wanted sites found no broker
         self._failing = False
         self._confirmed: dict[int, tuple[Row[Any], datetime]] = {}  # by outbox id, unrecorded
         self._first_confirmed = 0.0  # monotonic time of the oldest unrecorded confirm
@@ -157,15 +163,31 @@ class Dispatcher:
     def publish_pending(self) -> int:
         """Publish one batch of the unpublished rows not held as confirmed; hold the
         confirmed ones, record the failed ones (with all held) at once."""
-        self._declare_wanted_sites()
+        waiting = self._sites_waiting_to_declare()  # their rows are left out of this pass
+        undeclared = self._declare_wanted_sites(waiting)
         if len(self._confirmed) >= BATCH:
             return 0  # recorded first (bounds what is held while recording fails)
         with session_scope(self.engine) as session:
             query = UNPUBLISHED_PAST_HELD if self._confirmed else UNPUBLISHED
+            if waiting:
+                query = query.where(OUTBOX.c.site.not_in(waiting))
             rows = [r for r in session.execute(query) if r.id not in self._confirmed][:BATCH]
         if not rows:
             return 0
-        self._declare_sites({row.site for row in rows})
+        undeclared |= self._declare_sites({row.site for row in rows} - set(undeclared))
+        failed = [(row, undeclared[row.site]) for row in rows if row.site in undeclared]
+        failed += self._publish([row for row in rows if row.site not in undeclared])
+        if failed:
+            self._record(failed)
+            if not self._failing:
+                log.warning("%d of %d commands not confirmed; will retry", len(failed), len(rows))
+        self._failing = bool(failed)
+        return len(rows) - len(failed)
+
+    def _publish(self, rows: list[Row[Any]]) -> list[tuple[Row[Any], BusError]]:
+        """Publish `rows` pipelined; hold the confirmed ones, return the failed ones."""
+        if not rows:
+            return []
         results = self.bus.publish_many(
             DISPATCH_EXCHANGE,
             [(site_routing_key(r.site), r.body.encode(), r.run_id) for r in rows],
@@ -181,12 +203,7 @@ class Dispatcher:
             failed.append((row, error))
             if isinstance(error, Unroutable):
                 self._sites.discard(row.site)  # its queue is gone: declare it again
-        if failed:
-            self._record(failed)
-            if not self._failing:
-                log.warning("%d of %d commands not confirmed; will retry", len(failed), len(rows))
-        self._failing = bool(failed)
-        return len(rows) - len(failed)
+        return failed
 
     @property
     def held(self) -> int:
@@ -198,14 +215,37 @@ class Dispatcher:
         if self._confirmed:
             self._record([])
 
-    def _declare_sites(self, sites: set[str]) -> None:
+    def _declare_sites(self, sites: set[str]) -> dict[str, BusError]:
+        """Declare the queues not declared yet, each on its own: one the broker refuses
+        (e.g. it exists with other arguments) fails that site only. Returns the failures;
+        raises Unreachable without a broker (every site would fail the same, slowly)."""
+        failures: dict[str, BusError] = {}
         for site in sorted(sites - self._sites):
-            self.bus.declare_site(site)
+            try:
+                self.bus.declare_site(site)
+            except Unreachable:
+                raise
+            except BusError as exc:
+                failures[site] = exc
+                if site not in self._undeclarable:
+                    log.warning(
+                        "could not declare the queue of site %s, will retry: %s", site, exc.message
+                    )
+                self._undeclarable[site] = time.monotonic() + RETRY_PAUSE_S
+                continue
             self._sites.add(site)
+            self._undeclarable.pop(site, None)
+        return failures
 
-    def _declare_wanted_sites(self) -> None:
-        """The sites the database knows (first pass) and those announced since; a failure
-        is retried on the next pass and never holds up dispatching."""
+    def _sites_waiting_to_declare(self) -> list[str]:
+        """Sites whose declare failed and is not due again yet (their rows wait)."""
+        now = time.monotonic()
+        return sorted(site for site, due in self._undeclarable.items() if due > now)
+
+    def _declare_wanted_sites(self, waiting: list[str]) -> dict[str, BusError]:
+        """The sites the database knows (first pass) and those announced since, but not
+        those `waiting` to retry; a failure is retried later and never holds up
+        dispatching. Returns the sites the broker refused."""
         if not self._known_sites_loaded:
             with session_scope(self.engine) as session:
                 known = set(session.execute(select(table_of(Site).c.name)).scalars())
@@ -214,16 +254,17 @@ class Dispatcher:
             self._known_sites_loaded = True
         with self._wanted_lock:
             wanted, self._wanted = self._wanted, set()
+        refused: dict[str, BusError] = {}
         try:
-            self._declare_sites(wanted)
-        except BusError as exc:
-            with self._wanted_lock:
-                self._wanted |= wanted - self._sites
-            if not self._declare_failing:
+            refused = self._declare_sites(wanted - set(waiting))
+            self._unreachable = False
+        except Unreachable as exc:
+            if not self._unreachable:
                 log.warning("could not declare site queues yet, will retry: %s", exc.message)
-            self._declare_failing = True
-            return
-        self._declare_failing = False
+            self._unreachable = True
+        with self._wanted_lock:
+            self._wanted |= wanted - self._sites
+        return refused
 
     def _record(self, failed: list[tuple[Row[Any], BusError]]) -> None:
         """One transaction: stamp the held confirmed rows and move their runs (each hop

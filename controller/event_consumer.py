@@ -5,9 +5,11 @@ applied in transactions of up to MAX_BATCH events and all of them are acked afte
 last commit, so the database sees one commit per batch instead of one per event. A
 delivery is one event, one presence or a gateway's EventBatch (its events in order).
 A message that can never be applied (not JSON, wrong version or shape, a batch with
-an event of another site) is dead-lettered with `Reject`, as a whole; a database
-failure raises, so the bus redelivers the batch (applying is idempotent by event id)
-and, past the delivery limit, dead-letters what keeps failing.
+an event of another site) is dead-lettered with `Reject`, as a whole. A transaction
+that fails is tried again one delivery at a time, so only a delivery that fails alone
+is requeued (and dead-lettered past the delivery limit) while the good ones around it
+are applied and acked; when the database itself is unreachable the whole batch is
+requeued (applying is idempotent by event id).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tme.bus.base import Bus, Consumer, Delivery, Reject
 from tme.controller.event_apply import Applied, apply_messages
@@ -76,20 +79,50 @@ class EventConsumer:
         if outcome is not None:
             raise outcome
 
-    def handle_batch(self, deliveries: list[Delivery]) -> list[Reject | None]:
-        """Apply the well-formed messages in one transaction; one outcome per delivery."""
-        outcomes: list[Reject | None] = []
-        messages: list[Event | Presence] = []
-        for delivery in deliveries:
-            decoded = _decode(delivery)
-            if isinstance(decoded, Reject):
-                outcomes.append(decoded)
-            else:
-                outcomes.append(None)
-                messages.extend(decoded)
+    def handle_batch(self, deliveries: list[Delivery]) -> list[Exception | None]:
+        """Apply the well-formed messages in few transactions; one outcome per delivery.
+
+        When a transaction fails, its deliveries are applied again one at a time, so only
+        the ones that fail are requeued (and dead-lettered past the delivery limit); the
+        good ones around them are applied and acked. A lost database fails them all.
+        """
+        outcomes: list[Exception | None] = []
+        decoded: dict[int, list[Event | Presence]] = {}
+        for index, delivery in enumerate(deliveries):
+            messages = _decode(delivery)
+            outcomes.append(messages if isinstance(messages, Reject) else None)
+            if not isinstance(messages, Reject):
+                decoded[index] = messages
+        for group in _transactions(decoded):
+            try:
+                self._apply_all([m for index in group for m in decoded[index]])
+            except Exception as exc:
+                if len(group) == 1 or _database_unreachable(exc):
+                    _fail(outcomes, group, exc)
+                else:
+                    log.warning("a batch of %d failed (%s); one at a time", len(group), exc)
+                    self._apply_one_by_one(group, decoded, outcomes)
+        return outcomes
+
+    def _apply_one_by_one(
+        self,
+        group: list[int],
+        decoded: dict[int, list[Event | Presence]],
+        outcomes: list[Exception | None],
+    ) -> None:
+        for position, index in enumerate(group):
+            try:
+                self._apply_all(decoded[index])
+            except Exception as exc:
+                if _database_unreachable(exc):
+                    _fail(outcomes, group[position:], exc)
+                    return
+                log.exception("could not apply a delivery of %d messages", len(decoded[index]))
+                outcomes[index] = exc
+
+    def _apply_all(self, messages: list[Event | Presence]) -> None:
         for start in range(0, len(messages), MAX_BATCH):
             self._apply(messages[start : start + MAX_BATCH])
-        return outcomes
 
     def _apply(self, messages: list[Event | Presence]) -> None:
         with pipeline_writes(), session_scope(self.engine) as session:
@@ -108,6 +141,31 @@ def _tell(listener: Callable[..., None], *what: Any) -> None:
         listener(*what)
     except Exception:  # a listener (dashboard, metrics) never blocks the ack
         log.exception("event listener failed")
+
+
+def _transactions(decoded: dict[int, list[Event | Presence]]) -> list[list[int]]:
+    """Deliveries (by index) grouped into transactions of up to MAX_BATCH messages; a
+    delivery is never split between groups (one larger than that is a group alone)."""
+    groups: list[list[int]] = []
+    size = 0
+    for index, messages in decoded.items():
+        if not groups or size + len(messages) > MAX_BATCH:
+            groups.append([])
+            size = 0
+        groups[-1].append(index)
+        size += len(messages)
+    return groups
+
+
+def _database_unreachable(error: Exception) -> bool:
+    """Whether the database itself failed (not one message): retrying each delivery
+    alone would fail each the same way, slowly."""
+    return isinstance(error, OperationalError | InterfaceError)
+
+
+def _fail(outcomes: list[Exception | None], indexes: list[int], error: Exception) -> None:
+    for index in indexes:
+        outcomes[index] = error
 
 
 def _decode(delivery: Delivery) -> list[Event | Presence] | Reject:

@@ -16,6 +16,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from tme.bus.base import Unreachable
 from tme.bus.options import BusOptions
 from tme.bus.topology import DEAD_LETTER_QUEUE, EXCHANGES, queue_arguments
 from tme.errors import BusError
@@ -45,6 +46,8 @@ def admin_channel(parameters: pika.ConnectionParameters) -> Iterator[BlockingCha
     try:
         connection = pika.BlockingConnection(parameters)
         yield connection.channel()
+    except pika.exceptions.AMQPConnectionError as exc:
+        raise Unreachable(f"RabbitMQ unreachable: {_describe(exc)}") from exc
     except pika.exceptions.AMQPError as exc:
         raise BusError(f"RabbitMQ refused: {_describe(exc)}") from exc
     finally:

@@ -4,7 +4,11 @@ The I/O thread only receives deliveries and sends acks, so heartbeats keep
 flowing however long a handler takes. The worker runs the handler and hands the
 outcome back through `add_callback_threadsafe`: return -> ack, Reject ->
 reject without requeue (dead-letter), anything else -> nack with requeue (the
-queue's delivery limit dead-letters a message that keeps failing).
+queue's delivery limit dead-letters a message that keeps failing). A batch
+handler returns those outcomes per delivery, or raises to requeue the batch.
+
+A consumer the broker cancels (its queue was deleted) closes its channel, so the
+link reconnects and consumes again once the queue is back.
 """
 
 from __future__ import annotations
@@ -91,6 +95,7 @@ class AmqpConsumer:
         channel.basic_qos(prefetch_count=self._prefetch, callback=consume)
 
     def _start_consuming(self, channel: Channel, generation: int, _frame: Method) -> None:
+        channel.add_on_cancel_callback(partial(self._on_cancelled, channel))
         channel.basic_consume(
             self.queue,
             partial(self._on_message, generation),
@@ -98,8 +103,18 @@ class AmqpConsumer:
         )
 
     def _on_consume_ok(self, channel: Channel, _frame: Method) -> None:
+        if not self._link.is_current(channel):
+            return  # its connection was abandoned meanwhile; the next channel consumes
         self._channel = channel
         self._consuming.set()
+
+    def _on_cancelled(self, channel: Channel, _frame: Method) -> None:
+        """The broker cancelled the consumer (its queue was deleted). The channel stays
+        open and would receive nothing ever again, so it is closed: the link reconnects
+        with backoff and consumes again, the queue's absence failing like at start-up."""
+        log.warning("RabbitMQ cancelled the consumer of %s; consuming again", self.queue)
+        if self._link.is_current(channel):
+            channel.close()
 
     def _on_message(
         self,
@@ -122,6 +137,7 @@ class AmqpConsumer:
 
     def _on_lost(self, error: BusError) -> None:
         self._channel = None
+        self._generation += 1  # what that channel delivered is requeued by the broker
         if not self._consuming.is_set():
             self._first_error = error
             self._consuming.set()
@@ -183,7 +199,18 @@ class AmqpConsumer:
         except Exception:
             log.exception("batch handler failed on %d from %s; requeued", len(batch), self.queue)
             return [REQUEUE] * len(batch)
-        return [ACK if result is None else REJECT for result in results]
+        return [
+            self._outcome(delivery, result)
+            for delivery, result in zip(deliveries, results, strict=True)
+        ]
+
+    def _outcome(self, delivery: Delivery, result: Exception | None) -> str:
+        if result is None:
+            return ACK
+        if isinstance(result, Reject):
+            return REJECT
+        log.warning("requeued %s from %s: %s", delivery.message_id, self.queue, result)
+        return REQUEUE
 
     def _call_handler(self, delivery: Delivery) -> str:
         assert self._handler is not None

@@ -23,6 +23,8 @@ from tme.errors import BusError
 
 log = logging.getLogger(__name__)
 
+MAX_DOUBLINGS = 32  # of the reconnect delay; see _schedule_reconnect
+
 
 class AmqpLink:
     """Keeps one channel open; tells its owner when it opens and when it is lost.
@@ -40,6 +42,7 @@ class AmqpLink:
     ) -> None:
         self.name = name
         self.opened = 0  # channels opened so far; more than one means it reconnected
+        self.connects = 0  # connections started so far (attempts, opened or not)
         self._parameters = parameters
         self._options = options
         self._on_channel = on_channel
@@ -48,6 +51,7 @@ class AmqpLink:
         self._connection: pika.SelectConnection | None = None
         self._channel: Channel | None = None
         self._failures = 0
+        self._reconnect_timer: object | None = None  # the pending call_later of _connect
         self._close_reason: BaseException | None = None  # why the broker closed the channel
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"tme-bus-{name}", daemon=True)
@@ -69,8 +73,17 @@ class AmqpLink:
             if self._thread.is_alive():
                 log.error("bus link %s did not stop within %ss", self.name, timeout)
 
+    @property
+    def failures(self) -> int:
+        """Connection attempts that failed in a row (0 once a channel stayed open a while)."""
+        return self._failures
+
+    def is_current(self, channel: Channel) -> bool:
+        """Whether `channel` is the link's open channel, not one of a lost connection."""
+        return self._channel is not None and channel is self._channel and channel.is_open
+
     def _run(self) -> None:
-        self._connect()
+        self._guarded(self._connect)
         while True:
             try:
                 self._ioloop.start()
@@ -81,19 +94,34 @@ class AmqpLink:
                 log.exception("bus link %s: I/O loop error", self.name)
                 if self._stopping:
                     break
-                self._abandon_connection(exc)
+                self._guarded(partial(self._abandon_connection, exc))
         self._ioloop.close()
 
+    def _guarded(self, step: Callable[[], None]) -> None:
+        """Run a step of the loop's own upkeep; if even that fails, retry later."""
+        try:
+            step()
+        except Exception:
+            log.exception("bus link %s: reconnecting after an unexpected error", self.name)
+            self._reconnect_in(self._options.reconnect_max_s)
+
     def _abandon_connection(self, error: BaseException) -> None:
-        self._connection = None
+        connection, self._connection = self._connection, None
         if self._channel is not None:
             self._channel = None
             self._on_lost(_as_bus_error(self.name, error))
+        # Closed, not only forgotten: left open it would keep its heartbeats and hold its
+        # deliveries unacked. Its callbacks are ignored from now on (not the current one).
+        # One still opening is closed when it opens (closing it now trips pika 1.4).
+        if connection is not None and connection.is_open:
+            connection.close()
         self._schedule_reconnect(error)
 
     def _connect(self) -> None:
+        self._reconnect_timer = None
         if self._stopping:
             return
+        self.connects += 1
         self._connection = pika.SelectConnection(
             self._parameters,
             on_open_callback=self._on_connection_open,
@@ -103,9 +131,17 @@ class AmqpLink:
         )
 
     def _on_connection_open(self, connection: pika.SelectConnection) -> None:
-        connection.channel(on_open_callback=self._on_channel_open)
+        current = self._connection
+        if current is None or connection is not current:
+            connection.close()  # abandoned while it was opening
+            return
+        current.channel(on_open_callback=self._on_channel_open)
 
     def _on_channel_open(self, channel: Channel) -> None:
+        if channel.connection is not self._connection:
+            if channel.connection.is_open:
+                channel.connection.close()  # its connection was abandoned meanwhile
+            return
         self.opened += 1
         self._channel = channel
         channel.add_on_close_callback(self._on_channel_closed)
@@ -134,6 +170,8 @@ class AmqpLink:
     def _on_connection_failed(
         self, connection: pika.SelectConnection, error: BaseException
     ) -> None:
+        if connection is not self._connection:
+            return  # an abandoned connection; its replacement is on its way
         self._connection = None
         if self._stopping:
             self._ioloop.stop()
@@ -144,6 +182,8 @@ class AmqpLink:
     def _on_connection_closed(
         self, connection: pika.SelectConnection, error: BaseException
     ) -> None:
+        if connection is not self._connection:
+            return  # an abandoned connection, closed by us; the link has moved on
         self._connection = None
         if self._stopping:
             self._ioloop.stop()
@@ -156,14 +196,20 @@ class AmqpLink:
         self._schedule_reconnect(reason)
 
     def _schedule_reconnect(self, error: BaseException) -> None:
-        delay = min(
-            self._options.reconnect_max_s, self._options.reconnect_min_s * 2**self._failures
-        )
+        # The exponent is capped: 2**1024 overflows a float, after about three hours of
+        # outage at the default options; 2**MAX_DOUBLINGS is past any sane max/min ratio.
+        doublings = min(self._failures, MAX_DOUBLINGS)
+        delay = min(self._options.reconnect_max_s, self._options.reconnect_min_s * 2**doublings)
         self._failures += 1
         # Log the first failure loudly and the rest quietly until it recovers.
         level = logging.WARNING if self._failures == 1 else logging.DEBUG
         log.log(level, "bus link %s lost (%s); reconnecting in %.1fs", self.name, error, delay)
-        self._ioloop.call_later(delay, self._connect)
+        self._reconnect_in(delay)
+
+    def _reconnect_in(self, delay: float) -> None:
+        if self._reconnect_timer is not None:
+            self._ioloop.remove_timeout(self._reconnect_timer)  # one pending reconnect at most
+        self._reconnect_timer = self._ioloop.call_later(delay, self._connect)
 
     def _shutdown(self) -> None:
         self._stopping = True

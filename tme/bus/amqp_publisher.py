@@ -33,6 +33,16 @@ from tme.errors import BusError
 
 log = logging.getLogger(__name__)
 
+# What basic_publish raises while the channel or connection is closing or closed: the
+# message is kept and published on the next channel. Anything else fails that message.
+CLOSING = (
+    pika.exceptions.ChannelWrongStateError,
+    pika.exceptions.ChannelClosed,
+    pika.exceptions.ConnectionWrongStateError,
+    pika.exceptions.ConnectionClosed,
+    pika.exceptions.StreamLostError,
+)
+
 
 @dataclass(eq=False)
 class _Outgoing:
@@ -96,9 +106,13 @@ class ConfirmingPublisher:
 
     def _on_channel(self, channel: Channel) -> None:
         channel.add_on_return_callback(self._on_return)
-        channel.confirm_delivery(self._on_confirm, callback=partial(self._on_confirming, channel))
+        channel.confirm_delivery(
+            partial(self._on_confirm, channel), callback=partial(self._on_confirming, channel)
+        )
 
     def _on_confirming(self, channel: Channel, _frame: Method) -> None:
+        if not self._link.is_current(channel):
+            return  # its connection was abandoned meanwhile; the next channel publishes
         self._channel = channel
         self._next_tag = 1  # delivery tags count per channel
         self._flush()
@@ -118,23 +132,32 @@ class ConfirmingPublisher:
                 self._channel.basic_publish(
                     outgoing.exchange, outgoing.routing_key, outgoing.body, properties, True
                 )
-            except pika.exceptions.AMQPError as exc:
+            except CLOSING as exc:
                 # The channel is closing; the link reconnects and we publish again then.
                 log.debug("publish deferred: %s", exc)
                 self._waiting.appendleft(outgoing)
                 return
+            except Exception as exc:
+                # pika refused this message itself (e.g. a routing key over 255 bytes):
+                # nothing was sent, and sending it again would fail the same way.
+                _finish(outgoing, _refused(outgoing, exc))
+                continue
             self._next_tag += 1
             self._unconfirmed[tag] = outgoing
 
     def _on_return(
-        self, _channel: Channel, method: Basic.Return, properties: BasicProperties, _body: bytes
+        self, channel: Channel, method: Basic.Return, properties: BasicProperties, _body: bytes
     ) -> None:
+        if channel is not self._channel:
+            return  # from a lost channel: its tags mean other messages on this one
         tag = (properties.headers or {}).get(PUBLISH_SEQ_HEADER)
         outgoing = self._unconfirmed.get(tag) if isinstance(tag, int) else None
         if outgoing is not None:
             outgoing.returned = f"{method.reply_code} {method.reply_text}"
 
-    def _on_confirm(self, frame: Method) -> None:
+    def _on_confirm(self, channel: Channel, frame: Method) -> None:
+        if channel is not self._channel:
+            return  # a late confirm from a lost channel; tags restart on each channel
         method = frame.method
         nack = isinstance(method, Basic.Nack)
         for outgoing in self._confirmed(method.delivery_tag, method.multiple):
@@ -173,6 +196,18 @@ class ConfirmingPublisher:
         for outgoing in again:
             outgoing.returned = None
         self._waiting.extendleft(reversed(again))
+
+
+def _refused(outgoing: _Outgoing, error: Exception) -> BusError:
+    text = str(error) or type(error).__name__
+    return BusError(
+        f"pika refused the message: {type(error).__name__}: {text}"[:500],
+        details={
+            "exchange": outgoing.exchange,
+            "routing_key": outgoing.routing_key[:300],
+            "reason": type(error).__name__,
+        },
+    )
 
 
 def _finish(outgoing: _Outgoing, error: BusError | None) -> None:

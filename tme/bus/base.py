@@ -12,7 +12,7 @@ limit dead-letters it once it has failed too often.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -29,9 +29,10 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], None]
-# Takes a batch, returns one outcome per delivery: None acks it, a Reject dead-letters it.
+# Takes a batch, returns one outcome per delivery: None acks it, a Reject dead-letters it,
+# any other exception requeues it (like a Handler raising it: the delivery limit applies).
 # Raising requeues the whole batch (nothing of it was applied).
-BatchHandler = Callable[[list[Delivery]], list["Reject | None"]]
+BatchHandler = Callable[[list[Delivery]], Sequence[Exception | None]]
 
 
 class Reject(BusError):
@@ -40,6 +41,10 @@ class Reject(BusError):
 
 class Unroutable(BusError):
     """The broker confirmed a publish that no queue took (mandatory)."""
+
+
+class Unreachable(BusError):
+    """No connection to the broker: whatever was asked of it, it failed as a whole."""
 
 
 class Consumer(Protocol):

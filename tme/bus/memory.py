@@ -119,11 +119,14 @@ class MemoryConsumer:
                 self._broker.requeue(self._queue, message)
             return
         for message, result in zip(messages, results, strict=True):
-            if result is not None:
+            if isinstance(result, Reject):
                 log.warning(
                     "dead-lettering %s from %s: %s", message.message_id, self._queue, result
                 )
                 self._broker.reject(self._queue, message)
+            elif result is not None:
+                log.warning("requeued %s from %s: %s", message.message_id, self._queue, result)
+                self._broker.requeue(self._queue, message)
 
 
 class MemoryBus:

@@ -22,13 +22,13 @@ BusFactory = Callable[..., Bus]
 class BatchRecorder:
     """A batch handler recording each batch; `outcome` decides per delivery."""
 
-    def __init__(self, outcome: Callable[[Delivery], Reject | None] = lambda d: None) -> None:
+    def __init__(self, outcome: Callable[[Delivery], Exception | None] = lambda d: None) -> None:
         self.batches: list[list[Delivery]] = []
         self.outcome = outcome
         self.fail_first = False
         self._changed = threading.Condition()
 
-    def __call__(self, deliveries: list[Delivery]) -> list[Reject | None]:
+    def __call__(self, deliveries: list[Delivery]) -> list[Exception | None]:
         with self._changed:
             self.batches.append(deliveries)
             self._changed.notify_all()
@@ -93,6 +93,31 @@ def test_a_rejected_delivery_is_dead_lettered_the_rest_acked(
 
     assert dead.ids() == ["m-7"]
     assert sorted(handler.ids()) == sorted(ids)
+
+
+def test_an_error_outcome_requeues_that_delivery_alone_until_the_limit(
+    make_bus: BusFactory, site: str
+) -> None:
+    """A delivery whose outcome is an exception (not Reject) is requeued, like a handler
+    raising it, and dead-lettered past the delivery limit; the rest are acked once."""
+    bus = make_bus(delivery_limit=2)
+    bus.declare_site(site)
+    tap = f"tme.test.dead.{site}"
+    bus.declare_queue(tap, DEAD_LETTER_EXCHANGE, site_routing_key(site))
+    dead = Recorder()
+    bus.consume(tap, dead)
+    ids = _publish(bus, site, 20)
+    handler = BatchRecorder(
+        lambda d: RuntimeError("cannot apply") if d.message_id == "m-7" else None
+    )
+
+    bus.consume_batch(site_queue(site), handler, max_batch=20)
+    dead.wait_for_ids({"m-7"})
+
+    seen = handler.ids()
+    assert seen.count("m-7") > 1  # requeued, not dead-lettered at once
+    assert sorted(m for m in seen if m != "m-7") == sorted(ids - {"m-7"})
+    assert dead.ids() == ["m-7"]
 
 
 def test_a_failing_batch_is_requeued_whole(make_bus: BusFactory, site: str) -> None:

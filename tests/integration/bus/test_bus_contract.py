@@ -84,6 +84,28 @@ def test_publish_many_returns_one_result_each_and_all_arrive(
     assert "stray" not in got.ids()
 
 
+def test_a_message_the_client_refuses_fails_alone(make_bus: BusFactory, site: str) -> None:
+    """A routing key over AMQP's 255 bytes never leaves pika; the messages behind it do."""
+    bus = make_bus(confirm_timeout_s=5)
+    bus.declare_site(site)
+    too_long = site_routing_key(site) + "." + "x" * 300
+    messages = [
+        (site_routing_key(site), b"{}", "before"),
+        (too_long, b"{}", "refused"),
+        (site_routing_key(site), b"{}", "after"),
+    ]
+
+    before, refused, after = bus.publish_many(DISPATCH_EXCHANGE, messages)
+
+    assert (before, after) == (None, None)
+    assert isinstance(refused, BusError)
+    got = Recorder()
+    bus.consume(site_queue(site), got)
+    got.wait_for_ids({"before", "after"})
+    bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), b"{}", "later")  # not wedged
+    got.wait_for_ids({"later"})
+
+
 def test_ack_only_when_the_handler_returns(make_bus: BusFactory, site: str) -> None:
     bus = make_bus()
     bus.declare_site(site)

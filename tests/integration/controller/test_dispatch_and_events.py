@@ -17,6 +17,7 @@ from waiting import wait_until
 
 from tme.bus import Bus, Delivery, open_bus
 from tme.config import Settings
+from tme.controller import event_consumer
 from tme.controller.dispatcher import Dispatcher
 from tme.controller.event_consumer import EventConsumer
 from tme.controller.outbox import OutboxWriter
@@ -24,6 +25,7 @@ from tme.controller.services.tasks import create_task
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Outbox, Run, RunEvent
 from tme.protocol import (
+    DEAD_LETTER_EXCHANGE,
     DISPATCH_EXCHANGE,
     EVENTS_EXCHANGE,
     Command,
@@ -260,3 +262,44 @@ def test_a_gateways_event_batch_is_applied_in_order_and_a_bad_one_dead_lettered(
         assert list(hops)[-4:] == ["delivered", "accepted", "running", "succeeded"]
         assert len(hops) == len(set(hops))  # the redelivered batch changed nothing
         assert session.get(Run, second).state == "queued"  # type: ignore[union-attr]
+
+
+def test_an_event_that_cannot_be_applied_is_requeued_alone(app_engine, bus, site, monkeypatch):
+    """One event fails to apply: it is retried on its own and dead-lettered past the
+    delivery limit, while the good events delivered with it are applied and acked."""
+    run_ids = _queue_tasks(app_engine, site, 10)
+    events = [Event(command_id=r, type="accepted", site=site, agent="skid-a") for r in run_ids]
+    bad = events[4]
+    apply_messages = event_consumer.apply_messages
+
+    def apply_all_but_the_bad_one(session: Any, messages: list[Any]) -> Any:
+        if any(m.id == bad.id for m in messages if isinstance(m, Event)):
+            raise RuntimeError("this event cannot be applied")
+        return apply_messages(session, messages)
+
+    monkeypatch.setattr(event_consumer, "apply_messages", apply_all_but_the_bad_one)
+    queue, tap = f"tme.test.events.{site}", f"tme.test.dead.{site}"
+    bus.declare_queue(queue, EVENTS_EXCHANGE, f"{site}.#")
+    bus.declare_queue(tap, DEAD_LETTER_EXCHANGE, f"{site}.#")
+    dead: list[Delivery] = []
+    tap_consumer = bus.consume(tap, dead.append)
+    consumer = EventConsumer(app_engine, bus, queue=queue, binding=f"{site}.#")
+    try:
+        # Published before consuming: they wait in the queue and come in batches.
+        key = f"{site}.skid-a.accepted"
+        for event in events:
+            bus.publish(EVENTS_EXCHANGE, key, event.to_json(), event.id)
+        consumer.start()
+        good = [r for r in run_ids if r != bad.command_id]
+        wait_until(lambda: [d.message_id for d in dead] == [bad.id], what="the bad one dead")
+        wait_until(lambda: _states(app_engine, good) == {"accepted"}, what="the good applied")
+    finally:
+        consumer.stop()
+        tap_consumer.stop()
+        bus.delete_queue(tap)
+    assert _states(app_engine, [bad.command_id]) == {"queued"}
+    with session_scope(app_engine) as session:
+        hops = session.exec(
+            select(RunEvent).where(col(RunEvent.run_id).in_(good), RunEvent.to_state == "accepted")
+        ).all()
+        assert len(hops) == len(good)

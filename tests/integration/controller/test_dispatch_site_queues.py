@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sqlmodel import col, select
+from waiting import wait_until
 
 from tme.bus import Bus, open_bus
 from tme.config import Settings
@@ -87,3 +88,44 @@ def _outbox(engine: Any, *, published: bool) -> list[Outbox]:
         column = col(Outbox.published_at)
         where = column.is_not(None) if published else column.is_(None)
         return list(session.exec(select(Outbox).where(where)).all())
+
+
+@pytest.mark.parametrize("known", [False, True], ids=["new-site", "known-site"])
+def test_a_site_whose_queue_cannot_be_declared_holds_up_no_other_site(
+    app_engine, bus, bus_url, sites, monkeypatch, known
+) -> None:
+    """Its queue exists with other arguments (the broker refuses the declare): its rows
+    count a failed attempt each and wait; the other site's rows are published. Whether
+    the site is new or known to the database (declared before the batch is read)."""
+    monkeypatch.setattr("tme.controller.dispatcher.RETRY_PAUSE_S", 1.0)  # keeps the test short
+    bad, good = sites
+    other = open_bus(bus_url, delivery_limit=3)  # a queue declared by another setup
+    other.start()
+    other.declare_site(bad)
+    other.stop()
+    if known:
+        with session_scope(app_engine) as session:
+            session.add(Site(name=bad))
+    _queue_task(app_engine, bad)  # the oldest rows, at the front of every batch
+    _queue_task(app_engine, good)
+    dispatcher = Dispatcher(app_engine, bus)
+
+    assert dispatcher.dispatch_pending() == 1
+    (kept,) = _outbox_of(app_engine, bad)
+    assert kept.published_at is None and kept.attempts == 1 and kept.last_error
+    (sent,) = _outbox_of(app_engine, good)
+    assert sent.published_at is not None
+
+    _queue_task(app_engine, good)
+    assert dispatcher.dispatch_pending() == 1  # the bad site waits its turn to retry
+    assert _outbox_of(app_engine, bad)[0].attempts == 1
+
+    bus.delete_queue(site_queue(bad))  # the operator removes the stray queue
+    wait_until(lambda: dispatcher.dispatch_pending() == 1, what="the bad site retried")
+    (sent,) = _outbox_of(app_engine, bad)
+    assert sent.published_at is not None and sent.attempts == 2
+
+
+def _outbox_of(engine: Any, site: str) -> list[Outbox]:
+    with session_scope(engine) as session:
+        return list(session.exec(select(Outbox).where(Outbox.site == site)).all())

@@ -1,0 +1,71 @@
+"""A TCP relay for outage tests: nothing listens on its port until `open`, so connecting
+is refused (a broker that is down); once open it forwards every connection to `target`."""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import threading
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class TcpRelay:
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = _free_port()
+        self._selector = selectors.DefaultSelector()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-tcp-relay", daemon=True)
+
+    def open(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._selector.register(listener, selectors.EVENT_READ, None)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        self._selector.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for key, _events in self._selector.select(timeout=0.05):
+                sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                if key.data is None:
+                    self._accept(sock)
+                else:
+                    self._forward(sock, key.data)
+
+    def _accept(self, listener: socket.socket) -> None:
+        client, _address = listener.accept()
+        try:
+            upstream = socket.create_connection(self.target, timeout=5)
+        except OSError:
+            client.close()
+            return
+        self._selector.register(client, selectors.EVENT_READ, upstream)
+        self._selector.register(upstream, selectors.EVENT_READ, client)
+
+    def _forward(self, sock: socket.socket, peer: socket.socket) -> None:
+        try:
+            data = sock.recv(65536)
+            if data:
+                peer.sendall(data)
+                return
+        except OSError:
+            pass
+        for end in (sock, peer):
+            self._selector.unregister(end)
+            end.close()
