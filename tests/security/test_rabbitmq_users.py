@@ -20,7 +20,6 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +27,7 @@ from urllib.parse import quote
 import pika
 import pika.exceptions
 import pytest
+from commands import make_command
 from pika.adapters.blocking_connection import BlockingChannel
 from waiting import wait_until
 
@@ -53,7 +53,6 @@ from tme.protocol import (
     decode_events,
     site_queue,
     site_routing_key,
-    utcnow,
 )
 from tme.schemas import TaskCreate
 
@@ -223,14 +222,7 @@ def edge(broker: Broker, mqtt_url: str, tmp_path: Path) -> Iterator[Edge]:
 
 
 def noop(site: str, agent: str) -> Command:
-    return Command(
-        task_id=1,
-        site=site,
-        agent=agent,
-        op="noop",
-        timeout_s=10,
-        not_after=utcnow() + timedelta(minutes=5),
-    )
+    return make_command(site, agent)
 
 
 def succeeded(command: Command) -> Callable[[Event | Presence], bool]:

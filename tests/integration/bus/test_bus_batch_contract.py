@@ -75,15 +75,21 @@ def test_waiting_messages_arrive_in_batches_and_are_acked(make_bus: BusFactory, 
     assert again.ids() == ["probe-0"]  # nothing of the first 200 came back
 
 
-def test_a_rejected_delivery_is_dead_lettered_the_rest_acked(
-    make_bus: BusFactory, site: str
-) -> None:
-    bus = make_bus()
+def _dead_letters(bus: Bus, site: str) -> Recorder:
+    """Declare the site and record what its queue dead-letters."""
     bus.declare_site(site)
     tap = f"tme.test.dead.{site}"
     bus.declare_queue(tap, DEAD_LETTER_EXCHANGE, site_routing_key(site))
     dead = Recorder()
     bus.consume(tap, dead)
+    return dead
+
+
+def test_a_rejected_delivery_is_dead_lettered_the_rest_acked(
+    make_bus: BusFactory, site: str
+) -> None:
+    bus = make_bus()
+    dead = _dead_letters(bus, site)
     ids = _publish(bus, site, 20)
     handler = BatchRecorder(lambda d: Reject("poison") if d.message_id == "m-7" else None)
 
@@ -101,11 +107,7 @@ def test_an_error_outcome_requeues_that_delivery_alone_until_the_limit(
     """A delivery whose outcome is an exception (not Reject) is requeued, like a handler
     raising it, and dead-lettered past the delivery limit; the rest are acked once."""
     bus = make_bus(delivery_limit=2)
-    bus.declare_site(site)
-    tap = f"tme.test.dead.{site}"
-    bus.declare_queue(tap, DEAD_LETTER_EXCHANGE, site_routing_key(site))
-    dead = Recorder()
-    bus.consume(tap, dead)
+    dead = _dead_letters(bus, site)
     ids = _publish(bus, site, 20)
     handler = BatchRecorder(
         lambda d: RuntimeError("cannot apply") if d.message_id == "m-7" else None

@@ -5,30 +5,15 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
-from typing import Any
 
 import pytest
 
 from tme.mqtt import MqttLink, MqttMessage
-from tme.protocol import Command, Event, EventBatch, Presence, cmd_topic, decode_any, utcnow
+from tme.protocol import Command, Event, EventBatch, Presence, cmd_topic, decode_any
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def make_command(site: str, agent: str, op: str = "noop", **fields: Any) -> Command:
-    values: dict[str, Any] = dict(
-        task_id=1,
-        site=site,
-        agent=agent,
-        op=op,
-        timeout_s=10,
-        not_after=utcnow() + timedelta(minutes=5),
-    )
-    values.update(fields)
-    return Command.model_validate(values)
 
 
 class Watcher:

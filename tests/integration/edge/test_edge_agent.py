@@ -9,7 +9,8 @@ import sys
 from datetime import timedelta
 
 import pytest
-from edge_helpers import make_command, send
+from commands import make_command
+from edge_helpers import send
 
 from tme.protocol import Presence, evt_topic, state_topic, utcnow
 

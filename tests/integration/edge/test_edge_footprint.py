@@ -15,7 +15,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_helpers import Watcher, make_command, send, unique
+from commands import make_command
+from edge_helpers import Watcher, send, unique
 
 from tme.protocol import Presence, evt_topic, state_topic
 from tme.simulators.modbus_plant import PlantSimulator

@@ -8,7 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from edge_helpers import make_command, unique
+from commands import make_command
+from edge_helpers import unique
 from waiting import wait_until
 
 from tme.agents import event_packer

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edge_helpers import make_command, send
+from commands import make_command
+from edge_helpers import send
 
 from tme.agents.executor import LINE_DELAY_S
 from tme.protocol import evt_topic

@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from commands import make_command
 
 from tme.agents import command_dispatch
 from tme.agents.bus_publisher import Outgoing
@@ -26,16 +27,7 @@ SITE = "s1"
 
 
 def _command(agent: str = "a1", **fields: object) -> Command:
-    values: dict[str, object] = dict(
-        task_id=1,
-        site=SITE,
-        agent=agent,
-        op="noop",
-        timeout_s=5,
-        not_after=utcnow() + timedelta(minutes=5),
-    )
-    values.update(fields)
-    return Command.model_validate(values)
+    return make_command(SITE, agent, **{"timeout_s": 5, **fields})
 
 
 class ConfirmingPublisher:

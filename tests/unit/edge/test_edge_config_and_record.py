@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from commands import make_command
 
 from tme.agents.agent_config import load_agent_config, parse_agent_config
 from tme.agents.command_record import CommandRecord
 from tme.agents.journal import Journal
 from tme.errors import ConfigError
 from tme.mqtt import parse_mqtt_url
-from tme.protocol import Command, Event, utcnow
+from tme.protocol import Command, Event
 
 
 def command(**overrides: object) -> Command:
-    fields: dict[str, object] = dict(
-        task_id=1,
-        site="s1",
-        agent="a1",
-        op="noop",
-        timeout_s=5,
-        not_after=utcnow() + timedelta(minutes=5),
-    )
-    fields.update(overrides)
-    return Command.model_validate(fields)
+    return make_command(**{"timeout_s": 5, **overrides})  # type: ignore[arg-type]
 
 
 def test_config_error_names_the_key() -> None:
