@@ -8,13 +8,14 @@ A message that can never be applied (not JSON, wrong version or shape, a batch w
 an event of another site) is dead-lettered with `Reject`, as a whole. A transaction
 that fails is tried again one delivery at a time, so only a delivery that fails alone
 is requeued (and dead-lettered past the delivery limit) while the good ones around it
-are applied and acked; when the database itself is unreachable the whole batch is
-requeued (applying is idempotent by event id).
+are applied and acked. While the database itself is unreachable the batch is held,
+unacked, and tried again until it is back (applying is idempotent by event id).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,9 @@ log = logging.getLogger("tme.events")
 
 EVENTS_QUEUE = "tme.controller.events"
 MAX_BATCH = 200  # deliveries taken at once, events per transaction; never waited for
+# While the database is unreachable, applying is tried again this often (doubling).
+OUTAGE_PAUSE_MIN_S = 0.5
+OUTAGE_PAUSE_MAX_S = 10.0
 
 Listener = Callable[[Event | Presence], None]
 # Told of each applied batch with what applying it found (the batch's runs).
@@ -58,6 +62,8 @@ class EventConsumer:
         # (the controller wakes its scheduling thread).
         self.on_to_settle: Callable[[], None] | None = None
         self._consumer: Consumer | None = None
+        self._stopping = threading.Event()
+        self._outage = False  # the database was unreachable at the last try
 
     def start(self) -> None:
         if self.queue == EVENTS_QUEUE and self.binding == "#":
@@ -69,6 +75,7 @@ class EventConsumer:
         )
 
     def stop(self) -> None:
+        self._stopping.set()  # a batch held through an outage is requeued, not waited for
         if self._consumer is not None:
             self._consumer.stop()
             self._consumer = None
@@ -95,7 +102,7 @@ class EventConsumer:
                 decoded[index] = messages
         for group in _transactions(decoded):
             try:
-                self._apply_all([m for index in group for m in decoded[index]])
+                self._apply_held([m for index in group for m in decoded[index]])
             except Exception as exc:
                 if len(group) == 1 or _database_unreachable(exc):
                     _fail(outcomes, group, exc)
@@ -112,13 +119,40 @@ class EventConsumer:
     ) -> None:
         for position, index in enumerate(group):
             try:
-                self._apply_all(decoded[index])
+                self._apply_held(decoded[index])
             except Exception as exc:
                 if _database_unreachable(exc):
                     _fail(outcomes, group[position:], exc)
                     return
                 log.exception("could not apply a delivery of %d messages", len(decoded[index]))
                 outcomes[index] = exc
+
+    def _apply_held(self, messages: list[Event | Presence]) -> None:
+        """Apply; while the database is unreachable, keep the deliveries and try again.
+
+        Requeued instead, each try would spend one of the queue's redeliveries within
+        milliseconds, and a database restart would dead-letter every result arriving
+        during it. Unacked deliveries wait here (RabbitMQ's consumer timeout, 30 min by
+        default, bounds how long before it requeues them itself); prefetch bounds how
+        many. On stop the last error is raised and the bus requeues them.
+        """
+        pause = OUTAGE_PAUSE_MIN_S
+        while True:
+            try:
+                self._apply_all(messages)
+                break
+            except Exception as exc:
+                if not _database_unreachable(exc) or self._stopping.is_set():
+                    raise
+                if not self._outage:
+                    log.warning("database unreachable, holding events until it is back: %s", exc)
+                self._outage = True
+                if self._stopping.wait(pause):
+                    raise
+            pause = min(pause * 2, OUTAGE_PAUSE_MAX_S)
+        if self._outage:
+            log.info("database reachable again; applying the events held")
+            self._outage = False
 
     def _apply_all(self, messages: list[Event | Presence]) -> None:
         for start in range(0, len(messages), MAX_BATCH):

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 from sqlmodel import col, select
 from waiting import wait_until
 
@@ -303,3 +304,40 @@ def test_an_event_that_cannot_be_applied_is_requeued_alone(app_engine, bus, site
             select(RunEvent).where(col(RunEvent.run_id).in_(good), RunEvent.to_state == "accepted")
         ).all()
         assert len(hops) == len(good)
+
+
+def test_events_are_held_through_a_database_outage_not_dead_lettered(
+    app_engine, bus, site, monkeypatch
+):
+    """While the database is unreachable the consumer keeps its deliveries and tries
+    again; requeued instead, each try would spend a redelivery and the events would be
+    dead-lettered long before a database restart is over."""
+    run_ids = _queue_tasks(app_engine, site, 3)
+    events = [Event(command_id=r, type="accepted", site=site, agent="skid-a") for r in run_ids]
+    apply_messages, tries = event_consumer.apply_messages, []
+
+    def down_for_a_while(session: Any, messages: list[Any]) -> Any:
+        tries.append(len(messages))
+        if len(tries) <= 12:  # far past the queue's delivery limit
+            raise OperationalError("SELECT 1", {}, ConnectionError("server closed the connection"))
+        return apply_messages(session, messages)
+
+    monkeypatch.setattr(event_consumer, "apply_messages", down_for_a_while)
+    monkeypatch.setattr(event_consumer, "OUTAGE_PAUSE_MIN_S", 0.01)
+    monkeypatch.setattr(event_consumer, "OUTAGE_PAUSE_MAX_S", 0.02)
+    queue, tap = f"tme.test.events.{site}", f"tme.test.dead.{site}"
+    bus.declare_queue(queue, EVENTS_EXCHANGE, f"{site}.#")
+    bus.declare_queue(tap, DEAD_LETTER_EXCHANGE, f"{site}.#")
+    dead: list[Delivery] = []
+    tap_consumer = bus.consume(tap, dead.append)
+    consumer = EventConsumer(app_engine, bus, queue=queue, binding=f"{site}.#")
+    try:
+        for event in events:
+            bus.publish(EVENTS_EXCHANGE, f"{site}.skid-a.accepted", event.to_json(), event.id)
+        consumer.start()
+        wait_until(lambda: _states(app_engine, run_ids) == {"accepted"}, what="all applied")
+    finally:
+        consumer.stop()
+        tap_consumer.stop()
+        bus.delete_queue(tap)
+    assert len(tries) > 12 and dead == []
