@@ -40,25 +40,48 @@ def one_off_time(value: Any, zone: ZoneInfo) -> datetime:
     return when.replace(tzinfo=zone) if when.tzinfo is None else when
 
 
+def owed_after(schedule: dict[str, Any], anchor: datetime, grace_s: float) -> datetime:
+    """Slots after this time are owed by a schedule set (or resumed) at `anchor`.
+
+    Those after the anchor; and a one-off `at` whose time had come at most `grace_s`
+    before it was set ("at" now, a client clock a little ahead) is still owed, so it
+    fires once instead of never. One further in the past stays not owed, as a resumed
+    schedule owes nothing for its pause.
+    """
+    if schedule.get("at") and not schedule.get("cron") and not schedule.get("every_s"):
+        zone = ZoneInfo(str(schedule.get("timezone") or "UTC"))
+        at = one_off_time(schedule["at"], zone).astimezone(UTC)
+        if (anchor - at).total_seconds() <= grace_s:
+            return min(anchor, at - TICK)
+    return anchor
+
+
 def _walk(trigger: BaseTrigger, after: datetime) -> Iterator[datetime]:
     """Fire times strictly after `after`, in UTC, oldest first.
 
     Each step asks for the first fire time after the previous one (compared in UTC,
     so the repeated autumn hour cannot loop), and a wall-clock time seen twice in a
-    row (02:30 in the repeated hour) fires once, as cron does.
+    row (02:30 in the repeated hour) fires once, as cron does for a job at set hours.
+    A cron on every hour, like an interval, follows elapsed time: it fires in both
+    02:00 hours, as it fires in both 02:30s when it runs every half hour.
     """
     last = after.astimezone(UTC)
     last_wall: datetime | None = None
+    by_wall_clock = isinstance(trigger, CronTrigger) and not _every_hour(trigger)
     while True:
         when = trigger.get_next_fire_time(None, last + TICK)
         if when is None or when.astimezone(UTC) <= last:
             return
         last = when.astimezone(UTC)
         wall = when.replace(tzinfo=None)
-        if wall == last_wall:
+        if by_wall_clock and wall == last_wall:
             continue
         last_wall = wall
         yield last
+
+
+def _every_hour(trigger: CronTrigger) -> bool:
+    return any(f.name == "hour" and str(f) == "*" for f in trigger.fields)
 
 
 def slots_between(

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from tme.controller.sched_triggers import build_trigger, slots_between
+from tme.controller.sched_triggers import build_trigger, owed_after, slots_between
 from tme.controller.scheduler_lease import Lease
 from tme.controller.services.launch import launch_run, record_skipped
 from tme.controller.services.policies import get_policy, misfire_of
@@ -88,8 +88,13 @@ def handle_due_slots(
     policy = get_policy(session, task)
     if policy.paused:
         return 0
-    after = max(policy.last_slot_at or policy.schedule_changed_at, policy.schedule_changed_at)
-    trigger = build_trigger(task.schedule, policy.schedule_changed_at)
+    misfire = misfire_of(task, policy)
+    changed = policy.schedule_changed_at
+    if policy.last_slot_at is not None:
+        after = max(policy.last_slot_at, changed)
+    else:
+        after = owed_after(task.schedule, changed, misfire.grace_s)
+    trigger = build_trigger(task.schedule, changed)
     recent: deque[datetime] = deque(maxlen=MAX_MISSED_RECORDS)
     older = 0
     for slot in slots_between(trigger, after, now):
@@ -100,7 +105,6 @@ def handle_due_slots(
         return 0
     policy.last_slot_at = recent[-1]
     session.add(policy)
-    misfire = misfire_of(task, policy)
     timely = [s for s in recent if (now - s).total_seconds() <= misfire.grace_s]
     fire = timely[-1] if timely else None
     if fire is None and misfire.policy == "run_once":

@@ -114,3 +114,18 @@ def test_paused_schedule_fires_nothing(session: Session) -> None:
     get_policy(session, task).paused = True
     assert handle_due_slots(session, task_id, T0 + timedelta(seconds=30), None) == 0
     assert runs(session, task_id) == []
+
+
+def test_one_off_set_just_after_its_time_fires_once(session: Session) -> None:
+    # "at" a moment before the task is stored (a client clock slightly ahead, "at" now):
+    # within the grace it fires, once; it is not silently never run.
+    task_id = scheduled(session, schedule={"at": (T0 - timedelta(seconds=2)).isoformat()})
+    assert handle_due_slots(session, task_id, T0 + timedelta(seconds=1), None) == 1
+    assert handle_due_slots(session, task_id, T0 + timedelta(seconds=2), None) == 0
+    assert [r.state for r in runs(session, task_id)] == ["pending"]
+    # One set long after its time is not caught up (as a resumed schedule owes nothing
+    # for its pause), whatever the misfire policy.
+    at = (T0 - timedelta(hours=3)).isoformat()
+    old = scheduled(session, schedule={"at": at}, misfire={"policy": "run_once"})
+    assert handle_due_slots(session, old, T0 + timedelta(seconds=1), None) == 0
+    assert runs(session, old) == []

@@ -51,3 +51,18 @@ def test_one_off_with_its_own_offset_wins_over_the_zone() -> None:
         {"at": "2025-07-01T08:00:00+09:00", "timezone": "Europe/Berlin"}, utc(2025, 1, 1)
     )
     assert next_fire_times(trigger, utc(2025, 1, 1)) == [utc(2025, 6, 30, 23)]
+
+
+def test_hourly_interval_fires_in_both_repeated_autumn_hours() -> None:
+    # An interval counts elapsed time: 26 Oct 2025 in Berlin has two 02:00s, an hour apart.
+    anchor = utc(2025, 10, 25, 22)
+    trigger = build_trigger({"every_s": 3600, "timezone": "Europe/Berlin"}, anchor)
+    slots = list(slots_between(trigger, anchor, utc(2025, 10, 26, 3)))
+    assert slots == [anchor + timedelta(hours=h) for h in range(1, 6)]
+
+
+def test_hourly_cron_fires_in_both_repeated_autumn_hours() -> None:
+    # "0 * * * *" runs every real hour, as "*/30" already did: 02:00 CEST and 02:00 CET.
+    trigger = build_trigger({"cron": "0 * * * *", "timezone": "Europe/Berlin"}, utc(2025, 1, 1))
+    slots = list(slots_between(trigger, utc(2025, 10, 25, 22), utc(2025, 10, 26, 3)))
+    assert slots == [utc(2025, 10, 25, 22) + timedelta(hours=h) for h in range(1, 6)]
