@@ -180,3 +180,11 @@ def test_url_from_environment(live_url: str, monkeypatch: pytest.MonkeyPatch) ->
     code, out, err = tme_cli("task", "list", "--json")
     assert code == 0, err
     assert isinstance(json.loads(out), list)
+
+
+def test_list_with_a_mistyped_status_is_a_usage_error(live_url: str) -> None:
+    with tme.Client(live_url) as client:
+        client.tasks.create(name=unique())
+    code, out, err = tme_cli("task", "list", "--url", live_url, "--status", "runing")
+    assert_one_line_error(code, err, 2, "status", "'runing'", 'did you mean "running"')
+    assert out == ""

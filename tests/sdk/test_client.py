@@ -72,6 +72,22 @@ def test_list_iterates_across_pages_and_filters(client: tme.Client) -> None:
     assert [t.id for t in running] == [first]
 
 
+def test_list_status_filter_refuses_a_typo_and_takes_report_words(client: tme.Client) -> None:
+    marker = unique("status")
+    done = client.tasks.create(name=f"{marker}-done").id
+    client.tasks.report(done, "complete")
+
+    # A typo would match no task and read as "there are none": it is an error instead.
+    with pytest.raises(ValidationError) as caught:
+        client.tasks.list(status="succeded", search=marker)
+    assert caught.value.field_errors[0]["field"] == "status"
+    assert 'did you mean "succeeded"' in caught.value.message
+
+    # The words of a status report name the state they lead to.
+    assert [t.id for t in client.tasks.list(status="complete", search=marker)] == [done]
+    assert [t.id for t in client.tasks.list(status="succeeded", search=marker)] == [done]
+
+
 def test_report_runs_and_run_detail(client: tme.Client) -> None:
     task = client.tasks.create(name=unique())
     assert client.tasks.report(task.id, "started").status == "running"

@@ -6,6 +6,7 @@ Everything the controller can answer is tested against the real app in the other
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import httpx
@@ -67,6 +68,15 @@ def test_answers_that_are_not_tme_raise_api_error() -> None:
     wrong_app = client_answering(lambda _: httpx.Response(200, json={"hello": "world"}))
     with pytest.raises(APIError, match="unexpected answer"):
         wrong_app.tasks.get(3)
+
+
+def test_a_list_of_foreign_items_raises_api_error_for_every_listing() -> None:
+    # Another app's list at the same path: the SDK's error, not pydantic's.
+    wrong_app = client_answering(lambda _: httpx.Response(200, json=[{"hello": "world"}]))
+    expected = re.escape("unexpected answer from http://tme.test/base/api/v1/")
+    for listing in (wrong_app.fleet.sites, wrong_app.fleet.agents, wrong_app.fleet.devices):
+        with pytest.raises(APIError, match=expected):
+            listing()
 
 
 def test_timeout_becomes_transport_error() -> None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from sqlalchemy import inspect
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from tme.cli.main import app
 from tme.controller.store.db import current_revision, head_revision, make_engine
@@ -70,3 +70,51 @@ def test_controller_refuses_an_empty_database(tmp_path: Path) -> None:
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1, output
     assert "tme db upgrade" in lines[0] and "empty" in lines[0]
+
+
+# --- a database the CLI cannot use: one line, exit 1, never a traceback ----------
+
+
+def _one_line_error(result: Result) -> str:
+    """The error line of a command that failed cleanly (SystemExit, not an exception)."""
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    return lines[0]
+
+
+def _unreachable_postgres() -> str:
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"postgresql://tme:hunter2@127.0.0.1:{port}/tme"
+
+
+def test_db_commands_report_an_unreachable_database_in_one_line() -> None:
+    url = _unreachable_postgres()
+    for command in (["db", "upgrade", "--url", url], ["db", "current", "--url", url]):
+        line = _one_line_error(CliRunner().invoke(app, command))
+        assert "cannot use the database at postgresql://tme:***@127.0.0.1" in line
+        assert "hunter2" not in line
+
+
+def test_user_and_audit_commands_report_an_unreachable_database_in_one_line() -> None:
+    url = _unreachable_postgres()
+    for command in (["user", "list", "--db", url], ["audit", "verify", "--db", url]):
+        line = _one_line_error(CliRunner().invoke(app, command))
+        assert "cannot use the database at" in line and "hunter2" not in line
+
+
+def test_db_commands_report_a_malformed_url_or_a_missing_driver(tmp_path: Path) -> None:
+    line = _one_line_error(CliRunner().invoke(app, ["db", "current", "--url", "not-a-url"]))
+    assert "database URL 'not-a-url'" in line
+    line = _one_line_error(CliRunner().invoke(app, ["db", "upgrade", "--url", "mysql://h/x"]))
+    assert "driver not installed" in line
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    url = f"sqlite:///{blocker}/tme.db"  # its folder cannot be created: a file is in the way
+    line = _one_line_error(CliRunner().invoke(app, ["db", "upgrade", "--url", url]))
+    assert "cannot use the database at sqlite:///" in line

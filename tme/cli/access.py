@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from tme.cli.common import JsonOption, cli_errors
+from tme.cli.common import JsonOption, cli_errors, database_errors
 from tme.cli.output import console, print_json, print_table
 
 if TYPE_CHECKING:
@@ -37,7 +37,9 @@ def database(url: str | None) -> Iterator[tuple[Engine, Session]]:
     from tme.controller.store.db import check_schema, make_engine, session_scope
 
     with cli_errors():
-        engine = make_engine(url or load_settings().database.url)
+        url = url or load_settings().database.url
+    with cli_errors(), database_errors(url):
+        engine = make_engine(url)
         try:
             check_schema(engine)
             with session_scope(engine) as session:

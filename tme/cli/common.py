@@ -70,6 +70,38 @@ def cli_errors() -> Iterator[None]:
 
 
 @contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """Turn a database that cannot be reached or a malformed URL into one line, exit 1.
+
+    SQLAlchemy's errors are translated here, where the CLI's database commands meet
+    them; the message names the URL with its password hidden.
+    """
+    from sqlalchemy.exc import ArgumentError, DBAPIError
+
+    try:
+        yield
+    except ArgumentError as exc:  # a URL SQLAlchemy cannot parse, or an unknown dialect
+        fail(escape(f"database URL {_hide_password(url)!r}: {exc}"))
+    except ModuleNotFoundError as exc:  # a dialect whose driver is not installed
+        fail(escape(f"database URL {_hide_password(url)!r}: driver not installed ({exc})"))
+    except DBAPIError as exc:  # the server refused, the file cannot be opened, ...
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        fail(escape(f"cannot use the database at {_hide_password(url)}: {reason}"))
+    except OSError as exc:  # the folder of a SQLite file cannot be created
+        fail(escape(f"cannot use the database at {_hide_password(url)}: {exc}"))
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+@contextmanager
 def connect(url: str | None, token: str | None) -> Iterator[Client]:
     """A client for the duration of one command, with its errors made readable."""
     from tme.client import Client  # the SDK loads only for commands that use it

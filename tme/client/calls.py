@@ -7,6 +7,7 @@ here once, so both clients behave the same by construction.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
@@ -31,6 +32,7 @@ from tme.schemas import (
     TaskUpdate,
     TriggerFired,
 )
+from tme.states import STATUS_WORDS, RunState
 
 T = TypeVar("T")
 API = "/api/v1"
@@ -71,16 +73,20 @@ def check(response: httpx.Response) -> None:
 def _parser(model: type[pydantic.BaseModel]) -> Callable[[httpx.Response], Any]:
     def parse(response: httpx.Response) -> Any:
         check(response)
-        try:
-            return model.model_validate(_body(response))
-        except pydantic.ValidationError as exc:
-            # A 2xx answer that is not TME's: a wrong URL or a proxy page.
-            raise APIError(
-                f"unexpected answer from {response.request.url}: {exc.error_count()} problem(s)",
-                details=_field_errors(exc),
-            ) from exc
+        return _read_as(model, _body(response), response)
 
     return parse
+
+
+def _read_as(model: type[pydantic.BaseModel], body: Any, response: httpx.Response) -> Any:
+    try:
+        return model.model_validate(body)
+    except pydantic.ValidationError as exc:
+        # A 2xx answer that is not TME's: a wrong URL or a proxy page.
+        raise APIError(
+            f"unexpected answer from {response.request.url}: {exc.error_count()} problem(s)",
+            details=_field_errors(exc),
+        ) from exc
 
 
 def _no_content(response: httpx.Response) -> None:
@@ -170,8 +176,33 @@ def list_tasks(page_size: int = 100, **filters: str | None) -> Call[Page[TaskPub
     params: dict[str, Any] = {
         ("q" if k == "search" else k): v for k, v in filters.items() if v is not None
     }
+    if "status" in params:
+        params["status"] = task_status(params["status"])
     params["limit"] = page_size
     return Call("GET", f"{API}/tasks", _task_page, params=params)
+
+
+# A task's status is "idle" until its first run, then the state of its latest run.
+TASK_STATUSES = ("idle", *(state.value for state in RunState))
+
+
+def task_status(status: str) -> str:
+    """The status to filter on; the report words (complete, fail, started) name their state.
+
+    The server compares the filter as text, so a typo would match nothing and look
+    like "no such tasks"; it is refused here instead, naming the statuses there are.
+    """
+    if status in STATUS_WORDS:
+        return STATUS_WORDS[status].value
+    if status in TASK_STATUSES:
+        return status
+    close = difflib.get_close_matches(status, TASK_STATUSES, n=1)
+    hint = f' (did you mean "{close[0]}"?)' if close else ""
+    message = f"unknown status {status!r}{hint}; one of: {', '.join(TASK_STATUSES)}"
+    raise ValidationError(
+        f"status: {message}",
+        field_errors=[{"field": "status", "message": message, "type": "enum"}],
+    )
 
 
 def update_task(task_id: int, fields: Mapping[str, Any]) -> Call[TaskPublic]:
@@ -257,7 +288,7 @@ def _list_of(model: type[pydantic.BaseModel]) -> Callable[[httpx.Response], Any]
         body = _body(response)
         if not isinstance(body, list):
             raise APIError(f"unexpected answer from {response.request.url}: not a list")
-        return [model.model_validate(item) for item in body]
+        return [_read_as(model, item, response) for item in body]
 
     return parse
 
