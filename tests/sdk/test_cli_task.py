@@ -188,3 +188,8 @@ def test_list_with_a_mistyped_status_is_a_usage_error(live_url: str) -> None:
     code, out, err = tme_cli("task", "list", "--url", live_url, "--status", "runing")
     assert_one_line_error(code, err, 2, "status", "'runing'", 'did you mean "running"')
     assert out == ""
+
+
+def test_list_with_a_negative_limit_is_a_usage_error(live_url: str) -> None:
+    code, out, err = tme_cli("task", "list", "--url", live_url, "--limit", "-5")
+    assert code == 2 and "--limit" in err and out == ""

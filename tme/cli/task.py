@@ -229,7 +229,7 @@ def list_tasks(
     agent: AgentFilter = None,
     op: OpFilter = None,
     search: SearchFilter = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most N tasks; 0 = all.")] = 100,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most N tasks; 0 = all.")] = 100,
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
