@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from sqlmodel import col
+from sqlmodel import Session, col
 
 from tme.controller.services.roles import Permission, Principal
-from tme.errors import Forbidden, NotFound
+from tme.controller.store.models import Task
+from tme.errors import Forbidden, NotFound, ValidationError
 
 Query = TypeVar("Query", bound=Any)
 
@@ -54,6 +55,33 @@ def check_task_update(principal: Principal, changes: dict[str, Any]) -> None:
         check_target_site(principal, target.site if target is not None else None)
     if "schedule" in changes:
         check_schedule(principal, changes["schedule"] or "cleared")
+
+
+def needs_dependency_check(principal: Principal, deps: Iterable[Any] | None) -> bool:
+    return bool(deps) and not principal.all_sites
+
+
+def check_dependencies_visible(
+    session: Session, principal: Principal, deps: Iterable[Any] | None, item: str = ""
+) -> None:
+    """A predecessor on a site outside the grant is refused as one that does not exist,
+    as the service refuses a missing one (same 422, same words): depending on it would
+    tell its outcome and pin it against deletion. `item` names a batch item (`tasks.3`)."""
+    if not needs_dependency_check(principal, deps):
+        return
+    errors = []
+    for index, dep in enumerate(deps or ()):
+        task = session.get(Task, dep.task)
+        if task is not None and not principal.sees_site(task.site):
+            field = f"{item}.depends_on.{index}.task" if item else f"depends_on.{index}.task"
+            message = f"task {dep.task} does not exist"
+            errors.append({"field": field, "message": message, "type": "value_error"})
+    if errors:
+        problems = "; ".join(
+            f"{e['field'].removeprefix(item + '.')}: {e['message']}" for e in errors
+        )
+        prefix = f"{item}: " if item else ""
+        raise ValidationError(f"{prefix}invalid dependencies: {problems}", field_errors=errors)
 
 
 def site_scope(principal: Principal) -> tuple[str, ...] | None:

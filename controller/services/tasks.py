@@ -422,7 +422,31 @@ def delete_task(session: Session, task_id: int) -> None:
             f"task {task_id} is a dependency of tasks {dependents}; change or delete them first",
             details={"task_id": task_id, "dependents": dependents},
         )
+    in_flight = session.exec(
+        select(Run.id, Run.state)
+        .where(Run.task_id == task_id, col(Run.state).in_([s.value for s in HANDED_OFF]))
+        .order_by(col(Run.created_at))
+        .limit(1)
+    ).first()
+    if in_flight is not None:
+        run_id, state = in_flight
+        raise Conflict(
+            f"task {task_id} has a run in flight (run {run_id}, {state}): deleting it would "
+            f"lose the run's outcome; cancel it first (POST /api/v1/runs/{run_id}/cancel)",
+            details={"task_id": task_id, "run_id": run_id, "state": state},
+        )
     session.delete(task)
+
+
+# Run states in which a run has left the controller's hands (an outbox row, a broker, an
+# agent, a machine, or an external worker that reported it started): its task must stay.
+HANDED_OFF = (
+    RunState.queued,
+    RunState.dispatched,
+    RunState.delivered,
+    RunState.accepted,
+    RunState.running,
+)
 
 
 def list_tasks(

@@ -51,7 +51,8 @@ def _rows(engine) -> list[AuditEntry]:  # type: ignore[no-untyped-def]
 
 def _changes(test_client: TestClient) -> int:
     task = test_client.post("/api/v1/tasks", json={"name": "audited"}).json()
-    test_client.put(f"/task/{task['id']}/", json={"status": "started"})
+    # a run reported started is in flight and keeps its task; a finished one does not
+    test_client.put(f"/task/{task['id']}/", json={"status": "complete"})
     test_client.patch(f"/api/v1/tasks/{task['id']}", json={"description": "changed"})
     test_client.delete(f"/api/v1/tasks/{task['id']}")
     return int(task["id"])
@@ -65,7 +66,7 @@ def test_changes_are_recorded_with_who_what_where(test_client, app_engine) -> No
     assert [r.target.split()[0] for r in changes] == ["POST", "PUT", "PATCH", "DELETE"]
     assert all(r.actor == "admin" and r.client and r.outcome == "ok" for r in changes)
     assert changes[0].details["location"] == f"/api/v1/tasks/{task_id}"
-    assert changes[1].details["reported_status"] == "started"
+    assert changes[1].details["reported_status"] == "complete"
     assert changes[2].details["fields"] == ["description"]
 
 

@@ -17,6 +17,7 @@ from tme.controller.services.roles import Principal
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.task_commit import create_committed
 from tme.controller.services.tasks import TaskFilters, to_public
+from tme.controller.store.db import session_scope
 from tme.errors import TMEError
 from tme.schemas import (
     Page,
@@ -88,6 +89,9 @@ def _create_committed(
     change: ChangeAudit | None,
 ) -> tuple[TaskPublic, bool]:
     access.check_task_create(principal, body)
+    if access.needs_dependency_check(principal, body.depends_on):
+        with session_scope(engine) as session:
+            access.check_dependencies_visible(session, principal, body.depends_on)
     return create_committed(
         engine, body, idempotency_key=key, on_run_ready=on_run_ready, change=change
     )
@@ -96,7 +100,9 @@ def _create_committed(
 def update_and_commit(
     session: SessionDep, task_id: int, body: TaskUpdate, principal: PrincipalDep
 ) -> TaskPublic:
-    access.check_task_update(principal, body.field_changes)
+    changes = body.field_changes
+    access.check_task_update(principal, changes)
+    access.check_dependencies_visible(session, principal, changes.get("depends_on"))
     task = service.update_task(session, task_id, body)
     session.commit()
     return to_public(task)
@@ -137,6 +143,8 @@ def create_task_batch(
         except TMEError as exc:
             exc.details = {**(exc.details or {}), "index": index}
             raise
+    for index, item in enumerate(body.tasks):
+        access.check_dependencies_visible(session, principal, item.depends_on, f"tasks.{index}")
     keys = [f"{idempotency_key}:{i}" if idempotency_key else None for i in range(len(body.tasks))]
     made = service.create_tasks(
         session, body.tasks, idempotency_keys=keys, on_run_ready=on_run_ready, numbered=True
