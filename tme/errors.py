@@ -7,6 +7,7 @@ pyserial) are translated into these where they enter TME, never further in.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -142,8 +143,10 @@ API_ERRORS_BY_STATUS: dict[int, type[APIError]] = {
 def api_error_from_response(status: int, body: Any) -> APIError:
     """Rebuild the typed error from an API error response (used by the SDK)."""
     error = body.get("error") if isinstance(body, dict) else None
-    if not isinstance(error, dict):
-        error = {"code": "http_error", "message": f"HTTP {status}", "details": body}
+    if not isinstance(error, dict):  # not TME's answer: a proxy's page, another app's error
+        said = _gist(body)
+        message = f"HTTP {status}: {said}" if said else f"HTTP {status}"
+        error = {"code": "http_error", "message": message, "details": body}
     message = str(error.get("message") or f"HTTP {status}")
     cls = API_ERRORS_BY_STATUS.get(status)
     if cls is None:
@@ -201,3 +204,16 @@ class BusError(TMEError):
     """A message bus (RabbitMQ, memory, MQTT) failed to take or give a message."""
 
     code = "bus_error"
+
+
+GIST_CHARS = 200  # of a foreign error body, in a message meant for one line
+
+
+def _gist(body: Any) -> str:
+    """What a foreign error body says, in one short line: FastAPI's `detail`, or the
+    text of a page with its tags and runs of whitespace removed."""
+    if isinstance(body, dict) and "detail" in body:
+        body = body["detail"]
+    text = body if isinstance(body, str) else "" if body is None else str(body)
+    text = " ".join(re.sub(r"<[^>]*>", " ", text).split())
+    return text[:GIST_CHARS] + ("..." if len(text) > GIST_CHARS else "")

@@ -62,9 +62,13 @@ def test_error_statuses_become_typed_errors(status: int, error: type[APIError]) 
 
 
 def test_answers_that_are_not_tme_raise_api_error() -> None:
-    proxy_page = client_answering(lambda _: httpx.Response(502, text="<html>bad gateway</html>"))
-    with pytest.raises(APIError, match="HTTP 502"):
+    page = "<html><body>\n  <h1>502 Bad Gateway</h1>\n  nginx</body></html>"
+    proxy_page = client_answering(lambda _: httpx.Response(502, text=page))
+    with pytest.raises(APIError, match=r"^HTTP 502: 502 Bad Gateway nginx$"):
         proxy_page.tasks.get(3)
+    other_app = client_answering(lambda _: httpx.Response(404, json={"detail": "Not Found"}))
+    with pytest.raises(APIError, match=r"^HTTP 404: Not Found$"):
+        other_app.tasks.get(3)
     wrong_app = client_answering(lambda _: httpx.Response(200, json={"hello": "world"}))
     with pytest.raises(APIError, match="unexpected answer"):
         wrong_app.tasks.get(3)
