@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
-from rich.markup import escape
 
 from tme.cli.output import fail
 from tme.errors import APIError, TMEError, ValidationError
@@ -40,7 +39,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def usage_error(message: str) -> NoReturn:
     """A value the user typed cannot be understood: one line, exit 2."""
-    fail(escape(message), USAGE_EXIT)
+    fail(message, USAGE_EXIT)
 
 
 def describe(exc: TMEError) -> str:
@@ -60,13 +59,12 @@ def cli_errors() -> Iterator[None]:
     """Turn what the SDK raises into one line and the right exit code."""
     try:
         yield
-    # fail() prints rich markup; server text is escaped so "[conflict]" stays visible.
     except ValidationError as exc:
-        fail(escape(describe(exc)), USAGE_EXIT)
+        fail(describe(exc), USAGE_EXIT)
     except TMEError as exc:
-        fail(escape(describe(exc)))
+        fail(describe(exc))
     except TimeoutError as exc:
-        fail(escape(str(exc)))
+        fail(str(exc))
 
 
 @contextmanager
@@ -81,14 +79,14 @@ def database_errors(url: str) -> Iterator[None]:
     try:
         yield
     except ArgumentError as exc:  # a URL SQLAlchemy cannot parse, or an unknown dialect
-        fail(escape(f"database URL {_hide_password(url)!r}: {exc}"))
+        fail(f"database URL {_hide_password(url)!r}: {exc}")
     except ModuleNotFoundError as exc:  # a dialect whose driver is not installed
-        fail(escape(f"database URL {_hide_password(url)!r}: driver not installed ({exc})"))
+        fail(f"database URL {_hide_password(url)!r}: driver not installed ({exc})")
     except DBAPIError as exc:  # the server refused, the file cannot be opened, ...
         reason = str(exc.orig or exc).strip().splitlines()[0]
-        fail(escape(f"cannot use the database at {_hide_password(url)}: {reason}"))
+        fail(f"cannot use the database at {_hide_password(url)}: {reason}")
     except OSError as exc:  # the folder of a SQLite file cannot be created
-        fail(escape(f"cannot use the database at {_hide_password(url)}: {exc}"))
+        fail(f"cannot use the database at {_hide_password(url)}: {exc}")
 
 
 def _hide_password(url: str) -> str:
