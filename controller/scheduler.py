@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -24,7 +24,7 @@ from sqlmodel import Session
 
 from tme.controller.sched_triggers import build_trigger
 from tme.controller.schedule_fire import JOB_FUNCTION
-from tme.controller.store.models import Task
+from tme.controller.store.models import Task, utcnow
 from tme.controller.store.rows import table_of
 from tme.controller.store.workflow_models import TaskPolicy
 
@@ -32,6 +32,11 @@ log = logging.getLogger("tme.scheduler")
 
 JOBS_TABLE = "tme_scheduler_jobs"
 FIRE_THREADS = 4  # fires only write a few rows; more threads would just contend for the DB
+# Changes are re-read this far behind the newest stamp seen: a change is stamped when
+# its transaction makes it, so one stamped earlier can commit after one stamped later
+# has been read. Only tasks that have (or had) a schedule are stamped (policies
+# NOT_SCHEDULED), so the window holds few rows; one read again changes nothing.
+LOOKBACK = timedelta(minutes=5)
 
 
 TASKS, POLICIES = table_of(Task), table_of(TaskPolicy)
@@ -56,9 +61,10 @@ class ScheduleKeeper:
         self.key = key
         self.scheduler: BackgroundScheduler | None = None
         self._seen: datetime | None = None
-        # Ids of the jobs this keeper holds: a task that never had a schedule (most
-        # tasks) costs no job-store lookup when its policy row changes.
-        self._jobs: set[str] = set()
+        # The jobs this keeper holds, by id, with their versions: a task that never had
+        # a schedule costs no job-store lookup, and a change read again is not applied
+        # again.
+        self._jobs: dict[str, str] = {}
 
     def start(self) -> None:
         self.scheduler = BackgroundScheduler(
@@ -82,7 +88,8 @@ class ScheduleKeeper:
         """Make the stored jobs match every task's schedule; return how many jobs there are."""
         assert self.scheduler is not None
         jobs = {job.id: job.name for job in self.scheduler.get_jobs()}
-        self._jobs = set(jobs)
+        self._jobs = dict(jobs)
+        self._seen = utcnow()  # the stream starts here (and LOOKBACK behind), not at 1970
         wanted = 0
         with Session(self.engine) as session:
             rows = session.execute(SCHEDULES.outerjoin(POLICIES)).all()
@@ -103,21 +110,28 @@ class ScheduleKeeper:
         return wanted
 
     def sync_changes(self) -> int:
-        """Apply schedules set, changed, paused or resumed since the last look."""
+        """Apply schedules set, changed, paused or resumed since the last look (and
+        LOOKBACK before it); return how many jobs were put or removed."""
         if self.scheduler is None:
             return 0
-        query = SCHEDULES.join(POLICIES)
-        if self._seen is not None:
-            query = query.where(POLICIES.c.schedule_changed_at > self._seen)
+        assert self._seen is not None  # set by sync_all at start
+        query = SCHEDULES.join(POLICIES).where(
+            POLICIES.c.schedule_changed_at > self._seen - LOOKBACK
+        )
         with Session(self.engine) as session:
             rows = session.execute(query).all()
+        changed = 0
         for task_id, schedule, paused, changed_at in rows:
+            held = self._jobs.get(job_id(task_id))
             if schedule and not paused:
-                self._put(task_id, schedule, changed_at)
-            elif job_id(task_id) in self._jobs:
+                if held != _version(changed_at):
+                    self._put(task_id, schedule, changed_at)
+                    changed += 1
+            elif held is not None:
                 self._remove(task_id)
-            self._seen = max(filter(None, [self._seen, changed_at]))
-        return len(rows)
+                changed += 1
+            self._seen = max(self._seen, changed_at)
+        return changed
 
     def forget(self, task_id: int) -> None:
         """A deleted task: drop its job."""
@@ -134,10 +148,10 @@ class ScheduleKeeper:
             name=_version(changed_at),
             replace_existing=True,
         )
-        self._jobs.add(job_id(task_id))
+        self._jobs[job_id(task_id)] = _version(changed_at)
 
     def _remove(self, task_id: int) -> None:
         assert self.scheduler is not None
-        self._jobs.discard(job_id(task_id))
+        self._jobs.pop(job_id(task_id), None)
         with contextlib.suppress(JobLookupError):  # an "at" job removes itself once fired
             self.scheduler.remove_job(job_id(task_id))

@@ -6,7 +6,7 @@ is skip (a pump must not start hours late); other tasks run once when late.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import object_session
@@ -20,6 +20,11 @@ from tme.schemas import MACHINE_OPS, Misfire, Overlap, TaskCreate
 
 POLICY_FIELDS = ("misfire", "overlap", "trigger", "queue_timeout_s", "deadline_s")
 NEXT_FIRE_COUNT = 3
+# The schedule stamp of a task that never had a schedule. Stamps are the scheduler's
+# change stream (ScheduleKeeper reads those past the last it saw, and a window behind
+# it); most tasks are one-offs without a schedule, and stamped "now" each of them would
+# be read there, thousands a second in a burst. A schedule set later is stamped then.
+NOT_SCHEDULED = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def default_misfire(op: str) -> Misfire:
@@ -42,7 +47,8 @@ def get_policy(session: Session, task: Task) -> TaskPolicy:
     """The task's policy row, created on first use (tasks made before it existed)."""
     policy = session.get(TaskPolicy, task.id)
     if policy is None:
-        policy = TaskPolicy(task_id=task.id or 0, schedule_changed_at=task.created_at)
+        changed = task.created_at if task.schedule else NOT_SCHEDULED
+        policy = TaskPolicy(task_id=task.id or 0, schedule_changed_at=changed)
         session.add(policy)
         remember_new(session, policy.task_id, policy)  # later lookups in this session find it
     return policy
@@ -58,7 +64,8 @@ def store_policy(session: Session, task: Task, data: TaskCreate) -> TaskPolicy:
 
 def new_policy(task_id: int, data: TaskCreate) -> TaskPolicy:
     """The policy of a task being created (not added to any session)."""
-    policy = TaskPolicy(task_id=task_id, schedule_changed_at=utcnow())
+    changed = utcnow() if data.schedule else NOT_SCHEDULED
+    policy = TaskPolicy(task_id=task_id, schedule_changed_at=changed)
     _set_fields(policy, {k: getattr(data, k) for k in POLICY_FIELDS})
     return policy
 

@@ -1,15 +1,18 @@
 """The schedule keeper follows schedule changes without touching the job store for
-tasks that never had a schedule, and still drops a job whose schedule is removed."""
+tasks that never had a schedule (nor reading them), still drops a job whose schedule
+is removed, and picks up a change that committed after a later-stamped one."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
-from tme.controller.scheduler import JOBS_TABLE, ScheduleKeeper, job_id
+from tme.controller.scheduler import JOBS_TABLE, LOOKBACK, ScheduleKeeper, job_id
+from tme.controller.services.policies import NOT_SCHEDULED, get_policy
 from tme.controller.services.tasks import create_task, update_task
 from tme.controller.store.db import session_scope
 from tme.schemas import TaskCreate, TaskUpdate
@@ -56,3 +59,37 @@ def test_a_removed_schedule_drops_its_job(engine: Engine, keeper) -> None:
         update_task(session, task.id or 0, TaskUpdate(schedule=None))
     keeper.sync_changes()
     assert keeper.scheduler.get_job(job_id(task.id or 0)) is None
+
+
+def test_one_off_tasks_stay_out_of_the_change_stream(engine: Engine, keeper) -> None:
+    with session_scope(engine) as session:
+        made = [create_task(session, TaskCreate(name=f"one-off {i}"))[0] for i in range(20)]
+        ticking, _ = create_task(session, TaskCreate(name="tick", schedule={"every_s": 60}))
+        stamps = {get_policy(session, task).schedule_changed_at for task in made}
+        assert stamps == {NOT_SCHEDULED}
+        assert get_policy(session, ticking).schedule_changed_at > NOT_SCHEDULED
+    assert keeper.sync_changes() == 1
+    assert keeper._seen is not None
+    window = keeper._seen - LOOKBACK  # what the keeper reads each pass: the scheduled one
+    with engine.connect() as connection:
+        read = connection.execute(
+            text("SELECT count(*) FROM task_policies WHERE schedule_changed_at > :after"),
+            {"after": window},
+        ).scalar_one()
+    assert read == 1
+
+
+def test_a_change_committed_after_a_later_stamped_one_is_applied(engine: Engine, keeper) -> None:
+    # A change is stamped when made; on a busy controller one stamped earlier can commit
+    # after one stamped later has been read. It must still get its job.
+    assert keeper.scheduler is not None
+    with session_scope(engine) as session:
+        late, _ = create_task(session, TaskCreate(name="late", schedule={"every_s": 60}))
+        stamped = get_policy(session, late).schedule_changed_at
+    keeper.sync_changes()
+    with session_scope(engine) as session:
+        early, _ = create_task(session, TaskCreate(name="early", schedule={"every_s": 60}))
+        get_policy(session, early).schedule_changed_at = stamped - timedelta(milliseconds=50)
+    keeper.sync_changes()
+    assert keeper.scheduler.get_job(job_id(early.id or 0)) is not None
+    assert keeper.sync_changes() == 0  # changes read again are not applied again
