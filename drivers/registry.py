@@ -45,7 +45,12 @@ def create_driver(name: str, **connection: Any) -> Driver:
         close = difflib.get_close_matches(name, list(drivers), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise UnknownName(f"unknown driver {name!r}{hint} (known: {', '.join(sorted(drivers))})")
-    factory = _load(drivers[name])
+    try:
+        factory = _load(drivers[name])
+    except (ImportError, AttributeError) as exc:  # a plug-in installed broken or half
+        raise ConfigError(
+            f"driver {name!r} ({drivers[name]}) cannot be loaded: {exc}", key=name
+        ) from None
     try:
         driver = factory(**connection)
     except TypeError as exc:

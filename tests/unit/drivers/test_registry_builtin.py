@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tme.drivers import registry
 from tme.drivers.base import Driver
 from tme.drivers.builtin import OUTPUT_LIMIT, run_builtin
 from tme.drivers.registry import create_driver
@@ -30,6 +31,15 @@ def test_known_drivers_are_built_lazily_and_not_connected() -> None:
 def test_bad_connection_settings_are_a_config_error() -> None:
     with pytest.raises(ConfigError, match="modbus_tcp"):
         create_driver("modbus_tcp", hots="127.0.0.1")
+
+
+@pytest.mark.parametrize("path", ["tme_no_such_plugin.drivers:factory", "tme.drivers:nothing"])
+def test_a_plugin_that_cannot_be_loaded_is_a_config_error(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry, "known_drivers", lambda: {"acme_plc": path})
+    with pytest.raises(ConfigError, match=f"driver 'acme_plc' \\({path}\\) cannot be loaded"):
+        create_driver("acme_plc", host="10.0.0.5")
 
 
 async def test_noop_and_sleep() -> None:
