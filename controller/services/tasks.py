@@ -23,6 +23,8 @@ from tme.controller.store.models import IdempotencyKey, Run, Task, TaskDependenc
 from tme.errors import Conflict, NotFound, ValidationError
 from tme.schemas import (
     Dependency,
+    Misfire,
+    Schedule,
     Target,
     TaskCreate,
     TaskPublic,
@@ -152,6 +154,7 @@ def create_tasks(
 def _checked(session: Session, data: TaskCreate, key: str | None) -> Task | None:
     """Refuse an item that cannot be stored; return the task its key already made."""
     _check_storable(data)
+    _check_one_off_due(data.schedule, data.misfire or policies.default_misfire(data.op))
     if key is not None:
         replay = _idempotent_replay(session, key, request_hash(data))
         if replay is not None:
@@ -317,6 +320,22 @@ def _check_storable(data: TaskCreate | TaskUpdate) -> None:
         raise ValidationError(f"invalid request: {problems}", field_errors=errors)
 
 
+def _check_one_off_due(schedule: Schedule | None, misfire: Misfire) -> None:
+    """Refuse a one-off `at` already past by more than the misfire grace: it would
+    never run (within the grace it fires once, at once), and nothing would say so."""
+    if schedule is None or schedule.at is None:
+        return
+    late_s = (utcnow() - schedule.at).total_seconds()
+    if late_s > misfire.grace_s:
+        message = (
+            f"{schedule.at.isoformat()} is {late_s:.0f} s in the past, more than the misfire "
+            f"grace of {misfire.grace_s:g} s: a one-off this late would never run"
+        )
+        raise ValidationError(
+            f"schedule.at: {message}", field_errors=[_field_error("schedule.at", message)]
+        )
+
+
 def _field_error(field: str, message: str) -> dict[str, str]:
     return {"field": field, "message": message, "type": "value_error"}
 
@@ -326,6 +345,11 @@ def update_task(session: Session, task_id: int, update: TaskUpdate) -> Task:
     _check_storable(update)
     task = get_task(session, task_id)
     changes = update.field_changes
+    if changes.get("schedule") is not None:
+        misfire = changes.get("misfire") or policies.misfire_of(
+            task, policies.get_policy(session, task)
+        )
+        _check_one_off_due(changes["schedule"], misfire)
     if changes:
         _apply_field_changes(session, task, changes)
     if update.run_state is not None:

@@ -15,14 +15,18 @@ from tme.controller.services.policies import get_policy
 from tme.controller.services.tasks import create_task
 from tme.controller.store.models import Run
 from tme.controller.store.workflow_models import ScheduleSlot
-from tme.schemas import TaskCreate
+from tme.schemas import Schedule, TaskCreate
 
 T0 = datetime(2025, 1, 6, 12, tzinfo=UTC)
 
 
 def scheduled(session: Session, **fields: object) -> int:
+    """A task whose schedule was set at T0 (a one-off `at` is stored as it was then:
+    created now, one at 2025 would be refused as long past)."""
+    schedule = Schedule.model_validate(fields.pop("schedule", {"every_s": 10}))
     data = TaskCreate.model_validate({"name": "tick", "schedule": {"every_s": 10}, **fields})
     task, _ = create_task(session, data)
+    task.schedule = schedule.model_dump(mode="json")
     get_policy(session, task).schedule_changed_at = T0
     session.commit()
     assert task.id is not None

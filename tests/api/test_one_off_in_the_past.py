@@ -1,0 +1,39 @@
+"""A one-off `at` already past by more than its misfire grace would never run: it is
+refused (422 naming schedule.at) on create, batch create and update; within the grace
+it is accepted (it fires once, at once)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from api_helpers import assert_error
+from fastapi.testclient import TestClient
+
+
+def _at(seconds_ago: float) -> dict[str, str]:
+    return {"at": (datetime.now(UTC) - timedelta(seconds=seconds_ago)).isoformat()}
+
+
+def test_a_one_off_long_past_is_refused_naming_the_field(test_client: TestClient) -> None:
+    late = {"name": "flush", "schedule": _at(7200)}
+    error = assert_error(test_client.post("/api/v1/tasks", json=late), 422, "in the past")
+    assert error["details"][0]["field"] == "schedule.at"
+    batch = {"tasks": [{"name": "ok"}, late]}
+    error = assert_error(test_client.post("/api/v1/tasks/batch", json=batch), 422, "tasks.1")
+    assert error["details"][0]["field"] == "tasks.1.schedule.at"
+    assert test_client.get("/api/v1/tasks").json()["items"] == []  # nothing stored
+
+
+def test_a_one_off_within_its_grace_is_accepted(test_client: TestClient) -> None:
+    made = test_client.post("/api/v1/tasks", json={"name": "now", "schedule": _at(5)})
+    assert made.status_code == 201, made.text
+    grace = {"misfire": {"grace_s": 3 * 3600, "policy": "run_once"}}
+    made = test_client.post("/api/v1/tasks", json={"name": "late", "schedule": _at(7200), **grace})
+    assert made.status_code == 201, made.text
+
+
+def test_an_update_to_a_one_off_long_past_is_refused(test_client: TestClient) -> None:
+    task = test_client.post("/api/v1/tasks", json={"name": "flush"}).json()
+    url = f"/api/v1/tasks/{task['id']}"
+    assert_error(test_client.patch(url, json={"schedule": _at(7200)}), 422, "schedule.at")
+    assert test_client.get(url).json()["schedule"] is None
