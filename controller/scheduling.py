@@ -27,12 +27,16 @@ from tme.controller.services.runs import RunReadyHook
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import utcnow
 from tme.controller.watchdog import GRACE_S, check_timeouts
-from tme.controller.workflow import settle_pending
+from tme.controller.workflow import settle_missed, settle_pending
 
 log = logging.getLogger("tme.scheduler")
 
 LEASE_TTL_S = 15.0  # a dead controller's schedules resume elsewhere within this
 TICK_S = 0.5  # workflow steps, retries and timeouts are looked at this often (or on a wake)
+# Final runs the workflow cursor went by (a final hop that committed late on PostgreSQL)
+# are swept up this often: rare, so a delay of this much is acceptable, and a sweep every
+# tick would read every unsettled link (all runs in flight) twice a second for nothing.
+SWEEP_S = 30.0
 
 
 class Scheduling:
@@ -44,12 +48,14 @@ class Scheduling:
         *,
         lease_ttl_s: float = LEASE_TTL_S,
         tick_s: float = TICK_S,
+        sweep_s: float = SWEEP_S,
     ) -> None:
         self.engine = engine
         self.hook = hook
         self.default_timeout_s = float(settings.tasks.default_timeout_s)
         self.watchdog_grace_s = GRACE_S
         self.tick_s = tick_s
+        self.sweep_s = sweep_s
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = Lease(engine, self.holder, lease_ttl_s)
         self.key = str(engine.url)
@@ -62,6 +68,7 @@ class Scheduling:
         self._renew_every = lease_ttl_s / 3
         self._renewed_at = 0.0
         self._housekeeping_at = 0.0
+        self._sweep_at = 0.0  # the first housekeeping pass sweeps
         self._told_standby = False
 
     def start(self) -> None:
@@ -100,7 +107,8 @@ class Scheduling:
 
     def step(self, *, housekeeping: bool = True) -> None:
         """One pass of the leader's work (also called by tests to avoid waiting a tick):
-        schedules and workflow steps, then (with `housekeeping`) retries and timeouts."""
+        schedules and workflow steps, then (with `housekeeping`) retries and timeouts,
+        and every `sweep_s` the final runs the workflow cursor went by."""
         self.keeper.sync_changes()
         with session_scope(self.engine) as session:
             settle_pending(session, self.hook)
@@ -110,6 +118,10 @@ class Scheduling:
             now = utcnow()
             start_due_retries(session, self.hook, now)
             check_timeouts(session, now, self.default_timeout_s, self.watchdog_grace_s)
+        if time.monotonic() >= self._sweep_at:
+            with session_scope(self.engine) as session:
+                settle_missed(session, self.hook)
+            self._sweep_at = time.monotonic() + self.sweep_s
 
     def _hold_lease(self) -> None:
         held = self.lease.try_acquire()

@@ -7,6 +7,8 @@ run (the link's `settled` flag, claimed in the same transaction):
   join waits for all its predecessors; a step whose condition can no longer hold
   is skipped with the reason, and that skip settles in turn;
 - starts the next run waiting in the task's overlap queue.
+A periodic sweep (`settle_missed`) settles, by their unsettled links, the final runs
+the cursor went by: on PostgreSQL a final hop may commit after later ones were read.
 """
 
 from __future__ import annotations
@@ -77,6 +79,34 @@ TASKS_WITH_MORE = union_all(
     .where(RUNS.c.task_id.in_(bindparam("ids", expanding=True)), LINKS.c.held.is_(True))
     .distinct(),
 )
+# Final runs whose link is still unsettled though no final hop of theirs lies past the
+# cursor: the cursor went by without settling them (on PostgreSQL a final hop may
+# commit after later ones were read, more than LOOKBACK ids behind them). Read through
+# the partial index of unsettled links, so its cost follows the runs in flight, not
+# every run ever kept.
+PAST_THE_CURSOR = (
+    core_select(
+        LINKS.c.run_id,
+        RUNS.c.task_id,
+        RUNS.c.state.label("to_state"),
+        LINKS.c.run_id.label("linked"),
+    )
+    .join(RUNS, RUNS.c.id == LINKS.c.run_id)
+    .where(
+        LINKS.c.settled.is_(False),
+        # `|| ''` keeps SQLite from reading runs by their state index: nearly every run
+        # kept is final, so the plan must start from the few unsettled links instead.
+        RUNS.c.state.concat("").in_(FINAL_VALUES),
+        ~core_select(EVENTS.c.id)
+        .where(
+            EVENTS.c.run_id == LINKS.c.run_id,
+            EVENTS.c.id > bindparam("cursor"),
+            EVENTS.c.to_state.in_(FINAL_VALUES),
+        )
+        .exists(),
+    )
+    .limit(bindparam("limit"))
+)
 MARK_SETTLED = (
     update(LINKS)
     .where(LINKS.c.run_id.in_(bindparam("ids", expanding=True)), LINKS.c.settled.is_(False))
@@ -102,19 +132,44 @@ def settle_pending(session: Session, hook: RunReadyHook | None) -> int:
         {"after": cursor.last_event_id - LOOKBACK, "limit": BATCH + LOOKBACK},
     ).all()
     settling = [r for r in rows if r.from_state is None or not RunState(r.from_state).is_final]
-    plain, predecessors, holding = _plain_among(session, settling)
-    settled = _mark_settled(session, plain)
-    runs = load_runs(session, {r.run_id for r in settling} - plain)
-    _load_links(session, list(runs))
+    settled = _settle_rows(session, settling, hook)  # in the order the runs settled
     for row in rows:
         cursor.last_event_id = max(cursor.last_event_id, row.id or 0)
-    for row in settling:  # in the order the runs settled
-        run = runs.get(row.run_id)
-        if run is not None and settle_run(session, run, hook, predecessors, holding):
-            settled += 1
     if len(rows) < BATCH + LOOKBACK and last is not None:
         cursor.last_event_id = max(cursor.last_event_id, last)  # all between were settled
     session.add(cursor)
+    return settled
+
+
+def settle_missed(session: Session, hook: RunReadyHook | None) -> int:
+    """Settle final runs the cursor went by without settling; return how many settled.
+
+    The backstop of `settle_pending`, which trusts id order: on PostgreSQL ids are
+    taken at insert but seen at commit, so a final hop that commits late, more than
+    LOOKBACK ids below one already read, is never read. This finds such runs by their
+    unsettled links instead, leaves the ones whose final hop is still ahead of the
+    cursor to `settle_pending`, and does not move the cursor. At most BATCH a call.
+    """
+    cursor = session.get(WorkflowCursor, CURSOR)
+    if cursor is None:
+        return 0  # the cursor pass has not run: every final hop is still ahead of it
+    rows = session.execute(PAST_THE_CURSOR, {"cursor": cursor.last_event_id, "limit": BATCH}).all()
+    if rows:
+        log.warning("settling %d finished runs the workflow cursor went by", len(rows))
+    return _settle_rows(session, list(rows), hook)
+
+
+def _settle_rows(session: Session, rows: list[Any], hook: RunReadyHook | None) -> int:
+    """Settle the runs of FINAL_HOPS-shaped rows, in their order; return how many settled.
+    Plain runs are settled in one statement per chunk, the others one by one."""
+    plain, predecessors, holding = _plain_among(session, rows)
+    settled = _mark_settled(session, plain)
+    runs = load_runs(session, {r.run_id for r in rows} - plain)
+    _load_links(session, list(runs))
+    for row in rows:
+        run = runs.get(row.run_id)
+        if run is not None and settle_run(session, run, hook, predecessors, holding):
+            settled += 1
     return settled
 
 

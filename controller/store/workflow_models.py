@@ -13,10 +13,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON
+from sqlalchemy import JSON, Boolean, Index, column
 from sqlmodel import Field, SQLModel
 
 from tme.controller.store.models import BigInt, UTCDateTime, utcnow
+
+# The rows of the partial index of unsettled links (migration 0008).
+UNSETTLED = column("settled", Boolean).is_(False)
 
 
 def _when(nullable: bool = True, index: bool = False) -> Any:
@@ -59,6 +62,16 @@ class RunLink(SQLModel, table=True):
     """Where a run belongs: its workflow run, its cause, its retry chain and its deadline."""
 
     __tablename__ = "run_links"
+    # Only the links not settled yet (runs in flight, and final runs the workflow
+    # cursor went by), so the settling sweep reads these, not every run ever kept.
+    __table_args__ = (
+        Index(
+            "ix_run_links_unsettled",
+            "run_id",
+            sqlite_where=UNSETTLED,
+            postgresql_where=UNSETTLED,
+        ),
+    )
 
     run_id: str = Field(foreign_key="runs.id", primary_key=True, max_length=36, ondelete="CASCADE")
     workflow_id: str = Field(max_length=36, index=True)

@@ -34,6 +34,7 @@ TABLES = (
     "sites",
     "audit_log",
     "audit_head",
+    "workflow_cursor",  # its event id would point past the restarted ids
 )
 
 
