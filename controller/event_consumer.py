@@ -65,11 +65,16 @@ class EventConsumer:
         self._stopping = threading.Event()
         self._outage = False  # the database was unreachable at the last try
 
-    def start(self) -> None:
+    def declare(self) -> None:
+        """Declare this consumer's queue and binding (idempotent; also the readiness
+        check's question to the broker)."""
         if self.queue == EVENTS_QUEUE and self.binding == "#":
             self.bus.declare_events_queue(EVENTS_QUEUE)
         else:
             self.bus.declare_queue(self.queue, EVENTS_EXCHANGE, self.binding)
+
+    def start(self) -> None:
+        self.declare()
         self._consumer = self.bus.consume_batch(
             self.queue, self.handle_batch, prefetch=self.prefetch, max_batch=MAX_BATCH
         )

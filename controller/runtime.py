@@ -64,8 +64,11 @@ class ControllerRuntime:
             self.bus.stop()
 
     def check_bus(self) -> None:
-        """Readiness: the broker answers a declaration."""
-        self.bus.declare_events_queue()
+        """Readiness: the broker answers a declaration, of the queue this controller
+        consumes. (It declared the default queue, bound to every event, whatever the
+        configured one: a controller on another queue left that one filling up
+        unread, every event of every site kept on the broker's disk.)"""
+        self.events.declare()
 
 
 def _safe_url(settings: Any) -> str:
