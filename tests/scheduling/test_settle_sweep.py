@@ -3,21 +3,19 @@ housekeeping passes, at most every `sweep_s`, and cheap however many runs are ke
 
 from __future__ import annotations
 
-import threading
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from moved_runs import runs_moved
 from sqlalchemy import event, update
 from sqlalchemy.engine import Engine
 from sqlmodel import col, func, select
 
 from tme.config import Settings
 from tme.controller import scheduling
-from tme.controller.run_ready import RunReady
 from tme.controller.scheduling import Scheduling
 from tme.controller.services.runs import transition
-from tme.controller.services.tasks import create_tasks
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Run, RunEvent
 from tme.controller.store.workflow_models import RunLink
@@ -28,13 +26,7 @@ from tme.states import RunState
 
 def _running(engine: Engine, *names: str) -> list[str]:
     items = [TaskCreate.model_validate({"name": name}) for name in names]
-    with session_scope(engine) as session:
-        made = create_tasks(session, items, on_run_ready=RunReady(Settings(), threading.Event()))
-        run_ids = [str(task.latest_run_id) for task, _ in made]
-    with session_scope(engine) as session:
-        for run in session.exec(select(Run).where(col(Run.id).in_(run_ids))):
-            transition(session, run, RunState.running)
-    return run_ids
+    return runs_moved(engine, items, RunState.running)
 
 
 def _succeed(engine: Engine, run_id: str, event_id: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 
+from moved_runs import runs_moved
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
@@ -18,7 +19,6 @@ from tme.config import Settings
 from tme.controller.event_apply import Applied, apply_messages
 from tme.controller.event_consumer import EventConsumer
 from tme.controller.run_ready import RunReady
-from tme.controller.services.runs import transition
 from tme.controller.services.tasks import create_tasks
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Run
@@ -32,14 +32,7 @@ from tme.states import RunState
 def _finished_runs(engine: Engine, count: int, state: RunState, **fields: object) -> list[str]:
     """`count` external tasks started at once, their runs moved to `state`."""
     items = [TaskCreate.model_validate({"name": f"report {i}", **fields}) for i in range(count)]
-    with session_scope(engine) as session:
-        made = create_tasks(session, items, on_run_ready=RunReady(Settings(), threading.Event()))
-        run_ids = [str(task.latest_run_id) for task, _ in made]
-    with session_scope(engine) as session:
-        for run in session.exec(select(Run).where(col(Run.id).in_(run_ids))):
-            transition(session, run, RunState.running)
-            transition(session, run, state)
-    return run_ids
+    return runs_moved(engine, items, RunState.running, state)
 
 
 def _settle_counting(engine: Engine) -> tuple[int, list[str]]:

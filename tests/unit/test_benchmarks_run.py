@@ -6,21 +6,11 @@ this keeps such a break from waiting for the next time someone measures."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from python_module import run_module
 
 
 def test_bench_controller_prints_every_stage() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_controller", "--tasks", "20"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=100,
-    )
+    done = run_module("benchmarks.bench_controller", "--tasks", "20")
 
     assert done.returncode == 0, done.stderr
     for stage in ("create", "dispatch confirmed", "hop succeeded", "settle", "audit row"):

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+
+from python_module import run_module
 
 
 def test_a_config_value_with_brackets_is_shown_as_given() -> None:
     env = {**os.environ, "TME_HTTP__PORT": "[bold]80[/bold]"}
-    done = subprocess.run(
-        [sys.executable, "-m", "tme.cli.main", "config", "show"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_module("tme.cli.main", "config", "show", env=env, timeout=60)
+
     assert done.returncode == 1
     assert '"[bold]80[/bold]"' in done.stderr and "TME_HTTP__PORT" in done.stderr

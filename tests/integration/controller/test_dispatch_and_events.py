@@ -279,25 +279,10 @@ def test_an_event_that_cannot_be_applied_is_requeued_alone(app_engine, bus, site
         return apply_messages(session, messages)
 
     monkeypatch.setattr(event_consumer, "apply_messages", apply_all_but_the_bad_one)
-    queue, tap = f"tme.test.events.{site}", f"tme.test.dead.{site}"
-    bus.declare_queue(queue, EVENTS_EXCHANGE, f"{site}.#")
-    bus.declare_queue(tap, DEAD_LETTER_EXCHANGE, f"{site}.#")
-    dead: list[Delivery] = []
-    tap_consumer = bus.consume(tap, dead.append)
-    consumer = EventConsumer(app_engine, bus, queue=queue, binding=f"{site}.#")
-    try:
-        # Published before consuming: they wait in the queue and come in batches.
-        key = f"{site}.skid-a.accepted"
-        for event in events:
-            bus.publish(EVENTS_EXCHANGE, key, event.to_json(), event.id)
-        consumer.start()
+    with _consumed_after_publishing(app_engine, bus, site, events) as dead:
         good = [r for r in run_ids if r != bad.command_id]
         wait_until(lambda: [d.message_id for d in dead] == [bad.id], what="the bad one dead")
         wait_until(lambda: _states(app_engine, good) == {"accepted"}, what="the good applied")
-    finally:
-        consumer.stop()
-        tap_consumer.stop()
-        bus.delete_queue(tap)
     assert _states(app_engine, [bad.command_id]) == {"queued"}
     with session_scope(app_engine) as session:
         hops = session.exec(
@@ -325,19 +310,30 @@ def test_events_are_held_through_a_database_outage_not_dead_lettered(
     monkeypatch.setattr(event_consumer, "apply_messages", down_for_a_while)
     monkeypatch.setattr(event_consumer, "OUTAGE_PAUSE_MIN_S", 0.01)
     monkeypatch.setattr(event_consumer, "OUTAGE_PAUSE_MAX_S", 0.02)
+    with _consumed_after_publishing(app_engine, bus, site, events) as dead:
+        wait_until(lambda: _states(app_engine, run_ids) == {"accepted"}, what="all applied")
+    assert len(tries) > 12 and dead == []
+
+
+@contextmanager
+def _consumed_after_publishing(
+    engine: Any, bus: Bus, site: str, events: list[Event]
+) -> Iterator[list[Delivery]]:
+    """The site's `accepted` events published to a queue of the test's own, then an
+    event consumer started on it (so they come in batches); yields what the queue
+    dead-letters, and stops the consumer after the block."""
     queue, tap = f"tme.test.events.{site}", f"tme.test.dead.{site}"
     bus.declare_queue(queue, EVENTS_EXCHANGE, f"{site}.#")
     bus.declare_queue(tap, DEAD_LETTER_EXCHANGE, f"{site}.#")
     dead: list[Delivery] = []
     tap_consumer = bus.consume(tap, dead.append)
-    consumer = EventConsumer(app_engine, bus, queue=queue, binding=f"{site}.#")
+    consumer = EventConsumer(engine, bus, queue=queue, binding=f"{site}.#")
     try:
         for event in events:
             bus.publish(EVENTS_EXCHANGE, f"{site}.skid-a.accepted", event.to_json(), event.id)
         consumer.start()
-        wait_until(lambda: _states(app_engine, run_ids) == {"accepted"}, what="all applied")
+        yield dead
     finally:
         consumer.stop()
         tap_consumer.stop()
         bus.delete_queue(tap)
-    assert len(tries) > 12 and dead == []
