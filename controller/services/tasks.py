@@ -18,13 +18,12 @@ from tme.controller.services import policies
 from tme.controller.services import runs as run_service
 from tme.controller.services.paging import MAX_PAGE, decode_id_cursor, encode_cursor
 from tme.controller.services.runs import RunReadyHook
+from tme.controller.services.task_checks import check_one_off_due, check_storable, field_error
 from tme.controller.services.task_start import StartBatch
 from tme.controller.store.models import IdempotencyKey, Run, Task, TaskDependency, utcnow
 from tme.errors import Conflict, NotFound, ValidationError
 from tme.schemas import (
     Dependency,
-    Misfire,
-    Schedule,
     Target,
     TaskCreate,
     TaskPublic,
@@ -153,8 +152,8 @@ def create_tasks(
 
 def _checked(session: Session, data: TaskCreate, key: str | None) -> Task | None:
     """Refuse an item that cannot be stored; return the task its key already made."""
-    _check_storable(data)
-    _check_one_off_due(data.schedule, data.misfire or policies.default_misfire(data.op))
+    check_storable(data)
+    check_one_off_due(data.schedule, data.misfire or policies.default_misfire(data.op))
     if key is not None:
         replay = _idempotent_replay(session, key, request_hash(data))
         if replay is not None:
@@ -237,12 +236,10 @@ def _check_dependencies(session: Session, task_id: int | None, deps: list[Depend
     errors = []
     for index, dep in enumerate(deps):
         if dep.task == task_id:
-            errors.append(
-                _field_error(f"depends_on.{index}.task", "a task cannot depend on itself")
-            )
+            errors.append(field_error(f"depends_on.{index}.task", "a task cannot depend on itself"))
         elif dep.task > MAX_ID or session.get(Task, dep.task) is None:
             errors.append(
-                _field_error(f"depends_on.{index}.task", f"task {dep.task} does not exist")
+                field_error(f"depends_on.{index}.task", f"task {dep.task} does not exist")
             )
     if errors:
         problems = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
@@ -253,7 +250,7 @@ def _check_dependencies(session: Session, task_id: int | None, deps: list[Depend
             path = " -> ".join(str(t) for t in cycle)
             raise ValidationError(
                 f"dependency cycle: {path}",
-                field_errors=[_field_error("depends_on", f"dependency cycle: {path}")],
+                field_errors=[field_error("depends_on", f"dependency cycle: {path}")],
             )
 
 
@@ -285,71 +282,18 @@ def _store_edges(session: Session, task: Task, deps: list[Dependency]) -> None:
 
 # Ids are 64-bit signed in both dialects; a larger one names no task.
 MAX_ID = 2**63 - 1
-# Fields a PATCH may not clear with null: the columns are NOT NULL.
-_REQUIRED_ON_UPDATE = ("name", "description", "priority")
-_TEXT_FIELDS = ("name", "description", "cmd", "assigned_to", "log")
-_JSON_FIELDS = ("params", "details")
-
-
-def _check_storable(data: TaskCreate | TaskUpdate) -> None:
-    """Refuse, as a 422 that names the field, values no database column can hold.
-
-    PostgreSQL text cannot hold NUL characters and its JSON cannot hold NaN or
-    Infinity (which Python's JSON parser accepts); SQLite would store both, so the
-    check keeps the two dialects answering alike.
-    """
-    errors = []
-    fields_set = data.model_fields_set
-    for name in _REQUIRED_ON_UPDATE:
-        if isinstance(data, TaskUpdate) and name in fields_set and getattr(data, name) is None:
-            errors.append(_field_error(name, "may not be null"))
-    for name in _TEXT_FIELDS:
-        value = getattr(data, name, None)
-        if isinstance(value, str) and "\x00" in value:
-            errors.append(_field_error(name, "may not contain NUL characters"))
-    for name in _JSON_FIELDS:
-        value = getattr(data, name, None)
-        if value is None:
-            continue
-        try:
-            json.dumps(value, allow_nan=False, default=str)
-        except ValueError:
-            errors.append(_field_error(name, "numbers must be finite (no NaN or Infinity)"))
-    if errors:
-        problems = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        raise ValidationError(f"invalid request: {problems}", field_errors=errors)
-
-
-def _check_one_off_due(schedule: Schedule | None, misfire: Misfire) -> None:
-    """Refuse a one-off `at` already past by more than the misfire grace: it would
-    never run (within the grace it fires once, at once), and nothing would say so."""
-    if schedule is None or schedule.at is None:
-        return
-    late_s = (utcnow() - schedule.at).total_seconds()
-    if late_s > misfire.grace_s:
-        message = (
-            f"{schedule.at.isoformat()} is {late_s:.0f} s in the past, more than the misfire "
-            f"grace of {misfire.grace_s:g} s: a one-off this late would never run"
-        )
-        raise ValidationError(
-            f"schedule.at: {message}", field_errors=[_field_error("schedule.at", message)]
-        )
-
-
-def _field_error(field: str, message: str) -> dict[str, str]:
-    return {"field": field, "message": message, "type": "value_error"}
 
 
 def update_task(session: Session, task_id: int, update: TaskUpdate) -> Task:
     """Change fields and/or apply a status report (external tasks)."""
-    _check_storable(update)
+    check_storable(update)
     task = get_task(session, task_id)
     changes = update.field_changes
     if changes.get("schedule") is not None:
         misfire = changes.get("misfire") or policies.misfire_of(
             task, policies.get_policy(session, task)
         )
-        _check_one_off_due(changes["schedule"], misfire)
+        check_one_off_due(changes["schedule"], misfire)
     if changes:
         _apply_field_changes(session, task, changes)
     if update.run_state is not None:
@@ -380,7 +324,7 @@ def _apply_field_changes(session: Session, task: Task, changes: dict[str, Any]) 
         changes["params"] = validate_task_shape(task.op, target_model, params, cmd)
     except ValueError as exc:
         raise ValidationError(
-            f"invalid task: {_plain(exc)}", field_errors=[_field_error("params", _plain(exc))]
+            f"invalid task: {_plain(exc)}", field_errors=[field_error("params", _plain(exc))]
         ) from exc
     if "depends_on" in changes:
         deps = changes["depends_on"] or []

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from waiting import wait_until_async
 
 from tme.drivers.profile import load_profile
 from tme.drivers.serial import SerialDriver
@@ -89,15 +89,6 @@ async def test_reply_without_line_end_is_bounded(instrument: SerialInstrument) -
         await driver.stop()
 
 
-async def _until(predicate: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    """Wait on state with a deadline, yielding to this loop between looks."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.02)  # polling interval of a deadline wait
-
-
 async def test_cancelled_command_keeps_the_bus_until_its_thread_ends(
     instrument: SerialInstrument,
 ) -> None:
@@ -108,12 +99,12 @@ async def test_cancelled_command_keeps_the_bus_until_its_thread_ends(
     await driver.start()
     try:
         first = asyncio.create_task(driver.run_command(PROFILE, "identify", []))
-        await _until(lambda: len(instrument.requests) == 1, "the first request")
+        await wait_until_async(lambda: len(instrument.requests) == 1, what="the first request")
         sent_first = time.monotonic()
         first.cancel()
         instrument.mode = "normal"
         second = asyncio.create_task(driver.run_command(PROFILE, "identify", []))
-        await _until(lambda: len(instrument.requests) == 2, "the second request")
+        await wait_until_async(lambda: len(instrument.requests) == 2, what="the second request")
         # the first worker reads until timeout_s after its request (less a polling step here)
         assert time.monotonic() - sent_first > timeout_s - 0.3
         assert first.done() and first.cancelled()
