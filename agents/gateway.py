@@ -29,6 +29,7 @@ from tme.agents.journal import Journal
 from tme.agents.presence import PresenceAnnouncer
 from tme.agents.site_queue import SiteQueueConsumer
 from tme.bus import Bus, Consumer, Delivery, Reject, open_bus
+from tme.bus.topology import CONTROLLER_EVENTS_QUEUE
 from tme.errors import BusError
 from tme.mqtt import MqttLink, ProtocolName
 from tme.protocol import EVENT_BATCHES, Command, ProtocolError, site_queue
@@ -52,6 +53,11 @@ class GatewayConfig:
     resend_after_s: float = RESEND_AFTER_S
     # False: declare nothing on RabbitMQ (a least-privilege user); the controller does.
     declare_topology: bool = True
+    # The controller's events queue and its binding (its broker.events_queue and
+    # broker.events_binding), declared so events wait for a controller not started yet.
+    # Another name than the controller's would leave a queue filling up unread.
+    events_queue: str = CONTROLLER_EVENTS_QUEUE
+    events_binding: str = "#"
 
 
 class Gateway:
@@ -139,7 +145,7 @@ class Gateway:
             self.bus.start()
             self.bus.declare_site(self.config.site)
             # Events must have somewhere to go before the controller first runs.
-            self.bus.declare_events_queue()
+            self.bus.declare_events_queue(self.config.events_queue, self.config.events_binding)
         except BusError as exc:
             if "ACCESS_REFUSED" not in exc.message:
                 raise

@@ -59,6 +59,7 @@ from benchmarks.e2e_load import (
 )
 from benchmarks.e2e_peers import Row, celery_peer, percentiles, raw_pika
 from benchmarks.e2e_procs import Child, agent_idle_rss, own_mosquitto, start_child
+from benchmarks.e2e_roles import events_queue
 
 AMQP = os.environ.get("TME_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 MQTT = os.environ.get("TME_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
@@ -131,14 +132,7 @@ def controller(database_url: str, finals: Finals, site: str) -> Iterator[Any]:
     from tme.controller.app import create_app
     from tme.controller.store.db import make_engine, upgrade
 
-    # Our own events queue, bound to this site only: other controllers on a shared
-    # broker (tests running beside the benchmark) must not take this run's events,
-    # nor this one theirs.
-    broker = {
-        "url": AMQP,
-        "events_queue": f"tme.bench.events.{site}",
-        "events_binding": f"{site}.#",
-    }
+    broker = {"url": AMQP, "events_queue": events_queue(site), "events_binding": f"{site}.#"}
     settings = Settings.model_validate(
         {"database": {"url": database_url}, "broker": broker, "http": {"port": 0}}
     )
@@ -162,7 +156,7 @@ def controller(database_url: str, finals: Finals, site: str) -> Iterator[Any]:
         server.should_exit = True
         thread.join(30)
         engine.dispose()
-        _delete_queue(f"tme.bench.events.{site}")
+        _delete_queue(events_queue(site))
 
 
 def _delete_queue(queue: str) -> None:

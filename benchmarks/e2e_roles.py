@@ -82,12 +82,24 @@ def _write_profile() -> None:
             stats.sort(key).print_all(out=out, columns=columns)
 
 
+def events_queue(site: str) -> str:
+    """The benchmark controller's own events queue (bound to its site only): other
+    controllers on a shared broker must not take this run's events, nor this one theirs;
+    its gateway declares this one, not the default queue no one here reads."""
+    return f"tme.bench.events.{site}"
+
+
 def run_gateway(args: argparse.Namespace) -> None:
     from tme.agents.gateway import Gateway, GatewayConfig
 
     gateway = Gateway(
         GatewayConfig(
-            site=args.site, bus_url=args.bus, mqtt_url=args.mqtt, state_dir=Path(args.state_dir)
+            site=args.site,
+            bus_url=args.bus,
+            mqtt_url=args.mqtt,
+            state_dir=Path(args.state_dir),
+            events_queue=events_queue(args.site),
+            events_binding=f"{args.site}.#",
         )
     )
     stack = ExitStack()

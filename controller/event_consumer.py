@@ -26,7 +26,7 @@ from tme.bus.base import Bus, Consumer, Delivery, Reject
 from tme.controller.event_apply import Applied, apply_messages
 from tme.controller.store.db import session_scope
 from tme.controller.store.sqlite_gate import pipeline_writes
-from tme.protocol import EVENTS_EXCHANGE, Event, Presence, ProtocolError, decode_events
+from tme.protocol import Event, Presence, ProtocolError, decode_events
 
 log = logging.getLogger("tme.events")
 
@@ -68,10 +68,7 @@ class EventConsumer:
     def declare(self) -> None:
         """Declare this consumer's queue and binding (idempotent; also the readiness
         check's question to the broker)."""
-        if self.queue == EVENTS_QUEUE and self.binding == "#":
-            self.bus.declare_events_queue(EVENTS_QUEUE)
-        else:
-            self.bus.declare_queue(self.queue, EVENTS_EXCHANGE, self.binding)
+        self.bus.declare_events_queue(self.queue, self.binding)
 
     def start(self) -> None:
         self.declare()

@@ -37,6 +37,16 @@ class StackConfig:
     # The NiceGUI dashboard at /ui; once per process, so tests leave it off.
     dashboard: bool = False
 
+    # Each stack takes only its own site's events, so stacks sharing a broker (tests,
+    # benchmarks) never consume one another's; its gateway declares the same queue.
+    @property
+    def events_queue(self) -> str:
+        return f"tme.controller.events.{self.site}"
+
+    @property
+    def events_binding(self) -> str:
+        return f"{self.site}.#"
+
 
 def agent_layout(
     site: str, profiles: Path, plant_port: int, instrument_url: str
@@ -141,12 +151,10 @@ class LocalStack:
             {
                 **cfg.settings_overrides,
                 "database": {"url": cfg.database_url},
-                # Each stack takes only its own site's events, so stacks sharing a
-                # broker (tests, benchmarks) never consume one another's.
                 "broker": {
                     "url": cfg.bus_url,
-                    "events_queue": f"tme.controller.events.{cfg.site}",
-                    "events_binding": f"{cfg.site}.#",
+                    "events_queue": cfg.events_queue,
+                    "events_binding": cfg.events_binding,
                 },
                 "http": {"host": cfg.http_host, "port": cfg.http_port},
             }
@@ -203,6 +211,8 @@ class LocalStack:
                 bus_url=cfg.bus_url,
                 mqtt_url=self.mqtt_url,
                 state_dir=cfg.state_dir / f"gateway-{cfg.site}",
+                events_queue=cfg.events_queue,
+                events_binding=cfg.events_binding,
             )
         )
         gateway.start()

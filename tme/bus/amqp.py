@@ -56,8 +56,10 @@ class AmqpBus:
     def declare_site(self, site: str) -> None:
         self.declare_queue(site_queue(site), DISPATCH_EXCHANGE, site_routing_key(site))
 
-    def declare_events_queue(self, queue: str = CONTROLLER_EVENTS_QUEUE) -> None:
-        self.declare_queue(queue, EVENTS_EXCHANGE, "#")
+    def declare_events_queue(
+        self, queue: str = CONTROLLER_EVENTS_QUEUE, binding: str = "#"
+    ) -> None:
+        self.declare_queue(queue, EVENTS_EXCHANGE, binding)
 
     def queue_exists(self, queue: str) -> bool:
         with admin_channel(self._admin) as channel:

@@ -71,8 +71,11 @@ class Bus(Protocol):
         queues on tme.dead keep what they receive (taps of dead letters).
         """
 
-    def declare_events_queue(self, queue: str = "tme.controller.events") -> None:
-        """Declare the controller's events queue, bound to tme.events with `#`."""
+    def declare_events_queue(
+        self, queue: str = "tme.controller.events", binding: str = "#"
+    ) -> None:
+        """Declare the controller's events queue, bound to tme.events with `binding`
+        (`#`: every site's events)."""
 
     def queue_exists(self, queue: str) -> bool:
         """Whether `queue` exists: a passive check, which needs no permission on the queue."""

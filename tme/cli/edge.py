@@ -91,6 +91,8 @@ def gateway(
             bus_url=broker or settings.broker.effective_url,
             mqtt_url=mqtt or settings.mqtt.effective_url,
             state_dir=state_dir,
+            events_queue=settings.broker.events_queue,
+            events_binding=settings.broker.events_binding,
             declare_topology=(
                 settings.gateway.declare_topology if declare_topology is None else declare_topology
             ),

@@ -76,9 +76,11 @@ class _Tracking:
         self._queues.add(queue)
         self._bus.declare_queue(queue, exchange, binding)
 
-    def declare_events_queue(self, queue: str = "tme.controller.events") -> None:
+    def declare_events_queue(
+        self, queue: str = "tme.controller.events", binding: str = "#"
+    ) -> None:
         self._queues.add(queue)
-        self._bus.declare_events_queue(queue)
+        self._bus.declare_events_queue(queue, binding)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._bus, name)

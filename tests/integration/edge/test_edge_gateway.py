@@ -80,7 +80,12 @@ def site_setup(rabbitmq_url: str, mqtt_url: str, tmp_path: Path) -> Iterator[dic
     def gateway() -> Gateway:
         gw = Gateway(
             GatewayConfig(
-                site=site, bus_url=rabbitmq_url, mqtt_url=mqtt_url, state_dir=tmp_path / "gw"
+                site=site,
+                bus_url=rabbitmq_url,
+                mqtt_url=mqtt_url,
+                state_dir=tmp_path / "gw",
+                events_queue=tap.queue,  # the tap stands in for the controller
+                events_binding=f"{site}.#",
             )
         )
         gw.start()
@@ -265,6 +270,8 @@ def test_the_gateway_queues_no_command_while_mqtt_is_down(
         mqtt_url="mqtt://127.0.0.1:9",  # nothing listens there: MQTT stays down
         state_dir=tmp_path / "gw-down",
         resend_after_s=0.0,
+        events_queue=tap.queue,
+        events_binding=f"{site}.#",
     )
     gw = Gateway(config)
     gw.start()
