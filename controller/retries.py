@@ -26,10 +26,11 @@ WRITE_OPS = frozenset({"modbus.write", "serial.command", "shell"})
 
 
 def backoff_s(retries: Retries, attempt: int, rng: random.Random | None = None) -> float:
-    """The wait before the retry that follows attempt `attempt` (1-based)."""
+    """The wait before the retry that follows attempt `attempt` (1-based): never more
+    than `backoff_max_s`, jitter included (waits at the cap are only spread downwards)."""
     base = min(retries.backoff_s * retries.factor ** (attempt - 1), retries.backoff_max_s)
     spread = (rng or random).uniform(-retries.jitter, retries.jitter)
-    return max(0.0, base * (1 + spread))
+    return min(max(0.0, base * (1 + spread)), retries.backoff_max_s)
 
 
 def retry_refusal(task: Task, run: Run, link: RunLink, retries: Retries) -> str | None:

@@ -99,8 +99,8 @@ class Dependency(Input):
 class Retries(Input):
     max: int = Field(default=0, ge=0, le=20)
     backoff_s: float = Field(default=1.0, ge=0, le=3600)
-    # The wait before retry n is backoff_s * factor**(n-1), at most backoff_max_s, then
-    # spread by +-jitter (a fraction) so many failed runs do not retry in step.
+    # The wait before retry n is backoff_s * factor**(n-1) spread by +-jitter (a fraction)
+    # so many failed runs do not retry in step, and never more than backoff_max_s.
     factor: float = Field(default=2.0, ge=1, le=10)
     backoff_max_s: float = Field(default=300.0, ge=0, le=86400)
     jitter: float = Field(default=0.1, ge=0, le=1)

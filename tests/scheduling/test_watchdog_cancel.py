@@ -133,9 +133,12 @@ def test_cancel_of_a_running_run_asks_the_agent_and_force_marks_it(session: Sess
 
 def test_backoff_grows_exponentially_within_its_cap_and_jitter() -> None:
     policy = Retries(max=5, backoff_s=1, factor=2, backoff_max_s=5, jitter=0.1)
-    rng = SimpleNamespace(uniform=lambda a, b: b)  # the top of the jitter band
-    waits = [backoff_s(policy, n, rng) for n in (1, 2, 3, 4)]  # type: ignore[arg-type]
-    assert [round(w, 2) for w in waits] == [1.1, 2.2, 4.4, 5.5]
+    top = SimpleNamespace(uniform=lambda a, b: b)  # the top of the jitter band
+    waits = [backoff_s(policy, n, top) for n in (1, 2, 3, 4, 5)]  # type: ignore[arg-type]
+    assert [round(w, 2) for w in waits] == [1.1, 2.2, 4.4, 5.0, 5.0]  # the cap holds
+    bottom = SimpleNamespace(uniform=lambda a, b: a)
+    waits = [backoff_s(policy, n, bottom) for n in (3, 4)]  # type: ignore[arg-type]
+    assert [round(w, 2) for w in waits] == [3.6, 4.5]  # spread below the cap
 
 
 def test_a_write_is_retried_only_when_the_agent_never_started_it() -> None:
