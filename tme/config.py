@@ -113,6 +113,7 @@ def _env_layers(env: Mapping[str, str]) -> Iterator[tuple[dict[str, Any], str]]:
         yield {"agent": {"worker_count": value}}, f"env {WORKER_COUNT_ALIAS}"
     for name in sorted(env):
         if not name.startswith("TME_") or not ("__" in name or name == "TME_ENVIRONMENT"):
+            _refuse_single_underscores(name)
             continue  # TME_URL, TME_TOKEN, TME_CONFIG_DIR, ... are not settings
         path = tuple(part.lower() for part in name[4:].split("__"))
         if not all(path):
@@ -121,6 +122,34 @@ def _env_layers(env: Mapping[str, str]) -> Iterator[tuple[dict[str, Any], str]]:
         for part in reversed(path[:-1]):
             layer = {part: layer}
         yield layer, f"env {name}"
+
+
+def _refuse_single_underscores(name: str) -> None:
+    """TME_HTTP_PORT names http.port with one underscore where two belong: refused, since
+    it would be silently left unread and the operator would not know why."""
+    if not name.startswith("TME_"):
+        return
+    path = _setting_path(name[4:].lower().split("_"))
+    if path is not None and len(path) > 1:
+        meant = "TME_" + "__".join(path).upper()
+        raise ConfigError(
+            f"env {name} is not read: a setting's variable separates its section and key "
+            f"with two underscores, {meant} ({'.'.join(path)})",
+            source=f"env {name}",
+        )
+
+
+def _setting_path(words: list[str], prefix: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """The setting whose dotted key, spelled with underscores, is `words`, or None."""
+    if not words:
+        return prefix if prefix else None
+    for end in range(1, len(words) + 1):
+        path = (*prefix, "_".join(words[:end]))
+        if field_at(path)[0] is not None:
+            found = _setting_path(words[end:], path)
+            if found is not None:
+                return found
+    return None
 
 
 def _parse_env_value(raw: str, path: tuple[str, ...]) -> Any:

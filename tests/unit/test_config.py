@@ -232,6 +232,34 @@ def test_unknown_key_in_env(tmp_path: Path) -> None:
     assert error.source == "env TME_HTP__PORT"
 
 
+@pytest.mark.parametrize(
+    ("name", "meant", "key"),
+    [
+        ("TME_HTTP_PORT", "TME_HTTP__PORT", "http.port"),
+        ("TME_AGENT_WORKER_COUNT", "TME_AGENT__WORKER_COUNT", "agent.worker_count"),
+        (
+            "TME_NOTIFICATIONS_EMAIL_SMTP_HOST",
+            "TME_NOTIFICATIONS__EMAIL__SMTP_HOST",
+            "notifications.email.smtp_host",
+        ),
+    ],
+)
+def test_a_setting_spelled_with_single_underscores_is_refused_not_ignored(
+    tmp_path: Path, name: str, meant: str, key: str
+) -> None:
+    error = error_of(tmp_path, **{name: "8300"})
+    assert error.message == (
+        f"env {name} is not read: a setting's variable separates its section and key "
+        f"with two underscores, {meant} ({key})"
+    )
+    assert error.source == f"env {name}"
+
+
+def test_other_tme_variables_are_not_settings(tmp_path: Path) -> None:
+    plain = {"TME_URL": "http://x", "TME_TOKEN": "t", "TME_CONTROLLER_USER": "u", "TME_HTTP": "1"}
+    assert load(tmp_path, **plain).http.port == Settings().http.port
+
+
 def test_wrong_type_from_env(tmp_path: Path) -> None:
     error = error_of(tmp_path, TME_HTTP__PORT="abc")
     assert error.message == (
