@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tme.agents.bus_publisher import BusPublisher
-from tme.agents.command_dispatch import RESEND_AFTER_S, CommandDispatcher
+from tme.agents.bus_publisher import BusPublisher, Outgoing
+from tme.agents.command_dispatch import RESEND_AFTER_S, CommandDispatcher, event_routing_key
 from tme.agents.event_forwarder import EventForwarder
 from tme.agents.journal import Journal
 from tme.agents.presence import PresenceAnnouncer
@@ -32,7 +32,14 @@ from tme.bus import Bus, Consumer, Delivery, Reject, open_bus
 from tme.bus.topology import CONTROLLER_EVENTS_QUEUE
 from tme.errors import BusError
 from tme.mqtt import MqttLink, ProtocolName
-from tme.protocol import EVENT_BATCHES, Command, ProtocolError, site_queue
+from tme.protocol import (
+    EVENT_BATCHES,
+    EVENTS_EXCHANGE,
+    Command,
+    Event,
+    ProtocolError,
+    site_queue,
+)
 
 if TYPE_CHECKING:  # pydantic loads on the first command, for the API's name rule
     from pydantic import TypeAdapter
@@ -176,12 +183,33 @@ class Gateway:
             if refusal is not None:
                 log.warning("dead-lettering command %s: %s", command.id, refusal)
                 outcomes.append(Reject(f"command {command.id}: {refusal}"))
+                if command.site == self.config.site:
+                    self._report_rejected(command, refusal)
                 continue
             outcomes.append(None)
             commands.append((command, delivery.body))
         if commands and any(self.journal.add_many(commands)):
             self._dispatcher.wake()
         return outcomes
+
+    def _report_rejected(self, command: Command, refusal: str) -> None:
+        """Answer a command of this site that no agent can be sent (its agent's name fits
+        no topic): rejected with the reason, so its run settles now rather than when the
+        controller's watchdog gives up on it. Nothing was sent, so a retry is safe."""
+        assert self._publisher is not None
+        event = Event(
+            command_id=command.id,
+            type="rejected",
+            site=command.site,
+            agent=command.agent,
+            source="gateway",
+            reason=f"the gateway cannot send it: {refusal}",
+            not_started=True,
+        )
+        key = event_routing_key(self.config.site, self.config.name, "rejected")
+        self._publisher.submit(
+            Outgoing(EVENTS_EXCHANGE, key, event.to_json(), event.id, pack_site=command.site)
+        )
 
     def _refusal(self, command: Command) -> str | None:
         """Why a decoded command is not for this gateway to journal, or None."""

@@ -244,7 +244,8 @@ def test_a_command_for_an_invalid_agent_name_is_dead_lettered_and_holds_up_nothi
     site_setup, agent_factory, bad_agent: str
 ) -> None:
     """A name that cannot be an MQTT topic level would make every dispatch pass fail at
-    its send; it is refused at intake, and the commands after it go on."""
+    its send; it is refused at intake and answered `rejected` (never sent, so a retry is
+    safe), and the commands after it go on."""
     site, tap = site_setup["site"], site_setup["tap"]
     agent = unique("agent")
     gw = site_setup["gateway"]()
@@ -255,7 +256,9 @@ def test_a_command_for_an_invalid_agent_name_is_dead_lettered_and_holds_up_nothi
     site_setup["dispatch"](good)
     tap.wait_type(good.id, "succeeded")
     assert gw.journal is not None and gw.journal.get_state(bad.id) is None
-    assert tap.events(bad.id) == []
+    [rejected] = tap.wait_type(bad.id, "rejected")
+    assert (rejected.source, rejected.not_started) == ("gateway", True)
+    assert f"invalid agent name {bad_agent!r}" in rejected.reason
 
 
 def test_the_gateway_queues_no_command_while_mqtt_is_down(
