@@ -33,7 +33,9 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     """Build the engine for a database URL (SQLite file, SQLite memory or PostgreSQL)."""
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"echo": echo}
+    # A statement's values stay out of error texts and logs: they may be secrets (a
+    # webhook's key, a password hash) and errors are logged and sometimes shown.
+    kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:":
