@@ -21,10 +21,12 @@ from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from tme.controller.api.deps import PrincipalDep
 from tme.controller.event_apply import Applied
 from tme.controller.services.task_commit import CREATES
 from tme.controller.store.models import Agent, Outbox, Run
 from tme.controller.store.sqlite_gate import gate_of
+from tme.errors import Forbidden
 from tme.protocol import Event, Presence
 
 router = APIRouter(tags=["metrics"])
@@ -129,6 +131,13 @@ class Metrics:
 
 
 @router.get("/metrics", include_in_schema=False, openapi_extra={"x-permission": "health.read"})
-def metrics(request: Request) -> Response:
+def metrics(request: Request, principal: PrincipalDep) -> Response:
+    """Counts of every site, unlabelled or labelled by site: for a principal of all sites
+    (a scraper's token), as the fleet of a site outside a grant is not to be seen."""
+    if not principal.all_sites:
+        raise Forbidden(
+            "metrics cover every site: they need a grant of all sites "
+            f"(yours: {', '.join(principal.sites)})"
+        )
     collected: Any = request.app.state.metrics
     return Response(generate_latest(collected.registry), media_type=CONTENT_TYPE_LATEST)

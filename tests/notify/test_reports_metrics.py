@@ -121,6 +121,23 @@ def test_metrics_needs_a_token(app) -> None:
         assert anonymous.get("/metrics").status_code == 401
 
 
+def test_metrics_need_a_grant_of_every_site(app, app_engine) -> None:
+    """They count every site's runs and name every site's agents: a viewer of one site,
+    who cannot list the others, is refused; one of all sites (a scraper) reads them."""
+    from fastapi.testclient import TestClient
+
+    from tme.controller.services.bootstrap import make_user_with_token
+
+    one_site = make_user_with_token(app_engine, "site-a-viewer", "viewer", "site-a").token
+    every_site = make_user_with_token(app_engine, "scraper", "viewer", "*").token
+    with TestClient(app) as client:
+        refused = client.get("/metrics", headers={"Authorization": f"Bearer {one_site}"})
+        assert refused.status_code == 403
+        assert "grant of all sites (yours: site-a)" in refused.json()["error"]["message"]
+        read = client.get("/metrics", headers={"Authorization": f"Bearer {every_site}"})
+        assert read.status_code == 200 and "tme_runs" in read.text
+
+
 def test_metrics_observe_dispatch_latency_and_driver_errors_from_a_batch(app_engine) -> None:
     from tme.controller.event_apply import apply_messages
     from tme.controller.metrics import Metrics

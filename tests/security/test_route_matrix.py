@@ -18,6 +18,8 @@ from tme.controller.services.roles import Permission, Principal, Role
 
 # Streams never end; only their refusals are requested.
 STREAMING = {"/api/v1/events"}
+# Counts of every site at once: a grant of some sites is refused.
+EVERY_SITE = {"/metrics"}
 ROLE_OF = {
     "viewer": Principal(0, "v", Role.viewer, ("*",)),
     "operator of another site": Principal(0, "o", Role.operator, ("elsewhere",)),
@@ -104,7 +106,7 @@ def test_route_answers_each_caller_as_its_role_allows(
         elif who in ("no token", "bad token"):
             assert status == 401, f"{who}: {method} {url} -> {status}"
             assert response.headers["www-authenticate"].startswith("Bearer")
-        elif not allowed:
+        elif not allowed or (path in EVERY_SITE and not ROLE_OF[who].all_sites):
             assert status == 403, f"{who}: {method} {url} -> {status} {response.text}"
         elif who == "operator of another site" and any(p in path for p in OBJECT_PARAMS):
             assert status == 404, f"{who}: {method} {url} -> {status} {response.text}"
