@@ -8,23 +8,31 @@ it the stream starts at the present.
 
 A caller scoped to sites gets changes of those sites only, whatever it filters
 on; asking for a site outside its grant is 404, as for another site's object.
+The stream checks its credentials again every RECHECK_S: it ends once they are
+revoked or expired, or their user disabled, and follows a narrowed grant.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy.exc import OperationalError
 
 from tme.controller.api.deps import MAX_ID, PrincipalDep
 from tme.controller.change_feed import ChangeFeed
 from tme.controller.services.access import check_site_filter
+from tme.controller.services.roles import Permission, Principal
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Task
-from tme.errors import NotFound, ValidationError
+from tme.errors import AuthError, NotFound, ValidationError
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
@@ -33,6 +41,7 @@ router = APIRouter(prefix="/api/v1", tags=["events"])
 # so proxies keep the connection open.
 POLL_S = 0.5
 KEEPALIVE_S = 15.0
+RECHECK_S = 5.0  # how stale a stream's credentials may get (the API caches them 1 s)
 
 
 def parse_position(
@@ -95,8 +104,15 @@ async def events(
     if agent_seq > feed.agent_seq:  # the controller restarted: its ring starts again
         agent_seq = 0
     quiet = 0.0
+    checked = time.monotonic()
     yield ServerSentEvent(comment="tme events", retry=2000)
     while not await request.is_disconnected():
+        if time.monotonic() - checked >= RECHECK_S:
+            checked = time.monotonic()
+            still = await _still_admitted(request, principal)
+            if still is None:
+                return
+            principal = still
         changes, run_id = await run_in_threadpool(
             feed.runs_after, run_id, site=site, task_id=task, states=states
         )
@@ -120,3 +136,21 @@ async def events(
             yield ServerSentEvent(comment="keep-alive")
         await feed.wait(POLL_S)
         quiet += POLL_S
+
+
+async def _still_admitted(request: Request, principal: Principal) -> Principal | None:
+    """The stream's caller as its credentials stand now, or None once they no longer
+    let it read runs. With the database unreachable, the grant it had stands."""
+    authenticate: Callable[[], Principal] | None = request.scope.get("state", {}).get(
+        "authenticate"
+    )
+    if authenticate is None:
+        return principal
+    try:
+        fresh = await run_in_threadpool(authenticate)
+    except AuthError as exc:
+        log.info("event stream of %s ended: %s", principal.username, exc.message)
+        return None
+    except OperationalError:
+        return principal
+    return fresh if fresh.can(Permission.task_read) else None

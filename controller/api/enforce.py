@@ -12,6 +12,7 @@ the row with its change (a task create), in the change's own transaction.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -113,7 +114,11 @@ class Enforce:
                 message = f"your role ({principal.role}) may not do this ({needed})"
                 await self._refuse(scope, receive, send, 403, message, route, principal)
                 return
-        scope.setdefault("state", {})["principal"] = principal
+        state_of_scope = scope.setdefault("state", {})
+        state_of_scope["principal"] = principal
+        # A stream outlives its request: it checks the credentials again with this (on
+        # the thread pool; raises AuthError once they are revoked, expired or disabled).
+        state_of_scope["authenticate"] = functools.partial(self._authenticate, request, method)
         if method in SAFE_METHODS or route is None or not method_ok or state.engine is None:
             await self.app(scope, receive, send)
             return

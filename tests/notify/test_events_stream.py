@@ -149,3 +149,35 @@ def test_stream_sends_only_the_granted_sites(live_url, token, app, app_engine) -
     for params in ({"site": "other-site"}, {"task": str(elsewhere)}):
         answer = httpx.get(f"{live_url}/api/v1/events", params=params, headers=headers)
         assert answer.status_code == 404, (params, answer.text)
+
+
+def test_an_open_stream_ends_once_its_user_is_disabled(live_url, app_engine, monkeypatch) -> None:
+    """Credentials are checked when a stream opens and again every RECHECK_S: a user
+    disabled (or a token revoked) while reading is cut off, not served for hours."""
+    import threading
+
+    from tme.controller import events_stream
+    from tme.controller.services.bootstrap import make_user_with_token
+    from tme.controller.services.users import disable_user
+    from tme.controller.store.db import session_scope
+
+    monkeypatch.setattr(events_stream, "RECHECK_S", 0.2)
+    viewer = make_user_with_token(app_engine, "leaving-viewer", "viewer", "*").token
+    opened, ended = threading.Event(), threading.Event()
+
+    def read() -> None:
+        headers = {"Authorization": f"Bearer {viewer}"}
+        with httpx.stream("GET", f"{live_url}/api/v1/events", headers=headers, timeout=30) as r:
+            for line in r.iter_lines():
+                if line.startswith(":"):
+                    opened.set()
+        ended.set()  # the server closed the stream
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert opened.wait(15), "the stream did not open"
+    assert not ended.is_set()
+    with session_scope(app_engine) as session:
+        disable_user(session, "leaving-viewer")
+        session.commit()
+    assert ended.wait(15), "the stream went on after its user was disabled"
