@@ -101,12 +101,3 @@ def check_site_filter(principal: Principal, site: str | None) -> None:
     if site is not None and not principal.sees_site(site):
         raise NotFound(f"site {site!r} does not exist", details={"site": site})
 
-
-def check_all_in_scope(principal: Principal, sites: Iterable[str | None], what: str) -> None:
-    """Refuse an action reaching any site outside the grant, without naming those sites."""
-    if not all(principal.sees_site(site) for site in sites):
-        granted = ", ".join(principal.sites) or "none"
-        raise Forbidden(
-            f"{what} reaches sites outside your access (yours: {granted})",
-            details={"sites": list(principal.sites)},
-        )
