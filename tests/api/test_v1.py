@@ -125,8 +125,41 @@ def test_idempotency_key(test_client: TestClient, counts: Callable[[], dict[str,
     assert counts() == before  # no second row anywhere
     other = test_client.post("/api/v1/tasks", json={**body, "name": "twice"}, headers=headers)
     error = assert_error(other, 409, "idempotency-key", "different request body")
-    assert error["details"]["task_id"] == first.json()["id"]
+    assert error["details"] == {"idempotency_key": "order-42", "task_id": first.json()["id"]}
     assert counts() == before
+
+
+def test_idempotency_keys_are_each_users_own(
+    test_client: TestClient, app_engine: Any, counts: Callable[[], dict[str, int]]
+) -> None:
+    """Two users (here of two sites) sending the same key neither replay nor block each
+    other, and neither learns of the other's task; a batch key does not collide with a
+    single key spelled like one of its items (`bb` item 0 and `bb:0`)."""
+    from tme.controller.services.bootstrap import make_user_with_token
+
+    def bearer(site: str) -> dict[str, str]:
+        token = make_user_with_token(app_engine, f"op-{site}", "operator", site).token
+        return {"Authorization": f"Bearer {token}", "Idempotency-Key": "shift-1"}
+
+    ids = []
+    for site, headers in (("site-a", bearer("site-a")), ("site-b", bearer("site-b"))):
+        body = {"name": f"read at {site}", "op": "noop", "target": {"site": site, "agent": "a"}}
+        made = test_client.post("/api/v1/tasks", json=body, headers=headers)
+        assert made.status_code == 201, made.text
+        assert "idempotent-replayed" not in made.headers
+        again = test_client.post("/api/v1/tasks", json=body, headers=headers)
+        assert again.json()["id"] == made.json()["id"]
+        assert again.headers["idempotent-replayed"] == "true"
+        ids.append(made.json()["id"])
+    assert ids[0] != ids[1]
+
+    batch = {"tasks": [{"name": "item 0"}]}
+    keyed = test_client.post("/api/v1/tasks/batch", json=batch, headers={"Idempotency-Key": "bb"})
+    assert keyed.status_code == 201
+    single = {"name": "not an item"}
+    alone = test_client.post("/api/v1/tasks", json=single, headers={"Idempotency-Key": "bb:0"})
+    assert alone.status_code == 201, alone.text
+    assert "idempotent-replayed" not in alone.headers
 
 
 def test_health_and_readiness(test_client: TestClient) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -18,7 +21,7 @@ from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.task_commit import create_committed
 from tme.controller.services.tasks import TaskFilters, to_public
 from tme.controller.store.db import session_scope
-from tme.errors import TMEError
+from tme.errors import Conflict, TMEError
 from tme.schemas import (
     Page,
     RunPublic,
@@ -66,9 +69,16 @@ async def create_answer(
     """
     engine = request.app.state.engine
     change = request.scope.get("state", {}).get("change_audit")  # from the security layer
-    public, created = await run_in_threadpool(
-        _create_committed, engine, body, key, on_run_ready, principal, change
-    )
+    with keys_as_sent(key):
+        public, created = await run_in_threadpool(
+            _create_committed,
+            engine,
+            body,
+            owned_key(principal, key),
+            on_run_ready,
+            principal,
+            change,
+        )
     headers = {"Location": f"/api/v1/tasks/{public.id}"}
     if not created:
         headers["Idempotent-Replayed"] = "true"
@@ -78,6 +88,26 @@ async def create_answer(
         media_type="application/json",
         headers=headers,
     )
+
+
+def owned_key(principal: Principal, key: str | None) -> str | None:
+    """How a client's Idempotency-Key is stored: as its user's own. Users never share a
+    key, so none can replay, block or learn of another's task through one (they may
+    reach other sites). A fixed length leaves room for a batch item's `:<index>`."""
+    if key is None:
+        return None
+    return hashlib.sha256(f"{principal.user_id}\0{key}".encode()).hexdigest()
+
+
+@contextmanager
+def keys_as_sent(key: str | None) -> Iterator[None]:
+    """A conflict over a key names it as the client sent it, not as it is stored."""
+    try:
+        yield
+    except Conflict as exc:
+        if key is not None and isinstance(exc.details, dict) and "idempotency_key" in exc.details:
+            exc.details = {**exc.details, "idempotency_key": key}
+        raise
 
 
 def _create_committed(
@@ -145,12 +175,14 @@ def create_task_batch(
             raise
     for index, item in enumerate(body.tasks):
         access.check_dependencies_visible(session, principal, item.depends_on, f"tasks.{index}")
-    keys = [f"{idempotency_key}:{i}" if idempotency_key else None for i in range(len(body.tasks))]
-    made = service.create_tasks(
-        session, body.tasks, idempotency_keys=keys, on_run_ready=on_run_ready, numbered=True
-    )
-    if idempotency_key:  # refused here, nothing of the batch is committed
-        service.claim_batch_key(session, idempotency_key, body.tasks, made)
+    owned = owned_key(principal, idempotency_key) if idempotency_key else None
+    keys = [f"{owned}:{i}" if owned else None for i in range(len(body.tasks))]
+    with keys_as_sent(idempotency_key):
+        made = service.create_tasks(
+            session, body.tasks, idempotency_keys=keys, on_run_ready=on_run_ready, numbered=True
+        )
+        if owned:  # refused here, nothing of the batch is committed
+            service.claim_batch_key(session, owned, body.tasks, made)
     session.commit()
     if idempotency_key and not any(created for _task, created in made):
         response.headers["Idempotent-Replayed"] = "true"
