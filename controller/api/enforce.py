@@ -29,6 +29,7 @@ from tme.controller.api.errors import error_response
 from tme.controller.api.policy import COOKIE_METHODS, COOKIE_PATHS, permission_for
 from tme.controller.api.principal_cache import PrincipalCache
 from tme.controller.services import audit
+from tme.controller.services.login_limit import RefusalAudit
 from tme.controller.services.roles import Permission, Principal
 from tme.controller.services.sessions import SESSION_COOKIE, token_of_cookie
 from tme.controller.services.tokens import resolve_token
@@ -66,6 +67,35 @@ def bearer_token(request: HTTPConnection) -> str | None:
     if scheme.lower() != "bearer":
         return None
     return value.strip() or None
+
+
+def record_refusal(
+    request: HTTPConnection,
+    action: str,
+    *,
+    actor: str = "",
+    target: str = "",
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Audit a refused credential, within its client's budget (RefusalAudit): past it,
+    refusals are counted and the count goes in the client's next audited one."""
+    client = client_of(request.scope)
+    budget: RefusalAudit | None = getattr(request.app.state, "refusal_audit", None)
+    unrecorded = budget.admit(client) if budget is not None else 0
+    if unrecorded is None:
+        return
+    details = dict(details or {})
+    if unrecorded:
+        details["unrecorded_before"] = unrecorded
+    audit.record(
+        request.app.state.engine,
+        action,
+        actor=actor,
+        target=target,
+        outcome="refused",
+        client=client,
+        details=details,
+    )
 
 
 def client_of(scope: Scope) -> str:
@@ -174,14 +204,8 @@ class Enforce:
         details = {"reason": exc.message, "credential": kind, "path": request.url.path}
         if isinstance(exc.details, dict):
             details.update(exc.details)
-        audit.record(
-            request.app.state.engine,
-            "auth.token_refused",
-            target=f"{request.scope.get('method', 'GET')} {request.url.path}",
-            outcome="refused",
-            client=client_of(request.scope),
-            details=details,
-        )
+        target = f"{request.scope.get('method', 'GET')} {request.url.path}"
+        record_refusal(request, "auth.token_refused", target=target, details=details)
 
     async def _refuse(
         self,

@@ -100,4 +100,3 @@ def check_site_filter(principal: Principal, site: str | None) -> None:
     """A `site` filter naming a site outside the grant: 404, like another site's object."""
     if site is not None and not principal.sees_site(site):
         raise NotFound(f"site {site!r} does not exist", details={"site": site})
-

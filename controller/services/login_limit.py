@@ -1,9 +1,17 @@
-"""Login attempts per minute, counted per username and per client address.
+"""Counts per minute of what unauthenticated clients may make the controller do.
 
-Either count over the limit refuses the attempt (429) before the password is
-checked, so guessing costs an attacker time whichever of the two they vary.
-Kept in memory: a controller restart resets it, which is acceptable for a limit
-measured in minutes.
+Login attempts are counted per username and per client address: either count over
+the limit refuses the attempt (429) before the password is checked, so guessing
+costs an attacker time whichever of the two they vary.
+
+Refusals are audited, but at most AUDITED_PER_MINUTE per client address: past that,
+they are counted, and the count goes in the client's next audited refusal, so a
+client sending bad tokens in a loop cannot grow the audit log (which is kept
+whole for its hash chain) without bound.
+
+Kept in memory: a controller restart resets it, which is acceptable for limits
+measured in minutes. Keys idle for a window are swept, so random user names cost
+no memory past a minute.
 """
 
 from __future__ import annotations
@@ -11,39 +19,87 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 WINDOW_S = 60.0
+AUDITED_PER_MINUTE = 30
+UNRECORDED_CLIENTS = 10_000  # counts kept of clients over their budget, at most
+
+
+class SlidingWindow:
+    """At most `limit` events per key in any WINDOW_S."""
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._events: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+        self._swept_at = clock()
+
+    def take(self, keys: Iterable[str]) -> float | None:
+        """Count an event under every key, or none when one of them is at its limit:
+        None when counted, else the seconds until it would be."""
+        now = self._clock()
+        keys = list(keys)
+        with self._lock:
+            if now - self._swept_at >= WINDOW_S:
+                self._sweep(now)
+            waits = [w for w in (self._wait(key, now) for key in keys) if w is not None]
+            if waits:
+                return max(waits)
+            for key in keys:
+                self._events.setdefault(key, deque()).append(now)
+            return None
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    def _wait(self, key: str, now: float) -> float | None:
+        events = self._events.get(key)
+        if events is None:
+            return None
+        while events and events[0] <= now - WINDOW_S:
+            events.popleft()
+        if not events:
+            del self._events[key]
+            return None
+        if len(events) < self.limit:
+            return None
+        return events[0] + WINDOW_S - now
+
+    def _sweep(self, now: float) -> None:
+        self._swept_at = now
+        for key in [k for k, events in self._events.items() if events[-1] <= now - WINDOW_S]:
+            del self._events[key]
 
 
 class LoginLimiter:
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
-        self._clock = clock
-        self._attempts: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
+        self._window = SlidingWindow(per_minute, clock)
 
     def allow(self, username: str, client: str) -> float | None:
         """Count an attempt; None when allowed, else seconds until the next is."""
-        now = self._clock()
-        keys = (f"user:{username.lower()}", f"client:{client}")
-        with self._lock:
-            waits = [self._wait(key, now) for key in keys]
-            if any(w is not None for w in waits):
-                return max(w for w in waits if w is not None)
-            for key in keys:
-                self._attempts.setdefault(key, deque()).append(now)
-            return None
+        return self._window.take((f"user:{username.lower()}", f"client:{client}"))
 
-    def _wait(self, key: str, now: float) -> float | None:
-        attempts = self._attempts.get(key)
-        if attempts is None:
-            return None
-        while attempts and attempts[0] <= now - WINDOW_S:
-            attempts.popleft()
-        if not attempts:
-            del self._attempts[key]
-            return None
-        if len(attempts) < self.per_minute:
-            return None
-        return attempts[0] + WINDOW_S - now
+
+class RefusalAudit:
+    """Which refusals of a client to audit: the first AUDITED_PER_MINUTE of a window."""
+
+    def __init__(
+        self, per_minute: int = AUDITED_PER_MINUTE, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._window = SlidingWindow(per_minute, clock)
+        self._unrecorded: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, client: str) -> int | None:
+        """None: do not audit this refusal (it is counted). Else audit it, with the
+        number of this client's refusals left unaudited since its last audited one."""
+        with self._lock:
+            if self._window.take((client,)) is not None:
+                if len(self._unrecorded) >= UNRECORDED_CLIENTS:
+                    self._unrecorded.clear()  # a flood of addresses: counts are lost
+                self._unrecorded[client] = self._unrecorded.get(client, 0) + 1
+                return None
+            return self._unrecorded.pop(client, 0)

@@ -8,7 +8,11 @@ from security_helpers import SITE_A, SITE_B, create_task
 from sqlmodel import select
 
 from tme.controller.services.bootstrap import make_user_with_token
-from tme.controller.services.login_limit import LoginLimiter
+from tme.controller.services.login_limit import (
+    AUDITED_PER_MINUTE,
+    LoginLimiter,
+    RefusalAudit,
+)
 from tme.controller.store.db import session_scope
 from tme.controller.store.security_models import AuditEntry
 
@@ -54,6 +58,39 @@ def test_limiter_counts_user_and_client_separately() -> None:
     assert limiter.allow("x", "4.4.4.4") is not None  # the address's limit, any user
     now[0] = 61.0
     assert limiter.allow("u", "3.3.3.3") is None  # a minute later
+
+
+def test_limiter_forgets_names_idle_for_a_minute() -> None:
+    """Guessing with a new user name each time must not grow memory for good."""
+    now = [0.0]
+    limiter = LoginLimiter(3, clock=lambda: now[0])
+    for i in range(1000):
+        limiter.allow(f"random-{i}", f"10.0.{i // 250}.{i % 250}")
+    assert len(limiter._window) == 2000
+    now[0] = 61.0
+    limiter.allow("one-more", "10.9.9.9")
+    assert len(limiter._window) == 2
+
+
+def test_refusals_are_audited_up_to_a_budget_per_client_then_counted() -> None:
+    now = [0.0]
+    budget = RefusalAudit(3, clock=lambda: now[0])
+    assert [budget.admit("1.1.1.1") for _ in range(5)] == [0, 0, 0, None, None]
+    assert budget.admit("2.2.2.2") == 0  # each client has its own
+    now[0] = 61.0
+    assert budget.admit("1.1.1.1") == 2  # the next audited one says what went unrecorded
+    assert budget.admit("1.1.1.1") == 0
+
+
+def test_a_bad_token_loop_cannot_grow_the_audit_log_without_bound(anonymous, app_engine) -> None:  # type: ignore[no-untyped-def]
+    headers = {"Authorization": "Bearer tme_0000000000000000_not-a-real-secret"}
+    for _ in range(AUDITED_PER_MINUTE + 20):
+        assert anonymous.get("/api/v1/tasks", headers=headers).status_code == 401
+    with session_scope(app_engine) as session:
+        refused = session.exec(
+            select(AuditEntry).where(AuditEntry.action == "auth.token_refused")
+        ).all()
+    assert len(refused) == AUDITED_PER_MINUTE
 
 
 def test_unknown_user_and_wrong_password_answer_alike(anonymous, app_engine) -> None:  # type: ignore[no-untyped-def]

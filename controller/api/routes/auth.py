@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tme.controller.api.deps import PrincipalDep, SessionDep
-from tme.controller.api.enforce import client_of
+from tme.controller.api.enforce import client_of, record_refusal
 from tme.controller.api.errors import error_response
 from tme.controller.services import audit
 from tme.controller.services.roles import Principal
@@ -70,13 +70,7 @@ def login(
     client = client_of(request.scope)
     wait = state.login_limiter.allow(body.username, client)
     if wait is not None:
-        audit.record(
-            state.engine,
-            "auth.login_limited",
-            actor=body.username[:64],
-            outcome="refused",
-            client=client,
-        )
+        record_refusal(request, "auth.login_limited", actor=body.username[:64])
         retry = str(max(1, int(wait + 0.999)))
         return error_response(
             429,
@@ -88,13 +82,7 @@ def login(
     try:
         principal = authenticate(session, body.username, body.password)
     except AuthError:
-        audit.record(
-            state.engine,
-            "auth.login_failed",
-            actor=body.username[:64],
-            outcome="refused",
-            client=client,
-        )
+        record_refusal(request, "auth.login_failed", actor=body.username[:64])
         raise
     user = get_user(session, principal.username)
     new = start_session(session, user, state.session_key, state.settings.auth.session_ttl_hours)
