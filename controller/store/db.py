@@ -151,6 +151,8 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "heads") -> None:
+    """Apply the migrations up to `revision`; refuse a database newer than this code."""
+    _refuse_newer(current_revision(engine), head_revision())
     command.upgrade(alembic_config(engine), revision)
 
 
@@ -158,8 +160,24 @@ def check_schema(engine: Engine) -> None:
     """Raise SchemaOutOfDate unless the database is at the newest migration(s)."""
     current, head = current_revision(engine), head_revision()
     if current != head:
+        _refuse_newer(current, head)
         where = "empty" if current is None else f"at revision {current}"
         raise SchemaOutOfDate(
             f"the database schema is {where}, this TME needs {head}: run `tme db upgrade`",
+            details={"current": current, "head": head},
+        )
+
+
+def _refuse_newer(current: str | None, head: str) -> None:
+    """Raise SchemaOutOfDate when the database is at a revision these migrations do not
+    know: a newer TME upgraded it, and `tme db upgrade` here cannot help (Alembic would
+    only say it cannot locate the revision)."""
+    if current is None:
+        return
+    known = {script.revision for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
+    if any(revision not in known for revision in current.split("+")):
+        raise SchemaOutOfDate(
+            f"the database schema is at revision {current}, newer than this TME ({head}):"
+            " run a TME at least as new as the database",
             details={"current": current, "head": head},
         )

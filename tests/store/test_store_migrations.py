@@ -42,10 +42,11 @@ def test_upgrade_from_empty_to_head_and_again(empty_engine: Engine) -> None:
 def test_stale_database_is_refused(empty_engine: Engine) -> None:
     upgrade(empty_engine)
     with empty_engine.begin() as connection:
-        # one older revision in place of every head (there may be several branches)
+        # the first revision in place of every head (there may be several branches); a
+        # made-up one would be a revision of a newer TME, which upgrading cannot help
         connection.execute(text("DELETE FROM alembic_version"))
-        connection.execute(text("INSERT INTO alembic_version (version_num) VALUES ('0000_older')"))
-    with pytest.raises(SchemaOutOfDate, match=r"at revision 0000_older.*tme db upgrade"):
+        connection.execute(text("INSERT INTO alembic_version (version_num) VALUES ('0001')"))
+    with pytest.raises(SchemaOutOfDate, match=r"at revision 0001,.*tme db upgrade"):
         check_schema(empty_engine)
 
 

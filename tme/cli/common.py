@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from tme.client import Client
 
 USAGE_EXIT = 2  # like click's own usage errors, so scripts can tell "fix your input"
+PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:).*@")  # scheme://user:<password>@host
 
 UrlOption = Annotated[
     str | None,
@@ -80,6 +82,10 @@ def database_errors(url: str) -> Iterator[None]:
         yield
     except ArgumentError as exc:  # a URL SQLAlchemy cannot parse, or an unknown dialect
         fail(f"database URL {_hide_password(url)!r}: {exc}")
+    except ValueError as exc:  # a URL SQLAlchemy parses but cannot use (a port "abc")
+        if _url_error(url) is None:
+            raise  # the URL is fine: this error is about something else
+        fail(f"database URL {_hide_password(url)!r}: {exc}")
     except ModuleNotFoundError as exc:  # a dialect whose driver is not installed
         fail(f"database URL {_hide_password(url)!r}: driver not installed ({exc})")
     except DBAPIError as exc:  # the server refused, the file cannot be opened, ...
@@ -89,14 +95,29 @@ def database_errors(url: str) -> Iterator[None]:
         fail(f"cannot use the database at {_hide_password(url)}: {exc}")
 
 
+def _url_error(url: str) -> Exception | None:
+    """Why SQLAlchemy cannot parse this URL, or None when it can."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        return exc
+    return None
+
+
 def _hide_password(url: str) -> str:
+    """The URL with its password as ***, also when SQLAlchemy cannot parse it."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
+    except (ArgumentError, ValueError):
+        # Everything between "user:" and the last "@" goes: a password may hold any
+        # character, and hiding a little more than the password is the safe mistake.
+        return PASSWORD_IN_URL.sub(r"\1***@", url)
 
 
 @contextmanager

@@ -30,15 +30,19 @@ def serve_controller(
 
 
 def build_checked_app(settings: Any) -> Any:
-    """The controller app, after checking the schema so a stale one fails in one line."""
+    """The controller app, after checking the schema so a stale one, a database that
+    cannot be reached and a malformed URL each fail in one line."""
+    from tme.cli.common import cli_errors, database_errors
     from tme.controller.app import create_app
     from tme.controller.store.db import check_schema, make_engine
 
-    engine = make_engine(settings.database.url)
-    try:
-        check_schema(engine)
-    finally:
-        engine.dispose()
+    url = settings.database.url
+    with cli_errors(), database_errors(url):
+        engine = make_engine(url)
+        try:
+            check_schema(engine)
+        finally:
+            engine.dispose()
     return create_app(settings, dashboard=True)
 
 
