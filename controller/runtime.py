@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -14,6 +15,7 @@ from tme.controller.dispatcher import Dispatcher
 from tme.controller.event_consumer import EventConsumer
 from tme.controller.run_ready import RunReady
 from tme.controller.scheduling import Scheduling
+from tme.controller.store.prune import Pruner
 
 log = logging.getLogger("tme.controller")
 
@@ -47,6 +49,7 @@ class ControllerRuntime:
         self.scheduling = Scheduling(engine, self.on_run_ready, settings)
         self.events.on_to_settle = self.scheduling.wake
         self.events.listeners.append(self.dispatcher.on_message)
+        self.pruner = _pruner(settings, engine, self.scheduling)
 
     def start(self) -> None:
         if self._own_bus:
@@ -54,9 +57,13 @@ class ControllerRuntime:
         self.events.start()
         self.dispatcher.start()
         self.scheduling.start()
+        if self.pruner is not None:
+            self.pruner.start()
         log.info("controller runtime started (broker %s)", _safe_url(self.settings))
 
     def stop(self) -> None:
+        if self.pruner is not None:
+            self.pruner.stop()
         self.scheduling.stop()
         self.dispatcher.stop()
         self.events.stop()
@@ -69,6 +76,15 @@ class ControllerRuntime:
         configured one: a controller on another queue left that one filling up
         unread, every event of every site kept on the broker's disk.)"""
         self.events.declare()
+
+
+def _pruner(settings: Any, engine: Engine, scheduling: Scheduling) -> Pruner | None:
+    """The hourly pruning of `database.retention_days`, done by the controller that
+    holds the scheduler lease; None when everything is kept."""
+    days = settings.database.retention_days
+    if not days:
+        return None
+    return Pruner(engine, timedelta(days=days), should_prune=lambda: scheduling.leading)
 
 
 def _safe_url(settings: Any) -> str:
