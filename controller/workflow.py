@@ -68,7 +68,10 @@ FINAL_HOPS = (
 )
 DEPS = table_of(TaskDependency)
 # Built once, like the statements above: which of some tasks have dependents, and
-# which have runs held in their overlap queue, in one query.
+# which have runs held in their overlap queue, in one query. The held half reads the
+# partial index of held links (migration 0009), the few runs queued now: `task_id + 0`
+# keeps SQLite from starting at the runs of the tasks instead, for a busy task every
+# run it ever had.
 DEPENDENTS, HELD = 1, 2
 TASKS_WITH_MORE = union_all(
     core_select(DEPS.c.predecessor_id, literal(DEPENDENTS))
@@ -76,7 +79,7 @@ TASKS_WITH_MORE = union_all(
     .distinct(),
     core_select(RUNS.c.task_id, literal(HELD))
     .join(LINKS, LINKS.c.run_id == RUNS.c.id)
-    .where(RUNS.c.task_id.in_(bindparam("ids", expanding=True)), LINKS.c.held.is_(True))
+    .where((RUNS.c.task_id + 0).in_(bindparam("ids", expanding=True)), LINKS.c.held.is_(True))
     .distinct(),
 )
 # Final runs whose link is still unsettled though no final hop of theirs lies past the

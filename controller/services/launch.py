@@ -21,7 +21,9 @@ from tme.controller.store.models import Run, Task
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
 from tme.states import FINAL_STATES, RunState
 
-FINAL_VALUES = [s.value for s in FINAL_STATES]
+# Listed, not "not final": `state IN (...)` can read ix_runs_state, where few runs are
+# active; no index serves `NOT IN`, so PostgreSQL would read every run kept.
+ACTIVE_VALUES = [s.value for s in RunState if s not in FINAL_STATES]
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ def active_runs(session: Session, task_id: int) -> list[Run]:
     return list(
         session.exec(
             select(Run)
-            .where(Run.task_id == task_id, col(Run.state).not_in(FINAL_VALUES))
+            .where(Run.task_id == task_id, col(Run.state).in_(ACTIVE_VALUES))
             .order_by(col(Run.created_at))
         ).all()
     )

@@ -123,10 +123,12 @@ class Run(SQLModel, table=True):
     reason: str = Field(default="", max_length=REASON_MAX)
     result: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     not_after: datetime | None = _ts(nullable=True)
-    created_at: datetime = _ts()
+    # Indexed (migration 0009) for the reports and the dashboard, which read runs by
+    # when they were created or finished across every task.
+    created_at: datetime = _ts(index=True)
     updated_at: datetime = _ts()
     started_at: datetime | None = _ts(nullable=True)
-    finished_at: datetime | None = _ts(nullable=True)
+    finished_at: datetime | None = _ts(nullable=True, index=True)
 
 
 class RunEvent(SQLModel, table=True):

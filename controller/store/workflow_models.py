@@ -18,8 +18,10 @@ from sqlmodel import Field, SQLModel
 
 from tme.controller.store.models import BigInt, UTCDateTime, utcnow
 
-# The rows of the partial index of unsettled links (migration 0008).
+# The rows of the partial indexes of unsettled links (migration 0008) and of links
+# held in an overlap queue (migration 0009).
 UNSETTLED = column("settled", Boolean).is_(False)
+HELD_IN_QUEUE = column("held", Boolean).is_(True)
 
 
 def _when(nullable: bool = True, index: bool = False) -> Any:
@@ -70,6 +72,14 @@ class RunLink(SQLModel, table=True):
             "run_id",
             sqlite_where=UNSETTLED,
             postgresql_where=UNSETTLED,
+        ),
+        # Only the links held in an overlap queue: a finished run's task is looked up
+        # here for a held run to release, at a cost that follows the queues, not runs.
+        Index(
+            "ix_run_links_held",
+            "run_id",
+            sqlite_where=HELD_IN_QUEUE,
+            postgresql_where=HELD_IN_QUEUE,
         ),
     )
 
