@@ -4,22 +4,27 @@ Every delivery is a row first (status pending), so a crash between the change
 and the send loses nothing, a retry is visible, and the same change never
 notifies one rule twice (the dedup key is unique). A failed attempt is retried
 after `backoff_s * 2**(attempts-1)` until `max_attempts`, then marked failed.
-Runs on its own thread: SMTP and HTTP calls block.
+
+Runs on its own thread; the sends (SMTP and HTTP calls block) run on a few sender
+threads, one delivery per target at a time, so an endpoint that is slow to answer
+holds back only its own deliveries. Whatever goes wrong while sending one delivery
+is that delivery's failed attempt, never the notifier's.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from tme.controller.change_feed import AgentChange, ChangeFeed, RunChange
-from tme.controller.notifications import senders
+from tme.controller.notifications import senders, targets
 from tme.controller.notifications.models import NotificationDelivery
 from tme.controller.notifications.rules import (
     RUN_EVENTS,
@@ -35,6 +40,10 @@ log = logging.getLogger("tme.notify")
 POLL_S = 0.5  # how soon a change is noticed; bus messages ring no bell on this thread
 MAX_ATTEMPTS = 5
 BACKOFF_S = 2.0
+# Deliveries in flight at once, each to another target. A send lasts at most
+# `webhook_timeout_s` (or the SMTP timeouts), so a few slow endpoints delay the
+# rest by that much at worst, and a few threads stay cheap.
+SENDERS = 4
 
 
 class Notifier:
@@ -47,11 +56,19 @@ class Notifier:
         backoff_s: float = BACKOFF_S,
         max_attempts: int = MAX_ATTEMPTS,
         poll_s: float = POLL_S,
+        senders: int = SENDERS,
     ) -> None:
         self.engine, self.settings, self.feed = engine, settings, feed
         self.backoff_s, self.max_attempts, self.poll_s = backoff_s, max_attempts, poll_s
+        self.senders = senders
         self._stop = threading.Event()
+        # Set by a sender that is done (its target is free again) and by stop.
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        # delivery id -> target of each delivery being sent; guarded by _lock
+        self._in_flight: dict[int, str] = {}
+        self._lock = threading.Lock()
         self._run_cursor = 0
         self._agent_cursor = 0
 
@@ -59,14 +76,21 @@ class Notifier:
         # Only what happens from now on notifies; history was someone else's to report.
         self._run_cursor = self.feed.last_run_event_id()
         self._agent_cursor = self.feed.agent_seq
+        self._pool = ThreadPoolExecutor(self.senders, thread_name_prefix="tme-notify-send")
         self._thread = threading.Thread(target=self._loop, name="tme-notifier", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop handing out deliveries, then wait for the sends in flight (each one
+        bounded by its timeout); an unsent delivery stays pending for the next start."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -75,7 +99,8 @@ class Notifier:
                 self.send_due()
             except Exception:  # keep notifying after a database hiccup
                 log.exception("notifier pass failed")
-            self._stop.wait(self.poll_s)
+            self._wake.wait(self.poll_s)
+            self._wake.clear()  # the next pass reads the state afresh
 
     def record_new_changes(self) -> int:
         changes: list[RunChange | AgentChange] = []
@@ -118,40 +143,89 @@ class Notifier:
             return 0
         return 1
 
-    def send_due(self) -> None:
-        now = utcnow()
+    def send_due(self) -> int:
+        """Hand the oldest due delivery of each idle target to a sender thread, as many
+        as there are idle senders; the number handed out."""
+        with self._lock:
+            busy = set(self._in_flight.values())
+            idle = self.senders - len(self._in_flight)
+        if idle <= 0 or self._pool is None:
+            return 0
         with Session(self.engine) as session:
+            oldest_per_target = (
+                select(func.min(NotificationDelivery.id))
+                .where(NotificationDelivery.status == "pending")
+                .where(col(NotificationDelivery.next_attempt_at) <= utcnow())
+                .where(col(NotificationDelivery.target).not_in(busy))
+                .group_by(col(NotificationDelivery.target))
+                .order_by(func.min(NotificationDelivery.id))
+                .limit(idle)
+            )
+            ids = list(session.exec(oldest_per_target).all())
+            if not ids:
+                return 0
             due = session.exec(
                 select(NotificationDelivery)
-                .where(NotificationDelivery.status == "pending")
-                .where(col(NotificationDelivery.next_attempt_at) <= now)
+                .where(col(NotificationDelivery.id).in_(ids))
                 .order_by(col(NotificationDelivery.id))
-                .limit(100)
             ).all()
             secrets = self._secrets(session)
-            for delivery in due:
-                self._attempt(delivery, secrets.get(delivery.rule, ""))
-                session.add(delivery)
-                session.commit()
+        for delivery in due:
+            assert delivery.id is not None
+            with self._lock:
+                self._in_flight[delivery.id] = delivery.target
+            self._pool.submit(self._attempt, delivery, secrets.get(delivery.rule, ""))
+        return len(due)
 
     def _secrets(self, session: Session) -> dict[str, str]:
         return {r.key: r.secret for r in active_rules(session, self.settings)}
 
     def _attempt(self, delivery: NotificationDelivery, secret: str) -> None:
-        delivery.attempts += 1
+        """On a sender thread: one attempt at `delivery`, then its outcome recorded."""
+        assert delivery.id is not None
+        try:
+            error = self._try_send(delivery, secret)
+            with Session(self.engine) as session:
+                row = session.get(NotificationDelivery, delivery.id)
+                if row is not None and row.status == "pending":
+                    self._record_attempt(row, error)
+                    session.add(row)
+                    session.commit()
+        except Exception:  # the database: the delivery stays pending and is tried again
+            log.exception("recording notification %s failed", delivery.id)
+        finally:
+            with self._lock:
+                del self._in_flight[delivery.id]
+            self._wake.set()
+
+    def _try_send(self, delivery: NotificationDelivery, secret: str) -> str | None:
+        """None when sent, else why not. Never raises: a target no sender can use
+        (a malformed URL or address) must not stop the deliveries behind it."""
         try:
             self._send(delivery, secret)
         except senders.DeliveryFailed as exc:
-            delivery.last_error = str(exc)[:2000]
-            if delivery.attempts >= self.max_attempts:
-                delivery.status = "failed"
-                log.warning("giving up on notification %s: %s", delivery.id, exc)
-            else:
-                delay = self.backoff_s * 2 ** (delivery.attempts - 1)
-                delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
+            return str(exc)
+        except Exception as exc:
+            # The message may quote the target, which may hold a token: the name only.
+            error = f"{type(exc).__name__} while sending"
+            where = targets.redact(delivery.channel, delivery.target)
+            log.warning("notification %s to %s failed: %s", delivery.id, where, error)
+            return error
+        return None
+
+    def _record_attempt(self, delivery: NotificationDelivery, error: str | None) -> None:
+        delivery.attempts += 1
+        if error is None:
+            delivery.status = "delivered"
+            delivery.delivered_at = utcnow()
             return
-        delivery.status = "delivered"
-        delivery.delivered_at = utcnow()
+        delivery.last_error = error[:2000]
+        if delivery.attempts >= self.max_attempts:
+            delivery.status = "failed"
+            log.warning("giving up on notification %s: %s", delivery.id, error)
+        else:
+            delay = self.backoff_s * 2 ** (delivery.attempts - 1)
+            delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
 
     def _send(self, delivery: NotificationDelivery, secret: str) -> None:
         notify = self.settings.notifications

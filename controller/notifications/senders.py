@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import smtplib
+from collections.abc import Coroutine
 from email.message import EmailMessage
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 SIGNATURE_HEADER = "X-TME-Signature"
+# Of a receiver's answer only the start is kept (for the error of a refusal); what
+# comes after is never read, so an endless answer costs nothing.
+MAX_ANSWER_BYTES = 4096
+
+_T = TypeVar("_T")
 
 
 class DeliveryFailed(Exception):
@@ -26,29 +33,81 @@ def sign(secret: str, body: bytes) -> str:
 def post_webhook(
     url: str, secret: str, payload: dict[str, Any], delivery_id: int, timeout_s: float
 ) -> None:
+    """POST the signed payload; DeliveryFailed unless the receiver answers 2xx within
+    `timeout_s` in total (connecting, sending and reading the answer all count)."""
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "TME-notifier",
+        "Accept-Encoding": "identity",  # the answer is read raw, a few KB at most
         "X-TME-Event": str(payload.get("event", "")),
         "X-TME-Delivery": str(delivery_id),
     }
     if secret:
         headers[SIGNATURE_HEADER] = sign(secret, body)
     try:
-        response = httpx.post(url, content=body, headers=headers, timeout=timeout_s)
-    except httpx.HTTPError as exc:
+        status, answer = _run_within(_post(url, body, headers, timeout_s), timeout_s)
+    except TimeoutError as exc:
+        raise DeliveryFailed(f"no complete answer within {timeout_s:g} s") from exc
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError, ValueError) as exc:
+        # The message may quote parts of the URL, which may hold a token: the name only.
+        raise DeliveryFailed(f"{type(exc).__name__}: the URL cannot be used") from exc
+    except (httpx.HTTPError, OSError) as exc:
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
-    if response.status_code >= 300:
-        raise DeliveryFailed(f"HTTP {response.status_code}: {response.text[:200]}")
+    if status >= 300:
+        raise DeliveryFailed(f"HTTP {status}: {answer.decode(errors='replace')[:200]}")
+
+
+def _run_within(coroutine: Coroutine[Any, Any, _T], timeout_s: float) -> _T:
+    """Run `coroutine` on a loop of its own, cancelled after `timeout_s`.
+
+    Not `asyncio.run`: its exit waits for the loop's executor, where a name lookup
+    that hangs would hold this thread past the deadline. Here that lookup is left to
+    end on its own.
+    """
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(_within(coroutine, timeout_s))
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+
+async def _within(coroutine: Coroutine[Any, Any, _T], timeout_s: float) -> _T:
+    async with asyncio.timeout(timeout_s):
+        return await coroutine
+
+
+async def _post(
+    url: str, body: bytes, headers: dict[str, str], timeout_s: float
+) -> tuple[int, bytes]:
+    """(status, the first bytes of the answer): a receiver that drips its answer
+    is not waited for beyond what the caller's deadline allows."""
+    async with (
+        httpx.AsyncClient(timeout=timeout_s) as client,
+        client.stream("POST", url, content=body, headers=headers) as response,
+    ):
+        answer = b""
+        if response.status_code >= 300:  # a 2xx answer's body is never read
+            async for chunk in response.aiter_raw():
+                answer += chunk
+                if len(answer) >= MAX_ANSWER_BYTES:
+                    break
+        return response.status_code, answer[:MAX_ANSWER_BYTES]
 
 
 def send_email(email: Any, to: list[str], subject: str, text: str) -> None:
     """Send through the SMTP server of `notifications.email` settings."""
     message = EmailMessage()
-    message["From"] = email.from_addr or "tme@localhost"
-    message["To"] = ", ".join(to)
-    message["Subject"] = subject
+    try:
+        # A header with CR or LF (an address from a hand-edited config) is refused here.
+        message["From"] = email.from_addr or "tme@localhost"
+        message["To"] = ", ".join(to)
+        message["Subject"] = subject
+    except ValueError as exc:
+        raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
     message.set_content(text)
     try:
         with smtplib.SMTP(email.smtp_host, email.smtp_port, timeout=email.timeout_s) as smtp:
@@ -57,5 +116,5 @@ def send_email(email: Any, to: list[str], subject: str, text: str) -> None:
             if email.username:
                 smtp.login(email.username, email.password.get_secret_value())
             smtp.send_message(message)
-    except (OSError, smtplib.SMTPException) as exc:
+    except (OSError, smtplib.SMTPException, ValueError) as exc:
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc

@@ -1,11 +1,13 @@
-"""Local receivers for notifications: an SMTP server (aiosmtpd) and an HTTP endpoint."""
+"""Local receivers for notifications (an SMTP server, aiosmtpd; an HTTP endpoint; one
+that never finishes answering), the notifier, and principals of other roles."""
 
 from __future__ import annotations
 
 import json
 import socket
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -82,3 +84,101 @@ def http_receiver() -> Iterator[Receiver]:
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
+
+
+@dataclass
+class Dripper:
+    """An HTTP endpoint that takes a request, then answers a header line every 50 ms
+    and never finishes: each read gets data, the answer never ends. After `release`,
+    the answers in progress end with the connection closed (a failed attempt), and
+    later requests are answered 204 at once."""
+
+    url: str
+    accepted: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    requests: int = 0
+
+
+@pytest.fixture
+def dripping_server() -> Iterator[Dripper]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.1)  # to notice the end of the test between connections
+    dripper = Dripper(url=f"http://127.0.0.1:{listener.getsockname()[1]}/hook")
+    closing = threading.Event()
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            dripper.requests += 1
+            dripper.accepted.set()
+            try:
+                if dripper.release.is_set():
+                    conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+                    return
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not dripper.release.wait(0.05):  # the pace of the drip
+                    conn.sendall(b"X-Drip: x\r\n")
+            except OSError:
+                return
+
+    def serve() -> None:
+        answering: list[threading.Thread] = []
+        while not closing.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(None)
+            answering.append(threading.Thread(target=answer, args=(conn,), daemon=True))
+            answering[-1].start()
+        for thread in answering:
+            thread.join(timeout=5)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield dripper
+    dripper.release.set()
+    closing.set()
+    thread.join(timeout=5)
+    listener.close()
+
+
+@pytest.fixture
+def feed(app_engine):  # type: ignore[no-untyped-def]
+    from tme.controller.change_feed import ChangeFeed
+
+    return ChangeFeed(app_engine)
+
+
+@pytest.fixture
+def start_notifier(app_engine, feed) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    """start(settings, max_attempts=5, backoff_s=0.05, poll_s=0.02) -> a running notifier,
+    quick to poll and retry unless told."""
+    from tme.controller.notifications.notifier import Notifier
+
+    started: list[Notifier] = []
+
+    def start(settings: Any, max_attempts: int = 5, **timing: float) -> Notifier:
+        timing = {"backoff_s": 0.05, "poll_s": 0.02, **timing}
+        notifier = Notifier(app_engine, settings, feed, max_attempts=max_attempts, **timing)
+        notifier.start()
+        started.append(notifier)
+        return notifier
+
+    yield start
+    for notifier in started:
+        notifier.stop()
+
+
+@pytest.fixture
+def make_token(app_engine) -> Callable[..., str]:  # type: ignore[no-untyped-def]
+    """make_token(role, sites) -> a bearer token of a new user with that grant."""
+    from tme.controller.services.bootstrap import make_user_with_token
+
+    def make(role: str, sites: str = "*") -> str:
+        name = f"{role}-{uuid.uuid4().hex[:8]}"
+        return make_user_with_token(app_engine, name, role, sites).token
+
+    return make

@@ -5,80 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
-from typing import Any
 
-import pytest
+from notify_helpers import add_rule as _add_rule
+from notify_helpers import deliveries as _deliveries
+from notify_helpers import fail_a_run as _fail_a_run
 from sqlalchemy import event
-from sqlmodel import Session, select
+from sqlmodel import Session
 from waiting import wait_until
 
 from tme.config import Settings
-from tme.controller.change_feed import ChangeFeed
 from tme.controller.event_apply import apply_presence
-from tme.controller.notifications.models import NotificationDelivery, NotificationRule
-from tme.controller.notifications.notifier import Notifier
-from tme.controller.services import runs as run_service
-from tme.controller.services.tasks import create_task
-from tme.controller.store.models import Run, RunEvent
+from tme.controller.store.models import RunEvent
 from tme.protocol import Presence
-from tme.schemas import TaskCreate
 
 SECRET = "webhook-signing-secret"
-
-
-@pytest.fixture
-def feed(app_engine) -> ChangeFeed:  # type: ignore[no-untyped-def]
-    return ChangeFeed(app_engine)
-
-
-@pytest.fixture
-def start_notifier(app_engine, feed) -> Iterator[Any]:  # type: ignore[no-untyped-def]
-    started: list[Notifier] = []
-
-    def start(settings: Settings, max_attempts: int = 5) -> Notifier:
-        notifier = Notifier(
-            app_engine, settings, feed, backoff_s=0.05, max_attempts=max_attempts, poll_s=0.02
-        )
-        notifier.start()
-        started.append(notifier)
-        return notifier
-
-    yield start
-    for notifier in started:
-        notifier.stop()
-
-
-def _fail_a_run(
-    engine: Any,
-    name: str = "read tank level",
-    reason: str = "modbus timeout",
-    outcome: str = "failed",
-) -> int:
-    """A run of a new task that ends in `outcome` (failed unless told) after the usual hops."""
-    body = TaskCreate.model_validate(
-        {"name": name, "op": "noop", "target": {"site": "plant-x", "agent": "skid-a"}}
-    )
-    with Session(engine) as session:
-        task, _ = create_task(session, body)
-        run = session.get(Run, task.latest_run_id)
-        assert run is not None
-        for state in ("queued", "dispatched", "running"):
-            run_service.transition(session, run, state)
-        run_service.transition(session, run, outcome, reason=reason, source="agent")
-        session.commit()
-        return task.id or 0
-
-
-def _deliveries(engine: Any) -> list[NotificationDelivery]:
-    with Session(engine) as session:
-        return list(session.exec(select(NotificationDelivery)).all())
-
-
-def _add_rule(engine: Any, **fields: Any) -> None:
-    with Session(engine) as session:
-        session.add(NotificationRule(**fields))
-        session.commit()
 
 
 def test_failed_run_sends_an_email(app_engine, smtp_server, start_notifier) -> None:
