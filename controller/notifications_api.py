@@ -3,6 +3,11 @@
 A rule watches one site: its task's, or the one it names; a rule naming neither
 watches every site and needs a grant of all sites. A caller scoped to sites sees
 and manages only the rules of its sites, and only the deliveries about them.
+
+A target (a webhook URL often holds a token) is shown whole only to a caller who
+may manage the rule it belongs to; others see it redacted. A delivery about one
+site may come from a global rule or a webhook of the settings file, which only a
+manager of every site sees whole.
 """
 
 from __future__ import annotations
@@ -10,13 +15,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from sqlmodel import Session, col, select
 
 from tme.controller.api.deps import MAX_ID, PrincipalDep, SessionDep
+from tme.controller.notifications import targets
 from tme.controller.notifications.models import NotificationDelivery, NotificationRule
 from tme.controller.services.access import check_target_site, within_scope
-from tme.controller.services.roles import Principal
+from tme.controller.services.roles import Permission, Principal
 from tme.controller.store.models import Task
 from tme.errors import NotFound, ValidationError
 
@@ -44,10 +50,51 @@ class RuleCreate(BaseModel):
     target: str = Field(min_length=1, max_length=2000, description="addresses or URL")
     secret: str = Field(default="", max_length=200, description="HMAC key of a webhook")
 
+    @field_validator("target")
+    @classmethod
+    def _usable_target(cls, target: str, info: ValidationInfo) -> str:
+        """A target the notifier can send to: an http(s) URL with a host, or addresses."""
+        channel = info.data.get("channel")
+        if channel == "webhook":
+            return targets.check_webhook_url(target)
+        if channel == "email":
+            return targets.check_addresses(target)
+        return target  # the channel itself is invalid, and said so
 
-def _public(rule: NotificationRule) -> dict[str, Any]:
+
+def _manages(principal: Principal, site: str | None) -> bool:
+    """Whether `principal` may manage a rule of `site` (None: a rule of every site),
+    as creating or deleting one requires."""
+    return principal.can(Permission(MANAGE["x-permission"])) and principal.sees_site(site)
+
+
+def _public(rule: NotificationRule, principal: Principal) -> dict[str, Any]:
     data = rule.model_dump(exclude={"secret"})
     data["signed"] = bool(rule.secret)
+    if not _manages(principal, rule.site):
+        data["target"] = targets.redact(rule.channel, rule.target)
+    return data
+
+
+def _rule_sites(session: Session, deliveries: list[NotificationDelivery]) -> dict[str, str | None]:
+    """The site of each stored rule behind `deliveries`, by rule key. A rule of the
+    settings file, or one deleted since, is missing: a rule of every site."""
+    keys = {d.rule.removeprefix("rule:") for d in deliveries if d.rule.startswith("rule:")}
+    ids = [int(key) for key in keys if key.isdigit()]
+    if not ids:
+        return {}
+    query = select(NotificationRule.id, NotificationRule.site).where(
+        col(NotificationRule.id).in_(ids)
+    )
+    return {f"rule:{rule_id}": site for rule_id, site in session.exec(query)}
+
+
+def _delivery(
+    delivery: NotificationDelivery, principal: Principal, rule_sites: dict[str, str | None]
+) -> dict[str, Any]:
+    data = delivery.model_dump()
+    if not _manages(principal, rule_sites.get(delivery.rule)):
+        data["target"] = targets.redact(delivery.channel, delivery.target)
     return data
 
 
@@ -73,7 +120,8 @@ def _watched_site(session: Session, principal: Principal, body: RuleCreate) -> s
 @router.get("/rules", openapi_extra=READ)
 def list_rules(session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
     query = within_scope(select(NotificationRule), NotificationRule.site, principal)
-    return [_public(r) for r in session.exec(query.order_by(col(NotificationRule.id)))]
+    rules = session.exec(query.order_by(col(NotificationRule.id)))
+    return [_public(r, principal) for r in rules]
 
 
 @router.post("/rules", status_code=201, openapi_extra=MANAGE)
@@ -83,7 +131,7 @@ def create_rule(body: RuleCreate, session: SessionDep, principal: PrincipalDep) 
     session.add(rule)
     session.commit()
     session.refresh(rule)
-    return _public(rule)
+    return _public(rule, principal)
 
 
 @router.delete("/rules/{rule_id}", status_code=204, response_class=Response, openapi_extra=MANAGE)
@@ -109,4 +157,6 @@ def list_deliveries(
     query = query.order_by(col(NotificationDelivery.id).desc())
     if status:
         query = query.where(NotificationDelivery.status == status)
-    return [d.model_dump() for d in session.exec(query.limit(limit))]
+    deliveries = list(session.exec(query.limit(limit)))
+    rule_sites = _rule_sites(session, deliveries)
+    return [_delivery(d, principal, rule_sites) for d in deliveries]
