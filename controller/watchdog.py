@@ -4,7 +4,9 @@
   agent refuses the command if it arrives later);
 - run timeout: a run accepted or running past its timeout (plus a grace, so the
   agent's own timeout report normally wins) is timed_out, or lost for a write,
-  whose outcome on the machine is then unknown;
+  whose outcome on the machine is then unknown. An external task (done by a person
+  or another system, who reports it) has only the timeout it was given: the
+  default, made for machines, would time out a walk to a valve;
 - total deadline: a run still active past its task's deadline is timed_out.
 A result that arrives afterwards is kept beside the final state as a late result.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import Select, or_
 from sqlmodel import Session, col, select
 
 from tme.controller.retries import WRITE_OPS
@@ -55,6 +57,7 @@ def check_timeouts(
             select(Run, Task)
             .join(Task, col(Task.id) == col(Run.task_id))
             .where(col(Run.state).in_(AT_AGENT))
+            .where(or_(col(Task.op) != "external", col(Task.timeout_s).is_not(None)))
         )
     ):
         timeout = timedelta(seconds=task.timeout_s or default_timeout_s)

@@ -43,6 +43,21 @@ def test_silent_running_read_is_timed_out_and_a_late_result_kept(session: Sessio
     assert run.state == "timed_out" and run.result == {"late_result": {"ok": 1}}
 
 
+def test_an_external_task_has_only_the_timeout_it_was_given(session: Session) -> None:
+    """A person reports an external task when it is done; the default timeout, made for
+    machines, would time out a walk to a valve (and refuse its `complete` report)."""
+    runs = []
+    for fields in ({}, {"timeout_s": 60}):
+        data = TaskCreate.model_validate({"name": "inspect valve 3", "op": "external", **fields})
+        task, _ = create_task(session, data)
+        run = session.get(Run, task.latest_run_id)
+        assert run is not None
+        record_hop(session, run, "running", source="api", at=utcnow() - timedelta(minutes=10))
+        runs.append(run)
+    assert check_timeouts(session, utcnow(), 30, grace_s=1) == 1
+    assert [run.state for run in runs] == ["running", "timed_out"]
+
+
 def test_silent_write_is_lost_not_timed_out(session: Session) -> None:
     params = {"point": "speed_setpoint", "value": 5}
     data = TaskCreate.model_validate(
