@@ -2,6 +2,9 @@
 
 Only finished runs count (a run still going has no outcome or duration yet).
 Durations are from start (running) to finish; a run that never started has none.
+
+Everything is counted by the database (GROUP BY, a window for the percentiles), so a
+report over a million runs reads a few rows per group, never the runs themselves.
 """
 
 from __future__ import annotations
@@ -12,14 +15,19 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlalchemy import String, and_, case, cast, extract, func, or_, select
+from sqlmodel import Session, col
 
 from tme.controller.store.models import Run, Task
 from tme.states import RunState
 
 GROUPINGS = ("op", "agent", "site", "task")
 FAILED = frozenset({"failed", "timed_out", "lost", "rejected", "expired"})
+PERCENTILES = {"p50_s": 50, "p95_s": 95}  # in hundredths: ranks stay integer arithmetic
+REASON_CHARS = 200  # a failure reason is counted by its start; long ones differ in details
+TOP_HOURS, TOP_REASONS = 5, 10
 
 
 @dataclass(frozen=True)
@@ -52,13 +60,119 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(rank, len(ordered)) - 1], 3)
 
 
-def _key(task: Task, group_by: str) -> str:
+def _none_if_blank(value: Any, shown: Any) -> Any:
+    return case((func.coalesce(value, "") == "", "(none)"), else_=shown)
+
+
+def _key(group_by: str) -> Any:
+    """The group of a run's task, as SQL: "(none)" for a blank op, agent or site."""
     if group_by == "task":
-        return f"{task.id} {task.name}"
+        return cast(col(Task.id), String) + " " + col(Task.name)
     if group_by == "agent":
-        return f"{task.site}/{task.agent}" if task.agent else "(none)"
-    value = getattr(task, group_by)
-    return str(value) if value else "(none)"
+        return _none_if_blank(Task.agent, func.coalesce(Task.site, "None") + "/" + Task.agent)
+    column = getattr(Task, group_by)
+    return _none_if_blank(column, column)
+
+
+def _seconds(session: Session, start: Any, end: Any) -> Any:
+    """A run's duration as SQL, to order by (the value shown is computed in Python)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return extract("epoch", end - start)
+    return func.julianday(end) - func.julianday(start)
+
+
+def _finished_runs(
+    group_by: str, start: datetime, end: datetime, sites_in: Sequence[str] | None
+) -> Any:
+    """The period's finished runs with their group key, as a subquery every count reads
+    (grouping by its column, not by a repeated expression, which PostgreSQL refuses)."""
+    query = (
+        select(
+            _key(group_by).label("key"),
+            col(Run.id).label("id"),
+            col(Run.state).label("state"),
+            col(Run.reason).label("reason"),
+            col(Run.started_at).label("started_at"),
+            col(Run.finished_at).label("finished_at"),
+        )
+        .join(Task, col(Task.id) == col(Run.task_id))
+        .where(col(Run.finished_at) >= start, col(Run.finished_at) < end)
+        .where(col(Run.state).in_([s.value for s in RunState if s.is_final]))
+    )
+    if sites_in is not None:
+        query = query.where(col(Task.site).in_(sites_in))
+    return query.subquery("finished")
+
+
+def _counts(session: Session, runs: Any) -> dict[str, Counter[str]]:
+    query = select(runs.c.key, runs.c.state, func.count()).group_by(runs.c.key, runs.c.state)
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    for key, state, n in session.execute(query):
+        counts[key]["runs"] += n
+        if state == RunState.succeeded:
+            counts[key]["succeeded"] += n
+        elif state in FAILED:
+            counts[key]["failed"] += n
+    return counts
+
+
+def _percentiles(session: Session, runs: Any) -> dict[str, dict[str, float]]:
+    """Group -> {"p50_s": ..., "p95_s": ...}: the database orders each group's durations
+    and returns only the runs at the nearest ranks, ceil(q * n)."""
+    started = (
+        select(runs.c.key, runs.c.id, runs.c.started_at, runs.c.finished_at)
+        .where(runs.c.started_at.is_not(None))
+        .subquery("started")
+    )
+    ranked = select(
+        started.c.key,
+        started.c.started_at,
+        started.c.finished_at,
+        func.row_number()
+        .over(
+            partition_by=started.c.key,
+            order_by=(_seconds(session, started.c.started_at, started.c.finished_at), started.c.id),
+        )
+        .label("rank"),
+        func.count().over(partition_by=started.c.key).label("n"),
+    ).subquery("ranked")
+
+    def at(hundredths: int) -> Any:  # rank == ceil(n * q), without division
+        return and_(
+            ranked.c.n * hundredths <= ranked.c.rank * 100,
+            ranked.c.n * hundredths > (ranked.c.rank - 1) * 100,
+        )
+
+    query = select(
+        ranked.c.key, ranked.c.started_at, ranked.c.finished_at, ranked.c.rank, ranked.c.n
+    ).where(or_(*(at(h) for h in PERCENTILES.values())))
+    found: dict[str, dict[str, float]] = defaultdict(dict)
+    for key, began, ended, rank, n in session.execute(query):
+        seconds = round((ended - began).total_seconds(), 3)
+        for name, hundredths in PERCENTILES.items():
+            if (rank - 1) * 100 < n * hundredths <= rank * 100:
+                found[key][name] = seconds
+    return found
+
+
+def _busiest_hours(session: Session, runs: Any) -> list[tuple[int, int]]:
+    hours = select(extract("hour", runs.c.finished_at).label("hour")).subquery("hours")
+    n = func.count().label("n")
+    query = select(hours.c.hour, n).group_by(hours.c.hour).order_by(n.desc(), hours.c.hour)
+    return [(int(hour), count) for hour, count in session.execute(query.limit(TOP_HOURS))]
+
+
+def _top_failure_reasons(session: Session, runs: Any) -> list[tuple[str, int]]:
+    said = case((runs.c.reason == "", runs.c.state), else_=runs.c.reason)
+    reasons = (
+        select(func.substr(said, 1, REASON_CHARS).label("reason"))
+        .where(runs.c.state.in_(sorted(FAILED)))
+        .subquery("reasons")
+    )
+    n = func.count().label("n")
+    query = select(reasons.c.reason, n).group_by(reasons.c.reason)
+    query = query.order_by(n.desc(), reasons.c.reason).limit(TOP_REASONS)
+    return [(reason, count) for reason, count in session.execute(query)]
 
 
 def summary(
@@ -69,32 +183,9 @@ def summary(
     sites_in: Sequence[str] | None = None,
 ) -> Summary:
     """`sites_in` limits the report to tasks of those sites (a caller's grant); None: all."""
-    finals = [s.value for s in RunState if s.is_final]
-    query = (
-        select(Run, Task)
-        .join(Task, col(Task.id) == col(Run.task_id))
-        .where(col(Run.finished_at) >= start, col(Run.finished_at) < end)
-        .where(col(Run.state).in_(finals))
-    )
-    if sites_in is not None:
-        query = query.where(col(Task.site).in_(sites_in))
-    rows = session.exec(query).all()
-    durations: dict[str, list[float]] = defaultdict(list)
-    counts: dict[str, Counter[str]] = defaultdict(Counter)
-    hours: Counter[int] = Counter()
-    reasons: Counter[str] = Counter()
-    for run, task in rows:
-        key = _key(task, group_by)
-        counts[key]["runs"] += 1
-        if run.state == RunState.succeeded:
-            counts[key]["succeeded"] += 1
-        elif run.state in FAILED:
-            counts[key]["failed"] += 1
-            reasons[(run.reason or run.state)[:200]] += 1
-        if run.started_at and run.finished_at:
-            durations[key].append((run.finished_at - run.started_at).total_seconds())
-        if run.finished_at:
-            hours[run.finished_at.hour] += 1
+    runs = _finished_runs(group_by, start, end, sites_in)
+    counts = _counts(session, runs)
+    durations = _percentiles(session, runs) if counts else {}
     groups = [
         GroupRow(
             key=key,
@@ -102,12 +193,14 @@ def summary(
             succeeded=c["succeeded"],
             failed=c["failed"],
             success_rate=round(c["succeeded"] / c["runs"], 4) if c["runs"] else None,
-            p50_s=percentile(durations[key], 0.50),
-            p95_s=percentile(durations[key], 0.95),
+            p50_s=durations.get(key, {}).get("p50_s"),
+            p95_s=durations.get(key, {}).get("p95_s"),
         )
         for key, c in sorted(counts.items())
     ]
-    return Summary(start, end, group_by, groups, hours.most_common(5), reasons.most_common(10))
+    hours = _busiest_hours(session, runs) if counts else []
+    reasons = _top_failure_reasons(session, runs) if counts else []
+    return Summary(start, end, group_by, groups, hours, reasons)
 
 
 def summary_csv(report: Summary) -> str:

@@ -3,15 +3,18 @@
 Nothing new is stored: a device's points were last seen in the result of the
 newest succeeded run that read them (`modbus.read`), wrote and read them back
 (`modbus.write` with verify) or asked the device (`serial.command`). Runs are read
-newest first, a page at a time, until every point has a value or `MAX_SCAN` runs
-were read, so a device that is polled often answers from its first page.
+newest first by one query (at most `MAX_SCAN` of them) streamed a page at a time,
+and reading stops once every point has a value, so a device that is polled often
+answers from its first page.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from tme.controller.store.models import Device, Run, Task
@@ -82,24 +85,39 @@ def _typed(value: Any, kind: str | None) -> Any:
         return value
 
 
-def _succeeded_runs(session: Session, device: Device | DevicePublic) -> Iterator[tuple[Run, str]]:
+class _Read(NamedTuple):
+    id: str
+    task_id: int
+    finished_at: datetime | None
+    result: dict[str, Any] | None
+    op: str
+
+
+def _succeeded_runs(session: Session, device: Device | DevicePublic) -> Iterator[_Read]:
+    """The device's succeeded value runs, newest first: one query, fetched `PAGE` rows at
+    a time, so stopping early reads no more (an OFFSET per page sorted the runs again)."""
     query = (
-        select(Run, Task.op)
+        sa_select(
+            col(Run.id), col(Run.task_id), col(Run.finished_at), col(Run.result), col(Task.op)
+        )
         .join(Task, col(Task.id) == col(Run.task_id))
         .where(
-            Task.site == device.site,
-            Task.agent == device.agent,
-            Task.device == device.name,
+            col(Task.site) == device.site,
+            col(Task.agent) == device.agent,
+            col(Task.device) == device.name,
             col(Task.op).in_(VALUE_OPS),
-            Run.state == RunState.succeeded,
+            col(Run.state) == RunState.succeeded,
         )
         .order_by(col(Run.finished_at).desc(), col(Run.id).desc())
+        .limit(MAX_SCAN)
+        .execution_options(yield_per=PAGE)
     )
-    for offset in range(0, MAX_SCAN, PAGE):
-        rows = session.exec(query.offset(offset).limit(PAGE)).all()
-        yield from rows
-        if len(rows) < PAGE:
-            return
+    rows = session.execute(query)
+    try:
+        for row in rows:
+            yield _Read(*row)
+    finally:
+        rows.close()  # a reader that stopped early frees the cursor now
 
 
 def latest_values(session: Session, device: Device | DevicePublic) -> DeviceValues:
@@ -108,8 +126,8 @@ def latest_values(session: Session, device: Device | DevicePublic) -> DeviceValu
     points = [p for p in described if p.get("name")]
     wanted = {str(p["name"]) for p in points}
     latest: dict[str, PointValue] = {}
-    for run, op in _succeeded_runs(session, device):
-        for name, (value, unit) in readings_of(op, run.result).items():
+    for run in _succeeded_runs(session, device):
+        for name, (value, unit) in readings_of(run.op, run.result).items():
             if name in latest or name not in wanted:
                 continue
             latest[name] = PointValue(
@@ -119,7 +137,7 @@ def latest_values(session: Session, device: Device | DevicePublic) -> DeviceValu
                 at=run.finished_at,
                 run_id=run.id,
                 task_id=run.task_id,
-                op=op,
+                op=run.op,
             )
         if len(latest) == len(wanted):
             break

@@ -214,6 +214,7 @@ async def test_reports_page_and_csv_link(user: User, board, sign_in) -> None:
     sign_in(user, "viewer")
     await user.open("/reports?days=7&group_by=op")
     await user.should_see("Export CSV")
+    await user.should_see(kind=ui.table)  # the report fills in once the database answered
     table = user.find(ui.table).elements.pop()
     assert [(r["key"], r["runs"], r["success_rate"]) for r in table.rows] == [
         ("modbus.read", 1, 1.0)

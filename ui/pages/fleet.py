@@ -1,62 +1,77 @@
 """Sites, agents and devices: online or offline with last seen (from presence), and
-each device's points with their latest values, refreshed when a run on it succeeds."""
+each device's points with their latest values, refreshed when a run on it succeeds.
+
+Every database read runs on a worker thread (a device's values scan its recent runs),
+and a device's rows go to the browser again only when its values changed."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from nicegui import ui
+from nicegui import run, ui
 
 from tme.controller.services import fleet, point_values
 from tme.controller.services.access import site_scope
-from tme.schemas import DevicePublic
+from tme.schemas import AgentPublic, DevicePublic, DeviceValues, SitePublic
 from tme.ui import live
 from tme.ui.context import dashboard
+from tme.ui.loading import off_the_loop, placeholder
 from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
+
+DeviceKey = tuple[str, str, str]  # site, agent, device
+
+
+@dataclass
+class Fleet:
+    sites: list[SitePublic]
+    agents: list[AgentPublic]
+    devices: dict[DeviceKey, DevicePublic]
+    values: dict[DeviceKey, DeviceValues]
+
+
+def _key(device: DevicePublic) -> DeviceKey:
+    return (device.site, device.agent, device.name)
+
+
+def _fleet(granted: Sequence[str] | None) -> Fleet:
+    """All the page shows, in one trip to a worker thread."""
+    with dashboard().session() as session:
+        devices = {_key(d): d for d in fleet.list_devices(session, sites_in=granted)}
+        return Fleet(
+            sites=fleet.list_sites(session, sites_in=granted),
+            agents=fleet.list_agents(session, sites_in=granted),
+            devices=devices,
+            values={k: point_values.latest_values(session, d) for k, d in devices.items()},
+        )
+
+
+def _values(device: DevicePublic) -> DeviceValues:
+    with dashboard().session() as session:
+        return point_values.latest_values(session, device)
 
 
 def register() -> None:
     @ui.page("/fleet")
-    def fleet_page(request: Request) -> None:
+    async def fleet_page(request: Request) -> None:
         viewer = sign_in_first(request)
         if viewer is None:
             return
-        granted = site_scope(viewer.principal)  # the API's fleet lists: the grant's sites
-        with dashboard().session() as session:
-            sites = fleet.list_sites(session, sites_in=granted)
-            agents = fleet.list_agents(session, sites_in=granted)
-            devices = fleet.list_devices(session, sites_in=granted)
-        chips: dict[tuple[str, str], tuple[ui.badge, ui.label]] = {}
         with frame("Fleet", viewer):
-            ui.label("Sites").classes("text-lg")
-            for site in sites:
-                ui.label(
-                    f"{site.name}: {site.agents_online}/{site.agents} agents online, "
-                    f"last seen {site.last_seen:%Y-%m-%d %H:%M:%S}"
-                    if site.last_seen
-                    else site.name
-                )
-            ui.label("Agents").classes("text-lg")
-            with ui.grid(columns="10rem 10rem 6rem 6rem 1fr").classes("items-center gap-x-4"):
-                for head in ("Site", "Agent", "Role", "State", "Last seen"):
-                    ui.label(head).classes("font-medium text-gray-600")
-                for agent in agents:
-                    ui.label(agent.site)
-                    ui.label(agent.name)
-                    ui.label(agent.role)
-                    chip = state_chip("online" if agent.online else "offline")
-                    seen = ui.label(
-                        f"{agent.last_seen:%Y-%m-%d %H:%M:%S}" if agent.last_seen else "-"
-                    )
-                    chips[(agent.site, agent.name)] = (chip, seen)
-            ui.label("Devices").classes("text-lg")
-            tables: dict[tuple[str, str, str], ui.element] = {}
-            for device in devices:
-                title = f"{device.site}/{device.agent}/{device.name} ({device.profile})"
-                with ui.expansion(title, value=True).classes("w-full"):
-                    tables[(device.site, device.agent, device.name)] = ui.column().classes("w-full")
-                show_values(tables[(device.site, device.agent, device.name)], device)
+            body = placeholder("the fleet")
+        # the API's fleet lists: the grant's sites
+        found = await off_the_loop(_fleet, site_scope(viewer.principal))
+        if found is None:  # the server is stopping
+            return
+        body.clear()
+        with body:
+            chips = _sites_and_agents(found)
+            tables = _devices(found)
+        shown = dict(found.values)
+        busy: set[DeviceKey] = set()
+        stale: set[DeviceKey] = set()
 
         def on_agents(changes: list[live.AgentChange]) -> None:
             for change in changes:
@@ -65,28 +80,76 @@ def register() -> None:
                     set_chip(chip, change.state)
                     seen.text = f"{change.at:%Y-%m-%d %H:%M:%S}"
 
-        def on_runs(changes: list[live.RunChange]) -> None:
+        async def refresh(key: DeviceKey) -> None:
+            """One read at a time per device; runs that succeed meanwhile read once more."""
+            if key in busy:
+                stale.add(key)
+                return
+            busy.add(key)
+            try:
+                while True:
+                    stale.discard(key)
+                    values = await run.io_bound(_values, found.devices[key])
+                    if values is None:  # the server is stopping
+                        return
+                    if values != shown.get(key):  # only this device's rows go to the browser
+                        shown[key] = values
+                        show_values(tables[key], found.devices[key], values)
+                    if key not in stale:
+                        return
+            finally:
+                busy.discard(key)
+
+        async def on_runs(changes: list[live.RunChange]) -> None:
             finished = {
-                (c.site, c.agent, c.device)
+                (c.site or "", c.agent or "", c.device or "")
                 for c in changes
                 if c.to_state == "succeeded" and c.op in point_values.VALUE_OPS
             }
-            for site, agent, name in finished:
-                table = tables.get((site or "", agent or "", name or ""))
-                found = next(
-                    (d for d in devices if (d.site, d.agent, d.name) == (site, agent, name)), None
-                )
-                if table is not None and found is not None:
-                    show_values(table, found)  # only this device's rows go to the browser
+            for key in finished & tables.keys():
+                await refresh(key)
 
         live.agent_changes.subscribe(on_agents)
         live.run_changes.subscribe(on_runs)
 
 
-def show_values(table: ui.element, device: DevicePublic) -> None:
+def _sites_and_agents(found: Fleet) -> dict[tuple[str, str], tuple[ui.badge, ui.label]]:
+    ui.label("Sites").classes("text-lg")
+    for site in found.sites:
+        ui.label(
+            f"{site.name}: {site.agents_online}/{site.agents} agents online, "
+            f"last seen {site.last_seen:%Y-%m-%d %H:%M:%S}"
+            if site.last_seen
+            else site.name
+        )
+    ui.label("Agents").classes("text-lg")
+    chips: dict[tuple[str, str], tuple[ui.badge, ui.label]] = {}
+    with ui.grid(columns="10rem 10rem 6rem 6rem 1fr").classes("items-center gap-x-4"):
+        for head in ("Site", "Agent", "Role", "State", "Last seen"):
+            ui.label(head).classes("font-medium text-gray-600")
+        for agent in found.agents:
+            ui.label(agent.site)
+            ui.label(agent.name)
+            ui.label(agent.role)
+            chip = state_chip("online" if agent.online else "offline")
+            seen = ui.label(f"{agent.last_seen:%Y-%m-%d %H:%M:%S}" if agent.last_seen else "-")
+            chips[(agent.site, agent.name)] = (chip, seen)
+    return chips
+
+
+def _devices(found: Fleet) -> dict[DeviceKey, ui.element]:
+    ui.label("Devices").classes("text-lg")
+    tables: dict[DeviceKey, ui.element] = {}
+    for key, device in found.devices.items():
+        title = f"{device.site}/{device.agent}/{device.name} ({device.profile})"
+        with ui.expansion(title, value=True).classes("w-full"):
+            tables[key] = ui.column().classes("w-full")
+        show_values(tables[key], device, found.values[key])
+    return tables
+
+
+def show_values(table: ui.element, device: DevicePublic, values: DeviceValues) -> None:
     """The device's points: latest value with unit, when and from which run, and limits."""
-    with dashboard().session() as session:
-        values = point_values.latest_values(session, device)
     described = {p.name: p for p in device.points}
     table.clear()
     with (
