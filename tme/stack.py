@@ -98,6 +98,7 @@ class LocalStack:
         self.agents: dict[str, Any] = {}
         self._agent_configs: dict[str, Any] = {}
         self.gateway: Any = None
+        self._sock: socket.socket | None = None
 
     def __enter__(self) -> LocalStack:
         try:
@@ -111,6 +112,9 @@ class LocalStack:
         self.stop()
 
     def start(self) -> None:
+        # the port first: one in use stops the start before anything else began
+        self._sock = _listening_socket(self.config.http_host, self.config.http_port)
+        self._exit.callback(self._sock.close)
         self._start_machines()
         self._start_mqtt()
         self._start_controller()
@@ -167,10 +171,9 @@ class LocalStack:
         self.settings, self.engine = settings, engine
         self._make_admin(engine)
         self.app = create_app(settings, engine=engine, dashboard=cfg.dashboard)
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((cfg.http_host, cfg.http_port))
-        self._exit.callback(sock.close)
+        sock = self._sock
+        if sock is None:
+            raise RuntimeError("start() binds the controller's port first")
         server = uvicorn.Server(uvicorn.Config(self.app, log_config=None, access_log=False))
         thread = threading.Thread(
             target=server.run, kwargs={"sockets": [sock]}, name="tme-http", daemon=True
@@ -185,18 +188,23 @@ class LocalStack:
         self.url = f"http://{host}:{port}"
 
     def _make_admin(self, engine: Any) -> None:
-        """An admin on a fresh database; a reused one keeps its users (a new token is made)."""
+        """An admin on a fresh database. A reused one keeps its users; its admin gets a
+        new token and a new password, printed like the first (there is no other way back
+        in for someone who lost the first start's output)."""
+        import secrets
         from datetime import timedelta
 
         from tme.controller.services.bootstrap import create_admin
         from tme.controller.services.tokens import issue_token
-        from tme.controller.services.users import get_user, list_users
+        from tme.controller.services.users import list_users, set_password
         from tme.controller.store.db import session_scope
 
         with session_scope(engine) as session:
             if list_users(session):
-                issued = issue_token(session, get_user(session, "admin"), "demo", ttl=timedelta(1))
-                self.token = issued.value
+                password = secrets.token_urlsafe(12)
+                admin = set_password(session, "admin", password)
+                issued = issue_token(session, admin, "demo", ttl=timedelta(1))
+                self.admin_password, self.token = password, issued.value
                 return
         credentials = create_admin(engine)
         self.admin_password, self.token = credentials.password, credentials.token
@@ -247,6 +255,25 @@ class LocalStack:
     def _stop_agents(self) -> None:
         for name in list(self.agents):
             self.stop_agent(name)
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The controller's socket, bound before uvicorn starts; a port in use is a
+    ConfigError naming it (the CLI prints one line), not a traceback."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        from tme.errors import ConfigError
+
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): "
+            "stop the other process or pass --port",
+            key="http.port",
+        ) from exc
+    return sock
 
 
 def _delete_queue(bus_url: str, queue: str) -> None:

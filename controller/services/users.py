@@ -1,4 +1,4 @@
-"""Users: create, list, disable, and check a password (`authenticate`)."""
+"""Users: create, list, disable, set and check a password (`authenticate`)."""
 
 from __future__ import annotations
 
@@ -65,6 +65,16 @@ def get_user(session: Session, username: str) -> User:
     user = session.exec(select(User).where(User.username == username)).first()
     if user is None:
         raise NotFound(f"user {username!r} does not exist", details={"username": username})
+    return user
+
+
+def set_password(session: Session, username: str, password: str) -> User:
+    """A new password for `username`; its tokens and open sessions stay valid."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise _invalid("password", f"at least {MIN_PASSWORD_LENGTH} characters")
+    user = get_user(session, username)
+    user.password_hash = hash_password(password)
+    session.add(user)
     return user
 
 

@@ -1,0 +1,68 @@
+"""`tme demo` on a port in use says so in one line; started again on its data, it sets
+and prints a new admin password (there is no other way back into the dashboard)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlmodel import Session
+
+from tme.controller.services.users import authenticate
+from tme.controller.store.db import make_engine, upgrade
+from tme.errors import AuthError
+from tme.stack import LocalStack, StackConfig
+
+TME = Path(sys.executable).with_name("tme")
+
+
+def test_a_port_in_use_is_one_line_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "400"}
+        done = subprocess.run(
+            [str(TME), "demo", "--port", str(port), "--data-dir", str(tmp_path / "demo")],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    assert f"127.0.0.1:{port}" in lines[0]
+    assert "stop the other process or pass --port" in lines[0]
+
+
+def _signs_in(engine: object, password: str) -> bool:
+    with Session(engine) as session:  # type: ignore[arg-type]
+        try:
+            authenticate(session, "admin", password)
+        except AuthError:
+            return False
+        return True
+
+
+def test_a_restart_on_the_same_data_gives_a_new_admin_password(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/tme.db")
+    upgrade(engine)
+    config = StackConfig(database_url="", state_dir=tmp_path, profiles_dir=tmp_path)
+    try:
+        first = LocalStack(config)
+        first._make_admin(engine)  # the first start: a fresh database
+        again = LocalStack(config)
+        again._make_admin(engine)  # a restart on the same database
+        assert again.admin_password and again.token
+        assert again.admin_password != first.admin_password
+        assert _signs_in(engine, again.admin_password)  # the printed one lets them in
+        assert not _signs_in(engine, first.admin_password)
+    finally:
+        engine.dispose()
