@@ -72,14 +72,17 @@ def run_now(principal: Principal, task_id: int) -> str | None:
 
 
 def cancel_run(principal: Principal, run_id: str) -> str | None:
-    """Cancel at once before dispatch; a run on its way is asked to stop."""
+    """Cancel at once before dispatch, or when the task has no agent to ask (an external
+    one); a run on its way to an agent is asked to stop."""
     with session_scope(dashboard().engine) as session:
         run = cancel_service.cancel_run(session, run_id)
         session.commit()
-        state = run.state
+        state, reason = run.state, run.reason
     _audit(principal, "run.control:cancel", f"run {run_id}")
     if state != RunState.canceled:
         return f"asked the agent to stop run {run_id[:8]}"
+    if reason == cancel_service.NO_AGENT:
+        return f"canceled run {run_id[:8]} at once: its task has no agent to ask"
     return None
 
 

@@ -55,8 +55,9 @@ def url(path: str) -> str:
     return PREFIX["path"] + path
 
 
-def state_chip(state: str) -> ui.badge:
-    return ui.badge(state, color=STATE_COLORS.get(state, "grey")).classes("state-chip")
+def state_chip(state: str, text: str | None = None) -> ui.badge:
+    """A chip in the colour of `state`, saying `text` (the state itself by default)."""
+    return ui.badge(text or state, color=STATE_COLORS.get(state, "grey")).classes("state-chip")
 
 
 def set_chip(chip: ui.badge, state: str) -> None:

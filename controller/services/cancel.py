@@ -4,7 +4,9 @@ A run not yet handed to the broker is canceled at once (its outbox row is
 withdrawn). A run already on its way is asked to stop: a cancel command follows
 the same path (outbox, broker, gateway, agent), and the agent stops the operation
 and reports `canceled`. `force` marks it canceled at once even if the agent is
-gone; the stop request still goes out.
+gone; the stop request still goes out. A run of a task without an agent (an
+external task, reported by a person or another system) has nobody to ask: it is
+canceled at once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tme.protocol import Command
 from tme.states import RunState
 
 BEFORE_BROKER = frozenset({RunState.pending, RunState.waiting, RunState.queued})
+NO_AGENT = "canceled at once: its task has no agent to ask (a person or system reports it)"
 CANCEL_TTL_S = 300.0  # a stop request older than this is pointless: the run timed out by then
 
 
@@ -58,6 +61,8 @@ def cancel_run(session: Session, run_id: str, *, force: bool = False) -> Run:
         session.add(_stop_request(run, task))
     if state in BEFORE_BROKER:
         transition(session, run, RunState.canceled, reason="canceled before dispatch", source="api")
+    elif task is None or not task.agent:
+        transition(session, run, RunState.canceled, reason=NO_AGENT, source="api")
     elif force:
         reason = "force-canceled; the agent was asked to stop but may not have answered"
         transition(session, run, RunState.canceled, reason=reason, source="api")

@@ -146,6 +146,18 @@ def test_cancel_of_a_running_run_asks_the_agent_and_force_marks_it(session: Sess
     assert "force-canceled" in events[-1].reason
 
 
+def test_cancel_of_a_run_without_an_agent_is_immediate(session: Session) -> None:
+    """An external task's run has nobody to send a stop to: it is canceled at once."""
+    data = TaskCreate.model_validate({"name": "inspect valve 3", "op": "external"})
+    task, _ = create_task(session, data)
+    run = session.get(Run, task.latest_run_id)
+    assert run is not None
+    record_hop(session, run, "running", source="api")
+    cancel_run(session, run.id)
+    assert run.state == "canceled" and "no agent to ask" in run.reason
+    assert session.exec(select(Outbox)).all() == []  # no stop request to nobody
+
+
 def test_backoff_grows_exponentially_within_its_cap_and_jitter() -> None:
     policy = Retries(max=5, backoff_s=1, factor=2, backoff_max_s=5, jitter=0.1)
     top = SimpleNamespace(uniform=lambda a, b: b)  # the top of the jitter band

@@ -102,7 +102,7 @@ def register() -> None:
                 ui.label("Runs by state").classes("font-medium")
                 with ui.row().classes("gap-2") as states_row:
                     for state, count in sorted(by_state.items()):
-                        state_chip(f"{state}: {count}")
+                        state_chip(state, f"{state}: {count}")
             chart = ui.echart(
                 {
                     "title": {"text": "Runs per minute (last hour)", "textStyle": {"fontSize": 14}},
@@ -129,7 +129,7 @@ def register() -> None:
             states_row.clear()
             with states_row:
                 for state, count in sorted(counts.items()):
-                    state_chip(f"{state}: {count}")
+                    state_chip(state, f"{state}: {count}")
             chart.options["series"][0]["data"] = [n for _, n in minutes]
             chart.options["xAxis"]["data"] = [m for m, _ in minutes]
             chart.update()

@@ -9,6 +9,7 @@ from fastapi import Request
 from nicegui import ui
 from sqlmodel import col, select
 
+from tme.controller.services.point_values import readings_of
 from tme.controller.services.queries import get_run_detail
 from tme.controller.services.workflow_graph import workflow_of
 from tme.controller.store.models import Device, RunLog, Task
@@ -34,7 +35,16 @@ def units_of(session: Any, task: Task) -> dict[str, str]:
     return {str(p.get("name")): str(p.get("unit") or "") for p in points}
 
 
-def result_rows(result: dict[str, Any] | None, units: dict[str, str], point: str | None) -> list:
+def result_rows(
+    op: str, result: dict[str, Any] | None, units: dict[str, str], point: str | None
+) -> list[tuple[str, Any, str]]:
+    """(name, value, unit) to show: a read's points one a line (its result nests them
+    under "values"), otherwise the result's own keys."""
+    if op == "modbus.read":
+        readings = readings_of(op, result)
+        return [
+            (name, value, unit or units.get(name, "")) for name, (value, unit) in readings.items()
+        ]
     rows = []
     for key, value in (result or {}).items():
         unit = units.get(key) or (units.get(point or "") if key == "value" else "")
@@ -83,7 +93,8 @@ def register() -> None:
                 with result_box:
                     if not result:
                         ui.label("no result yet").classes("text-gray-500")
-                    for key, value, unit in result_rows(result, units, task.params.get("point")):
+                    point = task.params.get("point")
+                    for key, value, unit in result_rows(task.op, result, units, point):
                         ui.label(f"{key}: {value} {unit}".strip())
 
             show_result(detail.result)

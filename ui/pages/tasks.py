@@ -48,6 +48,7 @@ def register() -> None:
             _filter_bar(status, site, q)
             if viewer.can("task.write"):
                 ui.button("New task", icon="add", on_click=lambda: _create_dialog(viewer))
+            banner, banner_text = _new_tasks_banner()
             chips = _task_rows(rows, viewer)
             with ui.row().classes("gap-4"):
                 if cursor:
@@ -56,7 +57,22 @@ def register() -> None:
                     more = _query(status, site, q, next_cursor)
                     ui.link("Next page", href(f"/tasks?{more}"))
 
+        # Newest first: a task made after the page opened has a larger id than any shown
+        # and would top the first page; say so rather than move the rows under the mouse.
+        newest = max(chips, default=0)
+        new_ids: set[int] = set()
+
         def on_runs(changes: list[live.RunChange]) -> None:
+            if not cursor:
+                new_ids.update(
+                    c.task_id
+                    for c in changes
+                    if c.task_id > newest and c.task_id not in chips and _listed(c, filters)
+                )
+                if new_ids:
+                    many = "s" if len(new_ids) > 1 else ""
+                    banner_text.text = f"{len(new_ids)} new task{many} since this page opened"
+                    banner.set_visibility(True)
             seen = [c.task_id for c in changes if c.task_id in chips]
             if not seen:
                 return
@@ -64,6 +80,26 @@ def register() -> None:
                 set_chip(chips[task_id], state)  # only the changed rows go to the browser
 
         live.run_changes.subscribe(on_runs)
+
+
+def _new_tasks_banner() -> tuple[ui.row, ui.label]:
+    with ui.row().classes("items-center gap-2 rounded bg-amber-100 px-3 py-1") as banner:
+        text = ui.label().mark("new-tasks")
+        ui.button("Reload", on_click=lambda: ui.navigate.reload()).props("flat dense")
+    banner.set_visibility(False)
+    return banner, text
+
+
+def _listed(change: live.RunChange, filters: TaskFilters) -> bool:
+    """Whether the change's task would be in this list (its description is not in the
+    change, so a search matches the name only)."""
+    if filters.sites is not None and change.site not in filters.sites:
+        return False
+    if filters.site and change.site != filters.site:
+        return False
+    if filters.status and change.to_state != filters.status:
+        return False
+    return not filters.search or filters.search.lower() in change.task_name.lower()
 
 
 def _query(status: str, site: str, q: str, cursor: str = "") -> str:
@@ -117,12 +153,19 @@ def _action_buttons(task: Task, viewer: Viewer) -> None:
                 ui.label(f"Delete task {tid} ({task.name})? Its runs go with it.")
                 with ui.row():
                     ui.button("Cancel", on_click=dialog.close).props("flat")
-                    delete = guarded(viewer, "task.write", task.site, actions.delete, tid)
+                    # reload only once it is gone: a refusal (a run in flight) stays on screen
+                    delete = guarded(
+                        viewer,
+                        "task.write",
+                        task.site,
+                        actions.delete,
+                        tid,
+                        then=lambda _: ui.navigate.reload(),
+                    )
 
                     def confirmed() -> None:
                         dialog.close()
                         delete()
-                        ui.navigate.reload()
 
                     ui.button("Delete", color="negative", on_click=confirmed).mark("confirm-delete")
             dialog.open()

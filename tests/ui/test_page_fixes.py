@@ -1,0 +1,135 @@
+"""Dashboard answers a person can act on: a refused delete says why, a cancel says what
+happened, the CSV export leaves the dashboard's mount, new tasks are announced, read
+values show one a line and run counts keep their state's colour."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from nicegui import ui
+from nicegui.testing import User
+from sqlmodel import Session
+from test_live_pages import LIVE, _latest_run, _move, _succeed, _task
+
+from tme.controller.store.models import Run, Task
+from tme.ui.theme import STATE_COLORS
+
+MOUNT = "/ui"  # where the controller mounts the dashboard (the tests run it unmounted)
+
+
+def _reloads(user: User, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    reloaded: list[bool] = []
+    monkeypatch.setattr(user.navigate, "reload", lambda: reloaded.append(True))
+    return reloaded
+
+
+async def test_a_refused_delete_stays_on_screen(
+    user: User, board, sign_in, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id = _task(board)
+    _move(board, _latest_run(board, task_id), "queued", "dispatched", "running")
+    sign_in(user, "operator")
+    await user.open("/tasks")
+    reloaded = _reloads(user, monkeypatch)
+    user.find("Delete").click()
+    user.find(marker="confirm-delete").click()
+    await user.should_see("in flight")  # the service's reason, as the API's 409 gives it
+    assert reloaded == []  # a reload would take the message away with the page
+    with Session(board.engine) as session:
+        assert session.get(Task, task_id) is not None
+
+
+async def test_a_delete_that_succeeds_reloads_the_list(
+    user: User, board, sign_in, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    task_id = _task(board)
+    sign_in(user, "operator")
+    await user.open("/tasks")
+    reloaded = _reloads(user, monkeypatch)
+    user.find("Delete").click()
+    user.find(marker="confirm-delete").click()
+    assert reloaded == [True]
+    with Session(board.engine) as session:
+        assert session.get(Task, task_id) is None
+
+
+async def test_cancel_of_an_external_run_cancels_it_at_once(user: User, board, sign_in) -> None:
+    task_id = _task(board, op="external", target=None, params={})
+    run_id = _latest_run(board, task_id)
+    _move(board, run_id, "running")  # a person reported it started
+    sign_in(user, "operator")
+    await user.open(f"/runs/{run_id}")
+    user.find("Cancel run").click()
+    await user.should_see("no agent to ask")
+    await user.should_not_see("asked the agent")
+    with Session(board.engine) as session:
+        run = session.get(Run, run_id)
+        assert run is not None and run.state == "canceled"
+
+
+def _browser_href(element: Any) -> str:
+    """Where a click leads once mounted: NiceGUI's link.js puts the mount path before a
+    ui.link target starting with "/"; a plain <a> keeps its href."""
+    target = str(element.props.get("href", ""))
+    if isinstance(element, ui.link) and target.startswith("/"):
+        return MOUNT + target
+    return target
+
+
+async def test_export_csv_leads_to_the_api_not_under_the_dashboard(
+    user: User, board, sign_in
+) -> None:
+    sign_in(user, "viewer")
+    await user.open("/reports?days=30&group_by=site")
+    await user.should_see("Export CSV")
+    link = user.find(marker="export-csv").elements.pop()
+    assert link.tag == "a"
+    assert _browser_href(link) == "/api/v1/reports/summary.csv?days=30&group_by=site"
+
+
+async def test_the_tasks_list_announces_tasks_made_after_it_opened(
+    user: User, board, sign_in
+) -> None:
+    _task(board, name="first pump")
+    sign_in(user, "viewer")
+    await user.open("/tasks")
+    await user.should_see("first pump")
+    await user.should_not_see(marker="new-tasks")
+    _task(board, name="second pump")
+    await user.should_see("1 new task since this page opened", retries=LIVE)
+    await user.should_see("Reload")
+
+
+async def test_a_new_task_outside_the_filter_is_not_announced(user: User, board, sign_in) -> None:
+    _task(board, name="first pump")
+    sign_in(user, "viewer")
+    await user.open("/tasks?q=pump")
+    _task(board, name="conveyor belt")
+    _task(board, name="third pump")
+    await user.should_see(marker="new-tasks", retries=LIVE)
+    banner = user.find(marker="new-tasks").elements.pop()
+    assert banner.text == "1 new task since this page opened"
+
+
+async def test_the_run_page_shows_each_read_value_with_its_unit(user: User, board, sign_in) -> None:
+    run_id = _latest_run(board, _task(board))
+    result = {"values": {"level": {"value": 41.25, "unit": "%"}, "inflow": {"value": 3}}}
+    _succeed(board, run_id, result)
+    sign_in(user, "viewer")
+    await user.open(f"/runs/{run_id}")
+    await user.should_see("level: 41.25 %")
+    await user.should_see("inflow: 3")
+    await user.should_not_see("values:")  # not the result's raw dict
+
+
+async def test_runs_by_state_keep_their_states_colours(user: User, board, sign_in) -> None:
+    _succeed(board, _latest_run(board, _task(board)))
+    _move(board, _latest_run(board, _task(board)), "canceled")
+    sign_in(user, "viewer")
+    await user.open("/")
+    await user.should_see("succeeded: 1")
+    chips = {chip.text: chip.props.get("color") for chip in user.find(ui.badge).elements}
+    assert chips["succeeded: 1"] == STATE_COLORS["succeeded"]
+    assert chips["canceled: 1"] == STATE_COLORS["canceled"]
+    assert STATE_COLORS["succeeded"] != STATE_COLORS["canceled"]
