@@ -62,3 +62,20 @@ async def test_fleet_reads_devices_and_values_on_a_worker_thread(
     await user.should_see("57.5", retries=LIVE)  # the live refresh reads off the loop too
     assert listed == [False]
     assert len(read) >= 2 and not any(read)
+
+
+async def test_the_overview_counts_on_a_worker_thread(
+    user: User, board, sign_in, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its count of runs by state covers every run kept, on opening and on every live
+    refresh (up to four a second while runs move)."""
+    from tme.ui.pages import overview
+
+    task_id = _task(board)
+    counted = _spy(monkeypatch, overview, "runs_by_state")
+    sign_in(user, "viewer")
+    await user.open("/")
+    await user.should_see("pending: 1")
+    _succeed(board, _latest_run(board, task_id))
+    await user.should_see("succeeded: 1", retries=LIVE)
+    assert len(counted) >= 2 and not any(counted)

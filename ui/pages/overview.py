@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import Request
-from nicegui import ui
+from nicegui import run, ui
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
@@ -22,6 +22,7 @@ from tme.controller.services.roles import Principal
 from tme.controller.store.models import Agent, Run, Task, utcnow
 from tme.ui import live
 from tme.ui.context import dashboard
+from tme.ui.loading import off_the_loop, placeholder
 from tme.ui.theme import frame, href, sign_in_first, state_chip
 
 
@@ -72,68 +73,144 @@ def agents_online(session: Session, principal: Principal) -> tuple[int, int]:
     return sum(1 for a in agents if a), len(agents)
 
 
+class Figures(NamedTuple):
+    """What the overview shows, read in one trip to a worker thread."""
+
+    by_state: dict[str, int]
+    per_minute: list[tuple[str, int]]
+    failures: list[tuple[Run, Task]]
+    online: int
+    agents: int
+    sites: int
+
+
+def figures(principal: Principal) -> Figures:
+    """The overview's database work (a count over every run kept): off the UI loop."""
+    with dashboard().session() as session:
+        online, agents = agents_online(session, principal)
+        return Figures(
+            runs_by_state(session, principal),
+            runs_per_minute(session, principal),
+            recent_failures(session, principal),
+            online,
+            agents,
+            len(fleet.list_sites(session, sites_in=site_scope(principal))),
+        )
+
+
 def register() -> None:
     @ui.page("/")
-    def overview(request: Request) -> None:
+    async def overview(request: Request) -> None:
         viewer = sign_in_first(request)
         if viewer is None:
             return
         principal = viewer.principal
-        with dashboard().session() as session:
-            by_state = runs_by_state(session, principal)
-            per_minute = runs_per_minute(session, principal)
-            failures = recent_failures(session, principal)
-            online, total = agents_online(session, principal)
-            sites = fleet.list_sites(session, sites_in=site_scope(principal))
         with frame("Overview", viewer):
-            with ui.row().classes("gap-4"):
-                with ui.card():
-                    ui.label("Agents online").classes("text-sm text-gray-600")
-                    agents_label = (
-                        ui.label(f"{online} / {total}").classes("text-3xl").mark("overview-agents")
-                    )
-                with ui.card():
-                    ui.label("Sites").classes("text-sm text-gray-600")
-                    ui.label(str(len(sites))).classes("text-3xl").mark("overview-sites")
-                with ui.card():
-                    ui.label("Failures (24 h)").classes("text-sm text-gray-600")
-                    ui.label(str(len(failures))).classes("text-3xl").mark("overview-failures")
-            with ui.card().classes("w-full"):
-                ui.label("Runs by state").classes("font-medium")
-                with ui.row().classes("gap-2") as states_row:
-                    for state, count in sorted(by_state.items()):
-                        state_chip(state, f"{state}: {count}")
-            chart = ui.echart(
-                {
-                    "title": {"text": "Runs per minute (last hour)", "textStyle": {"fontSize": 14}},
-                    "xAxis": {"type": "category", "data": [m for m, _ in per_minute]},
-                    "yAxis": {"type": "value", "minInterval": 1},
-                    "series": [{"type": "bar", "data": [n for _, n in per_minute]}],
-                }
-            ).classes("w-full h-64")
-            with ui.card().classes("w-full"):
-                ui.label("Failures in the last 24 hours").classes("font-medium")
-                if not failures:
-                    ui.label("none").classes("text-gray-500")
-                for run, task in failures:
-                    with ui.row().classes("items-center gap-2"):
-                        state_chip(run.state)
-                        ui.link(task.name, href(f"/runs/{run.id}"))
-                        ui.label(run.reason).classes("text-sm text-gray-600")
-
-        def refresh(_changes: object) -> None:
-            with dashboard().session() as session:
-                counts = runs_by_state(session, principal)
-                minutes = runs_per_minute(session, principal)
-                up, all_agents = agents_online(session, principal)
-            states_row.clear()
-            with states_row:
-                for state, count in sorted(counts.items()):
-                    state_chip(state, f"{state}: {count}")
-            chart.options["series"][0]["data"] = [n for _, n in minutes]
-            chart.options["xAxis"]["data"] = [m for m, _ in minutes]
-            chart.update()
-            agents_label.text = f"{up} / {all_agents}"
-
+            body = placeholder("the overview")
+        shown = await off_the_loop(figures, principal)
+        if shown is None:  # the server is stopping
+            return
+        body.clear()
+        with body:
+            board = _show(shown)
+        refresh = _Refresh(principal, board)
         live.run_changes.subscribe(refresh)
         live.agent_changes.subscribe(refresh)
+
+
+class _Board(NamedTuple):
+    """The parts of the page a live refresh changes."""
+
+    agents_label: ui.label
+    states_row: ui.row
+    chart: ui.echart
+
+
+def _show(shown: Figures) -> _Board:
+    with ui.row().classes("gap-4"):
+        with ui.card():
+            ui.label("Agents online").classes("text-sm text-gray-600")
+            agents_label = (
+                ui.label(f"{shown.online} / {shown.agents}")
+                .classes("text-3xl")
+                .mark("overview-agents")
+            )
+        with ui.card():
+            ui.label("Sites").classes("text-sm text-gray-600")
+            ui.label(str(shown.sites)).classes("text-3xl").mark("overview-sites")
+        with ui.card():
+            ui.label("Failures (24 h)").classes("text-sm text-gray-600")
+            ui.label(str(len(shown.failures))).classes("text-3xl").mark("overview-failures")
+    with ui.card().classes("w-full"):
+        ui.label("Runs by state").classes("font-medium")
+        with ui.row().classes("gap-2") as states_row:
+            _state_chips(shown.by_state)
+    chart = ui.echart(
+        {
+            "title": {"text": "Runs per minute (last hour)", "textStyle": {"fontSize": 14}},
+            "xAxis": {"type": "category", "data": [m for m, _ in shown.per_minute]},
+            "yAxis": {"type": "value", "minInterval": 1},
+            "series": [{"type": "bar", "data": [n for _, n in shown.per_minute]}],
+        }
+    ).classes("w-full h-64")
+    with ui.card().classes("w-full"):
+        ui.label("Failures in the last 24 hours").classes("font-medium")
+        if not shown.failures:
+            ui.label("none").classes("text-gray-500")
+        for run, task in shown.failures:
+            with ui.row().classes("items-center gap-2"):
+                state_chip(run.state)
+                ui.link(task.name, href(f"/runs/{run.id}"))
+                ui.label(run.reason).classes("text-sm text-gray-600")
+    return _Board(agents_label, states_row, chart)
+
+
+def _state_chips(by_state: dict[str, int]) -> None:
+    for state, count in sorted(by_state.items()):
+        state_chip(state, f"{state}: {count}")
+
+
+class _Refresh:
+    """A live refresh of the counts: read on a worker thread, one read at a time; changes
+    that arrive meanwhile are taken by one more read when it is done."""
+
+    def __init__(self, principal: Principal, board: _Board) -> None:
+        self.principal, self.board = principal, board
+        self.reading = False
+        self.again = False
+
+    async def __call__(self, _changes: object) -> None:
+        if self.reading:
+            self.again = True
+            return
+        self.reading = True
+        try:
+            while True:
+                self.again = False
+                shown = await run.io_bound(live_figures, self.principal)
+                if shown is None:  # the server is stopping
+                    return
+                self._show(*shown)
+                if not self.again:
+                    return
+        finally:
+            self.reading = False
+
+    def _show(
+        self, by_state: dict[str, int], minutes: list[tuple[str, int]], up: int, of: int
+    ) -> None:
+        board = self.board
+        board.states_row.clear()
+        with board.states_row:
+            _state_chips(by_state)
+        board.chart.options["series"][0]["data"] = [n for _, n in minutes]
+        board.chart.options["xAxis"]["data"] = [m for m, _ in minutes]
+        board.chart.update()
+        board.agents_label.text = f"{up} / {of}"
+
+
+def live_figures(principal: Principal) -> tuple[dict[str, int], list[tuple[str, int]], int, int]:
+    """What a live refresh redraws: counts by state, runs per minute, agents online."""
+    with dashboard().session() as session:
+        up, agents = agents_online(session, principal)
+        return runs_by_state(session, principal), runs_per_minute(session, principal), up, agents
