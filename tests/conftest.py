@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
+from collections.abc import Callable
 
 import pytest
 from waiting import wait_until
@@ -94,6 +96,18 @@ def admin_credentials(app_engine):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def admin_token(admin_credentials) -> str:  # type: ignore[no-untyped-def]
     return str(admin_credentials.token)
+
+
+@pytest.fixture
+def make_token(app_engine) -> Callable[..., str]:  # type: ignore[no-untyped-def]
+    """make_token(role, sites) -> a bearer token of a new user with that grant."""
+    from tme.controller.services.bootstrap import make_user_with_token
+
+    def make(role: str, sites: str = "*") -> str:
+        name = f"{role}-{uuid.uuid4().hex[:8]}"
+        return make_user_with_token(app_engine, name, role, sites).token
+
+    return make
 
 
 @pytest.fixture

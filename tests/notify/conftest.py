@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -170,15 +169,3 @@ def start_notifier(app_engine, feed) -> Iterator[Any]:  # type: ignore[no-untype
     yield start
     for notifier in started:
         notifier.stop()
-
-
-@pytest.fixture
-def make_token(app_engine) -> Callable[..., str]:  # type: ignore[no-untyped-def]
-    """make_token(role, sites) -> a bearer token of a new user with that grant."""
-    from tme.controller.services.bootstrap import make_user_with_token
-
-    def make(role: str, sites: str = "*") -> str:
-        name = f"{role}-{uuid.uuid4().hex[:8]}"
-        return make_user_with_token(app_engine, name, role, sites).token
-
-    return make

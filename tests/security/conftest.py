@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
-
 import pytest
 from security_helpers import SITE_A, SITE_B
 
@@ -16,18 +13,6 @@ def anonymous(app):  # type: ignore[no-untyped-def]
 
     with TestClient(app) as client:
         yield client
-
-
-@pytest.fixture
-def make_token(app_engine) -> Callable[..., str]:  # type: ignore[no-untyped-def]
-    """make_token(role, sites) -> a bearer token of a new user with that grant."""
-    from tme.controller.services.bootstrap import make_user_with_token
-
-    def make(role: str, sites: str = "*") -> str:
-        name = f"{role}-{uuid.uuid4().hex[:8]}"
-        return make_user_with_token(app_engine, name, role, sites).token
-
-    return make
 
 
 @pytest.fixture

@@ -74,6 +74,16 @@ def _age(engine: Engine, run_id: str, ago: timedelta) -> None:
         )
 
 
+def _an_old_run_and_the_latest(engine: Engine, name: str) -> str:
+    """A task with two finished, settled runs: the old one (returned) may be pruned."""
+    task_id = _task(engine, name)
+    old = _run(engine, task_id, RunState.succeeded)
+    _run(engine, task_id, RunState.succeeded)
+    _settle(engine)
+    _age(engine, old, OLD)
+    return old
+
+
 def _run_ids(engine: Engine) -> set[str]:
     with session_scope(engine) as session:
         return set(session.exec(select(Run.id)).all())
@@ -240,11 +250,7 @@ def test_chunks_are_bounded_and_all_old_runs_go(
 
 
 def test_a_stop_ends_the_work_between_chunks(engine: Engine) -> None:
-    task_id = _task(engine, "stopped")
-    old = _run(engine, task_id, RunState.succeeded)
-    _run(engine, task_id, RunState.succeeded)
-    _settle(engine)
-    _age(engine, old, OLD)
+    old = _an_old_run_and_the_latest(engine, "stopped")
     stop = threading.Event()
     stop.set()
     assert prune(engine, KEEP, stop=stop)["runs"] == 0
@@ -252,11 +258,7 @@ def test_a_stop_ends_the_work_between_chunks(engine: Engine) -> None:
 
 
 def test_the_pruner_prunes_in_its_thread_and_stops(engine: Engine) -> None:
-    task_id = _task(engine, "background")
-    old = _run(engine, task_id, RunState.succeeded)
-    _run(engine, task_id, RunState.succeeded)
-    _settle(engine)
-    _age(engine, old, OLD)
+    old = _an_old_run_and_the_latest(engine, "background")
     idle = Pruner(engine, KEEP, first_s=0, every_s=0.01, should_prune=lambda: False)
     pruner = Pruner(engine, KEEP, first_s=0, every_s=3600)
     idle.start()

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from cli_lines import failing_tme, one_line_error
 from sqlalchemy import inspect
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from tme.cli.main import app
 from tme.controller.store.db import current_revision, head_revision, make_engine
 
 ROOT = Path(__file__).resolve().parents[2]
-TME = Path(sys.executable).with_name("tme")
 
 
 def test_upgrade_a_fresh_database_then_again(tmp_path: Path) -> None:
@@ -49,39 +46,13 @@ def test_current_on_an_empty_database(tmp_path: Path) -> None:
 
 
 def test_controller_refuses_an_empty_database(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "TME_DATABASE__URL": f"sqlite:///{tmp_path}/empty.db",
-        "TME_HTTP__PORT": "0",
-        "NO_COLOR": "1",
-        "COLUMNS": "400",
-    }
-    done = subprocess.run(
-        [str(TME), "controller"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 1, output
-    assert "Traceback" not in output
-    lines = [line for line in output.splitlines() if line.strip()]
-    assert len(lines) == 1, output
-    assert "tme db upgrade" in lines[0] and "empty" in lines[0]
+    url = f"sqlite:///{tmp_path}/empty.db"
+    code, line = failing_tme(["controller"], tmp_path, TME_DATABASE__URL=url, TME_HTTP__PORT="0")
+    assert code == 1
+    assert "tme db upgrade" in line and "empty" in line
 
 
 # --- a database the CLI cannot use: one line, exit 1, never a traceback ----------
-
-
-def _one_line_error(result: Result) -> str:
-    """The error line of a command that failed cleanly (SystemExit, not an exception)."""
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    return lines[0]
 
 
 def _unreachable_postgres() -> str:
@@ -96,7 +67,7 @@ def _unreachable_postgres() -> str:
 def test_db_commands_report_an_unreachable_database_in_one_line() -> None:
     url = _unreachable_postgres()
     for command in (["db", "upgrade", "--url", url], ["db", "current", "--url", url]):
-        line = _one_line_error(CliRunner().invoke(app, command))
+        line = one_line_error(CliRunner().invoke(app, command))
         assert "cannot use the database at postgresql://tme:***@127.0.0.1" in line
         assert "hunter2" not in line
 
@@ -104,17 +75,17 @@ def test_db_commands_report_an_unreachable_database_in_one_line() -> None:
 def test_user_and_audit_commands_report_an_unreachable_database_in_one_line() -> None:
     url = _unreachable_postgres()
     for command in (["user", "list", "--db", url], ["audit", "verify", "--db", url]):
-        line = _one_line_error(CliRunner().invoke(app, command))
+        line = one_line_error(CliRunner().invoke(app, command))
         assert "cannot use the database at" in line and "hunter2" not in line
 
 
 def test_db_commands_report_a_malformed_url_or_a_missing_driver(tmp_path: Path) -> None:
-    line = _one_line_error(CliRunner().invoke(app, ["db", "current", "--url", "not-a-url"]))
+    line = one_line_error(CliRunner().invoke(app, ["db", "current", "--url", "not-a-url"]))
     assert "database URL 'not-a-url'" in line
-    line = _one_line_error(CliRunner().invoke(app, ["db", "upgrade", "--url", "mysql://h/x"]))
+    line = one_line_error(CliRunner().invoke(app, ["db", "upgrade", "--url", "mysql://h/x"]))
     assert "driver not installed" in line
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     url = f"sqlite:///{blocker}/tme.db"  # its folder cannot be created: a file is in the way
-    line = _one_line_error(CliRunner().invoke(app, ["db", "upgrade", "--url", url]))
+    line = one_line_error(CliRunner().invoke(app, ["db", "upgrade", "--url", url]))
     assert "cannot use the database at sqlite:///" in line

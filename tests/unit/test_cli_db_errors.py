@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_lines import one_line_error
 from sqlalchemy import text
-from typer.testing import CliRunner, Result
+from typer.testing import CliRunner
 
 from tme.cli.common import _hide_password, database_errors
 from tme.cli.main import app
@@ -18,14 +19,6 @@ from tme.controller.store.db import check_schema, head_revision, make_engine, up
 from tme.errors import SchemaOutOfDate
 
 FUTURE = "ffff_future"  # a revision no TME has: made by a newer one, as far as this knows
-
-
-def _one_line_error(result: Result) -> str:
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit), result.exception
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    return lines[0]
 
 
 @pytest.fixture
@@ -64,7 +57,7 @@ def test_db_upgrade_and_user_list_on_a_newer_schema_say_to_run_a_newer_tme(
         ["db", "upgrade", "--url", newer_database],
         ["user", "list", "--db", newer_database],
     ):
-        line = _one_line_error(CliRunner().invoke(app, command))
+        line = one_line_error(CliRunner().invoke(app, command))
         assert "newer than this TME" in line and "run a TME at least as new" in line
         assert "tme db upgrade" not in line
     current = CliRunner().invoke(app, ["db", "current", "--url", newer_database])
@@ -85,7 +78,7 @@ def test_controller_reports_an_unreachable_database_in_one_line() -> None:
         port = s.getsockname()[1]
     url = f"postgresql://tme:hunter2@127.0.0.1:{port}/tme"
     result = CliRunner().invoke(app, ["controller"], env={"TME_DATABASE__URL": url})
-    line = _one_line_error(result)
+    line = one_line_error(result)
     assert "cannot use the database at postgresql://tme:***@127.0.0.1" in line
     assert "hunter2" not in line
 
@@ -94,13 +87,13 @@ def test_controller_reports_an_unreachable_database_in_one_line() -> None:
 def test_controller_reports_a_url_it_cannot_use_in_one_line() -> None:
     url = "postgresql://tme:hunter2@db:abc/tme"
     result = CliRunner().invoke(app, ["controller"], env={"TME_DATABASE__URL": url})
-    line = _one_line_error(result)
+    line = one_line_error(result)
     assert "database URL 'postgresql://tme:***@db:abc/tme'" in line and "hunter2" not in line
 
 
 def test_a_port_that_is_not_a_number_is_one_line_without_the_password() -> None:
     url = "postgresql://u:s3cret@h:abc/db"
-    line = _one_line_error(CliRunner().invoke(app, ["db", "current", "--url", url]))
+    line = one_line_error(CliRunner().invoke(app, ["db", "current", "--url", url]))
     assert "database URL 'postgresql://u:***@h:abc/db'" in line and "int()" in line
     assert "s3cret" not in line
 

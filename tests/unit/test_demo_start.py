@@ -3,12 +3,10 @@ and prints a new admin password (there is no other way back into the dashboard).
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
+from cli_lines import failing_tme
 from sqlmodel import Session
 
 from tme.controller.services.users import authenticate
@@ -16,30 +14,16 @@ from tme.controller.store.db import make_engine, upgrade
 from tme.errors import AuthError
 from tme.stack import LocalStack, StackConfig
 
-TME = Path(sys.executable).with_name("tme")
-
 
 def test_a_port_in_use_is_one_line_naming_it(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "400"}
-        done = subprocess.run(
-            [str(TME), "demo", "--port", str(port), "--data-dir", str(tmp_path / "demo")],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    output = done.stdout + done.stderr
-    assert done.returncode != 0, output
-    assert "Traceback" not in output
-    lines = [line for line in output.splitlines() if line.strip()]
-    assert len(lines) == 1, output
-    assert f"127.0.0.1:{port}" in lines[0]
-    assert "stop the other process or pass --port" in lines[0]
+        demo = ["demo", "--port", str(port), "--data-dir", str(tmp_path / "demo")]
+        _code, line = failing_tme(demo, tmp_path)
+    assert f"127.0.0.1:{port}" in line
+    assert "stop the other process or pass --port" in line
 
 
 def _signs_in(engine: object, password: str) -> bool:
