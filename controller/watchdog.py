@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 from tme.controller.retries import WRITE_OPS
 from tme.controller.services.runs import record_hop
 from tme.controller.store.models import Run, Task
+from tme.controller.store.planner import rare
 from tme.controller.store.workflow_models import RunLink
 from tme.states import FINAL_STATES, RunState
 
@@ -42,7 +43,7 @@ def check_timeouts(
     for run in session.exec(
         _locked(
             select(Run).where(
-                col(Run.state).in_(WAITING_FOR_AGENT), col(Run.not_after) < now - grace
+                rare(col(Run.state).in_(WAITING_FOR_AGENT)), col(Run.not_after) < now - grace
             )
         )
     ):
@@ -56,7 +57,7 @@ def check_timeouts(
         _locked(
             select(Run, Task)
             .join(Task, col(Task.id) == col(Run.task_id))
-            .where(col(Run.state).in_(AT_AGENT))
+            .where(rare(col(Run.state).in_(AT_AGENT)))
             .where(or_(col(Task.op) != "external", col(Task.timeout_s).is_not(None)))
         )
     ):
@@ -75,7 +76,7 @@ def check_timeouts(
         _locked(
             select(Run)
             .join(RunLink, col(RunLink.run_id) == col(Run.id))
-            .where(col(RunLink.deadline_at) < now, col(Run.state).in_(ACTIVE_VALUES))
+            .where(col(RunLink.deadline_at) < now, rare(col(Run.state).in_(ACTIVE_VALUES)))
         )
     ):
         changed += record_hop(
