@@ -18,6 +18,7 @@ from tme.controller.services.policies import overlap_of
 from tme.controller.services.runs import RunReadyHook, start_run, transition
 from tme.controller.store.db import remember_new
 from tme.controller.store.models import Run, Task
+from tme.controller.store.planner import rare
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
 from tme.states import FINAL_STATES, RunState
 
@@ -87,7 +88,7 @@ def active_runs(session: Session, task_id: int) -> list[Run]:
     return list(
         session.exec(
             select(Run)
-            .where(Run.task_id == task_id, col(Run.state).in_(ACTIVE_VALUES))
+            .where(Run.task_id == task_id, rare(col(Run.state).in_(ACTIVE_VALUES)))
             .order_by(col(Run.created_at))
         ).all()
     )

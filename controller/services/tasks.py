@@ -21,6 +21,7 @@ from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.task_checks import check_one_off_due, check_storable, field_error
 from tme.controller.services.task_start import StartBatch
 from tme.controller.store.models import IdempotencyKey, Run, Task, TaskDependency, utcnow
+from tme.controller.store.planner import rare
 from tme.errors import Conflict, NotFound, ValidationError
 from tme.schemas import (
     Dependency,
@@ -392,7 +393,7 @@ def delete_task(session: Session, task_id: int) -> None:
         )
     in_flight = session.exec(
         select(Run.id, Run.state)
-        .where(Run.task_id == task_id, col(Run.state).in_([s.value for s in HANDED_OFF]))
+        .where(Run.task_id == task_id, rare(col(Run.state).in_([s.value for s in HANDED_OFF])))
         .order_by(col(Run.created_at))
         .limit(1)
     ).first()
