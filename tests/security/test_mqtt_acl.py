@@ -2,112 +2,24 @@
 
 from __future__ import annotations
 
-import os
-import queue
-import shutil
-import socket
-import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from mosquitto_site import Peer, generated_broker
 from typer.testing import CliRunner
-from waiting import wait_until
 
 from tme.cli.mqtt_cmd import app as mqtt_cli
 from tme.protocol import cmd_topic, evt_topic, state_topic
 
 pytestmark = pytest.mark.external_service
-TIMEOUT_S = 10
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
 def site_broker(tmp_path: Path) -> Iterator[tuple[int, str, dict[str, str]]]:
     """Mosquitto with the files `tme mqtt acl` wrote for agents a and b of a new site."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not os.path.exists(binary):
-        pytest.skip("mosquitto is not installed")
-    site, out = f"s{uuid.uuid4().hex[:8]}", tmp_path / "mqtt"
-    result = CliRunner().invoke(
-        mqtt_cli, ["acl", "--site", site, "--agents", "a,b", "--out", str(out)]
-    )
-    assert result.exit_code == 0, result.output
-    assert (out / "passwd").stat().st_mode & 0o077 == 0  # secrets readable by the owner only
-    passwords = dict(line.split(" ", 1) for line in (out / "credentials").read_text().splitlines())
-    port = _free_port()
-    conf = tmp_path / "broker.conf"
-    as_root = "user root\n" if os.geteuid() == 0 else ""
-    conf.write_text(
-        (out / "mosquitto.conf").read_text()
-        + f"listener {port} 127.0.0.1\npersistence false\n{as_root}"
-    )
-    broker = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        wait_until(lambda: _listening(port) or broker.poll() is not None, what="mosquitto")
-        if broker.poll() is not None:
-            pytest.fail(
-                f"mosquitto exited: {broker.stderr.read().decode() if broker.stderr else ''}"
-            )
-        yield port, site, passwords
-    finally:
-        broker.kill()
-        broker.wait(timeout=10)
-        if broker.stderr:
-            broker.stderr.close()
-
-
-class Peer:
-    """A paho client that records what it receives and how its connect was answered."""
-
-    def __init__(self, port: int, username: str | None, password: str | None) -> None:
-        self.received: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.connack: queue.Queue[bool] = queue.Queue()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex}")
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        self.client.on_connect = lambda c, u, f, rc, p: self.connack.put(not rc.is_failure)
-        self.client.on_message = lambda c, u, m: self.received.put((m.topic, m.payload))
-        self.subscribed: queue.Queue[object] = queue.Queue()
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.put(rcs)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def accepted(self) -> bool:
-        return self.connack.get(timeout=TIMEOUT_S)
-
-    def subscribe(self, *topics: str) -> None:
-        for topic in topics:
-            self.client.subscribe(topic, qos=1)
-            self.subscribed.get(timeout=TIMEOUT_S)
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        self.client.publish(topic, payload, qos=1).wait_for_publish(timeout=TIMEOUT_S)
-
-    def next_message(self) -> tuple[str, bytes]:
-        return self.received.get(timeout=TIMEOUT_S)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+    with generated_broker(tmp_path, "--agents", "a,b") as broker:
+        yield broker.port, broker.site, broker.passwords
 
 
 def test_agents_reach_only_their_own_topics(site_broker) -> None:  # type: ignore[no-untyped-def]
@@ -161,3 +73,53 @@ def test_password_lines_without_mosquitto_passwd_are_read_by_mosquitto() -> None
     line = pbkdf2_line("u", "p", salt=b"0123456789ab")
     user, _, rest = line.partition(":")
     assert user == "u" and rest.startswith("$7$101$") and len(rest.split("$")) == 5
+
+
+def test_generated_config_ties_client_id_to_username_on_every_listener(tmp_path: Path) -> None:
+    out = tmp_path / "mqtt"
+    args = ["acl", "--site", "s1", "--agents", "a", "--out", str(out)]
+    for listeners in ([], ["--listener", "1884 127.0.0.1", "--listener", "8883"]):
+        result = CliRunner().invoke(mqtt_cli, args + listeners)
+        assert result.exit_code == 0, result.output
+        lines = [x for x in (out / "mosquitto.conf").read_text().splitlines() if x[:1] != "#"]
+        at = [i for i, line in enumerate(lines) if line.startswith("listener ")]
+        assert [lines[i] for i in at] == [
+            f"listener {x}" for x in (listeners[1::2] or ["1883 127.0.0.1"])
+        ]
+        # the option belongs to the listener before it; before the first one, Mosquitto
+        # would open another listener on port 1883 of every interface for it
+        assert all(lines[i + 1] == "use_username_as_clientid true" for i in at)
+        assert sum(line.startswith("use_username_as_clientid") for line in lines) == len(at)
+
+
+def test_each_gateway_has_its_own_account(tmp_path: Path) -> None:
+    out = tmp_path / "mqtt"
+    args = ["acl", "--site", "s1", "--agents", "a,b", "--out", str(out)]
+    result = CliRunner().invoke(mqtt_cli, [*args, "--gateways", "gw1,gw2"])
+    assert result.exit_code == 0, result.output
+    users = [line.split(" ")[0] for line in (out / "credentials").read_text().splitlines()]
+    assert users == ["a@s1", "b@s1", "gw1@s1", "gw2@s1"]
+    acl = (out / "acl").read_text()
+    assert "user gw2@s1\ntopic read tme/v1/s1/a/evt" in acl
+    assert "topic write tme/v1/s1/gw2/state\n" in acl
+    assert "user a@s1\ntopic read tme/v1/s1/a/cmd\ntopic read tme/v1/s1/gw1/state\n" in acl
+    result = CliRunner().invoke(mqtt_cli, args)  # default: the gateway `tme gateway` names
+    users = [line.split(" ")[0] for line in (out / "credentials").read_text().splitlines()]
+    assert result.exit_code == 0 and users == ["a@s1", "b@s1", "gateway@s1"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--gateways", "a"],  # an agent's name: both would share one account and session
+        ["--gateways", "gw/1"],
+        ["--gateways", ","],
+        ["--listener", "1883; include_dir /tmp"],
+    ],
+)
+def test_clashing_or_malformed_names_are_refused(tmp_path: Path, options: list[str]) -> None:
+    out = tmp_path / "mqtt"
+    args = ["acl", "--site", "s1", "--agents", "a,b", "--out", str(out), *options]
+    result = CliRunner().invoke(mqtt_cli, args)
+    assert result.exit_code == 1 and "error:" in result.output, result.output
+    assert not out.exists()
