@@ -53,6 +53,22 @@ class EventForwarder:
         """An agent's event, or its EventBatch: each event is checked and forwarded on its
         own (the bus publisher packs them again with the site's others); the MQTT message
         is acked once the broker confirmed all of them."""
+        self._never_held(self._on_event, message)
+
+    def on_presence(self, message: MqttMessage) -> None:
+        self._never_held(self._on_presence, message)
+
+    def _never_held(self, handle: Callable[[MqttMessage], None], message: MqttMessage) -> None:
+        """A message this gateway cannot handle is dropped, and so acked: unacked, it
+        would hold one of the few QoS 1 messages the broker lets be in flight to the
+        gateway, and a handful would stop every agent's events of the site."""
+        try:
+            handle(message)
+        except Exception as exc:
+            log.exception("cannot handle MQTT message on %s", message.topic)
+            self._drop(message, f"cannot be handled ({type(exc).__name__})")
+
+    def _on_event(self, message: MqttMessage) -> None:
         try:
             site, agent, kind = parse_topic(message.topic)
             events = decode_agent_events(message.payload)
@@ -69,7 +85,7 @@ class EventForwarder:
         waiting = [len(events)]
 
         def confirmed(event: Event) -> None:
-            self.journal.close_entry(event.command_id, "done")
+            self.journal.close_entry(event.command_id, "done", agent=event.agent)
             waiting[0] -= 1
             if waiting[0] == 0:
                 self.ack(message)
@@ -87,7 +103,7 @@ class EventForwarder:
                 )
             )
 
-    def on_presence(self, message: MqttMessage) -> None:
+    def _on_presence(self, message: MqttMessage) -> None:
         if not message.payload:  # a cleared retained state: nothing to say
             self.ack(message)
             return

@@ -161,16 +161,17 @@ class Journal:
             "UPDATE journal SET delivered = 1, updated = ? WHERE id = ?", (time.time(), command_id)
         )
 
-    def close_entry(self, command_id: str, state: Closed) -> None:
-        """Close an open entry; the agent's later events for it cost no write."""
+    def close_entry(self, command_id: str, state: Closed, agent: str | None = None) -> None:
+        """Close an open entry; the agent's later events for it cost no write. With
+        `agent`, only an entry for that agent: another agent's answer closes nothing."""
         with self._lock:  # the bus consumer and the event forwarder both close entries
             if command_id in self._closed:
                 return
-            cursor = self._db.execute(
-                "UPDATE journal SET state = ?, updated = ? "
-                "WHERE id = ? AND state IN ('pending', 'sent')",
-                (state, time.time(), command_id),
-            )
+            sql = "UPDATE journal SET state = ?, updated = ? WHERE id = ?"
+            params: tuple[object, ...] = (state, time.time(), command_id)
+            if agent is not None:
+                sql, params = sql + " AND agent = ?", (*params, agent)
+            cursor = self._db.execute(sql + " AND state IN ('pending', 'sent')", params)
             if cursor.rowcount != 1:
                 # No open entry: already closed, or not journaled yet (an answer that
                 # overtook its command, as a cancel's may). Remembered, the entry

@@ -91,8 +91,22 @@ def apply_event(session: Session, event: Event) -> bool:
 
 
 def _apply_event(batch: HopBatch, event: Event, seen: set[str]) -> bool:
-    if event.command_id not in batch.runs:
+    run = batch.runs.get(event.command_id)
+    if run is None:
         log.warning("event %s for unknown run %s dropped", event.type, event.command_id)
+        return False
+    if (event.site, event.agent) != (run.site, run.agent):
+        # Only the agent a run was sent to (or its site's gateway, speaking for it)
+        # answers for it: another agent's word, broken or forged, changes nothing.
+        log.warning(
+            "event %s of %s/%s for run %s of %s/%s dropped",
+            event.type,
+            event.site,
+            event.agent,
+            run.id,
+            run.site,
+            run.agent,
+        )
         return False
     state = EVENT_STATES.get(event.type)
     if event.id in seen:

@@ -205,8 +205,21 @@ def _fail(outcomes: list[Exception | None], indexes: list[int], error: Exception
 
 
 def _decode(delivery: Delivery) -> list[Event | Presence] | Reject:
+    """The messages of a delivery, or why it is dead-lettered: malformed, or speaking for
+    another site than its routing key's (`<site>.<agent>.<kind>`, `<site>.gateway.batch`),
+    which is all a site gateway's RabbitMQ user may publish under."""
     try:
-        return decode_events(delivery.body)
+        messages = decode_events(delivery.body)
     except ProtocolError as exc:
         log.warning("dead-lettering a malformed event (%s): %s", delivery.routing_key, exc)
         return Reject(str(exc))
+    except Exception as exc:  # whatever a message does, the consumer goes on
+        log.exception("dead-lettering an event that cannot be decoded (%s)", delivery.routing_key)
+        return Reject(f"cannot be decoded ({type(exc).__name__})")
+    sender = delivery.routing_key.split(".", 1)[0]
+    strangers = sorted({message.site for message in messages if message.site != sender})
+    if strangers:
+        why = f"routing key {delivery.routing_key!r} carries messages of site(s) {strangers}"
+        log.warning("dead-lettering a misrouted event: %s", why)
+        return Reject(why)
+    return messages

@@ -62,6 +62,16 @@ class ProtocolError(TMEError):
 # An aware timestamp, ISO 8601 on the wire ("...Z" for UTC); a naive one is refused.
 UTCDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
+# Bounds of what an agent or gateway may send, checked on decode, so a broken or
+# hostile sender's message is refused on its own instead of failing the database
+# write of the batch it travels in (and every other agent's events with it).
+ID_MAX = 36  # message and command ids are UUIDs; the database keeps 36 characters
+NAME_MAX = 64  # sites, agents and devices, as the database keeps them
+MAX_LOG_BYTES = 256 * 1024  # a log line event, as the API takes a task's log
+MAX_RESULT_DEPTH = 32  # nesting of a result (JSON columns are written recursively)
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_MAX)]
+
 _ENCODER = msgspec.json.Encoder()
 _DECODERS: dict[type[Message], msgspec.json.Decoder[Any]] = {}
 
@@ -75,7 +85,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     v: int = PROTOCOL_VERSION
-    id: str = msgspec.field(default_factory=new_id)
+    id: Id = msgspec.field(default_factory=new_id)
 
     def to_json(self) -> bytes:
         return _ENCODER.encode(self)
@@ -86,6 +96,8 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
             msg = cls._json_decoder().decode(data)
         except msgspec.DecodeError as exc:
             raise ProtocolError(f"malformed {cls.__name__}: {exc}") from exc
+        except RecursionError:  # nested deeper than Python's stack: never a message
+            raise ProtocolError(f"malformed {cls.__name__}: nested too deep") from None
         return cls._checked(msg)
 
     @classmethod
@@ -168,18 +180,36 @@ class Event(Message, frozen=True, kw_only=True):
     """Something that happened to a command, reported back to the controller."""
 
     kind: Literal["event"] = "event"
-    command_id: str
+    command_id: Id
     type: EventType
-    site: str
-    agent: str
+    site: Name
+    agent: Name
     source: Literal["agent", "gateway", "controller"] = "agent"
     at: UTCDatetime = msgspec.field(default_factory=utcnow)
     reason: str = ""
     result: dict[str, Any] | None = None
-    line: str | None = None
+    line: Annotated[str, msgspec.Meta(max_length=MAX_LOG_BYTES)] | None = None
     progress: float | None = None
     # True when the agent knows the operation never touched the machine, so a retry is safe.
     not_started: bool = False
+
+    @classmethod
+    def _checked(cls, msg: Self) -> Self:
+        msg = super()._checked(msg)
+        if msg.result is not None and _deeper_than(msg.result, MAX_RESULT_DEPTH):
+            raise ProtocolError(f"event {msg.id}: result nested deeper than {MAX_RESULT_DEPTH}")
+        return msg
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and mappings in `value` nest deeper than `limit` levels."""
+    if limit < 0:
+        return True
+    if isinstance(value, dict):
+        return any(_deeper_than(item, limit - 1) for item in value.values())
+    if isinstance(value, list):
+        return any(_deeper_than(item, limit - 1) for item in value)
+    return False
 
 
 # A gateway whose online presence lists this takes EventBatch messages on its agents'
@@ -192,8 +222,8 @@ class Presence(Message, frozen=True, kw_only=True):
     """An agent or gateway going online or offline (retained on its state topic)."""
 
     kind: Literal["presence"] = "presence"
-    site: str
-    agent: str
+    site: Name
+    agent: Name
     role: Literal["agent", "gateway"] = "agent"
     state: Literal["online", "offline"]
     at: UTCDatetime = msgspec.field(default_factory=utcnow)
@@ -253,14 +283,16 @@ def decode_agent_events(data: bytes) -> list[tuple[Event, bytes]]:
     own JSON (forwarded byte for byte). Raises ProtocolError for anything else."""
     try:
         kind = _KIND_DECODER.decode(data).kind
-    except msgspec.DecodeError:
-        kind = None  # not JSON: the event decoder below says what is wrong
+    except (msgspec.DecodeError, RecursionError):
+        kind = None  # not JSON, or nested too deep: the event decoder says what is wrong
     if kind != "events":
         return [(Event.from_json(data), data)]
     try:
         raw = _RAW_BATCH_DECODER.decode(data)
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"malformed EventBatch: {exc}") from exc
+    except RecursionError:
+        raise ProtocolError("malformed EventBatch: nested too deep") from None
     pairs = [(Event.from_json(body), body) for body in map(bytes, raw.events)]
     EventBatch._checked(EventBatch(v=raw.v, site=raw.site, events=[e for e, _ in pairs]))
     return pairs
@@ -291,6 +323,8 @@ def decode_any(data: bytes | str) -> AnyMessage:
         kind = _KIND_DECODER.decode(data).kind
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"not a JSON object: {exc}") from exc
+    except RecursionError:
+        raise ProtocolError("not a message: nested too deep") from None
     classes: dict[str, type[AnyMessage]] = {
         "command": Command,
         "event": Event,

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from tme.protocol import MAX_LOG_BYTES as MAX_LOG_BYTES
 from tme.states import STATUS_WORDS, RunState
 
 OPS = ("external", "noop", "sleep", "shell", "modbus.read", "modbus.write", "serial.command")
@@ -32,7 +33,6 @@ DEVICE_OPS = frozenset({"modbus.read", "modbus.write", "serial.command"})
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")]
 PointName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
 MAX_PARAMS_BYTES = 64 * 1024
-MAX_LOG_BYTES = 256 * 1024
 MAX_DEPENDENCIES = 50
 MAX_BATCH_TASKS = 500  # tasks per POST /api/v1/tasks/batch
 

@@ -68,13 +68,18 @@ class RunView:
     started_at: datetime | None
     finished_at: datetime | None
     created_at: datetime | None = None  # read, never written by a hop
+    # Where its task sends it (read, never written by a hop): only that agent answers.
+    site: str | None = None
+    agent: str | None = None
 
 
+RUN_COLUMNS = [name for name in RunView.__slots__ if name not in ("site", "agent")]
 LOAD_RUNS = (
-    select(*[RUNS.c[name] for name in RunView.__slots__])
+    select(*[RUNS.c[name] for name in RUN_COLUMNS], TASKS.c.site, TASKS.c.agent)
+    .join(TASKS, TASKS.c.id == RUNS.c.task_id)
     .where(RUNS.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(RUNS.c.id)
-    .with_for_update()
+    .with_for_update(of=RUNS)
 )
 
 
@@ -138,7 +143,7 @@ class HopBatch:
         self._events, self._logs, self._changed, self._moved = [], [], {}, {}
 
 
-WRITTEN = [name for name in RunView.__slots__ if name != "created_at"]
+WRITTEN = [name for name in RUN_COLUMNS if name != "created_at"]
 
 
 def _params(run: RunView) -> dict[str, Any]:

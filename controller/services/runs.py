@@ -152,6 +152,12 @@ def _apply(session: Session, run: Run, hop: Hop) -> bool:
     return True
 
 
+def storable(reason: str) -> str:
+    """A reason as its column keeps it: an agent's may be longer, or hold a NUL, which
+    PostgreSQL cannot store in text (kept as U+FFFD)."""
+    return reason[:REASON_MAX].replace("\x00", "\ufffd")
+
+
 def move(run: Any, hop: Hop) -> dict[str, Any] | None:
     """Move `run` (a Run, or a RunView of a batch) as `hop` says, in place, and return
     its run_events row; None when it is there already.
@@ -162,7 +168,7 @@ def move(run: Any, hop: Hop) -> dict[str, Any] | None:
     if not check_transition(run.state, target):
         return None
     at = hop.at or utcnow()
-    reason = hop.reason[:REASON_MAX]  # an agent's reason may be longer than the column
+    reason = storable(hop.reason)
     row = _event_row(run, hop, reason, at)
     run.state = target.value
     run.updated_at = at
@@ -184,7 +190,7 @@ def late_hop(run: Any, hop: Hop) -> dict[str, Any]:
     note = f"{late}: {hop.reason}" if hop.reason else late
     if hop.target.is_final and hop.result is not None:
         run.result = {**(run.result or {}), "late_result": hop.result}
-    return _event_row(run, hop, note[:REASON_MAX], hop.at or utcnow())
+    return _event_row(run, hop, storable(note), hop.at or utcnow())
 
 
 def _event_row(run: Any, hop: Hop, reason: str, at: datetime) -> dict[str, Any]:
@@ -223,12 +229,22 @@ def append_log(
         session.add(RunLog(**row))
 
 
+# Lines kept of one piece of output (an event's line, an API log): 256 KiB of newlines
+# would be 262,144 rows in one transaction.
+MAX_LOG_LINES = 1000
+
+
 def log_rows(
     run_id: str, text: str, at: datetime | None, event_id: str | None
 ) -> list[dict[str, Any]]:
-    """The run_logs rows of some output: one per line (an empty text is one empty line)."""
+    """The run_logs rows of some output: one per line (an empty text is one empty line),
+    at most MAX_LOG_LINES of them; a NUL, which PostgreSQL cannot store in text (a serial
+    instrument may send one), is kept as U+FFFD."""
     at = at or utcnow()
-    lines = text.splitlines() or [""]
+    lines = text.replace("\x00", "\ufffd").splitlines() or [""]
+    if len(lines) > MAX_LOG_LINES:
+        cut = len(lines) - MAX_LOG_LINES + 1
+        lines = [*lines[: MAX_LOG_LINES - 1], f"... {cut} more lines not kept"]
     return [{"run_id": run_id, "at": at, "line": line, "event_id": event_id} for line in lines]
 
 

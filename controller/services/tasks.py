@@ -312,7 +312,12 @@ def _apply_field_changes(session: Session, task: Task, changes: dict[str, Any]) 
         policies.schedule_changed(session, task)
     target = changes.pop("target", _UNSET)
     if target is not _UNSET:
-        task.site, task.agent, task.device = _target_columns(target).values()
+        columns = _target_columns(target)
+        if (columns["site"], columns["agent"]) != (task.site, task.agent):
+            # A run's answers are taken from the agent of its task only.
+            why = "its answers come from the agent it was sent to, not from the new one"
+            _refuse_while_in_flight(session, task.id or 0, why)
+        task.site, task.agent, task.device = columns.values()
     current_target = (
         _target_columns(None)
         if not task.site
@@ -391,6 +396,12 @@ def delete_task(session: Session, task_id: int) -> None:
             f"task {task_id} is a dependency of tasks {dependents}; change or delete them first",
             details={"task_id": task_id, "dependents": dependents},
         )
+    _refuse_while_in_flight(session, task_id, "deleting it would lose the run's outcome")
+    session.delete(task)
+
+
+def _refuse_while_in_flight(session: Session, task_id: int, why: str) -> None:
+    """Conflict while a run of the task has left the controller's hands (HANDED_OFF)."""
     in_flight = session.exec(
         select(Run.id, Run.state)
         .where(Run.task_id == task_id, rare(col(Run.state).in_([s.value for s in HANDED_OFF])))
@@ -400,11 +411,10 @@ def delete_task(session: Session, task_id: int) -> None:
     if in_flight is not None:
         run_id, state = in_flight
         raise Conflict(
-            f"task {task_id} has a run in flight (run {run_id}, {state}): deleting it would "
-            f"lose the run's outcome; cancel it first (POST /api/v1/runs/{run_id}/cancel)",
+            f"task {task_id} has a run in flight (run {run_id}, {state}): {why}; "
+            f"cancel it first (POST /api/v1/runs/{run_id}/cancel) or wait for it",
             details={"task_id": task_id, "run_id": run_id, "state": state},
         )
-    session.delete(task)
 
 
 # Run states in which a run has left the controller's hands (an outbox row, a broker, an

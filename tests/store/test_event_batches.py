@@ -4,6 +4,7 @@ in one batch all land in order, an unknown run is skipped, and presence mixes in
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
@@ -15,12 +16,15 @@ from tme.controller.store.models import Agent, Run, RunEvent, RunLog, Task
 from tme.protocol import Event, Presence
 from tme.schemas import TaskCreate
 
+AT = {"site": "s1", "agent": "a1"}  # the agent whose events the tests send
+
 
 def _runs(engine: Engine, count: int) -> list[str]:
     ids = []
     with session_scope(engine) as session:
         for i in range(count):
-            task, _ = service.create_task(session, TaskCreate(name=f"pump {i}"))
+            data = TaskCreate.model_validate({"name": f"pump {i}", "op": "noop", "target": AT})
+            task, _ = service.create_task(session, data)
             assert task.latest_run_id is not None
             ids.append(task.latest_run_id)
     return ids
@@ -168,3 +172,39 @@ def test_a_batch_mirrors_a_hop_only_on_the_task_whose_latest_run_it_is(engine: E
         assert done is not None and done.result == {"value": 8}
         assert session.get(Task, done.task_id).status == "succeeded"  # type: ignore[union-attr]
     assert _hops(engine, first)[-2:] == ["timed_out", "succeeded"]
+
+
+@pytest.mark.parametrize(("site", "agent"), [("s1", "a2"), ("s2", "a1")])
+def test_an_event_from_another_agent_or_site_changes_nothing(
+    engine: Engine, site: str, agent: str
+) -> None:
+    """Only the agent a run was sent to answers for it: another one's word, broken or
+    forged (a run id is all it takes), is dropped, and the run's own answer still counts."""
+    (run_id,) = _runs(engine, 1)
+    forged = Event(command_id=run_id, type="succeeded", site=site, agent=agent, result={"x": 1})
+    with session_scope(engine) as session:
+        assert apply_messages(session, [forged]).moved == [False]
+    assert _hops(engine, run_id) == ["pending"]
+    with session_scope(engine) as session:
+        assert apply_messages(session, [_event(run_id, "accepted")]).moved == [True]
+    assert _hops(engine, run_id) == ["pending", "accepted"]
+
+
+def test_an_answer_with_a_nul_or_a_flood_of_lines_is_stored_bounded(engine: Engine) -> None:
+    """A serial instrument may send a NUL, which PostgreSQL refuses in text: it would
+    fail the write of the whole batch. 256 KiB of newlines would be 262,144 rows."""
+    from tme.controller.services.runs import MAX_LOG_LINES
+
+    (run_id,) = _runs(engine, 1)
+    flood = _event(run_id, "log", line="\n".join(f"line {i}" for i in range(5000)))
+    failed = _event(run_id, "failed", reason="bad reply \x00\x07", line="got \x00 back")
+    with session_scope(engine) as session:
+        apply_messages(session, [flood, failed])
+    with session_scope(engine) as session:
+        run = session.get(Run, run_id)
+        assert run is not None and run.state == "failed"
+        assert run.reason == "bad reply \ufffd\x07"
+        lines = list(session.exec(select(RunLog.line).where(RunLog.run_id == run_id)))
+    assert len(lines) == MAX_LOG_LINES + 1
+    assert lines[MAX_LOG_LINES - 1] == f"... {5000 - MAX_LOG_LINES + 1} more lines not kept"
+    assert lines[-1] == "got \ufffd back"

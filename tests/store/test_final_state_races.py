@@ -31,11 +31,16 @@ from tme.protocol import Event
 from tme.schemas import TaskCreate
 from tme.states import RunState
 
+AT = {"site": "s1", "agent": "a1", "device": "pump1"}  # where the tests' events come from
+
 
 def _run_at_agent(engine: Engine, state: str = "accepted") -> str:
     """A run the agent has accepted (and started, with `running`)."""
     with session_scope(engine) as session:
-        task, _ = service.create_task(session, TaskCreate(name="pump 2 speed", timeout_s=1))
+        data = TaskCreate.model_validate(
+            {"name": "pump 2 speed", "op": "noop", "target": AT, "timeout_s": 1}
+        )
+        task, _ = service.create_task(session, data)
         assert task.latest_run_id is not None
         run_id = task.latest_run_id
     kinds = ["accepted"] + (["started"] if state == "running" else [])
@@ -46,8 +51,7 @@ def _run_at_agent(engine: Engine, state: str = "accepted") -> str:
 
 def _queued_run(engine: Engine) -> str:
     """A run queued for its agent, its command in the outbox (not confirmed yet)."""
-    target = {"site": "s1", "agent": "a1", "device": "pump1"}
-    data = TaskCreate.model_validate({"name": "pump 2 speed", "op": "noop", "target": target})
+    data = TaskCreate.model_validate({"name": "pump 2 speed", "op": "noop", "target": AT})
     with session_scope(engine) as session:
         task, _ = service.create_task(
             session, data, on_run_ready=lambda s, r, t: queue_run(s, r, t, 30, 60)
@@ -124,7 +128,7 @@ def _state(engine: Engine, run_id: str) -> str:
 def test_a_confirm_recorded_after_the_result_does_not_undo_it(engine: Engine) -> None:
     run_id = _queued_run(engine)
     with (
-        _answered_after(engine, "FROM runs WHERE runs.id IN", run_id, "succeeded"),
+        _answered_after(engine, "= runs.task_id WHERE runs.id IN", run_id, "succeeded"),
         session_scope(engine) as session,
     ):
         batch = HopBatch(session, [run_id])  # the dispatcher reads the run: queued

@@ -109,7 +109,10 @@ aware_times = st.datetimes(
 ) | st.datetimes(
     min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30), timezones=offsets
 )
-ids = st.uuids().map(str) | texts
+# Ids and names are never empty (and ids at most 36 characters, names 64: the protocol's
+# bounds, which the database's columns set).
+names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=20)
+ids = st.uuids().map(str) | names
 event_types = st.sampled_from(get_args(EventType))
 
 commands = st.builds(
@@ -117,8 +120,8 @@ commands = st.builds(
     id=ids,
     task_id=ints,
     attempt=ints,
-    site=texts,
-    agent=texts,
+    site=names,
+    agent=names,
     device=st.none() | texts,
     op=texts,
     params=json_objects,
@@ -132,8 +135,8 @@ events = st.builds(
     id=ids,
     command_id=ids,
     type=event_types,
-    site=texts,
-    agent=texts,
+    site=names,
+    agent=names,
     source=st.sampled_from(["agent", "gateway", "controller"]),
     at=aware_times,
     reason=texts,
@@ -145,8 +148,8 @@ events = st.builds(
 presences = st.builds(
     Presence,
     id=ids,
-    site=texts,
-    agent=texts,
+    site=names,
+    agent=names,
     role=st.sampled_from(["agent", "gateway"]),
     state=st.sampled_from(["online", "offline"]),
     at=aware_times,
