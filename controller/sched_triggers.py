@@ -69,7 +69,10 @@ def _walk(trigger: BaseTrigger, after: datetime) -> Iterator[datetime]:
     last_wall: datetime | None = None
     by_wall_clock = isinstance(trigger, CronTrigger) and not _every_hour(trigger)
     while True:
-        when = trigger.get_next_fire_time(None, last + TICK)
+        try:
+            when = trigger.get_next_fire_time(None, last + TICK)
+        except OverflowError:  # past the last date Python holds: no more fire times
+            return
         if when is None or when.astimezone(UTC) <= last:
             return
         last = when.astimezone(UTC)

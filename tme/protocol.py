@@ -196,19 +196,19 @@ class Event(Message, frozen=True, kw_only=True):
     @classmethod
     def _checked(cls, msg: Self) -> Self:
         msg = super()._checked(msg)
-        if msg.result is not None and _deeper_than(msg.result, MAX_RESULT_DEPTH):
+        if msg.result is not None and deeper_than(msg.result, MAX_RESULT_DEPTH):
             raise ProtocolError(f"event {msg.id}: result nested deeper than {MAX_RESULT_DEPTH}")
         return msg
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
+def deeper_than(value: Any, limit: int) -> bool:
     """Whether lists and mappings in `value` nest deeper than `limit` levels."""
     if limit < 0:
         return True
     if isinstance(value, dict):
-        return any(_deeper_than(item, limit - 1) for item in value.values())
+        return any(deeper_than(item, limit - 1) for item in value.values())
     if isinstance(value, list):
-        return any(_deeper_than(item, limit - 1) for item in value)
+        return any(deeper_than(item, limit - 1) for item in value)
     return False
 
 

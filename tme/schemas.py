@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from tme.protocol import MAX_LOG_BYTES as MAX_LOG_BYTES
+from tme.protocol import deeper_than
 from tme.states import STATUS_WORDS, RunState
 
 OPS = ("external", "noop", "sleep", "shell", "modbus.read", "modbus.write", "serial.command")
@@ -33,6 +34,7 @@ DEVICE_OPS = frozenset({"modbus.read", "modbus.write", "serial.command"})
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")]
 PointName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
 MAX_PARAMS_BYTES = 64 * 1024
+MAX_PARAMS_DEPTH = 32  # nesting of params and details, as the protocol's results
 MAX_DEPENDENCIES = 50
 MAX_BATCH_TASKS = 500  # tasks per POST /api/v1/tasks/batch
 
@@ -53,7 +55,8 @@ class Schedule(Input):
     """When a task fires: exactly one of `cron`, `every_s` or `at`."""
 
     cron: str | None = Field(default=None, max_length=120)
-    every_s: float | None = Field(default=None, gt=0, le=366 * 86400)
+    # At least a second: the scheduler fires a slot at a time, about once a second.
+    every_s: float | None = Field(default=None, ge=1, le=366 * 86400)
     at: datetime | None = None
     timezone: str = Field(default="UTC", max_length=64)
 
@@ -70,6 +73,8 @@ class Schedule(Input):
 
             # A wall-clock time means that time in the schedule's zone.
             self.at = self.at.replace(tzinfo=ZoneInfo(self.timezone))
+        if self.at is not None:
+            _check_at(self.at)
         return self
 
 
@@ -83,12 +88,30 @@ def _check_timezone(name: str) -> None:
 
 
 def _check_cron(expr: str, timezone: str) -> None:
+    from datetime import UTC
+
     from apscheduler.triggers.cron import CronTrigger
 
     try:
-        CronTrigger.from_crontab(expr, timezone=timezone)
+        trigger = CronTrigger.from_crontab(expr, timezone=timezone)
     except ValueError as exc:
         raise ValueError(f"invalid cron expression {expr!r}: {exc}") from exc
+    if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+        raise ValueError(f"cron expression {expr!r} never fires (a day no month has?)")
+
+
+LAST_AT = datetime(9000, 1, 1, tzinfo=None)  # one-off times end here: dates stay dates
+
+
+def _check_at(at: datetime) -> None:
+    from datetime import UTC
+
+    try:
+        utc = at.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("at is out of the range of dates") from exc
+    if utc.replace(tzinfo=None) >= LAST_AT:
+        raise ValueError(f"at must be before {LAST_AT.year}")
 
 
 class Dependency(Input):
@@ -170,8 +193,14 @@ PARAMS_MODELS: dict[str, type[Input] | None] = {
 
 
 def _check_params_size(params: dict[str, Any], what: str = "params") -> None:
+    """A free-form mapping the store and every answer can hold: finite numbers, valid
+    Unicode, at most MAX_PARAMS_DEPTH levels and MAX_PARAMS_BYTES of UTF-8 JSON."""
+    if deeper_than(params, MAX_PARAMS_DEPTH):
+        raise ValueError(f"{what} are nested deeper than {MAX_PARAMS_DEPTH} levels")
     try:
-        encoded = json.dumps(params, default=str, allow_nan=False)
+        encoded = json.dumps(params, default=str, allow_nan=False, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what}: text must be valid Unicode (a lone surrogate)") from exc
     except ValueError as exc:
         raise ValueError(f"{what}: numbers must be finite (no NaN or Infinity)") from exc
     if len(encoded) > MAX_PARAMS_BYTES:

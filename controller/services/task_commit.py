@@ -67,8 +67,10 @@ def _create_group(place: Place, creates: list[Create]) -> list[tuple[TaskPublic,
         ]
         if rows:
             audit.append_rows(session.connection(), audit.key_for(engine), rows)
-        session.commit()
+        # The answers before the commit: a group that fails is written again one create
+        # at a time (by_key), so nothing may fail once it is committed.
         answers = [(to_public(task), created) for task, created in made]
+        session.commit()
     for change in changes:
         if change is not None:
             change.written = True

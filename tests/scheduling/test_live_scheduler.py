@@ -109,7 +109,7 @@ def test_second_controller_stands_by_and_takes_over(two_controllers, app_engine,
         task, _ = create_task(
             session,
             TaskCreate(
-                name="tick", schedule={"every_s": 0.5}, overlap={"policy": "allow", "max": 99}
+                name="tick", schedule={"every_s": 1}, overlap={"policy": "allow", "max": 99}
             ),
         )
     one.wake()

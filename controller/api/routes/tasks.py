@@ -134,8 +134,9 @@ def update_and_commit(
     access.check_task_update(principal, changes)
     access.check_dependencies_visible(session, principal, changes.get("depends_on"))
     task = service.update_task(session, task_id, body)
+    public = to_public(task)  # before the commit: an answer that fails stores nothing
     session.commit()
-    return to_public(task)
+    return public
 
 
 def delete_and_commit(session: SessionDep, task_id: int) -> Response:
@@ -183,10 +184,11 @@ def create_task_batch(
         )
         if owned:  # refused here, nothing of the batch is committed
             service.claim_batch_key(session, owned, body.tasks, made)
+    answer = TaskBatchPublic(tasks=[to_public(task) for task, _created in made])
     session.commit()
     if idempotency_key and not any(created for _task, created in made):
         response.headers["Idempotent-Replayed"] = "true"
-    return TaskBatchPublic(tasks=[to_public(task) for task, _created in made])
+    return answer
 
 
 @router.get("/tasks", response_model=Page[TaskPublic])
