@@ -26,6 +26,8 @@ from tme.controller.services.roles import Permission, Principal
 from tme.controller.store.models import Task
 from tme.errors import NotFound, ValidationError
 
+MAX_RULE_ID = 2**31 - 1
+
 router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
 READ = {"x-permission": "task.read"}
 MANAGE = {"x-permission": "schedule.manage"}
@@ -138,7 +140,8 @@ def create_rule(body: RuleCreate, session: SessionDep, principal: PrincipalDep) 
 def delete_rule(
     rule_id: Annotated[int, Path(gt=0, le=MAX_ID)], session: SessionDep, principal: PrincipalDep
 ) -> Response:
-    rule = session.get(NotificationRule, rule_id)
+    # Rule ids are 32-bit on PostgreSQL: a larger one names no rule (not a 422).
+    rule = session.get(NotificationRule, rule_id) if rule_id <= MAX_RULE_ID else None
     if rule is None or not principal.sees_site(rule.site):
         raise NotFound(f"notification rule {rule_id} does not exist", details={"rule_id": rule_id})
     session.delete(rule)

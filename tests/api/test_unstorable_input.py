@@ -85,3 +85,16 @@ def test_a_group_whose_answer_fails_commits_nothing_and_writes_each_create_once(
         names = session.exec(select(Task.name).order_by(Task.id)).all()
         assert names == ["one", "two"]
         assert session.exec(select(func.count()).select_from(Task)).one() == 2
+
+
+@pytest.mark.parametrize("path", ["/api/v1/tasks", "/api/v1/tasks/batch"])
+def test_an_empty_idempotency_key_is_refused(
+    test_client: TestClient, counts: Callable[[], dict[str, int]], path: str
+) -> None:
+    """An empty key was stored as a key like any other: a client's unset variable made
+    unrelated creates replay each other or collide (409)."""
+    before = counts()
+    body = {"tasks": [{"name": "x"}]} if path.endswith("batch") else {"name": "x"}
+    answer = test_client.post(path, json=body, headers={"Idempotency-Key": ""})
+    assert_error(answer, 422, "idempotency-key")
+    assert counts() == before

@@ -38,6 +38,7 @@ IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
+        min_length=1,
         max_length=200,
         description="Same key and body returns the same task; another body is 409",
     ),
@@ -46,6 +47,7 @@ BatchIdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
+        min_length=1,
         max_length=190,
         description="Same key and body returns the same tasks; another body is 409",
     ),
