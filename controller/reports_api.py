@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from tme.controller import reports
-from tme.controller.api.deps import PrincipalDep, SessionDep
+from tme.controller.api.deps import PrincipalDep, SessionDep, TimeQuery
 from tme.controller.services.access import site_scope
 from tme.controller.store.models import utcnow
 from tme.errors import ValidationError
@@ -20,15 +20,21 @@ from tme.errors import ValidationError
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 READ = {"x-permission": "task.read"}
 
-Since = Annotated[datetime | None, Query(description="start (ISO 8601); default: `days` ago")]
-Until = Annotated[datetime | None, Query(description="end (ISO 8601); default: now")]
+Since = Annotated[TimeQuery, Query(description="start (ISO 8601); default: `days` ago")]
+Until = Annotated[TimeQuery, Query(description="end (ISO 8601); default: now")]
 Days = Annotated[int, Query(ge=1, le=366, description="period length when `since` is absent")]
 GroupBy = Annotated[str, Query(pattern="^(op|agent|site|task)$")]
 
 
 def period(since: datetime | None, until: datetime | None, days: int) -> tuple[datetime, datetime]:
     end = until or utcnow()
-    start = since or end - timedelta(days=days)
+    try:
+        start = since or end - timedelta(days=days)
+    except OverflowError as exc:
+        raise ValidationError(
+            f"until is less than {days} days after the first day of the calendar: give since",
+            field_errors=[{"field": "until", "message": "too early", "type": "value_error"}],
+        ) from exc
     if start.tzinfo is None or end.tzinfo is None:
         raise ValidationError(
             "since and until need a UTC offset, e.g. 2026-01-01T00:00:00Z",

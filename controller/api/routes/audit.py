@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from tme.controller.api.deps import SessionDep
+from tme.controller.api.deps import SessionDep, TimeQuery
 from tme.controller.csv_text import csv_text
 from tme.controller.services import audit
 from tme.controller.services.audit import AuditEntryPublic
@@ -34,15 +34,14 @@ def _filters(
     actor: Text = None,
     action: Annotated[str | None, Query(max_length=64, description="prefix, e.g. auth.")] = None,
     outcome: Annotated[Literal["ok", "failed", "refused"] | None, Query()] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: TimeQuery = None,
+    until: TimeQuery = None,
 ) -> audit.AuditFilters:
     return audit.AuditFilters(actor, action, outcome, _aware(since), _aware(until))
 
 
 def _aware(when: datetime | None) -> datetime | None:
-    from datetime import UTC
-
+    """A time without a UTC offset is taken as UTC."""
     return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
 
 
@@ -69,8 +68,8 @@ def list_audit(
     actor: Text = None,
     action: Annotated[str | None, Query(max_length=64, description="prefix, e.g. auth.")] = None,
     outcome: Annotated[Literal["ok", "failed", "refused"] | None, Query()] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: TimeQuery = None,
+    until: TimeQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before_id: Annotated[int | None, Query(gt=0, le=2**63 - 1)] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
@@ -93,8 +92,8 @@ def export_audit(
     actor: Text = None,
     action: Annotated[str | None, Query(max_length=64, description="prefix, e.g. auth.")] = None,
     outcome: Annotated[Literal["ok", "failed", "refused"] | None, Query()] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: TimeQuery = None,
+    until: TimeQuery = None,
 ) -> Response:
     filters = _filters(actor, action, outcome, since, until)
     return _csv(audit.query(session, filters, limit=MAX_CSV_ROWS))
