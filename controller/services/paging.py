@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from tme.errors import ValidationError
 
 MAX_PAGE = 1000
+MAX_ROW_ID = 64  # characters of a row id in a cursor: the id columns' size (runs: 36)
 
 
 def encode_cursor(*key: Any) -> str:
@@ -24,7 +25,7 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         key = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise _bad_cursor() from exc
     if not isinstance(key, list) or len(key) != arity:
         raise _bad_cursor()
@@ -40,17 +41,26 @@ def decode_id_cursor(cursor: str) -> int:
 
 
 def decode_time_id_cursor(cursor: str) -> tuple[datetime, str]:
-    """The (timestamp, id) of the last row of a page ordered by time then id."""
+    """The (timestamp in UTC, id) of the last row of a page ordered by time then id.
+
+    A key no query can bind is a client error too, found here rather than as a 500
+    where the query runs: a time outside the calendar once in UTC, an id that is not
+    storable text (a lone surrogate, a NUL) or longer than any id.
+    """
     when, row_id = decode_cursor(cursor, 2)
     if not isinstance(when, str) or not isinstance(row_id, str):
         raise _bad_cursor()
+    if len(row_id) > MAX_ROW_ID or "\x00" in row_id:
+        raise _bad_cursor()
     try:
         at = datetime.fromisoformat(when)
-    except ValueError as exc:
+        in_utc = at.astimezone(UTC) if at.tzinfo is not None else None
+        row_id.encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate
+    except (ValueError, OverflowError) as exc:
         raise _bad_cursor() from exc
-    if at.tzinfo is None:  # cursors are written with their UTC offset
+    if in_utc is None:  # cursors are written with their UTC offset
         raise _bad_cursor()
-    return at, row_id
+    return in_utc, row_id
 
 
 def _bad_cursor() -> ValidationError:
