@@ -9,7 +9,9 @@ row: removing rows from the end (which leaves a valid chain) is caught there.
 Rows are appended by one writer at a time (group commit: rows asked for meanwhile
 go in the next transaction; across processes an advisory lock on PostgreSQL, the one
 writer on SQLite), so two writers never chain to the same predecessor. A REST create
-appends its row in its own transaction instead (ChangeAudit, services/task_commit).
+appends its row in its own transaction instead (ChangeAudit, services/task_commit);
+on SQLite it and the group commit take turns at the write gate, which each takes
+before reading the head.
 """
 
 from __future__ import annotations
@@ -156,8 +158,12 @@ class ChangeAudit:
 
 
 AUDIT, HEADS = table_of(AuditEntry), table_of(AuditHead)
-# Built once: an append is a handful of small statements.
-READ_HEAD = select(HEADS.c.last_id, HEADS.c.last_hash).where(HEADS.c.id == 1)
+# Built once: an append is a handful of small statements. The head is read with a
+# locking read: on PostgreSQL it locks the row the append then moves; on SQLite it
+# takes the write gate (store/sqlite_gate.py) before the head is read, so no other
+# writer of this process commits between the read and the append (which would chain
+# two rows to one predecessor, and the second fail on its id).
+READ_HEAD = select(HEADS.c.last_id, HEADS.c.last_hash).where(HEADS.c.id == 1).with_for_update()
 NEWEST_ROW = select(AUDIT.c.id, AUDIT.c.hash).order_by(AUDIT.c.id.desc()).limit(1)
 INSERT_ROWS = insert(AUDIT)
 INSERT_HEAD = insert(HEADS)
@@ -188,9 +194,9 @@ class AuditEntryPublic(BaseModel):
 
 
 def lock_chain(connection: Connection) -> None:
-    """Serialise appends across controller processes (PostgreSQL; SQLite's one writer
-    does it there). Taken first in a transaction that will append, so it is never
-    waited for while holding other locks."""
+    """Serialise appends across controller processes (PostgreSQL; on SQLite the write
+    gate, taken by `append_rows`'s locking read of the head, does it). Taken first in a
+    transaction that will append, so it is never waited for while holding other locks."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_LOCK_ID})
 
