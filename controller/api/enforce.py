@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tme.controller.api.errors import error_response
+from tme.controller.api.nul_guard import nul_refusal
 from tme.controller.api.policy import COOKIE_METHODS, COOKIE_PATHS, permission_for
 from tme.controller.api.principal_cache import PrincipalCache
 from tme.controller.services import audit
@@ -117,7 +118,7 @@ class Enforce:
         method = str(scope.get("method", "GET"))
         needed = permission_for(route, method) if route is not None and method_ok else None
         if needed is Permission.public:
-            await self.app(scope, receive, send)
+            await self._forward(scope, receive, send, route)
             return
         cache: PrincipalCache | None = getattr(state, "principals", None)
         token = bearer_token(request)
@@ -150,9 +151,20 @@ class Enforce:
         # the thread pool; raises AuthError once they are revoked, expired or disabled).
         state_of_scope["authenticate"] = functools.partial(self._authenticate, request, method)
         if method in SAFE_METHODS or route is None or not method_ok or state.engine is None:
-            await self.app(scope, receive, send)
+            await self._forward(scope, receive, send, route)
             return
         await self._audited(scope, receive, send, principal, route, needed)
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, route: RouteContext | None
+    ) -> None:
+        """Pass the request on to its route, unless a string of its query or path holds
+        a NUL (nul_guard: a 422 naming the parameter, answered here for every route)."""
+        refusal = nul_refusal(scope, route)
+        if refusal is None:
+            await self.app(scope, receive, send)
+        else:
+            await refusal(scope, receive, send)
 
     async def _authenticated(
         self,
@@ -272,7 +284,7 @@ class Enforce:
             await send(message)
 
         try:
-            await self.app(scope, tap_receive, tap_send)
+            await self._forward(scope, tap_receive, tap_send, route)
         finally:
             if not pending.written:
                 await run_in_threadpool(self._record_change, scope, pending, seen)
@@ -280,8 +292,8 @@ class Enforce:
     def _record_change(
         self, scope: Scope, pending: audit.ChangeAudit, seen: dict[str, Any]
     ) -> None:
-        fields = pending.fields(int(seen["status"]), seen["location"])
         try:
+            fields = pending.fields(int(seen["status"]), seen["location"])
             audit.record(HTTPConnection(scope).app.state.engine, **fields)
         except Exception:  # the change stands; a lost audit row is logged loudly
             log.exception("could not write the audit row of %s %s", scope["method"], scope["path"])
@@ -293,7 +305,7 @@ def _body_summary(body: bytes) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
         return {}
     if not isinstance(data, dict):
         return {}
