@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from tme.config import Settings
 from tme.controller.run_ready import RunReady
@@ -30,3 +30,11 @@ def runs_moved(engine: Engine, items: Sequence[TaskCreate], *states: RunState) -
             for state in states:
                 transition(session, run, state)
     return run_ids
+
+
+def run_state(engine: Engine, run_id: str) -> str:
+    """The state the run is in, as stored."""
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        return run.state

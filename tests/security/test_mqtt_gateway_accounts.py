@@ -9,13 +9,13 @@ Mosquitto with the generated configuration and an in-memory bus for the controll
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from commands import make_command
+from controller_queue import ControllerQueue
 from mosquitto_site import SiteBroker, generated_broker
 from waiting import wait_until
 
@@ -23,10 +23,9 @@ from tme.agents.agent import DeviceAgent
 from tme.agents.agent_config import parse_agent_config
 from tme.agents.gateway import Gateway, GatewayConfig
 from tme.agents.runner import AgentThread
-from tme.bus import Bus, Delivery, open_bus
-from tme.bus.topology import CONTROLLER_EVENTS_QUEUE
+from tme.bus import Bus, open_bus
 from tme.config import Settings
-from tme.protocol import DISPATCH_EXCHANGE, Event, Presence, decode_events, site_routing_key
+from tme.protocol import DISPATCH_EXCHANGE, Event, site_routing_key
 
 pytestmark = pytest.mark.external_service
 TIMEOUT_S = 20
@@ -37,28 +36,17 @@ class Controller:
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self.items: list[Event | Presence] = []
-        self._cond = threading.Condition()
-        self.consumer = bus.consume(CONTROLLER_EVENTS_QUEUE, self._take)
-
-    def _take(self, delivery: Delivery) -> None:
-        with self._cond:
-            self.items.extend(decode_events(delivery.body))
-            self._cond.notify_all()
+        self.seen = ControllerQueue(bus)
 
     def run(self, site: str, agent: str) -> None:
         """Send a command to `agent` and wait until it reports success."""
         command = make_command(site, agent)
         self.bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), command.to_json(), command.id)
-        with self._cond:
-            done = self._cond.wait_for(
-                lambda: any(
-                    isinstance(i, Event) and i.command_id == command.id and i.type == "succeeded"
-                    for i in self.items
-                ),
-                TIMEOUT_S,
-            )
-        assert done, f"no result for {agent}'s command; the controller had {self.items}"
+        self.seen.wait_for(
+            lambda i: isinstance(i, Event) and i.command_id == command.id and i.type == "succeeded",
+            f"the result of {agent}'s command",
+            TIMEOUT_S,
+        )
 
 
 class Edge:
@@ -119,7 +107,7 @@ def edge(tmp_path: Path) -> Iterator[tuple[Edge, Controller]]:
         finally:
             for part in reversed(made.running):
                 part.stop()
-            controller.consumer.stop()
+            controller.seen.consumer.stop()
             bus.stop()
 
 

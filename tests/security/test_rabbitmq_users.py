@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import subprocess
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import pika
 import pika.exceptions
 import pytest
 from commands import make_command
+from controller_queue import ControllerQueue
 from pika.adapters.blocking_connection import BlockingChannel
 from waiting import wait_until
 
@@ -35,7 +35,7 @@ from tme.agents.agent import DeviceAgent
 from tme.agents.agent_config import parse_agent_config
 from tme.agents.gateway import Gateway, GatewayConfig
 from tme.agents.runner import AgentThread
-from tme.bus import Bus, Delivery, open_bus
+from tme.bus import Bus, open_bus
 from tme.bus.amqp_admin import admin_channel
 from tme.bus.topology import CONTROLLER_EVENTS_QUEUE
 from tme.config import Settings
@@ -50,7 +50,6 @@ from tme.protocol import (
     Command,
     Event,
     Presence,
-    decode_events,
     site_queue,
     site_routing_key,
 )
@@ -152,27 +151,6 @@ def controller_bus(broker: Broker) -> Iterator[Bus]:
     bus.start()
     yield bus
     bus.stop()
-
-
-class ControllerQueue:
-    """What reaches tme.controller.events, read with the controller's user."""
-
-    def __init__(self, bus: Bus) -> None:
-        self.items: list[Event | Presence] = []
-        self._cond = threading.Condition()
-        self.consumer = bus.consume(CONTROLLER_EVENTS_QUEUE, self._take)
-
-    def _take(self, delivery: Delivery) -> None:
-        with self._cond:
-            self.items.extend(decode_events(delivery.body))
-            self._cond.notify_all()
-
-    def wait_for(self, predicate: Callable[[Event | Presence], bool], what: str) -> None:
-        with self._cond:
-            if not self._cond.wait_for(lambda: any(predicate(i) for i in self.items), 30):
-                pytest.fail(
-                    f"timed out waiting for {what}; the controller's queue had {self.items}"
-                )
 
 
 class Edge:

@@ -4,8 +4,8 @@ task keeps its agent while a run of it is on its way (only that agent answers fo
 from __future__ import annotations
 
 import pytest
+from moved_runs import run_state
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from tme.bus import Delivery, Reject
 from tme.controller.event_consumer import EventConsumer
@@ -27,13 +27,6 @@ def _run_for(engine: Engine, site: str, agent: str) -> tuple[int, str]:
         return task.id or 0, task.latest_run_id or ""
 
 
-def _state(engine: Engine, run_id: str) -> str:
-    with Session(engine) as session:
-        run = session.get(Run, run_id)
-        assert run is not None
-        return run.state
-
-
 def test_a_site_may_speak_only_for_itself(engine: Engine) -> None:
     """A gateway's RabbitMQ user may publish only under its site's routing keys; what it
     says in the message must be of that site too, else it is dead-lettered."""
@@ -50,7 +43,7 @@ def test_a_site_may_speak_only_for_itself(engine: Engine) -> None:
     outcomes = consumer.handle_batch(deliveries)
     assert [type(o) for o in outcomes] == [Reject, Reject, type(None)]
     assert "site(s) ['s2']" in str(outcomes[0])
-    assert _state(engine, run_id) == "accepted"  # under its own key it counts
+    assert run_state(engine, run_id) == "accepted"  # under its own key it counts
 
 
 def test_a_broken_message_is_dead_lettered_whatever_it_raises(engine: Engine) -> None:

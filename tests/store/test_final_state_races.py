@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
+from moved_runs import run_state
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -118,13 +119,6 @@ def _final_hops(engine: Engine, run_id: str) -> list[tuple[str | None, str]]:
     return [(f, t) for f, t in rows if RunState(t).is_final]
 
 
-def _state(engine: Engine, run_id: str) -> str:
-    with Session(engine) as session:
-        run = session.get(Run, run_id)
-        assert run is not None
-        return run.state
-
-
 def test_a_confirm_recorded_after_the_result_does_not_undo_it(engine: Engine) -> None:
     run_id = _queued_run(engine)
     with (
@@ -134,7 +128,7 @@ def test_a_confirm_recorded_after_the_result_does_not_undo_it(engine: Engine) ->
         batch = HopBatch(session, [run_id])  # the dispatcher reads the run: queued
         batch.record(run_id, Hop(RunState.dispatched, "confirmed by broker", "controller"))
         batch.write()
-    assert _state(engine, run_id) == "succeeded"
+    assert run_state(engine, run_id) == "succeeded"
     assert [to for _from, to in _final_hops(engine, run_id)] == ["succeeded"]
 
 
@@ -147,7 +141,7 @@ def test_a_watchdog_timeout_and_a_result_settle_on_one_final_state(engine: Engin
     ):
         assert check_timeouts(session, later, default_timeout_s=1, grace_s=0) == 1
     # The result waited for the timeout's commit: kept as a late result beside it.
-    assert _state(engine, run_id) == "timed_out"
+    assert run_state(engine, run_id) == "timed_out"
     finals = _final_hops(engine, run_id)
     assert finals[0] == ("running", "timed_out")
     assert all(from_state == "timed_out" for from_state, _to in finals[1:])
@@ -160,7 +154,7 @@ def test_a_forced_cancel_and_a_result_settle_on_one_final_state(engine: Engine) 
         session_scope(engine) as session,
     ):
         cancel_run(session, run_id, force=True)
-    assert _state(engine, run_id) == "canceled"
+    assert run_state(engine, run_id) == "canceled"
     finals = _final_hops(engine, run_id)
     assert finals[0] == ("running", "canceled")
     assert all(from_state == "canceled" for from_state, _to in finals[1:])
