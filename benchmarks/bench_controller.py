@@ -37,7 +37,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import col
 
-from benchmarks.e2e_roles import task_fields
+from benchmarks.e2e_roles import agent_name, task_fields
 from tme.bus.registry import open_bus
 from tme.config import Settings
 from tme.controller.dispatcher import UNPUBLISHED, Dispatcher
@@ -149,15 +149,19 @@ def dispatch_recorded(engine: Any, batched: bool) -> None:
 def hops_applied(
     engine: Any, run_ids: list[str], kind: str, batched: bool, chunk_size: int = EVENT_CHUNK
 ) -> None:
+    # Run i belongs to task i (or 1,000,000 + i) of task_fields, on agent i mod 10: its
+    # events come from that agent, the only one whose answers move it.
     events = [
-        Event(command_id=r, type=kind, site=SITE, agent="a000")  # type: ignore[arg-type]
-        for r in run_ids
+        Event(command_id=r, type=kind, site=SITE, agent=agent_name(i % 10))  # type: ignore[arg-type]
+        for i, r in enumerate(run_ids)
     ]
     for start in range(0, len(events), chunk_size):
         chunk = events[start : start + chunk_size]
         with session_scope(engine) as session:
             if batched:
-                apply_messages(session, list(chunk))
+                moved = apply_messages(session, list(chunk)).moved
+                if not all(moved):  # a figure of events that changed nothing means nothing
+                    raise RuntimeError(f"{moved.count(False)} {kind} events moved no run")
                 continue
             runs = load_runs(session, (e.command_id for e in chunk))
             for e in chunk:
