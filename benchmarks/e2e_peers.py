@@ -136,4 +136,6 @@ def celery_peer(
     finally:
         worker.terminate()
         worker.wait(60)
+        with peer.app.connection_for_write() as connection:  # its queue is the run's own
+            connection.default_channel.queue_delete(queue)
         peer.app.close()
