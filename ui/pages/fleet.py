@@ -18,7 +18,7 @@ from tme.controller.services.access import site_scope
 from tme.schemas import AgentPublic, DevicePublic, DeviceValues, SitePublic
 from tme.ui import live
 from tme.ui.context import dashboard
-from tme.ui.loading import off_the_loop, placeholder
+from tme.ui.loading import OneAtATime, off_the_loop, placeholder
 from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
 
 DeviceKey = tuple[str, str, str]  # site, agent, device
@@ -70,8 +70,6 @@ def register() -> None:
             chips = _sites_and_agents(found)
             tables = _devices(found)
         shown = dict(found.values)
-        busy: set[DeviceKey] = set()
-        stale: set[DeviceKey] = set()
 
         def on_agents(changes: list[live.AgentChange]) -> None:
             for change in changes:
@@ -80,25 +78,13 @@ def register() -> None:
                     set_chip(chip, change.state)
                     seen.text = f"{change.at:%Y-%m-%d %H:%M:%S}"
 
-        async def refresh(key: DeviceKey) -> None:
-            """One read at a time per device; runs that succeed meanwhile read once more."""
-            if key in busy:
-                stale.add(key)
-                return
-            busy.add(key)
-            try:
-                while True:
-                    stale.discard(key)
-                    values = await run.io_bound(_values, found.devices[key])
-                    if values is None:  # the server is stopping
-                        return
-                    if values != shown.get(key):  # only this device's rows go to the browser
-                        shown[key] = values
-                        show_values(tables[key], found.devices[key], values)
-                    if key not in stale:
-                        return
-            finally:
-                busy.discard(key)
+        async def redraw(key: DeviceKey) -> None:
+            values = await run.io_bound(_values, found.devices[key])
+            if values is not None and values != shown.get(key):  # None: server stopping
+                shown[key] = values  # only this device's rows go to the browser
+                show_values(tables[key], found.devices[key], values)
+
+        refresh = OneAtATime(redraw)  # one read at a time per device
 
         async def on_runs(changes: list[live.RunChange]) -> None:
             finished = {

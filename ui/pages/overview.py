@@ -22,7 +22,7 @@ from tme.controller.services.roles import Principal
 from tme.controller.store.models import Agent, Run, Task, utcnow
 from tme.ui import live
 from tme.ui.context import dashboard
-from tme.ui.loading import off_the_loop, placeholder
+from tme.ui.loading import OneAtATime, off_the_loop, placeholder
 from tme.ui.theme import frame, href, sign_in_first, state_chip
 
 
@@ -171,30 +171,19 @@ def _state_chips(by_state: dict[str, int]) -> None:
 
 
 class _Refresh:
-    """A live refresh of the counts: read on a worker thread, one read at a time; changes
-    that arrive meanwhile are taken by one more read when it is done."""
+    """A live refresh of the counts, read on a worker thread (OneAtATime)."""
 
     def __init__(self, principal: Principal, board: _Board) -> None:
         self.principal, self.board = principal, board
-        self.reading = False
-        self.again = False
+        self._redraw = OneAtATime(self._read_and_show)
 
     async def __call__(self, _changes: object) -> None:
-        if self.reading:
-            self.again = True
-            return
-        self.reading = True
-        try:
-            while True:
-                self.again = False
-                shown = await run.io_bound(live_figures, self.principal)
-                if shown is None:  # the server is stopping
-                    return
-                self._show(*shown)
-                if not self.again:
-                    return
-        finally:
-            self.reading = False
+        await self._redraw(None)
+
+    async def _read_and_show(self, _key: None) -> None:
+        shown = await run.io_bound(live_figures, self.principal)
+        if shown is not None:  # None: the server is stopping
+            self._show(*shown)
 
     def _show(
         self, by_state: dict[str, int], minutes: list[tuple[str, int]], up: int, of: int
