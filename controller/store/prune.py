@@ -142,20 +142,17 @@ class _Pruning:
                 break
         return counts
 
-    def rows(self, key: Any, where: ColumnElement[bool]) -> int:
-        """Prune the rows of `key`'s table that `where` selects."""
-        return self._chunks(key, where)
-
     def slots(self, before: datetime) -> int:
         """Prune schedule slots task by task, so each read follows the primary key."""
         with self.engine.connect() as connection:
             task_ids = list(connection.execute(select(TASKS.c.id)).scalars())
         return sum(
-            self._chunks(SLOTS.c.slot_at, (SLOTS.c.task_id == t) & (SLOTS.c.slot_at < before))
+            self.rows(SLOTS.c.slot_at, (SLOTS.c.task_id == t) & (SLOTS.c.slot_at < before))
             for t in task_ids
         )
 
-    def _chunks(self, key: Any, where: ColumnElement[bool]) -> int:
+    def rows(self, key: Any, where: ColumnElement[bool]) -> int:
+        """Prune the rows of `key`'s table that `where` selects, CHUNK at a time."""
         table: Table = key.table
         if self.dry_run:
             with self.engine.connect() as connection:
@@ -182,12 +179,11 @@ def _delete_runs(connection: Connection, ids: list[str], counts: dict[str, int])
 
 def _count_runs(connection: Connection, runs: Any, counts: dict[str, int]) -> dict[str, int]:
     """What pruning runs would delete, counted without deleting."""
-    ids = runs
-    counts["runs"] = _count(connection, RUNS.c.id.in_(ids))
+    counts["runs"] = _count(connection, RUNS.c.id.in_(runs))
     for name, table in RUN_CHILDREN:
-        counts[name] = _count(connection, table.c.run_id.in_(ids))
+        counts[name] = _count(connection, table.c.run_id.in_(runs))
     published = OUTBOX.c.published_at.is_not(None)
-    counts["outbox"] = _count(connection, OUTBOX.c.run_id.in_(ids) & published)
+    counts["outbox"] = _count(connection, OUTBOX.c.run_id.in_(runs) & published)
     return counts
 
 
