@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tme.controller.api.errors import error_response
+from tme.controller.api.media_type import media_refusal
 from tme.controller.api.nul_guard import nul_refusal
 from tme.controller.api.policy import COOKIE_METHODS, COOKIE_PATHS, permission_for
 from tme.controller.api.principal_cache import PrincipalCache
@@ -159,8 +160,9 @@ class Enforce:
         self, scope: Scope, receive: Receive, send: Send, route: RouteContext | None
     ) -> None:
         """Pass the request on to its route, unless a string of its query or path holds
-        a NUL (nul_guard: a 422 naming the parameter, answered here for every route)."""
-        refusal = nul_refusal(scope, route)
+        a NUL (nul_guard: a 422 naming the parameter) or its body says it is not JSON
+        (media_type: a 415), answered here for every route."""
+        refusal = nul_refusal(scope, route) or media_refusal(scope, route)
         if refusal is None:
             await self.app(scope, receive, send)
         else:

@@ -8,8 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from tme.errors import APIError, IllegalTransition
 
@@ -89,7 +91,7 @@ async def _illegal(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(409, exc.code, exc.message, exc.details)
 
 
-async def _http(_request: Request, exc: Exception) -> JSONResponse:
+async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
         # FastAPI's answer to a body it cannot decode (not UTF-8): same as malformed JSON
@@ -100,7 +102,24 @@ async def _http(_request: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":
         message = "no such path"
-    return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        allowed = allowed_methods(request)
+        message = f"method {request.method} is not allowed on this path; it takes {allowed}"
+        headers = {**(headers or {}), "Allow": allowed}
+    return error_response(exc.status_code, code, message, None, headers)
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method the request's path takes, for a 405's Allow header: Starlette names
+    only those of the first route whose path matched, so `DELETE /api/v1/tasks` was told
+    POST and not GET."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.router.routes):
+        match, _child = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= set(route.methods or ())
+    return ", ".join(sorted(methods))
 
 
 async def _integrity(_request: Request, exc: Exception) -> JSONResponse:

@@ -126,7 +126,24 @@ CASES: dict[str, Bad] = {
     "run id too long": Bad("GET", "/api/v1/runs/" + "r" * 65, 422, ("run_id",)),
     "unknown path": Bad("GET", "/api/v2/tasks", 404, ("no such path",)),
     "wrong method": Bad(
-        "PUT", "/api/v1/tasks/{E}", 405, ("method not allowed",), json={"name": "x"}
+        "PUT", "/api/v1/tasks/{E}", 405, ("method PUT is not allowed", "PATCH"), json={"name": "x"}
+    ),
+    # curl -d sends a form's type: the answer says which type to send
+    "body sent as a form": Bad(
+        "POST",
+        "/api/v1/tasks",
+        415,
+        ("must be JSON", "application/json", "x-www-form-urlencoded"),
+        content=b'{"name": "x"}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    ),
+    "update sent as text": Bad(
+        "PATCH",
+        "/api/v1/tasks/{E}",
+        415,
+        ("must be JSON", "text/plain"),
+        content=b'{"name": "renamed"}',
+        headers={"content-type": "text/plain"},
     ),
     "bad cursor garbage": Bad("GET", "/api/v1/tasks?cursor=%21%21%21", 422, ("invalid cursor",)),
     "bad cursor shape": Bad(
@@ -294,7 +311,7 @@ def world(test_client: TestClient) -> Ids:
 
 def test_enough_distinct_cases() -> None:
     assert len(CASES) >= 25
-    assert {c.status for c in CASES.values()} >= {400, 404, 405, 409, 413, 422}
+    assert {c.status for c in CASES.values()} >= {400, 404, 405, 409, 413, 415, 422}
 
 
 @pytest.mark.parametrize("name", list(CASES))
