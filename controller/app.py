@@ -21,6 +21,7 @@ from tme.bus import Bus
 from tme.controller import events_stream, metrics, notifications_api, reports_api
 from tme.controller.api import errors, security
 from tme.controller.api.limits import BodySizeLimit
+from tme.controller.api.openapi_errors import document_errors
 from tme.controller.api.principal_cache import PrincipalCache
 from tme.controller.api.routes import fleet, health, legacy, runs, scheduling, tasks
 from tme.controller.observers import Observers
@@ -95,6 +96,7 @@ def create_app(
 
         mount_dashboard(app, settings)
     security.install(app, settings)  # last: every route above is behind it
+    document_errors(app)
     return app
 
 

@@ -14,6 +14,8 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from starlette.responses import Response
+
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -31,3 +33,15 @@ def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     for row in rows:
         writer.writerow([cell(v) for v in row])
     return out.getvalue()
+
+
+# How a CSV route documents its answer (FastAPI would say application/json).
+CSV_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
+}
+
+
+def csv_response(text: str, filename: str) -> Response:
+    """A CSV download: text/csv, saved by browsers as `filename`."""
+    headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
+    return Response(text, media_type="text/csv", headers=headers)

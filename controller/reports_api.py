@@ -9,10 +9,11 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import Response
 
 from tme.controller import reports
 from tme.controller.api.deps import PrincipalDep, SessionDep, TimeQuery
+from tme.controller.csv_text import CSV_DOC, csv_response
 from tme.controller.services.access import site_scope
 from tme.controller.store.models import utcnow
 from tme.errors import ValidationError
@@ -69,7 +70,7 @@ def summary(
     }
 
 
-@router.get("/summary.csv", openapi_extra=READ, response_class=PlainTextResponse)
+@router.get("/summary.csv", openapi_extra=READ, response_class=Response, responses=CSV_DOC)
 def summary_csv(
     session: SessionDep,
     principal: PrincipalDep,
@@ -77,12 +78,8 @@ def summary_csv(
     until: Until = None,
     days: Days = 7,
     group_by: GroupBy = "op",
-) -> PlainTextResponse:
+) -> Response:
     start, end = period(since, until, days)
     report = reports.summary(session, start, end, group_by, sites_in=site_scope(principal))
     name = f"tme-report-{start:%Y%m%d}-{end:%Y%m%d}-{group_by}.csv"
-    return PlainTextResponse(
-        reports.summary_csv(report),
-        media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
+    return csv_response(reports.summary_csv(report), name)

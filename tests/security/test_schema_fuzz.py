@@ -1,4 +1,5 @@
-"""Schemathesis against the OpenAPI schema, as an admin: no 500s, responses as documented.
+"""Schemathesis against the OpenAPI schema, as an admin: no 500s, and every answer's
+status, content type and body as the document says (openapi_errors documents the errors).
 
 Few examples per operation keep it quick; the matrix and API tests cover the
 cases by name, this looks for what nobody thought to write down.
@@ -12,7 +13,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 # Streams never end, so they cannot be fuzzed by request and response.
 STREAMING = "/api/v1/events"
@@ -42,7 +47,13 @@ def test_api_conforms_to_its_schema(api_schema: Any, admin_token: str) -> None:
         )
         def check(case: Any) -> None:
             case.call_and_validate(
-                headers=headers, checks=[not_a_server_error, response_schema_conformance]
+                headers=headers,
+                checks=[
+                    not_a_server_error,
+                    status_code_conformance,
+                    content_type_conformance,
+                    response_schema_conformance,
+                ],
             )
 
         check()

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from tme.controller.api.deps import SessionDep, TimeQuery
-from tme.controller.csv_text import csv_text
+from tme.controller.csv_text import CSV_DOC, csv_response, csv_text
 from tme.controller.services import audit
 from tme.controller.services.audit import AuditEntryPublic
 from tme.controller.store.security_models import AuditEntry
@@ -52,17 +52,10 @@ def _csv(rows: list[AuditEntry]) -> Response:
         values["details"] = json.dumps(row.details, sort_keys=True)
         return [values[c] for c in CSV_COLUMNS]
 
-    headers = {"Content-Disposition": 'attachment; filename="tme-audit.csv"'}
-    text = csv_text(CSV_COLUMNS, map(cells, rows))
-    return Response(text, media_type="text/csv", headers=headers)
+    return csv_response(csv_text(CSV_COLUMNS, map(cells, rows)), "tme-audit.csv")
 
 
-_CSV_DOC: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/csv": {"schema": {"type": "string"}}}}
-}
-
-
-@router.get("/audit", response_model=AuditPage, responses=_CSV_DOC)
+@router.get("/audit", response_model=AuditPage, responses=CSV_DOC)
 def list_audit(
     session: SessionDep,
     actor: Text = None,
@@ -86,7 +79,7 @@ def list_audit(
     )
 
 
-@router.get("/audit.csv", response_class=Response, responses=_CSV_DOC)
+@router.get("/audit.csv", response_class=Response, responses=CSV_DOC)
 def export_audit(
     session: SessionDep,
     actor: Text = None,
