@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from tme.controller.services import audit
 from tme.controller.services.runs import RunReadyHook
-from tme.controller.services.tasks import create_tasks, to_public
+from tme.controller.services.tasks import create_tasks, to_publics
 from tme.controller.store.db import session_scope
 from tme.controller.store.group_commit import GroupCommit, by_key
 from tme.schemas import TaskCreate, TaskPublic
@@ -69,7 +69,10 @@ def _create_group(place: Place, creates: list[Create]) -> list[tuple[TaskPublic,
             audit.append_rows(session.connection(), audit.key_for(engine), rows)
         # The answers before the commit: a group that fails is written again one create
         # at a time (by_key), so nothing may fail once it is committed.
-        answers = [(to_public(task), created) for task, created in made]
+        publics = to_publics(session, [task for task, _created in made])
+        answers = [
+            (public, created) for public, (_task, created) in zip(publics, made, strict=True)
+        ]
         session.commit()
     for change in changes:
         if change is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -22,6 +23,7 @@ from tme.controller.services.task_checks import check_one_off_due, check_storabl
 from tme.controller.services.task_start import StartBatch
 from tme.controller.store.models import IdempotencyKey, Run, Task, TaskDependency, utcnow
 from tme.controller.store.planner import rare
+from tme.controller.store.workflow_models import TaskPolicy
 from tme.errors import Conflict, NotFound, ValidationError
 from tme.schemas import (
     Dependency,
@@ -53,13 +55,23 @@ class TaskFilters:
 
 
 def to_public(task: Task) -> TaskPublic:
+    return _public(task, policies.policy_of(task))
+
+
+def to_publics(session: Session, tasks: Sequence[Task]) -> list[TaskPublic]:
+    """TaskPublic of each task, their policies read in one query."""
+    found = policies.policies_of(session, [task.id for task in tasks if task.id is not None])
+    return [_public(task, found.get(task.id or 0)) for task in tasks]
+
+
+def _public(task: Task, policy: TaskPolicy | None) -> TaskPublic:
     target = Target(site=task.site, agent=task.agent, device=task.device) if task.site else None
     return TaskPublic.model_validate(
         {
             **task.model_dump(),
             "target": target,
             "retries": task.retries or {},
-            **policies.public_fields(task),
+            **policies.public_fields(task, policy),
         }
     )
 

@@ -23,7 +23,7 @@ from tme.controller.api.routes.tasks import (
 )
 from tme.controller.services import access
 from tme.controller.services import tasks as service
-from tme.controller.services.tasks import TaskFilters, to_public
+from tme.controller.services.tasks import TaskFilters, to_public, to_publics
 from tme.schemas import TaskCreate, TaskPublic, TaskUpdate
 
 router = APIRouter(tags=["tasks (documented paths)"])
@@ -59,7 +59,7 @@ def list_tasks(
     if next_cursor:
         next_url = request.url.include_query_params(cursor=next_cursor)
         response.headers["Link"] = f'<{next_url}>; rel="next"'
-    return [to_public(t) for t in rows]
+    return to_publics(session, rows)
 
 
 @router.get("/task/{task_id}/", response_model=TaskPublic)

@@ -19,7 +19,7 @@ from tme.controller.services.queries import list_runs
 from tme.controller.services.roles import Principal
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.task_commit import create_committed
-from tme.controller.services.tasks import TaskFilters, to_public
+from tme.controller.services.tasks import TaskFilters, to_public, to_publics
 from tme.controller.store.db import session_scope
 from tme.errors import Conflict, TMEError
 from tme.schemas import (
@@ -186,7 +186,7 @@ def create_task_batch(
         )
         if owned:  # refused here, nothing of the batch is committed
             service.claim_batch_key(session, owned, body.tasks, made)
-    answer = TaskBatchPublic(tasks=[to_public(task) for task, _created in made])
+    answer = TaskBatchPublic(tasks=to_publics(session, [task for task, _created in made]))
     session.commit()
     if idempotency_key and not any(created for _task, created in made):
         response.headers["Idempotent-Replayed"] = "true"
@@ -211,7 +211,7 @@ def list_tasks(
         status=status, site=site, agent=agent, op=op, search=q, sites=access.site_scope(principal)
     )
     rows, next_cursor = service.list_tasks(session, filters, limit=limit, cursor=cursor)
-    return Page[TaskPublic](items=[to_public(t) for t in rows], next_cursor=next_cursor)
+    return Page[TaskPublic](items=to_publics(session, rows), next_cursor=next_cursor)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskPublic)
