@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON
 from sqlmodel import Field, SQLModel
 
-from tme.controller.store.models import BigInt, UTCDateTime, utcnow
+from tme.controller.store.models import NEVER_REUSE_IDS, BigInt, UTCDateTime, utcnow
 
 # What a rule can fire on: a run ending badly, or an agent going offline.
 NOTIFY_EVENTS = ("failed", "timed_out", "lost", "agent_offline")
@@ -17,6 +17,7 @@ CHANNELS = ("email", "webhook")
 
 class NotificationRule(SQLModel, table=True):
     __tablename__ = "notification_rules"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=100)
@@ -36,6 +37,7 @@ class NotificationRule(SQLModel, table=True):
 
 class NotificationDelivery(SQLModel, table=True):
     __tablename__ = "notification_deliveries"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigInt)
     # "<rule key>|<event key>": the same event never notifies one rule twice.

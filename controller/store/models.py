@@ -48,6 +48,11 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # 64-bit ids on PostgreSQL; SQLite only autoincrements a column declared INTEGER.
 BigInt = BigInteger().with_variant(Integer(), "sqlite")
+# A table whose numeric ids must never be given twice: on SQLite, AUTOINCREMENT (without
+# it a new row takes the largest id plus one, so the newest row's id came back after its
+# delete); PostgreSQL's sequences never go back. Ids are how clients name tasks and how
+# the change feed and the notifier know what they have read (migration 0010).
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 
 
 def utcnow() -> datetime:
@@ -71,6 +76,7 @@ class Task(SQLModel, table=True):
         Index("ix_tasks_site_id", "site", "id"),
         Index("ix_tasks_agent_id", "agent", "id"),
         Index("ix_tasks_op_id", "op", "id"),
+        NEVER_REUSE_IDS,
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigInt)
@@ -135,6 +141,7 @@ class RunEvent(SQLModel, table=True):
     """One state transition of a run (or a late result beside a final state)."""
 
     __tablename__ = "run_events"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigInt)
     run_id: str = Field(foreign_key="runs.id", max_length=36, index=True, ondelete="CASCADE")
@@ -149,6 +156,7 @@ class RunEvent(SQLModel, table=True):
 
 class RunLog(SQLModel, table=True):
     __tablename__ = "run_logs"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigInt)
     run_id: str = Field(foreign_key="runs.id", max_length=36, index=True, ondelete="CASCADE")
@@ -171,6 +179,7 @@ class Outbox(SQLModel, table=True):
     """A command waiting to be published to RabbitMQ with a confirm."""
 
     __tablename__ = "outbox"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigInt)
     run_id: str = Field(max_length=36, index=True)

@@ -13,11 +13,12 @@ from typing import Any
 from sqlalchemy import JSON
 from sqlmodel import Field, SQLModel
 
-from tme.controller.store.models import BigInt, UTCDateTime, utcnow
+from tme.controller.store.models import NEVER_REUSE_IDS, BigInt, UTCDateTime, utcnow
 
 
 class User(SQLModel, table=True):
     __tablename__ = "users"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: int | None = Field(default=None, primary_key=True)
     username: str = Field(max_length=64, unique=True)
@@ -32,6 +33,7 @@ class User(SQLModel, table=True):
 
 class ApiToken(SQLModel, table=True):
     __tablename__ = "api_tokens"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: int | None = Field(default=None, primary_key=True)
     # The public half of the token ("tme_<key_id>_<secret>"), used to find the row.
