@@ -69,14 +69,14 @@ def test_a_group_whose_answer_fails_commits_nothing_and_writes_each_create_once(
 ) -> None:
     """A group that fails is written again one create at a time: had it failed after
     its commit, every other create of the group would have been stored twice."""
-    public = task_commit.to_public
+    publics = task_commit.to_publics
 
-    def fails_for_bad(task: Task) -> Any:
-        if task.name == "bad":
+    def fails_for_bad(session: Session, tasks: list[Task]) -> Any:
+        if any(task.name == "bad" for task in tasks):
             raise OverflowError("date value out of range")
-        return public(task)
+        return publics(session, tasks)
 
-    monkeypatch.setattr(task_commit, "to_public", fails_for_bad)
+    monkeypatch.setattr(task_commit, "to_publics", fails_for_bad)
     place = (app_engine, None)
     group = [(place, (TaskCreate(name=name), None, None)) for name in ("one", "bad", "two")]
     outcomes = by_key(task_commit._create_group)(group)
