@@ -41,7 +41,7 @@ POLL_S = 0.5  # how soon a change is noticed; bus messages ring no bell on this 
 MAX_ATTEMPTS = 5
 BACKOFF_S = 2.0
 # Deliveries in flight at once, each to another target. A send lasts at most
-# `webhook_timeout_s` (or the SMTP timeouts), so a few slow endpoints delay the
+# `webhook_timeout_s` (or the email `timeout_s`), so a few slow endpoints delay the
 # rest by that much at worst, and a few threads stay cheap.
 SENDERS = 4
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import smtplib
+import socket
+import threading
 from collections.abc import Coroutine
 from email.message import EmailMessage
 from typing import Any, TypeVar
@@ -109,12 +112,36 @@ def send_email(email: Any, to: list[str], subject: str, text: str) -> None:
     except ValueError as exc:
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
     message.set_content(text)
+    timeout_s = float(email.timeout_s)
+    smtp = smtplib.SMTP(timeout=timeout_s)
+    # smtplib's timeout bounds each read; a server that dribbles a line of its answer
+    # before each one runs out held a sender thread as long as it liked. At the
+    # deadline the socket is shut, and the read it blocks returns.
+    cut = threading.Event()
+    deadline = threading.Timer(timeout_s, _cut, args=(smtp, cut))
+    deadline.daemon = True
+    deadline.start()
     try:
-        with smtplib.SMTP(email.smtp_host, email.smtp_port, timeout=email.timeout_s) as smtp:
+        with smtp:
+            smtp.connect(email.smtp_host, email.smtp_port)
             if email.starttls:
                 smtp.starttls()
             if email.username:
                 smtp.login(email.username, email.password.get_secret_value())
             smtp.send_message(message)
     except (OSError, smtplib.SMTPException, ValueError) as exc:
+        if cut.is_set():
+            raise DeliveryFailed(f"no complete exchange within {timeout_s:g} s") from exc
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        deadline.cancel()
+
+
+def _cut(smtp: smtplib.SMTP, cut: threading.Event) -> None:
+    """End the exchange at its deadline: shut the socket under whatever read waits."""
+    cut.set()
+    sock = smtp.sock
+    if sock is None:
+        return
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)

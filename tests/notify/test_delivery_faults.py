@@ -5,8 +5,10 @@ answer is given up at the deadline, and while it dawdles the other targets are s
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from waiting import wait_until
 
 from tme.config import Settings
 from tme.controller.notifications import senders
+from tme.settings_models import EmailSettings
 
 # Stored as an older release (or a hand-edited database) may have them: the API now
 # refuses each of these, but the notifier must still survive them.
@@ -129,3 +132,50 @@ def test_one_target_gets_one_delivery_at_a_time(
     first = deliveries(app_engine)[0]
     assert (first.status, first.attempts) == ("pending", 1)
     assert dripping_server.requests == 2
+
+
+@pytest.fixture
+def dripping_smtp() -> Iterator[int]:
+    """An SMTP server whose greeting never ends: a continuation line every 50 ms."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    closing = threading.Event()
+
+    def drip() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while not closing.wait(0.05):  # the pace of the drip
+                try:
+                    conn.sendall(b"220-still greeting\r\n")
+                except OSError:
+                    return
+
+    server = threading.Thread(target=drip, daemon=True)
+    server.start()
+    yield listener.getsockname()[1]
+    closing.set()
+    listener.close()
+    server.join(timeout=5)
+
+
+def test_the_email_deadline_counts_the_whole_exchange(dripping_smtp: int) -> None:
+    """smtplib's timeout bounds each read; a server sending a line every 50 ms never
+    trips it, and held the sender thread for good. The deadline bounds the exchange."""
+    email = EmailSettings(
+        smtp_host="127.0.0.1", smtp_port=dripping_smtp, starttls=False, timeout_s=1
+    )
+    outcome: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            senders.send_email(email, ["ops@plant.example"], "run failed", "pump 2")
+        except BaseException as exc:  # the outcome is what is checked
+            outcome.append(exc)
+
+    sending = threading.Thread(target=send, daemon=True)
+    sending.start()
+    sending.join(timeout=30)  # a deadline for the test, far past the send's own
+    assert not sending.is_alive(), "the send outlived its deadline"
+    assert len(outcome) == 1 and isinstance(outcome[0], senders.DeliveryFailed), outcome
+    assert "within 1 s" in str(outcome[0])
