@@ -19,6 +19,8 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from tme.crontab import crontab_trigger
+
 TICK = timedelta(microseconds=1)
 
 
@@ -26,7 +28,7 @@ def build_trigger(schedule: dict[str, Any], anchor: datetime) -> BaseTrigger:
     """The trigger of a stored schedule ({"cron"|"every_s"|"at", "timezone"})."""
     zone = ZoneInfo(str(schedule.get("timezone") or "UTC"))
     if schedule.get("cron"):
-        return CronTrigger.from_crontab(str(schedule["cron"]), timezone=zone)
+        return crontab_trigger(str(schedule["cron"]), zone)
     if schedule.get("every_s"):
         every = float(schedule["every_s"])
         return IntervalTrigger(

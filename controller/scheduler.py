@@ -51,8 +51,13 @@ def job_id(task_id: int) -> str:
     return f"task:{task_id}"
 
 
+# How stored triggers are built; part of each job's version, so a job stored by an older
+# controller is built again at start. 2: crontab weekdays (0 = Sunday), see tme.crontab.
+TRIGGER_FORMAT = 2
+
+
 def _version(changed_at: datetime) -> str:
-    return changed_at.astimezone(UTC).isoformat()
+    return f"{changed_at.astimezone(UTC).isoformat()} t{TRIGGER_FORMAT}"
 
 
 class ScheduleKeeper:

@@ -90,10 +90,10 @@ def _check_timezone(name: str) -> None:
 def _check_cron(expr: str, timezone: str) -> None:
     from datetime import UTC
 
-    from apscheduler.triggers.cron import CronTrigger
+    from tme.crontab import crontab_trigger
 
     try:
-        trigger = CronTrigger.from_crontab(expr, timezone=timezone)
+        trigger = crontab_trigger(expr, timezone)
     except ValueError as exc:
         raise ValueError(f"invalid cron expression {expr!r}: {exc}") from exc
     if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:

@@ -93,3 +93,27 @@ def test_a_change_committed_after_a_later_stamped_one_is_applied(engine: Engine,
     keeper.sync_changes()
     assert keeper.scheduler.get_job(job_id(early.id or 0)) is not None
     assert keeper.sync_changes() == 0  # changes read again are not applied again
+
+
+def test_jobs_stored_by_an_older_controller_are_built_again(engine: Engine) -> None:
+    # A job's stored trigger is kept across restarts; one built by an older controller
+    # (cron weekdays read as APScheduler's, 0 = Monday) must not keep firing that way.
+    with session_scope(engine) as session:
+        task, _ = create_task(
+            session, TaskCreate(name="weekdays", schedule={"cron": "0 6 * * 1-5"})
+        )
+        stamp = get_policy(session, task).schedule_changed_at
+    old = ScheduleKeeper(engine, str(engine.url))
+    old.start()
+    assert old.scheduler is not None
+    old.scheduler.modify_job(job_id(task.id or 0), name=stamp.isoformat())  # the old version
+    old.stop()
+    keeper = ScheduleKeeper(engine, str(engine.url))
+    keeper.start()
+    try:
+        assert keeper.scheduler is not None
+        job = keeper.scheduler.get_job(job_id(task.id or 0))
+        assert job is not None and job.name != stamp.isoformat()
+        assert "mon,tue,wed,thu,fri" in str(job.trigger)
+    finally:
+        keeper.stop()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tme.controller.sched_triggers import build_trigger, next_fire_times, slots_between
 
@@ -66,3 +70,41 @@ def test_hourly_cron_fires_in_both_repeated_autumn_hours() -> None:
     trigger = build_trigger({"cron": "0 * * * *", "timezone": "Europe/Berlin"}, utc(2025, 1, 1))
     slots = list(slots_between(trigger, utc(2025, 10, 25, 22), utc(2025, 10, 26, 3)))
     assert slots == [utc(2025, 10, 25, 22) + timedelta(hours=h) for h in range(1, 6)]
+
+
+def test_weekday_cron_fires_monday_to_friday() -> None:
+    # "set pump 2 to 1200 rpm every weekday at 06:00": crontab 1-5 is Monday to Friday
+    # (APScheduler 3 alone reads it as Tuesday to Saturday, 0 being its Monday).
+    trigger = build_trigger({"cron": "0 6 * * 1-5", "timezone": "Europe/Berlin"}, utc(2025, 1, 1))
+    fires = list(slots_between(trigger, utc(2025, 3, 23), utc(2025, 3, 30)))  # Sun..Sun
+    days = [f.astimezone(ZoneInfo("Europe/Berlin")) for f in fires]
+    assert [d.strftime("%a %H:%M") for d in days] == [
+        f"{day} 06:00" for day in ("Mon", "Tue", "Wed", "Thu", "Fri")
+    ]
+
+
+@given(st.lists(st.integers(0, 7), min_size=1, max_size=8), st.integers(1, 3))
+def test_crontab_weekday_numbers_are_crontabs(days: list[int], step: int) -> None:
+    # Any list of crontab weekday numbers (0 and 7 Sunday), or a stepped range of them,
+    # fires on exactly those days.
+    first, last = min(days), max(days)
+    field = ",".join(map(str, days)) if step == 1 else f"{first}-{last}/{step}"
+    wanted = {d % 7 for d in days} if step == 1 else {d % 7 for d in range(first, last + 1, step)}
+    trigger = build_trigger({"cron": f"0 12 * * {field}"}, utc(2025, 1, 1))
+    fires = list(slots_between(trigger, utc(2025, 1, 5), utc(2025, 1, 26)))  # three weeks
+    assert {f.isoweekday() % 7 for f in fires} == wanted
+    assert len(fires) == 3 * len(wanted)
+
+
+def test_weekday_names_and_sunday_as_seven() -> None:
+    names = build_trigger({"cron": "0 12 * * mon-fri"}, utc(2025, 1, 1))
+    numbers = build_trigger({"cron": "0 12 * * 5-7"}, utc(2025, 1, 1))
+    week = (utc(2025, 1, 5), utc(2025, 1, 12))  # Sunday to Sunday
+    assert {f.strftime("%a") for f in slots_between(names, *week)} == {
+        "Mon",
+        "Tue",
+        "Wed",
+        "Thu",
+        "Fri",
+    }
+    assert {f.strftime("%a") for f in slots_between(numbers, *week)} == {"Fri", "Sat", "Sun"}

@@ -24,12 +24,13 @@ def next_fire_times(schedule: dict | None, count: int = 5) -> list[datetime]:
     """The next times a cron or interval schedule fires (none for other tasks)."""
     if not schedule:
         return []
-    from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
+
+    from tme.crontab import crontab_trigger
 
     tz = schedule.get("timezone") or "UTC"
     if schedule.get("cron"):
-        trigger = CronTrigger.from_crontab(schedule["cron"], timezone=tz)
+        trigger = crontab_trigger(schedule["cron"], tz)
     elif schedule.get("every_s"):
         trigger = IntervalTrigger(seconds=float(schedule["every_s"]), timezone=tz)
     else:

@@ -1,0 +1,79 @@
+"""Crontab expressions as APScheduler 3 triggers, with crontab's weekday numbers.
+
+In a crontab, day of week 0 (and 7) is Sunday and 1-5 is Monday to Friday.
+APScheduler 3 reads the same numbers with 0 as Monday (its issue 286, kept for
+backward compatibility), so `CronTrigger.from_crontab("0 6 * * 1-5")` fires Tuesday
+to Saturday. Here the day-of-week field is rewritten as weekday names, which both
+read alike, before APScheduler sees it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
+
+NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab order: 0 is Sunday
+
+
+def crontab_trigger(expr: str, timezone: Any) -> CronTrigger:
+    """The CronTrigger of a five-field crontab expression (ValueError when invalid)."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    values = expr.split()
+    if len(values) != 5:
+        raise ValueError(f"wrong number of fields; got {len(values)}, expected 5")
+    minute, hour, day, month, day_of_week = values
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=weekday_names(day_of_week),
+        timezone=timezone,
+    )
+
+
+def weekday_names(field: str) -> str:
+    """A crontab day-of-week field as APScheduler's: "*" or a list of weekday names."""
+    days: set[int] = set()
+    for item in field.lower().split(","):
+        days |= _days_of(item)
+    if days == set(range(7)):
+        return "*"
+    return ",".join(NAMES[day] for day in sorted(days))
+
+
+def _days_of(item: str) -> set[int]:
+    part, slash, step_text = item.partition("/")
+    step = _number(step_text, "step") if slash else 1
+    if step < 1:
+        raise ValueError(f"invalid day-of-week step in {item!r}")
+    if part == "*":
+        first, last = 0, 6
+    elif "-" in part:
+        start, end = part.split("-", 1)
+        first, last = _day(start), _day(end)
+    else:
+        first = _day(part)
+        last = 7 if slash else first  # "1/2": from Monday on, every second day
+    if first > last:
+        raise ValueError(f"invalid day-of-week range {part!r}: {first} is after {last}")
+    return {day % 7 for day in range(first, last + 1, step)}
+
+
+def _day(text: str) -> int:
+    """0-7 (7 is Sunday again, so "5-7" is Friday to Sunday) or a weekday name."""
+    if text in NAMES:
+        return NAMES.index(text)
+    day = _number(text, "day of week")
+    if day > 7:
+        raise ValueError(f"invalid day of week {text!r}: use 0-7 (0 and 7 are Sunday)")
+    return day
+
+
+def _number(text: str, what: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"invalid {what} {text!r}")
+    return int(text)
