@@ -70,6 +70,10 @@ def _walk(trigger: BaseTrigger, after: datetime) -> Iterator[datetime]:
     last = after.astimezone(UTC)
     last_wall: datetime | None = None
     by_wall_clock = isinstance(trigger, CronTrigger) and not _every_hour(trigger)
+    if isinstance(trigger, CronTrigger) and by_wall_clock:
+        # A walk starts where the last one ended (at the slot handled last): its wall
+        # time counts as seen, or the repeated 02:30 would fire again on the next walk.
+        last_wall = after.astimezone(trigger.timezone).replace(tzinfo=None)
     while True:
         try:
             when = trigger.get_next_fire_time(None, last + TICK)

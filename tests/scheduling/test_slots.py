@@ -133,3 +133,23 @@ def test_one_off_set_just_after_its_time_fires_once(session: Session) -> None:
     old = scheduled(session, schedule={"at": at}, misfire={"policy": "run_once"})
     assert handle_due_slots(session, old, T0 + timedelta(seconds=1), None) == 0
     assert runs(session, old) == []
+
+
+def test_a_daily_cron_fires_once_on_the_autumn_dst_day(session: Session) -> None:
+    # 02:30 Berlin happens twice on 26 Oct 2025 (00:30 and 01:30 UTC); APScheduler fires
+    # the job at both, and the second fire must find no slot left to run.
+    task_id = scheduled(
+        session,
+        schedule={"cron": "30 2 * * *", "timezone": "Europe/Berlin"},
+        overlap={"policy": "allow", "max": 10},
+    )
+    from tme.controller.store.models import Task
+
+    task = session.get(Task, task_id)
+    assert task is not None
+    get_policy(session, task).schedule_changed_at = datetime(2025, 10, 25, 12, tzinfo=UTC)
+    session.commit()
+    for fired_at in (datetime(2025, 10, 26, 0, 30, 1), datetime(2025, 10, 26, 1, 30, 1)):
+        handle_due_slots(session, task_id, fired_at.replace(tzinfo=UTC), None)
+    assert handle_due_slots(session, task_id, datetime(2025, 10, 27, 1, 30, 1, tzinfo=UTC), None)
+    assert [r.state for r in runs(session, task_id)] == ["pending", "pending"]  # 26th, 27th

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from apscheduler.triggers.base import BaseTrigger
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -108,3 +109,34 @@ def test_weekday_names_and_sunday_as_seven() -> None:
         "Fri",
     }
     assert {f.strftime("%a") for f in slots_between(numbers, *week)} == {"Fri", "Sat", "Sun"}
+
+
+def _walked_slot_by_slot(trigger: BaseTrigger, after: datetime, until: datetime) -> list[datetime]:
+    """The slots as the live scheduler finds them: each fire walks from the last slot."""
+    found: list[datetime] = []
+    while True:
+        step = list(slots_between(trigger, after, until, limit=1))
+        if not step:
+            return found
+        found.append(step[0])
+        after = step[0]
+
+
+DST_DAYS = [utc(2025, 3, 29, 12), utc(2025, 10, 25, 12), utc(2025, 11, 1, 12), utc(2025, 4, 5, 6)]
+
+
+@given(
+    st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Lord_Howe"]),
+    st.sets(st.sampled_from([0, 15, 30, 45]), min_size=1),
+    st.sets(st.integers(0, 4), min_size=1),
+    st.sampled_from(DST_DAYS),
+)
+def test_a_fire_after_each_slot_finds_the_slots_of_one_walk(
+    zone: str, minutes: set[int], hours: set[int], start: datetime
+) -> None:
+    # The live scheduler walks from the slot it handled last at every fire; across a
+    # DST change that must give the slots of one walk: none twice, none lost.
+    cron = f"{','.join(map(str, sorted(minutes)))} {','.join(map(str, sorted(hours)))} * * *"
+    trigger = build_trigger({"cron": cron, "timezone": zone}, utc(2025, 1, 1))
+    until = start + timedelta(days=2)
+    assert _walked_slot_by_slot(trigger, start, until) == list(slots_between(trigger, start, until))
