@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from tme.controller.services.policies import overlap_of
@@ -19,6 +21,7 @@ from tme.controller.services.runs import RunReadyHook, start_run, transition
 from tme.controller.store.db import remember_new
 from tme.controller.store.models import Run, Task
 from tme.controller.store.planner import rare
+from tme.controller.store.rows import table_of
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
 from tme.states import FINAL_STATES, RunState
 
@@ -104,6 +107,20 @@ def record_skipped(session: Session, task: Task, reason: str, *, cause: str) -> 
     return run
 
 
+# The task row, read with a lock (on SQLite the write gate): see `lock_launches`.
+LOCK_TASK = (
+    core_select(table_of(Task).c.id).where(table_of(Task).c.id == bindparam("id")).with_for_update()
+)
+
+
+def lock_launches(session: Session, task: Task) -> None:
+    """Hold the task's row until this transaction ends, before its active runs are
+    counted: a trigger and a schedule firing at once (or two "run now"s) would each
+    count none and both start, whatever the overlap policy. The second now waits for
+    the first to commit and counts its run."""
+    session.execute(LOCK_TASK, {"id": task.id})
+
+
 def launch_run(
     session: Session,
     task: Task,
@@ -114,6 +131,7 @@ def launch_run(
     source: str = "controller",
 ) -> Run:
     """Start a new workflow run of `task` now, as its overlap policy allows."""
+    lock_launches(session, task)
     policy = session.get(TaskPolicy, task.id)
     overlap = overlap_of(policy)
     active = active_runs(session, task.id or 0)
