@@ -41,6 +41,10 @@ JOB_FUNCTION = "tme.controller.schedule_fire:fire_scheduled"
 # that says how many and between which times (an every-second schedule down for a
 # day must not write 86,400 rows at start-up).
 MAX_MISSED_RECORDS = 100
+# A fire comes this late with nothing wrong (APScheduler waking, a fire thread, the
+# database), so a slot this late is on time whatever the misfire grace: a grace of 0,
+# "never start late", must not mean "never start".
+ON_TIME_S = 1.0
 
 
 @dataclass
@@ -89,11 +93,12 @@ def handle_due_slots(
     if policy.paused:
         return 0
     misfire = misfire_of(task, policy)
+    grace_s = max(misfire.grace_s, ON_TIME_S)
     changed = policy.schedule_changed_at
     if policy.last_slot_at is not None:
         after = max(policy.last_slot_at, changed)
     else:
-        after = owed_after(task.schedule, changed, misfire.grace_s)
+        after = owed_after(task.schedule, changed, grace_s)
     trigger = build_trigger(task.schedule, changed)
     recent: deque[datetime] = deque(maxlen=MAX_MISSED_RECORDS)
     older = 0
@@ -105,7 +110,7 @@ def handle_due_slots(
         return 0
     policy.last_slot_at = recent[-1]
     session.add(policy)
-    timely = [s for s in recent if (now - s).total_seconds() <= misfire.grace_s]
+    timely = [s for s in recent if (now - s).total_seconds() <= grace_s]
     fire = timely[-1] if timely else None
     if fire is None and misfire.policy == "run_once":
         fire = recent[-1]
@@ -113,12 +118,12 @@ def handle_due_slots(
         _record_older(session, task, older, after, recent[0])
     for slot in recent:
         if slot != fire:
-            _record_missed(session, task, slot, now, misfire.grace_s, superseded=fire)
+            _record_missed(session, task, slot, now, grace_s, superseded=fire)
     if fire is None:
         return 0
     late = (now - fire).total_seconds()
     reason = f"schedule slot {fire.isoformat()}"
-    if late > misfire.grace_s:
+    if late > grace_s:
         reason += f" fired {late:.0f} s late (misfire policy run_once)"
     run = launch_run(session, task, cause="schedule", reason=reason, hook=hook)
     session.add(ScheduleSlot(task_id=task_id, slot_at=fire, run_id=run.id, outcome=run.state))

@@ -153,3 +153,14 @@ def test_a_daily_cron_fires_once_on_the_autumn_dst_day(session: Session) -> None
         handle_due_slots(session, task_id, fired_at.replace(tzinfo=UTC), None)
     assert handle_due_slots(session, task_id, datetime(2025, 10, 27, 1, 30, 1, tzinfo=UTC), None)
     assert [r.state for r in runs(session, task_id)] == ["pending", "pending"]  # 26th, 27th
+
+
+def test_a_grace_of_zero_still_fires_on_time(session: Session) -> None:
+    # "never start late": a fire comes a few milliseconds after its slot even so, and
+    # must run rather than be recorded as missed, slot after slot.
+    task_id = scheduled(session, misfire={"grace_s": 0, "policy": "skip"})
+    for second in (10, 20):
+        fired_at = T0 + timedelta(seconds=second, milliseconds=40)
+        assert handle_due_slots(session, task_id, fired_at, None) == 1
+    assert handle_due_slots(session, task_id, T0 + timedelta(seconds=35), None) == 0  # 5 s late
+    assert [r.state for r in runs(session, task_id)] == ["pending", "skipped", "skipped"]
