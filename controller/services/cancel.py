@@ -97,6 +97,9 @@ def retry_run(session: Session, run_id: str, hook: RunReadyHook | None) -> Run:
     if task is None:
         raise NotFound(f"task {run.task_id} does not exist", details={"task_id": run.task_id})
     link = session.get(RunLink, run.id)
+    planned = _planned_retry(session, link)
+    if planned is not None:
+        return _start_now(session, planned, task, hook)
     latest = session.exec(
         select(Run.attempt).where(Run.task_id == run.task_id).order_by(col(Run.attempt).desc())
     ).first()
@@ -117,6 +120,34 @@ def retry_run(session: Session, run_id: str, hook: RunReadyHook | None) -> Run:
     if hook is not None:
         hook(session, retry, task)
     return retry
+
+
+def _planned_retry(session: Session, link: RunLink | None) -> Run | None:
+    """The automatic retry of this run's chain still waiting out its backoff, if any."""
+    if link is None:
+        return None
+    return session.exec(
+        select(Run)
+        .join(RunLink, col(RunLink.run_id) == col(Run.id))
+        .where(
+            RunLink.first_run_id == link.first_run_id,
+            col(RunLink.retry_at).is_not(None),
+            Run.state == RunState.waiting,
+        )
+        .with_for_update(of=Run)
+    ).first()
+
+
+def _start_now(session: Session, planned: Run, task: Task, hook: RunReadyHook | None) -> Run:
+    """A retry asked for while one is planned starts the planned one now: a second run
+    beside it would run the step twice (a machine would do the work twice)."""
+    link = session.get(RunLink, planned.id)
+    assert link is not None
+    link.retry_at = None
+    session.add(link)
+    if hook is not None:
+        hook(session, planned, task)
+    return planned
 
 
 def run_extra(session: Session, run_id: str) -> dict[str, Any]:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlmodel import Session
 from waiting import wait_until
+
+from tme.controller.store.workflow_models import RunLink
 
 
 def make(client: Any, name: str, **fields: Any) -> dict[str, Any]:
@@ -140,3 +143,21 @@ def test_overlap_queue_starts_the_next_run_when_the_first_finishes(test_client) 
         ),
         what="the queued run to start",
     )
+
+
+def test_retry_by_hand_while_a_retry_is_planned_starts_that_one(test_client) -> None:
+    # A step failed and its automatic retry waits out a long backoff; the operator
+    # presses retry. The step must run once more, not twice (planned + by hand).
+    task = make(
+        test_client, "flaky", trigger="soon", retries={"max": 1, "backoff_s": 3600, "jitter": 0}
+    )
+    first = test_client.post("/api/v1/triggers/soon").json()["runs"][0]
+    report(test_client, task, "fail")
+    wait_until(lambda: len(runs_of(test_client, task)) == 2, what="the planned retry")
+    planned = runs_of(test_client, task)[0]
+    retry = test_client.post(f"/api/v1/runs/{first['id']}/retry")
+    assert retry.status_code == 201 and retry.json()["id"] == planned["id"]
+    assert len(runs_of(test_client, task)) == 2
+    with Session(test_client.app.state.runtime.engine) as session:
+        link = session.get(RunLink, planned["id"])
+        assert link is not None and link.retry_at is None  # not started again when due
