@@ -259,8 +259,8 @@ def settle_run(
     link = ensure_link(session, run)
     if link.settled or not RunState(run.state).is_final:
         return False
-    link.settled = True
-    session.add(link)
+    if not _claim(session, link):
+        return False
     task = session.get(Task, run.task_id)
     if task is None:
         return True
@@ -270,6 +270,17 @@ def settle_run(
     if holding is None or task.id in holding:
         release_held(session, task, hook)
     return True
+
+
+def _claim(session: Session, link: RunLink) -> bool:
+    """Mark the link settled unless another transaction did: the conditional UPDATE
+    waits for one settling the same run (another controller that still believes it
+    leads) and then finds it settled, so its dependents and retry start once."""
+    session.flush()  # a link made just now must be in the table to be claimed
+    result = session.execute(MARK_SETTLED, {"ids": [link.run_id]})
+    link.settled = True  # as the row now says (or another transaction made it)
+    session.add(link)
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def latest_in(session: Session, task_id: int, workflow_id: str) -> Run | None:

@@ -5,61 +5,18 @@ first to commit and then counts its run."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
-import pytest
-from sqlalchemy import event
+from racing import read_or_locking
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from waiting import wait_until
 
 from tme.controller.services.launch import launch_run
 from tme.controller.services.tasks import create_task
-from tme.controller.store.db import make_engine, session_scope, upgrade
+from tme.controller.store.db import session_scope
 from tme.controller.store.models import Run, Task
-from tme.controller.store.sqlite_gate import gate_of
 from tme.schemas import TaskCreate
 from tme.states import FINAL_STATES
-
-DIALECTS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.external_service),
-]
-
-
-@pytest.fixture(params=DIALECTS)
-def any_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        made = make_engine(f"sqlite:///{tmp_path}/race.db")
-    else:
-        made = make_engine(request.getfixturevalue("postgres_database_url"))
-    upgrade(made)
-    yield made
-    made.dispose()
-
-
-def _counted_or_locking(engine: Engine, thread: threading.Thread) -> Callable[[], bool]:
-    """Whether `thread` has counted the task's runs, or is locking the task (on SQLite:
-    waits for the write gate): from then on, what it decides no longer depends on
-    whether the other transaction commits first."""
-    reached = threading.Event()
-    gate = gate_of(engine)
-
-    def before(_conn: Any, _cursor: Any, statement: str, _p: Any, context: Any, _m: Any) -> None:
-        compiled = getattr(context, "compiled", None)
-        locking = getattr(getattr(compiled, "statement", None), "_for_update_arg", None)
-        if threading.current_thread() is thread and locking is not None:
-            reached.set()
-
-    def after(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if threading.current_thread() is thread and "FROM runs" in statement:
-            reached.set()
-
-    event.listen(engine, "before_cursor_execute", before)
-    event.listen(engine, "after_cursor_execute", after)
-    return lambda: reached.is_set() or bool(gate and gate.waiting)
 
 
 def test_trigger_and_schedule_at_once_start_one_run(any_engine: Engine) -> None:
@@ -76,7 +33,7 @@ def test_trigger_and_schedule_at_once_start_one_run(any_engine: Engine) -> None:
             launch_run(session, own, cause="schedule", reason="schedule slot", hook=None)
 
     second = threading.Thread(target=schedule_fires)
-    reached = _counted_or_locking(any_engine, second)
+    reached = read_or_locking(any_engine, second, "FROM runs")
     with Session(any_engine, expire_on_commit=False) as first:
         own = first.get(Task, task_id)
         assert own is not None
