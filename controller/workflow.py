@@ -33,7 +33,7 @@ from tme.controller.services.runs import (
 from tme.controller.store.db import keep_loaded
 from tme.controller.store.models import Run, RunEvent, Task, TaskDependency
 from tme.controller.store.rows import table_of
-from tme.controller.store.workflow_models import RunLink, WorkflowCursor
+from tme.controller.store.workflow_models import RunLink, TaskPolicy, WorkflowCursor
 from tme.states import FAILURE_STATES, FINAL_STATES, RunState
 
 log = logging.getLogger("tme.workflow")
@@ -351,6 +351,8 @@ def _new_step(session: Session, task: Task, workflow_id: str) -> Run:
         attempt=attempt,
         source="controller",
     )
-    link_run(session, run, cause="dependency", workflow_id=workflow_id)
+    policy = session.get(TaskPolicy, task.id)
+    deadline_s = policy.deadline_s if policy else None  # the step's own total deadline
+    link_run(session, run, cause="dependency", workflow_id=workflow_id, deadline_s=deadline_s)
     session.flush()
     return run
