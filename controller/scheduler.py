@@ -52,8 +52,9 @@ def job_id(task_id: int) -> str:
 
 
 # How stored triggers are built; part of each job's version, so a job stored by an older
-# controller is built again at start. 2: crontab weekdays (0 = Sunday), see tme.crontab.
-TRIGGER_FORMAT = 2
+# controller is built again at start. 2: crontab weekdays (0 = Sunday); 3: no day lost
+# after the spring DST change (see tme.crontab).
+TRIGGER_FORMAT = 3
 
 
 def _version(changed_at: datetime) -> str:

@@ -5,27 +5,47 @@ APScheduler 3 reads the same numbers with 0 as Monday (its issue 286, kept for
 backward compatibility), so `CronTrigger.from_crontab("0 6 * * 1-5")` fires Tuesday
 to Saturday. Here the day-of-week field is rewritten as weekday names, which both
 read alike, before APScheduler sees it.
+
+APScheduler 3.11 also moves to the next day (or hour) by adding the wall-clock
+difference as elapsed time: from a time before the spring DST change, "the next
+midnight" lands an hour past it, and the whole day is skipped ("0 0 * * *" in
+Europe/Berlin never fires on the Monday after the change). `CrontabTrigger` puts
+such a step back on the wall-clock time it meant.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import Any
 
-if TYPE_CHECKING:
-    from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.cron import CronTrigger
 
 NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab order: 0 is Sunday
 
 
-def crontab_trigger(expr: str, timezone: Any) -> CronTrigger:
-    """The CronTrigger of a five-field crontab expression (ValueError when invalid)."""
-    from apscheduler.triggers.cron import CronTrigger
+class CrontabTrigger(CronTrigger):
+    """A CronTrigger whose steps to the next day or hour keep to the wall clock when the
+    UTC offset grows on the way (spring forward)."""
 
+    def _increment_field_value(self, dateval: datetime, fieldnum: int) -> tuple[datetime, int]:
+        stepped, fieldnum = super()._increment_field_value(dateval, fieldnum)
+        gained = stepped.utcoffset() - dateval.utcoffset()
+        if gained.total_seconds() <= 0:
+            # No change, or autumn: the elapsed step walks into the repeated hour, where
+            # a cron on every hour fires again (as intended).
+            return stepped, fieldnum
+        meant = (stepped.replace(tzinfo=None) - gained).replace(tzinfo=self.timezone)
+        meant = meant.astimezone(UTC).astimezone(self.timezone)  # a time in the gap moves on
+        return (meant if meant > dateval else stepped), fieldnum
+
+
+def crontab_trigger(expr: str, timezone: Any) -> CrontabTrigger:
+    """The trigger of a five-field crontab expression (ValueError when invalid)."""
     values = expr.split()
     if len(values) != 5:
         raise ValueError(f"wrong number of fields; got {len(values)}, expected 5")
     minute, hour, day, month, day_of_week = values
-    return CronTrigger(
+    return CrontabTrigger(
         minute=minute,
         hour=hour,
         day=day,

@@ -122,7 +122,14 @@ def _walked_slot_by_slot(trigger: BaseTrigger, after: datetime, until: datetime)
         after = step[0]
 
 
-DST_DAYS = [utc(2025, 3, 29, 12), utc(2025, 10, 25, 12), utc(2025, 11, 1, 12), utc(2025, 4, 5, 6)]
+DST_DAYS = [
+    utc(2025, 3, 29, 12),  # Europe, spring
+    utc(2025, 10, 25, 12),  # Europe, autumn
+    utc(2025, 3, 8, 12),  # United States, spring
+    utc(2025, 11, 1, 12),  # United States, autumn
+    utc(2025, 4, 5, 6),  # Australia, autumn
+    utc(2025, 10, 4, 6),  # Australia, spring
+]
 
 
 @given(
@@ -140,3 +147,37 @@ def test_a_fire_after_each_slot_finds_the_slots_of_one_walk(
     trigger = build_trigger({"cron": cron, "timezone": zone}, utc(2025, 1, 1))
     until = start + timedelta(days=2)
     assert _walked_slot_by_slot(trigger, start, until) == list(slots_between(trigger, start, until))
+
+
+def test_midnight_cron_fires_on_the_day_after_the_spring_change() -> None:
+    # APScheduler alone steps from 00:00 CET on 30 Mar 2025 to 01:00 CEST on the 31st,
+    # past midnight, and skips the whole Monday.
+    trigger = build_trigger({"cron": "0 0 * * *", "timezone": "Europe/Berlin"}, utc(2025, 1, 1))
+    fires = list(slots_between(trigger, utc(2025, 3, 29, 12), utc(2025, 4, 1, 12)))
+    berlin = [f.astimezone(ZoneInfo("Europe/Berlin")).isoformat() for f in fires]
+    assert berlin == [
+        "2025-03-30T00:00:00+01:00",
+        "2025-03-31T00:00:00+02:00",
+        "2025-04-01T00:00:00+02:00",
+    ]
+
+
+@given(
+    st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Sydney", "Europe/London"]),
+    st.integers(0, 23),
+    st.sampled_from([0, 1, 30, 59]),
+    st.sampled_from(DST_DAYS),
+)
+def test_a_daily_cron_fires_once_every_local_day_across_dst(
+    zone: str, hour: int, minute: int, around: datetime
+) -> None:
+    # In zones whose clocks change away from midnight, a daily time fires on every
+    # local day once: on the day its time is skipped, at the same time after the jump.
+    local = ZoneInfo(zone)
+    trigger = build_trigger({"cron": f"{minute} {hour} * * *", "timezone": zone}, utc(2025, 1, 1))
+    start = around - timedelta(days=3)
+    fires = list(slots_between(trigger, start, start + timedelta(days=8)))
+    days = [f.astimezone(local).date() for f in fires]
+    first = (start + timedelta(days=1)).astimezone(local).date()
+    wanted = [first + timedelta(days=d) for d in range(6)]
+    assert all(days.count(day) == 1 for day in wanted), (days, wanted)
