@@ -75,6 +75,8 @@ def _days_of(item: str) -> set[int]:
     elif "-" in part:
         start, end = part.split("-", 1)
         first, last = _day(start), _day(end)
+        if last == 0 < first:
+            last = 7  # "sat-sun", "5-0": up to Sunday at the end of the week
     else:
         first = _day(part)
         last = 7 if slash else first  # "1/2": from Monday on, every second day

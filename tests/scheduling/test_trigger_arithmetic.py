@@ -100,6 +100,7 @@ def test_crontab_weekday_numbers_are_crontabs(days: list[int], step: int) -> Non
 def test_weekday_names_and_sunday_as_seven() -> None:
     names = build_trigger({"cron": "0 12 * * mon-fri"}, utc(2025, 1, 1))
     numbers = build_trigger({"cron": "0 12 * * 5-7"}, utc(2025, 1, 1))
+    weekend = build_trigger({"cron": "0 12 * * sat-sun"}, utc(2025, 1, 1))
     week = (utc(2025, 1, 5), utc(2025, 1, 12))  # Sunday to Sunday
     assert {f.strftime("%a") for f in slots_between(names, *week)} == {
         "Mon",
@@ -109,6 +110,7 @@ def test_weekday_names_and_sunday_as_seven() -> None:
         "Fri",
     }
     assert {f.strftime("%a") for f in slots_between(numbers, *week)} == {"Fri", "Sat", "Sun"}
+    assert {f.strftime("%a") for f in slots_between(weekend, *week)} == {"Sat", "Sun"}
 
 
 def _walked_slot_by_slot(trigger: BaseTrigger, after: datetime, until: datetime) -> list[datetime]:
