@@ -146,9 +146,18 @@ class ScheduleKeeper:
 
     def _put(self, task_id: int, schedule: dict[str, Any], changed_at: datetime) -> None:
         assert self.scheduler is not None
+        try:
+            trigger = build_trigger(schedule, changed_at)
+        except (ValueError, KeyError, OverflowError) as exc:  # ZoneInfoNotFoundError: KeyError
+            # Stored before a check refused it, or its zone left the system's tz data:
+            # this schedule cannot fire, and must not stop all the others from firing.
+            log.error("schedule of task %s cannot fire until it is changed: %r", task_id, exc)
+            self._remove(task_id)
+            self._jobs[job_id(task_id)] = _version(changed_at)  # not tried again each pass
+            return
         self.scheduler.add_job(
             JOB_FUNCTION,
-            trigger=build_trigger(schedule, changed_at),
+            trigger=trigger,
             args=[self.key, task_id],
             id=job_id(task_id),
             name=_version(changed_at),

@@ -117,3 +117,25 @@ def test_jobs_stored_by_an_older_controller_are_built_again(engine: Engine) -> N
         assert "mon,tue,wed,thu,fri" in str(job.trigger)
     finally:
         keeper.stop()
+
+
+def test_a_schedule_that_cannot_be_built_stops_no_other(engine: Engine) -> None:
+    # A schedule stored before a check refused it (APScheduler alone read "mon#1" as
+    # "mon"), or whose zone left the tz data, must not keep every other from firing.
+    with session_scope(engine) as session:
+        broken, _ = create_task(session, TaskCreate(name="old", schedule={"cron": "0 6 * * 1"}))
+        fine, _ = create_task(session, TaskCreate(name="tick", schedule={"every_s": 60}))
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE tasks SET schedule = :s WHERE id = :id"),
+            {"s": '{"cron": "0 6 * * mon#1", "timezone": "UTC"}', "id": broken.id},
+        )
+    keeper = ScheduleKeeper(engine, str(engine.url))
+    keeper.start()
+    try:
+        assert keeper.scheduler is not None
+        assert keeper.scheduler.get_job(job_id(fine.id or 0)) is not None
+        assert keeper.scheduler.get_job(job_id(broken.id or 0)) is None
+        assert keeper.sync_changes() == 0  # not tried again on every pass
+    finally:
+        keeper.stop()
