@@ -13,10 +13,13 @@ from sqlalchemy.engine import Engine
 from tme.controller.store.sqlite_gate import gate_of
 
 
-def read_or_locking(engine: Engine, thread: threading.Thread, read: str) -> Callable[[], bool]:
+def read_or_locking(
+    engine: Engine, thread: threading.Thread, read: str | None, *, writes: bool = True
+) -> Callable[[], bool]:
     """Whether `thread` has run a statement containing `read`, or is taking a lock (a
-    locking read, or any write; on SQLite, waiting for the write gate): from then on,
-    what it decides no longer depends on whether the other transaction commits first."""
+    locking read, or with `writes` any write; on SQLite, waiting for the write gate):
+    from then on, what it decides no longer depends on whether the other transaction
+    commits first."""
     reached = threading.Event()
     gate = gate_of(engine)
 
@@ -25,11 +28,12 @@ def read_or_locking(engine: Engine, thread: threading.Thread, read: str) -> Call
             return
         compiled = getattr(context, "compiled", None)
         locking = getattr(getattr(compiled, "statement", None), "_for_update_arg", None)
-        if locking is not None or not statement.lstrip().upper().startswith("SELECT"):
+        writing = writes and not statement.lstrip().upper().startswith("SELECT")
+        if locking is not None or writing:
             reached.set()
 
     def after(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if threading.current_thread() is thread and read in statement:
+        if threading.current_thread() is thread and read is not None and read in statement:
             reached.set()
 
     event.listen(engine, "before_cursor_execute", before)
