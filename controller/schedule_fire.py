@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -52,6 +53,9 @@ class FireContext:
     engine: Engine
     hook: RunReadyHook | None
     lease: Lease
+    # Drops the job of a task found deleted (ScheduleKeeper.forget): the keeper follows
+    # schedule changes, and a deleted task leaves none, so its job would fire for ever.
+    forget: Callable[[int], None] | None = None
 
 
 _contexts: dict[str, FireContext] = {}
@@ -78,8 +82,13 @@ def fire_scheduled(key: str, task_id: int) -> None:
                 log.warning("schedule of task %s fired without the lease; ignored", task_id)
                 return
             handle_due_slots(session, task_id, utcnow(), context.hook)
+            gone = session.get(Task, task_id) is None  # loaded by now, unless deleted
     except IntegrityError:
         log.warning("a slot of task %s was already handled elsewhere; not fired again", task_id)
+        return
+    if gone and context.forget is not None:
+        log.info("task %s was deleted; its schedule is dropped", task_id)
+        context.forget(task_id)
 
 
 def handle_due_slots(

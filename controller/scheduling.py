@@ -61,7 +61,7 @@ class Scheduling:
         self.key = str(engine.url)
         self.keeper = ScheduleKeeper(engine, self.key)
         self.leading = False
-        self._context = FireContext(engine, hook, self.lease)
+        self._context = FireContext(engine, hook, self.lease, forget=self.keeper.forget)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -11,9 +11,11 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
+from tme.controller.schedule_fire import FireContext, fire_scheduled, register, unregister
 from tme.controller.scheduler import JOBS_TABLE, LOOKBACK, ScheduleKeeper, job_id
+from tme.controller.scheduler_lease import Lease
 from tme.controller.services.policies import NOT_SCHEDULED, get_policy
-from tme.controller.services.tasks import create_task, update_task
+from tme.controller.services.tasks import create_task, delete_task, update_task
 from tme.controller.store.db import session_scope
 from tme.schemas import TaskCreate, TaskUpdate
 
@@ -139,3 +141,24 @@ def test_a_schedule_that_cannot_be_built_stops_no_other(engine: Engine) -> None:
         assert keeper.sync_changes() == 0  # not tried again on every pass
     finally:
         keeper.stop()
+
+
+def test_a_deleted_tasks_job_is_dropped_at_its_next_fire(engine: Engine, keeper) -> None:
+    # The keeper follows schedule changes; a deleted task leaves none behind, so its
+    # job stayed and fired (a database read each time) until the controller restarted.
+    assert keeper.scheduler is not None
+    with session_scope(engine) as session:
+        task, _ = create_task(session, TaskCreate(name="tick", schedule={"every_s": 1}))
+    keeper.sync_changes()
+    assert keeper.scheduler.get_job(job_id(task.id or 0)) is not None
+    with session_scope(engine) as session:
+        delete_task(session, task.id or 0)
+    lease = Lease(engine, "this controller", 60)
+    assert lease.try_acquire()
+    context = FireContext(engine, None, lease, forget=keeper.forget)
+    register(keeper.key, context)
+    try:
+        fire_scheduled(keeper.key, task.id or 0)  # what the job runs
+    finally:
+        unregister(keeper.key, context)
+    assert keeper.scheduler.get_job(job_id(task.id or 0)) is None
