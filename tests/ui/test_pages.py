@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from nicegui import ui
 from nicegui.testing import User
@@ -225,3 +226,35 @@ async def test_audit_is_for_admins(user: User, board, sign_in) -> None:
     sign_in(user, "operator")
     await user.open("/audit")
     await user.should_see("The audit log is for administrators.")
+
+
+async def test_task_page_shows_the_fire_times_the_controller_keeps(
+    user: User, board, sign_in
+) -> None:
+    # An interval counts from when it was set (not from the page's opening), in the
+    # site's zone; a paused schedule shows no fire times at all.
+    from datetime import timedelta
+
+    from tme.controller.services.policies import get_policy
+
+    task_id = _task(board, schedule={"every_s": 3600, "timezone": "Asia/Kolkata"})
+    with Session(board.engine) as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        policy = get_policy(session, task)
+        policy.schedule_changed_at -= timedelta(minutes=20)
+        session.commit()
+        first = (policy.schedule_changed_at + timedelta(hours=1)).astimezone(
+            ZoneInfo("Asia/Kolkata")
+        )
+    sign_in(user, "viewer")
+    await user.open(f"/tasks/{task_id}")
+    await user.should_see(first.isoformat())
+    with Session(board.engine) as session:
+        task = session.get(Task, task_id)
+        assert task is not None
+        get_policy(session, task).paused = True
+        session.commit()
+    await user.open(f"/tasks/{task_id}")
+    await user.should_see("Paused")
+    await user.should_not_see(first.isoformat())

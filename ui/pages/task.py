@@ -4,7 +4,7 @@ with a duration chart; new runs and state changes appear live."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from nicegui import ui
@@ -18,33 +18,6 @@ from tme.errors import NotFound
 from tme.ui import live
 from tme.ui.context import dashboard
 from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
-
-
-def next_fire_times(schedule: dict | None, count: int = 5) -> list[datetime]:
-    """The next times a cron or interval schedule fires (none for other tasks)."""
-    if not schedule:
-        return []
-    from apscheduler.triggers.interval import IntervalTrigger
-
-    from tme.crontab import crontab_trigger
-
-    tz = schedule.get("timezone") or "UTC"
-    if schedule.get("cron"):
-        trigger = crontab_trigger(schedule["cron"], tz)
-    elif schedule.get("every_s"):
-        trigger = IntervalTrigger(seconds=float(schedule["every_s"]), timezone=tz)
-    else:
-        return []
-    times: list[datetime] = []
-    previous = None
-    now = datetime.now(trigger.timezone)
-    for _ in range(count):
-        fire = trigger.get_next_fire_time(previous, previous or now)
-        if fire is None:
-            break
-        times.append(fire)
-        previous = fire
-    return times
 
 
 def duration(run: Run) -> float | None:
@@ -98,11 +71,15 @@ def register() -> None:
                 ui.code(json.dumps(public.model_dump(mode="json"), indent=2), language="json")
             with ui.card().classes("w-full"):
                 ui.label("Schedule").classes("font-medium")
-                fires = next_fire_times(task.schedule)
-                if not fires:
+                # The controller's own fire times: slots from the schedule's anchor (an
+                # interval counts from when it was set or resumed), none while paused.
+                if public.paused:
+                    ui.label("Paused: the schedule fires again once resumed.")
+                elif not task.schedule:
                     ui.label("Runs when created, triggered or when its dependencies settle.")
-                for when in fires:
-                    ui.label(when.isoformat())
+                zone = ZoneInfo(public.schedule.timezone if public.schedule else "UTC")
+                for when in public.next_fire_times:
+                    ui.label(when.astimezone(zone).isoformat())  # in the site's time zone
             with ui.card().classes("w-full"):
                 ui.label("Dependencies").classes("font-medium")
                 for dep in predecessors:
