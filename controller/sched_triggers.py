@@ -62,8 +62,9 @@ def _walk(trigger: BaseTrigger, after: datetime) -> Iterator[datetime]:
     """Fire times strictly after `after`, in UTC, oldest first.
 
     Each step asks for the first fire time after the previous one (compared in UTC,
-    so the repeated autumn hour cannot loop), and a wall-clock time seen twice in a
-    row (02:30 in the repeated hour) fires once, as cron does for a job at set hours.
+    so the repeated autumn hour cannot loop). A cron at set hours fires each wall-clock
+    time once, as cron does: in the repeated autumn hour the clock reads times already
+    passed (02:00 and 02:30 again for "0,30 2 * * *"), and those are not fired again.
     A cron on every hour, like an interval, follows elapsed time: it fires in both
     02:00 hours, as it fires in both 02:30s when it runs every half hour.
     """
@@ -83,8 +84,8 @@ def _walk(trigger: BaseTrigger, after: datetime) -> Iterator[datetime]:
             return
         last = when.astimezone(UTC)
         wall = when.replace(tzinfo=None)
-        if by_wall_clock and wall == last_wall:
-            continue
+        if by_wall_clock and last_wall is not None and wall <= last_wall:
+            continue  # the clock went back: this wall time has had its fire
         last_wall = wall
         yield last
 

@@ -148,7 +148,10 @@ def test_a_fire_after_each_slot_finds_the_slots_of_one_walk(
     cron = f"{','.join(map(str, sorted(minutes)))} {','.join(map(str, sorted(hours)))} * * *"
     trigger = build_trigger({"cron": cron, "timezone": zone}, utc(2025, 1, 1))
     until = start + timedelta(days=2)
-    assert _walked_slot_by_slot(trigger, start, until) == list(slots_between(trigger, start, until))
+    walked = list(slots_between(trigger, start, until))
+    assert _walked_slot_by_slot(trigger, start, until) == walked
+    local = [w.astimezone(ZoneInfo(zone)).replace(tzinfo=None) for w in walked]
+    assert len(set(local)) == len(local)  # no wall-clock time fires twice
 
 
 def test_midnight_cron_fires_on_the_day_after_the_spring_change() -> None:
@@ -183,3 +186,10 @@ def test_a_daily_cron_fires_once_every_local_day_across_dst(
     first = (start + timedelta(days=1)).astimezone(local).date()
     wanted = [first + timedelta(days=d) for d in range(6)]
     assert all(days.count(day) == 1 for day in wanted), (days, wanted)
+
+
+def test_several_times_in_the_repeated_hour_fire_once_each() -> None:
+    trigger = build_trigger({"cron": "0,30 2 * * *", "timezone": "Europe/Berlin"}, utc(2025, 1, 1))
+    fires = list(slots_between(trigger, utc(2025, 10, 25, 12), utc(2025, 10, 26, 12)))
+    berlin = [f.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M%z") for f in fires]
+    assert berlin == ["02:00+0200", "02:30+0200"]
