@@ -82,7 +82,13 @@ class ScheduleKeeper:
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
         )
         self.scheduler.start(paused=True)
-        self.sync_all()
+        try:
+            self.sync_all()
+        except BaseException:
+            # The lease holder tries again next tick: a scheduler left behind here
+            # would be a thread (and its job store) more on every failed try.
+            self.stop()
+            raise
         self.scheduler.resume()
 
     def stop(self) -> None:

@@ -4,12 +4,14 @@ is removed, and picks up a change that committed after a later-stamped one."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
 from tme.controller.schedule_fire import FireContext, fire_scheduled, register, unregister
 from tme.controller.scheduler import JOBS_TABLE, LOOKBACK, ScheduleKeeper, job_id
@@ -162,3 +164,22 @@ def test_a_deleted_tasks_job_is_dropped_at_its_next_fire(engine: Engine, keeper)
     finally:
         unregister(keeper.key, context)
     assert keeper.scheduler.get_job(job_id(task.id or 0)) is None
+
+
+def test_a_start_that_fails_leaves_no_scheduler_behind(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lease holder retries the start every tick while the database fails it; each
+    # failed try left a paused scheduler (a thread) behind.
+    keeper = ScheduleKeeper(engine, str(engine.url))
+
+    def database_gone() -> int:
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(keeper, "sync_all", database_gone)
+    before = threading.active_count()
+    for _ in range(3):
+        with pytest.raises(OperationalError):
+            keeper.start()
+    assert keeper.scheduler is None
+    assert threading.active_count() == before
