@@ -317,6 +317,18 @@ class Output(BaseModel):
     model_config = ConfigDict(extra="ignore", from_attributes=True)
 
 
+class StoredSchedule(Output):
+    """A schedule as stored and shown. `Schedule`'s checks apply when one is set, not
+    when it is read back: one a later check refuses (a cron the scheduler once took,
+    such as "0 6 * * mon#1") must not make its task, and every list holding it,
+    unreadable; the scheduler logs that it cannot fire it, and an edit mends it."""
+
+    cron: str | None = None
+    every_s: float | None = None
+    at: datetime | None = None
+    timezone: str = "UTC"
+
+
 class TaskPublic(Output):
     id: int
     name: str
@@ -325,7 +337,7 @@ class TaskPublic(Output):
     target: Target | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     cmd: str | None = None
-    schedule: Schedule | None = None
+    schedule: StoredSchedule | None = None
     depends_on: list[Dependency] = Field(default_factory=list)
     timeout_s: float | None = None
     retries: Retries = Field(default_factory=Retries)

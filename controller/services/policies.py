@@ -128,6 +128,9 @@ def public_fields(
     if task.schedule and not fields["paused"]:
         anchor = policy.schedule_changed_at if policy else task.created_at
         after = max(filter(None, [now or utcnow(), policy.last_slot_at if policy else None]))
-        trigger = build_trigger(task.schedule, anchor)
+        try:
+            trigger = build_trigger(task.schedule, anchor)
+        except (ValueError, KeyError, OverflowError):  # stored before a check refused it
+            return fields  # no fire times: the scheduler cannot fire it either
         fields["next_fire_times"] = next_fire_times(trigger, after, NEXT_FIRE_COUNT)
     return fields

@@ -124,3 +124,28 @@ def test_second_controller_stands_by_and_takes_over(two_controllers, app_engine,
         slots = session.exec(select(ScheduleSlot).where(ScheduleSlot.task_id == task.id)).all()
     assert len(slots) == len({s.slot_at for s in slots})  # no slot fired twice
     assert len(_runs(app_engine, task.id or 0)) == len(slots)
+
+
+def test_a_stored_schedule_refused_since_keeps_its_task_readable(test_client, app_engine) -> None:
+    # Before crontab weekdays were checked, "0 6 * * mon#1" was taken (and fired every
+    # Monday); stored so, its task and every task list must still be readable, and
+    # the schedule mended by an edit.
+    from sqlalchemy import text
+
+    task = test_client.post(
+        "/api/v1/tasks", json={"name": "pump", "schedule": {"cron": "0 6 * * 1"}}
+    ).json()
+    with app_engine.begin() as connection:
+        connection.execute(
+            text("UPDATE tasks SET schedule = :s WHERE id = :id"),
+            {"s": '{"cron": "0 6 * * mon#1", "timezone": "UTC"}', "id": task["id"]},
+        )
+    shown = test_client.get(f"/api/v1/tasks/{task['id']}")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["schedule"]["cron"] == "0 6 * * mon#1"
+    assert shown.json()["next_fire_times"] == []
+    assert test_client.get("/api/v1/tasks").status_code == 200
+    mended = test_client.patch(
+        f"/api/v1/tasks/{task['id']}", json={"schedule": {"cron": "0 6 1-7 * *"}}
+    )
+    assert mended.status_code == 200 and len(mended.json()["next_fire_times"]) == 3
