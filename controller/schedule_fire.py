@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from tme.controller.sched_triggers import build_trigger, owed_after, slots_between
+from tme.controller.sched_triggers import ON_TIME_S, build_trigger, owed_after, slots_between
 from tme.controller.scheduler_lease import Lease
 from tme.controller.services.launch import launch_run, record_skipped
 from tme.controller.services.policies import get_policy, misfire_of
@@ -42,10 +42,6 @@ JOB_FUNCTION = "tme.controller.schedule_fire:fire_scheduled"
 # that says how many and between which times (an every-second schedule down for a
 # day must not write 86,400 rows at start-up).
 MAX_MISSED_RECORDS = 100
-# A fire comes this late with nothing wrong (APScheduler waking, a fire thread, the
-# database), so a slot this late is on time whatever the misfire grace: a grace of 0,
-# "never start late", must not mean "never start".
-ON_TIME_S = 1.0
 
 
 @dataclass

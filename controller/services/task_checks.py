@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from tme.controller.sched_triggers import ON_TIME_S
 from tme.controller.store.models import utcnow
 from tme.errors import ValidationError
 from tme.schemas import Misfire, Schedule, TaskCreate, TaskUpdate
@@ -51,7 +52,7 @@ def check_one_off_due(schedule: Schedule | None, misfire: Misfire) -> None:
     if schedule is None or schedule.at is None:
         return
     late_s = (utcnow() - schedule.at).total_seconds()
-    if late_s > misfire.grace_s:
+    if late_s > max(misfire.grace_s, ON_TIME_S):  # as the scheduler counts a slot late
         message = (
             f"{schedule.at.isoformat()} is {late_s:.0f} s in the past, more than the misfire "
             f"grace of {misfire.grace_s:g} s: a one-off this late would never run"

@@ -164,3 +164,17 @@ def test_a_grace_of_zero_still_fires_on_time(session: Session) -> None:
         assert handle_due_slots(session, task_id, fired_at, None) == 1
     assert handle_due_slots(session, task_id, T0 + timedelta(seconds=35), None) == 0  # 5 s late
     assert [r.state for r in runs(session, task_id)] == ["pending", "skipped", "skipped"]
+
+
+def test_a_one_off_at_now_with_no_grace_is_taken_and_fires(session: Session) -> None:
+    # "at": now with grace 0 reaches the controller a moment late; it is on time for
+    # the scheduler (ON_TIME_S), so it must not be refused as past.
+    from tme.controller.store.models import utcnow
+
+    at = (utcnow() - timedelta(milliseconds=300)).isoformat()
+    data = TaskCreate.model_validate(
+        {"name": "now", "schedule": {"at": at}, "misfire": {"grace_s": 0, "policy": "skip"}}
+    )
+    task, _ = create_task(session, data)
+    session.commit()
+    assert handle_due_slots(session, task.id or 0, utcnow(), None) == 1
