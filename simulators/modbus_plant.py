@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +47,9 @@ class RequestRecord:
     address: int
     count: int
     link: str  # "tcp" or "rtu"
+    # What a write asked to store (register words or coil bits); () for a read. Tests
+    # tell which command wrote by the value, and so count how often each one ran.
+    values: tuple[int, ...] = ()
 
     @property
     def is_write(self) -> bool:
@@ -158,11 +162,13 @@ class PlantSimulator:
     def _trace(self, link: str, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         if not sending:
             count = getattr(pdu, "count", 0) or len(getattr(pdu, "registers", []) or []) or 1
-            self.requests.append(
-                RequestRecord(
-                    pdu.dev_id, pdu.function_code, getattr(pdu, "address", 0), count, link
-                )
+            record = RequestRecord(
+                pdu.dev_id, pdu.function_code, getattr(pdu, "address", 0), count, link
             )
+            if record.is_write:
+                values = getattr(pdu, "registers", None) or getattr(pdu, "bits", None) or []
+                record = dataclasses.replace(record, values=tuple(int(v) for v in values))
+            self.requests.append(record)
         return pdu
 
     async def _action(
@@ -245,6 +251,15 @@ class PlantSimulator:
 
     def write_bit(self, unit: int, address: int, value: bool, table: str = "coil") -> None:
         self.memory.set_bit(unit, table, address, value)
+
+    def writes_to(self, unit: int, address: int) -> list[tuple[int, ...]]:
+        """The values of every write that reached `address` of `unit`, in arrival order
+        (a write is logged as it arrives, so one the device then refused counts too)."""
+        return [
+            r.values
+            for r in list(self.requests)
+            if r.is_write and r.unit == unit and r.address == address
+        ]
 
     def request_count(self, unit: int | None = None, *, writes_only: bool = False) -> int:
         return sum(
