@@ -82,8 +82,8 @@ class DeviceAgent:
         )
         self.link.start()
         # Recorded but never started (they waited for a worker when the last process
-        # stopped, and their `accepted` may have closed the gateway's journal entry, so
-        # nobody offers them again): run them now; past their not_after they expire.
+        # stopped): run them now, without waiting for the gateway to offer them again;
+        # past their not_after they expire.
         for command in self._record.unfinished("received"):
             self._launch(command)
         log.info("agent %s/%s started", self.config.site, self.config.agent)

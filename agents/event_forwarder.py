@@ -85,7 +85,12 @@ class EventForwarder:
         waiting = [len(events)]
 
         def confirmed(event: Event) -> None:
-            self.journal.close_entry(event.command_id, "done", agent=event.agent)
+            # Only the final answer closes the entry: until it reached the bus the
+            # command is offered again (the agent answers a finished one from its
+            # record), as the broker may lose an answer it took (a crash between
+            # snapshots), or the agent one it never sent (killed).
+            if event.type in FINAL_EVENT_TYPES:
+                self.journal.close_entry(event.command_id, "done", agent=event.agent)
             waiting[0] -= 1
             if waiting[0] == 0:
                 self.ack(message)

@@ -2,9 +2,10 @@
 
 A command is journaled before the gateway acks it to RabbitMQ, so from then on the
 journal, not the queue, is what guarantees it reaches its agent. An entry moves
-pending (held or not yet sent) -> sent -> done (the agent answered: any event from
-it proves it recorded the command), expired (never sent before not_after) or
-unanswered (sent, but no answer long after it could have run: given up).
+pending (held or not yet sent) -> sent -> done (the agent's final answer reached the
+bus; an earlier event does not close it, since the answer after it may still be lost),
+expired (never sent before not_after) or unanswered (sent, but no final answer long
+after it could have run: given up).
 `delivered` records that the `delivered` event reached the bus.
 
 Only journaling a command must be on disk before its ack, so that write alone is

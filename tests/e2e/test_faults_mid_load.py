@@ -289,6 +289,28 @@ def test_the_mqtt_broker_goes_away_and_comes_back_mid_load(
     assert_each_succeeded_once(site, site.settle(load))
 
 
+def test_the_gateways_host_loses_power_while_the_agent_keeps_answering(site: Site) -> None:
+    """The gateway and Mosquitto (one host) are killed while the agent (another host)
+    works through a backlog: its answers to commands it had accepted before (so the
+    gateway had heard from it) go into the broker for the dead gateway, and the broker
+    dies before its next snapshot. Both restart. Guarantee: every run succeeds exactly
+    once and each command writes to the machine once (a lost answer is given again)."""
+    load = site.start_load()
+    site.wait_for_writes(60)
+    # A slow machine: commands pile up at the agent, accepted and waiting for the bus.
+    site.plant.inject_fault(  # type: ignore[attr-defined]
+        PUMP_UNIT, table="holding_register", address=SPEED_SETPOINT, delay_s=0.05
+    )
+    wait_until(lambda: site.count_runs("accepted") >= 10, timeout=20, what="a backlog")
+    site.gateway.kill()
+    site.wait_for_writes(sum(site.writes().values()) + 5)  # answered into the broker
+    site.mosquitto.stop(signal.SIGKILL)
+    site.plant.clear_faults()  # type: ignore[attr-defined]
+    site.mosquitto.start()
+    site.gateway.start()
+    assert_each_succeeded_once(site, site.settle(load))
+
+
 def test_the_gateway_is_killed_mid_load_and_restarted_on_its_journal(site: Site) -> None:
     """SIGKILL of the gateway while commands it sent wait for a stalled agent (which
     then runs them and answers into the dead gateway's MQTT session), and a restart on

@@ -186,8 +186,8 @@ def test_a_running_agent_prunes_its_record(names, agent_factory, tmp_path, monke
 def test_a_command_waiting_for_a_worker_runs_after_a_restart(
     names, agent_factory, watcher_factory, monkeypatch
 ) -> None:
-    """B is accepted (so the gateway closed its journal entry) but waits for the only
-    worker when the agent stops; nobody offers it again, so the next process runs it."""
+    """B is accepted but waits for the only worker when the agent stops; the next
+    process runs it without waiting for it to be offered again."""
     from tme.agents import agent as agent_module
 
     monkeypatch.setattr(agent_module, "DRAIN_TIMEOUT_S", 0.2)  # A is cut off, not awaited
