@@ -13,12 +13,15 @@ and that no value (no command id) was written to the machine more than once.
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +36,7 @@ from chaos_parts import (
     rabbitmqctl,
     require_rabbitmqctl,
 )
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from waiting import wait_until
 
 import tme
@@ -59,7 +62,6 @@ class Site:
     gateway: Child
     agent: Child
     plant: object
-    client: tme.Client
     journal: Path
     task_ids: list[int] = field(default_factory=list)
 
@@ -73,11 +75,11 @@ class Site:
         return counts
 
     def count_runs(self, *states: str) -> int:
-        marks = ", ".join(f"'{state}'" for state in states)
+        query = text("SELECT count(*) FROM runs WHERE state IN :states").bindparams(
+            bindparam("states", expanding=True)
+        )
         with self.controller.engine.connect() as db:
-            return int(
-                db.execute(text(f"SELECT count(*) FROM runs WHERE state IN ({marks})")).scalar()
-            )
+            return int(db.execute(query, {"states": list(states)}).scalar() or 0)
 
     def runs(self) -> dict[int, tuple[str, str, str, int]]:
         """Per value written: (run id, state, reason, transitions to `succeeded`)."""
@@ -90,8 +92,6 @@ class Site:
                     " FROM runs r JOIN tasks t ON t.id = r.task_id"
                 )
             ).all()
-        import json
-
         return {
             int((json.loads(p) if isinstance(p, str) else p)["value"]): (rid, st, reason, n)
             for p, rid, st, reason, n in rows
@@ -194,44 +194,44 @@ def assert_each_succeeded_once(
 
 @pytest.fixture
 def site(tmp_path: Path, rabbitmq_url: str) -> Iterator[Site]:
-    from tme.bus import open_bus
-    from tme.protocol import site_queue
     from tme.simulators.modbus_plant import PlantSimulator
 
     name = f"chaos-{uuid.uuid4().hex[:8]}"
-    controller = Controller(name, rabbitmq_url, f"sqlite:///{tmp_path}/tme.db", f"{name}-ctl")
-    mosquitto = Mosquitto(tmp_path / "mosquitto")
-    with PlantSimulator.run_in_thread(tick_s=None) as plant:
-        try:
-            controller.start()
-            mosquitto.start()
-            gateway = gateway_child(
-                name, rabbitmq_url, mosquitto.url, tmp_path / "gateway", tmp_path / "gateway.log"
-            )
-            gateway.start()
-            agent = agent_child(
-                name, AGENT, mosquitto.url, plant.port, tmp_path / "agent", tmp_path / "agent.log"
-            )
-            agent.start()
-            with tme.Client(controller.url, controller.token) as client:
-                journal = tmp_path / "gateway" / "journal.sqlite3"
-                yield Site(name, controller, mosquitto, gateway, agent, plant, client, journal)
-            agent.close()
-            gateway.close()
-        finally:
-            for part in ("agent", "gateway"):
-                child = locals().get(part)
-                if isinstance(child, Child):
-                    child.close()
-            mosquitto.close()
-            controller.stop()
-            bus = open_bus(rabbitmq_url)
-            bus.start()
-            try:
-                bus.delete_queue(site_queue(name))
-                bus.delete_queue(controller.events_queue)
-            finally:
-                bus.stop()
+    with ExitStack() as parts:
+        parts.callback(delete_queues, rabbitmq_url, name)
+        plant = parts.enter_context(PlantSimulator.run_in_thread(tick_s=None))
+        controller = Controller(name, rabbitmq_url, f"sqlite:///{tmp_path}/tme.db", f"{name}-ctl")
+        parts.callback(controller.stop)
+        controller.start()
+        mosquitto = Mosquitto(tmp_path / "mosquitto")
+        parts.callback(mosquitto.close)
+        mosquitto.start()
+        gateway = gateway_child(
+            name, rabbitmq_url, mosquitto.url, tmp_path / "gateway", tmp_path / "gateway.log"
+        )
+        parts.callback(gateway.close)
+        gateway.start()
+        agent = agent_child(
+            name, AGENT, mosquitto.url, plant.port, tmp_path / "agent", tmp_path / "agent.log"
+        )
+        parts.callback(agent.close)
+        agent.start()
+        journal = tmp_path / "gateway" / "journal.sqlite3"
+        yield Site(name, controller, mosquitto, gateway, agent, plant, journal)
+
+
+def delete_queues(bus_url: str, site: str) -> None:
+    """The site's queue and its controller's events queue, off the shared broker."""
+    from tme.bus import open_bus
+    from tme.protocol import site_queue
+
+    bus = open_bus(bus_url)
+    bus.start()
+    try:
+        bus.delete_queue(site_queue(site))
+        bus.delete_queue(f"tme.controller.events.{site}")
+    finally:
+        bus.stop()
 
 
 def test_rabbitmq_drops_the_controller_and_gateway_connections_mid_load(site: Site) -> None:
@@ -257,8 +257,10 @@ def close_connections(site: Site) -> set[str]:
     pids, all of them found first); the pids closed."""
     closed = connection_pids(f"{site.name}-ctl") | connection_pids(f"{site.name}-gw")
     assert connection_pids(f"{site.name}-ctl") and connection_pids(f"{site.name}-gw"), closed
-    for pid in closed:
-        rabbitmqctl("close_connection", pid, "TME fault-injection test")
+    # All at once (each rabbitmqctl call takes about a second): both sides lose the
+    # broker together, as when it restarts.
+    with ThreadPoolExecutor(len(closed)) as pool:
+        list(pool.map(lambda pid: rabbitmqctl("close_connection", pid, "TME fault test"), closed))
     return closed
 
 
