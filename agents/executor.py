@@ -140,14 +140,15 @@ class CommandExecutor:
             reason = f"the agent could not check this command ({exc!r}); it was not run"
             return self.finish(command, "rejected", reason=reason, not_started=True)
         self.publish(make_event(command, "accepted"))
-        async with self._workers:
-            lock = self.devices.bus_lock(plan.device) if plan.device else contextlib.nullcontext()
-            async with lock:
-                if is_expired(command):  # it waited for a worker or the bus too long
-                    return self.finish(
-                        command, "expired", reason="not started before not_after", not_started=True
-                    )
-                return await self._run(plan)
+        # The bus first, then a worker: a command queued behind a hung device waits for
+        # its bus without holding one of the workers the agent's other buses need.
+        lock = self.devices.bus_lock(plan.device) if plan.device else contextlib.nullcontext()
+        async with lock, self._workers:
+            if is_expired(command):  # it waited for the bus or a worker too long
+                return self.finish(
+                    command, "expired", reason="not started before not_after", not_started=True
+                )
+            return await self._run(plan)
 
     async def _run(self, plan: Plan) -> Event:
         command = plan.command

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_edge_checks import command, devices
+from test_edge_checks import PUMP, command, devices
+from waiting import wait_until_async
 
 from tme.agents import executor as executor_module
 from tme.agents.command_record import CommandRecord
+from tme.agents.devices import Device, DeviceSet
 from tme.agents.executor import CommandExecutor
+from tme.drivers.profile import load_profile
 from tme.protocol import Event
 
 
@@ -57,3 +61,51 @@ async def test_a_check_that_crashes_becomes_a_rejection(
     assert published == [final]
     entry = record.get(cmd.id)
     assert entry is not None and entry.final_event == final
+
+
+class _Bus:
+    """A bus whose reads wait until `released` is set (a device that stopped answering)."""
+
+    def __init__(self, bus_key: str, hangs: bool) -> None:
+        self.bus_key = bus_key
+        self.released = asyncio.Event()
+        if not hangs:
+            self.released.set()
+        self.reads = 0
+
+    async def read_points(self, profile: object, unit: int, points: list[str]) -> dict:
+        self.reads += 1
+        await self.released.wait()
+        return dict.fromkeys(points, 0)
+
+
+async def test_a_hung_bus_does_not_hold_the_workers_of_other_buses(
+    record: CommandRecord,
+) -> None:
+    """Commands queued behind a hung device wait for its bus, not for a worker: the
+    agent's other buses keep running (one at a time per bus, worker_count across buses)."""
+    profile = load_profile(PUMP)
+    stuck, healthy = _Bus("tcp:10.0.0.1:502", hangs=True), _Bus("tcp:10.0.0.2:502", hangs=False)
+    devices = DeviceSet(
+        {"a": Device("a", stuck, 1, profile), "b": Device("b", healthy, 1, profile)}
+    )
+    executor = CommandExecutor(record, devices, lambda _e: None, worker_count=2, allow_shell=False)
+    read_a1, read_a2 = (
+        command("modbus.read", device="a", params={"point": "speed_setpoint"}).model_copy(
+            update={"timeout_s": 60}  # far beyond this test: bus a stays hung throughout
+        )
+        for _ in range(2)
+    )
+    read_b = command("modbus.read", device="b", params={"point": "speed_setpoint"})
+    for cmd in (read_a1, read_a2, read_b):
+        record.add(cmd)
+    on_a = [asyncio.create_task(executor.execute(c)) for c in (read_a1, read_a2)]
+    try:
+        await wait_until_async(lambda: stuck.reads == 1, what="the hung read on bus a")
+        final = await asyncio.wait_for(executor.execute(read_b), 2.0)
+        assert final.type == "succeeded" and healthy.reads == 1
+        assert stuck.reads == 1  # the second command on bus a still waits for its bus
+    finally:
+        stuck.released.set()
+        results = await asyncio.gather(*on_a)
+    assert [event.type for event in results] == ["succeeded", "succeeded"]
