@@ -4,6 +4,11 @@ Blocking pyserial code; the driver runs it in a worker thread. Reads are bounded
 twice: by a deadline for the whole reply (pyserial's own timeout restarts with
 every byte, so a chatty device would never time out) and by a maximum line
 length (a device that never sends the terminator cannot grow memory).
+
+A line carries no request id: after a request got no complete reply, its reply may
+still come. The next request waits until the line has been quiet for `timeout_s`
+(a reply up to twice the timeout late is dropped with the input buffer), so it is
+never taken as the answer to a later request.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class LineChannel:
         self.max_line_bytes = max_line_bytes
         self.encoding = encoding
         self._port: Any = None
+        self._quiet_at = 0.0  # monotonic time before which the next request must not go
 
     def open(self) -> None:
         if self._port is not None:
@@ -59,13 +65,24 @@ class LineChannel:
     def exchange(self, request: str) -> str:
         """Send one request line and return the reply line without its terminator."""
         self.open()
+        self._let_line_settle()
         try:
             self._port.reset_input_buffer()  # a late reply to an earlier request is stale
             self._port.write(request.encode(self.encoding) + self.terminator)
             return self._read_line().decode(self.encoding, errors="replace").strip()
+        except DriverError:
+            self._quiet_at = time.monotonic() + self.timeout_s  # its reply may be on its way
+            raise
         except (serial.SerialException, OSError) as exc:
             self.close()  # reopened on the next request
+            self._quiet_at = time.monotonic() + self.timeout_s
             raise DriverError(f"serial link {self.url} failed: {exc}", retryable=True) from None
+
+    def _let_line_settle(self) -> None:
+        """Wait out the rest of the quiet time after a failed request (worker thread)."""
+        wait_s = self._quiet_at - time.monotonic()
+        if wait_s > 0:
+            time.sleep(wait_s)  # what arrives meanwhile is dropped by reset_input_buffer
 
     def _read_line(self) -> bytes:
         buffer = bytearray()

@@ -2,7 +2,9 @@
 
 Faults: `mode = "silent"` never answers (the driver must time out) and
 `mode = "spew"` answers with bytes and no line end (the driver's buffer must
-stay bounded). `requests` records every line that reached the instrument.
+stay bounded). `reply_delay_s` makes a slow instrument (over socket:// only): it
+takes that long over each request, one after the other, as a real one does.
+`requests` records every line that reached the instrument.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class SerialInstrument:
         self.host, self.port, self.use_pty = host, port, pty
         self.device = PowerSupply()
         self.mode: Mode = "normal"
+        self.reply_delay_s = 0.0
         self.requests: list[str] = []
         self.url = ""
         self._server: asyncio.Server | None = None
@@ -92,9 +95,11 @@ class SerialInstrument:
         try:
             while data := await reader.read(4096):
                 for line in self._take_lines(data):
+                    if self.reply_delay_s:
+                        await asyncio.sleep(self.reply_delay_s)  # busy with this request
                     if (reply := self.reply_to(line)) is not None:
                         writer.write(reply)
-                await writer.drain()
+                        await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass  # the client went away, or the instrument is stopping
         finally:

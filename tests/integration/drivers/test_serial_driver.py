@@ -111,3 +111,24 @@ async def test_cancelled_command_keeps_the_bus_until_its_thread_ends(
         assert await second == "TME,SIM-PSU,0001,1.0"
     finally:
         await driver.stop()
+
+
+async def test_late_reply_is_not_the_answer_to_the_next_command(
+    instrument_sim: SerialInstrument,
+) -> None:
+    """A reply that comes after its command timed out must not be read as the reply to
+    the next command (the setpoint 12.5 V must never come back as a temperature)."""
+    timeout_s = 0.5
+    driver = SerialDriver(instrument_sim.url, timeout_s=timeout_s)
+    await driver.start()
+    try:
+        await driver.run_command(PROFILE, "set_voltage", [12.5])
+        temperature = await driver.query(PROFILE, "measure_temperature", [])
+        instrument_sim.reply_delay_s = 1.5 * timeout_s  # the setpoint's reply comes late
+        with pytest.raises(DriverError, match="no complete reply"):
+            await driver.run_command(PROFILE, "voltage_setpoint", [])
+        instrument_sim.reply_delay_s = 0.0  # the instrument answers the next one at once
+        assert await driver.query(PROFILE, "measure_temperature", []) == temperature
+        assert instrument_sim.requests[-1] == "MEAS:TEMP?"
+    finally:
+        await driver.stop()
