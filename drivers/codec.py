@@ -45,7 +45,10 @@ def from_registers(
     assert isinstance(raw, int | float)
     if scale == 1:
         return raw
-    return round(raw * scale, 9)  # 123 * 0.1 reads as 12.3, not 12.300000000000001
+    # 123 * 0.1 reads as 12.3, not 12.300000000000001: 15 significant digits (a double
+    # holds 15 to 17) drop the product's noise but keep a small value, where rounding to
+    # a number of decimals would make 5 steps of a 1e-10 scale 0, and then send 0
+    return float(f"{raw * scale:.15g}")
 
 
 def encode_point(spec: PointSpec, value: float) -> list[int]:

@@ -48,3 +48,35 @@ def test_scaled_int16_round_trip(raw) -> None:
 def test_word_order_swaps_the_registers() -> None:
     assert to_registers(0x00010002, "uint32", "big") == [1, 2]
     assert to_registers(0x00010002, "uint32", "little") == [2, 1]
+
+
+SCALES = [0.1, 0.01, 0.001, 1e-6, 1e-10, 0.3, 1 / 3, 2.5, 10.0, -0.1]
+
+
+@given(
+    type_and_raw=st.sampled_from(sorted(INT_RANGES)).flatmap(
+        lambda t: st.tuples(st.just(t), st.integers(*INT_RANGES[t]))
+    ),
+    scale=st.sampled_from(SCALES),
+    word_order=st.sampled_from(["big", "little"]),
+)
+def test_a_decoded_scaled_value_encodes_back_to_its_raw_step(
+    type_and_raw, scale, word_order
+) -> None:
+    """What a read (or the envelope's wire value) shows is sent back as the same raw step,
+    however small the scale: 5 raw steps of 1e-10 are 5e-10, never 0."""
+    type_, raw = type_and_raw
+    registers = to_registers(raw, type_, word_order)
+    engineering = from_registers(registers, type_, word_order, scale)
+    assert to_registers(engineering, type_, word_order, scale) == registers
+    assert math.isclose(engineering, raw * scale, rel_tol=1e-12)
+
+
+@given(
+    st.one_of(st.floats(1e-30, 1e30), st.floats(-1e30, -1e-30)),
+    st.sampled_from([0.1, 0.001, 1e-6]),
+)
+def test_a_small_scaled_float32_is_not_read_as_zero(raw, scale) -> None:
+    registers = to_registers(raw * scale, "float32", scale=scale)
+    decoded = from_registers(registers, "float32", scale=scale)
+    assert math.isclose(decoded, raw * scale, rel_tol=2.0**-23)

@@ -48,6 +48,7 @@ def test_a_value_rounded_past_the_minimum_is_refused() -> None:
         ({"type": "int16", "scale": 0.1, "min": 0, "max": 100}, 85.54, 85.5),
         ({"type": "uint16", "max": 10.6}, 10.4, 10),
         ({"type": "float32", "max": 0.1}, 0.1, 0.1),
+        ({"type": "uint32", "scale": 1e-10}, 5e-10, 5e-10),  # 5 raw steps, not 0
     ],
 )
 def test_an_accepted_write_returns_what_the_device_receives(
