@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from tme.drivers.profile import ArgSpec, DeviceProfile, PointSpec
 
 
+FLOAT32_EPSILON = 2.0**-23  # float32's relative precision (one unit in the last place)
+
+
 def _refuse(reason: str, message: str, **details: Any) -> EnvelopeViolation:
     return EnvelopeViolation(message, details={"reason": reason, **details})
 
@@ -92,7 +95,17 @@ def check_point_write(profile: DeviceProfile, name: str, value: Any) -> float | 
             value=number,
         )
     if spec.type == "float32":
-        # float32 keeps ~7 digits, far below any limit's meaning: the value is checked as given
+        # float32 keeps ~7 digits, far below any limit's meaning: the value is checked as
+        # given, unless a float32 cannot carry it (too small: it arrives as 0 or as a
+        # value with a few digits left, perhaps below the minimum)
+        arrives = wire_value(spec, number)
+        if not math.isclose(arrives, number, rel_tol=FLOAT32_EPSILON):
+            raise _refuse(
+                "out_of_type_range",
+                f"{what}: {value} does not fit a float32 (it would arrive as {arrives})",
+                point=name,
+                value=number,
+            )
         return number
     # the limits hold for what the device receives: the value rounded to a whole raw step
     sent = wire_value(spec, number)

@@ -67,6 +67,15 @@ def test_an_integer_beyond_float_range_is_refused(point_type: str, value: int) -
     assert info.value.details["reason"] == "not_finite"
 
 
+@pytest.mark.parametrize("value", [1e-50, -1e-50, 1e-40])
+def test_a_value_a_float32_cannot_carry_is_refused(value: float) -> None:
+    """1e-50 would arrive as 0.0 (below a minimum of 1e-60), 1e-40 with a few digits left."""
+    limits = {"min": 1e-60} if value > 0 else {"max": -1e-60}
+    with pytest.raises(EnvelopeViolation) as info:
+        one_point(type="float32", **limits).check_write("p", value)
+    assert info.value.details["reason"] == "out_of_type_range"
+
+
 def test_a_huge_integer_command_argument_is_refused() -> None:
     instrument = load_profile(PROFILES / "instrument.yaml")
     with pytest.raises(EnvelopeViolation) as info:
