@@ -83,9 +83,9 @@ def check_point_write(profile: DeviceProfile, name: str, value: Any) -> float | 
         )
     number = _number(value, what)
     _in_range(number, spec.min, spec.max, what)
-    raw = number / spec.scale
+    raw = number / spec.scale  # inf when a huge value meets a small scale: no type holds it
     low, high = RAW_LIMITS[spec.type]
-    if spec.type != "float32":
+    if spec.type != "float32" and math.isfinite(raw):
         raw = round(raw)
     if not low <= raw <= high:
         raise _refuse(

@@ -67,6 +67,15 @@ def test_an_integer_beyond_float_range_is_refused(point_type: str, value: int) -
     assert info.value.details["reason"] == "not_finite"
 
 
+@pytest.mark.parametrize("point_type", ["int16", "uint32", "float32"])
+@pytest.mark.parametrize("value", [1.7976931348623157e308, -1.7976931348623157e308])
+def test_a_value_beyond_float_range_once_scaled_is_refused(point_type: str, value: float) -> None:
+    """The largest double over a scale of 0.1 is infinite: refused, not an OverflowError."""
+    with pytest.raises(EnvelopeViolation) as info:
+        one_point(type=point_type, scale=0.1).check_write("p", value)
+    assert info.value.details["reason"] == "out_of_type_range"
+
+
 @pytest.mark.parametrize("value", [1e-50, -1e-50, 1e-40])
 def test_a_value_a_float32_cannot_carry_is_refused(value: float) -> None:
     """1e-50 would arrive as 0.0 (below a minimum of 1e-60), 1e-40 with a few digits left."""
