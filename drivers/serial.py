@@ -54,6 +54,7 @@ class SerialDriver:
         checked = profile.check_command(command, args)  # raises EnvelopeViolation: nothing sent
         spec = profile.commands[command]
         request = spec.request.format(*checked)
+        self._channel.check_one_line(request)  # raises EnvelopeViolation: nothing sent
         async with self._lock:
             reply = await _to_thread_holding_on(self._channel.exchange, request)
         if reply.startswith(ERROR_PREFIX):

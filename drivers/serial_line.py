@@ -19,7 +19,7 @@ from typing import Any
 
 import serial
 
-from tme.errors import DriverError
+from tme.errors import DriverError, EnvelopeViolation
 
 MAX_LINE_BYTES = 4096  # far longer than any reply of a line instrument; the buffer cap
 POLL_S = 0.05  # pyserial read timeout per chunk: how often the deadline is checked
@@ -61,6 +61,20 @@ class LineChannel:
             # closing a link that already failed may fail again; it is closed either way
             with contextlib.suppress(serial.SerialException, OSError):
                 port.close()
+
+    def check_one_line(self, request: str) -> None:
+        """Refuse a request that would not reach the device as exactly one line.
+
+        A line end inside it (this link's terminator, whatever it is, or CR/LF) would
+        make the instrument read a second command that no envelope has checked.
+        """
+        line = request.encode(self.encoding, errors="backslashreplace")
+        for end in {self.terminator, b"\r", b"\n"}:
+            if end in line:
+                raise EnvelopeViolation(
+                    f"request {request!r} holds a line end ({end!r}): it would be two commands",
+                    details={"reason": "not_allowed", "request": request},
+                )
 
     def exchange(self, request: str) -> str:
         """Send one request line and return the reply line without its terminator."""

@@ -25,8 +25,16 @@ SPEW_BYTES = 16 * 1024  # how much junk a "spew" reply sends, without any line e
 
 
 class SerialInstrument:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, pty: bool = False) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        pty: bool = False,
+        terminator: bytes = b"\n",
+    ) -> None:
         self.host, self.port, self.use_pty = host, port, pty
+        self.terminator = terminator  # ends each request and reply line
         self.device = PowerSupply()
         self.mode: Mode = "normal"
         self.reply_delay_s = 0.0
@@ -76,14 +84,14 @@ class SerialInstrument:
             return None
         if self.mode == "spew":
             return b"#" * SPEW_BYTES
-        return self.device.answer(text).encode("ascii") + b"\n"
+        return self.device.answer(text).encode("ascii") + self.terminator
 
     def _take_lines(self, data: bytes) -> list[bytes]:
         self._buffer += data
         lines = []
-        while (end := self._buffer.find(b"\n")) >= 0:
+        while (end := self._buffer.find(self.terminator)) >= 0:
             lines.append(bytes(self._buffer[:end]))
-            del self._buffer[: end + 1]
+            del self._buffer[: end + len(self.terminator)]
         if len(self._buffer) > MAX_REQUEST_BYTES:
             self._buffer.clear()
         return lines

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from waiting import wait_until_async
 
-from tme.drivers.profile import load_profile
+from tme.drivers.profile import ArgSpec, CommandSpec, DeviceProfile, load_profile
 from tme.drivers.serial import SerialDriver
 from tme.errors import DriverError, EnvelopeViolation
 from tme.simulators.instrument import SerialInstrument
@@ -132,3 +132,30 @@ async def test_late_reply_is_not_the_answer_to_the_next_command(
         assert instrument_sim.requests[-1] == "MEAS:TEMP?"
     finally:
         await driver.stop()
+
+
+def _with_free_text_label(profile: DeviceProfile, voltage_max: float) -> DeviceProfile:
+    """The instrument profile with a site limit on the voltage and a free-text command."""
+    set_voltage = PROFILE.commands["set_voltage"]
+    capped = dataclasses.replace(set_voltage, args=[ArgSpec(type="float", min=0, max=voltage_max)])
+    label = CommandSpec(request="DISP:TEXT {0}", access="rw", args=[ArgSpec(type="str")])
+    commands = {**profile.commands, "set_voltage": capped, "label": label}
+    return dataclasses.replace(profile, commands=commands)
+
+
+async def test_a_parameter_holding_the_line_end_sends_nothing() -> None:
+    """With ETX as the line end, a text parameter holding ETX would be two commands to
+    the instrument, the second one outside the envelope (29 V on a 12 V limit)."""
+    profile = _with_free_text_label(PROFILE, voltage_max=12.0)
+    with SerialInstrument.run_in_thread(terminator=b"\x03") as sim:
+        driver = SerialDriver(sim.url, terminator="\x03", timeout_s=1.0)
+        await driver.start()
+        try:
+            with pytest.raises(EnvelopeViolation) as info:
+                await driver.run_command(profile, "label", ["HI\x03SOUR:VOLT 29"])
+            assert info.value.details["reason"] == "not_allowed"
+            assert sim.requests == [] and sim.device.voltage_setpoint == 0.0
+            await driver.run_command(profile, "set_voltage", [11.5])  # the line still works
+            assert sim.requests == ["SOUR:VOLT 11.5"]
+        finally:
+            await driver.stop()
