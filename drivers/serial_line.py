@@ -63,12 +63,19 @@ class LineChannel:
                 port.close()
 
     def check_one_line(self, request: str) -> None:
-        """Refuse a request that would not reach the device as exactly one line.
+        """Refuse a request that would not reach the device as exactly one line of text.
 
         A line end inside it (this link's terminator, whatever it is, or CR/LF) would
         make the instrument read a second command that no envelope has checked.
         """
-        line = request.encode(self.encoding, errors="backslashreplace")
+        try:
+            line = request.encode(self.encoding)
+        except UnicodeEncodeError as exc:
+            raise EnvelopeViolation(
+                f"request {request!r} holds {exc.object[exc.start : exc.end]!r}, which a "
+                f"{self.encoding} line cannot carry",
+                details={"reason": "not_allowed", "request": request},
+            ) from None
         for end in {self.terminator, b"\r", b"\n"}:
             if end in line:
                 raise EnvelopeViolation(

@@ -159,3 +159,19 @@ async def test_a_parameter_holding_the_line_end_sends_nothing() -> None:
             assert sim.requests == ["SOUR:VOLT 11.5"]
         finally:
             await driver.stop()
+
+
+async def test_a_parameter_the_line_cannot_encode_is_refused(
+    instrument_sim: SerialInstrument,
+) -> None:
+    """An ASCII line cannot carry "25 °C": refused as outside the envelope, not a crash."""
+    profile = _with_free_text_label(PROFILE, voltage_max=30.0)
+    driver = SerialDriver(instrument_sim.url, timeout_s=1.0)
+    await driver.start()
+    try:
+        with pytest.raises(EnvelopeViolation) as info:
+            await driver.run_command(profile, "label", ["25 °C"])
+        assert info.value.details["reason"] == "not_allowed"
+        assert instrument_sim.requests == []
+    finally:
+        await driver.stop()
