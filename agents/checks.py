@@ -79,7 +79,11 @@ def _check_device_op(command: Command, device: Device) -> Plan:
     args = params.get("args", [])
     if not isinstance(args, list):
         raise Refused("serial.command params.args must be a list")
-    return Plan(command, device, args=profile.check_command(name, args))
+    checked = profile.check_command(name, args)
+    check_request = getattr(device.driver, "check_request", None)
+    if check_request is not None:  # what the link carries as one line: its own line end
+        check_request(profile, name, checked)
+    return Plan(command, device, args=checked)
 
 
 def read_points_of(command: Command, device: Device) -> list[str]:

@@ -49,12 +49,18 @@ class SerialDriver:
         async with self._lock:
             await asyncio.to_thread(self._channel.close)
 
+    def check_request(self, profile: DeviceProfile, command: str, args: list[Any]) -> str:
+        """The request line for a profile command, or EnvelopeViolation: the profile's
+        rules, and what this link carries as one line (its terminator, its encoding)."""
+        checked = profile.check_command(command, args)
+        request = profile.commands[command].request.format(*checked)
+        self._channel.check_one_line(request)
+        return request
+
     async def run_command(self, profile: DeviceProfile, command: str, args: list[Any]) -> str:
         """Send a profile command; return the reply text (its pattern's group, if any)."""
-        checked = profile.check_command(command, args)  # raises EnvelopeViolation: nothing sent
+        request = self.check_request(profile, command, args)  # raises: nothing is sent
         spec = profile.commands[command]
-        request = spec.request.format(*checked)
-        self._channel.check_one_line(request)  # raises EnvelopeViolation: nothing sent
         async with self._lock:
             reply = await _to_thread_holding_on(self._channel.exchange, request)
         if reply.startswith(ERROR_PREFIX):

@@ -103,3 +103,25 @@ def test_a_timeout_the_agent_cannot_enforce_is_refused(timeout: str) -> None:
     decoded = Command.from_json(body)
     with pytest.raises(Refused, match="timeout_s"):
         check_command(decoded, devices(), False)
+
+
+def test_a_serial_parameter_holding_the_links_line_end_is_rejected_before_it_runs() -> None:
+    """The link's terminator (here ETX) inside a parameter is an envelope refusal at the
+    agent's check, like a value out of range: the command is rejected, never started."""
+    from tme.drivers.profile import parse_profile
+    from tme.drivers.serial import SerialDriver
+
+    profile = parse_profile(
+        {
+            "name": "display",
+            "commands": {"label": {"request": "DISP:TEXT {0}", "args": [{"type": "str"}]}},
+        }
+    )
+    driver = SerialDriver("loop://", terminator="\x03")  # built, never opened
+    display = DeviceSet({"display": Device("display", driver, 1, profile)})
+    injected = {"command": "label", "args": ["HI\x03SOUR:VOLT 29"]}
+    with pytest.raises(Refused, match="line end"):
+        check_command(command("serial.command", device="display", params=injected), display, False)
+    plain = {"command": "label", "args": ["HI"]}
+    plan = check_command(command("serial.command", device="display", params=plain), display, False)
+    assert plan.args == ["HI"]
