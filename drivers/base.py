@@ -11,11 +11,24 @@ Every failure leaves a driver as `tme.errors.DriverError`.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol, runtime_checkable
 
 from tme.drivers.profile import DeviceProfile
 
 Value = float | int | bool | str
+
+
+def serial_bus_key(port: str) -> str:
+    """The bus identity of a serial port: one device node, however its path is spelled.
+
+    /dev/serial/by-id/usb-FTDI-... and /dev/ttyUSB0 are one wire; two drivers on it
+    would interleave frames and steal each other's replies. A URL (socket://...) is
+    kept as it is.
+    """
+    if "://" in port:
+        return f"serial:{port}"
+    return f"serial:{os.path.realpath(port)}"  # follows links; reads no device
 
 
 @runtime_checkable

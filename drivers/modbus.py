@@ -16,7 +16,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
-from tme.drivers.base import Value
+from tme.drivers.base import Value, serial_bus_key
 from tme.drivers.codec import decode_point, encode_point
 from tme.drivers.modbus_errors import from_exception_response, from_library_error
 from tme.drivers.profile import BIT_TABLES, DeviceProfile, PointSpec
@@ -216,7 +216,7 @@ def modbus_rtu(
             timeout=timeout_s,
             retries=0,
         ),
-        f"serial:{port}",
+        serial_bus_key(port),
         timeout_s,
         retries,
         settle_s=timeout_s,

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from tme.drivers.base import Value
+from tme.drivers.base import Value, serial_bus_key
 from tme.drivers.profile import CommandSpec, DeviceProfile
 from tme.drivers.serial_line import MAX_LINE_BYTES, LineChannel
 from tme.errors import DriverError
@@ -31,7 +31,7 @@ class SerialDriver:
         timeout_s: float = 1.0,
         max_line_bytes: int = MAX_LINE_BYTES,
     ) -> None:
-        self.bus_key = f"serial:{port}"
+        self.bus_key = serial_bus_key(port)
         self._channel = LineChannel(
             port,
             baudrate=baudrate,

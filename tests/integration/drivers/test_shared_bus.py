@@ -72,3 +72,17 @@ def test_one_port_with_two_drivers_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="one bus has one driver") as info:
         build_devices({"pump": rtu_device("/dev/ttyUSB0", 1, "pump"), "psu": serial})
     assert info.value.key == "devices.psu.driver"
+
+
+def test_one_port_under_two_paths_is_one_bus(tmp_path: Path) -> None:
+    """A by-id link and the device node it points to are one wire: not two drivers."""
+    with PlantSimulator.run_in_thread(rtu="pty", tick_s=None) as sim:
+        alias = tmp_path / "usb-FTDI_FT232R-if00-port0"
+        alias.symlink_to(sim.rtu_url)
+        with pytest.raises(ConfigError, match=r"bus serial:\S+ is already used by device 'pump'"):
+            build_devices(
+                {
+                    "pump": rtu_device(sim.rtu_url, 1, "pump"),
+                    "tank": rtu_device(str(alias), 2, "tank"),
+                }
+            )
