@@ -132,7 +132,10 @@ def _check_arg(spec: ArgSpec, value: Any, what: str) -> Any:
     if spec.type == "int" and not number.is_integer():
         raise _refuse("wrong_type", f"{what} needs a whole number", value=number)
     _in_range(number, spec.min, spec.max, what)
-    return int(number) if spec.type == "int" else number
+    if spec.type == "int":
+        # an int is sent as given: through a float, 2**53 + 1 would become 2**53
+        return value if isinstance(value, int) else int(number)
+    return number
 
 
 def check_command_args(profile: DeviceProfile, name: str, args: list[Any]) -> list[Any]:

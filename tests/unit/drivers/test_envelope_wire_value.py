@@ -117,3 +117,16 @@ def test_verify_compares_bools_as_bools() -> None:
     run = load_profile(PROFILES / "pump.yaml").points["run"]
     assert values_match(True, True, run)
     assert not values_match(True, 1, run) and not values_match(True, False, run)
+
+
+@pytest.mark.parametrize("value", [2**53 + 1, -(2**60) - 3, 12345678901234567891])
+def test_a_whole_number_argument_is_sent_exactly(value: int) -> None:
+    """An int argument goes to the instrument as given, not rounded through a float."""
+    profile = parse_profile(
+        {
+            "name": "counter",
+            "commands": {"preset": {"request": "PRE {0}", "args": [{"type": "int"}]}},
+        }
+    )
+    assert profile.check_command("preset", [value]) == [value]
+    assert profile.check_command("preset", [7.0]) == [7]
