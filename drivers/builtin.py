@@ -55,6 +55,7 @@ async def _shell(cmd: Any, timeout_s: float | None) -> dict[str, Any]:
     if isinstance(cmd, str) and cmd.strip():
         process = await asyncio.create_subprocess_shell(
             cmd,
+            stdin=asyncio.subprocess.DEVNULL,  # never the agent's own stdin (a terminal)
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
@@ -62,6 +63,7 @@ async def _shell(cmd: Any, timeout_s: float | None) -> dict[str, Any]:
     elif isinstance(cmd, list) and cmd and all(isinstance(part, str) for part in cmd):
         process = await asyncio.create_subprocess_exec(
             *cmd,
+            stdin=asyncio.subprocess.DEVNULL,  # never the agent's own stdin (a terminal)
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,

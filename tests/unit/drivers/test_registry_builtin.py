@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,27 @@ async def test_shell_output_is_bounded_while_it_is_read() -> None:
     assert peak < 4 * 1024 * 1024
     assert len(result["stdout"]) == len(result["stderr"]) == OUTPUT_LIMIT
     assert result["stdout_dropped_bytes"] == result["stderr_dropped_bytes"] == total - OUTPUT_LIMIT
+
+
+@pytest.fixture
+def agent_stdin_open() -> Iterator[int]:
+    """The agent's stdin as a pipe that stays open with nothing in it (a terminal where
+    nobody types); yields the write end, and puts the real stdin back afterwards."""
+    read_end, write_end = os.pipe()
+    saved = os.dup(0)
+    os.dup2(read_end, 0)
+    os.close(read_end)
+    try:
+        yield write_end
+    finally:
+        os.dup2(saved, 0)
+        os.close(saved)
+        os.close(write_end)
+
+
+async def test_a_shell_command_does_not_read_the_agents_stdin(agent_stdin_open: int) -> None:
+    """A command that reads its input (a prompt, `cat`) gets end of input at once: it does
+    not wait on the agent's terminal until its timeout, nor take what is typed there."""
+    os.write(agent_stdin_open, b"typed at the agent's terminal\n")
+    result = await run_builtin("shell", {}, "cat; echo done", allow_shell=True, timeout_s=5)
+    assert result["stdout"] == "done\n"
