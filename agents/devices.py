@@ -102,6 +102,13 @@ def build_devices(configs: dict[str, DeviceConfig]) -> DeviceSet:
             driver = create_driver(cfg.driver, **cfg.connection)
         except TMEError as exc:
             raise ConfigError(f"{key}: {exc.message}", key=key) from exc
+        units = getattr(driver, "units", None)
+        if units is not None and cfg.unit not in units:
+            raise ConfigError(
+                f"{key}.unit: {cfg.unit} is not a device address on this bus (driver "
+                f"{cfg.driver!r} takes {units.start}..{units.stop - 1})",
+                key=f"{key}.unit",
+            )
         bus_key = str(driver.bus_key)
         if bus_key in buses:
             first, first_cfg, driver = buses[bus_key]  # building a driver opens nothing

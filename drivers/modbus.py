@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 # The guard catches a hang outside pymodbus's own wait of timeout_s (a stuck connect).
 GUARD_MARGIN_S = 1.0
+# On a serial line unit 0 is the broadcast address (every device takes a write, none
+# answers) and 248..255 are reserved; over TCP 0 and 255 often name the device itself.
+RTU_UNITS = range(1, 248)
 READ_METHODS = {
     "coil": "read_coils",
     "discrete_input": "read_discrete_inputs",
@@ -47,6 +50,7 @@ class ModbusDriver:
     """
 
     bus_key: str
+    units: range  # the unit ids a device on this bus may have
 
     def __init__(
         self,
@@ -55,8 +59,10 @@ class ModbusDriver:
         timeout_s: float,
         read_retries: int,
         settle_s: float = 0.0,
+        units: range = range(256),
     ) -> None:
         self.bus_key = bus_key
+        self.units = units
         self._make_client = make_client
         self._client: Client | None = None
         self._guard_s = timeout_s + GUARD_MARGIN_S
@@ -220,4 +226,5 @@ def modbus_rtu(
         timeout_s,
         retries,
         settle_s=timeout_s,
+        units=RTU_UNITS,
     )

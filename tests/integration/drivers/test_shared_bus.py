@@ -86,3 +86,23 @@ def test_one_port_under_two_paths_is_one_bus(tmp_path: Path) -> None:
                     "tank": rtu_device(str(alias), 2, "tank"),
                 }
             )
+
+
+@pytest.mark.parametrize("unit", [0, 248, 255])
+def test_an_rtu_unit_outside_1_to_247_is_a_config_error(unit: int) -> None:
+    """Unit 0 on an RS-485 line is the broadcast address: every device on the line would
+    take the device's writes (and none answers). 248..255 are reserved."""
+    with pytest.raises(ConfigError, match=r"1\.\.247") as info:
+        build_devices({"pump": rtu_device("/dev/ttyUSB0", unit, "pump")})
+    assert info.value.key == "devices.pump.unit"
+
+
+def test_a_tcp_device_may_use_unit_0_and_255() -> None:
+    for unit in (0, 255):
+        tcp = DeviceConfig(
+            driver="modbus_tcp",
+            connection={"host": "127.0.0.1", "port": 5020},
+            unit=unit,
+            profile=PROFILES / "pump.yaml",
+        )
+        assert build_devices({"pump": tcp}).devices["pump"].unit == unit
