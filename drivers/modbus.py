@@ -125,8 +125,10 @@ class ModbusDriver:
         return response
 
     async def _exchange(self, what: str, call: Callable[[Client], Awaitable[Any]]) -> Any:
+        sending = False
         try:
             client = await self._connect()
+            sending = True
             async with asyncio.timeout(self._guard_s):  # no task per request
                 return await call(client)
         except DriverError:
@@ -136,7 +138,13 @@ class ModbusDriver:
             self._abandon_client()
             raise from_library_error(exc, what) from None
         except asyncio.CancelledError:
-            self._abandon_client()  # cut off mid-request: its reply may still arrive
+            if sending:
+                self._abandon_client()  # cut off mid-request: its reply may still arrive
+            else:
+                # cut off while connecting or while the line settled: nothing was sent, so
+                # the quiet time stands as it was (restarting it, tasks with a shorter
+                # timeout would keep a polled line quiet for ever)
+                self._drop_client()
             raise
 
     def _note_failure(self, error: DriverError) -> None:

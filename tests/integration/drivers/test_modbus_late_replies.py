@@ -7,6 +7,7 @@ while the second still waits for its own (all with margins of 0.3 s or more).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -84,5 +85,32 @@ async def test_reads_are_retried_by_the_driver() -> None:
                 "speed_setpoint": 777
             }
             assert sim.request_count(PUMP) == 2
+        finally:
+            await driver.stop()
+
+
+async def test_commands_cut_off_while_the_line_settles_do_not_keep_it_quiet() -> None:
+    """After an unanswered request the serial line waits out timeout_s (1 s) before the
+    next one. Tasks whose timeout (0.6 s) ends inside that wait sent nothing: they must
+    not restart it, or a bus polled that often would never send a request again."""
+    with PlantSimulator.run_in_thread(rtu="socket://127.0.0.1:0", tick_s=None) as sim:
+        sim.write_register(PUMP, 0, 777)
+        sim.inject_fault(PUMP, table="holding_register", address=0, delay_s=3.0, remaining=1)
+        driver = modbus_rtu(sim.rtu_url, baudrate=115200, timeout_s=TIMEOUT_S, retries=0)
+        await driver.start()
+        try:
+            with pytest.raises(TimeoutError):  # the task's timeout, shorter than the driver's
+                await asyncio.wait_for(
+                    driver.read_points(PUMP_PROFILE, PUMP, ["speed_setpoint"]), 0.3
+                )
+            answers = []
+            for _ in range(3):
+                try:
+                    read = driver.read_points(PUMP_PROFILE, PUMP, ["speed_setpoint"])
+                    answers.append(await asyncio.wait_for(read, 0.6))
+                except TimeoutError:
+                    answers.append(None)
+            assert {"speed_setpoint": 777} in answers, f"the line never spoke again: {answers}"
+            assert sim.request_count(PUMP) == 1 + sum(a is not None for a in answers)
         finally:
             await driver.stop()
