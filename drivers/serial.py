@@ -62,6 +62,9 @@ class SerialDriver:
         request = self.check_request(profile, command, args)  # raises: nothing is sent
         spec = profile.commands[command]
         async with self._lock:
+            # after a failed request its late reply may still come: wait here, where a
+            # cancelled task stops before its request is sent (a worker thread cannot)
+            await asyncio.sleep(self._channel.quiet_left_s())
             reply = await _to_thread_holding_on(self._channel.exchange, request)
         if reply.startswith(ERROR_PREFIX):
             raise DriverError(

@@ -6,8 +6,8 @@ every byte, so a chatty device would never time out) and by a maximum line
 length (a device that never sends the terminator cannot grow memory).
 
 A line carries no request id: after a request got no complete reply, its reply may
-still come. The next request waits until the line has been quiet for `timeout_s`
-(a reply up to twice the timeout late is dropped with the input buffer), so it is
+still come. The next request waits (`quiet_left_s`) until `timeout_s` after the failure
+(a reply up to twice the timeout late is then dropped with the input buffer), so it is
 never taken as the answer to a later request.
 """
 
@@ -86,7 +86,6 @@ class LineChannel:
     def exchange(self, request: str) -> str:
         """Send one request line and return the reply line without its terminator."""
         self.open()
-        self._let_line_settle()
         try:
             self._port.reset_input_buffer()  # a late reply to an earlier request is stale
             self._port.write(request.encode(self.encoding) + self.terminator)
@@ -99,11 +98,13 @@ class LineChannel:
             self._quiet_at = time.monotonic() + self.timeout_s
             raise DriverError(f"serial link {self.url} failed: {exc}", retryable=True) from None
 
-    def _let_line_settle(self) -> None:
-        """Wait out the rest of the quiet time after a failed request (worker thread)."""
-        wait_s = self._quiet_at - time.monotonic()
-        if wait_s > 0:
-            time.sleep(wait_s)  # what arrives meanwhile is dropped by reset_input_buffer
+    def quiet_left_s(self) -> float:
+        """How long the next request must still wait after a failed one (0 when none).
+
+        The caller waits it out before `exchange`, where a cancelled wait sends nothing;
+        what arrives meanwhile is dropped by reset_input_buffer.
+        """
+        return max(0.0, self._quiet_at - time.monotonic())
 
     def _read_line(self) -> bytes:
         buffer = bytearray()

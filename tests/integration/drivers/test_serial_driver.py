@@ -175,3 +175,24 @@ async def test_a_parameter_the_line_cannot_encode_is_refused(
         assert instrument_sim.requests == []
     finally:
         await driver.stop()
+
+
+async def test_a_command_cancelled_while_the_line_settles_is_never_sent(
+    instrument_sim: SerialInstrument,
+) -> None:
+    """After a timeout the line waits out a quiet time before the next request; a task
+    cancelled (timed out) in that wait must not have its command sent afterwards."""
+    driver = SerialDriver(instrument_sim.url, timeout_s=0.5)
+    await driver.start()
+    try:
+        instrument_sim.mode = "silent"
+        with pytest.raises(DriverError, match="no complete reply"):
+            await driver.run_command(PROFILE, "identify", [])
+        instrument_sim.mode = "normal"
+        with pytest.raises(TimeoutError):  # inside the quiet time: nothing may go out
+            await asyncio.wait_for(driver.run_command(PROFILE, "set_voltage", [12.0]), 0.1)
+        assert await driver.query(PROFILE, "measure_voltage", []) == 0.0
+        assert instrument_sim.requests == ["*IDN?", "MEAS:VOLT?"]
+        assert instrument_sim.device.voltage_setpoint == 0.0
+    finally:
+        await driver.stop()
