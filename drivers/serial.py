@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -80,17 +81,20 @@ class SerialDriver:
         return parse_reply(profile.commands[command], text, command)
 
 
-async def _to_thread_holding_on(work: Callable[[str], str], request: str) -> str:
+async def _to_thread_holding_on(work: Callable[[str, threading.Event], str], request: str) -> str:
     """Run `work` in a thread; if cancelled, still wait for the thread before re-raising.
 
     A worker thread cannot be stopped: it reads the port until its own deadline. The
     caller holds the bus lock, so keeping it until then means no other exchange runs
-    beside the abandoned one.
+    beside the abandoned one. The thread is told it was abandoned, so a request it has
+    not written yet (the link was still opening) is never written.
     """
-    exchange = asyncio.ensure_future(asyncio.to_thread(work, request))
+    abandoned = threading.Event()
+    exchange = asyncio.ensure_future(asyncio.to_thread(work, request, abandoned))
     try:
         return await asyncio.shield(exchange)
     except asyncio.CancelledError:
+        abandoned.set()
         while not exchange.done():
             with contextlib.suppress(asyncio.CancelledError):  # bounded by the read deadline
                 await asyncio.wait({exchange})

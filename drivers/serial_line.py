@@ -14,6 +14,7 @@ never taken as the answer to a later request.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from typing import Any
 
@@ -83,9 +84,14 @@ class LineChannel:
                     details={"reason": "not_allowed", "request": request},
                 )
 
-    def exchange(self, request: str) -> str:
-        """Send one request line and return the reply line without its terminator."""
+    def exchange(self, request: str, abandoned: threading.Event | None = None) -> str:
+        """Send one request line and return the reply line without its terminator.
+
+        Once `abandoned` is set (the caller gave up) the request is no longer written.
+        """
         self.open()
+        if abandoned is not None and abandoned.is_set():  # opening took past its timeout
+            raise DriverError(f"serial link {self.url}: request abandoned before it was sent")
         try:
             self._port.reset_input_buffer()  # a late reply to an earlier request is stale
             self._port.write(request.encode(self.encoding) + self.terminator)

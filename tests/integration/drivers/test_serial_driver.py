@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from waiting import wait_until_async
 
 from tme.drivers.profile import ArgSpec, CommandSpec, DeviceProfile, load_profile
 from tme.drivers.serial import SerialDriver
+from tme.drivers.serial_line import LineChannel
 from tme.errors import DriverError, EnvelopeViolation
 from tme.simulators.instrument import SerialInstrument
 
@@ -193,6 +195,36 @@ async def test_a_command_cancelled_while_the_line_settles_is_never_sent(
             await asyncio.wait_for(driver.run_command(PROFILE, "set_voltage", [12.0]), 0.1)
         assert await driver.query(PROFILE, "measure_voltage", []) == 0.0
         assert instrument_sim.requests == ["*IDN?", "MEAS:VOLT?"]
+        assert instrument_sim.device.voltage_setpoint == 0.0
+    finally:
+        await driver.stop()
+
+
+async def test_a_command_cancelled_while_the_link_reopens_is_never_sent(
+    instrument_sim: SerialInstrument, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reopening a link (a serial server over TCP) can take seconds in the worker thread.
+    A task cancelled meanwhile (its timeout) must not have its command sent afterwards:
+    the agent has already reported it as not done."""
+    driver = SerialDriver(instrument_sim.url, timeout_s=1.0)
+    opening, may_open = threading.Event(), threading.Event()
+    real_open = LineChannel.open
+
+    def slow_open(channel: LineChannel) -> None:
+        opening.set()
+        may_open.wait(5.0)  # the link's connect, held here by the test
+        real_open(channel)
+
+    monkeypatch.setattr(LineChannel, "open", slow_open)
+    task = asyncio.create_task(driver.run_command(PROFILE, "set_voltage", [12.0]))
+    await wait_until_async(opening.is_set, what="the worker opening the link")
+    task.cancel()
+    may_open.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    try:
+        assert await driver.query(PROFILE, "measure_voltage", []) == 0.0  # the line still works
+        assert instrument_sim.requests == ["MEAS:VOLT?"]
         assert instrument_sim.device.voltage_setpoint == 0.0
     finally:
         await driver.stop()
