@@ -11,12 +11,24 @@ Every failure leaves a driver as `tme.errors.DriverError`.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Protocol, runtime_checkable
 
 from tme.drivers.profile import DeviceProfile
+from tme.errors import ConfigError
 
 Value = float | int | bool | str
+
+
+def require_setting(name: str, value: Any, *, low: float, whole: bool = False) -> None:
+    """Refuse a connection setting below `low` (or not finite, or not whole) at build time."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < low or (whole and value != int(value)):
+        kind = "a whole number" if whole else "a number"
+        raise ConfigError(
+            f"connection setting {name} must be {kind} >= {low}, got {value!r}", key=name
+        )
 
 
 def serial_bus_key(port: str) -> str:

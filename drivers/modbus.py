@@ -16,7 +16,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
-from tme.drivers.base import Value, serial_bus_key
+from tme.drivers.base import Value, require_setting, serial_bus_key
 from tme.drivers.codec import decode_point, encode_point
 from tme.drivers.modbus_errors import from_exception_response, from_library_error
 from tme.drivers.profile import BIT_TABLES, DeviceProfile, PointSpec
@@ -61,6 +61,8 @@ class ModbusDriver:
         settle_s: float = 0.0,
         units: range = range(256),
     ) -> None:
+        require_setting("timeout_s", timeout_s, low=0.001)
+        require_setting("retries", read_retries, low=0, whole=True)
         self.bus_key = bus_key
         self.units = units
         self._make_client = make_client

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from tme.drivers.base import Value, serial_bus_key
+from tme.drivers.base import Value, require_setting, serial_bus_key
 from tme.drivers.profile import CommandSpec, DeviceProfile
 from tme.drivers.serial_line import MAX_LINE_BYTES, LineChannel
 from tme.errors import DriverError
@@ -32,6 +32,8 @@ class SerialDriver:
         timeout_s: float = 1.0,
         max_line_bytes: int = MAX_LINE_BYTES,
     ) -> None:
+        require_setting("timeout_s", timeout_s, low=0.001)
+        require_setting("max_line_bytes", max_line_bytes, low=1, whole=True)
         self.bus_key = serial_bus_key(port)
         self._channel = LineChannel(
             port,

@@ -124,3 +124,22 @@ async def test_a_shell_command_does_not_read_the_agents_stdin(agent_stdin_open: 
     os.write(agent_stdin_open, b"typed at the agent's terminal\n")
     result = await run_builtin("shell", {}, "cat; echo done", allow_shell=True, timeout_s=5)
     assert result["stdout"] == "done\n"
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "field"),
+    [
+        ("modbus_tcp", {"host": "127.0.0.1", "retries": -1}, "retries"),
+        ("modbus_tcp", {"host": "127.0.0.1", "timeout_s": 0}, "timeout_s"),
+        ("modbus_rtu", {"port": "/dev/ttyUSB0", "timeout_s": -1.0}, "timeout_s"),
+        ("serial", {"port": "loop://", "timeout_s": 0}, "timeout_s"),
+        ("serial", {"port": "loop://", "max_line_bytes": 0}, "max_line_bytes"),
+    ],
+)
+def test_connection_settings_out_of_range_are_a_config_error(
+    name: str, settings: dict, field: str
+) -> None:
+    """Caught when the agent starts, not as a crash (retries=-1 made every read fail
+    with UnboundLocalError) or a bus that can never answer in time."""
+    with pytest.raises(ConfigError, match=field):
+        create_driver(name, **settings)
