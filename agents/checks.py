@@ -61,7 +61,19 @@ def check_command(command: Command, devices: DeviceSet, allow_shell: bool) -> Pl
         raise Refused(exc.message) from exc
 
 
+# What a device's driver must have for each op (PointReader, PointWriter, CommandRunner).
+OP_METHODS = {
+    "modbus.read": "read_points",
+    "modbus.write": "write_point",
+    "serial.command": "run_command",
+}
+
+
 def _check_device_op(command: Command, device: Device) -> Plan:
+    if not callable(getattr(device.driver, OP_METHODS[command.op], None)):
+        raise Refused(
+            f"device {device.name!r} (bus {device.driver.bus_key}) cannot run {command.op}"
+        )
     params = command.params
     profile = device.profile
     if command.op == "modbus.read":

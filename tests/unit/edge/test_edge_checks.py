@@ -18,7 +18,15 @@ PUMP = Path(__file__).parents[3] / "configs" / "profiles" / "pump.yaml"
 
 
 class NoBus:
+    """A Modbus bus the checks never touch."""
+
     bus_key = "none"
+
+    async def read_points(self, *_args: object) -> dict:
+        raise AssertionError("a check touched the bus")
+
+    async def write_point(self, *_args: object) -> None:
+        raise AssertionError("a check touched the bus")
 
 
 def devices() -> DeviceSet:
@@ -125,3 +133,20 @@ def test_a_serial_parameter_holding_the_links_line_end_is_rejected_before_it_run
     plain = {"command": "label", "args": ["HI"]}
     plan = check_command(command("serial.command", device="display", params=plain), display, False)
     assert plan.args == ["HI"]
+
+
+@pytest.mark.parametrize(
+    ("op", "params"),
+    [
+        ("modbus.read", {"point": "speed_setpoint"}),
+        ("modbus.write", {"point": "speed_setpoint", "value": 1200}),
+    ],
+)
+def test_an_op_the_devices_driver_cannot_run_is_rejected(op: str, params: dict) -> None:
+    """A Modbus op on a device behind a serial line driver (a profile may name points and
+    commands) is refused at the check, not crashed on after `started`."""
+    from tme.drivers.serial import SerialDriver
+
+    line = DeviceSet({"pump1": Device("pump1", SerialDriver("loop://"), 1, load_profile(PUMP))})
+    with pytest.raises(Refused, match=f"cannot run {op}"):
+        check_command(command(op, device="pump1", params=params), line, False)
