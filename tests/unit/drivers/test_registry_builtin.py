@@ -143,3 +143,25 @@ def test_connection_settings_out_of_range_are_a_config_error(
     with UnboundLocalError) or a bus that can never answer in time."""
     with pytest.raises(ConfigError, match=field):
         create_driver(name, **settings)
+
+
+async def test_shell_timeout_kills_the_commands_children_too(tmp_path: Path) -> None:
+    """A timed-out command's children (here a background sleep of sh) die with it:
+    no orphan keeps running on the agent's machine."""
+    pid_file = tmp_path / "child"
+    shell = run_builtin(
+        "shell", {}, f"sleep 600 & echo $! > {pid_file}; wait", allow_shell=True, timeout_s=0.5
+    )
+    with pytest.raises(DriverError, match="timed out"):
+        await asyncio.wait_for(shell, 10)  # a surviving child would hold its pipes open
+    assert not _alive(int(pid_file.read_text()))
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (an orphan's zombie, left unreaped by a container's
+    init, has died: state Z)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in {"Z", "X"}
