@@ -11,6 +11,9 @@ difference as elapsed time: from a time before the spring DST change, "the next
 midnight" lands an hour past it, and the whole day is skipped ("0 0 * * *" in
 Europe/Berlin never fires on the Monday after the change). `CrontabTrigger` puts
 such a step back on the wall-clock time it meant.
+
+And when both day fields are restricted, cron fires on a day matching either, where
+APScheduler requires both: `EitherDayTrigger` keeps cron's rule.
 """
 
 from __future__ import annotations
@@ -39,12 +42,52 @@ class CrontabTrigger(CronTrigger):
         return (meant if meant > dateval else stepped), fieldnum
 
 
+class EitherDayTrigger(CrontabTrigger):
+    """Cron's rule when both the day of month and the day of week are restricted: a day
+    matching either fires (`0 6 1 * mon`: the 1st of each month and every Monday).
+    APScheduler fires only on days matching both (the Mondays that are a 1st).
+
+    The fields it carries are those of the weekday half (the walk reads the hour field
+    and the zone); the day-of-month half is built again from the expression, which is
+    kept through pickling (jobs are stored pickled)."""
+
+    def __init__(self, expr: str, timezone: Any) -> None:
+        self.expr = expr
+        by_date, by_weekday = _either_day_halves(expr, timezone)
+        super().__init__(**by_weekday, timezone=timezone)
+        self._by_date = CrontabTrigger(**by_date, timezone=timezone)
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        times = [
+            when
+            for when in (
+                self._by_date.get_next_fire_time(previous_fire_time, now),
+                super().get_next_fire_time(previous_fire_time, now),
+            )
+            if when is not None
+        ]
+        return min(times, default=None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "crontab": self.expr}
+
+    def __str__(self) -> str:
+        return f"cron[{self.expr}]"
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.expr = state["crontab"]
+        by_date, _by_weekday = _either_day_halves(self.expr, self.timezone)
+        self._by_date = CrontabTrigger(**by_date, timezone=self.timezone)
+
+
 def crontab_trigger(expr: str, timezone: Any) -> CrontabTrigger:
     """The trigger of a five-field crontab expression (ValueError when invalid)."""
-    values = expr.split()
-    if len(values) != 5:
-        raise ValueError(f"wrong number of fields; got {len(values)}, expected 5")
-    minute, hour, day, month, day_of_week = values
+    minute, hour, day, month, day_of_week = _fields(expr)
+    if _restricted(day) and _restricted(day_of_week):
+        return EitherDayTrigger(expr, timezone)
     return CrontabTrigger(
         minute=minute,
         hour=hour,
@@ -52,6 +95,29 @@ def crontab_trigger(expr: str, timezone: Any) -> CrontabTrigger:
         month=month,
         day_of_week=weekday_names(day_of_week),
         timezone=timezone,
+    )
+
+
+def _fields(expr: str) -> list[str]:
+    values = expr.split()
+    if len(values) != 5:
+        raise ValueError(f"wrong number of fields; got {len(values)}, expected 5")
+    return values
+
+
+def _restricted(field: str) -> bool:
+    """Cron's test: a day field not starting with `*` (`*/2` counts as unrestricted)."""
+    return not field.startswith("*")
+
+
+def _either_day_halves(expr: str, timezone: Any) -> tuple[dict[str, str], dict[str, str]]:
+    """The fields of the two triggers of an either-day expression: one for its days of
+    the month (any weekday), one for its days of the week (any day of the month)."""
+    minute, hour, day, month, day_of_week = _fields(expr)
+    common = {"minute": minute, "hour": hour, "month": month}
+    return (
+        {**common, "day": day, "day_of_week": "*"},
+        {**common, "day": "*", "day_of_week": weekday_names(day_of_week)},
     )
 
 

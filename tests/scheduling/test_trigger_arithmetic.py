@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -193,3 +194,31 @@ def test_several_times_in_the_repeated_hour_fire_once_each() -> None:
     fires = list(slots_between(trigger, utc(2025, 10, 25, 12), utc(2025, 10, 26, 12)))
     berlin = [f.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M%z") for f in fires]
     assert berlin == ["02:00+0200", "02:30+0200"]
+
+
+@given(
+    st.sets(st.integers(1, 28), min_size=1, max_size=4),
+    st.sets(st.integers(0, 6), min_size=1, max_size=3),
+)
+def test_both_day_fields_restricted_fire_on_either(dates: set[int], weekdays: set[int]) -> None:
+    # Cron's rule: with both the day of month and the day of week restricted, a day
+    # matching either fires ("0 6 1 * mon": every 1st and every Monday). APScheduler
+    # alone fired only on days matching both.
+    cron = f"0 6 {','.join(map(str, sorted(dates)))} * {','.join(map(str, sorted(weekdays)))}"
+    trigger = build_trigger({"cron": cron}, utc(2025, 1, 1))
+    fires = list(slots_between(trigger, utc(2025, 1, 1), utc(2025, 3, 1)))
+    days = {utc(2025, 1, 1).date() + timedelta(days=n) for n in range(59)}  # Jan 1 .. Feb 28
+    wanted = {d for d in days if d.day in dates or d.isoweekday() % 7 in weekdays}
+    assert {f.date() for f in fires} == wanted
+    assert all(f.strftime("%H:%M") == "06:00" for f in fires)
+    # jobs are stored pickled: the trigger keeps both halves through it
+    again = pickle.loads(pickle.dumps(trigger))
+    assert list(slots_between(again, utc(2025, 1, 1), utc(2025, 3, 1))) == fires
+
+
+def test_a_starred_day_field_keeps_both_conditions() -> None:
+    # As in cron, a day field starting with "*" (here "*/2", the odd days) is not a
+    # restriction that widens: the fire days match both fields.
+    trigger = build_trigger({"cron": "0 6 */2 * mon"}, utc(2025, 1, 1))
+    fires = list(slots_between(trigger, utc(2025, 1, 1), utc(2025, 3, 1)))
+    assert fires and all(f.isoweekday() == 1 and f.day % 2 == 1 for f in fires)
