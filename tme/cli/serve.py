@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         host: Annotated[str | None, typer.Option(help="Bind address (http.host).")] = None,
         port: Annotated[int | None, typer.Option(help="Port (http.port).")] = None,
     ) -> None:
-        """Serve the REST API (and, later, the dashboard) of the controller."""
+        """Serve the controller: REST API, dashboard (/ui), scheduler, dispatcher, events."""
         from tme.config import load_settings
 
         serve_controller(load_settings(), host=host, port=port)
