@@ -30,6 +30,7 @@ from tme.controller.services.runs import (
     start_run,
     transition,
 )
+from tme.controller.services.workflow_reach import runs_in
 from tme.controller.store.db import keep_loaded
 from tme.controller.store.models import Run, RunEvent, Task, TaskDependency
 from tme.controller.store.rows import table_of
@@ -320,7 +321,10 @@ def decide_step(
     waiting_for, blockers = [], []
     for edge in session.exec(select(TaskDependency).where(TaskDependency.task_id == task_id)):
         before = latest_in(session, edge.predecessor_id, workflow_id)
-        if before is None or not RunState(before.state).is_final:
+        never = before is None and _never_runs_in(session, edge.predecessor_id, workflow_id)
+        if never:
+            blockers.append(never)
+        elif before is None or not RunState(before.state).is_final:
             waiting_for.append(str(edge.predecessor_id))
         elif not condition_holds(edge.on, RunState(before.state)):
             blockers.append(f"task {edge.predecessor_id} {before.state}, needs {edge.on}")
@@ -340,6 +344,20 @@ def decide_step(
         )
     elif hook is not None:
         hook(session, run, task)
+
+
+def _never_runs_in(session: Session, task_id: int, workflow_id: str) -> str:
+    """Why `task_id` can never run in this workflow run, or "" when it still may: only the
+    tasks downstream of the task that started it do (workflow_reach). A join of tasks
+    started on their own, stored before create checked for it, or a workflow run started
+    half-way by "run now", would otherwise wait for ever with nothing to say so."""
+    root = session.exec(select(Run.task_id).where(Run.id == workflow_id)).first()
+    if root is None or runs_in(session, task_id, root):
+        return ""  # that first run is no longer kept: keep waiting, as before
+    return (
+        f"task {task_id} never runs in this workflow run (started by task {root}): a join "
+        "runs only when all its dependencies run in one workflow run"
+    )
 
 
 def _new_step(session: Session, task: Task, workflow_id: str) -> Run:

@@ -21,6 +21,7 @@ from tme.controller.services.paging import MAX_PAGE, decode_id_cursor, encode_cu
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.task_checks import check_one_off_due, check_storable, field_error
 from tme.controller.services.task_start import StartBatch
+from tme.controller.services.workflow_reach import check_reachable
 from tme.controller.store.models import IdempotencyKey, Run, Task, TaskDependency, utcnow
 from tme.controller.store.planner import rare
 from tme.controller.store.workflow_models import TaskPolicy
@@ -265,6 +266,7 @@ def _check_dependencies(session: Session, task_id: int | None, deps: list[Depend
                 f"dependency cycle: {path}",
                 field_errors=[field_error("depends_on", f"dependency cycle: {path}")],
             )
+    check_reachable(session, task_id, [d.task for d in deps])
 
 
 def _find_cycle(session: Session, start: int, first_hops: list[int]) -> list[int] | None:

@@ -161,3 +161,30 @@ def test_retry_by_hand_while_a_retry_is_planned_starts_that_one(test_client) -> 
     with Session(test_client.app.state.runtime.engine) as session:
         link = session.get(RunLink, planned["id"])
         assert link is not None and link.retry_at is None  # not started again when due
+
+
+def test_join_of_two_separately_fired_tasks_is_refused_naming_them(test_client) -> None:
+    a = make(test_client, "batch", trigger="batch")
+    b = make(test_client, "report", schedule={"every_s": 3600})
+    join = {"name": "flush", "depends_on": [{"task": a["id"]}, {"task": b["id"]}]}
+    response = test_client.post("/api/v1/tasks", json=join)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert f"task {a['id']} and task {b['id']}" in error["message"]
+    assert f"make task {b['id']} depend on task {a['id']}" in error["message"]
+    # What it says to do works: once B follows A, A's workflow runs reach both.
+    assert test_client.patch(f"/api/v1/tasks/{b['id']}", json=after(a)).status_code == 200
+    flush = make(test_client, "flush", depends_on=join["depends_on"])
+    undo = test_client.patch(f"/api/v1/tasks/{b['id']}", json={"depends_on": []})
+    assert undo.status_code == 422 and f"task {flush['id']} would never start" in undo.text
+
+
+def test_run_now_half_way_skips_the_join_it_cannot_complete(test_client) -> None:
+    a = make(test_client, "A", trigger="half")
+    b = make(test_client, "B", **after(a))
+    join = make(test_client, "join", depends_on=[{"task": a["id"]}, {"task": b["id"]}])
+    test_client.post(f"/api/v1/tasks/{b['id']}/run")  # a workflow run of B's own: A not in it
+    report(test_client, b, "complete")
+    wait_until(lambda: state_of(test_client, join) == "skipped", what="the join skipped")
+    reason = runs_of(test_client, join)[0]["reason"]
+    assert f"task {a['id']} never runs in this workflow run" in reason
