@@ -113,12 +113,12 @@ def _unreachable(
 ) -> ValidationError:
     apart = _apart(preds, memo)
     named = " and ".join(f"task {p}" for p in apart)
+    both = "both" if len(apart) == 2 else "them all"
     who = "the new task" if task == NEW else f"task {task}"
     why = (
-        f"{who} would never start as a dependent: it needs {named} to finish in one workflow "
-        f"run, but no workflow run reaches them all (a workflow run reaches only the tasks "
-        f"downstream of the one task that started it, and {named} are not all downstream "
-        "of any one task)"
+        f"{who} would never start as a dependent: it needs {named} to finish in the same "
+        f"workflow run, and no workflow run reaches {both} (a workflow run reaches only the "
+        "task that started it and the tasks downstream of that task)"
     )
     if task != changed:
         why = f"this change to task {changed}'s dependencies would mean {why}"
@@ -127,7 +127,7 @@ def _unreachable(
         if len(apart) == 2
         else "make them depend on one another, or all on one task"
     )
-    message = f"{why}; {fix}, so that one workflow run reaches them all"
+    message = f"{why}; {fix}"
     return ValidationError(
         f"unreachable join: {message}",
         field_errors=[{"field": "depends_on", "message": message, "type": "value_error"}],
