@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from tme.controller.services.launch import link_run
+from tme.controller.services.launch import link_run, start_linked
 from tme.controller.services.runs import RunReadyHook, start_run, transition
 from tme.controller.store.models import Outbox, Run, Task, utcnow
 from tme.controller.store.workflow_models import RunLink
@@ -99,7 +99,9 @@ def retry_run(session: Session, run_id: str, hook: RunReadyHook | None) -> Run:
     link = session.get(RunLink, run.id)
     planned = _planned_retry(session, link)
     if planned is not None:
-        return _start_now(session, planned, task, hook)
+        # A retry asked for while one is planned starts the planned one now: a second
+        # run beside it would run the step twice (a machine would do the work twice).
+        return start_linked(session, planned, task, hook, retry_at=None)
     latest = session.exec(
         select(Run.attempt).where(Run.task_id == run.task_id).order_by(col(Run.attempt).desc())
     ).first()
@@ -136,18 +138,6 @@ def _planned_retry(session: Session, link: RunLink | None) -> Run | None:
         )
         .with_for_update(of=Run)
     ).first()
-
-
-def _start_now(session: Session, planned: Run, task: Task, hook: RunReadyHook | None) -> Run:
-    """A retry asked for while one is planned starts the planned one now: a second run
-    beside it would run the step twice (a machine would do the work twice)."""
-    link = session.get(RunLink, planned.id)
-    assert link is not None
-    link.retry_at = None
-    session.add(link)
-    if hook is not None:
-        hook(session, planned, task)
-    return planned
 
 
 def run_extra(session: Session, run_id: str) -> dict[str, Any]:

@@ -173,13 +173,22 @@ def release_held(session: Session, task: Task, hook: RunReadyHook | None) -> Run
     others = [r for r in active_runs(session, task.id or 0) if r.id != held.id]
     if any(not _is_held(session, r) for r in others):
         return None
-    link = session.get(RunLink, held.id)
+    return start_linked(session, held, task, hook, held=False)
+
+
+def start_linked(
+    session: Session, run: Run, task: Task, hook: RunReadyHook | None, **link_fields: Any
+) -> Run:
+    """Start a run that waited in its link (held in the overlap queue, or a retry planned
+    for later): the link's fields set as given, then the run handed on (`hook`)."""
+    link = session.get(RunLink, run.id)
     assert link is not None
-    link.held = False
+    for name, value in link_fields.items():
+        setattr(link, name, value)
     session.add(link)
     if hook is not None:
-        hook(session, held, task)
-    return held
+        hook(session, run, task)
+    return run
 
 
 def _is_held(session: Session, run: Run) -> bool:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dialects import DIALECTS, upgraded_engine
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -26,19 +27,9 @@ def session(engine: Engine) -> Iterator[Session]:
         yield session
 
 
-DIALECTS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.external_service),
-]
-
-
 @pytest.fixture(params=DIALECTS)
 def any_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """An upgraded database of each dialect."""
-    if request.param == "sqlite":
-        made = make_engine(f"sqlite:///{tmp_path}/race.db")
-    else:
-        made = make_engine(request.getfixturevalue("postgres_database_url"))
-    upgrade(made)
+    made = upgraded_engine(request, tmp_path, "race")
     yield made
     made.dispose()

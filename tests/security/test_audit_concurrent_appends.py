@@ -15,30 +15,23 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from dialects import DIALECTS, upgraded_engine
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from tme.controller.services import audit
 from tme.controller.services.audit import verify_chain
-from tme.controller.store.db import make_engine, session_scope, upgrade
+from tme.controller.store.db import session_scope
 
 THREADS = 8  # half through the group commit, half in transactions of their own
 ROWS_EACH = 15
-DIALECTS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.external_service),
-]
 
 
 @pytest.fixture(params=DIALECTS)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """An upgraded database of each dialect with an empty audit log."""
-    if request.param == "sqlite":
-        made = make_engine(f"sqlite:///{tmp_path}/audit.db")
-    else:
-        made = make_engine(request.getfixturevalue("postgres_database_url"))
-    upgrade(made)
+    made = upgraded_engine(request, tmp_path, "audit")
     with made.begin() as connection:
         connection.execute(text("DELETE FROM audit_log"))
         connection.execute(text("DELETE FROM audit_head"))

@@ -12,15 +12,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from dialects import DIALECTS
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from tme.controller.store.db import make_engine, upgrade
 
-DIALECTS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.external_service),
-]
 TABLES = (
     "run_logs",
     "run_events",
