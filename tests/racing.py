@@ -9,6 +9,8 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from waiting import wait_until
 
 from tme.controller.store.sqlite_gate import gate_of
 
@@ -39,3 +41,25 @@ def read_or_locking(
     event.listen(engine, "before_cursor_execute", before)
     event.listen(engine, "after_cursor_execute", after)
     return lambda: reached.is_set() or bool(gate and gate.waiting)
+
+
+def race(
+    engine: Engine,
+    first: Callable[[Session], Any],
+    second: Callable[[], Any],
+    read: str,
+    what: str,
+) -> None:
+    """`first` writes in a transaction left open; `second` then runs on a thread of its
+    own until it has read `read` or waits for a lock (read_or_locking); only then does
+    the first commit. Returns once the second has finished."""
+    other = threading.Thread(target=second)
+    reached = read_or_locking(engine, other, read)
+    with Session(engine, expire_on_commit=False) as session:
+        first(session)
+        session.flush()  # its writes are in, not committed: its transaction goes on
+        other.start()
+        wait_until(reached, timeout=10, what=what)
+        session.commit()
+    other.join(timeout=10)
+    assert not other.is_alive()

@@ -4,12 +4,9 @@ first to commit and then counts its run."""
 
 from __future__ import annotations
 
-import threading
-
-from racing import read_or_locking
+from racing import race
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
-from waiting import wait_until
 
 from tme.controller.services.launch import launch_run
 from tme.controller.services.tasks import create_task
@@ -26,24 +23,22 @@ def test_trigger_and_schedule_at_once_start_one_run(any_engine: Engine) -> None:
         )
     task_id = task.id or 0
 
+    def launch(session: Session, cause: str) -> None:
+        own = session.get(Task, task_id)
+        assert own is not None
+        launch_run(session, own, cause=cause, reason=f"{cause} fired", hook=None)
+
     def schedule_fires() -> None:
         with session_scope(any_engine) as session:
-            own = session.get(Task, task_id)
-            assert own is not None
-            launch_run(session, own, cause="schedule", reason="schedule slot", hook=None)
+            launch(session, "schedule")
 
-    second = threading.Thread(target=schedule_fires)
-    reached = read_or_locking(any_engine, second, "FROM runs")
-    with Session(any_engine, expire_on_commit=False) as first:
-        own = first.get(Task, task_id)
-        assert own is not None
-        launch_run(first, own, cause="trigger", reason="trigger batch-done", hook=None)
-        first.flush()  # its writes are in, not committed: the trigger's transaction goes on
-        second.start()
-        wait_until(reached, timeout=10, what="the schedule's launch to count or lock")
-        first.commit()
-    second.join(timeout=10)
-    assert not second.is_alive()
+    race(
+        any_engine,
+        lambda first: launch(first, "trigger"),
+        schedule_fires,
+        "FROM runs",
+        "the schedule's launch to count or lock",
+    )
     with Session(any_engine) as session:
         runs = session.exec(
             select(Run).where(Run.task_id == task_id).order_by(col(Run.created_at))

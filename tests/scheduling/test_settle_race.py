@@ -4,12 +4,9 @@ the first and finds the step settled."""
 
 from __future__ import annotations
 
-import threading
-
-from racing import read_or_locking
+from racing import race
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from waiting import wait_until
 
 from tme.controller.services.launch import launch_run
 from tme.controller.services.runs import transition
@@ -29,24 +26,19 @@ def test_a_step_settled_twice_at_once_is_retried_once(any_engine: Engine) -> Non
         transition(session, run, RunState.failed, reason="reported fail")
     run_id = run.id
 
+    def settle(session: Session) -> bool:
+        own = session.get(Run, run_id)
+        assert own is not None
+        return settle_run(session, own, None)
+
     def settle_elsewhere() -> None:
         with session_scope(any_engine) as session:
-            own = session.get(Run, run_id)
-            assert own is not None
-            settle_run(session, own, None)
+            settle(session)
 
-    other = threading.Thread(target=settle_elsewhere)
-    reached = read_or_locking(any_engine, other, "FROM run_links")
-    with Session(any_engine, expire_on_commit=False) as first:
-        own = first.get(Run, run_id)
-        assert own is not None
-        assert settle_run(first, own, None)
-        first.flush()  # the retry is written, not committed yet
-        other.start()
-        wait_until(reached, timeout=10, what="the other pass to read the step or wait")
-        first.commit()
-    other.join(timeout=10)
-    assert not other.is_alive()
+    def settle_first(session: Session) -> None:
+        assert settle(session)  # the retry is written, not committed yet
+
+    race(any_engine, settle_first, settle_elsewhere, "FROM run_links", "the other pass to read")
     with Session(any_engine) as session:
         runs = session.exec(select(Run).where(Run.task_id == batch.id)).all()
     assert len(runs) == 2, [(r.state, r.reason) for r in runs]  # the failed run, one retry
