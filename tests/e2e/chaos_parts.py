@@ -1,13 +1,14 @@
 """The parts of the fault-injection tests, each one a test can break on its own.
 
-    controller (in this process, its own RabbitMQ connections)  --RabbitMQ-->
+    controller (in this process or a child one, its own RabbitMQ connections)  --RabbitMQ-->
     gateway (child process)  --private Mosquitto (child process)-->
     agent (child process, `python -m tme.agents`)  --Modbus TCP-->  plant (this process)
 
 The gateway and the agent are processes so that a test can SIGKILL them; Mosquitto is
 the test's own on a free port, so that a test can stop it without touching the shared
 one. The RabbitMQ connections are named `<site>-ctl:...` and `<site>-gw:...`, so that
-a test closes its own connections and no one else's.
+a test closes its own connections and no one else's. A test on PostgreSQL has a
+database of its own (PgDatabase), whose connections it may end.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ import socket
 import subprocess
 import sys
 import threading
-from contextlib import ExitStack, suppress
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import pytest
+from chaos_roles import controller_settings, open_controller_bus
 from waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -218,7 +222,8 @@ def agent_child(
 
 class Controller:
     """The controller app (API, dispatcher, event consumer) in this process, on a bus
-    opened here so that its connections carry the test's name."""
+    opened here so that its connections carry the test's name. On PostgreSQL,
+    `database_url` may lead through a relay a test cuts (see PgDatabase)."""
 
     def __init__(self, site: str, bus_url: str, database_url: str, connection_name: str) -> None:
         self.site, self.bus_url = site, bus_url
@@ -234,33 +239,16 @@ class Controller:
     def start(self) -> None:
         import uvicorn
 
-        from tme.bus import open_bus
-        from tme.config import Settings
         from tme.controller.app import create_app
         from tme.controller.services.bootstrap import create_admin
         from tme.controller.store.db import make_engine, upgrade
 
-        settings = Settings.model_validate(
-            {
-                "database": {"url": self.database_url},
-                "broker": {
-                    "url": self.bus_url,
-                    "events_queue": self.events_queue,
-                    "events_binding": f"{self.site}.#",
-                },
-            }
-        )
+        settings = controller_settings(self.site, self.bus_url, self.database_url)
         self.engine = make_engine(settings.database.url)
         upgrade(self.engine)
         self._exit.callback(self.engine.dispose)
         self.token = create_admin(self.engine).token
-        bus = open_bus(
-            self.bus_url,
-            connection_name=self.connection_name,
-            confirm_timeout_s=10,
-            reconnect_min_s=0.1,
-            reconnect_max_s=1.0,
-        )
+        bus = open_controller_bus(self.bus_url, self.connection_name)
         bus.start()
         self._exit.callback(bus.stop)
         app = create_app(settings, engine=self.engine, bus=bus)
@@ -280,3 +268,126 @@ class Controller:
 
     def stop(self) -> None:
         self._exit.close()
+
+
+class ControllerProcess:
+    """The controller as a child process (chaos_roles.py controller), which a test may
+    SIGKILL and start again on the same database; its RabbitMQ connections are named
+    `<site>-ctl`. The database is upgraded and its admin made here, once; `engine`
+    reads it from this process."""
+
+    def __init__(self, site: str, bus_url: str, database_url: str, log: Path) -> None:
+        port = free_port()
+        self.url, self.token, self.database_url = f"http://127.0.0.1:{port}", "", database_url
+        self.engine: Any = None
+        argv = [sys.executable, str(ROLES), "controller", site, bus_url, database_url, str(port)]
+        self.child = Child("controller", argv, log, ready="ready")
+
+    def start(self) -> None:
+        from tme.controller.services.bootstrap import create_admin
+        from tme.controller.store.db import make_engine, upgrade
+
+        if self.engine is None:
+            self.engine = make_engine(self.database_url)
+            upgrade(self.engine)
+            self.token = create_admin(self.engine).token
+        self.child.start()
+
+    def kill(self) -> None:
+        self.child.kill()
+
+    def stop(self) -> None:
+        self.child.close()
+        if self.engine is not None:
+            self.engine.dispose()
+
+
+class PgDatabase:
+    """A PostgreSQL database of the test's own (created, dropped after with its
+    connections), and the faults a test injects into it."""
+
+    ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+    def __init__(self) -> None:
+        self.name = f"tme_chaos_{uuid.uuid4().hex[:12]}"
+        self.port = 5432
+
+    def url(self, port: int | None = None) -> str:
+        """The database's URL, directly or (`port`) through a relay on this host."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{port or self.port}/{self.name}"
+
+    def create(self) -> None:
+        self._admin(f'CREATE DATABASE "{self.name}"')
+
+    def drop(self) -> None:
+        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+    def terminate_backends(self) -> int:
+        """End every connection to this database but the asking one (as a failover or
+        an administrator does); how many were ended."""
+        import psycopg
+
+        with psycopg.connect(self.url().replace("+psycopg", ""), autocommit=True) as conn:
+            ended = conn.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
+                " FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (self.name,),
+            ).fetchone()
+        return int(ended[0]) if ended else 0
+
+    def _admin(self, statement: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.ADMIN, autocommit=True) as conn:
+            conn.execute(statement)  # type: ignore[arg-type]
+
+
+def queue_depths(queue: str) -> dict[str, int]:
+    """Messages of `queue` waiting (`ready`) and delivered but not acked (`unacked`)."""
+    require_rabbitmqctl()
+    lines = rabbitmqctl(
+        "list_queues", "--no-table-headers", "name", "messages_ready", "messages_unacknowledged"
+    )
+    for line in lines.splitlines():
+        found, ready, unacked = line.split("\t")
+        if found == queue:
+            return {"ready": int(ready), "unacked": int(unacked)}
+    raise AssertionError(f"no queue {queue!r} on the broker")
+
+
+class DeadLetterTap:
+    """A queue of the test's own on the dead-letter exchange, bound to the site's
+    routing keys (dead letters keep theirs): what of the site's commands and events
+    was dead-lettered while it was open. Deleted on exit."""
+
+    def __init__(self, bus_url: str, site: str) -> None:
+        self.bus_url, self.site = bus_url, site
+        self.queue = f"tme.test.dead.{site}"
+
+    def __enter__(self) -> DeadLetterTap:
+        from tme.protocol import DEAD_LETTER_EXCHANGE, site_routing_key
+
+        with self._channel() as channel:
+            channel.exchange_declare(DEAD_LETTER_EXCHANGE, "topic", durable=True)
+            channel.queue_declare(self.queue, durable=True)
+            for key in (f"{self.site}.#", site_routing_key(self.site)):
+                channel.queue_bind(self.queue, DEAD_LETTER_EXCHANGE, key)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._channel() as channel:
+            channel.queue_delete(self.queue)
+
+    def count(self) -> int:
+        with self._channel() as channel:
+            return int(channel.queue_declare(self.queue, passive=True).method.message_count)
+
+    @contextmanager
+    def _channel(self) -> Iterator[Any]:
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(self.bus_url))
+        try:
+            yield connection.channel()
+        finally:
+            connection.close()

@@ -2,236 +2,32 @@
 
 The promise under test (docs: DESIGN.md, "The path of a task"): every hop is
 at-least-once; execution on a machine is at-most-once per command id; restarts of
-RabbitMQ, the MQTT broker or the gateway lose no command.
-
-Each test sends LOAD tasks through the REST API, each writing its own value to the
-pump's speed setpoint (with read-back), breaks one part while they flow, mends it, and
-then checks, reading the simulated machine directly (never through TME), that every
-run reached a final state, that each succeeded run went to `succeeded` exactly once,
-and that no value (no command id) was written to the machine more than once.
+RabbitMQ, the MQTT broker or the gateway lose no command. The load and the checks are
+chaos_load's; test_controller_faults_mid_load.py breaks the controller's side.
 """
 
 from __future__ import annotations
 
-import json
 import signal
-import sqlite3
-import threading
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from chaos_parts import (
-    Child,
-    Controller,
-    Mosquitto,
-    agent_child,
-    connection_pids,
-    gateway_child,
-    rabbitmqctl,
-    require_rabbitmqctl,
-)
-from sqlalchemy import bindparam, text
+from chaos_load import PUMP_UNIT, SPEED_SETPOINT, Site, assert_each_succeeded_once, running_site
+from chaos_parts import Controller, connection_pids, rabbitmqctl, require_rabbitmqctl
 from waiting import wait_until
 
-import tme
-
 pytestmark = pytest.mark.external_service
-
-LOAD = 200  # write tasks per test
-RATE = 25.0  # tasks created per second: the load lasts ~8 s, faults land in its middle
-FIRST_VALUE = 1000  # task i writes FIRST_VALUE + i rpm (inside the pump's 0..3000 envelope)
-PUMP_UNIT, SPEED_SETPOINT = 1, 0  # configs/profiles/pump.yaml
-AGENT = "a1"
-SETTLE_TIMEOUT_S = 40.0
-FINAL = {"succeeded", "failed", "timed_out", "canceled", "skipped", "rejected", "expired", "lost"}
-
-
-@dataclass
-class Site:
-    """One site's whole path, each part breakable on its own."""
-
-    name: str
-    controller: Controller
-    mosquitto: Mosquitto
-    gateway: Child
-    agent: Child
-    plant: object
-    journal: Path
-    task_ids: list[int] = field(default_factory=list)
-
-    # --- reading the state, never through TME for the machine ---------------------
-
-    def writes(self) -> Counter[int]:
-        """How often each value reached the pump's setpoint register."""
-        counts: Counter[int] = Counter()
-        for values in self.plant.writes_to(PUMP_UNIT, SPEED_SETPOINT):  # type: ignore[attr-defined]
-            counts[values[0]] += 1
-        return counts
-
-    def count_runs(self, *states: str) -> int:
-        query = text("SELECT count(*) FROM runs WHERE state IN :states").bindparams(
-            bindparam("states", expanding=True)
-        )
-        with self.controller.engine.connect() as db:
-            return int(db.execute(query, {"states": list(states)}).scalar() or 0)
-
-    def runs(self) -> dict[int, tuple[str, str, str, int]]:
-        """Per value written: (run id, state, reason, transitions to `succeeded`)."""
-        with self.controller.engine.connect() as db:
-            rows = db.execute(
-                text(
-                    "SELECT t.params, r.id, r.state, r.reason,"
-                    " (SELECT count(*) FROM run_events e"
-                    "  WHERE e.run_id = r.id AND e.to_state = 'succeeded')"
-                    " FROM runs r JOIN tasks t ON t.id = r.task_id"
-                )
-            ).all()
-        return {
-            int((json.loads(p) if isinstance(p, str) else p)["value"]): (rid, st, reason, n)
-            for p, rid, st, reason, n in rows
-        }
-
-    def journal_sent(self) -> int:
-        """Commands the gateway sent that no agent answered yet (read from its journal)."""
-        with sqlite3.connect(f"file:{self.journal}?mode=ro", uri=True, timeout=5) as db:
-            return int(
-                db.execute("SELECT count(*) FROM journal WHERE state = 'sent'").fetchone()[0]
-            )
-
-    def stall_agent_until_commands_wait(self, at_least: int = 10) -> None:
-        """Freeze the agent until `at_least` commands sent by the gateway wait unanswered,
-        so that the next fault finds them in flight (and the agent answered them later)."""
-        self.agent.pause()
-        wait_until(
-            lambda: self.journal_sent() >= at_least,
-            timeout=20,
-            what=f"{at_least} commands sent to the stalled agent",
-        )
-
-    def wait_for_more(self, state: str, more: int = 10) -> None:
-        """Wait until `more` runs more than now are in `state` (the load goes on)."""
-        now = self.count_runs(state)
-        wait_until(
-            lambda: self.count_runs(state) >= now + more,
-            timeout=20,
-            what=f"{more} more runs {state}",
-        )
-
-    # --- the load ------------------------------------------------------------------
-
-    def start_load(self) -> threading.Thread:
-        """Create LOAD write tasks at RATE per second, in a thread of its own."""
-        pace = threading.Event()  # never set: its wait is the pacing of an open-loop load
-
-        def create_all() -> None:
-            with tme.Client(self.controller.url, self.controller.token, timeout=30) as client:
-                for i in range(LOAD):
-                    task = client.tasks.create(
-                        name=f"chaos {i}",
-                        op="modbus.write",
-                        target={"site": self.name, "agent": AGENT, "device": "pump1"},
-                        params={
-                            "point": "speed_setpoint",
-                            "value": FIRST_VALUE + i,
-                            "verify": True,
-                        },
-                        timeout_s=20,
-                    )
-                    self.task_ids.append(task.id)
-                    pace.wait(1.0 / RATE)
-
-        thread = threading.Thread(target=create_all, name="chaos-load", daemon=True)
-        thread.start()
-        return thread
-
-    def wait_for_writes(self, at_least: int) -> None:
-        wait_until(
-            lambda: sum(self.writes().values()) >= at_least,
-            timeout=30,
-            what=f"{at_least} writes at the plant",
-        )
-
-    def settle(self, load: threading.Thread) -> dict[int, tuple[str, str, str, int]]:
-        """Wait until every task was created and every run is final; the runs by value."""
-        load.join(60)
-        assert not load.is_alive(), "creating the tasks took over a minute"
-        assert len(self.task_ids) == LOAD
-        wait_until(
-            lambda: self.count_runs(*FINAL) == LOAD,
-            timeout=SETTLE_TIMEOUT_S,
-            what=f"all {LOAD} runs final (not final: {self._not_final()})",
-        )
-        return self.runs()
-
-    def _not_final(self) -> Counter[str]:
-        return Counter(state for _, state, _, _ in self.runs().values() if state not in FINAL)
-
-
-def assert_each_succeeded_once(
-    site: Site,
-    runs: dict[int, tuple[str, str, str, int]],
-    except_values: frozenset[int] = frozenset(),
-) -> None:
-    """Every run succeeded, went to `succeeded` exactly once, and its value reached the
-    machine exactly once; no value of no task was ever written."""
-    writes = site.writes()
-    assert set(runs) == {FIRST_VALUE + i for i in range(LOAD)}
-    twice = {value: n for value, n in writes.items() if n > 1}
-    assert not twice, f"written more than once (command run twice): {twice}"
-    assert set(writes) <= set(runs), f"values no task wrote: {set(writes) - set(runs)}"
-    for value, (run_id, state, reason, succeeded) in runs.items():
-        if value in except_values:
-            continue
-        assert (state, succeeded) == ("succeeded", 1), (value, run_id, state, reason, succeeded)
-        assert writes[value] == 1, (value, run_id, "never reached the machine")
 
 
 @pytest.fixture
 def site(tmp_path: Path, rabbitmq_url: str) -> Iterator[Site]:
-    from tme.simulators.modbus_plant import PlantSimulator
-
     name = f"chaos-{uuid.uuid4().hex[:8]}"
-    with ExitStack() as parts:
-        parts.callback(delete_queues, rabbitmq_url, name)
-        plant = parts.enter_context(PlantSimulator.run_in_thread(tick_s=None))
-        controller = Controller(name, rabbitmq_url, f"sqlite:///{tmp_path}/tme.db", f"{name}-ctl")
-        parts.callback(controller.stop)
-        controller.start()
-        mosquitto = Mosquitto(tmp_path / "mosquitto")
-        parts.callback(mosquitto.close)
-        mosquitto.start()
-        gateway = gateway_child(
-            name, rabbitmq_url, mosquitto.url, tmp_path / "gateway", tmp_path / "gateway.log"
-        )
-        parts.callback(gateway.close)
-        gateway.start()
-        agent = agent_child(
-            name, AGENT, mosquitto.url, plant.port, tmp_path / "agent", tmp_path / "agent.log"
-        )
-        parts.callback(agent.close)
-        agent.start()
-        journal = tmp_path / "gateway" / "journal.sqlite3"
-        yield Site(name, controller, mosquitto, gateway, agent, plant, journal)
-
-
-def delete_queues(bus_url: str, site: str) -> None:
-    """The site's queue and its controller's events queue, off the shared broker."""
-    from tme.bus import open_bus
-    from tme.protocol import site_queue
-
-    bus = open_bus(bus_url)
-    bus.start()
-    try:
-        bus.delete_queue(site_queue(site))
-        bus.delete_queue(f"tme.controller.events.{site}")
-    finally:
-        bus.stop()
+    controller = Controller(name, rabbitmq_url, f"sqlite:///{tmp_path}/tme.db", f"{name}-ctl")
+    with running_site(tmp_path, rabbitmq_url, name, controller) as site:
+        yield site
 
 
 def test_rabbitmq_drops_the_controller_and_gateway_connections_mid_load(site: Site) -> None:

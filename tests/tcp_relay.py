@@ -1,5 +1,8 @@
 """A TCP relay for outage tests: nothing listens on its port until `open`, so connecting
-is refused (a broker that is down); once open it forwards every connection to `target`."""
+is refused (a broker or database that is down); once open it forwards every connection
+to `target`. `pause` stalls every connection (bytes wait, nothing is closed: a link
+that hangs); `close` cuts every connection; a new relay on the same `port` brings the
+server back at the same address."""
 
 from __future__ import annotations
 
@@ -16,11 +19,12 @@ def _free_port() -> int:
 
 
 class TcpRelay:
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], port: int | None = None) -> None:
         self.target = target
-        self.port = _free_port()
+        self.port = port or _free_port()
         self._selector = selectors.DefaultSelector()
         self._stop = threading.Event()
+        self._paused = threading.Event()
         self._thread = threading.Thread(target=self._run, name="test-tcp-relay", daemon=True)
 
     def open(self) -> None:
@@ -30,6 +34,13 @@ class TcpRelay:
         listener.listen()
         self._selector.register(listener, selectors.EVENT_READ, None)
         self._thread.start()
+
+    def pause(self) -> None:
+        """Forward nothing more, either way, until `resume`; connections stay open."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     def close(self) -> None:
         self._stop.set()
@@ -41,6 +52,9 @@ class TcpRelay:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self._paused.is_set():
+                self._stop.wait(0.05)  # paused: poll for resume or stop
+                continue
             for key, _events in self._selector.select(timeout=0.05):
                 sock: socket.socket = key.fileobj  # type: ignore[assignment]
                 if key.data is None:
