@@ -114,17 +114,22 @@ class Dispatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            passed = False
             try:
                 published = self.publish_pending()
                 if self._confirmed and self._record_due_in() <= 0:
                     self.record_confirmed()
+                passed = True
             except Exception:  # the loop must survive anything; the next pass retries
                 log.exception("dispatch pass failed")
                 published = 0
             if published >= BATCH:
                 continue
-            pause = RETRY_PAUSE_S if self._failing else IDLE_POLL_S
-            if self._confirmed:
+            pause = RETRY_PAUSE_S if self._failing or not passed else IDLE_POLL_S
+            if self._confirmed and passed:
+                # Recording is due soon. Not after a failed pass: held confirms whose
+                # recording failed (the database is down) are overdue, and a pause of
+                # 0 retried hundreds of times a second through the whole outage.
                 pause = max(0.0, min(pause, self._record_due_in()))
             self.wake.wait(pause)
             self.wake.clear()

@@ -6,6 +6,7 @@ consumer applies events once, dead-letters what it cannot read and keeps going.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -337,3 +338,27 @@ def _consumed_after_publishing(
         consumer.stop()
         tap_consumer.stop()
         bus.delete_queue(tap)
+
+
+def test_a_dispatcher_holding_confirms_pauses_between_tries_while_the_database_is_down(
+    app_engine, bus, site, monkeypatch
+):
+    """Recording confirms it holds fails while the database is unreachable: the next try
+    waits RETRY_PAUSE_S. (It was due at once, again and again: hundreds of passes a
+    second, a traceback each, all through the outage, starving the controller.)"""
+    run_ids = _queue_tasks(app_engine, site, 2)
+    tries: list[float] = []
+
+    def down(_self: Any, _failed: Any) -> None:
+        tries.append(time.monotonic())
+        raise OperationalError("UPDATE outbox", {}, ConnectionError("server closed the connection"))
+
+    with _commands_of(bus, site) as collector, _dispatching(app_engine, bus):
+        monkeypatch.setattr(Dispatcher, "_record", down)
+        collector.wait_for(2)
+        wait_until(lambda: tries, what="a try to record the confirms")
+        # Watch it for a second of the outage: a pass or two, not hundreds.
+        wait_until(lambda: time.monotonic() - tries[0] >= 1.0, timeout=5)
+        assert len(tries) <= 2, f"{len(tries)} tries in a second"
+        monkeypatch.undo()  # the database is back
+        wait_until(lambda: _states(app_engine, run_ids) == {"dispatched"}, timeout=10)
