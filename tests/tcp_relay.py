@@ -73,6 +73,11 @@ class TcpRelay:
         self._selector.register(upstream, selectors.EVENT_READ, client)
 
     def _forward(self, sock: socket.socket, peer: socket.socket) -> None:
+        if sock.fileno() < 0:
+            # Its peer, ready in the same round, ended the pair already. (Unregistering
+            # it again raised and ended the relay's thread: every connection through it
+            # hung, new ones too, accepted by the kernel and never answered.)
+            return
         try:
             data = sock.recv(65536)
             if data:

@@ -189,6 +189,13 @@ class Child:
         self.log.close()
 
 
+def _stopped_within(thread: threading.Thread, timeout: float) -> None:
+    """Fail when the controller's shutdown hangs: its threads would go on after the test,
+    on a database and a broker the test is deleting."""
+    thread.join(timeout)
+    assert not thread.is_alive(), f"the controller did not stop within {timeout} s"
+
+
 def _read_line(stream: Any, timeout: float) -> str:
     got: list[str] = []
     reader = threading.Thread(target=lambda: got.append(stream.readline()), daemon=True)
@@ -260,7 +267,7 @@ class Controller:
             target=server.run, kwargs={"sockets": [sock]}, name="chaos-http", daemon=True
         )
         thread.start()
-        self._exit.callback(thread.join, 30)
+        self._exit.callback(_stopped_within, thread, 30)
         self._exit.callback(setattr, server, "should_exit", True)
         wait_until(lambda: server.started or not thread.is_alive(), timeout=START_TIMEOUT_S)
         assert server.started, "the controller did not start"
