@@ -28,6 +28,11 @@ T = TypeVar("T")
 NOTES = "tme.new"  # session.info key of `remember_new`
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# A server database that takes the connection and never answers (hung, or a proxy in
+# front of a lost one) is given up on after this long: the API answers 503 and the
+# event consumer holds its events, instead of every thread waiting for ever (a stop
+# too). A URL's own `?connect_timeout=` wins.
+CONNECT_TIMEOUT_S = 10
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
@@ -48,6 +53,8 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg"))
     kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     return create_engine(url, **kwargs)
 
 
