@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from chaos_roles import controller_settings, open_controller_bus
+from rabbitmq_admin import rabbitmqctl, require_rabbitmqctl
 from waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,32 +49,6 @@ def listening(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def rabbitmqctl(*args: str) -> str:
-    result = subprocess.run(
-        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=True
-    )
-    return result.stdout
-
-
-def require_rabbitmqctl() -> None:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not installed here")
-    try:
-        rabbitmqctl("list_connections", "pid")
-    except (subprocess.SubprocessError, OSError) as exc:
-        pytest.skip(f"rabbitmqctl cannot reach the broker: {exc}")
-
-
-def connection_pids(prefix: str) -> set[str]:
-    """Broker-side pids of the connections whose connection_name starts with `prefix`."""
-    lines = rabbitmqctl("list_connections", "--no-table-headers", "pid", "client_properties")
-    return {
-        line.split("\t", 1)[0]
-        for line in lines.splitlines()
-        if f'{{"connection_name","{prefix}' in line
-    }
 
 
 class Mosquitto:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from chaos_load import PUMP_UNIT, SPEED_SETPOINT, Site, assert_each_succeeded_once, running_site
-from chaos_parts import Controller, connection_pids, rabbitmqctl, require_rabbitmqctl
+from chaos_parts import Controller
+from rabbitmq_admin import connection_pids, rabbitmqctl, require_rabbitmqctl
 from waiting import wait_until
 
 pytestmark = pytest.mark.external_service

@@ -5,8 +5,6 @@ broker, an error in a callback."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import threading
 import uuid
 from collections.abc import Callable
@@ -14,6 +12,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from bus_recorder import Recorder
+from rabbitmq_admin import connection_pids, require_rabbitmqctl
+from rabbitmq_admin import rabbitmqctl as rabbitmq_ctl
 from tcp_relay import TcpRelay
 from waiting import wait_until
 
@@ -27,23 +27,6 @@ from tme.protocol import DISPATCH_EXCHANGE, site_queue, site_routing_key
 pytestmark = pytest.mark.external_service
 
 
-def _rabbitmqctl(*args: str) -> str:
-    result = subprocess.run(
-        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=True
-    )
-    return result.stdout
-
-
-def _connection_pids(name: str) -> set[str]:
-    """Broker-side pids of the connections whose connection_name starts with `name`."""
-    lines = _rabbitmqctl("list_connections", "--no-table-headers", "pid", "client_properties")
-    return {
-        line.split("\t", 1)[0]
-        for line in lines.splitlines()
-        if f'{{"connection_name","{name}' in line
-    }
-
-
 @pytest.fixture
 def bus_url(rabbitmq_url: str) -> str:
     """Only RabbitMQ has connections to drop (overrides the contract suite's transports)."""
@@ -52,12 +35,7 @@ def bus_url(rabbitmq_url: str) -> str:
 
 @pytest.fixture
 def rabbitmqctl(rabbitmq_url: str) -> None:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not installed here")
-    try:
-        _rabbitmqctl("list_connections", "pid")
-    except (subprocess.SubprocessError, OSError) as exc:
-        pytest.skip(f"rabbitmqctl cannot reach the broker: {exc}")
+    require_rabbitmqctl()
 
 
 def test_publisher_and_consumer_recover_and_keep_every_confirmed_message(
@@ -85,15 +63,15 @@ def test_publisher_and_consumer_recover_and_keep_every_confirmed_message(
     publisher.start()
     try:
         got.wait_for(lambda ds: len(ds) >= 500, timeout=20)
-        before = _connection_pids(name)
+        before = connection_pids(name)
         assert len(before) == 2, f"expected publisher and consumer connections, got {before}"
         for pid in before:
-            _rabbitmqctl("close_connection", pid, "TME reconnect test")
+            rabbitmq_ctl("close_connection", pid, "TME reconnect test")
         after_close = len(confirmed)
 
         # Both links come back on new connections and traffic flows again.
         got.wait_for(lambda ds: len(confirmed) >= after_close + 500, timeout=30)
-        reopened = _connection_pids(name)
+        reopened = connection_pids(name)
         assert len(reopened) == 2 and not reopened & before
     finally:
         stop.set()
@@ -178,7 +156,7 @@ def test_a_connection_abandoned_after_a_callback_error_is_closed(
         message = [(site_routing_key(site), b"{}", "second")]
         assert publisher.publish_many(DISPATCH_EXCHANGE, message) == [None]
         wait_until(lambda: publisher.link.failures == 0, what="the new channel healthy")
-        wait_until(lambda: len(_connection_pids(name)) == 1, timeout=15, what="one connection")
+        wait_until(lambda: len(connection_pids(name)) == 1, timeout=15, what="one connection")
         assert publisher.link.connects == 2  # no reconnect when the old one closed
     finally:
         publisher.stop()

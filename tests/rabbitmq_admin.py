@@ -1,0 +1,35 @@
+"""rabbitmqctl for tests that act on the broker's side: list and close connections."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+
+def rabbitmqctl(*args: str) -> str:
+    result = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=True
+    )
+    return result.stdout
+
+
+def require_rabbitmqctl() -> None:
+    """Skip the test where rabbitmqctl is missing or cannot reach the broker."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is not installed here")
+    try:
+        rabbitmqctl("list_connections", "pid")
+    except (subprocess.SubprocessError, OSError) as exc:
+        pytest.skip(f"rabbitmqctl cannot reach the broker: {exc}")
+
+
+def connection_pids(prefix: str) -> set[str]:
+    """Broker-side pids of the connections whose connection_name starts with `prefix`."""
+    lines = rabbitmqctl("list_connections", "--no-table-headers", "pid", "client_properties")
+    return {
+        line.split("\t", 1)[0]
+        for line in lines.splitlines()
+        if f'{{"connection_name","{prefix}' in line
+    }
