@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+from ports import listening
 from waiting import wait_until
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -28,18 +29,10 @@ RABBITMQ_URL = os.environ.get("TME_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1
 MQTT_URL = os.environ.get("TME_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 
 
-def _listening(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def require_service(name: str) -> None:
     """Skip (off CI) or fail (on CI) when a real server is not listening."""
     host, port = SERVICES[name]
-    if _listening(host, port):
+    if listening(port, host, timeout_s=0.5):
         return
     message = f"{name} is not listening on {host}:{port}"
     if IN_CI:

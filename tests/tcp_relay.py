@@ -10,18 +10,13 @@ import selectors
 import socket
 import threading
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from ports import free_port
 
 
 class TcpRelay:
     def __init__(self, target: tuple[str, int], port: int | None = None) -> None:
         self.target = target
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._selector = selectors.DefaultSelector()
         self._stop = threading.Event()
         self._paused = threading.Event()

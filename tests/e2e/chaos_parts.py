@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 from chaos_roles import controller_settings, open_controller_bus
+from ports import free_port, listening
 from rabbitmq_admin import rabbitmqctl, require_rabbitmqctl
 from waiting import wait_until
 
@@ -35,20 +36,6 @@ REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "configs" / "profiles"
 ROLES = Path(__file__).with_name("chaos_roles.py")
 START_TIMEOUT_S = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 class Mosquitto:

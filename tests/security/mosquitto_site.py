@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import queue
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from ports import free_port, listening
 from typer.testing import CliRunner
 from waiting import wait_until
 
@@ -36,20 +36,6 @@ class SiteBroker:
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def site_files(out: Path, site: str, *options: str) -> dict[str, str]:
@@ -77,7 +63,7 @@ def running_mosquitto(conf: Path, port: int) -> Iterator[None]:
         [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
-        wait_until(lambda: _listening(port) or broker.poll() is not None, what="mosquitto")
+        wait_until(lambda: listening(port) or broker.poll() is not None, what="mosquitto")
         if broker.poll() is not None:
             pytest.fail(
                 f"mosquitto exited: {broker.stderr.read().decode() if broker.stderr else ''}"
