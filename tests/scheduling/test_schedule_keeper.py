@@ -19,6 +19,7 @@ from tme.controller.scheduler_lease import Lease
 from tme.controller.services.policies import NOT_SCHEDULED, get_policy
 from tme.controller.services.tasks import create_task, delete_task, update_task
 from tme.controller.store.db import session_scope
+from tme.controller.store.models import Task
 from tme.schemas import TaskCreate, TaskUpdate
 
 
@@ -53,12 +54,18 @@ def test_unscheduled_tasks_cost_no_job_store_lookup(engine: Engine, keeper) -> N
     assert _job_store_statements(engine, keeper) == []
 
 
-def test_a_removed_schedule_drops_its_job(engine: Engine, keeper) -> None:
+def _ticking_with_its_job(engine: Engine, keeper: ScheduleKeeper, every_s: float) -> Task:
+    """A task firing every `every_s`, its job in the keeper's scheduler."""
     assert keeper.scheduler is not None
     with session_scope(engine) as session:
-        task, _ = create_task(session, TaskCreate(name="tick", schedule={"every_s": 60}))
+        task, _ = create_task(session, TaskCreate(name="tick", schedule={"every_s": every_s}))
     keeper.sync_changes()
     assert keeper.scheduler.get_job(job_id(task.id or 0)) is not None
+    return task
+
+
+def test_a_removed_schedule_drops_its_job(engine: Engine, keeper) -> None:
+    task = _ticking_with_its_job(engine, keeper, 60)
     with session_scope(engine) as session:
         update_task(session, task.id or 0, TaskUpdate(schedule=None))
     keeper.sync_changes()
@@ -148,11 +155,7 @@ def test_a_schedule_that_cannot_be_built_stops_no_other(engine: Engine) -> None:
 def test_a_deleted_tasks_job_is_dropped_at_its_next_fire(engine: Engine, keeper) -> None:
     # The keeper follows schedule changes; a deleted task leaves none behind, so its
     # job stayed and fired (a database read each time) until the controller restarted.
-    assert keeper.scheduler is not None
-    with session_scope(engine) as session:
-        task, _ = create_task(session, TaskCreate(name="tick", schedule={"every_s": 1}))
-    keeper.sync_changes()
-    assert keeper.scheduler.get_job(job_id(task.id or 0)) is not None
+    task = _ticking_with_its_job(engine, keeper, 1)
     with session_scope(engine) as session:
         delete_task(session, task.id or 0)
     lease = Lease(engine, "this controller", 60)
