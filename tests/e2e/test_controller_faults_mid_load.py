@@ -58,17 +58,24 @@ def dead_letters(rabbitmq_url: str, name: str) -> Iterator[DeadLetterTap]:
         yield tap
 
 
-def test_postgresql_ends_the_controllers_connections_mid_load(
-    tmp_path: Path,
-    rabbitmq_url: str,
-    database: PgDatabase,
-    name: str,
-    dead_letters: DeadLetterTap,
-) -> None:
+Parts = tuple[Path, str, PgDatabase, str, DeadLetterTap]
+
+
+@pytest.fixture
+def parts(
+    tmp_path: Path, rabbitmq_url: str, database: PgDatabase, name: str, dead_letters: DeadLetterTap
+) -> Parts:
+    """What each test here works with: its folder, the broker, its database, its site's
+    name and the tap of its dead letters."""
+    return tmp_path, rabbitmq_url, database, name, dead_letters
+
+
+def test_postgresql_ends_the_controllers_connections_mid_load(parts: Parts) -> None:
     """PostgreSQL terminates every backend of the controller (API, dispatcher, event
     consumer, scheduler) twice while tasks flow, as a failover or an administrator
     does. Guarantee: every run succeeds exactly once, each command writes to the
     machine once, nothing is dead-lettered, and the controller serves REST after."""
+    tmp_path, rabbitmq_url, database, name, dead_letters = parts
     controller = Controller(name, rabbitmq_url, database.url(), f"{name}-ctl")
     with running_site(tmp_path, rabbitmq_url, name, controller) as site:
         load = site.start_load(ride_out_outages=True)
@@ -82,19 +89,14 @@ def test_postgresql_ends_the_controllers_connections_mid_load(
             assert client.tasks.create(name="after the faults", op="external").id
 
 
-def test_the_controller_is_killed_mid_load_and_restarted_on_its_database(
-    tmp_path: Path,
-    rabbitmq_url: str,
-    database: PgDatabase,
-    name: str,
-    dead_letters: DeadLetterTap,
-) -> None:
+def test_the_controller_is_killed_mid_load_and_restarted_on_its_database(parts: Parts) -> None:
     """SIGKILL of the controller process while RabbitMQ has not confirmed a batch of
     commands (its link to RabbitMQ hangs: they wait in the outbox, published or not)
     and answers to commands it sent wait for it, some delivered and unacked; a restart
     on the same database. Guarantee:
     every command never confirmed is published again, every event delivered again is
     applied once: each run succeeds exactly once and writes to the machine once."""
+    tmp_path, rabbitmq_url, database, name, dead_letters = parts
     relay = TcpRelay(RABBITMQ)
     relay.open()
     bus_url = rabbitmq_url.replace(f":{RABBITMQ[1]}/", f":{relay.port}/")
@@ -127,18 +129,13 @@ def test_the_controller_is_killed_mid_load_and_restarted_on_its_database(
         relay.close()
 
 
-def test_the_database_is_unreachable_for_a_while_mid_load(
-    tmp_path: Path,
-    rabbitmq_url: str,
-    database: PgDatabase,
-    name: str,
-    dead_letters: DeadLetterTap,
-) -> None:
+def test_the_database_is_unreachable_for_a_while_mid_load(parts: Parts) -> None:
     """The controller loses its database (every connection cut, new ones refused) for
     DB_OUTAGE_S while agents answer commands already sent. Guarantee: meanwhile REST
     answers 503 with Retry-After (never 500) and events are held, unacked (never
     dead-lettered); after, they are applied, every run succeeds exactly once and each
     command writes to the machine once, and REST works again."""
+    tmp_path, rabbitmq_url, database, name, dead_letters = parts
     relay = TcpRelay(POSTGRESQL)
     relay.open()
     controller = Controller(name, rabbitmq_url, database.url(relay.port), f"{name}-ctl")
