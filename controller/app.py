@@ -55,7 +55,10 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = app.state.engine is None
         if own_engine:
-            app.state.engine = make_engine(settings.database.url, echo=settings.database.echo)
+            database = settings.database
+            app.state.engine = make_engine(
+                database.url, echo=database.echo, pool_size=database.pool_size
+            )
         check_schema(app.state.engine)
         audit.use_key(app.state.engine, settings)
         moving = ControllerRuntime(settings, app.state.engine, bus) if runtime else None

@@ -39,7 +39,7 @@ class HttpSettings(Section):
 class DatabaseSettings(Section):
     url: str = Field(default="sqlite:///data/tme.db", validate_default=True)
     echo: bool = False
-    pool_size: Count = 5
+    pool_size: Count = 10
     # Days of finished runs and other history kept; the controller prunes older rows
     # hourly. 0 keeps everything.
     retention_days: int = Field(default=0, ge=0)

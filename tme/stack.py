@@ -163,7 +163,7 @@ class LocalStack:
                 "http": {"host": cfg.http_host, "port": cfg.http_port},
             }
         )
-        engine = make_engine(settings.database.url)
+        engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
         upgrade(engine)
         self._exit.callback(engine.dispose)
         if cfg.bus_url.startswith("amqp"):

@@ -33,9 +33,14 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # event consumer holds its events, instead of every thread waiting for ever (a stop
 # too). A URL's own `?connect_timeout=` wins.
 CONNECT_TIMEOUT_S = 10
+# Server connections kept open per engine (`database.pool_size`), and how many more a
+# burst may open for a while: the API's worker threads, the event consumer, the
+# dispatcher, the scheduler and the notifier each hold one at times.
+POOL_SIZE = 10
+MAX_OVERFLOW = 20
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+def make_engine(url: str, *, echo: bool = False, pool_size: int = POOL_SIZE) -> Engine:
     """Build the engine for a database URL (SQLite file, SQLite memory or PostgreSQL)."""
     parsed = make_url(url)
     # A statement's values stay out of error texts and logs: they may be secrets (a
@@ -52,7 +57,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg"))
-    kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+    kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=MAX_OVERFLOW)
     if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
         kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     return create_engine(url, **kwargs)
