@@ -64,9 +64,11 @@ def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, list[dict[st
     return f"invalid request: {summary}", fields
 
 
-async def _validation(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = list(exc.errors())
+    if _shadows_fixed_path(request, errors):
+        return _method_not_allowed(request, None)
     if any(e.get("type") == "json_invalid" for e in errors):
         return error_response(
             400,
@@ -104,22 +106,43 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
         message = "no such path"
     headers = getattr(exc, "headers", None)
     if exc.status_code == 405:
-        allowed = allowed_methods(request)
-        message = f"method {request.method} is not allowed on this path; it takes {allowed}"
-        headers = {**(headers or {}), "Allow": allowed}
+        return _method_not_allowed(request, headers)
     return error_response(exc.status_code, code, message, None, headers)
+
+
+def _method_not_allowed(request: Request, headers: dict[str, str] | None) -> JSONResponse:
+    allowed = allowed_methods(request)
+    message = f"method {request.method} is not allowed on this path; it takes {allowed}"
+    headers = {**(headers or {}), "Allow": allowed}
+    return error_response(405, _HTTP_CODES[405], message, None, headers)
+
+
+def _shadows_fixed_path(request: Request, errors: list[dict[str, Any]]) -> bool:
+    """Whether a path parameter failed on a path that is a fixed route for other methods:
+    `PATCH /api/v1/tasks/batch` matches `/tasks/{task_id}`, but its caller meant the
+    batch route, which takes POST only: a 405, not "task_id is not an integer"."""
+    if not any(tuple(e.get("loc", ()))[:1] == ("path",) for e in errors):
+        return False
+    for route in iter_route_contexts(request.app.router.routes):
+        match, _child = route.matches(request.scope)
+        if match == Match.PARTIAL and "{" not in route.path:
+            return True
+    return False
 
 
 def allowed_methods(request: Request) -> str:
     """Every method the request's path takes, for a 405's Allow header: Starlette names
     only those of the first route whose path matched, so `DELETE /api/v1/tasks` was told
-    POST and not GET."""
+    POST and not GET. Where a fixed path matched, its routes alone count."""
+    fixed: set[str] = set()  # of routes without parameters: `/tasks/batch` is not a task id
     methods: set[str] = set()
     for route in iter_route_contexts(request.app.router.routes):
         match, _child = route.matches(request.scope)
         if match != Match.NONE:
             methods |= set(route.methods or ())
-    return ", ".join(sorted(methods))
+            if "{" not in route.path:
+                fixed |= set(route.methods or ())
+    return ", ".join(sorted(fixed or methods))
 
 
 async def _integrity(_request: Request, exc: Exception) -> JSONResponse:

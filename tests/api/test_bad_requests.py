@@ -128,6 +128,10 @@ CASES: dict[str, Bad] = {
     "wrong method": Bad(
         "PUT", "/api/v1/tasks/{E}", 405, ("method PUT is not allowed", "PATCH"), json={"name": "x"}
     ),
+    # /tasks/batch also matches /tasks/{task_id}: its method is wrong, not "batch" as an id
+    "method the batch path does not take": Bad(
+        "PATCH", "/api/v1/tasks/batch", 405, ("method PATCH is not allowed", "takes POST"), json={}
+    ),
     # curl -d sends a form's type: the answer says which type to send
     "body sent as a form": Bad(
         "POST",
