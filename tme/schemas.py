@@ -81,6 +81,14 @@ class Schedule(Input):
 def _check_timezone(name: str) -> None:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    if name == "localtime":  # a file of the host's, not a zone: it moves with the host
+        raise ValueError(
+            "time zone 'localtime' is the controller host's, whatever that is:"
+            " name the zone (e.g. 'Europe/Berlin')"
+        )
+    if name == "Factory" or name.startswith("right/"):
+        # right/ zones count leap seconds, so their wall clock is 27 s off everyone's
+        raise ValueError(f"time zone {name!r} is not a wall clock: name a zone such as 'UTC'")
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:

@@ -161,6 +161,9 @@ def test_schedule_kinds(schedule: dict[str, Any]) -> None:
         ({"cron": "not a cron"}, "invalid cron expression"),
         ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "unknown time zone"),
         ({"every_s": 5, "timezone": "Nowhere/Land"}, "unknown time zone"),
+        ({"every_s": 5, "timezone": "localtime"}, "controller host's"),
+        ({"every_s": 5, "timezone": "right/UTC"}, "not a wall clock"),
+        ({"every_s": 5, "timezone": "Factory"}, "not a wall clock"),
         ({"at": "tomorrow-ish"}, "datetime"),
     ],
 )
