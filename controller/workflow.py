@@ -333,8 +333,8 @@ def decide_step(
         if existing.state != RunState.skipped or blockers or waiting_for:
             return  # it ran (or stays skipped) in this workflow run
         existing = None  # skipped earlier; a retried predecessor now lets it run
-    elif existing is not None and existing.state != RunState.waiting:
-        return  # already started in this workflow run
+    elif existing is not None and not _undecided(session, existing):
+        return  # already started in this workflow run, or waiting to (a planned retry)
     if waiting_for and not blockers:
         return  # a join waits for all its predecessors in this workflow run
     run = existing or _new_step(session, task, workflow_id)
@@ -344,6 +344,15 @@ def decide_step(
         )
     elif hook is not None:
         hook(session, run, task)
+
+
+def _undecided(session: Session, run: Run) -> bool:
+    """Whether a step's active run was left to decide: a waiting run that is neither a
+    planned retry nor held in the overlap queue (a placeholder of an older version)."""
+    if run.state != RunState.waiting:
+        return False
+    link = session.get(RunLink, run.id)
+    return link is None or (not link.held and link.retry_at is None)
 
 
 def _never_runs_in(session: Session, task_id: int, workflow_id: str) -> str:
