@@ -5,7 +5,9 @@ run (the link's `settled` flag, claimed in the same transaction):
 - plans an automatic retry (retries.decide_retry), which joins the same workflow run;
 - starts, keeps waiting, or skips each dependent task in the same workflow run: a
   join waits for all its predecessors; a step whose condition can no longer hold
-  is skipped with the reason, and that skip settles in turn;
+  is skipped with the reason, and that skip settles in turn; a step that may start
+  obeys its task's overlap policy as any other start (skipped, or held in the
+  overlap queue);
 - starts the next run waiting in the task's overlap queue.
 A periodic sweep (`settle_missed`) settles, by their unsettled links, the final runs
 the cursor went by: on PostgreSQL a final hop may commit after later ones were read.
@@ -22,7 +24,7 @@ from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from tme.controller.retries import RETRY_ON, plan_retry
-from tme.controller.services.launch import link_run, release_held
+from tme.controller.services.launch import Latest, hold, link_run, release_held, room_for
 from tme.controller.services.runs import (
     RunReadyHook,
     chunks,
@@ -233,8 +235,9 @@ def _load_links(session: Session, run_ids: list[str]) -> None:
 def _tasks_with_more(session: Session, task_ids: set[int]) -> tuple[set[int], set[int]]:
     """Which of these tasks have dependents (the others have no step to advance), and
     which have runs waiting in their overlap queue (the others have none to release).
-    Runs are held only by a schedule or trigger firing, never while settling, so what
-    this finds stays true for the batch."""
+    A step held while settling waits behind an active run of its task: not one of the
+    batch (their runs are final), and that run releases it when it settles; so what this
+    finds stays true for the batch."""
     found: dict[int, set[int]] = {DEPENDENTS: set(), HELD: set()}
     for chunk in chunks(sorted(task_ids)):
         for task_id, why in session.execute(TASKS_WITH_MORE, {"ids": chunk}):
@@ -334,16 +337,16 @@ def decide_step(
             return  # it ran (or stays skipped) in this workflow run
         existing = None  # skipped earlier; a retried predecessor now lets it run
     elif existing is not None and not _undecided(session, existing):
-        return  # already started in this workflow run, or waiting to (a planned retry)
+        return  # already started in this workflow run, or waiting to (a retry, the queue)
     if waiting_for and not blockers:
         return  # a join waits for all its predecessors in this workflow run
-    run = existing or _new_step(session, task, workflow_id)
     if blockers:
+        run = existing or _new_step(session, task, workflow_id)
         transition(
             session, run, RunState.skipped, reason="condition cannot hold: " + "; ".join(blockers)
         )
-    elif hook is not None:
-        hook(session, run, task)
+        return
+    _start_step(session, task, workflow_id, existing, hook)
 
 
 def _undecided(session: Session, run: Run) -> bool:
@@ -353,6 +356,32 @@ def _undecided(session: Session, run: Run) -> bool:
         return False
     link = session.get(RunLink, run.id)
     return link is None or (not link.held and link.retry_at is None)
+
+
+def _start_step(
+    session: Session, task: Task, workflow_id: str, existing: Run | None, hook: RunReadyHook | None
+) -> None:
+    """Start a dependent whose dependencies settled, as its task's overlap policy allows
+    (launch.Room, read with the task's launches locked, as for a schedule or a
+    trigger): refused, the step is skipped with why (its dependents follow the skip),
+    and the task's latest run stays as it was; queued, it waits in the overlap queue
+    for the run before it."""
+    room = room_for(session, task, besides=existing.id if existing else None)
+    latest = Latest.of(task)
+    run = existing or _new_step(session, task, workflow_id)
+    refusal = room.refusal()
+    if refusal is not None:
+        transition(session, run, RunState.skipped, reason=f"{run.reason}: {refusal}")
+        if existing is None:
+            latest.restore(session, task)
+        return
+    busy = room.queues
+    if busy is not None:
+        link = session.get(RunLink, run.id)
+        assert link is not None  # linked by _new_step, or found linked by latest_in
+        hold(session, run, link, busy)
+    elif hook is not None:
+        hook(session, run, task)
 
 
 def _never_runs_in(session: Session, task_id: int, workflow_id: str) -> str:
@@ -370,12 +399,10 @@ def _never_runs_in(session: Session, task_id: int, workflow_id: str) -> str:
 
 
 def _new_step(session: Session, task: Task, workflow_id: str) -> Run:
-    attempt = 1
     run = start_run(
         session,
         task,
         reason=f"workflow {workflow_id}: dependencies settled",
-        attempt=attempt,
         source="controller",
     )
     policy = session.get(TaskPolicy, task.id)

@@ -49,12 +49,15 @@ def race(
     second: Callable[[], Any],
     read: str,
     what: str,
+    *,
+    writes: bool = True,
 ) -> None:
     """`first` writes in a transaction left open; `second` then runs on a thread of its
-    own until it has read `read` or waits for a lock (read_or_locking); only then does
-    the first commit. Returns once the second has finished."""
+    own until it has read `read` or waits for a lock (read_or_locking; `writes`: any
+    write of its own counts as a lock); only then does the first commit. Returns once
+    the second has finished."""
     other = threading.Thread(target=second)
-    reached = read_or_locking(engine, other, read)
+    reached = read_or_locking(engine, other, read, writes=writes)
     with Session(engine, expire_on_commit=False) as session:
         first(session)
         session.flush()  # its writes are in, not committed: its transaction goes on

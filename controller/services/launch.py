@@ -1,9 +1,10 @@
 """Starting runs the way schedules, triggers, "run now" and workflows do.
 
-`launch_run` applies the task's overlap policy (skip, queue, or allow up to N
-active runs), links the run to its workflow run and hands it to the run-ready hook
-(which queues machine runs to the outbox). A run that is not started is still
-recorded, as skipped with its reason or as waiting in the overlap queue.
+`launch_run` applies the task's overlap policy (skip, queue, or allow up to N active
+runs), links the run to its workflow run and hands it to the run-ready hook (which
+queues machine runs to the outbox). A run that is not started is still recorded, as
+skipped with its reason or as waiting in the overlap queue. A workflow step
+(workflow.py) is decided by the same `Room`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from tme.controller.store.models import Run, Task
 from tme.controller.store.planner import rare
 from tme.controller.store.rows import table_of
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
+from tme.schemas import Overlap
 from tme.states import FINAL_STATES, RunState
 
 # Listed, not "not final": `state IN (...)` can read ix_runs_state, where few runs are
@@ -31,7 +33,7 @@ ACTIVE_VALUES = [s.value for s in RunState if s not in FINAL_STATES]
 
 
 @dataclass(frozen=True)
-class _Latest:
+class Latest:
     """A task's latest-run columns, put back when a recorded-only run must not replace them."""
 
     run_id: str | None
@@ -40,7 +42,7 @@ class _Latest:
     finished_at: datetime | None
 
     @classmethod
-    def of(cls, task: Task) -> _Latest:
+    def of(cls, task: Task) -> Latest:
         return cls(task.latest_run_id, task.status, task.started_at, task.finished_at)
 
     def restore(self, session: Session, task: Task) -> None:
@@ -99,7 +101,7 @@ def active_runs(session: Session, task_id: int) -> list[Run]:
 
 def record_skipped(session: Session, task: Task, reason: str, *, cause: str) -> Run:
     """A run that never starts, recorded with why; the task's latest run stays as it was."""
-    latest = _Latest.of(task)
+    latest = Latest.of(task)
     run = start_run(session, task, reason=reason, source="controller")
     link_run(session, run, cause=cause).settled = True
     transition(session, run, RunState.skipped, reason=reason)
@@ -115,10 +117,58 @@ LOCK_TASK = (
 
 def lock_launches(session: Session, task: Task) -> None:
     """Hold the task's row until this transaction ends, before its active runs are
-    counted: a trigger and a schedule firing at once (or two "run now"s) would each
-    count none and both start, whatever the overlap policy. The second now waits for
-    the first to commit and counts its run."""
+    counted: a trigger and a schedule firing at once (or two "run now"s, or two workflow
+    runs reaching one dependent) would each count none and both start, whatever the
+    overlap policy. The second now waits for the first to commit and counts its run."""
     session.execute(LOCK_TASK, {"id": task.id})
+
+
+@dataclass(frozen=True)
+class Room:
+    """What a task's overlap policy says to one more run of it, now.
+
+    Read by `room_for` with the task's row locked, so it holds until the transaction
+    that acts on it commits."""
+
+    policy: TaskPolicy | None
+    overlap: Overlap
+    active: list[Run]  # the task's active runs, oldest first
+
+    @property
+    def deadline_s(self) -> float | None:
+        return self.policy.deadline_s if self.policy else None
+
+    def refusal(self) -> str | None:
+        """Why a new run is not started at all (recorded as skipped), or None: the
+        overlap policy skip, or allow with `max` runs active, leaves it no room."""
+        allowed = self.overlap.max if self.overlap.policy == "allow" else 1
+        if len(self.active) < allowed or self.overlap.policy == "queue":
+            return None
+        busy = self.active[-1]
+        return f"skipped, run {busy.id} is still {busy.state} (overlap {self.overlap.policy})"
+
+    @property
+    def queues(self) -> Run | None:
+        """The run a new one waits for in the overlap queue, or None: it starts now."""
+        return self.active[-1] if self.active and self.overlap.policy == "queue" else None
+
+
+def room_for(session: Session, task: Task, besides: str | None = None) -> Room:
+    """Lock the task's launches (`lock_launches`), then read its policy and active runs
+    (`besides`: a run of its own that is not counted, the one being decided)."""
+    lock_launches(session, task)
+    policy = session.get(TaskPolicy, task.id)
+    active = [r for r in active_runs(session, task.id or 0) if r.id != besides]
+    return Room(policy, overlap_of(policy), active)
+
+
+def hold(session: Session, run: Run, link: RunLink, busy: Run) -> None:
+    """Put `run` in its task's overlap queue: waiting until `release_held` starts it."""
+    link.held = True
+    session.add(link)
+    transition(
+        session, run, RunState.waiting, reason=f"overlap queue: waiting for run {busy.id} to finish"
+    )
 
 
 def launch_run(
@@ -131,29 +181,15 @@ def launch_run(
     source: str = "controller",
 ) -> Run:
     """Start a new workflow run of `task` now, as its overlap policy allows."""
-    lock_launches(session, task)
-    policy = session.get(TaskPolicy, task.id)
-    overlap = overlap_of(policy)
-    active = active_runs(session, task.id or 0)
-    allowed = overlap.max if overlap.policy == "allow" else 1
-    if len(active) >= allowed and overlap.policy != "queue":
-        busy = active[-1]
-        return record_skipped(
-            session,
-            task,
-            f"{reason}: skipped, run {busy.id} is still {busy.state} (overlap {overlap.policy})",
-            cause=cause,
-        )
+    room = room_for(session, task)
+    refusal = room.refusal()
+    if refusal is not None:
+        return record_skipped(session, task, f"{reason}: {refusal}", cause=cause)
     run = start_run(session, task, reason=reason, source=source)
-    link = link_run(session, run, cause=cause, deadline_s=policy.deadline_s if policy else None)
-    if active and overlap.policy == "queue":
-        link.held = True
-        transition(
-            session,
-            run,
-            RunState.waiting,
-            reason=f"overlap queue: waiting for run {active[-1].id} to finish",
-        )
+    link = link_run(session, run, cause=cause, deadline_s=room.deadline_s)
+    busy = room.queues
+    if busy is not None:
+        hold(session, run, link, busy)
         return run
     if hook is not None:
         hook(session, run, task)

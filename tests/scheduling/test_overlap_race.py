@@ -1,6 +1,6 @@
 """A trigger and a schedule firing one task at the same moment start one run, not two,
-when its overlap policy is skip: on both dialects the second launch waits for the
-first to commit and then counts its run."""
+when its overlap policy is skip, and so do two workflow runs reaching one dependent: on
+both dialects the second start waits for the first to commit and then counts its run."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from tme.controller.services.launch import launch_run
+from tme.controller.services.runs import transition
 from tme.controller.services.tasks import create_task
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Run, Task
+from tme.controller.workflow import settle_run
 from tme.schemas import TaskCreate
-from tme.states import FINAL_STATES
+from tme.states import FINAL_STATES, RunState
 
 
 def test_trigger_and_schedule_at_once_start_one_run(any_engine: Engine) -> None:
@@ -45,3 +47,46 @@ def test_trigger_and_schedule_at_once_start_one_run(any_engine: Engine) -> None:
         ).all()
     active = [r for r in runs if r.state not in FINAL_STATES]
     assert len(runs) == 2 and len(active) == 1, [(r.state, r.reason) for r in runs]
+
+
+def test_two_workflow_runs_reaching_one_dependent_at_once_start_it_once(
+    any_engine: Engine,
+) -> None:
+    # Two batches finish at the same moment; each settles in its own transaction and
+    # reaches the flush (overlap skip): one flush runs, the other step is skipped.
+    with session_scope(any_engine) as session:
+        twice = {"policy": "allow", "max": 2}
+        batch, _ = create_task(session, TaskCreate(name="batch", trigger="go", overlap=twice))
+        after = [{"task": batch.id, "on": "success"}]
+        flush, _ = create_task(session, TaskCreate(name="flush", depends_on=after))
+        batches = [
+            launch_run(session, batch, cause="trigger", reason="trigger go", hook=None)
+            for _ in range(2)
+        ]
+        for run in batches:
+            transition(session, run, RunState.succeeded, reason="reported complete")
+    first_id, second_id = (run.id for run in batches)
+
+    def settle(session: Session, run_id: str) -> None:
+        own = session.get(Run, run_id)
+        assert own is not None and settle_run(session, own, None)
+
+    def settle_elsewhere() -> None:
+        with session_scope(any_engine) as session:
+            settle(session, second_id)
+
+    # Let go once the second has counted the flush's active runs or waits for a lock;
+    # its own claim of its batch run (a write) does not count: it precedes the count.
+    race(
+        any_engine,
+        lambda first: settle(first, first_id),
+        settle_elsewhere,
+        "runs.state IN (",
+        "the second settling to count the flush's runs or lock",
+        writes=False,
+    )
+    with Session(any_engine) as session:
+        steps = session.exec(select(Run).where(Run.task_id == flush.id)).all()
+    states = sorted((r.state, r.reason) for r in steps)
+    assert [s for s, _ in states] == ["pending", "skipped"], states
+    assert states[1][1].endswith("(overlap skip)"), states

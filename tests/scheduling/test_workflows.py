@@ -1,40 +1,13 @@
-"""Workflow runs over the API: chains, branches, joins, cycles, retries, cancel, triggers.
-
-External tasks stand in for machines: their outcome is reported through the API,
-so each step settles exactly when the test says so.
-"""
+"""Workflow runs over the API: chains, branches, joins, cycles, retries, cancel, triggers
+(external tasks stand in for machines: see workflow_api)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlmodel import Session
 from waiting import wait_until
+from workflow_api import after, make, report, runs_of, state_of
 
 from tme.controller.store.workflow_models import RunLink
-
-
-def make(client: Any, name: str, **fields: Any) -> dict[str, Any]:
-    response = client.post("/api/v1/tasks", json={"name": name, **fields})
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-def after(task: dict[str, Any], on: str = "success") -> dict[str, Any]:
-    return {"depends_on": [{"task": task["id"], "on": on}]}
-
-
-def runs_of(client: Any, task: dict[str, Any]) -> list[dict[str, Any]]:
-    return list(client.get(f"/api/v1/tasks/{task['id']}/runs").json()["items"])
-
-
-def state_of(client: Any, task: dict[str, Any]) -> str | None:
-    runs = runs_of(client, task)
-    return runs[0]["state"] if runs else None
-
-
-def report(client: Any, task: dict[str, Any], status: str) -> None:
-    assert client.patch(f"/api/v1/tasks/{task['id']}", json={"status": status}).status_code == 200
 
 
 def test_chain_a_ok_then_b_runs_in_the_same_workflow(test_client) -> None:
