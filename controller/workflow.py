@@ -6,8 +6,8 @@ run (the link's `settled` flag, claimed in the same transaction):
 - starts, keeps waiting, or skips each dependent task in the same workflow run: a
   join waits for all its predecessors; a step whose condition can no longer hold
   is skipped with the reason, and that skip settles in turn; a step that may start
-  obeys its task's overlap policy as any other start (skipped, or held in the
-  overlap queue);
+  obeys its task's pause and overlap policy as any other start (skipped, or held in
+  the overlap queue);
 - starts the next run waiting in the task's overlap queue.
 A periodic sweep (`settle_missed`) settles, by their unsettled links, the final runs
 the cursor went by: on PostgreSQL a final hop may commit after later ones were read.
@@ -361,15 +361,15 @@ def _undecided(session: Session, run: Run) -> bool:
 def _start_step(
     session: Session, task: Task, workflow_id: str, existing: Run | None, hook: RunReadyHook | None
 ) -> None:
-    """Start a dependent whose dependencies settled, as its task's overlap policy allows
-    (launch.Room, read with the task's launches locked, as for a schedule or a
-    trigger): refused, the step is skipped with why (its dependents follow the skip),
-    and the task's latest run stays as it was; queued, it waits in the overlap queue
-    for the run before it."""
+    """Start a dependent whose dependencies settled, as its task's pause and overlap
+    policy allow (launch.Room, read with the task's launches locked, as for a schedule
+    or a trigger): refused, the step is skipped with why (its dependents follow the
+    skip), and the task's latest run stays as it was; queued, it waits in the overlap
+    queue for the run before it."""
     room = room_for(session, task, besides=existing.id if existing else None)
     latest = Latest.of(task)
     run = existing or _new_step(session, task, workflow_id)
-    refusal = room.refusal()
+    refusal = room.refusal("dependency")
     if refusal is not None:
         transition(session, run, RunState.skipped, reason=f"{run.reason}: {refusal}")
         if existing is None:

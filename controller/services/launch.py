@@ -1,10 +1,10 @@
 """Starting runs the way schedules, triggers, "run now" and workflows do.
 
-`launch_run` applies the task's overlap policy (skip, queue, or allow up to N active
-runs), links the run to its workflow run and hands it to the run-ready hook (which
-queues machine runs to the outbox). A run that is not started is still recorded, as
-skipped with its reason or as waiting in the overlap queue. A workflow step
-(workflow.py) is decided by the same `Room`.
+`launch_run` applies the task's pause (for a start TME makes on its own) and overlap
+policy (skip, queue, or allow up to N active runs), links the run to its workflow run
+and hands it to the run-ready hook (which queues machine runs to the outbox). A run
+that is not started is still recorded, as skipped with its reason or as waiting in
+the overlap queue. A workflow step (workflow.py) is decided by the same `Room`.
 """
 
 from __future__ import annotations
@@ -123,9 +123,15 @@ def lock_launches(session: Session, task: Task) -> None:
     session.execute(LOCK_TASK, {"id": task.id})
 
 
+# Causes of runs TME starts on its own: a paused task is started by none of them, only
+# by hand ("run now", a retry asked for by hand).
+AUTOMATIC = frozenset({"schedule", "trigger", "dependency"})
+PAUSED = "skipped, task paused"
+
+
 @dataclass(frozen=True)
 class Room:
-    """What a task's overlap policy says to one more run of it, now.
+    """What a task's pause and overlap policy say to one more run of it, now.
 
     Read by `room_for` with the task's row locked, so it holds until the transaction
     that acts on it commits."""
@@ -138,9 +144,12 @@ class Room:
     def deadline_s(self) -> float | None:
         return self.policy.deadline_s if self.policy else None
 
-    def refusal(self) -> str | None:
-        """Why a new run is not started at all (recorded as skipped), or None: the
-        overlap policy skip, or allow with `max` runs active, leaves it no room."""
+    def refusal(self, cause: str) -> str | None:
+        """Why a run started by `cause` is not started at all (recorded as skipped), or
+        None: its task is paused (for a start TME makes on its own), or the overlap
+        policy skip, or allow with `max` runs active, leaves it no room."""
+        if cause in AUTOMATIC and self.policy is not None and self.policy.paused:
+            return PAUSED
         allowed = self.overlap.max if self.overlap.policy == "allow" else 1
         if len(self.active) < allowed or self.overlap.policy == "queue":
             return None
@@ -180,9 +189,9 @@ def launch_run(
     hook: RunReadyHook | None,
     source: str = "controller",
 ) -> Run:
-    """Start a new workflow run of `task` now, as its overlap policy allows."""
+    """Start a new workflow run of `task` now, as its pause and overlap policy allow."""
     room = room_for(session, task)
-    refusal = room.refusal()
+    refusal = room.refusal(cause)
     if refusal is not None:
         return record_skipped(session, task, f"{reason}: {refusal}", cause=cause)
     run = start_run(session, task, reason=reason, source=source)

@@ -1,6 +1,6 @@
 """Run control from the command line, over the SDK.
 
-tme task run|pause|resume ID      start a run now; stop or restart a schedule
+tme task run|pause|resume ID      start a run now; stop or restart its automatic starts
 tme run show|cancel|retry RUN_ID  one run; cancel it (--force); run it again
 tme trigger fire NAME             start every task bound to a named trigger
 """
@@ -33,13 +33,16 @@ def _print_run(run: RunPublic, as_json: bool, what: str) -> None:
     )
 
 
-def _print_schedule(task: TaskPublic, as_json: bool) -> None:
+def _print_pause(task: TaskPublic, as_json: bool) -> None:
     if as_json:
         print_json(task.model_dump(mode="json"))
         return
-    state = "paused" if task.paused else "active"
-    upcoming = ", ".join(t.isoformat() for t in task.next_fire_times) or "none"
-    console.print(f"task {task.id} schedule {state}; next fires: {upcoming}", highlight=False)
+    if task.paused:
+        text = "paused: no schedule, trigger or dependency starts it (run now still does)"
+    else:
+        upcoming = ", ".join(t.isoformat() for t in task.next_fire_times)
+        text = f"active; next fires: {upcoming}" if upcoming else "active"
+    console.print(f"task {task.id} {text}", highlight=False)
 
 
 def register_task_commands(app: typer.Typer) -> None:
@@ -52,7 +55,7 @@ def register_task_commands(app: typer.Typer) -> None:
         token: TokenOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Start a run of the task now (its overlap policy applies)."""
+        """Start a run of the task now (its overlap policy applies; a paused task runs too)."""
         with connect(url, token) as client:
             _print_run(client.tasks.run(task_id), as_json, "started")
 
@@ -63,9 +66,9 @@ def register_task_commands(app: typer.Typer) -> None:
         token: TokenOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Stop firing the task's schedule."""
+        """Stop the task's automatic starts: its schedule, trigger and dependencies."""
         with connect(url, token) as client:
-            _print_schedule(client.tasks.pause(task_id), as_json)
+            _print_pause(client.tasks.pause(task_id), as_json)
 
     @app.command("resume")
     def resume(
@@ -74,9 +77,10 @@ def register_task_commands(app: typer.Typer) -> None:
         token: TokenOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Fire the task's schedule again (slots during the pause are not owed)."""
+        """Let its schedule, trigger and dependencies start it again (slots during the
+        pause are not owed)."""
         with connect(url, token) as client:
-            _print_schedule(client.tasks.resume(task_id), as_json)
+            _print_pause(client.tasks.resume(task_id), as_json)
 
 
 @run_app.command("show")

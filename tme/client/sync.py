@@ -177,11 +177,13 @@ class Tasks:
         return self._client.send(calls.run_task(task_id))
 
     def pause(self, task_id: int) -> TaskPublic:
-        """Stop firing the task's schedule until `resume`."""
+        """Stop the task's automatic starts (schedule, trigger, dependencies) until
+        `resume`; `run` still starts it."""
         return self._client.send(calls.pause_task(task_id))
 
     def resume(self, task_id: int) -> TaskPublic:
-        """Fire the schedule again; slots during the pause are not owed."""
+        """Let its schedule, trigger and dependencies start it again; slots during the
+        pause are not owed."""
         return self._client.send(calls.resume_task(task_id))
 
 

@@ -74,7 +74,10 @@ def register() -> None:
                 # The controller's own fire times: slots from the schedule's anchor (an
                 # interval counts from when it was set or resumed), none while paused.
                 if public.paused:
-                    ui.label("Paused: the schedule fires again once resumed.")
+                    ui.label(
+                        "Paused: its schedule, trigger and dependencies start it again once"
+                        " resumed; Run now still starts it."
+                    )
                 elif not task.schedule:
                     ui.label("Runs when created, triggered or when its dependencies settle.")
                 zone = ZoneInfo(public.schedule.timezone if public.schedule else "UTC")

@@ -1,7 +1,8 @@
-"""Run control: run now, pause and resume a schedule, named triggers, cancel, retry.
+"""Run control: run now, pause and resume a task, named triggers, cancel, retry.
 
-POST /api/v1/tasks/{id}/run            start a run now (the overlap policy applies)
-POST /api/v1/tasks/{id}/pause|resume   stop or restart firing its schedule
+POST /api/v1/tasks/{id}/run            start a run now (the overlap policy applies, a pause not)
+POST /api/v1/tasks/{id}/pause|resume   stop or restart its automatic starts (schedule,
+                                       trigger, dependencies)
 POST /api/v1/triggers/{name}           start every task bound to the trigger
 POST /api/v1/runs/{id}/cancel[?force]  cancel at once, or ask the agent to stop
 POST /api/v1/runs/{id}/retry           run a settled step again in its workflow run
@@ -24,7 +25,7 @@ from tme.controller.services.launch import launch_run
 from tme.controller.services.policies import get_policy, schedule_changed
 from tme.controller.store.models import Run, Task
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
-from tme.errors import Conflict, NotFound
+from tme.errors import NotFound
 from tme.schemas import RunPublic, TaskPublic, TriggerFired
 
 router = APIRouter(prefix="/api/v1", tags=["run control"])
@@ -60,13 +61,14 @@ def run_now(task_id: TaskId, session: SessionDep, on_run_ready: RunReadyDep) -> 
 
 
 def _set_paused(request: Request, session: Session, task_id: int, paused: bool) -> TaskPublic:
+    """Any task may be paused: a pause stops its trigger and its dependencies starting
+    it as well as its schedule, so one without a schedule has something to stop too."""
     task = task_service.get_task(session, task_id)
-    if not task.schedule:
-        raise Conflict(f"task {task_id} has no schedule", details={"task_id": task_id})
     policy = get_policy(session, task)
     if policy.paused != paused:
         policy.paused = paused
-        schedule_changed(session, task)  # a resumed schedule owes nothing for the pause
+        if task.schedule:
+            schedule_changed(session, task)  # a resumed schedule owes nothing for the pause
     session.commit()
     _wake_scheduler(request)
     return task_service.to_public(task)
@@ -86,10 +88,12 @@ def resume(task_id: TaskId, request: Request, session: SessionDep) -> TaskPublic
 def fire_trigger(
     name: TriggerPath, session: SessionDep, principal: PrincipalDep, on_run_ready: RunReadyDep
 ) -> TriggerFired:
-    """Start every bound task the caller's grant reaches. Trigger names are shared by all
-    sites: a caller scoped to sites starts its sites' tasks only, so a task of another
-    site bound to the same name can neither block nor ride along, and the answer tells
-    nothing of tasks outside the grant (the same as for a name nothing is bound to)."""
+    """Start every bound task the caller's grant reaches; a paused one, or one its overlap
+    policy refuses, is recorded and answered as a skipped run saying why (as a refused
+    schedule fire is). Trigger names are shared by all sites: a caller scoped to sites
+    starts its sites' tasks only, so a task of another site bound to the same name can
+    neither block nor ride along, and the answer tells nothing of tasks outside the
+    grant (the same as for a name nothing is bound to)."""
     query = (
         select(Task)
         .join(TaskPolicy, col(TaskPolicy.task_id) == col(Task.id))
