@@ -125,9 +125,14 @@ def _shadows_fixed_path(request: Request, errors: list[dict[str, Any]]) -> bool:
         return False
     for route in iter_route_contexts(request.app.router.routes):
         match, _child = route.matches(request.scope)
-        if match == Match.PARTIAL and "{" not in route.path:
+        if match == Match.PARTIAL and _fixed(route.path):
             return True
     return False
+
+
+def _fixed(path: str | None) -> bool:
+    """Whether a route's path has no parameters."""
+    return "{" not in (path or "")
 
 
 def allowed_methods(request: Request) -> str:
@@ -140,7 +145,7 @@ def allowed_methods(request: Request) -> str:
         match, _child = route.matches(request.scope)
         if match != Match.NONE:
             methods |= set(route.methods or ())
-            if "{" not in route.path:
+            if _fixed(route.path):
                 fixed |= set(route.methods or ())
     return ", ".join(sorted(fixed or methods))
 
