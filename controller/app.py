@@ -57,7 +57,10 @@ def create_app(
         if own_engine:
             database = settings.database
             app.state.engine = make_engine(
-                database.url, echo=database.echo, pool_size=database.pool_size
+                database.url,
+                echo=database.echo,
+                pool_size=database.pool_size,
+                tcp_timeout_s=database.tcp_timeout_s,
             )
         check_schema(app.state.engine)
         audit.use_key(app.state.engine, settings)

@@ -2,7 +2,14 @@
 is refused (a broker or database that is down); once open it forwards every connection
 to `target`. `pause` stalls every connection (bytes wait, nothing is closed: a link
 that hangs); `close` cuts every connection; a new relay on the same `port` brings the
-server back at the same address."""
+server back at the same address.
+
+A paused relay still takes what its clients send into its socket buffers, and its
+host answers their TCP keepalives: to a client that only waits for an answer the link
+looks alive for ever. With a small `receive_buffer` the relay soon takes nothing
+more, so a client with more to send sees a dead link, as when packets are dropped,
+and its TCP_USER_TIMEOUT applies. (Dropping packets on loopback takes privileges a
+test does not have.)"""
 
 from __future__ import annotations
 
@@ -14,9 +21,12 @@ from ports import free_port
 
 
 class TcpRelay:
-    def __init__(self, target: tuple[str, int], port: int | None = None) -> None:
+    def __init__(
+        self, target: tuple[str, int], port: int | None = None, receive_buffer: int | None = None
+    ) -> None:
         self.target = target
         self.port = port or free_port()
+        self.receive_buffer = receive_buffer  # bytes, for what clients send; None: the OS's
         self._selector = selectors.DefaultSelector()
         self._stop = threading.Event()
         self._paused = threading.Event()
@@ -25,6 +35,8 @@ class TcpRelay:
     def open(self) -> None:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.receive_buffer is not None:  # accepted connections inherit it
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
         listener.bind(("127.0.0.1", self.port))
         listener.listen()
         self._selector.register(listener, selectors.EVENT_READ, None)
@@ -38,6 +50,9 @@ class TcpRelay:
         self._paused.clear()
 
     def close(self) -> None:
+        """Cut every connection and stop listening (again: nothing more)."""
+        if self._selector.get_map() is None:
+            return  # closed already
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(10)

@@ -40,6 +40,8 @@ class DatabaseSettings(Section):
     url: str = Field(default="sqlite:///data/tme.db", validate_default=True)
     echo: bool = False
     pool_size: Count = 10
+    # A connection to a server that stops answering (a dead link) fails within this long.
+    tcp_timeout_s: Seconds = 30
     # Days of finished runs and other history kept; the controller prunes older rows
     # hourly. 0 keeps everything.
     retention_days: int = Field(default=0, ge=0)

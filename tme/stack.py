@@ -163,7 +163,10 @@ class LocalStack:
                 "http": {"host": cfg.http_host, "port": cfg.http_port},
             }
         )
-        engine = make_engine(settings.database.url, pool_size=settings.database.pool_size)
+        database = settings.database
+        engine = make_engine(
+            database.url, pool_size=database.pool_size, tcp_timeout_s=database.tcp_timeout_s
+        )
         upgrade(engine)
         self._exit.callback(engine.dispose)
         if cfg.bus_url.startswith("amqp"):

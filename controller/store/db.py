@@ -33,6 +33,15 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # event consumer holds its events, instead of every thread waiting for ever (a stop
 # too). A URL's own `?connect_timeout=` wins.
 CONNECT_TIMEOUT_S = 10
+# A connection whose peer stops answering mid-way (a link that drops packets, a host
+# that died without closing anything) is given up on within this long
+# (`database.tcp_timeout_s`), instead of a query waiting on TCP for many minutes:
+# keepalives find a silent peer of a connection that waits for an answer, and
+# tcp_user_timeout ends one whose data the peer never acknowledges. A slow query on a
+# live server is not affected (its host answers the keepalives and acknowledges).
+TCP_TIMEOUT_S = 30
+KEEPALIVE_PROBES = 3  # unanswered probes, tcp_timeout_s/6 apart, before the link is dead
+LIBPQ_DRIVERS = ("psycopg", "psycopg2")  # the drivers that hand libpq these settings
 # Server connections kept open per engine (`database.pool_size`), and how many more a
 # burst may open for a while: the API's worker threads, the event consumer, the
 # dispatcher, the scheduler and the notifier each hold one at times.
@@ -40,7 +49,13 @@ POOL_SIZE = 10
 MAX_OVERFLOW = 20
 
 
-def make_engine(url: str, *, echo: bool = False, pool_size: int = POOL_SIZE) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    echo: bool = False,
+    pool_size: int = POOL_SIZE,
+    tcp_timeout_s: int = TCP_TIMEOUT_S,
+) -> Engine:
     """Build the engine for a database URL (SQLite file, SQLite memory or PostgreSQL)."""
     parsed = make_url(url)
     # A statement's values stay out of error texts and logs: they may be secrets (a
@@ -57,10 +72,29 @@ def make_engine(url: str, *, echo: bool = False, pool_size: int = POOL_SIZE) -> 
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = str(parsed.set(drivername="postgresql+psycopg"))
+    # A connection found dead is dropped from the pool; one that died while pooled is
+    # found by the ping at checkout.
     kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=MAX_OVERFLOW)
-    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
-        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S}
+        if parsed.get_driver_name() in LIBPQ_DRIVERS:
+            connect_args.update(tcp_timeouts(tcp_timeout_s))
+        # What the URL sets wins (connect_args would override it).
+        kwargs["connect_args"] = {k: v for k, v in connect_args.items() if k not in parsed.query}
     return create_engine(url, **kwargs)
+
+
+def tcp_timeouts(tcp_timeout_s: int) -> dict[str, int]:
+    """libpq's TCP settings that end a connection to a silent peer within about
+    `tcp_timeout_s`: keepalives after a third of it idle, then every sixth; and the
+    kernel's limit on data left unacknowledged (which also ends the keepalives)."""
+    return {
+        "keepalives": 1,
+        "keepalives_idle": max(1, tcp_timeout_s // 3),
+        "keepalives_interval": max(1, tcp_timeout_s // 6),
+        "keepalives_count": KEEPALIVE_PROBES,
+        "tcp_user_timeout": tcp_timeout_s * 1000,
+    }
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
