@@ -25,6 +25,7 @@ from functools import partial
 
 from tme.agents.bus_publisher import BusPublisher, Outgoing
 from tme.agents.journal import Journal, JournalEntry
+from tme.failure_log import FailureLog
 from tme.protocol import (
     EVENTS_EXCHANGE,
     FINAL_EVENT_TYPES,
@@ -80,6 +81,10 @@ class CommandDispatcher:
         self._resend_all = True  # after a start, every unanswered command is offered again
         self._reported: set[tuple[str, str]] = set()  # (command, event) queued to the bus
         self._send_failures: set[str] = set()  # ids whose failed send was logged
+        self.failures = FailureLog(log, "dispatch pass")
+        # The journal is pruned at the gateway's start and then every PRUNE_EVERY_S, so a
+        # gateway that runs for months keeps a week of closed entries, not all of them.
+        self._next_prune = time.monotonic() + PRUNE_EVERY_S
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tme-gw-dispatch", daemon=True)
@@ -111,19 +116,24 @@ class CommandDispatcher:
         self.wake()
 
     def _run(self) -> None:
-        # The journal is pruned at the gateway's start and then every PRUNE_EVERY_S, so a
-        # gateway that runs for months keeps a week of closed entries, not all of them.
-        next_prune = time.monotonic() + PRUNE_EVERY_S
         while not self._stopping.is_set():
             self._wake.wait(TICK_S)
             self._wake.clear()
-            try:
-                self.dispatch_open_entries()
-                if time.monotonic() >= next_prune:
-                    next_prune = time.monotonic() + PRUNE_EVERY_S
-                    self.journal.prune()
-            except Exception:
-                log.exception("dispatch pass failed; retrying next tick")
+            self.run_pass()
+
+    def run_pass(self) -> None:
+        """One pass over the open entries (and the journal's prune when it is due). A
+        failure is logged (once, then once a minute while it lasts), never raised: the
+        next tick retries."""
+        try:
+            self.dispatch_open_entries()
+            if time.monotonic() >= self._next_prune:
+                self._next_prune = time.monotonic() + PRUNE_EVERY_S
+                self.journal.prune()
+        except Exception as exc:
+            self.failures.failed(exc)
+        else:
+            self.failures.passed()
 
     def dispatch_open_entries(self) -> None:
         with self._lock:

@@ -41,6 +41,7 @@ from tme.controller.store.models import Outbox, Site, utcnow
 from tme.controller.store.rows import table_of
 from tme.controller.store.sqlite_gate import pipeline_writes
 from tme.errors import BusError
+from tme.failure_log import FailureLog
 from tme.protocol import DISPATCH_EXCHANGE, Event, Presence, site_routing_key
 from tme.states import RunState
 
@@ -97,6 +98,7 @@ class Dispatcher:
         self._failing = False
         self._confirmed: dict[int, tuple[Row[Any], datetime]] = {}  # by outbox id, unrecorded
         self._first_confirmed = 0.0  # monotonic time of the oldest unrecorded confirm
+        self.failures = FailureLog(log, "dispatch pass")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="tme-dispatcher", daemon=True)
@@ -114,17 +116,10 @@ class Dispatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            passed = False
-            try:
-                published = self.publish_pending()
-                if self._confirmed and self._record_due_in() <= 0:
-                    self.record_confirmed()
-                passed = True
-            except Exception:  # the loop must survive anything; the next pass retries
-                log.exception("dispatch pass failed")
-                published = 0
-            if published >= BATCH:
+            published = self.run_pass()  # None: the pass failed
+            if published is not None and published >= BATCH:
                 continue
+            passed = published is not None
             pause = RETRY_PAUSE_S if self._failing or not passed else IDLE_POLL_S
             if self._confirmed and passed:
                 # Recording is due soon. Not after a failed pass: held confirms whose
@@ -137,6 +132,21 @@ class Dispatcher:
             self.record_confirmed()
         except Exception:  # published again at the next start: the edge deduplicates
             log.exception("could not record the last confirms before stopping")
+
+    def run_pass(self) -> int | None:
+        """Publish what is pending and record the confirms that are due; the number
+        published, or None when the pass failed. A failure is logged (once, then once a
+        minute while it lasts), never raised: the loop must survive anything, and the
+        next pass retries."""
+        try:
+            published = self.publish_pending()
+            if self._confirmed and self._record_due_in() <= 0:
+                self.record_confirmed()
+        except Exception as exc:
+            self.failures.failed(exc)
+            return None
+        self.failures.passed()
+        return published
 
     def _record_due_in(self) -> float:
         """Seconds until the held confirms are to be recorded (<= 0: now)."""

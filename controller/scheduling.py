@@ -28,6 +28,7 @@ from tme.controller.store.db import session_scope
 from tme.controller.store.models import utcnow
 from tme.controller.watchdog import GRACE_S, check_timeouts
 from tme.controller.workflow import settle_missed, settle_pending
+from tme.failure_log import FailureLog
 
 log = logging.getLogger("tme.scheduler")
 
@@ -70,6 +71,7 @@ class Scheduling:
         self._housekeeping_at = 0.0
         self._sweep_at = 0.0  # the first housekeeping pass sweeps
         self._told_standby = False
+        self.failures = FailureLog(log, "scheduling pass")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="tme-scheduling", daemon=True)
@@ -89,21 +91,29 @@ class Scheduling:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                if time.monotonic() - self._renewed_at >= self._renew_every or not self.leading:
-                    self._hold_lease()
-                    self._renewed_at = time.monotonic()
-                if self.leading:
-                    # A wake (a run settled) advances workflows at once; retries and
-                    # timeouts, which scan every run in flight, wait for their tick.
-                    due = time.monotonic() >= self._housekeeping_at
-                    self.step(housekeeping=due)
-                    if due:
-                        self._housekeeping_at = time.monotonic() + self.tick_s
-            except Exception:  # the loop must survive a database hiccup; the next tick retries
-                log.exception("scheduling pass failed")
+            self.run_pass()
             self._wake.wait(self.tick_s)
             self._wake.clear()
+
+    def run_pass(self) -> None:
+        """One turn of the loop: hold (or wait for) the lease, then the leader's step.
+        A failure is logged (once, then once a minute while it lasts), never raised:
+        the loop must survive a database outage, and the next tick retries."""
+        try:
+            if time.monotonic() - self._renewed_at >= self._renew_every or not self.leading:
+                self._hold_lease()
+                self._renewed_at = time.monotonic()
+            if self.leading:
+                # A wake (a run settled) advances workflows at once; retries and
+                # timeouts, which scan every run in flight, wait for their tick.
+                due = time.monotonic() >= self._housekeeping_at
+                self.step(housekeeping=due)
+                if due:
+                    self._housekeeping_at = time.monotonic() + self.tick_s
+        except Exception as exc:
+            self.failures.failed(exc)
+        else:
+            self.failures.passed()
 
     def step(self, *, housekeeping: bool = True) -> None:
         """One pass of the leader's work (also called by tests to avoid waiting a tick):

@@ -9,10 +9,15 @@ runs on a library thread, so no element is touched from one.
 
 from __future__ import annotations
 
+import logging
+
 from nicegui import Event, app, run
 
 from tme.controller.change_feed import AgentChange, ChangeFeed, LogLine, RunChange
+from tme.failure_log import FailureLog
 from tme.ui.context import dashboard
+
+log = logging.getLogger("tme.ui")
 
 TICK_S = 0.25  # well inside the one second a change may take to reach a page
 
@@ -45,8 +50,19 @@ class LiveHub:
         self.run_cursor: int | None = None
         self.log_cursor = 0
         self.agent_cursor = 0
+        # NiceGUI logs a traceback for each tick that raises: four a second through a
+        # database outage. The hub logs the first, then once a minute while it lasts.
+        self.failures = FailureLog(log, "dashboard live update")
 
     async def tick(self) -> None:
+        try:
+            await self._tick()
+        except Exception as exc:
+            self.failures.failed(exc)
+        else:
+            self.failures.passed()
+
+    async def _tick(self) -> None:
         feed = dashboard().feed
         if feed is None:  # the controller is still starting
             return

@@ -34,6 +34,7 @@ from tme.controller.notifications.rules import (
     subject_and_text,
 )
 from tme.controller.store.models import utcnow
+from tme.failure_log import FailureLog
 
 log = logging.getLogger("tme.notify")
 
@@ -71,6 +72,7 @@ class Notifier:
         self._lock = threading.Lock()
         self._run_cursor = 0
         self._agent_cursor = 0
+        self.failures = FailureLog(log, "notifier pass")
 
     def start(self) -> None:
         # Only what happens from now on notifies; history was someone else's to report.
@@ -94,13 +96,21 @@ class Notifier:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                self.record_new_changes()
-                self.send_due()
-            except Exception:  # keep notifying after a database hiccup
-                log.exception("notifier pass failed")
+            self.run_pass()
             self._wake.wait(self.poll_s)
             self._wake.clear()  # the next pass reads the state afresh
+
+    def run_pass(self) -> None:
+        """Record the new changes' deliveries, then hand out the due ones. A failure is
+        logged (once, then once a minute while it lasts), never raised: the notifier
+        goes on after a database outage."""
+        try:
+            self.record_new_changes()
+            self.send_due()
+        except Exception as exc:
+            self.failures.failed(exc)
+        else:
+            self.failures.passed()
 
     def record_new_changes(self) -> int:
         changes: list[RunChange | AgentChange] = []

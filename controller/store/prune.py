@@ -36,6 +36,7 @@ from tme.controller.store.models import (
 from tme.controller.store.rows import table_of
 from tme.controller.store.security_models import ApiToken
 from tme.controller.store.workflow_models import RunLink, ScheduleSlot
+from tme.failure_log import FailureLog
 from tme.schemas import Misfire
 from tme.states import FINAL_STATES
 
@@ -210,6 +211,7 @@ class Pruner:
         self.passes = 0  # finished passes, for tests and logs
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.failures = FailureLog(log, "pruning old rows")
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="tme-prune", daemon=True)
@@ -227,13 +229,18 @@ class Pruner:
         wait = self.first_s
         while not self._stop.wait(wait):
             wait = self.every_s
-            if not self.should_prune():
-                continue
-            try:
-                counts = prune(self.engine, self.keep, stop=self._stop)
-            except Exception:  # a database hiccup: the next pass tries again
-                log.exception("pruning old rows failed; trying again in %.0f s", self.every_s)
-                continue
-            self.passes += 1
-            deleted = {table: rows for table, rows in counts.items() if rows}
-            log.info("pruned rows older than %s: %s", self.keep, deleted or "none")
+            if self.should_prune():
+                self.run_pass()
+
+    def run_pass(self) -> None:
+        """Prune once. A failure is logged (once, then at most once a minute while it
+        lasts), never raised: the next pass, `every_s` later, tries again."""
+        try:
+            counts = prune(self.engine, self.keep, stop=self._stop)
+        except Exception as exc:
+            self.failures.failed(exc)
+            return
+        self.failures.passed()
+        self.passes += 1
+        deleted = {table: rows for table, rows in counts.items() if rows}
+        log.info("pruned rows older than %s: %s", self.keep, deleted or "none")

@@ -172,3 +172,28 @@ def test_the_journal_deletes_given_up_entries_with_the_closed_ones(journal: Jour
     journal._update("UPDATE journal SET updated = ? WHERE id = ?", (time.time() - 10, cmd.id))
     journal.prune(older_than_s=1)
     assert journal.get_state(cmd.id) is None
+
+
+def test_a_failing_journal_is_logged_once_then_its_recovery(
+    journal: Journal, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every pass (once a second) fails while the journal cannot be read: one traceback,
+    not one a second, then one line when passes work again."""
+    dispatcher, _ = _dispatcher(journal, Sent())
+    dispatcher.run_pass()
+    caplog.set_level(logging.INFO, logger=command_dispatch.__name__)
+    journal.close()  # as a journal on a failed disk: every read raises
+    for _ in range(20):
+        dispatcher.run_pass()
+    lines = [(r.levelno, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert lines == [(logging.ERROR, "dispatch pass failed", True)]
+    dispatcher.journal = reopened = Journal(tmp_path / "j.sqlite3")
+    try:
+        dispatcher.run_pass()
+    finally:
+        reopened.close()
+    assert (
+        caplog.records[-1]
+        .getMessage()
+        .startswith("dispatch pass recovered after 20 failed passes over ")
+    )

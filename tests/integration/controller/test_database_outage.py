@@ -1,0 +1,155 @@
+"""The controller's background loops through a PostgreSQL outage: the database goes
+away (its address refuses connections, as when it is down or restarting) and comes
+back at the same address.
+
+Each loop logs the outage once, with its traceback, not once per pass (twice a second
+for the scheduler and the notifier, thousands of identical tracebacks in an hour), and
+says once that it recovered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+from tcp_relay import TcpRelay
+
+from tme.bus import open_bus
+from tme.config import Settings
+from tme.controller.change_feed import ChangeFeed
+from tme.controller.dispatcher import Dispatcher
+from tme.controller.notifications.notifier import Notifier
+from tme.controller.scheduling import Scheduling
+from tme.controller.store.db import make_engine, upgrade
+from tme.controller.store.prune import Pruner
+from tme.ui import live
+
+pytestmark = pytest.mark.external_service
+
+POSTGRESQL = ("127.0.0.1", 5432)
+PASSES = 20  # ten seconds of an outage for the loops that tick every half second
+
+
+class Database:
+    """The session's PostgreSQL database, reached through a relay that can go away
+    (new connections refused, open ones cut) and come back at the same address."""
+
+    def __init__(self, url: str) -> None:
+        assert ":5432/" in url
+        direct = make_engine(url)
+        upgrade(direct)
+        direct.dispose()
+        self.relay = TcpRelay(POSTGRESQL)
+        self.relay.open()
+        self.engine = make_engine(url.replace(":5432/", f":{self.relay.port}/"))
+
+    def go_away(self) -> None:
+        self.relay.close()
+
+    def come_back(self) -> None:
+        self.relay = TcpRelay(POSTGRESQL, port=self.relay.port)
+        self.relay.open()
+
+    def close(self) -> None:
+        self.relay.close()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def database(postgres_database_url: str) -> Iterator[Database]:
+    db = Database(postgres_database_url)
+    yield db
+    db.close()
+
+
+@dataclass
+class Loop:
+    """One pass of a loop (as its thread runs it), what its lines call a pass, its
+    logger, and what stops what the pass started."""
+
+    run_pass: Callable[[], object]
+    what: str
+    logger: str
+    stop: Callable[[], None] = lambda: None
+
+
+def _scheduling(engine: Engine, _monkeypatch: pytest.MonkeyPatch) -> Loop:
+    scheduling = Scheduling(engine, None, Settings())
+    return Loop(scheduling.run_pass, "scheduling pass", "tme.scheduler", scheduling.stop)
+
+
+def _notifier(engine: Engine, _monkeypatch: pytest.MonkeyPatch) -> Loop:
+    notifier = Notifier(engine, Settings(), ChangeFeed(engine))
+    return Loop(notifier.run_pass, "notifier pass", "tme.notify")
+
+
+def _dispatcher(engine: Engine, _monkeypatch: pytest.MonkeyPatch) -> Loop:
+    bus = open_bus(f"memory://outage-{uuid.uuid4().hex[:8]}")
+    bus.start()
+    dispatcher = Dispatcher(engine, bus)
+    return Loop(dispatcher.run_pass, "dispatch pass", "tme.dispatcher", bus.stop)
+
+
+def _pruner(engine: Engine, _monkeypatch: pytest.MonkeyPatch) -> Loop:
+    pruner = Pruner(engine, timedelta(days=30))
+    return Loop(pruner.run_pass, "pruning old rows", "tme.prune")
+
+
+def _live_hub(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Loop:
+    """The dashboard's timer: NiceGUI logged a traceback for each tick that raised."""
+
+    async def io_bound(func: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(func, *args)
+
+    feed = ChangeFeed(engine)
+    monkeypatch.setattr(live, "dashboard", lambda: SimpleNamespace(feed=feed))
+    monkeypatch.setattr(live, "run", SimpleNamespace(io_bound=io_bound))
+    hub = live.LiveHub()
+    return Loop(lambda: asyncio.run(hub.tick()), "dashboard live update", "tme.ui")
+
+
+LOOPS = [_scheduling, _notifier, _dispatcher, _pruner, _live_hub]
+
+
+@pytest.mark.parametrize("make_loop", LOOPS, ids=lambda make: make.__name__.strip("_"))
+def test_a_loop_logs_an_outage_once_and_its_end_once(
+    make_loop: Callable[[Engine, pytest.MonkeyPatch], Loop],
+    database: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = make_loop(database.engine, monkeypatch)
+    try:
+        loop.run_pass()  # connected: a pass as any other
+        caplog.set_level(logging.INFO, logger=loop.logger)
+        caplog.clear()
+        database.go_away()
+        for _ in range(PASSES):
+            loop.run_pass()
+        lines = _lines(caplog, loop.logger)
+        assert lines == [(logging.ERROR, f"{loop.what} failed", True)], lines
+        caplog.clear()
+        database.come_back()
+        loop.run_pass()
+        said = [message for _, message, _ in _lines(caplog, loop.logger) if "recover" in message]
+        assert len(said) == 1, said
+        assert said[0].startswith(f"{loop.what} recovered after {PASSES} failed passes over ")
+    finally:
+        loop.stop()
+
+
+def _lines(caplog: pytest.LogCaptureFixture, logger: str) -> list[tuple[int, str, bool]]:
+    """(level, message, with a traceback) of each line `logger` wrote."""
+    return [
+        (r.levelno, r.getMessage(), r.exc_info is not None)
+        for r in caplog.records
+        if r.name == logger
+    ]
