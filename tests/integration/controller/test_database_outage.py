@@ -4,13 +4,15 @@ back at the same address.
 
 Each loop logs the outage once, with its traceback, not once per pass (twice a second
 for the scheduler and the notifier, thousands of identical tracebacks in an hour), and
-says once that it recovered.
+says once that it recovered. The event consumer applies the events it held as soon as
+the database is back, not at its next try seconds later.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,17 +21,23 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from moved_runs import run_state, runs_moved
 from sqlalchemy.engine import Engine
 from tcp_relay import TcpRelay
+from waiting import wait_until
 
-from tme.bus import open_bus
+from tme.bus import Delivery, open_bus
 from tme.config import Settings
+from tme.controller import event_consumer
 from tme.controller.change_feed import ChangeFeed
 from tme.controller.dispatcher import Dispatcher
+from tme.controller.event_consumer import EventConsumer
 from tme.controller.notifications.notifier import Notifier
 from tme.controller.scheduling import Scheduling
 from tme.controller.store.db import make_engine, upgrade
 from tme.controller.store.prune import Pruner
+from tme.protocol import Event
+from tme.schemas import TaskCreate
 from tme.ui import live
 
 pytestmark = pytest.mark.external_service
@@ -153,3 +161,46 @@ def _lines(caplog: pytest.LogCaptureFixture, logger: str) -> list[tuple[int, str
         for r in caplog.records
         if r.name == logger
     ]
+
+
+def test_events_held_through_an_outage_are_applied_as_soon_as_the_database_is_back(
+    database: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The consumer probes a database that does not answer every PROBE_S and applies
+    the events it holds once a probe is answered. It tried again after a pause doubling
+    up to 10 s, so events waited up to that long after the database was back; here that
+    pause is a minute, so only the probe applies them within the deadline."""
+    monkeypatch.setattr(event_consumer, "OUTAGE_PAUSE_MIN_S", 60.0)
+    monkeypatch.setattr(event_consumer, "OUTAGE_PAUSE_MAX_S", 60.0)
+    caplog.set_level(logging.INFO, logger="tme.events")
+    site = f"site-{uuid.uuid4().hex[:10]}"
+    target = {"site": site, "agent": "skid-a", "device": "pump1"}
+    read = TaskCreate(name="read", op="modbus.read", target=target, params={"point": "level"})
+    run_ids = runs_moved(database.engine, [read] * 3)
+    deliveries = [
+        Delivery(event.to_json(), f"{site}.skid-a.accepted", event.id)
+        for event in (
+            Event(command_id=r, type="accepted", site=site, agent="skid-a") for r in run_ids
+        )
+    ]
+    consumer = EventConsumer(database.engine, open_bus(f"memory://outage-{site}"))
+    outcomes: list[Exception | None] = []
+    database.go_away()
+    applying = threading.Thread(target=lambda: outcomes.extend(consumer.handle_batch(deliveries)))
+    applying.start()
+    try:
+        wait_until(lambda: consumer.probing, what="the consumer waiting for the database")
+        database.come_back()
+        # Far below the minute of a retry without the probe; far above its half second.
+        applying.join(5)
+        assert not applying.is_alive(), "the events are still held 5 s after the database is back"
+    finally:
+        consumer.stop()  # one still holding them gives up (the test failed)
+        applying.join(10)
+    assert outcomes == [None, None, None]
+    assert consumer.returns_noticed == 1
+    assert {run_state(database.engine, r) for r in run_ids} == {"accepted"}
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "tme.events"]
+    assert said[0][0] == logging.ERROR and said[0][1].startswith("applying events failed")
+    assert said[-1][1].startswith("applying events recovered after 1 failed pass over ")
+    assert len(said) == 2
