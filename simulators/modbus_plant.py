@@ -75,8 +75,9 @@ class PlantSimulator:
         self._servers: list[Any] = []
         self._bridge: PtyBridge | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # None unless serving
         self._loop_thread = 0
+        self._pending: set[asyncio.Task[Any]] = set()  # requests a fault holds up
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -123,15 +124,24 @@ class PlantSimulator:
         self._servers.append(server)
 
     async def stop(self) -> None:
+        """Stop serving. Every part is stopped even if another one fails (the failure is
+        raised once all are); afterwards `drop_connections` does nothing (the plant has
+        no connections, and its loop may be closed by then)."""
+        self._loop = None
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        for server in self._servers:
-            await server.shutdown()
-        self._servers.clear()
-        if self._bridge is not None:
-            self._bridge.close()
+        held = list(self._pending)  # a late answer must not come after the stop
+        for request in held:
+            request.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
+        servers, self._servers = self._servers, []
+        async with contextlib.AsyncExitStack() as parts:  # each part runs, last first
+            if self._bridge is not None:
+                parts.callback(self._bridge.close)
+            for server in servers:
+                parts.push_async_callback(server.shutdown)
 
     @classmethod
     @contextlib.contextmanager
@@ -185,7 +195,7 @@ class PlantSimulator:
         if fault is None:
             return None
         if fault.delay_s:
-            await asyncio.sleep(fault.delay_s)  # the fault itself: a device that answers late
+            await self._answer_late(fault.delay_s)
         if fault.drop:
             # a device that resets mid-request: nothing is applied and no answer is sent
             # (the exception code only stops pymodbus applying a write; its connection is gone)
@@ -195,6 +205,18 @@ class PlantSimulator:
             return ExcCodes(fault.exception)
         return None
 
+    async def _answer_late(self, delay_s: float) -> None:
+        """The delay fault itself: a device that answers late. The request's task is
+        known until then, so that `stop` cancels it instead of leaving it to wake on a
+        stopped plant (or be destroyed pending with its loop)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._pending.add(task)
+        try:
+            await asyncio.sleep(delay_s)
+        finally:
+            self._pending.discard(task)
+
     def inject_fault(self, unit: int | None = None, **fields: Any) -> Fault:
         """Add a fault (see `Fault`); safe to call from any thread."""
         return self.faults.add(Fault(unit=unit, **fields))
@@ -203,8 +225,10 @@ class PlantSimulator:
         self.faults.clear()
 
     def drop_connections(self) -> None:
-        """Close every client connection now, as a device reboot or a cut cable would."""
-        if self._loop is None:
+        """Close every client connection now, as a device reboot or a cut cable would.
+        A plant not serving (never started, or stopped) has none: nothing happens."""
+        loop = self._loop
+        if loop is None:
             return
         if threading.get_ident() == self._loop_thread:
             self._drop_now()
@@ -212,15 +236,23 @@ class PlantSimulator:
         done = threading.Event()
 
         def drop_and_signal() -> None:
-            self._drop_now()
-            done.set()
+            try:
+                self._drop_now()
+            finally:
+                done.set()
 
-        self._loop.call_soon_threadsafe(drop_and_signal)
+        try:
+            loop.call_soon_threadsafe(drop_and_signal)
+        except RuntimeError:  # its loop closed meanwhile: stopped, so nothing to drop
+            return
         done.wait(5)
 
     def _drop_now(self) -> None:
-        for server in self._servers:
-            for connection in list(server.active_connections.values()):
+        for server in list(self._servers):
+            # A server that is shutting down (or a kind that keeps no table of its
+            # clients) has no connections to drop.
+            connections = getattr(server, "active_connections", None) or {}
+            for connection in list(connections.values()):
                 connection.close()
 
     # --- the machine's state, read and set directly -------------------------------
