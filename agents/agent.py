@@ -69,8 +69,9 @@ class DeviceAgent:
             worker_count=self.config.worker_count,
             allow_shell=self.config.allow_shell,
         )
-        await self.devices.start()
-        for command in self._record.unfinished("started"):
+        cut_off = self._record.unfinished("started")  # by the last process's end
+        await self.devices.start(quiet=self.devices.quiet_after_cut_off(cut_off))
+        for command in cut_off:
             self._executor.outcome_unknown(command)
         self.presence.install()
         loop = asyncio.get_running_loop()

@@ -2,6 +2,10 @@
 
 Two devices on one RS-485 line (or behind one Modbus/TCP gateway) share a bus_key,
 so they share a lock: operations never interleave on one wire, whatever their unit.
+
+A bus on which the last process was cut off mid-operation (killed, power cut) starts
+quiet: its lock is held, and its driver started, only once the cut-off request can no
+longer reach the device (see `quiet_after_cut_off`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from tme.errors import ConfigError, TMEError
 
 if TYPE_CHECKING:
     from tme.drivers.profile import DeviceProfile
+    from tme.protocol import Command
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +45,15 @@ class Device:
 class DeviceSet:
     devices: dict[str, Device] = field(default_factory=dict)
     _bus_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _quieting: set[asyncio.Task[None]] = field(default_factory=set)
 
     def get(self, name: str | None) -> Device | None:
         return self.devices.get(name) if name else None
 
     def bus_lock(self, device: Device) -> asyncio.Lock:
-        key = str(device.driver.bus_key)
+        return self._lock_of(str(device.driver.bus_key))
+
+    def _lock_of(self, key: str) -> asyncio.Lock:
         if key not in self._bus_locks:
             self._bus_locks[key] = asyncio.Lock()
         return self._bus_locks[key]
@@ -53,21 +61,62 @@ class DeviceSet:
     def describe(self) -> list[dict[str, Any]]:
         return [device.describe() for device in self.devices.values()]
 
-    async def start(self) -> None:
+    def quiet_after_cut_off(self, commands: list[Command]) -> dict[str, float]:
+        """The buses on which `commands` (started by the last process, never finished)
+        were cut off, each with how long it stays quiet: its driver's request timeout.
+
+        The cut-off request may still be on its way: a Modbus TCP device or a line
+        answers it late, and a write lands late. Sent to at once, the device could take
+        it between a new command's write and its read-back. Logged once per bus.
+        """
+        quiet: dict[str, tuple[float, str]] = {}
+        for command in commands:
+            device = self.get(command.device)
+            timeout_s = getattr(device.driver, "request_timeout_s", None) if device else None
+            if device is None or not isinstance(timeout_s, int | float):
+                continue  # no bus (builtin ops), or a driver that does not say how long
+            key = str(device.driver.bus_key)
+            if timeout_s > quiet.get(key, (0.0, ""))[0]:
+                quiet[key] = (float(timeout_s), command.id)
+        for key, (seconds, command_id) in quiet.items():
+            log.warning(
+                "bus %s waits %g s (its request timeout) before its first request: command %s"
+                " was cut off on it when the agent last stopped, and its request may still"
+                " reach the device",
+                key,
+                seconds,
+                command_id,
+            )
+        return {key: seconds for key, (seconds, _) in quiet.items()}
+
+    async def start(self, quiet: dict[str, float] | None = None) -> None:
         """Start each distinct driver once; a device that fails to start is logged, not fatal.
 
         A driver reconnects on its next operation, so one unreachable machine must not keep
-        the agent (and every other device) offline.
+        the agent (and every other device) offline. A bus in `quiet` (bus key -> seconds)
+        is held that long first: its lock is taken now, before any command can ask for
+        it, and its driver started (its connection opened) only then. The others start
+        at once.
         """
+        quiet = quiet or {}
         for driver in self._distinct_drivers():
-            try:
-                await driver.start()
-            except TMEError as exc:
-                log.warning(
-                    "driver %s did not start (will retry on use): %s", driver.bus_key, exc.message
-                )
+            seconds = quiet.get(str(driver.bus_key), 0.0)
+            if seconds > 0:
+                await self._hold(driver, seconds)
+            else:
+                await _start_driver(driver)
+
+    async def _hold(self, driver: Any, seconds: float) -> None:
+        lock = self._lock_of(str(driver.bus_key))
+        await lock.acquire()  # free: the agent runs no command before its devices start
+        task = asyncio.get_running_loop().create_task(_start_after(driver, seconds, lock))
+        self._quieting.add(task)
+        task.add_done_callback(self._quieting.discard)
 
     async def stop(self) -> None:
+        for task in list(self._quieting):
+            task.cancel()
+        await asyncio.gather(*self._quieting, return_exceptions=True)
         for driver in self._distinct_drivers():
             try:
                 await driver.stop()
@@ -79,6 +128,22 @@ class DeviceSet:
         for device in self.devices.values():
             seen.setdefault(id(device.driver), device.driver)
         return list(seen.values())
+
+
+async def _start_driver(driver: Any) -> None:
+    try:
+        await driver.start()
+    except TMEError as exc:
+        log.warning("driver %s did not start (will retry on use): %s", driver.bus_key, exc.message)
+
+
+async def _start_after(driver: Any, seconds: float, lock: asyncio.Lock) -> None:
+    """Hold a bus `seconds` (commands for it wait for its lock), then start its driver."""
+    try:
+        await asyncio.sleep(seconds)  # the quiet time itself: a late frame lands in it
+        await _start_driver(driver)
+    finally:
+        lock.release()
 
 
 def build_devices(configs: dict[str, DeviceConfig]) -> DeviceSet:

@@ -55,6 +55,20 @@ class Driver(Protocol):
 
 
 @runtime_checkable
+class AnswersWithin(Protocol):
+    """A driver that waits up to `request_timeout_s` for a device's answer.
+
+    A request is on its way to the device before its answer is: if the process that
+    sent it dies, the device may still act on it (a write lands) and answer, up to that
+    long after. A restarted agent keeps such a bus quiet that long before it sends
+    anything, so that the dead process's frame cannot land between a new command's
+    frames.
+    """
+
+    request_timeout_s: float
+
+
+@runtime_checkable
 class PointReader(Protocol):
     async def read_points(
         self, profile: DeviceProfile, unit: int, points: list[str]

@@ -51,6 +51,7 @@ class ModbusDriver:
 
     bus_key: str
     units: range  # the unit ids a device on this bus may have
+    request_timeout_s: float
 
     def __init__(
         self,
@@ -65,6 +66,7 @@ class ModbusDriver:
         require_setting("retries", read_retries, low=0, whole=True)
         self.bus_key = bus_key
         self.units = units
+        self.request_timeout_s = timeout_s  # see tme.drivers.base.AnswersWithin
         self._make_client = make_client
         self._client: Client | None = None
         self._guard_s = timeout_s + GUARD_MARGIN_S

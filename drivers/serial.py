@@ -35,6 +35,7 @@ class SerialDriver:
         require_setting("timeout_s", timeout_s, low=0.001)
         require_setting("max_line_bytes", max_line_bytes, low=1, whole=True)
         self.bus_key = serial_bus_key(port)
+        self.request_timeout_s = timeout_s  # see tme.drivers.base.AnswersWithin
         self._channel = LineChannel(
             port,
             baudrate=baudrate,

@@ -217,6 +217,11 @@ class PlantSimulator:
         finally:
             self._pending.discard(task)
 
+    @property
+    def held_requests(self) -> int:
+        """How many requests a delay fault holds right now (not yet acted on)."""
+        return len(self._pending)
+
     def inject_fault(self, unit: int | None = None, **fields: Any) -> Fault:
         """Add a fault (see `Fault`); safe to call from any thread."""
         return self.faults.add(Fault(unit=unit, **fields))
