@@ -8,6 +8,7 @@ queue redeclared with other arguments) raised to the caller as BusError.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -23,6 +24,8 @@ from tme.errors import BusError
 from tme.protocol import DEAD_LETTER_EXCHANGE
 
 NOT_FOUND = 404  # AMQP reply code of a passive declare of something that does not exist
+PRECONDITION_FAILED = 406  # a redeclare with other arguments
+log = logging.getLogger(__name__)
 
 
 def connection_parameters(url: str, options: BusOptions, role: str) -> pika.URLParameters:
@@ -66,8 +69,46 @@ def declare_topology(channel: BlockingChannel) -> None:
 def declare_queue(
     channel: BlockingChannel, queue: str, exchange: str, binding: str, delivery_limit: int
 ) -> None:
-    channel.queue_declare(queue, durable=True, arguments=queue_arguments(exchange, delivery_limit))
+    """Declare and bind a queue. One that exists with another delivery limit (declared
+    by an older TME, or under another broker.delivery_limit) is used as it is, with a
+    warning: a queue's arguments cannot change, and refusing it would stop its site.
+    Any other difference is refused (BusError from admin_channel)."""
+    arguments = queue_arguments(exchange, delivery_limit)
+    try:
+        channel.queue_declare(queue, durable=True, arguments=arguments)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        kept = _delivery_limit_kept(exc)
+        if kept is None:
+            raise
+        channel = channel.connection.channel()  # the refusal closed the first one
+        channel.queue_declare(
+            queue, durable=True, arguments={**arguments, "x-delivery-limit": kept}
+        )  # every other argument is still checked
+        log.warning(
+            "queue %s keeps the delivery limit %d it was declared with (TME declares it with"
+            " %s now); see 'Delivery limits' in docs/deployment.md to adopt that",
+            queue,
+            kept,
+            arguments["x-delivery-limit"],
+        )
     channel.queue_bind(queue, exchange, routing_key=binding)
+
+
+# RabbitMQ's refusal of a redeclare whose x-delivery-limit differs from the queue's:
+# "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue '...' in vhost
+# '/': received '1000' but current is '5'" (3.10; "current is the value '5' of type
+# 'signedint'" when the declare names none). A queue without one does not match.
+_OTHER_DELIVERY_LIMIT = re.compile(
+    r"inequivalent arg 'x-delivery-limit' .* current is (?:the value )?'(\d+)'"
+)
+
+
+def _delivery_limit_kept(exc: pika.exceptions.ChannelClosedByBroker) -> int | None:
+    """The queue's own delivery limit, when that is what the broker refused on."""
+    if exc.reply_code != PRECONDITION_FAILED:
+        return None
+    found = _OTHER_DELIVERY_LIMIT.search(exc.reply_text)
+    return int(found.group(1)) if found else None
 
 
 def queue_exists(channel: BlockingChannel, queue: str) -> bool:

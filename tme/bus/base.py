@@ -67,8 +67,10 @@ class Bus(Protocol):
     def declare_queue(self, queue: str, exchange: str, binding: str) -> None:
         """Declare a durable quorum queue bound to `exchange` with the `binding` pattern.
 
-        Queues on tme.dispatch and tme.events get the delivery limit and dead-lettering;
-        queues on tme.dead keep what they receive (taps of dead letters).
+        Queues on tme.dispatch and tme.events get a delivery limit (SITE_DELIVERY_LIMIT
+        on tme.dispatch, the configured one on tme.events) and dead-lettering; one that
+        exists with another delivery limit is used as it is (its arguments cannot
+        change). Queues on tme.dead keep what they receive (taps of dead letters).
         """
 
     def declare_events_queue(

@@ -13,6 +13,7 @@ from tme.bus.topology import (
     CONTROLLER_EVENTS_QUEUE,
     DEAD_LETTER_QUEUE,
     EXCHANGES,
+    delivery_limit_for,
 )
 from tme.errors import BusError
 from tme.protocol import (
@@ -163,7 +164,8 @@ class MemoryBus:
         if exchange == DEAD_LETTER_EXCHANGE:
             self.broker.declare_queue(queue, None, None)
         else:
-            self.broker.declare_queue(queue, self.options.delivery_limit, DEAD_LETTER_EXCHANGE)
+            limit = delivery_limit_for(exchange, self.options.delivery_limit)
+            self.broker.declare_queue(queue, limit, DEAD_LETTER_EXCHANGE)
         self.broker.bind(queue, exchange, binding)
 
     def declare_site(self, site: str) -> None:

@@ -9,6 +9,7 @@ process that open the same memory:// URL share one broker.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,8 @@ from urllib.parse import urlsplit
 from tme.bus.base import Unroutable
 from tme.bus.topic import topic_matches
 from tme.errors import BusError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,22 @@ class MemoryBroker:
             existing = self.queues.get(queue)
             if existing is None:
                 self.queues[queue] = MemoryQueue(queue, delivery_limit, dead_letter_exchange)
-            elif (existing.delivery_limit, existing.dead_letter_exchange) != (
-                delivery_limit,
-                dead_letter_exchange,
+                return
+            # RabbitMQ answers PRECONDITION_FAILED to a redeclare with other arguments;
+            # the AMQP bus then keeps a queue that differs only in its delivery limit.
+            if existing.dead_letter_exchange != dead_letter_exchange or (
+                None in (existing.delivery_limit, delivery_limit)
+                and existing.delivery_limit != delivery_limit
             ):
-                # RabbitMQ answers PRECONDITION_FAILED to a redeclare with other arguments.
                 raise BusError(f"queue {queue!r} exists with different arguments")
+            if existing.delivery_limit != delivery_limit:
+                log.warning(
+                    "queue %s keeps the delivery limit %s it was declared with (TME declares"
+                    " it with %s now)",
+                    queue,
+                    existing.delivery_limit,
+                    delivery_limit,
+                )
 
     def bind(self, queue: str, exchange: str, pattern: str) -> None:
         with self.changed:

@@ -21,8 +21,9 @@ class BusOptions:
     # Deliveries a consumer holds at once; handlers are short, so a modest window
     # keeps throughput without hoarding messages from other gateways.
     prefetch: int = 50
-    # Times a message may be returned to its queue before it is dead-lettered.
-    # RabbitMQ 3.10 has no default, so TME always sets one.
+    # Times a message may be returned to an events queue before it is dead-lettered.
+    # RabbitMQ 3.10 has no default, so TME always sets one. Site queues have their own,
+    # far higher (tme.bus.topology.SITE_DELIVERY_LIMIT).
     delivery_limit: int = 5
     # How long publish / publish_many wait for the broker's confirms (whole call).
     confirm_timeout_s: float = 30.0

@@ -21,6 +21,22 @@ EXCHANGES = (DISPATCH_EXCHANGE, EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE)
 PUBLISH_SEQ_HEADER = "x-tme-publish-seq"
 
 
+# The delivery limit of a site's queue (tme.site.<site>); broker.delivery_limit is the
+# events queues'. RabbitMQ up to 4.2 counts each delivery that came back unacked, also
+# one a closed connection took back: a gateway whose link keeps dropping while it cannot
+# take commands in (its host stalled, a link that connects but carries nothing) saw
+# them dead-lettered, never run, at the sixth drop, nothing wrong with them. A command
+# the gateway cannot take (malformed, misaddressed) it dead-letters itself at once, so
+# on a site queue the count tracks lost connections (and journal writes that failed),
+# and the limit only has to stop a command that kills the gateway before it can answer
+# (a bug) from doing so for ever: a gateway restarted every few seconds reaches 1000
+# within an hour or so, while a link losing its connection once a minute (the
+# heartbeat timeout) keeps a command for about 16 hours. A constant, not a setting: the
+# controller and each declaring gateway must declare the same arguments (see
+# docs/deployment.md, "Delivery limits").
+SITE_DELIVERY_LIMIT = 1000
+
+
 def work_queue_arguments(delivery_limit: int) -> dict[str, object]:
     """Arguments of a queue TME consumes work from (site and events queues).
 
@@ -41,7 +57,14 @@ def dead_letter_queue_arguments() -> dict[str, object]:
     return {"x-queue-type": "quorum"}
 
 
+def delivery_limit_for(exchange: str, configured: int) -> int:
+    """A queue's delivery limit: SITE_DELIVERY_LIMIT on tme.dispatch (site queues), the
+    configured one (broker.delivery_limit) on tme.events."""
+    return SITE_DELIVERY_LIMIT if exchange == DISPATCH_EXCHANGE else configured
+
+
 def queue_arguments(exchange: str, delivery_limit: int) -> dict[str, object]:
+    """The arguments of a queue on `exchange`; `delivery_limit` is the configured one."""
     if exchange == DEAD_LETTER_EXCHANGE:
         return dead_letter_queue_arguments()
-    return work_queue_arguments(delivery_limit)
+    return work_queue_arguments(delivery_limit_for(exchange, delivery_limit))

@@ -14,7 +14,13 @@ import pytest
 from bus_recorder import Recorder
 
 from tme.bus import Bus, Delivery, Reject
-from tme.protocol import DEAD_LETTER_EXCHANGE, DISPATCH_EXCHANGE, site_queue, site_routing_key
+from tme.protocol import (
+    DEAD_LETTER_EXCHANGE,
+    DISPATCH_EXCHANGE,
+    EVENTS_EXCHANGE,
+    site_queue,
+    site_routing_key,
+)
 
 BusFactory = Callable[..., Bus]
 
@@ -105,15 +111,23 @@ def test_an_error_outcome_requeues_that_delivery_alone_until_the_limit(
     make_bus: BusFactory, site: str
 ) -> None:
     """A delivery whose outcome is an exception (not Reject) is requeued, like a handler
-    raising it, and dead-lettered past the delivery limit; the rest are acked once."""
+    raising it, and dead-lettered past the delivery limit; the rest are acked once. On an
+    events queue, whose limit is the configured one (a site queue's is far higher)."""
     bus = make_bus(delivery_limit=2)
-    dead = _dead_letters(bus, site)
-    ids = _publish(bus, site, 20)
+    queue, key = f"tme.test.events.{site}", f"{site}.#"
+    bus.declare_queue(queue, EVENTS_EXCHANGE, key)
+    dead = Recorder()
+    tap = f"tme.test.dead.{site}"
+    bus.declare_queue(tap, DEAD_LETTER_EXCHANGE, key)
+    bus.consume(tap, dead)
+    messages = [(f"{site}.a1.succeeded", b"%d" % i, f"m-{i}") for i in range(20)]
+    assert bus.publish_many(EVENTS_EXCHANGE, messages) == [None] * 20
+    ids = {m[2] for m in messages}
     handler = BatchRecorder(
         lambda d: RuntimeError("cannot apply") if d.message_id == "m-7" else None
     )
 
-    bus.consume_batch(site_queue(site), handler, max_batch=20)
+    bus.consume_batch(queue, handler, max_batch=20)
     dead.wait_for_ids({"m-7"})
 
     seen = handler.ids()

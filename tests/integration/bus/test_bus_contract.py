@@ -25,10 +25,11 @@ from tme.protocol import (
 BusFactory = Callable[..., Bus]
 
 
-def _dead_letter_tap(bus: Bus, site: str) -> Recorder:
-    """Consume this site's dead letters from a queue of the test's own on tme.dead."""
+def _dead_letter_tap(bus: Bus, site: str, key: str | None = None) -> Recorder:
+    """Consume this site's dead letters (routing key `key`, default its commands') from
+    a queue of the test's own on tme.dead."""
     tap = f"tme.test.dead.{site}"
-    bus.declare_queue(tap, DEAD_LETTER_EXCHANGE, site_routing_key(site))
+    bus.declare_queue(tap, DEAD_LETTER_EXCHANGE, key or site_routing_key(site))
     recorder = Recorder()
     bus.consume(tap, recorder)
     return recorder
@@ -148,16 +149,19 @@ def test_reject_dead_letters_without_redelivery(make_bus: BusFactory, site: str)
 def test_delivery_limit_dead_letters_a_message_that_keeps_failing(
     make_bus: BusFactory, site: str
 ) -> None:
+    """On an events queue: the configured delivery_limit is theirs (a site queue's is
+    SITE_DELIVERY_LIMIT, see tme.bus.topology)."""
     bus = make_bus(delivery_limit=2)
-    bus.declare_site(site)
-    dead = _dead_letter_tap(bus, site)
+    queue = f"tme.test.events.{site}"
+    bus.declare_queue(queue, EVENTS_EXCHANGE, f"{site}.#")
+    dead = _dead_letter_tap(bus, site, key=f"{site}.#")
 
     def always_fail(delivery: Delivery) -> None:
         raise RuntimeError("handler bug")
 
     got = Recorder(inner=always_fail)
-    bus.consume(site_queue(site), got)
-    bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), b"{}", message_id="doomed")
+    bus.consume(queue, got)
+    bus.publish(EVENTS_EXCHANGE, f"{site}.a1.succeeded", b"{}", message_id="doomed")
 
     dead.wait_for_ids({"doomed"})
     # The first delivery plus `delivery_limit` redeliveries, then the dead-letter queue.
@@ -299,3 +303,23 @@ def test_controller_events_queue_takes_every_event(
     bus.consume(queue, got)
     bus.publish(EVENTS_EXCHANGE, f"site.{site}.agent.evt", b"{}", message_id="ev")
     got.wait_for_ids({"ev"})
+
+
+def test_a_site_queue_declared_with_another_delivery_limit_is_used_as_it_is(
+    make_bus: BusFactory, site: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A site queue an older TME declared (its limit was broker.delivery_limit) cannot
+    take today's arguments: it is used as it is, with a warning, and keeps its own
+    limit, rather than refused (which would stop its site)."""
+    bus = make_bus(delivery_limit=2)
+    bus.declare_queue(site_queue(site), EVENTS_EXCHANGE, f"{site}.old")  # as it was declared
+    dead = _dead_letter_tap(bus, site)
+
+    bus.declare_site(site)
+
+    assert f"queue {site_queue(site)} keeps the delivery limit 2" in caplog.text
+    got = Recorder(inner=lambda d: (_ for _ in ()).throw(RuntimeError("handler bug")))
+    bus.consume(site_queue(site), got)
+    bus.publish(DISPATCH_EXCHANGE, site_routing_key(site), b"{}", message_id="doomed")
+    dead.wait_for_ids({"doomed"})
+    assert got.ids() == ["doomed"] * 3  # its own limit, 2, still applies

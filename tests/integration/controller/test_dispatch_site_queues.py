@@ -20,7 +20,7 @@ from tme.controller.outbox import OutboxWriter
 from tme.controller.services.tasks import create_task
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Outbox, Site
-from tme.protocol import Presence, site_queue
+from tme.protocol import DEAD_LETTER_EXCHANGE, Presence, site_queue
 from tme.schemas import TaskCreate
 
 
@@ -99,9 +99,9 @@ def test_a_site_whose_queue_cannot_be_declared_holds_up_no_other_site(
     the site is new or known to the database (declared before the batch is read)."""
     monkeypatch.setattr("tme.controller.dispatcher.RETRY_PAUSE_S", 1.0)  # keeps the test short
     bad, good = sites
-    other = open_bus(bus_url, delivery_limit=3)  # a queue declared by another setup
+    other = open_bus(bus_url)  # a queue of another kind (no delivery limit) by its name
     other.start()
-    other.declare_site(bad)
+    other.declare_queue(site_queue(bad), DEAD_LETTER_EXCHANGE, f"{bad}.stray")
     other.stop()
     if known:
         with session_scope(app_engine) as session:

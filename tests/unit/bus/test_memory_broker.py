@@ -9,8 +9,15 @@ import pytest
 from tme.bus import open_bus
 from tme.bus.memory import MemoryBus
 from tme.bus.memory_broker import broker_for, reset_memory_brokers
+from tme.bus.topology import SITE_DELIVERY_LIMIT
 from tme.errors import BusError
-from tme.protocol import DISPATCH_EXCHANGE, site_queue, site_routing_key
+from tme.protocol import (
+    DEAD_LETTER_EXCHANGE,
+    DISPATCH_EXCHANGE,
+    EVENTS_EXCHANGE,
+    site_queue,
+    site_routing_key,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -47,13 +54,22 @@ def test_reset_forgets_queues_and_messages() -> None:
 
 
 def test_redeclare_with_other_arguments_is_refused() -> None:
+    first = open_bus("memory://")
+    first.start()
+    first.declare_queue("q", DEAD_LETTER_EXCHANGE, "#")  # no delivery limit, no dead letters
+    with pytest.raises(BusError, match="different arguments"):
+        first.declare_queue("q", EVENTS_EXCHANGE, "#")
+
+
+def test_redeclare_with_another_delivery_limit_keeps_the_queues_own() -> None:
+    """As on RabbitMQ: a site queue declared with an older limit is used as it is."""
     first = open_bus("memory://", delivery_limit=5)
     first.start()
+    first.declare_queue(site_queue("s"), EVENTS_EXCHANGE, "old")  # as older TME declared it
     first.declare_site("s")
-    other = open_bus("memory://", delivery_limit=9)
-    other.start()
-    with pytest.raises(BusError, match="different arguments"):
-        other.declare_site("s")
+    assert broker_for("memory://").queues[site_queue("s")].delivery_limit == 5
+    first.declare_site("t")
+    assert broker_for("memory://").queues[site_queue("t")].delivery_limit == SITE_DELIVERY_LIMIT
 
 
 def test_unstarted_memory_bus_refuses_work() -> None:
