@@ -15,7 +15,6 @@ unacked, and tried again until it is back (applying is idempotent by event id).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from tme.bus.base import Bus, Consumer, Delivery, Reject
+from tme.bus.holding import HeldWrite
 from tme.controller.event_apply import Applied, apply_messages
 from tme.controller.store.db import session_scope
 from tme.controller.store.sqlite_gate import pipeline_writes
@@ -73,14 +73,29 @@ class EventConsumer:
         # (the controller wakes its scheduling thread).
         self.on_to_settle: Callable[[], None] | None = None
         self._consumer: Consumer | None = None
-        self._stopping = threading.Event()
         self.outage = FailureLog(
             log,
             "applying events",
             meanwhile="the database is unreachable: events are held, unacked, until it is back",
         )
-        self.probing = False  # waiting for a database that does not answer
-        self.returns_noticed = 0  # how often probing found the database back
+        self.hold = HeldWrite(
+            self.outage,
+            _database_unreachable,
+            pause_min_s=OUTAGE_PAUSE_MIN_S,
+            pause_max_s=OUTAGE_PAUSE_MAX_S,
+            answers=self._database_answers,
+            probe_s=PROBE_S,
+        )
+
+    @property
+    def probing(self) -> bool:
+        """Whether it waits for a database that does not answer."""
+        return self.hold.probing
+
+    @property
+    def returns_noticed(self) -> int:
+        """How often probing found the database back."""
+        return self.hold.returns_noticed
 
     def declare(self) -> None:
         """Declare this consumer's queue and binding (idempotent; also the readiness
@@ -94,7 +109,7 @@ class EventConsumer:
         )
 
     def stop(self) -> None:
-        self._stopping.set()  # a batch held through an outage is requeued, not waited for
+        self.hold.stop()  # a batch held through an outage is requeued, not waited for
         if self._consumer is not None:
             self._consumer.stop()
             self._consumer = None
@@ -147,46 +162,12 @@ class EventConsumer:
                 outcomes[index] = exc
 
     def _apply_held(self, messages: list[Event | Presence]) -> None:
-        """Apply; while the database is unreachable, keep the deliveries and try again.
-
-        Requeued instead, each try would spend one of the queue's redeliveries within
-        milliseconds, and a database restart would dead-letter every result arriving
-        during it. Unacked deliveries wait here (RabbitMQ's consumer timeout, 30 min by
-        default, bounds how long before it requeues them itself); prefetch bounds how
-        many. On stop the last error is raised and the bus requeues them.
-        """
-        pause = OUTAGE_PAUSE_MIN_S
-        while True:
-            try:
-                self._apply_all(messages)
-                break
-            except Exception as exc:
-                if not _database_unreachable(exc) or self._stopping.is_set():
-                    raise
-                self.outage.failed(exc)
-                if self._database_answers():
-                    # It answers, yet applying failed (a disk full, say): tried again
-                    # sooner, a whole transaction would only fail sooner.
-                    waited = not self._stopping.wait(pause)
-                    pause = min(pause * 2, OUTAGE_PAUSE_MAX_S)
-                else:
-                    waited = self._wait_until_the_database_answers()
-                if not waited:
-                    raise
-        self.outage.passed()
-
-    def _wait_until_the_database_answers(self) -> bool:
-        """Probe every PROBE_S until the database answers (the events held are applied
-        within about a second of its return); False if the consumer stops first."""
-        self.probing = True
-        try:
-            while not self._stopping.wait(PROBE_S):
-                if self._database_answers():
-                    self.returns_noticed += 1
-                    return True
-            return False
-        finally:
-            self.probing = False
+        """Apply; while the database is unreachable, keep the deliveries and try again
+        (tme.bus.holding): requeued instead, each try would spend one of the queue's
+        redeliveries within milliseconds, and a database restart would dead-letter every
+        result arriving during it. On stop the last error is raised and the bus
+        requeues them."""
+        self.hold.run(lambda: self._apply_all(messages))
 
     def _database_answers(self) -> bool:
         """Whether the database answers a trivial query now."""
