@@ -99,7 +99,10 @@ class Journal:
                         added.append(cursor.rowcount == 1)
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    # SQLite has rolled back itself after some errors (a disk full, an
+                    # I/O error); a ROLLBACK then fails and its error hid the cause.
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
                     raise
             finally:
                 self._db.execute("PRAGMA synchronous=NORMAL")

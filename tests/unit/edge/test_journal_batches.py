@@ -3,8 +3,11 @@ dispatcher only the entries it has something to do with."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
+
+import pytest
 
 from tme.agents.journal import Journal
 from tme.protocol import Command, utcnow
@@ -25,6 +28,22 @@ def test_a_batch_is_journaled_at_once_and_redeliveries_are_told_apart(tmp_path: 
     reopened = Journal(tmp_path / "j.sqlite3")  # what was journaled survives a restart
     assert {e.id for e in reopened.open_entries()} >= {first.id, second.id}
     reopened.close()
+
+
+def test_a_full_disk_is_the_error_a_failed_write_raises_and_the_next_write_works(
+    tmp_path: Path,
+) -> None:
+    """SQLite rolls a transaction back itself when the disk is full; the journal's own
+    ROLLBACK then failed ("no transaction is active") and hid the cause from the log."""
+    journal = Journal(tmp_path / "j.sqlite3")
+    journal._db.execute("PRAGMA max_page_count = 8")  # the file may grow no further
+    big = [(_command(), b"x" * 4000) for _ in range(8)]
+    with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+        journal.add_many(big)
+    small = _command()
+    assert journal.add_many([(small, small.to_json())]) == [True]
+    assert [e.id for e in journal.open_entries()] == [small.id]
+    journal.close()
 
 
 def test_only_entries_needing_action_are_read(tmp_path: Path) -> None:
