@@ -1,10 +1,15 @@
 """The site gateway: the bridge between a site's RabbitMQ queue and its agents' MQTT topics.
 
 Commands: bus consumer -> journal (durable) -> return, which acks RabbitMQ -> the
-dispatcher sends them on (see command_dispatch). Events and presence: MQTT -> bus
-with confirms -> MQTT ack (see event_forwarder). A restart of RabbitMQ, the MQTT
-broker or the gateway loses no command: the journal re-offers whatever no agent
-has answered, and agents dedup by command id.
+dispatcher sends them on (see command_dispatch). While the journal cannot be written
+(a disk full, its file locked by another process, an I/O error) the batch is held,
+unacked, and the write tried again until it works (tme.bus.holding): returned to
+RabbitMQ instead, the commands came back within milliseconds, failed again, and were
+dead-lettered within seconds by the site queue's delivery limit, never run, nothing
+wrong with them. Events and presence: MQTT -> bus with confirms -> MQTT ack (see
+event_forwarder). A restart of RabbitMQ, the MQTT broker or the gateway loses no
+command: the journal re-offers whatever no agent has answered, and agents dedup by
+command id.
 
 By default a gateway declares the topology it uses (exchanges, its site's queue,
 the controller's events queue), so a laptop or a fresh broker needs no set-up.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,8 +35,10 @@ from tme.agents.journal import Journal
 from tme.agents.presence import PresenceAnnouncer
 from tme.agents.site_queue import SiteQueueConsumer
 from tme.bus import Bus, Consumer, Delivery, Reject, open_bus
+from tme.bus.holding import HeldWrite
 from tme.bus.topology import CONTROLLER_EVENTS_QUEUE
 from tme.errors import BusError
+from tme.failure_log import FailureLog
 from tme.mqtt import MqttLink, ProtocolName
 from tme.protocol import (
     EVENT_BATCHES,
@@ -47,6 +55,11 @@ if TYPE_CHECKING:  # pydantic loads on the first command, for the API's name rul
 log = logging.getLogger(__name__)
 
 JOURNAL_FILE = "journal.sqlite3"
+# A journal write that failed is tried again after a pause doubling from the first to
+# the second, with the batch held: each try already waits the journal's busy timeout
+# for a lock, and a disk that stays full costs one try every 10 s.
+JOURNAL_RETRY_MIN_S = 0.5
+JOURNAL_RETRY_MAX_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,18 @@ class Gateway:
             self.link, config.site, config.name, "gateway", features=[EVENT_BATCHES]
         )
         self.journal: Journal | None = None
+        self.journal_failures = FailureLog(
+            log,
+            "journaling commands",
+            meanwhile="the journal cannot be written: commands are held, unacked, "
+            "until it can be (RabbitMQ's consumer_timeout takes them back after 30 min)",
+        )
+        self._journal_hold = HeldWrite(
+            self.journal_failures,
+            _journal_failed,
+            pause_min_s=JOURNAL_RETRY_MIN_S,
+            pause_max_s=JOURNAL_RETRY_MAX_S,
+        )
         self._consumer: Consumer | None = None
         self._site_queue: SiteQueueConsumer | None = None
         self._publisher: BusPublisher | None = None
@@ -129,6 +154,7 @@ class Gateway:
         return self._consumer is not None
 
     def stop(self) -> None:
+        self._journal_hold.stop()  # a batch held for the journal is requeued, not waited for
         if self._site_queue is not None:
             self._site_queue.stop()
         if self._consumer is not None:
@@ -168,7 +194,8 @@ class Gateway:
     def _on_commands(self, deliveries: list[Delivery]) -> list[Reject | None]:
         """Journal what arrived in one synced write, then return (the bus acks it all);
         anything undecodable, for another site, or whose site or agent is not a valid
-        name (it could go on no MQTT topic) is dead-lettered."""
+        name (it could go on no MQTT topic) is dead-lettered. While the journal cannot
+        be written, the batch is held here and the write tried again."""
         assert self.journal is not None and self._dispatcher is not None
         outcomes: list[Reject | None] = []
         commands: list[tuple[Command, bytes]] = []
@@ -188,9 +215,15 @@ class Gateway:
                 continue
             outcomes.append(None)
             commands.append((command, delivery.body))
-        if commands and any(self.journal.add_many(commands)):
+        if commands and any(self._journal(commands)):
             self._dispatcher.wake()
         return outcomes
+
+    def _journal(self, commands: list[tuple[Command, bytes]]) -> list[bool]:
+        """Journal the commands (per command, whether it was new), trying again with the
+        batch held while the journal cannot be written; raises on stop (requeued)."""
+        assert self.journal is not None
+        return self._journal_hold.run(functools.partial(self.journal.add_many, commands))
 
     def _report_rejected(self, command: Command, refusal: str) -> None:
         """Answer a command of this site that no agent can be sent (its agent's name fits
@@ -219,6 +252,12 @@ class Gateway:
         if command.site != self.config.site:
             return f"it is for site {command.site!r}"
         return None
+
+
+def _journal_failed(error: Exception) -> bool:
+    """Whether an error is the journal's (its file, its disk, its lock) rather than a
+    command's: every SQLite error is, since the commands reaching the write are valid."""
+    return isinstance(error, sqlite3.DatabaseError)
 
 
 @functools.cache

@@ -29,6 +29,9 @@ State = Literal["pending", "sent", "done", "expired", "unanswered"]
 Closed = Literal["done", "expired", "unanswered"]
 KEEP_CLOSED_S = 7 * 24 * 3600  # closed entries answer "have I seen this id" for a week
 CLOSED_MEMO = 10_000  # recently closed ids remembered in memory
+# A write waits this long for a lock another connection holds (a backup, the sqlite3
+# shell) before it fails; the gateway then holds the commands and tries again.
+BUSY_TIMEOUT_S = 5.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -61,7 +64,9 @@ class Journal:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(
+            str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
         self._lock = threading.Lock()
         # Ids this process closed lately: an entry never reopens (adding is INSERT OR
         # IGNORE) until `prune` deletes it, so the command's later events skip the write.

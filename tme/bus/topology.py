@@ -26,8 +26,9 @@ PUBLISH_SEQ_HEADER = "x-tme-publish-seq"
 # one a closed connection took back: a gateway whose link keeps dropping while it cannot
 # take commands in (its host stalled, a link that connects but carries nothing) saw
 # them dead-lettered, never run, at the sixth drop, nothing wrong with them. A command
-# the gateway cannot take (malformed, misaddressed) it dead-letters itself at once, so
-# on a site queue the count tracks lost connections (and journal writes that failed),
+# the gateway cannot take (malformed, misaddressed) it dead-letters itself at once,
+# and it holds a batch its journal cannot take (tme.bus.holding), so on a site queue the
+# count tracks lost connections (RabbitMQ's consumer_timeout closing one included),
 # and the limit only has to stop a command that kills the gateway before it can answer
 # (a bug) from doing so for ever: a gateway restarted every few seconds reaches 1000
 # within an hour or so, while a link losing its connection once a minute (the

@@ -1,4 +1,5 @@
-"""Helpers for edge tests against the real Mosquitto: unique names, commands, watchers."""
+"""Helpers for edge tests against the real Mosquitto and RabbitMQ: unique names,
+commands, watchers, a tap of the events a gateway forwards."""
 
 from __future__ import annotations
 
@@ -8,8 +9,18 @@ from collections.abc import Callable
 
 import pytest
 
+from tme.bus import Bus, Delivery
 from tme.mqtt import MqttLink, MqttMessage
-from tme.protocol import Command, Event, EventBatch, Presence, cmd_topic, decode_any
+from tme.protocol import (
+    EVENTS_EXCHANGE,
+    Command,
+    Event,
+    EventBatch,
+    Presence,
+    cmd_topic,
+    decode_any,
+    decode_events,
+)
 
 
 def unique(prefix: str) -> str:
@@ -65,3 +76,32 @@ class Watcher:
 
 def send(link: MqttLink, command: Command) -> None:
     assert link.publish_wait(cmd_topic(command.site, command.agent), command.to_json(), 10)
+
+
+class EventTap:
+    """A queue on tme.events bound to one site; collects what the gateway forwarded."""
+
+    def __init__(self, bus: Bus, site: str) -> None:
+        self.queue = unique("tme.test.events")
+        self.items: list[Event | Presence] = []
+        self._cond = threading.Condition()
+        bus.declare_queue(self.queue, EVENTS_EXCHANGE, f"{site}.#")
+        self.consumer = bus.consume(self.queue, self._take)
+
+    def _take(self, delivery: Delivery) -> None:
+        with self._cond:
+            self.items.extend(decode_events(delivery.body))
+            self._cond.notify_all()
+
+    def events(self, command_id: str) -> list[Event]:
+        with self._cond:
+            return [i for i in self.items if isinstance(i, Event) and i.command_id == command_id]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+        with self._cond:
+            if not self._cond.wait_for(predicate, timeout):
+                pytest.fail(f"timed out; tap saw {[getattr(i, 'type', i) for i in self.items]}")
+
+    def wait_type(self, command_id: str, type_: str, timeout: float = 20.0) -> list[Event]:
+        self.wait_for(lambda: any(e.type == type_ for e in self.events(command_id)), timeout)
+        return self.events(command_id)

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from commands import make_command
-from edge_helpers import unique
+from edge_helpers import EventTap, unique
 from waiting import wait_until
 
 from tme.agents import event_packer
 from tme.agents.gateway import Gateway, GatewayConfig
-from tme.bus import Bus, Delivery, open_bus
 from tme.mqtt import MqttLink
 from tme.protocol import (
-    DISPATCH_EXCHANGE,
-    EVENTS_EXCHANGE,
     Event,
     Presence,
-    decode_events,
     evt_topic,
     pack_events,
-    site_queue,
-    site_routing_key,
     state_topic,
     utcnow,
 )
@@ -33,81 +25,10 @@ from tme.protocol import (
 pytestmark = pytest.mark.external_service
 
 
-class EventTap:
-    """A queue on tme.events bound to one site; collects what the gateway forwarded."""
-
-    def __init__(self, bus: Bus, site: str) -> None:
-        self.queue = unique("tme.test.events")
-        self.items: list[Event | Presence] = []
-        self._cond = threading.Condition()
-        bus.declare_queue(self.queue, EVENTS_EXCHANGE, f"{site}.#")
-        self.consumer = bus.consume(self.queue, self._take)
-
-    def _take(self, delivery: Delivery) -> None:
-        with self._cond:
-            self.items.extend(decode_events(delivery.body))
-            self._cond.notify_all()
-
-    def events(self, command_id: str) -> list[Event]:
-        with self._cond:
-            return [i for i in self.items if isinstance(i, Event) and i.command_id == command_id]
-
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-        with self._cond:
-            if not self._cond.wait_for(predicate, timeout):
-                pytest.fail(f"timed out; tap saw {[getattr(i, 'type', i) for i in self.items]}")
-
-    def wait_type(self, command_id: str, type_: str, timeout: float = 20.0) -> list[Event]:
-        self.wait_for(lambda: any(e.type == type_ for e in self.events(command_id)), timeout)
-        return self.events(command_id)
-
-
 def _offline(tap: EventTap, agent: str) -> bool:
     return any(
         isinstance(i, Presence) and i.agent == agent and i.state == "offline" for i in tap.items
     )
-
-
-@pytest.fixture
-def site_setup(rabbitmq_url: str, mqtt_url: str, tmp_path: Path) -> Iterator[dict]:
-    site = unique("site")
-    bus = open_bus(rabbitmq_url)
-    bus.start()
-    bus.declare_site(site)
-    tap = EventTap(bus, site)
-    gateways: list[Gateway] = []
-
-    def gateway() -> Gateway:
-        gw = Gateway(
-            GatewayConfig(
-                site=site,
-                bus_url=rabbitmq_url,
-                mqtt_url=mqtt_url,
-                state_dir=tmp_path / "gw",
-                events_queue=tap.queue,  # the tap stands in for the controller
-                events_binding=f"{site}.#",
-            )
-        )
-        gw.start()
-        assert gw.link.wait_connected(10)
-        gateways.append(gw)
-        return gw
-
-    def dispatch(command: object) -> None:
-        bus.publish(
-            DISPATCH_EXCHANGE,
-            site_routing_key(site),
-            command.to_json(),  # type: ignore[attr-defined]
-            command.id,
-        )  # type: ignore[attr-defined]
-
-    yield {"site": site, "bus": bus, "tap": tap, "gateway": gateway, "dispatch": dispatch}
-    for gw in gateways:
-        gw.stop()
-    tap.consumer.stop()
-    bus.delete_queue(tap.queue)
-    bus.delete_queue(site_queue(site))
-    bus.stop()
 
 
 def test_command_reaches_agent_and_events_come_back(site_setup, agent_factory) -> None:
