@@ -24,9 +24,10 @@ from __future__ import annotations
 import functools
 import logging
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tme.agents.bus_publisher import BusPublisher, Outgoing
 from tme.agents.command_dispatch import RESEND_AFTER_S, CommandDispatcher, event_routing_key
@@ -78,16 +79,16 @@ class GatewayConfig:
     # Another name than the controller's would leave a queue filling up unread.
     events_queue: str = CONTROLLER_EVENTS_QUEUE
     events_binding: str = "#"
+    # Options of the bus the gateway opens (tme.bus.options.BusOptions; the CLI gives
+    # settings.broker.bus_options()); declare_topology is the field above.
+    bus_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Gateway:
     def __init__(self, config: GatewayConfig, bus: Bus | None = None) -> None:
         self.config = config
-        self.bus = (
-            bus
-            if bus is not None
-            else open_bus(config.bus_url, declare_topology=config.declare_topology)
-        )
+        options = {**config.bus_options, "declare_topology": config.declare_topology}
+        self.bus = bus if bus is not None else open_bus(config.bus_url, **options)
         self.link = MqttLink(
             config.mqtt_url,
             f"tme-gw-{config.site}-{config.name}",

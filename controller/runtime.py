@@ -28,14 +28,7 @@ class ControllerRuntime:
         self.bus = (
             bus
             if bus is not None
-            else open_bus(
-                settings.broker.effective_url,
-                heartbeat_s=settings.broker.heartbeat_s,
-                blocked_connection_timeout_s=settings.broker.blocked_connection_timeout_s,
-                prefetch=settings.broker.prefetch,
-                delivery_limit=settings.broker.delivery_limit,
-                confirm_timeout_s=settings.broker.confirm_timeout_s,
-            )
+            else open_bus(settings.broker.effective_url, **settings.broker.bus_options())
         )
         wake = threading.Event()
         self.on_run_ready = RunReady(settings, wake)

@@ -93,6 +93,17 @@ class BrokerSettings(Section):
             raise ValueError("must be an amqp://, amqps:// or memory:// URL, or empty")
         return url
 
+    def bus_options(self) -> dict[str, Any]:
+        """The options `open_bus` takes from this section (tme.bus.options.BusOptions),
+        the same for the controller and the gateways."""
+        return {
+            "heartbeat_s": self.heartbeat_s,
+            "blocked_connection_timeout_s": self.blocked_connection_timeout_s,
+            "prefetch": self.prefetch,
+            "delivery_limit": self.delivery_limit,
+            "confirm_timeout_s": self.confirm_timeout_s,
+        }
+
     @property
     def effective_url(self) -> str:
         """The URL to connect with: `url` when set, else built from the parts."""

@@ -93,6 +93,7 @@ def gateway(
             state_dir=state_dir,
             events_queue=settings.broker.events_queue,
             events_binding=settings.broker.events_binding,
+            bus_options=settings.broker.bus_options(),
             declare_topology=(
                 settings.gateway.declare_topology if declare_topology is None else declare_topology
             ),

@@ -1,0 +1,54 @@
+"""`tme gateway` opens its bus with the broker settings (YAML, TME_* variables), as
+the controller does; it opened it with the built-in options whatever they said."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tme.agents.gateway import Gateway
+from tme.bus.options import BusOptions
+from tme.cli.main import app
+
+
+class Built(Exception):
+    """Raised once the gateway is built: the test needs it, not a running gateway."""
+
+
+def test_the_broker_settings_reach_the_gateways_bus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "override.yaml").write_text(
+        textwrap.dedent(
+            """
+            broker:
+              prefetch: 7
+              delivery_limit: 9
+              confirm_timeout_s: 4
+              blocked_connection_timeout_s: 61
+            """
+        ),
+        encoding="utf-8",
+    )
+    built: list[Gateway] = []
+    init = Gateway.__init__
+
+    def build(gateway: Gateway, *args: object, **kwargs: object) -> None:
+        init(gateway, *args, **kwargs)  # type: ignore[arg-type]
+        built.append(gateway)
+        raise Built
+
+    monkeypatch.setattr(Gateway, "__init__", build)
+    result = CliRunner().invoke(
+        app,
+        ["gateway", "--site", "plant-7", "--broker", "memory://gw-settings"],
+        env={"TME_CONFIG_DIR": str(tmp_path), "TME_BROKER__HEARTBEAT_S": "13"},
+    )
+    assert isinstance(result.exception, Built), result.output
+    options: BusOptions = built[0].bus.options  # type: ignore[attr-defined]
+    assert (options.prefetch, options.delivery_limit, options.heartbeat_s) == (7, 9, 13)
+    assert (options.confirm_timeout_s, options.blocked_connection_timeout_s) == (4, 61)
+    assert options.declare_topology is True  # gateway.declare_topology, as before
