@@ -80,7 +80,8 @@ class GatewayConfig:
     events_queue: str = CONTROLLER_EVENTS_QUEUE
     events_binding: str = "#"
     # Options of the bus the gateway opens (tme.bus.options.BusOptions; the CLI gives
-    # settings.broker.bus_options()); declare_topology is the field above.
+    # settings.broker.bus_options()). Its site queue's consumer takes `prefetch`
+    # commands at most; declare_topology is the field above.
     bus_options: Mapping[str, Any] = field(default_factory=dict)
 
 

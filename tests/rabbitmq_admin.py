@@ -1,10 +1,12 @@
-"""rabbitmqctl for tests that act on the broker's side: list and close connections."""
+"""The broker's side for tests: rabbitmqctl (list and close connections), and how
+many messages a queue has ready."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 
+import pika
 import pytest
 
 
@@ -33,3 +35,12 @@ def connection_pids(prefix: str) -> set[str]:
         for line in lines.splitlines()
         if f'{{"connection_name","{prefix}' in line
     }
+
+
+def ready_messages(url: str, queue: str) -> int:
+    """Messages of `queue` ready for a consumer (not the ones delivered, unacked)."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+    finally:
+        connection.close()

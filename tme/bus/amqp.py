@@ -87,10 +87,14 @@ class AmqpBus:
         return self._publisher.publish_many(exchange, messages)
 
     def consume(self, queue: str, handler: Handler, prefetch: int | None = None) -> AmqpConsumer:
-        return self._consume(queue, handler, None, prefetch or self.options.prefetch, 1)
+        return self._consume(queue, handler, None, prefetch, 1)
 
     def consume_batch(
-        self, queue: str, handler: BatchHandler, prefetch: int = 200, max_batch: int = 100
+        self,
+        queue: str,
+        handler: BatchHandler,
+        prefetch: int | None = None,
+        max_batch: int = 100,
     ) -> AmqpConsumer:
         return self._consume(queue, None, handler, prefetch, max_batch)
 
@@ -99,12 +103,13 @@ class AmqpBus:
         queue: str,
         handler: Handler | None,
         batch_handler: BatchHandler | None,
-        prefetch: int,
+        prefetch: int | None,
         max_batch: int,
     ) -> AmqpConsumer:
         parameters = connection_parameters(self.url, self.options, f"consumer:{queue}")
+        window = self.options.prefetch if prefetch is None else prefetch
         consumer = AmqpConsumer(
-            parameters, self.options, queue, handler, prefetch, batch_handler, max_batch
+            parameters, self.options, queue, handler, window, batch_handler, max_batch
         )
         consumer.start()
         with self._lock:

@@ -99,11 +99,19 @@ class Bus(Protocol):
     ) -> list[BusError | None]:
         """Publish (routing_key, body, message_id) messages pipelined; one result each."""
 
-    def consume(self, queue: str, handler: Handler, prefetch: int = 50) -> Consumer:
-        """Call handler for each delivery on its own thread until the consumer stops."""
+    def consume(self, queue: str, handler: Handler, prefetch: int | None = None) -> Consumer:
+        """Call handler for each delivery on its own thread until the consumer stops.
+
+        `prefetch` bounds the deliveries unacked at once; None takes the bus option
+        (broker.prefetch).
+        """
 
     def consume_batch(
-        self, queue: str, handler: BatchHandler, prefetch: int = 200, max_batch: int = 100
+        self,
+        queue: str,
+        handler: BatchHandler,
+        prefetch: int | None = None,
+        max_batch: int = 100,
     ) -> Consumer:
         """Like consume, but hand over what has arrived (up to max_batch) in one call.
 

@@ -199,7 +199,7 @@ class MemoryBus:
                 results.append(exc)
         return results
 
-    def consume(self, queue: str, handler: Handler, prefetch: int = 50) -> MemoryConsumer:
+    def consume(self, queue: str, handler: Handler, prefetch: int | None = None) -> MemoryConsumer:
         if queue not in self.broker.queues:
             raise BusError(f"queue {queue!r} does not exist")
         consumer = MemoryConsumer(self.broker, queue, handler, on_stop=self._forget)
@@ -208,7 +208,11 @@ class MemoryBus:
         return consumer
 
     def consume_batch(
-        self, queue: str, handler: BatchHandler, prefetch: int = 200, max_batch: int = 100
+        self,
+        queue: str,
+        handler: BatchHandler,
+        prefetch: int | None = None,
+        max_batch: int = 100,
     ) -> MemoryConsumer:
         if queue not in self.broker.queues:
             raise BusError(f"queue {queue!r} does not exist")

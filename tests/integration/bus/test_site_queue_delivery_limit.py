@@ -22,7 +22,7 @@ from tme.protocol import DEAD_LETTER_EXCHANGE, DISPATCH_EXCHANGE, site_queue, si
 pytestmark = pytest.mark.external_service
 
 DROPS = 6  # one more than the delivery limit site queues had (5), which dead-lettered it
-PREFETCH = 200  # the gateway's (consume_batch's default)
+PREFETCH = 200  # a gateway's prefetch (broker.prefetch) may be as large
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from commands import make_command
 from edge_helpers import unique
+from rabbitmq_admin import ready_messages
 from waiting import wait_until
 
 from tme.agents import gateway as gateway_module
@@ -26,7 +27,7 @@ from tme.agents import journal as journal_module
 from tme.agents.gateway import JOURNAL_FILE
 from tme.agents.journal import Journal
 from tme.bus import Delivery, topology
-from tme.protocol import DEAD_LETTER_EXCHANGE, Command, cmd_topic, site_routing_key
+from tme.protocol import DEAD_LETTER_EXCHANGE, Command, cmd_topic, site_queue, site_routing_key
 
 pytestmark = pytest.mark.external_service
 
@@ -136,3 +137,28 @@ def test_a_gateway_stopping_while_it_holds_commands_returns_them_to_the_queue(
         assert not stopping.is_alive(), "the gateway still waits for its journal"
     site_setup["gateway"](resend_after_s=3600.0)
     watcher.wait_for(lambda: any(m.id == command.id for m in watcher.messages))
+
+
+@pytest.mark.parametrize("declare_topology", [True, False])
+def test_a_gateway_holds_its_prefetch_of_commands_and_leaves_the_rest_ready(
+    site_setup: dict, rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch, declare_topology: bool
+) -> None:
+    """How many commands a gateway takes unacked is broker.prefetch (it took 200 whatever
+    the setting said): held while its journal cannot be written, the others stay ready
+    on the queue for another gateway of the site."""
+    monkeypatch.setattr(journal_module, "BUSY_TIMEOUT_S", 0.05)
+    prefetch = 3
+    gw = site_setup["gateway"](
+        bus_options={"prefetch": prefetch}, declare_topology=declare_topology
+    )
+    wait_until(lambda: gw.consuming, what="the gateway consuming its site queue")
+    queue = site_queue(site_setup["site"])
+    with journal_locked(gw.config.state_dir / JOURNAL_FILE):
+        for _ in range(COMMANDS):
+            site_setup["dispatch"](make_command(site_setup["site"], "skid-a", "noop"))
+        wait_until(lambda: gw.journal_failures.failing, what="the journal write failing")
+        wait_until(
+            lambda: ready_messages(rabbitmq_url, queue) == COMMANDS - prefetch,
+            what=f"{COMMANDS - prefetch} commands left ready",
+        )
+    wait_until(lambda: ready_messages(rabbitmq_url, queue) == 0, what="all taken")
