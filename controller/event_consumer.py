@@ -8,8 +8,9 @@ A message that can never be applied (not JSON, wrong version or shape, a batch w
 an event of another site) is dead-lettered with `Reject`, as a whole. A transaction
 that fails is tried again one delivery at a time, so only a delivery that fails alone
 is requeued (and dead-lettered past the delivery limit) while the good ones around it
-are applied and acked. While the database itself is unreachable the batch is held,
-unacked, and tried again until it is back (applying is idempotent by event id).
+are applied and acked. While the database itself is unreachable, or refuses writes (a
+read-only server: store/read_only.py), the batch is held, unacked, and tried again
+until it takes them (applying is idempotent by event id).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -26,6 +26,7 @@ from tme.bus.base import Bus, Consumer, Delivery, Reject
 from tme.bus.holding import HeldWrite
 from tme.controller.event_apply import Applied, apply_messages
 from tme.controller.store.db import session_scope
+from tme.controller.store.read_only import takes_writes
 from tme.controller.store.sqlite_gate import pipeline_writes
 from tme.failure_log import FailureLog
 from tme.protocol import Event, Presence, ProtocolError, decode_events
@@ -34,15 +35,15 @@ log = logging.getLogger("tme.events")
 
 EVENTS_QUEUE = "tme.controller.events"
 MAX_BATCH = 200  # deliveries taken at once, events per transaction; never waited for
-# While the database does not answer, it is probed (SELECT 1) this often, and the
-# events held are applied as soon as it does: within about a second of its return. A
+# While the database does not answer, or answers but is read-only, it is probed (is
+# its next transaction writable?) this often, and the events held are applied as soon
+# as it takes writes: within about a second of its return. A
 # failed probe, like a failed apply, costs about half a millisecond against a server
 # that refuses connections (measured on loopback); against a host that does not answer
 # it waits connect_timeout, which paces it. (A backoff up to 10 s instead left events
 # waiting up to 10 s after the database was back.)
 PROBE_S = 0.5
-PROBE = text("SELECT 1")
-# A database that answers the probe but fails the apply (a disk full) is tried again
+# A database that takes writes by the probe but fails the apply (a disk full) is tried again
 # this often (doubling): a whole transaction, sooner, would only fail sooner.
 OUTAGE_PAUSE_MIN_S = 0.5
 OUTAGE_PAUSE_MAX_S = 10.0
@@ -76,20 +77,23 @@ class EventConsumer:
         self.outage = FailureLog(
             log,
             "applying events",
-            meanwhile="the database is unreachable: events are held, unacked, until it is back",
+            meanwhile=(
+                "the database is unreachable or refuses writes: events are held, unacked,"
+                " until it takes them"
+            ),
         )
         self.hold = HeldWrite(
             self.outage,
             _database_unreachable,
             pause_min_s=OUTAGE_PAUSE_MIN_S,
             pause_max_s=OUTAGE_PAUSE_MAX_S,
-            answers=self._database_answers,
+            answers=self._database_takes_writes,
             probe_s=PROBE_S,
         )
 
     @property
     def probing(self) -> bool:
-        """Whether it waits for a database that does not answer."""
+        """Whether it waits for a database that does not answer or take writes."""
         return self.hold.probing
 
     @property
@@ -169,14 +173,13 @@ class EventConsumer:
         requeues them."""
         self.hold.run(lambda: self._apply_all(messages))
 
-    def _database_answers(self) -> bool:
-        """Whether the database answers a trivial query now."""
+    def _database_takes_writes(self) -> bool:
+        """Whether the database answers now and its next transaction may write."""
         try:
             with self.engine.connect() as connection:
-                connection.execute(PROBE)
+                return takes_writes(connection)
         except Exception:  # whatever fails, the database does not answer
             return False
-        return True
 
     def _apply_all(self, messages: list[Event | Presence]) -> None:
         for start in range(0, len(messages), MAX_BATCH):
@@ -216,7 +219,8 @@ def _transactions(decoded: dict[int, list[Event | Presence]]) -> list[list[int]]
 
 
 def _database_unreachable(error: Exception) -> bool:
-    """Whether the database itself failed (not one message): retrying each delivery
+    """Whether the database itself failed (not one message), unreachable or refusing
+    writes (translated where it enters: store/read_only.py): retrying each delivery
     alone would fail each the same way, slowly."""
     return isinstance(error, OperationalError | InterfaceError)
 

@@ -50,6 +50,18 @@ def rabbitmq_url() -> str:
 
 
 @pytest.fixture
+def pg_database(postgres_url: str):  # type: ignore[no-untyped-def]
+    """A PostgreSQL database of the test's own (empty), dropped after with its
+    connections: one whose connections the test may end or which it makes read-only."""
+    from pg_database import PgDatabase
+
+    db = PgDatabase()
+    db.create()
+    yield db
+    db.drop()
+
+
+@pytest.fixture
 def mqtt_url() -> str:
     require_service("mosquitto")
     return MQTT_URL

@@ -21,7 +21,7 @@ from sqlalchemy.engine.url import make_url
 from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, create_engine
 
-from tme.controller.store import sqlite_gate
+from tme.controller.store import read_only, sqlite_gate
 from tme.errors import SchemaOutOfDate
 
 T = TypeVar("T")
@@ -81,7 +81,10 @@ def make_engine(
             connect_args.update(tcp_timeouts(tcp_timeout_s))
         # What the URL sets wins (connect_args would override it).
         kwargs["connect_args"] = {k: v for k, v in connect_args.items() if k not in parsed.query}
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if parsed.get_backend_name() == "postgresql":
+        read_only.install(engine)  # a read-only server is an outage, not a bad statement
+    return engine
 
 
 def tcp_timeouts(tcp_timeout_s: int) -> dict[str, int]:

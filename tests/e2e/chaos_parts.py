@@ -8,7 +8,7 @@ The gateway and the agent are processes so that a test can SIGKILL them; Mosquit
 the test's own on a free port, so that a test can stop it without touching the shared
 one. The RabbitMQ connections are named `<site>-ctl:...` and `<site>-gw:...`, so that
 a test closes its own connections and no one else's. A test on PostgreSQL has a
-database of its own (PgDatabase), whose connections it may end.
+database of its own (pg_database.PgDatabase), whose connections it may end.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
@@ -269,46 +268,6 @@ class ControllerProcess:
         self.child.close()
         if self.engine is not None:
             self.engine.dispose()
-
-
-class PgDatabase:
-    """A PostgreSQL database of the test's own (created, dropped after with its
-    connections), and the faults a test injects into it."""
-
-    ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-    def __init__(self) -> None:
-        self.name = f"tme_chaos_{uuid.uuid4().hex[:12]}"
-        self.port = 5432
-
-    def url(self, port: int | None = None) -> str:
-        """The database's URL, directly or (`port`) through a relay on this host."""
-        return f"postgresql+psycopg://postgres@127.0.0.1:{port or self.port}/{self.name}"
-
-    def create(self) -> None:
-        self._admin(f'CREATE DATABASE "{self.name}"')
-
-    def drop(self) -> None:
-        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-
-    def terminate_backends(self) -> int:
-        """End every connection to this database but the asking one (as a failover or
-        an administrator does); how many were ended."""
-        import psycopg
-
-        with psycopg.connect(self.url().replace("+psycopg", ""), autocommit=True) as conn:
-            ended = conn.execute(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
-                " FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                (self.name,),
-            ).fetchone()
-        return int(ended[0]) if ended else 0
-
-    def _admin(self, statement: str) -> None:
-        import psycopg
-
-        with psycopg.connect(self.ADMIN, autocommit=True) as conn:
-            conn.execute(statement)  # type: ignore[arg-type]
 
 
 def queue_depths(queue: str) -> dict[str, int]:

@@ -22,7 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 from chaos_load import Site, assert_each_succeeded_once, running_site
-from chaos_parts import Controller, ControllerProcess, DeadLetterTap, PgDatabase, queue_depths
+from chaos_parts import Controller, ControllerProcess, DeadLetterTap, queue_depths
+from pg_database import PgDatabase
 from sqlalchemy import text
 from tcp_relay import TcpRelay
 from waiting import wait_until
@@ -35,15 +36,6 @@ pytestmark = pytest.mark.external_service
 DB_OUTAGE_S = 10.0  # how long the database stays unreachable in the outage test
 RABBITMQ = ("127.0.0.1", 5672)
 POSTGRESQL = ("127.0.0.1", 5432)
-
-
-@pytest.fixture
-def database(postgres_url: str) -> Iterator[PgDatabase]:
-    """A PostgreSQL database of the test's own, dropped after (with its connections)."""
-    db = PgDatabase()
-    db.create()
-    yield db
-    db.drop()
 
 
 @pytest.fixture
@@ -63,11 +55,15 @@ Parts = tuple[Path, str, PgDatabase, str, DeadLetterTap]
 
 @pytest.fixture
 def parts(
-    tmp_path: Path, rabbitmq_url: str, database: PgDatabase, name: str, dead_letters: DeadLetterTap
+    tmp_path: Path,
+    rabbitmq_url: str,
+    pg_database: PgDatabase,
+    name: str,
+    dead_letters: DeadLetterTap,
 ) -> Parts:
     """What each test here works with: its folder, the broker, its database, its site's
     name and the tap of its dead letters."""
-    return tmp_path, rabbitmq_url, database, name, dead_letters
+    return tmp_path, rabbitmq_url, pg_database, name, dead_letters
 
 
 def test_postgresql_ends_the_controllers_connections_mid_load(parts: Parts) -> None:

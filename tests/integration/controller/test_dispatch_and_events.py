@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from pg_database import PgDatabase
 from sqlalchemy.exc import OperationalError
 from sqlmodel import col, select
 from waiting import wait_until
@@ -24,7 +25,7 @@ from tme.controller.dispatcher import Dispatcher
 from tme.controller.event_consumer import EventConsumer
 from tme.controller.outbox import OutboxWriter
 from tme.controller.services.tasks import create_task
-from tme.controller.store.db import session_scope
+from tme.controller.store.db import make_engine, session_scope, upgrade
 from tme.controller.store.models import Outbox, Run, RunEvent
 from tme.protocol import (
     DEAD_LETTER_EXCHANGE,
@@ -280,7 +281,7 @@ def test_an_event_that_cannot_be_applied_is_requeued_alone(app_engine, bus, site
         return apply_messages(session, messages)
 
     monkeypatch.setattr(event_consumer, "apply_messages", apply_all_but_the_bad_one)
-    with _consumed_after_publishing(app_engine, bus, site, events) as dead:
+    with _consumed_after_publishing(app_engine, bus, site, events) as (_, dead):
         good = [r for r in run_ids if r != bad.command_id]
         wait_until(lambda: [d.message_id for d in dead] == [bad.id], what="the bad one dead")
         wait_until(lambda: _states(app_engine, good) == {"accepted"}, what="the good applied")
@@ -311,18 +312,45 @@ def test_events_are_held_through_a_database_outage_not_dead_lettered(
     monkeypatch.setattr(event_consumer, "apply_messages", down_for_a_while)
     monkeypatch.setattr(event_consumer, "OUTAGE_PAUSE_MIN_S", 0.01)
     monkeypatch.setattr(event_consumer, "OUTAGE_PAUSE_MAX_S", 0.02)
-    with _consumed_after_publishing(app_engine, bus, site, events) as dead:
+    with _consumed_after_publishing(app_engine, bus, site, events) as (_, dead):
         wait_until(lambda: _states(app_engine, run_ids) == {"accepted"}, what="all applied")
     assert len(tries) > 12 and dead == []
+
+
+@pytest.mark.external_service
+def test_events_are_held_while_the_database_refuses_writes_not_dead_lettered(
+    bus: Bus, site: str, pg_database: PgDatabase
+) -> None:
+    """A database that answers but refuses writes (a primary demoted to a standby, a URL
+    leading to a standby: SQLSTATE 25006, which psycopg raises as an InternalError) is an
+    outage too: the consumer holds its deliveries, probes until the database takes writes
+    and applies them then, although its pooled connections were made read-only. Taken
+    for a bad batch, each delivery was requeued and dead-lettered past the delivery
+    limit within milliseconds: the agents' results were lost."""
+    engine = make_engine(pg_database.url())
+    try:
+        upgrade(engine)
+        run_ids = _queue_tasks(engine, site, 3)
+        events = [Event(command_id=r, type="accepted", site=site, agent="skid-a") for r in run_ids]
+        pg_database.refuse_writes()
+        with _consumed_after_publishing(engine, bus, site, events) as (consumer, dead):
+            wait_until(lambda: consumer.probing or dead, what="the events held or dead")
+            assert dead == []
+            assert _states(engine, run_ids) == {"queued"}  # its reads still work
+            pg_database.take_writes()
+            wait_until(lambda: _states(engine, run_ids) == {"accepted"}, what="all applied")
+        assert dead == []
+    finally:
+        engine.dispose()
 
 
 @contextmanager
 def _consumed_after_publishing(
     engine: Any, bus: Bus, site: str, events: list[Event]
-) -> Iterator[list[Delivery]]:
+) -> Iterator[tuple[EventConsumer, list[Delivery]]]:
     """The site's `accepted` events published to a queue of the test's own, then an
-    event consumer started on it (so they come in batches); yields what the queue
-    dead-letters, and stops the consumer after the block."""
+    event consumer started on it (so they come in batches); yields the consumer and what
+    the queue dead-letters, and stops the consumer after the block."""
     queue, tap = f"tme.test.events.{site}", f"tme.test.dead.{site}"
     bus.declare_queue(queue, EVENTS_EXCHANGE, f"{site}.#")
     bus.declare_queue(tap, DEAD_LETTER_EXCHANGE, f"{site}.#")
@@ -333,7 +361,7 @@ def _consumed_after_publishing(
         for event in events:
             bus.publish(EVENTS_EXCHANGE, f"{site}.skid-a.accepted", event.to_json(), event.id)
         consumer.start()
-        yield dead
+        yield consumer, dead
     finally:
         consumer.stop()
         tap_consumer.stop()
