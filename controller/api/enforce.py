@@ -20,6 +20,7 @@ from typing import Any
 
 from fastapi.routing import RouteContext, iter_route_contexts
 from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, Match
@@ -36,6 +37,7 @@ from tme.controller.services.roles import Permission, Principal
 from tme.controller.services.sessions import SESSION_COOKIE, token_of_cookie
 from tme.controller.services.tokens import resolve_token
 from tme.controller.store.db import session_scope
+from tme.controller.store.read_only import refuses_writes
 from tme.errors import AuthError
 
 log = logging.getLogger("tme.auth")
@@ -207,8 +209,17 @@ class Enforce:
         return self._resolve(request, token, "session cookie")
 
     def _resolve(self, request: HTTPConnection, token: str, kind: str) -> Principal:
+        engine = request.app.state.engine
         try:
-            with session_scope(request.app.state.engine) as session:
+            try:
+                with session_scope(engine) as session:
+                    return resolve_token(session, token)
+            except OperationalError as exc:
+                if not refuses_writes(exc):
+                    raise
+            # A read-only database (a standby, a failover under way) still serves reads:
+            # the credentials are read as ever, only the token's last-use stamp waits.
+            with Session(engine) as session:
                 return resolve_token(session, token)
         except AuthError as exc:
             self._audit_refusal(request, kind, exc)

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from tme.controller.store.read_only import refuses_writes
 from tme.errors import APIError, IllegalTransition
 
 log = logging.getLogger("tme.api")
@@ -165,10 +166,13 @@ async def _unstorable(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _db_down(_request: Request, exc: Exception) -> JSONResponse:
+    # Unreachable, or read-only for now (a failover: store/read_only.py), where reads
+    # still work: either way the client is to try again shortly.
     log.error("database unavailable: %s", exc)
-    return error_response(
-        503, "unavailable", "the database is unavailable", None, {"Retry-After": "5"}
-    )
+    message = "the database is unavailable"
+    if refuses_writes(exc):
+        message = "the database refuses writes for now (it is read-only)"
+    return error_response(503, "unavailable", message, None, {"Retry-After": "5"})
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
