@@ -20,6 +20,7 @@ from tme.schemas import MACHINE_OPS
 from tme.states import RunState
 
 QUEUED_REASON = "waiting for dispatch"
+REPORT_REASON = "ready: waiting for its status report"
 
 
 class OutboxWriter:
@@ -32,7 +33,8 @@ class OutboxWriter:
 
     def __call__(self, session: Session, run: Run, task: Task) -> None:
         if not dispatched_to_agent(task):
-            return  # external tasks are reported through the API, not dispatched
+            ready_for_report(session, run)
+            return
         queue_run(session, run, task, self.default_timeout_s, self.queue_timeout_s)
         wake_after_commit(session, self.wake)
 
@@ -51,6 +53,16 @@ def queue_run(
     command = command_of(run.id, run.attempt, task, timeout_s, run.not_after)
     transition(session, run, RunState.queued, reason=QUEUED_REASON, at=now)
     session.add(Outbox(run_id=run.id, site=command.site, body=command.to_json().decode()))
+
+
+def ready_for_report(session: Session, run: Run) -> None:
+    """A run of an external task (reported through the API, not dispatched) handed on:
+    a new one stays pending; one that waited (held in the overlap queue, a retry
+    waiting for its time) is queued, ready for its reporter, as a machine run then is
+    for the dispatcher. (It stayed `waiting`, as though still held; a run never moves
+    back to `pending`.)"""
+    if run.state == RunState.waiting:
+        transition(session, run, RunState.queued, reason=REPORT_REASON)
 
 
 def command_of(

@@ -13,7 +13,12 @@ from typing import Any
 from sqlalchemy import inspect
 from sqlmodel import Session
 
-from tme.controller.outbox import dispatched_to_agent, queue_run, wake_after_commit
+from tme.controller.outbox import (
+    dispatched_to_agent,
+    queue_run,
+    ready_for_report,
+    wake_after_commit,
+)
 from tme.controller.services.launch import link_run
 from tme.controller.services.task_start import StartBatch
 from tme.controller.store.db import find, noted
@@ -44,7 +49,8 @@ class RunReady:
                 session, run, cause="created", deadline_s=policy.deadline_s if policy else None
             )
         if not dispatched_to_agent(task):
-            return  # external tasks are reported through the API, not dispatched
+            ready_for_report(session, run)
+            return
         queue_timeout_s = (policy.queue_timeout_s if policy else None) or self.queue_timeout_s
         queue_run(session, run, task, self.default_timeout_s, queue_timeout_s)
         wake_after_commit(session, self.wake)

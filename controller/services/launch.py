@@ -206,7 +206,11 @@ def launch_run(
 
 
 def release_held(session: Session, task: Task, hook: RunReadyHook | None) -> Run | None:
-    """Start the oldest run waiting in the task's overlap queue once nothing else is active."""
+    """Start the oldest run waiting in the task's overlap queue once nothing else is active.
+
+    The task's launches are locked first: a status report that released the run itself
+    (status_report.py) is seen, not written over."""
+    lock_launches(session, task)
     held = session.exec(
         select(Run)
         .join(RunLink, col(RunLink.run_id) == col(Run.id))
@@ -216,7 +220,7 @@ def release_held(session: Session, task: Task, hook: RunReadyHook | None) -> Run
     if held is None:
         return None
     others = [r for r in active_runs(session, task.id or 0) if r.id != held.id]
-    if any(not _is_held(session, r) for r in others):
+    if any(held_link(session, r) is None for r in others):
         return None
     return start_linked(session, held, task, hook, held=False)
 
@@ -236,6 +240,7 @@ def start_linked(
     return run
 
 
-def _is_held(session: Session, run: Run) -> bool:
+def held_link(session: Session, run: Run) -> RunLink | None:
+    """The run's link if the run is held in its task's overlap queue, else None."""
     link = session.get(RunLink, run.id)
-    return bool(link and link.held)
+    return link if link is not None and link.held else None

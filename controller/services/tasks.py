@@ -19,6 +19,7 @@ from tme.controller.services import policies
 from tme.controller.services import runs as run_service
 from tme.controller.services.paging import MAX_PAGE, decode_id_cursor, encode_cursor
 from tme.controller.services.runs import RunReadyHook
+from tme.controller.services.status_report import report_status
 from tme.controller.services.task_checks import check_one_off_due, check_storable, field_error
 from tme.controller.services.task_start import StartBatch
 from tme.controller.services.workflow_reach import check_reachable
@@ -312,7 +313,7 @@ def update_task(session: Session, task_id: int, update: TaskUpdate) -> Task:
     if changes:
         _apply_field_changes(session, task, changes)
     if update.run_state is not None:
-        _report_status(session, task, update)
+        report_status(session, task, update)
     task.updated_at = utcnow()
     session.add(task)
     return task
@@ -368,34 +369,6 @@ def _plain(exc: Exception) -> str:
     if callable(errors):
         return "; ".join(str(e.get("msg")) for e in errors())
     return str(exc)
-
-
-def _report_status(session: Session, task: Task, update: TaskUpdate) -> None:
-    if task.op != "external":
-        raise Conflict(
-            f"the status of a {task.op} task is reported by its agent, not through the API",
-            details={"task_id": task.id, "op": task.op},
-        )
-    state = update.run_state
-    assert state is not None
-    run = session.get(Run, task.latest_run_id) if task.latest_run_id else None
-    if run is None or (RunState(run.state).is_final and state == RunState.running):
-        attempt = 1 if run is None else run.attempt + 1
-        run = run_service.start_run(
-            session, task, reason="status report", source="api", attempt=attempt
-        )
-    details = update.details
-    reason = str(details.get("reason", "")) if details else ""
-    run_service.transition(
-        session,
-        run,
-        state,
-        reason=reason or f"reported {update.status}",
-        source="api",
-        result=details,
-    )
-    if update.log:
-        run_service.append_log(session, run, update.log)
 
 
 def delete_task(session: Session, task_id: int) -> None:

@@ -4,17 +4,21 @@ both dialects the second start waits for the first to commit and then counts its
 
 from __future__ import annotations
 
+import threading
+
 from racing import race
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from tme.config import Settings
+from tme.controller.run_ready import RunReady
 from tme.controller.services.launch import launch_run
 from tme.controller.services.runs import transition
-from tme.controller.services.tasks import create_task
+from tme.controller.services.tasks import create_task, update_task
 from tme.controller.store.db import session_scope
-from tme.controller.store.models import Run, Task
+from tme.controller.store.models import Run, RunEvent, Task
 from tme.controller.workflow import settle_run
-from tme.schemas import TaskCreate
+from tme.schemas import TaskCreate, TaskUpdate
 from tme.states import FINAL_STATES, RunState
 
 
@@ -90,3 +94,48 @@ def test_two_workflow_runs_reaching_one_dependent_at_once_start_it_once(
     states = sorted((r.state, r.reason) for r in steps)
     assert [s for s, _ in states] == ["pending", "skipped"], states
     assert states[1][1].endswith("(overlap skip)"), states
+
+
+def test_a_report_releasing_a_held_run_and_the_workflow_pass_release_it_once(
+    any_engine: Engine,
+) -> None:
+    """An external task's run in progress finished; its reporter reports on the next
+    (held in the overlap queue, so the report releases it and completes it) while the
+    workflow pass settles the finished one and would release the same run. The pass
+    waits for the report and leaves the run be: it read the run as still held and wrote
+    `queued` over the reported outcome, a final state changed."""
+    hook = RunReady(Settings(), threading.Event())
+    with session_scope(any_engine) as session:
+        task, _ = create_task(
+            session, TaskCreate(name="sign off", trigger="go", overlap={"policy": "queue"})
+        )
+        ahead, held = (
+            launch_run(session, task, cause="trigger", reason="trigger go", hook=hook)
+            for _ in range(2)
+        )
+        assert held.state == RunState.waiting
+        transition(session, ahead, RunState.succeeded, reason="reported complete")
+    task_id = task.id or 0
+
+    def report(session: Session) -> None:
+        update_task(session, task_id, TaskUpdate(status="complete"))
+
+    def settle_elsewhere() -> None:
+        with session_scope(any_engine) as session:
+            own = session.get(Run, ahead.id)
+            assert own is not None and settle_run(session, own, hook)
+
+    race(
+        any_engine,
+        report,
+        settle_elsewhere,
+        "JOIN run_links",
+        "the workflow pass to look for a held run or lock",
+        writes=False,
+    )
+    with Session(any_engine) as session:
+        released = session.get(Run, held.id)
+        assert released is not None
+        hops = session.exec(select(RunEvent.to_state).where(RunEvent.run_id == held.id)).all()
+    assert released.state == RunState.succeeded
+    assert sorted(hops) == ["pending", "succeeded", "waiting"]
