@@ -28,7 +28,7 @@ from tme.controller.store.db import session_scope
 from tme.controller.store.models import utcnow
 from tme.controller.watchdog import GRACE_S, check_timeouts
 from tme.controller.workflow import settle_missed, settle_pending
-from tme.failure_log import FailureLog
+from tme.failure_log import FailureLog, describe
 
 log = logging.getLogger("tme.scheduler")
 
@@ -84,7 +84,15 @@ class Scheduling:
             self._thread.join(timeout=15)
         if self.leading:
             self._step_down()
-            self.lease.release()
+            try:
+                self.lease.release()
+            except Exception as exc:  # no database: the lease expires by itself
+                log.warning(
+                    "could not release the scheduler lease (%s); another controller"
+                    " takes over once it expires, within %g s",
+                    describe(exc),
+                    self.lease.ttl.total_seconds(),
+                )
 
     def wake(self) -> None:
         self._wake.set()

@@ -204,3 +204,19 @@ def test_events_held_through_an_outage_are_applied_as_soon_as_the_database_is_ba
     assert said[0][0] == logging.ERROR and said[0][1].startswith("applying events failed")
     assert said[-1][1].startswith("applying events recovered after 1 failed pass over ")
     assert len(said) == 2
+
+
+def test_a_scheduler_leading_when_the_database_goes_away_still_stops(
+    database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Releasing the scheduler lease at stop fails without a database: the lease is
+    left to expire. The error escaped the stop, so the controller's stop skipped the
+    dispatcher, the event consumer and the bus behind it."""
+    scheduling = Scheduling(database.engine, None, Settings())
+    scheduling.run_pass()
+    assert scheduling.leading
+    database.go_away()
+    scheduling.stop()
+    assert not scheduling.leading
+    said = [r.getMessage() for r in caplog.records if r.name == "tme.scheduler"]
+    assert any("could not release the scheduler lease" in line for line in said), said
