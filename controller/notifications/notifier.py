@@ -35,6 +35,7 @@ from tme.controller.notifications.rules import (
 )
 from tme.controller.store.models import utcnow
 from tme.failure_log import FailureLog
+from tme.failure_log import describe as describe_error
 
 log = logging.getLogger("tme.notify")
 
@@ -69,6 +70,10 @@ class Notifier:
         self._pool: ThreadPoolExecutor | None = None
         # delivery id -> target of each delivery being sent; guarded by _lock
         self._in_flight: dict[int, str] = {}
+        # delivery id -> outcome (None: delivered, else why not) of an attempt that could
+        # not be stored (the database unreachable or read-only): stored by a later pass,
+        # never sent again meanwhile; guarded by _lock
+        self._unstored: dict[int, str | None] = {}
         self._lock = threading.Lock()
         self._run_cursor = 0
         self._agent_cursor = 0
@@ -84,7 +89,8 @@ class Notifier:
 
     def stop(self) -> None:
         """Stop handing out deliveries, then wait for the sends in flight (each one
-        bounded by its timeout); an unsent delivery stays pending for the next start."""
+        bounded by its timeout); an unsent delivery stays pending for the next start, and
+        so does a sent one whose outcome could not be stored (it is sent again then)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -101,10 +107,12 @@ class Notifier:
             self._wake.clear()  # the next pass reads the state afresh
 
     def run_pass(self) -> None:
-        """Record the new changes' deliveries, then hand out the due ones. A failure is
-        logged (once, then once a minute while it lasts), never raised: the notifier
-        goes on after a database outage."""
+        """Store the outcomes of attempts not stored yet, record the new changes'
+        deliveries, then hand out the due ones. A failure is logged (once, then once a
+        minute while it lasts), never raised: the notifier goes on after a database
+        outage. While an outcome cannot be stored, nothing more is sent."""
         try:
+            self.store_unstored_outcomes()
             self.record_new_changes()
             self.send_due()
         except Exception as exc:
@@ -159,6 +167,7 @@ class Notifier:
         with self._lock:
             busy = set(self._in_flight.values())
             idle = self.senders - len(self._in_flight)
+            sent = set(self._unstored)
         if idle <= 0 or self._pool is None:
             return 0
         with Session(self.engine) as session:
@@ -167,6 +176,7 @@ class Notifier:
                 .where(NotificationDelivery.status == "pending")
                 .where(col(NotificationDelivery.next_attempt_at) <= utcnow())
                 .where(col(NotificationDelivery.target).not_in(busy))
+                .where(col(NotificationDelivery.id).not_in(sent))
                 .group_by(col(NotificationDelivery.target))
                 .order_by(func.min(NotificationDelivery.id))
                 .limit(idle)
@@ -191,18 +201,21 @@ class Notifier:
         return {r.key: r.secret for r in active_rules(session, self.settings)}
 
     def _attempt(self, delivery: NotificationDelivery, secret: str) -> None:
-        """On a sender thread: one attempt at `delivery`, then its outcome recorded."""
+        """On a sender thread: one attempt at `delivery`, then its outcome stored (or
+        kept for a later pass to store)."""
         assert delivery.id is not None
+        error = self._try_send(delivery, secret)
         try:
-            error = self._try_send(delivery, secret)
-            with Session(self.engine) as session:
-                row = session.get(NotificationDelivery, delivery.id)
-                if row is not None and row.status == "pending":
-                    self._record_attempt(row, error)
-                    session.add(row)
-                    session.commit()
-        except Exception:  # the database: the delivery stays pending and is tried again
-            log.exception("recording notification %s failed", delivery.id)
+            self._store_outcomes({delivery.id: error})
+        except Exception as exc:  # the database: kept, stored by a later pass
+            with self._lock:
+                self._unstored[delivery.id] = error
+            log.warning(
+                "notification %s %s; its outcome is stored once the database takes it (%s)",
+                delivery.id,
+                "sent" if error is None else "not sent",
+                describe_error(exc),
+            )
         finally:
             with self._lock:
                 del self._in_flight[delivery.id]
@@ -222,6 +235,29 @@ class Notifier:
             log.warning("notification %s to %s failed: %s", delivery.id, where, error)
             return error
         return None
+
+    def store_unstored_outcomes(self) -> None:
+        """Store the outcomes of attempts that could not be stored when they were made;
+        raise while they still cannot be."""
+        with self._lock:
+            outcomes = dict(self._unstored)
+        if not outcomes:
+            return
+        self._store_outcomes(outcomes)
+        with self._lock:
+            for delivery_id in outcomes:
+                del self._unstored[delivery_id]
+
+    def _store_outcomes(self, outcomes: dict[int, str | None]) -> None:
+        """One transaction: each attempt counted, by its outcome, on its delivery (one
+        no longer pending, finished elsewhere meanwhile, is left as it is)."""
+        with Session(self.engine) as session:
+            for delivery_id, error in outcomes.items():
+                row = session.get(NotificationDelivery, delivery_id)
+                if row is not None and row.status == "pending":
+                    self._record_attempt(row, error)
+                    session.add(row)
+            session.commit()
 
     def _record_attempt(self, delivery: NotificationDelivery, error: str | None) -> None:
         delivery.attempts += 1

@@ -13,10 +13,14 @@ from typing import Any
 
 import pytest
 from notify_helpers import add_delivery, add_rule, deliveries, fail_a_run
+from pg_database import PgDatabase
 from waiting import wait_until
 
 from tme.config import Settings
+from tme.controller.change_feed import ChangeFeed
 from tme.controller.notifications import senders
+from tme.controller.notifications.notifier import Notifier
+from tme.controller.store.db import make_engine, upgrade
 from tme.settings_models import EmailSettings
 
 # Stored as an older release (or a hand-edited database) may have them: the API now
@@ -179,3 +183,36 @@ def test_the_email_deadline_counts_the_whole_exchange(dripping_smtp: int) -> Non
     assert not sending.is_alive(), "the send outlived its deadline"
     assert len(outcome) == 1 and isinstance(outcome[0], senders.DeliveryFailed), outcome
     assert "within 1 s" in str(outcome[0])
+
+
+@pytest.mark.external_service
+def test_a_delivery_sent_while_the_database_refuses_writes_is_sent_once(
+    pg_database: PgDatabase, http_receiver: Any
+) -> None:
+    """The database reads but refuses writes (a failover): a due delivery is sent, its
+    outcome cannot be stored, and it is kept until it can be, not sent again. It stayed
+    pending, so every pass sent it again, twice a second or more for the whole
+    failover, with a traceback each time."""
+    engine = make_engine(pg_database.url())
+    notifier = None
+    try:
+        upgrade(engine)
+        rule = add_rule(engine, name="ops", channel="webhook", target=http_receiver.url)
+        add_delivery(engine, f"rule:{rule}", http_receiver.url)
+        pg_database.refuse_writes()
+        notifier = Notifier(engine, Settings(), ChangeFeed(engine), poll_s=0.02)
+        notifier.start()
+        tried = notifier
+        wait_until(
+            lambda: len(http_receiver.requests) > 1 or tried.failures.failed_passes >= 10,
+            what="the delivery sent again, or ten passes failing to store its outcome",
+        )
+        assert len(http_receiver.requests) == 1
+        pg_database.take_writes()
+        wait_until(lambda: [d.status for d in deliveries(engine)] == ["delivered"])
+        assert deliveries(engine)[0].attempts == 1
+        assert len(http_receiver.requests) == 1
+    finally:
+        if notifier is not None:
+            notifier.stop()
+        engine.dispose()
