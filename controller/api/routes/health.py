@@ -16,7 +16,11 @@ ReadinessCheck = Callable[[], None]  # raises when its dependency is not reachab
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
+    """Answered on the event loop, never on a worker thread: requests waiting on a
+    database that stopped answering can hold every thread for database.tcp_timeout_s,
+    and a liveness probe queued behind them would have the orchestrator restart a
+    controller that only waits for its database."""
     return {"status": "ok"}
 
 
