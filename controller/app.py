@@ -25,6 +25,7 @@ from tme.controller.api.openapi_errors import document_errors
 from tme.controller.api.principal_cache import PrincipalCache
 from tme.controller.api.routes import fleet, health, legacy, runs, scheduling, tasks
 from tme.controller.observers import Observers
+from tme.controller.readiness import Readiness, check_database, schema_check
 from tme.controller.runtime import ControllerRuntime
 from tme.controller.services import audit
 from tme.controller.store.db import check_schema, make_engine
@@ -63,6 +64,8 @@ def create_app(
                 tcp_timeout_s=database.tcp_timeout_s,
             )
         check_schema(app.state.engine)
+        app.state.readiness.add("database", lambda: check_database(app.state.engine))
+        app.state.readiness.add("schema", schema_check(lambda: app.state.engine))
         audit.use_key(app.state.engine, settings)
         moving = ControllerRuntime(settings, app.state.engine, bus) if runtime else None
         observers = Observers(app, settings)
@@ -71,7 +74,7 @@ def create_app(
             moving.start()
             app.state.runtime = moving
             app.state.on_run_ready = moving.on_run_ready
-            app.state.readiness_checks["broker"] = moving.check_bus
+            app.state.readiness.add("broker", moving.check_bus)
         await _warm(app)
         try:
             yield
@@ -86,7 +89,7 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.principals = PrincipalCache()
-    app.state.readiness_checks = {}
+    app.state.readiness = Readiness()
     app.state.on_run_ready = None
     app.state.runtime = None
     errors.install(app)

@@ -18,11 +18,11 @@ P = Permission
 POLICY: dict[tuple[str, str], Permission] = {
     # the only answers given without a token
     ("GET", "/healthz"): P.public,
+    ("GET", "/readyz"): P.public,  # for orchestrators; says nothing sensitive
     ("POST", "/api/v1/auth/login"): P.public,
     # any signed-in principal
     ("GET", "/api/v1/auth/me"): P.authenticated,
     ("POST", "/api/v1/auth/logout"): P.authenticated,
-    ("GET", "/readyz"): P.health_read,
     ("GET", "/openapi.json"): P.docs_read,
     ("GET", "/docs"): P.docs_read,
     ("GET", "/docs/oauth2-redirect"): P.docs_read,

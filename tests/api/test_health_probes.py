@@ -7,7 +7,16 @@ import asyncio
 
 import anyio.to_thread
 import httpx
+import pytest
+from api_helpers import assert_error
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from ports import free_port
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine
+
+from tme.controller.readiness import Readiness, check_database
+from tme.controller.store.db import make_engine
 
 
 async def test_liveness_answers_while_every_worker_thread_is_taken(app: FastAPI) -> None:
@@ -27,3 +36,78 @@ async def test_liveness_answers_while_every_worker_thread_is_taken(app: FastAPI)
             limiter.release_on_behalf_of(holder)
     assert answer.status_code == 200 and answer.json() == {"status": "ok"}
 
+
+def test_readiness_needs_no_token_and_names_each_check(app: FastAPI) -> None:
+    with TestClient(app) as anonymous:
+        ready = anonymous.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "schema": "ok", "broker": "ok"},
+    }
+
+
+def test_readiness_says_the_database_is_unreachable_and_logs_why(
+    app: FastAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()  # nothing listens there
+    with TestClient(app) as anonymous:
+        down = make_engine(f"postgresql://tme-secret-user@127.0.0.1:{port}/tme")
+        real, app.state.engine = app.state.engine, down
+        try:
+            answer = anonymous.get("/readyz")
+            assert anonymous.get("/healthz").status_code == 200  # alive, only not ready
+        finally:
+            app.state.engine = real
+            down.dispose()
+        error = assert_error(answer, 503, "failing")
+        assert error["code"] == "not_ready"
+        assert error["details"]["database"] == "failing: unreachable"
+        assert str(port) not in answer.text and "secret-user" not in answer.text
+        assert any(
+            "readiness check database failed" in r.getMessage() and str(port) in r.exc_text
+            for r in caplog.records
+            if r.exc_text
+        )
+        assert anonymous.get("/readyz").status_code == 200  # back
+
+
+def test_readiness_fails_while_the_schema_is_not_this_controllers(
+    app: FastAPI, app_engine: Engine
+) -> None:
+    """A newer release's `tme db upgrade` ran under this controller (or a downgrade)."""
+    with app_engine.begin() as connection:
+        head = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    with TestClient(app) as anonymous:
+        with app_engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = 'f00'"))
+        try:
+            behind = anonymous.get("/readyz")
+        finally:
+            with app_engine.begin() as connection:
+                connection.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
+        assert anonymous.get("/readyz").status_code == 200
+    details = assert_error(behind, 503)["details"]
+    assert details["schema"] == f"failing: schema at revision f00, this controller needs {head}"
+    assert details["database"] == "ok"
+
+
+@pytest.mark.external_service
+def test_a_read_only_postgresql_is_not_ready(postgres_database_url: str) -> None:
+    """A hot standby, or a server whose writes were turned off (a failover gone wrong,
+    a full disk answered with default_transaction_read_only): it answers, but every
+    write of the controller would fail."""
+    read_only = create_engine(
+        postgres_database_url, connect_args={"options": "-c default_transaction_read_only=on"}
+    )
+    writable = create_engine(postgres_database_url)
+    try:
+        readiness = Readiness()
+        readiness.add("database", lambda: check_database(read_only))
+        readiness.add("writable", lambda: check_database(writable))
+        results = readiness.run()
+    finally:
+        read_only.dispose()
+        writable.dispose()
+    assert results["database"].startswith("failing: read-only")
+    assert results["writable"] == "ok"

@@ -68,13 +68,13 @@ def test_every_policy_entry_names_a_served_route() -> None:
     assert not stale, f"policy entries for routes the app does not serve: {stale}"
 
 
-def test_only_healthz_and_login_are_public(app) -> None:  # type: ignore[no-untyped-def]
+def test_only_the_probes_and_login_are_public(app) -> None:  # type: ignore[no-untyped-def]
     public = {
         f"{m} {p}"
         for m, p in ROUTES
         if permission_for(_route_context(app, m, p), m) is Permission.public
     }
-    assert public == {"GET /healthz", "POST /api/v1/auth/login"}
+    assert public == {"GET /healthz", "GET /readyz", "POST /api/v1/auth/login"}
 
 
 def _concrete(path: str, task: dict[str, Any]) -> str:

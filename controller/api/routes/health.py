@@ -1,18 +1,14 @@
-"""/healthz (alive, checks nothing) and /readyz (dependencies reachable, else 503)."""
+"""/healthz (alive, checks nothing) and /readyz (can serve now, else 503); both public."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from tme.controller.api.errors import error_response
+from tme.controller.readiness import Readiness
 
 router = APIRouter(tags=["health"])
-
-ReadinessCheck = Callable[[], None]  # raises when its dependency is not reachable
 
 
 @router.get("/healthz")
@@ -24,22 +20,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "A check is failing"}})
 def readyz(request: Request) -> JSONResponse:
-    checks: dict[str, ReadinessCheck] = {"database": lambda: _ping_db(request)}
-    checks.update(getattr(request.app.state, "readiness_checks", {}))
-    results: dict[str, str] = {}
-    for name, check in checks.items():
-        try:
-            check()
-            results[name] = "ok"
-        except Exception as exc:  # any failure means not ready; the reason is reported
-            results[name] = f"error: {exc.__class__.__name__}: {exc}"[:300]
+    """Each check ("database", "schema", "broker") with "ok" or a short reason; 503
+    when one fails. Why it fails in full is in the controller's log."""
+    readiness: Readiness = request.app.state.readiness
+    results = readiness.run()
     if all(v == "ok" for v in results.values()):
         return JSONResponse({"status": "ready", "checks": results})
-    return error_response(503, "not_ready", "a dependency is not reachable", results)
-
-
-def _ping_db(request: Request) -> None:
-    with request.app.state.engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
+    return error_response(503, "not_ready", "a check is failing", results)
