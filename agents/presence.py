@@ -3,14 +3,23 @@
 `online` is re-published on every (re)connect: if the connection dropped long enough
 for the broker to publish the will, the retained state says offline until we say
 otherwise. A graceful stop publishes `offline` itself, since DISCONNECT cancels the will.
+
+The controller keeps the newest presence by its `at` (a late message must not undo a
+newer one), so a will stamped when it was set, before the `online` it ends, was
+ignored there: an agent killed or cut off stayed online in the API, the dashboard and
+the metrics for good. Each connection attempt therefore gets one time, the `at` of its
+will and of the `online` it announces, and for the same time the controller keeps the
+offline: the will ends the connection that announced it. A later connection has a
+later time, so its `online` counts again.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from tme.mqtt import MqttLink
-from tme.protocol import Presence
+from tme.protocol import Presence, utcnow
 from tme.topics import state_topic
 
 Role = Literal["agent", "gateway"]
@@ -23,10 +32,17 @@ def presence_json(
     state: Literal["online", "offline"],
     devices: list[dict[str, Any]],
     features: list[str] | None = None,
+    at: datetime | None = None,
 ) -> bytes:
-    """A `Presence` message, encoded for the state topic."""
+    """A `Presence` message, encoded for the state topic (`at`: now unless given)."""
     message = Presence(
-        site=site, agent=name, role=role, state=state, devices=devices, features=features or []
+        site=site,
+        agent=name,
+        role=role,
+        state=state,
+        at=at or utcnow(),
+        devices=devices,
+        features=features or [],
     )
     return message.to_json()
 
@@ -46,20 +62,30 @@ class PresenceAnnouncer:
         self._site, self._name, self._role = site, name, role
         self._devices = devices or []
         self._features = features or []
+        self._connection_at = utcnow()  # the current connection attempt's time
 
-    def message(self, state: Literal["online", "offline"]) -> bytes:
+    def message(self, state: Literal["online", "offline"], at: datetime | None = None) -> bytes:
         """Devices and features are said while online; offline says nothing of them."""
         online = state == "online"
         devices, features = (self._devices, self._features) if online else ([], [])
-        return presence_json(self._site, self._name, self._role, state, devices, features)
+        return presence_json(self._site, self._name, self._role, state, devices, features, at)
 
     def install(self) -> None:
-        """Set the will and the re-announce hook; call before the link starts."""
-        self.link.set_will(self.topic, self.message("offline"))
+        """Set the will and the hooks that stamp it and re-announce; call before the
+        link starts."""
+        self.new_connection()
+        self.link.before_connect(self.new_connection)
         self.link.on_connected(self.announce_online)
 
+    def new_connection(self) -> None:
+        """Before a connection attempt: its time, and the will that says it ended."""
+        self._connection_at = utcnow()
+        self.link.set_will(self.topic, self.message("offline", self._connection_at))
+
     def announce_online(self) -> None:
-        self.link.publish(self.topic, self.message("online"), retain=True)
+        """Online, as of this connection's time (the will's)."""
+        online = self.message("online", self._connection_at)
+        self.link.publish(self.topic, online, retain=True)
 
     def final(self) -> tuple[str, bytes]:
         """What MqttLink.stop publishes on a graceful stop."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import bindparam, update
 from sqlmodel import Session, select
@@ -128,9 +129,9 @@ def apply_presence(session: Session, presence: Presence) -> None:
     agent = session.exec(
         select(Agent).where(Agent.site == presence.site, Agent.name == presence.agent)
     ).first() or Agent(site=presence.site, name=presence.agent, role=presence.role)
-    if agent.state_changed_at is not None and presence.at < agent.state_changed_at:
-        return  # an older presence overtaken by a newer one: keep the newer state
     online = presence.state == "online"
+    if _overtaken(agent, presence.at, online):
+        return
     agent.online = online
     agent.role = presence.role
     agent.last_seen = presence.at
@@ -138,6 +139,17 @@ def apply_presence(session: Session, presence: Presence) -> None:
     session.add(agent)
     if online and presence.devices:
         _replace_devices(session, presence, now)
+
+
+def _overtaken(agent: Agent, at: datetime, online: bool) -> bool:
+    """Whether a newer presence was applied: keep its state. An edge process stamps the
+    `online` of a connection and the will that ends it with the same time
+    (tme.agents.presence), so for the same time offline wins, whichever came first."""
+    if agent.state_changed_at is None:
+        return False
+    return at < agent.state_changed_at or (
+        at == agent.state_changed_at and online and not agent.online
+    )
 
 
 def _replace_devices(session: Session, presence: Presence, now: object) -> None:

@@ -101,6 +101,7 @@ class MqttLink:
         self._subscriptions: dict[str, tuple[Handler, asyncio.AbstractEventLoop | None]] = {}
         self._routes: dict[str, tuple[Handler, asyncio.AbstractEventLoop | None] | None] = {}
         self._on_connect_hooks: list[Callable[[], None]] = []
+        self._before_connect_hooks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._started = False
         self._client = self._build_client(
@@ -121,6 +122,7 @@ class MqttLink:
         if username:
             client.username_pw_set(username, password)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+        client.on_pre_connect = self._guard(self._handle_pre_connect)
         client.on_connect = self._guard(self._handle_connect)
         client.on_disconnect = self._guard(self._handle_disconnect)
         client.on_message = self._guard(self._handle_message)
@@ -142,6 +144,11 @@ class MqttLink:
             self._routes.clear()
         if self.connected.is_set():
             self._client.subscribe(topic, qos=QOS)
+
+    def before_connect(self, hook: Callable[[], None]) -> None:
+        """Call hook (on paho's thread, must not block) before every connection attempt,
+        the first included: what it sets with `set_will` goes in that attempt's CONNECT."""
+        self._before_connect_hooks.append(hook)
 
     def on_connected(self, hook: Callable[[], None]) -> None:
         """Call hook (on paho's thread, must not block) after every successful (re)connect."""
@@ -222,6 +229,10 @@ class MqttLink:
                 log.exception("mqtt %s: callback %s failed", self.client_id, callback.__name__)
 
         return guarded
+
+    def _handle_pre_connect(self, _client: paho.Client, _ud: Any) -> None:
+        for hook in self._before_connect_hooks:
+            self._guard(hook)()
 
     def _handle_connect(
         self, client: paho.Client, _ud: Any, _flags: Any, reason: Any, _props: Any

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
 from typer.testing import CliRunner
 from waiting import wait_until
@@ -49,3 +53,37 @@ def test_agent_going_away_is_shown_offline(embedded_stack, client_of) -> None:
     wait_until(lambda: state("line-b") is True, timeout=15, what="line-b online")
     embedded_stack.stop_agent("line-b")
     wait_until(lambda: state("line-b") is False, timeout=15, what="line-b offline")
+
+
+def test_an_agent_killed_is_shown_offline_and_online_again_once_restarted(
+    real_stack, client_of, tmp_path
+) -> None:
+    """No goodbye: the MQTT broker publishes the agent's will, the gateway forwards it.
+    The will used to carry the time it was set at start, before the agent's online, and
+    the controller kept the newer online for good."""
+    client = client_of(real_stack)
+    site = real_stack.config.site
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"site: {site}\nagent: crashy\nmqtt: {real_stack.mqtt_url}\nstate_dir: state\n"
+    )
+
+    def online() -> bool | None:
+        found = [a for a in client.fleet.agents(site=site) if a.name == "crashy"]
+        return found[0].online if found else None
+
+    for _life in range(2):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tme.cli.main", "agent", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_until(lambda: online() is True, timeout=30, what="crashy online")
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)
+            wait_until(lambda: online() is False, timeout=30, what="crashy offline")
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)

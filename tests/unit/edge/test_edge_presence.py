@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from tme.agents.presence import PresenceAnnouncer
@@ -15,12 +16,23 @@ class RecordingLink:
         self.will: tuple[str, bytes] | None = None
         self.published: list[tuple[str, bytes, bool]] = []
         self.hooks: list[object] = []
+        self.before: list[Callable[[], None]] = []
 
     def set_will(self, topic: str, payload: bytes, retain: bool = True) -> None:
         self.will = (topic, payload)
 
+    def before_connect(self, hook: Callable[[], None]) -> None:
+        self.before.append(hook)
+
     def on_connected(self, hook: object) -> None:
         self.hooks.append(hook)
+
+    def connect(self) -> None:
+        """What MqttLink does on each connection attempt that succeeds."""
+        for hook in self.before:
+            hook()
+        for hook in self.hooks:
+            hook()  # type: ignore[operator]
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         self.published.append((topic, payload, retain))
@@ -58,3 +70,21 @@ def test_the_will_and_the_final_state_say_offline_without_devices() -> None:
         message = Presence.from_json(raw)
         assert (message.role, message.state, message.devices) == ("gateway", "offline", [])
     assert topic == link.will[0] == state_topic("s1", "gw")
+
+
+def test_each_connection_has_one_time_for_its_online_and_its_will() -> None:
+    """The controller keeps the newest presence by its time: a will stamped before the
+    online it ends (when it was set, at start) was ignored there, and an agent killed
+    or cut off was shown online for good."""
+    link = RecordingLink()
+    announcer = PresenceAnnouncer(link, "s1", "a1", "agent", DEVICES)
+    announcer.install()
+    stamps = []
+    for _connection in range(2):
+        link.connect()
+        assert link.will is not None
+        online, will = Presence.from_json(link.published[-1][1]), Presence.from_json(link.will[1])
+        assert (online.state, will.state) == ("online", "offline")
+        assert online.at == will.at
+        stamps.append(online.at)
+    assert stamps[1] > stamps[0]
