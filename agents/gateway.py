@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from tme.agents.bus_publisher import BusPublisher, Outgoing
 from tme.agents.command_dispatch import RESEND_AFTER_S, CommandDispatcher, event_routing_key
 from tme.agents.event_forwarder import EventForwarder
+from tme.agents.heartbeat import HEARTBEAT_S, Heartbeat
 from tme.agents.journal import Journal
 from tme.agents.presence import PresenceAnnouncer
 from tme.agents.site_queue import SiteQueueConsumer
@@ -46,6 +47,7 @@ from tme.protocol import (
     EVENTS_EXCHANGE,
     Command,
     Event,
+    GatewayStatus,
     ProtocolError,
     site_queue,
 )
@@ -83,6 +85,8 @@ class GatewayConfig:
     # settings.broker.bus_options()). Its site queue's consumer takes `prefetch`
     # commands at most; declare_topology is the field above.
     bus_options: Mapping[str, Any] = field(default_factory=dict)
+    # How often it tells the controller it is alive and how it does (agents/heartbeat).
+    heartbeat_s: float = HEARTBEAT_S
 
 
 class Gateway:
@@ -116,6 +120,7 @@ class Gateway:
         self._site_queue: SiteQueueConsumer | None = None
         self._publisher: BusPublisher | None = None
         self._dispatcher: CommandDispatcher | None = None
+        self._heartbeat: Heartbeat | None = None
 
     def start(self) -> None:
         site = self.config.site
@@ -146,6 +151,10 @@ class Gateway:
         else:
             self._site_queue = SiteQueueConsumer(self.bus, site_queue(site), self._on_commands)
             self._site_queue.start()
+        self._heartbeat = Heartbeat(
+            site, self.config.name, self._publisher, self.status, self.config.heartbeat_s
+        )
+        self._heartbeat.start()
         log.info("gateway %s of site %s started", self.config.name, site)
 
     @property
@@ -155,7 +164,28 @@ class Gateway:
             return self._site_queue.consuming.is_set()
         return self._consumer is not None
 
+    def status(self) -> GatewayStatus:
+        """How this gateway does now, as its heartbeat tells the controller."""
+        assert self.journal is not None and self._publisher is not None
+        try:
+            pending, unanswered = self.journal.open_counts()
+        except sqlite3.Error:  # the journal cannot be read: said as failing
+            pending, unanswered, readable = 0, 0, False
+        else:
+            readable = True
+        return GatewayStatus(
+            heartbeat_s=self.config.heartbeat_s,
+            mqtt_connected=self.link.is_connected(),
+            consuming=self.consuming,
+            commands_pending=pending,
+            commands_unanswered=unanswered,
+            events_waiting=self._publisher.backlog,
+            journal_failing=self.journal_failures.failing or not readable,
+        )
+
     def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         self._journal_hold.stop()  # a batch held for the journal is requeued, not waited for
         if self._site_queue is not None:
             self._site_queue.stop()

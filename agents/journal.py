@@ -117,6 +117,16 @@ class Journal:
         """Entries not closed yet, oldest first."""
         return self._select("WHERE state IN ('pending', 'sent')", ())
 
+    def open_counts(self) -> tuple[int, int]:
+        """How many entries are pending (not sent yet) and sent (not answered yet)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, COUNT(*) FROM journal"
+                " WHERE state IN ('pending', 'sent') GROUP BY state"
+            ).fetchall()
+        counts = dict(rows)
+        return int(counts.get("pending", 0)), int(counts.get("sent", 0))
+
     def entries_needing_action(
         self, resend_sent_before: float, resend_agents: set[str], resend_all: bool
     ) -> list[JournalEntry]:

@@ -100,8 +100,9 @@ class ChangeFeed:
     # --- writers (any thread) ---------------------------------------------------
 
     def on_message(self, message: Event | Presence) -> None:
-        """EventConsumer listener: called on a bus thread after the message was applied."""
-        if isinstance(message, Presence):
+        """EventConsumer listener: called on a bus thread after the message was applied.
+        A gateway's heartbeat is no change (one every gateway.heartbeat_s)."""
+        if isinstance(message, Presence) and message.status is None:
             with self._lock:
                 self._seq += 1
                 self._ring.append(

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
+import msgspec
 from sqlalchemy import bindparam, update
 from sqlmodel import Session, select
 
@@ -129,16 +130,36 @@ def apply_presence(session: Session, presence: Presence) -> None:
     agent = session.exec(
         select(Agent).where(Agent.site == presence.site, Agent.name == presence.agent)
     ).first() or Agent(site=presence.site, name=presence.agent, role=presence.role)
+    if presence.status is not None:
+        _apply_heartbeat(session, agent, presence, now)
+        return
     online = presence.state == "online"
     if _overtaken(agent, presence.at, online):
         return
     agent.online = online
     agent.role = presence.role
-    agent.last_seen = presence.at
+    agent.last_seen = max(agent.last_seen or presence.at, presence.at)
     agent.state_changed_at = presence.at
     session.add(agent)
     if online and presence.devices:
         _replace_devices(session, presence, now)
+
+
+def _apply_heartbeat(session: Session, agent: Agent, presence: Presence, now: datetime) -> None:
+    """A gateway's heartbeat: it is alive now, and this is how it does. An offline
+    gateway comes online with a heartbeat newer than the change; an online one keeps
+    the time it came online. The newest heartbeat's status is kept, with when it
+    arrived (fleet_watch shows the gateway offline once they stop)."""
+    assert presence.status is not None
+    if agent.last_seen is not None and presence.at < agent.last_seen:
+        return  # an older heartbeat, delivered late
+    agent.role = presence.role
+    agent.last_seen = presence.at
+    agent.status = {**msgspec.to_builtins(presence.status), "received_at": now.isoformat()}
+    if not agent.online and not _overtaken(agent, presence.at, True):
+        agent.online = True
+        agent.state_changed_at = presence.at
+    session.add(agent)
 
 
 def _overtaken(agent: Agent, at: datetime, online: bool) -> bool:

@@ -2,9 +2,9 @@
 
 One thread holds (or waits for) the scheduler lease. While this controller holds
 it, APScheduler fires schedules and the same thread keeps jobs in step with the
-tasks, settles workflow steps, starts due retries and enforces timeouts. Another
-controller on the same database says that it stands by, and takes over once the
-lease expires.
+tasks, settles workflow steps, starts due retries, enforces timeouts and shows
+gateways whose heartbeats stopped offline. Another controller on the same database
+says that it stands by, and takes over once the lease expires.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from tme.controller.fleet_watch import mark_silent_gateways
 from tme.controller.retries import start_due_retries
 from tme.controller.schedule_fire import FireContext, register, unregister
 from tme.controller.scheduler import ScheduleKeeper
@@ -38,6 +39,9 @@ TICK_S = 0.5  # workflow steps, retries and timeouts are looked at this often (o
 # are swept up this often: rare, so a delay of this much is acceptable, and a sweep every
 # tick would read every unsettled link (all runs in flight) twice a second for nothing.
 SWEEP_S = 30.0
+# Gateways whose heartbeats stopped are looked for this often: a small table, and a
+# gateway is shown offline within this of its third heartbeat missed.
+FLEET_WATCH_S = 5.0
 
 
 class Scheduling:
@@ -70,6 +74,7 @@ class Scheduling:
         self._renewed_at = 0.0
         self._housekeeping_at = 0.0
         self._sweep_at = 0.0  # the first housekeeping pass sweeps
+        self._fleet_watch_at = 0.0
         self._told_standby = False
         self.failures = FailureLog(log, "scheduling pass")
 
@@ -136,6 +141,10 @@ class Scheduling:
             now = utcnow()
             start_due_retries(session, self.hook, now)
             check_timeouts(session, now, self.default_timeout_s, self.watchdog_grace_s)
+        if time.monotonic() >= self._fleet_watch_at:
+            with session_scope(self.engine) as session:
+                mark_silent_gateways(session, utcnow())
+            self._fleet_watch_at = time.monotonic() + FLEET_WATCH_S
         if time.monotonic() >= self._sweep_at:
             with session_scope(self.engine) as session:
                 settle_missed(session, self.hook)

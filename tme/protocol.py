@@ -218,8 +218,22 @@ def deeper_than(value: Any, limit: int) -> bool:
 EVENT_BATCHES = "event_batches"
 
 
+class GatewayStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """How a gateway is doing, in the presence it sends the controller every
+    `heartbeat_s` straight over RabbitMQ (tme.agents.heartbeat)."""
+
+    heartbeat_s: Annotated[float, msgspec.Meta(gt=0)]
+    mqtt_connected: bool  # to its site's MQTT broker
+    consuming: bool  # its site's command queue
+    commands_pending: int = 0  # journaled, not sent yet: their agent offline, or MQTT down
+    commands_unanswered: int = 0  # sent, no final answer from their agent yet
+    events_waiting: int = 0  # events and reports not yet handed to RabbitMQ
+    journal_failing: bool = False  # its journal cannot be written: commands wait unacked
+
+
 class Presence(Message, frozen=True, kw_only=True):
-    """An agent or gateway going online or offline (retained on its state topic)."""
+    """An agent or gateway going online or offline (retained on its state topic); with
+    `status`, a gateway's heartbeat (never on MQTT)."""
 
     kind: Literal["presence"] = "presence"
     site: Name
@@ -230,6 +244,7 @@ class Presence(Message, frozen=True, kw_only=True):
     devices: list[dict[str, Any]] = msgspec.field(default_factory=list)
     # What this process understands beyond protocol version 1's minimum (EVENT_BATCHES).
     features: list[str] = msgspec.field(default_factory=list)
+    status: GatewayStatus | None = None
 
 
 class EventBatch(Message, frozen=True, kw_only=True):

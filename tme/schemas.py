@@ -435,6 +435,27 @@ class AgentPublic(Output):
     online: bool
     last_seen: datetime | None = None
     state_changed_at: datetime | None = None
+    # A gateway's last heartbeat: heartbeat_s, mqtt_connected, consuming,
+    # commands_pending, commands_unanswered, events_waiting, journal_failing, and
+    # received_at (when the controller got it). None for agents.
+    status: dict[str, Any] | None = None
+
+    def status_line(self) -> str:
+        """A gateway's last heartbeat in a few words ("" without one)."""
+        status = self.status
+        if not status:
+            return ""
+        words = [
+            "MQTT up" if status.get("mqtt_connected") else "MQTT DOWN",
+            "consuming" if status.get("consuming") else "NOT CONSUMING",
+            f"{status.get('commands_pending', 0)} held",
+            f"{status.get('commands_unanswered', 0)} unanswered",
+        ]
+        if status.get("events_waiting"):
+            words.append(f"{status['events_waiting']} events waiting")
+        if status.get("journal_failing"):
+            words.append("JOURNAL FAILING")
+        return ", ".join(words)
 
 
 class PointPublic(Output):

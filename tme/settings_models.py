@@ -160,6 +160,7 @@ class AgentSettings(Section):
 
 class GatewaySettings(Section):
     declare_topology: bool = True
+    heartbeat_s: Seconds = 30
 
 
 class TaskSettings(Section):

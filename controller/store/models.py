@@ -210,6 +210,9 @@ class Agent(SQLModel, table=True):
     online: bool = False
     last_seen: datetime | None = _ts(nullable=True)
     state_changed_at: datetime | None = _ts(nullable=True)
+    # A gateway's last heartbeat (tme.protocol.GatewayStatus) and `received_at`, when
+    # the controller applied it; None for agents and gateways that send none.
+    status: dict[str, Any] | None = Field(default=None, sa_type=JSON)
 
 
 class Device(SQLModel, table=True):

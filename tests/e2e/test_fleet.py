@@ -87,3 +87,17 @@ def test_an_agent_killed_is_shown_offline_and_online_again_once_restarted(
             if process.poll() is None:
                 process.kill()
                 process.wait(10)
+
+
+def test_the_gateway_says_how_it_does(real_stack, client_of) -> None:
+    client = client_of(real_stack)
+    site = real_stack.config.site
+
+    def gateway_status() -> dict | None:
+        found = [a for a in client.fleet.agents(site=site) if a.role == "gateway"]
+        return found[0].status if found else None
+
+    status = wait_until(gateway_status, timeout=15, what="a heartbeat of the gateway")
+    assert isinstance(status, dict)
+    assert status["mqtt_connected"] is True and status["consuming"] is True
+    assert status["commands_pending"] == 0 and "received_at" in status

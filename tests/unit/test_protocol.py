@@ -25,6 +25,7 @@ from tme.protocol import (
     Event,
     EventBatch,
     EventType,
+    GatewayStatus,
     Message,
     Presence,
     ProtocolError,
@@ -82,6 +83,18 @@ class RefPresence(RefMessage):
     at: datetime = Field(default_factory=utcnow)
     devices: list[dict[str, Any]] = Field(default_factory=list)
     features: list[str] = Field(default_factory=list)  # added after the move to msgspec
+    status: RefGatewayStatus | None = None  # so was this
+
+
+class RefGatewayStatus(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    heartbeat_s: float
+    mqtt_connected: bool
+    consuming: bool
+    commands_pending: int = 0
+    commands_unanswered: int = 0
+    events_waiting: int = 0
+    journal_failing: bool = False
 
 
 REFERENCE: dict[type[Message], type[RefMessage]] = {
@@ -155,12 +168,28 @@ presences = st.builds(
     at=aware_times,
     devices=st.lists(json_objects, max_size=3),
     features=st.lists(texts, max_size=3),
+    status=st.none()
+    | st.builds(
+        GatewayStatus,
+        heartbeat_s=st.floats(min_value=0.001, max_value=1e6),
+        mqtt_connected=st.booleans(),
+        consuming=st.booleans(),
+        commands_pending=ints,
+        commands_unanswered=ints,
+        events_waiting=ints,
+        journal_failing=st.booleans(),
+    ),
 )
 messages = commands | events | presences
 
 
 def fields_of(message: Message) -> dict[str, Any]:
-    return {name: getattr(message, name) for name in message.__struct_fields__}
+    """The fields, a nested struct (a gateway's status) as a dict, as pydantic dumps it."""
+    return {name: _plain(getattr(message, name)) for name in message.__struct_fields__}
+
+
+def _plain(value: Any) -> Any:
+    return msgspec.structs.asdict(value) if isinstance(value, msgspec.Struct) else value
 
 
 # --- round trips ----------------------------------------------------------------------

@@ -94,6 +94,7 @@ def gateway(
             events_queue=settings.broker.events_queue,
             events_binding=settings.broker.events_binding,
             bus_options=settings.broker.bus_options(),
+            heartbeat_s=settings.gateway.heartbeat_s,
             declare_topology=(
                 settings.gateway.declare_topology if declare_topology is None else declare_topology
             ),

@@ -25,16 +25,18 @@ def list_agents(
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List agents and gateways with their online state and last seen time."""
+    """List agents and gateways with their online state, last seen time and, for a
+    gateway, what its last heartbeat said (links, commands held)."""
     with connect(url, token) as client:
         agents = client.fleet.agents(site=site, online=online)
     if as_json:
         print_json([a.model_dump(mode="json") for a in agents])
         return
     rows = [
-        (a.site, a.name, a.role, "online" if a.online else "offline", a.last_seen) for a in agents
+        (a.site, a.name, a.role, "online" if a.online else "offline", a.last_seen, a.status_line())
+        for a in agents
     ]
-    print_table("Agents", ["site", "name", "role", "state", "last seen"], rows)
+    print_table("Agents", ["site", "name", "role", "state", "last seen", "status"], rows)
 
 
 @device_app.command("list")

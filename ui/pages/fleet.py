@@ -110,8 +110,8 @@ def _sites_and_agents(found: Fleet) -> dict[tuple[str, str], tuple[ui.badge, ui.
         )
     ui.label("Agents").classes("text-lg")
     chips: dict[tuple[str, str], tuple[ui.badge, ui.label]] = {}
-    with ui.grid(columns="10rem 10rem 6rem 6rem 1fr").classes("items-center gap-x-4"):
-        for head in ("Site", "Agent", "Role", "State", "Last seen"):
+    with ui.grid(columns="10rem 10rem 6rem 6rem 12rem 1fr").classes("items-center gap-x-4"):
+        for head in ("Site", "Agent", "Role", "State", "Last seen", "Status"):
             ui.label(head).classes("font-medium text-gray-600")
         for agent in found.agents:
             ui.label(agent.site)
@@ -119,6 +119,7 @@ def _sites_and_agents(found: Fleet) -> dict[tuple[str, str], tuple[ui.badge, ui.
             ui.label(agent.role)
             chip = state_chip("online" if agent.online else "offline")
             seen = ui.label(f"{agent.last_seen:%Y-%m-%d %H:%M:%S}" if agent.last_seen else "-")
+            ui.label(agent.status_line())
             chips[(agent.site, agent.name)] = (chip, seen)
     return chips
 

@@ -1,0 +1,33 @@
+"""A gateway's heartbeat over the real RabbitMQ: it is alive, its links, what it holds."""
+
+from __future__ import annotations
+
+import pytest
+from commands import make_command
+from edge_helpers import EventTap, unique
+
+from tme.protocol import GatewayStatus, Presence
+
+pytestmark = pytest.mark.external_service
+
+
+def _heartbeats(tap: EventTap) -> list[GatewayStatus]:
+    return [i.status for i in tap.items if isinstance(i, Presence) and i.status is not None]
+
+
+def test_heartbeats_say_the_links_and_the_commands_held(site_setup, agent_factory) -> None:
+    """Nothing said on MQTT tells the controller that a gateway died (its will reaches it
+    only through another gateway of the site), nor what it holds."""
+    site, tap = site_setup["site"], site_setup["tap"]
+    away = unique("agent")
+    agent_factory(site, away).stop()  # offline: its commands are held at the gateway
+    site_setup["gateway"](heartbeat_s=0.2)
+    tap.wait_for(lambda: any(s.mqtt_connected and s.consuming for s in _heartbeats(tap)))
+    for _ in range(2):
+        site_setup["dispatch"](make_command(site, away, "noop"))
+    tap.wait_for(lambda: any(s.commands_pending == 2 for s in _heartbeats(tap)))
+    status = _heartbeats(tap)[-1]
+    assert status.heartbeat_s == 0.2
+    assert (status.commands_unanswered, status.journal_failing) == (0, False)
+    beat = next(i for i in tap.items if isinstance(i, Presence) and i.status is not None)
+    assert (beat.role, beat.state) == ("gateway", "online")
