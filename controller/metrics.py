@@ -114,10 +114,12 @@ class Metrics:
 
     def on_batch(self, messages: list[Event | Presence], applied: Applied) -> None:
         """EventConsumer batch listener (bus thread): prometheus-client is thread-safe.
-        A run's creation time comes from the batch's runs, as applying read them."""
+        A run's creation time comes from the batch's runs, as applying read them. Only
+        events that moved their run count: one delivered again (at least once, on every
+        hop), for an unknown run, or after its run ended, changed nothing."""
         accepted: dict[str, Event] = {}
-        for message in messages:
-            if not isinstance(message, Event):
+        for message, moved in zip(messages, applied.moved, strict=True):
+            if not isinstance(message, Event) or not moved:
                 continue
             if message.type in DRIVER_ERROR_EVENTS:
                 self.driver_errors.labels(site=message.site or "", source=message.source).inc()

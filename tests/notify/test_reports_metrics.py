@@ -35,6 +35,11 @@ def _finish(engine: Any, op: str, outcome: str, seconds: float, reason: str = ""
         session.commit()
 
 
+def _machine_task(name: str) -> TaskCreate:
+    target = {"site": "plant-x", "agent": "skid-a"}
+    return TaskCreate.model_validate({"name": name, "op": "noop", "target": target})
+
+
 def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 0.5) is None
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
@@ -146,7 +151,7 @@ def test_metrics_observe_dispatch_latency_and_driver_errors_from_a_batch(app_eng
     with Session(app_engine) as session:
         ids = []
         for i in range(3):
-            task, _ = create_task(session, TaskCreate(name=f"pump {i}"))
+            task, _ = create_task(session, _machine_task(f"pump {i}"))
             ids.append(str(task.latest_run_id))
         session.commit()
     metrics = Metrics(app_engine)
@@ -166,4 +171,31 @@ def test_metrics_observe_dispatch_latency_and_driver_errors_from_a_batch(app_eng
     registry = metrics.registry
     assert registry.get_sample_value("tme_dispatch_latency_seconds_count") == 3
     labels = {"site": "plant-x", "source": failed.source}
+    assert registry.get_sample_value("tme_driver_errors_total", labels) == 1
+
+
+def test_a_batch_delivered_again_is_not_counted_again(app_engine) -> None:
+    """RabbitMQ delivers at least once: a batch redelivered (the controller stopped
+    before its ack) moves no run, and counts no second driver error or latency."""
+    from tme.controller.event_apply import apply_messages
+    from tme.controller.metrics import Metrics
+    from tme.protocol import Event, Presence
+
+    with Session(app_engine) as session:
+        task, _ = create_task(session, _machine_task("pump"))
+        run_id = str(task.latest_run_id)
+        session.commit()
+    metrics = Metrics(app_engine)
+    batch: list[Event | Presence] = [
+        Event(command_id=run_id, type=kind, site="plant-x", agent="skid-a")
+        for kind in ("accepted", "failed")
+    ]
+    for _delivery in range(2):
+        with Session(app_engine) as session:
+            applied = apply_messages(session, batch)
+            session.commit()
+        metrics.on_batch(batch, applied)
+    registry = metrics.registry
+    assert registry.get_sample_value("tme_dispatch_latency_seconds_count") == 1
+    labels = {"site": "plant-x", "source": "agent"}
     assert registry.get_sample_value("tme_driver_errors_total", labels) == 1
