@@ -1,10 +1,11 @@
-"""GET /metrics for Prometheus: runs by state, dispatch latency, queue depth,
-agents online, driver errors.
+"""GET /metrics for Prometheus: runs, the outbox, the fleet (metrics_store), what
+this controller's own loops are doing, dispatch latency and driver errors.
 
 Counts come from the database when Prometheus scrapes (a collector), so they are
 right whichever process changed them; dispatch latency and driver errors are
-observed from the events the controller applies. Each app has its own registry,
-so many apps in one process (tests) never collide.
+observed from the events the controller applies; the scheduler lease, held events
+and failing loops are this process's own, and answered while the database is down.
+Each app has its own registry, so many apps in one process (tests) never collide.
 """
 
 from __future__ import annotations
@@ -17,14 +18,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
-from sqlalchemy import func
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
 
 from tme.controller.api.deps import PrincipalDep
 from tme.controller.event_apply import Applied
+from tme.controller.metrics_store import StoreCollector
 from tme.controller.services.task_commit import CREATES
-from tme.controller.store.models import Agent, Outbox, Run
 from tme.controller.store.sqlite_gate import gate_of
 from tme.errors import Forbidden
 from tme.protocol import Event, Presence
@@ -33,35 +32,6 @@ router = APIRouter(tags=["metrics"])
 
 # Outcomes that point at the driver or the machine rather than at the task.
 DRIVER_ERROR_EVENTS = frozenset({"failed", "timed_out"})
-
-
-class StoreCollector(Collector):
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def collect(self) -> Iterator[Metric]:
-        with Session(self.engine) as session:
-            states = session.exec(select(Run.state, func.count()).group_by(Run.state)).all()
-            depth = session.exec(
-                select(func.count()).select_from(Outbox).where(col(Outbox.published_at).is_(None))
-            ).one()
-            agents = session.exec(
-                select(Agent.site, func.count())
-                .where(Agent.online == True)  # noqa: E712
-                .where(Agent.role == "agent")
-                .group_by(Agent.site)
-            ).all()
-        runs = GaugeMetricFamily("tme_runs", "Runs stored, by state", labels=["state"])
-        for state, count in states:
-            runs.add_metric([state], count)
-        yield runs
-        yield GaugeMetricFamily("tme_queue_depth", "Commands waiting to be published", value=depth)
-        online = GaugeMetricFamily("tme_agents_online", "Agents online, by site", labels=["site"])
-        for site, count in agents:
-            online.add_metric([site], count)
-        yield online
-        yield from _write_gate(self.engine)
-        yield from _create_groups()
 
 
 def _write_gate(engine: Engine) -> Iterator[Metric]:
@@ -94,10 +64,50 @@ def _counters(*counters: tuple[str, str, float]) -> Iterator[Metric]:
         yield CounterMetricFamily(name, documentation, value=value)
 
 
+class ProcessCollector(Collector):
+    """The SQLite writer and REST creates, and, with a runtime (the controller's moving
+    parts), whether it holds the scheduler lease and which of its loops are failing."""
+
+    def __init__(self, engine: Engine, runtime: Any = None) -> None:
+        self.engine = engine
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _write_gate(self.engine)
+        yield from _create_groups()
+        if self.runtime is not None:
+            yield from _runtime(self.runtime)
+
+
+def _runtime(runtime: Any) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "tme_scheduler_leader",
+        "1 while this controller holds the scheduler lease (fires schedules, retries, timeouts)",
+        value=int(runtime.scheduling.holds_lease),
+    )
+    yield GaugeMetricFamily(
+        "tme_events_held",
+        "1 while results wait, unacked, for the database (held, not dead-lettered)",
+        value=int(runtime.events.outage.failing),
+    )
+    failing = GaugeMetricFamily(
+        "tme_loop_failing",
+        "1 while a background loop's passes fail (logged once, then a line a minute)",
+        labels=["loop"],
+    )
+    for loop, failures in (
+        ("dispatch", runtime.dispatcher.failures),
+        ("scheduling", runtime.scheduling.failures),
+    ):
+        failing.add_metric([loop], int(failures.failing))
+    yield failing
+
+
 class Metrics:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, runtime: Any = None) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(StoreCollector(engine))
+        self.registry.register(ProcessCollector(engine, runtime))
         self.dispatch_latency = Histogram(
             "tme_dispatch_latency_seconds",
             "From a run's creation to its acceptance by the agent",

@@ -24,7 +24,7 @@ class Observers:
         install_error_tracking(self.settings, process="controller")
         state = self.app.state
         state.change_feed = ChangeFeed(state.engine)
-        state.metrics = Metrics(state.engine)
+        state.metrics = Metrics(state.engine, runtime)
         if runtime is not None:
             runtime.events.listeners.append(state.change_feed.on_message)
             runtime.events.batch_listeners.append(state.metrics.on_batch)

@@ -102,6 +102,13 @@ class Scheduling:
     def wake(self) -> None:
         self._wake.set()
 
+    @property
+    def holds_lease(self) -> bool:
+        """Whether this controller leads and renewed its lease within the lease's time
+        to live: through a database outage `leading` stays true (stepping down needs the
+        database), while another controller may take over once the lease expired."""
+        return self.leading and time.monotonic() - self._renewed_at < self.lease.ttl.total_seconds()
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             self.run_pass()
