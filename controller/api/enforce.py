@@ -129,14 +129,21 @@ class Enforce:
         try:
             principal = cached or await self._authenticated(request, method, token, cache)
         except AuthError as exc:
+            if cache is not None and token:
+                cache.forget(token)
             await self._refuse(scope, receive, send, 401, exc.message, route)
             return
         except OperationalError:
-            log.error("database unavailable: credentials cannot be checked")
-            retry = {"Retry-After": "5"}
-            unavailable = error_response(503, "unavailable", DB_DOWN, None, retry)
-            await unavailable(scope, receive, send)
-            return
+            known = None
+            if needed is Permission.health_read and cache is not None and token:
+                known = cache.last_known(token)  # /metrics through the outage
+            if known is None:
+                log.error("database unavailable: credentials cannot be checked")
+                retry = {"Retry-After": "5"}
+                unavailable = error_response(503, "unavailable", DB_DOWN, None, retry)
+                await unavailable(scope, receive, send)
+                return
+            principal = known
         if route is not None and method_ok:
             if needed is None:
                 log.error("route %s declares no permission: refused", getattr(route, "path", ""))

@@ -7,7 +7,13 @@ a user committed in this process (a revoke, a logout, a disabled user, a new rol
 or sites, `last_used_at`) empties every cache at its commit; a change committed by
 another process on the same database (`tme token revoke` on the command line) takes
 effect within TTL_S. Only successes are kept: a refused token is looked up, and
-audited, every time. Keys are digests, so the cache holds no secret.
+audited, every time, and forgotten. Keys are digests, so the cache holds no secret.
+
+While the database is unreachable no token can be checked, and a monitoring read
+(`health.read`: /metrics) may take the principal last resolved for its token
+instead, if that was within LAST_KNOWN_S: the figures an operator needs during an
+outage are those it would otherwise lose. A revoke or a disabled user cannot be
+committed meanwhile, and one committed before was refused at the next look-up.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from tme.controller.services.roles import Principal
 from tme.controller.store.security_models import ApiToken, User
 
 TTL_S = 1.0
+# How long a principal may stand in for a token the database cannot check (a scraper
+# resolves its token every scrape, so its entry is as old as the outage).
+LAST_KNOWN_S = 24 * 3600.0
 MAX_ENTRIES = 4096  # past this the cache starts over (tokens in use are far fewer)
 CHANGED = "tme.credentials_changed"  # session.info key: a token or user was written
 
@@ -42,6 +51,19 @@ class PrincipalCache:
         if entry is None or time.monotonic() - entry[0] >= self.ttl_s:
             return None
         return entry[1]
+
+    def last_known(self, token: str) -> Principal | None:
+        """The principal last resolved for `token`, within LAST_KNOWN_S; for a
+        monitoring read while the database is unreachable only."""
+        entry = self._entries.get(_key(token))
+        if entry is None or time.monotonic() - entry[0] >= LAST_KNOWN_S:
+            return None
+        return entry[1]
+
+    def forget(self, token: str) -> None:
+        """Drop a token that was refused."""
+        with self._lock:
+            self._entries.pop(_key(token), None)
 
     def put(self, token: str, principal: Principal, resolved_at: float) -> None:
         """Keep a principal read from the database from `resolved_at` (time.monotonic(),
