@@ -187,7 +187,7 @@ class LoggingSettings(Section):
     max_bytes: Count = 10_485_760
     backups: Annotated[int, Field(ge=0)] = 5
     loggers: dict[str, LogLevel] = {
-        "pika": "WARNING",
+        "pika": "CRITICAL",
         "amqtt": "WARNING",
         "transitions": "WARNING",
         "alembic": "WARNING",

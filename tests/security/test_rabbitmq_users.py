@@ -410,7 +410,8 @@ def test_gateway_started_before_the_controller_ever_ran_catches_up(
     )
 
     # its presence finds no tme.events exchange: the broker closes the publisher's channel,
-    # and the link reopens it with growing pauses, warning once (not five times a second)
+    # and the link reopens it with growing pauses, logging it once (not five times a
+    # second), then at DEBUG
     def publisher_lost() -> list[logging.LogRecord]:
         return [
             r
@@ -422,7 +423,10 @@ def test_gateway_started_before_the_controller_ever_ran_catches_up(
     times = [r.created for r in publisher_lost()]
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert gaps[2] > 2 * gaps[0], gaps
-    assert [r.levelno for r in publisher_lost()][:4] == [logging.WARNING] + [logging.DEBUG] * 3
+    assert [r.levelno for r in publisher_lost()][:4] == [logging.DEBUG] * 4
+    (failed,) = [r for r in caplog.records if r.levelno >= logging.WARNING and "link" in r.name]
+    assert failed.getMessage() == "bus link publisher failed; reconnecting with backoff"
+    assert failed.exc_info is not None and "no exchange 'tme.events'" in str(failed.exc_info[1])
 
     controller_bus = open_bus(broker.controller_url, confirm_timeout_s=10)
     controller_bus.start()

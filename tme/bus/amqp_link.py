@@ -5,6 +5,11 @@ the thread running its IOLoop; other threads reach it only through `call`,
 which goes through `add_callback_threadsafe`. The IOLoop lives as long as the
 link, so heartbeats are serviced all the time and a dropped connection is
 replaced by a new one on the same loop.
+
+A link that cannot connect says so once (with the reason), then one line a minute
+while it lasts, and once when its channel has stayed open a while (tme.failure_log). pika's own
+lines (eight at ERROR per failed attempt, hundreds a minute through a broker outage)
+are left out by the default `logging.loggers` setting.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pika.channel import Channel
 
 from tme.bus.options import BusOptions
 from tme.errors import BusError
+from tme.failure_log import FailureLog
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,7 @@ class AmqpLink:
         self._reconnect_timer: object | None = None  # the pending call_later of _connect
         self._close_reason: BaseException | None = None  # why the broker closed the channel
         self._stopping = False
+        self.outage = FailureLog(log, f"bus link {name}", meanwhile="reconnecting with backoff")
         self._thread = threading.Thread(target=self._run, name=f"tme-bus-{name}", daemon=True)
 
     def start(self) -> None:
@@ -154,6 +161,7 @@ class AmqpLink:
     def _healthy(self, channel: Channel) -> None:
         if channel.is_open and self._channel is channel:
             self._failures = 0
+            self.outage.passed()
 
     def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
         if channel is not self._channel:
@@ -201,9 +209,8 @@ class AmqpLink:
         doublings = min(self._failures, MAX_DOUBLINGS)
         delay = min(self._options.reconnect_max_s, self._options.reconnect_min_s * 2**doublings)
         self._failures += 1
-        # Log the first failure loudly and the rest quietly until it recovers.
-        level = logging.WARNING if self._failures == 1 else logging.DEBUG
-        log.log(level, "bus link %s lost (%s); reconnecting in %.1fs", self.name, error, delay)
+        self.outage.failed(_as_bus_error(self.name, error))
+        log.debug("bus link %s lost (%s); reconnecting in %.1fs", self.name, error, delay)
         self._reconnect_in(delay)
 
     def _reconnect_in(self, delay: float) -> None:
