@@ -7,10 +7,11 @@ skip when the server is absent; with CI=true a missing server fails the test.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -126,12 +127,35 @@ def app_engine(app_settings, fresh_sqlite):  # type: ignore[no-untyped-def]
     engine.dispose()
 
 
-@pytest.fixture
-def admin_credentials(app_engine):  # type: ignore[no-untyped-def]
-    """An admin user (all sites) and its API token in the app's database."""
-    from tme.controller.services.bootstrap import create_admin
+@pytest.fixture(scope="session")
+def fixture_password() -> Iterator[str]:
+    """The password of the users the fixtures make, hashed once per session.
 
-    return create_admin(app_engine)
+    argon2id at its recommended cost takes 0.1-0.3 s a hash on a busy 2-core machine, and
+    the fixtures make one to six users per test. While this fixture is active, creating a
+    user with this password stores that one real argon2id hash of it (so logging in with
+    it works as for any user); every other password is hashed as usual, with its own salt.
+    """
+    from tme.controller.services import users
+
+    password = f"fixture-{secrets.token_urlsafe(12)}"
+    real = users.hash_password
+    hashed_once = real(password)
+
+    def hash_password(given: str) -> str:
+        return hashed_once if given == password else real(given)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(users, "hash_password", hash_password)
+        yield password
+
+
+@pytest.fixture
+def admin_credentials(app_engine, fixture_password):  # type: ignore[no-untyped-def]
+    """An admin user (all sites) and its API token in the app's database."""
+    from tme.controller.services.bootstrap import make_user_with_token
+
+    return make_user_with_token(app_engine, "admin", "admin", "*", password=fixture_password)
 
 
 @pytest.fixture
@@ -140,13 +164,13 @@ def admin_token(admin_credentials) -> str:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def make_token(app_engine) -> Callable[..., str]:  # type: ignore[no-untyped-def]
+def make_token(app_engine, fixture_password) -> Callable[..., str]:  # type: ignore[no-untyped-def]
     """make_token(role, sites) -> a bearer token of a new user with that grant."""
     from tme.controller.services.bootstrap import make_user_with_token
 
     def make(role: str, sites: str = "*") -> str:
         name = f"{role}-{uuid.uuid4().hex[:8]}"
-        return make_user_with_token(app_engine, name, role, sites).token
+        return make_user_with_token(app_engine, name, role, sites, password=fixture_password).token
 
     return make
 
