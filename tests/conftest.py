@@ -219,6 +219,17 @@ def live_url(app, admin_token, monkeypatch):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def upgraded_postgres(postgres_database_url: str) -> str:
+    """The session's PostgreSQL test database, upgraded to head once (the URL)."""
+    from tme.controller.store.db import make_engine, upgrade
+
+    engine = make_engine(postgres_database_url)
+    upgrade(engine)
+    engine.dispose()
+    return postgres_database_url
+
+
+@pytest.fixture(scope="session")
 def postgres_database_url():  # type: ignore[no-untyped-def]
     """A fresh PostgreSQL database for this test session, dropped at the end."""
     import uuid

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,13 +10,10 @@ from dialects import DIALECTS, upgraded_engine
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from tme.controller.store.db import make_engine, upgrade
-
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path}/sched.db")
-    upgrade(engine)
+def engine(tmp_path: Path, fresh_sqlite: Callable[[Path], Engine]) -> Iterator[Engine]:
+    engine = fresh_sqlite(tmp_path / "sched.db")
     yield engine
     engine.dispose()
 

@@ -2,7 +2,8 @@
 
 PostgreSQL tests are marked external_service: off CI they skip when the server
 is absent, with CI=true they fail. One PostgreSQL database is upgraded once per
-session and emptied before each test; SQLite gets a fresh file per test.
+session and emptied before each test; SQLite gets a fresh file per test, a copy of
+the session's upgraded one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dialects import DIALECTS
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from tme.controller.store.db import make_engine, upgrade
+from tme.controller.store.db import make_engine
 
 TABLES = (
     "run_logs",
@@ -37,19 +38,18 @@ TABLES = (
 
 @pytest.fixture(scope="session")
 def _pg_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    url: str = request.getfixturevalue("postgres_database_url")
-    engine = make_engine(url)
-    upgrade(engine)
+    engine = make_engine(request.getfixturevalue("upgraded_postgres"))
     yield engine
     engine.dispose()
 
 
 @pytest.fixture(params=DIALECTS)
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """An upgraded, empty database of each dialect."""
+    """An upgraded, empty database of each dialect (SQLite: a copy of the session's
+    upgraded file)."""
     if request.param == "sqlite":
-        sqlite = make_engine(f"sqlite:///{tmp_path}/store.db")
-        upgrade(sqlite)
+        fresh_sqlite: Callable[[Path], Engine] = request.getfixturevalue("fresh_sqlite")
+        sqlite = fresh_sqlite(tmp_path / "store.db")
         yield sqlite
         sqlite.dispose()
         return
