@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from dialects import DIALECTS
+from dialects import DIALECTS, postgres_emptying
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
@@ -37,9 +37,10 @@ TABLES = (
 
 
 @pytest.fixture(scope="session")
-def _pg_engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
+def _pg_engine(request: pytest.FixtureRequest) -> Iterator[tuple[Engine, list[str]]]:
+    """The session's upgraded PostgreSQL database, and the statements that empty it."""
     engine = make_engine(request.getfixturevalue("upgraded_postgres"))
-    yield engine
+    yield engine, postgres_emptying(engine, TABLES)
     engine.dispose()
 
 
@@ -53,9 +54,10 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         yield sqlite
         sqlite.dispose()
         return
-    pg: Engine = request.getfixturevalue("_pg_engine")
+    pg, emptying = request.getfixturevalue("_pg_engine")
     with pg.begin() as connection:
-        connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+        for statement in emptying:
+            connection.exec_driver_sql(statement)
     yield pg
 
 
