@@ -44,12 +44,15 @@ def create_app(
     bus: Bus | None = None,
     runtime: bool = True,
     dashboard: bool = False,
+    warm: bool = True,
 ) -> FastAPI:
     """Build the controller app.
 
     Pass `engine` or `bus` to share them (tests, the demo); `runtime=False` serves
     the API without dispatching to machines; `dashboard=True` mounts the NiceGUI
-    dashboard at /ui (once per process: NiceGUI keeps one set of pages).
+    dashboard at /ui (once per process: NiceGUI keeps one set of pages);
+    `warm=False` leaves each route to be resolved by its first request (see `_warm`),
+    for tests that start an app each and send it a few requests.
     """
 
     @asynccontextmanager
@@ -75,7 +78,8 @@ def create_app(
             app.state.runtime = moving
             app.state.on_run_ready = moving.on_run_ready
             app.state.readiness.add("broker", moving.check_bus)
-        await _warm(app)
+        if warm:
+            await _warm(app)
         try:
             yield
         finally:
@@ -113,6 +117,7 @@ async def _warm(app: FastAPI) -> None:
     """Do at start what the first requests would otherwise pay for: FastAPI resolves
     each route's dependencies when a request first walks past it, and the thread pool
     loads and starts with its first job. Eight requests arriving together just after a
-    start took 50-80 ms each with this left to them, 30-55 ms without."""
+    start took 50-80 ms each with this left to them, 30-55 ms without. It costs about
+    0.1 s at each start."""
     list(iter_route_contexts(app.routes))
     await to_thread.run_sync(lambda: None)

@@ -188,10 +188,14 @@ def make_token(app_engine, fixture_password) -> Callable[..., str]:  # type: ign
 
 @pytest.fixture
 def app(app_settings, app_engine, admin_token):  # type: ignore[no-untyped-def]
-    """A controller app on a fresh, upgraded SQLite database, with an admin and its token."""
+    """A controller app on a fresh, upgraded SQLite database, with an admin and its token.
+
+    Its routes are resolved by their first requests, not all at start (0.1 s a test):
+    the route matrix (tests/security) sends a request to every route, and the tests that
+    build their app themselves start it as production does."""
     from tme.controller.app import create_app
 
-    return create_app(app_settings, engine=app_engine)
+    return create_app(app_settings, engine=app_engine, warm=False)
 
 
 @pytest.fixture
