@@ -48,7 +48,8 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
 def receiver() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
     _Receiver.received = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() waits for the loop to look at its flag: every 0.5 s by default
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield f"http://public@127.0.0.1:{server.server_address[1]}/42", _Receiver.received
