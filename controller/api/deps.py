@@ -40,6 +40,14 @@ async def get_run_ready_hook(request: Request) -> RunReadyHook | None:
     return hook
 
 
+def wake_scheduler(request: Request) -> None:
+    """Have the scheduling loop look at the runs now (workflow steps to settle, a
+    paused task), not at its next tick; nothing when the app has no runtime."""
+    runtime = getattr(request.app.state, "runtime", None)
+    if runtime is not None:
+        runtime.scheduling.wake()
+
+
 SessionDep = Annotated[Session, Depends(get_session)]
 RunReadyDep = Annotated[RunReadyHook | None, Depends(get_run_ready_hook)]
 

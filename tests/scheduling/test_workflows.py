@@ -22,6 +22,27 @@ def test_chain_a_ok_then_b_runs_in_the_same_workflow(test_client) -> None:
     assert {r["task_id"] for r in workflow} == {a["id"], b["id"]}
 
 
+def test_a_reported_outcome_settles_its_dependents_at_once(test_client) -> None:
+    """A status report wakes the scheduling loop: with its tick made an hour long, only
+    that wake can start the dependent (and skip the other branch)."""
+    test_client.app.state.runtime.scheduling.tick_s = 3600.0  # from its next wait on
+    first = make(test_client, "first", trigger="once")
+    settled = make(test_client, "settled", **after(first))
+    a = make(test_client, "A", trigger="woken")
+    b = make(test_client, "B", **after(a))
+    skipped = make(test_client, "skipped", **after(a, "failure"))
+    test_client.post("/api/v1/triggers/once")
+    report(test_client, first, "complete")
+    # Once the pass that settled it is over (woken, or at the end of a wait begun
+    # before the tick grew), the loop waits an hour unless woken.
+    wait_until(lambda: state_of(test_client, settled) == "pending", what="the first dependent")
+    test_client.post("/api/v1/triggers/woken")
+    reported = test_client.put(f"/task/{a['id']}/", json={"status": "complete"})
+    assert reported.status_code == 200  # the documented path
+    wait_until(lambda: state_of(test_client, b) == "pending", what="B started by the wake")
+    wait_until(lambda: state_of(test_client, skipped) == "skipped", what="the other branch")
+
+
 def test_failure_runs_the_failure_branch_and_skips_the_success_branch(test_client) -> None:
     a = make(test_client, "A", trigger="branch")
     ok = make(test_client, "on success", **after(a, "success"))

@@ -72,10 +72,14 @@ def get_task(task_id: TaskId, session: SessionDep) -> TaskPublic:
 @router.put("/task/{task_id}", response_model=TaskPublic, include_in_schema=False)
 @router.patch("/task/{task_id}", response_model=TaskPublic, include_in_schema=False)
 def update_task(
-    task_id: TaskId, body: TaskUpdate, session: SessionDep, principal: PrincipalDep
+    request: Request,
+    task_id: TaskId,
+    body: TaskUpdate,
+    session: SessionDep,
+    principal: PrincipalDep,
 ) -> TaskPublic:
     """Update fields and/or report status. PUT and PATCH behave alike, as in the seed."""
-    return update_and_commit(session, task_id, body, principal)
+    return update_and_commit(request, session, task_id, body, principal)
 
 
 @router.delete("/task/{task_id}", status_code=204, response_class=Response)

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from sqlmodel import Session, col, select
 
-from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId
+from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId, wake_scheduler
 from tme.controller.api.deps import RunId as VisibleRunId
 from tme.controller.services import cancel as cancel_service
 from tme.controller.services import tasks as task_service
@@ -36,12 +36,6 @@ RunId = Annotated[str, Path(min_length=1, max_length=64, description="The run's 
 TriggerPath = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$", description="The trigger's name")
 ]
-
-
-def _wake_scheduler(request: Request) -> None:
-    runtime = getattr(request.app.state, "runtime", None)
-    if runtime is not None:
-        runtime.scheduling.wake()
 
 
 def _run_public(session: Session, run: Run) -> RunPublic:
@@ -70,7 +64,7 @@ def _set_paused(request: Request, session: Session, task_id: int, paused: bool) 
         if task.schedule:
             schedule_changed(session, task)  # a resumed schedule owes nothing for the pause
     session.commit()
-    _wake_scheduler(request)
+    wake_scheduler(request)
     return task_service.to_public(task)
 
 

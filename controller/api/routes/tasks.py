@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
-from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId
+from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId, wake_scheduler
 from tme.controller.services import access
 from tme.controller.services import tasks as service
 from tme.controller.services.audit import ChangeAudit
@@ -130,7 +130,7 @@ def _create_committed(
 
 
 def update_and_commit(
-    session: SessionDep, task_id: int, body: TaskUpdate, principal: PrincipalDep
+    request: Request, session: SessionDep, task_id: int, body: TaskUpdate, principal: PrincipalDep
 ) -> TaskPublic:
     changes = body.field_changes
     access.check_task_update(principal, changes)
@@ -138,6 +138,8 @@ def update_and_commit(
     task = service.update_task(session, task_id, body)
     public = to_public(task)  # before the commit: an answer that fails stores nothing
     session.commit()
+    if body.run_state is not None:
+        wake_scheduler(request)  # a reported outcome starts or skips the dependents now
     return public
 
 
@@ -221,9 +223,13 @@ def get_task(task_id: TaskId, session: SessionDep) -> TaskPublic:
 
 @router.patch("/tasks/{task_id}", response_model=TaskPublic)
 def patch_task(
-    task_id: TaskId, body: TaskUpdate, session: SessionDep, principal: PrincipalDep
+    request: Request,
+    task_id: TaskId,
+    body: TaskUpdate,
+    session: SessionDep,
+    principal: PrincipalDep,
 ) -> TaskPublic:
-    return update_and_commit(session, task_id, body, principal)
+    return update_and_commit(request, session, task_id, body, principal)
 
 
 @router.delete("/tasks/{task_id}", status_code=204, response_class=Response)
