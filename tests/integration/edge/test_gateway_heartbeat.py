@@ -23,6 +23,13 @@ def test_heartbeats_say_the_links_and_the_commands_held(site_setup, agent_factor
     agent_factory(site, away).stop()  # offline: its commands are held at the gateway
     site_setup["gateway"](heartbeat_s=0.2)
     tap.wait_for(lambda: any(s.mqtt_connected and s.consuming for s in _heartbeats(tap)))
+    # The gateway holds commands for an agent it knows is offline: it learns that from the
+    # agent's retained state, which it forwards after noting it (sooner, a command goes out).
+    tap.wait_for(
+        lambda: any(
+            isinstance(i, Presence) and i.agent == away and i.state == "offline" for i in tap.items
+        )
+    )
     for _ in range(2):
         site_setup["dispatch"](make_command(site, away, "noop"))
     tap.wait_for(lambda: any(s.commands_pending == 2 for s in _heartbeats(tap)))
