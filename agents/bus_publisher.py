@@ -62,12 +62,18 @@ class BusPublisher:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop after the message in hand; queued ones are not confirmed, hence not acked."""
+    def stop(self, wait_s: float | None = None) -> None:
+        """Stop after the message in hand; queued ones are not confirmed, hence not acked.
+        With `wait_s`, wait at most that long for the thread (`join` waits for the rest):
+        a message in hand waits for its confirm up to the bus's confirm_timeout_s, which
+        only stopping the bus cuts short."""
         self._stopping.set()
         self._queue.put(None)
+        self.join(wait_s)
+
+    def join(self, wait_s: float | None = None) -> None:
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(wait_s)
 
     def submit(self, item: Outgoing) -> None:
         self._queue.put(item)

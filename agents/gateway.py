@@ -63,6 +63,9 @@ JOURNAL_FILE = "journal.sqlite3"
 # for a lock, and a disk that stays full costs one try every 10 s.
 JOURNAL_RETRY_MIN_S = 0.5
 JOURNAL_RETRY_MAX_S = 10.0
+# How long a stop lets the bus publisher finish the batch in hand before the bus is
+# stopped under it: a confirm takes milliseconds when RabbitMQ answers.
+PUBLISHER_STOP_WAIT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ class Gateway:
         self._site_queue: SiteQueueConsumer | None = None
         self._publisher: BusPublisher | None = None
         self._dispatcher: CommandDispatcher | None = None
-        self._heartbeat: Heartbeat | None = None
+        self.heartbeat: Heartbeat | None = None
 
     def start(self) -> None:
         site = self.config.site
@@ -151,10 +154,10 @@ class Gateway:
         else:
             self._site_queue = SiteQueueConsumer(self.bus, site_queue(site), self._on_commands)
             self._site_queue.start()
-        self._heartbeat = Heartbeat(
+        self.heartbeat = Heartbeat(
             site, self.config.name, self._publisher, self.status, self.config.heartbeat_s
         )
-        self._heartbeat.start()
+        self.heartbeat.start()
         log.info("gateway %s of site %s started", self.config.name, site)
 
     @property
@@ -184,8 +187,8 @@ class Gateway:
         )
 
     def stop(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.stop()
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
         self._journal_hold.stop()  # a batch held for the journal is requeued, not waited for
         if self._site_queue is not None:
             self._site_queue.stop()
@@ -195,8 +198,13 @@ class Gateway:
             self._dispatcher.stop()
         self.link.stop(final=self.presence.final())
         if self._publisher is not None:
-            self._publisher.stop()
+            # What is in hand is normally confirmed within milliseconds; while RabbitMQ
+            # does not answer (a heartbeat is nearly always on its way then) only
+            # stopping the bus ends its wait for a confirm, up to confirm_timeout_s.
+            self._publisher.stop(wait_s=PUBLISHER_STOP_WAIT_S)
         self.bus.stop()
+        if self._publisher is not None:
+            self._publisher.join()
         if self.journal is not None:
             self.journal.close()
 

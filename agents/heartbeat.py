@@ -45,6 +45,11 @@ class Heartbeat:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tme-gw-heartbeat", daemon=True)
 
+    @property
+    def in_flight(self) -> bool:
+        """Whether the last heartbeat waits for RabbitMQ's confirm."""
+        return self._in_flight.is_set()
+
     def start(self) -> None:
         self._thread.start()
 

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from urllib.parse import urlsplit, urlunsplit
+
 import pytest
 from commands import make_command
 from edge_helpers import EventTap, unique
+from tcp_relay import TcpRelay
+from waiting import wait_until
 
 from tme.protocol import GatewayStatus, Presence
 
@@ -38,3 +43,26 @@ def test_heartbeats_say_the_links_and_the_commands_held(site_setup, agent_factor
     assert (status.commands_unanswered, status.journal_failing) == (0, False)
     beat = next(i for i in tap.items if isinstance(i, Presence) and i.status is not None)
     assert (beat.role, beat.state) == ("gateway", "online")
+
+
+def test_a_gateway_cut_off_from_rabbitmq_stops_without_waiting_for_a_confirm(
+    site_setup, rabbitmq_url: str
+) -> None:
+    """A heartbeat is nearly always on its way while RabbitMQ does not answer; a stop
+    waited for its confirm, up to broker.confirm_timeout_s, before closing the bus."""
+    target = urlsplit(rabbitmq_url)
+    relay = TcpRelay((target.hostname or "127.0.0.1", target.port or 5672))
+    relay.open()
+    url = urlunsplit(
+        target._replace(netloc=f"{target.username}:{target.password}@127.0.0.1:{relay.port}")
+    )
+    options = {"confirm_timeout_s": 600, "reconnect_max_s": 0.5}
+    gateway = site_setup["gateway"](bus_url=url, bus_options=options, heartbeat_s=0.05)
+    relay.close()  # RabbitMQ unreachable from now on
+    beat = gateway.heartbeat
+    assert beat is not None
+    wait_until(lambda: beat.in_flight, timeout=10, what="a heartbeat on its way")
+    stopping = threading.Thread(target=gateway.stop, name="test-gateway-stop")
+    stopping.start()
+    stopping.join(60)
+    assert not stopping.is_alive(), "the stop waited for a confirm that could not come"
