@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from nicegui import core, ui
+from nicegui import Client, core, ui
 from nicegui.functions.download import download
 from nicegui.functions.navigate import Navigate
 from nicegui.functions.notify import notify
@@ -53,6 +53,12 @@ async def user(board: Any) -> AsyncIterator[User]:
                 transport = httpx.ASGITransport(core.app)
                 async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
                     yield User(c)
+                # A page's outbox loop can miss the cancel of the shutdown (Python 3.11's
+                # asyncio.wait_for drops a cancel that meets the event it waits for), and
+                # the shutdown then waits 2 s for it: stop them first, as deleting a
+                # client does.
+                for client in list(Client.instances.values()):
+                    client.outbox.stop()
         finally:
             os.environ.pop("NICEGUI_USER_SIMULATION", None)
             ui.navigate = Navigate()
