@@ -103,9 +103,12 @@ def tcp_timeouts(tcp_timeout_s: int) -> dict[str, int]:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets the dashboard read while the event consumer writes; foreign keys
-    # make deleting a task delete its runs, as on PostgreSQL.
+    # make deleting a task delete its runs, as on PostgreSQL. FULL syncs the WAL at
+    # each commit: what the controller answered (a 201, an event acked to RabbitMQ, a
+    # dispatch recorded) survives a power cut, as on PostgreSQL; NORMAL could lose the
+    # last commits, and an agent's result the broker no longer holds would be gone.
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
