@@ -16,7 +16,13 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from tme.controller.services.launch import link_run, start_linked
+from tme.controller.services.launch import (
+    hold,
+    link_run,
+    record_skipped,
+    room_for,
+    start_linked,
+)
 from tme.controller.services.runs import RunReadyHook, start_run, transition
 from tme.controller.store.models import Outbox, Run, Task, utcnow
 from tme.controller.store.workflow_models import RunLink
@@ -86,7 +92,14 @@ def _stop_request(run: Run, task: Task) -> Outbox:
 
 
 def retry_run(session: Session, run_id: str, hook: RunReadyHook | None) -> Run:
-    """Run a settled step again in its workflow run; its dependents follow from there."""
+    """Run a settled step again in its workflow run; its dependents follow from there.
+
+    A retry by hand is a start by hand, as "run now" is: the task's overlap policy
+    applies (launch.Room, with the task's launches locked) and its pause does not. One
+    the policy refuses is recorded as a skipped run saying why, outside the workflow run
+    (whose step keeps its outcome, to retry once the other run is done); one the overlap
+    queue holds waits there, in the workflow run, for the run before it. A retry asked
+    for while an automatic one is planned starts that one now instead."""
     run = get_run(session, run_id)
     if not RunState(run.state).is_final:
         raise Conflict(
@@ -102,24 +115,28 @@ def retry_run(session: Session, run_id: str, hook: RunReadyHook | None) -> Run:
         # A retry asked for while one is planned starts the planned one now: a second
         # run beside it would run the step twice (a machine would do the work twice).
         return start_linked(session, planned, task, hook, retry_at=None)
+    reason = f"retry of run {run.id} requested"
+    room = room_for(session, task)
+    refusal = room.refusal("manual")  # by hand: a pause does not hold it
+    if refusal is not None:
+        return record_skipped(session, task, f"{reason}: {refusal}", cause="retry")
     latest = session.exec(
         select(Run.attempt).where(Run.task_id == run.task_id).order_by(col(Run.attempt).desc())
     ).first()
     retry = start_run(
-        session,
-        task,
-        reason=f"retry of run {run.id} requested",
-        source="api",
-        attempt=(latest or run.attempt) + 1,
+        session, task, reason=reason, source="api", attempt=(latest or run.attempt) + 1
     )
-    link_run(
+    retry_link = link_run(
         session,
         retry,
         cause="retry",
         workflow_id=link.workflow_id if link else run.id,
         first_run_id=link.first_run_id if link else run.id,
     )
-    if hook is not None:
+    busy = room.queues
+    if busy is not None:
+        hold(session, retry, retry_link, busy)
+    elif hook is not None:
         hook(session, retry, task)
     return retry
 

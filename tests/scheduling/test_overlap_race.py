@@ -1,6 +1,7 @@
 """A trigger and a schedule firing one task at the same moment start one run, not two,
-when its overlap policy is skip, and so do two workflow runs reaching one dependent: on
-both dialects the second start waits for the first to commit and then counts its run."""
+when its overlap policy is skip, and so do two workflow runs reaching one dependent and
+a retry by hand beside a trigger: on both dialects the second start waits for the first
+to commit and then counts its run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from tme.config import Settings
 from tme.controller.run_ready import RunReady
+from tme.controller.services.cancel import retry_run
 from tme.controller.services.launch import launch_run
 from tme.controller.services.runs import transition
 from tme.controller.services.tasks import create_task, update_task
@@ -51,6 +53,33 @@ def test_trigger_and_schedule_at_once_start_one_run(any_engine: Engine) -> None:
         ).all()
     active = [r for r in runs if r.state not in FINAL_STATES]
     assert len(runs) == 2 and len(active) == 1, [(r.state, r.reason) for r in runs]
+
+
+def test_a_retry_by_hand_and_a_trigger_at_once_start_one_run(any_engine: Engine) -> None:
+    # The pump's run failed; the operator retries it as its trigger fires again: the
+    # retry waits for the trigger's launch to commit, counts its run and is skipped.
+    with session_scope(any_engine) as session:
+        task, _ = create_task(session, TaskCreate(name="pump", trigger="go"))  # overlap skip
+        failed = launch_run(session, task, cause="trigger", reason="trigger go", hook=None)
+        transition(session, failed, RunState.failed, reason="reported fail")
+    task_id = task.id or 0
+
+    def trigger_fires(session: Session) -> None:
+        own = session.get(Task, task_id)
+        assert own is not None
+        launch_run(session, own, cause="trigger", reason="trigger go", hook=None)
+
+    def retry_by_hand() -> None:
+        with session_scope(any_engine) as session:
+            retry_run(session, failed.id, None)
+
+    race(any_engine, trigger_fires, retry_by_hand, "FROM runs", "the retry to count or lock")
+    with Session(any_engine) as session:
+        runs = session.exec(select(Run).where(Run.task_id == task_id)).all()
+    active = [r for r in runs if r.state not in FINAL_STATES]
+    assert len(runs) == 3 and len(active) == 1, [(r.state, r.reason) for r in runs]
+    skipped = [r for r in runs if r.state == RunState.skipped]
+    assert len(skipped) == 1 and skipped[0].reason.startswith(f"retry of run {failed.id}")
 
 
 def test_two_workflow_runs_reaching_one_dependent_at_once_start_it_once(

@@ -119,7 +119,8 @@ def cancel(
 def retry(
     run_id: RunIdArg, url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False
 ) -> None:
-    """Run a finished step again in its workflow run."""
+    """Run a finished step again in its workflow run (its overlap policy applies, as for
+    run now: a refused retry is a skipped run; a paused task runs too)."""
     with connect(url, token) as client:
         _print_run(client.runs.retry(run_id), as_json, "retry")
 

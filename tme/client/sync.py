@@ -201,7 +201,8 @@ class Runs:
         return self._client.send(calls.cancel_run(run_id, force))
 
     def retry(self, run_id: str) -> RunPublic:
-        """Run a finished step again in its workflow run."""
+        """Run a finished step again in its workflow run, as the task's overlap policy
+        allows (as for run now: a refused retry is answered as a `skipped` run)."""
         return self._client.send(calls.retry_run(run_id))
 
     def workflow(self, workflow_id: str) -> list[RunPublic]:
