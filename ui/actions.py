@@ -96,13 +96,16 @@ def cancel(principal: Principal, task_id: int) -> str | None:
 
 
 def retry(principal: Principal, run_id: str) -> str:
-    """Run a settled step again in its workflow run; returns the new run's id."""
+    """Run a settled step again in its workflow run, as the task's overlap policy allows
+    (a refused retry is recorded, as for run now); returns the new run's id."""
     board = dashboard()
     with session_scope(board.engine) as session:
         run = cancel_service.retry_run(session, run_id, board.on_run_ready)
         session.commit()
-        new_id = run.id
+        new_id, state, reason = run.id, run.state, run.reason
     _audit(principal, "run.control:retry", f"run {run_id}", run=new_id)
+    if state == RunState.skipped:
+        raise Conflict(reason, details={"run_id": run_id, "skipped_run_id": new_id})
     return new_id
 
 

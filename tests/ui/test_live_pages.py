@@ -221,6 +221,24 @@ async def test_retry_on_the_run_page_starts_the_step_again(user: User, board, si
     await user.should_see(f"Run {retry.id[:8]}")
 
 
+async def test_retry_on_the_run_page_follows_the_overlap_policy(user: User, board, sign_in) -> None:
+    task_id = _task(board)
+    run_id = _latest_run(board, task_id)
+    _move(board, run_id, "queued", "dispatched", "running", "failed")
+    busy = _new_run(board, task_id)  # another run of the task is still going
+    sign_in(user, "operator")
+    await user.open(f"/runs/{run_id}")
+    user.find("Retry").click()
+    await user.should_see("overlap skip")
+    # refused as the API refuses it, and said so where the viewer is (no new run to open)
+    assert user.notify.contains(f"run {busy} is still pending (overlap skip)")
+    with Session(board.engine) as session:
+        runs = session.exec(select(Run).where(Run.task_id == task_id)).all()
+    assert sorted(r.state for r in runs) == ["failed", "pending", "skipped"]
+    skipped = next(r for r in runs if r.state == "skipped")
+    assert skipped.reason.endswith(f"run {busy} is still pending (overlap skip)")
+
+
 async def test_a_viewer_gets_no_run_controls(user: User, board, sign_in) -> None:
     run_id = _latest_run(board, _task(board))
     sign_in(user, "viewer")
