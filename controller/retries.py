@@ -5,7 +5,7 @@ again changes nothing) nor on lost (the outcome is unknown). A write is retried
 only when the agent reported that it never started it, because a second write
 after a half-done first one may harm the machine. The wait grows exponentially
 with jitter up to a cap; a retry that could not start before the task's total
-deadline is not planned.
+deadline is not planned. A paused task's retry waits until the task is resumed.
 """
 
 from __future__ import annotations
@@ -13,16 +13,27 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
+from sqlalchemy import bindparam, update
 from sqlmodel import Session, col, select
 
-from tme.controller.services.runs import RunReadyHook, start_run, transition
+from tme.controller.services.runs import RunReadyHook, start_run, storable, transition
 from tme.controller.store.models import Run, Task, utcnow
-from tme.controller.store.workflow_models import RunLink
+from tme.controller.store.rows import table_of
+from tme.controller.store.workflow_models import RunLink, TaskPolicy
 from tme.schemas import Retries
 from tme.states import RunState
 
 RETRY_ON = frozenset({RunState.failed, RunState.timed_out})
 WRITE_OPS = frozenset({"modbus.write", "serial.command", "shell"})
+# Added to a due retry's reason while its task's pause holds it.
+HELD_BY_PAUSE = "held while its task is paused: starts once it is resumed"
+RUNS = table_of(Run)
+# The note of the hold, written only on a run still waiting (see `_note_held`).
+NOTE_HELD = (
+    update(RUNS)
+    .where(RUNS.c.id == bindparam("run_id"), RUNS.c.state == RunState.waiting.value)
+    .values(reason=bindparam("held_reason"))
+)
 
 
 def backoff_s(retries: Retries, attempt: int, rng: random.Random | None = None) -> float:
@@ -80,15 +91,39 @@ def plan_retry(session: Session, task: Task, run: Run, link: RunLink) -> Run | N
 
 
 def start_due_retries(session: Session, hook: RunReadyHook | None, now: datetime) -> int:
+    """Start the planned retries whose time came; return how many were due.
+
+    A pause holds them, as it holds every start TME makes on its own: the retry of a
+    paused task stays waiting with its time kept (so resume starts it at once) and says
+    so in its reason. A retry by hand still starts it (cancel.retry_run)."""
     rows = session.exec(
         select(RunLink, Run)
         .join(Run, col(Run.id) == col(RunLink.run_id))
         .where(col(RunLink.retry_at).is_not(None), col(RunLink.retry_at) <= now)
     ).all()
     for link, run in rows:
+        task = session.get(Task, run.task_id)
+        if task is not None and run.state == RunState.waiting and _paused(session, task):
+            _note_held(session, run)
+            continue
         link.retry_at = None
         session.add(link)
-        task = session.get(Task, run.task_id)
         if run.state == RunState.waiting and task is not None and hook is not None:
             hook(session, run, task)
     return len(rows)
+
+
+def _paused(session: Session, task: Task) -> bool:
+    policy = session.get(TaskPolicy, task.id)
+    return policy is not None and policy.paused
+
+
+def _note_held(session: Session, run: Run) -> None:
+    """Say on the run, once, that the pause holds it (no transition: it stays waiting).
+
+    Written only while the run is still waiting: a retry by hand or a cancel that moved
+    it meanwhile (this pass read it before they committed) keeps its own reason."""
+    if HELD_BY_PAUSE in run.reason:
+        return
+    reason = storable(f"{run.reason}; {HELD_BY_PAUSE}" if run.reason else HELD_BY_PAUSE)
+    session.execute(NOTE_HELD, {"run_id": run.id, "held_reason": reason})

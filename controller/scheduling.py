@@ -68,6 +68,7 @@ class Scheduling:
         self.leading = False
         self._context = FireContext(engine, hook, self.lease, forget=self.keeper.forget)
         self._wake = threading.Event()
+        self._housekeeping_asked = threading.Event()  # by a wake: see `wake`
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._renew_every = lease_ttl_s / 3
@@ -99,7 +100,12 @@ class Scheduling:
                     self.lease.ttl.total_seconds(),
                 )
 
-    def wake(self) -> None:
+    def wake(self, *, housekeeping: bool = False) -> None:
+        """Have the loop make a pass now, not at its next tick; with `housekeeping`, one
+        that also starts due retries and checks timeouts (a resumed task's retry whose
+        time came during the pause starts at once, not at the next tick)."""
+        if housekeeping:
+            self._housekeeping_asked.set()
         self._wake.set()
 
     @property
@@ -125,8 +131,13 @@ class Scheduling:
                 self._renewed_at = time.monotonic()
             if self.leading:
                 # A wake (a run settled) advances workflows at once; retries and
-                # timeouts, which scan every run in flight, wait for their tick.
-                due = time.monotonic() >= self._housekeeping_at
+                # timeouts, which scan every run in flight, wait for their tick unless
+                # the wake asked for them. Cleared before the pass that does them, so
+                # one asked for during it is not lost.
+                asked = self._housekeeping_asked.is_set()
+                if asked:
+                    self._housekeeping_asked.clear()
+                due = asked or time.monotonic() >= self._housekeeping_at
                 self.step(housekeeping=due)
                 if due:
                     self._housekeeping_at = time.monotonic() + self.tick_s

@@ -40,12 +40,13 @@ async def get_run_ready_hook(request: Request) -> RunReadyHook | None:
     return hook
 
 
-def wake_scheduler(request: Request) -> None:
+def wake_scheduler(request: Request, *, housekeeping: bool = False) -> None:
     """Have the scheduling loop look at the runs now (workflow steps to settle, a
-    paused task), not at its next tick; nothing when the app has no runtime."""
+    paused task; with `housekeeping`, due retries too), not at its next tick; nothing
+    when the app has no runtime."""
     runtime = getattr(request.app.state, "runtime", None)
     if runtime is not None:
-        runtime.scheduling.wake()
+        runtime.scheduling.wake(housekeeping=housekeeping)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -38,7 +38,10 @@ def _print_pause(task: TaskPublic, as_json: bool) -> None:
         print_json(task.model_dump(mode="json"))
         return
     if task.paused:
-        text = "paused: no schedule, trigger or dependency starts it (run now still does)"
+        text = (
+            "paused: no schedule, trigger, dependency or planned retry starts it"
+            " (run now and a retry by hand still do)"
+        )
     else:
         upcoming = ", ".join(t.isoformat() for t in task.next_fire_times)
         text = f"active; next fires: {upcoming}" if upcoming else "active"
@@ -66,7 +69,8 @@ def register_task_commands(app: typer.Typer) -> None:
         token: TokenOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Stop the task's automatic starts: its schedule, trigger and dependencies."""
+        """Stop the task's automatic starts: its schedule, trigger, dependencies and
+        planned retries (a retry whose time comes waits, held, until resume)."""
         with connect(url, token) as client:
             _print_pause(client.tasks.pause(task_id), as_json)
 
@@ -78,7 +82,7 @@ def register_task_commands(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Let its schedule, trigger and dependencies start it again (slots during the
-        pause are not owed)."""
+        pause are not owed); a planned retry whose time came during the pause starts now."""
         with connect(url, token) as client:
             _print_pause(client.tasks.resume(task_id), as_json)
 

@@ -177,13 +177,13 @@ class Tasks:
         return self._client.send(calls.run_task(task_id))
 
     def pause(self, task_id: int) -> TaskPublic:
-        """Stop the task's automatic starts (schedule, trigger, dependencies) until
-        `resume`; `run` still starts it."""
+        """Stop the task's automatic starts (schedule, trigger, dependencies, planned
+        retries) until `resume`; `run` and `runs.retry` still start it."""
         return self._client.send(calls.pause_task(task_id))
 
     def resume(self, task_id: int) -> TaskPublic:
         """Let its schedule, trigger and dependencies start it again; slots during the
-        pause are not owed."""
+        pause are not owed, a planned retry whose time came during it starts now."""
         return self._client.send(calls.resume_task(task_id))
 
 

@@ -75,8 +75,8 @@ def register() -> None:
                 # interval counts from when it was set or resumed), none while paused.
                 if public.paused:
                     ui.label(
-                        "Paused: its schedule, trigger and dependencies start it again once"
-                        " resumed; Run now still starts it."
+                        "Paused: its schedule, trigger, dependencies and planned retries start"
+                        " it again once resumed; Run now and Retry still start it."
                     )
                 elif not task.schedule:
                     ui.label("Runs when created, triggered or when its dependencies settle.")

@@ -2,7 +2,7 @@
 
 POST /api/v1/tasks/{id}/run            start a run now (the overlap policy applies, a pause not)
 POST /api/v1/tasks/{id}/pause|resume   stop or restart its automatic starts (schedule,
-                                       trigger, dependencies)
+                                       trigger, dependencies, planned retries)
 POST /api/v1/triggers/{name}           start every task bound to the trigger
 POST /api/v1/runs/{id}/cancel[?force]  cancel at once, or ask the agent to stop
 POST /api/v1/runs/{id}/retry           run a settled step again in its workflow run
@@ -56,7 +56,9 @@ def run_now(task_id: TaskId, session: SessionDep, on_run_ready: RunReadyDep) -> 
 
 def _set_paused(request: Request, session: Session, task_id: int, paused: bool) -> TaskPublic:
     """Any task may be paused: a pause stops its trigger and its dependencies starting
-    it as well as its schedule, so one without a schedule has something to stop too."""
+    it as well as its schedule and its planned retries, so one without a schedule has
+    something to stop too. Resume wakes the scheduling loop for the retries whose time
+    came during the pause."""
     task = task_service.get_task(session, task_id)
     policy = get_policy(session, task)
     if policy.paused != paused:
@@ -64,7 +66,7 @@ def _set_paused(request: Request, session: Session, task_id: int, paused: bool) 
         if task.schedule:
             schedule_changed(session, task)  # a resumed schedule owes nothing for the pause
     session.commit()
-    wake_scheduler(request)
+    wake_scheduler(request, housekeeping=not paused)
     return task_service.to_public(task)
 
 
