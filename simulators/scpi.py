@@ -2,6 +2,11 @@
 
 Pure logic, no I/O: `answer(line)` returns the reply line. Every request gets
 exactly one reply ("OK" for a setting) so a refused command is never silent.
+
+As on a SCPI instrument, one line may hold several commands separated by ";", each
+may start with ":" (back to the root; every header here is a full path anyway), and
+their replies come back in one line joined by ";". The first refused command ends
+the line: its error is the reply, and the commands after it do not run.
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ class PowerSupply:
     output_on: bool = False
 
     def answer(self, line: str) -> str:
-        words = line.strip().split()
+        replies = []
+        for unit in line.split(";"):
+            reply = self._answer_one(unit.strip().removeprefix(":"))
+            if reply.startswith("ERR"):
+                return reply
+            replies.append(reply)
+        return ";".join(replies)
+
+    def _answer_one(self, command: str) -> str:
+        words = command.split()
         if not words:
             return "ERR empty command"
         head, args = words[0].upper(), words[1:]
