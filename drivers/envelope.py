@@ -2,12 +2,14 @@
 
 Every refusal is an `EnvelopeViolation` whose `details["reason"]` is one of
 unknown_point, read_only, wrong_type, not_finite, below_min, above_max,
-out_of_type_range, unknown_command, wrong_arg_count, not_allowed.
+out_of_type_range, unknown_command, wrong_arg_count, not_allowed, too_long.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import string
 from typing import TYPE_CHECKING, Any
 
 from tme.errors import EnvelopeViolation
@@ -17,6 +19,18 @@ if TYPE_CHECKING:
 
 
 FLOAT32_EPSILON = 2.0**-23  # float32's relative precision (one unit in the last place)
+
+# What a text argument with neither `choices` nor `pattern` may hold: characters that
+# cannot end a command or start another one on a line instrument. SCPI alone gives
+# ";" (next command), ":" (back to the root), "*" (common commands such as *RST),
+# "," (one more parameter), quotes and "#" (strings and block data), "?" (a query);
+# other dialects use others again, so only these are allowed, none of them special.
+FREE_TEXT_CHARACTERS = frozenset(string.ascii_letters + string.digits + " _.+-")
+FREE_TEXT_SHOWN = "letters, digits, space and _ . + -"
+# Free text is at most this long: a line instrument's input buffer may be small, and
+# one that overflows may drop the start of a line and run the rest as a command.
+# Longer than a display label or a range name; a `pattern` may allow more.
+FREE_TEXT_MAX_CHARS = 64
 
 
 def _refuse(reason: str, message: str, **details: Any) -> EnvelopeViolation:
@@ -113,17 +127,51 @@ def check_point_write(profile: DeviceProfile, name: str, value: Any) -> float | 
     return sent
 
 
-def _check_arg(spec: ArgSpec, value: Any, what: str) -> Any:
-    if spec.type == "str":
-        if not isinstance(value, str):
-            raise _refuse("wrong_type", f"{what} needs text", value=repr(value))
-        if spec.choices is not None and value not in spec.choices:
+def _check_text(spec: ArgSpec, value: Any, what: str) -> str:
+    """Text that holds one argument and nothing more: one of the profile's choices, a
+    match of its pattern, or else free text of FREE_TEXT_CHARACTERS only."""
+    if not isinstance(value, str):
+        raise _refuse("wrong_type", f"{what} needs text", value=repr(value))
+    if any(c in value for c in "\r\n"):  # whatever the profile allows
+        raise _refuse("not_allowed", f"{what} must not contain line breaks", value=repr(value))
+    if spec.choices is not None:
+        if value not in spec.choices:
             raise _refuse(
                 "not_allowed", f"{what}: {value!r} is not one of {spec.choices}", value=value
             )
-        if any(c in value for c in "\r\n"):
-            raise _refuse("not_allowed", f"{what} must not contain line breaks", value=repr(value))
         return value
+    if spec.pattern is not None:
+        if re.fullmatch(spec.pattern, value) is None:
+            raise _refuse(
+                "not_allowed",
+                f"{what}: {value!r} does not match the pattern {spec.pattern!r}",
+                value=value,
+                pattern=spec.pattern,
+            )
+        return value
+    bad = next((c for c in value if c not in FREE_TEXT_CHARACTERS), None)
+    if bad is not None:
+        raise _refuse(
+            "not_allowed",
+            f"{what}: character {bad!r} is not allowed in free text (only "
+            f"{FREE_TEXT_SHOWN}; the profile may give the argument choices or a pattern)",
+            value=value,
+            character=bad,
+        )
+    if len(value) > FREE_TEXT_MAX_CHARS:
+        raise _refuse(
+            "too_long",
+            f"{what}: free text is at most {FREE_TEXT_MAX_CHARS} characters, got {len(value)} "
+            "(the profile may give the argument a pattern)",
+            value=value[:FREE_TEXT_MAX_CHARS] + "...",
+            length=len(value),
+        )
+    return value
+
+
+def _check_arg(spec: ArgSpec, value: Any, what: str) -> Any:
+    if spec.type == "str":
+        return _check_text(spec, value, what)
     if spec.type == "bool":
         if not isinstance(value, bool):
             raise _refuse("wrong_type", f"{what} needs true or false", value=repr(value))

@@ -98,6 +98,18 @@ class Fields:
             return self._bad(name, f"{value!r} is not one of {allowed}", default)
         return value
 
+    def regex(self, name: str) -> str | None:
+        """An optional regular expression (None when absent), refused here when Python
+        cannot compile it: a bad one must stop the file loading, not fail each use."""
+        value = self.text(name, None, optional=True)
+        if value is None:
+            return None
+        try:
+            re.compile(value)
+        except re.error as exc:
+            return self._bad(name, f"{value!r} is not a valid regular expression: {exc}", None)
+        return str(value)
+
     def path(self, name: str, default: Any = REQUIRED, *, optional: bool = False) -> Any:
         """A file system path, given as text or a Path."""
         present, value = self._raw(name, default)

@@ -59,10 +59,15 @@ class PointSpec:
 
 @dataclass(frozen=True)
 class ArgSpec:
+    """One argument of a serial command. A `str` argument takes one of `choices`, or
+    text that matches `pattern` as a whole, or else only free text that cannot start
+    another command (see tme.drivers.envelope.FREE_TEXT_CHARACTERS)."""
+
     type: ArgType = "float"
     min: float | None = None
     max: float | None = None
     choices: list[str] | None = None
+    pattern: str | None = None  # a regular expression the whole value must match
 
 
 @dataclass(frozen=True)
@@ -219,13 +224,21 @@ def _command(fields: Fields) -> CommandSpec:
 
 
 def _arg(fields: Fields) -> ArgSpec:
+    before = len(fields.problems)
     spec = ArgSpec(
         type=fields.text("type", "float", choices=ARG_TYPES),
         min=fields.number("min", None, optional=True),
         max=fields.number("max", None, optional=True),
         choices=fields.texts("choices"),
+        pattern=fields.regex("pattern"),
     )
     fields.done()
+    if len(fields.problems) == before and spec.pattern is not None:
+        # a pattern the envelope would not apply must not look like a limit
+        if spec.type != "str":
+            fields.problems.add(join(fields.key, "pattern"), "only a 'str' argument has one")
+        elif spec.choices is not None:
+            fields.problems.add(join(fields.key, "pattern"), "give choices or pattern, not both")
     return spec
 
 

@@ -137,10 +137,13 @@ async def test_late_reply_is_not_the_answer_to_the_next_command(
 
 
 def _with_free_text_label(profile: DeviceProfile, voltage_max: float) -> DeviceProfile:
-    """The instrument profile with a site limit on the voltage and a free-text command."""
+    """The instrument profile with a site limit on the voltage and a text command whose
+    pattern lets any text of one line through: what the line cannot carry is then left
+    to the link's own check (free text without a pattern refuses it before)."""
     set_voltage = PROFILE.commands["set_voltage"]
     capped = dataclasses.replace(set_voltage, args=[ArgSpec(type="float", min=0, max=voltage_max)])
-    label = CommandSpec(request="DISP:TEXT {0}", access="rw", args=[ArgSpec(type="str")])
+    any_text = ArgSpec(type="str", pattern=".*")
+    label = CommandSpec(request="DISP:TEXT {0}", access="rw", args=[any_text])
     commands = {**profile.commands, "set_voltage": capped, "label": label}
     return dataclasses.replace(profile, commands=commands)
 

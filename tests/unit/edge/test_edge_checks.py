@@ -115,16 +115,14 @@ def test_a_timeout_the_agent_cannot_enforce_is_refused(timeout: str) -> None:
 
 def test_a_serial_parameter_holding_the_links_line_end_is_rejected_before_it_runs() -> None:
     """The link's terminator (here ETX) inside a parameter is an envelope refusal at the
-    agent's check, like a value out of range: the command is rejected, never started."""
+    agent's check, like a value out of range: the command is rejected, never started.
+    The profile's pattern lets any text of one line through, so the link's check is the
+    one that refuses it (free text without a pattern may not hold ETX at all)."""
     from tme.drivers.profile import parse_profile
     from tme.drivers.serial import SerialDriver
 
-    profile = parse_profile(
-        {
-            "name": "display",
-            "commands": {"label": {"request": "DISP:TEXT {0}", "args": [{"type": "str"}]}},
-        }
-    )
+    label = {"request": "DISP:TEXT {0}", "args": [{"type": "str", "pattern": ".*"}]}
+    profile = parse_profile({"name": "display", "commands": {"label": label}})
     driver = SerialDriver("loop://", terminator="\x03")  # built, never opened
     display = DeviceSet({"display": Device("display", driver, 1, profile)})
     injected = {"command": "label", "args": ["HI\x03SOUR:VOLT 29"]}
