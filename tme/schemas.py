@@ -186,7 +186,9 @@ class ModbusWriteParams(Input):
 
 class SerialCommandParams(Input):
     command: PointName
-    args: list[str | int | float] = Field(default_factory=list, max_length=16)
+    # bool first: in a union, pydantic would take true as the int 1 (a bool argument
+    # of the profile then refuses it); each JSON value keeps its own type
+    args: list[bool | int | float | str] = Field(default_factory=list, max_length=16)
 
 
 PARAMS_MODELS: dict[str, type[Input] | None] = {

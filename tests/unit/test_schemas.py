@@ -56,6 +56,16 @@ def test_each_op_accepts_its_shape(
     assert task.op == op and task.target is not None and task.target.site == "plant-1"
 
 
+def test_serial_args_keep_their_json_types() -> None:
+    """A profile's bool argument needs true or false: a true that arrived as 1 was
+    refused by the agent ("needs true or false"), so such a command could not be run."""
+    args = [True, False, 1, 2.5, "ON", "1"]
+    task = create(op="serial.command", target=DEVICE, params={"command": "SET", "args": args})
+    kept = task.params["args"]
+    assert kept == args
+    assert [type(a) for a in kept] == [bool, bool, int, float, str, str]
+
+
 @pytest.mark.parametrize("op", ["noop", "sleep", "shell", "modbus.read", "modbus.write"])
 def test_machine_ops_need_site_and_agent(op: str) -> None:
     refused("needs a target with site and agent", op=op)
