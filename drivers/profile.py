@@ -215,7 +215,7 @@ def _command(fields: Fields) -> CommandSpec:
         access=fields.text("access", "r", choices=ACCESS),
         args=args,
         parse=fields.text("parse", "str", choices=("float", "int", "str")),
-        response=fields.text("response", None, optional=True),
+        response=fields.regex("response"),
         unit=fields.text("unit", ""),
         description=fields.text("description", ""),
     )

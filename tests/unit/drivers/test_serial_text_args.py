@@ -122,3 +122,19 @@ def test_a_pattern_that_would_not_apply_is_a_profile_error(arg: dict, problem: s
     with pytest.raises(ConfigError, match=problem) as info:
         profile_with(arg)
     assert info.value.key == "commands.measure.args.0.pattern"
+
+
+def test_a_bad_response_pattern_is_a_profile_error_not_a_failure_of_each_run(
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "meter.yaml"
+    bad.write_text(
+        "name: meter\n"
+        "commands:\n"
+        "  measure: {request: 'MEAS:VOLT?', parse: float, response: '([0-9.]+'}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_profile(bad)
+    assert str(bad) in info.value.message
+    assert "regular expression" in info.value.message
+    assert info.value.key == "commands.measure.response"
