@@ -233,13 +233,28 @@ def _arg(fields: Fields) -> ArgSpec:
         pattern=fields.regex("pattern"),
     )
     fields.done()
-    if len(fields.problems) == before and spec.pattern is not None:
-        # a pattern the envelope would not apply must not look like a limit
+    if len(fields.problems) == before:
+        _limits_that_apply(spec, fields)
+    return spec
+
+
+def _limits_that_apply(spec: ArgSpec, fields: Fields) -> None:
+    """A limit the envelope would not apply to this argument's type must not look like
+    one: a profile giving it is refused, naming the key."""
+    numeric = spec.type in ("int", "float")
+    if spec.pattern is not None:
         if spec.type != "str":
             fields.problems.add(join(fields.key, "pattern"), "only a 'str' argument has one")
         elif spec.choices is not None:
             fields.problems.add(join(fields.key, "pattern"), "give choices or pattern, not both")
-    return spec
+    if spec.choices is not None and spec.type != "str":
+        fields.problems.add(join(fields.key, "choices"), "only a 'str' argument has them")
+    for name, limit in (("min", spec.min), ("max", spec.max)):
+        if limit is not None and not numeric:
+            fields.problems.add(
+                join(fields.key, name),
+                f"only an 'int' or 'float' argument has one, not {spec.type!r}",
+            )
 
 
 def load_profile(path: str | Path) -> DeviceProfile:

@@ -124,6 +124,23 @@ def test_a_pattern_that_would_not_apply_is_a_profile_error(arg: dict, problem: s
     assert info.value.key == "commands.measure.args.0.pattern"
 
 
+@pytest.mark.parametrize(
+    ("arg", "key", "problem"),
+    [
+        ({"type": "int", "choices": ["1", "2"]}, "choices", "only a 'str' argument"),
+        ({"type": "bool", "choices": ["ON"]}, "choices", "only a 'str' argument"),
+        ({"type": "str", "max": 10}, "max", "only an 'int' or 'float' argument"),
+        ({"type": "bool", "min": 0}, "min", "only an 'int' or 'float' argument"),
+    ],
+)
+def test_a_limit_that_would_not_apply_is_a_profile_error(arg: dict, key: str, problem: str) -> None:
+    """Read as a limit by whoever writes the profile, never applied by the envelope: a
+    text argument with `max: 10` took any text, an int with choices any number."""
+    with pytest.raises(ConfigError, match=problem) as info:
+        profile_with(arg)
+    assert info.value.key == f"commands.measure.args.0.{key}"
+
+
 def test_a_bad_response_pattern_is_a_profile_error_not_a_failure_of_each_run(
     tmp_path: Path,
 ) -> None:
