@@ -83,6 +83,14 @@ class LineChannel:
                     f"request {request!r} holds a line end ({end!r}): it would be two commands",
                     details={"reason": "not_allowed", "request": request},
                 )
+        if len(line) + len(self.terminator) > self.max_line_bytes:
+            # an instrument whose input buffer overflows may drop the start of the line
+            # and run the rest: no longer line goes out than this link takes back
+            raise EnvelopeViolation(
+                f"request of {len(line) + len(self.terminator)} bytes is longer than this"
+                f" link's max_line_bytes ({self.max_line_bytes})",
+                details={"reason": "too_long", "request": request[:64] + "..."},
+            )
 
     def exchange(self, request: str, abandoned: threading.Event | None = None) -> str:
         """Send one request line and return the reply line without its terminator.

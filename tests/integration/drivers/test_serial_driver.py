@@ -182,6 +182,25 @@ async def test_a_parameter_the_line_cannot_encode_is_refused(
         await driver.stop()
 
 
+async def test_a_request_longer_than_the_link_takes_is_refused(
+    instrument_sim: SerialInstrument,
+) -> None:
+    """An instrument whose input buffer overflows may drop the start of a line and run
+    the rest: no request longer than the link's max_line_bytes goes out."""
+    profile = _with_free_text_label(PROFILE, voltage_max=30.0)
+    driver = SerialDriver(instrument_sim.url, timeout_s=1.0, max_line_bytes=32)
+    await driver.start()
+    try:
+        with pytest.raises(EnvelopeViolation) as info:
+            await driver.run_command(profile, "label", ["x" * 40])
+        assert info.value.details["reason"] == "too_long"
+        assert instrument_sim.requests == []
+        await driver.run_command(profile, "set_voltage", [11.5])  # within it: sent
+        assert instrument_sim.requests == ["SOUR:VOLT 11.5"]
+    finally:
+        await driver.stop()
+
+
 async def test_a_command_cancelled_while_the_line_settles_is_never_sent(
     instrument_sim: SerialInstrument,
 ) -> None:
