@@ -151,3 +151,33 @@ def test_the_summary_loads_no_runs_and_asks_a_fixed_number_of_queries(engine: En
         assert report.groups
         assert seen["runs_loaded"] == 0  # counted by the database, not in Python
         assert seen["statements"] <= 4  # counts, percentiles, hours, reasons
+
+
+def test_percentiles_rank_durations_below_a_millisecond_apart(engine: Engine) -> None:
+    """Quick runs differ by microseconds: ranked by a millisecond-precise difference
+    (SQLite's julianday), the report showed a p95 below its p50."""
+    micros = [1559, 1478, 1401, 1999, 1001, 1502, 1498, 1777, 1203, 1650]
+    with Session(engine) as session:
+        task = Task(name="quick", op="modbus.read", site="plant-q", agent="skid-q")
+        session.add(task)
+        session.flush()
+        for i, us in enumerate(micros):
+            finished = END - timedelta(minutes=i + 1, microseconds=137 * i)
+            started = finished - timedelta(microseconds=us)
+            session.add(
+                Run(
+                    task_id=task.id or 0,
+                    state="succeeded",
+                    started_at=started,
+                    finished_at=finished,
+                )
+            )
+        session.commit()
+    with Session(engine) as session:
+        (group,) = reports.summary(session, START, END, "op").groups
+    seconds = [us / 1e6 for us in micros]
+    assert (group.p50_s, group.p95_s) == (
+        reports.percentile(seconds, 0.5),
+        reports.percentile(seconds, 0.95),
+    )
+    assert group.p50_s is not None and group.p95_s is not None and group.p50_s <= group.p95_s
