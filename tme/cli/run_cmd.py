@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from tme.cli.common import JsonOption, TokenOption, UrlOption, connect
 from tme.cli.output import console, print_json, print_table
+from tme.client.base import is_final
 from tme.schemas import RunPublic, TaskPublic
 
 run_app = typer.Typer(no_args_is_help=True)
@@ -28,9 +29,15 @@ def _print_run(run: RunPublic, as_json: bool, what: str) -> None:
         print_json(run.model_dump(mode="json"))
         return
     reason = f" ({escape(run.reason)})" if run.reason else ""
-    console.print(
-        f"{what}: run {run.id} of task {run.task_id} is {run.state}{reason}", highlight=False
-    )
+    text = f"{what}: run {run.id} of task {run.task_id} is {run.state}{reason}"
+    if what == "cancel" and not is_final(run.state):
+        # in the agent's hands: the answer to the stop request settles it
+        text = (
+            f"cancel: asked the agent to stop run {run.id} of task {run.task_id}; it is"
+            f" {run.state}{reason} until the agent answers (`tme run show {run.id}`;"
+            " --force marks it canceled without waiting)"
+        )
+    console.print(text, highlight=False)
 
 
 def _print_pause(task: TaskPublic, as_json: bool) -> None:
