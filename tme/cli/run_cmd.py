@@ -14,8 +14,8 @@ from rich.markup import escape
 
 from tme.cli.common import JsonOption, TokenOption, UrlOption, connect
 from tme.cli.output import console, print_json, print_table
-from tme.client.base import is_final
 from tme.schemas import RunPublic, TaskPublic
+from tme.states import FINAL_STATES
 
 run_app = typer.Typer(no_args_is_help=True)
 trigger_app = typer.Typer(no_args_is_help=True)
@@ -30,7 +30,7 @@ def _print_run(run: RunPublic, as_json: bool, what: str) -> None:
         return
     reason = f" ({escape(run.reason)})" if run.reason else ""
     text = f"{what}: run {run.id} of task {run.task_id} is {run.state}{reason}"
-    if what == "cancel" and not is_final(run.state):
+    if what == "cancel" and run.state not in {state.value for state in FINAL_STATES}:
         # in the agent's hands: the answer to the stop request settles it
         text = (
             f"cancel: asked the agent to stop run {run.id} of task {run.task_id}; it is"
