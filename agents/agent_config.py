@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 
 from tme.drivers.fields import Fields, Problems, join
-from tme.errors import ConfigError
+from tme.errors import ConfigError, yaml_problem
 from tme.mqtt import parse_mqtt_url
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"  # site/agent/device names become MQTT topic levels
@@ -169,7 +169,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     except OSError as exc:
         raise ConfigError(f"cannot read agent config {path}: {exc}", source=str(path)) from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}", source=str(path)) from exc
+        raise ConfigError(f"{path}: not valid YAML {yaml_problem(exc)}", source=str(path)) from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level", source=str(path))
     return parse_agent_config(data, source=str(path), base_dir=path.parent)

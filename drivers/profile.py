@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from tme.drivers.fields import Fields, Problems, join
-from tme.errors import ConfigError, EnvelopeViolation
+from tme.errors import ConfigError, EnvelopeViolation, yaml_problem
 
 Table = Literal["coil", "discrete_input", "input_register", "holding_register"]
 PointType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32"]
@@ -266,6 +266,6 @@ def load_profile(path: str | Path) -> DeviceProfile:
         raise ConfigError(f"cannot read device profile {path}: {exc}", source=str(path)) from None
     except yaml.YAMLError as exc:
         raise ConfigError(
-            f"device profile {path} is not valid YAML: {exc}", source=str(path)
+            f"device profile {path} is not valid YAML {yaml_problem(exc)}", source=str(path)
         ) from None
     return parse_profile(data, source=str(path))

@@ -19,7 +19,7 @@ from pydantic import BaseModel, SecretStr
 
 from tme.config_errors import describe_validation_error, field_at, source_of
 from tme.config_secrets import read_secret_files, refuse_weak_secrets
-from tme.errors import ConfigError
+from tme.errors import ConfigError, yaml_problem
 from tme.settings_models import Settings
 
 __all__ = ["ConfigError", "Settings", "effective_items", "load_settings"]
@@ -90,10 +90,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}", source=str(path)) from None
+        raise ConfigError(f"{path}: not valid YAML {yaml_problem(exc)}", source=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})", source=str(path)) from None
     if loaded is None:

@@ -217,3 +217,15 @@ def _gist(body: Any) -> str:
     text = body if isinstance(body, str) else "" if body is None else str(body)
     text = " ".join(re.sub(r"<[^>]*>", " ", text).split())
     return text[:GIST_CHARS] + ("..." if len(text) > GIST_CHARS else "")
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A YAML parse error in one line, with where it is: 'at line 3, column 9: found
+    unexpected end of stream (while parsing a flow sequence)'. PyYAML's own text runs
+    over several lines, and its first line alone ('while parsing a flow sequence')
+    names neither the problem nor the place."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"at line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    return f"{where}{problem}" + (f" ({context})" if context else "")

@@ -169,6 +169,14 @@ def test_bad_file_and_details_are_usage_errors(live_url: str, tmp_path: Path) ->
     assert_one_line_error(code, err, 2, "--details")
 
 
+def test_a_file_that_is_not_yaml_names_where_and_what(live_url: str, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: pump\nparams: {point: speed, value: [1, 2\n")
+    code, _, err = tme_cli("task", "create", "--url", live_url, "--file", str(broken))
+    assert_one_line_error(code, err, 2, f"--file {broken}: not valid YAML at line 3, column 1")
+    assert "while parsing a flow sequence" in err
+
+
 def test_unreachable_server_is_one_line_and_exit_1(closed_port_url: str) -> None:
     for args in (["list"], ["show", "1"], ["create", "--name", "x"], ["delete", "1", "--yes"]):
         code, _, err = tme_cli("task", *args, "--url", closed_port_url)

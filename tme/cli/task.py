@@ -26,6 +26,7 @@ from tme.cli.common import (
     usage_error,
 )
 from tme.cli.output import console, fail, print_json, print_table
+from tme.errors import yaml_problem
 from tme.schemas import OPS
 
 app = typer.Typer(no_args_is_help=True)
@@ -147,7 +148,9 @@ def _load_bodies(path: Path) -> tuple[list[dict[str, Any]], bool]:
     """
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
+        usage_error(f"--file {path}: not valid YAML {yaml_problem(exc)}")
+    except (OSError, UnicodeDecodeError) as exc:
         usage_error(f"--file {path}: {exc}".splitlines()[0])
     if isinstance(loaded, dict) and set(loaded) == {"tasks"}:
         loaded = loaded["tasks"]
