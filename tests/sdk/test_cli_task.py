@@ -56,6 +56,32 @@ def test_create_prints_id_and_sends_every_option(live_url: str, tmp_path: Path) 
     assert (task.assigned_to, task.description) == ("ops", "morning start-up")
 
 
+def test_param_words_stay_words_and_only_true_false_are_booleans(
+    live_url: str, tmp_path: Path
+) -> None:
+    """YAML 1.1 reads ON, off, yes and no as booleans: `args=[ON]` sent true, which a
+    choice of "ON"/"OFF" refuses. Values are read as YAML 1.2 (and JSON) read them."""
+    code, out, err = tme_cli(
+        "task", "create", "--url", live_url, "--name", "output on", "--op", "serial.command",
+        "--site", "plant-1", "--agent", "bench", "--device", "meter",
+        "--param", "command=output", "--param", "args=[ON, off, yes, true, 2]",
+    )  # fmt: skip
+    assert code == 0, err
+    task_file = tmp_path / "task.yaml"
+    task_file.write_text(
+        "name: output off\nop: serial.command\n"
+        "target: {site: plant-1, agent: bench, device: meter}\n"
+        "params: {command: output, args: [OFF]}\n"
+    )
+    code2, out2, err2 = tme_cli("task", "create", "--url", live_url, "--file", str(task_file))
+    assert code2 == 0, err2
+    with tme.Client(live_url) as client:
+        by_option = client.tasks.get(int(out.strip()))
+        by_file = client.tasks.get(int(out2.strip()))
+    assert by_option.params["args"] == ["ON", "off", "yes", True, 2]
+    assert by_file.params["args"] == ["OFF"]
+
+
 def test_create_from_file_with_override_and_json(live_url: str, tmp_path: Path) -> None:
     body = tmp_path / "task.yaml"
     body.write_text(

@@ -8,6 +8,7 @@ input is wrong, 1 otherwise).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from itertools import islice
 from pathlib import Path
@@ -112,10 +113,30 @@ def _params(pairs: list[str], base: dict[str, Any] | None) -> dict[str, Any] | N
     return params
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as 1.2 (and JSON) reads it: only true and false are booleans. PyYAML's 1.1
+    also takes on, off, yes and no (any case): `args=[ON]` sent true, which a serial
+    command's choice of "ON"/"OFF" refuses. A bool field still takes "yes" (the API's
+    validation reads it as true)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
 def _scalar(raw: str) -> Any:
-    """'12' -> 12, 'true' -> True, '1.5' -> 1.5, anything else stays text."""
+    """'12' -> 12, 'true' -> True, '1.5' -> 1.5, anything else stays text (ON too)."""
     try:
-        return yaml.safe_load(raw) if raw.strip() else raw
+        return _yaml(raw) if raw.strip() else raw
     except yaml.YAMLError:
         return raw
 
@@ -147,7 +168,7 @@ def _load_bodies(path: Path) -> tuple[list[dict[str, Any]], bool]:
     `{"tasks": [...]}` (the body of POST /api/v1/tasks/batch).
     """
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = _yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         usage_error(f"--file {path}: not valid YAML {yaml_problem(exc)}")
     except (OSError, UnicodeDecodeError) as exc:
