@@ -108,7 +108,8 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     headers = getattr(exc, "headers", None)
     if exc.status_code == 405:
         return _method_not_allowed(request, headers)
-    return error_response(exc.status_code, code, message, None, headers)
+    details = getattr(exc, "details", None)  # BodyTooLarge's max_bytes
+    return error_response(exc.status_code, code, message, details, headers)
 
 
 def _method_not_allowed(request: Request, headers: dict[str, str] | None) -> JSONResponse:

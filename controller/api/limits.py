@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tme.controller.api.errors import error_response
 
 
 class BodyTooLarge(HTTPException):
     """Raised while a body streams in; the app's error handlers answer it with 413."""
 
     def __init__(self, max_bytes: int) -> None:
-        super().__init__(413, f"the request body is larger than {max_bytes} bytes")
+        super().__init__(413, too_large(max_bytes))
+        self.details = {"max_bytes": max_bytes}  # as the answer to a Content-Length has
+
+
+def too_large(max_bytes: int) -> str:
+    return f"the request body is larger than {max_bytes} bytes"
 
 
 class BodySizeLimit:
@@ -28,7 +33,7 @@ class BodySizeLimit:
             return
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
             return
         seen = 0
         started = False
@@ -51,26 +56,12 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(scope, receive, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": f"the request body is larger than {self.max_bytes} bytes",
-                    "details": {"max_bytes": self.max_bytes},
-                }
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app's own 413 (an oversize stream the app saw is answered by its handler
+        of BodyTooLarge, with these same details)."""
+        response = error_response(
+            413, "payload_too_large", too_large(self.max_bytes), {"max_bytes": self.max_bytes}
         )
-        await send({"type": "http.response.body", "body": body})
+        await response(scope, receive, send)

@@ -404,3 +404,15 @@ def test_oversize_refused_before_reading(
     error = assert_error(response, 413, "larger than")
     assert error["details"] == {"max_bytes": 1_048_576}
     assert counts() == before
+
+
+def test_oversize_chunked_is_answered_as_oversize_content_length(test_client: TestClient) -> None:
+    """However the body came, the 413 is the same answer (its details included)."""
+    declared = test_client.post(
+        "/api/v1/tasks", content=b"{}", headers={**JSON, "content-length": str(2 * 1024 * 1024)}
+    )
+    streamed = test_client.post("/api/v1/tasks", content=_chunks(), headers=JSON)
+    assert declared.status_code == streamed.status_code == 413
+    assert streamed.json() == declared.json()
+    assert streamed.json()["error"]["details"] == {"max_bytes": 1_048_576}
+    assert streamed.content == declared.content
