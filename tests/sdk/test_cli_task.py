@@ -56,6 +56,32 @@ def test_create_prints_id_and_sends_every_option(live_url: str, tmp_path: Path) 
     assert (task.assigned_to, task.description) == ("ops", "morning start-up")
 
 
+def test_create_and_update_set_the_run_policies(live_url: str) -> None:
+    """Trigger, overlap, misfire, queue timeout and deadline from the command line."""
+    code, out, err = tme_cli(
+        "task", "create", "--url", live_url, "--name", unique(), "--trigger", "batch-end",
+        "--overlap", "allow:3", "--misfire", "run_once:300", "--queue-timeout", "90",
+        "--deadline", "3600", "--cron", "0 6 * * *",
+    )  # fmt: skip
+    assert code == 0, err
+    task_id = int(out.strip())
+    with tme.Client(live_url) as client:
+        task = client.tasks.get(task_id)
+    assert task.trigger == "batch-end"
+    assert (task.overlap.policy, task.overlap.max) == ("allow", 3)
+    assert (task.misfire.policy, task.misfire.grace_s) == ("run_once", 300)
+    assert (task.queue_timeout_s, task.deadline_s) == (90, 3600)
+    code, _, err = tme_cli("task", "update", str(task_id), "--url", live_url, "--overlap", "queue")
+    assert code == 0, err
+    with tme.Client(live_url) as client:
+        task = client.tasks.get(task_id)
+    assert task.overlap.policy == "queue"
+    code, _, err = tme_cli("task", "update", str(task_id), "--url", live_url, "--overlap", "many")
+    assert_one_line_error(code, err, 2, "--overlap 'many'", "skip, queue, allow")
+    code, _, err = tme_cli("task", "update", str(task_id), "--url", live_url, "--misfire", "skip:x")
+    assert_one_line_error(code, err, 2, "--misfire 'skip:x'", "grace_s")
+
+
 def test_param_words_stay_words_and_only_true_false_are_booleans(
     live_url: str, tmp_path: Path
 ) -> None:

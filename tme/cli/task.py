@@ -62,6 +62,16 @@ FIELD_OPTIONS = [
     option("retries", _opt("--retries", "Retries after a failed run.", int)),
     option("assigned_to", _opt("--assigned-to", "Who is responsible.")),
     option("depends_on", _opt("--depends-on", "ID[:success|failure|any], repeatable.", list[str])),
+    option("trigger", _opt("--trigger", "Named trigger that starts it (POST /triggers/NAME).")),
+    option("overlap", _opt("--overlap", "While a run is active: skip, queue or allow[:MAX].")),
+    option("misfire", _opt("--misfire", "A late schedule slot: skip or run_once[:GRACE_S].")),
+    option(
+        "queue_timeout",
+        _opt("--queue-timeout", "A run not started within SECONDS expires.", float),
+    ),
+    option(
+        "deadline", _opt("--deadline", "Bound on a run and its retries, from the first.", float)
+    ),
 ]
 UPDATE_OPTIONS = [p for p in FIELD_OPTIONS if p.name != "op"]  # a task's op never changes
 # Options copied to the body under the field name the API uses.
@@ -73,6 +83,9 @@ _PLAIN = {
     "timeout": "timeout_s",
     "priority": "priority",
     "assigned_to": "assigned_to",
+    "trigger": "trigger",
+    "queue_timeout": "queue_timeout_s",
+    "deadline": "deadline_s",
 }
 
 
@@ -91,6 +104,10 @@ def task_fields(opts: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         "schedule": _schedule(opts, base.get("schedule")),
         "retries": _merge(base.get("retries"), max=opts["retries"]),
         "depends_on": [_dependency(d) for d in opts["depends_on"] or []] or None,
+        "overlap": _policy("--overlap", opts["overlap"], base.get("overlap"),
+                           ("skip", "queue", "allow"), "max", int),
+        "misfire": _policy("--misfire", opts["misfire"], base.get("misfire"),
+                           ("skip", "run_once"), "grace_s", float),
     }  # fmt: skip
     fields.update({k: v for k, v in merged.items() if v is not None})
     return fields
@@ -99,6 +116,30 @@ def task_fields(opts: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
 def _merge(base: dict[str, Any] | None, **given: Any) -> dict[str, Any] | None:
     changes = {k: v for k, v in given.items() if v is not None}
     return {**(base or {}), **changes} if changes else None
+
+
+def _policy(
+    flag: str,
+    text: str | None,
+    base: dict[str, Any] | None,
+    policies: tuple[str, ...],
+    number: str,
+    kind: type[int] | type[float],
+) -> dict[str, Any] | None:
+    """`policy` or `policy:N` (N the allow policy's max, or the misfire grace) merged
+    into the task's current setting; the API checks the ranges."""
+    if text is None:
+        return None
+    policy, sep, raw = text.partition(":")
+    if policy not in policies:
+        usage_error(f"{flag} {text!r}: expected one of {', '.join(policies)}, optionally :{number}")
+    given: dict[str, Any] = {"policy": policy}
+    if sep:
+        try:
+            given[number] = kind(raw)
+        except ValueError:
+            usage_error(f"{flag} {text!r}: {raw!r} after ':' is not a {kind.__name__} ({number})")
+    return {**(base or {}), **given}
 
 
 def _params(pairs: list[str], base: dict[str, Any] | None) -> dict[str, Any] | None:
