@@ -41,8 +41,10 @@ class Hop:
 
 
 def start_run(session: Session, task: Task, *, reason: str, source: str, attempt: int = 1) -> Run:
-    """Create a run of `task` in state pending and make it the task's latest run."""
-    run = Run(task_id=task.id or 0, state=RunState.pending, attempt=attempt)
+    """Create a run of `task` in state pending and make it the task's latest run. Its
+    reason is its first hop's, as a run's reason is always its latest hop's."""
+    reason = storable(reason)
+    run = Run(task_id=task.id or 0, state=RunState.pending, attempt=attempt, reason=reason)
     session.add(run)
     session.add(RunEvent(**pending_row(run.id, run.created_at, reason, source)))
     task.latest_run_id = run.id

@@ -108,7 +108,7 @@ class StartBatch:
 
     def _start(self, task: Task, data: TaskCreate) -> _Start:
         now = utcnow()
-        run = RunView(new_uuid(), 0, RunState.pending.value, "", None, now, None, None, now)
+        run = RunView(new_uuid(), 0, RunState.pending.value, "created", None, now, None, None, now)
         self._events.append(pending_row(run.id, now, "created", "api"))
         link = new_row(
             RunLink, **link_values(run.id, now, cause="created", deadline_s=data.deadline_s)

@@ -22,6 +22,25 @@ def test_chain_a_ok_then_b_runs_in_the_same_workflow(test_client) -> None:
     assert {r["task_id"] for r in workflow} == {a["id"], b["id"]}
 
 
+def test_a_started_step_says_why_it_started(test_client) -> None:
+    """A run's reason is its latest hop's: a step a dependency, a trigger or a retry
+    started shows why in run lists and run details while it is still pending (the reason
+    was kept only in its first hop, and lists showed it blank)."""
+    a = make(test_client, "A", trigger="why")
+    b = make(test_client, "B", **after(a))
+    fired = test_client.post("/api/v1/triggers/why").json()["runs"][0]
+    assert (
+        fired["reason"]
+        == test_client.get(f"/api/v1/runs/{fired['id']}").json()["events"][0]["reason"]
+    )
+    assert fired["reason"]
+    report(test_client, a, "complete")
+    wait_until(lambda: state_of(test_client, b) == "pending", what="B to start")
+    (step,) = runs_of(test_client, b)
+    detail = test_client.get(f"/api/v1/runs/{step['id']}").json()
+    assert step["reason"] and step["reason"] == detail["reason"] == detail["events"][0]["reason"]
+
+
 def test_a_reported_outcome_settles_its_dependents_at_once(test_client) -> None:
     """A status report wakes the scheduling loop: with its tick made an hour long, only
     that wake can start the dependent (and skip the other branch)."""
