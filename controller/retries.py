@@ -13,10 +13,11 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
-from tme.controller.services.runs import RunReadyHook, start_run, storable, transition
+from tme.controller.services.runs import RunReadyHook, chunks, start_run, storable, transition
 from tme.controller.store.models import Run, Task, utcnow
 from tme.controller.store.rows import table_of
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
@@ -28,11 +29,12 @@ WRITE_OPS = frozenset({"modbus.write", "serial.command", "shell"})
 # Added to a due retry's reason while its task's pause holds it.
 HELD_BY_PAUSE = "held while its task is paused: starts once it is resumed"
 RUNS = table_of(Run)
-# The note of the hold, written only on a run still waiting (see `_note_held`).
-NOTE_HELD = (
-    update(RUNS)
-    .where(RUNS.c.id == bindparam("run_id"), RUNS.c.state == RunState.waiting.value)
-    .values(reason=bindparam("held_reason"))
+# Due retries locked before they are decided, in id order (see `start_due_retries`).
+LOCK_RUNS = (
+    core_select(RUNS.c.id)
+    .where(RUNS.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(RUNS.c.id)
+    .with_for_update()
 )
 
 
@@ -95,22 +97,51 @@ def start_due_retries(session: Session, hook: RunReadyHook | None, now: datetime
 
     A pause holds them, as it holds every start TME makes on its own: the retry of a
     paused task stays waiting with its time kept (so resume starts it at once) and says
-    so in its reason. A retry by hand still starts it (cancel.retry_run)."""
-    rows = session.exec(
-        select(RunLink, Run)
+    so in its reason. A retry by hand still starts it (cancel.retry_run).
+
+    Only the retries with something to do are locked, in id order (as the watchdog and
+    the event consumer lock runs), and then read again: one that a retry by hand (which
+    locks it too) or a cancel moved meanwhile is seen as it is now, and is never handed
+    on a second time (two commands with one id)."""
+    due = session.exec(
+        select(RunLink.run_id, Run.task_id)
         .join(Run, col(Run.id) == col(RunLink.run_id))
         .where(col(RunLink.retry_at).is_not(None), col(RunLink.retry_at) <= now)
     ).all()
-    for link, run in rows:
-        task = session.get(Task, run.task_id)
-        if task is not None and run.state == RunState.waiting and _paused(session, task):
-            _note_held(session, run)
-            continue
-        link.retry_at = None
-        session.add(link)
-        if run.state == RunState.waiting and task is not None and hook is not None:
-            hook(session, run, task)
-    return len(rows)
+    moving = sorted(run_id for run_id, task_id in due if not _stays(session, run_id, task_id))
+    for chunk in chunks(moving):
+        session.execute(LOCK_RUNS, {"ids": chunk}).all()
+    if moving:
+        session.flush()
+        session.expire_all()  # read again what the locks now hold
+    for run_id in moving:
+        _take_due(session, run_id, hook)
+    return len(due)
+
+
+def _stays(session: Session, run_id: str, task_id: int) -> bool:
+    """Whether a due retry would stay as it is, read without a lock: held by its task's
+    pause and saying so. Each pass looks again; only one with something to do is locked."""
+    run, link = session.get(Run, run_id), session.get(RunLink, run_id)
+    task = session.get(Task, task_id)
+    if run is None or link is None or task is None:
+        return True
+    return run.state == RunState.waiting and _paused(session, task) and _noted(run)
+
+
+def _take_due(session: Session, run_id: str, hook: RunReadyHook | None) -> None:
+    """Start one due retry, its run locked, or say why it waits (`start_due_retries`)."""
+    run, link = session.get(Run, run_id), session.get(RunLink, run_id)
+    if run is None or link is None or link.retry_at is None:
+        return  # started by hand, or canceled, since the pass read it
+    task = session.get(Task, run.task_id)
+    if run.state == RunState.waiting and task is not None and _paused(session, task):
+        _note_held(session, run)
+        return
+    link.retry_at = None
+    session.add(link)
+    if run.state == RunState.waiting and task is not None and hook is not None:
+        hook(session, run, task)
 
 
 def _paused(session: Session, task: Task) -> bool:
@@ -118,12 +149,12 @@ def _paused(session: Session, task: Task) -> bool:
     return policy is not None and policy.paused
 
 
-def _note_held(session: Session, run: Run) -> None:
-    """Say on the run, once, that the pause holds it (no transition: it stays waiting).
+def _noted(run: Run) -> bool:
+    return HELD_BY_PAUSE in run.reason
 
-    Written only while the run is still waiting: a retry by hand or a cancel that moved
-    it meanwhile (this pass read it before they committed) keeps its own reason."""
-    if HELD_BY_PAUSE in run.reason:
-        return
-    reason = storable(f"{run.reason}; {HELD_BY_PAUSE}" if run.reason else HELD_BY_PAUSE)
-    session.execute(NOTE_HELD, {"run_id": run.id, "held_reason": reason})
+
+def _note_held(session: Session, run: Run) -> None:
+    """Say on the run, once, that the pause holds it (no transition: it stays waiting)."""
+    if not _noted(run):
+        run.reason = storable(f"{run.reason}; {HELD_BY_PAUSE}" if run.reason else HELD_BY_PAUSE)
+        session.add(run)

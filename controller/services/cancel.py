@@ -142,7 +142,10 @@ def retry_run(session: Session, run_id: str, hook: RunReadyHook | None) -> Run:
 
 
 def _planned_retry(session: Session, link: RunLink | None) -> Run | None:
-    """The automatic retry of this run's chain still waiting out its backoff, if any."""
+    """The automatic retry of this run's chain still planned (waiting out its backoff, or
+    held by a pause), if any, locked and read as it is now: the scheduling pass locks it
+    too before it starts it (retries.start_due_retries), so one of the two starts it,
+    and the other sees it started."""
     if link is None:
         return None
     return session.exec(
@@ -154,6 +157,7 @@ def _planned_retry(session: Session, link: RunLink | None) -> Run | None:
             Run.state == RunState.waiting,
         )
         .with_for_update(of=Run)
+        .execution_options(populate_existing=True)
     ).first()
 
 

@@ -1,7 +1,8 @@
 """A trigger and a schedule firing one task at the same moment start one run, not two,
 when its overlap policy is skip, and so do two workflow runs reaching one dependent and
 a retry by hand beside a trigger: on both dialects the second start waits for the first
-to commit and then counts its run."""
+to commit and then counts its run. A retry by hand and the scheduling pass taking the
+same due retry at once hand it on once: one command, not two with one id."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from tme.config import Settings
+from tme.controller.retries import start_due_retries
 from tme.controller.run_ready import RunReady
 from tme.controller.services.cancel import retry_run
 from tme.controller.services.launch import launch_run
 from tme.controller.services.runs import transition
 from tme.controller.services.tasks import create_task, update_task
 from tme.controller.store.db import session_scope
-from tme.controller.store.models import Run, RunEvent, Task
+from tme.controller.store.models import Outbox, Run, RunEvent, Task, utcnow
 from tme.controller.workflow import settle_run
 from tme.schemas import TaskCreate, TaskUpdate
 from tme.states import FINAL_STATES, RunState
@@ -80,6 +82,50 @@ def test_a_retry_by_hand_and_a_trigger_at_once_start_one_run(any_engine: Engine)
     assert len(runs) == 3 and len(active) == 1, [(r.state, r.reason) for r in runs]
     skipped = [r for r in runs if r.state == RunState.skipped]
     assert len(skipped) == 1 and skipped[0].reason.startswith(f"retry of run {failed.id}")
+
+
+def test_a_retry_by_hand_and_the_pass_starting_due_retries_start_the_retry_once(
+    any_engine: Engine,
+) -> None:
+    # The pump's run failed and its retry came due; the operator retries the failed run
+    # (which starts that planned retry) as the scheduling pass takes the due retry. The
+    # pass waits for the retry by hand and sees the retry started: it read it as still
+    # waiting and queued it again, a second command with the same id for the agent.
+    hook = RunReady(Settings(), threading.Event())
+    with session_scope(any_engine) as session:
+        task, _ = create_task(
+            session,
+            TaskCreate(
+                name="pump",
+                op="noop",
+                target={"site": "plant-1", "agent": "skid-a"},
+                trigger="go",
+                retries={"max": 1, "backoff_s": 0, "jitter": 0},
+            ),
+        )
+        failed = launch_run(session, task, cause="trigger", reason="trigger go", hook=hook)
+        transition(session, failed, RunState.failed, reason="reported fail")
+        assert settle_run(session, failed, hook)
+        retry = session.exec(select(Run).where(Run.task_id == task.id, Run.attempt == 2)).one()
+
+    def pass_starts_due_retries() -> None:
+        with session_scope(any_engine) as session:
+            start_due_retries(session, hook, utcnow())
+
+    race(
+        any_engine,
+        lambda first: retry_run(first, failed.id, hook),
+        pass_starts_due_retries,
+        "JOIN runs",
+        "the pass to read the due retries or lock",
+    )
+    with Session(any_engine) as session:
+        commands = session.exec(select(Outbox).where(Outbox.run_id == retry.id)).all()
+        hops = session.exec(select(RunEvent.to_state).where(RunEvent.run_id == retry.id)).all()
+        started = session.get(Run, retry.id)
+    assert len(commands) == 1, [c.id for c in commands]
+    assert sorted(hops) == ["pending", "queued", "waiting"]
+    assert started is not None and started.state == RunState.queued
 
 
 def test_two_workflow_runs_reaching_one_dependent_at_once_start_it_once(
