@@ -5,7 +5,9 @@ again changes nothing) nor on lost (the outcome is unknown). A write is retried
 only when the agent reported that it never started it, because a second write
 after a half-done first one may harm the machine. The wait grows exponentially
 with jitter up to a cap; a retry that could not start before the task's total
-deadline is not planned. A paused task's retry waits until the task is resumed.
+deadline is not planned. A retry whose time came waits while its task is paused, or
+while the task's overlap policy leaves it no room (in the overlap queue); past the
+task's total deadline a waiting retry is timed out (watchdog.py), never started.
 """
 
 from __future__ import annotations
@@ -17,6 +19,14 @@ from sqlalchemy import bindparam
 from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
+from tme.controller.services.launch import (
+    next_held,
+    queue_ahead,
+    release_held,
+    room_for,
+    start_linked,
+    wait_in_queue,
+)
 from tme.controller.services.runs import RunReadyHook, chunks, start_run, storable, transition
 from tme.controller.store.models import Run, Task, utcnow
 from tme.controller.store.rows import table_of
@@ -93,16 +103,22 @@ def plan_retry(session: Session, task: Task, run: Run, link: RunLink) -> Run | N
 
 
 def start_due_retries(session: Session, hook: RunReadyHook | None, now: datetime) -> int:
-    """Start the planned retries whose time came; return how many were due.
+    """Start the planned retries whose time came, as their task allows; return how many
+    were due.
 
-    A pause holds them, as it holds every start TME makes on its own: the retry of a
-    paused task stays waiting with its time kept (so resume starts it at once) and says
-    so in its reason. A retry by hand still starts it (cancel.retry_run).
+    A retry is the rest of a failed attempt: nothing throws it away, it waits. A pause
+    holds it, as it holds every start TME makes on its own: it stays waiting with its
+    time kept (so resume starts it at once) and says so in its reason. While the task's
+    other active runs fill the room its overlap policy leaves (one under skip and queue,
+    `max` under allow), it waits in the task's overlap queue, saying for which run, and
+    the queue lets it go (launch.release_held) once they finish: as a run of the task
+    settles, or here. A retry by hand starts it sooner (`start_retry_by_hand`).
 
     Only the retries with something to do are locked, in id order (as the watchdog and
-    the event consumer lock runs), and then read again: one that a retry by hand (which
-    locks it too) or a cancel moved meanwhile is seen as it is now, and is never handed
-    on a second time (two commands with one id)."""
+    the event consumer lock runs), each then with its task's launches (room_for), as a
+    cancel or a retry by hand locks them; then all is read again, so a retry that a
+    retry by hand, a cancel or the workflow pass moved meanwhile is seen as it is now,
+    and is never handed on twice."""
     due = session.exec(
         select(RunLink.run_id, Run.task_id)
         .join(Run, col(Run.id) == col(RunLink.run_id))
@@ -121,12 +137,18 @@ def start_due_retries(session: Session, hook: RunReadyHook | None, now: datetime
 
 def _stays(session: Session, run_id: str, task_id: int) -> bool:
     """Whether a due retry would stay as it is, read without a lock: held by its task's
-    pause and saying so. Each pass looks again; only one with something to do is locked."""
+    pause and saying so, or waiting in the overlap queue with the queue letting none go.
+    Each pass looks again; only one with something to do takes the locks."""
     run, link = session.get(Run, run_id), session.get(RunLink, run_id)
     task = session.get(Task, task_id)
     if run is None or link is None or task is None:
         return True
-    return run.state == RunState.waiting and _paused(session, task) and _noted(run)
+    if run.state != RunState.waiting:
+        return False  # its plan is cleared
+    policy = session.get(TaskPolicy, task_id)
+    if policy is not None and policy.paused:
+        return run.reason.endswith(HELD_BY_PAUSE)
+    return link.held and next_held(session, task) is None
 
 
 def _take_due(session: Session, run_id: str, hook: RunReadyHook | None) -> None:
@@ -135,26 +157,51 @@ def _take_due(session: Session, run_id: str, hook: RunReadyHook | None) -> None:
     if run is None or link is None or link.retry_at is None:
         return  # started by hand, or canceled, since the pass read it
     task = session.get(Task, run.task_id)
-    if run.state == RunState.waiting and task is not None and _paused(session, task):
-        _note_held(session, run)
+    if run.state != RunState.waiting or task is None:
+        link.retry_at = None  # it went another way (a deadline): nothing to start
+        session.add(link)
         return
-    link.retry_at = None
-    session.add(link)
-    if run.state == RunState.waiting and task is not None and hook is not None:
-        hook(session, run, task)
+    room = room_for(session, task, besides=run.id)
+    if room.paused:
+        _note(session, run, HELD_BY_PAUSE)
+    elif link.held:
+        release_held(session, task, hook)  # the oldest in the queue goes first
+    elif (busy := queue_ahead(session, room)) is not None:
+        waits = f"due: waiting for run {busy.id} to finish (overlap {room.overlap.policy})"
+        wait_in_queue(session, run, link, _noted(run.reason, waits))
+    else:
+        start_linked(session, run, task, hook, retry_at=None)
 
 
-def _paused(session: Session, task: Task) -> bool:
-    policy = session.get(TaskPolicy, task.id)
-    return policy is not None and policy.paused
+def start_retry_by_hand(
+    session: Session, run: Run, task: Task, hook: RunReadyHook | None, reason: str
+) -> Run:
+    """Start a planned retry now, asked for by hand (cancel.retry_run, with the run
+    locked): whatever its time and its task's pause, as the overlap policy allows. While
+    the task's other active runs fill the room it waits in the overlap queue instead,
+    for the run still going, as a start by hand (the pause does not hold it): it is
+    never a second run at once beside one the policy does not allow."""
+    room = room_for(session, task, besides=run.id)
+    link = session.get(RunLink, run.id)
+    assert link is not None
+    busy = queue_ahead(session, room)
+    if busy is None:
+        return start_linked(session, run, task, hook, retry_at=None, held=False)
+    link.retry_at = None  # no longer planned: asked for by hand
+    waits = f"{reason}: waiting for run {busy.id} to finish (overlap {room.overlap.policy})"
+    wait_in_queue(session, run, link, waits)
+    return run
 
 
-def _noted(run: Run) -> bool:
-    return HELD_BY_PAUSE in run.reason
+def _noted(reason: str, note: str) -> str:
+    """A planned retry's reason (`plan_retry`'s, which has no '; ') with `note` after it
+    in place of any note before."""
+    base = reason.split("; ", 1)[0]
+    return f"{base}; {note}" if base else note
 
 
-def _note_held(session: Session, run: Run) -> None:
-    """Say on the run, once, that the pause holds it (no transition: it stays waiting)."""
-    if not _noted(run):
-        run.reason = storable(f"{run.reason}; {HELD_BY_PAUSE}" if run.reason else HELD_BY_PAUSE)
+def _note(session: Session, run: Run, note: str) -> None:
+    """Say on the run why it waits (no transition: it stays waiting), once."""
+    if not run.reason.endswith(note):
+        run.reason = storable(_noted(run.reason, note))
         session.add(run)

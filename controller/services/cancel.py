@@ -16,13 +16,8 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from tme.controller.services.launch import (
-    hold,
-    link_run,
-    record_skipped,
-    room_for,
-    start_linked,
-)
+from tme.controller.retries import start_retry_by_hand
+from tme.controller.services.launch import hold, link_run, record_skipped, room_for
 from tme.controller.services.runs import RunReadyHook, start_run, transition
 from tme.controller.store.models import Outbox, Run, Task, utcnow
 from tme.controller.store.workflow_models import RunLink
@@ -99,7 +94,8 @@ def retry_run(session: Session, run_id: str, hook: RunReadyHook | None) -> Run:
     the policy refuses is recorded as a skipped run saying why, outside the workflow run
     (whose step keeps its outcome, to retry once the other run is done); one the overlap
     queue holds waits there, in the workflow run, for the run before it. A retry asked
-    for while an automatic one is planned starts that one now instead."""
+    for while an automatic one is planned starts that one now instead, or has it wait in
+    the overlap queue for the run going on (retries.start_retry_by_hand)."""
     run = get_run(session, run_id)
     if not RunState(run.state).is_final:
         raise Conflict(
@@ -110,12 +106,12 @@ def retry_run(session: Session, run_id: str, hook: RunReadyHook | None) -> Run:
     if task is None:
         raise NotFound(f"task {run.task_id} does not exist", details={"task_id": run.task_id})
     link = session.get(RunLink, run.id)
+    reason = f"retry of run {run.id} requested"
     planned = _planned_retry(session, link)
     if planned is not None:
         # A retry asked for while one is planned starts the planned one now: a second
         # run beside it would run the step twice (a machine would do the work twice).
-        return start_linked(session, planned, task, hook, retry_at=None)
-    reason = f"retry of run {run.id} requested"
+        return start_retry_by_hand(session, planned, task, hook, reason)
     room = room_for(session, task)
     refusal = room.refusal("manual")  # by hand: a pause does not hold it
     if refusal is not None:
@@ -143,9 +139,10 @@ def retry_run(session: Session, run_id: str, hook: RunReadyHook | None) -> Run:
 
 def _planned_retry(session: Session, link: RunLink | None) -> Run | None:
     """The automatic retry of this run's chain still planned (waiting out its backoff, or
-    held by a pause), if any, locked and read as it is now: the scheduling pass locks it
-    too before it starts it (retries.start_due_retries), so one of the two starts it,
-    and the other sees it started."""
+    due and held by a pause or the overlap queue), if any, locked and read as it is now:
+    the scheduling pass locks it too before it starts it (retries.start_due_retries), so
+    one of the two starts it, and the other sees it started. Locked before the task's
+    launches, in the order that pass, a cancel and the event consumer take them."""
     if link is None:
         return None
     return session.exec(

@@ -4,7 +4,8 @@
 policy (skip, queue, or allow up to N active runs), links the run to its workflow run
 and hands it to the run-ready hook (which queues machine runs to the outbox). A run
 that is not started is still recorded, as skipped with its reason or as waiting in
-the overlap queue. A workflow step (workflow.py) is decided by the same `Room`.
+the overlap queue. A workflow step (workflow.py) is decided by the same `Room`, and an
+automatic retry whose time came (retries.py) waits in the same overlap queue.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from tme.controller.services.policies import overlap_of
-from tme.controller.services.runs import RunReadyHook, start_run, transition
+from tme.controller.services.runs import RunReadyHook, start_run, storable, transition
 from tme.controller.store.db import remember_new
 from tme.controller.store.models import Run, Task
 from tme.controller.store.planner import rare
@@ -144,14 +145,22 @@ class Room:
     def deadline_s(self) -> float | None:
         return self.policy.deadline_s if self.policy else None
 
+    @property
+    def paused(self) -> bool:
+        return self.policy is not None and self.policy.paused
+
+    @property
+    def allowed(self) -> int:
+        """How many runs of the task may be active at once: `max` under allow, else one."""
+        return self.overlap.max if self.overlap.policy == "allow" else 1
+
     def refusal(self, cause: str) -> str | None:
         """Why a run started by `cause` is not started at all (recorded as skipped), or
         None: its task is paused (for a start TME makes on its own), or the overlap
         policy skip, or allow with `max` runs active, leaves it no room."""
-        if cause in AUTOMATIC and self.policy is not None and self.policy.paused:
+        if cause in AUTOMATIC and self.paused:
             return PAUSED
-        allowed = self.overlap.max if self.overlap.policy == "allow" else 1
-        if len(self.active) < allowed or self.overlap.policy == "queue":
+        if len(self.active) < self.allowed or self.overlap.policy == "queue":
             return None
         busy = self.active[-1]
         return f"skipped, run {busy.id} is still {busy.state} (overlap {self.overlap.policy})"
@@ -162,10 +171,14 @@ class Room:
         return self.active[-1] if self.active and self.overlap.policy == "queue" else None
 
 
-def room_for(session: Session, task: Task, besides: str | None = None) -> Room:
-    """Lock the task's launches (`lock_launches`), then read its policy and active runs
-    (`besides`: a run of its own that is not counted, the one being decided)."""
-    lock_launches(session, task)
+def room_for(
+    session: Session, task: Task, besides: str | None = None, *, locked: bool = True
+) -> Room:
+    """Lock the task's launches (`lock_launches`; not with `locked=False`, for a caller
+    that holds the lock or only looks), then read its policy and active runs (`besides`:
+    a run of its own that is not counted, the one being decided)."""
+    if locked:
+        lock_launches(session, task)
     policy = session.get(TaskPolicy, task.id)
     active = [r for r in active_runs(session, task.id or 0) if r.id != besides]
     return Room(policy, overlap_of(policy), active)
@@ -178,6 +191,25 @@ def hold(session: Session, run: Run, link: RunLink, busy: Run) -> None:
     transition(
         session, run, RunState.waiting, reason=f"overlap queue: waiting for run {busy.id} to finish"
     )
+
+
+def queue_ahead(session: Session, room: Room) -> Run | None:
+    """The run a run of the overlap queue still waits for (the newest of the task's active
+    runs outside the queue, while they fill the room its policy leaves: one under skip
+    and queue, `max` under allow), or None: the queue may let one go now. A planned
+    retry counts as active, as it does for any start (`Room.refusal`)."""
+    outside = [run for run in room.active if held_link(session, run) is None]
+    return outside[-1] if len(outside) >= room.allowed else None
+
+
+def wait_in_queue(session: Session, run: Run, link: RunLink, reason: str) -> None:
+    """Put a run already waiting (a retry: planned, or asked for by hand) in its task's
+    overlap queue, saying why; it stays `waiting` (no transition) until the queue lets
+    it go (`release_held`)."""
+    link.held = True
+    run.reason = storable(reason)
+    session.add(link)
+    session.add(run)
 
 
 def launch_run(
@@ -206,23 +238,34 @@ def launch_run(
 
 
 def release_held(session: Session, task: Task, hook: RunReadyHook | None) -> Run | None:
-    """Start the oldest run waiting in the task's overlap queue once nothing else is active.
+    """Start the oldest run waiting in the task's overlap queue once the runs outside the
+    queue leave room (`next_held`).
 
     The task's launches are locked first: a status report that released the run itself
     (status_report.py) is seen, not written over."""
     lock_launches(session, task)
-    held = session.exec(
-        select(Run)
+    held = next_held(session, task)
+    if held is None:
+        return None
+    return start_linked(session, held, task, hook, held=False, retry_at=None)
+
+
+def next_held(session: Session, task: Task) -> Run | None:
+    """The run the task's overlap queue lets go now, or None: its oldest, once the active
+    runs outside the queue leave room (`queue_ahead`). A planned retry waiting there is
+    passed over while its task is paused: the pause holds it, as it holds every planned
+    retry (retries.start_due_retries starts it once the task is resumed)."""
+    room = room_for(session, task, locked=False)
+    queue = session.exec(
+        select(Run, RunLink)
         .join(RunLink, col(RunLink.run_id) == col(Run.id))
         .where(Run.task_id == task.id, col(RunLink.held), Run.state == RunState.waiting)
         .order_by(col(Run.created_at))
-    ).first()
-    if held is None:
+    ).all()
+    held = next((r for r, link in queue if not (room.paused and link.retry_at is not None)), None)
+    if held is None or queue_ahead(session, room) is not None:
         return None
-    others = [r for r in active_runs(session, task.id or 0) if r.id != held.id]
-    if any(held_link(session, r) is None for r in others):
-        return None
-    return start_linked(session, held, task, hook, held=False)
+    return held
 
 
 def start_linked(

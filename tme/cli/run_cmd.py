@@ -89,7 +89,8 @@ def register_task_commands(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ) -> None:
         """Let its schedule, trigger and dependencies start it again (slots during the
-        pause are not owed); a planned retry whose time came during the pause starts now."""
+        pause are not owed); a planned retry whose time came during the pause starts now,
+        or once the run of the task going on finishes (its overlap policy)."""
         with connect(url, token) as client:
             _print_pause(client.tasks.resume(task_id), as_json)
 
@@ -131,7 +132,8 @@ def retry(
     run_id: RunIdArg, url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False
 ) -> None:
     """Run a finished step again in its workflow run (its overlap policy applies, as for
-    run now: a refused retry is a skipped run; a paused task runs too)."""
+    run now: a refused retry is a skipped run; a paused task runs too). A planned
+    automatic retry starts now instead, or waits for the run of the task going on."""
     with connect(url, token) as client:
         _print_run(client.runs.retry(run_id), as_json, "retry")
 

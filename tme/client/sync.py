@@ -183,7 +183,8 @@ class Tasks:
 
     def resume(self, task_id: int) -> TaskPublic:
         """Let its schedule, trigger and dependencies start it again; slots during the
-        pause are not owed, a planned retry whose time came during it starts now."""
+        pause are not owed, a planned retry whose time came during it starts now (or
+        once the run of the task going on finishes, as its overlap policy says)."""
         return self._client.send(calls.resume_task(task_id))
 
 
@@ -202,7 +203,8 @@ class Runs:
 
     def retry(self, run_id: str) -> RunPublic:
         """Run a finished step again in its workflow run, as the task's overlap policy
-        allows (as for run now: a refused retry is answered as a `skipped` run)."""
+        allows (as for run now: a refused retry is answered as a `skipped` run). A
+        planned automatic retry starts now instead, or waits for the run going on."""
         return self._client.send(calls.retry_run(run_id))
 
     def workflow(self, workflow_id: str) -> list[RunPublic]:
