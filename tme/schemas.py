@@ -16,13 +16,14 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    computed_field,
     field_validator,
     model_validator,
 )
 
 from tme.protocol import MAX_LOG_BYTES as MAX_LOG_BYTES
 from tme.protocol import deeper_than
-from tme.states import STATUS_WORDS, RunState
+from tme.states import STATUS_WORDS, RunState, is_late
 
 OPS = ("external", "noop", "sleep", "shell", "modbus.read", "modbus.write", "serial.command")
 Op = Literal["external", "noop", "sleep", "shell", "modbus.read", "modbus.write", "serial.command"]
@@ -374,6 +375,13 @@ class RunEventPublic(Output):
     to_state: str
     reason: str = ""
     source: str = ""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def late(self) -> bool:
+        """A hop that arrived after the run had moved past it (a broker's confirm after
+        the agent's result): recorded, but it changed no state, a final one least of all."""
+        return is_late(self.from_state, self.to_state)
 
 
 class RunLogLine(Output):

@@ -106,8 +106,17 @@ def show(
         print_json(detail.model_dump(mode="json"))
         return
     _print_run(detail, False, "run")
-    rows = [(e.at.isoformat(), e.from_state, e.to_state, e.source, e.reason) for e in detail.events]
+    rows = [
+        (e.at.isoformat(), e.from_state, f"{e.to_state} (late)" if e.late else e.to_state,
+         e.source, e.reason)
+        for e in detail.events
+    ]  # fmt: skip
     print_table("transitions", ["at", "from", "to", "source", "reason"], rows)
+    if any(e.late for e in detail.events):
+        console.print(
+            "(late): recorded after the run had moved past it; it changed no state",
+            highlight=False,
+        )
     for line in detail.log:
         console.print(f"{line.at.isoformat()}  {escape(line.line)}", highlight=False)
 
