@@ -367,6 +367,10 @@ class TaskPublic(Output):
     deadline_s: float | None = None
     paused: bool = False
     next_fire_times: list[datetime] = Field(default_factory=list)
+    # The latest run is final and TME has acted on its outcome: planned its automatic
+    # retry (or found none due) and decided its dependents. Until then a final status may
+    # still give way to a planned retry, which becomes the latest run (docs/api.md).
+    settled: bool = False
 
 
 class RunEventPublic(Output):
@@ -400,6 +404,9 @@ class RunPublic(Output):
     updated_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    # Final, and TME has acted on its outcome: planned its automatic retry (or found
+    # none due) and decided the dependents in its workflow run (docs/api.md).
+    settled: bool = False
 
 
 class RunDetail(RunPublic):

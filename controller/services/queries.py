@@ -1,14 +1,21 @@
-"""Read queries for runs: a task's runs (keyset pages) and one run in full."""
+"""Read queries for runs: a task's runs (keyset pages), one run in full, and which runs
+the workflow engine has settled."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from sqlalchemy import and_, or_
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 
 from tme.controller.services.paging import MAX_PAGE, decode_time_id_cursor, encode_cursor
+from tme.controller.services.runs import chunks
 from tme.controller.store.models import Run, RunEvent, RunLog
+from tme.controller.store.workflow_models import RunLink
 from tme.errors import NotFound
 from tme.schemas import RunDetail, RunEventPublic, RunLogLine, RunPublic
+from tme.states import RunState
 
 MAX_LOG_LINES = 5000
 
@@ -45,9 +52,31 @@ def get_run_detail(session: Session, run_id: str) -> RunDetail:
     log = session.exec(
         select(RunLog).where(RunLog.run_id == run_id).order_by(col(RunLog.id)).limit(MAX_LOG_LINES)
     ).all()
-    base = RunPublic.model_validate(run).model_dump()
+    (public,) = run_publics(session, [run])
+    base = public.model_dump()
     return RunDetail(
         **base,
         events=[RunEventPublic.model_validate(e) for e in events],
         log=[RunLogLine.model_validate(line) for line in log],
     )
+
+
+def run_publics(session: Session, runs: Sequence[Run]) -> list[RunPublic]:
+    """RunPublic of each run, whether it is settled read in one query."""
+    settled = settled_among(session, (r.id for r in runs if RunState(r.state).is_final))
+    return [
+        RunPublic.model_validate(run).model_copy(update={"settled": run.id in settled})
+        for run in runs
+    ]
+
+
+def settled_among(session: OrmSession, run_ids: Iterable[str]) -> set[str]:
+    """Which of these final runs the workflow engine has settled: planned their automatic
+    retry (or found none due) and decided their dependents, in the transaction that
+    marked their link. A run without a link is not settled yet: the engine links it when
+    it settles it (workflow.settle_pending)."""
+    found: set[str] = set()
+    for chunk in chunks(sorted(set(run_ids))):
+        query = select(RunLink.run_id).where(col(RunLink.run_id).in_(chunk), col(RunLink.settled))
+        found.update(session.scalars(query))
+    return found

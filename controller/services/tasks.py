@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import func, or_
+from sqlalchemy.orm import Session as OrmSession
+from sqlalchemy.orm import object_session
 from sqlmodel import Session, col, select
 
 from tme.controller.services import policies
 from tme.controller.services import runs as run_service
 from tme.controller.services.paging import MAX_PAGE, decode_id_cursor, encode_cursor
+from tme.controller.services.queries import settled_among
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.status_report import report_status
 from tme.controller.services.task_checks import check_one_off_due, check_storable, field_error
@@ -35,7 +38,9 @@ from tme.schemas import (
     TaskUpdate,
     validate_task_shape,
 )
-from tme.states import RunState
+from tme.states import FINAL_STATES, RunState
+
+FINAL_VALUES = frozenset(s.value for s in FINAL_STATES)
 
 
 @runtime_checkable
@@ -57,16 +62,26 @@ class TaskFilters:
 
 
 def to_public(task: Task) -> TaskPublic:
-    return _public(task, policies.policy_of(task))
+    settled = _settled_latest(object_session(task), [task])
+    return _public(task, policies.policy_of(task), settled)
 
 
 def to_publics(session: Session, tasks: Sequence[Task]) -> list[TaskPublic]:
-    """TaskPublic of each task, their policies read in one query."""
+    """TaskPublic of each task, their policies read in one query, and whether their
+    latest runs are settled in another."""
     found = policies.policies_of(session, [task.id for task in tasks if task.id is not None])
-    return [_public(task, found.get(task.id or 0)) for task in tasks]
+    settled = _settled_latest(session, tasks)
+    return [_public(task, found.get(task.id or 0), settled) for task in tasks]
 
 
-def _public(task: Task, policy: TaskPolicy | None) -> TaskPublic:
+def _settled_latest(session: OrmSession | None, tasks: Sequence[Task]) -> set[str]:
+    """The tasks' latest runs that are final and settled (TaskPublic.settled); only a
+    task with a final status is looked up."""
+    final = [t.latest_run_id for t in tasks if t.latest_run_id and t.status in FINAL_VALUES]
+    return settled_among(session, final) if session is not None and final else set()
+
+
+def _public(task: Task, policy: TaskPolicy | None, settled: set[str]) -> TaskPublic:
     target = Target(site=task.site, agent=task.agent, device=task.device) if task.site else None
     return TaskPublic.model_validate(
         {
@@ -74,6 +89,7 @@ def _public(task: Task, policy: TaskPolicy | None) -> TaskPublic:
             "target": target,
             "retries": task.retries or {},
             **policies.public_fields(task, policy),
+            "settled": task.latest_run_id in settled,
         }
     )
 

@@ -23,6 +23,7 @@ from tme.controller.services import tasks as task_service
 from tme.controller.services.access import within_scope
 from tme.controller.services.launch import launch_run
 from tme.controller.services.policies import get_policy, schedule_changed
+from tme.controller.services.queries import run_publics
 from tme.controller.store.models import Run, Task
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
 from tme.errors import NotFound
@@ -39,7 +40,8 @@ TriggerPath = Annotated[
 
 
 def _run_public(session: Session, run: Run) -> RunPublic:
-    return RunPublic.model_validate(run)
+    (public,) = run_publics(session, [run])
+    return public
 
 
 @router.post(
@@ -108,7 +110,7 @@ def fire_trigger(
         for task in bound
     ]
     session.commit()
-    return TriggerFired(trigger=name, runs=[_run_public(session, r) for r in runs])
+    return TriggerFired(trigger=name, runs=run_publics(session, runs))
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunPublic, openapi_extra=RUN_CONTROL)
@@ -149,4 +151,4 @@ def workflow_runs(
         raise NotFound(
             f"workflow run {workflow_id} does not exist", details={"workflow_id": workflow_id}
         )
-    return [_run_public(session, r) for r in rows]
+    return run_publics(session, rows)

@@ -15,7 +15,7 @@ from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskI
 from tme.controller.services import access
 from tme.controller.services import tasks as service
 from tme.controller.services.audit import ChangeAudit
-from tme.controller.services.queries import list_runs
+from tme.controller.services.queries import list_runs, run_publics
 from tme.controller.services.roles import Principal
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.task_commit import create_committed
@@ -246,6 +246,4 @@ def task_runs(
 ) -> Page[RunPublic]:
     service.get_task(session, task_id)
     rows, next_cursor = list_runs(session, task_id, limit=limit, cursor=cursor)
-    return Page[RunPublic](
-        items=[RunPublic.model_validate(r) for r in rows], next_cursor=next_cursor
-    )
+    return Page[RunPublic](items=run_publics(session, rows), next_cursor=next_cursor)
