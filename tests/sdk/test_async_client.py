@@ -14,7 +14,9 @@ from tme.errors import Conflict, NotFound, TransportError, ValidationError
 
 
 @pytest.fixture
-async def aclient(app: Any, admin_token: str) -> AsyncIterator[tme.AsyncClient]:
+async def aclient(app: Any, admin_token: str, test_client: Any) -> AsyncIterator[tme.AsyncClient]:
+    """The app with its lifespan run (by `test_client`), so its runtime settles finished
+    runs as a controller does: `wait()` returns an outcome only once it is settled."""
     transport = httpx.ASGITransport(app=app)
     headers = {"Authorization": f"Bearer {admin_token}"}
     http = httpx.AsyncClient(transport=transport, base_url="http://tme.test", headers=headers)

@@ -96,3 +96,14 @@ def test_unknown_list_filter_is_refused() -> None:
 
     with pytest.raises(TypeError, match="colour"):
         calls.list_tasks(colour="red")
+
+
+def test_wait_takes_a_final_status_alone_from_a_controller_without_settled() -> None:
+    """A controller older than the `settled` field does not send it: its final status
+    ends the wait, as it did then; one that says `settled: false` does not."""
+    older = client_answering(lambda _: httpx.Response(200, json={**TASK, "status": "failed"}))
+    assert older.tasks.wait(3, timeout=1, poll_s=0.01).status == "failed"
+    unsettled = {**TASK, "status": "failed", "settled": False}
+    newer = client_answering(lambda _: httpx.Response(200, json=unsettled))
+    with pytest.raises(TimeoutError, match=r"'failed' after 0\.05s, but not settled"):
+        newer.tasks.wait(3, timeout=0.05, poll_s=0.01)

@@ -425,7 +425,8 @@ def wait(
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Wait until a task's latest run is final; exit 0 only if it succeeded."""
+    """Wait until a task's latest run is final and settled (no automatic retry to come);
+    exit 0 only if it succeeded."""
     with connect(url, token) as client:
         task = client.tasks.wait(task_id, timeout=timeout)
     if as_json:

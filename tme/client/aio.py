@@ -138,6 +138,8 @@ class AsyncTasks:
         await self._client.send(calls.delete_task(task_id))
 
     async def wait(self, task_id: int, timeout: float = 60.0, poll_s: float = 0.2) -> TaskPublic:
+        """Return the task once its status is final and settled: TME has acted on it, so
+        no automatic retry is on its way (docs/api.md). Raise TimeoutError after `timeout` s."""
         deadline = WaitDeadline(task_id, timeout, poll_s)
         while not deadline.done(task := await self.get(task_id)):
             await asyncio.sleep(deadline.pause())  # polling interval of a deadline wait

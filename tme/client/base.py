@@ -85,8 +85,17 @@ class Connection:
 
 
 def is_final(status: str) -> bool:
-    """Whether a task status is one that never changes (its latest run settled)."""
+    """Whether a task status is a final state (its latest run will not move on)."""
     return status in _FINAL_WORDS
+
+
+def is_done(task: TaskPublic) -> bool:
+    """Whether the task's outcome stands: its status is final and settled, so no
+    automatic retry is on its way to become its latest run (docs/api.md, "Status and
+    settled"). A controller that predates `settled` does not send it: its status alone
+    counts, as it did then."""
+    settled = task.settled or "settled" not in task.model_fields_set
+    return is_final(task.status) and settled
 
 
 class WaitDeadline:
@@ -101,12 +110,21 @@ class WaitDeadline:
 
     def done(self, task: TaskPublic) -> bool:
         self.last = task
-        return is_final(task.status)
+        return is_done(task)
 
     def pause(self) -> float:
         """Seconds to sleep before the next poll; TimeoutError once the deadline passed."""
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
-            status = self.last.status if self.last else "unknown"
-            raise TimeoutError(f"task {self.task_id} still {status!r} after {self.timeout:g}s")
+            raise TimeoutError(self._why())
         return min(self.poll_s, remaining)
+
+    def _why(self) -> str:
+        status = self.last.status if self.last else "unknown"
+        if not is_final(status):
+            return f"task {self.task_id} still {status!r} after {self.timeout:g}s"
+        return (
+            f"task {self.task_id} {status!r} after {self.timeout:g}s, but not settled: TME's"
+            " scheduler has not acted on it yet, so an automatic retry may still follow (is a"
+            " controller running that holds the scheduler lease?)"
+        )
