@@ -14,7 +14,7 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from tme.controller.services import runs as run_service
-from tme.controller.services.launch import active_runs, held_link, lock_launches
+from tme.controller.services.launch import active_runs, held_link, link_run, lock_launches
 from tme.controller.store.models import Run, Task
 from tme.errors import Conflict
 from tme.schemas import TaskUpdate
@@ -37,6 +37,9 @@ def report_status(session: Session, task: Task, update: TaskUpdate) -> None:
         run = run_service.start_run(
             session, task, reason="status report", source="api", attempt=attempt
         )
+        # linked at once, as every start is: the sweep that settles final runs the
+        # workflow cursor went by finds them by their links
+        link_run(session, run, cause="manual")
     details = update.details
     reason = str(details.get("reason", "")) if details else ""
     run_service.transition(

@@ -17,7 +17,7 @@ from tme.controller import scheduling
 from tme.controller.scheduling import Scheduling
 from tme.controller.services.runs import transition
 from tme.controller.store.db import session_scope
-from tme.controller.store.models import Run, RunEvent
+from tme.controller.store.models import Run, RunEvent, Task
 from tme.controller.store.workflow_models import RunLink
 from tme.controller.workflow import LOOKBACK, settle_missed, settle_pending
 from tme.schemas import TaskCreate
@@ -103,3 +103,34 @@ def test_the_sweep_reads_the_unsettled_links_not_every_run(engine: Engine) -> No
     assert steps[0] == "SCAN run_links USING INDEX ix_run_links_unsettled", steps
     scans = [s for s in steps[1:] if s.startswith("SCAN")]
     assert scans == [], f"the sweep reads a whole table: {scans}"
+
+
+def test_a_run_a_status_report_started_is_found_by_the_sweep(engine: Engine) -> None:
+    """A run that a person's `started` report creates is linked at once, as any other
+    start is: the sweep finds unsettled runs by their links, and one without a link
+    whose final hop the cursor went by would never be settled (its waiters would wait
+    for ever)."""
+    from tme.controller.services.status_report import report_status
+    from tme.controller.services.tasks import create_task
+    from tme.schemas import TaskUpdate
+
+    with session_scope(engine) as session:
+        task, _ = create_task(session, TaskCreate(name="by hand", trigger="shift"))
+        task_id = task.id
+    with session_scope(engine) as session:
+        task = session.get_one(Task, task_id)
+        report_status(session, task, TaskUpdate(status="started"))
+        run_id = task.latest_run_id
+    assert run_id is not None
+    (other,) = _running(engine, "other")
+    with session_scope(engine) as session:
+        settle_pending(session, None)
+        taken = int(session.exec(select(func.max(RunEvent.id))).one() or 0) + 1
+    _succeed(engine, other, taken + LOOKBACK + 100)
+    with session_scope(engine) as session:
+        settle_pending(session, None)  # the cursor goes past where the report's hop lands
+    _succeed(engine, run_id, taken)
+    with session_scope(engine) as session:
+        assert settle_pending(session, None) == 0
+        assert settle_missed(session, None) == 1
+    assert _settled(engine, run_id)
