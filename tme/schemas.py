@@ -407,11 +407,13 @@ class RunPublic(Output):
     # Final, and TME has acted on its outcome: planned its automatic retry (or found
     # none due) and decided the dependents in its workflow run (docs/api.md).
     settled: bool = False
+    # The workflow run it belongs to (its first run's id) and why it exists: created,
+    # schedule, trigger, manual, dependency or retry. None only for a run without a link.
+    workflow_id: str | None = None
+    cause: str | None = None
 
 
 class RunDetail(RunPublic):
-    workflow_id: str | None = None
-    cause: str | None = None
     events: list[RunEventPublic] = Field(default_factory=list)
     log: list[RunLogLine] = Field(default_factory=list)
 

@@ -12,7 +12,6 @@ canceled at once.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -156,8 +155,3 @@ def _planned_retry(session: Session, link: RunLink | None) -> Run | None:
         .with_for_update(of=Run)
         .execution_options(populate_existing=True)
     ).first()
-
-
-def run_extra(session: Session, run_id: str) -> dict[str, Any]:
-    link = session.get(RunLink, run_id)
-    return {"workflow_id": link.workflow_id, "cause": link.cause} if link else {}

@@ -1,9 +1,11 @@
-"""Read queries for runs: a task's runs (keyset pages), one run in full, and which runs
-the workflow engine has settled."""
+"""Read queries for runs: a task's runs (keyset pages), one run in full, the runs as the
+API answers them (with their workflow run, cause and whether they are settled, from
+`run_links`), and which runs the workflow engine has settled."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import and_, or_
 from sqlalchemy.orm import Session as OrmSession
@@ -52,8 +54,7 @@ def get_run_detail(session: Session, run_id: str) -> RunDetail:
     log = session.exec(
         select(RunLog).where(RunLog.run_id == run_id).order_by(col(RunLog.id)).limit(MAX_LOG_LINES)
     ).all()
-    (public,) = run_publics(session, [run])
-    base = public.model_dump()
+    base = run_public(session, run).model_dump()
     return RunDetail(
         **base,
         events=[RunEventPublic.model_validate(e) for e in events],
@@ -62,12 +63,34 @@ def get_run_detail(session: Session, run_id: str) -> RunDetail:
 
 
 def run_publics(session: Session, runs: Sequence[Run]) -> list[RunPublic]:
-    """RunPublic of each run, whether it is settled read in one query."""
-    settled = settled_among(session, (r.id for r in runs if RunState(r.state).is_final))
-    return [
-        RunPublic.model_validate(run).model_copy(update={"settled": run.id in settled})
-        for run in runs
-    ]
+    """The runs as the API answers them: each with its workflow run and cause, and
+    whether the workflow engine has settled it (a final run whose link it marked), read
+    from their links in one query."""
+    links = _links_of(session, [run.id for run in runs])
+    answered = []
+    for run in runs:
+        link = links.get(run.id)
+        update: dict[str, object] = {
+            "settled": link is not None and link.settled and RunState(run.state).is_final
+        }
+        if link is not None:
+            update |= {"workflow_id": link.workflow_id, "cause": link.cause}
+        answered.append(RunPublic.model_validate(run).model_copy(update=update))
+    return answered
+
+
+def run_public(session: Session, run: Run) -> RunPublic:
+    return run_publics(session, [run])[0]
+
+
+def _links_of(session: Session, run_ids: list[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for chunk in chunks(sorted(set(run_ids))):
+        query = select(RunLink.run_id, RunLink.workflow_id, RunLink.cause, RunLink.settled).where(
+            col(RunLink.run_id).in_(chunk)
+        )
+        found.update((row.run_id, row) for row in session.exec(query))
+    return found
 
 
 def settled_among(session: OrmSession, run_ids: Iterable[str]) -> set[str]:

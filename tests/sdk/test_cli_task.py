@@ -182,6 +182,19 @@ def test_update_fields_and_report_status(live_url: str) -> None:
     assert code == 1 and "failed" in out  # a failed task is a failed wait
 
 
+def test_run_show_names_its_workflow_run_and_cause(live_url: str) -> None:
+    with tme.Client(live_url) as client:
+        task = client.tasks.create(name=unique())
+        run_id = next(client.tasks.runs(task.id)).id
+    code, out, err = tme_cli("run", "show", run_id, "--url", live_url)
+    assert code == 0, err
+    assert f"workflow run {run_id}, cause: created" in out
+    code, out, err = tme_cli("run", "show", run_id, "--url", live_url, "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert (shown["workflow_id"], shown["cause"]) == (run_id, "created")
+
+
 def test_delete_asks_unless_yes(live_url: str) -> None:
     with tme.Client(live_url) as client:
         task_id = client.tasks.create(name=unique()).id

@@ -100,6 +100,9 @@ def test_report_runs_and_run_detail(client: tme.Client) -> None:
     assert detail.result == {"level": 3.5}
     assert [line.line for line in detail.log] == ["all good"]
     assert [e.to_state for e in detail.events][-2:] == ["running", "succeeded"]
+    # Its workflow run (it began one: its own id) and why it exists.
+    assert (detail.workflow_id, detail.cause) == (runs[0].id, "created")
+    assert (runs[0].workflow_id, runs[0].cause) == (runs[0].id, "created")
 
 
 def test_wait_returns_final_task_and_times_out(client: tme.Client) -> None:

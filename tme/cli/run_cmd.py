@@ -106,6 +106,8 @@ def show(
         print_json(detail.model_dump(mode="json"))
         return
     _print_run(detail, False, "run")
+    if detail.workflow_id is not None:
+        console.print(f"workflow run {detail.workflow_id}, cause: {detail.cause}", highlight=False)
     rows = [
         (e.at.isoformat(), e.from_state, f"{e.to_state} (late)" if e.late else e.to_state,
          e.source, e.reason)

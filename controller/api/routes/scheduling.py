@@ -23,7 +23,7 @@ from tme.controller.services import tasks as task_service
 from tme.controller.services.access import within_scope
 from tme.controller.services.launch import launch_run
 from tme.controller.services.policies import get_policy, schedule_changed
-from tme.controller.services.queries import run_publics
+from tme.controller.services.queries import run_public, run_publics
 from tme.controller.store.models import Run, Task
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
 from tme.errors import NotFound
@@ -39,11 +39,6 @@ TriggerPath = Annotated[
 ]
 
 
-def _run_public(session: Session, run: Run) -> RunPublic:
-    (public,) = run_publics(session, [run])
-    return public
-
-
 @router.post(
     "/tasks/{task_id}/run", status_code=201, response_model=RunPublic, openapi_extra=RUN_CONTROL
 )
@@ -53,7 +48,7 @@ def run_now(task_id: TaskId, session: SessionDep, on_run_ready: RunReadyDep) -> 
         session, task, cause="manual", reason="run now", hook=on_run_ready, source="api"
     )
     session.commit()
-    return _run_public(session, run)
+    return run_public(session, run)
 
 
 def _set_paused(request: Request, session: Session, task_id: int, paused: bool) -> TaskPublic:
@@ -121,7 +116,7 @@ def cancel(
 ) -> RunPublic:
     run = cancel_service.cancel_run(session, run_id, force=force)
     session.commit()
-    return _run_public(session, run)
+    return run_public(session, run)
 
 
 @router.post(
@@ -130,7 +125,7 @@ def cancel(
 def retry(run_id: VisibleRunId, session: SessionDep, on_run_ready: RunReadyDep) -> RunPublic:
     run = cancel_service.retry_run(session, run_id, on_run_ready)
     session.commit()
-    return _run_public(session, run)
+    return run_public(session, run)
 
 
 @router.get("/workflows/{workflow_id}", response_model=list[RunPublic], openapi_extra=TASK_READ)
