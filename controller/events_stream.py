@@ -14,6 +14,7 @@ revoked or expired, or their user disabled, and follows a narrowed grant.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -31,6 +32,7 @@ from tme.controller.services.roles import Permission, Principal
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Task
 from tme.errors import AuthError, NotFound, ValidationError
+from tme.states import RunState
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +76,41 @@ def granted_task(
     principal: PrincipalDep,
     task: Annotated[int | None, Query(gt=0, le=MAX_ID)] = None,
 ) -> int | None:
-    """A task of a site outside the grant is 404 here too (its events would never come)."""
+    """A task that does not exist, or of a site outside the grant, is 404 (its events
+    would never come: the stream would stay open and silent)."""
     if task is not None:
         with session_scope(request.app.state.engine) as session:
             found = session.get(Task, task)
-        if found is not None and not principal.sees_site(found.site):
+        if found is None or not principal.sees_site(found.site):
             raise NotFound(f"task {task} does not exist", details={"task_id": task})
     return task
+
+
+RUN_STATES = tuple(s.value for s in RunState)
+
+
+def state_filter(
+    state: Annotated[
+        str | None, Query(max_length=200, description="comma-separated run states")
+    ] = None,
+) -> frozenset[str] | None:
+    """The run states asked for, or None for all. A dependency, so a name that is no run
+    state is refused with 422 before the stream starts: it would match nothing, and the
+    stream would stay open and silent for ever."""
+    names = [s.strip() for s in (state or "").split(",") if s.strip()]
+    unknown = [name for name in names if name not in RUN_STATES]
+    if unknown:
+        hints = [difflib.get_close_matches(name, RUN_STATES, n=1) for name in unknown]
+        said = ", ".join(
+            repr(name) + (f' (did you mean "{hint[0]}"?)' if hint else "")
+            for name, hint in zip(unknown, hints, strict=True)
+        )
+        message = f"unknown run state {said}; one of: {', '.join(RUN_STATES)}"
+        raise ValidationError(
+            f"invalid request: state: {message}",
+            field_errors=[{"field": "state", "message": message, "type": "enum"}],
+        )
+    return frozenset(names) or None
 
 
 @router.get(
@@ -91,15 +121,12 @@ async def events(
     principal: PrincipalDep,
     site: Annotated[str | None, Depends(granted_site)] = None,
     task: Annotated[int | None, Depends(granted_task)] = None,
-    state: Annotated[
-        str | None, Query(max_length=200, description="comma-separated run states")
-    ] = None,
+    states: Annotated[frozenset[str] | None, Depends(state_filter)] = None,
     position: Annotated[tuple[int, int] | None, Depends(parse_position)] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     feed: ChangeFeed = request.app.state.change_feed
     if position is None:
         position = (await run_in_threadpool(feed.last_run_event_id), feed.agent_seq)
-    states = frozenset(s.strip() for s in state.split(",") if s.strip()) if state else None
     run_id, agent_seq = position
     if agent_seq > feed.agent_seq:  # the controller restarted: its ring starts again
         agent_seq = 0

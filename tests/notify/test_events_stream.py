@@ -88,6 +88,40 @@ def test_a_malformed_last_event_id_is_a_client_error(live_url, token) -> None:
     assert response.status_code == 422
 
 
+def _opened(url: str, token: str, **params: str) -> httpx.Response:
+    """The answer to opening the stream; its body read only when it is not a stream."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.stream(
+        "GET", f"{url}/api/v1/events", params=params, headers=headers, timeout=15
+    ) as response:
+        if response.status_code != 200:
+            response.read()
+        return response
+
+
+def test_a_state_that_is_no_run_state_is_refused_before_the_stream_starts(live_url, token) -> None:
+    """It would match nothing, leaving the stream open and silent for ever: refused in
+    the one error shape instead, naming the parameter and the run states there are."""
+    for state in ("bogus", "failed,faild"):
+        answer = _opened(live_url, token, state=state)
+        assert answer.status_code == 422, answer.headers
+        assert answer.headers["content-type"].startswith("application/json")
+        error = answer.json()["error"]
+        assert error["code"] == "validation_error"
+        assert error["message"].startswith("invalid request: state: unknown run state")
+        assert "one of: pending, waiting, queued" in error["message"]
+        assert [f["field"] for f in error["details"]] == ["state"]
+    assert 'did you mean "failed"' in error["message"] and "'faild'" in error["message"]
+
+
+def test_a_task_that_does_not_exist_is_refused_before_the_stream_starts(live_url, token) -> None:
+    answer = _opened(live_url, token, task="987654")
+    assert answer.status_code == 404, answer.headers
+    assert answer.json()["error"]["message"] == "task 987654 does not exist"
+    answer = _opened(live_url, token, task="abc")
+    assert answer.status_code == 422 and answer.json()["error"]["details"][0]["field"] == "task"
+
+
 def test_stream_needs_a_token(live_url) -> None:
     assert httpx.get(f"{live_url}/api/v1/events").status_code == 401
 
