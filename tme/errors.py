@@ -8,6 +8,7 @@ pyserial) are translated into these where they enter TME, never further in.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -112,6 +113,34 @@ class ValidationError(APIError):
     def __init__(self, message: str, *, field_errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message, details=field_errors or [])
         self.field_errors = field_errors or []
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def describe_validation(
+    errors: Sequence[Mapping[str, Any]],
+) -> tuple[str, list[dict[str, Any]]]:
+    """Pydantic's errors (`exc.errors()`) as the API's 422 words them: the message
+    ("invalid request: params.value: Field required") and the field errors."""
+    fields: list[dict[str, Any]] = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        kind = str(err.get("type", "value_error"))
+        message = str(err.get("msg", "invalid"))
+        if kind == "extra_forbidden":
+            message = "unknown field"
+        message = message.removeprefix("Value error, ")
+        fields.append({"field": _field_name(loc), "message": message, "type": kind})
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
+    unknown = [f["field"] for f in fields if f["type"] == "extra_forbidden"]
+    if unknown:
+        summary = f"unknown field(s): {', '.join(unknown)}" + (
+            f"; {summary}" if len(unknown) < len(fields) else ""
+        )
+    return f"invalid request: {summary}", fields
 
 
 class Unavailable(APIError):

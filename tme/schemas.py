@@ -16,10 +16,15 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     computed_field,
+    create_model,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tme.protocol import MAX_LOG_BYTES as MAX_LOG_BYTES
 from tme.protocol import deeper_than
@@ -179,17 +184,36 @@ class ModbusReadParams(Input):
         return self
 
 
+def _one_message(message: str) -> WrapValidator:
+    """A union's refusal in one message: pydantic gives one per member of the union
+    ("value.float: ...; value.int: ...; value.bool: ..."), which reads as three problems."""
+
+    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise PydanticCustomError("value_type", message) from None
+
+    return WrapValidator(check)
+
+
+NumberOrBool = Annotated[float | int | bool, _one_message("Input should be a number or true/false")]
+# bool first: in a union, pydantic would take true as the int 1 (a bool argument of the
+# profile then refuses it); each JSON value keeps its own type
+SerialArg = Annotated[
+    bool | int | float | str, _one_message("Input should be a number, text or true/false")
+]
+
+
 class ModbusWriteParams(Input):
     point: PointName
-    value: float | int | bool
+    value: NumberOrBool
     verify: bool = False
 
 
 class SerialCommandParams(Input):
     command: PointName
-    # bool first: in a union, pydantic would take true as the int 1 (a bool argument
-    # of the profile then refuses it); each JSON value keeps its own type
-    args: list[bool | int | float | str] = Field(default_factory=list, max_length=16)
+    args: list[SerialArg] = Field(default_factory=list, max_length=16)
 
 
 PARAMS_MODELS: dict[str, type[Input] | None] = {
@@ -203,38 +227,65 @@ PARAMS_MODELS: dict[str, type[Input] | None] = {
 }
 
 
-def _check_params_size(params: dict[str, Any], what: str = "params") -> None:
+# Each op's params as the `params` field of a model of their own: validating through it,
+# pydantic locates every problem at `params.<field>` (`tasks.1.params.value` in a batch).
+_PARAMS_FIELDS: dict[str, type[BaseModel]] = {
+    op: create_model(f"ParamsOf_{op.replace('.', '_')}", params=(model, ...))
+    for op, model in PARAMS_MODELS.items()
+    if model is not None
+}
+
+
+def _check_params_size(params: dict[str, Any]) -> None:
     """A free-form mapping the store and every answer can hold: finite numbers, valid
-    Unicode, at most MAX_PARAMS_DEPTH levels and MAX_PARAMS_BYTES of UTF-8 JSON."""
+    Unicode, at most MAX_PARAMS_DEPTH levels and MAX_PARAMS_BYTES of UTF-8 JSON.
+    The messages do not name the field: the error's location does (params, details)."""
     if deeper_than(params, MAX_PARAMS_DEPTH):
-        raise ValueError(f"{what} are nested deeper than {MAX_PARAMS_DEPTH} levels")
+        raise ValueError(f"nested deeper than {MAX_PARAMS_DEPTH} levels")
     try:
         encoded = json.dumps(params, default=str, allow_nan=False, ensure_ascii=False).encode()
     except UnicodeEncodeError as exc:
-        raise ValueError(f"{what}: text must be valid Unicode (a lone surrogate)") from exc
+        raise ValueError("text must be valid Unicode (a lone surrogate)") from exc
     except ValueError as exc:
-        raise ValueError(f"{what}: numbers must be finite (no NaN or Infinity)") from exc
+        raise ValueError("numbers must be finite (no NaN or Infinity)") from exc
     if len(encoded) > MAX_PARAMS_BYTES:
-        raise ValueError(f"{what} are larger than {MAX_PARAMS_BYTES} bytes")
+        raise ValueError(f"larger than {MAX_PARAMS_BYTES} bytes as JSON")
 
 
 def validate_task_shape(
     op: str, target: Target | None, params: dict[str, Any], cmd: str | None
 ) -> dict[str, Any]:
-    """Check what an op needs (target, params, cmd); return the normalised params."""
-    _check_params_size(params)
+    """Check what an op needs (target, params, cmd); return the normalised params.
+
+    Raises pydantic's ValidationError locating each problem at the field it is in
+    (`params.value`, `params`, `target`, `cmd`); raised in a model validator, pydantic
+    puts that location under the model's own (`tasks.1.params.value`)."""
+    try:
+        _check_params_size(params)
+    except ValueError as exc:
+        raise _refusal(("params",), str(exc), params) from None
     if op in MACHINE_OPS and (target is None or target.agent is None):
-        raise ValueError(f"op {op!r} needs a target with site and agent")
+        raise _refusal(("target",), f"op {op!r} needs a target with site and agent", target)
     if op in DEVICE_OPS and (target is None or target.device is None):
-        raise ValueError(f"op {op!r} needs a target device")
+        raise _refusal(("target",), f"op {op!r} needs a target device", target)
     if op == "shell" and not cmd:
-        raise ValueError("op 'shell' needs cmd")
+        raise _refusal(("cmd",), "op 'shell' needs cmd", cmd)
     if op != "shell" and cmd:
-        raise ValueError("cmd is only for op 'shell'")
-    model = PARAMS_MODELS[op]
-    if model is None:
+        raise _refusal(("cmd",), "cmd is only for op 'shell'", cmd)
+    wrapper = _PARAMS_FIELDS.get(op)
+    if wrapper is None:
         return params
-    return model.model_validate(params).model_dump(exclude_none=True)
+    checked: BaseModel = wrapper.model_validate({"params": params}).params  # type: ignore[attr-defined]
+    return checked.model_dump(exclude_none=True)
+
+
+def _refusal(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
+    detail: InitErrorDetails = {
+        "type": PydanticCustomError("value_error", "{reason}", {"reason": message}),
+        "loc": loc,
+        "input": value,
+    }
+    return ValidationError.from_exception_data("task", [detail])
 
 
 class TaskCreate(Input):
@@ -300,7 +351,7 @@ class TaskUpdate(Input):
     @classmethod
     def _bounded_details(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None:
-            _check_params_size(value, "details")
+            _check_params_size(value)
         return value
 
     @property

@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from tme.controller.store.read_only import refuses_writes
-from tme.errors import APIError, IllegalTransition
+from tme.errors import APIError, IllegalTransition, describe_validation
 
 log = logging.getLogger("tme.api")
 
@@ -39,30 +39,6 @@ def error_response(
 ) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": details}}
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _field_name(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "body"
-
-
-def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
-    fields: list[dict[str, Any]] = []
-    for err in errors:
-        loc = tuple(err.get("loc", ()))
-        kind = str(err.get("type", "value_error"))
-        message = str(err.get("msg", "invalid"))
-        if kind == "extra_forbidden":
-            message = "unknown field"
-        message = message.removeprefix("Value error, ")
-        fields.append({"field": _field_name(loc), "message": message, "type": kind})
-    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
-    unknown = [f["field"] for f in fields if f["type"] == "extra_forbidden"]
-    if unknown:
-        summary = f"unknown field(s): {', '.join(unknown)}" + (
-            f"; {summary}" if len(unknown) < len(fields) else ""
-        )
-    return f"invalid request: {summary}", fields
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:

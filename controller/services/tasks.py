@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import ValidationError as PydanticError
 from sqlalchemy import func, or_
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import object_session
@@ -29,7 +30,7 @@ from tme.controller.services.workflow_reach import check_reachable
 from tme.controller.store.models import IdempotencyKey, Run, Task, TaskDependency, utcnow
 from tme.controller.store.planner import rare
 from tme.controller.store.workflow_models import TaskPolicy
-from tme.errors import Conflict, NotFound, ValidationError
+from tme.errors import Conflict, NotFound, ValidationError, describe_validation
 from tme.schemas import (
     Dependency,
     Target,
@@ -359,10 +360,9 @@ def _apply_field_changes(session: Session, task: Task, changes: dict[str, Any]) 
     try:
         target_model = Target(**current_target) if current_target["site"] else None
         changes["params"] = validate_task_shape(task.op, target_model, params, cmd)
-    except ValueError as exc:
-        raise ValidationError(
-            f"invalid task: {_plain(exc)}", field_errors=[field_error("params", _plain(exc))]
-        ) from exc
+    except PydanticError as exc:
+        message, fields = describe_validation(exc.errors())
+        raise ValidationError(message, field_errors=fields) from exc
     if "depends_on" in changes:
         deps = changes["depends_on"] or []
         _check_dependencies(session, task.id, deps)
@@ -378,13 +378,6 @@ def _apply_field_changes(session: Session, task: Task, changes: dict[str, Any]) 
 
 
 _UNSET: Any = object()
-
-
-def _plain(exc: Exception) -> str:
-    errors = getattr(exc, "errors", None)
-    if callable(errors):
-        return "; ".join(str(e.get("msg")) for e in errors())
-    return str(exc)
 
 
 def delete_task(session: Session, task_id: int) -> None:

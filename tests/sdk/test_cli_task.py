@@ -206,6 +206,9 @@ def test_delete_asks_unless_yes(live_url: str) -> None:
     assert_one_line_error(code, err, 1, str(task_id), "not_found")
 
 
+DEVICE_ARGS = ["--name", "x", "--site", "s", "--agent", "a", "--device", "d"]
+
+
 @pytest.mark.parametrize(
     ("args", "needles"),
     [
@@ -216,6 +219,14 @@ def test_delete_asks_unless_yes(live_url: str) -> None:
         (["--name", "x", "--op", "modbus.read"], ["target"]),
         (["--name", "x", "--cron", "not a cron"], ["schedule", "cron"]),
         (["--name", "x", "--depends-on", "987654"], ["depends_on.0.task", "does not exist"]),
+        (
+            [*DEVICE_ARGS, "--op", "serial.command", "--param", "command=C", "--param", "args=12"],
+            ["error: invalid request: params.args: Input should be a valid list"],
+        ),
+        (
+            [*DEVICE_ARGS, "--op", "modbus.write", "--param", "point=p", "--param", "value=fast"],
+            ["error: invalid request: params.value: Input should be a number or true/false"],
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

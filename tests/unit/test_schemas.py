@@ -105,6 +105,37 @@ def test_op_params_are_checked(op: str, params: dict[str, Any], match: str) -> N
     refused(match, op=op, target=DEVICE, params=params)
 
 
+@pytest.mark.parametrize(
+    ("fields", "locs"),
+    [
+        ({"op": "modbus.write", "params": {"point": "p"}}, [("params", "value")]),
+        ({"op": "modbus.write", "params": {"point": "p", "value": 1, "x": 1}}, [("params", "x")]),
+        ({"op": "modbus.write", "params": {"point": "p", "value": "fast"}}, [("params", "value")]),
+        ({"op": "modbus.read", "params": {}}, [("params",)]),
+        ({"op": "serial.command", "params": {"command": "C", "args": 1}}, [("params", "args")]),
+        ({"op": "modbus.read", "target": None, "params": {"point": "p"}}, [("target",)]),
+        ({"op": "noop", "cmd": "ls"}, [("cmd",)]),
+        ({"op": "external", "params": {"v": float("nan")}}, [("params",)]),
+    ],
+)
+def test_a_shape_error_is_located_at_its_field(
+    fields: dict[str, Any], locs: list[tuple[Any, ...]]
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        create(**{"target": DEVICE, **fields})
+    assert [e["loc"] for e in caught.value.errors()] == locs
+
+
+def test_a_write_value_of_no_type_is_one_message() -> None:
+    with pytest.raises(ValidationError) as caught:
+        create(op="modbus.write", target=DEVICE, params={"point": "p", "value": [1]})
+    assert [e["msg"] for e in caught.value.errors()] == ["Input should be a number or true/false"]
+    # what it takes keeps its JSON type
+    for value in (1200, 2.5, True):
+        task = create(op="modbus.write", target=DEVICE, params={"point": "p", "value": value})
+        assert type(task.params["value"]) is type(value)
+
+
 @pytest.mark.parametrize("bad", ["plant 1", "plant/1", "+", "#", "", "-lead", "x" * 65])
 def test_target_names_are_topic_safe(bad: str) -> None:
     refused("site", target={"site": bad})
