@@ -58,7 +58,8 @@ def check_one_off_due(schedule: Schedule | None, misfire: Misfire) -> None:
             f"grace of {misfire.grace_s:g} s: a one-off this late would never run"
         )
         raise ValidationError(
-            f"schedule.at: {message}", field_errors=[field_error("schedule.at", message)]
+            f"invalid request: schedule.at: {message}",
+            field_errors=[field_error("schedule.at", message)],
         )
 
 

@@ -43,6 +43,8 @@ from tme.states import FINAL_STATES, RunState
 
 FINAL_VALUES = frozenset(s.value for s in FINAL_STATES)
 
+INVALID = "invalid request: "  # how the API's validation errors begin
+
 
 @runtime_checkable
 class StartsBatches(Protocol):
@@ -199,7 +201,9 @@ def _for_item(exc: ValidationError | Conflict, index: int) -> ValidationError | 
     where = f"tasks.{index}"
     if isinstance(exc, ValidationError):
         fields = [{**e, "field": f"{where}.{e.get('field', '')}"} for e in exc.field_errors]
-        return ValidationError(f"{where}: {exc.message}", field_errors=fields)
+        said = exc.message.removeprefix(INVALID)
+        prefix = INVALID if said != exc.message else ""  # it stays first
+        return ValidationError(f"{prefix}{where}: {said}", field_errors=fields)
     return Conflict(f"{where}: {exc.message}", details={**(exc.details or {}), "index": index})
 
 

@@ -18,9 +18,12 @@ def test_a_one_off_long_past_is_refused_naming_the_field(test_client: TestClient
     late = {"name": "flush", "schedule": _at(7200)}
     error = assert_error(test_client.post("/api/v1/tasks", json=late), 422, "in the past")
     assert error["details"][0]["field"] == "schedule.at"
+    # worded as every other validation error is
+    assert error["message"].startswith("invalid request: schedule.at: "), error["message"]
     batch = {"tasks": [{"name": "ok"}, late]}
     error = assert_error(test_client.post("/api/v1/tasks/batch", json=batch), 422, "tasks.1")
     assert error["details"][0]["field"] == "tasks.1.schedule.at"
+    assert error["message"].startswith("invalid request: tasks.1: schedule.at: "), error
     assert test_client.get("/api/v1/tasks").json()["items"] == []  # nothing stored
 
 

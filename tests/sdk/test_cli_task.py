@@ -218,6 +218,10 @@ DEVICE_ARGS = ["--name", "x", "--site", "s", "--agent", "a", "--device", "d"]
         (["--name", "x", "--depends-on", "abc:maybe"], ["--depends-on"]),
         (["--name", "x", "--op", "modbus.read"], ["target"]),
         (["--name", "x", "--cron", "not a cron"], ["schedule", "cron"]),
+        (
+            ["--name", "x", "--at", "2020-01-01T00:00:00"],
+            ["error: invalid request: schedule.at: ", "would never run"],
+        ),
         (["--name", "x", "--depends-on", "987654"], ["depends_on.0.task", "does not exist"]),
         (
             [*DEVICE_ARGS, "--op", "serial.command", "--param", "command=C", "--param", "args=12"],
