@@ -14,6 +14,9 @@ such a step back on the wall-clock time it meant.
 
 And when both day fields are restricted, cron fires on a day matching either, where
 APScheduler requires both: `EitherDayTrigger` keeps cron's rule.
+
+The nicknames of Vixie cron and its heirs (@hourly, @daily, ...) stand for their five
+fields; APScheduler reads none of them. @reboot is no time of day: it is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ from typing import Any
 from apscheduler.triggers.cron import CronTrigger
 
 NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab order: 0 is Sunday
+NICKNAMES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 
 
 class CrontabTrigger(CronTrigger):
@@ -99,10 +111,26 @@ def crontab_trigger(expr: str, timezone: Any) -> CrontabTrigger:
 
 
 def _fields(expr: str) -> list[str]:
-    values = expr.split()
+    text = expr.strip()
+    if text.startswith("@"):
+        return _nickname(text).split()
+    values = text.split()
     if len(values) != 5:
-        raise ValueError(f"wrong number of fields; got {len(values)}, expected 5")
+        raise ValueError(
+            f"wrong number of fields; got {len(values)}, expected 5"
+            " (minute hour day-of-month month day-of-week)"
+        )
     return values
+
+
+def _nickname(text: str) -> str:
+    fields = NICKNAMES.get(text.lower())
+    if fields is not None:
+        return fields
+    known = ", ".join(NICKNAMES)
+    if text.lower() == "@reboot":
+        raise ValueError(f"@reboot is not a time: give five fields or one of {known}")
+    raise ValueError(f"unknown nickname {text!r}: give five fields or one of {known}")
 
 
 def _restricted(field: str) -> bool:

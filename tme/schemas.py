@@ -8,6 +8,7 @@ bad request is answered with a 422 that names the field and nothing is written.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -71,17 +72,29 @@ class Schedule(Input):
         kinds = [k for k in ("cron", "every_s", "at") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError("give exactly one of cron, every_s or at")
-        _check_timezone(self.timezone)
+        # Each check names its own field (schedule.cron, not schedule): the zone first,
+        # as a cron and a wall-clock `at` are read in it.
+        _located("timezone", self.timezone, lambda: _check_timezone(self.timezone))
         if self.cron is not None:
-            _check_cron(self.cron, self.timezone)
+            cron = self.cron
+            _located("cron", cron, lambda: _check_cron(cron, self.timezone))
         if self.at is not None and self.at.tzinfo is None:
             from zoneinfo import ZoneInfo
 
             # A wall-clock time means that time in the schedule's zone.
             self.at = self.at.replace(tzinfo=ZoneInfo(self.timezone))
         if self.at is not None:
-            _check_at(self.at)
+            at = self.at
+            _located("at", at, lambda: _check_at(at))
         return self
+
+
+def _located(field: str, value: Any, check: Callable[[], None]) -> None:
+    """Run a check of one field from a model validator, its ValueError located there."""
+    try:
+        check()
+    except ValueError as exc:
+        raise _refusal((field,), str(exc), value) from None
 
 
 def _check_timezone(name: str) -> None:
@@ -260,10 +273,7 @@ def validate_task_shape(
     Raises pydantic's ValidationError locating each problem at the field it is in
     (`params.value`, `params`, `target`, `cmd`); raised in a model validator, pydantic
     puts that location under the model's own (`tasks.1.params.value`)."""
-    try:
-        _check_params_size(params)
-    except ValueError as exc:
-        raise _refusal(("params",), str(exc), params) from None
+    _located("params", params, lambda: _check_params_size(params))
     if op in MACHINE_OPS and (target is None or target.agent is None):
         raise _refusal(("target",), f"op {op!r} needs a target with site and agent", target)
     if op in DEVICE_OPS and (target is None or target.device is None):

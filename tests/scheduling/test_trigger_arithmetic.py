@@ -222,3 +222,22 @@ def test_a_starred_day_field_keeps_both_conditions() -> None:
     trigger = build_trigger({"cron": "0 6 */2 * mon"}, utc(2025, 1, 1))
     fires = list(slots_between(trigger, utc(2025, 1, 1), utc(2025, 3, 1)))
     assert fires and all(f.isoweekday() == 1 and f.day % 2 == 1 for f in fires)
+
+
+def test_nicknames_fire_as_their_five_fields() -> None:
+    """@hourly ... @yearly fire as the crontab fields they stand for, in the zone."""
+    since = utc(2025, 3, 28, 12)
+    for nickname, fields in [
+        ("@hourly", "0 * * * *"),
+        ("@daily", "0 0 * * *"),
+        ("@midnight", "0 0 * * *"),
+        ("@weekly", "0 0 * * 0"),
+        ("@monthly", "0 0 1 * *"),
+        ("@yearly", "0 0 1 1 *"),
+        ("@annually", "0 0 1 1 *"),
+    ]:
+        named = build_trigger({"cron": nickname, "timezone": "Europe/Berlin"}, since)
+        spelled = build_trigger({"cron": fields, "timezone": "Europe/Berlin"}, since)
+        assert next_fire_times(named, since, 3) == next_fire_times(spelled, since, 3), nickname
+    daily = build_trigger({"cron": "@daily", "timezone": "Europe/Berlin"}, since)
+    assert next_fire_times(daily, since, 2) == [utc(2025, 3, 28, 23), utc(2025, 3, 29, 23)]

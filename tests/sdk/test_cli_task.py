@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -122,6 +124,18 @@ def test_create_from_file_with_override_and_json(live_url: str, tmp_path: Path) 
     assert (task["name"], task["op"], task["params"]) == ("from file", "sleep", {"seconds": 2})
 
 
+def test_create_with_a_cron_nickname(live_url: str) -> None:
+    code, out, err = tme_cli(
+        "task", "create", "--url", live_url, "--name", "nightly", "--cron", "@daily", "--json"
+    )
+    assert code == 0, err
+    task = json.loads(out)
+    assert task["schedule"]["cron"] == "@daily"
+    fires = [datetime.fromisoformat(t) for t in task["next_fire_times"]]
+    assert len(fires) == 3 and all((t.hour, t.minute) == (0, 0) for t in fires), fires
+    assert [(b - a).total_seconds() for a, b in itertools.pairwise(fires)] == [86400, 86400]
+
+
 def test_idempotency_key_on_the_command_line(live_url: str) -> None:
     key, name = uuid.uuid4().hex, unique()
     first = tme_cli("task", "create", "--url", live_url, "--name", name, "--idempotency-key", key)
@@ -218,6 +232,7 @@ DEVICE_ARGS = ["--name", "x", "--site", "s", "--agent", "a", "--device", "d"]
         (["--name", "x", "--depends-on", "abc:maybe"], ["--depends-on"]),
         (["--name", "x", "--op", "modbus.read"], ["target"]),
         (["--name", "x", "--cron", "not a cron"], ["schedule", "cron"]),
+        (["--name", "x", "--cron", "@reboot"], ["invalid request: schedule.cron: ", "@daily"]),
         (
             ["--name", "x", "--at", "2020-01-01T00:00:00"],
             ["error: invalid request: schedule.at: ", "would never run"],

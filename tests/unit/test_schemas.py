@@ -212,6 +212,34 @@ def test_bad_schedules(schedule: dict[str, Any], match: str) -> None:
     refused(match, schedule=schedule)
 
 
+@pytest.mark.parametrize(
+    ("schedule", "loc", "match"),
+    [
+        ({"cron": "61 * * * *"}, ("schedule", "cron"), "invalid cron expression"),
+        ({"cron": "0 0 30 2 *"}, ("schedule", "cron"), "never fires"),
+        ({"cron": "@reboot"}, ("schedule", "cron"), "@reboot is not a time"),
+        ({"cron": "@fortnightly"}, ("schedule", "cron"), "one of @yearly, @annually"),
+        ({"cron": "1 2 3"}, ("schedule", "cron"), "got 3, expected 5 (minute hour"),
+        ({"every_s": 5, "timezone": "Nowhere/Land"}, ("schedule", "timezone"), "unknown"),
+        ({"at": "9500-01-01T00:00:00Z"}, ("schedule", "at"), "before 9000"),
+        ({"cron": "* * * * *", "every_s": 5}, ("schedule",), "exactly one of"),
+    ],
+)
+def test_a_schedule_error_is_located_at_its_field(
+    schedule: dict[str, Any], loc: tuple[str, ...], match: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        create(schedule=schedule)
+    [error] = caught.value.errors()
+    assert error["loc"] == loc and match in error["msg"], error
+
+
+@pytest.mark.parametrize("nickname", ["@hourly", "@daily", "@weekly", "@monthly", "@yearly"])
+def test_cron_nicknames_are_taken(nickname: str) -> None:
+    schedule = create(schedule={"cron": nickname}).schedule
+    assert schedule is not None and schedule.cron == nickname
+
+
 def test_schedule_defaults_to_utc() -> None:
     assert Schedule(every_s=10).timezone == "UTC"
 

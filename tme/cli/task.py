@@ -53,7 +53,7 @@ FIELD_OPTIONS = [
     option("device", _opt("--device", "Target device.")),
     option("param", _opt("--param", "key=value, repeatable; values are YAML scalars.", list[str])),
     option("cmd", _opt("--cmd", "Shell command (op shell).")),
-    option("cron", _opt("--cron", "Cron schedule, e.g. '0 6 * * 1-5'.")),
+    option("cron", _opt("--cron", "Cron schedule, e.g. '0 6 * * 1-5' or '@daily'.")),
     option("every", _opt("--every", "Run every SECONDS.", float)),
     option("at", _opt("--at", "Run once at an ISO time.")),
     option("timezone", _opt("--timezone", "Time zone of the schedule (default UTC).")),
