@@ -89,7 +89,7 @@ def _links_of(session: Session, run_ids: list[str]) -> dict[str, Any]:
         query = select(RunLink.run_id, RunLink.workflow_id, RunLink.cause, RunLink.settled).where(
             col(RunLink.run_id).in_(chunk)
         )
-        found.update((row.run_id, row) for row in session.exec(query))
+        found.update((row[0], row) for row in session.execute(query))
     return found
 
 
