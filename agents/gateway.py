@@ -112,6 +112,7 @@ class Gateway:
             "journaling commands",
             meanwhile="the journal cannot be written: commands are held, unacked, "
             "until it can be (RabbitMQ's consumer_timeout takes them back after 30 min)",
+            on_change=self._state_changed,
         )
         self._journal_hold = HeldWrite(
             self.journal_failures,
@@ -131,6 +132,9 @@ class Gateway:
         self.journal.prune()
         self._start_bus()
         self._publisher = BusPublisher(self.bus)
+        self.heartbeat = Heartbeat(
+            site, self.config.name, self._publisher, self.status, self.config.heartbeat_s
+        )
         self._dispatcher = CommandDispatcher(
             site,
             self.journal,
@@ -144,6 +148,9 @@ class Gateway:
         )
         self.presence.install()
         self.link.on_connected(self._dispatcher.resend_all)
+        # MQTT up or down is what an operator looks at first: told now, not at the next beat
+        self.link.on_connected(self._state_changed)
+        self.link.on_disconnected(self._state_changed)
         self.link.subscribe(f"tme/v1/{site}/+/evt", forwarder.on_event)
         self.link.subscribe(f"tme/v1/{site}/+/state", forwarder.on_presence)
         self._publisher.start()
@@ -152,11 +159,10 @@ class Gateway:
         if self.config.declare_topology:
             self._consumer = self.bus.consume_batch(site_queue(site), self._on_commands)
         else:
-            self._site_queue = SiteQueueConsumer(self.bus, site_queue(site), self._on_commands)
+            self._site_queue = SiteQueueConsumer(
+                self.bus, site_queue(site), self._on_commands, on_consuming=self._state_changed
+            )
             self._site_queue.start()
-        self.heartbeat = Heartbeat(
-            site, self.config.name, self._publisher, self.status, self.config.heartbeat_s
-        )
         self.heartbeat.start()
         log.info("gateway %s of site %s started", self.config.name, site)
 
@@ -166,6 +172,11 @@ class Gateway:
         if self._site_queue is not None:
             return self._site_queue.consuming.is_set()
         return self._consumer is not None
+
+    def _state_changed(self) -> None:
+        """Something the heartbeat says changed (MQTT, the site queue, the journal)."""
+        if self.heartbeat is not None:
+            self.heartbeat.changed()
 
     def status(self) -> GatewayStatus:
         """How this gateway does now, as its heartbeat tells the controller."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from tme.bus.base import BatchHandler, Bus, Consumer
 from tme.errors import BusError
@@ -24,8 +25,16 @@ RETRY_MIN_S, RETRY_MAX_S = 0.5, 10.0
 
 
 class SiteQueueConsumer:
-    def __init__(self, bus: Bus, queue: str, handler: BatchHandler) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        queue: str,
+        handler: BatchHandler,
+        on_consuming: Callable[[], None] | None = None,
+    ) -> None:
+        """`on_consuming`, if given, is called once the consumer runs (on this thread)."""
         self.queue = queue
+        self._on_consuming = on_consuming
         self.consuming = threading.Event()  # set once the consumer runs
         self.attempts = 0
         self._bus = bus
@@ -65,6 +74,8 @@ class SiteQueueConsumer:
             delay = min(delay * 2, RETRY_MAX_S)
         if self.consuming.is_set():
             log.info("consuming site queue %s (attempt %d)", self.queue, self.attempts)
+            if self._on_consuming is not None:
+                self._on_consuming()
 
     def _try_consume(self) -> str | None:
         """Start the consumer; return why it is not running, None once it runs."""

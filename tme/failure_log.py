@@ -34,10 +34,14 @@ class FailureLog:
         every_s: float = EVERY_S,
         meanwhile: str = "",
         clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         """`what` names a pass in the lines logged: "<what> failed", "<what> recovered";
-        `meanwhile`, if given, ends the first line ("<what> failed; <meanwhile>")."""
+        `meanwhile`, if given, ends the first line ("<what> failed; <meanwhile>");
+        `on_change`, if given, is called when `failing` turns true and when it turns
+        false again (a gateway's heartbeat tells the controller at once)."""
         self.log, self.what, self.every_s, self.clock = log, what, every_s, clock
+        self.on_change = on_change
         self.meanwhile = f"; {meanwhile}" if meanwhile else ""
         self.failed_passes = 0  # in the current run of failures; 0 while all is well
         self._since = 0.0  # when the current run of failures began
@@ -55,6 +59,8 @@ class FailureLog:
         if not self.failing:
             self._since = now
         self.failed_passes += 1
+        if self.failed_passes == 1 and self.on_change is not None:
+            self.on_change()
         if kind not in self._kinds and len(self._kinds) < MAX_KINDS:
             if self._kinds:
                 how = f" with another error ({self._lasted(now)} into the failures)"
@@ -85,6 +91,8 @@ class FailureLog:
         )
         self.failed_passes = 0
         self._kinds.clear()
+        if self.on_change is not None:
+            self.on_change()
 
     def _lasted(self, now: float) -> str:
         return span(now - self._since)

@@ -101,6 +101,10 @@ class MqttLink:
         self._subscriptions: dict[str, tuple[Handler, asyncio.AbstractEventLoop | None]] = {}
         self._routes: dict[str, tuple[Handler, asyncio.AbstractEventLoop | None] | None] = {}
         self._on_connect_hooks: list[Callable[[], None]] = []
+        self._on_disconnect_hooks: list[Callable[[], None]] = []
+        # Up from a CONNACK's success to the connection's loss, both before the hooks run:
+        # paho calls on_disconnect before it marks a lost connection as lost.
+        self._session_up = threading.Event()
         self._before_connect_hooks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._started = False
@@ -154,6 +158,11 @@ class MqttLink:
         """Call hook (on paho's thread, must not block) after every successful (re)connect."""
         self._on_connect_hooks.append(hook)
 
+    def on_disconnected(self, hook: Callable[[], None]) -> None:
+        """Call hook (on paho's thread, must not block) after every lost connection; the
+        link says it is not connected from then on."""
+        self._on_disconnect_hooks.append(hook)
+
     # --- life cycle -----------------------------------------------------------
 
     def start(self) -> None:
@@ -175,8 +184,9 @@ class MqttLink:
     def is_connected(self) -> bool:
         """Whether the session is up right now: true from the broker's CONNACK on (so
         already inside an on_connected hook, where `connected` is not set yet), false
-        from a lost connection on. While false, a publish only waits in paho's memory."""
-        return self._client.is_connected()
+        from a lost connection on, inside on_disconnected hooks too. While false, a
+        publish only waits in paho's memory."""
+        return self._session_up.is_set() and self._client.is_connected()
 
     def stop(self, final: tuple[str, bytes] | None = None, timeout: float = 5.0) -> None:
         """Publish `final` (topic, payload; retained) if connected, then disconnect cleanly."""
@@ -189,6 +199,7 @@ class MqttLink:
             except (RuntimeError, ValueError) as exc:
                 log.warning("mqtt %s: final state not published: %s", self.client_id, exc)
         self.connected.clear()  # before DISCONNECT, so on_disconnect does not warn
+        self._session_up.clear()
         self._client.disconnect()
         self._client.loop_stop()
         self._started = False
@@ -244,15 +255,21 @@ class MqttLink:
             topics = list(self._subscriptions)
         for topic in topics:
             client.subscribe(topic, qos=QOS)
+        self._session_up.set()
         for hook in self._on_connect_hooks:  # before `connected`: a stop must come after these
             self._guard(hook)()
         self.connected.set()
         log.info("mqtt %s: connected to %s", self.client_id, self.endpoint.host)
 
     def _handle_disconnect(self, *_args: Any) -> None:
+        was_up = self._session_up.is_set()
+        self._session_up.clear()
         if self.connected.is_set():
             log.warning("mqtt %s: disconnected; reconnecting", self.client_id)
         self.connected.clear()
+        if was_up:  # a failed connection attempt lost nothing
+            for hook in self._on_disconnect_hooks:
+                self._guard(hook)()
 
     def _handle_message(self, _client: paho.Client, _ud: Any, msg: paho.MQTTMessage) -> None:
         message = MqttMessage(msg.topic, bytes(msg.payload), msg.qos, msg.mid, bool(msg.retain))

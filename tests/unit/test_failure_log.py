@@ -143,3 +143,19 @@ def test_one_failed_pass_is_one_pass(
     clock.now += 300
     failures.passed()
     assert caplog.records[-1].getMessage() == "test pass recovered after 1 failed pass over 5 min"
+
+
+def test_on_change_is_called_when_failing_starts_and_when_it_ends(clock: Clock) -> None:
+    """A gateway's heartbeat tells the controller of a journal failing, or back, at once."""
+    calls: list[bool] = []  # `failing` as each call saw it
+    failures = FailureLog(
+        log, "test pass", clock=clock, on_change=lambda: calls.append(failures.failing)
+    )
+    failures.passed()
+    assert calls == []  # nothing had failed
+    for _ in range(3):
+        failures.failed(refused())
+    assert calls == [True]  # once, for the first failure of the run
+    failures.passed()
+    failures.passed()
+    assert calls == [True, False]  # and once for the recovery

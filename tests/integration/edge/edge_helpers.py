@@ -3,9 +3,12 @@ commands, watchers, a tap of the events a gateway forwards."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +28,19 @@ from tme.protocol import (
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@contextmanager
+def journal_locked(path: Path) -> Iterator[None]:
+    """The journal's write lock held by another connection (a backup, the sqlite3
+    shell) until the block ends: the gateway's writes fail past their busy timeout."""
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
 
 
 class Watcher:

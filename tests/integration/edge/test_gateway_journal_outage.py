@@ -9,16 +9,12 @@ run, nothing wrong with them.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 from commands import make_command
-from edge_helpers import unique
+from edge_helpers import journal_locked, unique
 from rabbitmq_admin import ready_messages
 from waiting import wait_until
 
@@ -42,19 +38,6 @@ def small_delivery_limit(monkeypatch: pytest.MonkeyPatch) -> int:
     """Site queues declared from now on have LIMIT (requested before site_setup)."""
     monkeypatch.setattr(topology, "SITE_DELIVERY_LIMIT", LIMIT)
     return LIMIT
-
-
-@contextmanager
-def journal_locked(path: Path) -> Iterator[None]:
-    """The journal's write lock held by another connection (a backup, the sqlite3
-    shell) until the block ends: the gateway's writes fail past their busy timeout."""
-    other = sqlite3.connect(path, isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-        yield
-        other.execute("ROLLBACK")
-    finally:
-        other.close()
 
 
 def test_commands_are_held_while_the_journal_cannot_be_written_then_sent_once(

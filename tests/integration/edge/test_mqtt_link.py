@@ -7,9 +7,12 @@ agent -> broker at 40 ms p50 before and 1-3 ms after."""
 from __future__ import annotations
 
 import socket
+import threading
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from tcp_relay import TcpRelay
 
 from tme.mqtt import MqttLink
 
@@ -42,3 +45,33 @@ def test_the_link_says_it_is_connected_inside_its_connect_hooks(mqtt_url: str) -
     finally:
         link.stop()
     assert not link.is_connected()
+
+
+def test_the_link_says_it_is_down_inside_its_disconnect_hooks(mqtt_url: str) -> None:
+    """paho calls on_disconnect before it marks a lost connection as lost: a gateway's
+    heartbeat sent for the loss read "connected" if it looked at once. A clean stop
+    loses nothing and calls no hook."""
+    broker = urlsplit(mqtt_url)
+    relay = TcpRelay((broker.hostname or "127.0.0.1", broker.port or 1883))
+    relay.open()
+    link = MqttLink(
+        urlunsplit(broker._replace(netloc=f"127.0.0.1:{relay.port}")),
+        f"tme-test-lost-{uuid.uuid4().hex[:8]}",
+    )
+    seen_in_hook: list[bool] = []
+    lost = threading.Event()
+
+    def on_lost() -> None:
+        seen_in_hook.append(link.is_connected())
+        lost.set()
+
+    link.on_disconnected(on_lost)
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        relay.close()
+        assert lost.wait(10), "no disconnect hook after the connection was cut"
+        assert seen_in_hook == [False] and not link.is_connected()
+    finally:
+        link.stop()
+    assert seen_in_hook == [False]

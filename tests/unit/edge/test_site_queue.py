@@ -47,15 +47,17 @@ def test_waits_for_the_queue_then_consumes_it(url: str) -> None:
     gateway_bus.start()
     controller_bus = open_bus(url)  # declares the topology and the queue, later
     received = Received()
-    waiter = SiteQueueConsumer(gateway_bus, site_queue("plant-1"), received)
+    told = threading.Event()  # the gateway's heartbeat tells the controller at once
+    waiter = SiteQueueConsumer(gateway_bus, site_queue("plant-1"), received, told.set)
     waiter.start()
     try:
         wait_until(lambda: waiter.attempts >= 2, what="a second check")
-        assert not waiter.consuming.is_set()
+        assert not waiter.consuming.is_set() and not told.is_set()
 
         controller_bus.start()
         controller_bus.declare_site("plant-1")
         assert waiter.consuming.wait(10)
+        assert told.wait(10)
         controller_bus.publish(DISPATCH_EXCHANGE, site_routing_key("plant-1"), b"command")
         with received.cond:
             assert received.cond.wait_for(lambda: received.bodies == [b"command"], 10)
