@@ -169,8 +169,15 @@ class CommandExecutor:
                 reason=f"no result within {command.timeout_s} s; operation cancelled",
             )
         except DriverError as exc:
+            # Not started when no request reached the device (its connection or port could
+            # not be opened): the controller may then retry even a write.
             return self.finish(
-                command, "failed", lines, reason=_driver_reason(exc), result=_driver_details(exc)
+                command,
+                "failed",
+                lines,
+                reason=_driver_reason(exc),
+                result=_driver_details(exc),
+                not_started=exc.not_sent,
             )
         except TMEError as exc:
             return self.finish(command, "failed", lines, reason=exc.message)
@@ -195,6 +202,8 @@ class CommandExecutor:
 def _driver_reason(exc: DriverError) -> str:
     if exc.modbus_exception is not None and "exception" not in exc.message.lower():
         return f"{exc.message} (Modbus exception {exc.modbus_exception})"
+    if exc.not_sent:
+        return f"{exc.message}; nothing was sent to the device"
     return exc.message
 
 

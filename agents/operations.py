@@ -68,7 +68,11 @@ async def _write(plan: Plan, device: Device, log: LogLine) -> dict[str, Any]:
         "unit": device.profile.points[point].unit,
     }
     if plan.command.params.get("verify"):
-        read = await device.driver.read_points(device.profile, device.unit, [point])
+        try:
+            read = await device.driver.read_points(device.profile, device.unit, [point])
+        except DriverError as exc:
+            exc.not_sent = False  # the write went out: the command touched the machine
+            raise
         back = read.get(point)
         if not values_match(plan.value, back, device.profile.points[point]):
             raise DriverError(f"verify failed: wrote {plan.value} to {point}, read back {back}")

@@ -47,6 +47,14 @@ class ModbusDriver:
     connection never sees it, and a serial line is first given `settle_s` to go quiet,
     then reopened (pyserial empties its input buffer on open). RTU frames carry no
     transaction id, so on a serial line that quiet time is the only protection.
+
+    The connection is opened here, before a request (`_connect`), never inside one:
+    pymodbus 3.16's client refuses a request while it has no transport ("Not
+    connected") rather than connect lazily, and its `connect()` answers False for a
+    refused or timed-out connection or a port that cannot be opened. So a connection
+    that cannot be opened is a failure before any frame left (`not_sent`), and a write
+    that failed so may be retried; any failure once a request was handed to pymodbus
+    may have reached the device.
     """
 
     bus_key: str
@@ -89,7 +97,8 @@ class ModbusDriver:
             await self._let_line_settle()
             self._client = self._make_client()
         if not self._client.connected and not await self._client.connect():
-            raise DriverError(f"cannot connect to {self.bus_key}", retryable=True)
+            # no request was handed to pymodbus: nothing went out on the wire
+            raise DriverError(f"cannot connect to {self.bus_key}", retryable=True, not_sent=True)
         return self._client
 
     async def _let_line_settle(self) -> None:
@@ -112,14 +121,17 @@ class ModbusDriver:
         self, what: str, call: Callable[[Client], Awaitable[Any]], *, retries: int = 0
     ) -> Any:
         """Send one request (and repeat it up to `retries` times if no answer came)."""
+        sent = False  # whether an attempt may have reached the device
         async with self._lock:
             for attempt in range(retries + 1):
                 try:
                     response = await self._exchange(what, call)
                     break
                 except DriverError as exc:
+                    sent = sent or not exc.not_sent
                     if attempt == retries:
                         self._note_failure(exc)
+                        exc.not_sent = not sent  # an earlier attempt may have gone out
                         raise
         if response.isError():
             raise from_exception_response(response, what)
@@ -160,7 +172,14 @@ class ModbusDriver:
     async def read_points(
         self, profile: DeviceProfile, unit: int, points: list[str]
     ) -> dict[str, Value]:
-        return {name: await self._read(profile.point(name), unit, name) for name in points}
+        values: dict[str, Value] = {}
+        for name in points:
+            try:
+                values[name] = await self._read(profile.point(name), unit, name)
+            except DriverError as exc:
+                exc.not_sent = exc.not_sent and not values  # earlier points were read
+                raise
+        return values
 
     async def _read(self, spec: PointSpec, unit: int, name: str) -> Value:
         what = f"read {name!r} (unit {unit})"

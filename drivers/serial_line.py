@@ -52,8 +52,8 @@ class LineChannel:
         try:
             self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=POLL_S)
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise DriverError(
-                f"cannot open serial link {self.url}: {exc}", retryable=True
+            raise DriverError(  # nothing was written: the port never opened
+                f"cannot open serial link {self.url}: {exc}", retryable=True, not_sent=True
             ) from None
 
     def close(self) -> None:
@@ -99,7 +99,9 @@ class LineChannel:
         """
         self.open()
         if abandoned is not None and abandoned.is_set():  # opening took past its timeout
-            raise DriverError(f"serial link {self.url}: request abandoned before it was sent")
+            raise DriverError(
+                f"serial link {self.url}: request abandoned before it was sent", not_sent=True
+            )
         try:
             self._port.reset_input_buffer()  # a late reply to an earlier request is stale
             self._port.write(request.encode(self.encoding) + self.terminator)

@@ -199,7 +199,12 @@ class DriverError(TMEError):
     """A machine operation failed in its driver.
 
     `modbus_exception` holds the Modbus exception code when the device answered
-    with one; `retryable` tells whether trying again may help (I/O errors, busy).
+    with one; `retryable` tells whether trying again may help (I/O errors, busy);
+    `not_sent` that the call failed before any request of it left for the device (its
+    connection or port could not be opened), so the machine was not touched: the agent
+    then reports the command as not started, and the controller may retry a write.
+    False whenever a frame may have gone out (a timeout after sending, a connection
+    lost mid-request), or cannot be ruled out.
     """
 
     code = "driver_error"
@@ -210,11 +215,13 @@ class DriverError(TMEError):
         *,
         modbus_exception: int | None = None,
         retryable: bool = False,
+        not_sent: bool = False,
         details: Any = None,
     ) -> None:
         super().__init__(message, details=details)
         self.modbus_exception = modbus_exception
         self.retryable = retryable
+        self.not_sent = not_sent
 
 
 class EnvelopeViolation(TMEError):

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from ports import free_port
 from waiting import wait_until
 
 from tme.drivers.modbus import ModbusDriver, modbus_rtu, modbus_tcp
@@ -137,6 +138,40 @@ async def test_slow_reply_times_out(
     with pytest.raises(DriverError) as info:
         await driver.read_points(profile("pump"), PUMP, ["speed_setpoint"])
     assert info.value.retryable and info.value.modbus_exception is None
+    assert not info.value.not_sent  # the request went out
+
+
+async def test_a_write_that_got_no_answer_in_time_may_have_landed(
+    still_plant_sim: PlantSimulator,
+    driver: ModbusDriver,
+) -> None:
+    """Its frame went out: the device may act on it (here it does, late), so the failure
+    does not say not_sent, and the controller does not retry the write."""
+    still_plant_sim.inject_fault(PUMP, delay_s=2.0, remaining=1)
+    with pytest.raises(DriverError) as info:
+        await driver.write_point(profile("pump"), PUMP, "speed_setpoint", 100)
+    assert not info.value.not_sent
+    assert still_plant_sim.writes_to(PUMP, 0) == [(100,)]  # it reached the machine
+
+
+@pytest.mark.parametrize("link", ["tcp", "rtu"])
+async def test_a_connection_that_cannot_be_opened_sends_nothing(link: str, tmp_path: Path) -> None:
+    """Nothing listens on the port, or the serial port does not exist: pymodbus's
+    connect() answers False, before any request is handed to it (not_sent: the agent
+    reports the command not started, so even a write may be retried)."""
+    if link == "tcp":
+        drv = modbus_tcp("127.0.0.1", free_port(), timeout_s=0.5, retries=1)
+    else:
+        drv = modbus_rtu(str(tmp_path / "no-such-tty"), timeout_s=0.5, retries=1)
+    try:
+        with pytest.raises(DriverError, match="cannot connect") as info:
+            await drv.write_point(profile("pump"), PUMP, "speed_setpoint", 100)
+        assert info.value.not_sent and info.value.retryable
+        with pytest.raises(DriverError, match="cannot connect") as info:
+            await drv.read_points(profile("pump"), PUMP, ["speed_setpoint"])  # tried twice
+        assert info.value.not_sent
+    finally:
+        await drv.stop()
 
 
 async def test_dropped_connection_fails_then_reconnects(
@@ -192,8 +227,9 @@ async def test_dropped_write_is_not_applied(
 ) -> None:
     """The drop fault closes the connection instead of answering: the write never lands."""
     still_plant_sim.inject_fault(PUMP, table="holding_register", drop=True, remaining=1)
-    with pytest.raises(DriverError):
+    with pytest.raises(DriverError) as info:
         await driver.write_point(profile("pump"), PUMP, "speed_setpoint", 1200)
+    assert not info.value.not_sent  # lost mid-request: the driver cannot know it never landed
     assert still_plant_sim.read_register(PUMP, 0) == 0
     await driver.write_point(profile("pump"), PUMP, "speed_setpoint", 1300)
     assert still_plant_sim.read_register(PUMP, 0) == 1300

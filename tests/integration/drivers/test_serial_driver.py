@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ports import free_port
 from waiting import wait_until_async
 
 from tme.drivers.profile import ArgSpec, CommandSpec, DeviceProfile, load_profile
@@ -73,8 +74,23 @@ async def test_silent_device_times_out(instrument: SerialInstrument) -> None:
         with pytest.raises(DriverError, match="no complete reply") as info:
             await driver.run_command(PROFILE, "identify", [])
         assert info.value.retryable
+        assert not info.value.not_sent  # the request went out
         instrument.mode = "normal"
         assert await driver.run_command(PROFILE, "identify", []) == "TME,SIM-PSU,0001,1.0"
+    finally:
+        await driver.stop()
+
+
+@pytest.mark.parametrize("where", ["socket", "path"])
+async def test_a_link_that_cannot_be_opened_sends_nothing(where: str, tmp_path: Path) -> None:
+    """Nothing listens on the port, or no device has the path: the request was never
+    written (not_sent: the agent reports it not started, and a write may be retried)."""
+    url = f"socket://127.0.0.1:{free_port()}" if where == "socket" else str(tmp_path / "tty")
+    driver = SerialDriver(url, timeout_s=0.5)
+    try:
+        with pytest.raises(DriverError, match="cannot open serial link") as info:
+            await driver.run_command(PROFILE, "set_voltage", [12.0])
+        assert info.value.not_sent and info.value.retryable
     finally:
         await driver.stop()
 

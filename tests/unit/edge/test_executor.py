@@ -15,6 +15,7 @@ from tme.agents.command_record import CommandRecord
 from tme.agents.devices import Device, DeviceSet
 from tme.agents.executor import CommandExecutor
 from tme.drivers.profile import load_profile
+from tme.errors import DriverError
 from tme.protocol import Event
 
 
@@ -109,3 +110,58 @@ async def test_a_hung_bus_does_not_hold_the_workers_of_other_buses(
         stuck.released.set()
         results = await asyncio.gather(*on_a)
     assert [event.type for event in results] == ["succeeded", "succeeded"]
+
+
+class _FailingBus:
+    """A bus whose writes and reads raise the errors given (None: they work)."""
+
+    bus_key = "tcp:127.0.0.1:5029"
+
+    def __init__(self, write: DriverError | None, read: DriverError | None) -> None:
+        self.write, self.read = write, read
+
+    async def write_point(self, *_args: object) -> None:
+        if self.write is not None:
+            raise self.write
+
+    async def read_points(self, profile: object, unit: int, points: list[str]) -> dict:
+        if self.read is not None:
+            raise self.read
+        return dict.fromkeys(points, 100)
+
+
+def _refused() -> DriverError:
+    return DriverError("cannot connect to tcp:127.0.0.1:5029", retryable=True, not_sent=True)
+
+
+async def _write_with(record: CommandRecord, bus: _FailingBus, verify: bool) -> Event:
+    devices = DeviceSet({"pump1": Device("pump1", bus, 1, load_profile(PUMP))})
+    executor = CommandExecutor(record, devices, lambda _e: None, worker_count=1, allow_shell=False)
+    params = {"point": "speed_setpoint", "value": 100, "verify": verify}
+    cmd = command("modbus.write", device="pump1", params=params)
+    record.add(cmd)
+    return await executor.execute(cmd)
+
+
+async def test_a_write_whose_connection_could_not_be_opened_is_not_started(
+    record: CommandRecord,
+) -> None:
+    """No frame left: the controller may retry the write, and the reason says why."""
+    final = await _write_with(record, _FailingBus(write=_refused(), read=None), verify=False)
+    assert final.type == "failed" and final.not_started
+    assert final.reason == "cannot connect to tcp:127.0.0.1:5029; nothing was sent to the device"
+
+
+async def test_a_write_whose_frame_may_have_gone_out_is_started(record: CommandRecord) -> None:
+    lost = DriverError("write 'speed_setpoint' (unit 1): no answer in time", retryable=True)
+    final = await _write_with(record, _FailingBus(write=lost, read=None), verify=False)
+    assert final.type == "failed" and not final.not_started
+
+
+async def test_a_write_whose_read_back_could_not_connect_is_started(
+    record: CommandRecord,
+) -> None:
+    """The write went out before its read-back failed: the machine was touched."""
+    final = await _write_with(record, _FailingBus(write=None, read=_refused()), verify=True)
+    assert final.type == "failed" and not final.not_started
+    assert "nothing was sent" not in final.reason
