@@ -2,12 +2,15 @@
 
 Retried on failed and timed_out, never on rejected (the agent refused it: trying
 again changes nothing) nor on lost (the outcome is unknown). A write is retried
-only when the agent reported that it never started it, because a second write
-after a half-done first one may harm the machine. The wait grows exponentially
-with jitter up to a cap; a retry that could not start before the task's total
-deadline is not planned. A retry whose time came waits while its task is paused, or
-while the task's overlap policy leaves it no room (in the overlap queue); past the
-task's total deadline a waiting retry is timed out (watchdog.py), never started.
+only when the agent reported that it never started it (refused before it ran, or
+its device's connection or port could not be opened, so no frame went out),
+because a second write after a half-done first one may harm the machine. The wait
+grows exponentially with jitter up to a cap; a retry that could not start before
+the task's total deadline is not planned. A retry whose time came waits while its
+task is paused, or while the task's overlap policy leaves it no room (in the overlap
+queue); past the task's total deadline a waiting retry is timed out (watchdog.py),
+never started. A failed run of a task with retries that is not retried says why at
+the end of its reason, so `retries: 2` that did nothing is explained.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from tme.controller.services.launch import (
     wait_in_queue,
 )
 from tme.controller.services.runs import RunReadyHook, chunks, start_run, storable, transition
-from tme.controller.store.models import Run, Task, utcnow
+from tme.controller.store.models import REASON_MAX, Run, Task, utcnow
 from tme.controller.store.rows import table_of
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
 from tme.schemas import Retries
@@ -36,6 +39,8 @@ from tme.states import RunState
 
 RETRY_ON = frozenset({RunState.failed, RunState.timed_out})
 WRITE_OPS = frozenset({"modbus.write", "serial.command", "shell"})
+# Put before why a failed run of a task with retries is not retried, after its reason.
+NOT_RETRIED = "not retried: "
 # Added to a due retry's reason while its task's pause holds it.
 HELD_BY_PAUSE = "held while its task is paused: starts once it is resumed"
 RUNS = table_of(Run)
@@ -64,17 +69,24 @@ def retry_refusal(task: Task, run: Run, link: RunLink, retries: Retries) -> str 
     if run.attempt > retries.max:
         return f"retries exhausted ({retries.max})"
     if task.op in WRITE_OPS and not link.not_started:
-        return "a write is retried only when the agent reports it never started"
+        return (
+            "a write is retried only when the agent reports it never started, "
+            "and this one may have reached the device"
+        )
     return None
 
 
 def plan_retry(session: Session, task: Task, run: Run, link: RunLink) -> Run | None:
     retries = Retries.model_validate(task.retries or {})
-    if retry_refusal(task, run, link, retries) is not None:
+    refusal = retry_refusal(task, run, link, retries)
+    if refusal is not None:
+        _note_not_retried(session, run, retries, refusal)
         return None
     delay = backoff_s(retries, run.attempt)
     due = utcnow() + timedelta(seconds=delay)
     if link.deadline_at is not None and due > link.deadline_at:
+        why = f"its retry would start after the task's deadline ({link.deadline_at.isoformat()})"
+        _note_not_retried(session, run, retries, why)
         return None
     retry = start_run(
         session,
@@ -100,6 +112,18 @@ def plan_retry(session: Session, task: Task, run: Run, link: RunLink) -> Run | N
         reason=f"retry {run.attempt} of {retries.max} in {delay:.2f} s, at {due.isoformat()}",
     )
     return retry
+
+
+def _note_not_retried(session: Session, run: Run, retries: Retries, why: str) -> None:
+    """Say on a failed or timed-out run of a task with retries why none follows (a run
+    that succeeded, or of a task without retries, needs no word). Settling runs once
+    per run and its reason no longer changes once it is final: written as it is."""
+    if retries.max == 0 or RunState(run.state) not in RETRY_ON:
+        return
+    note = NOT_RETRIED + why
+    kept = run.reason[: REASON_MAX - len(note) - 2]  # a long reason is cut, never the note
+    run.reason = storable(f"{kept}; {note}" if kept else note)
+    session.add(run)
 
 
 def start_due_retries(session: Session, hook: RunReadyHook | None, now: datetime) -> int:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from ports import free_port
 from waiting import wait_until
 
-from tme.stack import LocalStack
+from tme.agents.agent import DeviceAgent
+from tme.agents.agent_config import parse_agent_config
+from tme.agents.runner import AgentThread
+from tme.stack import LocalStack, agent_layout
 
 pytestmark = pytest.mark.external_service
 
+PUMP_UNIT, SPEED_SETPOINT = 1, 0  # configs/profiles/pump.yaml
 TANK_UNIT = 2  # configs/profiles/tank.yaml
 
 
@@ -81,3 +88,72 @@ def test_cancel_stops_a_running_operation(real_stack, client_of) -> None:
     detail = client.runs.get(str(run_id))
     final = [e for e in detail.events if e.to_state == "canceled"]
     assert final and final[0].source == "agent" and "stopped on request" in final[0].reason
+
+
+def _skid_a_on_a_dead_port(stack: LocalStack, state_dir: Path) -> None:
+    """Agent skid-a again, its devices on a port nothing listens on (the plant down)."""
+    stack.stop_agent("skid-a")
+    cfg = stack.config
+    layout = agent_layout(cfg.site, cfg.profiles_dir, free_port(), stack.instrument.url)
+    data = next(d for d in layout if d["agent"] == "skid-a")
+    data.update(mqtt=stack.mqtt_url, state_dir=str(state_dir))
+    stack.agents["skid-a"] = AgentThread(DeviceAgent(parse_agent_config(data))).start()
+
+
+def _write_speed(client, stack: LocalStack, name: str):  # type: ignore[no-untyped-def]
+    return client.tasks.create(
+        name=name,
+        op="modbus.write",
+        target=_target(stack, "skid-a", "pump1"),
+        params={"point": "speed_setpoint", "value": 100},
+        retries={"max": 2, "backoff_s": 0.2, "jitter": 0},
+    )
+
+
+def test_a_write_whose_device_refuses_the_connection_is_retried(
+    real_stack, client_of, tmp_path: Path
+) -> None:
+    """No frame left the agent, which says so (not started): the controller retries even
+    a write. It was run once, not retried, with `cannot connect` and no word why."""
+    _skid_a_on_a_dead_port(real_stack, tmp_path / "skid-a")
+    client = client_of(real_stack)
+    task = _write_speed(client, real_stack, "write, plant down")
+    wait_until(
+        lambda: [r.state for r in _runs(client, task.id)] == ["failed"] * 3,
+        timeout=60,
+        what="the write and its two retries to fail",
+    )
+    runs = _runs(client, task.id)
+    assert [r.attempt for r in runs] == [3, 2, 1]
+    for run in runs:
+        assert "cannot connect" in run.reason and "nothing was sent to the device" in run.reason
+    wait_until(
+        lambda: _runs(client, task.id)[0].reason.endswith("not retried: retries exhausted (2)"),
+        what="the last attempt to say why none follows",
+    )
+    assert real_stack.plant.writes_to(PUMP_UNIT, SPEED_SETPOINT) == []
+
+
+def test_a_write_that_may_have_reached_the_device_is_not_retried_and_says_why(
+    real_stack, client_of
+) -> None:
+    """The plant answers too late (the driver waits 2 s): the frame went out, and the
+    device may act on it, so the write is not retried, whatever `retries` says."""
+    real_stack.plant.inject_fault(PUMP_UNIT, table="holding_register", delay_s=5.0)
+    try:
+        client = client_of(real_stack)
+        task = _write_speed(client, real_stack, "write, slow plant")
+        wait_until(
+            lambda: "not retried" in _runs(client, task.id)[0].reason,
+            timeout=30,
+            what="the write to fail and say why it is not retried",
+        )
+    finally:
+        real_stack.plant.clear_faults()
+    (run,) = _runs(client, task.id)
+    assert run.state == "failed" and "nothing was sent" not in run.reason
+    assert run.reason.endswith(
+        "not retried: a write is retried only when the agent reports it never started, "
+        "and this one may have reached the device"
+    )
+    assert real_stack.plant.writes_to(PUMP_UNIT, SPEED_SETPOINT) == [(100,)]

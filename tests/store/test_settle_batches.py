@@ -157,3 +157,27 @@ def test_the_consumer_wakes_the_workflow_pass_only_for_what_is_left(engine: Engi
     assert woken == []
     deliver(retried, "failed")
     assert woken == [1]
+
+
+def test_a_failed_run_of_a_task_with_retries_says_why_it_is_not_retried(engine: Engine) -> None:
+    """A write that may have reached the device is not retried: `retries: 2` did nothing,
+    and nothing said why. A task without retries needs no word; a long reason is cut to
+    keep the note."""
+    ((_, maybe_sent),) = _write_tasks(engine, 1, retries={"max": 2})
+    ((_, long_reason),) = _write_tasks(engine, 1, retries={"max": 2})
+    ((_, no_retries),) = _write_tasks(engine, 1)
+    _finish(engine, maybe_sent, "failed", reason="write 'speed' (unit 1): no answer in time")
+    _finish(engine, long_reason, "timed_out", reason="x" * 3000)
+    _finish(engine, no_retries, "failed", reason="write 'speed' (unit 1): no answer in time")
+    with session_scope(engine) as session:
+        assert settle_pending(session, None) == 3
+    with session_scope(engine) as session:
+        reasons = dict(session.exec(select(Run.id, Run.reason)).all())
+    why = (
+        "not retried: a write is retried only when the agent reports it never started, "
+        "and this one may have reached the device"
+    )
+    assert reasons[maybe_sent] == f"write 'speed' (unit 1): no answer in time; {why}"
+    assert reasons[long_reason].endswith(f"xxx; {why}") and len(reasons[long_reason]) == 2000
+    assert reasons[no_retries] == "write 'speed' (unit 1): no answer in time"
+    assert len(reasons) == 3  # and none of them was retried
