@@ -135,10 +135,24 @@ class DeviceProfile:
                 "access": c.access,
                 "min": None,
                 "max": None,
+                # each argument's limits, as the envelope applies them (an agent older
+                # than this key publishes none: the controller then knows no limits)
+                "args": [public_arg(a) for a in c.args],
             }
             for n, c in self.commands.items()
         ]
         return rows
+
+
+def public_arg(spec: ArgSpec) -> dict[str, Any]:
+    """One serial command argument's limits, as the fleet API shows them."""
+    return {
+        "type": spec.type,
+        "min": spec.min,
+        "max": spec.max,
+        "choices": spec.choices,
+        "pattern": spec.pattern,
+    }
 
 
 def parse_profile(data: Any, source: str = "<memory>") -> DeviceProfile:

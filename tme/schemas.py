@@ -538,17 +538,76 @@ class AgentPublic(Output):
         return ", ".join(words)
 
 
+class ArgPublic(Output):
+    """One argument of a serial command, with the limits the agent enforces on it: a
+    number within min..max, or text that is one of `choices` or matches `pattern` as a
+    whole (with neither, short free text of letters, digits, space and _ . + -)."""
+
+    model_config = ConfigDict(extra="allow", from_attributes=True)
+
+    type: str | None = None  # int, float, str or bool
+    min: float | None = None
+    max: float | None = None
+    choices: list[str] | None = None
+    pattern: str | None = None
+
+
 class PointPublic(Output):
     """A device point or command as its profile describes it (addresses are not exposed)."""
 
     model_config = ConfigDict(extra="allow", from_attributes=True)
 
     name: str
+    kind: str = "point"  # point (a register or coil) or command (a serial command)
     type: str | None = None
     unit: str | None = None
     access: str | None = None
     min: float | None = None
     max: float | None = None
+    # A command's arguments in order ([] when it takes none); None for a point, and for
+    # a command of an agent that does not publish them (older than this field): unknown.
+    args: list[ArgPublic] | None = None
+
+    @field_validator("args", mode="wrap")
+    @classmethod
+    def _args_as_known(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Arguments this controller cannot read (an agent of another version) are
+        unknown, not a reason to fail the whole fleet answer."""
+        try:
+            return handler(value)
+        except ValidationError:
+            return None
+
+    def limits(self) -> str:
+        """The limits in a few words: "0..3000" for a point, "float 0..30" or
+        "str ON|OFF" per argument for a command ("" without any)."""
+        if self.kind != "command":
+            return _range_text(self.min, self.max)
+        if self.args is None:
+            return "args unknown"  # an agent that does not publish them
+        return ", ".join(_arg_text(arg) for arg in self.args)
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    if low is None and high is None:
+        return ""
+    return f"{_number_text(low)}..{_number_text(high)}"
+
+
+def _number_text(value: float | None) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _arg_text(arg: ArgPublic) -> str:
+    if arg.choices is not None:
+        limit = "|".join(arg.choices)
+    elif arg.pattern is not None:
+        limit = f"/{arg.pattern}/"
+    else:
+        limit = _range_text(arg.min, arg.max)
+    return f"{arg.type or '?'} {limit}".strip()
 
 
 class DevicePublic(Output):

@@ -207,6 +207,27 @@ async def test_fleet_page_shows_presence(user: User, board, sign_in) -> None:
     await user.should_see("offline", retries=LIVE)
 
 
+async def test_fleet_page_shows_serial_command_argument_limits(user: User, board, sign_in) -> None:
+    from pathlib import Path
+
+    from tme.controller.event_apply import apply_presence
+    from tme.drivers.profile import load_profile
+
+    profile = Path(__file__).resolve().parents[2] / "configs" / "profiles" / "instrument.yaml"
+    points = load_profile(profile).public_points()
+    meter = {"name": "meter1", "profile": "instrument", "points": points}
+    with Session(board.engine) as session:
+        apply_presence(
+            session, Presence(site="plant-x", agent="lab-c", state="online", devices=[meter])
+        )
+        session.commit()
+    sign_in(user, "viewer")
+    await user.open("/fleet")
+    await user.should_see("meter1")
+    await user.should_see("str rw args float 0..30")  # set_voltage (its reply: text)
+    await user.should_see("str rw args str ON|OFF")  # output
+
+
 async def test_reports_page_and_csv_link(user: User, board, sign_in) -> None:
     task_id = _task(board)
     run_id = _latest_run(board, task_id)

@@ -47,20 +47,22 @@ def list_devices(
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List devices with their points (type, unit, access, limits)."""
+    """List devices with their points and serial commands (type, unit, access, limits:
+    a point's min..max, each command argument's type with its min..max, choices or
+    pattern, as the agent enforces them)."""
     with connect(url, token) as client:
         devices = client.fleet.devices(site=site, agent=agent)
     if as_json:
         print_json([d.model_dump(mode="json") for d in devices])
         return
-    rows = []
-    for d in devices:
-        for p in d.points:
-            limits = "" if p.min is None and p.max is None else f"{p.min}..{p.max}"
-            rows.append((d.site, d.agent, d.name, p.name, p.type, p.unit, p.access, limits))
+    rows = [
+        (d.site, d.agent, d.name, p.name, p.kind, p.type, p.unit, p.access, p.limits())
+        for d in devices
+        for p in d.points
+    ]
     print_table(
         "Device points",
-        ["site", "agent", "device", "point", "type", "unit", "access", "limits"],
+        ["site", "agent", "device", "point", "kind", "type", "unit", "access", "limits"],
         rows,
     )
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from fastapi import Request
 from nicegui import run, ui
 
 from tme.controller.services import fleet, point_values
 from tme.controller.services.access import site_scope
-from tme.schemas import AgentPublic, DevicePublic, DeviceValues, SitePublic
+from tme.schemas import AgentPublic, DevicePublic, DeviceValues, PointPublic, SitePublic
 from tme.ui import live
 from tme.ui.context import dashboard
 from tme.ui.loading import OneAtATime, off_the_loop, placeholder
@@ -158,6 +157,11 @@ def show_values(table: ui.element, device: DevicePublic, values: DeviceValues) -
             ui.label(_describe(spec) if spec is not None else "")
 
 
-def _describe(point: Any) -> str:
-    limits = f" range {point.min}..{point.max}" if point.max is not None else ""
-    return f"{point.type or ''} {point.access or ''}{limits}".strip()
+def _describe(point: PointPublic) -> str:
+    """Type, access and limits: a point's range, a serial command's arguments."""
+    limits = point.limits()
+    if limits and point.kind == "command":
+        limits = f"args {limits}"
+    elif limits:
+        limits = f"range {limits}"
+    return f"{point.type or ''} {point.access or ''} {limits}".strip()

@@ -152,3 +152,16 @@ def test_public_points_hide_addresses(pump) -> None:
         "max": 3000,
     }
     assert all("address" not in row for row in rows.values())
+
+
+def test_public_points_give_each_command_argument_its_limits() -> None:
+    """The fleet API shows what the agent enforces on a serial command's arguments."""
+    instrument = load_profile(PROFILES / "instrument.yaml")
+    rows = {row["name"]: row for row in instrument.public_points()}
+    assert rows["set_voltage"]["args"] == [
+        {"type": "float", "min": 0, "max": 30, "choices": None, "pattern": None}
+    ]
+    assert rows["output"]["args"] == [
+        {"type": "str", "min": None, "max": None, "choices": ["ON", "OFF"], "pattern": None}
+    ]
+    assert rows["identify"]["args"] == []  # none, said as none (not unknown)
