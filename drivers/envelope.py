@@ -77,12 +77,11 @@ def _in_range(
         )
 
 
-def check_point_write(profile: DeviceProfile, name: str, value: Any) -> float | int | bool:
-    """Return the engineering value the device will receive, or raise naming the reason."""
-    from tme.drivers.codec import wire_value  # pymodbus: loaded only when a point is written
-    from tme.drivers.profile import RAW_LIMITS
-
-    spec: PointSpec = profile.point(name)
+def check_point_limits(spec: PointSpec, name: str, value: Any) -> float | bool:
+    """The checks of a write that need neither the point's address nor its encoding:
+    access, type (true/false or a finite number) and the profile's min and max. Return
+    the value (a float for a number), or raise naming the reason. The controller applies
+    these to a task against what the agent published (tme.controller.services.fleet_checks)."""
     what = f"point {name!r}"
     if spec.access != "rw":
         raise _refuse("read_only", f"{what} is read-only", point=name)
@@ -97,6 +96,19 @@ def check_point_write(profile: DeviceProfile, name: str, value: Any) -> float | 
         )
     number = _number(value, what)
     _in_range(number, spec.min, spec.max, what)
+    return number
+
+
+def check_point_write(profile: DeviceProfile, name: str, value: Any) -> float | int | bool:
+    """Return the engineering value the device will receive, or raise naming the reason."""
+    from tme.drivers.codec import wire_value  # pymodbus: loaded only when a point is written
+    from tme.drivers.profile import RAW_LIMITS
+
+    spec: PointSpec = profile.point(name)
+    number = check_point_limits(spec, name, value)
+    if isinstance(number, bool):
+        return number
+    what = f"point {name!r}"
     raw = number / spec.scale  # inf when a huge value meets a small scale: no type holds it
     low, high = RAW_LIMITS[spec.type]
     if spec.type != "float32" and math.isfinite(raw):
@@ -201,7 +213,11 @@ def check_command_args(profile: DeviceProfile, name: str, args: list[Any]) -> li
             f"command {name!r} takes {len(command.args)} argument(s), got {len(args)}",
             command=name,
         )
-    return [
-        _check_arg(spec, value, f"command {name!r} argument {i}")
-        for i, (spec, value) in enumerate(zip(command.args, args, strict=True))
-    ]
+    checked = []
+    for i, (spec, value) in enumerate(zip(command.args, args, strict=True)):
+        try:
+            checked.append(_check_arg(spec, value, f"command {name!r} argument {i}"))
+        except EnvelopeViolation as exc:
+            exc.details = {**exc.details, "arg": i}  # which one, for a field name
+            raise
+    return checked

@@ -432,6 +432,10 @@ class TaskPublic(Output):
     # retry (or found none due) and decided its dependents. Until then a final status may
     # still give way to a planned retry, which becomes the latest run (docs/api.md).
     settled: bool = False
+    # What the controller noticed about this create or change but did not refuse, such
+    # as an agent never seen at its site (tme.controller.services.fleet_checks). Only in
+    # the answer to the request that caused it: never stored, [] when read later.
+    warnings: list[str] = Field(default_factory=list)
 
 
 class RunEventPublic(Output):

@@ -54,11 +54,13 @@ def _create_group(place: Place, creates: list[Create]) -> list[tuple[TaskPublic,
     with session_scope(engine) as session:
         if any(changes):
             audit.lock_chain(session.connection())
+        warnings: list[list[str]] = []
         made = create_tasks(
             session,
             [data for data, _key, _change in creates],
             idempotency_keys=[key for _data, key, _change in creates],
             on_run_ready=on_run_ready,
+            warnings=warnings,
         )
         rows = [
             change.fields(201, f"/api/v1/tasks/{task.id}")
@@ -69,7 +71,7 @@ def _create_group(place: Place, creates: list[Create]) -> list[tuple[TaskPublic,
             audit.append_rows(session.connection(), audit.key_for(engine), rows)
         # The answers before the commit: a group that fails is written again one create
         # at a time (by_key), so nothing may fail once it is committed.
-        publics = to_publics(session, [task for task, _created in made])
+        publics = with_warnings(to_publics(session, [task for task, _created in made]), warnings)
         answers = [
             (public, created) for public, (_task, created) in zip(publics, made, strict=True)
         ]
@@ -78,6 +80,14 @@ def _create_group(place: Place, creates: list[Create]) -> list[tuple[TaskPublic,
         if change is not None:
             change.written = True
     return answers
+
+
+def with_warnings(publics: list[TaskPublic], warnings: list[list[str]]) -> list[TaskPublic]:
+    """Each task's answer with the warnings its create gave (fleet_checks)."""
+    return [
+        public.model_copy(update={"warnings": noticed}) if noticed else public
+        for public, noticed in zip(publics, warnings, strict=True)
+    ]
 
 
 # The creates of this process (its `queued` and `writes` for diagnostics and tests).

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import object_session
 from sqlmodel import Session, col, select
 
-from tme.controller.services import policies
+from tme.controller.services import fleet_checks, policies
 from tme.controller.services import runs as run_service
 from tme.controller.services.paging import MAX_PAGE, decode_id_cursor, encode_cursor
 from tme.controller.services.queries import settled_among
@@ -130,6 +130,7 @@ def create_tasks(
     idempotency_keys: list[str | None] | None = None,
     on_run_ready: RunReadyHook | None = None,
     numbered: bool = False,
+    warnings: list[list[str]] | None = None,
 ) -> list[tuple[Task, bool]]:
     """Store new tasks in the caller's transaction; for each, the task and whether it was
     created (False: an idempotent replay of its key).
@@ -139,18 +140,28 @@ def create_tasks(
     (its policy, first run, hops, link and command) are built before that flush, the
     transaction's first write, and go in one statement per table after it (StartBatch);
     a task with dependencies is stored after the flush, its edges checked.
-    With `numbered`, an error names the item (`tasks.<index>`).
+    With `numbered`, an error names the item (`tasks.<index>`). A machine task is
+    checked against the fleet its agent published (fleet_checks); `warnings`, when
+    given, gets each item's warnings in order ([] for a replay).
     """
     keys = idempotency_keys if idempotency_keys is not None else [None] * len(items)
     batch = on_run_ready.start_batch() if isinstance(on_run_ready, StartsBatches) else None
     results: list[tuple[Task, bool]] = []
     new: list[tuple[Task, TaskCreate, str | None]] = []
     added = False
+    fleet = fleet_checks.load_view(session, [(data.op, data.target) for data in items])
     for index, (data, key) in enumerate(zip(items, keys, strict=True)):
         try:
             replay = _checked(session, data, key)
+            noticed = (
+                []
+                if replay is not None
+                else fleet_checks.check_task(fleet, data.op, data.target, data.params)
+            )
         except (ValidationError, Conflict) as exc:
             raise _for_item(exc, index) if numbered else exc from None
+        if warnings is not None:
+            warnings.append(noticed)
         if replay is not None:
             results.append((replay, False))
             continue
@@ -321,8 +332,12 @@ def _store_edges(session: Session, task: Task, deps: list[Dependency]) -> None:
 MAX_ID = 2**63 - 1
 
 
-def update_task(session: Session, task_id: int, update: TaskUpdate) -> Task:
-    """Change fields and/or apply a status report (external tasks)."""
+def update_task(
+    session: Session, task_id: int, update: TaskUpdate, warnings: list[str] | None = None
+) -> Task:
+    """Change fields and/or apply a status report (external tasks). A change of the
+    target or params is checked against the fleet (fleet_checks); `warnings`, when
+    given, gets what that check noticed without refusing."""
     check_storable(update)
     task = get_task(session, task_id)
     changes = update.field_changes
@@ -331,8 +346,15 @@ def update_task(session: Session, task_id: int, update: TaskUpdate) -> Task:
             task, policies.get_policy(session, task)
         )
         check_one_off_due(changes["schedule"], misfire)
+    checks_fleet = "target" in changes or "params" in changes
     if changes:
         _apply_field_changes(session, task, changes)
+    if checks_fleet:
+        target = Target(site=task.site, agent=task.agent, device=task.device) if task.site else None
+        fleet = fleet_checks.load_view(session, [(task.op, target)])
+        noticed = fleet_checks.check_task(fleet, task.op, target, task.params or {})
+        if warnings is not None:
+            warnings.extend(noticed)
     if update.run_state is not None:
         report_status(session, task, update)
     task.updated_at = utcnow()

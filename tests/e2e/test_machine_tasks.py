@@ -6,8 +6,11 @@ The machine is checked by reading the simulator directly, never through TME.
 from __future__ import annotations
 
 import pytest
+from sqlmodel import Session, select
 from waiting import wait_until
 
+from tme.controller.store.models import Device
+from tme.errors import ValidationError
 from tme.stack import LocalStack
 
 pytestmark = pytest.mark.external_service
@@ -65,21 +68,47 @@ def test_serial_command_returns_the_instrument_answer(real_stack, client_of) -> 
     assert "TME" in str(client.runs.get(done.latest_run_id).result).upper()
 
 
-def test_out_of_envelope_write_is_rejected_and_nothing_changes(real_stack, client_of) -> None:
+def test_out_of_envelope_write_is_refused_and_nothing_changes(real_stack, client_of) -> None:
+    """Once the agent has published its pump (presence over MQTT and RabbitMQ), the
+    controller refuses the write at create time; where its view lets one through (the
+    profile at the edge narrowed since), the agent rejects it: nothing reaches the pump."""
     before = real_stack.plant.read_register(PUMP_UNIT, SPEED_SETPOINT)
     writes_before = real_stack.plant.request_count(PUMP_UNIT, writes_only=True)
     client = client_of(real_stack)
-    task = client.tasks.create(
-        name="overspeed",
-        op="modbus.write",
-        target=_target(real_stack, "skid-a", "pump1"),
-        params={"point": "speed_setpoint", "value": 9000},
+    target = _target(real_stack, "skid-a", "pump1")
+    overspeed = {"point": "speed_setpoint", "value": 9000}
+    wait_until(
+        lambda: any(d.name == "pump1" for d in client.fleet.devices(site=target["site"])),
+        timeout=15,
+        what="pump1 published",
     )
+    with pytest.raises(ValidationError) as info:
+        client.tasks.create(name="overspeed", op="modbus.write", target=target, params=overspeed)
+    assert [e["field"] for e in info.value.field_errors] == ["params.value"]
+    assert "above the maximum 3000" in info.value.message
+
+    _widen_published_setpoint(real_stack, target)
+    task = client.tasks.create(name="overspeed", op="modbus.write", target=target, params=overspeed)
     done = client.tasks.wait(task.id, timeout=30)
     assert done.status == "rejected"
     assert "max" in client.runs.get(done.latest_run_id).reason.lower()
     assert real_stack.plant.read_register(PUMP_UNIT, SPEED_SETPOINT) == before
     assert real_stack.plant.request_count(PUMP_UNIT, writes_only=True) == writes_before
+
+
+def _widen_published_setpoint(stack: LocalStack, target: dict[str, str]) -> None:
+    """The controller's view of pump1 says 0..10000 rpm; the agent's profile 0..3000."""
+    with Session(stack.engine) as session:
+        device = session.exec(
+            select(Device).where(
+                Device.site == target["site"], Device.agent == "skid-a", Device.name == "pump1"
+            )
+        ).one()
+        device.points = [
+            {**p, "max": 10000} if p["name"] == "speed_setpoint" else p for p in device.points
+        ]
+        session.add(device)
+        session.commit()
 
 
 def test_modbus_exception_fails_the_run_and_the_agent_keeps_serving(real_stack, client_of) -> None:

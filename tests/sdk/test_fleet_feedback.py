@@ -1,5 +1,6 @@
-"""The fleet through the SDK and the CLI: a device's serial command limits in
-`tme device list` and `client.fleet.devices()`."""
+"""The fleet's checks and warnings through the SDK and the CLI: a device's serial
+command limits in `tme device list` and `client.fleet.devices()`, a task refused
+against what its agent published, a warning for an agent never seen on stderr."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from tme.cli.main import app
 from tme.cli.output import console
 from tme.controller.event_apply import apply_presence
 from tme.drivers.profile import load_profile
+from tme.errors import ValidationError
 from tme.protocol import Presence
 from tme.schemas import ArgPublic
 
@@ -50,3 +52,56 @@ def test_the_sdk_and_the_cli_show_serial_command_limits(
         "str ON|OFF",
         "",
     )
+
+
+def test_a_task_outside_what_the_agent_published_is_refused(live_url: str, meter) -> None:
+    target = {"site": "plant-1", "agent": "lab-c", "device": "meter1"}
+    with tme.Client(live_url) as client, pytest.raises(ValidationError) as info:
+        client.tasks.create(
+            name="too high", op="serial.command", target=target,
+            params={"command": "set_voltage", "args": [31]},
+        )  # fmt: skip
+    assert [e["field"] for e in info.value.field_errors] == ["params.args.0"]
+    result = runner.invoke(
+        app,
+        ["task", "create", "--url", live_url, "--name", "x", "--op", "serial.command",
+         "--site", "plant-1", "--agent", "lab-c", "--device", "meter1",
+         "--param", "command=output", "--param", "args=[MAYBE]"],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "params.args.0" in result.stderr and "'MAYBE'" in result.stderr
+
+
+def test_a_task_for_an_agent_never_seen_prints_a_warning(live_url: str, meter) -> None:
+    result = runner.invoke(
+        app,
+        ["task", "create", "--url", live_url, "--name", "x", "--op", "noop",
+         "--site", "plant-1", "--agent", "lab-d"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().isdigit()  # the id alone, for scripts
+    assert "warning: task" in result.stderr
+    assert "agent 'lab-d' has never been seen at site 'plant-1'" in result.stderr
+    with tme.Client(live_url) as client:
+        target = {"site": "plant-1", "agent": "lab-d"}
+        task = client.tasks.create(name="y", op="noop", target=target)
+    assert "never been seen" in task.warnings[0]
+
+
+def test_the_demo_seed_takes_its_overspeed_example_refused_at_create(
+    live_url: str, app_engine: Any
+) -> None:
+    """`tme demo` restarted on its data knows pump1's limits from the last run."""
+    from tme.cli.demo import EXAMPLE_TASKS, seed_examples
+
+    devices = [
+        {"name": name, "profile": profile, "points": load_profile(PROFILES / f"{profile}.yaml")
+         .public_points()}
+        for name, profile in (("pump1", "pump"), ("tank1", "tank"))
+    ]  # fmt: skip
+    with Session(app_engine) as session:
+        presence = Presence(site="plant-1", agent="skid-a", state="online", devices=devices)
+        apply_presence(session, presence)
+        session.commit()
+    ids = seed_examples(live_url, "plant-1")
+    assert len(ids) == len(EXAMPLE_TASKS) - 1

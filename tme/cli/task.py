@@ -261,6 +261,14 @@ def _when(value: Any) -> str:
     return value.isoformat(timespec="seconds") if value else ""
 
 
+def _warn(tasks: list[Any]) -> None:
+    """What the controller noticed but took (an agent never seen), on stderr: the
+    task's id stays alone on stdout for scripts."""
+    for task in tasks:
+        for warning in task.warnings:
+            typer.echo(f"warning: task {task.id}: {warning}", err=True)
+
+
 def _print_tasks(tasks: list[Any]) -> None:
     rows = [
         [t.id, t.name, t.op, _target_text(t.target), t.status, _schedule_text(t.schedule)]
@@ -271,6 +279,7 @@ def _print_tasks(tasks: list[Any]) -> None:
 
 def _show_task(task: Any, runs: list[Any]) -> None:
     skip = {"target", "schedule", "created_at", "started_at", "finished_at", "updated_at"}
+    skip.add("warnings")  # only in a create's or change's answer
     rows = [[k, json.dumps(v) if isinstance(v, dict | list) else v]
             for k, v in task.model_dump(mode="json").items() if k not in skip]  # fmt: skip
     rows += [["target", _target_text(task.target)], ["schedule", _schedule_text(task.schedule)]]
@@ -349,7 +358,9 @@ def create(
 ) -> None:
     """Create a task and print its id; a --file of many tasks prints them as a table.
 
-    The options override the file's fields, in every task of a list.
+    The options override the file's fields, in every task of a list. A machine task is
+    checked against what its agent published (an unknown point, a value outside its
+    limits: refused); a target never seen is created with a warning on stderr.
     """
     from tme.client.calls import validated
     from tme.schemas import TaskCreate
@@ -364,6 +375,7 @@ def create(
         else:
             body = validated(TaskCreate, dict(merged[0]))
             tasks = [client.tasks.create(body, idempotency_key=idempotency_key)]
+    _warn(tasks)
     if as_json:
         dumped = [t.model_dump(mode="json") for t in tasks]
         print_json(dumped if many else dumped[0])
@@ -396,6 +408,7 @@ def update(
         changes = task_fields(fields, current)
         changes.update({k: v for k, v in report.items() if v is not None})
         task = client.tasks.update(task_id, **changes)
+    _warn([task])
     if as_json:
         print_json(task.model_dump(mode="json"))
     else:

@@ -18,7 +18,7 @@ from tme.controller.services.audit import ChangeAudit
 from tme.controller.services.queries import list_runs, run_publics
 from tme.controller.services.roles import Principal
 from tme.controller.services.runs import RunReadyHook
-from tme.controller.services.task_commit import create_committed
+from tme.controller.services.task_commit import create_committed, with_warnings
 from tme.controller.services.tasks import TaskFilters, to_public, to_publics
 from tme.controller.store.db import session_scope
 from tme.errors import Conflict, TMEError
@@ -135,8 +135,10 @@ def update_and_commit(
     changes = body.field_changes
     access.check_task_update(principal, changes)
     access.check_dependencies_visible(session, principal, changes.get("depends_on"))
-    task = service.update_task(session, task_id, body)
-    public = to_public(task)  # before the commit: an answer that fails stores nothing
+    warnings: list[str] = []
+    task = service.update_task(session, task_id, body, warnings)
+    # before the commit: an answer that fails stores nothing
+    public = to_public(task).model_copy(update={"warnings": warnings})
     session.commit()
     if body.run_state is not None:
         wake_scheduler(request)  # a reported outcome starts or skips the dependents now
@@ -182,13 +184,20 @@ def create_task_batch(
         access.check_dependencies_visible(session, principal, item.depends_on, f"tasks.{index}")
     owned = owned_key(principal, idempotency_key) if idempotency_key else None
     keys = [f"{owned}:{i}" if owned else None for i in range(len(body.tasks))]
+    warnings: list[list[str]] = []
     with keys_as_sent(idempotency_key):
         made = service.create_tasks(
-            session, body.tasks, idempotency_keys=keys, on_run_ready=on_run_ready, numbered=True
+            session,
+            body.tasks,
+            idempotency_keys=keys,
+            on_run_ready=on_run_ready,
+            numbered=True,
+            warnings=warnings,
         )
         if owned:  # refused here, nothing of the batch is committed
             service.claim_batch_key(session, owned, body.tasks, made)
-    answer = TaskBatchPublic(tasks=to_publics(session, [task for task, _created in made]))
+    publics = to_publics(session, [task for task, _created in made])
+    answer = TaskBatchPublic(tasks=with_warnings(publics, warnings))
     session.commit()
     if idempotency_key and not any(created for _task, created in made):
         response.headers["Idempotent-Replayed"] = "true"

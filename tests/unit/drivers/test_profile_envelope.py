@@ -165,3 +165,20 @@ def test_public_points_give_each_command_argument_its_limits() -> None:
         {"type": "str", "min": None, "max": None, "choices": ["ON", "OFF"], "pattern": None}
     ]
     assert rows["identify"]["args"] == []  # none, said as none (not unknown)
+
+
+def test_a_refused_argument_is_named_by_its_index() -> None:
+    profile = parse_profile(
+        {
+            "name": "two",
+            "commands": {
+                "range": {
+                    "request": "R {0} {1}",
+                    "args": [{"type": "int", "min": 1, "max": 4}, {"type": "str"}],
+                }
+            },
+        }
+    )
+    with pytest.raises(EnvelopeViolation) as info:
+        profile.check_command("range", [2, "a;b"])
+    assert (info.value.details["reason"], info.value.details["arg"]) == ("not_allowed", 1)

@@ -1,0 +1,293 @@
+"""Early feedback on a machine task, from the fleet as its agents published it.
+
+A task for a device whose agent has published it (GET /api/v1/devices) is checked
+when it is created, and when a change touches its target or params, with the safety
+envelope's own rules (tme.drivers.envelope) as far as the published profile tells
+them: a device the agent does not have, an unknown point or serial command, a write
+to a read-only point, a value or an argument outside its limits: 422 naming the
+field. What needs the profile's addresses or encoding (a value its register type
+cannot hold, a scaled value's rounding) is left to the agent, which checks every
+command again whatever the controller let through: a profile may change, and the
+agent's is the one in force. An agent that does not publish a command's arguments
+(older than that) has them checked by the agent alone.
+
+A target the controller has never heard of is not refused: agents and gateways may
+be provisioned after their tasks. The answer carries a warning instead (the task's
+`warnings`), and the run waits for the agent until its queue timeout.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from sqlalchemy import and_, or_
+from sqlmodel import Session, col, select
+
+from tme.controller.services.task_checks import field_error
+from tme.controller.store.models import Agent, Device, Site
+from tme.drivers.envelope import check_command_args, check_point_limits
+from tme.drivers.profile import (
+    ARG_TYPES,
+    POINT_TYPES,
+    ArgSpec,
+    CommandSpec,
+    DeviceProfile,
+    PointSpec,
+)
+from tme.errors import EnvelopeViolation, ValidationError
+from tme.schemas import DEVICE_OPS, MACHINE_OPS, Target
+
+Pair = tuple[str, str]  # site, agent
+SHOWN_NAMES = 20  # names listed when none is close: enough to spot one, short enough to read
+
+
+@dataclass
+class FleetView:
+    """What the fleet tables say of the agents some tasks target."""
+
+    published: dict[Pair, dict[str, Device]] = field(default_factory=dict)
+    seen: set[Pair] = field(default_factory=set)  # agents that ever reported
+    sites: set[str] = field(default_factory=set)  # the sites seen of agents that were not
+    site_agents: dict[str, list[str]] = field(default_factory=dict)  # of those sites
+
+
+def load_view(session: Session, targets: Iterable[tuple[str, Target | None]]) -> FleetView:
+    """The fleet rows the (op, target) pairs need: one query when every target agent
+    has published devices, more only for agents never seen."""
+    pairs = {
+        (target.site, target.agent)
+        for op, target in targets
+        if op in MACHINE_OPS and target is not None and target.agent is not None
+    }
+    view = FleetView()
+    if not pairs:
+        return view
+    for device in session.exec(select(Device).where(_of_pairs(Device.site, Device.agent, pairs))):
+        view.published.setdefault((device.site, device.agent), {})[device.name] = device
+    view.seen = set(view.published)
+    unseen = pairs - view.seen
+    if unseen:
+        agents = select(Agent.site, Agent.name).where(
+            Agent.role == "agent", _of_pairs(Agent.site, Agent.name, unseen)
+        )
+        view.seen |= {(site, name) for site, name in session.exec(agents)}
+    unseen -= view.seen
+    if unseen:
+        names = {site for site, _ in unseen}
+        view.sites = set(session.exec(select(Site.name).where(col(Site.name).in_(names))))
+        at_sites = select(Agent.site, Agent.name).where(
+            Agent.role == "agent", col(Agent.site).in_(names)
+        )
+        for site, name in session.exec(at_sites.order_by(col(Agent.name))):
+            view.site_agents.setdefault(site, []).append(name)
+    return view
+
+
+def _of_pairs(site_column: Any, name_column: Any, pairs: set[Pair]) -> Any:
+    return or_(*(and_(site_column == site, name_column == name) for site, name in pairs))
+
+
+def check_task(
+    view: FleetView, op: str, target: Target | None, params: dict[str, Any]
+) -> list[str]:
+    """Refuse (422 naming the field) what the target agent's published devices show
+    the agent would refuse; return the warnings for what cannot be checked."""
+    if op not in MACHINE_OPS or target is None or target.agent is None:
+        return []
+    pair = (target.site, target.agent)
+    if pair not in view.seen:
+        return [_never_seen(view, target.site, target.agent)]
+    if op not in DEVICE_OPS or target.device is None:
+        return []
+    devices = view.published.get(pair)
+    if not devices:
+        return [
+            f"agent {target.agent!r} at site {target.site!r} has published no devices: "
+            f"device {target.device!r} could not be checked here (the agent checks it)"
+        ]
+    device = devices.get(target.device)
+    if device is None:
+        where = f"agent {target.agent!r} at site {target.site!r}"
+        _refuse("target.device", f"{where} has no device", target.device, list(devices))
+    else:
+        DeviceCheck(device).check(op, params)
+    return []
+
+
+def _never_seen(view: FleetView, site: str, agent: str) -> str:
+    if site not in view.sites:
+        # no names of other sites: they may be outside the caller's grant
+        return (
+            f"site {site!r} has never been seen (no gateway or agent of it has reported): "
+            f"the run waits for agent {agent!r} until its queue timeout"
+        )
+    known = view.site_agents.get(site, [])
+    hint = _did_you_mean(agent, known) or (f"; its agents: {_listed(known)}" if known else "")
+    return (
+        f"agent {agent!r} has never been seen at site {site!r}: the run waits for it "
+        f"until its queue timeout{hint}"
+    )
+
+
+class DeviceCheck:
+    """One published device, and the envelope's checks of a task's params against it."""
+
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        rows = [row for row in device.points if isinstance(row, dict) and "name" in row]
+        self.points = {str(r["name"]): r for r in rows if r.get("kind", "point") == "point"}
+        self.commands = {str(r["name"]): r for r in rows if r.get("kind") == "command"}
+        self.where = f"device {device.name!r} of agent {device.agent!r} at site {device.site!r}"
+
+    def check(self, op: str, params: dict[str, Any]) -> None:
+        if op == "modbus.read":
+            self._check_read(params)
+        elif op == "modbus.write":
+            self._check_write(params)
+        elif op == "serial.command":
+            self._check_command(params)
+
+    def _check_read(self, params: dict[str, Any]) -> None:
+        if "points" in params:
+            for index, name in enumerate(params["points"]):
+                self._point_row(name, f"params.points.{index}")
+        elif "point" in params:
+            self._point_row(params["point"], "params.point")
+
+    def _check_write(self, params: dict[str, Any]) -> None:
+        name = params["point"]
+        spec = _point_spec(self._point_row(name, "params.point"))
+        if spec is None:
+            return  # a row this controller cannot read (another agent version): the agent checks
+        try:
+            check_point_limits(spec, name, params["value"])
+        except EnvelopeViolation as exc:
+            where = "params.point" if exc.details["reason"] == "read_only" else "params.value"
+            self._refused(where, exc)
+
+    def _check_command(self, params: dict[str, Any]) -> None:
+        name = params["command"]
+        if name not in self.commands:
+            other = " (a point: use op modbus.read or modbus.write)" if name in self.points else ""
+            has = f"{self.where} has no serial command"
+            _refuse("params.command", has, name, list(self.commands), other)
+        specs = _arg_specs(self.commands[name].get("args"))
+        if specs is None:
+            return  # not published (an older agent) or unreadable: the agent checks them
+        profile = DeviceProfile(
+            name=self.device.profile, commands={name: CommandSpec(request="", args=specs)}
+        )
+        try:
+            check_command_args(profile, name, list(params.get("args", [])))
+        except EnvelopeViolation as exc:
+            arg = exc.details.get("arg")
+            self._refused("params.args" if arg is None else f"params.args.{arg}", exc)
+
+    def _point_row(self, name: str, where: str) -> dict[str, Any]:
+        row = self.points.get(name)
+        if row is None:
+            other = " (a serial command: use op serial.command)" if name in self.commands else ""
+            _refuse(where, f"{self.where} has no point", name, list(self.points), other)
+        return row
+
+    def _refused(self, where: str, exc: EnvelopeViolation) -> NoReturn:
+        profile = f"profile {self.device.profile!r} of " if self.device.profile else ""
+        message = f"{exc.message} ({profile}{self.where}, as the agent published it)"
+        raise ValidationError(
+            f"invalid request: {where}: {message}", field_errors=[field_error(where, message)]
+        )
+
+
+def _refuse(where: str, has_no: str, name: str, known: Sequence[str], note: str = "") -> NoReturn:
+    """A 422 for an unknown name, with the close ones (or all, when none is close)."""
+    hint = _did_you_mean(name, known)
+    if not hint:
+        hint = f"; it has {_listed(known)}" if known else "; it has none"
+    message = f"{has_no} {name!r}{note}{hint}"
+    raise ValidationError(
+        f"invalid request: {where}: {message}", field_errors=[field_error(where, message)]
+    )
+
+
+def _did_you_mean(name: str, known: Sequence[str]) -> str:
+    """The known names close to `name` (a typo) or holding it (a part: "speed" for
+    "speed_setpoint"), at most three."""
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+    if len(name) >= 3:
+        close += [k for k in known if name.lower() in k.lower() and k not in close]
+    return f"; did you mean {', '.join(map(repr, close[:3]))}?" if close else ""
+
+
+def _listed(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:SHOWN_NAMES])
+    return shown + (f" and {len(names) - SHOWN_NAMES} more" if len(names) > SHOWN_NAMES else "")
+
+
+# --- published rows back into the envelope's specs --------------------------------
+# Rows come from agents of any version: a row this controller cannot read is not
+# checked here (None), never a reason to refuse a task or to fail the request.
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _limit(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Unreadable
+    return float(value)
+
+
+def _point_spec(row: dict[str, Any]) -> PointSpec | None:
+    kind = row.get("type")
+    if kind not in POINT_TYPES:
+        return None
+    try:
+        low, high = _limit(row.get("min")), _limit(row.get("max"))
+    except _Unreadable:
+        return None
+    return PointSpec(
+        address=0,  # not published, not needed for these checks
+        table="coil" if kind == "bool" else "holding_register",
+        type=kind,
+        access="rw" if row.get("access") == "rw" else "r",
+        min=low,
+        max=high,
+    )
+
+
+def _arg_specs(rows: Any) -> list[ArgSpec] | None:
+    if not isinstance(rows, list):
+        return None
+    try:
+        return [_arg_spec(row) for row in rows]
+    except _Unreadable:
+        return None
+
+
+def _arg_spec(row: Any) -> ArgSpec:
+    if not isinstance(row, dict) or row.get("type") not in ARG_TYPES:
+        raise _Unreadable
+    choices, pattern = row.get("choices"), row.get("pattern")
+    if choices is not None and not (
+        isinstance(choices, list) and all(isinstance(c, str) for c in choices)
+    ):
+        raise _Unreadable
+    if pattern is not None:
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError):
+            raise _Unreadable from None
+    return ArgSpec(
+        type=row["type"],
+        min=_limit(row.get("min")),
+        max=_limit(row.get("max")),
+        choices=choices,
+        pattern=pattern,
+    )
