@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 
 from tme.controller.retries import WRITE_OPS
 from tme.controller.services.runs import record_hop
-from tme.controller.store.models import Run, Task
+from tme.controller.store.models import Agent, Run, Task
 from tme.controller.store.planner import rare
 from tme.controller.store.workflow_models import RunLink
 from tme.states import FINAL_STATES, RunState
@@ -47,12 +47,7 @@ def check_timeouts(
             )
         )
     ):
-        changed += record_hop(
-            session,
-            run,
-            RunState.expired,
-            reason="queue timeout: no agent accepted it by not_after",
-        )
+        changed += record_hop(session, run, RunState.expired, reason=_queue_timeout(session, run))
     for run, task in session.exec(
         _locked(
             select(Run, Task)
@@ -83,6 +78,23 @@ def check_timeouts(
             session, run, RunState.timed_out, reason="total deadline across retries passed"
         )
     return changed
+
+
+def _queue_timeout(session: Session, run: Run) -> str:
+    """Why the run expired, naming a target agent this controller never heard of (a
+    typo, or one not provisioned yet): the create's answer warned of it, once."""
+    reason = "queue timeout: no agent accepted it by not_after"
+    task = session.get(Task, run.task_id)
+    if task is None or not task.site or not task.agent:
+        return reason
+    seen = session.exec(
+        select(Agent.id)
+        .where(Agent.site == task.site, Agent.name == task.agent, Agent.role == "agent")
+        .limit(1)
+    ).first()
+    if seen is None:
+        reason += f" (agent {task.agent!r} has never been seen at site {task.site!r})"
+    return reason
 
 
 Q = TypeVar("Q", bound=Select[*tuple[Any, ...]])

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from tme.config import Settings
+from tme.controller.event_apply import apply_presence
 from tme.controller.outbox import queue_run
 from tme.controller.retries import backoff_s
 from tme.controller.run_ready import RunReady
@@ -20,7 +21,7 @@ from tme.controller.services.runs import record_hop
 from tme.controller.services.tasks import create_task
 from tme.controller.store.models import Outbox, Run, RunEvent, utcnow
 from tme.controller.watchdog import check_timeouts
-from tme.protocol import Command
+from tme.protocol import Command, Presence
 from tme.schemas import Retries, TaskCreate
 
 TARGET = {"site": "s1", "agent": "a1", "device": "pump1"}
@@ -76,6 +77,19 @@ def test_queue_timeout_expires_an_unaccepted_run(session: Session) -> None:
     record_hop(session, run, "dispatched")
     check_timeouts(session, utcnow() + timedelta(seconds=120), 30, grace_s=1)
     assert run.state == "expired"
+
+
+def test_queue_timeout_names_a_target_agent_never_seen(session: Session) -> None:
+    """A typo in the agent's name, or one not provisioned: the run waited for nothing."""
+    unseen = queued(session)
+    apply_presence(session, Presence(site="s1", agent="a2", state="offline"))
+    known = queued(session, target={**TARGET, "agent": "a2"})
+    for run in (unseen, known):
+        record_hop(session, run, "dispatched")
+    check_timeouts(session, utcnow() + timedelta(seconds=120), 30, grace_s=1)
+    assert unseen.state == known.state == "expired"
+    assert unseen.reason.endswith("(agent 'a1' has never been seen at site 's1')")
+    assert known.reason == "queue timeout: no agent accepted it by not_after"
 
 
 def linked(session: Session, **fields: object) -> Run:
