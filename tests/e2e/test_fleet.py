@@ -30,6 +30,9 @@ def test_agents_devices_and_sites_from_presence(embedded_stack, client_of) -> No
     assert set(devices) == {"pump1", "tank1", "conveyor1", "meter1"}
     setpoint = next(p for p in devices["pump1"].points if p.name == "speed_setpoint")
     assert (setpoint.unit, setpoint.access, setpoint.min, setpoint.max) == ("rpm", "rw", 0, 3000)
+    # a serial command's argument limits travel with the presence, over MQTT and the bus
+    voltage = next(p for p in devices["meter1"].points if p.name == "set_voltage")
+    assert voltage.limits() == "float 0..30"
     sites = {s.name: s for s in client.fleet.sites()}
     assert sites[site].agents_online == 3
 
