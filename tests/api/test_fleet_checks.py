@@ -245,3 +245,37 @@ def test_the_documented_create_path_checks_the_same(test_client, fleet) -> None:
     body = _task(PUMP, "modbus.write", point="speed_setpoint", value=9000)
     error = assert_error(test_client.post("/tasks/create", json=body), 422, "params.value")
     assert "above the maximum" in error["message"]
+
+
+def test_an_agents_argument_pattern_is_matched_by_the_agent_not_here(
+    test_client, app_engine: Any
+) -> None:
+    """A regular expression an agent published is never run in the controller (a
+    pathological one would hold a request thread while it backtracks): text of one line
+    is taken here, and the agent, whose profile is in force, refuses what does not match.
+    Free text without a pattern is still checked here with the envelope's own rule."""
+    rows = [
+        {"name": "label", "kind": "command", "type": "str", "unit": "", "access": "rw",
+         "min": None, "max": None,
+         "args": [{"type": "str", "min": None, "max": None, "choices": None,
+                   "pattern": "[0-9]{1,3}"}]},
+        {"name": "note", "kind": "command", "type": "str", "unit": "", "access": "rw",
+         "min": None, "max": None,
+         "args": [{"type": "str", "min": None, "max": None, "choices": None, "pattern": None}]},
+    ]  # fmt: skip
+    _published(app_engine, "plant-1", "lab-p", {})
+    with Session(app_engine) as session:
+        session.add(Device(site="plant-1", agent="lab-p", name="panel", points=rows))
+        session.commit()
+    target = {"site": "plant-1", "agent": "lab-p", "device": "panel"}
+    taken = test_client.post(
+        "/api/v1/tasks",
+        json=_task(target, "serial.command", command="label", args=["abc"]),
+    )
+    assert taken.status_code == 201, taken.text
+    _refused(
+        test_client,
+        _task(target, "serial.command", command="note", args=["OUTP;ON"]),
+        "params.args.0",
+        "not allowed",
+    )
