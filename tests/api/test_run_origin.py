@@ -29,6 +29,12 @@ def _shown(client: Any, run_id: str) -> dict[str, Any]:
     return dict(response.json())
 
 
+def _says(client: Any, run: dict[str, Any], workflow_id: str, cause: str) -> None:
+    """The run as answered, and its detail, name that workflow run and cause."""
+    assert _origin(run) == (workflow_id, cause)
+    assert _origin(_shown(client, run["id"])) == (workflow_id, cause)
+
+
 def test_a_triggered_run_and_its_dependent_name_their_workflow_run(test_client) -> None:
     batch = _make(test_client, "batch", trigger="batch")
     flush = _make(test_client, "flush", depends_on=[{"task": batch["id"], "on": "success"}])
@@ -36,16 +42,14 @@ def test_a_triggered_run_and_its_dependent_name_their_workflow_run(test_client) 
     fired = test_client.post("/api/v1/triggers/batch").json()["runs"]
     assert len(fired) == 1
     first = fired[0]["id"]
-    assert _origin(fired[0]) == (first, "trigger")
-    assert _origin(_shown(test_client, first)) == (first, "trigger")
+    _says(test_client, fired[0], first, "trigger")
 
     reported = test_client.patch(f"/api/v1/tasks/{batch['id']}", json={"status": "complete"})
     assert reported.status_code == 200, reported.text
     wait_until(lambda: _runs(test_client, flush), what="the dependent's run")
     wait_until(lambda: _runs(test_client, alarm), what="the other branch skipped")
     step = _runs(test_client, flush)[0]
-    assert _origin(step) == (first, "dependency")
-    assert _origin(_shown(test_client, step["id"])) == (first, "dependency")
+    _says(test_client, step, first, "dependency")
     workflow = test_client.get(f"/api/v1/workflows/{first}").json()
     assert {(r["task_id"], r["state"], r["cause"]) for r in workflow} == {
         (batch["id"], "succeeded", "trigger"),
@@ -60,15 +64,13 @@ def test_a_created_run_a_retry_and_run_now_say_why_they_exist(test_client) -> No
     created = _runs(test_client, task)
     assert len(created) == 1
     first = created[0]["id"]
-    assert _origin(created[0]) == (first, "created")
-    assert _origin(_shown(test_client, first)) == (first, "created")
+    _says(test_client, created[0], first, "created")
 
     reported = test_client.patch(f"/api/v1/tasks/{task['id']}", json={"status": "fail"})
     assert reported.status_code == 200, reported.text
     retry = test_client.post(f"/api/v1/runs/{first}/retry")
     assert retry.status_code == 201, retry.text
-    assert _origin(retry.json()) == (first, "retry")
-    assert _origin(_shown(test_client, retry.json()["id"])) == (first, "retry")
+    _says(test_client, retry.json(), first, "retry")
 
     canceled = test_client.post(f"/api/v1/runs/{retry.json()['id']}/cancel")
     assert canceled.status_code == 200, canceled.text

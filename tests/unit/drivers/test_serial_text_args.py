@@ -95,19 +95,28 @@ def test_the_driver_builds_no_request_from_a_chained_argument() -> None:
         driver.check_request(FREE_TEXT, "measure", ["AUTO;:OUTP ON"])
 
 
-def test_a_bad_pattern_is_a_profile_error_naming_file_and_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("command", "key"),
+    [
+        ("{request: 'MEAS:VOLT? {0}', args: [{type: str, pattern: 'AUTO|[0-9'}]}",
+         "commands.measure.args.0.pattern"),
+        ("{request: 'MEAS:VOLT?', parse: float, response: '([0-9.]+'}",
+         "commands.measure.response"),
+    ],
+    ids=["argument pattern", "response pattern"],
+)  # fmt: skip
+def test_a_bad_regular_expression_is_a_profile_error_naming_file_and_key(
+    tmp_path: Path, command: str, key: str
+) -> None:
+    """Refused when the profile loads, not on each run of the command."""
     bad = tmp_path / "meter.yaml"
-    bad.write_text(
-        "name: meter\n"
-        "commands:\n"
-        "  measure: {request: 'MEAS:VOLT? {0}', args: [{type: str, pattern: 'AUTO|[0-9'}]}\n"
-    )
+    bad.write_text(f"name: meter\ncommands:\n  measure: {command}\n")
     with pytest.raises(ConfigError) as info:
         load_profile(bad)
     assert str(bad) in info.value.message
-    assert "commands.measure.args.0.pattern: " in info.value.message
+    assert f"{key}: " in info.value.message
     assert "regular expression" in info.value.message
-    assert info.value.key == "commands.measure.args.0.pattern"
+    assert info.value.key == key
 
 
 @pytest.mark.parametrize(
@@ -139,19 +148,3 @@ def test_a_limit_that_would_not_apply_is_a_profile_error(arg: dict, key: str, pr
     with pytest.raises(ConfigError, match=problem) as info:
         profile_with(arg)
     assert info.value.key == f"commands.measure.args.0.{key}"
-
-
-def test_a_bad_response_pattern_is_a_profile_error_not_a_failure_of_each_run(
-    tmp_path: Path,
-) -> None:
-    bad = tmp_path / "meter.yaml"
-    bad.write_text(
-        "name: meter\n"
-        "commands:\n"
-        "  measure: {request: 'MEAS:VOLT?', parse: float, response: '([0-9.]+'}\n"
-    )
-    with pytest.raises(ConfigError) as info:
-        load_profile(bad)
-    assert str(bad) in info.value.message
-    assert "regular expression" in info.value.message
-    assert info.value.key == "commands.measure.response"
