@@ -1,6 +1,7 @@
 """Creating a task writes its rows and reads none back: the policy row is made, not
 looked up, a new task has no dependency edges to replace, and rendering the task for
-the response finds everything already in the session."""
+the response finds everything already in the session. What it reads is the fleet its
+target is checked against (services/fleet_checks.py), and only that."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from tme.controller.services.tasks import create_task, to_public
 from tme.controller.store.db import session_scope
 from tme.schemas import TaskCreate
 
+FLEET_TABLES = {"devices", "agents", "sites"}
 WRITE = {
     "name": "set pump speed",
     "op": "modbus.write",
@@ -23,7 +25,7 @@ def test_create_and_render_read_nothing_back(engine: Engine) -> None:
     statements: list[str] = []
 
     def note(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        statements.append(statement.lstrip().split(None, 1)[0].upper())
+        statements.append(" ".join(statement.split()))
 
     event.listen(engine, "before_cursor_execute", note)
     try:
@@ -34,4 +36,7 @@ def test_create_and_render_read_nothing_back(engine: Engine) -> None:
     finally:
         event.remove(engine, "before_cursor_execute", note)
     assert created and public.status == "pending" and public.paused is False
-    assert "SELECT" not in statements, statements
+    reads = [s for s in statements if s.upper().startswith("SELECT")]
+    read_tables = {s.split(" FROM ", 1)[1].split()[0] for s in reads}
+    assert read_tables <= FLEET_TABLES, reads  # the target's agent, site and devices
+    assert len(reads) <= 4, reads  # devices, then (never seen) agents, sites, their agents
