@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from tme.controller.services.paging import MAX_PAGE, decode_time_id_cursor, encode_cursor
 from tme.controller.services.runs import chunks
-from tme.controller.store.models import Run, RunEvent, RunLog
+from tme.controller.store.models import Run, RunEvent, RunLog, Task
 from tme.controller.store.workflow_models import RunLink
 from tme.errors import NotFound
 from tme.schemas import RunDetail, RunEventPublic, RunLogLine, RunPublic
@@ -93,13 +93,18 @@ def _links_of(session: Session, run_ids: list[str]) -> dict[str, Any]:
     return found
 
 
-def settled_among(session: OrmSession, run_ids: Iterable[str]) -> set[str]:
-    """Which of these final runs the workflow engine has settled: planned their automatic
-    retry (or found none due) and decided their dependents, in the transaction that
-    marked their link. A run without a link is not settled yet: the engine links it when
-    it settles it (workflow.settle_pending)."""
+def settled_latest_among(session: OrmSession, run_ids: Iterable[str]) -> set[str]:
+    """Which of these final runs are settled and still their task's latest run, read in
+    one statement, so at one moment: the task rows they came from were read by another
+    statement, possibly before the settling, which plans the retry that becomes the
+    task's latest run. Read apart, a task could be answered final and settled while its
+    retry was already on the way (TaskPublic.settled)."""
     found: set[str] = set()
     for chunk in chunks(sorted(set(run_ids))):
-        query = select(RunLink.run_id).where(col(RunLink.run_id).in_(chunk), col(RunLink.settled))
+        query = (
+            select(RunLink.run_id)
+            .join(Task, col(Task.latest_run_id) == col(RunLink.run_id))
+            .where(col(RunLink.run_id).in_(chunk), col(RunLink.settled))
+        )
         found.update(session.scalars(query))
     return found

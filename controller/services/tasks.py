@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 from tme.controller.services import fleet_checks, policies
 from tme.controller.services import runs as run_service
 from tme.controller.services.paging import MAX_PAGE, decode_id_cursor, encode_cursor
-from tme.controller.services.queries import settled_among
+from tme.controller.services.queries import settled_latest_among
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.status_report import report_status
 from tme.controller.services.task_checks import check_one_off_due, check_storable, field_error
@@ -81,7 +81,7 @@ def _settled_latest(session: OrmSession | None, tasks: Sequence[Task]) -> set[st
     """The tasks' latest runs that are final and settled (TaskPublic.settled); only a
     task with a final status is looked up."""
     final = [t.latest_run_id for t in tasks if t.latest_run_id and t.status in FINAL_VALUES]
-    return settled_among(session, final) if session is not None and final else set()
+    return settled_latest_among(session, final) if session is not None and final else set()
 
 
 def _public(task: Task, policy: TaskPolicy | None, settled: set[str]) -> TaskPublic:

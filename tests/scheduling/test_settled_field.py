@@ -71,3 +71,27 @@ def test_a_skipped_dependent_is_settled_once_its_own_dependents_are_decided(
 def test_a_task_that_never_ran_is_not_settled(test_client) -> None:
     task = make(test_client, "later", trigger="later")
     assert task_of(test_client, task) == ("idle", False)
+
+
+def test_a_task_read_before_its_failure_settled_is_not_shown_settled(test_client) -> None:
+    """The task row and its latest run's link are read by two statements, each its own
+    snapshot (SQLite outside a transaction, PostgreSQL at read committed). When the
+    failure is settled between them (its retry planned, the task's latest run now the
+    retry), the task read before must not be answered `failed` and settled: a waiter
+    would take the failure for the last word while its retry was already planned."""
+    from sqlmodel import Session
+
+    from tme.controller.services.tasks import to_publics
+    from tme.controller.store.models import Task
+
+    scheduling = held_loop(test_client)
+    task = make(test_client, "pump", retries=NO_WAIT)
+    report(test_client, task, "fail")
+    engine = test_client.app.state.engine
+    with Session(engine, expire_on_commit=False) as reader:
+        stale = reader.get(Task, task["id"])  # read before the settle: failed, latest = run 1
+        assert stale is not None and stale.status == "failed"
+        scheduling.step(housekeeping=False)  # settles the failure, plans the retry
+        (public,) = to_publics(reader, [stale])
+    assert (public.status, public.settled) == ("failed", False)
+    assert task_of(test_client, task) == ("waiting", False)
