@@ -25,6 +25,7 @@ from functools import partial
 
 from tme.agents.bus_publisher import BusPublisher, Outgoing
 from tme.agents.journal import Journal, JournalEntry
+from tme.agents.woken_thread import WokenThread
 from tme.failure_log import FailureLog
 from tme.protocol import (
     EVENTS_EXCHANGE,
@@ -85,18 +86,15 @@ class CommandDispatcher:
         # The journal is pruned at the gateway's start and then every PRUNE_EVERY_S, so a
         # gateway that runs for months keeps a week of closed entries, not all of them.
         self._next_prune = time.monotonic() + PRUNE_EVERY_S
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tme-gw-dispatch", daemon=True)
+        self._loop = WokenThread(self._run, "tme-gw-dispatch")
+        self._wake = self._loop.wake_event
+        self._stopping = self._loop.stopping
 
     def start(self) -> None:
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self._loop.stop()
 
     def wake(self) -> None:
         self._wake.set()

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from tme.agents.bus_publisher import BusPublisher, Outgoing
 from tme.agents.command_dispatch import event_routing_key
+from tme.agents.woken_thread import WokenThread
 from tme.protocol import EVENT_BATCHES, EVENTS_EXCHANGE, GatewayStatus, Presence
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,9 @@ class Heartbeat:
         # sends another beat, one before it is in this one. (A bool is set atomically.)
         self._changed = False
         self._in_flight = threading.Event()
-        self._wake = threading.Event()  # a change, a confirm, or a stop
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tme-gw-heartbeat", daemon=True)
+        self._loop = WokenThread(self._run, "tme-gw-heartbeat")
+        self._wake = self._loop.wake_event  # a change, a confirm, or a stop
+        self._stopping = self._loop.stopping
 
     @property
     def in_flight(self) -> bool:
@@ -73,13 +74,10 @@ class Heartbeat:
         return self._in_flight.is_set()
 
     def start(self) -> None:
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self._loop.stop()
 
     def changed(self) -> None:
         """The gateway's state changed in a way the controller shows: tell it soon
