@@ -20,6 +20,8 @@ controller does it, and the one-object-at-a-time ORM way it replaced (the baseli
   including settling the finished run;
 - audit row, 1 per change: the row each REST change appends (HMAC chain, its own
   transaction), controller only.
+The ten agents the tasks target are online with the pump they drive (their presence
+applied first), so each create is checked against it as on a running fleet.
 Figures are CPU milliseconds of this thread per task; printed, never asserted.
 """
 
@@ -37,11 +39,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import col
 
-from benchmarks.e2e_roles import agent_name, task_fields
+from benchmarks.e2e_roles import PROFILES, agent_name, task_fields
 from tme.bus.registry import open_bus
 from tme.config import Settings
 from tme.controller.dispatcher import UNPUBLISHED, Dispatcher
-from tme.controller.event_apply import EVENT_STATES, apply_messages
+from tme.controller.event_apply import EVENT_STATES, apply_messages, apply_presence
 from tme.controller.run_ready import RunReady
 from tme.controller.services import audit
 from tme.controller.services.runs import load_runs, record_hop
@@ -50,7 +52,8 @@ from tme.controller.store.db import make_engine, session_scope, upgrade
 from tme.controller.store.models import Outbox, utcnow
 from tme.controller.store.sqlite_gate import gate_of
 from tme.controller.workflow import settle_pending
-from tme.protocol import Event
+from tme.drivers.profile import load_profile
+from tme.protocol import Event, Presence
 from tme.schemas import TaskCreate
 from tme.states import RunState
 
@@ -189,9 +192,25 @@ def settled(engine: Any, hook: Any) -> None:
                 return
 
 
+def fleet_published(engine: Any, agents: int = 10) -> None:
+    """The bench agents online with the pump they drive, as their presence says: each
+    create is checked against it (fleet_checks), as on a running fleet."""
+    pump = {
+        "name": "pump1",
+        "driver": "modbus_tcp",
+        "profile": "pump",
+        "points": load_profile(PROFILES / "pump.yaml").public_points(),
+    }
+    with session_scope(engine) as session:
+        for i in range(agents):
+            presence = Presence(site=SITE, agent=agent_name(i), state="online", devices=[pump])
+            apply_presence(session, presence)
+
+
 def measure(database: str, tasks: int, way: str, stages: Stages) -> None:
     engine = make_engine(database)
     upgrade(engine)
+    fleet_published(engine)
     hook = RunReady(Settings.model_validate({"database": {"url": database}}), threading.Event())
     batched = way == "controller"
     with stages.stage("create", way):

@@ -21,13 +21,15 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
-from sqlalchemy import and_, or_
+from sqlalchemy import BindParameter, bindparam, tuple_
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from tme.controller.services.task_checks import field_error
 from tme.controller.store.models import Agent, Device, Site
+from tme.controller.store.rows import table_of
 from tme.drivers.envelope import check_command_args, check_point_limits
 from tme.drivers.profile import (
     ARG_TYPES,
@@ -45,14 +47,35 @@ ANY_ONE_LINE = ".*"  # what the controller lets through of a text argument with 
 SHOWN_NAMES = 20  # names listed when none is close: enough to spot one, short enough to read
 
 
+class PublishedDevice(Protocol):
+    """A device as its agent published it: the columns of Device these checks read."""
+
+    site: str
+    agent: str
+    name: str
+    profile: str
+    points: list[dict[str, Any]]
+
+
 @dataclass
 class FleetView:
     """What the fleet tables say of the agents some tasks target."""
 
-    published: dict[Pair, dict[str, Device]] = field(default_factory=dict)
+    published: dict[Pair, dict[str, PublishedDevice]] = field(default_factory=dict)
     seen: set[Pair] = field(default_factory=set)  # agents that ever reported
     sites: set[str] = field(default_factory=set)  # the sites seen of agents that were not
     site_agents: dict[str, list[str]] = field(default_factory=dict)  # of those sites
+
+
+# Built once, read as plain rows: this runs in every create, inside its transaction.
+DEVICES, AGENTS = table_of(Device), table_of(Agent)
+PAIRS: BindParameter[list[Pair]] = bindparam("pairs", expanding=True)
+PUBLISHED = sa_select(
+    DEVICES.c.site, DEVICES.c.agent, DEVICES.c.name, DEVICES.c.profile, DEVICES.c.points
+).where(tuple_(DEVICES.c.site, DEVICES.c.agent).in_(PAIRS))
+AGENTS_SEEN = sa_select(AGENTS.c.site, AGENTS.c.name).where(
+    AGENTS.c.role == "agent", tuple_(AGENTS.c.site, AGENTS.c.name).in_(PAIRS)
+)
 
 
 def load_view(session: Session, targets: Iterable[tuple[str, Target | None]]) -> FleetView:
@@ -66,15 +89,13 @@ def load_view(session: Session, targets: Iterable[tuple[str, Target | None]]) ->
     view = FleetView()
     if not pairs:
         return view
-    for device in session.exec(select(Device).where(_of_pairs(Device.site, Device.agent, pairs))):
+    for device in session.execute(PUBLISHED, {"pairs": sorted(pairs)}):
         view.published.setdefault((device.site, device.agent), {})[device.name] = device
     view.seen = set(view.published)
     unseen = pairs - view.seen
     if unseen:
-        agents = select(Agent.site, Agent.name).where(
-            Agent.role == "agent", _of_pairs(Agent.site, Agent.name, unseen)
-        )
-        view.seen |= {(site, name) for site, name in session.exec(agents)}
+        found = session.execute(AGENTS_SEEN, {"pairs": sorted(unseen)})
+        view.seen |= {(site, name) for site, name in found}
     unseen -= view.seen
     if unseen:
         names = {site for site, _ in unseen}
@@ -85,10 +106,6 @@ def load_view(session: Session, targets: Iterable[tuple[str, Target | None]]) ->
         for site, name in session.exec(at_sites.order_by(col(Agent.name))):
             view.site_agents.setdefault(site, []).append(name)
     return view
-
-
-def _of_pairs(site_column: Any, name_column: Any, pairs: set[Pair]) -> Any:
-    return or_(*(and_(site_column == site, name_column == name) for site, name in pairs))
 
 
 def check_task(
@@ -136,7 +153,7 @@ def _never_seen(view: FleetView, site: str, agent: str) -> str:
 class DeviceCheck:
     """One published device, and the envelope's checks of a task's params against it."""
 
-    def __init__(self, device: Device) -> None:
+    def __init__(self, device: PublishedDevice) -> None:
         self.device = device
         rows = [row for row in device.points if isinstance(row, dict) and "name" in row]
         self.points = {str(r["name"]): r for r in rows if r.get("kind", "point") == "point"}
