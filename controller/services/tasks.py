@@ -85,7 +85,7 @@ def _settled_latest(session: OrmSession | None, tasks: Sequence[Task]) -> set[st
 
 
 def _public(task: Task, policy: TaskPolicy | None, settled: set[str]) -> TaskPublic:
-    target = Target(site=task.site, agent=task.agent, device=task.device) if task.site else None
+    target = target_of(task)
     return TaskPublic.model_validate(
         {
             **task.model_dump(),
@@ -273,6 +273,22 @@ def _idempotent_replay(session: Session, key: str, digest: str) -> Task | None:
     return task
 
 
+def target_of(task: Task) -> Target | None:
+    """The task's target, from its columns (None for a task without a site)."""
+    return Target(site=task.site, agent=task.agent, device=task.device) if task.site else None
+
+
+def fleet_notices(session: Session, task: Task) -> list[str]:
+    """What the fleet says of a stored task now: the warnings its create would get
+    today, or why its agent would refuse it (what the agent published changed since)."""
+    target = target_of(task)
+    try:
+        view = fleet_checks.load_view(session, [(task.op, target)])
+        return fleet_checks.check_task(view, task.op, target, task.params or {})
+    except ValidationError as exc:
+        return [f"its agent would refuse it as it stands: {exc.message.removeprefix(INVALID)}"]
+
+
 def _target_columns(target: Target | None) -> dict[str, Any]:
     if target is None:
         return {"site": None, "agent": None, "device": None}
@@ -350,7 +366,7 @@ def update_task(
     if changes:
         _apply_field_changes(session, task, changes)
     if checks_fleet:
-        target = Target(site=task.site, agent=task.agent, device=task.device) if task.site else None
+        target = target_of(task)
         fleet = fleet_checks.load_view(session, [(task.op, target)])
         noticed = fleet_checks.check_task(fleet, task.op, target, task.params or {})
         if warnings is not None:

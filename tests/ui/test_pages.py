@@ -279,3 +279,63 @@ async def test_task_page_shows_the_fire_times_the_controller_keeps(
     await user.open(f"/tasks/{task_id}")
     await user.should_see("Paused")
     await user.should_not_see(first.isoformat())
+
+
+def _publish(board: Any, agent: str, devices: list[dict[str, Any]]) -> None:
+    from tme.controller.event_apply import apply_presence
+
+    with Session(board.engine) as session:
+        presence = Presence(site="plant-x", agent=agent, state="online", devices=devices)
+        apply_presence(session, presence)
+        session.commit()
+
+
+async def test_task_page_says_its_agent_was_never_seen(user: User, board, sign_in) -> None:
+    task_id = _task(board)  # skid-a at plant-x: no presence of either yet
+    sign_in(user, "viewer")
+    await user.open(f"/tasks/{task_id}")
+    await user.should_see(marker="fleet-notice", content="has never been seen")
+
+
+async def test_task_page_says_what_its_agent_would_refuse_as_it_stands(
+    user: User, board, sign_in
+) -> None:
+    level = {"name": "level", "type": "float32", "unit": "m", "access": "r"}
+    volume = {"name": "volume", "type": "float32", "unit": "m3", "access": "r"}
+    _publish(board, "skid-a", [{"name": "tank1", "profile": "tank", "points": [level]}])
+    task_id = _task(board)  # a read of tank1's level: what skid-a published has it
+    sign_in(user, "viewer")
+    await user.open(f"/tasks/{task_id}")
+    await user.should_see("Definition")
+    await user.should_not_see(marker="fleet-notice")
+    # skid-a comes back with a new profile for tank1, without the point "level"
+    _publish(board, "skid-a", [{"name": "tank1", "profile": "tank", "points": [volume]}])
+    await user.open(f"/tasks/{task_id}")
+    await user.should_see(marker="fleet-notice", content="its agent would refuse it as it stands")
+    await user.should_see(marker="fleet-notice", content="has no point 'level'")
+
+
+async def test_run_page_shows_its_cause_and_when_it_is_settled(user: User, board, sign_in) -> None:
+    import threading
+
+    from tme.controller.run_ready import RunReady
+    from tme.controller.workflow import settle_pending
+
+    body = TaskCreate.model_validate(
+        {"name": "flush", "op": "noop", "target": {"site": "plant-x", "agent": "skid-a"}}
+    )
+    with Session(board.engine) as session:  # as the controller creates it: with its link
+        hook = RunReady(board.settings, threading.Event())
+        task, _ = create_task(session, body, on_run_ready=hook)
+        session.commit()
+        run_id = task.latest_run_id
+    sign_in(user, "viewer")
+    await user.open(f"/runs/{run_id}")
+    await user.should_see(marker="run-cause", content="cause: created")
+    await user.should_see(marker="run-settled", content="outcome pending")
+    _move(board, run_id, "failed", reason="modbus timeout on unit 2")
+    await user.should_see(marker="run-settled", content="settling", retries=LIVE)
+    with Session(board.engine) as session:  # the workflow pass acts on the outcome
+        settle_pending(session, None)
+        session.commit()
+    await user.should_see(marker="run-settled", content="settled: its retry", retries=LIVE)

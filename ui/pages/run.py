@@ -14,12 +14,15 @@ from tme.controller.services.queries import get_run_detail
 from tme.controller.services.workflow_graph import workflow_of
 from tme.controller.store.models import Device, RunLog, Task
 from tme.errors import NotFound
-from tme.states import is_late
+from tme.schemas import RunDetail
+from tme.states import FINAL_STATES, is_late
 from tme.ui import actions, live
 from tme.ui.context import dashboard
 from tme.ui.control import guarded
 from tme.ui.session import Viewer
 from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
+
+SETTLING_POLL_S = 1.0
 
 
 def units_of(session: Any, task: Task) -> dict[str, str]:
@@ -76,6 +79,9 @@ def register() -> None:
                 ui.link(f"task {task.id}", href(f"/tasks/{task.id}"))
                 ui.link("workflow run", href(f"/workflows/{workflow_id}"))
                 reason = ui.label(detail.reason).classes("text-gray-700")
+            with ui.row().classes("items-center gap-2 text-sm text-gray-600"):
+                ui.label(f"cause: {detail.cause or 'unknown'}").mark("run-cause")
+                settled = ui.label(settled_text(detail)).mark("run-settled")
             if viewer.can("run.control", task.site):
                 _control_buttons(viewer, task.site, run_id)
             ui.label("Timeline").classes("text-lg")
@@ -139,9 +145,31 @@ def register() -> None:
                     log.push(f"{line.at:%H:%M:%S} {line.line}")
                     last_log["id"] = line.id or 0
                 show_result(fresh.result)
+                show_settled(fresh)
 
+        def show_settled(fresh: RunDetail) -> None:
+            settled.text = settled_text(fresh)
+            # Settling follows the final state (the workflow pass plans a retry and
+            # decides dependents) with no hop of its own: look again until it is done.
+            settling.active = fresh.state in FINAL_STATES and not fresh.settled
+
+        def look_again() -> None:
+            with dashboard().session() as session:
+                show_settled(get_run_detail(session, run_id))
+
+        settling = ui.timer(SETTLING_POLL_S, look_again, active=False)
+        show_settled(detail)
         live.run_changes.subscribe(on_runs)
         live.log_lines.subscribe(on_log)
+
+
+def settled_text(run: RunDetail) -> str:
+    """Whether TME has acted on the run's outcome (docs/api.md, Status and settled)."""
+    if run.state not in FINAL_STATES:
+        return "outcome pending"
+    if run.settled:
+        return "settled: its retry and dependents are decided"
+    return "settling: its retry and dependents are being decided"
 
 
 def _control_buttons(viewer: Viewer, site: str | None, run_id: str) -> None:

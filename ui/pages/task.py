@@ -1,4 +1,5 @@
-"""One task: definition, schedule with next fire times, dependencies, run history
+"""One task: what the fleet says of it (a target never seen, or a task its agent would
+refuse as it stands), definition, schedule with next fire times, dependencies, run history
 with a duration chart; new runs and state changes appear live."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from nicegui import ui
 from sqlmodel import col, select
 
 from tme.controller.services.queries import list_runs
-from tme.controller.services.tasks import get_task, to_public
+from tme.controller.services.tasks import fleet_notices, get_task, to_public
 from tme.controller.services.workflow_graph import workflow_of, workflows_of
 from tme.controller.store.models import Run, Task, TaskDependency
 from tme.errors import NotFound
@@ -62,10 +63,16 @@ def register() -> None:
             predecessors = [d for d in predecessors if d.predecessor_id in seen]
             dependents = [d for d in dependents if d.task_id in seen]
             workflows = workflows_of(session, [r.id for r in runs])
+            notices = fleet_notices(session, task)
         with frame(f"Task {task_id}: {public.name}", viewer):
             with ui.row().classes("items-center gap-2"):
                 ui.label("Status")
                 status = state_chip(public.status).mark("task-status")
+            if notices:  # what a create would be told today, or why its agent would refuse it
+                with ui.card().classes("w-full bg-amber-50"):
+                    ui.label("Fleet").classes("font-medium")
+                    for notice in notices:
+                        ui.label(notice).classes("text-amber-900").mark("fleet-notice")
             with ui.card().classes("w-full"):
                 ui.label("Definition").classes("font-medium")
                 ui.code(json.dumps(public.model_dump(mode="json"), indent=2), language="json")
