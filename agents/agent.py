@@ -22,6 +22,7 @@ from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet, build_devices
 from tme.agents.event_packer import EventPacker
 from tme.agents.executor import CANCEL_OP, CommandExecutor, make_event
+from tme.agents.lockout import POLL_S, Lockouts
 from tme.agents.presence import PresenceAnnouncer
 from tme.mqtt import MqttLink, MqttMessage
 from tme.topics import cmd_topic, evt_topic, state_topic
@@ -48,8 +49,10 @@ class DeviceAgent:
             protocol=config.mqtt.protocol,
             manual_ack=True,
         )
+        self.lockouts = Lockouts(config.state_dir)
+        self._described = self.devices.describe(self.lockouts)
         self.presence = PresenceAnnouncer(
-            self.link, config.site, config.agent, "agent", self.devices.describe()
+            self.link, config.site, config.agent, "agent", self._described
         )
         self._evt_topic = evt_topic(config.site, config.agent)
         self.events = EventPacker(config.site, self._send_events)
@@ -57,6 +60,7 @@ class DeviceAgent:
         self._executor: CommandExecutor | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._pruning: asyncio.TimerHandle | None = None
+        self._watching: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         state_dir = self.config.state_dir
@@ -68,6 +72,7 @@ class DeviceAgent:
             self._publish_event,
             worker_count=self.config.worker_count,
             allow_shell=self.config.allow_shell,
+            lockouts=self.lockouts,
         )
         cut_off = self._record.unfinished("started")  # by the last process's end
         await self.devices.start(quiet=self.devices.quiet_after_cut_off(cut_off))
@@ -82,6 +87,7 @@ class DeviceAgent:
             state_topic(self.config.site, self.config.gateway), self._on_gateway_state, loop=loop
         )
         self.link.start()
+        self._watch_lockouts()
         # Recorded but never started (they waited for a worker when the last process
         # stopped): run them now, without waiting for the gateway to offer them again;
         # past their not_after they expire.
@@ -90,8 +96,9 @@ class DeviceAgent:
         log.info("agent %s/%s started", self.config.site, self.config.agent)
 
     async def stop(self) -> None:
-        if self._pruning is not None:
-            self._pruning.cancel()
+        for timer in (self._pruning, self._watching):
+            if timer is not None:
+                timer.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=DRAIN_TIMEOUT_S)
         for task in self._tasks.values():
@@ -120,6 +127,18 @@ class DeviceAgent:
         except Exception:  # the next round tries again; the record itself is intact
             log.exception("pruning the command record failed")
         self._pruning = asyncio.get_running_loop().call_later(PRUNE_EVERY_S, self._prune)
+
+    def _watch_lockouts(self) -> None:
+        """Tell the controller (presence) when a device is locked out or unlocked here;
+        the executor reads the lockout itself before each command that changes a device."""
+        try:
+            described = self.devices.describe(self.lockouts)
+            if described != self._described:
+                self._described = described
+                self.presence.set_devices(described)
+        except Exception:  # the next look tries again; refusals do not depend on it
+            log.exception("looking at the lockouts failed")
+        self._watching = asyncio.get_running_loop().call_later(POLL_S, self._watch_lockouts)
 
     def _publish_event(self, event: Event) -> None:
         self.events.publish(event)

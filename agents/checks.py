@@ -98,6 +98,22 @@ def _check_device_op(command: Command, device: Device) -> Plan:
     return Plan(command, device, args=checked)
 
 
+def changes_device(plan: Plan) -> str | None:
+    """What the planned command would change on its device, in words; None when it
+    only reads (a Modbus read, a serial command its profile says is read-only)."""
+    command, device = plan.command, plan.device
+    if device is None:
+        return None
+    if command.op == "modbus.write":
+        return f"its write of {command.params.get('point')!r}"
+    if command.op == "serial.command":
+        name = command.params.get("command")
+        spec = device.profile.commands.get(name) if isinstance(name, str) else None
+        if spec is None or spec.access != "r":
+            return f"its serial command {name!r}"
+    return None
+
+
 def read_points_of(command: Command, device: Device) -> list[str]:
     """params.points, or params.point, or every point of the profile (Refused when
     what names the points is not a name or a list of names)."""

@@ -19,6 +19,7 @@ from tme.agents.agent_config import DeviceConfig
 from tme.errors import ConfigError, TMEError
 
 if TYPE_CHECKING:
+    from tme.agents.lockout import Lockouts
     from tme.drivers.profile import DeviceProfile
     from tme.protocol import Command
 
@@ -58,8 +59,15 @@ class DeviceSet:
             self._bus_locks[key] = asyncio.Lock()
         return self._bus_locks[key]
 
-    def describe(self) -> list[dict[str, Any]]:
-        return [device.describe() for device in self.devices.values()]
+    def describe(self, lockouts: Lockouts | None = None) -> list[dict[str, Any]]:
+        """Each device as presence tells it, with its lockout when it has one."""
+        locked = lockouts.all() if lockouts is not None else {}
+        described = []
+        for device in self.devices.values():
+            lockout = locked.get(device.name)
+            extra = {"lockout": lockout.public()} if lockout is not None else {}
+            described.append({**device.describe(), **extra})
+        return described
 
     def quiet_after_cut_off(self, commands: list[Command]) -> dict[str, float]:
         """The buses on which `commands` (started by the last process, never finished)

@@ -13,9 +13,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tme.agents.checks import Plan, Refused, check_command, is_expired
+from tme.agents.checks import Plan, Refused, changes_device, check_command, is_expired
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet
+from tme.agents.lockout import Lockouts
 from tme.agents.operations import run_plan
 from tme.errors import DriverError, TMEError
 
@@ -84,11 +85,13 @@ class CommandExecutor:
         *,
         worker_count: int,
         allow_shell: bool,
+        lockouts: Lockouts | None = None,
     ) -> None:
         self.record = record
         self.devices = devices
         self.publish = publish
         self.allow_shell = allow_shell
+        self.lockouts = lockouts
         self._workers = asyncio.Semaphore(worker_count)
         self._stop_requested: set[str] = set()
 
@@ -139,6 +142,9 @@ class CommandExecutor:
             log.exception("checking command %s (%s) crashed", command.id, command.op)
             reason = f"the agent could not check this command ({exc!r}); it was not run"
             return self.finish(command, "rejected", reason=reason, not_started=True)
+        refusal = self._locked_out(plan)
+        if refusal is not None:
+            return self.finish(command, "rejected", reason=refusal, not_started=True)
         self.publish(make_event(command, "accepted"))
         # The bus first, then a worker: a command queued behind a hung device waits for
         # its bus without holding one of the workers the agent's other buses need.
@@ -148,7 +154,18 @@ class CommandExecutor:
                 return self.finish(
                     command, "expired", reason="not started before not_after", not_started=True
                 )
+            refusal = self._locked_out(plan)  # locked out while it waited for the bus
+            if refusal is not None:
+                return self.finish(command, "rejected", reason=refusal, not_started=True)
             return await self._run(plan)
+
+    def _locked_out(self, plan: Plan) -> str | None:
+        """Why the plan may not run now that its device is locked out (None: it may)."""
+        what = changes_device(plan)
+        if what is None or plan.device is None or self.lockouts is None:
+            return None
+        lockout = self.lockouts.get(plan.device.name)
+        return lockout.refusal(what) if lockout is not None else None
 
     async def _run(self, plan: Plan) -> Event:
         command = plan.command

@@ -70,6 +70,13 @@ class PresenceAnnouncer:
         devices, features = (self._devices, self._features) if online else ([], [])
         return presence_json(self._site, self._name, self._role, state, devices, features, at)
 
+    def set_devices(self, devices: list[dict[str, Any]]) -> None:
+        """What `online` says of the devices from now on; said at once when connected
+        (as of this connection's time: a later one would outlive its will)."""
+        self._devices = devices
+        if self.link.is_connected():
+            self.announce_online()
+
     def install(self) -> None:
         """Set the will and the hooks that stamp it and re-announce; call before the
         link starts."""

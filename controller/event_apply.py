@@ -173,6 +173,18 @@ def _overtaken(agent: Agent, at: datetime, online: bool) -> bool:
     )
 
 
+LOCKOUT_FIELDS = {"by": 64, "reason": 200, "at": 40}  # kept of each, at most (characters)
+
+
+def _lockout_of(said: object) -> dict[str, str] | None:
+    """A device's lockout as its agent said it; anything it said that is not one, of an
+    agent of any version, still counts as locked out (the agent refuses, whatever this says)."""
+    if said is None:
+        return None
+    said = said if isinstance(said, dict) else {}
+    return {k: str(said.get(k) or "unknown")[:n] for k, n in LOCKOUT_FIELDS.items()}
+
+
 def _replace_devices(session: Session, presence: Presence, now: object) -> None:
     known = {
         d.name: d
@@ -190,6 +202,7 @@ def _replace_devices(session: Session, presence: Presence, now: object) -> None:
         device.driver = str(described.get("driver", ""))[:32]
         device.profile = str(described.get("profile", ""))[:200]
         device.points = list(described.get("points", []))
+        device.lockout = _lockout_of(described.get("lockout"))
         device.updated_at = presence.at
         session.add(device)
     for gone in known.values():

@@ -614,12 +614,23 @@ def _arg_text(arg: ArgPublic) -> str:
     return f"{arg.type or '?'} {limit}".strip()
 
 
+class DeviceLockout(Output):
+    """A device locked out at its agent (`tme agent lock`): who, why and since when."""
+
+    by: str
+    reason: str
+    at: str
+
+
 class DevicePublic(Output):
     site: str
     agent: str
     name: str
     profile: str = ""
     points: list[PointPublic] = Field(default_factory=list)
+    # Set while the device is locked out at its agent: it refuses whatever would change
+    # the device (writes, serial commands that are not read-only); reads still run.
+    lockout: DeviceLockout | None = None
     updated_at: datetime | None = None
 
 

@@ -55,6 +55,7 @@ class PublishedDevice(Protocol):
     name: str
     profile: str
     points: list[dict[str, Any]]
+    lockout: dict[str, str] | None
 
 
 @dataclass
@@ -71,7 +72,12 @@ class FleetView:
 DEVICES, AGENTS = table_of(Device), table_of(Agent)
 PAIRS: BindParameter[list[Pair]] = bindparam("pairs", expanding=True)
 PUBLISHED = sa_select(
-    DEVICES.c.site, DEVICES.c.agent, DEVICES.c.name, DEVICES.c.profile, DEVICES.c.points
+    DEVICES.c.site,
+    DEVICES.c.agent,
+    DEVICES.c.name,
+    DEVICES.c.profile,
+    DEVICES.c.points,
+    DEVICES.c.lockout,
 ).where(tuple_(DEVICES.c.site, DEVICES.c.agent).in_(PAIRS))
 AGENTS_SEEN = sa_select(AGENTS.c.site, AGENTS.c.name).where(
     AGENTS.c.role == "agent", tuple_(AGENTS.c.site, AGENTS.c.name).in_(PAIRS)
@@ -131,7 +137,10 @@ def check_task(
         where = f"agent {target.agent!r} at site {target.site!r}"
         _refuse("target.device", f"{where} has no device", target.device, list(devices))
     else:
-        DeviceCheck(device).check(op, params)
+        check = DeviceCheck(device)
+        check.check(op, params)
+        if device.lockout is not None and check.changes(op, params):
+            return [check.locked_out(device.lockout)]
     return []
 
 
@@ -167,6 +176,21 @@ class DeviceCheck:
             self._check_write(params)
         elif op == "serial.command":
             self._check_command(params)
+
+    def changes(self, op: str, params: dict[str, Any]) -> bool:
+        """Whether the task could change the device: a write, or a serial command not
+        published as read-only (the agent's lockout refuses these)."""
+        if op != "serial.command":
+            return op == "modbus.write"
+        command = self.commands.get(str(params.get("command")))
+        return command is None or command.get("access") != "r"
+
+    def locked_out(self, lockout: dict[str, str]) -> str:
+        by, reason, at = (lockout.get(k, "unknown") for k in ("by", "reason", "at"))
+        return (
+            f"{self.where} is locked out at its agent by {by} since {at}: {reason}; the agent"
+            f" refuses this task's runs until the device is unlocked there (tme agent unlock)"
+        )
 
     def _check_read(self, params: dict[str, Any]) -> None:
         if "points" in params:

@@ -226,6 +226,8 @@ class Device(SQLModel, table=True):
     driver: str = Field(default="", max_length=32)
     profile: str = Field(default="", max_length=200)
     points: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
+    # Locked out at its agent (`tme agent lock`): by, reason, at; None when it is not.
+    lockout: dict[str, str] | None = Field(default=None, sa_type=JSON)
     updated_at: datetime = _ts()
 
 

@@ -162,3 +162,59 @@ def test_command_for_an_offline_agent_waits_and_runs_once(real_stack, client_of)
 
 def _online(client, stack: LocalStack, name: str) -> bool:
     return any(a.online for a in client.fleet.agents(site=stack.config.site) if a.name == name)
+
+
+def test_a_device_locked_out_at_its_agent_refuses_writes_until_unlocked(
+    real_stack, client_of, tmp_path
+) -> None:
+    """`tme agent lock` at the agent: presence tells the controller (MQTT, gateway,
+    RabbitMQ), a write task gets a warning and is rejected by the agent with the
+    lockout's reason, the pump untouched; reads still run; `tme agent unlock` hands it back."""
+    from typer.testing import CliRunner
+
+    from tme.cli.main import app
+
+    client = client_of(real_stack)
+    target = _target(real_stack, "skid-a", "pump1")
+    site = target["site"]
+
+    def pump1():  # as the API shows it
+        return next((d for d in client.fleet.devices(site=site) if d.name == "pump1"), None)
+
+    wait_until(lambda: pump1() is not None, timeout=15, what="pump1 published")
+    config = tmp_path / "skid-a.yaml"  # the agent's own config: its state_dir holds the lock
+    config.write_text(
+        f"site: {site}\nagent: skid-a\nmqtt: {{url: 'mqtt://127.0.0.1:1883'}}\n"
+        f"state_dir: {real_stack.config.state_dir / 'agent-skid-a'}\n"
+        "devices:\n  pump1:\n    driver: modbus_tcp\n"
+        f"    connection: {{host: 127.0.0.1, port: {real_stack.plant.port}}}\n"
+        f"    unit: {PUMP_UNIT}\n    profile: {real_stack.config.profiles_dir / 'pump.yaml'}\n"
+    )
+    runner = CliRunner()
+    lock = ["agent", "lock", "pump1", "--reason", "seal replacement", "--by", "alice"]
+    assert runner.invoke(app, [*lock, "-c", str(config)]).exit_code == 0
+    wait_until(lambda: pump1().lockout is not None, timeout=15, what="the lockout reported")
+    assert pump1().lockout.by == "alice" and pump1().lockout.reason == "seal replacement"
+
+    before = real_stack.plant.read_register(PUMP_UNIT, SPEED_SETPOINT)
+    writes_before = real_stack.plant.request_count(PUMP_UNIT, writes_only=True)
+    setpoint = {"point": "speed_setpoint", "value": before + 11}
+    task = client.tasks.create(name="set speed", op="modbus.write", target=target, params=setpoint)
+    assert any("locked out at its agent by alice" in w for w in task.warnings), task.warnings
+    done = client.tasks.wait(task.id, timeout=30)
+    assert done.status == "rejected"
+    assert "locked out by alice" in client.runs.get(done.latest_run_id).reason
+    read = client.tasks.create(name="watch", op="modbus.read", target=target, params=READ_SPEED)
+    assert client.tasks.wait(read.id, timeout=30).status == "succeeded"
+    assert real_stack.plant.read_register(PUMP_UNIT, SPEED_SETPOINT) == before
+    assert real_stack.plant.request_count(PUMP_UNIT, writes_only=True) == writes_before
+
+    assert runner.invoke(app, ["agent", "unlock", "pump1", "-c", str(config)]).exit_code == 0
+    wait_until(lambda: pump1().lockout is None, timeout=15, what="the unlock reported")
+    again = client.tasks.create(name="set speed", op="modbus.write", target=target, params=setpoint)
+    assert again.warnings == []
+    assert client.tasks.wait(again.id, timeout=30).status == "succeeded"
+    assert real_stack.plant.read_register(PUMP_UNIT, SPEED_SETPOINT) == before + 11
+
+
+READ_SPEED = {"point": "speed_setpoint"}

@@ -105,3 +105,33 @@ def test_the_demo_seed_takes_its_overspeed_example_refused_at_create(
         session.commit()
     ids = seed_examples(live_url, "plant-1")
     assert len(ids) == len(EXAMPLE_TASKS) - 1
+
+
+def test_a_device_locked_out_at_its_agent_shows_in_the_sdk_the_cli_and_task_warnings(
+    live_url: str, app_engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    points = load_profile(PROFILES / "instrument.yaml").public_points()
+    lockout = {"by": "alice", "reason": "recalibration", "at": "2026-12-07T06:00:00+00:00"}
+    device = {"name": "meter1", "profile": "instrument", "points": points, "lockout": lockout}
+    with Session(app_engine) as session:
+        presence = Presence(site="plant-1", agent="lab-c", state="online", devices=[device])
+        apply_presence(session, presence)
+        session.commit()
+    target = {"site": "plant-1", "agent": "lab-c", "device": "meter1"}
+    with tme.Client(live_url) as client:
+        (shown,) = client.fleet.devices(site="plant-1")
+        assert shown.lockout is not None and shown.lockout.reason == "recalibration"
+        set_voltage = {"command": "set_voltage", "args": [5]}
+        changing = client.tasks.create(
+            name="set", op="serial.command", target=target, params=set_voltage
+        )
+        reading = client.tasks.create(
+            name="id", op="serial.command", target=target, params={"command": "identify"}
+        )
+    assert [w for w in changing.warnings if "locked out at its agent by alice" in w]
+    assert reading.warnings == []  # a read-only command still runs on a locked-out device
+    monkeypatch.setattr(console, "width", 240)
+    result = runner.invoke(app, ["device", "list", "--url", live_url])
+    assert result.exit_code == 0, result.output
+    assert "Locked out at their agents" in result.stdout
+    assert "recalibration" in result.stdout and "alice" in result.stdout

@@ -339,3 +339,17 @@ async def test_run_page_shows_its_cause_and_when_it_is_settled(user: User, board
         settle_pending(session, None)
         session.commit()
     await user.should_see(marker="run-settled", content="settled: its retry", retries=LIVE)
+
+
+async def test_fleet_page_shows_a_device_locked_out_at_its_agent(
+    user: User, board, sign_in
+) -> None:
+    lockout = {"by": "alice", "reason": "seal replacement", "at": "2026-12-07T06:00:00+00:00"}
+    points = [{"name": "level", "type": "float32", "unit": "m", "access": "r"}]
+    tank = {"name": "tank1", "profile": "tank", "points": points, "lockout": lockout}
+    _publish(board, "skid-a", [tank])
+    sign_in(user, "viewer")
+    await user.open("/fleet")
+    await user.should_see("plant-x/skid-a/tank1 (tank) LOCKED OUT")
+    await user.should_see(marker="device-lockout", content="by alice since 2026-12-07T06:00")
+    await user.should_see(marker="device-lockout", content="seal replacement")

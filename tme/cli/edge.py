@@ -11,8 +11,12 @@ import logging
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from tme.agents.lockout import Lockouts
 
 agent_app = typer.Typer(no_args_is_help=False)
 gateway_app = typer.Typer(no_args_is_help=False)
@@ -34,7 +38,8 @@ def agent(
     config: Path | None = typer.Option(None, "--config", "-c", help="Agent config file (YAML)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Run a device agent (`tme agent --config FILE`), or list agents (`tme agent list`)."""
+    """Run a device agent (`tme agent --config FILE`), list agents (`tme agent list`), lock
+    a device out at its agent (`tme agent lock`, `unlock`, `lockouts`)."""
     if ctx.invoked_subcommand is not None:
         return
     if config is None:
@@ -55,6 +60,66 @@ def agent(
         await agent_.run_until(stop)
 
     asyncio.run(main())
+
+
+ConfigOption = typer.Option(..., "--config", "-c", help="The agent's config file (YAML).")
+
+
+def _lockouts_of(config: Path, device: str | None = None) -> Lockouts:
+    """The lockouts of the agent `config` describes; `device` must be one of its devices."""
+    from tme.agents.agent_config import load_agent_config
+    from tme.agents.lockout import Lockouts
+
+    agent_config = load_agent_config(config)
+    if device is not None and device not in agent_config.devices:
+        from tme.cli.common import usage_error
+
+        known = ", ".join(sorted(agent_config.devices)) or "none"
+        usage_error(f"agent {agent_config.agent!r} has no device {device!r}; its devices: {known}")
+    return Lockouts(agent_config.state_dir)
+
+
+@agent_app.command("lock")
+def lock(
+    device: str = typer.Argument(..., help="The device to lock out."),
+    reason: str = typer.Option(..., "--reason", help="Why: shown with every refused command."),
+    by: str | None = typer.Option(None, "--by", help="Who holds the lock (default: you)."),
+    config: Path = ConfigOption,
+) -> None:
+    """Lock a device out at its agent (run where the agent runs): its writes and
+    changing serial commands are refused until `tme agent unlock`; reads still run.
+    The running agent tells the controller within a second."""
+    import getpass
+
+    from tme.cli.common import usage_error
+
+    if not reason.strip():
+        usage_error("give --reason TEXT: it is shown with every command the lockout refuses")
+    lockout = _lockouts_of(config, device).lock(device, by or getpass.getuser(), reason)
+    typer.echo(f"{device} locked out by {lockout.by} since {lockout.at}: {lockout.reason}")
+
+
+@agent_app.command("unlock")
+def unlock(
+    device: str = typer.Argument(..., help="The device to hand back."),
+    config: Path = ConfigOption,
+) -> None:
+    """End a device's lockout at its agent: commands that change it run again."""
+    ended = _lockouts_of(config, device).unlock(device)
+    if ended is None:
+        typer.echo(f"{device} was not locked out")
+        return
+    typer.echo(f"{device} unlocked (locked out by {ended.by} since {ended.at}: {ended.reason})")
+
+
+@agent_app.command("lockouts")
+def lockouts(config: Path = ConfigOption) -> None:
+    """List the devices locked out at this agent."""
+    from tme.cli.output import print_table
+
+    found = _lockouts_of(config).all()
+    rows = [(lo.device, lo.by, lo.at, lo.reason) for lo in found.values()]
+    print_table("Lockouts", ["device", "by", "since", "reason"], rows)
 
 
 @gateway_app.callback(invoke_without_command=True)

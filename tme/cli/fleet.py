@@ -65,6 +65,13 @@ def list_devices(
         ["site", "agent", "device", "point", "kind", "type", "unit", "access", "limits"],
         rows,
     )
+    locked = [(d.site, d.agent, d.name, d.lockout) for d in devices if d.lockout is not None]
+    if locked:  # the agent refuses their writes until someone unlocks them there
+        print_table(
+            "Locked out at their agents (writes refused; tme agent unlock ends it)",
+            ["site", "agent", "device", "by", "since", "reason"],
+            [(site, agent, name, lo.by, lo.at, lo.reason) for site, agent, name, lo in locked],
+        )
 
 
 @device_app.command("values")

@@ -36,7 +36,11 @@ app.add_typer(task.app, name="task", help="Create, list, update and delete tasks
 app.add_typer(config_cmd.app, name="config", help="Show the effective configuration.")
 app.add_typer(db.app, name="db", help="Database schema migrations.")
 app.add_typer(sim.app, name="sim", help="Simulated machines for tests and demos.")
-app.add_typer(edge.agent_app, name="agent", help="Run a device agent, or list agents.")
+app.add_typer(
+    edge.agent_app,
+    name="agent",
+    help="Run a device agent, list agents, lock a device out at its agent.",
+)
 app.add_typer(edge.gateway_app, name="gateway", help="Run a site gateway.")
 edge.agent_app.command("list")(fleet.list_agents)
 app.add_typer(fleet.device_app, name="device", help="List devices and their points.")

@@ -128,7 +128,14 @@ def _devices(found: Fleet) -> dict[DeviceKey, ui.element]:
     tables: dict[DeviceKey, ui.element] = {}
     for key, device in found.devices.items():
         title = f"{device.site}/{device.agent}/{device.name} ({device.profile})"
-        with ui.expansion(title, value=True).classes("w-full"):
+        lockout = device.lockout
+        with ui.expansion(title + (" LOCKED OUT" if lockout else ""), value=True).classes("w-full"):
+            if lockout is not None:
+                ui.label(
+                    f"Locked out at its agent by {lockout.by} since {lockout.at}: "
+                    f"{lockout.reason}. The agent refuses writes and changing commands until "
+                    "it is unlocked there (tme agent unlock); reads still run."
+                ).classes("text-negative font-medium").mark("device-lockout")
             tables[key] = ui.column().classes("w-full")
         show_values(tables[key], device, found.values[key])
     return tables
