@@ -18,6 +18,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from tme.controller.fleet_watch import mark_silent_gateways
 from tme.controller.retries import start_due_retries
@@ -25,7 +26,7 @@ from tme.controller.schedule_fire import FireContext, register, unregister
 from tme.controller.scheduler import ScheduleKeeper
 from tme.controller.scheduler_lease import Lease
 from tme.controller.services.runs import RunReadyHook
-from tme.controller.store.db import session_scope
+from tme.controller.store.conflicts import in_transaction
 from tme.controller.store.models import utcnow
 from tme.controller.watchdog import GRACE_S, check_timeouts
 from tme.controller.workflow import settle_missed, settle_pending
@@ -151,22 +152,24 @@ class Scheduling:
         schedules and workflow steps, then (with `housekeeping`) retries and timeouts,
         and every `sweep_s` the final runs the workflow cursor went by."""
         self.keeper.sync_changes()
-        with session_scope(self.engine) as session:
-            settle_pending(session, self.hook)
+        # Each transaction runs again should it lose a deadlock with a concurrent writer
+        # (a status report, the event consumer): store/conflicts.py.
+        in_transaction(self.engine, lambda session: settle_pending(session, self.hook))
         if not housekeeping:
             return
-        with session_scope(self.engine) as session:
-            now = utcnow()
-            start_due_retries(session, self.hook, now)
-            check_timeouts(session, now, self.default_timeout_s, self.watchdog_grace_s)
+        in_transaction(self.engine, self._housekeeping)
         if time.monotonic() >= self._fleet_watch_at:
-            with session_scope(self.engine) as session:
-                mark_silent_gateways(session, utcnow())
+            in_transaction(self.engine, lambda session: mark_silent_gateways(session, utcnow()))
             self._fleet_watch_at = time.monotonic() + FLEET_WATCH_S
         if time.monotonic() >= self._sweep_at:
-            with session_scope(self.engine) as session:
-                settle_missed(session, self.hook)
+            in_transaction(self.engine, lambda session: settle_missed(session, self.hook))
             self._sweep_at = time.monotonic() + self.sweep_s
+
+    def _housekeeping(self, session: Session) -> None:
+        """Due retries started and timeouts enforced, in one transaction."""
+        now = utcnow()
+        start_due_retries(session, self.hook, now)
+        check_timeouts(session, now, self.default_timeout_s, self.watchdog_grace_s)
 
     def _hold_lease(self) -> None:
         held = self.lease.try_acquire()

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from tme.controller.store.conflicts import lost_conflict
 from tme.controller.store.read_only import refuses_writes
 from tme.errors import APIError, IllegalTransition, describe_validation
 
@@ -143,6 +144,8 @@ async def _unstorable(_request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _db_down(_request: Request, exc: Exception) -> JSONResponse:
+    if lost_conflict(exc):
+        return _lost_conflict(exc)
     # Unreachable, or read-only for now (a failover: store/read_only.py), where reads
     # still work: either way the client is to try again shortly.
     log.error("database unavailable: %s", exc)
@@ -150,6 +153,17 @@ async def _db_down(_request: Request, exc: Exception) -> JSONResponse:
     if refuses_writes(exc):
         message = "the database refuses writes for now (it is read-only)"
     return error_response(503, "unavailable", message, None, {"Retry-After": "5"})
+
+
+def _lost_conflict(exc: Exception) -> JSONResponse:
+    # A deadlock or serialization failure still lost after the tries of
+    # store/conflicts.py: the database is up, and the change was rolled back.
+    log.warning("request lost a conflict with concurrent work: %s", exc)
+    message = (
+        "the request conflicted with concurrent work on the same rows and was rolled"
+        " back; it is safe to send again"
+    )
+    return error_response(503, "unavailable", message, {"conflict": True}, {"Retry-After": "1"})
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

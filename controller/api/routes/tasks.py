@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId, wake_scheduler
@@ -20,6 +21,7 @@ from tme.controller.services.roles import Principal
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.task_commit import create_committed, with_warnings
 from tme.controller.services.tasks import TaskFilters, to_public, to_publics
+from tme.controller.store.conflicts import in_transaction
 from tme.controller.store.db import session_scope
 from tme.errors import Conflict, TMEError
 from tme.schemas import (
@@ -132,14 +134,21 @@ def _create_committed(
 def update_and_commit(
     request: Request, session: SessionDep, task_id: int, body: TaskUpdate, principal: PrincipalDep
 ) -> TaskPublic:
+    """The change in a transaction of its own, run again if it loses a deadlock (a status
+    report against the scheduling pass: store/conflicts.py). `session` only found the
+    task visible; its connection goes back to the pool before the change takes one."""
+    session.close()
     changes = body.field_changes
     access.check_task_update(principal, changes)
-    access.check_dependencies_visible(session, principal, changes.get("depends_on"))
-    warnings: list[str] = []
-    task = service.update_task(session, task_id, body, warnings)
-    # before the commit: an answer that fails stores nothing
-    public = to_public(task).model_copy(update={"warnings": warnings})
-    session.commit()
+
+    def update(session: Session) -> TaskPublic:
+        access.check_dependencies_visible(session, principal, changes.get("depends_on"))
+        warnings: list[str] = []
+        task = service.update_task(session, task_id, body, warnings)
+        # before the commit: an answer that fails stores nothing
+        return to_public(task).model_copy(update={"warnings": warnings})
+
+    public = in_transaction(request.app.state.engine, update)
     if body.run_state is not None:
         wake_scheduler(request)  # a reported outcome starts or skips the dependents now
     return public
