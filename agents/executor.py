@@ -18,6 +18,7 @@ from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet
 from tme.agents.lockout import Lockouts
 from tme.agents.operations import run_plan
+from tme.drivers.base import CountsRequests
 from tme.errors import DriverError, TMEError
 
 if TYPE_CHECKING:  # for annotations; make_event imports tme.protocol when it builds an event
@@ -173,12 +174,24 @@ class CommandExecutor:
         self.publish(make_event(command, "started"))
 
         lines = _HeldLines(command, self.publish)
+        sent_before = _requests_sent(plan)
         try:
             # asyncio.timeout, not wait_for: the operation runs in this task, where
             # wait_for would make a task of its own for every command.
             async with asyncio.timeout(command.timeout_s):
                 result = await run_plan(plan, lines.add, allow_shell=self.allow_shell)
         except TimeoutError:
+            if sent_before is not None and _requests_sent(plan) == sent_before:
+                # cut off before any request left (its connection was still opening): as
+                # a connection that could not be opened, not started, so even a write
+                # may be retried
+                return self.finish(
+                    command,
+                    "failed",
+                    lines,
+                    reason=_not_opened_reason(plan, command.timeout_s),
+                    not_started=True,
+                )
             return self.finish(
                 command,
                 "timed_out",
@@ -214,6 +227,21 @@ class CommandExecutor:
             not_started=False,
             reason="outcome unknown: the agent stopped while it was running",
         )
+
+
+def _requests_sent(plan: Plan) -> int | None:
+    """How many requests the plan's driver has sent so far; None when it does not count
+    them (then any failure may have reached the device)."""
+    driver = plan.device.driver if plan.device is not None else None
+    return driver.requests_sent if isinstance(driver, CountsRequests) else None
+
+
+def _not_opened_reason(plan: Plan, timeout_s: float) -> str:
+    bus = plan.device.driver.bus_key if plan.device is not None else "the device"
+    return (
+        f"cannot connect to {bus}: the connection could not be opened within {timeout_s:g} s"
+        " (the command's timeout); nothing was sent to the device"
+    )
 
 
 def _driver_reason(exc: DriverError) -> str:

@@ -69,6 +69,18 @@ class AnswersWithin(Protocol):
 
 
 @runtime_checkable
+class CountsRequests(Protocol):
+    """A driver that counts the requests it handed on towards the wire (`requests_sent`).
+
+    A command cut off by its timeout while the count of its driver stayed as it was
+    sent nothing (its connection could not be opened in time): it never touched the
+    machine, and is reported not started, so the controller may retry it, a write too.
+    """
+
+    requests_sent: int
+
+
+@runtime_checkable
 class PointReader(Protocol):
     async def read_points(
         self, profile: DeviceProfile, unit: int, points: list[str]

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 # The guard catches a hang outside pymodbus's own wait of timeout_s (a stuck connect).
 GUARD_MARGIN_S = 1.0
+# pymodbus answers False both for a refused connection and for one it gave up on after
+# timeout_s; a False that took this share of timeout_s or more was the time running out
+# (asyncio's timer may fire a clock tick early, hence not all of it).
+TIMED_OUT_SHARE = 0.99
 # On a serial line unit 0 is the broadcast address (every device takes a write, none
 # answers) and 248..255 are reserved; over TCP 0 and 255 often name the device itself.
 RTU_UNITS = range(1, 248)
@@ -83,6 +87,7 @@ class ModbusDriver:
         self._quiet_at = 0.0  # loop time before which a new serial client must not open
         self._lock = asyncio.Lock()
         self._failing = False
+        self.requests_sent = 0  # see tme.drivers.base.CountsRequests
 
     async def start(self) -> None:
         async with self._lock:
@@ -96,10 +101,21 @@ class ModbusDriver:
         if self._client is None:
             await self._let_line_settle()
             self._client = self._make_client()
-        if not self._client.connected and not await self._client.connect():
-            # no request was handed to pymodbus: nothing went out on the wire
-            raise DriverError(f"cannot connect to {self.bus_key}", retryable=True, not_sent=True)
+        if not self._client.connected:
+            await self._open(self._client)
         return self._client
+
+    async def _open(self, client: Client) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        if await client.connect():
+            return
+        # no request was handed to pymodbus: nothing went out on the wire
+        message = f"cannot connect to {self.bus_key}"
+        if loop.time() - began >= self.request_timeout_s * TIMED_OUT_SHARE:
+            limit = self.request_timeout_s
+            message += f": the connection could not be opened within {limit:g} s"
+        raise DriverError(message, retryable=True, not_sent=True)
 
     async def _let_line_settle(self) -> None:
         wait_s = self._quiet_at - asyncio.get_running_loop().time()
@@ -145,6 +161,7 @@ class ModbusDriver:
         try:
             client = await self._connect()
             sending = True
+            self.requests_sent += 1
             async with asyncio.timeout(self._guard_s):  # no task per request
                 return await call(client)
         except DriverError:
