@@ -37,7 +37,10 @@ DESCRIPTIONS = {
     "413": "The body is larger than http.max_body_bytes",
     "415": "The body is not JSON",
     "422": "A parameter or a field of the body is invalid; details name each",
-    "503": "The database is unavailable; retry after Retry-After seconds",
+    "503": (
+        "The database is unavailable, or the change kept conflicting with concurrent work;"
+        " retry after Retry-After seconds"
+    ),
 }
 FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
 
