@@ -14,7 +14,6 @@ revoked or expired, or their user disabled, and follows a narrowed grant.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -32,6 +31,7 @@ from tme.controller.services.roles import Permission, Principal
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Task
 from tme.errors import AuthError, NotFound, ValidationError
+from tme.names import closest_hint
 from tme.states import RunState
 
 log = logging.getLogger(__name__)
@@ -100,11 +100,7 @@ def state_filter(
     names = [s.strip() for s in (state or "").split(",") if s.strip()]
     unknown = [name for name in names if name not in RUN_STATES]
     if unknown:
-        hints = [difflib.get_close_matches(name, RUN_STATES, n=1) for name in unknown]
-        said = ", ".join(
-            repr(name) + (f' (did you mean "{hint[0]}"?)' if hint else "")
-            for name, hint in zip(unknown, hints, strict=True)
-        )
+        said = ", ".join(repr(name) + closest_hint(name, RUN_STATES) for name in unknown)
         message = f"unknown run state {said}; one of: {', '.join(RUN_STATES)}"
         raise ValidationError(
             f"invalid request: state: {message}",

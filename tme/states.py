@@ -15,6 +15,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 from tme.errors import IllegalTransition
+from tme.names import unknown_choice
 
 
 class RunState(StrEnum):
@@ -77,6 +78,21 @@ STATUS_WORDS: dict[str, RunState] = {
     "complete": RunState.succeeded,
     "fail": RunState.failed,
 }
+
+
+# A task's status is "idle" until its first run, then the state of its latest run.
+TASK_STATUSES: tuple[str, ...] = ("idle", *(state.value for state in RunState))
+
+
+def task_status(word: str) -> str:
+    """The task status a filter names; the report words (complete, fail, started) name
+    their state. A filter compares statuses as text, so a typo would match nothing and
+    look like "no such tasks": ValueError naming the statuses there are instead."""
+    if word in STATUS_WORDS:
+        return STATUS_WORDS[word].value
+    if word in TASK_STATUSES:
+        return word
+    raise ValueError(unknown_choice("status", word, TASK_STATUSES))
 
 
 def _rank(state: RunState) -> int:

@@ -18,7 +18,6 @@ be provisioned after their tasks. The answer carries a warning instead (the task
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
@@ -40,6 +39,7 @@ from tme.drivers.profile import (
     PointSpec,
 )
 from tme.errors import EnvelopeViolation, ValidationError
+from tme.names import did_you_mean
 from tme.schemas import DEVICE_OPS, MACHINE_OPS, Target
 
 Pair = tuple[str, str]  # site, agent
@@ -152,7 +152,7 @@ def _never_seen(view: FleetView, site: str, agent: str) -> str:
             f"the run waits for agent {agent!r} until its queue timeout"
         )
     known = view.site_agents.get(site, [])
-    hint = _did_you_mean(agent, known) or (f"; its agents: {_listed(known)}" if known else "")
+    hint = did_you_mean(agent, known) or (f"; its agents: {_listed(known)}" if known else "")
     return (
         f"agent {agent!r} has never been seen at site {site!r}: the run waits for it "
         f"until its queue timeout{hint}"
@@ -245,22 +245,13 @@ class DeviceCheck:
 
 def _refuse(where: str, has_no: str, name: str, known: Sequence[str], note: str = "") -> NoReturn:
     """A 422 for an unknown name, with the close ones (or all, when none is close)."""
-    hint = _did_you_mean(name, known)
+    hint = did_you_mean(name, known)
     if not hint:
         hint = f"; it has {_listed(known)}" if known else "; it has none"
     message = f"{has_no} {name!r}{note}{hint}"
     raise ValidationError(
         f"invalid request: {where}: {message}", field_errors=[field_error(where, message)]
     )
-
-
-def _did_you_mean(name: str, known: Sequence[str]) -> str:
-    """The known names close to `name` (a typo) or holding it (a part: "speed" for
-    "speed_setpoint"), at most three."""
-    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
-    if len(name) >= 3:
-        close += [k for k in known if name.lower() in k.lower() and k not in close]
-    return f"; did you mean {', '.join(map(repr, close[:3]))}?" if close else ""
 
 
 def _listed(names: Sequence[str]) -> str:

@@ -7,7 +7,6 @@ here once, so both clients behave the same by construction.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
@@ -16,6 +15,7 @@ from urllib.parse import quote
 import httpx
 import pydantic
 
+from tme import states
 from tme.errors import APIError, ValidationError, api_error_from_response
 from tme.schemas import (
     AgentPublic,
@@ -32,7 +32,6 @@ from tme.schemas import (
     TaskUpdate,
     TriggerFired,
 )
-from tme.states import STATUS_WORDS, RunState
 
 T = TypeVar("T")
 API = "/api/v1"
@@ -182,27 +181,17 @@ def list_tasks(page_size: int = 100, **filters: str | None) -> Call[Page[TaskPub
     return Call("GET", f"{API}/tasks", _task_page, params=params)
 
 
-# A task's status is "idle" until its first run, then the state of its latest run.
-TASK_STATUSES = ("idle", *(state.value for state in RunState))
-
-
 def task_status(status: str) -> str:
-    """The status to filter on; the report words (complete, fail, started) name their state.
-
-    The server compares the filter as text, so a typo would match nothing and look
-    like "no such tasks"; it is refused here instead, naming the statuses there are.
-    """
-    if status in STATUS_WORDS:
-        return STATUS_WORDS[status].value
-    if status in TASK_STATUSES:
-        return status
-    close = difflib.get_close_matches(status, TASK_STATUSES, n=1)
-    hint = f' (did you mean "{close[0]}"?)' if close else ""
-    message = f"unknown status {status!r}{hint}; one of: {', '.join(TASK_STATUSES)}"
-    raise ValidationError(
-        f"status: {message}",
-        field_errors=[{"field": "status", "message": message, "type": "enum"}],
-    )
+    """The status to filter on (tme.states.task_status), refused here already when it
+    is none, with the same words the server would answer."""
+    try:
+        return states.task_status(status)
+    except ValueError as exc:
+        message = str(exc)
+        raise ValidationError(
+            f"status: {message}",
+            field_errors=[{"field": "status", "message": message, "type": "enum"}],
+        ) from None
 
 
 def update_task(task_id: int, fields: Mapping[str, Any]) -> Call[TaskPublic]:
