@@ -153,7 +153,7 @@ def delete_rule(
 def list_deliveries(
     session: SessionDep,
     principal: PrincipalDep,
-    status: Annotated[str | None, Query(max_length=16)] = None,
+    status: Annotated[Literal["pending", "delivered", "failed"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     query = within_scope(select(NotificationDelivery), NotificationDelivery.site, principal)

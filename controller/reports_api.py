@@ -6,7 +6,7 @@ Both count only runs of tasks on the caller's granted sites.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
@@ -24,7 +24,7 @@ READ = {"x-permission": "task.read"}
 Since = Annotated[TimeQuery, Query(description="start (ISO 8601); default: `days` ago")]
 Until = Annotated[TimeQuery, Query(description="end (ISO 8601); default: now")]
 Days = Annotated[int, Query(ge=1, le=366, description="period length when `since` is absent")]
-GroupBy = Annotated[str, Query(pattern="^(op|agent|site|task)$")]
+GroupBy = Annotated[Literal["op", "agent", "site", "task"], Query()]
 
 
 def period(since: datetime | None, until: datetime | None, days: int) -> tuple[datetime, datetime]:

@@ -132,6 +132,8 @@ def describe_validation(
         message = str(err.get("msg", "invalid"))
         if kind == "extra_forbidden":
             message = "unknown field"
+        if kind == "bool_parsing":  # pydantic's words do not say what it takes
+            message = "Input should be true or false (or 1/0, yes/no, on/off)"
         message = message.removeprefix("Value error, ")
         fields.append({"field": _field_name(loc), "message": message, "type": kind})
     summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 from pydantic import AfterValidator
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -16,6 +16,7 @@ from tme.controller.services.runs import RunReadyHook
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Run, Task
 from tme.errors import AuthError, NotFound
+from tme.states import TASK_STATUSES, task_status
 
 MAX_ID = 2**63 - 1
 
@@ -70,6 +71,21 @@ def in_utc(when: datetime | None) -> datetime | None:
 
 # The type of every time query parameter (the `since` and `until` of a period).
 TimeQuery = Annotated[datetime | None, AfterValidator(in_utc)]
+
+
+def task_status_filter(word: str | None) -> str | None:
+    """A task status to filter on (a report word names its state); "" filters nothing.
+    Done while the request is validated: an unknown one is a 422 naming `status` and
+    the statuses there are, where it would have matched no task."""
+    return task_status(word) if word else None
+
+
+# The type of the `status` filter of the task lists.
+TaskStatusQuery = Annotated[
+    str | None,
+    Query(max_length=16, description=f"one of: {', '.join(TASK_STATUSES)}"),
+    AfterValidator(task_status_filter),
+]
 
 
 async def current_principal(request: Request) -> Principal:

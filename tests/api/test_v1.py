@@ -75,6 +75,32 @@ def test_list_filters_and_pages(test_client: TestClient) -> None:
     assert len(page["items"]) == 2 and page["next_cursor"]
 
 
+def test_a_filter_value_that_matches_no_task_is_refused_by_name(test_client: TestClient) -> None:
+    """`status=bogus` answered an empty list, as if no task had that status."""
+    create(test_client, name="listed")
+    answer = test_client.get("/api/v1/tasks", params={"status": "runing"})
+    error = assert_error(answer, 422, "status", "'runing'", 'did you mean "running"')
+    assert [d["field"] for d in error["details"]] == ["status"]
+    assert "one of: idle, pending, waiting" in error["details"][0]["message"]
+    assert_error(test_client.get("/tasks/", params={"status": "bogus"}), 422, "status", "one of")
+    answer = test_client.get("/api/v1/tasks", params={"op": "modbus.reed"})
+    error = assert_error(answer, 422, "op", "'modbus.read'", "'serial.command'")
+    assert [d["field"] for d in error["details"]] == ["op"]
+
+
+def test_the_report_words_filter_their_state(test_client: TestClient) -> None:
+    """complete, fail and started name the state they report, as the SDK sends them."""
+    done, failed = create(test_client, name="done")["id"], create(test_client, name="f")["id"]
+    untouched = create(test_client, name="untouched")["id"]
+    for task_id, word in ((done, "complete"), (failed, "fail")):
+        assert test_client.put(f"/task/{task_id}/", json={"status": word}).status_code == 200
+    assert ids(test_client, status="complete") == ids(test_client, status="succeeded") == [done]
+    assert ids(test_client, status="fail") == [failed]
+    seed = test_client.get("/tasks/", params={"status": "complete"})
+    assert [task["id"] for task in seed.json()] == [done]
+    assert ids(test_client, status="") == [untouched, failed, done]  # an empty filter: none
+
+
 def test_get_patch_delete(test_client: TestClient) -> None:
     task = create(test_client, description="first")
     url = f"/api/v1/tasks/{task['id']}"

@@ -293,6 +293,14 @@ def test_list_with_a_mistyped_status_is_a_usage_error(live_url: str) -> None:
     assert out == ""
 
 
+def test_list_with_an_unknown_op_shows_the_servers_refusal(live_url: str) -> None:
+    """The server refuses an op no task can have (it answered an empty list): one line
+    naming the option's parameter and the ops there are."""
+    code, out, err = tme_cli("task", "list", "--url", live_url, "--op", "modbus.reed")
+    assert_one_line_error(code, err, 2, "op", "'modbus.read'", "'serial.command'")
+    assert out == ""
+
+
 def test_list_with_a_negative_limit_is_a_usage_error(live_url: str) -> None:
     code, out, err = tme_cli("task", "list", "--url", live_url, "--limit", "-5")
     assert code == 2 and "--limit" in err and out == ""

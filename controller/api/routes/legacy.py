@@ -14,7 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId
+from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId, TaskStatusQuery
 from tme.controller.api.routes.tasks import (
     IdempotencyKey,
     create_answer,
@@ -46,7 +46,7 @@ def list_tasks(
     response: Response,
     session: SessionDep,
     principal: PrincipalDep,
-    status: Annotated[str | None, Query(max_length=16)] = None,
+    status: TaskStatusQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> list[TaskPublic]:

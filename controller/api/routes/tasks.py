@@ -12,7 +12,14 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId, wake_scheduler
+from tme.controller.api.deps import (
+    PrincipalDep,
+    RunReadyDep,
+    SessionDep,
+    TaskId,
+    TaskStatusQuery,
+    wake_scheduler,
+)
 from tme.controller.services import access
 from tme.controller.services import tasks as service
 from tme.controller.services.audit import ChangeAudit
@@ -25,6 +32,7 @@ from tme.controller.store.conflicts import in_transaction
 from tme.controller.store.db import session_scope
 from tme.errors import Conflict, TMEError
 from tme.schemas import (
+    Op,
     Page,
     RunPublic,
     TaskBatchCreate,
@@ -217,10 +225,10 @@ def create_task_batch(
 def list_tasks(
     session: SessionDep,
     principal: PrincipalDep,
-    status: Annotated[str | None, Query(max_length=16)] = None,
+    status: TaskStatusQuery = None,
     site: Annotated[str | None, Query(max_length=64)] = None,
     agent: Annotated[str | None, Query(max_length=64)] = None,
-    op: Annotated[str | None, Query(max_length=32)] = None,
+    op: Annotated[Op | None, Query()] = None,
     q: Annotated[
         str | None, Query(max_length=200, description="search name and description")
     ] = None,
