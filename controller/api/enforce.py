@@ -31,6 +31,7 @@ from tme.controller.api.media_type import media_refusal
 from tme.controller.api.nul_guard import nul_refusal
 from tme.controller.api.policy import COOKIE_METHODS, COOKIE_PATHS, permission_for
 from tme.controller.api.principal_cache import PrincipalCache
+from tme.controller.api.query_guard import unknown_query_refusal
 from tme.controller.services import audit
 from tme.controller.services.login_limit import RefusalAudit
 from tme.controller.services.roles import Permission, Principal
@@ -169,9 +170,14 @@ class Enforce:
         self, scope: Scope, receive: Receive, send: Send, route: RouteContext | None
     ) -> None:
         """Pass the request on to its route, unless a string of its query or path holds
-        a NUL (nul_guard: a 422 naming the parameter) or its body says it is not JSON
-        (media_type: a 415), answered here for every route."""
-        refusal = nul_refusal(scope, route) or media_refusal(scope, route)
+        a NUL (nul_guard: a 422 naming the parameter), its query names a parameter the
+        route does not take (query_guard: a 422 naming it) or its body says it is not
+        JSON (media_type: a 415), answered here for every route."""
+        refusal = (
+            nul_refusal(scope, route)
+            or unknown_query_refusal(scope, route)
+            or media_refusal(scope, route)
+        )
         if refusal is None:
             await self.app(scope, receive, send)
         else:

@@ -10,7 +10,8 @@ ErrorResponse:
     401, 403        it needs credentials (every route but the public ones)
     404             its path names something (a task, a run, a rule)
     409             it changes something (a conflict or a transition refused), signed in
-    422             it takes parameters or a body
+    422             it takes parameters or a body, or is under /api/v1 (which refuses
+                    a query parameter it does not take)
     503             it reads the database (every route but GET /healthz), or declares it
 """
 
@@ -23,6 +24,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import iter_route_contexts
 
 from tme.controller.api.policy import permission_for, route_methods, route_path
+from tme.controller.api.query_guard import API_PREFIX
 from tme.controller.services.roles import Permission
 from tme.schemas import ErrorResponse
 
@@ -87,7 +89,9 @@ def _statuses(path: str, method: str, operation: dict[str, Any], public: bool) -
     takes_body = "requestBody" in operation
     if takes_body:
         statuses += ["400", "413", "415"]
-    if takes_body or operation.get("parameters") or "422" in operation.get("responses", {}):
+    refuses_query = path.startswith(API_PREFIX)  # an unknown query parameter: query_guard
+    declares_422 = "422" in operation.get("responses", {})
+    if takes_body or refuses_query or operation.get("parameters") or declares_422:
         statuses.append("422")
     if not public:
         statuses += ["401", "403"]

@@ -292,16 +292,20 @@ CASES: dict[str, Bad] = {
         json={"name": "x", "target": {"site": "plant/#"}},
     ),
     "unknown op": Bad("POST", "/api/v1/tasks", 422, ("op",), json={"name": "x", "op": "launch"}),
-    # a filter that would match nothing
+    # a filter that would match nothing, or a misspelt one that would filter nothing
     "unknown status filter": Bad("GET", "/api/v1/tasks?status=bogus", 422, ("status", "one of")),
     "unknown status filter, seed path": Bad("GET", "/tasks/?status=done", 422, ("status",)),
     "unknown op filter": Bad("GET", "/api/v1/tasks?op=modbus.reed", 422, ("op", "modbus.read")),
+    "misspelt filter": Bad("GET", "/api/v1/tasks?stauts=failed", 422, ("stauts", "'status'")),
     "online not a boolean": Bad("GET", "/api/v1/agents?online=maybe", 422, ("online", "true")),
     "unknown delivery status": Bad(
         "GET", "/api/v1/notifications/deliveries?status=sent", 422, ("status", "'delivered'")
     ),
     "unknown report grouping": Bad(
         "GET", "/api/v1/reports/summary?group_by=device", 422, ("group_by", "'agent'")
+    ),
+    "misspelt force of a cancel": Bad(
+        "POST", "/api/v1/runs/not-a-run/cancel?forse=true", 422, ("forse", "'force'")
     ),
 }
 

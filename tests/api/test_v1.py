@@ -6,6 +6,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from api_helpers import assert_error
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -99,6 +100,73 @@ def test_the_report_words_filter_their_state(test_client: TestClient) -> None:
     seed = test_client.get("/tasks/", params={"status": "complete"})
     assert [task["id"] for task in seed.json()] == [done]
     assert ids(test_client, status="") == [untouched, failed, done]  # an empty filter: none
+
+
+UNKNOWN_QUERY = {
+    "tasks, misspelt": ("GET", "/api/v1/tasks?stauts=failed", "stauts", "did you mean 'status'?"),
+    "tasks, far off": (
+        "GET",
+        "/api/v1/tasks?colour=red",
+        "colour",
+        "this path takes status, site, agent, op, q, limit, cursor",
+    ),
+    "a task's runs": ("GET", "/api/v1/tasks/{task}/runs?limt=5", "limt", "'limit'"),
+    "one task": ("GET", "/api/v1/tasks/{task}?full=1", "full", "this path takes none"),
+    "sites": ("GET", "/api/v1/sites?site=plant-1", "site", "this path takes none"),
+    "agents": ("GET", "/api/v1/agents?onlin=true", "onlin", "'online'"),
+    "devices": ("GET", "/api/v1/devices?agnet=a1", "agnet", "'agent'"),
+    "audit": ("GET", "/api/v1/audit?befor_id=3", "befor_id", "'before_id'"),
+    "audit csv": ("GET", "/api/v1/audit.csv?outcom=ok", "outcom", "'outcome'"),
+    "report": ("GET", "/api/v1/reports/summary?day=3", "day", "'days'"),
+    "deliveries": ("GET", "/api/v1/notifications/deliveries?stat=failed", "stat", "'status'"),
+    "a change": ("POST", "/api/v1/tasks/{task}/pause?force=true", "force", "takes none"),
+    "cancel": ("POST", "/api/v1/runs/not-a-run/cancel?forse=true", "forse", "'force'"),
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "name", "hint"), list(UNKNOWN_QUERY.values()), ids=list(UNKNOWN_QUERY)
+)
+def test_a_query_parameter_the_route_does_not_take_is_refused_by_name(
+    test_client: TestClient, method: str, path: str, name: str, hint: str
+) -> None:
+    """It was ignored: `?stauts=failed` listed every task, `?forse=true` did not force."""
+    task = create(test_client, name="paused?")["id"]
+    answer = test_client.request(method, path.format(task=task))
+    error = assert_error(answer, 422, f"{name}: unknown query parameter", hint)
+    assert error["code"] == "validation_error"
+    [detail] = error["details"]
+    assert (detail["field"], detail["type"]) == (name, "extra_forbidden")
+    assert detail["message"].startswith("unknown query parameter; ") and hint in detail["message"]
+    assert test_client.get(f"/api/v1/tasks/{task}").json()["paused"] is False  # nothing ran
+
+
+def test_every_parameter_a_route_takes_passes(test_client: TestClient) -> None:
+    """Declared parameters and pages pass (the event stream's, which its dependencies
+    declare: tests/notify/test_events_stream.py); paths outside /api/v1 (the seed's,
+    the docs, the probes) are not concerned."""
+    for _ in range(3):
+        create(test_client)
+    first = test_client.get("/api/v1/tasks", params={"limit": 2, "status": "pending", "q": "t"})
+    assert first.status_code == 200, first.text
+    cursor = first.json()["next_cursor"]
+    rest = test_client.get("/api/v1/tasks", params={"limit": 2, "cursor": cursor})
+    assert rest.status_code == 200 and len(rest.json()["items"]) == 1, rest.text
+    audit = test_client.get("/api/v1/audit", params={"limit": 1, "outcome": "ok"}).json()
+    older = {"limit": 1, "before_id": audit["next_before_id"], "format": "csv"}
+    assert test_client.get("/api/v1/audit", params=older).status_code == 200
+    for path in (
+        "/api/v1/agents?site=plant-1&online=false",
+        "/api/v1/devices?site=plant-1&agent=a1",
+        "/api/v1/reports/summary?days=3&group_by=site",
+        "/api/v1/notifications/deliveries?status=failed&limit=5",
+        "/tasks/?status=pending&colour=red",
+        "/openapi.json?v=1",
+        "/healthz?probe=1",
+    ):
+        assert test_client.get(path).status_code == 200, path
+    spec = test_client.get("/openapi.json").json()
+    assert "422" in spec["paths"]["/api/v1/sites"]["get"]["responses"]
 
 
 def test_get_patch_delete(test_client: TestClient) -> None:

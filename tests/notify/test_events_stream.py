@@ -114,6 +114,16 @@ def test_a_state_that_is_no_run_state_is_refused_before_the_stream_starts(live_u
     assert 'did you mean "failed"' in error["message"] and "'faild'" in error["message"]
 
 
+def test_a_parameter_the_stream_does_not_take_is_refused_before_it_starts(live_url, token) -> None:
+    """`stat=failed` (for `state`) was ignored: the stream sent every change."""
+    answer = _opened(live_url, token, stat="failed")
+    assert answer.status_code == 422, answer.headers
+    error = answer.json()["error"]
+    said = "invalid request: stat: unknown query parameter; did you mean 'state'?"
+    assert error["message"] == said
+    assert [f["field"] for f in error["details"]] == ["stat"]
+
+
 def test_a_task_that_does_not_exist_is_refused_before_the_stream_starts(live_url, token) -> None:
     answer = _opened(live_url, token, task="987654")
     assert answer.status_code == 404, answer.headers
