@@ -25,7 +25,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from tme.bus.base import Bus, Consumer, Delivery, Reject
 from tme.bus.holding import HeldWrite
 from tme.controller.event_apply import Applied, apply_messages
-from tme.controller.store.db import session_scope
+from tme.controller.store.conflicts import in_transaction
 from tme.controller.store.read_only import takes_writes
 from tme.controller.store.sqlite_gate import pipeline_writes
 from tme.failure_log import FailureLog
@@ -186,8 +186,10 @@ class EventConsumer:
             self._apply(messages[start : start + MAX_BATCH])
 
     def _apply(self, messages: list[Event | Presence]) -> None:
-        with pipeline_writes(), session_scope(self.engine) as session:
-            applied = apply_messages(session, messages)
+        # A deadlock lost to concurrent work (a status report, the scheduling pass) is
+        # applied again at once: it is no outage, and applying is idempotent.
+        with pipeline_writes():
+            applied = in_transaction(self.engine, lambda session: apply_messages(session, messages))
         if applied.to_settle and self.on_to_settle is not None:
             self.on_to_settle()
         for batch_listener in self.batch_listeners:
