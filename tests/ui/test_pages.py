@@ -353,3 +353,26 @@ async def test_fleet_page_shows_a_device_locked_out_at_its_agent(
     await user.should_see("plant-x/skid-a/tank1 (tank) LOCKED OUT")
     await user.should_see(marker="device-lockout", content="by alice since 2026-12-07T06:00")
     await user.should_see(marker="device-lockout", content="seal replacement")
+
+
+async def test_fleet_page_shows_a_lockout_as_its_presence_arrives(
+    user: User, board, sign_in
+) -> None:
+    points = [{"name": "level", "type": "float32", "unit": "m", "access": "r"}]
+    tank = {"name": "tank1", "profile": "tank", "points": points}
+    _publish(board, "skid-a", [tank])
+    sign_in(user, "viewer")
+    await user.open("/fleet")
+    await user.should_see("plant-x/skid-a/tank1 (tank)")
+    await user.should_not_see(marker="device-lockout")
+    lockout = {"by": "bob", "reason": "guard open", "at": "2026-12-07T06:00:00+00:00"}
+    presence = Presence(
+        site="plant-x", agent="skid-a", state="online", devices=[{**tank, "lockout": lockout}]
+    )
+    _publish(board, "skid-a", presence.devices)
+    board.change_feed.on_message(presence)  # as the event consumer tells it, once applied
+    await user.should_see(marker="device-lockout", content="guard open", retries=LIVE)
+    await user.should_see("plant-x/skid-a/tank1 (tank) LOCKED OUT")
+    _publish(board, "skid-a", [tank])  # unlocked at the agent
+    board.change_feed.on_message(Presence(site="plant-x", agent="skid-a", state="online"))
+    await user.should_not_see(marker="device-lockout", retries=LIVE)

@@ -14,7 +14,14 @@ from nicegui import run, ui
 
 from tme.controller.services import fleet, point_values
 from tme.controller.services.access import site_scope
-from tme.schemas import AgentPublic, DevicePublic, DeviceValues, PointPublic, SitePublic
+from tme.schemas import (
+    AgentPublic,
+    DeviceLockout,
+    DevicePublic,
+    DeviceValues,
+    PointPublic,
+    SitePublic,
+)
 from tme.ui import live
 from tme.ui.context import dashboard
 from tme.ui.loading import OneAtATime, off_the_loop, placeholder
@@ -67,15 +74,23 @@ def register() -> None:
         body.clear()
         with body:
             chips = _sites_and_agents(found)
-            tables = _devices(found)
+            views = _devices(found)
+        tables = {key: view.table for key, view in views.items()}
         shown = dict(found.values)
 
-        def on_agents(changes: list[live.AgentChange]) -> None:
+        async def on_agents(changes: list[live.AgentChange]) -> None:
             for change in changes:
                 if (change.site, change.agent) in chips:
                     chip, seen = chips[(change.site, change.agent)]
                     set_chip(chip, change.state)
                     seen.text = f"{change.at:%Y-%m-%d %H:%M:%S}"
+            # a presence may lock a device out or hand it back (tme agent lock)
+            agents = {(c.site, c.agent) for c in changes if c.state == "online"}
+            for site, agent in sorted(agents & {(k[0], k[1]) for k in views}):
+                for device in await run.io_bound(_agent_devices, site, agent) or []:
+                    view = views.get(_key(device))
+                    if view is not None and device.lockout != view.shown:
+                        view.show_lockout(device)
 
         async def redraw(key: DeviceKey) -> None:
             values = await run.io_bound(_values, found.devices[key])
@@ -123,22 +138,45 @@ def _sites_and_agents(found: Fleet) -> dict[tuple[str, str], tuple[ui.badge, ui.
     return chips
 
 
-def _devices(found: Fleet) -> dict[DeviceKey, ui.element]:
-    ui.label("Devices").classes("text-lg")
-    tables: dict[DeviceKey, ui.element] = {}
-    for key, device in found.devices.items():
+@dataclass
+class DeviceView:
+    """A device's part of the page: its header, its lockout and its points."""
+
+    header: ui.expansion
+    lockout: ui.column
+    table: ui.column
+    shown: DeviceLockout | None = None
+
+    def show_lockout(self, device: DevicePublic) -> None:
+        self.shown = lockout = device.lockout
         title = f"{device.site}/{device.agent}/{device.name} ({device.profile})"
-        lockout = device.lockout
-        with ui.expansion(title + (" LOCKED OUT" if lockout else ""), value=True).classes("w-full"):
-            if lockout is not None:
-                ui.label(
-                    f"Locked out at its agent by {lockout.by} since {lockout.at}: "
-                    f"{lockout.reason}. The agent refuses writes and changing commands until "
-                    "it is unlocked there (tme agent unlock); reads still run."
-                ).classes("text-negative font-medium").mark("device-lockout")
-            tables[key] = ui.column().classes("w-full")
-        show_values(tables[key], device, found.values[key])
-    return tables
+        self.header.text = title + (" LOCKED OUT" if lockout else "")
+        self.lockout.clear()
+        if lockout is None:
+            return
+        with self.lockout:
+            ui.label(
+                f"Locked out at its agent by {lockout.by} since {lockout.at}: "
+                f"{lockout.reason}. The agent refuses writes and changing commands until "
+                "it is unlocked there (tme agent unlock); reads still run."
+            ).classes("text-negative font-medium").mark("device-lockout")
+
+
+def _devices(found: Fleet) -> dict[DeviceKey, DeviceView]:
+    ui.label("Devices").classes("text-lg")
+    views: dict[DeviceKey, DeviceView] = {}
+    for key, device in found.devices.items():
+        with ui.expansion(value=True).classes("w-full") as header:
+            view = DeviceView(header, ui.column(), ui.column().classes("w-full"))
+        view.show_lockout(device)
+        show_values(view.table, device, found.values[key])
+        views[key] = view
+    return views
+
+
+def _agent_devices(site: str, agent: str) -> list[DevicePublic]:
+    with dashboard().session() as session:
+        return fleet.list_devices(session, site=site, agent=agent)
 
 
 def show_values(table: ui.element, device: DevicePublic, values: DeviceValues) -> None:
