@@ -87,7 +87,7 @@ class DeviceAgent:
             state_topic(self.config.site, self.config.gateway), self._on_gateway_state, loop=loop
         )
         self.link.start()
-        self._watch_lockouts()
+        self._watch_devices()
         # Recorded but never started (they waited for a worker when the last process
         # stopped): run them now, without waiting for the gateway to offer them again;
         # past their not_after they expire.
@@ -128,17 +128,18 @@ class DeviceAgent:
             log.exception("pruning the command record failed")
         self._pruning = asyncio.get_running_loop().call_later(PRUNE_EVERY_S, self._prune)
 
-    def _watch_lockouts(self) -> None:
-        """Tell the controller (presence) when a device is locked out or unlocked here;
-        the executor reads the lockout itself before each command that changes a device."""
+    def _watch_devices(self) -> None:
+        """Tell the controller (presence) when a device is locked out or unlocked here,
+        or its link changed (it stopped or started answering): at most once a POLL_S.
+        The executor reads the lockout itself before each command that changes a device."""
         try:
             described = self.devices.describe(self.lockouts)
             if described != self._described:
                 self._described = described
                 self.presence.set_devices(described)
         except Exception:  # the next look tries again; refusals do not depend on it
-            log.exception("looking at the lockouts failed")
-        self._watching = asyncio.get_running_loop().call_later(POLL_S, self._watch_lockouts)
+            log.exception("looking at the devices' lockouts and links failed")
+        self._watching = asyncio.get_running_loop().call_later(POLL_S, self._watch_devices)
 
     def _publish_event(self, event: Event) -> None:
         self.events.publish(event)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 from tme.agents.agent_config import DeviceConfig
 from tme.errors import ConfigError, TMEError
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from tme.protocol import Command
 
 log = logging.getLogger(__name__)
+
+MAX_LINK_ERROR = 300  # characters of the error a down link keeps
 
 
 @dataclass
@@ -42,10 +45,26 @@ class Device:
         }
 
 
+@dataclass(frozen=True)
+class Link:
+    """Whether the agent could talk to a device at its last operation: `ok` (the device
+    answered, a refusal such as a Modbus exception included) or `down` (no connection,
+    no answer in time, a lost connection), since when, and the error that began it."""
+
+    state: Literal["ok", "down"]
+    since: str  # ISO 8601, UTC
+    error: str = ""
+
+    def public(self) -> dict[str, str]:
+        return {"state": self.state, "since": self.since, "error": self.error}
+
+
 @dataclass
 class DeviceSet:
     devices: dict[str, Device] = field(default_factory=dict)
     _bus_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    # each device's link as its last operation left it (none yet: not known)
+    links: dict[str, Link] = field(default_factory=dict)
     _quieting: set[asyncio.Task[None]] = field(default_factory=set)
 
     def get(self, name: str | None) -> Device | None:
@@ -59,13 +78,26 @@ class DeviceSet:
             self._bus_locks[key] = asyncio.Lock()
         return self._bus_locks[key]
 
+    def note_link(self, name: str, answered: bool, error: str = "") -> None:
+        """What an operation on the device found of its link; a change of state starts
+        a new `since` (a down link keeps the error that began it)."""
+        state: Literal["ok", "down"] = "ok" if answered else "down"
+        if name not in self.devices or (name in self.links and self.links[name].state == state):
+            return
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        self.links[name] = Link(state, since, "" if answered else error[:MAX_LINK_ERROR])
+
     def describe(self, lockouts: Lockouts | None = None) -> list[dict[str, Any]]:
-        """Each device as presence tells it, with its lockout when it has one."""
+        """Each device as presence tells it, with its lockout when it has one and its
+        link once an operation found it."""
         locked = lockouts.all() if lockouts is not None else {}
         described = []
         for device in self.devices.values():
-            lockout = locked.get(device.name)
-            extra = {"lockout": lockout.public()} if lockout is not None else {}
+            extra: dict[str, Any] = {}
+            if (lockout := locked.get(device.name)) is not None:
+                extra["lockout"] = lockout.public()
+            if (link := self.links.get(device.name)) is not None:
+                extra["link"] = link.public()
             described.append({**device.describe(), **extra})
         return described
 

@@ -185,27 +185,22 @@ class CommandExecutor:
                 # cut off before any request left (its connection was still opening): as
                 # a connection that could not be opened, not started, so even a write
                 # may be retried
-                return self.finish(
-                    command,
-                    "failed",
-                    lines,
-                    reason=_not_opened_reason(plan, command.timeout_s),
-                    not_started=True,
-                )
-            return self.finish(
-                command,
-                "timed_out",
-                lines,
-                reason=f"no result within {command.timeout_s} s; operation cancelled",
-            )
+                reason = _not_opened_reason(plan, command.timeout_s)
+                self._note_link(plan, False, reason)
+                return self.finish(command, "failed", lines, reason=reason, not_started=True)
+            reason = f"no result within {command.timeout_s} s; operation cancelled"
+            self._note_link(plan, False, reason)
+            return self.finish(command, "timed_out", lines, reason=reason)
         except DriverError as exc:
             # Not started when no request reached the device (its connection or port could
             # not be opened): the controller may then retry even a write.
+            reason = _driver_reason(exc)
+            self._note_link(plan, exc.device_answered, reason)
             return self.finish(
                 command,
                 "failed",
                 lines,
-                reason=_driver_reason(exc),
+                reason=reason,
                 result=_driver_details(exc),
                 not_started=exc.not_sent,
             )
@@ -217,7 +212,13 @@ class CommandExecutor:
         except Exception as exc:
             log.exception("command %s (%s) crashed", command.id, command.op)
             return self.finish(command, "failed", lines, reason=f"agent error: {exc!r}")
+        self._note_link(plan, True)
         return self.finish(command, "succeeded", lines, result=result)
+
+    def _note_link(self, plan: Plan, answered: bool, error: str = "") -> None:
+        """What the operation found of its device's link (presence tells it)."""
+        if plan.device is not None:
+            self.devices.note_link(plan.device.name, answered, error)
 
     def outcome_unknown(self, command: Command) -> Event:
         """A command recorded as started by an earlier process that never finished it."""

@@ -185,6 +185,19 @@ def _lockout_of(said: object) -> dict[str, str] | None:
     return {k: str(said.get(k) or "unknown")[:n] for k, n in LOCKOUT_FIELDS.items()}
 
 
+LINK_FIELDS = {"since": 40, "error": 300}
+
+
+def _link_of(said: object) -> dict[str, str] | None:
+    """A device's link as its agent said it; None when it said none it could read."""
+    if not isinstance(said, dict) or said.get("state") not in ("ok", "down"):
+        return None
+    return {
+        "state": said["state"],
+        **{k: str(said.get(k) or "")[:n] for k, n in LINK_FIELDS.items()},
+    }
+
+
 def _replace_devices(session: Session, presence: Presence, now: object) -> None:
     known = {
         d.name: d
@@ -203,6 +216,7 @@ def _replace_devices(session: Session, presence: Presence, now: object) -> None:
         device.profile = str(described.get("profile", ""))[:200]
         device.points = list(described.get("points", []))
         device.lockout = _lockout_of(described.get("lockout"))
+        device.link = _link_of(described.get("link"))
         device.updated_at = presence.at
         session.add(device)
     for gone in known.values():

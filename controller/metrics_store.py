@@ -16,12 +16,12 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func
+from sqlalchemy import func, tuple_
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from tme.controller.store.models import Agent, Outbox, Run, RunEvent, Task, utcnow
+from tme.controller.store.models import Agent, Device, Outbox, Run, RunEvent, Task, utcnow
 from tme.states import ACTIVE_ORDER, FINAL_STATES, is_late
 
 log = logging.getLogger("tme.metrics")
@@ -122,6 +122,7 @@ class StoreCollector(Collector):
         yield self.finished.metric()
         yield from _outbox(session, now)
         yield from _fleet(session)
+        yield from _device_links(session)
 
 
 _UP = "1 when the database answered this scrape's queries, else 0 (the rest are left out)"
@@ -160,6 +161,25 @@ def _outbox(session: Session, now: datetime) -> Iterator[Metric]:
         "Age of the oldest command not yet published to RabbitMQ (0: none)",
         value=_age(now, oldest),
     )
+
+
+def _device_links(session: Session) -> Iterator[Metric]:
+    """Each device of an online agent that an operation found answering (1) or not (0);
+    a device not yet known, or whose agent is offline, has no sample (the agents'
+    gauges tell of those)."""
+    family = GaugeMetricFamily(
+        "tme_device_link_up",
+        "1 when the device answered its agent's last operation, 0 when it did not",
+        labels=["site", "agent", "device"],
+    )
+    online = select(Agent.site, Agent.name).where(col(Agent.online), Agent.role == "agent")
+    devices = select(Device.site, Device.agent, Device.name, Device.link).where(
+        tuple_(col(Device.site), col(Device.agent)).in_(online)
+    )
+    for site, agent, name, link in session.exec(devices):
+        if isinstance(link, dict) and link.get("state") in ("ok", "down"):
+            family.add_metric([site, agent, name], 1 if link["state"] == "ok" else 0)
+    yield family
 
 
 def _fleet(session: Session) -> Iterator[Metric]:

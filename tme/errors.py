@@ -225,6 +225,13 @@ class DriverError(TMEError):
         self.retryable = retryable
         self.not_sent = not_sent
 
+    @property
+    def device_answered(self) -> bool:
+        """Whether the device answered (a Modbus exception, a reply that did not match):
+        its link works. An error that may retry (no answer, a lost connection) or that
+        sent nothing (no connection) says it does not."""
+        return self.modbus_exception is not None or not (self.retryable or self.not_sent)
+
 
 class EnvelopeViolation(TMEError):
     """A write fell outside the device profile's safety envelope; nothing was sent."""

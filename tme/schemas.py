@@ -622,6 +622,16 @@ class DeviceLockout(Output):
     at: str
 
 
+class DeviceLink(Output):
+    """Whether the device answered its agent's last operation: `ok` (it answered, a
+    refusal such as a Modbus exception included) or `down` (no connection, no answer in
+    time), since when, and for `down` the error that began it."""
+
+    state: Literal["ok", "down"]
+    since: str
+    error: str = ""
+
+
 class DevicePublic(Output):
     site: str
     agent: str
@@ -631,6 +641,8 @@ class DevicePublic(Output):
     # Set while the device is locked out at its agent: it refuses whatever would change
     # the device (writes, serial commands that are not read-only); reads still run.
     lockout: DeviceLockout | None = None
+    # As its agent last said (null: no operation has found out since the agent started).
+    link: DeviceLink | None = None
     updated_at: datetime | None = None
 
 

@@ -218,3 +218,43 @@ def test_a_device_locked_out_at_its_agent_refuses_writes_until_unlocked(
 
 
 READ_SPEED = {"point": "speed_setpoint"}
+
+
+def test_a_device_that_stops_answering_shows_as_down_until_it_answers_again(
+    real_stack, client_of
+) -> None:
+    """The agent tells in its presence whether a device answered its last operation;
+    the API, the SDK and /metrics (tme_device_link_up) show it."""
+    import httpx
+
+    client = client_of(real_stack)
+    target = _target(real_stack, "skid-a", "pump1")
+    site = target["site"]
+
+    def link():  # pump1's, as the API shows it
+        device = next((d for d in client.fleet.devices(site=site) if d.name == "pump1"), None)
+        return device.link if device is not None else None
+
+    def metric() -> str:
+        body = httpx.get(
+            f"{real_stack.url}/metrics", headers={"Authorization": f"Bearer {real_stack.token}"}
+        ).text
+        sample = f'tme_device_link_up{{agent="skid-a",device="pump1",site="{site}"}}'
+        return next((line for line in body.splitlines() if line.startswith(sample)), "")
+
+    def read() -> str:
+        task = client.tasks.create(name="read", op="modbus.read", target=target, params=READ_SPEED)
+        return client.tasks.wait(task.id, timeout=30).status
+
+    assert read() == "succeeded"
+    wait_until(lambda: link() is not None and link().state == "ok", timeout=15, what="link ok")
+    assert metric().endswith(" 1.0")
+    real_stack.plant.inject_fault(PUMP_UNIT, drop=True)  # a device that resets mid-request
+    assert read() == "failed"
+    wait_until(lambda: link().state == "down", timeout=15, what="link down")
+    assert link().error, link()
+    assert metric().endswith(" 0.0")
+    real_stack.plant.clear_faults()
+    assert read() == "succeeded"
+    wait_until(lambda: link().state == "ok", timeout=15, what="link ok again")
+    assert metric().endswith(" 1.0")

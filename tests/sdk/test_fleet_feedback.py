@@ -107,12 +107,16 @@ def test_the_demo_seed_takes_its_overspeed_example_refused_at_create(
     assert len(ids) == len(EXAMPLE_TASKS) - 1
 
 
-def test_a_device_locked_out_at_its_agent_shows_in_the_sdk_the_cli_and_task_warnings(
+def test_a_device_locked_out_or_not_answering_shows_in_the_sdk_the_cli_and_task_warnings(
     live_url: str, app_engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     points = load_profile(PROFILES / "instrument.yaml").public_points()
     lockout = {"by": "alice", "reason": "recalibration", "at": "2026-12-07T06:00:00+00:00"}
-    device = {"name": "meter1", "profile": "instrument", "points": points, "lockout": lockout}
+    link = {"state": "down", "since": "2026-12-07T06:01:00+00:00", "error": "port closed"}
+    device = {
+        "name": "meter1", "profile": "instrument", "points": points,
+        "lockout": lockout, "link": link,
+    }  # fmt: skip
     with Session(app_engine) as session:
         presence = Presence(site="plant-1", agent="lab-c", state="online", devices=[device])
         apply_presence(session, presence)
@@ -121,6 +125,7 @@ def test_a_device_locked_out_at_its_agent_shows_in_the_sdk_the_cli_and_task_warn
     with tme.Client(live_url) as client:
         (shown,) = client.fleet.devices(site="plant-1")
         assert shown.lockout is not None and shown.lockout.reason == "recalibration"
+        assert shown.link is not None and shown.link.state == "down"
         set_voltage = {"command": "set_voltage", "args": [5]}
         changing = client.tasks.create(
             name="set", op="serial.command", target=target, params=set_voltage
@@ -135,3 +140,4 @@ def test_a_device_locked_out_at_its_agent_shows_in_the_sdk_the_cli_and_task_warn
     assert result.exit_code == 0, result.output
     assert "Locked out at their agents" in result.stdout
     assert "recalibration" in result.stdout and "alice" in result.stdout
+    assert "Not answering their agents" in result.stdout and "port closed" in result.stdout

@@ -376,3 +376,23 @@ async def test_fleet_page_shows_a_lockout_as_its_presence_arrives(
     _publish(board, "skid-a", [tank])  # unlocked at the agent
     board.change_feed.on_message(Presence(site="plant-x", agent="skid-a", state="online"))
     await user.should_not_see(marker="device-lockout", retries=LIVE)
+
+
+async def test_fleet_page_shows_whether_a_device_answers_its_agent(
+    user: User, board, sign_in
+) -> None:
+    points = [{"name": "level", "type": "float32", "unit": "m", "access": "r"}]
+    ok = {"state": "ok", "since": "2026-12-07T05:00:00+00:00", "error": ""}
+    tank = {"name": "tank1", "profile": "tank", "points": points, "link": ok}
+    _publish(board, "skid-a", [tank])
+    sign_in(user, "viewer")
+    await user.open("/fleet")
+    await user.should_see(marker="device-link", content="Answering its agent since 2026-12-07")
+    down = {"state": "down", "since": "2026-12-07T06:00:00+00:00", "error": "no answer in time"}
+    presence = Presence(
+        site="plant-x", agent="skid-a", state="online", devices=[{**tank, "link": down}]
+    )
+    _publish(board, "skid-a", presence.devices)
+    board.change_feed.on_message(presence)
+    await user.should_see(marker="device-link", content="no answer in time", retries=LIVE)
+    await user.should_see("plant-x/skid-a/tank1 (tank) NOT ANSWERING")

@@ -49,7 +49,8 @@ def list_devices(
 ) -> None:
     """List devices with their points and serial commands (type, unit, access, limits:
     a point's min..max, each command argument's type with its min..max, choices or
-    pattern, as the agent enforces them)."""
+    pattern, as the agent enforces them); then the devices not answering their agents
+    and those locked out at them, if any."""
     with connect(url, token) as client:
         devices = client.fleet.devices(site=site, agent=agent)
     if as_json:
@@ -65,6 +66,13 @@ def list_devices(
         ["site", "agent", "device", "point", "kind", "type", "unit", "access", "limits"],
         rows,
     )
+    down = [(d.site, d.agent, d.name, d.link) for d in devices if d.link and d.link.state == "down"]
+    if down:  # as their agents last said: an operation found no connection or no answer
+        print_table(
+            "Not answering their agents",
+            ["site", "agent", "device", "since", "error"],
+            [(site, agent, name, ln.since, ln.error) for site, agent, name, ln in down],
+        )
     locked = [(d.site, d.agent, d.name, d.lockout) for d in devices if d.lockout is not None]
     if locked:  # the agent refuses their writes until someone unlocks them there
         print_table(

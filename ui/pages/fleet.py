@@ -1,5 +1,6 @@
-"""Sites, agents and devices: online or offline with last seen (from presence), and
-each device's points with their latest values, refreshed when a run on it succeeds.
+"""Sites, agents and devices: online or offline with last seen (from presence), whether
+each device answers its agent and whether it is locked out there, and each device's
+points with their latest values, refreshed when a run on it succeeds.
 
 Every database read runs on a worker thread (a device's values scan its recent runs),
 and a device's rows go to the browser again only when its values changed."""
@@ -16,6 +17,7 @@ from tme.controller.services import fleet, point_values
 from tme.controller.services.access import site_scope
 from tme.schemas import (
     AgentPublic,
+    DeviceLink,
     DeviceLockout,
     DevicePublic,
     DeviceValues,
@@ -84,13 +86,14 @@ def register() -> None:
                     chip, seen = chips[(change.site, change.agent)]
                     set_chip(chip, change.state)
                     seen.text = f"{change.at:%Y-%m-%d %H:%M:%S}"
-            # a presence may lock a device out or hand it back (tme agent lock)
+            # a presence may say a device stopped or started answering, or was locked out
+            # or handed back (tme agent lock)
             agents = {(c.site, c.agent) for c in changes if c.state == "online"}
             for site, agent in sorted(agents & {(k[0], k[1]) for k in views}):
                 for device in await run.io_bound(_agent_devices, site, agent) or []:
                     view = views.get(_key(device))
                     if view is not None and device.lockout != view.shown:
-                        view.show_lockout(device)
+                        view.show_status(device)
 
         async def redraw(key: DeviceKey) -> None:
             values = await run.io_bound(_values, found.devices[key])
@@ -140,26 +143,35 @@ def _sites_and_agents(found: Fleet) -> dict[tuple[str, str], tuple[ui.badge, ui.
 
 @dataclass
 class DeviceView:
-    """A device's part of the page: its header, its lockout and its points."""
+    """A device's part of the page: its header, what its agent says of it (link,
+    lockout) and its points."""
 
     header: ui.expansion
-    lockout: ui.column
+    status: ui.column
     table: ui.column
-    shown: DeviceLockout | None = None
+    shown: tuple[DeviceLink | None, DeviceLockout | None] = (None, None)
 
-    def show_lockout(self, device: DevicePublic) -> None:
-        self.shown = lockout = device.lockout
+    def show_status(self, device: DevicePublic) -> None:
+        self.shown = (link, lockout) = (device.link, device.lockout)
         title = f"{device.site}/{device.agent}/{device.name} ({device.profile})"
-        self.header.text = title + (" LOCKED OUT" if lockout else "")
-        self.lockout.clear()
-        if lockout is None:
-            return
-        with self.lockout:
-            ui.label(
-                f"Locked out at its agent by {lockout.by} since {lockout.at}: "
-                f"{lockout.reason}. The agent refuses writes and changing commands until "
-                "it is unlocked there (tme agent unlock); reads still run."
-            ).classes("text-negative font-medium").mark("device-lockout")
+        down = " NOT ANSWERING" if link is not None and link.state == "down" else ""
+        self.header.text = title + down + (" LOCKED OUT" if lockout else "")
+        self.status.clear()
+        with self.status:
+            if link is not None and link.state == "down":
+                ui.label(f"Not answering its agent since {link.since}: {link.error}").classes(
+                    "text-negative font-medium"
+                ).mark("device-link")
+            elif link is not None:
+                ui.label(f"Answering its agent since {link.since}").classes(
+                    "text-sm text-gray-600"
+                ).mark("device-link")
+            if lockout is not None:
+                ui.label(
+                    f"Locked out at its agent by {lockout.by} since {lockout.at}: "
+                    f"{lockout.reason}. The agent refuses writes and changing commands until "
+                    "it is unlocked there (tme agent unlock); reads still run."
+                ).classes("text-negative font-medium").mark("device-lockout")
 
 
 def _devices(found: Fleet) -> dict[DeviceKey, DeviceView]:
@@ -168,7 +180,7 @@ def _devices(found: Fleet) -> dict[DeviceKey, DeviceView]:
     for key, device in found.devices.items():
         with ui.expansion(value=True).classes("w-full") as header:
             view = DeviceView(header, ui.column(), ui.column().classes("w-full"))
-        view.show_lockout(device)
+        view.show_status(device)
         show_values(view.table, device, found.values[key])
         views[key] = view
     return views

@@ -165,3 +165,36 @@ async def test_a_write_whose_read_back_could_not_connect_is_started(
     final = await _write_with(record, _FailingBus(write=None, read=_refused()), verify=True)
     assert final.type == "failed" and not final.not_started
     assert "nothing was sent" not in final.reason
+
+
+async def test_each_operation_tells_whether_its_device_answered(record: CommandRecord) -> None:
+    """A device that answered (a Modbus exception included) is `ok`, one that did not
+    (no connection, no answer) `down` with the error that began it, since when it changed."""
+    bus = _FailingBus(write=None, read=None)
+    devices = DeviceSet({"pump1": Device("pump1", bus, 1, load_profile(PUMP))})
+    executor = CommandExecutor(record, devices, lambda _e: None, worker_count=1, allow_shell=False)
+
+    async def write() -> Event:
+        cmd = command(
+            "modbus.write", device="pump1", params={"point": "speed_setpoint", "value": 1}
+        )
+        record.add(cmd)
+        return await executor.execute(cmd)
+
+    assert "link" not in devices.describe()[0]  # no operation yet: not known
+    assert (await write()).type == "succeeded"
+    ok = devices.links["pump1"]
+    assert ok.state == "ok" and devices.describe()[0]["link"]["state"] == "ok"
+    bus.write = DriverError("write: device answered Modbus exception 4", modbus_exception=4)
+    assert (await write()).type == "failed"
+    assert devices.links["pump1"] is ok  # it answered: still ok, since the same time
+    bus.write = _refused()
+    assert (await write()).type == "failed"
+    down = devices.links["pump1"]
+    assert down.state == "down" and "cannot connect" in down.error
+    bus.write = DriverError("write 'speed_setpoint' (unit 1): no answer in time", retryable=True)
+    assert (await write()).type == "failed"
+    assert devices.links["pump1"] is down  # still down: the error that began it is kept
+    bus.write = None
+    assert (await write()).type == "succeeded"
+    assert devices.links["pump1"].state == "ok"
