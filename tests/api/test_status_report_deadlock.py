@@ -12,85 +12,27 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 import pytest
+from deadlocks import Rival, stall_first_try, upgraded_engine
 from fastapi.testclient import TestClient
 from pg_database import PgDatabase
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
-from waiting import wait_until
 
 from tme.config import Settings
 from tme.controller.api import errors
 from tme.controller.app import create_app
 from tme.controller.services.bootstrap import create_admin
-from tme.controller.store.db import make_engine, upgrade
 
 pytestmark = pytest.mark.external_service
 
 
 @pytest.fixture
 def engine(pg_database: PgDatabase) -> Iterator[Engine]:
-    """An upgraded database whose connections look for a deadlock 20 ms into a lock
-    wait (PostgreSQL's default: a second)."""
-    with psycopg.connect(pg_database.url().replace("+psycopg", ""), autocommit=True) as conn:
-        conn.execute(f"ALTER DATABASE \"{pg_database.name}\" SET deadlock_timeout = '20ms'")
-    engine = make_engine(pg_database.url())
-    upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-class Rival:
-    """A transaction that holds the run's row and then wants the task's, once the
-    report holds it. It looks for a deadlock only after a minute: the report, which
-    blocks after it, finds the cycle and is the one PostgreSQL ends."""
-
-    def __init__(self, url: str, task_id: int, run_id: str, report_holds_task: threading.Event):
-        self.conn = psycopg.connect(url.replace("+psycopg", ""))
-        self.conn.execute("SET deadlock_timeout = '1min'")
-        self.pid = self.conn.info.backend_pid
-        self.conn.execute("SELECT id FROM runs WHERE id = %s FOR UPDATE", (run_id,))
-        self.task_id, self.report_holds_task = task_id, report_holds_task
-        self.thread = threading.Thread(target=self._want_task)
-        self.thread.start()
-
-    def _want_task(self) -> None:
-        self.report_holds_task.wait(10)
-        self.conn.execute("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (self.task_id,))
-        self.conn.commit()
-
-    def blocked(self, engine: Engine) -> bool:
-        with engine.connect() as connection:
-            blockers = connection.execute(text("SELECT pg_blocking_pids(:pid)"), {"pid": self.pid})
-            return bool(blockers.scalar_one())
-
-    def close(self) -> None:
-        self.thread.join(10)
-        self.conn.close()
-
-
-def _stall_first_run_update(
-    engine: Engine, holds_task: threading.Event, rival_blocked: threading.Event
-) -> None:
-    """The report's first try: note when it holds the task's row, and move the run only
-    once the rival waits for that row (which closes the cycle)."""
-    armed = [True]
-
-    def after(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if armed[0] and "FROM tasks" in statement and "FOR UPDATE" in statement:
-            holds_task.set()
-
-    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if armed[0] and statement.startswith("UPDATE runs"):
-            armed[0] = False
-            assert rival_blocked.wait(10)
-
-    event.listen(engine, "after_cursor_execute", after)
-    event.listen(engine, "before_cursor_execute", before)
+    yield from upgraded_engine(pg_database)
 
 
 def test_a_status_report_that_loses_a_deadlock_is_applied_once(
@@ -105,20 +47,26 @@ def test_a_status_report_that_loses_a_deadlock_is_applied_once(
         url = f"/api/v1/tasks/{task['id']}"
         run_id = client.patch(url, json={"status": "started"}).json()["latest_run_id"]
 
-        holds_task, rival_blocked = threading.Event(), threading.Event()
-        _stall_first_run_update(engine, holds_task, rival_blocked)
-        rival = Rival(pg_database.url(), task["id"], run_id, holds_task)
-
-        def watch() -> None:
-            wait_until(lambda: rival.blocked(engine), what="the rival waiting for the task")
-            rival_blocked.set()
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
+        # The rival holds the run, then wants the task once the report holds it; the
+        # report moves the run only once the rival waits, which closes the cycle.
+        holds_task = threading.Event()
+        rival = Rival(
+            pg_database.url(),
+            ("SELECT id FROM runs WHERE id = %s FOR UPDATE", (run_id,)),
+            ("SELECT id FROM tasks WHERE id = %s FOR UPDATE", (task["id"],)),
+            holds_task,
+        )
+        rival_blocked = rival.watch(engine)
+        stall_first_try(
+            engine,
+            lambda sql: "FROM tasks" in sql and "FOR UPDATE" in sql,
+            lambda sql: sql.startswith("UPDATE runs"),
+            holds_task,
+            rival_blocked,
+        )
         try:
             answer = client.patch(url, json={"status": "complete"})
         finally:
-            watcher.join(10)
             rival.close()
         assert answer.status_code == 200, answer.text
         assert rival_blocked.is_set()  # the cycle was closed: the first try lost it

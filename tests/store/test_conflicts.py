@@ -9,12 +9,12 @@ from typing import Any
 
 import psycopg
 import pytest
+from deadlocks import Rival, look_for_deadlocks_soon
 from pg_database import PgDatabase
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
-from waiting import wait_until
 
 from tme.controller.store.conflicts import in_transaction, lost_conflict
 from tme.controller.store.db import make_engine
@@ -28,42 +28,13 @@ BUMP = text("UPDATE pair SET n = n + 1 WHERE id = :id")
 def pair(pg_database: PgDatabase) -> Iterator[Engine]:
     """An engine on a database with two rows, 1 and 2, whose connections look for a
     deadlock 20 ms into a lock wait (PostgreSQL's default: a second)."""
+    look_for_deadlocks_soon(pg_database)
     with psycopg.connect(pg_database.url().replace("+psycopg", ""), autocommit=True) as conn:
-        conn.execute(f"ALTER DATABASE \"{pg_database.name}\" SET deadlock_timeout = '20ms'")
         conn.execute("CREATE TABLE pair (id int PRIMARY KEY, n int NOT NULL)")
         conn.execute("INSERT INTO pair VALUES (1, 0), (2, 0)")
     engine = make_engine(pg_database.url())
     yield engine
     engine.dispose()
-
-
-class Rival:
-    """Another connection that locks row 2, then wants row 1: it blocks there until the
-    engine's transaction holding row 1 ends. It looks for a deadlock only after a minute,
-    so the transaction that blocks after it finds the cycle and is the one ended."""
-
-    def __init__(self, pg_database: PgDatabase, holds_row_1: threading.Event) -> None:
-        self.conn = psycopg.connect(pg_database.url().replace("+psycopg", ""))
-        self.conn.execute("SET deadlock_timeout = '1min'")
-        self.pid = self.conn.info.backend_pid
-        self.conn.execute("UPDATE pair SET n = n + 1 WHERE id = 2")
-        self.holds_row_1 = holds_row_1
-        self.thread = threading.Thread(target=self._want_row_1)
-        self.thread.start()
-
-    def _want_row_1(self) -> None:
-        self.holds_row_1.wait(10)
-        self.conn.execute("UPDATE pair SET n = n + 1 WHERE id = 1")  # waits, then has it
-        self.conn.commit()
-
-    def blocked(self, engine: Engine) -> bool:
-        with engine.connect() as connection:
-            blockers = connection.execute(text("SELECT pg_blocking_pids(:pid)"), {"pid": self.pid})
-            return bool(blockers.scalar_one())
-
-    def close(self) -> None:
-        self.thread.join(10)
-        self.conn.close()
 
 
 def _deadlocking_work(
@@ -91,24 +62,23 @@ def _rows(engine: Engine) -> dict[int, int]:
         return dict(connection.execute(text("SELECT id, n FROM pair")).all())  # type: ignore[arg-type]
 
 
-def _wait_blocked(rival: Rival, engine: Engine, blocked: threading.Event) -> None:
-    wait_until(lambda: rival.blocked(engine), what="the rival waiting for row 1")
-    blocked.set()
+def _rival(pg_database: PgDatabase, holds_row_1: threading.Event) -> Rival:
+    """Holds row 2, then wants row 1 once the transaction under test holds it."""
+    bump = "UPDATE pair SET n = n + 1 WHERE id = %s"
+    return Rival(pg_database.url(), (bump, (2,)), (bump, (1,)), holds_row_1)
 
 
 def test_a_transaction_that_loses_a_deadlock_is_run_again_once(
     pair: Engine, pg_database: PgDatabase
 ) -> None:
-    holds_row_1, rival_blocked = threading.Event(), threading.Event()
+    holds_row_1 = threading.Event()
+    rival = _rival(pg_database, holds_row_1)
+    rival_blocked = rival.watch(pair)
     tries: list[int] = []
     work, committed = _deadlocking_work(pair, rival_blocked, holds_row_1, tries)
-    rival = Rival(pg_database, holds_row_1)
-    watcher = threading.Thread(target=_wait_blocked, args=(rival, pair, rival_blocked))
-    watcher.start()
     try:
         assert in_transaction(pair, work) == 2
     finally:
-        watcher.join(10)
         rival.close()
     assert tries == [1, 2]
     assert committed == [2]  # the lost try's after-commit wish died with it
@@ -117,17 +87,15 @@ def test_a_transaction_that_loses_a_deadlock_is_run_again_once(
 
 
 def test_the_last_try_lost_raises_the_conflict(pair: Engine, pg_database: PgDatabase) -> None:
-    holds_row_1, rival_blocked = threading.Event(), threading.Event()
+    holds_row_1 = threading.Event()
+    rival = _rival(pg_database, holds_row_1)
+    rival_blocked = rival.watch(pair)
     tries: list[int] = []
     work, committed = _deadlocking_work(pair, rival_blocked, holds_row_1, tries)
-    rival = Rival(pg_database, holds_row_1)
-    watcher = threading.Thread(target=_wait_blocked, args=(rival, pair, rival_blocked))
-    watcher.start()
     try:
         with pytest.raises(OperationalError) as raised:
             in_transaction(pair, work, attempts=1)
     finally:
-        watcher.join(10)
         rival.close()
     assert lost_conflict(raised.value)
     assert (tries, committed) == ([1], [])

@@ -12,21 +12,17 @@ import logging
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
-import psycopg
 import pytest
+from deadlocks import Rival, stall_first_try, upgraded_engine
 from moved_runs import run_state, runs_moved
 from pg_database import PgDatabase
-from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
-from waiting import wait_until
 
 from tme.bus import Delivery, open_bus
 from tme.controller import event_consumer
 from tme.controller.event_consumer import EventConsumer
-from tme.controller.store.db import make_engine, upgrade
 from tme.controller.store.models import Run, RunEvent
 from tme.protocol import Event
 from tme.schemas import TaskCreate
@@ -36,63 +32,7 @@ pytestmark = pytest.mark.external_service
 
 @pytest.fixture
 def engine(pg_database: PgDatabase) -> Iterator[Engine]:
-    """An upgraded database whose connections look for a deadlock 20 ms into a lock
-    wait (PostgreSQL's default: a second)."""
-    with psycopg.connect(pg_database.url().replace("+psycopg", ""), autocommit=True) as conn:
-        conn.execute(f"ALTER DATABASE \"{pg_database.name}\" SET deadlock_timeout = '20ms'")
-    engine = make_engine(pg_database.url())
-    upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
-class Rival:
-    """Holds the task's row, then wants the run's once the consumer moved it. It looks
-    for a deadlock only after a minute, so the consumer, which blocks after it, finds
-    the cycle and is the one PostgreSQL ends."""
-
-    def __init__(self, url: str, task_id: int, run_id: str, wants_run: threading.Event) -> None:
-        self.conn = psycopg.connect(url.replace("+psycopg", ""))
-        self.conn.execute("SET deadlock_timeout = '1min'")
-        self.pid = self.conn.info.backend_pid
-        self.conn.execute("SELECT * FROM tasks WHERE id = %s FOR UPDATE", (task_id,))
-        self.run_id, self.wants_run = run_id, wants_run
-        self.thread = threading.Thread(target=self._want_run)
-        self.thread.start()
-
-    def _want_run(self) -> None:
-        self.wants_run.wait(10)
-        self.conn.execute("SELECT * FROM runs WHERE id = %s FOR UPDATE", (self.run_id,))
-        self.conn.commit()
-
-    def blocked(self, engine: Engine) -> bool:
-        with engine.connect() as connection:
-            blockers = connection.execute(text("SELECT pg_blocking_pids(:pid)"), {"pid": self.pid})
-            return bool(blockers.scalar_one())
-
-    def close(self) -> None:
-        self.thread.join(10)
-        self.conn.close()
-
-
-def _stall_first_task_mirror(
-    engine: Engine, moved_run: threading.Event, rival_blocked: threading.Event
-) -> None:
-    """The consumer's first try: once it moved the run, wait for the rival to want the
-    run's row before mirroring it on the task's row (which the rival holds)."""
-    armed = [True]
-
-    def after(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if armed[0] and statement.startswith("UPDATE runs"):
-            moved_run.set()
-
-    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if armed[0] and statement.startswith("UPDATE tasks"):
-            armed[0] = False
-            assert rival_blocked.wait(10)
-
-    event.listen(engine, "after_cursor_execute", after)
-    event.listen(engine, "before_cursor_execute", before)
+    yield from upgraded_engine(pg_database)
 
 
 def test_an_event_batch_that_loses_a_deadlock_is_applied_again_at_once(
@@ -112,16 +52,23 @@ def test_an_event_batch_that_loses_a_deadlock_is_applied_again_at_once(
         task_id = session.exec(select(Run.task_id).where(Run.id == run_id)).one()
     accepted = Event(command_id=run_id, type="accepted", site=site, agent="skid-a")
     consumer = EventConsumer(engine, open_bus(f"memory://deadlock-{site}"))
-    moved_run, rival_blocked = threading.Event(), threading.Event()
-    _stall_first_task_mirror(engine, moved_run, rival_blocked)
-    rival = Rival(pg_database.url(), task_id, run_id, moved_run)
-
-    def watch() -> None:
-        wait_until(lambda: rival.blocked(engine), what="the rival waiting for the run")
-        rival_blocked.set()
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
+    # The rival holds the task's row, then wants the run's once the consumer moved the
+    # run; the consumer mirrors the run on its task only once the rival waits.
+    moved_run = threading.Event()
+    rival = Rival(
+        pg_database.url(),
+        ("SELECT * FROM tasks WHERE id = %s FOR UPDATE", (task_id,)),
+        ("SELECT * FROM runs WHERE id = %s FOR UPDATE", (run_id,)),
+        moved_run,
+    )
+    rival_blocked = rival.watch(engine)
+    stall_first_try(
+        engine,
+        lambda sql: sql.startswith("UPDATE runs"),
+        lambda sql: sql.startswith("UPDATE tasks"),
+        moved_run,
+        rival_blocked,
+    )
     outcomes: list[Exception | None] = []
     applying = threading.Thread(
         target=lambda: outcomes.extend(
@@ -135,7 +82,6 @@ def test_an_event_batch_that_loses_a_deadlock_is_applied_again_at_once(
     finally:
         consumer.stop()
         applying.join(10)
-        watcher.join(10)
         rival.close()
     assert outcomes == [None]
     assert rival_blocked.is_set()  # the cycle was closed: the first try lost it
