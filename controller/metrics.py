@@ -26,6 +26,7 @@ from tme.controller.metrics_store import StoreCollector
 from tme.controller.services.task_commit import CREATES
 from tme.controller.store.sqlite_gate import gate_of
 from tme.errors import Forbidden
+from tme.failure_log import FailureLog
 from tme.protocol import Event, Presence
 
 router = APIRouter(tags=["metrics"])
@@ -71,12 +72,28 @@ class ProcessCollector(Collector):
     def __init__(self, engine: Engine, runtime: Any = None) -> None:
         self.engine = engine
         self.runtime = runtime
+        # the background loops whose failures tme_loop_failing shows, by name
+        self.loops: dict[str, FailureLog] = {}
+        if runtime is not None:
+            self.loops.update(dispatch=runtime.dispatcher.failures)
+            self.loops.update(scheduling=runtime.scheduling.failures)
+            if getattr(runtime, "pruner", None) is not None:  # retention set
+                self.loops.update(prune=runtime.pruner.failures)
 
     def collect(self) -> Iterator[Metric]:
         yield from _write_gate(self.engine)
         yield from _create_groups()
         if self.runtime is not None:
             yield from _runtime(self.runtime)
+        if self.loops:
+            failing = GaugeMetricFamily(
+                "tme_loop_failing",
+                "1 while a background loop's passes fail (logged once, then a line a minute)",
+                labels=["loop"],
+            )
+            for loop, failures in self.loops.items():
+                failing.add_metric([loop], int(failures.failing))
+            yield failing
 
 
 def _runtime(runtime: Any) -> Iterator[Metric]:
@@ -90,24 +107,14 @@ def _runtime(runtime: Any) -> Iterator[Metric]:
         "1 while results wait, unacked, for the database (held, not dead-lettered)",
         value=int(runtime.events.outage.failing),
     )
-    failing = GaugeMetricFamily(
-        "tme_loop_failing",
-        "1 while a background loop's passes fail (logged once, then a line a minute)",
-        labels=["loop"],
-    )
-    for loop, failures in (
-        ("dispatch", runtime.dispatcher.failures),
-        ("scheduling", runtime.scheduling.failures),
-    ):
-        failing.add_metric([loop], int(failures.failing))
-    yield failing
 
 
 class Metrics:
     def __init__(self, engine: Engine, runtime: Any = None) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(StoreCollector(engine))
-        self.registry.register(ProcessCollector(engine, runtime))
+        self.process = ProcessCollector(engine, runtime)
+        self.registry.register(self.process)
         self.dispatch_latency = Histogram(
             "tme_dispatch_latency_seconds",
             "From a run's creation to its acceptance by the agent",

@@ -29,6 +29,7 @@ class Observers:
             runtime.events.listeners.append(state.change_feed.on_message)
             runtime.events.batch_listeners.append(state.metrics.on_batch)
             self.notifier = Notifier(state.engine, self.settings, state.change_feed)
+            state.metrics.process.loops["notify"] = self.notifier.failures
             self.notifier.start()
 
     def stop(self) -> None:

@@ -93,6 +93,29 @@ def test_metrics_counts_runs_by_state_and_queue_depth(test_client, app_engine) -
     assert "tme_dispatch_latency_seconds_bucket" in text
 
 
+def test_every_background_loop_of_the_controller_says_when_it_is_failing(app, test_client) -> None:
+    """tme_loop_failing names the dispatcher, the scheduling pass, the notifier (and the
+    pruner, with a retention): a notifier whose passes failed was not shown."""
+    loops = app.state.metrics.process.loops
+    assert {"dispatch", "scheduling", "notify"} <= set(loops)
+    assert 'tme_loop_failing{loop="notify"} 0.0' in test_client.get("/metrics").text
+    loops["notify"].failed(RuntimeError("the notifier's pass failed"))
+    assert 'tme_loop_failing{loop="notify"} 1.0' in test_client.get("/metrics").text
+
+
+def test_with_a_retention_the_pruner_says_when_it_is_failing(
+    app_settings, app_engine, admin_token
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from tme.controller.app import create_app
+
+    database = app_settings.database.model_copy(update={"retention_days": 30})
+    app = create_app(app_settings.model_copy(update={"database": database}), engine=app_engine)
+    with TestClient(app, headers={"Authorization": f"Bearer {admin_token}"}) as client:
+        assert 'tme_loop_failing{loop="prune"} 0.0' in client.get("/metrics").text
+
+
 def test_metrics_show_how_busy_sqlites_writer_is_and_how_creates_were_grouped(
     test_client,
 ) -> None:
