@@ -396,3 +396,25 @@ async def test_fleet_page_shows_whether_a_device_answers_its_agent(
     board.change_feed.on_message(presence)
     await user.should_see(marker="device-link", content="no answer in time", retries=LIVE)
     await user.should_see("plant-x/skid-a/tank1 (tank) NOT ANSWERING")
+
+
+async def test_overview_counts_devices_not_answering_or_locked_out(
+    user: User, board, sign_in
+) -> None:
+    points = [{"name": "level", "type": "float32", "unit": "m", "access": "r"}]
+    down = {"state": "down", "since": "2026-12-07T06:00:00+00:00", "error": "no answer in time"}
+    tank = {"name": "tank1", "profile": "tank", "points": points}
+    _publish(board, "skid-a", [tank])
+    sign_in(user, "viewer")
+    await user.open("/")
+    await user.should_see(marker="overview-devices", content="0 not answering, 0 locked out")
+    lockout = {"by": "alice", "reason": "seal replacement", "at": "2026-12-07T06:00:00+00:00"}
+    pump = {"name": "pump1", "profile": "pump", "points": [], "lockout": lockout}
+    presence = Presence(
+        site="plant-x", agent="skid-a", state="online", devices=[{**tank, "link": down}, pump]
+    )
+    _publish(board, "skid-a", presence.devices)
+    board.change_feed.on_message(presence)
+    await user.should_see(
+        marker="overview-devices", content="1 not answering, 1 locked out", retries=LIVE
+    )

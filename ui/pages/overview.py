@@ -1,4 +1,5 @@
-"""Overview: runs by state, runs per minute, failures in the last 24 h, the fleet.
+"""Overview: runs by state, runs per minute, failures in the last 24 h, the fleet
+(agents online, devices not answering their agents or locked out at them).
 
 Every number counts only the sites the viewer is granted, as the API's reports do:
 runs by their task's site, agents and sites by their own.
@@ -73,6 +74,29 @@ def agents_online(session: Session, principal: Principal) -> tuple[int, int]:
     return sum(1 for a in agents if a), len(agents)
 
 
+class Attention(NamedTuple):
+    """Devices of online agents that need an operator: not answering, locked out."""
+
+    down: int
+    locked: int
+
+
+def devices_needing_attention(session: Session, principal: Principal) -> Attention:
+    """As their agents last said (presence); an offline agent's devices are left to
+    the agents' count."""
+    query = select(Agent.site, Agent.name).where(Agent.role == "agent", col(Agent.online))
+    online = set(session.exec(within_scope(query, Agent.site, principal)).all())
+    devices = [
+        d
+        for d in fleet.list_devices(session, sites_in=site_scope(principal))
+        if (d.site, d.agent) in online
+    ]
+    return Attention(
+        sum(1 for d in devices if d.link is not None and d.link.state == "down"),
+        sum(1 for d in devices if d.lockout is not None),
+    )
+
+
 class Figures(NamedTuple):
     """What the overview shows, read in one trip to a worker thread."""
 
@@ -82,6 +106,7 @@ class Figures(NamedTuple):
     online: int
     agents: int
     sites: int
+    attention: Attention
 
 
 def figures(principal: Principal) -> Figures:
@@ -95,6 +120,7 @@ def figures(principal: Principal) -> Figures:
             online,
             agents,
             len(fleet.list_sites(session, sites_in=site_scope(principal))),
+            devices_needing_attention(session, principal),
         )
 
 
@@ -124,6 +150,7 @@ class _Board(NamedTuple):
     agents_label: ui.label
     states_row: ui.row
     chart: ui.echart
+    attention: ui.label
 
 
 def _show(shown: Figures) -> _Board:
@@ -141,6 +168,10 @@ def _show(shown: Figures) -> _Board:
         with ui.card():
             ui.label("Failures (24 h)").classes("text-sm text-gray-600")
             ui.label(str(len(shown.failures))).classes("text-3xl").mark("overview-failures")
+        with ui.card(), ui.link(target=href("/fleet")):
+            ui.label("Devices needing attention").classes("text-sm text-gray-600")
+            attention = ui.label(_attention(shown.attention)).classes("text-xl")
+            attention.mark("overview-devices")
     with ui.card().classes("w-full"):
         ui.label("Runs by state").classes("font-medium")
         with ui.row().classes("gap-2") as states_row:
@@ -162,7 +193,11 @@ def _show(shown: Figures) -> _Board:
                 state_chip(run.state)
                 ui.link(task.name, href(f"/runs/{run.id}"))
                 ui.label(run.reason).classes("text-sm text-gray-600")
-    return _Board(agents_label, states_row, chart)
+    return _Board(agents_label, states_row, chart, attention)
+
+
+def _attention(attention: Attention) -> str:
+    return f"{attention.down} not answering, {attention.locked} locked out"
 
 
 def _state_chips(by_state: dict[str, int]) -> None:
@@ -186,9 +221,15 @@ class _Refresh:
             self._show(*shown)
 
     def _show(
-        self, by_state: dict[str, int], minutes: list[tuple[str, int]], up: int, of: int
+        self,
+        by_state: dict[str, int],
+        minutes: list[tuple[str, int]],
+        up: int,
+        of: int,
+        attention: Attention,
     ) -> None:
         board = self.board
+        board.attention.text = _attention(attention)
         board.states_row.clear()
         with board.states_row:
             _state_chips(by_state)
@@ -198,8 +239,17 @@ class _Refresh:
         board.agents_label.text = f"{up} / {of}"
 
 
-def live_figures(principal: Principal) -> tuple[dict[str, int], list[tuple[str, int]], int, int]:
-    """What a live refresh redraws: counts by state, runs per minute, agents online."""
+def live_figures(
+    principal: Principal,
+) -> tuple[dict[str, int], list[tuple[str, int]], int, int, Attention]:
+    """What a live refresh redraws: counts by state, runs per minute, agents online,
+    devices needing attention."""
     with dashboard().session() as session:
         up, agents = agents_online(session, principal)
-        return runs_by_state(session, principal), runs_per_minute(session, principal), up, agents
+        return (
+            runs_by_state(session, principal),
+            runs_per_minute(session, principal),
+            up,
+            agents,
+            devices_needing_attention(session, principal),
+        )
