@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from tme.controller.store.models import Run, RunEvent, RunLog, Task
-from tme.protocol import Event, Presence
+from tme.protocol import Event, GatewayStatus, Presence
 from tme.states import is_late
 
 # Presence changes kept for readers that resume; a reader further behind than this
@@ -93,6 +93,7 @@ class ChangeFeed:
     def __init__(self, engine: Engine, ring_size: int = RING_SIZE) -> None:
         self.engine = engine
         self._ring: deque[AgentChange] = deque(maxlen=ring_size)
+        self._heartbeats: dict[tuple[str, str], GatewayStatus] = {}  # the last of each gateway
         self._seq = 0
         self._lock = threading.Lock()
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
@@ -101,8 +102,9 @@ class ChangeFeed:
 
     def on_message(self, message: Event | Presence) -> None:
         """EventConsumer listener: called on a bus thread after the message was applied.
-        A gateway's heartbeat is no change (one every gateway.heartbeat_s)."""
-        if isinstance(message, Presence) and message.status is None:
+        A gateway's heartbeat (one every gateway.heartbeat_s) is a change only when what
+        it says of the gateway changed (its MQTT link, its queue, what it holds)."""
+        if isinstance(message, Presence) and self._changes(message):
             with self._lock:
                 self._seq += 1
                 self._ring.append(
@@ -116,6 +118,14 @@ class ChangeFeed:
                     )
                 )
         self.ring_bell()
+
+    def _changes(self, presence: Presence) -> bool:
+        if presence.status is None:
+            return True
+        key = (presence.site, presence.agent)
+        with self._lock:
+            said, self._heartbeats[key] = self._heartbeats.get(key), presence.status
+        return said != presence.status
 
     def ring_bell(self) -> None:
         """Wake every waiting reader; safe from any thread."""

@@ -418,3 +418,30 @@ async def test_overview_counts_devices_not_answering_or_locked_out(
     await user.should_see(
         marker="overview-devices", content="1 not answering, 1 locked out", retries=LIVE
     )
+
+
+async def test_fleet_page_shows_a_gateways_heartbeat_when_it_says_something_new(
+    user: User, board, sign_in
+) -> None:
+    from tme.controller.event_apply import apply_presence
+    from tme.protocol import GatewayStatus
+
+    def beat(mqtt_connected: bool) -> Presence:
+        status = GatewayStatus(heartbeat_s=30, mqtt_connected=mqtt_connected, consuming=True)
+        return Presence(site="plant-x", agent="gw", role="gateway", state="online", status=status)
+
+    def arrives(presence: Presence) -> None:  # applied, then told, as the event consumer does
+        with Session(board.engine) as session:
+            apply_presence(session, presence)
+            session.commit()
+        board.change_feed.on_message(presence)
+
+    arrives(beat(True))
+    changes_before = len(board.change_feed.agents_after(0))
+    arrives(beat(True))  # the same again: no change for the feed's readers
+    assert len(board.change_feed.agents_after(0)) == changes_before
+    sign_in(user, "viewer")
+    await user.open("/fleet")
+    await user.should_see(marker="agent-status", content="MQTT up")
+    arrives(beat(False))  # its broker went away: the next heartbeat says so at once
+    await user.should_see(marker="agent-status", content="MQTT DOWN", retries=LIVE)

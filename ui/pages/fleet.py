@@ -83,16 +83,22 @@ def register() -> None:
         async def on_agents(changes: list[live.AgentChange]) -> None:
             for change in changes:
                 if (change.site, change.agent) in chips:
-                    chip, seen = chips[(change.site, change.agent)]
+                    chip, seen, _status = chips[(change.site, change.agent)]
                     set_chip(chip, change.state)
                     seen.text = f"{change.at:%Y-%m-%d %H:%M:%S}"
+            # a gateway's heartbeat that says something new (MQTT down, commands held)
+            gateways = {(c.site, c.agent) for c in changes if c.role == "gateway"} & chips.keys()
+            for site in sorted({site for site, _ in gateways}):
+                for gateway in await run.io_bound(_site_agents, site) or []:
+                    if (gateway.site, gateway.name) in gateways:
+                        chips[(gateway.site, gateway.name)][2].text = gateway.status_line()
             # a presence may say a device stopped or started answering, or was locked out
             # or handed back (tme agent lock)
             agents = {(c.site, c.agent) for c in changes if c.state == "online"}
             for site, agent in sorted(agents & {(k[0], k[1]) for k in views}):
                 for device in await run.io_bound(_agent_devices, site, agent) or []:
                     view = views.get(_key(device))
-                    if view is not None and device.lockout != view.shown:
+                    if view is not None and (device.link, device.lockout) != view.shown:
                         view.show_status(device)
 
         async def redraw(key: DeviceKey) -> None:
@@ -116,7 +122,14 @@ def register() -> None:
         live.run_changes.subscribe(on_runs)
 
 
-def _sites_and_agents(found: Fleet) -> dict[tuple[str, str], tuple[ui.badge, ui.label]]:
+def _site_agents(site: str) -> list[AgentPublic]:
+    with dashboard().session() as session:
+        return fleet.list_agents(session, site=site)
+
+
+def _sites_and_agents(
+    found: Fleet,
+) -> dict[tuple[str, str], tuple[ui.badge, ui.label, ui.label]]:
     ui.label("Sites").classes("text-lg")
     for site in found.sites:
         ui.label(
@@ -126,7 +139,7 @@ def _sites_and_agents(found: Fleet) -> dict[tuple[str, str], tuple[ui.badge, ui.
             else site.name
         )
     ui.label("Agents").classes("text-lg")
-    chips: dict[tuple[str, str], tuple[ui.badge, ui.label]] = {}
+    chips: dict[tuple[str, str], tuple[ui.badge, ui.label, ui.label]] = {}
     with ui.grid(columns="10rem 10rem 6rem 6rem 12rem 1fr").classes("items-center gap-x-4"):
         for head in ("Site", "Agent", "Role", "State", "Last seen", "Status"):
             ui.label(head).classes("font-medium text-gray-600")
@@ -136,8 +149,8 @@ def _sites_and_agents(found: Fleet) -> dict[tuple[str, str], tuple[ui.badge, ui.
             ui.label(agent.role)
             chip = state_chip("online" if agent.online else "offline")
             seen = ui.label(f"{agent.last_seen:%Y-%m-%d %H:%M:%S}" if agent.last_seen else "-")
-            ui.label(agent.status_line())
-            chips[(agent.site, agent.name)] = (chip, seen)
+            status = ui.label(agent.status_line()).mark("agent-status")
+            chips[(agent.site, agent.name)] = (chip, seen, status)
     return chips
 
 
