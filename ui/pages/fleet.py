@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from fastapi import Request
 from nicegui import run, ui
@@ -176,15 +177,23 @@ class DeviceView:
                     "text-negative font-medium"
                 ).mark("device-link")
             elif link is not None:
-                ui.label(f"Answering its agent since {link.since}").classes(
+                ui.label(f"Answering its agent since {_when(link.since)}").classes(
                     "text-sm text-gray-600"
                 ).mark("device-link")
             if lockout is not None:
                 ui.label(
-                    f"Locked out at its agent by {lockout.by} since {lockout.at}: "
+                    f"Locked out at its agent by {lockout.by} since {_when(lockout.at)}: "
                     f"{lockout.reason}. The agent refuses writes and changing commands until "
                     "it is unlocked there (tme agent unlock); reads still run."
                 ).classes("text-negative font-medium").mark("device-lockout")
+
+
+def _when(iso: str) -> str:
+    """An agent's ISO 8601 time as the page shows times (as it was, if unreadable)."""
+    try:
+        return f"{datetime.fromisoformat(iso):%Y-%m-%d %H:%M:%S}"
+    except ValueError:
+        return iso
 
 
 def _devices(found: Fleet) -> dict[DeviceKey, DeviceView]:

@@ -168,10 +168,11 @@ def _show(shown: Figures) -> _Board:
         with ui.card():
             ui.label("Failures (24 h)").classes("text-sm text-gray-600")
             ui.label(str(len(shown.failures))).classes("text-3xl").mark("overview-failures")
-        with ui.card(), ui.link(target=href("/fleet")):
+        with ui.card():
             ui.label("Devices needing attention").classes("text-sm text-gray-600")
             attention = ui.label(_attention(shown.attention)).classes("text-xl")
             attention.mark("overview-devices")
+            ui.link("see the fleet", href("/fleet")).classes("text-sm")
     with ui.card().classes("w-full"):
         ui.label("Runs by state").classes("font-medium")
         with ui.row().classes("gap-2") as states_row:
