@@ -22,12 +22,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tme.errors import ConfigError
+from tme.errors import ConfigError, TMEError
 
 LOCKOUT_DIR = "lockout"
 POLL_S = 1.0  # how soon a lock or unlock reaches the controller, at most
@@ -92,29 +94,42 @@ class Lockouts:
         at = datetime.now(UTC).isoformat(timespec="seconds")
         lockout = Lockout(device, by or "unknown", reason, at)
         path = self._path(device)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".lock-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(asdict(lockout), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _sync_dir(self.dir)
+        with self._writing(device):
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".lock-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(asdict(lockout), f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            _sync_dir(self.dir)
         return lockout
 
     def unlock(self, device: str) -> Lockout | None:
         """End the device's lockout; return the one ended (None: it was not locked out)."""
         lockout = self.get(device)
-        try:
-            self._path(device).unlink()
-        except FileNotFoundError:
-            return None
-        _sync_dir(self.dir)
+        with self._writing(device):
+            try:
+                self._path(device).unlink()
+            except FileNotFoundError:
+                return None
+            _sync_dir(self.dir)
         return lockout
+
+    @contextmanager
+    def _writing(self, device: str) -> Iterator[None]:
+        """A lockout that cannot be written is said in one line (run as the agent's user)."""
+        try:
+            yield
+        except OSError as exc:
+            raise TMEError(
+                f"cannot change the lockout of {device!r} in {self.dir}: "
+                f"{exc.strerror or exc} (run it as the user the agent runs as)"
+            ) from exc
 
 
 def _lockout(device: str, data: Any) -> Lockout:

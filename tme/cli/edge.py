@@ -91,11 +91,12 @@ def lock(
     The running agent tells the controller within a second."""
     import getpass
 
-    from tme.cli.common import usage_error
+    from tme.cli.common import cli_errors, usage_error
 
     if not reason.strip():
         usage_error("give --reason TEXT: it is shown with every command the lockout refuses")
-    lockout = _lockouts_of(config, device).lock(device, by or getpass.getuser(), reason)
+    with cli_errors():
+        lockout = _lockouts_of(config, device).lock(device, by or getpass.getuser(), reason)
     typer.echo(f"{device} locked out by {lockout.by} since {lockout.at}: {lockout.reason}")
 
 
@@ -105,7 +106,10 @@ def unlock(
     config: Path = ConfigOption,
 ) -> None:
     """End a device's lockout at its agent: commands that change it run again."""
-    ended = _lockouts_of(config, device).unlock(device)
+    from tme.cli.common import cli_errors
+
+    with cli_errors():
+        ended = _lockouts_of(config, device).unlock(device)
     if ended is None:
         typer.echo(f"{device} was not locked out")
         return
@@ -115,9 +119,11 @@ def unlock(
 @agent_app.command("lockouts")
 def lockouts(config: Path = ConfigOption) -> None:
     """List the devices locked out at this agent."""
+    from tme.cli.common import cli_errors
     from tme.cli.output import print_table
 
-    found = _lockouts_of(config).all()
+    with cli_errors():
+        found = _lockouts_of(config).all()
     rows = [(lo.device, lo.by, lo.at, lo.reason) for lo in found.values()]
     print_table("Lockouts", ["device", "by", "since", "reason"], rows)
 

@@ -192,3 +192,13 @@ def test_tme_agent_lock_refuses_what_it_cannot_lock(
     assert not (tmp_path / "state" / LOCKOUT_DIR).exists() or not any(
         (tmp_path / "state" / LOCKOUT_DIR).iterdir()
     )
+
+
+def test_a_lockout_that_cannot_be_written_is_said_in_one_line(tmp_path: Path) -> None:
+    config = str(_agent_yaml(tmp_path))
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / LOCKOUT_DIR).write_text("a file where the directory goes")
+    result = CliRunner().invoke(app, ["agent", "lock", "pump1", "--reason", "x", "-c", config])
+    assert result.exit_code == 1
+    assert "cannot change the lockout of 'pump1'" in result.output
+    assert "Traceback" not in result.output
