@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 # Port 0 asks the OS for a free port, which tests of the HTTP server rely on.
 HttpPort = Annotated[int, Field(ge=0, le=65535)]
@@ -23,9 +32,21 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 class Section(BaseModel):
-    """Base of every section: unknown keys are errors, numbers are accepted for strings."""
+    """Base of every section: unknown keys are errors, numbers are accepted for strings,
+    and true or false is no number (`port: yes` in YAML, `TME_HTTP__PORT=true`)."""
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 and false as 0: `http.port: false` would bind a port
+        # the OS picks, and `prefetch: true` take one message at a time, with no error.
+        kind = cls.model_fields[info.field_name].annotation if info.field_name else None
+        if isinstance(value, bool) and kind in (int, float):
+            noun = "integer" if kind is int else "number"
+            raise PydanticCustomError(f"{kind.__name__}_type", f"Input should be a valid {noun}")
+        return value
 
 
 class HttpSettings(Section):

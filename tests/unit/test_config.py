@@ -268,6 +268,31 @@ def test_wrong_type_from_env(tmp_path: Path) -> None:
     assert (error.key, error.source) == ("http.port", "env TME_HTTP__PORT")
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("TME_HTTP__PORT", "false", "http.port: must be an integer between 0 and 65535"),
+        ("TME_BROKER__PREFETCH", "true", "broker.prefetch: must be an integer of at least 1"),
+        (
+            "TME_ERROR_TRACKING__SAMPLE_RATE",
+            "true",
+            "error_tracking.sample_rate: must be a number between 0.0 and 1.0",
+        ),
+    ],
+)
+def test_true_or_false_is_no_number(tmp_path: Path, name: str, value: str, expected: str) -> None:
+    # Read as 1 or 0 before: TME_HTTP__PORT=false bound a port the OS chose.
+    error = error_of(tmp_path, **{name: value})
+    assert error.message == f"{expected} (got {value} from env {name})"
+
+
+def test_yes_in_a_file_is_no_port(tmp_path: Path) -> None:
+    path = write(tmp_path, "override.yaml", "http: {port: yes}\n")
+    error = error_of(tmp_path)
+    expected = "http.port: must be an integer between 0 and 65535"
+    assert error.message == f"{expected} (got true from {path})"
+
+
 @pytest.mark.parametrize("file_name", ["default.yaml", "override.yaml"])
 def test_wrong_type_from_a_file(tmp_path: Path, file_name: str) -> None:
     path = write(tmp_path, file_name, "database:\n  echo: sometimes\n")
