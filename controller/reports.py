@@ -1,6 +1,7 @@
 """Reports over a period: success rate, duration percentiles, busiest hours, failure reasons.
 
-Only finished runs count (a run still going has no outcome or duration yet).
+Only finished runs count (a run still going has no outcome or duration yet); the success
+rate counts only those that succeeded or failed.
 Durations are from start (running) to finish; a run that never started has none.
 
 Everything is counted by the database (GROUP BY, a window for the percentiles), so a
@@ -200,7 +201,7 @@ def summary(
             runs=c["runs"],
             succeeded=c["succeeded"],
             failed=c["failed"],
-            success_rate=round(c["succeeded"] / c["runs"], 4) if c["runs"] else None,
+            success_rate=_success_rate(c["succeeded"], c["failed"]),
             p50_s=durations.get(key, {}).get("p50_s"),
             p95_s=durations.get(key, {}).get("p95_s"),
         )
@@ -209,6 +210,14 @@ def summary(
     hours = _busiest_hours(session, runs) if counts else []
     reasons = _top_failure_reasons(session, runs) if counts else []
     return Summary(start, end, group_by, groups, hours, reasons)
+
+
+def _success_rate(succeeded: int, failed: int) -> float | None:
+    """Succeeded among the runs that succeeded or failed. A skipped or canceled run never
+    ran to an outcome (a branch not taken, an overlapping slot, an operator's stop): counted
+    as a failure, it would lower the rate of a task that never failed. None: no outcome."""
+    decided = succeeded + failed
+    return round(succeeded / decided, 4) if decided else None
 
 
 def summary_csv(report: Summary) -> str:

@@ -64,6 +64,37 @@ def test_summary_groups_by_op_with_rates_and_durations(test_client, app_engine) 
     assert sum(h["runs"] for h in report["busiest_hours"]) == 4
 
 
+def test_success_rate_leaves_out_runs_that_never_ran_to_an_outcome(test_client, app_engine) -> None:
+    # A branch not taken (skipped) and an operator's cancel are no failures: the rate
+    # was 1/3 here, and a schedule whose overlapping slots were skipped sank towards 0.
+    _finish(app_engine, "noop", "succeeded", 0.5)
+    with Session(app_engine) as session:
+        for outcome in ("skipped", "canceled"):
+            task, _ = create_task(session, _machine_task(f"noop {outcome}"))
+            run = session.get(Run, task.latest_run_id)
+            assert run is not None
+            run_service.transition(session, run, outcome, reason=outcome)
+        create_task(session, _machine_task("noop never ran"))  # pending: not counted
+        session.commit()
+    answer = test_client.get("/api/v1/reports/summary", params={"group_by": "op"})
+    assert answer.status_code == 200, answer.text
+    noop = {g["key"]: g for g in answer.json()["groups"]}["noop"]
+    assert (noop["runs"], noop["succeeded"], noop["failed"]) == (3, 1, 0)
+    assert noop["success_rate"] == 1.0
+
+
+def test_success_rate_is_none_without_a_success_or_failure(test_client, app_engine) -> None:
+    with Session(app_engine) as session:
+        task, _ = create_task(session, _machine_task("noop canceled"))
+        run = session.get(Run, task.latest_run_id)
+        assert run is not None
+        run_service.transition(session, run, "canceled", reason="canceled")
+        session.commit()
+    answer = test_client.get("/api/v1/reports/summary", params={"group_by": "op"})
+    noop = {g["key"]: g for g in answer.json()["groups"]}["noop"]
+    assert (noop["runs"], noop["success_rate"]) == (1, None)
+
+
 def test_summary_csv_exports_the_same_rows(test_client, app_engine) -> None:
     _finish(app_engine, "noop", "succeeded", 0.5)
     answer = test_client.get("/api/v1/reports/summary.csv", params={"group_by": "site"})
