@@ -26,10 +26,23 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    whole: Sequence[str] = (),
+) -> None:
+    """A table that hides nothing in a narrow terminal (80 columns when piped): a long
+    value wraps, and each column in `whole` (ids a person copies into the next command)
+    stays on one line, as wide as its longest value. Rich cut both short with "…"."""
     table = Table(title=title, show_lines=False)
-    for column in columns:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*["" if v is None else str(v) for v in row])
+    texts = [["" if v is None else str(v) for v in row] for row in rows]
+    for i, column in enumerate(columns):
+        if column in whole:
+            widest = max((len(row[i]) for row in texts), default=0)
+            table.add_column(column, no_wrap=True, min_width=max(widest, len(column)))
+        else:
+            table.add_column(column, overflow="fold")
+    for row in texts:
+        table.add_row(*row)
     console.print(table)

@@ -113,7 +113,7 @@ def show(
          e.source, e.reason)
         for e in detail.events
     ]  # fmt: skip
-    print_table("transitions", ["at", "from", "to", "source", "reason"], rows)
+    print_table("transitions", ["at", "from", "to", "source", "reason"], rows, whole=["to"])
     if any(e.late for e in detail.events):
         console.print(
             "(late): recorded after the run had moved past it; it changed no state",
@@ -163,4 +163,5 @@ def fire(
         print_json(fired.model_dump(mode="json"))
         return
     rows = [(r.task_id, r.id, r.state, r.reason) for r in fired.runs]
-    print_table(f"trigger {name}: {len(rows)} run(s)", ["task", "run", "state", "reason"], rows)
+    columns = ["task", "run", "state", "reason"]
+    print_table(f"trigger {name}: {len(rows)} run(s)", columns, rows, whole=["run"])

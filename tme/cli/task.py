@@ -288,9 +288,8 @@ def _show_task(task: Any, runs: list[Any]) -> None:
     print_table(f"Task {task.id}", ["field", "value"], rows)
     run_rows = [[r.id, r.state, r.attempt, _when(r.created_at), _when(r.finished_at), r.reason]
                 for r in runs]  # fmt: skip
-    print_table(
-        "Latest runs", ["run", "state", "attempt", "created", "finished", "reason"], run_rows
-    )
+    columns = ["run", "state", "attempt", "created", "finished", "reason"]
+    print_table("Latest runs", columns, run_rows, whole=["run"])
 
 
 # --- commands ------------------------------------------------------------------------

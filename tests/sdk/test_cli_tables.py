@@ -1,0 +1,41 @@
+"""CLI tables in an 80-column terminal (a pipe, a small window) hide nothing: an id a
+person copies into the next command stays whole, and a long value wraps instead of
+being cut short with "…"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tme.cli.main import app
+from tme.cli.output import console
+from tme.client.sync import Tasks
+from tme.schemas import RunPublic, TaskPublic
+
+NOW = datetime(2026, 12, 7, 3, 17, tzinfo=UTC)
+RUN_ID = "0bca7c33-c016-4fbc-b8c0-246757abf1b4"
+REASON = "missed schedule slot 2026-12-07T03:17:00+00:00: 73 s late, beyond the misfire grace"
+
+
+def _runs(self: Any, task_id: int, **_: Any) -> Iterator[RunPublic]:
+    yield RunPublic(
+        id=RUN_ID, task_id=task_id, state="skipped", reason=REASON, created_at=NOW, updated_at=NOW
+    )
+
+
+def test_task_show_keeps_the_run_id_whole_at_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    task = TaskPublic(id=7, name="t", op="noop", status="idle", created_at=NOW, updated_at=NOW)
+    monkeypatch.setattr(Tasks, "get", lambda self, task_id: task)
+    monkeypatch.setattr(Tasks, "runs", _runs)
+    monkeypatch.setattr(console, "width", 80)
+    result = CliRunner().invoke(app, ["task", "show", "7", "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 0, result.stderr
+    assert "…" not in result.stdout
+    assert any(RUN_ID in line for line in result.stdout.splitlines())  # copyable as is
+    runs_table = result.stdout.split("Latest runs", 1)[1].splitlines()
+    reason_cells = [line.split("│")[-2].strip() for line in runs_table if line.count("│") == 7]
+    assert "".join(reason_cells).replace(" ", "") == REASON.replace(" ", "")  # wrapped, all kept
