@@ -110,6 +110,28 @@ def test_param_words_stay_words_and_only_true_false_are_booleans(
     assert by_file.params["args"] == ["OFF"]
 
 
+def test_param_numbers_are_read_as_yaml_1_2_reads_them(live_url: str, tmp_path: Path) -> None:
+    """YAML 1.1 read `12:30` as 750 (base 60) and `010` as 8 (octal): a time or a zero-padded
+    number reached the device as another number, with no error."""
+    code, out, err = tme_cli(
+        "task", "create", "--url", live_url, "--name", unique(),
+        "--param", "at=12:30", "--param", "code=010", "--param", "big=1e3",
+        "--param", "hex=0x1F", "--param", "list=[07:05, 010, 1_000]",
+    )  # fmt: skip
+    assert code == 0, err
+    task_file = tmp_path / "task.yaml"
+    task_file.write_text(f"name: {unique()}\nparams: {{at: 12:30, code: 010}}\n")
+    code2, out2, err2 = tme_cli("task", "create", "--url", live_url, "--file", str(task_file))
+    assert code2 == 0, err2
+    with tme.Client(live_url) as client:
+        by_option = client.tasks.get(int(out.strip())).params
+        by_file = client.tasks.get(int(out2.strip())).params
+    assert by_option == {
+        "at": "12:30", "code": 10, "big": 1000.0, "hex": 31, "list": ["07:05", 10, "1_000"]
+    }  # fmt: skip
+    assert by_file == {"at": "12:30", "code": 10}
+
+
 def test_create_from_file_with_override_and_json(live_url: str, tmp_path: Path) -> None:
     body = tmp_path / "task.yaml"
     body.write_text(
