@@ -3,6 +3,7 @@ itself, so the line says a stop was asked for, not only the state it is still in
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -50,3 +51,46 @@ def test_run_show_marks_a_late_hop(monkeypatch: pytest.MonkeyPatch) -> None:
     out = " ".join(result.stdout.split())
     assert "dispatched (late)" in out and out.count("(late)") == 2  # the row and the legend
     assert "it changed no state" in out
+
+
+def _workflow(settled: bool) -> list[RunPublic]:
+    first = dict(task_id=1, created_at=NOW, updated_at=NOW, workflow_id="w-1", settled=True)
+    return [
+        RunPublic(id="w-1", state="failed", reason="reported fail", cause="trigger", **first),
+        RunPublic(
+            id="r-2", task_id=2, state="skipped", cause="dependency", created_at=NOW,
+            updated_at=NOW, workflow_id="w-1", settled=True,
+            reason="condition cannot hold: task 1 failed, needs success",
+        ),
+        RunPublic(
+            id="r-3", task_id=3, state="pending", cause="dependency", created_at=NOW,
+            updated_at=NOW, workflow_id="w-1", settled=settled, reason="dependencies settled",
+        ),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("settled", [False, True])
+def test_run_workflow_lists_each_step_with_its_state_and_reason(
+    monkeypatch: pytest.MonkeyPatch, settled: bool
+) -> None:
+    monkeypatch.setattr(Runs, "workflow", lambda self, workflow_id: _workflow(settled))
+    result = CliRunner().invoke(app, ["run", "workflow", "w-1", "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "task 1 run w-1 failed trigger reported fail" in out
+    assert "task 2 run r-2 skipped dependency condition cannot hold: task 1 failed" in out
+    assert "task 3 run r-3 pending dependency dependencies settled" in out
+    assert ("every run is settled" in out) is settled
+    assert ("1 of 3 run(s) not settled yet" in out) is not settled
+
+
+def test_run_workflow_json_is_the_list_of_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Runs, "workflow", lambda self, workflow_id: _workflow(True))
+    result = CliRunner().invoke(
+        app, ["run", "workflow", "w-1", "--json", "--url", "http://127.0.0.1:9"]
+    )
+    assert result.exit_code == 0, result.stderr
+    runs = json.loads(result.stdout)
+    assert [(r["task_id"], r["state"], r["cause"]) for r in runs] == [
+        (1, "failed", "trigger"), (2, "skipped", "dependency"), (3, "pending", "dependency")
+    ]  # fmt: skip

@@ -2,6 +2,7 @@
 
 tme task run|pause|resume ID      start a run now; stop or restart its automatic starts
 tme run show|cancel|retry RUN_ID  one run; cancel it (--force); run it again
+tme run workflow WORKFLOW_ID      every run of one workflow run (a trigger's, a schedule's...)
 tme trigger fire NAME             start every task bound to a named trigger
 """
 
@@ -107,7 +108,11 @@ def show(
         return
     _print_run(detail, False, "run")
     if detail.workflow_id is not None:
-        console.print(f"workflow run {detail.workflow_id}, cause: {detail.cause}", highlight=False)
+        console.print(
+            f"workflow run {detail.workflow_id}, cause: {detail.cause}"
+            f" (its runs: `tme run workflow {detail.workflow_id}`)",
+            highlight=False,
+        )
     rows = [
         (e.at.isoformat(), e.from_state, f"{e.to_state} (late)" if e.late else e.to_state,
          e.source, e.reason)
@@ -121,6 +126,36 @@ def show(
         )
     for line in detail.log:
         console.print(f"{line.at.isoformat()}  {escape(line.line)}", highlight=False)
+
+
+@run_app.command("workflow")
+def workflow(
+    workflow_id: Annotated[
+        str, typer.Argument(help="Workflow run id (its first run's id).", show_default=False)
+    ],
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show every run of a workflow run, oldest first: the task that started it and the
+    dependents started or skipped after it (a dependent not decided yet has no run)."""
+    with connect(url, token) as client:
+        runs = client.runs.workflow(workflow_id)
+    if as_json:
+        print_json([run.model_dump(mode="json") for run in runs])
+        return
+    # One line a run, not a table: a run id and a reason do not fit in 80 columns side
+    # by side without cutting or folding one of them; a line wraps as the terminal likes.
+    console.print(f"workflow run {workflow_id}: {len(runs)} run(s), oldest first", highlight=False)
+    for r in runs:
+        state = r.state if r.attempt == 1 else f"{r.state} (attempt {r.attempt})"
+        line = f"task {r.task_id}  run {r.id}  {state}  {r.cause}  {escape(r.reason)}"
+        console.print(line.rstrip(), highlight=False, soft_wrap=True)
+    going = sum(1 for run in runs if not run.settled)
+    console.print(
+        f"{going} of {len(runs)} run(s) not settled yet" if going else "every run is settled",
+        highlight=False,
+    )
 
 
 @run_app.command("cancel")
