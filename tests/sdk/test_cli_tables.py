@@ -4,6 +4,7 @@ being cut short with "…"."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -39,3 +40,28 @@ def test_task_show_keeps_the_run_id_whole_at_80_columns(monkeypatch: pytest.Monk
     runs_table = result.stdout.split("Latest runs", 1)[1].splitlines()
     reason_cells = [line.split("│")[-2].strip() for line in runs_table if line.count("│") == 7]
     assert "".join(reason_cells).replace(" ", "") == REASON.replace(" ", "")  # wrapped, all kept
+
+
+def _berlin_task() -> TaskPublic:
+    return TaskPublic(
+        id=7, name="weekday pump", op="noop", status="idle", created_at=NOW, updated_at=NOW,
+        schedule={"cron": "0 6 * * 1-5", "timezone": "Europe/Berlin"},
+        next_fire_times=[datetime(2026, 12, day, 5, tzinfo=UTC) for day in (7, 8)],
+    )  # fmt: skip
+
+
+def test_show_and_resume_give_next_fire_times_in_the_schedules_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 05:00Z for a 06:00 Berlin cron read as a wrong schedule; the dashboard shows 06:00+01:00.
+    monkeypatch.setattr(Tasks, "get", lambda self, task_id: _berlin_task())
+    monkeypatch.setattr(Tasks, "runs", lambda self, task_id, **_: iter(()))
+    monkeypatch.setattr(Tasks, "resume", lambda self, task_id: _berlin_task())
+    monkeypatch.setattr(console, "width", 200)
+    expected = "2026-12-07T06:00:00+01:00, 2026-12-08T06:00:00+01:00 (Europe/Berlin)"
+    for command in (["task", "show", "7"], ["task", "resume", "7"]):
+        result = CliRunner().invoke(app, [*command, "--url", "http://127.0.0.1:9"])
+        assert result.exit_code == 0, result.stderr
+        assert expected in result.stdout, result.stdout
+    shown = CliRunner().invoke(app, ["task", "show", "7", "--json", "--url", "http://x:9"])
+    assert json.loads(shown.stdout)["task"]["next_fire_times"][0] == "2026-12-07T05:00:00Z"

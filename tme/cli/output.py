@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
+from zoneinfo import ZoneInfo
 
 from rich.console import Console
 from rich.markup import escape
@@ -46,3 +47,14 @@ def print_table(
     for row in texts:
         table.add_row(*row)
     console.print(table)
+
+
+def fire_times_text(task: Any) -> str:
+    """A task's next fire times in its schedule's time zone, as the dashboard shows them:
+    `0 6 * * 1-5` in Europe/Berlin reads 06:00+01:00, not 05:00Z. --json keeps UTC."""
+    zone = task.schedule.timezone if task.schedule else "UTC"
+    times = ", ".join(
+        when.astimezone(ZoneInfo(zone)).isoformat(timespec="seconds")
+        for when in task.next_fire_times
+    )
+    return f"{times} ({zone})" if times else ""

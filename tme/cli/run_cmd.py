@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 
 from tme.cli.common import JsonOption, TokenOption, UrlOption, connect
-from tme.cli.output import console, print_json, print_table
+from tme.cli.output import console, fire_times_text, print_json, print_table
 from tme.schemas import RunPublic, TaskPublic
 from tme.states import FINAL_STATES
 
@@ -51,7 +51,7 @@ def _print_pause(task: TaskPublic, as_json: bool) -> None:
             " (run now and a retry by hand still do)"
         )
     else:
-        upcoming = ", ".join(t.isoformat() for t in task.next_fire_times)
+        upcoming = fire_times_text(task)
         text = f"active; next fires: {upcoming}" if upcoming else "active"
     console.print(f"task {task.id} {text}", highlight=False)
 

@@ -26,7 +26,7 @@ from tme.cli.common import (
     option,
     usage_error,
 )
-from tme.cli.output import console, fail, print_json, print_table
+from tme.cli.output import console, fail, fire_times_text, print_json, print_table
 from tme.errors import yaml_problem
 from tme.schemas import OPS
 
@@ -309,6 +309,7 @@ def _show_task(task: Any, runs: list[Any]) -> None:
     skip.add("warnings")  # only in a create's or change's answer
     rows = [[k, json.dumps(v) if isinstance(v, dict | list) else v]
             for k, v in task.model_dump(mode="json").items() if k not in skip]  # fmt: skip
+    rows = [[k, fire_times_text(task) if k == "next_fire_times" else v] for k, v in rows]
     rows += [["target", _target_text(task.target)], ["schedule", _schedule_text(task.schedule)]]
     times = ("created_at", "started_at", "finished_at", "updated_at")
     rows += [[k, _when(getattr(task, k))] for k in times]
