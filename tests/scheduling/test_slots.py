@@ -135,6 +135,28 @@ def test_one_off_set_just_after_its_time_fires_once(session: Session) -> None:
     assert runs(session, old) == []
 
 
+@pytest.mark.parametrize(("resumed_s", "fired"), [(50, 1), (120, 0)])
+def test_a_one_off_whose_time_came_during_a_pause(
+    session: Session, resumed_s: int, fired: int
+) -> None:
+    # As docs/schedules.md says: resumed within its misfire grace of its time it fires
+    # then, once; resumed later it never fires, and nothing is recorded for it.
+    from tme.controller.store.models import Task
+
+    at = (T0 + timedelta(seconds=30)).isoformat()
+    task_id = scheduled(session, schedule={"at": at}, misfire={"grace_s": 60, "policy": "skip"})
+    task = session.get(Task, task_id)
+    assert task is not None
+    policy = get_policy(session, task)
+    policy.paused = True
+    assert handle_due_slots(session, task_id, T0 + timedelta(seconds=31), None) == 0
+    resumed = T0 + timedelta(seconds=resumed_s)
+    policy.paused, policy.schedule_changed_at = False, resumed  # what resume stores
+    assert handle_due_slots(session, task_id, resumed, None) == fired
+    assert handle_due_slots(session, task_id, resumed + timedelta(hours=1), None) == 0
+    assert len(runs(session, task_id)) == fired
+
+
 def test_a_daily_cron_fires_once_on_the_autumn_dst_day(session: Session) -> None:
     # 02:30 Berlin happens twice on 26 Oct 2025 (00:30 and 01:30 UTC); APScheduler fires
     # the job at both, and the second fire must find no slot left to run.
