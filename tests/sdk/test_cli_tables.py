@@ -65,3 +65,19 @@ def test_show_and_resume_give_next_fire_times_in_the_schedules_zone(
         assert expected in result.stdout, result.stdout
     shown = CliRunner().invoke(app, ["task", "show", "7", "--json", "--url", "http://x:9"])
     assert json.loads(shown.stdout)["task"]["next_fire_times"][0] == "2026-12-07T05:00:00Z"
+
+
+def test_task_show_asks_for_more_runs_than_a_page_in_pages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[int] = []
+
+    def runs(self: Any, task_id: int, page_size: int = 100) -> Iterator[RunPublic]:
+        asked.append(page_size)
+        return _runs(self, task_id)
+
+    monkeypatch.setattr(Tasks, "get", lambda self, task_id: _berlin_task())
+    monkeypatch.setattr(Tasks, "runs", runs)
+    result = CliRunner().invoke(app, ["task", "show", "7", "--runs", "1500", "--url", "x://"])
+    assert result.exit_code == 0, result.stderr
+    assert asked == [1000]  # the SDK refuses a page over 1000 (the server's bound)

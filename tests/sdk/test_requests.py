@@ -107,3 +107,17 @@ def test_wait_takes_a_final_status_alone_from_a_controller_without_settled() -> 
     newer = client_answering(lambda _: httpx.Response(200, json=unsettled))
     with pytest.raises(TimeoutError, match=r"'failed' after 0\.05s, but not settled"):
         newer.tasks.wait(3, timeout=0.05, poll_s=0.01)
+
+
+@pytest.mark.parametrize("page_size", [0, 1001, 5000, 2.5])
+def test_a_page_size_out_of_bounds_is_refused_naming_page_size(page_size: int) -> None:
+    # The server's 422 named its query parameter, `limit`, which the caller never wrote.
+    sent: list[httpx.Request] = []
+    client = client_answering(lambda request: sent.append(request) or httpx.Response(500))
+    for listing in (lambda: client.tasks.list(page_size=page_size),
+                    lambda: client.tasks.runs(3, page_size=page_size)):  # fmt: skip
+        with pytest.raises(tme.errors.ValidationError) as info:
+            list(listing())
+        assert info.value.message.startswith("page_size: must be ")
+        assert info.value.field_errors[0]["field"] == "page_size"
+    assert sent == []

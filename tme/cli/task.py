@@ -27,6 +27,7 @@ from tme.cli.common import (
     usage_error,
 )
 from tme.cli.output import console, fail, fire_times_text, print_json, print_table
+from tme.client.calls import MAX_PAGE_SIZE
 from tme.errors import yaml_problem
 from tme.schemas import OPS
 
@@ -357,7 +358,8 @@ def show(
     """Show a task's definition and its latest runs."""
     with connect(url, token) as client:
         task = client.tasks.get(task_id)
-        latest = list(islice(client.tasks.runs(task_id, page_size=max(runs, 1)), max(runs, 0)))
+        page = min(max(runs, 1), MAX_PAGE_SIZE)  # more runs than a page: several pages
+        latest = list(islice(client.tasks.runs(task_id, page_size=page), max(runs, 0)))
     if as_json:
         print_json({"task": task.model_dump(mode="json"),
                     "runs": [r.model_dump(mode="json") for r in latest]})  # fmt: skip

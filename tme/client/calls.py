@@ -177,8 +177,26 @@ def list_tasks(page_size: int = 100, **filters: str | None) -> Call[Page[TaskPub
     }
     if "status" in params:
         params["status"] = task_status(params["status"])
-    params["limit"] = page_size
+    params["limit"] = _page_size(page_size)
     return Call("GET", f"{API}/tasks", _task_page, params=params)
+
+
+MAX_PAGE_SIZE = 1000  # the server's bound on one page of tasks or runs
+
+
+def _page_size(page_size: int) -> int:
+    """Checked here: the server's answer names its query parameter, `limit`, which a
+    caller of `list(page_size=5000)` never wrote."""
+    if isinstance(page_size, bool) or not isinstance(page_size, int):
+        problem = f"must be an integer (got {page_size!r})"
+    elif not 1 <= page_size <= MAX_PAGE_SIZE:
+        problem = f"must be between 1 and {MAX_PAGE_SIZE} (got {page_size})"
+    else:
+        return page_size
+    raise ValidationError(
+        f"page_size: {problem}",
+        field_errors=[{"field": "page_size", "message": problem, "type": "value_error"}],
+    )
 
 
 def task_status(status: str) -> str:
@@ -216,7 +234,7 @@ def delete_task(task_id: int) -> Call[None]:
 
 
 def list_runs(task_id: int, page_size: int = 100) -> Call[Page[RunPublic]]:
-    params = {"limit": page_size}
+    params = {"limit": _page_size(page_size)}
     return Call("GET", f"{API}/tasks/{int(task_id)}/runs", _run_page, params=params)
 
 
