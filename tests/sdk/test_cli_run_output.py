@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tme.cli.main import app
-from tme.client.sync import Runs
-from tme.schemas import RunDetail, RunEventPublic, RunPublic
+from tme.client.sync import Runs, Triggers
+from tme.schemas import RunDetail, RunEventPublic, RunPublic, TriggerFired
 
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
 
@@ -94,3 +94,16 @@ def test_run_workflow_json_is_the_list_of_runs(monkeypatch: pytest.MonkeyPatch) 
     assert [(r["task_id"], r["state"], r["cause"]) for r in runs] == [
         (1, "failed", "trigger"), (2, "skipped", "dependency"), (3, "pending", "dependency")
     ]  # fmt: skip
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_trigger_nothing_is_bound_to_says_so_on_stderr(
+    monkeypatch: pytest.MonkeyPatch, as_json: bool
+) -> None:
+    # `tme trigger fire bach` (for batch) printed an empty table and nothing else.
+    monkeypatch.setattr(Triggers, "fire", lambda self, name: TriggerFired(trigger=name, runs=[]))
+    args = ["trigger", "fire", "bach", "--url", "http://127.0.0.1:9"]
+    result = CliRunner().invoke(app, args + (["--json"] if as_json else []))
+    assert result.exit_code == 0
+    assert result.stderr.startswith("warning: no task is bound to trigger 'bach'")
+    assert ("run(s)" in result.stdout) is not as_json

@@ -194,6 +194,12 @@ def fire(
     """Start every task bound to the named trigger."""
     with connect(url, token) as client:
         fired = client.triggers.fire(name)
+    if not fired.runs:  # a typo'd name starts nothing and is no error to the API
+        typer.echo(
+            f"warning: no task is bound to trigger {name!r} (that your token reaches):"
+            " nothing was started",
+            err=True,
+        )
     if as_json:
         print_json(fired.model_dump(mode="json"))
         return
