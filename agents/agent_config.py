@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import yaml
 
+from tme import yaml_load
 from tme.drivers.fields import Fields, Problems, join
 from tme.errors import ConfigError, yaml_problem
 from tme.mqtt import parse_mqtt_url
@@ -165,7 +166,7 @@ def _resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
 def load_agent_config(path: str | Path) -> AgentConfig:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_load.safe_load(path.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read agent config {path}: {exc}", source=str(path)) from exc
     except yaml.YAMLError as exc:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from tme import yaml_load
 from tme.drivers.fields import Fields, Problems, join
 from tme.errors import ConfigError, EnvelopeViolation, yaml_problem
 
@@ -275,7 +276,7 @@ def load_profile(path: str | Path) -> DeviceProfile:
     """Read and validate one profile file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml_load.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read device profile {path}: {exc}", source=str(path)) from None
     except yaml.YAMLError as exc:

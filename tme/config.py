@@ -17,6 +17,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, SecretStr
 
+from tme import yaml_load
 from tme.config_errors import describe_validation_error, field_at, source_of
 from tme.config_secrets import read_secret_files, refuse_weak_secrets
 from tme.errors import ConfigError, yaml_problem
@@ -88,7 +89,7 @@ def _config_folder(
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = yaml_load.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML {yaml_problem(exc)}", source=str(path)) from None
     except OSError as exc:

@@ -294,6 +294,16 @@ def test_a_file_that_is_not_yaml_names_where_and_what(live_url: str, tmp_path: P
     assert "while parsing a flow sequence" in err
 
 
+def test_a_task_file_with_a_key_twice_is_refused(closed_port_url: str, tmp_path: Path) -> None:
+    # The second `params:` replaced the first: a write went out without its `verify`.
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("name: pump\nparams: {point: speed, verify: true}\nparams: {value: 9}\n")
+    code, _, err = tme_cli("task", "create", "--url", closed_port_url, "--file", str(twice))
+    assert_one_line_error(
+        code, err, 2, f"--file {twice}: not valid YAML at line 3, column 1: found key 'params'"
+    )
+
+
 def test_unreachable_server_is_one_line_and_exit_1(closed_port_url: str) -> None:
     for args in (["list"], ["show", "1"], ["create", "--name", "x"], ["delete", "1", "--yes"]):
         code, _, err = tme_cli("task", *args, "--url", closed_port_url)

@@ -293,6 +293,17 @@ def test_yes_in_a_file_is_no_port(tmp_path: Path) -> None:
     assert error.message == f"{expected} (got true from {path})"
 
 
+def test_a_section_given_twice_in_a_file_is_refused(tmp_path: Path) -> None:
+    # The second `http:` replaced the first whole: port 9000 was dropped without a word.
+    path = write(tmp_path, "override.yaml", "http: {port: 9000}\nlogging: {level: DEBUG}\n"
+                                            "http: {host: 127.0.0.1}\n")  # fmt: skip
+    error = error_of(tmp_path)
+    assert error.message == (
+        f"{path}: not valid YAML at line 3, column 1: found key 'http' twice (first at line 1):"
+        " the second would replace the first (while reading a mapping)"
+    )
+
+
 @pytest.mark.parametrize("file_name", ["default.yaml", "override.yaml"])
 def test_wrong_type_from_a_file(tmp_path: Path, file_name: str) -> None:
     path = write(tmp_path, file_name, "database:\n  echo: sometimes\n")

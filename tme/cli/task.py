@@ -30,6 +30,7 @@ from tme.cli.output import console, fail, fire_times_text, print_json, print_tab
 from tme.client.calls import MAX_PAGE_SIZE
 from tme.errors import yaml_problem
 from tme.schemas import OPS
+from tme.yaml_load import UniqueKeyLoader
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -155,7 +156,7 @@ def _params(pairs: list[str], base: dict[str, Any] | None) -> dict[str, Any] | N
     return params
 
 
-class _Loader(yaml.SafeLoader):
+class _Loader(UniqueKeyLoader):
     """YAML as 1.2 (and JSON) reads it. PyYAML's 1.1 also takes on, off, yes and no (any
     case) as booleans: `args=[ON]` sent true, which a serial command's choice of
     "ON"/"OFF" refuses. A bool field still takes "yes" (the API's validation reads it as

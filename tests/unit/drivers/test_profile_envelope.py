@@ -73,6 +73,22 @@ def test_a_limit_must_be_finite(limit: float) -> None:
         parse_profile({"name": "x", "points": {"p": point}})
 
 
+def test_a_point_written_twice_is_refused_not_the_last_kept(tmp_path: Path) -> None:
+    # PyYAML kept the second: the envelope checked was not the one the engineer read first.
+    bad = tmp_path / "twice.yaml"
+    bad.write_text(
+        "name: pump\npoints:\n"
+        "  speed: {address: 0, table: holding_register, type: uint16, access: rw, max: 1500}\n"
+        "  speed: {address: 0, table: holding_register, type: uint16, access: rw, max: 3000}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_profile(bad)
+    assert info.value.message == (
+        f"device profile {bad} is not valid YAML at line 4, column 3: found key 'speed' twice"
+        " (first at line 3): the second would replace the first (while reading a mapping)"
+    )
+
+
 def test_yaml_syntax_error_names_file(tmp_path: Path) -> None:
     bad = tmp_path / "broken.yaml"
     bad.write_text("name: [unclosed\n")

@@ -88,6 +88,14 @@ def test_config_error_tracking_section() -> None:
         assert f"{key}: " in info.value.message, key
 
 
+def test_an_agent_config_with_a_key_twice_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("site: s1\nagent: a1\nmqtt: mqtt://localhost\nallow_shell: false\n"
+                    "devices: {}\nallow_shell: true\n")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"line 6, column 1: found key 'allow_shell' twice"):
+        load_agent_config(path)
+
+
 def test_config_file_resolves_relative_paths(tmp_path: Path) -> None:
     path = tmp_path / "agent.yaml"
     path.write_text(
