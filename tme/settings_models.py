@@ -29,6 +29,9 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=1)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+# What a notification fires on (the controller's NOTIFY_EVENTS): a run ending badly, or
+# an agent going offline. A webhook naming another event would never be sent it.
+NotifyEvent = Literal["failed", "timed_out", "lost", "agent_offline"]
 
 
 class Section(BaseModel):
@@ -246,7 +249,7 @@ class WebhookSettings(Section):
     url: str
     secret: SecretStr = SecretStr("")
     secret_file: str = ""
-    events: list[str] = []
+    events: list[NotifyEvent] = []
 
     @field_validator("url")
     @classmethod

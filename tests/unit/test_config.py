@@ -293,6 +293,29 @@ def test_yes_in_a_file_is_no_port(tmp_path: Path) -> None:
     assert error.message == f"{expected} (got true from {path})"
 
 
+def test_a_webhook_event_no_rule_fires_on_is_refused(tmp_path: Path) -> None:
+    # `events: [run.failed]`, as configuration.md and override.example.yaml showed, was
+    # taken and the webhook never sent anything: notifications fire on failed, timed_out,
+    # lost and agent_offline.
+    value = '[{url: "https://h.example/x", events: [failed, run.failed]}]'
+    error = error_of(tmp_path, TME_NOTIFICATIONS__WEBHOOKS=value)
+    assert error.message == (
+        'notifications.webhooks.0.events.1: must be one of "failed", "timed_out", "lost",'
+        ' "agent_offline" (got "run.failed" from env TME_NOTIFICATIONS__WEBHOOKS)'
+    )
+    hooks = load(tmp_path, TME_NOTIFICATIONS__WEBHOOKS=value.replace(", run.failed", ""))
+    assert hooks.notifications.webhooks[0].events == ["failed"]
+
+
+def test_webhook_events_are_those_a_rule_fires_on() -> None:
+    from typing import get_args
+
+    from tme.controller.notifications.models import NOTIFY_EVENTS
+    from tme.settings_models import NotifyEvent
+
+    assert get_args(NotifyEvent) == NOTIFY_EVENTS
+
+
 def test_a_section_given_twice_in_a_file_is_refused(tmp_path: Path) -> None:
     # The second `http:` replaced the first whole: port 9000 was dropped without a word.
     path = write(tmp_path, "override.yaml", "http: {port: 9000}\nlogging: {level: DEBUG}\n"
@@ -404,12 +427,12 @@ def test_webhook_secret_from_file(tmp_path: Path) -> None:
           webhooks:
             - url: https://hooks.example.com/tme
               secret_file: {secret}
-              events: [run.failed]
+              events: [failed]
     """,
     )
     hook = load(tmp_path).notifications.webhooks[0]
     assert hook.secret.get_secret_value() == "hook-secret"
-    assert hook.events == ["run.failed"]
+    assert hook.events == ["failed"]
 
 
 def test_effective_items_mask_secrets_and_report_sources(tmp_path: Path) -> None:
