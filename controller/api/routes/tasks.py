@@ -27,6 +27,7 @@ from tme.controller.services.queries import list_runs, run_publics
 from tme.controller.services.roles import Principal
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.task_commit import create_committed, with_warnings
+from tme.controller.services.task_limits import check_task_limits
 from tme.controller.services.tasks import TaskFilters, to_public, to_publics
 from tme.controller.store.conflicts import in_transaction
 from tme.controller.store.db import session_scope
@@ -79,6 +80,7 @@ async def create_answer(
     a thread hand-over that, under load, waits its turn for the interpreter. The
     transaction is shared with the creates of other requests meanwhile (task_commit).
     """
+    check_task_limits(request.app.state.settings.tasks, body)
     engine = request.app.state.engine
     change = request.scope.get("state", {}).get("change_audit")  # from the security layer
     with keys_as_sent(key):
@@ -147,6 +149,7 @@ def update_and_commit(
     task visible; its connection goes back to the pool before the change takes one."""
     session.close()
     changes = body.field_changes
+    check_task_limits(request.app.state.settings.tasks, changes)
     access.check_task_update(principal, changes)
 
     def update(session: Session) -> TaskPublic:
@@ -181,6 +184,7 @@ async def create_task(
 
 @router.post("/tasks/batch", status_code=201, response_model=TaskBatchPublic)
 def create_task_batch(
+    request: Request,
     body: TaskBatchCreate,
     response: Response,
     session: SessionDep,
@@ -191,6 +195,8 @@ def create_task_batch(
     """Create up to MAX_BATCH_TASKS tasks in one transaction: all or none. An error names
     the item (`tasks.<index>`); item i of a keyed batch uses the key `<key>:<i>`, and
     the key itself stands for the whole batch (another batch under it is a 409)."""
+    for index, item in enumerate(body.tasks):
+        check_task_limits(request.app.state.settings.tasks, item, f"tasks.{index}.")
     for index, item in enumerate(body.tasks):
         try:
             access.check_task_create(principal, item)
