@@ -20,6 +20,7 @@ from tme.controller.services import tasks as task_service
 from tme.controller.services.access import check_task_create
 from tme.controller.services.launch import launch_run
 from tme.controller.services.roles import Principal
+from tme.controller.services.task_limits import check_task_limits
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Task
 from tme.errors import Conflict
@@ -42,6 +43,7 @@ def _audit(principal: Principal, action: str, target: str, **details: Any) -> No
 def create_task(principal: Principal, body: TaskCreate) -> int:
     check_task_create(principal, body)
     board = dashboard()
+    check_task_limits(board.settings.tasks, body)  # as the API checks it
     with session_scope(board.engine) as session:
         task, _ = task_service.create_task(session, body, on_run_ready=board.on_run_ready)
         session.commit()
