@@ -63,8 +63,9 @@ def _workflow(settled: bool) -> list[RunPublic]:
             reason="condition cannot hold: task 1 failed, needs success",
         ),
         RunPublic(
-            id="r-3", task_id=3, state="pending", cause="dependency", created_at=NOW,
-            updated_at=NOW, workflow_id="w-1", settled=settled, reason="dependencies settled",
+            id="r-3", task_id=3, state="succeeded" if settled else "pending",
+            cause="dependency", created_at=NOW, updated_at=NOW, workflow_id="w-1",
+            settled=settled, reason="dependencies settled",
         ),
     ]  # fmt: skip
 
@@ -79,7 +80,8 @@ def test_run_workflow_lists_each_step_with_its_state_and_reason(
     out = " ".join(result.stdout.split())
     assert "task 1 run w-1 failed trigger reported fail" in out
     assert "task 2 run r-2 skipped dependency condition cannot hold: task 1 failed" in out
-    assert "task 3 run r-3 pending dependency dependencies settled" in out
+    state = "succeeded" if settled else "pending"
+    assert f"task 3 run r-3 {state} dependency dependencies settled" in out
     assert ("every run is settled" in out) is settled
     assert ("1 of 3 run(s) not settled yet" in out) is not settled
 
@@ -92,7 +94,7 @@ def test_run_workflow_json_is_the_list_of_runs(monkeypatch: pytest.MonkeyPatch) 
     assert result.exit_code == 0, result.stderr
     runs = json.loads(result.stdout)
     assert [(r["task_id"], r["state"], r["cause"]) for r in runs] == [
-        (1, "failed", "trigger"), (2, "skipped", "dependency"), (3, "pending", "dependency")
+        (1, "failed", "trigger"), (2, "skipped", "dependency"), (3, "succeeded", "dependency")
     ]  # fmt: skip
 
 
@@ -107,3 +109,29 @@ def test_a_trigger_nothing_is_bound_to_says_so_on_stderr(
     assert result.exit_code == 0
     assert result.stderr.startswith("warning: no task is bound to trigger 'bach'")
     assert ("run(s)" in result.stdout) is not as_json
+
+
+def test_run_workflow_wait_polls_until_every_run_is_settled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `tme task wait` on the alarm right after a trigger may see its run of the last
+    # workflow run; waiting on the workflow run sees this one's.
+    answers = iter([_workflow(False), _workflow(False), _workflow(True)])
+    monkeypatch.setattr(Runs, "workflow", lambda self, workflow_id: next(answers))
+    monkeypatch.setattr("tme.cli.run_cmd.WORKFLOW_POLL_S", 0.01)
+    args = ["run", "workflow", "w-1", "--wait", "--url", "http://127.0.0.1:9"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.stderr  # task 1 failed in it
+    out = " ".join(result.stdout.split())
+    assert "task 3 run r-3 succeeded" in out and "every run is settled" in out
+    assert next(answers, None) is None  # asked until it was over, not after
+
+
+def test_run_workflow_wait_gives_up_at_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Runs, "workflow", lambda self, workflow_id: _workflow(False))
+    args = ["run", "workflow", "w-1", "--wait", "--timeout", "0.05", "--url", "http://x:9"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: workflow run w-1: 1 of 3 run(s) not settled after 0.05s"
+    )

@@ -8,6 +8,7 @@ tme trigger fire NAME             start every task bound to a named trigger
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
@@ -17,6 +18,8 @@ from tme.cli.common import JsonOption, TokenOption, UrlOption, connect
 from tme.cli.output import console, fire_times_text, print_json, print_table
 from tme.schemas import RunPublic, TaskPublic
 from tme.states import FINAL_STATES
+
+FINAL_NAMES = frozenset(state.value for state in FINAL_STATES)
 
 run_app = typer.Typer(no_args_is_help=True)
 trigger_app = typer.Typer(no_args_is_help=True)
@@ -133,17 +136,52 @@ def workflow(
     workflow_id: Annotated[
         str, typer.Argument(help="Workflow run id (its first run's id).", show_default=False)
     ],
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Wait until every run in it is settled; exit 1 if one failed."),
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="With --wait: give up after S.")
+    ] = 60.0,
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Show every run of a workflow run, oldest first: the task that started it and the
-    dependents started or skipped after it (a dependent not decided yet has no run)."""
+    dependents started or skipped after it (a dependent not decided yet has no run).
+    With --wait, wait until it is over: every run final and settled, so each dependent
+    has been started or skipped (`tme task wait` on a dependent may see its run of an
+    earlier workflow run, before this one reaches it)."""
     with connect(url, token) as client:
         runs = client.runs.workflow(workflow_id)
+        deadline = time.monotonic() + timeout
+        while wait and _going(runs):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(
+                    f"workflow run {workflow_id}: {_going(runs)} of {len(runs)} run(s) not"
+                    f" settled after {timeout:g}s"
+                )
+            time.sleep(min(WORKFLOW_POLL_S, remaining))  # polling interval of a deadline wait
+            runs = client.runs.workflow(workflow_id)
     if as_json:
         print_json([run.model_dump(mode="json") for run in runs])
-        return
+    else:
+        _print_workflow(workflow_id, runs)
+    if wait and any(run.state in FAILURES for run in runs):
+        raise typer.Exit(1)
+
+
+WORKFLOW_POLL_S = 0.2  # as tasks.wait() polls: a few requests a second while waiting
+FAILURES = frozenset({"failed", "timed_out", "rejected", "expired", "lost"})  # `on: failure`
+
+
+def _going(runs: list[RunPublic]) -> int:
+    """Runs not yet final and settled (a settled run's dependents are decided)."""
+    return sum(1 for run in runs if not (run.settled and run.state in FINAL_NAMES))
+
+
+def _print_workflow(workflow_id: str, runs: list[RunPublic]) -> None:
     # One line a run, not a table: a run id and a reason do not fit in 80 columns side
     # by side without cutting or folding one of them; a line wraps as the terminal likes.
     console.print(f"workflow run {workflow_id}: {len(runs)} run(s), oldest first", highlight=False)
@@ -151,7 +189,7 @@ def workflow(
         state = r.state if r.attempt == 1 else f"{r.state} (attempt {r.attempt})"
         line = f"task {r.task_id}  run {r.id}  {state}  {r.cause}  {escape(r.reason)}"
         console.print(line.rstrip(), highlight=False, soft_wrap=True)
-    going = sum(1 for run in runs if not run.settled)
+    going = _going(runs)
     console.print(
         f"{going} of {len(runs)} run(s) not settled yet" if going else "every run is settled",
         highlight=False,
