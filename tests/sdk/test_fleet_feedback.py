@@ -141,3 +141,14 @@ def test_a_device_locked_out_or_not_answering_shows_in_the_sdk_the_cli_and_task_
     assert "Locked out at their agents" in result.stdout
     assert "recalibration" in result.stdout and "alice" in result.stdout
     assert "Not answering their agents" in result.stdout and "port closed" in result.stdout
+
+
+def test_the_demo_seed_creates_its_examples_once_per_database(live_url: str) -> None:
+    # `tme demo` started again on its data added another copy of every example each time.
+    from tme.cli.demo import EXAMPLE_TASKS, seed_examples
+
+    first = seed_examples(live_url, "plant-1")
+    assert len(first) >= len(EXAMPLE_TASKS) - 1
+    assert seed_examples(live_url, "plant-1") == []
+    with tme.Client(live_url) as client:
+        assert len(list(client.tasks.list())) == len(first)

@@ -66,13 +66,18 @@ EXAMPLE_TASKS: list[dict[str, Any]] = [
 
 
 def seed_examples(url: str, site: str, token: str | None = None) -> list[int]:
-    """Create the example tasks; the ids of those created. The example meant to be
-    refused may be refused at create (422), which is said, not raised."""
+    """Create the example tasks, unless the database has tasks already (a demo started
+    again on its data, which created them then, each start adding another copy); the
+    ids of those created. The example meant to be refused may be refused at create
+    (422), which is said, not raised."""
     import tme
     from tme.errors import ValidationError
 
-    ids = []
+    ids: list[int] = []
     with tme.Client(url, token) as client:
+        if next(iter(client.tasks.list(page_size=1)), None) is not None:
+            console.print("example tasks: not created, the database has tasks", highlight=False)
+            return ids
         for example in EXAMPLE_TASKS:
             body: dict[str, Any] = dict(example)
             refused = body.pop("refused", False)
@@ -83,7 +88,10 @@ def seed_examples(url: str, site: str, token: str | None = None) -> list[int]:
             except ValidationError as exc:
                 if not refused:
                     raise
-                console.print(f"example {body['name']!r}: {exc.message}", highlight=False)
+                console.print(
+                    f"example {body['name']!r} refused at create, as meant: {exc.message}",
+                    highlight=False,
+                )
     return ids
 
 
