@@ -217,6 +217,7 @@ class LoggingSettings(Section):
         "alembic": "WARNING",
         "httpx": "WARNING",
         "pymodbus": "WARNING",
+        "apscheduler": "WARNING",
     }
 
     @field_validator("level", mode="before")

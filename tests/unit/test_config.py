@@ -122,6 +122,7 @@ def test_deep_merge_keeps_sibling_keys(tmp_path: Path) -> None:
         "alembic": "WARNING",
         "httpx": "WARNING",
         "pymodbus": "WARNING",
+        "apscheduler": "WARNING",
         "urllib3": "INFO",
     }
     assert settings.sources["http.host"].startswith("default.yaml (")

@@ -19,7 +19,8 @@ from tme.settings_models import LoggingSettings
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
-    levels = {name: logging.getLogger(name).level for name in ("", "pika", "amqtt", "chatty")}
+    names = ("", "pika", "amqtt", "chatty", "apscheduler")
+    levels = {name: logging.getLogger(name).level for name in names}
     yield
     reset_logging()
     structlog.reset_defaults()
@@ -85,6 +86,19 @@ def test_level_and_per_library_levels_filter_lines() -> None:
     logging.getLogger("chatty").warning("hidden too")
     logging.getLogger("chatty").error("shown too")
     assert [line["event"] for line in json_lines(out)] == ["shown", "shown too"]
+
+
+def test_the_scheduler_librarys_two_lines_a_slot_are_quiet_by_default() -> None:
+    # APScheduler logged "Running job ..." and "... executed successfully" at INFO for every
+    # slot of every scheduled task, naming its job, not the task.
+    out = io.StringIO()
+    configure_logging(LoggingSettings(format="json"), stream=out)
+    executor = logging.getLogger("apscheduler.executors.default")
+    executor.info('Running job "2026-12-07T03:14:02+00:00 t3" (scheduled at 03:15:00)')
+    executor.warning('Run time of job "t3" was missed by 0:00:02')
+    assert [line["event"] for line in json_lines(out)] == [
+        'Run time of job "t3" was missed by 0:00:02'
+    ]
 
 
 def test_configuring_twice_does_not_duplicate_lines() -> None:
