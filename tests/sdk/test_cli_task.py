@@ -336,3 +336,27 @@ def test_list_with_an_unknown_op_shows_the_servers_refusal(live_url: str) -> Non
 def test_list_with_a_negative_limit_is_a_usage_error(live_url: str) -> None:
     code, out, err = tme_cli("task", "list", "--url", live_url, "--limit", "-5")
     assert code == 2 and "--limit" in err and out == ""
+
+
+def test_update_clear_removes_a_schedule_trigger_and_dependencies(live_url: str) -> None:
+    # No option could say "none": an empty --cron is a bad cron, so a task's schedule,
+    # trigger or dependencies could be removed only through the API.
+    with tme.Client(live_url) as client:
+        first = client.tasks.create(name=unique()).id
+        task = client.tasks.create(
+            name=unique(), schedule={"cron": "@daily"}, trigger=unique(), timeout_s=5,
+            depends_on=[{"task": first, "on": "any"}],
+        )  # fmt: skip
+    code, _, err = tme_cli(
+        "task", "update", str(task.id), "--url", live_url, "--clear", "schedule",
+        "--clear", "trigger", "--clear", "depends-on", "--clear", "timeout",
+    )  # fmt: skip
+    assert code == 0, err
+    with tme.Client(live_url) as client:
+        after = client.tasks.get(task.id)
+    cleared = (after.schedule, after.trigger, after.depends_on, after.timeout_s)
+    assert cleared == (None, None, [], None)
+    assert after.next_fire_times == []
+    code, _, err = tme_cli("task", "update", str(task.id), "--url", live_url,
+                           "--clear", "schedule", "--every", "60")  # fmt: skip
+    assert_one_line_error(code, err, 2, "--clear schedule and --every contradict")

@@ -415,6 +415,33 @@ def create(
         typer.echo(tasks[0].id)
 
 
+# What `update --clear` removes: the option's name -> (API field, its empty value).
+# The options that set them have no way to say "none" (an empty --cron is no cron).
+CLEARABLE: dict[str, tuple[str, Any]] = {
+    "schedule": ("schedule", None),
+    "depends-on": ("depends_on", []),
+    "trigger": ("trigger", None),
+    "timeout": ("timeout_s", None),
+    "deadline": ("deadline_s", None),
+    "queue-timeout": ("queue_timeout_s", None),
+    "assigned-to": ("assigned_to", None),
+}
+_CLEARED_BY = {"schedule": ("cron", "every", "at", "timezone")}
+
+
+def _cleared(names: list[str], opts: dict[str, Any]) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for name in names:
+        if name not in CLEARABLE:
+            usage_error(f"--clear {name!r}: expected one of {', '.join(CLEARABLE)}")
+        given = [o for o in _CLEARED_BY.get(name, (name.replace("-", "_"),)) if opts.get(o)]
+        if given:
+            usage_error(f"--clear {name} and --{given[0].replace('_', '-')} contradict")
+        field, empty = CLEARABLE[name]
+        changes[field] = empty
+    return changes
+
+
 @app.command("update")
 @extra_options(UPDATE_OPTIONS, into="fields")
 def update(
@@ -427,15 +454,25 @@ def update(
     details: Annotated[
         str | None, typer.Option("--details", help="JSON object sent with --status.")
     ] = None,
+    clear: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--clear",
+            help=f"Remove a field, repeatable: {', '.join(CLEARABLE)} (--clear schedule: a"
+            " task that runs only by trigger, dependency or run now).",
+        ),
+    ] = None,
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Change a task's fields and/or report an external task's status."""
     report = {"status": status, "log": log, "details": _details(details)}
+    cleared = _cleared(clear or [], fields)
     with connect(url, token) as client:
         current = client.tasks.get(task_id).model_dump(mode="json")
         changes = task_fields(fields, current)
+        changes.update(cleared)
         changes.update({k: v for k, v in report.items() if v is not None})
         task = client.tasks.update(task_id, **changes)
     _warn([task])
