@@ -135,3 +135,17 @@ def test_run_workflow_wait_gives_up_at_its_timeout(monkeypatch: pytest.MonkeyPat
     assert result.stderr.strip() == (
         "error: workflow run w-1: 1 of 3 run(s) not settled after 0.05s"
     )
+
+
+def test_run_workflow_wait_judges_a_retried_task_by_its_last_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its first attempt failed, a retry by hand succeeded: the workflow run did not fail.
+    first, skipped, _ = _workflow(True)
+    retry = first.model_copy(update={"id": "r-4", "state": "succeeded", "attempt": 2})
+    again = skipped.model_copy(update={"id": "r-5", "state": "succeeded"})
+    monkeypatch.setattr(Runs, "workflow", lambda self, workflow_id: [first, skipped, retry, again])
+    args = ["run", "workflow", "w-1", "--wait", "--url", "http://127.0.0.1:9"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.stdout
+    assert "task 1 run r-4 succeeded (attempt 2)" in " ".join(result.stdout.split())

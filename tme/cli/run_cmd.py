@@ -138,7 +138,7 @@ def workflow(
     ],
     wait: Annotated[
         bool,
-        typer.Option("--wait", help="Wait until every run in it is settled; exit 1 if one failed."),
+        typer.Option("--wait", help="Wait until every run in it is settled; 1 if a task failed."),
     ] = False,
     timeout: Annotated[
         float, typer.Option("--timeout", help="With --wait: give up after S.")
@@ -168,7 +168,8 @@ def workflow(
         print_json([run.model_dump(mode="json") for run in runs])
     else:
         _print_workflow(workflow_id, runs)
-    if wait and any(run.state in FAILURES for run in runs):
+    latest = {run.task_id: run for run in runs}  # oldest first: a retry's run comes last
+    if wait and any(run.state in FAILURES for run in latest.values()):
         raise typer.Exit(1)
 
 
