@@ -81,3 +81,15 @@ def test_task_show_asks_for_more_runs_than_a_page_in_pages(
     result = CliRunner().invoke(app, ["task", "show", "7", "--runs", "1500", "--url", "x://"])
     assert result.exit_code == 0, result.stderr
     assert asked == [1000]  # the SDK refuses a page over 1000 (the server's bound)
+
+
+def test_task_list_says_which_tasks_are_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A paused task's schedule, trigger and dependencies start nothing; the list gave no sign.
+    paused = _berlin_task().model_copy(update={"paused": True, "next_fire_times": []})
+    active = _berlin_task().model_copy(update={"id": 8})
+    monkeypatch.setattr(Tasks, "list", lambda self, *a, **k: iter([paused, active]))
+    monkeypatch.setattr(console, "width", 200)
+    result = CliRunner().invoke(app, ["task", "list", "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
+    assert "idle (paused)" in rows["7"] and "paused" not in rows["8"]

@@ -298,9 +298,15 @@ def _warn(tasks: list[Any]) -> None:
             typer.echo(f"warning: task {task.id}: {warning}", err=True)
 
 
+def _status_text(task: Any) -> str:
+    """Its status, and whether it is paused: a paused task's schedule, trigger and
+    dependencies start nothing, which the list did not show."""
+    return f"{task.status} (paused)" if task.paused else str(task.status)
+
+
 def _print_tasks(tasks: list[Any]) -> None:
     rows = [
-        [t.id, t.name, t.op, _target_text(t.target), t.status, _schedule_text(t.schedule)]
+        [t.id, t.name, t.op, _target_text(t.target), _status_text(t), _schedule_text(t.schedule)]
         for t in tasks
     ]
     print_table("Tasks", ["id", "name", "op", "target", "status", "schedule"], rows)
