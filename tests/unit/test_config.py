@@ -575,6 +575,23 @@ def test_override_example_is_valid(tmp_path: Path) -> None:
 # --- tme config show ----------------------------------------------------------
 
 
+def test_config_show_keeps_every_key_whole_at_80_columns(tmp_path: Path) -> None:
+    # Rich cut the key column short ("error_tracking.sample_…"), then folded it in two.
+    from tme.cli.main import app
+    from tme.cli.output import console
+
+    width = console.width
+    console.width = 80
+    try:
+        table = CliRunner().invoke(app, ["config", "show", "--config-dir", str(tmp_path)], env={})
+    finally:
+        console.width = width
+    assert table.exit_code == 0, table.output
+    shown = {line.split("│")[1].strip() for line in table.output.splitlines() if "│" in line}
+    keys = {key for key, _, _ in effective_items(load_settings(config_dir=tmp_path, environ={}))}
+    assert keys <= shown
+
+
 def test_config_show_masks_secrets(tmp_path: Path) -> None:
     from tme.cli.main import app
 

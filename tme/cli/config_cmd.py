@@ -27,4 +27,4 @@ def show(
     if as_json:
         print_json([{"key": k, "value": v, "source": s} for k, v, s in items])
     else:
-        print_table("TME configuration", ["key", "value", "source"], items)
+        print_table("TME configuration", ["key", "value", "source"], items, whole=["key"])
