@@ -83,7 +83,9 @@ def test_task_show_asks_for_more_runs_than_a_page_in_pages(
     assert asked == [1000]  # the SDK refuses a page over 1000 (the server's bound)
 
 
-def test_task_list_says_which_tasks_are_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_task_list_says_which_tasks_are_paused_and_when_the_others_fire(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # A paused task's schedule, trigger and dependencies start nothing; the list gave no sign.
     paused = _berlin_task().model_copy(update={"paused": True, "next_fire_times": []})
     active = _berlin_task().model_copy(update={"id": 8})
@@ -93,3 +95,6 @@ def test_task_list_says_which_tasks_are_paused(monkeypatch: pytest.MonkeyPatch) 
     assert result.exit_code == 0, result.stderr
     rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if "│" in line}
     assert "idle (paused)" in rows["7"] and "paused" not in rows["8"]
+    # ...and when an active one fires next, in its schedule's zone
+    assert "next 2026-12-07T06:00:00+01:00 (Europe/Berlin)" in rows["8"]
+    assert "next" not in rows["7"]

@@ -49,12 +49,13 @@ def print_table(
     console.print(table)
 
 
-def fire_times_text(task: Any) -> str:
-    """A task's next fire times in its schedule's time zone, as the dashboard shows them:
-    `0 6 * * 1-5` in Europe/Berlin reads 06:00+01:00, not 05:00Z. --json keeps UTC."""
+def fire_times_text(task: Any, first: int | None = None) -> str:
+    """A task's next fire times (the `first` of them) in its schedule's time zone, as the
+    dashboard shows them: `0 6 * * 1-5` in Europe/Berlin reads 06:00+01:00, not 05:00Z.
+    --json keeps UTC."""
     zone = task.schedule.timezone if task.schedule else "UTC"
     times = ", ".join(
         when.astimezone(ZoneInfo(zone)).isoformat(timespec="seconds")
-        for when in task.next_fire_times
+        for when in task.next_fire_times[:first]
     )
     return f"{times} ({zone})" if times else ""

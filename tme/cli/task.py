@@ -304,10 +304,16 @@ def _status_text(task: Any) -> str:
     return f"{task.status} (paused)" if task.paused else str(task.status)
 
 
+def _when_text(task: Any) -> str:
+    """Its schedule and when it fires next, in the schedule's zone (none while paused)."""
+    upcoming = fire_times_text(task, first=1)
+    schedule = _schedule_text(task.schedule)
+    return f"{schedule}; next {upcoming}" if upcoming else schedule
+
+
 def _print_tasks(tasks: list[Any]) -> None:
     rows = [
-        [t.id, t.name, t.op, _target_text(t.target), _status_text(t), _schedule_text(t.schedule)]
-        for t in tasks
+        [t.id, t.name, t.op, _target_text(t.target), _status_text(t), _when_text(t)] for t in tasks
     ]
     print_table("Tasks", ["id", "name", "op", "target", "status", "schedule"], rows)
 
