@@ -113,6 +113,18 @@ def test_wait_returns_final_task_and_times_out(client: tme.Client) -> None:
     assert client.tasks.wait(task.id, timeout=5).status == "failed"
 
 
+def test_wait_on_a_paused_task_that_never_ran_says_it_is_paused(client: tme.Client) -> None:
+    # "still 'idle'" alone sent the reader looking for a broken schedule.
+    task = client.tasks.create(name=unique(), schedule={"every_s": 3600})
+    client.tasks.pause(task.id)
+    with pytest.raises(TimeoutError) as info:
+        client.tasks.wait(task.id, timeout=0.1, poll_s=0.05)
+    assert str(info.value) == (
+        f"task {task.id} still 'idle' after 0.1s (it is paused: its schedule, trigger and"
+        " dependencies start nothing)"
+    )
+
+
 def test_wait_sees_a_report_made_while_waiting(live_url: str) -> None:
     with tme.Client(live_url) as waiter, tme.Client(live_url) as reporter:
         task = reporter.tasks.create(name=unique())

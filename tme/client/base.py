@@ -122,7 +122,12 @@ class WaitDeadline:
     def _why(self) -> str:
         status = self.last.status if self.last else "unknown"
         if not is_final(status):
-            return f"task {self.task_id} still {status!r} after {self.timeout:g}s"
+            paused = (
+                " (it is paused: its schedule, trigger and dependencies start nothing)"
+                if self.last is not None and self.last.paused
+                else ""
+            )
+            return f"task {self.task_id} still {status!r} after {self.timeout:g}s{paused}"
         return (
             f"task {self.task_id} {status!r} after {self.timeout:g}s, but not settled: TME's"
             " scheduler has not acted on it yet, so an automatic retry may still follow (is a"
