@@ -98,3 +98,21 @@ def test_task_list_says_which_tasks_are_paused_and_when_the_others_fire(
     # ...and when an active one fires next, in its schedule's zone
     assert "next 2026-12-07T06:00:00+01:00 (Europe/Berlin)" in rows["8"]
     assert "next" not in rows["7"]
+
+
+def test_resume_says_a_one_off_whose_time_passed_will_not_fire(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "task 7 active" alone: the operator waited for a one-off that was never to come.
+    task = TaskPublic(
+        id=7, name="t", op="noop", status="idle", created_at=NOW, updated_at=NOW,
+        schedule={"at": "2026-12-07T03:00:00+00:00"}, next_fire_times=[],
+    )  # fmt: skip
+    monkeypatch.setattr(Tasks, "resume", lambda self, task_id: task)
+    monkeypatch.setattr(console, "width", 200)
+    result = CliRunner().invoke(app, ["task", "resume", "7", "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == (
+        "task 7 active; its one-off time 2026-12-07T03:00:00+00:00 has passed and it will not"
+        " fire (`tme task run 7` starts it now)"
+    )

@@ -56,6 +56,13 @@ def _print_pause(task: TaskPublic, as_json: bool) -> None:
     else:
         upcoming = fire_times_text(task)
         text = f"active; next fires: {upcoming}" if upcoming else "active"
+        at = task.schedule.at if task.schedule is not None else None
+        if at is not None and not upcoming and task.status == "idle":
+            # its time passed during the pause, beyond its misfire grace: it never fires
+            text += (
+                f"; its one-off time {at.isoformat()} has passed and it will not"
+                f" fire (`tme task run {task.id}` starts it now)"
+            )
     console.print(f"task {task.id} {text}", highlight=False)
 
 
