@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tme.cli.main import app
-from tme.client.sync import Runs, Triggers
+from tme.client.sync import Runs, Tasks, Triggers
 from tme.schemas import RunDetail, RunEventPublic, RunPublic, TriggerFired
 
 NOW = datetime(2026, 12, 7, tzinfo=UTC)
@@ -149,3 +149,26 @@ def test_run_workflow_wait_judges_a_retried_task_by_its_last_run(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.stdout
     assert "task 1 run r-4 succeeded (attempt 2)" in " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("command", "patch", "said"),
+    [
+        (["task", "run", "7"], (Tasks, "run"), "run now refused"),
+        (["run", "retry", "r-0"], (Runs, "retry"), "retry refused"),
+    ],
+)
+def test_a_start_by_hand_its_overlap_policy_refused_exits_1(
+    monkeypatch: pytest.MonkeyPatch, command: list[str], patch: tuple[type, str], said: str
+) -> None:
+    # "started: run ... is skipped" and exit 0: a script went on as if the run had begun.
+    reason = "run now: skipped, run r-0 is still pending (overlap skip)"
+    run = RunPublic(id="r-1", task_id=7, state="skipped", reason=reason, created_at=NOW,
+                    updated_at=NOW)  # fmt: skip
+    monkeypatch.setattr(*patch, lambda self, ident: run)
+    result = CliRunner().invoke(app, [*command, "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 1
+    assert " ".join(result.stdout.split()) == f"{said}: run r-1 of task 7 is skipped ({reason})"
+    started = run.model_copy(update={"state": "pending", "reason": "run now"})
+    monkeypatch.setattr(*patch, lambda self, ident: started)
+    assert CliRunner().invoke(app, [*command, "--url", "http://127.0.0.1:9"]).exit_code == 0

@@ -41,7 +41,19 @@ def _print_run(run: RunPublic, as_json: bool, what: str) -> None:
             f" {run.state}{reason} until the agent answers (`tme run show {run.id}`;"
             " --force marks it canceled without waiting)"
         )
+    if what in STARTS and run.state == "skipped":  # its overlap policy refused the start
+        text = f"{STARTS[what]} refused: run {run.id} of task {run.task_id} is skipped{reason}"
     console.print(text, highlight=False)
+
+
+# A start by hand the task's overlap policy may refuse: answered as a skipped run, which
+# `started: ... is skipped` and exit 0 told a script as if the run had begun.
+STARTS = {"started": "run now", "retry": "retry"}
+
+
+def _exit_if_refused(run: RunPublic) -> None:
+    if run.state == "skipped":
+        raise typer.Exit(1)
 
 
 def _print_pause(task: TaskPublic, as_json: bool) -> None:
@@ -78,7 +90,9 @@ def register_task_commands(app: typer.Typer) -> None:
     ) -> None:
         """Start a run of the task now (its overlap policy applies; a paused task runs too)."""
         with connect(url, token) as client:
-            _print_run(client.tasks.run(task_id), as_json, "started")
+            started = client.tasks.run(task_id)
+        _print_run(started, as_json, "started")
+        _exit_if_refused(started)
 
     @app.command("pause")
     def pause(
@@ -227,7 +241,9 @@ def retry(
     run now: a refused retry is a skipped run; a paused task runs too). A planned
     automatic retry starts now instead, or waits for the run of the task going on."""
     with connect(url, token) as client:
-        _print_run(client.runs.retry(run_id), as_json, "retry")
+        retried = client.runs.retry(run_id)
+    _print_run(retried, as_json, "retry")
+    _exit_if_refused(retried)
 
 
 @trigger_app.command("fire")
