@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tme.names import did_you_mean
+
 REQUIRED: Any = object()  # marks a field without a default
 
 
@@ -187,7 +189,8 @@ class Fields:
         """Note every key no getter asked for: a typo must not be silently ignored."""
         for name in self.data:
             if name not in self._seen:
-                self.problems.add(join(self.key, str(name)), "unknown field")
+                hint = did_you_mean(str(name), sorted(self._seen))  # allow_shel: allow_shell
+                self.problems.add(join(self.key, str(name)), "unknown field" + hint)
 
 
 def _kind(value: Any) -> str:

@@ -89,6 +89,15 @@ def test_a_point_written_twice_is_refused_not_the_last_kept(tmp_path: Path) -> N
     )
 
 
+def test_a_typo_in_a_point_key_names_the_key_meant(tmp_path: Path) -> None:
+    # `acess: rw` left the point read-only, said only as "unknown field".
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("name: x\npoints:\n  p: {address: 1, table: coil, type: bool, acess: rw}\n")
+    with pytest.raises(ConfigError) as info:
+        load_profile(bad)
+    assert "points.p.acess: unknown field; did you mean 'access', 'address'?" in info.value.message
+
+
 def test_yaml_syntax_error_names_file(tmp_path: Path) -> None:
     bad = tmp_path / "broken.yaml"
     bad.write_text("name: [unclosed\n")

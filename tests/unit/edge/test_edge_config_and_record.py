@@ -96,6 +96,14 @@ def test_an_agent_config_with_a_key_twice_is_refused(tmp_path: Path) -> None:
         load_agent_config(path)
 
 
+def test_a_typo_in_an_agent_config_key_names_the_key_meant(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("site: s1\nagent: a1\nmqtt: mqtt://localhost\nallow_shel: true\ndevices: {}\n")
+    with pytest.raises(ConfigError) as info:
+        load_agent_config(path)
+    assert info.value.message.endswith("allow_shel: unknown field; did you mean 'allow_shell'?")
+
+
 def test_config_file_resolves_relative_paths(tmp_path: Path) -> None:
     path = tmp_path / "agent.yaml"
     path.write_text(
