@@ -170,6 +170,9 @@ class Overlap(Input):
 
     policy: Literal["skip", "queue", "allow"] = "skip"
     max: int = Field(default=1, ge=1, le=100)  # active runs allowed at once (policy allow)
+    # Runs waiting in the overlap queue at most (policy queue): a start beyond it is
+    # recorded skipped, so a schedule faster than its runs cannot pile them up for ever.
+    max_queued: int = Field(default=10, ge=1, le=1000)
 
 
 TriggerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]

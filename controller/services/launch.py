@@ -157,10 +157,19 @@ class Room:
     def refusal(self, cause: str) -> str | None:
         """Why a run started by `cause` is not started at all (recorded as skipped), or
         None: its task is paused (for a start TME makes on its own), or the overlap
-        policy skip, or allow with `max` runs active, leaves it no room."""
+        policy skip, allow with `max` runs active, or queue with `max_queued` runs
+        waiting (planned retries among them), leaves it no room."""
         if cause in AUTOMATIC and self.paused:
             return PAUSED
-        if len(self.active) < self.allowed or self.overlap.policy == "queue":
+        if self.overlap.policy == "queue":
+            waiting = sum(1 for run in self.active if run.state == RunState.waiting)
+            if waiting < self.overlap.max_queued:
+                return None
+            return (
+                f"skipped, the overlap queue is full ({waiting} runs waiting,"
+                f" max_queued {self.overlap.max_queued})"
+            )
+        if len(self.active) < self.allowed:
             return None
         busy = self.active[-1]
         return f"skipped, run {busy.id} is still {busy.state} (overlap {self.overlap.policy})"

@@ -73,13 +73,17 @@ def test_create_and_update_set_the_run_policies(live_url: str) -> None:
     assert (task.overlap.policy, task.overlap.max) == ("allow", 3)
     assert (task.misfire.policy, task.misfire.grace_s) == ("run_once", 300)
     assert (task.queue_timeout_s, task.deadline_s) == (90, 3600)
-    code, _, err = tme_cli("task", "update", str(task_id), "--url", live_url, "--overlap", "queue")
+    code, _, err = tme_cli(
+        "task", "update", str(task_id), "--url", live_url, "--overlap", "queue:3"
+    )
     assert code == 0, err
     with tme.Client(live_url) as client:
         task = client.tasks.get(task_id)
-    assert task.overlap.policy == "queue"
+    assert (task.overlap.policy, task.overlap.max_queued) == ("queue", 3)
     code, _, err = tme_cli("task", "update", str(task_id), "--url", live_url, "--overlap", "many")
-    assert_one_line_error(code, err, 2, "--overlap 'many'", "skip, queue, allow")
+    assert_one_line_error(code, err, 2, "--overlap 'many'", "skip, queue[:max_queued], allow[:max]")
+    code, _, err = tme_cli("task", "update", str(task_id), "--url", live_url, "--overlap", "skip:2")
+    assert_one_line_error(code, err, 2, "--overlap 'skip:2'", "skip takes no number")
     code, _, err = tme_cli("task", "update", str(task_id), "--url", live_url, "--misfire", "skip:x")
     assert_one_line_error(code, err, 2, "--misfire 'skip:x'", "grace_s")
 

@@ -65,7 +65,10 @@ FIELD_OPTIONS = [
     option("assigned_to", _opt("--assigned-to", "Who is responsible.")),
     option("depends_on", _opt("--depends-on", "ID[:success|failure|any], repeatable.", list[str])),
     option("trigger", _opt("--trigger", "Named trigger that starts it (POST /triggers/NAME).")),
-    option("overlap", _opt("--overlap", "While a run is active: skip, queue or allow[:MAX].")),
+    option(
+        "overlap",
+        _opt("--overlap", "While a run is active: skip, queue[:MAX_QUEUED] or allow[:MAX]."),
+    ),
     option("misfire", _opt("--misfire", "A late schedule slot: skip or run_once[:GRACE_S].")),
     option(
         "queue_timeout",
@@ -107,9 +110,9 @@ def task_fields(opts: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         "retries": _merge(base.get("retries"), max=opts["retries"]),
         "depends_on": [_dependency(d) for d in opts["depends_on"] or []] or None,
         "overlap": _policy("--overlap", opts["overlap"], base.get("overlap"),
-                           ("skip", "queue", "allow"), "max", int),
+                           {"skip": None, "queue": "max_queued", "allow": "max"}, int),
         "misfire": _policy("--misfire", opts["misfire"], base.get("misfire"),
-                           ("skip", "run_once"), "grace_s", float),
+                           {"skip": "grace_s", "run_once": "grace_s"}, float),
     }  # fmt: skip
     fields.update({k: v for k, v in merged.items() if v is not None})
     return fields
@@ -124,19 +127,23 @@ def _policy(
     flag: str,
     text: str | None,
     base: dict[str, Any] | None,
-    policies: tuple[str, ...],
-    number: str,
+    policies: dict[str, str | None],
     kind: type[int] | type[float],
 ) -> dict[str, Any] | None:
-    """`policy` or `policy:N` (N the allow policy's max, or the misfire grace) merged
-    into the task's current setting; the API checks the ranges."""
+    """`policy` or `policy:N` merged into the task's current setting: N is the field
+    `policies` names for the policy (the allow policy's max, the queue's max_queued, the
+    misfire grace; None: it takes none); the API checks the ranges."""
     if text is None:
         return None
     policy, sep, raw = text.partition(":")
     if policy not in policies:
-        usage_error(f"{flag} {text!r}: expected one of {', '.join(policies)}, optionally :{number}")
+        takes = ", ".join(f"{p}[:{n}]" if n else p for p, n in policies.items())
+        usage_error(f"{flag} {text!r}: expected one of {takes}")
+    number = policies[policy]
     given: dict[str, Any] = {"policy": policy}
-    if sep:
+    if sep and number is None:
+        usage_error(f"{flag} {text!r}: {policy} takes no number")
+    if sep and number is not None:
         try:
             given[number] = kind(raw)
         except ValueError:
