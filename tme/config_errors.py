@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, get_args, get_origin
 
@@ -117,6 +118,15 @@ def _expectation(annotation: Any, metadata: list[Any]) -> str | None:
     return None
 
 
+PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:).*@")  # scheme://user:<password>@host
+
+
+def hide_url_password(text: str) -> str:
+    """Everything between "user:" and the last "@" of a URL as ***: a password may hold
+    any character, and hiding a little more than the password is the safe mistake."""
+    return PASSWORD_IN_URL.sub(r"\1***@", text)
+
+
 def _shown(value: Any) -> str:
-    text = json.dumps(value, default=str)
+    text = hide_url_password(json.dumps(value, default=str))  # a database URL's, say
     return text if len(text) <= 60 else text[:57] + "..."

@@ -8,6 +8,7 @@ sibling `<name>_file` setting naming a file that holds it (container secrets).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
@@ -60,6 +61,10 @@ class HttpSettings(Section):
     cors_origins: list[str] = []
 
 
+# SQLite (a file, or in memory: sqlite://) and PostgreSQL, with the drivers TME installs
+DATABASE_URL = re.compile(r"^(sqlite(\+pysqlite)?://(/|$)|postgresql(\+(psycopg|psycopg2))?://)")
+
+
 class DatabaseSettings(Section):
     url: str = Field(default="sqlite:///data/tme.db", validate_default=True)
     echo: bool = False
@@ -73,6 +78,15 @@ class DatabaseSettings(Section):
     @field_validator("url")
     @classmethod
     def _absolute_sqlite_path(cls, url: str) -> str:
+        # A URL of another database (or none at all) would pass here and fail only when
+        # a process opens it: say so at load, with the key.
+        if not DATABASE_URL.match(url):
+            scheme = url.split("://", 1)[0] if "://" in url else None
+            said = f"a URL of {scheme!r}" if scheme else "no URL (SCHEME://...)"
+            raise ValueError(
+                f"{said}: TME runs on SQLite (sqlite:///PATH) or PostgreSQL"
+                " (postgresql+psycopg://USER@HOST:5432/DB)"
+            )
         # A relative SQLite path would follow the process's working directory when the
         # engine is created; resolving it once, at load, pins it and shows it in full.
         prefix = "sqlite:///"

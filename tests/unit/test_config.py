@@ -633,3 +633,35 @@ def test_config_show_reports_a_config_error_as_one_line(
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "http.port: must be an integer" in err and "TME_HTTP__PORT" in err
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("notaurl", "no URL (SCHEME://...)"),
+        ("mysql://tme:s3cret@db/tme", "a URL of 'mysql'"),
+        ("postgres://tme@db/tme", "a URL of 'postgres'"),
+    ],
+)
+def test_a_database_url_tme_cannot_use_is_refused_at_load(
+    tmp_path: Path, url: str, said: str
+) -> None:
+    """Refused with the key when the settings load, not when a process first opens the
+    database; a password in it is never shown."""
+    error = error_of(tmp_path, TME_DATABASE__URL=url)
+    assert error.message.startswith(f"database.url: {said}: TME runs on SQLite")
+    assert "from env TME_DATABASE__URL" in error.message
+    assert "s3cret" not in error.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite+pysqlite:////tmp/t.db",
+        "postgresql+psycopg://u:p@h/d",
+    ],
+)
+def test_the_database_urls_tme_runs_on_are_taken(tmp_path: Path, url: str) -> None:
+    assert load(tmp_path, TME_DATABASE__URL=url).database.url == url

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
@@ -18,13 +17,13 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 
 from tme.cli.output import fail
+from tme.config_errors import hide_url_password
 from tme.errors import APIError, TMEError, ValidationError
 
 if TYPE_CHECKING:
     from tme.client import Client
 
 USAGE_EXIT = 2  # like click's own usage errors, so scripts can tell "fix your input"
-PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:).*@")  # scheme://user:<password>@host
 
 UrlOption = Annotated[
     str | None,
@@ -115,9 +114,7 @@ def _hide_password(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
-        # Everything between "user:" and the last "@" goes: a password may hold any
-        # character, and hiding a little more than the password is the safe mistake.
-        return PASSWORD_IN_URL.sub(r"\1***@", url)
+        return hide_url_password(url)
 
 
 @contextmanager
