@@ -207,6 +207,17 @@ class TaskSettings(Section):
     queue_timeout_s: Seconds = 300
     max_retries: Annotated[int, Field(ge=0)] = 10
 
+    @field_validator("max_timeout_s")
+    @classmethod
+    def _takes_the_default(cls, max_s: int, info: ValidationInfo) -> int:
+        default_s = info.data.get("default_timeout_s")
+        if default_s is not None and max_s < default_s:
+            raise ValueError(
+                f"must be at least tasks.default_timeout_s ({default_s}): a task without"
+                " a timeout of its own runs with the default"
+            )
+        return max_s
+
 
 class AuthSettings(Section):
     secret_key: SecretStr = SecretStr("")

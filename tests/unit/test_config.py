@@ -665,3 +665,11 @@ def test_a_database_url_tme_cannot_use_is_refused_at_load(
 )
 def test_the_database_urls_tme_runs_on_are_taken(tmp_path: Path, url: str) -> None:
     assert load(tmp_path, TME_DATABASE__URL=url).database.url == url
+
+
+def test_a_maximum_task_timeout_below_the_default_is_refused(tmp_path: Path) -> None:
+    error = error_of(tmp_path, TME_TASKS__MAX_TIMEOUT_S="10")
+    assert error.message.startswith(
+        "tasks.max_timeout_s: must be at least tasks.default_timeout_s (30)"
+    )
+    assert load(tmp_path, TME_TASKS__MAX_TIMEOUT_S="30").tasks.max_timeout_s == 30
