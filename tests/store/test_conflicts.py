@@ -62,20 +62,23 @@ def _rows(engine: Engine) -> dict[int, int]:
         return dict(connection.execute(text("SELECT id, n FROM pair")).all())  # type: ignore[arg-type]
 
 
-def _rival(pg_database: PgDatabase, holds_row_1: threading.Event) -> Rival:
-    """Holds row 2, then wants row 1 once the transaction under test holds it."""
-    bump = "UPDATE pair SET n = n + 1 WHERE id = %s"
-    return Rival(pg_database.url(), (bump, (2,)), (bump, (1,)), holds_row_1)
-
-
-def test_a_transaction_that_loses_a_deadlock_is_run_again_once(
+@pytest.fixture
+def deadlock(
     pair: Engine, pg_database: PgDatabase
-) -> None:
+) -> Iterator[tuple[Rival, Any, list[int], list[int]]]:
+    """The rival (it holds row 2, then wants row 1 once the work holds it) and the work
+    it deadlocks with on its first try, with the tries made and the commits seen."""
     holds_row_1 = threading.Event()
-    rival = _rival(pg_database, holds_row_1)
-    rival_blocked = rival.watch(pair)
+    bump = "UPDATE pair SET n = n + 1 WHERE id = %s"
+    rival = Rival(pg_database.url(), (bump, (2,)), (bump, (1,)), holds_row_1)
     tries: list[int] = []
-    work, committed = _deadlocking_work(pair, rival_blocked, holds_row_1, tries)
+    work, committed = _deadlocking_work(pair, rival.watch(pair), holds_row_1, tries)
+    yield rival, work, tries, committed
+    rival.close()
+
+
+def test_a_transaction_that_loses_a_deadlock_is_run_again_once(pair: Engine, deadlock) -> None:
+    rival, work, tries, committed = deadlock
     try:
         assert in_transaction(pair, work) == 2
     finally:
@@ -86,12 +89,8 @@ def test_a_transaction_that_loses_a_deadlock_is_run_again_once(
     assert _rows(pair) == {1: 2, 2: 2}
 
 
-def test_the_last_try_lost_raises_the_conflict(pair: Engine, pg_database: PgDatabase) -> None:
-    holds_row_1 = threading.Event()
-    rival = _rival(pg_database, holds_row_1)
-    rival_blocked = rival.watch(pair)
-    tries: list[int] = []
-    work, committed = _deadlocking_work(pair, rival_blocked, holds_row_1, tries)
+def test_the_last_try_lost_raises_the_conflict(pair: Engine, deadlock) -> None:
+    rival, work, tries, committed = deadlock
     try:
         with pytest.raises(OperationalError) as raised:
             in_transaction(pair, work, attempts=1)
