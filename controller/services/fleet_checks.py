@@ -56,6 +56,7 @@ class PublishedDevice(Protocol):
     profile: str
     points: list[dict[str, Any]]
     lockout: dict[str, str] | None
+    link: dict[str, str] | None
 
 
 @dataclass
@@ -78,6 +79,7 @@ PUBLISHED = sa_select(
     DEVICES.c.profile,
     DEVICES.c.points,
     DEVICES.c.lockout,
+    DEVICES.c.link,
 ).where(tuple_(DEVICES.c.site, DEVICES.c.agent).in_(PAIRS))
 AGENTS_SEEN = sa_select(AGENTS.c.site, AGENTS.c.name).where(
     AGENTS.c.role == "agent", tuple_(AGENTS.c.site, AGENTS.c.name).in_(PAIRS)
@@ -139,8 +141,12 @@ def check_task(
     else:
         check = DeviceCheck(device)
         check.check(op, params)
+        noticed = []
         if device.lockout is not None and check.changes(op, params):
-            return [check.locked_out(device.lockout)]
+            noticed.append(check.locked_out(device.lockout))
+        if isinstance(device.link, dict) and device.link.get("state") == "down":
+            noticed.append(check.not_answering(device.link))
+        return noticed
     return []
 
 
@@ -190,6 +196,13 @@ class DeviceCheck:
         return (
             f"{self.where} is locked out at its agent by {by} since {at}: {reason}; the agent"
             f" refuses this task's runs until the device is unlocked there (tme agent unlock)"
+        )
+
+    def not_answering(self, link: dict[str, str]) -> str:
+        since, error = link.get("since", "unknown"), link.get("error", "")
+        return (
+            f"{self.where} did not answer its agent's last operation (since {since}: {error});"
+            " its runs may fail until it answers again"
         )
 
     def _check_read(self, params: dict[str, Any]) -> None:

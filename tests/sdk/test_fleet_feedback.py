@@ -134,7 +134,12 @@ def test_a_device_locked_out_or_not_answering_shows_in_the_sdk_the_cli_and_task_
             name="id", op="serial.command", target=target, params={"command": "identify"}
         )
     assert [w for w in changing.warnings if "locked out at its agent by alice" in w]
-    assert reading.warnings == []  # a read-only command still runs on a locked-out device
+    # a read-only command still runs on a locked-out device; that meter1 stopped
+    # answering its agent is said to both
+    assert not [w for w in reading.warnings if "locked out" in w]
+    for task in (changing, reading):
+        assert [w for w in task.warnings if "did not answer its agent's last operation" in w]
+        assert [w for w in task.warnings if "port closed" in w]
     monkeypatch.setattr(console, "width", 240)
     result = runner.invoke(app, ["device", "list", "--url", live_url])
     assert result.exit_code == 0, result.output
