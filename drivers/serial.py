@@ -45,6 +45,12 @@ class SerialDriver:
         )
         self._lock = asyncio.Lock()
 
+    @property
+    def requests_sent(self) -> int:
+        """Requests written to the link so far (tme.drivers.base.CountsRequests): a
+        command cut off while its link was still opening wrote none."""
+        return self._channel.requests_sent
+
     async def start(self) -> None:
         async with self._lock:
             await asyncio.to_thread(self._channel.open)

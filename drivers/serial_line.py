@@ -45,6 +45,7 @@ class LineChannel:
         self.encoding = encoding
         self._port: Any = None
         self._quiet_at = 0.0  # monotonic time before which the next request must not go
+        self.requests_sent = 0  # counted just before each write (tme.drivers.base.CountsRequests)
 
     def open(self) -> None:
         if self._port is not None:
@@ -104,6 +105,9 @@ class LineChannel:
             )
         try:
             self._port.reset_input_buffer()  # a late reply to an earlier request is stale
+            # Counted before the write: a caller that gave up reads it once this thread
+            # is done (drivers/serial.py), so a request that may have gone out is counted.
+            self.requests_sent += 1
             self._port.write(request.encode(self.encoding) + self.terminator)
             return self._read_line().decode(self.encoding, errors="replace").strip()
         except DriverError:
