@@ -136,15 +136,20 @@ class DeviceSet:
         the agent (and every other device) offline. A bus in `quiet` (bus key -> seconds)
         is held that long first: its lock is taken now, before any command can ask for
         it, and its driver started (its connection opened) only then. The others start
-        at once.
+        at once, together.
         """
         quiet = quiet or {}
+        starting = []
         for driver in self._distinct_drivers():
             seconds = quiet.get(str(driver.bus_key), 0.0)
             if seconds > 0:
                 await self._hold(driver, seconds)
             else:
-                await _start_driver(driver)
+                starting.append(_start_driver(driver))
+        # At once, not one after another: each bus is its own, and a device that does
+        # not answer its connect would hold the agent's start (and its presence) for
+        # its whole timeout, once per such device.
+        await asyncio.gather(*starting)
 
     async def _hold(self, driver: Any, seconds: float) -> None:
         lock = self._lock_of(str(driver.bus_key))

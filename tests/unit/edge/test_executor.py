@@ -198,3 +198,34 @@ async def test_each_operation_tells_whether_its_device_answered(record: CommandR
     bus.write = None
     assert (await write()).type == "succeeded"
     assert devices.links["pump1"].state == "ok"
+
+
+class _SlowToStart:
+    """A driver whose start waits until `let_go` is set (a device slow to connect)."""
+
+    def __init__(self, bus_key: str, let_go: asyncio.Event) -> None:
+        self.bus_key = bus_key
+        self.let_go = let_go
+        self.started = asyncio.Event()
+
+    async def start(self) -> None:
+        self.started.set()
+        await self.let_go.wait()
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_the_agents_buses_start_together_not_one_after_another() -> None:
+    """A device slow to connect does not hold the others' start (nor the agent's start
+    and its presence) for its whole connect timeout: here the first bus starts only
+    once the second has begun starting, which one after another would never reach."""
+    second_began = asyncio.Event()
+    first = _SlowToStart("tcp:10.0.0.1:502", second_began)
+    second = _SlowToStart("tcp:10.0.0.2:502", asyncio.Event())
+    second.let_go.set()
+    second.started = second_began  # its start is what lets the first one go
+    profile = load_profile(PUMP)
+    devices = DeviceSet({"a": Device("a", first, 1, profile), "b": Device("b", second, 1, profile)})
+    await asyncio.wait_for(devices.start(), 5.0)
+    assert first.started.is_set() and second_began.is_set()
