@@ -10,8 +10,6 @@ so a connect waits until its timeout, as to a host that is down.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,24 +29,6 @@ pytest_plugins = ["tme.simulators.pytest_plugin"]
 PUMP_PROFILE = load_profile(Path(__file__).resolve().parents[3] / "configs/profiles/pump.yaml")
 PUMP = 1
 SPEED_SETPOINT = 0  # its holding register
-
-
-@pytest.fixture
-def unanswered_port() -> Iterator[int]:
-    """A port on loopback that takes no more connections: a connect to it hangs."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(0)
-        port = server.getsockname()[1]
-        with socket.create_connection(("127.0.0.1", port), timeout=2):  # fills the queue
-            yield port
-
-
-@pytest.fixture
-def record(tmp_path: Path) -> Iterator[CommandRecord]:
-    record = CommandRecord(tmp_path / "record.sqlite3")
-    yield record
-    record.close()
 
 
 async def _write(record: CommandRecord, driver: ModbusDriver, timeout_s: float) -> Event:

@@ -10,12 +10,8 @@ connect waits for its own timeout.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-
-import pytest
 
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import Device, DeviceSet
@@ -27,24 +23,6 @@ from tme.simulators.instrument import SerialInstrument
 
 pytest_plugins = ["tme.simulators.pytest_plugin"]
 INSTRUMENT = load_profile(Path(__file__).resolve().parents[3] / "configs/profiles/instrument.yaml")
-
-
-@pytest.fixture
-def unanswered_port() -> Iterator[int]:
-    """A port on loopback that takes no more connections: a connect to it hangs."""
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen(0)
-        port = server.getsockname()[1]
-        with socket.create_connection(("127.0.0.1", port), timeout=2):  # fills the queue
-            yield port
-
-
-@pytest.fixture
-def record(tmp_path: Path) -> Iterator[CommandRecord]:
-    record = CommandRecord(tmp_path / "record.sqlite3")
-    yield record
-    record.close()
 
 
 async def _set_voltage(record: CommandRecord, driver: SerialDriver) -> Event:
