@@ -14,6 +14,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from tme.agents.agent_config import DeviceConfig
@@ -36,13 +37,18 @@ class Device:
     unit: int
     profile: DeviceProfile
 
-    def describe(self) -> dict[str, Any]:
-        """What presence tells the controller: the device and its public points."""
+    @cached_property
+    def _described(self) -> dict[str, Any]:
+        # built once: the agent looks at its devices every lockout.POLL_S
         return {
             "name": self.name,
             "profile": self.profile.name,
             "points": self.profile.public_points(),
         }
+
+    def describe(self) -> dict[str, Any]:
+        """What presence tells the controller: the device and its public points."""
+        return dict(self._described)
 
 
 @dataclass(frozen=True)
