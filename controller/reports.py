@@ -75,6 +75,16 @@ def _key(group_by: str) -> Any:
     return _none_if_blank(column, column)
 
 
+def _in_order(group_by: str, key: str) -> tuple[int, str]:
+    """Groups by task in task id order (1, 2, 10: the key "10 name" sorts as text
+    before "2 name"); the others by their text."""
+    if group_by == "task":
+        number, _, _name = key.partition(" ")
+        if number.isdigit():
+            return int(number), key
+    return 0, key
+
+
 def _seconds(session: Session, start: Any, end: Any) -> Any:
     """A run's duration as SQL, to order by (the value shown is computed in Python):
     exact to the microsecond, as quick runs differ by less than a millisecond."""
@@ -205,7 +215,7 @@ def summary(
             p50_s=durations.get(key, {}).get("p50_s"),
             p95_s=durations.get(key, {}).get("p95_s"),
         )
-        for key, c in sorted(counts.items())
+        for key, c in sorted(counts.items(), key=lambda item: _in_order(group_by, item[0]))
     ]
     hours = _busiest_hours(session, runs) if counts else []
     reasons = _top_failure_reasons(session, runs) if counts else []

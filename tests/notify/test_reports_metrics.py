@@ -253,3 +253,12 @@ def test_a_batch_delivered_again_is_not_counted_again(app_engine) -> None:
     assert registry.get_sample_value("tme_dispatch_latency_seconds_count") == 1
     labels = {"site": "plant-x", "source": "agent"}
     assert registry.get_sample_value("tme_driver_errors_total", labels) == 1
+
+
+def test_groups_by_task_come_in_task_id_order(test_client, app_engine) -> None:
+    """Task 10 after task 9, not between 1 and 2 (the key "10 name" sorts as text)."""
+    for _ in range(10):
+        _finish(app_engine, "noop", "succeeded", 0.1)
+    answer = test_client.get("/api/v1/reports/summary", params={"group_by": "task"})
+    ids = [int(group["key"].split(" ", 1)[0]) for group in answer.json()["groups"]]
+    assert len(ids) == 10 and ids == sorted(ids)
