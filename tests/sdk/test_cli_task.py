@@ -364,3 +364,18 @@ def test_update_clear_removes_a_schedule_trigger_and_dependencies(live_url: str)
     code, _, err = tme_cli("task", "update", str(task.id), "--url", live_url,
                            "--clear", "schedule", "--every", "60")  # fmt: skip
     assert_one_line_error(code, err, 2, "--clear schedule and --every contradict")
+
+
+def test_a_timezone_for_a_file_task_without_a_schedule_names_the_task(
+    live_url: str, tmp_path: Path
+) -> None:
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(
+        "- {name: morning flush, schedule: {cron: '0 6 * * *'}}\n- {name: report by hand}\n"
+    )
+    code, _, err = tme_cli(
+        "task", "create", "--url", live_url, "--file", str(tasks), "--timezone", "Europe/Berlin"
+    )
+    assert_one_line_error(
+        code, err, 2, "task 1 of --file: --timezone needs --cron, --every or --at"
+    )

@@ -97,8 +97,9 @@ _PLAIN = {
 # --- turning options into API fields --------------------------------------------
 
 
-def task_fields(opts: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
-    """The fields the options change, merged into `base` (the file or current task)."""
+def task_fields(opts: dict[str, Any], base: dict[str, Any], item: str = "") -> dict[str, Any]:
+    """The fields the options change, merged into `base` (the file or current task;
+    `item` names it in an error: "task 2 of --file: ")."""
     fields = {_PLAIN[k]: v for k, v in opts.items() if k in _PLAIN and v is not None}
     if "op" in opts and opts["cmd"] and not opts["op"] and base.get("op") in (None, "external"):
         fields["op"] = "shell"  # the seed's tasks were shell commands given by `cmd`
@@ -106,7 +107,7 @@ def task_fields(opts: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
         "target": _merge(base.get("target"), site=opts["site"], agent=opts["agent"],
                          device=opts["device"]),
         "params": _params(opts["param"] or [], base.get("params")),
-        "schedule": _schedule(opts, base.get("schedule")),
+        "schedule": _schedule(opts, base.get("schedule"), item),
         "retries": _merge(base.get("retries"), max=opts["retries"]),
         "depends_on": [_dependency(d) for d in opts["depends_on"] or []] or None,
         "overlap": _policy("--overlap", opts["overlap"], base.get("overlap"),
@@ -218,14 +219,16 @@ def _scalar(raw: str) -> Any:
         return raw
 
 
-def _schedule(opts: dict[str, Any], base: dict[str, Any] | None) -> dict[str, Any] | None:
+def _schedule(
+    opts: dict[str, Any], base: dict[str, Any] | None, item: str = ""
+) -> dict[str, Any] | None:
     kinds = {"cron": opts["cron"], "every_s": opts["every"], "at": opts["at"]}
     given = {k: v for k, v in kinds.items() if v is not None}
     timezone = opts["timezone"]
     if not given and timezone is None:
         return None
     if not given and not base:
-        usage_error("--timezone needs --cron, --every or --at")
+        usage_error(f"{item}--timezone needs --cron, --every or --at (it has no schedule)")
     schedule = given or {k: v for k, v in (base or {}).items() if k in kinds and v is not None}
     zone = timezone or (base or {}).get("timezone")
     return {**schedule, "timezone": zone} if zone else schedule
@@ -416,7 +419,8 @@ def create(
 
     bodies, many = _load_bodies(file) if file else ([{}], False)
     merged: list[TaskCreate | Mapping[str, Any]] = [
-        {**body, **task_fields(fields, body)} for body in bodies
+        {**body, **task_fields(fields, body, f"task {index} of --file: " if many else "")}
+        for index, body in enumerate(bodies)
     ]
     with connect(url, token) as client:
         if many:
