@@ -12,6 +12,7 @@ Everything started here is stopped by `stop()` (or leaving the `with` block).
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -97,6 +98,7 @@ class LocalStack:
         self.app: Any = None
         self.agents: dict[str, Any] = {}
         self._agent_configs: dict[str, Any] = {}
+        self.agent_files: dict[str, Path] = {}  # each agent's config, as a YAML file
         self.gateway: Any = None
         self._sock: socket.socket | None = None
 
@@ -234,13 +236,16 @@ class LocalStack:
         from tme.agents.agent_config import parse_agent_config
 
         cfg = self.config
-        for data in agent_layout(cfg.site, cfg.profiles_dir, self.plant.port, self.instrument.url):
+        profiles = cfg.profiles_dir.resolve()  # whole paths: the YAML files say them too
+        for data in agent_layout(cfg.site, profiles, self.plant.port, self.instrument.url):
             data.update(
                 mqtt=self.mqtt_url,
-                state_dir=str(cfg.state_dir / f"agent-{data['agent']}"),
+                state_dir=str((cfg.state_dir / f"agent-{data['agent']}").resolve()),
                 worker_count=self.settings.agent.worker_count,
             )
             self._agent_configs[data["agent"]] = parse_agent_config(data, source="demo")
+            # as a file too, for what runs beside an agent (tme agent lock -c FILE)
+            self.agent_files[data["agent"]] = _written(cfg.state_dir, data)
             self.start_agent(data["agent"])
         self._exit.callback(self._stop_agents)
 
@@ -258,6 +263,17 @@ class LocalStack:
     def _stop_agents(self) -> None:
         for name in list(self.agents):
             self.stop_agent(name)
+
+
+def _written(state_dir: Path, data: dict[str, Any]) -> Path:
+    """An agent's config as the YAML file `tme agent` reads."""
+    import yaml
+
+    path = state_dir / f"agent-{data['agent']}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = json.loads(json.dumps(data))  # shared sections written out, not as YAML anchors
+    path.write_text(yaml.safe_dump(plain, sort_keys=False))
+    return path
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:

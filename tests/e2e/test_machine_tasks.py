@@ -165,7 +165,7 @@ def _online(client, stack: LocalStack, name: str) -> bool:
 
 
 def test_a_device_locked_out_at_its_agent_refuses_writes_until_unlocked(
-    real_stack, client_of, tmp_path
+    real_stack, client_of
 ) -> None:
     """`tme agent lock` at the agent: presence tells the controller (MQTT, gateway,
     RabbitMQ), a write task gets a warning and is rejected by the agent with the
@@ -182,14 +182,7 @@ def test_a_device_locked_out_at_its_agent_refuses_writes_until_unlocked(
         return next((d for d in client.fleet.devices(site=site) if d.name == "pump1"), None)
 
     wait_until(lambda: pump1() is not None, timeout=15, what="pump1 published")
-    config = tmp_path / "skid-a.yaml"  # the agent's own config: its state_dir holds the lock
-    config.write_text(
-        f"site: {site}\nagent: skid-a\nmqtt: {{url: 'mqtt://127.0.0.1:1883'}}\n"
-        f"state_dir: {real_stack.config.state_dir / 'agent-skid-a'}\n"
-        "devices:\n  pump1:\n    driver: modbus_tcp\n"
-        f"    connection: {{host: 127.0.0.1, port: {real_stack.plant.port}}}\n"
-        f"    unit: {PUMP_UNIT}\n    profile: {real_stack.config.profiles_dir / 'pump.yaml'}\n"
-    )
+    config = real_stack.agent_files["skid-a"]  # the agent's own config, as tme demo prints it
     runner = CliRunner()
     lock = ["agent", "lock", "pump1", "--reason", "seal replacement", "--by", "alice"]
     assert runner.invoke(app, [*lock, "-c", str(config)]).exit_code == 0

@@ -167,6 +167,7 @@ def _print_welcome(stack: object) -> None:
     mqtt = getattr(stack, "mqtt_url", "")
     password = getattr(stack, "admin_password", "")
     token = getattr(stack, "token", "")
+    skid_a = getattr(stack, "agent_files", {}).get("skid-a", "AGENT.yaml")
     login = (
         f"user admin, password {password} (shown only now)"
         if password
@@ -182,6 +183,8 @@ def _print_welcome(stack: object) -> None:
   API token          {token}
   try:               curl -H "Authorization: Bearer $TME_TOKEN" {url}/tasks/
                      TME_TOKEN={token} tme task list --url {url}
+  lock pump1 out     tme agent lock pump1 --reason "seal replacement" -c {skid_a}
+                     (tme agent unlock pump1 -c ... hands it back)
 Ctrl-C stops it.
 """,
         highlight=False,
