@@ -10,19 +10,17 @@ so a connect waits until its timeout, as to a host that is down.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
 from waiting import wait_until
 
-from tme.agents.command_record import CommandRecord
-from tme.agents.devices import Device, DeviceSet
-from tme.agents.executor import CommandExecutor
+from tme.agents.devices import Device
 from tme.drivers.modbus import ModbusDriver, modbus_tcp
 from tme.drivers.profile import load_profile
 from tme.errors import DriverError
-from tme.protocol import Command, Event, utcnow
+from tme.protocol import Event
 from tme.simulators.modbus_plant import PlantSimulator
 
 pytest_plugins = ["tme.simulators.pytest_plugin"]
@@ -31,25 +29,10 @@ PUMP = 1
 SPEED_SETPOINT = 0  # its holding register
 
 
-async def _write(record: CommandRecord, driver: ModbusDriver, timeout_s: float) -> Event:
-    """Run a write of the pump's speed setpoint through the executor."""
-    devices = DeviceSet({"pump1": Device("pump1", driver, PUMP, PUMP_PROFILE)})
-    executor = CommandExecutor(record, devices, lambda _e: None, worker_count=1, allow_shell=False)
-    command = Command(
-        task_id=1,
-        site="s",
-        agent="a",
-        op="modbus.write",
-        device="pump1",
-        params={"point": "speed_setpoint", "value": 100},
-        timeout_s=timeout_s,
-        not_after=utcnow() + timedelta(minutes=1),
-    )
-    record.add(command)
-    try:
-        return await executor.execute(command)
-    finally:
-        await driver.stop()
+def _write(run_alone, driver: ModbusDriver) -> Awaitable[Event]:
+    """A write of the pump's speed setpoint through the executor, 0.3 s to run."""
+    pump = Device("pump1", driver, PUMP, PUMP_PROFILE)
+    return run_alone(pump, "modbus.write", {"point": "speed_setpoint", "value": 100}, 0.3)
 
 
 async def test_a_connect_that_times_out_in_the_driver_sends_nothing(unanswered_port: int) -> None:
@@ -70,13 +53,13 @@ async def test_a_connect_that_times_out_in_the_driver_sends_nothing(unanswered_p
 
 
 async def test_a_command_whose_timeout_ends_while_connecting_is_not_started(
-    unanswered_port: int, record: CommandRecord
+    unanswered_port: int, run_alone
 ) -> None:
     """The command's timeout (0.3 s) runs out before the driver's (5 s), while the
     connection is still opening: no frame left, so the write is reported not started,
     not timed_out (which the controller may not retry for a write)."""
     driver = modbus_tcp("127.0.0.1", unanswered_port, timeout_s=5.0, retries=0)
-    final = await _write(record, driver, timeout_s=0.3)
+    final = await _write(run_alone, driver)
     assert final.type == "failed" and final.not_started
     assert final.reason == (
         f"cannot connect to tcp:127.0.0.1:{unanswered_port}: the connection could not be"
@@ -85,13 +68,13 @@ async def test_a_command_whose_timeout_ends_while_connecting_is_not_started(
 
 
 async def test_a_command_whose_timeout_ends_after_its_frame_left_timed_out(
-    still_plant_sim: PlantSimulator, record: CommandRecord
+    still_plant_sim: PlantSimulator, run_alone
 ) -> None:
     """The plant answers late: the write's frame went out and landed, so the command
     timed out having started (a write is then not retried)."""
     still_plant_sim.inject_fault(PUMP, delay_s=1.0, remaining=1)
     driver = modbus_tcp("127.0.0.1", still_plant_sim.port, timeout_s=5.0, retries=0)
-    final = await _write(record, driver, timeout_s=0.3)
+    final = await _write(run_alone, driver)
     assert final.type == "timed_out" and not final.not_started
     assert driver.requests_sent == 1
     wait_until(
