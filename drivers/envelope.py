@@ -2,7 +2,9 @@
 
 Every refusal is an `EnvelopeViolation` whose `details["reason"]` is one of
 unknown_point, read_only, wrong_type, not_finite, below_min, above_max,
-out_of_type_range, unknown_command, wrong_arg_count, not_allowed, too_long.
+out_of_type_range, unknown_command, wrong_arg_count, not_allowed, too_long; and, for
+what the agent reads from the device just before a write (tme.agents.interlocks),
+step_too_large and interlock.
 """
 
 from __future__ import annotations
@@ -137,6 +139,35 @@ def check_point_write(profile: DeviceProfile, name: str, value: Any) -> float | 
     sent = wire_value(spec, number)
     _in_range(sent, spec.min, spec.max, what, shown=f"{number} (sent as {sent}, a whole raw step)")
     return sent
+
+
+def check_step(spec: PointSpec, name: str, value: float | int | bool, current: Any) -> None:
+    """Refuse a write that would move the point by more than its max_step from `current`,
+    the value the device holds (read just before, under the bus lock)."""
+    if spec.max_step is None or isinstance(value, bool) or isinstance(current, bool):
+        return
+    if not isinstance(current, int | float) or not math.isfinite(current):
+        raise _refuse(
+            "step_too_large",
+            f"point {name!r}: its present value ({current!r}) is not a number, so a step "
+            f"of at most {spec.max_step:g} cannot be checked",
+            point=name,
+            value=value,
+            current=repr(current),
+            max_step=spec.max_step,
+        )
+    step = abs(value - current)
+    if step > spec.max_step * (1 + FLOAT32_EPSILON):  # a float32 read-back may be an ulp off
+        unit = f" {spec.unit}" if spec.unit else ""
+        raise _refuse(
+            "step_too_large",
+            f"point {name!r}: from {current:g} to {value:g}{unit} is a step of {step:g}, above"
+            f" its max_step {spec.max_step:g} (move it in smaller steps)",
+            point=name,
+            value=value,
+            current=current,
+            max_step=spec.max_step,
+        )
 
 
 def _check_text(spec: ArgSpec, value: Any, what: str) -> str:

@@ -52,6 +52,12 @@ class PointSpec:
     min: float | None = None
     max: float | None = None
     description: str = ""
+    # The largest change one write may make, from the value the device holds just before
+    # it (read under the bus lock): a setpoint moves in steps, never jumps.
+    max_step: float | None = None
+    # A value always allowed past interlocks and the step limit (0 rpm: stopping is
+    # never refused); it must itself be inside min..max.
+    safe_value: float | bool | None = None
 
     @property
     def register_count(self) -> int:
@@ -124,6 +130,7 @@ class DeviceProfile:
                 "access": p.access,
                 "min": p.min,
                 "max": p.max,
+                **_guards(p),
             }
             for n, p in self.points.items()
         ]
@@ -143,6 +150,17 @@ class DeviceProfile:
             for n, c in self.commands.items()
         ]
         return rows
+
+
+def _guards(spec: PointSpec) -> dict[str, Any]:
+    """A point's step limit and safe value, when it has them (an older controller ignores
+    the keys; leaving them out keeps presence the size it was for points without)."""
+    guards: dict[str, Any] = {}
+    if spec.max_step is not None:
+        guards["max_step"] = spec.max_step
+    if spec.safe_value is not None:
+        guards["safe_value"] = spec.safe_value
+    return guards
 
 
 def public_arg(spec: ArgSpec) -> dict[str, Any]:
@@ -198,13 +216,44 @@ def _point(fields: Fields) -> PointSpec:
         min=fields.number("min", None, optional=True),
         max=fields.number("max", None, optional=True),
         description=fields.text("description", ""),
+        max_step=fields.number("max_step", None, optional=True),
+        safe_value=_safe_value(fields),
     )
     fields.done()
     if len(fields.problems) == before:
         problem = _inconsistency(spec)
         if problem:
             fields.problems.add(fields.key, problem)
+        else:
+            _check_guards(spec, fields)
     return spec
+
+
+def _safe_value(fields: Fields) -> float | bool | None:
+    value = fields.raw("safe_value")
+    if value is None or isinstance(value, bool):
+        return value
+    return fields.number("safe_value", None, optional=True)
+
+
+def _check_guards(spec: PointSpec, fields: Fields) -> None:
+    """max_step and safe_value: only on a point that may be written, and fitting it."""
+    for name, given in (("max_step", spec.max_step), ("safe_value", spec.safe_value)):
+        if given is not None and spec.access != "rw":
+            fields.problems.add(join(fields.key, name), "only a point with access 'rw' has one")
+            return
+    if spec.max_step is not None:
+        if spec.type == "bool":
+            fields.problems.add(join(fields.key, "max_step"), "a bool point has no step")
+        elif spec.max_step <= 0:
+            fields.problems.add(join(fields.key, "max_step"), "must be above 0")
+    if spec.safe_value is not None:
+        from tme.drivers.envelope import check_point_limits
+
+        try:
+            check_point_limits(spec, fields.key.rsplit(".", 1)[-1], spec.safe_value)
+        except EnvelopeViolation as exc:
+            fields.problems.add(join(fields.key, "safe_value"), exc.message)
 
 
 def _inconsistency(spec: PointSpec) -> str | None:

@@ -175,6 +175,7 @@ def test_public_points_hide_addresses(pump) -> None:
         "access": "rw",
         "min": 0,
         "max": 3000,
+        "safe_value": 0,  # stopping is always allowed (its interlocks are the agent's)
     }
     assert all("address" not in row for row in rows.values())
 
@@ -207,3 +208,53 @@ def test_a_refused_argument_is_named_by_its_index() -> None:
     with pytest.raises(EnvelopeViolation) as info:
         profile.check_command("range", [2, "a;b"])
     assert (info.value.details["reason"], info.value.details["arg"]) == ("not_allowed", 1)
+
+
+SPEED = {"address": 0, "table": "holding_register", "type": "uint16", "access": "rw"}
+
+
+@pytest.mark.parametrize(
+    ("point", "key", "problem"),
+    [
+        ({**SPEED, "access": "r", "max_step": 100}, "max_step", "only a point with access 'rw'"),
+        ({**SPEED, "access": "r", "safe_value": 0}, "safe_value", "only a point with access 'rw'"),
+        ({**SPEED, "max_step": 0}, "max_step", "must be above 0"),
+        ({**SPEED, "max_step": "fast"}, "max_step", "expected a number"),
+        (
+            {"address": 0, "table": "coil", "type": "bool", "access": "rw", "max_step": 1},
+            "max_step",
+            "a bool point has no step",
+        ),
+        ({**SPEED, "max": 3000, "safe_value": 3500}, "safe_value", "above the maximum 3000"),
+        ({**SPEED, "safe_value": True}, "safe_value", "needs a number"),
+        (
+            {"address": 0, "table": "coil", "type": "bool", "access": "rw", "safe_value": 0},
+            "safe_value",
+            "needs true or false",
+        ),
+    ],
+)
+def test_a_step_limit_or_safe_value_that_cannot_apply_is_refused(
+    point: dict, key: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_profile({"name": "x", "points": {"speed": point}})
+    assert info.value.key == f"points.speed.{key}"
+    assert problem in info.value.message
+
+
+def test_the_step_limit_counts_from_the_present_value() -> None:
+    from tme.drivers.envelope import check_step
+
+    profile = parse_profile(
+        {"name": "x", "points": {"speed": {**SPEED, "unit": "rpm", "max_step": 600}}}
+    )
+    spec = profile.points["speed"]
+    check_step(spec, "speed", 1600, 1000)  # exactly the step: allowed
+    check_step(spec, "speed", 400, 1000)  # down as far
+    with pytest.raises(EnvelopeViolation) as info:
+        check_step(spec, "speed", 1601, 1000)
+    assert info.value.details["reason"] == "step_too_large"
+    assert info.value.details["current"] == 1000
+    with pytest.raises(EnvelopeViolation, match="not a number"):
+        check_step(spec, "speed", 1000, None)  # a present value that could not be decoded
