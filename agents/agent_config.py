@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,12 +27,33 @@ class MqttSettings:
     protocol: Literal["3.1.1", "5"] = "3.1.1"
 
 
+Condition = Literal["below", "above", "equals"]
+CONDITIONS: tuple[Condition, ...] = ("below", "above", "equals")
+
+
+@dataclass(frozen=True)
+class InterlockConfig:
+    """A change to a device that is allowed only while a point (of this device or another
+    on the agent) is below, above or equal to a limit; read just before each such change.
+    It guards writes of `point`, or runs of serial command `command`, or with neither
+    every change to the device."""
+
+    requires_point: str
+    condition: Condition
+    limit: float | bool
+    requires_device: str | None = None  # None: the guarded device itself
+    point: str | None = None
+    command: str | None = None
+    why: str = ""
+
+
 @dataclass(frozen=True)
 class DeviceConfig:
     driver: str
     connection: dict[str, Any] = field(default_factory=dict)
     unit: int = 1
     profile: Path | None = None
+    interlocks: tuple[InterlockConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,9 +169,51 @@ def _device(fields: Fields) -> DeviceConfig:
         connection=fields.mapping("connection"),
         unit=fields.integer("unit", 1, low=0, high=255),
         profile=fields.path("profile", None, optional=True),
+        interlocks=tuple(
+            _interlock(Fields(item, join(fields.key, f"interlocks.{i}"), fields.problems))
+            for i, item in enumerate(fields.sequence("interlocks"))
+        ),
     )
     fields.done()
     return device
+
+
+def _interlock(fields: Fields) -> InterlockConfig:
+    """What the YAML says; build_devices checks the names against the profiles."""
+    point = fields.text("point", None, optional=True)
+    command = fields.text("command", None, optional=True)
+    if point is not None and command is not None:
+        fields.problems.add(fields.key, "give point or command, not both")
+    requires = Fields(fields.mapping("requires"), join(fields.key, "requires"), fields.problems)
+    if "requires" not in fields.data:
+        fields.problems.add(join(fields.key, "requires"), "field required")
+    given = [c for c in CONDITIONS if c in requires.data]
+    if len(given) != 1:
+        fields.problems.add(requires.key, "give exactly one of below, above, equals")
+    condition: Condition = given[0] if given else "equals"
+    limit = requires.raw(condition) if condition == "equals" else requires.number(condition, 0.0)
+    if condition == "equals" and not _is_limit(limit):
+        fields.problems.add(join(requires.key, "equals"), "expected a number or true/false")
+    interlock = InterlockConfig(
+        requires_point=requires.text("point"),
+        condition=condition,
+        limit=limit if _is_limit(limit) else 0.0,
+        requires_device=requires.text("device", None, optional=True),
+        point=point,
+        command=command,
+        why=fields.text("why", ""),
+    )
+    for other in CONDITIONS:
+        requires.raw(other)  # one of them too many is said above, not as unknown
+    requires.done()
+    fields.done()
+    return interlock
+
+
+def _is_limit(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def _resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:

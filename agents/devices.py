@@ -11,7 +11,9 @@ longer reach the device (see `quiet_after_cut_off`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -21,6 +23,8 @@ from tme.agents.agent_config import DeviceConfig
 from tme.errors import ConfigError, TMEError
 
 if TYPE_CHECKING:
+    from tme.agents.checks import Plan
+    from tme.agents.interlocks import Interlock
     from tme.agents.lockout import Lockouts
     from tme.drivers.profile import DeviceProfile
     from tme.protocol import Command
@@ -36,6 +40,8 @@ class Device:
     driver: Any  # a tme.drivers.base.Driver with some of PointReader/PointWriter/CommandRunner
     unit: int
     profile: DeviceProfile
+    # changes allowed only while another point reads right (tme.agents.interlocks)
+    interlocks: list[Interlock] = field(default_factory=list)
 
     @cached_property
     def _described(self) -> dict[str, Any]:
@@ -43,8 +49,21 @@ class Device:
         return {
             "name": self.name,
             "profile": self.profile.name,
-            "points": self.profile.public_points(),
+            "points": [self._with_interlocks(row) for row in self.profile.public_points()],
         }
+
+    def _with_interlocks(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A public point or command row with the interlocks guarding it, if any."""
+        if row["access"] != "rw":
+            return row
+        kind = "guards_point" if row["kind"] == "point" else "guards_command"
+        guarding = [
+            interlock.public()
+            for interlock in self.interlocks
+            if getattr(interlock, kind) == row["name"]
+            or (interlock.guards_point is None and interlock.guards_command is None)
+        ]
+        return {**row, "interlocks": guarding} if guarding else row
 
     def describe(self) -> dict[str, Any]:
         """What presence tells the controller: the device and its public points."""
@@ -78,6 +97,18 @@ class DeviceSet:
 
     def bus_lock(self, device: Device) -> asyncio.Lock:
         return self._lock_of(str(device.driver.bus_key))
+
+    @contextlib.asynccontextmanager
+    async def locks_for(self, plan: Plan) -> AsyncIterator[None]:
+        """Hold the lock of every bus the plan uses (its device's, and those its
+        interlocks read), always taken in the order of their keys: two commands that
+        need the same two buses never each hold one and wait for the other."""
+        from tme.agents.interlocks import buses_of
+
+        async with contextlib.AsyncExitStack() as stack:
+            for key in sorted(buses_of(plan)):
+                await stack.enter_async_context(self._lock_of(key))
+            yield
 
     def _lock_of(self, key: str) -> asyncio.Lock:
         if key not in self._bus_locks:
@@ -232,6 +263,9 @@ def build_devices(configs: dict[str, DeviceConfig]) -> DeviceSet:
         else:
             buses[bus_key] = (name, cfg, driver)
         devices[name] = Device(name=name, driver=driver, unit=cfg.unit, profile=profile)
+    from tme.agents.interlocks import resolve
+
+    resolve(devices, configs)
     return DeviceSet(devices)
 
 

@@ -8,7 +8,6 @@ any point leaves a record the next process can answer from without running again
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -16,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 from tme.agents.checks import Plan, Refused, changes_device, check_command, is_expired
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet
+from tme.agents.interlocks import check_before_change, needs_reading
 from tme.agents.lockout import Lockouts
 from tme.agents.operations import run_plan
 from tme.drivers.base import CountsRequests
-from tme.errors import DriverError, TMEError
+from tme.errors import DriverError, EnvelopeViolation, TMEError
 
 if TYPE_CHECKING:  # for annotations; make_event imports tme.protocol when it builds an event
     from tme.protocol import Command, Event, EventType
@@ -147,10 +147,9 @@ class CommandExecutor:
         if refusal is not None:
             return self.finish(command, "rejected", reason=refusal, not_started=True)
         self.publish(make_event(command, "accepted"))
-        # The bus first, then a worker: a command queued behind a hung device waits for
+        # The buses first, then a worker: a command queued behind a hung device waits for
         # its bus without holding one of the workers the agent's other buses need.
-        lock = self.devices.bus_lock(plan.device) if plan.device else contextlib.nullcontext()
-        async with lock, self._workers:
+        async with self.devices.locks_for(plan), self._workers:
             if is_expired(command):  # it waited for the bus or a worker too long
                 return self.finish(
                     command, "expired", reason="not started before not_after", not_started=True
@@ -158,7 +157,43 @@ class CommandExecutor:
             refusal = self._locked_out(plan)  # locked out while it waited for the bus
             if refusal is not None:
                 return self.finish(command, "rejected", reason=refusal, not_started=True)
-            return await self._run(plan)
+            # the command's timeout covers what it reads before the change, and the change
+            deadline = asyncio.get_running_loop().time() + command.timeout_s
+            lines = _HeldLines(command, self.publish)
+            if needs_reading(plan):
+                refused = await self._check_before_change(plan, lines, deadline)
+                if refused is not None:
+                    return refused
+            return await self._run(plan, lines, deadline)
+
+    async def _check_before_change(
+        self, plan: Plan, lines: _HeldLines, deadline: float
+    ) -> Event | None:
+        """Read the interlocks and step limit of the plan's change; the final event when
+        they refuse it or cannot be read (nothing was written either way), else None."""
+        command = plan.command
+        try:
+            async with asyncio.timeout_at(deadline):
+                await check_before_change(plan, lines.add)
+        except EnvelopeViolation as exc:
+            self._note_link(plan, True)
+            reason = f"{exc.message}; nothing was written"
+            return self.finish(command, "rejected", lines, reason=reason, not_started=True)
+        except TimeoutError:
+            reason = (
+                f"what this change's interlocks and step limit need could not be read within"
+                f" {command.timeout_s} s (the command's timeout); nothing was written"
+            )
+            self._note_link(plan, False, reason)
+            return self.finish(command, "failed", lines, reason=reason, not_started=True)
+        except DriverError as exc:
+            reason = (
+                f"could not read what this change's interlocks and step limit need:"
+                f" {exc.message}; nothing was written"
+            )
+            self._note_link(plan, exc.device_answered, reason)
+            return self.finish(command, "failed", lines, reason=reason, not_started=True)
+        return None
 
     def _locked_out(self, plan: Plan) -> str | None:
         """Why the plan may not run now that its device is locked out (None: it may)."""
@@ -168,17 +203,16 @@ class CommandExecutor:
         lockout = self.lockouts.get(plan.device.name)
         return lockout.refusal(what) if lockout is not None else None
 
-    async def _run(self, plan: Plan) -> Event:
+    async def _run(self, plan: Plan, lines: _HeldLines, deadline: float) -> Event:
         command = plan.command
         self.record.mark_started(command.id)
         self.publish(make_event(command, "started"))
 
-        lines = _HeldLines(command, self.publish)
         sent_before = _requests_sent(plan)
         try:
             # asyncio.timeout, not wait_for: the operation runs in this task, where
             # wait_for would make a task of its own for every command.
-            async with asyncio.timeout(command.timeout_s):
+            async with asyncio.timeout_at(deadline):
                 result = await run_plan(plan, lines.add, allow_shell=self.allow_shell)
         except TimeoutError:
             if sent_before is not None and _requests_sent(plan) == sent_before:
