@@ -559,6 +559,31 @@ class ArgPublic(Output):
     pattern: str | None = None
 
 
+class InterlockPublic(Output):
+    """A change allowed only while a point of this device or another of its agent reads
+    below, above or equal to a limit; the agent reads it just before each such change."""
+
+    model_config = ConfigDict(extra="allow", from_attributes=True)
+
+    device: str
+    point: str
+    below: float | None = None
+    above: float | None = None
+    equals: bool | float | None = None
+    why: str = ""
+
+    def text(self) -> str:
+        """ "tank.level below 95 (tank nearly full)" """
+        condition, shown = "?", "?"  # an interlock of a form this controller does not know
+        for name in ("below", "above", "equals"):
+            limit = getattr(self, name)
+            if limit is not None:
+                condition, shown = name, _limit_text(limit)
+                break
+        why = f" ({self.why})" if self.why else ""
+        return f"{self.device}.{self.point} {condition} {shown}{why}"
+
+
 class PointPublic(Output):
     """A device point or command as its profile describes it (addresses are not exposed)."""
 
@@ -574,25 +599,53 @@ class PointPublic(Output):
     # A command's arguments in order ([] when it takes none); None for a point, and for
     # a command of an agent that does not publish them (older than this field): unknown.
     args: list[ArgPublic] | None = None
+    # A write may move the point at most this far from the value it holds (None: any).
+    max_step: float | None = None
+    # A value always allowed past the interlocks and the step limit (stopping).
+    safe_value: bool | float | None = None
+    # What must hold, read just before a change ([]: nothing, or an agent too old to say).
+    interlocks: list[InterlockPublic] = Field(default_factory=list)
 
-    @field_validator("args", mode="wrap")
+    @field_validator("args", "max_step", "safe_value", mode="wrap")
     @classmethod
     def _args_as_known(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        """Arguments this controller cannot read (an agent of another version) are
-        unknown, not a reason to fail the whole fleet answer."""
+        """What this controller cannot read (an agent of another version) is unknown,
+        not a reason to fail the whole fleet answer."""
         try:
             return handler(value)
         except ValidationError:
             return None
 
+    @field_validator("interlocks", mode="wrap")
+    @classmethod
+    def _interlocks_as_known(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Interlocks this controller cannot read are left out of what it shows, with a
+        stand-in saying so: an agent that has them still checks them."""
+        try:
+            return handler(value or [])
+        except ValidationError:
+            return [InterlockPublic(device="?", point="?", why="interlocks in an unknown form")]
+
     def limits(self) -> str:
-        """The limits in a few words: "0..3000" for a point, "float 0..30" or
-        "str ON|OFF" per argument for a command ("" without any)."""
+        """The limits in a few words: "0..3000" for a point (", step 600, safe 0" and
+        "; needs tank.level below 95" when it has them), "float 0..30" or "str ON|OFF"
+        per argument for a command ("" without any)."""
         if self.kind != "command":
-            return _range_text(self.min, self.max)
-        if self.args is None:
-            return "args unknown"  # an agent that does not publish them
-        return ", ".join(_arg_text(arg) for arg in self.args)
+            text = _range_text(self.min, self.max)
+        elif self.args is None:
+            text = "args unknown"  # an agent that does not publish them
+        else:
+            text = ", ".join(_arg_text(arg) for arg in self.args)
+        guards = [text] if text else []
+        if self.max_step is not None:
+            guards.append(f"step {_number_text(self.max_step)}")
+        if self.safe_value is not None:
+            guards.append(f"safe {_limit_text(self.safe_value)}")
+        text = ", ".join(guards)
+        if self.interlocks:
+            needs = "; needs " + " and ".join(i.text() for i in self.interlocks)
+            text = f"{text}{needs}" if text else needs[2:]
+        return text
 
 
 def _range_text(low: float | None, high: float | None) -> str:
@@ -605,6 +658,10 @@ def _number_text(value: float | None) -> str:
     if value is None:
         return ""
     return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _limit_text(value: bool | float) -> str:
+    return str(value).lower() if isinstance(value, bool) else _number_text(value)
 
 
 def _arg_text(arg: ArgPublic) -> str:

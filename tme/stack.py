@@ -49,6 +49,15 @@ class StackConfig:
         return f"{self.site}.#"
 
 
+# The demo's interlock: pump1 starts only while tank1 is below 95 % (run: false, the
+# pump profile's safe value, is never refused).
+TANK_HAS_ROOM = {
+    "point": "run",
+    "requires": {"device": "tank1", "point": "level", "below": 95},
+    "why": "the tank it fills is nearly full",
+}
+
+
 def agent_layout(
     site: str, profiles: Path, plant_port: int, instrument_url: str
 ) -> list[dict[str, Any]]:
@@ -67,7 +76,11 @@ def agent_layout(
         {
             "site": site,
             "agent": "skid-a",
-            "devices": {"pump1": modbus(1, "pump.yaml"), "tank1": modbus(2, "tank.yaml")},
+            "devices": {
+                # starting the pump needs room in the tank it fills (stopping never waits)
+                "pump1": {**modbus(1, "pump.yaml"), "interlocks": [TANK_HAS_ROOM]},
+                "tank1": modbus(2, "tank.yaml"),
+            },
         },
         {"site": site, "agent": "line-b", "devices": {"conveyor1": modbus(3, "conveyor.yaml")}},
         {

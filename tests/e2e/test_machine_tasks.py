@@ -251,3 +251,46 @@ def test_a_device_that_stops_answering_shows_as_down_until_it_answers_again(
     assert read() == "succeeded"
     wait_until(lambda: link().state == "ok", timeout=15, what="link ok again")
     assert metric().endswith(" 1.0")
+
+
+def test_an_interlock_at_the_agent_refuses_a_start_until_the_tank_has_room(
+    real_stack, client_of
+) -> None:
+    """The demo's pump1 starts only while tank1 is below 95 %: the agent reads the level
+    just before the write, over the real path; the API shows the interlock; stopping (the
+    profile's safe value) is never refused."""
+    client = client_of(real_stack)
+    target = _target(real_stack, "skid-a", "pump1")
+    site = target["site"]
+
+    def run_point():  # pump1's `run` as the API shows it
+        devices = {d.name: d for d in client.fleet.devices(site=site)}
+        pump = devices.get("pump1")
+        return next((p for p in pump.points if p.name == "run"), None) if pump else None
+
+    wait_until(lambda: run_point() is not None, timeout=15, what="pump1 published")
+    point = run_point()
+    assert point.safe_value is False
+    assert [(i.device, i.point, i.below) for i in point.interlocks] == [("tank1", "level", 95)]
+    assert "needs tank1.level below 95 (the tank it fills is nearly full)" in point.limits()
+
+    real_stack.plant.physics.volume_l = 9_800.0  # 98 %; its outlet valve is shut
+    wait_until(lambda: real_stack.plant.read_register(2, 0, "input_register") >= 980)
+    start = {"point": "run", "value": True}
+    task = client.tasks.create(name="start pump", op="modbus.write", target=target, params=start)
+    done = client.tasks.wait(task.id, timeout=30)
+    assert done.status == "rejected"
+    reason = client.runs.get(done.latest_run_id).reason
+    assert "interlock: tank1.level is 98" in reason and "needs it below 95" in reason, reason
+    assert real_stack.plant.read_bit(PUMP_UNIT, 0) is False
+    assert real_stack.plant.writes_to(PUMP_UNIT, 0) == []
+
+    stop = {"point": "run", "value": False}
+    task = client.tasks.create(name="stop pump", op="modbus.write", target=target, params=stop)
+    assert client.tasks.wait(task.id, timeout=30).status == "succeeded"
+
+    real_stack.plant.physics.volume_l = 5_000.0
+    wait_until(lambda: real_stack.plant.read_register(2, 0, "input_register") <= 500)
+    task = client.tasks.create(name="start pump", op="modbus.write", target=target, params=start)
+    assert client.tasks.wait(task.id, timeout=30).status == "succeeded"
+    assert real_stack.plant.read_bit(PUMP_UNIT, 0) is True

@@ -241,6 +241,6 @@ def _describe(point: PointPublic) -> str:
     limits = point.limits()
     if limits and point.kind == "command":
         limits = f"args {limits}"
-    elif limits:
+    elif limits and (point.min is not None or point.max is not None):
         limits = f"range {limits}"
     return f"{point.type or ''} {point.access or ''} {limits}".strip()
