@@ -305,3 +305,40 @@ def test_status_report_maps_words(word: str, state: RunState) -> None:
 def test_bad_updates(body: dict[str, Any], match: str) -> None:
     with pytest.raises(ValidationError, match=match):
         TaskUpdate.model_validate(body)
+
+
+def test_a_point_shows_its_step_safe_value_and_interlocks_in_its_limits() -> None:
+    from tme.schemas import PointPublic
+
+    point = PointPublic.model_validate(
+        {
+            "name": "speed_setpoint",
+            "access": "rw",
+            "min": 0,
+            "max": 3000,
+            "max_step": 600,
+            "safe_value": 0,
+            "interlocks": [
+                {"device": "tank1", "point": "level", "below": 95, "why": "nearly full"},
+                {"device": "pump1", "point": "fault", "equals": False, "why": ""},
+            ],
+        }
+    )
+    assert point.limits() == (
+        "0..3000, step 600, safe 0; needs tank1.level below 95 (nearly full)"
+        " and pump1.fault equals false"
+    )
+    run = PointPublic.model_validate({"name": "run", "safe_value": False})
+    assert run.limits() == "safe false"
+
+
+def test_interlocks_of_an_unknown_form_are_shown_as_such_not_dropped() -> None:
+    """An agent of another version may publish them otherwise: the device is still
+    shown, and that its point is guarded is not hidden."""
+    from tme.schemas import PointPublic
+
+    point = PointPublic.model_validate(
+        {"name": "run", "max_step": "fast", "interlocks": [{"sensor": "tank1"}]}
+    )
+    assert point.max_step is None
+    assert point.limits() == "needs ?.? ? ? (interlocks in an unknown form)"

@@ -19,6 +19,7 @@ from tme.agents.devices import DeviceSet, build_devices
 from tme.agents.executor import CommandExecutor
 from tme.errors import ConfigError
 from tme.protocol import Command, Event, utcnow
+from tme.simulators.instrument import SerialInstrument
 from tme.simulators.modbus_plant import PlantSimulator
 
 PROFILES = Path(__file__).resolve().parents[3] / "configs" / "profiles"
@@ -331,3 +332,47 @@ def test_an_interlock_that_does_not_say_one_condition_is_refused_at_load(
     with pytest.raises(ConfigError, match=r"interlocks\.0") as info:
         parse_agent_config(data)
     assert problem in info.value.message
+
+
+async def test_an_interlock_on_a_serial_command_guards_that_command_only(
+    plant: PlantSimulator, record: CommandRecord
+) -> None:
+    """The power supply's output may go on only while the tank (a Modbus device on
+    another bus) is below 95 %; its other commands are not held by it."""
+    set_level(plant, 97.0)
+    with SerialInstrument.run_in_thread() as meter:
+        devices = build_devices(
+            {
+                "meter": DeviceConfig(
+                    "serial",
+                    {"port": meter.url, "timeout_s": 1.0},
+                    profile=PROFILES / "instrument.yaml",
+                    interlocks=(
+                        InterlockConfig(
+                            command="output",
+                            requires_device="tank",
+                            requires_point="level",
+                            condition="below",
+                            limit=95.0,
+                        ),
+                    ),
+                ),
+                "tank": DeviceConfig(
+                    "modbus_tcp",
+                    {"host": "127.0.0.1", "port": plant.port, "timeout_s": 1.0},
+                    TANK,
+                    PROFILES / "tank.yaml",
+                ),
+            }
+        )
+        on = {"command": "output", "args": ["ON"]}
+        final, _ = await run(devices, record, "meter", "serial.command", on)
+        assert final.type == "rejected"
+        assert final.reason is not None
+        assert "its serial command 'output' needs it below 95" in final.reason
+        assert not any(line.startswith("OUTP") for line in meter.requests)
+
+        volts = {"command": "set_voltage", "args": [12.5]}
+        other, _ = await run(devices, record, "meter", "serial.command", volts)
+        assert other.type == "succeeded", other.reason
+        assert "SOUR:VOLT 12.5" in meter.requests
