@@ -627,9 +627,9 @@ class PointPublic(Output):
             return [InterlockPublic(device="?", point="?", why="interlocks in an unknown form")]
 
     def limits(self) -> str:
-        """The limits in a few words: "0..3000" for a point (", step 600, safe 0" and
-        "; needs tank.level below 95" when it has them), "float 0..30" or "str ON|OFF"
-        per argument for a command ("" without any)."""
+        """The limits in a few words: "0..3000" for a point (", step 600, safe 0" when
+        it has them), "float 0..30" or "str ON|OFF" per argument for a command ("" without
+        any). Its interlocks are `needs()`."""
         if self.kind != "command":
             text = _range_text(self.min, self.max)
         elif self.args is None:
@@ -641,11 +641,11 @@ class PointPublic(Output):
             guards.append(f"step {_number_text(self.max_step)}")
         if self.safe_value is not None:
             guards.append(f"safe {_limit_text(self.safe_value)}")
-        text = ", ".join(guards)
-        if self.interlocks:
-            needs = "; needs " + " and ".join(i.text() for i in self.interlocks)
-            text = f"{text}{needs}" if text else needs[2:]
-        return text
+        return ", ".join(guards)
+
+    def needs(self) -> str:
+        """What its interlocks need, "tank1.level below 95 (why) and ..." ("": none)."""
+        return " and ".join(interlock.text() for interlock in self.interlocks)
 
 
 def _range_text(low: float | None, high: float | None) -> str:

@@ -272,7 +272,7 @@ def test_an_interlock_at_the_agent_refuses_a_start_until_the_tank_has_room(
     point = run_point()
     assert point.safe_value is False
     assert [(i.device, i.point, i.below) for i in point.interlocks] == [("tank1", "level", 95)]
-    assert "needs tank1.level below 95 (the tank it fills is nearly full)" in point.limits()
+    assert point.needs() == "tank1.level below 95 (the tank it fills is nearly full)"
 
     real_stack.plant.physics.volume_l = 9_800.0  # 98 %; its outlet valve is shut
     wait_until(lambda: real_stack.plant.read_register(2, 0, "input_register") >= 980)

@@ -157,3 +157,51 @@ def test_the_demo_seed_creates_its_examples_once_per_database(live_url: str) -> 
     assert seed_examples(live_url, "plant-1") == []
     with tme.Client(live_url) as client:
         assert len(list(client.tasks.list())) == len(first)
+
+
+def test_the_cli_shows_step_limits_safe_values_and_interlocks(
+    live_url: str, app_engine: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """As the agent describes its devices (built from an agent config with an
+    interlock): the limits column has step and safe value, a table the interlocks."""
+    from tme.agents.agent_config import parse_agent_config
+    from tme.agents.devices import build_devices
+
+    pump = {"driver": "modbus_tcp", "connection": {"host": "127.0.0.1", "port": 5020}}
+    config = parse_agent_config(
+        {
+            "site": "plant-1",
+            "agent": "skid-a",
+            "devices": {
+                "pump1": {
+                    **pump,
+                    "unit": 1,
+                    "profile": str(PROFILES / "pump.yaml"),
+                    "interlocks": [
+                        {
+                            "point": "run",
+                            "requires": {"device": "tank1", "point": "level", "below": 95},
+                            "why": "tank nearly full",
+                        }
+                    ],
+                },
+                "tank1": {**pump, "unit": 2, "profile": str(PROFILES / "tank.yaml")},
+            },
+        }
+    )
+    devices = build_devices(config.devices).describe()
+    with Session(app_engine) as session:
+        presence = Presence(site="plant-1", agent="skid-a", state="online", devices=devices)
+        apply_presence(session, presence)
+        session.commit()
+    monkeypatch.setattr(console, "width", 240)  # one table row a line
+    result = runner.invoke(app, ["device", "list", "--url", live_url])
+    assert result.exit_code == 0, result.output
+    rows = [[c.strip() for c in line.split("│")] for line in result.stdout.splitlines()]
+    limits = {row[4]: row[-2] for row in rows if len(row) > 9 and row[3] == "pump1"}
+    assert (limits["speed_setpoint"], limits["run"]) == ("0..3000, safe 0", "safe false")
+    interlocks = [row[1:-1] for row in rows if len(row) == 7]
+    assert interlocks == [
+        ["plant-1", "skid-a", "pump1", "run", "tank1.level below 95 (tank nearly full)"]
+    ]
+    assert "Interlocks (read by the agent just before each change" in result.stdout

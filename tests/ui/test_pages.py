@@ -341,6 +341,32 @@ async def test_run_page_shows_its_cause_and_when_it_is_settled(user: User, board
     await user.should_see(marker="run-settled", content="settled: its retry", retries=LIVE)
 
 
+async def test_fleet_page_shows_step_limits_safe_values_and_interlocks(
+    user: User, board, sign_in
+) -> None:
+    from pathlib import Path
+
+    from tme.controller.event_apply import apply_presence
+    from tme.drivers.profile import load_profile
+
+    profile = Path(__file__).resolve().parents[2] / "configs" / "profiles" / "pump.yaml"
+    points = load_profile(profile).public_points()
+    needs = {"device": "tank1", "point": "level", "below": 95, "why": "tank nearly full"}
+    for point in points:
+        if point["name"] == "run":
+            point["interlocks"] = [needs]  # as the agent adds its config's interlocks
+    pump = {"name": "pump1", "profile": "pump", "points": points}
+    with Session(board.engine) as session:
+        apply_presence(
+            session, Presence(site="plant-x", agent="skid-a", state="online", devices=[pump])
+        )
+        session.commit()
+    sign_in(user, "viewer")
+    await user.open("/fleet")
+    await user.should_see("bool rw safe false, needs tank1.level below 95 (tank nearly full)")
+    await user.should_see("uint16 rw range 0..3000, safe 0")
+
+
 async def test_fleet_page_shows_a_device_locked_out_at_its_agent(
     user: User, board, sign_in
 ) -> None:

@@ -324,10 +324,8 @@ def test_a_point_shows_its_step_safe_value_and_interlocks_in_its_limits() -> Non
             ],
         }
     )
-    assert point.limits() == (
-        "0..3000, step 600, safe 0; needs tank1.level below 95 (nearly full)"
-        " and pump1.fault equals false"
-    )
+    assert point.limits() == "0..3000, step 600, safe 0"
+    assert point.needs() == "tank1.level below 95 (nearly full) and pump1.fault equals false"
     run = PointPublic.model_validate({"name": "run", "safe_value": False})
     assert run.limits() == "safe false"
 
@@ -341,4 +339,5 @@ def test_interlocks_of_an_unknown_form_are_shown_as_such_not_dropped() -> None:
         {"name": "run", "max_step": "fast", "interlocks": [{"sensor": "tank1"}]}
     )
     assert point.max_step is None
-    assert point.limits() == "needs ?.? ? ? (interlocks in an unknown form)"
+    assert point.limits() == ""
+    assert point.needs() == "?.? ? ? (interlocks in an unknown form)"

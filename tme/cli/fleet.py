@@ -49,8 +49,9 @@ def list_devices(
 ) -> None:
     """List devices with their points and serial commands (type, unit, access, limits:
     a point's min..max, each command argument's type with its min..max, choices or
-    pattern, as the agent enforces them); then the devices not answering their agents
-    and those locked out at them, if any."""
+    pattern, as the agent enforces them; a point's step limit and safe value); then the
+    interlocks, the devices not answering their agents and those locked out at them, if
+    any."""
     with connect(url, token) as client:
         devices = client.fleet.devices(site=site, agent=agent)
     if as_json:
@@ -66,6 +67,13 @@ def list_devices(
         ["site", "agent", "device", "point", "kind", "type", "unit", "access", "limits"],
         rows,
     )
+    guarded = [(d, p) for d in devices for p in d.points if p.interlocks]
+    if guarded:  # read by the agent just before each change they guard
+        print_table(
+            "Interlocks (read by the agent just before each change; refused: rejected)",
+            ["site", "agent", "device", "point", "needs"],
+            [(d.site, d.agent, d.name, p.name, p.needs()) for d, p in guarded],
+        )
     down = [(d.site, d.agent, d.name, d.link) for d in devices if d.link and d.link.state == "down"]
     if down:  # as their agents last said: an operation found no connection or no answer
         print_table(

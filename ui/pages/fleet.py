@@ -243,4 +243,5 @@ def _describe(point: PointPublic) -> str:
         limits = f"args {limits}"
     elif limits and (point.min is not None or point.max is not None):
         limits = f"range {limits}"
-    return f"{point.type or ''} {point.access or ''} {limits}".strip()
+    needs = f", needs {point.needs()}" if point.interlocks else ""
+    return f"{point.type or ''} {point.access or ''} {limits}".strip() + needs
