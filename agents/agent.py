@@ -18,6 +18,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from tme.agents.agent_config import AgentConfig
+from tme.agents.checks import STOP_OP
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet, build_devices
 from tme.agents.event_packer import EventPacker
@@ -59,6 +60,7 @@ class DeviceAgent:
         self._record: CommandRecord | None = None
         self._executor: CommandExecutor | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._devices_of: dict[str, str | None] = {}  # the device of each command in _tasks
         self._pruning: asyncio.TimerHandle | None = None
         self._watching: asyncio.TimerHandle | None = None
 
@@ -194,6 +196,8 @@ class DeviceAgent:
             self._executor.outcome_unknown(entry.command)
             return
         self._record.add(command)  # new, or received by an earlier process and never started
+        if command.op == STOP_OP:
+            self._clear_the_way(command)
         self._launch(command)
 
     def _launch(self, command: Command) -> None:
@@ -201,6 +205,7 @@ class DeviceAgent:
         assert self._executor is not None
         task = asyncio.get_running_loop().create_task(self._executor.execute(command))
         self._tasks[command.id] = task
+        self._devices_of[command.id] = command.device
         task.add_done_callback(self._forget)
 
     def _cancel(self, request: Command) -> None:
@@ -228,9 +233,22 @@ class DeviceAgent:
             answer = "nothing to stop: it already finished"
         self._publish_event(make_event(request, "succeeded", reason=answer))
 
+    def _clear_the_way(self, stop: Command) -> None:
+        """A stop of a device goes before everything queued for it: each other command
+        of the device at this agent, waiting for its bus or running, is canceled (and
+        reports `canceled`, saying the stop did it), so the stop waits only for what
+        other devices on its bus are doing now."""
+        assert self._executor is not None
+        reason = f"the device was stopped ({stop.params.get('reason') or 'no reason given'})"
+        for command_id, task in list(self._tasks.items()):
+            if self._devices_of.get(command_id) == stop.device and not task.done():
+                self._executor.request_stop(command_id, reason)
+                task.cancel()
+
     def _forget(self, task: asyncio.Task[Any]) -> None:
         for command_id, known in list(self._tasks.items()):
             if known is task:
                 del self._tasks[command_id]
+                self._devices_of.pop(command_id, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("command task failed", exc_info=task.exception())

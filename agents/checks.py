@@ -16,7 +16,9 @@ if TYPE_CHECKING:  # for annotations; is_expired imports tme.protocol when it ru
     from tme.protocol import Command
 
 BUILTIN_OPS = frozenset({"noop", "sleep", "shell"})
-DEVICE_OPS = frozenset({"modbus.read", "modbus.write", "serial.command"})
+DEVICE_OPS = frozenset({"modbus.read", "modbus.write", "serial.command", "device.stop"})
+# Stop the device: cancel its other commands at the agent, write its profile's safe values.
+STOP_OP = "device.stop"
 
 
 class Refused(Exception):
@@ -66,6 +68,7 @@ OP_METHODS = {
     "modbus.read": "read_points",
     "modbus.write": "write_point",
     "serial.command": "run_command",
+    STOP_OP: "write_point",
 }
 
 
@@ -79,6 +82,13 @@ def _check_device_op(command: Command, device: Device) -> Plan:
     if command.op == "modbus.read":
         for point in read_points_of(command, device):
             profile.point(point)
+        return Plan(command, device)
+    if command.op == STOP_OP:
+        if not safe_values(device):
+            raise Refused(
+                f"device {device.name!r} has no point with a safe_value in its profile"
+                f" {profile.name!r}: a stop would have nothing to write"
+            )
         return Plan(command, device)
     if command.op == "modbus.write":
         if "point" not in params or "value" not in params:
@@ -106,12 +116,24 @@ def changes_device(plan: Plan) -> str | None:
         return None
     if command.op == "modbus.write":
         return f"its write of {command.params.get('point')!r}"
+    if command.op == STOP_OP:
+        return "its stop (writing its safe values)"
     if command.op == "serial.command":
         name = command.params.get("command")
         spec = device.profile.commands.get(name) if isinstance(name, str) else None
         if spec is None or spec.access != "r":
             return f"its serial command {name!r}"
     return None
+
+
+def safe_values(device: Device) -> dict[str, float | int | bool]:
+    """What a stop writes: each point's safe value as the device receives it, in the
+    profile's order (a pump's `run: false` before its speed)."""
+    return {
+        name: device.profile.check_write(name, spec.safe_value)
+        for name, spec in device.profile.points.items()
+        if spec.safe_value is not None and spec.access == "rw"
+    }
 
 
 def read_points_of(command: Command, device: Device) -> list[str]:

@@ -42,6 +42,9 @@ class Device:
     profile: DeviceProfile
     # changes allowed only while another point reads right (tme.agents.interlocks)
     interlocks: list[Interlock] = field(default_factory=list)
+    # loop time until which a write cut off mid-request may still land (a stop writes
+    # its safe values again after it)
+    cut_off_until: float = 0.0
 
     @cached_property
     def _described(self) -> dict[str, Any]:

@@ -8,17 +8,25 @@ any point leaves a record the next process can answer from without running again
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tme.agents.checks import Plan, Refused, changes_device, check_command, is_expired
+from tme.agents.checks import (
+    STOP_OP,
+    Plan,
+    Refused,
+    changes_device,
+    check_command,
+    is_expired,
+)
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet
 from tme.agents.interlocks import check_before_change, needs_reading
 from tme.agents.lockout import Lockouts
 from tme.agents.operations import run_plan
-from tme.drivers.base import CountsRequests
+from tme.drivers.base import AnswersWithin, CountsRequests
 from tme.errors import DriverError, EnvelopeViolation, TMEError
 
 if TYPE_CHECKING:  # for annotations; make_event imports tme.protocol when it builds an event
@@ -94,11 +102,12 @@ class CommandExecutor:
         self.allow_shell = allow_shell
         self.lockouts = lockouts
         self._workers = asyncio.Semaphore(worker_count)
-        self._stop_requested: set[str] = set()
+        # commands to stop, with why: "" for a stop request naming the command
+        self._stop_requested: dict[str, str] = {}
 
-    def request_stop(self, command_id: str) -> None:
+    def request_stop(self, command_id: str, why: str = "") -> None:
         """Mark a command as stopped on request, before its task is cancelled."""
-        self._stop_requested.add(command_id)
+        self._stop_requested[command_id] = why
 
     def finish(
         self, command: Command, type_: EventType, lines: _HeldLines | None = None, **fields: Any
@@ -120,13 +129,14 @@ class CommandExecutor:
         except asyncio.CancelledError:
             if command.id not in self._stop_requested:
                 raise  # the agent is stopping: a restart answers from the record
-            self._stop_requested.discard(command.id)
+            why = self._stop_requested.pop(command.id)
             entry = self.record.get(command.id)
             started = entry is not None and entry.stage == "started"
+            reason = "stopped on request" if started else "canceled before it started"
             return self.finish(
                 command,
                 "canceled",
-                reason="stopped on request" if started else "canceled before it started",
+                reason=f"{reason}: {why}" if why else reason,
                 not_started=not started,
             )
 
@@ -149,7 +159,9 @@ class CommandExecutor:
         self.publish(make_event(command, "accepted"))
         # The buses first, then a worker: a command queued behind a hung device waits for
         # its bus without holding one of the workers the agent's other buses need.
-        async with self.devices.locks_for(plan), self._workers:
+        # A stop waits for no worker: every worker may be busy on other buses.
+        workers = contextlib.nullcontext() if command.op == STOP_OP else self._workers
+        async with self.devices.locks_for(plan), workers:
             if is_expired(command):  # it waited for the bus or a worker too long
                 return self.finish(
                     command, "expired", reason="not started before not_after", not_started=True
@@ -242,6 +254,7 @@ class CommandExecutor:
             return self.finish(command, "failed", lines, reason=exc.message)
         except asyncio.CancelledError:
             lines.send()  # stopped on request: what it logged so far still goes
+            _note_cut_off(plan)
             raise
         except Exception as exc:
             log.exception("command %s (%s) crashed", command.id, command.op)
@@ -262,6 +275,17 @@ class CommandExecutor:
             not_started=False,
             reason="outcome unknown: the agent stopped while it was running",
         )
+
+
+def _note_cut_off(plan: Plan) -> None:
+    """A change cut off mid-operation: a request of it may still reach the device, up
+    to the driver's answer time from now (a stop writes its safe values again then)."""
+    device = plan.device
+    if device is None or changes_device(plan) is None:
+        return
+    if isinstance(device.driver, AnswersWithin):
+        until = asyncio.get_running_loop().time() + device.driver.request_timeout_s
+        device.cut_off_until = max(device.cut_off_until, until)
 
 
 def _requests_sent(plan: Plan) -> int | None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from tme.agents.agent_config import DeviceConfig, InterlockConfig
-from tme.agents.checks import Plan, changes_device
+from tme.agents.checks import STOP_OP, Plan, changes_device
 from tme.errors import ConfigError, EnvelopeViolation
 from tme.names import did_you_mean
 
@@ -41,6 +41,8 @@ class Interlock:
     guards_command: str | None = None  # a run of this serial command (both None: any change)
 
     def applies_to(self, plan: Plan) -> bool:
+        if plan.command.op == STOP_OP:
+            return False  # a stop writes safe values only
         params = plan.command.params
         if self.guards_point is not None:
             return plan.command.op == "modbus.write" and params.get("point") == self.guards_point

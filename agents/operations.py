@@ -7,11 +7,12 @@ executor, so it rides on the command's next event).
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from tme.agents.checks import Plan, read_points_of
+from tme.agents.checks import STOP_OP, Plan, read_points_of, safe_values
 from tme.agents.devices import Device
 from tme.errors import DriverError
 
@@ -30,6 +31,8 @@ async def run_plan(plan: Plan, log: LogLine, *, allow_shell: bool) -> dict[str, 
         return await read_values(plan.device, read_points_of(command, plan.device), log)
     if command.op == "modbus.write":
         return await _write(plan, plan.device, log)
+    if command.op == STOP_OP:
+        return await _stop(plan.device, log)
     return await _serial(plan, plan.device, log)
 
 
@@ -79,6 +82,46 @@ async def _write(plan: Plan, device: Device, log: LogLine) -> dict[str, Any]:
         log(f"verified {point} = {back}")
         result["read_back"] = back
     return result
+
+
+async def _stop(device: Device, log: LogLine) -> dict[str, Any]:
+    """Write every safe value, each tried even when one before it failed: a pump whose
+    speed could not be zeroed must still have been told to stop. The result names what
+    was written; any failure fails the run, naming each point and its error."""
+    written, failed = await _write_safe_values(device, log)
+    # A write the stop cut off mid-request may still land after these: the safe values
+    # are written again once it no longer can (the stop holds the bus meanwhile).
+    wait_s = device.cut_off_until - asyncio.get_running_loop().time()
+    if wait_s > 0:
+        log(f"stop: a write cut off by it may land within {wait_s:.1f} s; writing again then")
+        await asyncio.sleep(wait_s)
+        written, failed = await _write_safe_values(device, log)
+    if failed:
+        problems = "; ".join(f"{point}: {exc.message}" for point, exc in failed.items())
+        done = ", ".join(f"{p} = {v}" for p, v in written.items()) or "nothing"
+        raise DriverError(
+            f"stop of {device.name} incomplete: wrote {done}; not written: {problems}",
+            retryable=any(exc.retryable for exc in failed.values()),
+            not_sent=not written and all(exc.not_sent for exc in failed.values()),
+        )
+    return {"stopped": device.name, "written": written}
+
+
+async def _write_safe_values(
+    device: Device, log: LogLine
+) -> tuple[dict[str, Any], dict[str, DriverError]]:
+    written: dict[str, Any] = {}
+    failed: dict[str, DriverError] = {}
+    for point, value in safe_values(device).items():
+        try:
+            await device.driver.write_point(device.profile, device.unit, point, value)
+        except DriverError as exc:
+            failed[point] = exc
+            log(f"stop: could not write {point} = {value} on {device.name}: {exc.message}")
+            continue
+        written[point] = value
+        log(f"stop: wrote {point} = {value} on {device.name} (its safe value)")
+    return written, failed
 
 
 def values_match(written: Any, read: Any, spec: PointSpec) -> bool:

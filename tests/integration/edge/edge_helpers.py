@@ -80,7 +80,8 @@ class Watcher:
         self.wait_for(
             lambda: (
                 sum(
-                    e.type in {"succeeded", "failed", "timed_out", "rejected", "expired"}
+                    e.type
+                    in {"succeeded", "failed", "timed_out", "rejected", "expired", "canceled"}
                     for e in self.events(command_id)
                 )
                 >= count

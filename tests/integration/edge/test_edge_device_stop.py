@@ -1,0 +1,101 @@
+"""A stop of a device at the agent (real Mosquitto, simulated plant): what was queued or
+running for the device is canceled, saying so, and its safe values are written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from commands import make_command
+from edge_helpers import send
+from waiting import wait_until
+
+from tme.protocol import evt_topic
+from tme.simulators.modbus_plant import PlantSimulator
+
+pytestmark = pytest.mark.external_service
+
+PROFILES = Path(__file__).resolve().parents[3] / "configs" / "profiles"
+PUMP = 1
+RUN_COIL, SPEED = 0, 0
+
+
+def pump_agent(agent_factory, site: str, agent: str, port: int):  # type: ignore[no-untyped-def]
+    connection = {"host": "127.0.0.1", "port": port, "timeout_s": 2}
+    device = {
+        "driver": "modbus_tcp",
+        "connection": connection,
+        "unit": PUMP,
+        "profile": str(PROFILES / "pump.yaml"),  # safe values: run false, speed 0
+    }
+    return agent_factory(site, agent, devices={"pump1": device})
+
+
+def test_a_stop_cancels_what_waits_for_the_device_and_writes_its_safe_values(
+    names, agent_factory, watcher_factory
+) -> None:
+    site, agent = names
+    watcher = watcher_factory([evt_topic(site, agent)])
+    with PlantSimulator.run_in_thread(tick_s=None) as plant:
+        plant.write_register(PUMP, SPEED, 1500)
+        plant.write_bit(PUMP, RUN_COIL, True)
+        runner = pump_agent(agent_factory, site, agent, plant.port)
+        # a write the pump answers slowly holds the bus; another waits behind it
+        plant.inject_fault(unit=PUMP, table="holding_register", delay_s=1.5, remaining=1)
+        slow = make_command(
+            site, agent, "modbus.write", device="pump1",
+            params={"point": "speed_setpoint", "value": 1800},
+        )  # fmt: skip
+        queued = make_command(
+            site, agent, "modbus.write", device="pump1", params={"point": "run", "value": True}
+        )
+        send(runner.agent.link, slow)
+        watcher.wait_for(lambda: any(e.type == "started" for e in watcher.events(slow.id)))
+        send(runner.agent.link, queued)
+        watcher.wait_for(lambda: any(e.type == "accepted" for e in watcher.events(queued.id)))
+
+        stop = make_command(
+            site, agent, "device.stop", device="pump1", params={"reason": "leak at the seal"}
+        )
+        send(runner.agent.link, stop)
+        stopped = watcher.wait_final(stop.id)[-1]
+        assert stopped.type == "succeeded", stopped.reason
+        assert stopped.result == {
+            "stopped": "pump1",
+            "written": {"run": False, "speed_setpoint": 0},
+        }
+        for command, how in ((slow, "stopped on request"), (queued, "canceled before it started")):
+            final = watcher.wait_final(command.id)[-1]
+            assert final.type == "canceled"
+            assert final.reason == f"{how}: the device was stopped (leak at the seal)"
+        # the cut-off write was on its way: it lands, and the stop's second pass after it
+        wait_until(lambda: plant.held_requests == 0, what="the cut-off write landed")
+        assert plant.writes_to(PUMP, SPEED)[0] == (1800,)
+        assert plant.read_register(PUMP, SPEED) == 0
+        assert plant.read_bit(PUMP, RUN_COIL) is False
+        assert "writing again then" in "\n".join(e.line or "" for e in watcher.events(stop.id))
+
+
+def test_a_stop_of_a_device_without_safe_values_is_rejected(
+    names, agent_factory, watcher_factory, tmp_path: Path
+) -> None:
+    site, agent = names
+    watcher = watcher_factory([evt_topic(site, agent)])
+    profile = tmp_path / "valve.yaml"
+    profile.write_text(
+        "name: valve\npoints:\n  opening: {address: 0, table: holding_register, access: rw}\n"
+    )
+    with PlantSimulator.run_in_thread(tick_s=None) as plant:
+        device = {
+            "driver": "modbus_tcp",
+            "connection": {"host": "127.0.0.1", "port": plant.port},
+            "unit": 2,
+            "profile": str(profile),
+        }
+        runner = agent_factory(site, agent, devices={"valve": device})
+        stop = make_command(site, agent, "device.stop", device="valve")
+        send(runner.agent.link, stop)
+        final = watcher.wait_final(stop.id)[-1]
+        assert final.type == "rejected"
+        assert final.reason is not None and "no point with a safe_value" in final.reason
+        assert plant.request_count(2, writes_only=True) == 0
