@@ -38,7 +38,7 @@ from tme.schemas import Retries
 from tme.states import RunState
 
 RETRY_ON = frozenset({RunState.failed, RunState.timed_out})
-WRITE_OPS = frozenset({"modbus.write", "serial.command", "shell"})
+WRITE_OPS = frozenset({"modbus.write", "serial.command", "shell", "device.stop"})
 # Put before why a failed run of a task with retries is not retried, after its reason.
 NOT_RETRIED = "not retried: "
 # Added to a due retry's reason while its task's pause holds it.

@@ -31,11 +31,29 @@ from tme.protocol import MAX_LOG_BYTES as MAX_LOG_BYTES
 from tme.protocol import deeper_than
 from tme.states import STATUS_WORDS, RunState, is_late
 
-OPS = ("external", "noop", "sleep", "shell", "modbus.read", "modbus.write", "serial.command")
-Op = Literal["external", "noop", "sleep", "shell", "modbus.read", "modbus.write", "serial.command"]
+OPS = (
+    "external",
+    "noop",
+    "sleep",
+    "shell",
+    "modbus.read",
+    "modbus.write",
+    "serial.command",
+    "device.stop",
+)
+Op = Literal[
+    "external",
+    "noop",
+    "sleep",
+    "shell",
+    "modbus.read",
+    "modbus.write",
+    "serial.command",
+    "device.stop",
+]
 MACHINE_OPS = frozenset(OPS) - {"external"}
 # Ops that act on a device through a driver, so the target must name the device.
-DEVICE_OPS = frozenset({"modbus.read", "modbus.write", "serial.command"})
+DEVICE_OPS = frozenset({"modbus.read", "modbus.write", "serial.command", "device.stop"})
 
 # Names travel in MQTT topics and AMQP routing keys: no wildcards, separators or spaces.
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")]
@@ -232,6 +250,10 @@ class SerialCommandParams(Input):
     args: list[SerialArg] = Field(default_factory=list, max_length=16)
 
 
+class DeviceStopParams(Input):
+    reason: str = Field(default="", max_length=200)
+
+
 PARAMS_MODELS: dict[str, type[Input] | None] = {
     "external": None,  # free-form, bounded in size
     "noop": NoParams,
@@ -240,6 +262,7 @@ PARAMS_MODELS: dict[str, type[Input] | None] = {
     "modbus.read": ModbusReadParams,
     "modbus.write": ModbusWriteParams,
     "serial.command": SerialCommandParams,
+    "device.stop": DeviceStopParams,
 }
 
 
@@ -672,6 +695,22 @@ def _arg_text(arg: ArgPublic) -> str:
     else:
         limit = _range_text(arg.min, arg.max)
     return f"{arg.type or '?'} {limit}".strip()
+
+
+class DeviceStop(Input):
+    """POST /api/v1/devices/{device}/stop: why it is stopped (shown with every run it
+    cancels and in the stop task's result)."""
+
+    reason: str = Field(min_length=1, max_length=200)
+
+
+class DeviceStopped(Output):
+    """What a stop did: the task that stops the device (its run writes the safe values at
+    the agent) and the runs of the device it canceled."""
+
+    task_id: int
+    run_id: str | None
+    canceled_runs: list[str]
 
 
 class DeviceLockout(Output):

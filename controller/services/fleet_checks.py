@@ -182,12 +182,14 @@ class DeviceCheck:
             self._check_write(params)
         elif op == "serial.command":
             self._check_command(params)
+        elif op == "device.stop":
+            self._check_stop()
 
     def changes(self, op: str, params: dict[str, Any]) -> bool:
-        """Whether the task could change the device: a write, or a serial command not
-        published as read-only (the agent's lockout refuses these)."""
+        """Whether the task could change the device: a write, a stop, or a serial command
+        not published as read-only (the agent's lockout refuses these)."""
         if op != "serial.command":
-            return op == "modbus.write"
+            return op in ("modbus.write", "device.stop")
         command = self.commands.get(str(params.get("command")))
         return command is None or command.get("access") != "r"
 
@@ -240,6 +242,21 @@ class DeviceCheck:
         except EnvelopeViolation as exc:
             arg = exc.details.get("arg")
             self._refused("params.args" if arg is None else f"params.args.{arg}", exc)
+
+    def _check_stop(self) -> None:
+        """A stop writes the profile's safe values: a device published without any (and
+        an agent older than stops, which publishes none) would have nothing to write."""
+        if any(row.get("safe_value") is not None for row in self.points.values()):
+            return
+        message = (
+            f"{self.where} has no point with a safe_value in its profile (profile"
+            f" {self.device.profile!r}, as the agent published it): a stop would have"
+            " nothing to write; give its points safe_value (docs/configuration.md)"
+        )
+        raise ValidationError(
+            f"invalid request: target.device: {message}",
+            field_errors=[field_error("target.device", message)],
+        )
 
     def _point_row(self, name: str, where: str) -> dict[str, Any]:
         row = self.points.get(name)

@@ -294,3 +294,47 @@ def test_an_interlock_at_the_agent_refuses_a_start_until_the_tank_has_room(
     task = client.tasks.create(name="start pump", op="modbus.write", target=target, params=start)
     assert client.tasks.wait(task.id, timeout=30).status == "succeeded"
     assert real_stack.plant.read_bit(PUMP_UNIT, 0) is True
+
+
+def test_tme_device_stop_cancels_what_waits_for_the_pump_and_writes_its_safe_values(
+    real_stack, client_of
+) -> None:
+    """Over RabbitMQ and Mosquitto: a write runs (the pump answers slowly), another waits
+    behind it at the agent; `tme device stop` cancels both and the agent writes the
+    pump's safe values (run false, speed 0), again after the cut-off write landed."""
+    from typer.testing import CliRunner
+
+    from tme.cli.main import app
+
+    client = client_of(real_stack)
+    target = _target(real_stack, "skid-a", "pump1")
+    plant = real_stack.plant
+    wait_until(
+        lambda: any(d.name == "pump1" for d in client.fleet.devices(site=target["site"])),
+        timeout=15,
+        what="pump1 published",
+    )
+    plant.write_bit(PUMP_UNIT, 0, True)  # the pump runs
+    plant.inject_fault(unit=PUMP_UNIT, table="holding_register", delay_s=1.5, remaining=1)
+    fast = {"point": "speed_setpoint", "value": 1800}
+    slow = client.tasks.create(name="speed", op="modbus.write", target=target, params=fast)
+    wait_until(lambda: client.runs.get(slow.latest_run_id).state == "running", timeout=15)
+    start = {"point": "run", "value": True}
+    queued = client.tasks.create(name="start", op="modbus.write", target=target, params=start)
+
+    result = CliRunner().invoke(
+        app,
+        ["device", "stop", "pump1", "--reason", "leak at the seal", "--url", real_stack.url],
+        env={"TME_TOKEN": real_stack.token},
+    )
+    assert result.exit_code == 0, result.output
+    assert "the agent: succeeded" in result.stdout
+    for task in (slow, queued):
+        done = client.tasks.wait(task.id, timeout=30)
+        assert done.status == "canceled", client.runs.get(done.latest_run_id)
+    wait_until(lambda: plant.held_requests == 0, what="the cut-off write landed")
+    assert plant.read_bit(PUMP_UNIT, 0) is False
+    assert plant.read_register(PUMP_UNIT, SPEED_SETPOINT) == 0
+
+    with pytest.raises(ValidationError, match="no point with a safe_value"):
+        client.fleet.stop("tank1", "no safe values", site=target["site"])

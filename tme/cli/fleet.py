@@ -1,5 +1,5 @@
 """`tme agent list`, `tme device list`, `tme site list`: the fleet as presence reports it;
-`tme device values NAME`: each point's latest value."""
+`tme device values NAME`: each point's latest value; `tme device stop NAME`: stop it now."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tme.cli.common import JsonOption, TokenOption, UrlOption, connect
-from tme.cli.output import print_json, print_table
+from tme.cli.output import console, print_json, print_table
 
 device_app = typer.Typer(no_args_is_help=True)
 site_app = typer.Typer(no_args_is_help=True)
@@ -116,6 +116,46 @@ def device_values(
         ["point", "value", "unit", "at", "run"],
         rows,
     )
+
+
+@device_app.command("stop")
+def stop_device(
+    name: Annotated[str, typer.Argument(help="The device's name.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (shown with what it cancels).")],
+    site: Annotated[str | None, typer.Option("--site", help="Its site (among namesakes).")] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="Its agent (among namesakes).")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait for the agent's answer.")
+    ] = True,
+    timeout: Annotated[float, typer.Option("--timeout", help="Give up after SECONDS.")] = 90.0,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Stop a device now: cancel its unfinished runs, and have its agent cancel whatever
+    waits for it there and write its profile's safe values. Exit 0 only once the agent
+    wrote them (with --wait, the default). Not a latch: later tasks run as usual."""
+    with connect(url, token) as client:
+        stopped = client.fleet.stop(name, reason, site=site, agent=agent)
+        task = client.tasks.wait(stopped.task_id, timeout=timeout) if wait else None
+        run = client.runs.get(task.latest_run_id) if task and task.latest_run_id else None
+    if as_json:
+        answer = stopped.model_dump(mode="json")
+        print_json({**answer, "run": run.model_dump(mode="json") if run else None})
+    else:
+        canceled = len(stopped.canceled_runs)
+        console.print(
+            f"stop of {name}: task {stopped.task_id}, run {stopped.run_id};"
+            f" {canceled} unfinished run(s) of it canceled",
+            highlight=False,
+        )
+        if run is not None:
+            said = run.result if run.state == "succeeded" else run.reason
+            console.print(f"the agent: {run.state}: {said}", highlight=False)
+    if wait and (run is None or run.state != "succeeded"):
+        raise typer.Exit(1)
 
 
 @site_app.command("list")

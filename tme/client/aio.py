@@ -18,6 +18,7 @@ from tme.client.base import Connection, WaitDeadline, shared_ssl_context
 from tme.schemas import (
     AgentPublic,
     DevicePublic,
+    DeviceStopped,
     DeviceValues,
     Page,
     RunDetail,
@@ -207,3 +208,9 @@ class AsyncFleet:
     ) -> DeviceValues:
         """Each point of `device` with its latest value, from succeeded runs."""
         return await self._client.send(calls.device_values(device, site, agent))
+
+    async def stop(
+        self, device: str, reason: str, site: str | None = None, agent: str | None = None
+    ) -> DeviceStopped:
+        """Stop `device` now (see `Client.fleet.stop`)."""
+        return await self._client.send(calls.stop_device(device, reason, site, agent))

@@ -20,6 +20,7 @@ from tme.errors import APIError, ValidationError, api_error_from_response
 from tme.schemas import (
     AgentPublic,
     DevicePublic,
+    DeviceStopped,
     DeviceValues,
     Page,
     RunDetail,
@@ -321,6 +322,19 @@ def list_devices(site: str | None = None, agent: str | None = None) -> Call[list
         f"{API}/devices",
         _list_of(DevicePublic),
         params={k: v for k, v in params.items() if v is not None},
+    )
+
+
+def stop_device(
+    name: str, reason: str, site: str | None = None, agent: str | None = None
+) -> Call[DeviceStopped]:
+    params = {"site": site, "agent": agent}
+    return Call(
+        "POST",
+        f"{API}/devices/{quote(name, safe='')}/stop",
+        _parser(DeviceStopped),
+        params={k: v for k, v in params.items() if v is not None},
+        json={"reason": reason},
     )
 
 

@@ -14,6 +14,7 @@ from tme.client.base import Connection, WaitDeadline, shared_ssl_context
 from tme.schemas import (
     AgentPublic,
     DevicePublic,
+    DeviceStopped,
     DeviceValues,
     Page,
     RunDetail,
@@ -243,3 +244,10 @@ class Fleet:
     ) -> DeviceValues:
         """Each point of `device` with its latest value, from succeeded runs."""
         return self._client.send(calls.device_values(device, site, agent))
+
+    def stop(
+        self, device: str, reason: str, site: str | None = None, agent: str | None = None
+    ) -> DeviceStopped:
+        """Stop `device` now: its unfinished runs are canceled and its agent writes its
+        safe values; `client.runs.get(stopped.run_id)` says what was written."""
+        return self._client.send(calls.stop_device(device, reason, site, agent))

@@ -1,5 +1,6 @@
 """/api/v1/sites, /api/v1/agents, /api/v1/devices: the fleet as presence reports it;
-/api/v1/devices/{device}/values: each point's latest value from succeeded runs."""
+/api/v1/devices/{device}/values: each point's latest value from succeeded runs;
+POST /api/v1/devices/{device}/stop: stop it now (controller/services/device_stop.py)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from tme.controller.api.deps import PrincipalDep, SessionDep
-from tme.controller.services import fleet, point_values
+from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep
+from tme.controller.services import device_stop, fleet, point_values
 from tme.controller.services.access import site_scope
-from tme.schemas import AgentPublic, DevicePublic, DeviceValues, SitePublic
+from tme.schemas import (
+    AgentPublic,
+    DevicePublic,
+    DeviceStop,
+    DeviceStopped,
+    DeviceValues,
+    SitePublic,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"])
 
@@ -18,6 +26,7 @@ SiteQuery = Annotated[str | None, Query(max_length=64)]
 AgentQuery = Annotated[str | None, Query(max_length=64)]
 DeviceName = Annotated[str, Path(min_length=1, max_length=64, description="The device's name")]
 FLEET_READ = {"x-permission": "fleet.read"}
+STOP = {"x-permission": "run.control"}  # whoever may cancel runs may stop a machine
 
 
 @router.get("/sites", response_model=list[SitePublic])
@@ -43,6 +52,29 @@ def list_devices(
     agent: AgentQuery = None,
 ) -> list[DevicePublic]:
     return fleet.list_devices(session, site=site, agent=agent, sites_in=site_scope(principal))
+
+
+@router.post(
+    "/devices/{device}/stop", status_code=201, response_model=DeviceStopped, openapi_extra=STOP
+)
+def stop(
+    device: DeviceName,
+    body: DeviceStop,
+    session: SessionDep,
+    principal: PrincipalDep,
+    on_run_ready: RunReadyDep,
+    site: SiteQuery = None,
+    agent: AgentQuery = None,
+) -> DeviceStopped:
+    """Stop the device now: cancel its unfinished runs and start a task whose run has its
+    agent cancel whatever waits for the device there and write its profile's safe values.
+    Not a latch: later tasks run as usual (see docs/api.md, "Stopping a device")."""
+    found = point_values.find_device(
+        session, device, site=site, agent=agent, sites_in=site_scope(principal)
+    )
+    stopped = device_stop.stop_device(session, found, body.reason, on_run_ready)
+    session.commit()
+    return stopped
 
 
 @router.get("/devices/{device}/values", response_model=DeviceValues, openapi_extra=FLEET_READ)

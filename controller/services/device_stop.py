@@ -1,0 +1,65 @@
+"""Stop a device now: what TME was asked to do with it is called off, and its agent
+writes the safe values of its profile.
+
+In one transaction: every run of a task that targets the device and has not finished
+is canceled (one not yet handed to the broker at once; one on its way is asked to stop,
+as `tme run cancel` does), and a task `stop <device>` (op `device.stop`) is created and
+started. Its command reaches the agent through the same path as any other (outbox,
+broker, gateway, MQTT), behind no run of the device. At the agent, the stop goes before
+every command of the device still waiting for its bus or running (each is canceled,
+saying the stop did it) and writes the safe values in the profile's order
+(agents/operations.py); a write the stop cut off mid-request is followed by the safe
+values again once it can no longer land.
+
+A stop is not a latch: tasks created or scheduled afterwards run as usual. To keep a
+machine stopped, pause its tasks, or lock the device out at its agent.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from tme.controller.services.cancel import cancel_run
+from tme.controller.services.runs import RunReadyHook
+from tme.controller.services.tasks import create_task
+from tme.controller.store.models import Device, Run, Task
+from tme.schemas import DeviceStopped, Target, TaskCreate
+from tme.states import FINAL_STATES
+
+# A stop that has not reached its agent within this long is reported as not delivered:
+# whoever asked must then stop the machine another way, not wait for it.
+STOP_QUEUE_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0  # writing a few safe values (twice after a write it cut off)
+FINAL = [state.value for state in FINAL_STATES]
+
+
+def stop_device(
+    session: Session, device: Device, reason: str, on_run_ready: RunReadyHook | None = None
+) -> DeviceStopped:
+    """Cancel the device's unfinished runs and start the task that stops it, in the
+    caller's transaction."""
+    unfinished = session.exec(
+        select(Run.id)
+        .join(Task, col(Task.id) == col(Run.task_id))
+        .where(
+            Task.site == device.site,
+            Task.agent == device.agent,
+            Task.device == device.name,
+            col(Run.state).not_in(FINAL),
+        )
+        .order_by(col(Run.created_at))
+    ).all()
+    canceled = [cancel_run(session, run_id).id for run_id in unfinished]
+    stop = TaskCreate(
+        name=f"stop {device.name}",
+        description=f"stop of {device.site}/{device.agent}/{device.name}: {reason}",
+        op="device.stop",
+        target=Target(site=device.site, agent=device.agent, device=device.name),
+        params={"reason": reason},
+        timeout_s=STOP_TIMEOUT_S,
+        queue_timeout_s=STOP_QUEUE_TIMEOUT_S,
+        priority=9,
+    )
+    task, _ = create_task(session, stop, on_run_ready=on_run_ready)
+    assert task.id is not None  # flushed by create_task
+    return DeviceStopped(task_id=task.id, run_id=task.latest_run_id, canceled_runs=canceled)
