@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from tme.controller.services import audit
+from tme.controller.services import audit, device_stop, point_values
 from tme.controller.services import cancel as cancel_service
 from tme.controller.services import tasks as task_service
 from tme.controller.services.access import check_task_create
@@ -24,7 +24,7 @@ from tme.controller.services.task_limits import check_task_limits
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Task
 from tme.errors import Conflict
-from tme.schemas import TaskCreate
+from tme.schemas import DevicePublic, TaskCreate
 from tme.states import RunState
 from tme.ui.context import dashboard
 
@@ -50,6 +50,18 @@ def create_task(principal: Principal, body: TaskCreate) -> int:
         task_id = task.id or 0
     _audit(principal, "task.write:create", f"task {task_id}", name=body.name)
     return task_id
+
+
+def stop_device(principal: Principal, device: DevicePublic, reason: str) -> str | None:
+    """Stop the device now; the id of the run that stops it (to open its page)."""
+    board = dashboard()
+    with session_scope(board.engine) as session:
+        found = point_values.find_device(session, device.name, site=device.site, agent=device.agent)
+        stopped = device_stop.stop_device(session, found, reason.strip(), board.on_run_ready)
+        session.commit()
+    where = f"device {device.site}/{device.agent}/{device.name}"
+    _audit(principal, "run.control:stop_device", where, reason=reason.strip())
+    return stopped.run_id
 
 
 def run_now(principal: Principal, task_id: int) -> str | None:

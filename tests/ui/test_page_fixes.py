@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from nicegui import ui
 from nicegui.testing import User
-from sqlmodel import Session
+from sqlmodel import Session, select
 from test_live_pages import LIVE, _latest_run, _move, _succeed, _task
 
 from tme.controller.store.models import Run, Task
@@ -133,3 +133,52 @@ async def test_runs_by_state_keep_their_states_colours(user: User, board, sign_i
     assert chips["succeeded: 1"] == STATE_COLORS["succeeded"]
     assert chips["canceled: 1"] == STATE_COLORS["canceled"]
     assert STATE_COLORS["succeeded"] != STATE_COLORS["canceled"]
+
+
+def _publish_pump(board: Any) -> None:
+    from pathlib import Path
+
+    from tme.controller.event_apply import apply_presence
+    from tme.drivers.profile import load_profile
+    from tme.protocol import Presence
+
+    profile = Path(__file__).resolve().parents[2] / "configs" / "profiles" / "pump.yaml"
+    pump = {"name": "pump1", "profile": "pump", "points": load_profile(profile).public_points()}
+    with Session(board.engine) as session:
+        presence = Presence(site="plant-x", agent="skid-a", state="online", devices=[pump])
+        apply_presence(session, presence)
+        session.commit()
+
+
+async def test_an_operator_stops_a_device_from_the_fleet_page(
+    user: User, board, sign_in, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As POST /api/v1/devices/{device}/stop: its unfinished runs are canceled and a
+    device.stop run starts, whose page opens; a reason is asked for first."""
+    _publish_pump(board)
+    speed = {"point": "speed_setpoint", "value": 1500}
+    waiting = _task(board, target={"site": "plant-x", "agent": "skid-a", "device": "pump1"},
+                    op="modbus.write", params=speed)  # fmt: skip
+    opened: list[str] = []
+    monkeypatch.setattr(user.navigate, "to", opened.append)
+    sign_in(user, "operator")
+    await user.open("/fleet")
+    await user.should_see("Stop pump1")
+    user.find(marker="stop-device").click()
+    user.find(marker="confirm-stop").click()
+    await user.should_see("say why")  # nothing stopped without a reason
+    user.find(marker="stop-reason").type("leak at the seal")
+    user.find(marker="confirm-stop").click()
+    with Session(board.engine) as session:
+        stop = session.exec(select(Task).where(Task.op == "device.stop")).one()
+        assert stop.device == "pump1" and stop.params == {"reason": "leak at the seal"}
+        assert session.get(Task, waiting).status == "canceled"  # type: ignore[union-attr]
+    assert opened == [f"/runs/{stop.latest_run_id}"]
+
+
+async def test_a_viewer_has_no_stop_button(user: User, board, sign_in) -> None:
+    _publish_pump(board)
+    sign_in(user, "viewer")
+    await user.open("/fleet")
+    await user.should_see("pump1")
+    await user.should_not_see("Stop pump1")

@@ -25,9 +25,11 @@ from tme.schemas import (
     PointPublic,
     SitePublic,
 )
-from tme.ui import live
+from tme.ui import actions, live
 from tme.ui.context import dashboard
+from tme.ui.control import guarded
 from tme.ui.loading import OneAtATime, off_the_loop, placeholder
+from tme.ui.session import Viewer
 from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
 
 DeviceKey = tuple[str, str, str]  # site, agent, device
@@ -77,7 +79,7 @@ def register() -> None:
         body.clear()
         with body:
             chips = _sites_and_agents(found)
-            views = _devices(found)
+            views = _devices(found, viewer)
         tables = {key: view.table for key, view in views.items()}
         shown = dict(found.values)
 
@@ -188,6 +190,48 @@ class DeviceView:
                 ).classes("text-negative font-medium").mark("device-lockout")
 
 
+def _stoppable(device: DevicePublic) -> bool:
+    """Whether a stop would write anything: a point with a safe value."""
+    return any(p.safe_value is not None for p in device.points)
+
+
+def _stop_button(viewer: Viewer, device: DevicePublic) -> None:
+    """Stop the device now (as POST /api/v1/devices/{device}/stop), after asking why."""
+
+    def opened(run_id: object) -> None:
+        ui.navigate.to(f"/runs/{run_id}")
+
+    def ask() -> None:
+        with ui.dialog() as dialog, ui.card():
+            ui.label(
+                f"Stop {device.name} now? Its unfinished runs are canceled and its agent"
+                " writes its safe values. Later tasks still run: pause them, or lock the"
+                " device out at its agent, to keep it stopped."
+            )
+            reason = ui.input("Why").props("autofocus maxlength=200").mark("stop-reason")
+            stop = guarded(
+                viewer,
+                "run.control",
+                device.site,
+                lambda principal: actions.stop_device(principal, device, reason.value),
+                then=opened,
+            )
+
+            def confirmed() -> None:
+                if not (reason.value or "").strip():
+                    ui.notify("say why: it is shown with every run the stop cancels")
+                    return
+                dialog.close()
+                stop()
+
+            with ui.row():
+                ui.button("Back", on_click=dialog.close).props("flat")
+                ui.button("Stop", color="negative", on_click=confirmed).mark("confirm-stop")
+        dialog.open()
+
+    ui.button(f"Stop {device.name}", color="negative", on_click=ask).mark("stop-device")
+
+
 def _when(iso: str) -> str:
     """An agent's ISO 8601 time as the page shows times (as it was, if unreadable)."""
     try:
@@ -196,11 +240,13 @@ def _when(iso: str) -> str:
         return iso
 
 
-def _devices(found: Fleet) -> dict[DeviceKey, DeviceView]:
+def _devices(found: Fleet, viewer: Viewer) -> dict[DeviceKey, DeviceView]:
     ui.label("Devices").classes("text-lg")
     views: dict[DeviceKey, DeviceView] = {}
     for key, device in found.devices.items():
         with ui.expansion(value=True).classes("w-full") as header:
+            if viewer.can("run.control", device.site) and _stoppable(device):
+                _stop_button(viewer, device)
             view = DeviceView(header, ui.column(), ui.column().classes("w-full"))
         view.show_status(device)
         show_values(view.table, device, found.values[key])
