@@ -18,12 +18,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from tme.agents.agent_config import AgentConfig
-from tme.agents.checks import STOP_OP
+from tme.agents.checks import RESUME_OP, STOP_OP
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet, build_devices
 from tme.agents.event_packer import EventPacker
 from tme.agents.executor import CANCEL_OP, CommandExecutor, make_event
-from tme.agents.lockout import POLL_S, Lockouts
+from tme.agents.lockout import POLL_S, STOPPED_DIR, Lockouts
 from tme.agents.presence import PresenceAnnouncer
 from tme.mqtt import MqttLink, MqttMessage
 from tme.topics import cmd_topic, evt_topic, state_topic
@@ -51,6 +51,7 @@ class DeviceAgent:
             manual_ack=True,
         )
         self.lockouts = Lockouts(config.state_dir)
+        self.stops = Lockouts(config.state_dir, STOPPED_DIR)
         self._described = self.devices.describe(self.lockouts)
         self.presence = PresenceAnnouncer(
             self.link, config.site, config.agent, "agent", self._described
@@ -75,6 +76,7 @@ class DeviceAgent:
             worker_count=self.config.worker_count,
             allow_shell=self.config.allow_shell,
             lockouts=self.lockouts,
+            stops=self.stops,
         )
         cut_off = self._record.unfinished("started")  # by the last process's end
         await self.devices.start(quiet=self.devices.quiet_after_cut_off(cut_off))
@@ -135,7 +137,7 @@ class DeviceAgent:
         or its link changed (it stopped or started answering): at most once a POLL_S.
         The executor reads the lockout itself before each command that changes a device."""
         try:
-            described = self.devices.describe(self.lockouts)
+            described = self.devices.describe(self.lockouts, self.stops)
             if described != self._described:
                 self._described = described
                 self.presence.set_devices(described)
@@ -185,6 +187,9 @@ class DeviceAgent:
         if command.op == CANCEL_OP:
             self._cancel(command)
             return
+        if command.op == RESUME_OP:
+            self._resume(command)
+            return
         if command.id in self._tasks:
             return  # a duplicate of a command running right now; its events are on the way
         entry = self._record.get(command.id)
@@ -196,7 +201,8 @@ class DeviceAgent:
             self._executor.outcome_unknown(entry.command)
             return
         self._record.add(command)  # new, or received by an earlier process and never started
-        if command.op == STOP_OP:
+        if command.op == STOP_OP and self.devices.get(command.device) is not None:
+            self._latch(command)
             self._clear_the_way(command)
         self._launch(command)
 
@@ -232,6 +238,30 @@ class DeviceAgent:
         else:
             answer = "nothing to stop: it already finished"
         self._publish_event(make_event(request, "succeeded", reason=answer))
+
+    def _latch(self, stop: Command) -> None:
+        """A stopped device stays stopped: its changes are refused (from now, before the
+        stop has written anything) until a device.resume. A latch that cannot be written
+        is logged; the stop itself still runs."""
+        reason = str(stop.params.get("reason") or "no reason given")
+        try:
+            self.stops.lock(str(stop.device), str(stop.params.get("by") or "controller"), reason)
+        except Exception:
+            log.exception("could not latch the stop of %s", stop.device)
+
+    def _resume(self, request: Command) -> None:
+        """Lift a stop's latch: the device takes changes again. Answered at once (it waits
+        for no bus); a device that was not stopped says so."""
+        try:
+            ended = self.stops.unlock(str(request.device)) if request.device else None
+        except Exception as exc:
+            log.exception("could not lift the stop of %s", request.device)
+            reason = f"could not lift the stop: {exc}"
+            self._publish_event(make_event(request, "failed", reason=reason, not_started=True))
+            return
+        answer = "resumed" if ended is not None else "it was not stopped"
+        result = {"resumed": request.device, "was": ended.public() if ended else None}
+        self._publish_event(make_event(request, "succeeded", reason=answer, result=result))
 
     def _clear_the_way(self, stop: Command) -> None:
         """A stop of a device goes before everything queued for it: each other command

@@ -19,6 +19,8 @@ BUILTIN_OPS = frozenset({"noop", "sleep", "shell"})
 DEVICE_OPS = frozenset({"modbus.read", "modbus.write", "serial.command", "device.stop"})
 # Stop the device: cancel its other commands at the agent, write its profile's safe values.
 STOP_OP = "device.stop"
+# Lift a stop's latch (the agent answers it at once, like a cancel; nothing is written).
+RESUME_OP = "device.resume"
 
 
 class Refused(Exception):

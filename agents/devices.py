@@ -127,15 +127,20 @@ class DeviceSet:
         since = datetime.now(UTC).isoformat(timespec="seconds")
         self.links[name] = Link(state, since, "" if answered else error[:MAX_LINK_ERROR])
 
-    def describe(self, lockouts: Lockouts | None = None) -> list[dict[str, Any]]:
-        """Each device as presence tells it, with its lockout when it has one and its
-        link once an operation found it."""
+    def describe(
+        self, lockouts: Lockouts | None = None, stops: Lockouts | None = None
+    ) -> list[dict[str, Any]]:
+        """Each device as presence tells it, with its lockout or stop when it has one
+        and its link once an operation found it."""
         locked = lockouts.all() if lockouts is not None else {}
+        stopped = stops.all() if stops is not None else {}
         described = []
         for device in self.devices.values():
             extra: dict[str, Any] = {}
             if (lockout := locked.get(device.name)) is not None:
                 extra["lockout"] = lockout.public()
+            if (stop := stopped.get(device.name)) is not None:
+                extra["stopped"] = stop.public()
             if (link := self.links.get(device.name)) is not None:
                 extra["link"] = link.public()
             described.append({**device.describe(), **extra})

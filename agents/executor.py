@@ -95,12 +95,14 @@ class CommandExecutor:
         worker_count: int,
         allow_shell: bool,
         lockouts: Lockouts | None = None,
+        stops: Lockouts | None = None,
     ) -> None:
         self.record = record
         self.devices = devices
         self.publish = publish
         self.allow_shell = allow_shell
         self.lockouts = lockouts
+        self.stops = stops  # devices stopped (latched) until a device.resume
         self._workers = asyncio.Semaphore(worker_count)
         # commands to stop, with why: "" for a stop request naming the command
         self._stop_requested: dict[str, str] = {}
@@ -208,12 +210,19 @@ class CommandExecutor:
         return None
 
     def _locked_out(self, plan: Plan) -> str | None:
-        """Why the plan may not run now that its device is locked out (None: it may)."""
+        """Why the plan may not run now that its device is locked out, or stopped
+        (None: it may). A stop of a stopped device runs: it writes the safe values again."""
         what = changes_device(plan)
-        if what is None or plan.device is None or self.lockouts is None:
+        if what is None or plan.device is None:
             return None
-        lockout = self.lockouts.get(plan.device.name)
-        return lockout.refusal(what) if lockout is not None else None
+        latches = [self.lockouts]
+        if plan.command.op != STOP_OP:
+            latches.append(self.stops)
+        for latch in latches:
+            found = latch.get(plan.device.name) if latch is not None else None
+            if found is not None:
+                return found.refusal(what)
+        return None
 
     async def _run(self, plan: Plan, lines: _HeldLines, deadline: float) -> Event:
         command = plan.command

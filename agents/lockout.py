@@ -32,6 +32,9 @@ from typing import Any
 from tme.errors import ConfigError, TMEError
 
 LOCKOUT_DIR = "lockout"
+# A device stopped from the controller (op device.stop) is latched the same way, in a
+# directory of its own: its changes are refused until a device.resume lifts it.
+STOPPED_DIR = "stopped"
 POLL_S = 1.0  # how soon a lock or unlock reaches the controller, at most
 MAX_REASON = 200  # characters kept of a reason (it goes into every refusal)
 
@@ -42,9 +45,15 @@ class Lockout:
     by: str
     reason: str
     at: str  # ISO 8601, UTC
+    kind: str = LOCKOUT_DIR  # or STOPPED_DIR: a stop's latch
 
     def refusal(self, what: str) -> str:
         """Why a command that could change the device is refused."""
+        if self.kind == STOPPED_DIR:
+            return (
+                f"device {self.device!r} was stopped by {self.by} at {self.at}: {self.reason};"
+                f" {what} refused until it is resumed (reads still run; `tme device resume`)"
+            )
         return (
             f"device {self.device!r} is locked out by {self.by} since {self.at}: {self.reason}; "
             f"{what} refused (reads still run; `tme agent unlock` at the agent ends it)"
@@ -56,10 +65,12 @@ class Lockout:
 
 
 class Lockouts:
-    """The lockout files of one agent's state directory."""
+    """The lockout files of one agent's state directory (with `kind` STOPPED_DIR: its
+    stop latches, the same files in a directory of their own)."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.dir = Path(state_dir) / LOCKOUT_DIR
+    def __init__(self, state_dir: Path, kind: str = LOCKOUT_DIR) -> None:
+        self.kind = kind
+        self.dir = Path(state_dir) / kind
 
     def _path(self, device: str) -> Path:
         if not device or "/" in device or device.startswith("."):
@@ -75,8 +86,9 @@ class Lockouts:
         except (OSError, ValueError) as exc:
             # A lockout file that cannot be read still locks the device out: a damaged
             # lock must not hand the machine back.
-            return Lockout(device, "unknown", f"lockout file unreadable ({exc})", "unknown")
-        return _lockout(device, data)
+            what = f"{self.kind} file unreadable ({exc})"
+            return Lockout(device, "unknown", what, "unknown", self.kind)
+        return _lockout(device, data, self.kind)
 
     def all(self) -> dict[str, Lockout]:
         try:
@@ -92,14 +104,14 @@ class Lockouts:
         if not reason:
             raise ConfigError("a lockout needs a reason (--reason): it is shown with every refusal")
         at = datetime.now(UTC).isoformat(timespec="seconds")
-        lockout = Lockout(device, by or "unknown", reason, at)
+        lockout = Lockout(device, by or "unknown", reason, at, self.kind)
         path = self._path(device)
         with self._writing(device):
             self.dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".lock-", suffix=".tmp")
             try:
                 with os.fdopen(fd, "w") as f:
-                    json.dump(asdict(lockout), f)
+                    json.dump({k: v for k, v in asdict(lockout).items() if k != "kind"}, f)
                     f.flush()
                     os.fsync(f.fileno())
                 os.replace(tmp, path)
@@ -132,14 +144,16 @@ class Lockouts:
             ) from exc
 
 
-def _lockout(device: str, data: Any) -> Lockout:
+def _lockout(device: str, data: Any, kind: str) -> Lockout:
     if not isinstance(data, dict):
-        return Lockout(device, "unknown", "lockout file unreadable (not an object)", "unknown")
+        what = f"{kind} file unreadable (not an object)"
+        return Lockout(device, "unknown", what, "unknown", kind)
     return Lockout(
         device,
         str(data.get("by") or "unknown"),
         str(data.get("reason") or "no reason given"),
         str(data.get("at") or "unknown"),
+        kind,
     )
 
 

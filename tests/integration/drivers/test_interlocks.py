@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
+from waiting import wait_until_async
 
-from tests.waiting import wait_until_async
 from tme.agents.agent_config import DeviceConfig, InterlockConfig, parse_agent_config
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet, build_devices

@@ -10,7 +10,7 @@ from commands import make_command
 from edge_helpers import send
 from waiting import wait_until
 
-from tme.protocol import evt_topic
+from tme.protocol import Presence, evt_topic, state_topic
 from tme.simulators.modbus_plant import PlantSimulator
 
 pytestmark = pytest.mark.external_service
@@ -99,3 +99,52 @@ def test_a_stop_of_a_device_without_safe_values_is_rejected(
         assert final.type == "rejected"
         assert final.reason is not None and "no point with a safe_value" in final.reason
         assert plant.request_count(2, writes_only=True) == 0
+
+
+def test_a_stopped_device_refuses_changes_until_it_is_resumed(
+    names, agent_factory, watcher_factory
+) -> None:
+    """The stop latches, in the agent's state directory: a restarted agent still refuses
+    the pump's writes (reads run) and says so in its presence, until a device.resume."""
+    site, agent = names
+    watcher = watcher_factory([evt_topic(site, agent), state_topic(site, agent)])
+    with PlantSimulator.run_in_thread(tick_s=None) as plant:
+        runner = pump_agent(agent_factory, site, agent, plant.port)
+        stop = make_command(
+            site, agent, "device.stop", device="pump1",
+            params={"reason": "leak at the seal", "by": "alice"},
+        )  # fmt: skip
+        send(runner.agent.link, stop)
+        assert watcher.wait_final(stop.id)[-1].type == "succeeded"
+        runner.stop()
+        runner = pump_agent(agent_factory, site, agent, plant.port)
+
+        def stopped_in_presence() -> dict | None:
+            said = [m for m in watcher.messages if isinstance(m, Presence) and m.devices]
+            return said[-1].devices[0].get("stopped") if said else None
+
+        watcher.wait_for(lambda: stopped_in_presence() is not None)
+        assert stopped_in_presence()["by"] == "alice"
+        start = make_command(
+            site, agent, "modbus.write", device="pump1", params={"point": "run", "value": True}
+        )
+        send(runner.agent.link, start)
+        refused = watcher.wait_final(start.id)[-1]
+        assert refused.type == "rejected"
+        assert refused.reason is not None
+        assert "was stopped by alice" in refused.reason and "until it is resumed" in refused.reason
+        read = make_command(site, agent, "modbus.read", device="pump1", params={"point": "run"})
+        send(runner.agent.link, read)
+        assert watcher.wait_final(read.id)[-1].type == "succeeded"
+
+        resume = make_command(site, agent, "device.resume", device="pump1")
+        send(runner.agent.link, resume)
+        resumed = watcher.wait_final(resume.id)[-1]
+        assert resumed.type == "succeeded" and resumed.reason == "resumed"
+        watcher.wait_for(lambda: stopped_in_presence() is None)
+        again = make_command(
+            site, agent, "modbus.write", device="pump1", params={"point": "run", "value": True}
+        )
+        send(runner.agent.link, again)
+        assert watcher.wait_final(again.id)[-1].type == "succeeded"
+        assert plant.read_bit(PUMP, RUN_COIL) is True
