@@ -216,6 +216,7 @@ def _replace_devices(session: Session, presence: Presence, now: object) -> None:
         device.profile = str(described.get("profile", ""))[:200]
         device.points = list(described.get("points", []))
         device.lockout = _lockout_of(described.get("lockout"))
+        device.stopped = _lockout_of(described.get("stopped"))  # the same fields
         device.link = _link_of(described.get("link"))
         device.updated_at = presence.at
         session.add(device)

@@ -40,6 +40,7 @@ OPS = (
     "modbus.write",
     "serial.command",
     "device.stop",
+    "device.resume",
 )
 Op = Literal[
     "external",
@@ -50,10 +51,13 @@ Op = Literal[
     "modbus.write",
     "serial.command",
     "device.stop",
+    "device.resume",
 ]
 MACHINE_OPS = frozenset(OPS) - {"external"}
 # Ops that act on a device through a driver, so the target must name the device.
-DEVICE_OPS = frozenset({"modbus.read", "modbus.write", "serial.command", "device.stop"})
+DEVICE_OPS = frozenset(
+    {"modbus.read", "modbus.write", "serial.command", "device.stop", "device.resume"}
+)
 
 # Names travel in MQTT topics and AMQP routing keys: no wildcards, separators or spaces.
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")]
@@ -252,6 +256,7 @@ class SerialCommandParams(Input):
 
 class DeviceStopParams(Input):
     reason: str = Field(default="", max_length=200)
+    by: str = Field(default="", max_length=200)  # who asked (the stop's latch shows it)
 
 
 PARAMS_MODELS: dict[str, type[Input] | None] = {
@@ -263,6 +268,7 @@ PARAMS_MODELS: dict[str, type[Input] | None] = {
     "modbus.write": ModbusWriteParams,
     "serial.command": SerialCommandParams,
     "device.stop": DeviceStopParams,
+    "device.resume": DeviceStopParams,
 }
 
 
@@ -740,6 +746,8 @@ class DevicePublic(Output):
     # Set while the device is locked out at its agent: it refuses whatever would change
     # the device (writes, serial commands that are not read-only); reads still run.
     lockout: DeviceLockout | None = None
+    # Stopped (POST .../stop) and latched at its agent until resumed: by, reason, at.
+    stopped: DeviceLockout | None = None
     # As its agent last said (null: no operation has found out since the agent started).
     link: DeviceLink | None = None
     updated_at: datetime | None = None

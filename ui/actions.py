@@ -52,16 +52,20 @@ def create_task(principal: Principal, body: TaskCreate) -> int:
     return task_id
 
 
-def stop_device(principal: Principal, device: DevicePublic, reason: str) -> str | None:
-    """Stop the device now; the id of the run that stops it (to open its page)."""
+def stop_device(
+    principal: Principal, device: DevicePublic, reason: str, action: str = "stop"
+) -> str | None:
+    """Stop the device now (or with `action` "resume", lift its stop); the id of the run
+    that does it (to open its page)."""
     board = dashboard()
+    do = device_stop.stop_device if action == "stop" else device_stop.resume_device
     with session_scope(board.engine) as session:
         found = point_values.find_device(session, device.name, site=device.site, agent=device.agent)
-        stopped = device_stop.stop_device(session, found, reason.strip(), board.on_run_ready)
+        answer = do(session, found, reason.strip(), principal.username, board.on_run_ready)
         session.commit()
     where = f"device {device.site}/{device.agent}/{device.name}"
-    _audit(principal, "run.control:stop_device", where, reason=reason.strip())
-    return stopped.run_id
+    _audit(principal, f"run.control:{action}_device", where, reason=reason.strip())
+    return answer.run_id
 
 
 def run_now(principal: Principal, task_id: int) -> str | None:

@@ -11,8 +11,9 @@ saying the stop did it) and writes the safe values in the profile's order
 (agents/operations.py); a write the stop cut off mid-request is followed by the safe
 values again once it can no longer land.
 
-A stop is not a latch: tasks created or scheduled afterwards run as usual. To keep a
-machine stopped, pause its tasks, or lock the device out at its agent.
+The stop latches at the agent (from the moment it arrives there, in its state
+directory): the device's changes are refused, its reads still run, until a resume
+(`resume_device`, op `device.resume`), which the agent answers at once.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ FINAL = [state.value for state in FINAL_STATES]
 
 
 def stop_device(
-    session: Session, device: Device, reason: str, on_run_ready: RunReadyHook | None = None
+    session: Session,
+    device: Device,
+    reason: str,
+    by: str,
+    on_run_ready: RunReadyHook | None = None,
 ) -> DeviceStopped:
     """Cancel the device's unfinished runs and start the task that stops it, in the
     caller's transaction."""
@@ -55,11 +60,38 @@ def stop_device(
         description=f"stop of {device.site}/{device.agent}/{device.name}: {reason}",
         op="device.stop",
         target=Target(site=device.site, agent=device.agent, device=device.name),
-        params={"reason": reason},
+        params={"reason": reason, "by": by},
         timeout_s=STOP_TIMEOUT_S,
         queue_timeout_s=STOP_QUEUE_TIMEOUT_S,
         priority=9,
     )
-    task, _ = create_task(session, stop, on_run_ready=on_run_ready)
+    return _started(session, stop, canceled, on_run_ready)
+
+
+def resume_device(
+    session: Session,
+    device: Device,
+    reason: str,
+    by: str,
+    on_run_ready: RunReadyHook | None = None,
+) -> DeviceStopped:
+    """Start the task that lifts the device's stop at its agent (nothing is written: its
+    next tasks change it again)."""
+    resume = TaskCreate(
+        name=f"resume {device.name}",
+        description=f"resume of {device.site}/{device.agent}/{device.name}: {reason}",
+        op="device.resume",
+        target=Target(site=device.site, agent=device.agent, device=device.name),
+        params={"reason": reason, "by": by},
+        timeout_s=STOP_TIMEOUT_S,
+        queue_timeout_s=STOP_QUEUE_TIMEOUT_S,
+    )
+    return _started(session, resume, [], on_run_ready)
+
+
+def _started(
+    session: Session, body: TaskCreate, canceled: list[str], on_run_ready: RunReadyHook | None
+) -> DeviceStopped:
+    task, _ = create_task(session, body, on_run_ready=on_run_ready)
     assert task.id is not None  # flushed by create_task
     return DeviceStopped(task_id=task.id, run_id=task.latest_run_id, canceled_runs=canceled)

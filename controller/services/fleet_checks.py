@@ -56,6 +56,7 @@ class PublishedDevice(Protocol):
     profile: str
     points: list[dict[str, Any]]
     lockout: dict[str, str] | None
+    stopped: dict[str, str] | None
     link: dict[str, str] | None
 
 
@@ -79,6 +80,7 @@ PUBLISHED = sa_select(
     DEVICES.c.profile,
     DEVICES.c.points,
     DEVICES.c.lockout,
+    DEVICES.c.stopped,
     DEVICES.c.link,
 ).where(tuple_(DEVICES.c.site, DEVICES.c.agent).in_(PAIRS))
 AGENTS_SEEN = sa_select(AGENTS.c.site, AGENTS.c.name).where(
@@ -144,6 +146,8 @@ def check_task(
         noticed = []
         if device.lockout is not None and check.changes(op, params):
             noticed.append(check.locked_out(device.lockout))
+        if device.stopped is not None and check.changes(op, params) and op != "device.stop":
+            noticed.append(check.stopped(device.stopped))
         if isinstance(device.link, dict) and device.link.get("state") == "down":
             noticed.append(check.not_answering(device.link))
         return noticed
@@ -198,6 +202,13 @@ class DeviceCheck:
         return (
             f"{self.where} is locked out at its agent by {by} since {at}: {reason}; the agent"
             f" refuses this task's runs until the device is unlocked there (tme agent unlock)"
+        )
+
+    def stopped(self, stop: dict[str, str]) -> str:
+        by, reason, at = (stop.get(k, "unknown") for k in ("by", "reason", "at"))
+        return (
+            f"{self.where} was stopped by {by} at {at}: {reason}; its agent refuses this"
+            " task's runs until the device is resumed (tme device resume)"
         )
 
     def not_answering(self, link: dict[str, str]) -> str:

@@ -228,6 +228,8 @@ class Device(SQLModel, table=True):
     points: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
     # Locked out at its agent (`tme agent lock`): by, reason, at; None when it is not.
     lockout: dict[str, str] | None = Field(default=None, sa_type=JSON)
+    # Stopped from the controller, latched at its agent until resumed: by, reason, at.
+    stopped: dict[str, str] | None = Field(default=None, sa_type=JSON)
     # Whether it answered its agent's last operation: state (ok, down), since, error;
     # None until an operation found out.
     link: dict[str, str] | None = Field(default=None, sa_type=JSON)

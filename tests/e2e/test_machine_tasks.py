@@ -336,5 +336,24 @@ def test_tme_device_stop_cancels_what_waits_for_the_pump_and_writes_its_safe_val
     assert plant.read_bit(PUMP_UNIT, 0) is False
     assert plant.read_register(PUMP_UNIT, SPEED_SETPOINT) == 0
 
+    # latched at the agent: the API shows it, a write is taken with a warning and refused
+    def pump1():
+        return next(d for d in client.fleet.devices(site=target["site"]) if d.name == "pump1")
+
+    wait_until(lambda: pump1().stopped is not None, timeout=15, what="the stop reported")
+    assert pump1().stopped.reason == "leak at the seal"
+    again = client.tasks.create(name="start", op="modbus.write", target=target, params=start)
+    assert any("was stopped by" in w for w in again.warnings), again.warnings
+    assert client.tasks.wait(again.id, timeout=30).status == "rejected"
+    assert plant.read_bit(PUMP_UNIT, 0) is False
+
+    resume = ["device", "resume", "pump1", "--reason", "seal replaced", "--url", real_stack.url]
+    result = CliRunner().invoke(app, resume, env={"TME_TOKEN": real_stack.token})
+    assert result.exit_code == 0, result.output
+    wait_until(lambda: pump1().stopped is None, timeout=15, what="the resume reported")
+    started = client.tasks.create(name="start", op="modbus.write", target=target, params=start)
+    assert client.tasks.wait(started.id, timeout=30).status == "succeeded"
+    assert plant.read_bit(PUMP_UNIT, 0) is True
+
     with pytest.raises(ValidationError, match="no point with a safe_value"):
         client.fleet.stop("tank1", "no safe values", site=target["site"])

@@ -135,7 +135,7 @@ async def test_runs_by_state_keep_their_states_colours(user: User, board, sign_i
     assert STATE_COLORS["succeeded"] != STATE_COLORS["canceled"]
 
 
-def _publish_pump(board: Any) -> None:
+def _publish_pump(board: Any, stopped: dict | None = None) -> None:
     from pathlib import Path
 
     from tme.controller.event_apply import apply_presence
@@ -144,6 +144,8 @@ def _publish_pump(board: Any) -> None:
 
     profile = Path(__file__).resolve().parents[2] / "configs" / "profiles" / "pump.yaml"
     pump = {"name": "pump1", "profile": "pump", "points": load_profile(profile).public_points()}
+    if stopped is not None:
+        pump["stopped"] = stopped  # as its agent says it after a stop
     with Session(board.engine) as session:
         presence = Presence(site="plant-x", agent="skid-a", state="online", devices=[pump])
         apply_presence(session, presence)
@@ -171,7 +173,8 @@ async def test_an_operator_stops_a_device_from_the_fleet_page(
     user.find(marker="confirm-stop").click()
     with Session(board.engine) as session:
         stop = session.exec(select(Task).where(Task.op == "device.stop")).one()
-        assert stop.device == "pump1" and stop.params == {"reason": "leak at the seal"}
+        assert stop.device == "pump1"
+        assert stop.params == {"reason": "leak at the seal", "by": "operator-0"}
         assert session.get(Task, waiting).status == "canceled"  # type: ignore[union-attr]
     assert opened == [f"/runs/{stop.latest_run_id}"]
 
@@ -182,3 +185,30 @@ async def test_a_viewer_has_no_stop_button(user: User, board, sign_in) -> None:
     await user.open("/fleet")
     await user.should_see("pump1")
     await user.should_not_see("Stop pump1")
+
+
+async def test_a_stopped_device_says_so_and_offers_resume(
+    user: User, board, sign_in, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stopped = {"by": "alice", "reason": "leak at the seal", "at": "2026-12-07T06:00:00+00:00"}
+    _publish_pump(board, stopped)
+    monkeypatch.setattr(user.navigate, "to", lambda _to: None)
+    sign_in(user, "operator")
+    await user.open("/fleet")
+    await user.should_see("Stopped by alice at 2026-12-07 06:00:00: leak at the seal")
+    user.find(marker="resume-device").click()
+    user.find(marker="resume-reason").type("seal replaced")
+    user.find(marker="confirm-resume").click()
+    with Session(board.engine) as session:
+        resume = session.exec(select(Task).where(Task.op == "device.resume")).one()
+        assert resume.params == {"reason": "seal replaced", "by": "operator-0"}
+
+
+async def test_the_resume_button_shows_only_while_the_device_is_stopped(
+    user: User, board, sign_in
+) -> None:
+    _publish_pump(board)
+    sign_in(user, "operator")
+    await user.open("/fleet")
+    await user.should_see("Stop pump1")
+    await user.should_not_see(marker="resume-device")  # hidden: it is not stopped

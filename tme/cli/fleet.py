@@ -1,5 +1,6 @@
 """`tme agent list`, `tme device list`, `tme site list`: the fleet as presence reports it;
-`tme device values NAME`: each point's latest value; `tme device stop NAME`: stop it now."""
+`tme device values NAME`: each point's latest value; `tme device stop NAME`: stop it now
+(latched at its agent) and `tme device resume NAME`: lift that."""
 
 from __future__ import annotations
 
@@ -81,6 +82,13 @@ def list_devices(
             ["site", "agent", "device", "since", "error"],
             [(site, agent, name, ln.since, ln.error) for site, agent, name, ln in down],
         )
+    stopped = [(d.site, d.agent, d.name, d.stopped) for d in devices if d.stopped is not None]
+    if stopped:  # their agents refuse their changes until tme device resume
+        print_table(
+            "Stopped (changes refused until tme device resume)",
+            ["site", "agent", "device", "by", "at", "reason"],
+            [(site, agent, name, s.by, s.at, s.reason) for site, agent, name, s in stopped],
+        )
     locked = [(d.site, d.agent, d.name, d.lockout) for d in devices if d.lockout is not None]
     if locked:  # the agent refuses their writes until someone unlocks them there
         print_table(
@@ -118,37 +126,75 @@ def device_values(
     )
 
 
+DeviceArg = Annotated[str, typer.Argument(help="The device's name.")]
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept with its task).")]
+NamesakeSite = Annotated[str | None, typer.Option("--site", help="Its site (among namesakes).")]
+NamesakeAgent = Annotated[str | None, typer.Option("--agent", help="Its agent (among namesakes).")]
+WaitOption = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the agent's answer.")]
+TimeoutOption = Annotated[float, typer.Option("--timeout", help="Give up after SECONDS.")]
+
+
 @device_app.command("stop")
 def stop_device(
-    name: Annotated[str, typer.Argument(help="The device's name.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (shown with what it cancels).")],
-    site: Annotated[str | None, typer.Option("--site", help="Its site (among namesakes).")] = None,
-    agent: Annotated[
-        str | None, typer.Option("--agent", help="Its agent (among namesakes).")
-    ] = None,
-    wait: Annotated[
-        bool, typer.Option("--wait/--no-wait", help="Wait for the agent's answer.")
-    ] = True,
-    timeout: Annotated[float, typer.Option("--timeout", help="Give up after SECONDS.")] = 90.0,
+    name: DeviceArg,
+    reason: ReasonOption,
+    site: NamesakeSite = None,
+    agent: NamesakeAgent = None,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 90.0,
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Stop a device now: cancel its unfinished runs, and have its agent cancel whatever
-    waits for it there and write its profile's safe values. Exit 0 only once the agent
-    wrote them (with --wait, the default). Not a latch: later tasks run as usual."""
+    waits for it there and write its profile's safe values. The agent then refuses its
+    changes until `tme device resume`. Exit 0 only once the agent wrote them (with
+    --wait, the default)."""
+    _ask_agent("stop", name, reason, site, agent, wait, timeout, url, token, as_json)
+
+
+@device_app.command("resume")
+def resume_device(
+    name: DeviceArg,
+    reason: ReasonOption,
+    site: NamesakeSite = None,
+    agent: NamesakeAgent = None,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 90.0,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Lift a stop: the device's agent takes its changes again (nothing is written). Exit
+    0 only once the agent answered (with --wait, the default)."""
+    _ask_agent("resume", name, reason, site, agent, wait, timeout, url, token, as_json)
+
+
+def _ask_agent(
+    action: str,
+    name: str,
+    reason: str,
+    site: str | None,
+    agent: str | None,
+    wait: bool,
+    timeout: float,
+    url: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
     with connect(url, token) as client:
-        stopped = client.fleet.stop(name, reason, site=site, agent=agent)
-        task = client.tasks.wait(stopped.task_id, timeout=timeout) if wait else None
+        ask = client.fleet.stop if action == "stop" else client.fleet.resume
+        answer = ask(name, reason, site=site, agent=agent)
+        task = client.tasks.wait(answer.task_id, timeout=timeout) if wait else None
         run = client.runs.get(task.latest_run_id) if task and task.latest_run_id else None
     if as_json:
-        answer = stopped.model_dump(mode="json")
-        print_json({**answer, "run": run.model_dump(mode="json") if run else None})
+        body = answer.model_dump(mode="json")
+        print_json({**body, "run": run.model_dump(mode="json") if run else None})
     else:
-        canceled = len(stopped.canceled_runs)
+        canceled = f"; {len(answer.canceled_runs)} unfinished run(s) of it canceled"
         console.print(
-            f"stop of {name}: task {stopped.task_id}, run {stopped.run_id};"
-            f" {canceled} unfinished run(s) of it canceled",
+            f"{action} of {name}: task {answer.task_id}, run {answer.run_id}"
+            + (canceled if action == "stop" else ""),
             highlight=False,
         )
         if run is not None:

@@ -214,3 +214,9 @@ class AsyncFleet:
     ) -> DeviceStopped:
         """Stop `device` now (see `Client.fleet.stop`)."""
         return await self._client.send(calls.stop_device(device, reason, site, agent))
+
+    async def resume(
+        self, device: str, reason: str, site: str | None = None, agent: str | None = None
+    ) -> DeviceStopped:
+        """Lift a stop of `device` (see `Client.fleet.resume`)."""
+        return await self._client.send(calls.stop_device(device, reason, site, agent, "resume"))

@@ -326,12 +326,13 @@ def list_devices(site: str | None = None, agent: str | None = None) -> Call[list
 
 
 def stop_device(
-    name: str, reason: str, site: str | None = None, agent: str | None = None
+    name: str, reason: str, site: str | None = None, agent: str | None = None, action: str = "stop"
 ) -> Call[DeviceStopped]:
+    """POST .../stop, or with `action` "resume", .../resume."""
     params = {"site": site, "agent": agent}
     return Call(
         "POST",
-        f"{API}/devices/{quote(name, safe='')}/stop",
+        f"{API}/devices/{quote(name, safe='')}/{action}",
         _parser(DeviceStopped),
         params={k: v for k, v in params.items() if v is not None},
         json={"reason": reason},

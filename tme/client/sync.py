@@ -251,3 +251,9 @@ class Fleet:
         """Stop `device` now: its unfinished runs are canceled and its agent writes its
         safe values; `client.runs.get(stopped.run_id)` says what was written."""
         return self._client.send(calls.stop_device(device, reason, site, agent))
+
+    def resume(
+        self, device: str, reason: str, site: str | None = None, agent: str | None = None
+    ) -> DeviceStopped:
+        """Lift a stop of `device`: its agent takes changes again."""
+        return self._client.send(calls.stop_device(device, reason, site, agent, "resume"))

@@ -101,7 +101,8 @@ def register() -> None:
             for site, agent in sorted(agents & {(k[0], k[1]) for k in views}):
                 for device in await run.io_bound(_agent_devices, site, agent) or []:
                     view = views.get(_key(device))
-                    if view is not None and (device.link, device.lockout) != view.shown:
+                    shown = (device.link, device.lockout, device.stopped)
+                    if view is not None and shown != view.shown:
                         view.show_status(device)
 
         async def redraw(key: DeviceKey) -> None:
@@ -165,15 +166,29 @@ class DeviceView:
     header: ui.expansion
     status: ui.column
     table: ui.column
-    shown: tuple[DeviceLink | None, DeviceLockout | None] = (None, None)
+    resume: ui.button | None = None  # shown while the device is stopped
+    shown: tuple[DeviceLink | None, DeviceLockout | None, DeviceLockout | None] = (
+        None,
+        None,
+        None,
+    )
 
     def show_status(self, device: DevicePublic) -> None:
-        self.shown = (link, lockout) = (device.link, device.lockout)
+        self.shown = (link, lockout, stopped) = (device.link, device.lockout, device.stopped)
         title = f"{device.site}/{device.agent}/{device.name} ({device.profile})"
         down = " NOT ANSWERING" if link is not None and link.state == "down" else ""
-        self.header.text = title + down + (" LOCKED OUT" if lockout else "")
+        held = (" STOPPED" if stopped else "") + (" LOCKED OUT" if lockout else "")
+        self.header.text = title + down + held
+        if self.resume is not None:
+            self.resume.visible = stopped is not None
         self.status.clear()
         with self.status:
+            if stopped is not None:
+                ui.label(
+                    f"Stopped by {stopped.by} at {_when(stopped.at)}: {stopped.reason}. Its"
+                    " agent refuses writes and changing commands until it is resumed; reads"
+                    " still run."
+                ).classes("text-negative font-medium").mark("device-stopped")
             if link is not None and link.state == "down":
                 ui.label(f"Not answering its agent since {link.since}: {link.error}").classes(
                     "text-negative font-medium"
@@ -195,41 +210,51 @@ def _stoppable(device: DevicePublic) -> bool:
     return any(p.safe_value is not None for p in device.points)
 
 
-def _stop_button(viewer: Viewer, device: DevicePublic) -> None:
-    """Stop the device now (as POST /api/v1/devices/{device}/stop), after asking why."""
+ASKS = {
+    "stop": (
+        "Stop {name} now? Its unfinished runs are canceled and its agent writes its safe"
+        " values, then refuses its changes until it is resumed."
+    ),
+    "resume": "Resume {name}? Its agent takes its changes again (nothing is written).",
+}
+
+
+def _ask_button(viewer: Viewer, device: DevicePublic, action: str) -> ui.button:
+    """Stop or resume the device (as POST /api/v1/devices/{device}/stop or /resume),
+    after asking why; the run that does it opens."""
 
     def opened(run_id: object) -> None:
         ui.navigate.to(f"/runs/{run_id}")
 
     def ask() -> None:
         with ui.dialog() as dialog, ui.card():
-            ui.label(
-                f"Stop {device.name} now? Its unfinished runs are canceled and its agent"
-                " writes its safe values. Later tasks still run: pause them, or lock the"
-                " device out at its agent, to keep it stopped."
-            )
-            reason = ui.input("Why").props("autofocus maxlength=200").mark("stop-reason")
-            stop = guarded(
+            ui.label(ASKS[action].format(name=device.name))
+            reason = ui.input("Why").props("autofocus maxlength=200").mark(f"{action}-reason")
+            do = guarded(
                 viewer,
                 "run.control",
                 device.site,
-                lambda principal: actions.stop_device(principal, device, reason.value),
+                lambda principal: actions.stop_device(principal, device, reason.value, action),
                 then=opened,
             )
 
             def confirmed() -> None:
                 if not (reason.value or "").strip():
-                    ui.notify("say why: it is shown with every run the stop cancels")
+                    ui.notify(f"say why: it is kept with the {action}")
                     return
                 dialog.close()
-                stop()
+                do()
 
             with ui.row():
                 ui.button("Back", on_click=dialog.close).props("flat")
-                ui.button("Stop", color="negative", on_click=confirmed).mark("confirm-stop")
+                ui.button(action.capitalize(), color="negative", on_click=confirmed).mark(
+                    f"confirm-{action}"
+                )
         dialog.open()
 
-    ui.button(f"Stop {device.name}", color="negative", on_click=ask).mark("stop-device")
+    color = "negative" if action == "stop" else "primary"
+    label = f"{action.capitalize()} {device.name}"
+    return ui.button(label, color=color, on_click=ask).mark(f"{action}-device")
 
 
 def _when(iso: str) -> str:
@@ -245,9 +270,12 @@ def _devices(found: Fleet, viewer: Viewer) -> dict[DeviceKey, DeviceView]:
     views: dict[DeviceKey, DeviceView] = {}
     for key, device in found.devices.items():
         with ui.expansion(value=True).classes("w-full") as header:
+            resume = None
             if viewer.can("run.control", device.site) and _stoppable(device):
-                _stop_button(viewer, device)
-            view = DeviceView(header, ui.column(), ui.column().classes("w-full"))
+                with ui.row().classes("gap-2"):
+                    _ask_button(viewer, device, "stop")
+                    resume = _ask_button(viewer, device, "resume")
+            view = DeviceView(header, ui.column(), ui.column().classes("w-full"), resume)
         view.show_status(device)
         show_values(view.table, device, found.values[key])
         views[key] = view

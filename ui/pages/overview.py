@@ -75,10 +75,12 @@ def agents_online(session: Session, principal: Principal) -> tuple[int, int]:
 
 
 class Attention(NamedTuple):
-    """Devices of online agents that need an operator: not answering, locked out."""
+    """Devices of online agents that need an operator: not answering, locked out,
+    stopped."""
 
     down: int
     locked: int
+    stopped: int = 0
 
 
 def devices_needing_attention(session: Session, principal: Principal) -> Attention:
@@ -94,6 +96,7 @@ def devices_needing_attention(session: Session, principal: Principal) -> Attenti
     return Attention(
         sum(1 for d in devices if d.link is not None and d.link.state == "down"),
         sum(1 for d in devices if d.lockout is not None),
+        sum(1 for d in devices if d.stopped is not None),
     )
 
 
@@ -198,7 +201,8 @@ def _show(shown: Figures) -> _Board:
 
 
 def _attention(attention: Attention) -> str:
-    return f"{attention.down} not answering, {attention.locked} locked out"
+    said = f"{attention.down} not answering, {attention.locked} locked out"
+    return said + (f", {attention.stopped} stopped" if attention.stopped else "")
 
 
 def _state_chips(by_state: dict[str, int]) -> None:

@@ -1,6 +1,7 @@
 """/api/v1/sites, /api/v1/agents, /api/v1/devices: the fleet as presence reports it;
 /api/v1/devices/{device}/values: each point's latest value from succeeded runs;
-POST /api/v1/devices/{device}/stop: stop it now (controller/services/device_stop.py)."""
+POST /api/v1/devices/{device}/stop and /resume: stop it now, latched at its agent, and
+lift that (controller/services/device_stop.py)."""
 
 from __future__ import annotations
 
@@ -67,14 +68,38 @@ def stop(
     agent: AgentQuery = None,
 ) -> DeviceStopped:
     """Stop the device now: cancel its unfinished runs and start a task whose run has its
-    agent cancel whatever waits for the device there and write its profile's safe values.
-    Not a latch: later tasks run as usual (see docs/api.md, "Stopping a device")."""
+    agent cancel whatever waits for the device there and write its profile's safe values;
+    the agent then refuses its changes until it is resumed (docs/api.md, "Stopping a
+    device")."""
     found = point_values.find_device(
         session, device, site=site, agent=agent, sites_in=site_scope(principal)
     )
-    stopped = device_stop.stop_device(session, found, body.reason, on_run_ready)
+    stopped = device_stop.stop_device(session, found, body.reason, principal.username, on_run_ready)
     session.commit()
     return stopped
+
+
+@router.post(
+    "/devices/{device}/resume", status_code=201, response_model=DeviceStopped, openapi_extra=STOP
+)
+def resume(
+    device: DeviceName,
+    body: DeviceStop,
+    session: SessionDep,
+    principal: PrincipalDep,
+    on_run_ready: RunReadyDep,
+    site: SiteQuery = None,
+    agent: AgentQuery = None,
+) -> DeviceStopped:
+    """Lift a stop: the device's agent takes its changes again (nothing is written)."""
+    found = point_values.find_device(
+        session, device, site=site, agent=agent, sites_in=site_scope(principal)
+    )
+    resumed = device_stop.resume_device(
+        session, found, body.reason, principal.username, on_run_ready
+    )
+    session.commit()
+    return resumed
 
 
 @router.get("/devices/{device}/values", response_model=DeviceValues, openapi_extra=FLEET_READ)
