@@ -148,3 +148,22 @@ def test_a_stopped_device_refuses_changes_until_it_is_resumed(
         send(runner.agent.link, again)
         assert watcher.wait_final(again.id)[-1].type == "succeeded"
         assert plant.read_bit(PUMP, RUN_COIL) is True
+
+
+def test_a_stop_delivered_again_after_a_resume_does_not_latch_again(
+    names, agent_factory, watcher_factory
+) -> None:
+    """RabbitMQ and MQTT deliver at least once: the copy is answered from the record."""
+    site, agent = names
+    watcher = watcher_factory([evt_topic(site, agent)])
+    with PlantSimulator.run_in_thread(tick_s=None) as plant:
+        runner = pump_agent(agent_factory, site, agent, plant.port)
+        stop = make_command(site, agent, "device.stop", device="pump1", params={"reason": "x"})
+        send(runner.agent.link, stop)
+        watcher.wait_final(stop.id)
+        resume = make_command(site, agent, "device.resume", device="pump1")
+        send(runner.agent.link, resume)
+        watcher.wait_final(resume.id)
+        send(runner.agent.link, stop)  # the same stop, delivered again
+        watcher.wait_final(stop.id, count=2)
+        assert runner.agent.stops.get("pump1") is None
