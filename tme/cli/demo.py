@@ -185,6 +185,9 @@ def _print_welcome(stack: object) -> None:
                      TME_TOKEN={token} tme task list --url {url}
   lock pump1 out     tme agent lock pump1 --reason "seal replacement" -c {skid_a}
                      (tme agent unlock pump1 -c ... hands it back)
+  stop pump1 now     TME_TOKEN={token} tme device stop pump1 --reason test --url {url}
+                     (tme device resume pump1 --reason ... lifts it; pump1 starts only
+                     while tank1 is below 95 %: its interlock, in that config file)
 Ctrl-C stops it.
 """,
         highlight=False,
