@@ -18,7 +18,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from tme.agents.agent_config import AgentConfig
-from tme.agents.checks import RESUME_OP, STOP_OP
+from tme.agents.checks import RESUME_OP, STOP_OP, Refused, check_command, is_expired
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet, build_devices
 from tme.agents.event_packer import EventPacker
@@ -201,7 +201,7 @@ class DeviceAgent:
             self._executor.outcome_unknown(entry.command)
             return
         self._record.add(command)  # new, or received by an earlier process and never started
-        if command.op == STOP_OP and self.devices.get(command.device) is not None:
+        if command.op == STOP_OP and self._stop_will_run(command):
             self._latch(command)
             self._clear_the_way(command)
         self._launch(command)
@@ -238,6 +238,18 @@ class DeviceAgent:
         else:
             answer = "nothing to stop: it already finished"
         self._publish_event(make_event(request, "succeeded", reason=answer))
+
+    def _stop_will_run(self, stop: Command) -> bool:
+        """Whether the stop gets past the checks its run makes first (not expired, a known
+        device with safe values, not locked out): one that is refused neither latches the
+        device nor cancels its commands, and says why in its own answer."""
+        if is_expired(stop):
+            return False
+        try:
+            check_command(stop, self.devices, self.config.allow_shell)
+        except Refused:
+            return False
+        return self.lockouts.get(str(stop.device)) is None
 
     def _latch(self, stop: Command) -> None:
         """A stopped device stays stopped: its changes are refused (from now, before the

@@ -99,6 +99,7 @@ def test_a_stop_of_a_device_without_safe_values_is_rejected(
         assert final.type == "rejected"
         assert final.reason is not None and "no point with a safe_value" in final.reason
         assert plant.request_count(2, writes_only=True) == 0
+        assert runner.agent.stops.get("valve") is None  # a refused stop latches nothing
 
 
 def test_a_stopped_device_refuses_changes_until_it_is_resumed(
