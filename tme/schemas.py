@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 
 from pydantic import (
     BaseModel,
@@ -31,17 +31,6 @@ from tme.protocol import MAX_LOG_BYTES as MAX_LOG_BYTES
 from tme.protocol import deeper_than
 from tme.states import STATUS_WORDS, RunState, is_late
 
-OPS = (
-    "external",
-    "noop",
-    "sleep",
-    "shell",
-    "modbus.read",
-    "modbus.write",
-    "serial.command",
-    "device.stop",
-    "device.resume",
-)
 Op = Literal[
     "external",
     "noop",
@@ -53,6 +42,7 @@ Op = Literal[
     "device.stop",
     "device.resume",
 ]
+OPS: tuple[str, ...] = get_args(Op)
 MACHINE_OPS = frozenset(OPS) - {"external"}
 # Ops that act on a device through a driver, so the target must name the device.
 DEVICE_OPS = frozenset(

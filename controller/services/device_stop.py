@@ -24,7 +24,7 @@ from tme.controller.services.cancel import cancel_run
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.tasks import create_task
 from tme.controller.store.models import Device, Run, Task
-from tme.schemas import DeviceStopped, Target, TaskCreate
+from tme.schemas import DeviceStopped, Op, Target, TaskCreate
 from tme.states import FINAL_STATES
 
 # A stop that has not reached its agent within this long is reported as not delivered:
@@ -55,17 +55,7 @@ def stop_device(
         .order_by(col(Run.created_at))
     ).all()
     canceled = [cancel_run(session, run_id).id for run_id in unfinished]
-    stop = TaskCreate(
-        name=f"stop {device.name}",
-        description=f"stop of {device.site}/{device.agent}/{device.name}: {reason}",
-        op="device.stop",
-        target=Target(site=device.site, agent=device.agent, device=device.name),
-        params={"reason": reason, "by": by},
-        timeout_s=STOP_TIMEOUT_S,
-        queue_timeout_s=STOP_QUEUE_TIMEOUT_S,
-        priority=9,
-    )
-    return _started(session, stop, canceled, on_run_ready)
+    return _start(session, device, "stop", reason, by, canceled, on_run_ready)
 
 
 def resume_device(
@@ -77,21 +67,31 @@ def resume_device(
 ) -> DeviceStopped:
     """Start the task that lifts the device's stop at its agent (nothing is written: its
     next tasks change it again)."""
-    resume = TaskCreate(
-        name=f"resume {device.name}",
-        description=f"resume of {device.site}/{device.agent}/{device.name}: {reason}",
-        op="device.resume",
+    return _start(session, device, "resume", reason, by, [], on_run_ready)
+
+
+def _start(
+    session: Session,
+    device: Device,
+    action: str,
+    reason: str,
+    by: str,
+    canceled: list[str],
+    on_run_ready: RunReadyHook | None,
+) -> DeviceStopped:
+    """Create and start the task `<action> <device>` (op `device.<action>`)."""
+    where = f"{device.site}/{device.agent}/{device.name}"
+    op: Op = "device.stop" if action == "stop" else "device.resume"
+    body = TaskCreate(
+        name=f"{action} {device.name}",
+        description=f"{action} of {where}: {reason}",
+        op=op,
         target=Target(site=device.site, agent=device.agent, device=device.name),
         params={"reason": reason, "by": by},
         timeout_s=STOP_TIMEOUT_S,
         queue_timeout_s=STOP_QUEUE_TIMEOUT_S,
+        priority=9 if action == "stop" else 5,
     )
-    return _started(session, resume, [], on_run_ready)
-
-
-def _started(
-    session: Session, body: TaskCreate, canceled: list[str], on_run_ready: RunReadyHook | None
-) -> DeviceStopped:
     task, _ = create_task(session, body, on_run_ready=on_run_ready)
     assert task.id is not None  # flushed by create_task
     return DeviceStopped(task_id=task.id, run_id=task.latest_run_id, canceled_runs=canceled)

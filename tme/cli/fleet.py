@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -134,40 +135,42 @@ WaitOption = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the
 TimeoutOption = Annotated[float, typer.Option("--timeout", help="Give up after SECONDS.")]
 
 
-@device_app.command("stop")
-def stop_device(
-    name: DeviceArg,
-    reason: ReasonOption,
-    site: NamesakeSite = None,
-    agent: NamesakeAgent = None,
-    wait: WaitOption = True,
-    timeout: TimeoutOption = 90.0,
-    url: UrlOption = None,
-    token: TokenOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Stop a device now: cancel its unfinished runs, and have its agent cancel whatever
-    waits for it there and write its profile's safe values. The agent then refuses its
-    changes until `tme device resume`. Exit 0 only once the agent wrote them (with
-    --wait, the default)."""
-    _ask_agent("stop", name, reason, site, agent, wait, timeout, url, token, as_json)
+def _device_command(action: str, doc: str) -> Callable[..., None]:
+    """`tme device stop` or `tme device resume`: one signature, the action differs."""
+
+    def command(
+        name: DeviceArg,
+        reason: ReasonOption,
+        site: NamesakeSite = None,
+        agent: NamesakeAgent = None,
+        wait: WaitOption = True,
+        timeout: TimeoutOption = 90.0,
+        url: UrlOption = None,
+        token: TokenOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        _ask_agent(action, name, reason, site, agent, wait, timeout, url, token, as_json)
+
+    command.__doc__ = doc
+    return command
 
 
-@device_app.command("resume")
-def resume_device(
-    name: DeviceArg,
-    reason: ReasonOption,
-    site: NamesakeSite = None,
-    agent: NamesakeAgent = None,
-    wait: WaitOption = True,
-    timeout: TimeoutOption = 90.0,
-    url: UrlOption = None,
-    token: TokenOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Lift a stop: the device's agent takes its changes again (nothing is written). Exit
-    0 only once the agent answered (with --wait, the default)."""
-    _ask_agent("resume", name, reason, site, agent, wait, timeout, url, token, as_json)
+device_app.command("stop")(
+    _device_command(
+        "stop",
+        """Stop a device now: cancel its unfinished runs, and have its agent cancel
+        whatever waits for it there and write its profile's safe values. The agent then
+        refuses its changes until `tme device resume`. Exit 0 only once the agent wrote
+        them (with --wait, the default).""",
+    )
+)
+device_app.command("resume")(
+    _device_command(
+        "resume",
+        """Lift a stop: the device's agent takes its changes again (nothing is written).
+        Exit 0 only once the agent answered (with --wait, the default).""",
+    )
+)
 
 
 def _ask_agent(

@@ -5,13 +5,18 @@ lift that (controller/services/device_stop.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
+from sqlmodel import Session
 
 from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep
 from tme.controller.services import device_stop, fleet, point_values
 from tme.controller.services.access import site_scope
+from tme.controller.services.roles import Principal
+from tme.controller.services.runs import RunReadyHook
+from tme.controller.store.models import Device
 from tme.schemas import (
     AgentPublic,
     DevicePublic,
@@ -74,9 +79,7 @@ def stop(
     found = point_values.find_device(
         session, device, site=site, agent=agent, sites_in=site_scope(principal)
     )
-    stopped = device_stop.stop_device(session, found, body.reason, principal.username, on_run_ready)
-    session.commit()
-    return stopped
+    return _committed(session, device_stop.stop_device, found, body, principal, on_run_ready)
 
 
 @router.post(
@@ -95,11 +98,20 @@ def resume(
     found = point_values.find_device(
         session, device, site=site, agent=agent, sites_in=site_scope(principal)
     )
-    resumed = device_stop.resume_device(
-        session, found, body.reason, principal.username, on_run_ready
-    )
+    return _committed(session, device_stop.resume_device, found, body, principal, on_run_ready)
+
+
+def _committed(
+    session: Session,
+    action: Callable[..., DeviceStopped],
+    found: Device,
+    body: DeviceStop,
+    principal: Principal,
+    on_run_ready: RunReadyHook | None,
+) -> DeviceStopped:
+    answer = action(session, found, body.reason, principal.username, on_run_ready)
     session.commit()
-    return resumed
+    return answer
 
 
 @router.get("/devices/{device}/values", response_model=DeviceValues, openapi_extra=FLEET_READ)
