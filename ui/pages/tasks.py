@@ -12,12 +12,13 @@ from tme.controller.services.access import site_scope
 from tme.controller.services.tasks import TaskFilters, list_tasks
 from tme.controller.store.models import Task
 from tme.errors import TMEError
+from tme.states import TASK_STATUSES, task_status
 from tme.ui import actions, live
 from tme.ui.context import dashboard
 from tme.ui.control import guarded
 from tme.ui.session import Viewer
 from tme.ui.task_form import OP_CHOICES, validate
-from tme.ui.theme import STATE_COLORS, frame, href, set_chip, sign_in_first, state_chip
+from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
 
 PAGE_SIZE = 50
 
@@ -29,6 +30,13 @@ def register() -> None:
     ) -> None:
         viewer = sign_in_first(request)
         if viewer is None:
+            return
+        try:  # as the API reads the filter: a report word names its state
+            status = task_status(status) if status else ""
+        except ValueError as exc:  # a typo matches no task: say so, as the API's 422 does
+            with frame("Tasks", viewer):
+                _filter_bar("", site, q)
+                ui.label(f"status: {exc}").classes("text-negative").mark("filter-problem")
             return
         # the grant limits the query itself (as the API's list does), so a page is full
         # of the viewer's tasks and the next-page cursor skips no one else's
@@ -109,7 +117,7 @@ def _query(status: str, site: str, q: str, cursor: str = "") -> str:
 
 def _filter_bar(status: str, site: str, q: str) -> None:
     with ui.row().classes("items-end gap-2"):
-        state = ui.select(["", "idle", *STATE_COLORS], value=status, label="State").classes("w-36")
+        state = ui.select(["", *TASK_STATUSES], value=status, label="State").classes("w-36")
         site_in = ui.input("Site", value=site).classes("w-36")
         search = ui.input("Search", value=q).classes("w-64")
 

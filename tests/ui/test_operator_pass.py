@@ -1,0 +1,33 @@
+"""What an operator's pass over the dashboard found: each test is one thing a person
+saw go wrong (a page that failed, a figure that stayed behind, a message that did not
+say which field), checked under NiceGUI's simulated user."""
+
+from __future__ import annotations
+
+from nicegui import ui
+from nicegui.testing import User
+from test_live_pages import _latest_run, _succeed, _task
+
+from tme.states import TASK_STATUSES
+
+
+async def test_a_state_filter_that_is_no_task_status_says_so(user: User, board, sign_in) -> None:
+    _task(board, name="read tank level")
+    sign_in(user, "viewer")
+    await user.open("/tasks?status=runing")  # a typo in a bookmark, or a hand-made link
+    await user.should_see("unknown status 'runing'")
+    await user.should_see('did you mean "running"')
+    await user.should_not_see("read tank level")
+
+
+async def test_the_state_filter_offers_the_task_statuses(user: User, board, sign_in) -> None:
+    _succeed(board, _latest_run(board, _task(board, name="read tank level")))
+    _task(board, name="read pump speed")
+    sign_in(user, "viewer")
+    await user.open("/tasks?status=complete")  # a report word names its state, as in the API
+    await user.should_see("read tank level")
+    await user.should_not_see("read pump speed")
+    state = user.find(ui.select).elements.pop()
+    assert isinstance(state, ui.select)
+    assert state.value == "succeeded"
+    assert list(state.options) == ["", *TASK_STATUSES]  # no "online", no "idle" twice
