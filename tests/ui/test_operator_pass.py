@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from nicegui import ui
 from nicegui.testing import User
-from test_live_pages import _latest_run, _succeed, _task
+from test_live_pages import _latest_run, _move, _succeed, _task
 
 from tme.states import TASK_STATUSES
 
@@ -31,3 +31,15 @@ async def test_the_state_filter_offers_the_task_statuses(user: User, board, sign
     assert isinstance(state, ui.select)
     assert state.value == "succeeded"
     assert list(state.options) == ["", *TASK_STATUSES]  # no "online", no "idle" twice
+
+
+def _fail(board, task_id: int, reason: str = "modbus timeout") -> None:
+    _move(board, _latest_run(board, task_id), "queued", "dispatched", "running", "failed")
+
+
+async def test_the_overview_counts_every_failure_of_the_day(user: User, board, sign_in) -> None:
+    for n in range(23):  # more than the list of the latest failures shows
+        _fail(board, _task(board, name=f"read tank {n}"))
+    sign_in(user, "viewer")
+    await user.open("/")
+    await user.should_see(marker="overview-failures", content="23")

@@ -54,18 +54,28 @@ def runs_per_minute(
     ]
 
 
+def _failed_since(query: Any, principal: Principal, hours: int) -> Any:
+    """`query` over runs joined to their tasks, limited to the failures of the last
+    `hours` on the viewer's sites."""
+    since = utcnow() - timedelta(hours=hours)
+    query = query.join(Task, col(Task.id) == col(Run.task_id)).where(
+        col(Run.finished_at) >= since, col(Run.state).in_(list(FAILED))
+    )
+    return within_scope(query, Task.site, principal)
+
+
 def recent_failures(
     session: Session, principal: Principal, hours: int = 24, limit: int = 20
 ) -> list[tuple[Run, Task]]:
-    since = utcnow() - timedelta(hours=hours)
-    query = (
-        select(Run, Task)
-        .join(Task, col(Task.id) == col(Run.task_id))
-        .where(col(Run.finished_at) >= since, col(Run.state).in_(list(FAILED)))
-        .order_by(col(Run.finished_at).desc())
-        .limit(limit)
-    )
-    return list(session.exec(within_scope(query, Task.site, principal)).all())
+    """The latest `limit` failures of the last `hours`, newest first."""
+    query = _failed_since(select(Run, Task), principal, hours)
+    return list(session.exec(query.order_by(col(Run.finished_at).desc()).limit(limit)).all())
+
+
+def failures_count(session: Session, principal: Principal, hours: int = 24) -> int:
+    """Every failure of the last `hours` (the list shows the latest of them only)."""
+    query = _failed_since(select(func.count()).select_from(Run), principal, hours)
+    return int(session.exec(query).one())
 
 
 def agents_online(session: Session, principal: Principal) -> tuple[int, int]:
@@ -106,6 +116,7 @@ class Figures(NamedTuple):
     by_state: dict[str, int]
     per_minute: list[tuple[str, int]]
     failures: list[tuple[Run, Task]]
+    failed: int  # failures of the last 24 h, all of them
     online: int
     agents: int
     sites: int
@@ -120,6 +131,7 @@ def figures(principal: Principal) -> Figures:
             runs_by_state(session, principal),
             runs_per_minute(session, principal),
             recent_failures(session, principal),
+            failures_count(session, principal),
             online,
             agents,
             len(fleet.list_sites(session, sites_in=site_scope(principal))),
@@ -170,7 +182,7 @@ def _show(shown: Figures) -> _Board:
             ui.label(str(shown.sites)).classes("text-3xl").mark("overview-sites")
         with ui.card():
             ui.label("Failures (24 h)").classes("text-sm text-gray-600")
-            ui.label(str(len(shown.failures))).classes("text-3xl").mark("overview-failures")
+            ui.label(str(shown.failed)).classes("text-3xl").mark("overview-failures")
         with ui.card():
             ui.label("Devices needing attention").classes("text-sm text-gray-600")
             attention = ui.label(_attention(shown.attention)).classes("text-xl")
