@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from nicegui import ui
 from nicegui.testing import User
-from test_live_pages import _latest_run, _move, _succeed, _task
+from test_live_pages import LIVE, _latest_run, _move, _succeed, _task
 
 from tme.states import TASK_STATUSES
 
@@ -43,3 +43,14 @@ async def test_the_overview_counts_every_failure_of_the_day(user: User, board, s
     sign_in(user, "viewer")
     await user.open("/")
     await user.should_see(marker="overview-failures", content="23")
+
+
+async def test_the_overview_shows_a_failure_as_it_happens(user: User, board, sign_in) -> None:
+    task_id = _task(board, name="read tank level")
+    sign_in(user, "viewer")
+    await user.open("/")
+    await user.should_see(marker="overview-failures", content="0")
+    _fail(board, task_id)
+    await user.should_see("failed: 1", retries=LIVE)  # the runs by state followed already
+    await user.should_see(marker="overview-failures", content="1", retries=LIVE)
+    await user.should_see(marker="overview-failure", content="read tank level", retries=LIVE)

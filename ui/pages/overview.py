@@ -163,53 +163,77 @@ class _Board(NamedTuple):
     """The parts of the page a live refresh changes."""
 
     agents_label: ui.label
+    sites_label: ui.label
+    failed_label: ui.label
     states_row: ui.row
     chart: ui.echart
     attention: ui.label
+    failures: ui.column
+    listed: list[str]  # the runs the failures list shows, newest first
 
 
 def _show(shown: Figures) -> _Board:
     with ui.row().classes("gap-4"):
         with ui.card():
             ui.label("Agents online").classes("text-sm text-gray-600")
-            agents_label = (
-                ui.label(f"{shown.online} / {shown.agents}")
-                .classes("text-3xl")
-                .mark("overview-agents")
-            )
+            agents_label = ui.label().classes("text-3xl").mark("overview-agents")
         with ui.card():
             ui.label("Sites").classes("text-sm text-gray-600")
-            ui.label(str(shown.sites)).classes("text-3xl").mark("overview-sites")
+            sites_label = ui.label().classes("text-3xl").mark("overview-sites")
         with ui.card():
             ui.label("Failures (24 h)").classes("text-sm text-gray-600")
-            ui.label(str(shown.failed)).classes("text-3xl").mark("overview-failures")
+            failed_label = ui.label().classes("text-3xl").mark("overview-failures")
         with ui.card():
             ui.label("Devices needing attention").classes("text-sm text-gray-600")
-            attention = ui.label(_attention(shown.attention)).classes("text-xl")
-            attention.mark("overview-devices")
+            attention = ui.label().classes("text-xl").mark("overview-devices")
             ui.link("see the fleet", href("/fleet")).classes("text-sm")
     with ui.card().classes("w-full"):
         ui.label("Runs by state").classes("font-medium")
-        with ui.row().classes("gap-2") as states_row:
-            _state_chips(shown.by_state)
+        states_row = ui.row().classes("gap-2")
     chart = ui.echart(
         {
             "title": {"text": "Runs per minute (last hour)", "textStyle": {"fontSize": 14}},
-            "xAxis": {"type": "category", "data": [m for m, _ in shown.per_minute]},
+            "xAxis": {"type": "category", "data": []},
             "yAxis": {"type": "value", "minInterval": 1},
-            "series": [{"type": "bar", "data": [n for _, n in shown.per_minute]}],
+            "series": [{"type": "bar", "data": []}],
         }
     ).classes("w-full h-64")
     with ui.card().classes("w-full"):
         ui.label("Failures in the last 24 hours").classes("font-medium")
+        failures = ui.column().classes("gap-1")
+    # "-" is no run id: the first fill draws the list, "none" included
+    board = _Board(
+        agents_label, sites_label, failed_label, states_row, chart, attention, failures, ["-"]
+    )
+    _fill(board, shown)
+    return board
+
+
+def _fill(board: _Board, shown: Figures) -> None:
+    """Put the figures on the page (on opening and on each live refresh)."""
+    board.agents_label.text = f"{shown.online} / {shown.agents}"
+    board.sites_label.text = str(shown.sites)
+    board.failed_label.text = str(shown.failed)
+    board.attention.text = _attention(shown.attention)
+    board.states_row.clear()
+    with board.states_row:
+        _state_chips(shown.by_state)
+    board.chart.options["series"][0]["data"] = [n for _, n in shown.per_minute]
+    board.chart.options["xAxis"]["data"] = [m for m, _ in shown.per_minute]
+    board.chart.update()
+    listed = [failed.id for failed, _ in shown.failures]
+    if listed == board.listed:
+        return  # the list goes to the browser again only when it changed
+    board.listed[:] = listed
+    board.failures.clear()
+    with board.failures:
         if not shown.failures:
             ui.label("none").classes("text-gray-500")
-        for run, task in shown.failures:
+        for failed, task in shown.failures:
             with ui.row().classes("items-center gap-2"):
-                state_chip(run.state)
-                ui.link(task.name, href(f"/runs/{run.id}"))
-                ui.label(run.reason).classes("text-sm text-gray-600")
-    return _Board(agents_label, states_row, chart, attention)
+                state_chip(failed.state)
+                ui.link(task.name, href(f"/runs/{failed.id}")).mark("overview-failure")
+                ui.label(failed.reason).classes("text-sm text-gray-600")
 
 
 def _attention(attention: Attention) -> str:
@@ -223,7 +247,7 @@ def _state_chips(by_state: dict[str, int]) -> None:
 
 
 class _Refresh:
-    """A live refresh of the counts, read on a worker thread (OneAtATime)."""
+    """A live refresh of every figure, read on a worker thread (OneAtATime)."""
 
     def __init__(self, principal: Principal, board: _Board) -> None:
         self.principal, self.board = principal, board
@@ -233,40 +257,6 @@ class _Refresh:
         await self._redraw(None)
 
     async def _read_and_show(self, _key: None) -> None:
-        shown = await run.io_bound(live_figures, self.principal)
+        shown = await run.io_bound(figures, self.principal)
         if shown is not None:  # None: the server is stopping
-            self._show(*shown)
-
-    def _show(
-        self,
-        by_state: dict[str, int],
-        minutes: list[tuple[str, int]],
-        up: int,
-        of: int,
-        attention: Attention,
-    ) -> None:
-        board = self.board
-        board.attention.text = _attention(attention)
-        board.states_row.clear()
-        with board.states_row:
-            _state_chips(by_state)
-        board.chart.options["series"][0]["data"] = [n for _, n in minutes]
-        board.chart.options["xAxis"]["data"] = [m for m, _ in minutes]
-        board.chart.update()
-        board.agents_label.text = f"{up} / {of}"
-
-
-def live_figures(
-    principal: Principal,
-) -> tuple[dict[str, int], list[tuple[str, int]], int, int, Attention]:
-    """What a live refresh redraws: counts by state, runs per minute, agents online,
-    devices needing attention."""
-    with dashboard().session() as session:
-        up, agents = agents_online(session, principal)
-        return (
-            runs_by_state(session, principal),
-            runs_per_minute(session, principal),
-            up,
-            agents,
-            devices_needing_attention(session, principal),
-        )
+            _fill(self.board, shown)
