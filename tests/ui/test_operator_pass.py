@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from nicegui import ui
 from nicegui.testing import User
-from test_live_pages import LIVE, _latest_run, _move, _succeed, _task
+from test_live_pages import LIVE, _latest_run, _move, _new_run, _succeed, _task
+from test_pages import _move as _move_with
 
 from tme.states import TASK_STATUSES
 
@@ -54,3 +55,18 @@ async def test_the_overview_shows_a_failure_as_it_happens(user: User, board, sig
     await user.should_see("failed: 1", retries=LIVE)  # the runs by state followed already
     await user.should_see(marker="overview-failures", content="1", retries=LIVE)
     await user.should_see(marker="overview-failure", content="read tank level", retries=LIVE)
+
+
+async def test_the_task_page_shows_why_a_run_failed_as_it_fails(user: User, board, sign_in) -> None:
+    task_id = _task(board, name="read tank level")
+    first = _latest_run(board, task_id)
+    sign_in(user, "viewer")
+    await user.open(f"/tasks/{task_id}")
+    await user.should_see(marker="task-status", content="pending")
+    _move_with(board, first, "failed", "modbus timeout on unit 2")
+    await user.should_see(marker="task-status", content="failed", retries=LIVE)
+    await user.should_see(marker="run-reason", content="modbus timeout on unit 2", retries=LIVE)
+    second = _new_run(board, task_id)  # a run that starts while the page is open
+    await user.should_see(marker="task-status", content="pending", retries=LIVE)
+    _move_with(board, second, "failed", "no answer in time")
+    await user.should_see(marker="run-reason", content="no answer in time", retries=LIVE)

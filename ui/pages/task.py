@@ -114,6 +114,7 @@ def register() -> None:
             ui.label("Runs").classes("text-lg")
             history = ui.column().classes("w-full gap-1")
             chips: dict[str, ui.badge] = {}
+            reasons: dict[str, ui.label] = {}
 
             def add_run_row(run_id: str, state: str, when: str, reason: str) -> None:
                 if run_id not in workflows:
@@ -124,7 +125,7 @@ def register() -> None:
                     ui.link(run_id[:8], href(f"/runs/{run_id}"))
                     ui.link("workflow", href(f"/workflows/{workflows[run_id]}")).classes("text-sm")
                     ui.label(when).classes("text-sm text-gray-600")
-                    ui.label(reason).classes("text-sm")
+                    reasons[run_id] = ui.label(reason).classes("text-sm").mark("run-reason")
                 row.move(target_index=0)
 
             for run in reversed(runs):
@@ -136,8 +137,11 @@ def register() -> None:
                     continue  # a late hop changed no state
                 if change.run_id in chips:
                     set_chip(chips[change.run_id], change.to_state)
+                    reasons[change.run_id].text = change.reason  # why it failed, say
                 else:
-                    add_run_row(change.run_id, change.to_state, change.at.isoformat(), "")
+                    add_run_row(
+                        change.run_id, change.to_state, change.at.isoformat(), change.reason
+                    )
                 if change.latest:  # the task's status follows its latest run only
                     set_chip(status, change.to_state)
             if any(c.task_id == task_id and c.to_state in ("succeeded", "failed") for c in changes):
