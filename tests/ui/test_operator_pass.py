@@ -8,6 +8,7 @@ from nicegui import ui
 from nicegui.testing import User
 from test_live_pages import LIVE, _latest_run, _move, _new_run, _succeed, _task
 from test_pages import _move as _move_with
+from waiting import wait_until_async
 
 from tme.states import TASK_STATUSES
 
@@ -70,3 +71,16 @@ async def test_the_task_page_shows_why_a_run_failed_as_it_fails(user: User, boar
     await user.should_see(marker="task-status", content="pending", retries=LIVE)
     _move_with(board, second, "failed", "no answer in time")
     await user.should_see(marker="run-reason", content="no answer in time", retries=LIVE)
+
+
+async def test_the_duration_chart_takes_every_run_that_ended(user: User, board, sign_in) -> None:
+    task_id = _task(board, name="read tank level")
+    sign_in(user, "viewer")
+    await user.open(f"/tasks/{task_id}")
+    await user.should_see(marker="task-status", content="pending")
+    _move(board, _latest_run(board, task_id), "queued", "dispatched", "running", "timed_out")
+    await user.should_see(marker="task-status", content="timed_out", retries=LIVE)
+    chart = user.find(ui.echart).elements.pop()
+    assert isinstance(chart, ui.echart)
+    durations = chart.options["series"][0]
+    await wait_until_async(lambda: durations["data"] and durations["data"][0] is not None, 2)

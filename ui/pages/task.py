@@ -16,6 +16,7 @@ from tme.controller.services.tasks import fleet_notices, get_task, to_public
 from tme.controller.services.workflow_graph import workflow_of, workflows_of
 from tme.controller.store.models import Run, Task, TaskDependency
 from tme.errors import NotFound
+from tme.states import FINAL_STATES
 from tme.ui import live
 from tme.ui.context import dashboard
 from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
@@ -144,7 +145,8 @@ def register() -> None:
                     )
                 if change.latest:  # the task's status follows its latest run only
                     set_chip(status, change.to_state)
-            if any(c.task_id == task_id and c.to_state in ("succeeded", "failed") for c in changes):
+            # a run that ended has a duration: timed out, rejected or canceled ones too
+            if any(c.task_id == task_id and c.to_state in FINAL_STATES for c in changes):
                 with dashboard().session() as session:
                     latest, _ = list_runs(session, task_id, limit=50)
                 points = [(r.created_at.strftime("%m-%d %H:%M:%S"), duration(r)) for r in latest]
