@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from nicegui import ui
 from nicegui.testing import User
+from sqlmodel import Session
 from test_live_pages import LIVE, _latest_run, _move, _new_run, _succeed, _task
 from test_pages import _move as _move_with
 from waiting import wait_until_async
 
+from tme.protocol import Presence
 from tme.states import TASK_STATUSES
 
 
@@ -84,3 +86,24 @@ async def test_the_duration_chart_takes_every_run_that_ended(user: User, board, 
     assert isinstance(chart, ui.echart)
     durations = chart.options["series"][0]
     await wait_until_async(lambda: durations["data"] and durations["data"][0] is not None, 2)
+
+
+def _presence(board, agent: str, state: str) -> None:
+    """A presence as the event consumer handles it: applied, then told to the feed."""
+    from tme.controller.event_apply import apply_presence
+
+    presence = Presence(site="plant-x", agent=agent, state=state)
+    with Session(board.engine) as session:
+        apply_presence(session, presence)
+        session.commit()
+    board.change_feed.on_message(presence)
+
+
+async def test_the_fleet_pages_sites_follow_their_agents(user: User, board, sign_in) -> None:
+    _presence(board, "skid-a", "online")
+    _presence(board, "line-b", "online")
+    sign_in(user, "viewer")
+    await user.open("/fleet")
+    await user.should_see(marker="fleet-site", content="plant-x: 2/2 agents online")
+    _presence(board, "line-b", "offline")
+    await user.should_see(marker="fleet-site", content="plant-x: 1/2 agents online", retries=LIVE)

@@ -78,7 +78,8 @@ def register() -> None:
             return
         body.clear()
         with body:
-            chips = _sites_and_agents(found)
+            sites: dict[str, ui.label] = {}
+            chips = _sites_and_agents(found, sites)
             views = _devices(found, viewer)
         tables = {key: view.table for key, view in views.items()}
         shown = dict(found.values)
@@ -89,6 +90,11 @@ def register() -> None:
                     chip, seen, _status = chips[(change.site, change.agent)]
                     set_chip(chip, change.state)
                     seen.text = f"{change.at:%Y-%m-%d %H:%M:%S}"
+            # a site's line counts its agents online and says when it was last seen
+            changed = sorted({c.site for c in changes} & sites.keys())
+            if changed:
+                for line in await run.io_bound(_sites, changed) or []:
+                    sites[line.name].text = _site_line(line)
             # a gateway's heartbeat that says something new (MQTT down, commands held)
             gateways = {(c.site, c.agent) for c in changes if c.role == "gateway"} & chips.keys()
             for site in sorted({site for site, _ in gateways}):
@@ -131,17 +137,26 @@ def _site_agents(site: str) -> list[AgentPublic]:
         return fleet.list_agents(session, site=site)
 
 
+def _site_line(site: SitePublic) -> str:
+    if site.last_seen is None:
+        return site.name
+    return (
+        f"{site.name}: {site.agents_online}/{site.agents} agents online, "
+        f"last seen {site.last_seen:%Y-%m-%d %H:%M:%S}"
+    )
+
+
+def _sites(names: list[str]) -> list[SitePublic]:
+    with dashboard().session() as session:
+        return fleet.list_sites(session, sites_in=names)
+
+
 def _sites_and_agents(
-    found: Fleet,
+    found: Fleet, sites: dict[str, ui.label]
 ) -> dict[tuple[str, str], tuple[ui.badge, ui.label, ui.label]]:
     ui.label("Sites").classes("text-lg")
     for site in found.sites:
-        ui.label(
-            f"{site.name}: {site.agents_online}/{site.agents} agents online, "
-            f"last seen {site.last_seen:%Y-%m-%d %H:%M:%S}"
-            if site.last_seen
-            else site.name
-        )
+        sites[site.name] = ui.label(_site_line(site)).mark("fleet-site")
     ui.label("Agents").classes("text-lg")
     chips: dict[tuple[str, str], tuple[ui.badge, ui.label, ui.label]] = {}
     with ui.grid(columns="10rem 10rem 6rem 6rem 12rem 1fr").classes("items-center gap-x-4"):
