@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlencode
 
 from fastapi import Request
 from nicegui import ui
@@ -69,7 +70,9 @@ def sign_in_first(request: Request) -> Viewer | None:
     """The page's viewer, or None after sending the browser to the login page."""
     principal = current_principal(request)
     if principal is None:
-        ui.navigate.to(f"/login?next={request.url.path}")
+        # back to the same view once signed in: a bookmarked filter keeps its query
+        page = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        ui.navigate.to("/login?" + urlencode({"next": page}))
         return None
     return Viewer(request, principal)
 

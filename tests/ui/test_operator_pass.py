@@ -4,6 +4,8 @@ say which field), checked under NiceGUI's simulated user."""
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlparse
+
 from nicegui import ui
 from nicegui.testing import User
 from sqlmodel import Session
@@ -107,3 +109,11 @@ async def test_the_fleet_pages_sites_follow_their_agents(user: User, board, sign
     await user.should_see(marker="fleet-site", content="plant-x: 2/2 agents online")
     _presence(board, "line-b", "offline")
     await user.should_see(marker="fleet-site", content="plant-x: 1/2 agents online", retries=LIVE)
+
+
+async def test_signing_in_keeps_the_filters_of_a_bookmarked_view(user: User) -> None:
+    await user.open("/tasks?status=failed&site=plant-x")  # a bookmark, before signing in
+    await user.should_see("Sign in to the dashboard")
+    login = urlparse(user.back_history[-1])
+    assert login.path == "/login"
+    assert parse_qs(login.query)["next"] == ["/tasks?status=failed&site=plant-x"]
