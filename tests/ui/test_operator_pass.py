@@ -117,3 +117,19 @@ async def test_signing_in_keeps_the_filters_of_a_bookmarked_view(user: User) -> 
     login = urlparse(user.back_history[-1])
     assert login.path == "/login"
     assert parse_qs(login.query)["next"] == ["/tasks?status=failed&site=plant-x"]
+
+
+async def test_a_timeout_that_is_no_number_is_named_and_kept(user: User, board, sign_in) -> None:
+    sign_in(user, "operator")
+    await user.open("/tasks")
+    user.find("New task").click()
+    user.find(marker="task-name").type("read tank level")
+    user.find(marker="task-site").type("plant-x")
+    user.find(marker="task-agent").type("skid-a")
+    user.find(marker="task-device").type("tank1")
+    user.find(marker="task-params").clear().type('{"point": "level"}')
+    user.find(marker="task-timeout_s").type("30s")
+    user.find("Create").click()
+    await user.should_see("timeout_s: Input should be a valid number")  # as the API says it
+    assert user.find(marker="task-timeout_s").elements.pop().value == "30s"  # kept to correct
+    assert user.find(marker="task-name").elements.pop().value == "read tank level"
