@@ -133,3 +133,22 @@ async def test_a_timeout_that_is_no_number_is_named_and_kept(user: User, board, 
     await user.should_see("timeout_s: Input should be a valid number")  # as the API says it
     assert user.find(marker="task-timeout_s").elements.pop().value == "30s"  # kept to correct
     assert user.find(marker="task-name").elements.pop().value == "read tank level"
+
+
+async def test_a_device_not_answering_says_since_when_as_other_times(
+    user: User, board, sign_in
+) -> None:
+    from tme.controller.event_apply import apply_presence
+
+    down = {"state": "down", "since": "2026-12-07T06:00:00.250000+00:00", "error": "no answer"}
+    tank = {"name": "tank1", "profile": "tank", "points": [], "link": down}
+    with Session(board.engine) as session:
+        apply_presence(
+            session, Presence(site="plant-x", agent="skid-a", state="online", devices=[tank])
+        )
+        session.commit()
+    sign_in(user, "viewer")
+    await user.open("/fleet")
+    await user.should_see(
+        marker="device-link", content="Not answering its agent since 2026-12-07 06:00:00: no answer"
+    )

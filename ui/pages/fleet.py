@@ -205,9 +205,9 @@ class DeviceView:
                     " still run."
                 ).classes("text-negative font-medium").mark("device-stopped")
             if link is not None and link.state == "down":
-                ui.label(f"Not answering its agent since {link.since}: {link.error}").classes(
-                    "text-negative font-medium"
-                ).mark("device-link")
+                ui.label(
+                    f"Not answering its agent since {_when(link.since)}: {link.error}"
+                ).classes("text-negative font-medium").mark("device-link")
             elif link is not None:
                 ui.label(f"Answering its agent since {_when(link.since)}").classes(
                     "text-sm text-gray-600"
