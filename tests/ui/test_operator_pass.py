@@ -152,3 +152,19 @@ async def test_a_device_not_answering_says_since_when_as_other_times(
     await user.should_see(
         marker="device-link", content="Not answering its agent since 2026-12-07 06:00:00: no answer"
     )
+
+
+async def test_the_task_definition_does_not_contradict_its_status(
+    user: User, board, sign_in
+) -> None:
+    task_id = _task(board, name="read tank level")
+    sign_in(user, "viewer")
+    await user.open(f"/tasks/{task_id}")
+    await user.should_see(marker="task-status", content="pending")
+    _fail(board, task_id)
+    await user.should_see(marker="task-status", content="failed", retries=LIVE)
+    definition = user.find(ui.code).elements.pop()
+    assert isinstance(definition, ui.code)
+    assert '"name": "read tank level"' in definition.content
+    assert '"status"' not in definition.content  # the chip above says it, live
+    assert '"latest_run_id"' not in definition.content  # the runs below say it, live

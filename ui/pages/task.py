@@ -21,6 +21,20 @@ from tme.ui import live
 from tme.ui.context import dashboard
 from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
 
+# What the task's runs say of it, not what it is: the status chip, the fire times and
+# the run history show them, live, where the definition would keep what the page
+# opened with and contradict them.
+RUN_FIELDS = {
+    "status",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "latest_run_id",
+    "next_fire_times",
+    "settled",
+    "warnings",
+}
+
 
 def duration(run: Run) -> float | None:
     if run.started_at and run.finished_at:
@@ -76,7 +90,8 @@ def register() -> None:
                         ui.label(notice).classes("text-amber-900").mark("fleet-notice")
             with ui.card().classes("w-full"):
                 ui.label("Definition").classes("font-medium")
-                ui.code(json.dumps(public.model_dump(mode="json"), indent=2), language="json")
+                definition = public.model_dump(mode="json", exclude=RUN_FIELDS)
+                ui.code(json.dumps(definition, indent=2), language="json")
             with ui.card().classes("w-full"):
                 ui.label("Schedule").classes("font-medium")
                 # The controller's own fire times: slots from the schedule's anchor (an
