@@ -10,6 +10,9 @@ like an API change. An action returns a note to show instead of "done", or None.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlmodel import col, select
@@ -23,32 +26,57 @@ from tme.controller.services.roles import Principal
 from tme.controller.services.task_limits import check_task_limits
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Task
-from tme.errors import Conflict
+from tme.errors import Conflict, TMEError
 from tme.schemas import DevicePublic, TaskCreate
 from tme.states import RunState
 from tme.ui.context import dashboard
 
 
-def _audit(principal: Principal, action: str, target: str, **details: Any) -> None:
+@dataclass
+class _Entry:
+    """The audit row of one dashboard action, filled in as the action goes."""
+
+    target: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def _audited(principal: Principal, action: str, target: str) -> Iterator[_Entry]:
+    """Audit the action done in the block as the API audits a change: "ok", or "failed"
+    with the reason when a service refused it (a run in flight, a site outside the grant)."""
+    entry = _Entry(target)
+    try:
+        yield entry
+    except TMEError as exc:
+        entry.details["error"] = exc.message
+        _record(principal, action, entry, "failed")
+        raise
+    _record(principal, action, entry, "ok")
+
+
+def _record(principal: Principal, action: str, entry: _Entry, outcome: str) -> None:
     audit.record(
         dashboard().engine,
         action,
         actor=principal.username,
-        target=target,
+        target=entry.target,
+        outcome=outcome,
         client="dashboard",
-        details=details,
+        details=entry.details,
     )
 
 
 def create_task(principal: Principal, body: TaskCreate) -> int:
-    check_task_create(principal, body)
     board = dashboard()
-    check_task_limits(board.settings.tasks, body)  # as the API checks it
-    with session_scope(board.engine) as session:
-        task, _ = task_service.create_task(session, body, on_run_ready=board.on_run_ready)
-        session.commit()
-        task_id = task.id or 0
-    _audit(principal, "task.write:create", f"task {task_id}", name=body.name)
+    with _audited(principal, "task.write:create", "task") as entry:
+        entry.details["name"] = body.name
+        check_task_create(principal, body)
+        check_task_limits(board.settings.tasks, body)  # as the API checks it
+        with session_scope(board.engine) as session:
+            task, _ = task_service.create_task(session, body, on_run_ready=board.on_run_ready)
+            session.commit()
+            task_id = task.id or 0
+        entry.target = f"task {task_id}"
     return task_id
 
 
@@ -59,31 +87,35 @@ def stop_device(
     that does it (to open its page)."""
     board = dashboard()
     do = device_stop.stop_device if action == "stop" else device_stop.resume_device
-    with session_scope(board.engine) as session:
-        found = point_values.find_device(session, device.name, site=device.site, agent=device.agent)
-        answer = do(session, found, reason.strip(), principal.username, board.on_run_ready)
-        session.commit()
     where = f"device {device.site}/{device.agent}/{device.name}"
-    _audit(principal, f"run.control:{action}_device", where, reason=reason.strip())
+    with _audited(principal, f"run.control:{action}_device", where) as entry:
+        entry.details["reason"] = reason.strip()
+        with session_scope(board.engine) as session:
+            found = point_values.find_device(
+                session, device.name, site=device.site, agent=device.agent
+            )
+            answer = do(session, found, reason.strip(), principal.username, board.on_run_ready)
+            session.commit()
     return answer.run_id
 
 
 def run_now(principal: Principal, task_id: int) -> str | None:
     """Start a run now as the task's overlap policy allows (a refused start is recorded)."""
     board = dashboard()
-    with session_scope(board.engine) as session:
-        task = task_service.get_task(session, task_id)
-        run = launch_run(
-            session,
-            task,
-            cause="manual",
-            reason=f"run now by {principal.username}",
-            hook=board.on_run_ready,
-            source="dashboard",
-        )
-        session.commit()
-        run_id, state, reason = run.id, run.state, run.reason
-    _audit(principal, "run.control:run_now", f"task {task_id}", run=run_id)
+    with _audited(principal, "run.control:run_now", f"task {task_id}") as entry:
+        with session_scope(board.engine) as session:
+            task = task_service.get_task(session, task_id)
+            run = launch_run(
+                session,
+                task,
+                cause="manual",
+                reason=f"run now by {principal.username}",
+                hook=board.on_run_ready,
+                source="dashboard",
+            )
+            session.commit()
+            run_id, state, reason = run.id, run.state, run.reason
+        entry.details["run"] = run_id
     if state == RunState.skipped:
         raise Conflict(reason, details={"task_id": task_id, "run_id": run_id})
     return None
@@ -92,11 +124,13 @@ def run_now(principal: Principal, task_id: int) -> str | None:
 def cancel_run(principal: Principal, run_id: str) -> str | None:
     """Cancel at once before dispatch, or when the task has no agent to ask (an external
     one); a run on its way to an agent is asked to stop."""
-    with session_scope(dashboard().engine) as session:
+    with (
+        _audited(principal, "run.control:cancel", f"run {run_id}"),
+        session_scope(dashboard().engine) as session,
+    ):
         run = cancel_service.cancel_run(session, run_id)
         session.commit()
         state, reason = run.state, run.reason
-    _audit(principal, "run.control:cancel", f"run {run_id}")
     if state != RunState.canceled:
         return f"asked the agent to stop run {run_id[:8]}"
     if reason == cancel_service.NO_AGENT:
@@ -117,11 +151,12 @@ def retry(principal: Principal, run_id: str) -> str:
     """Run a settled step again in its workflow run, as the task's overlap policy allows
     (a refused retry is recorded, as for run now); returns the new run's id."""
     board = dashboard()
-    with session_scope(board.engine) as session:
-        run = cancel_service.retry_run(session, run_id, board.on_run_ready)
-        session.commit()
-        new_id, state, reason = run.id, run.state, run.reason
-    _audit(principal, "run.control:retry", f"run {run_id}", run=new_id)
+    with _audited(principal, "run.control:retry", f"run {run_id}") as entry:
+        with session_scope(board.engine) as session:
+            run = cancel_service.retry_run(session, run_id, board.on_run_ready)
+            session.commit()
+            new_id, state, reason = run.id, run.state, run.reason
+        entry.details["run"] = new_id
     if state == RunState.skipped:
         raise Conflict(reason, details={"run_id": run_id, "skipped_run_id": new_id})
     return new_id
@@ -129,10 +164,12 @@ def retry(principal: Principal, run_id: str) -> str:
 
 def delete(principal: Principal, task_id: int) -> None:
     board = dashboard()
-    with session_scope(board.engine) as session:
+    with (
+        _audited(principal, "task.write:delete", f"task {task_id}"),
+        session_scope(board.engine) as session,
+    ):
         task_service.delete_task(session, task_id)
         session.commit()
-    _audit(principal, "task.write:delete", f"task {task_id}")
 
 
 def task_statuses(task_ids: list[int]) -> dict[int, str]:

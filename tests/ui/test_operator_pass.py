@@ -168,3 +168,23 @@ async def test_the_task_definition_does_not_contradict_its_status(
     assert '"name": "read tank level"' in definition.content
     assert '"status"' not in definition.content  # the chip above says it, live
     assert '"latest_run_id"' not in definition.content  # the runs below say it, live
+
+
+def _audited(board, action: str) -> list[tuple[str, str, str]]:
+    from tme.controller.services.audit import AuditFilters, query
+
+    with Session(board.engine) as session:
+        rows = query(session, AuditFilters(action=action))
+        return [(row.actor, row.target, row.outcome) for row in rows]
+
+
+async def test_a_refused_dashboard_action_is_in_the_audit_log(user: User, board, sign_in) -> None:
+    task_id = _task(board)
+    _move(board, _latest_run(board, task_id), "queued", "dispatched", "running")
+    sign_in(user, "operator")
+    await user.open("/tasks")
+    user.find("Delete").click()
+    user.find(marker="confirm-delete").click()
+    await user.should_see("in flight")  # refused: a run of the task is on its way
+    # as the API's refused DELETE is: who tried what, and that it failed
+    assert _audited(board, "task.write:delete") == [("operator-0", f"task {task_id}", "failed")]
