@@ -56,6 +56,12 @@ def url(path: str) -> str:
     return PREFIX["path"] + path
 
 
+def sideways() -> ui.element:
+    """A box for a table wider than a phone's screen: the table scrolls sideways inside
+    it, and the page (header, title, filters, other cards) stays as wide as the screen."""
+    return ui.element("div").classes("w-full overflow-x-auto")
+
+
 def state_chip(state: str, text: str | None = None) -> ui.badge:
     """A chip in the colour of `state`, saying `text` (the state itself by default)."""
     return ui.badge(text or state, color=STATE_COLORS.get(state, "grey")).classes("state-chip")

@@ -58,8 +58,10 @@ def browser() -> Iterator[object]:
     driver.quit()
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[LocalStack]:
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    # one for the module: NiceGUI mounts the dashboard on one app per process
+    tmp_path = tmp_path_factory.mktemp("stack")
     config = StackConfig(
         database_url=f"sqlite:///{tmp_path}/tme.db",
         state_dir=tmp_path / "state",
@@ -146,3 +148,51 @@ def _walk_through(browser, stack, wait, By, Keys, ec, WebDriverWait) -> None:
     value = (By.XPATH, "//*[contains(@class, 'point-value')][normalize-space(.)='1350']")
     wait.until(ec.visibility_of_element_located(value))
     browser.save_screenshot(str(SCREENSHOT_DIR / "fleet-values.png"))
+
+
+def _sign_in(browser, stack, wait, By, Keys, ec) -> None:
+    browser.get(stack.url + "/ui/login")
+    wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "button.sign-in")))
+    fields = browser.find_elements(By.CSS_SELECTOR, "input")
+    fields[0].send_keys("admin")
+    fields[1].send_keys(stack.admin_password)
+    fields[1].send_keys(Keys.ENTER)
+    wait.until(
+        ec.visibility_of_element_located((By.XPATH, "//*[normalize-space(text())='Overview']"))
+    )
+
+
+def test_pages_fit_a_phone_and_their_tables_scroll_inside(browser, stack) -> None:
+    """At a phone's width a page's wide tables scroll sideways in their own box: the page
+    itself (header, title, filters, the other cards) stays as wide as the screen."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(browser, 20)
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    browser.set_window_size(390, 844)  # Chromium keeps to its narrowest window, 500 px
+    _sign_in(browser, stack, wait, By, Keys, ec)
+    import tme
+
+    with tme.Client(stack.url, token=stack.token) as client:
+        task = client.tasks.create(
+            name="read tank level for a long while on the far side of the plant",
+            op="modbus.read",
+            target={"site": stack.config.site, "agent": "skid-a", "device": "tank1"},
+            params={"point": "level"},
+        )
+    pages = {
+        "/ui/tasks": "//a[contains(., 'far side of the plant')]",
+        f"/ui/tasks/{task.id}": "//*[normalize-space(text())='Definition']",
+        "/ui/fleet": "//*[contains(@class, 'point-value')]",
+    }
+    for path, shown in pages.items():
+        browser.get(stack.url + path)
+        wait.until(ec.visibility_of_element_located((By.XPATH, shown)))
+        page = browser.execute_script(
+            "return [document.documentElement.scrollWidth, window.innerWidth]"
+        )
+        browser.save_screenshot(str(SCREENSHOT_DIR / f"phone{path.replace('/', '-')}.png"))
+        assert page[0] <= page[1], f"{path} is {page[0]} px wide on a {page[1]} px screen"

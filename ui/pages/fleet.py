@@ -30,7 +30,7 @@ from tme.ui.context import dashboard
 from tme.ui.control import guarded
 from tme.ui.loading import OneAtATime, off_the_loop, placeholder
 from tme.ui.session import Viewer
-from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
+from tme.ui.theme import frame, href, set_chip, sideways, sign_in_first, state_chip
 
 DeviceKey = tuple[str, str, str]  # site, agent, device
 
@@ -159,7 +159,10 @@ def _sites_and_agents(
         sites[site.name] = ui.label(_site_line(site)).mark("fleet-site")
     ui.label("Agents").classes("text-lg")
     chips: dict[tuple[str, str], tuple[ui.badge, ui.label, ui.label]] = {}
-    with ui.grid(columns="10rem 10rem 6rem 6rem 12rem 1fr").classes("items-center gap-x-4"):
+    with (
+        sideways(),
+        ui.grid(columns="10rem 10rem 6rem 6rem 12rem 1fr").classes("items-center gap-x-4"),
+    ):
         for head in ("Site", "Agent", "Role", "State", "Last seen", "Status"):
             ui.label(head).classes("font-medium text-gray-600")
         for agent in found.agents:
@@ -308,6 +311,7 @@ def show_values(table: ui.element, device: DevicePublic, values: DeviceValues) -
     table.clear()
     with (
         table,
+        sideways(),
         ui.grid(columns="12rem 8rem 4rem 11rem 6rem 1fr").classes("items-center gap-x-4 text-sm"),
     ):
         for head in ("Point", "Value", "Unit", "When", "Run", "Type"):

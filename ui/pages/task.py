@@ -19,7 +19,7 @@ from tme.errors import NotFound
 from tme.states import FINAL_STATES
 from tme.ui import live
 from tme.ui.context import dashboard
-from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
+from tme.ui.theme import frame, href, set_chip, sideways, sign_in_first, state_chip
 
 # What the task's runs say of it, not what it is: the status chip, the fire times and
 # the run history show them, live, where the definition would keep what the page
@@ -91,7 +91,8 @@ def register() -> None:
             with ui.card().classes("w-full"):
                 ui.label("Definition").classes("font-medium")
                 definition = public.model_dump(mode="json", exclude=RUN_FIELDS)
-                ui.code(json.dumps(definition, indent=2), language="json")
+                with sideways():
+                    ui.code(json.dumps(definition, indent=2), language="json")
             with ui.card().classes("w-full"):
                 ui.label("Schedule").classes("font-medium")
                 # The controller's own fire times: slots from the schedule's anchor (an

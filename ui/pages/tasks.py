@@ -18,7 +18,7 @@ from tme.ui.context import dashboard
 from tme.ui.control import guarded
 from tme.ui.session import Viewer
 from tme.ui.task_form import OP_CHOICES, validate
-from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
+from tme.ui.theme import frame, href, set_chip, sideways, sign_in_first, state_chip
 
 PAGE_SIZE = 50
 
@@ -130,7 +130,12 @@ def _filter_bar(status: str, site: str, q: str) -> None:
 
 def _task_rows(rows: list[Task], viewer: Viewer) -> dict[int, ui.badge]:
     chips: dict[int, ui.badge] = {}
-    with ui.grid(columns="4rem 1fr 9rem 14rem 7rem auto").classes("w-full items-center gap-x-4"):
+    with (
+        sideways(),
+        ui.grid(columns="4rem minmax(10rem, 1fr) 9rem 14rem 7rem auto").classes(
+            "w-full items-center gap-x-4"
+        ),
+    ):
         for head in ("Id", "Name", "Op", "Target", "State", ""):
             ui.label(head).classes("font-medium text-gray-600")
         for task in rows:
