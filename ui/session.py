@@ -32,12 +32,22 @@ def current_principal(request: Request) -> Principal | None:
     return principal_of(request.cookies.get(SESSION_COOKIE))
 
 
+def page_of(request: Request) -> str:
+    """The path and query of the page asked for: where to come back after signing in."""
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
 class Viewer:
     """A page's principal, checked again before each action it offers."""
 
     def __init__(self, request: Request, principal: Principal) -> None:
         self._cookie = request.cookies.get(SESSION_COOKIE)
         self.principal = principal
+        self.page = page_of(request)
+
+    def signed_out(self) -> bool:
+        """Whether the page's session ended (logged out, expired, the user disabled)."""
+        return principal_of(self._cookie) is None
 
     def can(self, permission: str, site: str | None = None) -> bool:
         return self.principal.can(permission, site)

@@ -7,14 +7,18 @@ from contextlib import contextmanager
 from urllib.parse import urlencode
 
 from fastapi import Request
-from nicegui import ui
+from nicegui import run, ui
 
-from tme.ui.session import Viewer, current_principal
+from tme.ui.session import Viewer, current_principal, page_of
 
 # The dashboard is mounted under this path. ui.link and ui.navigate add it by
 # themselves (the page's window.path_prefix); URLs the page's own JavaScript opens
 # must carry it. Tests run the pages unmounted ("").
 PREFIX = {"path": "/ui"}
+
+# How often an open page looks at its session again: once it ended (logged out, the user
+# disabled) the page leaves for the sign-in page instead of showing changes.
+SESSION_CHECK_S = 2.0
 
 NAV = (
     ("Overview", "/", "task.read"),
@@ -77,8 +81,7 @@ def sign_in_first(request: Request) -> Viewer | None:
     principal = current_principal(request)
     if principal is None:
         # back to the same view once signed in: a bookmarked filter keeps its query
-        page = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        ui.navigate.to("/login?" + urlencode({"next": page}))
+        ui.navigate.to("/login?" + urlencode({"next": page_of(request)}))
         return None
     return Viewer(request, principal)
 
@@ -89,9 +92,22 @@ fetch('/api/v1/auth/logout', {method: 'POST', credentials: 'same-origin'})
 """
 
 
+def _watch_session(viewer: Viewer) -> None:
+    """Leave for the sign-in page once the session ended: the page's live updates stop
+    with it, as its buttons already refuse (they look at the session on each click)."""
+
+    async def look() -> None:
+        if await run.io_bound(viewer.signed_out):  # None: the server is stopping
+            watch.deactivate()
+            ui.navigate.to("/login?" + urlencode({"next": viewer.page}))
+
+    watch = ui.timer(SESSION_CHECK_S, look, immediate=False)
+
+
 @contextmanager
 def frame(title: str, viewer: Viewer) -> Iterator[None]:
     ui.page_title(f"{title} · TME")
+    _watch_session(viewer)
     principal = viewer.principal
     with ui.header().classes("items-center gap-4 bg-slate-800 px-4"):
         ui.label("TME").classes("text-xl font-bold")

@@ -15,6 +15,9 @@ from waiting import wait_until_async
 
 from tme.protocol import Presence
 from tme.states import TASK_STATUSES
+from tme.ui.theme import SESSION_CHECK_S
+
+SESSION_CHECK = int(SESSION_CHECK_S * 10) + 15  # should_see looks every 0.1 s
 
 
 async def test_a_state_filter_that_is_no_task_status_says_so(user: User, board, sign_in) -> None:
@@ -188,3 +191,21 @@ async def test_a_refused_dashboard_action_is_in_the_audit_log(user: User, board,
     await user.should_see("in flight")  # refused: a run of the task is on its way
     # as the API's refused DELETE is: who tried what, and that it failed
     assert _audited(board, "task.write:delete") == [("operator-0", f"task {task_id}", "failed")]
+
+
+async def test_an_open_page_stops_showing_changes_once_its_session_ends(
+    user: User, board, sign_in
+) -> None:
+    from tme.controller.services.users import disable_user
+
+    task_id = _task(board, name="read tank level")
+    sign_in(user, "viewer")
+    await user.open(f"/tasks/{task_id}")
+    await user.should_see(marker="task-status", content="pending")
+    with Session(board.engine) as session:  # tme user disable: its sessions end
+        disable_user(session, "viewer-0")
+        session.commit()
+    # the page leaves for the sign-in page, as a click would have found
+    await user.should_see("Sign in to the dashboard", retries=SESSION_CHECK)
+    _fail(board, task_id)
+    await user.should_not_see("failed", retries=LIVE)
