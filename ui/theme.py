@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from fastapi import Request
@@ -48,6 +49,12 @@ STATE_COLORS = {
     "online": "positive",
     "offline": "negative",
 }
+
+
+def utc_time(when: datetime) -> str:
+    """A time as the pages show it: in UTC, saying so (TME keeps every time in UTC; an
+    operator reads it against a wall clock in another zone)."""
+    return f"{when.astimezone(UTC) if when.tzinfo else when:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def href(path: str) -> str:

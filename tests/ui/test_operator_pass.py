@@ -153,7 +153,8 @@ async def test_a_device_not_answering_says_since_when_as_other_times(
     sign_in(user, "viewer")
     await user.open("/fleet")
     await user.should_see(
-        marker="device-link", content="Not answering its agent since 2026-12-07 06:00:00: no answer"
+        marker="device-link",
+        content="Not answering its agent since 2026-12-07 06:00:00 UTC: no answer",
     )
 
 
@@ -209,3 +210,26 @@ async def test_an_open_page_stops_showing_changes_once_its_session_ends(
     await user.should_see("Sign in to the dashboard", retries=SESSION_CHECK)
     _fail(board, task_id)
     await user.should_not_see("failed", retries=LIVE)
+
+
+async def test_times_say_they_are_utc(user: User, board, sign_in) -> None:
+    lockout = {"by": "alice", "reason": "seal replacement", "at": "2026-12-07T06:00:00+00:00"}
+    tank = {"name": "tank1", "profile": "tank", "points": [], "lockout": lockout}
+    from tme.controller.event_apply import apply_presence
+
+    with Session(board.engine) as session:
+        apply_presence(
+            session, Presence(site="plant-x", agent="skid-a", state="online", devices=[tank])
+        )
+        session.commit()
+    sign_in(user, "admin")
+    await user.open("/fleet")  # an operator abroad reads them against the wall clock
+    await user.should_see(marker="device-lockout", content="since 2026-12-07 06:00:00 UTC")
+    await user.should_see(marker="fleet-site", content=" UTC")
+    from tme.controller.services import audit
+
+    audit.record(board.engine, "task.write:create", actor="alice", target="task 1")
+    await user.open("/audit")
+    table = user.find(ui.table).elements.pop()
+    assert isinstance(table, ui.table)
+    assert table.rows and all(row["at"].endswith(" UTC") for row in table.rows)

@@ -195,7 +195,7 @@ async def test_a_stopped_device_says_so_and_offers_resume(
     monkeypatch.setattr(user.navigate, "to", lambda _to: None)
     sign_in(user, "operator")
     await user.open("/fleet")
-    await user.should_see("Stopped by alice at 2026-12-07 06:00:00: leak at the seal")
+    await user.should_see("Stopped by alice at 2026-12-07 06:00:00 UTC: leak at the seal")
     user.find(marker="resume-device").click()
     user.find(marker="resume-reason").type("seal replaced")
     user.find(marker="confirm-resume").click()

@@ -9,7 +9,7 @@ from nicegui import ui
 
 from tme.controller.services.audit import AuditFilters, query
 from tme.ui.context import dashboard
-from tme.ui.theme import frame, sign_in_first
+from tme.ui.theme import frame, sign_in_first, utc_time
 
 
 def register() -> None:
@@ -49,7 +49,7 @@ def register() -> None:
             rows = [
                 {
                     "id": e.id,
-                    "at": e.at.strftime("%Y-%m-%d %H:%M:%S"),
+                    "at": utc_time(e.at),
                     "actor": e.actor,
                     "action": e.action,
                     "target": e.target,

@@ -30,7 +30,7 @@ from tme.ui.context import dashboard
 from tme.ui.control import guarded
 from tme.ui.loading import OneAtATime, off_the_loop, placeholder
 from tme.ui.session import Viewer
-from tme.ui.theme import frame, href, set_chip, sideways, sign_in_first, state_chip
+from tme.ui.theme import frame, href, set_chip, sideways, sign_in_first, state_chip, utc_time
 
 DeviceKey = tuple[str, str, str]  # site, agent, device
 
@@ -89,7 +89,7 @@ def register() -> None:
                 if (change.site, change.agent) in chips:
                     chip, seen, _status = chips[(change.site, change.agent)]
                     set_chip(chip, change.state)
-                    seen.text = f"{change.at:%Y-%m-%d %H:%M:%S}"
+                    seen.text = utc_time(change.at)
             # a site's line counts its agents online and says when it was last seen
             changed = sorted({c.site for c in changes} & sites.keys())
             if changed:
@@ -142,7 +142,7 @@ def _site_line(site: SitePublic) -> str:
         return site.name
     return (
         f"{site.name}: {site.agents_online}/{site.agents} agents online, "
-        f"last seen {site.last_seen:%Y-%m-%d %H:%M:%S}"
+        f"last seen {utc_time(site.last_seen)}"
     )
 
 
@@ -170,7 +170,7 @@ def _sites_and_agents(
             ui.label(agent.name)
             ui.label(agent.role)
             chip = state_chip("online" if agent.online else "offline")
-            seen = ui.label(f"{agent.last_seen:%Y-%m-%d %H:%M:%S}" if agent.last_seen else "-")
+            seen = ui.label(utc_time(agent.last_seen) if agent.last_seen else "-")
             status = ui.label(agent.status_line()).mark("agent-status")
             chips[(agent.site, agent.name)] = (chip, seen, status)
     return chips
@@ -278,7 +278,7 @@ def _ask_button(viewer: Viewer, device: DevicePublic, action: str) -> ui.button:
 def _when(iso: str) -> str:
     """An agent's ISO 8601 time as the page shows times (as it was, if unreadable)."""
     try:
-        return f"{datetime.fromisoformat(iso):%Y-%m-%d %H:%M:%S}"
+        return utc_time(datetime.fromisoformat(iso))
     except ValueError:
         return iso
 
@@ -321,7 +321,7 @@ def show_values(table: ui.element, device: DevicePublic, values: DeviceValues) -
             ui.label(point.name)
             ui.label("-" if point.value is None else str(point.value)).classes("point-value")
             ui.label(point.unit or "")
-            ui.label(f"{point.at:%Y-%m-%d %H:%M:%S}" if point.at else "")
+            ui.label(utc_time(point.at) if point.at else "")
             if point.run_id:
                 ui.link(point.run_id[:8], href(f"/runs/{point.run_id}"))
             else:

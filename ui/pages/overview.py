@@ -192,7 +192,7 @@ def _show(shown: Figures) -> _Board:
         states_row = ui.row().classes("gap-2")
     chart = ui.echart(
         {
-            "title": {"text": "Runs per minute (last hour)", "textStyle": {"fontSize": 14}},
+            "title": {"text": "Runs per minute (last hour, UTC)", "textStyle": {"fontSize": 14}},
             "xAxis": {"type": "category", "data": []},
             "yAxis": {"type": "value", "minInterval": 1},
             "series": [{"type": "bar", "data": []}],

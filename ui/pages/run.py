@@ -104,7 +104,7 @@ def register() -> None:
                         ui.label(f"{key}: {value} {unit}".strip())
 
             show_result(detail.result)
-            ui.label("Log").classes("text-lg")
+            ui.label("Log (times in UTC)").classes("text-lg")
             log = ui.log(max_lines=1000).classes("w-full h-48")
             last_log = {"id": 0}
             with dashboard().session() as session:

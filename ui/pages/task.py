@@ -122,7 +122,10 @@ def register() -> None:
             durations = [(r.created_at.strftime("%m-%d %H:%M:%S"), duration(r)) for r in runs]
             chart = ui.echart(
                 {
-                    "title": {"text": "Run duration (s)", "textStyle": {"fontSize": 14}},
+                    "title": {
+                        "text": "Run duration (s), runs by creation time in UTC",
+                        "textStyle": {"fontSize": 14},
+                    },
                     "xAxis": {"type": "category", "data": [d for d, _ in reversed(durations)]},
                     "yAxis": {"type": "value"},
                     "series": [{"type": "line", "data": [v for _, v in reversed(durations)]}],
