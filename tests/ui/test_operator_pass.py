@@ -233,3 +233,15 @@ async def test_times_say_they_are_utc(user: User, board, sign_in) -> None:
     table = user.find(ui.table).elements.pop()
     assert isinstance(table, ui.table)
     assert table.rows and all(row["at"].endswith(" UTC") for row in table.rows)
+
+
+async def test_enter_in_any_filter_field_applies_the_filters(user: User, board, sign_in) -> None:
+    sign_in(user, "admin")
+    await user.open("/tasks")
+    user.find(marker="filter-site").type("plant-x").trigger("keydown.enter")
+    await wait_until_async(lambda: user.back_history[-1] == "/tasks?site=plant-x", 2)
+    await user.open("/audit")
+    user.find(marker="filter-actor").type("alice").trigger("keydown.enter")
+    await wait_until_async(lambda: user.back_history[-1] == "/audit?actor=alice", 2)
+    user.find(marker="filter-action").type("task.").trigger("keydown.enter")
+    await wait_until_async(lambda: user.back_history[-1] == "/audit?actor=alice&action=task.", 2)

@@ -31,11 +31,11 @@ def register() -> None:
                     limit=200,
                 )
             with ui.row().classes("items-end gap-2"):
-                actor_in = ui.input("Actor", value=actor)
-                action_in = ui.input("Action starts with", value=action)
+                actor_in = ui.input("Actor", value=actor).mark("filter-actor")
+                action_in = ui.input("Action starts with", value=action).mark("filter-action")
                 outcome_in = ui.select(
                     ["", "ok", "failed", "refused"], value=outcome, label="Outcome"
-                )
+                ).classes("w-36")
 
                 def apply() -> None:
                     pairs = {
@@ -45,6 +45,8 @@ def register() -> None:
                     }
                     ui.navigate.to("/audit?" + urlencode({k: v for k, v in pairs.items() if v}))
 
+                for field in (actor_in, action_in):  # Enter applies, as Filter does
+                    field.on("keydown.enter", apply)
                 ui.button("Filter", on_click=apply).props("outline")
             rows = [
                 {

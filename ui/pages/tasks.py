@@ -118,13 +118,14 @@ def _query(status: str, site: str, q: str, cursor: str = "") -> str:
 def _filter_bar(status: str, site: str, q: str) -> None:
     with ui.row().classes("items-end gap-2"):
         state = ui.select(["", *TASK_STATUSES], value=status, label="State").classes("w-36")
-        site_in = ui.input("Site", value=site).classes("w-36")
-        search = ui.input("Search", value=q).classes("w-64")
+        site_in = ui.input("Site", value=site).classes("w-36").mark("filter-site")
+        search = ui.input("Search", value=q).classes("w-64").mark("filter-search")
 
         def apply() -> None:
             ui.navigate.to("/tasks?" + _query(state.value or "", site_in.value, search.value))
 
-        search.on("keydown.enter", apply)
+        for field in (site_in, search):  # Enter in a text field applies, as Filter does
+            field.on("keydown.enter", apply)
         ui.button("Filter", on_click=apply).props("outline")
 
 
