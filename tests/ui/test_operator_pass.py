@@ -245,3 +245,16 @@ async def test_enter_in_any_filter_field_applies_the_filters(user: User, board, 
     await wait_until_async(lambda: user.back_history[-1] == "/audit?actor=alice", 2)
     user.find(marker="filter-action").type("task.").trigger("keydown.enter")
     await wait_until_async(lambda: user.back_history[-1] == "/audit?actor=alice&action=task.", 2)
+
+
+async def test_a_run_that_ended_without_a_result_does_not_promise_one(
+    user: User, board, sign_in
+) -> None:
+    run_id = _latest_run(board, _task(board, name="read tank level"))
+    sign_in(user, "viewer")
+    await user.open(f"/runs/{run_id}")
+    await user.should_see("no result yet")  # pending: one may come
+    _move(board, run_id, "queued", "dispatched", "running", "canceled")
+    await user.should_see(marker="run-state", content="canceled", retries=LIVE)
+    await user.should_see(marker="run-result", content="no result: the run ended without one")
+    await user.should_not_see("no result yet")

@@ -94,16 +94,18 @@ def register() -> None:
             ui.label("Result").classes("text-lg")
             result_box = ui.column()
 
-            def show_result(result: dict[str, Any] | None) -> None:
+            def show_result(result: dict[str, Any] | None, state: str) -> None:
                 result_box.clear()
                 with result_box:
-                    if not result:
-                        ui.label("no result yet").classes("text-gray-500")
+                    if not result:  # a final run has none to come (canceled, expired)
+                        ended = state in FINAL_STATES
+                        text = "no result: the run ended without one" if ended else "no result yet"
+                        ui.label(text).classes("text-gray-500").mark("run-result")
                     point = task.params.get("point")
                     for key, value, unit in result_rows(task.op, result, units, point):
                         ui.label(f"{key}: {value} {unit}".strip())
 
-            show_result(detail.result)
+            show_result(detail.result, detail.state)
             ui.label("Log (times in UTC)").classes("text-lg")
             log = ui.log(max_lines=1000).classes("w-full h-48")
             last_log = {"id": 0}
@@ -144,7 +146,7 @@ def register() -> None:
                 for line in lines:
                     log.push(f"{line.at:%H:%M:%S} {line.line}")
                     last_log["id"] = line.id or 0
-                show_result(fresh.result)
+                show_result(fresh.result, fresh.state)
                 show_settled(fresh)
 
         def show_settled(fresh: RunDetail) -> None:
