@@ -258,3 +258,15 @@ async def test_a_run_that_ended_without_a_result_does_not_promise_one(
     await user.should_see(marker="run-state", content="canceled", retries=LIVE)
     await user.should_see(marker="run-result", content="no result: the run ended without one")
     await user.should_not_see("no result yet")
+
+
+async def test_the_schedule_field_is_for_roles_that_may_set_one(user: User, board, sign_in) -> None:
+    sign_in(user, "operator")  # an operator's schedule is refused: engineers set them
+    await user.open("/tasks")
+    user.find("New task").click()
+    await user.should_see(marker="task-name")
+    await user.should_not_see(marker="task-cron")
+    sign_in(user, "engineer")
+    await user.open("/tasks")
+    user.find("New task").click()
+    await user.should_see(marker="task-cron")

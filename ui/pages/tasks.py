@@ -197,9 +197,10 @@ def _create_dialog(viewer: Viewer) -> None:
             "agent": ui.input("Agent").classes("w-full"),
             "device": ui.input("Device").classes("w-full"),
             "params": ui.input("Params (JSON)", value="{}").classes("w-full"),
-            "cron": ui.input("Schedule (cron, optional)").classes("w-full"),
             "timeout_s": ui.input("Timeout (s, optional)").classes("w-full"),
         }
+        if viewer.can("schedule.manage"):  # an operator's schedule is refused: not offered
+            fields["cron"] = ui.input("Schedule (cron, optional)").classes("w-full")
         for key, field in fields.items():
             field.mark(f"task-{key}").classes(f"task-{key}")
         problems = ui.column().classes("text-negative text-sm")
