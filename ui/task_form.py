@@ -10,6 +10,10 @@ from pydantic import ValidationError as SchemaError
 from tme.schemas import OPS, TaskCreate
 
 
+class NoSchedule(Exception):
+    """A time zone was given without a schedule to read in it."""
+
+
 def form_body(values: dict[str, Any]) -> dict[str, Any]:
     """Turn the form's text fields into an API request body (blank fields are left out)."""
     body: dict[str, Any] = {"name": values.get("name") or "", "op": values.get("op")}
@@ -22,8 +26,11 @@ def form_body(values: dict[str, Any]) -> dict[str, Any]:
         body["params"] = json.loads(values["params"])
     if values.get("cmd"):
         body["cmd"] = values["cmd"]
+    zone = (values.get("timezone") or "").strip()
     if values.get("cron"):
-        body["schedule"] = {"cron": values["cron"]}
+        body["schedule"] = {"cron": values["cron"], "timezone": zone or "UTC"}
+    elif zone and zone != "UTC":  # as tme task create --timezone without a schedule
+        raise NoSchedule("schedule.timezone: a time zone needs a schedule (cron)")
     if values.get("timeout_s"):
         body["timeout_s"] = values["timeout_s"]  # as typed: the schema reads the number
     return body
@@ -35,6 +42,8 @@ def validate(values: dict[str, Any]) -> tuple[TaskCreate | None, list[str]]:
         return TaskCreate.model_validate(form_body(values)), []
     except json.JSONDecodeError as exc:
         return None, [f"params: not JSON ({exc.msg})"]
+    except NoSchedule as exc:
+        return None, [str(exc)]
     except ValueError as exc:
         if isinstance(exc, SchemaError):
             return None, [

@@ -13,6 +13,7 @@ from test_live_pages import LIVE, _latest_run, _move, _new_run, _succeed, _task
 from test_pages import _move as _move_with
 from waiting import wait_until_async
 
+from tme.controller.store.models import Task
 from tme.protocol import Presence
 from tme.states import TASK_STATUSES
 from tme.ui.theme import SESSION_CHECK_S
@@ -270,3 +271,41 @@ async def test_the_schedule_field_is_for_roles_that_may_set_one(user: User, boar
     await user.open("/tasks")
     user.find("New task").click()
     await user.should_see(marker="task-cron")
+
+
+def _fill_read_task(user: User, name: str) -> None:
+    user.find("New task").click()
+    user.find(marker="task-name").type(name)
+    user.find(marker="task-site").type("plant-x")
+    user.find(marker="task-agent").type("skid-a")
+    user.find(marker="task-device").type("tank1")
+    user.find(marker="task-params").clear().type('{"point": "level"}')
+
+
+async def test_the_new_task_form_takes_the_schedules_time_zone(user: User, board, sign_in) -> None:
+    sign_in(user, "engineer")
+    await user.open("/tasks")
+    _fill_read_task(user, "morning tank level")
+    user.find(marker="task-cron").type("0 6 * * *")  # 06:00 at the plant, as the CLI's --timezone
+    user.find(marker="task-timezone").clear().type("Europe/Berlin")
+    user.find("Create").click()
+    await user.should_see("Task 1: morning tank level")
+    await user.should_see("06:00:00+01:00")  # its next fire times, in the schedule's zone
+    with Session(board.engine) as session:
+        task = session.get(Task, 1)
+        assert task is not None
+        assert task.schedule
+        assert (task.schedule["cron"], task.schedule["timezone"]) == ("0 6 * * *", "Europe/Berlin")
+
+
+async def test_a_time_zone_without_a_schedule_is_refused(user: User, board, sign_in) -> None:
+    sign_in(user, "engineer")
+    await user.open("/tasks")
+    _fill_read_task(user, "tank level")
+    user.find(marker="task-timezone").clear().type("Europe/Berlin")
+    user.find("Create").click()
+    await user.should_see("schedule.timezone: a time zone needs a schedule (cron)")
+    user.find(marker="task-cron").type("0 6 * * *")  # nothing typed was lost: add the cron
+    user.find(marker="task-timezone").clear().type("Europe/Berlim")
+    user.find("Create").click()
+    await user.should_see("schedule.timezone")  # the schema's own words for an unknown zone

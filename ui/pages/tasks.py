@@ -201,6 +201,8 @@ def _create_dialog(viewer: Viewer) -> None:
         }
         if viewer.can("schedule.manage"):  # an operator's schedule is refused: not offered
             fields["cron"] = ui.input("Schedule (cron, optional)").classes("w-full")
+            zone = ui.input("Time zone of the schedule", value="UTC").classes("w-full")
+            fields["timezone"] = zone
         for key, field in fields.items():
             field.mark(f"task-{key}").classes(f"task-{key}")
         problems = ui.column().classes("text-negative text-sm")
