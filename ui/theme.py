@@ -73,6 +73,16 @@ def sideways() -> ui.element:
     return ui.element("div").classes("w-full overflow-x-auto")
 
 
+def reload_banner(marker: str) -> tuple[ui.row, ui.label]:
+    """A hidden line saying what appeared since the page opened, with a Reload button:
+    told, rather than moving the rows under the mouse."""
+    with ui.row().classes("items-center gap-2 rounded bg-amber-100 px-3 py-1") as banner:
+        text = ui.label().mark(marker)
+        ui.button("Reload", on_click=lambda: ui.navigate.reload()).props("flat dense")
+    banner.set_visibility(False)
+    return banner, text
+
+
 def state_chip(state: str, text: str | None = None) -> ui.badge:
     """A chip in the colour of `state`, saying `text` (the state itself by default)."""
     return ui.badge(text or state, color=STATE_COLORS.get(state, "grey")).classes("state-chip")

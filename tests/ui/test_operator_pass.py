@@ -94,11 +94,11 @@ async def test_the_duration_chart_takes_every_run_that_ended(user: User, board, 
     await wait_until_async(lambda: durations["data"] and durations["data"][0] is not None, 2)
 
 
-def _presence(board, agent: str, state: str) -> None:
+def _presence(board, agent: str, state: str, site: str = "plant-x") -> None:
     """A presence as the event consumer handles it: applied, then told to the feed."""
     from tme.controller.event_apply import apply_presence
 
-    presence = Presence(site="plant-x", agent=agent, state=state)
+    presence = Presence(site=site, agent=agent, state=state)
     with Session(board.engine) as session:
         apply_presence(session, presence)
         session.commit()
@@ -309,3 +309,17 @@ async def test_a_time_zone_without_a_schedule_is_refused(user: User, board, sign
     user.find(marker="task-timezone").clear().type("Europe/Berlim")
     user.find("Create").click()
     await user.should_see("schedule.timezone")  # the schema's own words for an unknown zone
+
+
+async def test_the_fleet_page_tells_of_an_agent_seen_for_the_first_time(
+    user: User, board, sign_in
+) -> None:
+    _presence(board, "skid-a", "online")
+    sign_in(user, "viewer", sites="plant-x")
+    await user.open("/fleet")
+    await user.should_see(marker="fleet-site", content="plant-x: 1/1 agents online")
+    await user.should_not_see(marker="new-agents")
+    _presence(board, "skid-a", "online", site="plant-y")  # outside the grant: not told
+    _presence(board, "line-b", "online")  # a new agent, and its devices, at the site
+    await user.should_see(marker="new-agents", content="1 new agent since", retries=LIVE)
+    await user.should_see("Reload")

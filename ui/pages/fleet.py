@@ -30,7 +30,16 @@ from tme.ui.context import dashboard
 from tme.ui.control import guarded
 from tme.ui.loading import OneAtATime, off_the_loop, placeholder
 from tme.ui.session import Viewer
-from tme.ui.theme import frame, href, set_chip, sideways, sign_in_first, state_chip, utc_time
+from tme.ui.theme import (
+    frame,
+    href,
+    reload_banner,
+    set_chip,
+    sideways,
+    sign_in_first,
+    state_chip,
+    utc_time,
+)
 
 DeviceKey = tuple[str, str, str]  # site, agent, device
 
@@ -78,13 +87,27 @@ def register() -> None:
             return
         body.clear()
         with body:
+            banner, banner_text = reload_banner("new-agents")
             sites: dict[str, ui.label] = {}
             chips = _sites_and_agents(found, sites)
             views = _devices(found, viewer)
         tables = {key: view.table for key, view in views.items()}
         shown = dict(found.values)
 
+        new_agents: set[tuple[str, str]] = set()
+
         async def on_agents(changes: list[live.AgentChange]) -> None:
+            # an agent (or gateway) seen for the first time, with its devices: said, not
+            # drawn in among the rows
+            new_agents.update(
+                (c.site, c.agent)
+                for c in changes
+                if (c.site, c.agent) not in chips and viewer.principal.sees_site(c.site)
+            )
+            if new_agents:
+                many = "s" if len(new_agents) > 1 else ""
+                banner_text.text = f"{len(new_agents)} new agent{many} since this page opened"
+                banner.set_visibility(True)
             for change in changes:
                 if (change.site, change.agent) in chips:
                     chip, seen, _status = chips[(change.site, change.agent)]

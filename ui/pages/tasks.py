@@ -18,7 +18,15 @@ from tme.ui.context import dashboard
 from tme.ui.control import guarded
 from tme.ui.session import Viewer
 from tme.ui.task_form import OP_CHOICES, validate
-from tme.ui.theme import frame, href, set_chip, sideways, sign_in_first, state_chip
+from tme.ui.theme import (
+    frame,
+    href,
+    reload_banner,
+    set_chip,
+    sideways,
+    sign_in_first,
+    state_chip,
+)
 
 PAGE_SIZE = 50
 
@@ -56,7 +64,7 @@ def register() -> None:
             _filter_bar(status, site, q)
             if viewer.can("task.write"):
                 ui.button("New task", icon="add", on_click=lambda: _create_dialog(viewer))
-            banner, banner_text = _new_tasks_banner()
+            banner, banner_text = reload_banner("new-tasks")
             chips = _task_rows(rows, viewer)
             with ui.row().classes("gap-4"):
                 if cursor:
@@ -88,14 +96,6 @@ def register() -> None:
                 set_chip(chips[task_id], state)  # only the changed rows go to the browser
 
         live.run_changes.subscribe(on_runs)
-
-
-def _new_tasks_banner() -> tuple[ui.row, ui.label]:
-    with ui.row().classes("items-center gap-2 rounded bg-amber-100 px-3 py-1") as banner:
-        text = ui.label().mark("new-tasks")
-        ui.button("Reload", on_click=lambda: ui.navigate.reload()).props("flat dense")
-    banner.set_visibility(False)
-    return banner, text
 
 
 def _listed(change: live.RunChange, filters: TaskFilters) -> bool:
