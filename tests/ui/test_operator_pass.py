@@ -13,7 +13,7 @@ from test_live_pages import LIVE, _latest_run, _move, _new_run, _succeed, _task
 from test_pages import _move as _move_with
 from waiting import wait_until_async
 
-from tme.controller.store.models import Task
+from tme.controller.store.models import Run, Task, utcnow
 from tme.protocol import Presence
 from tme.states import TASK_STATUSES
 from tme.ui.theme import SESSION_CHECK_S
@@ -323,3 +323,25 @@ async def test_the_fleet_page_tells_of_an_agent_seen_for_the_first_time(
     _presence(board, "line-b", "online")  # a new agent, and its devices, at the site
     await user.should_see(marker="new-agents", content="1 new agent since", retries=LIVE)
     await user.should_see("Reload")
+
+
+async def test_the_overview_moves_with_the_clock_when_nothing_changes(
+    user: User, board, sign_in, monkeypatch
+) -> None:
+    from tme.ui.pages import overview
+
+    # The last hour and the last 24 h move on with no change to tell of: a failure ages
+    # out, a quiet minute joins the chart. Shortened here from a minute.
+    monkeypatch.setattr(overview, "CLOCK_REFRESH_S", 0.2)
+    sign_in(user, "viewer")
+    await user.open("/")
+    await user.should_see(marker="overview-failures", content="0")
+    with Session(board.engine) as session:  # rows no feed tells of: the clock's to find
+        task = Task(name="read tank level", op="external", status="failed")
+        session.add(task)
+        session.commit()
+        task_id = task.id
+        now = utcnow()
+        session.add(Run(task_id=task_id, state="failed", created_at=now, finished_at=now))
+        session.commit()
+    await user.should_see(marker="overview-failures", content="1", retries=LIVE)
