@@ -345,3 +345,14 @@ async def test_the_overview_moves_with_the_clock_when_nothing_changes(
         session.add(Run(task_id=task_id, state="failed", created_at=now, finished_at=now))
         session.commit()
     await user.should_see(marker="overview-failures", content="1", retries=LIVE)
+
+
+async def test_a_hand_made_url_gets_the_pages_own_answer(user: User, sign_in) -> None:
+    sign_in(user, "viewer")
+    await user.open("/tasks/12abc")  # a link cut short or typed by hand
+    await user.should_see("There is no task 12abc.")
+    await user.open("/reports?days=week")
+    await user.should_see("Reports")
+    period = user.find(marker="report-period").elements.pop()
+    assert isinstance(period, ui.select)
+    assert period.value == 7  # as for a number of days it does not offer

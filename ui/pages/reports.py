@@ -30,15 +30,18 @@ def _report(days: int, group_by: str, sites_in: Sequence[str] | None) -> reports
 
 def register() -> None:
     @ui.page("/reports")
-    async def reports_page(request: Request, days: int = 7, group_by: str = "op") -> None:
+    async def reports_page(request: Request, days: str = "7", group_by: str = "op") -> None:
+        # days as text: a period it does not offer (?days=week) shows the last week, as
+        # ?days=3 does, not a raw 422
         viewer = sign_in_first(request)
         if viewer is None:
             return
-        days = days if days in PERIODS else 7
+        period_days = int(days) if days in {str(d) for d in PERIODS} else 7
         group_by = group_by if group_by in reports.GROUPINGS else "op"
         with frame("Reports", viewer):
             with ui.row().classes("items-end gap-2"):
-                period = ui.select(PERIODS, value=days, label="Period").classes("w-40")
+                period = ui.select(PERIODS, value=period_days, label="Period").classes("w-40")
+                period.mark("report-period")
                 grouping = ui.select(list(reports.GROUPINGS), value=group_by, label="Group by")
 
                 def apply() -> None:
@@ -46,12 +49,13 @@ def register() -> None:
                     ui.navigate.to(f"/reports?{query}")
 
                 ui.button("Show", on_click=apply).props("outline")
-                csv_query = urlencode({"days": days, "group_by": group_by})
+                csv_query = urlencode({"days": period_days, "group_by": group_by})
                 _plain_link("Export CSV", f"{CSV_EXPORT}?{csv_query}").mark("export-csv")
             body = placeholder("the report")
             ui.link("Tasks", href("/tasks"))
         # the API's report: the grant's sites
-        report = await off_the_loop(_report, days, group_by, site_scope(viewer.principal))
+        granted = site_scope(viewer.principal)
+        report = await off_the_loop(_report, period_days, group_by, granted)
         if report is None:  # the server is stopping
             return
         body.clear()

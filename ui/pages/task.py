@@ -19,6 +19,7 @@ from tme.errors import NotFound
 from tme.states import FINAL_STATES
 from tme.ui import live
 from tme.ui.context import dashboard
+from tme.ui.session import Viewer
 from tme.ui.theme import frame, href, set_chip, sideways, sign_in_first, state_chip
 
 # What the task's runs say of it, not what it is: the status chip, the fire times and
@@ -44,133 +45,139 @@ def duration(run: Run) -> float | None:
 
 def register() -> None:
     @ui.page("/tasks/{task_id}")
-    def task_page(request: Request, task_id: int) -> None:
+    def task_page(request: Request, task_id: str) -> None:
+        # str, not int: an id cut short or typed by hand is no task, not a raw 422
         viewer = sign_in_first(request)
         if viewer is None:
             return
-        board = dashboard()
-        with board.session() as session:
-            try:
-                task = get_task(session, task_id)
-            except NotFound:
-                task = None
-            if task is None or not viewer.principal.sees_site(task.site):
-                with frame("Task not found", viewer):
-                    ui.label(f"There is no task {task_id}.")
-                return
-            public = to_public(task)
-            runs, _ = list_runs(session, task_id, limit=50)
-            predecessors = session.exec(
-                select(TaskDependency).where(TaskDependency.task_id == task_id)
-            ).all()
-            dependents = session.exec(
-                select(TaskDependency).where(TaskDependency.predecessor_id == task_id)
-            ).all()
-            # an edge to a task on a site outside the grant is not the viewer's to see
-            others = {d.predecessor_id for d in predecessors} | {d.task_id for d in dependents}
-            seen = {
-                other
-                for other, site in session.exec(
-                    select(Task.id, Task.site).where(col(Task.id).in_(others))
+        number = int(task_id) if task_id.isdecimal() and len(task_id) < 19 else None
+        if number is None or not _show_task(viewer, number):
+            with frame("Task not found", viewer):
+                ui.label(f"There is no task {task_id}.")
+
+
+def _show_task(viewer: Viewer, task_id: int) -> bool:
+    """The page of task `task_id`; False when the viewer has no such task to see."""
+    board = dashboard()
+    with board.session() as session:
+        try:
+            task = get_task(session, task_id)
+        except NotFound:
+            task = None
+        if task is None or not viewer.principal.sees_site(task.site):
+            return False
+        public = to_public(task)
+        runs, _ = list_runs(session, task_id, limit=50)
+        predecessors = session.exec(
+            select(TaskDependency).where(TaskDependency.task_id == task_id)
+        ).all()
+        dependents = session.exec(
+            select(TaskDependency).where(TaskDependency.predecessor_id == task_id)
+        ).all()
+        # an edge to a task on a site outside the grant is not the viewer's to see
+        others = {d.predecessor_id for d in predecessors} | {d.task_id for d in dependents}
+        seen = {
+            other
+            for other, site in session.exec(
+                select(Task.id, Task.site).where(col(Task.id).in_(others))
+            )
+            if viewer.principal.sees_site(site)
+        }
+        predecessors = [d for d in predecessors if d.predecessor_id in seen]
+        dependents = [d for d in dependents if d.task_id in seen]
+        workflows = workflows_of(session, [r.id for r in runs])
+        notices = fleet_notices(session, task)
+    with frame(f"Task {task_id}: {public.name}", viewer):
+        with ui.row().classes("items-center gap-2"):
+            ui.label("Status")
+            status = state_chip(public.status).mark("task-status")
+        if notices:  # what a create would be told today, or why its agent would refuse it
+            with ui.card().classes("w-full bg-amber-50"):
+                ui.label("Fleet").classes("font-medium")
+                for notice in notices:
+                    ui.label(notice).classes("text-amber-900").mark("fleet-notice")
+        with ui.card().classes("w-full"):
+            ui.label("Definition").classes("font-medium")
+            definition = public.model_dump(mode="json", exclude=RUN_FIELDS)
+            with sideways():
+                ui.code(json.dumps(definition, indent=2), language="json")
+        with ui.card().classes("w-full"):
+            ui.label("Schedule").classes("font-medium")
+            # The controller's own fire times: slots from the schedule's anchor (an
+            # interval counts from when it was set or resumed), none while paused.
+            if public.paused:
+                ui.label(
+                    "Paused: its schedule, trigger, dependencies and planned retries start"
+                    " it again once resumed; Run now and Retry still start it."
                 )
-                if viewer.principal.sees_site(site)
+            elif not task.schedule:
+                ui.label("Runs when created, triggered or when its dependencies settle.")
+            zone = ZoneInfo(public.schedule.timezone if public.schedule else "UTC")
+            for when in public.next_fire_times:
+                ui.label(when.astimezone(zone).isoformat())  # in the site's time zone
+        with ui.card().classes("w-full"):
+            ui.label("Dependencies").classes("font-medium")
+            for dep in predecessors:
+                with ui.row():
+                    ui.link(f"task {dep.predecessor_id}", href(f"/tasks/{dep.predecessor_id}"))
+                    ui.label(f"→ this task, on {dep.on}")
+            for dep in dependents:
+                with ui.row():
+                    ui.label(f"this task → on {dep.on}")
+                    ui.link(f"task {dep.task_id}", href(f"/tasks/{dep.task_id}"))
+            if not predecessors and not dependents:
+                ui.label("none").classes("text-gray-500")
+        durations = [(r.created_at.strftime("%m-%d %H:%M:%S"), duration(r)) for r in runs]
+        chart = ui.echart(
+            {
+                "title": {
+                    "text": "Run duration (s), runs by creation time in UTC",
+                    "textStyle": {"fontSize": 14},
+                },
+                "xAxis": {"type": "category", "data": [d for d, _ in reversed(durations)]},
+                "yAxis": {"type": "value"},
+                "series": [{"type": "line", "data": [v for _, v in reversed(durations)]}],
             }
-            predecessors = [d for d in predecessors if d.predecessor_id in seen]
-            dependents = [d for d in dependents if d.task_id in seen]
-            workflows = workflows_of(session, [r.id for r in runs])
-            notices = fleet_notices(session, task)
-        with frame(f"Task {task_id}: {public.name}", viewer):
-            with ui.row().classes("items-center gap-2"):
-                ui.label("Status")
-                status = state_chip(public.status).mark("task-status")
-            if notices:  # what a create would be told today, or why its agent would refuse it
-                with ui.card().classes("w-full bg-amber-50"):
-                    ui.label("Fleet").classes("font-medium")
-                    for notice in notices:
-                        ui.label(notice).classes("text-amber-900").mark("fleet-notice")
-            with ui.card().classes("w-full"):
-                ui.label("Definition").classes("font-medium")
-                definition = public.model_dump(mode="json", exclude=RUN_FIELDS)
-                with sideways():
-                    ui.code(json.dumps(definition, indent=2), language="json")
-            with ui.card().classes("w-full"):
-                ui.label("Schedule").classes("font-medium")
-                # The controller's own fire times: slots from the schedule's anchor (an
-                # interval counts from when it was set or resumed), none while paused.
-                if public.paused:
-                    ui.label(
-                        "Paused: its schedule, trigger, dependencies and planned retries start"
-                        " it again once resumed; Run now and Retry still start it."
-                    )
-                elif not task.schedule:
-                    ui.label("Runs when created, triggered or when its dependencies settle.")
-                zone = ZoneInfo(public.schedule.timezone if public.schedule else "UTC")
-                for when in public.next_fire_times:
-                    ui.label(when.astimezone(zone).isoformat())  # in the site's time zone
-            with ui.card().classes("w-full"):
-                ui.label("Dependencies").classes("font-medium")
-                for dep in predecessors:
-                    with ui.row():
-                        ui.link(f"task {dep.predecessor_id}", href(f"/tasks/{dep.predecessor_id}"))
-                        ui.label(f"→ this task, on {dep.on}")
-                for dep in dependents:
-                    with ui.row():
-                        ui.label(f"this task → on {dep.on}")
-                        ui.link(f"task {dep.task_id}", href(f"/tasks/{dep.task_id}"))
-                if not predecessors and not dependents:
-                    ui.label("none").classes("text-gray-500")
-            durations = [(r.created_at.strftime("%m-%d %H:%M:%S"), duration(r)) for r in runs]
-            chart = ui.echart(
-                {
-                    "title": {
-                        "text": "Run duration (s), runs by creation time in UTC",
-                        "textStyle": {"fontSize": 14},
-                    },
-                    "xAxis": {"type": "category", "data": [d for d, _ in reversed(durations)]},
-                    "yAxis": {"type": "value"},
-                    "series": [{"type": "line", "data": [v for _, v in reversed(durations)]}],
-                }
-            ).classes("w-full h-56")
-            ui.label("Runs").classes("text-lg")
-            history = ui.column().classes("w-full gap-1")
-            chips: dict[str, ui.badge] = {}
-            reasons: dict[str, ui.label] = {}
+        ).classes("w-full h-56")
+        ui.label("Runs").classes("text-lg")
+        history = ui.column().classes("w-full gap-1")
+        chips: dict[str, ui.badge] = {}
+        reasons: dict[str, ui.label] = {}
 
-            def add_run_row(run_id: str, state: str, when: str, reason: str) -> None:
-                if run_id not in workflows:
-                    with dashboard().session() as session:
-                        workflows[run_id] = workflow_of(session, run_id)
-                with history, ui.row().classes("items-center gap-3") as row:
-                    chips[run_id] = state_chip(state)
-                    ui.link(run_id[:8], href(f"/runs/{run_id}"))
-                    ui.link("workflow", href(f"/workflows/{workflows[run_id]}")).classes("text-sm")
-                    ui.label(when).classes("text-sm text-gray-600")
-                    reasons[run_id] = ui.label(reason).classes("text-sm").mark("run-reason")
-                row.move(target_index=0)
-
-            for run in reversed(runs):
-                add_run_row(run.id, run.state, run.created_at.isoformat(), run.reason)
-
-        def on_runs(changes: list[live.RunChange]) -> None:
-            for change in changes:
-                if change.task_id != task_id or change.late:
-                    continue  # a late hop changed no state
-                if change.run_id in chips:
-                    set_chip(chips[change.run_id], change.to_state)
-                    reasons[change.run_id].text = change.reason  # why it failed, say
-                else:
-                    add_run_row(
-                        change.run_id, change.to_state, change.at.isoformat(), change.reason
-                    )
-                if change.latest:  # the task's status follows its latest run only
-                    set_chip(status, change.to_state)
-            # a run that ended has a duration: timed out, rejected or canceled ones too
-            if any(c.task_id == task_id and c.to_state in FINAL_STATES for c in changes):
+        def add_run_row(run_id: str, state: str, when: str, reason: str) -> None:
+            if run_id not in workflows:
                 with dashboard().session() as session:
-                    latest, _ = list_runs(session, task_id, limit=50)
-                points = [(r.created_at.strftime("%m-%d %H:%M:%S"), duration(r)) for r in latest]
-                chart.options["xAxis"]["data"] = [d for d, _ in reversed(points)]
-                chart.options["series"][0]["data"] = [v for _, v in reversed(points)]
-                chart.update()
+                    workflows[run_id] = workflow_of(session, run_id)
+            with history, ui.row().classes("items-center gap-3") as row:
+                chips[run_id] = state_chip(state)
+                ui.link(run_id[:8], href(f"/runs/{run_id}"))
+                ui.link("workflow", href(f"/workflows/{workflows[run_id]}")).classes("text-sm")
+                ui.label(when).classes("text-sm text-gray-600")
+                reasons[run_id] = ui.label(reason).classes("text-sm").mark("run-reason")
+            row.move(target_index=0)
 
-        live.run_changes.subscribe(on_runs)
+        for run in reversed(runs):
+            add_run_row(run.id, run.state, run.created_at.isoformat(), run.reason)
+
+    def on_runs(changes: list[live.RunChange]) -> None:
+        for change in changes:
+            if change.task_id != task_id or change.late:
+                continue  # a late hop changed no state
+            if change.run_id in chips:
+                set_chip(chips[change.run_id], change.to_state)
+                reasons[change.run_id].text = change.reason  # why it failed, say
+            else:
+                add_run_row(change.run_id, change.to_state, change.at.isoformat(), change.reason)
+            if change.latest:  # the task's status follows its latest run only
+                set_chip(status, change.to_state)
+        # a run that ended has a duration: timed out, rejected or canceled ones too
+        if any(c.task_id == task_id and c.to_state in FINAL_STATES for c in changes):
+            with dashboard().session() as session:
+                latest, _ = list_runs(session, task_id, limit=50)
+            points = [(r.created_at.strftime("%m-%d %H:%M:%S"), duration(r)) for r in latest]
+            chart.options["xAxis"]["data"] = [d for d, _ in reversed(points)]
+            chart.options["series"][0]["data"] = [v for _, v in reversed(points)]
+            chart.update()
+
+    live.run_changes.subscribe(on_runs)
+    return True
