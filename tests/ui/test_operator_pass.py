@@ -356,3 +356,31 @@ async def test_a_hand_made_url_gets_the_pages_own_answer(user: User, sign_in) ->
     period = user.find(marker="report-period").elements.pop()
     assert isinstance(period, ui.select)
     assert period.value == 7  # as for a number of days it does not offer
+
+
+async def test_the_task_page_tells_what_the_fleet_says_as_it_says_it(
+    user: User, board, sign_in
+) -> None:
+    from tme.controller.event_apply import apply_presence
+
+    level = {"name": "level", "type": "float32", "unit": "m", "access": "rw"}
+    tank = {"name": "tank1", "profile": "tank", "points": [level]}
+
+    def arrives(devices: list[dict]) -> None:  # applied, then told, as the consumer does
+        presence = Presence(site="plant-x", agent="skid-a", state="online", devices=devices)
+        with Session(board.engine) as session:
+            apply_presence(session, presence)
+            session.commit()
+        board.change_feed.on_message(presence)
+
+    arrives([tank])
+    task_id = _task(board, op="modbus.write", params={"point": "level", "value": 2})
+    sign_in(user, "viewer")
+    await user.open(f"/tasks/{task_id}")
+    await user.should_see("Definition")
+    await user.should_not_see(marker="fleet-notice")
+    lockout = {"by": "alice", "reason": "seal replacement", "at": "2026-12-07T06:00:00+00:00"}
+    arrives([{**tank, "lockout": lockout}])  # tme agent lock tank1 at skid-a
+    await user.should_see(marker="fleet-notice", content="seal replacement", retries=LIVE)
+    arrives([tank])  # unlocked there
+    await user.should_not_see(marker="fleet-notice", retries=LIVE)

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from nicegui import ui
+from nicegui.run import io_bound
 from sqlmodel import col, select
 
 from tme.controller.services.queries import list_runs
@@ -91,11 +92,8 @@ def _show_task(viewer: Viewer, task_id: int) -> bool:
         with ui.row().classes("items-center gap-2"):
             ui.label("Status")
             status = state_chip(public.status).mark("task-status")
-        if notices:  # what a create would be told today, or why its agent would refuse it
-            with ui.card().classes("w-full bg-amber-50"):
-                ui.label("Fleet").classes("font-medium")
-                for notice in notices:
-                    ui.label(notice).classes("text-amber-900").mark("fleet-notice")
+        fleet_box = ui.column().classes("w-full")
+        shown_notices = _show_notices(fleet_box, notices)
         with ui.card().classes("w-full"):
             ui.label("Definition").classes("font-medium")
             definition = public.model_dump(mode="json", exclude=RUN_FIELDS)
@@ -179,5 +177,35 @@ def _show_task(viewer: Viewer, task_id: int) -> bool:
             chart.options["series"][0]["data"] = [v for _, v in reversed(points)]
             chart.update()
 
+    async def on_agents(changes: list[live.AgentChange]) -> None:
+        # a presence at the task's site may lock its device out, hand it back, say it
+        # stopped answering, or be its agent's first
+        nonlocal shown_notices
+        if not any(c.site == site for c in changes):
+            return
+        fresh = await io_bound(_notices_of, task_id)
+        if fresh is not None and fresh != shown_notices:  # None: the server is stopping
+            shown_notices = _show_notices(fleet_box, fresh)
+
+    site = public.target.site if public.target else None
     live.run_changes.subscribe(on_runs)
+    live.agent_changes.subscribe(on_agents)
     return True
+
+
+def _notices_of(task_id: int) -> list[str]:
+    with dashboard().session() as session:
+        task = session.get(Task, task_id)
+        return fleet_notices(session, task) if task is not None else []
+
+
+def _show_notices(box: ui.column, notices: list[str]) -> list[str]:
+    """What a create would be told today, or why its agent would refuse the task."""
+    box.clear()
+    with box:
+        if notices:
+            with ui.card().classes("w-full bg-amber-50"):
+                ui.label("Fleet").classes("font-medium")
+                for notice in notices:
+                    ui.label(notice).classes("text-amber-900").mark("fleet-notice")
+    return notices
