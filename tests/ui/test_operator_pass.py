@@ -384,3 +384,11 @@ async def test_the_task_page_tells_what_the_fleet_says_as_it_says_it(
     await user.should_see(marker="fleet-notice", content="seal replacement", retries=LIVE)
     arrives([tank])  # unlocked there
     await user.should_not_see(marker="fleet-notice", retries=LIVE)
+
+
+async def test_report_counts_read_as_english(user: User, board, sign_in) -> None:
+    _move_with(board, _latest_run(board, _task(board)), "failed", "modbus timeout on unit 2")
+    sign_in(user, "viewer")
+    await user.open("/reports?days=1")
+    await user.should_see("1 run: modbus timeout on unit 2")
+    await user.should_not_see("1 runs")

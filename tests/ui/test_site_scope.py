@@ -156,7 +156,7 @@ async def test_reports_count_only_the_granted_sites(user: User, board, sign_in, 
     await user.should_see("Top failure reasons")
     table = user.find(ui.table).elements.pop()
     assert [(r["key"], r["runs"], r["failed"]) for r in table.rows] == [(SITE_A, 1, 1)]
-    await user.should_see("1 runs: alpha pump jammed")
+    await user.should_see("1 run: alpha pump jammed")
     await user.should_not_see("bravo valve stuck")
 
 

@@ -88,8 +88,12 @@ def _show(report: reports.Summary) -> None:
         with ui.column():
             ui.label("Busiest hours (UTC)").classes("font-medium")
             for hour, count in report.busiest_hours:
-                ui.label(f"{hour:02d}:00 — {count} runs")
+                ui.label(f"{hour:02d}:00 — {_runs(count)}")
         with ui.column():
             ui.label("Top failure reasons").classes("font-medium")
             for reason, count in report.top_failure_reasons:
-                ui.label(f"{count} runs: {reason}")
+                ui.label(f"{_runs(count)}: {reason}")
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" if count == 1 else f"{count} runs"
