@@ -392,3 +392,21 @@ async def test_report_counts_read_as_english(user: User, board, sign_in) -> None
     await user.open("/reports?days=1")
     await user.should_see("1 run: modbus timeout on unit 2")
     await user.should_not_see("1 runs")
+
+
+async def test_the_task_pages_run_history_keeps_to_the_last_50(user: User, board, sign_in) -> None:
+    from tme.ui.pages.task import RUNS_SHOWN
+
+    task_id = _task(board, name="read tank level")
+    first = _latest_run(board, task_id)
+    for _ in range(RUNS_SHOWN - 1):
+        _move(board, _latest_run(board, task_id), "canceled")
+        _new_run(board, task_id)
+    sign_in(user, "viewer")
+    await user.open(f"/tasks/{task_id}")
+    await user.should_see(first[:8])  # the 50th newest: still on the page
+    _move(board, _latest_run(board, task_id), "canceled")
+    newest = _new_run(board, task_id)  # a schedule firing every second, a day long
+    await user.should_see(newest[:8], retries=LIVE)
+    await user.should_not_see(first[:8])  # the page keeps the last 50, as it opened with
+    assert len(user.find(marker="run-reason").elements) == RUNS_SHOWN

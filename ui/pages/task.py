@@ -38,6 +38,9 @@ RUN_FIELDS = {
 }
 
 
+RUNS_SHOWN = 50  # the run history: the task's last 50 runs
+
+
 def duration(run: Run) -> float | None:
     if run.started_at and run.finished_at:
         return round((run.finished_at - run.started_at).total_seconds(), 3)
@@ -68,7 +71,7 @@ def _show_task(viewer: Viewer, task_id: int) -> bool:
         if task is None or not viewer.principal.sees_site(task.site):
             return False
         public = to_public(task)
-        runs, _ = list_runs(session, task_id, limit=50)
+        runs, _ = list_runs(session, task_id, limit=RUNS_SHOWN)
         predecessors = session.exec(
             select(TaskDependency).where(TaskDependency.task_id == task_id)
         ).all()
@@ -141,6 +144,7 @@ def _show_task(viewer: Viewer, task_id: int) -> bool:
         history = ui.column().classes("w-full gap-1")
         chips: dict[str, ui.badge] = {}
         reasons: dict[str, ui.label] = {}
+        rows: dict[str, ui.row] = {}  # newest last
 
         def add_run_row(run_id: str, state: str, when: str, reason: str) -> None:
             if run_id not in workflows:
@@ -153,6 +157,11 @@ def _show_task(viewer: Viewer, task_id: int) -> bool:
                 ui.label(when).classes("text-sm text-gray-600")
                 reasons[run_id] = ui.label(reason).classes("text-sm").mark("run-reason")
             row.move(target_index=0)
+            rows[run_id] = row
+            if len(rows) > RUNS_SHOWN:  # the last 50, as the page opened with, however long open
+                oldest = next(iter(rows))
+                history.remove(rows.pop(oldest))
+                del chips[oldest], reasons[oldest]
 
         for run in reversed(runs):
             add_run_row(run.id, run.state, run.created_at.isoformat(), run.reason)
@@ -171,7 +180,7 @@ def _show_task(viewer: Viewer, task_id: int) -> bool:
         # a run that ended has a duration: timed out, rejected or canceled ones too
         if any(c.task_id == task_id and c.to_state in FINAL_STATES for c in changes):
             with dashboard().session() as session:
-                latest, _ = list_runs(session, task_id, limit=50)
+                latest, _ = list_runs(session, task_id, limit=RUNS_SHOWN)
             points = [(r.created_at.strftime("%m-%d %H:%M:%S"), duration(r)) for r in latest]
             chart.options["xAxis"]["data"] = [d for d, _ in reversed(points)]
             chart.options["series"][0]["data"] = [v for _, v in reversed(points)]
