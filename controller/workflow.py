@@ -349,6 +349,37 @@ def decide_step(
     _start_step(session, task, workflow_id, existing, hook)
 
 
+def decide_after_new_dependencies(
+    session: Session, task_id: int, predecessors: Iterable[int], hook: RunReadyHook | None
+) -> None:
+    """Decide the task's step again in each workflow run still going (one with a run not
+    settled yet) where one of its new `predecessors` has a run and it has none yet.
+
+    A join's outcome is decided when a dependency of it settles: one that waited for a
+    dependency now removed from it had its other dependencies settled before, and the
+    removed one's outcome no longer concerns it, so without this it never started in
+    that workflow run. A workflow run that is over stays as it ended."""
+    wanted = sorted(set(predecessors))
+    if not wanted:
+        return
+    going = session.exec(
+        select(RunLink.workflow_id).where(col(RunLink.settled).is_(False)).distinct()
+    ).all()
+    reached: set[str] = set()
+    for chunk in chunks(sorted(set(going))):
+        reached.update(
+            session.exec(
+                select(RunLink.workflow_id)
+                .join(Run, col(Run.id) == col(RunLink.run_id))
+                .where(col(RunLink.workflow_id).in_(chunk), col(Run.task_id).in_(wanted))
+                .distinct()
+            ).all()
+        )
+    for workflow_id in sorted(reached):
+        if latest_in(session, task_id, workflow_id) is None:
+            decide_step(session, task_id, workflow_id, hook)
+
+
 def _undecided(session: Session, run: Run) -> bool:
     """Whether a step's active run was left to decide: a waiting run that is neither a
     planned retry nor held in the overlap queue (a placeholder of an older version)."""

@@ -30,6 +30,7 @@ from tme.controller.services.workflow_reach import check_reachable
 from tme.controller.store.models import IdempotencyKey, Run, Task, TaskDependency, utcnow
 from tme.controller.store.planner import rare
 from tme.controller.store.workflow_models import TaskPolicy
+from tme.controller.workflow import decide_after_new_dependencies
 from tme.errors import Conflict, NotFound, ValidationError, describe_validation
 from tme.schemas import (
     Dependency,
@@ -349,11 +350,16 @@ MAX_ID = 2**63 - 1
 
 
 def update_task(
-    session: Session, task_id: int, update: TaskUpdate, warnings: list[str] | None = None
+    session: Session,
+    task_id: int,
+    update: TaskUpdate,
+    warnings: list[str] | None = None,
+    hook: RunReadyHook | None = None,
 ) -> Task:
     """Change fields and/or apply a status report (external tasks). A change of the
     target or params is checked against the fleet (fleet_checks); `warnings`, when
-    given, gets what that check noticed without refusing."""
+    given, gets what that check noticed without refusing. New dependencies are looked
+    at in the workflow runs going on (`hook` starts a step they let start)."""
     check_storable(update)
     task = get_task(session, task_id)
     changes = update.field_changes
@@ -375,6 +381,10 @@ def update_task(
         report_status(session, task, update)
     task.updated_at = utcnow()
     session.add(task)
+    if update.field_changes.get("depends_on"):
+        session.flush()  # the new edges, which deciding the step reads
+        new = [dep.task for dep in update.field_changes["depends_on"]]
+        decide_after_new_dependencies(session, task.id or 0, new, hook)
     return task
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlmodel import Session
 from waiting import wait_until
-from workflow_api import after, make, report, runs_of, state_of
+from workflow_api import after, fire, make, report, runs_of, state_of, wait_for_step
 
 from tme.controller.store.workflow_models import RunLink
 
@@ -201,3 +201,46 @@ def test_run_now_half_way_skips_the_join_it_cannot_complete(test_client) -> None
     wait_until(lambda: state_of(test_client, join) == "skipped", what="the join skipped")
     reason = runs_of(test_client, join)[0]["reason"]
     assert f"task {a['id']} never runs in this workflow run" in reason
+
+
+def test_a_join_whose_missing_dependency_is_removed_starts_in_the_workflow_run_going_on(
+    test_client,
+) -> None:
+    """A join waiting for its second dependency, which is then removed from it, starts on
+    the first one's outcome in the workflow run going on. It never started there: the
+    first had finished while the join still waited, and the removed one's outcome no
+    longer concerned it, so the join had no run and the workflow run looked over."""
+    root = make(test_client, "root", trigger="narrowed")
+    left = make(test_client, "left", **after(root))
+    right = make(test_client, "right", **after(root))
+    join = make(test_client, "join", depends_on=[{"task": left["id"]}, {"task": right["id"]}])
+    workflow_id = fire(test_client, "narrowed")
+    report(test_client, root, "complete")
+    wait_until(lambda: state_of(test_client, right) == "pending", what="both branches")
+    report(test_client, left, "complete")
+    test_client.app.state.runtime.scheduling.step()  # settled: the join waits for right
+    assert state_of(test_client, join) is None
+    changed = test_client.patch(f"/api/v1/tasks/{join['id']}", json=after(left))
+    assert changed.status_code == 200, changed.text
+    step = wait_for_step(test_client, workflow_id, join, "pending")
+    assert step["cause"] == "dependency"
+    report(test_client, right, "complete")
+    test_client.app.state.runtime.scheduling.step()
+    assert len(runs_of(test_client, join)) == 1  # started once
+
+
+def test_a_changed_dependency_starts_nothing_in_a_workflow_run_that_is_over(test_client) -> None:
+    """Only a workflow run still going is looked at again: one that is over stays as it
+    ended, even where the task has no run in it (it was made after)."""
+    root = make(test_client, "root", trigger="over")
+    left = make(test_client, "left", **after(root))
+    fire(test_client, "over")
+    report(test_client, root, "complete")
+    wait_until(lambda: state_of(test_client, left) == "pending", what="left to start")
+    report(test_client, left, "complete")
+    test_client.app.state.runtime.scheduling.step()
+    late = make(test_client, "late", trigger="late")
+    changed = test_client.patch(f"/api/v1/tasks/{late['id']}", json=after(left))
+    assert changed.status_code == 200, changed.text
+    test_client.app.state.runtime.scheduling.step()
+    assert state_of(test_client, late) is None

@@ -77,9 +77,10 @@ def update_task(
     body: TaskUpdate,
     session: SessionDep,
     principal: PrincipalDep,
+    on_run_ready: RunReadyDep,
 ) -> TaskPublic:
     """Update fields and/or report status. PUT and PATCH behave alike, as in the seed."""
-    return update_and_commit(request, session, task_id, body, principal)
+    return update_and_commit(request, session, task_id, body, principal, on_run_ready)
 
 
 @router.delete("/task/{task_id}", status_code=204, response_class=Response)

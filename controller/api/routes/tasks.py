@@ -142,7 +142,12 @@ def _create_committed(
 
 
 def update_and_commit(
-    request: Request, session: SessionDep, task_id: int, body: TaskUpdate, principal: PrincipalDep
+    request: Request,
+    session: SessionDep,
+    task_id: int,
+    body: TaskUpdate,
+    principal: PrincipalDep,
+    on_run_ready: RunReadyHook | None = None,
 ) -> TaskPublic:
     """The change in a transaction of its own, run again if it loses a deadlock (a status
     report against the scheduling pass: store/conflicts.py). `session` only found the
@@ -155,7 +160,7 @@ def update_and_commit(
     def update(session: Session) -> TaskPublic:
         access.check_dependencies_visible(session, principal, changes.get("depends_on"))
         warnings: list[str] = []
-        task = service.update_task(session, task_id, body, warnings)
+        task = service.update_task(session, task_id, body, warnings, on_run_ready)
         # before the commit: an answer that fails stores nothing
         return to_public(task).model_copy(update={"warnings": warnings})
 
@@ -260,8 +265,9 @@ def patch_task(
     body: TaskUpdate,
     session: SessionDep,
     principal: PrincipalDep,
+    on_run_ready: RunReadyDep,
 ) -> TaskPublic:
-    return update_and_commit(request, session, task_id, body, principal)
+    return update_and_commit(request, session, task_id, body, principal, on_run_ready)
 
 
 @router.delete("/tasks/{task_id}", status_code=204, response_class=Response)
