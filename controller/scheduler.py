@@ -53,8 +53,9 @@ def job_id(task_id: int) -> str:
 
 # How stored triggers are built; part of each job's version, so a job stored by an older
 # controller is built again at start. 2: crontab weekdays (0 = Sunday); 3: no day lost
-# after the spring DST change (see tme.crontab).
-TRIGGER_FORMAT = 3
+# after the spring DST change; 4: a step after month names (`jan-dec/2`) counts (see
+# tme.crontab).
+TRIGGER_FORMAT = 4
 
 
 def _version(changed_at: datetime) -> str:

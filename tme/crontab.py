@@ -12,6 +12,10 @@ midnight" lands an hour past it, and the whole day is skipped ("0 0 * * *" in
 Europe/Berlin never fires on the Monday after the change). `CrontabTrigger` puts
 such a step back on the wall-clock time it meant.
 
+APScheduler also reads a month name only up to its end: `jan-dec/2` as `jan-dec`
+(every month), `jan-feb-mar` as `jan-feb`. Month names are turned into their numbers
+first, which it reads whole (`1-12/2`), or refuses.
+
 And when both day fields are restricted, cron fires on a day matching either, where
 APScheduler requires both: `EitherDayTrigger` keeps cron's rule.
 
@@ -21,11 +25,13 @@ fields; APScheduler reads none of them. @reboot is no time of day: it is refused
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
 
+MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # crontab order: 0 is Sunday
 NICKNAMES = {
     "@yearly": "0 0 1 1 *",
@@ -104,7 +110,7 @@ def crontab_trigger(expr: str, timezone: Any) -> CrontabTrigger:
         minute=minute,
         hour=hour,
         day=day,
-        month=month,
+        month=month_numbers(month),
         day_of_week=weekday_names(day_of_week),
         timezone=timezone,
     )
@@ -142,11 +148,28 @@ def _either_day_halves(expr: str, timezone: Any) -> tuple[dict[str, str], dict[s
     """The fields of the two triggers of an either-day expression: one for its days of
     the month (any weekday), one for its days of the week (any day of the month)."""
     minute, hour, day, month, day_of_week = _fields(expr)
-    common = {"minute": minute, "hour": hour, "month": month}
+    common = {"minute": minute, "hour": hour, "month": month_numbers(month)}
     return (
         {**common, "day": day, "day_of_week": "*"},
         {**common, "day": "*", "day_of_week": weekday_names(day_of_week)},
     )
+
+
+def month_numbers(field: str) -> str:
+    """A crontab month field with each month name as its number (`jan-dec/2`: `1-12/2`),
+    for APScheduler to read whole; a field mixing names and numbers is refused."""
+    if not re.search(r"[a-z]", field, re.IGNORECASE):
+        return field
+    if re.search(r"\d", re.sub(r"/\d+", "", field)):
+        raise ValueError(f"invalid month field {field!r}: use names or numbers, not both")
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(0).lower()
+        if name not in MONTHS:
+            raise ValueError(f"invalid month name {match.group(0)!r}")
+        return str(MONTHS.index(name) + 1)
+
+    return re.sub(r"[a-z]+", number, field, flags=re.IGNORECASE)
 
 
 def weekday_names(field: str) -> str:

@@ -6,6 +6,7 @@ import pickle
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from apscheduler.triggers.base import BaseTrigger
 from hypothesis import given
 from hypothesis import strategies as st
@@ -241,3 +242,28 @@ def test_nicknames_fire_as_their_five_fields() -> None:
         assert next_fire_times(named, since, 3) == next_fire_times(spelled, since, 3), nickname
     daily = build_trigger({"cron": "@daily", "timezone": "Europe/Berlin"}, since)
     assert next_fire_times(daily, since, 2) == [utc(2025, 3, 28, 23), utc(2025, 3, 29, 23)]
+
+
+def test_month_names_take_a_step_as_month_numbers_do() -> None:
+    """`jan-dec/2` is every second month, as `1-12/2` is: the step after a range of month
+    names was dropped, and the task fired every month (`jan/3` only in January)."""
+    since = utc(2026, 12, 7)
+    for names, numbers in [
+        ("0 0 1 jan-dec/2 *", "0 0 1 1-12/2 *"),
+        ("0 0 1 JAN-DEC/2 *", "0 0 1 1-12/2 *"),
+        ("0 0 1 jan/3 *", "0 0 1 1/3 *"),
+        ("0 0 1 feb-nov/3,dec *", "0 0 1 2-11/3,12 *"),
+        ("0 6 1 mar-oct/2 mon", "0 6 1 3-10/2 mon"),  # either day: the month applies to both
+    ]:
+        named = build_trigger({"cron": names, "timezone": "Europe/Berlin"}, since)
+        numbered = build_trigger({"cron": numbers, "timezone": "Europe/Berlin"}, since)
+        assert next_fire_times(named, since, 12) == next_fire_times(numbered, since, 12), names
+    every_other = build_trigger({"cron": "0 0 1 jan-dec/2 *"}, since)
+    assert [f.month for f in next_fire_times(every_other, since, 3)] == [1, 3, 5]
+
+
+def test_a_month_field_that_is_not_one_is_refused() -> None:
+    """What follows a month name was ignored: `jan-feb-mar` fired in January and February."""
+    for cron in ("0 0 * jan-feb-mar *", "0 0 * jan-dec/0 *", "0 0 * janx *", "0 0 * jan-1 *"):
+        with pytest.raises(ValueError):
+            build_trigger({"cron": cron}, utc(2026, 12, 7))
