@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.orm import object_session
 from sqlmodel import Session, col, select
 
-from tme.controller.sched_triggers import build_trigger, next_fire_times
+from tme.controller.sched_triggers import ON_TIME_S, build_trigger, next_fire_times, owed_after
 from tme.controller.store.db import remember_new
 from tme.controller.store.models import Task, utcnow
 from tme.controller.store.workflow_models import TaskPolicy
@@ -127,10 +127,29 @@ def public_fields(
         )
     if task.schedule and not fields["paused"]:
         anchor = policy.schedule_changed_at if policy else task.created_at
-        after = max(filter(None, [now or utcnow(), policy.last_slot_at if policy else None]))
+        now = now or utcnow()
+        after = max(filter(None, [now, policy.last_slot_at if policy else None]))
         try:
             trigger = build_trigger(task.schedule, anchor)
         except (ValueError, KeyError, OverflowError):  # stored before a check refused it
             return fields  # no fire times: the scheduler cannot fire it either
+        if policy is not None and policy.last_slot_at is None:
+            after = min(after, _one_off_due(task.schedule, anchor, now, fields["misfire"]))
         fields["next_fire_times"] = next_fire_times(trigger, after, NEXT_FIRE_COUNT)
     return fields
+
+
+def _one_off_due(
+    schedule: dict[str, Any], anchor: datetime, now: datetime, misfire: Misfire
+) -> datetime:
+    """Where a one-off's fire times start: before its time when that came at most its
+    grace before it was set or resumed, and it still fires (at once: the scheduler's
+    next look), so its time is the next fire, not none; else `now`."""
+    if schedule.get("cron") or schedule.get("every_s"):
+        return now  # their slots come after the anchor, each fired on time
+    grace_s = max(misfire.grace_s, ON_TIME_S)
+    owed = owed_after(schedule, anchor, grace_s)
+    if owed >= now:
+        return now
+    fires = misfire.policy == "run_once" or (now - owed).total_seconds() <= grace_s
+    return owed if fires else now

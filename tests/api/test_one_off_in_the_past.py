@@ -40,3 +40,30 @@ def test_an_update_to_a_one_off_long_past_is_refused(test_client: TestClient) ->
     url = f"/api/v1/tasks/{task['id']}"
     assert_error(test_client.patch(url, json={"schedule": _at(7200)}), 422, "schedule.at")
     assert test_client.get(url).json()["schedule"] is None
+
+
+def test_a_one_off_due_within_its_grace_shows_its_time_as_the_next_fire(
+    test_client: TestClient,
+) -> None:
+    """A one-off whose time came within its grace fires at once: the task answers that
+    time in next_fire_times, when it is made and when it is resumed after its time came
+    during the pause. It answered none, and `tme task resume` said it would not fire."""
+    at = _at(5)
+    made = test_client.post("/api/v1/tasks", json={"name": "now", "schedule": at})
+    assert made.status_code == 201, made.text
+    assert _fire_times(made.json()) == [datetime.fromisoformat(at["at"])]
+    later = {"at": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
+    task = test_client.post("/api/v1/tasks", json={"name": "paused", "schedule": later}).json()
+    assert test_client.post(f"/api/v1/tasks/{task['id']}/pause").status_code == 200
+    at = _at(5)
+    changed = test_client.patch(f"/api/v1/tasks/{task['id']}", json={"schedule": at})
+    assert changed.status_code == 200, changed.text
+    resumed = test_client.post(f"/api/v1/tasks/{task['id']}/resume")
+    assert resumed.status_code == 200, resumed.text
+    assert _fire_times(resumed.json()) == [datetime.fromisoformat(at["at"])]
+
+
+def _fire_times(task: dict[str, object]) -> list[datetime]:
+    times = task["next_fire_times"]
+    assert isinstance(times, list)
+    return [datetime.fromisoformat(str(t)) for t in times]
