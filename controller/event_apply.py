@@ -8,21 +8,22 @@ second time.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 
 import msgspec
 from sqlalchemy import bindparam, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from tme.controller.services.hop_batch import HopBatch, RunView
 from tme.controller.services.runs import Hop, applied_event_ids
-from tme.controller.store.models import Agent, Device, Site, utcnow
+from tme.controller.store.models import Agent, Device, Outbox, Site, utcnow
 from tme.controller.store.rows import table_of
 from tme.controller.store.workflow_models import RunLink
 from tme.controller.workflow import Finished, settle_finished
-from tme.protocol import Event, Presence
+from tme.protocol import Command, Event, Presence, ProtocolError
 from tme.states import RunState
 
 log = logging.getLogger("tme.events")
@@ -40,6 +41,7 @@ EVENT_STATES: dict[str, RunState] = {
 }
 
 
+STOP_FAILED = frozenset({"rejected", "expired", "failed", "timed_out"})
 LINKS = table_of(RunLink)
 # Built once: the agent said these runs never touched the machine (a retry may follow).
 NOT_STARTED = (
@@ -70,15 +72,18 @@ def apply_messages(session: Session, messages: list[Event | Presence]) -> Applie
     with_lines = [e.id for e in events if e.line is not None]
     seen = applied_event_ids(session, (e.id for e in events), with_lines)
     moved, not_started = [], set()
+    unknown: list[Event] = []
     for message in messages:
         if isinstance(message, Event):
-            moved.append(_apply_event(batch, message, seen))
+            moved.append(_apply_event(batch, message, seen, unknown))
             if moved[-1] and message.not_started:
                 not_started.add(message.command_id)
         else:
             apply_presence(session, message)
             moved.append(False)
     batch.write()
+    if unknown:
+        _note_unknown(session, unknown)
     if not_started:
         session.execute(NOT_STARTED, {"ids": sorted(not_started)})
     # Taken as linked: settling marks only existing links, and one missing counts as left.
@@ -92,10 +97,10 @@ def apply_event(session: Session, event: Event) -> bool:
     return moved
 
 
-def _apply_event(batch: HopBatch, event: Event, seen: set[str]) -> bool:
+def _apply_event(batch: HopBatch, event: Event, seen: set[str], unknown: list[Event]) -> bool:
     run = batch.runs.get(event.command_id)
     if run is None:
-        log.warning("event %s for unknown run %s dropped", event.type, event.command_id)
+        unknown.append(event)  # said once the batch is read: a stop request's answer?
         return False
     if (event.site, event.agent) != (run.site, run.agent):
         # Only the agent a run was sent to (or its site's gateway, speaking for it)
@@ -120,6 +125,34 @@ def _apply_event(batch: HopBatch, event: Event, seen: set[str]) -> bool:
         return False
     hop = Hop(state, event.reason or event.type, event.source, event.at, event.id, event.result)
     return batch.record(event.command_id, hop)
+
+
+def _note_unknown(session: Session, events: list[Event]) -> None:
+    """Log the events of no run: the answers an agent gives to a stop request (the cancel
+    command of a running run, whose own events say how it stopped) at debug level, the
+    others as a warning, as they are dropped."""
+    ids = sorted({e.command_id for e in events})
+    rows = session.exec(select(Outbox.run_id, Outbox.body).where(col(Outbox.run_id).in_(ids)))
+    stops = {}
+    for command_id, body in rows:
+        with contextlib.suppress(ProtocolError):
+            command = Command.from_json(body)
+            if command.op == "cancel":
+                stops[command_id] = command.params.get("command_id")
+    for event in events:
+        if event.command_id in stops:
+            # a stop that did not happen is worth a line: its run goes on to its timeout
+            level = logging.INFO if event.type in STOP_FAILED else logging.DEBUG
+            log.log(
+                level,
+                "event %s of the stop request %s for run %s%s",
+                event.type,
+                event.command_id,
+                stops[event.command_id],
+                f": {event.reason}" if event.reason else "",
+            )
+        else:
+            log.warning("event %s for unknown run %s dropped", event.type, event.command_id)
 
 
 def apply_presence(session: Session, presence: Presence) -> None:

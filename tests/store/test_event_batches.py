@@ -4,6 +4,8 @@ in one batch all land in order, an unknown run is skipped, and presence mixes in
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -11,8 +13,9 @@ from sqlmodel import col, select
 
 from tme.controller.event_apply import apply_event, apply_messages
 from tme.controller.services import tasks as service
+from tme.controller.services.cancel import cancel_run
 from tme.controller.store.db import session_scope
-from tme.controller.store.models import Agent, Run, RunEvent, RunLog, Task
+from tme.controller.store.models import Agent, Outbox, Run, RunEvent, RunLog, Task, utcnow
 from tme.protocol import Event, Presence
 from tme.schemas import TaskCreate
 
@@ -208,3 +211,30 @@ def test_an_answer_with_a_nul_or_a_flood_of_lines_is_stored_bounded(engine: Engi
     assert len(lines) == MAX_LOG_LINES + 1
     assert lines[MAX_LOG_LINES - 1] == f"... {5000 - MAX_LOG_LINES + 1} more lines not kept"
     assert lines[-1] == "got \ufffd back"
+
+
+def test_the_answer_to_a_stop_request_is_no_warning_of_an_unknown_run(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An agent answers a stop request (the cancel command of a running run) as it answers
+    any command: delivered, then succeeded. Those answers were logged as warnings of an
+    unknown run dropped, two for every cancel, as if something had gone wrong; an event
+    of a command nobody sent still is."""
+    (run_id,) = _runs(engine, 1)
+    with session_scope(engine) as session:
+        apply_messages(session, [_event(run_id, "accepted"), _event(run_id, "started")])
+    with session_scope(engine) as session:
+        # its command went out (the dispatcher's row): a stop follows it to the agent
+        session.add(Outbox(run_id=run_id, site="s1", body="{}", published_at=utcnow()))
+    with session_scope(engine) as session:
+        cancel_run(session, run_id)
+        stop = session.exec(select(Outbox).where(Outbox.run_id != run_id)).one()
+    with caplog.at_level(logging.DEBUG, logger="tme.events"), session_scope(engine) as session:
+        answers = [_event(stop.run_id, "delivered"), _event(stop.run_id, "succeeded")]
+        apply_messages(session, [*answers, _event("no-such-run", "started")])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["event started for unknown run no-such-run dropped"]
+    said = [r.getMessage() for r in caplog.records if stop.run_id in r.getMessage()]
+    assert said and all(
+        line.endswith(f"stop request {stop.run_id} for run {run_id}") for line in said
+    )
