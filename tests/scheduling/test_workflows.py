@@ -244,3 +244,24 @@ def test_a_changed_dependency_starts_nothing_in_a_workflow_run_that_is_over(test
     assert changed.status_code == 200, changed.text
     test_client.app.state.runtime.scheduling.step()
     assert state_of(test_client, late) is None
+
+
+def test_a_run_id_given_for_a_workflow_run_names_the_workflow_run_it_is_in(test_client) -> None:
+    """A step's run id (as `tme task show` lists it) is no workflow run's id: the 404 says
+    which workflow run the run is in, where it said only that none exists, though the run
+    the operator had just copied does."""
+    a = make(test_client, "A", trigger="which")
+    b = make(test_client, "B", **after(a))
+    workflow_id = fire(test_client, "which")
+    report(test_client, a, "complete")
+    step = wait_for_step(test_client, workflow_id, b, "pending")
+    answer = test_client.get(f"/api/v1/workflows/{step['id']}")
+    assert answer.status_code == 404
+    error = answer.json()["error"]
+    assert error["message"] == (
+        f"workflow run {step['id']} does not exist: run {step['id']} is a step of"
+        f" workflow run {workflow_id}"
+    )
+    assert error["details"] == {"workflow_id": step["id"], "run_workflow_id": workflow_id}
+    unknown = test_client.get("/api/v1/workflows/no-such-run").json()["error"]
+    assert unknown["message"] == "workflow run no-such-run does not exist"

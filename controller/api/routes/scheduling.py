@@ -143,7 +143,18 @@ def workflow_runs(
         r for r in rows if principal.sees_site(getattr(session.get(Task, r.task_id), "site", None))
     ]
     if not rows:
-        raise NotFound(
-            f"workflow run {workflow_id} does not exist", details={"workflow_id": workflow_id}
-        )
+        raise _no_workflow_run(session, principal, workflow_id)
     return run_publics(session, rows)
+
+
+def _no_workflow_run(session: Session, principal: PrincipalDep, workflow_id: str) -> NotFound:
+    """The 404 of an id that is no workflow run's: one that is a run of another (a step's
+    id, copied from a task's runs) names the workflow run that run is in."""
+    message, details = f"workflow run {workflow_id} does not exist", {"workflow_id": workflow_id}
+    link = session.get(RunLink, workflow_id)
+    run = session.get(Run, workflow_id) if link is not None else None
+    task = session.get(Task, run.task_id) if run is not None else None
+    if link is not None and task is not None and principal.sees_site(task.site):
+        message += f": run {workflow_id} is a step of workflow run {link.workflow_id}"
+        details["run_workflow_id"] = link.workflow_id
+    return NotFound(message, details=details)
