@@ -350,16 +350,18 @@ def decide_step(
 
 
 def decide_after_new_dependencies(
-    session: Session, task_id: int, predecessors: Iterable[int], hook: RunReadyHook | None
+    session: Session, task_id: int, before: Iterable[int], hook: RunReadyHook | None
 ) -> None:
-    """Decide the task's step again in each workflow run still going (one with a run not
-    settled yet) where one of its new `predecessors` has a run and it has none yet.
+    """Decide the task's step again, with its dependencies as changed, in each workflow
+    run still going (one with a run not settled yet) that had reached it: one of its
+    dependencies `before` the change has a run there, and it has none yet (it waited).
 
     A join's outcome is decided when a dependency of it settles: one that waited for a
     dependency now removed from it had its other dependencies settled before, and the
     removed one's outcome no longer concerns it, so without this it never started in
-    that workflow run. A workflow run that is over stays as it ended."""
-    wanted = sorted(set(predecessors))
+    that workflow run. A workflow run that is over stays as it ended, and one that had
+    not reached the task is left to its new dependencies' outcomes."""
+    wanted = sorted(set(before))
     if not wanted:
         return
     going = session.exec(

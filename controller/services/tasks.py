@@ -358,8 +358,9 @@ def update_task(
 ) -> Task:
     """Change fields and/or apply a status report (external tasks). A change of the
     target or params is checked against the fleet (fleet_checks); `warnings`, when
-    given, gets what that check noticed without refusing. New dependencies are looked
-    at in the workflow runs going on (`hook` starts a step they let start)."""
+    given, gets what that check noticed without refusing. Changed dependencies are
+    looked at in the workflow runs going on where the task waited (`hook` starts a step
+    they now let start)."""
     check_storable(update)
     task = get_task(session, task_id)
     changes = update.field_changes
@@ -369,6 +370,7 @@ def update_task(
         )
         check_one_off_due(changes["schedule"], misfire)
     checks_fleet = "target" in changes or "params" in changes
+    before = [int(dep["task"]) for dep in task.depends_on or []]
     if changes:
         _apply_field_changes(session, task, changes)
     if checks_fleet:
@@ -381,10 +383,9 @@ def update_task(
         report_status(session, task, update)
     task.updated_at = utcnow()
     session.add(task)
-    if update.field_changes.get("depends_on"):
+    if update.field_changes.get("depends_on") and before:
         session.flush()  # the new edges, which deciding the step reads
-        new = [dep.task for dep in update.field_changes["depends_on"]]
-        decide_after_new_dependencies(session, task.id or 0, new, hook)
+        decide_after_new_dependencies(session, task.id or 0, before, hook)
     return task
 
 

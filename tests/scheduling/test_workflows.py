@@ -229,21 +229,37 @@ def test_a_join_whose_missing_dependency_is_removed_starts_in_the_workflow_run_g
     assert len(runs_of(test_client, join)) == 1  # started once
 
 
-def test_a_changed_dependency_starts_nothing_in_a_workflow_run_that_is_over(test_client) -> None:
-    """Only a workflow run still going is looked at again: one that is over stays as it
-    ended, even where the task has no run in it (it was made after)."""
+def test_a_changed_dependency_starts_nothing_where_the_task_did_not_wait(test_client) -> None:
+    """Only a workflow run still going that had reached the task is looked at again: one
+    that is over stays as it ended, and a task newly made a dependent of a step finished
+    in a workflow run going on waits for that step's next outcome."""
     root = make(test_client, "root", trigger="over")
     left = make(test_client, "left", **after(root))
+    right = make(test_client, "right", **after(root))
+    waited = make(test_client, "waited", depends_on=[{"task": left["id"]}, {"task": right["id"]}])
     fire(test_client, "over")
     report(test_client, root, "complete")
-    wait_until(lambda: state_of(test_client, left) == "pending", what="left to start")
+    wait_until(lambda: state_of(test_client, right) == "pending", what="both branches")
     report(test_client, left, "complete")
-    test_client.app.state.runtime.scheduling.step()
-    late = make(test_client, "late", trigger="late")
+    report(test_client, right, "complete")
+    wait_until(lambda: state_of(test_client, waited) == "pending", what="the join")
+    report(test_client, waited, "complete")
+    test_client.app.state.runtime.scheduling.step()  # that workflow run is over
+    going = fire(test_client, "over")
+    report(test_client, root, "complete")
+    wait_until(lambda: state_of(test_client, left) == "pending", what="left again")
+    report(test_client, left, "complete")
+    test_client.app.state.runtime.scheduling.step()  # right still going: `going` is too
+    other = make(test_client, "other", trigger="other")
+    late = make(test_client, "late", **after(other))
     changed = test_client.patch(f"/api/v1/tasks/{late['id']}", json=after(left))
     assert changed.status_code == 200, changed.text
+    changed = test_client.patch(f"/api/v1/tasks/{waited['id']}", json=after(left))
+    assert changed.status_code == 200, changed.text
+    assert wait_for_step(test_client, going, waited, "pending")  # it waited in `going`
     test_client.app.state.runtime.scheduling.step()
-    assert state_of(test_client, late) is None
+    assert state_of(test_client, late) is None  # `going` had not reached it
+    assert len(runs_of(test_client, waited)) == 2  # not again in the one that is over
 
 
 def test_a_run_id_given_for_a_workflow_run_names_the_workflow_run_it_is_in(test_client) -> None:
