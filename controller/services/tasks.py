@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import ValidationError as PydanticError
-from sqlalchemy import func, or_
+from sqlalchemy import delete, func, or_
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import object_session
 from sqlmodel import Session, col, select
 
+from tme.controller.notifications.models import NotificationRule
 from tme.controller.services import fleet_checks, policies
 from tme.controller.services import runs as run_service
 from tme.controller.services.paging import MAX_PAGE, decode_id_cursor, encode_cursor
@@ -446,6 +447,9 @@ def delete_task(session: Session, task_id: int) -> None:
             details={"task_id": task_id, "dependents": dependents},
         )
     _refuse_while_in_flight(session, task_id, "deleting it would lose the run's outcome")
+    # Its notification rules go with it, as its edges do: a rule of a task that no
+    # longer exists watches nothing of it (and fired still on its agents going offline).
+    session.execute(delete(NotificationRule).where(col(NotificationRule.task_id) == task_id))
     session.delete(task)
 
 

@@ -148,3 +148,18 @@ def test_rules_show_a_target_only_to_who_manages_them(app, scoped) -> None:  # t
             assert targets_for(caller) == redacted, caller
             listed = client.get("/api/v1/notifications/rules", headers=scoped[caller]).text
             assert "t0ken" not in listed and "oncall" not in listed
+
+
+def test_deleting_a_task_deletes_the_rules_that_watch_it(test_client) -> None:
+    """A rule of one task goes with its task: it was left listed for a task that no
+    longer exists, could never fire on a run again, and still fired on its site's
+    agents going offline."""
+    task = test_client.post("/api/v1/tasks", json={"name": "watched"}).json()
+    other = test_client.post("/api/v1/tasks", json={"name": "other"}).json()
+    mine = _rule(test_client, {}, task_id=task["id"], target=SITE_A_HOOK).json()
+    kept = _rule(test_client, {}, task_id=other["id"], target=SITE_A_HOOK).json()
+    every = _rule(test_client, {}, target=SITE_A_HOOK).json()
+    assert test_client.delete(f"/api/v1/tasks/{task['id']}").status_code == 204
+    listed = test_client.get("/api/v1/notifications/rules").json()
+    assert [r["id"] for r in listed] == [kept["id"], every["id"]]
+    assert mine["id"] not in [r["id"] for r in listed]
