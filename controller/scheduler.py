@@ -22,11 +22,12 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from tme.controller.sched_triggers import build_trigger
+from tme.controller.sched_triggers import SlotTrigger, build_trigger
 from tme.controller.schedule_fire import JOB_FUNCTION
 from tme.controller.store.models import Task, utcnow
 from tme.controller.store.rows import table_of
 from tme.controller.store.workflow_models import TaskPolicy
+from tme.crontab import CrontabTrigger
 
 log = logging.getLogger("tme.scheduler")
 
@@ -54,8 +55,8 @@ def job_id(task_id: int) -> str:
 # How stored triggers are built; part of each job's version, so a job stored by an older
 # controller is built again at start. 2: crontab weekdays (0 = Sunday); 3: no day lost
 # after the spring DST change; 4: a step after month names (`jan-dec/2`) counts (see
-# tme.crontab).
-TRIGGER_FORMAT = 4
+# tme.crontab); 5: a cron wakes at every slot of its wall clock (sched_triggers.SlotTrigger).
+TRIGGER_FORMAT = 5
 
 
 def _version(changed_at: datetime) -> str:
@@ -162,6 +163,8 @@ class ScheduleKeeper:
             self._remove(task_id)
             self._jobs[job_id(task_id)] = _version(changed_at)  # not tried again each pass
             return
+        if isinstance(trigger, CrontabTrigger):
+            trigger = SlotTrigger(trigger)
         self.scheduler.add_job(
             JOB_FUNCTION,
             trigger=trigger,

@@ -59,6 +59,11 @@ class CrontabTrigger(CronTrigger):
         meant = meant.astimezone(UTC).astimezone(self.timezone)  # a time in the gap moves on
         return (meant if meant > dateval else stepped), fieldnum
 
+    def in_wall_clock(self) -> CrontabTrigger:
+        """The same fields read in UTC: the times of the wall clock, one each, none
+        skipped and none repeated (its zone's DST changes left to the caller)."""
+        return CrontabTrigger(**{f.name: str(f) for f in self.fields}, timezone=UTC)
+
 
 class EitherDayTrigger(CrontabTrigger):
     """Cron's rule when both the day of month and the day of week are restricted: a day
@@ -87,6 +92,9 @@ class EitherDayTrigger(CrontabTrigger):
             if when is not None
         ]
         return min(times, default=None)
+
+    def in_wall_clock(self) -> CrontabTrigger:
+        return EitherDayTrigger(self.expr, UTC)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "crontab": self.expr}

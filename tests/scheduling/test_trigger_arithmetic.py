@@ -11,7 +11,13 @@ from apscheduler.triggers.base import BaseTrigger
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tme.controller.sched_triggers import build_trigger, next_fire_times, slots_between
+from tme.controller.sched_triggers import (
+    SlotTrigger,
+    build_trigger,
+    next_fire_times,
+    slots_between,
+)
+from tme.crontab import CrontabTrigger
 
 
 def utc(*args: int) -> datetime:
@@ -267,3 +273,36 @@ def test_a_month_field_that_is_not_one_is_refused() -> None:
     for cron in ("0 0 * jan-feb-mar *", "0 0 * jan-dec/0 *", "0 0 * janx *", "0 0 * jan-1 *"):
         with pytest.raises(ValueError):
             build_trigger({"cron": cron}, utc(2026, 12, 7))
+
+
+def test_every_time_in_the_skipped_hour_fires_an_hour_later() -> None:
+    """`*/15 2 * * *` on the spring day: 02:00, 02:15, 02:30 and 02:45 do not exist, and
+    fire at 03:00, 03:15, 03:30 and 03:45, as documented for one such time. Only 03:00
+    fired: from there the next 02:xx was the next day's."""
+    trigger = build_trigger({"cron": "*/15 2 * * *", "timezone": "Europe/Berlin"}, utc(2027, 1, 1))
+    fires = list(slots_between(trigger, utc(2027, 3, 27, 12), utc(2027, 3, 29, 12)))
+    berlin = [f.astimezone(ZoneInfo("Europe/Berlin")).strftime("%d %H:%M%z") for f in fires]
+    assert berlin == [
+        *("28 03:00+0200", "28 03:15+0200", "28 03:30+0200", "28 03:45+0200"),
+        *("29 02:00+0200", "29 02:15+0200", "29 02:30+0200", "29 02:45+0200"),
+    ]
+    # A skipped time that has a fire of its own fires once (02:30 and 03:30 at 03:30)
+    both = build_trigger({"cron": "30 1-4 * * *", "timezone": "Europe/Berlin"}, utc(2027, 1, 1))
+    fires = list(slots_between(both, utc(2027, 3, 27, 23), utc(2027, 3, 28, 6)))
+    berlin = [f.astimezone(ZoneInfo("Europe/Berlin")).strftime("%H:%M%z") for f in fires]
+    assert berlin == ["01:30+0100", "03:30+0200", "04:30+0200"]
+
+
+def test_the_scheduler_wakes_at_every_slot_of_the_skipped_hour() -> None:
+    """The job's trigger (what wakes the scheduler) agrees with the slots: after the fire
+    at 03:00 it woke next at 02:00 the next day, and found 03:15 to 03:45 late."""
+    inner = build_trigger({"cron": "*/15 2 * * *", "timezone": "Europe/Berlin"}, utc(2027, 1, 1))
+    assert isinstance(inner, CrontabTrigger)
+    job = pickle.loads(pickle.dumps(SlotTrigger(inner)))  # jobs are stored pickled
+    fired = job.get_next_fire_time(None, utc(2027, 3, 28, 0, 30))
+    wakes = []
+    while fired is not None and len(wakes) < 5:
+        wakes.append(fired)
+        fired = job.get_next_fire_time(fired, fired + timedelta(seconds=1))
+    assert wakes == list(slots_between(inner, utc(2027, 3, 28, 0, 30), wakes[-1]))
+    assert [w.strftime("%H:%M") for w in wakes] == ["01:00", "01:15", "01:30", "01:45", "00:00"]
