@@ -299,8 +299,13 @@ def _target_columns(target: Target | None) -> dict[str, Any]:
 
 def _check_dependencies(session: Session, task_id: int | None, deps: list[Dependency]) -> None:
     errors = []
+    first_at: dict[int, int] = {}
     for index, dep in enumerate(deps):
-        if dep.task == task_id:
+        seen = first_at.setdefault(dep.task, index)
+        if seen != index:  # one edge per pair of tasks: a second would break its key
+            message = f"task {dep.task} is already at depends_on.{seen}: give each task once"
+            errors.append(field_error(f"depends_on.{index}.task", message))
+        elif dep.task == task_id:
             errors.append(field_error(f"depends_on.{index}.task", "a task cannot depend on itself"))
         elif dep.task > MAX_ID or session.get(Task, dep.task) is None:
             errors.append(

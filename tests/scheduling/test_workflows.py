@@ -281,3 +281,28 @@ def test_a_run_id_given_for_a_workflow_run_names_the_workflow_run_it_is_in(test_
     assert error["details"] == {"workflow_id": step["id"], "run_workflow_id": workflow_id}
     unknown = test_client.get("/api/v1/workflows/no-such-run").json()["error"]
     assert unknown["message"] == "workflow run no-such-run does not exist"
+
+
+def test_a_task_named_twice_in_depends_on_is_refused_naming_the_second(test_client) -> None:
+    """One dependency per task: a second one on the same task (another `on`) is a 422
+    naming it, on create, batch create and change. It was a 409 saying the write had
+    conflicted with a concurrent one and to retry, which could never succeed."""
+    a = make(test_client, "A", trigger="twice")
+    twice = {"depends_on": [{"task": a["id"]}, {"task": a["id"], "on": "failure"}]}
+    expected = f"task {a['id']} is already at depends_on.0: give each task once"
+    made = test_client.post("/api/v1/tasks", json={"name": "B", **twice})
+    assert made.status_code == 422, made.text
+    assert made.json()["error"]["details"] == [
+        {"field": "depends_on.1.task", "message": expected, "type": "value_error"}
+    ]
+    batch = test_client.post("/api/v1/tasks/batch", json={"tasks": [{"name": "B", **twice}]})
+    assert batch.status_code == 422, batch.text
+    assert batch.json()["error"]["details"][0]["field"] == "tasks.0.depends_on.1.task"
+    b = make(test_client, "B", **after(a))
+    changed = test_client.patch(f"/api/v1/tasks/{b['id']}", json=twice)
+    assert changed.status_code == 422, changed.text
+    assert expected in changed.json()["error"]["message"]
+    assert test_client.get(f"/api/v1/tasks/{b['id']}").json()["depends_on"] == [
+        {"task": a["id"], "on": "success"}
+    ]
+    assert len(test_client.get("/api/v1/tasks").json()["items"]) == 2  # nothing else stored
