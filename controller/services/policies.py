@@ -87,11 +87,14 @@ def _set_fields(policy: TaskPolicy, changes: dict[str, Any]) -> None:
         setattr(policy, key, value)
 
 
-def schedule_changed(session: Session, task: Task) -> None:
-    """Slots before now are not owed; the scheduler picks the change up."""
+def schedule_changed(session: Session, task: Task, *, new: bool = True) -> None:
+    """Slots before now are not owed; the scheduler picks the change up. A `new` schedule
+    (set by a change) has handled no slot yet; a paused or resumed one keeps the slot it
+    handled last, so a one-off that fired is not owed again."""
     policy = get_policy(session, task)
     policy.schedule_changed_at = utcnow()
-    policy.last_slot_at = None
+    if new:
+        policy.last_slot_at = None
     session.add(policy)
 
 

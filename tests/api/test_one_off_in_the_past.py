@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from api_helpers import assert_error
 from fastapi.testclient import TestClient
+from waiting import wait_until
 
 
 def _at(seconds_ago: float) -> dict[str, str]:
@@ -67,3 +68,19 @@ def _fire_times(task: dict[str, object]) -> list[datetime]:
     times = task["next_fire_times"]
     assert isinstance(times, list)
     return [datetime.fromisoformat(str(t)) for t in times]
+
+
+def test_a_one_off_that_fired_shows_no_next_fire_once_paused_and_resumed(
+    test_client: TestClient,
+) -> None:
+    """A pause and resume re-anchor a schedule but keep which slot it handled last: a
+    one-off that already fired within its grace was owed again, so the task answered
+    its time as the next fire, and the scheduler tried its slot a second time (refused
+    by the slot's key, with a warning)."""
+    made = test_client.post("/api/v1/tasks", json={"name": "once", "schedule": _at(2)}).json()
+    runs = f"/api/v1/tasks/{made['id']}/runs"
+    wait_until(lambda: test_client.get(runs).json()["items"], what="the one-off to fire")
+    assert test_client.post(f"/api/v1/tasks/{made['id']}/pause").status_code == 200
+    resumed = test_client.post(f"/api/v1/tasks/{made['id']}/resume")
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["next_fire_times"] == []

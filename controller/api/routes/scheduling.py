@@ -61,7 +61,9 @@ def _set_paused(request: Request, session: Session, task_id: int, paused: bool) 
     if policy.paused != paused:
         policy.paused = paused
         if task.schedule:
-            schedule_changed(session, task)  # a resumed schedule owes nothing for the pause
+            # a resumed schedule owes nothing for the pause (a one-off its time, when it
+            # came within its grace, unless it fired)
+            schedule_changed(session, task, new=False)
     session.commit()
     wake_scheduler(request, housekeeping=not paused)
     return task_service.to_public(task)
