@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import ValidationError as PydanticError
-from sqlalchemy import delete, func, or_
+from sqlalchemy import delete, func, or_, text
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import object_session
 from sqlmodel import Session, col, select
@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from tme.controller.notifications.models import NotificationRule
 from tme.controller.services import fleet_checks, policies
 from tme.controller.services import runs as run_service
+from tme.controller.services.launch import LOCK_TASK
 from tme.controller.services.paging import MAX_PAGE, decode_id_cursor, encode_cursor
 from tme.controller.services.queries import settled_latest_among
 from tme.controller.services.runs import RunReadyHook
@@ -325,6 +326,22 @@ def _check_dependencies(session: Session, task_id: int | None, deps: list[Depend
     check_reachable(session, task_id, [d.task for d in deps])
 
 
+# The PostgreSQL advisory lock one change of dependencies at a time holds ("tmed").
+DEPENDENCY_LOCK = 0x746D6564
+
+
+def lock_dependency_changes(session: Session, task_id: int) -> None:
+    """Hold, until this transaction ends, the right to change dependencies, before the
+    edges are read for cycles and joins: two changes at once (A on B, B on A) would each
+    find none in the edges committed before them and both be stored, a cycle. The second
+    now waits for the first to commit and reads its edge. On SQLite a locking read takes
+    the write gate, which serializes the changes as well."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DEPENDENCY_LOCK})
+    else:
+        session.execute(LOCK_TASK, {"id": task_id})
+
+
 def _find_cycle(session: Session, start: int, first_hops: list[int]) -> list[int] | None:
     """Depth-first search from start's new predecessors back to start."""
     stack: list[tuple[int, list[int]]] = [(t, [start, t]) for t in first_hops]
@@ -424,6 +441,8 @@ def _apply_field_changes(session: Session, task: Task, changes: dict[str, Any]) 
         raise ValidationError(message, field_errors=fields) from exc
     if "depends_on" in changes:
         deps = changes["depends_on"] or []
+        if deps:
+            lock_dependency_changes(session, task.id or 0)
         _check_dependencies(session, task.id, deps)
         _store_edges(session, task, deps)
         changes["depends_on"] = [d.model_dump() for d in deps]
