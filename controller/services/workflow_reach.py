@@ -66,19 +66,25 @@ def downstream(session: Session, task_id: int) -> set[int]:
 
 def roots(edges: Edges, task_id: int, memo: dict[int, frozenset[int]]) -> frozenset[int]:
     """The tasks whose workflow runs `task_id` can run in (see the module docstring).
-    Iterative, so a long chain cannot exhaust the stack; the graph has no cycles."""
-    stack = [task_id]
+    Iterative, so a long chain cannot exhaust the stack. The graph has no cycles, but a
+    database may hold one stored before changes of dependencies were serialized: a
+    predecessor met again on the way (`visiting`) adds nothing, so the walk ends."""
+    stack, visiting = [task_id], set()
     while stack:
         node = stack[-1]
         if node in memo:
             stack.pop()
             continue
-        pending = [p for p in edges.get(node, ()) if p not in memo]
-        if pending:
-            stack.extend(pending)
-            continue
+        if node not in visiting:
+            visiting.add(node)
+            pending = [p for p in edges.get(node, ()) if p not in memo and p not in visiting]
+            if pending:
+                stack.extend(pending)
+                continue
         stack.pop()
-        memo[node] = frozenset({node}) | _shared(memo[p] for p in edges.get(node, ()))
+        visiting.discard(node)
+        preds = edges.get(node, ())
+        memo[node] = frozenset({node}) | _shared(memo.get(p, frozenset()) for p in preds)
     return memo[task_id]
 
 

@@ -14,6 +14,7 @@ from sqlmodel import Session, select
 from waiting import wait_until
 
 from tme.controller.services.tasks import create_task, update_task
+from tme.controller.services.workflow_reach import roots
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import TaskDependency
 from tme.controller.store.sqlite_gate import gate_of
@@ -65,3 +66,16 @@ def test_two_changes_at_once_cannot_close_a_cycle(any_engine: Engine) -> None:
             )
         ).all()
     assert sorted(edges) == [(a_id, b_id)]
+
+
+def test_a_cycle_stored_before_this_check_ends_the_join_check() -> None:
+    """A database may hold a cycle stored before changes were serialized: the join check
+    (which tasks' workflow runs a task runs in) ends on it, instead of looping for ever
+    in a request, or in the scheduling pass deciding a join."""
+    edges = {3: [1], 1: [2], 2: [1]}  # 3 depends on 1; 1 and 2 on each other
+    found: dict[int, frozenset[int]] = {}
+    walk = threading.Thread(target=lambda: found.update({3: roots(edges, 3, {})}), daemon=True)
+    walk.start()
+    walk.join(timeout=10)
+    assert not walk.is_alive(), "roots() loops on a cycle"
+    assert found[3] >= {3}
