@@ -172,3 +172,28 @@ def test_a_start_by_hand_its_overlap_policy_refused_exits_1(
     started = run.model_copy(update={"state": "pending", "reason": "run now"})
     monkeypatch.setattr(*patch, lambda self, ident: started)
     assert CliRunner().invoke(app, [*command, "--url", "http://127.0.0.1:9"]).exit_code == 0
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_trigger_whose_every_run_was_refused_exits_1(
+    monkeypatch: pytest.MonkeyPatch, as_json: bool
+) -> None:
+    # Every task bound to it paused (or refused by its overlap policy): the table of
+    # skipped runs and exit 0, as if the trigger had started something.
+    reason = "trigger batch: skipped, task paused"
+    skipped = RunPublic(id="r-1", task_id=7, state="skipped", reason=reason, created_at=NOW,
+                        updated_at=NOW)  # fmt: skip
+    fired = TriggerFired(trigger="batch", runs=[skipped])
+    monkeypatch.setattr(Triggers, "fire", lambda self, name: fired)
+    args = ["trigger", "fire", "batch", "--url", "http://127.0.0.1:9"]
+    result = CliRunner().invoke(app, args + (["--json"] if as_json else []))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "refused: no task bound to trigger 'batch' was started (each run is skipped,"
+        " its reason says why)\n"
+    )
+    assert ("run(s)" in result.stdout) is not as_json
+    started = skipped.model_copy(update={"state": "pending", "task_id": 8})
+    both = TriggerFired(trigger="batch", runs=[skipped, started])  # one started: done
+    monkeypatch.setattr(Triggers, "fire", lambda self, name: both)
+    assert CliRunner().invoke(app, args).exit_code == 0

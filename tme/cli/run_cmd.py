@@ -253,7 +253,8 @@ def fire(
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Start every task bound to the named trigger."""
+    """Start every task bound to the named trigger; exit 1 when every run of it was
+    refused (skipped: its task paused, or its overlap policy)."""
     with connect(url, token) as client:
         fired = client.triggers.fire(name)
     if not fired.runs:  # a typo'd name starts nothing and is no error to the API
@@ -264,7 +265,16 @@ def fire(
         )
     if as_json:
         print_json(fired.model_dump(mode="json"))
-        return
-    rows = [(r.task_id, r.id, r.state, r.reason) for r in fired.runs]
-    columns = ["task", "run", "state", "reason"]
-    print_table(f"trigger {name}: {len(rows)} run(s)", columns, rows, whole=["run"])
+    else:
+        rows = [(r.task_id, r.id, r.state, r.reason) for r in fired.runs]
+        columns = ["task", "run", "state", "reason"]
+        print_table(f"trigger {name}: {len(rows)} run(s)", columns, rows, whole=["run"])
+    if fired.runs and all(run.state == "skipped" for run in fired.runs):
+        # every bound task paused, or refused by its overlap policy: nothing began, as
+        # for `tme task run` refused
+        typer.echo(
+            f"refused: no task bound to trigger {name!r} was started (each run is skipped,"
+            " its reason says why)",
+            err=True,
+        )
+        raise typer.Exit(1)
