@@ -125,6 +125,20 @@ def test_wait_on_a_paused_task_that_never_ran_says_it_is_paused(client: tme.Clie
     )
 
 
+def test_wait_on_a_dependent_that_never_ran_says_it_waits_for_its_dependencies(
+    client: tme.Client,
+) -> None:
+    # "still 'idle'" alone: the reader looked for a schedule a dependent does not have.
+    first = client.tasks.create(name=unique(), trigger=unique()[:60])
+    task = client.tasks.create(name=unique(), depends_on=[{"task": first.id}])
+    with pytest.raises(TimeoutError) as info:
+        client.tasks.wait(task.id, timeout=0.1, poll_s=0.05)
+    assert str(info.value) == (
+        f"task {task.id} still 'idle' after 0.1s (it starts only as a dependent, once"
+        f" task {first.id} settles in a workflow run)"
+    )
+
+
 def test_wait_sees_a_report_made_while_waiting(live_url: str) -> None:
     with tme.Client(live_url) as waiter, tme.Client(live_url) as reporter:
         task = reporter.tasks.create(name=unique())

@@ -98,6 +98,20 @@ def is_done(task: TaskPublic) -> bool:
     return is_final(task.status) and settled
 
 
+def _not_started_why(task: TaskPublic | None) -> str:
+    """Why a task that never ran may not have started: it is paused, or it is a dependent
+    (no schedule or trigger of its own), which starts only in a workflow run."""
+    if task is None:
+        return ""
+    if task.paused:
+        return " (it is paused: its schedule, trigger and dependencies start nothing)"
+    if task.depends_on and task.schedule is None and not task.trigger:
+        ids = [dep.task for dep in task.depends_on]
+        named = f"task {ids[0]} settles" if len(ids) == 1 else f"tasks {ids} settle"
+        return f" (it starts only as a dependent, once {named} in a workflow run)"
+    return ""
+
+
 class WaitDeadline:
     """The deadline of `tasks.wait()`: tells when a task is done and how long to pause."""
 
@@ -122,12 +136,8 @@ class WaitDeadline:
     def _why(self) -> str:
         status = self.last.status if self.last else "unknown"
         if not is_final(status):
-            paused = (
-                " (it is paused: its schedule, trigger and dependencies start nothing)"
-                if self.last is not None and self.last.paused
-                else ""
-            )
-            return f"task {self.task_id} still {status!r} after {self.timeout:g}s{paused}"
+            why = _not_started_why(self.last) if status == "idle" else ""
+            return f"task {self.task_id} still {status!r} after {self.timeout:g}s{why}"
         return (
             f"task {self.task_id} {status!r} after {self.timeout:g}s, but not settled: TME's"
             " scheduler has not acted on it yet, so an automatic retry may still follow (is a"
