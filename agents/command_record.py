@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from tme.agents.state_files import opening
+
 if TYPE_CHECKING:  # for annotations; tme.protocol is imported where a command is read back
     from tme.protocol import Command, Event
 
@@ -43,11 +45,12 @@ class CommandRecord:
     """One SQLite file in the agent's state_dir; used from the agent's event-loop thread."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a record lost in a power cut = a rerun
-        self._db.execute(_SCHEMA)
+        with opening(path, "the agent's command record"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # a record lost in a power cut = a rerun
+            self._db.execute(_SCHEMA)
 
     def close(self) -> None:
         self._db.close()

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tme.agents.state_files import opening
 from tme.protocol import Command
 
 State = Literal["pending", "sent", "done", "expired", "unanswered"]
@@ -63,19 +64,20 @@ class Journal:
     """Thread-safe: the bus consumer, the dispatcher and the event forwarder all use it."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
         self._lock = threading.Lock()
         # Ids this process closed lately: an entry never reopens (adding is INSERT OR
         # IGNORE) until `prune` deletes it, so the command's later events skip the write.
         # Oldest first, at most CLOSED_MEMO (a forgotten id costs one idle UPDATE).
         self._closed: dict[str, None] = {}
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # `add_many` syncs its own commit
-            self._db.executescript(_SCHEMA)
+        with opening(path, "the gateway's journal"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")  # `add_many` syncs its own commit
+                self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         with self._lock:

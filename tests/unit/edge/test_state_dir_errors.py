@@ -1,0 +1,38 @@
+"""An agent or gateway whose state directory cannot hold its files stops with one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cli_lines import failing_tme
+
+
+def test_an_agent_whose_state_dir_is_a_file_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("not a directory")
+    (tmp_path / "agent.yaml").write_text(
+        "site: s1\nagent: a1\nmqtt: mqtt://127.0.0.1:1\nstate_dir: taken\ndevices: {}\n"
+    )
+    code, line = failing_tme(["agent", "--config", "agent.yaml"], tmp_path)
+    assert code == 1
+    assert line.startswith("error: cannot open the agent's command record")
+    assert "taken/commands.sqlite3: taken is a file, not a directory" in line
+
+
+def test_an_agent_whose_record_is_not_a_database_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "commands.sqlite3").write_text("garbage " * 100)
+    (tmp_path / "agent.yaml").write_text(
+        "site: s1\nagent: a1\nmqtt: mqtt://127.0.0.1:1\nstate_dir: state\ndevices: {}\n"
+    )
+    code, line = failing_tme(["agent", "--config", "agent.yaml"], tmp_path)
+    assert code == 1
+    assert "commands.sqlite3" in line and "not a database" in line
+
+
+def test_a_gateway_whose_state_dir_is_a_file_says_so_in_one_line(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("not a directory")
+    args = ["gateway", "--site", "s1", "--state-dir", "taken", "--mqtt", "mqtt://127.0.0.1:1"]
+    code, line = failing_tme(args, tmp_path, TME_BROKER__URL="memory://")
+    assert code == 1
+    assert line.startswith("error: cannot open the gateway's journal")
+    assert "taken/journal.sqlite3: taken is a file, not a directory" in line
