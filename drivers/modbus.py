@@ -137,17 +137,20 @@ class ModbusDriver:
         self, what: str, call: Callable[[Client], Awaitable[Any]], *, retries: int = 0
     ) -> Any:
         """Send one request (and repeat it up to `retries` times if no answer came)."""
-        sent = False  # whether an attempt may have reached the device
+        sends = 0  # attempts that may have reached the device
         async with self._lock:
             for attempt in range(retries + 1):
                 try:
                     response = await self._exchange(what, call)
                     break
                 except DriverError as exc:
-                    sent = sent or not exc.not_sent
+                    sends += 0 if exc.not_sent else 1
                     if attempt == retries:
+                        if sends > 1:
+                            exc.message += f" (sent {sends} times)"
+                            exc.args = (exc.message,)
                         self._note_failure(exc)
-                        exc.not_sent = not sent  # an earlier attempt may have gone out
+                        exc.not_sent = sends == 0  # an earlier attempt may have gone out
                         raise
         if response.isError():
             raise from_exception_response(response, what)
@@ -169,7 +172,7 @@ class ModbusDriver:
             raise
         except (ModbusException, OSError, TimeoutError) as exc:
             self._abandon_client()
-            raise from_library_error(exc, what) from None
+            raise from_library_error(exc, what, self.request_timeout_s) from None
         except asyncio.CancelledError:
             if sending:
                 self._abandon_client()  # cut off mid-request: its reply may still arrive

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ModbusException, ModbusIOException
 
 from tme.errors import DriverError
 
@@ -35,10 +35,19 @@ def from_exception_response(response: Any, what: str) -> DriverError:
     )
 
 
-def from_library_error(exc: BaseException, what: str) -> DriverError:
+# How pymodbus 3.16 says a request got no answer within its timeout (a ModbusIOException
+# "No response received after 0 retries, continue with next request", or "... CLOSING
+# CONNECTION"): its own retry count (always 0: the driver repeats reads itself) is no
+# news, and "continue with next request" is advice to pymodbus's caller, not the operator.
+NO_RESPONSE = "No response received"
+
+
+def from_library_error(exc: BaseException, what: str, timeout_s: float) -> DriverError:
     """I/O failures, timeouts and lost connections: the request may not have arrived."""
-    if isinstance(exc, TimeoutError):
-        text = "no answer in time"
+    if isinstance(exc, TimeoutError) or (
+        isinstance(exc, ModbusIOException) and NO_RESPONSE in str(exc)
+    ):
+        text = f"no answer within {timeout_s:g} s"
     elif isinstance(exc, ModbusException):
         text = str(exc).replace("Modbus Error: ", "")
     else:

@@ -139,6 +139,25 @@ async def test_slow_reply_times_out(
         await driver.read_points(profile("pump"), PUMP, ["speed_setpoint"])
     assert info.value.retryable and info.value.modbus_exception is None
     assert not info.value.not_sent  # the request went out
+    # said in TME's words: pymodbus's own ("No response received after 0 retries, continue
+    # with next request") counted its retries, never the driver's, and told the operator
+    # to go on
+    assert info.value.message == "read 'speed_setpoint' (unit 1): no answer within 0.5 s"
+
+
+async def test_a_read_without_answer_says_how_often_it_was_sent(
+    still_plant_sim: PlantSimulator,
+) -> None:
+    drv = modbus_tcp("127.0.0.1", still_plant_sim.port, timeout_s=0.3, retries=1)
+    still_plant_sim.inject_fault(PUMP, delay_s=2.0, remaining=2)
+    try:
+        with pytest.raises(DriverError) as info:
+            await drv.read_points(profile("pump"), PUMP, ["speed_setpoint"])
+    finally:
+        await drv.stop()
+    assert info.value.message == (
+        "read 'speed_setpoint' (unit 1): no answer within 0.3 s (sent 2 times)"
+    )
 
 
 async def test_a_write_that_got_no_answer_in_time_may_have_landed(
