@@ -45,14 +45,28 @@ def wake_after_commit(session: Session, wake: threading.Event) -> None:
 
 
 def queue_run(
-    session: Session, run: Run, task: Task, default_timeout_s: float, queue_timeout_s: float
+    session: Session,
+    run: Run,
+    task: Task,
+    default_timeout_s: float,
+    queue_timeout_s: float,
+    deadline_at: datetime | None = None,
 ) -> None:
     now = utcnow()
-    run.not_after = now + timedelta(seconds=queue_timeout_s)
+    run.not_after = not_after_of(now, queue_timeout_s, deadline_at)
     timeout_s = task.timeout_s or default_timeout_s
     command = command_of(run.id, run.attempt, task, timeout_s, run.not_after)
     transition(session, run, RunState.queued, reason=QUEUED_REASON, at=now)
     session.add(Outbox(run_id=run.id, site=command.site, body=command.to_json().decode()))
+
+
+def not_after_of(now: datetime, queue_timeout_s: float, deadline_at: datetime | None) -> datetime:
+    """When a command may no longer start: its queue timeout from now, or its run's total
+    deadline when that comes first. The gateway expires a command it holds past this, and
+    the agent refuses one that arrives later, so a run timed out by its deadline while its
+    agent was away never reaches the machine afterwards."""
+    not_after = now + timedelta(seconds=queue_timeout_s)
+    return not_after if deadline_at is None else min(not_after, deadline_at)
 
 
 def ready_for_report(session: Session, run: Run) -> None:

@@ -45,12 +45,12 @@ class RunReady:
         else:
             link = find(session, RunLink, run.id)
         if link is None:
-            link_run(
+            link = link_run(
                 session, run, cause="created", deadline_s=policy.deadline_s if policy else None
             )
         if not dispatched_to_agent(task):
             ready_for_report(session, run)
             return
         queue_timeout_s = (policy.queue_timeout_s if policy else None) or self.queue_timeout_s
-        queue_run(session, run, task, self.default_timeout_s, queue_timeout_s)
+        queue_run(session, run, task, self.default_timeout_s, queue_timeout_s, link.deadline_at)
         wake_after_commit(session, self.wake)

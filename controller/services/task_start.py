@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import insert
@@ -25,6 +24,7 @@ from tme.controller.outbox import (
     QUEUED_REASON,
     command_of,
     dispatched_to_agent,
+    not_after_of,
     wake_after_commit,
 )
 from tme.controller.services.hop_batch import RunView
@@ -116,7 +116,7 @@ class StartBatch:
         start, not_after = _Start({}, link), None
         if dispatched_to_agent(task):
             queue_s = data.queue_timeout_s or self.queue_timeout_s
-            not_after = now + timedelta(seconds=queue_s)
+            not_after = not_after_of(now, queue_s, link["deadline_at"])
             row = new_row(Outbox, run_id=run.id, site=task.site or "", body="")
             start.outbox = (task.timeout_s or self.default_timeout_s, row)
             queued = move(run, Hop(RunState.queued, QUEUED_REASON, at=now))
