@@ -292,5 +292,7 @@ class DeviceAgent:
             if known is task:
                 del self._tasks[command_id]
                 self._devices_of.pop(command_id, None)
+                if task.cancelled() and self._executor is not None and self._record is not None:
+                    self._executor.stopped_before_its_first_step(command_id)
         if not task.cancelled() and task.exception() is not None:
             log.error("command task failed", exc_info=task.exception())

@@ -131,16 +131,31 @@ class CommandExecutor:
         except asyncio.CancelledError:
             if command.id not in self._stop_requested:
                 raise  # the agent is stopping: a restart answers from the record
-            why = self._stop_requested.pop(command.id)
-            entry = self.record.get(command.id)
-            started = entry is not None and entry.stage == "started"
-            reason = "stopped on request" if started else "canceled before it started"
-            return self.finish(
-                command,
-                "canceled",
-                reason=f"{reason}: {why}" if why else reason,
-                not_started=not started,
-            )
+            return self._stopped(command)
+
+    def stopped_before_its_first_step(self, command_id: str) -> None:
+        """Answer a command whose task was cancelled on request before it ran at all:
+        its coroutine never began, so `execute` could not. Unanswered, it would stay
+        received and run when the gateway offers it again."""
+        if command_id not in self._stop_requested:
+            return  # the agent is stopping: a restart runs it or answers from the record
+        entry = self.record.get(command_id)
+        if entry is None or entry.final_event is not None:
+            self._stop_requested.pop(command_id, None)
+            return
+        self._stopped(entry.command)
+
+    def _stopped(self, command: Command) -> Event:
+        why = self._stop_requested.pop(command.id, "")
+        entry = self.record.get(command.id)
+        started = entry is not None and entry.stage == "started"
+        reason = "stopped on request" if started else "canceled before it started"
+        return self.finish(
+            command,
+            "canceled",
+            reason=f"{reason}: {why}" if why else reason,
+            not_started=not started,
+        )
 
     async def _execute(self, command: Command) -> Event:
         if is_expired(command):
