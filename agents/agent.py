@@ -64,6 +64,7 @@ class DeviceAgent:
         self._devices_of: dict[str, str | None] = {}  # the device of each command in _tasks
         self._pruning: asyncio.TimerHandle | None = None
         self._watching: asyncio.TimerHandle | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         state_dir = self.config.state_dir
@@ -100,6 +101,12 @@ class DeviceAgent:
         log.info("agent %s/%s started", self.config.site, self.config.agent)
 
     async def stop(self) -> None:
+        # From here on nothing more starts: a command that arrives, or still waits for a
+        # worker or its bus, stays received in the record, and the next process runs it
+        # (started now, it would be cut off at the end of the drain: outcome unknown).
+        self._stopping = True
+        if self._executor is not None:
+            self._executor.stopping = True
         for timer in (self._pruning, self._watching):
             if timer is not None:
                 timer.cancel()
@@ -201,14 +208,18 @@ class DeviceAgent:
             self._executor.outcome_unknown(entry.command)
             return
         self._record.add(command)  # new, or received by an earlier process and never started
-        if command.op == STOP_OP and self._stop_will_run(command):
-            self._latch(command)
-            self._clear_the_way(command)
+        if self._stopping:
+            log.info("command %s kept for the next start: the agent is stopping", command.id)
+            return
         self._launch(command)
 
     def _launch(self, command: Command) -> None:
-        """Run a recorded command in a task of its own (a stop request may cancel it)."""
+        """Run a recorded command in a task of its own (a stop request may cancel it). A
+        stop that will run latches its device and clears the way first."""
         assert self._executor is not None
+        if command.op == STOP_OP and self._stop_will_run(command):
+            self._latch(command)
+            self._clear_the_way(command)
         task = asyncio.get_running_loop().create_task(self._executor.execute(command))
         self._tasks[command.id] = task
         self._devices_of[command.id] = command.device

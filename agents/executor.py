@@ -106,6 +106,9 @@ class CommandExecutor:
         self._workers = asyncio.Semaphore(worker_count)
         # commands to stop, with why: "" for a stop request naming the command
         self._stop_requested: dict[str, str] = {}
+        # Set when the agent stops: a command not started yet stays received (no final
+        # event), for the next process to run.
+        self.stopping = False
 
     def request_stop(self, command_id: str, why: str = "") -> None:
         """Mark a command as stopped on request, before its task is cancelled."""
@@ -124,8 +127,9 @@ class CommandExecutor:
         self.publish(event)
         return event
 
-    async def execute(self, command: Command) -> Event:
-        """Run a newly recorded command to its final event (or `canceled` on request)."""
+    async def execute(self, command: Command) -> Event | None:
+        """Run a newly recorded command to its final event (or `canceled` on request);
+        None when the agent began to stop before the command started (left received)."""
         try:
             return await self._execute(command)
         except asyncio.CancelledError:
@@ -157,7 +161,7 @@ class CommandExecutor:
             not_started=not started,
         )
 
-    async def _execute(self, command: Command) -> Event:
+    async def _execute(self, command: Command) -> Event | None:
         if is_expired(command):
             return self.finish(
                 command, "expired", reason="received after not_after", not_started=True
@@ -179,6 +183,8 @@ class CommandExecutor:
         # A stop waits for no worker: every worker may be busy on other buses.
         workers = contextlib.nullcontext() if command.op == STOP_OP else self._workers
         async with self.devices.locks_for(plan), workers:
+            if self.stopping:
+                return None  # the next process runs it: left received, not started
             if is_expired(command):  # it waited for the bus or a worker too long
                 return self.finish(
                     command, "expired", reason="not started before not_after", not_started=True
