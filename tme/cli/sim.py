@@ -13,23 +13,67 @@ from tme.cli.output import console
 app = typer.Typer(no_args_is_help=True)
 
 
+# What each --fault field takes: a whole number within bounds (unit ids and exception
+# codes are one byte on the wire, an address two), seconds, a table, or a flag.
+WHOLE_FIELDS = {
+    "unit": (0, 255),
+    "address": (0, 65535),
+    "exception": (1, 255),
+    "remaining": (1, None),
+}
+FLAGS = {"1": True, "true": True, "yes": True, "": True, "0": False, "false": False, "no": False}
+
+
 def _parse_fault(text: str) -> dict[str, Any]:
-    """ "unit=1,table=holding_register,address=0,exception=2" -> Fault fields."""
+    """ "unit=1,table=holding_register,address=0,exception=2" -> Fault fields; a field
+    the simulator could not apply as written is a usage error naming it (one line)."""
+    from tme.cli.common import usage_error
+
     fields: dict[str, Any] = {}
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
-        key = key.strip()
-        if key in {"unit", "address", "exception", "remaining"}:
-            fields[key] = int(value)
-        elif key == "delay_s":
-            fields[key] = float(value)
-        elif key == "drop":
-            fields[key] = value.strip().lower() in {"1", "true", "yes", ""}
-        elif key == "table":
-            fields[key] = value.strip()
-        else:
-            raise typer.BadParameter(f"unknown fault field {key!r}", param_hint="--fault")
+        key, value = key.strip(), value.strip()
+        try:
+            fields[key] = _fault_field(key, value)
+        except ValueError as exc:
+            usage_error(f"--fault {text!r}: {exc}")
     return fields
+
+
+def _fault_field(key: str, value: str) -> Any:
+    from tme.simulators.faults import FUNCTION_TABLES
+
+    if key in WHOLE_FIELDS:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"{key} must be a whole number, got {value!r}") from None
+        low, high = WHOLE_FIELDS[key]
+        if number < low or (high is not None and number > high):
+            bounds = f"from {low} to {high}" if high is not None else f"from {low}"
+            raise ValueError(f"{key} must be {bounds}, got {number}")
+        return number
+    if key == "delay_s":
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise ValueError(f"delay_s must be a number of seconds, got {value!r}") from None
+        if not 0 <= seconds < float("inf"):
+            raise ValueError(f"delay_s must be from 0 seconds, got {value}")
+        return seconds
+    if key == "drop":
+        if value.lower() not in FLAGS:
+            raise ValueError(f"drop must be true or false, got {value!r}")
+        return FLAGS[value.lower()]
+    if key == "table":
+        tables = sorted(set(FUNCTION_TABLES.values()), key=list(FUNCTION_TABLES.values()).index)
+        if value not in tables:
+            raise ValueError(f"table {value!r} is not one of {', '.join(tables)}")
+        return value
+    raise ValueError(
+        f"unknown fault field {key!r} (fields: unit, table, address, exception, delay_s, "
+        "drop, remaining)"
+    )
 
 
 async def _serve(sim: Any, describe: str) -> None:
