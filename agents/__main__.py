@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 
 from tme.agents.agent import DeviceAgent
 from tme.agents.agent_config import load_agent_config, track_errors
+from tme.errors import TMEError
 
 
 async def _main(config_path: str) -> None:
@@ -29,7 +31,11 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(_main(args.config))
+    try:
+        asyncio.run(_main(args.config))
+    except TMEError as exc:  # a mistake in the config or its files: one line, as `tme agent`
+        print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cli_lines import failing_tme
+from python_module import run_module
 
 
 def test_an_agent_whose_state_dir_is_a_file_says_so_in_one_line(tmp_path: Path) -> None:
@@ -36,3 +37,19 @@ def test_a_gateway_whose_state_dir_is_a_file_says_so_in_one_line(tmp_path: Path)
     assert code == 1
     assert line.startswith("error: cannot open the gateway's journal")
     assert "taken/journal.sqlite3: taken is a file, not a directory" in line
+
+
+def test_the_small_agent_entry_point_says_a_config_mistake_in_one_line(tmp_path: Path) -> None:
+    """`python -m tme.agents` (the agent without the CLI) stopped with a ConfigError
+    traceback for every mistake in its config."""
+    (tmp_path / "p.yaml").write_text("name: p\npoints: {}\n")
+    (tmp_path / "agent.yaml").write_text(
+        "site: s1\nagent: a1\nmqtt: mqtt://127.0.0.1:1\ndevices:\n"
+        "  p: {driver: modbus_tpc, connection: {port: 1}, profile: p.yaml}\n"
+    )
+    for config in (tmp_path / "missing.yaml", tmp_path / "agent.yaml"):
+        done = run_module("tme.agents", "--config", str(config), timeout=60)
+        assert done.returncode == 1, done.stderr
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "unknown driver 'modbus_tpc'; did you mean 'modbus_tcp'?" in lines[0]
