@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 
 from tme.agents.agent import DeviceAgent
 from tme.agents.agent_config import load_agent_config, track_errors
+from tme.agents.agent_logging import setup_agent_logging
 from tme.errors import TMEError
 
 
@@ -28,9 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tme.agents")
     parser.add_argument("--config", "-c", required=True)
     args = parser.parse_args()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_agent_logging()
     try:
         asyncio.run(_main(args.config))
     except TMEError as exc:  # a mistake in the config or its files: one line, as `tme agent`

@@ -46,8 +46,9 @@ def agent(
         raise typer.BadParameter("give --config FILE to run an agent", param_hint="--config")
     from tme.agents.agent import DeviceAgent
     from tme.agents.agent_config import load_agent_config, track_errors
+    from tme.agents.agent_logging import setup_agent_logging
 
-    _setup_logging(verbose)
+    setup_agent_logging(verbose)
     agent_config = load_agent_config(config)
     track_errors(agent_config)
     agent_ = DeviceAgent(agent_config)
