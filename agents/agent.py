@@ -25,6 +25,7 @@ from tme.agents.event_packer import EventPacker
 from tme.agents.executor import CANCEL_OP, CommandExecutor, make_event
 from tme.agents.lockout import POLL_S, STOPPED_DIR, Lockouts
 from tme.agents.presence import PresenceAnnouncer
+from tme.agents.state_files import StateDirLock
 from tme.mqtt import MqttLink, MqttMessage
 from tme.topics import cmd_topic, evt_topic, state_topic
 
@@ -52,6 +53,7 @@ class DeviceAgent:
         )
         self.lockouts = Lockouts(config.state_dir)
         self.stops = Lockouts(config.state_dir, STOPPED_DIR)
+        self._state_lock = StateDirLock(config.state_dir)
         self._described = self.devices.describe(self.lockouts)
         self.presence = PresenceAnnouncer(
             self.link, config.site, config.agent, "agent", self._described
@@ -68,7 +70,12 @@ class DeviceAgent:
 
     async def start(self) -> None:
         state_dir = self.config.state_dir
-        self._record = CommandRecord(state_dir / RECORD_FILE)
+        self._state_lock.acquire()  # before the record: one process per record
+        try:
+            self._record = CommandRecord(state_dir / RECORD_FILE)
+        except BaseException:
+            self._state_lock.release()
+            raise
         self._prune()
         self._executor = CommandExecutor(
             self._record,
@@ -120,6 +127,7 @@ class DeviceAgent:
         if self._record is not None:
             self._record.close()
             self._record = None
+        self._state_lock.release()
 
     async def run_until(self, stop: asyncio.Event) -> None:
         await self.start()

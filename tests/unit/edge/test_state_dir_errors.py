@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cli_lines import failing_tme
+from ports import free_port
 from python_module import run_module
+
+from tme.agents.agent import DeviceAgent
+from tme.agents.agent_config import load_agent_config
 
 
 def test_an_agent_whose_state_dir_is_a_file_says_so_in_one_line(tmp_path: Path) -> None:
@@ -15,8 +20,8 @@ def test_an_agent_whose_state_dir_is_a_file_says_so_in_one_line(tmp_path: Path) 
     )
     code, line = failing_tme(["agent", "--config", "agent.yaml"], tmp_path)
     assert code == 1
-    assert line.startswith("error: cannot open the agent's command record")
-    assert "taken/commands.sqlite3: taken is a file, not a directory" in line
+    assert line.startswith("error: cannot open the agent's")
+    assert "taken/agent.lock: taken is a file, not a directory" in line
 
 
 def test_an_agent_whose_record_is_not_a_database_says_so_in_one_line(tmp_path: Path) -> None:
@@ -53,3 +58,27 @@ def test_the_small_agent_entry_point_says_a_config_mistake_in_one_line(tmp_path:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
     assert "unknown driver 'modbus_tpc'; did you mean 'modbus_tcp'?" in lines[0]
+
+
+async def test_a_second_agent_on_one_state_dir_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Two agent processes on one record (an agent started by hand beside its service)
+    each took the other's commands: one answered a command the other was running
+    "failed: outcome unknown: the agent stopped while it was running", and both could
+    run one command. The record is what keeps a command from running twice: one
+    process holds it."""
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"site: s1\nagent: a1\nmqtt: mqtt://127.0.0.1:{free_port()}\nstate_dir: st\ndevices: {{}}\n"
+    )
+    first = DeviceAgent(load_agent_config(config))
+    await first.start()
+    try:
+        code, line = failing_tme(["agent", "--config", "agent.yaml"], tmp_path)
+    finally:
+        await first.stop()
+    assert code == 1
+    assert line.startswith(f"error: another agent (process {os.getpid()}) uses the state")
+    assert "uses the state directory st: one agent process per state directory" in line
+    second = DeviceAgent(load_agent_config(config))
+    await second.start()  # the first one stopped: its state directory is free again
+    await second.stop()
