@@ -14,8 +14,8 @@ from tme import yaml_load
 from tme.drivers.fields import Fields, Problems, join
 from tme.errors import ConfigError, yaml_problem
 from tme.mqtt import parse_mqtt_url
+from tme.topics import name_problem
 
-NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"  # site/agent/device names become MQTT topic levels
 MQTT_PROTOCOLS = ("3.1.1", "5")
 
 
@@ -97,10 +97,10 @@ def parse_agent_config(
 
 def _agent(fields: Fields) -> AgentConfig:
     config = AgentConfig(
-        site=fields.text("site", pattern=NAME_PATTERN),
-        agent=fields.text("agent", pattern=NAME_PATTERN),
+        site=_name(fields, "site"),
+        agent=_name(fields, "agent"),
         mqtt=_mqtt(fields),
-        gateway=fields.text("gateway", "gateway", pattern=NAME_PATTERN),
+        gateway=_name(fields, "gateway", "gateway"),
         worker_count=fields.integer("worker_count", 4, low=1, high=256),
         state_dir=fields.path("state_dir", "state"),
         allow_shell=fields.flag("allow_shell", False),
@@ -112,6 +112,15 @@ def _agent(fields: Fields) -> AgentConfig:
     )
     fields.done()
     return config
+
+
+def _name(fields: Fields, key: str, default: str | None = None) -> str:
+    """A site, agent or gateway name: one the API takes in a task's target."""
+    name = fields.text(key, default) if default is not None else fields.text(key)
+    problem = name_problem(name) if isinstance(name, str) else None
+    if problem is not None:
+        fields.problems.add(key, problem)
+    return name
 
 
 def _error_tracking(parent: Fields) -> ErrorTracking:
@@ -158,8 +167,9 @@ def _mqtt(parent: Fields) -> MqttSettings:
 def _device_names(fields: Fields) -> dict[str, Any]:
     devices = fields.mapping("devices")
     for name in devices:
-        if not isinstance(name, str) or not name or any(c in name for c in "/+#"):
-            fields.problems.add(join("devices", str(name)), "a device name may not contain / + #")
+        problem = name_problem(name) if isinstance(name, str) else "a device name is text"
+        if problem is not None:
+            fields.problems.add(join("devices", str(name)), problem)
     return devices
 
 

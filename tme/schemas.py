@@ -30,6 +30,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from tme.protocol import MAX_LOG_BYTES as MAX_LOG_BYTES
 from tme.protocol import deeper_than
 from tme.states import STATUS_WORDS, RunState, is_late
+from tme.topics import NAME_PATTERN
 
 Op = Literal[
     "external",
@@ -50,7 +51,7 @@ DEVICE_OPS = frozenset(
 )
 
 # Names travel in MQTT topics and AMQP routing keys: no wildcards, separators or spaces.
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$")]
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 PointName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
 MAX_PARAMS_BYTES = 64 * 1024
 MAX_PARAMS_DEPTH = 32  # nesting of params and details, as the protocol's results

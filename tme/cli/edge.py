@@ -150,8 +150,14 @@ def gateway(
 ) -> None:
     """Run a site gateway: bus queue -> MQTT commands, MQTT events -> bus."""
     from tme.agents.gateway import Gateway, GatewayConfig
+    from tme.cli.common import usage_error
     from tme.config import load_settings
     from tme.error_tracking import install_error_tracking
+    from tme.topics import name_problem
+
+    for option, value in (("--site", site), ("--name", name)):
+        if (problem := name_problem(value)) is not None:
+            usage_error(f"{option} {value!r}: {problem}")
 
     _setup_logging(verbose)
     settings = load_settings()
