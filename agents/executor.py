@@ -343,5 +343,5 @@ def _driver_reason(exc: DriverError) -> str:
 
 def _driver_details(exc: DriverError) -> dict[str, Any] | None:
     if exc.modbus_exception is None:
-        return None
+        return exc.result  # what the operation got before it failed (a shell's output)
     return {"modbus_exception": exc.modbus_exception, "retryable": exc.retryable}

@@ -17,6 +17,7 @@ from typing import Any
 from tme.errors import DriverError, EnvelopeViolation, UnknownName
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of stdout/stderr kept in a result: results travel over MQTT
+REASON_STDERR_CHARS = 200  # of the last stderr line, in a failed command's reason
 READ_CHUNK = 64 * 1024  # what one pipe read may hold in memory beyond the kept output
 BUILTIN_OPS = ("noop", "sleep", "shell")
 
@@ -83,14 +84,21 @@ async def _shell(cmd: Any, timeout_s: float | None) -> dict[str, Any]:
             f"shell command timed out after {timeout_s}s and was killed",
             details={"pid": process.pid},
         ) from None
-    return {
+    err = stderr.decode(errors="replace")
+    result = {
         "ok": process.returncode == 0,
         "exit_code": process.returncode,
         "stdout": stdout.decode(errors="replace"),
-        "stderr": stderr.decode(errors="replace"),
+        "stderr": err,
         "stdout_dropped_bytes": stdout_dropped,
         "stderr_dropped_bytes": stderr_dropped,
     }
+    if process.returncode != 0:  # the command says it failed: so does its run
+        said = [line.strip() for line in err.splitlines() if line.strip()]
+        reason = f"shell command exited with code {process.returncode}"
+        reason += f": {said[-1][:REASON_STDERR_CHARS]}" if said else ""
+        raise DriverError(reason, result=result)
+    return result
 
 
 async def _bounded_output(

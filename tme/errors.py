@@ -219,11 +219,13 @@ class DriverError(TMEError):
         retryable: bool = False,
         not_sent: bool = False,
         details: Any = None,
+        result: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message, details=details)
         self.modbus_exception = modbus_exception
         self.retryable = retryable
         self.not_sent = not_sent
+        self.result = result  # what the operation got before it failed: the run's result
 
     @property
     def device_answered(self) -> bool:
