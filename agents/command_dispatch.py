@@ -93,6 +93,13 @@ class CommandDispatcher:
     def start(self) -> None:
         self._loop.start()
 
+    def _why_not_sent(self) -> str:
+        """Why a held command was never sent: nothing goes out while the gateway's own
+        MQTT link is down, whatever its agents do."""
+        if not self.connected():
+            return "the gateway's MQTT link was down"
+        return "the agent was offline"
+
     def stop(self) -> None:
         self._loop.stop()
 
@@ -149,7 +156,7 @@ class CommandDispatcher:
                     entry,
                     "expired",
                     partial(self.journal.close_entry, entry.id, "expired"),
-                    reason="not delivered before not_after: the agent was offline",
+                    reason=f"not delivered before not_after: {self._why_not_sent()}",
                 )
                 continue
             if entry.state == "sent" and self._give_up_if_unanswered(entry, now):

@@ -197,3 +197,26 @@ def test_a_failing_journal_is_logged_once_then_its_recovery(
         .getMessage()
         .startswith("dispatch pass recovered after 20 failed passes over ")
     )
+
+
+@pytest.mark.parametrize(
+    ("mqtt_up", "why"),
+    [
+        (True, "the agent was offline"),
+        (False, "the gateway's MQTT link was down"),
+    ],
+)
+def test_an_expired_command_says_why_it_was_not_sent(
+    journal: Journal, mqtt_up: bool, why: str
+) -> None:
+    """A command held past its not_after while the gateway could not reach its MQTT
+    broker was reported "the agent was offline", sending the operator to the agent."""
+    held = _command(not_after=utcnow() - timedelta(seconds=1))
+    journal.add(held, held.to_json())
+    dispatcher, publisher = _dispatcher(journal, Sent(), connected=lambda: mqtt_up)
+    if mqtt_up:
+        dispatcher.agent_presence("a1", online=False)
+    dispatcher.dispatch_open_entries()
+    (expired,) = [e for e in publisher.events if e.type == "expired"]
+    assert expired.reason == f"not delivered before not_after: {why}"
+    assert expired.not_started
