@@ -66,18 +66,23 @@ def agent(
 ConfigOption = typer.Option(..., "--config", "-c", help="The agent's config file (YAML).")
 
 
-def _lockouts_of(config: Path, device: str | None = None) -> Lockouts:
-    """The lockouts of the agent `config` describes; `device` must be one of its devices."""
+def _lockouts_of(config: Path, device: str | None = None, unlocking: bool = False) -> Lockouts:
+    """The lockouts of the agent `config` describes; `device` must be one of its devices
+    (or, to unlock, one its state directory still holds a lockout of: a device renamed
+    or removed from the config keeps its lockout until it is ended)."""
     from tme.agents.agent_config import load_agent_config
     from tme.agents.lockout import Lockouts
 
     agent_config = load_agent_config(config)
+    lockouts = Lockouts(agent_config.state_dir)
+    if unlocking and device is not None and device in lockouts.all():
+        return lockouts
     if device is not None and device not in agent_config.devices:
         from tme.cli.common import usage_error
 
         known = ", ".join(sorted(agent_config.devices)) or "none"
         usage_error(f"agent {agent_config.agent!r} has no device {device!r}; its devices: {known}")
-    return Lockouts(agent_config.state_dir)
+    return lockouts
 
 
 @agent_app.command("lock")
@@ -110,7 +115,7 @@ def unlock(
     from tme.cli.common import cli_errors
 
     with cli_errors():
-        ended = _lockouts_of(config, device).unlock(device)
+        ended = _lockouts_of(config, device, unlocking=True).unlock(device)
     if ended is None:
         typer.echo(f"{device} was not locked out")
         return

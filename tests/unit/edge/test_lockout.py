@@ -202,3 +202,19 @@ def test_a_lockout_that_cannot_be_written_is_said_in_one_line(tmp_path: Path) ->
     assert result.exit_code == 1
     assert "cannot change the lockout of 'pump1'" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_lockout_left_by_a_device_no_longer_configured_can_be_ended(tmp_path: Path) -> None:
+    """`tme agent lockouts` listed it, and `tme agent unlock` refused it ("agent has no
+    device"): a device renamed or removed in the config kept its lockout for good (and
+    handed it to any device given its name later)."""
+    config = str(_agent_yaml(tmp_path))
+    Lockouts(tmp_path / "state").lock("old-pump", "alice", "seal replacement")
+    runner = CliRunner()
+    assert "old-pump" in runner.invoke(app, ["agent", "lockouts", "-c", config]).output
+    unlocked = runner.invoke(app, ["agent", "unlock", "old-pump", "-c", config])
+    assert unlocked.exit_code == 0, unlocked.output
+    assert "old-pump unlocked (locked out by alice" in unlocked.output
+    assert Lockouts(tmp_path / "state").get("old-pump") is None
+    unknown = runner.invoke(app, ["agent", "unlock", "pump9", "-c", config])
+    assert unknown.exit_code == 2 and "has no device 'pump9'" in unknown.output
