@@ -27,6 +27,7 @@ from tme.states import RunState
 BEFORE_BROKER = frozenset({RunState.pending, RunState.waiting, RunState.queued})
 NO_AGENT = "canceled at once: its task has no agent to ask (a person or system reports it)"
 CANCEL_TTL_S = 300.0  # a stop request older than this is pointless: the run timed out by then
+CANCEL_OP = "cancel"  # the op of a stop request, which names its run in params.command_id
 
 
 def get_run(session: Session, run_id: str) -> Run:
@@ -76,7 +77,7 @@ def _stop_request(run: Run, task: Task) -> Outbox:
         attempt=run.attempt,
         site=task.site or "",
         agent=task.agent or "",
-        op="cancel",
+        op=CANCEL_OP,
         params={"command_id": run.id},
         timeout_s=5.0,
         not_after=now + timedelta(seconds=CANCEL_TTL_S),

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from tme.config import Settings
-from tme.controller.event_apply import apply_presence
+from tme.controller.event_apply import apply_event, apply_presence
 from tme.controller.outbox import queue_run
 from tme.controller.retries import backoff_s
 from tme.controller.run_ready import RunReady
@@ -21,7 +23,7 @@ from tme.controller.services.runs import record_hop
 from tme.controller.services.tasks import create_task
 from tme.controller.store.models import Outbox, Run, RunEvent, utcnow
 from tme.controller.watchdog import check_timeouts
-from tme.protocol import Command, Presence
+from tme.protocol import Command, Event, Presence
 from tme.schemas import Retries, TaskCreate
 
 TARGET = {"site": "s1", "agent": "a1", "device": "pump1"}
@@ -196,3 +198,23 @@ def test_a_write_is_retried_only_when_the_agent_never_started_it() -> None:
     assert retry_refusal(task, failed, link, policy) is None
     for state in ("rejected", "lost", "expired"):
         assert retry_refusal(task, Run(task_id=1, state=state), link, policy) is not None
+
+
+def test_the_answers_to_a_stop_request_are_not_warned_of_as_unknown_runs(
+    session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop request is a command of its own (no run); its gateway says it delivered it
+    and its agent answers it. Each cancel logged two or three warnings "event ... for
+    unknown run ... dropped", the warning that points at a stray or forged event."""
+    run = queued(session)
+    record_hop(session, run, "running", source="agent")
+    cancel_run(session, run.id)
+    (stop,) = [
+        Command.from_json(r.body) for r in session.exec(select(Outbox)) if r.run_id != run.id
+    ]
+    caplog.set_level(logging.DEBUG, logger="tme.events")
+    for type_ in ("delivered", "succeeded"):
+        apply_event(session, Event(command_id=stop.id, type=type_, site="s1", agent="a1"))
+    apply_event(session, Event(command_id="not-a-command", type="succeeded", site="s1", agent="a1"))
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned == ["event succeeded for unknown run not-a-command dropped"]
