@@ -9,6 +9,7 @@ check again as a second line of defence.
 from __future__ import annotations
 
 import math
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -284,7 +285,44 @@ def _command(fields: Fields) -> CommandSpec:
         description=fields.text("description", ""),
     )
     fields.done()
+    if spec.request is not None:
+        problem = _template_problem(spec)
+        if problem:
+            fields.problems.add(join(fields.key, "request"), problem)
     return spec
+
+
+# A stand-in of each argument type, to fill a request template once at load.
+SAMPLE_ARGS: dict[str, Any] = {"int": 0, "float": 0.0, "str": "x", "bool": True}
+
+
+def _template_problem(spec: CommandSpec) -> str | None:
+    """What is wrong with a request template, which is filled with the command's
+    arguments by position ({0}, {1}, ...): a field naming anything else (an attribute,
+    an index), one past the arguments, or a template that does not parse would fail
+    every run of the command, so it is refused when the profile loads."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(spec.request)]
+    except ValueError as exc:
+        return f"{spec.request!r} is not a template ({exc}; a literal brace is {{{{ or }}}})"
+    for name in fields:
+        if name is None or name == "":
+            continue
+        if not name.isdigit():
+            return (
+                f"field {{{name}}} of {spec.request!r}: a field is an argument's position"
+                " ({0}, {1}, ...), nothing else"
+            )
+        if int(name) >= len(spec.args):
+            return (
+                f"field {{{name}}} of {spec.request!r}: the command takes"
+                f" {len(spec.args)} argument(s)"
+            )
+    try:
+        spec.request.format(*(SAMPLE_ARGS[arg.type] for arg in spec.args))
+    except (IndexError, KeyError, ValueError, TypeError) as exc:
+        return f"{spec.request!r} cannot be filled with its arguments: {exc}"
+    return None
 
 
 def _arg(fields: Fields) -> ArgSpec:

@@ -258,3 +258,37 @@ def test_the_step_limit_counts_from_the_present_value() -> None:
     assert info.value.details["current"] == 1000
     with pytest.raises(EnvelopeViolation, match="not a number"):
         check_step(spec, "speed", 1000, None)  # a present value that could not be decoded
+
+
+@pytest.mark.parametrize(
+    ("command", "problem"),
+    [
+        ({"request": "X {0} {1}", "args": [{"type": "int"}]}, "takes 1 argument(s)"),
+        ({"request": "X {", "args": []}, "is not a template"),
+        ({"request": "X {0.real}", "args": [{"type": "float"}]}, "an argument's position"),
+        ({"request": "X {0[1]}", "args": [{"type": "str"}]}, "an argument's position"),
+        ({"request": "X {name}", "args": [{"type": "str"}]}, "an argument's position"),
+        ({"request": "X {0:d}", "args": [{"type": "str"}]}, "cannot be filled"),
+    ],
+)
+def test_a_request_template_its_arguments_cannot_fill_is_refused_at_load(
+    command: dict, problem: str
+) -> None:
+    """Each of these loaded, and every run of the command was then rejected with the
+    agent's 'could not check this command (IndexError ...)'."""
+    with pytest.raises(ConfigError) as info:
+        parse_profile({"name": "x", "commands": {"c": command}})
+    assert info.value.key == "commands.c.request"
+    assert problem in info.value.message
+
+
+def test_a_request_template_with_literal_braces_and_formats_loads() -> None:
+    profile = parse_profile(
+        {
+            "name": "x",
+            "commands": {
+                "c": {"request": "SET {{raw}} {0:.2f} {1}", "args": [{}, {"type": "str"}]}
+            },
+        }
+    )
+    assert profile.commands["c"].request.format(1.5, "ON") == "SET {raw} 1.50 ON"
