@@ -27,7 +27,8 @@ from tme.controller.services.task_limits import check_task_limits
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Task
 from tme.errors import Conflict, TMEError
-from tme.schemas import DevicePublic, TaskCreate
+from tme.fleet_schemas import DevicePublic
+from tme.schemas import TaskCreate
 from tme.states import RunState
 from tme.ui.context import dashboard
 

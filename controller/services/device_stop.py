@@ -24,7 +24,8 @@ from tme.controller.services.cancel import cancel_run
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.tasks import create_task
 from tme.controller.store.models import Device, Run, Task
-from tme.schemas import DeviceStopped, Op, Target, TaskCreate
+from tme.fleet_schemas import DeviceStopped
+from tme.schemas import Op, Target, TaskCreate
 from tme.states import FINAL_STATES
 
 # A stop that has not reached its agent within this long is reported as not delivered:

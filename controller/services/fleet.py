@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlmodel import Session, col, select
 
 from tme.controller.store.models import Agent, Device, Site
-from tme.schemas import AgentPublic, DevicePublic, SitePublic
+from tme.fleet_schemas import AgentPublic, DevicePublic, SitePublic
 
 
 def list_sites(session: Session, sites_in: Sequence[str] | None = None) -> list[SitePublic]:

@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 
 from tme.controller.store.models import Device, Run, Task
 from tme.errors import Conflict, NotFound
-from tme.schemas import DevicePublic, DeviceValues, PointValue
+from tme.fleet_schemas import DevicePublic, DeviceValues, PointValue
 from tme.states import RunState
 
 VALUE_OPS = ("modbus.read", "modbus.write", "serial.command")

@@ -17,8 +17,8 @@ from tme.cli.output import console
 from tme.controller.event_apply import apply_presence
 from tme.drivers.profile import load_profile
 from tme.errors import ValidationError
+from tme.fleet_schemas import ArgPublic
 from tme.protocol import Presence
-from tme.schemas import ArgPublic
 
 PROFILES = Path(__file__).resolve().parents[2] / "configs" / "profiles"
 runner = CliRunner()

@@ -308,7 +308,7 @@ def test_bad_updates(body: dict[str, Any], match: str) -> None:
 
 
 def test_a_point_shows_its_step_safe_value_and_interlocks_in_its_limits() -> None:
-    from tme.schemas import PointPublic
+    from tme.fleet_schemas import PointPublic
 
     point = PointPublic.model_validate(
         {
@@ -333,7 +333,7 @@ def test_a_point_shows_its_step_safe_value_and_interlocks_in_its_limits() -> Non
 def test_interlocks_of_an_unknown_form_are_shown_as_such_not_dropped() -> None:
     """An agent of another version may publish them otherwise: the device is still
     shown, and that its point is guarded is not hidden."""
-    from tme.schemas import PointPublic
+    from tme.fleet_schemas import PointPublic
 
     point = PointPublic.model_validate(
         {"name": "run", "max_step": "fast", "interlocks": [{"sensor": "tank1"}]}

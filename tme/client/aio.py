@@ -15,19 +15,8 @@ import httpx
 
 from tme.client import calls
 from tme.client.base import Connection, WaitDeadline, shared_ssl_context
-from tme.schemas import (
-    AgentPublic,
-    DevicePublic,
-    DeviceStopped,
-    DeviceValues,
-    Page,
-    RunDetail,
-    RunPublic,
-    SitePublic,
-    TaskCreate,
-    TaskPublic,
-    TriggerFired,
-)
+from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
+from tme.schemas import Page, RunDetail, RunPublic, TaskCreate, TaskPublic, TriggerFired
 
 T = TypeVar("T")
 

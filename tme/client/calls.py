@@ -17,15 +17,11 @@ import pydantic
 
 from tme import states
 from tme.errors import APIError, ValidationError, api_error_from_response
+from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
 from tme.schemas import (
-    AgentPublic,
-    DevicePublic,
-    DeviceStopped,
-    DeviceValues,
     Page,
     RunDetail,
     RunPublic,
-    SitePublic,
     TaskBatchCreate,
     TaskBatchPublic,
     TaskCreate,

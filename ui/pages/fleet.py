@@ -16,7 +16,7 @@ from nicegui import run, ui
 
 from tme.controller.services import fleet, point_values
 from tme.controller.services.access import site_scope
-from tme.schemas import (
+from tme.fleet_schemas import (
     AgentPublic,
     DeviceLink,
     DeviceLockout,

@@ -17,7 +17,7 @@ from tme.controller.services.access import site_scope
 from tme.controller.services.roles import Principal
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.store.models import Device
-from tme.schemas import (
+from tme.fleet_schemas import (
     AgentPublic,
     DevicePublic,
     DeviceStop,
