@@ -197,3 +197,16 @@ def test_a_trigger_whose_every_run_was_refused_exits_1(
     both = TriggerFired(trigger="batch", runs=[skipped, started])  # one started: done
     monkeypatch.setattr(Triggers, "fire", lambda self, name: both)
     assert CliRunner().invoke(app, args).exit_code == 0
+
+
+def test_run_show_prints_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only --json showed what the machine answered (a read's values, a stop's writes)."""
+    result = {"values": {"level": {"value": 41.5, "unit": "%"}}}
+    detail = RunDetail(
+        id="r-1", task_id=7, state="succeeded", created_at=NOW, updated_at=NOW, result=result
+    )
+    monkeypatch.setattr(Runs, "get", lambda self, run_id: detail)
+    shown = CliRunner().invoke(app, ["run", "show", "r-1", "--url", "http://127.0.0.1:9"])
+    assert shown.exit_code == 0, shown.stderr
+    text = shown.stdout[shown.stdout.index("result:") :]
+    assert json.loads(text.removeprefix("result:")) == result

@@ -8,6 +8,7 @@ tme trigger fire NAME             start every task bound to a named trigger
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Annotated
 
@@ -124,7 +125,7 @@ def register_task_commands(app: typer.Typer) -> None:
 def show(
     run_id: RunIdArg, url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False
 ) -> None:
-    """Show a run with its state changes and log."""
+    """Show a run with its state changes, its result and its log."""
     with connect(url, token) as client:
         detail = client.runs.get(run_id)
     if as_json:
@@ -148,6 +149,9 @@ def show(
             "(late): recorded after the run had moved past it; it changed no state",
             highlight=False,
         )
+    if detail.result is not None:  # what the machine answered (values, a reply, a stop)
+        console.print("result:", highlight=False)
+        console.print(escape(json.dumps(detail.result, indent=2, default=str)), highlight=False)
     for line in detail.log:
         console.print(f"{line.at.isoformat()}  {escape(line.line)}", highlight=False)
 
