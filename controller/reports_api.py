@@ -23,17 +23,33 @@ READ = {"x-permission": "task.read"}
 
 Since = Annotated[TimeQuery, Query(description="start (ISO 8601); default: `days` ago")]
 Until = Annotated[TimeQuery, Query(description="end (ISO 8601); default: now")]
-Days = Annotated[int, Query(ge=1, le=366, description="period length when `since` is absent")]
+Days = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=366,
+        description="period length: ending at `until` (default now), or with `since` alone,"
+        " starting there (default 7)",
+    ),
+]
+DEFAULT_DAYS = 7
 GroupBy = Annotated[Literal["op", "agent", "site", "task"], Query()]
 
 
-def period(since: datetime | None, until: datetime | None, days: int) -> tuple[datetime, datetime]:
-    end = until or utcnow()
+def period(
+    since: datetime | None, until: datetime | None, days: int | None
+) -> tuple[datetime, datetime]:
+    """The period asked for: since..until; with one of them and `days`, that many days
+    from `since` or up to `until`; `days` alone ends now."""
     try:
-        start = since or end - timedelta(days=days)
+        if since is not None and until is None and days is not None:
+            end = since + timedelta(days=days)
+        else:
+            end = until or utcnow()
+        start = since or end - timedelta(days=days or DEFAULT_DAYS)
     except OverflowError as exc:
         raise ValidationError(
-            f"until is less than {days} days after the first day of the calendar: give since",
+            "the period reaches past the calendar's first or last day: give since and until",
             field_errors=[{"field": "until", "message": "too early", "type": "value_error"}],
         ) from exc
     if start.tzinfo is None or end.tzinfo is None:
@@ -42,8 +58,9 @@ def period(since: datetime | None, until: datetime | None, days: int) -> tuple[d
             field_errors=[{"field": "since", "message": "no UTC offset", "type": "value_error"}],
         )
     if start >= end:
+        later = "until" if until is not None else "now (no until was given)"
         raise ValidationError(
-            "since must be before until",
+            f"since must be before {later}",
             field_errors=[{"field": "since", "message": "after until", "type": "value_error"}],
         )
     return start, end
@@ -55,7 +72,7 @@ def summary(
     principal: PrincipalDep,
     since: Since = None,
     until: Until = None,
-    days: Days = 7,
+    days: Days = None,
     group_by: GroupBy = "op",
 ) -> dict[str, Any]:
     start, end = period(since, until, days)
@@ -76,7 +93,7 @@ def summary_csv(
     principal: PrincipalDep,
     since: Since = None,
     until: Until = None,
-    days: Days = 7,
+    days: Days = None,
     group_by: GroupBy = "op",
 ) -> Response:
     start, end = period(since, until, days)

@@ -262,3 +262,23 @@ def test_groups_by_task_come_in_task_id_order(test_client, app_engine) -> None:
     answer = test_client.get("/api/v1/reports/summary", params={"group_by": "task"})
     ids = [int(group["key"].split(" ", 1)[0]) for group in answer.json()["groups"]]
     assert len(ids) == 10 and ids == sorted(ids)
+
+
+def test_summary_since_with_days_is_that_many_days_from_since(test_client) -> None:
+    """`days` was ignored beside `since`: the period ran to now, whatever days said."""
+    answer = test_client.get(
+        "/api/v1/reports/summary", params={"since": "2026-12-01T00:00:00Z", "days": 3}
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["since"], body["until"]) == ("2026-12-01T00:00:00Z", "2026-12-04T00:00:00Z")
+    ended = test_client.get(
+        "/api/v1/reports/summary", params={"until": "2026-12-04T00:00:00Z", "days": 2}
+    )
+    assert ended.json()["since"] == "2026-12-02T00:00:00Z"
+
+
+def test_a_future_since_alone_says_the_period_would_end_now(test_client) -> None:
+    answer = test_client.get("/api/v1/reports/summary", params={"since": "2999-01-01T00:00:00Z"})
+    assert answer.status_code == 422
+    assert "since must be before now (no until was given)" in answer.json()["error"]["message"]
