@@ -119,7 +119,7 @@ def run_now(principal: Principal, task_id: int) -> str | None:
         entry.details["run"] = run_id
     if state == RunState.skipped:
         raise Conflict(reason, details={"task_id": task_id, "run_id": run_id})
-    return None
+    return f"started run {run_id} of task {task_id} ({state})"
 
 
 def cancel_run(principal: Principal, run_id: str) -> str | None:

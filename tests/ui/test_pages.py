@@ -151,9 +151,11 @@ async def test_run_now_and_cancel(user: User, board, sign_in) -> None:
     sign_in(user, "operator")
     await user.open("/tasks")
     user.find("Run now").click()
-    await user.should_see("done")
     with Session(board.engine) as session:
-        assert session.get(Task, task_id).status == "pending"  # type: ignore[union-attr]
+        task = session.get(Task, task_id)
+        assert task is not None and task.status == "pending"
+    # which run it started, not only "done"
+    await user.should_see(f"started run {task.latest_run_id} of task {task_id} (pending)")
     user.find("Cancel").click()
     with Session(board.engine) as session:
         assert session.get(Task, task_id).status == "canceled"  # type: ignore[union-attr]
