@@ -65,10 +65,14 @@ class Interlock:
             return value > self.limit
         return value == self.limit
 
+    @property
+    def limit_text(self) -> str:
+        """ "95", "false" """
+        return str(self.limit).lower() if isinstance(self.limit, bool) else f"{self.limit:g}"
+
     def text(self) -> str:
         """ "tank1.level below 95" """
-        limit = str(self.limit).lower() if isinstance(self.limit, bool) else f"{self.limit:g}"
-        return f"{self.source.name}.{self.point} {self.condition} {limit}"
+        return f"{self.source.name}.{self.point} {self.condition} {self.limit_text}"
 
     def public(self) -> dict[str, Any]:
         """As presence tells it, under the point or command it guards."""
@@ -237,7 +241,7 @@ def _interlock_refusal(plan: Plan, interlock: Interlock, value: Any) -> Envelope
     why = f": {interlock.why}" if interlock.why else ""
     return EnvelopeViolation(
         f"interlock: {interlock.source.name}.{interlock.point} is {shown}, and {what} needs"
-        f" it {interlock.condition} {interlock.text().rsplit(' ', 1)[-1]}{why}",
+        f" it {interlock.condition} {interlock.limit_text}{why}",
         details={
             "reason": "interlock",
             "device": interlock.source.name,
