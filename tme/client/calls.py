@@ -311,13 +311,17 @@ def list_agents(site: str | None = None, online: bool | None = None) -> Call[lis
     )
 
 
+def _where(site: str | None, agent: str | None) -> dict[str, str]:
+    """The site and agent filters given (a device's namesakes told apart by them)."""
+    return {k: v for k, v in (("site", site), ("agent", agent)) if v is not None}
+
+
 def list_devices(site: str | None = None, agent: str | None = None) -> Call[list[DevicePublic]]:
-    params = {"site": site, "agent": agent}
     return Call(
         "GET",
         f"{API}/devices",
         _list_of(DevicePublic),
-        params={k: v for k, v in params.items() if v is not None},
+        params=_where(site, agent),
     )
 
 
@@ -325,12 +329,11 @@ def stop_device(
     name: str, reason: str, site: str | None = None, agent: str | None = None, action: str = "stop"
 ) -> Call[DeviceStopped]:
     """POST .../stop, or with `action` "resume", .../resume."""
-    params = {"site": site, "agent": agent}
     return Call(
         "POST",
         f"{API}/devices/{quote(name, safe='')}/{action}",
         _parser(DeviceStopped),
-        params={k: v for k, v in params.items() if v is not None},
+        params=_where(site, agent),
         json={"reason": reason},
     )
 
@@ -338,10 +341,9 @@ def stop_device(
 def device_values(
     name: str, site: str | None = None, agent: str | None = None
 ) -> Call[DeviceValues]:
-    params = {"site": site, "agent": agent}
     return Call(
         "GET",
         f"{API}/devices/{quote(name, safe='')}/values",
         _parser(DeviceValues),
-        params={k: v for k, v in params.items() if v is not None},
+        params=_where(site, agent),
     )
