@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tme.bus.base import Bus
+from tme.bus.base import Bus, broker_answered
 from tme.errors import BusError
 from tme.protocol import batch_routing_key, pack_events
 
@@ -53,8 +53,12 @@ class Outgoing:
 
 
 class BusPublisher:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, on_link: Callable[[bool], None] | None = None) -> None:
+        """`on_link(up)`, if given, is called on this thread when publishing starts
+        failing (False) and when a publish is confirmed after that, or first (True)."""
         self._bus = bus
+        self._on_link = on_link
+        self.link_up: bool | None = None  # None until the first publish is confirmed or fails
         self._queue: queue.Queue[Outgoing | None] = queue.Queue()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tme-gw-bus-publisher", daemon=True)
@@ -132,6 +136,7 @@ class BusPublisher:
         confirmed: set[int] = set()
         while pending:
             errors = self._publish_many(pending)
+            self._note_link(any(broker_answered(error) for error in errors))
             done = [item for item, error in zip(pending, errors, strict=True) if error is None]
             confirmed.update(id(item) for item in done)
             failed = [item for item, error in zip(pending, errors, strict=True) if error]
@@ -148,6 +153,16 @@ class BusPublisher:
         if failures and not pending:
             log.info("bus publish recovered after %d failures", failures)
         return [item for item in batch if id(item) in confirmed]
+
+    def _note_link(self, up: bool) -> None:
+        if up == self.link_up:
+            return
+        self.link_up = up
+        if self._on_link is not None:
+            try:
+                self._on_link(up)
+            except Exception:  # telling it is not publishing: the messages still go
+                log.exception("telling that the bus link is %s failed", "up" if up else "down")
 
     def _publish_many(self, items: list[Outgoing]) -> list[BusError | None]:
         errors: list[BusError | None] = [None] * len(items)

@@ -17,13 +17,13 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from tme.agents.presence import read_gateway_state
 from tme.mqtt import MqttMessage
 from tme.protocol import (
     EVENT_BATCHES,
     FINAL_EVENT_TYPES,
     Event,
     Presence,
-    ProtocolError,
     pack_events,
 )
 
@@ -75,20 +75,16 @@ class EventPacker:
 
     def on_gateway_state(self, message: MqttMessage) -> None:
         """The gateway's retained presence: pack while it is online and takes batches."""
-        packing = False
-        if message.payload:  # an empty payload clears the retained state: no gateway
-            try:
-                presence: Presence = Presence.from_json(message.payload)
-            except ProtocolError as exc:
-                log.warning(
-                    "ignored a malformed gateway state on %s: %s", message.topic, exc.message
-                )
-            else:
-                packing = (
-                    presence.role == "gateway"
-                    and presence.state == "online"
-                    and EVENT_BATCHES in presence.features
-                )
+        self.set_gateway(read_gateway_state(message))
+
+    def set_gateway(self, presence: Presence | None) -> None:
+        """Pack while the gateway's presence says it is online and takes batches."""
+        packing = (
+            presence is not None
+            and presence.role == "gateway"
+            and presence.state == "online"
+            and EVENT_BATCHES in presence.features
+        )
         if packing != self.packing:
             log.info("events to the gateway: %s", "packed" if packing else "one per message")
             self.packing = packing

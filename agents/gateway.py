@@ -131,7 +131,10 @@ class Gateway:
         self.journal = Journal(self.config.state_dir / JOURNAL_FILE)
         self.journal.prune()
         self._start_bus()
-        self._publisher = BusPublisher(self.bus)
+        # Agents that stop devices on link loss read in its presence whether it reaches
+        # RabbitMQ: not until its first publish (the heartbeat, at once) is confirmed.
+        self.presence.set_upstream(False)
+        self._publisher = BusPublisher(self.bus, on_link=self._upstream_changed)
         self.heartbeat = Heartbeat(
             site, self.config.name, self._publisher, self.status, self.config.heartbeat_s
         )
@@ -172,6 +175,15 @@ class Gateway:
         if self._site_queue is not None:
             return self._site_queue.consuming.is_set()
         return self._consumer is not None
+
+    def _upstream_changed(self, up: bool) -> None:
+        """Its publishes to RabbitMQ are confirmed again (up) or fail: said in presence."""
+        log.log(
+            logging.INFO if up else logging.WARNING,
+            "RabbitMQ %s; telling the site's agents",
+            "reached" if up else "cannot be reached",
+        )
+        self.presence.set_upstream(up)
 
     def _state_changed(self) -> None:
         """Something the heartbeat says changed (MQTT, the site queue, the journal)."""

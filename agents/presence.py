@@ -15,14 +15,31 @@ later time, so its `online` counts again.
 
 from __future__ import annotations
 
+import logging
+import threading
 from datetime import datetime
 from typing import Any, Literal
 
-from tme.mqtt import MqttLink
-from tme.protocol import Presence, utcnow
+from tme.mqtt import MqttLink, MqttMessage
+from tme.protocol import Presence, ProtocolError, utcnow
 from tme.topics import state_topic
 
+log = logging.getLogger(__name__)
+
 Role = Literal["agent", "gateway"]
+
+
+def read_gateway_state(message: MqttMessage) -> Presence | None:
+    """A gateway's retained presence as an agent reads it; None when there is none (an
+    empty payload clears it: no gateway) or it is malformed (logged)."""
+    if not message.payload:
+        return None
+    try:
+        presence: Presence = Presence.from_json(message.payload)
+    except ProtocolError as exc:
+        log.warning("ignored a malformed gateway state on %s: %s", message.topic, exc.message)
+        return None
+    return presence
 
 
 def presence_json(
@@ -33,6 +50,7 @@ def presence_json(
     devices: list[dict[str, Any]],
     features: list[str] | None = None,
     at: datetime | None = None,
+    upstream: bool | None = None,
 ) -> bytes:
     """A `Presence` message, encoded for the state topic (`at`: now unless given)."""
     message = Presence(
@@ -43,6 +61,7 @@ def presence_json(
         at=at or utcnow(),
         devices=devices,
         features=features or [],
+        upstream=upstream,
     )
     return message.to_json()
 
@@ -62,13 +81,27 @@ class PresenceAnnouncer:
         self._site, self._name, self._role = site, name, role
         self._devices = devices or []
         self._features = features or []
+        self._upstream: bool | None = None  # a gateway's: whether it reaches RabbitMQ
+        # One announcement composed and published at a time: set_upstream (the gateway's
+        # publisher thread) and a reconnect (paho's) must not publish a stale one last.
+        self._announcing = threading.Lock()
         self._connection_at = utcnow()  # the current connection attempt's time
 
     def message(self, state: Literal["online", "offline"], at: datetime | None = None) -> bytes:
-        """Devices and features are said while online; offline says nothing of them."""
-        online = state == "online"
-        devices, features = (self._devices, self._features) if online else ([], [])
-        return presence_json(self._site, self._name, self._role, state, devices, features, at)
+        """Devices, features and upstream are said while online; offline says nothing
+        of them."""
+        if state != "online":
+            return presence_json(self._site, self._name, self._role, state, [], [], at)
+        return presence_json(
+            self._site,
+            self._name,
+            self._role,
+            state,
+            self._devices,
+            self._features,
+            at,
+            self._upstream,
+        )
 
     def set_devices(self, devices: list[dict[str, Any]]) -> None:
         """What `online` says of the devices from now on; said at once when connected
@@ -76,6 +109,15 @@ class PresenceAnnouncer:
         self._devices = devices
         if self.link.is_connected():
             self.announce_online()
+
+    def set_upstream(self, upstream: bool) -> None:
+        """A gateway's: whether it reaches RabbitMQ, said at once when it changed."""
+        with self._announcing:
+            if upstream == self._upstream:
+                return
+            self._upstream = upstream
+            if self.link.is_connected():
+                self._publish_online()
 
     def install(self) -> None:
         """Set the will and the hooks that stamp it and re-announce; call before the
@@ -91,6 +133,10 @@ class PresenceAnnouncer:
 
     def announce_online(self) -> None:
         """Online, as of this connection's time (the will's)."""
+        with self._announcing:
+            self._publish_online()
+
+    def _publish_online(self) -> None:
         online = self.message("online", self._connection_at)
         self.link.publish(self.topic, online, retain=True)
 

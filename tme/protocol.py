@@ -245,6 +245,9 @@ class Presence(Message, frozen=True, kw_only=True):
     # What this process understands beyond protocol version 1's minimum (EVENT_BATCHES).
     features: list[str] = msgspec.field(default_factory=list)
     status: GatewayStatus | None = None
+    # A gateway's, while online: whether it reaches RabbitMQ (its last publish was
+    # confirmed). Agents that stop devices on link loss read it; None: not said.
+    upstream: bool | None = None
 
 
 class EventBatch(Message, frozen=True, kw_only=True):

@@ -84,6 +84,7 @@ class RefPresence(RefMessage):
     devices: list[dict[str, Any]] = Field(default_factory=list)
     features: list[str] = Field(default_factory=list)  # added after the move to msgspec
     status: RefGatewayStatus | None = None  # so was this
+    upstream: bool | None = None  # and this
 
 
 class RefGatewayStatus(BaseModel):
@@ -168,6 +169,7 @@ presences = st.builds(
     at=aware_times,
     devices=st.lists(json_objects, max_size=3),
     features=st.lists(texts, max_size=3),
+    upstream=st.none() | st.booleans(),
     status=st.none()
     | st.builds(
         GatewayStatus,

@@ -26,7 +26,7 @@ from pika.frame import Method
 from pika.spec import Basic, BasicProperties
 
 from tme.bus.amqp_link import AmqpLink
-from tme.bus.base import Unroutable
+from tme.bus.base import Nacked, Unroutable
 from tme.bus.options import BusOptions
 from tme.bus.topology import PUBLISH_SEQ_HEADER
 from tme.errors import BusError
@@ -162,7 +162,7 @@ class ConfirmingPublisher:
         nack = isinstance(method, Basic.Nack)
         for outgoing in self._confirmed(method.delivery_tag, method.multiple):
             if nack:
-                _finish(outgoing, BusError("RabbitMQ refused the message (nack)"))
+                _finish(outgoing, Nacked("RabbitMQ refused the message (nack)"))
             elif outgoing.returned is not None:
                 _finish(
                     outgoing,

@@ -43,6 +43,16 @@ class Unroutable(BusError):
     """The broker confirmed a publish that no queue took (mandatory)."""
 
 
+class Nacked(BusError):
+    """The broker answered a publish with a nack (it could not take it: a full queue)."""
+
+
+def broker_answered(error: BusError | None) -> bool:
+    """Whether a publish's outcome came from the broker (confirmed, returned as
+    unroutable, nacked): the link to it works, whatever became of the message."""
+    return error is None or isinstance(error, Unroutable | Nacked)
+
+
 class Unreachable(BusError):
     """No connection to the broker: whatever was asked of it, it failed as a whole."""
 

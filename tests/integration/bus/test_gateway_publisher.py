@@ -131,3 +131,23 @@ def test_a_presence_ends_the_wait_and_a_lone_event_goes_after_linger_s(make_bus,
         consumer.stop()
     ids = [m.id for d in recorder.deliveries for m in decode_events(d.body)]
     assert ids == [accepted.id, presence.id, alone.id]
+
+
+def test_a_message_no_queue_takes_does_not_count_as_a_lost_link(make_bus, site):
+    """The gateway tells its agents in its presence whether it reaches the broker; an
+    agent may stop a pump on that. The broker returning an unroutable message answered
+    it: the link works."""
+    bus = make_bus()
+    told: list[bool] = []
+    publisher = BusPublisher(bus, on_link=told.append)
+    nowhere = Presence(site=site, agent="agent-1", state="online")
+    publisher.start()
+    try:
+        publisher.submit(
+            Outgoing(EVENTS_EXCHANGE, f"{site}.nobody.listens", nowhere.to_json(), nowhere.id)
+        )
+        # retried for ever (unroutable); the link is up meanwhile
+        wait_until(lambda: told, what="the first publish's outcome")
+        assert told == [True] and publisher.link_up is True
+    finally:
+        publisher.stop(wait_s=5)
