@@ -23,8 +23,9 @@ from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet, build_devices
 from tme.agents.event_packer import EventPacker
 from tme.agents.executor import CANCEL_OP, CommandExecutor, make_event
+from tme.agents.link_watch import LinkWatch, is_local, local_stop, log_local
 from tme.agents.lockout import POLL_S, STOPPED_DIR, Lockouts
-from tme.agents.presence import PresenceAnnouncer
+from tme.agents.presence import PresenceAnnouncer, read_gateway_state
 from tme.agents.state_files import StateDirLock
 from tme.mqtt import MqttLink, MqttMessage
 from tme.topics import cmd_topic, evt_topic, state_topic
@@ -60,6 +61,14 @@ class DeviceAgent:
         )
         self._evt_topic = evt_topic(config.site, config.agent)
         self.events = EventPacker(config.site, self._send_events)
+        self.links = LinkWatch(
+            {
+                name: device.stop_on_link_loss_s
+                for name, device in self.devices.devices.items()
+                if device.stop_on_link_loss_s is not None
+            },
+            self._stop_on_link_loss,
+        )
         self._record: CommandRecord | None = None
         self._executor: CommandExecutor | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
@@ -98,6 +107,9 @@ class DeviceAgent:
         self.link.subscribe(
             state_topic(self.config.site, self.config.gateway), self._on_gateway_state, loop=loop
         )
+        self.links.start()
+        self.link.on_connected(lambda: self._tell_links(loop, True))
+        self.link.on_disconnected(lambda: self._tell_links(loop, False))
         self.link.start()
         self._watch_devices()
         # Recorded but never started (they waited for a worker when the last process
@@ -117,6 +129,7 @@ class DeviceAgent:
         for timer in (self._pruning, self._watching):
             if timer is not None:
                 timer.cancel()
+        self.links.stop()  # a stop now is no link loss
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=DRAIN_TIMEOUT_S)
         for task in self._tasks.values():
@@ -160,7 +173,14 @@ class DeviceAgent:
             log.exception("looking at the devices' lockouts and links failed")
         self._watching = asyncio.get_running_loop().call_later(POLL_S, self._watch_devices)
 
+    def _tell_links(self, loop: asyncio.AbstractEventLoop, mqtt_up: bool) -> None:
+        """From paho's thread: the MQTT connection is up or lost."""
+        loop.call_soon_threadsafe(self.links.set_mqtt, mqtt_up)
+
     def _publish_event(self, event: Event) -> None:
+        if is_local(event.command_id):
+            log_local(event)  # the controller knows no such run: its presence tells it
+            return
         self.events.publish(event)
 
     def _send_events(self, payload: bytes) -> None:
@@ -168,9 +188,30 @@ class DeviceAgent:
 
     def _on_gateway_state(self, message: MqttMessage) -> None:
         try:
-            self.events.on_gateway_state(message)
+            presence = read_gateway_state(message)
+            self.events.set_gateway(presence)
+            if presence is not None:
+                self.links.set_gateway(presence.state == "online", presence.upstream)
+            elif not message.payload:  # cleared: no gateway (a malformed one changes nothing)
+                self.links.set_gateway(False, None)
         finally:
             self.link.ack(message)
+
+    def _stop_on_link_loss(self, device: str, why: str) -> None:
+        """Stop the device as `tme device stop` would, on the agent's own authority: its
+        safe values written, its other commands canceled, latched until resumed."""
+        if self._stopping or self._record is None:
+            return
+        if self.stops.get(device) is not None:
+            log.warning("%s: %s; it is stopped already", device, why)
+            return
+        stop = local_stop(self.config.site, self.config.agent, device, why)
+        if not self._stop_will_run(stop):
+            log.error("%s: %s, and it cannot be stopped here (locked out?)", device, why)
+            return
+        log.warning("%s: %s; stopping it (its safe values), until it is resumed", device, why)
+        self._record.add(stop)
+        self._launch(stop)
 
     # --- intake (on the agent's loop) ---------------------------------------------
 

@@ -54,6 +54,9 @@ class DeviceConfig:
     unit: int = 1
     profile: Path | None = None
     interlocks: tuple[InterlockConfig, ...] = ()
+    # Stop the device (its safe values, latched) after this long without the link to the
+    # controller (tme.agents.link_watch); None: never on link loss.
+    stop_on_link_loss_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,12 @@ def _device(fields: Fields) -> DeviceConfig:
             _interlock(Fields(item, join(fields.key, f"interlocks.{i}"), fields.problems))
             for i, item in enumerate(fields.sequence("interlocks"))
         ),
+        stop_on_link_loss_s=fields.number("stop_on_link_loss_s", None, optional=True),
     )
+    after_s = device.stop_on_link_loss_s
+    if after_s is not None and after_s <= 0:
+        key = join(fields.key, "stop_on_link_loss_s")
+        fields.problems.add(key, f"must be more than 0 seconds, got {after_s:g}")
     fields.done()
     return device
 

@@ -45,15 +45,20 @@ class Device:
     # loop time until which a write cut off mid-request may still land (a stop writes
     # its safe values again after it)
     cut_off_until: float = 0.0
+    # stopped by its agent after this long without the link (tme.agents.link_watch)
+    stop_on_link_loss_s: float | None = None
 
     @cached_property
     def _described(self) -> dict[str, Any]:
         # built once: the agent looks at its devices every lockout.POLL_S
-        return {
+        described: dict[str, Any] = {
             "name": self.name,
             "profile": self.profile.name,
             "points": [self._with_interlocks(row) for row in self.profile.public_points()],
         }
+        if self.stop_on_link_loss_s is not None:
+            described["stop_on_link_loss_s"] = self.stop_on_link_loss_s
+        return described
 
     def _with_interlocks(self, row: dict[str, Any]) -> dict[str, Any]:
         """A public point or command row with the interlocks guarding it, if any."""
@@ -270,11 +275,33 @@ def build_devices(configs: dict[str, DeviceConfig]) -> DeviceSet:
             _check_same_bus(key, cfg, first, first_cfg, bus_key)
         else:
             buses[bus_key] = (name, cfg, driver)
-        devices[name] = Device(name=name, driver=driver, unit=cfg.unit, profile=profile)
+        devices[name] = Device(
+            name=name,
+            driver=driver,
+            unit=cfg.unit,
+            profile=profile,
+            stop_on_link_loss_s=cfg.stop_on_link_loss_s,
+        )
+        if cfg.stop_on_link_loss_s is not None:
+            _check_can_stop(devices[name], f"{key}.stop_on_link_loss_s")
     from tme.agents.interlocks import resolve
 
     resolve(devices, configs)
     return DeviceSet(devices)
+
+
+def _check_can_stop(device: Device, key: str) -> None:
+    """A device its agent may stop on its own needs something to write: safe values."""
+    from tme.agents.checks import safe_values
+
+    if not safe_values(device):
+        writable = [n for n, p in device.profile.points.items() if p.access == "rw"]
+        raise ConfigError(
+            f"{key}: stopping {device.name!r} writes its safe values, and profile "
+            f"{device.profile.name!r} gives none: set safe_value on the points a stop must "
+            f"write ({', '.join(writable) or 'it has no writable point'})",
+            key=key,
+        )
 
 
 def _check_same_bus(
