@@ -231,6 +231,13 @@ def _link_of(said: object) -> dict[str, str] | None:
     }
 
 
+def _seconds_of(said: object) -> float | None:
+    """A positive, finite number of seconds an agent said; None for anything else."""
+    if isinstance(said, bool) or not isinstance(said, int | float):
+        return None
+    return float(said) if 0 < said < float("inf") else None
+
+
 def _replace_devices(session: Session, presence: Presence, now: object) -> None:
     known = {
         d.name: d
@@ -251,6 +258,7 @@ def _replace_devices(session: Session, presence: Presence, now: object) -> None:
         device.lockout = _lockout_of(described.get("lockout"))
         device.stopped = _lockout_of(described.get("stopped"))  # the same fields
         device.link = _link_of(described.get("link"))
+        device.stop_on_link_loss_s = _seconds_of(described.get("stop_on_link_loss_s"))
         device.updated_at = presence.at
         session.add(device)
     for gone in known.values():

@@ -231,6 +231,9 @@ class DevicePublic(Output):
     stopped: DeviceLockout | None = None
     # As its agent last said (null: no operation has found out since the agent started).
     link: DeviceLink | None = None
+    # Its agent stops it on its own (safe values, latched like a stop) after this many
+    # seconds without the link to the controller; null: it does not.
+    stop_on_link_loss_s: float | None = None
     updated_at: datetime | None = None
 
 

@@ -78,7 +78,12 @@ def agent_layout(
             "agent": "skid-a",
             "devices": {
                 # starting the pump needs room in the tank it fills (stopping never waits)
-                "pump1": {**modbus(1, "pump.yaml"), "interlocks": [TANK_HAS_ROOM]},
+                # and it is stopped by its agent after 5 minutes cut off from the controller
+                "pump1": {
+                    **modbus(1, "pump.yaml"),
+                    "interlocks": [TANK_HAS_ROOM],
+                    "stop_on_link_loss_s": 300,
+                },
                 "tank1": modbus(2, "tank.yaml"),
             },
         },

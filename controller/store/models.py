@@ -233,6 +233,9 @@ class Device(SQLModel, table=True):
     # Whether it answered its agent's last operation: state (ok, down), since, error;
     # None until an operation found out.
     link: dict[str, str] | None = Field(default=None, sa_type=JSON)
+    # Its agent stops it on its own after this long without the link to the controller
+    # (the agent's config); None when it does not.
+    stop_on_link_loss_s: float | None = None
     updated_at: datetime = _ts()
 
 

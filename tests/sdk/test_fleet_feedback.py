@@ -205,3 +205,43 @@ def test_the_cli_shows_step_limits_safe_values_and_interlocks(
         ["plant-1", "skid-a", "pump1", "run", "tank1.level below 95 (tank nearly full)"]
     ]
     assert "Interlocks (read by the agent just before each change" in result.stdout
+
+
+def test_a_device_its_agent_stops_on_link_loss_says_so_in_the_api_and_the_cli(
+    live_url: str, app_engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's setting reaches the controller in its presence: the API has it on the
+    device, `tme device list` a table of such devices; a device without it has null."""
+    from tme.agents.agent_config import parse_agent_config
+    from tme.agents.devices import build_devices
+
+    pump = {"driver": "modbus_tcp", "connection": {"host": "127.0.0.1", "port": 5020}}
+    config = parse_agent_config(
+        {
+            "site": "plant-1",
+            "agent": "skid-a",
+            "devices": {
+                "pump1": {
+                    **pump,
+                    "unit": 1,
+                    "profile": str(PROFILES / "pump.yaml"),
+                    "stop_on_link_loss_s": 300,
+                },
+                "tank1": {**pump, "unit": 2, "profile": str(PROFILES / "tank.yaml")},
+            },
+        }
+    )
+    devices = build_devices(config.devices).describe()
+    with Session(app_engine) as session:
+        presence = Presence(site="plant-1", agent="skid-a", state="online", devices=devices)
+        apply_presence(session, presence)
+        session.commit()
+    with tme.Client(live_url) as client:
+        found = {d.name: d.stop_on_link_loss_s for d in client.fleet.devices(site="plant-1")}
+    assert found == {"pump1": 300.0, "tank1": None}
+    monkeypatch.setattr(console, "width", 240)  # one table row a line
+    result = runner.invoke(app, ["device", "list", "--url", live_url])
+    assert result.exit_code == 0, result.output
+    assert "Stopped by their agents on link loss" in result.stdout
+    rows = [[c.strip() for c in line.split("│")] for line in result.stdout.splitlines()]
+    assert [row[1:-1] for row in rows if len(row) == 6] == [["plant-1", "skid-a", "pump1", "300 s"]]

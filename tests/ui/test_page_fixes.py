@@ -135,7 +135,7 @@ async def test_runs_by_state_keep_their_states_colours(user: User, board, sign_i
     assert STATE_COLORS["succeeded"] != STATE_COLORS["canceled"]
 
 
-def _publish_pump(board: Any, stopped: dict | None = None) -> None:
+def _publish_pump(board: Any, stopped: dict | None = None, **said: Any) -> None:
     from pathlib import Path
 
     from tme.controller.event_apply import apply_presence
@@ -146,6 +146,7 @@ def _publish_pump(board: Any, stopped: dict | None = None) -> None:
     pump = {"name": "pump1", "profile": "pump", "points": load_profile(profile).public_points()}
     if stopped is not None:
         pump["stopped"] = stopped  # as its agent says it after a stop
+    pump.update(said)
     with Session(board.engine) as session:
         presence = Presence(site="plant-x", agent="skid-a", state="online", devices=[pump])
         apply_presence(session, presence)
@@ -202,6 +203,28 @@ async def test_a_stopped_device_says_so_and_offers_resume(
     with Session(board.engine) as session:
         resume = session.exec(select(Task).where(Task.op == "device.resume")).one()
         assert resume.params == {"reason": "seal replaced", "by": "operator-0"}
+
+
+async def test_a_device_stopped_by_its_agent_on_link_loss_says_why_and_offers_resume(
+    user: User, board, sign_in
+) -> None:
+    stopped = {
+        "by": "agent skid-a (link loss)",
+        "reason": "link to the controller lost for 300 s (the site gateway is offline)",
+        "at": "2026-12-07T06:00:00+00:00",
+    }
+    _publish_pump(board, stopped, stop_on_link_loss_s=300)
+    sign_in(user, "operator")
+    await user.open("/fleet")
+    await user.should_see(
+        "Stopped by agent skid-a (link loss) at 2026-12-07 06:00:00 UTC: link to the"
+        " controller lost for 300 s (the site gateway is offline)"
+    )
+    await user.should_see(
+        "Its agent stops it (its safe values, until it is resumed) after 300 s without the"
+        " link to the controller."
+    )
+    await user.should_see(marker="resume-device")
 
 
 async def test_the_resume_button_shows_only_while_the_device_is_stopped(

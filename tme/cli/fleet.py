@@ -52,8 +52,8 @@ def list_devices(
     """List devices with their points and serial commands (type, unit, access, limits:
     a point's min..max, each command argument's type with its min..max, choices or
     pattern, as the agent enforces them; a point's step limit and safe value); then the
-    interlocks, the devices not answering their agents and those locked out at them, if
-    any."""
+    interlocks, the devices not answering their agents, those their agents stop on link
+    loss, those stopped and those locked out at them, if any."""
     with connect(url, token) as client:
         devices = client.fleet.devices(site=site, agent=agent)
     if as_json:
@@ -82,6 +82,13 @@ def list_devices(
             "Not answering their agents",
             ["site", "agent", "device", "since", "error"],
             [(site, agent, name, ln.since, ln.error) for site, agent, name, ln in down],
+        )
+    watched = [d for d in devices if d.stop_on_link_loss_s is not None]
+    if watched:  # their agents stop them on their own when the site loses the controller
+        print_table(
+            "Stopped by their agents on link loss",
+            ["site", "agent", "device", "after no link to the controller for"],
+            [(d.site, d.agent, d.name, f"{d.stop_on_link_loss_s:g} s") for d in watched],
         )
     stopped = [(d.site, d.agent, d.name, d.stopped) for d in devices if d.stopped is not None]
     if stopped:  # their agents refuse their changes until tme device resume

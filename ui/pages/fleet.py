@@ -110,7 +110,7 @@ def register() -> None:
                 banner.set_visibility(True)
             for change in changes:
                 if (change.site, change.agent) in chips:
-                    chip, seen, _status = chips[(change.site, change.agent)]
+                    chip, seen, _line = chips[(change.site, change.agent)]
                     set_chip(chip, change.state)
                     seen.text = utc_time(change.at)
             # a site's line counts its agents online and says when it was last seen
@@ -130,8 +130,7 @@ def register() -> None:
             for site, agent in sorted(agents & {(k[0], k[1]) for k in views}):
                 for device in await run.io_bound(_agent_devices, site, agent) or []:
                     view = views.get(_key(device))
-                    shown = (device.link, device.lockout, device.stopped)
-                    if view is not None and shown != view.shown:
+                    if view is not None and _status(device) != view.shown:
                         view.show_status(device)
 
         async def redraw(key: DeviceKey) -> None:
@@ -199,6 +198,14 @@ def _sites_and_agents(
     return chips
 
 
+# What a device's status shows: its link, lockout, stop and link-loss setting.
+Status = tuple[DeviceLink | None, DeviceLockout | None, DeviceLockout | None, float | None]
+
+
+def _status(device: DevicePublic) -> Status:
+    return (device.link, device.lockout, device.stopped, device.stop_on_link_loss_s)
+
+
 @dataclass
 class DeviceView:
     """A device's part of the page: its header, what its agent says of it (link,
@@ -208,14 +215,10 @@ class DeviceView:
     status: ui.column
     table: ui.column
     resume: ui.button | None = None  # shown while the device is stopped
-    shown: tuple[DeviceLink | None, DeviceLockout | None, DeviceLockout | None] = (
-        None,
-        None,
-        None,
-    )
+    shown: Status = (None, None, None, None)
 
     def show_status(self, device: DevicePublic) -> None:
-        self.shown = (link, lockout, stopped) = (device.link, device.lockout, device.stopped)
+        self.shown = (link, lockout, stopped, _) = _status(device)
         title = f"{device.site}/{device.agent}/{device.name} ({device.profile})"
         down = " NOT ANSWERING" if link is not None and link.state == "down" else ""
         held = (" STOPPED" if stopped else "") + (" LOCKED OUT" if lockout else "")
@@ -238,6 +241,11 @@ class DeviceView:
                 ui.label(f"Answering its agent since {_when(link.since)}").classes(
                     "text-sm text-gray-600"
                 ).mark("device-link")
+            if device.stop_on_link_loss_s is not None:
+                ui.label(
+                    f"Its agent stops it (its safe values, until it is resumed) after"
+                    f" {device.stop_on_link_loss_s:g} s without the link to the controller."
+                ).classes("text-sm text-gray-600").mark("device-link-loss")
             if lockout is not None:
                 ui.label(
                     f"Locked out at its agent by {lockout.by} since {_when(lockout.at)}: "
