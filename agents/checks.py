@@ -21,6 +21,10 @@ DEVICE_OPS = frozenset({"modbus.read", "modbus.write", "serial.command", "device
 STOP_OP = "device.stop"
 # Lift a stop's latch (the agent answers it at once, like a cancel; nothing is written).
 RESUME_OP = "device.resume"
+# Check another command without running it (a dry run): params.op and params.params are
+# the command checked; the agent reads what its interlocks and step limit need, nothing
+# more, and writes or sends nothing.
+CHECK_OP = "device.check"
 
 
 class Refused(Exception):
@@ -45,6 +49,35 @@ def is_expired(command: Command) -> bool:
     from tme.protocol import utcnow
 
     return utcnow() > command.not_after
+
+
+def checked_command(check: Command) -> Command:
+    """The command a device.check is about: the check's own, with its op and params
+    (Refused when they do not name a device op)."""
+    op, params = check.params.get("op"), check.params.get("params", {})
+    if op not in DEVICE_OPS:
+        ops = ", ".join(sorted(DEVICE_OPS))
+        raise Refused(f"{CHECK_OP} checks a device op ({ops}) in params.op, got {op!r}")
+    if not isinstance(params, dict):
+        raise Refused(f"{CHECK_OP} needs params.params as a mapping (the checked op's params)")
+    return check.model_copy(update={"op": op, "params": params})
+
+
+def what_it_would_do(plan: Plan) -> str:
+    """A checked plan's effect, in words (what a device.check answers)."""
+    command, device = plan.command, plan.device
+    assert device is not None
+    if command.op == "modbus.write":
+        point = str(command.params["point"])
+        unit = device.profile.points[point].unit
+        return f"write {point} = {plan.value}{f' {unit}' if unit else ''} to {device.name}"
+    if command.op == STOP_OP:
+        values = ", ".join(f"{p} = {v}" for p, v in safe_values(device).items())
+        return f"stop {device.name}: write {values} (its safe values)"
+    if command.op == "modbus.read":
+        return f"read {', '.join(read_points_of(command, device))} from {device.name}"
+    args = "".join(f" {a}" for a in plan.args or [])
+    return f"send {command.params['command']}{args} to {device.name}"
 
 
 def check_command(command: Command, devices: DeviceSet, allow_shell: bool) -> Plan:

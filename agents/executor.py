@@ -14,12 +14,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tme.agents.checks import (
+    CHECK_OP,
     STOP_OP,
     Plan,
     Refused,
     changes_device,
     check_command,
+    checked_command,
     is_expired,
+    what_it_would_do,
 )
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet
@@ -166,6 +169,8 @@ class CommandExecutor:
             return self.finish(
                 command, "expired", reason="received after not_after", not_started=True
             )
+        if command.op == CHECK_OP:
+            return await self._dry_run(command)
         try:
             plan = check_command(command, self.devices, self.allow_shell)
         except Refused as exc:
@@ -201,18 +206,55 @@ class CommandExecutor:
                     return refused
             return await self._run(plan, lines, deadline)
 
+    async def _dry_run(self, check: Command) -> Event | None:
+        """A device.check: the command it names checked as that command would be (its
+        envelope, the device's lockout or stop, what its interlocks and step limit read
+        now), and nothing written or sent. Succeeded: it would run; rejected: it would be
+        refused, saying why; failed: what the checks needed could not be read."""
+        try:
+            plan = check_command(checked_command(check), self.devices, self.allow_shell)
+        except Refused as exc:
+            reason = f"would be refused: {exc.reason}"
+            return self.finish(check, "rejected", reason=reason, not_started=True)
+        refusal = self._locked_out(plan)
+        if refusal is not None:
+            reason = f"would be refused: {refusal}"
+            return self.finish(check, "rejected", reason=reason, not_started=True)
+        lines = _HeldLines(check, self.publish)
+        if needs_reading(plan):
+            async with self.devices.locks_for(plan), self._workers:
+                if self.stopping:
+                    return None  # the next process checks it
+                deadline = asyncio.get_running_loop().time() + check.timeout_s
+                refused = await self._check_before_change(plan, lines, deadline, "would be ")
+                if refused is not None:
+                    return refused
+        would = what_it_would_do(plan)
+        return self.finish(
+            check,
+            "succeeded",
+            lines,
+            reason=f"would {would}; nothing was written or sent (a check)",
+            result={"would": would, "op": plan.command.op},
+        )
+
     async def _check_before_change(
-        self, plan: Plan, lines: _HeldLines, deadline: float
+        self, plan: Plan, lines: _HeldLines, deadline: float, would: str = ""
     ) -> Event | None:
         """Read the interlocks and step limit of the plan's change; the final event when
-        they refuse it or cannot be read (nothing was written either way), else None."""
+        they refuse it or cannot be read (nothing was written either way), else None.
+        `would` ("would be ") says a refusal of a check."""
         command = plan.command
         try:
             async with asyncio.timeout_at(deadline):
                 await check_before_change(plan, lines.add)
         except EnvelopeViolation as exc:
             self._note_link(plan, True)
-            reason = f"{exc.message}; nothing was written"
+            reason = (
+                f"{would}refused: {exc.message}; nothing was written"
+                if would
+                else (f"{exc.message}; nothing was written")
+            )
             return self.finish(command, "rejected", lines, reason=reason, not_started=True)
         except TimeoutError:
             reason = (

@@ -94,12 +94,17 @@ def set_level(sim: PlantSimulator, percent: float) -> None:
     sim.write_register(TANK, LEVEL, round(percent * 10), table="input_register")
 
 
+def pump_at_400(sim: PlantSimulator, pump_profile: Path, *, level: float) -> DeviceSet:
+    """The pump at 400 rpm, its speed guarded by the tank's level, set to `level` %."""
+    set_level(sim, level)
+    sim.write_register(PUMP, SPEED, 400)
+    return plant_devices(sim, pump_profile, TANK_FULL)
+
+
 async def test_a_write_its_interlock_refuses_is_rejected_and_sends_no_frame(
     plant: PlantSimulator, pump_profile: Path, record: CommandRecord
 ) -> None:
-    set_level(plant, 97.2)
-    plant.write_register(PUMP, SPEED, 400)
-    devices = plant_devices(plant, pump_profile, TANK_FULL)
+    devices = pump_at_400(plant, pump_profile, level=97.2)
     final, sent = await run(
         devices, record, "pump", "modbus.write", {"point": "speed_setpoint", "value": 800}
     )
@@ -117,9 +122,7 @@ async def test_a_write_its_interlock_refuses_is_rejected_and_sends_no_frame(
 async def test_a_write_its_interlock_allows_lands_and_says_what_was_read(
     plant: PlantSimulator, pump_profile: Path, record: CommandRecord
 ) -> None:
-    set_level(plant, 41.5)
-    plant.write_register(PUMP, SPEED, 400)
-    devices = plant_devices(plant, pump_profile, TANK_FULL)
+    devices = pump_at_400(plant, pump_profile, level=41.5)
     final, sent = await run(
         devices, record, "pump", "modbus.write", {"point": "speed_setpoint", "value": 800}
     )
