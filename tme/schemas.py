@@ -43,13 +43,15 @@ Op = Literal[
     "serial.command",
     "device.stop",
     "device.resume",
+    "device.check",
 ]
 OPS: tuple[str, ...] = get_args(Op)
 MACHINE_OPS = frozenset(OPS) - {"external"}
 # Ops that act on a device through a driver, so the target must name the device.
-DEVICE_OPS = frozenset(
-    {"modbus.read", "modbus.write", "serial.command", "device.stop", "device.resume"}
-)
+DEVICE_OPS = MACHINE_OPS - {"noop", "sleep", "shell"}
+# What a device.check (a dry run) may check: its agent answers what the op would do now.
+CHECK_OP = "device.check"
+CheckableOp = Literal["modbus.read", "modbus.write", "serial.command", "device.stop"]
 
 # Names travel in MQTT topics and AMQP routing keys: no wildcards, separators or spaces.
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -245,6 +247,13 @@ class DeviceStopParams(Input):
     by: str = Field(default="", max_length=200)  # who asked (the stop's latch shows it)
 
 
+class CheckParams(Input):
+    """device.check: the device op checked, and its params (checked as that op's)."""
+
+    op: CheckableOp
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 PARAMS_MODELS: dict[str, type[Input] | None] = {
     "external": None,  # free-form, bounded in size
     "noop": NoParams,
@@ -255,6 +264,7 @@ PARAMS_MODELS: dict[str, type[Input] | None] = {
     "serial.command": SerialCommandParams,
     "device.stop": DeviceStopParams,
     "device.resume": DeviceStopParams,
+    "device.check": CheckParams,
 }
 
 
@@ -304,7 +314,21 @@ def validate_task_shape(
     if wrapper is None:
         return params
     checked: BaseModel = wrapper.model_validate({"params": params}).params  # type: ignore[attr-defined]
-    return checked.model_dump(exclude_none=True)
+    normal = checked.model_dump(exclude_none=True)
+    if op == CHECK_OP:  # the op checked, with its params as a task of it would have them
+        normal["params"] = _checked_params(normal["op"], target, normal.get("params", {}))
+    return normal
+
+
+def _checked_params(op: str, target: Target | None, params: dict[str, Any]) -> dict[str, Any]:
+    """A device.check's params.params, validated as `op`'s, located under params.params."""
+    try:
+        return validate_task_shape(op, target, params, None)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        inner = tuple(str(part) for part in first["loc"])
+        loc = ("params", "params", *inner[1:]) if inner[:1] == ("params",) else ("params",)
+        raise _refusal(loc, first["msg"], first.get("input")) from None
 
 
 def _refusal(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from tme.controller.services import audit, device_stop, point_values
+from tme.controller.services import audit, device_check, device_stop, point_values
 from tme.controller.services import cancel as cancel_service
 from tme.controller.services import tasks as task_service
 from tme.controller.services.access import check_task_create
@@ -120,6 +120,20 @@ def run_now(principal: Principal, task_id: int) -> str | None:
     if state == RunState.skipped:
         raise Conflict(reason, details={"task_id": task_id, "run_id": run_id})
     return f"started run {run_id} of task {task_id} ({state})"
+
+
+def check(principal: Principal, task_id: int) -> str:
+    """Ask the task's agent what it would do now (POST /api/v1/tasks/{id}/check); returns
+    the check's run id."""
+    board = dashboard()
+    with _audited(principal, "run.control:check", f"task {task_id}") as entry:
+        with session_scope(board.engine) as session:
+            task = task_service.get_task(session, task_id)
+            started = device_check.check_task(session, task, principal.username, board.on_run_ready)
+            session.commit()
+            run_id = str(started.latest_run_id)
+        entry.details["run"] = run_id
+    return run_id
 
 
 def cancel_run(principal: Principal, run_id: str) -> str | None:

@@ -40,7 +40,7 @@ from tme.drivers.profile import (
 )
 from tme.errors import EnvelopeViolation, ValidationError
 from tme.names import did_you_mean
-from tme.schemas import DEVICE_OPS, MACHINE_OPS, Target
+from tme.schemas import CHECK_OP, DEVICE_OPS, MACHINE_OPS, Target
 
 Pair = tuple[str, str]  # site, agent
 ANY_ONE_LINE = ".*"  # what the controller lets through of a text argument with a pattern
@@ -122,7 +122,10 @@ def check_task(
     view: FleetView, op: str, target: Target | None, params: dict[str, Any]
 ) -> list[str]:
     """Refuse (422 naming the field) what the target agent's published devices show
-    the agent would refuse; return the warnings for what cannot be checked."""
+    the agent would refuse; return the warnings for what cannot be checked. A check
+    (device.check) is checked as the op it checks."""
+    if op == CHECK_OP:
+        op, params = str(params.get("op")), dict(params.get("params") or {})
     if op not in MACHINE_OPS or target is None or target.agent is None:
         return []
     pair = (target.site, target.agent)

@@ -23,6 +23,15 @@ def _target(stack: LocalStack, agent: str, device: str) -> dict[str, str]:
     return {"site": stack.config.site, "agent": agent, "device": device}
 
 
+def _wait_published(client, target: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    device = target["device"]
+    wait_until(
+        lambda: any(d.name == device for d in client.fleet.devices(site=target["site"])),
+        timeout=15,
+        what=f"{device} published",
+    )
+
+
 def test_write_task_changes_the_register(real_stack, client_of) -> None:
     client = client_of(real_stack)
     task = client.tasks.create(
@@ -77,11 +86,7 @@ def test_out_of_envelope_write_is_refused_and_nothing_changes(real_stack, client
     client = client_of(real_stack)
     target = _target(real_stack, "skid-a", "pump1")
     overspeed = {"point": "speed_setpoint", "value": 9000}
-    wait_until(
-        lambda: any(d.name == "pump1" for d in client.fleet.devices(site=target["site"])),
-        timeout=15,
-        what="pump1 published",
-    )
+    _wait_published(client, target)
     with pytest.raises(ValidationError) as info:
         client.tasks.create(name="overspeed", op="modbus.write", target=target, params=overspeed)
     assert [e["field"] for e in info.value.field_errors] == ["params.value"]
@@ -309,11 +314,7 @@ def test_tme_device_stop_cancels_what_waits_for_the_pump_and_writes_its_safe_val
     client = client_of(real_stack)
     target = _target(real_stack, "skid-a", "pump1")
     plant = real_stack.plant
-    wait_until(
-        lambda: any(d.name == "pump1" for d in client.fleet.devices(site=target["site"])),
-        timeout=15,
-        what="pump1 published",
-    )
+    _wait_published(client, target)
     plant.write_bit(PUMP_UNIT, 0, True)  # the pump runs
     plant.inject_fault(unit=PUMP_UNIT, table="holding_register", delay_s=1.5, remaining=1)
     fast = {"point": "speed_setpoint", "value": 1800}
@@ -357,3 +358,45 @@ def test_tme_device_stop_cancels_what_waits_for_the_pump_and_writes_its_safe_val
 
     with pytest.raises(ValidationError, match="no point with a safe_value"):
         client.fleet.stop("tank1", "no safe values", site=target["site"])
+
+
+def test_tme_task_check_says_what_a_scheduled_start_would_do_now_and_writes_nothing(
+    real_stack, client_of
+) -> None:
+    """Over RabbitMQ and Mosquitto: the weekday 06:00 start of pump1 is checked now. The
+    agent reads tank1's level for the start's interlock and answers what the start would
+    do, or why it would be refused; the pump is never written either way."""
+    from typer.testing import CliRunner
+
+    from tme.cli.main import app
+
+    client = client_of(real_stack)
+    target = _target(real_stack, "skid-a", "pump1")
+    plant = real_stack.plant
+    _wait_published(client, target)
+    start = client.tasks.create(
+        name="morning start",
+        op="modbus.write",
+        target=target,
+        params={"point": "run", "value": True},
+        schedule={"cron": "0 6 * * 1-5"},
+    )
+    check = ["task", "check", str(start.id), "--url", real_stack.url]
+
+    plant.physics.volume_l = 4_000.0  # 40 %: room in the tank
+    wait_until(lambda: plant.read_register(2, 0, "input_register") <= 410)
+    result = CliRunner().invoke(app, check, env={"TME_TOKEN": real_stack.token})
+    assert result.exit_code == 0, result.output
+    assert f"task {start.id}: would write run = True to pump1; nothing was written" in (
+        result.stdout.replace("\n", " ")
+    )
+
+    plant.physics.volume_l = 9_800.0  # 98 %: the start's interlock refuses it
+    wait_until(lambda: plant.read_register(2, 0, "input_register") >= 980)
+    result = CliRunner().invoke(app, check, env={"TME_TOKEN": real_stack.token})
+    assert result.exit_code == 1, result.output
+    assert f"task {start.id}: would be refused: interlock: tank1.level is 98" in (
+        result.stdout.replace("\n", " ")
+    )
+    assert plant.writes_to(PUMP_UNIT, 0) == []  # neither check wrote the pump's run coil
+    assert client.tasks.get(start.id).status == "idle"  # the task itself never ran

@@ -159,33 +159,20 @@ def test_the_demo_seed_creates_its_examples_once_per_database(live_url: str) -> 
         assert len(list(client.tasks.list())) == len(first)
 
 
-def test_the_cli_shows_step_limits_safe_values_and_interlocks(
-    live_url: str, app_engine: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """As the agent describes its devices (built from an agent config with an
-    interlock): the limits column has step and safe value, a table the interlocks."""
+def _publish_skid(app_engine: Any, **pump1: Any) -> None:
+    """skid-a's presence as the agent describes pump1 (with `pump1`'s extra settings)
+    and tank1, built from an agent config."""
     from tme.agents.agent_config import parse_agent_config
     from tme.agents.devices import build_devices
 
-    pump = {"driver": "modbus_tcp", "connection": {"host": "127.0.0.1", "port": 5020}}
+    bus = {"driver": "modbus_tcp", "connection": {"host": "127.0.0.1", "port": 5020}}
     config = parse_agent_config(
         {
             "site": "plant-1",
             "agent": "skid-a",
             "devices": {
-                "pump1": {
-                    **pump,
-                    "unit": 1,
-                    "profile": str(PROFILES / "pump.yaml"),
-                    "interlocks": [
-                        {
-                            "point": "run",
-                            "requires": {"device": "tank1", "point": "level", "below": 95},
-                            "why": "tank nearly full",
-                        }
-                    ],
-                },
-                "tank1": {**pump, "unit": 2, "profile": str(PROFILES / "tank.yaml")},
+                "pump1": {**bus, "unit": 1, "profile": str(PROFILES / "pump.yaml"), **pump1},
+                "tank1": {**bus, "unit": 2, "profile": str(PROFILES / "tank.yaml")},
             },
         }
     )
@@ -194,6 +181,19 @@ def test_the_cli_shows_step_limits_safe_values_and_interlocks(
         presence = Presence(site="plant-1", agent="skid-a", state="online", devices=devices)
         apply_presence(session, presence)
         session.commit()
+
+
+def test_the_cli_shows_step_limits_safe_values_and_interlocks(
+    live_url: str, app_engine: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """As the agent describes its devices (built from an agent config with an
+    interlock): the limits column has step and safe value, a table the interlocks."""
+    interlock = {
+        "point": "run",
+        "requires": {"device": "tank1", "point": "level", "below": 95},
+        "why": "tank nearly full",
+    }
+    _publish_skid(app_engine, interlocks=[interlock])
     monkeypatch.setattr(console, "width", 240)  # one table row a line
     result = runner.invoke(app, ["device", "list", "--url", live_url])
     assert result.exit_code == 0, result.output
@@ -212,30 +212,7 @@ def test_a_device_its_agent_stops_on_link_loss_says_so_in_the_api_and_the_cli(
 ) -> None:
     """The agent's setting reaches the controller in its presence: the API has it on the
     device, `tme device list` a table of such devices; a device without it has null."""
-    from tme.agents.agent_config import parse_agent_config
-    from tme.agents.devices import build_devices
-
-    pump = {"driver": "modbus_tcp", "connection": {"host": "127.0.0.1", "port": 5020}}
-    config = parse_agent_config(
-        {
-            "site": "plant-1",
-            "agent": "skid-a",
-            "devices": {
-                "pump1": {
-                    **pump,
-                    "unit": 1,
-                    "profile": str(PROFILES / "pump.yaml"),
-                    "stop_on_link_loss_s": 300,
-                },
-                "tank1": {**pump, "unit": 2, "profile": str(PROFILES / "tank.yaml")},
-            },
-        }
-    )
-    devices = build_devices(config.devices).describe()
-    with Session(app_engine) as session:
-        presence = Presence(site="plant-1", agent="skid-a", state="online", devices=devices)
-        apply_presence(session, presence)
-        session.commit()
+    _publish_skid(app_engine, stop_on_link_loss_s=300)
     with tme.Client(live_url) as client:
         found = {d.name: d.stop_on_link_loss_s for d in client.fleet.devices(site="plant-1")}
     assert found == {"pump1": 300.0, "tank1": None}

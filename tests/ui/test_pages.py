@@ -475,3 +475,23 @@ async def test_fleet_page_shows_a_gateways_heartbeat_when_it_says_something_new(
     await user.should_see(marker="agent-status", content="MQTT up")
     arrives(beat(False))  # its broker went away: the next heartbeat says so at once
     await user.should_see(marker="agent-status", content="MQTT DOWN", retries=LIVE)
+
+
+async def test_check_asks_the_agent_and_opens_the_checks_run(
+    user: User, board, sign_in, monkeypatch
+) -> None:
+    """As POST /api/v1/tasks/{id}/check: a task `check <name>` starts, its run's page opens,
+    and the task checked keeps its own state; a task of no device has no Check."""
+    task_id = _task(board)
+    other = _task(board, name="log only", op="external", target=None, params={})
+    opened: list[str] = []
+    monkeypatch.setattr(user.navigate, "to", opened.append)
+    sign_in(user, "operator")
+    await user.open("/tasks")
+    await user.should_not_see(marker=f"check-{other}")
+    user.find(marker=f"check-{task_id}").click()
+    with Session(board.engine) as session:
+        check = session.exec(select(Task).where(Task.op == "device.check")).one()
+        assert check.name == "check read tank level"
+        assert check.params == {"op": "modbus.read", "params": {"point": "level"}}
+    assert opened == [f"/runs/{check.latest_run_id}"]

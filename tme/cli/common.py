@@ -34,6 +34,9 @@ TokenOption = Annotated[
     typer.Option("--token", envvar="TME_TOKEN", help="API token.", show_default=False),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
+# A command that asks an agent (a stop, a check): wait for its answer, and how long.
+WaitOption = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the agent's answer.")]
+TimeoutOption = Annotated[float, typer.Option("--timeout", help="Give up after SECONDS.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -9,7 +9,14 @@ from typing import Annotated
 
 import typer
 
-from tme.cli.common import JsonOption, TokenOption, UrlOption, connect
+from tme.cli.common import (
+    JsonOption,
+    TimeoutOption,
+    TokenOption,
+    UrlOption,
+    WaitOption,
+    connect,
+)
 from tme.cli.output import console, print_json, print_table
 
 device_app = typer.Typer(no_args_is_help=True)
@@ -138,8 +145,6 @@ DeviceArg = Annotated[str, typer.Argument(help="The device's name.")]
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept with its task).")]
 NamesakeSite = Annotated[str | None, typer.Option("--site", help="Its site (among namesakes).")]
 NamesakeAgent = Annotated[str | None, typer.Option("--agent", help="Its agent (among namesakes).")]
-WaitOption = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the agent's answer.")]
-TimeoutOption = Annotated[float, typer.Option("--timeout", help="Give up after SECONDS.")]
 
 
 def _device_command(action: str, doc: str) -> Callable[..., None]:

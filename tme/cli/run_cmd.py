@@ -1,6 +1,7 @@
 """Run control from the command line, over the SDK.
 
 tme task run|pause|resume ID      start a run now; stop or restart its automatic starts
+tme task check ID                 ask its agent what it would do now (a dry run)
 tme run show|cancel|retry RUN_ID  one run; cancel it (--force); run it again
 tme run workflow WORKFLOW_ID      every run of one workflow run (a trigger's, a schedule's...)
 tme trigger fire NAME             start every task bound to a named trigger
@@ -15,7 +16,14 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from tme.cli.common import JsonOption, TokenOption, UrlOption, connect
+from tme.cli.common import (
+    JsonOption,
+    TimeoutOption,
+    TokenOption,
+    UrlOption,
+    WaitOption,
+    connect,
+)
 from tme.cli.output import console, fire_times_text, print_json, print_table
 from tme.schemas import RunPublic, TaskPublic
 from tme.states import FINAL_STATES
@@ -94,6 +102,43 @@ def register_task_commands(app: typer.Typer) -> None:
             started = client.tasks.run(task_id)
         _print_run(started, as_json, "started")
         _exit_if_refused(started)
+
+    @app.command("check")
+    def check(
+        task_id: TaskIdArg,
+        wait: WaitOption = True,
+        timeout: TimeoutOption = 90.0,
+        url: UrlOption = None,
+        token: TokenOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Ask the task's agent what it would do now, without running it (a dry run): the
+        envelope, a lockout or stop, and what its interlocks and step limit read from the
+        machine now; nothing is written or sent. Exit 0 when it would run, 1 when it would
+        be refused or could not be checked (with --wait, the default)."""
+        with connect(url, token) as client:
+            started = client.tasks.check(task_id)
+            if wait:
+                client.tasks.wait(started.task_id, timeout=timeout)
+            run = client.runs.get(started.id) if wait else None
+        if as_json:
+            print_json((run or started).model_dump(mode="json"))
+        elif run is None:
+            console.print(
+                f"check of task {task_id}: run {started.id} of task {started.task_id}"
+                f" (`tme run show {started.id}` for the agent's answer)",
+                highlight=False,
+            )
+        else:
+            # the agent's answer starts "would ..." when it checked the task
+            said = "" if run.state in ("succeeded", "rejected") else " could not be checked"
+            console.print(
+                f"task {task_id}{said}: {escape(run.reason or run.state)}"
+                f" (check run {run.id} of task {run.task_id})",
+                highlight=False,
+            )
+        if wait and (run is None or run.state != "succeeded"):
+            raise typer.Exit(1)
 
     @app.command("pause")
     def pause(

@@ -141,6 +141,9 @@ class AsyncTasks:
     async def run(self, task_id: int) -> RunPublic:
         return await self._client.send(calls.run_task(task_id))
 
+    async def check(self, task_id: int) -> RunPublic:
+        return await self._client.send(calls.check_task(task_id))
+
     async def pause(self, task_id: int) -> TaskPublic:
         return await self._client.send(calls.pause_task(task_id))
 

@@ -249,6 +249,10 @@ def run_task(task_id: int) -> Call[RunPublic]:
     return Call("POST", f"{API}/tasks/{int(task_id)}/run", _run)
 
 
+def check_task(task_id: int) -> Call[RunPublic]:
+    return Call("POST", f"{API}/tasks/{int(task_id)}/check", _run)
+
+
 def pause_task(task_id: int) -> Call[TaskPublic]:
     return Call("POST", f"{API}/tasks/{int(task_id)}/pause", _task)
 

@@ -167,6 +167,13 @@ class Tasks:
         """Start a run now (the task's overlap policy applies)."""
         return self._client.send(calls.run_task(task_id))
 
+    def check(self, task_id: int) -> RunPublic:
+        """Ask the task's agent what it would do now, without running it (a dry run): the
+        run of a new task `check <name>`. It ends succeeded (it would run: `reason` says
+        what it would do), rejected (it would be refused: why) or failed (what the checks
+        need could not be read); nothing is written or sent."""
+        return self._client.send(calls.check_task(task_id))
+
     def pause(self, task_id: int) -> TaskPublic:
         """Stop the task's automatic starts (schedule, trigger, dependencies, planned
         retries) until `resume`; `run` and `runs.retry` still start it."""

@@ -9,6 +9,7 @@ from fastapi import Request
 from nicegui import ui
 
 from tme.controller.services.access import site_scope
+from tme.controller.services.device_check import CHECKABLE
 from tme.controller.services.tasks import TaskFilters, list_tasks
 from tme.controller.store.models import Task
 from tme.errors import TMEError
@@ -160,6 +161,18 @@ def _action_buttons(task: Task, viewer: Viewer) -> None:
             "Run now", on_click=guarded(viewer, "run.control", task.site, actions.run_now, tid)
         )
         ui.button("Cancel", on_click=guarded(viewer, "run.control", task.site, actions.cancel, tid))
+        if task.op in CHECKABLE:  # its agent says what it would do now; its run opens
+            opened = guarded(
+                viewer,
+                "run.control",
+                task.site,
+                actions.check,
+                tid,
+                then=lambda run_id: ui.navigate.to(href(f"/runs/{run_id}")),
+            )
+            ui.button("Check", on_click=opened).props("flat").mark(f"check-{tid}").tooltip(
+                "Ask its agent what it would do now; nothing is written"
+            )
     if viewer.can("task.write", task.site):
 
         def confirm() -> None:

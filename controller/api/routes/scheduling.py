@@ -1,6 +1,7 @@
 """Run control: run now, pause and resume a task, named triggers, cancel, retry.
 
 POST /api/v1/tasks/{id}/run            start a run now (the overlap policy applies, a pause not)
+POST /api/v1/tasks/{id}/check          ask its agent what it would do now (a dry run)
 POST /api/v1/tasks/{id}/pause|resume   stop or restart its automatic starts (schedule,
                                        trigger, dependencies, planned retries)
 POST /api/v1/triggers/{name}           start every task bound to the trigger
@@ -19,6 +20,7 @@ from sqlmodel import Session, col, select
 from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId, wake_scheduler
 from tme.controller.api.deps import RunId as VisibleRunId
 from tme.controller.services import cancel as cancel_service
+from tme.controller.services import device_check
 from tme.controller.services import tasks as task_service
 from tme.controller.services.access import within_scope
 from tme.controller.services.launch import launch_run
@@ -48,6 +50,24 @@ def run_now(task_id: TaskId, session: SessionDep, on_run_ready: RunReadyDep) -> 
         session, task, cause="manual", reason="run now", hook=on_run_ready, source="api"
     )
     session.commit()
+    return run_public(session, run)
+
+
+@router.post(
+    "/tasks/{task_id}/check", status_code=201, response_model=RunPublic, openapi_extra=RUN_CONTROL
+)
+def check_now(
+    task_id: TaskId, session: SessionDep, principal: PrincipalDep, on_run_ready: RunReadyDep
+) -> RunPublic:
+    """Check the task against its machine now, without running it: a task `check <name>`
+    (op device.check) whose agent answers what the task would do, or why it would be
+    refused, and writes or sends nothing. Answers the check's run (docs/api.md,
+    "Checking a task")."""
+    task = task_service.get_task(session, task_id)
+    check = device_check.check_task(session, task, principal.username, on_run_ready)
+    session.commit()
+    run = session.get(Run, check.latest_run_id)
+    assert run is not None  # started with the task
     return run_public(session, run)
 
 

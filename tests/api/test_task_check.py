@@ -1,0 +1,71 @@
+"""POST /api/v1/tasks/{id}/check: a check (device.check) of a device task, started as a
+task of its own whose agent answers what the task would do; nothing else is changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api_helpers import assert_error
+from test_fleet_checks import PUMP, fleet  # noqa: F401  (its fixture)
+
+MORNING = {"cron": "0 6 * * 1-5"}
+
+
+def _create(test_client: Any, **body: Any) -> dict[str, Any]:
+    response = test_client.post("/api/v1/tasks", json={"name": "morning start", **body})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_a_check_starts_a_check_task_of_the_same_op_and_params(test_client, fleet) -> None:  # noqa: F811
+    start = {"point": "speed_setpoint", "value": 1200}
+    task = _create(test_client, op="modbus.write", target=PUMP, params=start, schedule=MORNING)
+    response = test_client.post(f"/api/v1/tasks/{task['id']}/check")
+    assert response.status_code == 201, response.text
+    run = response.json()
+    assert run["task_id"] != task["id"]
+    check = test_client.get(f"/api/v1/tasks/{run['task_id']}").json()
+    assert check["name"] == "check morning start"
+    assert check["op"] == "device.check"
+    assert {k: check["target"][k] for k in PUMP} == PUMP
+    assert check["params"] == {"op": "modbus.write", "params": {**start, "verify": False}}
+    assert check["queue_timeout_s"] == 60
+    assert check["latest_run_id"] == run["id"]
+    task_after = test_client.get(f"/api/v1/tasks/{task['id']}").json()
+    assert (task_after["status"], task_after["latest_run_id"]) == ("idle", None)
+
+
+def test_only_a_device_task_can_be_checked(test_client, fleet, counts) -> None:  # noqa: F811
+    task = _create(test_client, op="external", schedule=MORNING)
+    before = counts()
+    error = assert_error(
+        test_client.post(f"/api/v1/tasks/{task['id']}/check"), 422, "cannot be checked"
+    )
+    assert [f["field"] for f in error["details"]] == ["op"]
+    assert counts() == before
+    assert_error(test_client.post("/api/v1/tasks/999999/check"), 404)
+
+
+def test_a_viewer_cannot_check(test_client, fleet, make_token) -> None:  # noqa: F811
+    task = _create(
+        test_client,
+        op="modbus.read",
+        target=PUMP,
+        params={"point": "actual_speed"},
+        schedule=MORNING,
+    )
+    viewer = {"Authorization": f"Bearer {make_token('viewer')}"}
+    assert_error(test_client.post(f"/api/v1/tasks/{task['id']}/check", headers=viewer), 403)
+
+
+def test_a_check_created_directly_has_its_checked_params_validated(test_client, fleet) -> None:  # noqa: F811
+    body = {
+        "name": "check",
+        "op": "device.check",
+        "target": PUMP,
+        "params": {"op": "modbus.write", "params": {"point": "speed_setpoint", "value": "fast"}},
+    }
+    error = assert_error(test_client.post("/api/v1/tasks", json=body), 422, "params.params.value")
+    assert [f["field"] for f in error["details"]] == ["params.params.value"]
+    body["params"] = {"op": "shell"}
+    assert_error(test_client.post("/api/v1/tasks", json=body), 422, "params.op")
