@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -82,11 +82,24 @@ class AgentChange:
     role: str
     state: str
     at: datetime
+    # The devices this presence says are stopped, each with its latch (by, reason, at):
+    # what notifies `device_stopped`. Not part of the event stream's agent change.
+    stopped: tuple[tuple[str, dict[str, str]], ...] = field(default=(), compare=False)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["stopped"]
         data["at"] = self.at.isoformat()
         return data
+
+
+def _stopped(presence: Presence) -> tuple[tuple[str, dict[str, str]], ...]:
+    """The devices an agent's presence says are stopped, with their latches."""
+    return tuple(
+        (str(device.get("name")), {k: str(v) for k, v in device["stopped"].items()})
+        for device in presence.devices
+        if isinstance(device, dict) and isinstance(device.get("stopped"), dict)
+    )
 
 
 class ChangeFeed:
@@ -115,6 +128,7 @@ class ChangeFeed:
                         message.role,
                         message.state,
                         message.at,
+                        _stopped(message),
                     )
                 )
         self.ring_bell()

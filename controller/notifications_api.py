@@ -25,6 +25,7 @@ from tme.controller.services.access import check_target_site, within_scope
 from tme.controller.services.roles import Permission, Principal
 from tme.controller.store.models import Task
 from tme.errors import NotFound, ValidationError
+from tme.settings_models import NotifyEvent
 
 MAX_RULE_ID = 2**31 - 1
 
@@ -32,7 +33,7 @@ router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
 READ = {"x-permission": "task.read"}
 MANAGE = {"x-permission": "schedule.manage"}
 
-EventName = Literal["failed", "timed_out", "lost", "agent_offline"]
+EventName = NotifyEvent
 
 
 def _default_events() -> list[EventName]:

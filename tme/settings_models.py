@@ -30,9 +30,10 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=1)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-# What a notification fires on (the controller's NOTIFY_EVENTS): a run ending badly, or
-# an agent going offline. A webhook naming another event would never be sent it.
-NotifyEvent = Literal["failed", "timed_out", "lost", "agent_offline"]
+# What a notification fires on (the controller's NOTIFY_EVENTS): a run ending badly, an
+# agent going offline, or a device stopped (from anywhere, or by its agent on link loss).
+# A webhook naming another event would never be sent it.
+NotifyEvent = Literal["failed", "timed_out", "lost", "agent_offline", "device_stopped"]
 
 
 class Section(BaseModel):

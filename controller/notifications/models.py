@@ -11,7 +11,7 @@ from sqlmodel import Field, SQLModel
 from tme.controller.store.models import NEVER_REUSE_IDS, BigInt, UTCDateTime, utcnow
 
 # What a rule can fire on: a run ending badly, or an agent going offline.
-NOTIFY_EVENTS = ("failed", "timed_out", "lost", "agent_offline")
+NOTIFY_EVENTS = ("failed", "timed_out", "lost", "agent_offline", "device_stopped")
 CHANNELS = ("email", "webhook")
 
 

@@ -128,7 +128,7 @@ class Notifier:
         if agents:
             self._agent_cursor = agents[-1].seq
         changes.extend(agents)
-        described = [(c, d) for c in changes if (d := describe(c)) is not None]
+        described = [(c, d) for c in changes for d in describe(c)]
         if not described:
             return 0
         with Session(self.engine) as session:

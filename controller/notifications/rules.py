@@ -15,6 +15,7 @@ from tme.controller.change_feed import AgentChange, RunChange
 from tme.controller.notifications.models import NOTIFY_EVENTS, NotificationRule
 
 RUN_EVENTS = frozenset({"failed", "timed_out", "lost"})
+FLEET_EVENTS = frozenset({"agent_offline", "device_stopped"})
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class Rule:
             return False
         if self.site is not None and site != self.site:
             return False
-        return self.task_id is None or event == "agent_offline" or self.task_id == task_id
+        # an agent or device event of a task's rule: of the task's site, whatever its agent
+        return self.task_id is None or event in FLEET_EVENTS or self.task_id == task_id
 
 
 def active_rules(session: Session, settings: Any) -> list[Rule]:
@@ -66,21 +68,46 @@ def active_rules(session: Session, settings: Any) -> list[Rule]:
     return rules
 
 
-def describe(change: RunChange | AgentChange) -> tuple[str, str, dict[str, Any]] | None:
-    """(event name, dedup key, payload) of a change worth notifying, else None."""
+Notice = tuple[str, str, dict[str, Any]]  # event name, dedup key, payload
+
+
+def describe(change: RunChange | AgentChange) -> list[Notice]:
+    """What a change notifies: (event name, dedup key, payload) of each notice."""
     if isinstance(change, AgentChange):
-        if change.state != "offline" or change.role != "agent":
-            return None
-        key = f"agent:{change.site}/{change.agent}@{change.at.isoformat()}"
-        return "agent_offline", key, {"event": "agent_offline", "agent": change.as_json()}
+        return _agent_notices(change)
     if change.to_state not in RUN_EVENTS or change.from_state == change.to_state or change.late:
-        return None  # only a change of the run's state
+        return []  # only a change of the run's state
     key = f"run:{change.run_id}:{change.to_state}"
-    return change.to_state, key, {"event": change.to_state, "run": change.as_json()}
+    return [(change.to_state, key, {"event": change.to_state, "run": change.as_json()})]
+
+
+def _agent_notices(change: AgentChange) -> list[Notice]:
+    if change.role != "agent":
+        return []
+    if change.state == "offline":
+        key = f"agent:{change.site}/{change.agent}@{change.at.isoformat()}"
+        return [("agent_offline", key, {"event": "agent_offline", "agent": change.as_json()})]
+    # Every presence of an agent says which of its devices are stopped: one notice per
+    # latch (its time in the key), however often it is said, by this controller or another.
+    notices: list[Notice] = []
+    for name, latch in change.stopped:
+        device = {"site": change.site, "agent": change.agent, "name": name, **latch}
+        key = f"device_stopped:{change.site}/{change.agent}/{name}@{latch.get('at', '')}"
+        notices.append(("device_stopped", key, {"event": "device_stopped", "device": device}))
+    return notices
 
 
 def subject_and_text(payload: dict[str, Any]) -> tuple[str, str]:
     """A short, readable email for a payload."""
+    if "device" in payload:
+        device = payload["device"]
+        where = f"{device['site']}/{device['agent']}/{device['name']}"
+        subject = f"[TME] device {where} stopped by {device.get('by', 'unknown')}"
+        text = (
+            f"{subject} at {device.get('at', 'unknown')}: {device.get('reason', '-')}.\n"
+            "Its agent refuses its changes until it is resumed (tme device resume).\n"
+        )
+        return subject, text
     if "agent" in payload:
         agent = payload["agent"]
         subject = f"[TME] agent {agent['site']}/{agent['agent']} is offline"

@@ -145,6 +145,53 @@ def test_agent_offline_notifies_once(app_engine, feed, http_receiver, start_noti
     assert len(_deliveries(app_engine)) == 1
 
 
+def test_a_device_stopped_by_its_agent_notifies_once_per_stop(
+    app_engine, feed, smtp_server, start_notifier
+) -> None:
+    """A pump stopped by its agent when the site lost the controller: the controller hears
+    of it in the agent's presence once the link is back, and every presence after says
+    it again; one email per stop (its latch's time), a new stop another one."""
+    host, port, inbox = smtp_server
+    email = {
+        "enabled": True,
+        "smtp_host": host,
+        "smtp_port": port,
+        "starttls": False,
+        "from_addr": "tme@plant.example",
+        "to": ["ops@plant.example"],
+    }
+    start_notifier(Settings(notifications={"email": email}))
+    latch = {
+        "by": "agent skid-a (link loss)",
+        "reason": "link to the controller lost for 300 s (the site gateway is offline)",
+        "at": "2026-12-07T06:00:00+00:00",
+    }
+
+    def presence(stopped: dict | None) -> Presence:
+        pump = {"name": "pump1", "profile": "pump", "points": []}
+        if stopped is not None:
+            pump["stopped"] = stopped
+        return Presence(site="plant-x", agent="skid-a", state="online", devices=[pump])
+
+    feed.on_message(presence(None))  # running: nothing to say
+    for _ in range(3):  # every presence of the agent says the latch again
+        feed.on_message(presence(latch))
+    assert inbox.arrived.wait(10)
+    _recipients, message = inbox.messages[0]
+    assert message["Subject"] == (
+        "[TME] device plant-x/skid-a/pump1 stopped by agent skid-a (link loss)"
+    )
+    assert "the site gateway is offline" in message.get_payload(decode=True).decode()
+    wait_until(lambda: [d.status for d in _deliveries(app_engine)] == ["delivered"], 10)
+    assert [d.event for d in _deliveries(app_engine)] == ["device_stopped"]
+    assert _deliveries(app_engine)[0].payload["device"]["name"] == "pump1"
+
+    again = {**latch, "by": "alice", "reason": "leak", "at": "2026-12-07T07:00:00+00:00"}
+    feed.on_message(presence(again))  # resumed, then stopped again: another stop
+    wait_until(lambda: len(_deliveries(app_engine)) == 2, 10)
+    assert _deliveries(app_engine)[1].payload["device"]["by"] == "alice"
+
+
 def test_a_site_rule_fires_only_on_its_site(
     app_engine, feed, http_receiver, start_notifier
 ) -> None:
