@@ -95,8 +95,10 @@ async def test_workflow_graph_colours_steps_and_follows_them_live(
     with Session(board.engine) as session:  # the workflow engine starts the next step
         settle_pending(session, None)
         session.commit()
-    await user.should_see(
-        marker="workflow-graph", content=f't{first}["fill<br/>succeeded"]:::succeeded'
+    await user.should_see(  # live: as long as the next step's wait below
+        marker="workflow-graph",
+        content=f't{first}["fill<br/>succeeded"]:::succeeded',
+        retries=LIVE,
     )
     step = f't{second}["mix<br/>pending"]:::pending'
     await user.should_see(marker="workflow-graph", content=step, retries=LIVE)

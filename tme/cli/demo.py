@@ -188,6 +188,8 @@ def _print_welcome(stack: object) -> None:
   stop pump1 now     TME_TOKEN={token} tme device stop pump1 --reason test --url {url}
                      (tme device resume pump1 --reason ... lifts it; pump1 starts only
                      while tank1 is below 95 %: its interlock, in that config file)
+  check a task       TME_TOKEN={token} tme task check ID --url {url}
+                     (its agent says what it would do now; nothing is written)
 Ctrl-C stops it.
 """,
         highlight=False,
