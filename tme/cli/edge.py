@@ -124,14 +124,24 @@ def unlock(
 
 @agent_app.command("lockouts")
 def lockouts(config: Path = ConfigOption) -> None:
-    """List the devices locked out at this agent."""
+    """List the devices locked out at this agent, then those stopped (from the
+    controller, or by the agent itself on link loss), if any."""
+    from tme.agents.lockout import STOPPED_DIR, Lockouts
     from tme.cli.common import cli_errors
     from tme.cli.output import print_table
 
     with cli_errors():
-        found = _lockouts_of(config).all()
-    rows = [(lo.device, lo.by, lo.at, lo.reason) for lo in found.values()]
+        found = _lockouts_of(config)
+        stopped = Lockouts(found.dir.parent, STOPPED_DIR).all()
+        locked = found.all()
+    rows = [(lo.device, lo.by, lo.at, lo.reason) for lo in locked.values()]
     print_table("Lockouts", ["device", "by", "since", "reason"], rows)
+    if stopped:  # lifted by a resume from the controller (tme device resume)
+        print_table(
+            "Stopped (changes refused until tme device resume)",
+            ["device", "by", "since", "reason"],
+            [(s.device, s.by, s.at, s.reason) for s in stopped.values()],
+        )
 
 
 @gateway_app.callback(invoke_without_command=True)

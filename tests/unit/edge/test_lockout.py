@@ -15,7 +15,7 @@ from tme.agents.checks import Plan, changes_device
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import Device, DeviceSet
 from tme.agents.executor import CommandExecutor
-from tme.agents.lockout import LOCKOUT_DIR, Lockouts
+from tme.agents.lockout import LOCKOUT_DIR, STOPPED_DIR, Lockouts
 from tme.cli.main import app
 from tme.drivers.profile import load_profile
 from tme.protocol import Command, Event
@@ -170,6 +170,12 @@ def test_tme_agent_lock_unlock_and_lockouts(tmp_path: Path) -> None:
     assert Lockouts(tmp_path / "state").get("pump1") is not None  # the agent's state_dir
     listed = runner.invoke(app, ["agent", "lockouts", "-c", config])
     assert listed.exit_code == 0 and "seal replacement" in listed.output
+    assert "Stopped" not in listed.output
+    # a stop's latch (the agent's own, on link loss) is listed after the lockouts
+    Lockouts(tmp_path / "state", STOPPED_DIR).lock("pump1", "agent a (link loss)", "no link")
+    listed = runner.invoke(app, ["agent", "lockouts", "-c", config])
+    assert "Stopped (changes refused until tme device resume)" in listed.output
+    assert "agent a (link loss)" in listed.output
     unlocked = runner.invoke(app, ["agent", "unlock", "pump1", "-c", config])
     assert unlocked.exit_code == 0 and "pump1 unlocked" in unlocked.output
     assert Lockouts(tmp_path / "state").get("pump1") is None
