@@ -161,5 +161,6 @@ def log_local(event: Event) -> None:
     if event.type not in FINAL_EVENT_TYPES:
         return
     level = logging.WARNING if event.type == "succeeded" else logging.ERROR
-    said = event.reason or (f"wrote {event.result.get('written')}" if event.result else "")
+    written = (event.result or {}).get("written") or {}
+    said = event.reason or ", ".join(f"wrote {point} = {v}" for point, v in written.items())
     log.log(level, "local stop %s %s: %s", event.command_id, event.type, said)

@@ -329,7 +329,9 @@ def test_tme_device_stop_cancels_what_waits_for_the_pump_and_writes_its_safe_val
         env={"TME_TOKEN": real_stack.token},
     )
     assert result.exit_code == 0, result.output
-    assert "the agent: succeeded" in result.stdout
+    assert "the agent: succeeded: wrote run = false, speed_setpoint = 0 (its safe values)" in (
+        " ".join(result.stdout.split())
+    )
     for task in (slow, queued):
         done = client.tasks.wait(task.id, timeout=30)
         assert done.status == "canceled", client.runs.get(done.latest_run_id)
@@ -351,6 +353,8 @@ def test_tme_device_stop_cancels_what_waits_for_the_pump_and_writes_its_safe_val
     resume = ["device", "resume", "pump1", "--reason", "seal replaced", "--url", real_stack.url]
     result = CliRunner().invoke(app, resume, env={"TME_TOKEN": real_stack.token})
     assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert "the agent: succeeded: resumed (stopped by " in said and ": leak at the seal)" in said
     wait_until(lambda: pump1().stopped is None, timeout=15, what="the resume reported")
     started = client.tasks.create(name="start", op="modbus.write", target=target, params=start)
     assert client.tasks.wait(started.id, timeout=30).status == "succeeded"
@@ -388,7 +392,7 @@ def test_tme_task_check_says_what_a_scheduled_start_would_do_now_and_writes_noth
     result = CliRunner().invoke(app, check, env={"TME_TOKEN": real_stack.token})
     assert result.exit_code == 0, result.output
     assert f"task {start.id}: would write run = True to pump1; nothing was written" in (
-        result.stdout.replace("\n", " ")
+        " ".join(result.stdout.split())
     )
 
     plant.physics.volume_l = 9_800.0  # 98 %: the start's interlock refuses it
@@ -396,7 +400,7 @@ def test_tme_task_check_says_what_a_scheduled_start_would_do_now_and_writes_noth
     result = CliRunner().invoke(app, check, env={"TME_TOKEN": real_stack.token})
     assert result.exit_code == 1, result.output
     assert f"task {start.id}: would be refused: interlock: tank1.level is 98" in (
-        result.stdout.replace("\n", " ")
+        " ".join(result.stdout.split())
     )
     assert plant.writes_to(PUMP_UNIT, 0) == []  # neither check wrote the pump's run coil
     assert client.tasks.get(start.id).status == "idle"  # the task itself never ran

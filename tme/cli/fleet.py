@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Annotated
 
@@ -18,6 +19,7 @@ from tme.cli.common import (
     connect,
 )
 from tme.cli.output import console, print_json, print_table
+from tme.schemas import RunPublic
 
 device_app = typer.Typer(no_args_is_help=True)
 site_app = typer.Typer(no_args_is_help=True)
@@ -213,10 +215,23 @@ def _ask_agent(
             highlight=False,
         )
         if run is not None:
-            said = run.result if run.state == "succeeded" else run.reason
-            console.print(f"the agent: {run.state}: {said}", highlight=False)
+            console.print(f"the agent: {run.state}: {_answer(run)}", highlight=False)
     if wait and (run is None or run.state != "succeeded"):
         raise typer.Exit(1)
+
+
+def _answer(run: RunPublic) -> str:
+    """What the agent answered a stop or a resume, in words: what a stop wrote, whose
+    stop a resume lifted, or the reason it gave."""
+    result = run.result or {}
+    written = result.get("written")
+    if run.state == "succeeded" and isinstance(written, dict):
+        values = ", ".join(f"{point} = {json.dumps(value)}" for point, value in written.items())
+        return f"wrote {values} (its safe values)"
+    was = result.get("was")
+    if run.state == "succeeded" and isinstance(was, dict):
+        return f"{run.reason} (stopped by {was.get('by')} at {was.get('at')}: {was.get('reason')})"
+    return run.reason or json.dumps(result)
 
 
 @site_app.command("list")
