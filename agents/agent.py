@@ -25,7 +25,7 @@ from tme.agents.event_packer import EventPacker
 from tme.agents.executor import CANCEL_OP, CommandExecutor, make_event
 from tme.agents.link_watch import LinkWatch, is_local, local_stop, log_local
 from tme.agents.lockout import POLL_S, STOPPED_DIR, Lockouts
-from tme.agents.presence import PresenceAnnouncer, read_gateway_state
+from tme.agents.presence import PresenceAnnouncer, gateway_of, read_gateway_state
 from tme.agents.state_files import StateDirLock
 from tme.mqtt import MqttLink, MqttMessage
 from tme.topics import cmd_topic, evt_topic, state_topic
@@ -104,9 +104,9 @@ class DeviceAgent:
         self.link.subscribe(
             cmd_topic(self.config.site, self.config.agent), self._on_message, loop=loop
         )
-        self.link.subscribe(
-            state_topic(self.config.site, self.config.gateway), self._on_gateway_state, loop=loop
-        )
+        for gateway in self.config.gateways:
+            topic = state_topic(self.config.site, gateway)
+            self.link.subscribe(topic, self._on_gateway_state, loop=loop)
         self.links.start()
         self.link.on_connected(lambda: self._tell_links(loop, True))
         self.link.on_disconnected(lambda: self._tell_links(loop, False))
@@ -188,12 +188,13 @@ class DeviceAgent:
 
     def _on_gateway_state(self, message: MqttMessage) -> None:
         try:
+            gateway = gateway_of(message.topic)
             presence = read_gateway_state(message)
-            self.events.set_gateway(presence)
+            self.events.set_gateway(gateway, presence)  # unreadable: one per message
             if presence is not None:
-                self.links.set_gateway(presence.state == "online", presence.upstream)
-            elif not message.payload:  # cleared: no gateway (a malformed one changes nothing)
-                self.links.set_gateway(False, None)
+                self.links.set_gateway(gateway, presence.state == "online", presence.upstream)
+            elif not message.payload:  # cleared: no such gateway (unreadable: no news)
+                self.links.set_gateway(gateway, False, None)
         finally:
             self.link.ack(message)
 

@@ -73,8 +73,9 @@ class AgentConfig:
     site: str
     agent: str
     mqtt: MqttSettings = field(default_factory=MqttSettings)
-    # The site gateway's name: its presence says whether it takes packed events.
-    gateway: str = "gateway"
+    # The site's gateways by name (`gateway: gw1` or `gateway: [gw1, gw2]`): their
+    # presence says whether they take packed events and whether they reach RabbitMQ.
+    gateways: tuple[str, ...] = ("gateway",)
     worker_count: int = 4
     state_dir: Path = Path("state")
     allow_shell: bool = False
@@ -103,7 +104,7 @@ def _agent(fields: Fields) -> AgentConfig:
         site=_name(fields, "site"),
         agent=_name(fields, "agent"),
         mqtt=_mqtt(fields),
-        gateway=_name(fields, "gateway", "gateway"),
+        gateways=_gateways(fields),
         worker_count=fields.integer("worker_count", 4, low=1, high=256),
         state_dir=fields.path("state_dir", "state"),
         allow_shell=fields.flag("allow_shell", False),
@@ -124,6 +125,30 @@ def _name(fields: Fields, key: str, default: str | None = None) -> str:
     if problem is not None:
         fields.problems.add(key, problem)
     return name
+
+
+MAX_GATEWAYS = 8
+
+
+def _gateways(fields: Fields) -> tuple[str, ...]:
+    """`gateway`: one name, or a list of the site's gateways (a second for redundancy)."""
+    value = fields.raw("gateway")
+    if value is None or isinstance(value, str):
+        return (_name(fields, "gateway", "gateway"),)
+    if not isinstance(value, list) or not value or len(value) > MAX_GATEWAYS:
+        fields.problems.add(
+            "gateway", f"expected a gateway's name or a list of 1 to {MAX_GATEWAYS} names"
+        )
+        return ("gateway",)
+    names = []
+    for i, name in enumerate(value):
+        problem = name_problem(name) if isinstance(name, str) else "a gateway's name is text"
+        if problem is not None:
+            fields.problems.add(f"gateway.{i}", problem)
+        names.append(str(name))
+    if len(set(names)) != len(names):
+        fields.problems.add("gateway", f"a gateway named twice: {names}")
+    return tuple(names)
 
 
 def _error_tracking(parent: Fields) -> ErrorTracking:

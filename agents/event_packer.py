@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from tme.agents.presence import read_gateway_state
+from tme.agents.presence import gateway_of, read_gateway_state
 from tme.mqtt import MqttMessage
 from tme.protocol import (
     EVENT_BATCHES,
@@ -41,7 +41,8 @@ class EventPacker:
     def __init__(self, site: str, send: Callable[[bytes], None]) -> None:
         self.site = site
         self._send = send
-        self.packing = False  # set from the gateway's presence (see on_gateway_state)
+        self.packing = False  # set from the gateways' presence (see set_gateway)
+        self._gateways: dict[str, bool] = {}  # each gateway online: whether it takes batches
         self._held: list[bytes] = []
         self._held_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -74,17 +75,21 @@ class EventPacker:
             self._send(body)
 
     def on_gateway_state(self, message: MqttMessage) -> None:
-        """The gateway's retained presence: pack while it is online and takes batches."""
-        self.set_gateway(read_gateway_state(message))
+        """A gateway's retained presence: pack while one is online and every gateway
+        online takes batches."""
+        self.set_gateway(gateway_of(message.topic), read_gateway_state(message))
 
-    def set_gateway(self, presence: Presence | None) -> None:
-        """Pack while the gateway's presence says it is online and takes batches."""
-        packing = (
-            presence is not None
-            and presence.role == "gateway"
-            and presence.state == "online"
-            and EVENT_BATCHES in presence.features
-        )
+    def set_gateway(self, name: str, presence: Presence | None) -> None:
+        """What gateway `name` says now (None: nothing, or nothing readable). Events are
+        packed while a gateway is online and every gateway online takes batches (any
+        of them may forward them)."""
+        online = presence is not None and presence.role == "gateway" and presence.state == "online"
+        if online:
+            assert presence is not None
+            self._gateways[name] = EVENT_BATCHES in presence.features
+        else:
+            self._gateways.pop(name, None)
+        packing = bool(self._gateways) and all(self._gateways.values())
         if packing != self.packing:
             log.info("events to the gateway: %s", "packed" if packing else "one per message")
             self.packing = packing

@@ -7,12 +7,12 @@ and latches it), and it stays stopped, after the link is back too, until someone
 resumes it (`tme device resume`, the Fleet page): the operator looks before the pump
 runs again.
 
-The agent has the link while all three hold:
+The agent has the link while both hold:
 - its own MQTT connection is up;
-- its site gateway's retained presence says online (the gateway's will says offline
-  when it dies or loses the broker);
-- that presence does not say `upstream: false`: the gateway reaches RabbitMQ (a
-  gateway that does not say, an older one, counts as reaching it).
+- a gateway of its site (one of those its config names) says online in its retained
+  presence (its will says offline when it dies or loses the broker), and does not say
+  `upstream: false`: it reaches RabbitMQ (one that does not say, an older gateway,
+  counts as reaching it). With two gateways, one is enough.
 
 A link that comes back before N seconds stops nothing; one outage stops each device
 once. The agent starts without the link (nothing has been heard yet): an agent that
@@ -49,8 +49,8 @@ class LinkWatch:
         self.on_loss = on_loss
         self.clock = clock
         self.mqtt_up = False
-        self.gateway_online = False
-        self.gateway_upstream: bool | None = None
+        # each gateway heard online: whether it reaches RabbitMQ (None: it does not say)
+        self.gateways: dict[str, bool | None] = {}
         self.down_since: float | None = None  # clock time the link was lost; None: it is up
         self._seen_up = False  # whether it was ever up (an agent starts without it)
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -58,15 +58,15 @@ class LinkWatch:
 
     @property
     def up(self) -> bool:
-        return self.mqtt_up and self.gateway_online and self.gateway_upstream is not False
+        return self.mqtt_up and any(up is not False for up in self.gateways.values())
 
     def why_down(self) -> str:
         """What is missing of the link (empty while it is up)."""
         if not self.mqtt_up:
             return "no connection to the site's MQTT broker"
-        if not self.gateway_online:
+        if not self.gateways:
             return "the site gateway is offline"
-        if self.gateway_upstream is False:
+        if not self.up:
             return "the site gateway cannot reach RabbitMQ"
         return ""
 
@@ -85,8 +85,11 @@ class LinkWatch:
         self.mqtt_up = up
         self._changed()
 
-    def set_gateway(self, online: bool, upstream: bool | None) -> None:
-        self.gateway_online, self.gateway_upstream = online, upstream
+    def set_gateway(self, name: str, online: bool, upstream: bool | None) -> None:
+        if online:
+            self.gateways[name] = upstream
+        else:
+            self.gateways.pop(name, None)
         self._changed()
 
     def _changed(self) -> None:

@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 Role = Literal["agent", "gateway"]
 
 
+def gateway_of(topic: str) -> str:
+    """The gateway whose state topic this is (tme/v1/<site>/<name>/state)."""
+    parts = topic.split("/")
+    return parts[3] if len(parts) == 5 else topic
+
+
 def read_gateway_state(message: MqttMessage) -> Presence | None:
     """A gateway's retained presence as an agent reads it; None when there is none (an
     empty payload clears it: no gateway) or it is malformed (logged)."""

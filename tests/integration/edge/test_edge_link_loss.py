@@ -177,3 +177,40 @@ def test_an_agent_cut_off_from_its_broker_stops_its_pump_and_not_a_device_withou
         relay.close()
         gateway.publish_wait(state_topic(site, "gateway"), b"", 10, retain=True)
         gateway.stop()
+
+
+def test_with_two_gateways_the_pump_stops_only_when_neither_is_left(
+    names, agent_factory, mqtt_url: str
+) -> None:
+    """A site with a second gateway for redundancy (`gateway: [gw1, gw2]`): gw1 going
+    offline leaves the link up through gw2, and nothing stops; once gw2 goes too, the
+    pump is stopped."""
+    site, agent = names
+    fake = MqttLink(mqtt_url, f"tme-test-gws-{site}")
+    fake.start()
+    assert fake.wait_connected(10)
+
+    def say(gateway: str, state: str) -> None:
+        presence = Presence(site=site, agent=gateway, role="gateway", state=state, upstream=True)
+        assert fake.publish_wait(state_topic(site, gateway), presence.to_json(), 10, retain=True)
+
+    say("gw1", "online")
+    say("gw2", "online")
+    try:
+        with PlantSimulator.run_in_thread(tick_s=None) as plant:
+            running_pump(plant)
+            runner = agent_factory(
+                site, agent, gateway=["gw1", "gw2"], devices={"pump1": pump(plant.port)}
+            )
+            wait_until(lambda: runner.agent.links.up, what="the agent sees the link")
+            say("gw1", "offline")
+            wait_until(lambda: "gw1" not in runner.agent.links.gateways, what="gw1 gone")
+            assert runner.agent.links.up and not runner.agent.links._timers  # gw2 relays
+            say("gw2", "offline")
+            wait_until(lambda: stopped(plant), timeout=15, what="the pump's safe values written")
+            latch = runner.agent.stops.get("pump1")
+            assert latch is not None and "the site gateway is offline" in latch.reason
+    finally:
+        for gateway in ("gw1", "gw2"):
+            fake.publish_wait(state_topic(site, gateway), b"", 10, retain=True)
+        fake.stop()

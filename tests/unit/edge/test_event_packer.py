@@ -24,9 +24,11 @@ from tme.protocol import (
 SITE, AGENT = "s1", "a1"
 
 
-def gateway_state(state: str = "online", features: list[str] | None = None) -> MqttMessage:
-    payload = presence_json(SITE, "gateway", "gateway", state, [], features)  # type: ignore[arg-type]
-    return MqttMessage(state_topic(SITE, "gateway"), payload, 1, 1, True)
+def gateway_state(
+    state: str = "online", features: list[str] | None = None, name: str = "gateway"
+) -> MqttMessage:
+    payload = presence_json(SITE, name, "gateway", state, [], features)  # type: ignore[arg-type]
+    return MqttMessage(state_topic(SITE, name), payload, 1, 1, True)
 
 
 def event(type_: str, command_id: str = "c1", **fields: object) -> Event:
@@ -162,3 +164,17 @@ def test_a_batch_holds_one_sites_events() -> None:
     _, body = pack_events(SITE, [event("accepted").to_json(), stranger.to_json()])
     with pytest.raises(ProtocolError, match="holds events of"):
         decode_agent_events(body)
+
+
+async def test_with_two_gateways_events_are_packed_only_while_every_one_online_takes_them() -> None:
+    """Either gateway of the site may forward an agent's events: packed only while each
+    one online takes batches."""
+    packer = EventPacker(SITE, Sent().append)
+    packer.on_gateway_state(gateway_state(features=[EVENT_BATCHES], name="gw1"))
+    assert packer.packing
+    packer.on_gateway_state(gateway_state(features=[], name="gw2"))  # an older gateway
+    assert not packer.packing
+    packer.on_gateway_state(gateway_state("offline", name="gw2"))
+    assert packer.packing
+    packer.on_gateway_state(gateway_state("offline", name="gw1"))
+    assert not packer.packing  # none online

@@ -34,7 +34,7 @@ class Losses:
 
 def up(watch: LinkWatch) -> None:
     watch.set_mqtt(True)
-    watch.set_gateway(True, True)
+    watch.set_gateway("gateway", True, True)
 
 
 async def test_an_agent_that_never_sees_its_link_stops_its_devices() -> None:
@@ -57,17 +57,17 @@ async def test_a_link_back_in_time_stops_nothing_and_each_outage_stops_once() ->
     assert watch.up and watch.down_since is None
     assert not watch._timers  # the start's timers are gone: nothing can fire
 
-    watch.set_gateway(False, None)  # the gateway's will
+    watch.set_gateway("gateway", False, None)  # the gateway's will
     assert watch.why_down() == "the site gateway is offline"
     assert set(watch._timers) == {"pump1", "belt"}
-    watch.set_gateway(True, True)  # back before either time
+    watch.set_gateway("gateway", True, True)  # back before either time
     assert not watch._timers
 
-    watch.set_gateway(True, False)  # the gateway cannot reach RabbitMQ
+    watch.set_gateway("gateway", True, False)  # the gateway cannot reach RabbitMQ
     assert not watch.up
     watch.set_mqtt(False)  # and then the broker too: the same outage, no new timers
     first = watch._timers["pump1"]
-    watch.set_gateway(False, None)
+    watch.set_gateway("gateway", False, None)
     assert watch._timers["pump1"] is first
     assert await losses.next() == (
         "pump1",
@@ -85,7 +85,7 @@ async def test_a_gateway_that_does_not_say_whether_it_reaches_rabbitmq_counts_as
     watch = LinkWatch({"pump1": AFTER_S}, Losses())
     watch.start()
     watch.set_mqtt(True)
-    watch.set_gateway(True, None)  # an older gateway
+    watch.set_gateway("gateway", True, None)  # an older gateway
     assert watch.up and not watch._timers
     watch.stop()
 
@@ -162,3 +162,36 @@ def test_the_example_agent_config_loads_with_its_link_loss_stop() -> None:
     config = load_agent_config(PROFILES.parent / "agent.example.yaml")
     devices = build_devices(config.devices)
     assert devices.devices["pump1"].stop_on_link_loss_s == 300.0
+
+
+async def test_with_two_gateways_one_online_that_reaches_rabbitmq_is_the_link() -> None:
+    losses = Losses()
+    watch = LinkWatch({"pump1": AFTER_S}, losses)
+    watch.start()
+    watch.set_mqtt(True)
+    watch.set_gateway("gw1", True, True)
+    watch.set_gateway("gw2", True, True)
+    watch.set_gateway("gw1", False, None)  # gw1 dies: gw2 still relays
+    assert watch.up and not watch._timers
+    watch.set_gateway("gw2", True, False)  # gw2 cut off from RabbitMQ too
+    assert not watch.up and watch.why_down() == "the site gateway cannot reach RabbitMQ"
+    watch.set_gateway("gw1", True, True)  # gw1 back
+    assert watch.up and not watch._timers
+    watch.stop()
+
+
+def test_the_agent_config_names_one_gateway_or_several() -> None:
+    one = parse_agent_config({"site": "plant", "agent": "pumps", "gateway": "gw1"})
+    assert one.gateways == ("gw1",)
+    assert parse_agent_config({"site": "plant", "agent": "pumps"}).gateways == ("gateway",)
+    two = parse_agent_config({"site": "plant", "agent": "pumps", "gateway": ["gw1", "gw2"]})
+    assert two.gateways == ("gw1", "gw2")
+    for bad, said in (
+        ([], "a list of 1 to 8 names"),
+        (["gw1", "gw1"], "a gateway named twice"),
+        (["gw1", "gw 2"], "gateway.1: 'gw 2' is not a name"),
+        (3, "expected a gateway's name or a list"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_agent_config({"site": "plant", "agent": "pumps", "gateway": bad})
+        assert said in caught.value.message, caught.value.message
