@@ -2,7 +2,7 @@
 themselves and reach only their own topics.
 
     agent A    reads  tme/v1/<site>/A/cmd        writes tme/v1/<site>/A/evt, .../A/state
-               and the gateways' state (it says whether a gateway takes packed events)
+               and the gateways' state (whether a gateway takes packed events, reaches RabbitMQ)
     gateway G  reads  tme/v1/<site>/<each agent>/evt and /state
                writes tme/v1/<site>/<each agent>/cmd and its own state
 
