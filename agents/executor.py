@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tme.agents.checks import (
@@ -198,13 +199,13 @@ class CommandExecutor:
             if refusal is not None:
                 return self.finish(command, "rejected", reason=refusal, not_started=True)
             # the command's timeout covers what it reads before the change, and the change
-            deadline = asyncio.get_running_loop().time() + command.timeout_s
+            limit = time_limit(command)
             lines = _HeldLines(command, self.publish)
             if needs_reading(plan):
-                refused = await self._check_before_change(plan, lines, deadline)
+                refused = await self._check_before_change(plan, lines, limit)
                 if refused is not None:
                     return refused
-            return await self._run(plan, lines, deadline)
+            return await self._run(plan, lines, limit)
 
     async def _dry_run(self, check: Command) -> Event | None:
         """A device.check: the command it names checked as that command would be (its
@@ -225,8 +226,8 @@ class CommandExecutor:
             async with self.devices.locks_for(plan), self._workers:
                 if self.stopping:
                     return None  # the next process checks it
-                deadline = asyncio.get_running_loop().time() + check.timeout_s
-                refused = await self._check_before_change(plan, lines, deadline, "would be ")
+                limit = time_limit(check)
+                refused = await self._check_before_change(plan, lines, limit, "would be ")
                 if refused is not None:
                     return refused
         would = what_it_would_do(plan)
@@ -239,14 +240,14 @@ class CommandExecutor:
         )
 
     async def _check_before_change(
-        self, plan: Plan, lines: _HeldLines, deadline: float, would: str = ""
+        self, plan: Plan, lines: _HeldLines, limit: TimeLimit, would: str = ""
     ) -> Event | None:
         """Read the interlocks and step limit of the plan's change; the final event when
         they refuse it or cannot be read (nothing was written either way), else None.
         `would` ("would be ") says a refusal of a check."""
         command = plan.command
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(limit.at):
                 await check_before_change(plan, lines.add)
         except EnvelopeViolation as exc:
             self._note_link(plan, True)
@@ -258,8 +259,8 @@ class CommandExecutor:
             return self.finish(command, "rejected", lines, reason=reason, not_started=True)
         except TimeoutError:
             reason = (
-                f"what this change's interlocks and step limit need could not be read within"
-                f" {command.timeout_s} s (the command's timeout); nothing was written"
+                f"what this change's interlocks and step limit need could not be read"
+                f" {limit.said}; nothing was written"
             )
             self._note_link(plan, False, reason)
             return self.finish(command, "failed", lines, reason=reason, not_started=True)
@@ -287,7 +288,7 @@ class CommandExecutor:
                 return found.refusal(what)
         return None
 
-    async def _run(self, plan: Plan, lines: _HeldLines, deadline: float) -> Event:
+    async def _run(self, plan: Plan, lines: _HeldLines, limit: TimeLimit) -> Event:
         command = plan.command
         self.record.mark_started(command.id)
         self.publish(make_event(command, "started"))
@@ -296,17 +297,17 @@ class CommandExecutor:
         try:
             # asyncio.timeout, not wait_for: the operation runs in this task, where
             # wait_for would make a task of its own for every command.
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(limit.at):
                 result = await run_plan(plan, lines.add, allow_shell=self.allow_shell)
         except TimeoutError:
             if sent_before is not None and _requests_sent(plan) == sent_before:
                 # cut off before any request left (its connection was still opening): as
                 # a connection that could not be opened, not started, so even a write
                 # may be retried
-                reason = _not_opened_reason(plan, command.timeout_s)
+                reason = _not_opened_reason(plan, limit)
                 self._note_link(plan, False, reason)
                 return self.finish(command, "failed", lines, reason=reason, not_started=True)
-            reason = f"no result within {command.timeout_s} s; operation cancelled"
+            reason = f"no result {limit.result_said}; operation cancelled"
             self._note_link(plan, False, reason)
             return self.finish(command, "timed_out", lines, reason=reason)
         except DriverError as exc:
@@ -367,11 +368,38 @@ def _requests_sent(plan: Plan) -> int | None:
     return driver.requests_sent if isinstance(driver, CountsRequests) else None
 
 
-def _not_opened_reason(plan: Plan, timeout_s: float) -> str:
+def _not_opened_reason(plan: Plan, limit: TimeLimit) -> str:
     bus = plan.device.driver.bus_key if plan.device is not None else "the device"
     return (
-        f"cannot connect to {bus}: the connection could not be opened within {timeout_s:g} s"
-        " (the command's timeout); nothing was sent to the device"
+        f"cannot connect to {bus}: the connection could not be opened {limit.said};"
+        " nothing was sent to the device"
+    )
+
+
+@dataclass(frozen=True)
+class TimeLimit:
+    """When a command's operation is cut off (loop time) and how that is said."""
+
+    at: float
+    said: str  # "within 10 s (the command's timeout)" or "by the run's deadline (...)"
+    result_said: str  # as a timed-out result says it: "within 10.0 s", or the deadline
+
+
+def time_limit(command: Command) -> TimeLimit:
+    """From now: the command's timeout, or its run's total deadline when that comes
+    first (the controller times the run out there; the operation must not go on)."""
+    now = asyncio.get_running_loop().time()
+    if command.deadline is not None:
+        from tme.protocol import utcnow
+
+        left = (command.deadline - utcnow()).total_seconds()
+        if left < command.timeout_s:
+            said = f"by the run's deadline ({command.deadline.isoformat(timespec='seconds')})"
+            return TimeLimit(now + max(left, 0.0), said, said)
+    return TimeLimit(
+        now + command.timeout_s,
+        f"within {command.timeout_s:g} s (the command's timeout)",
+        f"within {command.timeout_s} s",
     )
 
 

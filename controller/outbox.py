@@ -55,7 +55,7 @@ def queue_run(
     now = utcnow()
     run.not_after = not_after_of(now, queue_timeout_s, deadline_at)
     timeout_s = task.timeout_s or default_timeout_s
-    command = command_of(run.id, run.attempt, task, timeout_s, run.not_after)
+    command = command_of(run.id, run.attempt, task, timeout_s, run.not_after, deadline_at)
     transition(session, run, RunState.queued, reason=QUEUED_REASON, at=now)
     session.add(Outbox(run_id=run.id, site=command.site, body=command.to_json().decode()))
 
@@ -80,7 +80,12 @@ def ready_for_report(session: Session, run: Run) -> None:
 
 
 def command_of(
-    run_id: str, attempt: int, task: Task, timeout_s: float, not_after: datetime
+    run_id: str,
+    attempt: int,
+    task: Task,
+    timeout_s: float,
+    not_after: datetime,
+    deadline: datetime | None = None,
 ) -> Command:
     """The command of a run of `task` (which has its id by now), created now."""
     return Command(
@@ -95,6 +100,7 @@ def command_of(
         cmd=task.cmd,
         timeout_s=timeout_s,
         not_after=not_after,
+        deadline=deadline,
     )
 
 

@@ -154,6 +154,9 @@ class Command(Message, frozen=True, kw_only=True):
     timeout_s: float
     not_after: UTCDatetime  # the agent refuses (expired) a command it receives after this
     created_at: UTCDatetime = msgspec.field(default_factory=utcnow)
+    # The run's total deadline, if its task has one: the agent cuts the operation off
+    # there when that comes before its timeout (None: the timeout alone).
+    deadline: UTCDatetime | None = None
 
 
 EventType = Literal[

@@ -154,8 +154,10 @@ class StartBatch:
             rows["links"].append(start.link)
             if start.outbox is not None:
                 timeout_s, outbox = start.outbox
-                run = start.run
-                command = command_of(run["id"], 1, planned.task, timeout_s, run["not_after"])
+                run, deadline = start.run, start.link["deadline_at"]
+                command = command_of(
+                    run["id"], 1, planned.task, timeout_s, run["not_after"], deadline
+                )
                 rows["outbox"].append({**outbox, "body": command.to_json().decode()})
         for name, statement in INSERTS:
             if rows[name]:

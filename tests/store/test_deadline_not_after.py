@@ -49,6 +49,7 @@ def test_a_new_runs_command_expires_at_its_deadline(engine: Engine) -> None:
         assert run is not None
     assert command.not_after == deadline_at
     assert run.not_after == deadline_at
+    assert command.deadline == deadline_at  # the agent cuts the operation off there too
 
 
 def test_a_run_started_later_keeps_its_deadline_on_its_command(engine: Engine) -> None:
@@ -72,3 +73,4 @@ def test_a_deadline_past_the_queue_timeout_leaves_the_queue_timeout(engine: Engi
         assert run is not None
     assert command.not_after < deadline_at
     assert (command.not_after - run.created_at).total_seconds() == 20
+    assert command.deadline == deadline_at  # started in time, it still ends by then

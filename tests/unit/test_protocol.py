@@ -57,6 +57,7 @@ class RefCommand(RefMessage):
     timeout_s: float
     not_after: datetime
     created_at: datetime = Field(default_factory=utcnow)
+    deadline: datetime | None = None  # added after the move to msgspec
 
 
 class RefEvent(RefMessage):
@@ -143,6 +144,7 @@ commands = st.builds(
     timeout_s=floats,
     not_after=aware_times,
     created_at=aware_times,
+    deadline=st.none() | aware_times,
 )
 events = st.builds(
     Event,
