@@ -495,3 +495,21 @@ async def test_check_asks_the_agent_and_opens_the_checks_run(
         assert check.name == "check read tank level"
         assert check.params == {"op": "modbus.read", "params": {"point": "level"}}
     assert opened == [f"/runs/{check.latest_run_id}"]
+
+
+async def test_a_task_page_has_check_for_an_operator_and_not_for_a_viewer(
+    user: User, board, sign_in, monkeypatch
+) -> None:
+    task_id = _task(board)
+    opened: list[str] = []
+    monkeypatch.setattr(user.navigate, "to", opened.append)
+    sign_in(user, "viewer")
+    await user.open(f"/tasks/{task_id}")
+    await user.should_see("Definition")
+    await user.should_not_see(marker=f"check-{task_id}")
+    sign_in(user, "operator")
+    await user.open(f"/tasks/{task_id}")
+    user.find(marker=f"check-{task_id}").click()
+    with Session(board.engine) as session:
+        check = session.exec(select(Task).where(Task.op == "device.check")).one()
+    assert opened == [f"/runs/{check.latest_run_id}"]

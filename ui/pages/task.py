@@ -20,6 +20,7 @@ from tme.errors import NotFound
 from tme.states import FINAL_STATES
 from tme.ui import live
 from tme.ui.context import dashboard
+from tme.ui.pages.tasks import check_button
 from tme.ui.session import Viewer
 from tme.ui.theme import frame, href, set_chip, sideways, sign_in_first, state_chip
 
@@ -95,6 +96,7 @@ def _show_task(viewer: Viewer, task_id: int) -> bool:
         with ui.row().classes("items-center gap-2"):
             ui.label("Status")
             status = state_chip(public.status).mark("task-status")
+            check_button(viewer, task)
         fleet_box = ui.column().classes("w-full")
         shown_notices = _show_notices(fleet_box, notices)
         with ui.card().classes("w-full"):

@@ -154,6 +154,25 @@ def _task_rows(rows: list[Task], viewer: Viewer) -> dict[int, ui.badge]:
     return chips
 
 
+def check_button(viewer: Viewer, task: Task) -> None:
+    """Check, on a device task the viewer may run: its agent says what the task would do
+    now, and the check's run page opens (POST /api/v1/tasks/{id}/check)."""
+    tid = task.id or 0
+    if task.op not in CHECKABLE or not viewer.can("run.control", task.site):
+        return
+    opened = guarded(
+        viewer,
+        "run.control",
+        task.site,
+        actions.check,
+        tid,
+        then=lambda run_id: ui.navigate.to(href(f"/runs/{run_id}")),
+    )
+    ui.button("Check", on_click=opened).props("flat").mark(f"check-{tid}").tooltip(
+        "Ask its agent what it would do now; nothing is written"
+    )
+
+
 def _action_buttons(task: Task, viewer: Viewer) -> None:
     tid = task.id or 0
     if viewer.can("run.control", task.site):
@@ -161,18 +180,7 @@ def _action_buttons(task: Task, viewer: Viewer) -> None:
             "Run now", on_click=guarded(viewer, "run.control", task.site, actions.run_now, tid)
         )
         ui.button("Cancel", on_click=guarded(viewer, "run.control", task.site, actions.cancel, tid))
-        if task.op in CHECKABLE:  # its agent says what it would do now; its run opens
-            opened = guarded(
-                viewer,
-                "run.control",
-                task.site,
-                actions.check,
-                tid,
-                then=lambda run_id: ui.navigate.to(href(f"/runs/{run_id}")),
-            )
-            ui.button("Check", on_click=opened).props("flat").mark(f"check-{tid}").tooltip(
-                "Ask its agent what it would do now; nothing is written"
-            )
+        check_button(viewer, task)
     if viewer.can("task.write", task.site):
 
         def confirm() -> None:
