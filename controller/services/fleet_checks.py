@@ -125,7 +125,11 @@ def check_task(
     the agent would refuse; return the warnings for what cannot be checked. A check
     (device.check) is checked as the op it checks."""
     if op == CHECK_OP:
-        op, params = str(params.get("op")), dict(params.get("params") or {})
+        inner_op, inner = str(params.get("op")), dict(params.get("params") or {})
+        try:
+            return check_task(view, inner_op, target, inner)
+        except ValidationError as exc:
+            raise _under_params(exc) from None
     if op not in MACHINE_OPS or target is None or target.agent is None:
         return []
     pair = (target.site, target.agent)
@@ -285,6 +289,19 @@ class DeviceCheck:
         raise ValidationError(
             f"invalid request: {where}: {message}", field_errors=[field_error(where, message)]
         )
+
+
+def _under_params(exc: ValidationError) -> ValidationError:
+    """A checked op's refusal, its fields located under the check's params.params."""
+    moved = {
+        f["field"]: "params." + f["field"] if f["field"].startswith("params.") else f["field"]
+        for f in exc.field_errors
+    }
+    message = exc.message
+    for old, new in moved.items():
+        message = message.replace(f": {old}: ", f": {new}: ", 1)
+    errors = [{**f, "field": moved[f["field"]]} for f in exc.field_errors]
+    return ValidationError(message, field_errors=errors)
 
 
 def _refuse(where: str, has_no: str, name: str, known: Sequence[str], note: str = "") -> NoReturn:

@@ -69,3 +69,19 @@ def test_a_check_created_directly_has_its_checked_params_validated(test_client, 
     assert [f["field"] for f in error["details"]] == ["params.params.value"]
     body["params"] = {"op": "shell"}
     assert_error(test_client.post("/api/v1/tasks", json=body), 422, "params.op")
+
+
+def test_a_check_created_directly_is_checked_against_the_fleet_under_its_params(
+    test_client,
+    fleet,  # noqa: F811
+) -> None:
+    body = {
+        "name": "check",
+        "op": "device.check",
+        "target": PUMP,
+        "params": {"op": "modbus.write", "params": {"point": "speed_setpont", "value": 5}},
+    }
+    error = assert_error(
+        test_client.post("/api/v1/tasks", json=body), 422, "params.params.point", "did you mean"
+    )
+    assert [f["field"] for f in error["details"]] == ["params.params.point"]
