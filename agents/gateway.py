@@ -36,6 +36,7 @@ from tme.agents.heartbeat import HEARTBEAT_S, Heartbeat
 from tme.agents.journal import Journal
 from tme.agents.presence import PresenceAnnouncer
 from tme.agents.site_queue import SiteQueueConsumer
+from tme.agents.state_files import StateDirLock
 from tme.bus import Bus, Consumer, Delivery, Reject, open_bus
 from tme.bus.holding import HeldWrite
 from tme.bus.topology import CONTROLLER_EVENTS_QUEUE
@@ -125,8 +126,19 @@ class Gateway:
         self._publisher: BusPublisher | None = None
         self._dispatcher: CommandDispatcher | None = None
         self.heartbeat: Heartbeat | None = None
+        # Two gateways on one journal would each send, expire and close the other's
+        # commands: one gateway process per state directory.
+        self._state_lock = StateDirLock(config.state_dir, "gateway")
 
     def start(self) -> None:
+        self._state_lock.acquire()  # before the journal: one gateway per journal
+        try:
+            self._start()
+        except BaseException:
+            self._state_lock.release()  # a start that failed holds nothing
+            raise
+
+    def _start(self) -> None:
         site = self.config.site
         self.journal = Journal(self.config.state_dir / JOURNAL_FILE)
         self.journal.prune()
@@ -230,6 +242,7 @@ class Gateway:
             self._publisher.join()
         if self.journal is not None:
             self.journal.close()
+        self._state_lock.release()
 
     def _start_bus(self) -> None:
         if not self.config.declare_topology:

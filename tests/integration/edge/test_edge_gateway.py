@@ -209,3 +209,16 @@ def test_the_gateway_queues_no_command_while_mqtt_is_down(
         assert len(gw.link._client._out_messages) == 0
     finally:
         gw.stop()
+
+
+def test_a_second_gateway_on_a_state_directory_in_use_stops_at_once(site_setup) -> None:
+    """Two gateways on one journal would each send, expire and close the other's
+    commands: the second says so in one line and starts nothing."""
+    import pytest
+
+    from tme.errors import ConfigError
+
+    first = site_setup["gateway"]()
+    with pytest.raises(ConfigError, match="another gateway .* uses the state directory"):
+        site_setup["gateway"](name="gw2")
+    assert first.link.is_connected()
