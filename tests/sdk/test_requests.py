@@ -13,7 +13,15 @@ import httpx
 import pytest
 
 import tme
-from tme.errors import APIError, AuthError, Forbidden, PayloadTooLarge, TransportError, Unavailable
+from tme.errors import (
+    APIError,
+    AuthError,
+    Forbidden,
+    PayloadTooLarge,
+    TransportError,
+    Unavailable,
+    ValidationError,
+)
 
 TASK = {"id": 3, "name": "t", "op": "external", "status": "pending",
         "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-01T00:00:00Z"}  # fmt: skip
@@ -121,3 +129,51 @@ def test_a_page_size_out_of_bounds_is_refused_naming_page_size(page_size: int) -
         assert info.value.message.startswith("page_size: must be ")
         assert info.value.field_errors[0]["field"] == "page_size"
     assert sent == []
+
+
+def test_a_token_read_with_its_line_end_is_sent_without_it() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=TASK)
+
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    tme.Client("http://tme.test", token="s3cret\n", http_client=http).tasks.get(3)
+    assert seen[0].headers["Authorization"] == "Bearer s3cret"
+
+
+@pytest.mark.parametrize("token", ["s3cr\u00e9t", "s3cret\u00a0x", "s3 cret", "s3cret\r\nX-A: 1"])
+def test_a_token_no_header_can_carry_is_an_auth_error_that_does_not_repeat_it(
+    token: str,
+) -> None:
+    sent: list[httpx.Request] = []
+    http = httpx.Client(
+        transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200))
+    )
+    with pytest.raises(AuthError, match="malformed token") as caught:
+        tme.Client("http://tme.test", token=token, http_client=http).tasks.get(3)
+    assert "s3" not in caught.value.message and sent == []
+
+
+@pytest.mark.parametrize("key", ["cl\u00e9", "a\nb", " k", "k "])
+def test_an_idempotency_key_no_header_can_carry_is_refused_naming_it(key: str) -> None:
+    sent: list[httpx.Request] = []
+    client = client_answering(lambda r: sent.append(r) or httpx.Response(201, json=TASK))
+    for create in (
+        lambda: client.tasks.create(name="t", idempotency_key=key),
+        lambda: client.tasks.create_many([{"name": "t"}], idempotency_key=key),
+    ):
+        with pytest.raises(ValidationError) as caught:
+            create()
+        assert [e["field"] for e in caught.value.field_errors] == ["Idempotency-Key"]
+    assert sent == []
+
+
+def test_a_network_error_quoting_the_headers_does_not_repeat_the_token() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.LocalProtocolError(f"Illegal header value {request.headers['authorization']}")
+
+    with pytest.raises(TransportError) as caught:
+        client_answering(handler).tasks.get(3)
+    assert "s3cret" not in caught.value.message and "<token>" in caught.value.message

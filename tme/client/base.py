@@ -18,7 +18,7 @@ import httpx
 
 from tme import __version__
 from tme.client.calls import Call
-from tme.errors import TransportError
+from tme.errors import AuthError, TransportError
 from tme.schemas import TaskPublic
 from tme.states import FINAL_STATES, STATUS_WORDS
 
@@ -58,12 +58,20 @@ class Connection:
         """
         base = str(getattr(http_client, "base_url", "") or "")
         resolved = url or base or os.environ.get("TME_URL") or DEFAULT_URL
-        return cls(resolved.rstrip("/"), token or os.environ.get("TME_TOKEN") or None)
+        # A token read from a file keeps its line end; the server strips it too.
+        given = (token or os.environ.get("TME_TOKEN") or "").strip()
+        return cls(resolved.rstrip("/"), given or None)
 
     def request_args(self, call: Call[Any]) -> dict[str, Any]:
         """Keyword arguments for httpx's `request()` (shared by both clients)."""
         headers = {"User-Agent": f"tme-sdk/{__version__}", **call.headers}
         if self.token:
+            if not is_token_text(self.token):
+                # Never sent, and never repeated: an error message ends up in logs.
+                raise AuthError(
+                    "malformed token: it holds a space, a control or a non-ASCII character,"
+                    " which no TME token has (was it copied whole?)"
+                )
             headers["Authorization"] = f"Bearer {self.token}"
         return {
             "method": call.method,
@@ -79,9 +87,20 @@ class Connection:
         try:
             yield
         except httpx.TimeoutException as exc:
-            raise TransportError(f"TME at {self.url} did not answer in time ({exc})") from exc
+            why = self._without_token(str(exc))
+            raise TransportError(f"TME at {self.url} did not answer in time ({why})") from exc
         except (httpx.TransportError, httpx.InvalidURL) as exc:
-            raise TransportError(f"cannot reach TME at {self.url}: {exc}") from exc
+            why = self._without_token(str(exc))
+            raise TransportError(f"cannot reach TME at {self.url}: {why}") from exc
+
+    def _without_token(self, text: str) -> str:
+        """httpx's text may quote the request's headers: the token never goes further."""
+        return text.replace(self.token, "<token>") if self.token else text
+
+
+def is_token_text(token: str) -> bool:
+    """Whether `token` has only what a TME token can: visible ASCII, no space."""
+    return all("!" <= c <= "~" for c in token)
 
 
 def is_final(status: str) -> bool:

@@ -132,6 +132,23 @@ _run_page = _parser(Page[RunPublic])
 _run_detail = _parser(RunDetail)
 
 
+def key_header(idempotency_key: str | None) -> dict[str, str]:
+    """The Idempotency-Key header, refused before any request when HTTP cannot carry the
+    key as given: a character other than printable ASCII, or a space at either end
+    (HTTP strips it: the server would see another key)."""
+    if not idempotency_key:
+        return {}
+    if idempotency_key != idempotency_key.strip() or not all(
+        " " <= c <= "~" for c in idempotency_key
+    ):
+        message = "printable ASCII only, without a space at either end"
+        raise ValidationError(
+            f"invalid request: Idempotency-Key: {message}",
+            field_errors=[{"field": "Idempotency-Key", "message": message, "type": "value_error"}],
+        )
+    return {"Idempotency-Key": idempotency_key}
+
+
 def create_task(
     task: TaskCreate | None, fields: Mapping[str, Any], idempotency_key: str | None
 ) -> Call[TaskPublic]:
@@ -139,7 +156,7 @@ def create_task(
         task = validated(TaskCreate, fields)
     elif fields:
         task = validated(TaskCreate, {**task.model_dump(exclude_unset=True), **fields})
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    headers = key_header(idempotency_key)
     body = task.model_dump(mode="json", exclude_none=True)
     return Call("POST", f"{API}/tasks", _task, json=body, headers=headers)
 
@@ -150,7 +167,7 @@ def create_tasks(
     """All the tasks in one request and one transaction (all or none)."""
     items = [t.model_dump(exclude_unset=True) if isinstance(t, TaskCreate) else t for t in tasks]
     batch: TaskBatchCreate = validated(TaskBatchCreate, {"tasks": items})
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    headers = key_header(idempotency_key)
     body = batch.model_dump(mode="json", exclude_none=True)
 
     def parse(response: httpx.Response) -> list[TaskPublic]:
