@@ -16,7 +16,7 @@ import functools
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi.routing import RouteContext, iter_route_contexts
 from sqlalchemy.exc import OperationalError
@@ -203,16 +203,21 @@ class Enforce:
         if request.headers.get("authorization") is not None:
             token = bearer_token(request)
             if token is None:
-                raise AuthError("use Authorization: Bearer <token>")
+                self._refused(request, "authorization header", "use Authorization: Bearer <token>")
             return self._resolve(request, token, "bearer token")
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie is None:
             raise AuthError("authentication required: send Authorization: Bearer <token>")
         if method not in COOKIE_METHODS and request.url.path not in COOKIE_PATHS:
-            raise AuthError("a session cookie only reads; changes need a bearer token")
+            # what a page of another site can make a logged-in browser send
+            self._refused(
+                request,
+                "session cookie",
+                "a session cookie only reads; changes need a bearer token",
+            )
         origin = request.headers.get("origin")
         if origin and origin.split("://", 1)[-1] != request.headers.get("host"):
-            raise AuthError("cross-site request refused")
+            self._refused(request, "session cookie", "cross-site request refused")
         ttl_s = int(state.settings.auth.session_ttl_hours) * 3600
         try:
             token = token_of_cookie(cookie, state.session_key, ttl_s)
@@ -237,6 +242,12 @@ class Enforce:
         except AuthError as exc:
             self._audit_refusal(request, kind, exc)
             raise
+
+    def _refused(self, request: HTTPConnection, kind: str, reason: str) -> NoReturn:
+        """Refuse a credential presented the wrong way, audited as a bad token is."""
+        exc = AuthError(reason)
+        self._audit_refusal(request, kind, exc)
+        raise exc
 
     def _audit_refusal(self, request: HTTPConnection, kind: str, exc: AuthError) -> None:
         details = {"reason": exc.message, "credential": kind, "path": request.url.path}

@@ -134,3 +134,41 @@ def test_docs_and_schema_need_credentials(anonymous) -> None:  # type: ignore[no
         assert anonymous.get(path).status_code == 401, path
     assert anonymous.get("/healthz").status_code == 200
     assert anonymous.get("/readyz").status_code == 200  # for orchestrators
+
+
+def test_credentials_presented_the_wrong_way_are_audited(anonymous, app_engine) -> None:  # type: ignore[no-untyped-def]
+    """A session cookie sent with a change (what another site's page can make a logged-in
+    browser send), a cross-site read with it, and an Authorization header of another
+    scheme are refused and written to the audit log, as a bad token is."""
+    creds = make_user_with_token(app_engine, "faye", "admin")
+    login = anonymous.post(
+        "/api/v1/auth/login", json={"username": "faye", "password": creds.password}
+    )
+    assert login.status_code == 200, login.text
+    assert anonymous.post("/api/v1/tasks", json={"name": "x"}).status_code == 401
+    cross = anonymous.get("/api/v1/tasks", headers={"Origin": "https://evil.example"})
+    assert cross.status_code == 401
+    anonymous.cookies.clear()
+    basic = anonymous.delete("/api/v1/tasks/1", headers={"Authorization": "Basic YTpi"})
+    assert basic.status_code == 401
+    with session_scope(app_engine) as session:
+        rows = session.exec(
+            select(AuditEntry)
+            .where(AuditEntry.action == "auth.token_refused")
+            .order_by(AuditEntry.id)  # type: ignore[arg-type]
+        ).all()
+    assert [(r.target, r.outcome, r.details["credential"], r.details["reason"]) for r in rows] == [
+        (
+            "POST /api/v1/tasks",
+            "refused",
+            "session cookie",
+            "a session cookie only reads; changes need a bearer token",
+        ),
+        ("GET /api/v1/tasks", "refused", "session cookie", "cross-site request refused"),
+        (
+            "DELETE /api/v1/tasks/1",
+            "refused",
+            "authorization header",
+            "use Authorization: Bearer <token>",
+        ),
+    ]
