@@ -34,6 +34,16 @@ def check_target_site(principal: Principal, site: str | None, field: str = "targ
     )
 
 
+def check_all_sites(principal: Principal, what: str) -> None:
+    """Refuse a grant of some sites what covers every site and cannot be cut to them."""
+    if not principal.all_sites:
+        raise Forbidden(
+            f"{what} covers every site: it needs a grant of all sites"
+            f" (yours: {', '.join(principal.sites)})",
+            details={"sites": list(principal.sites)},
+        )
+
+
 def check_schedule(principal: Principal, schedule: Any) -> None:
     if schedule is not None and not principal.can(Permission.schedule_manage):
         raise Forbidden(

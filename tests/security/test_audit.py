@@ -109,6 +109,25 @@ def test_api_lists_filters_and_exports_csv(test_client, make_token) -> None:  # 
     assert test_client.get("/api/v1/audit", headers=engineer).status_code == 403
 
 
+def test_an_admin_of_some_sites_cannot_read_the_log_of_every_site(test_client, make_token) -> None:  # type: ignore[no-untyped-def]
+    """The log has no site to filter on, and its rows name other sites' tasks, devices
+    and users: an admin scoped to sites is refused it (403) in JSON and CSV, as /metrics."""
+    other = test_client.post(
+        "/api/v1/tasks", json={"name": "elsewhere", "target": {"site": "site-b"}}
+    ).json()
+    scoped = {"Authorization": f"Bearer {make_token('admin', 'site-a')}"}
+    for url, params in (
+        ("/api/v1/audit", {}),
+        ("/api/v1/audit", {"format": "csv"}),
+        ("/api/v1/audit.csv", {}),
+    ):
+        response = test_client.get(url, params=params, headers=scoped)
+        assert response.status_code == 403, (url, params, response.text[:200])
+        assert f"/api/v1/tasks/{other['id']}" not in response.text
+        assert "grant of all sites" in response.json()["error"]["message"]
+    assert test_client.get("/api/v1/audit").status_code == 200  # the admin of every site
+
+
 def test_csv_export_opens_as_text_not_formulas(test_client, anonymous) -> None:  # type: ignore[no-untyped-def]
     """A failed login audits whatever name was sent, by anyone: a spreadsheet must not
     run it. Cells that would start a formula are made text with a leading quote."""

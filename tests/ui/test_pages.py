@@ -251,6 +251,13 @@ async def test_audit_is_for_admins(user: User, board, sign_in) -> None:
     await user.should_see("The audit log is for administrators.")
 
 
+async def test_audit_is_for_admins_of_every_site(user: User, board, sign_in) -> None:
+    sign_in(user, "admin", "site-a")
+    await user.open("/audit")
+    await user.should_see("The audit log covers every site")
+    await user.should_not_see("Filter")
+
+
 async def test_task_page_shows_the_fire_times_the_controller_keeps(
     user: User, board, sign_in
 ) -> None:

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from tme.controller.api.deps import SessionDep, TimeQuery
+from tme.controller.api.deps import PrincipalDep, SessionDep, TimeQuery
 from tme.controller.csv_text import CSV_DOC, csv_response, csv_text
 from tme.controller.services import audit
+from tme.controller.services.access import check_all_sites
 from tme.controller.services.audit import AuditEntryPublic
 from tme.controller.store.security_models import AuditEntry
 
@@ -40,6 +41,12 @@ def _filters(
     return audit.AuditFilters(actor, action, outcome, _aware(since), _aware(until))
 
 
+def _whole_log(principal: PrincipalDep) -> None:
+    """The log is of every site (its rows name other sites' tasks, devices and users, and
+    have no site to filter on): for a grant of all sites, as /metrics is."""
+    check_all_sites(principal, "the audit log")
+
+
 def _aware(when: datetime | None) -> datetime | None:
     """A time without a UTC offset is taken as UTC."""
     return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
@@ -58,6 +65,7 @@ def _csv(rows: list[AuditEntry]) -> Response:
 @router.get("/audit", response_model=AuditPage, responses=CSV_DOC)
 def list_audit(
     session: SessionDep,
+    principal: PrincipalDep,
     actor: Text = None,
     action: Annotated[str | None, Query(max_length=64, description="prefix, e.g. auth.")] = None,
     outcome: Annotated[Literal["ok", "failed", "refused"] | None, Query()] = None,
@@ -67,6 +75,7 @@ def list_audit(
     before_id: Annotated[int | None, Query(gt=0, le=2**63 - 1)] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Any:
+    _whole_log(principal)
     filters = _filters(actor, action, outcome, since, until)
     if format == "csv":
         return _csv(audit.query(session, filters, limit=MAX_CSV_ROWS, before_id=before_id))
@@ -82,11 +91,13 @@ def list_audit(
 @router.get("/audit.csv", response_class=Response, responses=CSV_DOC)
 def export_audit(
     session: SessionDep,
+    principal: PrincipalDep,
     actor: Text = None,
     action: Annotated[str | None, Query(max_length=64, description="prefix, e.g. auth.")] = None,
     outcome: Annotated[Literal["ok", "failed", "refused"] | None, Query()] = None,
     since: TimeQuery = None,
     until: TimeQuery = None,
 ) -> Response:
+    _whole_log(principal)
     filters = _filters(actor, action, outcome, since, until)
     return _csv(audit.query(session, filters, limit=MAX_CSV_ROWS))
