@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from tme.cli.main import app
 from tme.cli.output import console
-from tme.client.sync import Tasks
-from tme.schemas import RunPublic, TaskPublic
+from tme.client.sync import Runs, Tasks
+from tme.schemas import RunDetail, RunLogLine, RunPublic, TaskPublic
 
 NOW = datetime(2026, 12, 7, 3, 17, tzinfo=UTC)
 RUN_ID = "0bca7c33-c016-4fbc-b8c0-246757abf1b4"
@@ -116,3 +116,44 @@ def test_resume_says_a_one_off_whose_time_passed_will_not_fire(
         "task 7 active; its one-off time 2026-12-07T03:00:00+00:00 has passed and it will not"
         " fire (`tme task run 7` starts it now)"
     )
+
+
+MARKUP_NAME = "mk [/] x"  # a closing tag with nothing to close: rich raised MarkupError
+LINK_NAME = "[link=https://evil.example]click me[/link]"  # rich printed a hidden link
+ESCAPES = "clear\x1b[2J\x1b]0;title\x07\rFAKE\u202eevil"  # the terminal obeyed them
+
+
+def _named(task_id: int, name: str, description: str = "") -> TaskPublic:
+    return TaskPublic(
+        id=task_id, name=name, description=description, op="external", status="idle",
+        created_at=NOW, updated_at=NOW,
+    )  # fmt: skip
+
+
+def test_text_from_the_server_is_printed_as_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What anyone who may write a task (or an agent, or a command's output) put in a
+    name, a reason or a log line is shown as it reads: never read as rich markup, and
+    never a control sequence sent to the terminal of whoever lists it."""
+    tasks = [_named(1, MARKUP_NAME), _named(2, LINK_NAME), _named(3, ESCAPES, ESCAPES)]
+    monkeypatch.setattr(Tasks, "list", lambda self, *_, **__: iter(tasks))
+    monkeypatch.setattr(Tasks, "get", lambda self, task_id: tasks[2])
+    monkeypatch.setattr(Tasks, "runs", lambda self, task_id, **_: iter(()))
+    detail = RunDetail(
+        id=RUN_ID, task_id=3, state="failed", reason=ESCAPES, created_at=NOW, updated_at=NOW,
+        log=[RunLogLine(at=NOW, line=f"out {ESCAPES} [/]")],
+    )  # fmt: skip
+    monkeypatch.setattr(Runs, "get", lambda self, run_id: detail)
+    monkeypatch.setattr(console, "width", 200)
+    runner = CliRunner()
+    url = ["--url", "http://127.0.0.1:9"]
+    listed = runner.invoke(app, ["task", "list", *url])
+    assert listed.exit_code == 0, listed.output
+    assert MARKUP_NAME in listed.stdout and LINK_NAME in listed.stdout
+    shown = runner.invoke(app, ["task", "show", "3", *url])
+    run = runner.invoke(app, ["run", "show", RUN_ID, *url])
+    for result in (listed, shown, run):
+        assert result.exit_code == 0, result.output
+        assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
+        assert "\r" not in result.stdout and "\x07" not in result.stdout
+        assert r"clear\x1b[2J\x1b]0;title\x07\x0dFAKE\u202eevil" in result.stdout
+    assert r"out clear\x1b[2J" in run.stdout and "[/]" in run.stdout

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from tme.cli.common import (
     JsonOption,
@@ -215,7 +216,7 @@ def _ask_agent(
             highlight=False,
         )
         if run is not None:
-            console.print(f"the agent: {run.state}: {_answer(run)}", highlight=False)
+            console.print(f"the agent: {run.state}: {escape(_answer(run))}", highlight=False)
     if wait and (run is None or run.state != "succeeded"):
         raise typer.Exit(1)
 

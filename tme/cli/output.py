@@ -11,9 +11,39 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-console = Console()
-err_console = Console(stderr=True)
+
+def _escapes() -> dict[int, str]:
+    controls = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)]
+    table = {c: f"\\x{c:02x}" for c in controls if c not in (0x09, 0x0A)}
+    for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)):  # bidi overrides
+        table[c] = f"\\u{c:04x}"
+    return table
+
+
+_VISIBLE = _escapes()
+
+
+def visible(text: str) -> str:
+    """Text as it reads, whoever wrote it (a task's name, an agent's reason, a command's
+    output): a control character is shown as its escape (`\\x1b`), never sent to the
+    terminal, where ESC starts its commands (clear the screen, set the title, a hidden
+    link); so is a bidi override, which shows text in another order. Line ends and tabs
+    stay."""
+    return text.translate(_VISIBLE)
+
+
+class TextConsole(Console):
+    """A console that prints every string it renders as `visible` text (markup, which
+    the CLI's own strings use, is applied after)."""
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(visible(text), **kwargs)
+
+
+console = TextConsole()
+err_console = TextConsole(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -37,15 +67,15 @@ def print_table(
     value wraps, and each column in `whole` (ids a person copies into the next command)
     stays on one line, as wide as its longest value. Rich cut both short with "…"."""
     table = Table(title=title, show_lines=False)
-    texts = [["" if v is None else str(v) for v in row] for row in rows]
+    texts = [[visible("" if v is None else str(v)) for v in row] for row in rows]
     for i, column in enumerate(columns):
         if column in whole:
             widest = max((len(row[i]) for row in texts), default=0)
             table.add_column(column, no_wrap=True, min_width=max(widest, len(column)))
         else:
             table.add_column(column, overflow="fold")
-    for row in texts:
-        table.add_row(*row)
+    for row in texts:  # values, never markup: a name "[/]" or "[link=...]" prints as it is
+        table.add_row(*(Text(value) for value in row))
     console.print(table)
 
 

@@ -26,7 +26,7 @@ from tme.cli.common import (
     option,
     usage_error,
 )
-from tme.cli.output import console, fail, fire_times_text, print_json, print_table
+from tme.cli.output import console, fail, fire_times_text, print_json, print_table, visible
 from tme.client.calls import MAX_PAGE_SIZE
 from tme.errors import yaml_problem
 from tme.schemas import OPS
@@ -305,7 +305,7 @@ def _warn(tasks: list[Any]) -> None:
     task's id stays alone on stdout for scripts."""
     for task in tasks:
         for warning in task.warnings:
-            typer.echo(f"warning: task {task.id}: {warning}", err=True)
+            typer.echo(f"warning: task {task.id}: {visible(warning)}", err=True)
 
 
 def _status_text(task: Any) -> str:
