@@ -140,6 +140,17 @@ def test_csv_export_opens_as_text_not_formulas(test_client, anonymous) -> None: 
     assert planted not in actors
 
 
+def test_tail_prints_a_planted_name_as_it_is(test_client, anonymous, app_settings) -> None:  # type: ignore[no-untyped-def]
+    """Anyone can put a name in the log with a failed login: `tme audit tail` prints it as
+    text, where "[/]" in it stopped the command with rich's MarkupError."""
+    planted = "x [/] [link=https://evil.example]y[/link]"
+    login = {"username": planted, "password": "not-the-password"}
+    assert anonymous.post("/api/v1/auth/login", json=login).status_code == 401
+    result = CliRunner().invoke(audit_cli, ["tail", "--db", app_settings.database.url])
+    assert result.exit_code == 0, result.output
+    assert planted in result.stdout.replace("\n", "")
+
+
 def test_untouched_log_verifies(test_client, app_engine, app_settings) -> None:  # type: ignore[no-untyped-def]
     _changes(test_client)
     assert len(_rows(app_engine)) >= 4

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from tme.cli.access import DbOption, database
 from tme.cli.output import console, fail
@@ -42,9 +43,9 @@ def tail(
 
     with database(db) as (_engine, session):
         rows = query(session, AuditFilters(), limit=limit)
-    for row in reversed(rows):
-        console.print(
+    for row in reversed(rows):  # a failed login's name is anyone's text: never markup
+        line = (
             f"{row.id} {row.at:%Y-%m-%d %H:%M:%S} {row.actor or '-'} {row.action} "
-            f"{row.target} {row.outcome} {row.client}",
-            highlight=False,
+            f"{row.target} {row.outcome} {row.client}"
         )
+        console.print(escape(line), highlight=False, soft_wrap=True)
