@@ -101,8 +101,11 @@ _SIZES = {"actor": 64, "action": 64, "target": 200, "outcome": 16, "client": 100
 
 
 def _cut(fields: dict[str, Any]) -> dict[str, Any]:
+    """A NUL (in a path or a login name anyone may send) is written `\\0`: PostgreSQL text
+    cannot hold it, and the row would be lost, the request answered 500."""
     return {
-        name: value[: _SIZES[name]] if name in _SIZES else value for name, value in fields.items()
+        name: value.replace("\x00", "\\0")[: _SIZES[name]] if name in _SIZES else value
+        for name, value in fields.items()
     }
 
 
