@@ -106,8 +106,12 @@ def principal_of(user: User, token: ApiToken | None = None) -> Principal:
 
 
 def authenticate(session: Session, username: str, password: str) -> Principal:
-    """The principal of a username and password, or AuthError (same text for every cause)."""
-    user = session.exec(select(User).where(User.username == username)).first()
+    """The principal of a username and password, or AuthError (same text for every cause).
+
+    A name no user can have (see USERNAME) is not looked up: PostgreSQL refused one
+    with a NUL as a value it cannot store, a 422 a wrong name never gets."""
+    possible = USERNAME.match(username) is not None
+    user = session.exec(select(User).where(User.username == username)).first() if possible else None
     valid = verify_password(user.password_hash if user else dummy_hash(), password)
     if user is None or not valid or user.disabled:
         raise AuthError("wrong username or password")

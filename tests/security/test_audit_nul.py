@@ -58,3 +58,21 @@ def test_a_nul_sent_by_anyone_is_audited_as_backslash_zero(
     assert [(r.target, r.outcome) for r in refusals] == [("GET /api/v1/tasks\\0", "refused")]
     changes = _rows(engine, "run.control")
     assert [(r.target, r.outcome) for r in changes] == [("POST /api/v1/tasks/1\\0/run", "failed")]
+
+
+def test_a_login_with_a_name_no_user_can_have_is_a_wrong_name(
+    database: tuple[str, Engine],
+) -> None:
+    """Answered 401 and audited as any wrong name is, where PostgreSQL refused to look up
+    a name with a NUL (422, "a value cannot be stored") and nothing was recorded."""
+    url, engine = database
+    settings = Settings(database={"url": url}, broker={"url": "memory://"})
+    app = create_app(settings, engine=engine, runtime=False, warm=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for name in ("ann\x00", "no such user"):
+            login = {"username": name, "password": "not-the-password"}
+            answer = client.post("/api/v1/auth/login", json=login)
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["error"]["message"] == "wrong username or password"
+    failed = _rows(engine, "auth.login_failed")
+    assert [r.actor for r in failed] == ["ann\\0", "no such user"]
