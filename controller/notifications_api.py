@@ -53,6 +53,15 @@ class RuleCreate(BaseModel):
     target: str = Field(min_length=1, max_length=2000, description="addresses or URL")
     secret: str = Field(default="", max_length=200, description="HMAC key of a webhook")
 
+    @field_validator("name", "site", "secret")
+    @classmethod
+    def _storable(cls, value: str | None) -> str | None:
+        """PostgreSQL text cannot hold a NUL (SQLite stored it): a 422 naming the field,
+        not 'a value cannot be stored' naming nothing."""
+        if value is not None and "\x00" in value:
+            raise ValueError("may not contain NUL characters")
+        return value
+
     @field_validator("target")
     @classmethod
     def _usable_target(cls, target: str, info: ValidationInfo) -> str:

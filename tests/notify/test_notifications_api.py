@@ -51,6 +51,15 @@ def test_a_rule_with_a_target_no_sender_can_use_is_refused(
     assert "evil" not in response.text  # the target is not echoed back
 
 
+@pytest.mark.parametrize("field", ["name", "site", "secret"])
+def test_a_nul_in_a_rule_is_refused_naming_its_field(test_client, field: str) -> None:
+    """PostgreSQL answered a 422 that named nothing; SQLite stored it."""
+    response = _rule(test_client, {}, target=SITE_A_HOOK, **{field: "a\x00b"})
+    assert response.status_code == 422, response.text
+    assert [f["field"] for f in response.json()["error"]["details"]] == [field]
+    assert test_client.get("/api/v1/notifications/rules").json() == []
+
+
 @pytest.mark.parametrize(
     "channel,target",
     [
