@@ -190,6 +190,15 @@ class DeviceStop(Input):
 
     reason: str = Field(min_length=1, max_length=200)
 
+    @field_validator("reason")
+    @classmethod
+    def _storable(cls, reason: str) -> str:
+        """It goes in the stop task's description, which cannot hold a NUL: refused
+        naming `reason`, where the 422 named the `description` the caller never sent."""
+        if "\x00" in reason:
+            raise ValueError("may not contain NUL characters")
+        return reason
+
 
 class DeviceStopped(Output):
     """What a stop did: the task that stops the device (its run writes the safe values at
