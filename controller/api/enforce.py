@@ -45,7 +45,6 @@ log = logging.getLogger("tme.auth")
 
 DB_DOWN = "the database is unavailable, so credentials cannot be checked"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-MAX_AUDITED_BODY = 65_536  # read the fields of bodies up to this size for the audit row
 
 
 def find_route(routes: list[BaseRoute], scope: Scope) -> tuple[RouteContext | None, bool]:
@@ -296,19 +295,22 @@ class Enforce:
         """Run the route, then record the change with its outcome, unless the route
         committed the row with the change itself (audit.ChangeAudit)."""
         seen: dict[str, Any] = {"body": b"", "status": 500, "location": ""}
+        # The whole body, which the size limit outside bounds: a body cut here told no
+        # field, so a change padded past a cut (a status report's long log) hid its fields.
+        limit = int(HTTPConnection(scope).app.state.settings.http.max_body_bytes)
         pending = audit.ChangeAudit(
             action=f"{needed or 'change'}:{getattr(route, 'name', '')}",
             actor=principal.username,
             target=f"{scope['method']} {scope['path']}",
             client=client_of(scope),
             token_id=principal.token_id,
-            body_summary=lambda: _body_summary(seen["body"]),
+            body_summary=lambda: _body_summary(seen["body"], limit),
         )
         scope.setdefault("state", {})["change_audit"] = pending
 
         async def tap_receive() -> Message:
             message = await receive()
-            if message["type"] == "http.request" and len(seen["body"]) < MAX_AUDITED_BODY:
+            if message["type"] == "http.request" and len(seen["body"]) <= limit:
                 seen["body"] += message.get("body", b"")
             return message
 
@@ -336,9 +338,9 @@ class Enforce:
             log.exception("could not write the audit row of %s %s", scope["method"], scope["path"])
 
 
-def _body_summary(body: bytes) -> dict[str, Any]:
+def _body_summary(body: bytes, limit: int) -> dict[str, Any]:
     """Which fields a change set (and a status report's word), never the whole body."""
-    if not body or len(body) >= MAX_AUDITED_BODY:
+    if not body or len(body) > limit:
         return {}
     try:
         data = json.loads(body)
