@@ -177,3 +177,22 @@ def test_a_network_error_quoting_the_headers_does_not_repeat_the_token() -> None
     with pytest.raises(TransportError) as caught:
         client_answering(handler).tasks.get(3)
     assert "s3cret" not in caught.value.message and "<token>" in caught.value.message
+
+
+@pytest.mark.parametrize("task_id", [3.7, True, "abc", None, "3 or 1=1"])
+def test_a_task_id_that_is_no_integer_is_refused_before_any_request(task_id: object) -> None:
+    sent: list[httpx.Request] = []
+    client = client_answering(lambda r: sent.append(r) or httpx.Response(204))
+    for call in (client.tasks.get, client.tasks.delete, client.tasks.run, client.tasks.runs):
+        with pytest.raises(ValidationError) as caught:
+            result = call(task_id)  # type: ignore[operator]
+            next(iter(result))  # runs() is lazy
+        assert [e["field"] for e in caught.value.field_errors] == ["task_id"]
+    assert sent == []
+
+
+def test_a_task_id_given_as_digits_is_taken() -> None:
+    sent: list[httpx.Request] = []
+    client = client_answering(lambda r: sent.append(r) or httpx.Response(204))
+    client.tasks.delete(" 12 ")  # type: ignore[arg-type]
+    assert sent[0].url.path == "/base/api/v1/tasks/12"

@@ -177,8 +177,22 @@ def create_tasks(
     return Call("POST", f"{API}/tasks/batch", parse, json=body, headers=headers)
 
 
+def _task_id(task_id: int) -> int:
+    """A task id as the path takes it, checked here: int() turned 3.7 into task 3 and
+    True into task 1 (a delete went to another task), and "abc" raised ValueError."""
+    if isinstance(task_id, str) and task_id.strip().isdecimal():
+        return int(task_id)
+    if isinstance(task_id, int) and not isinstance(task_id, bool):
+        return task_id
+    problem = f"must be an integer (got {task_id!r})"
+    raise ValidationError(
+        f"task_id: {problem}",
+        field_errors=[{"field": "task_id", "message": problem, "type": "int_type"}],
+    )
+
+
 def get_task(task_id: int) -> Call[TaskPublic]:
-    return Call("GET", f"{API}/tasks/{int(task_id)}", _task)
+    return Call("GET", f"{API}/tasks/{_task_id(task_id)}", _task)
 
 
 def list_tasks(page_size: int = 100, **filters: str | None) -> Call[Page[TaskPublic]]:
@@ -229,7 +243,7 @@ def task_status(status: str) -> str:
 def update_task(task_id: int, fields: Mapping[str, Any]) -> Call[TaskPublic]:
     update: TaskUpdate = validated(TaskUpdate, fields)
     body = update.model_dump(mode="json", exclude_unset=True)
-    return Call("PATCH", f"{API}/tasks/{int(task_id)}", _task, json=body)
+    return Call("PATCH", f"{API}/tasks/{_task_id(task_id)}", _task, json=body)
 
 
 def report_task(
@@ -244,12 +258,12 @@ def report_task(
 
 
 def delete_task(task_id: int) -> Call[None]:
-    return Call("DELETE", f"{API}/tasks/{int(task_id)}", _no_content)
+    return Call("DELETE", f"{API}/tasks/{_task_id(task_id)}", _no_content)
 
 
 def list_runs(task_id: int, page_size: int = 100) -> Call[Page[RunPublic]]:
     params = {"limit": _page_size(page_size)}
-    return Call("GET", f"{API}/tasks/{int(task_id)}/runs", _run_page, params=params)
+    return Call("GET", f"{API}/tasks/{_task_id(task_id)}/runs", _run_page, params=params)
 
 
 def get_run(run_id: str) -> Call[RunDetail]:
@@ -263,7 +277,7 @@ _trigger = _parser(TriggerFired)
 
 
 def run_task(task_id: int) -> Call[RunPublic]:
-    return Call("POST", f"{API}/tasks/{int(task_id)}/run", _run)
+    return Call("POST", f"{API}/tasks/{_task_id(task_id)}/run", _run)
 
 
 def check_task(task_id: int) -> Call[RunPublic]:
@@ -271,11 +285,11 @@ def check_task(task_id: int) -> Call[RunPublic]:
 
 
 def pause_task(task_id: int) -> Call[TaskPublic]:
-    return Call("POST", f"{API}/tasks/{int(task_id)}/pause", _task)
+    return Call("POST", f"{API}/tasks/{_task_id(task_id)}/pause", _task)
 
 
 def resume_task(task_id: int) -> Call[TaskPublic]:
-    return Call("POST", f"{API}/tasks/{int(task_id)}/resume", _task)
+    return Call("POST", f"{API}/tasks/{_task_id(task_id)}/resume", _task)
 
 
 def cancel_run(run_id: str, force: bool = False) -> Call[RunPublic]:
