@@ -196,3 +196,48 @@ def test_a_task_id_given_as_digits_is_taken() -> None:
     client = client_answering(lambda r: sent.append(r) or httpx.Response(204))
     client.tasks.delete(" 12 ")  # type: ignore[arg-type]
     assert sent[0].url.path == "/base/api/v1/tasks/12"
+
+
+@pytest.mark.parametrize(
+    ("timeout", "poll_s", "field"),
+    [(float("nan"), 0.2, "timeout"), (-1.0, 0.2, "timeout"), (5.0, float("nan"), "poll_s")],
+)
+def test_a_wait_no_deadline_can_end_is_refused_before_any_request(
+    timeout: float, poll_s: float, field: str
+) -> None:
+    """NaN never compares: a wait for NaN seconds polled for ever."""
+    sent: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        assert len(sent) < 5, "polled on and on"
+        return httpx.Response(200, json=TASK)
+
+    client = client_answering(handler)
+    with pytest.raises(ValidationError) as caught:
+        client.tasks.wait(3, timeout=timeout, poll_s=poll_s)
+    assert [e["field"] for e in caught.value.field_errors] == [field]
+    assert sent == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["task", "wait", "3", "--timeout", "nan"],
+        ["run", "workflow", "w1", "--wait", "--timeout", "nan"],
+        ["device", "stop", "pump1", "--reason", "leak", "--timeout", "nan"],
+        ["device", "resume", "pump1", "--reason", "fixed", "--timeout", "-1"],
+    ],
+)
+def test_the_cli_refuses_such_a_timeout_before_it_sends_anything(
+    command: list[str], closed_port_url: str
+) -> None:
+    """Exit 2 naming --timeout, before any request: the stop went out before the wait
+    refused, and `tme task wait --timeout nan` never ended."""
+    from typer.testing import CliRunner
+
+    from tme.cli.main import app
+
+    result = CliRunner().invoke(app, [*command, "--url", closed_port_url])
+    assert result.exit_code == 2, result.output
+    assert "timeout" in result.stderr and "cannot reach" not in result.stderr

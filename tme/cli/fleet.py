@@ -20,6 +20,7 @@ from tme.cli.common import (
     connect,
 )
 from tme.cli.output import console, print_json, print_table
+from tme.client.base import check_seconds
 from tme.schemas import RunPublic
 
 device_app = typer.Typer(no_args_is_help=True)
@@ -201,6 +202,8 @@ def _ask_agent(
     as_json: bool,
 ) -> None:
     with connect(url, token) as client:
+        if wait:  # before the stop goes out: a bad --timeout stops nothing
+            check_seconds("timeout", timeout)
         ask = client.fleet.stop if action == "stop" else client.fleet.resume
         answer = ask(name, reason, site=site, agent=agent)
         task = client.tasks.wait(answer.task_id, timeout=timeout) if wait else None

@@ -25,6 +25,7 @@ from tme.cli.common import (
     connect,
 )
 from tme.cli.output import console, fire_times_text, print_json, print_table
+from tme.client.base import check_seconds
 from tme.schemas import RunPublic, TaskPublic
 from tme.states import FINAL_STATES
 
@@ -223,6 +224,7 @@ def workflow(
     has been started or skipped (`tme task wait` on a dependent may see its run of an
     earlier workflow run, before this one reaches it)."""
     with connect(url, token) as client:
+        timeout = check_seconds("timeout", timeout)
         runs = client.runs.workflow(workflow_id)
         deadline = time.monotonic() + timeout
         while wait and _going(runs):

@@ -6,6 +6,7 @@ bookkeeping of waiting for a task to finish.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import ssl
 import time
@@ -18,7 +19,7 @@ import httpx
 
 from tme import __version__
 from tme.client.calls import Call
-from tme.errors import AuthError, TransportError
+from tme.errors import AuthError, TransportError, ValidationError
 from tme.schemas import TaskPublic
 from tme.states import FINAL_STATES, STATUS_WORDS
 
@@ -131,10 +132,27 @@ def _not_started_why(task: TaskPublic | None) -> str:
     return ""
 
 
+def check_seconds(field: str, value: float) -> float:
+    """A wait's seconds, refused (ValidationError naming `field`) when no wait can use
+    them: NaN never compares, so a wait for NaN seconds never ended; a negative time
+    ended before the first look. Infinity waits for good."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problem = f"must be a number of seconds (got {value!r})"
+    elif math.isnan(value) or value < 0:
+        problem = f"must be 0 or more seconds (got {value!r})"
+    else:
+        return float(value)
+    raise ValidationError(
+        f"{field}: {problem}",
+        field_errors=[{"field": field, "message": problem, "type": "value_error"}],
+    )
+
+
 class WaitDeadline:
     """The deadline of `tasks.wait()`: tells when a task is done and how long to pause."""
 
     def __init__(self, task_id: int, timeout: float, poll_s: float) -> None:
+        timeout, poll_s = check_seconds("timeout", timeout), check_seconds("poll_s", poll_s)
         self.task_id = task_id
         self.timeout = timeout
         self.poll_s = max(poll_s, 0.01)
