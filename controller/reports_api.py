@@ -40,7 +40,14 @@ def period(
     since: datetime | None, until: datetime | None, days: int | None
 ) -> tuple[datetime, datetime]:
     """The period asked for: since..until; with one of them and `days`, that many days
-    from `since` or up to `until`; `days` alone ends now."""
+    from `since` or up to `until`; `days` alone ends now. All three is refused: `days`
+    would be ignored, and a filter is never ignored."""
+    if since is not None and until is not None and days is not None:
+        message = "give days with since or with until, not both: since..until is the period"
+        raise ValidationError(
+            f"invalid request: days: {message}",
+            field_errors=[{"field": "days", "message": message, "type": "value_error"}],
+        )
     try:
         if since is not None and until is None and days is not None:
             end = since + timedelta(days=days)

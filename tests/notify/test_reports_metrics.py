@@ -7,6 +7,7 @@ import io
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlmodel import Session
 
 from tme.controller.reports import percentile
@@ -276,6 +277,15 @@ def test_summary_since_with_days_is_that_many_days_from_since(test_client) -> No
         "/api/v1/reports/summary", params={"until": "2026-12-04T00:00:00Z", "days": 2}
     )
     assert ended.json()["since"] == "2026-12-02T00:00:00Z"
+
+
+@pytest.mark.parametrize("route", ["/api/v1/reports/summary", "/api/v1/reports/summary.csv"])
+def test_days_beside_since_and_until_is_refused_naming_days(test_client, route: str) -> None:
+    """It was ignored: the report covered since..until, whatever days said."""
+    period = {"since": "2026-12-01T00:00:00Z", "until": "2026-12-08T00:00:00Z", "days": 1}
+    answer = test_client.get(route, params=period)
+    assert answer.status_code == 422, answer.text
+    assert [d["field"] for d in answer.json()["error"]["details"]] == ["days"]
 
 
 def test_a_future_since_alone_says_the_period_would_end_now(test_client) -> None:
