@@ -128,6 +128,21 @@ def test_an_admin_of_some_sites_cannot_read_the_log_of_every_site(test_client, m
     assert test_client.get("/api/v1/audit").status_code == 200  # the admin of every site
 
 
+@pytest.mark.parametrize(
+    ("url", "params"),
+    [("/api/v1/audit", {}), ("/api/v1/audit", {"format": "csv"}), ("/api/v1/audit.csv", {})],
+)
+def test_a_period_that_ends_before_it_starts_is_refused_naming_since(
+    test_client, url: str, params: dict[str, str]
+) -> None:  # type: ignore[no-untyped-def]
+    """It answered no rows, as if nothing had happened then."""
+    _changes(test_client)
+    backwards = {"since": "2026-12-02T00:00:00Z", "until": "2026-12-01T00:00:00+00:00"}
+    response = test_client.get(url, params={**params, **backwards})
+    assert response.status_code == 422, response.text[:200]
+    assert [d["field"] for d in response.json()["error"]["details"]] == ["since"]
+
+
 def test_csv_export_opens_as_text_not_formulas(test_client, anonymous) -> None:  # type: ignore[no-untyped-def]
     """A failed login audits whatever name was sent, by anyone: a spreadsheet must not
     run it. Cells that would start a formula are made text with a leading quote."""

@@ -16,6 +16,7 @@ from tme.controller.services import audit
 from tme.controller.services.access import check_all_sites
 from tme.controller.services.audit import AuditEntryPublic
 from tme.controller.store.security_models import AuditEntry
+from tme.errors import ValidationError
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 
@@ -38,7 +39,15 @@ def _filters(
     since: TimeQuery = None,
     until: TimeQuery = None,
 ) -> audit.AuditFilters:
-    return audit.AuditFilters(actor, action, outcome, _aware(since), _aware(until))
+    start, end = _aware(since), _aware(until)
+    if start is not None and end is not None and start >= end:
+        # rows from `since` up to before `until`: none at all, and nothing would say why
+        message = "since must be before until"
+        raise ValidationError(
+            f"invalid request: since: {message}",
+            field_errors=[{"field": "since", "message": message, "type": "value_error"}],
+        )
+    return audit.AuditFilters(actor, action, outcome, start, end)
 
 
 def _whole_log(principal: PrincipalDep) -> None:
