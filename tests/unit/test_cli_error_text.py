@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import pytest
+from cli_lines import failing_tme
 from python_module import run_module
 
 
@@ -13,3 +16,21 @@ def test_a_config_value_with_brackets_is_shown_as_given() -> None:
 
     assert done.returncode == 1
     assert '"[bold]80[/bold]"' in done.stderr and "TME_HTTP__PORT" in done.stderr
+
+
+USAGE_ERRORS = {
+    "not an integer": (["task", "show", "abc"], "error: Invalid value for 'task_id'"),
+    "out of range": (["task", "list", "--limit", "-5"], "error: Invalid value for '--limit'"),
+    "unknown option": (["task", "create", "--nope"], "error: No such option: --nope"),
+    "missing argument": (["task", "show"], "error: Missing argument 'task_id'"),
+    "unknown command": (["bogus"], "error: No such command 'bogus'"),
+}
+
+
+@pytest.mark.parametrize(("args", "start"), list(USAGE_ERRORS.values()), ids=list(USAGE_ERRORS))
+def test_a_usage_error_is_one_line_and_exit_2(args: list[str], start: str, tmp_path: Path) -> None:
+    """As every other error of the CLI (docs/sdk.md), where typer drew a box of six lines
+    around it: a script reading the last line of stderr got the box's border."""
+    code, line = failing_tme(args, tmp_path)
+    assert code == 2
+    assert line.startswith(start) and line.endswith("--help')"), line

@@ -6,6 +6,8 @@ Errors reach the user as one readable line and a non-zero exit, never a tracebac
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 import typer
 
@@ -58,11 +60,30 @@ demo.register(app)
 def run() -> None:
     """Console-script entry point."""
     try:
-        app()
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # click's errors: a usage error, a bad value
+        _usage_error(exc)
+    except typer.Abort:
+        fail("aborted")
     except TMEError as exc:
         fail(exc.message)
     except KeyboardInterrupt:
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: Exception) -> NoReturn:
+    """One line and exit 2, as every other error of the CLI, where typer drew a box of
+    six lines around it (a script reading the last line of stderr got its border)."""
+    code = int(getattr(exc, "exit_code", 2))
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `tme task`: the help is the answer
+        show: Callable[[], None] = exc.show  # type: ignore[attr-defined]
+        show()
+        sys.exit(code)
+    ctx = getattr(exc, "ctx", None)
+    message = getattr(exc, "format_message", lambda: str(exc))()
+    see = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    fail(" ".join(str(message).split()) + see, code)
 
 
 if __name__ == "__main__":
