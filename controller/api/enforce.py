@@ -26,6 +26,7 @@ from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tme.controller.api.body_guard import body_refusal, takes_no_body
 from tme.controller.api.errors import error_response
 from tme.controller.api.media_type import media_refusal
 from tme.controller.api.nul_guard import nul_refusal
@@ -170,13 +171,16 @@ class Enforce:
     ) -> None:
         """Pass the request on to its route, unless a string of its query or path holds
         a NUL (nul_guard: a 422 naming the parameter), its query names a parameter the
-        route does not take (query_guard: a 422 naming it) or its body says it is not
-        JSON (media_type: a 415), answered here for every route."""
+        route does not take (query_guard: a 422 naming it), its body says it is not
+        JSON (media_type: a 415) or holds something for a route that takes no body
+        (body_guard: a 422 naming it), answered here for every route."""
         refusal = (
             nul_refusal(scope, route)
             or unknown_query_refusal(scope, route)
             or media_refusal(scope, route)
         )
+        if refusal is None and route is not None and takes_no_body(scope, route):
+            refusal, receive = await body_refusal(scope, receive, route)
         if refusal is None:
             await self.app(scope, receive, send)
         else:

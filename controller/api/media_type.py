@@ -34,7 +34,7 @@ def media_refusal(scope: Scope, route: RouteContext | None) -> Response | None:
         return None
     headers = Headers(scope=scope)
     content_type = headers.get("content-type")
-    if content_type is None and not _has_body(headers):
+    if content_type is None and not has_body(headers):
         return None  # nothing sent: the route's own 422 says the body is required
     if (content_type is not None and is_json(content_type)) or not _takes_json(route):
         return None
@@ -47,7 +47,7 @@ def media_refusal(scope: Scope, route: RouteContext | None) -> Response | None:
     )
 
 
-def _has_body(headers: Headers) -> bool:
+def has_body(headers: Headers) -> bool:
     length = headers.get("content-length", "0")
     return "transfer-encoding" in headers or not length.isdigit() or int(length) > 0
 
