@@ -172,3 +172,14 @@ def test_credentials_presented_the_wrong_way_are_audited(anonymous, app_engine) 
             "use Authorization: Bearer <token>",
         ),
     ]
+
+
+def test_logging_out_an_api_token_is_refused_and_it_stays_valid(anonymous, app_engine) -> None:  # type: ignore[no-untyped-def]
+    """Log out ends a session; an API token is none. A 204 told a script its token was
+    revoked while it stayed valid: it is a 409 saying how to revoke it."""
+    creds = make_user_with_token(app_engine, "gus", "operator")
+    bearer = {"Authorization": f"Bearer {creds.token}"}
+    answer = anonymous.post("/api/v1/auth/logout", headers=bearer)
+    assert answer.status_code == 409, answer.text
+    assert "tme token revoke" in answer.json()["error"]["message"]
+    assert anonymous.get("/api/v1/auth/me", headers=bearer).status_code == 200

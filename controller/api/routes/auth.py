@@ -24,7 +24,7 @@ from tme.controller.services.sessions import (
 )
 from tme.controller.services.tokens import revoke_token
 from tme.controller.services.users import authenticate, get_user
-from tme.errors import AuthError
+from tme.errors import AuthError, Conflict
 from tme.schemas import ErrorResponse
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
@@ -96,10 +96,17 @@ def login(
 
 @router.post("/logout", status_code=204, response_class=Response)
 def logout(session: SessionDep, principal: PrincipalDep) -> Response:
-    """End this session (its token is revoked) and clear the cookie."""
-    if principal.token_kind == "session" and principal.token_id is not None:
-        revoke_token(session, principal.token_id)
-        session.commit()
+    """End this session (its token is revoked) and clear the cookie. An API token is
+    no session: it is refused (409), where a 204 told a script its token was revoked
+    while it stayed valid."""
+    if principal.token_kind != "session" or principal.token_id is None:
+        raise Conflict(
+            "an API token is not a session and stays valid: revoke it with"
+            f" `tme token revoke {principal.token_id}`",
+            details={"token_id": principal.token_id, "token_kind": principal.token_kind},
+        )
+    revoke_token(session, principal.token_id)
+    session.commit()
     response = Response(status_code=204)
     clear_session_cookie(response)
     return response  # the enforcement middleware audits it like every change
