@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from sqlmodel import Session, col, select
 
 from tme.controller.api.deps import MAX_ID, PrincipalDep, SessionDep
@@ -25,6 +25,7 @@ from tme.controller.services.access import check_target_site, within_scope
 from tme.controller.services.roles import Permission, Principal
 from tme.controller.store.models import Task
 from tme.errors import NotFound, ValidationError
+from tme.schema_base import Input
 from tme.settings_models import NotifyEvent
 
 MAX_RULE_ID = 2**31 - 1
@@ -40,7 +41,7 @@ def _default_events() -> list[EventName]:
     return ["failed", "timed_out", "lost"]
 
 
-class RuleCreate(BaseModel):
+class RuleCreate(Input):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
