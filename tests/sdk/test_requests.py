@@ -241,3 +241,25 @@ def test_the_cli_refuses_such_a_timeout_before_it_sends_anything(
     result = CliRunner().invoke(app, [*command, "--url", closed_port_url])
     assert result.exit_code == 2, result.output
     assert "timeout" in result.stderr and "cannot reach" not in result.stderr
+
+
+def test_a_password_in_the_url_is_never_in_an_error() -> None:
+    """A proxy in front of TME may take user:password@ in the URL: an unreachable server
+    or an answer that is not TME's said the URL whole, password included."""
+
+    def unreachable(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused", request=request)
+
+    url = "http://ops:pr0xy-pw@tme.test/base"
+    foreign = {"hello": "world"}
+    for handler, error, asked in (
+        (unreachable, TransportError, "task"),
+        (lambda _: httpx.Response(200, json=foreign), APIError, "task"),  # not a task
+        (lambda _: httpx.Response(200, json=foreign), APIError, "sites"),  # not a list
+    ):
+        http = httpx.Client(transport=httpx.MockTransport(handler))
+        client = tme.Client(url, token="s3cret", http_client=http)
+        with pytest.raises(error) as caught:
+            client.tasks.get(3) if asked == "task" else client.fleet.sites()
+        assert "pr0xy-pw" not in caught.value.message, caught.value.message
+        assert "ops:***@tme.test" in caught.value.message

@@ -19,6 +19,7 @@ import httpx
 
 from tme import __version__
 from tme.client.calls import Call
+from tme.config_errors import hide_url_password
 from tme.errors import AuthError, TransportError, ValidationError
 from tme.schemas import TaskPublic
 from tme.states import FINAL_STATES, STATUS_WORDS
@@ -88,15 +89,17 @@ class Connection:
         try:
             yield
         except httpx.TimeoutException as exc:
-            why = self._without_token(str(exc))
-            raise TransportError(f"TME at {self.url} did not answer in time ({why})") from exc
+            why = self._without_secrets(f"TME at {self.url} did not answer in time ({exc})")
+            raise TransportError(why) from exc
         except (httpx.TransportError, httpx.InvalidURL) as exc:
-            why = self._without_token(str(exc))
-            raise TransportError(f"cannot reach TME at {self.url}: {why}") from exc
+            why = self._without_secrets(f"cannot reach TME at {self.url}: {exc}")
+            raise TransportError(why) from exc
 
-    def _without_token(self, text: str) -> str:
-        """httpx's text may quote the request's headers: the token never goes further."""
-        return text.replace(self.token, "<token>") if self.token else text
+    def _without_secrets(self, text: str) -> str:
+        """httpx's text may quote the request's headers: the token never goes further;
+        nor does a password in the URL (a proxy's user:password@)."""
+        text = text.replace(self.token, "<token>") if self.token else text
+        return hide_url_password(text)
 
 
 def is_token_text(token: str) -> bool:

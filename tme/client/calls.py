@@ -16,6 +16,7 @@ import httpx
 import pydantic
 
 from tme import states
+from tme.config_errors import hide_url_password
 from tme.errors import APIError, ValidationError, api_error_from_response
 from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
 from tme.schemas import (
@@ -80,9 +81,14 @@ def _read_as(model: type[pydantic.BaseModel], body: Any, response: httpx.Respons
     except pydantic.ValidationError as exc:
         # A 2xx answer that is not TME's: a wrong URL or a proxy page.
         raise APIError(
-            f"unexpected answer from {response.request.url}: {exc.error_count()} problem(s)",
+            f"unexpected answer from {_asked(response)}: {exc.error_count()} problem(s)",
             details=_field_errors(exc),
         ) from exc
+
+
+def _asked(response: httpx.Response) -> str:
+    """The URL asked, without a password it may hold (a proxy's user:password@)."""
+    return hide_url_password(str(response.request.url))
 
 
 def _no_content(response: httpx.Response) -> None:
@@ -326,7 +332,7 @@ def _list_of(model: type[pydantic.BaseModel]) -> Callable[[httpx.Response], Any]
         check(response)
         body = _body(response)
         if not isinstance(body, list):
-            raise APIError(f"unexpected answer from {response.request.url}: not a list")
+            raise APIError(f"unexpected answer from {_asked(response)}: not a list")
         return [_read_as(model, item, response) for item in body]
 
     return parse
