@@ -56,9 +56,15 @@ def cancel_run(session: Session, run_id: str, *, force: bool = False) -> Run:
             row.published_at, row.last_error = now, "canceled before dispatch"
             session.add(row)
     link = session.get(RunLink, run_id) or link_run(session, run, cause="manual")
-    link.cancel_requested_at, link.retry_at = now, None
+    # One stop request per run while it lives: a cancel sent again (a script retrying, a
+    # second person) sent the agent another one each time, each answered on its own.
+    asked = link.cancel_requested_at
+    on_its_way = asked is not None and now - asked < timedelta(seconds=CANCEL_TTL_S)
+    if not on_its_way:
+        link.cancel_requested_at = now
+    link.retry_at = None
     session.add(link)
-    if rows and task is not None and task.site and task.agent:
+    if rows and task is not None and task.site and task.agent and not on_its_way:
         session.add(_stop_request(run, task))
     if state in BEFORE_BROKER:
         transition(session, run, RunState.canceled, reason="canceled before dispatch", source="api")
