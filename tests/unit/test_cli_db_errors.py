@@ -107,3 +107,18 @@ def test_hide_password_of_a_url_sqlalchemy_cannot_parse() -> None:
 def test_a_value_error_not_about_the_url_is_not_blamed_on_it() -> None:
     with pytest.raises(ValueError, match="naive datetime"), database_errors("sqlite://"):
         raise ValueError("naive datetime given to a UTC column")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["audit", "verify"], ["audit", "tail"], ["user", "list"], ["token", "list"]],
+)
+def test_a_sqlite_file_that_does_not_exist_is_named_and_not_made(
+    command: list[str], tmp_path: Path
+) -> None:
+    """A typo in --db made an empty file there, and the error said to run `tme db
+    upgrade`, which would have made a new database at the typo."""
+    typo = tmp_path / "tme-typo.db"
+    result = CliRunner().invoke(app, [*command, "--db", f"sqlite:///{typo}"])
+    assert one_line_error(result) == f"error: no database at {typo}: check --db or database.url"
+    assert not typo.exists()

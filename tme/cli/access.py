@@ -10,12 +10,13 @@ from __future__ import annotations
 import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from tme.cli.common import JsonOption, cli_errors, database_errors
-from tme.cli.output import console, print_json, print_table
+from tme.cli.output import console, fail, print_json, print_table
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -38,6 +39,9 @@ def database(url: str | None) -> Iterator[tuple[Engine, Session]]:
 
     with cli_errors():
         url = url or load_settings().database.url
+    missing = missing_sqlite_file(url)
+    if missing is not None:  # SQLite would make it, empty, where a typo pointed
+        fail(f"no database at {missing}: check --db or database.url")
     with cli_errors(), database_errors(url):
         engine = make_engine(url)
         try:
@@ -46,6 +50,24 @@ def database(url: str | None) -> Iterator[tuple[Engine, Session]]:
                 yield engine, session
         finally:
             engine.dispose()
+
+
+def missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite database file that does not exist, else None (another
+    database, an in-memory one, or a URL database_errors will name)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    path = parsed.database or ""
+    if not parsed.drivername.startswith("sqlite") or path in ("", ":memory:"):
+        return None
+    if path.startswith("file:") or Path(path).exists():
+        return None
+    return path
 
 
 def audit_cli(engine: Engine, action: str, target: str, details: dict[str, object]) -> None:
