@@ -219,6 +219,6 @@ def test_a_second_gateway_on_a_state_directory_in_use_stops_at_once(site_setup) 
     from tme.errors import ConfigError
 
     first = site_setup["gateway"]()
-    with pytest.raises(ConfigError, match="another gateway .* uses the state directory"):
+    with pytest.raises(ConfigError, match=r"another gateway .* uses the state directory"):
         site_setup["gateway"](name="gw2")
     assert first.link.is_connected()
