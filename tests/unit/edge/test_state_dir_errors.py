@@ -40,8 +40,8 @@ def test_a_gateway_whose_state_dir_is_a_file_says_so_in_one_line(tmp_path: Path)
     args = ["gateway", "--site", "s1", "--state-dir", "taken", "--mqtt", "mqtt://127.0.0.1:1"]
     code, line = failing_tme(args, tmp_path, TME_BROKER__URL="memory://")
     assert code == 1
-    assert line.startswith("error: cannot open the gateway's journal")
-    assert "taken/journal.sqlite3: taken is a file, not a directory" in line
+    assert line.startswith("error: cannot open the gateway's")  # its lock file, the first
+    assert "taken/gateway.lock: taken is a file, not a directory" in line
 
 
 def test_the_small_agent_entry_point_says_a_config_mistake_in_one_line(tmp_path: Path) -> None:
