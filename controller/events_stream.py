@@ -64,7 +64,7 @@ def parse_position(
 
 
 def granted_site(
-    principal: PrincipalDep, site: Annotated[str | None, Query(max_length=64)] = None
+    principal: PrincipalDep, site: Annotated[str | None, Query(min_length=1, max_length=64)] = None
 ) -> str | None:
     """A dependency, so a site outside the grant is refused before the stream starts."""
     check_site_filter(principal, site)

@@ -298,6 +298,12 @@ CASES: dict[str, Bad] = {
     "unknown op filter": Bad("GET", "/api/v1/tasks?op=modbus.reed", 422, ("op", "modbus.read")),
     "misspelt filter": Bad("GET", "/api/v1/tasks?stauts=failed", 422, ("stauts", "'status'")),
     "online not a boolean": Bad("GET", "/api/v1/agents?online=maybe", 422, ("online", "true")),
+    # an empty filter matched everything, where an empty op was refused
+    "empty site filter": Bad("GET", "/api/v1/tasks?site=", 422, ("site", "at least 1")),
+    "empty agent filter": Bad("GET", "/api/v1/tasks?agent=", 422, ("agent", "at least 1")),
+    "empty search": Bad("GET", "/api/v1/tasks?q=", 422, ("q", "at least 1")),
+    "empty device site filter": Bad("GET", "/api/v1/devices?site=", 422, ("site",)),
+    "empty audit actor": Bad("GET", "/api/v1/audit?actor=", 422, ("actor",)),
     "unknown delivery status": Bad(
         "GET", "/api/v1/notifications/deliveries?status=sent", 422, ("status", "'delivered'")
     ),

@@ -29,12 +29,14 @@ class AuditPage(BaseModel):
     next_before_id: int | None = None
 
 
-Text = Annotated[str | None, Query(max_length=64)]
+Text = Annotated[str | None, Query(min_length=1, max_length=64)]
 
 
 def _filters(
     actor: Text = None,
-    action: Annotated[str | None, Query(max_length=64, description="prefix, e.g. auth.")] = None,
+    action: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="prefix, e.g. auth.")
+    ] = None,
     outcome: Annotated[Literal["ok", "failed", "refused"] | None, Query()] = None,
     since: TimeQuery = None,
     until: TimeQuery = None,
@@ -76,7 +78,9 @@ def list_audit(
     session: SessionDep,
     principal: PrincipalDep,
     actor: Text = None,
-    action: Annotated[str | None, Query(max_length=64, description="prefix, e.g. auth.")] = None,
+    action: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="prefix, e.g. auth.")
+    ] = None,
     outcome: Annotated[Literal["ok", "failed", "refused"] | None, Query()] = None,
     since: TimeQuery = None,
     until: TimeQuery = None,
@@ -102,7 +106,9 @@ def export_audit(
     session: SessionDep,
     principal: PrincipalDep,
     actor: Text = None,
-    action: Annotated[str | None, Query(max_length=64, description="prefix, e.g. auth.")] = None,
+    action: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="prefix, e.g. auth.")
+    ] = None,
     outcome: Annotated[Literal["ok", "failed", "refused"] | None, Query()] = None,
     since: TimeQuery = None,
     until: TimeQuery = None,

@@ -28,8 +28,8 @@ from tme.fleet_schemas import (
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"])
 
-SiteQuery = Annotated[str | None, Query(max_length=64)]
-AgentQuery = Annotated[str | None, Query(max_length=64)]
+SiteQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
+AgentQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
 DeviceName = Annotated[str, Path(min_length=1, max_length=64, description="The device's name")]
 FLEET_READ = {"x-permission": "fleet.read"}
 STOP = {"x-permission": "run.control"}  # whoever may cancel runs may stop a machine

@@ -237,11 +237,11 @@ def list_tasks(
     session: SessionDep,
     principal: PrincipalDep,
     status: TaskStatusQuery = None,
-    site: Annotated[str | None, Query(max_length=64)] = None,
-    agent: Annotated[str | None, Query(max_length=64)] = None,
+    site: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    agent: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     op: Annotated[Op | None, Query()] = None,
     q: Annotated[
-        str | None, Query(max_length=200, description="search name and description")
+        str | None, Query(min_length=1, max_length=200, description="search name and description")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=500)] = None,
