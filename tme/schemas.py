@@ -8,11 +8,13 @@ bad request is answered with a 422 that names the field and nothing is written.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Field,
     StringConstraints,
@@ -340,8 +342,33 @@ def _refusal(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
     return ValidationError.from_exception_data("task", [detail])
 
 
+# Characters a one-line label may not hold: controls (a newline in an email subject,
+# ESC clearing an operator's terminal) and the bidirectional overrides that make a name
+# read as another.
+_NOT_IN_A_LABEL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+_CONTROL_NAMES = {0x00: "NUL", 0x09: "tab", 0x0A: "line feed", 0x0D: "carriage return", 0x1B: "ESC"}
+
+
+def _one_line(value: str) -> str:
+    found = _NOT_IN_A_LABEL.search(value)
+    if found is not None:
+        code = ord(found.group())
+        called = f" ({_CONTROL_NAMES[code]})" if code in _CONTROL_NAMES else ""
+        raise ValueError(
+            f"a name is one line of text: it may not hold the control character"
+            f" U+{code:04X}{called} (at {found.start()})"
+        )
+    return value
+
+
+# A task's name: one line, as it shows in lists, emails and terminals.
+TaskName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line)]
+
+
 class TaskCreate(Input):
-    name: str = Field(min_length=1, max_length=200)
+    name: TaskName
     description: str = Field(default="", max_length=4000)
     op: Op = "external"
     target: Target | None = None
@@ -378,7 +405,7 @@ StatusWord = Literal["started", "complete", "fail"]
 class TaskUpdate(Input):
     """PATCH (and the seed's PUT): change fields and/or report an external task's status."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: TaskName | None = None
     description: str | None = Field(default=None, max_length=4000)
     target: Target | None = None
     params: dict[str, Any] | None = None

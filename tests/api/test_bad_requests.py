@@ -437,3 +437,22 @@ def test_oversize_chunked_is_answered_as_oversize_content_length(test_client: Te
     assert streamed.json() == declared.json()
     assert streamed.json()["error"]["details"] == {"max_bytes": 1_048_576}
     assert streamed.content == declared.content
+
+
+def test_a_task_name_is_one_line_without_control_characters(test_client, counts) -> None:
+    """A name shows in lists, email subjects and terminals: ESC cleared a terminal, a
+    newline split an email's subject, a bidi override made a name read as another."""
+    before = counts()
+    for name, code in (("a\u001b[2Jb", "001B"), ("two\nlines", "000A"), ("x\u202ey", "202E")):
+        response = test_client.post("/api/v1/tasks", json={"name": name})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert [f["field"] for f in error["details"]] == ["name"]
+        assert f"control character U+{code}" in error["message"]
+    assert counts() == before
+    created = test_client.post("/api/v1/tasks", json={"name": "fill tank 1 — étape 2"})
+    assert created.status_code == 201, created.text
+    renamed = test_client.patch(
+        f"/api/v1/tasks/{created.json()['id']}", json={"name": "fill\ttank"}
+    )
+    assert renamed.status_code == 422 and "U+0009" in renamed.text
