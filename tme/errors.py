@@ -96,6 +96,13 @@ class Conflict(APIError):
     code = "conflict"
 
 
+class PreconditionFailed(Conflict):
+    """The task changed since the caller read it (its If-Match named an older revision)."""
+
+    status_code = 412
+    code = "precondition_failed"
+
+
 class PayloadTooLarge(APIError):
     status_code = 413
     code = "payload_too_large"
@@ -164,6 +171,7 @@ API_ERRORS_BY_STATUS: dict[int, type[APIError]] = {
         Forbidden,
         NotFound,
         Conflict,
+        PreconditionFailed,
         PayloadTooLarge,
         ValidationError,
         Unavailable,

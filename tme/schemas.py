@@ -486,6 +486,9 @@ class TaskPublic(Output):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     latest_run_id: str | None = None
+    # Its definition's revision: GET answers it as the ETag, and a PATCH sent with
+    # If-Match naming another revision is refused with 412 (docs/api.md).
+    revision: int = 1
     misfire: Misfire | None = None
     overlap: Overlap | None = None
     trigger: str | None = None

@@ -14,8 +14,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import ValidationError as PydanticError
 from sqlalchemy import delete, func, or_, text
+from sqlalchemy import update as sa_update
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import object_session
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from tme.controller.notifications.models import NotificationRule
@@ -33,7 +35,13 @@ from tme.controller.store.models import IdempotencyKey, Run, Task, TaskDependenc
 from tme.controller.store.planner import rare
 from tme.controller.store.workflow_models import TaskPolicy
 from tme.controller.workflow import decide_after_new_dependencies
-from tme.errors import Conflict, NotFound, ValidationError, describe_validation
+from tme.errors import (
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    ValidationError,
+    describe_validation,
+)
 from tme.schemas import (
     Dependency,
     Target,
@@ -378,15 +386,19 @@ def update_task(
     update: TaskUpdate,
     warnings: list[str] | None = None,
     hook: RunReadyHook | None = None,
+    if_match: int | None = None,
 ) -> Task:
     """Change fields and/or apply a status report (external tasks). A change of the
     target or params is checked against the fleet (fleet_checks); `warnings`, when
     given, gets what that check noticed without refusing. Changed dependencies are
     looked at in the workflow runs going on where the task waited (`hook` starts a step
-    they now let start)."""
+    they now let start). A change of its fields takes the task to its next revision;
+    with `if_match`, only from that revision (PreconditionFailed otherwise)."""
     check_storable(update)
     task = get_task(session, task_id)
     changes = update.field_changes
+    if changes or if_match is not None:
+        _next_revision(session, task, if_match)
     if changes.get("schedule") is not None:
         misfire = changes.get("misfire") or policies.misfire_of(
             task, policies.get_policy(session, task)
@@ -410,6 +422,25 @@ def update_task(
         session.flush()  # the new edges, which deciding the step reads
         decide_after_new_dependencies(session, task.id or 0, before, hook)
     return task
+
+
+def _next_revision(session: Session, task: Task, expected: int | None) -> None:
+    """Take the task to its next revision in one statement, from `expected` only (when
+    given): of two changes sent with the same If-Match, the second finds the first's
+    revision and is refused, whichever transaction reads first."""
+    statement = sa_update(Task).where(col(Task.id) == task.id)
+    if expected is not None:
+        statement = statement.where(col(Task.revision) == expected)
+    statement = statement.values(revision=col(Task.revision) + 1).returning(col(Task.revision))
+    new = session.execute(statement, execution_options={"synchronize_session": False})
+    revision = new.scalar_one_or_none()
+    if revision is None:
+        raise PreconditionFailed(
+            f"task {task.id} changed since it was read: it is at revision {task.revision},"
+            f" and If-Match named {expected}; read it again and apply the change to it",
+            details={"task_id": task.id, "revision": task.revision, "if_match": expected},
+        )
+    set_committed_value(task, "revision", revision)
 
 
 def _apply_field_changes(session: Session, task: Task, changes: dict[str, Any]) -> None:

@@ -97,6 +97,9 @@ class Task(SQLModel, table=True):
     # Denormalised from the latest run so list filters use an index.
     status: str = Field(default="idle", max_length=16)
     latest_run_id: str | None = Field(default=None, max_length=36)
+    # Its definition's revision, one more with each change through the API: its ETag, and
+    # what If-Match names so that two clients' changes never overwrite each other unseen.
+    revision: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     started_at: datetime | None = _ts(nullable=True)

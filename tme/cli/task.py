@@ -28,7 +28,7 @@ from tme.cli.common import (
 )
 from tme.cli.output import console, fail, fire_times_text, print_json, print_table, visible
 from tme.client.calls import MAX_PAGE_SIZE
-from tme.errors import yaml_problem
+from tme.errors import PreconditionFailed, yaml_problem
 from tme.schemas import OPS
 from tme.yaml_load import UniqueKeyLoader
 
@@ -465,6 +465,9 @@ def _cleared(names: list[str], opts: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
+UPDATE_ATTEMPTS = 5  # reads and changes of a task others keep changing meanwhile
+
+
 @app.command("update")
 @extra_options(UPDATE_OPTIONS, into="fields")
 def update(
@@ -493,11 +496,20 @@ def update(
     report = {"status": status, "log": log, "details": _details(details)}
     cleared = _cleared(clear or [], fields)
     with connect(url, token) as client:
-        current = client.tasks.get(task_id).model_dump(mode="json")
-        changes = task_fields(fields, current)
-        changes.update(cleared)
-        changes.update({k: v for k, v in report.items() if v is not None})
-        task = client.tasks.update(task_id, **changes)
+        # The change is made to the task as read, and sent naming that revision: when
+        # someone else changed it meanwhile (412), it is read and made again, so a
+        # --param merged into params never drops another client's change.
+        for attempt in range(UPDATE_ATTEMPTS):
+            read = client.tasks.get(task_id)
+            changes = task_fields(fields, read.model_dump(mode="json"))
+            changes.update(cleared)
+            changes.update({k: v for k, v in report.items() if v is not None})
+            try:
+                task = client.tasks.update(task_id, if_match=read.revision, **changes)
+                break
+            except PreconditionFailed:
+                if attempt == UPDATE_ATTEMPTS - 1:
+                    raise
     _warn([task])
     if as_json:
         print_json(task.model_dump(mode="json"))

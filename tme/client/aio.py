@@ -112,8 +112,10 @@ class AsyncTasks:
         filters = {"status": status, "site": site, "agent": agent, "op": op, "search": search}
         return self._client.iterate(calls.list_tasks(page_size, **filters))
 
-    async def update(self, task_id: int, **fields: Any) -> TaskPublic:
-        return await self._client.send(calls.update_task(task_id, fields))
+    async def update(
+        self, task_id: int, *, if_match: int | None = None, **fields: Any
+    ) -> TaskPublic:
+        return await self._client.send(calls.update_task(task_id, fields, if_match))
 
     async def report(
         self,

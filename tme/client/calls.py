@@ -246,10 +246,13 @@ def task_status(status: str) -> str:
         ) from None
 
 
-def update_task(task_id: int, fields: Mapping[str, Any]) -> Call[TaskPublic]:
+def update_task(
+    task_id: int, fields: Mapping[str, Any], if_match: int | None = None
+) -> Call[TaskPublic]:
     update: TaskUpdate = validated(TaskUpdate, fields)
     body = update.model_dump(mode="json", exclude_unset=True)
-    return Call("PATCH", f"{API}/tasks/{_task_id(task_id)}", _task, json=body)
+    headers = {} if if_match is None else {"If-Match": f'"{int(if_match)}"'}
+    return Call("PATCH", f"{API}/tasks/{_task_id(task_id)}", _task, json=body, headers=headers)
 
 
 def report_task(

@@ -134,9 +134,10 @@ class Tasks:
         filters = {"status": status, "site": site, "agent": agent, "op": op, "search": search}
         return self._client.iterate(calls.list_tasks(page_size, **filters))
 
-    def update(self, task_id: int, **fields: Any) -> TaskPublic:
-        """Change some fields of a task (the fields of TaskUpdate)."""
-        return self._client.send(calls.update_task(task_id, fields))
+    def update(self, task_id: int, *, if_match: int | None = None, **fields: Any) -> TaskPublic:
+        """Change some fields of a task (the fields of TaskUpdate). With `if_match`, the
+        `revision` of the task as read: raises PreconditionFailed if it changed since."""
+        return self._client.send(calls.update_task(task_id, fields, if_match))
 
     def report(
         self,

@@ -31,7 +31,7 @@ from tme.controller.services.task_limits import check_task_limits
 from tme.controller.services.tasks import TaskFilters, to_public, to_publics
 from tme.controller.store.conflicts import in_transaction
 from tme.controller.store.db import session_scope
-from tme.errors import Conflict, TMEError
+from tme.errors import Conflict, TMEError, ValidationError
 from tme.schemas import (
     Op,
     Page,
@@ -52,6 +52,15 @@ IdempotencyKey = Annotated[
         min_length=1,
         max_length=200,
         description="Same key and body returns the same task; another body is 409",
+    ),
+]
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        min_length=1,
+        max_length=40,
+        description='The revision read (its ETag, e.g. "3"): a task changed since is 412',
     ),
 ]
 BatchIdempotencyKey = Annotated[
@@ -148,6 +157,7 @@ def update_and_commit(
     body: TaskUpdate,
     principal: PrincipalDep,
     on_run_ready: RunReadyHook | None = None,
+    if_match: int | None = None,
 ) -> TaskPublic:
     """The change in a transaction of its own, run again if it loses a deadlock (a status
     report against the scheduling pass: store/conflicts.py). `session` only found the
@@ -160,7 +170,7 @@ def update_and_commit(
     def update(session: Session) -> TaskPublic:
         access.check_dependencies_visible(session, principal, changes.get("depends_on"))
         warnings: list[str] = []
-        task = service.update_task(session, task_id, body, warnings, on_run_ready)
+        task = service.update_task(session, task_id, body, warnings, on_run_ready, if_match)
         # before the commit: an answer that fails stores nothing
         return to_public(task).model_copy(update={"warnings": warnings})
 
@@ -254,8 +264,10 @@ def list_tasks(
 
 
 @router.get("/tasks/{task_id}", response_model=TaskPublic)
-def get_task(task_id: TaskId, session: SessionDep) -> TaskPublic:
-    return to_public(service.get_task(session, task_id))
+def get_task(task_id: TaskId, session: SessionDep, response: Response) -> TaskPublic:
+    public = to_public(service.get_task(session, task_id))
+    response.headers["ETag"] = etag(public.revision)
+    return public
 
 
 @router.patch("/tasks/{task_id}", response_model=TaskPublic)
@@ -266,8 +278,36 @@ def patch_task(
     session: SessionDep,
     principal: PrincipalDep,
     on_run_ready: RunReadyDep,
+    response: Response,
+    if_match: IfMatch = None,
 ) -> TaskPublic:
-    return update_and_commit(request, session, task_id, body, principal, on_run_ready)
+    """Change fields of a task (and/or report an external task's status). With If-Match
+    naming the revision read (GET's ETag), a task changed since is refused with 412."""
+    revision = revision_of(if_match)
+    public = update_and_commit(request, session, task_id, body, principal, on_run_ready, revision)
+    response.headers["ETag"] = etag(public.revision)
+    return public
+
+
+def etag(revision: int) -> str:
+    """A task's ETag: its revision, quoted."""
+    return f'"{revision}"'
+
+
+def revision_of(if_match: str | None) -> int | None:
+    """The revision an If-Match names (None: none, or `*`, any): `"3"`, `W/"3"` or `3`."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    text = if_match.strip().removeprefix("W/").strip('"')
+    if not text.isdigit() or len(text) > 18:
+        raise ValidationError(
+            f"invalid request: If-Match: expected a task's ETag, its revision quoted"
+            f' (e.g. "3"), got {if_match!r}',
+            field_errors=[
+                {"field": "If-Match", "message": "expected a revision", "type": "value_error"}
+            ],
+        )
+    return int(text)
 
 
 @router.delete("/tasks/{task_id}", status_code=204, response_class=Response)
