@@ -157,3 +157,25 @@ def test_text_from_the_server_is_printed_as_text(monkeypatch: pytest.MonkeyPatch
         assert "\r" not in result.stdout and "\x07" not in result.stdout
         assert r"clear\x1b[2J\x1b]0;title\x07\x0dFAKE\u202eevil" in result.stdout
     assert r"out clear\x1b[2J" in run.stdout and "[/]" in run.stdout
+
+
+def test_a_task_name_with_brackets_is_shown_as_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Rich read a cell as markup: "[urgent] check pump" lost "[urgent]", and a name with
+    # a closing tag ("fix [/x] valve") made `tme task list` and `show` fail with a traceback.
+    names = ["[urgent] check pump", "fix [/x] valve", "[red]hot[/red]"]
+    tasks = [
+        TaskPublic(id=i, name=name, op="noop", status="idle", created_at=NOW, updated_at=NOW)
+        for i, name in enumerate(names, start=1)
+    ]
+    monkeypatch.setattr(Tasks, "list", lambda self, *_, **__: iter(tasks))
+    monkeypatch.setattr(Tasks, "get", lambda self, task_id: tasks[task_id - 1])
+    monkeypatch.setattr(Tasks, "runs", lambda self, task_id, **_: iter(()))
+    monkeypatch.setattr(console, "width", 200)
+    listed = CliRunner().invoke(app, ["task", "list", "--url", "http://127.0.0.1:9"])
+    assert listed.exit_code == 0, listed.stderr
+    for name in names:
+        assert name in listed.stdout, listed.stdout
+    for task in tasks:
+        shown = CliRunner().invoke(app, ["task", "show", str(task.id), "--url", "http://x:9"])
+        assert shown.exit_code == 0, shown.stderr
+        assert task.name in shown.stdout, shown.stdout

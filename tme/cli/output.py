@@ -65,7 +65,9 @@ def print_table(
 ) -> None:
     """A table that hides nothing in a narrow terminal (80 columns when piped): a long
     value wraps, and each column in `whole` (ids a person copies into the next command)
-    stays on one line, as wide as its longest value. Rich cut both short with "…"."""
+    stays on one line, as wide as its longest value. Rich cut both short with "…".
+    A value is plain text: brackets in a task's name or a setting (`[urgent]`, `[a, b]`)
+    are shown as they are, never read as markup (which hid them, or failed on `[/x]`)."""
     table = Table(title=title, show_lines=False)
     texts = [[visible("" if v is None else str(v)) for v in row] for row in rows]
     for i, column in enumerate(columns):
