@@ -157,6 +157,15 @@ def broker_config(out: Path, listeners: Sequence[str] = (DEFAULT_LISTENER,)) -> 
     ]
     for listener in listeners:
         lines += [f"listener {listener}", "use_username_as_clientid true"]
+    lines += [
+        "",
+        "# Keep the QoS 1 commands queued for an agent that is away: Mosquitto's default of",
+        "# 1000 a client drops the rest without a word. As configs/mosquitto/tme.conf.",
+        "max_queued_messages 100000",
+        "max_queued_bytes 0",
+        "# Send small packets at once (no ~40 ms wait for a delayed TCP ACK).",
+        "set_tcp_nodelay true",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -123,3 +123,32 @@ def test_clashing_or_malformed_names_are_refused(tmp_path: Path, options: list[s
     result = CliRunner().invoke(mqtt_cli, args)
     assert result.exit_code == 1 and "error:" in result.output, result.output
     assert not out.exists()
+
+
+def test_generated_broker_keeps_more_than_1000_commands_for_an_offline_agent(
+    tmp_path: Path,
+) -> None:
+    """Mosquitto's default queue of 1,000 messages a client silently dropped the commands
+    past it for an agent that was away: the generated config raises it as tme.conf does."""
+    with generated_broker(tmp_path, "--agents", "a") as broker:
+        site, passwords = broker.site, broker.passwords
+        agent_login = (f"a@{site}", passwords[f"a@{site}"])
+        agent = Peer(broker.port, *agent_login, clean=False)
+        gateway = Peer(broker.port, f"gateway@{site}", passwords[f"gateway@{site}"])
+        try:
+            assert agent.accepted() and gateway.accepted()
+            agent.subscribe(cmd_topic(site, "a"))
+            agent.close()  # away, its session kept
+            sent = 1200
+            for n in range(sent):
+                gateway.publish(cmd_topic(site, "a"), b"%d" % n)
+            agent = Peer(broker.port, *agent_login, clean=False)
+            assert agent.accepted() and agent.session_present
+            gateway.publish(cmd_topic(site, "a"), b"last")  # after all that were queued
+            got = []
+            while (payload := agent.next_message()[1]) != b"last":
+                got.append(payload)
+            assert got == [b"%d" % n for n in range(sent)]
+        finally:
+            agent.close()
+            gateway.close()
