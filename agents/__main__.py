@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
@@ -14,7 +15,7 @@ from tme.errors import TMEError
 
 
 async def _main(config_path: str) -> None:
-    config = load_agent_config(config_path)
+    config = load_agent_config(config_path, os.environ)
     track_errors(config)
     agent = DeviceAgent(config)
     stop = asyncio.Event()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -270,8 +271,30 @@ def _resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
     return dataclasses.replace(config, devices=devices, state_dir=state_dir)
 
 
-def load_agent_config(path: str | Path) -> AgentConfig:
-    path = Path(path)
+# agent.worker_count's variables, the first one set wins (as in the settings' precedence)
+WORKER_COUNT_VARIABLES = ("TME_AGENT__WORKER_COUNT", "WORKER_COUNT")
+
+
+def load_agent_config(path: str | Path, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """The agent config in `path`. Given `environ` (a running agent's environment), its
+    TME_AGENT__WORKER_COUNT, else WORKER_COUNT, overrides the file's worker_count, as the
+    settings' variables override their files; the file's other keys stand."""
+    config = _load_agent_file(Path(path))
+    for name in WORKER_COUNT_VARIABLES:
+        if environ is not None and name in environ:
+            given = environ[name].strip()
+            if not (given.isascii() and given.isdigit() and 1 <= int(given) <= 256):
+                raise ConfigError(
+                    f"worker_count: must be an integer between 1 and 256 (got {given!r} from"
+                    f" env {name})",
+                    key="worker_count",
+                    source=f"env {name}",
+                )
+            return dataclasses.replace(config, worker_count=int(given))
+    return config
+
+
+def _load_agent_file(path: Path) -> AgentConfig:
     try:
         data = yaml_load.safe_load(path.read_text())
     except OSError as exc:

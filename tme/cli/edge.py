@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -49,7 +50,7 @@ def agent(
     from tme.agents.agent_logging import setup_agent_logging
 
     setup_agent_logging(verbose)
-    agent_config = load_agent_config(config)
+    agent_config = load_agent_config(config, os.environ)
     track_errors(agent_config)
     agent_ = DeviceAgent(agent_config)
 

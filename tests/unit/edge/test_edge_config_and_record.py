@@ -208,3 +208,53 @@ def test_journal_closes_an_entry_with_one_write_however_many_events(tmp_path: Pa
     journal.close_entry(cmd.id, "done")
     assert journal.get_state(cmd.id) == "done"
     journal.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, 3),  # the file's
+        ({"WORKER_COUNT": "2"}, 2),
+        ({"WORKER_COUNT": "2", "TME_AGENT__WORKER_COUNT": "5"}, 5),
+    ],
+)
+def test_tme_agent_takes_worker_count_from_its_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: int
+) -> None:
+    # configuration.md: WORKER_COUNT (and TME_AGENT__WORKER_COUNT over it) sets
+    # agent.worker_count; `tme agent` ran with its file's value whatever they said.
+    from typer.testing import CliRunner
+
+    from tme.agents import agent as agent_module
+    from tme.agents import agent_config, agent_logging
+    from tme.cli.main import app
+
+    path = tmp_path / "agent.yaml"
+    path.write_text("site: s1\nagent: a1\nworker_count: 3\n")
+    built: list[int] = []
+
+    class Built(Exception):
+        pass
+
+    def capture(config: object) -> None:
+        built.append(config.worker_count)  # type: ignore[attr-defined]
+        raise Built
+
+    monkeypatch.setattr(agent_module, "DeviceAgent", capture)
+    # no process-wide error hooks or logging set-up from inside the test process
+    monkeypatch.setattr(agent_config, "track_errors", lambda config: False)
+    monkeypatch.setattr(agent_logging, "setup_agent_logging", lambda verbose=False: None)
+    for name in ("WORKER_COUNT", "TME_AGENT__WORKER_COUNT"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, ["agent", "--config", str(path)], env=env)
+    assert isinstance(result.exception, Built), result.output
+    assert built == [expected]
+
+
+def test_a_bad_worker_count_variable_names_itself(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text("site: s1\nagent: a1\n")
+    with pytest.raises(ConfigError, match=r"got 'many' from env WORKER_COUNT"):
+        load_agent_config(path, {"WORKER_COUNT": "many"})
+    assert load_agent_config(path, {}).worker_count == 4
+    assert load_agent_config(path).worker_count == 4  # lock, unlock: the file alone
