@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from tme.topics import name_problem
+
 ALL_SITES = "*"
 
 
@@ -59,6 +61,12 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.engineer: frozenset(_ENGINEER),
     Role.admin: frozenset(set(Permission) - {Permission.public}),
 }
+
+
+def grant_problems(sites: tuple[str, ...]) -> list[str]:
+    """Why a new grant's sites cannot be granted: a name no task can target ("plant 1")
+    would reach nothing, and hide the typo behind it."""
+    return [problem for s in sites if s != ALL_SITES and (problem := name_problem(s))]
 
 
 def parse_sites(sites: list[str] | str | None) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
-from tme.controller.services.roles import ALL_SITES, Principal, Role, parse_sites
+from tme.controller.services.roles import ALL_SITES, Principal, Role, grant_problems, parse_sites
 from tme.controller.services.users import get_user, parse_role, principal_of
 from tme.controller.store.models import utcnow
 from tme.controller.store.security_models import ApiToken, User
@@ -65,6 +65,12 @@ def issue_token(
         raise Forbidden(f"a token cannot have a higher role than its user ({user.role})")
     user_sites = parse_sites(user.sites)
     token_sites = parse_sites(sites) if sites else user_sites
+    if problems := grant_problems(token_sites if sites else ()):
+        message = "; ".join(problems)
+        raise ValidationError(
+            f"invalid sites: {message}",
+            field_errors=[{"field": "sites", "message": message, "type": "value_error"}],
+        )
     if ALL_SITES not in user_sites and not set(token_sites) <= set(user_sites):
         raise Forbidden(f"a token cannot reach sites its user cannot ({', '.join(user_sites)})")
     if not name.strip() or len(name) > 100:

@@ -12,7 +12,7 @@ from tme.controller.services.passwords import (
     hash_password,
     verify_password,
 )
-from tme.controller.services.roles import Principal, Role, parse_sites
+from tme.controller.services.roles import Principal, Role, grant_problems, parse_sites
 from tme.controller.store.models import utcnow
 from tme.controller.store.security_models import ApiToken, User
 from tme.errors import AuthError, Conflict, NotFound, ValidationError
@@ -44,6 +44,8 @@ def create_user(
     granted = parse_sites(sites)
     if not granted:
         raise _invalid("sites", 'grant at least one site, or "*" for all')
+    if problems := grant_problems(granted):
+        raise _invalid("sites", "; ".join(problems))
     if session.exec(select(User).where(User.username == username)).first() is not None:
         raise Conflict(f"user {username!r} already exists", details={"username": username})
     user = User(

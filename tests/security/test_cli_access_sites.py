@@ -1,0 +1,43 @@
+"""`tme user create` and `tme token create` refuse a site no task can target ("plant 1"):
+such a grant reaches nothing, and the typo behind it went unnoticed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tme.cli.main import app
+
+
+@pytest.fixture
+def db_url(fresh_sqlite, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
+    fresh_sqlite(tmp_path / "tme.db").dispose()
+    return f"sqlite:///{tmp_path / 'tme.db'}"
+
+
+def _tme(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def test_a_user_granted_a_site_no_task_can_target_is_refused(db_url: str) -> None:
+    user = ["user", "create", "bob", "--role", "viewer", "--password", "long enough", "--db"]
+    refused = _tme(*user, db_url, "--sites", "plant-1,plant 2")
+    assert refused.exit_code == 2, refused.output
+    assert "sites" in refused.stderr and "'plant 2'" in refused.stderr
+    listed = _tme("user", "list", "--db", db_url, "--json")
+    assert "bob" not in listed.stdout  # nothing stored
+    made = _tme(*user, db_url, "--sites", "plant-1, plant-2")
+    assert made.exit_code == 0, made.output
+
+
+def test_a_token_narrowed_to_a_site_no_task_can_target_is_refused(db_url: str) -> None:
+    admin = ["user", "create", "root1", "--role", "admin", "--password", "long enough"]
+    assert _tme(*admin, "--db", db_url).exit_code == 0
+    token = ["token", "create", "root1", "--name", "t", "--db", db_url]
+    refused = _tme(*token, "--sites", "plant/1")
+    assert refused.exit_code == 2, refused.output
+    assert "'plant/1'" in refused.stderr
+    assert _tme(*token, "--sites", "plant-1").exit_code == 0
