@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
 from cli_lines import failing_tme
 from sqlmodel import Session
 
@@ -50,3 +51,39 @@ def test_a_restart_on_the_same_data_gives_a_new_admin_password(tmp_path: Path) -
         assert not _signs_in(engine, first.admin_password)
     finally:
         engine.dispose()
+
+
+def test_the_demo_listens_on_the_http_port_setting_unless_given_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # configuration.md: "A laptop with a different port": http.port (TME_HTTP__PORT,
+    # override.yaml) was left unread by `tme demo`, which took 8000 whatever it said.
+    from typer.testing import CliRunner
+
+    import tme.logs
+    import tme.stack
+    from tme.cli.main import app
+
+    started: list[StackConfig] = []
+
+    class Started(Exception):
+        pass
+
+    def stack(config: StackConfig) -> None:
+        started.append(config)
+        raise Started
+
+    monkeypatch.setattr(tme.stack, "LocalStack", stack)
+    monkeypatch.setattr(tme.logs, "configure_logging", lambda settings: None)
+    monkeypatch.delenv("TME_HTTP__PORT", raising=False)
+    monkeypatch.delenv("TME_CONFIG_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # no configs folder here: the settings' defaults
+    demo = ["demo", "--data-dir", str(tmp_path / "demo")]
+    for args, env, port in (
+        ([], {}, 8000),
+        ([], {"TME_HTTP__PORT": "9000"}, 9000),
+        (["--port", "9100"], {"TME_HTTP__PORT": "9000"}, 9100),
+    ):
+        result = CliRunner().invoke(app, [*demo, *args], env=env)
+        assert isinstance(result.exception, Started), result.output
+        assert (started[-1].http_host, started[-1].http_port) == ("127.0.0.1", port)

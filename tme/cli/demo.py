@@ -98,7 +98,13 @@ def seed_examples(url: str, site: str, token: str | None = None) -> list[int]:
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        port: Annotated[int, typer.Option(help="HTTP port of the controller.")] = 8000,
+        port: Annotated[
+            int | None,
+            typer.Option(
+                help="HTTP port of the controller (default: the http.port setting).",
+                show_default=False,
+            ),
+        ] = None,
         host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
         broker: Annotated[str, typer.Option(help="Bus URL: memory:// or amqp://...")] = "memory://",
         mqtt: Annotated[str | None, typer.Option(help="MQTT URL (default: embedded)")] = None,
@@ -125,7 +131,7 @@ def register(app: typer.Typer) -> None:
             bus_url=broker,
             mqtt_url=mqtt,
             http_host=host,
-            http_port=port,
+            http_port=settings.http.port if port is None else port,
             dashboard=True,
         )
         stop = threading.Event()
