@@ -76,6 +76,24 @@ def _fault_field(key: str, value: str) -> Any:
     )
 
 
+def _check_listen(host: str, port: int) -> None:
+    """A port in use (or an address this machine does not have) is one line naming it,
+    not the simulator's traceback ("Could not start listen, please check address.")."""
+    import socket
+
+    from tme.cli.output import fail
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            fail(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}): stop the other"
+                " process or pass --port"
+            )
+
+
 async def _serve(sim: Any, describe: str) -> None:
     await sim.start()
     console.print(describe.format(sim=sim))
@@ -99,6 +117,7 @@ def modbus(
     """Serve the plant: pump (unit 1), tank (unit 2), conveyor (unit 3)."""
     from tme.simulators.modbus_plant import PlantSimulator
 
+    _check_listen(host, port)
     sim = PlantSimulator(host, port, rtu="pty" if pty else (rtu or None), tick_s=tick_s or None)
     for text in fault:
         sim.inject_fault(**_parse_fault(text))
@@ -118,6 +137,8 @@ def serial(
     """Serve the SCPI-like power supply (see configs/profiles/instrument.yaml)."""
     from tme.simulators.instrument import SerialInstrument
 
+    if not pty:
+        _check_listen(host, port)
     sim = SerialInstrument(host, port, pty=pty)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(sim, "instrument: {sim.url}"))
