@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from tme.errors import BusError, ConfigError
+from tme.failure_log import FailureLog
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,13 @@ class MqttLink:
         # paho calls on_disconnect before it marks a lost connection as lost.
         self._session_up = threading.Event()
         self._before_connect_hooks: list[Callable[[], None]] = []
+        # paho retries a connection that reaches no broker in silence: said once, then a
+        # line a minute while it goes on, and once when it connects (paho's thread only)
+        self._connect_failures = FailureLog(
+            log,
+            f"mqtt {client_id}: connecting to {self.endpoint.host}:{self.endpoint.port}",
+            meanwhile=f"retrying with backoff up to {RECONNECT_MAX_S} s (is the broker there?)",
+        )
         self._lock = threading.Lock()
         self._started = False
         self._client = self._build_client(
@@ -128,6 +137,7 @@ class MqttLink:
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         client.on_pre_connect = self._guard(self._handle_pre_connect)
         client.on_connect = self._guard(self._handle_connect)
+        client.on_connect_fail = self._guard(self._handle_connect_fail)
         client.on_disconnect = self._guard(self._handle_disconnect)
         client.on_message = self._guard(self._handle_message)
         client.on_socket_open = _no_delay
@@ -245,9 +255,17 @@ class MqttLink:
         for hook in self._before_connect_hooks:
             self._guard(hook)()
 
+    def _handle_connect_fail(self, _client: paho.Client, _ud: Any) -> None:
+        # called inside paho's `except OSError`: the error is the one being handled; its
+        # frames are paho's socket code, of no use to whoever reads the log
+        handled = sys.exc_info()[1]
+        error = handled.with_traceback(None) if handled else ConnectionError("no answer")
+        self._connect_failures.failed(error)
+
     def _handle_connect(
         self, client: paho.Client, _ud: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
+        self._connect_failures.passed()
         if reason.is_failure:
             log.warning("mqtt %s: connect refused: %s", self.client_id, reason)
             return
