@@ -9,7 +9,10 @@ runs on a library thread, so no element is touched from one.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from nicegui import Event, app, run
 
@@ -18,6 +21,8 @@ from tme.failure_log import FailureLog
 from tme.ui.context import dashboard
 
 log = logging.getLogger("tme.ui")
+
+T = TypeVar("T")
 
 TICK_S = 0.25  # well inside the one second a change may take to reach a page
 
@@ -67,21 +72,14 @@ class LiveHub:
         if feed is None:  # the controller is still starting
             return
         if self.run_cursor is None:
-            started = await run.io_bound(_start, feed)
-            if started is None:  # the UI loop is shutting down
-                return
-            self.run_cursor, self.log_cursor = started
+            self.run_cursor, self.log_cursor = await _in_thread(_start, feed)
             self.agent_cursor = feed.agent_seq
             return
         if not _watched():  # no page open: keep the cursors current, read no rows
-            moved = await run.io_bound(_start, feed)
-            if moved is not None:
-                self.run_cursor, self.log_cursor = moved
-                self.agent_cursor = feed.agent_seq
+            self.run_cursor, self.log_cursor = await _in_thread(_start, feed)
+            self.agent_cursor = feed.agent_seq
             return
-        found = await run.io_bound(_read, feed, self.run_cursor, self.log_cursor)
-        if found is None:  # the UI loop is shutting down
-            return
+        found = await _in_thread(_read, feed, self.run_cursor, self.log_cursor)
         runs, self.run_cursor, lines, self.log_cursor = found
         agents = feed.agents_after(self.agent_cursor)
         if agents:
@@ -91,6 +89,17 @@ class LiveHub:
             log_lines.emit(lines)
         if runs:
             run_changes.emit(runs)
+
+
+async def _in_thread(read: Callable[..., T], *args: Any) -> T:
+    """`read(*args)` on a worker thread. NiceGUI answers None for a call that was
+    canceled (or made while it shuts down), swallowing the cancellation: the timer then
+    ticked on, and a loop being closed (a controller whose start-up failed) waited for
+    it for ever. Raised again here, the timer stops."""
+    result = await run.io_bound(read, *args)
+    if result is None:
+        raise asyncio.CancelledError
+    return result
 
 
 def start_live_updates() -> LiveHub:

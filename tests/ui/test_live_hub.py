@@ -66,3 +66,21 @@ def test_no_page_open_reads_no_rows_but_keeps_the_cursor_current(feed: Feed) -> 
     feed.top = 30
     asyncio.run(hub.tick())
     assert feed.rows_read == 1 and seen == [[SimpleNamespace(after=25)]]
+
+
+def test_a_tick_whose_read_was_canceled_raises_so_the_timer_stops(
+    feed: Feed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # NiceGUI's io_bound answers None for a canceled call, swallowing the cancellation:
+    # the dashboard's timer ticked on, and a controller whose start-up failed (RabbitMQ
+    # unreachable) hung in asyncio.run's clean-up for ever instead of exiting.
+    async def canceled(func: Any, *args: Any) -> None:
+        return None
+
+    monkeypatch.setattr(live, "run", SimpleNamespace(io_bound=canceled))
+    hub = live.LiveHub()
+    for _ in range(2):  # placing the cursors, then moving them on
+        with pytest.raises(asyncio.CancelledError):
+            asyncio.run(hub.tick())
+        hub.run_cursor = 0
+    assert not hub.failures.failing  # a cancellation, not a failure to report
