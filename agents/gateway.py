@@ -38,6 +38,7 @@ from tme.agents.presence import PresenceAnnouncer
 from tme.agents.site_queue import SiteQueueConsumer
 from tme.agents.state_files import StateDirLock
 from tme.bus import Bus, Consumer, Delivery, Reject, open_bus
+from tme.bus.base import Unreachable
 from tme.bus.holding import HeldWrite
 from tme.bus.topology import CONTROLLER_EVENTS_QUEUE
 from tme.errors import BusError
@@ -256,8 +257,8 @@ class Gateway:
             # Events must have somewhere to go before the controller first runs.
             self.bus.declare_events_queue(self.config.events_queue, self.config.events_binding)
         except BusError as exc:
-            if "ACCESS_REFUSED" not in exc.message:
-                raise
+            if isinstance(exc, Unreachable) or "ACCESS_REFUSED" not in exc.message:
+                raise  # a refused login is no permission to configure: no hint for it
             raise BusError(
                 f"{exc.message}; a gateway whose RabbitMQ user may not configure the topology "
                 "(scripts/rabbitmq-users.sh) needs gateway.declare_topology: false",

@@ -48,6 +48,9 @@ def admin_channel(parameters: pika.ConnectionParameters) -> Iterator[BlockingCha
     connection = None
     try:
         connection = pika.BlockingConnection(parameters)
+    except (pika.exceptions.AMQPConnectionError, OSError) as exc:  # OSError: a name not found
+        raise Unreachable(connection_problem(exc, parameters)) from exc
+    try:
         yield connection.channel()
     except pika.exceptions.AMQPConnectionError as exc:
         raise Unreachable(f"RabbitMQ unreachable: {_describe(exc)}") from exc
@@ -145,6 +148,33 @@ class _PassiveCheckFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not getattr(self.checking, "active", False)
+
+
+def connection_problem(exc: BaseException, parameters: pika.ConnectionParameters) -> str:
+    """Why a connection could not be opened, naming the broker: its address and the
+    cause (refused, no such host, ...), or the login or vhost it refused."""
+    where = f"{parameters.host}:{parameters.port}"
+    user = getattr(parameters.credentials, "username", "")
+    if isinstance(
+        exc, pika.exceptions.ProbableAuthenticationError | pika.exceptions.AuthenticationError
+    ):
+        return (
+            f"RabbitMQ at {where} refused the login of user {user!r}: check the user and"
+            " password (broker.url, or broker.user and broker.password)"
+        )
+    if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
+        return (
+            f"RabbitMQ at {where} refused user {user!r} the vhost"
+            f" {parameters.virtual_host!r}: {_describe(exc)}"
+        )
+    root = exc  # pika wraps the socket's error in a connector's error, as its .exception
+    while not isinstance(root, OSError):
+        inner = getattr(root, "exception", None) or (root.args[0] if root.args else None)
+        if not isinstance(inner, BaseException):
+            break
+        root = inner
+    reason = (root.strerror or str(root)) if isinstance(root, OSError) else _describe(root)
+    return f"RabbitMQ unreachable at {where}: {reason}"
 
 
 def _describe(exc: BaseException) -> str:

@@ -29,8 +29,10 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
     if not verbose:
         # pika logs every connection step at INFO (a gateway waiting for its queue opens
-        # one per check); the other processes quiet it the same way (logging.loggers).
-        logging.getLogger("pika").setLevel(logging.WARNING)
+        # one per check) and a failed attempt in eight lines at ERROR, with a traceback;
+        # TME says what failed itself. The controller quiets it the same way
+        # (logging.loggers, pika: CRITICAL).
+        logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 @agent_app.callback(invoke_without_command=True)
