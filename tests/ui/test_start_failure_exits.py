@@ -1,15 +1,26 @@
-"""`tme controller` (with its dashboard) whose start-up fails exits: with RabbitMQ
-unreachable it logged "Application startup failed. Exiting." and then ran on for ever,
-not serving, the dashboard's timer keeping the closing event loop alive."""
+"""A controller with its dashboard whose start-up fails exits: with RabbitMQ unreachable
+it logged "Application startup failed. Exiting." and then ran on for ever, not serving,
+the dashboard's timer keeping the closing event loop alive. (`tme controller` checks the
+broker before it starts the app; this starts the app as `serve_controller` does, so that
+the failure happens in its start-up.)"""
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from ports import free_port
-from python_module import run_module
+
+SERVE = """
+from tme.cli.serve import serve_controller
+from tme.config import load_settings
+from tme.controller.app import create_app
+
+settings = load_settings()
+serve_controller(settings, app=create_app(settings, dashboard=True))
+"""
 
 
 def test_a_controller_whose_broker_cannot_be_reached_exits(fresh_sqlite, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -22,8 +33,15 @@ def test_a_controller_whose_broker_cannot_be_reached_exits(fresh_sqlite, tmp_pat
         "TME_HTTP__HOST": "127.0.0.1",
     }
     try:
-        done = run_module("tme.cli.main", "controller", env=env, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-c", SERVE],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except subprocess.TimeoutExpired as exc:
-        raise AssertionError("tme controller did not exit after its start-up failed") from exc
+        raise AssertionError("the controller did not exit after its start-up failed") from exc
     assert done.returncode != 0
     assert "RabbitMQ unreachable" in done.stdout + done.stderr

@@ -122,3 +122,22 @@ def test_a_sqlite_file_that_does_not_exist_is_named_and_not_made(
     result = CliRunner().invoke(app, [*command, "--db", f"sqlite:///{typo}"])
     assert one_line_error(result) == f"error: no database at {typo}: check --db or database.url"
     assert not typo.exists()
+
+
+@pytest.mark.usefixtures("no_logging_setup")
+def test_controller_reports_an_unreachable_broker_in_one_line(
+    fresh_sqlite,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    # It logged "Application startup failed. Exiting." after a traceback of a hundred
+    # lines ending in "RabbitMQ unreachable: AMQPConnectionError", naming no broker.
+    fresh_sqlite(tmp_path / "tme.db").dispose()
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        "TME_DATABASE__URL": f"sqlite:///{tmp_path / 'tme.db'}",
+        "TME_BROKER__URL": f"amqp://tme:hunter2@127.0.0.1:{port}/%2F",
+    }
+    line = one_line_error(CliRunner().invoke(app, ["controller"], env=env))
+    assert f"RabbitMQ unreachable at 127.0.0.1:{port}" in line and "hunter2" not in line

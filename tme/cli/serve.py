@@ -43,7 +43,23 @@ def build_checked_app(settings: Any) -> Any:
             check_schema(engine)
         finally:
             engine.dispose()
+    with cli_errors():
+        _check_broker(settings)
     return create_app(settings, dashboard=True)
+
+
+def _check_broker(settings: Any) -> None:
+    """Open RabbitMQ once, so one that cannot be reached, or refuses the login, is one
+    line naming it (it was a traceback of the app's failed start-up)."""
+    broker = settings.broker.effective_url
+    if broker.startswith("memory://"):
+        return
+    from tme.bus.amqp_admin import admin_channel, connection_parameters
+    from tme.bus.options import BusOptions
+
+    options = BusOptions(**settings.broker.bus_options())
+    with admin_channel(connection_parameters(broker, options, "start-up check")):
+        pass
 
 
 def register(app: typer.Typer) -> None:
