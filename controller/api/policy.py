@@ -33,6 +33,7 @@ POLICY: dict[tuple[str, str], Permission] = {
     ("GET", "/task/{task_id}/"): P.task_read,
     ("PUT", "/task/{task_id}/"): P.task_write,
     ("PATCH", "/task/{task_id}/"): P.task_write,
+    ("GET", "/task/{task_id}"): P.task_read,
     ("PUT", "/task/{task_id}"): P.task_write,
     ("PATCH", "/task/{task_id}"): P.task_write,
     ("DELETE", "/task/{task_id}"): P.task_write,

@@ -63,6 +63,7 @@ def list_tasks(
 
 
 @router.get("/task/{task_id}/", response_model=TaskPublic)
+@router.get("/task/{task_id}", response_model=TaskPublic, include_in_schema=False)
 def get_task(task_id: TaskId, session: SessionDep) -> TaskPublic:
     return to_public(service.get_task(session, task_id))
 
