@@ -18,7 +18,12 @@ import yaml
 from pydantic import BaseModel, SecretStr
 
 from tme import yaml_load
-from tme.config_errors import describe_validation_error, field_at, source_of
+from tme.config_errors import (
+    PASSWORD_IN_URL,
+    describe_validation_error,
+    field_at,
+    source_of,
+)
 from tme.config_secrets import read_secret_files, refuse_weak_secrets
 from tme.errors import ConfigError, yaml_problem
 from tme.settings_models import Settings
@@ -214,4 +219,5 @@ def _show(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, list | dict):
         return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
-    return "" if value is None else str(value)
+    # a password given inside a URL (broker.url, mqtt.url, database.url) is a secret too
+    return "" if value is None else PASSWORD_IN_URL.sub(r"\1****@", str(value))

@@ -618,6 +618,28 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
     assert "shown-nowhere" not in result.output
 
 
+def test_config_show_masks_a_password_inside_a_url(tmp_path: Path) -> None:
+    # configuration.md's production example gives the broker's password in
+    # TME_BROKER__URL and runs `tme config show`, which printed it in full.
+    from tme.cli.main import app
+
+    env = {
+        "TME_BROKER__URL": "amqps://tme:mq-s3cret@mq.example.com:5671/tme",
+        "TME_MQTT__URL": "mqtt://edge:mqtt-s3cret@broker:1883",
+        "TME_DATABASE__URL": "postgresql+psycopg://tme:db-s3cret@db.example.com/tme",
+    }
+    shown = CliRunner().invoke(
+        app, ["config", "show", "--json", "--config-dir", str(tmp_path)], env=env
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "s3cret" not in shown.output
+    rows = {row["key"]: row["value"] for row in json.loads(shown.output)}
+    assert rows["broker.url"] == "amqps://tme:****@mq.example.com:5671/tme"
+    assert rows["mqtt.url"] == "mqtt://edge:****@broker:1883"
+    assert rows["database.url"] == "postgresql+psycopg://tme:****@db.example.com/tme"
+    assert rows["http.host"] == "0.0.0.0"  # no URL, nothing to hide
+
+
 def test_config_show_reports_a_config_error_as_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
