@@ -29,7 +29,7 @@ def verify(db: DbOption = None) -> None:
         newest = head.last_id if head is not None else 0
     if problems:
         for problem in problems[:50]:
-            console.print(f"row {problem.entry_id}: {problem.problem}", highlight=False)
+            console.print(escape(f"row {problem.entry_id}: {problem.problem}"), highlight=False)
         fail(f"audit log tampered: {len(problems)} problem(s) in {count} rows")
     console.print(f"audit log intact: {count} rows, chain verified to row {newest}")
 
