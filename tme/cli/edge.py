@@ -7,7 +7,6 @@ Heavy imports happen inside the commands, so `tme --help` stays fast.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import threading
@@ -21,18 +20,6 @@ if TYPE_CHECKING:
 
 agent_app = typer.Typer(no_args_is_help=False)
 gateway_app = typer.Typer(no_args_is_help=False)
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
-    if not verbose:
-        # pika logs every connection step at INFO (a gateway waiting for its queue opens
-        # one per check) and a failed attempt in eight lines at ERROR, with a traceback;
-        # TME says what failed itself. The controller quiets it the same way
-        # (logging.loggers, pika: CRITICAL).
-        logging.getLogger("pika").setLevel(logging.CRITICAL)
 
 
 @agent_app.callback(invoke_without_command=True)
@@ -171,14 +158,20 @@ def gateway(
     from tme.cli.common import usage_error
     from tme.config import load_settings
     from tme.error_tracking import install_error_tracking
+    from tme.logs import configure_logging
     from tme.topics import name_problem
 
     for option, value in (("--site", site), ("--name", name)):
         if (problem := name_problem(value)) is not None:
             usage_error(f"{option} {value!r}: {problem}")
 
-    _setup_logging(verbose)
     settings = load_settings()
+    # logging.format (json for log shippers), level, file and loggers, as the controller
+    # does (the gateway logged plain INFO lines whatever they said); -v: DEBUG
+    logging_settings = settings.logging
+    if verbose:
+        logging_settings = logging_settings.model_copy(update={"level": "DEBUG"})
+    configure_logging(logging_settings)
     install_error_tracking(settings, process="gateway")
     gw = Gateway(
         GatewayConfig(

@@ -52,3 +52,27 @@ def test_the_broker_settings_reach_the_gateways_bus(
     assert (options.prefetch, options.delivery_limit, options.heartbeat_s) == (7, 9, 13)
     assert (options.confirm_timeout_s, options.blocked_connection_timeout_s) == (4, 61)
     assert options.declare_topology is True  # gateway.declare_topology, as before
+
+
+def test_the_logging_settings_reach_the_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
+    """deployment.md's `logging.format: json` for log shippers (and `logging.level`,
+    `logging.file`): `tme gateway` logged plain lines at INFO whatever they said."""
+    import tme.logs
+
+    configured: list[object] = []
+    monkeypatch.setattr(tme.logs, "configure_logging", configured.append)
+
+    def build(gateway: Gateway, *args: object, **kwargs: object) -> None:
+        raise Built
+
+    monkeypatch.setattr(Gateway, "__init__", build)
+    for verbose, level in (([], "WARNING"), (["-v"], "DEBUG")):
+        result = CliRunner().invoke(
+            app,
+            ["gateway", "--site", "plant-7", "--broker", "memory://gw-logging", *verbose],
+            env={"TME_LOGGING__FORMAT": "json", "TME_LOGGING__LEVEL": "WARNING"},
+        )
+        assert isinstance(result.exception, Built), result.output
+        logging_settings = configured.pop()
+        assert logging_settings.format == "json"  # type: ignore[attr-defined]
+        assert logging_settings.level == level  # type: ignore[attr-defined]
