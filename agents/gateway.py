@@ -43,7 +43,7 @@ from tme.bus.holding import HeldWrite
 from tme.bus.topology import CONTROLLER_EVENTS_QUEUE
 from tme.errors import BusError
 from tme.failure_log import FailureLog
-from tme.mqtt import MqttLink, ProtocolName
+from tme.mqtt import KEEPALIVE_S, MqttLink, ProtocolName
 from tme.protocol import (
     EVENT_BATCHES,
     EVENTS_EXCHANGE,
@@ -78,6 +78,11 @@ class GatewayConfig:
     state_dir: Path
     name: str = "gateway"
     mqtt_protocol: ProtocolName = "3.1.1"
+    # Its MQTT login (mqtt.username, mqtt.password or password_file), also beside a
+    # mqtt_url without credentials; None: those of the URL, if any.
+    mqtt_username: str | None = None
+    mqtt_password: str | None = field(default=None, repr=False)
+    mqtt_keepalive_s: int = KEEPALIVE_S
     resend_after_s: float = RESEND_AFTER_S
     # False: declare nothing on RabbitMQ (a least-privilege user); the controller does.
     declare_topology: bool = True
@@ -102,8 +107,11 @@ class Gateway:
         self.link = MqttLink(
             config.mqtt_url,
             f"tme-gw-{config.site}-{config.name}",
+            username=config.mqtt_username,
+            password=config.mqtt_password,
             protocol=config.mqtt_protocol,
             manual_ack=True,
+            keepalive_s=config.mqtt_keepalive_s,
         )
         self.presence = PresenceAnnouncer(
             self.link, config.site, config.name, "gateway", features=[EVENT_BATCHES]

@@ -76,3 +76,42 @@ def test_the_logging_settings_reach_the_gateway(monkeypatch: pytest.MonkeyPatch)
         logging_settings = configured.pop()
         assert logging_settings.format == "json"  # type: ignore[attr-defined]
         assert logging_settings.level == level  # type: ignore[attr-defined]
+
+
+def test_the_mqtt_settings_reach_the_gateways_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deployment.md logs a gateway in with TME_MQTT__USERNAME and TME_MQTT__PASSWORD_FILE,
+    the README gives it --mqtt URL: with a URL the credentials were dropped (the broker
+    answered "Not authorized" on every try), and mqtt.protocol and mqtt.keepalive_s were
+    never read."""
+    secret = tmp_path / "mqtt_gw1"
+    secret.write_text("gw1-pass\n", encoding="utf-8")
+    built: list[Gateway] = []
+    init = Gateway.__init__
+
+    def build(gateway: Gateway, *args: object, **kwargs: object) -> None:
+        init(gateway, *args, **kwargs)  # type: ignore[arg-type]
+        built.append(gateway)
+        raise Built
+
+    monkeypatch.setattr(Gateway, "__init__", build)
+    env = {
+        "TME_MQTT__USERNAME": "gw1@plant-7",
+        "TME_MQTT__PASSWORD_FILE": str(secret),
+        "TME_MQTT__PROTOCOL": "5",
+        "TME_MQTT__KEEPALIVE_S": "12",
+    }
+    mqtt_url = ["--mqtt", "mqtt://127.0.0.1:1884"]
+    for given in ([], mqtt_url):
+        built.clear()
+        result = CliRunner().invoke(
+            app,
+            ["gateway", "--site", "plant-7", "--name", "gw1", "--broker", "memory://gw-mqtt",
+             *given],
+            env=env,
+        )  # fmt: skip
+        assert isinstance(result.exception, Built), result.output
+        config = built[0].config
+        assert (config.mqtt_username, config.mqtt_password) == ("gw1@plant-7", "gw1-pass")
+        assert built[0].link.protocol == "5" and built[0].link.keepalive_s == 12
