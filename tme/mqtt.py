@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import sys
 import threading
@@ -68,14 +69,25 @@ class MqttEndpoint:
     password: str | None = None
 
 
+# scheme://user:<password>@host, as tme.config_errors hides it (which loads pydantic,
+# kept out of the agent's process)
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:).*@")
+
+
 def parse_mqtt_url(url: str) -> MqttEndpoint:
     """`mqtt://[user[:password]@]host[:port]` -> endpoint; only the mqtt scheme is known."""
     parts = urlsplit(url)
+    shown = _PASSWORD_IN_URL.sub(r"\1***@", url)  # an error names the URL, never its password
     if parts.scheme != "mqtt" or not parts.hostname:
-        raise ConfigError(f"not an MQTT URL (mqtt://host:port): {url!r}", key="mqtt.url")
+        raise ConfigError(f"not an MQTT URL (mqtt://host:port): {shown!r}", key="mqtt.url")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or not 0 to 65535
+        message = f"{shown!r}: the port must be a number from 1 to 65535"
+        raise ConfigError(message, key="mqtt.url") from None
     return MqttEndpoint(
         host=parts.hostname,
-        port=parts.port or 1883,
+        port=port or 1883,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
     )

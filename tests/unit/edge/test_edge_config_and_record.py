@@ -258,3 +258,20 @@ def test_a_bad_worker_count_variable_names_itself(tmp_path: Path) -> None:
         load_agent_config(path, {"WORKER_COUNT": "many"})
     assert load_agent_config(path, {}).worker_count == 4
     assert load_agent_config(path).worker_count == 4  # lock, unlock: the file alone
+
+
+@pytest.mark.parametrize("port", ["notaport", "99999"])
+def test_an_mqtt_url_whose_port_cannot_be_read_is_a_config_error(port: str) -> None:
+    # An agent's config, or `tme gateway --mqtt`, with such a URL ended in a ValueError's
+    # traceback; the error names the key and hides the password, as the settings' do.
+    url = f"mqtt://u:s3cret@h:{port}"
+    with pytest.raises(ConfigError) as info:
+        parse_agent_config({"site": "s", "agent": "a", "mqtt": {"url": url}})
+    assert "mqtt.url" in info.value.message and f"h:{port}" in info.value.message
+    assert "s3cret" not in info.value.message
+    with pytest.raises(ConfigError, match="port") as direct:
+        parse_mqtt_url(url)
+    assert "s3cret" not in direct.value.message
+    with pytest.raises(ConfigError) as other:
+        parse_mqtt_url("htp://u:s3cret@h:1883")
+    assert "s3cret" not in other.value.message
