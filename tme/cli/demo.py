@@ -183,7 +183,7 @@ def _print_welcome(stack: object) -> None:
         f"""
 [bold green]TME demo is running[/]
   dashboard and API  {url}/
-  API docs           {url}/docs
+  API docs           {url}/docs (once signed in on the dashboard, or with the token)
   MQTT broker        {mqtt}
   log in             {login}
   API token          {token}
