@@ -86,6 +86,15 @@ def test_create_and_update_set_the_run_policies(live_url: str) -> None:
     assert_one_line_error(code, err, 2, "--overlap 'skip:2'", "skip takes no number")
     code, _, err = tme_cli("task", "update", str(task_id), "--url", live_url, "--misfire", "skip:x")
     assert_one_line_error(code, err, 2, "--misfire 'skip:x'", "grace_s")
+    # "is not a int (max_queued)", "is not a float (grace_s)": what the number is, in words
+    code, _, err = tme_cli(
+        "task", "update", str(task_id), "--url", live_url, "--overlap", "queue:x"
+    )
+    assert_one_line_error(
+        code, err, 2, "--overlap 'queue:x'", "'x' after ':' is not a whole number (max_queued)"
+    )
+    code, _, err = tme_cli("task", "update", str(task_id), "--url", live_url, "--misfire", "skip:x")
+    assert_one_line_error(code, err, 2, "'x' after ':' is not a number of seconds (grace_s)")
 
 
 def test_param_words_stay_words_and_only_true_false_are_booleans(

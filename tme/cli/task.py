@@ -148,7 +148,8 @@ def _policy(
         try:
             given[number] = kind(raw)
         except ValueError:
-            usage_error(f"{flag} {text!r}: {raw!r} after ':' is not a {kind.__name__} ({number})")
+            what = "a whole number" if kind is int else "a number of seconds"
+            usage_error(f"{flag} {text!r}: {raw!r} after ':' is not {what} ({number})")
     return {**(base or {}), **given}
 
 
