@@ -76,7 +76,7 @@ def prune(
     counts["outbox"] += pruning.rows(OUTBOX.c.id, _published_before(cutoff))
     counts["schedule_slots"] = pruning.slots(min(cutoff, now - MAX_GRACE))
     counts["idempotency_keys"] = pruning.rows(KEYS.c.key, KEYS.c.created_at < cutoff)
-    counts["api_tokens"] = pruning.rows(TOKENS.c.id, _ended_sessions(cutoff))
+    counts["dashboard_sessions"] = pruning.rows(TOKENS.c.id, _ended_sessions(cutoff))
     counts["notification_deliveries"] = pruning.rows(DELIVERIES.c.id, _finished(cutoff))
     return counts
 

@@ -195,7 +195,7 @@ def test_other_tables_lose_only_their_old_rows(engine: Engine, count: Callable[[
         "outbox": 1,
         "schedule_slots": 1,
         "idempotency_keys": 1,
-        "api_tokens": 2,
+        "dashboard_sessions": 2,
         "notification_deliveries": 2,
     }
     with session_scope(engine) as session:
