@@ -284,6 +284,6 @@ class Notifier:
                 notify.webhook_timeout_s,
             )
             return
-        subject, text = subject_and_text(delivery.payload)
+        subject, text = subject_and_text(delivery.payload, self.settings.http.public_url)
         to = [a.strip() for a in delivery.target.split(",") if a.strip()]
         senders.send_email(notify.email, to, subject, text)

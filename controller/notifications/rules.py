@@ -97,8 +97,10 @@ def _agent_notices(change: AgentChange) -> list[Notice]:
     return notices
 
 
-def subject_and_text(payload: dict[str, Any]) -> tuple[str, str]:
-    """A short, readable email for a payload."""
+def subject_and_text(payload: dict[str, Any], public_url: str = "") -> tuple[str, str]:
+    """A short, readable email for a payload; with `public_url` (http.public_url, the
+    URL users reach TME at) it links the dashboard's page of the run or the fleet."""
+    base = public_url.rstrip("/")
     if "device" in payload:
         device = payload["device"]
         where = f"{device['site']}/{device['agent']}/{device['name']}"
@@ -107,11 +109,12 @@ def subject_and_text(payload: dict[str, Any]) -> tuple[str, str]:
             f"{subject} at {device.get('at', 'unknown')}: {device.get('reason', '-')}.\n"
             "Its agent refuses its changes until it is resumed (tme device resume).\n"
         )
-        return subject, text
+        return subject, text + (f"Fleet: {base}/ui/fleet\n" if base else "")
     if "agent" in payload:
         agent = payload["agent"]
         subject = f"[TME] agent {agent['site']}/{agent['agent']} is offline"
-        return subject, f"{subject} since {agent['at']}.\n"
+        text = f"{subject} since {agent['at']}.\n"
+        return subject, text + (f"Fleet: {base}/ui/fleet\n" if base else "")
     run = payload["run"]
     state = run["to_state"].replace("_", " ")
     subject = f"[TME] {run['task_name']} {state}"
@@ -121,4 +124,6 @@ def subject_and_text(payload: dict[str, Any]) -> tuple[str, str]:
         f"Target: {run['site'] or '-'}/{run['agent'] or '-'}/{run['device'] or '-'}",
         f"Run: {run['run_id']}",
     ]
+    if base:
+        lines.append(f"Run page: {base}/ui/runs/{run['run_id']}")
     return subject, "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ from waiting import wait_until
 
 from tme.config import Settings
 from tme.controller.event_apply import apply_presence
-from tme.controller.store.models import RunEvent
+from tme.controller.store.models import RunEvent, Task
 from tme.protocol import Presence
 
 SECRET = "webhook-signing-secret"
@@ -44,6 +44,34 @@ def test_failed_run_sends_an_email(app_engine, smtp_server, start_notifier) -> N
     assert "modbus timeout on unit 2" in message.get_payload()
     assert f"Task {task_id}" in message.get_payload()
     wait_until(lambda: [d.status for d in _deliveries(app_engine)] == ["delivered"], 10)
+
+
+def test_an_email_links_the_run_page_under_http_public_url(
+    app_engine, smtp_server, start_notifier
+) -> None:  # type: ignore[no-untyped-def]
+    """configuration.md: http.public_url is "the URL users reach TME at (behind a proxy),
+    for links in emails"; the emails had no link, whatever it said."""
+    host, port, inbox = smtp_server
+    settings = Settings(
+        http={"public_url": "https://tme.plant.example/"},
+        notifications={
+            "email": {
+                "enabled": True,
+                "smtp_host": host,
+                "smtp_port": port,
+                "starttls": False,
+                "from_addr": "tme@plant.example",
+                "to": ["ops@plant.example"],
+            }
+        },
+    )
+    start_notifier(settings)
+    task_id = _fail_a_run(app_engine, reason="modbus timeout on unit 2")
+    assert inbox.arrived.wait(10)
+    text = inbox.messages[0][1].get_payload(decode=True).decode()
+    with Session(app_engine) as session:
+        run_id = session.get_one(Task, task_id).latest_run_id
+    assert f"https://tme.plant.example/ui/runs/{run_id}" in text, text
 
 
 def test_webhook_is_signed_and_retried_until_delivered(
