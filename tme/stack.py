@@ -133,7 +133,7 @@ class LocalStack:
 
     def start(self) -> None:
         # the port first: one in use stops the start before anything else began
-        self._sock = _listening_socket(self.config.http_host, self.config.http_port)
+        self._sock = listening_socket(self.config.http_host, self.config.http_port)
         self._exit.callback(self._sock.close)
         self._start_machines()
         self._start_mqtt()
@@ -294,10 +294,10 @@ def _written(state_dir: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def _listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int) -> socket.socket:
     """The controller's socket, bound before uvicorn starts; a port in use is a
     ConfigError naming it (the CLI prints one line), not a traceback."""
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)  # "::": IPv6
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

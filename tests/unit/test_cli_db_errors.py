@@ -141,3 +141,25 @@ def test_controller_reports_an_unreachable_broker_in_one_line(
     }
     line = one_line_error(CliRunner().invoke(app, ["controller"], env=env))
     assert f"RabbitMQ unreachable at 127.0.0.1:{port}" in line and "hunter2" not in line
+
+
+@pytest.mark.usefixtures("no_logging_setup")
+def test_controller_reports_a_port_in_use_in_one_line_before_it_starts(
+    fresh_sqlite,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    # It started in full (scheduler, dispatcher, event consumer), then logged uvicorn's
+    # "[Errno 98] error while attempting to bind" and exited 3.
+    fresh_sqlite(tmp_path / "tme.db").dispose()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "TME_DATABASE__URL": f"sqlite:///{tmp_path / 'tme.db'}",
+            "TME_BROKER__URL": "memory://port-in-use",
+            "TME_HTTP__HOST": "127.0.0.1",
+            "TME_HTTP__PORT": str(port),
+        }
+        line = one_line_error(CliRunner().invoke(app, ["controller"], env=env))
+    assert f"cannot listen on 127.0.0.1:{port}" in line, line

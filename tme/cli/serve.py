@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from typing import Annotated, Any
 
 import typer
+
+STARTUP_FAILURE = 3  # uvicorn's exit code for an app whose start-up failed
 
 
 def serve_controller(
@@ -15,18 +18,27 @@ def serve_controller(
     """Serve the controller app with uvicorn until interrupted."""
     import uvicorn
 
-    from tme.logs import configure_logging
+    from tme.cli.common import cli_errors
+    from tme.logs import configure_logging, get_logger
+    from tme.stack import listening_socket
 
     configure_logging(settings.logging)
     if app is None:
         app = build_checked_app(settings)
-    uvicorn.run(
-        app,
-        host=host or settings.http.host,
-        port=port or settings.http.port,
-        log_config=None,
-        access_log=False,
-    )
+    # Bound before the app starts: a port in use is one line naming it (a ConfigError),
+    # where the controller started in full and then logged uvicorn's bind error.
+    with cli_errors():
+        sock = listening_socket(host or settings.http.host, port or settings.http.port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    get_logger("tme.controller").info(
+        f"REST API on http://{bound_host}:{bound_port}/api/v1, dashboard at /ui"
+    )  # uvicorn says where it listens only for an address it bound itself
+    with sock:
+        server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[sock])
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)  # as uvicorn.run: its start-up failed, see the log
 
 
 def build_checked_app(settings: Any) -> Any:
