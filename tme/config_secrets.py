@@ -86,9 +86,9 @@ def _weak_secrets(s: Settings) -> list[str]:
         problems.append("auth.audit_key (empty)")
     elif audit.lower() in PLACEHOLDER_SECRETS or len(audit) < MIN_SECRET_KEY_LENGTH:
         problems.append(f"auth.audit_key (a placeholder or under {MIN_SECRET_KEY_LENGTH} chars)")
-    broker_url = urlsplit(s.broker.url)
+    broker_url = urlsplit(s.broker.effective_url)  # a URL's user gets broker.password
     if broker_url.scheme != "memory":
-        password = broker_url.password if s.broker.url else s.broker.password.get_secret_value()
+        password = broker_url.password
         if not password or unquote(password) == "guest":
             problems.append('broker.password (empty or the default "guest")')
     if s.mqtt.username and not s.mqtt.password.get_secret_value():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -145,9 +145,16 @@ class BrokerSettings(Section):
 
     @property
     def effective_url(self) -> str:
-        """The URL to connect with: `url` when set, else built from the parts."""
+        """The URL to connect with: `url` when set, else built from the parts. A `url`
+        that names a user but no password gets `password` (or `password_file`'s), so
+        the password need not be written into the URL."""
         if self.url:
-            return self.url
+            parts = urlsplit(self.url)
+            if parts.username is None or parts.password is not None or "@" not in parts.netloc:
+                return self.url
+            login, _, host = parts.netloc.rpartition("@")
+            password = quote(self.password.get_secret_value(), safe="")
+            return urlunsplit(parts._replace(netloc=f"{login}:{password}@{host}"))
         user = quote(self.user, safe="")
         password = quote(self.password.get_secret_value(), safe="")
         vhost = quote(self.vhost, safe="")

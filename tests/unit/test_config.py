@@ -514,6 +514,49 @@ def test_broker_and_mqtt_urls_are_built_from_parts() -> None:
     assert Settings().mqtt.effective_url == "mqtt://127.0.0.1:1883"
 
 
+def test_a_broker_url_with_a_user_and_no_password_takes_the_password_file(
+    tmp_path: Path,
+) -> None:
+    # deployment.md's production controller: TME_BROKER__URL names the user, the password
+    # comes from TME_BROKER__PASSWORD_FILE. The file was left unread and the URL, with no
+    # password, stopped the controller with "bad AMQP URL: argument of type 'NoneType' is
+    # not iterable".
+    import pika
+
+    secret = tmp_path / "broker_password"
+    secret.write_text("p@ss/word\n", encoding="utf-8")
+    settings = load(
+        tmp_path,
+        TME_BROKER__URL="amqp://tme-controller@rabbitmq:5672/tme",
+        TME_BROKER__PASSWORD_FILE=str(secret),
+    )
+    url = settings.broker.effective_url
+    assert url == "amqp://tme-controller:p%40ss%2Fword@rabbitmq:5672/tme"
+    credentials = pika.URLParameters(url).credentials
+    assert (credentials.username, credentials.password) == ("tme-controller", "p@ss/word")
+    production = load(
+        tmp_path,
+        TME_ENVIRONMENT="production",
+        TME_AUTH__SECRET_KEY="a-long-enough-signing-key",
+        TME_AUTH__AUDIT_KEY="a-long-enough-audit-key",
+        TME_BROKER__URL="amqp://tme-controller@rabbitmq:5672/tme",
+        TME_BROKER__PASSWORD_FILE=str(secret),
+    )  # its check read the URL's own password, none, and refused the broker's
+    assert production.broker.effective_url == url
+    no_file = error_of(
+        tmp_path,
+        TME_ENVIRONMENT="production",
+        TME_AUTH__SECRET_KEY="a-long-enough-signing-key",
+        TME_AUTH__AUDIT_KEY="a-long-enough-audit-key",
+        TME_BROKER__URL="amqp://tme-controller@rabbitmq:5672/tme",
+    )  # the default "guest" would go with the user
+    assert "broker.password" in no_file.message
+    given = "amqps://u:own@mq:5671/v"  # a URL with its own password keeps it
+    assert load(tmp_path, TME_BROKER__URL=given).broker.effective_url == given
+    bare = "amqp://mq:5672/v"  # no user either: as given
+    assert load(tmp_path, TME_BROKER__URL=bare).broker.effective_url == bare
+
+
 def test_relative_sqlite_path_follows_cwd_and_folder_is_made_on_use(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
