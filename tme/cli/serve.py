@@ -24,11 +24,15 @@ def serve_controller(
 
     configure_logging(settings.logging)
     if app is None:
-        app = build_checked_app(settings)
-    # Bound before the app starts: a port in use is one line naming it (a ConfigError),
-    # where the controller started in full and then logged uvicorn's bind error.
+        check_before_start(settings)
+    # Bound before the app is built and started: a port in use is one line naming it (a
+    # ConfigError), where the controller started in full, then logged uvicorn's bind error.
     with cli_errors():
         sock = listening_socket(host or settings.http.host, port or settings.http.port)
+    if app is None:
+        from tme.controller.app import create_app
+
+        app = create_app(settings, dashboard=True)
     bound_host, bound_port = sock.getsockname()[:2]
     get_logger("tme.controller").info(
         f"REST API on http://{bound_host}:{bound_port}/api/v1, dashboard at /ui"
@@ -41,11 +45,10 @@ def serve_controller(
         sys.exit(STARTUP_FAILURE)  # as uvicorn.run: its start-up failed, see the log
 
 
-def build_checked_app(settings: Any) -> Any:
-    """The controller app, after checking the schema so a stale one, a database that
-    cannot be reached and a malformed URL each fail in one line."""
+def check_before_start(settings: Any) -> None:
+    """Check the schema, so a stale one, a database that cannot be reached and a
+    malformed URL each fail in one line, and the broker likewise."""
     from tme.cli.common import cli_errors, database_errors
-    from tme.controller.app import create_app
     from tme.controller.store.db import check_schema, make_engine
 
     url = settings.database.url
@@ -57,7 +60,6 @@ def build_checked_app(settings: Any) -> Any:
             engine.dispose()
     with cli_errors():
         _check_broker(settings)
-    return create_app(settings, dashboard=True)
 
 
 def _check_broker(settings: Any) -> None:
