@@ -13,6 +13,7 @@ from typing import Any
 
 from anyio import to_thread
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import iter_route_contexts
 from sqlalchemy.engine import Engine
 
@@ -109,6 +110,15 @@ def create_app(
 
         mount_dashboard(app, settings)
     security.install(app, settings)  # last: every route above is behind it
+    if settings.http.cors_origins:  # outside it: a browser's preflight carries no token
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.http.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match"],
+            expose_headers=["ETag", "Location", "Idempotent-Replayed", "Retry-After"],
+            max_age=600,
+        )
     document_errors(app)
     return app
 

@@ -59,7 +59,22 @@ class HttpSettings(Section):
     port: HttpPort = 8000
     max_body_bytes: Count = 1_048_576
     public_url: str = ""
+    # Browser origins (scheme://host[:port]) whose pages may call the API with a bearer
+    # token; a session cookie is never taken from another origin.
     cors_origins: list[str] = []
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: scheme://host[:port], no path (or *)"
+                )
+        return origins
+
+
+ORIGIN = re.compile(r"https?://[^/\s:]+(:[0-9]{1,5})?")
 
 
 # SQLite (a file, or in memory: sqlite://) and PostgreSQL, with the drivers TME installs
