@@ -520,3 +520,17 @@ async def test_a_task_page_has_check_for_an_operator_and_not_for_a_viewer(
     with Session(board.engine) as session:
         check = session.exec(select(Task).where(Task.op == "device.check")).one()
     assert opened == [f"/runs/{check.latest_run_id}"]
+
+
+async def test_a_paused_task_says_so_in_the_list(user: User, board, sign_in) -> None:
+    paused = _task(board, name="paused one")
+    running = _task(board, name="running one")
+    with Session(board.engine) as session:
+        from tme.controller.services.policies import get_policy
+
+        get_policy(session, session.get(Task, paused)).paused = True  # type: ignore[arg-type]
+        session.commit()
+    sign_in(user, "viewer")
+    await user.open("/tasks")
+    await user.should_see(marker=f"paused-{paused}")
+    await user.should_not_see(marker=f"paused-{running}")

@@ -10,6 +10,7 @@ from nicegui import ui
 
 from tme.controller.services.access import site_scope
 from tme.controller.services.device_check import CHECKABLE
+from tme.controller.services.policies import policies_of
 from tme.controller.services.tasks import TaskFilters, list_tasks
 from tme.controller.store.models import Task
 from tme.errors import TMEError
@@ -58,15 +59,17 @@ def register() -> None:
         try:
             with dashboard().session() as session:
                 rows, next_cursor = list_tasks(session, filters, limit=PAGE_SIZE, cursor=cursor)
+                ids = [task.id for task in rows if task.id is not None]
+                paused = {i for i, p in policies_of(session, ids).items() if p.paused}
         except TMEError as exc:
-            rows, next_cursor = [], None
+            rows, next_cursor, paused = [], None, set()
             ui.notify(str(exc), type="negative")
         with frame("Tasks", viewer):
             _filter_bar(status, site, q)
             if viewer.can("task.write"):
                 ui.button("New task", icon="add", on_click=lambda: _create_dialog(viewer))
             banner, banner_text = reload_banner("new-tasks")
-            chips = _task_rows(rows, viewer)
+            chips = _task_rows(rows, viewer, paused)
             with ui.row().classes("gap-4"):
                 if cursor:
                     ui.link("First page", href("/tasks?" + _query(status, site, q)))
@@ -130,7 +133,7 @@ def _filter_bar(status: str, site: str, q: str) -> None:
         ui.button("Filter", on_click=apply).props("outline")
 
 
-def _task_rows(rows: list[Task], viewer: Viewer) -> dict[int, ui.badge]:
+def _task_rows(rows: list[Task], viewer: Viewer, paused: set[int]) -> dict[int, ui.badge]:
     chips: dict[int, ui.badge] = {}
     with (
         sideways(),
@@ -146,7 +149,10 @@ def _task_rows(rows: list[Task], viewer: Viewer) -> dict[int, ui.badge]:
             ui.link(task.name, href(f"/tasks/{tid}"))
             ui.label(task.op)
             ui.label("/".join(p for p in (task.site, task.agent, task.device) if p) or "-")
-            chips[tid] = state_chip(task.status)
+            with ui.row().classes("items-center gap-1"):
+                chips[tid] = state_chip(task.status)
+                if tid in paused:  # nothing starts it on its own until it is resumed
+                    ui.badge("paused", color="grey").props("outline").mark(f"paused-{tid}")
             with ui.row().classes("gap-1"):
                 _action_buttons(task, viewer)
         if not rows:
