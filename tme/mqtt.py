@@ -23,6 +23,8 @@ import re
 import socket
 import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -127,6 +129,9 @@ class MqttLink:
             f"mqtt {client_id}: connecting to {self.endpoint.host}:{self.endpoint.port}",
             meanwhile=f"retrying with backoff up to {RECONNECT_MAX_S} s (is the broker there?)",
         )
+        # connections that ended soon after they began (paho's thread only): another
+        # process connecting under the same client id knocks this one off each time
+        self._short_lived = ShortLived(client_id)
         self._lock = threading.Lock()
         self._started = False
         self._client = self._build_client(
@@ -286,16 +291,19 @@ class MqttLink:
         for topic in topics:
             client.subscribe(topic, qos=QOS)
         self._session_up.set()
+        self._short_lived.began()
         for hook in self._on_connect_hooks:  # before `connected`: a stop must come after these
             self._guard(hook)()
         self.connected.set()
         log.info("mqtt %s: connected to %s", self.client_id, self.endpoint.host)
 
-    def _handle_disconnect(self, *_args: Any) -> None:
+    def _handle_disconnect(self, *args: Any) -> None:
         was_up = self._session_up.is_set()
         self._session_up.clear()
         if self.connected.is_set():
             log.warning("mqtt %s: disconnected; reconnecting", self.client_id)
+            reason = args[3] if len(args) > 3 else None
+            self._short_lived.ended(taken_over=getattr(reason, "value", None) == TAKEN_OVER)
         self.connected.clear()
         if was_up:  # a failed connection attempt lost nothing
             for hook in self._on_disconnect_hooks:
@@ -329,6 +337,54 @@ class MqttLink:
                 self._routes.clear()
             self._routes[topic] = found
             return found
+
+
+TAKEN_OVER = 0x8E  # MQTT 5's DISCONNECT reason: another connection took the session
+SHORT_S = 10.0  # a connection lost this soon after it began counts as short-lived
+SHORT_WINDOW_S = 120.0  # three of them within this long look like a takeover
+SAY_EVERY_S = 600.0
+
+
+class ShortLived:
+    """Says when connections keep ending soon after they begin, as when two processes
+    connect under one client id (an agent of the same site and name on two hosts, two
+    gateways of one name): the broker drops the older one each time the other connects,
+    and both reconnect for ever. MQTT 5 says so itself (reason 0x8E)."""
+
+    def __init__(self, client_id: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.client_id = client_id
+        self.clock = clock
+        self._began = 0.0
+        self._ends: deque[float] = deque()
+        self._said_at: float | None = None
+
+    def began(self) -> None:
+        self._began = self.clock()
+
+    def ended(self, taken_over: bool = False) -> None:
+        now = self.clock()
+        if now - self._began < SHORT_S:
+            self._ends.append(now)
+        while self._ends and self._ends[0] < now - SHORT_WINDOW_S:
+            self._ends.popleft()
+        if not (taken_over or len(self._ends) >= 3):
+            return
+        if self._said_at is not None and now - self._said_at < SAY_EVERY_S:
+            return
+        self._said_at = now
+        seen = (
+            "the broker says another connection took over its session"
+            if taken_over
+            else f"its connection ended {len(self._ends)} times within {SHORT_WINDOW_S:g} s,"
+            f" each less than {SHORT_S:g} s after it began"
+        )
+        log.error(
+            "mqtt %s: %s: another process is probably connecting with the same client id"
+            " (an agent of the same site and name on another host, or a second gateway"
+            " without a --name of its own); each connection knocks the other off",
+            self.client_id,
+            seen,
+        )
 
 
 def _no_delay(_client: Any, _userdata: Any, sock: Any) -> None:

@@ -6,6 +6,7 @@ agent -> broker at 40 ms p50 before and 1-3 ms after."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import uuid
@@ -75,3 +76,64 @@ def test_the_link_says_it_is_down_inside_its_disconnect_hooks(mqtt_url: str) -> 
     finally:
         link.stop()
     assert seen_in_hook == [False]
+
+
+def test_two_links_under_one_client_id_are_said_to_knock_each_other_off(
+    mqtt_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An agent of the same site and name started on two hosts: the broker drops one
+    each time the other connects, for ever. Each says so in one error line."""
+    from waiting import wait_until
+
+    client_id = f"tme-test-twin-{uuid.uuid4().hex[:8]}"
+    links = [MqttLink(mqtt_url, client_id) for _ in range(2)]
+    caplog.set_level("ERROR", logger="tme.mqtt")
+    try:
+        for link in links:
+            link.start()
+        wait_until(
+            lambda: any("same client id" in r.getMessage() for r in caplog.records),
+            timeout=60,
+            what="the takeover said",
+        )
+    finally:
+        for link in links:
+            link.stop(timeout=2)
+    said = next(r.getMessage() for r in caplog.records if "same client id" in r.getMessage())
+    assert said.startswith(f"mqtt {client_id}: its connection ended 3 times within 120 s")
+
+
+def test_short_lived_connections_are_said_once_and_long_ones_never() -> None:
+    from tme import mqtt
+
+    now = [0.0]
+    said: list[str] = []
+    watch = mqtt.ShortLived("c1", clock=lambda: now[0])
+    handler = _Collect(said)
+    mqtt.log.addHandler(handler)
+    try:
+        for _ in range(5):  # an hour each: a flaky network, not a twin
+            watch.began()
+            now[0] += 3600
+            watch.ended()
+        assert said == []
+        for _ in range(4):
+            watch.began()
+            now[0] += 2
+            watch.ended()
+        assert len(said) == 1  # once, not at every drop
+        watch.began()
+        now[0] += 1
+        watch.ended(taken_over=True)  # MQTT 5 says so; still within the quiet time
+        assert len(said) == 1
+    finally:
+        mqtt.log.removeHandler(handler)
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.ERROR)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(record.getMessage())
