@@ -51,6 +51,7 @@ class DeviceAgent:
             password=config.mqtt.password,
             protocol=config.mqtt.protocol,
             manual_ack=True,
+            tls=config.mqtt.tls(),
         )
         self.lockouts = Lockouts(config.state_dir)
         self.stops = Lockouts(config.state_dir, STOPPED_DIR)

@@ -14,7 +14,7 @@ import yaml
 from tme import yaml_load
 from tme.drivers.fields import Fields, Problems, join
 from tme.errors import ConfigError, yaml_problem
-from tme.mqtt import parse_mqtt_url
+from tme.mqtt import TlsFiles, parse_mqtt_url
 from tme.topics import name_problem
 
 MQTT_PROTOCOLS = ("3.1.1", "5")
@@ -26,6 +26,15 @@ class MqttSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     protocol: Literal["3.1.1", "5"] = "3.1.1"
+    # mqtts:// only: the CA bundle that signed the broker's certificate (None: the
+    # system's), and this agent's own certificate and key for a broker that asks.
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def tls(self) -> TlsFiles:
+        files = (self.ca_file, self.cert_file, self.key_file)
+        return TlsFiles(*(str(path) if path is not None else None for path in files))
 
 
 Condition = Literal["below", "above", "equals"]
@@ -188,7 +197,12 @@ def _mqtt(parent: Fields) -> MqttSettings:
         username=fields.text("username", None, optional=True),
         password=fields.text("password", None, optional=True),
         protocol=fields.text("protocol", "3.1.1", choices=MQTT_PROTOCOLS),
+        ca_file=fields.path("ca_file", None, optional=True),
+        cert_file=fields.path("cert_file", None, optional=True),
+        key_file=fields.path("key_file", None, optional=True),
     )
+    if settings.tls().given() and not url.startswith("mqtts://"):
+        fields.problems.add("mqtt.url", "ca_file, cert_file and key_file need an mqtts:// URL")
     fields.done()
     return settings
 
@@ -268,7 +282,15 @@ def _resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
         for name, device in config.devices.items()
     }
     state_dir = config.state_dir if config.state_dir.is_absolute() else base / config.state_dir
-    return dataclasses.replace(config, devices=devices, state_dir=state_dir)
+    mqtt = dataclasses.replace(
+        config.mqtt,
+        **{
+            name: base / path
+            for name in ("ca_file", "cert_file", "key_file")
+            if (path := getattr(config.mqtt, name)) is not None and not path.is_absolute()
+        },
+    )
+    return dataclasses.replace(config, devices=devices, state_dir=state_dir, mqtt=mqtt)
 
 
 # agent.worker_count's variables, the first one set wins (as in the settings' precedence)

@@ -43,7 +43,7 @@ from tme.bus.holding import HeldWrite
 from tme.bus.topology import CONTROLLER_EVENTS_QUEUE
 from tme.errors import BusError
 from tme.failure_log import FailureLog
-from tme.mqtt import KEEPALIVE_S, MqttLink, ProtocolName
+from tme.mqtt import KEEPALIVE_S, MqttLink, ProtocolName, TlsFiles
 from tme.protocol import (
     EVENT_BATCHES,
     EVENTS_EXCHANGE,
@@ -83,6 +83,8 @@ class GatewayConfig:
     mqtt_username: str | None = None
     mqtt_password: str | None = field(default=None, repr=False)
     mqtt_keepalive_s: int = KEEPALIVE_S
+    # An mqtts:// URL's CA bundle and the gateway's own certificate (tme.mqtt.TlsFiles).
+    mqtt_tls: TlsFiles | None = None
     resend_after_s: float = RESEND_AFTER_S
     # False: declare nothing on RabbitMQ (a least-privilege user); the controller does.
     declare_topology: bool = True
@@ -112,6 +114,7 @@ class Gateway:
             protocol=config.mqtt_protocol,
             manual_ack=True,
             keepalive_s=config.mqtt_keepalive_s,
+            tls=config.mqtt_tls,
         )
         self.presence = PresenceAnnouncer(
             self.link, config.site, config.name, "gateway", features=[EVENT_BATCHES]

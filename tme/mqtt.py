@@ -69,6 +69,21 @@ class MqttEndpoint:
     port: int
     username: str | None = None
     password: str | None = None
+    tls: bool = False  # mqtts://: TLS, the broker's certificate checked
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """What an mqtts:// link trusts and shows: `ca_file`, the CA bundle that signed the
+    broker's certificate (None: the system's); `cert_file` and `key_file`, this
+    client's own certificate, for a broker that asks for one (`require_certificate`)."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    def given(self) -> bool:
+        return any((self.ca_file, self.cert_file, self.key_file))
 
 
 # scheme://user:<password>@host, as tme.config_errors hides it (which loads pydantic,
@@ -77,21 +92,26 @@ _PASSWORD_IN_URL = re.compile(r"(://[^:/@]*:).*@")
 
 
 def parse_mqtt_url(url: str) -> MqttEndpoint:
-    """`mqtt://[user[:password]@]host[:port]` -> endpoint; only the mqtt scheme is known."""
+    """`mqtt[s]://[user[:password]@]host[:port]` -> endpoint: plain MQTT over TCP (port
+    1883 by default), or over TLS with `mqtts` (port 8883)."""
     parts = urlsplit(url)
     shown = _PASSWORD_IN_URL.sub(r"\1***@", url)  # an error names the URL, never its password
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise ConfigError(f"not an MQTT URL (mqtt://host:port): {shown!r}", key="mqtt.url")
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise ConfigError(
+            f"not an MQTT URL (mqtt://host:port, or mqtts:// for TLS): {shown!r}", key="mqtt.url"
+        )
     try:
         port = parts.port
     except ValueError:  # not a number, or not 0 to 65535
         message = f"{shown!r}: the port must be a number from 1 to 65535"
         raise ConfigError(message, key="mqtt.url") from None
+    tls = parts.scheme == "mqtts"
     return MqttEndpoint(
         host=parts.hostname,
-        port=port or 1883,
+        port=port or (8883 if tls else 1883),
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
+        tls=tls,
     )
 
 
@@ -108,8 +128,16 @@ class MqttLink:
         protocol: ProtocolName = "3.1.1",
         manual_ack: bool = False,
         keepalive_s: int = KEEPALIVE_S,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.endpoint = parse_mqtt_url(url)
+        self.tls = tls or TlsFiles()
+        if self.tls.given() and not self.endpoint.tls:
+            raise ConfigError(
+                "TLS files (ca_file, cert_file, key_file) are for an mqtts:// URL; "
+                f"the broker's is mqtt://{self.endpoint.host}:{self.endpoint.port}",
+                key="mqtt.url",
+            )
         self.client_id = client_id
         self.protocol = protocol
         self.keepalive_s = keepalive_s
@@ -151,6 +179,8 @@ class MqttLink:
         )
         if username:
             client.username_pw_set(username, password)
+        if self.endpoint.tls:
+            self._set_tls(client)
         client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
         client.on_pre_connect = self._guard(self._handle_pre_connect)
         client.on_connect = self._guard(self._handle_connect)
@@ -159,6 +189,24 @@ class MqttLink:
         client.on_message = self._guard(self._handle_message)
         client.on_socket_open = _no_delay
         return client
+
+    def _set_tls(self, client: paho.Client) -> None:
+        """TLS with the broker's certificate and host name checked, never skipped; a
+        file that cannot be read or used is a ConfigError naming it."""
+        import ssl
+
+        tls = self.tls
+        try:
+            context = ssl.create_default_context(cafile=tls.ca_file)
+            if tls.cert_file:
+                context.load_cert_chain(tls.cert_file, tls.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            files = ", ".join(f for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
+            raise ConfigError(
+                f"mqtt TLS: cannot use {files or 'the system CA bundle'}: {exc}",
+                key="mqtt.ca_file",
+            ) from exc
+        client.tls_set_context(context)
 
     # --- set-up (before start) ------------------------------------------------
 

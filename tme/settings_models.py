@@ -186,6 +186,11 @@ class MqttSettings(Section):
     keepalive_s: Seconds = 30
     protocol: Literal["3.1.1", "5"] = "3.1.1"
     session_expiry_s: Annotated[int, Field(ge=0)] = 3600
+    # An mqtts:// url's: the CA bundle that signed the broker's certificate (empty: the
+    # system's), and the gateway's own certificate and key for a broker that asks.
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
 
     @field_validator("protocol", mode="before")
     @classmethod
@@ -196,8 +201,8 @@ class MqttSettings(Section):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:
-        if url and urlsplit(url).scheme not in {"mqtt", "mqtts", "ws", "wss"}:
-            raise ValueError("must be an mqtt://, mqtts://, ws:// or wss:// URL, or empty")
+        if url and urlsplit(url).scheme not in {"mqtt", "mqtts"}:
+            raise ValueError("must be an mqtt:// or (TLS) mqtts:// URL, or empty")
         return url
 
     @property

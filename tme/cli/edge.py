@@ -159,6 +159,7 @@ def gateway(
     from tme.config import load_settings
     from tme.error_tracking import install_error_tracking
     from tme.logs import configure_logging
+    from tme.mqtt import TlsFiles
     from tme.topics import name_problem
 
     for option, value in (("--site", site), ("--name", name)):
@@ -183,6 +184,11 @@ def gateway(
             mqtt_password=settings.mqtt.password.get_secret_value() or None,
             mqtt_protocol=settings.mqtt.protocol,
             mqtt_keepalive_s=settings.mqtt.keepalive_s,
+            mqtt_tls=TlsFiles(
+                settings.mqtt.ca_file or None,
+                settings.mqtt.cert_file or None,
+                settings.mqtt.key_file or None,
+            ),
             state_dir=state_dir,
             events_queue=settings.broker.events_queue,
             events_binding=settings.broker.events_binding,
