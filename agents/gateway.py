@@ -43,7 +43,7 @@ from tme.bus.holding import HeldWrite
 from tme.bus.topology import CONTROLLER_EVENTS_QUEUE
 from tme.errors import BusError
 from tme.failure_log import FailureLog
-from tme.mqtt import KEEPALIVE_S, MqttLink, ProtocolName, TlsFiles
+from tme.mqtt import KEEPALIVE_S, SESSION_EXPIRY_S, MqttLink, ProtocolName, TlsFiles
 from tme.protocol import (
     EVENT_BATCHES,
     EVENTS_EXCHANGE,
@@ -85,6 +85,7 @@ class GatewayConfig:
     mqtt_keepalive_s: int = KEEPALIVE_S
     # An mqtts:// URL's CA bundle and the gateway's own certificate (tme.mqtt.TlsFiles).
     mqtt_tls: TlsFiles | None = None
+    mqtt_session_expiry_s: int = SESSION_EXPIRY_S  # MQTT 5: the broker keeps it this long
     resend_after_s: float = RESEND_AFTER_S
     # False: declare nothing on RabbitMQ (a least-privilege user); the controller does.
     declare_topology: bool = True
@@ -115,6 +116,7 @@ class Gateway:
             manual_ack=True,
             keepalive_s=config.mqtt_keepalive_s,
             tls=config.mqtt_tls,
+            session_expiry_s=config.mqtt_session_expiry_s,
         )
         self.presence = PresenceAnnouncer(
             self.link, config.site, config.name, "gateway", features=[EVENT_BATCHES]

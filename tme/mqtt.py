@@ -129,9 +129,11 @@ class MqttLink:
         manual_ack: bool = False,
         keepalive_s: int = KEEPALIVE_S,
         tls: TlsFiles | None = None,
+        session_expiry_s: int = SESSION_EXPIRY_S,
     ) -> None:
         self.endpoint = parse_mqtt_url(url)
         self.tls = tls or TlsFiles()
+        self.session_expiry_s = session_expiry_s  # MQTT 5 (3.1.1 sessions never expire)
         if self.tls.given() and not self.endpoint.tls:
             raise ConfigError(
                 "TLS files (ca_file, cert_file, key_file) are for an mqtts:// URL; "
@@ -245,7 +247,7 @@ class MqttLink:
         kwargs: dict[str, Any] = {}
         if self.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            props.SessionExpiryInterval = self.session_expiry_s
             kwargs = {"clean_start": False, "properties": props}
         self._client.connect_async(
             self.endpoint.host, self.endpoint.port, keepalive=self.keepalive_s, **kwargs

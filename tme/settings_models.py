@@ -185,7 +185,9 @@ class MqttSettings(Section):
     password_file: str = ""
     keepalive_s: Seconds = 30
     protocol: Literal["3.1.1", "5"] = "3.1.1"
-    session_expiry_s: Annotated[int, Field(ge=0)] = 3600
+    # MQTT 5: how long the broker keeps the gateway's session (the agents' events queued
+    # for it) while it is away; 3.1.1 sessions never expire.
+    session_expiry_s: Annotated[int, Field(ge=0)] = 7 * 24 * 3600
     # An mqtts:// url's: the CA bundle that signed the broker's certificate (empty: the
     # system's), and the gateway's own certificate and key for a broker that asks.
     ca_file: str = ""

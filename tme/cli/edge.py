@@ -184,6 +184,7 @@ def gateway(
             mqtt_password=settings.mqtt.password.get_secret_value() or None,
             mqtt_protocol=settings.mqtt.protocol,
             mqtt_keepalive_s=settings.mqtt.keepalive_s,
+            mqtt_session_expiry_s=settings.mqtt.session_expiry_s,
             mqtt_tls=TlsFiles(
                 settings.mqtt.ca_file or None,
                 settings.mqtt.cert_file or None,

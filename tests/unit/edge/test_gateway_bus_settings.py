@@ -115,3 +115,33 @@ def test_the_mqtt_settings_reach_the_gateways_link(
         config = built[0].config
         assert (config.mqtt_username, config.mqtt_password) == ("gw1@plant-7", "gw1-pass")
         assert built[0].link.protocol == "5" and built[0].link.keepalive_s == 12
+
+
+def test_the_gateways_mqtt_5_session_lasts_as_long_as_the_setting_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """mqtt.session_expiry_s was read by nothing: MQTT 5 sessions lasted a week whatever
+    it said. Its default is that week now, and another value reaches the CONNECT."""
+    from tme.config import Settings
+
+    assert Settings().mqtt.session_expiry_s == 7 * 24 * 3600
+    built: list[Gateway] = []
+    init = Gateway.__init__
+
+    def build(gateway: Gateway, *args: object, **kwargs: object) -> None:
+        init(gateway, *args, **kwargs)  # type: ignore[arg-type]
+        built.append(gateway)
+        raise Built
+
+    monkeypatch.setattr(Gateway, "__init__", build)
+    env = {"TME_MQTT__PROTOCOL": "5", "TME_MQTT__SESSION_EXPIRY_S": "600"}
+    result = CliRunner().invoke(
+        app, ["gateway", "--site", "plant-7", "--broker", "memory://gw-session"], env=env
+    )
+    assert isinstance(result.exception, Built), result.output
+    link = built[0].link
+    sent: dict[str, object] = {}
+    monkeypatch.setattr(link._client, "connect_async", lambda *a, **kw: sent.update(kw))
+    monkeypatch.setattr(link._client, "loop_start", lambda: None)
+    link.start()
+    assert sent["properties"].SessionExpiryInterval == 600  # type: ignore[attr-defined]
