@@ -41,6 +41,7 @@ def mount_dashboard(app: FastAPI, settings: Any) -> None:
     if _mounted:
         raise RuntimeError("the dashboard is already mounted in this process")
     _mounted.append(app)
+    app.state.sign_in_path = MOUNT_PATH + "/login"  # where the API sends a person (enforce)
     prepare_pages(app.state, MOUNT_PATH)
     nicegui_app.add_middleware(SameOriginOnly)
     ui.run_with(

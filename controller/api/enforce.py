@@ -23,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
+from starlette.responses import RedirectResponse
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -108,6 +109,18 @@ def client_of(scope: Scope) -> str:
     return str(client[0]) if client else ""
 
 
+DOCS_PAGES = ("/docs", "/redoc")  # the API's own pages, read by people in a browser
+
+
+def _browser_wants_docs(request: HTTPConnection, method: str) -> bool:
+    """A browser (it asks for HTML) opening the API's documentation pages."""
+    return (
+        method == "GET"
+        and request.url.path in DOCS_PAGES
+        and "text/html" in request.headers.get("accept", "")
+    )
+
+
 class Enforce:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -132,6 +145,12 @@ class Enforce:
         except AuthError as exc:
             if cache is not None and token:
                 cache.forget(token)
+            sign_in = getattr(state, "sign_in_path", None)  # set with the dashboard
+            if sign_in and token is None and _browser_wants_docs(request, method):
+                # a person opening /docs: to the sign-in page, and back here after it
+                to = f"{sign_in}?next={request.url.path}"
+                await RedirectResponse(to, 303)(scope, receive, send)
+                return
             await self._refuse(scope, receive, send, 401, exc.message, route)
             return
         except OperationalError:

@@ -18,13 +18,24 @@ return (body.error && body.error.message) || ('login failed: HTTP ' + r.status);
 """
 
 
+# The controller's own pages a sign-in may lead back to (the session cookie reads them).
+OUTSIDE_THE_DASHBOARD = ("/docs", "/redoc")
+
+
+def after_sign_in(next: str) -> str:
+    """Where a sign-in leads: `next`, a path of this server (a dashboard page, or the
+    API's documentation), else the dashboard's first page."""
+    target = next if next.startswith("/") and not next.startswith("//") else "/"
+    if not target.startswith(url("/")) and target not in OUTSIDE_THE_DASHBOARD:
+        target = url(target)
+    return target
+
+
 def register() -> None:
     @ui.page("/login")
     def login_page(next: str = "/") -> None:
         ui.page_title("Sign in · TME")
-        target = next if next.startswith("/") and not next.startswith("//") else "/"
-        if not target.startswith(url("/")):
-            target = url(target)
+        target = after_sign_in(next)
 
         async def submit() -> None:
             body = json.dumps({"username": username.value, "password": password.value})
