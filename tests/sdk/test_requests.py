@@ -53,6 +53,8 @@ def test_url_and_token_fall_back_to_environment(monkeypatch: pytest.MonkeyPatch)
     with tme.Client() as client:
         assert client.connection.url == "http://from-env:9000"
         assert client.connection.token == "env-token"
+    with tme.Client(token="") as anonymous:  # no token at all, not TME_TOKEN's
+        assert anonymous.connection.token is None
 
 
 @pytest.mark.parametrize(

@@ -60,8 +60,9 @@ class Connection:
         """
         base = str(getattr(http_client, "base_url", "") or "")
         resolved = url or base or os.environ.get("TME_URL") or DEFAULT_URL
-        # A token read from a file keeps its line end; the server strips it too.
-        given = (token or os.environ.get("TME_TOKEN") or "").strip()
+        # A token read from a file keeps its line end; the server strips it too. An empty
+        # token given is none at all (an anonymous client), not "read TME_TOKEN".
+        given = (token if token is not None else os.environ.get("TME_TOKEN") or "").strip()
         return cls(resolved.rstrip("/"), given or None)
 
     def request_args(self, call: Call[Any]) -> dict[str, Any]:

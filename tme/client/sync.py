@@ -20,7 +20,8 @@ T = TypeVar("T")
 class Client:
     """A connection to one TME server.
 
-    `url` and `token` fall back to TME_URL and TME_TOKEN (then http://127.0.0.1:8000).
+    `url` and `token` fall back to TME_URL and TME_TOKEN (then http://127.0.0.1:8000);
+    `token=""` sends none.
     Pass `http_client` (any httpx.Client, e.g. FastAPI's TestClient) to talk to an
     app in-process; a client built here is closed by `close()`, a given one is not.
     Errors are the typed ones of `tme.errors`; an unreachable server raises
