@@ -62,6 +62,8 @@ class HttpSettings(Section):
     # Browser origins (scheme://host[:port]) whose pages may call the API with a bearer
     # token; a session cookie is never taken from another origin.
     cors_origins: list[str] = []
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For and -Proto are taken.
+    trusted_proxies: list[str] = ["127.0.0.1"]
 
     @field_validator("cors_origins")
     @classmethod

@@ -163,3 +163,15 @@ def test_controller_reports_a_port_in_use_in_one_line_before_it_starts(
         }
         line = one_line_error(CliRunner().invoke(app, ["controller"], env=env))
     assert f"cannot listen on 127.0.0.1:{port}" in line, line
+
+
+def test_the_controller_believes_forwarded_headers_from_its_trusted_proxies_only() -> None:
+    """Behind a TLS proxy on another host the session cookie went without Secure: only
+    loopback's X-Forwarded-Proto was believed, and nothing could say otherwise."""
+    from tme.cli.serve import uvicorn_config
+    from tme.config import Settings
+
+    default = uvicorn_config(object(), Settings())
+    assert default.proxy_headers and default.forwarded_allow_ips == "127.0.0.1"
+    behind = Settings(http={"trusted_proxies": ["10.0.0.5", "192.168.7.0/24"]})
+    assert uvicorn_config(object(), behind).forwarded_allow_ips == "10.0.0.5,192.168.7.0/24"

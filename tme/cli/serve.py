@@ -38,11 +38,26 @@ def serve_controller(
         f"REST API on http://{bound_host}:{bound_port}/api/v1, dashboard at /ui"
     )  # uvicorn says where it listens only for an address it bound itself
     with sock:
-        server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+        server = uvicorn.Server(uvicorn_config(app, settings))
         with contextlib.suppress(KeyboardInterrupt):
             server.run(sockets=[sock])
     if not server.started:
         sys.exit(STARTUP_FAILURE)  # as uvicorn.run: its start-up failed, see the log
+
+
+def uvicorn_config(app: Any, settings: Any) -> Any:
+    """uvicorn's configuration of the controller: X-Forwarded-For and -Proto are taken
+    from the proxies in http.trusted_proxies only (a request through a TLS-terminating
+    proxy is then https: its session cookie is Secure, its client the real one)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=",".join(settings.http.trusted_proxies),
+    )
 
 
 def check_before_start(settings: Any) -> None:
