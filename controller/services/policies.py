@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import object_session
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, select
 
 from tme.controller.sched_triggers import ON_TIME_S, build_trigger, next_fire_times, owed_after
@@ -102,10 +103,16 @@ def policies_of(session: Session, task_ids: Iterable[int]) -> dict[int, TaskPoli
     """The policies of these tasks in one query (a task without one is absent): a page of
     100 tasks read its policies one SELECT at a time, and so did a group of creates."""
     ids = list(task_ids)
-    if not ids:
-        return {}
-    rows = session.exec(select(TaskPolicy).where(col(TaskPolicy.task_id).in_(ids)))
-    return {policy.task_id: policy for policy in rows}
+    found: dict[int, TaskPolicy] = {}
+    for task_id in ids:  # those this session holds already (a create's): no query
+        held = session.identity_map.get(identity_key(TaskPolicy, task_id))
+        if held is not None:
+            found[task_id] = held
+    missing = [task_id for task_id in ids if task_id not in found]
+    if missing:
+        rows = session.exec(select(TaskPolicy).where(col(TaskPolicy.task_id).in_(missing)))
+        found.update((policy.task_id, policy) for policy in rows)
+    return found
 
 
 def policy_of(task: Task) -> TaskPolicy | None:
