@@ -18,6 +18,27 @@ class Built(Exception):
     """Raised once the gateway is built: the test needs it, not a running gateway."""
 
 
+GATEWAY_INIT = Gateway.__init__
+
+
+def _built_gateway(
+    monkeypatch: pytest.MonkeyPatch, broker: str, env: dict[str, str], *args: str
+) -> Gateway:
+    """The gateway `tme gateway ... ARGS` builds with these settings, not started."""
+    built: list[Gateway] = []
+
+    def build(gateway: Gateway, *given: object, **kwargs: object) -> None:
+        GATEWAY_INIT(gateway, *given, **kwargs)  # type: ignore[arg-type]
+        built.append(gateway)
+        raise Built
+
+    monkeypatch.setattr(Gateway, "__init__", build)
+    command = ["gateway", "--site", "plant-7", "--broker", broker, *args]
+    result = CliRunner().invoke(app, command, env=env)
+    assert isinstance(result.exception, Built), result.output
+    return built[0]
+
+
 def test_the_broker_settings_reach_the_gateways_bus(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -33,22 +54,9 @@ def test_the_broker_settings_reach_the_gateways_bus(
         ),
         encoding="utf-8",
     )
-    built: list[Gateway] = []
-    init = Gateway.__init__
-
-    def build(gateway: Gateway, *args: object, **kwargs: object) -> None:
-        init(gateway, *args, **kwargs)  # type: ignore[arg-type]
-        built.append(gateway)
-        raise Built
-
-    monkeypatch.setattr(Gateway, "__init__", build)
-    result = CliRunner().invoke(
-        app,
-        ["gateway", "--site", "plant-7", "--broker", "memory://gw-settings"],
-        env={"TME_CONFIG_DIR": str(tmp_path), "TME_BROKER__HEARTBEAT_S": "13"},
-    )
-    assert isinstance(result.exception, Built), result.output
-    options: BusOptions = built[0].bus.options  # type: ignore[attr-defined]
+    env = {"TME_CONFIG_DIR": str(tmp_path), "TME_BROKER__HEARTBEAT_S": "13"}
+    gateway = _built_gateway(monkeypatch, "memory://gw-settings", env)
+    options: BusOptions = gateway.bus.options  # type: ignore[attr-defined]
     assert (options.prefetch, options.delivery_limit, options.heartbeat_s) == (7, 9, 13)
     assert (options.confirm_timeout_s, options.blocked_connection_timeout_s) == (4, 61)
     assert options.declare_topology is True  # gateway.declare_topology, as before
@@ -87,15 +95,6 @@ def test_the_mqtt_settings_reach_the_gateways_link(
     never read."""
     secret = tmp_path / "mqtt_gw1"
     secret.write_text("gw1-pass\n", encoding="utf-8")
-    built: list[Gateway] = []
-    init = Gateway.__init__
-
-    def build(gateway: Gateway, *args: object, **kwargs: object) -> None:
-        init(gateway, *args, **kwargs)  # type: ignore[arg-type]
-        built.append(gateway)
-        raise Built
-
-    monkeypatch.setattr(Gateway, "__init__", build)
     env = {
         "TME_MQTT__USERNAME": "gw1@plant-7",
         "TME_MQTT__PASSWORD_FILE": str(secret),
@@ -104,17 +103,10 @@ def test_the_mqtt_settings_reach_the_gateways_link(
     }
     mqtt_url = ["--mqtt", "mqtt://127.0.0.1:1884"]
     for given in ([], mqtt_url):
-        built.clear()
-        result = CliRunner().invoke(
-            app,
-            ["gateway", "--site", "plant-7", "--name", "gw1", "--broker", "memory://gw-mqtt",
-             *given],
-            env=env,
-        )  # fmt: skip
-        assert isinstance(result.exception, Built), result.output
-        config = built[0].config
+        gateway = _built_gateway(monkeypatch, "memory://gw-mqtt", env, "--name", "gw1", *given)
+        config = gateway.config
         assert (config.mqtt_username, config.mqtt_password) == ("gw1@plant-7", "gw1-pass")
-        assert built[0].link.protocol == "5" and built[0].link.keepalive_s == 12
+        assert gateway.link.protocol == "5" and gateway.link.keepalive_s == 12
 
 
 def test_the_gateways_mqtt_5_session_lasts_as_long_as_the_setting_says(
@@ -125,21 +117,8 @@ def test_the_gateways_mqtt_5_session_lasts_as_long_as_the_setting_says(
     from tme.config import Settings
 
     assert Settings().mqtt.session_expiry_s == 7 * 24 * 3600
-    built: list[Gateway] = []
-    init = Gateway.__init__
-
-    def build(gateway: Gateway, *args: object, **kwargs: object) -> None:
-        init(gateway, *args, **kwargs)  # type: ignore[arg-type]
-        built.append(gateway)
-        raise Built
-
-    monkeypatch.setattr(Gateway, "__init__", build)
     env = {"TME_MQTT__PROTOCOL": "5", "TME_MQTT__SESSION_EXPIRY_S": "600"}
-    result = CliRunner().invoke(
-        app, ["gateway", "--site", "plant-7", "--broker", "memory://gw-session"], env=env
-    )
-    assert isinstance(result.exception, Built), result.output
-    link = built[0].link
+    link = _built_gateway(monkeypatch, "memory://gw-session", env).link
     sent: dict[str, object] = {}
     monkeypatch.setattr(link._client, "connect_async", lambda *a, **kw: sent.update(kw))
     monkeypatch.setattr(link._client, "loop_start", lambda: None)
