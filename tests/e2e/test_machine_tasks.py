@@ -391,9 +391,9 @@ def test_tme_task_check_says_what_a_scheduled_start_would_do_now_and_writes_noth
     wait_until(lambda: plant.read_register(2, 0, "input_register") <= 410)
     result = CliRunner().invoke(app, check, env={"TME_TOKEN": real_stack.token})
     assert result.exit_code == 0, result.output
-    assert f"task {start.id}: would write run = True to pump1; nothing was written" in (
-        " ".join(result.stdout.split())
-    )
+    said = " ".join(result.stdout.split())
+    assert f"task {start.id}: would write run = True to pump1; nothing was written" in said
+    assert "interlock tank1.level below 95: " in said and "(holds)" in said  # what was read
 
     plant.physics.volume_l = 9_800.0  # 98 %: the start's interlock refuses it
     wait_until(lambda: plant.read_register(2, 0, "input_register") >= 980)

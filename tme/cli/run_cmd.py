@@ -24,7 +24,7 @@ from tme.cli.common import (
     WaitOption,
     connect,
 )
-from tme.cli.output import console, fire_times_text, print_json, print_table
+from tme.cli.output import console, fire_times_text, print_json, print_table, visible
 from tme.client.base import check_seconds
 from tme.schemas import RunPublic, TaskPublic
 from tme.states import FINAL_STATES
@@ -138,6 +138,8 @@ def register_task_commands(app: typer.Typer) -> None:
                 f" (check run {run.id} of task {run.task_id})",
                 highlight=False,
             )
+            for line in run.log:  # what the agent read for it (interlocks, step limit)
+                console.print(f"  {visible(line.line)}", highlight=False, markup=False)
         if wait and (run is None or run.state != "succeeded"):
             raise typer.Exit(1)
 
