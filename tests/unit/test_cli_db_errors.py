@@ -175,3 +175,23 @@ def test_the_controller_believes_forwarded_headers_from_its_trusted_proxies_only
     assert default.proxy_headers and default.forwarded_allow_ips == "127.0.0.1"
     behind = Settings(http={"trusted_proxies": ["10.0.0.5", "192.168.7.0/24"]})
     assert uvicorn_config(object(), behind).forwarded_allow_ips == "10.0.0.5,192.168.7.0/24"
+
+
+def test_tme_db_current_names_a_missing_sqlite_file_and_makes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only command: it made the file's folders (rel/) and an empty database."""
+    from tme.controller.store.db import head_revision
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        app, ["db", "current"], env={"TME_DATABASE__URL": "sqlite:///rel/x.db"}
+    )
+    assert result.exit_code == 0, result.output
+    where = tmp_path / "rel" / "x.db"
+    said = " ".join(result.stdout.split())
+    assert said == (
+        f"database: empty (no file at {where} yet: tme db upgrade makes it);"
+        f" needed: {head_revision()}"
+    )
+    assert not (tmp_path / "rel").exists()

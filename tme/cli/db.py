@@ -50,9 +50,19 @@ def upgrade(url: UrlOption = None) -> None:
 @app.command("current")
 def current(url: UrlOption = None) -> None:
     """Print the schema revision of the database and the one this TME needs."""
+    from tme.cli.access import missing_sqlite_file
     from tme.controller.store.db import current_revision, head_revision, make_engine
 
     url = _database_url(url)
+    missing = missing_sqlite_file(url)
+    if missing is not None:  # it only reads: SQLite would make the file, and its folders
+        console.print(
+            f"database: empty (no file at {missing} yet: tme db upgrade makes it);"
+            f" needed: {head_revision()}",
+            highlight=False,
+            markup=False,
+        )
+        return
     with database_errors(url):
         engine = make_engine(url)
         try:
