@@ -7,59 +7,37 @@ bad request is answered with a 422 that names the field and nothing is written.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     Field,
     StringConstraints,
-    ValidationError,
-    ValidatorFunctionWrapHandler,
-    WrapValidator,
     computed_field,
-    create_model,
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from tme.op_params import CHECK_OP as CHECK_OP
+from tme.op_params import DEVICE_OPS as DEVICE_OPS
+from tme.op_params import MACHINE_OPS as MACHINE_OPS
+from tme.op_params import MAX_PARAMS_BYTES as MAX_PARAMS_BYTES
+from tme.op_params import MAX_PARAMS_DEPTH as MAX_PARAMS_DEPTH
+from tme.op_params import OPS as OPS
+from tme.op_params import CheckableOp as CheckableOp
+from tme.op_params import Op as Op
+from tme.op_params import check_params_size, located, validate_task_shape
 from tme.protocol import MAX_LOG_BYTES as MAX_LOG_BYTES
-from tme.protocol import deeper_than
 from tme.schema_base import Input as Input
 from tme.schema_base import Output as Output
 from tme.states import STATUS_WORDS, RunState, is_late
 from tme.topics import NAME_PATTERN
 
-Op = Literal[
-    "external",
-    "noop",
-    "sleep",
-    "shell",
-    "modbus.read",
-    "modbus.write",
-    "serial.command",
-    "device.stop",
-    "device.resume",
-    "device.check",
-]
-OPS: tuple[str, ...] = get_args(Op)
-MACHINE_OPS = frozenset(OPS) - {"external"}
-# Ops that act on a device through a driver, so the target must name the device.
-DEVICE_OPS = MACHINE_OPS - {"noop", "sleep", "shell"}
-# What a device.check (a dry run) may check: its agent answers what the op would do now.
-CHECK_OP = "device.check"
-CheckableOp = Literal["modbus.read", "modbus.write", "serial.command", "device.stop"]
-
 # Names travel in MQTT topics and AMQP routing keys: no wildcards, separators or spaces.
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-PointName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
-MAX_PARAMS_BYTES = 64 * 1024
-MAX_PARAMS_DEPTH = 32  # nesting of params and details, as the protocol's results
 MAX_DEPENDENCIES = 50
 MAX_BATCH_TASKS = 500  # tasks per POST /api/v1/tasks/batch
 
@@ -86,10 +64,10 @@ class Schedule(Input):
             raise ValueError("give exactly one of cron, every_s or at")
         # Each check names its own field (schedule.cron, not schedule): the zone first,
         # as a cron and a wall-clock `at` are read in it.
-        _located("timezone", self.timezone, lambda: _check_timezone(self.timezone))
+        located("timezone", self.timezone, lambda: _check_timezone(self.timezone))
         if self.cron is not None:
             cron = self.cron
-            _located("cron", cron, lambda: _check_cron(cron, self.timezone))
+            located("cron", cron, lambda: _check_cron(cron, self.timezone))
         if self.at is not None and self.at.tzinfo is None:
             from zoneinfo import ZoneInfo
 
@@ -97,16 +75,8 @@ class Schedule(Input):
             self.at = self.at.replace(tzinfo=ZoneInfo(self.timezone))
         if self.at is not None:
             at = self.at
-            _located("at", at, lambda: _check_at(at))
+            located("at", at, lambda: _check_at(at))
         return self
-
-
-def _located(field: str, value: Any, check: Callable[[], None]) -> None:
-    """Run a check of one field from a model validator, its ValueError located there."""
-    try:
-        check()
-    except ValueError as exc:
-        raise _refusal((field,), str(exc), value) from None
 
 
 def _check_timezone(name: str) -> None:
@@ -188,158 +158,6 @@ class Overlap(Input):
 
 
 TriggerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
-
-
-# --- op parameters --------------------------------------------------------------
-
-
-class NoParams(Input):
-    pass
-
-
-class SleepParams(Input):
-    seconds: float = Field(ge=0, le=86400)
-
-
-class ModbusReadParams(Input):
-    point: PointName | None = None
-    points: list[PointName] | None = Field(default=None, min_length=1, max_length=125)
-
-    @model_validator(mode="after")
-    def _one(self) -> ModbusReadParams:
-        if (self.point is None) == (self.points is None):
-            raise ValueError("give exactly one of point or points")
-        return self
-
-
-def _one_message(message: str) -> WrapValidator:
-    """A union's refusal in one message: pydantic gives one per member of the union
-    ("value.float: ...; value.int: ...; value.bool: ..."), which reads as three problems."""
-
-    def check(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
-        try:
-            return handler(value)
-        except ValidationError:
-            raise PydanticCustomError("value_type", message) from None
-
-    return WrapValidator(check)
-
-
-NumberOrBool = Annotated[float | int | bool, _one_message("Input should be a number or true/false")]
-# bool first: in a union, pydantic would take true as the int 1 (a bool argument of the
-# profile then refuses it); each JSON value keeps its own type
-SerialArg = Annotated[
-    bool | int | float | str, _one_message("Input should be a number, text or true/false")
-]
-
-
-class ModbusWriteParams(Input):
-    point: PointName
-    value: NumberOrBool
-    verify: bool = False
-
-
-class SerialCommandParams(Input):
-    command: PointName
-    args: list[SerialArg] = Field(default_factory=list, max_length=16)
-
-
-class DeviceStopParams(Input):
-    reason: str = Field(default="", max_length=200)
-    by: str = Field(default="", max_length=200)  # who asked (the stop's latch shows it)
-
-
-class CheckParams(Input):
-    """device.check: the device op checked, and its params (checked as that op's)."""
-
-    op: CheckableOp
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-PARAMS_MODELS: dict[str, type[Input] | None] = {
-    "external": None,  # free-form, bounded in size
-    "noop": NoParams,
-    "sleep": SleepParams,
-    "shell": NoParams,
-    "modbus.read": ModbusReadParams,
-    "modbus.write": ModbusWriteParams,
-    "serial.command": SerialCommandParams,
-    "device.stop": DeviceStopParams,
-    "device.resume": DeviceStopParams,
-    "device.check": CheckParams,
-}
-
-
-# Each op's params as the `params` field of a model of their own: validating through it,
-# pydantic locates every problem at `params.<field>` (`tasks.1.params.value` in a batch).
-_PARAMS_FIELDS: dict[str, type[BaseModel]] = {
-    op: create_model(f"ParamsOf_{op.replace('.', '_')}", params=(model, ...))
-    for op, model in PARAMS_MODELS.items()
-    if model is not None
-}
-
-
-def _check_params_size(params: dict[str, Any]) -> None:
-    """A free-form mapping the store and every answer can hold: finite numbers, valid
-    Unicode, at most MAX_PARAMS_DEPTH levels and MAX_PARAMS_BYTES of UTF-8 JSON.
-    The messages do not name the field: the error's location does (params, details)."""
-    if deeper_than(params, MAX_PARAMS_DEPTH):
-        raise ValueError(f"nested deeper than {MAX_PARAMS_DEPTH} levels")
-    try:
-        encoded = json.dumps(params, default=str, allow_nan=False, ensure_ascii=False).encode()
-    except UnicodeEncodeError as exc:
-        raise ValueError("text must be valid Unicode (a lone surrogate)") from exc
-    except ValueError as exc:
-        raise ValueError("numbers must be finite (no NaN or Infinity)") from exc
-    if len(encoded) > MAX_PARAMS_BYTES:
-        raise ValueError(f"larger than {MAX_PARAMS_BYTES} bytes as JSON")
-
-
-def validate_task_shape(
-    op: str, target: Target | None, params: dict[str, Any], cmd: str | None
-) -> dict[str, Any]:
-    """Check what an op needs (target, params, cmd); return the normalised params.
-
-    Raises pydantic's ValidationError locating each problem at the field it is in
-    (`params.value`, `params`, `target`, `cmd`); raised in a model validator, pydantic
-    puts that location under the model's own (`tasks.1.params.value`)."""
-    _located("params", params, lambda: _check_params_size(params))
-    if op in MACHINE_OPS and (target is None or target.agent is None):
-        raise _refusal(("target",), f"op {op!r} needs a target with site and agent", target)
-    if op in DEVICE_OPS and (target is None or target.device is None):
-        raise _refusal(("target",), f"op {op!r} needs a target device", target)
-    if op == "shell" and not cmd:
-        raise _refusal(("cmd",), "op 'shell' needs cmd", cmd)
-    if op != "shell" and cmd:
-        raise _refusal(("cmd",), "cmd is only for op 'shell'", cmd)
-    wrapper = _PARAMS_FIELDS.get(op)
-    if wrapper is None:
-        return params
-    checked: BaseModel = wrapper.model_validate({"params": params}).params  # type: ignore[attr-defined]
-    normal = checked.model_dump(exclude_none=True)
-    if op == CHECK_OP:  # the op checked, with its params as a task of it would have them
-        normal["params"] = _checked_params(normal["op"], target, normal.get("params", {}))
-    return normal
-
-
-def _checked_params(op: str, target: Target | None, params: dict[str, Any]) -> dict[str, Any]:
-    """A device.check's params.params, validated as `op`'s, located under params.params."""
-    try:
-        return validate_task_shape(op, target, params, None)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        inner = tuple(str(part) for part in first["loc"])
-        loc = ("params", "params", *inner[1:]) if inner[:1] == ("params",) else ("params",)
-        raise _refusal(loc, first["msg"], first.get("input")) from None
-
-
-def _refusal(loc: tuple[str, ...], message: str, value: Any) -> ValidationError:
-    detail: InitErrorDetails = {
-        "type": PydanticCustomError("value_error", "{reason}", {"reason": message}),
-        "loc": loc,
-        "input": value,
-    }
-    return ValidationError.from_exception_data("task", [detail])
 
 
 # Characters a one-line label may not hold: controls (a newline in an email subject,
@@ -430,7 +248,7 @@ class TaskUpdate(Input):
     @classmethod
     def _bounded_details(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None:
-            _check_params_size(value)
+            check_params_size(value)
         return value
 
     @property
