@@ -367,6 +367,14 @@ class RunPublic(Output):
 class RunDetail(RunPublic):
     events: list[RunEventPublic] = Field(default_factory=list)
     log: list[RunLogLine] = Field(default_factory=list)
+    # Seconds from its start on the machine to its end (None: it did not start or end),
+    # against its task's usual: the median of the task's last succeeded runs before it
+    # (`usual_runs` of them; None: none yet). `slow`: it succeeded but took far longer
+    # than usual, by `notifications.slow` (docs/dashboard.md, Slow runs).
+    took_s: float | None = None
+    usual_s: float | None = None
+    usual_runs: int = 0
+    slow: bool = False
 
 
 T = TypeVar("T")

@@ -31,9 +31,11 @@ Seconds = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=1)]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 # What a notification fires on (the controller's NOTIFY_EVENTS): a run ending badly, an
-# agent going offline, or a device stopped (from anywhere, or by its agent on link loss).
-# A webhook naming another event would never be sent it.
-NotifyEvent = Literal["failed", "timed_out", "lost", "agent_offline", "device_stopped"]
+# agent going offline, a device stopped (from anywhere, or by its agent on link loss),
+# or a run that succeeded but took much longer than its task usually does (`slow`, only
+# when named: an empty list means every other event). A webhook naming another event
+# would never be sent it.
+NotifyEvent = Literal["failed", "timed_out", "lost", "agent_offline", "device_stopped", "slow"]
 
 
 class Section(BaseModel):
@@ -301,6 +303,7 @@ class EmailSettings(Section):
     from_addr: str = ""
     to: list[str] = []
     timeout_s: Seconds = 10
+    events: list[NotifyEvent] = []
 
 
 class WebhookSettings(Section):
@@ -317,10 +320,21 @@ class WebhookSettings(Section):
         return url
 
 
+class SlowRunSettings(Section):
+    """When a succeeded run is `slow`: longer than `factor` times the median of its task's
+    last `history` succeeded runs, by at least `min_excess_s`, with `min_runs` behind it."""
+
+    factor: Annotated[float, Field(gt=1.0)] = 3.0
+    min_runs: Count = 5
+    min_excess_s: Annotated[float, Field(ge=0.0)] = 1.0
+    history: Annotated[int, Field(ge=1, le=1000)] = 20
+
+
 class NotificationSettings(Section):
     email: EmailSettings = Field(default_factory=EmailSettings)
     webhooks: list[WebhookSettings] = []
     webhook_timeout_s: Seconds = 10
+    slow: SlowRunSettings = Field(default_factory=SlowRunSettings)
 
 
 class ErrorTrackingSettings(Section):

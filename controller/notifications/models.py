@@ -10,8 +10,12 @@ from sqlmodel import Field, SQLModel
 
 from tme.controller.store.models import NEVER_REUSE_IDS, BigInt, UTCDateTime, utcnow
 
-# What a rule can fire on: a run ending badly, or an agent going offline.
-NOTIFY_EVENTS = ("failed", "timed_out", "lost", "agent_offline", "device_stopped")
+# What a rule can fire on: a run ending badly, an agent going offline, a device stopped,
+# or a run that succeeded but was slow (durations.py).
+NOTIFY_EVENTS = ("failed", "timed_out", "lost", "agent_offline", "device_stopped", "slow")
+# What a rule with no events fires on: all but `slow`, which a rule asks for by name (a
+# rule made for failures must not start mailing about durations).
+DEFAULT_EVENTS = tuple(e for e in NOTIFY_EVENTS if e != "slow")
 CHANNELS = ("email", "webhook")
 
 

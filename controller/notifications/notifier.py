@@ -28,12 +28,15 @@ from tme.controller.notifications import senders, targets
 from tme.controller.notifications.models import NotificationDelivery
 from tme.controller.notifications.rules import (
     RUN_EVENTS,
+    Notice,
     Rule,
     active_rules,
     describe,
+    slow_notice,
     subject_and_text,
 )
-from tme.controller.store.models import utcnow
+from tme.controller.services.durations import SlowRule, duration_of
+from tme.controller.store.models import Run, utcnow
 from tme.failure_log import FailureLog
 from tme.failure_log import describe as describe_error
 
@@ -121,18 +124,23 @@ class Notifier:
             self.failures.passed()
 
     def record_new_changes(self) -> int:
+        with Session(self.engine) as session:
+            rules = active_rules(session, self.settings)
+        # Successes are read only while a rule asks for `slow`: most controllers have none.
+        slow_wanted = any("slow" in rule.events for rule in rules)
+        states = RUN_EVENTS | {"succeeded"} if slow_wanted else RUN_EVENTS
         changes: list[RunChange | AgentChange] = []
-        runs, self._run_cursor = self.feed.runs_after(self._run_cursor, states=RUN_EVENTS)
+        runs, self._run_cursor = self.feed.runs_after(self._run_cursor, states=states)
         changes.extend(runs)
         agents = self.feed.agents_after(self._agent_cursor)
         if agents:
             self._agent_cursor = agents[-1].seq
         changes.extend(agents)
         described = [(c, d) for c in changes for d in describe(c)]
+        if slow_wanted:
+            described += self._slow(runs)
         if not described:
             return 0
-        with Session(self.engine) as session:
-            rules = active_rules(session, self.settings)
         made = 0
         for change, (event, key, payload) in described:
             task_id = change.task_id if isinstance(change, RunChange) else None
@@ -140,6 +148,27 @@ class Notifier:
                 if rule.fires_on(event, task_id, change.site):
                     made += self._record(rule, event, key, payload, change.site)
         return made
+
+    def _slow(self, runs: list[RunChange]) -> list[tuple[RunChange, Notice]]:
+        """The `slow` notices of the runs that succeeded in these changes."""
+        succeeded = [
+            c
+            for c in runs
+            if c.to_state == "succeeded" and c.from_state != c.to_state and not c.late
+        ]
+        if not succeeded:
+            return []
+        rule = SlowRule.of(self.settings)
+        found = []
+        with Session(self.engine) as session:
+            for change in succeeded:
+                run = session.get(Run, change.run_id)
+                if run is None:
+                    continue
+                duration = duration_of(session, run, rule)
+                if duration.slow:
+                    found.append((change, slow_notice(change, duration)))
+        return found
 
     def _record(
         self, rule: Rule, event: str, key: str, payload: dict[str, Any], site: str | None

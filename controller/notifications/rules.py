@@ -12,7 +12,9 @@ from typing import Any
 from sqlmodel import Session, select
 
 from tme.controller.change_feed import AgentChange, RunChange
-from tme.controller.notifications.models import NOTIFY_EVENTS, NotificationRule
+from tme.controller.notifications.models import DEFAULT_EVENTS, NotificationRule
+from tme.controller.services.durations import Duration, describe_duration
+from tme.durations import seconds
 
 RUN_EVENTS = frozenset({"failed", "timed_out", "lost"})
 FLEET_EVENTS = frozenset({"agent_offline", "device_stopped"})
@@ -43,7 +45,7 @@ def active_rules(session: Session, settings: Any) -> list[Rule]:
             key=f"rule:{r.id}",
             channel=r.channel,
             target=r.target,
-            events=frozenset(r.events or NOTIFY_EVENTS),
+            events=frozenset(r.events or DEFAULT_EVENTS),
             task_id=r.task_id,
             secret=r.secret,
             site=r.site,
@@ -52,16 +54,15 @@ def active_rules(session: Session, settings: Any) -> list[Rule]:
     ]
     notify = settings.notifications
     if notify.email.enabled and notify.email.to:
-        rules.append(
-            Rule("settings:email", "email", ",".join(notify.email.to), frozenset(NOTIFY_EVENTS))
-        )
+        events = frozenset(notify.email.events or DEFAULT_EVENTS)
+        rules.append(Rule("settings:email", "email", ",".join(notify.email.to), events))
     for index, hook in enumerate(notify.webhooks):
         rules.append(
             Rule(
                 key=f"settings:webhook:{index}",
                 channel="webhook",
                 target=hook.url,
-                events=frozenset(hook.events or NOTIFY_EVENTS),
+                events=frozenset(hook.events or DEFAULT_EVENTS),
                 secret=hook.secret.get_secret_value(),
             )
         )
@@ -79,6 +80,19 @@ def describe(change: RunChange | AgentChange) -> list[Notice]:
         return []  # only a change of the run's state
     key = f"run:{change.run_id}:{change.to_state}"
     return [(change.to_state, key, {"event": change.to_state, "run": change.as_json()})]
+
+
+def slow_notice(change: RunChange, duration: Duration) -> Notice:
+    """The notice of a run that succeeded but took much longer than its task's usual."""
+    run = change.as_json()
+    usual = duration.usual
+    run |= {
+        "took_s": round(duration.took_s or 0.0, 3),
+        "usual_s": round(usual.median_s, 3) if usual else None,
+        "usual_runs": usual.runs if usual else 0,
+        "summary": describe_duration(duration),
+    }
+    return ("slow", f"run:{change.run_id}:slow", {"event": "slow", "run": run})
 
 
 def _agent_notices(change: AgentChange) -> list[Notice]:
@@ -116,6 +130,20 @@ def subject_and_text(payload: dict[str, Any], public_url: str = "") -> tuple[str
         text = f"{subject} since {agent['at']}.\n"
         return subject, text + (f"Fleet: {base}/ui/fleet\n" if base else "")
     run = payload["run"]
+    if payload.get("event") == "slow":
+        usual = run["usual_s"] or 0.0
+        subject = (
+            f"[TME] {run['task_name']} was slow: {seconds(run['took_s'])}, usually {seconds(usual)}"
+        )
+        lines = [
+            f"Task {run['task_id']} ({run['task_name']}) succeeded at {run['at']}, but it"
+            f" {run['summary']}.",
+            f"Target: {run['site'] or '-'}/{run['agent'] or '-'}/{run['device'] or '-'}",
+            f"Run: {run['run_id']}",
+        ]
+        if base:
+            lines.append(f"Run page: {base}/ui/runs/{run['run_id']}")
+        return subject, "\n".join(lines) + "\n"
     state = run["to_state"].replace("_", " ")
     subject = f"[TME] {run['task_name']} {state}"
     lines = [

@@ -11,6 +11,7 @@ from sqlalchemy import and_, or_
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 
+from tme.controller.services.durations import SlowRule, duration_of
 from tme.controller.services.paging import MAX_PAGE, decode_time_id_cursor, encode_cursor
 from tme.controller.services.runs import chunks
 from tme.controller.store.models import Run, RunEvent, RunLog, Task
@@ -44,7 +45,9 @@ def list_runs(
     return rows, (encode_cursor(last.created_at.isoformat(), last.id) if more and last else None)
 
 
-def get_run_detail(session: Session, run_id: str) -> RunDetail:
+def get_run_detail(session: Session, run_id: str, slow: SlowRule | None = None) -> RunDetail:
+    """The run with its hops and log, and how long it took against its task's usual
+    (`slow`: the settings' rule of what is slow; the built-in one when not given)."""
     run = session.get(Run, run_id)
     if run is None:
         raise NotFound(f"run {run_id} does not exist", details={"run_id": run_id})
@@ -55,8 +58,14 @@ def get_run_detail(session: Session, run_id: str) -> RunDetail:
         select(RunLog).where(RunLog.run_id == run_id).order_by(col(RunLog.id)).limit(MAX_LOG_LINES)
     ).all()
     base = run_public(session, run).model_dump()
+    duration = duration_of(session, run, slow or SlowRule())
+    usual = duration.usual
     return RunDetail(
         **base,
+        took_s=duration.took_s,
+        usual_s=usual.median_s if usual else None,
+        usual_runs=usual.runs if usual else 0,
+        slow=duration.slow,
         events=[RunEventPublic.model_validate(e) for e in events],
         log=[RunLogLine.model_validate(line) for line in log],
     )

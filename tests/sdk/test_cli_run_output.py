@@ -210,3 +210,15 @@ def test_run_show_prints_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
     assert shown.exit_code == 0, shown.stderr
     text = shown.stdout[shown.stdout.index("result:") :]
     assert json.loads(text.removeprefix("result:")) == result
+
+
+def test_run_show_says_how_long_it_took_against_its_usual(monkeypatch: pytest.MonkeyPatch) -> None:
+    detail = RunDetail(
+        id="r-1", task_id=7, state="succeeded", created_at=NOW, updated_at=NOW,
+        took_s=12.0, usual_s=3.0, usual_runs=20, slow=True,
+    )  # fmt: skip
+    monkeypatch.setattr(Runs, "get", lambda self, run_id: detail)
+    result = CliRunner().invoke(app, ["run", "show", "r-1", "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "took 12.0 s; usual 3.0 s (median of the last 20 succeeded runs), 4.0x: slow" in out

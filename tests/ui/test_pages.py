@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 from nicegui import ui
 from nicegui.testing import User
 from sqlmodel import Session, select
+from timed_runs import noop_task, run_taking
 
 from tme.controller.services import runs as run_service
 from tme.controller.services.tasks import create_task
@@ -534,3 +535,18 @@ async def test_a_paused_task_says_so_in_the_list(user: User, board, sign_in) -> 
     await user.open("/tasks")
     await user.should_see(marker=f"paused-{paused}")
     await user.should_not_see(marker=f"paused-{running}")
+
+
+async def test_run_page_says_how_long_the_run_took_against_its_usual(
+    user: User, board, sign_in
+) -> None:
+    task_id = noop_task(board.engine, "close valve")
+    for _ in range(5):
+        run_taking(board.engine, task_id, 2.0)
+    slow = run_taking(board.engine, task_id, 12.0)
+    sign_in(user, "viewer")
+    await user.open(f"/runs/{slow}")
+    await user.should_see(
+        marker="run-duration",
+        content="took 12.0 s; usual 2.0 s (median of the last 5 succeeded runs), 6.0x: slow",
+    )

@@ -302,7 +302,7 @@ def test_a_webhook_event_no_rule_fires_on_is_refused(tmp_path: Path) -> None:
     error = error_of(tmp_path, TME_NOTIFICATIONS__WEBHOOKS=value)
     assert error.message == (
         'notifications.webhooks.0.events.1: must be one of "failed", "timed_out", "lost",'
-        ' "agent_offline", "device_stopped" (got "run.failed" from env'
+        ' "agent_offline", "device_stopped", "slow" (got "run.failed" from env'
         " TME_NOTIFICATIONS__WEBHOOKS)"
     )
     hooks = load(tmp_path, TME_NOTIFICATIONS__WEBHOOKS=value.replace(", run.failed", ""))

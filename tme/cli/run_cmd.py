@@ -26,6 +26,7 @@ from tme.cli.common import (
 )
 from tme.cli.output import console, fire_times_text, print_json, print_table, visible
 from tme.client.base import check_seconds
+from tme.durations import duration_line
 from tme.schemas import RunPublic, TaskPublic
 from tme.states import FINAL_STATES
 
@@ -180,6 +181,9 @@ def show(
         print_json(detail.model_dump(mode="json"))
         return
     _print_run(detail, False, "run")
+    took = duration_line(detail.took_s, detail.usual_s, detail.usual_runs, detail.slow)
+    if took:
+        console.print(took, highlight=False)
     if detail.workflow_id is not None:
         console.print(
             f"workflow run {detail.workflow_id}, cause: {detail.cause}"

@@ -9,10 +9,12 @@ from fastapi import Request
 from nicegui import ui
 from sqlmodel import col, select
 
+from tme.controller.services.durations import SlowRule
 from tme.controller.services.point_values import readings_of
 from tme.controller.services.queries import get_run_detail
 from tme.controller.services.workflow_graph import workflow_of
 from tme.controller.store.models import Device, RunLog, Task
+from tme.durations import duration_line
 from tme.errors import NotFound
 from tme.schemas import RunDetail
 from tme.states import FINAL_STATES, is_late
@@ -63,7 +65,7 @@ def register() -> None:
             return
         with dashboard().session() as session:
             try:
-                detail = get_run_detail(session, run_id)
+                detail = get_run_detail(session, run_id, slow_rule())
             except NotFound:
                 detail = None
             task = session.get(Task, detail.task_id) if detail else None
@@ -82,6 +84,7 @@ def register() -> None:
             with ui.row().classes("items-center gap-2 text-sm text-gray-600"):
                 ui.label(f"cause: {detail.cause or 'unknown'}").mark("run-cause")
                 settled = ui.label(settled_text(detail)).mark("run-settled")
+            took = ui.label(duration_text(detail)).mark("run-duration")
             if viewer.can("run.control", task.site):
                 _control_buttons(viewer, task.site, run_id)
             ui.label("Timeline").classes("text-lg")
@@ -137,7 +140,7 @@ def register() -> None:
                     hop_entry(change.reason, change.to_state, change.at.isoformat(), change.late)
             if mine:
                 with dashboard().session() as session:
-                    fresh = get_run_detail(session, run_id)
+                    fresh = get_run_detail(session, run_id, slow_rule())
                     lines = session.exec(
                         select(RunLog)
                         .where(RunLog.run_id == run_id, col(RunLog.id) > last_log["id"])
@@ -151,18 +154,30 @@ def register() -> None:
 
         def show_settled(fresh: RunDetail) -> None:
             settled.text = settled_text(fresh)
+            took.text = duration_text(fresh)
+            colour = "text-orange-700" if fresh.slow else "text-gray-600"
+            took.classes(replace=f"text-sm {colour}")
             # Settling follows the final state (the workflow pass plans a retry and
             # decides dependents) with no hop of its own: look again until it is done.
             settling.active = fresh.state in FINAL_STATES and not fresh.settled
 
         def look_again() -> None:
             with dashboard().session() as session:
-                show_settled(get_run_detail(session, run_id))
+                show_settled(get_run_detail(session, run_id, slow_rule()))
 
         settling = ui.timer(SETTLING_POLL_S, look_again, active=False)
         show_settled(detail)
         live.run_changes.subscribe(on_runs)
         live.log_lines.subscribe(on_log)
+
+
+def slow_rule() -> SlowRule:
+    return SlowRule.of(dashboard().settings)
+
+
+def duration_text(run: RunDetail) -> str:
+    """How long the run took against its task's usual ("" before it ends)."""
+    return duration_line(run.took_s, run.usual_s, run.usual_runs, run.slow)
 
 
 def settled_text(run: RunDetail) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from tme.controller.api.deps import RunId, SessionDep
+from tme.controller.services.durations import SlowRule
 from tme.controller.services.queries import get_run_detail
 from tme.schemas import RunDetail
 
@@ -12,5 +13,5 @@ router = APIRouter(prefix="/api/v1", tags=["runs"])
 
 
 @router.get("/runs/{run_id}", response_model=RunDetail)
-def get_run(run_id: RunId, session: SessionDep) -> RunDetail:
-    return get_run_detail(session, run_id)
+def get_run(request: Request, run_id: RunId, session: SessionDep) -> RunDetail:
+    return get_run_detail(session, run_id, SlowRule.of(request.app.state.settings))
