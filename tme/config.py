@@ -20,6 +20,7 @@ from pydantic import BaseModel, SecretStr
 from tme import yaml_load
 from tme.config_errors import (
     PASSWORD_IN_URL,
+    EnvTexts,
     describe_validation_error,
     field_at,
     source_of,
@@ -53,12 +54,11 @@ def load_settings(
             path = folder / name
             if path.is_file():
                 _merge(data, _read_yaml(path), f"{label} ({path})", sources)
-    for layer, source in _env_layers(env):
-        _merge(data, layer, source, sources)
+    env_texts = _merge_env(data, env, sources)
     try:
         settings = Settings.model_validate(data)
     except pydantic.ValidationError as exc:
-        raise describe_validation_error(exc, sources) from None
+        raise describe_validation_error(exc, sources, env_texts) from None
     read_secret_files(settings, sources)
     settings._sources = {key: source_of(key, sources) for key, _ in _leaves(settings, "")}
     refuse_weak_secrets(settings)
@@ -109,11 +109,23 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return loaded
 
 
-def _env_layers(env: Mapping[str, str]) -> Iterator[tuple[dict[str, Any], str]]:
-    """One layer per variable, the WORKER_COUNT alias first so TME_ variables win."""
+def _merge_env(data: dict[str, Any], env: Mapping[str, str], sources: Sources) -> EnvTexts:
+    """Merge each setting variable as its own layer; answer each one's text as typed."""
+    texts: dict[str, tuple[str, str]] = {}
+    for path, name in _env_settings(env):
+        layer: dict[str, Any] = {path[-1]: _parse_env_value(env[name], path)}
+        for part in reversed(path[:-1]):
+            layer = {part: layer}
+        _merge(data, layer, f"env {name}", sources)
+        texts[".".join(path)] = (f"env {name}", env[name])
+    return texts
+
+
+def _env_settings(env: Mapping[str, str]) -> Iterator[tuple[tuple[str, ...], str]]:
+    """(setting path, variable name) of each setting variable, the WORKER_COUNT alias first
+    so TME_ variables win."""
     if WORKER_COUNT_ALIAS in env:
-        value = _parse_env_value(env[WORKER_COUNT_ALIAS], ("agent", "worker_count"))
-        yield {"agent": {"worker_count": value}}, f"env {WORKER_COUNT_ALIAS}"
+        yield ("agent", "worker_count"), WORKER_COUNT_ALIAS
     for name in sorted(env):
         if not name.startswith("TME_") or not ("__" in name or name == "TME_ENVIRONMENT"):
             _refuse_single_underscores(name)
@@ -121,10 +133,7 @@ def _env_layers(env: Mapping[str, str]) -> Iterator[tuple[dict[str, Any], str]]:
         path = tuple(part.lower() for part in name[4:].split("__"))
         if not all(path):
             raise ConfigError(f"env {name}: empty part in the setting name", source=f"env {name}")
-        layer: dict[str, Any] = {path[-1]: _parse_env_value(env[name], path)}
-        for part in reversed(path[:-1]):
-            layer = {part: layer}
-        yield layer, f"env {name}"
+        yield path, name
 
 
 def _refuse_single_underscores(name: str) -> None:

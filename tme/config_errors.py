@@ -20,13 +20,16 @@ from tme.errors import ConfigError
 from tme.settings_models import Settings
 
 Loc = Sequence[int | str]
+# dotted key -> (source, text) of each setting given by an environment variable: the error
+# quotes what the operator typed (TME_HTTP__PORT=yes), not what YAML read it as (true)
+EnvTexts = Mapping[str, tuple[str, str]]
 
 
 def describe_validation_error(
-    exc: pydantic.ValidationError, sources: Mapping[str, str]
+    exc: pydantic.ValidationError, sources: Mapping[str, str], env_texts: EnvTexts | None = None
 ) -> ConfigError:
     """One ConfigError for all problems; its key and source are those of the first."""
-    problems = [_describe(error, sources) for error in exc.errors()]
+    problems = [_describe(error, sources, env_texts or {}) for error in exc.errors()]
     key, source, _ = problems[0]
     return ConfigError("; ".join(text for _, _, text in problems), key=key, source=source)
 
@@ -66,7 +69,9 @@ def where(source: str) -> str:
     return source
 
 
-def _describe(error: Mapping[str, Any], sources: Mapping[str, str]) -> tuple[str, str, str]:
+def _describe(
+    error: Mapping[str, Any], sources: Mapping[str, str], env_texts: EnvTexts
+) -> tuple[str, str, str]:
     loc = tuple(error["loc"])
     key = ".".join(str(part) for part in loc)
     if error["type"] == "extra_forbidden":
@@ -83,7 +88,9 @@ def _describe(error: Mapping[str, Any], sources: Mapping[str, str]) -> tuple[str
         what = _expectation(annotation, metadata) or str(error["msg"]).lower()
     if annotation is SecretStr:
         return key, source, f"{key}: {what} (from {where(source)})"
-    return key, source, f"{key}: {what} (got {_shown(error.get('input'))} from {where(source)})"
+    given, text = env_texts.get(key, ("", ""))
+    shown = _shown(text if given == source else error.get("input"))
+    return key, source, f"{key}: {what} (got {shown} from {where(source)})"
 
 
 def _suggestion(loc: tuple[Any, ...]) -> str:

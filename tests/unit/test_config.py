@@ -284,7 +284,26 @@ def test_wrong_type_from_env(tmp_path: Path) -> None:
 def test_true_or_false_is_no_number(tmp_path: Path, name: str, value: str, expected: str) -> None:
     # Read as 1 or 0 before: TME_HTTP__PORT=false bound a port the OS chose.
     error = error_of(tmp_path, **{name: value})
-    assert error.message == f"{expected} (got {value} from env {name})"
+    assert error.message == f'{expected} (got "{value}" from env {name})'
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "key"),
+    [
+        ("TME_HTTP__PORT", "yes", "http.port"),
+        ("TME_HTTP__PORT", "~", "http.port"),
+        ("WORKER_COUNT", "off", "agent.worker_count"),
+    ],
+)
+def test_a_wrong_variable_is_quoted_as_typed(
+    tmp_path: Path, name: str, value: str, key: str
+) -> None:
+    # YAML reads yes as true and ~ as null; the error said "got true", which the operator
+    # never typed, so could not find it in their environment.
+    error = error_of(tmp_path, **{name: value})
+    assert error.message.startswith(f"{key}: must be an integer")
+    assert error.message.endswith(f'(got "{value}" from env {name})')
+    assert (error.key, error.source) == (key, f"env {name}")
 
 
 def test_yes_in_a_file_is_no_port(tmp_path: Path) -> None:
