@@ -317,6 +317,33 @@ def test_a_task_file_with_a_key_twice_is_refused(closed_port_url: str, tmp_path:
     )
 
 
+@pytest.mark.parametrize("command", [["create", "--name", "x"], ["update", "1"]])
+@pytest.mark.parametrize(
+    ("pair", "as_text"), [("x=[1, 2", "'x=\"[1, 2\"'"), ("y={a: 1", "'y=\"{a: 1\"'")]
+)
+def test_a_param_yaml_cannot_read_is_refused_before_anything_is_sent(
+    closed_port_url: str, command: list[str], pair: str, as_text: str
+) -> None:
+    # It was sent as the text '[1, 2', which the op then took or refused far from the typo.
+    # Nothing listens at the URL: an error about the server would mean it tried to send.
+    code, out, err = tme_cli("task", *command, "--url", closed_port_url, "--param", pair)
+    key, _, value = pair.partition("=")
+    assert_one_line_error(
+        code, err, 2, f"--param {key}: {value!r} is not valid YAML", f"quote it: --param {as_text}"
+    )
+    assert out == ""
+
+
+def test_a_quoted_param_is_text_and_a_word_stays_one(live_url: str) -> None:
+    code, out, err = tme_cli(
+        "task", "create", "--url", live_url, "--name", unique(),
+        "--param", 'x="[1, 2"', "--param", "mode=auto",
+    )  # fmt: skip
+    assert code == 0, err
+    with tme.Client(live_url) as client:
+        assert client.tasks.get(int(out.strip())).params == {"x": "[1, 2", "mode": "auto"}
+
+
 def test_unreachable_server_is_one_line_and_exit_1(closed_port_url: str) -> None:
     for args in (["list"], ["show", "1"], ["create", "--name", "x"], ["delete", "1", "--yes"]):
         code, _, err = tme_cli("task", *args, "--url", closed_port_url)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Mapping
 from itertools import islice
 from pathlib import Path
@@ -53,7 +54,12 @@ FIELD_OPTIONS = [
     option("site", _opt("--site", "Target site.")),
     option("agent", _opt("--agent", "Target agent.")),
     option("device", _opt("--device", "Target device.")),
-    option("param", _opt("--param", "key=value, repeatable; values are YAML scalars.", list[str])),
+    option(
+        "param",
+        _opt(
+            "--param", "key=value, repeatable; values are YAML: 5, true, [1, 2], text.", list[str]
+        ),
+    ),
     option("cmd", _opt("--cmd", "Shell command (op shell).")),
     option("cron", _opt("--cron", "Cron schedule, e.g. '0 6 * * 1-5' or '@daily'.")),
     option("every", _opt("--every", "Run every SECONDS.", float)),
@@ -161,7 +167,7 @@ def _params(pairs: list[str], base: dict[str, Any] | None) -> dict[str, Any] | N
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
             usage_error(f"--param {pair!r}: expected key=value")
-        params[key.strip()] = _scalar(raw)
+        params[key.strip()] = _param_value(key.strip(), raw)
     return params
 
 
@@ -212,12 +218,20 @@ def _yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
-def _scalar(raw: str) -> Any:
-    """'12' -> 12, 'true' -> True, '1.5' -> 1.5, anything else stays text (ON too)."""
-    try:
-        return _yaml(raw) if raw.strip() else raw
-    except yaml.YAMLError:
+def _param_value(key: str, raw: str) -> Any:
+    """'12' -> 12, 'true' -> True, '1.5' -> 1.5, '[1, 2]' -> a list; words stay text (ON
+    too). Text YAML cannot read ('[1, 2', '{a: 1') is refused: it was sent as that text,
+    which the op then took or refused far from the typo."""
+    if not raw.strip():
         return raw
+    try:
+        return _yaml(raw)
+    except yaml.YAMLError as exc:
+        as_text = shlex.quote(f"{key}={json.dumps(raw, ensure_ascii=False)}")
+        usage_error(
+            f"--param {key}: {raw!r} is not valid YAML ({yaml_problem(exc)}); to send it"
+            f" as text, quote it: --param {as_text}"
+        )
 
 
 def _schedule(
@@ -496,6 +510,7 @@ def update(
     """Change a task's fields and/or report an external task's status."""
     report = {"status": status, "log": log, "details": _details(details)}
     cleared = _cleared(clear or [], fields)
+    _params(fields["param"] or [], None)  # a --param YAML cannot read: refused, nothing sent
     with connect(url, token) as client:
         # The change is made to the task as read, and sent naming that revision: when
         # someone else changed it meanwhile (412), it is read and made again, so a
