@@ -57,6 +57,11 @@ LINE_DELAY_S = 0.05
 MAX_HELD_LINES = 100  # held lines go at once past this many
 
 
+def _would_be_refused(refusal: str) -> str:
+    """A check's answer for a command the agent would refuse, saying why."""
+    return f"would be refused: {refusal}"
+
+
 class _HeldLines:
     """Log lines of a running command, sent with its final event or after LINE_DELAY_S.
 
@@ -215,19 +220,21 @@ class CommandExecutor:
         try:
             plan = check_command(checked_command(check), self.devices, self.allow_shell)
         except Refused as exc:
-            reason = f"would be refused: {exc.reason}"
-            return self.finish(check, "rejected", reason=reason, not_started=True)
+            return self.finish(
+                check, "rejected", reason=_would_be_refused(exc.reason), not_started=True
+            )
         refusal = self._locked_out(plan)
         if refusal is not None:
-            reason = f"would be refused: {refusal}"
-            return self.finish(check, "rejected", reason=reason, not_started=True)
+            return self.finish(
+                check, "rejected", reason=_would_be_refused(refusal), not_started=True
+            )
         lines = _HeldLines(check, self.publish)
         if needs_reading(plan):
             async with self.devices.locks_for(plan), self._workers:
                 if self.stopping:
                     return None  # the next process checks it
                 limit = time_limit(check)
-                refused = await self._check_before_change(plan, lines, limit, "would be ")
+                refused = await self._check_before_change(plan, lines, limit, a_check=True)
                 if refused is not None:
                     return refused
         would = what_it_would_do(plan)
@@ -240,22 +247,20 @@ class CommandExecutor:
         )
 
     async def _check_before_change(
-        self, plan: Plan, lines: _HeldLines, limit: TimeLimit, would: str = ""
+        self, plan: Plan, lines: _HeldLines, limit: TimeLimit, a_check: bool = False
     ) -> Event | None:
         """Read the interlocks and step limit of the plan's change; the final event when
         they refuse it or cannot be read (nothing was written either way), else None.
-        `would` ("would be ") says a refusal of a check."""
+        `a_check`: the plan is a check's, whose refusal says the command would be refused."""
         command = plan.command
         try:
             async with asyncio.timeout_at(limit.at):
                 await check_before_change(plan, lines.add)
         except EnvelopeViolation as exc:
             self._note_link(plan, True)
-            reason = (
-                f"{would}refused: {exc.message}; nothing was written"
-                if would
-                else (f"{exc.message}; nothing was written")
-            )
+            reason = f"{exc.message}; nothing was written"
+            if a_check:
+                reason = _would_be_refused(reason)
             return self.finish(command, "rejected", lines, reason=reason, not_started=True)
         except TimeoutError:
             reason = (
