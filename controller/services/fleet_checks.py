@@ -136,17 +136,19 @@ def _rows(session: Session, many: Any, one: Any, pairs: set[Pair]) -> Any:
 
 
 def check_task(
-    view: FleetView, op: str, target: Target | None, params: dict[str, Any]
+    view: FleetView,
+    op: str,
+    target: Target | None,
+    params: dict[str, Any],
+    params_at: str = "params",
 ) -> list[str]:
     """Refuse (422 naming the field) what the target agent's published devices show
     the agent would refuse; return the warnings for what cannot be checked. A check
-    (device.check) is checked as the op it checks."""
+    (device.check) is checked as the op it checks, whose params are its params.params;
+    `params_at` is where `params` are in the request, which the errors name."""
     if op == CHECK_OP:
         inner_op, inner = str(params.get("op")), dict(params.get("params") or {})
-        try:
-            return check_task(view, inner_op, target, inner)
-        except ValidationError as exc:
-            raise _under_params(exc) from None
+        return check_task(view, inner_op, target, inner, f"{params_at}.params")
     if op not in MACHINE_OPS or target is None or target.agent is None:
         return []
     pair = (target.site, target.agent)
@@ -165,7 +167,7 @@ def check_task(
         where = f"agent {target.agent!r} at site {target.site!r}"
         _refuse("target.device", f"{where} has no device", target.device, list(devices))
     else:
-        check = DeviceCheck(device)
+        check = DeviceCheck(device, params_at)
         check.check(op, params)
         noticed = []
         if device.lockout is not None and check.changes(op, params):
@@ -194,10 +196,12 @@ def _never_seen(view: FleetView, site: str, agent: str) -> str:
 
 
 class DeviceCheck:
-    """One published device, and the envelope's checks of a task's params against it."""
+    """One published device, and the envelope's checks of a task's params against it
+    (found at `params_at` in the request: "params", a check's "params.params")."""
 
-    def __init__(self, device: PublishedDevice) -> None:
+    def __init__(self, device: PublishedDevice, params_at: str = "params") -> None:
         self.device = device
+        self.params_at = params_at
         rows = [row for row in device.points if isinstance(row, dict) and "name" in row]
         self.points = {str(r["name"]): r for r in rows if r.get("kind", "point") == "point"}
         self.commands = {str(r["name"]): r for r in rows if r.get("kind") == "command"}
@@ -245,27 +249,27 @@ class DeviceCheck:
     def _check_read(self, params: dict[str, Any]) -> None:
         if "points" in params:
             for index, name in enumerate(params["points"]):
-                self._point_row(name, f"params.points.{index}")
+                self._point_row(name, f"{self.params_at}.points.{index}")
         elif "point" in params:
-            self._point_row(params["point"], "params.point")
+            self._point_row(params["point"], f"{self.params_at}.point")
 
     def _check_write(self, params: dict[str, Any]) -> None:
         name = params["point"]
-        spec = _point_spec(self._point_row(name, "params.point"))
+        spec = _point_spec(self._point_row(name, f"{self.params_at}.point"))
         if spec is None:
             return  # a row this controller cannot read (another agent version): the agent checks
         try:
             check_point_limits(spec, name, params["value"])
         except EnvelopeViolation as exc:
-            where = "params.point" if exc.details["reason"] == "read_only" else "params.value"
-            self._refused(where, exc)
+            wrong = "point" if exc.details["reason"] == "read_only" else "value"
+            self._refused(f"{self.params_at}.{wrong}", exc)
 
     def _check_command(self, params: dict[str, Any]) -> None:
         name = params["command"]
         if name not in self.commands:
             other = " (a point: use op modbus.read or modbus.write)" if name in self.points else ""
             has = f"{self.where} has no serial command"
-            _refuse("params.command", has, name, list(self.commands), other)
+            _refuse(f"{self.params_at}.command", has, name, list(self.commands), other)
         specs = _arg_specs(self.commands[name].get("args"))
         if specs is None:
             return  # not published (an older agent) or unreadable: the agent checks them
@@ -276,7 +280,8 @@ class DeviceCheck:
             check_command_args(profile, name, list(params.get("args", [])))
         except EnvelopeViolation as exc:
             arg = exc.details.get("arg")
-            self._refused("params.args" if arg is None else f"params.args.{arg}", exc)
+            where = f"{self.params_at}.args" + ("" if arg is None else f".{arg}")
+            self._refused(where, exc)
 
     def _check_stop(self) -> None:
         """A stop writes the profile's safe values: a device published without any (and
@@ -306,19 +311,6 @@ class DeviceCheck:
         raise ValidationError(
             f"invalid request: {where}: {message}", field_errors=[field_error(where, message)]
         )
-
-
-def _under_params(exc: ValidationError) -> ValidationError:
-    """A checked op's refusal, its fields located under the check's params.params."""
-    moved = {
-        f["field"]: "params." + f["field"] if f["field"].startswith("params.") else f["field"]
-        for f in exc.field_errors
-    }
-    message = exc.message
-    for old, new in moved.items():
-        message = message.replace(f": {old}: ", f": {new}: ", 1)
-    errors = [{**f, "field": moved[f["field"]]} for f in exc.field_errors]
-    return ValidationError(message, field_errors=errors)
 
 
 def _refuse(where: str, has_no: str, name: str, known: Sequence[str], note: str = "") -> NoReturn:

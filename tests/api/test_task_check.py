@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from api_helpers import assert_error
-from test_fleet_checks import PUMP, fleet  # noqa: F401  (its fixture)
+from test_fleet_checks import METER, PUMP, fleet  # noqa: F401  (its fixture)
 
 MORNING = {"cron": "0 6 * * 1-5"}
 
@@ -85,3 +86,48 @@ def test_a_check_created_directly_is_checked_against_the_fleet_under_its_params(
         test_client.post("/api/v1/tasks", json=body), 422, "params.params.point", "did you mean"
     )
     assert [f["field"] for f in error["details"]] == ["params.params.point"]
+
+
+@pytest.mark.parametrize(
+    ("target", "checked", "field"),
+    [
+        (PUMP, {"op": "modbus.read", "params": {"points": ["flow", "zzz"]}}, "points.1"),
+        (PUMP, {"op": "modbus.write", "params": {"point": "actual_speed", "value": 1}}, "point"),
+        (
+            PUMP,
+            {"op": "modbus.write", "params": {"point": "speed_setpoint", "value": 9e3}},
+            "value",
+        ),
+        (
+            METER,
+            {"op": "serial.command", "params": {"command": "set_volts", "args": []}},
+            "command",
+        ),
+        (METER, {"op": "serial.command", "params": {"command": "set_voltage"}}, "args"),
+        (METER, {"op": "serial.command", "params": {"command": "output", "args": ["x"]}}, "args.0"),
+    ],
+)
+def test_each_fleet_refusal_of_a_check_names_the_checked_params(
+    test_client: Any,
+    fleet: None,  # noqa: F811
+    target: dict[str, str],
+    checked: dict[str, Any],
+    field: str,
+) -> None:
+    body = {"name": "check", "op": "device.check", "target": target, "params": checked}
+    error = assert_error(test_client.post("/api/v1/tasks", json=body), 422)
+    assert [f["field"] for f in error["details"]] == [f"params.params.{field}"]
+    assert error["message"].startswith(f"invalid request: params.params.{field}: "), error
+    batch = test_client.post("/api/v1/tasks/batch", json={"tasks": [body]})
+    error = assert_error(batch, 422)
+    assert [f["field"] for f in error["details"]] == [f"tasks.0.params.params.{field}"]
+    assert error["message"].startswith(f"invalid request: tasks.0: params.params.{field}: ")
+
+
+def test_a_check_of_a_device_its_agent_lacks_names_the_target(test_client, fleet) -> None:  # noqa: F811
+    checked = {"op": "modbus.read", "params": {"point": "speed"}}
+    target = {**PUMP, "device": "pmup1"}
+    body = {"name": "check", "op": "device.check", "target": target, "params": checked}
+    error = assert_error(test_client.post("/api/v1/tasks", json=body), 422, "did you mean")
+    assert [f["field"] for f in error["details"]] == ["target.device"]
+    assert error["message"].startswith("invalid request: target.device: "), error
