@@ -1,4 +1,6 @@
-"""Task use cases shared by the documented /tasks paths and /api/v1.
+"""Task use cases shared by the documented /tasks paths and /api/v1: create, change
+and delete (reading them is in task_reads, their dependency edges in task_dependencies;
+both are offered here too, as before).
 
 Each function takes an open session; the caller's transaction makes the whole
 use case atomic, so a refused request writes nothing.
@@ -8,51 +10,38 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import ValidationError as PydanticError
-from sqlalchemy import delete, func, or_, text
+from sqlalchemy import delete
 from sqlalchemy import update as sa_update
-from sqlalchemy.orm import Session as OrmSession
-from sqlalchemy.orm import object_session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from tme.controller.notifications.models import NotificationRule
 from tme.controller.services import fleet_checks, policies
 from tme.controller.services import runs as run_service
-from tme.controller.services.launch import LOCK_TASK
-from tme.controller.services.paging import MAX_PAGE, decode_id_cursor, encode_cursor
-from tme.controller.services.queries import settled_latest_among
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.status_report import report_status
-from tme.controller.services.task_checks import check_one_off_due, check_storable, field_error
+from tme.controller.services.task_checks import check_one_off_due, check_storable
+from tme.controller.services.task_dependencies import (
+    check_dependencies,
+    lock_dependency_changes,
+    store_edges,
+)
+from tme.controller.services.task_reads import TaskFilters as TaskFilters
+from tme.controller.services.task_reads import get_task as get_task
+from tme.controller.services.task_reads import list_tasks as list_tasks
+from tme.controller.services.task_reads import target_of as target_of
+from tme.controller.services.task_reads import to_public as to_public
+from tme.controller.services.task_reads import to_publics as to_publics
 from tme.controller.services.task_start import StartBatch
-from tme.controller.services.workflow_reach import check_reachable
 from tme.controller.store.models import IdempotencyKey, Run, Task, TaskDependency, utcnow
 from tme.controller.store.planner import rare
-from tme.controller.store.workflow_models import TaskPolicy
 from tme.controller.workflow import decide_after_new_dependencies
-from tme.errors import (
-    Conflict,
-    NotFound,
-    PreconditionFailed,
-    ValidationError,
-    describe_validation,
-)
-from tme.schemas import (
-    Dependency,
-    Target,
-    TaskCreate,
-    TaskPublic,
-    TaskUpdate,
-    validate_task_shape,
-)
-from tme.states import FINAL_STATES, RunState
-
-FINAL_VALUES = frozenset(s.value for s in FINAL_STATES)
+from tme.errors import Conflict, PreconditionFailed, ValidationError, describe_validation
+from tme.schemas import Target, TaskCreate, TaskUpdate, validate_task_shape
+from tme.states import RunState
 
 INVALID = "invalid request: "  # how the API's validation errors begin
 
@@ -62,57 +51,6 @@ class StartsBatches(Protocol):
     """A run-ready hook that can also start new tasks built before the first write."""
 
     def start_batch(self) -> StartBatch: ...
-
-
-@dataclass(frozen=True)
-class TaskFilters:
-    status: str | None = None
-    site: str | None = None
-    agent: str | None = None
-    op: str | None = None
-    search: str | None = None
-    # Sites the caller may see; None: every site (tasks without a site included).
-    sites: tuple[str, ...] | None = None
-
-
-def to_public(task: Task) -> TaskPublic:
-    settled = _settled_latest(object_session(task), [task])
-    return _public(task, policies.policy_of(task), settled)
-
-
-def to_publics(session: Session, tasks: Sequence[Task]) -> list[TaskPublic]:
-    """TaskPublic of each task, their policies read in one query, and whether their
-    latest runs are settled in another."""
-    found = policies.policies_of(session, [task.id for task in tasks if task.id is not None])
-    settled = _settled_latest(session, tasks)
-    return [_public(task, found.get(task.id or 0), settled) for task in tasks]
-
-
-def _settled_latest(session: OrmSession | None, tasks: Sequence[Task]) -> set[str]:
-    """The tasks' latest runs that are final and settled (TaskPublic.settled); only a
-    task with a final status is looked up."""
-    final = [t.latest_run_id for t in tasks if t.latest_run_id and t.status in FINAL_VALUES]
-    return settled_latest_among(session, final) if session is not None and final else set()
-
-
-def _public(task: Task, policy: TaskPolicy | None, settled: set[str]) -> TaskPublic:
-    target = target_of(task)
-    return TaskPublic.model_validate(
-        {
-            **task.model_dump(),
-            "target": target,
-            "retries": task.retries or {},
-            **policies.public_fields(task, policy),
-            "settled": task.latest_run_id in settled,
-        }
-    )
-
-
-def get_task(session: Session, task_id: int) -> Task:
-    task = session.get(Task, task_id)
-    if task is None:
-        raise NotFound(f"task {task_id} does not exist", details={"task_id": task_id})
-    return task
 
 
 def request_hash(data: TaskCreate) -> str:
@@ -214,7 +152,7 @@ def _checked(session: Session, data: TaskCreate, key: str | None) -> Task | None
         replay = _idempotent_replay(session, key, request_hash(data))
         if replay is not None:
             return replay
-    _check_dependencies(session, None, data.depends_on)
+    check_dependencies(session, None, data.depends_on)
     return None
 
 
@@ -239,7 +177,7 @@ def _stored(
     """What a new task brings once it has its id: edges, policy, idempotency key, and
     its first run when it starts at once."""
     if data.depends_on:  # a new task has no edges to replace
-        _store_edges(session, task, data.depends_on)
+        store_edges(session, task, data.depends_on)
     policies.store_policy(session, task, data)
     if key is not None:
         session.add(IdempotencyKey(key=key, request_hash=request_hash(data), task_id=task.id or 0))
@@ -284,11 +222,6 @@ def _idempotent_replay(session: Session, key: str, digest: str) -> Task | None:
     return task
 
 
-def target_of(task: Task) -> Target | None:
-    """The task's target, from its columns (None for a task without a site)."""
-    return Target(site=task.site, agent=task.agent, device=task.device) if task.site else None
-
-
 def fleet_notices(session: Session, task: Task) -> list[str]:
     """What the fleet says of a stored task now: the warnings its create would get
     today, or why its agent would refuse it (what the agent published changed since)."""
@@ -304,80 +237,6 @@ def _target_columns(target: Target | None) -> dict[str, Any]:
     if target is None:
         return {"site": None, "agent": None, "device": None}
     return {"site": target.site, "agent": target.agent, "device": target.device}
-
-
-def _check_dependencies(session: Session, task_id: int | None, deps: list[Dependency]) -> None:
-    errors = []
-    first_at: dict[int, int] = {}
-    for index, dep in enumerate(deps):
-        seen = first_at.setdefault(dep.task, index)
-        if seen != index:  # one edge per pair of tasks: a second would break its key
-            message = f"task {dep.task} is already at depends_on.{seen}: give each task once"
-            errors.append(field_error(f"depends_on.{index}.task", message))
-        elif dep.task == task_id:
-            errors.append(field_error(f"depends_on.{index}.task", "a task cannot depend on itself"))
-        elif dep.task > MAX_ID or session.get(Task, dep.task) is None:
-            errors.append(
-                field_error(f"depends_on.{index}.task", f"task {dep.task} does not exist")
-            )
-    if errors:
-        problems = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        raise ValidationError(f"invalid dependencies: {problems}", field_errors=errors)
-    if task_id is not None:
-        cycle = _find_cycle(session, task_id, [d.task for d in deps])
-        if cycle:
-            path = " -> ".join(str(t) for t in cycle)
-            raise ValidationError(
-                f"dependency cycle: {path}",
-                field_errors=[field_error("depends_on", f"dependency cycle: {path}")],
-            )
-    check_reachable(session, task_id, [d.task for d in deps])
-
-
-# The PostgreSQL advisory lock one change of dependencies at a time holds ("tmed").
-DEPENDENCY_LOCK = 0x746D6564
-
-
-def lock_dependency_changes(session: Session, task_id: int) -> None:
-    """Hold, until this transaction ends, the right to change dependencies, before the
-    edges are read for cycles and joins: two changes at once (A on B, B on A) would each
-    find none in the edges committed before them and both be stored, a cycle. The second
-    now waits for the first to commit and reads its edge. On SQLite a locking read takes
-    the write gate, which serializes the changes as well."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DEPENDENCY_LOCK})
-    else:
-        session.execute(LOCK_TASK, {"id": task_id})
-
-
-def _find_cycle(session: Session, start: int, first_hops: list[int]) -> list[int] | None:
-    """Depth-first search from start's new predecessors back to start."""
-    stack: list[tuple[int, list[int]]] = [(t, [start, t]) for t in first_hops]
-    seen: set[int] = set()
-    while stack:
-        node, path = stack.pop()
-        if node == start:
-            return path
-        if node in seen:
-            continue
-        seen.add(node)
-        predecessors = session.exec(
-            select(TaskDependency.predecessor_id).where(TaskDependency.task_id == node)
-        ).all()
-        stack.extend((p, [*path, p]) for p in predecessors)
-    return None
-
-
-def _store_edges(session: Session, task: Task, deps: list[Dependency]) -> None:
-    for old in session.exec(select(TaskDependency).where(TaskDependency.task_id == task.id)):
-        session.delete(old)
-    session.flush()
-    for dep in deps:
-        session.add(TaskDependency(task_id=task.id or 0, predecessor_id=dep.task, on=dep.on))
-
-
-# Ids are 64-bit signed in both dialects; a larger one names no task.
-MAX_ID = 2**63 - 1
 
 
 def update_task(
@@ -474,8 +333,8 @@ def _apply_field_changes(session: Session, task: Task, changes: dict[str, Any]) 
         deps = changes["depends_on"] or []
         if deps:
             lock_dependency_changes(session, task.id or 0)
-        _check_dependencies(session, task.id, deps)
-        _store_edges(session, task, deps)
+        check_dependencies(session, task.id, deps)
+        store_edges(session, task, deps)
         changes["depends_on"] = [d.model_dump() for d in deps]
     if "schedule" in changes:
         schedule = changes["schedule"]
@@ -534,37 +393,3 @@ HANDED_OFF = (
     RunState.accepted,
     RunState.running,
 )
-
-
-def list_tasks(
-    session: Session, filters: TaskFilters, *, limit: int = 100, cursor: str | None = None
-) -> tuple[list[Task], str | None]:
-    """Newest first, keyset-paginated by id."""
-    limit = max(1, min(limit, MAX_PAGE))
-    query = select(Task)
-    if filters.sites is not None:
-        query = query.where(col(Task.site).in_(filters.sites))
-    if filters.status:
-        query = query.where(Task.status == filters.status)
-    if filters.site:
-        query = query.where(Task.site == filters.site)
-    if filters.agent:
-        query = query.where(Task.agent == filters.agent)
-    if filters.op:
-        query = query.where(Task.op == filters.op)
-    if filters.search:
-        # % and _ in a search are characters to find, not LIKE wildcards
-        escaped = filters.search.lower().replace("\\", "\\\\").replace("%", "\\%")
-        pattern = "%" + escaped.replace("_", "\\_") + "%"
-        query = query.where(
-            or_(
-                func.lower(Task.name).like(pattern, escape="\\"),
-                func.lower(Task.description).like(pattern, escape="\\"),
-            )
-        )
-    if cursor:
-        query = query.where(col(Task.id) < decode_id_cursor(cursor))
-    rows = list(session.exec(query.order_by(col(Task.id).desc()).limit(limit + 1)).all())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (encode_cursor(rows[-1].id) if more and rows else None)
