@@ -5,6 +5,7 @@ Errors reach the user as one readable line and a non-zero exit, never a tracebac
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -55,6 +56,24 @@ app.add_typer(audit_cmd.app, name="audit", help="Verify and read the audit log."
 app.add_typer(mqtt_cmd.app, name="mqtt", help="Mosquitto password and ACL files for a site.")
 serve.register(app)
 demo.register(app)
+
+
+def _one_line_summaries(group: typer.Typer) -> None:
+    """A command's line in its group's list (`tme task --help`) is its docstring's first
+    paragraph: typer keeps that paragraph's line breaks, so the list broke mid-sentence
+    wherever the source did ("...(a dry run): the" / "envelope, ..."). Each command
+    without a short help gets that paragraph joined into one line; its own --help keeps
+    the docstring as written."""
+    for info in group.registered_commands:
+        text = info.help or (info.callback.__doc__ if info.callback else None) or ""
+        if info.short_help is None and text:
+            info.short_help = " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _one_line_summaries(sub.typer_instance)
+
+
+_one_line_summaries(app)
 
 
 def run() -> None:

@@ -1,0 +1,39 @@
+"""The CLI's lists of commands (`tme task --help`) give each command's summary as one
+sentence, wrapped to the terminal, not broken where the source's docstring was."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from tme.cli.main import app
+
+
+@pytest.mark.parametrize(
+    ("group", "summary"),
+    [
+        (
+            "task",
+            "Ask the task's agent what it would do now, without running it (a dry run): the"
+            " envelope, a lockout or stop,",
+        ),
+        ("task", "its schedule, trigger, dependencies and planned retries"),
+    ],
+)
+def test_a_command_list_gives_each_summary_unbroken(group: str, summary: str) -> None:
+    result = CliRunner().invoke(app, [group, "--help"], env={"COLUMNS": "200"}, terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert summary in result.output
+
+
+def test_every_command_has_a_one_line_summary() -> None:
+    """Every command in every group: its summary holds no line break of its own."""
+
+    def commands(group):  # type: ignore[no-untyped-def]
+        yield from group.registered_commands
+        for sub in group.registered_groups:
+            yield from commands(sub.typer_instance)
+
+    broken = [c.name for c in commands(app) if c.short_help and "\n" in c.short_help]
+    assert not broken
+    assert all(c.short_help for c in commands(app) if c.callback and c.callback.__doc__)
