@@ -20,7 +20,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from tme.controller.store.models import Run
-from tme.durations import duration_line
+from tme.durations import duration_line, took_s
 from tme.states import RunState
 
 
@@ -51,13 +51,6 @@ class SlowRule:
             return False
         excess = took_s - usual.median_s
         return took_s > self.factor * usual.median_s and excess >= self.min_excess_s
-
-
-def took_s(started_at: datetime | None, finished_at: datetime | None) -> float | None:
-    """Seconds from the run's start on the machine to its end (None: it never started)."""
-    if started_at is None or finished_at is None:
-        return None
-    return max(0.0, (finished_at - started_at).total_seconds())
 
 
 def usual_of(session: Session, task_id: int, before: datetime, history: int) -> Usual | None:

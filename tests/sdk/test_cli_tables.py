@@ -37,9 +37,10 @@ def test_task_show_keeps_the_run_id_whole_at_80_columns(monkeypatch: pytest.Monk
     assert result.exit_code == 0, result.stderr
     assert "…" not in result.stdout
     assert any(RUN_ID in line for line in result.stdout.splitlines())  # copyable as is
-    runs_table = result.stdout.split("Latest runs", 1)[1].splitlines()
-    reason_cells = [line.split("│")[-2].strip() for line in runs_table if line.count("│") == 7]
-    assert "".join(reason_cells).replace(" ", "") == REASON.replace(" ", "")  # wrapped, all kept
+    runs = result.stdout.split("Latest runs (times in UTC)", 1)[1].splitlines()[1:]
+    assert runs[0] == f"{RUN_ID}  skipped  2026-12-07 03:17:00"
+    assert all(len(line) <= 80 for line in runs)
+    assert " ".join(" ".join(runs[1:]).split()) == REASON  # wrapped below it, all kept
 
 
 def _berlin_task() -> TaskPublic:
@@ -179,3 +180,23 @@ def test_a_task_name_with_brackets_is_shown_as_given(monkeypatch: pytest.MonkeyP
         shown = CliRunner().invoke(app, ["task", "show", str(task.id), "--url", "http://x:9"])
         assert shown.exit_code == 0, shown.stderr
         assert task.name in shown.stdout, shown.stdout
+
+
+def test_task_show_says_how_long_each_run_took(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    task = TaskPublic(id=7, name="t", op="noop", status="idle", created_at=NOW, updated_at=NOW)
+    retried = RunPublic(
+        id=RUN_ID, task_id=7, state="failed", attempt=2, reason="modbus timeout on unit 2",
+        created_at=NOW, updated_at=NOW, started_at=NOW, finished_at=NOW + timedelta(seconds=3.2),
+    )  # fmt: skip
+    monkeypatch.setattr(Tasks, "get", lambda self, task_id: task)
+    monkeypatch.setattr(Tasks, "runs", lambda self, task_id, **_: iter([retried]))
+    monkeypatch.setattr(console, "width", 80)
+    result = CliRunner().invoke(app, ["task", "show", "7", "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 0, result.stderr
+    runs = result.stdout.split("Latest runs (times in UTC)", 1)[1].splitlines()[1:]
+    assert runs == [
+        f"{RUN_ID}  failed (attempt 2)  2026-12-07 03:17:00",
+        "    took 3.2 s; modbus timeout on unit 2",
+    ]

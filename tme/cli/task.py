@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC
 from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from tme.cli.common import (
     JsonOption,
@@ -35,6 +37,7 @@ from tme.cli.task_input import (
     task_fields,
 )
 from tme.client.calls import MAX_PAGE_SIZE
+from tme.durations import seconds, took_s
 from tme.errors import PreconditionFailed
 
 app = typer.Typer(no_args_is_help=True)
@@ -108,10 +111,23 @@ def _show_task(task: Any, runs: list[Any]) -> None:
     times = ("created_at", "started_at", "finished_at", "updated_at")
     rows += [[k, _when(getattr(task, k))] for k in times]
     print_table(f"Task {task.id}", ["field", "value"], rows)
-    run_rows = [[r.id, r.state, r.attempt, _when(r.created_at), _when(r.finished_at), r.reason]
-                for r in runs]  # fmt: skip
-    columns = ["run", "state", "attempt", "created", "finished", "reason"]
-    print_table("Latest runs", columns, run_rows, whole=["run"])
+    _print_runs(runs)
+
+
+def _print_runs(runs: list[Any]) -> None:
+    """Two lines a run, not a table: its id (whole, to copy into `tme run show`), state
+    and creation time fit 80 columns, and how long it took and its reason wrap below.
+    A table of six columns folded every time into a column of six lines."""
+    console.print("Latest runs (times in UTC)" if runs else "No runs yet", highlight=False)
+    for run in runs:
+        state = run.state if run.attempt == 1 else f"{run.state} (attempt {run.attempt})"
+        created = run.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        console.print(Text(f"{run.id}  {state}  {created}"), highlight=False)
+        took = took_s(run.started_at, run.finished_at)
+        reason = run.reason if run.reason != run.state else ""  # "succeeded" says nothing more
+        said = "; ".join(t for t in (took is not None and f"took {seconds(took)}", reason) if t)
+        if said:
+            console.print(Text("    " + visible(said)), highlight=False)
 
 
 # --- commands ------------------------------------------------------------------------
