@@ -135,23 +135,23 @@ def subject_and_text(payload: dict[str, Any], public_url: str = "") -> tuple[str
         subject = (
             f"[TME] {run['task_name']} was slow: {seconds(run['took_s'])}, usually {seconds(usual)}"
         )
-        lines = [
-            f"Task {run['task_id']} ({run['task_name']}) succeeded at {run['at']}, but it"
-            f" {run['summary']}.",
-            f"Target: {run['site'] or '-'}/{run['agent'] or '-'}/{run['device'] or '-'}",
-            f"Run: {run['run_id']}",
-        ]
-        if base:
-            lines.append(f"Run page: {base}/ui/runs/{run['run_id']}")
-        return subject, "\n".join(lines) + "\n"
+        said = f"succeeded at {run['at']}, but it {run['summary']}."
+        return subject, _run_text(run, said, [], base)
     state = run["to_state"].replace("_", " ")
     subject = f"[TME] {run['task_name']} {state}"
+    return subject, _run_text(
+        run, f"{state} at {run['at']}.", [f"Reason: {run['reason'] or '-'}"], base
+    )
+
+
+def _run_text(run: dict[str, Any], said: str, more: list[str], base: str) -> str:
+    """An email's text about a run: what happened to its task, then where and which run."""
     lines = [
-        f"Task {run['task_id']} ({run['task_name']}) {state} at {run['at']}.",
-        f"Reason: {run['reason'] or '-'}",
+        f"Task {run['task_id']} ({run['task_name']}) {said}",
+        *more,
         f"Target: {run['site'] or '-'}/{run['agent'] or '-'}/{run['device'] or '-'}",
         f"Run: {run['run_id']}",
     ]
     if base:
         lines.append(f"Run page: {base}/ui/runs/{run['run_id']}")
-    return subject, "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"

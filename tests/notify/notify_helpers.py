@@ -34,6 +34,18 @@ def fail_a_run(
         return task.id or 0
 
 
+def email_to_ops(host: str, port: int) -> dict[str, object]:
+    """notifications.email to ops@plant.example through the test's SMTP server."""
+    return {
+        "enabled": True,
+        "smtp_host": host,
+        "smtp_port": port,
+        "starttls": False,
+        "from_addr": "tme@plant.example",
+        "to": ["ops@plant.example"],
+    }
+
+
 def deliveries(engine: Any) -> list[NotificationDelivery]:
     with Session(engine) as session:
         return list(session.exec(select(NotificationDelivery).order_by(NotificationDelivery.id)))

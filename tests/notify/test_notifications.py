@@ -8,6 +8,7 @@ import hmac
 
 from notify_helpers import add_rule as _add_rule
 from notify_helpers import deliveries as _deliveries
+from notify_helpers import email_to_ops
 from notify_helpers import fail_a_run as _fail_a_run
 from sqlalchemy import event
 from sqlmodel import Session
@@ -21,21 +22,9 @@ from tme.protocol import Presence
 SECRET = "webhook-signing-secret"
 
 
-def _email_to_ops(host: str, port: int) -> dict[str, object]:
-    """notifications.email to ops@plant.example through the test's SMTP server."""
-    return {
-        "enabled": True,
-        "smtp_host": host,
-        "smtp_port": port,
-        "starttls": False,
-        "from_addr": "tme@plant.example",
-        "to": ["ops@plant.example"],
-    }
-
-
 def test_failed_run_sends_an_email(app_engine, smtp_server, start_notifier) -> None:
     host, port, inbox = smtp_server
-    settings = Settings(notifications={"email": _email_to_ops(host, port)})
+    settings = Settings(notifications={"email": email_to_ops(host, port)})
     start_notifier(settings)
     task_id = _fail_a_run(app_engine, reason="modbus timeout on unit 2")
     assert inbox.arrived.wait(10)
@@ -55,7 +44,7 @@ def test_an_email_links_the_run_page_under_http_public_url(
     host, port, inbox = smtp_server
     settings = Settings(
         http={"public_url": "https://tme.plant.example/"},
-        notifications={"email": _email_to_ops(host, port)},
+        notifications={"email": email_to_ops(host, port)},
     )
     start_notifier(settings)
     task_id = _fail_a_run(app_engine, reason="modbus timeout on unit 2")
@@ -172,7 +161,7 @@ def test_a_device_stopped_by_its_agent_notifies_once_per_stop(
     of it in the agent's presence once the link is back, and every presence after says
     it again; one email per stop (its latch's time), a new stop another one."""
     host, port, inbox = smtp_server
-    start_notifier(Settings(notifications={"email": _email_to_ops(host, port)}))
+    start_notifier(Settings(notifications={"email": email_to_ops(host, port)}))
     latch = {
         "by": "agent skid-a (link loss)",
         "reason": "link to the controller lost for 300 s (the site gateway is offline)",

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from notify_helpers import add_rule as _add_rule
 from notify_helpers import deliveries as _deliveries
+from notify_helpers import email_to_ops
 from notify_helpers import fail_a_run as _fail_a_run
 from pydantic import ValidationError
 from sqlmodel import Session
@@ -83,15 +84,7 @@ def test_slow_is_sent_only_to_rules_that_name_it(app_engine, http_receiver, star
 
 def test_the_settings_email_names_slow_to_get_it(app_engine, smtp_server, start_notifier) -> None:  # type: ignore[no-untyped-def]
     host, port, inbox = smtp_server
-    email = {
-        "enabled": True,
-        "smtp_host": host,
-        "smtp_port": port,
-        "starttls": False,
-        "from_addr": "tme@plant.example",
-        "to": ["ops@plant.example"],
-        "events": ["slow"],
-    }
+    email = {**email_to_ops(host, port), "events": ["slow"]}
     settings = Settings(
         http={"public_url": "https://tme.plant.example"},
         notifications={"email": email, "slow": {"factor": 2, "min_runs": 3, "min_excess_s": 5}},
