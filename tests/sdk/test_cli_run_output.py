@@ -222,3 +222,39 @@ def test_run_show_says_how_long_it_took_against_its_usual(monkeypatch: pytest.Mo
     assert result.exit_code == 0, result.stderr
     out = " ".join(result.stdout.split())
     assert "took 12.0 s; usual 3.0 s (median of the last 20 succeeded runs), 4.0x: slow" in out
+
+
+def test_run_show_gives_hop_times_to_the_millisecond_in_80_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import timedelta
+
+    from tme.cli.output import console
+
+    events = [
+        RunEventPublic(at=NOW, from_state=None, to_state="pending", reason="run now"),
+        RunEventPublic(
+            at=NOW + timedelta(milliseconds=9.4), from_state="pending", to_state="running"
+        ),
+        RunEventPublic(  # the next day: its date is said
+            at=NOW + timedelta(days=1, seconds=3), from_state="running", to_state="succeeded"
+        ),
+    ]
+    detail = RunDetail(
+        id="r-1", task_id=7, state="succeeded", reason="succeeded", created_at=NOW,
+        updated_at=NOW, events=events,
+    )  # fmt: skip
+    monkeypatch.setattr(Runs, "get", lambda self, run_id: detail)
+    monkeypatch.setattr(console, "width", 80)
+    result = CliRunner().invoke(app, ["run", "show", "r-1", "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "run: run r-1 of task 7 is succeeded"  # not "succeeded (succeeded)"
+    assert "transitions (UTC, 2026-12-07)" in result.stdout
+    rows = [line.split("│")[1:-1] for line in lines if line.count("│") == 6]
+    assert [[cell.strip() for cell in row[:3]] for row in rows] == [
+        ["00:00:00.000", "", "pending"],
+        ["00:00:00.009", "pending", "running"],
+        ["2026-12-08 00:00:03.000", "running", "succeeded"],
+    ]
+    assert rows[0][4].strip() == "run now" and rows[1][4].strip() == ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 import typer
@@ -43,7 +44,8 @@ def _print_run(run: RunPublic, as_json: bool, what: str) -> None:
     if as_json:
         print_json(run.model_dump(mode="json"))
         return
-    reason = f" ({escape(run.reason)})" if run.reason else ""
+    # "succeeded (succeeded)" says it twice: a reason that only repeats the state is left out
+    reason = f" ({escape(run.reason)})" if run.reason and run.reason != run.state else ""
     text = f"{what}: run {run.id} of task {run.task_id} is {run.state}{reason}"
     if what == "cancel" and run.state not in {state.value for state in FINAL_STATES}:
         # in the agent's hands: the answer to the stop request settles it
@@ -190,12 +192,14 @@ def show(
             f" (its runs: `tme run workflow {detail.workflow_id}`)",
             highlight=False,
         )
+    day = detail.created_at.astimezone(UTC).date()
     rows = [
-        (e.at.isoformat(), e.from_state, f"{e.to_state} (late)" if e.late else e.to_state,
-         e.source, e.reason)
+        (_hop_time(e.at, day), e.from_state, f"{e.to_state} (late)" if e.late else e.to_state,
+         e.source, e.reason if e.reason != e.to_state else "")
         for e in detail.events
     ]  # fmt: skip
-    print_table("transitions", ["at", "from", "to", "source", "reason"], rows, whole=["to"])
+    title = f"transitions (UTC, {day.isoformat()})"
+    print_table(title, ["at", "from", "to", "source", "reason"], rows, whole=["at", "to"])
     if any(e.late for e in detail.events):
         console.print(
             "(late): recorded after the run had moved past it; it changed no state",
@@ -206,6 +210,15 @@ def show(
         console.print(escape(json.dumps(detail.result, indent=2, default=str)), highlight=False)
     for line in detail.log:
         console.print(f"{line.at.isoformat()}  {escape(line.line)}", highlight=False)
+
+
+def _hop_time(at: datetime, day: date) -> str:
+    """A hop's time of day in UTC to the millisecond (hops come milliseconds apart), with
+    its date where it is not the run's day: a column 12 wide, where a whole timestamp
+    wrapped into three lines in 80 columns."""
+    at = at.astimezone(UTC)
+    time_of_day = at.strftime("%H:%M:%S.") + f"{at.microsecond // 1000:03d}"
+    return time_of_day if at.date() == day else f"{at.date().isoformat()} {time_of_day}"
 
 
 @run_app.command("workflow")
