@@ -37,8 +37,9 @@ from tme.agents.journal import Journal
 from tme.agents.presence import PresenceAnnouncer
 from tme.agents.site_queue import SiteQueueConsumer
 from tme.agents.state_files import StateDirLock
+from tme.agents.upstream import Upstream
 from tme.bus import Bus, Consumer, Delivery, Reject, open_bus
-from tme.bus.base import Unreachable
+from tme.bus.base import Unreachable, WatchesLinks
 from tme.bus.holding import HeldWrite
 from tme.bus.topology import CONTROLLER_EVENTS_QUEUE
 from tme.errors import BusError
@@ -121,6 +122,8 @@ class Gateway:
         self.presence = PresenceAnnouncer(
             self.link, config.site, config.name, "gateway", features=[EVENT_BATCHES]
         )
+        # Whether it reaches RabbitMQ, said in its presence (agents stop devices by it).
+        self.upstream = Upstream(self.presence.set_upstream)
         self.journal: Journal | None = None
         self.journal_failures = FailureLog(
             log,
@@ -156,11 +159,14 @@ class Gateway:
         site = self.config.site
         self.journal = Journal(self.config.state_dir / JOURNAL_FILE)
         self.journal.prune()
-        self._start_bus()
         # Agents that stop devices on link loss read in its presence whether it reaches
-        # RabbitMQ: not until its first publish (the heartbeat, at once) is confirmed.
+        # RabbitMQ: not until its first publish (the heartbeat, at once) is confirmed,
+        # and not while one of its connections is lost.
         self.presence.set_upstream(False)
-        self._publisher = BusPublisher(self.bus, on_link=self._upstream_changed)
+        if isinstance(self.bus, WatchesLinks):
+            self.bus.watch_links(self.upstream.link_changed)
+        self._start_bus()
+        self._publisher = BusPublisher(self.bus, on_link=self.upstream.published)
         self.heartbeat = Heartbeat(
             site, self.config.name, self._publisher, self.status, self.config.heartbeat_s
         )
@@ -201,15 +207,6 @@ class Gateway:
         if self._site_queue is not None:
             return self._site_queue.consuming.is_set()
         return self._consumer is not None
-
-    def _upstream_changed(self, up: bool) -> None:
-        """Its publishes to RabbitMQ are confirmed again (up) or fail: said in presence."""
-        log.log(
-            logging.INFO if up else logging.WARNING,
-            "RabbitMQ %s; telling the site's agents",
-            "reached" if up else "cannot be reached",
-        )
-        self.presence.set_upstream(up)
 
     def _state_changed(self) -> None:
         """Something the heartbeat says changed (MQTT, the site queue, the journal)."""

@@ -14,6 +14,7 @@ from tme.bus.amqp_admin import (
 from tme.bus.amqp_consumer import AmqpConsumer
 from tme.bus.amqp_publisher import ConfirmingPublisher
 from tme.bus.base import BatchHandler, Handler
+from tme.bus.link_states import LinkListener, LinkStates
 from tme.bus.options import BusOptions
 from tme.bus.topology import CONTROLLER_EVENTS_QUEUE, EXCHANGES
 from tme.errors import BusError
@@ -30,6 +31,7 @@ class AmqpBus:
         self._publisher: ConfirmingPublisher | None = None
         self._consumers: list[AmqpConsumer] = []
         self._lock = threading.Lock()
+        self._states = LinkStates()
 
     def start(self) -> None:
         if self.options.declare_topology:
@@ -37,7 +39,7 @@ class AmqpBus:
                 declare_topology(channel)
         if self._publisher is None:
             parameters = connection_parameters(self.url, self.options, "publisher")
-            self._publisher = ConfirmingPublisher(parameters, self.options)
+            self._publisher = ConfirmingPublisher(parameters, self.options, self._states)
             self._publisher.start()
 
     def stop(self) -> None:
@@ -48,6 +50,11 @@ class AmqpBus:
         if self._publisher is not None:
             self._publisher.stop()
             self._publisher = None
+
+    def watch_links(self, listener: LinkListener) -> None:
+        """Tell `listener` when the publishing connection or a consumer's is lost, and
+        when it publishes or consumes again (tme.bus.link_states)."""
+        self._states.watch(listener)
 
     def declare_queue(self, queue: str, exchange: str, binding: str) -> None:
         with admin_channel(self._admin) as channel:
@@ -109,7 +116,7 @@ class AmqpBus:
         parameters = connection_parameters(self.url, self.options, f"consumer:{queue}")
         window = self.options.prefetch if prefetch is None else prefetch
         consumer = AmqpConsumer(
-            parameters, self.options, queue, handler, window, batch_handler, max_batch
+            parameters, self.options, queue, handler, window, batch_handler, max_batch, self._states
         )
         consumer.start()
         with self._lock:

@@ -25,6 +25,7 @@ from pika.spec import Basic, BasicProperties
 
 from tme.bus.amqp_link import AmqpLink
 from tme.bus.base import BatchHandler, Delivery, Handler, Reject
+from tme.bus.link_states import LinkStates
 from tme.bus.options import BusOptions
 from tme.bus.topology import PUBLISH_SEQ_HEADER
 from tme.errors import BusError
@@ -44,8 +45,11 @@ class AmqpConsumer:
         prefetch: int,
         batch_handler: BatchHandler | None = None,
         max_batch: int = 1,
+        states: LinkStates | None = None,
     ) -> None:
+        """`states`, if given, hears when it consumes and when its link is lost."""
         self.queue = queue_name
+        self._states = states or LinkStates()
         self._handler = handler
         self._batch_handler = batch_handler
         self._max_batch = max_batch if batch_handler is not None else 1
@@ -85,6 +89,7 @@ class AmqpConsumer:
         if self._worker.is_alive() and self._worker is not threading.current_thread():
             self._worker.join()
         self._link.stop()
+        self._states.forget(self._link.name)
 
     # --- I/O thread ---------------------------------------------------------
 
@@ -107,6 +112,7 @@ class AmqpConsumer:
             return  # its connection was abandoned meanwhile; the next channel consumes
         self._channel = channel
         self._consuming.set()
+        self._states.up(self._link.name)
 
     def _on_cancelled(self, channel: Channel, _frame: Method) -> None:
         """The broker cancelled the consumer (its queue was deleted). The channel stays
@@ -138,6 +144,7 @@ class AmqpConsumer:
     def _on_lost(self, error: BusError) -> None:
         self._channel = None
         self._generation += 1  # what that channel delivered is requeued by the broker
+        self._states.down(self._link.name, error)
         if not self._consuming.is_set():
             self._first_error = error
             self._consuming.set()

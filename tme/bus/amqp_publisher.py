@@ -27,6 +27,7 @@ from pika.spec import Basic, BasicProperties
 
 from tme.bus.amqp_link import AmqpLink
 from tme.bus.base import Nacked, Unroutable
+from tme.bus.link_states import LinkStates
 from tme.bus.options import BusOptions
 from tme.bus.topology import PUBLISH_SEQ_HEADER
 from tme.errors import BusError
@@ -57,8 +58,16 @@ class _Outgoing:
 
 
 class ConfirmingPublisher:
-    def __init__(self, parameters: pika.ConnectionParameters, options: BusOptions) -> None:
+    def __init__(
+        self,
+        parameters: pika.ConnectionParameters,
+        options: BusOptions,
+        states: LinkStates | None = None,
+    ) -> None:
+        """`states`, if given, hears when the link can publish (its channel confirms)
+        and when it is lost."""
         self._options = options
+        self._states = states or LinkStates()
         self._link = AmqpLink(parameters, "publisher", options, self._on_channel, self._on_lost)
         # The fields below belong to the I/O thread.
         self._channel: Channel | None = None
@@ -115,6 +124,7 @@ class ConfirmingPublisher:
             return  # its connection was abandoned meanwhile; the next channel publishes
         self._channel = channel
         self._next_tag = 1  # delivery tags count per channel
+        self._states.up(self._link.name)
         self._flush()
 
     def _flush(self) -> None:
@@ -190,6 +200,7 @@ class ConfirmingPublisher:
 
     def _on_lost(self, error: BusError) -> None:
         self._channel = None
+        self._states.down(self._link.name, error)
         # Unconfirmed messages go first, in their original order, on the next channel.
         again = [self._unconfirmed[tag] for tag in sorted(self._unconfirmed)]
         self._unconfirmed.clear()

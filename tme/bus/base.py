@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from tme.errors import BusError
 
@@ -59,6 +59,16 @@ class Unreachable(BusError):
 
 class Consumer(Protocol):
     def stop(self) -> None: ...
+
+
+@runtime_checkable
+class WatchesLinks(Protocol):
+    """A bus whose connections tell when they are lost and back (amqp://; the in-process
+    bus has none to lose)."""
+
+    def watch_links(self, listener: Callable[[str, BusError | None], None]) -> None:
+        """Call `listener(name, error)` when a connection is lost (why) or publishes or
+        consumes again (None), on the connection's thread; at once for those known."""
 
 
 class Bus(Protocol):

@@ -10,7 +10,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from commands import make_command
-from edge_helpers import send
+from edge_helpers import send, unique
+from rabbitmq_admin import connection_pids, rabbitmqctl, require_rabbitmqctl
 from tcp_relay import TcpRelay
 from waiting import wait_until
 
@@ -125,6 +126,64 @@ def test_a_gateway_cut_off_from_rabbitmq_has_its_agent_stop_the_pump_until_resum
             assert plant.read_bit(PUMP, RUN_COIL) is True
         finally:
             back.close()
+
+
+def test_an_idle_gateway_says_at_once_that_it_lost_rabbitmq_and_when_it_is_back(
+    site_setup, rabbitmq_url: str, watcher_factory
+) -> None:
+    """Nothing flows (no event, its heartbeat an hour away) when RabbitMQ is cut off: the
+    gateway's connections closing say so in its presence within seconds, where it waited
+    for its next publish and that publish's confirm timeout; and it says it is back once
+    they are."""
+    site = site_setup["site"]
+    target = urlsplit(rabbitmq_url)
+    relay = TcpRelay((target.hostname or "127.0.0.1", target.port or 5672))
+    relay.open()
+    url = urlunsplit(
+        target._replace(netloc=f"{target.username}:{target.password}@127.0.0.1:{relay.port}")
+    )
+    watcher = watcher_factory([state_topic(site, "gateway")])
+    options = {"confirm_timeout_s": 30, "reconnect_min_s": 0.1, "reconnect_max_s": 0.2}
+    site_setup["gateway"](bus_url=url, bus_options=options, heartbeat_s=3600)
+    watcher.wait_for(lambda: gateway_upstream(watcher, site) is True)
+    relay.close()  # idle: nothing is published from now on
+    # the old way it took the next publish (an hour away) plus 30 s of confirm timeout
+    watcher.wait_for(lambda: gateway_upstream(watcher, site) is False, timeout=5)
+    back = TcpRelay(relay.target, port=relay.port)
+    back.open()
+    try:
+        watcher.wait_for(lambda: gateway_upstream(watcher, site) is True, timeout=10)
+    finally:
+        back.close()
+
+
+def test_a_gateway_whose_site_queue_connection_drops_says_so_until_it_consumes_again(
+    site_setup, watcher_factory
+) -> None:
+    """Its publishing connection is fine but the one that takes the site's commands is
+    closed by RabbitMQ: the controller cannot reach the site meanwhile, and the gateway
+    says `upstream: false` until it consumes again."""
+    require_rabbitmqctl()
+    site = site_setup["site"]
+    name = unique("tme-gw-conn")
+    watcher = watcher_factory([state_topic(site, "gateway")])
+    options = {"connection_name": name, "reconnect_min_s": 0.5, "reconnect_max_s": 0.5}
+    site_setup["gateway"](bus_options=options, heartbeat_s=3600)
+    watcher.wait_for(lambda: gateway_upstream(watcher, site) is True)
+    seen = len(watcher.messages)
+    (consumer,) = connection_pids(f"{name}:consumer:")
+    rabbitmqctl("close_connection", consumer, "TME test: the site queue's connection drops")
+    watcher.wait_for(lambda: False in _upstreams(watcher, site, seen), timeout=5)
+    watcher.wait_for(lambda: gateway_upstream(watcher, site) is True, timeout=10)
+
+
+def _upstreams(watcher, site: str, after: int) -> list[bool | None]:  # type: ignore[no-untyped-def]
+    """What the gateway's presence said of RabbitMQ since the first `after` messages."""
+    return [
+        m.upstream
+        for m in watcher.messages[after:]
+        if isinstance(m, Presence) and (m.site, m.role, m.state) == (site, "gateway", "online")
+    ]
 
 
 def _stopped_in_presence(watcher, site: str, agent: str) -> bool:  # type: ignore[no-untyped-def]
