@@ -87,7 +87,8 @@ async def _write(plan: Plan, device: Device, log: LogLine) -> dict[str, Any]:
 async def _stop(device: Device, log: LogLine) -> dict[str, Any]:
     """Write every safe value, each tried even when one before it failed: a pump whose
     speed could not be zeroed must still have been told to stop. The result names what
-    was written; any failure fails the run, naming each point and its error."""
+    was written and what the device then read back (the device's values after the stop
+    are those); any write failure fails the run, naming each point and its error."""
     written, failed = await _write_safe_values(device, log)
     # A write the stop cut off mid-request may still land after these: the safe values
     # are written again once it no longer can (the stop holds the bus meanwhile).
@@ -104,7 +105,24 @@ async def _stop(device: Device, log: LogLine) -> dict[str, Any]:
             retryable=any(exc.retryable for exc in failed.values()),
             not_sent=not written and all(exc.not_sent for exc in failed.values()),
         )
-    return {"stopped": device.name, "written": written}
+    return {"stopped": device.name, "written": written, **await _read_back(device, written, log)}
+
+
+async def _read_back(device: Device, written: dict[str, Any], log: LogLine) -> dict[str, Any]:
+    """`read_back`: each written point as the device now reads (none when its driver
+    cannot read); a read that fails is said as `read_back_error` and fails no stop: the
+    safe values went out, only what the points now hold is not known."""
+    if not callable(getattr(device.driver, "read_points", None)):
+        return {"read_back": {}}
+    try:
+        read = await device.driver.read_points(device.profile, device.unit, list(written))
+    except DriverError as exc:
+        log(f"stop: could not read back what it wrote on {device.name}: {exc.message}")
+        return {"read_back": {}, "read_back_error": exc.message}
+    for point, value in read.items():
+        if not values_match(written[point], value, device.profile.points[point]):
+            log(f"stop: {point} reads {value} on {device.name}, not its safe value")
+    return {"read_back": read}
 
 
 async def _write_safe_values(

@@ -257,6 +257,17 @@ class PointValue(Output):
     run_id: str | None = None
     task_id: int | None = None
     op: str | None = None
+    # Whether the value was read from the device (true) or is what a stop wrote to it,
+    # which the device could not read back (false: it was told, nothing read it since);
+    # None while there is no value.
+    read: bool | None = None
+
+    def shown(self) -> str:
+        """The value as `tme device values` and the Fleet page show it ("-": none yet);
+        one that was written and not read back says so."""
+        if self.value is None:
+            return "-"
+        return f"{self.value} (written, not read back)" if self.read is False else str(self.value)
 
 
 class DeviceValues(Output):

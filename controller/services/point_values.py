@@ -2,7 +2,9 @@
 
 Nothing new is stored: a device's points were last seen in the result of the
 newest succeeded run that read them (`modbus.read`), wrote and read them back
-(`modbus.write` with verify) or asked the device (`serial.command`). Runs are read
+(`modbus.write` with verify, `device.stop`) or asked the device (`serial.command`).
+A stop writes its safe values whatever was there: a point it wrote and could not read
+back shows the value written, said as not read (`read: false`). Runs are read
 newest first by one query (at most `MAX_SCAN` of them) streamed a page at a time,
 and reading stops once every point has a value, so a device that is polled often
 answers from its first page.
@@ -22,12 +24,18 @@ from tme.errors import Conflict, NotFound
 from tme.fleet_schemas import DevicePublic, DeviceValues, PointValue
 from tme.states import RunState
 
-VALUE_OPS = ("modbus.read", "modbus.write", "serial.command")
+VALUE_OPS = ("modbus.read", "modbus.write", "serial.command", "device.stop")
 PAGE = 200
 # Bounds the scan for points no recent run touched; past it they show no value.
 MAX_SCAN = 5000
 
-Reading = tuple[Any, str | None]  # value and unit, as the run's result gave them
+
+class Reading(NamedTuple):
+    """A point's value and unit, as a run's result gave them."""
+
+    value: Any
+    unit: str | None
+    read: bool = True  # False: what a stop wrote, not read back
 
 
 def find_device(
@@ -64,15 +72,26 @@ def readings_of(op: str, result: dict[str, Any] | None) -> dict[str, Reading]:
         return {}
     if op == "modbus.read" and isinstance(result.get("values"), dict):
         return {
-            str(name): (entry.get("value"), entry.get("unit"))
+            str(name): Reading(entry.get("value"), entry.get("unit"))
             for name, entry in result["values"].items()
             if isinstance(entry, dict) and "value" in entry
         }
     if op == "modbus.write" and "read_back" in result and result.get("point"):
-        return {str(result["point"]): (result["read_back"], result.get("unit"))}
+        return {str(result["point"]): Reading(result["read_back"], result.get("unit"))}
     if op == "serial.command" and result.get("command") and "response" in result:
-        return {str(result["command"]): (result["response"], result.get("unit"))}
+        return {str(result["command"]): Reading(result["response"], result.get("unit"))}
+    if op == "device.stop" and isinstance(result.get("written"), dict):
+        return _stopped(result["written"], result.get("read_back"))
     return {}
+
+
+def _stopped(written: dict[str, Any], read_back: Any) -> dict[str, Reading]:
+    """A stop's points: as read back after its writes, else as written (not read)."""
+    read = read_back if isinstance(read_back, dict) else {}
+    return {
+        str(name): Reading(read[name], None) if name in read else Reading(value, None, read=False)
+        for name, value in written.items()
+    }
 
 
 def _typed(value: Any, kind: str | None) -> Any:
@@ -127,13 +146,14 @@ def latest_values(session: Session, device: Device | DevicePublic) -> DeviceValu
     wanted = {str(p["name"]) for p in points}
     latest: dict[str, PointValue] = {}
     for run in _succeeded_runs(session, device):
-        for name, (value, unit) in readings_of(run.op, run.result).items():
+        for name, reading in readings_of(run.op, run.result).items():
             if name in latest or name not in wanted:
                 continue
             latest[name] = PointValue(
                 name=name,
-                value=value,
-                unit=unit,
+                value=reading.value,
+                unit=reading.unit,
+                read=reading.read,
                 at=run.finished_at,
                 run_id=run.id,
                 task_id=run.task_id,

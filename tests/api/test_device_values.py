@@ -112,6 +112,44 @@ def test_a_write_without_verify_and_an_unread_point_give_no_value(test_client, a
     assert points["speed"]["unit"] == "rpm"  # still described, from the profile
 
 
+STOPPABLE_POINTS = [
+    {"name": "run", "kind": "point", "type": "bool", "access": "rw", "safe_value": False},
+    {"name": "speed_setpoint", "kind": "point", "type": "uint16", "unit": "rpm",
+     "access": "rw", "safe_value": 0},
+    {"name": "speed", "kind": "point", "type": "float32", "unit": "rpm", "access": "r"},
+]  # fmt: skip
+
+
+def test_after_a_stop_its_points_show_what_it_read_back_or_else_wrote_said_unread(
+    test_client, app_engine
+) -> None:  # type: ignore[no-untyped-def]
+    """A stop writes the safe values over what a verified write set: the values are the
+    stop's, as the device read them back; one it could not read back is what it wrote,
+    said as not read."""
+    pump2 = PUMP | {"device": "pump2"}
+    _device(app_engine, "plant-1", "skid-a", "pump2", STOPPABLE_POINTS)
+    read = _finished_run(
+        app_engine, pump2, "modbus.read", {"points": ["run", "speed"]},
+        {"values": {"run": {"value": True}, "speed": {"value": 1190.0, "unit": "rpm"}}},
+    )  # fmt: skip
+    write = {"point": "speed_setpoint", "value": 1200, "verify": True}
+    _finished_run(
+        app_engine, pump2, "modbus.write", write,
+        {"point": "speed_setpoint", "written": 1200, "unit": "rpm", "read_back": 1200},
+    )  # fmt: skip
+    stopped = _finished_run(
+        app_engine, pump2, "device.stop", {"reason": "leak"},
+        {"stopped": "pump2", "written": {"run": False, "speed_setpoint": 0},
+         "read_back": {"speed_setpoint": 0}, "read_back_error": "no answer"},
+    )  # fmt: skip
+    points = _points(test_client.get("/api/v1/devices/pump2/values").json())
+    setpoint, run = points["speed_setpoint"], points["run"]
+    assert (setpoint["value"], setpoint["read"], setpoint["run_id"]) == (0, True, stopped)
+    assert (setpoint["unit"], setpoint["op"]) == ("rpm", "device.stop")
+    assert (run["value"], run["read"], run["run_id"]) == (False, False, stopped)
+    assert (points["speed"]["run_id"], points["speed"]["read"]) == (read, True)  # not written
+
+
 def test_a_serial_reply_is_shown_as_the_number_its_command_parses_to(test_client, app_engine):  # type: ignore[no-untyped-def]
     meter = {"site": "plant-1", "agent": "lab-c", "device": "meter1"}
     _device(app_engine, "plant-1", "lab-c", "meter1", METER_POINTS)
@@ -123,6 +161,7 @@ def test_a_serial_reply_is_shown_as_the_number_its_command_parses_to(test_client
     assert points["measure_voltage"] | {"at": None} == {
         "name": "measure_voltage", "kind": "command", "value": 12.5, "unit": "V", "at": None,
         "run_id": run_id, "task_id": points["measure_voltage"]["task_id"], "op": "serial.command",
+        "read": True,
     }  # fmt: skip
 
 
@@ -148,7 +187,7 @@ def test_another_sites_device_is_404_for_a_scoped_caller(test_client, app_engine
     assert own.status_code == 200 and own.json()["site"] == "plant-2"
 
 
-def test_sdk_and_cli_show_the_values(live_url: str, pump) -> None:  # type: ignore[no-untyped-def]
+def test_sdk_and_cli_show_the_values(live_url: str, app_engine, pump) -> None:  # type: ignore[no-untyped-def]
     with tme.Client(live_url) as client:
         values = client.fleet.values("pump1")
         assert {p.name: p.value for p in values.points}["speed"] == 1195.5
@@ -160,3 +199,12 @@ def test_sdk_and_cli_show_the_values(live_url: str, pump) -> None:  # type: igno
     assert shown["speed_setpoint"]["run_id"] == pump["written"]
     table = CliRunner().invoke(cli_app, ["device", "values", "pump1", "--url", live_url])
     assert table.exit_code == 0 and "1195.5" in table.stdout
+    assert "not read back" not in table.stdout
+    _device(app_engine, "plant-1", "skid-a", "pump2", STOPPABLE_POINTS)
+    _finished_run(
+        app_engine, PUMP | {"device": "pump2"}, "device.stop", {"reason": "leak"},
+        {"stopped": "pump2", "written": {"run": False, "speed_setpoint": 0}, "read_back": {}},
+    )  # fmt: skip
+    table = CliRunner().invoke(cli_app, ["device", "values", "pump2", "--url", live_url])
+    assert table.exit_code == 0, table.stderr
+    assert table.stdout.count("(written,") == 2  # run and speed_setpoint (a cell wraps)

@@ -364,6 +364,30 @@ def test_tme_device_stop_cancels_what_waits_for_the_pump_and_writes_its_safe_val
         client.fleet.stop("tank1", "no safe values", site=target["site"])
 
 
+def test_after_a_stop_the_pumps_values_are_what_the_stop_read_back(real_stack, client_of) -> None:
+    """A verified write set the speed to 1200; a stop writes 0: the device's values say
+    0, read back from the pump by the stop, not the 1200 from before it."""
+    client = client_of(real_stack)
+    target = _target(real_stack, "skid-a", "pump1")
+    _wait_published(client, target)
+    fast = {"point": "speed_setpoint", "value": 1200, "verify": True}
+    task = client.tasks.create(name="speed", op="modbus.write", target=target, params=fast)
+    assert client.tasks.wait(task.id, timeout=30).status == "succeeded"
+
+    def values() -> dict:  # type: ignore[type-arg]
+        return {p.name: p for p in client.fleet.values("pump1", site=target["site"]).points}
+
+    assert values()["speed_setpoint"].value == 1200
+    stopped = client.fleet.stop("pump1", "seal check", site=target["site"])
+    stop = client.tasks.wait(stopped.task_id, timeout=30)
+    assert stop.status == "succeeded"
+    assert real_stack.plant.read_register(PUMP_UNIT, SPEED_SETPOINT) == 0
+    setpoint, run = values()["speed_setpoint"], values()["run"]
+    assert (setpoint.value, setpoint.read, setpoint.op) == (0, True, "device.stop")
+    assert (run.value, run.read) == (False, True)
+    assert setpoint.run_id == stop.latest_run_id
+
+
 def test_tme_task_check_says_what_a_scheduled_start_would_do_now_and_writes_nothing(
     real_stack, client_of
 ) -> None:

@@ -134,10 +134,7 @@ def device_values(
     if as_json:
         print_json(device.model_dump(mode="json"))
         return
-    rows = [
-        (p.name, "-" if p.value is None else p.value, p.unit or "", p.at or "", p.run_id or "")
-        for p in device.points
-    ]
+    rows = [(p.name, p.shown(), p.unit or "", p.at or "", p.run_id or "") for p in device.points]
     print_table(
         f"{device.site}/{device.agent}/{device.name}",
         ["point", "value", "unit", "at", "run"],

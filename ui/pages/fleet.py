@@ -350,7 +350,7 @@ def show_values(table: ui.element, device: DevicePublic, values: DeviceValues) -
         for point in values.points:
             spec = described.get(point.name)
             ui.label(point.name)
-            ui.label("-" if point.value is None else str(point.value)).classes("point-value")
+            ui.label(point.shown()).classes("point-value")
             ui.label(point.unit or "")
             ui.label(utc_time(point.at) if point.at else "")
             if point.run_id:

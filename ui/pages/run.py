@@ -48,7 +48,8 @@ def result_rows(
     if op == "modbus.read":
         readings = readings_of(op, result)
         return [
-            (name, value, unit or units.get(name, "")) for name, (value, unit) in readings.items()
+            (name, reading.value, reading.unit or units.get(name, ""))
+            for name, reading in readings.items()
         ]
     rows = []
     for key, value in (result or {}).items():

@@ -63,6 +63,7 @@ def test_a_stop_cancels_what_waits_for_the_device_and_writes_its_safe_values(
         assert stopped.result == {
             "stopped": "pump1",
             "written": {"run": False, "speed_setpoint": 0},
+            "read_back": {"run": False, "speed_setpoint": 0},  # after the second pass
         }
         for command, how in ((slow, "stopped on request"), (queued, "canceled before it started")):
             final = watcher.wait_final(command.id)[-1]
