@@ -76,9 +76,13 @@ def retry_refusal(task: Task, run: Run, link: RunLink, retries: Retries) -> str 
     return None
 
 
-def plan_retry(session: Session, task: Task, run: Run, link: RunLink) -> Run | None:
+def plan_retry(
+    session: Session, task: Task, run: Run, link: RunLink, halted: str | None = None
+) -> Run | None:
+    """Plan the run's automatic retry, unless it is not retried (`halted`: its workflow
+    run was canceled as a whole, why)."""
     retries = Retries.model_validate(task.retries or {})
-    refusal = retry_refusal(task, run, link, retries)
+    refusal = halted or retry_refusal(task, run, link, retries)
     if refusal is not None:
         _note_not_retried(session, run, retries, refusal)
         return None

@@ -32,6 +32,7 @@ from tme.controller.services.runs import (
     start_run,
     transition,
 )
+from tme.controller.services.workflow_cancel import stopped
 from tme.controller.services.workflow_reach import runs_in
 from tme.controller.store.db import keep_loaded
 from tme.controller.store.models import Run, RunEvent, Task, TaskDependency
@@ -268,7 +269,9 @@ def settle_run(
     task = session.get(Task, run.task_id)
     if task is None:
         return True
-    plan_retry(session, task, run, link)
+    # a workflow run canceled as a whole retries none of its runs
+    halted = stopped(session, link.workflow_id, lock=True) if run.state in RETRY_ON else None
+    plan_retry(session, task, run, link, halted)
     if predecessors is None or task.id in predecessors:
         advance_dependents(session, task.id or 0, link.workflow_id, hook)
     if holding is None or task.id in holding:
@@ -340,11 +343,12 @@ def decide_step(
         return  # already started in this workflow run, or waiting to (a retry, the queue)
     if waiting_for and not blockers:
         return  # a join waits for all its predecessors in this workflow run
-    if blockers:
+    # Canceled as a whole: skipped whatever its `on` (read locked before a start).
+    halted = stopped(session, workflow_id, lock=not blockers)
+    if blockers or halted:
         run = existing or _new_step(session, task, workflow_id)
-        transition(
-            session, run, RunState.skipped, reason="condition cannot hold: " + "; ".join(blockers)
-        )
+        why = halted or "condition cannot hold: " + "; ".join(blockers)
+        transition(session, run, RunState.skipped, reason=why)
         return
     _start_step(session, task, workflow_id, existing, hook)
 

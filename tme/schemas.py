@@ -404,3 +404,13 @@ class TriggerFired(Output):
 
     trigger: str
     runs: list[RunPublic] = Field(default_factory=list)
+
+
+class WorkflowCanceled(Output):
+    """The answer to canceling a workflow run as a whole: who canceled it, when, and the
+    runs this cancel canceled or asked their agents to stop, as they are after it."""
+
+    workflow_id: str
+    canceled_by: str
+    canceled_at: datetime
+    runs: list[RunPublic] = Field(default_factory=list)

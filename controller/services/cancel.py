@@ -6,20 +6,24 @@ the same path (outbox, broker, gateway, agent), and the agent stops the operatio
 and reports `canceled`. `force` marks it canceled at once even if the agent is
 gone; the stop request still goes out. A run of a task without an agent (an
 external task, reported by a person or another system) has nobody to ask: it is
-canceled at once.
+canceled at once. A workflow run is canceled as a whole by canceling each of its runs
+still going this way, once its cancel is recorded (services/workflow_cancel.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlmodel import Session, col, select
 
 from tme.controller.retries import start_retry_by_hand
 from tme.controller.services.launch import hold, link_run, record_skipped, room_for
+from tme.controller.services.roles import Principal
 from tme.controller.services.runs import RunReadyHook, start_run, transition
+from tme.controller.services.workflow_cancel import going_in, record_cancel, stopped
 from tme.controller.store.models import Outbox, Run, Task, utcnow
-from tme.controller.store.workflow_models import RunLink
+from tme.controller.store.workflow_models import RunLink, WorkflowCancel
 from tme.errors import Conflict, NotFound
 from tme.protocol import Command
 from tme.states import RunState
@@ -40,7 +44,9 @@ def get_run(session: Session, run_id: str) -> Run:
     return run
 
 
-def cancel_run(session: Session, run_id: str, *, force: bool = False) -> Run:
+def cancel_run(session: Session, run_id: str, *, force: bool = False, why: str = "") -> Run:
+    """Cancel the run, or ask its agent to stop it; `why` goes before the reason of the
+    cancel (a workflow run canceled as a whole says so)."""
     run = get_run(session, run_id)
     state = RunState(run.state)
     if state.is_final:
@@ -66,14 +72,43 @@ def cancel_run(session: Session, run_id: str, *, force: bool = False) -> Run:
     session.add(link)
     if rows and task is not None and task.site and task.agent and not on_its_way:
         session.add(_stop_request(run, task))
+    reason = None
     if state in BEFORE_BROKER:
-        transition(session, run, RunState.canceled, reason="canceled before dispatch", source="api")
+        reason = "canceled before dispatch"
     elif task is None or not task.agent:
-        transition(session, run, RunState.canceled, reason=NO_AGENT, source="api")
+        reason = NO_AGENT
     elif force:
         reason = "force-canceled; the agent was asked to stop but may not have answered"
+    if reason is not None:
+        reason = f"{why}: {reason}" if why else reason
         transition(session, run, RunState.canceled, reason=reason, source="api")
     return run
+
+
+@dataclass
+class WorkflowCanceled:
+    """A workflow run canceled as a whole: its cancel and the runs it canceled or asked
+    to stop (as they are after it)."""
+
+    cancel: WorkflowCancel
+    runs: list[Run]
+
+
+def cancel_workflow(
+    session: Session, run_id: str, principal: Principal, *, force: bool = False
+) -> WorkflowCanceled:
+    """Cancel the workflow run `run_id` belongs to: record its cancel and commit it (so no
+    step of it starts from then on: services/workflow_cancel.py), then cancel each run
+    of it still going as `cancel_run` does; the caller commits that."""
+    cancel = record_cancel(session, run_id, principal)
+    session.commit()
+    why = f"workflow run {cancel.workflow_id} canceled by {cancel.canceled_by}"
+    runs = []
+    for going in going_in(session, cancel.workflow_id):
+        run = get_run(session, going)
+        if not RunState(run.state).is_final:  # it may have finished since it was read
+            runs.append(cancel_run(session, going, force=force, why=why))
+    return WorkflowCanceled(cancel, runs)
 
 
 def _stop_request(run: Run, task: Task) -> Outbox:
@@ -112,6 +147,13 @@ def retry_run(session: Session, run_id: str, hook: RunReadyHook | None) -> Run:
     if task is None:
         raise NotFound(f"task {run.task_id} does not exist", details={"task_id": run.task_id})
     link = session.get(RunLink, run.id)
+    halted = stopped(session, link.workflow_id if link else run.id)
+    if halted is not None:
+        raise Conflict(
+            f"{halted}: none of its runs is run again (`run now` starts the task in a new"
+            " workflow run)",
+            details={"run_id": run_id, "workflow_id": link.workflow_id if link else run.id},
+        )
     reason = f"retry of run {run.id} requested"
     planned = _planned_retry(session, link)
     if planned is not None:

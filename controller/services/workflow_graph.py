@@ -55,7 +55,8 @@ def workflows_of(session: Session, run_ids: Iterable[str]) -> dict[str, str]:
     return {run_id: found.get(run_id, run_id) for run_id in ids}
 
 
-def _runs_in(session: Session, workflow_id: str) -> list[Run]:
+def workflow_runs(session: Session, workflow_id: str) -> list[Run]:
+    """The runs of one workflow run, oldest first."""
     runs = list(
         session.exec(
             select(Run)
@@ -88,7 +89,7 @@ def _grow(session: Session, started: set[int]) -> tuple[set[int], list[TaskDepen
 
 def workflow_graph(session: Session, workflow_id: str) -> WorkflowGraph | None:
     """The graph of one workflow run, or None when no run belongs to it."""
-    runs = _runs_in(session, workflow_id)
+    runs = workflow_runs(session, workflow_id)
     if not runs:
         return None
     task_ids, edges = _grow(session, {r.task_id for r in runs})

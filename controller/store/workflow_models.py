@@ -5,7 +5,9 @@ row per task); every handled schedule slot is one `schedule_slots` row, unique p
 (task, slot), so a slot is fired or recorded as missed exactly once whatever
 restarts. `run_links` ties a run to its workflow run and records why it exists.
 `scheduler_lease` elects the one controller that schedules; `workflow_cursor`
-remembers how far the workflow engine has read the run events.
+remembers how far the workflow engine has read the run events. `workflow_cancels`
+records the workflow runs an operator canceled as a whole: none of their steps starts
+or is retried after it (services/workflow_cancel.py).
 """
 
 from __future__ import annotations
@@ -108,3 +110,13 @@ class WorkflowCursor(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=32)
     last_event_id: int = Field(default=0, sa_type=BigInt)
+
+
+class WorkflowCancel(SQLModel, table=True):
+    """A workflow run canceled as a whole: who did it and when (one row per workflow run)."""
+
+    __tablename__ = "workflow_cancels"
+
+    workflow_id: str = Field(primary_key=True, max_length=36)
+    canceled_by: str = Field(max_length=64)  # a user's name (security_models.User)
+    canceled_at: datetime = _when(nullable=False)

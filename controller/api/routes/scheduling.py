@@ -8,6 +8,7 @@ POST /api/v1/triggers/{name}           start every task bound to the trigger
 POST /api/v1/runs/{id}/cancel[?force]  cancel at once, or ask the agent to stop
 POST /api/v1/runs/{id}/retry           run a settled step again in its workflow run
 GET  /api/v1/workflows/{id}            the runs of one workflow run
+POST /api/v1/workflows/{id}/cancel[?force]  cancel it as a whole: its runs going, its steps to come
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from tme.controller.services.access import within_scope
 from tme.controller.services.launch import launch_run
 from tme.controller.services.policies import get_policy, schedule_changed
 from tme.controller.services.queries import run_public, run_publics
+from tme.controller.services.workflow_cancel import no_workflow_run
 from tme.controller.store.models import Run, Task
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
-from tme.errors import NotFound
-from tme.schemas import RunPublic, TaskPublic, TriggerFired
+from tme.schemas import RunPublic, TaskPublic, TriggerFired, WorkflowCanceled
 
 router = APIRouter(prefix="/api/v1", tags=["run control"])
 
@@ -165,18 +166,32 @@ def workflow_runs(
         r for r in rows if principal.sees_site(getattr(session.get(Task, r.task_id), "site", None))
     ]
     if not rows:
-        raise _no_workflow_run(session, principal, workflow_id)
+        raise no_workflow_run(session, principal, workflow_id)
     return run_publics(session, rows)
 
 
-def _no_workflow_run(session: Session, principal: PrincipalDep, workflow_id: str) -> NotFound:
-    """The 404 of an id that is no workflow run's: one that is a run of another (a step's
-    id, copied from a task's runs) names the workflow run that run is in."""
-    message, details = f"workflow run {workflow_id} does not exist", {"workflow_id": workflow_id}
-    link = session.get(RunLink, workflow_id)
-    run = session.get(Run, workflow_id) if link is not None else None
-    task = session.get(Task, run.task_id) if run is not None else None
-    if link is not None and task is not None and principal.sees_site(task.site):
-        message += f": run {workflow_id} is a step of workflow run {link.workflow_id}"
-        details["run_workflow_id"] = link.workflow_id
-    return NotFound(message, details=details)
+@router.post(
+    "/workflows/{workflow_id}/cancel", response_model=WorkflowCanceled, openapi_extra=RUN_CONTROL
+)
+def cancel_workflow(
+    workflow_id: RunId,
+    request: Request,
+    session: SessionDep,
+    principal: PrincipalDep,
+    force: Annotated[
+        bool, Query(description="mark its runs canceled even if their agents are gone")
+    ] = False,
+) -> WorkflowCanceled:
+    """Stop the workflow run: each run of it still going is canceled (as by its own
+    cancel) and none of its steps starts or is retried afterwards, an `on: failure` or
+    `on: any` one included: each is recorded skipped, saying who canceled it
+    (docs/workflows.md, "Canceling a workflow run"). 409 when it is already over."""
+    done = cancel_service.cancel_workflow(session, workflow_id, principal, force=force)
+    session.commit()
+    wake_scheduler(request)  # its canceled runs settle, and its dependents are skipped, now
+    return WorkflowCanceled(
+        workflow_id=done.cancel.workflow_id,
+        canceled_by=done.cancel.canceled_by,
+        canceled_at=done.cancel.canceled_at,
+        runs=run_publics(session, done.runs),
+    )
