@@ -4,6 +4,7 @@ tme task run|pause|resume ID      start a run now; stop or restart its automatic
 tme task check ID                 ask its agent what it would do now (a dry run)
 tme run show|cancel|retry RUN_ID  one run; cancel it (--force); run it again
 tme run workflow WORKFLOW_ID      every run of one workflow run (a trigger's, a schedule's...)
+tme run cancel --workflow ID      stop a workflow run: its runs going, its steps to come
 tme trigger fire NAME             start every task bound to a named trigger
 """
 
@@ -28,7 +29,7 @@ from tme.cli.common import (
 from tme.cli.output import console, fire_times_text, print_json, print_table, visible
 from tme.client.base import check_seconds
 from tme.durations import duration_line
-from tme.schemas import RunPublic, TaskPublic
+from tme.schemas import RunPublic, TaskPublic, WorkflowCanceled
 from tme.states import FINAL_STATES
 
 FINAL_NAMES = frozenset(state.value for state in FINAL_STATES)
@@ -290,7 +291,18 @@ def _print_workflow(workflow_id: str, runs: list[RunPublic]) -> None:
 
 @run_app.command("cancel")
 def cancel(
-    run_id: RunIdArg,
+    run_id: Annotated[
+        str,
+        typer.Argument(help="Run id (with --workflow: the workflow run's id).", show_default=False),
+    ],
+    workflow: Annotated[
+        bool,
+        typer.Option(
+            "--workflow",
+            help="Cancel the whole workflow run: its runs still going, and every step of it"
+            " not started yet (skipped, failure and any dependents too).",
+        ),
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Mark it canceled even if the agent is gone.")
     ] = False,
@@ -298,9 +310,35 @@ def cancel(
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cancel a queued run at once, or ask the agent to stop a running one."""
+    """Cancel a queued run at once, or ask the agent to stop a running one. With
+    --workflow, stop the workflow run as a whole: each of its runs still going is
+    canceled so, and none of its steps starts or is retried afterwards."""
     with connect(url, token) as client:
+        if workflow:
+            _print_workflow_cancel(client.runs.cancel_workflow(run_id, force=force), as_json)
+            return
         _print_run(client.runs.cancel(run_id, force=force), as_json, "cancel")
+
+
+def _print_workflow_cancel(done: WorkflowCanceled, as_json: bool) -> None:
+    if as_json:
+        print_json(done.model_dump(mode="json"))
+        return
+    asked = [r for r in done.runs if r.state not in FINAL_NAMES]
+    console.print(
+        f"cancel: workflow run {done.workflow_id} canceled by {escape(done.canceled_by)}:"
+        f" {len(done.runs) - len(asked)} run(s) canceled, {len(asked)} asked to stop;"
+        " its steps not started yet are skipped",
+        highlight=False,
+    )
+    for r in done.runs:
+        console.print(f"task {r.task_id}  run {r.id}  {r.state}", highlight=False)
+    if asked:  # in their agents' hands: their answers settle them
+        console.print(
+            f"(`tme run workflow {done.workflow_id} --wait` waits for their agents' answers;"
+            " --force marks them canceled without waiting)",
+            highlight=False,
+        )
 
 
 @run_app.command("retry")

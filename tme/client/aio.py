@@ -16,7 +16,15 @@ import httpx
 from tme.client import calls
 from tme.client.base import Connection, WaitDeadline, shared_ssl_context
 from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
-from tme.schemas import Page, RunDetail, RunPublic, TaskCreate, TaskPublic, TriggerFired
+from tme.schemas import (
+    Page,
+    RunDetail,
+    RunPublic,
+    TaskCreate,
+    TaskPublic,
+    TriggerFired,
+    WorkflowCanceled,
+)
 
 T = TypeVar("T")
 
@@ -168,6 +176,9 @@ class AsyncRuns:
 
     async def workflow(self, workflow_id: str) -> list[RunPublic]:
         return await self._client.send(calls.workflow_runs(workflow_id))
+
+    async def cancel_workflow(self, workflow_id: str, force: bool = False) -> WorkflowCanceled:
+        return await self._client.send(calls.cancel_workflow(workflow_id, force))
 
 
 class AsyncTriggers:

@@ -29,6 +29,7 @@ from tme.schemas import (
     TaskPublic,
     TaskUpdate,
     TriggerFired,
+    WorkflowCanceled,
 )
 
 T = TypeVar("T")
@@ -313,6 +314,12 @@ def retry_run(run_id: str) -> Call[RunPublic]:
 def workflow_runs(workflow_id: str) -> Call[list[RunPublic]]:
     path = f"{API}/workflows/{quote(str(workflow_id), safe='')}"
     return Call("GET", path, _list_of(RunPublic))
+
+
+def cancel_workflow(workflow_id: str, force: bool = False) -> Call[WorkflowCanceled]:
+    params = {"force": "true"} if force else {}
+    path = f"{API}/workflows/{quote(str(workflow_id), safe='')}/cancel"
+    return Call("POST", path, _parser(WorkflowCanceled), params=params)
 
 
 def fire_trigger(name: str) -> Call[TriggerFired]:

@@ -12,7 +12,15 @@ import httpx
 from tme.client import calls
 from tme.client.base import Connection, WaitDeadline, shared_ssl_context
 from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
-from tme.schemas import Page, RunDetail, RunPublic, TaskCreate, TaskPublic, TriggerFired
+from tme.schemas import (
+    Page,
+    RunDetail,
+    RunPublic,
+    TaskCreate,
+    TaskPublic,
+    TriggerFired,
+    WorkflowCanceled,
+)
 
 T = TypeVar("T")
 
@@ -210,6 +218,12 @@ class Runs:
     def workflow(self, workflow_id: str) -> list[RunPublic]:
         """Every run of one workflow run, oldest first."""
         return self._client.send(calls.workflow_runs(workflow_id))
+
+    def cancel_workflow(self, workflow_id: str, force: bool = False) -> WorkflowCanceled:
+        """Stop a workflow run: cancel each of its runs still going (as `cancel` does) and
+        skip its steps not started yet, `failure` and `any` ones included; its runs are
+        not retried. Conflict (409) when it is already over."""
+        return self._client.send(calls.cancel_workflow(workflow_id, force))
 
 
 class Triggers:
