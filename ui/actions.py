@@ -153,6 +153,23 @@ def cancel_run(principal: Principal, run_id: str) -> str | None:
     return None
 
 
+def cancel_workflow(principal: Principal, workflow_id: str) -> str:
+    """Stop the workflow run as a whole (POST /api/v1/workflows/{id}/cancel): its runs
+    still going are canceled, and none of its steps starts or is retried afterwards."""
+    with (
+        _audited(principal, "run.control:cancel_workflow", f"workflow run {workflow_id}") as entry,
+        session_scope(dashboard().engine) as session,
+    ):
+        done = cancel_service.cancel_workflow(session, workflow_id, principal)
+        session.commit()
+        asked = sum(1 for run in done.runs if run.state != RunState.canceled)
+        entry.details["runs"] = [run.id for run in done.runs]
+    return (
+        f"canceled workflow run {workflow_id[:8]}: {len(done.runs) - asked} run(s) canceled,"
+        f" {asked} asked to stop; its steps not started yet are skipped"
+    )
+
+
 def cancel(principal: Principal, task_id: int) -> str | None:
     """Cancel the task's latest run."""
     with session_scope(dashboard().engine) as session:

@@ -8,8 +8,9 @@ from fastapi import Request
 from nicegui import ui
 
 from tme.controller.services.workflow_graph import WorkflowGraph, workflow_graph
-from tme.ui import live
+from tme.ui import actions, live
 from tme.ui.context import dashboard
+from tme.ui.control import guarded
 from tme.ui.session import Viewer
 from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
 
@@ -70,6 +71,35 @@ def visible_graph(workflow_id: str, viewer: Viewer) -> WorkflowGraph | None:
     return graph if graph.run_ids else None
 
 
+def _cancel_button(viewer: Viewer, workflow_id: str) -> None:
+    """Stop the whole workflow run, after asking (as POST /api/v1/workflows/{id}/cancel);
+    the service refuses one that is over, or one with runs on sites outside the grant."""
+    cancel = guarded(viewer, "run.control", None, actions.cancel_workflow, workflow_id)
+
+    def confirm() -> None:
+        with ui.dialog() as dialog, ui.card():
+            ui.label(
+                f"Cancel workflow run {workflow_id[:8]}? Its runs still going are canceled"
+                " and none of its steps starts afterwards, its alarm and clean-up steps"
+                " (on failure, on any) included."
+            )
+
+            def confirmed() -> None:
+                dialog.close()
+                cancel()
+
+            with ui.row():
+                ui.button("Back", on_click=dialog.close).props("flat")
+                ui.button("Cancel workflow run", color="negative", on_click=confirmed).mark(
+                    "confirm-cancel-workflow"
+                )
+        dialog.open()
+
+    ui.button("Cancel workflow run", on_click=confirm).props("flat color=negative").mark(
+        "cancel-workflow"
+    )
+
+
 def register() -> None:
     @ui.page("/workflows/{workflow_id}")
     def workflow_page(request: Request, workflow_id: str) -> None:
@@ -102,6 +132,8 @@ def register() -> None:
 
             show_steps(graph)
             shown = {"graph": graph}
+            if viewer.can("run.control"):
+                _cancel_button(viewer, workflow_id)
 
         def on_runs(changes: list[live.RunChange]) -> None:
             known = shown["graph"]
