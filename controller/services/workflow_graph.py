@@ -65,7 +65,9 @@ def workflow_runs(session: Session, workflow_id: str) -> list[Run]:
             .order_by(col(Run.created_at), col(Run.attempt))
         ).all()
     )
-    if not runs:  # a run that was never linked is a workflow run of its own
+    if not runs and session.get(RunLink, workflow_id) is None:
+        # a run that was never linked is a workflow run of its own (a linked one with no
+        # run linked to its id is a step of another workflow run, not one)
         alone = session.get(Run, workflow_id)
         runs = [alone] if alone is not None else []
     return runs

@@ -117,6 +117,27 @@ async def test_run_and_task_pages_link_to_the_workflow_run(user: User, board, si
     assert f't{task_id}["read tank level<br/>pending"]' in _graph(user)
 
 
+async def test_a_steps_run_id_is_no_workflow_run_and_links_to_its_own(
+    user: User, board, sign_in
+) -> None:
+    """/workflows/<a step's run id> drew that step alone as if it were a workflow run of
+    its own; it is none: the page says so and links to the workflow run it is in."""
+    first = _task(board, name="fill")
+    second = _task(board, name="mix", depends_on=[{"task": first, "on": "success"}])
+    root = _latest_run(board, first)
+    _succeed(board, root)
+    with Session(board.engine) as session:
+        settle_pending(session, None)
+        session.commit()
+    step = _latest_run(board, second)
+    sign_in(user, "viewer")
+    await user.open(f"/workflows/{step}")
+    await user.should_see(f"There is no workflow run {step}.")
+    await user.should_not_see(marker="workflow-graph")
+    user.find(marker="its-workflow-run").click()
+    await user.should_see(f"Workflow run {root[:8]}")
+
+
 async def test_a_workflow_run_on_another_site_is_not_shown(user: User, board, sign_in) -> None:
     run_id = _latest_run(board, _task(board))
     sign_in(user, "viewer", sites="elsewhere")

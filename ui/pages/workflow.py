@@ -7,6 +7,7 @@ import re
 from fastapi import Request
 from nicegui import ui
 
+from tme.controller.services.workflow_cancel import no_workflow_run
 from tme.controller.services.workflow_graph import WorkflowGraph, workflow_graph
 from tme.ui import actions, live
 from tme.ui.context import dashboard
@@ -71,6 +72,22 @@ def visible_graph(workflow_id: str, viewer: Viewer) -> WorkflowGraph | None:
     return graph if graph.run_ids else None
 
 
+def _not_found(workflow_id: str, viewer: Viewer) -> None:
+    """No workflow run has this id; a step's run id (copied from a run page) links to the
+    workflow run that run is in, as the API's 404 names it."""
+    with dashboard().session() as session:
+        details = no_workflow_run(session, viewer.principal, workflow_id).details
+    with frame("Workflow run not found", viewer):
+        ui.label(f"There is no workflow run {workflow_id}.")
+        found = details.get("run_workflow_id") if isinstance(details, dict) else None
+        if found:
+            with ui.row().classes("items-center gap-1"):
+                ui.label(f"Run {workflow_id[:8]} is a step of")
+                ui.link(f"workflow run {found[:8]}", href(f"/workflows/{found}")).mark(
+                    "its-workflow-run"
+                )
+
+
 def _cancel_button(viewer: Viewer, workflow_id: str) -> None:
     """Stop the whole workflow run, after asking (as POST /api/v1/workflows/{id}/cancel);
     the service refuses one that is over, or one with runs on sites outside the grant."""
@@ -108,8 +125,7 @@ def register() -> None:
             return
         graph = visible_graph(workflow_id, viewer)
         if graph is None:
-            with frame("Workflow run not found", viewer):
-                ui.label(f"There is no workflow run {workflow_id}.")
+            _not_found(workflow_id, viewer)
             return
         with frame(f"Workflow run {workflow_id[:8]}", viewer):
             diagram = ui.mermaid(to_mermaid(graph)).classes("w-full").mark("workflow-graph")
