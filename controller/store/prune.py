@@ -1,8 +1,9 @@
 """Retention: delete what is older than a cutoff and that nothing needs any more.
 
 Runs (with their events, logs, links and published commands), published outbox rows,
-schedule slots, idempotency keys, ended dashboard sessions and finished notification
-deliveries go; the audit log never does (each row's hash chains it to the one before).
+schedule slots, idempotency keys, ended dashboard sessions, finished notification
+deliveries and the cancels of workflow runs none of whose runs is kept go; the audit
+log never does (each row's hash chains it to the one before).
 Rows go in chunks of CHUNK, one short transaction each, so SQLite's one writer and
 PostgreSQL's row locks are held briefly and the controller keeps working beside it.
 
@@ -35,7 +36,7 @@ from tme.controller.store.models import (
 )
 from tme.controller.store.rows import table_of
 from tme.controller.store.security_models import ApiToken
-from tme.controller.store.workflow_models import RunLink, ScheduleSlot
+from tme.controller.store.workflow_models import RunLink, ScheduleSlot, WorkflowCancel
 from tme.failure_log import FailureLog
 from tme.schemas import Misfire
 from tme.states import FINAL_STATES
@@ -49,6 +50,7 @@ EVENTS, LOGS, OUTBOX = table_of(RunEvent), table_of(RunLog), table_of(Outbox)
 SLOTS, KEYS = table_of(ScheduleSlot), table_of(IdempotencyKey)
 TOKENS, DELIVERIES = table_of(ApiToken), table_of(NotificationDelivery)
 OTHER_LINKS = LINKS.alias("other_links")
+CANCELS = table_of(WorkflowCancel)
 # A slot younger than the longest misfire grace may still be looked at when its
 # schedule fires late; older ones are only history.
 MAX_GRACE = timedelta(
@@ -78,6 +80,7 @@ def prune(
     counts["idempotency_keys"] = pruning.rows(KEYS.c.key, KEYS.c.created_at < cutoff)
     counts["dashboard_sessions"] = pruning.rows(TOKENS.c.id, _ended_sessions(cutoff))
     counts["notification_deliveries"] = pruning.rows(DELIVERIES.c.id, _finished(cutoff))
+    counts["workflow_cancels"] = pruning.rows(CANCELS.c.workflow_id, _cancels_gone(cutoff))
     return counts
 
 
@@ -108,6 +111,13 @@ def _ended_sessions(cutoff: datetime) -> ColumnElement[bool]:
     stay: an administrator lists and revokes them by name, and they are few."""
     ended = (TOKENS.c.expires_at < cutoff) | (TOKENS.c.revoked_at < cutoff)
     return (TOKENS.c.kind == "session") & ended
+
+
+def _cancels_gone(cutoff: datetime) -> ColumnElement[bool]:
+    """Cancels of workflow runs, before the cutoff, of which no run is kept (a workflow
+    run's runs go only once every one of them is settled: nothing starts there again)."""
+    kept = exists().where(LINKS.c.workflow_id == CANCELS.c.workflow_id)
+    return (CANCELS.c.canceled_at < cutoff) & ~kept
 
 
 def _finished(cutoff: datetime) -> ColumnElement[bool]:

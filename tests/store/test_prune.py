@@ -23,7 +23,7 @@ from tme.controller.store.db import session_scope
 from tme.controller.store.models import IdempotencyKey, Outbox, Run, RunLog, Task, utcnow
 from tme.controller.store.prune import Pruner, prune
 from tme.controller.store.security_models import ApiToken, AuditEntry, User
-from tme.controller.store.workflow_models import RunLink, ScheduleSlot
+from tme.controller.store.workflow_models import RunLink, ScheduleSlot, WorkflowCancel
 from tme.controller.workflow import settle_pending
 from tme.schemas import TaskCreate
 from tme.states import RunState
@@ -131,7 +131,11 @@ def _other_rows(engine: Engine) -> None:
     now = utcnow()
     old = now - OLD
     task_id = _task(engine, "scheduled")
+    kept = _run(engine, task_id, RunState.canceled)  # the task's latest run: kept
     with session_scope(engine) as session:
+        # the cancel of a workflow run whose runs are all gone goes, one with runs stays
+        for workflow_id, at in (("gone", old), (kept, old), ("lately", now)):
+            session.add(WorkflowCancel(workflow_id=workflow_id, canceled_by="op", canceled_at=at))
         session.add(Outbox(run_id="gone", site="s", body="{}", published_at=old, created_at=old))
         session.add(Outbox(run_id="unsent", site="s", body="{}", created_at=old))
         session.add(Outbox(run_id="fresh", site="s", body="{}", published_at=now))
@@ -197,6 +201,7 @@ def test_other_tables_lose_only_their_old_rows(engine: Engine, count: Callable[[
         "idempotency_keys": 1,
         "dashboard_sessions": 2,
         "notification_deliveries": 2,
+        "workflow_cancels": 1,
     }
     with session_scope(engine) as session:
         assert set(session.exec(select(Outbox.run_id)).all()) == {"unsent", "fresh"}
@@ -206,6 +211,8 @@ def test_other_tables_lose_only_their_old_rows(engine: Engine, count: Callable[[
             "sent lately",
         }
         assert session.exec(select(IdempotencyKey.key)).all() == ["new"]
+        cancels = set(session.exec(select(WorkflowCancel.workflow_id)).all())
+        assert "gone" not in cancels and "lately" in cancels and len(cancels) == 2
     assert count("schedule_slots") == 1
     assert count("audit_log") == 1  # never pruned: its hash chain
 

@@ -66,7 +66,8 @@ def test_prune_prints_a_line_per_table_and_a_dry_run_deletes_nothing(
     assert done.exit_code == 0, done.output
     lines = done.output.strip().splitlines()
     assert lines[0] == "runs: deleted 1" and "run_events: deleted 2" in lines
-    assert "notification_deliveries: deleted 0" in lines and len(lines) == 9
+    assert "notification_deliveries: deleted 0" in lines and len(lines) == 10
+    assert "workflow_cancels: deleted 0" in lines
     # it deletes ended dashboard sessions, never API tokens: "api_tokens: deleted 3"
     # read as if it had
     assert "dashboard_sessions: deleted 0" in lines
