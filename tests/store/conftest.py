@@ -33,6 +33,7 @@ TABLES = (
     "audit_log",
     "audit_head",
     "workflow_cursor",  # its event id would point past the restarted ids
+    "workflow_cancels",  # without runs of theirs left: pruning counts them
 )
 
 
