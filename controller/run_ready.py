@@ -1,7 +1,8 @@
 """The controller's run-ready hook: link a new run to its workflow run, then queue it.
 
 Every run handed to an agent passes here (created tasks, schedules, triggers,
-workflow steps, retries). A run without a link yet starts its own workflow run.
+workflow steps, retries). A run without a link yet starts its own workflow run. A
+run whose exclusive resource another run holds waits for it instead.
 A task's own queue timeout replaces the default one.
 """
 
@@ -20,6 +21,7 @@ from tme.controller.outbox import (
     wake_after_commit,
 )
 from tme.controller.services.launch import link_run
+from tme.controller.services.resources import wait_for_resources
 from tme.controller.services.task_start import StartBatch
 from tme.controller.store.db import find, noted
 from tme.controller.store.models import Run, Task
@@ -48,6 +50,8 @@ class RunReady:
             link = link_run(
                 session, run, cause="created", deadline_s=policy.deadline_s if policy else None
             )
+        if task.resources and wait_for_resources(session, run, task, link):
+            return  # one of its resources is taken: it waits (services/resources.py)
         if not dispatched_to_agent(task):
             ready_for_report(session, run)
             return

@@ -8,7 +8,8 @@ run (the link's `settled` flag, claimed in the same transaction):
   is skipped with the reason, and that skip settles in turn; a step that may start
   obeys its task's pause and overlap policy as any other start (skipped, or held in
   the overlap queue);
-- starts the next run waiting in the task's overlap queue.
+- starts the next run waiting in the task's overlap queue, and the oldest waiting for
+  one of the exclusive resources its task names (services/resources.py).
 A periodic sweep (`settle_missed`) settles, by their unsettled links, the final runs
 the cursor went by: on PostgreSQL a final hop may commit after later ones were read.
 """
@@ -25,6 +26,7 @@ from sqlmodel import Session, col, select
 
 from tme.controller.retries import RETRY_ON, plan_retry
 from tme.controller.services.launch import Latest, hold, link_run, release_held, room_for
+from tme.controller.services.resources import release_resources
 from tme.controller.services.runs import (
     RunReadyHook,
     chunks,
@@ -35,7 +37,7 @@ from tme.controller.services.runs import (
 from tme.controller.services.workflow_cancel import stopped
 from tme.controller.services.workflow_reach import runs_in
 from tme.controller.store.db import keep_loaded
-from tme.controller.store.models import Run, RunEvent, Task, TaskDependency
+from tme.controller.store.models import Run, RunEvent, Task, TaskDependency, TaskResource
 from tme.controller.store.rows import table_of
 from tme.controller.store.workflow_models import RunLink, TaskPolicy, WorkflowCursor
 from tme.states import FAILURE_STATES, FINAL_STATES, RunState
@@ -70,7 +72,7 @@ FINAL_HOPS = (
     .order_by(EVENTS.c.id)
     .limit(bindparam("limit"))
 )
-DEPS = table_of(TaskDependency)
+DEPS, RESOURCES = table_of(TaskDependency), table_of(TaskResource)
 # Built once, like the statements above: which of some tasks have dependents, and
 # which have runs held in their overlap queue, in one query. The held half reads the
 # partial index of held links (migration 0009), the few runs queued now: `task_id + 0`
@@ -84,6 +86,10 @@ TASKS_WITH_MORE = union_all(
     core_select(RUNS.c.task_id, literal(HELD))
     .join(LINKS, LINKS.c.run_id == RUNS.c.id)
     .where((RUNS.c.task_id + 0).in_(bindparam("ids", expanding=True)), LINKS.c.held.is_(True))
+    .distinct(),
+    # A task naming resources may have runs of other tasks waiting for them.
+    core_select(RESOURCES.c.task_id, literal(HELD))
+    .where(RESOURCES.c.task_id.in_(bindparam("ids", expanding=True)))
     .distinct(),
 )
 # Final runs whose link is still unsettled though no final hop of theirs lies past the
@@ -276,6 +282,7 @@ def settle_run(
         advance_dependents(session, task.id or 0, link.workflow_id, hook)
     if holding is None or task.id in holding:
         release_held(session, task, hook)
+        release_resources(session, task.resources or [], hook)
     return True
 
 

@@ -31,7 +31,8 @@ def read_or_locking(
         compiled = getattr(context, "compiled", None)
         locking = getattr(getattr(compiled, "statement", None), "_for_update_arg", None)
         writing = writes and not statement.lstrip().upper().startswith("SELECT")
-        if locking is not None or writing:
+        advisory = "pg_advisory" in statement  # PostgreSQL's advisory locks: a lock too
+        if locking is not None or writing or advisory:
             reached.set()
 
     def after(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:

@@ -181,6 +181,25 @@ def _one_line(value: str) -> str:
     return value
 
 
+# An exclusive resource a task's runs hold while active (a tank, a cell, a shared bus):
+# at most one active run among all the tasks naming it (docs/schedules.md).
+ResourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
+MAX_RESOURCES = 8
+
+
+def _distinct(names: list[str] | None) -> list[str] | None:
+    if names is not None:
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"a resource is named once: {', '.join(twice)} more than once")
+    return names
+
+
+Resources = Annotated[
+    list[ResourceName], Field(max_length=MAX_RESOURCES), AfterValidator(_distinct)
+]
+
+
 # A task's name: one line, as it shows in lists, emails and terminals.
 TaskName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line)]
 
@@ -198,6 +217,7 @@ class TaskCreate(Input):
     retries: Retries = Field(default_factory=Retries)
     priority: int = Field(default=5, ge=0, le=9)
     assigned_to: str | None = Field(default=None, max_length=200)
+    resources: Resources = Field(default_factory=list)
     # scheduling and workflows (None: the default for the task's op)
     misfire: Misfire | None = None
     overlap: Overlap | None = None
@@ -234,6 +254,7 @@ class TaskUpdate(Input):
     retries: Retries | None = None
     priority: int | None = Field(default=None, ge=0, le=9)
     assigned_to: str | None = Field(default=None, max_length=200)
+    resources: Resources | None = None
     misfire: Misfire | None = None
     overlap: Overlap | None = None
     trigger: TriggerName | None = None
@@ -298,6 +319,7 @@ class TaskPublic(Output):
     retries: Retries = Field(default_factory=Retries)
     priority: int = 5
     assigned_to: str | None = None
+    resources: list[str] = Field(default_factory=list)
     status: str
     created_at: datetime
     updated_at: datetime

@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from tme.controller.services import runs as run_service
 from tme.controller.services.launch import active_runs, held_link, link_run, lock_launches
+from tme.controller.services.resources import refuse_report_while_waiting
 from tme.controller.store.models import Run, Task
 from tme.errors import Conflict
 from tme.schemas import TaskUpdate
@@ -59,7 +60,8 @@ def reported_run(session: Session, task: Task, state: RunState) -> Run | None:
     queue, the oldest it moves on (`started`: the oldest not started yet; an outcome:
     the oldest started, else the oldest not started). With only held runs active, the
     oldest one, whose turn has come (nothing is ahead of it): it is released here, as
-    the workflow pass would. With no active run, the latest run.
+    the workflow pass would, unless it waits for an exclusive resource (Conflict).
+    With no active run, the latest run.
 
     The task's launches are locked first, so a run started or released meanwhile (run
     now, the workflow pass) waits for this report, and is decided on what it wrote."""
@@ -72,6 +74,7 @@ def reported_run(session: Session, task: Task, state: RunState) -> Run | None:
         return (not_started + started if state == RunState.running else started + not_started)[0]
     if active:
         oldest = active[0]
+        refuse_report_while_waiting(session, oldest, task)
         link = held_link(session, oldest)
         assert link is not None
         link.held = False

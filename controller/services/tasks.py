@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from tme.controller.notifications.models import NotificationRule
 from tme.controller.services import fleet_checks, policies
 from tme.controller.services import runs as run_service
+from tme.controller.services.resources import release_resources, store_resources
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.status_report import report_status
 from tme.controller.services.task_checks import check_one_off_due, check_storable
@@ -126,11 +127,13 @@ def create_tasks(
             retries=data.retries.model_dump(),
             priority=data.priority,
             assigned_to=data.assigned_to,
+            resources=list(data.resources),
             **_target_columns(data.target),
         )
         session.add(task)
         added = True
-        if batch is not None and not data.depends_on:
+        # A task naming resources checks them as it starts (run_ready), not in the batch.
+        if batch is not None and not data.depends_on and not data.resources:
             batch.plan(task, data, (key, request_hash(data)) if key is not None else None)
         else:
             new.append((task, data, key))
@@ -178,6 +181,8 @@ def _stored(
     its first run when it starts at once."""
     if data.depends_on:  # a new task has no edges to replace
         store_edges(session, task, data.depends_on)
+    if data.resources:
+        store_resources(session, task, data.resources)
     policies.store_policy(session, task, data)
     if key is not None:
         session.add(IdempotencyKey(key=key, request_hash=request_hash(data), task_id=task.id or 0))
@@ -265,6 +270,7 @@ def update_task(
         check_one_off_due(changes["schedule"], misfire)
     checks_fleet = "target" in changes or "params" in changes
     before = [int(dep["task"]) for dep in task.depends_on or []]
+    named = set(task.resources or []) | set(changes.get("resources") or [])
     if changes:
         _apply_field_changes(session, task, changes)
     if checks_fleet:
@@ -280,6 +286,10 @@ def update_task(
     if update.field_changes.get("depends_on") and before:
         session.flush()  # the new edges, which deciding the step reads
         decide_after_new_dependencies(session, task.id or 0, before, hook)
+    if "resources" in update.field_changes:
+        # Runs that waited for what it named before, or for what it now names, may go.
+        session.flush()
+        release_resources(session, sorted(named), hook)
     return task
 
 
@@ -341,6 +351,8 @@ def _apply_field_changes(session: Session, task: Task, changes: dict[str, Any]) 
         changes["schedule"] = schedule.model_dump(mode="json") if schedule else None
     if "retries" in changes:
         changes["retries"] = changes["retries"].model_dump() if changes["retries"] else {}
+    if "resources" in changes:
+        store_resources(session, task, changes.pop("resources") or [])
     for key, value in changes.items():
         setattr(task, key, value)
 

@@ -94,6 +94,10 @@ class Task(SQLModel, table=True):
     retries: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     priority: int = 5
     assigned_to: str | None = Field(default=None, max_length=200)
+    # Exclusive resources its runs hold while active; rows of task_resources say the same.
+    resources: list[str] = Field(
+        default_factory=list, sa_type=JSON, sa_column_kwargs={"server_default": "[]"}
+    )
     # Denormalised from the latest run so list filters use an index.
     status: str = Field(default="idle", max_length=16)
     latest_run_id: str | None = Field(default=None, max_length=36)
@@ -118,6 +122,17 @@ class TaskDependency(SQLModel, table=True):
         foreign_key="tasks.id", primary_key=True, sa_type=BigInt, index=True
     )
     on: str = Field(default="success", max_length=8)
+
+
+class TaskResource(SQLModel, table=True):
+    """A resource a task names (`Task.resources`), one row each: which tasks name it."""
+
+    __tablename__ = "task_resources"
+
+    task_id: int = Field(
+        foreign_key="tasks.id", primary_key=True, sa_type=BigInt, ondelete="CASCADE"
+    )
+    resource: str = Field(primary_key=True, max_length=64, index=True)
 
 
 class Run(SQLModel, table=True):

@@ -51,6 +51,16 @@ def test_create_get_update_delete(client: tme.Client) -> None:
         client.tasks.get(created.id)
 
 
+def test_resources_round_trip(client: tme.Client) -> None:
+    task = client.tasks.create(name=unique(), resources=["tank1", "cell-a"])
+    assert client.tasks.get(task.id).resources == ["tank1", "cell-a"]
+    assert client.tasks.update(task.id, resources=["tank2"]).resources == ["tank2"]
+    assert client.tasks.get(task.id).resources == ["tank2"]
+    with pytest.raises(ValidationError) as caught:
+        client.tasks.create(name=unique(), resources=["tank 1"])
+    assert [e["field"] for e in caught.value.field_errors] == ["resources.0"]
+
+
 def test_create_from_model_with_overrides(client: tme.Client) -> None:
     body = TaskCreate(name=unique(), priority=2)
     task = client.tasks.create(body, priority=7)

@@ -1,0 +1,176 @@
+"""Exclusive resources: at most one active run among all the tasks naming a resource.
+
+A task names the physical things its runs must have to themselves (`resources`: a
+tank, a cell, an RS-485 line), whatever task, agent or site the other runs belong to.
+A run about to be handed on (the run-ready hook: a create, "run now", a schedule, a
+trigger, a workflow step, a retry) whose resource another active run holds waits
+instead, held in its task's overlap queue, saying which run holds it. So does one
+while an older run waits for one of its resources: they go first come, first served.
+When a run of a task naming resources settles (workflow.settle_run), the runs waiting
+for those resources are tried again, oldest first.
+
+The check and the start happen under a lock per resource (PostgreSQL: an advisory
+lock held to the end of the transaction; SQLite: the write gate), so two starts at
+once never both find a resource free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from sqlalchemy import delete, text
+from sqlmodel import Session, col, select
+
+from tme.controller.services.launch import lock_launches, release_held
+from tme.controller.services.runs import RunReadyHook, storable, transition
+from tme.controller.store.models import Run, Task, TaskResource
+from tme.controller.store.planner import rare
+from tme.controller.store.workflow_models import RunLink
+from tme.errors import Conflict
+from tme.states import ACTIVE_ORDER, RunState
+
+# A run holds its task's resources from its start to its final state: every active
+# state but waiting (not started: a dependency, a planned retry, a queue).
+HOLDING_VALUES = [s.value for s in ACTIVE_ORDER if s != RunState.waiting]
+WAITING = "waiting for resource "  # how the reason of a run waiting for one begins
+# The advisory locks' keys are taken from the name, under a prefix of TME's own.
+_KEY_PREFIX = b"tme.resource:"
+
+
+def store_resources(session: Session, task: Task, names: list[str]) -> None:
+    """Set the resources a task names: its column and its rows of task_resources."""
+    if task.id is not None and task.resources:
+        session.execute(delete(TaskResource).where(col(TaskResource.task_id) == task.id))
+    task.resources = list(names)
+    session.add(task)
+    for name in names:
+        session.add(TaskResource(task_id=task.id or 0, resource=name))
+
+
+def lock_resources(session: Session, names: Iterable[str]) -> None:
+    """Hold these resources until the transaction ends, in name order (two transactions
+    locking two of them never wait for each other crosswise)."""
+    ordered = sorted(set(names))
+    if not ordered:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        for name in ordered:
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _key(name)})
+        return
+    # SQLite: a locking read takes the write gate (store/sqlite_gate.py), one writer.
+    session.execute(
+        select(TaskResource.task_id)
+        .where(col(TaskResource.resource).in_(ordered))
+        .limit(1)
+        .with_for_update()
+    ).all()
+
+
+def _key(name: str) -> int:
+    digest = hashlib.sha256(_KEY_PREFIX + name.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def why_waits(session: Session, run: Run, names: list[str]) -> str | None:
+    """Why `run` may not start now, or None: another active run holds one of `names`,
+    or an older run waits for one of them."""
+    held = session.exec(
+        select(Run, TaskResource.resource)
+        .join(TaskResource, col(TaskResource.task_id) == col(Run.task_id))
+        .where(
+            col(TaskResource.resource).in_(names),
+            rare(col(Run.state).in_(HOLDING_VALUES)),
+            col(Run.id) != run.id,
+        )
+        .order_by(col(Run.created_at))
+        .limit(1)
+    ).first()
+    if held is not None:
+        holder, name = held
+        return f"{WAITING}{name}, held by run {holder.id} of task {_named(session, holder)}"
+    ahead = session.exec(
+        select(Run, TaskResource.resource)
+        .join(TaskResource, col(TaskResource.task_id) == col(Run.task_id))
+        .join(RunLink, col(RunLink.run_id) == col(Run.id))
+        .where(
+            col(TaskResource.resource).in_(names),
+            col(RunLink.held),
+            Run.state == RunState.waiting,
+            col(Run.reason).startswith(WAITING),
+            col(Run.created_at) < run.created_at,
+            col(Run.id) != run.id,
+        )
+        .order_by(col(Run.created_at))
+        .limit(1)
+    ).first()
+    if ahead is None:
+        return None
+    older, name = ahead
+    return f"{WAITING}{name}, after run {older.id} of task {_named(session, older)}, waiting for it"
+
+
+def _named(session: Session, run: Run) -> str:
+    task = session.get(Task, run.task_id)
+    return f"{run.task_id} ({task.name})" if task is not None else str(run.task_id)
+
+
+def wait_for_resources(session: Session, run: Run, task: Task, link: RunLink) -> bool:
+    """Hold `run` (about to be handed on) while one of its task's resources is taken;
+    return whether it waits. It waits in its task's overlap queue, `waiting` with the
+    reason naming the resource and the run holding it, until `release_resources`."""
+    if not task.resources:
+        return False
+    lock_resources(session, task.resources)
+    why = why_waits(session, run, task.resources)
+    if why is None:
+        return False
+    link.held = True
+    session.add(link)
+    if run.state == RunState.waiting:
+        run.reason = storable(why)
+        session.add(run)
+    else:
+        transition(session, run, RunState.waiting, reason=why)
+    return True
+
+
+def refuse_report_while_waiting(session: Session, run: Run, task: Task) -> None:
+    """Conflict when a report would start `run` (of an external task, status_report.py)
+    while it still waits for a resource: the work must not begin beside the holder's."""
+    if not task.resources:
+        return
+    lock_resources(session, task.resources)
+    why = why_waits(session, run, task.resources)
+    if why is not None:
+        raise Conflict(
+            f"run {run.id} of task {task.id} has not started: {why}; report it once it has",
+            details={"task_id": task.id, "run_id": run.id, "state": run.state},
+        )
+
+
+def release_resources(session: Session, names: list[str], hook: RunReadyHook | None) -> None:
+    """Try again the runs waiting for these resources, their tasks' oldest first (each
+    task's overlap queue lets its own go: launch.release_held). The tasks are locked
+    first, in id order, so no start of theirs comes between."""
+    if not names:
+        return
+    task_ids = session.exec(
+        select(Run.task_id)
+        .join(RunLink, col(RunLink.run_id) == col(Run.id))
+        .join(TaskResource, col(TaskResource.task_id) == col(Run.task_id))
+        .where(
+            col(TaskResource.resource).in_(names),
+            col(RunLink.held),
+            Run.state == RunState.waiting,
+        )
+        .order_by(col(Run.created_at))
+    ).all()
+    ordered = list(dict.fromkeys(task_ids))
+    tasks = [task for tid in sorted(ordered) if (task := session.get(Task, tid)) is not None]
+    for task in tasks:
+        lock_launches(session, task)
+    by_id = {task.id: task for task in tasks}
+    for task_id in ordered:
+        if task_id in by_id:
+            release_held(session, by_id[task_id], hook)

@@ -1,0 +1,70 @@
+"""A task's exclusive resources over the API: stored, shown, changed by PATCH, a bad
+name refused with a 422 naming `resources`; a run waits for a resource another task's
+run holds, and starts once that run has ended (the controller's workflow engine)."""
+
+from __future__ import annotations
+
+import pytest
+from waiting import wait_until
+
+
+def _field_errors(answer) -> list[str]:  # type: ignore[no-untyped-def]
+    assert answer.status_code == 422, answer.text
+    return [e["field"] for e in answer.json()["error"]["details"]]
+
+
+def test_resources_are_stored_shown_and_changed(test_client) -> None:
+    made = test_client.post(
+        "/api/v1/tasks", json={"name": "fill", "resources": ["tank1", "cell-a"]}
+    )
+    assert made.status_code == 201, made.text
+    task_id = made.json()["id"]
+    assert made.json()["resources"] == ["tank1", "cell-a"]
+    assert test_client.get(f"/api/v1/tasks/{task_id}").json()["resources"] == ["tank1", "cell-a"]
+    listed = test_client.get("/api/v1/tasks").json()["items"]
+    assert [t["resources"] for t in listed if t["id"] == task_id] == [["tank1", "cell-a"]]
+    changed = test_client.patch(f"/api/v1/tasks/{task_id}", json={"resources": ["rs485:line-2"]})
+    assert changed.status_code == 200, changed.text
+    assert test_client.get(f"/api/v1/tasks/{task_id}").json()["resources"] == ["rs485:line-2"]
+    cleared = test_client.patch(f"/api/v1/tasks/{task_id}", json={"resources": []})
+    assert cleared.json()["resources"] == []
+
+
+@pytest.mark.parametrize(
+    ("resources", "field"),
+    [
+        (["tank 1"], "resources.0"),
+        (["tank1", ""], "resources.1"),
+        (["x" * 65], "resources.0"),
+        (["tank/1"], "resources.0"),
+        (["tank1", "tank1"], "resources"),
+        ([f"r{i}" for i in range(9)], "resources"),
+    ],
+)
+def test_a_bad_resource_is_refused_naming_it(test_client, resources, field) -> None:
+    answer = test_client.post("/api/v1/tasks", json={"name": "bad", "resources": resources})
+    assert _field_errors(answer) == [field]
+    task_id = test_client.post("/api/v1/tasks", json={"name": "ok"}).json()["id"]
+    answer = test_client.patch(f"/api/v1/tasks/{task_id}", json={"resources": resources})
+    assert _field_errors(answer) == [field]
+
+
+def test_a_run_waits_for_a_resource_held_by_another_task(test_client) -> None:
+    flush = test_client.post("/api/v1/tasks", json={"name": "flush", "resources": ["tank1"]})
+    fill = test_client.post("/api/v1/tasks", json={"name": "fill", "resources": ["tank1"]})
+    flush_run, fill_run = flush.json()["latest_run_id"], fill.json()["latest_run_id"]
+    waiting = test_client.get(f"/api/v1/runs/{fill_run}").json()
+    assert waiting["state"] == "waiting"
+    assert waiting["reason"] == (
+        f"waiting for resource tank1, held by run {flush_run} of task {flush.json()['id']} (flush)"
+    )
+    early = test_client.patch(f"/api/v1/tasks/{fill.json()['id']}", json={"status": "started"})
+    assert early.status_code == 409, early.text
+    assert "waiting for resource tank1" in early.json()["error"]["message"]
+    done = test_client.patch(f"/api/v1/tasks/{flush.json()['id']}", json={"status": "complete"})
+    assert done.status_code == 200, done.text
+    wait_until(
+        lambda: test_client.get(f"/api/v1/runs/{fill_run}").json()["state"] == "queued",
+        timeout=10,
+        what="the fill's run to start once the flush's settled",
+    )

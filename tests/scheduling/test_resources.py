@@ -1,0 +1,208 @@
+"""Exclusive resources: of the tasks naming a resource, one run at a time is active.
+
+A run whose resource another active run holds waits, saying which run holds it, and
+starts once that run has ended (whatever its outcome) and settled; runs waiting for a
+resource go oldest first, across tasks. Two creates at once never both start."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+from racing import race
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from tme.config import Settings
+from tme.controller.retries import start_due_retries
+from tme.controller.run_ready import RunReady
+from tme.controller.services.cancel import cancel_run
+from tme.controller.services.launch import launch_run
+from tme.controller.services.runs import transition
+from tme.controller.services.tasks import create_task, update_task
+from tme.controller.store.db import session_scope
+from tme.controller.store.models import Run, Task, utcnow
+from tme.controller.workflow import settle_pending
+from tme.schemas import TaskCreate, TaskUpdate
+from tme.states import FINAL_STATES, RunState
+
+
+@pytest.fixture
+def hook() -> RunReady:
+    return RunReady(Settings(), threading.Event())
+
+
+def _create(engine: Engine, hook: RunReady, name: str, resources: list[str]) -> tuple[int, Run]:
+    """An external task naming `resources`, created to run at once: its id and first run."""
+    with session_scope(engine) as session:
+        task, _ = create_task(
+            session, TaskCreate(name=name, resources=resources), on_run_ready=hook
+        )
+        run = session.get(Run, task.latest_run_id)
+        assert run is not None
+        return task.id or 0, run
+
+
+def _run(engine: Engine, run_id: str) -> Run:
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        return run
+
+
+def _end(engine: Engine, hook: RunReady, run_id: str, state: RunState) -> None:
+    """The run ends in `state`, then the workflow engine settles it."""
+    with session_scope(engine) as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        transition(session, run, state, reason=f"ended {state}")
+    with session_scope(engine) as session:
+        settle_pending(session, hook)
+
+
+@pytest.mark.parametrize(
+    "outcome", [RunState.succeeded, RunState.failed, RunState.canceled, RunState.timed_out]
+)
+def test_a_run_waits_for_the_resource_and_starts_once_its_holder_ends(
+    engine: Engine, hook: RunReady, outcome: RunState
+) -> None:
+    flush_id, flush = _create(engine, hook, "flush tank1", ["tank1"])
+    fill_id, fill = _create(engine, hook, "fill tank1", ["tank1", "cell-a"])
+    assert flush.state == RunState.pending  # an external run: started, its report awaited
+    assert fill.state == RunState.waiting
+    assert fill.reason == (
+        f"waiting for resource tank1, held by run {flush.id} of task {flush_id} (flush tank1)"
+    )
+    # Tasks naming other resources, or none, start as before.
+    assert _create(engine, hook, "drain tank2", ["tank2"])[1].state == RunState.pending
+    assert _create(engine, hook, "read level", [])[1].state == RunState.pending
+    _end(engine, hook, flush.id, outcome)
+    assert _run(engine, fill.id).state == RunState.queued  # ready for its report
+    # Now the fill holds tank1: "run now" of the flush waits for it.
+    with session_scope(engine) as session:
+        task = session.get(Task, flush_id)
+        assert task is not None
+        again = launch_run(session, task, cause="manual", reason="run now", hook=hook)
+        assert again.state == RunState.waiting
+        assert f"held by run {fill.id} of task {fill_id} (fill tank1)" in again.reason
+
+
+def test_a_run_naming_two_resources_waits_for_both(engine: Engine, hook: RunReady) -> None:
+    _, flush = _create(engine, hook, "flush tank1", ["tank1"])
+    _, weld = _create(engine, hook, "weld in cell a", ["cell-a"])
+    _, both = _create(engine, hook, "fill tank1 in cell a", ["cell-a", "tank1"])
+    assert both.state == RunState.waiting
+    _end(engine, hook, flush.id, RunState.succeeded)
+    waiting = _run(engine, both.id)
+    assert waiting.state == RunState.waiting
+    assert waiting.reason.startswith(f"waiting for resource cell-a, held by run {weld.id}")
+    _end(engine, hook, weld.id, RunState.succeeded)
+    assert _run(engine, both.id).state == RunState.queued
+
+
+def test_runs_waiting_for_a_resource_start_oldest_first(engine: Engine, hook: RunReady) -> None:
+    _, first = _create(engine, hook, "flush tank1", ["tank1"])
+    _, second = _create(engine, hook, "fill tank1", ["tank1"])
+    _, third = _create(engine, hook, "stir tank1", ["tank1"])
+    _end(engine, hook, first.id, RunState.succeeded)
+    assert _run(engine, second.id).state == RunState.queued
+    assert _run(engine, third.id).state == RunState.waiting
+    assert f"held by run {second.id}" in _run(engine, third.id).reason
+    _end(engine, hook, second.id, RunState.failed)
+    assert _run(engine, third.id).state == RunState.queued
+
+
+def test_a_due_retry_waits_for_the_resource(engine: Engine, hook: RunReady) -> None:
+    with session_scope(engine) as session:
+        retries = {"max": 1, "backoff_s": 0, "jitter": 0}
+        task, _ = create_task(
+            session,
+            TaskCreate(name="fill tank1", resources=["tank1"], retries=retries),
+            on_run_ready=hook,
+        )
+        fill_id, first = task.id or 0, task.latest_run_id or ""
+    _end(engine, hook, first, RunState.failed)  # its retry is planned
+    _, flush = _create(engine, hook, "flush tank1", ["tank1"])  # tank1 is free meanwhile
+    with session_scope(engine) as session:
+        start_due_retries(session, hook, utcnow())
+    with Session(engine) as session:
+        retry = session.exec(select(Run).where(Run.task_id == fill_id, Run.attempt == 2)).one()
+    assert retry.state == RunState.waiting
+    assert retry.reason.startswith(f"waiting for resource tank1, held by run {flush.id}")
+    _end(engine, hook, flush.id, RunState.succeeded)
+    assert _run(engine, retry.id).state == RunState.queued
+
+
+def test_a_workflow_step_waits_for_the_resource(engine: Engine, hook: RunReady) -> None:
+    mix_id, mix = _create(engine, hook, "mix", [])
+    with session_scope(engine) as session:
+        after, _ = create_task(
+            session,
+            TaskCreate(name="fill tank1", resources=["tank1"], depends_on=[{"task": mix_id}]),
+            on_run_ready=hook,
+        )
+        after_id = after.id or 0
+    _, flush = _create(engine, hook, "flush tank1", ["tank1"])
+    _end(engine, hook, mix.id, RunState.succeeded)  # the step's turn: tank1 is held
+    with Session(engine) as session:
+        step = session.exec(select(Run).where(Run.task_id == after_id)).one()
+    assert step.state == RunState.waiting
+    assert step.reason.startswith(f"waiting for resource tank1, held by run {flush.id}")
+    _end(engine, hook, flush.id, RunState.succeeded)
+    assert _run(engine, step.id).state == RunState.queued
+
+
+def test_a_canceled_waiting_run_leaves_the_resource_free(engine: Engine, hook: RunReady) -> None:
+    _, flush = _create(engine, hook, "flush tank1", ["tank1"])
+    _, fill = _create(engine, hook, "fill tank1", ["tank1"])
+    assert fill.state == RunState.waiting
+    with session_scope(engine) as session:
+        cancel_run(session, fill.id)
+    with session_scope(engine) as session:
+        settle_pending(session, hook)
+    assert _run(engine, fill.id).state == RunState.canceled
+    assert _run(engine, flush.id).state == RunState.pending  # the holder goes on
+    _end(engine, hook, flush.id, RunState.succeeded)
+    assert _create(engine, hook, "stir tank1", ["tank1"])[1].state == RunState.pending
+
+
+def test_a_change_of_resources_lets_a_waiting_run_go(engine: Engine, hook: RunReady) -> None:
+    _, flush = _create(engine, hook, "flush tank1", ["tank1"])
+    fill_id, fill = _create(engine, hook, "fill tank1", ["tank1"])
+    with session_scope(engine) as session:
+        task = update_task(session, fill_id, TaskUpdate(resources=["tank2"]), hook=hook)
+        assert task.resources == ["tank2"]
+    assert _run(engine, fill.id).state == RunState.queued
+    assert _run(engine, flush.id).state == RunState.pending
+
+
+def test_two_creates_at_once_for_one_resource_start_one_run(
+    any_engine: Engine, hook: RunReady
+) -> None:
+    resource = f"tank-{uuid.uuid4().hex[:8]}"  # PostgreSQL's database is shared by tests
+
+    def first(session: Session) -> None:
+        create_task(session, TaskCreate(name="flush", resources=[resource]), on_run_ready=hook)
+
+    def second() -> None:
+        with session_scope(any_engine) as session:
+            create_task(session, TaskCreate(name="fill", resources=[resource]), on_run_ready=hook)
+
+    race(
+        any_engine,
+        first,
+        second,
+        "JOIN task_resources",
+        "the second create to check or lock",
+        writes=False,
+    )
+    with Session(any_engine) as session:
+        runs = session.exec(
+            select(Run)
+            .join(Task, col(Task.id) == col(Run.task_id))
+            .where(col(Task.resources).is_not(None), col(Task.name).in_(["flush", "fill"]))
+        ).all()
+        ours = [r for r in runs if resource in (session.get(Task, r.task_id) or Task()).resources]
+    started = [r for r in ours if r.state not in FINAL_STATES and r.state != RunState.waiting]
+    assert len(ours) == 2 and len(started) == 1, [(r.state, r.reason) for r in ours]
