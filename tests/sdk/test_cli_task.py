@@ -273,6 +273,8 @@ DEVICE_ARGS = ["--name", "x", "--site", "s", "--agent", "a", "--device", "d"]
             ["error: invalid request: schedule.at: ", "would never run"],
         ),
         (["--name", "x", "--depends-on", "987654"], ["depends_on.0.task", "does not exist"]),
+        (["--name", "x", "--resource", "tank 1"], ["invalid request: resources.0: "]),
+        (["--name", "x", "--resource", "t", "--resource", "t"], ["resources", "t more than once"]),
         (
             [*DEVICE_ARGS, "--op", "serial.command", "--param", "command=C", "--param", "args=12"],
             ["error: invalid request: params.args: Input should be a valid list"],
@@ -415,3 +417,26 @@ def test_a_timezone_for_a_file_task_without_a_schedule_names_the_task(
     assert_one_line_error(
         code, err, 2, "task 1 of --file: --timezone needs --cron, --every or --at"
     )
+
+
+def test_resources_are_set_shown_changed_and_cleared(live_url: str) -> None:
+    code, out, err = tme_cli("task", "create", "--url", live_url, "--name", unique(),
+                             "--resource", "tank1", "--resource", "cell-a")  # fmt: skip
+    assert code == 0, err
+    task_id = out.strip()
+    with tme.Client(live_url) as client:
+        assert client.tasks.get(int(task_id)).resources == ["tank1", "cell-a"]
+    code, out, err = tme_cli("task", "show", task_id, "--url", live_url)
+    assert code == 0, err
+    assert any("resources" in line and '["tank1", "cell-a"]' in line for line in out.splitlines())
+    code, _, err = tme_cli("task", "update", task_id, "--url", live_url, "--resource", "tank2")
+    assert code == 0, err
+    with tme.Client(live_url) as client:
+        assert client.tasks.get(int(task_id)).resources == ["tank2"]
+    code, _, err = tme_cli("task", "update", task_id, "--url", live_url, "--clear", "resources")
+    assert code == 0, err
+    with tme.Client(live_url) as client:
+        assert client.tasks.get(int(task_id)).resources == []
+    code, _, err = tme_cli("task", "update", task_id, "--url", live_url, "--clear", "resources",
+                           "--resource", "tank3")  # fmt: skip
+    assert_one_line_error(code, err, 2, "--clear resources and --resource contradict")

@@ -183,6 +183,14 @@ async def test_task_page_shows_definition_schedule_and_runs(user: User, board, s
     await user.should_see("06:00:00")  # a next fire time
 
 
+async def test_task_page_shows_its_exclusive_resources(user: User, board, sign_in) -> None:
+    task_id = _task(board, resources=["tank1", "cell-a"])
+    sign_in(user, "viewer")
+    await user.open(f"/tasks/{task_id}")
+    await user.should_see("Exclusive resources")
+    await user.should_see("tank1, cell-a", marker="task-resources")
+
+
 async def test_run_page_shows_timeline_result_and_reason(user: User, board, sign_in) -> None:
     task_id = _task(board)
     run_id = _latest_run(board, task_id)

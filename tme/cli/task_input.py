@@ -46,6 +46,14 @@ FIELD_OPTIONS = [
     option("retries", _opt("--retries", "Retries after a failed run.", int)),
     option("assigned_to", _opt("--assigned-to", "Who is responsible.")),
     option("depends_on", _opt("--depends-on", "ID[:success|failure|any], repeatable.", list[str])),
+    option(
+        "resource",
+        _opt(
+            "--resource",
+            "Exclusive resource its runs hold (one run at a time of all naming it), repeatable.",
+            list[str],
+        ),
+    ),
     option("trigger", _opt("--trigger", "Named trigger that starts it (POST /triggers/NAME).")),
     option(
         "overlap",
@@ -89,6 +97,7 @@ def task_fields(opts: dict[str, Any], base: dict[str, Any], item: str = "") -> d
         "schedule": _schedule(opts, base.get("schedule"), item),
         "retries": _merge(base.get("retries"), max=opts["retries"]),
         "depends_on": [_dependency(d) for d in opts["depends_on"] or []] or None,
+        "resources": list(opts["resource"]) if opts.get("resource") else None,
         "overlap": _policy("--overlap", opts["overlap"], base.get("overlap"),
                            {"skip": None, "queue": "max_queued", "allow": "max"}, int),
         "misfire": _policy("--misfire", opts["misfire"], base.get("misfire"),
@@ -233,8 +242,9 @@ CLEARABLE: dict[str, tuple[str, Any]] = {
     "deadline": ("deadline_s", None),
     "queue-timeout": ("queue_timeout_s", None),
     "assigned-to": ("assigned_to", None),
+    "resources": ("resources", []),
 }
-_CLEARED_BY = {"schedule": ("cron", "every", "at", "timezone")}
+_CLEARED_BY = {"schedule": ("cron", "every", "at", "timezone"), "resources": ("resource",)}
 
 
 def cleared_fields(names: list[str], opts: dict[str, Any]) -> dict[str, Any]:

@@ -130,6 +130,11 @@ def _show_task(viewer: Viewer, task_id: int) -> bool:
                     ui.link(f"task {dep.task_id}", href(f"/tasks/{dep.task_id}"))
             if not predecessors and not dependents:
                 ui.label("none").classes("text-gray-500")
+        with ui.card().classes("w-full"):
+            # Of all the tasks naming one, one run at a time (docs/schedules.md).
+            ui.label("Exclusive resources").classes("font-medium")
+            names = ", ".join(public.resources) or "none"
+            ui.label(names).mark("task-resources")
         durations = [(r.created_at.strftime("%m-%d %H:%M:%S"), duration(r)) for r in runs]
         chart = ui.echart(
             {
