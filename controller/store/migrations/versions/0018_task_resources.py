@@ -1,7 +1,7 @@
 """task resources: the exclusive resources a task's runs hold while active
 
-Revision ID: 0017
-Revises: 0016
+Revision ID: 0018
+Revises: 0017
 
 A task names up to eight resources (a tank, a cell, a shared bus); at most one active
 run among all the tasks naming one runs at a time, the others wait. `tasks.resources`
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0017"
-down_revision: str | None = "0016"
+revision: str = "0018"
+down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
