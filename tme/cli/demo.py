@@ -29,12 +29,15 @@ EXAMPLE_TASKS: list[dict[str, Any]] = [
         "op": "modbus.write",
         "target": {"agent": "skid-a", "device": "pump1"},
         "params": {"point": "speed_setpoint", "value": 1200, "verify": True},
+        # one run at a time on pump1: the start below waits for this one to end
+        "resources": ["pump1"],
     },
     {
         "name": "start pump 1",
         "op": "modbus.write",
         "target": {"agent": "skid-a", "device": "pump1"},
         "params": {"point": "run", "value": True},
+        "resources": ["pump1"],
     },
     {
         "name": "identify the meter",
