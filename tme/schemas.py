@@ -436,3 +436,26 @@ class WorkflowCanceled(Output):
     canceled_by: str
     canceled_at: datetime
     runs: list[RunPublic] = Field(default_factory=list)
+
+
+class ResourceRun(Output):
+    """A run holding an exclusive resource, or waiting for it."""
+
+    run_id: str
+    task_id: int
+    task_name: str
+    state: str
+    created_at: datetime
+
+
+class ResourcePublic(Output):
+    """An exclusive resource (GET /api/v1/resources): the tasks naming it, the run that
+    holds it now (None: free) and the runs waiting for it, oldest (next) first. Only
+    the tasks and runs of the caller's sites are shown; `held_elsewhere` says a run of
+    another site holds it."""
+
+    name: str
+    tasks: list[int] = Field(default_factory=list)
+    holder: ResourceRun | None = None
+    held_elsewhere: bool = False
+    waiting: list[ResourceRun] = Field(default_factory=list)

@@ -28,6 +28,7 @@ from tme.controller.store.models import Run, Task, TaskResource
 from tme.controller.store.planner import rare
 from tme.controller.store.workflow_models import RunLink
 from tme.errors import Conflict
+from tme.schemas import ResourcePublic, ResourceRun
 from tme.states import ACTIVE_ORDER, RunState
 
 # A run holds its task's resources from its start to its final state: every active
@@ -174,3 +175,44 @@ def release_resources(session: Session, names: list[str], hook: RunReadyHook | N
     for task_id in ordered:
         if task_id in by_id:
             release_held(session, by_id[task_id], hook)
+
+
+def list_resources(session: Session, sites_in: tuple[str, ...] | None) -> list[ResourcePublic]:
+    """Every resource a task of these sites (None: all) names, with its holder and the
+    runs waiting for it (oldest first), by name. A holder on another site is only said
+    to exist (`held_elsewhere`), as any run there is not the caller's to see."""
+    named = select(TaskResource.resource, Task.id, Task.name, Task.site).join(
+        Task, col(Task.id) == col(TaskResource.task_id)
+    )
+    resources: dict[str, ResourcePublic] = {}
+    for name, task_id, _, site in session.exec(named.order_by(col(TaskResource.resource))):
+        if sites_in is None or site in sites_in:
+            resources.setdefault(name, ResourcePublic(name=name)).tasks.append(task_id or 0)
+    if not resources:
+        return []
+    runs = session.exec(
+        select(Run, TaskResource.resource, Task.name, Task.site)
+        .join(TaskResource, col(TaskResource.task_id) == col(Run.task_id))
+        .join(Task, col(Task.id) == col(Run.task_id))
+        .where(col(TaskResource.resource).in_(list(resources)))
+        .where(rare(col(Run.state).in_([*HOLDING_VALUES, RunState.waiting.value])))
+        .order_by(col(Run.created_at))
+    ).all()
+    for run, name, task_name, site in runs:
+        resource = resources[name]
+        seen = sites_in is None or site in sites_in
+        entry = ResourceRun(
+            run_id=run.id,
+            task_id=run.task_id,
+            task_name=task_name,
+            state=run.state,
+            created_at=run.created_at,
+        )
+        if run.state != RunState.waiting:
+            if seen:
+                resource.holder = entry
+            else:
+                resource.held_elsewhere = True
+        elif seen and run.reason.startswith(WAITING):
+            resource.waiting.append(entry)
+    return list(resources.values())

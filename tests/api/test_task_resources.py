@@ -68,3 +68,45 @@ def test_a_run_waits_for_a_resource_held_by_another_task(test_client) -> None:
         timeout=10,
         what="the fill's run to start once the flush's settled",
     )
+
+
+def test_the_resources_list_says_who_holds_each_and_who_waits(test_client, make_token) -> None:  # type: ignore[no-untyped-def]
+    def made(name: str, resources: list[str], site: str = "plant-a") -> dict:  # type: ignore[type-arg]
+        body = {"name": name, "op": "external", "resources": resources}
+        answer = test_client.post("/api/v1/tasks", json={**body, "target": {"site": site}})
+        assert answer.status_code == 201, answer.text
+        return dict(answer.json())
+
+    far = made("far away", ["cell-a", "tool-9"], site="plant-b")
+    flush = made("flush", ["tank1"])
+    fill = made("fill", ["tank1", "cell-a"])
+    drain = made("drain", ["tank1"])
+
+    listed = {r["name"]: r for r in test_client.get("/api/v1/resources").json()}
+    assert sorted(listed) == ["cell-a", "tank1", "tool-9"]
+    tank = listed["tank1"]
+    assert tank["tasks"] == sorted([flush["id"], fill["id"], drain["id"]])
+    assert (tank["holder"]["run_id"], tank["holder"]["task_name"]) == (
+        flush["latest_run_id"],
+        "flush",
+    )
+    assert [w["run_id"] for w in tank["waiting"]] == [fill["latest_run_id"], drain["latest_run_id"]]
+    # the fill waits for both of its resources, holding neither
+    assert listed["cell-a"]["holder"]["task_id"] == far["id"]
+    assert [w["run_id"] for w in listed["cell-a"]["waiting"]] == [fill["latest_run_id"]]
+    assert listed["tool-9"]["waiting"] == []
+
+    viewer = {"Authorization": f"Bearer {make_token('viewer', 'plant-a')}"}
+    mine = {r["name"]: r for r in test_client.get("/api/v1/resources", headers=viewer).json()}
+    assert sorted(mine) == ["cell-a", "tank1"]  # tool-9 is named on plant-b only
+    assert mine["cell-a"]["holder"] is None and mine["cell-a"]["held_elsewhere"] is True
+    assert mine["cell-a"]["tasks"] == [fill["id"]]
+
+    def tank1_holder() -> int | None:
+        (tank1,) = [r for r in test_client.get("/api/v1/resources").json() if r["name"] == "tank1"]
+        return tank1["holder"]["task_id"] if tank1["holder"] else None
+
+    test_client.patch(f"/api/v1/tasks/{flush['id']}", json={"status": "complete"})
+    assert tank1_holder() is None  # free, but the fill is next and waits for cell-a too
+    test_client.patch(f"/api/v1/tasks/{far['id']}", json={"status": "complete"})
+    wait_until(lambda: tank1_holder() == fill["id"], timeout=10, what="the fill to hold tank1")

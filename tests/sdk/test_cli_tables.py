@@ -200,3 +200,37 @@ def test_task_show_says_how_long_each_run_took(monkeypatch: pytest.MonkeyPatch) 
         f"{RUN_ID}  failed (attempt 2)  2026-12-07 03:17:00",
         "    took 3.2 s; modbus timeout on unit 2",
     ]
+
+
+def test_task_resources_says_who_holds_each_and_who_waits_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tme.schemas import ResourcePublic, ResourceRun
+
+    def run(run_id: str, task_id: int, name: str, state: str) -> ResourceRun:
+        return ResourceRun(
+            run_id=run_id, task_id=task_id, task_name=name, state=state, created_at=NOW
+        )
+
+    listed = [
+        ResourcePublic(name="cell-a", tasks=[4], held_elsewhere=True),
+        ResourcePublic(
+            name="tank1",
+            tasks=[3, 4, 5],
+            holder=run(RUN_ID, 3, "flush", "running"),
+            waiting=[run("r-4", 4, "fill", "waiting"), run("r-5", 5, "drain", "waiting")],
+        ),
+        ResourcePublic(name="tool-9", tasks=[6]),
+    ]
+    monkeypatch.setattr(Tasks, "resources", lambda self: listed)
+    monkeypatch.setattr(console, "width", 200)
+    result = CliRunner().invoke(app, ["task", "resources", "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "cell-a (tasks 4): held by a run of another site",
+        "tank1 (tasks 3, 4, 5): held",
+        f"  by run {RUN_ID} of task 3 (flush), running",
+        "  1. waiting: run r-4 of task 4 (fill)",
+        "  2. waiting: run r-5 of task 5 (drain)",
+        "tool-9 (tasks 6): free",
+    ]

@@ -312,6 +312,37 @@ def wait(
         raise typer.Exit(1)
 
 
+@app.command("resources")
+def resources(
+    url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False
+) -> None:
+    """List the exclusive resources your tasks name: the run holding each, or free, and
+    the runs waiting for it, next first."""
+    with connect(url, token) as client:
+        found = client.tasks.resources()
+    if as_json:
+        print_json([resource.model_dump(mode="json") for resource in found])
+        return
+    if not found:
+        console.print("no task names an exclusive resource", highlight=False)
+    for resource in found:
+        tasks = ", ".join(str(task_id) for task_id in resource.tasks)
+        if resource.holder is not None:
+            held = "held"
+        else:
+            held = "held by a run of another site" if resource.held_elsewhere else "free"
+        console.print(Text(visible(f"{resource.name} (tasks {tasks}): {held}")))
+        if resource.holder is not None:
+            holder = resource.holder
+            console.print(Text(visible(f"  by {_resource_run(holder)}, {holder.state}")))
+        for place, run in enumerate(resource.waiting, 1):
+            console.print(Text(visible(f"  {place}. waiting: {_resource_run(run)}")))
+
+
+def _resource_run(run: Any) -> str:
+    return f"run {run.run_id} of task {run.task_id} ({run.task_name})"
+
+
 # Run control on a task (run now, pause, resume) is defined beside `tme run`.
 from tme.cli.run_cmd import register_task_commands  # noqa: E402
 

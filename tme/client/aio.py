@@ -7,6 +7,7 @@ sending, iterating and pausing are awaited here.
 from __future__ import annotations
 
 import asyncio
+import builtins
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -18,6 +19,7 @@ from tme.client.base import Connection, WaitDeadline, shared_ssl_context
 from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
 from tme.schemas import (
     Page,
+    ResourcePublic,
     RunDetail,
     RunPublic,
     TaskCreate,
@@ -153,6 +155,9 @@ class AsyncTasks:
 
     async def check(self, task_id: int) -> RunPublic:
         return await self._client.send(calls.check_task(task_id))
+
+    async def resources(self) -> builtins.list[ResourcePublic]:
+        return await self._client.send(calls.list_resources())
 
     async def pause(self, task_id: int) -> TaskPublic:
         return await self._client.send(calls.pause_task(task_id))

@@ -21,6 +21,7 @@ from tme.errors import APIError, ValidationError, api_error_from_response
 from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
 from tme.schemas import (
     Page,
+    ResourcePublic,
     RunDetail,
     RunPublic,
     TaskBatchCreate,
@@ -346,6 +347,10 @@ def _list_of(model: type[pydantic.BaseModel]) -> Callable[[httpx.Response], Any]
         return [_read_as(model, item, response) for item in body]
 
     return parse
+
+
+def list_resources() -> Call[list[ResourcePublic]]:
+    return Call("GET", f"{API}/resources", _list_of(ResourcePublic))
 
 
 def list_sites() -> Call[list[SitePublic]]:

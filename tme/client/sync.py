@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import TracebackType
@@ -14,6 +15,7 @@ from tme.client.base import Connection, WaitDeadline, shared_ssl_context
 from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
 from tme.schemas import (
     Page,
+    ResourcePublic,
     RunDetail,
     RunPublic,
     TaskCreate,
@@ -183,6 +185,11 @@ class Tasks:
         what it would do), rejected (it would be refused: why) or failed (what the checks
         need could not be read); nothing is written or sent."""
         return self._client.send(calls.check_task(task_id))
+
+    def resources(self) -> builtins.list[ResourcePublic]:
+        """The exclusive resources your tasks name: the run holding each (None: free) and
+        the runs waiting for it, next first."""
+        return self._client.send(calls.list_resources())
 
     def pause(self, task_id: int) -> TaskPublic:
         """Stop the task's automatic starts (schedule, trigger, dependencies, planned

@@ -9,6 +9,7 @@ POST /api/v1/runs/{id}/cancel[?force]  cancel at once, or ask the agent to stop
 POST /api/v1/runs/{id}/retry           run a settled step again in its workflow run
 GET  /api/v1/workflows/{id}            the runs of one workflow run
 POST /api/v1/workflows/{id}/cancel[?force]  cancel it as a whole: its runs going, its steps to come
+GET  /api/v1/resources                 the exclusive resources: who holds each, who waits
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ from tme.controller.api.deps import RunId as VisibleRunId
 from tme.controller.services import cancel as cancel_service
 from tme.controller.services import device_check
 from tme.controller.services import tasks as task_service
-from tme.controller.services.access import within_scope
+from tme.controller.services.access import site_scope, within_scope
 from tme.controller.services.launch import launch_run
 from tme.controller.services.policies import get_policy, schedule_changed
 from tme.controller.services.queries import run_public, run_publics
+from tme.controller.services.resources import list_resources
 from tme.controller.services.workflow_cancel import no_workflow_run
 from tme.controller.store.models import Run, Task
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
-from tme.schemas import RunPublic, TaskPublic, TriggerFired, WorkflowCanceled
+from tme.schemas import ResourcePublic, RunPublic, TaskPublic, TriggerFired, WorkflowCanceled
 
 router = APIRouter(prefix="/api/v1", tags=["run control"])
 
@@ -195,3 +197,10 @@ def cancel_workflow(
         canceled_at=done.cancel.canceled_at,
         runs=run_publics(session, done.runs),
     )
+
+
+@router.get("/resources", response_model=list[ResourcePublic], openapi_extra=TASK_READ)
+def resources(session: SessionDep, principal: PrincipalDep) -> list[ResourcePublic]:
+    """Every exclusive resource the caller's tasks name: the run holding it (none: it is
+    free) and the runs waiting for it, next first."""
+    return list_resources(session, site_scope(principal))
