@@ -24,7 +24,12 @@ GATEWAY_INIT = Gateway.__init__
 def _built_gateway(
     monkeypatch: pytest.MonkeyPatch, broker: str, env: dict[str, str], *args: str
 ) -> Gateway:
-    """The gateway `tme gateway ... ARGS` builds with these settings, not started."""
+    """The gateway `tme gateway ... ARGS` builds with these settings, not started.
+
+    Its logging is left as it was: configured here, it would write onto CliRunner's
+    stderr, closed once the command returns, for the rest of the session."""
+    import tme.logs
+
     built: list[Gateway] = []
 
     def build(gateway: Gateway, *given: object, **kwargs: object) -> None:
@@ -33,6 +38,7 @@ def _built_gateway(
         raise Built
 
     monkeypatch.setattr(Gateway, "__init__", build)
+    monkeypatch.setattr(tme.logs, "configure_logging", lambda settings: None)
     command = ["gateway", "--site", "plant-7", "--broker", broker, *args]
     result = CliRunner().invoke(app, command, env=env)
     assert isinstance(result.exception, Built), result.output
