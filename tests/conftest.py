@@ -55,6 +55,38 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.freeze()
 
 
+@pytest.fixture(autouse=True)
+def no_tme_log_handler_left() -> Iterator[None]:
+    """Fail a test that leaves TME's log handler on the root logger, then remove it.
+
+    `tme gateway`, `tme serve` and `tme demo` configure logging onto sys.stderr; run in
+    process under typer's CliRunner that is the runner's stream, closed once the command
+    returns. Every later log line of the session, from any thread (the scheduler of another
+    test's app), then fails with "--- Logging error --- ValueError: I/O operation on closed
+    file", printed onto whatever stderr is current: another CLI command's one-line error.
+    A test running such a command stubs tme.logs.configure_logging (or resets logging)."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    yield
+    from tme.logs import TME_HANDLER, reset_logging
+
+    left = [handler for handler in root.handlers if getattr(handler, TME_HANDLER, False)]
+    if not left:
+        return
+    import structlog
+
+    reset_logging()
+    structlog.reset_defaults()
+    root.setLevel(level)
+    pytest.fail(
+        f"the test left TME's log handlers on the root logger: {left} (a CLI command run in "
+        "process configured logging; stub tme.logs.configure_logging in the test)",
+        pytrace=False,
+    )
+
+
 @pytest.fixture
 def rabbitmq_url() -> str:
     require_service("rabbitmq")

@@ -23,7 +23,7 @@ from tme.settings_models import LoggingSettings
 
 # Marks the handlers configure_logging installed, so a second call replaces them
 # instead of adding duplicates, and handlers installed by others (pytest) stay.
-_TME_HANDLER = "_tme_handler"
+TME_HANDLER = "_tme_handler"
 
 
 def configure_logging(settings: LoggingSettings, *, stream: IO[str] | None = None) -> None:
@@ -55,7 +55,7 @@ def configure_logging(settings: LoggingSettings, *, stream: IO[str] | None = Non
     root = logging.getLogger()
     reset_logging()
     for handler in handlers:
-        setattr(handler, _TME_HANDLER, True)
+        setattr(handler, TME_HANDLER, True)
         root.addHandler(handler)
     root.setLevel(settings.level)
     for name, level in settings.loggers.items():
@@ -65,7 +65,7 @@ def configure_logging(settings: LoggingSettings, *, stream: IO[str] | None = Non
 def reset_logging() -> None:
     """Remove and close the handlers configure_logging installed (tests, shutdown)."""
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, _TME_HANDLER, False)]:
+    for handler in [h for h in root.handlers if getattr(h, TME_HANDLER, False)]:
         root.removeHandler(handler)
         handler.close()
 
