@@ -189,6 +189,35 @@ async def test_task_page_shows_its_exclusive_resources(user: User, board, sign_i
     await user.open(f"/tasks/{task_id}")
     await user.should_see("Exclusive resources")
     await user.should_see("tank1, cell-a", marker="task-resources")
+    await user.should_see("cell-a:", marker="resource-cell-a")
+
+
+async def test_task_page_says_who_holds_its_resources(user: User, board, sign_in) -> None:
+    import threading
+
+    from tme.controller.run_ready import RunReady
+
+    made = []
+    with Session(board.engine) as session:  # as the controller creates them: the hook
+        hook = RunReady(board.settings, threading.Event())
+        for name in ("flush", "fill"):
+            body = TaskCreate.model_validate(
+                {
+                    "name": name,
+                    "op": "external",
+                    "target": {"site": "plant-x"},
+                    "resources": ["tank1"],
+                }
+            )
+            task, _ = create_task(session, body, on_run_ready=hook)
+            made.append((task.id, task.latest_run_id))
+        session.commit()
+    (flush_id, flush_run), (fill_id, _) = made
+    sign_in(user, "viewer")
+    await user.open(f"/tasks/{fill_id}")
+    await user.should_see(marker="resource-tank1", content=f"task {flush_id}")
+    await user.should_see(marker="resource-tank1", content=flush_run[:8])
+    await user.should_see(marker="resource-tank1", content="1 run(s) waiting for it")
 
 
 async def test_run_page_shows_timeline_result_and_reason(user: User, board, sign_in) -> None:

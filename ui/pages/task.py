@@ -12,11 +12,14 @@ from nicegui import ui
 from nicegui.run import io_bound
 from sqlmodel import col, select
 
+from tme.controller.services.access import site_scope
 from tme.controller.services.queries import list_runs
+from tme.controller.services.resources import list_resources
 from tme.controller.services.tasks import fleet_notices, get_task, to_public
 from tme.controller.services.workflow_graph import workflow_of, workflows_of
 from tme.controller.store.models import Run, Task, TaskDependency
 from tme.errors import NotFound
+from tme.schemas import ResourcePublic
 from tme.states import FINAL_STATES
 from tme.ui import live
 from tme.ui.context import dashboard
@@ -61,6 +64,26 @@ def register() -> None:
                 ui.label(f"There is no task {task_id}.")
 
 
+def _resource_row(resource: ResourcePublic) -> None:
+    """One resource of the task: free, or the run holding it (linked), and how many wait."""
+    holder = resource.holder
+    if holder is not None:
+        text = (
+            f"{resource.name}: held by run {holder.run_id[:8]} of task {holder.task_id}"
+            f" ({holder.task_name}), {holder.state}"
+        )
+    else:
+        text = f"{resource.name}: " + (
+            "held by a run of another site" if resource.held_elsewhere else "free"
+        )
+    if resource.waiting:
+        text += f"; {len(resource.waiting)} run(s) waiting for it"
+    with ui.row().classes("items-center gap-2 text-sm"):
+        ui.label(text).mark(f"resource-{resource.name}")
+        if holder is not None:
+            ui.link("its run", href(f"/runs/{holder.run_id}"))
+
+
 def _show_task(viewer: Viewer, task_id: int) -> bool:
     """The page of task `task_id`; False when the viewer has no such task to see."""
     board = dashboard()
@@ -92,6 +115,11 @@ def _show_task(viewer: Viewer, task_id: int) -> bool:
         dependents = [d for d in dependents if d.task_id in seen]
         workflows = workflows_of(session, [r.id for r in runs])
         notices = fleet_notices(session, task)
+        held = [
+            r
+            for r in list_resources(session, site_scope(viewer.principal))
+            if r.name in public.resources
+        ]
     with frame(f"Task {task_id}: {public.name}", viewer):
         with ui.row().classes("items-center gap-2"):
             ui.label("Status")
@@ -135,6 +163,8 @@ def _show_task(viewer: Viewer, task_id: int) -> bool:
             ui.label("Exclusive resources").classes("font-medium")
             names = ", ".join(public.resources) or "none"
             ui.label(names).mark("task-resources")
+            for resource in held:  # as the page was opened: who holds it, who waits
+                _resource_row(resource)
         durations = [(r.created_at.strftime("%m-%d %H:%M:%S"), duration(r)) for r in runs]
         chart = ui.echart(
             {
