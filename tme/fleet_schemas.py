@@ -261,12 +261,18 @@ class PointValue(Output):
     # which the device could not read back (false: it was told, nothing read it since);
     # None while there is no value.
     read: bool | None = None
+    # The device was stopped after this value was seen (by its agent on link loss, whose
+    # stop has no run here to read): its safe values were written since, so the machine
+    # may no longer hold it.
+    before_stop: bool = False
 
     def shown(self) -> str:
         """The value as `tme device values` and the Fleet page show it ("-": none yet);
-        one that was written and not read back says so."""
+        one that was written and not read back, or seen before the device's stop, says so."""
         if self.value is None:
             return "-"
+        if self.before_stop:
+            return f"{self.value} (before its stop)"
         return f"{self.value} (written, not read back)" if self.read is False else str(self.value)
 
 

@@ -4,7 +4,9 @@ Nothing new is stored: a device's points were last seen in the result of the
 newest succeeded run that read them (`modbus.read`), wrote and read them back
 (`modbus.write` with verify, `device.stop`) or asked the device (`serial.command`).
 A stop writes its safe values whatever was there: a point it wrote and could not read
-back shows the value written, said as not read (`read: false`). Runs are read
+back shows the value written, said as not read (`read: false`); a value seen before the
+device's current stop (one its agent made on link loss has no run here) is said to be
+from before it (`before_stop`). Runs are read
 newest first by one query (at most `MAX_SCAN` of them) streamed a page at a time,
 and reading stops once every point has a value, so a device that is polled often
 answers from its first page.
@@ -13,7 +15,7 @@ answers from its first page.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import select as sa_select
@@ -161,6 +163,7 @@ def latest_values(session: Session, device: Device | DevicePublic) -> DeviceValu
             )
         if len(latest) == len(wanted):
             break
+    stopped_at = _stopped_at(device)
     rows = []
     for point in points:
         name, kind = str(point["name"]), str(point.get("kind") or "point")
@@ -170,5 +173,21 @@ def latest_values(session: Session, device: Device | DevicePublic) -> DeviceValu
             continue
         value = _typed(found.value, point.get("type")) if kind == "command" else found.value
         unit = found.unit or point.get("unit")
-        rows.append(found.model_copy(update={"kind": kind, "value": value, "unit": unit}))
+        before = stopped_at is not None and found.at is not None and found.at < stopped_at
+        update = {"kind": kind, "value": value, "unit": unit, "before_stop": before}
+        rows.append(found.model_copy(update=update))
     return DeviceValues(site=device.site, agent=device.agent, name=device.name, points=rows)
+
+
+def _stopped_at(device: Device | DevicePublic) -> datetime | None:
+    """When the device's current stop latched, as its agent says (None: not stopped, or
+    a time that cannot be read)."""
+    stopped = device.stopped
+    at = stopped.get("at") if isinstance(stopped, dict) else getattr(stopped, "at", None)
+    try:
+        when = datetime.fromisoformat(str(at)) if at else None
+    except ValueError:
+        return None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when

@@ -4,10 +4,11 @@ through the API, the SDK and `tme device values`."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 import tme
@@ -15,8 +16,9 @@ from tme.cli.main import app as cli_app
 from tme.controller.services import runs as run_service
 from tme.controller.services.bootstrap import make_user_with_token
 from tme.controller.services.tasks import create_task
-from tme.controller.store.models import Device, Run
+from tme.controller.store.models import Device, Run, utcnow
 from tme.errors import NotFound
+from tme.fleet_schemas import DeviceValues
 from tme.schemas import TaskCreate
 
 PUMP_POINTS = [
@@ -150,6 +152,30 @@ def test_after_a_stop_its_points_show_what_it_read_back_or_else_wrote_said_unrea
     assert (points["speed"]["run_id"], points["speed"]["read"]) == (read, True)  # not written
 
 
+def _latch(engine: Any, at: str) -> None:
+    """pump1 stopped by its agent on link loss, latched at `at` (as its presence says)."""
+    with Session(engine) as session:
+        device = session.exec(select(Device).where(Device.name == "pump1")).one()
+        device.stopped = {"by": "agent skid-a (link loss)", "reason": "link lost", "at": at}
+        session.add(device)
+        session.commit()
+
+
+def test_values_seen_before_a_stop_its_agent_made_say_so(test_client, app_engine, pump) -> None:  # type: ignore[no-untyped-def]
+    """An agent that stopped the pump on link loss wrote its safe values with no run here
+    to read: what was read before is said to be from before the stop, not the machine's
+    state now; values read after a stop are not."""
+    _latch(app_engine, (utcnow() + timedelta(seconds=1)).isoformat(timespec="seconds"))
+    answer = DeviceValues.model_validate(test_client.get("/api/v1/devices/pump1/values").json())
+    assert [(p.name, p.before_stop) for p in answer.points] == [
+        ("speed", True), ("speed_setpoint", True), ("running", True),
+    ]  # fmt: skip
+    assert answer.points[0].shown() == "1195.5 (before its stop)"
+    _latch(app_engine, "2026-01-01T00:00:00+00:00")  # a stop before the runs read them
+    points = _points(test_client.get("/api/v1/devices/pump1/values").json())
+    assert [p["before_stop"] for p in points.values()] == [False, False, False]
+
+
 def test_a_serial_reply_is_shown_as_the_number_its_command_parses_to(test_client, app_engine):  # type: ignore[no-untyped-def]
     meter = {"site": "plant-1", "agent": "lab-c", "device": "meter1"}
     _device(app_engine, "plant-1", "lab-c", "meter1", METER_POINTS)
@@ -161,7 +187,7 @@ def test_a_serial_reply_is_shown_as_the_number_its_command_parses_to(test_client
     assert points["measure_voltage"] | {"at": None} == {
         "name": "measure_voltage", "kind": "command", "value": 12.5, "unit": "V", "at": None,
         "run_id": run_id, "task_id": points["measure_voltage"]["task_id"], "op": "serial.command",
-        "read": True,
+        "read": True, "before_stop": False,
     }  # fmt: skip
 
 
