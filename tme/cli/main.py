@@ -35,9 +35,13 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-app.add_typer(task.app, name="task", help="Create, list, update and delete tasks.")
+app.add_typer(
+    task.app,
+    name="task",
+    help="Create, list, show, update and delete tasks; run, check, pause them; resources.",
+)
 app.add_typer(config_cmd.app, name="config", help="Show the effective configuration.")
-app.add_typer(db.app, name="db", help="Database schema migrations.")
+app.add_typer(db.app, name="db", help="Database schema migrations and pruning of old rows.")
 app.add_typer(sim.app, name="sim", help="Simulated machines for tests and demos.")
 app.add_typer(
     edge.agent_app,
@@ -46,9 +50,15 @@ app.add_typer(
 )
 app.add_typer(edge.gateway_app, name="gateway", help="Run a site gateway.")
 edge.agent_app.command("list")(fleet.list_agents)
-app.add_typer(fleet.device_app, name="device", help="List devices and their points.")
+app.add_typer(
+    fleet.device_app,
+    name="device",
+    help="List devices and their points, show their values, stop and resume them.",
+)
 app.add_typer(fleet.site_app, name="site", help="List sites.")
-app.add_typer(run_cmd.run_app, name="run", help="Show, cancel and retry runs.")
+app.add_typer(
+    run_cmd.run_app, name="run", help="Show, cancel and retry runs; show or cancel workflow runs."
+)
 app.add_typer(run_cmd.trigger_app, name="trigger", help="Fire named triggers.")
 app.add_typer(access.user_app, name="user", help="Users and roles (works on the database).")
 app.add_typer(access.token_app, name="token", help="API tokens (works on the database).")
