@@ -339,11 +339,14 @@ def test_a_param_yaml_cannot_read_is_refused_before_anything_is_sent(
 def test_a_quoted_param_is_text_and_a_word_stays_one(live_url: str) -> None:
     code, out, err = tme_cli(
         "task", "create", "--url", live_url, "--name", unique(),
-        "--param", 'x="[1, 2"', "--param", "mode=auto",
+        "--param", 'x="[1, 2"', "--param", "mode=auto", "--param", "note=#1",
+        "--param", "none=null",
     )  # fmt: skip
     assert code == 0, err
     with tme.Client(live_url) as client:
-        assert client.tasks.get(int(out.strip())).params == {"x": "[1, 2", "mode": "auto"}
+        params = client.tasks.get(int(out.strip())).params
+    # '#1' is a YAML comment: read as YAML it was nothing (null), where "#1" was meant
+    assert params == {"x": "[1, 2", "mode": "auto", "note": "#1", "none": None}
 
 
 def test_unreachable_server_is_one_line_and_exit_1(closed_port_url: str) -> None:

@@ -165,13 +165,19 @@ def _param_value(key: str, raw: str) -> Any:
     if not raw.strip():
         return raw
     try:
-        return load_yaml(raw)
+        value = load_yaml(raw)
     except yaml.YAMLError as exc:
         as_text = shlex.quote(f"{key}={json.dumps(raw, ensure_ascii=False)}")
         usage_error(
             f"--param {key}: {raw!r} is not valid YAML ({yaml_problem(exc)}); to send it"
             f" as text, quote it: --param {as_text}"
         )
+    if value is None and raw.strip() not in EXPLICIT_NULLS:
+        return raw  # 'note=#1' is a YAML comment, nothing: the text was meant
+    return value
+
+
+EXPLICIT_NULLS = frozenset({"null", "Null", "NULL", "~"})
 
 
 def _schedule(
