@@ -68,7 +68,7 @@ def retry_refusal(task: Task, run: Run, link: RunLink, retries: Retries) -> str 
         return f"not retried after {state.value}"
     if run.attempt > retries.max:
         return f"retries exhausted ({retries.max})"
-    if task.op in WRITE_OPS and not link.not_started:
+    if task.op in WRITE_OPS and not link.not_started and not retries.repeatable:
         return (
             "a write is retried only when the agent reports it never started, "
             "and this one may have reached the device"

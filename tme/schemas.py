@@ -136,6 +136,11 @@ class Retries(Input):
     factor: float = Field(default=2.0, ge=1, le=10)
     backoff_max_s: float = Field(default=300.0, ge=0, le=86400)
     jitter: float = Field(default=0.1, ge=0, le=1)
+    # The task's write may be done twice without harm (an absolute setpoint, a valve
+    # position): one whose outcome is unknown (no answer in time, the link lost
+    # mid-request) is retried too. False: a write is retried only when its agent says
+    # it never started (nothing reached the device).
+    repeatable: bool = False
 
 
 class Misfire(Input):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ports import free_port
@@ -100,13 +101,13 @@ def _skid_a_on_a_dead_port(stack: LocalStack, state_dir: Path) -> None:
     stack.agents["skid-a"] = AgentThread(DeviceAgent(parse_agent_config(data))).start()
 
 
-def _write_speed(client, stack: LocalStack, name: str):  # type: ignore[no-untyped-def]
+def _write_speed(client, stack: LocalStack, name: str, **retries: Any):  # type: ignore[no-untyped-def]
     return client.tasks.create(
         name=name,
         op="modbus.write",
         target=_target(stack, "skid-a", "pump1"),
         params={"point": "speed_setpoint", "value": 100},
-        retries={"max": 2, "backoff_s": 0.2, "jitter": 0},
+        retries={"max": 2, "backoff_s": 0.2, "jitter": 0, **retries},
     )
 
 
@@ -157,3 +158,23 @@ def test_a_write_that_may_have_reached_the_device_is_not_retried_and_says_why(
         "and this one may have reached the device"
     )
     assert real_stack.plant.writes_to(PUMP_UNIT, SPEED_SETPOINT) == [(100,)]
+
+
+def test_a_repeatable_write_that_may_have_reached_the_device_is_retried(
+    real_stack, client_of
+) -> None:
+    """An absolute setpoint written twice does no harm: with retries.repeatable the
+    write whose answer came too late is tried again, each attempt reaching the plant."""
+    real_stack.plant.inject_fault(PUMP_UNIT, table="holding_register", delay_s=5.0)
+    try:
+        client = client_of(real_stack)
+        task = _write_speed(client, real_stack, "repeatable write", repeatable=True)
+        wait_until(
+            lambda: [r.state for r in _runs(client, task.id)] == ["failed"] * 3,
+            timeout=60,
+            what="the write and its two retries to fail",
+        )
+    finally:
+        real_stack.plant.clear_faults()
+    assert [r.attempt for r in _runs(client, task.id)] == [3, 2, 1]
+    assert real_stack.plant.writes_to(PUMP_UNIT, SPEED_SETPOINT) == [(100,)] * 3

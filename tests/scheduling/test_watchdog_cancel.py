@@ -198,6 +198,10 @@ def test_a_write_is_retried_only_when_the_agent_never_started_it() -> None:
     assert retry_refusal(task, failed, link, policy) is None
     for state in ("rejected", "lost", "expired"):
         assert retry_refusal(task, Run(task_id=1, state=state), link, policy) is not None
+    # a write declared repeatable (an absolute setpoint) is retried whatever reached it
+    link.not_started = False
+    assert retry_refusal(task, failed, link, Retries(max=3, repeatable=True)) is None
+    assert retry_refusal(task, Run(task_id=1, state="rejected"), link, policy) is not None
 
 
 def test_the_answers_to_a_stop_request_are_not_warned_of_as_unknown_runs(

@@ -44,6 +44,18 @@ FIELD_OPTIONS = [
     option("timeout", _opt("--timeout", "Run timeout in seconds.", float)),
     option("priority", _opt("--priority", "0 (low) .. 9 (high).", int)),
     option("retries", _opt("--retries", "Retries after a failed run.", int)),
+    option(
+        "repeatable",
+        Annotated[
+            bool | None,
+            typer.Option(
+                "--repeatable/--not-repeatable",
+                help="Its write may be done twice without harm (an absolute setpoint): retry"
+                " one that may have reached the device too.",
+                show_default=False,
+            ),
+        ],
+    ),
     option("assigned_to", _opt("--assigned-to", "Who is responsible.")),
     option("depends_on", _opt("--depends-on", "ID[:success|failure|any], repeatable.", list[str])),
     option(
@@ -95,7 +107,8 @@ def task_fields(opts: dict[str, Any], base: dict[str, Any], item: str = "") -> d
                          device=opts["device"]),
         "params": _params(opts["param"] or [], base.get("params")),
         "schedule": _schedule(opts, base.get("schedule"), item),
-        "retries": _merge(base.get("retries"), max=opts["retries"]),
+        "retries": _merge(base.get("retries"), max=opts["retries"],
+                          repeatable=opts["repeatable"]),
         "depends_on": [_dependency(d) for d in opts["depends_on"] or []] or None,
         "resources": list(opts["resource"]) if opts.get("resource") else None,
         "overlap": _policy("--overlap", opts["overlap"], base.get("overlap"),
