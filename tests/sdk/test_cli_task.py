@@ -443,3 +443,23 @@ def test_resources_are_set_shown_changed_and_cleared(live_url: str) -> None:
     code, _, err = tme_cli("task", "update", task_id, "--url", live_url, "--clear", "resources",
                            "--resource", "tank3")  # fmt: skip
     assert_one_line_error(code, err, 2, "--clear resources and --resource contradict")
+
+
+def test_repeatable_sets_the_retries_of_a_write_and_update_keeps_max(live_url: str) -> None:
+    code, out, err = tme_cli(
+        "task", "create", "--url", live_url, "--name", unique(), "--op", "modbus.write",
+        "--site", "s1", "--agent", "a1", "--device", "pump1",
+        "--param", "point=speed_setpoint", "--param", "value=1200",
+        "--retries", "2", "--repeatable",
+    )  # fmt: skip
+    assert code == 0, err
+    task_id = int(out.strip())
+    with tme.Client(live_url) as client:
+        retries = client.tasks.get(task_id).retries
+        assert (retries.max, retries.repeatable) == (2, True)
+        code, _, err = tme_cli(
+            "task", "update", str(task_id), "--url", live_url, "--not-repeatable"
+        )
+        assert code == 0, err
+        retries = client.tasks.get(task_id).retries
+        assert (retries.max, retries.repeatable) == (2, False)
