@@ -21,6 +21,7 @@ from sqlmodel import Session, col, select
 from tme.controller.notifications.models import NotificationRule
 from tme.controller.services import fleet_checks, policies
 from tme.controller.services import runs as run_service
+from tme.controller.services.launch import release_held
 from tme.controller.services.resources import release_resources, store_resources
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.status_report import report_status
@@ -290,6 +291,8 @@ def update_task(
         # Runs that waited for what it named before, or for what it now names, may go.
         session.flush()
         release_resources(session, sorted(named), hook)
+        # Its own waiting runs too, though it may name none of those any more.
+        release_held(session, task, hook)
     return task
 
 

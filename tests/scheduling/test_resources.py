@@ -206,3 +206,16 @@ def test_two_creates_at_once_for_one_resource_start_one_run(
         ours = [r for r in runs if resource in (session.get(Task, r.task_id) or Task()).resources]
     started = [r for r in ours if r.state not in FINAL_STATES and r.state != RunState.waiting]
     assert len(ours) == 2 and len(started) == 1, [(r.state, r.reason) for r in ours]
+
+
+@pytest.mark.parametrize("cleared", [[], None])
+def test_a_waiting_run_whose_task_names_no_resource_any_more_goes(
+    engine: Engine, hook: RunReady, cleared: list[str] | None
+) -> None:
+    _, flush = _create(engine, hook, "flush tank1", ["tank1"])
+    fill_id, fill = _create(engine, hook, "fill tank1", ["tank1"])
+    with session_scope(engine) as session:
+        task = update_task(session, fill_id, TaskUpdate(resources=cleared), hook=hook)
+        assert task.resources == []
+    assert _run(engine, fill.id).state == RunState.queued
+    assert _run(engine, flush.id).state == RunState.pending
