@@ -200,7 +200,7 @@ def delete(principal: Principal, task_id: int) -> None:
         _audited(principal, "task.write:delete", f"task {task_id}"),
         session_scope(board.engine) as session,
     ):
-        task_service.delete_task(session, task_id)
+        task_service.delete_task(session, task_id, board.on_run_ready)
         session.commit()
 
 

@@ -363,7 +363,9 @@ def _apply_field_changes(session: Session, task: Task, changes: dict[str, Any]) 
 _UNSET: Any = object()
 
 
-def delete_task(session: Session, task_id: int) -> None:
+def delete_task(session: Session, task_id: int, hook: RunReadyHook | None = None) -> None:
+    """Delete a task with its runs; the runs that waited for its resources (a run of it
+    not handed off, an external task's `pending` one, held them) are tried again."""
     task = get_task(session, task_id)
     dependents = sorted(
         session.exec(
@@ -379,7 +381,11 @@ def delete_task(session: Session, task_id: int) -> None:
     # Its notification rules go with it, as its edges do: a rule of a task that no
     # longer exists watches nothing of it (and fired still on its agents going offline).
     session.execute(delete(NotificationRule).where(col(NotificationRule.task_id) == task_id))
+    named = list(task.resources or [])
     session.delete(task)
+    if named:
+        session.flush()
+        release_resources(session, named, hook)
 
 
 def _refuse_while_in_flight(session: Session, task_id: int, why: str) -> None:

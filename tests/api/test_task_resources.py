@@ -110,3 +110,15 @@ def test_the_resources_list_says_who_holds_each_and_who_waits(test_client, make_
     assert tank1_holder() is None  # free, but the fill is next and waits for cell-a too
     test_client.patch(f"/api/v1/tasks/{far['id']}", json={"status": "complete"})
     wait_until(lambda: tank1_holder() == fill["id"], timeout=10, what="the fill to hold tank1")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/tasks/{id}", "/task/{id}/"])
+def test_deleting_the_holders_task_lets_the_waiting_run_start(test_client, path) -> None:
+    flush = test_client.post("/api/v1/tasks", json={"name": "flush", "resources": ["tank1"]})
+    fill = test_client.post("/api/v1/tasks", json={"name": "fill", "resources": ["tank1"]})
+    fill_run = fill.json()["latest_run_id"]
+    assert test_client.get(f"/api/v1/runs/{fill_run}").json()["state"] == "waiting"
+    # The flush's run is pending (an external task not started): the task may go.
+    gone = test_client.delete(path.format(id=flush.json()["id"]))
+    assert gone.status_code == 204, gone.text
+    assert test_client.get(f"/api/v1/runs/{fill_run}").json()["state"] == "queued"

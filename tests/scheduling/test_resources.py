@@ -20,7 +20,7 @@ from tme.controller.run_ready import RunReady
 from tme.controller.services.cancel import cancel_run
 from tme.controller.services.launch import launch_run
 from tme.controller.services.runs import transition
-from tme.controller.services.tasks import create_task, update_task
+from tme.controller.services.tasks import create_task, delete_task, update_task
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Run, Task, utcnow
 from tme.controller.workflow import settle_pending
@@ -219,3 +219,12 @@ def test_a_waiting_run_whose_task_names_no_resource_any_more_goes(
         assert task.resources == []
     assert _run(engine, fill.id).state == RunState.queued
     assert _run(engine, flush.id).state == RunState.pending
+
+
+def test_deleting_the_holders_task_lets_the_waiting_run_go(engine: Engine, hook: RunReady) -> None:
+    flush_id, flush = _create(engine, hook, "flush tank1", ["tank1"])
+    assert flush.state == RunState.pending  # an external run not started: deletable
+    _, fill = _create(engine, hook, "fill tank1", ["tank1"])
+    with session_scope(engine) as session:
+        delete_task(session, flush_id, hook)
+    assert _run(engine, fill.id).state == RunState.queued

@@ -88,5 +88,5 @@ def update_task(
 @router.delete(
     "/task/{task_id}/", status_code=204, response_class=Response, include_in_schema=False
 )
-def delete_task(task_id: TaskId, session: SessionDep) -> Response:
-    return delete_and_commit(session, task_id)
+def delete_task(task_id: TaskId, session: SessionDep, on_run_ready: RunReadyDep) -> Response:
+    return delete_and_commit(session, task_id, on_run_ready)

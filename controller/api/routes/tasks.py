@@ -180,8 +180,10 @@ def update_and_commit(
     return public
 
 
-def delete_and_commit(session: SessionDep, task_id: int) -> Response:
-    service.delete_task(session, task_id)
+def delete_and_commit(
+    session: SessionDep, task_id: int, on_run_ready: RunReadyHook | None
+) -> Response:
+    service.delete_task(session, task_id, on_run_ready)
     session.commit()
     return Response(status_code=204)
 
@@ -311,8 +313,8 @@ def revision_of(if_match: str | None) -> int | None:
 
 
 @router.delete("/tasks/{task_id}", status_code=204, response_class=Response)
-def delete_task(task_id: TaskId, session: SessionDep) -> Response:
-    return delete_and_commit(session, task_id)
+def delete_task(task_id: TaskId, session: SessionDep, on_run_ready: RunReadyDep) -> Response:
+    return delete_and_commit(session, task_id, on_run_ready)
 
 
 @router.get("/tasks/{task_id}/runs", response_model=Page[RunPublic])
