@@ -329,6 +329,17 @@ class SlowRunSettings(Section):
     min_excess_s: Annotated[float, Field(ge=0.0)] = 1.0
     history: Annotated[int, Field(ge=1, le=1000)] = 20
 
+    @field_validator("history")
+    @classmethod
+    def _holds_min_runs(cls, history: int, info: ValidationInfo) -> int:
+        min_runs = info.data.get("min_runs")
+        if min_runs is not None and history < min_runs:
+            raise ValueError(
+                f"must be at least notifications.slow.min_runs ({min_runs}): the usual is"
+                " the median of at most `history` runs, so no run would ever be slow"
+            )
+        return history
+
 
 class NotificationSettings(Section):
     email: EmailSettings = Field(default_factory=EmailSettings)

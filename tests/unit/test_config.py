@@ -758,3 +758,14 @@ def test_a_maximum_task_timeout_below_the_default_is_refused(tmp_path: Path) -> 
         "tasks.max_timeout_s: must be at least tasks.default_timeout_s (30)"
     )
     assert load(tmp_path, TME_TASKS__MAX_TIMEOUT_S="30").tasks.max_timeout_s == 30
+
+
+def test_a_slow_history_shorter_than_its_min_runs_is_refused(tmp_path: Path) -> None:
+    # The usual is the median of at most `history` runs: with fewer than `min_runs`
+    # behind it, no run would ever be slow, whatever it took.
+    error = error_of(tmp_path, TME_NOTIFICATIONS__SLOW__HISTORY="3")
+    assert error.message.startswith(
+        "notifications.slow.history: must be at least notifications.slow.min_runs (5)"
+    )
+    slow = load(tmp_path, TME_NOTIFICATIONS__SLOW__HISTORY="5").notifications.slow
+    assert (slow.history, slow.min_runs) == (5, 5)
