@@ -136,6 +136,47 @@ def wait_for_resources(session: Session, run: Run, task: Task, link: RunLink) ->
     return True
 
 
+def refuse_taking_held(session: Session, task: Task, names: list[str]) -> None:
+    """Conflict when naming `names` (a PATCH) would have a run of `task` going hold a
+    resource another active run holds: the run started without waiting for it, so two
+    runs would hold it at once. A resource nobody holds may be named: that run holds it."""
+    added = sorted(set(names) - set(task.resources or []))
+    if not added:
+        return
+    lock_resources(session, added)
+    going = session.exec(
+        select(Run)
+        .where(Run.task_id == task.id, rare(col(Run.state).in_(HOLDING_VALUES)))
+        .order_by(col(Run.created_at))
+    ).all()
+    if not going:
+        return
+    held = session.exec(
+        select(Run, TaskResource.resource)
+        .join(TaskResource, col(TaskResource.task_id) == col(Run.task_id))
+        .where(
+            col(TaskResource.resource).in_(added),
+            rare(col(Run.state).in_(HOLDING_VALUES)),
+            Run.task_id != task.id,
+        )
+        .order_by(col(Run.created_at))
+        .limit(1)
+    ).first()
+    run = going[0]
+    if held is not None:
+        holder, name = held
+        why = f"resource {name} is held by run {holder.id} of task {_named(session, holder)}"
+    elif len(going) > 1:
+        why = f"its run {going[1].id} ({going[1].state}) too, both would hold {added[0]}"
+    else:
+        return
+    raise Conflict(
+        f"task {task.id} has run {run.id} going ({run.state}) and {why}; change its"
+        " resources once one of them has ended",
+        details={"task_id": task.id, "run_id": run.id, "resources": added},
+    )
+
+
 def refuse_report_while_waiting(session: Session, run: Run, task: Task) -> None:
     """Conflict when a report would start `run` (of an external task, status_report.py)
     while it still waits for a resource: the work must not begin beside the holder's."""

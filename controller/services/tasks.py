@@ -22,7 +22,11 @@ from tme.controller.notifications.models import NotificationRule
 from tme.controller.services import fleet_checks, policies
 from tme.controller.services import runs as run_service
 from tme.controller.services.launch import release_held
-from tme.controller.services.resources import release_resources, store_resources
+from tme.controller.services.resources import (
+    refuse_taking_held,
+    release_resources,
+    store_resources,
+)
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.status_report import report_status
 from tme.controller.services.task_checks import check_one_off_due, check_storable
@@ -272,6 +276,8 @@ def update_task(
     checks_fleet = "target" in changes or "params" in changes
     before = [int(dep["task"]) for dep in task.depends_on or []]
     named = set(task.resources or []) | set(changes.get("resources") or [])
+    if "resources" in changes:
+        refuse_taking_held(session, task, list(changes.get("resources") or []))
     if changes:
         _apply_field_changes(session, task, changes)
     if checks_fleet:

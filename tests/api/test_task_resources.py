@@ -122,3 +122,12 @@ def test_deleting_the_holders_task_lets_the_waiting_run_start(test_client, path)
     gone = test_client.delete(path.format(id=flush.json()["id"]))
     assert gone.status_code == 204, gone.text
     assert test_client.get(f"/api/v1/runs/{fill_run}").json()["state"] == "queued"
+
+
+def test_naming_a_resource_another_run_holds_while_a_run_is_going_is_a_409(test_client) -> None:
+    flush = test_client.post("/api/v1/tasks", json={"name": "flush", "resources": ["tank1"]})
+    fill = test_client.post("/api/v1/tasks", json={"name": "fill"})
+    answer = test_client.patch(f"/api/v1/tasks/{fill.json()['id']}", json={"resources": ["tank1"]})
+    assert answer.status_code == 409, answer.text
+    assert f"resource tank1 is held by run {flush.json()['latest_run_id']}" in answer.text
+    assert test_client.get(f"/api/v1/tasks/{fill.json()['id']}").json()["resources"] == []

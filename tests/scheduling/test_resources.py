@@ -24,6 +24,7 @@ from tme.controller.services.tasks import create_task, delete_task, update_task
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Run, Task, utcnow
 from tme.controller.workflow import settle_pending
+from tme.errors import Conflict
 from tme.schemas import TaskCreate, TaskUpdate
 from tme.states import FINAL_STATES, RunState
 
@@ -228,3 +229,43 @@ def test_deleting_the_holders_task_lets_the_waiting_run_go(engine: Engine, hook:
     with session_scope(engine) as session:
         delete_task(session, flush_id, hook)
     assert _run(engine, fill.id).state == RunState.queued
+
+
+def test_naming_a_held_resource_while_a_run_is_going_is_refused(
+    engine: Engine, hook: RunReady
+) -> None:
+    _, flush = _create(engine, hook, "flush tank1", ["tank1"])
+    fill_id, fill = _create(engine, hook, "fill tank1", [])  # going, holding nothing
+    with session_scope(engine) as session, pytest.raises(Conflict) as refused:
+        update_task(session, fill_id, TaskUpdate(resources=["tank1"]), hook=hook)
+    assert str(refused.value).startswith(
+        f"task {fill_id} has run {fill.id} going (pending) and resource tank1 is held by"
+        f" run {flush.id} of task"
+    )
+    with Session(engine) as session:
+        assert (session.get(Task, fill_id) or Task()).resources == []
+    # A resource nobody holds may be named by a task with a run going: that run holds it.
+    with session_scope(engine) as session:
+        update_task(session, fill_id, TaskUpdate(resources=["tank2"]), hook=hook)
+    assert _create(engine, hook, "drain tank2", ["tank2"])[1].state == RunState.waiting
+    _end(engine, hook, flush.id, RunState.succeeded)  # tank1 free: the change goes through
+    with session_scope(engine) as session:
+        update_task(session, fill_id, TaskUpdate(resources=["tank2", "tank1"]), hook=hook)
+
+
+def test_naming_a_resource_while_two_runs_of_the_task_are_going_is_refused(
+    engine: Engine, hook: RunReady
+) -> None:
+    with session_scope(engine) as session:
+        body = TaskCreate(name="sample", overlap={"policy": "allow", "max": 2})
+        task, _ = create_task(session, body, on_run_ready=hook)
+        first = task.latest_run_id
+        second = launch_run(session, task, cause="manual", reason="run now", hook=hook)
+        assert second.state == RunState.pending
+        task_id, second_id = task.id or 0, second.id
+    with session_scope(engine) as session, pytest.raises(Conflict) as refused:
+        update_task(session, task_id, TaskUpdate(resources=["tank1"]), hook=hook)
+    assert str(refused.value) == (
+        f"task {task_id} has run {first} going (pending) and its run {second_id} (pending)"
+        " too, both would hold tank1; change its resources once one of them has ended"
+    )
