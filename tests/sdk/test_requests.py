@@ -200,6 +200,24 @@ def test_a_task_id_given_as_digits_is_taken() -> None:
     assert sent[0].url.path == "/base/api/v1/tasks/12"
 
 
+@pytest.mark.parametrize("run_id", ["", "   ", None])
+def test_an_empty_run_or_workflow_id_is_refused_before_any_request(run_id: object) -> None:
+    # It went as /api/v1/workflows//cancel, answered "no such path".
+    sent: list[httpx.Request] = []
+    client = client_answering(lambda r: sent.append(r) or httpx.Response(204))
+    calls = {
+        "run_id": (client.runs.get, client.runs.cancel, client.runs.retry),
+        "workflow_id": (client.runs.workflow, client.runs.cancel_workflow),
+    }
+    for field, methods in calls.items():
+        for call in methods:
+            with pytest.raises(ValidationError) as caught:
+                call(run_id)  # type: ignore[operator]
+            assert [e["field"] for e in caught.value.field_errors] == [field]
+            assert caught.value.message == f"{field}: must not be empty"
+    assert sent == []
+
+
 @pytest.mark.parametrize(
     ("timeout", "poll_s", "field"),
     [(float("nan"), 0.2, "timeout"), (-1.0, 0.2, "timeout"), (5.0, float("nan"), "poll_s")],

@@ -199,6 +199,17 @@ def _task_id(task_id: int) -> int:
     )
 
 
+def _run_id(run_id: str, field: str = "run_id") -> str:
+    """A run's (or a workflow run's) id as the path takes it, checked here: an empty one
+    went as /runs/ or /workflows//cancel and was answered "no such path"."""
+    if run_id is None or not str(run_id).strip():
+        raise ValidationError(
+            f"{field}: must not be empty",
+            field_errors=[{"field": field, "message": "must not be empty", "type": "missing"}],
+        )
+    return quote(str(run_id), safe="")
+
+
 def get_task(task_id: int) -> Call[TaskPublic]:
     return Call("GET", f"{API}/tasks/{_task_id(task_id)}", _task)
 
@@ -278,7 +289,7 @@ def list_runs(task_id: int, page_size: int = 100) -> Call[Page[RunPublic]]:
 
 
 def get_run(run_id: str) -> Call[RunDetail]:
-    return Call("GET", f"{API}/runs/{quote(str(run_id), safe='')}", _run_detail)
+    return Call("GET", f"{API}/runs/{_run_id(run_id)}", _run_detail)
 
 
 # --- run control ---------------------------------------------------------------
@@ -305,21 +316,21 @@ def resume_task(task_id: int) -> Call[TaskPublic]:
 
 def cancel_run(run_id: str, force: bool = False) -> Call[RunPublic]:
     params = {"force": "true"} if force else {}
-    return Call("POST", f"{API}/runs/{quote(str(run_id), safe='')}/cancel", _run, params=params)
+    return Call("POST", f"{API}/runs/{_run_id(run_id)}/cancel", _run, params=params)
 
 
 def retry_run(run_id: str) -> Call[RunPublic]:
-    return Call("POST", f"{API}/runs/{quote(str(run_id), safe='')}/retry", _run)
+    return Call("POST", f"{API}/runs/{_run_id(run_id)}/retry", _run)
 
 
 def workflow_runs(workflow_id: str) -> Call[list[RunPublic]]:
-    path = f"{API}/workflows/{quote(str(workflow_id), safe='')}"
+    path = f"{API}/workflows/{_run_id(workflow_id, 'workflow_id')}"
     return Call("GET", path, _list_of(RunPublic))
 
 
 def cancel_workflow(workflow_id: str, force: bool = False) -> Call[WorkflowCanceled]:
     params = {"force": "true"} if force else {}
-    path = f"{API}/workflows/{quote(str(workflow_id), safe='')}/cancel"
+    path = f"{API}/workflows/{_run_id(workflow_id, 'workflow_id')}/cancel"
     return Call("POST", path, _parser(WorkflowCanceled), params=params)
 
 
