@@ -234,3 +234,25 @@ def test_task_resources_says_who_holds_each_and_who_waits_next(
         "  2. waiting: run r-5 of task 5 (drain)",
         "tool-9 (tasks 6): free",
     ]
+
+
+def test_task_show_keeps_a_long_reason_indented_under_its_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A run waiting for a resource names the run holding it: two lines at 80 columns,
+    # the second of which began at column 0, under nothing.
+    reason = f"waiting for resource tank1, held by run {RUN_ID} of task 12 (flush tank 1)"
+    task = TaskPublic(id=7, name="t", op="noop", status="idle", created_at=NOW, updated_at=NOW)
+    waiting = RunPublic(
+        id=RUN_ID, task_id=7, state="waiting", reason=reason, created_at=NOW, updated_at=NOW
+    )
+    monkeypatch.setattr(Tasks, "get", lambda self, task_id: task)
+    monkeypatch.setattr(Tasks, "runs", lambda self, task_id, **_: iter([waiting]))
+    monkeypatch.setattr(console, "width", 80)
+    result = CliRunner().invoke(app, ["task", "show", "7", "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 0, result.stderr
+    runs = result.stdout.split("Latest runs (times in UTC)", 1)[1].splitlines()[1:]
+    assert runs[0] == f"{RUN_ID}  waiting  2026-12-07 03:17:00"
+    assert len(runs) == 3 and all(line.startswith("    ") for line in runs[1:]), runs
+    assert all(len(line) <= 80 and line == line.rstrip() for line in runs)
+    assert " ".join(" ".join(runs[1:]).split()) == reason

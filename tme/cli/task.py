@@ -9,6 +9,7 @@ fields is in task_input.
 from __future__ import annotations
 
 import json
+import textwrap
 from collections.abc import Mapping
 from datetime import UTC
 from itertools import islice
@@ -127,7 +128,10 @@ def _print_runs(runs: list[Any]) -> None:
         reason = run.reason if run.reason != run.state else ""  # "succeeded" says nothing more
         said = "; ".join(t for t in (took is not None and f"took {seconds(took)}", reason) if t)
         if said:
-            console.print(Text("    " + visible(said)), highlight=False)
+            # Wrapped here, each line indented: rich wrapped "    " + text from column 0.
+            width = max(20, console.width - 4)
+            for line in textwrap.wrap(visible(said), width, break_on_hyphens=False):
+                console.print(Text("    " + line), highlight=False, soft_wrap=True)
 
 
 # --- commands ------------------------------------------------------------------------
