@@ -222,13 +222,17 @@ def test_a_waiting_run_whose_task_names_no_resource_any_more_goes(
     assert _run(engine, flush.id).state == RunState.pending
 
 
-def test_deleting_the_holders_task_lets_the_waiting_run_go(engine: Engine, hook: RunReady) -> None:
-    flush_id, flush = _create(engine, hook, "flush tank1", ["tank1"])
+def test_deleting_the_holders_task_lets_the_waiting_run_go(
+    any_engine: Engine, hook: RunReady
+) -> None:
+    tank = f"tank-{uuid.uuid4().hex[:8]}"  # PostgreSQL's database is shared by tests
+    flush_id, flush = _create(any_engine, hook, "flush", [tank])
     assert flush.state == RunState.pending  # an external run not started: deletable
-    _, fill = _create(engine, hook, "fill tank1", ["tank1"])
-    with session_scope(engine) as session:
+    _, fill = _create(any_engine, hook, "fill", [tank])
+    assert _run(any_engine, fill.id).state == RunState.waiting
+    with session_scope(any_engine) as session:
         delete_task(session, flush_id, hook)
-    assert _run(engine, fill.id).state == RunState.queued
+    assert _run(any_engine, fill.id).state == RunState.queued
 
 
 def test_naming_a_held_resource_while_a_run_is_going_is_refused(
