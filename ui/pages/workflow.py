@@ -9,6 +9,7 @@ from nicegui import ui
 
 from tme.controller.services.workflow_cancel import no_workflow_run
 from tme.controller.services.workflow_graph import WorkflowGraph, workflow_graph
+from tme.states import FINAL_STATES
 from tme.ui import actions, live
 from tme.ui.context import dashboard
 from tme.ui.control import guarded
@@ -88,7 +89,12 @@ def _not_found(workflow_id: str, viewer: Viewer) -> None:
                 )
 
 
-def _cancel_button(viewer: Viewer, workflow_id: str) -> None:
+def _going(graph: WorkflowGraph) -> bool:
+    """Whether a run of the workflow run is still going (the Cancel button shows then)."""
+    return any(step.run_id and step.state not in FINAL_STATES for step in graph.steps.values())
+
+
+def _cancel_button(viewer: Viewer, workflow_id: str) -> ui.button:
     """Stop the whole workflow run, after asking (as POST /api/v1/workflows/{id}/cancel);
     the service refuses one that is over, or one with runs on sites outside the grant."""
     cancel = guarded(viewer, "run.control", None, actions.cancel_workflow, workflow_id)
@@ -112,8 +118,10 @@ def _cancel_button(viewer: Viewer, workflow_id: str) -> None:
                 )
         dialog.open()
 
-    ui.button("Cancel workflow run", on_click=confirm).props("flat color=negative").mark(
-        "cancel-workflow"
+    return (
+        ui.button("Cancel workflow run", on_click=confirm)
+        .props("flat color=negative")
+        .mark("cancel-workflow")
     )
 
 
@@ -148,8 +156,10 @@ def register() -> None:
 
             show_steps(graph)
             shown = {"graph": graph}
-            if viewer.can("run.control"):
-                _cancel_button(viewer, workflow_id)
+            # shown while a run of it is going: a workflow run that is over is refused
+            button = _cancel_button(viewer, workflow_id) if viewer.can("run.control") else None
+            if button is not None:
+                button.visible = _going(graph)
 
         def on_runs(changes: list[live.RunChange]) -> None:
             known = shown["graph"]
@@ -167,5 +177,7 @@ def register() -> None:
                     set_chip(chips[task_id], step.state)
             diagram.set_content(to_mermaid(fresh))
             shown["graph"] = fresh
+            if button is not None:
+                button.visible = _going(fresh)
 
         live.run_changes.subscribe(on_runs)
