@@ -188,7 +188,19 @@ def _one_line(value: str) -> str:
 
 # An exclusive resource a task's runs hold while active (a tank, a cell, a shared bus):
 # at most one active run among all the tasks naming it (docs/schedules.md).
-ResourceName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,64}$")]
+RESOURCE_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+
+
+def _resource_name(name: str) -> str:
+    if not RESOURCE_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is no resource name: 1 to 64 letters, digits, _ . : or -"
+            " (case counts: Tank1 and tank1 are two resources)"
+        )
+    return name
+
+
+ResourceName = Annotated[str, AfterValidator(_resource_name)]
 MAX_RESOURCES = 8
 
 

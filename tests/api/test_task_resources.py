@@ -131,3 +131,14 @@ def test_naming_a_resource_another_run_holds_while_a_run_is_going_is_a_409(test_
     assert answer.status_code == 409, answer.text
     assert f"resource tank1 is held by run {flush.json()['latest_run_id']}" in answer.text
     assert test_client.get(f"/api/v1/tasks/{fill.json()['id']}").json()["resources"] == []
+
+
+def test_a_bad_resource_name_says_what_a_name_may_hold(test_client) -> None:  # type: ignore[no-untyped-def]
+    answer = test_client.post("/api/v1/tasks", json={"name": "bad", "resources": ["tank 1"]})
+    assert answer.status_code == 422, answer.text
+    (detail,) = answer.json()["error"]["details"]
+    assert detail["field"] == "resources.0"
+    assert (
+        "'tank 1' is no resource name: 1 to 64 letters, digits, _ . : or -" in (detail["message"])
+    )
+    assert "pattern" not in answer.text  # no regular expression for the reader to decode

@@ -57,12 +57,20 @@ FIELD_OPTIONS = [
         ],
     ),
     option("assigned_to", _opt("--assigned-to", "Who is responsible.")),
-    option("depends_on", _opt("--depends-on", "ID[:success|failure|any], repeatable.", list[str])),
+    option(
+        "depends_on",
+        _opt(
+            "--depends-on",
+            "ID[:success|failure|any], repeatable; on update, the whole new list.",
+            list[str],
+        ),
+    ),
     option(
         "resource",
         _opt(
             "--resource",
-            "Exclusive resource its runs hold (one run at a time of all naming it), repeatable.",
+            "Exclusive resource its runs hold (one run at a time of all naming it),"
+            " repeatable; on update, the whole new list.",
             list[str],
         ),
     ),
