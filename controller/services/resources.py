@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import delete, text
 from sqlmodel import Session, col, select
@@ -73,20 +74,23 @@ def _key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def why_waits(session: Session, run: Run, names: list[str]) -> str | None:
-    """Why `run` may not start now, or None: another active run holds one of `names`,
-    or an older run waits for one of them."""
-    held = session.exec(
+def _first_holder(session: Session, names: list[str], besides: Any) -> Any:
+    """The oldest active run holding one of `names` that matches `besides` (a condition
+    leaving the asking run or task out), with the resource: (run, name), or None."""
+    return session.exec(
         select(Run, TaskResource.resource)
         .join(TaskResource, col(TaskResource.task_id) == col(Run.task_id))
-        .where(
-            col(TaskResource.resource).in_(names),
-            rare(col(Run.state).in_(HOLDING_VALUES)),
-            col(Run.id) != run.id,
-        )
+        .where(col(TaskResource.resource).in_(names), rare(col(Run.state).in_(HOLDING_VALUES)))
+        .where(besides)
         .order_by(col(Run.created_at))
         .limit(1)
     ).first()
+
+
+def why_waits(session: Session, run: Run, names: list[str]) -> str | None:
+    """Why `run` may not start now, or None: another active run holds one of `names`,
+    or an older run waits for one of them."""
+    held = _first_holder(session, names, col(Run.id) != run.id)
     if held is not None:
         holder, name = held
         return f"{WAITING}{name}, held by run {holder.id} of task {_named(session, holder)}"
@@ -151,17 +155,7 @@ def refuse_taking_held(session: Session, task: Task, names: list[str]) -> None:
     ).all()
     if not going:
         return
-    held = session.exec(
-        select(Run, TaskResource.resource)
-        .join(TaskResource, col(TaskResource.task_id) == col(Run.task_id))
-        .where(
-            col(TaskResource.resource).in_(added),
-            rare(col(Run.state).in_(HOLDING_VALUES)),
-            Run.task_id != task.id,
-        )
-        .order_by(col(Run.created_at))
-        .limit(1)
-    ).first()
+    held = _first_holder(session, added, col(Run.task_id) != task.id)
     run = going[0]
     if held is not None:
         holder, name = held
