@@ -87,6 +87,20 @@ def _first_holder(session: Session, names: list[str], besides: Any) -> Any:
     ).first()
 
 
+def _held_waiting(query: Any, names: list[str]) -> Any:
+    """`query` (of runs) narrowed to the runs waiting, held in their queue, of the tasks
+    naming one of `names`."""
+    return (
+        query.join(TaskResource, col(TaskResource.task_id) == col(Run.task_id))
+        .join(RunLink, col(RunLink.run_id) == col(Run.id))
+        .where(
+            col(TaskResource.resource).in_(names),
+            col(RunLink.held),
+            Run.state == RunState.waiting,
+        )
+    )
+
+
 def why_waits(session: Session, run: Run, names: list[str]) -> str | None:
     """Why `run` may not start now, or None: another active run holds one of `names`,
     or an older run waits for one of them."""
@@ -95,13 +109,8 @@ def why_waits(session: Session, run: Run, names: list[str]) -> str | None:
         holder, name = held
         return f"{WAITING}{name}, held by run {holder.id} of task {_named(session, holder)}"
     ahead = session.exec(
-        select(Run, TaskResource.resource)
-        .join(TaskResource, col(TaskResource.task_id) == col(Run.task_id))
-        .join(RunLink, col(RunLink.run_id) == col(Run.id))
+        _held_waiting(select(Run, TaskResource.resource), names)
         .where(
-            col(TaskResource.resource).in_(names),
-            col(RunLink.held),
-            Run.state == RunState.waiting,
             col(Run.reason).startswith(WAITING),
             col(Run.created_at) < run.created_at,
             col(Run.id) != run.id,
@@ -192,15 +201,7 @@ def release_resources(session: Session, names: list[str], hook: RunReadyHook | N
     if not names:
         return
     task_ids = session.exec(
-        select(Run.task_id)
-        .join(RunLink, col(RunLink.run_id) == col(Run.id))
-        .join(TaskResource, col(TaskResource.task_id) == col(Run.task_id))
-        .where(
-            col(TaskResource.resource).in_(names),
-            col(RunLink.held),
-            Run.state == RunState.waiting,
-        )
-        .order_by(col(Run.created_at))
+        _held_waiting(select(Run.task_id), names).order_by(col(Run.created_at))
     ).all()
     ordered = list(dict.fromkeys(task_ids))
     tasks = [task for tid in sorted(ordered) if (task := session.get(Task, tid)) is not None]
