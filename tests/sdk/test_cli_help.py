@@ -1,5 +1,6 @@
-"""The CLI's lists of commands (`tme task --help`) give each command's summary as one
-sentence, wrapped to the terminal, not broken where the source's docstring was."""
+"""The CLI's help gives each paragraph wrapped to the terminal, not broken where the
+source's docstring was: a command's own help, and its summary in its group's list
+(`tme task --help`)."""
 
 from __future__ import annotations
 
@@ -37,3 +38,12 @@ def test_every_command_has_a_one_line_summary() -> None:
     broken = [c.name for c in commands(app) if c.short_help and "\n" in c.short_help]
     assert not broken
     assert all(c.short_help for c in commands(app) if c.callback and c.callback.__doc__)
+
+
+def test_a_commands_own_help_wraps_its_paragraphs_to_the_terminal() -> None:
+    result = CliRunner().invoke(app, ["task", "create", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    # the docstring breaks after "A machine task is"; a wide terminal shows one line
+    assert "in every task of a list. A machine task is checked against what its agent" in (
+        result.output
+    )

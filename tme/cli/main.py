@@ -68,22 +68,24 @@ serve.register(app)
 demo.register(app)
 
 
-def _one_line_summaries(group: typer.Typer) -> None:
-    """A command's line in its group's list (`tme task --help`) is its docstring's first
-    paragraph: typer keeps that paragraph's line breaks, so the list broke mid-sentence
-    wherever the source did ("...(a dry run): the" / "envelope, ..."). Each command
-    without a short help gets that paragraph joined into one line; its own --help keeps
-    the docstring as written."""
+def _reflowed_help(group: typer.Typer) -> None:
+    """A command's help is its docstring, whose lines break where the source's do: typer
+    keeps those breaks, so in a terminal narrower than the source a sentence broke in
+    the middle, and in the group's list (`tme task --help`) a summary ran over several
+    short lines ("...(a dry run): the" / "envelope, ..."). Each paragraph is joined into
+    one line, for the terminal to wrap; the first is the command's summary."""
     for info in group.registered_commands:
         text = info.help or (info.callback.__doc__ if info.callback else None) or ""
-        if info.short_help is None and text:
-            info.short_help = " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
+        paragraphs = [" ".join(p.split()) for p in inspect.cleandoc(text).split("\n\n")]
+        if text:
+            info.help = "\n\n".join(p for p in paragraphs if p)
+            info.short_help = info.short_help or paragraphs[0]
     for sub in group.registered_groups:
         if sub.typer_instance is not None:
-            _one_line_summaries(sub.typer_instance)
+            _reflowed_help(sub.typer_instance)
 
 
-_one_line_summaries(app)
+_reflowed_help(app)
 
 
 def run() -> None:
