@@ -213,13 +213,18 @@ def release_resources(session: Session, names: list[str], hook: RunReadyHook | N
             release_held(session, by_id[task_id], hook)
 
 
-def list_resources(session: Session, sites_in: tuple[str, ...] | None) -> list[ResourcePublic]:
-    """Every resource a task of these sites (None: all) names, with its holder and the
-    runs waiting for it (oldest first), by name. A holder on another site is only said
-    to exist (`held_elsewhere`), as any run there is not the caller's to see."""
+def list_resources(
+    session: Session, sites_in: tuple[str, ...] | None, names: list[str] | None = None
+) -> list[ResourcePublic]:
+    """Every resource a task of these sites (None: all) names (of `names` only, when
+    given), with its holder and the runs waiting for it (oldest first), by name. A
+    holder on another site is only said to exist (`held_elsewhere`), as any run there
+    is not the caller's to see."""
     named = select(TaskResource.resource, Task.id, Task.name, Task.site).join(
         Task, col(Task.id) == col(TaskResource.task_id)
     )
+    if names is not None:
+        named = named.where(col(TaskResource.resource).in_(names))
     resources: dict[str, ResourcePublic] = {}
     for name, task_id, _, site in session.exec(named.order_by(col(TaskResource.resource))):
         if sites_in is None or site in sites_in:

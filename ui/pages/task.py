@@ -115,11 +115,7 @@ def _show_task(viewer: Viewer, task_id: int) -> bool:
         dependents = [d for d in dependents if d.task_id in seen]
         workflows = workflows_of(session, [r.id for r in runs])
         notices = fleet_notices(session, task)
-        held = [
-            r
-            for r in list_resources(session, site_scope(viewer.principal))
-            if r.name in public.resources
-        ]
+        held = list_resources(session, site_scope(viewer.principal), public.resources)
     with frame(f"Task {task_id}: {public.name}", viewer):
         with ui.row().classes("items-center gap-2"):
             ui.label("Status")
