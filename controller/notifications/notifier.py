@@ -35,7 +35,7 @@ from tme.controller.notifications.rules import (
     slow_notice,
     subject_and_text,
 )
-from tme.controller.services.durations import SlowRule, duration_of
+from tme.controller.services.durations import duration_of
 from tme.controller.store.models import Run, utcnow
 from tme.failure_log import FailureLog
 from tme.failure_log import describe as describe_error
@@ -158,7 +158,7 @@ class Notifier:
         ]
         if not succeeded:
             return []
-        rule = SlowRule.of(self.settings)
+        rule = self.settings.notifications.slow
         found = []
         with Session(self.engine) as session:
             for change in succeeded:

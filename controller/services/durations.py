@@ -15,12 +15,12 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlmodel import Session, col, select
 
 from tme.controller.store.models import Run
 from tme.durations import duration_line, took_s
+from tme.settings_models import SlowRunSettings
 from tme.states import RunState
 
 
@@ -32,25 +32,13 @@ class Usual:
     runs: int
 
 
-@dataclass(frozen=True)
-class SlowRule:
-    """`notifications.slow` of the settings."""
-
-    factor: float = 3.0
-    min_runs: int = 5
-    min_excess_s: float = 1.0
-    history: int = 20
-
-    @classmethod
-    def of(cls, settings: Any) -> SlowRule:
-        slow = settings.notifications.slow
-        return cls(slow.factor, slow.min_runs, slow.min_excess_s, slow.history)
-
-    def is_slow(self, took_s: float, usual: Usual | None) -> bool:
-        if usual is None or usual.runs < self.min_runs:
-            return False
-        excess = took_s - usual.median_s
-        return took_s > self.factor * usual.median_s and excess >= self.min_excess_s
+def is_slow(rule: SlowRunSettings, took_s: float, usual: Usual | None) -> bool:
+    """Whether a run that took `took_s` against `usual` is slow by `rule`
+    (`notifications.slow`)."""
+    if usual is None or usual.runs < rule.min_runs:
+        return False
+    excess = took_s - usual.median_s
+    return took_s > rule.factor * usual.median_s and excess >= rule.min_excess_s
 
 
 def usual_of(session: Session, task_id: int, before: datetime, history: int) -> Usual | None:
@@ -79,14 +67,14 @@ class Duration:
     slow: bool
 
 
-def duration_of(session: Session, run: Run, rule: SlowRule) -> Duration:
+def duration_of(session: Session, run: Run, rule: SlowRunSettings) -> Duration:
     """How long `run` took against its task's usual; only a succeeded run is slow (a
     failure is told as the failure it is)."""
     took = took_s(run.started_at, run.finished_at)
     if took is None:
         return Duration(None, None, False)
     usual = usual_of(session, run.task_id, run.created_at, rule.history)
-    slow = run.state == RunState.succeeded.value and rule.is_slow(took, usual)
+    slow = run.state == RunState.succeeded.value and is_slow(rule, took, usual)
     return Duration(took, usual, slow)
 
 

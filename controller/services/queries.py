@@ -11,13 +11,14 @@ from sqlalchemy import and_, or_
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 
-from tme.controller.services.durations import SlowRule, duration_of
+from tme.controller.services.durations import duration_of
 from tme.controller.services.paging import MAX_PAGE, decode_time_id_cursor, encode_cursor
 from tme.controller.services.runs import chunks
 from tme.controller.store.models import Run, RunEvent, RunLog, Task
 from tme.controller.store.workflow_models import RunLink
 from tme.errors import NotFound
 from tme.schemas import RunDetail, RunEventPublic, RunLogLine, RunPublic
+from tme.settings_models import SlowRunSettings
 from tme.states import RunState
 
 MAX_LOG_LINES = 5000
@@ -45,7 +46,7 @@ def list_runs(
     return rows, (encode_cursor(last.created_at.isoformat(), last.id) if more and last else None)
 
 
-def get_run_detail(session: Session, run_id: str, slow: SlowRule | None = None) -> RunDetail:
+def get_run_detail(session: Session, run_id: str, slow: SlowRunSettings | None = None) -> RunDetail:
     """The run with its hops and log, and how long it took against its task's usual
     (`slow`: the settings' rule of what is slow; the built-in one when not given)."""
     run = session.get(Run, run_id)
@@ -58,7 +59,7 @@ def get_run_detail(session: Session, run_id: str, slow: SlowRule | None = None) 
         select(RunLog).where(RunLog.run_id == run_id).order_by(col(RunLog.id)).limit(MAX_LOG_LINES)
     ).all()
     base = run_public(session, run).model_dump()
-    duration = duration_of(session, run, slow or SlowRule())
+    duration = duration_of(session, run, slow or SlowRunSettings())
     usual = duration.usual
     return RunDetail(
         **base,

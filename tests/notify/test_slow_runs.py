@@ -17,8 +17,9 @@ from timed_runs import noop_task, run_taking
 from waiting import wait_until
 
 from tme.config import Settings
-from tme.controller.services.durations import SlowRule, Usual
+from tme.controller.services.durations import Usual, is_slow
 from tme.controller.services.queries import get_run_detail
+from tme.settings_models import SlowRunSettings
 
 
 def _slow_hook(engine: Any, url: str, **fields: Any) -> None:
@@ -113,7 +114,7 @@ def test_a_run_says_how_long_it_took_against_its_usual(app_engine) -> None:  # t
     with Session(app_engine) as session:
         alone = get_run_detail(session, first)
         detail = get_run_detail(session, slow)
-        loose = get_run_detail(session, slow, SlowRule(factor=4.0))
+        loose = get_run_detail(session, slow, SlowRunSettings(factor=4.0))
     assert (alone.took_s, alone.usual_s, alone.usual_runs, alone.slow) == (3.0, None, 0, False)
     assert detail.took_s == pytest.approx(9.5)
     assert (detail.usual_s, detail.usual_runs, detail.slow) == (3.0, 5, True)
@@ -121,12 +122,12 @@ def test_a_run_says_how_long_it_took_against_its_usual(app_engine) -> None:  # t
 
 
 def test_the_slow_rule() -> None:
-    rule = SlowRule()  # 3x the usual, 1 s more at least, 5 runs behind it
-    assert rule.is_slow(7.0, Usual(2.0, 5))
-    assert not rule.is_slow(5.9, Usual(2.0, 5))
-    assert not rule.is_slow(7.0, Usual(2.0, 4))
-    assert not rule.is_slow(0.5, Usual(0.01, 20))  # 50x, but a few ms are no news
-    assert not rule.is_slow(7.0, None)
+    rule = SlowRunSettings()  # 3x the usual, 1 s more at least, 5 runs behind it
+    assert is_slow(rule, 7.0, Usual(2.0, 5))
+    assert not is_slow(rule, 5.9, Usual(2.0, 5))
+    assert not is_slow(rule, 7.0, Usual(2.0, 4))
+    assert not is_slow(rule, 0.5, Usual(0.01, 20))  # 50x, but a few ms are no news
+    assert not is_slow(rule, 7.0, None)
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ from fastapi import Request
 from nicegui import ui
 from sqlmodel import col, select
 
-from tme.controller.services.durations import SlowRule
 from tme.controller.services.point_values import readings_of
 from tme.controller.services.queries import get_run_detail
 from tme.controller.services.workflow_graph import workflow_of
@@ -17,6 +16,7 @@ from tme.controller.store.models import Device, RunLog, Task
 from tme.durations import duration_line
 from tme.errors import NotFound
 from tme.schemas import RunDetail
+from tme.settings_models import SlowRunSettings
 from tme.states import FINAL_STATES, is_late
 from tme.ui import actions, live
 from tme.ui.context import dashboard
@@ -172,8 +172,8 @@ def register() -> None:
         live.log_lines.subscribe(on_log)
 
 
-def slow_rule() -> SlowRule:
-    return SlowRule.of(dashboard().settings)
+def slow_rule() -> SlowRunSettings:
+    return dashboard().settings.notifications.slow
 
 
 def duration_text(run: RunDetail) -> str:

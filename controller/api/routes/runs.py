@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from tme.controller.api.deps import RunId, SessionDep
-from tme.controller.services.durations import SlowRule
 from tme.controller.services.queries import get_run_detail
 from tme.schemas import RunDetail
 
@@ -14,4 +13,4 @@ router = APIRouter(prefix="/api/v1", tags=["runs"])
 
 @router.get("/runs/{run_id}", response_model=RunDetail)
 def get_run(request: Request, run_id: RunId, session: SessionDep) -> RunDetail:
-    return get_run_detail(session, run_id, SlowRule.of(request.app.state.settings))
+    return get_run_detail(session, run_id, request.app.state.settings.notifications.slow)
