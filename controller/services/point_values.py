@@ -1,10 +1,10 @@
 """The latest value of each device point, from the results of succeeded runs.
 
 Nothing new is stored: a device's points were last seen in the result of the
-newest succeeded run that read them (`modbus.read`), wrote and read them back
-(`modbus.write` with verify, `device.stop`) or asked the device (`serial.command`).
-A stop writes its safe values whatever was there: a point it wrote and could not read
-back shows the value written, said as not read (`read: false`); a value seen before the
+newest succeeded run that read them (`modbus.read`), wrote them (`modbus.write`,
+`device.stop`) or asked the device (`serial.command`). A point written and not read
+back (a write without verify, a stop's read-back that failed) shows the value written,
+said as not read (`read: false`); a value seen before the
 device's current stop (one its agent made on link loss has no run here) is said to be
 from before it (`before_stop`). Runs are read
 newest first by one query (at most `MAX_SCAN` of them) streamed a page at a time,
@@ -78,8 +78,13 @@ def readings_of(op: str, result: dict[str, Any] | None) -> dict[str, Reading]:
             for name, entry in result["values"].items()
             if isinstance(entry, dict) and "value" in entry
         }
-    if op == "modbus.write" and "read_back" in result and result.get("point"):
-        return {str(result["point"]): Reading(result["read_back"], result.get("unit"))}
+    if op == "modbus.write" and result.get("point"):
+        point, unit = str(result["point"]), result.get("unit")
+        if "read_back" in result:
+            return {point: Reading(result["read_back"], unit)}
+        if "written" in result:  # the device took the write; nothing read it since
+            return {point: Reading(result["written"], unit, read=False)}
+        return {}
     if op == "serial.command" and result.get("command") and "response" in result:
         return {str(result["command"]): Reading(result["response"], result.get("unit"))}
     if op == "device.stop" and isinstance(result.get("written"), dict):

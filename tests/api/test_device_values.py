@@ -103,14 +103,24 @@ def test_each_point_has_its_latest_value_unit_time_and_run(test_client, pump) ->
     assert (points["running"]["value"], points["running"]["run_id"]) == (True, pump["older"])
 
 
-def test_a_write_without_verify_and_an_unread_point_give_no_value(test_client, app_engine):  # type: ignore[no-untyped-def]
+def test_a_write_without_verify_shows_what_it_wrote_said_unread(test_client, app_engine):  # type: ignore[no-untyped-def]
+    """The device took the write (its answer echoes it) but nothing read the point since:
+    the value is what was written, said as not read; a point no run touched has none."""
     _device(app_engine, "plant-1", "skid-a", "pump1", PUMP_POINTS)
+    verified = {"point": "speed_setpoint", "value": 1200, "verify": True}
     _finished_run(
+        app_engine, PUMP, "modbus.write", verified,
+        {"point": "speed_setpoint", "written": 1200, "unit": "rpm", "read_back": 1200},
+    )  # fmt: skip
+    unverified = _finished_run(
         app_engine, PUMP, "modbus.write", {"point": "speed_setpoint", "value": 800},
         {"point": "speed_setpoint", "written": 800, "unit": "rpm"},
     )  # fmt: skip
     points = _points(test_client.get("/api/v1/devices/pump1/values").json())
-    assert points["speed_setpoint"]["value"] is None and points["speed_setpoint"]["run_id"] is None
+    setpoint = points["speed_setpoint"]
+    assert (setpoint["value"], setpoint["read"], setpoint["run_id"]) == (800, False, unverified)
+    assert setpoint["unit"] == "rpm"
+    assert points["speed"]["value"] is None and points["speed"]["run_id"] is None
     assert points["speed"]["unit"] == "rpm"  # still described, from the profile
 
 
