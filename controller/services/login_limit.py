@@ -1,8 +1,11 @@
 """Counts per minute of what unauthenticated clients may make the controller do.
 
-Login attempts are counted per username and per client address: either count over
-the limit refuses the attempt (429) before the password is checked, so guessing
-costs an attacker time whichever of the two they vary.
+Login attempts are counted per client address, per username from each address, and
+per username from all addresses together with SPREAD times the limit: any count over
+its limit refuses the attempt (429) before the password is checked, so guessing costs
+an attacker time whichever they vary. One address guessing a user's password cannot
+lock that user out of the other addresses: that takes SPREAD addresses' worth of
+attempts in a minute.
 
 Refusals are audited, but at most AUDITED_PER_MINUTE per client address: past that,
 they are counted, and the count goes in the client's next audited refusal, so a
@@ -24,13 +27,23 @@ from collections.abc import Callable, Iterable
 WINDOW_S = 60.0
 AUDITED_PER_MINUTE = 30
 UNRECORDED_CLIENTS = 10_000  # counts kept of clients over their budget, at most
+# A username's attempts from all addresses together may be this many times the limit.
+SPREAD = 10
 
 
 class SlidingWindow:
     """At most `limit` events per key in any WINDOW_S."""
 
-    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limit: int,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        limit_of: Callable[[str], int | None] = lambda key: None,
+    ) -> None:
+        """`limit_of(key)`: a key's own limit, where it is not `limit` (None)."""
         self.limit = limit
+        self._limit_of = limit_of
         self._clock = clock
         self._events: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
@@ -63,7 +76,8 @@ class SlidingWindow:
         if not events:
             del self._events[key]
             return None
-        if len(events) < self.limit:
+        limit = self._limit_of(key)
+        if len(events) < (self.limit if limit is None else limit):
             return None
         return events[0] + WINDOW_S - now
 
@@ -76,11 +90,15 @@ class SlidingWindow:
 class LoginLimiter:
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_minute = per_minute
-        self._window = SlidingWindow(per_minute, clock)
+        spread = per_minute * SPREAD
+        self._window = SlidingWindow(
+            per_minute, clock, limit_of=lambda key: spread if key.startswith("all:") else None
+        )
 
     def allow(self, username: str, client: str) -> float | None:
         """Count an attempt; None when allowed, else seconds until the next is."""
-        return self._window.take((f"user:{username.lower()}", f"client:{client}"))
+        user = username.lower()
+        return self._window.take((f"client:{client}", f"user:{user}@{client}", f"all:{user}"))
 
 
 class RefusalAudit:

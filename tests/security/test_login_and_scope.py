@@ -10,6 +10,7 @@ from sqlmodel import select
 from tme.controller.services.bootstrap import make_user_with_token
 from tme.controller.services.login_limit import (
     AUDITED_PER_MINUTE,
+    SPREAD,
     LoginLimiter,
     RefusalAudit,
 )
@@ -47,17 +48,35 @@ def test_login_is_limited_per_user(anonymous, app_engine) -> None:  # type: igno
     assert actions.count("auth.login_failed") == 3 and "auth.login_limited" in actions
 
 
-def test_limiter_counts_user_and_client_separately() -> None:
+def test_one_address_guessing_a_password_does_not_lock_the_user_out_of_another(
+    anonymous, app
+) -> None:  # type: ignore[no-untyped-def]
+    creds = make_user_with_token(app.state.engine, "gina", "viewer")
+    assert [_login(anonymous, "gina", "guess") for _ in range(4)] == [401] * 3 + [429]
+    with TestClient(app, client=("10.1.2.3", 50000)) as elsewhere:
+        assert _login(elsewhere, "gina", creds.password) == 200
+
+
+def test_limiter_counts_address_user_per_address_and_user_from_all() -> None:
     now = [0.0]
     limiter = LoginLimiter(2, clock=lambda: now[0])
     assert limiter.allow("u", "1.1.1.1") is None
-    assert limiter.allow("u", "2.2.2.2") is None
-    assert limiter.allow("u", "3.3.3.3") is not None  # the user's limit, from any address
+    assert limiter.allow("U", "1.1.1.1") is None  # a user name's case does not count
+    assert limiter.allow("u", "1.1.1.1") is not None  # the address's limit
+    assert limiter.allow("u", "2.2.2.2") is None  # the user from another address
     assert limiter.allow("v", "4.4.4.4") is None
     assert limiter.allow("w", "4.4.4.4") is None
     assert limiter.allow("x", "4.4.4.4") is not None  # the address's limit, any user
     now[0] = 61.0
-    assert limiter.allow("u", "3.3.3.3") is None  # a minute later
+    assert limiter.allow("u", "1.1.1.1") is None  # a minute later
+
+
+def test_a_user_guessed_from_many_addresses_is_limited_at_spread_times_the_limit() -> None:
+    now = [0.0]
+    limiter = LoginLimiter(2, clock=lambda: now[0])
+    allowed = [limiter.allow("u", f"10.0.0.{i}") is None for i in range(2 * SPREAD + 3)]
+    assert allowed == [True] * (2 * SPREAD) + [False] * 3
+    assert limiter.allow("v", "10.0.0.1") is None  # another user from those addresses
 
 
 def test_limiter_forgets_names_idle_for_a_minute() -> None:
@@ -66,10 +85,10 @@ def test_limiter_forgets_names_idle_for_a_minute() -> None:
     limiter = LoginLimiter(3, clock=lambda: now[0])
     for i in range(1000):
         limiter.allow(f"random-{i}", f"10.0.{i // 250}.{i % 250}")
-    assert len(limiter._window) == 2000
+    assert len(limiter._window) == 3000  # the address, the name at it, the name anywhere
     now[0] = 61.0
     limiter.allow("one-more", "10.9.9.9")
-    assert len(limiter._window) == 2
+    assert len(limiter._window) == 3
 
 
 def test_refusals_are_audited_up_to_a_budget_per_client_then_counted() -> None:
