@@ -14,12 +14,9 @@ from sqlmodel import Session
 from tme.controller.services.roles import Principal
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.store.db import session_scope
-from tme.controller.store.models import Run, Task
+from tme.controller.store.models import MAX_ID, Run, Task
 from tme.errors import AuthError, NotFound
 from tme.states import TASK_STATUSES, task_status
-
-MAX_ID = 2**63 - 1
-
 
 # Dependencies that only read the request are `async def`: FastAPI runs a plain `def`
 # dependency on its thread pool, a hop that costs more than the lookup.

@@ -14,12 +14,9 @@ from sqlmodel import Session, select
 from tme.controller.services.launch import LOCK_TASK
 from tme.controller.services.task_checks import field_error
 from tme.controller.services.workflow_reach import check_reachable
-from tme.controller.store.models import Task, TaskDependency
+from tme.controller.store.models import MAX_ID, Task, TaskDependency
 from tme.errors import ValidationError
 from tme.schemas import Dependency
-
-# Ids are 64-bit signed in both dialects; a larger one names no task.
-MAX_ID = 2**63 - 1
 
 
 def check_dependencies(session: Session, task_id: int | None, deps: list[Dependency]) -> None:

@@ -48,6 +48,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # 64-bit ids on PostgreSQL; SQLite only autoincrements a column declared INTEGER.
 BigInt = BigInteger().with_variant(Integer(), "sqlite")
+MAX_ID = 2**63 - 1  # the largest id a BigInt holds; a larger one names no row
 # A table whose numeric ids must never be given twice: on SQLite, AUTOINCREMENT (without
 # it a new row takes the largest id plus one, so the newest row's id came back after its
 # delete); PostgreSQL's sequences never go back. Ids are how clients name tasks and how
