@@ -4,7 +4,7 @@ values, and a stop's request and answer. `tme.schemas` re-exports them."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import (
@@ -227,6 +227,27 @@ class DeviceLink(Output):
     error: str = ""
 
 
+class LinkLost(Output):
+    """The controller has lost the device's agent (`what`: the agent offline, or every
+    gateway of its site) since `since`: the agent, counting for itself, stops the device
+    at about `stops_at` (`since` plus its `stop_on_link_loss_s`) unless the link comes
+    back first. The agent may have noticed the loss a little before the controller did;
+    an agent that is not running (its process ended, its computer off) stops nothing,
+    and the controller cannot tell it from one cut off."""
+
+    since: datetime
+    stops_at: datetime
+    what: str
+
+    def line(self) -> str:
+        """In a few words, as `tme device list` and the Fleet page say it."""
+        return (
+            f"{self.what} since {self.since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC: its"
+            f" agent, if running, stops it at about {self.stops_at.astimezone(UTC):%H:%M:%S}"
+            " UTC unless the link returns first"
+        )
+
+
 class DevicePublic(Output):
     site: str
     agent: str
@@ -243,6 +264,9 @@ class DevicePublic(Output):
     # Its agent stops it on its own (safe values, latched like a stop) after this many
     # seconds without the link to the controller; null: it does not.
     stop_on_link_loss_s: float | None = None
+    # Set while the controller has lost its agent, for a device with stop_on_link_loss_s
+    # that is not stopped yet: when the agent stops it unless the link returns first.
+    link_lost: LinkLost | None = None
     updated_at: datetime | None = None
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
 from tme.controller.store.models import Agent, Device, Site
-from tme.fleet_schemas import AgentPublic, DevicePublic, SitePublic
+from tme.fleet_schemas import AgentPublic, DevicePublic, LinkLost, SitePublic
 
 
 def list_sites(session: Session, sites_in: Sequence[str] | None = None) -> list[SitePublic]:
@@ -59,4 +60,44 @@ def list_devices(
         query = query.where(Device.site == site)
     if agent:
         query = query.where(Device.agent == agent)
-    return [DevicePublic.model_validate(d) for d in session.exec(query).all()]
+    devices = [DevicePublic.model_validate(d) for d in session.exec(query).all()]
+    watched = [d for d in devices if d.stop_on_link_loss_s is not None and d.stopped is None]
+    if watched:
+        lost = _links_lost(session, {d.site for d in watched})
+        for device in watched:
+            device.link_lost = _link_lost(device, lost)
+    return devices
+
+
+def _links_lost(session: Session, sites: set[str]) -> dict[tuple[str, str], tuple[datetime, str]]:
+    """(site, agent) -> since when and what the controller lost of its link: the agent
+    itself offline, or else every gateway of its site (key (site, "")); missing: not lost."""
+    rows = session.exec(select(Agent).where(col(Agent.site).in_(sites))).all()
+    lost: dict[tuple[str, str], tuple[datetime, str]] = {}
+    gateways: dict[str, list[Agent]] = {}
+    for row in rows:
+        if row.role == "gateway":
+            gateways.setdefault(row.site, []).append(row)
+        elif not row.online and (since := row.state_changed_at or row.last_seen) is not None:
+            lost[(row.site, row.name)] = (since, f"agent {row.name} offline")
+    for site, found in gateways.items():
+        times = [g.state_changed_at or g.last_seen for g in found]
+        if any(g.online for g in found) or None in times:
+            continue
+        names = ", ".join(sorted(g.name for g in found))
+        plural = "s" if len(found) > 1 else ""
+        lost[(site, "")] = (max(t for t in times if t), f"gateway{plural} {names} offline")
+    return lost
+
+
+def _link_lost(
+    device: DevicePublic, lost: dict[tuple[str, str], tuple[datetime, str]]
+) -> LinkLost | None:
+    """The earlier of the agent's and its site's gateways' losses (the agent counts from
+    the first link it missed)."""
+    found = [lost[key] for key in ((device.site, device.agent), (device.site, "")) if key in lost]
+    if not found or device.stop_on_link_loss_s is None:
+        return None
+    since, what = min(found)
+    stops_at = since + timedelta(seconds=device.stop_on_link_loss_s)
+    return LinkLost(since=since, stops_at=stops_at, what=what)

@@ -4,17 +4,19 @@ against what its agent published, a warning for an agent never seen on stderr.""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 import tme
 from tme.cli.main import app
 from tme.cli.output import console
 from tme.controller.event_apply import apply_presence
+from tme.controller.store.models import Device
 from tme.drivers.profile import load_profile
 from tme.errors import ValidationError
 from tme.fleet_schemas import ArgPublic
@@ -221,4 +223,58 @@ def test_a_device_its_agent_stops_on_link_loss_says_so_in_the_api_and_the_cli(
     assert result.exit_code == 0, result.output
     assert "Stopped by their agents on link loss" in result.stdout
     rows = [[c.strip() for c in line.split("│")] for line in result.stdout.splitlines()]
-    assert [row[1:-1] for row in rows if len(row) == 6] == [["plant-1", "skid-a", "pump1", "300 s"]]
+    watched = [row[1:-1] for row in rows if len(row) == 7]
+    assert watched == [["plant-1", "skid-a", "pump1", "300 s", "link up"]]
+
+
+def _presence(app_engine: Any, agent: str, state: str, at: datetime, role: str = "agent") -> None:
+    with Session(app_engine) as session:
+        apply_presence(
+            session, Presence(site="plant-1", agent=agent, state=state, at=at, role=role)
+        )
+        session.commit()
+
+
+def test_a_lost_link_says_when_the_agent_stops_the_device_in_the_api_and_the_cli(
+    live_url: str, app_engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the controller loses the agent (or every gateway of its site), a device its
+    agent stops on link loss says since when and when the agent stops it; a link back,
+    or a device already stopped, says nothing."""
+    _publish_skid(app_engine, stop_on_link_loss_s=300)
+    # after the presence above (an older one is overtaken by it)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    _presence(app_engine, "gw", "online", start, role="gateway")
+
+    def lost() -> dict[str, Any]:
+        with tme.Client(live_url) as client:
+            return {d.name: d.link_lost for d in client.fleet.devices(site="plant-1")}
+
+    assert lost() == {"pump1": None, "tank1": None}
+    _presence(app_engine, "skid-a", "offline", start + timedelta(minutes=1))
+    pump1 = lost()["pump1"]
+    assert pump1 is not None and lost()["tank1"] is None  # tank1 is never stopped on it
+    assert (pump1.since, pump1.stops_at) == (
+        start + timedelta(minutes=1), start + timedelta(minutes=6)
+    )  # fmt: skip
+    assert pump1.what == "agent skid-a offline"
+    monkeypatch.setattr(console, "width", 300)  # one table row a line
+    result = runner.invoke(app, ["device", "list", "--url", live_url])
+    assert result.exit_code == 0, result.output
+    since, stops = start + timedelta(minutes=1), start + timedelta(minutes=6)
+    assert (
+        f"agent skid-a offline since {since:%Y-%m-%d %H:%M:%S} UTC: its agent, if running,"
+        f" stops it at about {stops:%H:%M:%S} UTC unless the link returns first"
+    ) in result.stdout
+    _presence(app_engine, "skid-a", "online", start + timedelta(minutes=2))
+    assert lost()["pump1"] is None
+    _presence(app_engine, "gw", "offline", start + timedelta(minutes=3), role="gateway")
+    pump1 = lost()["pump1"]
+    assert pump1 is not None and pump1.what == "gateway gw offline"
+    assert pump1.stops_at == start + timedelta(minutes=8)
+    with Session(app_engine) as session:
+        device = session.exec(select(Device).where(Device.name == "pump1")).one()
+        device.stopped = {"by": "agent skid-a (link loss)", "reason": "lost", "at": "now"}
+        session.add(device)
+        session.commit()
+    assert lost()["pump1"] is None  # stopped already: nothing more to come

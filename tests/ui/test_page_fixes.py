@@ -227,6 +227,29 @@ async def test_a_device_stopped_by_its_agent_on_link_loss_says_why_and_offers_re
     await user.should_see(marker="resume-device")
 
 
+async def test_a_device_whose_agent_the_controller_lost_says_when_the_agent_stops_it(
+    user: User, board, sign_in
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tme.controller.event_apply import apply_presence
+    from tme.protocol import Presence
+
+    _publish_pump(board, stop_on_link_loss_s=300)
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)  # after the online
+    offline = Presence(site="plant-x", agent="skid-a", state="offline", at=at)
+    with Session(board.engine) as session:
+        apply_presence(session, offline)
+        session.commit()
+    sign_in(user, "operator")
+    await user.open("/fleet")
+    stops = at + timedelta(seconds=300)
+    await user.should_see(
+        f"Link lost: agent skid-a offline since {at:%Y-%m-%d %H:%M:%S} UTC: its agent, if"
+        f" running, stops it at about {stops:%H:%M:%S} UTC unless the link returns first."
+    )
+
+
 async def test_the_resume_button_shows_only_while_the_device_is_stopped(
     user: User, board, sign_in
 ) -> None:

@@ -21,6 +21,7 @@ from tme.cli.common import (
 )
 from tme.cli.output import console, print_json, print_table
 from tme.client.base import check_seconds
+from tme.fleet_schemas import DevicePublic
 from tme.schemas import RunPublic
 
 device_app = typer.Typer(no_args_is_help=True)
@@ -98,8 +99,11 @@ def list_devices(
     if watched:  # their agents stop them on their own when the site loses the controller
         print_table(
             "Stopped by their agents on link loss",
-            ["site", "agent", "device", "after no link to the controller for"],
-            [(d.site, d.agent, d.name, f"{d.stop_on_link_loss_s:g} s") for d in watched],
+            ["site", "agent", "device", "after no link to the controller for", "now"],
+            [
+                (d.site, d.agent, d.name, f"{d.stop_on_link_loss_s:g} s", _link_now(d))
+                for d in watched
+            ],
         )
     stopped = [(d.site, d.agent, d.name, d.stopped) for d in devices if d.stopped is not None]
     if stopped:  # their agents refuse their changes until tme device resume
@@ -115,6 +119,13 @@ def list_devices(
             ["site", "agent", "device", "by", "since", "reason"],
             [(site, agent, name, lo.by, lo.at, lo.reason) for site, agent, name, lo in locked],
         )
+
+
+def _link_now(device: DevicePublic) -> str:
+    """Whether the controller has lost the device's agent, and when the agent stops it."""
+    if device.stopped is not None:
+        return "stopped"
+    return device.link_lost.line() if device.link_lost is not None else "link up"
 
 
 @device_app.command("values")

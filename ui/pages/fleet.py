@@ -22,6 +22,7 @@ from tme.fleet_schemas import (
     DeviceLockout,
     DevicePublic,
     DeviceValues,
+    LinkLost,
     PointPublic,
     SitePublic,
 )
@@ -198,12 +199,21 @@ def _sites_and_agents(
     return chips
 
 
-# What a device's status shows: its link, lockout, stop and link-loss setting.
-Status = tuple[DeviceLink | None, DeviceLockout | None, DeviceLockout | None, float | None]
+# What a device's status shows: its link, lockout, stop, link-loss setting and whether
+# the controller has lost its agent.
+Status = tuple[
+    DeviceLink | None, DeviceLockout | None, DeviceLockout | None, float | None, LinkLost | None
+]
 
 
 def _status(device: DevicePublic) -> Status:
-    return (device.link, device.lockout, device.stopped, device.stop_on_link_loss_s)
+    return (
+        device.link,
+        device.lockout,
+        device.stopped,
+        device.stop_on_link_loss_s,
+        device.link_lost,
+    )
 
 
 @dataclass
@@ -215,10 +225,10 @@ class DeviceView:
     status: ui.column
     table: ui.column
     resume: ui.button | None = None  # shown while the device is stopped
-    shown: Status = (None, None, None, None)
+    shown: Status = (None, None, None, None, None)
 
     def show_status(self, device: DevicePublic) -> None:
-        self.shown = (link, lockout, stopped, _) = _status(device)
+        self.shown = (link, lockout, stopped, _, lost) = _status(device)
         title = f"{device.site}/{device.agent}/{device.name} ({device.profile})"
         down = " NOT ANSWERING" if link is not None and link.state == "down" else ""
         held = (" STOPPED" if stopped else "") + (" LOCKED OUT" if lockout else "")
@@ -246,6 +256,10 @@ class DeviceView:
                     f"Its agent stops it (its safe values, until it is resumed) after"
                     f" {device.stop_on_link_loss_s:g} s without the link to the controller."
                 ).classes("text-sm text-gray-600").mark("device-link-loss")
+            if lost is not None:
+                ui.label(f"Link lost: {lost.line()}.").classes("text-negative font-medium").mark(
+                    "device-link-lost"
+                )
             if lockout is not None:
                 ui.label(
                     f"Locked out at its agent by {lockout.by} since {_when(lockout.at)}: "
