@@ -25,6 +25,7 @@ from tme.agents.event_packer import EventPacker
 from tme.agents.executor import CANCEL_OP, CommandExecutor, make_event
 from tme.agents.link_watch import LinkWatch, is_local, local_stop, log_local
 from tme.agents.lockout import POLL_S, STOPPED_DIR, Lockouts
+from tme.agents.pacing import CHANGES_FILE, PointChanges
 from tme.agents.presence import PresenceAnnouncer, gateway_of, read_gateway_state
 from tme.agents.state_files import StateDirLock
 from tme.mqtt import MqttLink, MqttMessage
@@ -71,6 +72,7 @@ class DeviceAgent:
             self._stop_on_link_loss,
         )
         self._record: CommandRecord | None = None
+        self._changes: PointChanges | None = None
         self._executor: CommandExecutor | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._devices_of: dict[str, str | None] = {}  # the device of each command in _tasks
@@ -83,7 +85,11 @@ class DeviceAgent:
         self._state_lock.acquire()  # before the record: one process per record
         try:
             self._record = CommandRecord(state_dir / RECORD_FILE)
+            self._changes = PointChanges(state_dir / CHANGES_FILE)
         except BaseException:
+            if self._record is not None:
+                self._record.close()
+                self._record = None
             self._state_lock.release()
             raise
         self._prune()
@@ -95,6 +101,7 @@ class DeviceAgent:
             allow_shell=self.config.allow_shell,
             lockouts=self.lockouts,
             stops=self.stops,
+            changes=self._changes,
         )
         cut_off = self._record.unfinished("started")  # by the last process's end
         await self.devices.start(quiet=self.devices.quiet_after_cut_off(cut_off))
@@ -141,6 +148,9 @@ class DeviceAgent:
         if self._record is not None:
             self._record.close()
             self._record = None
+        if self._changes is not None:
+            self._changes.close()
+            self._changes = None
         self._state_lock.release()
 
     async def run_until(self, stop: asyncio.Event) -> None:

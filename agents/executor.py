@@ -30,6 +30,7 @@ from tme.agents.devices import DeviceSet
 from tme.agents.interlocks import check_before_change, needs_reading
 from tme.agents.lockout import Lockouts
 from tme.agents.operations import run_plan
+from tme.agents.pacing import Change, PointChanges, paced_points
 from tme.drivers.base import AnswersWithin, CountsRequests
 from tme.errors import DriverError, EnvelopeViolation, TMEError
 
@@ -105,6 +106,7 @@ class CommandExecutor:
         allow_shell: bool,
         lockouts: Lockouts | None = None,
         stops: Lockouts | None = None,
+        changes: PointChanges | None = None,
     ) -> None:
         self.record = record
         self.devices = devices
@@ -112,6 +114,8 @@ class CommandExecutor:
         self.allow_shell = allow_shell
         self.lockouts = lockouts
         self.stops = stops  # devices stopped (latched) until a device.resume
+        # when each point with a min_interval_s last changed (the agent's persists)
+        self.changes = changes if changes is not None else PointChanges(None)
         self._workers = asyncio.Semaphore(worker_count)
         # commands to stop, with why: "" for a stop request naming the command
         self._stop_requested: dict[str, str] = {}
@@ -206,11 +210,13 @@ class CommandExecutor:
             # the command's timeout covers what it reads before the change, and the change
             limit = time_limit(command)
             lines = _HeldLines(command, self.publish)
+            held: frozenset[str] = frozenset()
             if needs_reading(plan):
-                refused = await self._check_before_change(plan, lines, limit)
-                if refused is not None:
-                    return refused
-            return await self._run(plan, lines, limit)
+                checked = await self._check_before_change(plan, lines, limit)
+                if not isinstance(checked, frozenset):
+                    return checked  # refused, or what it needed could not be read
+                held = checked
+            return await self._run(plan, lines, limit, paced_points(plan) - held)
 
     async def _dry_run(self, check: Command) -> Event | None:
         """A device.check: the command it names checked as that command would be (its
@@ -234,9 +240,9 @@ class CommandExecutor:
                 if self.stopping:
                     return None  # the next process checks it
                 limit = time_limit(check)
-                refused = await self._check_before_change(plan, lines, limit, a_check=True)
-                if refused is not None:
-                    return refused
+                checked = await self._check_before_change(plan, lines, limit, a_check=True)
+                if not isinstance(checked, frozenset):
+                    return checked
         would = what_it_would_do(plan)
         return self.finish(
             check,
@@ -248,14 +254,15 @@ class CommandExecutor:
 
     async def _check_before_change(
         self, plan: Plan, lines: _HeldLines, limit: TimeLimit, a_check: bool = False
-    ) -> Event | None:
-        """Read the interlocks and step limit of the plan's change; the final event when
-        they refuse it or cannot be read (nothing was written either way), else None.
+    ) -> Event | frozenset[str]:
+        """Read the interlocks, step limit and min interval of the plan's change; the
+        final event when they refuse it or cannot be read (nothing was written either
+        way), else the points found holding what it writes already (no change).
         `a_check`: the plan is a check's, whose refusal says the command would be refused."""
         command = plan.command
         try:
             async with asyncio.timeout_at(limit.at):
-                await check_before_change(plan, lines.add)
+                held = await check_before_change(plan, lines.add, self.changes)
         except EnvelopeViolation as exc:
             self._note_link(plan, True)
             reason = f"{exc.message}; nothing was written"
@@ -264,19 +271,19 @@ class CommandExecutor:
             return self.finish(command, "rejected", lines, reason=reason, not_started=True)
         except TimeoutError:
             reason = (
-                f"what this change's interlocks and step limit need could not be read"
-                f" {limit.said}; nothing was written"
+                f"what this change's interlocks, step limit and min interval need could not"
+                f" be read {limit.said}; nothing was written"
             )
             self._note_link(plan, False, reason)
             return self.finish(command, "failed", lines, reason=reason, not_started=True)
         except DriverError as exc:
             reason = (
-                f"could not read what this change's interlocks and step limit need:"
-                f" {exc.message}; nothing was written"
+                f"could not read what this change's interlocks, step limit and min interval"
+                f" need: {exc.message}; nothing was written"
             )
             self._note_link(plan, exc.device_answered, reason)
             return self.finish(command, "failed", lines, reason=reason, not_started=True)
-        return None
+        return held
 
     def _locked_out(self, plan: Plan) -> str | None:
         """Why the plan may not run now that its device is locked out, or stopped
@@ -293,9 +300,14 @@ class CommandExecutor:
                 return found.refusal(what)
         return None
 
-    async def _run(self, plan: Plan, lines: _HeldLines, limit: TimeLimit) -> Event:
+    async def _run(
+        self, plan: Plan, lines: _HeldLines, limit: TimeLimit, paced: frozenset[str]
+    ) -> Event:
+        """Run the checked plan; `paced`: the points with a min_interval_s it changes,
+        whose change is recorded before the machine is touched, as `started` is."""
         command = plan.command
         self.record.mark_started(command.id)
+        noted = self._note_changes(plan, paced)
         self.publish(make_event(command, "started"))
 
         sent_before = _requests_sent(plan)
@@ -311,6 +323,7 @@ class CommandExecutor:
                 # may be retried
                 reason = _not_opened_reason(plan, limit)
                 self._note_link(plan, False, reason)
+                self._undo_changes(plan, noted)
                 return self.finish(command, "failed", lines, reason=reason, not_started=True)
             reason = f"no result {limit.result_said}; operation cancelled"
             self._note_link(plan, False, reason)
@@ -320,6 +333,8 @@ class CommandExecutor:
             # not be opened): the controller may then retry even a write.
             reason = _driver_reason(exc)
             self._note_link(plan, exc.device_answered, reason)
+            if exc.not_sent:
+                self._undo_changes(plan, noted)
             return self.finish(
                 command,
                 "failed",
@@ -339,6 +354,19 @@ class CommandExecutor:
             return self.finish(command, "failed", lines, reason=f"agent error: {exc!r}")
         self._note_link(plan, True)
         return self.finish(command, "succeeded", lines, result=result)
+
+    def _note_changes(self, plan: Plan, paced: frozenset[str]) -> dict[str, Change | None]:
+        """Record a change of each paced point now; what each replaced, for an undo."""
+        device = plan.device
+        if device is None:
+            return {}
+        return {point: self.changes.note(device.name, point) for point in sorted(paced)}
+
+    def _undo_changes(self, plan: Plan, noted: dict[str, Change | None]) -> None:
+        """Nothing was sent: the points did not change (the next try is not held back)."""
+        if plan.device is not None:
+            for point, before in noted.items():
+                self.changes.undo(plan.device.name, point, before)
 
     def _note_link(self, plan: Plan, answered: bool, error: str = "") -> None:
         """What the operation found of its device's link (presence tells it)."""

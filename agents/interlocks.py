@@ -1,16 +1,21 @@
-"""Interlocks and step limits: what the agent reads from the machine just before a change.
+"""Interlocks, step limits and min intervals: what the agent reads from the machine just
+before a change.
 
 An interlock (the agent config's `interlocks` of a device) allows a change only while a
 point, of the device itself or of another device of the agent, is below, above or equal
 to a limit: "pump1's speed only while tank1's level is below 95". A point's `max_step`
 (its profile) allows a write only within that distance of the value the device holds.
-Both are read under the bus locks of every device involved, taken with the command's
-own bus lock before it starts, so nothing else on those buses runs between the reading
-and the write. A change that fails either is rejected (never retried automatically: the
-write it carried would land later, when nobody asked for it), and nothing is written.
+A point's `min_interval_s` (its profile) allows a write that changes what the device
+holds only that long after the agent last changed it (tme.agents.pacing); a write of
+the value it holds is no change. All are read under the bus locks of every device
+involved, taken with the command's own bus lock before it starts, so nothing else on
+those buses runs between the reading and the write. A change that fails one is rejected
+(never retried automatically: the write it carried would land later, when nobody asked
+for it), and nothing is written.
 
-Writing the point's `safe_value` is never refused by either: stopping a pump must not
-wait for the tank it would overfill. min/max, read-only and lockout still apply.
+Writing the point's `safe_value` is never refused by any: stopping a pump must not wait
+for the tank it would overfill, nor for its drive's restart delay. min/max, read-only
+and lockout still apply.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from tme.agents.agent_config import DeviceConfig, InterlockConfig
 from tme.agents.checks import STOP_OP, Plan, changes_device
+from tme.agents.pacing import PointChanges, paced_spec
 from tme.errors import ConfigError, EnvelopeViolation
 from tme.names import did_you_mean
 
@@ -161,7 +167,7 @@ def needs_reading(plan: Plan) -> bool:
         return False
     if any(interlock.applies_to(plan) for interlock in device.interlocks):
         return True
-    return _step_spec(plan) is not None
+    return _step_spec(plan) is not None or paced_spec(plan) is not None
 
 
 def buses_of(plan: Plan) -> set[str]:
@@ -178,20 +184,22 @@ def buses_of(plan: Plan) -> set[str]:
     return buses
 
 
-async def check_before_change(plan: Plan, log: LogLine) -> None:
-    """Read what the plan's interlocks and step limit need and raise EnvelopeViolation
-    when the change may not be made now. A read that fails raises its DriverError."""
+async def check_before_change(plan: Plan, log: LogLine, changes: PointChanges) -> frozenset[str]:
+    """Read what the plan's interlocks, step limit and min interval need and raise
+    EnvelopeViolation when the change may not be made now; return the points found
+    holding what the plan writes already (no change, for its min interval). A read that
+    fails raises its DriverError."""
     device = plan.device
     assert device is not None  # needs_reading said so
     if _writes_safe_value(plan):
         log(f"{plan.command.params['point']} = {plan.value} is its safe value: always allowed")
-        return
+        return frozenset()
     interlocks = [i for i in device.interlocks if i.applies_to(plan)]
-    step = _step_spec(plan)
+    step, paced = _step_spec(plan), paced_spec(plan)
     wanted: dict[str, tuple[Device, list[str]]] = {}
     for interlock in interlocks:
         _want(wanted, interlock.source, interlock.point)
-    if step is not None:
+    if step is not None or paced is not None:
         _want(wanted, device, str(plan.command.params["point"]))
     values: dict[tuple[str, str], Any] = {}
     for source, points in wanted.values():
@@ -202,11 +210,35 @@ async def check_before_change(plan: Plan, log: LogLine) -> None:
         if not interlock.holds(value):
             raise _interlock_refusal(plan, interlock, value)
         log(f"interlock {interlock.text()}: {value} (holds)")
+    point = str(plan.command.params.get("point"))
     if step is not None:
         from tme.drivers.envelope import check_step
 
-        point = str(plan.command.params["point"])
         check_step(step, point, plan.value, values.get((device.name, point)))
+    if paced is not None:
+        return _check_interval(plan, paced, values.get((device.name, point)), changes, log)
+    return frozenset()
+
+
+def _check_interval(
+    plan: Plan, spec: Any, present: Any, changes: PointChanges, log: LogLine
+) -> frozenset[str]:
+    """A write of the value the point holds is no change; any other must come at least
+    its min_interval_s after the agent last changed the point."""
+    from tme.agents.operations import values_match
+    from tme.drivers.envelope import check_interval
+
+    device = plan.device
+    assert device is not None
+    point = str(plan.command.params["point"])
+    if values_match(plan.value, present, spec):
+        log(f"{point} holds {present} already: no change, whatever its min_interval_s")
+        return frozenset([point])
+    since = changes.since_s(device.name, point)
+    check_interval(spec, point, since)
+    if since is not None:
+        log(f"{point} last changed {since:.1f} s ago (min_interval_s {spec.min_interval_s:g})")
+    return frozenset()
 
 
 def _want(wanted: dict[str, tuple[Device, list[str]]], source: Device, point: str) -> None:

@@ -4,7 +4,8 @@ Every refusal is an `EnvelopeViolation` whose `details["reason"]` is one of
 unknown_point, read_only, wrong_type, not_finite, below_min, above_max,
 out_of_type_range, unknown_command, wrong_arg_count, not_allowed, too_long; and, for
 what the agent reads from the device just before a write (tme.agents.interlocks),
-step_too_large and interlock.
+step_too_large and interlock; and, for when the agent last changed the point
+(tme.agents.pacing), too_soon.
 """
 
 from __future__ import annotations
@@ -168,6 +169,34 @@ def check_step(spec: PointSpec, name: str, value: float | int | bool, current: A
             current=current,
             max_step=spec.max_step,
         )
+
+
+def check_interval(spec: PointSpec, name: str, since_s: float | None) -> None:
+    """Refuse a change of the point `since_s` seconds after its agent last changed it,
+    when that is less than its min_interval_s (None: no change known, so any is allowed)."""
+    interval = spec.min_interval_s
+    if interval is None or since_s is None or since_s >= interval:
+        return
+    left = interval - since_s
+    raise _refuse(
+        "too_soon",
+        f"point {name!r} was last changed {_seconds(since_s, up=False)} s ago; its"
+        f" min_interval_s is {interval:g} (next change allowed in {_seconds(left, up=True)} s)",
+        point=name,
+        since_s=since_s,
+        min_interval_s=interval,
+        retry_after_s=left,
+    )
+
+
+def _seconds(value: float, *, up: bool) -> str:
+    """Seconds as an operator reads them: whole from 10 s, else to a tenth. The time
+    since is rounded down and the time left up: together they make the interval, and
+    the next change is never said to be allowed before it is."""
+    digits = 0 if value >= 10 else 1
+    scaled = round(value * 10**digits, 6)  # 2.3 * 10 is 22.999999999999996
+    rounded = (math.ceil(scaled) if up else math.floor(scaled)) / 10**digits
+    return f"{rounded:.{digits}f}"
 
 
 def _check_text(spec: ArgSpec, value: Any, what: str) -> str:

@@ -37,6 +37,9 @@ RAW_LIMITS: dict[str, tuple[float, float]] = {
     "float32": (-3.4028234e38, 3.4028234e38),
 }
 BIT_TABLES = {"coil", "discrete_input"}
+# The longest min_interval_s: a day. Seconds, not milliseconds: 300000 meant as 5 min
+# would hold a pump for 3 days; a longer pause is a lockout's job (`tme agent lock`).
+MAX_INTERVAL_S = 86400.0
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,12 @@ class PointSpec:
     # The largest change one write may make, from the value the device holds just before
     # it (read under the bus lock): a setpoint moves in steps, never jumps.
     max_step: float | None = None
-    # A value always allowed past interlocks and the step limit (0 rpm: stopping is
-    # never refused); it must itself be inside min..max.
+    # A value always allowed past interlocks, the step limit and the min interval (0 rpm:
+    # stopping is never refused); it must itself be inside min..max.
     safe_value: float | bool | None = None
+    # Anti-short-cycle: the least time, in seconds, between two changes of the point by
+    # its agent (a pump's drive allows a start every 5 minutes: `run` gets 300).
+    min_interval_s: float | None = None
 
     @property
     def register_count(self) -> int:
@@ -154,13 +160,16 @@ class DeviceProfile:
 
 
 def _guards(spec: PointSpec) -> dict[str, Any]:
-    """A point's step limit and safe value, when it has them (an older controller ignores
-    the keys; leaving them out keeps presence the size it was for points without)."""
+    """A point's step limit, safe value and min interval, when it has them (an older
+    controller ignores the keys; leaving them out keeps presence the size it was for
+    points without)."""
     guards: dict[str, Any] = {}
     if spec.max_step is not None:
         guards["max_step"] = spec.max_step
     if spec.safe_value is not None:
         guards["safe_value"] = spec.safe_value
+    if spec.min_interval_s is not None:
+        guards["min_interval_s"] = spec.min_interval_s
     return guards
 
 
@@ -219,6 +228,7 @@ def _point(fields: Fields) -> PointSpec:
         description=fields.text("description", ""),
         max_step=fields.number("max_step", None, optional=True),
         safe_value=_safe_value(fields),
+        min_interval_s=fields.number("min_interval_s", None, optional=True),
     )
     fields.done()
     if len(fields.problems) == before:
@@ -238,8 +248,14 @@ def _safe_value(fields: Fields) -> float | bool | None:
 
 
 def _check_guards(spec: PointSpec, fields: Fields) -> None:
-    """max_step and safe_value: only on a point that may be written, and fitting it."""
-    for name, given in (("max_step", spec.max_step), ("safe_value", spec.safe_value)):
+    """max_step, safe_value and min_interval_s: only on a point that may be written, and
+    fitting it."""
+    guards = (
+        ("max_step", spec.max_step),
+        ("safe_value", spec.safe_value),
+        ("min_interval_s", spec.min_interval_s),
+    )
+    for name, given in guards:
         if given is not None and spec.access != "rw":
             fields.problems.add(join(fields.key, name), "only a point with access 'rw' has one")
             return
@@ -248,6 +264,12 @@ def _check_guards(spec: PointSpec, fields: Fields) -> None:
             fields.problems.add(join(fields.key, "max_step"), "a bool point has no step")
         elif spec.max_step <= 0:
             fields.problems.add(join(fields.key, "max_step"), "must be above 0")
+    if spec.min_interval_s is not None and not 0 < spec.min_interval_s <= MAX_INTERVAL_S:
+        fields.problems.add(
+            join(fields.key, "min_interval_s"),
+            f"must be above 0 and at most {MAX_INTERVAL_S:g} seconds (a day), got"
+            f" {spec.min_interval_s:g}",
+        )
     if spec.safe_value is not None:
         from tme.drivers.envelope import check_point_limits
 

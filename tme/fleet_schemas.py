@@ -111,12 +111,14 @@ class PointPublic(Output):
     args: list[ArgPublic] | None = None
     # A write may move the point at most this far from the value it holds (None: any).
     max_step: float | None = None
-    # A value always allowed past the interlocks and the step limit (stopping).
+    # A value always allowed past the interlocks, the step limit and the min interval.
     safe_value: bool | float | None = None
+    # Anti-short-cycle: the least seconds between two changes by its agent (None: any).
+    min_interval_s: float | None = None
     # What must hold, read just before a change ([]: nothing, or an agent too old to say).
     interlocks: list[InterlockPublic] = Field(default_factory=list)
 
-    @field_validator("args", "max_step", "safe_value", mode="wrap")
+    @field_validator("args", "max_step", "safe_value", "min_interval_s", mode="wrap")
     @classmethod
     def _args_as_known(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
         """What this controller cannot read (an agent of another version) is unknown,
@@ -137,9 +139,9 @@ class PointPublic(Output):
             return [InterlockPublic(device="?", point="?", why="interlocks in an unknown form")]
 
     def limits(self) -> str:
-        """The limits in a few words: "0..3000" for a point (", step 600, safe 0" when
-        it has them), "float 0..30" or "str ON|OFF" per argument for a command ("" without
-        any). Its interlocks are `needs()`."""
+        """The limits in a few words: "0..3000" for a point (", step 600, safe 0,
+        min interval 300 s" when it has them), "float 0..30" or "str ON|OFF" per
+        argument for a command ("" without any). Its interlocks are `needs()`."""
         if self.kind != "command":
             text = _range_text(self.min, self.max)
         elif self.args is None:
@@ -151,6 +153,8 @@ class PointPublic(Output):
             guards.append(f"step {_number_text(self.max_step)}")
         if self.safe_value is not None:
             guards.append(f"safe {_limit_text(self.safe_value)}")
+        if self.min_interval_s is not None:
+            guards.append(f"min interval {_number_text(self.min_interval_s)} s")
         return ", ".join(guards)
 
     def needs(self) -> str:

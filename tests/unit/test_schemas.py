@@ -328,6 +328,10 @@ def test_a_point_shows_its_step_safe_value_and_interlocks_in_its_limits() -> Non
     assert point.needs() == "tank1.level below 95 (nearly full) and pump1.fault equals false"
     run = PointPublic.model_validate({"name": "run", "safe_value": False})
     assert run.limits() == "safe false"
+    paced = PointPublic.model_validate({"name": "run", "safe_value": False, "min_interval_s": 300})
+    assert paced.limits() == "safe false, min interval 300 s"
+    unknown = PointPublic.model_validate({"name": "run", "min_interval_s": "5 min"})
+    assert unknown.min_interval_s is None  # an agent of another version: unknown, not a 500
 
 
 def test_interlocks_of_an_unknown_form_are_shown_as_such_not_dropped() -> None:

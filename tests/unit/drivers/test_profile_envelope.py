@@ -243,6 +243,64 @@ def test_a_step_limit_or_safe_value_that_cannot_apply_is_refused(
     assert problem in info.value.message
 
 
+RUN = {"address": 0, "table": "coil", "type": "bool", "access": "rw"}
+
+
+@pytest.mark.parametrize(
+    ("point", "problem"),
+    [
+        ({**RUN, "min_interval_s": 0}, "must be above 0 and at most 86400 seconds (a day), got 0"),
+        ({**RUN, "min_interval_s": -5}, "must be above 0"),
+        ({**RUN, "min_interval_s": 300000}, "at most 86400 seconds (a day), got 300000"),
+        ({**RUN, "min_interval_s": "5 min"}, "expected a number, got str"),
+        ({**RUN, "min_interval_s": True}, "expected a number, got bool"),
+        ({**RUN, "min_interval_s": float("inf")}, "must be a finite number"),
+        ({**RUN, "access": "r", "min_interval_s": 300}, "only a point with access 'rw'"),
+        (
+            {"address": 0, "table": "discrete_input", "type": "bool", "min_interval_s": 300},
+            "only a point with access 'rw'",
+        ),
+    ],
+)
+def test_a_min_interval_that_cannot_apply_is_refused(point: dict, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_profile({"name": "x", "points": {"run": point}})
+    assert info.value.key == "points.run.min_interval_s"
+    assert problem in info.value.message
+    assert "invalid device profile <memory>: points.run.min_interval_s:" in info.value.message
+
+
+def test_a_min_interval_is_kept_and_published_on_a_writable_point() -> None:
+    profile = parse_profile(
+        {"name": "x", "points": {"run": {**RUN, "min_interval_s": 300}, "speed": SPEED}}
+    )
+    assert profile.points["run"].min_interval_s == 300
+    assert profile.points["speed"].min_interval_s is None
+    rows = {row["name"]: row for row in profile.public_points()}
+    assert rows["run"]["min_interval_s"] == 300
+    assert "min_interval_s" not in rows["speed"]
+
+
+def test_a_change_within_the_min_interval_is_refused_saying_when_one_is_allowed() -> None:
+    from tme.drivers.envelope import check_interval
+
+    spec = parse_profile({"name": "x", "points": {"run": {**RUN, "min_interval_s": 300}}}).points[
+        "run"
+    ]
+    with pytest.raises(EnvelopeViolation) as info:
+        check_interval(spec, "run", 41.6)
+    assert info.value.message == (
+        "point 'run' was last changed 41 s ago; its min_interval_s is 300"
+        " (next change allowed in 259 s)"
+    )
+    assert info.value.details["reason"] == "too_soon"
+    assert info.value.details["retry_after_s"] == pytest.approx(258.4)
+    with pytest.raises(EnvelopeViolation, match=r"changed 2\.3 s ago; .* allowed in 298 s"):
+        check_interval(spec, "run", 2.3)
+    check_interval(spec, "run", 300)  # the interval has passed: allowed
+    check_interval(spec, "run", None)  # no change known
+
+
 def test_the_step_limit_counts_from_the_present_value() -> None:
     from tme.drivers.envelope import check_step
 
