@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 import tme
 from tme.stack import LocalStack, StackConfig
@@ -14,11 +16,13 @@ from tme.stack import LocalStack, StackConfig
 PROFILES = Path(__file__).resolve().parents[2] / "configs" / "profiles"
 
 
-def _stack(tmp_path: Path, bus_url: str, mqtt_url: str | None) -> Iterator[LocalStack]:
+def _stack(
+    tmp_path: Path, bus_url: str, mqtt_url: str | None, profiles: Path = PROFILES
+) -> Iterator[LocalStack]:
     config = StackConfig(
         database_url=f"sqlite:///{tmp_path}/tme.db",
         state_dir=tmp_path / "state",
-        profiles_dir=PROFILES,
+        profiles_dir=profiles,
         site=f"site-{uuid.uuid4().hex[:8]}",
         bus_url=bus_url,
         mqtt_url=mqtt_url,
@@ -31,6 +35,18 @@ def _stack(tmp_path: Path, bus_url: str, mqtt_url: str | None) -> Iterator[Local
 def real_stack(tmp_path: Path, rabbitmq_url: str, mqtt_url: str) -> Iterator[LocalStack]:
     """Over the real RabbitMQ and Mosquitto on this machine."""
     yield from _stack(tmp_path, rabbitmq_url, mqtt_url)
+
+
+@pytest.fixture
+def paced_stack(tmp_path: Path, rabbitmq_url: str, mqtt_url: str) -> Iterator[LocalStack]:
+    """Over the real brokers, the pump's `run` changed at most once a minute
+    (min_interval_s: 60 in a copy of the shipped profiles)."""
+    profiles = tmp_path / "profiles"
+    shutil.copytree(PROFILES, profiles)
+    pump = yaml.safe_load((profiles / "pump.yaml").read_text())
+    pump["points"]["run"]["min_interval_s"] = 60
+    (profiles / "pump.yaml").write_text(yaml.safe_dump(pump))
+    yield from _stack(tmp_path, rabbitmq_url, mqtt_url, profiles)
 
 
 @pytest.fixture
