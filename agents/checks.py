@@ -22,8 +22,8 @@ STOP_OP = "device.stop"
 # Lift a stop's latch (the agent answers it at once, like a cancel; nothing is written).
 RESUME_OP = "device.resume"
 # Check another command without running it (a dry run): params.op and params.params are
-# the command checked; the agent reads what its interlocks and step limit need, nothing
-# more, and writes or sends nothing.
+# the command checked; the agent reads what its interlocks, step limit and min interval
+# need, nothing more, and writes or sends nothing (nor counts a change).
 CHECK_OP = "device.check"
 
 

@@ -220,9 +220,10 @@ class CommandExecutor:
 
     async def _dry_run(self, check: Command) -> Event | None:
         """A device.check: the command it names checked as that command would be (its
-        envelope, the device's lockout or stop, what its interlocks and step limit read
-        now), and nothing written or sent. Succeeded: it would run; rejected: it would be
-        refused, saying why; failed: what the checks needed could not be read."""
+        envelope, the device's lockout or stop, what its interlocks, step limit and min
+        interval read now), and nothing written or sent. Succeeded: it would run;
+        rejected: it would be refused, saying why; failed: what the checks needed could
+        not be read."""
         try:
             plan = check_command(checked_command(check), self.devices, self.allow_shell)
         except Refused as exc:

@@ -63,9 +63,10 @@ def list_devices(
 ) -> None:
     """List devices with their points and serial commands (type, unit, access, limits:
     a point's min..max, each command argument's type with its min..max, choices or
-    pattern, as the agent enforces them; a point's step limit and safe value); then the
-    interlocks, the devices not answering their agents, those their agents stop on link
-    loss, those stopped and those locked out at them, if any."""
+    pattern, as the agent enforces them; a point's step limit, safe value and min
+    interval between changes); then the interlocks, the devices not answering their
+    agents, those their agents stop on link loss, those stopped and those locked out at
+    them, if any."""
     with connect(url, token) as client:
         devices = client.fleet.devices(site=site, agent=agent)
     if as_json:
