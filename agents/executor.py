@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from tme.agents.checks import (
 )
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import DeviceSet
+from tme.agents.effect import wait_for_effect
 from tme.agents.interlocks import check_before_change, needs_reading
 from tme.agents.lockout import Lockouts
 from tme.agents.operations import run_plan
@@ -40,6 +41,7 @@ if TYPE_CHECKING:  # for annotations; make_event imports tme.protocol when it bu
 log = logging.getLogger(__name__)
 
 EventSink = Callable[["Event"], None]
+Release = Callable[[], Awaitable[None]]  # frees what a running command holds
 
 
 def make_event(command: Command, type_: EventType, **fields: Any) -> Event:
@@ -197,7 +199,11 @@ class CommandExecutor:
         # its bus without holding one of the workers the agent's other buses need.
         # A stop waits for no worker: every worker may be busy on other buses.
         workers = contextlib.nullcontext() if command.op == STOP_OP else self._workers
-        async with self.devices.locks_for(plan), workers:
+        async with contextlib.AsyncExitStack() as held:
+            # released early by a write that waits for its effect (it reads under its
+            # bus lock alone, one read at a time)
+            await held.enter_async_context(self.devices.locks_for(plan))
+            await held.enter_async_context(workers)
             if self.stopping:
                 return None  # the next process runs it: left received, not started
             if is_expired(command):  # it waited for the bus or a worker too long
@@ -210,13 +216,14 @@ class CommandExecutor:
             # the command's timeout covers what it reads before the change, and the change
             limit = time_limit(command)
             lines = _HeldLines(command, self.publish)
-            held: frozenset[str] = frozenset()
+            unchanged: frozenset[str] = frozenset()  # points already holding their value
             if needs_reading(plan):
                 checked = await self._check_before_change(plan, lines, limit)
                 if not isinstance(checked, frozenset):
                     return checked  # refused, or what it needed could not be read
-                held = checked
-            return await self._run(plan, lines, limit, paced_points(plan) - held)
+                unchanged = checked
+            paced = paced_points(plan) - unchanged
+            return await self._run(plan, lines, limit, paced, held.aclose)
 
     async def _dry_run(self, check: Command) -> Event | None:
         """A device.check: the command it names checked as that command would be (its
@@ -302,22 +309,40 @@ class CommandExecutor:
         return None
 
     async def _run(
-        self, plan: Plan, lines: _HeldLines, limit: TimeLimit, paced: frozenset[str]
+        self,
+        plan: Plan,
+        lines: _HeldLines,
+        limit: TimeLimit,
+        paced: frozenset[str],
+        release: Release,
     ) -> Event:
-        """Run the checked plan; `paced`: the points with a min_interval_s it changes,
-        whose change is recorded before the machine is touched, as `started` is."""
+        """Run the checked plan and finish its command; `paced`: the points with a
+        min_interval_s it changes, whose change is recorded before the machine is
+        touched, as `started` is; `release` frees its buses and worker once a write is
+        done and only its effect is awaited."""
         command = plan.command
         self.record.mark_started(command.id)
         noted = self._note_changes(plan, paced)
         self.publish(make_event(command, "started"))
 
         sent_before = _requests_sent(plan)
+        awaiting_effect = False  # the write is done: nothing of it is in flight any more
         try:
             # asyncio.timeout, not wait_for: the operation runs in this task, where
             # wait_for would make a task of its own for every command.
             async with asyncio.timeout_at(limit.at):
                 result = await run_plan(plan, lines.add, allow_shell=self.allow_shell)
+                if plan.expect is not None:
+                    awaiting_effect = True
+                    await release()
+                    result["effect"] = await self._effect_of(plan, result, lines)
         except TimeoutError:
+            if awaiting_effect:
+                reason = (
+                    f"no result {limit.result_said}: the write was sent and its effect not"
+                    " yet seen; operation cancelled"
+                )
+                return self.finish(command, "timed_out", lines, reason=reason)
             if sent_before is not None and _requests_sent(plan) == sent_before:
                 # cut off before any request left (its connection was still opening): as
                 # a connection that could not be opened, not started, so even a write
@@ -348,7 +373,8 @@ class CommandExecutor:
             return self.finish(command, "failed", lines, reason=exc.message)
         except asyncio.CancelledError:
             lines.send()  # stopped on request: what it logged so far still goes
-            _note_cut_off(plan)
+            if not awaiting_effect:  # a read cut off changes nothing on the device
+                _note_cut_off(plan)
             raise
         except Exception as exc:
             log.exception("command %s (%s) crashed", command.id, command.op)
@@ -368,6 +394,18 @@ class CommandExecutor:
         if plan.device is not None:
             for point, before in noted.items():
                 self.changes.undo(plan.device.name, point, before)
+
+    async def _effect_of(
+        self, plan: Plan, written: dict[str, Any], lines: _HeldLines
+    ) -> dict[str, Any]:
+        """Wait for the write's effect; a failure's result says what was written too."""
+        device, expect = plan.device, plan.expect
+        assert device is not None and expect is not None
+        try:
+            return await wait_for_effect(device, expect, self.devices.bus_lock(device), lines.add)
+        except DriverError as exc:
+            exc.result = {**written, **(exc.result or {})}
+            raise
 
     def _note_link(self, plan: Plan, answered: bool, error: str = "") -> None:
         """What the operation found of its device's link (presence tells it)."""

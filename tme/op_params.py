@@ -105,10 +105,22 @@ SerialArg = Annotated[
 ]
 
 
+class Expect(Input):
+    """A write's physical effect: `point` (a feedback point of the same device) reads
+    `value` (default: the value written), give or take `tolerance` (in the point's unit;
+    0: exactly), within `within_s` of the write. The agent reads it every 0.2 s."""
+
+    point: PointName
+    value: NumberOrBool | None = None
+    tolerance: float = Field(default=0, ge=0)
+    within_s: float = Field(gt=0, le=86400)
+
+
 class ModbusWriteParams(Input):
     point: PointName
     value: NumberOrBool
     verify: bool = False
+    expect: Expect | None = None
 
 
 class SerialCommandParams(Input):

@@ -1,0 +1,100 @@
+"""Whether a write had its physical effect (a modbus.write's params.expect).
+
+The write is done under the bus lock; then the agent reads the feedback point (pump 1's
+`actual_speed` after its `speed_setpoint`) every POLL_S until it is within tolerance of
+the expected value or `within_s` has passed. The bus lock is taken for each read only:
+between reads the other devices on the same line or TCP connection are served, for the
+seconds a machine takes to settle. A stop of the device cancels the wait at once (it
+waits on a sleep or for the bus, never inside a write).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import TYPE_CHECKING, Any
+
+from tme.agents.checks import Expect
+from tme.agents.devices import Device
+from tme.agents.operations import FLOAT32_EPSILON, LogLine, values_match
+from tme.errors import DriverError
+
+if TYPE_CHECKING:
+    from tme.drivers.profile import PointSpec
+
+# A drive's speed or a valve's position settles over seconds: five reads a second see
+# it settled within 0.2 s of it, and leave the bus free nearly all the time.
+POLL_S = 0.2
+
+
+def effect_reached(expect: Expect, read: Any, spec: PointSpec) -> bool:
+    """Whether the value read is the expected one: a bool exactly; a number within the
+    tolerance, or with none as `verify` compares (what the registers hold of it, a
+    float32 within its own precision)."""
+    if expect.tolerance == 0 or isinstance(read, bool) or isinstance(expect.value, bool):
+        return values_match(expect.value, read, spec)
+    if not isinstance(read, int | float):
+        return False
+    slack = FLOAT32_EPSILON * abs(expect.value) if spec.type == "float32" else 0.0
+    return math.fabs(read - expect.value) <= expect.tolerance + slack
+
+
+async def wait_for_effect(
+    device: Device, expect: Expect, bus: asyncio.Lock, log: LogLine, poll_s: float = POLL_S
+) -> dict[str, Any]:
+    """Read `expect.point` (taking `bus` for each read) until it reaches the expected
+    value; the effect reached, or DriverError saying what was read last, and when. A
+    read that fails ends the wait: the write went out, so nothing says `not_sent`."""
+    spec = device.profile.points[expect.point]
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    ends = began + expect.within_s
+    log(f"waiting up to {expect.within_s:g} s for {expect.point} to read {_said(expect, spec)}")
+    while True:
+        value = await _read(device, expect.point, bus)
+        effect = _effect(expect, value, spec, loop.time() - began)
+        if effect_reached(expect, value, spec):
+            log(f"{expect.point} reads {_value_said(value, spec)} after {effect['after_s']} s")
+            return {**effect, "reached": True}
+        if loop.time() >= ends:
+            raise DriverError(
+                f"effect not reached: {expect.point} read {_value_said(value, spec)} after"
+                f" {effect['after_s']:.1f} s, expected {_said(expect, spec)}",
+                result={"effect": {**effect, "reached": False}},
+            )
+        await asyncio.sleep(min(poll_s, ends - loop.time()))
+
+
+async def _read(device: Device, point: str, bus: asyncio.Lock) -> Any:
+    try:
+        async with bus:
+            read = await device.driver.read_points(device.profile, device.unit, [point])
+    except DriverError as exc:
+        raise DriverError(
+            f"effect not confirmed: the write was sent, but reading {point} for its effect"
+            f" failed: {exc.message}",
+            modbus_exception=exc.modbus_exception,
+            retryable=exc.retryable,
+        ) from exc
+    return read.get(point)
+
+
+def _effect(expect: Expect, value: Any, spec: PointSpec, after_s: float) -> dict[str, Any]:
+    return {
+        "point": expect.point,
+        "value": value,
+        "expected": expect.value,
+        "tolerance": expect.tolerance,
+        "unit": spec.unit,
+        "after_s": round(after_s, 2),
+    }
+
+
+def _said(expect: Expect, spec: PointSpec) -> str:
+    return expect.said(spec.unit)
+
+
+def _value_said(value: Any, spec: PointSpec) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"{value}{f' {spec.unit}' if spec.unit else ''}"
