@@ -256,6 +256,8 @@ class DeviceCheck:
     def _check_write(self, params: dict[str, Any]) -> None:
         name = params["point"]
         spec = _point_spec(self._point_row(name, f"{self.params_at}.point"))
+        if isinstance(params.get("expect"), dict):
+            self._check_expect(params["expect"], params["value"])
         if spec is None:
             return  # a row this controller cannot read (another agent version): the agent checks
         try:
@@ -263,6 +265,36 @@ class DeviceCheck:
         except EnvelopeViolation as exc:
             wrong = "point" if exc.details["reason"] == "read_only" else "value"
             self._refused(f"{self.params_at}.{wrong}", exc)
+
+    def _check_expect(self, expect: dict[str, Any], written: Any) -> None:
+        """params.expect: a point of the device (every point reads), a value of its type
+        (the value written when none is given), a tolerance only for a number."""
+        at = f"{self.params_at}.expect"
+        name = expect["point"]
+        kind = self._point_row(name, f"{at}.point").get("type")
+        if kind not in POINT_TYPES:
+            return  # a row this controller cannot read: the agent checks
+        given = "value" in expect
+        value = expect["value"] if given else written
+        if kind == "bool" and not isinstance(value, bool):
+            said = (
+                f"not {value!r}"
+                if given
+                else f"give expect.value (the value written, {value!r}, is not)"
+            )
+            self._refuse_expect(f"{at}.value", f"{name} reads true or false: {said}")
+        if kind != "bool" and isinstance(value, bool):
+            self._refuse_expect(f"{at}.value", f"{name} reads a number, not {str(value).lower()}")
+        if kind == "bool" and expect.get("tolerance", 0) != 0:
+            self._refuse_expect(
+                f"{at}.tolerance", f"{name} reads true or false: it is matched exactly"
+            )
+
+    def _refuse_expect(self, where: str, problem: str) -> NoReturn:
+        message = f"{problem} ({self.where}, as the agent published it)"
+        raise ValidationError(
+            f"invalid request: {where}: {message}", field_errors=[field_error(where, message)]
+        )
 
     def _check_command(self, params: dict[str, Any]) -> None:
         name = params["command"]

@@ -23,6 +23,36 @@ def check_task_limits(limits: TaskSettings, fields: Any, prefix: str = "") -> No
         problems.append(("timeout_s", f"at most {limits.max_timeout_s:g} s (tasks.max_timeout_s)"))
     if retries is not None and retries.max > limits.max_retries:
         problems.append(("retries.max", f"at most {limits.max_retries} (tasks.max_retries)"))
+    if not isinstance(fields, dict):  # an update is checked once applied (check_effect_time)
+        problems += _effect_time(limits, fields.op, fields.params, timeout_s)
+    _refuse(problems, prefix)
+
+
+def check_effect_time(limits: TaskSettings, op: str, params: Any, timeout_s: Any) -> None:
+    """A write's wait for its effect (params.expect.within_s) ends before the task's
+    timeout (its own, else tasks.default_timeout_s): the agent refuses any other."""
+    _refuse(_effect_time(limits, op, params, timeout_s))
+
+
+def _effect_time(
+    limits: TaskSettings, op: str, params: Any, timeout_s: float | None
+) -> list[tuple[str, str]]:
+    expect = params.get("expect") if op == "modbus.write" and isinstance(params, dict) else None
+    within_s = expect.get("within_s") if isinstance(expect, dict) else None
+    if not isinstance(within_s, int | float):
+        return []
+    timeout = timeout_s if timeout_s is not None else limits.default_timeout_s
+    if within_s < timeout:
+        return []
+    whose = "its timeout_s" if timeout_s is not None else "tasks.default_timeout_s: it has none"
+    message = (
+        f"must be below the task's timeout ({timeout:g} s, {whose}): the agent waits for"
+        " the effect within the command's timeout"
+    )
+    return [("params.expect.within_s", message)]
+
+
+def _refuse(problems: list[tuple[str, str]], prefix: str = "") -> None:
     if problems:
         errors = [
             {"field": prefix + field, "message": text, "type": "less_than_equal"}

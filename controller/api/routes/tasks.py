@@ -27,7 +27,7 @@ from tme.controller.services.queries import list_runs, run_publics
 from tme.controller.services.roles import Principal
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.task_commit import create_committed, with_warnings
-from tme.controller.services.task_limits import check_task_limits
+from tme.controller.services.task_limits import check_effect_time, check_task_limits
 from tme.controller.services.tasks import TaskFilters, to_public, to_publics
 from tme.controller.store.conflicts import in_transaction
 from tme.controller.store.db import session_scope
@@ -164,13 +164,16 @@ def update_and_commit(
     task visible; its connection goes back to the pool before the change takes one."""
     session.close()
     changes = body.field_changes
-    check_task_limits(request.app.state.settings.tasks, changes)
+    limits = request.app.state.settings.tasks
+    check_task_limits(limits, changes)
     access.check_task_update(principal, changes)
 
     def update(session: Session) -> TaskPublic:
         access.check_dependencies_visible(session, principal, changes.get("depends_on"))
         warnings: list[str] = []
         task = service.update_task(session, task_id, body, warnings, on_run_ready, if_match)
+        if "params" in changes or "timeout_s" in changes:  # as the task now stands
+            check_effect_time(limits, task.op, task.params, task.timeout_s)
         # before the commit: an answer that fails stores nothing
         return to_public(task).model_copy(update={"warnings": warnings})
 
