@@ -29,6 +29,7 @@ from tme.cli.common import (
 from tme.cli.output import console, fire_times_text, print_json, print_table, visible
 from tme.client.base import check_seconds
 from tme.durations import duration_line
+from tme.effect_text import effect_line
 from tme.schemas import RunPublic, TaskPublic, WorkflowCanceled
 from tme.states import FINAL_STATES
 
@@ -187,6 +188,9 @@ def show(
     took = duration_line(detail.took_s, detail.usual_s, detail.usual_runs, detail.slow)
     if took:
         console.print(took, highlight=False)
+    effect = effect_line(detail.result)  # a write's params.expect, as its agent saw it
+    if effect is not None:
+        console.print(f"effect: {escape(effect)}", highlight=False)
     if detail.workflow_id is not None:
         console.print(
             f"workflow run {detail.workflow_id}, cause: {detail.cause}"

@@ -14,6 +14,7 @@ from tme.controller.services.queries import get_run_detail
 from tme.controller.services.workflow_graph import workflow_of
 from tme.controller.store.models import Device, RunLog, Task
 from tme.durations import duration_line
+from tme.effect_text import effect_line
 from tme.errors import NotFound
 from tme.schemas import RunDetail
 from tme.settings_models import SlowRunSettings
@@ -44,7 +45,7 @@ def result_rows(
     op: str, result: dict[str, Any] | None, units: dict[str, str], point: str | None
 ) -> list[tuple[str, Any, str]]:
     """(name, value, unit) to show: a read's points one a line (its result nests them
-    under "values"), otherwise the result's own keys."""
+    under "values"), otherwise the result's own keys (a write's effect said in words)."""
     if op == "modbus.read":
         readings = readings_of(op, result)
         return [
@@ -53,6 +54,10 @@ def result_rows(
         ]
     rows = []
     for key, value in (result or {}).items():
+        effect = effect_line(result) if key == "effect" else None
+        if effect is not None:  # a write's params.expect: one line, not its mapping
+            rows.append((key, effect, ""))
+            continue
         unit = units.get(key) or (units.get(point or "") if key == "value" else "")
         rows.append((key, value, unit or ""))
     return rows
