@@ -120,3 +120,37 @@ def test_the_bus_serves_another_device_while_a_write_waits_for_its_effect(
     client.runs.cancel(waiting.latest_run_id)
     done = client.tasks.wait(waiting.id, timeout=4)  # a stop ends the wait at once
     assert done.status == "canceled", client.runs.get(done.latest_run_id)
+
+
+def test_a_device_stop_ends_the_wait_at_once_and_writes_the_safe_values(
+    real_stack, client_of
+) -> None:
+    """The stop cancels the waiting write and writes run false, speed 0 without waiting
+    for a cut-off write to land: none was in flight, only the wait."""
+    real_stack.plant.write_bit(PUMP_UNIT, RUN_COIL, False)
+    client = client_of(real_stack)
+    expect = {"point": "actual_speed", "within_s": 8}
+    waiting = client.tasks.create(
+        name="speed up, motor off",
+        op="modbus.write",
+        target=_target(real_stack),
+        params={"point": "speed_setpoint", "value": 900, "expect": expect},
+        timeout_s=10,
+    )
+    wait_until(
+        lambda: client.runs.get(waiting.latest_run_id).state == "running",
+        timeout=15,
+        what="the write waiting for its effect",
+    )
+    stopped = client.fleet.stop("pump1", "operator stop", site=real_stack.config.site)
+    done = client.tasks.wait(waiting.id, timeout=4)
+    assert done.status == "canceled", client.runs.get(done.latest_run_id)
+    assert stopped.run_id is not None
+    wait_until(
+        lambda: client.runs.get(stopped.run_id).state == "succeeded",
+        timeout=4,
+        what="the stop written",
+    )
+    lines = [line.line for line in client.runs.get(stopped.run_id).log]
+    assert not any("cut off" in line for line in lines), lines
+    assert real_stack.plant.read_register(PUMP_UNIT, SPEED_SETPOINT) == 0
