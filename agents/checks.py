@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any
 
 from tme.agents.devices import Device, DeviceSet
+from tme.agents.expect import Expect, expect_of
 from tme.errors import TMEError
 
 if TYPE_CHECKING:  # for annotations; is_expired imports tme.protocol when it runs
-    from tme.drivers.profile import PointSpec
     from tme.protocol import Command
 
 BUILTIN_OPS = frozenset({"noop", "sleep", "shell"})
@@ -34,24 +34,6 @@ class Refused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class Expect:
-    """A write's checked effect (params.expect): `point` of the same device reads `value`,
-    give or take `tolerance`, within `within_s` seconds of the write."""
-
-    point: str
-    value: float | int | bool
-    tolerance: float
-    within_s: float
-
-    def said(self, unit: str) -> str:
-        """The expected value as a reason says it: "1200 ± 20 rpm", "true"."""
-        if isinstance(self.value, bool):
-            return str(self.value).lower()
-        margin = f" ± {self.tolerance:g}" if self.tolerance else ""
-        return f"{self.value:g}{margin}{f' {unit}' if unit else ''}"
 
 
 @dataclass(frozen=True)
@@ -158,7 +140,9 @@ def _check_device_op(command: Command, device: Device) -> Plan:
         expect = params.get("expect")
         if expect is None:
             return Plan(command, device, value=value)
-        return Plan(command, device, value=value, expect=_expect(expect, device, value, command))
+        return Plan(
+            command, device, value=value, expect=expect_of(expect, device, value, command.timeout_s)
+        )
     name = params.get("command")
     if not isinstance(name, str):
         raise Refused("serial.command needs params.command")
@@ -170,61 +154,6 @@ def _check_device_op(command: Command, device: Device) -> Plan:
     if check_request is not None:  # what the link carries as one line: its own line end
         check_request(profile, name, checked)
     return Plan(command, device, args=checked)
-
-
-EXPECT_KEYS = frozenset({"point", "value", "tolerance", "within_s"})
-
-
-def _expect(given: Any, device: Device, written: Any, command: Command) -> Expect:
-    """params.expect checked against the device's profile: a point it can read, a value
-    of that point's type its registers can hold (the value written when none is given),
-    a tolerance only for a number, and a wait that ends before the command's timeout."""
-    if not isinstance(given, dict) or not EXPECT_KEYS.issuperset(given):
-        raise Refused(
-            "modbus.write params.expect must be a mapping of point, value, tolerance and"
-            f" within_s, got {given!r}"
-        )
-    point = _point_name(given.get("point"), "modbus.write expect")
-    spec = device.profile.point(point)
-    if not callable(getattr(device.driver, "read_points", None)):
-        raise Refused(f"device {device.name!r} cannot read {point}: params.expect needs a read")
-    value = given.get("value", written)
-    tolerance = given.get("tolerance", 0)
-    if spec.type == "bool":
-        if not isinstance(value, bool):
-            raise Refused(f"params.expect.value: {point} reads true or false, not {value!r}")
-        if tolerance != 0:
-            raise Refused(f"params.expect.tolerance: {point} reads true or false: no tolerance")
-    else:
-        if not _finite(value):
-            raise Refused(f"params.expect.value: {point} reads a number, not {value!r}")
-        _check_readable(point, spec, value)
-        if not _finite(tolerance) or tolerance < 0:
-            raise Refused(f"params.expect.tolerance must be a number >= 0, got {tolerance!r}")
-    within_s = given.get("within_s")
-    if not _finite(within_s) or not 0 < within_s < command.timeout_s:
-        raise Refused(
-            f"params.expect.within_s must be above 0 and below the command's timeout"
-            f" ({command.timeout_s:g} s), got {within_s!r}"
-        )
-    return Expect(point, value, float(tolerance), float(within_s))
-
-
-def _finite(value: Any) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_readable(point: str, spec: PointSpec, value: float) -> None:
-    """A value the point's registers cannot hold is never read: waiting for it would
-    only fail after within_s."""
-    from tme.drivers.profile import RAW_LIMITS
-
-    low, high = (limit * spec.scale for limit in RAW_LIMITS[spec.type])
-    if not min(low, high) <= value <= max(low, high):
-        raise Refused(
-            f"params.expect.value: {point} ({spec.type}, scale {spec.scale:g}) never reads"
-            f" {value:g}: it holds {min(low, high):g} to {max(low, high):g}"
-        )
 
 
 def changes_device(plan: Plan) -> str | None:

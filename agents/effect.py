@@ -14,8 +14,8 @@ import asyncio
 import math
 from typing import TYPE_CHECKING, Any
 
-from tme.agents.checks import Expect
 from tme.agents.devices import Device
+from tme.agents.expect import Expect
 from tme.agents.operations import FLOAT32_EPSILON, LogLine, values_match
 from tme.errors import DriverError
 

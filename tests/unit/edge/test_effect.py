@@ -12,11 +12,12 @@ import pytest
 from test_edge_checks import PUMP, command, devices
 from waiting import wait_until_async
 
-from tme.agents.checks import Expect, Refused, check_command, what_it_would_do
+from tme.agents.checks import Refused, check_command, what_it_would_do
 from tme.agents.command_record import CommandRecord
 from tme.agents.devices import Device, DeviceSet
 from tme.agents.effect import effect_reached
 from tme.agents.executor import CommandExecutor
+from tme.agents.expect import Expect
 from tme.drivers.profile import PointSpec, load_profile
 from tme.errors import DriverError
 from tme.protocol import Event
