@@ -278,9 +278,7 @@ class DeviceCheck:
         value = expect["value"] if given else written
         if kind == "bool" and not isinstance(value, bool):
             said = (
-                f"not {value!r}"
-                if given
-                else f"give expect.value (the value written, {value!r}, is not)"
+                f"not {value!r}" if given else f"give expect.value, the value written is {value!r}"
             )
             self._refuse_expect(f"{at}.value", f"{name} reads true or false: {said}")
         if kind != "bool" and isinstance(value, bool):
