@@ -2,11 +2,11 @@
 
 Nothing new is stored: a device's points were last seen in the result of the
 newest succeeded run that read them (`modbus.read`), wrote them (`modbus.write`,
-`device.stop`) or asked the device (`serial.command`). A point written and not read
-back (a write without verify, a stop's read-back that failed) shows the value written,
-said as not read (`read: false`); a value seen before the
-device's current stop (one its agent made on link loss has no run here) is said to be
-from before it (`before_stop`). Runs are read
+`device.stop`; a write's `expect` reads its feedback point too) or asked the device
+(`serial.command`). A point written and not read back (a write without verify, a
+stop's read-back that failed) shows the value written, said as not read (`read:
+false`); a value seen before the device's current stop (one its agent made on link
+loss has no run here) is said to be from before it (`before_stop`). Runs are read
 newest first by one query (at most `MAX_SCAN` of them) streamed a page at a time,
 and reading stops once every point has a value, so a device that is polled often
 answers from its first page.
@@ -79,17 +79,27 @@ def readings_of(op: str, result: dict[str, Any] | None) -> dict[str, Reading]:
             if isinstance(entry, dict) and "value" in entry
         }
     if op == "modbus.write" and result.get("point"):
-        point, unit = str(result["point"]), result.get("unit")
-        if "read_back" in result:
-            return {point: Reading(result["read_back"], unit)}
-        if "written" in result:  # the device took the write; nothing read it since
-            return {point: Reading(result["written"], unit, read=False)}
-        return {}
+        return _written(result)
     if op == "serial.command" and result.get("command") and "response" in result:
         return {str(result["command"]): Reading(result["response"], result.get("unit"))}
     if op == "device.stop" and isinstance(result.get("written"), dict):
         return _stopped(result["written"], result.get("read_back"))
     return {}
+
+
+def _written(result: dict[str, Any]) -> dict[str, Reading]:
+    """A write's point, as read back or else as written (not read), and the point its
+    `expect` read while waiting for the write's effect, as last read."""
+    point, unit = str(result["point"]), result.get("unit")
+    readings: dict[str, Reading] = {}
+    if "read_back" in result:
+        readings[point] = Reading(result["read_back"], unit)
+    elif "written" in result:  # the device took the write; nothing read it since
+        readings[point] = Reading(result["written"], unit, read=False)
+    effect = result.get("effect")
+    if isinstance(effect, dict) and effect.get("point") and "value" in effect:
+        readings.setdefault(str(effect["point"]), Reading(effect["value"], effect.get("unit")))
+    return readings
 
 
 def _stopped(written: dict[str, Any], read_back: Any) -> dict[str, Reading]:

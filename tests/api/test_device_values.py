@@ -124,6 +124,24 @@ def test_a_write_without_verify_shows_what_it_wrote_said_unread(test_client, app
     assert points["speed"]["unit"] == "rpm"  # still described, from the profile
 
 
+def test_a_write_that_waited_for_its_effect_shows_the_feedback_point_as_read(
+    test_client, app_engine
+) -> None:  # type: ignore[no-untyped-def]
+    _device(app_engine, "plant-1", "skid-a", "pump1", PUMP_POINTS)
+    expect = {"point": "speed", "tolerance": 20, "within_s": 5}
+    effect = {"point": "speed", "value": 1195.5, "expected": 1200, "tolerance": 20,
+              "unit": "rpm", "after_s": 0.8, "reached": True}  # fmt: skip
+    write = {"point": "speed_setpoint", "value": 1200, "expect": expect}
+    run = _finished_run(
+        app_engine, PUMP, "modbus.write", write,
+        {"point": "speed_setpoint", "written": 1200, "unit": "rpm", "effect": effect},
+    )  # fmt: skip
+    points = _points(test_client.get("/api/v1/devices/pump1/values").json())
+    speed = points["speed"]
+    assert (speed["value"], speed["read"], speed["run_id"]) == (1195.5, True, run)
+    assert (points["speed_setpoint"]["value"], points["speed_setpoint"]["read"]) == (1200, False)
+
+
 STOPPABLE_POINTS = [
     {"name": "run", "kind": "point", "type": "bool", "access": "rw", "safe_value": False},
     {"name": "speed_setpoint", "kind": "point", "type": "uint16", "unit": "rpm",
