@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 from sqlmodel import Session, col, select
 
@@ -138,7 +138,18 @@ def list_rules(session: SessionDep, principal: PrincipalDep) -> list[dict[str, A
 
 
 @router.post("/rules", status_code=201, openapi_extra=MANAGE)
-def create_rule(body: RuleCreate, session: SessionDep, principal: PrincipalDep) -> dict[str, Any]:
+def create_rule(
+    body: RuleCreate, request: Request, session: SessionDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    if body.channel == "webhook":
+        refused = request.app.state.settings.notifications.refused_networks()
+        try:
+            targets.check_webhook_host(body.target, refused)
+        except ValueError as exc:
+            raise ValidationError(
+                f"target: {exc}",
+                field_errors=[{"field": "target", "message": str(exc), "type": "value_error"}],
+            ) from None
     site = _watched_site(session, principal, body)
     rule = NotificationRule(**body.model_dump(exclude={"site"}), site=site)
     session.add(rule)

@@ -9,6 +9,7 @@ sibling `<name>_file` setting naming a file that holds it (container secrets).
 from __future__ import annotations
 
 import re
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -341,11 +342,33 @@ class SlowRunSettings(Section):
         return history
 
 
+# Where a webhook may not go: the controller's own host (loopback) and link-local
+# addresses (a cloud's metadata service at 169.254.169.254), and "this network".
+REFUSED_WEBHOOK_NETWORKS = ["127.0.0.0/8", "::1/128", "169.254.0.0/16", "fe80::/10", "0.0.0.0/8"]
+
+
 class NotificationSettings(Section):
     email: EmailSettings = Field(default_factory=EmailSettings)
     webhooks: list[WebhookSettings] = []
     webhook_timeout_s: Seconds = 10
+    webhook_refused_networks: list[str] = Field(
+        default_factory=lambda: list(REFUSED_WEBHOOK_NETWORKS)
+    )
     slow: SlowRunSettings = Field(default_factory=SlowRunSettings)
+
+    @field_validator("webhook_refused_networks")
+    @classmethod
+    def _networks(cls, given: list[str]) -> list[str]:
+        for index, network in enumerate(given):
+            try:
+                ip_network(network)
+            except ValueError as exc:
+                raise ValueError(f"item {index}: {exc} (a network: 10.0.0.0/8, fd00::/8)") from None
+        return given
+
+    def refused_networks(self) -> list[IPv4Network | IPv6Network]:
+        """`webhook_refused_networks`, parsed."""
+        return [ip_network(network) for network in self.webhook_refused_networks]
 
 
 class ErrorTrackingSettings(Section):

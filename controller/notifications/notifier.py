@@ -311,6 +311,7 @@ class Notifier:
                 {**delivery.payload, "delivery": delivery.id},
                 delivery.id or 0,
                 notify.webhook_timeout_s,
+                notify.refused_networks(),
             )
             return
         subject, text = subject_and_text(delivery.payload, self.settings.http.public_url)

@@ -6,15 +6,18 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import json
 import smtplib
 import socket
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from email.message import EmailMessage
 from typing import Any, TypeVar
 
 import httpx
+
+from tme.controller.notifications.targets import Network, refused_network
 
 SIGNATURE_HEADER = "X-TME-Signature"
 # Of a receiver's answer only the start is kept (for the error of a refusal); what
@@ -34,10 +37,17 @@ def sign(secret: str, body: bytes) -> str:
 
 
 def post_webhook(
-    url: str, secret: str, payload: dict[str, Any], delivery_id: int, timeout_s: float
+    url: str,
+    secret: str,
+    payload: dict[str, Any],
+    delivery_id: int,
+    timeout_s: float,
+    refused: Sequence[Network] = (),
 ) -> None:
     """POST the signed payload; DeliveryFailed unless the receiver answers 2xx within
-    `timeout_s` in total (connecting, sending and reading the answer all count)."""
+    `timeout_s` in total (connecting, sending and reading the answer all count), or
+    when the URL's host is, or resolves to, an address in one of the `refused` networks
+    (the request then goes to the address checked, never to a second lookup's)."""
     body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
     headers = {
         "Content-Type": "application/json",
@@ -49,7 +59,7 @@ def post_webhook(
     if secret:
         headers[SIGNATURE_HEADER] = sign(secret, body)
     try:
-        status, answer = _run_within(_post(url, body, headers, timeout_s), timeout_s)
+        status, answer = _run_within(_post(url, body, headers, timeout_s, refused), timeout_s)
     except TimeoutError as exc:
         raise DeliveryFailed(f"no complete answer within {timeout_s:g} s") from exc
     except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError, ValueError) as exc:
@@ -84,13 +94,25 @@ async def _within(coroutine: Coroutine[Any, Any, _T], timeout_s: float) -> _T:
 
 
 async def _post(
-    url: str, body: bytes, headers: dict[str, str], timeout_s: float
+    url: str, body: bytes, headers: dict[str, str], timeout_s: float, refused: Sequence[Network]
 ) -> tuple[int, bytes]:
     """(status, the first bytes of the answer): a receiver that drips its answer
     is not waited for beyond what the caller's deadline allows."""
+    target = httpx.URL(url)
+    extensions: dict[str, Any] = {}
+    if refused:
+        address = await _allowed_address(target, refused)
+        if address != target.host:
+            # to the address checked: a name that resolves elsewhere the second time
+            # (DNS rebinding) cannot take the request there
+            headers = {**headers, "Host": target.netloc.decode("ascii")}
+            extensions["sni_hostname"] = target.host
+            target = target.copy_with(host=address)
     async with (
         httpx.AsyncClient(timeout=timeout_s) as client,
-        client.stream("POST", url, content=body, headers=headers) as response,
+        client.stream(
+            "POST", target, content=body, headers=headers, extensions=extensions
+        ) as response,
     ):
         answer = b""
         if response.status_code >= 300:  # a 2xx answer's body is never read
@@ -99,6 +121,30 @@ async def _post(
                 if len(answer) >= MAX_ANSWER_BYTES:
                     break
         return response.status_code, answer[:MAX_ANSWER_BYTES]
+
+
+async def _allowed_address(url: httpx.URL, refused: Sequence[Network]) -> str:
+    """The address to post to: the URL's host when it is an address, else the first its
+    name resolves to; DeliveryFailed when it, or any address of the name, is refused."""
+    try:
+        addresses = [ipaddress.ip_address(url.host)]
+    except ValueError:
+        port = url.port or (443 if url.scheme == "https" else 80)
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.getaddrinfo(url.host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise DeliveryFailed(f"the URL's host {url.host} could not be resolved: {exc}") from exc
+        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in found))
+    for address in addresses:
+        network = refused_network(address, refused)
+        if network is not None:
+            said = "is" if str(address) == url.host else f"resolves to {address}, which is"
+            raise DeliveryFailed(
+                f"the URL's host {url.host} {said} in {network}, a network webhooks may not"
+                " reach (notifications.webhook_refused_networks)"
+            )
+    return str(addresses[0])
 
 
 def send_email(email: Any, to: list[str], subject: str, text: str) -> None:

@@ -8,12 +8,15 @@ manage rules sees only the scheme and host of a URL, the domain of an address.
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Sequence
 
 import httpx
 
 WEBHOOK_SCHEMES = ("http", "https")
 HIDDEN = "…"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # One address, as a rule stores them (comma-separated): no spaces, no control
 # characters (a CR or LF would inject a header), one @ with something either side.
 _ADDRESS = re.compile(r"[^@\s,<>\"]+@[^@\s,<>\"]+")
@@ -40,6 +43,30 @@ def check_webhook_url(target: str) -> str:
     except UnicodeError:
         raise ValueError("the URL's host is not a valid host name") from None
     return target
+
+
+def refused_network(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, refused: Sequence[Network]
+) -> Network | None:
+    """The network of `refused` that `address` is in (None: none is); an IPv4 address
+    written as IPv6 (::ffff:127.0.0.1) counts as the IPv4 one."""
+    plain = getattr(address, "ipv4_mapped", None) or address
+    return next((network for network in refused if plain in network), None)
+
+
+def check_webhook_host(target: str, refused: Sequence[Network]) -> None:
+    """ValueError when the URL's host is an address in a refused network (a name is
+    resolved, and checked, each time a notification is sent)."""
+    try:
+        address = ipaddress.ip_address(httpx.URL(target).host)
+    except (httpx.InvalidURL, ValueError):
+        return
+    network = refused_network(address, refused)
+    if network is not None:
+        raise ValueError(
+            f"the URL's host {address} is in {network}, a network webhooks may not reach"
+            " (notifications.webhook_refused_networks)"
+        )
 
 
 def check_addresses(target: str) -> str:

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from notify_helpers import reaching_loopback
 from ports import free_port
 
 
@@ -156,6 +157,7 @@ def start_notifier(app_engine, feed) -> Iterator[Any]:  # type: ignore[no-untype
     started: list[Notifier] = []
 
     def start(settings: Any, max_attempts: int = 5, **timing: float) -> Notifier:
+        settings = reaching_loopback(settings)
         timing = {"backoff_s": 0.05, "poll_s": 0.02, **timing}
         notifier = Notifier(app_engine, settings, feed, max_attempts=max_attempts, **timing)
         notifier.start()

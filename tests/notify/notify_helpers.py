@@ -79,3 +79,13 @@ def add_delivery(engine: Any, rule: str, target: str, **fields: Any) -> None:
             )
         )
         session.commit()
+
+
+def reaching_loopback(settings: Any) -> Any:
+    """`settings` whose webhooks may reach this host, where the tests' receivers listen
+    (unless the test chose the refused networks itself)."""
+    notify = settings.notifications
+    if "webhook_refused_networks" in notify.model_fields_set:
+        return settings
+    opened = notify.model_copy(update={"webhook_refused_networks": []})
+    return settings.model_copy(update={"notifications": opened})

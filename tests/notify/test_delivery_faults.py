@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from notify_helpers import add_delivery, add_rule, deliveries, fail_a_run
+from notify_helpers import add_delivery, add_rule, deliveries, fail_a_run, reaching_loopback
 from pg_database import PgDatabase
 from waiting import wait_until
 
@@ -200,7 +200,8 @@ def test_a_delivery_sent_while_the_database_refuses_writes_is_sent_once(
         rule = add_rule(engine, name="ops", channel="webhook", target=http_receiver.url)
         add_delivery(engine, f"rule:{rule}", http_receiver.url)
         pg_database.refuse_writes()
-        notifier = Notifier(engine, Settings(), ChangeFeed(engine), poll_s=0.02)
+        settings = reaching_loopback(Settings())
+        notifier = Notifier(engine, settings, ChangeFeed(engine), poll_s=0.02)
         notifier.start()
         tried = notifier
         wait_until(

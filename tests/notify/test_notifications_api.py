@@ -13,7 +13,7 @@ from notify_helpers import add_delivery
 SITE_A, SITE_B = "site-a", "site-b"
 GLOBAL_HOOK = "https://ops:hunter2@alerts.example.invalid/hook?token=global-t0ken"
 SETTINGS_HOOK = "https://hooks.example.invalid/services/T000/settings-t0ken"
-SITE_A_HOOK = "http://127.0.0.1:8080/site-a/site-a-t0ken"
+SITE_A_HOOK = "http://192.0.2.10:8080/site-a/site-a-t0ken"
 PAGER = "oncall@plant.example, boss@plant.example"
 
 
@@ -64,8 +64,8 @@ def test_a_nul_in_a_rule_is_refused_naming_its_field(test_client, field: str) ->
     "channel,target",
     [
         ("webhook", "https://ops:pw@hooks.example/hook?token=1"),
-        ("webhook", "http://127.0.0.1:8080/hook"),
-        ("webhook", "http://[::1]:8080/hook"),
+        ("webhook", "http://192.0.2.10:8080/hook"),
+        ("webhook", "http://[2001:db8::1]:8080/hook"),
         ("email", "ops@plant.example"),
         ("email", PAGER),
     ],
@@ -119,9 +119,9 @@ def test_deliveries_show_a_target_only_to_who_manages_its_rule(app, app_engine, 
         redacted = {
             f"rule:{everywhere['id']}": "https://alerts.example.invalid/…",
             "settings:webhook:0": "https://hooks.example.invalid/…",
-            f"rule:{own['id']}": "http://127.0.0.1:8080/…",
+            f"rule:{own['id']}": "http://192.0.2.10:8080/…",
             f"rule:{pager['id']}": "…@plant.example, …@plant.example",
-            "rule:999999": "http://127.0.0.1:8080/…",
+            "rule:999999": "http://192.0.2.10:8080/…",
         }
         assert targets_for("admin") == whole
         assert targets_for("engineer of every site") == whole
@@ -150,7 +150,7 @@ def test_rules_show_a_target_only_to_who_manages_them(app, scoped) -> None:  # t
         for caller in ("admin", "engineer of every site", "engineer of site A"):
             assert targets_for(caller) == whole, caller
         redacted = {
-            hook["id"]: "http://127.0.0.1:8080/…",
+            hook["id"]: "http://192.0.2.10:8080/…",
             pager["id"]: "…@plant.example, …@plant.example",
         }
         for caller in ("operator of site A", "viewer of site A"):
