@@ -70,6 +70,10 @@ NAME_MAX = 64  # sites, agents and devices, as the database keeps them
 MAX_LOG_BYTES = 256 * 1024  # a log line event, as the API takes a task's log
 MAX_RESULT_DEPTH = 32  # nesting of a result (JSON columns are written recursively)
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_MAX)]
+# A task's priority, as the API takes it: 0 (low) .. 9 (high).
+DEFAULT_PRIORITY = 5
+MAX_PRIORITY = 9
+Priority = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRIORITY)]
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_MAX)]
 
 _ENCODER = msgspec.json.Encoder()
@@ -157,6 +161,10 @@ class Command(Message, frozen=True, kw_only=True):
     # The run's total deadline, if its task has one: the agent cuts the operation off
     # there when that comes before its timeout (None: the timeout alone).
     deadline: UTCDatetime | None = None
+    # Its task's priority: among commands waiting for the same bus or worker, the higher
+    # goes first. Added after version 1 with a default, so a command from an older
+    # controller still decodes (as 5), and an older agent or gateway ignores it.
+    priority: Priority = DEFAULT_PRIORITY
 
 
 EventType = Literal[

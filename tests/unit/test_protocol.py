@@ -58,6 +58,7 @@ class RefCommand(RefMessage):
     not_after: datetime
     created_at: datetime = Field(default_factory=utcnow)
     deadline: datetime | None = None  # added after the move to msgspec
+    priority: int = 5  # so was this
 
 
 class RefEvent(RefMessage):
@@ -145,6 +146,7 @@ commands = st.builds(
     not_after=aware_times,
     created_at=aware_times,
     deadline=st.none() | aware_times,
+    priority=st.integers(min_value=0, max_value=9),
 )
 events = st.builds(
     Event,
@@ -292,6 +294,52 @@ def test_unknown_fields_from_a_newer_sender_are_ignored() -> None:
     event = Event(command_id="c1", type="log", site="s", agent="a", line="hello")
     body = {**json.loads(event.to_json()), "added_later": {"x": 1}}
     assert Event.from_json(json.dumps(body)) == event
+
+
+def _older(cls: type[Message], without: str) -> type[Message]:
+    """`cls` as an older peer has it: the same struct without the field `without`."""
+    fields = []
+    for info in msgspec.structs.fields(cls):
+        if info.name == without:
+            continue
+        if info.default_factory is not msgspec.NODEFAULT:
+            fields.append(
+                (info.name, info.type, msgspec.field(default_factory=info.default_factory))
+            )
+        elif info.default is not msgspec.NODEFAULT:
+            fields.append((info.name, info.type, info.default))
+        else:
+            fields.append((info.name, info.type))
+    older: Any = msgspec.defstruct(
+        f"Older{cls.__name__}", fields, bases=(Message,), frozen=True, kw_only=True
+    )
+    return older  # type: ignore[no-any-return]
+
+
+def _command(**fields: Any) -> Command:
+    return Command(
+        task_id=1, site="s", agent="a", op="noop", timeout_s=1, not_after=utcnow(), **fields
+    )
+
+
+def test_a_command_without_priority_from_an_older_controller_decodes_at_the_default() -> None:
+    body = json.loads(_command().to_json())
+    del body["priority"]
+    assert Command.from_json(json.dumps(body)).priority == 5
+
+
+def test_an_older_agent_or_gateway_ignores_a_command_priority() -> None:
+    command = _command(priority=9)
+    assert json.loads(command.to_json())["priority"] == 9
+    older = _older(Command, "priority").from_json(command.to_json())
+    assert not hasattr(older, "priority")
+    assert fields_of(older) == {k: v for k, v in fields_of(command).items() if k != "priority"}
+
+
+@pytest.mark.parametrize("priority", [-1, 10, "high"])
+def test_a_command_priority_outside_0_to_9_is_refused_naming_it(priority: Any) -> None:
+    body = {**json.loads(_command().to_json()), "priority": priority}
+    _refusal(Command.from_json, json.dumps(body), ["malformed Command", "$.priority"])
 
 
 def test_a_message_needs_no_pydantic() -> None:
