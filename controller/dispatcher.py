@@ -1,9 +1,10 @@
 """Publish outbox rows to RabbitMQ with confirms, then mark their runs dispatched.
 
 Rows are published in pipelined batches (one confirm round trip per batch, not
-per message). A row is marked published only after the broker confirmed it, so
-whatever was never confirmed (a crash, a broker outage) is published again after
-a restart; the gateway and agent deduplicate by command id.
+per message), higher priority first, then in the order they were written. A row is
+marked published only after the broker confirmed it, so whatever was never confirmed
+(a crash, a broker outage) is published again after a restart; the gateway and agent
+deduplicate by command id.
 
 Confirms are recorded together, at most RECORD_DELAY_S after the first of them
 (or at once past BATCH rows, a failed publish or a stop): recording is a write
@@ -38,6 +39,7 @@ from tme.controller.services.hop_batch import HopBatch
 from tme.controller.services.runs import Hop
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Outbox, Site, utcnow
+from tme.controller.store.planner import broad
 from tme.controller.store.rows import table_of
 from tme.controller.store.sqlite_gate import pipeline_writes
 from tme.errors import BusError
@@ -55,12 +57,16 @@ IDLE_POLL_S = 1.0  # fallback poll; new rows normally wake the dispatcher at onc
 RETRY_PAUSE_S = 2.0  # after a broker failure, before trying again
 
 # Built once (building a statement costs more than running it on a small batch);
-# rows are read as plain columns, not ORM objects.
+# rows are read as plain columns, not ORM objects. Higher priority first, then in the
+# order written: under a backlog a priority 9 command goes before the priority 1 ones
+# written earlier. ix_outbox_unpublished holds them in that order, so a pass reads one
+# batch of it (`broad`: SQLite would otherwise search ix_outbox_published_at and sort
+# the whole backlog each pass).
 OUTBOX = table_of(Outbox)
 UNPUBLISHED = (
     select(OUTBOX.c.id, OUTBOX.c.run_id, OUTBOX.c.site, OUTBOX.c.body)
-    .where(OUTBOX.c.published_at.is_(None))
-    .order_by(OUTBOX.c.id)
+    .where(broad(OUTBOX.c.published_at.is_(None)))
+    .order_by(OUTBOX.c.priority.desc(), OUTBOX.c.id)
     .limit(BATCH)
 )
 # While confirms are held (at most BATCH of them), their rows are still unpublished.

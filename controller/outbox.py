@@ -57,7 +57,14 @@ def queue_run(
     timeout_s = task.timeout_s or default_timeout_s
     command = command_of(run.id, run.attempt, task, timeout_s, run.not_after, deadline_at)
     transition(session, run, RunState.queued, reason=QUEUED_REASON, at=now)
-    session.add(Outbox(run_id=run.id, site=command.site, body=command.to_json().decode()))
+    session.add(
+        Outbox(
+            run_id=run.id,
+            site=command.site,
+            body=command.to_json().decode(),
+            priority=command.priority,
+        )
+    )
 
 
 def not_after_of(now: datetime, queue_timeout_s: float, deadline_at: datetime | None) -> datetime:
@@ -101,6 +108,7 @@ def command_of(
         timeout_s=timeout_s,
         not_after=not_after,
         deadline=deadline,
+        priority=task.priority,
     )
 
 

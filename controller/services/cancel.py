@@ -25,7 +25,7 @@ from tme.controller.services.workflow_cancel import going_in, record_cancel, sto
 from tme.controller.store.models import Outbox, Run, Task, utcnow
 from tme.controller.store.workflow_models import RunLink, WorkflowCancel
 from tme.errors import Conflict, NotFound
-from tme.protocol import Command
+from tme.protocol import MAX_PRIORITY, Command
 from tme.states import RunState
 
 BEFORE_BROKER = frozenset({RunState.pending, RunState.waiting, RunState.queued})
@@ -123,8 +123,15 @@ def _stop_request(run: Run, task: Task) -> Outbox:
         timeout_s=5.0,
         not_after=now + timedelta(seconds=CANCEL_TTL_S),
         created_at=now,
+        # Not a run waiting its turn: it stops one, so it goes before any backlog.
+        priority=MAX_PRIORITY,
     )
-    return Outbox(run_id=command.id, site=command.site, body=command.to_json().decode())
+    return Outbox(
+        run_id=command.id,
+        site=command.site,
+        body=command.to_json().decode(),
+        priority=command.priority,
+    )
 
 
 def retry_run(session: Session, run_id: str, hook: RunReadyHook | None) -> Run:

@@ -158,7 +158,8 @@ class StartBatch:
                 command = command_of(
                     run["id"], 1, planned.task, timeout_s, run["not_after"], deadline
                 )
-                rows["outbox"].append({**outbox, "body": command.to_json().decode()})
+                body = command.to_json().decode()
+                rows["outbox"].append({**outbox, "body": body, "priority": command.priority})
         for name, statement in INSERTS:
             if rows[name]:
                 session.execute(statement, rows[name])

@@ -45,3 +45,30 @@ def _plain(element: Rare, compiler: Any, **kw: Any) -> str:
 @compiles(Rare, "sqlite")
 def _likelihood(element: Rare, compiler: Any, **kw: Any) -> str:
     return f"likelihood({compiler.process(element.condition, **kw)}, {RARE})"
+
+
+class Broad(Rare):
+    """A condition many rows meet, or at least not so few that an index searching by it
+    must win: SQLite then reads the index that gives the rows in the ORDER BY's order
+    (`likelihood(..., 0.9)`) and stops at the LIMIT, where taking the condition for an
+    equality on an index of its column (as it does without statistics) would read
+    every row that meets it and sort them all. PostgreSQL gets the condition as it is."""
+
+    inherit_cache = True
+
+
+def broad(condition: ColumnElement[bool]) -> Broad:
+    return Broad(condition)
+
+
+BROAD = "0.9"  # a literal, as RARE
+
+
+@compiles(Broad)
+def _broad_plain(element: Broad, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.condition, **kw))
+
+
+@compiles(Broad, "sqlite")
+def _broad_likelihood(element: Broad, compiler: Any, **kw: Any) -> str:
+    return f"likelihood({compiler.process(element.condition, **kw)}, {BROAD})"

@@ -1,4 +1,5 @@
-"""Migration 0009's indexes, and the hot reads they serve, on SQLite and PostgreSQL.
+"""Migration 0009's indexes (and 0019's of the outbox), and the hot reads they serve, on
+SQLite and PostgreSQL.
 
 A plan is read from the database itself (EXPLAIN QUERY PLAN on SQLite, EXPLAIN on
 PostgreSQL) for the statements the real code sends. The tables of a test are tiny,
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from tme.controller import workflow
+from tme.controller.dispatcher import UNPUBLISHED
 from tme.controller.services.launch import active_runs
 from tme.controller.store.db import alembic_config, current_revision, head_revision, upgrade
 from tme.controller.store.models import Run, utcnow
@@ -113,3 +115,13 @@ def test_runs_are_read_by_time_through_an_index(engine: Engine, column: str) -> 
         engine, lambda s: s.exec(select(Run.id).where(col(getattr(Run, column)) >= since)).all()
     )
     assert f"ix_runs_{column}" in plan, plan
+
+
+def test_the_dispatcher_reads_its_next_batch_in_order_from_the_unpublished_rows(
+    engine: Engine,
+) -> None:
+    """Higher priority first, then as written: read in that order from the partial index
+    of the unpublished rows, stopping at the batch, not by sorting the whole backlog."""
+    plan = plan_of(engine, lambda s: s.execute(UNPUBLISHED).all())
+    assert "ix_outbox_unpublished" in plan, plan
+    assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan

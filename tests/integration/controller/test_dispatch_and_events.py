@@ -20,6 +20,7 @@ from waiting import wait_until
 
 from tme.bus import Bus, Delivery, open_bus
 from tme.config import Settings
+from tme.controller import dispatcher as dispatcher_module
 from tme.controller import event_consumer
 from tme.controller.dispatcher import Dispatcher
 from tme.controller.event_consumer import EventConsumer
@@ -56,7 +57,9 @@ def bus(bus_url: str, site: str) -> Iterator[Bus]:
     bus.stop()
 
 
-def _queue_tasks(engine: Any, site: str, count: int) -> list[str]:
+def _queue_tasks(
+    engine: Any, site: str, count: int, priorities: list[int] | None = None
+) -> list[str]:
     hook = OutboxWriter(Settings(), threading.Event())
     run_ids = []
     with session_scope(engine) as session:
@@ -66,6 +69,7 @@ def _queue_tasks(engine: Any, site: str, count: int) -> list[str]:
                 op="modbus.read",
                 target={"site": site, "agent": "skid-a", "device": "pump1"},
                 params={"point": "speed_setpoint"},
+                priority=priorities[n] if priorities else 5,
             )
             task, _ = create_task(session, body, on_run_ready=hook)
             run_ids.append(task.latest_run_id)
@@ -180,6 +184,29 @@ def test_confirms_of_several_passes_are_recorded_together_and_never_published_tw
     # Each hop keeps the time of its own confirm, not that of the recording.
     published = {r.run_id: r.published_at for r in rows}
     assert {h.run_id: h.at for h in hops} == {r: published[r] for r in first}
+
+
+def test_a_backlog_is_published_higher_priority_first_then_in_the_order_written(
+    app_engine, bus, site, monkeypatch
+):
+    monkeypatch.setattr("tme.controller.dispatcher.BATCH", 3)
+    monkeypatch.setattr(
+        "tme.controller.dispatcher.UNPUBLISHED", dispatcher_module.UNPUBLISHED.limit(3)
+    )
+    priorities = [1, 1, 9, 5, 1, 9]
+    run_ids = _queue_tasks(app_engine, site, len(priorities), priorities)
+    dispatcher = Dispatcher(app_engine, bus)  # not started: its passes are made here
+    with _commands_of(bus, site) as collector:
+        assert dispatcher.dispatch_pending() == 3  # the first batch: the highest three
+        first = collector.wait_for(3)
+        assert [(c.id, c.priority) for c in first] == [
+            (run_ids[2], 9),
+            (run_ids[5], 9),
+            (run_ids[3], 5),
+        ]
+        assert dispatcher.dispatch_pending() == 3
+        commands = collector.wait_for(6)
+    assert [c.id for c in commands[3:]] == [run_ids[0], run_ids[1], run_ids[4]]
 
 
 def test_a_stopping_dispatcher_records_the_confirms_it_holds(app_engine, bus, site, monkeypatch):
