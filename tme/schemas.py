@@ -463,13 +463,14 @@ class ResourceRun(Output):
     task_name: str
     state: str
     created_at: datetime
+    priority: int = 5  # its task's: the runs waiting go higher priority first, then oldest
 
 
 class ResourcePublic(Output):
     """An exclusive resource (GET /api/v1/resources): the tasks naming it, the run that
-    holds it now (None: free) and the runs waiting for it, oldest (next) first. Only
-    the tasks and runs of the caller's sites are shown; `held_elsewhere` says a run of
-    another site holds it."""
+    holds it now (None: free) and the runs waiting for it, next first (their tasks'
+    higher priority first, then oldest). Only the tasks and runs of the caller's sites
+    are shown; `held_elsewhere` says a run of another site holds it."""
 
     name: str
     tasks: list[int] = Field(default_factory=list)

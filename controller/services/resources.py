@@ -5,9 +5,10 @@ tank, a cell, an RS-485 line), whatever task, agent or site the other runs belon
 A run about to be handed on (the run-ready hook: a create, "run now", a schedule, a
 trigger, a workflow step, a retry) whose resource another active run holds waits
 instead, held in its task's overlap queue, saying which run holds it. So does one
-while an older run waits for one of its resources: they go first come, first served.
+while a run that goes before it waits for one of its resources: runs waiting go by
+their task's priority, higher first, and equal priorities first come, first served.
 When a run of a task naming resources settles (workflow.settle_run), the runs waiting
-for those resources are tried again, oldest first.
+for those resources are tried again in that order.
 
 The check and the start happen under a lock per resource (PostgreSQL: an advisory
 lock held to the end of the transaction; SQLite: the write gate), so two starts at
@@ -20,7 +21,7 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, text
+from sqlalchemy import and_, delete, or_, text
 from sqlmodel import Session, col, select
 
 from tme.controller.services.launch import lock_launches, release_held
@@ -101,21 +102,26 @@ def _held_waiting(query: Any, names: list[str]) -> Any:
     )
 
 
-def why_waits(session: Session, run: Run, names: list[str]) -> str | None:
-    """Why `run` may not start now, or None: another active run holds one of `names`,
-    or an older run waits for one of them."""
+def why_waits(session: Session, run: Run, names: list[str], priority: int) -> str | None:
+    """Why `run` (of a task of `priority`) may not start now, or None: another active run
+    holds one of `names`, or a run that goes before it waits for one of them (of a task
+    of higher priority, or of the same priority and older)."""
     held = _first_holder(session, names, col(Run.id) != run.id)
     if held is not None:
         holder, name = held
         return f"{WAITING}{name}, held by run {holder.id} of task {_named(session, holder)}"
     ahead = session.exec(
         _held_waiting(select(Run, TaskResource.resource), names)
+        .join(Task, col(Task.id) == col(Run.task_id))
         .where(
             col(Run.reason).startswith(WAITING),
-            col(Run.created_at) < run.created_at,
+            or_(
+                col(Task.priority) > priority,
+                and_(col(Task.priority) == priority, col(Run.created_at) < run.created_at),
+            ),
             col(Run.id) != run.id,
         )
-        .order_by(col(Run.created_at))
+        .order_by(col(Task.priority).desc(), col(Run.created_at))
         .limit(1)
     ).first()
     if ahead is None:
@@ -136,7 +142,7 @@ def wait_for_resources(session: Session, run: Run, task: Task, link: RunLink) ->
     if not task.resources:
         return False
     lock_resources(session, task.resources)
-    why = why_waits(session, run, task.resources)
+    why = why_waits(session, run, task.resources, task.priority)
     if why is None:
         return False
     link.held = True
@@ -186,7 +192,7 @@ def refuse_report_while_waiting(session: Session, run: Run, task: Task) -> None:
     if not task.resources:
         return
     lock_resources(session, task.resources)
-    why = why_waits(session, run, task.resources)
+    why = why_waits(session, run, task.resources, task.priority)
     if why is not None:
         raise Conflict(
             f"run {run.id} of task {task.id} has not started: {why}; report it once it has",
@@ -195,13 +201,16 @@ def refuse_report_while_waiting(session: Session, run: Run, task: Task) -> None:
 
 
 def release_resources(session: Session, names: list[str], hook: RunReadyHook | None) -> None:
-    """Try again the runs waiting for these resources, their tasks' oldest first (each
-    task's overlap queue lets its own go: launch.release_held). The tasks are locked
-    first, in id order, so no start of theirs comes between."""
+    """Try again the runs waiting for these resources, their tasks' in the order they go
+    (higher priority first, then oldest; each task's overlap queue lets its own go:
+    launch.release_held). The tasks are locked first, in id order, so no start of theirs
+    comes between."""
     if not names:
         return
     task_ids = session.exec(
-        _held_waiting(select(Run.task_id), names).order_by(col(Run.created_at))
+        _held_waiting(select(Run.task_id), names)
+        .join(Task, col(Task.id) == col(Run.task_id))
+        .order_by(col(Task.priority).desc(), col(Run.created_at))
     ).all()
     ordered = list(dict.fromkeys(task_ids))
     tasks = [task for tid in sorted(ordered) if (task := session.get(Task, tid)) is not None]
@@ -217,7 +226,8 @@ def list_resources(
     session: Session, sites_in: tuple[str, ...] | None, names: list[str] | None = None
 ) -> list[ResourcePublic]:
     """Every resource a task of these sites (None: all) names (of `names` only, when
-    given), with its holder and the runs waiting for it (oldest first), by name. A
+    given), with its holder and the runs waiting for it (in the order they go: higher
+    priority first, then oldest), by name. A
     holder on another site is only said to exist (`held_elsewhere`), as any run there
     is not the caller's to see."""
     named = select(TaskResource.resource, Task.id, Task.name, Task.site).join(
@@ -232,14 +242,14 @@ def list_resources(
     if not resources:
         return []
     runs = session.exec(
-        select(Run, TaskResource.resource, Task.name, Task.site)
+        select(Run, TaskResource.resource, Task.name, Task.site, Task.priority)
         .join(TaskResource, col(TaskResource.task_id) == col(Run.task_id))
         .join(Task, col(Task.id) == col(Run.task_id))
         .where(col(TaskResource.resource).in_(list(resources)))
         .where(rare(col(Run.state).in_([*HOLDING_VALUES, RunState.waiting.value])))
-        .order_by(col(Run.created_at))
+        .order_by(col(Task.priority).desc(), col(Run.created_at))
     ).all()
-    for run, name, task_name, site in runs:
+    for run, name, task_name, site, priority in runs:
         resource = resources[name]
         seen = sites_in is None or site in sites_in
         entry = ResourceRun(
@@ -248,6 +258,7 @@ def list_resources(
             task_name=task_name,
             state=run.state,
             created_at=run.created_at,
+            priority=priority,
         )
         if run.state != RunState.waiting:
             if seen:

@@ -2,7 +2,8 @@
 
 A run whose resource another active run holds waits, saying which run holds it, and
 starts once that run has ended (whatever its outcome) and settled; runs waiting for a
-resource go oldest first, across tasks. Two creates at once never both start."""
+resource go by their task's priority, higher first, and equal priorities oldest first,
+across tasks. Two creates at once never both start."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tme.controller.retries import start_due_retries
 from tme.controller.run_ready import RunReady
 from tme.controller.services.cancel import cancel_run
 from tme.controller.services.launch import launch_run
+from tme.controller.services.resources import list_resources
 from tme.controller.services.runs import transition
 from tme.controller.services.tasks import create_task, delete_task, update_task
 from tme.controller.store.db import session_scope
@@ -34,11 +36,15 @@ def hook() -> RunReady:
     return RunReady(Settings(), threading.Event())
 
 
-def _create(engine: Engine, hook: RunReady, name: str, resources: list[str]) -> tuple[int, Run]:
+def _create(
+    engine: Engine, hook: RunReady, name: str, resources: list[str], priority: int = 5
+) -> tuple[int, Run]:
     """An external task naming `resources`, created to run at once: its id and first run."""
     with session_scope(engine) as session:
         task, _ = create_task(
-            session, TaskCreate(name=name, resources=resources), on_run_ready=hook
+            session,
+            TaskCreate(name=name, resources=resources, priority=priority),
+            on_run_ready=hook,
         )
         run = session.get(Run, task.latest_run_id)
         assert run is not None
@@ -112,6 +118,50 @@ def test_runs_waiting_for_a_resource_start_oldest_first(engine: Engine, hook: Ru
     assert f"held by run {second.id}" in _run(engine, third.id).reason
     _end(engine, hook, second.id, RunState.failed)
     assert _run(engine, third.id).state == RunState.queued
+
+
+def test_runs_waiting_for_a_resource_start_higher_priority_first_then_oldest(
+    engine: Engine, hook: RunReady
+) -> None:
+    _, holder = _create(engine, hook, "flush tank1", ["tank1"], priority=5)
+    _, meters = _create(engine, hook, "read all the meters", ["tank1"], priority=1)
+    _, inlet = _create(engine, hook, "close the inlet valve", ["tank1"], priority=9)
+    _, more = _create(engine, hook, "read the meters again", ["tank1"], priority=1)
+    _, stir = _create(engine, hook, "stir tank1", ["tank1"], priority=5)
+    waiting = [inlet, stir, meters, more]  # the order they go in
+    assert {_run(engine, run.id).state for run in waiting} == {RunState.waiting}
+    with Session(engine) as session:
+        (listed,) = list_resources(session, None, ["tank1"])
+    assert [(w.run_id, w.priority) for w in listed.waiting] == [
+        (inlet.id, 9),
+        (stir.id, 5),
+        (meters.id, 1),
+        (more.id, 1),
+    ]
+    ending = holder
+    for run in waiting:
+        _end(engine, hook, ending.id, RunState.succeeded)
+        assert _run(engine, run.id).state == RunState.queued, run.reason
+        behind = waiting[waiting.index(run) + 1 :]
+        assert {_run(engine, r.id).state for r in behind} <= {RunState.waiting}
+        ending = run
+
+
+def test_a_run_waits_behind_one_of_higher_or_equal_priority_not_lower(
+    engine: Engine, hook: RunReady
+) -> None:
+    """tank1 is free, but a run waits for it (and for cell-a, held): a new run of lower or
+    equal priority waits behind it; one of higher priority goes first."""
+    _create(engine, hook, "weld in cell a", ["cell-a"])  # holds cell-a
+    _, fill = _create(engine, hook, "fill tank1 in cell a", ["cell-a", "tank1"], priority=5)
+    assert _run(engine, fill.id).state == RunState.waiting
+    _, meters = _create(engine, hook, "read all the meters", ["tank1"], priority=1)
+    _, level = _create(engine, hook, "read the level", ["tank1"], priority=5)
+    for behind in (meters, level):
+        assert behind.state == RunState.waiting
+        assert behind.reason.startswith(f"waiting for resource tank1, after run {fill.id}")
+    _, inlet = _create(engine, hook, "close the inlet valve", ["tank1"], priority=9)
+    assert inlet.state == RunState.pending  # started: it holds tank1 now
 
 
 def test_a_due_retry_waits_for_the_resource(engine: Engine, hook: RunReady) -> None:
