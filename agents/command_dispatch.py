@@ -8,7 +8,9 @@ command, an agent came online, MQTT reconnected) and at least once a second:
   (`timed_out`, outcome unknown: it was sent, so it may have run);
 - holds commands for an agent whose presence says offline;
 - sends pending commands, and re-sends sent ones not yet answered by the agent
-  after a reconnect, an agent's return, or `resend_after_s` (the agent dedups).
+  after a reconnect, an agent's return, or `resend_after_s` (the agent dedups);
+  higher priority first, then in the order they came (the journal's order), so the
+  commands held for an agent that returns go priority first.
 Nothing is sent while MQTT is down (paho would only pile the publishes up in
 memory); the reconnect offers every open entry again. An entry is marked sent
 before it goes out, and one send that fails does not hold up the others.

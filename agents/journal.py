@@ -8,6 +8,10 @@ expired (never sent before not_after) or unanswered (sent, but no final answer l
 after it could have run: given up).
 `delivered` records that the `delivered` event reached the bus.
 
+Open entries are read in the order their commands go to their agents: higher priority
+first, then in the order they were journaled; so commands held for an agent that was
+offline go, when it returns, priority first.
+
 Only journaling a command must be on disk before its ack, so that write alone is
 synced (and a batch of commands shares one sync). Later updates are not synced
 each: one lost in a power cut leaves the entry open, so the command is offered
@@ -43,10 +47,14 @@ CREATE TABLE IF NOT EXISTS journal (
     state TEXT NOT NULL,
     delivered INTEGER NOT NULL DEFAULT 0,
     sent_at REAL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 5
 );
 CREATE INDEX IF NOT EXISTS journal_open ON journal (state) WHERE state IN ('pending', 'sent');
 """
+# A journal written before commands had a priority: its entries' commands had none, so
+# they are at the default (as such a command decodes).
+_ADD_PRIORITY = "ALTER TABLE journal ADD COLUMN priority INTEGER NOT NULL DEFAULT 5"
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,9 @@ class Journal:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")  # `add_many` syncs its own commit
                 self._db.executescript(_SCHEMA)
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(journal)")}
+                if "priority" not in columns:
+                    self._db.execute(_ADD_PRIORITY)
 
     def close(self) -> None:
         with self._lock:
@@ -99,9 +110,16 @@ class Journal:
                     for command, body in commands:
                         cursor = self._db.execute(
                             "INSERT OR IGNORE INTO journal"
-                            " (id, agent, body, not_after, state, updated)"
-                            " VALUES (?, ?, ?, ?, 'pending', ?)",
-                            (command.id, command.agent, body, command.not_after.timestamp(), now),
+                            " (id, agent, body, not_after, state, updated, priority)"
+                            " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                            (
+                                command.id,
+                                command.agent,
+                                body,
+                                command.not_after.timestamp(),
+                                now,
+                                command.priority,
+                            ),
                         )
                         added.append(cursor.rowcount == 1)
                     self._db.execute("COMMIT")
@@ -116,7 +134,7 @@ class Journal:
         return added
 
     def open_entries(self) -> list[JournalEntry]:
-        """Entries not closed yet, oldest first."""
+        """Entries not closed yet, higher priority first, then oldest first."""
         return self._select("WHERE state IN ('pending', 'sent')", ())
 
     def open_counts(self) -> tuple[int, int]:
@@ -132,9 +150,10 @@ class Journal:
     def entries_needing_action(
         self, resend_sent_before: float, resend_agents: set[str], resend_all: bool
     ) -> list[JournalEntry]:
-        """Open entries the dispatcher has something to do with, oldest first: pending
-        ones, sent ones whose `delivered` is not reported yet, and sent ones to offer
-        again (sent before `resend_sent_before`, of `resend_agents`, or all of them)."""
+        """Open entries the dispatcher has something to do with, higher priority first,
+        then oldest first: pending ones, sent ones whose `delivered` is not reported
+        yet, and sent ones to offer again (sent before `resend_sent_before`, of
+        `resend_agents`, or all of them)."""
         if resend_all:
             return self.open_entries()
         agents = sorted(resend_agents)
@@ -153,7 +172,7 @@ class Journal:
             rows = self._db.execute(
                 "SELECT id, agent, body, not_after, state, delivered, sent_at FROM journal "
                 + where
-                + " ORDER BY rowid",
+                + " ORDER BY priority DESC, rowid",
                 params,
             ).fetchall()
         return [JournalEntry(r[0], r[1], bytes(r[2]), r[3], r[4], bool(r[5]), r[6]) for r in rows]

@@ -8,6 +8,7 @@ the bus publisher confirms at once, so every pass is deterministic.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -220,3 +221,58 @@ def test_an_expired_command_says_why_it_was_not_sent(
     (expired,) = [e for e in publisher.events if e.type == "expired"]
     assert expired.reason == f"not delivered before not_after: {why}"
     assert expired.not_started
+
+
+def test_commands_held_for_an_offline_agent_go_priority_first_when_it_returns(
+    journal: Journal,
+) -> None:
+    """Higher priority first, then in the order they came: the priority 9 command that
+    came last goes before the priority 1 backlog the agent missed."""
+    sent = Sent()
+    dispatcher, _ = _dispatcher(journal, sent)
+    dispatcher.agent_presence("a1", online=False)
+    meters = [_command(priority=1) for _ in range(2)]
+    level, inlet, more = _command(priority=5), _command(priority=9), _command(priority=1)
+    for cmd in (*meters, level, inlet, more):
+        journal.add(cmd, cmd.to_json())
+        dispatcher.dispatch_open_entries()
+    assert sent == []  # held while the agent is away
+    dispatcher.agent_presence("a1", online=True)
+    dispatcher.dispatch_open_entries()
+    assert [Command.from_json(p).id for _t, p in sent] == [
+        inlet.id,
+        level.id,
+        meters[0].id,
+        meters[1].id,
+        more.id,
+    ]
+
+
+def test_a_journal_written_before_priorities_opens_with_its_entries_at_the_default(
+    tmp_path: Path,
+) -> None:
+    """A gateway upgraded on its journal: the entries it held are sent, at priority 5,
+    between the new commands of higher and lower priority."""
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE journal (id TEXT PRIMARY KEY, agent TEXT NOT NULL, body BLOB NOT NULL,"
+        " not_after REAL NOT NULL, state TEXT NOT NULL, delivered INTEGER NOT NULL DEFAULT 0,"
+        " sent_at REAL, updated REAL NOT NULL)"
+    )
+    held = _command()
+    old.execute(
+        "INSERT INTO journal (id, agent, body, not_after, state, updated)"
+        " VALUES (?, 'a1', ?, ?, 'pending', 0)",
+        (held.id, held.to_json(), held.not_after.timestamp()),
+    )
+    old.commit()
+    old.close()
+    journal = Journal(path)
+    try:
+        low, high = _command(priority=1), _command(priority=9)
+        for cmd in (low, high):
+            journal.add(cmd, cmd.to_json())
+        assert [e.id for e in journal.open_entries()] == [high.id, held.id, low.id]
+    finally:
+        journal.close()
