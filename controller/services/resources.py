@@ -242,23 +242,23 @@ def list_resources(
     if not resources:
         return []
     runs = session.exec(
-        select(Run, TaskResource.resource, Task.name, Task.site, Task.priority)
+        select(Run, TaskResource.resource, Task)
         .join(TaskResource, col(TaskResource.task_id) == col(Run.task_id))
         .join(Task, col(Task.id) == col(Run.task_id))
         .where(col(TaskResource.resource).in_(list(resources)))
         .where(rare(col(Run.state).in_([*HOLDING_VALUES, RunState.waiting.value])))
         .order_by(col(Task.priority).desc(), col(Run.created_at))
     ).all()
-    for run, name, task_name, site, priority in runs:
+    for run, name, task in runs:
         resource = resources[name]
-        seen = sites_in is None or site in sites_in
+        seen = sites_in is None or task.site in sites_in
         entry = ResourceRun(
             run_id=run.id,
             task_id=run.task_id,
-            task_name=task_name,
+            task_name=task.name,
             state=run.state,
             created_at=run.created_at,
-            priority=priority,
+            priority=task.priority,
         )
         if run.state != RunState.waiting:
             if seen:
