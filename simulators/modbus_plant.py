@@ -78,6 +78,7 @@ class PlantSimulator:
         self._loop: asyncio.AbstractEventLoop | None = None  # None unless serving
         self._loop_thread = 0
         self._pending: set[asyncio.Task[Any]] = set()  # requests a fault holds up
+        self._hurry: set[asyncio.Future[None]] = set()  # each held request's "answer now"
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -206,16 +207,35 @@ class PlantSimulator:
         return None
 
     async def _answer_late(self, delay_s: float) -> None:
-        """The delay fault itself: a device that answers late. The request's task is
-        known until then, so that `stop` cancels it instead of leaving it to wake on a
-        stopped plant (or be destroyed pending with its loop)."""
+        """The delay fault itself: a device that answers late (after `delay_s`, or when
+        `answer_held` says so). The request's task is known until then, so that `stop`
+        cancels it instead of leaving it to wake on a stopped plant (or be destroyed
+        pending with its loop)."""
         task = asyncio.current_task()
         assert task is not None
+        hurry = asyncio.get_running_loop().create_future()
         self._pending.add(task)
+        self._hurry.add(hurry)
         try:
-            await asyncio.sleep(delay_s)
+            await asyncio.wait({hurry}, timeout=delay_s)
         finally:
             self._pending.discard(task)
+            self._hurry.discard(hurry)
+            hurry.cancel()
+
+    def answer_held(self) -> None:
+        """Let every request a delay fault holds now be answered at once (any thread): a
+        test holds a bus with a slow request for as long as it needs, no longer."""
+        loop = self._loop
+        if loop is None:
+            return
+
+        def answer() -> None:
+            for hurry in list(self._hurry):
+                if not hurry.done():
+                    hurry.set_result(None)
+
+        loop.call_soon_threadsafe(answer)
 
     @property
     def held_requests(self) -> int:
