@@ -2,6 +2,8 @@
 
 Two devices on one RS-485 line (or behind one Modbus/TCP gateway) share a bus_key,
 so they share a lock: operations never interleave on one wire, whatever their unit.
+Commands waiting for a bus go by priority, higher first, then in the order they came
+(tme.agents.priority_lock).
 
 A bus on which the last process was cut off mid-operation (killed, power cut) starts
 quiet: its lock is held, and its driver started, only once the cut-off request can no
@@ -20,6 +22,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from tme.agents.agent_config import DeviceConfig
+from tme.agents.priority_lock import PriorityLock
 from tme.errors import ConfigError, TMEError
 
 if TYPE_CHECKING:
@@ -95,7 +98,7 @@ class Link:
 @dataclass
 class DeviceSet:
     devices: dict[str, Device] = field(default_factory=dict)
-    _bus_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _bus_locks: dict[str, PriorityLock] = field(default_factory=dict)
     # each device's link as its last operation left it (none yet: not known)
     links: dict[str, Link] = field(default_factory=dict)
     _quieting: set[asyncio.Task[None]] = field(default_factory=set)
@@ -103,24 +106,26 @@ class DeviceSet:
     def get(self, name: str | None) -> Device | None:
         return self.devices.get(name) if name else None
 
-    def bus_lock(self, device: Device) -> asyncio.Lock:
+    def bus_lock(self, device: Device) -> PriorityLock:
         return self._lock_of(str(device.driver.bus_key))
 
     @contextlib.asynccontextmanager
-    async def locks_for(self, plan: Plan) -> AsyncIterator[None]:
+    async def locks_for(self, plan: Plan, priority: int) -> AsyncIterator[None]:
         """Hold the lock of every bus the plan uses (its device's, and those its
         interlocks read), always taken in the order of their keys: two commands that
-        need the same two buses never each hold one and wait for the other."""
+        need the same two buses never each hold one and wait for the other. At each
+        bus it waits behind the commands of higher `priority`, and of the same priority
+        that came earlier, never behind those of lower priority."""
         from tme.agents.interlocks import buses_of
 
         async with contextlib.AsyncExitStack() as stack:
             for key in sorted(buses_of(plan)):
-                await stack.enter_async_context(self._lock_of(key))
+                await stack.enter_async_context(self._lock_of(key).at(priority))
             yield
 
-    def _lock_of(self, key: str) -> asyncio.Lock:
+    def _lock_of(self, key: str) -> PriorityLock:
         if key not in self._bus_locks:
-            self._bus_locks[key] = asyncio.Lock()
+            self._bus_locks[key] = PriorityLock()
         return self._bus_locks[key]
 
     def note_link(self, name: str, answered: bool, error: str = "") -> None:
@@ -232,7 +237,7 @@ async def _start_driver(driver: Any) -> None:
         log.warning("driver %s did not start (will retry on use): %s", driver.bus_key, exc.message)
 
 
-async def _start_after(driver: Any, seconds: float, lock: asyncio.Lock) -> None:
+async def _start_after(driver: Any, seconds: float, lock: PriorityLock) -> None:
     """Hold a bus `seconds` (commands for it wait for its lock), then start its driver."""
     try:
         await asyncio.sleep(seconds)  # the quiet time itself: a late frame lands in it

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 from tme.agents.devices import Device
@@ -40,7 +41,11 @@ def effect_reached(expect: Expect, read: Any, spec: PointSpec) -> bool:
 
 
 async def wait_for_effect(
-    device: Device, expect: Expect, bus: asyncio.Lock, log: LogLine, poll_s: float = POLL_S
+    device: Device,
+    expect: Expect,
+    bus: AbstractAsyncContextManager[Any],
+    log: LogLine,
+    poll_s: float = POLL_S,
 ) -> dict[str, Any]:
     """Read `expect.point` (taking `bus` for each read) until it reaches the expected
     value; the effect reached, or DriverError saying what was read last, and when. A
@@ -65,7 +70,7 @@ async def wait_for_effect(
         await asyncio.sleep(min(poll_s, ends - loop.time()))
 
 
-async def _read(device: Device, point: str, bus: asyncio.Lock) -> Any:
+async def _read(device: Device, point: str, bus: AbstractAsyncContextManager[Any]) -> Any:
     try:
         async with bus:
             read = await device.driver.read_points(device.profile, device.unit, [point])

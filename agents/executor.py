@@ -32,6 +32,7 @@ from tme.agents.interlocks import check_before_change, needs_reading
 from tme.agents.lockout import Lockouts
 from tme.agents.operations import run_plan
 from tme.agents.pacing import Change, PointChanges, paced_points
+from tme.agents.priority_lock import PrioritySemaphore
 from tme.drivers.base import AnswersWithin, CountsRequests
 from tme.errors import DriverError, EnvelopeViolation, TMEError
 
@@ -53,6 +54,10 @@ def make_event(command: Command, type_: EventType, **fields: Any) -> Event:
 
 
 CANCEL_OP = "cancel"  # a stop request naming another command (params.command_id)
+# Where a device.stop waits for its bus: before every command waiting there, whatever
+# their priority (0 to 9). It cancels the commands of its own device, so it waits only
+# for what other devices on its bus are doing now, never for what queued behind that.
+STOP_RANK = 10
 # A command's log lines wait this long for its next event to ride on (a Modbus write
 # and its read-back take a few ms, so their lines go with the final event instead of
 # one message each); a slower operation's lines go on their own after this delay.
@@ -118,7 +123,8 @@ class CommandExecutor:
         self.stops = stops  # devices stopped (latched) until a device.resume
         # when each point with a min_interval_s last changed (the agent's persists)
         self.changes = changes if changes is not None else PointChanges(None)
-        self._workers = asyncio.Semaphore(worker_count)
+        # Commands waiting for a worker (or a bus) go by priority, then as they came.
+        self._workers = PrioritySemaphore(worker_count)
         # commands to stop, with why: "" for a stop request naming the command
         self._stop_requested: dict[str, str] = {}
         # Set when the agent stops: a command not started yet stays received (no final
@@ -198,11 +204,14 @@ class CommandExecutor:
         # The buses first, then a worker: a command queued behind a hung device waits for
         # its bus without holding one of the workers the agent's other buses need.
         # A stop waits for no worker: every worker may be busy on other buses.
-        workers = contextlib.nullcontext() if command.op == STOP_OP else self._workers
+        # At each, it waits behind the commands of higher priority and those of its own
+        # priority that came earlier; a command running goes on whatever comes.
+        rank = rank_of(command)
+        workers = contextlib.nullcontext() if command.op == STOP_OP else self._workers.at(rank)
         async with contextlib.AsyncExitStack() as held:
             # released early by a write that waits for its effect (it reads under its
             # bus lock alone, one read at a time)
-            await held.enter_async_context(self.devices.locks_for(plan))
+            await held.enter_async_context(self.devices.locks_for(plan, rank))
             await held.enter_async_context(workers)
             if self.stopping:
                 return None  # the next process runs it: left received, not started
@@ -244,7 +253,8 @@ class CommandExecutor:
             )
         lines = _HeldLines(check, self.publish)
         if needs_reading(plan):
-            async with self.devices.locks_for(plan), self._workers:
+            rank = rank_of(check)
+            async with self.devices.locks_for(plan, rank), self._workers.at(rank):
                 if self.stopping:
                     return None  # the next process checks it
                 limit = time_limit(check)
@@ -402,7 +412,8 @@ class CommandExecutor:
         device, expect = plan.device, plan.expect
         assert device is not None and expect is not None
         try:
-            return await wait_for_effect(device, expect, self.devices.bus_lock(device), lines.add)
+            bus = self.devices.bus_lock(device).at(rank_of(plan.command))
+            return await wait_for_effect(device, expect, bus, lines.add)
         except DriverError as exc:
             exc.result = {**written, **(exc.result or {})}
             raise
@@ -420,6 +431,11 @@ class CommandExecutor:
             not_started=False,
             reason="outcome unknown: the agent stopped while it was running",
         )
+
+
+def rank_of(command: Command) -> int:
+    """Where the command waits for a bus or a worker: by its priority, a stop before all."""
+    return STOP_RANK if command.op == STOP_OP else command.priority
 
 
 def _note_cut_off(plan: Plan) -> None:
