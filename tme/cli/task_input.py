@@ -42,7 +42,17 @@ FIELD_OPTIONS = [
     option("at", _opt("--at", "Run once at an ISO time.")),
     option("timezone", _opt("--timezone", "Time zone of the schedule (default UTC).")),
     option("timeout", _opt("--timeout", "Run timeout in seconds.", float)),
-    option("priority", _opt("--priority", "0 (low) .. 9 (high).", int)),
+    option(
+        "priority",
+        _opt(
+            "--priority",
+            "0 (low) .. 9 (high); a new task has 5. Among runs waiting for the same thing (an"
+            " exclusive resource, a device's bus, an agent back online) the higher goes"
+            " first, equal ones in the order they came; a running command is never"
+            " interrupted (only tme device stop does that).",
+            int,
+        ),
+    ),
     option("retries", _opt("--retries", "Retries after a failed run.", int)),
     option(
         "repeatable",
