@@ -37,6 +37,9 @@ class StackConfig:
     settings_overrides: dict[str, Any] = field(default_factory=dict)
     # The NiceGUI dashboard at /ui; once per process, so tests leave it off.
     dashboard: bool = False
+    # How long the agents wait for the simulated plant's answer (its connection's
+    # timeout_s); a test that holds a bus with a late answer sets it longer.
+    plant_timeout_s: float = 2.0
 
     # Each stack takes only its own site's events, so stacks sharing a broker (tests,
     # benchmarks) never consume one another's; its gateway declares the same queue.
@@ -59,10 +62,14 @@ TANK_HAS_ROOM = {
 
 
 def agent_layout(
-    site: str, profiles: Path, plant_port: int, instrument_url: str
+    site: str,
+    profiles: Path,
+    plant_port: int,
+    instrument_url: str,
+    plant_timeout_s: float = 2.0,
 ) -> list[dict[str, Any]]:
     """The three demo agents and the simulated devices each one drives."""
-    tcp = {"host": "127.0.0.1", "port": plant_port, "timeout_s": 2}
+    tcp = {"host": "127.0.0.1", "port": plant_port, "timeout_s": plant_timeout_s}
 
     def modbus(unit: int, profile: str) -> dict[str, Any]:
         return {
@@ -255,7 +262,10 @@ class LocalStack:
 
         cfg = self.config
         profiles = cfg.profiles_dir.resolve()  # whole paths: the YAML files say them too
-        for data in agent_layout(cfg.site, profiles, self.plant.port, self.instrument.url):
+        layout = agent_layout(
+            cfg.site, profiles, self.plant.port, self.instrument.url, cfg.plant_timeout_s
+        )
+        for data in layout:
             data.update(
                 mqtt=self.mqtt_url,
                 state_dir=str((cfg.state_dir / f"agent-{data['agent']}").resolve()),

@@ -17,7 +17,11 @@ PROFILES = Path(__file__).resolve().parents[2] / "configs" / "profiles"
 
 
 def _stack(
-    tmp_path: Path, bus_url: str, mqtt_url: str | None, profiles: Path = PROFILES
+    tmp_path: Path,
+    bus_url: str,
+    mqtt_url: str | None,
+    profiles: Path = PROFILES,
+    plant_timeout_s: float = 2.0,
 ) -> Iterator[LocalStack]:
     config = StackConfig(
         database_url=f"sqlite:///{tmp_path}/tme.db",
@@ -26,6 +30,7 @@ def _stack(
         site=f"site-{uuid.uuid4().hex[:8]}",
         bus_url=bus_url,
         mqtt_url=mqtt_url,
+        plant_timeout_s=plant_timeout_s,
     )
     with LocalStack(config) as stack:
         yield stack
@@ -35,6 +40,13 @@ def _stack(
 def real_stack(tmp_path: Path, rabbitmq_url: str, mqtt_url: str) -> Iterator[LocalStack]:
     """Over the real RabbitMQ and Mosquitto on this machine."""
     yield from _stack(tmp_path, rabbitmq_url, mqtt_url)
+
+
+@pytest.fixture
+def patient_stack(tmp_path: Path, rabbitmq_url: str, mqtt_url: str) -> Iterator[LocalStack]:
+    """Over the real brokers, the agents waiting 30 s for the plant's answer: a request
+    the plant holds (a delay fault) holds its bus until the test lets it be answered."""
+    yield from _stack(tmp_path, rabbitmq_url, mqtt_url, plant_timeout_s=30.0)
 
 
 @pytest.fixture
