@@ -63,9 +63,11 @@ async def _run_behind_a_held_read(
     devices: DeviceSet,
     record: CommandRecord,
     queued: list[Command],
+    workers: int = 8,
 ) -> list[str]:
-    """Hold the bus with a read of the pump the plant answers late, queue `queued` in
-    that order behind it, let the plant answer: the ids in the order they started."""
+    """Hold the bus (and one of `workers`) with a read of the pump the plant answers
+    late, queue `queued` in that order behind it, let the plant answer: the ids in the
+    order they started."""
     started: list[str] = []
     accepted: list[str] = []  # an accepted command goes on to wait for its bus at once
 
@@ -75,7 +77,7 @@ async def _run_behind_a_held_read(
         elif event.type == "accepted":
             accepted.append(event.command_id)
 
-    executor = CommandExecutor(record, devices, publish, worker_count=8, allow_shell=False)
+    executor = CommandExecutor(record, devices, publish, worker_count=workers, allow_shell=False)
     plant.inject_fault(unit=PUMP, table="holding_register", delay_s=60, remaining=1)
     holder = _command("pump", 0)
     tasks = []
@@ -108,3 +110,17 @@ async def test_a_stop_waiting_for_its_bus_goes_before_every_command_waiting(
     level, stop = _command("tank", 9), _command("pump", 9, op="device.stop", reason="test")
     started = await _run_behind_a_held_read(plant, devices, record, [level, stop])
     assert started == [stop.id, level.id]
+
+
+async def test_commands_waiting_for_a_worker_go_higher_priority_first_then_as_they_came(
+    plant: PlantSimulator, devices: DeviceSet, record: CommandRecord
+) -> None:
+    """The agent's only worker is busy with the held read: noops (no device, no bus)
+    wait for it."""
+    low, mid, low_too, high = (
+        _command("pump", priority).model_copy(update={"op": "noop", "device": None, "params": {}})
+        for priority in (1, 5, 1, 9)
+    )
+    queued = [low, mid, low_too, high]
+    started = await _run_behind_a_held_read(plant, devices, record, queued, workers=1)
+    assert started == [high.id, mid.id, low.id, low_too.id]
