@@ -207,9 +207,14 @@ def test_task_resources_says_who_holds_each_and_who_waits_next(
 ) -> None:
     from tme.schemas import ResourcePublic, ResourceRun
 
-    def run(run_id: str, task_id: int, name: str, state: str) -> ResourceRun:
+    def run(run_id: str, task_id: int, name: str, state: str, priority: int = 5) -> ResourceRun:
         return ResourceRun(
-            run_id=run_id, task_id=task_id, task_name=name, state=state, created_at=NOW
+            run_id=run_id,
+            task_id=task_id,
+            task_name=name,
+            state=state,
+            created_at=NOW,
+            priority=priority,
         )
 
     listed = [
@@ -218,7 +223,7 @@ def test_task_resources_says_who_holds_each_and_who_waits_next(
             name="tank1",
             tasks=[3, 4, 5],
             holder=run(RUN_ID, 3, "flush", "running"),
-            waiting=[run("r-4", 4, "fill", "waiting"), run("r-5", 5, "drain", "waiting")],
+            waiting=[run("r-4", 4, "fill", "waiting", 9), run("r-5", 5, "drain", "waiting")],
         ),
         ResourcePublic(name="tool-9", tasks=[6]),
     ]
@@ -230,8 +235,8 @@ def test_task_resources_says_who_holds_each_and_who_waits_next(
         "cell-a (tasks 4): held by a run of another site",
         "tank1 (tasks 3, 4, 5): held",
         f"  by run {RUN_ID} of task 3 (flush), running",
-        "  1. waiting: run r-4 of task 4 (fill)",
-        "  2. waiting: run r-5 of task 5 (drain)",
+        "  1. waiting: run r-4 of task 4 (fill), priority 9",
+        "  2. waiting: run r-5 of task 5 (drain), priority 5",
         "tool-9 (tasks 6): free",
     ]
 

@@ -340,7 +340,8 @@ def resources(
             holder = resource.holder
             console.print(Text(visible(f"  by {_resource_run(holder)}, {holder.state}")))
         for place, run in enumerate(resource.waiting, 1):
-            console.print(Text(visible(f"  {place}. waiting: {_resource_run(run)}")))
+            said = f"  {place}. waiting: {_resource_run(run)}, priority {run.priority}"
+            console.print(Text(visible(said)))
 
 
 def _resource_run(run: Any) -> str:
