@@ -9,7 +9,9 @@ run (the link's `settled` flag, claimed in the same transaction):
   obeys its task's pause and overlap policy as any other start (skipped, or held in
   the overlap queue);
 - starts the next run waiting in the task's overlap queue, and the oldest waiting for
-  one of the exclusive resources its task names (services/resources.py).
+  one of the exclusive resources its task names (services/resources.py);
+- starts the next runs of the rollout its task belongs to, or aborts or ends it
+  (services/rollout_advance.py).
 A periodic sweep (`settle_missed`) settles, by their unsettled links, the final runs
 the cursor went by: on PostgreSQL a final hop may commit after later ones were read.
 """
@@ -27,6 +29,7 @@ from sqlmodel import Session, col, select
 from tme.controller.retries import RETRY_ON, plan_retry
 from tme.controller.services.launch import Latest, hold, link_run, release_held, room_for
 from tme.controller.services.resources import release_resources
+from tme.controller.services.rollout_advance import advance_rollouts
 from tme.controller.services.runs import (
     RunReadyHook,
     chunks,
@@ -38,6 +41,7 @@ from tme.controller.services.workflow_cancel import stopped
 from tme.controller.services.workflow_reach import runs_in
 from tme.controller.store.db import keep_loaded
 from tme.controller.store.models import Run, RunEvent, Task, TaskDependency, TaskResource
+from tme.controller.store.rollout_models import Rollout, RolloutDevice
 from tme.controller.store.rows import table_of
 from tme.controller.store.workflow_models import RunLink, TaskPolicy, WorkflowCursor
 from tme.states import FAILURE_STATES, FINAL_STATES, RunState
@@ -73,6 +77,7 @@ FINAL_HOPS = (
     .limit(bindparam("limit"))
 )
 DEPS, RESOURCES = table_of(TaskDependency), table_of(TaskResource)
+ROLLOUTS, ROLLOUT_DEVICES = table_of(Rollout), table_of(RolloutDevice)
 # Built once, like the statements above: which of some tasks have dependents, and
 # which have runs held in their overlap queue, in one query. The held half reads the
 # partial index of held links (migration 0009), the few runs queued now: `task_id + 0`
@@ -90,6 +95,14 @@ TASKS_WITH_MORE = union_all(
     # A task naming resources may have runs of other tasks waiting for them.
     core_select(RESOURCES.c.task_id, literal(HELD))
     .where(RESOURCES.c.task_id.in_(bindparam("ids", expanding=True)))
+    .distinct(),
+    # A task of a rollout going: its settle may start the rollout's next run.
+    core_select(ROLLOUT_DEVICES.c.task_id, literal(HELD))
+    .join(ROLLOUTS, ROLLOUTS.c.id == ROLLOUT_DEVICES.c.rollout_id)
+    .where(
+        ROLLOUT_DEVICES.c.task_id.in_(bindparam("ids", expanding=True)),
+        ROLLOUTS.c.state == "going",
+    )
     .distinct(),
 )
 # Final runs whose link is still unsettled though no final hop of theirs lies past the
@@ -283,6 +296,7 @@ def settle_run(
     if holding is None or task.id in holding:
         release_held(session, task, hook)
         release_resources(session, task.resources or [], hook)
+        advance_rollouts(session, task.id or 0, hook)  # services/rollout_advance.py
     return True
 
 

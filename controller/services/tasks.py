@@ -86,6 +86,7 @@ def create_tasks(
     on_run_ready: RunReadyHook | None = None,
     numbered: bool = False,
     warnings: list[list[str]] | None = None,
+    start: bool = True,
 ) -> list[tuple[Task, bool]]:
     """Store new tasks in the caller's transaction; for each, the task and whether it was
     created (False: an idempotent replay of its key).
@@ -97,10 +98,12 @@ def create_tasks(
     a task with dependencies is stored after the flush, its edges checked.
     With `numbered`, an error names the item (`tasks.<index>`). A machine task is
     checked against the fleet its agent published (fleet_checks); `warnings`, when
-    given, gets each item's warnings in order ([] for a replay).
+    given, gets each item's warnings in order ([] for a replay). Without `start`, none
+    is started, whatever it has: its caller starts its runs (a rollout).
     """
     keys = idempotency_keys if idempotency_keys is not None else [None] * len(items)
-    batch = on_run_ready.start_batch() if isinstance(on_run_ready, StartsBatches) else None
+    batches = start and isinstance(on_run_ready, StartsBatches)
+    batch = on_run_ready.start_batch() if batches else None  # type: ignore[union-attr]
     results: list[tuple[Task, bool]] = []
     new: list[tuple[Task, TaskCreate, str | None]] = []
     added = False
@@ -148,7 +151,7 @@ def create_tasks(
     if batch is not None:
         batch.write(session)
     for task, data, key in new:
-        _stored(session, task, data, key, on_run_ready)
+        _stored(session, task, data, key, on_run_ready, start)
     return results
 
 
@@ -181,9 +184,10 @@ def _stored(
     data: TaskCreate,
     key: str | None,
     on_run_ready: RunReadyHook | None,
+    start: bool = True,
 ) -> None:
     """What a new task brings once it has its id: edges, policy, idempotency key, and
-    its first run when it starts at once."""
+    its first run when it starts at once (and `start`)."""
     if data.depends_on:  # a new task has no edges to replace
         store_edges(session, task, data.depends_on)
     if data.resources:
@@ -191,7 +195,7 @@ def _stored(
     policies.store_policy(session, task, data)
     if key is not None:
         session.add(IdempotencyKey(key=key, request_hash=request_hash(data), task_id=task.id or 0))
-    if data.schedule is None and not data.depends_on and data.trigger is None:
+    if start and data.schedule is None and not data.depends_on and data.trigger is None:
         run = run_service.start_run(session, task, reason="created", source="api")
         if on_run_ready is not None:
             on_run_ready(session, run, task)

@@ -284,3 +284,4 @@ class Device(SQLModel, table=True):
 from tme.controller.notifications import models as notification_models  # noqa: E402, F401, I001
 from tme.controller.store import security_models  # noqa: E402, F401
 from tme.controller.store import workflow_models  # noqa: E402, F401
+from tme.controller.store import rollout_models  # noqa: E402, F401
