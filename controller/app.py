@@ -24,7 +24,7 @@ from tme.controller.api import errors, security
 from tme.controller.api.limits import BodySizeLimit
 from tme.controller.api.openapi_errors import document_errors
 from tme.controller.api.principal_cache import PrincipalCache
-from tme.controller.api.routes import fleet, health, legacy, runs, scheduling, tasks
+from tme.controller.api.routes import fleet, health, legacy, rollouts, runs, scheduling, tasks
 from tme.controller.observers import Observers
 from tme.controller.readiness import Readiness, check_database, schema_check
 from tme.controller.runtime import ControllerRuntime
@@ -102,6 +102,7 @@ def create_app(
     for router in (health.router, legacy.router, tasks.router, runs.router, fleet.router):
         app.include_router(router)
     app.include_router(scheduling.router)
+    app.include_router(rollouts.router)
     for router in (events_stream.router, reports_api.router, notifications_api.router):
         app.include_router(router)
     app.include_router(metrics.router)
