@@ -21,6 +21,7 @@ from tme.cli import (
     edge,
     fleet,
     mqtt_cmd,
+    rollout,
     run_cmd,
     serve,
     sim,
@@ -60,6 +61,12 @@ app.add_typer(
     run_cmd.run_app, name="run", help="Show, cancel and retry runs; show or cancel workflow runs."
 )
 app.add_typer(run_cmd.trigger_app, name="trigger", help="Fire named triggers.")
+app.add_typer(
+    rollout.app,
+    name="rollout",
+    help="Run one device op on many matching devices, a few at a time: preview, create,"
+    " list, show, cancel.",
+)
 app.add_typer(access.user_app, name="user", help="Users and roles (works on the database).")
 app.add_typer(access.token_app, name="token", help="API tokens (works on the database).")
 app.add_typer(audit_cmd.app, name="audit", help="Verify and read the audit log.")

@@ -16,6 +16,7 @@ import httpx
 
 from tme.client import calls
 from tme.client.base import Connection, WaitDeadline, shared_ssl_context
+from tme.client.rollouts import AsyncRollouts
 from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
 from tme.schemas import (
     Page,
@@ -50,6 +51,7 @@ class AsyncClient:
         self.runs = AsyncRuns(self)
         self.fleet = AsyncFleet(self)
         self.triggers = AsyncTriggers(self)
+        self.rollouts = AsyncRollouts(self)
 
     @property
     def url(self) -> str:

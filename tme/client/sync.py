@@ -12,6 +12,7 @@ import httpx
 
 from tme.client import calls
 from tme.client.base import Connection, WaitDeadline, shared_ssl_context
+from tme.client.rollouts import Rollouts
 from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
 from tme.schemas import (
     Page,
@@ -53,6 +54,7 @@ class Client:
         self.runs = Runs(self)
         self.fleet = Fleet(self)
         self.triggers = Triggers(self)
+        self.rollouts = Rollouts(self)
 
     @property
     def url(self) -> str:

@@ -1,0 +1,123 @@
+"""`client.rollouts` and its async twin: one device op run on many matching devices.
+
+The calls are built here once (free of I/O, as in `tme.client.calls`); the sync and
+async classes only send them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from tme.client.calls import API, Call, ValidationError, _list_of, _parser, validated
+from tme.rollout_schemas import RolloutCreate, RolloutPreview, RolloutPublic
+
+if TYPE_CHECKING:
+    from tme.client.aio import AsyncClient
+    from tme.client.sync import Client
+
+_rollout = _parser(RolloutPublic)
+_preview = _parser(RolloutPreview)
+
+
+def _body(rollout: RolloutCreate | None, fields: Mapping[str, Any]) -> dict[str, Any]:
+    if rollout is None:
+        rollout = validated(RolloutCreate, fields)
+    elif fields:
+        rollout = validated(RolloutCreate, {**rollout.model_dump(exclude_unset=True), **fields})
+    body: dict[str, Any] = rollout.model_dump(mode="json", exclude_none=True)
+    return body
+
+
+def preview_rollout(
+    rollout: RolloutCreate | None, fields: Mapping[str, Any]
+) -> Call[RolloutPreview]:
+    return Call("POST", f"{API}/rollouts/preview", _preview, json=_body(rollout, fields))
+
+
+def create_rollout(rollout: RolloutCreate | None, fields: Mapping[str, Any]) -> Call[RolloutPublic]:
+    return Call("POST", f"{API}/rollouts", _rollout, json=_body(rollout, fields))
+
+
+def _rollout_id(rollout_id: int) -> int:
+    """A rollout id as the path takes it, checked here (3.7 or True is no id)."""
+    if isinstance(rollout_id, str) and rollout_id.strip().isdecimal():
+        return int(rollout_id)
+    if isinstance(rollout_id, int) and not isinstance(rollout_id, bool):
+        return rollout_id
+    problem = f"must be an integer (got {rollout_id!r})"
+    raise ValidationError(
+        f"rollout_id: {problem}",
+        field_errors=[{"field": "rollout_id", "message": problem, "type": "int_type"}],
+    )
+
+
+def get_rollout(rollout_id: int) -> Call[RolloutPublic]:
+    return Call("GET", f"{API}/rollouts/{_rollout_id(rollout_id)}", _rollout)
+
+
+def list_rollouts(
+    site: str | None = None, state: str | None = None, limit: int = 100
+) -> Call[list[RolloutPublic]]:
+    params: dict[str, Any] = {"limit": limit}
+    params.update({k: v for k, v in (("site", site), ("state", state)) if v is not None})
+    return Call("GET", f"{API}/rollouts", _list_of(RolloutPublic), params=params)
+
+
+def cancel_rollout(rollout_id: int, force: bool = False) -> Call[RolloutPublic]:
+    params = {"force": "true"} if force else {}
+    path = f"{API}/rollouts/{_rollout_id(rollout_id)}/cancel"
+    return Call("POST", path, _rollout, params=params)
+
+
+class Rollouts:
+    """`client.rollouts`: preview, start, follow and cancel rollouts (docs/rollouts.md)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def preview(self, rollout: RolloutCreate | None = None, **fields: Any) -> RolloutPreview:
+        """The devices a rollout would run on and what the fleet checks say of each,
+        storing nothing. Give a RolloutCreate, or its fields as keywords."""
+        return self._client.send(preview_rollout(rollout, fields))
+
+    def create(self, rollout: RolloutCreate | None = None, **fields: Any) -> RolloutPublic:
+        """Store the rollout and its tasks, and start its first `window` runs."""
+        return self._client.send(create_rollout(rollout, fields))
+
+    def get(self, rollout_id: int) -> RolloutPublic:
+        return self._client.send(get_rollout(rollout_id))
+
+    def list(
+        self, site: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[RolloutPublic]:
+        """Newest first, without their devices (`get` has them)."""
+        return self._client.send(list_rollouts(site, state, limit))
+
+    def cancel(self, rollout_id: int, force: bool = False) -> RolloutPublic:
+        """Start no more runs and cancel the ones going (`force`: at once)."""
+        return self._client.send(cancel_rollout(rollout_id, force))
+
+
+class AsyncRollouts:
+    """`async_client.rollouts`: see `Rollouts`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def preview(self, rollout: RolloutCreate | None = None, **fields: Any) -> RolloutPreview:
+        return await self._client.send(preview_rollout(rollout, fields))
+
+    async def create(self, rollout: RolloutCreate | None = None, **fields: Any) -> RolloutPublic:
+        return await self._client.send(create_rollout(rollout, fields))
+
+    async def get(self, rollout_id: int) -> RolloutPublic:
+        return await self._client.send(get_rollout(rollout_id))
+
+    async def list(
+        self, site: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[RolloutPublic]:
+        return await self._client.send(list_rollouts(site, state, limit))
+
+    async def cancel(self, rollout_id: int, force: bool = False) -> RolloutPublic:
+        return await self._client.send(cancel_rollout(rollout_id, force))
