@@ -17,7 +17,14 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from tme.controller.services import audit, device_check, device_stop, point_values
+from tme.controller.services import (
+    audit,
+    device_check,
+    device_stop,
+    point_values,
+    rollout_reads,
+    rollouts,
+)
 from tme.controller.services import cancel as cancel_service
 from tme.controller.services import tasks as task_service
 from tme.controller.services.access import check_task_create
@@ -168,6 +175,21 @@ def cancel_workflow(principal: Principal, workflow_id: str) -> str:
         f"canceled workflow run {workflow_id[:8]}: {len(done.runs) - asked} run(s) canceled,"
         f" {asked} asked to stop; its steps not started yet are skipped"
     )
+
+
+def cancel_rollout(principal: Principal, rollout_id: int) -> str:
+    """Cancel a rollout (POST /api/v1/rollouts/{id}/cancel): no further run starts, its
+    runs going are canceled or asked to stop."""
+    with (
+        _audited(principal, "run.control:cancel_rollout", f"rollout {rollout_id}"),
+        session_scope(dashboard().engine) as session,
+    ):
+        rollout = rollout_reads.visible_rollout(session, rollout_id, principal, lock=True)
+        rollouts.cancel_rollout(session, rollout, principal.username)
+        counts = rollout_reads.to_public(session, rollout, devices=False).counts
+        session.commit()
+    said = ", ".join(f"{n} {state}" for state, n in counts.items())
+    return f"canceled rollout {rollout_id}: {said}"
 
 
 def cancel(principal: Principal, task_id: int) -> str | None:

@@ -24,6 +24,7 @@ SESSION_CHECK_S = 2.0
 NAV = (
     ("Overview", "/", "task.read"),
     ("Tasks", "/tasks", "task.read"),
+    ("Rollouts", "/rollouts", "task.read"),
     ("Fleet", "/fleet", "fleet.read"),
     ("Reports", "/reports", "task.read"),
     ("Audit", "/audit", "audit.read"),

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 
 def register_pages() -> None:
-    from tme.ui.pages import audit, fleet, login, overview, reports, run, task, tasks, workflow
+    from tme.ui.pages import (
+        audit,
+        fleet,
+        login,
+        overview,
+        reports,
+        rollouts,
+        run,
+        task,
+        tasks,
+        workflow,
+    )
 
-    for module in (login, overview, tasks, task, run, workflow, fleet, reports, audit):
+    pages = (login, overview, tasks, task, run, workflow, rollouts, fleet, reports, audit)
+    for module in pages:
         module.register()
