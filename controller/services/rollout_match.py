@@ -24,6 +24,9 @@ from tme.schemas import Target
 
 INVALID = "invalid request: "  # how the API's validation errors begin
 SHOWN = 10  # refused devices named in a 422's message; its details list them all
+# Devices one rollout runs on at most: each is a task made, checked and stored in the
+# create's one transaction (a larger fleet takes several rollouts, by agent or pattern).
+MAX_DEVICES = 1000
 
 
 def matched_devices(session: Session, match: RolloutMatch) -> list[DevicePublic]:
@@ -45,6 +48,12 @@ def matched_devices(session: Session, match: RolloutMatch) -> list[DevicePublic]
                 )
     if not found:
         _refuse("match", f"no device{_of(match)} matches: a rollout needs at least one")
+    if len(found) > MAX_DEVICES:
+        _refuse(
+            "match",
+            f"{len(found)} devices{_of(match)} match: a rollout runs on at most"
+            f" {MAX_DEVICES}; narrow the match (agent, profile, devices)",
+        )
     return sorted(found, key=lambda d: (d.name, d.agent))
 
 

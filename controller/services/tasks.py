@@ -102,8 +102,9 @@ def create_tasks(
     is started, whatever it has: its caller starts its runs (a rollout).
     """
     keys = idempotency_keys if idempotency_keys is not None else [None] * len(items)
-    batches = start and isinstance(on_run_ready, StartsBatches)
-    batch = on_run_ready.start_batch() if batches else None  # type: ignore[union-attr]
+    batch = (
+        on_run_ready.start_batch() if start and isinstance(on_run_ready, StartsBatches) else None
+    )
     results: list[tuple[Task, bool]] = []
     new: list[tuple[Task, TaskCreate, str | None]] = []
     added = False

@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 
 from tme.config import Settings
 from tme.controller.run_ready import RunReady
+from tme.controller.services import rollout_match
 from tme.controller.services.rollout_match import preview
 from tme.controller.services.rollout_reads import to_public
 from tme.controller.services.rollouts import cancel_rollout, create_rollout
@@ -110,6 +111,22 @@ def test_a_match_of_no_device_or_a_name_matching_none_is_refused(
     assert "did you mean 'pump2'" in typo.value.message
     with pytest.raises(ValidationError, match="no device at site 'plant-9'"):
         _preview(engine, match={"site": "plant-9"})
+
+
+def test_a_match_of_more_devices_than_a_rollout_takes_is_refused(
+    engine: Engine, fleet: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rollout_match, "MAX_DEVICES", 3)
+    with pytest.raises(ValidationError) as many:
+        _preview(engine)
+    assert "4 devices at site 'plant-1' with profile 'pump'" in many.value.message
+    assert "a rollout runs on at most 3; narrow the match" in many.value.message
+    assert [
+        d.device for d in _preview(engine, match={"site": "plant-1", "agent": "skid-b"}).devices
+    ] == [
+        "pump3",
+        "pump4",
+    ]
 
 
 def test_preview_says_what_the_fleet_checks_say_of_each_device_and_stores_nothing(
