@@ -41,3 +41,24 @@ def guarded(
             ui.notify(outcome if isinstance(outcome, str) else "done", type="positive")
 
     return click
+
+
+def confirm_button(label: str, question: str, action: Callable[[], None], mark: str) -> ui.button:
+    """A `label` button (flat, red) that asks `question` first: its dialog's button of the
+    same label runs `action`, "Back" does nothing. Marked `mark`, its dialog's button
+    `confirm-<mark>`."""
+
+    def ask() -> None:
+        with ui.dialog() as dialog, ui.card():
+            ui.label(question)
+
+            def confirmed() -> None:
+                dialog.close()
+                action()
+
+            with ui.row():
+                ui.button("Back", on_click=dialog.close).props("flat")
+                ui.button(label, color="negative", on_click=confirmed).mark(f"confirm-{mark}")
+        dialog.open()
+
+    return ui.button(label, on_click=ask).props("flat color=negative").mark(mark)

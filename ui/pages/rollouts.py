@@ -15,7 +15,7 @@ from tme.controller.store.rollout_models import Rollout
 from tme.rollout_schemas import RolloutPublic
 from tme.ui import actions, live
 from tme.ui.context import dashboard
-from tme.ui.control import guarded
+from tme.ui.control import confirm_button, guarded
 from tme.ui.session import Viewer
 from tme.ui.theme import frame, href, sign_in_first, state_chip, utc_time
 
@@ -57,27 +57,11 @@ def _cancel_button(viewer: Viewer, rollout: RolloutPublic, after: Callable[[str]
         viewer, "run.control", rollout.site, actions.cancel_rollout, rollout.id, then=after
     )
 
-    def confirm() -> None:
-        with ui.dialog() as dialog, ui.card():
-            ui.label(
-                f"Cancel rollout {rollout.id} ({rollout.name})? No further run starts, and"
-                " its runs going are canceled."
-            )
-
-            def confirmed() -> None:
-                dialog.close()
-                cancel()
-
-            with ui.row():
-                ui.button("Back", on_click=dialog.close).props("flat")
-                ui.button("Cancel rollout", color="negative", on_click=confirmed).mark(
-                    "confirm-cancel-rollout"
-                )
-        dialog.open()
-
-    ui.button("Cancel rollout", on_click=confirm).props("flat color=negative").mark(
-        "cancel-rollout"
+    question = (
+        f"Cancel rollout {rollout.id} ({rollout.name})? No further run starts, and its runs"
+        " going are canceled."
     )
+    confirm_button("Cancel rollout", question, cancel, "cancel-rollout")
 
 
 def register() -> None:

@@ -17,7 +17,7 @@ from tme.errors import TMEError
 from tme.states import TASK_STATUSES, task_status
 from tme.ui import actions, live
 from tme.ui.context import dashboard
-from tme.ui.control import guarded
+from tme.ui.control import confirm_button, guarded
 from tme.ui.session import Viewer
 from tme.ui.task_form import OP_CHOICES, validate
 from tme.ui.theme import (
@@ -188,30 +188,17 @@ def _action_buttons(task: Task, viewer: Viewer) -> None:
         ui.button("Cancel", on_click=guarded(viewer, "run.control", task.site, actions.cancel, tid))
         check_button(viewer, task)
     if viewer.can("task.write", task.site):
-
-        def confirm() -> None:
-            with ui.dialog() as dialog, ui.card():
-                ui.label(f"Delete task {tid} ({task.name})? Its runs go with it.")
-                with ui.row():
-                    ui.button("Cancel", on_click=dialog.close).props("flat")
-                    # reload only once it is gone: a refusal (a run in flight) stays on screen
-                    delete = guarded(
-                        viewer,
-                        "task.write",
-                        task.site,
-                        actions.delete,
-                        tid,
-                        then=lambda _: ui.navigate.reload(),
-                    )
-
-                    def confirmed() -> None:
-                        dialog.close()
-                        delete()
-
-                    ui.button("Delete", color="negative", on_click=confirmed).mark("confirm-delete")
-            dialog.open()
-
-        ui.button("Delete", on_click=confirm).props("flat color=negative")
+        # reload only once it is gone: a refusal (a run in flight) stays on screen
+        delete = guarded(
+            viewer,
+            "task.write",
+            task.site,
+            actions.delete,
+            tid,
+            then=lambda _: ui.navigate.reload(),
+        )
+        question = f"Delete task {tid} ({task.name})? Its runs go with it."
+        confirm_button("Delete", question, delete, "delete")
 
 
 def _create_dialog(viewer: Viewer) -> None:

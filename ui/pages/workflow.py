@@ -12,7 +12,7 @@ from tme.controller.services.workflow_graph import WorkflowGraph, workflow_graph
 from tme.states import FINAL_STATES
 from tme.ui import actions, live
 from tme.ui.context import dashboard
-from tme.ui.control import guarded
+from tme.ui.control import confirm_button, guarded
 from tme.ui.session import Viewer
 from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
 
@@ -98,31 +98,12 @@ def _cancel_button(viewer: Viewer, workflow_id: str) -> ui.button:
     """Stop the whole workflow run, after asking (as POST /api/v1/workflows/{id}/cancel);
     the service refuses one that is over, or one with runs on sites outside the grant."""
     cancel = guarded(viewer, "run.control", None, actions.cancel_workflow, workflow_id)
-
-    def confirm() -> None:
-        with ui.dialog() as dialog, ui.card():
-            ui.label(
-                f"Cancel workflow run {workflow_id[:8]}? Its runs still going are canceled"
-                " and none of its steps starts afterwards, its alarm and clean-up steps"
-                " (on failure, on any) included."
-            )
-
-            def confirmed() -> None:
-                dialog.close()
-                cancel()
-
-            with ui.row():
-                ui.button("Back", on_click=dialog.close).props("flat")
-                ui.button("Cancel workflow run", color="negative", on_click=confirmed).mark(
-                    "confirm-cancel-workflow"
-                )
-        dialog.open()
-
-    return (
-        ui.button("Cancel workflow run", on_click=confirm)
-        .props("flat color=negative")
-        .mark("cancel-workflow")
+    question = (
+        f"Cancel workflow run {workflow_id[:8]}? Its runs still going are canceled and none"
+        " of its steps starts afterwards, its alarm and clean-up steps (on failure, on"
+        " any) included."
     )
+    return confirm_button("Cancel workflow run", question, cancel, "cancel-workflow")
 
 
 def register() -> None:
