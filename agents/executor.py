@@ -33,7 +33,7 @@ from tme.agents.lockout import Lockouts
 from tme.agents.operations import run_plan
 from tme.agents.pacing import Change, PointChanges, paced_points
 from tme.agents.priority_lock import PrioritySemaphore
-from tme.drivers.base import AnswersWithin, CountsRequests
+from tme.drivers.base import AnswersWithin
 from tme.errors import DriverError, EnvelopeViolation, TMEError
 
 if TYPE_CHECKING:  # for annotations; make_event imports tme.protocol when it builds an event
@@ -453,7 +453,10 @@ def _requests_sent(plan: Plan) -> int | None:
     """How many requests the plan's driver has sent so far; None when it does not count
     them (then any failure may have reached the device)."""
     driver = plan.device.driver if plan.device is not None else None
-    return driver.requests_sent if isinstance(driver, CountsRequests) else None
+    # The attribute CountsRequests names, read directly: isinstance against a runtime
+    # protocol looks up the protocol's members on every call, once per command here.
+    sent = getattr(driver, "requests_sent", None)
+    return sent if isinstance(sent, int) else None
 
 
 def _not_opened_reason(plan: Plan, limit: TimeLimit) -> str:
