@@ -160,15 +160,17 @@ class Feed:
             raise SystemExit(f"benchmark: {len(failed)} commands ended {failed[0]}")
 
 
-def cpu_s(process: psutil.Process) -> float:
+def cpu_s(process: psutil.Process) -> tuple[float, float]:
+    """(user, system) CPU seconds of the process so far."""
     times = process.cpu_times()
-    return float(times.user + times.system)
+    return float(times.user), float(times.system)
 
 
 def measure(
     mqtt: str, plant_port: int, tmp: Path, source: Path | None, args: argparse.Namespace
-) -> float:
-    """CPU ms per command of one fresh agent (`source`: import its code from there)."""
+) -> tuple[float, float]:
+    """(user, system) CPU ms per command of one fresh agent (`source`: import its code
+    from there)."""
     site, agent = f"bench-cpu-{uuid.uuid4().hex[:8]}", "cpu"
     config = tmp / f"{site}.yaml"
     config.write_text(
@@ -196,10 +198,11 @@ def measure(
             raise SystemExit("benchmark: the agent did not come online")
         feed.run(args.op, WARM_UP, args.window, 0)
         watched = psutil.Process(process.pid)
-        before = cpu_s(watched)
+        user, system = cpu_s(watched)
         feed.run(args.op, args.commands, args.window, WARM_UP)
-        used = cpu_s(watched) - before
-        return used * 1000 / args.commands
+        user_after, system_after = cpu_s(watched)
+        per = 1000 / args.commands
+        return (user_after - user) * per, (system_after - system) * per
     finally:
         process.terminate()
         process.wait(30)
@@ -272,9 +275,13 @@ def main(argv: list[str] | None = None) -> None:
         results: dict[str, list[float]] = {label: [] for label, _ in versions}
         for run in range(args.runs):
             for label, source in versions if run % 2 == 0 else versions[::-1]:
-                ms = measure(args.mqtt, plant.port, tmp, source, args)
-                results[label].append(ms)
-                print(f"  run {run + 1} {label:<14} {ms:7.3f} ms", flush=True)
+                user, system = measure(args.mqtt, plant.port, tmp, source, args)
+                results[label].append(user + system)
+                print(
+                    f"  run {run + 1} {label:<14} {user + system:7.3f} ms"
+                    f" (user {user:.3f}, system {system:.3f})",
+                    flush=True,
+                )
         print(f"{'code':<22} {'median':>7} {'min':>7} {'max':>7}")
         for label, values in results.items():
             print(summary(label, values))
