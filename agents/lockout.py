@@ -71,16 +71,27 @@ class Lockouts:
     def __init__(self, state_dir: Path, kind: str = LOCKOUT_DIR) -> None:
         self.kind = kind
         self.dir = Path(state_dir) / kind
+        # Each device's file name, checked and joined once: the agent reads the file
+        # before every command that could change the device (the name, not the file,
+        # is what is kept).
+        self._files: dict[str, str] = {}
 
     def _path(self, device: str) -> Path:
         if not device or "/" in device or device.startswith("."):
             raise ConfigError(f"not a device name: {device!r}")
         return self.dir / f"{device}.json"
 
+    def _file(self, device: str) -> str:
+        file = self._files.get(device)
+        if file is None:
+            file = self._files[device] = str(self._path(device))
+        return file
+
     def get(self, device: str) -> Lockout | None:
         """The device's lockout, read from its file now (None: not locked out)."""
         try:
-            data = json.loads(self._path(device).read_text())
+            with open(self._file(device), "rb") as f:  # JSON as bytes: no text decoder
+                data = json.loads(f.read())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
