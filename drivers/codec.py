@@ -10,7 +10,7 @@ from typing import Literal
 
 from pymodbus.client.mixin import ModbusClientMixin
 
-from tme.drivers.profile import PointSpec
+from tme.drivers.profile import RAW_LIMITS, PointSpec
 
 _DT = ModbusClientMixin.DATATYPE
 DATATYPES = {
@@ -43,6 +43,11 @@ def from_registers(
         registers, DATATYPES[type_], word_order=word_order
     )
     assert isinstance(raw, int | float)
+    return _scaled(raw, scale)
+
+
+def _scaled(raw: float | int, scale: float) -> float | int:
+    """The engineering value of a raw register value."""
     if scale == 1:
         return raw
     # 123 * 0.1 reads as 12.3, not 12.300000000000001: 15 significant digits (a double
@@ -64,5 +69,15 @@ def wire_value(spec: PointSpec, value: float) -> float | int:
 
     An integer register keeps whole raw steps (eng = raw * scale); a float32 keeps
     about 7 significant digits. The value must already fit the register type.
+
+    A whole raw step that fits its integer type comes back from its registers as it
+    went in, so it is scaled back here without packing them (every write checks its
+    value this way twice, and its read-back once); a float32, or a step that does not
+    fit (refused by the registers' packing as before), goes through the registers.
     """
+    if spec.type != "float32":
+        raw = round(value / spec.scale)  # as to_registers rounds it
+        low, high = RAW_LIMITS[spec.type]  # what the type's registers take
+        if low <= raw <= high:
+            return _scaled(raw, spec.scale)
     return decode_point(spec, encode_point(spec, value))

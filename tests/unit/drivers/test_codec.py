@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tme.drivers.codec import from_registers, to_registers
+from tme.drivers.codec import decode_point, encode_point, from_registers, to_registers, wire_value
+from tme.drivers.profile import PointSpec
 
 INT_RANGES = {
     "int16": (-(2**15), 2**15 - 1),
@@ -80,3 +82,29 @@ def test_a_small_scaled_float32_is_not_read_as_zero(raw, scale) -> None:
     registers = to_registers(raw * scale, "float32", scale=scale)
     decoded = from_registers(registers, "float32", scale=scale)
     assert math.isclose(decoded, raw * scale, rel_tol=2.0**-23)
+
+
+@given(
+    type_=st.sampled_from([*sorted(INT_RANGES), "float32"]),
+    scale=st.sampled_from([1.0, 0.1, 0.5, 10.0, 0.001, 3.0]),
+    value=st.one_of(
+        st.integers(-(2**33), 2**33),
+        st.floats(-1e10, 1e10, allow_nan=False),
+        st.floats(allow_nan=False, allow_infinity=False, width=32),
+    ),
+    word_order=st.sampled_from(["big", "little"]),
+)
+def test_wire_value_is_what_the_registers_give_back(type_, scale, value, word_order) -> None:
+    """Integer steps are scaled back without packing registers: the same value, of the
+    same type, as decode(encode()) gives, and the same refusal when they cannot hold it."""
+    spec = PointSpec(
+        address=0, table="holding_register", type=type_, scale=scale, word_order=word_order
+    )
+    try:
+        expected: object = decode_point(spec, encode_point(spec, value))
+    except Exception as exc:  # the registers cannot hold it
+        with pytest.raises(type(exc)):
+            wire_value(spec, value)
+        return
+    got = wire_value(spec, value)
+    assert got == expected and type(got) is type(expected)
