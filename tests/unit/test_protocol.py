@@ -31,6 +31,7 @@ from tme.protocol import (
     ProtocolError,
     decode_any,
     decode_events,
+    new_id,
     pack_events,
     utcnow,
 )
@@ -258,6 +259,19 @@ def test_defaults_a_fresh_uuid_the_version_and_the_current_utc_time() -> None:
     assert first.devices == [] and first.devices is not second.devices
     command = Command(task_id=1, site="s", agent="a", op="noop", timeout_s=1, not_after=utcnow())
     assert command.params == {} and command.attempt == 1 and command.created_at.tzinfo is UTC
+
+
+def test_new_ids_are_random_version_4_uuids_as_text() -> None:
+    ids = [new_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # every other bit varies (none stuck at 0 or 1)
+    numbers = [uuid.UUID(text).int for text in ids]
+    fixed = (0xF000 << 64) | (0xC000 << 48)
+    assert all(any(n >> bit & 1 for n in numbers) for bit in range(128) if not fixed >> bit & 1)
+    assert all(not all(n >> bit & 1 for n in numbers) for bit in range(128) if not fixed >> bit & 1)
 
 
 def test_messages_are_frozen_and_model_copy_replaces_fields() -> None:
