@@ -109,17 +109,24 @@ class DeviceSet:
     def bus_lock(self, device: Device) -> PriorityLock:
         return self._lock_of(str(device.driver.bus_key))
 
-    @contextlib.asynccontextmanager
-    async def locks_for(self, plan: Plan, priority: int) -> AsyncIterator[None]:
+    def locks_for(self, plan: Plan, priority: int) -> contextlib.AbstractAsyncContextManager[Any]:
         """Hold the lock of every bus the plan uses (its device's, and those its
         interlocks read), always taken in the order of their keys: two commands that
         need the same two buses never each hold one and wait for the other. At each
         bus it waits behind the commands of higher `priority`, and of the same priority
-        that came earlier, never behind those of lower priority."""
+        that came earlier, never behind those of lower priority. One bus (most
+        commands): its lock itself, without a stack of one."""
         from tme.agents.interlocks import buses_of
 
+        keys = sorted(buses_of(plan))
+        if len(keys) == 1:
+            return self._lock_of(keys[0]).at(priority)
+        return self._holding(keys, priority)
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, keys: list[str], priority: int) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            for key in sorted(buses_of(plan)):
+            for key in keys:
                 await stack.enter_async_context(self._lock_of(key).at(priority))
             yield
 
