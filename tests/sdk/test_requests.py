@@ -11,8 +11,10 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 import tme
+from tme.cli.main import app as cli_app
 from tme.errors import (
     APIError,
     AuthError,
@@ -216,6 +218,46 @@ def test_an_empty_run_or_workflow_id_is_refused_before_any_request(run_id: objec
             assert [e["field"] for e in caught.value.field_errors] == [field]
             assert caught.value.message == f"{field}: must not be empty"
     assert sent == []
+
+
+@pytest.mark.parametrize("name", ["", "   ", None])
+def test_an_empty_trigger_or_device_name_is_refused_before_any_request(name: object) -> None:
+    # It went as /api/v1/triggers/ or /api/v1/devices//values, answered "no such path".
+    sent: list[httpx.Request] = []
+    client = client_answering(lambda r: sent.append(r) or httpx.Response(204))
+    calls = {
+        "name": (client.triggers.fire,),
+        "device": (
+            client.fleet.values,
+            lambda device: client.fleet.stop(device, reason="leak"),
+            lambda device: client.fleet.resume(device, reason="fixed"),
+        ),
+    }
+    for field, methods in calls.items():
+        for call in methods:
+            with pytest.raises(ValidationError) as caught:
+                call(name)  # type: ignore[operator]
+            assert [e["field"] for e in caught.value.field_errors] == [field]
+            assert caught.value.message == f"{field}: must not be empty"
+    assert sent == []
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["trigger", "fire", ""], "error: name: must not be empty"),
+        (["device", "values", ""], "error: device: must not be empty"),
+        (["device", "stop", " ", "--reason", "leak"], "error: device: must not be empty"),
+        (["device", "resume", "", "--reason", "fixed"], "error: device: must not be empty"),
+    ],
+)
+def test_cli_refuses_an_empty_trigger_or_device_name_with_exit_2(
+    args: list[str], line: str
+) -> None:
+    # Nothing listens on port 9: a request would be "cannot reach TME" with exit 1.
+    result = CliRunner().invoke(cli_app, [*args, "--url", "http://127.0.0.1:9"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == line
 
 
 @pytest.mark.parametrize(

@@ -202,12 +202,19 @@ def _task_id(task_id: int) -> int:
 def _run_id(run_id: str, field: str = "run_id") -> str:
     """A run's (or a workflow run's) id as the path takes it, checked here: an empty one
     went as /runs/ or /workflows//cancel and was answered "no such path"."""
-    if run_id is None or not str(run_id).strip():
+    return _path_name(run_id, field)
+
+
+def _path_name(value: str, field: str) -> str:
+    """A name or id that is one segment of a path (a run id, a trigger's or a device's
+    name), quoted, and checked before any request: an empty one left the segment out
+    (/triggers/, /devices//values), which was answered "no such path"."""
+    if value is None or not str(value).strip():
         raise ValidationError(
             f"{field}: must not be empty",
             field_errors=[{"field": field, "message": "must not be empty", "type": "missing"}],
         )
-    return quote(str(run_id), safe="")
+    return quote(str(value), safe="")
 
 
 def get_task(task_id: int) -> Call[TaskPublic]:
@@ -335,7 +342,7 @@ def cancel_workflow(workflow_id: str, force: bool = False) -> Call[WorkflowCance
 
 
 def fire_trigger(name: str) -> Call[TriggerFired]:
-    return Call("POST", f"{API}/triggers/{quote(str(name), safe='')}", _trigger)
+    return Call("POST", f"{API}/triggers/{_path_name(name, 'name')}", _trigger)
 
 
 def health() -> Call[Any]:
@@ -398,7 +405,7 @@ def stop_device(
     """POST .../stop, or with `action` "resume", .../resume."""
     return Call(
         "POST",
-        f"{API}/devices/{quote(name, safe='')}/{action}",
+        f"{API}/devices/{_path_name(name, 'device')}/{action}",
         _parser(DeviceStopped),
         params=_where(site, agent),
         json={"reason": reason},
@@ -410,7 +417,7 @@ def device_values(
 ) -> Call[DeviceValues]:
     return Call(
         "GET",
-        f"{API}/devices/{quote(name, safe='')}/values",
+        f"{API}/devices/{_path_name(name, 'device')}/values",
         _parser(DeviceValues),
         params=_where(site, agent),
     )
