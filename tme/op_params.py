@@ -12,11 +12,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Field,
-    StringConstraints,
     ValidationError,
     ValidatorFunctionWrapHandler,
+    WithJsonSchema,
     WrapValidator,
     create_model,
     model_validator,
@@ -24,7 +25,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from tme.protocol import deeper_than
-from tme.schema_base import Input
+from tme.schema_base import Input, name_check, pattern_schema
 
 if TYPE_CHECKING:
     from tme.schemas import Target
@@ -49,7 +50,21 @@ DEVICE_OPS = MACHINE_OPS - {"noop", "sleep", "shell"}
 CHECK_OP = "device.check"
 CheckableOp = Literal["modbus.read", "modbus.write", "serial.command", "device.stop"]
 
-PointName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+POINT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+
+
+def _point_problem(name: str) -> str:
+    return (
+        f"{name!r} is no point name: 1 to 64 letters, digits, _ . or -,"
+        " starting with a letter or digit"
+    )
+
+
+PointName = Annotated[
+    str,
+    AfterValidator(name_check(POINT_PATTERN, _point_problem)),
+    WithJsonSchema(pattern_schema(POINT_PATTERN)),
+]
 MAX_PARAMS_BYTES = 64 * 1024
 MAX_PARAMS_DEPTH = 32  # nesting of params and details, as the protocol's results
 

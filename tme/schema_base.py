@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import types
+from collections.abc import Callable
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
@@ -44,3 +46,23 @@ def _only_numbers(annotation: Any) -> bool:
 
 class Output(BaseModel):
     model_config = ConfigDict(extra="ignore", from_attributes=True)
+
+
+def name_check(pattern: str, problem: Callable[[str], str]) -> Callable[[str], str]:
+    """An AfterValidator refusing a name that does not match `pattern` with `problem(name)`,
+    words saying what such a name may hold, where pydantic's own refusal quoted the
+    regular expression for the reader to decode. The JSON schema keeps the pattern
+    (`WithJsonSchema(pattern_schema(pattern))` beside it)."""
+    compiled = re.compile(pattern)
+
+    def check(name: str) -> str:
+        if not compiled.fullmatch(name):
+            raise ValueError(problem(name))
+        return name
+
+    return check
+
+
+def pattern_schema(pattern: str) -> dict[str, Any]:
+    """The JSON schema of a string matching `pattern`, as StringConstraints wrote it."""
+    return {"type": "string", "pattern": pattern}

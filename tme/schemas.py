@@ -15,7 +15,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     Field,
-    StringConstraints,
+    WithJsonSchema,
     computed_field,
     field_validator,
     model_validator,
@@ -33,11 +33,16 @@ from tme.op_params import check_params_size, located, validate_task_shape
 from tme.protocol import MAX_LOG_BYTES as MAX_LOG_BYTES
 from tme.schema_base import Input as Input
 from tme.schema_base import Output as Output
+from tme.schema_base import name_check, pattern_schema
 from tme.states import STATUS_WORDS, RunState, is_late
-from tme.topics import NAME_PATTERN
+from tme.topics import NAME_PATTERN, not_a_name
 
 # Names travel in MQTT topics and AMQP routing keys: no wildcards, separators or spaces.
-Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+Name = Annotated[
+    str,
+    AfterValidator(name_check(NAME_PATTERN, not_a_name)),
+    WithJsonSchema(pattern_schema(NAME_PATTERN)),
+]
 MAX_DEPENDENCIES = 50
 MAX_BATCH_TASKS = 500  # tasks per POST /api/v1/tasks/batch
 
@@ -162,7 +167,21 @@ class Overlap(Input):
     max_queued: int = Field(default=10, ge=1, le=1000)
 
 
-TriggerName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+TRIGGER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+
+
+def _trigger_problem(name: str) -> str:
+    return (
+        f"{name!r} is no trigger name: 1 to 64 letters, digits, _ . or -,"
+        " starting with a letter or digit"
+    )
+
+
+TriggerName = Annotated[
+    str,
+    AfterValidator(name_check(TRIGGER_PATTERN, _trigger_problem)),
+    WithJsonSchema(pattern_schema(TRIGGER_PATTERN)),
+]
 
 
 # Characters a one-line label may not hold: controls (a newline in an email subject,

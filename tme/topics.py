@@ -18,6 +18,11 @@ def name_problem(name: str) -> str | None:
     """Why `name` cannot be a site, agent or device name (None: it can)."""
     if re.fullmatch(NAME_PATTERN, name):
         return None
+    return not_a_name(name)
+
+
+def not_a_name(name: str) -> str:
+    """What is said of a site, agent or device name that does not match NAME_PATTERN."""
     return f"{name!r} is not a name a task can target ({NAME_RULE})"
 
 

@@ -32,16 +32,21 @@ from tme.controller.services.resources import list_resources
 from tme.controller.services.workflow_cancel import no_workflow_run
 from tme.controller.store.models import Run, Task
 from tme.controller.store.workflow_models import RunLink, TaskPolicy
-from tme.schemas import ResourcePublic, RunPublic, TaskPublic, TriggerFired, WorkflowCanceled
+from tme.schemas import (
+    ResourcePublic,
+    RunPublic,
+    TaskPublic,
+    TriggerFired,
+    TriggerName,
+    WorkflowCanceled,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["run control"])
 
 RUN_CONTROL: dict[str, Any] = {"x-permission": "run.control"}
 TASK_READ: dict[str, Any] = {"x-permission": "task.read"}
 RunId = Annotated[str, Path(min_length=1, max_length=64, description="The run's id")]
-TriggerPath = Annotated[
-    str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$", description="The trigger's name")
-]
+TriggerPath = Annotated[TriggerName, Path(description="The trigger's name")]
 
 
 @router.post(
