@@ -13,9 +13,10 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 class Input(BaseModel):
     """Base of every request body: unknown fields are refused, and so is true or false
     for a number (pydantic took `"timeout_s": true` as a timeout of 1 s, `"priority":
-    true` as priority 1)."""
+    true` as priority 1), and NaN or Infinity for one ("a finite number", where a NaN
+    timeout was answered "should be less than or equal to 86400")."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
