@@ -26,6 +26,7 @@ from tme.controller.services.roles import Permission, Principal
 from tme.controller.store.models import Task
 from tme.errors import NotFound, ValidationError
 from tme.schema_base import Input
+from tme.schemas import Name
 from tme.settings_models import NotifyEvent
 
 MAX_RULE_ID = 2**31 - 1
@@ -46,9 +47,9 @@ class RuleCreate(Input):
 
     name: str = Field(min_length=1, max_length=100)
     task_id: int | None = Field(default=None, gt=0, le=MAX_ID, description="None: every task")
-    site: str | None = Field(
-        default=None, min_length=1, max_length=64, description="None: the task's, or every site"
-    )
+    # A site name as a task's target takes it: a rule naming a site no task can have
+    # (a space, a slash) would be stored and never match.
+    site: Name | None = Field(default=None, description="None: the task's, or every site")
     events: list[EventName] = Field(default_factory=_default_events)
     channel: Literal["email", "webhook"]
     target: str = Field(min_length=1, max_length=2000, description="addresses or URL")

@@ -60,6 +60,17 @@ def test_a_nul_in_a_rule_is_refused_naming_its_field(test_client, field: str) ->
     assert test_client.get("/api/v1/notifications/rules").json() == []
 
 
+@pytest.mark.parametrize("site", ["plant 1", "plant-1/#", "-plant", "p" * 65])
+def test_a_rule_naming_a_site_no_task_can_have_is_refused(test_client, site: str) -> None:
+    """It was stored, and watched a site that never reports."""
+    response = _rule(test_client, {}, target=SITE_A_HOOK, site=site)
+    assert response.status_code == 422, response.text
+    (detail,) = response.json()["error"]["details"]
+    assert detail["field"] == "site"
+    assert "is not a name a task can target (1 to 64 letters, digits" in detail["message"]
+    assert test_client.get("/api/v1/notifications/rules").json() == []
+
+
 @pytest.mark.parametrize(
     "channel,target",
     [
