@@ -58,7 +58,10 @@ def find_device(
         query = query.where(Device.agent == agent)
     found = list(session.exec(query.order_by(col(Device.site), col(Device.agent))).all())
     if not found:
-        raise NotFound(f"device {name!r} does not exist", details={"device": name})
+        raise NotFound(
+            f"device {name!r}{_where(site, agent)} does not exist",
+            details={"device": name, **{k: v for k, v in (("site", site), ("agent", agent)) if v}},
+        )
     if len(found) > 1:
         places = ", ".join(f"{d.site}/{d.agent}" for d in found)
         raise Conflict(
@@ -66,6 +69,14 @@ def find_device(
             details={"device": name, "on": [f"{d.site}/{d.agent}" for d in found]},
         )
     return found[0]
+
+
+def _where(site: str | None, agent: str | None) -> str:
+    """Where a device was looked for, as the caller narrowed it (" at site 'plant-2'"):
+    a device of that name elsewhere must not read as no device at all."""
+    of_agent = f" of agent {agent!r}" if agent else ""
+    at_site = f" at site {site!r}" if site else ""
+    return of_agent + at_site
 
 
 def readings_of(op: str, result: dict[str, Any] | None) -> dict[str, Reading]:

@@ -231,6 +231,34 @@ def test_namesakes_need_site_and_agent_and_unknown_is_404(test_client, app_engin
     assert missing.status_code == 404 and "nope" in missing.text
 
 
+@pytest.mark.parametrize(
+    ("where", "words"),
+    [
+        ({"site": "plant-9"}, "device 'pump1' at site 'plant-9' does not exist"),
+        ({"agent": "skid-z"}, "device 'pump1' of agent 'skid-z' does not exist"),
+        (
+            {"site": "plant-1", "agent": "skid-z"},
+            "device 'pump1' of agent 'skid-z' at site 'plant-1' does not exist",
+        ),
+    ],
+)
+def test_a_device_not_where_it_was_looked_for_says_where(  # type: ignore[no-untyped-def]
+    test_client, app_engine, where: dict[str, str], words: str
+) -> None:
+    """It said "device 'pump1' does not exist" of a device that exists, at another site."""
+    _device(app_engine, "plant-1", "skid-a", "pump1", PUMP_POINTS)
+    for method, path, body in [
+        ("GET", "/api/v1/devices/pump1/values", None),
+        ("POST", "/api/v1/devices/pump1/stop", {"reason": "leak"}),
+        ("POST", "/api/v1/devices/pump1/resume", {"reason": "fixed"}),
+    ]:
+        answer = test_client.request(method, path, params=where, json=body)
+        assert answer.status_code == 404, answer.text
+        error = answer.json()["error"]
+        assert error["message"] == words
+        assert error["details"] == {"device": "pump1", **where}
+
+
 def test_another_sites_device_is_404_for_a_scoped_caller(test_client, app_engine, pump) -> None:  # type: ignore[no-untyped-def]
     _device(app_engine, "plant-2", "skid-b", "valve9", [{"name": "open", "kind": "point"}])
     token = make_user_with_token(app_engine, "op-plant-2", "operator", "plant-2").token
