@@ -84,6 +84,21 @@ def test_task_show_asks_for_more_runs_than_a_page_in_pages(
     assert asked == [1000]  # the SDK refuses a page over 1000 (the server's bound)
 
 
+def test_task_show_runs_0_shows_no_runs_and_a_negative_count_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # --runs 0 said "No runs yet" of a task with runs, and so did --runs -1, exit 0.
+    monkeypatch.setattr(Tasks, "get", lambda self, task_id: _berlin_task())
+    monkeypatch.setattr(Tasks, "runs", _runs)
+    none = CliRunner().invoke(app, ["task", "show", "7", "--runs", "0", "--url", "x://"])
+    assert none.exit_code == 0, none.stderr
+    assert "Task 7" in none.stdout and "runs" not in none.stdout.split("updated_at")[-1]
+    refused = CliRunner().invoke(app, ["task", "show", "7", "--runs", "-1", "--url", "x://"])
+    assert refused.exit_code == 2, refused.output
+    assert "'--runs'" in refused.stderr and "greater than or equal to 0" in refused.stderr
+    assert refused.stdout == ""
+
+
 def test_task_list_says_which_tasks_are_paused_and_when_the_others_fire(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -102,7 +102,7 @@ def _print_tasks(tasks: list[Any]) -> None:
     print_table("Tasks", ["id", "name", "op", "target", "status", "schedule"], rows)
 
 
-def _show_task(task: Any, runs: list[Any]) -> None:
+def _show_task(task: Any, runs: list[Any], runs_asked: bool = True) -> None:
     skip = {"target", "schedule", "created_at", "started_at", "finished_at", "updated_at"}
     skip.add("warnings")  # only in a create's or change's answer
     rows = [[k, json.dumps(v) if isinstance(v, dict | list) else v]
@@ -112,7 +112,8 @@ def _show_task(task: Any, runs: list[Any]) -> None:
     times = ("created_at", "started_at", "finished_at", "updated_at")
     rows += [[k, _when(getattr(task, k))] for k in times]
     print_table(f"Task {task.id}", ["field", "value"], rows)
-    _print_runs(runs)
+    if runs_asked:  # --runs 0 asked for none: "No runs yet" would say it has none
+        _print_runs(runs)
 
 
 def _print_runs(runs: list[Any]) -> None:
@@ -163,7 +164,9 @@ def list_tasks(
 @app.command("show")
 def show(
     task_id: IdArg,
-    runs: Annotated[int, typer.Option("--runs", help="How many latest runs to show.")] = 10,
+    runs: Annotated[
+        int, typer.Option("--runs", min=0, help="How many latest runs to show (0: none).")
+    ] = 10,
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
@@ -177,7 +180,7 @@ def show(
         print_json({"task": task.model_dump(mode="json"),
                     "runs": [r.model_dump(mode="json") for r in latest]})  # fmt: skip
     else:
-        _show_task(task, latest)
+        _show_task(task, latest, runs_asked=runs > 0)
 
 
 @app.command("create")
