@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from cli_lines import failing_tme
 from python_module import run_module
+from typer.testing import CliRunner
+
+from tme.cli.main import app
 
 
 def test_a_config_value_with_brackets_is_shown_as_given() -> None:
@@ -34,3 +37,26 @@ def test_a_usage_error_is_one_line_and_exit_2(args: list[str], start: str, tmp_p
     code, line = failing_tme(args, tmp_path)
     assert code == 2
     assert line.startswith(start) and line.endswith("--help')"), line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["demo", "--port", "70000"],
+        ["controller", "--port", "-1"],
+        ["sim", "modbus", "--port", "65536"],
+        ["sim", "serial", "--port", "-2"],
+    ],
+    ids=["demo", "controller", "sim modbus", "sim serial"],
+)
+def test_a_port_out_of_range_is_a_usage_error(
+    args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It went on to bind it: a traceback ending "OverflowError: bind(): port must be
+    0-65535", after the demo had made its data folder."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Invalid value for '--port'" in result.stderr
+    assert list(tmp_path.iterdir()) == []

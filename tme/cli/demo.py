@@ -104,6 +104,8 @@ def register(app: typer.Typer) -> None:
         port: Annotated[
             int | None,
             typer.Option(
+                min=0,
+                max=65535,
                 help="HTTP port of the controller (default: the http.port setting).",
                 show_default=False,
             ),

@@ -95,7 +95,9 @@ def register(app: typer.Typer) -> None:
     @app.command("controller")
     def controller(
         host: Annotated[str | None, typer.Option(help="Bind address (http.host).")] = None,
-        port: Annotated[int | None, typer.Option(help="Port (http.port).")] = None,
+        port: Annotated[
+            int | None, typer.Option(min=0, max=65535, help="Port (http.port).")
+        ] = None,
     ) -> None:
         """Serve the controller: REST API, dashboard (/ui), scheduler, dispatcher, events."""
         from tme.config import load_settings

@@ -106,7 +106,7 @@ async def _serve(sim: Any, describe: str) -> None:
 @app.command()
 def modbus(
     host: str = typer.Option("127.0.0.1", help="Interface for Modbus TCP."),
-    port: int = typer.Option(5020, help="Modbus TCP port (0 = any free port)."),
+    port: int = typer.Option(5020, min=0, max=65535, help="Modbus TCP port (0 = any free port)."),
     rtu: str = typer.Option("", help="Also serve RTU on this URL, e.g. socket://127.0.0.1:5021."),
     pty: bool = typer.Option(False, "--pty", help="Also serve RTU on a pty pair; prints the path."),
     tick_s: float = typer.Option(0.1, help="Physics time step in seconds (0 = frozen plant)."),
@@ -131,7 +131,9 @@ def modbus(
 @app.command()
 def serial(
     host: str = typer.Option("127.0.0.1", help="Interface for the TCP listener."),
-    port: int = typer.Option(7000, help="TCP port; drivers connect to socket://HOST:PORT."),
+    port: int = typer.Option(
+        7000, min=0, max=65535, help="TCP port; drivers connect to socket://HOST:PORT."
+    ),
     pty: bool = typer.Option(False, "--pty", help="Serve on a pty instead; prints its path."),
 ) -> None:
     """Serve the SCPI-like power supply (see configs/profiles/instrument.yaml)."""
