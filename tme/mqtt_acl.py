@@ -33,13 +33,16 @@ from pathlib import Path
 
 from tme.errors import ConfigError
 from tme.protocol import cmd_topic, evt_topic, state_topic
+from tme.topics import name_problem
 
 PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.x writes by default
 SALT_BYTES = 12
 DEFAULT_GATEWAY = "gateway"  # the name `tme gateway` runs under without --name
 DEFAULT_LISTENER = "1883 127.0.0.1"  # as configs/mosquitto/tme.conf: loopback only
-# Names become topic levels and usernames: no MQTT wildcards, separators or `@`.
-NAME_RULE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Names become topic levels and usernames: no MQTT wildcards, separators or `@`. They are
+# checked as the API checks a task's target, the gateway its --site and --name, and the
+# agent its config (tme.topics.name_problem): a looser rule here wrote accounts for a
+# site or agent ("plant.1") that no task can target and no agent or gateway runs as.
 LISTENER_RULE = re.compile(r"^\d{1,5}( \S+)?$")  # "PORT [ADDRESS]", as Mosquitto reads it
 
 
@@ -93,9 +96,9 @@ def _checked_names(
     if not gateway_names:
         raise ConfigError("a site needs at least one gateway account", key="gateways")
     for key, names in (("site", [site]), ("agents", agent_names), ("gateways", gateway_names)):
-        bad = [n for n in names if not NAME_RULE.match(n)]
-        if bad:
-            raise ConfigError(f"not a valid {key} name (letters, digits, _ . -): {bad}", key=key)
+        problems = [problem for n in names if (problem := name_problem(n)) is not None]
+        if problems:
+            raise ConfigError(f"--{key}: {'; '.join(problems)}", key=key)
     shared = sorted(set(agent_names) & set(gateway_names))
     if shared:
         raise ConfigError(f"names used by both an agent and a gateway: {shared}", key="gateways")

@@ -109,6 +109,27 @@ def test_each_gateway_has_its_own_account(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("options", "line"),
+    [
+        (["--site", "plant.1", "--agents", "a"], "error: --site: 'plant.1' is not a name"),
+        (["--site", "s1", "--agents", "a,skid.b"], "error: --agents: 'skid.b' is not a name"),
+        (["--site", "s1", "--agents", "a", "--gateways", "-gw"], "error: --gateways: '-gw' is"),
+    ],
+)
+def test_a_name_no_task_can_target_is_refused_as_the_gateway_and_agent_refuse_it(
+    tmp_path: Path, options: list[str], line: str
+) -> None:
+    """It wrote accounts for a site or agent ("plant.1") that the API refuses in a task's
+    target and no gateway or agent runs as: the same rule, said the same way."""
+    out = tmp_path / "mqtt"
+    result = CliRunner().invoke(mqtt_cli, ["acl", "--out", str(out), *options])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(line), result.stderr
+    assert "(1 to 64 letters, digits, - and _, starting with a letter or digit)" in result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
     "options",
     [
         ["--gateways", "a"],  # an agent's name: both would share one account and session
