@@ -38,11 +38,9 @@ from tme.states import STATUS_WORDS, RunState, is_late
 from tme.topics import NAME_PATTERN, not_a_name
 
 # Names travel in MQTT topics and AMQP routing keys: no wildcards, separators or spaces.
-Name = Annotated[
-    str,
-    AfterValidator(name_check(NAME_PATTERN, not_a_name)),
-    WithJsonSchema(pattern_schema(NAME_PATTERN)),
-]
+# The check of a site, agent or device name: raises ValueError saying what one may hold.
+check_name = name_check(NAME_PATTERN, not_a_name)
+Name = Annotated[str, AfterValidator(check_name), WithJsonSchema(pattern_schema(NAME_PATTERN))]
 MAX_DEPENDENCIES = 50
 MAX_BATCH_TASKS = 500  # tasks per POST /api/v1/tasks/batch
 
@@ -177,10 +175,9 @@ def _trigger_problem(name: str) -> str:
     )
 
 
+check_trigger_name = name_check(TRIGGER_PATTERN, _trigger_problem)
 TriggerName = Annotated[
-    str,
-    AfterValidator(name_check(TRIGGER_PATTERN, _trigger_problem)),
-    WithJsonSchema(pattern_schema(TRIGGER_PATTERN)),
+    str, AfterValidator(check_trigger_name), WithJsonSchema(pattern_schema(TRIGGER_PATTERN))
 ]
 
 

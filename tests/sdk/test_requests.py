@@ -242,6 +242,29 @@ def test_an_empty_trigger_or_device_name_is_refused_before_any_request(name: obj
     assert sent == []
 
 
+@pytest.mark.parametrize("name", ["a/b", "bad name", "-x"])
+def test_a_trigger_or_device_name_no_task_can_have_is_refused_before_any_request(
+    name: str,
+) -> None:
+    # A slash went as %2F, which the server reads as a slash: answered "no such path".
+    sent: list[httpx.Request] = []
+    client = client_answering(lambda r: sent.append(r) or httpx.Response(204))
+    with pytest.raises(ValidationError) as caught:
+        client.triggers.fire(name)
+    assert [e["field"] for e in caught.value.field_errors] == ["name"]
+    assert f"{name!r} is no trigger name: 1 to 64 letters" in caught.value.message
+    for call in (
+        client.fleet.values,
+        lambda device: client.fleet.stop(device, reason="leak"),
+        lambda device: client.fleet.resume(device, reason="fixed"),
+    ):
+        with pytest.raises(ValidationError) as caught:
+            call(name)
+        assert [e["field"] for e in caught.value.field_errors] == ["device"]
+        assert f"{name!r} is not a name a task can target" in caught.value.message
+    assert sent == []
+
+
 @pytest.mark.parametrize(
     ("args", "line"),
     [

@@ -31,6 +31,8 @@ from tme.schemas import (
     TaskUpdate,
     TriggerFired,
     WorkflowCanceled,
+    check_name,
+    check_trigger_name,
 )
 
 T = TypeVar("T")
@@ -205,15 +207,25 @@ def _run_id(run_id: str, field: str = "run_id") -> str:
     return _path_name(run_id, field)
 
 
-def _path_name(value: str, field: str) -> str:
+def _path_name(value: str, field: str, check: Callable[[str], str] | None = None) -> str:
     """A name or id that is one segment of a path (a run id, a trigger's or a device's
     name), quoted, and checked before any request: an empty one left the segment out
-    (/triggers/, /devices//values), which was answered "no such path"."""
+    (/triggers/, /devices//values), which was answered "no such path", and so was a
+    name holding a slash (the server reads %2F as one). `check` is the name's own rule,
+    as the server applies it to a task's trigger or target."""
     if value is None or not str(value).strip():
         raise ValidationError(
             f"{field}: must not be empty",
             field_errors=[{"field": field, "message": "must not be empty", "type": "missing"}],
         )
+    if check is not None:
+        try:
+            check(str(value))
+        except ValueError as exc:
+            raise ValidationError(
+                f"invalid request: {field}: {exc}",
+                field_errors=[{"field": field, "message": str(exc), "type": "value_error"}],
+            ) from exc
     return quote(str(value), safe="")
 
 
@@ -342,7 +354,7 @@ def cancel_workflow(workflow_id: str, force: bool = False) -> Call[WorkflowCance
 
 
 def fire_trigger(name: str) -> Call[TriggerFired]:
-    return Call("POST", f"{API}/triggers/{_path_name(name, 'name')}", _trigger)
+    return Call("POST", f"{API}/triggers/{_path_name(name, 'name', check_trigger_name)}", _trigger)
 
 
 def health() -> Call[Any]:
@@ -405,7 +417,7 @@ def stop_device(
     """POST .../stop, or with `action` "resume", .../resume."""
     return Call(
         "POST",
-        f"{API}/devices/{_path_name(name, 'device')}/{action}",
+        f"{API}/devices/{_path_name(name, 'device', check_name)}/{action}",
         _parser(DeviceStopped),
         params=_where(site, agent),
         json={"reason": reason},
@@ -417,7 +429,7 @@ def device_values(
 ) -> Call[DeviceValues]:
     return Call(
         "GET",
-        f"{API}/devices/{_path_name(name, 'device')}/values",
+        f"{API}/devices/{_path_name(name, 'device', check_name)}/values",
         _parser(DeviceValues),
         params=_where(site, agent),
     )
