@@ -296,6 +296,16 @@ async def test_audit_is_for_admins_of_every_site(user: User, board, sign_in) -> 
     await user.should_not_see("Filter")
 
 
+async def test_audit_with_an_outcome_it_never_records_says_so(user: User, board, sign_in) -> None:
+    # ?outcome=x (a hand-edited or old link) was a 500: the outcome list refused the value.
+    sign_in(user, "admin")
+    await user.open("/audit?outcome=oops")
+    await user.should_see("outcome: unknown outcome 'oops'; one of: ok, failed, refused")
+    assert user.find(ui.table).elements.pop().rows == []
+    await user.open("/audit?outcome=failed")
+    await user.should_not_see(marker="filter-problem")
+
+
 async def test_task_page_shows_the_fire_times_the_controller_keeps(
     user: User, board, sign_in
 ) -> None:
