@@ -49,11 +49,13 @@ RECHECK_S = 5.0  # how stale a stream's credentials may get (the API caches them
 def parse_position(
     value: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
 ) -> tuple[int, int] | None:
-    """A dependency, so a bad id is refused with 422 before the stream starts."""
+    """A dependency, so a bad id is refused with 422 before the stream starts: one that
+    is no pair of ASCII numbers a stream could have sent (a number past the database's
+    integers, a "²" that isdigit() takes) broke the stream once it had begun."""
     if not value:
         return None
     run_part, sep, agent_part = value.strip().partition("-")
-    if not sep or not run_part.isdigit() or not agent_part.isdigit():
+    if not sep or not all(_event_number(part) for part in (run_part, agent_part)):
         raise ValidationError(
             "invalid Last-Event-ID: pass the id of an event from this stream unchanged",
             field_errors=[
@@ -61,6 +63,11 @@ def parse_position(
             ],
         )
     return int(run_part), int(agent_part)
+
+
+def _event_number(text: str) -> bool:
+    """Whether `text` is a number an event id holds: ASCII digits, at most MAX_ID."""
+    return text.isascii() and text.isdigit() and int(text) <= MAX_ID
 
 
 def granted_site(

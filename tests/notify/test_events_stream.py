@@ -88,6 +88,19 @@ def test_a_malformed_last_event_id_is_a_client_error(live_url, token) -> None:
     assert response.status_code == 422
 
 
+@pytest.mark.parametrize("last_id", [f"{2**63}-1".encode(), f"1-{2**64}".encode(), b"\xb2-1"])
+def test_a_last_event_id_no_stream_sent_is_refused_before_the_stream_starts(
+    live_url, token, last_id: bytes
+) -> None:
+    # A number past the database's integers (or a "²", which isdigit() takes) was answered
+    # 200, and the stream then broke: "Python int too large to convert to SQLite INTEGER".
+    headers = {"Authorization": f"Bearer {token}".encode(), "Last-Event-ID": last_id}
+    with httpx.stream("GET", f"{live_url}/api/v1/events", headers=headers, timeout=15) as answer:
+        assert answer.status_code == 422
+        answer.read()
+    assert answer.json()["error"]["details"][0]["field"] == "Last-Event-ID"
+
+
 def _opened(url: str, token: str, **params: str) -> httpx.Response:
     """The answer to opening the stream; its body read only when it is not a stream."""
     headers = {"Authorization": f"Bearer {token}"}
