@@ -4,6 +4,9 @@ source's docstring was: a command's own help, and its summary in its group's lis
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 from typer.testing import CliRunner
 
@@ -47,3 +50,21 @@ def test_a_commands_own_help_wraps_its_paragraphs_to_the_terminal() -> None:
     assert "in every task of a list. A machine task is checked against what its agent" in (
         result.output
     )
+
+
+def test_every_option_says_what_it_does() -> None:
+    """`tme agent --help` and `tme gateway --help` listed --verbose (and the gateway its
+    --state-dir) with no word of what it does."""
+    import typer
+
+    def options(command: Any, path: str) -> Iterator[tuple[str, Any]]:
+        for param in command.params:
+            if param.param_type_name == "option" and not getattr(param, "hidden", False):
+                yield path, param
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from options(sub, f"{path} {name}")
+
+    found = list(options(typer.main.get_command(app), "tme"))
+    assert any(path == "tme task create" for path, _ in found)  # it walks every group
+    silent = [f"{path} {'/'.join(option.opts)}" for path, option in found if not option.help]
+    assert not silent, silent

@@ -36,7 +36,10 @@ def verify(db: DbOption = None) -> None:
 
 @app.command("tail")
 def tail(
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20, db: DbOption = None
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=1000, help="How many rows, newest first.")
+    ] = 20,
+    db: DbOption = None,
 ) -> None:
     """Show the newest rows."""
     from tme.controller.services.audit import AuditFilters, query

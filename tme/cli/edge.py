@@ -26,7 +26,7 @@ gateway_app = typer.Typer(no_args_is_help=False)
 def agent(
     ctx: typer.Context,
     config: Path | None = typer.Option(None, "--config", "-c", help="Agent config file (YAML)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG."),
 ) -> None:
     """Run a device agent (`tme agent --config FILE`), list agents (`tme agent list`), lock
     a device out at its agent (`tme agent lock`, `unlock`, `lockouts`)."""
@@ -143,7 +143,11 @@ def gateway(
     mqtt: str | None = typer.Option(
         None, "--mqtt", help="MQTT broker URL (default: the mqtt settings)."
     ),
-    state_dir: Path = typer.Option(Path("state/gateway"), "--state-dir"),
+    state_dir: Path = typer.Option(
+        Path("state/gateway"),
+        "--state-dir",
+        help="Folder of the gateway's journal (one per gateway: a second needs its own).",
+    ),
     name: str = typer.Option("gateway", "--name", help="This gateway's name within the site."),
     declare_topology: bool | None = typer.Option(
         None,
@@ -151,7 +155,7 @@ def gateway(
         help="Declare the RabbitMQ topology at start, or leave it to the controller "
         "(default: the gateway.declare_topology setting).",
     ),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at DEBUG."),
 ) -> None:
     """Run a site gateway: bus queue -> MQTT commands, MQTT events -> bus."""
     from tme.agents.gateway import Gateway, GatewayConfig
