@@ -60,3 +60,19 @@ def test_a_port_out_of_range_is_a_usage_error(
     assert isinstance(result.exception, SystemExit), result.exception
     assert "Invalid value for '--port'" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_demo_site_no_task_can_target_is_refused_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole stack started, and made its data folder, before the site's agents
+    refused the name (exit 1, after the controller and gateway had come and gone)."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["demo", "--site", "plant 1", "--port", "0"])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.stderr.strip() == (
+        "error: --site 'plant 1': 'plant 1' is not a name a task can target"
+        " (1 to 64 letters, digits, - and _, starting with a letter or digit)"
+    )
+    assert list(tmp_path.iterdir()) == []

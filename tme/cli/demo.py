@@ -120,10 +120,16 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[bool, typer.Option(help="Create the example tasks.")] = True,
     ) -> None:
         """Run TME with simulated machines in one process; Ctrl-C stops it."""
+        from tme.cli.common import usage_error
         from tme.config import load_settings
         from tme.logs import configure_logging
         from tme.stack import LocalStack, StackConfig
+        from tme.topics import name_problem
 
+        # Checked first, as tme gateway checks its --site: the whole stack started (and
+        # its data folder was made) before the site's agents refused the name.
+        if (problem := name_problem(site)) is not None:
+            usage_error(f"--site {site!r}: {problem}")
         settings = load_settings()
         configure_logging(settings.logging)
         data_dir.mkdir(parents=True, exist_ok=True)
