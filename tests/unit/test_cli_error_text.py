@@ -62,17 +62,31 @@ def test_a_port_out_of_range_is_a_usage_error(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_demo_site_no_task_can_target_is_refused_before_anything_starts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--site", "plant 1"],
+            "error: --site 'plant 1': 'plant 1' is not a name a task can target"
+            " (1 to 64 letters, digits, - and _, starting with a letter or digit)",
+        ),
+        (
+            ["--broker", "amqq://mq"],
+            "error: --broker: no bus transport for 'amqq':// (known: amqp://, amqps://,"
+            " memory://); did you mean amqp://?",
+        ),
+    ],
+    ids=["site", "broker"],
+)
+def test_a_demo_option_it_cannot_use_is_refused_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], line: str
 ) -> None:
-    """The whole stack started, and made its data folder, before the site's agents
-    refused the name (exit 1, after the controller and gateway had come and gone)."""
+    """A site no task can target: the whole stack started, and made its data folder,
+    before the site's agents refused the name (exit 1). A broker URL of no transport: a
+    traceback of the controller's settings."""
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["demo", "--site", "plant 1", "--port", "0"])
+    result = CliRunner().invoke(app, ["demo", *args, "--port", "0"])
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit), result.exception
-    assert result.stderr.strip() == (
-        "error: --site 'plant 1': 'plant 1' is not a name a task can target"
-        " (1 to 64 letters, digits, - and _, starting with a letter or digit)"
-    )
+    assert result.stderr.strip() == line
     assert list(tmp_path.iterdir()) == []

@@ -22,14 +22,22 @@ def open_bus(url: str, **options: Any) -> Bus:
     """Build (not start) the bus for `url`: amqp://, amqps:// or memory://name."""
     from tme.bus.options import BusOptions
 
-    scheme = urlsplit(url).scheme.lower()
-    target = TRANSPORTS.get(scheme)
-    if target is None:
-        close = difflib.get_close_matches(scheme, TRANSPORTS, n=1)
-        hint = f"; did you mean {close[0]}://?" if close else ""
-        known = ", ".join(f"{name}://" for name in TRANSPORTS)
-        raise UnknownName(f"no bus transport for {url.split('://')[0]!r}:// (known: {known}){hint}")
-    module_name, _, attr = target.partition(":")
+    problem = transport_problem(url)
+    if problem is not None:
+        raise UnknownName(problem)
+    module_name, _, attr = TRANSPORTS[urlsplit(url).scheme.lower()].partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
     bus: Bus = factory(url, BusOptions.from_kwargs(options))
     return bus
+
+
+def transport_problem(url: str) -> str | None:
+    """Why no transport takes `url` (its scheme is none of theirs), or None: checked by
+    open_bus and, before anything starts, by `tme demo --broker`."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in TRANSPORTS:
+        return None
+    close = difflib.get_close_matches(scheme, TRANSPORTS, n=1)
+    hint = f"; did you mean {close[0]}://?" if close else ""
+    known = ", ".join(f"{name}://" for name in TRANSPORTS)
+    return f"no bus transport for {url.split('://')[0]!r}:// (known: {known}){hint}"

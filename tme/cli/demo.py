@@ -120,6 +120,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[bool, typer.Option(help="Create the example tasks.")] = True,
     ) -> None:
         """Run TME with simulated machines in one process; Ctrl-C stops it."""
+        from tme.bus.registry import transport_problem
         from tme.cli.common import usage_error
         from tme.config import load_settings
         from tme.logs import configure_logging
@@ -130,6 +131,8 @@ def register(app: typer.Typer) -> None:
         # its data folder was made) before the site's agents refused the name.
         if (problem := name_problem(site)) is not None:
             usage_error(f"--site {site!r}: {problem}")
+        if (problem := transport_problem(broker)) is not None:
+            usage_error(f"--broker: {problem}")  # it ended in the settings' traceback
         settings = load_settings()
         configure_logging(settings.logging)
         data_dir.mkdir(parents=True, exist_ok=True)
