@@ -28,7 +28,11 @@ def serve_controller(
     # Bound before the app is built and started: a port in use is one line naming it (a
     # ConfigError), where the controller started in full, then logged uvicorn's bind error.
     with cli_errors():
-        sock = listening_socket(host or settings.http.host, port or settings.http.port)
+        # `--port 0` asks the OS for a free port, as http.port 0 does: `port or ...` took
+        # the setting's port instead
+        sock = listening_socket(
+            host or settings.http.host, settings.http.port if port is None else port
+        )
     if app is None:
         from tme.controller.app import create_app
 
