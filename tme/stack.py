@@ -12,6 +12,7 @@ Everything started here is stopped by `stop()` (or leaving the `with` block).
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import threading
@@ -316,11 +317,19 @@ def listening_socket(host: str, port: int) -> socket.socket:
         from tme.errors import ConfigError
 
         raise ConfigError(
-            f"cannot listen on {host}:{port} ({exc.strerror or exc}): "
-            "stop the other process or pass --port",
-            key="http.port",
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}): {listen_hint(exc)}",
+            key="http.port" if exc.errno == errno.EADDRINUSE else "http.host",
         ) from exc
     return sock
+
+
+def listen_hint(exc: OSError) -> str:
+    """What to do about a bind that failed: a port in use is another process's, while an
+    address that is no name or none of this machine's ("Name or service not known",
+    "Cannot assign requested address") needs another --host, not another --port."""
+    if exc.errno == errno.EADDRINUSE:
+        return "stop the other process or pass --port"
+    return "pass --host an address of this machine (127.0.0.1, 0.0.0.0 for all)"
 
 
 def _delete_queue(bus_url: str, queue: str) -> None:

@@ -82,16 +82,14 @@ def _check_listen(host: str, port: int) -> None:
     import socket
 
     from tme.cli.output import fail
+    from tme.stack import listen_hint
 
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
-            fail(
-                f"cannot listen on {host}:{port} ({exc.strerror or exc}): stop the other"
-                " process or pass --port"
-            )
+            fail(f"cannot listen on {host}:{port} ({exc.strerror or exc}): {listen_hint(exc)}")
 
 
 async def _serve(sim: Any, describe: str) -> None:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 from cli_lines import failing_tme
+from typer.testing import CliRunner
+
+from tme.cli.main import app
 
 
 @pytest.mark.parametrize("sim", ["modbus", "serial"])
@@ -20,3 +23,14 @@ def test_a_port_in_use_is_one_line_naming_it(tmp_path: Path, sim: str) -> None:
     assert code == 1
     assert line.startswith("error: cannot listen on 127.0.0.1:") and f":{port} " in line, line
     assert "stop the other process or pass --port" in line
+
+
+@pytest.mark.parametrize("sim", ["modbus", "serial"])
+def test_an_address_of_no_interface_here_asks_for_another_host(sim: str) -> None:
+    # It said "stop the other process or pass --port" of an address this machine lacks
+    # (192.0.2.1 is for documentation: no machine has it).
+    result = CliRunner().invoke(app, ["sim", sim, "--host", "192.0.2.1", "--port", "0"])
+    assert result.exit_code == 1, result.output
+    line = result.stderr.strip()
+    assert line.startswith("error: cannot listen on 192.0.2.1:0 ("), line
+    assert line.endswith("): pass --host an address of this machine (127.0.0.1, 0.0.0.0 for all)")
