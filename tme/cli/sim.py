@@ -92,8 +92,17 @@ def _check_listen(host: str, port: int) -> None:
             fail(f"cannot listen on {host}:{port} ({exc.strerror or exc}): {listen_hint(exc)}")
 
 
-async def _serve(sim: Any, describe: str) -> None:
-    await sim.start()
+async def _serve(sim: Any, describe: str, link: str = "") -> None:
+    """Serve until interrupted. A link that cannot be served (the TCP port was checked
+    before) is one line naming it and what was said, not pymodbus's traceback ("Could
+    not start listen, please check address.", "protocol 'bogus' not known")."""
+    from tme.cli.output import fail
+
+    try:
+        await sim.start()
+    except (OSError, RuntimeError, ValueError) as exc:
+        await sim.stop()
+        fail(f"cannot serve {link or 'the simulator'}: {exc}")
     console.print(describe.format(sim=sim))
     try:
         await asyncio.Event().wait()  # serve until interrupted
@@ -122,8 +131,9 @@ def modbus(
     describe = "plant: Modbus TCP on {sim.host}:{sim.port}" + (
         " RTU on {sim.rtu_url}" if sim.rtu else ""
     )
+    link = f"RTU on {sim.rtu!r} (--rtu)" if rtu and not pty else ""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(sim, describe))
+        asyncio.run(_serve(sim, describe, link))
 
 
 @app.command()

@@ -34,3 +34,19 @@ def test_an_address_of_no_interface_here_asks_for_another_host(sim: str) -> None
     line = result.stderr.strip()
     assert line.startswith("error: cannot listen on 192.0.2.1:0 ("), line
     assert line.endswith("): pass --host an address of this machine (127.0.0.1, 0.0.0.0 for all)")
+
+
+@pytest.mark.parametrize(
+    ("rtu", "said"),
+    [
+        ("bogus://x", "invalid URL, protocol 'bogus' not known"),
+        ("/dev/tme-no-such-port", "Could not start listen, please check address."),
+    ],
+)
+def test_an_rtu_link_it_cannot_serve_is_one_line_naming_it(rtu: str, said: str) -> None:
+    # It ended in pymodbus's (or pyserial's) traceback, with the TCP server left behind.
+    args = ["sim", "modbus", "--port", "0", "--tick-s", "0", "--rtu", rtu]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.stderr.strip() == f"error: cannot serve RTU on {rtu!r} (--rtu): {said}"
