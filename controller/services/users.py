@@ -34,18 +34,27 @@ def parse_role(role: str) -> Role:
         raise _invalid("role", f"must be one of {', '.join(Role)}") from None
 
 
-def create_user(
-    session: Session, username: str, password: str, role: str, sites: list[str] | str
-) -> User:
+def check_new_user(username: str, role: str, sites: list[str] | str) -> list[str]:
+    """The sites granted to a new user, its name, role and sites checked as create_user
+    checks them: `tme user create` asks for the password only once they hold (it asked
+    twice, then refused the name)."""
     if not USERNAME.match(username):
         raise _invalid("username", "1-64 letters, digits or . _ @ -")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise _invalid("password", f"at least {MIN_PASSWORD_LENGTH} characters")
+    parse_role(role)
     granted = parse_sites(sites)
     if not granted:
         raise _invalid("sites", 'grant at least one site, or "*" for all')
     if problems := grant_problems(granted):
         raise _invalid("sites", "; ".join(problems))
+    return list(granted)
+
+
+def create_user(
+    session: Session, username: str, password: str, role: str, sites: list[str] | str
+) -> User:
+    granted = check_new_user(username, role, sites)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise _invalid("password", f"at least {MIN_PASSWORD_LENGTH} characters")
     if session.exec(select(User).where(User.username == username)).first() is not None:
         raise Conflict(f"user {username!r} already exists", details={"username": username})
     user = User(

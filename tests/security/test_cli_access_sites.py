@@ -41,3 +41,24 @@ def test_a_token_narrowed_to_a_site_no_task_can_target_is_refused(db_url: str) -
     assert refused.exit_code == 2, refused.output
     assert "'plant/1'" in refused.stderr
     assert _tme(*token, "--sites", "plant-1").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["bad name", "--role", "viewer"], "error: invalid username: 1-64 letters"),
+        (["bob", "--role", "boss"], "error: invalid role: must be one of viewer, operator,"),
+        (["bob", "--role", "viewer", "--sites", "plant 1"], "error: invalid sites: 'plant 1'"),
+    ],
+)
+def test_a_user_it_would_refuse_is_refused_before_the_password_is_asked(
+    tmp_path: Path, args: list[str], line: str
+) -> None:
+    # It asked for the password twice, then refused the name, role or sites.
+    result = CliRunner().invoke(
+        app, ["user", "create", *args, "--db", f"sqlite:///{tmp_path / 'none.db'}"], input=""
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(line), result.stderr
+    assert "password" not in result.output.lower()
+    assert list(tmp_path.iterdir()) == []  # no database opened either

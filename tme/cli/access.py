@@ -95,8 +95,10 @@ def user_create(
     db: DbOption = None,
 ) -> None:
     """Create a user (the first admin: `tme user create admin --role admin`)."""
-    from tme.controller.services.users import create_user
+    from tme.controller.services.users import check_new_user, create_user
 
+    with cli_errors():
+        check_new_user(username, role, sites)  # before asking for a password
     if password is None:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     with database(db) as (engine, session):
