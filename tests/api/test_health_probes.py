@@ -47,6 +47,17 @@ def test_readiness_needs_no_token_and_names_each_check(app: FastAPI) -> None:
     }
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_a_probe_may_ask_head_without_a_token(app: FastAPI, path: str) -> None:
+    # A monitor asking HEAD (the default of many) got 401 "authentication required".
+    with TestClient(app) as anonymous:
+        answer = anonymous.head(path)
+        refused = anonymous.post(path)
+    assert answer.status_code == 200, answer.text
+    assert answer.content == b""
+    assert refused.status_code == 401  # other methods stay refused, as before
+
+
 def test_readiness_says_the_database_is_unreachable_and_logs_why(
     app: FastAPI, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from tme.controller.api.errors import error_response
@@ -29,3 +29,16 @@ def readyz(request: Request) -> JSONResponse:
     if all(v == "ok" for v in results.values()):
         return JSONResponse({"status": "ready", "checks": results})
     return error_response(503, "not_ready", "a check is failing", results)
+
+
+# HEAD too, as GET answers it (a body is never sent): a probe or uptime monitor asking
+# HEAD, the default of many, got 401, the answer to a request no policy makes public.
+# Left out of the OpenAPI document, which would hold each operation twice.
+@router.head("/healthz", include_in_schema=False)
+async def healthz_head() -> Response:
+    return Response()
+
+
+@router.head("/readyz", include_in_schema=False)
+def readyz_head(request: Request) -> JSONResponse:
+    return readyz(request)
