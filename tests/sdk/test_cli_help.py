@@ -68,3 +68,9 @@ def test_every_option_says_what_it_does() -> None:
     assert any(path == "tme task create" for path, _ in found)  # it walks every group
     silent = [f"{path} {'/'.join(option.opts)}" for path, option in found if not option.help]
     assert not silent, silent
+
+
+def test_misfire_help_says_skip_takes_a_grace_too() -> None:
+    # `--misfire skip:30` sets a grace of 30 s; the help offered the grace to run_once only.
+    result = CliRunner().invoke(app, ["task", "create", "--help"], env={"COLUMNS": "200"})
+    assert "A late schedule slot: skip or run_once, each [:GRACE_S]" in result.output

@@ -89,7 +89,13 @@ FIELD_OPTIONS = [
         "overlap",
         _opt("--overlap", "While a run is active: skip, queue[:MAX_QUEUED] or allow[:MAX]."),
     ),
-    option("misfire", _opt("--misfire", "A late schedule slot: skip or run_once[:GRACE_S].")),
+    option(
+        "misfire",
+        _opt(
+            "--misfire",
+            "A late schedule slot: skip or run_once, each [:GRACE_S] (how late still fires).",
+        ),
+    ),
     option(
         "queue_timeout",
         _opt("--queue-timeout", "A run not started within SECONDS expires.", float),
