@@ -336,6 +336,20 @@ def test_a_param_yaml_cannot_read_is_refused_before_anything_is_sent(
     assert out == ""
 
 
+@pytest.mark.parametrize("command", [["create", "--name", "x"], ["update", "7"]])
+def test_a_param_given_twice_is_refused_before_anything_is_sent(
+    closed_port_url: str, command: list[str]
+) -> None:
+    # The last one won unseen (value=1200 --param value=12000 typed for a correction);
+    # a task file refuses a key given twice too.
+    args = ["--param", "value=1200", "--param", "verify=true", "--param", "value=120"]
+    code, out, err = tme_cli("task", *command, "--url", closed_port_url, *args)
+    assert_one_line_error(
+        code, err, 2, "--param value: given twice ('value=1200', then 'value=120'): give it once"
+    )
+    assert out == ""
+
+
 def test_a_quoted_param_is_text_and_a_word_stays_one(live_url: str) -> None:
     code, out, err = tme_cli(
         "task", "create", "--url", live_url, "--name", unique(),

@@ -187,10 +187,17 @@ def _params(pairs: list[str], base: dict[str, Any] | None) -> dict[str, Any] | N
     if not pairs:
         return None
     params = dict(base or {})
+    given: dict[str, str] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
             usage_error(f"--param {pair!r}: expected key=value")
+        if key.strip() in given:  # the last one won, unseen; a task file refuses it too
+            usage_error(
+                f"--param {key.strip()}: given twice ({given[key.strip()]!r}, then {pair!r}):"
+                " give it once"
+            )
+        given[key.strip()] = pair
         params[key.strip()] = _param_value(key.strip(), raw)
     return params
 
