@@ -3,6 +3,7 @@ such a grant reaches nothing, and the typo behind it went unnoticed."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -62,3 +63,26 @@ def test_a_user_it_would_refuse_is_refused_before_the_password_is_asked(
     assert result.stderr.startswith(line), result.stderr
     assert "password" not in result.output.lower()
     assert list(tmp_path.iterdir()) == []  # no database opened either
+
+
+def test_a_configuration_error_changes_nothing_and_leaves_no_change_unaudited(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The settings (the audit key) were read for the audit row only, after the change was
+    # committed: the user or token was made, with no row, and the command said error.
+    assert _tme("user", "create", "ann", "--role", "admin", "--password", "long enough",
+                "--db", db_url).exit_code == 0  # fmt: skip
+    monkeypatch.setenv("TME_HTTP__PORT", "abc")
+    changes = [
+        ["user", "create", "bob", "--role", "viewer", "--password", "long enough"],
+        ["token", "create", "ann", "--name", "t", "--days", "3"],
+        ["user", "disable", "ann"],
+    ]
+    for change in changes:
+        refused = _tme(*change, "--db", db_url)
+        assert refused.exit_code == 1, refused.output
+        assert refused.stderr.startswith("error: http.port: must be an integer"), refused.stderr
+    monkeypatch.delenv("TME_HTTP__PORT")
+    users = json.loads(_tme("user", "list", "--db", db_url, "--json").stdout)
+    assert [(u["username"], u["disabled"]) for u in users] == [("ann", False)]
+    assert json.loads(_tme("token", "list", "--db", db_url, "--json").stdout) == []

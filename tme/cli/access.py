@@ -32,18 +32,25 @@ SitesOption = Annotated[str, typer.Option("--sites", help='Comma-separated sites
 
 
 @contextmanager
-def database(url: str | None) -> Iterator[tuple[Engine, Session]]:
-    """One transaction on the configured database, errors turned into one line."""
+def database(url: str | None, audited: bool = False) -> Iterator[tuple[Engine, Session]]:
+    """One transaction on the configured database, errors turned into one line. For a
+    change that is `audited`, the settings (which hold the audit key) are read first,
+    even with --db: a configuration error read only for the audit row, after the change
+    was committed, left a user or token made with no row and the command saying error."""
     from tme.config import load_settings
+    from tme.controller.services import audit
     from tme.controller.store.db import check_schema, make_engine, session_scope
 
     with cli_errors():
-        url = url or load_settings().database.url
+        settings = load_settings() if audited or not url else None
+        url = url or settings.database.url  # type: ignore[union-attr]
     missing = missing_sqlite_file(url)
     if missing is not None:  # SQLite would make it, empty, where a typo pointed
         fail(f"no database at {missing}: check --db or database.url")
     with cli_errors(), database_errors(url):
         engine = make_engine(url)
+        if settings is not None:
+            audit.use_key(engine, settings)
         try:
             check_schema(engine)
             with session_scope(engine) as session:
@@ -101,7 +108,7 @@ def user_create(
         check_new_user(username, role, sites)  # before asking for a password
     if password is None:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-    with database(db) as (engine, session):
+    with database(db, audited=True) as (engine, session):
         user = create_user(session, username, password, role, sites)
         session.commit()
         audit_cli(engine, "user.create", f"user:{username}", {"role": role, "sites": user.sites})
@@ -140,7 +147,7 @@ def user_disable(username: Annotated[str, typer.Argument()], db: DbOption = None
     """Disable a user and revoke their tokens and sessions."""
     from tme.controller.services.users import disable_user
 
-    with database(db) as (engine, session):
+    with database(db, audited=True) as (engine, session):
         disable_user(session, username)
         session.commit()
         audit_cli(engine, "user.disable", f"user:{username}", {})
@@ -162,8 +169,9 @@ def token_create(
     from tme.config import load_settings
     from tme.controller.services.tokens import create_token
 
-    ttl = days or load_settings().auth.token_ttl_days
-    with database(db) as (engine, session):
+    with cli_errors():
+        ttl = days or load_settings().auth.token_ttl_days
+    with database(db, audited=True) as (engine, session):
         issued = create_token(session, username, name, days=ttl, role=role, sites=sites)
         session.commit()
         row = issued.row
@@ -222,7 +230,7 @@ def token_revoke(
     """Revoke a token at once."""
     from tme.controller.services.tokens import revoke_token
 
-    with database(db) as (engine, session):
+    with database(db, audited=True) as (engine, session):
         revoke_token(session, token_id)
         session.commit()
         audit_cli(engine, "token.revoke", f"token:{token_id}", {})
