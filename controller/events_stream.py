@@ -24,7 +24,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy.exc import OperationalError
 
-from tme.controller.api.deps import MAX_ID, PrincipalDep
+from tme.controller.api.deps import MAX_ID, NameFilter, PrincipalDep
 from tme.controller.change_feed import ChangeFeed
 from tme.controller.services.access import check_site_filter
 from tme.controller.services.roles import Permission, Principal
@@ -70,9 +70,7 @@ def _event_number(text: str) -> bool:
     return text.isascii() and text.isdigit() and int(text) <= MAX_ID
 
 
-def granted_site(
-    principal: PrincipalDep, site: Annotated[str | None, Query(min_length=1, max_length=64)] = None
-) -> str | None:
+def granted_site(principal: PrincipalDep, site: NameFilter = None) -> str | None:
     """A dependency, so a site outside the grant is refused before the stream starts."""
     check_site_filter(principal, site)
     return site

@@ -16,6 +16,7 @@ from tme.controller.services.runs import RunReadyHook
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import MAX_ID, Run, Task
 from tme.errors import AuthError, NotFound
+from tme.schemas import check_name
 from tme.states import TASK_STATUSES, task_status
 
 # Dependencies that only read the request are `async def`: FastAPI runs a plain `def`
@@ -75,6 +76,16 @@ def task_status_filter(word: str | None) -> str | None:
     Done while the request is validated: an unknown one is a 422 naming `status` and
     the statuses there are, where it would have matched no task."""
     return task_status(word) if word else None
+
+
+def name_filter(name: str | None) -> str | None:
+    """A `site` or `agent` filter: a name no site or agent can have ("plant 1", "a/b")
+    is a 422 saying what a name may hold, where it answered an empty list."""
+    return None if name is None else check_name(name)
+
+
+# The type of a `site` or `agent` filter (an empty one: "at least 1 character").
+NameFilter = Annotated[str | None, Query(min_length=1, max_length=64), AfterValidator(name_filter)]
 
 
 # The type of the `status` filter of the task lists.

@@ -78,3 +78,32 @@ def test_the_openapi_document_still_gives_the_name_patterns(test_client: Any) ->
     assert site["pattern"] == r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,63}$"
     trigger = schemas["TaskCreate"]["properties"]["trigger"]["anyOf"][0]
     assert trigger["pattern"] == r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/v1/tasks?site=plant%201", "site"),
+        ("/api/v1/tasks?agent=skid/a", "agent"),
+        ("/api/v1/agents?site=plant%201", "site"),
+        ("/api/v1/devices?agent=-skid", "agent"),
+        ("/api/v1/devices/pump1/values?site=plant.1", "site"),
+        ("/api/v1/events?site=plant%201", "site"),
+    ],
+)
+def test_a_site_or_agent_filter_no_name_can_match_is_refused(
+    test_client: Any, path: str, field: str
+) -> None:
+    """It answered an empty list (or 404): a filter is checked, never left to match
+    nothing (docs/api.md)."""
+    with test_client.stream("GET", path) as answer:  # the event stream, once open, stays
+        assert answer.status_code == 422
+        answer.read()
+    (detail,) = answer.json()["error"]["details"]
+    assert detail["field"] == field
+    assert "is not a name a task can target (1 to 64 letters" in detail["message"]
+
+
+def test_a_site_filter_that_is_a_name_still_filters(test_client: Any) -> None:
+    assert test_client.get("/api/v1/tasks?site=plant-1&agent=skid_a").status_code == 200
+    assert test_client.get("/api/v1/devices?site=plant-1").json() == []

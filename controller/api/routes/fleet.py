@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path
 from sqlmodel import Session
 
-from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep
+from tme.controller.api.deps import NameFilter, PrincipalDep, RunReadyDep, SessionDep
 from tme.controller.services import device_stop, fleet, point_values
 from tme.controller.services.access import site_scope
 from tme.controller.services.roles import Principal
@@ -28,8 +28,8 @@ from tme.fleet_schemas import (
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"])
 
-SiteQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
-AgentQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
+SiteQuery = NameFilter
+AgentQuery = NameFilter
 DeviceName = Annotated[str, Path(min_length=1, max_length=64, description="The device's name")]
 FLEET_READ = {"x-permission": "fleet.read"}
 STOP = {"x-permission": "run.control"}  # whoever may cancel runs may stop a machine

@@ -13,6 +13,7 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from tme.controller.api.deps import (
+    NameFilter,
     PrincipalDep,
     RunReadyDep,
     SessionDep,
@@ -252,8 +253,8 @@ def list_tasks(
     session: SessionDep,
     principal: PrincipalDep,
     status: TaskStatusQuery = None,
-    site: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
-    agent: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    site: NameFilter = None,
+    agent: NameFilter = None,
     op: Annotated[Op | None, Query()] = None,
     q: Annotated[
         str | None, Query(min_length=1, max_length=200, description="search name and description")
