@@ -94,6 +94,8 @@ class RolloutCreate(Input):
     window: Window = 1
     abort: RolloutAbort = Field(default_factory=RolloutAbort)
     skip_refused: bool = False
+    # Each device's task's priority: its runs and commands wait by it, as any task's do.
+    priority: int = Field(default=5, ge=0, le=9)
 
     @field_validator("op")
     @classmethod

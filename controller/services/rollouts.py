@@ -80,7 +80,8 @@ def _names_twice(devices: list[MatchedDevice]) -> set[str]:
 def _task_of(
     data: RolloutCreate, rollout: Rollout, device: MatchedDevice, twice: set[str]
 ) -> TaskCreate:
-    """The task of one device: the rollout's op, params, timeout and retries on it."""
+    """The task of one device: the rollout's op, params, timeout, retries and priority
+    on it."""
     name = f"{data.name}: {device.device}"
     if device.device in twice:
         name += f" ({device.agent})"
@@ -92,6 +93,7 @@ def _task_of(
         params=data.params,
         timeout_s=data.timeout_s,
         retries=data.retries,
+        priority=data.priority,
     )
 
 

@@ -175,7 +175,7 @@ def test_refused_devices_refuse_the_rollout_unless_skipped(
 def test_a_window_of_runs_starts_and_the_next_starts_as_each_settles(
     engine: Engine, fleet: None, hook: RunReady
 ) -> None:
-    rollout_id = _create(engine, hook, window=2, timeout_s=20, retries={"max": 0})
+    rollout_id = _create(engine, hook, window=2, timeout_s=20, retries={"max": 0}, priority=8)
     shown = _show(engine, rollout_id)
     assert shown.state == "going" and shown.window == 2
     assert _states(engine, rollout_id) == {
@@ -187,12 +187,13 @@ def test_a_window_of_runs_starts_and_the_next_starts_as_each_settles(
     with Session(engine) as session:
         task = session.get(Task, shown.devices[0].task_id)
         assert task is not None
-        assert (task.name, task.op, task.agent, task.device, task.timeout_s) == (
+        assert (task.name, task.op, task.agent, task.device, task.timeout_s, task.priority) == (
             "pump speed: pump1",
             "modbus.write",
             "skid-a",
             "pump1",
             20,
+            8,
         )
         assert task.params == {"point": "speed_setpoint", "value": 1200, "verify": False}
         outbox = session.exec(select(func.count()).select_from(Outbox)).one()

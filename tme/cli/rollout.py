@@ -56,6 +56,10 @@ ROLLOUT_OPTIONS = [
     option("timeout", _opt("--timeout", "Each run's timeout in seconds.", float)),
     option("retries", _opt("--retries", "Retries after a failed run, per device.", int)),
     option(
+        "priority",
+        _opt("--priority", "0-9 (default 5): what waits goes higher priority first.", int),
+    ),
+    option(
         "file",
         _opt("--file", "A rollout body (YAML or JSON); the options override its fields.", Path),
     ),
@@ -100,6 +104,8 @@ def _body(opts: dict[str, Any]) -> dict[str, Any]:
         body["timeout_s"] = opts["timeout"]
     if opts.get("retries") is not None:
         body["retries"] = {**(body.get("retries") or {}), "max": opts["retries"]}
+    if opts.get("priority") is not None:
+        body["priority"] = opts["priority"]
     return body
 
 
