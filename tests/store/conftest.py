@@ -34,6 +34,9 @@ TABLES = (
     "audit_head",
     "workflow_cursor",  # its event id would point past the restarted ids
     "workflow_cancels",  # without runs of theirs left: pruning counts them
+    # (and rollout_devices with them): a rollout left going names task ids by value,
+    # which the restarted ids give to new tasks, taking them off the plain settle path
+    "rollouts",
 )
 
 
