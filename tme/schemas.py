@@ -235,6 +235,8 @@ Resources = Annotated[
 
 # A task's name: one line, as it shows in lists, emails and terminals.
 TaskName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line)]
+# Who a task is for: shown beside its name in lists, as one line the same way.
+Assignee = Annotated[str, Field(max_length=200), AfterValidator(_one_line)]
 
 
 class TaskCreate(Input):
@@ -249,7 +251,7 @@ class TaskCreate(Input):
     timeout_s: float | None = Field(default=None, gt=0, le=86400)
     retries: Retries = Field(default_factory=Retries)
     priority: int = Field(default=5, ge=0, le=9)
-    assigned_to: str | None = Field(default=None, max_length=200)
+    assigned_to: Assignee | None = None
     resources: Resources = Field(default_factory=list)
     # scheduling and workflows (None: the default for the task's op)
     misfire: Misfire | None = None
@@ -286,7 +288,7 @@ class TaskUpdate(Input):
     timeout_s: float | None = Field(default=None, gt=0, le=86400)
     retries: Retries | None = None
     priority: int | None = Field(default=None, ge=0, le=9)
-    assigned_to: str | None = Field(default=None, max_length=200)
+    assigned_to: Assignee | None = None
     resources: Resources | None = None
     misfire: Misfire | None = None
     overlap: Overlap | None = None

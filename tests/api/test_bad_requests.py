@@ -456,3 +456,21 @@ def test_a_task_name_is_one_line_without_control_characters(test_client, counts)
         f"/api/v1/tasks/{created.json()['id']}", json={"name": "fill\ttank"}
     )
     assert renamed.status_code == 422 and "U+0009" in renamed.text
+
+
+def test_who_a_task_is_assigned_to_is_one_line_as_a_name_is(test_client, counts) -> None:
+    """assigned_to shows beside the name in lists: a bidi override made it read as
+    another person, a newline split the list's row."""
+    before = counts()
+    for who, code in (("ops\u202e", "202E"), ("night\nshift", "000A")):
+        response = test_client.post("/api/v1/tasks", json={"name": "x", "assigned_to": who})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert [f["field"] for f in error["details"]] == ["assigned_to"]
+        assert f"control character U+{code}" in error["message"]
+    assert counts() == before
+    made = test_client.post("/api/v1/tasks", json={"name": "x", "assigned_to": "Anaïs"})
+    assert made.status_code == 201, made.text
+    task_id = made.json()["id"]
+    changed = test_client.patch(f"/api/v1/tasks/{task_id}", json={"assigned_to": "x\u202ey"})
+    assert changed.status_code == 422 and "U+202E" in changed.text
