@@ -111,7 +111,7 @@ def devices_to_run(session: Session, data: RolloutCreate) -> RolloutPreview:
         how = (
             "every matched device is refused"
             if not plan.devices
-            else "pass skip_refused to leave them out"
+            else "pass skip_refused (tme rollout create --skip-refused) to leave them out"
         )
         count = len(plan.refused)
         said = "1 matched device is" if count == 1 else f"{count} matched devices are"

@@ -155,8 +155,9 @@ def test_refused_devices_refuse_the_rollout_unless_skipped(
     with pytest.raises(ValidationError) as refused:
         _create(engine, hook, match=everything)
     assert refused.value.message.startswith(
-        "invalid request: match: 1 matched device is refused (pass skip_refused to leave"
-        " them out): pump9 (old): params.point: device 'pump9' of agent 'old' at site"
+        "invalid request: match: 1 matched device is refused (pass skip_refused (tme rollout"
+        " create --skip-refused) to leave them out): pump9 (old): params.point: device"
+        " 'pump9' of agent 'old' at site"
         " 'plant-1' has no point 'speed_setpoint'"
     )
     with Session(engine) as session:
