@@ -187,18 +187,23 @@ def create_tasks(
     return Call("POST", f"{API}/tasks/batch", parse, json=body, headers=headers)
 
 
-def _task_id(task_id: int) -> int:
-    """A task id as the path takes it, checked here: int() turned 3.7 into task 3 and
-    True into task 1 (a delete went to another task), and "abc" raised ValueError."""
-    if isinstance(task_id, str) and task_id.strip().isdecimal():
-        return int(task_id)
-    if isinstance(task_id, int) and not isinstance(task_id, bool):
-        return task_id
-    problem = f"must be an integer (got {task_id!r})"
+def integer_id(value: int, field: str) -> int:
+    """An integer id as a path takes it (a task's, a rollout's), checked here: int()
+    turned 3.7 into task 3 and True into task 1 (a delete went to another task), and
+    "abc" raised ValueError. A ValidationError naming `field` otherwise."""
+    if isinstance(value, str) and value.strip().isdecimal():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    problem = f"must be an integer (got {value!r})"
     raise ValidationError(
-        f"task_id: {problem}",
-        field_errors=[{"field": "task_id", "message": problem, "type": "int_type"}],
+        f"{field}: {problem}",
+        field_errors=[{"field": field, "message": problem, "type": "int_type"}],
     )
+
+
+def _task_id(task_id: int) -> int:
+    return integer_id(task_id, "task_id")
 
 
 def _run_id(run_id: str, field: str = "run_id") -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from tme.client.calls import API, Call, ValidationError, _list_of, _parser, validated
+from tme.client.calls import API, Call, _list_of, _parser, integer_id, validated
 from tme.rollout_schemas import RolloutCreate, RolloutPreview, RolloutPublic
 
 if TYPE_CHECKING:
@@ -40,16 +40,7 @@ def create_rollout(rollout: RolloutCreate | None, fields: Mapping[str, Any]) -> 
 
 
 def _rollout_id(rollout_id: int) -> int:
-    """A rollout id as the path takes it, checked here (3.7 or True is no id)."""
-    if isinstance(rollout_id, str) and rollout_id.strip().isdecimal():
-        return int(rollout_id)
-    if isinstance(rollout_id, int) and not isinstance(rollout_id, bool):
-        return rollout_id
-    problem = f"must be an integer (got {rollout_id!r})"
-    raise ValidationError(
-        f"rollout_id: {problem}",
-        field_errors=[{"field": "rollout_id", "message": problem, "type": "int_type"}],
-    )
+    return integer_id(rollout_id, "rollout_id")
 
 
 def get_rollout(rollout_id: int) -> Call[RolloutPublic]:
