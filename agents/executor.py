@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tme.agents.checks import (
@@ -33,6 +32,13 @@ from tme.agents.lockout import Lockouts
 from tme.agents.operations import run_plan
 from tme.agents.pacing import Change, PointChanges, paced_points
 from tme.agents.priority_lock import PrioritySemaphore
+from tme.agents.run_limits import (
+    TimeLimit,
+    driver_details,
+    driver_reason,
+    not_opened_reason,
+    time_limit,
+)
 from tme.drivers.base import AnswersWithin
 from tme.errors import DriverError, EnvelopeViolation, TMEError
 
@@ -357,7 +363,7 @@ class CommandExecutor:
                 # cut off before any request left (its connection was still opening): as
                 # a connection that could not be opened, not started, so even a write
                 # may be retried
-                reason = _not_opened_reason(plan, limit)
+                reason = not_opened_reason(plan, limit)
                 self._note_link(plan, False, reason)
                 self._undo_changes(plan, noted)
                 return self.finish(command, "failed", lines, reason=reason, not_started=True)
@@ -367,7 +373,7 @@ class CommandExecutor:
         except DriverError as exc:
             # Not started when no request reached the device (its connection or port could
             # not be opened): the controller may then retry even a write.
-            reason = _driver_reason(exc)
+            reason = driver_reason(exc)
             self._note_link(plan, exc.device_answered, reason)
             if exc.not_sent:
                 self._undo_changes(plan, noted)
@@ -376,7 +382,7 @@ class CommandExecutor:
                 "failed",
                 lines,
                 reason=reason,
-                result=_driver_details(exc),
+                result=driver_details(exc),
                 not_started=exc.not_sent,
             )
         except TMEError as exc:
@@ -457,52 +463,3 @@ def _requests_sent(plan: Plan) -> int | None:
     # protocol looks up the protocol's members on every call, once per command here.
     sent = getattr(driver, "requests_sent", None)
     return sent if isinstance(sent, int) else None
-
-
-def _not_opened_reason(plan: Plan, limit: TimeLimit) -> str:
-    bus = plan.device.driver.bus_key if plan.device is not None else "the device"
-    return (
-        f"cannot connect to {bus}: the connection could not be opened {limit.said};"
-        " nothing was sent to the device"
-    )
-
-
-@dataclass(frozen=True)
-class TimeLimit:
-    """When a command's operation is cut off (loop time) and how that is said."""
-
-    at: float
-    said: str  # "within 10 s (the command's timeout)" or "by the run's deadline (...)"
-    result_said: str  # as a timed-out result says it: "within 10.0 s", or the deadline
-
-
-def time_limit(command: Command) -> TimeLimit:
-    """From now: the command's timeout, or its run's total deadline when that comes
-    first (the controller times the run out there; the operation must not go on)."""
-    now = asyncio.get_running_loop().time()
-    if command.deadline is not None:
-        from tme.protocol import utcnow
-
-        left = (command.deadline - utcnow()).total_seconds()
-        if left < command.timeout_s:
-            said = f"by the run's deadline ({command.deadline.isoformat(timespec='seconds')})"
-            return TimeLimit(now + max(left, 0.0), said, said)
-    return TimeLimit(
-        now + command.timeout_s,
-        f"within {command.timeout_s:g} s (the command's timeout)",
-        f"within {command.timeout_s} s",
-    )
-
-
-def _driver_reason(exc: DriverError) -> str:
-    if exc.modbus_exception is not None and "exception" not in exc.message.lower():
-        return f"{exc.message} (Modbus exception {exc.modbus_exception})"
-    if exc.not_sent:
-        return f"{exc.message}; nothing was sent to the device"
-    return exc.message
-
-
-def _driver_details(exc: DriverError) -> dict[str, Any] | None:
-    if exc.modbus_exception is None:
-        return exc.result  # what the operation got before it failed (a shell's output)
-    return {"modbus_exception": exc.modbus_exception, "retryable": exc.retryable}
