@@ -106,18 +106,29 @@ class _Pump:
     bus_key = "tcp:127.0.0.1:5030"
     request_timeout_s = 2.0  # a cut-off write could land this late
 
-    def __init__(self, ramp: float = 600, fail_read: DriverError | None = None) -> None:
+    def __init__(
+        self,
+        ramp: float = 600,
+        fail_read: DriverError | None = None,
+        failing: list[DriverError | None] | None = None,
+    ) -> None:
+        """`fail_read` fails every read of actual_speed; `failing`, the next reads in
+        turn (None: that read answers), then they answer."""
         self.ramp, self.fail_read = ramp, fail_read
+        self.failing = list(failing or [])
         self.setpoint, self.speed = 0.0, 0.0
         self.speed_reads = 0
+        self.failed_reads = 0
 
     async def write_point(self, profile: object, unit: int, point: str, value: Any) -> None:
         self.setpoint = float(value)
 
     async def read_points(self, profile: object, unit: int, points: list[str]) -> dict:
         if "actual_speed" in points:
-            if self.fail_read is not None:
-                raise self.fail_read
+            failure = self.failing.pop(0) if self.failing else self.fail_read
+            if failure is not None:
+                self.failed_reads += 1
+                raise failure
             self.speed_reads += 1
             step = max(-self.ramp, min(self.ramp, self.setpoint - self.speed))
             self.speed += step
@@ -131,18 +142,23 @@ def record(tmp_path: Path) -> Iterator[CommandRecord]:
     record.close()
 
 
-def _executor(record: CommandRecord, pump: _Pump) -> tuple[CommandExecutor, DeviceSet]:
+def _executor(
+    record: CommandRecord, pump: _Pump, sent: list[Event] | None = None
+) -> tuple[CommandExecutor, DeviceSet]:
     profile = load_profile(PUMP)
     devices = DeviceSet(
         {"pump1": Device("pump1", pump, 1, profile), "pump2": Device("pump2", pump, 2, profile)}
     )
+    sink = sent.append if sent is not None else (lambda _e: None)
     # one worker: a write waiting for its effect must not hold it either
-    executor = CommandExecutor(record, devices, lambda _e: None, worker_count=1, allow_shell=False)
+    executor = CommandExecutor(record, devices, sink, worker_count=1, allow_shell=False)
     return executor, devices
 
 
-async def _run(record: CommandRecord, pump: _Pump, expect: dict[str, Any]) -> Event:
-    executor, _ = _executor(record, pump)
+async def _run(
+    record: CommandRecord, pump: _Pump, expect: dict[str, Any], sent: list[Event] | None = None
+) -> Event:
+    executor, _ = _executor(record, pump, sent)
     cmd = _write(expect)
     record.add(cmd)
     final = await executor.execute(cmd)
@@ -174,15 +190,56 @@ async def test_a_write_whose_effect_is_not_reached_fails_as_sent(record: Command
     assert pump.speed_reads >= 2
 
 
-async def test_a_read_that_fails_while_waiting_says_so_and_counts_the_write(
+NO_ANSWER = DriverError("read actual_speed: no answer within 1 s", retryable=True)
+
+
+async def test_a_read_that_fails_while_waiting_is_read_again_and_the_effect_still_counts(
     record: CommandRecord,
 ) -> None:
-    lost = DriverError("cannot connect to tcp:127.0.0.1:5030", retryable=True, not_sent=True)
-    final = await _run(record, _Pump(fail_read=lost), {"point": "actual_speed", "within_s": 1})
+    """A drive that is starting may miss a reply or two: the wait goes on, and says so."""
+    sent: list[Event] = []
+    pump = _Pump(ramp=600, failing=[None, NO_ANSWER, NO_ANSWER])
+    expect = {"point": "actual_speed", "tolerance": 20, "within_s": 3}
+    final = await _run(record, pump, expect, sent)
+    assert final.type == "succeeded", final.reason
+    assert final.result is not None and final.result["effect"]["reached"]
+    assert final.result["effect"]["value"] == 1200 and pump.failed_reads == 2
+    lines = "\n".join(e.line for e in [*sent, final] if e.line is not None).splitlines()
+    assert "reading actual_speed failed: read actual_speed: no answer within 1 s;" in "\n".join(
+        lines
+    )
+    assert "reading actual_speed answers again after 2 failed" in lines
+
+
+async def test_reads_that_keep_failing_fail_the_run_as_sent_when_the_wait_is_over(
+    record: CommandRecord,
+) -> None:
+    pump = _Pump(ramp=600, failing=[None], fail_read=NO_ANSWER)  # one read, then silence
+    final = await _run(record, pump, {"point": "actual_speed", "within_s": 0.5})
     assert final.type == "failed" and not final.not_started
+    assert final.reason is not None
+    assert final.reason.startswith(
+        "effect not confirmed: the write was sent, but reading actual_speed for its effect"
+        f" failed {pump.failed_reads} times: read actual_speed: no answer within 1 s;"
+        " it last read 600 rpm after 0."
+    ), final.reason
+    assert pump.failed_reads >= 2
+    assert final.result is not None and final.result["written"] == 1200
+    assert final.result["effect"]["value"] == 600 and not final.result["effect"]["reached"]
+
+
+async def test_a_read_the_device_refuses_ends_the_wait_at_once(record: CommandRecord) -> None:
+    """A Modbus exception saying the request is wrong: reading again cannot help."""
+    refused = DriverError(
+        "read actual_speed: device answered Modbus exception 2 (illegal data address)",
+        modbus_exception=2,
+    )
+    pump = _Pump(fail_read=refused)
+    final = await _run(record, pump, {"point": "actual_speed", "within_s": 3})
+    assert final.type == "failed" and not final.not_started and pump.failed_reads == 1
     assert final.reason == (
         "effect not confirmed: the write was sent, but reading actual_speed for its effect"
-        " failed: cannot connect to tcp:127.0.0.1:5030"
+        " failed: read actual_speed: device answered Modbus exception 2 (illegal data address)"
     )
 
 
