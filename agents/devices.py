@@ -99,6 +99,9 @@ class Link:
 class DeviceSet:
     devices: dict[str, Device] = field(default_factory=dict)
     _bus_locks: dict[str, PriorityLock] = field(default_factory=dict)
+    # by device name: held by a change of the device from before its write until its
+    # effect is seen (see change_lock)
+    _change_locks: dict[str, PriorityLock] = field(default_factory=dict)
     # each device's link as its last operation left it (none yet: not known)
     links: dict[str, Link] = field(default_factory=dict)
     _quieting: set[asyncio.Task[None]] = field(default_factory=set)
@@ -108,6 +111,15 @@ class DeviceSet:
 
     def bus_lock(self, device: Device) -> PriorityLock:
         return self._lock_of(str(device.driver.bus_key))
+
+    def change_lock(self, device: Device) -> PriorityLock:
+        """Changes of one device are made one at a time, each to its end: a write that
+        waits for its effect frees the bus for reads and for other devices, but the next
+        change of the same device waits until that effect is seen (or not), so no
+        second write moves the setpoint the first one is waiting on."""
+        if device.name not in self._change_locks:
+            self._change_locks[device.name] = PriorityLock()
+        return self._change_locks[device.name]
 
     def locks_for(self, plan: Plan, priority: int) -> contextlib.AbstractAsyncContextManager[Any]:
         """Hold the lock of every bus the plan uses (its device's, and those its

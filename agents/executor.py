@@ -214,7 +214,7 @@ class CommandExecutor:
         # priority that came earlier; a command running goes on whatever comes.
         rank = rank_of(command)
         workers = contextlib.nullcontext() if command.op == STOP_OP else self._workers.at(rank)
-        async with contextlib.AsyncExitStack() as held:
+        async with self._changing(plan, rank), contextlib.AsyncExitStack() as held:
             # released early by a write that waits for its effect (it reads under its
             # bus lock alone, one read at a time)
             await held.enter_async_context(self.devices.locks_for(plan, rank))
@@ -308,6 +308,13 @@ class CommandExecutor:
             self._note_link(plan, exc.device_answered, reason)
             return self.finish(command, "failed", lines, reason=reason, not_started=True)
         return held
+
+    def _changing(self, plan: Plan, rank: int) -> contextlib.AbstractAsyncContextManager[Any]:
+        """The device's change lock for a change of it (DeviceSet.change_lock); not for
+        a stop, which goes before everything of its device and ends a wait for an effect."""
+        if plan.device is None or plan.command.op == STOP_OP or changes_device(plan) is None:
+            return contextlib.nullcontext()
+        return self.devices.change_lock(plan.device).at(rank)
 
     def _locked_out(self, plan: Plan) -> str | None:
         """Why the plan may not run now that its device is locked out, or stopped

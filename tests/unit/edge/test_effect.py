@@ -264,3 +264,32 @@ async def test_the_bus_is_free_while_a_write_waits_and_a_stop_ends_the_wait(
     stopped = await asyncio.wait_for(waiting, 1.0)
     assert stopped is not None and stopped.type == "canceled"
     assert devices.devices["pump1"].cut_off_until == 0.0
+
+
+async def test_the_next_change_of_the_device_waits_for_the_effect_but_reads_do_not(
+    record: CommandRecord,
+) -> None:
+    """A second write of the same pump would move the setpoint the first one waits on:
+    it goes once the first's wait is over; a read of the pump goes meanwhile."""
+    pump = _Pump(ramp=0)
+    executor, _ = _executor(record, pump)
+    first = _write({"point": "actual_speed", "within_s": 0.5})
+    second = command(
+        "modbus.write", device="pump1", params={"point": "speed_setpoint", "value": 600}
+    )
+    read = command("modbus.read", device="pump1", params={"point": "speed_setpoint"})
+    for each in (first, second, read):
+        record.add(each)
+    waiting = asyncio.create_task(executor.execute(first))
+    await wait_until_async(lambda: pump.speed_reads >= 1, what="the wait for the effect")
+    queued = asyncio.create_task(executor.execute(second))
+    answer = await asyncio.wait_for(executor.execute(read), 1.0)
+    # the second write came first, at the same priority: without waiting for the first
+    # one's effect, it would have had the bus before the read
+    assert answer is not None and answer.result is not None
+    assert answer.result["values"]["speed_setpoint"]["value"] == 1200
+    assert not queued.done() and pump.setpoint == 1200
+    failed = await asyncio.wait_for(waiting, 2.0)
+    assert failed is not None and failed.type == "failed"
+    done = await asyncio.wait_for(queued, 2.0)
+    assert done is not None and done.type == "succeeded" and pump.setpoint == 600
