@@ -2,8 +2,10 @@
 
 The connection options (--url/TME_URL, --token/TME_TOKEN), --json, building a
 client, and turning SDK errors into one readable line and an exit code: 2 when
-the input was wrong (usage or validation), 1 for everything else. No traceback
-reaches the user, including when the server cannot be reached.
+the input was wrong (usage or validation), 1 for everything else (an id or a name
+that does not exist, a refusal, any other answer of 4xx or 5xx). No traceback
+reaches the user, including when the server cannot be reached. `fail_with` is that
+one path: `cli_errors` (every command's) and the entry point's last resort use it.
 """
 
 from __future__ import annotations
@@ -58,17 +60,24 @@ def describe(exc: TMEError) -> str:
     return exc.message
 
 
+def exit_code(exc: Exception) -> int:
+    """2 when the input was wrong (a validation error: a malformed id or value), else 1."""
+    return USAGE_EXIT if isinstance(exc, ValidationError) else 1
+
+
+def fail_with(exc: TMEError | TimeoutError) -> NoReturn:
+    """End the command for an error: its one line on stderr (the API's message, with its
+    code) and its exit code."""
+    fail(describe(exc) if isinstance(exc, TMEError) else str(exc), exit_code(exc))
+
+
 @contextmanager
 def cli_errors() -> Iterator[None]:
     """Turn what the SDK raises into one line and the right exit code."""
     try:
         yield
-    except ValidationError as exc:
-        fail(describe(exc), USAGE_EXIT)
-    except TMEError as exc:
-        fail(describe(exc))
-    except TimeoutError as exc:
-        fail(str(exc))
+    except (TMEError, TimeoutError) as exc:
+        fail_with(exc)
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from tme.cli import (
     sim,
     task,
 )
+from tme.cli.common import fail_with
 from tme.cli.output import fail
 from tme.errors import TMEError
 
@@ -103,8 +104,8 @@ def run() -> None:
         _usage_error(exc)
     except typer.Abort:
         fail("aborted")
-    except TMEError as exc:
-        fail(exc.message)
+    except TMEError as exc:  # one raised outside a command's cli_errors
+        fail_with(exc)
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
