@@ -109,9 +109,11 @@ def create_token(
 
 
 def list_tokens(session: Session, username: str | None = None) -> list[tuple[ApiToken, User]]:
+    """The API tokens, of `username` only when given: NotFound when no user has that name
+    (an empty list read as "they have no token", for a typo)."""
     query = select(ApiToken, User).where(ApiToken.user_id == User.id, ApiToken.kind == "api")
-    if username:
-        query = query.where(User.username == username)
+    if username is not None:  # `--user ""` names no user either
+        query = query.where(ApiToken.user_id == get_user(session, username).id)
     return [(t, u) for t, u in session.exec(query.order_by(col(ApiToken.id))).all()]
 
 

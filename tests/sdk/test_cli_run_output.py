@@ -99,16 +99,16 @@ def test_run_workflow_json_is_the_list_of_runs(monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.parametrize("as_json", [False, True])
-def test_a_trigger_nothing_is_bound_to_says_so_on_stderr(
+def test_a_trigger_nothing_is_bound_to_is_an_error(
     monkeypatch: pytest.MonkeyPatch, as_json: bool
 ) -> None:
-    # `tme trigger fire bach` (for batch) printed an empty table and nothing else.
+    # `tme trigger fire bach` (for batch) printed an empty table and exited 0.
     monkeypatch.setattr(Triggers, "fire", lambda self, name: TriggerFired(trigger=name, runs=[]))
     args = ["trigger", "fire", "bach", "--url", "http://127.0.0.1:9"]
     result = CliRunner().invoke(app, args + (["--json"] if as_json else []))
-    assert result.exit_code == 0
-    assert result.stderr.startswith("warning: no task is bound to trigger 'bach'")
-    assert ("run(s)" in result.stdout) is not as_json
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: no task is bound to trigger 'bach'")
+    assert result.stdout == ""
 
 
 def test_run_workflow_wait_polls_until_every_run_is_settled(

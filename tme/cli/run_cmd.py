@@ -30,6 +30,7 @@ from tme.cli.output import console, fire_times_text, print_json, print_table, vi
 from tme.client.base import check_seconds
 from tme.durations import duration_line
 from tme.effect_text import effect_line
+from tme.errors import NotFound
 from tme.schemas import RunPublic, TaskPublic, WorkflowCanceled
 from tme.states import FINAL_STATES
 
@@ -365,16 +366,20 @@ def fire(
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Start every task bound to the named trigger; exit 1 when every run of it was
-    refused (skipped: its task paused, or its overlap policy)."""
+    """Start every task bound to the named trigger; exit 1 when no task is bound to it
+    (a name nothing carries, or a typo) or every run of it was refused (skipped: its task
+    paused, or its overlap policy)."""
     with connect(url, token) as client:
         fired = client.triggers.fire(name)
-    if not fired.runs:  # a typo'd name starts nothing and is no error to the API
-        typer.echo(
-            f"warning: no task is bound to trigger {name!r} (that your token reaches):"
-            " nothing was started",
-            err=True,
-        )
+        if not fired.runs:
+            # The API answers a name no task (that the token reaches) carries as an empty
+            # list, so as not to tell of other sites' tasks; started nothing is an error
+            # here, as an unknown task id is: a typo'd name exited 0 with an empty table.
+            raise NotFound(
+                f"no task is bound to trigger {name!r} (that your token reaches):"
+                " nothing was started",
+                details={"trigger": name},
+            )
     if as_json:
         print_json(fired.model_dump(mode="json"))
     else:
