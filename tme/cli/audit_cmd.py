@@ -1,6 +1,6 @@
-"""`tme audit verify`: check the audit log's keyed chain for edited or removed rows.
-
-It needs the controller's audit key (`auth.audit_key`, e.g. TME_AUTH__AUDIT_KEY).
+"""`tme audit verify`: check the audit log's keyed chain for edited or removed rows (it
+needs the controller's audit key, `auth.audit_key`, e.g. TME_AUTH__AUDIT_KEY);
+`tme audit tail`: the newest rows.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import typer
 from rich.markup import escape
 
 from tme.cli.access import DbOption, database
-from tme.cli.output import console, fail
+from tme.cli.common import JsonOption
+from tme.cli.output import console, fail, print_json
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -40,13 +41,21 @@ def tail(
         int, typer.Option("--limit", min=1, max=1000, help="How many rows, newest first.")
     ] = 20,
     db: DbOption = None,
+    as_json: JsonOption = False,
 ) -> None:
-    """Show the newest rows."""
-    from tme.controller.services.audit import AuditFilters, query
+    """Show the newest rows, the newest last.
+
+    With --json, a list of them in the same order, each with the fields GET /api/v1/audit
+    answers (its details and hashes too)."""
+    from tme.controller.services.audit import AuditEntryPublic, AuditFilters, query
 
     with database(db) as (_engine, session):
         rows = query(session, AuditFilters(), limit=limit)
-    for row in reversed(rows):  # a failed login's name is anyone's text: never markup
+        entries = [AuditEntryPublic.model_validate(row) for row in reversed(rows)]
+    if as_json:
+        print_json([entry.model_dump(mode="json") for entry in entries])
+        return
+    for row in entries:  # a failed login's name is anyone's text: never markup
         line = (
             f"{row.id} {row.at:%Y-%m-%d %H:%M:%S} {row.actor or '-'} {row.action} "
             f"{row.target} {row.outcome} {row.client}"

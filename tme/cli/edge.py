@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from tme.cli.common import JsonOption
+
 if TYPE_CHECKING:
     from tme.agents.lockout import Lockouts
 
@@ -113,17 +115,31 @@ def unlock(
 
 
 @agent_app.command("lockouts")
-def lockouts(config: Path = ConfigOption) -> None:
+def lockouts(
+    config: Path = ConfigOption,
+    as_json: JsonOption = False,
+) -> None:
     """List the devices locked out at this agent, then those stopped (from the
-    controller, or by the agent itself on link loss), if any."""
+    controller, or by the agent itself on link loss), if any.
+
+    With --json, {"lockouts": [...], "stopped": [...]}, each entry with its device, by,
+    at and reason."""
     from tme.agents.lockout import STOPPED_DIR, Lockouts
     from tme.cli.common import cli_errors
-    from tme.cli.output import print_table
+    from tme.cli.output import print_json, print_table
 
     with cli_errors():
         found = _lockouts_of(config)
         stopped = Lockouts(found.dir.parent, STOPPED_DIR).all()
         locked = found.all()
+    if as_json:
+        print_json(
+            {
+                "lockouts": [{"device": lo.device, **lo.public()} for lo in locked.values()],
+                "stopped": [{"device": s.device, **s.public()} for s in stopped.values()],
+            }
+        )
+        return
     rows = [(lo.device, lo.by, lo.at, lo.reason) for lo in locked.values()]
     print_table("Lockouts", ["device", "by", "since", "reason"], rows)
     if stopped:  # lifted by a resume from the controller (tme device resume)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,3 +225,21 @@ def test_a_lockout_left_by_a_device_no_longer_configured_can_be_ended(tmp_path: 
     assert Lockouts(tmp_path / "state").get("old-pump") is None
     unknown = runner.invoke(app, ["agent", "unlock", "pump9", "-c", config])
     assert unknown.exit_code == 2 and "has no device 'pump9'" in unknown.output
+
+
+def test_tme_agent_lockouts_json_lists_lockouts_and_stops(tmp_path: Path) -> None:
+    config = str(_agent_yaml(tmp_path))
+    runner = CliRunner()
+    empty = runner.invoke(app, ["agent", "lockouts", "--json", "-c", config])
+    assert empty.exit_code == 0, empty.output
+    assert json.loads(empty.stdout) == {"lockouts": [], "stopped": []}
+    locked = Lockouts(tmp_path / "state").lock("pump1", "alice", "seal replacement")
+    stopped = Lockouts(tmp_path / "state", STOPPED_DIR).lock("pump1", "bob", "leak")
+    listed = runner.invoke(app, ["agent", "lockouts", "--json", "-c", config])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == {
+        "lockouts": [
+            {"device": "pump1", "by": "alice", "reason": "seal replacement", "at": locked.at}
+        ],
+        "stopped": [{"device": "pump1", "by": "bob", "reason": "leak", "at": stopped.at}],
+    }
