@@ -12,7 +12,7 @@ import typer
 
 from tme.cli.common import JsonOption, TokenOption, UrlOption, connect, extra_options, option
 from tme.cli.output import console, err_console, print_json, print_table
-from tme.cli.task_input import _params, load_bodies
+from tme.cli.task_input import load_bodies, params_given
 from tme.rollout_schemas import MatchedDevice, RolloutPublic
 from tme.states import FINAL_STATES, SUCCESS_STATES
 
@@ -87,7 +87,7 @@ def _body(opts: dict[str, Any]) -> dict[str, Any]:
         match["devices"] = list(opts["device"])
     if match:
         body["match"] = match
-    params = _params(opts.get("param") or [], body.get("params"))
+    params = params_given(opts.get("param") or [], body.get("params"))
     if params is not None:
         body["params"] = params
     if opts.get("window") is not None:

@@ -129,7 +129,7 @@ def task_fields(opts: dict[str, Any], base: dict[str, Any], item: str = "") -> d
     merged = {
         "target": _merge(base.get("target"), site=opts["site"], agent=opts["agent"],
                          device=opts["device"]),
-        "params": _params(opts["param"] or [], base.get("params")),
+        "params": params_given(opts["param"] or [], base.get("params")),
         "schedule": _schedule(opts, base.get("schedule"), item),
         "retries": _merge(base.get("retries"), max=opts["retries"],
                           repeatable=opts["repeatable"]),
@@ -180,10 +180,13 @@ def _policy(
 
 def check_params(pairs: list[str]) -> None:
     """Refuse a --param YAML cannot read, before anything is sent."""
-    _params(pairs, None)
+    params_given(pairs, None)
 
 
-def _params(pairs: list[str], base: dict[str, Any] | None) -> dict[str, Any] | None:
+def params_given(pairs: list[str], base: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The params the --param key=value pairs give (each value read as YAML) over `base`
+    (a task file's); None when none is given. A pair that is no key=value, or a key
+    given twice, is a usage error."""
     if not pairs:
         return None
     params = dict(base or {})
