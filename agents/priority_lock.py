@@ -18,7 +18,7 @@ import heapq
 import itertools
 from types import TracebackType
 
-DEFAULT_PRIORITY = 5  # a task's default priority (tme.protocol.DEFAULT_PRIORITY)
+from tme.protocol import DEFAULT_PRIORITY
 
 
 class PrioritySemaphore:

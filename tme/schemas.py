@@ -30,6 +30,7 @@ from tme.op_params import OPS as OPS
 from tme.op_params import CheckableOp as CheckableOp
 from tme.op_params import Op as Op
 from tme.op_params import check_params_size, located, validate_task_shape
+from tme.protocol import DEFAULT_PRIORITY, MAX_PRIORITY
 from tme.protocol import MAX_LOG_BYTES as MAX_LOG_BYTES
 from tme.schema_base import Input as Input
 from tme.schema_base import Output as Output
@@ -250,7 +251,7 @@ class TaskCreate(Input):
     depends_on: list[Dependency] = Field(default_factory=list, max_length=MAX_DEPENDENCIES)
     timeout_s: float | None = Field(default=None, gt=0, le=86400)
     retries: Retries = Field(default_factory=Retries)
-    priority: int = Field(default=5, ge=0, le=9)
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=MAX_PRIORITY)
     assigned_to: Assignee | None = None
     resources: Resources = Field(default_factory=list)
     # scheduling and workflows (None: the default for the task's op)
@@ -287,7 +288,7 @@ class TaskUpdate(Input):
     depends_on: list[Dependency] | None = Field(default=None, max_length=MAX_DEPENDENCIES)
     timeout_s: float | None = Field(default=None, gt=0, le=86400)
     retries: Retries | None = None
-    priority: int | None = Field(default=None, ge=0, le=9)
+    priority: int | None = Field(default=None, ge=0, le=MAX_PRIORITY)
     assigned_to: Assignee | None = None
     resources: Resources | None = None
     misfire: Misfire | None = None
@@ -352,7 +353,7 @@ class TaskPublic(Output):
     depends_on: list[Dependency] = Field(default_factory=list)
     timeout_s: float | None = None
     retries: Retries = Field(default_factory=Retries)
-    priority: int = 5
+    priority: int = DEFAULT_PRIORITY
     assigned_to: str | None = None
     resources: list[str] = Field(default_factory=list)
     status: str
@@ -481,7 +482,9 @@ class ResourceRun(Output):
     task_name: str
     state: str
     created_at: datetime
-    priority: int = 5  # its task's: the runs waiting go higher priority first, then oldest
+    priority: int = (
+        DEFAULT_PRIORITY  # its task's: the runs waiting go higher priority first, then oldest
+    )
 
 
 class ResourcePublic(Output):

@@ -28,6 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
+from tme.protocol import DEFAULT_PRIORITY
+
 REASON_MAX = 2000  # characters of a run's (and a hop's) reason; longer ones are cut
 
 
@@ -95,7 +97,7 @@ class Task(SQLModel, table=True):
     depends_on: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSON)
     timeout_s: float | None = None
     retries: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
-    priority: int = 5
+    priority: int = DEFAULT_PRIORITY
     assigned_to: str | None = Field(default=None, max_length=200)
     # Exclusive resources its runs hold while active; rows of task_resources say the same.
     resources: list[str] = Field(
