@@ -18,7 +18,7 @@ from tme.controller.services.queries import settled_latest_among
 from tme.controller.store.models import Task
 from tme.controller.store.workflow_models import TaskPolicy
 from tme.errors import NotFound
-from tme.schemas import Target, TaskPublic
+from tme.schemas import CHECK_OP, Target, TaskPublic
 from tme.states import FINAL_STATES
 
 FINAL_VALUES = frozenset(s.value for s in FINAL_STATES)
@@ -83,7 +83,8 @@ def target_of(task: Task) -> Target | None:
 def list_tasks(
     session: Session, filters: TaskFilters, *, limit: int = 100, cursor: str | None = None
 ) -> tuple[list[Task], str | None]:
-    """Newest first, keyset-paginated by id."""
+    """Newest first, keyset-paginated by id; the tasks of checks (device.check) only
+    when the filter's op names them."""
     limit = max(1, min(limit, MAX_PAGE))
     query = select(Task)
     if filters.sites is not None:
@@ -94,8 +95,8 @@ def list_tasks(
         query = query.where(Task.site == filters.site)
     if filters.agent:
         query = query.where(Task.agent == filters.agent)
-    if filters.op:
-        query = query.where(Task.op == filters.op)
+    # a check is a question asked once: its task is listed when asked for by its op
+    query = query.where(Task.op == filters.op if filters.op else Task.op != CHECK_OP)
     if filters.search:
         # % and _ in a search are characters to find, not LIKE wildcards
         escaped = filters.search.lower().replace("\\", "\\\\").replace("%", "\\%")

@@ -131,3 +131,19 @@ def test_a_check_of_a_device_its_agent_lacks_names_the_target(test_client, fleet
     error = assert_error(test_client.post("/api/v1/tasks", json=body), 422, "did you mean")
     assert [f["field"] for f in error["details"]] == ["target.device"]
     assert error["message"].startswith("invalid request: target.device: "), error
+
+
+def test_a_check_task_is_listed_only_when_asked_for_by_its_op(test_client, fleet) -> None:  # noqa: F811
+    """Each check leaves a task behind: a list of tasks would fill up with them."""
+    task = _create(test_client, op="modbus.read", target=PUMP, params={"point": "actual_speed"})
+    checked = test_client.post(f"/api/v1/tasks/{task['id']}/check").json()
+
+    def listed(query: str = "") -> list[int]:
+        page = test_client.get(f"/api/v1/tasks{query}")
+        assert page.status_code == 200, page.text
+        return [t["id"] for t in page.json()["items"]]
+
+    assert task["id"] in listed() and checked["task_id"] not in listed()
+    assert checked["task_id"] not in listed("?q=check")
+    assert listed("?op=device.check") == [checked["task_id"]]
+    assert test_client.get(f"/api/v1/tasks/{checked['task_id']}").status_code == 200
