@@ -28,6 +28,7 @@ from tme.errors import NotFound, ValidationError
 from tme.schema_base import Input
 from tme.schemas import Name
 from tme.settings_models import NotifyEvent
+from tme.shown_text import Label
 
 MAX_RULE_ID = 2**31 - 1
 
@@ -45,7 +46,7 @@ def _default_events() -> list[EventName]:
 class RuleCreate(Input):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=100)
+    name: Label = Field(min_length=1, max_length=100)
     task_id: int | None = Field(default=None, gt=0, le=MAX_ID, description="None: every task")
     # A site name as a task's target takes it: a rule naming a site no task can have
     # (a space, a slash) would be stored and never match.
@@ -55,7 +56,7 @@ class RuleCreate(Input):
     target: str = Field(min_length=1, max_length=2000, description="addresses or URL")
     secret: str = Field(default="", max_length=200, description="HMAC key of a webhook")
 
-    @field_validator("name", "site", "secret")
+    @field_validator("site", "secret")
     @classmethod
     def _storable(cls, value: str | None) -> str | None:
         """PostgreSQL text cannot hold a NUL (SQLite stored it): a 422 naming the field,

@@ -25,6 +25,7 @@ from pydantic import (
 from tme.op_params import DEVICE_OPS, Op, validate_task_shape
 from tme.schema_base import Input, Output
 from tme.schemas import Name, Retries, Target, TaskName
+from tme.shown_text import FreeText, Label
 
 # A device name, or a shell-style pattern of them (pump*, meter[12], valve?).
 DevicePattern = Annotated[
@@ -43,7 +44,7 @@ class RolloutMatch(Input):
 
     site: Name
     agent: Name | None = None
-    profile: str | None = Field(default=None, min_length=1, max_length=64)
+    profile: Label | None = Field(default=None, min_length=1, max_length=64)
     devices: list[DevicePattern] | None = Field(default=None, min_length=1, max_length=500)
 
 
@@ -85,7 +86,7 @@ class RolloutCreate(Input):
     """POST /api/v1/rollouts (and /rollouts/preview, which stores nothing)."""
 
     name: RolloutName
-    description: str = Field(default="", max_length=4000)
+    description: FreeText = Field(default="", max_length=4000)
     op: Op
     params: dict[str, Any] = Field(default_factory=dict)
     match: RolloutMatch

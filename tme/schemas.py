@@ -35,6 +35,7 @@ from tme.protocol import MAX_LOG_BYTES as MAX_LOG_BYTES
 from tme.schema_base import Input as Input
 from tme.schema_base import Output as Output
 from tme.schema_base import name_check, pattern_schema
+from tme.shown_text import FreeText, one_line
 from tme.states import STATUS_WORDS, RunState, is_late
 from tme.topics import NAME_PATTERN, not_a_name
 
@@ -182,27 +183,6 @@ TriggerName = Annotated[
 ]
 
 
-# Characters a one-line label may not hold: controls (a newline in an email subject,
-# ESC clearing an operator's terminal) and the bidirectional overrides that make a name
-# read as another.
-_NOT_IN_A_LABEL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-_CONTROL_NAMES = {0x00: "NUL", 0x09: "tab", 0x0A: "line feed", 0x0D: "carriage return", 0x1B: "ESC"}
-
-
-def _one_line(value: str) -> str:
-    found = _NOT_IN_A_LABEL.search(value)
-    if found is not None:
-        code = ord(found.group())
-        called = f" ({_CONTROL_NAMES[code]})" if code in _CONTROL_NAMES else ""
-        raise ValueError(
-            f"a name is one line of text: it may not hold the control character"
-            f" U+{code:04X}{called} (at {found.start()})"
-        )
-    return value
-
-
 # An exclusive resource a task's runs hold while active (a tank, a cell, a shared bus):
 # at most one active run among all the tasks naming it (docs/schedules.md).
 RESOURCE_NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
@@ -235,14 +215,14 @@ Resources = Annotated[
 
 
 # A task's name: one line, as it shows in lists, emails and terminals.
-TaskName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_one_line)]
+TaskName = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(one_line)]
 # Who a task is for: shown beside its name in lists, as one line the same way.
-Assignee = Annotated[str, Field(max_length=200), AfterValidator(_one_line)]
+Assignee = Annotated[str, Field(max_length=200), AfterValidator(one_line)]
 
 
 class TaskCreate(Input):
     name: TaskName
-    description: str = Field(default="", max_length=4000)
+    description: FreeText = Field(default="", max_length=4000)
     op: Op = "external"
     target: Target | None = None
     params: dict[str, Any] = Field(default_factory=dict)
@@ -280,7 +260,7 @@ class TaskUpdate(Input):
     """PATCH (and the seed's PUT): change fields and/or report an external task's status."""
 
     name: TaskName | None = None
-    description: str | None = Field(default=None, max_length=4000)
+    description: FreeText | None = Field(default=None, max_length=4000)
     target: Target | None = None
     params: dict[str, Any] | None = None
     cmd: str | None = Field(default=None, max_length=4000)
