@@ -70,3 +70,14 @@ free_text = _refuse(_NOT_IN_FREE_TEXT, "text that reads as it shows")
 Label = Annotated[str, AfterValidator(one_line)]
 FreeText = Annotated[str, AfterValidator(free_text)]
 
+
+def _escape(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return "\\0" if code == 0 else f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escaped(text: str) -> str:
+    """`text` with each control or invisible character written as its escape (`\\0`,
+    `\\x1b`, `\\u202e`): for a record that keeps what anyone sent (a login name, a path
+    in the audit log) and must still read as it shows."""
+    return _NOT_IN_A_LABEL.sub(_escape, text)
