@@ -13,11 +13,13 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from tme.shown_text import INVISIBLE
+
 
 def _escapes() -> dict[int, str]:
     controls = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)]
     table = {c: f"\\x{c:02x}" for c in controls if c not in (0x09, 0x0A)}
-    for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A)):  # bidi overrides
+    for c in INVISIBLE:  # bidi controls, zero-width characters
         table[c] = f"\\u{c:04x}"
     return table
 
@@ -29,8 +31,8 @@ def visible(text: str) -> str:
     """Text as it reads, whoever wrote it (a task's name, an agent's reason, a command's
     output): a control character is shown as its escape (`\\x1b`), never sent to the
     terminal, where ESC starts its commands (clear the screen, set the title, a hidden
-    link); so is a bidi override, which shows text in another order. Line ends and tabs
-    stay."""
+    link); so is a bidi control, which shows text in another order, and a zero-width
+    character, which hides in it (tme.shown_text). Line ends and tabs stay."""
     return text.translate(_VISIBLE)
 
 
