@@ -34,6 +34,7 @@ from tme.controller.api.nul_guard import nul_refusal
 from tme.controller.api.policy import COOKIE_METHODS, COOKIE_PATHS, permission_for
 from tme.controller.api.principal_cache import PrincipalCache
 from tme.controller.api.query_guard import unknown_query_refusal
+from tme.controller.api.slash_guard import slash_refusal
 from tme.controller.services import audit
 from tme.controller.services.login_limit import RefusalAudit
 from tme.controller.services.roles import Permission, Principal
@@ -131,6 +132,12 @@ class Enforce:
             return
         request = HTTPConnection(scope)
         state = request.app.state
+        # A slash sent as %2F inside a name is answered before the route the decoded path
+        # names is looked up: that route, and its permission, are not the one asked for.
+        misrouted = slash_refusal(scope, request.app.router.routes)
+        if misrouted is not None:
+            await misrouted(scope, receive, send)
+            return
         route, method_ok = find_route(request.app.router.routes, scope)
         method = str(scope.get("method", "GET"))
         needed = permission_for(route, method) if route is not None and method_ok else None
