@@ -30,7 +30,12 @@ _INVISIBLE = "".join(chr(code) for code in sorted(INVISIBLE))
 _NOT_IN_A_LABEL = re.compile(f"[\x00-\x1f\x7f-\x9f{_INVISIBLE}]")
 # Free text keeps tabs and line breaks: a carriage return only before a line feed, as a
 # lone one moves a terminal's cursor back over what the line showed.
-_NOT_IN_FREE_TEXT = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_INVISIBLE}]|\r(?!\n)")
+# It keeps the zero-width non-joiner and joiner too (U+200C, U+200D): Persian and the
+# Indic scripts write words with them, and emoji sequences join with them; in a name they
+# would make two that look the same differ, in a description they only shape the text.
+JOINERS = frozenset({0x200C, 0x200D})
+_IN_FREE_TEXT_NOT = "".join(chr(code) for code in sorted(INVISIBLE - JOINERS))
+_NOT_IN_FREE_TEXT = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_IN_FREE_TEXT_NOT}]|\r(?!\n)")
 
 _CONTROL_NAMES = {0x00: "NUL", 0x09: "tab", 0x0A: "line feed", 0x0D: "carriage return", 0x1B: "ESC"}
 

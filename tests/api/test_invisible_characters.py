@@ -94,3 +94,16 @@ def test_a_description_keeps_its_line_breaks_and_tabs(test_client: TestClient) -
     made = test_client.post("/api/v1/tasks", json={"name": "réservoir 2", "description": text})
     assert made.status_code == 201, made.text
     assert made.json()["description"] == text.strip()
+
+
+def test_a_description_keeps_the_joiners_its_script_or_emoji_are_written_with(
+    test_client: TestClient,
+) -> None:
+    """Persian writes words with the zero-width non-joiner, emoji sequences join with the
+    zero-width joiner: a description keeps both, where a name refuses them."""
+    text = "شیر‌آلات مخزن 2 — بازرسی 👩‍🔧"
+    made = test_client.post("/api/v1/tasks", json={"name": "tank 2", "description": text})
+    assert made.status_code == 201, made.text
+    assert made.json()["description"] == text
+    named = test_client.post("/api/v1/tasks", json={"name": "tank\u200c2"})
+    assert_error(named, 422, "name", "character U+200C")
