@@ -226,7 +226,7 @@ class TaskCreate(Input):
     op: Op = "external"
     target: Target | None = None
     params: dict[str, Any] = Field(default_factory=dict)
-    cmd: str | None = Field(default=None, max_length=4000)
+    cmd: FreeText | None = Field(default=None, max_length=4000)
     schedule: Schedule | None = None
     depends_on: list[Dependency] = Field(default_factory=list, max_length=MAX_DEPENDENCIES)
     timeout_s: float | None = Field(default=None, gt=0, le=86400)
@@ -263,7 +263,7 @@ class TaskUpdate(Input):
     description: FreeText | None = Field(default=None, max_length=4000)
     target: Target | None = None
     params: dict[str, Any] | None = None
-    cmd: str | None = Field(default=None, max_length=4000)
+    cmd: FreeText | None = Field(default=None, max_length=4000)
     schedule: Schedule | None = None
     depends_on: list[Dependency] | None = Field(default=None, max_length=MAX_DEPENDENCIES)
     timeout_s: float | None = Field(default=None, gt=0, le=86400)

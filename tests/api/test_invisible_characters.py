@@ -58,6 +58,11 @@ REFUSED = {
     "device resume reason": (
         "POST", "/api/v1/devices/pump1/resume", {"reason": "fixed\u200e"}, "reason", "200E",
     ),
+    "a shell command": (
+        "POST", "/api/v1/tasks", {"name": "x", "op": "shell", "cmd": "ls #\u202e; rm -rf /"},
+        "cmd", "202E",
+    ),
+    "a shell command changed": ("PATCH", "/api/v1/tasks/{id}", {"cmd": "ls\u200b"}, "cmd", "200B"),
     "a stop reason is one line": (
         "POST", "/api/v1/devices/pump1/stop", {"reason": "leak\nat seal"}, "reason", "000A",
     ),
