@@ -2,36 +2,79 @@
 
 from __future__ import annotations
 
+import json
 import re
 import types
 from collections.abc import Callable
+from functools import cache
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 
 class Input(BaseModel):
-    """Base of every request body: unknown fields are refused, and so is true or false
-    for a number (pydantic took `"timeout_s": true` as a timeout of 1 s, `"priority":
-    true` as priority 1), and NaN or Infinity for one ("a finite number", where a NaN
-    timeout was answered "should be less than or equal to 86400")."""
+    """Base of every request body: unknown fields are refused, and so are true or false
+    and text for a number (pydantic took `"timeout_s": true` as a timeout of 1 s,
+    `"priority": true` as priority 1, `"value": "1200"` as a write of 1200 and `"value":
+    "yes"` as true), and NaN or Infinity for one ("a finite number", where a NaN timeout
+    was answered "should be less than or equal to 86400")."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, bool) and info.field_name is not None:
-            field = cls.model_fields.get(info.field_name)
-            if field is not None and _only_numbers(field.annotation):
+    def _a_number_is_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool | str) and info.field_name is not None:
+            takes = _takes(cls, info.field_name)
+            if isinstance(value, bool) and takes == NUMBER:
                 raise ValueError("Input should be a number, not true or false")
+            if isinstance(value, str) and takes is not None:
+                raise ValueError(not_text(value, takes))
         return value
 
 
-def _only_numbers(annotation: Any) -> bool:
-    """Whether a field takes numbers (int or float, or None) and no bool."""
+NUMBER = "a number"
+NUMBER_OR_BOOL = "a number or true/false"
+# A JSON number, as text may spell one: the refusal of "1200" says to send 1200.
+JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+# The longest such text read as a number or quoted back in a refusal: past 4300 digits
+# Python refuses to read an int at all, and a refusal is no place for a page of digits.
+LONGEST_NUMBER = 32
+
+
+def not_text(text: str, takes: str = NUMBER) -> str:
+    """The refusal of text where a number goes: with what to send when the text spells
+    it (a JSON body's quotes, or a form's field, where the type is lost)."""
+    message = f"Input should be {takes}, not text"
+    spelled = _spelled_number(text)
+    if spelled is None and takes == NUMBER_OR_BOOL and text.strip() in ("true", "false"):
+        spelled = text.strip()
+    return message if spelled is None else f"{message}: send {spelled} without quotes"
+
+
+def number_in_text(text: str) -> int | float | None:
+    """The number `text` spells as JSON would (`"30"` -> 30, `"1.5"` -> 1.5), or None:
+    for a form's field typed as text, which the models refuse as text."""
+    spelled = _spelled_number(text)
+    return None if spelled is None else json.loads(spelled)
+
+
+def _spelled_number(text: str) -> str | None:
+    spelled = text.strip()
+    if len(spelled) <= LONGEST_NUMBER and JSON_NUMBER.fullmatch(spelled):
+        return spelled
+    return None
+
+
+@cache
+def _takes(model: type[BaseModel], name: str) -> str | None:
+    """What a field of `model` takes when that is only numbers (NUMBER: int or float, or
+    None) or numbers and true/false (NUMBER_OR_BOOL: a point's value); else None."""
+    field = model.model_fields.get(name)
+    if field is None:
+        return None
     kinds: set[Any] = set()
-    pending = [annotation]
+    pending = [field.annotation]
     while pending:
         kind = pending.pop()
         origin = get_origin(kind)
@@ -42,7 +85,9 @@ def _only_numbers(annotation: Any) -> bool:
         else:
             kinds.add(kind)
     kinds.discard(type(None))
-    return bool(kinds) and kinds <= {int, float}
+    if not kinds & {int, float} or not kinds <= {int, float, bool}:
+        return None
+    return NUMBER if bool not in kinds else NUMBER_OR_BOOL
 
 
 class Output(BaseModel):

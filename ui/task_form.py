@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError as SchemaError
 
+from tme.schema_base import number_in_text
 from tme.schemas import OPS, TaskCreate
 
 
@@ -32,7 +33,11 @@ def form_body(values: dict[str, Any]) -> dict[str, Any]:
     elif zone and zone != "UTC":  # as tme task create --timezone without a schedule
         raise NoSchedule("schedule.timezone: a time zone needs a schedule (cron)")
     if values.get("timeout_s"):
-        body["timeout_s"] = values["timeout_s"]  # as typed: the schema reads the number
+        # The field is text: a number typed goes as the number (the schema refuses text
+        # for a number, as it does in a JSON body), anything else as typed, refused.
+        typed = str(values["timeout_s"])
+        number = number_in_text(typed)
+        body["timeout_s"] = typed if number is None else number
     return body
 
 
@@ -47,9 +52,15 @@ def validate(values: dict[str, Any]) -> tuple[TaskCreate | None, list[str]]:
     except ValueError as exc:
         if isinstance(exc, SchemaError):
             return None, [
-                f"{'.'.join(str(p) for p in e['loc']) or 'task'}: {e['msg']}" for e in exc.errors()
+                f"{'.'.join(str(p) for p in e['loc']) or 'task'}: {_words(e['msg'])}"
+                for e in exc.errors()
             ]
         return None, [str(exc)]
+
+
+def _words(message: str) -> str:
+    """A refusal as the API words it: pydantic puts "Value error, " before a check's own."""
+    return message.removeprefix("Value error, ")
 
 
 OP_CHOICES = list(OPS)

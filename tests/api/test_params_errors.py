@@ -38,7 +38,7 @@ def _named(answer: Any, message: str, *fields: str) -> None:
         ),
         (
             {**WRITE, "params": {"point": "speed", "value": "fast"}},
-            "invalid request: params.value: Input should be a number or true/false",
+            "invalid request: params.value: Input should be a number or true/false, not text",
             "params.value",
         ),
         (
