@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from ports import listening
+from queue_ledger import LEDGER_DIR, QueueLedger, sweep
 from sqlalchemy.engine import Engine
 from waiting import wait_until
 
@@ -85,6 +86,32 @@ def no_tme_log_handler_left() -> Iterator[None]:
         "process configured logging; stub tme.logs.configure_logging in the test)",
         pytrace=False,
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def broker_queues() -> Iterator[QueueLedger]:
+    """The RabbitMQ queues this session's buses declare (tests/queue_ledger.py), deleted
+    at its end; first, the idle ones of sessions that died before deleting theirs. The
+    broker is reached only if there is something to delete."""
+    if any(LEDGER_DIR.glob("*.queues")):
+        sweep(RABBITMQ_URL)
+    ledger = QueueLedger(RABBITMQ_URL)
+    with ledger.recording():
+        yield ledger
+    ledger.close()
+
+
+@pytest.fixture(autouse=True)
+def queues_of_the_test_deleted(broker_queues: QueueLedger) -> Iterator[None]:
+    """Delete the queues declared during the test once its fixtures are torn down (set
+    up first, this one is torn down last); one still consumed waits for the session's
+    end. A fixture wider than a test's that declares queues declares them in its setup,
+    before this one's: those stay until the session's end."""
+    mark = broker_queues.mark()
+    yield
+    declared = broker_queues.declared_since(mark)
+    if declared:
+        broker_queues.delete(declared, idle_only=True)
 
 
 @pytest.fixture
