@@ -60,6 +60,7 @@ from benchmarks.e2e_load import (
 from benchmarks.e2e_peers import Row, celery_peer, percentiles, raw_pika
 from benchmarks.e2e_procs import Child, agent_idle_rss, own_mosquitto, start_child
 from benchmarks.e2e_roles import events_queue
+from tme.protocol import site_queue
 
 AMQP = os.environ.get("TME_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 MQTT = os.environ.get("TME_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
@@ -157,6 +158,7 @@ def controller(database_url: str, finals: Finals, site: str) -> Iterator[Any]:
         thread.join(30)
         engine.dispose()
         _delete_queue(events_queue(site))
+        _delete_queue(site_queue(site))  # the run's site is its own: nothing waits in it
 
 
 def _delete_queue(queue: str) -> None:
