@@ -19,9 +19,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tme demo
 
-## Lint, type-check and run the whole test suite (CI runs exactly this)
+## Lint, type-check and run the whole test suite (CI runs exactly this): in
+## TEST_WORKERS processes (pytest-xdist; a test file stays in one process), then the
+## tests that need a process of their own
+TEST_WORKERS ?= 2
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile -m "not own_process"
+	$(BIN)/pytest -m own_process
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -30,7 +30,9 @@ FLAGS = (
     "--window-size=1400,1000",
 )
 
-pytestmark = pytest.mark.slow
+# NiceGUI serves one app per process, and the tests of the pages under its simulated
+# user leave that app started: `make test` runs this module in a process of its own.
+pytestmark = [pytest.mark.slow, pytest.mark.own_process]
 
 
 def _missing(reason: str) -> NoReturn:
