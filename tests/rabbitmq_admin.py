@@ -1,10 +1,11 @@
 """The broker's side for tests: rabbitmqctl (list and close connections), and how
-many messages a queue has ready."""
+many messages a queue has ready and how many consumers."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from typing import Any
 
 import pika
 import pytest
@@ -39,8 +40,18 @@ def connection_pids(prefix: str) -> set[str]:
 
 def ready_messages(url: str, queue: str) -> int:
     """Messages of `queue` ready for a consumer (not the ones delivered, unacked)."""
+    return int(_declared(url, queue).message_count)
+
+
+def consumer_count(url: str, queue: str) -> int:
+    """Consumers of `queue` now."""
+    return int(_declared(url, queue).consumer_count)
+
+
+def _declared(url: str, queue: str) -> Any:
+    """What a passive declare of `queue` answers (its counts)."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
-        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+        return connection.channel().queue_declare(queue, passive=True).method
     finally:
         connection.close()

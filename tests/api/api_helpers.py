@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -29,4 +30,19 @@ def assert_error(response: httpx.Response, status: int, *words: str) -> dict[str
     assert isinstance(error["code"], str) and error["code"]
     for word in words:
         assert word.lower() in error["message"].lower(), (word, error["message"])
+    return error
+
+
+def assert_refused_alone(
+    response: httpx.Response,
+    field: str,
+    said: str,
+    counts: Callable[[], dict[str, int]],
+    before: dict[str, int],
+) -> dict[str, Any]:
+    """A 422 naming `field`, and it alone, saying `said`; nothing stored (the row counts
+    as `before`)."""
+    error = assert_error(response, 422, field, said)
+    assert [d["field"] for d in error["details"]] == [field]
+    assert counts() == before
     return error

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from queue_ledger import QueueLedger, sweep
+from rabbitmq_admin import consumer_count
 from waiting import wait_until
 
 from tme.bus import Bus, open_bus
@@ -88,13 +89,3 @@ def test_the_default_queues_are_never_recorded(tmp_path: Path) -> None:
     ledger.record("amqp://guest:guest@127.0.0.1:1/%2F", "tme.dead.letters")
     assert ledger.live() == set()
     assert list(tmp_path.iterdir()) == []  # no declaration, no ledger file
-
-
-def consumer_count(url: str, queue: str) -> int:
-    import pika
-
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        return int(connection.channel().queue_declare(queue, passive=True).method.consumer_count)
-    finally:
-        connection.close()
