@@ -23,7 +23,9 @@ while a thread is free), and in-process one at a time (the delivery path without
 request in front of it); their note says what rate was offered, lower when the
 creates could not keep up.
 
-    --only paced --rate 20 --paced-s 5     the delivery path's floor, hop by hop
+    --only paced --rate 20 --paced-s 5     the delivery path's floor, hop by hop, and the
+                                           controller's own steps (its /metrics: the mean
+                                           confirm and the mean transaction applying results)
     TME_BENCH_PROFILE=/tmp/prof ...        a CPU profile (yappi) of each child process
                                            (gateway, agents, plants) into that directory
 """
@@ -269,6 +271,7 @@ def tme_scenario(
             ):
                 meter.start()
                 began = time.monotonic()
+                steps = ControllerSteps(app.state.metrics.registry)
                 created = create()
                 row = finals.measure(f"{label}, {how} paced {rate:.0f}/s", created, 120)
                 meter.stop()
@@ -276,6 +279,7 @@ def tme_scenario(
                 row.note = "; ".join(filter(None, [offered(created), row.note]))
                 rows.append(row)
                 print_hops(f"{label}, {how} paced", hop_breakdown(engine, created, finals))
+                print(steps.report())
     return rows
 
 
@@ -332,6 +336,44 @@ def hop_breakdown(
         if run_id in finals.at:
             spans.setdefault(f"{previous} -> recorded", []).append((finals.at[run_id] - at) * 1000)
     return [(name, *percentiles(sorted(values))) for name, values in spans.items()]  # type: ignore[misc]
+
+
+class ControllerSteps:
+    """The controller's own steps from its /metrics registry, over a row: the broker's
+    confirms and the transactions that applied the results (their mean times and
+    sizes), beside the hops, which are timed on several machines' clocks."""
+
+    NAMES = (
+        "tme_dispatch_confirm_seconds_sum",
+        "tme_dispatch_confirm_seconds_count",
+        "tme_dispatch_confirmed_total",
+        "tme_event_apply_seconds_sum",
+        "tme_event_apply_seconds_count",
+        "tme_events_applied_total",
+    )
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+        self.before = self._read()
+
+    def _read(self) -> dict[str, float]:
+        return {name: self.registry.get_sample_value(name) or 0.0 for name in self.NAMES}
+
+    def report(self) -> str:
+        now = self._read()
+        d = {name: now[name] - self.before[name] for name in self.NAMES}
+        confirms = d["tme_dispatch_confirm_seconds_count"]
+        applies = d["tme_event_apply_seconds_count"]
+        if not confirms or not applies:
+            return "    controller steps: none observed"
+        confirm_ms = d["tme_dispatch_confirm_seconds_sum"] / confirms * 1000
+        apply_ms = d["tme_event_apply_seconds_sum"] / applies * 1000
+        return (
+            f"    controller steps (mean): confirm {confirm_ms:.1f} ms a publish of"
+            f" {d['tme_dispatch_confirmed_total'] / confirms:.1f} commands; apply"
+            f" {apply_ms:.1f} ms a transaction of {d['tme_events_applied_total'] / applies:.1f}"
+            " messages"
+        )
 
 
 def print_hops(label: str, hops: list[tuple[str, float, float]]) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -105,6 +106,9 @@ class Dispatcher:
         self._confirmed: dict[int, tuple[Row[Any], datetime]] = {}  # by outbox id, unrecorded
         self._first_confirmed = 0.0  # monotonic time of the oldest unrecorded confirm
         self.failures = FailureLog(log, "dispatch pass")
+        # Told (count, seconds) after each publish of which the broker confirmed some:
+        # how many, and how long from the first publish to the last confirm or refusal.
+        self.confirm_listeners: list[Callable[[int, float], None]] = []
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="tme-dispatcher", daemon=True)
@@ -209,10 +213,12 @@ class Dispatcher:
         """Publish `rows` pipelined; hold the confirmed ones, return the failed ones."""
         if not rows:
             return []
+        began = time.perf_counter()
         results = self.bus.publish_many(
             DISPATCH_EXCHANGE,
             [(site_routing_key(r.site), r.body.encode(), r.run_id) for r in rows],
         )
+        took = time.perf_counter() - began
         now = utcnow()
         failed = []
         for row, error in zip(rows, results, strict=True):
@@ -224,6 +230,12 @@ class Dispatcher:
             failed.append((row, error))
             if isinstance(error, Unroutable):
                 self._sites.discard(row.site)  # its queue is gone: declare it again
+        if len(failed) < len(rows):
+            for listener in self.confirm_listeners:
+                try:
+                    listener(len(rows) - len(failed), took)
+                except Exception:  # a listener (metrics) never holds up dispatching
+                    log.exception("confirm listener failed")
         return failed
 
     @property

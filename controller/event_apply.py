@@ -56,6 +56,7 @@ class Applied:
     moved: list[bool]  # for each message, whether it moved a run
     to_settle: int  # runs made final here that are left for the workflow pass
     runs: dict[str, RunView]  # the batch's runs by id, as applying left them
+    seconds: float = 0.0  # how long the transaction took, commit included (the consumer's)
 
 
 def apply_messages(session: Session, messages: list[Event | Presence]) -> Applied:

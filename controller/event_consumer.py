@@ -16,6 +16,7 @@ until it takes them (applying is idempotent by event id).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -188,8 +189,10 @@ class EventConsumer:
     def _apply(self, messages: list[Event | Presence]) -> None:
         # A deadlock lost to concurrent work (a status report, the scheduling pass) is
         # applied again at once: it is no outage, and applying is idempotent.
+        began = time.perf_counter()
         with pipeline_writes():
             applied = in_transaction(self.engine, lambda session: apply_messages(session, messages))
+        applied.seconds = time.perf_counter() - began
         if applied.to_settle and self.on_to_settle is not None:
             self.on_to_settle()
         for batch_listener in self.batch_listeners:

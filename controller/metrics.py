@@ -1,9 +1,10 @@
 """GET /metrics for Prometheus: runs, the outbox, the fleet (metrics_store), what
-this controller's own loops are doing, dispatch latency and driver errors.
+this controller's own loops are doing, where a run's time goes, and driver errors.
 
 Counts come from the database when Prometheus scrapes (a collector), so they are
-right whichever process changed them; dispatch latency and driver errors are
-observed from the events the controller applies; the scheduler lease, held events
+right whichever process changed them; run and dispatch latency, driver errors and
+the time applying results takes are observed from the events this controller
+applies, confirm times from its dispatcher; the scheduler lease, held events
 and failing loops are this process's own, and answered while the database is down.
 Each app has its own registry, so many apps in one process (tests) never collide.
 """
@@ -24,13 +25,16 @@ from tme.controller.api.deps import PrincipalDep
 from tme.controller.event_apply import Applied
 from tme.controller.metrics_store import StoreCollector
 from tme.controller.services.task_commit import CREATES
+from tme.controller.store.models import utcnow
 from tme.controller.store.sqlite_gate import gate_of
 from tme.errors import Forbidden
 from tme.failure_log import FailureLog
-from tme.protocol import Event, Presence
+from tme.protocol import FINAL_EVENT_TYPES, Event, Presence
 
 router = APIRouter(tags=["metrics"])
 
+# A step of a run's path through the controller: ms on a quiet one, seconds when stuck.
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
 # Outcomes that point at the driver or the machine rather than at the task.
 DRIVER_ERROR_EVENTS = frozenset({"failed", "timed_out"})
 
@@ -127,17 +131,56 @@ class Metrics:
             ["site", "source"],
             registry=self.registry,
         )
+        # Where a run's time goes in the controller, each measured on its own clock (an
+        # agent's clock may be off): the whole run, the confirms, applying the results.
+        self.run_seconds = Histogram(
+            "tme_run_seconds",
+            "From a run's creation to its final state recorded (the agent's work included)",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+            registry=self.registry,
+        )
+        self.confirm_seconds = Histogram(
+            "tme_dispatch_confirm_seconds",
+            "From publishing a batch of commands to RabbitMQ's confirm of the last",
+            buckets=STEP_BUCKETS,
+            registry=self.registry,
+        )
+        self.confirmed = Counter(
+            "tme_dispatch_confirmed", "Commands the broker confirmed", registry=self.registry
+        )
+        self.apply_seconds = Histogram(
+            "tme_event_apply_seconds",
+            "Applying one batch of events and presence to the database, commit included",
+            buckets=STEP_BUCKETS,
+            registry=self.registry,
+        )
+        self.applied = Counter(
+            "tme_events_applied", "Events and presence messages applied", registry=self.registry
+        )
         self.engine = engine
+        if runtime is not None:
+            runtime.dispatcher.confirm_listeners.append(self.on_confirmed)
+
+    def on_confirmed(self, count: int, seconds: float) -> None:
+        """Dispatcher confirm listener (its thread)."""
+        self.confirm_seconds.observe(seconds)
+        self.confirmed.inc(count)
 
     def on_batch(self, messages: list[Event | Presence], applied: Applied) -> None:
         """EventConsumer batch listener (bus thread): prometheus-client is thread-safe.
         A run's creation time comes from the batch's runs, as applying read them. Only
         events that moved their run count: one delivered again (at least once, on every
         hop), for an unknown run, or after its run ended, changed nothing."""
+        self.apply_seconds.observe(applied.seconds)
+        self.applied.inc(len(messages))
+        now = utcnow()
         accepted: dict[str, Event] = {}
         for message, moved in zip(messages, applied.moved, strict=True):
             if not isinstance(message, Event) or not moved:
                 continue
+            run = applied.runs.get(message.command_id)
+            if message.type in FINAL_EVENT_TYPES and run is not None and run.created_at:
+                self.run_seconds.observe(max(0.0, (now - run.created_at).total_seconds()))
             if message.type in DRIVER_ERROR_EVENTS:
                 self.driver_errors.labels(site=message.site or "", source=message.source).inc()
             if message.type == "accepted":

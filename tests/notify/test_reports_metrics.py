@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlmodel import Session
+from waiting import wait_until
 
 from tme.controller.reports import percentile
 from tme.controller.services import runs as run_service
@@ -222,11 +223,42 @@ def test_metrics_observe_dispatch_latency_and_driver_errors_from_a_batch(app_eng
     with Session(app_engine) as session:
         applied = apply_messages(session, batch)  # as the event consumer does, then tells
         session.commit()
+    applied.seconds = 0.004  # the consumer's time for the transaction
     metrics.on_batch(batch, applied)
     registry = metrics.registry
     assert registry.get_sample_value("tme_dispatch_latency_seconds_count") == 3
     labels = {"site": "plant-x", "source": failed.source}
     assert registry.get_sample_value("tme_driver_errors_total", labels) == 1
+    # one transaction of seven messages; one run made final (the others only accepted)
+    assert registry.get_sample_value("tme_event_apply_seconds_count") == 1
+    assert registry.get_sample_value("tme_event_apply_seconds_sum") == pytest.approx(0.004)
+    assert registry.get_sample_value("tme_events_applied_total") == len(batch)
+    assert registry.get_sample_value("tme_run_seconds_count") == 1
+    assert 0 <= (registry.get_sample_value("tme_run_seconds_sum") or -1) < 60
+
+
+def test_metrics_show_where_a_runs_time_went_in_the_running_controller(app, test_client) -> None:
+    """A created task's command confirmed by the broker, then its result applied: the
+    confirm, the apply and the whole run each show in /metrics."""
+    from tme.protocol import EVENTS_EXCHANGE, Event
+
+    def sample(name: str) -> float:
+        for line in test_client.get("/metrics").text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
+    created = test_client.post("/api/v1/tasks", json=_machine_task("pump").model_dump())
+    assert created.status_code == 201, created.text
+    run_id = created.json()["latest_run_id"]
+    wait_until(lambda: sample("tme_dispatch_confirmed_total") == 1, what="the confirm counted")
+    assert sample("tme_dispatch_confirm_seconds_count") == 1
+    assert sample("tme_run_seconds_count") == 0
+    done = Event(command_id=run_id, type="succeeded", site="plant-x", agent="skid-a")
+    app.state.runtime.bus.publish(EVENTS_EXCHANGE, "plant-x.skid-a.succeeded", done.to_json())
+    wait_until(lambda: sample("tme_run_seconds_count") == 1, what="the run's time observed")
+    assert sample("tme_event_apply_seconds_count") >= 1
+    assert sample("tme_events_applied_total") >= 1
 
 
 def test_a_batch_delivered_again_is_not_counted_again(app_engine) -> None:
@@ -254,6 +286,8 @@ def test_a_batch_delivered_again_is_not_counted_again(app_engine) -> None:
     assert registry.get_sample_value("tme_dispatch_latency_seconds_count") == 1
     labels = {"site": "plant-x", "source": "agent"}
     assert registry.get_sample_value("tme_driver_errors_total", labels) == 1
+    assert registry.get_sample_value("tme_run_seconds_count") == 1  # its run ended once
+    assert registry.get_sample_value("tme_event_apply_seconds_count") == 2  # applied twice
 
 
 def test_groups_by_task_come_in_task_id_order(test_client, app_engine) -> None:

@@ -186,6 +186,41 @@ def test_confirms_of_several_passes_are_recorded_together_and_never_published_tw
     assert {h.run_id: h.at for h in hops} == {r: published[r] for r in first}
 
 
+def test_confirm_listeners_are_told_how_many_commands_the_broker_confirmed_and_how_fast(
+    app_engine, bus, site
+):
+    """What tme_dispatch_confirm_seconds observes: each publish the broker confirmed,
+    with its count and time; a publish it refused (no queue for the site) tells nothing."""
+    dispatcher = Dispatcher(app_engine, bus)  # not started: its passes are made here
+    told: list[tuple[int, float]] = []
+    dispatcher.confirm_listeners.append(lambda count, seconds: told.append((count, seconds)))
+    with _commands_of(bus, site) as collector:
+        _queue_tasks(app_engine, site, 3)
+        assert dispatcher.dispatch_pending() == 3
+        collector.wait_for(3)
+    assert [count for count, _ in told] == [3]
+    assert 0 < told[0][1] < 10  # the bus's confirm timeout
+    dispatcher.bus = _Refusing(bus)  # type: ignore[assignment]
+    _queue_tasks(app_engine, site, 1)
+    assert dispatcher.dispatch_pending() == 0
+    assert len(told) == 1
+
+
+class _Refusing:
+    """A bus whose broker refuses every publish (as one past a queue's length limit)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+    def publish_many(self, exchange: str, messages: list[Any]) -> list[Any]:
+        from tme.errors import BusError
+
+        return [BusError("refused by the broker") for _ in messages]
+
+
 def test_a_backlog_is_published_higher_priority_first_then_in_the_order_written(
     app_engine, bus, site, monkeypatch
 ):
