@@ -139,27 +139,30 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
             registry=self.registry,
         )
-        self.confirm_seconds = Histogram(
-            "tme_dispatch_confirm_seconds",
-            "From publishing a batch of commands to RabbitMQ's confirm of the last",
-            buckets=STEP_BUCKETS,
-            registry=self.registry,
+        self.confirm_seconds, self.confirmed = self._step(
+            (
+                "tme_dispatch_confirm_seconds",
+                "From publishing a batch of commands to RabbitMQ's confirm of the last",
+            ),
+            ("tme_dispatch_confirmed", "Commands the broker confirmed"),
         )
-        self.confirmed = Counter(
-            "tme_dispatch_confirmed", "Commands the broker confirmed", registry=self.registry
-        )
-        self.apply_seconds = Histogram(
-            "tme_event_apply_seconds",
-            "Applying one batch of events and presence to the database, commit included",
-            buckets=STEP_BUCKETS,
-            registry=self.registry,
-        )
-        self.applied = Counter(
-            "tme_events_applied", "Events and presence messages applied", registry=self.registry
+        self.apply_seconds, self.applied = self._step(
+            (
+                "tme_event_apply_seconds",
+                "Applying one batch of events and presence to the database, commit included",
+            ),
+            ("tme_events_applied", "Events and presence messages applied"),
         )
         self.engine = engine
         if runtime is not None:
             runtime.dispatcher.confirm_listeners.append(self.on_confirmed)
+
+    def _step(self, timed: tuple[str, str], counted: tuple[str, str]) -> tuple[Histogram, Counter]:
+        """A step's histogram of seconds a batch, and the counter of what its batches held."""
+        return (
+            Histogram(*timed, buckets=STEP_BUCKETS, registry=self.registry),
+            Counter(*counted, registry=self.registry),
+        )
 
     def on_confirmed(self, count: int, seconds: float) -> None:
         """Dispatcher confirm listener (its thread)."""
