@@ -105,6 +105,19 @@ class Finals:
             self.waiting = set()
             return done
 
+    def size_bytes(self) -> int:
+        """About how much memory this record holds (its dicts, keys and values)."""
+        with self.changed:
+            keys = list(self.at)
+            values = list(self.outcome.values())
+        return (
+            sys.getsizeof(self.at)
+            + sys.getsizeof(self.outcome)
+            + sum(sys.getsizeof(k) for k in keys)
+            + sys.getsizeof(0.0) * len(keys)
+            + sum(sys.getsizeof(v) for v in {id(v): v for v in values}.values())
+        )
+
     def measure(self, name: str, created: dict[str, float], timeout: float) -> Row:
         ids = list(created)
         complete = self.wait_for(ids, timeout)
@@ -199,20 +212,29 @@ def _agents_online(engine: Any, site: str) -> int:
 # --- one TME scenario ----------------------------------------------------------------
 
 
-def tme_scenario(
-    agents: int,
-    count: int,
-    paced_s: float,
-    plants: dict[int, int],
-    db: str,
-    parts: str = "all",
-    rate: float = PACED_RATE,
-) -> list[Row]:
-    """`plants` maps each simulated plant's port to its process id; `parts` is "all",
-    "bursts" or "paced"; the paced rows create `rate` tasks per second."""
+@dataclass
+class Stack:
+    """A running TME for a benchmark: the controller in this process, the gateway and
+    the agents in children, warmed up; `groups` are the process ids by part."""
+
+    app: Any
+    engine: Any
+    url: str
+    token: str
+    site: str
+    agents: int
+    finals: Finals
+    groups: dict[str, list[int]]
+    stack: ExitStack  # children a row starts (the REST load) stop with the rest
+
+
+@contextmanager
+def tme_stack(agents: int, plants: dict[int, int], db: str) -> Iterator[Stack]:
+    """Start the controller (on `db`, or SQLite in a temporary folder), a gateway and
+    `agents` agents on the simulated `plants` (port: process id), wait until every agent
+    is online, and warm up both ways of creating tasks."""
     site = f"bench-{uuid.uuid4().hex[:8]}"
     finals = Finals()
-    rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tme-bench-") as tmp, ExitStack() as stack:
         url_db = db or f"sqlite:///{tmp}/tme.db"
         app, engine, url, token = stack.enter_context(controller(url_db, finals, site))
@@ -237,8 +259,7 @@ def tme_scenario(
                 "--first", str(first), "--count", str(n), *plant_args,
             ).process.pid)  # fmt: skip
         _until(lambda: _agents_online(engine, site) == agents, 120, f"{agents} agents online")
-        label = f"TME {agents} agents"
-        _progress(f"{label}: online")
+        _progress(f"TME {agents} agents: online")
         finals.measure("warm-up", create_by_service(app, site, agents, 0, 50), 60)
         # and the REST path, whose first requests after a start are slower (see
         # controller/app.py): the rows measure a controller that has served before
@@ -251,7 +272,26 @@ def tme_scenario(
             "plants": list(plants.values()),
             **broker_pids(),
         }
-        meter = CpuMeter(groups)
+        yield Stack(app, engine, url, token, site, agents, finals, groups, stack)
+
+
+def tme_scenario(
+    agents: int,
+    count: int,
+    paced_s: float,
+    plants: dict[int, int],
+    db: str,
+    parts: str = "all",
+    rate: float = PACED_RATE,
+) -> list[Row]:
+    """`plants` maps each simulated plant's port to its process id; `parts` is "all",
+    "bursts" or "paced"; the paced rows create `rate` tasks per second."""
+    rows: list[Row] = []
+    with tme_stack(agents, plants, db) as running:
+        app, engine, url, token = running.app, running.engine, running.url, running.token
+        site, finals, stack = running.site, running.finals, running.stack
+        label = f"TME {agents} agents"
+        meter = CpuMeter(running.groups)
 
         def burst(name: str, create: Any) -> Row:
             meter.start()

@@ -7,6 +7,7 @@ final state.
 
 from __future__ import annotations
 
+import sys
 import time
 from contextlib import ExitStack
 from typing import Any
@@ -63,6 +64,12 @@ def create_by_rest(
     load.send("go")
     result = json.loads(load.read_line(timeout=600))
     load.stop()
+    if result["errors"]:  # the row counts only the tasks created: say why some are missing
+        _, first_error = result["errors"][0]
+        print(
+            f"  !! {len(result['errors'])} creates failed, the first: {first_error}",
+            file=sys.stderr,
+        )
     rate = count / (result["ended"] - result["started"])
     return {run: sent for run, sent in result["created"]}, rate
 

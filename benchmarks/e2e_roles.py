@@ -154,6 +154,7 @@ def run_rest_load(args: argparse.Namespace) -> None:
     import tme
 
     created: list[tuple[str, float]] = []
+    errors: list[tuple[float, str]] = []  # a create the API refused or did not answer
     lock = threading.Lock()
     counter = iter(range(args.count))
     started = 0.0
@@ -166,7 +167,12 @@ def run_rest_load(args: argparse.Namespace) -> None:
                 if pause > 0:
                     time.sleep(pause)  # pacing the load is the point here
             sent = time.time()
-            task = client.tasks.create(**task_fields(args.site, args.agents, args.first + i))
+            try:
+                task = client.tasks.create(**task_fields(args.site, args.agents, args.first + i))
+            except Exception as exc:  # counted and shown: the load goes on
+                with lock:
+                    errors.append((sent, f"{type(exc).__name__}: {exc}"[:200]))
+                continue
             mine.append((str(task.latest_run_id), sent))
         with lock:
             created.extend(mine)
@@ -187,7 +193,9 @@ def run_rest_load(args: argparse.Namespace) -> None:
         thread.join()
     for client in clients:
         client.close()
-    print(json.dumps({"started": started, "ended": time.time(), "created": created}), flush=True)
+    ended = time.time()
+    result = {"started": started, "ended": ended, "created": created, "errors": errors}
+    print(json.dumps(result), flush=True)
 
 
 def _locked(counter: Any, lock: threading.Lock) -> Any:
