@@ -7,7 +7,10 @@ email subject) or the invisible characters that change how the text around them 
 a bidirectional override made "pump 2 stop" show as something else, a zero-width space
 made two names that look the same differ. A label is one line; free text (a description)
 keeps its line breaks and tabs. Values written to a device are not text of this kind:
-the device's safety envelope checks them.
+the device's safety envelope checks them. Text that did not pass these rules (stored
+before them, or sent by an agent: a log line, a result, an error) is shown through
+`shown`, which writes what they refuse as escapes; the CLI, the dashboard and the audit
+log all use it.
 """
 
 from __future__ import annotations
@@ -78,11 +81,18 @@ FreeText = Annotated[str, AfterValidator(free_text)]
 
 def _escape(found: re.Match[str]) -> str:
     code = ord(found.group())
-    return "\\0" if code == 0 else f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-def escaped(text: str) -> str:
-    """`text` with each control or invisible character written as its escape (`\\0`,
-    `\\x1b`, `\\u202e`): for a record that keeps what anyone sent (a login name, a path
-    in the audit log) and must still read as it shows."""
-    return _NOT_IN_A_LABEL.sub(_escape, text)
+def shown(text: str, *, one_line: bool = False) -> str:
+    """`text` as an operator reads it, wherever it came from (stored before these rules,
+    sent by an agent, typed by anyone): each character the rule for its kind refuses is
+    written as its escape, `\\xNN` below U+0100 (`\\x1b`, `\\x00`) and `\\uNNNN` above
+    (`\\u202e`), so nothing it holds reorders, hides or clears what shows around it.
+
+    Free text (the default: a description, a run's reason, a log line, a result) keeps
+    what `free_text` allows, tabs, line feeds, a carriage return before a line feed and
+    the joiners; `one_line` (a name, an audit field) escapes what `one_line` refuses,
+    those included. Text the rule accepts is returned as it is, and what is returned
+    the rule always accepts (so a second pass changes nothing)."""
+    return (_NOT_IN_A_LABEL if one_line else _NOT_IN_FREE_TEXT).sub(_escape, text)

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from tme.controller.api.errors import error_response
+from tme.shown_text import shown
 
 NUL = "\x00"
 MESSAGE = "must not contain a NUL character"
@@ -55,4 +56,6 @@ def _path_names(scope: Scope, route: RouteContext | None) -> list[str]:
 
 
 def _shown(name: str) -> str:
-    return name.replace(NUL, "\\0") or "query"
+    """A parameter's name as the answer names it: its NUL (and any other character that
+    would not read as it shows) written as its escape, `\\x00`."""
+    return shown(name, one_line=True) or "query"

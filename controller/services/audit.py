@@ -36,7 +36,7 @@ from tme.controller.store.group_commit import GroupCommit, by_key
 from tme.controller.store.models import utcnow
 from tme.controller.store.rows import table_of
 from tme.controller.store.security_models import AuditEntry, AuditHead
-from tme.shown_text import escaped
+from tme.shown_text import shown
 
 _PG_LOCK_ID = 0x746D6561  # "tmea": one advisory lock shared by every controller process
 
@@ -103,11 +103,12 @@ _SIZES = {"actor": 64, "action": 64, "target": 200, "outcome": 16, "client": 100
 
 def _cut(fields: dict[str, Any]) -> dict[str, Any]:
     """A control or invisible character (in a path or a login name anyone may send) is
-    written as its escape: a NUL as `\\0` (PostgreSQL text cannot hold it, and the row
-    would be lost, the request answered 500), a right-to-left override as `\\u202e` (the
-    audit list showed the row's words reversed)."""
+    written as its escape, as a name shows everywhere (tme.shown_text.shown): a NUL as
+    `\\x00` (PostgreSQL text cannot hold it, and the row would be lost, the request
+    answered 500), a right-to-left override as `\\u202e` (the audit list showed the
+    row's words reversed)."""
     return {
-        name: escaped(value)[: _SIZES[name]] if name in _SIZES else value
+        name: shown(value, one_line=True)[: _SIZES[name]] if name in _SIZES else value
         for name, value in fields.items()
     }
 

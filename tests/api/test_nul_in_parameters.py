@@ -18,7 +18,7 @@ REFUSED = {
     "audit actor": ("/api/v1/audit?actor=%00", "actor"),
     "audit export action": ("/api/v1/audit.csv?action=auth%00", "action"),
     "agents site": ("/api/v1/agents?site=%00", "site"),
-    "a parameter's name": ("/api/v1/tasks?q%00=x", "q\\0"),
+    "a parameter's name": ("/api/v1/tasks?q%00=x", "q\\x00"),  # as the CLI writes it
 }
 
 

@@ -24,7 +24,7 @@ from tme.controller.store.security_models import AuditEntry
         ("\u2066ann\u2069", "\\u2066ann\\u2069"),
         ("bo\u200bb", "bo\\u200bb"),
         ("ann\x1b[2J", "ann\\x1b[2J"),
-        ("ann\x00", "ann\\0"),
+        ("ann\x00", "ann\\x00"),  # as the CLI writes it; `\\0` + "12" read as octal
     ],
 )
 def test_a_login_name_is_audited_with_its_invisible_characters_escaped(

@@ -1,6 +1,7 @@
 """A NUL that anyone can send (in a path, a login name) is written to the audit log as
-`\\0`: PostgreSQL text cannot hold it, and the row was lost, the request answered 500
-(a bad token with %00 in its path) or 422 (a login)."""
+`\\x00`, as the CLI and the dashboard write it: PostgreSQL text cannot hold it, and the
+row was lost, the request answered 500 (a bad token with %00 in its path) or 422 (a
+login)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _rows(engine: Engine, action: str) -> list[AuditEntry]:
         return list(session.exec(query.order_by(col(AuditEntry.id))).all())
 
 
-def test_a_nul_sent_by_anyone_is_audited_as_backslash_zero(
+def test_a_nul_sent_by_anyone_is_audited_as_its_escape(
     database: tuple[str, Engine],
 ) -> None:
     url, engine = database
@@ -55,9 +56,9 @@ def test_a_nul_sent_by_anyone_is_audited_as_backslash_zero(
         refused = client.post("/api/v1/tasks/1%00/run", headers=admin)
         assert refused.status_code == 422, refused.text
     refusals = _rows(engine, "auth.token_refused")
-    assert [(r.target, r.outcome) for r in refusals] == [("GET /api/v1/tasks\\0", "refused")]
+    assert [(r.target, r.outcome) for r in refusals] == [("GET /api/v1/tasks\\x00", "refused")]
     changes = _rows(engine, "run.control")
-    assert [(r.target, r.outcome) for r in changes] == [("POST /api/v1/tasks/1\\0/run", "failed")]
+    assert [(r.target, r.outcome) for r in changes] == [("POST /api/v1/tasks/1\\x00/run", "failed")]
 
 
 def test_a_login_with_a_name_no_user_can_have_is_a_wrong_name(
@@ -75,4 +76,4 @@ def test_a_login_with_a_name_no_user_can_have_is_a_wrong_name(
             assert answer.status_code == 401, answer.text
             assert answer.json()["error"]["message"] == "wrong username or password"
     failed = _rows(engine, "auth.login_failed")
-    assert [r.actor for r in failed] == ["ann\\0", "no such user"]
+    assert [r.actor for r in failed] == ["ann\\x00", "no such user"]

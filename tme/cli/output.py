@@ -13,18 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from tme.shown_text import INVISIBLE
-
-
-def _escapes() -> dict[int, str]:
-    controls = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)]
-    table = {c: f"\\x{c:02x}" for c in controls if c not in (0x09, 0x0A)}
-    for c in INVISIBLE:  # bidi controls, zero-width characters
-        table[c] = f"\\u{c:04x}"
-    return table
-
-
-_VISIBLE = _escapes()
+from tme.shown_text import shown
 
 
 def visible(text: str) -> str:
@@ -32,8 +21,9 @@ def visible(text: str) -> str:
     output): a control character is shown as its escape (`\\x1b`), never sent to the
     terminal, where ESC starts its commands (clear the screen, set the title, a hidden
     link); so is a bidi control, which shows text in another order, and a zero-width
-    character, which hides in it (tme.shown_text). Line ends and tabs stay."""
-    return text.translate(_VISIBLE)
+    character, which hides in it. Line ends and tabs stay, as do the joiners that shape
+    a description's words: the CLI prints free text (tme.shown_text.shown)."""
+    return shown(text)
 
 
 class TextConsole(Console):

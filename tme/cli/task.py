@@ -40,6 +40,7 @@ from tme.cli.task_input import (
 from tme.client.calls import MAX_PAGE_SIZE
 from tme.durations import seconds, took_s
 from tme.errors import PreconditionFailed
+from tme.shown_text import shown
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -95,9 +96,16 @@ def _when_text(task: Any) -> str:
     return f"{schedule}; next {upcoming}" if upcoming else schedule
 
 
+def _name(task: Any) -> str:
+    """Its name as a name shows: a joiner stored before names refused it is written as
+    its escape too (the console keeps joiners, which shape a description's words)."""
+    return shown(task.name, one_line=True)
+
+
 def _print_tasks(tasks: list[Any]) -> None:
     rows = [
-        [t.id, t.name, t.op, _target_text(t.target), _status_text(t), _when_text(t)] for t in tasks
+        [t.id, _name(t), t.op, _target_text(t.target), _status_text(t), _when_text(t)]
+        for t in tasks
     ]
     print_table("Tasks", ["id", "name", "op", "target", "status", "schedule"], rows)
 
@@ -108,6 +116,7 @@ def _show_task(task: Any, runs: list[Any], runs_asked: bool = True) -> None:
     rows = [[k, json.dumps(v) if isinstance(v, dict | list) else v]
             for k, v in task.model_dump(mode="json").items() if k not in skip]  # fmt: skip
     rows = [[k, fire_times_text(task) if k == "next_fire_times" else v] for k, v in rows]
+    rows = [[k, _name(task) if k == "name" else v] for k, v in rows]
     rows += [["target", _target_text(task.target)], ["schedule", _schedule_text(task.schedule)]]
     times = ("created_at", "started_at", "finished_at", "updated_at")
     rows += [[k, _when(getattr(task, k))] for k in times]
