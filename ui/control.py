@@ -9,6 +9,7 @@ from nicegui import ui
 
 from tme.errors import TMEError
 from tme.ui.session import Viewer
+from tme.ui.text import said
 
 
 def guarded(
@@ -33,12 +34,12 @@ def guarded(
         try:
             outcome = action(principal, *args)
         except TMEError as exc:
-            ui.notify(exc.message, type="warning")
+            ui.notify(said(exc.message), type="warning")
             return
         if then is not None:
             then(outcome)
         else:
-            ui.notify(outcome if isinstance(outcome, str) else "done", type="positive")
+            ui.notify(said(outcome) if isinstance(outcome, str) else "done", type="positive")
 
     return click
 

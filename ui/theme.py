@@ -11,6 +11,7 @@ from fastapi import Request
 from nicegui import run, ui
 
 from tme.ui.session import Viewer, current_principal, page_of
+from tme.ui.text import name, said
 
 # The dashboard is mounted under this path. ui.link and ui.navigate add it by
 # themselves (the page's window.path_prefix); URLs the page's own JavaScript opens
@@ -124,6 +125,7 @@ def _watch_session(viewer: Viewer) -> None:
 
 @contextmanager
 def frame(title: str, viewer: Viewer) -> Iterator[None]:
+    title = said(title)  # it may hold a name (the pages pass it through `name`)
     ui.page_title(f"{title} · TME")
     _watch_session(viewer)
     principal = viewer.principal
@@ -133,7 +135,7 @@ def frame(title: str, viewer: Viewer) -> Iterator[None]:
             if viewer.can(permission):
                 ui.link(label, href(path)).classes("text-white no-underline")
         ui.space()
-        ui.label(f"{principal.username} · {principal.role}").classes("text-sm")
+        ui.label(f"{name(principal.username)} · {principal.role}").classes("text-sm")
         ui.button("Log out", on_click=lambda: ui.run_javascript(LOGOUT_JS % url("/login"))).props(
             "flat color=white dense"
         )

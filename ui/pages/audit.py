@@ -9,6 +9,7 @@ from nicegui import ui
 
 from tme.controller.services.audit import AuditFilters, query
 from tme.names import unknown_choice
+from tme.ui import text
 from tme.ui.context import dashboard
 from tme.ui.theme import frame, sign_in_first, utc_time
 
@@ -62,8 +63,8 @@ def register() -> None:
                     field.on("keydown.enter", apply)
                 ui.button("Filter", on_click=apply).props("outline")
             if problem is not None:
-                ui.label(f"outcome: {problem}").classes("text-negative").mark("filter-problem")
-            rows = [
+                text.label(f"outcome: {problem}").classes("text-negative").mark("filter-problem")
+            rows = text.rows(
                 {
                     "id": e.id,
                     "at": utc_time(e.at),
@@ -73,5 +74,5 @@ def register() -> None:
                     "outcome": e.outcome,
                 }
                 for e in entries
-            ]
+            )  # rows written before the audit log escaped them may hold them raw
             ui.table(rows=rows, row_key="id").classes("w-full")

@@ -31,6 +31,7 @@ from tme.ui.context import dashboard
 from tme.ui.control import guarded
 from tme.ui.loading import OneAtATime, off_the_loop, placeholder
 from tme.ui.session import Viewer
+from tme.ui.text import label, name, said
 from tme.ui.theme import (
     frame,
     href,
@@ -124,7 +125,7 @@ def register() -> None:
             for site in sorted({site for site, _ in gateways}):
                 for gateway in await run.io_bound(_site_agents, site) or []:
                     if (gateway.site, gateway.name) in gateways:
-                        chips[(gateway.site, gateway.name)][2].text = gateway.status_line()
+                        chips[(gateway.site, gateway.name)][2].text = said(gateway.status_line())
             # a presence may say a device stopped or started answering, or was locked out
             # or handed back (tme agent lock)
             agents = {(c.site, c.agent) for c in changes if c.state == "online"}
@@ -162,9 +163,9 @@ def _site_agents(site: str) -> list[AgentPublic]:
 
 def _site_line(site: SitePublic) -> str:
     if site.last_seen is None:
-        return site.name
+        return name(site.name)
     return (
-        f"{site.name}: {site.agents_online}/{site.agents} agents online, "
+        f"{name(site.name)}: {site.agents_online}/{site.agents} agents online, "
         f"last seen {utc_time(site.last_seen)}"
     )
 
@@ -189,12 +190,12 @@ def _sites_and_agents(
         for head in ("Site", "Agent", "Role", "State", "Last seen", "Status"):
             ui.label(head).classes("font-medium text-gray-600")
         for agent in found.agents:
-            ui.label(agent.site)
-            ui.label(agent.name)
-            ui.label(agent.role)
+            ui.label(name(agent.site))
+            ui.label(name(agent.name))
+            ui.label(name(agent.role))
             chip = state_chip("online" if agent.online else "offline")
             seen = ui.label(utc_time(agent.last_seen) if agent.last_seen else "-")
-            status = ui.label(agent.status_line()).mark("agent-status")
+            status = label(agent.status_line()).mark("agent-status")
             chips[(agent.site, agent.name)] = (chip, seen, status)
     return chips
 
@@ -229,7 +230,7 @@ class DeviceView:
 
     def show_status(self, device: DevicePublic) -> None:
         self.shown = (link, lockout, stopped, _, lost) = _status(device)
-        title = f"{device.site}/{device.agent}/{device.name} ({device.profile})"
+        title = name(f"{device.site}/{device.agent}/{device.name} ({device.profile})")
         down = " NOT ANSWERING" if link is not None and link.state == "down" else ""
         held = (" STOPPED" if stopped else "") + (" LOCKED OUT" if lockout else "")
         self.header.text = title + down + held
@@ -238,15 +239,15 @@ class DeviceView:
         self.status.clear()
         with self.status:
             if stopped is not None:
-                ui.label(
-                    f"Stopped by {stopped.by} at {_when(stopped.at)}: {stopped.reason}. Its"
+                label(
+                    f"Stopped by {name(stopped.by)} at {_when(stopped.at)}: {stopped.reason}. Its"
                     " agent refuses writes and changing commands until it is resumed; reads"
                     " still run."
                 ).classes("text-negative font-medium").mark("device-stopped")
             if link is not None and link.state == "down":
-                ui.label(
-                    f"Not answering its agent since {_when(link.since)}: {link.error}"
-                ).classes("text-negative font-medium").mark("device-link")
+                label(f"Not answering its agent since {_when(link.since)}: {link.error}").classes(
+                    "text-negative font-medium"
+                ).mark("device-link")
             elif link is not None:
                 ui.label(f"Answering its agent since {_when(link.since)}").classes(
                     "text-sm text-gray-600"
@@ -261,8 +262,8 @@ class DeviceView:
                     "device-link-lost"
                 )
             if lockout is not None:
-                ui.label(
-                    f"Locked out at its agent by {lockout.by} since {_when(lockout.at)}: "
+                label(
+                    f"Locked out at its agent by {name(lockout.by)} since {_when(lockout.at)}: "
                     f"{lockout.reason}. The agent refuses writes and changing commands until "
                     "it is unlocked there (tme agent unlock); reads still run."
                 ).classes("text-negative font-medium").mark("device-lockout")
@@ -291,7 +292,7 @@ def _ask_button(viewer: Viewer, device: DevicePublic, action: str) -> ui.button:
 
     def ask() -> None:
         with ui.dialog() as dialog, ui.card():
-            ui.label(ASKS[action].format(name=device.name))
+            ui.label(ASKS[action].format(name=name(device.name)))
             reason = ui.input("Why").props("autofocus maxlength=200").mark(f"{action}-reason")
             do = guarded(
                 viewer,
@@ -316,8 +317,8 @@ def _ask_button(viewer: Viewer, device: DevicePublic, action: str) -> ui.button:
         dialog.open()
 
     color = "negative" if action == "stop" else "primary"
-    label = f"{action.capitalize()} {device.name}"
-    return ui.button(label, color=color, on_click=ask).mark(f"{action}-device")
+    words = f"{action.capitalize()} {name(device.name)}"
+    return ui.button(words, color=color, on_click=ask).mark(f"{action}-device")
 
 
 def _when(iso: str) -> str:
@@ -325,7 +326,7 @@ def _when(iso: str) -> str:
     try:
         return utc_time(datetime.fromisoformat(iso))
     except ValueError:
-        return iso
+        return said(iso)
 
 
 def _devices(found: Fleet, viewer: Viewer) -> dict[DeviceKey, DeviceView]:
@@ -363,15 +364,15 @@ def show_values(table: ui.element, device: DevicePublic, values: DeviceValues) -
             ui.label(head).classes("font-medium text-gray-600")
         for point in values.points:
             spec = described.get(point.name)
-            ui.label(point.name)
-            ui.label(point.shown()).classes("point-value")
-            ui.label(point.unit or "")
+            ui.label(name(point.name))
+            label(point.shown()).classes("point-value")
+            ui.label(name(point.unit or ""))
             ui.label(utc_time(point.at) if point.at else "")
             if point.run_id:
                 ui.link(point.run_id[:8], href(f"/runs/{point.run_id}"))
             else:
                 ui.label("")
-            ui.label(_describe(spec) if spec is not None else "")
+            label(_describe(spec) if spec is not None else "")
 
 
 def _describe(point: PointPublic) -> str:

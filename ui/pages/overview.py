@@ -24,6 +24,7 @@ from tme.controller.store.models import Agent, Run, Task, utcnow
 from tme.ui import live
 from tme.ui.context import dashboard
 from tme.ui.loading import OneAtATime, off_the_loop, placeholder
+from tme.ui.text import label, link
 from tme.ui.theme import frame, href, sign_in_first, state_chip
 
 # Without changes the figures still age: the chart's last hour moves a minute on, a
@@ -238,8 +239,8 @@ def _fill(board: _Board, shown: Figures) -> None:
         for failed, task in shown.failures:
             with ui.row().classes("items-center gap-2"):
                 state_chip(failed.state)
-                ui.link(task.name, href(f"/runs/{failed.id}")).mark("overview-failure")
-                ui.label(failed.reason).classes("text-sm text-gray-600")
+                link(task.name, href(f"/runs/{failed.id}")).mark("overview-failure")
+                label(failed.reason).classes("text-sm text-gray-600").mark("overview-reason")
 
 
 def _attention(attention: Attention) -> str:

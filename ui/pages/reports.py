@@ -15,6 +15,7 @@ from tme.controller.services.access import site_scope
 from tme.controller.store.models import utcnow
 from tme.ui.context import dashboard
 from tme.ui.loading import off_the_loop, placeholder
+from tme.ui.text import label, rows
 from tme.ui.theme import frame, href, sign_in_first
 
 PERIODS = {1: "last day", 7: "last week", 30: "last 30 days"}
@@ -82,8 +83,8 @@ def _show(report: reports.Summary) -> None:
         {"name": "p95_s", "label": "p95 (s)", "field": "p95_s"},
         {"name": "failed", "label": "failed", "field": "failed"},
     ]
-    rows = [vars(g) for g in report.groups]
-    ui.table(columns=columns, rows=rows, row_key="key").classes("w-full")
+    groups = rows(vars(g) for g in report.groups)  # a task's, agent's or site's name
+    ui.table(columns=columns, rows=groups, row_key="key").classes("w-full")
     with ui.row().classes("gap-8"):
         with ui.column():
             ui.label("Busiest hours (UTC)").classes("font-medium")
@@ -92,7 +93,7 @@ def _show(report: reports.Summary) -> None:
         with ui.column():
             ui.label("Top failure reasons").classes("font-medium")
             for reason, count in report.top_failure_reasons:
-                ui.label(f"{_runs(count)}: {reason}")
+                label(f"{_runs(count)}: {reason}")
 
 
 def _runs(count: int) -> str:

@@ -17,6 +17,7 @@ from tme.ui import actions, live
 from tme.ui.context import dashboard
 from tme.ui.control import confirm_button, guarded
 from tme.ui.session import Viewer
+from tme.ui.text import label, name, said
 from tme.ui.theme import frame, href, sign_in_first, state_chip, utc_time
 
 # A rollout's own states, in the colours of the run states they resemble.
@@ -41,13 +42,13 @@ def _devices(rollout: RolloutPublic) -> None:
         for device in rollout.devices:
             with ui.row().classes("items-center gap-3"):
                 state_chip(device.state)
-                ui.label(f"{device.device} ({device.agent})")
+                ui.label(f"{name(device.device)} ({name(device.agent)})")
                 if device.task_id is not None:
                     ui.link(f"task {device.task_id}", href(f"/tasks/{device.task_id}"))
                 if device.run_id:
                     ui.link(f"run {device.run_id[:8]}", href(f"/runs/{device.run_id}"))
                 if device.reason and device.state not in ("succeeded", "not_started"):
-                    ui.label(device.reason).classes("text-sm text-grey-8")
+                    label(device.reason).classes("text-sm text-grey-8")
 
 
 def _cancel_button(viewer: Viewer, rollout: RolloutPublic, after: Callable[[str], None]) -> None:
@@ -58,7 +59,7 @@ def _cancel_button(viewer: Viewer, rollout: RolloutPublic, after: Callable[[str]
     )
 
     question = (
-        f"Cancel rollout {rollout.id} ({rollout.name})? No further run starts, and its runs"
+        f"Cancel rollout {rollout.id} ({name(rollout.name)})? No further run starts, and its runs"
         " going are canceled."
     )
     confirm_button("Cancel rollout", question, cancel, "cancel-rollout")
@@ -79,8 +80,8 @@ def register() -> None:
             for rollout in rollouts:
                 with ui.row().classes("items-center gap-3").mark(f"rollout-{rollout.id}"):
                     state_chip(ROLLOUT_CHIPS.get(rollout.state, rollout.state), rollout.state)
-                    ui.link(f"{rollout.id}: {rollout.name}", href(f"/rollouts/{rollout.id}"))
-                    ui.label(f"{rollout.op} at {rollout.site}: {_counts(rollout)}").classes(
+                    ui.link(f"{rollout.id}: {name(rollout.name)}", href(f"/rollouts/{rollout.id}"))
+                    ui.label(f"{rollout.op} at {name(rollout.site)}: {_counts(rollout)}").classes(
                         "text-sm"
                     )
 
@@ -94,7 +95,7 @@ def register() -> None:
             with frame("Rollout not found", viewer):
                 ui.label(f"There is no rollout {rollout_id}.")
             return
-        with frame(f"Rollout {rollout.id}: {rollout.name}", viewer):
+        with frame(f"Rollout {rollout.id}: {name(rollout.name)}", viewer):
             header = ui.column().classes("gap-1")
             devices = ui.column().classes("w-full")
 
@@ -104,7 +105,7 @@ def register() -> None:
                 with header:
                     with ui.row().classes("items-center gap-3"):
                         state_chip(ROLLOUT_CHIPS.get(rollout.state, rollout.state), rollout.state)
-                        ui.label(rollout.reason).mark("rollout-reason")
+                        label(rollout.reason).mark("rollout-reason")
                     ui.label(
                         f"{rollout.op} {json.dumps(rollout.params)} on {json.dumps(rollout.match)}"
                     )
@@ -112,17 +113,17 @@ def register() -> None:
                         f"window {rollout.window}; aborts at {rollout.abort.failed_percent:g}%"
                         f" of at least {rollout.abort.min_settled} settled runs not succeeding"
                     )
-                    ui.label(f"{_counts(rollout)}; by {rollout.created_by}, "
+                    ui.label(f"{_counts(rollout)}; by {name(rollout.created_by)}, "
                              f"{utc_time(rollout.created_at)}")  # fmt: skip
                     for left in rollout.refused:
-                        ui.label(f"left out: {left.device} ({left.agent}): {left.refused}")
+                        label(f"left out: {name(left.device)} ({name(left.agent)}): {left.refused}")
                     if rollout.state == "going" and viewer.can("run.control", rollout.site):
                         _cancel_button(viewer, rollout, canceled)
                 with devices:
                     _devices(rollout)
 
             def canceled(note: str) -> None:
-                ui.notify(note, type="positive")
+                ui.notify(said(note), type="positive")
                 fresh = _rollout(rollout_id, viewer)
                 if fresh is not None:
                     show(fresh)

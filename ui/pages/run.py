@@ -3,6 +3,7 @@ its workflow run, and cancel or retry."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import Request
@@ -23,6 +24,7 @@ from tme.ui import actions, live
 from tme.ui.context import dashboard
 from tme.ui.control import guarded
 from tme.ui.session import Viewer
+from tme.ui.text import label, name, said
 from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
 
 SETTLING_POLL_S = 1.0
@@ -77,18 +79,18 @@ def register() -> None:
             task = session.get(Task, detail.task_id) if detail else None
             if detail is None or task is None or not viewer.principal.sees_site(task.site):
                 with frame("Run not found", viewer):
-                    ui.label(f"There is no run {run_id}.")
+                    ui.label(f"There is no run {name(run_id)}.")
                 return
             units = units_of(session, task)
             workflow_id = workflow_of(session, run_id)
-        with frame(f"Run {run_id[:8]} of {task.name}", viewer):
+        with frame(f"Run {run_id[:8]} of {name(task.name)}", viewer):
             with ui.row().classes("items-center gap-2"):
                 state = state_chip(detail.state).mark("run-state")
                 ui.link(f"task {task.id}", href(f"/tasks/{task.id}"))
                 ui.link("workflow run", href(f"/workflows/{workflow_id}"))
-                reason = ui.label(detail.reason).classes("text-gray-700")
+                reason = label(detail.reason).classes("text-gray-700").mark("run-reason")
             with ui.row().classes("items-center gap-2 text-sm text-gray-600"):
-                ui.label(f"cause: {detail.cause or 'unknown'}").mark("run-cause")
+                ui.label(f"cause: {name(detail.cause or 'unknown')}").mark("run-cause")
                 settled = ui.label(settled_text(detail)).mark("run-settled")
             took = ui.label(duration_text(detail)).mark("run-duration")
             if viewer.can("run.control", task.site):
@@ -112,7 +114,7 @@ def register() -> None:
                         ui.label(text).classes("text-gray-500").mark("run-result")
                     point = task.params.get("point")
                     for key, value, unit in result_rows(task.op, result, units, point):
-                        ui.label(f"{key}: {value} {unit}".strip())
+                        label(f"{key}: {value} {unit}".strip())
 
             show_result(detail.result, detail.state)
             ui.label("Log (times in UTC)").classes("text-lg")
@@ -122,13 +124,13 @@ def register() -> None:
                 for line in session.exec(
                     select(RunLog).where(RunLog.run_id == run_id).order_by(col(RunLog.id))
                 ):
-                    log.push(f"{line.at:%H:%M:%S} {line.line}")
+                    log.push(log_line(line.at, line.line))
                     last_log["id"] = line.id or 0
 
         def on_log(lines: list[live.LogLine]) -> None:
             for line in lines:  # lines arrive between state changes, as the agent logs them
                 if line.run_id == run_id and line.log_id > last_log["id"]:
-                    log.push(f"{line.at:%H:%M:%S} {line.line}")
+                    log.push(log_line(line.at, line.line))
                     last_log["id"] = line.log_id
 
         def on_runs(changes: list[live.RunChange]) -> None:
@@ -141,7 +143,7 @@ def register() -> None:
                 shown.add((change.to_state, change.at.isoformat()))
                 if not change.late:  # a late hop is in the timeline, the state stays
                     set_chip(state, change.to_state)
-                    reason.text = change.reason
+                    reason.text = said(change.reason)
                 with timeline:
                     hop_entry(change.reason, change.to_state, change.at.isoformat(), change.late)
             if mine:
@@ -153,7 +155,7 @@ def register() -> None:
                         .order_by(col(RunLog.id))
                     ).all()
                 for line in lines:
-                    log.push(f"{line.at:%H:%M:%S} {line.line}")
+                    log.push(log_line(line.at, line.line))
                     last_log["id"] = line.id or 0
                 show_result(fresh.result, fresh.state)
                 show_settled(fresh)
@@ -175,6 +177,11 @@ def register() -> None:
         show_settled(detail)
         live.run_changes.subscribe(on_runs)
         live.log_lines.subscribe(on_log)
+
+
+def log_line(at: datetime, line: str) -> str:
+    """A line of the run's log as the page shows it: its time, then what the agent said."""
+    return f"{at:%H:%M:%S} {said(line)}"
 
 
 def slow_rule() -> SlowRunSettings:
@@ -214,6 +221,7 @@ def _control_buttons(viewer: Viewer, site: str | None, run_id: str) -> None:
 
 def hop_entry(reason: str, state: str, at: str, late: bool) -> None:
     """One hop of the timeline; a late one (it changed no state) greyed and marked."""
-    entry = ui.timeline_entry(reason, title=state, subtitle=at, color="grey" if late else None)
+    colour = "grey" if late else None
+    entry = ui.timeline_entry(said(reason), title=state, subtitle=at, color=colour)
     if late:
         entry.mark("late-hop")

@@ -25,6 +25,7 @@ from tme.ui import live
 from tme.ui.context import dashboard
 from tme.ui.pages.tasks import check_button
 from tme.ui.session import Viewer
+from tme.ui.text import label, name, said
 from tme.ui.theme import frame, href, set_chip, sideways, sign_in_first, state_chip
 
 # What the task's runs say of it, not what it is: the status chip, the fire times and
@@ -61,7 +62,7 @@ def register() -> None:
         number = int(task_id) if task_id.isdecimal() and len(task_id) < 19 else None
         if number is None or not _show_task(viewer, number):
             with frame("Task not found", viewer):
-                ui.label(f"There is no task {task_id}.")
+                ui.label(f"There is no task {name(task_id)}.")
 
 
 def _resource_row(resource: ResourcePublic) -> None:
@@ -69,11 +70,11 @@ def _resource_row(resource: ResourcePublic) -> None:
     holder = resource.holder
     if holder is not None:
         text = (
-            f"{resource.name}: held by run {holder.run_id[:8]} of task {holder.task_id}"
-            f" ({holder.task_name}), {holder.state}"
+            f"{name(resource.name)}: held by run {holder.run_id[:8]} of task {holder.task_id}"
+            f" ({name(holder.task_name)}), {holder.state}"
         )
     else:
-        text = f"{resource.name}: " + (
+        text = f"{name(resource.name)}: " + (
             "held by a run of another site" if resource.held_elsewhere else "free"
         )
     if resource.waiting:
@@ -116,7 +117,7 @@ def _show_task(viewer: Viewer, task_id: int) -> bool:
         workflows = workflows_of(session, [r.id for r in runs])
         notices = fleet_notices(session, task)
         held = list_resources(session, site_scope(viewer.principal), public.resources)
-    with frame(f"Task {task_id}: {public.name}", viewer):
+    with frame(f"Task {task_id}: {name(public.name)}", viewer):
         with ui.row().classes("items-center gap-2"):
             ui.label("Status")
             status = state_chip(public.status).mark("task-status")
@@ -157,7 +158,7 @@ def _show_task(viewer: Viewer, task_id: int) -> bool:
         with ui.card().classes("w-full"):
             # Of all the tasks naming one, one run at a time (docs/schedules.md).
             ui.label("Exclusive resources").classes("font-medium")
-            names = ", ".join(public.resources) or "none"
+            names = ", ".join(name(r) for r in public.resources) or "none"
             ui.label(names).mark("task-resources")
             for resource in held:  # as the page was opened: who holds it, who waits
                 _resource_row(resource)
@@ -188,7 +189,7 @@ def _show_task(viewer: Viewer, task_id: int) -> bool:
                 ui.link(run_id[:8], href(f"/runs/{run_id}"))
                 ui.link("workflow", href(f"/workflows/{workflows[run_id]}")).classes("text-sm")
                 ui.label(when).classes("text-sm text-gray-600")
-                reasons[run_id] = ui.label(reason).classes("text-sm").mark("run-reason")
+                reasons[run_id] = label(reason).classes("text-sm").mark("run-reason")
             row.move(target_index=0)
             rows[run_id] = row
             if len(rows) > RUNS_SHOWN:  # the last 50, as the page opened with, however long open
@@ -205,7 +206,7 @@ def _show_task(viewer: Viewer, task_id: int) -> bool:
                 continue  # a late hop changed no state
             if change.run_id in chips:
                 set_chip(chips[change.run_id], change.to_state)
-                reasons[change.run_id].text = change.reason  # why it failed, say
+                reasons[change.run_id].text = said(change.reason)  # why it failed, say
             else:
                 add_run_row(change.run_id, change.to_state, change.at.isoformat(), change.reason)
             if change.latest:  # the task's status follows its latest run only
@@ -249,5 +250,5 @@ def _show_notices(box: ui.column, notices: list[str]) -> list[str]:
             with ui.card().classes("w-full bg-amber-50"):
                 ui.label("Fleet").classes("font-medium")
                 for notice in notices:
-                    ui.label(notice).classes("text-amber-900").mark("fleet-notice")
+                    label(notice).classes("text-amber-900").mark("fleet-notice")
     return notices

@@ -20,6 +20,7 @@ from tme.ui.context import dashboard
 from tme.ui.control import confirm_button, guarded
 from tme.ui.session import Viewer
 from tme.ui.task_form import OP_CHOICES, validate
+from tme.ui.text import link, name, said
 from tme.ui.theme import (
     frame,
     href,
@@ -46,7 +47,7 @@ def register() -> None:
         except ValueError as exc:  # a typo matches no task: say so, as the API's 422 does
             with frame("Tasks", viewer):
                 _filter_bar("", site, q)
-                ui.label(f"status: {exc}").classes("text-negative").mark("filter-problem")
+                ui.label(f"status: {said(exc)}").classes("text-negative").mark("filter-problem")
             return
         # the grant limits the query itself (as the API's list does), so a page is full
         # of the viewer's tasks and the next-page cursor skips no one else's
@@ -63,7 +64,7 @@ def register() -> None:
                 paused = {i for i, p in policies_of(session, ids).items() if p.paused}
         except TMEError as exc:
             rows, next_cursor, paused = [], None, set()
-            ui.notify(str(exc), type="negative")
+            ui.notify(said(exc), type="negative")
         with frame("Tasks", viewer):
             _filter_bar(status, site, q)
             if viewer.can("task.write"):
@@ -146,9 +147,9 @@ def _task_rows(rows: list[Task], viewer: Viewer, paused: set[int]) -> dict[int, 
         for task in rows:
             tid = task.id or 0
             ui.label(str(tid))
-            ui.link(task.name, href(f"/tasks/{tid}"))
-            ui.label(task.op)
-            ui.label("/".join(p for p in (task.site, task.agent, task.device) if p) or "-")
+            link(task.name, href(f"/tasks/{tid}"))
+            ui.label(name(task.op))
+            ui.label(name("/".join(p for p in (task.site, task.agent, task.device) if p) or "-"))
             with ui.row().classes("items-center gap-1"):
                 chips[tid] = state_chip(task.status)
                 if tid in paused:  # nothing starts it on its own until it is resumed
@@ -197,7 +198,7 @@ def _action_buttons(task: Task, viewer: Viewer) -> None:
             tid,
             then=lambda _: ui.navigate.reload(),
         )
-        question = f"Delete task {tid} ({task.name})? Its runs go with it."
+        question = f"Delete task {tid} ({name(task.name)})? Its runs go with it."
         confirm_button("Delete", question, delete, "delete")
 
 
@@ -236,7 +237,7 @@ def _create_dialog(viewer: Viewer) -> None:
                 task_id = actions.create_task(principal, body)
             except TMEError as exc:
                 with problems:
-                    ui.label(exc.message)
+                    ui.label(said(exc.message))
                 return
             dialog.close()
             ui.navigate.to(f"/tasks/{task_id}")

@@ -14,6 +14,7 @@ from tme.ui import actions, live
 from tme.ui.context import dashboard
 from tme.ui.control import confirm_button, guarded
 from tme.ui.session import Viewer
+from tme.ui.text import link, name
 from tme.ui.theme import frame, href, set_chip, sign_in_first, state_chip
 
 # Node fill per state, in the colours of the state chips (Quasar's palette).
@@ -79,7 +80,7 @@ def _not_found(workflow_id: str, viewer: Viewer) -> None:
     with dashboard().session() as session:
         details = no_workflow_run(session, viewer.principal, workflow_id).details
     with frame("Workflow run not found", viewer):
-        ui.label(f"There is no workflow run {workflow_id}.")
+        ui.label(f"There is no workflow run {name(workflow_id)}.")
         found = details.get("run_workflow_id") if isinstance(details, dict) else None
         if found:
             with ui.row().classes("items-center gap-1"):
@@ -129,7 +130,7 @@ def register() -> None:
                     for step in graph.steps.values():
                         with ui.row().classes("items-center gap-3"):
                             chips[step.task_id] = state_chip(step.state)
-                            ui.link(step.name, href(f"/tasks/{step.task_id}"))
+                            link(step.name, href(f"/tasks/{step.task_id}"))
                             if step.run_id:
                                 ui.link(f"run {step.run_id[:8]}", href(f"/runs/{step.run_id}"))
                             if step.runs > 1:
