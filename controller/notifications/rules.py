@@ -15,6 +15,7 @@ from tme.controller.change_feed import AgentChange, RunChange
 from tme.controller.notifications.models import DEFAULT_EVENTS, NotificationRule
 from tme.controller.services.durations import Duration, describe_duration
 from tme.durations import seconds
+from tme.shown_text import shown
 
 RUN_EVENTS = frozenset({"failed", "timed_out", "lost"})
 FLEET_EVENTS = frozenset({"agent_offline", "device_stopped"})
@@ -113,7 +114,16 @@ def _agent_notices(change: AgentChange) -> list[Notice]:
 
 def subject_and_text(payload: dict[str, Any], public_url: str = "") -> tuple[str, str]:
     """A short, readable email for a payload; with `public_url` (http.public_url, the
-    URL users reach TME at) it links the dashboard's page of the run or the fleet."""
+    URL users reach TME at) it links the dashboard's page of the run or the fleet.
+
+    What it quotes (a task's name stored before names were refused one, an agent's
+    reason) reads as it shows: a right-to-left override is written `\\u202e`, and a line
+    break in a subject `\\x0a` (a subject with one was refused, and the email never sent)."""
+    subject, text = _subject_and_text(payload, public_url)
+    return shown(subject, one_line=True), shown(text)
+
+
+def _subject_and_text(payload: dict[str, Any], public_url: str) -> tuple[str, str]:
     base = public_url.rstrip("/")
     if "device" in payload:
         device = payload["device"]
