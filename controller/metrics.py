@@ -154,8 +154,6 @@ class Metrics:
             ("tme_events_applied", "Events and presence messages applied"),
         )
         self.engine = engine
-        if runtime is not None:
-            runtime.dispatcher.confirm_listeners.append(self.on_confirmed)
 
     def _step(self, timed: tuple[str, str], counted: tuple[str, str]) -> tuple[Histogram, Counter]:
         """A step's histogram of seconds a batch, and the counter of what its batches held."""

@@ -28,6 +28,7 @@ class Observers:
         if runtime is not None:
             runtime.events.listeners.append(state.change_feed.on_message)
             runtime.events.batch_listeners.append(state.metrics.on_batch)
+            runtime.dispatcher.confirm_listeners.append(state.metrics.on_confirmed)
             self.notifier = Notifier(state.engine, self.settings, state.change_feed)
             state.metrics.process.loops["notify"] = self.notifier.failures
             self.notifier.start()
