@@ -187,7 +187,8 @@ def test_a_network_error_quoting_the_headers_does_not_repeat_the_token() -> None
 def test_a_task_id_that_is_no_integer_is_refused_before_any_request(task_id: object) -> None:
     sent: list[httpx.Request] = []
     client = client_answering(lambda r: sent.append(r) or httpx.Response(204))
-    for call in (client.tasks.get, client.tasks.delete, client.tasks.run, client.tasks.runs):
+    tasks = client.tasks
+    for call in (tasks.get, tasks.delete, tasks.run, tasks.runs, tasks.check, tasks.pause):
         with pytest.raises(ValidationError) as caught:
             result = call(task_id)  # type: ignore[operator]
             next(iter(result))  # runs() is lazy

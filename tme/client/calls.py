@@ -327,7 +327,7 @@ def run_task(task_id: int) -> Call[RunPublic]:
 
 
 def check_task(task_id: int) -> Call[RunPublic]:
-    return Call("POST", f"{API}/tasks/{int(task_id)}/check", _run)
+    return Call("POST", f"{API}/tasks/{_task_id(task_id)}/check", _run)
 
 
 def pause_task(task_id: int) -> Call[TaskPublic]:
