@@ -203,6 +203,19 @@ def test_a_task_id_given_as_digits_is_taken() -> None:
     assert sent[0].url.path == "/base/api/v1/tasks/12"
 
 
+@pytest.mark.parametrize("revision", [2.5, True, "abc", "2 or 1"])
+def test_an_if_match_that_is_no_revision_is_refused_before_any_request(revision: object) -> None:
+    # int() sent 2.5 as revision 2 and True as 1, and raised a bare ValueError on "abc".
+    sent: list[httpx.Request] = []
+    client = client_answering(lambda r: sent.append(r) or httpx.Response(200, json=TASK))
+    with pytest.raises(ValidationError) as caught:
+        client.tasks.update(3, if_match=revision, priority=2)  # type: ignore[arg-type]
+    assert [e["field"] for e in caught.value.field_errors] == ["if_match"]
+    assert sent == []
+    client.tasks.update(3, if_match=4, priority=2)
+    assert sent[0].headers["If-Match"] == '"4"'
+
+
 @pytest.mark.parametrize("run_id", ["", "   ", None])
 def test_an_empty_run_or_workflow_id_is_refused_before_any_request(run_id: object) -> None:
     # It went as /api/v1/workflows//cancel, answered "no such path".

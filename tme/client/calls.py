@@ -288,7 +288,7 @@ def update_task(
 ) -> Call[TaskPublic]:
     update: TaskUpdate = validated(TaskUpdate, fields)
     body = update.model_dump(mode="json", exclude_unset=True)
-    headers = {} if if_match is None else {"If-Match": f'"{int(if_match)}"'}
+    headers = {} if if_match is None else {"If-Match": f'"{integer_id(if_match, "if_match")}"'}
     return Call("PATCH", f"{API}/tasks/{_task_id(task_id)}", _task, json=body, headers=headers)
 
 
