@@ -67,6 +67,18 @@ def test_create_from_model_with_overrides(client: tme.Client) -> None:
     assert (task.name, task.priority) == (body.name, 7)
 
 
+def test_create_from_a_dict_with_overrides(client: tme.Client) -> None:
+    # As create_many takes each task; a dict alone raised AttributeError (model_dump).
+    name = unique()
+    task = client.tasks.create({"name": name, "priority": 2, "description": "d"}, priority=7)
+    assert (task.name, task.priority, task.description) == (name, 7, "d")
+    with pytest.raises(ValidationError) as caught:
+        client.tasks.create({"name": name, "priority": 42})
+    assert [e["field"] for e in caught.value.field_errors] == ["priority"]
+    with pytest.raises(TypeError, match="TaskCreate or a mapping of its fields, got str"):
+        client.tasks.create(name)  # type: ignore[arg-type]
+
+
 def test_list_iterates_across_pages_and_filters(client: tme.Client) -> None:
     marker = unique("page")
     ids = {client.tasks.create(name=f"{marker}-{i}").id for i in range(7)}

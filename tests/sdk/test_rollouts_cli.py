@@ -71,6 +71,17 @@ async def test_the_async_sdk_does_the_same(live_url: str, fleet: None) -> None:
         assert (await client.rollouts.cancel(made.id)).state == "canceled"
 
 
+def test_the_sdk_takes_a_rollout_as_a_dict(live_url: str, fleet: None) -> None:
+    # A dict alone raised AttributeError ('dict' object has no attribute 'model_dump').
+    body = {"name": "read speed", "op": "modbus.read", "params": {"point": "actual_speed"},
+            "match": {"site": "plant-1", "profile": "pump"}}  # fmt: skip
+    with tme.Client(live_url) as client:
+        assert len(client.rollouts.preview(body).devices) == 4
+        made = client.rollouts.create(body, window=2)
+        assert (made.name, made.window) == ("read speed", 2)
+        client.rollouts.cancel(made.id, force=True)
+
+
 def made_body(made: RolloutPublic) -> RolloutCreate:
     return RolloutCreate(name=made.name, op=made.op, params=made.params, match=made.match)
 

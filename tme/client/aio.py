@@ -99,7 +99,11 @@ class AsyncTasks:
         self._client = client
 
     async def create(
-        self, task: TaskCreate | None = None, *, idempotency_key: str | None = None, **fields: Any
+        self,
+        task: TaskCreate | Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+        **fields: Any,
     ) -> TaskPublic:
         return await self._client.send(calls.create_task(task, fields, idempotency_key))
 

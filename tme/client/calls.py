@@ -133,6 +133,29 @@ def validated(model: type[pydantic.BaseModel], fields: Mapping[str, Any]) -> Any
         raise ValidationError(f"invalid request: {summarize(errors)}", field_errors=errors) from exc
 
 
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+def request_body(
+    model: type[M], given: M | Mapping[str, Any] | None, fields: Mapping[str, Any]
+) -> M:
+    """The request model from `given` (the model, or a mapping of its fields, as
+    `create_many` takes each task) and keyword `fields`, which override its fields. A
+    dict given alone raised AttributeError ('dict' object has no attribute 'model_dump')."""
+    if isinstance(given, model):
+        if not fields:
+            return given
+        given = given.model_dump(exclude_unset=True)
+    if given is None:
+        given = {}
+    if not isinstance(given, Mapping):
+        raise TypeError(
+            f"expected a {model.__name__} or a mapping of its fields, got {type(given).__name__}"
+        )
+    built: M = validated(model, {**given, **fields})
+    return built
+
+
 # --- tasks ---------------------------------------------------------------------
 
 _task = _parser(TaskPublic)
@@ -160,14 +183,12 @@ def key_header(idempotency_key: str | None) -> dict[str, str]:
 
 
 def create_task(
-    task: TaskCreate | None, fields: Mapping[str, Any], idempotency_key: str | None
+    task: TaskCreate | Mapping[str, Any] | None,
+    fields: Mapping[str, Any],
+    idempotency_key: str | None,
 ) -> Call[TaskPublic]:
-    if task is None:
-        task = validated(TaskCreate, fields)
-    elif fields:
-        task = validated(TaskCreate, {**task.model_dump(exclude_unset=True), **fields})
     headers = key_header(idempotency_key)
-    body = task.model_dump(mode="json", exclude_none=True)
+    body = request_body(TaskCreate, task, fields).model_dump(mode="json", exclude_none=True)
     return Call("POST", f"{API}/tasks", _task, json=body, headers=headers)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from tme.client.calls import API, Call, _list_of, _parser, integer_id, validated
+from tme.client.calls import API, Call, _list_of, _parser, integer_id, request_body
 from tme.rollout_schemas import RolloutCreate, RolloutPreview, RolloutPublic
 
 if TYPE_CHECKING:
@@ -20,22 +20,21 @@ _rollout = _parser(RolloutPublic)
 _preview = _parser(RolloutPreview)
 
 
-def _body(rollout: RolloutCreate | None, fields: Mapping[str, Any]) -> dict[str, Any]:
-    if rollout is None:
-        rollout = validated(RolloutCreate, fields)
-    elif fields:
-        rollout = validated(RolloutCreate, {**rollout.model_dump(exclude_unset=True), **fields})
-    body: dict[str, Any] = rollout.model_dump(mode="json", exclude_none=True)
+RolloutGiven = RolloutCreate | Mapping[str, Any] | None
+
+
+def _body(rollout: RolloutGiven, fields: Mapping[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = request_body(RolloutCreate, rollout, fields).model_dump(
+        mode="json", exclude_none=True
+    )
     return body
 
 
-def preview_rollout(
-    rollout: RolloutCreate | None, fields: Mapping[str, Any]
-) -> Call[RolloutPreview]:
+def preview_rollout(rollout: RolloutGiven, fields: Mapping[str, Any]) -> Call[RolloutPreview]:
     return Call("POST", f"{API}/rollouts/preview", _preview, json=_body(rollout, fields))
 
 
-def create_rollout(rollout: RolloutCreate | None, fields: Mapping[str, Any]) -> Call[RolloutPublic]:
+def create_rollout(rollout: RolloutGiven, fields: Mapping[str, Any]) -> Call[RolloutPublic]:
     return Call("POST", f"{API}/rollouts", _rollout, json=_body(rollout, fields))
 
 
@@ -67,12 +66,13 @@ class Rollouts:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def preview(self, rollout: RolloutCreate | None = None, **fields: Any) -> RolloutPreview:
+    def preview(self, rollout: RolloutGiven = None, **fields: Any) -> RolloutPreview:
         """The devices a rollout would run on and what the fleet checks say of each,
-        storing nothing. Give a RolloutCreate, or its fields as keywords."""
+        storing nothing. Give a RolloutCreate or a dict of its fields, and/or its fields as
+        keywords (which override theirs)."""
         return self._client.send(preview_rollout(rollout, fields))
 
-    def create(self, rollout: RolloutCreate | None = None, **fields: Any) -> RolloutPublic:
+    def create(self, rollout: RolloutGiven = None, **fields: Any) -> RolloutPublic:
         """Store the rollout and its tasks, and start its first `window` runs."""
         return self._client.send(create_rollout(rollout, fields))
 
@@ -96,10 +96,10 @@ class AsyncRollouts:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    async def preview(self, rollout: RolloutCreate | None = None, **fields: Any) -> RolloutPreview:
+    async def preview(self, rollout: RolloutGiven = None, **fields: Any) -> RolloutPreview:
         return await self._client.send(preview_rollout(rollout, fields))
 
-    async def create(self, rollout: RolloutCreate | None = None, **fields: Any) -> RolloutPublic:
+    async def create(self, rollout: RolloutGiven = None, **fields: Any) -> RolloutPublic:
         return await self._client.send(create_rollout(rollout, fields))
 
     async def get(self, rollout_id: int) -> RolloutPublic:

@@ -106,12 +106,13 @@ class Tasks:
 
     def create(
         self,
-        task: TaskCreate | None = None,
+        task: TaskCreate | Mapping[str, Any] | None = None,
         *,
         idempotency_key: str | None = None,
         **fields: Any,
     ) -> TaskPublic:
-        """Create a task from a TaskCreate and/or its fields (name=..., op=..., ...).
+        """Create a task from a TaskCreate (or a dict of its fields) and/or its fields as
+        keywords (name=..., op=..., ...), which override theirs.
 
         With `idempotency_key`, repeating the call returns the same task instead
         of a second one; reusing the key with another body raises Conflict.
