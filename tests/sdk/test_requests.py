@@ -95,6 +95,16 @@ def test_a_list_of_foreign_items_raises_api_error_for_every_listing() -> None:
             listing()
 
 
+@pytest.mark.parametrize("answer", [{"text": "ok"}, {"json": ["ok"]}, {"text": "<html>hi</html>"}])
+def test_a_health_answer_that_is_not_tme_raises_api_error(answer: dict[str, object]) -> None:
+    # health() and ready() raised ValueError or TypeError from dict() on such an answer.
+    wrong_app = client_answering(lambda _: httpx.Response(200, **answer))  # type: ignore[arg-type]
+    for probe, path in ((wrong_app.health, "healthz"), (wrong_app.ready, "readyz")):
+        expected = f"unexpected answer from http://tme.test/base/{path}: not a JSON object"
+        with pytest.raises(APIError, match=f"^{re.escape(expected)}$"):
+            probe()
+
+
 def test_timeout_becomes_transport_error() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("slow", request=request)

@@ -71,10 +71,10 @@ class AsyncClient:
             next_call = next_call.next_page(page.next_cursor)
 
     async def health(self) -> dict[str, Any]:
-        return dict(await self.send(calls.health()))
+        return await self.send(calls.health())
 
     async def ready(self) -> dict[str, Any]:
-        return dict(await self.send(calls.ready()))
+        return await self.send(calls.ready())
 
     async def aclose(self) -> None:
         if self._owns_http:

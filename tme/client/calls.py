@@ -99,9 +99,14 @@ def _no_content(response: httpx.Response) -> None:
     check(response)
 
 
-def _json(response: httpx.Response) -> Any:
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    """A JSON object as it is (the health answers): another app's page at the same path,
+    a text or a list, is an APIError too, where `health()` raised ValueError or TypeError."""
     check(response)
-    return _body(response)
+    body = _body(response)
+    if not isinstance(body, dict):
+        raise APIError(f"unexpected answer from {_asked(response)}: not a JSON object")
+    return body
 
 
 def _field_errors(exc: pydantic.ValidationError) -> list[dict[str, Any]]:
@@ -383,12 +388,12 @@ def fire_trigger(name: str) -> Call[TriggerFired]:
     return Call("POST", f"{API}/triggers/{_path_name(name, 'name', check_trigger_name)}", _trigger)
 
 
-def health() -> Call[Any]:
-    return Call("GET", "/healthz", _json)
+def health() -> Call[dict[str, Any]]:
+    return Call("GET", "/healthz", _json_object)
 
 
-def ready() -> Call[Any]:
-    return Call("GET", "/readyz", _json)
+def ready() -> Call[dict[str, Any]]:
+    return Call("GET", "/readyz", _json_object)
 
 
 # --- fleet ---------------------------------------------------------------------

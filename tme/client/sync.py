@@ -76,11 +76,11 @@ class Client:
 
     def health(self) -> dict[str, Any]:
         """The server's liveness answer (GET /healthz)."""
-        return dict(self.send(calls.health()))
+        return self.send(calls.health())
 
     def ready(self) -> dict[str, Any]:
         """The server's readiness answer (GET /readyz): raises Unavailable when not ready."""
-        return dict(self.send(calls.ready()))
+        return self.send(calls.ready())
 
     def close(self) -> None:
         if self._owns_http:
