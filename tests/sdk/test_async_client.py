@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -70,6 +73,31 @@ async def test_unreachable_server(closed_port_url: str) -> None:
     async with tme.AsyncClient(closed_port_url, timeout=2) as client:
         with pytest.raises(TransportError):
             await client.tasks.get(1)
+
+
+async def test_network_failures_are_said_as_the_sync_client_says_them(
+    closed_port_url: str,
+) -> None:
+    # The async client said "All connection attempts failed" for a refused connection
+    # and "did not answer in time ()" for a timeout.
+    refused = f"[Errno {errno.ECONNREFUSED}] {os.strerror(errno.ECONNREFUSED)}"
+    localhost = closed_port_url.replace("127.0.0.1", "localhost")
+    with socket.socket() as silent:  # takes connections (its backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent_url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        expected = {
+            closed_port_url: f"cannot reach TME at {closed_port_url}: {refused}",
+            localhost: f"cannot reach TME at {localhost}: {refused}",
+            silent_url: f"TME at {silent_url} did not answer in time (timed out)",
+        }
+        for url, message in expected.items():
+            with tme.Client(url, timeout=0.2) as client, pytest.raises(TransportError) as sync:
+                client.tasks.get(1)
+            async with tme.AsyncClient(url, timeout=0.2) as aclient:
+                with pytest.raises(TransportError) as caught:
+                    await aclient.tasks.get(1)
+            assert caught.value.message == sync.value.message == message
 
 
 async def test_create_many(aclient: tme.AsyncClient) -> None:

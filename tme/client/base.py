@@ -90,8 +90,12 @@ class Connection:
         try:
             yield
         except httpx.TimeoutException as exc:
-            why = self._without_secrets(f"TME at {self.url} did not answer in time ({exc})")
-            raise TransportError(why) from exc
+            # The async transport's timeouts have no text; the sync one's say "timed out".
+            why = f"TME at {self.url} did not answer in time ({str(exc) or 'timed out'})"
+            raise TransportError(self._without_secrets(why)) from exc
+        except httpx.ConnectError as exc:
+            why = f"cannot reach TME at {self.url}: {connect_failure(exc)}"
+            raise TransportError(self._without_secrets(why)) from exc
         except (httpx.TransportError, httpx.InvalidURL) as exc:
             why = self._without_secrets(f"cannot reach TME at {self.url}: {exc}")
             raise TransportError(why) from exc
@@ -101,6 +105,33 @@ class Connection:
         nor does a password in the URL (a proxy's user:password@)."""
         text = text.replace(self.token, "<token>") if self.token else text
         return hide_url_password(text)
+
+
+def connect_failure(exc: httpx.ConnectError) -> str:
+    """Why a connection failed, as the OS said it ("[Errno 111] Connection refused"), the
+    same from both clients: the async one's own text is "All connection attempts failed",
+    its causes (one per address tried) holding what the OS said. TLS errors keep their
+    text; with no OS error found, httpx's text stands."""
+    reasons: list[str] = []
+    pending: list[BaseException] = [exc]
+    while pending:
+        error = pending.pop(0)
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        elif isinstance(error, ssl.SSLError) or (isinstance(error, OSError) and error.errno):
+            reasons.append(os_words(error))
+        elif (cause := error.__cause__ or error.__context__) is not None:
+            pending.append(cause)
+    return "; ".join(dict.fromkeys(reasons)) or str(exc)
+
+
+def os_words(error: OSError) -> str:
+    """An OS error in the words the sync client uses: asyncio's text for a refused
+    connection is "Connect call failed ('127.0.0.1', 9)"; an address lookup's errno is
+    negative, with no os.strerror of its own."""
+    if isinstance(error, ssl.SSLError) or not error.errno or error.errno < 0:
+        return str(error)
+    return f"[Errno {error.errno}] {os.strerror(error.errno)}"
 
 
 def is_token_text(token: str) -> bool:
