@@ -264,13 +264,18 @@ class BusError(TMEError):
 GIST_CHARS = 200  # of a foreign error body, in a message meant for one line
 
 
+# What a page holds that is not its text: its style sheets, scripts and comments.
+_NOT_TEXT = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
+
+
 def _gist(body: Any) -> str:
     """What a foreign error body says, in one short line: FastAPI's `detail`, or the
-    text of a page with its tags and runs of whitespace removed."""
+    text of a page with its tags, style sheets, scripts and runs of whitespace removed
+    (a proxy's page with inline CSS was said as its CSS)."""
     if isinstance(body, dict) and "detail" in body:
         body = body["detail"]
     text = body if isinstance(body, str) else "" if body is None else str(body)
-    text = " ".join(re.sub(r"<[^>]*>", " ", text).split())
+    text = " ".join(re.sub(r"<[^>]*>", " ", _NOT_TEXT.sub(" ", text)).split())
     return text[:GIST_CHARS] + ("..." if len(text) > GIST_CHARS else "")
 
 

@@ -78,6 +78,13 @@ def test_answers_that_are_not_tme_raise_api_error() -> None:
     proxy_page = client_answering(lambda _: httpx.Response(502, text=page))
     with pytest.raises(APIError, match=r"^HTTP 502: 502 Bad Gateway nginx$"):
         proxy_page.tasks.get(3)
+    styled = (
+        "<html><head><title>502</title><style>body { font: 12px sans-serif }</style>"
+        "<script>var retry = 5;</script><!-- edge 7 --></head><body>Bad Gateway</body></html>"
+    )
+    styled_page = client_answering(lambda _: httpx.Response(502, text=styled))
+    with pytest.raises(APIError, match=r"^HTTP 502: 502 Bad Gateway$"):  # not its CSS
+        styled_page.tasks.get(3)
     other_app = client_answering(lambda _: httpx.Response(404, json={"detail": "Not Found"}))
     with pytest.raises(APIError, match=r"^HTTP 404: Not Found$"):
         other_app.tasks.get(3)
