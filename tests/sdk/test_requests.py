@@ -49,6 +49,25 @@ def test_token_key_and_path_prefix_are_sent() -> None:
     assert request.headers["User-Agent"].startswith("tme-sdk/")
 
 
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "5", True])
+def test_a_request_timeout_no_request_can_use_is_refused_naming_it(timeout: object) -> None:
+    # 0 failed every connection ("[Errno 115] Operation now in progress"); -1 and NaN
+    # raised ValueError at the first request, "5" TypeError.
+    for client_class in (tme.Client, tme.AsyncClient):
+        with pytest.raises(ValidationError) as caught:
+            client_class("http://tme.test", timeout=timeout)  # type: ignore[arg-type]
+        assert caught.value.message.startswith("timeout: must be more than 0 seconds")
+        assert [e["field"] for e in caught.value.field_errors] == ["timeout"]
+
+
+@pytest.mark.parametrize(("timeout", "limit"), [(None, None), (float("inf"), None), (2, 2.0)])
+def test_a_request_timeout_of_none_or_infinity_sets_no_limit(
+    timeout: float | None, limit: float | None
+) -> None:
+    with tme.Client("http://tme.test", timeout=timeout) as client:
+        assert client._http.timeout.read == limit
+
+
 def test_url_and_token_fall_back_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TME_URL", "http://from-env:9000/")
     monkeypatch.setenv("TME_TOKEN", "env-token")

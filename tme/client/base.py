@@ -134,6 +134,23 @@ def os_words(error: OSError) -> str:
     return f"[Errno {error.errno}] {os.strerror(error.errno)}"
 
 
+def request_timeout(value: float | None) -> float | None:
+    """A client's `timeout` as httpx takes it: None (or infinity) for no limit. Refused when
+    no request could use it (ValidationError naming timeout, as the client is built): 0
+    made every connection fail with "[Errno 115] Operation now in progress", a negative
+    or NaN one raised ValueError at the first request, a text TypeError, infinity
+    OverflowError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        problem = f"must be more than 0 seconds, or None for no limit (got {value!r})"
+        raise ValidationError(
+            f"timeout: {problem}",
+            field_errors=[{"field": "timeout", "message": problem, "type": "value_error"}],
+        )
+    return None if math.isinf(value) else float(value)
+
+
 def is_token_text(token: str) -> bool:
     """Whether `token` has only what a TME token can: visible ASCII, no space."""
     return all("!" <= c <= "~" for c in token)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import httpx
 
 from tme.client import calls
-from tme.client.base import Connection, WaitDeadline, shared_ssl_context
+from tme.client.base import Connection, WaitDeadline, request_timeout, shared_ssl_context
 from tme.client.rollouts import Rollouts
 from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
 from tme.schemas import (
@@ -44,12 +44,14 @@ class Client:
         url: str | None = None,
         token: str | None = None,
         *,
-        timeout: float = 10.0,
+        timeout: float | None = 10.0,
         http_client: httpx.Client | None = None,
     ) -> None:
         self.connection = Connection.resolve(url, token, http_client)
         self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(timeout=timeout, verify=shared_ssl_context())
+        self._http = http_client or httpx.Client(
+            timeout=request_timeout(timeout), verify=shared_ssl_context()
+        )
         self.tasks = Tasks(self)
         self.runs = Runs(self)
         self.fleet = Fleet(self)
