@@ -78,6 +78,18 @@ def test_url_and_token_fall_back_to_environment(monkeypatch: pytest.MonkeyPatch)
         assert anonymous.connection.token is None
 
 
+def test_a_url_read_with_spaces_or_its_line_end_is_taken_without_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # It was "missing an 'http://' or 'https://' protocol".
+    with tme.Client(" http://tme.test/base/ \n") as client:
+        assert client.url == "http://tme.test/base"
+    monkeypatch.setenv("TME_URL", "http://from-env:9000\n")
+    for blank in (None, " "):
+        with tme.Client(blank) as client:
+            assert client.url == "http://from-env:9000"
+
+
 @pytest.mark.parametrize(
     ("status", "error"),
     [(401, AuthError), (403, Forbidden), (413, PayloadTooLarge), (503, Unavailable)],

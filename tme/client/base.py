@@ -59,7 +59,10 @@ class Connection:
         the environment late.
         """
         base = str(getattr(http_client, "base_url", "") or "")
-        resolved = url or base or os.environ.get("TME_URL") or DEFAULT_URL
+        # A URL read from a file or pasted keeps its spaces or line end, which made it
+        # "missing an 'http://' or 'https://' protocol".
+        given_url = (url or "").strip() or base or os.environ.get("TME_URL", "").strip()
+        resolved = given_url or DEFAULT_URL
         # A token read from a file keeps its line end; the server strips it too. An empty
         # token given is none at all (an anonymous client), not "read TME_TOKEN".
         given = (token if token is not None else os.environ.get("TME_TOKEN") or "").strip()
