@@ -124,6 +124,28 @@ def test_answers_that_are_not_tme_raise_api_error() -> None:
         wrong_app.tasks.get(3)
 
 
+def test_a_redirect_says_where_it_leads() -> None:
+    # A proxy sending http:// to https:// was "HTTP 301: 301 Moved Permanently nginx".
+    page = "<html><head><title>301 Moved Permanently</title></head><body>nginx</body></html>"
+    moved = {"Location": "https://tme.test/base/api/v1/tasks/3"}
+    proxy = client_answering(lambda _: httpx.Response(301, headers=moved, text=page))
+    with pytest.raises(APIError) as caught:
+        proxy.tasks.get(3)
+    assert caught.value.status_code == 301
+    assert (
+        str(caught.value)
+        == caught.value.message
+        == (
+            "HTTP 301: 301 Moved Permanently nginx (redirected to"
+            " https://tme.test/base/api/v1/tasks/3; the SDK follows no redirect: give the URL"
+            " TME answers at)"
+        )
+    )
+    elsewhere = client_answering(lambda _: httpx.Response(307, headers={"Location": "/tme/x"}))
+    with pytest.raises(APIError, match=re.escape("(redirected to http://tme.test/tme/x;")):
+        elsewhere.tasks.create(name="t")
+
+
 def test_a_list_of_foreign_items_raises_api_error_for_every_listing() -> None:
     # Another app's list at the same path: the SDK's error, not pydantic's.
     wrong_app = client_answering(lambda _: httpx.Response(200, json=[{"hello": "world"}]))

@@ -68,7 +68,17 @@ def check(response: httpx.Response) -> None:
     """Raise the typed error (NotFound, Conflict, ValidationError, ...) of a failed call."""
     if response.is_success:
         return
-    raise api_error_from_response(response.status_code, _body(response))
+    error = api_error_from_response(response.status_code, _body(response))
+    if response.is_redirect:
+        # A proxy sending http:// to https://, or to another host: the SDK follows no
+        # redirect (a POST would arrive as a GET), so the error says where it leads.
+        where = response.next_request.url if response.next_request else "?"
+        error.message += (
+            f" (redirected to {hide_url_password(str(where))}; the SDK follows no redirect:"
+            " give the URL TME answers at)"
+        )
+        error.args = (error.message,)
+    raise error
 
 
 def _parser(model: type[pydantic.BaseModel]) -> Callable[[httpx.Response], Any]:
