@@ -6,6 +6,7 @@ both embedded in a test and against a running server.
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -193,6 +194,19 @@ def test_not_found(client: tme.Client) -> None:
         client.tasks.delete(987_654)
     with pytest.raises(NotFound):
         client.runs.get("no-such-run")
+
+
+@pytest.mark.parametrize("run_id", [".", ".."])
+def test_a_run_id_a_url_reads_as_a_path_step_is_not_found_by_its_id(
+    client: tme.Client, run_id: str
+) -> None:
+    # A URL dropped it as a step: runs.cancel("..") went to /api/v1/cancel, "no such path".
+    for call in (client.runs.get, client.runs.cancel, client.runs.retry):
+        with pytest.raises(NotFound) as caught:
+            call(run_id)
+        assert caught.value.message == f"run {run_id} does not exist"
+    with pytest.raises(NotFound, match=f"^workflow run {re.escape(run_id)} does not exist$"):
+        client.runs.cancel_workflow(run_id)
 
 
 def test_idempotency_key_replays_and_conflicts(client: tme.Client) -> None:

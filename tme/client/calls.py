@@ -267,7 +267,10 @@ def _path_name(value: str, field: str, check: Callable[[str], str] | None = None
                 f"invalid request: {field}: {exc}",
                 field_errors=[{"field": field, "message": str(exc), "type": "value_error"}],
             ) from exc
-    return quote(str(value), safe="")
+    segment = quote(str(value), safe="")
+    # A URL drops "." and ".." as path steps (runs.cancel("..") went to /api/v1/cancel,
+    # "no such path"); their dots escaped, the server gets the id and names it.
+    return segment.replace(".", "%2E") if segment in {".", ".."} else segment
 
 
 def get_task(task_id: int) -> Call[TaskPublic]:
