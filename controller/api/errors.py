@@ -81,12 +81,21 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     if exc.status_code == 404 and message == "Not Found":
-        message = "no such path"
+        # The path named: a client given a wrong base URL (".../api/v1", ".../tme")
+        # sees which path it asked for, which "no such path" alone never said.
+        message = f"no such path: {_shown_path(request.url.path)}"
     headers = getattr(exc, "headers", None)
     if exc.status_code == 405:
         return _method_not_allowed(request, headers)
     details = getattr(exc, "details", None)  # BodyTooLarge's max_bytes
     return error_response(exc.status_code, code, message, details, headers)
+
+
+PATH_CHARS = 200  # of a path in a one-line message
+
+
+def _shown_path(path: str) -> str:
+    return path[:PATH_CHARS] + ("..." if len(path) > PATH_CHARS else "")
 
 
 def _method_not_allowed(request: Request, headers: dict[str, str] | None) -> JSONResponse:

@@ -131,7 +131,7 @@ CASES: dict[str, Bad] = {
     "unknown id delete": Bad("DELETE", "/task/424242/", 404, ("task 424242",)),
     "unknown run": Bad("GET", "/api/v1/runs/not-a-run", 404, ("run not-a-run",)),
     "run id too long": Bad("GET", "/api/v1/runs/" + "r" * 65, 422, ("run_id",)),
-    "unknown path": Bad("GET", "/api/v2/tasks", 404, ("no such path",)),
+    "unknown path": Bad("GET", "/api/v2/tasks", 404, ("no such path: /api/v2/tasks",)),
     "wrong method": Bad(
         "PUT", "/api/v1/tasks/{E}", 405, ("method PUT is not allowed", "PATCH"), json={"name": "x"}
     ),

@@ -196,6 +196,15 @@ def test_not_found(client: tme.Client) -> None:
         client.runs.get("no-such-run")
 
 
+def test_a_wrong_base_url_is_answered_naming_the_path_asked(client: tme.Client) -> None:
+    # Given ".../api/v1" as TME's URL, every call was answered "no such path" alone.
+    base = client.url + "/api/v1"
+    wrong = tme.Client(base, http_client=client._http)  # the same HTTP client, not closed
+    with pytest.raises(NotFound) as caught:
+        wrong.tasks.get(1)
+    assert caught.value.message == "no such path: /api/v1/api/v1/tasks/1"
+
+
 @pytest.mark.parametrize("run_id", [".", ".."])
 def test_a_run_id_a_url_reads_as_a_path_step_is_not_found_by_its_id(
     client: tme.Client, run_id: str
