@@ -120,8 +120,15 @@ def test_answers_that_are_not_tme_raise_api_error() -> None:
     with pytest.raises(APIError, match=r"^HTTP 404: Not Found$"):
         other_app.tasks.get(3)
     wrong_app = client_answering(lambda _: httpx.Response(200, json={"hello": "world"}))
-    with pytest.raises(APIError, match="unexpected answer"):
+    with pytest.raises(APIError, match="unexpected answer") as caught:
         wrong_app.tasks.get(3)
+    # its own status and code, where it was 500 and internal_error, which nobody said
+    assert (caught.value.status_code, caught.value.code) == (200, "unexpected_answer")
+    text_app = client_answering(lambda _: httpx.Response(201, text="made"))
+    for call in (text_app.health, text_app.fleet.sites):
+        with pytest.raises(APIError, match="unexpected answer") as caught:
+            call()
+        assert (caught.value.status_code, caught.value.code) == (201, "unexpected_answer")
 
 
 def test_a_redirect_says_where_it_leads() -> None:

@@ -94,10 +94,18 @@ def _read_as(model: type[pydantic.BaseModel], body: Any, response: httpx.Respons
         return model.model_validate(body)
     except pydantic.ValidationError as exc:
         # A 2xx answer that is not TME's: a wrong URL or a proxy page.
-        raise APIError(
-            f"unexpected answer from {_asked(response)}: {exc.error_count()} problem(s)",
-            details=_field_errors(exc),
-        ) from exc
+        why = f"{exc.error_count()} problem(s)"
+        raise unexpected(response, why, details=_field_errors(exc)) from exc
+
+
+def unexpected(response: httpx.Response, why: str, details: Any = None) -> APIError:
+    """The error of a 2xx answer that is not TME's (another app at that URL), with the
+    answer's own status and a code of its own: it was an APIError with status 500 and
+    code internal_error, which no server had said."""
+    error = APIError(f"unexpected answer from {_asked(response)}: {why}", details=details)
+    error.status_code = response.status_code
+    error.code = "unexpected_answer"
+    return error
 
 
 def _asked(response: httpx.Response) -> str:
@@ -115,7 +123,7 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
     check(response)
     body = _body(response)
     if not isinstance(body, dict):
-        raise APIError(f"unexpected answer from {_asked(response)}: not a JSON object")
+        raise unexpected(response, "not a JSON object")
     return body
 
 
@@ -417,7 +425,7 @@ def _list_of(model: type[pydantic.BaseModel]) -> Callable[[httpx.Response], Any]
         check(response)
         body = _body(response)
         if not isinstance(body, list):
-            raise APIError(f"unexpected answer from {_asked(response)}: not a list")
+            raise unexpected(response, "not a list")
         return [_read_as(model, item, response) for item in body]
 
     return parse
