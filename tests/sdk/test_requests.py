@@ -212,6 +212,18 @@ def test_a_page_size_out_of_bounds_is_refused_naming_page_size(page_size: int) -
     assert sent == []
 
 
+@pytest.mark.parametrize("search", ["", "x" * 201])
+def test_a_search_the_server_refuses_is_refused_naming_search(search: str) -> None:
+    # The server's 422 named its query parameter, `q`, which the caller never wrote.
+    sent: list[httpx.Request] = []
+    client = client_answering(lambda request: sent.append(request) or httpx.Response(500))
+    with pytest.raises(ValidationError) as caught:
+        list(client.tasks.list(search=search))
+    assert caught.value.message == f"search: must be 1 to 200 characters (got {len(search)})"
+    assert [e["field"] for e in caught.value.field_errors] == ["search"]
+    assert sent == []
+
+
 def test_a_token_read_with_its_line_end_is_sent_without_it() -> None:
     seen: list[httpx.Request] = []
 

@@ -295,8 +295,25 @@ def list_tasks(page_size: int = 100, **filters: str | None) -> Call[Page[TaskPub
     }
     if "status" in params:
         params["status"] = task_status(params["status"])
+    if "q" in params:
+        params["q"] = _search(params["q"])
     params["limit"] = _page_size(page_size)
     return Call("GET", f"{API}/tasks", _task_page, params=params)
+
+
+MAX_SEARCH = 200  # the server's bound on the text of a task search
+
+
+def _search(text: Any) -> Any:
+    """Checked here, as `page_size` is: the server's answer names its query parameter,
+    `q`, which a caller of `list(search="")` never wrote."""
+    if isinstance(text, str) and not 1 <= len(text) <= MAX_SEARCH:
+        problem = f"must be 1 to {MAX_SEARCH} characters (got {len(text)})"
+        raise ValidationError(
+            f"search: {problem}",
+            field_errors=[{"field": "search", "message": problem, "type": "value_error"}],
+        )
+    return text
 
 
 MAX_PAGE_SIZE = 1000  # the server's bound on one page of tasks or runs
