@@ -180,6 +180,14 @@ def test_timeout_becomes_transport_error() -> None:
         client_answering(handler).health()
 
 
+def test_an_answer_that_cannot_be_decoded_becomes_transport_error() -> None:
+    # A proxy's broken gzip escaped as httpx.DecodingError.
+    broken = {"Content-Encoding": "gzip"}
+    client = client_answering(lambda _: httpx.Response(200, headers=broken, content=b"nope"))
+    with pytest.raises(TransportError, match=r"^the answer of TME at http://tme\.test/base "):
+        client.tasks.get(3)
+
+
 def test_unknown_list_filter_is_refused() -> None:
     from tme.client import calls
 

@@ -99,7 +99,10 @@ class Connection:
         except httpx.ConnectError as exc:
             why = f"cannot reach TME at {self.url}: {connect_failure(exc)}"
             raise TransportError(self._without_secrets(why)) from exc
-        except (httpx.TransportError, httpx.InvalidURL) as exc:
+        except httpx.DecodingError as exc:  # a proxy's broken gzip: it escaped as httpx's
+            why = f"the answer of TME at {self.url} cannot be decoded ({exc})"
+            raise TransportError(self._without_secrets(why)) from exc
+        except (httpx.RequestError, httpx.InvalidURL) as exc:
             why = self._without_secrets(f"cannot reach TME at {self.url}: {exc}")
             raise TransportError(why) from exc
 
