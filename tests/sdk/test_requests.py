@@ -280,6 +280,23 @@ def test_a_network_error_quoting_the_headers_does_not_repeat_the_token() -> None
     assert "s3cret" not in caught.value.message and "<token>" in caught.value.message
 
 
+def test_a_short_token_is_hidden_alone_not_inside_the_words_of_an_error(
+    closed_port_url: str,
+) -> None:
+    # Token "t" made it "canno<token> reach TME a<token> h<token><token>p://127.0.0.1:...".
+    with tme.Client(closed_port_url, token="t") as client, pytest.raises(TransportError) as caught:
+        client.tasks.get(3)
+    assert caught.value.message.startswith(f"cannot reach TME at {closed_port_url}: ")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.LocalProtocolError(f"Illegal header value {request.headers['authorization']}")
+
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    with pytest.raises(TransportError) as caught:
+        tme.Client("http://tme.test", token="t", http_client=http).tasks.get(3)
+    assert caught.value.message.endswith("Illegal header value Bearer <token>")
+
+
 @pytest.mark.parametrize("task_id", [3.7, True, "abc", None, "3 or 1=1"])
 def test_a_task_id_that_is_no_integer_is_refused_before_any_request(task_id: object) -> None:
     sent: list[httpx.Request] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 import ssl
 import time
 from collections.abc import Iterator
@@ -108,8 +109,12 @@ class Connection:
 
     def _without_secrets(self, text: str) -> str:
         """httpx's text may quote the request's headers: the token never goes further;
-        nor does a password in the URL (a proxy's user:password@)."""
-        text = text.replace(self.token, "<token>") if self.token else text
+        nor does a password in the URL (a proxy's user:password@). The token is replaced
+        where it stands alone, not inside a word: a short one ("t") turned "cannot reach
+        TME at http://..." into "canno<token> reach TME a<token> h<token><token>p://..."."""
+        if self.token:
+            alone = rf"(?<![\w-]){re.escape(self.token)}(?![\w-])"
+            text = re.sub(alone, "<token>", text)
         return hide_url_password(text)
 
 
