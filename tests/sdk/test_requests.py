@@ -68,6 +68,19 @@ def test_a_request_timeout_of_none_or_infinity_sets_no_limit(
         assert client._http.timeout.read == limit
 
 
+async def test_an_http_client_of_the_other_kind_is_refused_as_the_client_is_built() -> None:
+    # tme.Client failed at the first call ('coroutine' object has no attribute
+    # 'is_success'); tme.AsyncClient blocked its event loop on each request.
+    async with httpx.AsyncClient(base_url="http://tme.test") as async_http:
+        with pytest.raises(TypeError, match=r"^http_client must be a blocking HTTP client"):
+            tme.Client(http_client=async_http)  # type: ignore[arg-type]
+        assert tme.AsyncClient(http_client=async_http).url == "http://tme.test"
+    http = httpx.Client(base_url="http://tme.test")
+    with http, pytest.raises(TypeError, match=r"^http_client must be an async HTTP client"):
+        tme.AsyncClient(http_client=http)  # type: ignore[arg-type]
+    assert tme.Client(http_client=http).url == "http://tme.test"
+
+
 def test_url_and_token_fall_back_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TME_URL", "http://from-env:9000/")
     monkeypatch.setenv("TME_TOKEN", "env-token")

@@ -15,7 +15,13 @@ from typing import Any, TypeVar
 import httpx
 
 from tme.client import calls
-from tme.client.base import Connection, WaitDeadline, request_timeout, shared_ssl_context
+from tme.client.base import (
+    Connection,
+    WaitDeadline,
+    check_http_client,
+    request_timeout,
+    shared_ssl_context,
+)
 from tme.client.rollouts import AsyncRollouts
 from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
 from tme.schemas import (
@@ -44,6 +50,7 @@ class AsyncClient:
         timeout: float | None = 10.0,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
+        check_http_client(http_client, awaited=True)
         self.connection = Connection.resolve(url, token, http_client)
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(

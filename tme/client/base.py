@@ -6,6 +6,7 @@ bookkeeping of waiting for a task to finish.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import os
 import re
@@ -160,6 +161,21 @@ def request_timeout(value: float | None) -> float | None:
             field_errors=[{"field": "timeout", "message": problem, "type": "value_error"}],
         )
     return None if math.isinf(value) else float(value)
+
+
+def check_http_client(http_client: Any, awaited: bool) -> None:
+    """Refuse an HTTP client of the other kind as the SDK client is built (TypeError): an
+    httpx.AsyncClient given to tme.Client failed at the first call (a coroutine has no
+    status, never awaited), an httpx.Client given to tme.AsyncClient blocked the event
+    loop on each request. Told by its `request`, so any client of the right shape goes."""
+    request = getattr(http_client, "request", None)
+    if http_client is None or inspect.iscoroutinefunction(request) == awaited:
+        return
+    wanted, twin = ("an async", "tme.Client") if awaited else ("a blocking", "tme.AsyncClient")
+    raise TypeError(
+        f"http_client must be {wanted} HTTP client (got {type(http_client).__name__}); "
+        f"{'a blocking' if awaited else 'an async'} one goes with {twin}"
+    )
 
 
 def is_token_text(token: str) -> bool:
