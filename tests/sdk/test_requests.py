@@ -6,6 +6,8 @@ Everything the controller can answer is tested against the real app in the other
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from collections.abc import Callable
 
@@ -191,6 +193,25 @@ def test_timeout_becomes_transport_error() -> None:
 
     with pytest.raises(TransportError, match="did not answer in time"):
         client_answering(handler).health()
+
+
+def test_a_connection_failing_at_every_address_says_what_the_os_said_of_each() -> None:
+    # The async transport's own text is "All connection attempts failed"; its cause, one
+    # OS error per address tried (IPv6 and IPv4 of localhost), says why.
+    def handler(request: httpx.Request) -> httpx.Response:
+        tried = [ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('::1', 9)"),
+                 OSError(errno.ENETUNREACH, "Connect call failed ('10.0.0.1', 9)")]  # fmt: skip
+        try:
+            raise OSError("All connection attempts failed") from ExceptionGroup("tried", tried)
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc), request=request) from exc
+
+    with pytest.raises(TransportError) as caught:
+        client_answering(handler).tasks.get(3)
+    refused, unreachable = (f"[Errno {n}] {os.strerror(n)}"
+                            for n in (errno.ECONNREFUSED, errno.ENETUNREACH))  # fmt: skip
+    expected = f"cannot reach TME at http://tme.test/base: {refused}; {unreachable}"
+    assert caught.value.message == expected
 
 
 def test_an_answer_that_cannot_be_decoded_becomes_transport_error() -> None:

@@ -126,8 +126,12 @@ def connect_failure(exc: httpx.ConnectError) -> str:
     text; with no OS error found, httpx's text stands."""
     reasons: list[str] = []
     pending: list[BaseException] = [exc]
+    seen: set[int] = set()  # a chain may loop back on itself
     while pending:
         error = pending.pop(0)
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
         if isinstance(error, BaseExceptionGroup):
             pending.extend(error.exceptions)
         elif isinstance(error, ssl.SSLError) or (isinstance(error, OSError) and error.errno):
