@@ -16,6 +16,7 @@ from starlette.routing import Match
 from tme.controller.store.conflicts import lost_conflict
 from tme.controller.store.read_only import refuses_writes
 from tme.errors import APIError, IllegalTransition, describe_validation
+from tme.shown_text import shown
 
 log = logging.getLogger("tme.api")
 
@@ -95,6 +96,9 @@ PATH_CHARS = 200  # of a path in a one-line message
 
 
 def _shown_path(path: str) -> str:
+    """The path as a one-line message may quote it: what could reorder or hide the
+    words around it written as escapes (tme.shown_text), and cut."""
+    path = shown(path, one_line=True)
     return path[:PATH_CHARS] + ("..." if len(path) > PATH_CHARS else "")
 
 

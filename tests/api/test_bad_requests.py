@@ -132,6 +132,9 @@ CASES: dict[str, Bad] = {
     "unknown run": Bad("GET", "/api/v1/runs/not-a-run", 404, ("run not-a-run",)),
     "run id too long": Bad("GET", "/api/v1/runs/" + "r" * 65, 422, ("run_id",)),
     "unknown path": Bad("GET", "/api/v2/tasks", 404, ("no such path: /api/v2/tasks",)),
+    "unknown path with an override": Bad(
+        "GET", "/api/v2/pump%E2%80%AEstop", 404, ("no such path: /api/v2/pump\\u202estop",)
+    ),
     "wrong method": Bad(
         "PUT", "/api/v1/tasks/{E}", 405, ("method PUT is not allowed", "PATCH"), json={"name": "x"}
     ),
