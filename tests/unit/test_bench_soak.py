@@ -67,7 +67,7 @@ def test_the_summary_misses_growth_a_slow_window_and_lost_runs(
     result = {"started": 0.0, "ended": 59.0, "errors": []}
     out = soak.windows(_finals(soak, done), created, result, samples, 20.0)
 
-    soak.summarise(out, errors=0, lost=1)
+    soak.summarise(out, errors=0, lost=1, rate=4.0, agents=2)
 
     said = capsys.readouterr().out
     assert "MISS p99 <= 1000 ms in every window: worst 2000.0 ms" in said
@@ -76,4 +76,26 @@ def test_the_summary_misses_growth_a_slow_window_and_lost_runs(
     )
     assert "MET  controller RSS growth < 10%: 100.0 -> 105.0 MB (+5.0%)" in said
     assert "MISS gateway RSS growth < 10%: 40.0 -> 48.0 MB (+20.0%)" in said
+    assert "MET  agents RSS growth < 10%: 30.0 -> 30.0 MB (+0.0%; +0.00 MB an agent)" in said
     assert "MISS no errors: 0 creates failed, 1 runs never final, 0 not succeeded" in said
+
+
+def test_a_last_window_without_samples_is_not_read_as_memory_gone(
+    soak: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The last few sends make a window of their own that no sample fell in: its RSS is
+    unknown, not 0 MB (which read as -100 %, met)."""
+    sample = soak.Sample
+    created = {"a": 0.0, "b": 25.0, "c": 40.5}
+    done = {run: (sent + 0.02, "succeeded") for run, sent in created.items()}
+    samples = [
+        sample(5.0, 0, 0, 1, {"controller": 100.0, "gateway": 40.0, "agents": 30.0}),
+        sample(35.0, 0, 0, 1, {"controller": 120.0, "gateway": 40.0, "agents": 30.0}),
+    ]
+    result = {"started": 0.0, "ended": 40.6, "errors": []}
+    out = soak.windows(_finals(soak, done), created, result, samples, 20.0)
+    assert len(out) == 3 and out[-1].rss_mb == {}
+
+    soak.summarise(out, errors=0, lost=0, rate=1.0, agents=1)
+
+    assert "MISS controller RSS growth < 10%: 100.0 -> 120.0 MB (+20.0%)" in capsys.readouterr().out
