@@ -30,8 +30,12 @@ CREATE TABLE IF NOT EXISTS commands (
     command TEXT NOT NULL,
     final_event TEXT,
     updated REAL NOT NULL
-)
+);
+CREATE INDEX IF NOT EXISTS commands_final ON commands (updated) WHERE stage = 'final';
 """
+# The hourly prune reads only what it deletes (commands_final): scanning two weeks of
+# commands took 0.2 s of the agent's event loop for 600,000 on a fast machine.
+PRUNE = "DELETE FROM commands WHERE stage = 'final' AND updated < ?"
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class CommandRecord:
             self._db = sqlite3.connect(str(path), isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a record lost in a power cut = a rerun
-            self._db.execute(_SCHEMA)
+            self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
@@ -105,8 +109,5 @@ class CommandRecord:
         return [Command.from_json(row[0]) for row in rows]
 
     def prune(self, older_than_s: float = KEEP_FINAL_S) -> int:
-        cursor = self._db.execute(
-            "DELETE FROM commands WHERE stage = 'final' AND updated < ?",
-            (time.time() - older_than_s,),
-        )
+        cursor = self._db.execute(PRUNE, (time.time() - older_than_s,))
         return cursor.rowcount
