@@ -50,6 +50,14 @@ def patient_stack(tmp_path: Path, rabbitmq_url: str, mqtt_url: str) -> Iterator[
 
 
 @pytest.fixture
+def steady_stack(tmp_path: Path, rabbitmq_url: str, mqtt_url: str) -> Iterator[LocalStack]:
+    """Over the real brokers, the agents waiting 5 s for the plant's answer: a request the
+    plant holds 4 s leaves a busy machine time to do something meanwhile (a stop's write
+    again after a cut-off write then waits 5 s, not the patient stack's 30)."""
+    yield from _stack(tmp_path, rabbitmq_url, mqtt_url, plant_timeout_s=5.0)
+
+
+@pytest.fixture
 def paced_stack(tmp_path: Path, rabbitmq_url: str, mqtt_url: str) -> Iterator[LocalStack]:
     """Over the real brokers, the pump's `run` changed at most once a minute
     (min_interval_s: 60 in a copy of the shipped profiles)."""

@@ -302,26 +302,38 @@ def test_an_interlock_at_the_agent_refuses_a_start_until_the_tank_has_room(
 
 
 def test_tme_device_stop_cancels_what_waits_for_the_pump_and_writes_its_safe_values(
-    real_stack, client_of
+    steady_stack, client_of
 ) -> None:
     """Over RabbitMQ and Mosquitto: a write runs (the pump answers slowly), another waits
     behind it at the agent; `tme device stop` cancels both and the agent writes the
-    pump's safe values (run false, speed 0), again after the cut-off write landed."""
+    pump's safe values (run false, speed 0), again after the cut-off write landed.
+
+    The pump holds its answer 4 s (the agents wait 5): the stop must come while the
+    write runs, and on a busy CI machine it once came after an answer held 1.5 s, when
+    the waiting write had run."""
     from typer.testing import CliRunner
 
     from tme.cli.main import app
 
+    real_stack = steady_stack
     client = client_of(real_stack)
     target = _target(real_stack, "skid-a", "pump1")
     plant = real_stack.plant
     _wait_published(client, target)
     plant.write_bit(PUMP_UNIT, 0, True)  # the pump runs
-    plant.inject_fault(unit=PUMP_UNIT, table="holding_register", delay_s=1.5, remaining=1)
+    plant.inject_fault(unit=PUMP_UNIT, table="holding_register", delay_s=4, remaining=1)
     fast = {"point": "speed_setpoint", "value": 1800}
     slow = client.tasks.create(name="speed", op="modbus.write", target=target, params=fast)
     wait_until(lambda: client.runs.get(slow.latest_run_id).state == "running", timeout=15)
     start = {"point": "run", "value": True}
     queued = client.tasks.create(name="start", op="modbus.write", target=target, params=start)
+    # it waits at the agent, behind the running write (not on its way: a stop before it
+    # arrives would have it refused, not canceled)
+    wait_until(
+        lambda: client.runs.get(queued.latest_run_id).state == "accepted",
+        timeout=15,
+        what="the second write waiting at the agent",
+    )
 
     result = CliRunner().invoke(
         app,
