@@ -4,15 +4,14 @@ page as its escapes: a right-to-left override in "pump 2 stop" showed as other w
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from typing import Any
 
 import pytest
 from nicegui.testing import User
 from sqlmodel import Session
 from test_live_pages import TARGET, _latest_run, _task
+from waiting import wait_until_async
 
 from tme.controller.services import runs as run_service
 from tme.controller.store.models import Agent, Device, Run, Task, utcnow
@@ -63,10 +62,11 @@ def _sent(user: User) -> list[str]:
 async def _shows(user: User, text: str) -> None:
     """Wait (with a deadline) for an element to send `text` (a page reads off the loop)."""
     needle = json.dumps(text)[1:-1]
-    deadline = time.monotonic() + 5
-    while not any(needle in sent for sent in _sent(user)):
-        assert time.monotonic() < deadline, f"the page never showed {text!r}"
-        await asyncio.sleep(0.05)
+    await wait_until_async(
+        lambda: any(needle in sent for sent in _sent(user)),
+        timeout=5,
+        what=f"the page to show {text!r}",
+    )
 
 
 @pytest.mark.parametrize(
