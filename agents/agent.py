@@ -162,11 +162,12 @@ class DeviceAgent:
 
     def _prune(self) -> None:
         """Delete final records past their keep time, now and every PRUNE_EVERY_S: an
-        agent that runs for months keeps two weeks of them, not every command."""
+        agent that runs for months keeps a day of them (`record_keep_s`), not every
+        command."""
         if self._record is None:
             return  # stopped
         try:
-            self._record.prune()
+            self._record.prune(self.config.record_keep_s)
         except Exception:  # the next round tries again; the record itself is intact
             log.exception("pruning the command record failed")
         self._pruning = asyncio.get_running_loop().call_later(PRUNE_EVERY_S, self._prune)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 
 from tme import yaml_load
+from tme.agents.command_record import KEEP_FINAL_S
 from tme.drivers.fields import Fields, Problems, join
 from tme.errors import ConfigError, yaml_problem
 from tme.mqtt import TlsFiles, parse_mqtt_url
@@ -88,6 +89,9 @@ class AgentConfig:
     gateways: tuple[str, ...] = ("gateway",)
     worker_count: int = 4
     state_dir: Path = Path("state")
+    # How long a final command stays in the record after its answer (command_record.py):
+    # longer only serves a look at what the agent did; a command never runs twice.
+    record_keep_s: float = KEEP_FINAL_S
     allow_shell: bool = False
     devices: dict[str, DeviceConfig] = field(default_factory=dict)
     error_tracking: ErrorTracking = field(default_factory=ErrorTracking)
@@ -117,6 +121,7 @@ def _agent(fields: Fields) -> AgentConfig:
         gateways=_gateways(fields),
         worker_count=fields.integer("worker_count", 4, low=1, high=256),
         state_dir=fields.path("state_dir", "state"),
+        record_keep_s=_record_keep(fields),
         allow_shell=fields.flag("allow_shell", False),
         devices={
             str(name): _device(Fields(device, join("devices", str(name)), fields.problems))
@@ -126,6 +131,19 @@ def _agent(fields: Fields) -> AgentConfig:
     )
     fields.done()
     return config
+
+
+MAX_RECORD_KEEP_S = 366 * 24 * 3600
+
+
+def _record_keep(fields: Fields) -> float:
+    keep = fields.number("record_keep_s", KEEP_FINAL_S)
+    if isinstance(keep, float) and not 0 <= keep <= MAX_RECORD_KEEP_S:
+        fields.problems.add(
+            "record_keep_s", f"must be between 0 and {MAX_RECORD_KEEP_S} seconds, got {keep:g}"
+        )
+        return KEEP_FINAL_S
+    return float(keep)
 
 
 def _name(fields: Fields, key: str, default: str | None = None) -> str:

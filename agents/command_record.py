@@ -21,7 +21,17 @@ if TYPE_CHECKING:  # for annotations; tme.protocol is imported where a command i
     from tme.protocol import Command, Event
 
 Stage = Literal["received", "started", "final"]
-KEEP_FINAL_S = 14 * 24 * 3600  # longer than any redelivery can take (journals, sessions)
+# A final command is kept this long after its answer (the agent's `record_keep_s`), for
+# a look at what the agent did; never less than until it can no longer run (below).
+KEEP_FINAL_S = 24 * 3600
+# What makes pruning safe: a command delivered again after its not_after is refused as
+# expired by the agent, record or none, so once that has passed by the agent's own clock
+# its entry is not needed to keep it from running twice. The margin covers the clock
+# being set back (an NTP step) after the prune.
+EXPIRED_MARGIN_S = 3600
+# An entry written before the record kept each command's not_after (a file of an older
+# agent) has none to go by: it is kept as long as every entry was then.
+KEEP_UNDATED_S = 14 * 24 * 3600
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS commands (
@@ -29,13 +39,17 @@ CREATE TABLE IF NOT EXISTS commands (
     stage TEXT NOT NULL,
     command TEXT NOT NULL,
     final_event TEXT,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    not_after REAL
 );
 CREATE INDEX IF NOT EXISTS commands_final ON commands (updated) WHERE stage = 'final';
 """
 # The hourly prune reads only what it deletes (commands_final): scanning two weeks of
 # commands took 0.2 s of the agent's event loop for 600,000 on a fast machine.
-PRUNE = "DELETE FROM commands WHERE stage = 'final' AND updated < ?"
+PRUNE = (
+    "DELETE FROM commands WHERE stage = 'final' AND updated < :kept"
+    " AND (not_after < :expired OR (not_after IS NULL AND updated < :undated))"
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,9 @@ class CommandRecord:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")  # a record lost in a power cut = a rerun
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(commands)")}
+            if "not_after" not in columns:  # a record written by an older agent
+                self._db.execute("ALTER TABLE commands ADD COLUMN not_after REAL")
 
     def close(self) -> None:
         self._db.close()
@@ -80,8 +97,15 @@ class CommandRecord:
         self._db.execute("PRAGMA synchronous=NORMAL")
         try:
             cursor = self._db.execute(
-                "INSERT OR IGNORE INTO commands (id, stage, command, updated) VALUES (?, ?, ?, ?)",
-                (command.id, "received", command.model_dump_json(), time.time()),
+                "INSERT OR IGNORE INTO commands (id, stage, command, updated, not_after)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    command.id,
+                    "received",
+                    command.model_dump_json(),
+                    time.time(),
+                    command.not_after.timestamp(),
+                ),
             )
         finally:
             self._db.execute("PRAGMA synchronous=FULL")
@@ -108,6 +132,10 @@ class CommandRecord:
 
         return [Command.from_json(row[0]) for row in rows]
 
-    def prune(self, older_than_s: float = KEEP_FINAL_S) -> int:
-        cursor = self._db.execute(PRUNE, (time.time() - older_than_s,))
+    def prune(self, keep_s: float = KEEP_FINAL_S) -> int:
+        """Delete the final entries answered more than `keep_s` ago whose command can no
+        longer run (past its not_after, with EXPIRED_MARGIN_S); return how many."""
+        now = time.time()
+        kept, expired, undated = now - keep_s, now - EXPIRED_MARGIN_S, now - KEEP_UNDATED_S
+        cursor = self._db.execute(PRUNE, {"kept": kept, "expired": expired, "undated": undated})
         return cursor.rowcount

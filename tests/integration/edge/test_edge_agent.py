@@ -183,6 +183,42 @@ def test_a_running_agent_prunes_its_record(names, agent_factory, tmp_path, monke
     wait_until(lambda: kept() == 0, what="the old record pruned")
 
 
+def test_an_agent_keeps_answered_commands_as_long_as_its_record_keep_s(
+    names, agent_factory, monkeypatch
+) -> None:
+    """With `record_keep_s: 0` an answered command goes at the next prune once it can no
+    longer run (its not_after past by the margin), not two weeks later; one that could
+    still be delivered stays."""
+    import sqlite3
+    import time
+
+    from waiting import wait_until
+
+    from tme.agents import agent as agent_module
+
+    monkeypatch.setattr(agent_module, "PRUNE_EVERY_S", 0.05)
+    site, agent = names
+    runner = agent_factory(site, agent, record_keep_s=0)
+    path = runner.agent.config.state_dir / agent_module.RECORD_FILE
+    now = time.time()
+    with sqlite3.connect(path) as db:  # answered a minute ago: expired two hours ago, or not yet
+        db.executemany(
+            "INSERT INTO commands (id, stage, command, final_event, updated, not_after)"
+            " VALUES (?, 'final', '{}', '{}', ?, ?)",
+            [("expired", now - 60, now - 7200), ("deliverable", now - 60, now + 300)],
+        )
+    db.close()
+
+    def kept() -> set[str]:
+        with sqlite3.connect(path) as db:
+            ids = {row[0] for row in db.execute("SELECT id FROM commands")}
+        db.close()
+        return ids
+
+    wait_until(lambda: "expired" not in kept(), what="the expired command pruned")
+    assert "deliverable" in kept()
+
+
 def test_a_command_waiting_for_a_worker_runs_after_a_restart(
     names, agent_factory, watcher_factory, monkeypatch
 ) -> None:

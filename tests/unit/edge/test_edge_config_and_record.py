@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,17 @@ def test_config_error_names_the_key() -> None:
     with pytest.raises(ConfigError) as info:
         parse_agent_config({"site": "s/x", "agent": "a"})
     assert info.value.key == "site"
+
+
+def test_record_keep_is_read_and_checked() -> None:
+    base = {"site": "s", "agent": "a"}
+    assert parse_agent_config(base).record_keep_s == 24 * 3600
+    assert parse_agent_config({**base, "record_keep_s": 3600}).record_keep_s == 3600.0
+    assert parse_agent_config({**base, "record_keep_s": 0}).record_keep_s == 0.0
+    for bad, said in ((-1, "between 0 and"), ("1d", "expected a number"), (4e7, "between 0")):
+        with pytest.raises(ConfigError) as info:
+            parse_agent_config({**base, "record_keep_s": bad})
+        assert info.value.key == "record_keep_s" and said in info.value.message
 
 
 def test_config_reports_every_problem_with_its_key() -> None:
@@ -153,15 +165,79 @@ def test_the_prune_reads_only_what_it_deletes(tmp_path: Path, kind: str) -> None
     scanning them all on the agent's event loop (0.2 s for 600,000 rows here)."""
     from tme.agents import command_record, journal
 
+    params: Any
     if kind == "record":
         store: Any = CommandRecord(tmp_path / "r.sqlite3")
         db, sql = store._db, command_record.PRUNE
+        params = {"kept": 0.0, "expired": 0.0, "undated": 0.0}
     else:
         store = Journal(tmp_path / "j.sqlite3")
-        db, sql = store._db, journal.PRUNE
-    plan = " ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", (0.0,)))
+        db, sql, params = store._db, journal.PRUNE, (0.0,)
+    plan = " ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
     store.close()
     assert "USING INDEX" in plan and "SCAN" not in plan, plan
+
+
+DAY = 24 * 3600.0
+
+
+def _entry(
+    record: CommandRecord, stage: str, answered_ago: float, not_after_in: float | None
+) -> str:
+    """A command in the record at `stage`, its last change `answered_ago` seconds ago and
+    its not_after `not_after_in` seconds from now (None: undated, an older agent's)."""
+    cmd = command()
+    record.add(cmd)
+    now = time.time()
+    not_after = None if not_after_in is None else now + not_after_in
+    record._db.execute(
+        "UPDATE commands SET stage = ?, updated = ?, not_after = ? WHERE id = ?",
+        (stage, now - answered_ago, not_after, cmd.id),
+    )
+    return cmd.id
+
+
+def test_the_prune_deletes_only_commands_that_can_no_longer_run(tmp_path: Path) -> None:
+    """Past its keep time, a final command goes once its not_after has passed by an hour
+    (a redelivery is then refused as expired, record or none); one that could still be
+    delivered and run stays, whatever its age, as does an unfinished one."""
+    record = CommandRecord(tmp_path / "r.sqlite3")
+    gone = _entry(record, "final", 2 * DAY, -2 * DAY)
+    within_margin = _entry(record, "final", 2 * DAY, -0.5 * 3600)
+    still_deliverable = _entry(record, "final", 2 * DAY, 5 * DAY)  # a long queue timeout
+    recent = _entry(record, "final", 3600, -2 * 3600)
+    unfinished = _entry(record, "started", 20 * DAY, -20 * DAY)
+    undated_young = _entry(record, "final", 13 * DAY, None)
+    undated_old = _entry(record, "final", 15 * DAY, None)
+    assert record.prune(keep_s=DAY) == 2
+    kept = {row[0] for row in record._db.execute("SELECT id FROM commands")}
+    assert kept == {within_margin, still_deliverable, recent, unfinished, undated_young}
+    assert {gone, undated_old}.isdisjoint(kept)
+    assert record.prune(keep_s=0) == 1  # the recent one, past its not_after by two hours
+    assert recent not in {row[0] for row in record._db.execute("SELECT id FROM commands")}
+    record.close()
+
+
+def test_a_record_of_an_older_agent_gains_the_not_after_of_new_commands(tmp_path: Path) -> None:
+    """A record file written before entries kept their not_after opens with its entries,
+    which are kept as long as before (14 days); a new command's not_after is kept."""
+    path = tmp_path / "r.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE commands (id TEXT PRIMARY KEY, stage TEXT NOT NULL,"
+            " command TEXT NOT NULL, final_event TEXT, updated REAL NOT NULL)"
+        )
+        db.execute(
+            "INSERT INTO commands VALUES ('old', 'final', '{}', '{}', ?)", (time.time() - 2 * DAY,)
+        )
+    db.close()
+    record = CommandRecord(path)
+    cmd = command()
+    assert record.add(cmd) is True
+    stored = dict(record._db.execute("SELECT id, not_after FROM commands").fetchall())
+    assert stored == {"old": None, cmd.id: cmd.not_after.timestamp()}
+    assert record.prune(keep_s=0) == 0  # the old entry is undated and two days old
+    record.close()
 
 
 class _SyncSpy:
