@@ -21,6 +21,14 @@ def encode_cursor(*key: Any) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def id_page(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
+    """The first `limit` of `rows` (fetched as `limit + 1`, newest first by id) and the
+    cursor of the page after them, None when there is none."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (encode_cursor(rows[-1].id) if more and rows else None)
+
+
 def decode_cursor(cursor: str, arity: int) -> list[Any]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)

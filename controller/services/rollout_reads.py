@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from sqlmodel import Session, col, select
 
+from tme.controller.services.paging import decode_id_cursor, id_page
 from tme.controller.services.roles import Principal
 from tme.controller.services.rollout_advance import NOT_STARTED, SKIPPED
 from tme.controller.store.models import Run, Task
@@ -95,13 +96,19 @@ def list_rollouts(
     site: str | None = None,
     state: str | None = None,
     limit: int = 100,
-) -> list[RolloutPublic]:
-    """Rollouts newest first, of `sites_in` only (None: all), without their devices."""
-    query = select(Rollout).order_by(col(Rollout.id).desc()).limit(min(limit, MAX_LISTED))
+    cursor: str | None = None,
+) -> tuple[list[RolloutPublic], str | None]:
+    """Rollouts newest first, of `sites_in` only (None: all), without their devices, and
+    the cursor of the page after them (None: the last page)."""
+    limit = max(1, min(limit, MAX_LISTED))
+    query = select(Rollout).order_by(col(Rollout.id).desc()).limit(limit + 1)
     if sites_in is not None:
         query = query.where(col(Rollout.site).in_(sites_in))
     if site is not None:
         query = query.where(Rollout.site == site)
     if state is not None:
         query = query.where(Rollout.state == state)
-    return [to_public(session, r, devices=False) for r in session.exec(query).all()]
+    if cursor:
+        query = query.where(col(Rollout.id) < decode_id_cursor(cursor))
+    rows, next_cursor = id_page(list(session.exec(query).all()), limit)
+    return [to_public(session, r, devices=False) for r in rows], next_cursor

@@ -13,7 +13,7 @@ from sqlalchemy.orm import object_session
 from sqlmodel import Session, col, select
 
 from tme.controller.services import policies
-from tme.controller.services.paging import MAX_PAGE, decode_id_cursor, encode_cursor
+from tme.controller.services.paging import MAX_PAGE, decode_id_cursor, id_page
 from tme.controller.services.queries import settled_latest_among
 from tme.controller.store.models import Task
 from tme.controller.store.workflow_models import TaskPolicy
@@ -110,6 +110,4 @@ def list_tasks(
     if cursor:
         query = query.where(col(Task.id) < decode_id_cursor(cursor))
     rows = list(session.exec(query.order_by(col(Task.id).desc()).limit(limit + 1)).all())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, (encode_cursor(rows[-1].id) if more and rows else None)
+    return id_page(rows, limit)

@@ -66,7 +66,7 @@ async def test_the_async_sdk_does_the_same(live_url: str, fleet: None) -> None:
             match={"site": "plant-1", "profile": "pump"},
         )
         assert (await client.rollouts.get(made.id)).window == 1
-        assert [r.id for r in await client.rollouts.list()] == [made.id]
+        assert [r.id async for r in client.rollouts.list()] == [made.id]
         assert (await client.rollouts.preview(made_body(made))).devices
         assert (await client.rollouts.cancel(made.id)).state == "canceled"
 

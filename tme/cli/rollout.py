@@ -3,6 +3,7 @@ devices, a few at a time, stopping when too many fail (docs/rollouts.md)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ import typer
 from tme.cli.common import JsonOption, TokenOption, UrlOption, connect, extra_options, option
 from tme.cli.output import console, err_console, print_json, print_table
 from tme.cli.task_input import load_bodies, params_given
+from tme.client.calls import MAX_PAGE_SIZE
 from tme.rollout_schemas import MatchedDevice, RolloutPublic
 from tme.states import FINAL_STATES, SUCCESS_STATES
 
@@ -183,14 +185,15 @@ def list_rollouts(
         str | None,
         typer.Option("--state", help="going, succeeded, done, aborted or canceled."),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", help="At most this many.")] = 100,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 100,
     url: UrlOption = None,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List rollouts, newest first, with their state and how their devices stand."""
     with connect(url, token) as client:
-        rollouts = client.rollouts.list(site=site, state=state, limit=limit)
+        listed = client.rollouts.list(site, state, page_size=min(limit, MAX_PAGE_SIZE))
+        rollouts = list(itertools.islice(listed, limit))
     if as_json:
         print_json([r.model_dump(mode="json") for r in rollouts])
         return

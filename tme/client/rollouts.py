@@ -6,11 +6,14 @@ async classes only send them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from tme.client.calls import API, Call, _list_of, _parser, integer_id, request_body
+import httpx
+
+from tme.client.calls import API, Call, _list_of, _page_size, _parser, integer_id, request_body
 from tme.rollout_schemas import RolloutCreate, RolloutPreview, RolloutPublic
+from tme.schemas import Page
 
 if TYPE_CHECKING:
     from tme.client.aio import AsyncClient
@@ -46,12 +49,24 @@ def get_rollout(rollout_id: int) -> Call[RolloutPublic]:
     return Call("GET", f"{API}/rollouts/{_rollout_id(rollout_id)}", _rollout)
 
 
+_rollout_list = _list_of(RolloutPublic)
+
+
+def _rollout_page(response: httpx.Response) -> Page[RolloutPublic]:
+    """The list GET /api/v1/rollouts answers, and the `cursor` of the URL its `Link:
+    rel="next"` header gives (the answer stays a list, as before it was paged)."""
+    items = _rollout_list(response)
+    next_url = response.links.get("next", {}).get("url")
+    cursor = httpx.URL(next_url).params.get("cursor") if next_url else None
+    return Page[RolloutPublic](items=items, next_cursor=cursor)
+
+
 def list_rollouts(
-    site: str | None = None, state: str | None = None, limit: int = 100
-) -> Call[list[RolloutPublic]]:
-    params: dict[str, Any] = {"limit": limit}
+    site: str | None = None, state: str | None = None, page_size: int = 100
+) -> Call[Page[RolloutPublic]]:
+    params: dict[str, Any] = {"limit": _page_size(page_size)}
     params.update({k: v for k, v in (("site", site), ("state", state)) if v is not None})
-    return Call("GET", f"{API}/rollouts", _list_of(RolloutPublic), params=params)
+    return Call("GET", f"{API}/rollouts", _rollout_page, params=params)
 
 
 def cancel_rollout(rollout_id: int, force: bool = False) -> Call[RolloutPublic]:
@@ -80,10 +95,11 @@ class Rollouts:
         return self._client.send(get_rollout(rollout_id))
 
     def list(
-        self, site: str | None = None, state: str | None = None, limit: int = 100
-    ) -> list[RolloutPublic]:
-        """Newest first, without their devices (`get` has them)."""
-        return self._client.send(list_rollouts(site, state, limit))
+        self, site: str | None = None, state: str | None = None, page_size: int = 100
+    ) -> Iterator[RolloutPublic]:
+        """Iterate over every matching rollout, newest first, across all pages (of
+        `page_size`, up to 1000), without their devices (`get` has them)."""
+        return self._client.iterate(list_rollouts(site, state, page_size))
 
     def cancel(self, rollout_id: int, force: bool = False) -> RolloutPublic:
         """Start no more runs and cancel the ones going (`force`: at once)."""
@@ -105,10 +121,11 @@ class AsyncRollouts:
     async def get(self, rollout_id: int) -> RolloutPublic:
         return await self._client.send(get_rollout(rollout_id))
 
-    async def list(
-        self, site: str | None = None, state: str | None = None, limit: int = 100
-    ) -> list[RolloutPublic]:
-        return await self._client.send(list_rollouts(site, state, limit))
+    def list(
+        self, site: str | None = None, state: str | None = None, page_size: int = 100
+    ) -> AsyncIterator[RolloutPublic]:
+        """`async for rollout in client.rollouts.list(...)`: every matching one, all pages."""
+        return self._client.iterate(list_rollouts(site, state, page_size))
 
     async def cancel(self, rollout_id: int, force: bool = False) -> RolloutPublic:
         return await self._client.send(cancel_rollout(rollout_id, force))

@@ -73,7 +73,7 @@ def register() -> None:
             return
         with frame("Rollouts", viewer):
             with dashboard().session() as session:
-                rollouts = list_rollouts(session, site_scope(viewer.principal), limit=200)
+                rollouts, _ = list_rollouts(session, site_scope(viewer.principal), limit=200)
             if not rollouts:
                 ui.label("No rollouts yet: tme rollout create, or POST /api/v1/rollouts.")
                 return

@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId, TaskStatusQuery
+from tme.controller.api.links import link_next_page
 from tme.controller.api.routes.tasks import (
     IdempotencyKey,
     create_answer,
@@ -56,9 +57,7 @@ def list_tasks(
         limit=limit,
         cursor=cursor,
     )
-    if next_cursor:
-        next_url = request.url.include_query_params(cursor=next_cursor)
-        response.headers["Link"] = f'<{next_url}>; rel="next"'
+    link_next_page(request, response, next_cursor)
     return to_publics(session, rows)
 
 

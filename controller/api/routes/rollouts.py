@@ -3,7 +3,8 @@
 POST /api/v1/rollouts/preview        the devices a rollout would run on, and what the
                                      fleet checks say of each (stores nothing)
 POST /api/v1/rollouts                store it, its tasks, and start its first runs
-GET  /api/v1/rollouts                newest first, within the caller's sites
+GET  /api/v1/rollouts                newest first, within the caller's sites, paged
+                                     (`cursor`; Link: rel="next" when there are more)
 GET  /api/v1/rollouts/{id}           one rollout with each device's task, run and state
 POST /api/v1/rollouts/{id}/cancel    start no more runs, cancel the ones going
 """
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep
+from tme.controller.api.links import link_next_page
 from tme.controller.services import access, rollout_reads
 from tme.controller.services.rollout_match import preview
 from tme.controller.services.rollouts import cancel_rollout, create_rollout
@@ -59,16 +61,25 @@ def create(
 
 @router.get("/rollouts", response_model=list[RolloutPublic], openapi_extra=TASK_READ)
 def list_rollouts(
+    request: Request,
+    response: Response,
     session: SessionDep,
     principal: PrincipalDep,
     site: Annotated[Name | None, Query()] = None,
     state: Annotated[RolloutState | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=rollout_reads.MAX_LISTED)] = 100,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
 ) -> list[RolloutPublic]:
-    """Newest first, without their devices (GET /api/v1/rollouts/{id} has them)."""
+    """Newest first, without their devices (GET /api/v1/rollouts/{id} has them). The
+    answer stays a list, as it was before it was paged: a `Link: <...>; rel="next"`
+    header gives the next page's URL (its `cursor`) when there are more."""
     access.check_site_filter(principal, site)
     sites = access.site_scope(principal)
-    return rollout_reads.list_rollouts(session, sites, site=site, state=state, limit=limit)
+    rows, next_cursor = rollout_reads.list_rollouts(
+        session, sites, site=site, state=state, limit=limit, cursor=cursor
+    )
+    link_next_page(request, response, next_cursor)
+    return rows
 
 
 @router.get("/rollouts/{rollout_id}", response_model=RolloutPublic, openapi_extra=TASK_READ)
