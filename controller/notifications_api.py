@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ValidationInfo, field_validator
 from sqlmodel import Session, col, select
 
+from tme.admin_schemas import NotificationRuleCreate
 from tme.controller.api.deps import MAX_ID, PrincipalDep, SessionDep
 from tme.controller.notifications import targets
 from tme.controller.notifications.models import NotificationDelivery, NotificationRule
@@ -25,10 +26,6 @@ from tme.controller.services.access import check_target_site, within_scope
 from tme.controller.services.roles import Permission, Principal
 from tme.controller.store.models import Task
 from tme.errors import NotFound, ValidationError
-from tme.schema_base import Input
-from tme.schemas import Name
-from tme.settings_models import NotifyEvent
-from tme.shown_text import Label
 
 MAX_RULE_ID = 2**31 - 1
 
@@ -36,34 +33,9 @@ router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
 READ = {"x-permission": "task.read"}
 MANAGE = {"x-permission": "schedule.manage"}
 
-EventName = NotifyEvent
 
-
-def _default_events() -> list[EventName]:
-    return ["failed", "timed_out", "lost"]
-
-
-class RuleCreate(Input):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Label = Field(min_length=1, max_length=100)
-    task_id: int | None = Field(default=None, gt=0, le=MAX_ID, description="None: every task")
-    # A site name as a task's target takes it: a rule naming a site no task can have
-    # (a space, a slash) would be stored and never match.
-    site: Name | None = Field(default=None, description="None: the task's, or every site")
-    events: list[EventName] = Field(default_factory=_default_events)
-    channel: Literal["email", "webhook"]
-    target: str = Field(min_length=1, max_length=2000, description="addresses or URL")
-    secret: str = Field(default="", max_length=200, description="HMAC key of a webhook")
-
-    @field_validator("site", "secret")
-    @classmethod
-    def _storable(cls, value: str | None) -> str | None:
-        """PostgreSQL text cannot hold a NUL (SQLite stored it): a 422 naming the field,
-        not 'a value cannot be stored' naming nothing."""
-        if value is not None and "\x00" in value:
-            raise ValueError("may not contain NUL characters")
-        return value
+class RuleCreate(NotificationRuleCreate):
+    """The rule's fields (tme.admin_schemas), and a target the notifier can send to."""
 
     @field_validator("target")
     @classmethod

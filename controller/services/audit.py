@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import bindparam, insert, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
+from tme.admin_schemas import AuditEntryPublic as AuditEntryPublic
 from tme.controller.store.db import session_scope
 from tme.controller.store.group_commit import GroupCommit, by_key
 from tme.controller.store.models import utcnow
@@ -181,23 +181,6 @@ MOVE_HEAD = (
         last_id=bindparam("b_last_id"), last_hash=bindparam("b_last_hash"), mac=bindparam("b_mac")
     )
 )
-
-
-class AuditEntryPublic(BaseModel):
-    """An audit row as appended and as the API shows it: the fields its MAC covers."""
-
-    model_config = ConfigDict(from_attributes=True, frozen=True)
-
-    id: int
-    at: datetime
-    actor: str
-    action: str
-    target: str
-    outcome: str
-    client: str
-    details: dict[str, Any]
-    prev_hash: str
-    hash: str
 
 
 def lock_chain(connection: Connection) -> None:

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 import httpx
 
 from tme.client import calls
+from tme.client.audit import AsyncAudit
+from tme.client.auth import AsyncAuth
 from tme.client.base import (
     Connection,
     WaitDeadline,
@@ -22,6 +24,7 @@ from tme.client.base import (
     request_timeout,
     shared_ssl_context,
 )
+from tme.client.notifications import AsyncNotifications
 from tme.client.rollouts import AsyncRollouts
 from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
 from tme.schemas import (
@@ -61,6 +64,9 @@ class AsyncClient:
         self.fleet = AsyncFleet(self)
         self.triggers = AsyncTriggers(self)
         self.rollouts = AsyncRollouts(self)
+        self.auth = AsyncAuth(self)
+        self.audit = AsyncAudit(self)
+        self.notifications = AsyncNotifications(self)
 
     @property
     def url(self) -> str:

@@ -49,12 +49,13 @@ class Call(Generic[T]):
     params: dict[str, Any] = field(default_factory=dict)
     json: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    page_param: str = "cursor"  # the query parameter a page's `next_cursor` goes back in
 
     def next_page(self, cursor: str | None) -> Call[T] | None:
         """The same listing call for the page after this one, or None at the end."""
         if not cursor:
             return None
-        return replace(self, params={**self.params, "cursor": cursor})
+        return replace(self, params={**self.params, self.page_param: cursor})
 
 
 def _body(response: httpx.Response) -> Any:

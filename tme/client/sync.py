@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 import httpx
 
 from tme.client import calls
+from tme.client.audit import Audit
+from tme.client.auth import Auth
 from tme.client.base import (
     Connection,
     WaitDeadline,
@@ -18,6 +20,7 @@ from tme.client.base import (
     request_timeout,
     shared_ssl_context,
 )
+from tme.client.notifications import Notifications
 from tme.client.rollouts import Rollouts
 from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
 from tme.schemas import (
@@ -64,6 +67,9 @@ class Client:
         self.fleet = Fleet(self)
         self.triggers = Triggers(self)
         self.rollouts = Rollouts(self)
+        self.auth = Auth(self)
+        self.audit = Audit(self)
+        self.notifications = Notifications(self)
 
     @property
     def url(self) -> str:

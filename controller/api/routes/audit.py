@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BaseModel
 
+from tme.admin_schemas import AuditEntryPublic, AuditPage, check_time_range, in_utc_if_naive
 from tme.controller.api.deps import PrincipalDep, SessionDep, TimeQuery
 from tme.controller.csv_text import CSV_DOC, csv_response, csv_text
 from tme.controller.services import audit
 from tme.controller.services.access import check_all_sites
-from tme.controller.services.audit import AuditEntryPublic
 from tme.controller.store.security_models import AuditEntry
-from tme.errors import ValidationError
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 
 CSV_COLUMNS = ["id", "at", "actor", "action", "target", "outcome", "client", "details", "hash"]
 MAX_CSV_ROWS = 100_000
-
-
-class AuditPage(BaseModel):
-    items: list[AuditEntryPublic]
-    next_before_id: int | None = None
 
 
 Text = Annotated[str | None, Query(min_length=1, max_length=64)]
@@ -41,26 +33,16 @@ def _filters(
     since: TimeQuery = None,
     until: TimeQuery = None,
 ) -> audit.AuditFilters:
-    start, end = _aware(since), _aware(until)
-    if start is not None and end is not None and start >= end:
-        # rows from `since` up to before `until`: none at all, and nothing would say why
-        message = "since must be before until"
-        raise ValidationError(
-            f"invalid request: since: {message}",
-            field_errors=[{"field": "since", "message": message, "type": "value_error"}],
-        )
-    return audit.AuditFilters(actor, action, outcome, start, end)
+    check_time_range(since, until)
+    return audit.AuditFilters(
+        actor, action, outcome, in_utc_if_naive(since), in_utc_if_naive(until)
+    )
 
 
 def _whole_log(principal: PrincipalDep) -> None:
     """The log is of every site (its rows name other sites' tasks, devices and users, and
     have no site to filter on): for a grant of all sites, as /metrics is."""
     check_all_sites(principal, "the audit log")
-
-
-def _aware(when: datetime | None) -> datetime | None:
-    """A time without a UTC offset is taken as UTC."""
-    return when.replace(tzinfo=UTC) if when is not None and when.tzinfo is None else when
 
 
 def _csv(rows: list[AuditEntry]) -> Response:

@@ -6,12 +6,10 @@ wrong password get the same answer, and both are written to the audit log.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 
+from tme.admin_schemas import LoginRequest, PrincipalPublic, SessionPublic
 from tme.controller.api.deps import PrincipalDep, SessionDep
 from tme.controller.api.enforce import client_of, record_refusal
 from tme.controller.api.errors import error_response
@@ -28,25 +26,6 @@ from tme.errors import AuthError, Conflict
 from tme.schemas import ErrorResponse
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
-
-
-class LoginRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1024)
-
-
-class PrincipalPublic(BaseModel):
-    username: str
-    role: str
-    sites: list[str]
-    token_kind: str = "api"
-
-
-class SessionPublic(PrincipalPublic):
-    token: str = Field(description="A bearer token for this session; the cookie carries it too")
-    expires_at: datetime
 
 
 def _public(principal: Principal) -> PrincipalPublic:
