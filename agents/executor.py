@@ -77,7 +77,8 @@ def _would_be_refused(refusal: str) -> str:
 
 
 class _HeldLines:
-    """Log lines of a running command, sent with its final event or after LINE_DELAY_S.
+    """Log lines of a running command, sent with its final event, its next progress
+    event or after LINE_DELAY_S.
 
     Called on the agent's event loop (operations log from their coroutines)."""
 
@@ -106,6 +107,11 @@ class _HeldLines:
         text = self.take()
         if text is not None:
             self.publish(make_event(self.command, "log", line=text))
+
+    def progress(self, result: dict[str, Any]) -> None:
+        """Say how the command is going at once (a stop's first writes: the device is
+        safe), with the lines held so far."""
+        self.publish(make_event(self.command, "progress", result=result, line=self.take()))
 
 
 class CommandExecutor:
@@ -354,7 +360,9 @@ class CommandExecutor:
             # asyncio.timeout, not wait_for: the operation runs in this task, where
             # wait_for would make a task of its own for every command.
             async with asyncio.timeout_at(limit.at):
-                result = await run_plan(plan, lines.add, allow_shell=self.allow_shell)
+                result = await run_plan(
+                    plan, lines.add, allow_shell=self.allow_shell, progress=lines.progress
+                )
                 if plan.expect is not None:
                     awaiting_effect = True
                     await release()

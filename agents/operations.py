@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from tme.agents.checks import STOP_OP, Plan, read_points_of, safe_values
@@ -20,10 +21,15 @@ if TYPE_CHECKING:
     from tme.drivers.profile import PointSpec
 
 LogLine = Callable[[str], None]
+# Says how a running command is going, at once (the executor sends it as a `progress`
+# event; the controller keeps it as the run's result until the final one).
+Progress = Callable[[dict[str, Any]], None]
 FLOAT32_EPSILON = 2.0**-23  # float32's relative precision: a read-back may differ by one ulp
 
 
-async def run_plan(plan: Plan, log: LogLine, *, allow_shell: bool) -> dict[str, Any]:
+async def run_plan(
+    plan: Plan, log: LogLine, *, allow_shell: bool, progress: Progress | None = None
+) -> dict[str, Any]:
     command = plan.command
     if plan.device is None:
         return await _run_builtin(plan, allow_shell)
@@ -32,7 +38,7 @@ async def run_plan(plan: Plan, log: LogLine, *, allow_shell: bool) -> dict[str, 
     if command.op == "modbus.write":
         return await _write(plan, plan.device, log)
     if command.op == STOP_OP:
-        return await _stop(plan.device, log)
+        return await _stop(plan.device, log, progress or _no_progress)
     return await _serial(plan, plan.device, log)
 
 
@@ -84,17 +90,25 @@ async def _write(plan: Plan, device: Device, log: LogLine) -> dict[str, Any]:
     return result
 
 
-async def _stop(device: Device, log: LogLine) -> dict[str, Any]:
+async def _stop(device: Device, log: LogLine, progress: Progress) -> dict[str, Any]:
     """Write every safe value, each tried even when one before it failed: a pump whose
     speed could not be zeroed must still have been told to stop. The result names what
     was written and what the device then read back (the device's values after the stop
-    are those); any write failure fails the run, naming each point and its error."""
+    are those); any write failure fails the run, naming each point and its error.
+
+    `first_pass` (in the result, and in a progress event at once when the stop then
+    holds the values) says what the first writes did, when, and for how long the stop
+    holds them before writing them again: whoever stopped the device learns it is safe
+    without waiting for that hold (the device's whole answer time)."""
+    loop = asyncio.get_running_loop()
     written, failed = await _write_safe_values(device, log)
     # A write the stop cut off mid-request may still land after these: the safe values
     # are written again once it no longer can (the stop holds the bus meanwhile).
-    wait_s = device.cut_off_until - asyncio.get_running_loop().time()
+    wait_s = max(device.cut_off_until - loop.time(), 0.0)
+    first_pass = _first_pass(written, failed, wait_s)
     if wait_s > 0:
         log(f"stop: a write cut off by it may land within {wait_s:.1f} s; writing again then")
+        progress({"first_pass": first_pass})
         await asyncio.sleep(wait_s)
         written, failed = await _write_safe_values(device, log)
     if failed:
@@ -104,8 +118,28 @@ async def _stop(device: Device, log: LogLine) -> dict[str, Any]:
             f"stop of {device.name} incomplete: wrote {done}; not written: {problems}",
             retryable=any(exc.retryable for exc in failed.values()),
             not_sent=not written and all(exc.not_sent for exc in failed.values()),
+            result={"first_pass": first_pass},
         )
-    return {"stopped": device.name, "written": written, **await _read_back(device, written, log)}
+    read_back = await _read_back(device, written, log)
+    return {"stopped": device.name, "written": written, **read_back, "first_pass": first_pass}
+
+
+def _first_pass(
+    written: dict[str, Any], failed: dict[str, DriverError], hold_s: float
+) -> dict[str, Any]:
+    """What a stop's first writes did: `at` (UTC, when they ended), `written`,
+    `not_written` (each point's error) and `hold_s` (how long until it writes them again;
+    0: it does not, no write it cut off can land)."""
+    return {
+        "at": datetime.now(UTC).isoformat(),
+        "written": dict(written),
+        "not_written": {point: exc.message for point, exc in failed.items()},
+        "hold_s": round(hold_s, 3),
+    }
+
+
+def _no_progress(_: dict[str, Any]) -> None:
+    """A stop run without anyone to tell of its progress (a check's, a test's)."""
 
 
 async def _read_back(device: Device, written: dict[str, Any], log: LogLine) -> dict[str, Any]:

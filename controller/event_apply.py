@@ -123,6 +123,8 @@ def _apply_event(batch: HopBatch, event: Event, seen: set[str], unknown: list[Ev
     if event.line is not None:
         batch.log(event.command_id, event.line, at=event.at, event_id=event.id)
     if state is None:  # progress, log, stop_requested: information only
+        if event.type == "progress" and event.result is not None:
+            batch.progress(event.command_id, event.result)
         return False
     hop = Hop(state, event.reason or event.type, event.source, event.at, event.id, event.result)
     return batch.record(event.command_id, hop)

@@ -23,6 +23,7 @@ from tme.controller.services.runs import Hop, chunks, late_hop, log_rows, move
 from tme.controller.store.models import Run, RunEvent, RunLog, Task
 from tme.controller.store.rows import table_of
 from tme.errors import IllegalTransition
+from tme.states import RunState
 
 RUNS = table_of(Run)
 TASKS = table_of(Task)
@@ -122,6 +123,14 @@ class HopBatch:
         if hop.target.is_final:
             self.finished.append(run)
         return True
+
+    def progress(self, run_id: str, result: dict[str, Any]) -> None:
+        """What the agent says of a run going on (a stop's first writes), kept as its
+        result until the final one; a run already final keeps its own."""
+        run = self.runs[run_id]
+        if not RunState(run.state).is_final:
+            run.result = result
+            self._changed[run.id] = run
 
     def log(self, run_id: str, text: str, at: datetime | None, event_id: str | None) -> None:
         """Log output of a run of the batch, one row per line (as `runs.append_log`)."""

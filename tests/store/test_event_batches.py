@@ -238,3 +238,28 @@ def test_the_answer_to_a_stop_request_is_no_warning_of_an_unknown_run(
     assert said and all(
         line.endswith(f"stop request {stop.run_id} for run {run_id}") for line in said
     )
+
+
+def test_a_progress_result_is_the_runs_result_until_its_final_one(engine: Engine) -> None:
+    """A stop's first writes (its agent's progress event) are read from the run while it
+    goes on; its final result replaces them, and a progress arriving after that does not."""
+    (run_id,) = _runs(engine, 1)
+    first = {"first_pass": {"written": {"run": False}, "not_written": {}, "hold_s": 29.9}}
+
+    def result() -> object:
+        with session_scope(engine) as session:
+            run = session.get(Run, run_id)
+            assert run is not None
+            return run.state, run.result
+
+    with session_scope(engine) as session:
+        apply_messages(
+            session, [_event(run_id, "started"), _event(run_id, "progress", result=first)]
+        )
+    assert result() == ("running", first)
+    done = {"stopped": "pump1", "written": {"run": False}, **first}
+    with session_scope(engine) as session:
+        apply_messages(session, [_event(run_id, "succeeded", result=done)])
+    with session_scope(engine) as session:
+        apply_messages(session, [_event(run_id, "progress", result={"first_pass": {}})])
+    assert result() == ("succeeded", done)

@@ -60,11 +60,20 @@ def test_a_stop_cancels_what_waits_for_the_device_and_writes_its_safe_values(
         send(runner.agent.link, stop)
         stopped = watcher.wait_final(stop.id)[-1]
         assert stopped.type == "succeeded", stopped.reason
+        first_pass = stopped.result.pop("first_pass")
         assert stopped.result == {
             "stopped": "pump1",
             "written": {"run": False, "speed_setpoint": 0},
             "read_back": {"run": False, "speed_setpoint": 0},  # after the second pass
         }
+        # the first pass was said at once, before the hold and the second pass
+        types = [e.type for e in watcher.events(stop.id)]
+        assert types.index("progress") < types.index("succeeded"), types
+        (said,) = [e for e in watcher.events(stop.id) if e.type == "progress"]
+        assert said.result == {"first_pass": first_pass}
+        assert first_pass["written"] == {"run": False, "speed_setpoint": 0}
+        assert first_pass["not_written"] == {} and 0 < first_pass["hold_s"] <= 2
+        assert "stop: wrote speed_setpoint = 0" in (said.line or "")  # its lines ride with it
         for command, how in ((slow, "stopped on request"), (queued, "canceled before it started")):
             final = watcher.wait_final(command.id)[-1]
             assert final.type == "canceled"

@@ -49,4 +49,6 @@ async def test_a_device_that_cannot_be_read_is_stopped_with_nothing_read_back() 
     driver = _WriteOnly()
     result, _lines = await _stop(driver)
     assert driver.written == {"run": False, "speed_setpoint": 0}
+    first = result.pop("first_pass")  # no write of it was cut off: no hold, no second writes
     assert result == {"stopped": "pump1", "written": driver.written, "read_back": {}}
+    assert (first["written"], first["not_written"], first["hold_s"]) == (driver.written, {}, 0)
