@@ -19,9 +19,10 @@ from tme.cli.common import (
     WaitOption,
     connect,
 )
+from tme.cli.device_stop import Stop, follow_stop, stop_failed
 from tme.cli.output import console, print_json, print_table
-from tme.client.base import check_seconds
-from tme.fleet_schemas import DevicePublic
+from tme.client.base import check_seconds, is_final
+from tme.fleet_schemas import DevicePublic, DeviceStopped
 from tme.schemas import RunPublic
 
 device_app = typer.Typer(no_args_is_help=True)
@@ -185,8 +186,12 @@ device_app.command("stop")(
         "stop",
         """Stop a device now: cancel its unfinished runs, and have its agent cancel
         whatever waits for it there and write its profile's safe values. The agent then
-        refuses its changes until `tme device resume`. Exit 0 only once the agent wrote
-        them (with --wait, the default).""",
+        refuses its changes until `tme device resume`. Says at once when they were first
+        written (and exits 1 then when one could not be); when the stop cut off a write
+        that may still land, the agent holds them until it no longer can (the device's
+        answer time) and writes them again. With --wait (the default) it ends with the
+        stop's run, exit 0 once that succeeded; with --no-wait once they were first
+        written. Ctrl-C leaves the stop going on at the agent.""",
     )
 )
 device_app.command("resume")(
@@ -211,26 +216,37 @@ def _ask_agent(
     as_json: bool,
 ) -> None:
     with connect(url, token) as client:
-        if wait:  # before the stop goes out: a bad --timeout stops nothing
+        if wait or action == "stop":  # before the stop goes out: a bad --timeout stops nothing
             check_seconds("timeout", timeout)
         ask = client.fleet.stop if action == "stop" else client.fleet.resume
         answer = ask(name, reason, site=site, agent=agent)
-        task = client.tasks.wait(answer.task_id, timeout=timeout) if wait else None
-        run = client.runs.get(task.latest_run_id) if task and task.latest_run_id else None
+        if not as_json:
+            _print_asked(action, name, answer)
+        run: RunPublic | None = None
+        if action == "stop" and answer.run_id is not None:  # its first writes at once
+            stop = Stop(answer.task_id, answer.run_id)
+            run = follow_stop(client, name, stop, wait, timeout, quiet=as_json)
+        elif wait:
+            task = client.tasks.wait(answer.task_id, timeout=timeout)
+            run = client.runs.get(task.latest_run_id) if task.latest_run_id else None
     if as_json:
         body = answer.model_dump(mode="json")
         print_json({**body, "run": run.model_dump(mode="json") if run else None})
-    else:
-        canceled = f"; {len(answer.canceled_runs)} unfinished run(s) of it canceled"
-        console.print(
-            f"{action} of {name}: task {answer.task_id}, run {answer.run_id}"
-            + (canceled if action == "stop" else ""),
-            highlight=False,
-        )
-        if run is not None:
-            console.print(f"the agent: {run.state}: {escape(_answer(run))}", highlight=False)
-    if wait and (run is None or run.state != "succeeded"):
+    elif run is not None and is_final(run.state):
+        console.print(f"the agent: {run.state}: {escape(_answer(run))}", highlight=False)
+    if action == "stop" and run is not None and stop_failed(run):
         raise typer.Exit(1)
+    if action == "resume" and wait and (run is None or run.state != "succeeded"):
+        raise typer.Exit(1)
+
+
+def _print_asked(action: str, name: str, answer: DeviceStopped) -> None:
+    canceled = f"; {len(answer.canceled_runs)} unfinished run(s) of it canceled"
+    console.print(
+        f"{action} of {name}: task {answer.task_id}, run {answer.run_id}"
+        + (canceled if action == "stop" else ""),
+        highlight=False,
+    )
 
 
 def _answer(run: RunPublic) -> str:

@@ -286,7 +286,9 @@ class Fleet:
         self, device: str, reason: str, site: str | None = None, agent: str | None = None
     ) -> DeviceStopped:
         """Stop `device` now: its unfinished runs are canceled and its agent writes its
-        safe values; `client.runs.get(stopped.run_id)` says what was written."""
+        safe values; `client.runs.get(stopped.run_id)` says what was written, its
+        `result["first_pass"]` as soon as the first writes are done, while the run may
+        still hold them before writing them again (docs/api.md, "Following a stop")."""
         return self._client.send(calls.stop_device(device, reason, site, agent))
 
     def resume(

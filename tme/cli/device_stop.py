@@ -1,0 +1,152 @@
+"""Following a stop's run for `tme device stop`: what its agent's first writes did, at
+once, then the hold before it writes the safe values again, then how the run ended.
+
+The agent writes a device's safe values at once; when the stop cut off a write that may
+still land, it holds them the device's answer time and writes them again. Its run's
+`result.first_pass` says the first writes as soon as they are done (docs/api.md,
+"Stopping a device"), so an operator learns the device is safe without waiting for that
+hold. An agent that predates `first_pass` is followed to the run's end, as before.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.markup import escape
+
+from tme.cli.output import console, err_console
+from tme.client.base import is_final
+from tme.schemas import RunDetail, RunPublic
+
+if TYPE_CHECKING:  # the SDK loads only for commands that use it
+    from tme.client import Client
+
+POLL_S = 0.2  # how often the run is read: a first write is said within this of its arrival
+INTERRUPTED_EXIT = 130  # as a shell says a command ended by Ctrl-C
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The stop's task and its run, as the API answered."""
+
+    task_id: int
+    run_id: str
+
+
+def follow_stop(
+    client: Client, name: str, stop: Stop, wait: bool, timeout: float, quiet: bool
+) -> RunDetail:
+    """The stop's run once its first writes are said (`wait`: once it ended; a first
+    write that failed: at once), each step printed as it comes unless `quiet` (--json).
+    Ctrl-C leaves the stop going on at its agent, saying how to follow it."""
+    try:
+        return _follow(client, stop, wait, timeout, quiet)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: the stop of {escape(name)} goes on at its agent; follow its run"
+            f" with `tme run show {stop.run_id}`",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(INTERRUPTED_EXIT) from None
+
+
+def stop_failed(run: RunPublic) -> bool:
+    """Whether `tme device stop` exits non-zero: a safe value its agent could not write
+    (at once, whatever the writes after the hold then do), or a run that ended otherwise
+    than succeeded."""
+    first = first_pass(run)
+    if first is not None and first.get("not_written"):
+        return True
+    return is_final(run.state) and run.state != "succeeded"
+
+
+def _follow(client: Client, stop: Stop, wait: bool, timeout: float, quiet: bool) -> RunDetail:
+    deadline = time.monotonic() + timeout
+    run = _poll(client, stop.run_id, deadline)
+    first = first_pass(run)
+    leaving = is_final(run.state) or stop_failed(run) or (first is not None and not wait)
+    if first is not None and not quiet:
+        _print_first_pass(first, stop.run_id, is_final(run.state), leaving)
+    if leaving:
+        return run
+    try:
+        client.tasks.wait(stop.task_id, timeout=max(deadline - time.monotonic(), 0.0))
+    except TimeoutError:
+        raise TimeoutError(_still_going(stop.run_id, "running")) from None
+    return client.runs.get(stop.run_id)
+
+
+def _poll(client: Client, run_id: str, deadline: float) -> RunDetail:
+    """Read the run until its first writes are said or it ended; TimeoutError past the
+    deadline."""
+    while True:
+        run = client.runs.get(run_id)
+        if first_pass(run) is not None or is_final(run.state):
+            return run
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(_still_going(run_id, run.state))
+        time.sleep(min(POLL_S, left))  # the polling interval of a deadline wait
+
+
+def _still_going(run_id: str, state: str) -> str:
+    return (
+        f"the stop's run {run_id} is still {state} at the --timeout: it goes on at its"
+        f" agent; follow it with `tme run show {run_id}`"
+    )
+
+
+def first_pass(run: RunPublic) -> dict[str, Any] | None:
+    """What the stop's first writes did, as its agent said (None: not said yet, or an
+    agent that does not say it)."""
+    found = (run.result or {}).get("first_pass")
+    return found if isinstance(found, dict) else None
+
+
+def _print_first_pass(first: dict[str, Any], run_id: str, ended: bool, leaving: bool) -> None:
+    """The first writes, and the hold when the run goes on (`leaving`: without waiting
+    for its end, so how to follow it)."""
+    at = _time(first.get("at"))
+    written = _values(first.get("written"))
+    not_written = first.get("not_written") or {}
+    if not_written:
+        errors = "; ".join(f"{point}: {error}" for point, error in not_written.items())
+        _say(f"SAFE VALUES NOT WRITTEN at {at}: {errors} (written: {written or 'nothing'})")
+    else:
+        _say(f"safe values written at {at}: {written}")
+    hold = first.get("hold_s")
+    hold_s = float(hold) if isinstance(hold, int | float) else 0.0
+    if ended or hold_s <= 0:
+        return
+    until = _time(first.get("at"), hold_s)
+    _say(
+        f"holding them {hold_s:.1f} s, until {until}: a write the stop cut off may land"
+        " until then; its agent writes them again then"
+    )
+    if leaving:
+        _say(f"not waiting for that: follow the stop with `tme run show {run_id}`")
+
+
+def _values(values: Any) -> str:
+    if not isinstance(values, dict):
+        return ""
+    return ", ".join(f"{point} = {json.dumps(value)}" for point, value in values.items())
+
+
+def _time(at: Any, plus_s: float = 0.0) -> str:
+    """The agent's time of day in UTC to the millisecond, or as given when unreadable."""
+    try:
+        when = datetime.fromisoformat(str(at)).astimezone(UTC) + timedelta(seconds=plus_s)
+    except ValueError:
+        return str(at)
+    return when.strftime("%H:%M:%S.") + f"{when.microsecond // 1000:03d} UTC"
+
+
+def _say(text: str) -> None:
+    console.print(escape(text), highlight=False)
