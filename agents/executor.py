@@ -34,6 +34,7 @@ from tme.agents.pacing import Change, PointChanges, paced_points
 from tme.agents.priority_lock import PrioritySemaphore
 from tme.agents.run_limits import (
     TimeLimit,
+    after_hold,
     driver_details,
     driver_reason,
     not_opened_reason,
@@ -236,6 +237,8 @@ class CommandExecutor:
                 return self.finish(command, "rejected", reason=refusal, not_started=True)
             # the command's timeout covers what it reads before the change, and the change
             limit = time_limit(command)
+            if command.op == STOP_OP and plan.device is not None:
+                limit = after_hold(limit, plan.device.cut_off_until, command.timeout_s)
             lines = _HeldLines(command, self.publish)
             unchanged: frozenset[str] = frozenset()  # points already holding their value
             if needs_reading(plan):

@@ -33,6 +33,18 @@ class TimeLimit:
     result_said: str  # as a timed-out result says it: "within 10.0 s", or the deadline
 
 
+def after_hold(limit: TimeLimit, hold_until: float, timeout_s: float) -> TimeLimit:
+    """A stop's limit when it must hold the safe values until `hold_until` (loop time: a
+    write it cut off may land until then) and write them again: its timeout counts from
+    the end of the hold, so a device answering slower than a stop's timeout is still
+    written safe after the last write that could land."""
+    at = hold_until + timeout_s
+    if at <= limit.at:
+        return limit
+    said = f"within {timeout_s:g} s of the end of its hold (the command's timeout)"
+    return TimeLimit(at, said, said)
+
+
 def time_limit(command: Command) -> TimeLimit:
     """From now: the command's timeout, or its run's total deadline when that comes
     first (the controller times the run out there; the operation must not go on)."""

@@ -6,13 +6,16 @@
   agent's own timeout report normally wins) is timed_out, or lost for a write,
   whose outcome on the machine is then unknown. An external task (done by a person
   or another system, who reports it) has only the timeout it was given: the
-  default, made for machines, would time out a walk to a valve;
+  default, made for machines, would time out a walk to a valve. A device stop that
+  says it holds the safe values (a write it cut off may still land) has its timeout
+  counted from the end of that hold, as its agent counts it;
 - total deadline: a run still active past its task's deadline is timed_out.
 A result that arrives afterwards is kept beside the final state as a late result.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -33,6 +36,9 @@ AT_AGENT = [RunState.accepted, RunState.running]
 # every run the controller ever kept, twice a second.
 ACTIVE_VALUES = [s.value for s in RunState if s not in FINAL_STATES]
 GRACE_S = 5.0  # the agent enforces timeouts itself; the controller steps in this much later
+# A stop holds its safe values for its device's answer time (seconds, a minute on a slow
+# radio link); a hold said longer than this does not keep a silent run from timing out.
+MAX_HOLD_S = 3600.0
 
 
 def check_timeouts(
@@ -58,6 +64,9 @@ def check_timeouts(
     ):
         timeout = timedelta(seconds=task.timeout_s or default_timeout_s)
         since = run.started_at or run.updated_at
+        held = held_s(run)
+        if held:  # its agent counts the timeout from the end of the hold, as does this
+            since = max(since, run.updated_at + timedelta(seconds=held))
         if now <= since + timeout + grace:
             continue
         silent = f"controller watchdog: no result {timeout.total_seconds():g} s after it started"
@@ -78,6 +87,17 @@ def check_timeouts(
             session, run, RunState.timed_out, reason="total deadline across retries passed"
         )
     return changed
+
+
+def held_s(run: Run) -> float:
+    """How long a stop said (when its first writes were done: the run's updated_at) it
+    holds the safe values before writing them again, which its timeout does not count:
+    a write it cut off may land until then. 0: it holds nothing, or has not said."""
+    first_pass = (run.result or {}).get("first_pass")
+    hold = first_pass.get("hold_s") if isinstance(first_pass, dict) else None
+    if isinstance(hold, bool) or not isinstance(hold, int | float) or not math.isfinite(hold):
+        return 0.0
+    return min(max(float(hold), 0.0), MAX_HOLD_S)
 
 
 def _queue_timeout(session: Session, run: Run) -> str:

@@ -20,7 +20,7 @@ from sqlalchemy import and_, bindparam, insert, select, update
 from sqlmodel import Session
 
 from tme.controller.services.runs import Hop, chunks, late_hop, log_rows, move
-from tme.controller.store.models import Run, RunEvent, RunLog, Task
+from tme.controller.store.models import Run, RunEvent, RunLog, Task, utcnow
 from tme.controller.store.rows import table_of
 from tme.errors import IllegalTransition
 from tme.states import RunState
@@ -126,10 +126,13 @@ class HopBatch:
 
     def progress(self, run_id: str, result: dict[str, Any]) -> None:
         """What the agent says of a run going on (a stop's first writes), kept as its
-        result until the final one; a run already final keeps its own."""
+        result until the final one, and when it was said (`updated_at`: the watchdog
+        counts a stop's timeout from the end of the hold it says); a run already final
+        keeps its own."""
         run = self.runs[run_id]
         if not RunState(run.state).is_final:
             run.result = result
+            run.updated_at = utcnow()
             self._changed[run.id] = run
 
     def log(self, run_id: str, text: str, at: datetime | None, event_id: str | None) -> None:

@@ -22,7 +22,7 @@ from tme.controller.services.cancel import cancel_run
 from tme.controller.services.runs import record_hop
 from tme.controller.services.tasks import create_task
 from tme.controller.store.models import Outbox, Run, RunEvent, utcnow
-from tme.controller.watchdog import check_timeouts
+from tme.controller.watchdog import MAX_HOLD_S, check_timeouts
 from tme.protocol import Command, Event, Presence
 from tme.schemas import Retries, TaskCreate
 
@@ -222,3 +222,41 @@ def test_the_answers_to_a_stop_request_are_not_warned_of_as_unknown_runs(
     apply_event(session, Event(command_id="not-a-command", type="succeeded", site="s1", agent="a1"))
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warned == ["event succeeded for unknown run not-a-command dropped"]
+
+
+def test_a_stop_holding_its_safe_values_is_timed_from_the_end_of_its_hold(
+    session: Session,
+) -> None:
+    """Its agent said (a progress event) it holds the safe values 30 s before writing them
+    again, longer than the stop's 10 s timeout: the watchdog waits for the hold and the
+    timeout after it, as the agent does, then steps in if the agent stays silent."""
+    run = queued(session, timeout_s=10)
+    record_hop(session, run, "running", source="agent", at=utcnow() - timedelta(seconds=20))
+    first = {"first_pass": {"written": {"run": False}, "not_written": {}, "hold_s": 30.0}}
+    session.flush()
+    progress = Event(command_id=run.id, type="progress", site="s1", agent="a1", result=first)
+    apply_event(session, progress)
+    session.expire_all()
+    run = session.get(Run, run.id)
+    assert run is not None and run.result == first
+    assert check_timeouts(session, utcnow(), 30, grace_s=1) == 0  # 20 s in: holding
+    assert run.state == "running"
+    later = utcnow() + timedelta(seconds=30 + 10 + 2)  # past the hold, its timeout, the grace
+    assert check_timeouts(session, later, 30, grace_s=1) == 1
+    assert run.state == "timed_out"
+
+
+@pytest.mark.parametrize("hold", [None, "30", True, float("nan"), -5, 1e9])
+def test_a_hold_the_watchdog_cannot_read_gives_no_time(session: Session, hold: object) -> None:
+    """Beside a run whose hold of 30 s keeps it going, one whose hold is not a number, or
+    not one a stop could mean (a hold of years is capped at MAX_HOLD_S), times out."""
+    runs = []
+    for said in (30.0, hold):
+        run = queued(session, timeout_s=10)
+        record_hop(session, run, "running", source="agent", at=utcnow() - timedelta(seconds=20))
+        run.result = {"first_pass": {"hold_s": said}}
+        session.add(run)
+        runs.append(run)
+    now = utcnow() if hold != 1e9 else utcnow() + timedelta(seconds=MAX_HOLD_S)
+    assert check_timeouts(session, now, 30, grace_s=1) == (1 if hold != 1e9 else 2)
+    assert runs[1].state == "timed_out"

@@ -178,3 +178,32 @@ def test_a_stop_delivered_again_after_a_resume_does_not_latch_again(
         send(runner.agent.link, stop)  # the same stop, delivered again
         watcher.wait_final(stop.id, count=2)
         assert runner.agent.stops.get("pump1") is None
+
+
+def test_a_stop_whose_hold_outlasts_its_timeout_still_writes_the_safe_values_again(
+    names, agent_factory, watcher_factory
+) -> None:
+    """The pump answers within 2 s, the stop's timeout is 1 s: the stop holds the safe
+    values 2 s after the write it cut off, and its timeout counts from the end of that
+    hold, so the cut-off write that lands meanwhile is overwritten by the second pass
+    (where the stop's timeout cut it off during the hold, leaving the pump at 1800)."""
+    site, agent = names
+    watcher = watcher_factory([evt_topic(site, agent)])
+    with PlantSimulator.run_in_thread(tick_s=None) as plant:
+        runner = pump_agent(agent_factory, site, agent, plant.port)
+        plant.inject_fault(unit=PUMP, table="holding_register", delay_s=1.5, remaining=1)
+        slow = make_command(
+            site, agent, "modbus.write", device="pump1",
+            params={"point": "speed_setpoint", "value": 1800},
+        )  # fmt: skip
+        send(runner.agent.link, slow)
+        watcher.wait_for(lambda: any(e.type == "started" for e in watcher.events(slow.id)))
+        stop = make_command(
+            site, agent, "device.stop", device="pump1", params={"reason": "leak"}, timeout_s=1
+        )
+        send(runner.agent.link, stop)
+        stopped = watcher.wait_final(stop.id)[-1]
+        assert stopped.type == "succeeded", stopped.reason
+        assert stopped.result["first_pass"]["hold_s"] > 1  # longer than the stop's timeout
+        assert plant.writes_to(PUMP, SPEED)[0] == (1800,)  # the cut-off write landed, then
+        assert plant.read_register(PUMP, SPEED) == 0  # the second pass after it
