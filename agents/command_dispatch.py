@@ -86,7 +86,7 @@ class CommandDispatcher:
         self._send_failures: set[str] = set()  # ids whose failed send was logged
         self.failures = FailureLog(log, "dispatch pass")
         # The journal is pruned at the gateway's start and then every PRUNE_EVERY_S, so a
-        # gateway that runs for months keeps a week of closed entries, not all of them.
+        # gateway that runs for months keeps a day of closed entries, not all of them.
         self._next_prune = time.monotonic() + PRUNE_EVERY_S
         self._loop = WokenThread(self._run, "tme-gw-dispatch")
         self._wake = self._loop.wake_event

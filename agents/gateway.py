@@ -33,7 +33,7 @@ from tme.agents.bus_publisher import BusPublisher, Outgoing
 from tme.agents.command_dispatch import RESEND_AFTER_S, CommandDispatcher, event_routing_key
 from tme.agents.event_forwarder import EventForwarder
 from tme.agents.heartbeat import HEARTBEAT_S, Heartbeat
-from tme.agents.journal import Journal
+from tme.agents.journal import KEEP_CLOSED_S, Journal
 from tme.agents.presence import PresenceAnnouncer
 from tme.agents.site_queue import SiteQueueConsumer
 from tme.agents.state_files import StateDirLock
@@ -101,6 +101,8 @@ class GatewayConfig:
     bus_options: Mapping[str, Any] = field(default_factory=dict)
     # How often it tells the controller it is alive and how it does (agents/heartbeat).
     heartbeat_s: float = HEARTBEAT_S
+    # How long a closed journal entry is kept once its command can no longer run.
+    journal_keep_s: float = KEEP_CLOSED_S
 
 
 class Gateway:
@@ -157,7 +159,7 @@ class Gateway:
 
     def _start(self) -> None:
         site = self.config.site
-        self.journal = Journal(self.config.state_dir / JOURNAL_FILE)
+        self.journal = Journal(self.config.state_dir / JOURNAL_FILE, self.config.journal_keep_s)
         self.journal.prune()
         # Agents that stop devices on link loss read in its presence whether it reaches
         # RabbitMQ: not until its first publish (the heartbeat, at once) is confirmed,

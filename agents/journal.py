@@ -27,12 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from tme.agents.command_record import EXPIRED_MARGIN_S
 from tme.agents.state_files import opening
 from tme.protocol import Command
 
 State = Literal["pending", "sent", "done", "expired", "unanswered"]
 Closed = Literal["done", "expired", "unanswered"]
-KEEP_CLOSED_S = 7 * 24 * 3600  # closed entries answer "have I seen this id" for a week
+# A closed entry answers "have I seen this id" this long after it closed (the gateway's
+# journal_keep_s), and never less than until its command can no longer run: past its
+# not_after (by EXPIRED_MARGIN_S) a command journaled again is expired, not sent.
+KEEP_CLOSED_S = 24 * 3600
 CLOSED_MEMO = 10_000  # recently closed ids remembered in memory
 # A write waits this long for a lock another connection holds (a backup, the sqlite3
 # shell) before it fails; the gateway then holds the commands and tries again.
@@ -54,8 +58,11 @@ CREATE INDEX IF NOT EXISTS journal_open ON journal (state) WHERE state IN ('pend
 CREATE INDEX IF NOT EXISTS journal_closed ON journal (updated)
     WHERE state IN ('done', 'expired', 'unanswered');
 """
-# The prune reads only what it deletes (journal_closed), not a week of the site's commands.
-PRUNE = "DELETE FROM journal WHERE state IN ('done', 'expired', 'unanswered') AND updated < ?"
+# The prune reads only what it deletes (journal_closed), not a day of the site's commands.
+PRUNE = (
+    "DELETE FROM journal WHERE state IN ('done', 'expired', 'unanswered')"
+    " AND updated < :kept AND not_after < :expired"
+)
 # A journal written before commands had a priority: its entries' commands had none, so
 # they are at the default (as such a command decodes).
 _ADD_PRIORITY = "ALTER TABLE journal ADD COLUMN priority INTEGER NOT NULL DEFAULT 5"
@@ -75,7 +82,8 @@ class JournalEntry:
 class Journal:
     """Thread-safe: the bus consumer, the dispatcher and the event forwarder all use it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keep_s: float = KEEP_CLOSED_S) -> None:
+        self.keep_s = keep_s
         self._lock = threading.Lock()
         # Ids this process closed lately: an entry never reopens (adding is INSERT OR
         # IGNORE) until `prune` deletes it, so the command's later events skip the write.
@@ -225,10 +233,16 @@ class Journal:
             if len(self._closed) > CLOSED_MEMO:
                 del self._closed[next(iter(self._closed))]
 
-    def prune(self, older_than_s: float = KEEP_CLOSED_S) -> None:
+    def prune(self, now: float | None = None) -> int:
+        """Delete the entries closed more than `keep_s` ago whose command can no longer
+        run (past its not_after by EXPIRED_MARGIN_S), as of `now` (default: the time);
+        return how many."""
+        now = time.time() if now is None else now
+        kept, expired = now - self.keep_s, now - EXPIRED_MARGIN_S
         with self._lock:
-            self._db.execute(PRUNE, (time.time() - older_than_s,))
+            deleted = self._db.execute(PRUNE, {"kept": kept, "expired": expired}).rowcount
             self._closed.clear()  # a pruned id may be journaled (and closed) anew
+        return deleted
 
     def _update(self, sql: str, params: tuple[object, ...]) -> None:
         with self._lock:

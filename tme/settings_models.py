@@ -234,6 +234,7 @@ class AgentSettings(Section):
 class GatewaySettings(Section):
     declare_topology: bool = True
     heartbeat_s: Seconds = 30
+    journal_keep_s: Annotated[float, Field(ge=0, le=366 * 24 * 3600)] = 86_400
 
 
 class TaskSettings(Section):

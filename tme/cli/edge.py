@@ -215,6 +215,7 @@ def gateway(
             events_binding=settings.broker.events_binding,
             bus_options=settings.broker.bus_options(),
             heartbeat_s=settings.gateway.heartbeat_s,
+            journal_keep_s=settings.gateway.journal_keep_s,
             declare_topology=(
                 settings.gateway.declare_topology if declare_topology is None else declare_topology
             ),

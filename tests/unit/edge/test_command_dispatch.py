@@ -170,8 +170,7 @@ def test_the_journal_deletes_given_up_entries_with_the_closed_ones(journal: Jour
     cmd = _command()
     journal.add(cmd, cmd.to_json())
     journal.close_entry(cmd.id, "unanswered")
-    journal._update("UPDATE journal SET updated = ? WHERE id = ?", (time.time() - 10, cmd.id))
-    journal.prune(older_than_s=1)
+    journal.prune(now=time.time() + 2 * journal.keep_s + cmd.not_after.timestamp())
     assert journal.get_state(cmd.id) is None
 
 

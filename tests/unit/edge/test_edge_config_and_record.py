@@ -172,7 +172,7 @@ def test_the_prune_reads_only_what_it_deletes(tmp_path: Path, kind: str) -> None
         params = {"kept": 0.0, "expired": 0.0, "undated": 0.0}
     else:
         store = Journal(tmp_path / "j.sqlite3")
-        db, sql, params = store._db, journal.PRUNE, (0.0,)
+        db, sql, params = store._db, journal.PRUNE, {"kept": 0.0, "expired": 0.0}
     plan = " ".join(row[-1] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
     store.close()
     assert "USING INDEX" in plan and "SCAN" not in plan, plan
@@ -240,6 +240,28 @@ def test_a_record_of_an_older_agent_gains_the_not_after_of_new_commands(tmp_path
     record.close()
 
 
+def test_the_journal_keeps_a_closed_command_until_it_can_no_longer_run(tmp_path: Path) -> None:
+    """A closed entry goes once closed for longer than the journal's keep time and past
+    its not_after by the margin (journaled again then, it is expired, not sent); an open
+    one stays, whatever its age."""
+    journal = Journal(tmp_path / "j.sqlite3", keep_s=DAY)
+    short, long_queued, still_open = command(), command(), command()
+    for cmd in (short, long_queued, still_open):
+        journal.add(cmd, cmd.to_json())
+    journal.close_entry(short.id, "done")
+    journal.close_entry(long_queued.id, "expired")
+    journal._update(
+        "UPDATE journal SET not_after = ? WHERE id = ?", (time.time() + 5 * DAY, long_queued.id)
+    )
+    two_days_on = time.time() + 2 * DAY
+    assert journal.prune(now=two_days_on) == 1
+    assert journal.get_state(short.id) is None
+    assert journal.get_state(long_queued.id) == "expired"
+    assert journal.get_state(still_open.id) == "pending"
+    assert journal.prune(now=time.time() + 0.5 * DAY) == 0  # within its keep time
+    journal.close()
+
+
 class _SyncSpy:
     """The record's connection, noting the sync mode each write commits under."""
 
@@ -298,7 +320,8 @@ def test_journal_closes_an_entry_with_one_write_however_many_events(tmp_path: Pa
         journal.close_entry(cmd.id, "done")
     assert sum(1 for w in writes if w.startswith("UPDATE")) == 1
     journal._db.set_trace_callback(None)
-    journal.prune(older_than_s=-1)  # gone; journaled again, it must close again
+    journal.prune(now=cmd.not_after.timestamp() + 2 * journal.keep_s)  # gone; journaled
+    # again, it must close again
     assert journal.add(cmd, cmd.to_json()) is True
     journal.close_entry(cmd.id, "done")
     assert journal.get_state(cmd.id) == "done"

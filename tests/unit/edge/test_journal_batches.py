@@ -110,7 +110,8 @@ def test_a_running_gateway_prunes_its_journal(tmp_path: Path, monkeypatch) -> No
     for cmd in (closed, still_open):
         journal.add(cmd, cmd.to_json())
     journal.close_entry(closed.id, "done")
-    journal._update("UPDATE journal SET updated = 0 WHERE id = ?", (closed.id,))  # long ago
+    # closed long ago, and past its not_after (journaled again, it would be expired)
+    journal._update("UPDATE journal SET updated = 0, not_after = 0 WHERE id = ?", (closed.id,))
     dispatcher = command_dispatch.CommandDispatcher(
         "s1",
         journal,
