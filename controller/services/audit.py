@@ -9,9 +9,9 @@ row: removing rows from the end (which leaves a valid chain) is caught there.
 Rows are appended by one writer at a time (group commit: rows asked for meanwhile
 go in the next transaction; across processes an advisory lock on PostgreSQL, the one
 writer on SQLite), so two writers never chain to the same predecessor. A REST create
-appends its row in its own transaction instead (ChangeAudit, services/task_commit);
-on SQLite it and the group commit take turns at the write gate, which each takes
-before reading the head.
+appends its row in its own transaction instead (ChangeAudit, services/task_commit),
+as the CLI's access changes do (tme/cli/access.py); on SQLite they and the group
+commit take turns at the write gate, which each takes before reading the head.
 """
 
 from __future__ import annotations
@@ -113,8 +113,7 @@ def _cut(fields: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def record(
-    engine: Engine,
+def row_fields(
     action: str,
     *,
     actor: str = "",
@@ -122,10 +121,17 @@ def record(
     outcome: str = "ok",
     client: str = "",
     details: dict[str, Any] | None = None,
-) -> AuditEntryPublic:
-    """Append one row, move the head to it, and commit both; return once committed."""
+) -> dict[str, Any]:
+    """One row's fields as `append_rows` takes them, each text cut to its column."""
     fields = {"actor": actor, "action": action, "target": target, "outcome": outcome}
-    return _APPENDER.submit((engine, _cut({**fields, "client": client, "details": details or {}})))
+    return _cut({**fields, "client": client, "details": details or {}})
+
+
+def record(engine: Engine, action: str, **fields: Any) -> AuditEntryPublic:
+    """Append one row (`fields` as `row_fields` takes them) in a transaction of its own,
+    move the head to it, and commit both; return once committed. A change that commits
+    itself appends its row in its own transaction instead (`append_rows`)."""
+    return _APPENDER.submit((engine, row_fields(action, **fields)))
 
 
 @dataclass
@@ -152,15 +158,13 @@ class ChangeAudit:
             details["location"] = location
         if self.token_id is not None:
             details["token_id"] = self.token_id
-        return _cut(
-            {
-                "actor": self.actor,
-                "action": self.action,
-                "target": self.target,
-                "outcome": "ok" if status < 400 else "failed",
-                "client": self.client,
-                "details": details,
-            }
+        return row_fields(
+            self.action,
+            actor=self.actor,
+            target=self.target,
+            outcome="ok" if status < 400 else "failed",
+            client=self.client,
+            details=details,
         )
 
 

@@ -2,7 +2,9 @@
 
 They work on the database directly, like `tme db upgrade`, because they are how
 access begins: `tme user create admin --role admin` makes the first admin. Each
-change is written to the audit log as done from the command line.
+change is written to the audit log as done from the command line, its row in the
+change's own transaction: a change is committed with the row saying who made it, or
+not at all.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,6 +25,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlmodel import Session
 
+    from tme.settings_models import Settings
+
 user_app = typer.Typer(no_args_is_help=True)
 token_app = typer.Typer(no_args_is_help=True)
 
@@ -32,25 +37,19 @@ SitesOption = Annotated[str, typer.Option("--sites", help='Comma-separated sites
 
 
 @contextmanager
-def database(url: str | None, audited: bool = False) -> Iterator[tuple[Engine, Session]]:
-    """One transaction on the configured database, errors turned into one line. For a
-    change that is `audited`, the settings (which hold the audit key) are read first,
-    even with --db: a configuration error read only for the audit row, after the change
-    was committed, left a user or token made with no row and the command saying error."""
+def database(url: str | None, settings: Settings | None = None) -> Iterator[tuple[Engine, Session]]:
+    """One transaction on the database at `url`, else at `settings`' (read when not
+    given), errors turned into one line."""
     from tme.config import load_settings
-    from tme.controller.services import audit
     from tme.controller.store.db import check_schema, make_engine, session_scope
 
     with cli_errors():
-        settings = load_settings() if audited or not url else None
-        url = url or settings.database.url  # type: ignore[union-attr]
+        url = url or (settings or load_settings()).database.url
     missing = missing_sqlite_file(url)
     if missing is not None:  # SQLite would make it, empty, where a typo pointed
         fail(f"no database at {missing}: check --db or database.url")
     with cli_errors(), database_errors(url):
         engine = make_engine(url)
-        if settings is not None:
-            audit.use_key(engine, settings)
         try:
             check_schema(engine)
             with session_scope(engine) as session:
@@ -77,17 +76,61 @@ def missing_sqlite_file(url: str) -> str | None:
     return path
 
 
-def audit_cli(engine: Engine, action: str, target: str, details: dict[str, object]) -> None:
+def change_settings() -> Settings:
+    """The settings of a change, which hold its audit key, read (even with --db) before
+    it asks for a password or changes anything: a key that cannot be had (its file
+    unreadable, none set in production) is one line and exit 1, with nothing asked and
+    nothing changed."""
+    from tme.config import load_settings
+
+    with cli_errors():
+        return load_settings()
+
+
+@dataclass
+class AuditedChange:
+    """A change's transaction (`session`) and the key its audit row is chained with."""
+
+    session: Session
+    key: bytes
+    committed: bool = False
+
+    def commit(self, action: str, target: str, details: dict[str, object]) -> None:
+        """Append the change's audit row in its transaction and commit both. When the
+        row cannot be written, the command ends with why, and nothing is changed."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from tme.controller.services import audit
+
+        row = audit.row_fields(
+            action, actor=f"cli:{getpass.getuser()}", target=target, client="cli", details=details
+        )
+        try:
+            audit.append_rows(self.session.connection(), self.key, [row])
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            fail(
+                f"nothing changed: the audit row of {action} {target} cannot be written ({reason})"
+            )
+        self.session.commit()
+        self.committed = True
+
+
+@contextmanager
+def audited_change(url: str | None, settings: Settings) -> Iterator[AuditedChange]:
+    """One transaction for a change and its audit row (`AuditedChange.commit`); the
+    audit log's chain is locked first, as every transaction that appends to it does.
+    A change left without `commit` is rolled back and raises: never committed without
+    its row."""
     from tme.controller.services import audit
 
-    audit.record(
-        engine,
-        action,
-        actor=f"cli:{getpass.getuser()}",
-        target=target,
-        client="cli",
-        details=details,
-    )
+    key = audit.audit_key(settings)
+    with database(url, settings) as (_engine, session):
+        audit.lock_chain(session.connection())
+        change = AuditedChange(session, key)
+        yield change
+        if not change.committed:
+            raise RuntimeError("a change was made without its audit row: call commit()")
 
 
 @user_app.command("create")
@@ -106,12 +149,12 @@ def user_create(
 
     with cli_errors():
         check_new_user(username, role, sites)  # before asking for a password
+    settings = change_settings()  # so is the audit key
     if password is None:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
-    with database(db, audited=True) as (engine, session):
-        user = create_user(session, username, password, role, sites)
-        session.commit()
-        audit_cli(engine, "user.create", f"user:{username}", {"role": role, "sites": user.sites})
+    with audited_change(db, settings) as change:
+        user = create_user(change.session, username, password, role, sites)
+        change.commit("user.create", f"user:{username}", {"role": role, "sites": user.sites})
     console.print(f"user {username} created ({role}, sites {', '.join(user.sites)})")
 
 
@@ -147,10 +190,9 @@ def user_disable(username: Annotated[str, typer.Argument()], db: DbOption = None
     """Disable a user and revoke their tokens and sessions."""
     from tme.controller.services.users import disable_user
 
-    with database(db, audited=True) as (engine, session):
-        disable_user(session, username)
-        session.commit()
-        audit_cli(engine, "user.disable", f"user:{username}", {})
+    with audited_change(db, change_settings()) as change:
+        disable_user(change.session, username)
+        change.commit("user.disable", f"user:{username}", {})
     console.print(f"user {username} disabled; their tokens are revoked")
 
 
@@ -166,17 +208,14 @@ def token_create(
     db: DbOption = None,
 ) -> None:
     """Make an API token; it is printed once and cannot be shown again."""
-    from tme.config import load_settings
     from tme.controller.services.tokens import create_token
 
-    with cli_errors():
-        ttl = days or load_settings().auth.token_ttl_days
-    with database(db, audited=True) as (engine, session):
-        issued = create_token(session, username, name, days=ttl, role=role, sites=sites)
-        session.commit()
+    settings = change_settings()
+    ttl = days or settings.auth.token_ttl_days
+    with audited_change(db, settings) as change:
+        issued = create_token(change.session, username, name, days=ttl, role=role, sites=sites)
         row = issued.row
-        audit_cli(
-            engine,
+        change.commit(
             "token.create",
             f"token:{row.id}",
             {"user": username, "name": name, "role": row.role, "sites": row.sites},
@@ -230,10 +269,9 @@ def token_revoke(
     """Revoke a token at once."""
     from tme.controller.services.tokens import revoke_token
 
-    with database(db, audited=True) as (engine, session):
-        revoke_token(session, token_id)
-        session.commit()
-        audit_cli(engine, "token.revoke", f"token:{token_id}", {})
+    with audited_change(db, change_settings()) as change:
+        revoke_token(change.session, token_id)
+        change.commit("token.revoke", f"token:{token_id}", {})
     console.print(f"token {token_id} revoked")
 
 

@@ -1,0 +1,160 @@
+"""`tme user create|disable` and `tme token create|revoke` commit each change with its
+audit row, in one transaction, or neither.
+
+The row used to be appended in a transaction of its own once the change was committed:
+when that append failed (a database error, the audit key's file unreadable, a crash in
+between), the user or token was made, disabled or revoked with no row saying who did it.
+Its key is checked before the command asks for a password or changes anything.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_lines import one_line_error
+from dialects import DIALECTS, postgres_emptying, upgraded_engine
+from typer.testing import CliRunner
+
+from tme.cli.main import app
+from tme.controller.services import audit
+from tme.controller.store.db import make_engine
+
+PASSWORD = ["--password", "long enough"]
+ACTOR = f"cli:{getpass.getuser()}"
+
+
+@pytest.fixture(params=DIALECTS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an upgraded database of each dialect with no users, tokens or audit
+    rows, and no key in the environment (the local mode's public key)."""
+    monkeypatch: pytest.MonkeyPatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.delenv("TME_AUTH__AUDIT_KEY", raising=False)
+    monkeypatch.delenv("TME_AUTH__AUDIT_KEY_FILE", raising=False)
+    engine = upgraded_engine(request, tmp_path, "access")
+    if request.param == "postgresql":
+        emptying = postgres_emptying(engine, ("users", "api_tokens", "audit_log", "audit_head"))
+        with engine.begin() as connection:
+            for statement in emptying:
+                connection.exec_driver_sql(statement)
+    yield engine.url.render_as_string(hide_password=False)
+    engine.dispose()
+
+
+def _tme(*args: str, db: str, given: str | None = None) -> Any:
+    return CliRunner().invoke(app, [*args, "--db", db], input=given)
+
+
+def _state(db: str) -> list[Any]:
+    """The users, the tokens and the audit log, as the CLI lists them."""
+    lists = (["user", "list", "--json"], ["token", "list", "--json"], ["audit", "tail", "--json"])
+    return [json.loads(_tme(*args, db=db).stdout) for args in lists]
+
+
+def _audit_rows(db: str) -> list[dict[str, Any]]:
+    return list(json.loads(_tme("audit", "tail", "--json", "--limit", "1000", db=db).stdout))
+
+
+def _admin_with_token(db: str) -> int:
+    """User ann (admin) and a token of hers; the token's id."""
+    assert _tme("user", "create", "ann", "--role", "admin", *PASSWORD, db=db).exit_code == 0
+    made = _tme("token", "create", "ann", "--name", "ci", db=db)
+    assert made.exit_code == 0, made.output
+    return int(made.stdout.split()[1])  # "token 1 for ann ..."
+
+
+class _AuditLogRefusing:
+    """A trigger that makes the database refuse every audit row, as a full disk or a
+    lost connection would fail its INSERT (the change's own rows still go in)."""
+
+    SQLITE = [
+        "CREATE TRIGGER refuse_audit_rows BEFORE INSERT ON audit_log"
+        " BEGIN SELECT RAISE(ABORT, 'audit log refuses rows'); END"
+    ]
+    POSTGRESQL = [
+        "CREATE FUNCTION refuse_audit_rows() RETURNS trigger LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'audit log refuses rows'; END $$",
+        "CREATE TRIGGER refuse_audit_rows BEFORE INSERT ON audit_log"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_audit_rows()",
+    ]
+    UNDO = {
+        "sqlite": ["DROP TRIGGER refuse_audit_rows"],
+        "postgresql": [
+            "DROP TRIGGER refuse_audit_rows ON audit_log",
+            "DROP FUNCTION refuse_audit_rows()",
+        ],
+    }
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+        self.dialect = self.engine.dialect.name
+
+    def __enter__(self) -> None:
+        self._run(self.SQLITE if self.dialect == "sqlite" else self.POSTGRESQL)
+
+    def __exit__(self, *exc: object) -> None:
+        self._run(self.UNDO[self.dialect])  # the session's PostgreSQL database is shared
+        self.engine.dispose()
+
+    def _run(self, statements: list[str]) -> None:
+        with self.engine.begin() as connection:
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+
+
+CHANGES = {
+    "user create": (["user", "create", "bob", "--role", "viewer", *PASSWORD], "user.create"),
+    "user disable": (["user", "disable", "ann"], "user.disable"),
+    "token create": (["token", "create", "ann", "--name", "deploy"], "token.create"),
+    "token revoke": (["token", "revoke", "{token}"], "token.revoke"),
+}
+
+
+@pytest.mark.parametrize("change", CHANGES)
+def test_a_change_whose_audit_row_cannot_be_written_is_not_made(db_url: str, change: str) -> None:
+    token_id = _admin_with_token(db_url)
+    before = _state(db_url)
+    args, action = CHANGES[change]
+    with _AuditLogRefusing(db_url):
+        refused = _tme(*[a.format(token=token_id) for a in args], db=db_url)
+    line = one_line_error(refused)
+    assert _state(db_url) == before  # no user, token, disabling or revoking, no row
+    assert line.startswith(f"error: nothing changed: the audit row of {action} "), line
+    assert line.endswith("cannot be written (audit log refuses rows)"), line
+
+
+def test_each_change_is_committed_with_one_row_that_verifies(db_url: str) -> None:
+    appends = audit._APPENDER.submitted
+    token_id = _admin_with_token(db_url)
+    revoked = _tme("token", "revoke", str(token_id), db=db_url)
+    assert revoked.stdout == f"token {token_id} revoked\n", revoked.output
+    disabled = _tme("user", "disable", "ann", db=db_url)
+    assert disabled.stdout == "user ann disabled; their tokens are revoked\n", disabled.output
+    fields = ("action", "target", "details", "actor", "outcome", "client")
+    rows = [tuple(row[name] for name in fields) for row in _audit_rows(db_url)]
+    token = {"user": "ann", "name": "ci", "role": "admin", "sites": ["*"]}
+    assert rows == [
+        ("user.create", "user:ann", {"role": "admin", "sites": ["*"]}, ACTOR, "ok", "cli"),
+        ("token.create", f"token:{token_id}", token, ACTOR, "ok", "cli"),
+        ("token.revoke", f"token:{token_id}", {}, ACTOR, "ok", "cli"),
+        ("user.disable", "user:ann", {}, ACTOR, "ok", "cli"),
+    ]
+    assert audit._APPENDER.submitted == appends  # no audit transaction of their own
+    verified = _tme("audit", "verify", db=db_url)
+    assert verified.exit_code == 0, verified.output
+    assert verified.stdout == "audit log intact: 4 rows, chain verified to row 4\n"
+
+
+def test_an_unreadable_audit_key_file_is_an_error_before_the_password_is_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TME_AUTH__AUDIT_KEY_FILE", str(tmp_path / "no-such-key"))
+    asked = _tme("user", "create", "bob", "--role", "viewer", db=f"sqlite:///{tmp_path}/t.db")
+    line = one_line_error(asked)
+    assert line.startswith('error: auth.audit_key_file: cannot read secret file "'), line
+    assert "password" not in asked.stdout.lower()
+    assert list(tmp_path.iterdir()) == []  # no database opened either
