@@ -263,13 +263,25 @@ def _row_problem(entry: AuditEntry, key: bytes) -> str | None:
     return "row edited (MAC mismatch)"
 
 
+def _head_signed(head: AuditHead, key: bytes) -> bool:
+    return hmac.compare_digest(head.mac, head_mac(head.last_id, head.last_hash, key))
+
+
+def key_fits(session: Session, key: bytes) -> bool:
+    """Whether the log is chained under `key` (its head MACed with it; any key fits a log
+    with no head yet): a row appended under another key, by a CLI given another
+    `auth.audit_key` than the controller's, would break the chain."""
+    head = session.get(AuditHead, 1)
+    return head is None or _head_signed(head, key)
+
+
 def _head_problems(
     head: AuditHead | None, seen: dict[int, str], newest_id: int, key: bytes
 ) -> list[ChainProblem]:
     if head is None:
         missing = ChainProblem(newest_id, "head record missing: rows may have been removed")
         return [missing] if newest_id else []
-    if not hmac.compare_digest(head.mac, head_mac(head.last_id, head.last_hash, key)):
+    if not _head_signed(head, key):
         return [ChainProblem(head.last_id, "head record edited (MAC mismatch)")]
     if head.last_id not in seen:
         return [ChainProblem(head.last_id, "newest rows removed: the head's row is missing")]

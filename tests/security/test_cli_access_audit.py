@@ -25,6 +25,7 @@ from tme.controller.services import audit
 from tme.controller.store.db import make_engine
 
 PASSWORD = ["--password", "long enough"]
+KEY = "the-controllers-audit-key-0123456789"
 ACTOR = f"cli:{getpass.getuser()}"
 
 
@@ -147,6 +148,25 @@ def test_each_change_is_committed_with_one_row_that_verifies(db_url: str) -> Non
     verified = _tme("audit", "verify", db=db_url)
     assert verified.exit_code == 0, verified.output
     assert verified.stdout == "audit log intact: 4 rows, chain verified to row 4\n"
+
+
+def test_a_key_the_log_is_not_chained_under_is_refused_before_the_password_is_asked(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An operator's shell without the controller's key (here the local mode's public
+    # one) appended rows that broke the chain, once the password was typed twice.
+    monkeypatch.setenv("TME_AUTH__AUDIT_KEY", KEY)
+    token_id = _admin_with_token(db_url)
+    before = _state(db_url)
+    monkeypatch.delenv("TME_AUTH__AUDIT_KEY")
+    asked = _tme("user", "create", "bob", "--role", "viewer", db=db_url, given="")
+    line = one_line_error(asked)
+    assert line.startswith("error: the audit log does not verify under this auth.audit_key")
+    assert "password" not in asked.stdout.lower()
+    assert one_line_error(_tme("token", "revoke", str(token_id), db=db_url)) == line
+    monkeypatch.setenv("TME_AUTH__AUDIT_KEY", KEY)
+    assert _state(db_url) == before
+    assert _tme("audit", "verify", db=db_url).exit_code == 0
 
 
 def test_an_unreadable_audit_key_file_is_an_error_before_the_password_is_asked(

@@ -76,15 +76,24 @@ def missing_sqlite_file(url: str) -> str | None:
     return path
 
 
-def change_settings() -> Settings:
-    """The settings of a change, which hold its audit key, read (even with --db) before
-    it asks for a password or changes anything: a key that cannot be had (its file
-    unreadable, none set in production) is one line and exit 1, with nothing asked and
-    nothing changed."""
+def change_settings(url: str | None) -> Settings:
+    """The settings of a change, read (even with --db) before it asks for a password or
+    changes anything, and its audit key checked against the log: a key that cannot be
+    had (its file unreadable, none set in production) or that is not the one the log is
+    chained with is one line and exit 1, with nothing asked and nothing changed."""
     from tme.config import load_settings
+    from tme.controller.services import audit
 
     with cli_errors():
-        return load_settings()
+        settings = load_settings()
+    with database(url, settings) as (_engine, session):
+        if not audit.key_fits(session, audit.audit_key(settings)):
+            fail(
+                "the audit log does not verify under this auth.audit_key: give the"
+                " controller's (TME_AUTH__AUDIT_KEY or auth.audit_key_file), or see"
+                " `tme audit verify`; nothing changed"
+            )
+    return settings
 
 
 @dataclass
@@ -149,7 +158,7 @@ def user_create(
 
     with cli_errors():
         check_new_user(username, role, sites)  # before asking for a password
-    settings = change_settings()  # so is the audit key
+    settings = change_settings(db)  # so is the audit key
     if password is None:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     with audited_change(db, settings) as change:
@@ -190,7 +199,7 @@ def user_disable(username: Annotated[str, typer.Argument()], db: DbOption = None
     """Disable a user and revoke their tokens and sessions."""
     from tme.controller.services.users import disable_user
 
-    with audited_change(db, change_settings()) as change:
+    with audited_change(db, change_settings(db)) as change:
         disable_user(change.session, username)
         change.commit("user.disable", f"user:{username}", {})
     console.print(f"user {username} disabled; their tokens are revoked")
@@ -210,7 +219,7 @@ def token_create(
     """Make an API token; it is printed once and cannot be shown again."""
     from tme.controller.services.tokens import create_token
 
-    settings = change_settings()
+    settings = change_settings(db)
     ttl = days or settings.auth.token_ttl_days
     with audited_change(db, settings) as change:
         issued = create_token(change.session, username, name, days=ttl, role=role, sites=sites)
@@ -269,7 +278,7 @@ def token_revoke(
     """Revoke a token at once."""
     from tme.controller.services.tokens import revoke_token
 
-    with audited_change(db, change_settings()) as change:
+    with audited_change(db, change_settings(db)) as change:
         revoke_token(change.session, token_id)
         change.commit("token.revoke", f"token:{token_id}", {})
     console.print(f"token {token_id} revoked")
