@@ -145,8 +145,9 @@ class CommandExecutor:
         self.stopping = False
 
     def request_stop(self, command_id: str, why: str = "") -> None:
-        """Mark a command as stopped on request, before its task is cancelled."""
-        self._stop_requested[command_id] = why
+        """Mark a command as stopped on request, before its task is cancelled; the first
+        why stays (a device stop's, when the run's own stop request follows it)."""
+        self._stop_requested.setdefault(command_id, why)
 
     def finish(
         self, command: Command, type_: EventType, lines: _HeldLines | None = None, **fields: Any

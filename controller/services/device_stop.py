@@ -42,8 +42,15 @@ def stop_device(
     by: str,
     on_run_ready: RunReadyHook | None = None,
 ) -> DeviceStopped:
-    """Cancel the device's unfinished runs and start the task that stops it, in the
-    caller's transaction."""
+    """Start the task that stops the device, then cancel the device's unfinished runs,
+    in the caller's transaction.
+
+    The stop goes first: its command and the cancels' stop requests go at the same
+    priority, so they reach the agent in the order their outbox rows were written. The
+    stop, arriving first, latches the device and cancels every command of it there at
+    once; a stop request arriving first instead ended the running write alone, and a
+    write waiting behind it took the bus and ran before the stop came (a pump started
+    just before its stop)."""
     unfinished = session.exec(
         select(Run.id)
         .join(Task, col(Task.id) == col(Run.task_id))
@@ -55,8 +62,9 @@ def stop_device(
         )
         .order_by(col(Run.created_at))
     ).all()
-    canceled = [cancel_run(session, run_id).id for run_id in unfinished]
-    return _start(session, device, "stop", reason, by, canceled, on_run_ready)
+    stopped = _start(session, device, "stop", reason, by, [], on_run_ready)
+    stopped.canceled_runs = [cancel_run(session, run_id).id for run_id in unfinished]
+    return stopped
 
 
 def resume_device(

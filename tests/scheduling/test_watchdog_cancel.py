@@ -260,3 +260,42 @@ def test_a_hold_the_watchdog_cannot_read_gives_no_time(session: Session, hold: o
     now = utcnow() if hold != 1e9 else utcnow() + timedelta(seconds=MAX_HOLD_S)
     assert check_timeouts(session, now, 30, grace_s=1) == (1 if hold != 1e9 else 2)
     assert runs[1].state == "timed_out"
+
+
+def test_a_device_stop_goes_out_before_the_stop_requests_of_its_runs(session: Session) -> None:
+    """The stop and the stop requests of the device's runs go at the same priority, in
+    the order their outbox rows were written: the stop first, so that at the agent it
+    cancels the running write and the one waiting behind it together. A stop request
+    arriving first ended the running write alone, and the waiting one ran before the
+    stop came."""
+    from tme.controller.dispatcher import UNPUBLISHED
+    from tme.controller.services.device_stop import stop_device
+    from tme.controller.store.models import Device
+
+    points = [{"name": "speed_setpoint", "kind": "point", "type": "uint16", "access": "rw",
+               "safe_value": 0}]  # fmt: skip
+    device = Device(site="s1", agent="a1", name="pump1", points=points)
+    session.add(device)
+    params = {"point": "speed_setpoint", "value": 5}
+    runs = []
+    for state in ("running", "accepted"):
+        data = TaskCreate.model_validate(
+            {"name": "w", "op": "modbus.write", "target": TARGET, "params": params}
+        )
+        task, _ = create_task(
+            session, data, on_run_ready=lambda s, r, t: queue_run(s, r, t, 30, 60)
+        )
+        run = session.get(Run, task.latest_run_id)
+        assert run is not None
+        record_hop(session, run, "dispatched")
+        record_hop(session, run, state, source="agent")
+        runs.append(run)
+    for row in session.exec(select(Outbox)):  # both writes went out
+        row.published_at = utcnow()
+        session.add(row)
+    hook = lambda s, r, t: queue_run(s, r, t, 30, 60)  # noqa: E731
+    stopped = stop_device(session, device, "leak", "alice", on_run_ready=hook)
+    session.flush()
+    assert sorted(stopped.canceled_runs) == sorted(run.id for run in runs)
+    ops = [Command.from_json(row.body).op for row in session.execute(UNPUBLISHED)]
+    assert ops == ["device.stop", "cancel", "cancel"]

@@ -260,9 +260,13 @@ async def test_the_bus_is_free_while_a_write_waits_and_a_stop_ends_the_wait(
     other = await asyncio.wait_for(executor.execute(read), 1.0)
     assert other is not None and other.type == "succeeded" and not waiting.done()
     executor.request_stop(write.id, "the device was stopped")
+    # the run's own stop request, which the controller sends after the device's stop,
+    # arrives while the write unwinds: the device stop's reason stays
+    executor.request_stop(write.id)
     waiting.cancel()
     stopped = await asyncio.wait_for(waiting, 1.0)
     assert stopped is not None and stopped.type == "canceled"
+    assert stopped.reason == "stopped on request: the device was stopped"
     assert devices.devices["pump1"].cut_off_until == 0.0
 
 
