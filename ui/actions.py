@@ -4,8 +4,8 @@ Run now, cancel and retry are the same service calls as `POST /api/v1/tasks/{id}
 `POST /api/v1/runs/{id}/cancel` and `POST /api/v1/runs/{id}/retry` (overlap policy,
 workflow links, outbox withdrawal and stop requests included), so the dashboard
 and the API cannot drift apart. Each action runs in one transaction after the page
-checked the viewer's session and permission again, and is written to the audit log
-like an API change. An action returns a note to show instead of "done", or None.
+checked the viewer's session and permission again, committed with its audit row. An
+action returns a note to show instead of "done", or None.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlmodel import col, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col, select
 
 from tme.controller.services import (
     audit,
@@ -31,9 +32,11 @@ from tme.controller.services.access import check_task_create
 from tme.controller.services.launch import launch_run
 from tme.controller.services.roles import Principal
 from tme.controller.services.task_limits import check_task_limits
+from tme.controller.services.workflow_cancel import going_in
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Task
-from tme.errors import Conflict, TMEError
+from tme.controller.store.workflow_models import WorkflowCancel
+from tme.errors import Conflict, TMEError, Unavailable
 from tme.fleet_schemas import DevicePublic
 from tme.schemas import TaskCreate
 from tme.states import RunState
@@ -42,24 +45,68 @@ from tme.ui.context import dashboard
 
 @dataclass
 class _Entry:
-    """The audit row of one dashboard action, filled in as the action goes."""
+    """One dashboard action: its transaction and its audit row, filled in as it goes."""
 
+    change: audit.AuditedChange
     target: str
     details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def session(self) -> Session:
+        return self.change.session
+
+
+class RowNotWritten(Unavailable):
+    """An action's audit row could not be written: the action was rolled back."""
 
 
 @contextmanager
 def _audited(principal: Principal, action: str, target: str) -> Iterator[_Entry]:
-    """Audit the action done in the block as the API audits a change: "ok", or "failed"
-    with the reason when a service refused it (a run in flight, a site outside the grant)."""
-    entry = _Entry(target)
+    """The action done in the block, in one transaction (`entry.session`) committed with
+    its audit row as the CLI commits its changes (audit.audited_change): the change and
+    the row saying who made it are committed together or not at all. A row that cannot
+    be written rolls the action back (Unavailable: nothing changed). A service's refusal
+    (a run in flight, a site outside the grant) changes nothing either; it is audited
+    "failed" with the reason once rolled back, as the API audits a refused change."""
+    engine = dashboard().engine
+    refused: TMEError | None = None
+    entry: _Entry | None = None
     try:
-        yield entry
-    except TMEError as exc:
-        entry.details["error"] = exc.message
-        _record(principal, action, entry, "failed")
-        raise
-    _record(principal, action, entry, "ok")
+        with (
+            session_scope(engine) as session,
+            audit.audited_change(session, audit.key_for(engine)) as change,
+        ):
+            entry = _Entry(change, target)
+            try:
+                yield entry
+            except RowNotWritten:
+                raise
+            except TMEError as exc:
+                refused = exc
+                raise
+            if not change.committed:  # else committed with the first part (cancel_workflow)
+                _commit(change, principal, action, entry)
+    finally:
+        if refused is not None and entry is not None:
+            entry.details["error"] = refused.message
+            _record(principal, action, entry, "failed")
+
+
+def _commit(change: audit.AuditedChange, principal: Principal, action: str, entry: _Entry) -> None:
+    try:
+        change.commit(
+            action,
+            actor=principal.username,
+            target=entry.target,
+            client="dashboard",
+            details=entry.details,
+        )
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise RowNotWritten(
+            f"nothing changed: the audit row of {action} {entry.target} cannot be written"
+            f" ({reason})"
+        ) from exc
 
 
 def _record(principal: Principal, action: str, entry: _Entry, outcome: str) -> None:
@@ -80,10 +127,9 @@ def create_task(principal: Principal, body: TaskCreate) -> int:
         entry.details["name"] = body.name
         check_task_create(principal, body)
         check_task_limits(board.settings.tasks, body)  # as the API checks it
-        with session_scope(board.engine) as session:
-            task, _ = task_service.create_task(session, body, on_run_ready=board.on_run_ready)
-            session.commit()
-            task_id = task.id or 0
+        task, _ = task_service.create_task(entry.session, body, on_run_ready=board.on_run_ready)
+        entry.session.flush()
+        task_id = task.id or 0
         entry.target = f"task {task_id}"
     return task_id
 
@@ -98,12 +144,10 @@ def stop_device(
     where = f"device {device.site}/{device.agent}/{device.name}"
     with _audited(principal, f"run.control:{action}_device", where) as entry:
         entry.details["reason"] = reason.strip()
-        with session_scope(board.engine) as session:
-            found = point_values.find_device(
-                session, device.name, site=device.site, agent=device.agent
-            )
-            answer = do(session, found, reason.strip(), principal.username, board.on_run_ready)
-            session.commit()
+        found = point_values.find_device(
+            entry.session, device.name, site=device.site, agent=device.agent
+        )
+        answer = do(entry.session, found, reason.strip(), principal.username, board.on_run_ready)
     return answer.run_id
 
 
@@ -111,18 +155,16 @@ def run_now(principal: Principal, task_id: int) -> str | None:
     """Start a run now as the task's overlap policy allows (a refused start is recorded)."""
     board = dashboard()
     with _audited(principal, "run.control:run_now", f"task {task_id}") as entry:
-        with session_scope(board.engine) as session:
-            task = task_service.get_task(session, task_id)
-            run = launch_run(
-                session,
-                task,
-                cause="manual",
-                reason=f"run now by {principal.username}",
-                hook=board.on_run_ready,
-                source="dashboard",
-            )
-            session.commit()
-            run_id, state, reason = run.id, run.state, run.reason
+        task = task_service.get_task(entry.session, task_id)
+        run = launch_run(
+            entry.session,
+            task,
+            cause="manual",
+            reason=f"run now by {principal.username}",
+            hook=board.on_run_ready,
+            source="dashboard",
+        )
+        run_id, state, reason = run.id, run.state, run.reason
         entry.details["run"] = run_id
     if state == RunState.skipped:
         raise Conflict(reason, details={"task_id": task_id, "run_id": run_id})
@@ -134,11 +176,11 @@ def check(principal: Principal, task_id: int) -> str:
     the check's run id."""
     board = dashboard()
     with _audited(principal, "run.control:check", f"task {task_id}") as entry:
-        with session_scope(board.engine) as session:
-            task = task_service.get_task(session, task_id)
-            started = device_check.check_task(session, task, principal.username, board.on_run_ready)
-            session.commit()
-            run_id = str(started.latest_run_id)
+        task = task_service.get_task(entry.session, task_id)
+        started = device_check.check_task(
+            entry.session, task, principal.username, board.on_run_ready
+        )
+        run_id = str(started.latest_run_id)
         entry.details["run"] = run_id
     return run_id
 
@@ -146,12 +188,8 @@ def check(principal: Principal, task_id: int) -> str:
 def cancel_run(principal: Principal, run_id: str) -> str | None:
     """Cancel at once before dispatch, or when the task has no agent to ask (an external
     one); a run on its way to an agent is asked to stop."""
-    with (
-        _audited(principal, "run.control:cancel", f"run {run_id}"),
-        session_scope(dashboard().engine) as session,
-    ):
-        run = cancel_service.cancel_run(session, run_id)
-        session.commit()
+    with _audited(principal, "run.control:cancel", f"run {run_id}") as entry:
+        run = cancel_service.cancel_run(entry.session, run_id)
         state, reason = run.state, run.reason
     if state != RunState.canceled:
         return f"asked the agent to stop run {run_id[:8]}"
@@ -162,15 +200,20 @@ def cancel_run(principal: Principal, run_id: str) -> str | None:
 
 def cancel_workflow(principal: Principal, workflow_id: str) -> str:
     """Stop the workflow run as a whole (POST /api/v1/workflows/{id}/cancel): its runs
-    still going are canceled, and none of its steps starts or is retried afterwards."""
-    with (
-        _audited(principal, "run.control:cancel_workflow", f"workflow run {workflow_id}") as entry,
-        session_scope(dashboard().engine) as session,
-    ):
-        done = cancel_service.cancel_workflow(session, workflow_id, principal)
-        session.commit()
+    still going are canceled, and none of its steps starts or is retried afterwards.
+    The cancel is committed with its audit row (naming the runs going then) before its
+    runs are canceled, as the service commits it."""
+    action = "run.control:cancel_workflow"
+    with _audited(principal, action, f"workflow run {workflow_id}") as entry:
+
+        def commit_cancel(cancel: WorkflowCancel) -> None:
+            entry.details["runs"] = going_in(entry.session, cancel.workflow_id)
+            _commit(entry.change, principal, action, entry)
+
+        done = cancel_service.cancel_workflow(
+            entry.session, workflow_id, principal, commit=commit_cancel
+        )
         asked = sum(1 for run in done.runs if run.state != RunState.canceled)
-        entry.details["runs"] = [run.id for run in done.runs]
     return (
         f"canceled workflow run {workflow_id[:8]}: {len(done.runs) - asked} run(s) canceled,"
         f" {asked} asked to stop; its steps not started yet are skipped"
@@ -180,14 +223,11 @@ def cancel_workflow(principal: Principal, workflow_id: str) -> str:
 def cancel_rollout(principal: Principal, rollout_id: int) -> str:
     """Cancel a rollout (POST /api/v1/rollouts/{id}/cancel): no further run starts, its
     runs going are canceled or asked to stop."""
-    with (
-        _audited(principal, "run.control:cancel_rollout", f"rollout {rollout_id}"),
-        session_scope(dashboard().engine) as session,
-    ):
+    with _audited(principal, "run.control:cancel_rollout", f"rollout {rollout_id}") as entry:
+        session = entry.session
         rollout = rollout_reads.visible_rollout(session, rollout_id, principal, lock=True)
         rollouts.cancel_rollout(session, rollout, principal.username)
         counts = rollout_reads.to_public(session, rollout, devices=False).counts
-        session.commit()
     said = ", ".join(f"{n} {state}" for state, n in counts.items())
     return f"canceled rollout {rollout_id}: {said}"
 
@@ -206,10 +246,8 @@ def retry(principal: Principal, run_id: str) -> str:
     (a refused retry is recorded, as for run now); returns the new run's id."""
     board = dashboard()
     with _audited(principal, "run.control:retry", f"run {run_id}") as entry:
-        with session_scope(board.engine) as session:
-            run = cancel_service.retry_run(session, run_id, board.on_run_ready)
-            session.commit()
-            new_id, state, reason = run.id, run.state, run.reason
+        run = cancel_service.retry_run(entry.session, run_id, board.on_run_ready)
+        new_id, state, reason = run.id, run.state, run.reason
         entry.details["run"] = new_id
     if state == RunState.skipped:
         raise Conflict(reason, details={"run_id": run_id, "skipped_run_id": new_id})
@@ -218,12 +256,8 @@ def retry(principal: Principal, run_id: str) -> str:
 
 def delete(principal: Principal, task_id: int) -> None:
     board = dashboard()
-    with (
-        _audited(principal, "task.write:delete", f"task {task_id}"),
-        session_scope(board.engine) as session,
-    ):
-        task_service.delete_task(session, task_id, board.on_run_ready)
-        session.commit()
+    with _audited(principal, "task.write:delete", f"task {task_id}") as entry:
+        task_service.delete_task(entry.session, task_id, board.on_run_ready)
 
 
 def task_statuses(task_ids: list[int]) -> dict[int, str]:

@@ -10,8 +10,9 @@ Rows are appended by one writer at a time (group commit: rows asked for meanwhil
 go in the next transaction; across processes an advisory lock on PostgreSQL, the one
 writer on SQLite), so two writers never chain to the same predecessor. A REST create
 appends its row in its own transaction instead (ChangeAudit, services/task_commit),
-as the CLI's access changes do (tme/cli/access.py); on SQLite they and the group
-commit take turns at the write gate, which each takes before reading the head.
+as the CLI's access changes and the dashboard's actions do (`audited_change`); on
+SQLite they and the group commit take turns at the write gate, which each takes
+before reading the head.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import hashlib
 import hmac
 import json
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -232,6 +234,37 @@ def append_rows(
     else:
         connection.execute(MOVE_HEAD, {f"b_{name}": value for name, value in moved.items()})
     return entries
+
+
+@dataclass
+class AuditedChange:
+    """A change's transaction (`session`) and the key its audit row is chained with."""
+
+    session: Session
+    key: bytes
+    committed: bool = False
+
+    def commit(self, action: str, **fields: Any) -> AuditEntryPublic:
+        """Append the change's row (`fields` as `row_fields` takes them) in its
+        transaction and commit both: the change is committed with its row or not at all
+        (an error raised here leaves the transaction to be rolled back)."""
+        [entry] = append_rows(self.session.connection(), self.key, [row_fields(action, **fields)])
+        self.session.commit()
+        self.committed = True
+        return entry
+
+
+@contextmanager
+def audited_change(session: Session, key: bytes) -> Iterator[AuditedChange]:
+    """The change made in `session`'s transaction, committed with its audit row
+    (`AuditedChange.commit`): the CLI's access commands and the dashboard's actions. The
+    chain is locked first, as every transaction that appends to it does. A change left
+    without `commit` raises, for its caller to roll back: never committed without its row."""
+    lock_chain(session.connection())
+    change = AuditedChange(session, key)
+    yield change
+    if not change.committed:
+        raise RuntimeError("a change was made without its audit row: call commit()")
 
 
 def _append_rows(engine: Engine, rows: list[dict[str, Any]]) -> list[AuditEntryPublic]:

@@ -12,6 +12,7 @@ still going this way, once its cancel is recorded (services/workflow_cancel.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -95,13 +96,22 @@ class WorkflowCanceled:
 
 
 def cancel_workflow(
-    session: Session, run_id: str, principal: Principal, *, force: bool = False
+    session: Session,
+    run_id: str,
+    principal: Principal,
+    *,
+    force: bool = False,
+    commit: Callable[[WorkflowCancel], None] | None = None,
 ) -> WorkflowCanceled:
     """Cancel the workflow run `run_id` belongs to: record its cancel and commit it (so no
-    step of it starts from then on: services/workflow_cancel.py), then cancel each run
-    of it still going as `cancel_run` does; the caller commits that."""
+    step of it starts from then on: services/workflow_cancel.py), with `commit` when
+    given (the dashboard commits its audit row with it), then cancel each run of it still
+    going as `cancel_run` does; the caller commits that."""
     cancel = record_cancel(session, run_id, principal)
-    session.commit()
+    if commit is None:
+        session.commit()
+    else:
+        commit(cancel)
     why = f"workflow run {cancel.workflow_id} canceled by {cancel.canceled_by}"
     runs = []
     for going in going_in(session, cancel.workflow_id):

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from audit_refusing import AuditLogRefusing
 from cli_lines import one_line_error
 from dialects import DIALECTS, postgres_emptying, upgraded_engine
 from typer.testing import CliRunner
 
 from tme.cli.main import app
 from tme.controller.services import audit
-from tme.controller.store.db import make_engine
 
 PASSWORD = ["--password", "long enough"]
 KEY = "the-controllers-audit-key-0123456789"
@@ -68,45 +68,6 @@ def _admin_with_token(db: str) -> int:
     return int(made.stdout.split()[1])  # "token 1 for ann ..."
 
 
-class _AuditLogRefusing:
-    """A trigger that makes the database refuse every audit row, as a full disk or a
-    lost connection would fail its INSERT (the change's own rows still go in)."""
-
-    SQLITE = [
-        "CREATE TRIGGER refuse_audit_rows BEFORE INSERT ON audit_log"
-        " BEGIN SELECT RAISE(ABORT, 'audit log refuses rows'); END"
-    ]
-    POSTGRESQL = [
-        "CREATE FUNCTION refuse_audit_rows() RETURNS trigger LANGUAGE plpgsql"
-        " AS $$ BEGIN RAISE EXCEPTION 'audit log refuses rows'; END $$",
-        "CREATE TRIGGER refuse_audit_rows BEFORE INSERT ON audit_log"
-        " FOR EACH ROW EXECUTE FUNCTION refuse_audit_rows()",
-    ]
-    UNDO = {
-        "sqlite": ["DROP TRIGGER refuse_audit_rows"],
-        "postgresql": [
-            "DROP TRIGGER refuse_audit_rows ON audit_log",
-            "DROP FUNCTION refuse_audit_rows()",
-        ],
-    }
-
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
-        self.dialect = self.engine.dialect.name
-
-    def __enter__(self) -> None:
-        self._run(self.SQLITE if self.dialect == "sqlite" else self.POSTGRESQL)
-
-    def __exit__(self, *exc: object) -> None:
-        self._run(self.UNDO[self.dialect])  # the session's PostgreSQL database is shared
-        self.engine.dispose()
-
-    def _run(self, statements: list[str]) -> None:
-        with self.engine.begin() as connection:
-            for statement in statements:
-                connection.exec_driver_sql(statement)
-
-
 CHANGES = {
     "user create": (["user", "create", "bob", "--role", "viewer", *PASSWORD], "user.create"),
     "user disable": (["user", "disable", "ann"], "user.disable"),
@@ -120,7 +81,7 @@ def test_a_change_whose_audit_row_cannot_be_written_is_not_made(db_url: str, cha
     token_id = _admin_with_token(db_url)
     before = _state(db_url)
     args, action = CHANGES[change]
-    with _AuditLogRefusing(db_url):
+    with AuditLogRefusing(db_url):
         refused = _tme(*[a.format(token=token_id) for a in args], db=db_url)
     line = one_line_error(refused)
     assert _state(db_url) == before  # no user, token, disabling or revoking, no row

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlmodel import Session
 
+    from tme.controller.services import audit
     from tme.settings_models import Settings
 
 user_app = typer.Typer(no_args_is_help=True)
@@ -97,49 +98,42 @@ def change_settings(url: str | None) -> Settings:
 
 
 @dataclass
-class AuditedChange:
-    """A change's transaction (`session`) and the key its audit row is chained with."""
+class CliChange:
+    """A change's transaction (`session`), committed with its audit row by `commit`."""
 
-    session: Session
-    key: bytes
-    committed: bool = False
+    change: audit.AuditedChange
+
+    @property
+    def session(self) -> Session:
+        return self.change.session
 
     def commit(self, action: str, target: str, details: dict[str, object]) -> None:
         """Append the change's audit row in its transaction and commit both. When the
         row cannot be written, the command ends with why, and nothing is changed."""
         from sqlalchemy.exc import SQLAlchemyError
 
-        from tme.controller.services import audit
-
-        row = audit.row_fields(
-            action, actor=f"cli:{getpass.getuser()}", target=target, client="cli", details=details
-        )
+        actor = f"cli:{getpass.getuser()}"
         try:
-            audit.append_rows(self.session.connection(), self.key, [row])
+            self.change.commit(action, actor=actor, target=target, client="cli", details=details)
         except SQLAlchemyError as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             fail(
                 f"nothing changed: the audit row of {action} {target} cannot be written ({reason})"
             )
-        self.session.commit()
-        self.committed = True
 
 
 @contextmanager
-def audited_change(url: str | None, settings: Settings) -> Iterator[AuditedChange]:
-    """One transaction for a change and its audit row (`AuditedChange.commit`); the
-    audit log's chain is locked first, as every transaction that appends to it does.
-    A change left without `commit` is rolled back and raises: never committed without
-    its row."""
+def audited_change(url: str | None, settings: Settings) -> Iterator[CliChange]:
+    """One transaction for a change and its audit row (audit.audited_change). A change
+    left without `commit` is rolled back and raises: never committed without its row."""
     from tme.controller.services import audit
 
     key = audit.audit_key(settings)
-    with database(url, settings) as (_engine, session):
-        audit.lock_chain(session.connection())
-        change = AuditedChange(session, key)
-        yield change
-        if not change.committed:
-            raise RuntimeError("a change was made without its audit row: call commit()")
+    with (
+        database(url, settings) as (_engine, session),
+        audit.audited_change(session, key) as change,
+    ):
+        yield CliChange(change)
 
 
 @user_app.command("create")
