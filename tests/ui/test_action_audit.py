@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from audit_refusing import AuditLogRefusing
 from dialects import DIALECTS, postgres_emptying, upgraded_engine
+from nicegui.testing import User
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -149,3 +150,19 @@ def test_a_refused_action_changes_nothing_and_is_audited_failed(engine: Engine) 
         actions.run_now(ANN, 404)
     assert _rows(engine) == [("run.control:run_now", "ann", "task 404", "failed", "dashboard")]
     assert _verified(engine) == 1
+
+
+async def test_the_page_says_nothing_changed_when_the_row_cannot_be_written(
+    user: User, board: Any, sign_in: Callable[[User, str], None]
+) -> None:
+    task_id = _task(board.engine, schedule={"at": "2099-01-01T00:00:00Z"})
+    sign_in(user, "operator")
+    await user.open("/tasks")
+    before = _state(board.engine)
+    with AuditLogRefusing(str(board.settings.database.url)):
+        user.find("Run now").click()
+        await user.should_see(
+            f"nothing changed: the audit row of run.control:run_now task {task_id} cannot be"
+            " written (audit log refuses rows)"
+        )
+    assert _state(board.engine) == before  # no run, no row
