@@ -106,6 +106,13 @@ def _delete(engine: Engine) -> Callable[[], object]:
     return lambda: actions.delete(ANN, task_id)
 
 
+def _cancel_run(engine: Engine) -> Callable[[], object]:
+    task_id = _task(engine)  # external: its run is pending at once
+    with Session(engine) as session:
+        run_id = session.get_one(Task, task_id).latest_run_id or ""
+    return lambda: actions.cancel_run(ANN, run_id)
+
+
 def _cancel_workflow(engine: Engine) -> Callable[[], object]:
     workflow_id = _workflow(engine)
     return lambda: actions.cancel_workflow(ANN, workflow_id)
@@ -116,6 +123,7 @@ ACTIONS: dict[str, Callable[[Engine], Callable[[], object]]] = {
     "task.write:create": _create,
     "run.control:run_now": _run_now,
     "task.write:delete": _delete,
+    "run.control:cancel": _cancel_run,
     "run.control:cancel_workflow": _cancel_workflow,
 }
 
