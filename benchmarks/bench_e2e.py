@@ -209,6 +209,15 @@ def _agents_online(engine: Any, site: str) -> int:
         return int(session.exec(query).one())
 
 
+def start_plants(stack: ExitStack) -> dict[int, int]:
+    """PLANTS simulated plants, each a child process: {its Modbus port: its process id}."""
+    plants = {}
+    for _ in range(PLANTS):
+        plant = start_child(stack, "plant")
+        plants[int(plant.first.split()[1])] = plant.process.pid
+    return plants
+
+
 # --- one TME scenario ----------------------------------------------------------------
 
 
@@ -463,10 +472,7 @@ def main(argv: list[str] | None = None) -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tme-bench-mq-") as mq:
         MQTT = own_mosquitto(stack, Path(mq)) if args.mqtt == "own" else args.mqtt
         print(f"MQTT broker: {MQTT}", file=sys.stderr)
-        plants = {}
-        for _ in range(PLANTS):
-            plant = start_child(stack, "plant")
-            plants[int(plant.first.split()[1])] = plant.process.pid
+        plants = start_plants(stack)
         ports = list(plants)
         if not args.skip_peers:
             rows.append(raw_pika(AMQP, count))

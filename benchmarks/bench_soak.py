@@ -294,10 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     window_s = 20.0 if args.quick else 60.0
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tme-soak-mq-") as mq:
         e2e.MQTT = own_mosquitto(stack, Path(mq))
-        plants = {}
-        for _ in range(e2e.PLANTS):
-            plant = start_child(stack, "plant")
-            plants[int(plant.first.split()[1])] = plant.process.pid
+        plants = e2e.start_plants(stack)
         with e2e.tme_stack(args.agents, plants, args.database) as running:
             out, errors, lost = soak(running, args.rate, minutes * 60, window_s, running.stack)
     print(

@@ -31,6 +31,19 @@ def pump_agent(agent_factory, site: str, agent: str, port: int):  # type: ignore
     return agent_factory(site, agent, devices={"pump1": device})
 
 
+def slow_write_running(plant, runner, watcher, site: str, agent: str):  # type: ignore[no-untyped-def]
+    """A write of speed 1800 that the pump answers after 1.5 s, once it runs: the stop
+    that comes now cuts it off, and it lands during the stop's hold."""
+    plant.inject_fault(unit=PUMP, table="holding_register", delay_s=1.5, remaining=1)
+    slow = make_command(
+        site, agent, "modbus.write", device="pump1",
+        params={"point": "speed_setpoint", "value": 1800},
+    )  # fmt: skip
+    send(runner.agent.link, slow)
+    watcher.wait_for(lambda: any(e.type == "started" for e in watcher.events(slow.id)))
+    return slow
+
+
 def test_a_stop_cancels_what_waits_for_the_device_and_writes_its_safe_values(
     names, agent_factory, watcher_factory
 ) -> None:
@@ -41,16 +54,10 @@ def test_a_stop_cancels_what_waits_for_the_device_and_writes_its_safe_values(
         plant.write_bit(PUMP, RUN_COIL, True)
         runner = pump_agent(agent_factory, site, agent, plant.port)
         # a write the pump answers slowly holds the bus; another waits behind it
-        plant.inject_fault(unit=PUMP, table="holding_register", delay_s=1.5, remaining=1)
-        slow = make_command(
-            site, agent, "modbus.write", device="pump1",
-            params={"point": "speed_setpoint", "value": 1800},
-        )  # fmt: skip
+        slow = slow_write_running(plant, runner, watcher, site, agent)
         queued = make_command(
             site, agent, "modbus.write", device="pump1", params={"point": "run", "value": True}
         )
-        send(runner.agent.link, slow)
-        watcher.wait_for(lambda: any(e.type == "started" for e in watcher.events(slow.id)))
         send(runner.agent.link, queued)
         watcher.wait_for(lambda: any(e.type == "accepted" for e in watcher.events(queued.id)))
 
@@ -191,13 +198,7 @@ def test_a_stop_whose_hold_outlasts_its_timeout_still_writes_the_safe_values_aga
     watcher = watcher_factory([evt_topic(site, agent)])
     with PlantSimulator.run_in_thread(tick_s=None) as plant:
         runner = pump_agent(agent_factory, site, agent, plant.port)
-        plant.inject_fault(unit=PUMP, table="holding_register", delay_s=1.5, remaining=1)
-        slow = make_command(
-            site, agent, "modbus.write", device="pump1",
-            params={"point": "speed_setpoint", "value": 1800},
-        )  # fmt: skip
-        send(runner.agent.link, slow)
-        watcher.wait_for(lambda: any(e.type == "started" for e in watcher.events(slow.id)))
+        slow_write_running(plant, runner, watcher, site, agent)
         stop = make_command(
             site, agent, "device.stop", device="pump1", params={"reason": "leak"}, timeout_s=1
         )
