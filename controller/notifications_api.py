@@ -19,6 +19,7 @@ from pydantic import ValidationInfo, field_validator
 from sqlmodel import Session, col, select
 
 from tme.admin_schemas import NotificationRuleCreate
+from tme.controller.api.change_commit import ChangeDep
 from tme.controller.api.deps import MAX_ID, PrincipalDep, SessionDep
 from tme.controller.notifications import targets
 from tme.controller.notifications.models import NotificationDelivery, NotificationRule
@@ -113,7 +114,11 @@ def list_rules(session: SessionDep, principal: PrincipalDep) -> list[dict[str, A
 
 @router.post("/rules", status_code=201, openapi_extra=MANAGE)
 def create_rule(
-    body: RuleCreate, request: Request, session: SessionDep, principal: PrincipalDep
+    body: RuleCreate,
+    request: Request,
+    session: SessionDep,
+    change: ChangeDep,
+    principal: PrincipalDep,
 ) -> dict[str, Any]:
     if body.channel == "webhook":
         refused = request.app.state.settings.notifications.refused_networks()
@@ -127,21 +132,25 @@ def create_rule(
     site = _watched_site(session, principal, body)
     rule = NotificationRule(**body.model_dump(exclude={"site"}), site=site)
     session.add(rule)
-    session.commit()
-    session.refresh(rule)
-    return _public(rule, principal)
+    session.flush()  # its id, for the answer made before the commit
+    answer = _public(rule, principal)
+    change.commit(201)
+    return answer
 
 
 @router.delete("/rules/{rule_id}", status_code=204, response_class=Response, openapi_extra=MANAGE)
 def delete_rule(
-    rule_id: Annotated[int, Path(gt=0, le=MAX_ID)], session: SessionDep, principal: PrincipalDep
+    rule_id: Annotated[int, Path(gt=0, le=MAX_ID)],
+    session: SessionDep,
+    change: ChangeDep,
+    principal: PrincipalDep,
 ) -> Response:
     # Rule ids are 32-bit on PostgreSQL: a larger one names no rule (not a 422).
     rule = session.get(NotificationRule, rule_id) if rule_id <= MAX_RULE_ID else None
     if rule is None or not principal.sees_site(rule.site):
         raise NotFound(f"notification rule {rule_id} does not exist", details={"rule_id": rule_id})
     session.delete(rule)
-    session.commit()
+    change.commit(204)
     return Response(status_code=204)
 
 

@@ -6,8 +6,9 @@ up the permission the route declared (controller/api/policy.py) and refuses
 before the route runs: no or bad credentials 401, a role without the right 403,
 a route that declared nothing 403 for everyone. The principal it admits is put
 in `request.state.principal` for the site checks the routes make. Every change is
-written to the audit log with its outcome: afterwards, or, for a route that commits
-the row with its change (a task create), in the change's own transaction.
+written to the audit log with its outcome: in the change's own transaction, committed
+with it (change_commit.py, and a task create's group commit), or, for a request that
+committed nothing (refused, failed), once its response is out.
 """
 
 from __future__ import annotations
@@ -355,17 +356,26 @@ class Enforce:
         try:
             await self._forward(scope, tap_receive, tap_send, route)
         finally:
-            if not pending.written:
+            if not pending.written or _failed_after_commit(pending, int(seen["status"])):
                 await run_in_threadpool(self._record_change, scope, pending, seen)
 
     def _record_change(
         self, scope: Scope, pending: audit.ChangeAudit, seen: dict[str, Any]
     ) -> None:
+        """The row of a change that committed none (it changed nothing), or a second one
+        saying that a change committed with its row then failed (its answer an error)."""
+        more = {"committed_as": pending.written_status} if pending.written else None
         try:
-            fields = pending.fields(int(seen["status"]), seen["location"])
+            fields = pending.fields(int(seen["status"]), seen["location"], more)
             audit.record(HTTPConnection(scope).app.state.engine, **fields)
         except Exception:  # the change stands; a lost audit row is logged loudly
             log.exception("could not write the audit row of %s %s", scope["method"], scope["path"])
+
+
+def _failed_after_commit(pending: audit.ChangeAudit, status: int) -> bool:
+    """Whether a route answered an error once its change was committed with a row that
+    says it succeeded (a second commit failed, or the answer could not be made)."""
+    return pending.written and status >= 400 and pending.written_status < 400
 
 
 def _body_summary(body: bytes, limit: int) -> dict[str, Any]:

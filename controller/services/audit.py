@@ -8,11 +8,11 @@ transaction as each append and MACed under a domain of its own, names the newest
 row: removing rows from the end (which leaves a valid chain) is caught there.
 Rows are appended by one writer at a time (group commit: rows asked for meanwhile
 go in the next transaction; across processes an advisory lock on PostgreSQL, the one
-writer on SQLite), so two writers never chain to the same predecessor. A REST create
-appends its row in its own transaction instead (ChangeAudit, services/task_commit),
-as the CLI's access changes and the dashboard's actions do (`audited_change`); on
-SQLite they and the group commit take turns at the write gate, which each takes
-before reading the head.
+writer on SQLite), so two writers never chain to the same predecessor. A REST change
+appends its row in its own transaction instead (ChangeAudit: services/task_commit for
+a create, api/change_commit.py for the others), as the CLI's access changes and the
+dashboard's actions do (`audited_change`); on SQLite they and the group commit take
+turns at the write gate, which each takes before reading the head.
 """
 
 from __future__ import annotations
@@ -141,9 +141,10 @@ class ChangeAudit:
     """The row an API change will get, known before the route runs but for its outcome.
 
     A route that commits its change itself appends the row in the change's transaction
-    (`fields`, then `append_rows`) and marks it `written`: the change and its row are
-    committed together or not at all. Otherwise the security middleware appends it once
-    the response is out, with the status the route answered.
+    (`fields`, then `append_rows`; api/change_commit.py) and marks it written: the change
+    and its row are committed together or not at all. Otherwise (a refused or failed
+    request, which changed nothing) the security middleware appends it once the response
+    is out, with the status the route answered.
     """
 
     action: str
@@ -153,9 +154,12 @@ class ChangeAudit:
     token_id: int | None
     body_summary: Callable[[], dict[str, Any]]  # the fields the request's body set
     written: bool = False
+    written_status: int = 0  # the status the written row says the route answered
 
-    def fields(self, status: int, location: str = "") -> dict[str, Any]:
-        details: dict[str, Any] = {"status": status, **self.body_summary()}
+    def fields(
+        self, status: int, location: str = "", more: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        details: dict[str, Any] = {"status": status, **self.body_summary(), **(more or {})}
         if location:
             details["location"] = location
         if self.token_id is not None:
@@ -168,6 +172,10 @@ class ChangeAudit:
             client=self.client,
             details=details,
         )
+
+    def mark_written(self, status: int) -> None:
+        """The row, saying the route answered `status`, is committed with the change."""
+        self.written, self.written_status = True, status
 
 
 AUDIT, HEADS = table_of(AuditEntry), table_of(AuditHead)

@@ -78,7 +78,7 @@ def _create_group(place: Place, creates: list[Create]) -> list[tuple[TaskPublic,
         session.commit()
     for change in changes:
         if change is not None:
-            change.written = True
+            change.mark_written(201)
     return answers
 
 

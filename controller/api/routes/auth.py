@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from tme.admin_schemas import LoginRequest, PrincipalPublic, SessionPublic
+from tme.controller.api.change_commit import ChangeDep, commit_with_row
 from tme.controller.api.deps import PrincipalDep, SessionDep
 from tme.controller.api.enforce import client_of, record_refusal
 from tme.controller.api.errors import error_response
@@ -63,10 +64,13 @@ def login(
     except AuthError:
         record_refusal(request, "auth.login_failed", actor=body.username[:64])
         raise
+    # The chain locked before the session's token is written (its password checked,
+    # the slow part, before), and the token committed with its row, or neither.
+    audit.lock_chain(session.connection())
     user = get_user(session, principal.username)
     new = start_session(session, user, state.session_key, state.settings.auth.session_ttl_hours)
-    session.commit()
-    audit.record(state.engine, "auth.login", actor=user.username, client=client)
+    row = audit.row_fields("auth.login", actor=user.username, client=client)
+    commit_with_row(session, state.engine, row)
     set_session_cookie(response, new, secure=request.url.scheme == "https")
     return SessionPublic(
         **_public(principal).model_dump(), token=new.token, expires_at=new.expires_at
@@ -74,7 +78,7 @@ def login(
 
 
 @router.post("/logout", status_code=204, response_class=Response)
-def logout(session: SessionDep, principal: PrincipalDep) -> Response:
+def logout(session: SessionDep, change: ChangeDep, principal: PrincipalDep) -> Response:
     """End this session (its token is revoked) and clear the cookie. An API token is
     no session: it is refused (409), where a 204 told a script its token was revoked
     while it stayed valid."""
@@ -85,10 +89,10 @@ def logout(session: SessionDep, principal: PrincipalDep) -> Response:
             details={"token_id": principal.token_id, "token_kind": principal.token_kind},
         )
     revoke_token(session, principal.token_id)
-    session.commit()
+    change.commit(204)
     response = Response(status_code=204)
     clear_session_cookie(response)
-    return response  # the enforcement middleware audits it like every change
+    return response
 
 
 @router.get("/me", response_model=PrincipalPublic)

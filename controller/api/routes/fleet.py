@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path
-from sqlmodel import Session
 
+from tme.controller.api.change_commit import ChangeCommit, ChangeDep
 from tme.controller.api.deps import NameFilter, PrincipalDep, RunReadyDep, SessionDep
 from tme.controller.services import device_stop, fleet, point_values
 from tme.controller.services.access import site_scope
@@ -67,6 +67,7 @@ def stop(
     device: DeviceName,
     body: DeviceStop,
     session: SessionDep,
+    change: ChangeDep,
     principal: PrincipalDep,
     on_run_ready: RunReadyDep,
     site: SiteQuery = None,
@@ -79,7 +80,7 @@ def stop(
     found = point_values.find_device(
         session, device, site=site, agent=agent, sites_in=site_scope(principal)
     )
-    return _committed(session, device_stop.stop_device, found, body, principal, on_run_ready)
+    return _committed(change, device_stop.stop_device, found, body, principal, on_run_ready)
 
 
 @router.post(
@@ -89,6 +90,7 @@ def resume(
     device: DeviceName,
     body: DeviceStop,
     session: SessionDep,
+    change: ChangeDep,
     principal: PrincipalDep,
     on_run_ready: RunReadyDep,
     site: SiteQuery = None,
@@ -98,19 +100,19 @@ def resume(
     found = point_values.find_device(
         session, device, site=site, agent=agent, sites_in=site_scope(principal)
     )
-    return _committed(session, device_stop.resume_device, found, body, principal, on_run_ready)
+    return _committed(change, device_stop.resume_device, found, body, principal, on_run_ready)
 
 
 def _committed(
-    session: Session,
+    change: ChangeCommit,
     action: Callable[..., DeviceStopped],
     found: Device,
     body: DeviceStop,
     principal: Principal,
     on_run_ready: RunReadyHook | None,
 ) -> DeviceStopped:
-    answer = action(session, found, body.reason, principal.username, on_run_ready)
-    session.commit()
+    answer = action(change.session, found, body.reason, principal.username, on_run_ready)
+    change.commit(201)
     return answer
 
 

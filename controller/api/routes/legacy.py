@@ -14,6 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
+from tme.controller.api.change_commit import ChangeDep
 from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId, TaskStatusQuery
 from tme.controller.api.links import link_next_page
 from tme.controller.api.routes.tasks import (
@@ -87,5 +88,5 @@ def update_task(
 @router.delete(
     "/task/{task_id}/", status_code=204, response_class=Response, include_in_schema=False
 )
-def delete_task(task_id: TaskId, session: SessionDep, on_run_ready: RunReadyDep) -> Response:
-    return delete_and_commit(session, task_id, on_run_ready)
+def delete_task(task_id: TaskId, change: ChangeDep, on_run_ready: RunReadyDep) -> Response:
+    return delete_and_commit(change, task_id, on_run_ready)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
+from tme.controller.api.change_commit import ChangeDep
 from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep
 from tme.controller.api.links import link_next_page
 from tme.controller.services import access, rollout_reads
@@ -48,15 +49,18 @@ def preview_rollout(
 def create(
     body: RolloutCreate,
     session: SessionDep,
+    change: ChangeDep,
     principal: PrincipalDep,
     on_run_ready: RunReadyDep,
     response: Response,
 ) -> RolloutPublic:
     access.check_target_site(principal, body.match.site, "match.site")
     rollout = create_rollout(session, body, principal.username, on_run_ready)
-    session.commit()
-    response.headers["Location"] = f"/api/v1/rollouts/{rollout.id}"
-    return rollout_reads.to_public(session, rollout)
+    answer = rollout_reads.to_public(session, rollout)
+    location = f"/api/v1/rollouts/{rollout.id}"
+    change.commit(201, location)
+    response.headers["Location"] = location
+    return answer
 
 
 @router.get("/rollouts", response_model=list[RolloutPublic], openapi_extra=TASK_READ)
@@ -96,6 +100,7 @@ def get_rollout(
 def cancel(
     rollout_id: RolloutId,
     session: SessionDep,
+    change: ChangeDep,
     principal: PrincipalDep,
     force: Annotated[bool, Query(description="mark its runs canceled at once")] = False,
 ) -> RolloutPublic:
@@ -103,5 +108,6 @@ def cancel(
     does each (with `force`, at once even when the agent does not answer)."""
     rollout = rollout_reads.visible_rollout(session, rollout_id, principal, lock=True)
     cancel_rollout(session, rollout, principal.username, force=force)
-    session.commit()
-    return rollout_reads.to_public(session, rollout)
+    answer = rollout_reads.to_public(session, rollout)
+    change.commit(200)
+    return answer

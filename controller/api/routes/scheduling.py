@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from sqlmodel import Session, col, select
 
+from tme.controller.api.change_commit import ChangeCommit, ChangeDep
 from tme.controller.api.deps import PrincipalDep, RunReadyDep, SessionDep, TaskId, wake_scheduler
 from tme.controller.api.deps import RunId as VisibleRunId
 from tme.controller.services import cancel as cancel_service
@@ -29,9 +30,9 @@ from tme.controller.services.launch import launch_run
 from tme.controller.services.policies import get_policy, schedule_changed
 from tme.controller.services.queries import run_public, run_publics
 from tme.controller.services.resources import list_resources
-from tme.controller.services.workflow_cancel import no_workflow_run
+from tme.controller.services.workflow_cancel import going_in, no_workflow_run
 from tme.controller.store.models import Run, Task
-from tme.controller.store.workflow_models import RunLink, TaskPolicy
+from tme.controller.store.workflow_models import RunLink, TaskPolicy, WorkflowCancel
 from tme.schemas import (
     ResourcePublic,
     RunPublic,
@@ -52,20 +53,27 @@ TriggerPath = Annotated[TriggerName, Path(description="The trigger's name")]
 @router.post(
     "/tasks/{task_id}/run", status_code=201, response_model=RunPublic, openapi_extra=RUN_CONTROL
 )
-def run_now(task_id: TaskId, session: SessionDep, on_run_ready: RunReadyDep) -> RunPublic:
+def run_now(
+    task_id: TaskId, session: SessionDep, change: ChangeDep, on_run_ready: RunReadyDep
+) -> RunPublic:
     task = task_service.get_task(session, task_id)
     run = launch_run(
         session, task, cause="manual", reason="run now", hook=on_run_ready, source="api"
     )
-    session.commit()
-    return run_public(session, run)
+    answer = run_public(session, run)  # before the commit: nothing fails after it
+    change.commit(201)
+    return answer
 
 
 @router.post(
     "/tasks/{task_id}/check", status_code=201, response_model=RunPublic, openapi_extra=RUN_CONTROL
 )
 def check_now(
-    task_id: TaskId, session: SessionDep, principal: PrincipalDep, on_run_ready: RunReadyDep
+    task_id: TaskId,
+    session: SessionDep,
+    change: ChangeDep,
+    principal: PrincipalDep,
+    on_run_ready: RunReadyDep,
 ) -> RunPublic:
     """Check the task against its machine now, without running it: a task `check <name>`
     (op device.check) whose agent answers what the task would do, or why it would be
@@ -73,13 +81,16 @@ def check_now(
     "Checking a task")."""
     task = task_service.get_task(session, task_id)
     check = device_check.check_task(session, task, principal.username, on_run_ready)
-    session.commit()
     run = session.get(Run, check.latest_run_id)
     assert run is not None  # started with the task
-    return run_public(session, run)
+    answer = run_public(session, run)
+    change.commit(201)
+    return answer
 
 
-def _set_paused(request: Request, session: Session, task_id: int, paused: bool) -> TaskPublic:
+def _set_paused(
+    request: Request, session: Session, change: ChangeCommit, task_id: int, paused: bool
+) -> TaskPublic:
     """Any task may be paused: a pause stops its trigger and its dependencies starting
     it as well as its schedule and its planned retries, so one without a schedule has
     something to stop too. Resume wakes the scheduling loop for the retries whose time
@@ -92,24 +103,29 @@ def _set_paused(request: Request, session: Session, task_id: int, paused: bool) 
             # a resumed schedule owes nothing for the pause (a one-off its time, when it
             # came within its grace, unless it fired)
             schedule_changed(session, task, new=False)
-    session.commit()
+    answer = task_service.to_public(task)
+    change.commit(200)
     wake_scheduler(request, housekeeping=not paused)
-    return task_service.to_public(task)
+    return answer
 
 
 @router.post("/tasks/{task_id}/pause", response_model=TaskPublic, openapi_extra=RUN_CONTROL)
-def pause(task_id: TaskId, request: Request, session: SessionDep) -> TaskPublic:
-    return _set_paused(request, session, task_id, True)
+def pause(task_id: TaskId, request: Request, session: SessionDep, change: ChangeDep) -> TaskPublic:
+    return _set_paused(request, session, change, task_id, True)
 
 
 @router.post("/tasks/{task_id}/resume", response_model=TaskPublic, openapi_extra=RUN_CONTROL)
-def resume(task_id: TaskId, request: Request, session: SessionDep) -> TaskPublic:
-    return _set_paused(request, session, task_id, False)
+def resume(task_id: TaskId, request: Request, session: SessionDep, change: ChangeDep) -> TaskPublic:
+    return _set_paused(request, session, change, task_id, False)
 
 
 @router.post("/triggers/{name}", response_model=TriggerFired, openapi_extra=RUN_CONTROL)
 def fire_trigger(
-    name: TriggerPath, session: SessionDep, principal: PrincipalDep, on_run_ready: RunReadyDep
+    name: TriggerPath,
+    session: SessionDep,
+    change: ChangeDep,
+    principal: PrincipalDep,
+    on_run_ready: RunReadyDep,
 ) -> TriggerFired:
     """Start every bound task the caller's grant reaches; a paused one, or one its overlap
     policy refuses, is recorded and answered as a skipped run saying why (as a refused
@@ -134,28 +150,34 @@ def fire_trigger(
         )
         for task in bound
     ]
-    session.commit()
-    return TriggerFired(trigger=name, runs=run_publics(session, runs))
+    answer = TriggerFired(trigger=name, runs=run_publics(session, runs))
+    change.commit(200)
+    return answer
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunPublic, openapi_extra=RUN_CONTROL)
 def cancel(
     run_id: VisibleRunId,
     session: SessionDep,
+    change: ChangeDep,
     force: Annotated[bool, Query(description="mark it canceled even if the agent is gone")] = False,
 ) -> RunPublic:
     run = cancel_service.cancel_run(session, run_id, force=force)
-    session.commit()
-    return run_public(session, run)
+    answer = run_public(session, run)
+    change.commit(200)
+    return answer
 
 
 @router.post(
     "/runs/{run_id}/retry", status_code=201, response_model=RunPublic, openapi_extra=RUN_CONTROL
 )
-def retry(run_id: VisibleRunId, session: SessionDep, on_run_ready: RunReadyDep) -> RunPublic:
+def retry(
+    run_id: VisibleRunId, session: SessionDep, change: ChangeDep, on_run_ready: RunReadyDep
+) -> RunPublic:
     run = cancel_service.retry_run(session, run_id, on_run_ready)
-    session.commit()
-    return run_public(session, run)
+    answer = run_public(session, run)
+    change.commit(201)
+    return answer
 
 
 @router.get("/workflows/{workflow_id}", response_model=list[RunPublic], openapi_extra=TASK_READ)
@@ -184,6 +206,7 @@ def cancel_workflow(
     workflow_id: RunId,
     request: Request,
     session: SessionDep,
+    change: ChangeDep,
     principal: PrincipalDep,
     force: Annotated[
         bool, Query(description="mark its runs canceled even if their agents are gone")
@@ -192,16 +215,25 @@ def cancel_workflow(
     """Stop the workflow run: each run of it still going is canceled (as by its own
     cancel) and none of its steps starts or is retried afterwards, an `on: failure` or
     `on: any` one included: each is recorded skipped, saying who canceled it
-    (docs/workflows.md, "Canceling a workflow run"). 409 when it is already over."""
-    done = cancel_service.cancel_workflow(session, workflow_id, principal, force=force)
-    session.commit()
-    wake_scheduler(request)  # its canceled runs settle, and its dependents are skipped, now
-    return WorkflowCanceled(
+    (docs/workflows.md, "Canceling a workflow run"). 409 when it is already over.
+    The cancel is committed with its audit row (`details.runs`: its runs going then)
+    before those runs are canceled, as the dashboard commits it."""
+
+    def commit_cancel(cancel: WorkflowCancel) -> None:
+        change.commit(200, runs=going_in(session, cancel.workflow_id))
+
+    done = cancel_service.cancel_workflow(
+        session, workflow_id, principal, force=force, commit=commit_cancel
+    )
+    answer = WorkflowCanceled(
         workflow_id=done.cancel.workflow_id,
         canceled_by=done.cancel.canceled_by,
         canceled_at=done.cancel.canceled_at,
         runs=run_publics(session, done.runs),
     )
+    session.commit()  # its runs' cancels, which its row named
+    wake_scheduler(request)  # its canceled runs settle, and its dependents are skipped, now
+    return answer
 
 
 @router.get("/resources", response_model=list[ResourcePublic], openapi_extra=TASK_READ)

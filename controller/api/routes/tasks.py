@@ -12,6 +12,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from tme.controller.api.change_commit import (
+    ChangeCommit,
+    ChangeDep,
+    in_audited_transaction,
+    pending_row,
+)
 from tme.controller.api.deps import (
     NameFilter,
     PrincipalDep,
@@ -30,7 +36,6 @@ from tme.controller.services.runs import RunReadyHook
 from tme.controller.services.task_commit import create_committed, with_warnings
 from tme.controller.services.task_limits import check_effect_time, check_task_limits
 from tme.controller.services.tasks import TaskFilters, to_public, to_publics
-from tme.controller.store.conflicts import in_transaction
 from tme.controller.store.db import session_scope
 from tme.errors import Conflict, TMEError, ValidationError
 from tme.schemas import (
@@ -161,8 +166,14 @@ def update_and_commit(
     if_match: int | None = None,
 ) -> TaskPublic:
     """The change in a transaction of its own, run again if it loses a deadlock (a status
-    report against the scheduling pass: store/conflicts.py). `session` only found the
-    task visible; its connection goes back to the pool before the change takes one."""
+    report against the scheduling pass: store/conflicts.py), committed with its audit
+    row. `session` only found the task visible; its connection goes back to the pool
+    before the change takes one.
+
+    A status report alone (no field changed) gets its row after the response, as before:
+    the chain's lock, taken first by every transaction that appends, would serialise the
+    reports of external tasks, which arrive many at once (on PostgreSQL, four reporters
+    got 25-30 % fewer reports through with it)."""
     session.close()
     changes = body.field_changes
     limits = request.app.state.settings.tasks
@@ -178,17 +189,19 @@ def update_and_commit(
         # before the commit: an answer that fails stores nothing
         return to_public(task).model_copy(update={"warnings": warnings})
 
-    public = in_transaction(request.app.state.engine, update)
+    engine = request.app.state.engine
+    pending = pending_row(request) if changes else None
+    public = in_audited_transaction(engine, pending, 200, update)
     if body.run_state is not None:
         wake_scheduler(request)  # a reported outcome starts or skips the dependents now
     return public
 
 
 def delete_and_commit(
-    session: SessionDep, task_id: int, on_run_ready: RunReadyHook | None
+    change: ChangeCommit, task_id: int, on_run_ready: RunReadyHook | None
 ) -> Response:
-    service.delete_task(session, task_id, on_run_ready)
-    session.commit()
+    service.delete_task(change.session, task_id, on_run_ready)
+    change.commit(204)
     return Response(status_code=204)
 
 
@@ -209,6 +222,7 @@ def create_task_batch(
     body: TaskBatchCreate,
     response: Response,
     session: SessionDep,
+    change: ChangeDep,
     on_run_ready: RunReadyDep,
     principal: PrincipalDep,
     idempotency_key: BatchIdempotencyKey = None,
@@ -242,7 +256,7 @@ def create_task_batch(
             service.claim_batch_key(session, owned, body.tasks, made)
     publics = to_publics(session, [task for task, _created in made])
     answer = TaskBatchPublic(tasks=with_warnings(publics, warnings))
-    session.commit()
+    change.commit(201)
     if idempotency_key and not any(created for _task, created in made):
         response.headers["Idempotent-Replayed"] = "true"
     return answer
@@ -317,8 +331,8 @@ def revision_of(if_match: str | None) -> int | None:
 
 
 @router.delete("/tasks/{task_id}", status_code=204, response_class=Response)
-def delete_task(task_id: TaskId, session: SessionDep, on_run_ready: RunReadyDep) -> Response:
-    return delete_and_commit(session, task_id, on_run_ready)
+def delete_task(task_id: TaskId, change: ChangeDep, on_run_ready: RunReadyDep) -> Response:
+    return delete_and_commit(change, task_id, on_run_ready)
 
 
 @router.get("/tasks/{task_id}/runs", response_model=Page[RunPublic])
