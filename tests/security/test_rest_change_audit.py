@@ -44,7 +44,16 @@ STATE = [
     "SELECT id, last_login_at FROM users ORDER BY id",
     "SELECT id FROM audit_log ORDER BY id",
 ]
-EMPTIED = ("tasks", "devices", "agents", "sites", "rollouts", "notification_rules", "users")
+EMPTIED = (
+    "tasks",
+    "workflow_cancels",
+    "devices",
+    "agents",
+    "sites",
+    "rollouts",
+    "notification_rules",
+    "users",
+)
 
 
 @pytest.fixture(params=DIALECTS)
@@ -144,6 +153,16 @@ def _cancel_workflow(api: Api) -> Change:
     return Change("POST", f"/api/v1/workflows/{_latest_run(api.engine, batch)}/cancel", None, 200)
 
 
+def _trigger(api: Api) -> Change:
+    _task(api.engine, trigger="shift-start")
+    return Change("POST", "/api/v1/triggers/shift-start", None, 200)
+
+
+def _cancel_run(api: Api) -> Change:
+    run_id = _latest_run(api.engine, _task(api.engine))  # external: pending at once
+    return Change("POST", f"/api/v1/runs/{run_id}/cancel", None, 200)
+
+
 def _device_stop(api: Api) -> Change:
     plant(api.engine)
     return Change("POST", "/api/v1/devices/pump1/stop", {"reason": "leak"}, 201)
@@ -152,6 +171,21 @@ def _device_stop(api: Api) -> Change:
 def _rollout(api: Api) -> Change:
     plant(api.engine)
     return Change("POST", "/api/v1/rollouts", speed(), 201)
+
+
+def _device_resume(api: Api) -> Change:
+    _send(api, _device_stop(api))
+    return Change("POST", "/api/v1/devices/pump1/resume", {"reason": "fixed"}, 201)
+
+
+def _rollout_cancel(api: Api) -> Change:
+    made = _send(api, _rollout(api)).json()
+    return Change("POST", f"/api/v1/rollouts/{made['id']}/cancel", None, 200)
+
+
+def _rule_delete(api: Api) -> Change:
+    made = _send(api, _rule(api)).json()
+    return Change("DELETE", f"/api/v1/notifications/rules/{made['id']}", None, 204)
 
 
 def _rule(api: Api) -> Change:
@@ -181,9 +215,14 @@ CHANGES: dict[str, Callable[[Api], Change]] = {
     "run now": _run_now,
     "pause": _pause,
     "workflow cancel": _cancel_workflow,
+    "trigger": _trigger,
+    "run cancel": _cancel_run,
     "device stop": _device_stop,
+    "device resume": _device_resume,
     "rollout create": _rollout,
+    "rollout cancel": _rollout_cancel,
     "notification rule create": _rule,
+    "notification rule delete": _rule_delete,
     "login": _login,
     "logout": _logout,
 }
@@ -266,17 +305,17 @@ def test_a_change_that_fails_after_its_commit_gets_a_row_saying_so(api: Api) -> 
     when canceling them fails, the cancel stands, and a second row says the request
     then failed, with what it answered."""
     change = _cancel_workflow(api)
-    workflow_id = change.path.split("/")[-2]
+    run_id = change.path.split("/")[-2]  # the batch's run: it names its workflow run
     newest = _newest_row(api.engine)
     with RunsRefuseCancels(api.engine.url.render_as_string(hide_password=False)):
         answer = _send(api, change)
     assert answer.status_code >= 400, answer.text
     with api.engine.connect() as connection:
-        canceled = connection.execute(text("SELECT workflow_id FROM workflow_cancels")).all()
-    assert canceled == [(workflow_id,)]  # committed with its row
+        canceled = connection.execute(text("SELECT count(*) FROM workflow_cancels")).scalar()
+    assert canceled == 1  # committed with its row
     committed, failed = _rows_after(api.engine, newest)
     assert (committed.outcome, committed.details["status"]) == ("ok", 200)
-    assert committed.details["runs"] == [workflow_id]  # the batch's run, going then
+    assert committed.details["runs"] == [run_id]  # the batch's run, going then
     assert (failed.action, failed.target) == (committed.action, committed.target)
     assert (failed.outcome, failed.details["status"]) == ("failed", answer.status_code)
     assert failed.details["committed_as"] == 200
