@@ -36,7 +36,7 @@ from tme.controller.services.workflow_cancel import going_in
 from tme.controller.store.db import session_scope
 from tme.controller.store.models import Task
 from tme.controller.store.workflow_models import WorkflowCancel
-from tme.errors import Conflict, TMEError, Unavailable
+from tme.errors import Conflict, TMEError
 from tme.fleet_schemas import DevicePublic
 from tme.schemas import TaskCreate
 from tme.states import RunState
@@ -54,10 +54,6 @@ class _Entry:
     @property
     def session(self) -> Session:
         return self.change.session
-
-
-class RowNotWritten(Unavailable):
-    """An action's audit row could not be written: the action was rolled back."""
 
 
 @contextmanager
@@ -79,7 +75,7 @@ def _audited(principal: Principal, action: str, target: str) -> Iterator[_Entry]
             entry = _Entry(change, target)
             try:
                 yield entry
-            except RowNotWritten:
+            except audit.RowNotWritten:
                 raise
             except TMEError as exc:
                 refused = exc
@@ -102,11 +98,7 @@ def _commit(change: audit.AuditedChange, principal: Principal, action: str, entr
             details=entry.details,
         )
     except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise RowNotWritten(
-            f"nothing changed: the audit row of {action} {entry.target} cannot be written"
-            f" ({reason})"
-        ) from exc
+        raise audit.row_not_written(action, entry.target, exc) from exc
 
 
 def _record(principal: Principal, action: str, entry: _Entry, outcome: str) -> None:

@@ -25,13 +25,8 @@ from sqlmodel import Session
 from tme.controller.api.deps import SessionDep
 from tme.controller.services import audit
 from tme.controller.store.conflicts import in_transaction, lost_conflict
-from tme.errors import Unavailable
 
 T = TypeVar("T")
-
-
-class RowNotWritten(Unavailable):
-    """A change's audit row could not be written: the change was rolled back."""
 
 
 def pending_row(request: Request) -> audit.ChangeAudit | None:
@@ -42,7 +37,7 @@ def pending_row(request: Request) -> audit.ChangeAudit | None:
 
 def append_row(session: Session, engine: Engine, fields: dict[str, Any]) -> None:
     """Append a row (`audit.row_fields`) in `session`'s transaction, the chain locked
-    first by the caller. One that cannot be written raises RowNotWritten, the
+    first by the caller. One that cannot be written raises audit.RowNotWritten, the
     transaction rolled back; a lost conflict (a deadlock) is raised as it is, for its
     transaction to be run again (store/conflicts.py)."""
     try:
@@ -51,15 +46,11 @@ def append_row(session: Session, engine: Engine, fields: dict[str, Any]) -> None
         session.rollback()
         if lost_conflict(exc):
             raise
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise RowNotWritten(
-            f"nothing changed: the audit row of {fields['action']} {fields['target']}"
-            f" cannot be written ({reason})"
-        ) from exc
+        raise audit.row_not_written(fields["action"], fields["target"], exc) from exc
 
 
 def commit_with_row(session: Session, engine: Engine, fields: dict[str, Any]) -> None:
-    """Append the row and commit it with the change made in `session` (RowNotWritten:
+    """Append the row and commit it with the change made in `session` (audit.RowNotWritten:
     neither is committed)."""
     append_row(session, engine, fields)
     session.commit()

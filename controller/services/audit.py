@@ -38,6 +38,7 @@ from tme.controller.store.group_commit import GroupCommit, by_key
 from tme.controller.store.models import utcnow
 from tme.controller.store.rows import table_of
 from tme.controller.store.security_models import AuditEntry, AuditHead
+from tme.errors import Unavailable
 from tme.shown_text import shown
 
 _PG_LOCK_ID = 0x746D6561  # "tmea": one advisory lock shared by every controller process
@@ -242,6 +243,19 @@ def append_rows(
     else:
         connection.execute(MOVE_HEAD, {f"b_{name}": value for name, value in moved.items()})
     return entries
+
+
+class RowNotWritten(Unavailable):
+    """A change's audit row could not be written: the change was rolled back."""
+
+
+def row_not_written(action: str, target: str, error: Exception) -> RowNotWritten:
+    """What a change whose row `error` kept from being written says (API, dashboard and
+    CLI alike): nothing changed, and the database's first line of why."""
+    reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+    return RowNotWritten(
+        f"nothing changed: the audit row of {action} {target} cannot be written ({reason})"
+    )
 
 
 @dataclass

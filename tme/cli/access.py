@@ -112,14 +112,13 @@ class CliChange:
         row cannot be written, the command ends with why, and nothing is changed."""
         from sqlalchemy.exc import SQLAlchemyError
 
+        from tme.controller.services import audit
+
         actor = f"cli:{getpass.getuser()}"
         try:
             self.change.commit(action, actor=actor, target=target, client="cli", details=details)
         except SQLAlchemyError as exc:
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-            fail(
-                f"nothing changed: the audit row of {action} {target} cannot be written ({reason})"
-            )
+            fail(audit.row_not_written(action, target, exc).message)
 
 
 @contextmanager
