@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from tme.controller.api.change_commit import ChangeCommit
 from tme.controller.notifications_api import delete_rule
 from tme.controller.services.roles import Principal, Role
 from tme.errors import NotFound
@@ -16,4 +17,4 @@ from tme.errors import NotFound
 def test_a_rule_id_beyond_the_column_is_not_found(engine: Engine, rule_id: int) -> None:
     admin = Principal(1, "admin", Role.admin, ("*",))
     with Session(engine) as session, pytest.raises(NotFound):
-        delete_rule(rule_id, session, admin)
+        delete_rule(rule_id, session, ChangeCommit(session, engine, None), admin)
