@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from tme.controller.services import (
@@ -89,16 +88,13 @@ def _audited(principal: Principal, action: str, target: str) -> Iterator[_Entry]
 
 
 def _commit(change: audit.AuditedChange, principal: Principal, action: str, entry: _Entry) -> None:
-    try:
-        change.commit(
-            action,
-            actor=principal.username,
-            target=entry.target,
-            client="dashboard",
-            details=entry.details,
-        )
-    except SQLAlchemyError as exc:
-        raise audit.row_not_written(action, entry.target, exc) from exc
+    change.commit(
+        action,
+        actor=principal.username,
+        target=entry.target,
+        client="dashboard",
+        details=entry.details,
+    )
 
 
 def _record(principal: Principal, action: str, entry: _Entry, outcome: str) -> None:

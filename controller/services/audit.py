@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, insert, text, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from tme.admin_schemas import AuditEntryPublic as AuditEntryPublic
@@ -268,10 +269,15 @@ class AuditedChange:
 
     def commit(self, action: str, **fields: Any) -> AuditEntryPublic:
         """Append the change's row (`fields` as `row_fields` takes them) in its
-        transaction and commit both: the change is committed with its row or not at all
-        (an error raised here leaves the transaction to be rolled back)."""
-        [entry] = append_rows(self.session.connection(), self.key, [row_fields(action, **fields)])
-        self.session.commit()
+        transaction and commit both: the change is committed with its row or not at all.
+        A row or commit the database refuses raises RowNotWritten (the transaction is
+        left to be rolled back)."""
+        row = row_fields(action, **fields)
+        try:
+            [entry] = append_rows(self.session.connection(), self.key, [row])
+            self.session.commit()
+        except SQLAlchemyError as exc:
+            raise row_not_written(action, row["target"], exc) from exc
         self.committed = True
         return entry
 

@@ -110,15 +110,13 @@ class CliChange:
     def commit(self, action: str, target: str, details: dict[str, object]) -> None:
         """Append the change's audit row in its transaction and commit both. When the
         row cannot be written, the command ends with why, and nothing is changed."""
-        from sqlalchemy.exc import SQLAlchemyError
-
         from tme.controller.services import audit
 
         actor = f"cli:{getpass.getuser()}"
         try:
             self.change.commit(action, actor=actor, target=target, client="cli", details=details)
-        except SQLAlchemyError as exc:
-            fail(audit.row_not_written(action, target, exc).message)
+        except audit.RowNotWritten as exc:
+            fail(exc.message)
 
 
 @contextmanager
