@@ -33,7 +33,7 @@ import psutil
 
 import benchmarks.bench_e2e as e2e
 from benchmarks.e2e_load import create_by_service
-from benchmarks.e2e_procs import own_mosquitto
+from benchmarks.e2e_procs import own_mosquitto, start_plants
 
 AGENTS = 10
 GREW_BY = 200  # object types growing by more than this are listed
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     rss: list[float] = []
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tme-mem-mq-") as mq:
         e2e.MQTT = own_mosquitto(stack, Path(mq))
-        plants = e2e.start_plants(stack)
+        plants = start_plants(stack)
         with e2e.tme_stack(AGENTS, plants, "") as running:
             gc.collect()
             before = object_counts()

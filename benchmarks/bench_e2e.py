@@ -60,7 +60,7 @@ from benchmarks.e2e_load import (
     offered,
 )
 from benchmarks.e2e_peers import Row, celery_peer, percentiles, raw_pika
-from benchmarks.e2e_procs import Child, agent_idle_rss, own_mosquitto, start_child
+from benchmarks.e2e_procs import Child, agent_idle_rss, own_mosquitto, start_child, start_plants
 from benchmarks.e2e_roles import events_queue
 from tme.protocol import site_queue
 
@@ -69,7 +69,6 @@ MQTT = os.environ.get("TME_TEST_MQTT_URL", "mqtt://127.0.0.1:1883")
 SHARED_MQTT = MQTT
 FINAL = {"succeeded", "failed", "timed_out", "rejected", "expired", "canceled"}
 AGENTS_PER_PROCESS = 50
-PLANTS = 2
 PACED_RATE = 100.0  # the latency target's rate
 
 
@@ -207,15 +206,6 @@ def _agents_online(engine: Any, site: str) -> int:
             Agent.site == site, Agent.role == "agent", col(Agent.online).is_(True)
         )
         return int(session.exec(query).one())
-
-
-def start_plants(stack: ExitStack) -> dict[int, int]:
-    """PLANTS simulated plants, each a child process: {its Modbus port: its process id}."""
-    plants = {}
-    for _ in range(PLANTS):
-        plant = start_child(stack, "plant")
-        plants[int(plant.first.split()[1])] = plant.process.pid
-    return plants
 
 
 # --- one TME scenario ----------------------------------------------------------------

@@ -46,7 +46,7 @@ import psutil
 import benchmarks.bench_e2e as e2e
 from benchmarks.e2e_load import REST_THREADS
 from benchmarks.e2e_peers import percentiles
-from benchmarks.e2e_procs import own_mosquitto, start_child
+from benchmarks.e2e_procs import own_mosquitto, start_child, start_plants
 from tme.protocol import site_queue
 from tme.states import RunState
 
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     window_s = 20.0 if args.quick else 60.0
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="tme-soak-mq-") as mq:
         e2e.MQTT = own_mosquitto(stack, Path(mq))
-        plants = e2e.start_plants(stack)
+        plants = start_plants(stack)
         with e2e.tme_stack(args.agents, plants, args.database) as running:
             out, errors, lost = soak(running, args.rate, minutes * 60, window_s, running.stack)
     print(

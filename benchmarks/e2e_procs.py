@@ -65,6 +65,18 @@ def start_child(stack: ExitStack, role: str, *args: str) -> Child:
     return child
 
 
+PLANTS = 2  # simulated plant processes the benchmarks' agents share
+
+
+def start_plants(stack: ExitStack) -> dict[int, int]:
+    """PLANTS simulated plants, each a child process: {its Modbus port: its process id}."""
+    plants = {}
+    for _ in range(PLANTS):
+        plant = start_child(stack, "plant")
+        plants[int(plant.first.split()[1])] = plant.process.pid
+    return plants
+
+
 def agent_idle_rss(mqtt: str, plant_port: int) -> float:
     """RSS of `python -m tme.agents` with one Modbus device, idle after coming online."""
     from tme.mqtt import MqttLink, MqttMessage
