@@ -258,3 +258,35 @@ def test_run_show_gives_hop_times_to_the_millisecond_in_80_columns(
         ["2026-12-08 00:00:03.000", "running", "succeeded"],
     ]
     assert rows[0][4].strip() == "run now" and rows[1][4].strip() == ""
+
+
+def _shown(monkeypatch: pytest.MonkeyPatch, state: str, result: dict) -> str:
+    detail = RunDetail(
+        id="r-1", task_id=7, state=state, created_at=NOW, updated_at=NOW, result=result
+    )
+    monkeypatch.setattr(Runs, "get", lambda self, run_id: detail)
+    shown = CliRunner().invoke(app, ["run", "show", "r-1", "--url", "http://127.0.0.1:9"])
+    assert shown.exit_code == 0, shown.stderr
+    return " ".join(shown.stdout.split())
+
+
+FIRST_PASS = {
+    "at": "2026-12-07T06:00:01.052000+00:00",
+    "written": {"run": False, "speed_setpoint": 0},
+    "not_written": {},
+    "hold_s": 2.0,
+}
+
+
+def test_run_show_says_a_stops_first_writes_in_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tme device stop` leaves before the hold ends and points to `tme run show`: it
+    says the first writes as the stop command did, and the hold while the run goes on."""
+    out = _shown(monkeypatch, "running", {"first_pass": FIRST_PASS})
+    assert "safe values written at 06:00:01.052 UTC: run = false, speed_setpoint = 0" in out
+    assert "holding them 2.0 s, until 06:00:03.052 UTC" in out
+    ended = _shown(monkeypatch, "succeeded", {"stopped": "pump1", "first_pass": FIRST_PASS})
+    assert "safe values written at 06:00:01.052 UTC" in ended
+    assert "holding them" not in ended
+    failed = {"first_pass": {**FIRST_PASS, "not_written": {"run": "no answer"}}}
+    out = _shown(monkeypatch, "failed", failed)
+    assert "SAFE VALUES NOT WRITTEN at 06:00:01.052 UTC: run: no answer" in out

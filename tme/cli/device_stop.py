@@ -10,10 +10,8 @@ hold. An agent that predates `first_pass` is followed to the run's end, as befor
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -21,6 +19,7 @@ from rich.markup import escape
 
 from tme.cli.output import console, err_console
 from tme.client.base import is_final
+from tme.first_pass_text import first_pass_lines, first_pass_of, not_written
 from tme.schemas import RunDetail, RunPublic
 
 if TYPE_CHECKING:  # the SDK loads only for commands that use it
@@ -61,7 +60,7 @@ def stop_failed(run: RunPublic) -> bool:
     (at once, whatever the writes after the hold then do), or a run that ended otherwise
     than succeeded."""
     first = first_pass(run)
-    if first is not None and first.get("not_written"):
+    if first is not None and not_written(first):
         return True
     return is_final(run.state) and run.state != "succeeded"
 
@@ -105,47 +104,17 @@ def _still_going(run_id: str, state: str) -> str:
 def first_pass(run: RunPublic) -> dict[str, Any] | None:
     """What the stop's first writes did, as its agent said (None: not said yet, or an
     agent that does not say it)."""
-    found = (run.result or {}).get("first_pass")
-    return found if isinstance(found, dict) else None
+    return first_pass_of(run.result)
 
 
 def _print_first_pass(first: dict[str, Any], run_id: str, ended: bool, leaving: bool) -> None:
     """The first writes, and the hold when the run goes on (`leaving`: without waiting
     for its end, so how to follow it)."""
-    at = _time(first.get("at"))
-    written = _values(first.get("written"))
-    not_written = first.get("not_written") or {}
-    if not_written:
-        errors = "; ".join(f"{point}: {error}" for point, error in not_written.items())
-        _say(f"SAFE VALUES NOT WRITTEN at {at}: {errors} (written: {written or 'nothing'})")
-    else:
-        _say(f"safe values written at {at}: {written}")
-    hold = first.get("hold_s")
-    hold_s = float(hold) if isinstance(hold, int | float) else 0.0
-    if ended or hold_s <= 0:
-        return
-    until = _time(first.get("at"), hold_s)
-    _say(
-        f"holding them {hold_s:.1f} s, until {until}: a write the stop cut off may land"
-        " until then; its agent writes them again then"
-    )
-    if leaving:
+    lines = first_pass_lines(first, ended)
+    for line in lines:
+        _say(line)
+    if len(lines) > 1 and leaving:  # a hold is said: the run goes on past this
         _say(f"not waiting for that: follow the stop with `tme run show {run_id}`")
-
-
-def _values(values: Any) -> str:
-    if not isinstance(values, dict):
-        return ""
-    return ", ".join(f"{point} = {json.dumps(value)}" for point, value in values.items())
-
-
-def _time(at: Any, plus_s: float = 0.0) -> str:
-    """The agent's time of day in UTC to the millisecond, or as given when unreadable."""
-    try:
-        when = datetime.fromisoformat(str(at)).astimezone(UTC) + timedelta(seconds=plus_s)
-    except ValueError:
-        return str(at)
-    return when.strftime("%H:%M:%S.") + f"{when.microsecond // 1000:03d} UTC"
 
 
 def _say(text: str) -> None:

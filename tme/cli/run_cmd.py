@@ -31,6 +31,7 @@ from tme.client.base import check_seconds
 from tme.durations import duration_line
 from tme.effect_text import effect_line
 from tme.errors import NotFound
+from tme.first_pass_text import first_pass_lines, first_pass_of
 from tme.schemas import RunPublic, TaskPublic, WorkflowCanceled
 from tme.states import FINAL_STATES
 
@@ -192,6 +193,10 @@ def show(
     effect = effect_line(detail.result)  # a write's params.expect, as its agent saw it
     if effect is not None:
         console.print(f"effect: {escape(effect)}", highlight=False)
+    first = first_pass_of(detail.result)  # a device stop's first writes, as its agent said
+    if first is not None:
+        for said in first_pass_lines(first, detail.state in FINAL_STATES):
+            console.print(escape(said), highlight=False)
     if detail.workflow_id is not None:
         console.print(
             f"workflow run {detail.workflow_id}, cause: {detail.cause}"
