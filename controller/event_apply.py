@@ -23,6 +23,7 @@ from tme.controller.store.models import Agent, Device, Outbox, Site, utcnow
 from tme.controller.store.rows import table_of
 from tme.controller.store.workflow_models import RunLink
 from tme.controller.workflow import Finished, settle_finished
+from tme.first_pass_text import first_pass_lines, first_pass_of
 from tme.protocol import Command, Event, Presence, ProtocolError
 from tme.states import RunState
 
@@ -70,7 +71,8 @@ def apply_messages(session: Session, messages: list[Event | Presence]) -> Applie
     """
     events = [m for m in messages if isinstance(m, Event)]
     batch = HopBatch(session, (e.command_id for e in events))
-    with_lines = [e.id for e in events if e.line is not None]
+    # A progress event may add a line (a stop's first writes): applied once, as a line is.
+    with_lines = [e.id for e in events if e.line is not None or e.type == "progress"]
     seen = applied_event_ids(session, (e.id for e in events), with_lines)
     moved, not_started = [], set()
     unknown: list[Event] = []
@@ -124,7 +126,11 @@ def _apply_event(batch: HopBatch, event: Event, seen: set[str], unknown: list[Ev
         batch.log(event.command_id, event.line, at=event.at, event_id=event.id)
     if state is None:  # progress, log, stop_requested: information only
         if event.type == "progress" and event.result is not None:
-            batch.progress(event.command_id, event.result)
+            kept = batch.progress(event.command_id, event.result)
+            first = first_pass_of(event.result)
+            if kept and first is not None:  # said in its log too: a page shows it as it comes
+                text = "\n".join(first_pass_lines(first, ended=False))
+                batch.log(event.command_id, text, at=event.at, event_id=event.id)
         return False
     hop = Hop(state, event.reason or event.type, event.source, event.at, event.id, event.result)
     return batch.record(event.command_id, hop)

@@ -124,16 +124,18 @@ class HopBatch:
             self.finished.append(run)
         return True
 
-    def progress(self, run_id: str, result: dict[str, Any]) -> None:
+    def progress(self, run_id: str, result: dict[str, Any]) -> bool:
         """What the agent says of a run going on (a stop's first writes), kept as its
         result until the final one, and when it was said (`updated_at`: the watchdog
         counts a stop's timeout from the end of the hold it says); a run already final
-        keeps its own."""
+        keeps its own (False)."""
         run = self.runs[run_id]
-        if not RunState(run.state).is_final:
-            run.result = result
-            run.updated_at = utcnow()
-            self._changed[run.id] = run
+        if RunState(run.state).is_final:
+            return False
+        run.result = result
+        run.updated_at = utcnow()
+        self._changed[run.id] = run
+        return True
 
     def log(self, run_id: str, text: str, at: datetime | None, event_id: str | None) -> None:
         """Log output of a run of the batch, one row per line (as `runs.append_log`)."""

@@ -134,6 +134,9 @@ def test_the_cli_says_the_safe_values_are_written_before_the_agent_writes_them_a
         assert client.runs.get(run_id).state == "running"
         assert _safe_speed_writes(stack) == 1
         assert written.endswith(f": {SAFE_VALUES}"), written
+        # the run's log says the same while it goes on (what its dashboard page shows)
+        logged = [line.line for line in client.runs.get(run_id).log]
+        assert written in logged, logged
         holding = cli_lines.next_with("holding them ")
         assert re.search(r"holding them \d+\.\d s, until \d\d:\d\d:\d\d\.\d{3} UTC", holding)
         assert "its agent writes them again then" in holding

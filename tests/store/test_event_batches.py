@@ -263,3 +263,35 @@ def test_a_progress_result_is_the_runs_result_until_its_final_one(engine: Engine
     with session_scope(engine) as session:
         apply_messages(session, [_event(run_id, "progress", result={"first_pass": {}})])
     assert result() == ("succeeded", done)
+
+
+def test_a_stops_first_writes_are_said_in_its_log_once(engine: Engine) -> None:
+    """The progress event that says a stop's first writes adds them to the run's log in
+    the same transaction (what a watching page reads as it comes), once however often it
+    is delivered, and not to a run already final."""
+    running, ended = _runs(engine, 2)
+    first = {
+        "first_pass": {
+            "at": "2026-12-07T06:00:01.052000+00:00",
+            "written": {"run": False, "speed_setpoint": 0},
+            "not_written": {},
+            "hold_s": 2.0,
+        }
+    }
+    progress = _event(running, "progress", result=first)
+    with session_scope(engine) as session:
+        apply_messages(session, [_event(running, "started"), progress, progress])
+    with session_scope(engine) as session:
+        apply_messages(session, [progress])  # redelivered later
+    assert _log_lines(engine, running) == [
+        "safe values written at 06:00:01.052 UTC: run = false, speed_setpoint = 0",
+        "holding them 2.0 s, until 06:00:03.052 UTC: a write the stop cut off may land until"
+        " then; its agent writes them again then",
+    ]
+    failed = {"first_pass": {**first["first_pass"], "not_written": {"run": "no answer"}}}
+    with session_scope(engine) as session:
+        apply_messages(
+            session,
+            [_event(ended, "failed"), _event(ended, "progress", result=failed)],
+        )
+    assert _log_lines(engine, ended) == []

@@ -8,12 +8,14 @@ from nicegui import ui
 from nicegui.testing import User
 from sqlmodel import Session, col, select
 
+from tme.controller.event_apply import apply_messages
 from tme.controller.services import runs as run_service
 from tme.controller.services.launch import launch_run
 from tme.controller.services.tasks import create_task
 from tme.controller.store.models import Device, Run, Task
 from tme.controller.store.workflow_models import RunLink
 from tme.controller.workflow import settle_pending
+from tme.protocol import Event
 from tme.schemas import TaskCreate
 
 # should_see retries every 0.1 s: a change must show within 1.5 s (the goal is one
@@ -194,6 +196,56 @@ async def test_run_page_shows_log_lines_as_they_arrive(user: User, board, sign_i
         run_service.append_log(session, run, "reading level from tank1")
         session.commit()
     await user.should_see("reading level from tank1", retries=LIVE)
+
+
+FIRST_PASS = {
+    "at": "2026-12-07T06:00:01.052000+00:00",
+    "written": {"run": False},
+    "not_written": {},
+    "hold_s": 30.0,
+}
+
+
+async def test_run_page_says_a_stops_first_writes_as_they_come(user: User, board, sign_in) -> None:
+    """A stop holding its safe values for a patient device goes on for its hold: its page
+    says at once that they were written (the agent's progress event, applied as the
+    event consumer applies it), where it said "no result yet" until the run ended."""
+    run_id = _latest_run(board, _task(board))
+    _move(board, run_id, "queued", "dispatched", "running")
+    sign_in(user, "viewer")
+    await user.open(f"/runs/{run_id}")
+    await user.should_see("no result yet")
+    progress = Event(
+        command_id=run_id,
+        type="progress",
+        site=TARGET["site"],
+        agent=TARGET["agent"],
+        result={"first_pass": FIRST_PASS},
+    )
+    with Session(board.engine) as session:
+        apply_messages(session, [progress])
+        session.commit()
+    written = "safe values written at 06:00:01.052 UTC: run = false"
+    await user.should_see(marker="run-first-pass", content=written, retries=LIVE)
+    await user.should_see(marker="run-first-pass", content="holding them 30.0 s, until 06:00:31")
+    await user.should_not_see("no result yet")
+    await user.should_not_see("first_pass")  # said in words, not as its mapping
+    _move(board, run_id, "succeeded", result={"stopped": "tank1", "first_pass": FIRST_PASS})
+    await user.should_see("succeeded", retries=LIVE)
+    await user.should_see(marker="run-first-pass", content=written)
+    await user.should_not_see(marker="run-first-pass", content="holding them")  # over
+
+
+async def test_run_page_says_a_safe_value_not_written(user: User, board, sign_in) -> None:
+    failed = {**FIRST_PASS, "not_written": {"run": "no answer within 1.0 s"}}
+    run_id = _latest_run(board, _task(board))
+    _move(board, run_id, "queued", "dispatched", "running", "failed", result={"first_pass": failed})
+    sign_in(user, "viewer")
+    await user.open(f"/runs/{run_id}")
+    await user.should_see(
+        marker="run-first-pass",
+        content="SAFE VALUES NOT WRITTEN at 06:00:01.052 UTC: run: no answer within 1.0 s",
+    )
 
 
 # --- run control through the controller's services ---------------------------------

@@ -17,6 +17,7 @@ from tme.controller.store.models import Device, RunLog, Task
 from tme.durations import duration_line
 from tme.effect_text import effect_line
 from tme.errors import NotFound
+from tme.first_pass_text import first_pass_lines, first_pass_of, not_written
 from tme.schemas import RunDetail
 from tme.settings_models import SlowRunSettings
 from tme.states import FINAL_STATES, is_late
@@ -56,6 +57,8 @@ def result_rows(
         ]
     rows = []
     for key, value in (result or {}).items():
+        if key == "first_pass" and first_pass_of(result) is not None:
+            continue  # said in words above the rows (first_pass_lines)
         effect = effect_line(result) if key == "effect" else None
         if effect is not None:  # a write's params.expect: one line, not its mapping
             rows.append((key, effect, ""))
@@ -112,11 +115,17 @@ def register() -> None:
                         ended = state in FINAL_STATES
                         text = "no result: the run ended without one" if ended else "no result yet"
                         ui.label(text).classes("text-gray-500").mark("run-result")
+                    first = first_pass_of(result)
+                    if first is not None:  # a stop's first writes: is the device safe?
+                        colour = "text-negative" if not_written(first) else "text-positive"
+                        for line in first_pass_lines(first, state in FINAL_STATES):
+                            label(line).classes(f"{colour} font-medium").mark("run-first-pass")
                     point = task.params.get("point")
                     for key, value, unit in result_rows(task.op, result, units, point):
                         label(f"{key}: {value} {unit}".strip())
 
             show_result(detail.result, detail.state)
+            shown_state = {"state": detail.state}
             ui.label("Log (times in UTC)").classes("text-lg")
             log = ui.log(max_lines=1000).classes("w-full h-48")
             last_log = {"id": 0}
@@ -128,10 +137,19 @@ def register() -> None:
                     last_log["id"] = line.id or 0
 
         def on_log(lines: list[live.LogLine]) -> None:
+            fresh_lines = False
             for line in lines:  # lines arrive between state changes, as the agent logs them
                 if line.run_id == run_id and line.log_id > last_log["id"]:
                     log.push(log_line(line.at, line.line))
                     last_log["id"] = line.log_id
+                    fresh_lines = True
+            if fresh_lines and shown_state["state"] not in FINAL_STATES:
+                # What the agent says while the run goes on (a stop's first writes) comes
+                # with a line in its log, in the same transaction: read the result again.
+                with dashboard().session() as session:
+                    fresh = get_run_detail(session, run_id, slow_rule())
+                if fresh.state not in FINAL_STATES:  # its final change shows the rest
+                    show_result(fresh.result, fresh.state)
 
         def on_runs(changes: list[live.RunChange]) -> None:
             mine = [
@@ -143,6 +161,7 @@ def register() -> None:
                 shown.add((change.to_state, change.at.isoformat()))
                 if not change.late:  # a late hop is in the timeline, the state stays
                     set_chip(state, change.to_state)
+                    shown_state["state"] = change.to_state
                     reason.text = said(change.reason)
                 with timeline:
                     hop_entry(change.reason, change.to_state, change.at.isoformat(), change.late)
