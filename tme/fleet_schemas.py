@@ -208,6 +208,38 @@ class DeviceStopped(Output):
     canceled_runs: list[str]
 
 
+class SiteStop(DeviceStop):
+    """POST /api/v1/sites/{site}/stop: why its devices are stopped (each device's stop
+    keeps it, as a device's stop does)."""
+
+
+class StoppedDevice(DeviceStopped):
+    """One device a site's stop stopped: its stop task and run, the runs it canceled, and
+    whether its agent was online (a stop for an agent offline waits for it at most a
+    minute, then fails as not delivered: stop that machine another way)."""
+
+    agent: str
+    device: str
+    agent_online: bool
+
+
+class NotStoppedDevice(Output):
+    """A device of the site a site's stop left alone, and why (no safe value to write)."""
+
+    agent: str
+    device: str
+    why: str
+
+
+class SiteStopped(Output):
+    """What a site's stop did: every device stopped (a stop each, started in one
+    transaction), and those it left alone."""
+
+    site: str
+    stopped: list[StoppedDevice]
+    not_stopped: list[NotStoppedDevice]
+
+
 class DeviceLockout(Output):
     """A device locked out at its agent (`tme agent lock`): who, why and since when."""
 

@@ -18,13 +18,18 @@ directory): the device's changes are refused, its reads still run, until a resum
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlmodel import Session, col, select
 
 from tme.controller.services.cancel import cancel_run
+from tme.controller.services.fleet_checks import NO_SAFE_VALUE, has_safe_value
 from tme.controller.services.runs import RunReadyHook
+from tme.controller.services.task_checks import field_error
 from tme.controller.services.tasks import create_task
-from tme.controller.store.models import Device, Run, Task
-from tme.fleet_schemas import DeviceStopped
+from tme.controller.store.models import Agent, Device, Run, Task
+from tme.errors import NotFound, ValidationError
+from tme.fleet_schemas import DeviceStopped, NotStoppedDevice, SiteStopped, StoppedDevice
 from tme.schemas import Op, Target, TaskCreate
 from tme.states import FINAL_STATES
 
@@ -51,20 +56,99 @@ def stop_device(
     once; a stop request arriving first instead ended the running write alone, and a
     write waiting behind it took the bus and ran before the stop came (a pump started
     just before its stop)."""
-    unfinished = session.exec(
-        select(Run.id)
-        .join(Task, col(Task.id) == col(Run.task_id))
-        .where(
-            Task.site == device.site,
-            Task.agent == device.agent,
-            Task.device == device.name,
-            col(Run.state).not_in(FINAL),
-        )
-        .order_by(col(Run.created_at))
-    ).all()
-    stopped = _start(session, device, "stop", reason, by, [], on_run_ready)
-    stopped.canceled_runs = [cancel_run(session, run_id).id for run_id in unfinished]
+    (stopped,) = stop_devices(session, [device], reason, by, on_run_ready)
     return stopped
+
+
+def stop_devices(
+    session: Session,
+    devices: Sequence[Device],
+    reason: str,
+    by: str,
+    on_run_ready: RunReadyHook | None = None,
+) -> list[DeviceStopped]:
+    """Stop each of `devices` as `stop_device` does, in the caller's transaction: every
+    stop first, so that no stop request of a canceled run reaches any of their agents
+    before the stops, then the cancels."""
+    unfinished = [_unfinished(session, device) for device in devices]  # before the stops
+    stops = [_start(session, device, "stop", reason, by, [], on_run_ready) for device in devices]
+    for stopped, run_ids in zip(stops, unfinished, strict=True):
+        stopped.canceled_runs = [cancel_run(session, run_id).id for run_id in run_ids]
+    return stops
+
+
+def stop_site(
+    session: Session,
+    site: str,
+    agent: str | None,
+    reason: str,
+    by: str,
+    on_run_ready: RunReadyHook | None = None,
+) -> SiteStopped:
+    """Stop every device of `site` (of `agent` only, when given) that has a safe value to
+    write, in the caller's transaction (`stop_devices`); the others are named, with why.
+    NotFound when the site (or agent) has no device, ValidationError when none of its
+    devices has a safe value: nothing would be stopped."""
+    query = select(Device).where(Device.site == site)
+    if agent:
+        query = query.where(Device.agent == agent)
+    devices = session.exec(query.order_by(col(Device.agent), col(Device.name))).all()
+    of_agent = f" of agent {agent!r}" if agent else ""
+    if not devices:
+        raise NotFound(
+            f"site {site!r} has no device{of_agent} (as its agents published them)",
+            details={"site": site, **({"agent": agent} if agent else {})},
+        )
+    stoppable = [d for d in devices if has_safe_value(d.points)]
+    not_stopped = [
+        NotStoppedDevice(agent=d.agent, device=d.name, why=NO_SAFE_VALUE)
+        for d in devices
+        if d not in stoppable
+    ]
+    if not stoppable:
+        names = ", ".join(f"{d.agent}/{d.name}" for d in devices)
+        message = (
+            f"site {site!r} has no device{of_agent} with a safe value to write ({names}):"
+            " a stop would write nothing; give their points safe_value"
+            " (docs/configuration.md)"
+        )
+        raise ValidationError(message, field_errors=[field_error("site", message)])
+    online = set(
+        session.exec(
+            select(Agent.name).where(Agent.site == site, col(Agent.online).is_(True))
+        ).all()
+    )
+    stops = stop_devices(session, stoppable, reason, by, on_run_ready)
+    return SiteStopped(
+        site=site,
+        stopped=[
+            StoppedDevice(
+                agent=device.agent,
+                device=device.name,
+                agent_online=device.agent in online,
+                **stopped.model_dump(),
+            )
+            for device, stopped in zip(stoppable, stops, strict=True)
+        ],
+        not_stopped=not_stopped,
+    )
+
+
+def _unfinished(session: Session, device: Device) -> list[str]:
+    """The ids of the runs of the device's tasks that have not finished, oldest first."""
+    return list(
+        session.exec(
+            select(Run.id)
+            .join(Task, col(Task.id) == col(Run.task_id))
+            .where(
+                Task.site == device.site,
+                Task.agent == device.agent,
+                Task.device == device.name,
+                col(Run.state).not_in(FINAL),
+            )
+            .order_by(col(Run.created_at))
+        ).all()
+    )
 
 
 def resume_device(

@@ -316,7 +316,7 @@ class DeviceCheck:
     def _check_stop(self) -> None:
         """A stop writes the profile's safe values: a device published without any (and
         an agent older than stops, which publishes none) would have nothing to write."""
-        if any(row.get("safe_value") is not None for row in self.points.values()):
+        if has_safe_value(self.points.values()):
             return
         message = (
             f"{self.where} has no point with a safe_value in its profile (profile"
@@ -424,3 +424,12 @@ def _arg_spec(row: Any) -> ArgSpec:
         # pathological one could hold a request thread for as long as it backtracks.
         pattern=ANY_ONE_LINE if pattern is not None else None,
     )
+
+
+NO_SAFE_VALUE = "no point with a safe_value in its profile: a stop would write nothing"
+
+
+def has_safe_value(points: Iterable[Any]) -> bool:
+    """Whether a device's points as its agent published them give a stop something to
+    write (a point with a safe_value)."""
+    return any(isinstance(p, dict) and p.get("safe_value") is not None for p in points)

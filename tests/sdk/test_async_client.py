@@ -104,3 +104,15 @@ async def test_create_many(aclient: tme.AsyncClient) -> None:
     names = [unique(), unique()]
     made = await aclient.tasks.create_many([{"name": n} for n in names])
     assert [t.name for t in made] == names
+
+
+async def test_stop_site(aclient: tme.AsyncClient, app_engine: Any) -> None:
+    from rollout_fleet import publish
+
+    publish(app_engine, "plant-a1", "skid-a", {"pump1": "pump", "tank1": "tank"})
+    stopped = await aclient.fleet.stop_site("plant-a1", "flood", agent="skid-a")
+    assert [(d.device, d.agent_online) for d in stopped.stopped] == [("pump1", True)]
+    assert [d.device for d in stopped.not_stopped] == ["tank1"]
+    assert (await aclient.runs.get(stopped.stopped[0].run_id or "")).state in {"queued", "pending"}
+    with pytest.raises(NotFound):
+        await aclient.fleet.stop_site("plant-a9", "flood")

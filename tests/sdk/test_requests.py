@@ -394,6 +394,7 @@ def test_an_empty_trigger_or_device_name_is_refused_before_any_request(name: obj
             lambda device: client.fleet.stop(device, reason="leak"),
             lambda device: client.fleet.resume(device, reason="fixed"),
         ),
+        "site": (lambda site: client.fleet.stop_site(site, reason="flood"),),
     }
     for field, methods in calls.items():
         for call in methods:

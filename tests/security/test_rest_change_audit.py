@@ -168,6 +168,11 @@ def _device_stop(api: Api) -> Change:
     return Change("POST", "/api/v1/devices/pump1/stop", {"reason": "leak"}, 201)
 
 
+def _site_stop(api: Api) -> Change:
+    plant(api.engine)
+    return Change("POST", "/api/v1/sites/plant-1/stop", {"reason": "flood"}, 201)
+
+
 def _rollout(api: Api) -> Change:
     plant(api.engine)
     return Change("POST", "/api/v1/rollouts", speed(), 201)
@@ -219,6 +224,7 @@ CHANGES: dict[str, Callable[[Api], Change]] = {
     "run cancel": _cancel_run,
     "device stop": _device_stop,
     "device resume": _device_resume,
+    "site stop": _site_stop,
     "rollout create": _rollout,
     "rollout cancel": _rollout_cancel,
     "notification rule create": _rule,

@@ -26,7 +26,14 @@ from tme.client.base import (
 )
 from tme.client.notifications import AsyncNotifications
 from tme.client.rollouts import AsyncRollouts
-from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
+from tme.fleet_schemas import (
+    AgentPublic,
+    DevicePublic,
+    DeviceStopped,
+    DeviceValues,
+    SitePublic,
+    SiteStopped,
+)
 from tme.schemas import (
     Page,
     ResourcePublic,
@@ -251,3 +258,7 @@ class AsyncFleet:
     ) -> DeviceStopped:
         """Lift a stop of `device` (see `Client.fleet.resume`)."""
         return await self._client.send(calls.stop_device(device, reason, site, agent, "resume"))
+
+    async def stop_site(self, site: str, reason: str, agent: str | None = None) -> SiteStopped:
+        """Stop every device of `site` with a safe value (see `Client.fleet.stop_site`)."""
+        return await self._client.send(calls.stop_site(site, reason, agent))

@@ -18,7 +18,14 @@ import pydantic
 from tme import states
 from tme.config_errors import hide_url_password
 from tme.errors import APIError, ValidationError, api_error_from_response
-from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
+from tme.fleet_schemas import (
+    AgentPublic,
+    DevicePublic,
+    DeviceStopped,
+    DeviceValues,
+    SitePublic,
+    SiteStopped,
+)
 from tme.schemas import (
     Page,
     ResourcePublic,
@@ -490,6 +497,17 @@ def stop_device(
         f"{API}/devices/{_path_name(name, 'device', check_name)}/{action}",
         _parser(DeviceStopped),
         params=_where(site, agent),
+        json={"reason": reason},
+    )
+
+
+def stop_site(site: str, reason: str, agent: str | None = None) -> Call[SiteStopped]:
+    """POST /sites/{site}/stop (of `agent`'s devices only, when given)."""
+    return Call(
+        "POST",
+        f"{API}/sites/{_path_name(site, 'site', check_name)}/stop",
+        _parser(SiteStopped),
+        params=_where(None, agent),
         json={"reason": reason},
     )
 

@@ -22,7 +22,14 @@ from tme.client.base import (
 )
 from tme.client.notifications import Notifications
 from tme.client.rollouts import Rollouts
-from tme.fleet_schemas import AgentPublic, DevicePublic, DeviceStopped, DeviceValues, SitePublic
+from tme.fleet_schemas import (
+    AgentPublic,
+    DevicePublic,
+    DeviceStopped,
+    DeviceValues,
+    SitePublic,
+    SiteStopped,
+)
 from tme.schemas import (
     Page,
     ResourcePublic,
@@ -296,3 +303,10 @@ class Fleet:
     ) -> DeviceStopped:
         """Lift a stop of `device`: its agent takes changes again."""
         return self._client.send(calls.stop_device(device, reason, site, agent, "resume"))
+
+    def stop_site(self, site: str, reason: str, agent: str | None = None) -> SiteStopped:
+        """Stop every device of `site` (of `agent` only, when given) that has a safe value,
+        at once, each as `stop` does; the answer names each device stopped with its stop's
+        run (`client.runs.get(d.run_id)`, its `result["first_pass"]` as for `stop`) and
+        whether its agent is online, and the devices left alone with why."""
+        return self._client.send(calls.stop_site(site, reason, agent))

@@ -1,7 +1,8 @@
 """/api/v1/sites, /api/v1/agents, /api/v1/devices: the fleet as presence reports it;
 /api/v1/devices/{device}/values: each point's latest value from succeeded runs;
 POST /api/v1/devices/{device}/stop and /resume: stop it now, latched at its agent, and
-lift that (controller/services/device_stop.py)."""
+lift that; POST /api/v1/sites/{site}/stop: stop every device of a site at once
+(controller/services/device_stop.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tme.controller.services.access import site_scope
 from tme.controller.services.roles import Principal
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.store.models import Device
+from tme.errors import NotFound
 from tme.fleet_schemas import (
     AgentPublic,
     DevicePublic,
@@ -24,6 +26,8 @@ from tme.fleet_schemas import (
     DeviceStopped,
     DeviceValues,
     SitePublic,
+    SiteStop,
+    SiteStopped,
 )
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"])
@@ -31,6 +35,7 @@ router = APIRouter(prefix="/api/v1", tags=["fleet"])
 SiteQuery = NameFilter
 AgentQuery = NameFilter
 DeviceName = Annotated[str, Path(min_length=1, max_length=64, description="The device's name")]
+SiteName = Annotated[str, Path(min_length=1, max_length=64, description="The site's name")]
 FLEET_READ = {"x-permission": "fleet.read"}
 STOP = {"x-permission": "run.control"}  # whoever may cancel runs may stop a machine
 
@@ -101,6 +106,28 @@ def resume(
         session, device, site=site, agent=agent, sites_in=site_scope(principal)
     )
     return _committed(change, device_stop.resume_device, found, body, principal, on_run_ready)
+
+
+@router.post("/sites/{site}/stop", status_code=201, response_model=SiteStopped, openapi_extra=STOP)
+def stop_site(
+    site: SiteName,
+    body: SiteStop,
+    change: ChangeDep,
+    principal: PrincipalDep,
+    on_run_ready: RunReadyDep,
+    agent: AgentQuery = None,
+) -> SiteStopped:
+    """Stop every device of the site (of `agent` only, when given) that has a safe value
+    to write, at once: as a device's stop each (in one transaction, every stop before any
+    cancel); the answer names each device stopped, with its stop's run and whether its
+    agent is online, and those left alone with why (docs/api.md, "Stopping a site")."""
+    if not principal.sees_site(site):  # a site outside the grant does not exist for them
+        raise NotFound(f"site {site!r} has no device", details={"site": site})
+    answer = device_stop.stop_site(
+        change.session, site, agent, body.reason, principal.username, on_run_ready
+    )
+    change.commit(201)
+    return answer
 
 
 def _committed(
