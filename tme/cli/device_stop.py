@@ -10,6 +10,7 @@ hold. An agent that predates `first_pass` is followed to the run's end, as befor
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,79 @@ def _print_first_pass(first: dict[str, Any], run_id: str, ended: bool, leaving: 
         _say(line)
     if len(lines) > 1 and leaving:  # a hold is said: the run goes on past this
         _say(f"not waiting for that: follow the stop with `tme run show {run_id}`")
+
+
+def follow_site_stop(
+    client: Client,
+    site: str,
+    stops: list[tuple[str, Stop]],
+    wait: bool,
+    timeout: float,
+    quiet: bool,
+) -> dict[str, RunDetail]:
+    """The stops of a site's devices, followed together (`stops`: each device's label and
+    stop): each device's first writes said as they come, prefixed by its label, and each
+    run's end; it ends once every stop said its first writes (or ended), with `wait` once
+    every run ended. Returns the last read of each run, by label. Ctrl-C leaves the stops
+    going on at their agents, as for one device."""
+    try:
+        return _follow_all(client, stops, wait, timeout, quiet)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: the stops of site {escape(site)} go on at their agents; follow"
+            " each with `tme run show <run>`",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(INTERRUPTED_EXIT) from None
+
+
+def _follow_all(
+    client: Client, stops: list[tuple[str, Stop]], wait: bool, timeout: float, quiet: bool
+) -> dict[str, RunDetail]:
+    deadline = time.monotonic() + timeout
+    runs: dict[str, RunDetail] = {}
+    said: set[str] = set()  # labels whose first writes were printed
+    ended: set[str] = set()
+    while True:
+        for label, stop in stops:
+            if label in ended:
+                continue
+            run = runs[label] = client.runs.get(stop.run_id)
+            first = first_pass(run)
+            if first is not None and label not in said:
+                said.add(label)
+                for line in [] if quiet else first_pass_lines(first, is_final(run.state)):
+                    _say(f"{label}: {line}")
+            if is_final(run.state):
+                ended.add(label)
+                if not quiet:
+                    _say(f"{label}: the agent: {run.state}: {answer_text(run)}")
+        going = [(label, stop) for label, stop in stops if label not in ended]
+        if not [label for label, _ in going if wait or label not in said]:
+            return runs
+        left = deadline - time.monotonic()
+        if left <= 0:
+            still = ", ".join(f"{label} (run {stop.run_id})" for label, stop in going)
+            raise TimeoutError(
+                f"stops still going at the --timeout: {still}; they go on at their agents:"
+                " follow each with `tme run show <run>`"
+            )
+        time.sleep(min(POLL_S, left))  # the polling interval of a deadline wait
+
+
+def answer_text(run: RunPublic) -> str:
+    """What the agent answered a stop or a resume, in words: what a stop wrote, whose
+    stop a resume lifted, or the reason it gave."""
+    result = run.result or {}
+    written = result.get("written")
+    if run.state == "succeeded" and isinstance(written, dict):
+        values = ", ".join(f"{point} = {json.dumps(value)}" for point, value in written.items())
+        return f"wrote {values} (its safe values)"
+    was = result.get("was")
+    if run.state == "succeeded" and isinstance(was, dict):
+        return f"{run.reason} (stopped by {was.get('by')} at {was.get('at')}: {was.get('reason')})"
+    return run.reason or json.dumps(result)
 
 
 def _say(text: str) -> None:

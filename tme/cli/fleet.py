@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-import json
+import functools
 from collections.abc import Callable
 from typing import Annotated
 
@@ -19,10 +19,10 @@ from tme.cli.common import (
     WaitOption,
     connect,
 )
-from tme.cli.device_stop import Stop, follow_stop, stop_failed
+from tme.cli.device_stop import Stop, answer_text, follow_site_stop, follow_stop, stop_failed
 from tme.cli.output import console, print_json, print_table
 from tme.client.base import check_seconds, is_final
-from tme.fleet_schemas import DevicePublic, DeviceStopped
+from tme.fleet_schemas import DevicePublic, DeviceStopped, SiteStopped
 from tme.schemas import RunPublic
 
 device_app = typer.Typer(no_args_is_help=True)
@@ -233,7 +233,7 @@ def _ask_agent(
         body = answer.model_dump(mode="json")
         print_json({**body, "run": run.model_dump(mode="json") if run else None})
     elif run is not None and is_final(run.state):
-        console.print(f"the agent: {run.state}: {escape(_answer(run))}", highlight=False)
+        console.print(f"the agent: {run.state}: {escape(answer_text(run))}", highlight=False)
     if action == "stop" and run is not None and stop_failed(run):
         raise typer.Exit(1)
     if action == "resume" and wait and (run is None or run.state != "succeeded"):
@@ -249,20 +249,6 @@ def _print_asked(action: str, name: str, answer: DeviceStopped) -> None:
     )
 
 
-def _answer(run: RunPublic) -> str:
-    """What the agent answered a stop or a resume, in words: what a stop wrote, whose
-    stop a resume lifted, or the reason it gave."""
-    result = run.result or {}
-    written = result.get("written")
-    if run.state == "succeeded" and isinstance(written, dict):
-        values = ", ".join(f"{point} = {json.dumps(value)}" for point, value in written.items())
-        return f"wrote {values} (its safe values)"
-    was = result.get("was")
-    if run.state == "succeeded" and isinstance(was, dict):
-        return f"{run.reason} (stopped by {was.get('by')} at {was.get('at')}: {was.get('reason')})"
-    return run.reason or json.dumps(result)
-
-
 @site_app.command("list")
 def list_sites(
     url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False
@@ -275,3 +261,58 @@ def list_sites(
         return
     rows = [(s.name, f"{s.agents_online}/{s.agents}", s.last_seen) for s in sites]
     print_table("Sites", ["site", "agents online", "last seen"], rows)
+
+
+@site_app.command("stop")
+def stop_site(
+    site: Annotated[str, typer.Argument(help="The site's name.")],
+    reason: ReasonOption,
+    agent: Annotated[str | None, typer.Option("--agent", help="Only this agent's devices.")] = None,
+    wait: WaitOption = True,
+    timeout: TimeoutOption = 90.0,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Stop every device of a site that has safe values, at once (of one agent with
+    --agent): each as `tme device stop` does. Names each device stopped (and whether its
+    agent is offline: its stop then waits for it at most a minute) and those left alone,
+    then says each device's first writes as they come. With --wait (the default) it ends
+    once every stop's run ended, exit 0 when all succeeded; with --no-wait once every
+    device's safe values were first written. Exit 1 when a safe value was not written or
+    a stop ended otherwise. Ctrl-C leaves the stops going on at their agents."""
+    with connect(url, token) as client:
+        check_seconds("timeout", timeout)  # before the stops go out: a bad one stops nothing
+        answer = client.fleet.stop_site(site, reason, agent=agent)
+        if not as_json:
+            _print_site_stop(answer)
+        stops = [
+            (f"{d.agent}/{d.device}", Stop(d.task_id, d.run_id))
+            for d in answer.stopped
+            if d.run_id is not None
+        ]
+        runs = follow_site_stop(client, site, stops, wait, timeout, quiet=as_json)
+    if as_json:
+        body = answer.model_dump(mode="json")
+        print_json({**body, "runs": {k: r.model_dump(mode="json") for k, r in runs.items()}})
+    if any(stop_failed(run) for run in runs.values()):
+        raise typer.Exit(1)
+
+
+def _print_site_stop(answer: SiteStopped) -> None:
+    left = f", {len(answer.not_stopped)} left alone" if answer.not_stopped else ""
+    say = functools.partial(console.print, highlight=False, soft_wrap=True)
+    say(f"stop of site {escape(answer.site)}: {len(answer.stopped)} device(s){left}")
+    for d in answer.stopped:
+        offline = (
+            ""
+            if d.agent_online
+            else f"; its agent {escape(d.agent)} is OFFLINE: the stop waits for it at most 60 s,"
+            " then fails as not delivered"
+        )
+        say(
+            f"  {escape(d.agent)}/{escape(d.device)}: task {d.task_id}, run {d.run_id};"
+            f" {len(d.canceled_runs)} unfinished run(s) of it canceled{offline}"
+        )
+    for n in answer.not_stopped:
+        say(f"  left alone: {escape(n.agent)}/{escape(n.device)}: {escape(n.why)}")
