@@ -27,7 +27,7 @@ from tme.controller.services import (
 )
 from tme.controller.services import cancel as cancel_service
 from tme.controller.services import tasks as task_service
-from tme.controller.services.access import check_task_create
+from tme.controller.services.access import check_target_site, check_task_create
 from tme.controller.services.launch import launch_run
 from tme.controller.services.roles import Principal
 from tme.controller.services.task_limits import check_task_limits
@@ -36,7 +36,7 @@ from tme.controller.store.db import session_scope
 from tme.controller.store.models import Task
 from tme.controller.store.workflow_models import WorkflowCancel
 from tme.errors import Conflict, TMEError
-from tme.fleet_schemas import DevicePublic
+from tme.fleet_schemas import DevicePublic, SiteStopped
 from tme.schemas import TaskCreate
 from tme.states import RunState
 from tme.ui.context import dashboard
@@ -137,6 +137,17 @@ def stop_device(
         )
         answer = do(entry.session, found, reason.strip(), principal.username, board.on_run_ready)
     return answer.run_id
+
+
+def stop_site(principal: Principal, site: str, reason: str) -> SiteStopped:
+    """Stop every device of `site` with a safe value now, as POST /api/v1/sites/{site}/stop."""
+    board = dashboard()
+    with _audited(principal, "run.control:stop_site", f"site {site}") as entry:
+        entry.details["reason"] = reason.strip()
+        check_target_site(principal, site, field="site")
+        return device_stop.stop_site(
+            entry.session, site, None, reason.strip(), principal.username, board.on_run_ready
+        )
 
 
 def run_now(principal: Principal, task_id: int) -> str | None:

@@ -186,6 +186,64 @@ async def test_a_viewer_has_no_stop_button(user: User, board, sign_in) -> None:
     await user.open("/fleet")
     await user.should_see("pump1")
     await user.should_not_see("Stop pump1")
+    await user.should_not_see("Stop site plant-x")
+
+
+def _publish_conveyor_offline(board: Any) -> None:
+    """A conveyor on agent line-b of plant-x, which then went offline, and a tank (no safe
+    value) on agent skid-t."""
+    from pathlib import Path
+
+    from tme.controller.event_apply import apply_presence
+    from tme.drivers.profile import load_profile
+    from tme.protocol import Presence
+
+    profiles = Path(__file__).resolve().parents[2] / "configs" / "profiles"
+    with Session(board.engine) as session:
+        for agent, device, profile in (
+            ("line-b", "conveyor1", "conveyor"),
+            ("skid-t", "tank1", "tank"),
+        ):
+            points = load_profile(profiles / f"{profile}.yaml").public_points()
+            described = [{"name": device, "profile": profile, "points": points}]
+            apply_presence(
+                session, Presence(site="plant-x", agent=agent, state="online", devices=described)
+            )
+        apply_presence(session, Presence(site="plant-x", agent="line-b", state="offline"))
+        session.commit()
+
+
+async def test_an_operator_stops_a_whole_site_from_the_fleet_page(
+    user: User, board, sign_in
+) -> None:
+    """As POST /api/v1/sites/{site}/stop: each device with safe values gets its stop, its
+    unfinished runs canceled, after a reason is asked for; the page says what it stopped,
+    what it left alone, and that a stop waits for an agent offline."""
+    _publish_pump(board)
+    _publish_conveyor_offline(board)
+    speed = {"point": "speed_setpoint", "value": 1500}
+    waiting = _task(board, target={"site": "plant-x", "agent": "skid-a", "device": "pump1"},
+                    op="modbus.write", params=speed)  # fmt: skip
+    sign_in(user, "operator")
+    await user.open("/fleet")
+    await user.should_see("Stop site plant-x")
+    user.find(marker="stop-site").click()
+    user.find(marker="confirm-stop-site").click()
+    await user.should_see("say why")  # nothing stopped without a reason
+    with Session(board.engine) as session:
+        assert session.exec(select(Task).where(Task.op == "device.stop")).all() == []
+    user.find(marker="stop-site-reason").type("flood in hall 2")
+    user.find(marker="confirm-stop-site").click()
+    with Session(board.engine) as session:
+        stops = session.exec(select(Task).where(Task.op == "device.stop")).all()
+        assert sorted(t.device or "" for t in stops) == ["conveyor1", "pump1"]
+        assert {t.params["reason"] for t in stops} == {"flood in hall 2"}
+        assert session.get(Task, waiting).status == "canceled"  # type: ignore[union-attr]
+    assert user.notify.contains(
+        "stopping 2 device(s) of plant-x: line-b/conveyor1, skid-a/pump1;"
+        " left alone (no safe value): skid-t/tank1"
+    )
+    assert user.notify.contains("agent offline: line-b/conveyor1")
 
 
 async def test_a_stopped_device_says_so_and_offers_resume(

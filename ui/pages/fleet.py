@@ -7,7 +7,7 @@ and a device's rows go to the browser again only when its values changed."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,6 +16,7 @@ from nicegui import run, ui
 
 from tme.controller.services import fleet, point_values
 from tme.controller.services.access import site_scope
+from tme.controller.services.roles import Principal
 from tme.fleet_schemas import (
     AgentPublic,
     DeviceLink,
@@ -25,6 +26,7 @@ from tme.fleet_schemas import (
     LinkLost,
     PointPublic,
     SitePublic,
+    SiteStopped,
 )
 from tme.ui import actions, live
 from tme.ui.context import dashboard
@@ -91,7 +93,7 @@ def register() -> None:
         with body:
             banner, banner_text = reload_banner("new-agents")
             sites: dict[str, ui.label] = {}
-            chips = _sites_and_agents(found, sites)
+            chips = _sites_and_agents(found, sites, viewer)
             views = _devices(found, viewer)
         tables = {key: view.table for key, view in views.items()}
         shown = dict(found.values)
@@ -176,11 +178,15 @@ def _sites(names: list[str]) -> list[SitePublic]:
 
 
 def _sites_and_agents(
-    found: Fleet, sites: dict[str, ui.label]
+    found: Fleet, sites: dict[str, ui.label], viewer: Viewer
 ) -> dict[tuple[str, str], tuple[ui.badge, ui.label, ui.label]]:
     ui.label("Sites").classes("text-lg")
     for site in found.sites:
-        sites[site.name] = ui.label(_site_line(site)).mark("fleet-site")
+        with ui.row().classes("items-center gap-4"):
+            sites[site.name] = ui.label(_site_line(site)).mark("fleet-site")
+            stoppable = any(d.site == site.name and _stoppable(d) for d in found.devices.values())
+            if stoppable and viewer.can("run.control", site.name):
+                _site_stop_button(viewer, site.name)
     ui.label("Agents").classes("text-lg")
     chips: dict[tuple[str, str], tuple[ui.badge, ui.label, ui.label]] = {}
     with (
@@ -290,16 +296,87 @@ def _ask_button(viewer: Viewer, device: DevicePublic, action: str) -> ui.button:
     def opened(run_id: object) -> None:
         ui.navigate.to(f"/runs/{run_id}")
 
+    return _reason_button(
+        viewer,
+        device.site,
+        f"{action.capitalize()} {name(device.name)}",
+        ASKS[action].format(name=name(device.name)),
+        action,
+        (f"{action}-device", f"{action}-reason", f"confirm-{action}"),
+        lambda principal, reason: actions.stop_device(principal, device, reason, action),
+        opened,
+    )
+
+
+def _site_stop_button(viewer: Viewer, site: str) -> ui.button:
+    """Stop every device of the site with safe values (as POST /api/v1/sites/{site}/stop),
+    after asking why; what it stopped and left alone is said."""
+    question = (
+        f"Stop every device of site {name(site)} now? Each device with safe values is"
+        " stopped: its unfinished runs are canceled and its agent writes its safe values,"
+        " then refuses its changes until it is resumed."
+    )
+    return _reason_button(
+        viewer,
+        site,
+        f"Stop site {name(site)}",
+        question,
+        "stop",
+        ("stop-site", "stop-site-reason", "confirm-stop-site"),
+        lambda principal, reason: actions.stop_site(principal, site, reason),
+        _said_site_stop,
+    )
+
+
+def _said_site_stop(stopped: object) -> None:
+    """What a site's stop did, in a notification (the devices' stops then show on this
+    page as their agents report them)."""
+    assert isinstance(stopped, SiteStopped)
+    names = ", ".join(f"{d.agent}/{d.device}" for d in stopped.stopped)
+    left = ", ".join(f"{d.agent}/{d.device}" for d in stopped.not_stopped)
+    text = f"stopping {len(stopped.stopped)} device(s) of {stopped.site}: {names}"
+    if left:
+        text += f"; left alone (no safe value): {left}"
+    ui.notify(said(text), type="positive", multi_line=True)
+    offline = [f"{d.agent}/{d.device}" for d in stopped.stopped if not d.agent_online]
+    if offline:
+        ui.notify(
+            said(
+                f"agent offline: {', '.join(offline)}: its stop waits for it at most a minute,"
+                " then fails as not delivered: stop it another way"
+            ),
+            type="negative",
+            multi_line=True,
+            timeout=0,
+            close_button="OK",
+        )
+
+
+def _reason_button(
+    viewer: Viewer,
+    site: str,
+    words: str,
+    question: str,
+    action: str,
+    marks: tuple[str, str, str],
+    act: Callable[[Principal, str], object],
+    then: Callable[[object], None],
+) -> ui.button:
+    """A button that asks `question` and why (kept with the `action`), then does `act`
+    with who asked and why, guarded by run.control on `site`; `marks`: the button's, the
+    reason's and the confirming button's."""
+    button_mark, reason_mark, confirm_mark = marks
+
     def ask() -> None:
         with ui.dialog() as dialog, ui.card():
-            ui.label(ASKS[action].format(name=name(device.name)))
-            reason = ui.input("Why").props("autofocus maxlength=200").mark(f"{action}-reason")
+            ui.label(question)
+            reason = ui.input("Why").props("autofocus maxlength=200").mark(reason_mark)
             do = guarded(
                 viewer,
                 "run.control",
-                device.site,
-                lambda principal: actions.stop_device(principal, device, reason.value, action),
-                then=opened,
+                site,
+                lambda principal: act(principal, reason.value or ""),
+                then=then,
             )
 
             def confirmed() -> None:
@@ -312,13 +389,12 @@ def _ask_button(viewer: Viewer, device: DevicePublic, action: str) -> ui.button:
             with ui.row():
                 ui.button("Back", on_click=dialog.close).props("flat")
                 ui.button(action.capitalize(), color="negative", on_click=confirmed).mark(
-                    f"confirm-{action}"
+                    confirm_mark
                 )
         dialog.open()
 
     color = "negative" if action == "stop" else "primary"
-    words = f"{action.capitalize()} {name(device.name)}"
-    return ui.button(words, color=color, on_click=ask).mark(f"{action}-device")
+    return ui.button(words, color=color, on_click=ask).mark(button_mark)
 
 
 def _when(iso: str) -> str:
