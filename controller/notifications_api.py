@@ -8,22 +8,33 @@ A target (a webhook URL often holds a token) is shown whole only to a caller who
 may manage the rule it belongs to; others see it redacted. A delivery about one
 site may come from a global rule or a webhook of the settings file, which only a
 manager of every site sees whole.
+
+Deliveries are many (one per event and rule): they are listed newest first in pages, as
+rollouts are (`cursor`; `Link: <...>; rel="next"` when there are more). Rules are few,
+made by hand, and listed whole.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import ValidationInfo, field_validator
 from sqlmodel import Session, col, select
 
-from tme.admin_schemas import NotificationRuleCreate
+from tme.admin_schemas import (
+    DeliveryStatus,
+    NotificationDeliveryPublic,
+    NotificationRuleCreate,
+    NotificationRulePublic,
+)
 from tme.controller.api.change_commit import ChangeDep
 from tme.controller.api.deps import MAX_ID, PrincipalDep, SessionDep
+from tme.controller.api.links import link_next_page
 from tme.controller.notifications import targets
 from tme.controller.notifications.models import NotificationDelivery, NotificationRule
 from tme.controller.services.access import check_target_site, within_scope
+from tme.controller.services.paging import MAX_PAGE, decode_id_cursor, id_page
 from tme.controller.services.roles import Permission, Principal
 from tme.controller.store.models import Task
 from tme.errors import NotFound, ValidationError
@@ -56,12 +67,12 @@ def _manages(principal: Principal, site: str | None) -> bool:
     return principal.can(Permission(MANAGE["x-permission"])) and principal.sees_site(site)
 
 
-def _public(rule: NotificationRule, principal: Principal) -> dict[str, Any]:
+def _public(rule: NotificationRule, principal: Principal) -> NotificationRulePublic:
     data = rule.model_dump(exclude={"secret"})
     data["signed"] = bool(rule.secret)
     if not _manages(principal, rule.site):
         data["target"] = targets.redact(rule.channel, rule.target)
-    return data
+    return NotificationRulePublic.model_validate(data)
 
 
 def _rule_sites(session: Session, deliveries: list[NotificationDelivery]) -> dict[str, str | None]:
@@ -79,11 +90,11 @@ def _rule_sites(session: Session, deliveries: list[NotificationDelivery]) -> dic
 
 def _delivery(
     delivery: NotificationDelivery, principal: Principal, rule_sites: dict[str, str | None]
-) -> dict[str, Any]:
+) -> NotificationDeliveryPublic:
     data = delivery.model_dump()
     if not _manages(principal, rule_sites.get(delivery.rule)):
         data["target"] = targets.redact(delivery.channel, delivery.target)
-    return data
+    return NotificationDeliveryPublic.model_validate(data)
 
 
 def _watched_site(session: Session, principal: Principal, body: RuleCreate) -> str | None:
@@ -105,21 +116,21 @@ def _watched_site(session: Session, principal: Principal, body: RuleCreate) -> s
     return site
 
 
-@router.get("/rules", openapi_extra=READ)
-def list_rules(session: SessionDep, principal: PrincipalDep) -> list[dict[str, Any]]:
+@router.get("/rules", response_model=list[NotificationRulePublic], openapi_extra=READ)
+def list_rules(session: SessionDep, principal: PrincipalDep) -> list[NotificationRulePublic]:
     query = within_scope(select(NotificationRule), NotificationRule.site, principal)
     rules = session.exec(query.order_by(col(NotificationRule.id)))
     return [_public(r, principal) for r in rules]
 
 
-@router.post("/rules", status_code=201, openapi_extra=MANAGE)
+@router.post("/rules", status_code=201, response_model=NotificationRulePublic, openapi_extra=MANAGE)
 def create_rule(
     body: RuleCreate,
     request: Request,
     session: SessionDep,
     change: ChangeDep,
     principal: PrincipalDep,
-) -> dict[str, Any]:
+) -> NotificationRulePublic:
     if body.channel == "webhook":
         refused = request.app.state.settings.notifications.refused_networks()
         try:
@@ -154,17 +165,26 @@ def delete_rule(
     return Response(status_code=204)
 
 
-@router.get("/deliveries", openapi_extra=READ)
+@router.get("/deliveries", response_model=list[NotificationDeliveryPublic], openapi_extra=READ)
 def list_deliveries(
+    request: Request,
+    response: Response,
     session: SessionDep,
     principal: PrincipalDep,
-    status: Annotated[Literal["pending", "delivered", "failed"] | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[dict[str, Any]]:
+    status: Annotated[DeliveryStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    cursor: Annotated[str | None, Query(max_length=500)] = None,
+) -> list[NotificationDeliveryPublic]:
+    """Newest first, within the caller's sites. The answer stays a list, as it was before
+    it was paged: a `Link: <...>; rel="next"` header gives the next page's URL (its
+    `cursor`) when there are more."""
     query = within_scope(select(NotificationDelivery), NotificationDelivery.site, principal)
-    query = query.order_by(col(NotificationDelivery.id).desc())
     if status:
         query = query.where(NotificationDelivery.status == status)
-    deliveries = list(session.exec(query.limit(limit)))
+    if cursor:
+        query = query.where(col(NotificationDelivery.id) < decode_id_cursor(cursor))
+    query = query.order_by(col(NotificationDelivery.id).desc()).limit(limit + 1)
+    deliveries, next_cursor = id_page(list(session.exec(query)), limit)
+    link_next_page(request, response, next_cursor)
     rule_sites = _rule_sites(session, deliveries)
     return [_delivery(d, principal, rule_sites) for d in deliveries]

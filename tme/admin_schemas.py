@@ -155,6 +155,9 @@ class NotificationDeliveryPublic(Output):
     webhook of the settings file), the event and what it said."""
 
     id: int
+    dedup_key: str = Field(
+        default="", description="<rule>|<event key>: one event notifies one rule once"
+    )
     rule: str
     channel: str
     target: str
