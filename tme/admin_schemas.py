@@ -173,7 +173,9 @@ class NotificationDeliveryPublic(Output):
 
 
 class DeliveryFilter(Input):
-    """The query of GET /api/v1/notifications/deliveries, as the SDK checks it."""
+    """What client.notifications.deliveries reads, as the SDK checks it before any
+    request: the deliveries of `status` (None: all), no more than the newest `limit`
+    (None: every one, page after page)."""
 
     status: DeliveryStatus | None = None
-    limit: int = Field(default=100, ge=1, le=1000)
+    limit: int | None = Field(default=None, ge=1, le=1000)

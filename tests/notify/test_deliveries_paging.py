@@ -1,7 +1,8 @@
 """Notification deliveries listed past one page: GET /api/v1/notifications/deliveries
 takes a `cursor` and gives the next page's URL in a `Link: rel="next"` header (its answer
-stays a list), within the caller's sites and its `status` filter on every page, where at
-most 1,000 could be read. The routes' answers are described in the OpenAPI document."""
+stays a list), within the caller's sites and its `status` filter on every page, and
+client.notifications.deliveries (sync and async) reads every page, where at most 1,000
+could be read. The routes' answers are described in the OpenAPI document."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from fastapi.testclient import TestClient
 from notify_helpers import add_delivery, deliveries
 from sqlalchemy.engine import Engine
 
+import tme
 from tme.controller.services.paging import encode_cursor
+from tme.errors import ValidationError
 
 PATH = "/api/v1/notifications/deliveries"
 # Oldest first: the site and status of each delivery, sites and statuses interleaved so
@@ -101,6 +104,34 @@ def test_a_caller_of_one_site_pages_through_its_own_deliveries_only(
     assert (own, pages) == (_newest_first(made, lambda d: d["site"] == "site-a"), 3)
     in_a_failed = _newest_first(made, lambda d: d["site"] == "site-a" and d["status"] == "failed")
     assert own_failed == in_a_failed and len(in_a_failed) == 4
+
+
+def test_the_sdk_reads_every_page_of_deliveries(live_url: str, made: list[dict[str, Any]]) -> None:
+    with tme.Client(live_url) as client:
+        every = [d.id for d in client.notifications.deliveries(page_size=3)]
+        failed = client.notifications.deliveries("failed", page_size=2)
+        newest = client.notifications.deliveries(limit=4, page_size=3)
+    assert every == _newest_first(made, lambda d: True)
+    assert [d.id for d in failed] == _newest_first(made, lambda d: d["status"] == "failed")
+    assert [d.id for d in newest] == every[:4]
+
+
+async def test_the_async_sdk_reads_every_page_of_deliveries(
+    live_url: str, made: list[dict[str, Any]]
+) -> None:
+    async with tme.AsyncClient(live_url) as client:
+        every = [d.id for d in await client.notifications.deliveries(page_size=1)]
+        newest = await client.notifications.deliveries(status="failed", limit=3, page_size=2)
+    assert every == _newest_first(made, lambda d: True)
+    assert [d.id for d in newest] == _newest_first(made, lambda d: d["status"] == "failed")[:3]
+
+
+def test_the_sdk_refuses_a_page_size_the_server_would() -> None:
+    """Before any request (nothing listens at the URL), naming the argument as written."""
+    client = tme.Client("http://127.0.0.1:9", token="t")
+    with client, pytest.raises(ValidationError) as caught:
+        client.notifications.deliveries(page_size=1001)
+    assert [e["field"] for e in caught.value.field_errors] == ["page_size"]
 
 
 def test_the_openapi_document_describes_the_notification_answers(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -84,7 +84,7 @@ class AsyncClient:
             response = await self._http.request(**self.connection.request_args(call))
         return call.parse(response)
 
-    async def iterate(self, call: calls.Call[Page[T]]) -> AsyncIterator[T]:
+    async def iterate(self, call: calls.Call[Page[T]]) -> AsyncGenerator[T, None]:
         next_call: calls.Call[Page[T]] | None = call
         while next_call is not None:
             page = await self.send(next_call)

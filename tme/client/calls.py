@@ -456,6 +456,22 @@ def _list_of(model: type[pydantic.BaseModel]) -> Callable[[httpx.Response], Any]
     return parse
 
 
+def _linked_page(model: type[M]) -> Callable[[httpx.Response], Page[M]]:
+    """The reader of a listing that answers a plain JSON list of `model` (GET
+    /api/v1/rollouts, /api/v1/notifications/deliveries): its items, and the `cursor` of
+    the URL its `Link: rel="next"` header gives (the answer stays the list it was before
+    it was paged), so that the clients' `iterate` follows it as any other page."""
+    items_of = _list_of(model)
+
+    def parse(response: httpx.Response) -> Page[M]:
+        items: list[M] = items_of(response)
+        next_url = response.links.get("next", {}).get("url")
+        cursor = httpx.URL(next_url).params.get("cursor") if next_url else None
+        return Page(items=items, next_cursor=cursor)
+
+    return parse
+
+
 def list_resources() -> Call[list[ResourcePublic]]:
     return Call("GET", f"{API}/resources", _list_of(ResourcePublic))
 

@@ -8,6 +8,8 @@ async classes only send them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import aclosing
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from tme.admin_schemas import (
@@ -16,7 +18,19 @@ from tme.admin_schemas import (
     NotificationRuleCreate,
     NotificationRulePublic,
 )
-from tme.client.calls import API, Call, _list_of, _no_content, _parser, integer_id, request_body
+from tme.client.calls import (
+    API,
+    MAX_PAGE_SIZE,
+    Call,
+    _linked_page,
+    _list_of,
+    _no_content,
+    _page_size,
+    _parser,
+    integer_id,
+    request_body,
+)
+from tme.schemas import Page
 
 if TYPE_CHECKING:
     from tme.client.aio import AsyncClient
@@ -39,10 +53,18 @@ def delete_rule(rule_id: int) -> Call[None]:
     return Call("DELETE", f"{PATH}/rules/{integer_id(rule_id, 'rule_id')}", _no_content)
 
 
-def list_deliveries(status: str | None, limit: int) -> Call[list[NotificationDeliveryPublic]]:
+_delivery_page = _linked_page(NotificationDeliveryPublic)
+
+
+def list_deliveries(
+    status: str | None, limit: int | None, page_size: int
+) -> Call[Page[NotificationDeliveryPublic]]:
+    """The pages of deliveries (of `status`), newest first, `page_size` a request, or
+    `limit` when that is fewer: the newest `limit` take one request, as before paging."""
     query: DeliveryFilter = request_body(DeliveryFilter, {"status": status, "limit": limit}, {})
-    params = query.model_dump(exclude_none=True)
-    return Call("GET", f"{PATH}/deliveries", _list_of(NotificationDeliveryPublic), params=params)
+    params: dict[str, Any] = query.model_dump(exclude_none=True)
+    params["limit"] = min(_page_size(page_size), query.limit or MAX_PAGE_SIZE)
+    return Call("GET", f"{PATH}/deliveries", _delivery_page, params=params)
 
 
 class Notifications:
@@ -67,11 +89,13 @@ class Notifications:
         self._client.send(delete_rule(rule_id))
 
     def deliveries(
-        self, status: str | None = None, limit: int = 100
+        self, status: str | None = None, limit: int | None = None, *, page_size: int = 100
     ) -> list[NotificationDeliveryPublic]:
-        """The latest deliveries first (up to `limit`, 1000 at most); `status` is
-        pending, delivered or failed."""
-        return self._client.send(list_deliveries(status, limit))
+        """Every delivery, newest first, read page after page (`page_size` a request, up
+        to 1000); `status` is pending, delivered or failed. `limit` (1 to 1000) stops at
+        the newest `limit`."""
+        pages = self._client.iterate(list_deliveries(status, limit, page_size))
+        return list(islice(pages, limit))
 
 
 class AsyncNotifications:
@@ -90,6 +114,13 @@ class AsyncNotifications:
         await self._client.send(delete_rule(rule_id))
 
     async def deliveries(
-        self, status: str | None = None, limit: int = 100
+        self, status: str | None = None, limit: int | None = None, *, page_size: int = 100
     ) -> list[NotificationDeliveryPublic]:
-        return await self._client.send(list_deliveries(status, limit))
+        found: list[NotificationDeliveryPublic] = []
+        call = list_deliveries(status, limit, page_size)
+        async with aclosing(self._client.iterate(call)) as pages:
+            async for delivery in pages:
+                found.append(delivery)
+                if len(found) == limit:
+                    break
+        return found

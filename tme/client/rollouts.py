@@ -9,9 +9,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from tme.client.calls import API, Call, _list_of, _page_size, _parser, integer_id, request_body
+from tme.client.calls import (
+    API,
+    Call,
+    _linked_page,
+    _page_size,
+    _parser,
+    integer_id,
+    request_body,
+)
 from tme.rollout_schemas import RolloutCreate, RolloutPreview, RolloutPublic
 from tme.schemas import Page
 
@@ -49,16 +55,7 @@ def get_rollout(rollout_id: int) -> Call[RolloutPublic]:
     return Call("GET", f"{API}/rollouts/{_rollout_id(rollout_id)}", _rollout)
 
 
-_rollout_list = _list_of(RolloutPublic)
-
-
-def _rollout_page(response: httpx.Response) -> Page[RolloutPublic]:
-    """The list GET /api/v1/rollouts answers, and the `cursor` of the URL its `Link:
-    rel="next"` header gives (the answer stays a list, as before it was paged)."""
-    items = _rollout_list(response)
-    next_url = response.links.get("next", {}).get("url")
-    cursor = httpx.URL(next_url).params.get("cursor") if next_url else None
-    return Page[RolloutPublic](items=items, next_cursor=cursor)
+_rollout_page = _linked_page(RolloutPublic)
 
 
 def list_rollouts(
