@@ -103,7 +103,7 @@ def stop_site(
     not_stopped = [
         NotStoppedDevice(agent=d.agent, device=d.name, why=NO_SAFE_VALUE)
         for d in devices
-        if d not in stoppable
+        if not has_safe_value(d.points)
     ]
     if not stoppable:
         names = ", ".join(f"{d.agent}/{d.name}" for d in devices)

@@ -194,3 +194,10 @@ def test_a_bad_timeout_stops_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     result = CliRunner().invoke(app, [*STOP, "--timeout", "nan"])
     assert result.exit_code == 2, result.output
     assert "timeout: must be 0 or more seconds" in result.stderr and asked == []
+
+
+def test_a_large_sites_stops_are_read_less_often() -> None:
+    """Up to ten stops going are read every 0.2 s; a hundred, every 2 s (a round of reads
+    of each), not a hundred reads every 0.2 s while the controller sends the stops."""
+    assert device_stop._round_pause(1) == device_stop._round_pause(10) == device_stop.POLL_S
+    assert device_stop._round_pause(100) == pytest.approx(10 * device_stop.POLL_S)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the SDK loads only for commands that use it
     from tme.client import Client
 
 POLL_S = 0.2  # how often the run is read: a first write is said within this of its arrival
+ROUND_RUNS = 10  # a site's stops: up to this many are read every POLL_S, more less often
 INTERRUPTED_EXIT = 130  # as a shell says a command ended by Ctrl-C
 
 
@@ -174,7 +175,14 @@ def _follow_all(
                 f"stops still going at the --timeout: {still}; they go on at their agents:"
                 " follow each with `tme run show <run>`"
             )
-        time.sleep(min(POLL_S, left))  # the polling interval of a deadline wait
+        time.sleep(min(_round_pause(len(going)), left))  # the polling interval of a deadline wait
+
+
+def _round_pause(going: int) -> float:
+    """Seconds between two rounds of reads of the stops still going: POLL_S up to
+    ROUND_RUNS of them, longer beyond, so that a large site's stops do not read the
+    controller's API hundreds of times a second while it sends them."""
+    return POLL_S * max(1.0, going / ROUND_RUNS)
 
 
 def answer_text(run: RunPublic) -> str:
