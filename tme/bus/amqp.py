@@ -16,12 +16,11 @@ from tme.bus.amqp_publisher import ConfirmingPublisher
 from tme.bus.base import BatchHandler, Handler
 from tme.bus.link_states import LinkListener, LinkStates
 from tme.bus.options import BusOptions
-from tme.bus.topology import CONTROLLER_EVENTS_QUEUE, EXCHANGES
+from tme.bus.topology import EXCHANGES, DeclaresQueues
 from tme.errors import BusError
-from tme.protocol import DISPATCH_EXCHANGE, EVENTS_EXCHANGE, site_queue, site_routing_key
 
 
-class AmqpBus:
+class AmqpBus(DeclaresQueues):
     """One publishing connection plus one connection per consumer, each on its own thread."""
 
     def __init__(self, url: str, options: BusOptions) -> None:
@@ -59,14 +58,6 @@ class AmqpBus:
     def declare_queue(self, queue: str, exchange: str, binding: str) -> None:
         with admin_channel(self._admin) as channel:
             declare_queue(channel, queue, exchange, binding, self.options.delivery_limit)
-
-    def declare_site(self, site: str) -> None:
-        self.declare_queue(site_queue(site), DISPATCH_EXCHANGE, site_routing_key(site))
-
-    def declare_events_queue(
-        self, queue: str = CONTROLLER_EVENTS_QUEUE, binding: str = "#"
-    ) -> None:
-        self.declare_queue(queue, EVENTS_EXCHANGE, binding)
 
     def queue_exists(self, queue: str) -> bool:
         with admin_channel(self._admin) as channel:

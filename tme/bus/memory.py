@@ -10,18 +10,14 @@ from tme.bus.base import BatchHandler, Delivery, Handler, Reject
 from tme.bus.memory_broker import MemoryBroker, StoredMessage, broker_for
 from tme.bus.options import BusOptions
 from tme.bus.topology import (
-    CONTROLLER_EVENTS_QUEUE,
     DEAD_LETTER_QUEUE,
     EXCHANGES,
+    DeclaresQueues,
     delivery_limit_for,
 )
 from tme.errors import BusError
 from tme.protocol import (
     DEAD_LETTER_EXCHANGE,
-    DISPATCH_EXCHANGE,
-    EVENTS_EXCHANGE,
-    site_queue,
-    site_routing_key,
 )
 
 log = logging.getLogger(__name__)
@@ -130,7 +126,7 @@ class MemoryConsumer:
                 self._broker.requeue(self._queue, message)
 
 
-class MemoryBus:
+class MemoryBus(DeclaresQueues):
     """Same semantics as the AMQP bus, in-process; consumers run on their own threads."""
 
     def __init__(self, url: str, options: BusOptions) -> None:
@@ -167,14 +163,6 @@ class MemoryBus:
             limit = delivery_limit_for(exchange, self.options.delivery_limit)
             self.broker.declare_queue(queue, limit, DEAD_LETTER_EXCHANGE)
         self.broker.bind(queue, exchange, binding)
-
-    def declare_site(self, site: str) -> None:
-        self.declare_queue(site_queue(site), DISPATCH_EXCHANGE, site_routing_key(site))
-
-    def declare_events_queue(
-        self, queue: str = CONTROLLER_EVENTS_QUEUE, binding: str = "#"
-    ) -> None:
-        self.declare_queue(queue, EVENTS_EXCHANGE, binding)
 
     def queue_exists(self, queue: str) -> bool:
         return queue in self.broker.queues

@@ -6,7 +6,13 @@ spells live here.
 
 from __future__ import annotations
 
-from tme.protocol import DEAD_LETTER_EXCHANGE, DISPATCH_EXCHANGE, EVENTS_EXCHANGE
+from tme.protocol import (
+    DEAD_LETTER_EXCHANGE,
+    DISPATCH_EXCHANGE,
+    EVENTS_EXCHANGE,
+    site_queue,
+    site_routing_key,
+)
 
 CONTROLLER_EVENTS_QUEUE = "tme.controller.events"
 DEAD_LETTER_QUEUE = "tme.dead.letters"
@@ -69,3 +75,18 @@ def queue_arguments(exchange: str, delivery_limit: int) -> dict[str, object]:
     if exchange == DEAD_LETTER_EXCHANGE:
         return dead_letter_queue_arguments()
     return work_queue_arguments(delivery_limit_for(exchange, delivery_limit))
+
+
+class DeclaresQueues:
+    """The queues every transport declares the same way, through its `declare_queue`."""
+
+    def declare_queue(self, queue: str, exchange: str, binding: str) -> None:
+        raise NotImplementedError
+
+    def declare_site(self, site: str) -> None:
+        self.declare_queue(site_queue(site), DISPATCH_EXCHANGE, site_routing_key(site))
+
+    def declare_events_queue(
+        self, queue: str = CONTROLLER_EVENTS_QUEUE, binding: str = "#"
+    ) -> None:
+        self.declare_queue(queue, EVENTS_EXCHANGE, binding)
