@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from waiting import wait_until
 
 from tme.cli.main import app
+from tme.cli.output import console
 
 pytestmark = pytest.mark.external_service
 
@@ -17,7 +18,9 @@ PUMP_UNIT, CONVEYOR_UNIT = 1, 3  # configs/profiles/pump.yaml, conveyor.yaml
 RUN_OR_ENABLE, SPEED_SETPOINT = 0, 0  # the coil and the register of both profiles
 
 
-def test_a_sites_stop_stops_each_device_with_safe_values(real_stack, client_of) -> None:
+def test_a_sites_stop_stops_each_device_with_safe_values(
+    real_stack, client_of, monkeypatch
+) -> None:
     stack, client = real_stack, client_of(real_stack)
     site = stack.config.site
     wait_until(
@@ -32,7 +35,8 @@ def test_a_sites_stop_stops_each_device_with_safe_values(real_stack, client_of) 
         plant.write_bit(unit, RUN_OR_ENABLE, True)
         plant.write_register(unit, SPEED_SETPOINT, speed)
     stop = ["site", "stop", site, "--reason", "flood in hall 2", "--url", stack.url]
-    result = CliRunner().invoke(app, stop, env={"TME_TOKEN": stack.token, "COLUMNS": "300"})
+    monkeypatch.setattr(console, "width", 80)  # each line said whole, whatever the terminal
+    result = CliRunner().invoke(app, stop, env={"TME_TOKEN": stack.token})
     assert result.exit_code == 0, result.output
     said = result.stdout.splitlines()
     assert said[0] == f"stop of site {site}: 2 device(s), 2 left alone", said

@@ -200,4 +200,4 @@ def answer_text(run: RunPublic) -> str:
 
 
 def _say(text: str) -> None:
-    console.print(escape(text), highlight=False)
+    console.print(escape(text), highlight=False, soft_wrap=True)  # one line each, whole
