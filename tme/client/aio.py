@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from tme.client import calls
+from tme.client import calls, fleet_calls
 from tme.client.audit import AsyncAudit
 from tme.client.auth import AsyncAuth
 from tme.client.base import (
@@ -229,36 +229,38 @@ class AsyncFleet:
         self._client = client
 
     async def sites(self) -> list[SitePublic]:
-        return await self._client.send(calls.list_sites())
+        return await self._client.send(fleet_calls.list_sites())
 
     async def agents(
         self, site: str | None = None, online: bool | None = None
     ) -> list[AgentPublic]:
-        return await self._client.send(calls.list_agents(site, online))
+        return await self._client.send(fleet_calls.list_agents(site, online))
 
     async def devices(
         self, site: str | None = None, agent: str | None = None
     ) -> list[DevicePublic]:
-        return await self._client.send(calls.list_devices(site, agent))
+        return await self._client.send(fleet_calls.list_devices(site, agent))
 
     async def values(
         self, device: str, site: str | None = None, agent: str | None = None
     ) -> DeviceValues:
         """Each point of `device` with its latest value, from succeeded runs."""
-        return await self._client.send(calls.device_values(device, site, agent))
+        return await self._client.send(fleet_calls.device_values(device, site, agent))
 
     async def stop(
         self, device: str, reason: str, site: str | None = None, agent: str | None = None
     ) -> DeviceStopped:
         """Stop `device` now (see `Client.fleet.stop`)."""
-        return await self._client.send(calls.stop_device(device, reason, site, agent))
+        return await self._client.send(fleet_calls.stop_device(device, reason, site, agent))
 
     async def resume(
         self, device: str, reason: str, site: str | None = None, agent: str | None = None
     ) -> DeviceStopped:
         """Lift a stop of `device` (see `Client.fleet.resume`)."""
-        return await self._client.send(calls.stop_device(device, reason, site, agent, "resume"))
+        return await self._client.send(
+            fleet_calls.stop_device(device, reason, site, agent, "resume")
+        )
 
     async def stop_site(self, site: str, reason: str, agent: str | None = None) -> SiteStopped:
         """Stop every device of `site` with a safe value (see `Client.fleet.stop_site`)."""
-        return await self._client.send(calls.stop_site(site, reason, agent))
+        return await self._client.send(fleet_calls.stop_site(site, reason, agent))

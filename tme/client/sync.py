@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from tme.client import calls
+from tme.client import calls, fleet_calls
 from tme.client.audit import Audit
 from tme.client.auth import Auth
 from tme.client.base import (
@@ -275,19 +275,19 @@ class Fleet:
         self._client = client
 
     def sites(self) -> list[SitePublic]:
-        return self._client.send(calls.list_sites())
+        return self._client.send(fleet_calls.list_sites())
 
     def agents(self, site: str | None = None, online: bool | None = None) -> list[AgentPublic]:
-        return self._client.send(calls.list_agents(site, online))
+        return self._client.send(fleet_calls.list_agents(site, online))
 
     def devices(self, site: str | None = None, agent: str | None = None) -> list[DevicePublic]:
-        return self._client.send(calls.list_devices(site, agent))
+        return self._client.send(fleet_calls.list_devices(site, agent))
 
     def values(
         self, device: str, site: str | None = None, agent: str | None = None
     ) -> DeviceValues:
         """Each point of `device` with its latest value, from succeeded runs."""
-        return self._client.send(calls.device_values(device, site, agent))
+        return self._client.send(fleet_calls.device_values(device, site, agent))
 
     def stop(
         self, device: str, reason: str, site: str | None = None, agent: str | None = None
@@ -296,17 +296,17 @@ class Fleet:
         safe values; `client.runs.get(stopped.run_id)` says what was written, its
         `result["first_pass"]` as soon as the first writes are done, while the run may
         still hold them before writing them again (docs/api.md, "Following a stop")."""
-        return self._client.send(calls.stop_device(device, reason, site, agent))
+        return self._client.send(fleet_calls.stop_device(device, reason, site, agent))
 
     def resume(
         self, device: str, reason: str, site: str | None = None, agent: str | None = None
     ) -> DeviceStopped:
         """Lift a stop of `device`: its agent takes changes again."""
-        return self._client.send(calls.stop_device(device, reason, site, agent, "resume"))
+        return self._client.send(fleet_calls.stop_device(device, reason, site, agent, "resume"))
 
     def stop_site(self, site: str, reason: str, agent: str | None = None) -> SiteStopped:
         """Stop every device of `site` (of `agent` only, when given) that has a safe value,
         at once, each as `stop` does; the answer names each device stopped with its stop's
         run (`client.runs.get(d.run_id)`, its `result["first_pass"]` as for `stop`) and
         whether its agent is online, and the devices left alone with why."""
-        return self._client.send(calls.stop_site(site, reason, agent))
+        return self._client.send(fleet_calls.stop_site(site, reason, agent))
