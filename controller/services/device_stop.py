@@ -84,12 +84,16 @@ def stop_site(
     reason: str,
     by: str,
     on_run_ready: RunReadyHook | None = None,
+    sites_in: Sequence[str] | None = None,
 ) -> SiteStopped:
     """Stop every device of `site` (of `agent` only, when given) that has a safe value to
     write, in the caller's transaction (`stop_devices`); the others are named, with why.
-    NotFound when the site (or agent) has no device, ValidationError when none of its
-    devices has a safe value: nothing would be stopped."""
+    NotFound when the site (or agent) has no device, or is not among `sites_in` (the
+    caller's grant: a site outside it is said as one without devices), ValidationError
+    when none of its devices has a safe value: nothing would be stopped."""
     query = select(Device).where(Device.site == site)
+    if sites_in is not None:
+        query = query.where(col(Device.site).in_(sites_in))
     if agent:
         query = query.where(Device.agent == agent)
     devices = session.exec(query.order_by(col(Device.agent), col(Device.name))).all()

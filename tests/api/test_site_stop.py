@@ -156,11 +156,16 @@ def test_a_site_outside_the_grant_is_not_found_and_a_viewer_may_not_stop(
 ) -> None:
     plant(app_engine)
     publish(app_engine, "plant-2", "skid-q", {"pump9": "pump"})
-    operator = _as(app_engine, "op-plant-2", "operator", "plant-2")
+    operator = _as(app_engine, "op-plant-2", "operator", "plant-2,plant-9")  # plant-9: no device
     elsewhere = test_client.post(
         "/api/v1/sites/plant-1/stop", json={"reason": "flood"}, headers=operator
     )
-    assert_error(elsewhere, 404, "plant-1")
+    nowhere = test_client.post(
+        "/api/v1/sites/plant-9/stop", json={"reason": "flood"}, headers=operator
+    )
+    said = assert_error(elsewhere, 404, "plant-1")["message"]
+    # said as a site without devices is: whether it exists is not told
+    assert said == assert_error(nowhere, 404)["message"].replace("plant-9", "plant-1")
     viewer = _as(app_engine, "viewer-1", "viewer", "plant-1")
     refused = test_client.post(
         "/api/v1/sites/plant-1/stop", json={"reason": "flood"}, headers=viewer

@@ -18,7 +18,6 @@ from tme.controller.services.access import site_scope
 from tme.controller.services.roles import Principal
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.store.models import Device
-from tme.errors import NotFound
 from tme.fleet_schemas import (
     AgentPublic,
     DevicePublic,
@@ -121,10 +120,14 @@ def stop_site(
     to write, at once: as a device's stop each (in one transaction, every stop before any
     cancel); the answer names each device stopped, with its stop's run and whether its
     agent is online, and those left alone with why (docs/api.md, "Stopping a site")."""
-    if not principal.sees_site(site):  # a site outside the grant does not exist for them
-        raise NotFound(f"site {site!r} has no device", details={"site": site})
     answer = device_stop.stop_site(
-        change.session, site, agent, body.reason, principal.username, on_run_ready
+        change.session,
+        site,
+        agent,
+        body.reason,
+        principal.username,
+        on_run_ready,
+        sites_in=site_scope(principal),  # a site outside the grant has no device for them
     )
     change.commit(201)
     return answer
