@@ -39,7 +39,7 @@ def hold_of(first: dict[str, Any]) -> float:
 def first_pass_lines(first: dict[str, Any], ended: bool) -> list[str]:
     """The first writes, then (unless the run `ended`) the hold that follows them."""
     at = time_of_day(first.get("at"))
-    written = _values(first.get("written"))
+    written = values_text(first.get("written"))
     errors = first.get("not_written")
     if errors:
         said = (
@@ -60,7 +60,8 @@ def first_pass_lines(first: dict[str, Any], ended: bool) -> list[str]:
     return lines
 
 
-def _values(values: Any) -> str:
+def values_text(values: Any) -> str:
+    """Points and their values as written: `run = false, speed_setpoint = 0`."""
     if not isinstance(values, dict):
         return ""
     return ", ".join(f"{point} = {json.dumps(value)}" for point, value in values.items())

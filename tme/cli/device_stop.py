@@ -20,7 +20,7 @@ from rich.markup import escape
 
 from tme.cli.output import console, err_console
 from tme.client.base import is_final
-from tme.first_pass_text import first_pass_lines, first_pass_of, not_written
+from tme.first_pass_text import first_pass_lines, first_pass_of, not_written, values_text
 from tme.schemas import RunDetail, RunPublic
 
 if TYPE_CHECKING:  # the SDK loads only for commands that use it
@@ -191,8 +191,7 @@ def answer_text(run: RunPublic) -> str:
     result = run.result or {}
     written = result.get("written")
     if run.state == "succeeded" and isinstance(written, dict):
-        values = ", ".join(f"{point} = {json.dumps(value)}" for point, value in written.items())
-        return f"wrote {values} (its safe values)"
+        return f"wrote {values_text(written)} (its safe values)"
     was = result.get("was")
     if run.state == "succeeded" and isinstance(was, dict):
         return f"{run.reason} (stopped by {was.get('by')} at {was.get('at')}: {was.get('reason')})"
