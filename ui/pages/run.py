@@ -13,7 +13,7 @@ from sqlmodel import col, select
 from tme.controller.services.point_values import readings_of
 from tme.controller.services.queries import get_run_detail
 from tme.controller.services.workflow_graph import workflow_of
-from tme.controller.store.models import Device, RunLog, Task
+from tme.controller.store.models import Device, Run, RunLog, Task
 from tme.durations import duration_line
 from tme.effect_text import effect_line
 from tme.errors import NotFound
@@ -145,11 +145,13 @@ def register() -> None:
                     fresh_lines = True
             if fresh_lines and shown_state["state"] not in FINAL_STATES:
                 # What the agent says while the run goes on (a stop's first writes) comes
-                # with a line in its log, in the same transaction: read the result again.
+                # with a line in its log, in the same transaction: read the result again
+                # (the run's row alone: a chatty run's whole log is not read each time).
                 with dashboard().session() as session:
-                    fresh = get_run_detail(session, run_id, slow_rule())
-                if fresh.state not in FINAL_STATES:  # its final change shows the rest
-                    show_result(fresh.result, fresh.state)
+                    fresh = session.get(Run, run_id)
+                    result, now = (fresh.result, fresh.state) if fresh else (None, "")
+                if fresh is not None and now not in FINAL_STATES:  # its final change shows the rest
+                    show_result(result, now)
 
         def on_runs(changes: list[live.RunChange]) -> None:
             mine = [
