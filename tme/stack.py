@@ -227,16 +227,19 @@ class LocalStack:
 
         from tme.controller.services.bootstrap import create_admin
         from tme.controller.services.tokens import issue_token
-        from tme.controller.services.users import list_users, set_password
+        from tme.controller.services.users import list_users, new_password_hash, set_password
         from tme.controller.store.db import session_scope
 
         with session_scope(engine) as session:
-            if list_users(session):
-                password = secrets.token_urlsafe(12)
-                admin = set_password(session, "admin", password)
+            reused = bool(list_users(session))
+        if reused:
+            password = secrets.token_urlsafe(12)
+            hashed = new_password_hash(password)  # before the transaction that stores it
+            with session_scope(engine) as session:
+                admin = set_password(session, "admin", hashed)
                 issued = issue_token(session, admin, "demo", ttl=timedelta(1))
-                self.admin_password, self.token = password, issued.value
-                return
+            self.admin_password, self.token = password, issued.value
+            return
         credentials = create_admin(engine)
         self.admin_password, self.token = credentials.password, credentials.token
 

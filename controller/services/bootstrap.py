@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy.engine import Engine
 
 from tme.controller.services.tokens import issue_token
-from tme.controller.services.users import create_user
+from tme.controller.services.users import create_user, new_password_hash
 from tme.controller.store.db import session_scope
 
 
@@ -31,8 +31,9 @@ def make_user_with_token(
 ) -> Credentials:
     """A user with a generated password (unless given) and one API token."""
     password = password or secrets.token_urlsafe(12)
+    hashed = new_password_hash(password)
     with session_scope(engine) as session:
-        user = create_user(session, username, password, role, sites)
+        user = create_user(session, username, hashed, role, sites)
         issued = issue_token(session, user, f"{username} bootstrap", ttl=timedelta(days=token_days))
     return Credentials(username, password, issued.value)
 

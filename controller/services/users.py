@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import NewType
 
 from sqlmodel import Session, col, select
 
@@ -18,6 +19,11 @@ from tme.controller.store.security_models import ApiToken, User
 from tme.errors import AuthError, Conflict, NotFound, ValidationError
 
 USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+# A new password's hash (new_password_hash), not the password: hashing takes about 0.15 s,
+# so it is done before the change's transaction, where the audit chain is locked and
+# every other change waits.
+PasswordHash = NewType("PasswordHash", str)
 
 
 def _invalid(field: str, message: str) -> ValidationError:
@@ -49,17 +55,27 @@ def check_new_user(username: str, role: str, sites: list[str] | str) -> list[str
     return list(granted)
 
 
-def create_user(
-    session: Session, username: str, password: str, role: str, sites: list[str] | str
-) -> User:
-    granted = check_new_user(username, role, sites)
+def new_password_hash(password: str) -> PasswordHash:
+    """A new password checked and hashed, for `create_user` and `set_password`: hash it
+    before the transaction that stores it (PasswordHash)."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise _invalid("password", f"at least {MIN_PASSWORD_LENGTH} characters")
+    return PasswordHash(hash_password(password))
+
+
+def create_user(
+    session: Session,
+    username: str,
+    password_hash: PasswordHash,
+    role: str,
+    sites: list[str] | str,
+) -> User:
+    granted = check_new_user(username, role, sites)
     if session.exec(select(User).where(User.username == username)).first() is not None:
         raise Conflict(f"user {username!r} already exists", details={"username": username})
     user = User(
         username=username,
-        password_hash=hash_password(password),
+        password_hash=password_hash,
         role=parse_role(role).value,
         sites=list(granted),
     )
@@ -79,12 +95,10 @@ def get_user(session: Session, username: str) -> User:
     return user
 
 
-def set_password(session: Session, username: str, password: str) -> User:
+def set_password(session: Session, username: str, password_hash: PasswordHash) -> User:
     """A new password for `username`; its tokens and open sessions stay valid."""
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise _invalid("password", f"at least {MIN_PASSWORD_LENGTH} characters")
     user = get_user(session, username)
-    user.password_hash = hash_password(password)
+    user.password_hash = password_hash
     session.add(user)
     return user
 

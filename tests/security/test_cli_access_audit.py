@@ -139,3 +139,32 @@ def test_an_unreadable_audit_key_file_is_an_error_before_the_password_is_asked(
     assert line.startswith('error: auth.audit_key_file: cannot read secret file "'), line
     assert "password" not in asked.stdout.lower()
     assert list(tmp_path.iterdir()) == []  # no database opened either
+
+
+def test_a_new_users_password_is_hashed_before_the_audit_chain_is_locked(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hashing takes about 0.15 s: done while the chain is locked, every other change
+    (the API's, the dashboard's, the event consumer's rows) waited for it."""
+    from tme.controller.services import users
+
+    order: list[str] = []
+    hash_password, lock_chain = users.hash_password, audit.lock_chain
+
+    def hashing(password: str) -> str:
+        order.append("hash")
+        return hash_password(password)
+
+    def locking(connection: Any) -> None:
+        order.append("lock")
+        lock_chain(connection)
+
+    monkeypatch.setattr(users, "hash_password", hashing)
+    monkeypatch.setattr(audit, "lock_chain", locking)
+    made = _tme("user", "create", "ann", "--role", "viewer", *PASSWORD, db=db_url)
+    assert made.exit_code == 0, made.output
+    assert order[0] == "hash" and "lock" in order and "hash" not in order[1:], order
+    before = list(order)
+    short = _tme("user", "create", "bob", "--role", "viewer", "--password", "short", db=db_url)
+    assert short.exit_code == 2 and "at least 8 characters" in short.stderr, short.output
+    assert order == before  # a password refused locks nothing

@@ -73,13 +73,14 @@ async def user(board: Any) -> AsyncIterator[User]:
 def sign_in(board: Any, fixture_password: str) -> Callable[[User, str], None]:
     """Give the simulated browser a session cookie of a new user with `role`."""
     from tme.controller.services.sessions import SESSION_COOKIE, start_session
-    from tme.controller.services.users import create_user, get_user
+    from tme.controller.services.users import create_user, get_user, new_password_hash
     from tme.controller.store.db import session_scope
 
     def sign(user: User, role: str, sites: str = "*") -> None:
         name = f"{role}-{len(user.http_client.cookies)}"
         with session_scope(board.engine) as session:
-            create_user(session, name, fixture_password, role=role, sites=sites)
+            hashed = new_password_hash(fixture_password)
+            create_user(session, name, hashed, role=role, sites=sites)
             session.commit()
             new = start_session(session, get_user(session, name), SESSION_KEY, 1)
             session.commit()

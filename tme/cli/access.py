@@ -145,15 +145,17 @@ def user_create(
     db: DbOption = None,
 ) -> None:
     """Create a user (the first admin: `tme user create admin --role admin`)."""
-    from tme.controller.services.users import check_new_user, create_user
+    from tme.controller.services.users import check_new_user, create_user, new_password_hash
 
     with cli_errors():
         check_new_user(username, role, sites)  # before asking for a password
     settings = change_settings(db)  # so is the audit key
     if password is None:
         password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    with cli_errors():
+        hashed = new_password_hash(password)  # before the change locks the audit chain
     with audited_change(db, settings) as change:
-        user = create_user(change.session, username, password, role, sites)
+        user = create_user(change.session, username, hashed, role, sites)
         change.commit("user.create", f"user:{username}", {"role": role, "sites": user.sites})
     console.print(f"user {username} created ({role}, sites {', '.join(user.sites)})")
 
