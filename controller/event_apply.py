@@ -71,8 +71,8 @@ def apply_messages(session: Session, messages: list[Event | Presence]) -> Applie
     """
     events = [m for m in messages if isinstance(m, Event)]
     batch = HopBatch(session, (e.command_id for e in events))
-    # A progress event may add a line (a stop's first writes): applied once, as a line is.
-    with_lines = [e.id for e in events if e.line is not None or e.type == "progress"]
+    # A stop's first writes add a line too (_apply_event): applied once, as a line is.
+    with_lines = [e.id for e in events if e.line is not None or _says_first_pass(e)]
     seen = applied_event_ids(session, (e.id for e in events), with_lines)
     moved, not_started = [], set()
     unknown: list[Event] = []
@@ -134,6 +134,11 @@ def _apply_event(batch: HopBatch, event: Event, seen: set[str], unknown: list[Ev
         return False
     hop = Hop(state, event.reason or event.type, event.source, event.at, event.id, event.result)
     return batch.record(event.command_id, hop)
+
+
+def _says_first_pass(event: Event) -> bool:
+    """A progress event saying a stop's first writes (a line in the run's log)."""
+    return event.type == "progress" and first_pass_of(event.result) is not None
 
 
 def _note_unknown(session: Session, events: list[Event]) -> None:
