@@ -159,8 +159,9 @@ def _follow_all(
             first = first_pass(run)
             if first is not None and label not in said:
                 said.add(label)
-                for line in [] if quiet else first_pass_lines(first, is_final(run.state)):
-                    _say(f"{label}: {line}")
+                if not quiet:
+                    for line in first_pass_lines(first, is_final(run.state)):
+                        _say(f"{label}: {line}")
             if is_final(run.state):
                 ended.add(label)
                 if not quiet:
