@@ -9,6 +9,7 @@ from api_helpers import assert_error
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
+from tme.controller.app import create_app
 from tme.controller.services import runs as run_service
 from tme.controller.services.tasks import create_task
 from tme.controller.store.models import Outbox, Run
@@ -52,8 +53,16 @@ def _queued_task(engine: Any) -> tuple[int, str]:
 
 
 def test_delete_refuses_a_queued_run_then_allows_it_canceled(
-    test_client: TestClient, app_engine: Any
+    app_settings: Any, app_engine: Any, admin_token: str
 ) -> None:
+    # A controller that dispatches nothing: its run stays queued (a dispatcher would
+    # publish it within its poll, and the run be dispatched before the test cancels it).
+    app = create_app(app_settings, engine=app_engine, runtime=False, warm=False)
+    with TestClient(app, headers={"Authorization": f"Bearer {admin_token}"}) as test_client:
+        _delete_refused_then_canceled(test_client, app_engine)
+
+
+def _delete_refused_then_canceled(test_client: TestClient, app_engine: Any) -> None:
     task_id, run_id = _queued_task(app_engine)
     error = assert_error(test_client.delete(f"/api/v1/tasks/{task_id}"), 409, run_id)
     assert error["details"]["state"] == "queued"
