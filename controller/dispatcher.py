@@ -14,6 +14,13 @@ and never published twice; a crash before recording publishes them again, as abo
 The dispatched hop keeps the time of its confirm; the gateway's delivered hop may
 be recorded before it (hops tolerate reordering).
 
+Only the controller that leads (holds the scheduler lease, of those sharing its
+database) publishes: a standby's dispatcher publishes nothing, and the leader's
+publishes the rows the standby's API wrote, woken through the database
+(wake_channel) or by its poll. A new leader publishes every row not recorded as
+confirmed, some of them perhaps published by the old one just before it stopped:
+the edge deduplicates them, as above.
+
 Site queues are declared here, because a gateway may declare nothing (its RabbitMQ
 user may not configure anything): before the first dispatch to a site, at start-up
 for every site the database knows, and when a site's gateway announces itself. A
@@ -109,6 +116,10 @@ class Dispatcher:
         # Told (count, seconds) after each publish of which the broker confirmed some:
         # how many, and how long from the first publish to the last confirm or refusal.
         self.confirm_listeners: list[Callable[[int, float], None]] = []
+        # Whether this controller publishes the outbox now: only the one that leads, of
+        # the controllers sharing its database (runtime.py). A standby declares the
+        # queues of gateways that announce themselves, and publishes nothing.
+        self.may_publish: Callable[[], bool] = lambda: True
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="tme-dispatcher", daemon=True)
@@ -192,6 +203,8 @@ class Dispatcher:
         undeclared = self._declare_wanted_sites(waiting)
         if len(self._confirmed) >= BATCH:
             return 0  # recorded first (bounds what is held while recording fails)
+        if not self.may_publish():
+            return 0  # another controller leads: it publishes every row, this one's too
         with session_scope(self.engine) as session:
             query = UNPUBLISHED_PAST_HELD if self._confirmed else UNPUBLISHED
             if waiting:

@@ -30,7 +30,11 @@ class Observers:
             runtime.events.batch_listeners.append(state.metrics.on_batch)
             runtime.dispatcher.confirm_listeners.append(state.metrics.on_confirmed)
             self.notifier = Notifier(state.engine, self.settings, state.change_feed)
+            # Every controller records deliveries (once each: their keys are unique);
+            # the one that leads sends them.
+            self.notifier.may_send = lambda: runtime.scheduling.holds_lease
             state.metrics.process.loops["notify"] = self.notifier.failures
+            state.notifier = self.notifier
             self.notifier.start()
 
     def stop(self) -> None:

@@ -6,15 +6,17 @@ command is durably waiting to be published (the transactional outbox).
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from tme.controller.services.runs import transition
 from tme.controller.store.models import Outbox, Run, Task, utcnow
+from tme.controller.wake_channel import OUTBOX, notify
 from tme.protocol import Command
 from tme.schemas import MACHINE_OPS
 from tme.states import RunState
@@ -23,10 +25,30 @@ QUEUED_REASON = "waiting for dispatch"
 REPORT_REASON = "ready: waiting for its status report"
 
 
+class Wake(Protocol):
+    """What a commit that wrote outbox rows rings: the dispatcher's wake."""
+
+    def set(self) -> None: ...
+
+
+class OutboxWake:
+    """The wake of a controller's run-ready hooks: this controller's dispatcher, and,
+    while this controller stands by (another one leads and publishes the outbox), the
+    leader's, through the database (wake_channel)."""
+
+    def __init__(self, engine: Engine, local: Wake, standby: Callable[[], bool]) -> None:
+        self.engine, self.local, self.standby = engine, local, standby
+
+    def set(self) -> None:
+        self.local.set()
+        if self.standby():
+            notify(self.engine, OUTBOX)
+
+
 class OutboxWriter:
     """The run-ready hook of the task service; wakes the dispatcher after commit."""
 
-    def __init__(self, settings: Any, wake: threading.Event) -> None:
+    def __init__(self, settings: Any, wake: Wake) -> None:
         self.default_timeout_s = float(settings.tasks.default_timeout_s)
         self.queue_timeout_s = float(settings.tasks.queue_timeout_s)
         self.wake = wake
@@ -39,7 +61,7 @@ class OutboxWriter:
         wake_after_commit(session, self.wake)
 
 
-def wake_after_commit(session: Session, wake: threading.Event) -> None:
+def wake_after_commit(session: Session, wake: Wake) -> None:
     """Wake the dispatcher once this transaction, which wrote outbox rows, commits."""
     event.listen(session, "after_commit", lambda _s: wake.set(), once=True)
 

@@ -8,13 +8,13 @@ A task's own queue timeout replaces the default one.
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from sqlalchemy import inspect
 from sqlmodel import Session
 
 from tme.controller.outbox import (
+    Wake,
     dispatched_to_agent,
     queue_run,
     ready_for_report,
@@ -29,7 +29,7 @@ from tme.controller.store.workflow_models import RunLink, TaskPolicy
 
 
 class RunReady:
-    def __init__(self, settings: Any, wake: threading.Event) -> None:
+    def __init__(self, settings: Any, wake: Wake) -> None:
         self.default_timeout_s = float(settings.tasks.default_timeout_s)
         self.queue_timeout_s = float(settings.tasks.queue_timeout_s)
         self.wake = wake

@@ -1,5 +1,6 @@
-"""The controller's moving parts beside the API: the bus, the dispatcher and the
-event consumer. Started and stopped explicitly by the app's lifespan."""
+"""The controller's moving parts beside the API: the bus, the dispatcher, the event
+consumer, the scheduling loop and the wake listener. Started and stopped explicitly
+by the app's lifespan."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from sqlalchemy.engine import Engine
 from tme.bus import Bus, open_bus
 from tme.controller.dispatcher import Dispatcher
 from tme.controller.event_consumer import EventConsumer
+from tme.controller.outbox import OutboxWake
 from tme.controller.run_ready import RunReady
 from tme.controller.scheduling import Scheduling
 from tme.controller.store.prune import Pruner
+from tme.controller.wake_channel import HOUSEKEEPING, OUTBOX, SETTLE, WakeListener
 
 log = logging.getLogger("tme.controller")
 
@@ -31,7 +34,8 @@ class ControllerRuntime:
             else open_bus(settings.broker.effective_url, **settings.broker.bus_options())
         )
         wake = threading.Event()
-        self.on_run_ready = RunReady(settings, wake)
+        self.outbox_wake = OutboxWake(engine, wake, self._stands_by)
+        self.on_run_ready = RunReady(settings, self.outbox_wake)
         self.dispatcher = Dispatcher(engine, self.bus, wake)
         self.events = EventConsumer(
             engine,
@@ -42,7 +46,24 @@ class ControllerRuntime:
         self.scheduling = Scheduling(engine, self.on_run_ready, settings)
         self.events.on_to_settle = self.scheduling.wake
         self.events.listeners.append(self.dispatcher.on_message)
+        # Of the controllers sharing the database, the one holding the scheduler lease
+        # publishes the outbox (and sends notifications: observers.py); a standby serves
+        # the API and the dashboard, applies events, and wakes the leader through the
+        # database when it wrote work for it (wake_channel).
+        self.dispatcher.may_publish = lambda: self.scheduling.holds_lease
+        self.scheduling.on_lead.append(wake.set)
+        self.wakes = WakeListener(
+            engine,
+            {
+                OUTBOX: wake.set,
+                SETTLE: self.scheduling.woken,
+                HOUSEKEEPING: lambda: self.scheduling.woken(housekeeping=True),
+            },
+        )
         self.pruner = _pruner(settings, engine, self.scheduling)
+
+    def _stands_by(self) -> bool:
+        return not self.scheduling.holds_lease
 
     def start(self) -> None:
         if self._own_bus:
@@ -50,6 +71,7 @@ class ControllerRuntime:
         self.events.start()
         self.dispatcher.start()
         self.scheduling.start()
+        self.wakes.start()
         if self.pruner is not None:
             self.pruner.start()
         log.info("controller runtime started (broker %s)", _safe_url(self.settings))
@@ -57,6 +79,7 @@ class ControllerRuntime:
     def stop(self) -> None:
         if self.pruner is not None:
             self.pruner.stop()
+        self.wakes.stop()
         self.scheduling.stop()
         self.dispatcher.stop()
         self.events.stop()

@@ -4,7 +4,10 @@ One thread holds (or waits for) the scheduler lease. While this controller holds
 it, APScheduler fires schedules and the same thread keeps jobs in step with the
 tasks, settles workflow steps, starts due retries, enforces timeouts and shows
 gateways whose heartbeats stopped offline. Another controller on the same database
-says that it stands by, and takes over once the lease expires.
+says that it stands by, and takes over once the lease expires (or at once, when the
+leader stops cleanly and releases it). A standby's wake (its API settled a run, its
+event consumer applied a final state) is sent to the leader through the database
+(wake_channel).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -28,6 +32,7 @@ from tme.controller.scheduler_lease import Lease
 from tme.controller.services.runs import RunReadyHook
 from tme.controller.store.conflicts import in_transaction
 from tme.controller.store.models import utcnow
+from tme.controller.wake_channel import HOUSEKEEPING, SETTLE, notify
 from tme.controller.watchdog import GRACE_S, check_timeouts
 from tme.controller.workflow import settle_missed, settle_pending
 from tme.failure_log import FailureLog, describe
@@ -79,6 +84,9 @@ class Scheduling:
         self._fleet_watch_at = 0.0
         self._told_standby = False
         self.failures = FailureLog(log, "scheduling pass")
+        # Called (on this loop's thread) when this controller starts to lead: the parts
+        # that work only while it leads start at once, not at their next poll.
+        self.on_lead: list[Callable[[], None]] = []
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="tme-scheduling", daemon=True)
@@ -100,11 +108,19 @@ class Scheduling:
                     describe(exc),
                     self.lease.ttl.total_seconds(),
                 )
+            else:
+                notify(self.engine, SETTLE)  # a standby takes the lease at once
 
     def wake(self, *, housekeeping: bool = False) -> None:
         """Have the loop make a pass now, not at its next tick; with `housekeeping`, one
         that also starts due retries and checks timeouts (a resumed task's retry whose
         time came during the pause starts at once, not at the next tick)."""
+        self.woken(housekeeping=housekeeping)
+        if not self.leading:  # another controller settles the runs: wake it
+            notify(self.engine, HOUSEKEEPING if housekeeping else SETTLE)
+
+    def woken(self, *, housekeeping: bool = False) -> None:
+        """Wake this loop only (another controller asked: see `wake`)."""
         if housekeeping:
             self._housekeeping_asked.set()
         self._wake.set()
@@ -174,20 +190,29 @@ class Scheduling:
     def _hold_lease(self) -> None:
         held = self.lease.try_acquire()
         if held and not self.leading:
-            log.info("this controller (%s) now schedules", self.holder)
+            log.info(
+                "this controller (%s) now leads: it schedules, publishes commands and"
+                " sends notifications",
+                self.holder,
+            )
             register(self.key, self._context)
             self.keeper.start()
             self.leading, self._told_standby = True, False
+            for started in self.on_lead:
+                started()
         elif not held and self.leading:
-            log.warning("scheduler lease lost; this controller stops scheduling")
+            log.warning(
+                "scheduler lease lost; this controller stops scheduling, publishing and"
+                " notifying, and stands by"
+            )
             self._step_down()
         elif not held and not self._told_standby:
             current = self.lease.current()
             who = current.holder if current else "another controller"
             until = current.expires_at.isoformat() if current else "?"
             log.warning(
-                "another controller (%s) schedules on this database; this one stands by"
-                " and takes over if its lease expires (now %s)",
+                "another controller (%s) leads on this database; this one stands by"
+                " (serving the API) and takes over if its lease expires (now %s)",
                 who,
                 until,
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -81,6 +82,9 @@ class Notifier:
         self._run_cursor = 0
         self._agent_cursor = 0
         self.failures = FailureLog(log, "notifier pass")
+        # Whether this controller sends now: of the controllers sharing a database, only
+        # the one that leads does (observers.py), so a delivery is not sent by two.
+        self.may_send: Callable[[], bool] = lambda: True
 
     def start(self) -> None:
         # Only what happens from now on notifies; history was someone else's to report.
@@ -197,7 +201,7 @@ class Notifier:
             busy = set(self._in_flight.values())
             idle = self.senders - len(self._in_flight)
             sent = set(self._unstored)
-        if idle <= 0 or self._pool is None:
+        if idle <= 0 or self._pool is None or not self.may_send():
             return 0
         with Session(self.engine) as session:
             oldest_per_target = (

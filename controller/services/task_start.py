@@ -13,7 +13,6 @@ stamping the ids in, encoding the commands and one executemany per table.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,7 @@ from sqlmodel import Session, SQLModel
 
 from tme.controller.outbox import (
     QUEUED_REASON,
+    Wake,
     command_of,
     dispatched_to_agent,
     not_after_of,
@@ -86,7 +86,7 @@ class StartBatch:
 
     default_timeout_s: float
     queue_timeout_s: float
-    wake: threading.Event
+    wake: Wake
     _planned: list[_Planned] = field(default_factory=list)
     _events: list[dict[str, Any]] = field(default_factory=list)
 

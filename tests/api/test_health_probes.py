@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from ports import free_port
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
+from waiting import wait_until
 
 from tme.controller.readiness import Readiness, check_database
 from tme.controller.store.db import make_engine
@@ -39,11 +40,14 @@ async def test_liveness_answers_while_every_worker_thread_is_taken(app: FastAPI)
 
 def test_readiness_needs_no_token_and_names_each_check(app: FastAPI) -> None:
     with TestClient(app) as anonymous:
+        # A lone controller leads as soon as its scheduling loop took the lease.
+        wait_until(lambda: anonymous.get("/readyz").json().get("role") == "leader", timeout=10)
         ready = anonymous.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json() == {
         "status": "ready",
         "checks": {"database": "ok", "schema": "ok", "broker": "ok"},
+        "role": "leader",
     }
 
 

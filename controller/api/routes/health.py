@@ -23,11 +23,19 @@ async def healthz() -> dict[str, str]:
 @router.get("/readyz", responses={503: {"description": "A check is failing"}})
 def readyz(request: Request) -> JSONResponse:
     """Each check ("database", "schema", "broker") with "ok" or a short reason; 503
-    when one fails. Why it fails in full is in the controller's log."""
+    when one fails. Why it fails in full is in the controller's log. A ready answer
+    also says this controller's `role` among those sharing its database: `leader`
+    (it schedules, publishes commands and sends notifications) or `standby` (it serves
+    the API and the dashboard, and takes over when the leader stops). Both are ready:
+    a load balancer sends requests to either."""
     readiness: Readiness = request.app.state.readiness
     results = readiness.run()
     if all(v == "ok" for v in results.values()):
-        return JSONResponse({"status": "ready", "checks": results})
+        body: dict[str, object] = {"status": "ready", "checks": results}
+        runtime = request.app.state.runtime
+        if runtime is not None:
+            body["role"] = "leader" if runtime.scheduling.holds_lease else "standby"
+        return JSONResponse(body)
     return error_response(503, "not_ready", "a check is failing", results)
 
 
