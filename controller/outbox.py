@@ -6,6 +6,7 @@ command is durably waiting to be published (the transactional outbox).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -64,6 +65,40 @@ class OutboxWriter:
 def wake_after_commit(session: Session, wake: Wake) -> None:
     """Wake the dispatcher once this transaction, which wrote outbox rows, commits."""
     event.listen(session, "after_commit", lambda _s: wake.set(), once=True)
+
+
+# The dispatchers' wakes of the controllers running on each engine, for the writers of
+# outbox rows that hold no run-ready hook (a cancel's stop request): without a wake,
+# a stop request waited for the dispatcher's poll, up to a second, before leaving.
+_WAKES: dict[Engine, list[Wake]] = {}
+_WAKES_LOCK = threading.Lock()
+
+
+def serve_wake(engine: Engine, wake: Wake) -> None:
+    """Have `wake_dispatcher_after_commit` on `engine` ring `wake` (until `drop_wake`)."""
+    with _WAKES_LOCK:
+        _WAKES.setdefault(engine, []).append(wake)
+
+
+def drop_wake(engine: Engine, wake: Wake) -> None:
+    with _WAKES_LOCK:
+        wakes = _WAKES.get(engine, [])
+        if wake in wakes:
+            wakes.remove(wake)
+        if not wakes:
+            _WAKES.pop(engine, None)
+
+
+def wake_dispatcher_after_commit(session: Session) -> None:
+    """Wake the dispatcher of each controller running on this session's engine once
+    this transaction, which wrote outbox rows, commits (nothing without a controller:
+    a script, a test)."""
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    with _WAKES_LOCK:
+        wakes = list(_WAKES.get(engine, ()))
+    for wake in wakes:
+        wake_after_commit(session, wake)
 
 
 def queue_run(

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from tme.bus import Bus, open_bus
 from tme.controller.dispatcher import Dispatcher
 from tme.controller.event_consumer import EventConsumer
-from tme.controller.outbox import OutboxWake
+from tme.controller.outbox import OutboxWake, drop_wake, serve_wake
 from tme.controller.run_ready import RunReady
 from tme.controller.scheduling import Scheduling
 from tme.controller.store.prune import Pruner
@@ -72,6 +72,7 @@ class ControllerRuntime:
         self.dispatcher.start()
         self.scheduling.start()
         self.wakes.start()
+        serve_wake(self.engine, self.outbox_wake)
         if self.pruner is not None:
             self.pruner.start()
         log.info("controller runtime started (broker %s)", _safe_url(self.settings))
@@ -79,6 +80,7 @@ class ControllerRuntime:
     def stop(self) -> None:
         if self.pruner is not None:
             self.pruner.stop()
+        drop_wake(self.engine, self.outbox_wake)
         self.wakes.stop()
         self.scheduling.stop()
         self.dispatcher.stop()

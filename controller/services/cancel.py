@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from sqlmodel import Session, col, select
 
+from tme.controller.outbox import wake_dispatcher_after_commit
 from tme.controller.retries import start_retry_by_hand
 from tme.controller.services.launch import hold, link_run, record_skipped, room_for
 from tme.controller.services.roles import Principal
@@ -73,6 +74,7 @@ def cancel_run(session: Session, run_id: str, *, force: bool = False, why: str =
     session.add(link)
     if rows and task is not None and task.site and task.agent and not on_its_way:
         session.add(_stop_request(run, task))
+        wake_dispatcher_after_commit(session)
     reason = None
     if state in BEFORE_BROKER:
         reason = "canceled before dispatch"

@@ -1,15 +1,19 @@
-"""A run on its way asked to stop twice (a script retrying its cancel, two people at
-once) sends its agent one stop request, not one per cancel; `force` then marks it
-canceled without another."""
+"""A run on its way asked to stop sends its agent a stop request at once (the dispatcher
+is woken by the cancel, not left to its poll); asked twice (a script retrying its
+cancel, two people at once), one stop request, not one per cancel; `force` then marks
+it canceled without another."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session, select
+from waiting import wait_until
 
+from tme.controller import dispatcher as dispatcher_module
 from tme.controller.services import runs as run_service
 from tme.controller.services.cancel import CANCEL_OP
 from tme.controller.services.tasks import create_task
@@ -33,15 +37,39 @@ def _running_run(engine: Any) -> str:
         return run.id
 
 
-def _stop_requests(engine: Any, run_id: str) -> int:
+def _stop_requests(engine: Any, run_id: str, *, published: bool = False) -> int:
     with Session(engine) as session:
-        bodies = [json.loads(row.body) for row in session.exec(select(Outbox)).all()]
+        rows = session.exec(select(Outbox)).all()
+        bodies = [json.loads(row.body) for row in rows if row.published_at or not published]
     return sum(
         1
         for body in bodies
         if isinstance(body, dict)
         and body.get("op") == CANCEL_OP
         and body.get("params", {}).get("command_id") == run_id
+    )
+
+
+def test_a_stop_request_leaves_at_once(
+    test_client: TestClient, app_engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dispatcher's poll is made too slow to find the stop request in the test's
+    # time: only the cancel's wake can send it. (Its wait in progress, of the usual
+    # second, ends with the run's own dispatch.)
+    monkeypatch.setattr(dispatcher_module, "IDLE_POLL_S", 300.0)
+    task = test_client.post(
+        "/api/v1/tasks",
+        json={"name": "long", "op": "sleep", "target": {"site": "plant", "agent": "skid"},
+              "params": {"seconds": 600}},
+    ).json()  # fmt: skip
+    run_id = task["latest_run_id"]
+    wait_until(lambda: test_client.get(f"/api/v1/runs/{run_id}").json()["state"] == "dispatched")
+    answer = test_client.post(f"/api/v1/runs/{run_id}/cancel")
+    assert answer.status_code == 200, answer.text
+    wait_until(
+        lambda: _stop_requests(app_engine, run_id, published=True) == 1,
+        timeout=10,
+        what="the stop request published",
     )
 
 
