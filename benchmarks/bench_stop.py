@@ -1,7 +1,8 @@
 """How soon a stop makes the machines safe: from the request to the moment each device's
 safe values were written (the `at` of its run's `result.first_pass`, the agent's clock,
 on this machine), a device's stop beside a site's stop of two devices on two agents, in
-the same run.
+the same run; and how soon a cancel stops a running operation (to the `at` of its run's
+`canceled` hop, the agent's clock).
 
     .venv/bin/python -m benchmarks.bench_stop [--rounds 10]
 
@@ -45,6 +46,28 @@ def _written_ms(client: tme.Client, run_id: str, sent: float) -> float:
     if run.state != "succeeded" or not isinstance(first, dict):
         raise RuntimeError(f"stop {run_id} {run.state}: {run.reason}")
     return (datetime.fromisoformat(first["at"]).timestamp() - sent) * 1000
+
+
+def _canceled_ms(client: tme.Client, run_id: str, sent: float) -> float:
+    """Milliseconds from `sent` to the agent's stop of the run, once it was canceled."""
+    deadline = time.monotonic() + DEADLINE_S
+    while (run := client.runs.get(run_id)).state not in FINAL:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"cancel of {run_id}: still {run.state}")
+        time.sleep(0.01)  # polling interval of a deadline wait
+    hops = [e for e in run.events if e.to_state == "canceled"]
+    if run.state != "canceled" or not hops:
+        raise RuntimeError(f"cancel of {run_id}: {run.state} ({run.reason})")
+    return (hops[0].at.timestamp() - sent) * 1000
+
+
+def _running(client: tme.Client, run_id: str) -> None:
+    """Return once the agent says the run runs."""
+    deadline = time.monotonic() + DEADLINE_S
+    while client.runs.get(run_id).state != "running":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} did not start")
+        time.sleep(0.01)  # polling interval of a deadline wait
 
 
 def _rounds(count: int, one: Callable[[], dict[str, float]]) -> dict[str, list[float]]:
@@ -106,13 +129,30 @@ def main(argv: list[str] | None = None) -> None:
                 resume()
                 return took
 
+            def cancel() -> dict[str, float]:
+                task = client.tasks.create(
+                    name="bench sleep",
+                    op="sleep",
+                    target={"site": site, "agent": "skid-a"},
+                    params={"seconds": 60},
+                    timeout_s=120,
+                )
+                run_id = str(task.latest_run_id)
+                _running(client, run_id)
+                sent = time.time()
+                client.runs.cancel(run_id)
+                return {"sleep": _canceled_ms(client, run_id, sent)}
+
             one_device()  # the first command of each agent opens its connections
             whole_site()
+            cancel()
             print(f"\n== stop -> safe values written, {args.rounds} rounds ==\n")
             print(f"{'request':<34} {'device':<10} {'p50 ms':>8} {'max ms':>8} {'n':>4}")
             print("-" * 68)
             _print("POST /devices/pump1/stop", _rounds(args.rounds, one_device))
             _print("POST /sites/<site>/stop (2 agents)", _rounds(args.rounds, whole_site))
+            print(f"\n== cancel -> the agent stopped the run, {args.rounds} rounds ==\n")
+            _print("POST /runs/<id>/cancel", _rounds(args.rounds, cancel))
 
 
 if __name__ == "__main__":
