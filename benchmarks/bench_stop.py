@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 import tme
+from tme.schemas import RunDetail
 from tme.stack import LocalStack, StackConfig
 from tme.states import FINAL_STATES
 
@@ -35,13 +36,19 @@ FINAL = {state.value for state in FINAL_STATES}
 DEADLINE_S = 30.0
 
 
+def _run_once(client: tme.Client, run_id: str, done: Callable[[str], bool]) -> RunDetail:
+    """The run, once its state is `done` (within DEADLINE_S)."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not done((run := client.runs.get(run_id)).state):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} still {run.state}")
+        time.sleep(0.01)  # polling interval of a deadline wait
+    return run
+
+
 def _written_ms(client: tme.Client, run_id: str, sent: float) -> float:
     """Milliseconds from `sent` to the stop's first writes, once its run ended."""
-    deadline = time.monotonic() + DEADLINE_S
-    while (run := client.runs.get(run_id)).state not in FINAL:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"stop {run_id} still {run.state}")
-        time.sleep(0.01)  # polling interval of a deadline wait
+    run = _run_once(client, run_id, lambda state: state in FINAL)
     first = (run.result or {}).get("first_pass")
     if run.state != "succeeded" or not isinstance(first, dict):
         raise RuntimeError(f"stop {run_id} {run.state}: {run.reason}")
@@ -50,24 +57,11 @@ def _written_ms(client: tme.Client, run_id: str, sent: float) -> float:
 
 def _canceled_ms(client: tme.Client, run_id: str, sent: float) -> float:
     """Milliseconds from `sent` to the agent's stop of the run, once it was canceled."""
-    deadline = time.monotonic() + DEADLINE_S
-    while (run := client.runs.get(run_id)).state not in FINAL:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"cancel of {run_id}: still {run.state}")
-        time.sleep(0.01)  # polling interval of a deadline wait
+    run = _run_once(client, run_id, lambda state: state in FINAL)
     hops = [e for e in run.events if e.to_state == "canceled"]
     if run.state != "canceled" or not hops:
         raise RuntimeError(f"cancel of {run_id}: {run.state} ({run.reason})")
     return (hops[0].at.timestamp() - sent) * 1000
-
-
-def _running(client: tme.Client, run_id: str) -> None:
-    """Return once the agent says the run runs."""
-    deadline = time.monotonic() + DEADLINE_S
-    while client.runs.get(run_id).state != "running":
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"run {run_id} did not start")
-        time.sleep(0.01)  # polling interval of a deadline wait
 
 
 def _rounds(count: int, one: Callable[[], dict[str, float]]) -> dict[str, list[float]]:
@@ -138,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
                     timeout_s=120,
                 )
                 run_id = str(task.latest_run_id)
-                _running(client, run_id)
+                _run_once(client, run_id, lambda state: state == "running")
                 sent = time.time()
                 client.runs.cancel(run_id)
                 return {"sleep": _canceled_ms(client, run_id, sent)}
